@@ -1,0 +1,136 @@
+//! The command line: argument parsing and printing. Everything it does is a call into the
+//! pipeline stages; nothing here decides anything about clusters.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::{inventory, pki, render};
+
+#[derive(Parser)]
+#[command(name = "hardway", version, about = "Bootstrap Kubernetes the hard way from one inventory file")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct InventoryArg {
+    /// The inventory file.
+    #[arg(short = 'i', long = "inventory", default_value = "inventory.toml", global = true)]
+    inventory: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Certificates and keys.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Write every host's files (units, configs, kubeconfigs, certificates) under --out.
+    Render {
+        #[command(flatten)]
+        inv: InventoryArg,
+        /// The PKI directory made by `pki generate`.
+        #[arg(long, default_value = "pki")]
+        pki: PathBuf,
+        #[arg(long, default_value = "build")]
+        out: PathBuf,
+    },
+    /// Check an inventory and print what it describes.
+    Validate {
+        #[command(flatten)]
+        inv: InventoryArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCommand {
+    /// Create the CAs and every certificate; keeps what exists and still matches.
+    Generate {
+        #[command(flatten)]
+        inv: InventoryArg,
+        #[arg(long, default_value = "pki")]
+        out: PathBuf,
+        /// Re-issue every CA, key and certificate (the encryption key is always kept).
+        #[arg(long)]
+        force: bool,
+    },
+    /// List every certificate with its subject, SANs, issuer and expiry; flag mismatches.
+    Check {
+        #[command(flatten)]
+        inv: InventoryArg,
+        #[arg(long, default_value = "pki")]
+        pki: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_inventory(path: &Path) -> Result<inventory::Inventory> {
+    let inv = inventory::load(path)?;
+    for w in &inv.warnings {
+        eprintln!("warning: {}", w.display_in(path));
+    }
+    Ok(inv)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate { inv } => {
+            let inv = load_inventory(&inv.inventory)?;
+            println!(
+                "{}: cluster {:?}, {} masters, {} workers, {} etcd members, API at {}",
+                inv.source.display(),
+                inv.cluster.name,
+                inv.masters().count(),
+                inv.workers().count(),
+                inv.etcd_members().len(),
+                inv.api_server_url()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pki { command: PkiCommand::Generate { inv, out, force } } => {
+            let inv = load_inventory(&inv.inventory)?;
+            let (_, report) = pki::generate(&inv, &out, pki::GenerateOptions { force })?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pki { command: PkiCommand::Check { inv, pki: dir } } => {
+            let inv = load_inventory(&inv.inventory)?;
+            let rows = pki::check(&inv, &dir)?;
+            println!("{:<32} {:<62} {:<30} {:<18} {:>9}  STATUS", "CERTIFICATE", "SUBJECT", "ISSUER", "EXPIRES", "DAYS LEFT");
+            let mut bad = 0;
+            for r in &rows {
+                let status = if r.problems.is_empty() { "ok".to_string() } else { r.problems.join("; ") };
+                bad += usize::from(!r.problems.is_empty());
+                println!("{:<32} {:<62} {:<30} {:<18} {:>9}  {status}", r.name, r.subject, r.issuer, r.not_after, r.days_left);
+                if !r.sans.is_empty() {
+                    println!("{:<32} SANs: {}", "", r.sans.join(", "));
+                }
+            }
+            println!("{} certificates, {bad} with problems", rows.len());
+            Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Render { inv, pki: dir, out } => {
+            let inv = load_inventory(&inv.inventory)?;
+            let pki = pki::load(&inv, &dir)?;
+            let rendered = render::render(&inv, &pki)?;
+            let n = rendered.write_to(&out).with_context(|| format!("writing {}", out.display()))?;
+            println!("rendered {n} files for {} hosts under {}", rendered.hosts.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

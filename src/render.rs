@@ -1,0 +1,440 @@
+//! Stage 3: every file every host gets, rendered in memory from the inventory and the PKI.
+//!
+//! What goes where is one table, [`FILES`]: for each role, the final path on the node, where the
+//! bytes come from (a template in `templates/`, a certificate, a key), its mode, and which units
+//! must restart when it changes — deploy needs that last column to restart only what changed.
+//! Templates are tera files embedded in the binary, so a release carries them.
+//!
+//! The output depends only on the inventory and the PKI: no clocks, no randomness, stable
+//! ordering everywhere, so rendering twice gives the same bytes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use serde::Serialize;
+
+use crate::inventory::{Inventory, Node, Role, host_for_url};
+use crate::pki::{CaId, Pki};
+
+/// One file destined for one host.
+#[derive(Clone, PartialEq, Eq)]
+pub struct File {
+    /// Absolute path on the node.
+    pub path: String,
+    pub mode: u32,
+    pub contents: Vec<u8>,
+    /// systemd units to restart when this file changes.
+    pub units: Vec<&'static str>,
+}
+
+impl std::fmt::Debug for File {
+    // File contents include private keys: never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "File({} {:o} {} bytes, units {:?})", self.path, self.mode, self.contents.len(), self.units)
+    }
+}
+
+impl File {
+    pub fn is_unit(&self) -> bool {
+        self.path.starts_with("/etc/systemd/system/")
+    }
+}
+
+/// All hosts' files, by node name, each list sorted by path.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub hosts: BTreeMap<String, Vec<File>>,
+    /// Files for the operator's machine (the admin kubeconfig).
+    pub local: Vec<File>,
+}
+
+/// Marks a directory as written by `render`, so a later render may replace it wholesale.
+const MARKER: &str = ".hardway-render";
+
+impl Rendered {
+    /// Writes `out/<host>/<path>` for every file, and `out/<name>` for local files. A previous
+    /// render in `out` is replaced; any other non-empty directory is refused.
+    pub fn write_to(&self, out: &Path) -> Result<usize> {
+        if out.exists() {
+            let empty = std::fs::read_dir(out)?.next().is_none();
+            if !empty && !out.join(MARKER).exists() {
+                bail!("{} exists and was not written by `hardway render`; refusing to overwrite it", out.display());
+            }
+            std::fs::remove_dir_all(out).with_context(|| format!("removing old {}", out.display()))?;
+        }
+        std::fs::create_dir_all(out)?;
+        crate::pki::write_file(&out.join(MARKER), b"written by hardway render; replaced on every render\n", 0o644)?;
+        let mut n = 0;
+        for (host, files) in &self.hosts {
+            for f in files {
+                let dest = out.join(host).join(f.path.trim_start_matches('/'));
+                crate::pki::write_file(&dest, &f.contents, f.mode)?;
+                n += 1;
+            }
+        }
+        for f in &self.local {
+            crate::pki::write_file(&out.join(&f.path), &f.contents, f.mode)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    All,
+    EtcdMember,
+    Master,
+    Worker,
+    Lb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    Always,
+    Aggregation,
+    Metallb,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Server {
+    /// The load balancer (or the only master).
+    Cluster,
+    /// The API server on the same host.
+    Local,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Template(&'static str),
+    CaCert(CaId),
+    CaKey(CaId),
+    /// A leaf certificate or its key, by matrix name (`{node}` is the host's name).
+    Cert(&'static str),
+    Key(&'static str),
+    SaKey,
+    SaPub,
+    Kubeconfig { cert: &'static str, user: &'static str, server: Server },
+}
+
+struct FileRule {
+    who: Who,
+    when: When,
+    path: &'static str,
+    source: Source,
+    mode: u32,
+    units: &'static [&'static str],
+}
+
+const APISERVER: &[&str] = &["kube-apiserver"];
+const CM: &[&str] = &["kube-controller-manager"];
+const ETCD: &[&str] = &["etcd"];
+const KUBELET: &[&str] = &["kubelet"];
+const PROXY: &[&str] = &["kube-proxy"];
+
+#[rustfmt::skip]
+const FILES: &[FileRule] = &[
+    FileRule { who: Who::All, when: When::Always, path: "/etc/hardway/hosts", source: Source::Template("hosts"), mode: 0o644, units: &[] },
+    // etcd members
+    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: ETCD },
+    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/server.crt", source: Source::Cert("etcd/server-{node}"), mode: 0o644, units: ETCD },
+    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/server.key", source: Source::Key("etcd/server-{node}"), mode: 0o600, units: ETCD },
+    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/peer.crt", source: Source::Cert("etcd/peer-{node}"), mode: 0o644, units: ETCD },
+    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/peer.key", source: Source::Key("etcd/peer-{node}"), mode: 0o600, units: ETCD },
+    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.crt", source: Source::Cert("etcd/healthcheck-client"), mode: 0o644, units: &[] },
+    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.key", source: Source::Key("etcd/healthcheck-client"), mode: 0o600, units: &[] },
+    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/systemd/system/etcd.service", source: Source::Template("etcd.service"), mode: 0o644, units: ETCD },
+    // control plane
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &["kube-apiserver", "kube-controller-manager"] },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/ca.key", source: Source::CaKey(CaId::Kubernetes), mode: 0o600, units: CM },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver.crt", source: Source::Cert("apiserver"), mode: 0o644, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver.key", source: Source::Key("apiserver"), mode: 0o600, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver-kubelet-client.crt", source: Source::Cert("apiserver-kubelet-client"), mode: 0o644, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver-kubelet-client.key", source: Source::Key("apiserver-kubelet-client"), mode: 0o600, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver-etcd-client.crt", source: Source::Cert("apiserver-etcd-client"), mode: 0o644, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver-etcd-client.key", source: Source::Key("apiserver-etcd-client"), mode: 0o600, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/etcd/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/sa.key", source: Source::SaKey, mode: 0o600, units: &["kube-apiserver", "kube-controller-manager"] },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/sa.pub", source: Source::SaPub, mode: 0o644, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-ca.crt", source: Source::CaCert(CaId::FrontProxy), mode: 0o644, units: &["kube-apiserver", "kube-controller-manager"] },
+    FileRule { who: Who::Master, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.crt", source: Source::Cert("front-proxy-client"), mode: 0o644, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.key", source: Source::Key("front-proxy-client"), mode: 0o600, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/encryption-config.yaml", source: Source::Template("encryption-config.yaml"), mode: 0o600, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/admin.kubeconfig", source: Source::Kubeconfig { cert: "admin", user: "admin", server: Server::Cluster }, mode: 0o600, units: &[] },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/controller-manager.kubeconfig", source: Source::Kubeconfig { cert: "kube-controller-manager", user: "system:kube-controller-manager", server: Server::Local }, mode: 0o600, units: CM },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/scheduler.kubeconfig", source: Source::Kubeconfig { cert: "kube-scheduler", user: "system:kube-scheduler", server: Server::Local }, mode: 0o600, units: &["kube-scheduler"] },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/kube-scheduler.yaml", source: Source::Template("kube-scheduler.yaml"), mode: 0o644, units: &["kube-scheduler"] },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml", source: Source::Template("apiserver-to-kubelet-rbac.yaml"), mode: 0o644, units: &[] },
+    FileRule { who: Who::Master, when: When::Metallb, path: "/etc/kubernetes/addons/metallb-pool.yaml", source: Source::Template("metallb-pool.yaml"), mode: 0o644, units: &[] },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/systemd/system/kube-apiserver.service", source: Source::Template("kube-apiserver.service"), mode: 0o644, units: APISERVER },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/systemd/system/kube-controller-manager.service", source: Source::Template("kube-controller-manager.service"), mode: 0o644, units: CM },
+    FileRule { who: Who::Master, when: When::Always, path: "/etc/systemd/system/kube-scheduler.service", source: Source::Template("kube-scheduler.service"), mode: 0o644, units: &["kube-scheduler"] },
+    // workers
+    FileRule { who: Who::Worker, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &["kubelet", "kube-proxy"] },
+    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kubelet/pki/kubelet.crt", source: Source::Cert("kubelet-{node}"), mode: 0o644, units: KUBELET },
+    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kubelet/pki/kubelet.key", source: Source::Key("kubelet-{node}"), mode: 0o600, units: KUBELET },
+    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kubelet/kubeconfig", source: Source::Kubeconfig { cert: "kubelet-{node}", user: "system:node:{node}", server: Server::Cluster }, mode: 0o600, units: KUBELET },
+    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kubelet/kubelet-config.yaml", source: Source::Template("kubelet-config.yaml"), mode: 0o644, units: KUBELET },
+    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kube-proxy/kubeconfig", source: Source::Kubeconfig { cert: "kube-proxy", user: "system:kube-proxy", server: Server::Cluster }, mode: 0o600, units: PROXY },
+    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kube-proxy/kube-proxy-config.yaml", source: Source::Template("kube-proxy-config.yaml"), mode: 0o644, units: PROXY },
+    FileRule { who: Who::Worker, when: When::Always, path: "/etc/containerd/config.toml", source: Source::Template("containerd-config.toml"), mode: 0o644, units: &["containerd"] },
+    FileRule { who: Who::Worker, when: When::Always, path: "/etc/cni/net.d/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[] },
+    FileRule { who: Who::Worker, when: When::Always, path: "/etc/cni/net.d/99-loopback.conf", source: Source::Template("99-loopback.conf"), mode: 0o644, units: &[] },
+    FileRule { who: Who::Worker, when: When::Always, path: "/etc/systemd/system/containerd.service", source: Source::Template("containerd.service"), mode: 0o644, units: &["containerd"] },
+    FileRule { who: Who::Worker, when: When::Always, path: "/etc/systemd/system/kubelet.service", source: Source::Template("kubelet.service"), mode: 0o644, units: KUBELET },
+    FileRule { who: Who::Worker, when: When::Always, path: "/etc/systemd/system/kube-proxy.service", source: Source::Template("kube-proxy.service"), mode: 0o644, units: PROXY },
+    FileRule { who: Who::Worker, when: When::Always, path: "/etc/systemd/system/pod-routes.service", source: Source::Template("pod-routes.service"), mode: 0o644, units: &["pod-routes"] },
+    // load balancer
+    FileRule { who: Who::Lb, when: When::Always, path: "/etc/haproxy/haproxy.cfg", source: Source::Template("haproxy.cfg"), mode: 0o644, units: &["haproxy"] },
+    FileRule { who: Who::Lb, when: When::Always, path: "/etc/systemd/system/haproxy.service", source: Source::Template("haproxy.service"), mode: 0o644, units: &["haproxy"] },
+];
+
+/// The templates, embedded at build time.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("hosts", include_str!("../templates/hosts.tera")),
+    ("kubeconfig", include_str!("../templates/kubeconfig.yaml.tera")),
+    ("etcd.service", include_str!("../templates/etcd.service.tera")),
+    ("encryption-config.yaml", include_str!("../templates/encryption-config.yaml.tera")),
+    ("kube-scheduler.yaml", include_str!("../templates/kube-scheduler.yaml.tera")),
+    ("apiserver-to-kubelet-rbac.yaml", include_str!("../templates/apiserver-to-kubelet-rbac.yaml.tera")),
+    ("metallb-pool.yaml", include_str!("../templates/metallb-pool.yaml.tera")),
+    ("kube-apiserver.service", include_str!("../templates/kube-apiserver.service.tera")),
+    ("kube-controller-manager.service", include_str!("../templates/kube-controller-manager.service.tera")),
+    ("kube-scheduler.service", include_str!("../templates/kube-scheduler.service.tera")),
+    ("kubelet-config.yaml", include_str!("../templates/kubelet-config.yaml.tera")),
+    ("kube-proxy-config.yaml", include_str!("../templates/kube-proxy-config.yaml.tera")),
+    ("containerd-config.toml", include_str!("../templates/containerd-config.toml.tera")),
+    ("10-bridge.conf", include_str!("../templates/10-bridge.conf.tera")),
+    ("99-loopback.conf", include_str!("../templates/99-loopback.conf.tera")),
+    ("containerd.service", include_str!("../templates/containerd.service.tera")),
+    ("kubelet.service", include_str!("../templates/kubelet.service.tera")),
+    ("kube-proxy.service", include_str!("../templates/kube-proxy.service.tera")),
+    ("pod-routes.service", include_str!("../templates/pod-routes.service.tera")),
+    ("haproxy.cfg", include_str!("../templates/haproxy.cfg.tera")),
+    ("haproxy.service", include_str!("../templates/haproxy.service.tera")),
+];
+
+// ---------------------------------------------------------------------------------------------
+// Template context.
+
+#[derive(Serialize)]
+struct HostEntry {
+    address: String,
+    names: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Member {
+    name: String,
+    address: String,
+    /// `address` as it goes into a URL (`[v6]`).
+    url_host: String,
+}
+
+#[derive(Serialize)]
+struct Route {
+    pod_cidr: String,
+    via: String,
+}
+
+#[derive(Serialize)]
+struct Ctx<'a> {
+    cluster_name: &'a str,
+    cluster_domain: &'a str,
+    service_cidr: String,
+    pod_cidr: String,
+    cluster_dns: String,
+    api_server_url: String,
+    bin_dir: &'a str,
+    aggregation: bool,
+    etcd_initial_cluster: String,
+    etcd_servers: String,
+    masters: Vec<Member>,
+    hosts: Vec<HostEntry>,
+    metallb_addresses: &'a [String],
+    lb_port: u16,
+    encryption_key: &'a str,
+    // The host being rendered.
+    node_name: &'a str,
+    node_address: String,
+    node_url_host: String,
+    node_is_loopback: bool,
+    node_pod_cidr: String,
+    routes: Vec<Route>,
+}
+
+#[derive(Serialize)]
+struct KubeconfigCtx<'a> {
+    cluster_name: &'a str,
+    server: String,
+    user: String,
+    ca_data: String,
+    cert_data: String,
+    key_data: String,
+}
+
+fn member(n: &Node) -> Member {
+    Member { name: n.name.clone(), address: n.address.to_string(), url_host: host_for_url(n.address) }
+}
+
+fn hosts_entries(inv: &Inventory) -> Vec<HostEntry> {
+    let mut out: Vec<HostEntry> = inv
+        .nodes
+        .iter()
+        .map(|n| HostEntry { address: n.address.to_string(), names: inv.fqdn(n).into_iter().chain([n.name.clone()]).collect() })
+        .collect();
+    // An external load balancer has a name but no node: give it a line of its own.
+    if let Some(lb) = &inv.load_balancer {
+        if let Some(dns) = &lb.dns_name {
+            if !out.iter().any(|h| h.names.contains(dns)) {
+                let short = dns.split('.').next().unwrap_or(dns).to_string();
+                let names = if short != *dns { vec![dns.clone(), short] } else { vec![dns.clone()] };
+                out.push(HostEntry { address: lb.address.to_string(), names });
+            }
+        }
+    }
+    out
+}
+
+/// Renders every host's files.
+pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
+    let mut tera = tera::Tera::default();
+    tera.add_raw_templates(TEMPLATES.iter().copied()).context("loading the embedded templates")?;
+    tera.autoescape_on(vec![]);
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let members = inv.etcd_members();
+    let etcd_initial_cluster = members
+        .iter()
+        .map(|m| format!("{}=https://{}:2380", m.name, host_for_url(m.address)))
+        .collect::<Vec<_>>()
+        .join(",");
+    let local_url = "https://127.0.0.1:6443".to_string();
+
+    let kubeconfig = |tera: &tera::Tera, cert: &str, user: &str, server: String| -> Result<Vec<u8>> {
+        let kc = pki.cert(cert);
+        let ctx = KubeconfigCtx {
+            cluster_name: &inv.cluster.name,
+            server,
+            user: user.to_string(),
+            ca_data: b64(&pki.ca(CaId::Kubernetes).cert_pem),
+            cert_data: b64(&kc.cert_pem),
+            key_data: b64(&kc.key_pem),
+        };
+        Ok(tera.render("kubeconfig", &tera::Context::from_serialize(&ctx)?)?.into_bytes())
+    };
+
+    let mut hosts = BTreeMap::new();
+    for node in &inv.nodes {
+        let is = |who: Who| match who {
+            Who::All => true,
+            Who::EtcdMember => members.iter().any(|m| m.name == node.name),
+            Who::Master => node.has(Role::Master),
+            Who::Worker => node.has(Role::Worker),
+            Who::Lb => node.has(Role::Lb),
+        };
+        let enabled = |when: When| match when {
+            When::Always => true,
+            When::Aggregation => inv.addons.aggregation,
+            When::Metallb => inv.addons.metallb.enabled,
+        };
+        let ctx = Ctx {
+            cluster_name: &inv.cluster.name,
+            cluster_domain: &inv.cluster.cluster_domain,
+            service_cidr: inv.cluster.service_cidr.to_string(),
+            pod_cidr: inv.cluster.pod_cidr.to_string(),
+            cluster_dns: inv.cluster.cluster_dns.to_string(),
+            api_server_url: inv.api_server_url(),
+            bin_dir: &inv.binaries.remote_dir,
+            aggregation: inv.addons.aggregation,
+            etcd_initial_cluster: etcd_initial_cluster.clone(),
+            etcd_servers: inv.etcd_client_urls(),
+            masters: inv.masters().map(member).collect(),
+            hosts: hosts_entries(inv),
+            metallb_addresses: &inv.addons.metallb.addresses,
+            lb_port: inv.load_balancer.as_ref().map(|l| l.port).unwrap_or(6443),
+            encryption_key: &pki.encryption_key_b64,
+            node_name: &node.name,
+            node_address: node.address.to_string(),
+            node_url_host: host_for_url(node.address),
+            node_is_loopback: node.address.is_loopback(),
+            node_pod_cidr: node.pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
+            routes: inv
+                .workers()
+                .filter(|w| w.name != node.name)
+                .filter_map(|w| w.pod_cidr.map(|c| Route { pod_cidr: c.to_string(), via: w.address.to_string() }))
+                .collect(),
+        };
+        let tctx = tera::Context::from_serialize(&ctx)?;
+        let subst = |s: &str| s.replace("{node}", &node.name);
+
+        let mut files: Vec<File> = Vec::new();
+        for rule in FILES.iter().filter(|r| is(r.who) && enabled(r.when)) {
+            // A node with several roles (a master that is also a worker) gets shared files once.
+            if files.iter().any(|f| f.path == rule.path) {
+                let f = files.iter_mut().find(|f| f.path == rule.path).expect("just found");
+                for u in rule.units {
+                    if !f.units.contains(u) {
+                        f.units.push(u);
+                    }
+                }
+                continue;
+            }
+            let contents = match rule.source {
+                Source::Template(name) => tera
+                    .render(name, &tctx)
+                    .with_context(|| format!("rendering {name} for {}", node.name))?
+                    .into_bytes(),
+                Source::CaCert(id) => pki.ca(id).cert_pem.clone().into_bytes(),
+                Source::CaKey(id) => pki.ca(id).key_pem.clone().into_bytes(),
+                Source::Cert(name) => pki.cert(&subst(name)).cert_pem.clone().into_bytes(),
+                Source::Key(name) => pki.cert(&subst(name)).key_pem.clone().into_bytes(),
+                Source::SaKey => pki.sa_key_pem.clone().into_bytes(),
+                Source::SaPub => pki.sa_pub_pem.clone().into_bytes(),
+                Source::Kubeconfig { cert, user, server } => {
+                    let url = match server {
+                        Server::Cluster => inv.api_server_url(),
+                        Server::Local => local_url.clone(),
+                    };
+                    kubeconfig(&tera, &subst(cert), &subst(user), url)?
+                }
+            };
+            files.push(File { path: rule.path.to_string(), mode: rule.mode, contents, units: rule.units.to_vec() });
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        for f in &files {
+            check_syntax(f).with_context(|| format!("rendered {} for {} is malformed", f.path, node.name))?;
+        }
+        hosts.insert(node.name.clone(), files);
+    }
+
+    let local = vec![File {
+        path: "admin.kubeconfig".into(),
+        mode: 0o600,
+        contents: kubeconfig(&tera, "admin", "admin", inv.api_server_url())?,
+        units: vec![],
+    }];
+    Ok(Rendered { hosts, local })
+}
+
+/// Parses what has a machine-readable syntax, so a template bug fails here and not on a node.
+fn check_syntax(f: &File) -> Result<()> {
+    let text = std::str::from_utf8(&f.contents).context("not UTF-8")?;
+    if f.path.ends_with(".yaml") || f.path.ends_with("kubeconfig") {
+        for doc in serde_yaml::Deserializer::from_str(text) {
+            serde_yaml::Value::deserialize(doc)?;
+        }
+    } else if f.path.ends_with(".conf") && f.path.contains("/cni/") {
+        serde_json::from_str::<serde_json::Value>(text)?;
+    } else if f.path.ends_with(".toml") {
+        text.parse::<toml::Table>()?;
+    }
+    Ok(())
+}
+
+use serde::Deserialize as _;
