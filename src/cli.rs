@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::{inventory, pki, render};
+use crate::{bootstrap, deploy, inventory, pki, plan, render};
 
 #[derive(Parser)]
 #[command(name = "hardway", version, about = "Bootstrap Kubernetes the hard way from one inventory file")]
@@ -40,11 +40,45 @@ enum Command {
         #[arg(long, default_value = "build")]
         out: PathBuf,
     },
+    /// Push everything to the hosts over SSH, bootstrap etcd, start the control plane and workers.
+    Deploy {
+        /// The inventory file (same as -i).
+        #[arg(value_name = "INVENTORY")]
+        inventory_pos: Option<PathBuf>,
+        #[command(flatten)]
+        inv: InventoryArg,
+        #[arg(long, default_value = "pki")]
+        pki: PathBuf,
+        /// Comma-separated phases to run: files, etcd, lb, control-plane, workers, addons
+        /// (preflight always runs). Default: all.
+        #[arg(long, value_delimiter = ',')]
+        phases: Vec<String>,
+        /// Print the plan per host and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Hosts worked on at once.
+        #[arg(long, default_value_t = 32)]
+        parallel: usize,
+        /// Record host keys that are not in known_hosts yet (changed keys are always refused).
+        #[arg(long)]
+        accept_new_host_keys: bool,
+        /// How long to wait for a healthy etcd cluster, in seconds.
+        #[arg(long, default_value_t = 120)]
+        etcd_timeout: u64,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
     /// Check an inventory and print what it describes.
     Validate {
         #[command(flatten)]
         inv: InventoryArg,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -123,6 +157,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             println!("{} certificates, {bad} with problems", rows.len());
             Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Deploy { inventory_pos, inv, pki: dir, phases, dry_run, parallel, accept_new_host_keys, etcd_timeout, output } => {
+            let path = inventory_pos.unwrap_or(inv.inventory);
+            let inv = load_inventory(&path)?;
+            let mut opts = deploy::DeployOptions::new(dir);
+            if !phases.is_empty() {
+                opts.phases = phases
+                    .iter()
+                    .map(|p| {
+                        plan::Phase::parse(p.trim()).with_context(|| {
+                            let names: Vec<&str> = plan::Phase::ALL.iter().map(|p| p.name()).collect();
+                            format!("--phases: unknown phase {p:?} (phases: {})", names.join(", "))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+            }
+            opts.dry_run = dry_run;
+            opts.parallel = parallel;
+            opts.accept_new_host_keys = accept_new_host_keys;
+            opts.etcd_timeout = std::time::Duration::from_secs(etcd_timeout);
+            opts.progress = output == OutputFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let report = deploy::deploy(&inv, &opts)?;
+            if output == OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for c in &report.pki_changes {
+                    println!("pki: {c}");
+                }
+                if report.dry_run {
+                    print!("{}", report.plan);
+                    println!("dry run: nothing was changed");
+                } else {
+                    for m in &report.etcd {
+                        println!("etcd: {}", bootstrap::describe(m));
+                    }
+                    println!("{}", report.table());
+                    for h in report.failed() {
+                        eprintln!("{} failed: {}", h.node, h.error.as_deref().unwrap_or("?"));
+                    }
+                }
+            }
+            Ok(if report.failed().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Render { inv, pki: dir, out } => {
             let inv = load_inventory(&inv.inventory)?;

@@ -1,0 +1,550 @@
+//! `hardway deploy`: runs the pipeline against real machines, phase by phase.
+//!
+//! ```text
+//! pki::generate → render → connect + apply::gather (all hosts) → preflight → plan::plan_host
+//!   → apply::upload → per phase: apply::systemctl → bootstrap::wait_healthy (etcd) → addons
+//! ```
+//!
+//! Hosts are worked on concurrently, at most `--parallel` at a time, each with its own SSH
+//! session on tokio's blocking pool. A host that fails (unreachable, refused host key, a unit
+//! that does not start) is reported and skipped for the later phases while the others go on;
+//! a failed preflight (missing binaries, busy ports, clock skew, swap) stops the deploy before
+//! anything is changed anywhere.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::apply::{self, Facts};
+use crate::bootstrap::{self, EtcdAuth, MemberStatus};
+use crate::inventory::{Inventory, Node, Role};
+use crate::plan::{self, HostPlan, Phase, Plan};
+use crate::render::{self, File, Rendered};
+use crate::ssh::{Conn, HostKeyPolicy, Target};
+use crate::pki;
+
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub pki_dir: PathBuf,
+    /// The phases to run besides preflight, which always runs.
+    pub phases: Vec<Phase>,
+    pub dry_run: bool,
+    pub parallel: usize,
+    pub accept_new_host_keys: bool,
+    pub etcd_timeout: Duration,
+    /// Draw one progress line per host on a terminal.
+    pub progress: bool,
+}
+
+impl DeployOptions {
+    pub fn new(pki_dir: PathBuf) -> DeployOptions {
+        DeployOptions {
+            pki_dir,
+            phases: Phase::ALL.to_vec(),
+            dry_run: false,
+            parallel: 32,
+            accept_new_host_keys: false,
+            etcd_timeout: Duration::from_secs(120),
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostOutcome {
+    pub node: String,
+    pub ok: bool,
+    /// The phase the host failed in, if it did.
+    pub failed_phase: Option<Phase>,
+    pub error: Option<String>,
+    pub changed: usize,
+    pub restarted: Vec<String>,
+    pub started: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    pub dry_run: bool,
+    pub phases: Vec<Phase>,
+    /// Certificates created or re-issued by the implicit `pki generate`.
+    pub pki_changes: Vec<String>,
+    pub plan: Plan,
+    pub hosts: Vec<HostOutcome>,
+    pub etcd: Vec<MemberStatus>,
+}
+
+impl DeployReport {
+    pub fn failed(&self) -> Vec<&HostOutcome> {
+        self.hosts.iter().filter(|h| !h.ok).collect()
+    }
+
+    pub fn changed(&self) -> usize {
+        self.hosts.iter().map(|h| h.changed).sum()
+    }
+
+    /// The final summary, one row per host.
+    pub fn table(&self) -> String {
+        let mut s = format!("{:<16} {:<7} {:>8}  {:<40} {}\n", "HOST", "STATUS", "CHANGED", "RESTARTED", "ERROR");
+        for h in &self.hosts {
+            let status = if h.ok { "ok" } else { "FAILED" };
+            let restarted = if h.restarted.is_empty() { "-".to_string() } else { h.restarted.join(",") };
+            let error = match (&h.failed_phase, &h.error) {
+                (Some(p), Some(e)) => format!("[{p}] {}", e.lines().next().unwrap_or("")),
+                (None, Some(e)) => e.lines().next().unwrap_or("").to_string(),
+                _ => String::new(),
+            };
+            s.push_str(&format!("{:<16} {:<7} {:>8}  {:<40} {error}\n", h.node, status, h.changed, restarted));
+        }
+        let restarts: usize = self.hosts.iter().map(|h| h.restarted.len()).sum();
+        s.push_str(&format!(
+            "{} changes, {restarts} restarts, {} of {} hosts failed",
+            self.changed(),
+            self.failed().len(),
+            self.hosts.len()
+        ));
+        s
+    }
+}
+
+/// The binaries a phase needs on a node, by role: (path, unit it belongs to).
+fn needed_binaries(inv: &Inventory, node: &Node, phase: Phase) -> Vec<(String, Option<&'static str>)> {
+    let dir = &inv.binaries.remote_dir;
+    let bin = |name: &str| format!("{dir}/{name}");
+    match phase {
+        Phase::Etcd if inv.is_etcd_member(node) => vec![(bin("etcd"), Some("etcd"))],
+        // HAProxy is a distribution package on the LB host, not a Kubernetes release binary.
+        Phase::Lb if node.has(Role::Lb) => vec![("/usr/sbin/haproxy".into(), None)],
+        Phase::ControlPlane if node.has(Role::Master) => vec![
+            (bin("kube-apiserver"), Some("kube-apiserver")),
+            (bin("kube-controller-manager"), Some("kube-controller-manager")),
+            (bin("kube-scheduler"), Some("kube-scheduler")),
+        ],
+        Phase::Workers if node.has(Role::Worker) => vec![
+            (bin("kubelet"), Some("kubelet")),
+            (bin("kube-proxy"), Some("kube-proxy")),
+            (bin("containerd"), Some("containerd")),
+        ],
+        Phase::Addons if inv.masters().next().is_some_and(|m| m.name == node.name) => vec![(bin("kubectl"), None)],
+        _ => vec![],
+    }
+}
+
+/// Ports a phase's units listen on, with the process expected to hold them.
+fn phase_ports(inv: &Inventory, node: &Node, phase: Phase) -> Vec<(u16, &'static str)> {
+    match phase {
+        Phase::Etcd if inv.is_etcd_member(node) => vec![(2379, "etcd"), (2380, "etcd")],
+        Phase::Lb if node.has(Role::Lb) => {
+            vec![(inv.load_balancer.as_ref().map(|l| l.port).unwrap_or(6443), "haproxy"), (9000, "haproxy")]
+        }
+        Phase::ControlPlane if node.has(Role::Master) => {
+            vec![(6443, "kube-apiserver"), (10257, "kube-controller"), (10259, "kube-scheduler")]
+        }
+        Phase::Workers if node.has(Role::Worker) => vec![(10250, "kubelet"), (10256, "kube-proxy")],
+        _ => vec![],
+    }
+}
+
+/// One host's working state across phases.
+struct Host {
+    node: Node,
+    target: Target,
+    conn: Option<Conn>,
+    facts: Option<Facts>,
+    plan: Option<HostPlan>,
+    outcome: HostOutcome,
+}
+
+impl Host {
+    fn fail(&mut self, phase: Phase, e: impl std::fmt::Display) {
+        self.outcome.ok = false;
+        self.outcome.failed_phase = Some(phase);
+        self.outcome.error = Some(e.to_string());
+        self.conn = None;
+    }
+
+    fn alive(&self) -> bool {
+        self.outcome.ok && self.conn.is_some()
+    }
+}
+
+/// Runs `f` on every host, at most `parallel` at once, each on the blocking pool.
+async fn fan_out<F>(hosts: Vec<Host>, parallel: usize, f: F) -> Vec<Host>
+where
+    F: Fn(&mut Host) + Send + Sync + 'static,
+{
+    let sem = Arc::new(Semaphore::new(parallel.max(1)));
+    let f = Arc::new(f);
+    let mut handles = Vec::new();
+    for mut h in hosts {
+        let permit = sem.clone().acquire_owned().await.expect("semaphore is never closed");
+        let f = f.clone();
+        handles.push(tokio::task::spawn_blocking(move || {
+            f(&mut h);
+            drop(permit);
+            h
+        }));
+    }
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.expect("a host task panicked"));
+    }
+    out
+}
+
+/// Adds binaries found in `binaries.local_dir` to the files of the hosts that need them.
+fn add_local_binaries(inv: &Inventory, rendered: &mut Rendered, phases: &[Phase]) -> Result<()> {
+    let Some(local) = &inv.binaries.local_dir else { return Ok(()) };
+    let mut cache: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
+    for node in &inv.nodes {
+        for &phase in phases {
+            for (remote, unit) in needed_binaries(inv, node, phase) {
+                let name = remote.rsplit('/').next().expect("a path");
+                let src = local.join(name);
+                if !src.is_file() || !remote.starts_with(&inv.binaries.remote_dir) {
+                    continue;
+                }
+                if !cache.contains_key(&src) {
+                    let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+                    cache.insert(src.clone(), bytes);
+                }
+                let files = rendered.hosts.get_mut(&node.name).expect("every node is rendered");
+                files.push(File { path: remote.clone(), mode: 0o755, contents: cache[&src].clone(), units: unit.into_iter().collect() });
+                files.sort_by(|a, b| a.path.cmp(&b.path));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deploys the inventory. Errors are for problems that stop everything (PKI, preflight); per-host
+/// failures are in the report.
+pub fn deploy(inv: &Inventory, opts: &DeployOptions) -> Result<DeployReport> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(opts.parallel.max(1) + 2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(deploy_async(inv.clone(), opts.clone()))
+}
+
+async fn deploy_async(inv: Inventory, opts: DeployOptions) -> Result<DeployReport> {
+    let mut phases: Vec<Phase> = opts.phases.iter().copied().filter(|p| *p != Phase::Preflight).collect();
+    phases.sort();
+    phases.dedup();
+
+    // The PKI is brought up to date (kept where it still fits), then everything is rendered.
+    let pki_changes;
+    let pki = if opts.dry_run {
+        pki_changes = vec![];
+        pki::load(&inv, &opts.pki_dir)?
+    } else {
+        let (pki, report) = pki::generate(&inv, &opts.pki_dir, pki::GenerateOptions::default())?;
+        pki_changes = report
+            .entries
+            .iter()
+            .filter(|(_, a)| *a != pki::Action::Kept)
+            .map(|(n, a)| match a {
+                pki::Action::Reissued(why) => format!("{n}: re-issued ({why})"),
+                _ => format!("{n}: created"),
+            })
+            .collect();
+        pki
+    };
+    let mut rendered = render::render(&inv, &pki)?;
+    add_local_binaries(&inv, &mut rendered, &phases)?;
+    let rendered = Arc::new(rendered);
+    let inv = Arc::new(inv);
+
+    let progress = indicatif::MultiProgress::with_draw_target(if opts.progress {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    });
+    let mut bars = BTreeMap::new();
+    let style = indicatif::ProgressStyle::with_template("{prefix:>16} {spinner} {msg}").expect("valid template");
+    for n in &inv.nodes {
+        let bar = progress.add(indicatif::ProgressBar::new_spinner().with_style(style.clone()).with_prefix(n.name.clone()));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bars.insert(n.name.clone(), bar);
+    }
+    let bars = Arc::new(bars);
+
+    let mut hosts: Vec<Host> = inv
+        .nodes
+        .iter()
+        .map(|n| Host {
+            node: n.clone(),
+            target: Target::for_node(&inv, n),
+            conn: None,
+            facts: None,
+            plan: None,
+            outcome: HostOutcome {
+                node: n.name.clone(),
+                ok: true,
+                failed_phase: None,
+                error: None,
+                changed: 0,
+                restarted: vec![],
+                started: vec![],
+            },
+        })
+        .collect();
+
+    // Preflight, part 1: connect and read every host's state.
+    let policy = if opts.accept_new_host_keys { HostKeyPolicy::AcceptNew } else { HostKeyPolicy::Strict };
+    {
+        let (inv, rendered, bars, phases) = (inv.clone(), rendered.clone(), bars.clone(), phases.clone());
+        hosts = fan_out(hosts, opts.parallel, move |h| {
+            let bar = &bars[&h.node.name];
+            bar.set_message("preflight: connecting");
+            match Conn::connect(&h.target, policy) {
+                Ok(c) => h.conn = Some(c),
+                Err(e) => return h.fail(Phase::Preflight, e),
+            }
+            let files: Vec<&str> = plan::files_in_phases(&rendered, &h.node.name, &phases).iter().map(|f| f.path.as_str()).collect();
+            let bins: Vec<String> = phases.iter().flat_map(|p| needed_binaries(&inv, &h.node, *p)).map(|(b, _)| b).collect();
+            match apply::gather(h.conn.as_ref().expect("connected"), &files, &bins, &inv.cluster.name) {
+                Ok(f) => h.facts = Some(f),
+                Err(e) => h.fail(Phase::Preflight, format!("{e:#}")),
+            }
+            bar.set_message("preflight: done");
+        })
+        .await;
+    }
+
+    // Preflight, part 2: checks across hosts. Any failure here stops the deploy untouched.
+    let problems = preflight_problems(&inv, &hosts, &rendered, &phases);
+    if !problems.is_empty() {
+        progress.clear().ok();
+        bail!("preflight failed; nothing was changed:\n  {}", problems.join("\n  "));
+    }
+
+    // Plan.
+    for h in hosts.iter_mut().filter(|h| h.alive()) {
+        let facts = h.facts.as_ref().expect("alive hosts have facts");
+        h.plan = Some(plan::plan_host(&rendered, &h.node.name, &facts.files, &phases));
+    }
+    let plan = Plan { phases: phases.clone(), hosts: hosts.iter().filter_map(|h| h.plan.clone().map(|p| (h.node.name.clone(), p))).collect() };
+
+    if opts.dry_run {
+        progress.clear().ok();
+        return Ok(report(&hosts, plan, phases, pki_changes, vec![], true));
+    }
+
+    // Files: every changed file of the selected phases, one round trip per host.
+    {
+        let (bars, inv, files_phase) = (bars.clone(), inv.clone(), phases.contains(&Phase::Files));
+        hosts = fan_out(hosts, opts.parallel, move |h| {
+            if !h.alive() {
+                return;
+            }
+            let plan = h.plan.as_ref().expect("planned");
+            let bar = &bars[&h.node.name];
+            bar.set_message(format!("files: {} to send", plan.changes.len()));
+            let conn = h.conn.as_ref().expect("alive");
+            if let Err(e) = apply::upload(conn, &plan.changes) {
+                return h.fail(Phase::Files, format!("{e:#}"));
+            }
+            h.outcome.changed = plan.changes.len();
+            let hosts_changed = plan.changes.iter().any(|c| c.path == "/etc/hardway/hosts");
+            if files_phase && (hosts_changed || !h.facts.as_ref().is_some_and(|f| f.hosts_block)) {
+                if let Err(e) = apply::merge_hosts_block(conn, &inv.cluster.name) {
+                    return h.fail(Phase::Files, format!("{e:#}"));
+                }
+            }
+            bar.set_message(format!("files: {} sent", plan.changes.len()));
+        })
+        .await;
+    }
+
+    // Units, phase by phase.
+    let mut etcd = vec![];
+    let mut reloaded: BTreeMap<String, bool> = BTreeMap::new();
+    for &phase in &phases {
+        if phase == Phase::Files || phase == Phase::Addons {
+            continue;
+        }
+        let no_block = phase == Phase::Etcd;
+        let reloaded_before = Arc::new(reloaded.clone());
+        let bars2 = bars.clone();
+        hosts = fan_out(hosts, opts.parallel, move |h| {
+            if !h.alive() {
+                return;
+            }
+            let plan = h.plan.as_ref().expect("planned");
+            let units: Vec<_> = plan.units.iter().filter(|u| u.phase == phase).collect();
+            if units.is_empty() {
+                return;
+            }
+            bars2[&h.node.name].set_message(format!("{phase}: starting {}", units.iter().map(|u| u.unit.as_str()).collect::<Vec<_>>().join(",")));
+            let restart: Vec<String> = units.iter().filter(|u| u.restart).map(|u| u.unit.clone()).collect();
+            let start: Vec<String> = units.iter().filter(|u| !u.restart).map(|u| u.unit.clone()).collect();
+            let reload = plan.daemon_reload && !reloaded_before.get(&h.node.name).copied().unwrap_or(false);
+            let conn = h.conn.as_ref().expect("alive");
+            if let Err(e) = apply::systemctl(conn, reload, &restart, &start, no_block) {
+                return h.fail(phase, format!("{e:#}"));
+            }
+            if !no_block {
+                match apply::unit_states(conn, &units.iter().map(|u| u.unit.clone()).collect::<Vec<_>>()) {
+                    Ok(states) => {
+                        let bad: Vec<String> = states.iter().filter(|(_, s)| *s != "active").map(|(u, s)| format!("{u} is {s}")).collect();
+                        if !bad.is_empty() {
+                            let journal = apply::journal_tail(conn, &units.iter().map(|u| u.unit.clone()).collect::<Vec<_>>(), 15).unwrap_or_default();
+                            return h.fail(phase, format!("{}\n{journal}", bad.join(", ")));
+                        }
+                    }
+                    Err(e) => return h.fail(phase, e),
+                }
+            }
+            h.outcome.restarted.extend(restart);
+            h.outcome.started.extend(start);
+        })
+        .await;
+        for h in &hosts {
+            if h.plan.as_ref().is_some_and(|p| p.daemon_reload && p.units.iter().any(|u| u.phase == phase)) {
+                reloaded.insert(h.node.name.clone(), true);
+            }
+        }
+
+        if phase == Phase::Etcd {
+            let (ok, members) = wait_for_etcd(&inv, &pki, &hosts, opts.etcd_timeout).await;
+            if !ok {
+                // Name every member's state and the end of its journal, then stop: nothing
+                // after etcd can work without it.
+                let mut detail = String::new();
+                for h in hosts.iter().filter(|h| h.alive() && inv.is_etcd_member(&h.node)) {
+                    let conn = h.conn.as_ref().expect("alive");
+                    let state = apply::unit_states(conn, &["etcd".to_string()]).ok().and_then(|s| s.get("etcd").cloned()).unwrap_or_default();
+                    let journal = apply::journal_tail(conn, &["etcd".to_string()], 10).unwrap_or_default();
+                    detail.push_str(&format!("{}: etcd is {state}\n{journal}\n", h.node.name));
+                }
+                for m in &members {
+                    detail.push_str(&format!("{}\n", bootstrap::describe(m)));
+                }
+                for h in hosts.iter_mut().filter(|h| h.alive() && inv.is_etcd_member(&h.node)) {
+                    h.fail(Phase::Etcd, format!("etcd not healthy within {} s", opts.etcd_timeout.as_secs()));
+                }
+                progress.clear().ok();
+                let mut r = report(&hosts, plan, phases, pki_changes, members, false);
+                r.hosts.iter_mut().for_each(|h| {
+                    if h.failed_phase == Some(Phase::Etcd) {
+                        h.error = Some(format!("etcd not healthy within {} s:\n{detail}", opts.etcd_timeout.as_secs()));
+                    }
+                });
+                return Ok(r);
+            }
+            etcd = members;
+        }
+    }
+
+    if phases.contains(&Phase::Addons) {
+        if let Some(first) = hosts.iter_mut().find(|h| h.node.has(Role::Master) && h.alive()) {
+            if let Err(e) = apply_addons(first) {
+                first.fail(Phase::Addons, format!("{e:#}"));
+            }
+        }
+    }
+
+    for b in bars.values() {
+        b.finish_and_clear();
+    }
+    Ok(report(&hosts, plan, phases, pki_changes, etcd, false))
+}
+
+/// Waits for the members whose hosts are up; a member on an unreachable host is already
+/// reported as that host's failure, and the rest may still hold quorum.
+async fn wait_for_etcd(inv: &Inventory, pki: &pki::Pki, hosts: &[Host], timeout: Duration) -> (bool, Vec<MemberStatus>) {
+    let mut reachable = inv.clone();
+    reachable.nodes.retain(|n| !inv.is_etcd_member(n) || hosts.iter().any(|h| h.node.name == n.name && h.alive()));
+    if reachable.etcd_members().is_empty() {
+        return (false, vec![]);
+    }
+    // Without dedicated etcd nodes, members are the masters: keep that rule on the subset.
+    bootstrap::wait_healthy(&reachable, &EtcdAuth::from_pki(pki), timeout).await
+}
+
+fn apply_addons(h: &mut Host) -> Result<()> {
+    let conn = h.conn.as_ref().expect("alive");
+    let script = "set -e\nKC=/etc/kubernetes/admin.kubeconfig\n\
+        i=0; until kubectl --kubeconfig $KC get --raw /readyz >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 120 ] || { echo 'API server not ready after 120 s' >&2; exit 1; }; sleep 1; done\n\
+        kubectl --kubeconfig $KC apply -f /etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml\n\
+        if [ -f /etc/kubernetes/addons/metallb-pool.yaml ]; then\n\
+          if kubectl --kubeconfig $KC get crd ipaddresspools.metallb.io >/dev/null 2>&1; then\n\
+            kubectl --kubeconfig $KC apply -f /etc/kubernetes/addons/metallb-pool.yaml\n\
+          else echo 'MetalLB is not installed (no ipaddresspools.metallb.io CRD): install it, then re-run --phases addons' >&2; exit 1; fi\n\
+        fi\n";
+    let out = conn.script(&format!("export PATH=$PATH:/usr/local/bin\n{script}"))?;
+    if !out.ok() {
+        bail!("{}", out.stderr.trim());
+    }
+    Ok(())
+}
+
+fn report(hosts: &[Host], plan: Plan, phases: Vec<Phase>, pki_changes: Vec<String>, etcd: Vec<MemberStatus>, dry_run: bool) -> DeployReport {
+    DeployReport { dry_run, phases, pki_changes, plan, hosts: hosts.iter().map(|h| h.outcome.clone()).collect(), etcd }
+}
+
+/// Cross-host and per-host checks on the gathered facts.
+fn preflight_problems(inv: &Inventory, hosts: &[Host], rendered: &Rendered, phases: &[Phase]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    for h in hosts.iter().filter(|h| h.alive()) {
+        let facts = h.facts.as_ref().expect("alive hosts have facts");
+        let name = &h.node.name;
+        let has_units = plan::files_in_phases(rendered, name, phases).iter().any(|f| f.is_unit());
+        if has_units && !facts.systemd {
+            problems.push(format!("{name}: systemd is not running (no /run/systemd/system)"));
+        }
+        for &phase in phases {
+            for (bin, _) in needed_binaries(inv, &h.node, phase) {
+                let uploaded = rendered.hosts.get(name).is_some_and(|fs| fs.iter().any(|f| f.path == bin));
+                if !uploaded && !facts.present_binaries.contains(&bin) {
+                    missing.push(format!("{name}: {bin} (phase {phase})"));
+                }
+            }
+            for (port, process) in phase_ports(inv, &h.node, phase) {
+                for l in facts.listeners.iter().filter(|l| l.port == port) {
+                    // ss truncates process names to 15 characters, as the kernel does.
+                    if !process.starts_with(&l.process) && !l.process.starts_with(process) {
+                        problems.push(format!("{name}: port {port} (phase {phase}) is held by {:?}, not by {process}", l.process));
+                    }
+                }
+            }
+            if phase == Phase::Workers && h.node.has(Role::Worker) && facts.swap_active {
+                problems.push(format!("{name}: swap is on; the kubelet needs it off (swapoff -a, and remove it from /etc/fstab)"));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        problems.push(format!(
+            "binaries missing (install them on the nodes, or put them in binaries.local_dir for deploy to upload):\n    {}",
+            missing.join("\n    ")
+        ));
+    }
+    let offsets: Vec<(&str, f64)> = hosts
+        .iter()
+        .filter(|h| h.alive())
+        .filter_map(|h| h.facts.as_ref().map(|f| (h.node.name.as_str(), f.clock_offset)))
+        .filter(|(_, o)| o.is_finite())
+        .collect();
+    if let (Some(min), Some(max)) = (
+        offsets.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
+        offsets.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
+    ) {
+        if max.1 - min.1 > 2.0 {
+            problems.push(format!(
+                "clock skew of {:.1} s between {} and {} (at most 2 s; etcd and TLS need synchronised clocks: enable NTP)",
+                max.1 - min.1,
+                min.0,
+                max.0
+            ));
+        }
+    }
+    problems
+}

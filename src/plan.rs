@@ -1,0 +1,276 @@
+//! Stage 4: what deploy has to do on each host, from the rendered files and what the host has.
+//!
+//! Pure data in, data out: [`plan`] compares every rendered file with the SHA-256, mode and
+//! owner the host reported and decides which files to send, whether systemd must reload, and
+//! which units to restart (one of their own files changed) or merely ensure started. `--dry-run`
+//! prints exactly this; the apply stage executes exactly this.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::render::{File, Rendered};
+
+/// Deploy phases, in the order they run (named after kubeadm's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Preflight,
+    Files,
+    Etcd,
+    Lb,
+    ControlPlane,
+    Workers,
+    Addons,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 7] =
+        [Phase::Preflight, Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane, Phase::Workers, Phase::Addons];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Preflight => "preflight",
+            Phase::Files => "files",
+            Phase::Etcd => "etcd",
+            Phase::Lb => "lb",
+            Phase::ControlPlane => "control-plane",
+            Phase::Workers => "workers",
+            Phase::Addons => "addons",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.iter().copied().find(|p| p.name() == s)
+    }
+
+    /// The phase that starts a unit.
+    pub fn of_unit(unit: &str) -> Phase {
+        match unit {
+            "etcd" => Phase::Etcd,
+            "haproxy" => Phase::Lb,
+            "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" => Phase::ControlPlane,
+            _ => Phase::Workers,
+        }
+    }
+
+    /// The phase that places a file: the earliest phase of the units that use it, or `files`.
+    pub fn of_file(f: &File) -> Phase {
+        f.units.iter().map(|u| Phase::of_unit(u)).min().unwrap_or(Phase::Files)
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a host has at one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    pub sha256: String,
+    pub mode: u32,
+    pub owner: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Create,
+    Update,
+    /// Same bytes, wrong mode or owner.
+    Metadata,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileChange {
+    pub path: String,
+    pub kind: ChangeKind,
+    #[serde(skip)]
+    pub file: File,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitAction {
+    pub unit: String,
+    pub phase: Phase,
+    /// Restart (one of its files changed), or only make sure it runs.
+    pub restart: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostPlan {
+    pub node: String,
+    pub changes: Vec<FileChange>,
+    pub daemon_reload: bool,
+    pub units: Vec<UnitAction>,
+    /// Files in the selected phases that are already right.
+    pub unchanged: usize,
+}
+
+impl HostPlan {
+    pub fn restarts(&self) -> impl Iterator<Item = &UnitAction> {
+        self.units.iter().filter(|u| u.restart)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub phases: Vec<Phase>,
+    pub hosts: BTreeMap<String, HostPlan>,
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let d = Sha256::digest(data);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The files of `host` that the selected phases place.
+pub fn files_in_phases<'a>(rendered: &'a Rendered, host: &str, phases: &[Phase]) -> Vec<&'a File> {
+    rendered.hosts.get(host).map(|fs| fs.iter().filter(|f| phases.contains(&Phase::of_file(f))).collect()).unwrap_or_default()
+}
+
+/// Plans one host. `remote` holds what the host reported for each path (absent = missing).
+pub fn plan_host(rendered: &Rendered, host: &str, remote: &BTreeMap<String, RemoteFile>, phases: &[Phase]) -> HostPlan {
+    let files = files_in_phases(rendered, host, phases);
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    for f in &files {
+        let kind = match remote.get(&f.path) {
+            None => Some(ChangeKind::Create),
+            Some(r) if r.sha256 != sha256_hex(&f.contents) => Some(ChangeKind::Update),
+            Some(r) if r.mode != f.mode || r.owner != "root:root" => Some(ChangeKind::Metadata),
+            Some(_) => None,
+        };
+        match kind {
+            Some(kind) => changes.push(FileChange { path: f.path.clone(), kind, file: (*f).clone() }),
+            None => unchanged += 1,
+        }
+    }
+    // A metadata fix does not change what a unit reads, so it restarts nothing.
+    let touched: BTreeSet<&str> = changes
+        .iter()
+        .filter(|c| c.kind != ChangeKind::Metadata)
+        .flat_map(|c| c.file.units.iter().copied())
+        .collect();
+    let units = files
+        .iter()
+        .filter(|f| f.is_unit())
+        .filter_map(|f| f.path.rsplit('/').next()?.strip_suffix(".service"))
+        .map(|u| UnitAction { unit: u.to_string(), phase: Phase::of_unit(u), restart: touched.contains(u) })
+        .collect();
+    let daemon_reload = changes.iter().any(|c| c.file.is_unit() && c.kind != ChangeKind::Metadata);
+    HostPlan { node: host.to_string(), changes, daemon_reload, units, unchanged }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let phases: Vec<&str> = self.phases.iter().map(|p| p.name()).collect();
+        writeln!(f, "plan for phases {}", phases.join(","))?;
+        for (host, p) in &self.hosts {
+            writeln!(f, "{host}: {} to change, {} unchanged", p.changes.len(), p.unchanged)?;
+            for c in &p.changes {
+                let kind = match c.kind {
+                    ChangeKind::Create => "create",
+                    ChangeKind::Update => "change",
+                    ChangeKind::Metadata => "chmod ",
+                };
+                writeln!(f, "  {kind} {} ({:o})", c.path, c.file.mode)?;
+            }
+            if p.daemon_reload {
+                writeln!(f, "  systemctl daemon-reload")?;
+            }
+            for u in &p.units {
+                writeln!(f, "  {} {}", if u.restart { "restart" } else { "start  " }, u.unit)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, body: &str, units: &[&'static str]) -> File {
+        File { path: path.into(), mode: 0o644, contents: body.as_bytes().to_vec(), units: units.to_vec() }
+    }
+
+    fn rendered() -> Rendered {
+        let files = vec![
+            file("/etc/etcd/pki/server.crt", "cert", &["etcd"]),
+            file("/etc/systemd/system/etcd.service", "unit", &["etcd"]),
+            file("/etc/hardway/hosts", "hosts", &[]),
+            file("/etc/systemd/system/kube-apiserver.service", "api", &["kube-apiserver"]),
+        ];
+        Rendered { hosts: [("m1".to_string(), files)].into(), local: vec![] }
+    }
+
+    fn same(body: &str) -> RemoteFile {
+        RemoteFile { sha256: sha256_hex(body.as_bytes()), mode: 0o644, owner: "root:root".into() }
+    }
+
+    #[test]
+    fn a_fresh_host_gets_everything_and_a_reload() {
+        let p = plan_host(&rendered(), "m1", &BTreeMap::new(), &[Phase::Etcd]);
+        assert_eq!(p.changes.len(), 2);
+        assert!(p.daemon_reload);
+        assert_eq!(p.units.len(), 1);
+        assert!(p.units[0].restart);
+    }
+
+    #[test]
+    fn nothing_changed_means_no_restart_and_no_reload() {
+        let remote = [
+            ("/etc/etcd/pki/server.crt".to_string(), same("cert")),
+            ("/etc/systemd/system/etcd.service".to_string(), same("unit")),
+        ]
+        .into();
+        let p = plan_host(&rendered(), "m1", &remote, &[Phase::Etcd]);
+        assert!(p.changes.is_empty());
+        assert!(!p.daemon_reload);
+        assert!(!p.units[0].restart, "an unchanged unit is only ensured running");
+        assert_eq!(p.unchanged, 2);
+    }
+
+    #[test]
+    fn a_changed_certificate_restarts_its_unit_without_a_reload() {
+        let remote = [
+            ("/etc/etcd/pki/server.crt".to_string(), same("old cert")),
+            ("/etc/systemd/system/etcd.service".to_string(), same("unit")),
+        ]
+        .into();
+        let p = plan_host(&rendered(), "m1", &remote, &[Phase::Etcd]);
+        assert_eq!(p.changes.len(), 1);
+        assert_eq!(p.changes[0].kind, ChangeKind::Update);
+        assert!(!p.daemon_reload);
+        assert!(p.units[0].restart);
+    }
+
+    #[test]
+    fn a_mode_fix_restarts_nothing() {
+        let mut wrong = same("cert");
+        wrong.mode = 0o666;
+        let remote = [
+            ("/etc/etcd/pki/server.crt".to_string(), wrong),
+            ("/etc/systemd/system/etcd.service".to_string(), same("unit")),
+        ]
+        .into();
+        let p = plan_host(&rendered(), "m1", &remote, &[Phase::Etcd]);
+        assert_eq!(p.changes[0].kind, ChangeKind::Metadata);
+        assert!(!p.units[0].restart);
+    }
+
+    #[test]
+    fn phases_select_files() {
+        let p = plan_host(&rendered(), "m1", &BTreeMap::new(), &[Phase::Files]);
+        assert_eq!(p.changes.len(), 1);
+        assert_eq!(p.changes[0].path, "/etc/hardway/hosts");
+        assert!(p.units.is_empty());
+        let p = plan_host(&rendered(), "m1", &BTreeMap::new(), &[Phase::ControlPlane]);
+        assert_eq!(p.units[0].unit, "kube-apiserver");
+    }
+}

@@ -1,0 +1,248 @@
+//! The SSH transport used by deploy and verify: one libssh2 session per host.
+//!
+//! Every remote action is a shell script sent on the standard input of `sh -s` (through
+//! `sudo -n` when the user is not root), so a whole batch of work — facts, an upload of many
+//! files, a round of systemctl calls — costs one round trip, and nothing needs quoting twice.
+//!
+//! Host keys are checked against known_hosts before authenticating: an unknown key is refused
+//! unless the caller accepts new keys (and then recorded), a changed key is always refused.
+//! libssh2 serialises all calls of a session behind one lock, so callers use one `Conn` per
+//! host and drive it from a blocking thread.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ssh2::{CheckResult, HashType, KnownHostFileKind, Session};
+
+use crate::inventory::{Inventory, Node};
+
+/// How to reach one node.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub node: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub sudo: bool,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
+}
+
+impl Target {
+    pub fn for_node(inv: &Inventory, node: &Node) -> Target {
+        let user = node.user.clone().unwrap_or_else(|| inv.ssh.user.clone());
+        Target {
+            node: node.name.clone(),
+            host: node.ssh_address.clone().unwrap_or_else(|| node.address.to_string()),
+            port: node.ssh_port.unwrap_or(inv.ssh.port),
+            sudo: inv.ssh.sudo || user != "root",
+            user,
+            identity_file: inv.ssh.identity_file.clone(),
+            known_hosts: inv.ssh.known_hosts.clone(),
+            connect_timeout: Duration::from_secs(inv.ssh.connect_timeout_secs),
+        }
+    }
+
+    /// The name known_hosts uses: `host`, or `[host]:port` off port 22.
+    fn known_hosts_name(&self) -> String {
+        if self.port == 22 { self.host.clone() } else { format!("[{}]:{}", self.host, self.port) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyPolicy {
+    /// Only keys already in known_hosts.
+    Strict,
+    /// Record unknown keys (never changed ones).
+    AcceptNew,
+}
+
+/// Why a connection failed; deploy reports these per host, and branches on none of them but
+/// the host-key cases (which are never retried).
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot connect to {host}:{port}: {reason}")]
+    Connect { host: String, port: u16, reason: String },
+    #[error(
+        "unknown host key for {host} ({fingerprint}), not in {known_hosts}; check it and re-run with \
+         --accept-new-host-keys to record it"
+    )]
+    UnknownHostKey { host: String, fingerprint: String, known_hosts: String },
+    #[error(
+        "HOST KEY CHANGED for {host} (now {fingerprint}); this is refused. If the machine was \
+         reinstalled, remove its old line from {known_hosts} (ssh-keygen -R {host} -f {known_hosts})"
+    )]
+    ChangedHostKey { host: String, fingerprint: String, known_hosts: String },
+    #[error("authentication as {user}@{host} failed: {reason}")]
+    Auth { user: String, host: String, reason: String },
+    #[error("ssh to {host}: {reason}")]
+    Session { host: String, reason: String },
+}
+
+/// What a remote script returned.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn ok(&self) -> bool {
+        self.status == 0
+    }
+}
+
+/// An authenticated session to one node.
+pub struct Conn {
+    pub target: Target,
+    sess: Session,
+}
+
+/// Attempts per connection; only network errors are retried, with a short backoff.
+const CONNECT_ATTEMPTS: u32 = 3;
+/// The longest a single remote script may stay silent before it is considered hung.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Conn {
+    pub fn connect(target: &Target, policy: HostKeyPolicy) -> Result<Conn, SshError> {
+        let mut last = None;
+        for attempt in 0..CONNECT_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(500 * (1 << attempt)));
+            }
+            match Self::connect_once(target, policy) {
+                Ok(c) => return Ok(c),
+                Err(e @ SshError::Connect { .. }) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    fn connect_once(t: &Target, policy: HostKeyPolicy) -> Result<Conn, SshError> {
+        let connect_err = |reason: String| SshError::Connect { host: t.host.clone(), port: t.port, reason };
+        let addrs: Vec<_> = (t.host.as_str(), t.port)
+            .to_socket_addrs()
+            .map_err(|e| connect_err(format!("cannot resolve: {e}")))?
+            .collect();
+        let addr = addrs.first().ok_or_else(|| connect_err("no address".into()))?;
+        let tcp = TcpStream::connect_timeout(addr, t.connect_timeout).map_err(|e| connect_err(e.to_string()))?;
+        let mut sess = Session::new().map_err(|e| connect_err(e.to_string()))?;
+        sess.set_tcp_stream(tcp);
+        sess.set_timeout(t.connect_timeout.as_millis() as u32);
+        sess.handshake().map_err(|e| connect_err(format!("SSH handshake: {e}")))?;
+        verify_host_key(&sess, t, policy)?;
+        authenticate(&sess, t)?;
+        sess.set_timeout(COMMAND_TIMEOUT.as_millis() as u32);
+        sess.set_keepalive(true, 15);
+        Ok(Conn { target: t.clone(), sess })
+    }
+
+    /// Runs `script` with `sh -s` as root (via `sudo -n` for other users).
+    pub fn script(&self, script: &str) -> Result<Output, SshError> {
+        let cmd = if self.target.sudo { "sudo -n sh -s" } else { "sh -s" };
+        self.exec(cmd, script.as_bytes())
+    }
+
+    fn exec(&self, cmd: &str, stdin: &[u8]) -> Result<Output, SshError> {
+        let err = |what: &str, e: &dyn std::fmt::Display| SshError::Session {
+            host: self.target.host.clone(),
+            reason: format!("{what}: {e}"),
+        };
+        let mut ch = self.sess.channel_session().map_err(|e| err("opening a channel", &e))?;
+        ch.exec(cmd).map_err(|e| err("exec", &e))?;
+        ch.write_all(stdin).map_err(|e| err("sending the script", &e))?;
+        ch.send_eof().map_err(|e| err("sending EOF", &e))?;
+        let mut stdout = String::new();
+        ch.read_to_string(&mut stdout).map_err(|e| err("reading output", &e))?;
+        let mut stderr = String::new();
+        ch.stderr().read_to_string(&mut stderr).map_err(|e| err("reading errors", &e))?;
+        ch.wait_close().map_err(|e| err("closing", &e))?;
+        let status = ch.exit_status().map_err(|e| err("exit status", &e))?;
+        if self.target.sudo && status == 1 && stderr.contains("sudo: a password is required") {
+            return Err(SshError::Auth {
+                user: self.target.user.clone(),
+                host: self.target.host.clone(),
+                reason: "sudo asks for a password; hardway needs passwordless sudo (NOPASSWD)".into(),
+            });
+        }
+        Ok(Output { status, stdout, stderr })
+    }
+}
+
+fn fingerprint(sess: &Session) -> String {
+    use base64::Engine;
+    match sess.host_key_hash(HashType::Sha256) {
+        Some(h) => format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(h)),
+        None => "unknown fingerprint".into(),
+    }
+}
+
+fn verify_host_key(sess: &Session, t: &Target, policy: HostKeyPolicy) -> Result<(), SshError> {
+    let session_err = |reason: String| SshError::Session { host: t.host.clone(), reason };
+    let (key, key_type) = sess.host_key().ok_or_else(|| session_err("the server sent no host key".into()))?;
+    let mut kh = sess.known_hosts().map_err(|e| session_err(e.to_string()))?;
+    if t.known_hosts.exists() {
+        kh.read_file(&t.known_hosts, KnownHostFileKind::OpenSSH)
+            .map_err(|e| session_err(format!("reading {}: {e}", t.known_hosts.display())))?;
+    }
+    let kh_path = t.known_hosts.display().to_string();
+    match kh.check_port(&t.host, t.port, key) {
+        CheckResult::Match => Ok(()),
+        CheckResult::Mismatch => Err(SshError::ChangedHostKey { host: t.host.clone(), fingerprint: fingerprint(sess), known_hosts: kh_path }),
+        CheckResult::NotFound if policy == HostKeyPolicy::AcceptNew => {
+            append_known_host(&t.known_hosts, &t.known_hosts_name(), key_type, key)
+                .map_err(|e| session_err(format!("recording the host key in {kh_path}: {e}")))
+        }
+        CheckResult::NotFound => Err(SshError::UnknownHostKey { host: t.host.clone(), fingerprint: fingerprint(sess), known_hosts: kh_path }),
+        CheckResult::Failure => Err(session_err(format!("checking the host key against {kh_path} failed"))),
+    }
+}
+
+/// Appends one OpenSSH known_hosts line. Appending (rather than rewriting the file through
+/// libssh2) keeps the user's other entries, comments and hashing untouched, and is safe when
+/// several hosts are accepted at once (one write of one line each).
+fn append_known_host(path: &Path, name: &str, key_type: ssh2::HostKeyType, key: &[u8]) -> std::io::Result<()> {
+    use base64::Engine;
+    let type_name = match key_type {
+        ssh2::HostKeyType::Rsa => "ssh-rsa",
+        ssh2::HostKeyType::Dss => "ssh-dss",
+        ssh2::HostKeyType::Ecdsa256 => "ecdsa-sha2-nistp256",
+        ssh2::HostKeyType::Ecdsa384 => "ecdsa-sha2-nistp384",
+        ssh2::HostKeyType::Ecdsa521 => "ecdsa-sha2-nistp521",
+        ssh2::HostKeyType::Ed25519 => "ssh-ed25519",
+        ssh2::HostKeyType::Unknown => return Err(std::io::Error::other("unknown host key type")),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let line = format!("{name} {type_name} {}\n", base64::engine::general_purpose::STANDARD.encode(key));
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(line.as_bytes())
+}
+
+fn authenticate(sess: &Session, t: &Target) -> Result<(), SshError> {
+    let auth_err = |reason: String| SshError::Auth { user: t.user.clone(), host: t.host.clone(), reason };
+    match &t.identity_file {
+        Some(key) => {
+            if !key.exists() {
+                return Err(auth_err(format!("identity file {} does not exist", key.display())));
+            }
+            sess.userauth_pubkey_file(&t.user, None, key, None)
+                .map_err(|e| auth_err(format!("key {} was refused: {e}", key.display())))?;
+        }
+        None => sess
+            .userauth_agent(&t.user)
+            .map_err(|e| auth_err(format!("no identity_file in the inventory and the SSH agent failed: {e}")))?,
+    }
+    if sess.authenticated() { Ok(()) } else { Err(auth_err("not authenticated".into())) }
+}
+
+/// Single-quotes a string for sh.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
