@@ -51,6 +51,13 @@ impl EtcdAuth {
     pub fn from_pem(ca_pem: String, cert_pem: String, key_pem: String) -> EtcdAuth {
         EtcdAuth { ca_pem, cert_pem, key_pem }
     }
+
+    fn connect_options(&self, timeout: Duration) -> ConnectOptions {
+        let tls = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
+        ConnectOptions::new().with_tls(tls).with_connect_timeout(timeout).with_timeout(timeout)
+    }
 }
 
 /// Asks one member for its status, within `timeout`.
@@ -67,10 +74,7 @@ pub async fn member_status(name: &str, address: IpAddr, auth: &EtcdAuth, timeout
         error: None,
     };
     let url = format!("https://{}:2379", host_for_url(address));
-    let tls = TlsOptions::new()
-        .ca_certificate(Certificate::from_pem(&auth.ca_pem))
-        .identity(Identity::from_pem(&auth.cert_pem, &auth.key_pem));
-    let opts = ConnectOptions::new().with_tls(tls).with_connect_timeout(timeout).with_timeout(timeout);
+    let opts = auth.connect_options(timeout);
     let result = tokio::time::timeout(timeout * 2, async {
         let mut client = Client::connect([url.as_str()], Some(opts)).await?;
         client.status().await
@@ -112,6 +116,27 @@ where
         out.push(h.await.expect("status task panicked"));
     }
     out
+}
+
+/// The member list (name, first peer URL) and active alarms, asked of the member at `address`.
+pub async fn members_and_alarms(address: IpAddr, auth: &EtcdAuth, timeout: Duration) -> Result<(Vec<(String, String)>, Vec<String>), etcd_client::Error> {
+    let url = format!("https://{}:2379", host_for_url(address));
+    let mut client = Client::connect([url.as_str()], Some(auth.connect_options(timeout))).await?;
+    let members = client
+        .member_list()
+        .await?
+        .members()
+        .iter()
+        .map(|m| (m.name().to_string(), m.peer_urls().first().cloned().unwrap_or_default()))
+        .collect();
+    let alarms = client
+        .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
+        .await?
+        .alarms()
+        .iter()
+        .map(|a| format!("{:?} on member {:x}", a.alarm(), a.member_id()))
+        .collect();
+    Ok((members, alarms))
 }
 
 /// One leader that every member agrees on, and every member answering.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::{bootstrap, deploy, inventory, pki, plan, render};
+use crate::{bootstrap, deploy, inventory, pki, plan, render, verify};
 
 #[derive(Parser)]
 #[command(name = "hardway", version, about = "Bootstrap Kubernetes the hard way from one inventory file")]
@@ -65,6 +65,36 @@ enum Command {
         /// How long to wait for a healthy etcd cluster, in seconds.
         #[arg(long, default_value_t = 120)]
         etcd_timeout: u64,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Check, one by one, that the cluster is healthy and built right (also clusters built by hand).
+    Verify {
+        #[command(flatten)]
+        inv: InventoryArg,
+        /// Where the CAs and client certificates are (hardway's layout).
+        #[arg(long, default_value = "pki")]
+        pki: PathBuf,
+        /// The cluster CA, if not <pki>/ca.crt.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The etcd CA, if not <pki>/etcd/ca.crt.
+        #[arg(long)]
+        etcd_ca: Option<PathBuf>,
+        /// An etcd client certificate, if not <pki>/etcd/healthcheck-client.crt.
+        #[arg(long, requires = "etcd_key")]
+        etcd_cert: Option<PathBuf>,
+        #[arg(long, requires = "etcd_cert")]
+        etcd_key: Option<PathBuf>,
+        /// An admin client certificate, if not <pki>/admin.crt.
+        #[arg(long, requires = "admin_key")]
+        admin_cert: Option<PathBuf>,
+        #[arg(long, requires = "admin_cert")]
+        admin_key: Option<PathBuf>,
+        #[arg(long, default_value_t = 32)]
+        parallel: usize,
+        #[arg(long)]
+        accept_new_host_keys: bool,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
@@ -199,6 +229,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
             }
             Ok(if report.failed().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Verify { inv, pki: dir, ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, accept_new_host_keys, output } => {
+            let inv = load_inventory(&inv.inventory)?;
+            let opts = verify::VerifyOptions { ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, accept_new_host_keys, ..verify::VerifyOptions::new(dir) };
+            let checks = verify::verify(&inv, &opts)?;
+            if output == OutputFormat::Json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                println!("{}", verify::format_report(&checks));
+            }
+            let failed = checks.iter().any(|c| c.status == verify::Status::Fail);
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
         Command::Render { inv, pki: dir, out } => {
             let inv = load_inventory(&inv.inventory)?;

@@ -18,14 +18,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
 use crate::apply::{self, Facts};
 use crate::bootstrap::{self, EtcdAuth, MemberStatus};
 use crate::inventory::{Inventory, Node, Role};
 use crate::plan::{self, HostPlan, Phase, Plan};
 use crate::render::{self, File, Rendered};
-use crate::ssh::{Conn, HostKeyPolicy, Target};
+use crate::ssh::{Conn, HostKeyPolicy, Target, fan_out};
 use crate::pki;
 
 #[derive(Debug, Clone)]
@@ -170,30 +169,6 @@ impl Host {
     fn alive(&self) -> bool {
         self.outcome.ok && self.conn.is_some()
     }
-}
-
-/// Runs `f` on every host, at most `parallel` at once, each on the blocking pool.
-async fn fan_out<F>(hosts: Vec<Host>, parallel: usize, f: F) -> Vec<Host>
-where
-    F: Fn(&mut Host) + Send + Sync + 'static,
-{
-    let sem = Arc::new(Semaphore::new(parallel.max(1)));
-    let f = Arc::new(f);
-    let mut handles = Vec::new();
-    for mut h in hosts {
-        let permit = sem.clone().acquire_owned().await.expect("semaphore is never closed");
-        let f = f.clone();
-        handles.push(tokio::task::spawn_blocking(move || {
-            f(&mut h);
-            drop(permit);
-            h
-        }));
-    }
-    let mut out = Vec::new();
-    for handle in handles {
-        out.push(handle.await.expect("a host task panicked"));
-    }
-    out
 }
 
 /// Adds binaries found in `binaries.local_dir` to the files of the hosts that need them.

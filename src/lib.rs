@@ -26,3 +26,4 @@ pub mod pki;
 pub mod plan;
 pub mod render;
 pub mod ssh;
+pub mod verify;

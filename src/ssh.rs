@@ -174,6 +174,20 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Sends `request` to a Unix socket on the node and returns the whole answer, through an
+    /// SSH stream-local channel (OpenSSH's direct-streamlocal), so no tool is needed there.
+    pub fn unix_socket_request(&self, socket: &str, request: &[u8]) -> Result<String, SshError> {
+        let err = |e: &dyn std::fmt::Display| SshError::Session { host: self.target.host.clone(), reason: format!("{socket}: {e}") };
+        let mut ch = self.sess.channel_direct_streamlocal(socket, None).map_err(|e| err(&e))?;
+        ch.write_all(request).map_err(|e| err(&e))?;
+        let mut out = String::new();
+        ch.read_to_string(&mut out).map_err(|e| err(&e))?;
+        let _ = ch.close();
+        Ok(out)
+    }
+}
+
 fn fingerprint(sess: &Session) -> String {
     use base64::Engine;
     match sess.host_key_hash(HashType::Sha256) {
@@ -240,6 +254,32 @@ fn authenticate(sess: &Session, t: &Target) -> Result<(), SshError> {
             .map_err(|e| auth_err(format!("no identity_file in the inventory and the SSH agent failed: {e}")))?,
     }
     if sess.authenticated() { Ok(()) } else { Err(auth_err("not authenticated".into())) }
+}
+
+/// Runs `f` on every item (one per host), at most `parallel` at once, each on tokio's blocking
+/// pool — libssh2 calls block, and one session must never be shared between threads.
+pub async fn fan_out<T, F>(items: Vec<T>, parallel: usize, f: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(&mut T) + Send + Sync + 'static,
+{
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let f = std::sync::Arc::new(f);
+    let mut handles = Vec::new();
+    for mut item in items {
+        let permit = sem.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let f = f.clone();
+        handles.push(tokio::task::spawn_blocking(move || {
+            f(&mut item);
+            drop(permit);
+            item
+        }));
+    }
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.expect("a host task panicked"));
+    }
+    out
 }
 
 /// Single-quotes a string for sh.
