@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::{bootstrap, deploy, inventory, pki, plan, render, verify};
+use crate::{bootstrap, deploy, inventory, lab, pki, plan, render, verify};
 
 #[derive(Parser)]
 #[command(name = "hardway", version, about = "Bootstrap Kubernetes the hard way from one inventory file")]
@@ -98,8 +98,32 @@ enum Command {
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
+    /// A local lab: one systemd-nspawn machine per inventory node, on a bridge (root only).
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
     /// Check an inventory and print what it describes.
     Validate {
+        #[command(flatten)]
+        inv: InventoryArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Boot every node (idempotent); builds the Debian root fs once, cached.
+    Up {
+        #[command(flatten)]
+        inv: InventoryArg,
+    },
+    /// List the nodes: address, running, reachable over SSH, systemd state.
+    Status {
+        #[command(flatten)]
+        inv: InventoryArg,
+    },
+    /// Stop every node and remove its namespace, links, bridge and state.
+    Down {
         #[command(flatten)]
         inv: InventoryArg,
     },
@@ -241,6 +265,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let failed = checks.iter().any(|c| c.status == verify::Status::Fail);
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Lab { command } => {
+            let opts = lab::LabOptions::default();
+            let (inv, up) = match &command {
+                LabCommand::Up { inv } => (load_inventory(&inv.inventory)?, true),
+                LabCommand::Status { inv } | LabCommand::Down { inv } => (load_inventory(&inv.inventory)?, false),
+            };
+            let lab = match command {
+                LabCommand::Down { .. } => {
+                    lab::down(&inv, &opts)?;
+                    println!("lab {} is down", inv.cluster.name);
+                    return Ok(ExitCode::SUCCESS);
+                }
+                _ if up => lab::up(&inv, &opts)?,
+                _ => lab::status(&inv, &opts)?,
+            };
+            println!("{:<12} {:<16} {:<8} {:<10} SYSTEMD", "NODE", "ADDRESS", "RUNNING", "SSH");
+            for n in &lab.nodes {
+                let yes = |b: bool| if b { "yes" } else { "no" };
+                println!("{:<12} {:<16} {:<8} {:<10} {}", n.name, n.address, yes(n.running), yes(n.reachable), n.system_state.as_deref().unwrap_or("-"));
+            }
+            println!("ssh key: {}\nknown_hosts: {}", lab.ssh_key.display(), lab.known_hosts.display());
+            let all_up = lab.nodes.iter().all(|n| n.running && n.reachable);
+            Ok(if all_up { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Render { inv, pki: dir, out } => {
             let inv = load_inventory(&inv.inventory)?;

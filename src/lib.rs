@@ -22,6 +22,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod deploy;
 pub mod inventory;
+pub mod lab;
 pub mod pki;
 pub mod plan;
 pub mod render;

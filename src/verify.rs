@@ -180,17 +180,41 @@ fn sections(out: &str) -> BTreeMap<String, String> {
     map
 }
 
+/// `--flag=value` and `--flag value` pairs of a unit's ExecStart (hand-written units use both).
 fn exec_flags(unit_text: &str) -> BTreeMap<String, String> {
     let joined = unit_text.replace("\\\n", " ");
     let mut flags = BTreeMap::new();
     if let Some(line) = joined.lines().find_map(|l| l.trim().strip_prefix("ExecStart=")) {
-        for arg in line.split_whitespace() {
-            if let Some((k, v)) = arg.strip_prefix("--").and_then(|a| a.split_once('=')) {
-                flags.insert(k.to_string(), v.to_string());
+        let args: Vec<&str> = line.split_whitespace().collect();
+        for (i, arg) in args.iter().enumerate() {
+            let Some(flag) = arg.strip_prefix("--") else { continue };
+            match flag.split_once('=') {
+                Some((k, v)) => {
+                    flags.insert(k.to_string(), v.to_string());
+                }
+                None => {
+                    let value = args.get(i + 1).filter(|v| !v.starts_with("--")).copied().unwrap_or("true");
+                    flags.insert(flag.to_string(), value.to_string());
+                }
             }
         }
     }
     flags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_in_both_spellings() {
+        let unit = "[Service]\nExecStart=/usr/bin/etcd \\\n  --name m1 \\\n  --cert-file=/etc/etcd/k.pem \\\n  --client-cert-auth \\\n  --data-dir=/var/lib/etcd\nRestart=always\n";
+        let f = exec_flags(unit);
+        assert_eq!(f["name"], "m1");
+        assert_eq!(f["cert-file"], "/etc/etcd/k.pem");
+        assert_eq!(f["client-cert-auth"], "true");
+        assert_eq!(f["data-dir"], "/var/lib/etcd");
+    }
 }
 
 /// A certificate file a node should have, and what it must satisfy.
@@ -211,69 +235,63 @@ enum CaKind {
     FrontProxy,
 }
 
-fn cert_sites(inv: &Inventory, node: &Node, units: &BTreeMap<String, UnitInfo>, kubelet_tls: Option<(String, String)>) -> Vec<CertSite> {
+/// Where each certificate a node needs is named: the unit and its flags (hand-built clusters
+/// put them anywhere), hardway's path when the unit does not say, the CA that must have signed
+/// it, and the matrix entry whose SANs it must carry (`{node}` = this node).
+struct SiteRule {
+    what: &'static str,
+    role: SiteRole,
+    unit: &'static str,
+    cert_flag: &'static str,
+    key_flag: &'static str,
+    cert_default: &'static str,
+    key_default: &'static str,
+    ca: CaKind,
+    sans_of: Option<&'static str>,
+    aggregation_only: bool,
+}
+
+#[derive(Clone, Copy)]
+enum SiteRole {
+    EtcdMember,
+    Master,
+    Worker,
+}
+
+#[rustfmt::skip]
+const SITES: &[SiteRule] = &[
+    SiteRule { what: "etcd server", role: SiteRole::EtcdMember, unit: "etcd", cert_flag: "cert-file", key_flag: "key-file", cert_default: "/etc/etcd/pki/server.crt", key_default: "/etc/etcd/pki/server.key", ca: CaKind::Etcd, sans_of: Some("etcd/server-{node}"), aggregation_only: false },
+    SiteRule { what: "etcd peer", role: SiteRole::EtcdMember, unit: "etcd", cert_flag: "peer-cert-file", key_flag: "peer-key-file", cert_default: "/etc/etcd/pki/peer.crt", key_default: "/etc/etcd/pki/peer.key", ca: CaKind::Etcd, sans_of: Some("etcd/peer-{node}"), aggregation_only: false },
+    SiteRule { what: "API server", role: SiteRole::Master, unit: "kube-apiserver", cert_flag: "tls-cert-file", key_flag: "tls-private-key-file", cert_default: "/etc/kubernetes/pki/apiserver.crt", key_default: "/etc/kubernetes/pki/apiserver.key", ca: CaKind::Cluster, sans_of: Some("apiserver"), aggregation_only: false },
+    SiteRule { what: "API server kubelet client", role: SiteRole::Master, unit: "kube-apiserver", cert_flag: "kubelet-client-certificate", key_flag: "kubelet-client-key", cert_default: "/etc/kubernetes/pki/apiserver-kubelet-client.crt", key_default: "/etc/kubernetes/pki/apiserver-kubelet-client.key", ca: CaKind::Cluster, sans_of: None, aggregation_only: false },
+    SiteRule { what: "API server etcd client", role: SiteRole::Master, unit: "kube-apiserver", cert_flag: "etcd-certfile", key_flag: "etcd-keyfile", cert_default: "/etc/kubernetes/pki/apiserver-etcd-client.crt", key_default: "/etc/kubernetes/pki/apiserver-etcd-client.key", ca: CaKind::Etcd, sans_of: None, aggregation_only: false },
+    SiteRule { what: "front-proxy client", role: SiteRole::Master, unit: "kube-apiserver", cert_flag: "proxy-client-cert-file", key_flag: "proxy-client-key-file", cert_default: "/etc/kubernetes/pki/front-proxy-client.crt", key_default: "/etc/kubernetes/pki/front-proxy-client.key", ca: CaKind::FrontProxy, sans_of: None, aggregation_only: true },
+    // The kubelet names its certificate in its config file; those keys are merged into its flags.
+    SiteRule { what: "kubelet", role: SiteRole::Worker, unit: "kubelet", cert_flag: "tlsCertFile", key_flag: "tlsPrivateKeyFile", cert_default: "/var/lib/kubelet/pki/kubelet.crt", key_default: "/var/lib/kubelet/pki/kubelet.key", ca: CaKind::Cluster, sans_of: Some("kubelet-{node}"), aggregation_only: false },
+];
+
+fn cert_sites(inv: &Inventory, node: &Node, units: &BTreeMap<String, UnitInfo>) -> Vec<CertSite> {
     let specs: BTreeMap<String, pki::CertSpec> = pki::matrix(inv).into_iter().map(|s| (s.name.clone(), s)).collect();
-    let sans = |name: &str| specs.get(name).map(|s| s.sans.clone());
-    let flag = |unit: &str, f: &str, default: &str| {
-        units.get(unit).and_then(|u| u.flags.get(f).cloned()).unwrap_or_else(|| default.to_string())
-    };
-    let mut sites = Vec::new();
-    if inv.is_etcd_member(node) {
-        let n = &node.name;
-        sites.push(CertSite {
-            what: "etcd server",
-            cert: flag("etcd", "cert-file", "/etc/etcd/pki/server.crt"),
-            key: Some(flag("etcd", "key-file", "/etc/etcd/pki/server.key")),
-            ca: CaKind::Etcd,
-            sans: sans(&format!("etcd/server-{n}")),
-        });
-        sites.push(CertSite {
-            what: "etcd peer",
-            cert: flag("etcd", "peer-cert-file", "/etc/etcd/pki/peer.crt"),
-            key: Some(flag("etcd", "peer-key-file", "/etc/etcd/pki/peer.key")),
-            ca: CaKind::Etcd,
-            sans: sans(&format!("etcd/peer-{n}")),
-        });
-    }
-    if node.has(Role::Master) && units.get("kube-apiserver").is_some_and(UnitInfo::deployed) {
-        let api = |f: &str, d: &str| flag("kube-apiserver", f, d);
-        sites.push(CertSite {
-            what: "API server",
-            cert: api("tls-cert-file", "/etc/kubernetes/pki/apiserver.crt"),
-            key: Some(api("tls-private-key-file", "/etc/kubernetes/pki/apiserver.key")),
-            ca: CaKind::Cluster,
-            sans: sans("apiserver"),
-        });
-        sites.push(CertSite {
-            what: "API server kubelet client",
-            cert: api("kubelet-client-certificate", "/etc/kubernetes/pki/apiserver-kubelet-client.crt"),
-            key: Some(api("kubelet-client-key", "/etc/kubernetes/pki/apiserver-kubelet-client.key")),
-            ca: CaKind::Cluster,
-            sans: None,
-        });
-        sites.push(CertSite {
-            what: "API server etcd client",
-            cert: api("etcd-certfile", "/etc/kubernetes/pki/apiserver-etcd-client.crt"),
-            key: Some(api("etcd-keyfile", "/etc/kubernetes/pki/apiserver-etcd-client.key")),
-            ca: CaKind::Etcd,
-            sans: None,
-        });
-        if inv.addons.aggregation {
-            sites.push(CertSite {
-                what: "front-proxy client",
-                cert: api("proxy-client-cert-file", "/etc/kubernetes/pki/front-proxy-client.crt"),
-                key: Some(api("proxy-client-key-file", "/etc/kubernetes/pki/front-proxy-client.key")),
-                ca: CaKind::FrontProxy,
-                sans: None,
-            });
-        }
-    }
-    if node.has(Role::Worker) && units.get("kubelet").is_some_and(UnitInfo::deployed) {
-        let (cert, key) = kubelet_tls
-            .unwrap_or_else(|| ("/var/lib/kubelet/pki/kubelet.crt".into(), "/var/lib/kubelet/pki/kubelet.key".into()));
-        sites.push(CertSite { what: "kubelet", cert, key: Some(key), ca: CaKind::Cluster, sans: sans(&format!("kubelet-{}", node.name)) });
-    }
-    sites
+    SITES
+        .iter()
+        .filter(|r| match r.role {
+            // etcd is checked even where its unit is missing: a member without etcd is broken.
+            SiteRole::EtcdMember => inv.is_etcd_member(node),
+            SiteRole::Master => node.has(Role::Master) && units.get(r.unit).is_some_and(UnitInfo::deployed),
+            SiteRole::Worker => node.has(Role::Worker) && units.get(r.unit).is_some_and(UnitInfo::deployed),
+        })
+        .filter(|r| inv.addons.aggregation || !r.aggregation_only)
+        .map(|r| {
+            let flag = |f: &str, default: &str| units.get(r.unit).and_then(|u| u.flags.get(f).cloned()).unwrap_or_else(|| default.to_string());
+            CertSite {
+                what: r.what,
+                cert: flag(r.cert_flag, r.cert_default),
+                key: Some(flag(r.key_flag, r.key_default)),
+                ca: r.ca,
+                sans: r.sans_of.and_then(|n| specs.get(&n.replace("{node}", &node.name))).map(|s| s.sans.clone()),
+            }
+        })
+        .collect()
 }
 
 /// Everything checked over one host's SSH session.
@@ -336,16 +354,18 @@ fn host_checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, conn: 
     }
 
     // The kubelet's certificate is named in its config file, not on its command line.
-    let mut kubelet_tls = None;
     if let Some(cfg) = h.units.get("kubelet").and_then(|u| u.flags.get("config")).cloned() {
         let out = conn.script(&format!("cat {} 2>/dev/null; true", sh_quote(&cfg)))?;
         if let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(&out.stdout) {
-            if let (Some(c), Some(k)) = (v["tlsCertFile"].as_str(), v["tlsPrivateKeyFile"].as_str()) {
-                kubelet_tls = Some((c.to_string(), k.to_string()));
+            let kubelet = h.units.get_mut("kubelet").expect("has a config flag");
+            for k in ["tlsCertFile", "tlsPrivateKeyFile"] {
+                if let Some(p) = v[k].as_str() {
+                    kubelet.flags.insert(k.to_string(), p.to_string());
+                }
             }
         }
     }
-    let sites = cert_sites(inv, &h.node, &h.units, kubelet_tls);
+    let sites = cert_sites(inv, &h.node, &h.units);
     let enc_path = h
         .units
         .get("kube-apiserver")

@@ -2,6 +2,8 @@
 //! missing, never skipping), running them, and preparing inventories in temp directories.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,118 @@
+//! A booted lab for integration tests: `boot` brings up inventory/lab.toml's machines under a
+//! test-specific state directory and tears them down when the returned `TestLab` is dropped,
+//! also when the test panics.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::*;
+use hardway::{inventory, lab};
+
+pub struct TestLab {
+    pub inv: inventory::Inventory,
+    opts: lab::LabOptions,
+    pub dir: tempfile::TempDir,
+    /// The lab inventory rewritten to use the lab's key and a fresh known_hosts for hardway.
+    pub inv_path: PathBuf,
+    pub inv_text: String,
+    pub pki: PathBuf,
+    pub key: PathBuf,
+    /// The lab's own known_hosts, which this harness's ssh client trusts.
+    pub known_hosts: PathBuf,
+    pub addresses: BTreeMap<String, String>,
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if let Err(e) = lab::down(&self.inv, &self.opts) {
+            eprintln!("lab down failed: {e:#}");
+        }
+    }
+}
+
+pub fn boot(state_dir: &str) -> TestLab {
+    let lab_inv_path = repo().join("inventory/lab.toml");
+    let inv = inventory::load(&lab_inv_path).expect("inventory/lab.toml is valid");
+    lab::preflight().expect("the lab needs root, debootstrap, systemd-nspawn, iproute2 and openssh-client");
+    let opts = lab::LabOptions { state_dir: PathBuf::from(state_dir), ..lab::LabOptions::default() };
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = TestLab {
+        inv: inv.clone(),
+        opts: opts.clone(),
+        inv_path: dir.path().join("lab.toml"),
+        inv_text: String::new(),
+        pki: dir.path().join("pki"),
+        key: PathBuf::new(),
+        known_hosts: PathBuf::new(),
+        addresses: inv.nodes.iter().map(|n| (n.name.clone(), n.address.to_string())).collect(),
+        dir,
+    };
+    // From here on, a panic tears the lab down through Drop.
+    let booted = lab::up(&inv, &opts).expect("lab up");
+    t.key = booted.ssh_key.clone();
+    t.known_hosts = booted.known_hosts.clone();
+    t.inv_text = std::fs::read_to_string(&lab_inv_path)
+        .unwrap()
+        .replace(&inv.ssh.identity_file.as_ref().unwrap().display().to_string(), &booted.ssh_key.display().to_string())
+        .replace(&inv.ssh.known_hosts.display().to_string(), &t.dir.path().join("known_hosts").display().to_string());
+    std::fs::write(&t.inv_path, &t.inv_text).unwrap();
+    t
+}
+
+impl TestLab {
+    /// Runs a command on a lab node with the system's ssh client (not hardway's).
+    pub fn ssh(&self, node: &str, cmd: &str) -> Output {
+        run(&mut self.ssh_command(node, cmd))
+    }
+
+    fn ssh_command(&self, node: &str, cmd: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.arg("-i")
+            .arg(&self.key)
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+            .arg(format!("root@{}", self.addresses[node]))
+            .arg(cmd);
+        c
+    }
+
+    /// Like `ssh`, with `input` on the remote command's standard input.
+    pub fn ssh_with_input(&self, node: &str, cmd: &str, input: &[u8]) -> Output {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self.ssh_command(node, cmd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    pub fn ssh_ok(&self, node: &str, cmd: &str) -> String {
+        let o = self.ssh(node, cmd);
+        assert!(o.status.success(), "{node}: {cmd}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    pub fn deploy(&self, inv: &Path, args: &[&str]) -> Output {
+        run(hardway().arg("deploy").arg(inv).arg("--pki").arg(&self.pki).args(["--etcd-timeout", "90"]).args(args))
+    }
+
+    pub fn deploy_json(&self, inv: &Path, args: &[&str]) -> serde_json::Value {
+        let o = self.deploy(inv, &[args, &["--output", "json"]].concat());
+        assert!(
+            o.status.success(),
+            "deploy {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).expect("--output json prints JSON")
+    }
+
+    pub fn verify(&self, args: &[&str]) -> Output {
+        run(hardway().arg("verify").arg("-i").arg(&self.inv_path).args(args))
+    }
+
+    pub fn active_since(&self, node: &str, unit: &str) -> String {
+        self.ssh_ok(node, &format!("systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"))
+    }
+}

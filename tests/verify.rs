@@ -1,0 +1,159 @@
+//! `hardway verify` on a real lab: all PASS after a deploy, then one fault at a time, each of
+//! which must be named; and a cluster whose etcd was built by hand with openssl.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::lab::TestLab;
+use common::*;
+
+fn checks(t: &TestLab, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
+    let o = t.verify(&[args, &["--output", "json"]].concat());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("verify --output json is not JSON ({e}):\n{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
+    (o.status.code().unwrap_or(-1), v.as_array().expect("a list of checks").clone())
+}
+
+fn find<'a>(cs: &'a [serde_json::Value], host: &str, check: &str) -> &'a serde_json::Value {
+    cs.iter().find(|c| c["host"] == host && c["check"] == check).unwrap_or_else(|| panic!("no check {check:?} for {host} in {cs:#?}"))
+}
+
+fn with_status<'a>(cs: &'a [serde_json::Value], status: &str) -> Vec<&'a serde_json::Value> {
+    cs.iter().filter(|c| c["status"] == status).collect()
+}
+
+/// Polls verify until `done` holds for its checks, or fails after `secs`.
+fn verify_until(t: &TestLab, args: &[&str], secs: u64, done: impl Fn(i32, &[serde_json::Value]) -> bool) -> (i32, Vec<serde_json::Value>) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (code, cs) = checks(t, args);
+        if done(code, &cs) {
+            return (code, cs);
+        }
+        assert!(Instant::now() < deadline, "verify did not reach the expected state in {secs} s: {cs:#?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
+    let t = common::lab::boot("/run/hardway/test-verify");
+    let pki = t.pki.to_str().unwrap().to_string();
+    t.deploy_json(&t.inv_path.clone(), &["--phases", "etcd,lb", "--accept-new-host-keys"]);
+
+    // All PASS after a deploy (the Kubernetes components are SKIPped: the lab has no binaries).
+    let text = t.verify(&["--pki", &pki]);
+    let out = String::from_utf8_lossy(&text.stdout).to_string();
+    assert_eq!(text.status.code(), Some(0), "{out}\n{}", String::from_utf8_lossy(&text.stderr));
+    let (code, cs) = checks(&t, &["--pki", &pki]);
+    assert_eq!(code, 0);
+    assert!(with_status(&cs, "FAIL").is_empty() && with_status(&cs, "WARN").is_empty(), "{cs:#?}");
+    for m in ["lab-m1", "lab-m2", "lab-m3"] {
+        for c in ["ssh", "unit etcd", "etcd member", "cert etcd server", "cert etcd peer"] {
+            assert_eq!(find(&cs, m, c)["status"], "PASS", "{m} {c}");
+        }
+        assert_eq!(find(&cs, m, "unit kube-apiserver")["status"], "SKIP");
+        assert!(find(&cs, m, "unit kube-apiserver")["detail"].as_str().unwrap().contains("not deployed"));
+    }
+    for c in ["etcd leader", "etcd membership", "etcd alarms", "etcd raft index"] {
+        assert_eq!(find(&cs, "etcd", c)["status"], "PASS", "{c}");
+    }
+    assert_eq!(find(&cs, "lab-lb", "unit haproxy")["status"], "PASS");
+    assert_eq!(find(&cs, "lab-lb", "haproxy config")["status"], "PASS");
+    let backend = find(&cs, "lab-lb", "haproxy backend lab-m1");
+    assert_eq!(backend["status"], "SKIP", "{backend}");
+    assert!(backend["detail"].as_str().unwrap().starts_with("DOWN"), "read from the stats socket: {backend}");
+    // The text report has the same checks, sorted by host then check, and the JSON has every one.
+    assert_eq!(out.lines().filter(|l| ["PASS", "WARN", "FAIL", "SKIP"].iter().any(|s| l.starts_with(s))).count(), cs.len());
+    let keys: Vec<(String, String)> = cs.iter().map(|c| (c["host"].as_str().unwrap().into(), c["check"].as_str().unwrap().into())).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    assert!(out.contains(&format!("{} PASS, 0 WARN, 0 FAIL", with_status(&cs, "PASS").len())), "{out}");
+
+    // One etcd member down: that member FAILs, quorum is reported held, exit 1.
+    t.ssh_ok("lab-m2", "systemctl stop etcd");
+    let (code, cs) = checks(&t, &["--pki", &pki]);
+    assert_eq!(code, 1);
+    let m2 = find(&cs, "lab-m2", "etcd member");
+    assert_eq!(m2["status"], "FAIL");
+    assert!(m2["detail"].as_str().unwrap().contains("quorum held: 2 of 3 members answer, quorum is 2"), "{m2}");
+    assert!(m2["hint"].as_str().unwrap().contains("journalctl -u etcd"), "{m2}");
+    assert_eq!(find(&cs, "lab-m2", "unit etcd")["status"], "FAIL");
+    assert_eq!(find(&cs, "lab-m1", "etcd member")["status"], "PASS");
+    assert_eq!(find(&cs, "etcd", "etcd leader")["status"], "PASS");
+    t.ssh_ok("lab-m2", "systemctl start etcd");
+    verify_until(&t, &["--pki", &pki], 60, |code, _| code == 0);
+
+    // An etcd server certificate without the member's IP: FAIL naming the file and the SAN.
+    let work = t.dir.path().join("bad-cert");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("ext"), "subjectAltName=DNS:lab-m3,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
+    let csr = work.join("csr");
+    ok(std::process::Command::new("openssl").args(["req", "-new", "-subj", "/CN=lab-m3", "-key"]).arg(t.pki.join("etcd/server-lab-m3.key")).arg("-out").arg(&csr));
+    ok(std::process::Command::new("openssl")
+        .args(["x509", "-req", "-days", "30", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(t.pki.join("etcd/ca.crt"))
+        .arg("-CAkey")
+        .arg(t.pki.join("etcd/ca.key"))
+        .arg("-CAcreateserial")
+        .arg("-extfile")
+        .arg(work.join("ext"))
+        .arg("-out")
+        .arg(work.join("server.crt")));
+    let bad = std::fs::read(work.join("server.crt")).unwrap();
+    let o = t.ssh_with_input("lab-m3", "cat > /etc/etcd/pki/server.crt", &bad);
+    assert!(o.status.success());
+    let (code, cs) = checks(&t, &["--pki", &pki]);
+    assert_eq!(code, 1);
+    let c = find(&cs, "lab-m3", "cert etcd server");
+    assert_eq!(c["status"], "FAIL", "{c}");
+    assert!(c["detail"].as_str().unwrap().contains("/etc/etcd/pki/server.crt lacks SAN IP:10.213.0.13"), "{c}");
+    assert_eq!(find(&cs, "lab-m3", "cert etcd peer")["status"], "PASS");
+    // A redeploy puts the right certificate back.
+    t.deploy_json(&t.inv_path.clone(), &["--phases", "etcd,lb"]);
+    verify_until(&t, &["--pki", &pki], 60, |code, _| code == 0);
+
+    // A private key readable by everyone: FAIL with the fix.
+    t.ssh_ok("lab-m1", "chmod 644 /etc/etcd/pki/peer.key");
+    let (code, cs) = checks(&t, &["--pki", &pki]);
+    assert_eq!(code, 1);
+    let c = find(&cs, "lab-m1", "cert etcd peer");
+    assert_eq!(c["status"], "FAIL");
+    assert!(c["detail"].as_str().unwrap().contains("key /etc/etcd/pki/peer.key is 644 root"), "{c}");
+    assert!(c["hint"].as_str().unwrap().contains("chmod 600 /etc/etcd/pki/peer.key"), "{c}");
+    t.ssh_ok("lab-m1", "chmod 600 /etc/etcd/pki/peer.key");
+
+    // Built by hand: hardway's etcd is removed and a student's script sets up another one, with
+    // its own CA and paths; verify is given only the inventory, the CA and a client cert.
+    for m in ["lab-m1", "lab-m2", "lab-m3"] {
+        t.ssh_ok(m, "systemctl disable --now etcd && rm -rf /etc/systemd/system/etcd.service /etc/etcd /var/lib/etcd && systemctl daemon-reload");
+    }
+    let hand = t.dir.path().join("hand");
+    let members: Vec<String> = ["lab-m1", "lab-m2", "lab-m3"].iter().map(|m| format!("{m}={}", t.addresses[*m])).collect();
+    ok(std::process::Command::new("sh")
+        .arg(repo().join("tests/fixtures/hand-built-etcd.sh"))
+        .arg(&hand)
+        .arg(&t.key)
+        .arg(&t.known_hosts)
+        .args(&members));
+    let p = |f: &str| hand.join(f).to_str().unwrap().to_string();
+    let args = ["--pki", "/nonexistent", "--etcd-ca", &p("ca.pem"), "--etcd-cert", &p("admin.pem"), "--etcd-key", &p("admin-key.pem")];
+    let (_, cs) = verify_until(&t, &args, 90, |_, cs| find(cs, "etcd", "etcd leader")["status"] == "PASS");
+    for m in ["lab-m1", "lab-m2", "lab-m3"] {
+        for c in ["unit etcd", "etcd member", "cert etcd server", "cert etcd peer"] {
+            assert_eq!(find(&cs, m, c)["status"], "PASS", "{m} {c}: {:#}", find(&cs, m, c));
+        }
+        assert!(find(&cs, m, "cert etcd server")["detail"].as_str().unwrap().starts_with("/etc/etcd/kubernetes.pem"), "paths come from the unit");
+    }
+    assert_eq!(find(&cs, "etcd", "etcd membership")["status"], "PASS");
+    // And the same faults are found in it: a member down.
+    t.ssh_ok("lab-m3", "systemctl stop etcd");
+    let (code, cs) = checks(&t, &args);
+    assert_eq!(code, 1);
+    assert_eq!(find(&cs, "lab-m3", "etcd member")["status"], "FAIL");
+}
+
