@@ -532,9 +532,14 @@ fn backend_checks(inv: &Inventory, work: &[HostWork], checks: &mut Vec<Check>) {
             let host = lb.node.name.as_str();
             checks.push(match status {
                 None => check(host, name, Status::Fail, "not in any backend", Some("haproxy.cfg must list every master (hardway render)")),
-                Some(s) if s.starts_with("UP") => check(host, name, Status::Pass, s, None),
+                // Whatever HAProxy says, a master without an API server cannot be UP for long.
                 Some(s) if !api_deployed.contains(m.name.as_str()) => {
                     check(host, name, Status::Skip, format!("{s}: kube-apiserver is not deployed on {}", m.name), Some("deploy the control plane"))
+                }
+                Some(s) if s == "UP" => check(host, name, Status::Pass, s, None),
+                // "UP 1/3": still in rotation but failing its health checks, on its way down.
+                Some(s) if s.starts_with("UP") => {
+                    check(host, name, Status::Warn, format!("{s}: failing health checks"), Some(&format!("the API server on {} stopped answering /readyz", m.name)))
                 }
                 Some(s) => check(host, name, Status::Fail, s, Some(&format!("the API server on {} is not ready", m.name))),
             });
