@@ -196,6 +196,23 @@ fn add_local_binaries(inv: &Inventory, rendered: &mut Rendered, phases: &[Phase]
     Ok(())
 }
 
+/// Copies a directory tree (the PKI, for a dry run), keeping modes; a missing source is empty.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    std::fs::set_permissions(to, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    let Ok(entries) = std::fs::read_dir(from) else { return Ok(()) };
+    for e in entries {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dest)?;
+        } else {
+            std::fs::copy(e.path(), &dest).with_context(|| format!("copying {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Deploys the inventory. Errors are for problems that stop everything (PKI, preflight); per-host
 /// failures are in the report.
 pub fn deploy(inv: &Inventory, opts: &DeployOptions) -> Result<DeployReport> {
@@ -220,24 +237,28 @@ async fn deploy_async(inv: Inventory, opts: DeployOptions) -> Result<DeployRepor
     phases.sort();
     phases.dedup();
 
-    // The PKI is brought up to date (kept where it still fits), then everything is rendered.
-    let pki_changes;
-    let pki = if opts.dry_run {
-        pki_changes = vec![];
-        pki::load(&inv, &opts.pki_dir)?
-    } else {
-        let (pki, report) = pki::generate(&inv, &opts.pki_dir, pki::GenerateOptions::default())?;
-        pki_changes = report
-            .entries
-            .iter()
-            .filter(|(_, a)| *a != pki::Action::Kept)
-            .map(|(n, a)| match a {
-                pki::Action::Reissued(why) => format!("{n}: re-issued ({why})"),
-                _ => format!("{n}: created"),
-            })
-            .collect();
-        pki
+    // The PKI is brought up to date (kept where it still fits), then everything is rendered. A
+    // dry run does the same on a throwaway copy, so its plan shows exactly what a deploy would
+    // re-issue and send, and the real PKI directory stays as it is.
+    let scratch = opts.dry_run.then(|| std::env::temp_dir().join(format!("hardway-dry-run-{}", std::process::id())));
+    let generated = match &scratch {
+        Some(tmp) => copy_dir(&opts.pki_dir, tmp).and_then(|()| pki::generate(&inv, tmp, pki::GenerateOptions::default())),
+        None => pki::generate(&inv, &opts.pki_dir, pki::GenerateOptions::default()),
     };
+    if let Some(tmp) = &scratch {
+        let _ = std::fs::remove_dir_all(tmp);
+    }
+    let (pki, pki_report) = generated?;
+    let would = if opts.dry_run { "would be " } else { "" };
+    let pki_changes: Vec<String> = pki_report
+        .entries
+        .iter()
+        .filter(|(_, a)| *a != pki::Action::Kept)
+        .map(|(n, a)| match a {
+            pki::Action::Reissued(why) => format!("{n}: {would}re-issued ({why})"),
+            _ => format!("{n}: {would}created"),
+        })
+        .collect();
     let mut rendered = render::render(&inv, &pki)?;
     add_local_binaries(&inv, &mut rendered, &phases)?;
     let rendered = Arc::new(rendered);

@@ -52,6 +52,24 @@ fn deploy_etcd_and_lb_to_the_lab() {
     // Debian's package ships a haproxy.cfg; ours comes with its own unit, which must not be there.
     assert_eq!(ctx.ssh_ok("lab-lb", "test -e /etc/systemd/system/haproxy.service && echo yes || echo no"), "no");
 
+    // 2b. All phases: the lab has no Kubernetes binaries, so preflight stops everything and
+    // says what is missing where, before touching any node.
+    let o = ctx.deploy(&inv_path, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("preflight failed; nothing was changed"), "{err}");
+    for line in [
+        "lab-m1: /usr/bin/kube-apiserver (phase control-plane)",
+        "lab-m3: /usr/bin/kube-scheduler (phase control-plane)",
+        "lab-w1: /usr/bin/kubelet (phase workers)",
+        "lab-w1: /usr/bin/containerd (phase workers)",
+        "lab-m1: /usr/bin/kubectl (phase addons)",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+    assert!(!err.contains("/usr/bin/etcd (phase etcd)"), "etcd is in the lab image:\n{err}");
+    assert_eq!(ctx.ssh_ok("lab-m1", "test -e /etc/etcd && echo yes || echo no"), "no");
+
     // 3. The real deploy: etcd with three members and one leader, haproxy on the lb node.
     let report = ctx.deploy_json(&inv_path, &["--phases", "etcd,lb"]);
     for n in MASTERS {
@@ -119,6 +137,16 @@ fn deploy_etcd_and_lb_to_the_lab() {
     // 5. A new SAN for lab-m1: only its etcd certificates are replaced, only its etcd restarts.
     let san_inv = dir.path().join("san.toml");
     std::fs::write(&san_inv, text.replacen("roles = [\"master\"]", "roles = [\"master\"]\nextra_sans = [\"etcd-1.lab.test\"]", 1)).unwrap();
+    // Its dry run shows the re-issue and the two files, and changes neither the PKI nor a node.
+    let pki_before = std::fs::read(ctx.pki.join("etcd/server-lab-m1.crt")).unwrap();
+    let o = ctx.deploy(&san_inv, &["--phases", "etcd,lb", "--dry-run"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("pki: etcd/server-lab-m1: would be re-issued (SANs changed (+DNS:etcd-1.lab.test))"), "{out}");
+    assert!(out.contains("lab-m1: 2 to change") && out.contains("change /etc/etcd/pki/server.crt"), "{out}");
+    assert!(out.contains("lab-m2: 0 to change"), "{out}");
+    assert_eq!(std::fs::read(ctx.pki.join("etcd/server-lab-m1.crt")).unwrap(), pki_before, "a dry run re-issued a certificate");
+    assert_eq!(ctx.active_since("lab-m1", "etcd"), since["lab-m1"]);
     let report = ctx.deploy_json(&san_inv, &["--phases", "etcd,lb"]);
     let pki_changes = strings(&report["pki_changes"]);
     assert!(pki_changes.iter().any(|c| c.starts_with("etcd/server-lab-m1: re-issued (SANs changed (+DNS:etcd-1.lab.test))")), "{pki_changes:?}");
