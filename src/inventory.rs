@@ -251,8 +251,35 @@ pub struct SshSettings {
     pub identity_file: Option<PathBuf>,
     pub known_hosts: PathBuf,
     pub sudo: bool,
-    pub bastion: Option<String>,
+    pub bastion: Option<Bastion>,
     pub connect_timeout_secs: u64,
+}
+
+/// A jump host: `[user@]host[:port]`; the user defaults to `ssh.user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bastion {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Bastion {
+    pub fn parse(s: &str, default_user: &str) -> Option<Bastion> {
+        let (user, rest) = match s.split_once('@') {
+            Some((u, r)) if !u.is_empty() => (u.to_string(), r),
+            Some(_) => return None,
+            None => (default_user.to_string(), s),
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().ok().filter(|p| *p != 0)?),
+            None => (rest, 22),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return None;
+        }
+        Some(Bastion { user, host: host.to_string(), port })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -748,13 +775,24 @@ impl Validator<'_> {
 
         // [ssh]
         let s = &raw.ssh;
+        let user = s.user.clone().unwrap_or_else(|| "root".into());
+        let bastion = match &s.bastion {
+            None => None,
+            Some(b) => {
+                let parsed = Bastion::parse(b, &user);
+                if parsed.is_none() {
+                    self.error("ssh.bastion", format!("{b:?} is not a jump host like \"user@host:22\" ([user@]host[:port])"));
+                }
+                parsed
+            }
+        };
         let ssh = SshSettings {
-            user: s.user.clone().unwrap_or_else(|| "root".into()),
+            user,
             port: s.port.unwrap_or(22),
             identity_file: s.identity_file.as_deref().map(|p| resolve_path(base, p)),
             known_hosts: resolve_path(base, s.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
             sudo: s.sudo.unwrap_or(false),
-            bastion: s.bastion.clone(),
+            bastion,
             connect_timeout_secs: s.connect_timeout_secs.unwrap_or(10),
         };
 
@@ -903,6 +941,17 @@ mod tests {
         assert_eq!(parse_pool("10.0.0.1-10.0.0.3"), Some((0x0a000001, 0x0a000003)));
         assert_eq!(parse_pool("10.0.0.0/30"), Some((0x0a000000, 0x0a000003)));
         assert_eq!(parse_pool("nonsense"), None);
+    }
+
+    #[test]
+    fn bastions() {
+        let b = Bastion::parse("jump@203.0.113.5:2222", "root").unwrap();
+        assert_eq!((b.user.as_str(), b.host.as_str(), b.port), ("jump", "203.0.113.5", 2222));
+        let b = Bastion::parse("gw.example", "admin").unwrap();
+        assert_eq!((b.user.as_str(), b.host.as_str(), b.port), ("admin", "gw.example", 22));
+        assert!(Bastion::parse("jump@host:0", "root").is_none());
+        assert!(Bastion::parse("@host", "root").is_none());
+        assert!(Bastion::parse("host:ssh", "root").is_none());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use ssh2::{CheckResult, HashType, KnownHostFileKind, Session};
 
-use crate::inventory::{Inventory, Node};
+use crate::inventory::{Bastion, Inventory, Node};
 
 /// How to reach one node.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct Target {
     pub identity_file: Option<PathBuf>,
     pub known_hosts: PathBuf,
     pub connect_timeout: Duration,
+    /// Reach `host:port` through this jump host (a direct-tcpip channel from it).
+    pub bastion: Option<Bastion>,
 }
 
 impl Target {
@@ -43,6 +45,22 @@ impl Target {
             identity_file: inv.ssh.identity_file.clone(),
             known_hosts: inv.ssh.known_hosts.clone(),
             connect_timeout: Duration::from_secs(inv.ssh.connect_timeout_secs),
+            bastion: inv.ssh.bastion.clone(),
+        }
+    }
+
+    /// The jump host as a target of its own: same key, known_hosts and timeouts.
+    fn jump(&self, b: &Bastion) -> Target {
+        Target {
+            node: format!("bastion {}", b.host),
+            host: b.host.clone(),
+            port: b.port,
+            user: b.user.clone(),
+            sudo: false,
+            identity_file: self.identity_file.clone(),
+            known_hosts: self.known_hosts.clone(),
+            connect_timeout: self.connect_timeout,
+            bastion: None,
         }
     }
 
@@ -100,6 +118,8 @@ impl Output {
 pub struct Conn {
     pub target: Target,
     sess: Session,
+    /// The thread carrying this session through a bastion; it ends when `sess` closes its end.
+    _tunnel: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Attempts per connection; only network errors are retried, with a short backoff.
@@ -125,21 +145,32 @@ impl Conn {
 
     fn connect_once(t: &Target, policy: HostKeyPolicy) -> Result<Conn, SshError> {
         let connect_err = |reason: String| SshError::Connect { host: t.host.clone(), port: t.port, reason };
-        let addrs: Vec<_> = (t.host.as_str(), t.port)
-            .to_socket_addrs()
-            .map_err(|e| connect_err(format!("cannot resolve: {e}")))?
-            .collect();
-        let addr = addrs.first().ok_or_else(|| connect_err("no address".into()))?;
-        let tcp = TcpStream::connect_timeout(addr, t.connect_timeout).map_err(|e| connect_err(e.to_string()))?;
         let mut sess = Session::new().map_err(|e| connect_err(e.to_string()))?;
-        sess.set_tcp_stream(tcp);
+        let tunnel = match &t.bastion {
+            None => {
+                sess.set_tcp_stream(tcp_connect(t)?);
+                None
+            }
+            Some(b) => {
+                // The jump host is verified and authenticated like any node; then the node's
+                // own SSH session runs inside a direct-tcpip channel opened from it.
+                let jump = Conn::connect_once(&t.jump(b), policy)?;
+                let channel = jump
+                    .sess
+                    .channel_direct_tcpip(&t.host, t.port, None)
+                    .map_err(|e| connect_err(format!("through bastion {}@{}:{}: {e}", b.user, b.host, b.port)))?;
+                let (inner, outer) = std::os::unix::net::UnixStream::pair().map_err(|e| connect_err(e.to_string()))?;
+                sess.set_tcp_stream(inner);
+                Some(std::thread::spawn(move || tunnel(jump.sess, channel, outer)))
+            }
+        };
         sess.set_timeout(t.connect_timeout.as_millis() as u32);
         sess.handshake().map_err(|e| connect_err(format!("SSH handshake: {e}")))?;
         verify_host_key(&sess, t, policy)?;
         authenticate(&sess, t)?;
         sess.set_timeout(COMMAND_TIMEOUT.as_millis() as u32);
         sess.set_keepalive(true, 15);
-        Ok(Conn { target: t.clone(), sess })
+        Ok(Conn { target: t.clone(), sess, _tunnel: tunnel })
     }
 
     /// Runs `script` with `sh -s` as root (via `sudo -n` for other users).
@@ -185,6 +216,93 @@ impl Conn {
         ch.read_to_string(&mut out).map_err(|e| err(&e))?;
         let _ = ch.close();
         Ok(out)
+    }
+}
+
+fn tcp_connect(t: &Target) -> Result<TcpStream, SshError> {
+    let connect_err = |reason: String| SshError::Connect { host: t.host.clone(), port: t.port, reason };
+    let addrs: Vec<_> = (t.host.as_str(), t.port)
+        .to_socket_addrs()
+        .map_err(|e| connect_err(format!("cannot resolve: {e}")))?
+        .collect();
+    let addr = addrs.first().ok_or_else(|| connect_err("no address".into()))?;
+    TcpStream::connect_timeout(addr, t.connect_timeout).map_err(|e| connect_err(e.to_string()))
+}
+
+/// Copies bytes between a direct-tcpip channel of the jump session and one end of a socket
+/// pair whose other end is the node session's transport, until either side closes. The jump
+/// session is non-blocking, so one thread serves both directions; `poll` waits on exactly what
+/// libssh2 says it is blocked on, and on the socket pair.
+fn tunnel(jump: Session, mut channel: ssh2::Channel, mut sock: std::os::unix::net::UnixStream) {
+    use std::os::fd::AsRawFd;
+    jump.set_blocking(false);
+    if sock.set_nonblocking(true).is_err() {
+        return;
+    }
+    let would_block = |e: &std::io::Error| e.kind() == std::io::ErrorKind::WouldBlock;
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut to_channel: Vec<u8> = Vec::new();
+    let mut to_sock: Vec<u8> = Vec::new();
+    loop {
+        let mut progressed = false;
+        if to_channel.is_empty() {
+            match sock.read(&mut buf) {
+                Ok(0) => return, // the node session is gone
+                Ok(n) => to_channel.extend_from_slice(&buf[..n]),
+                Err(e) if would_block(&e) => {}
+                Err(_) => return,
+            }
+        }
+        while !to_channel.is_empty() {
+            match channel.write(&to_channel) {
+                Ok(n) => {
+                    to_channel.drain(..n);
+                    progressed = true;
+                }
+                Err(e) if would_block(&e) => break,
+                Err(_) => return,
+            }
+        }
+        if to_sock.is_empty() {
+            match channel.read(&mut buf) {
+                Ok(0) if channel.eof() => return,
+                Ok(n) => {
+                    to_sock.extend_from_slice(&buf[..n]);
+                    progressed |= n > 0;
+                }
+                Err(e) if would_block(&e) => {}
+                Err(_) => return,
+            }
+        }
+        while !to_sock.is_empty() {
+            match sock.write(&to_sock) {
+                Ok(n) => {
+                    to_sock.drain(..n);
+                    progressed = true;
+                }
+                Err(e) if would_block(&e) => break,
+                Err(_) => return,
+            }
+        }
+        if progressed {
+            continue;
+        }
+        let jump_events = match jump.block_directions() {
+            ssh2::BlockDirections::Inbound => libc::POLLIN,
+            ssh2::BlockDirections::Outbound => libc::POLLOUT,
+            ssh2::BlockDirections::Both => libc::POLLIN | libc::POLLOUT,
+            ssh2::BlockDirections::None => libc::POLLIN,
+        };
+        let sock_events = if !to_sock.is_empty() { libc::POLLOUT } else { 0 } | if to_channel.is_empty() { libc::POLLIN } else { 0 };
+        let mut fds = [
+            libc::pollfd { fd: jump.as_raw_fd(), events: jump_events, revents: 0 },
+            libc::pollfd { fd: sock.as_raw_fd(), events: sock_events, revents: 0 },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
+        if rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
     }
 }
 

@@ -167,6 +167,21 @@ fn deploy_etcd_and_lb_to_the_lab() {
     let o = ok(Command::new("openssl").args(["s_client", "-connect"]).arg(format!("{}:2379", ctx.addresses["lab-m1"])).arg("-CAfile").arg(ctx.pki.join("etcd/ca.crt")).arg("-cert").arg(ctx.pki.join("etcd/healthcheck-client.crt")).arg("-key").arg(ctx.pki.join("etcd/healthcheck-client.key")).arg("-verify_hostname").arg("etcd-1.lab.test").stdin(std::process::Stdio::null()));
     assert!(o.contains("Verify return code: 0 (ok)"), "lab-m1 does not serve the new certificate:\n{o}");
 
+    // 5b. Through a bastion: lab-lb is the jump host; every node's sshd sees the connection come
+    // from lab-lb's address (the harness itself connects from the bridge address, .1).
+    let via_lb = format!("Accepted publickey for root from {} ", ctx.addresses["lab-lb"]);
+    let count = |n: &str| ctx.ssh_ok(n, &format!("journalctl -u ssh --no-pager -o cat | grep -c '{via_lb}' || true")).parse::<u32>().unwrap();
+    let before: Vec<u32> = ["lab-m2", "lab-w1"].iter().map(|n| count(n)).collect();
+    let bastion_inv = dir.path().join("bastion.toml");
+    std::fs::write(&bastion_inv, std::fs::read_to_string(&san_inv).unwrap().replacen("[ssh]\n", &format!("[ssh]\nbastion = \"root@{}:22\"\n", ctx.addresses["lab-lb"]), 1)).unwrap();
+    let report = ctx.deploy_json(&bastion_inv, &["--phases", "etcd,lb"]);
+    for h in report["hosts"].as_array().unwrap() {
+        assert_eq!(h["ok"], true, "{h}");
+        assert_eq!(h["changed"], 0, "{h}");
+    }
+    let after: Vec<u32> = ["lab-m2", "lab-w1"].iter().map(|n| count(n)).collect();
+    assert!(after[0] > before[0] && after[1] > before[1], "no SSH login came through lab-lb: {before:?} -> {after:?}");
+
     // 6. A stopped node: a clear error for it, the others complete.
     let _ = ctx.ssh("lab-w1", "systemctl poweroff");
     let deadline = Instant::now() + Duration::from_secs(60);
