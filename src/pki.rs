@@ -106,6 +106,9 @@ pub const PROFILES: &[Profile] = &[
     Profile { file: "etcd/peer-{node}", ca: CaId::Etcd, scope: Scope::EachEtcdMember, cn: "{node}", org: None, usage: Usage::ServerAndClient, sans: SanSet::EtcdMember },
     Profile { file: "apiserver-etcd-client", ca: CaId::Etcd, scope: Scope::Cluster, cn: "kube-apiserver-etcd-client", org: None, usage: Usage::Client, sans: SanSet::None },
     Profile { file: "etcd/healthcheck-client", ca: CaId::Etcd, scope: Scope::Cluster, cn: "kube-etcd-healthcheck-client", org: None, usage: Usage::Client, sans: SanSet::None },
+    // HAProxy's health checks: with --anonymous-auth=false an API server answers /readyz only to
+    // an authenticated client (system:public-info-viewer lets any of them read it).
+    Profile { file: "haproxy-healthcheck", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "haproxy-healthcheck", org: None, usage: Usage::Client, sans: SanSet::None },
     Profile { file: "front-proxy-client", ca: CaId::FrontProxy, scope: Scope::Aggregation, cn: "front-proxy-client", org: None, usage: Usage::Client, sans: SanSet::None },
 ];
 

@@ -136,6 +136,8 @@ enum Source {
     /// A leaf certificate or its key, by matrix name (`{node}` is the host's name).
     Cert(&'static str),
     Key(&'static str),
+    /// Certificate then key in one file, as HAProxy's `crt` wants it.
+    CertAndKey(&'static str),
     SaKey,
     SaPub,
     Kubeconfig { cert: &'static str, user: &'static str, server: Server },
@@ -209,6 +211,8 @@ const FILES: &[FileRule] = &[
     FileRule { who: Who::Worker, when: When::Always, path: "/etc/systemd/system/kube-proxy.service", source: Source::Template("kube-proxy.service"), mode: 0o644, units: PROXY },
     FileRule { who: Who::Worker, when: When::Always, path: "/etc/systemd/system/pod-routes.service", source: Source::Template("pod-routes.service"), mode: 0o644, units: &["pod-routes"] },
     // load balancer
+    FileRule { who: Who::Lb, when: When::Always, path: "/etc/haproxy/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &["haproxy"] },
+    FileRule { who: Who::Lb, when: When::Always, path: "/etc/haproxy/pki/healthcheck.pem", source: Source::CertAndKey("haproxy-healthcheck"), mode: 0o600, units: &["haproxy"] },
     FileRule { who: Who::Lb, when: When::Always, path: "/etc/haproxy/haproxy.cfg", source: Source::Template("haproxy.cfg"), mode: 0o644, units: &["haproxy"] },
     FileRule { who: Who::Lb, when: When::Always, path: "/etc/systemd/system/haproxy.service", source: Source::Template("haproxy.service"), mode: 0o644, units: &["haproxy"] },
 ];
@@ -413,6 +417,10 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
                 Source::CaKey(id) => pki.ca(id).key_pem.clone().into_bytes(),
                 Source::Cert(name) => pki.cert(&subst(name)).cert_pem.clone().into_bytes(),
                 Source::Key(name) => pki.cert(&subst(name)).key_pem.clone().into_bytes(),
+                Source::CertAndKey(name) => {
+                    let kc = pki.cert(&subst(name));
+                    format!("{}{}", kc.cert_pem, kc.key_pem).into_bytes()
+                }
                 Source::SaKey => pki.sa_key_pem.clone().into_bytes(),
                 Source::SaPub => pki.sa_pub_pem.clone().into_bytes(),
                 Source::Kubeconfig { cert, user, server } => {

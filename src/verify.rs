@@ -755,22 +755,29 @@ fn api_checks(inv: &Inventory, creds: &Credentials, work: &[HostWork]) -> Vec<Ch
     }
     probe(&lb_host, lb_ip, lb_port, &mut out);
     // Cluster state, through the load balancer.
-    if let Ok((200, body)) = https_get(lb_ip, lb_port, "/api/v1/nodes", &config) {
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let ready: BTreeSet<String> = v["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|n| n["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-            .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
-            .collect();
-        for w in inv.workers() {
-            out.push(if ready.contains(&w.name) {
-                check(&w.name, "node Ready", Status::Pass, "Ready", None)
-            } else {
-                check(&w.name, "node Ready", Status::Fail, "not registered or not Ready", Some("journalctl -u kubelet on the node"))
-            });
+    let kubelet_deployed = |name: &str| work.iter().any(|h| h.node.name == name && h.units.get("kubelet").is_some_and(UnitInfo::deployed));
+    match https_get(lb_ip, lb_port, "/api/v1/nodes", &config) {
+        Ok((200, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let ready: BTreeSet<String> = v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| n["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+                .collect();
+            for w in inv.workers() {
+                out.push(if ready.contains(&w.name) {
+                    check(&w.name, "node Ready", Status::Pass, "Ready", None)
+                } else if !kubelet_deployed(&w.name) {
+                    check(&w.name, "node Ready", Status::Skip, "the kubelet is not deployed on this node", Some("hardway deploy --phases workers"))
+                } else {
+                    check(&w.name, "node Ready", Status::Fail, "not registered or not Ready", Some("journalctl -u kubelet on the node"))
+                });
+            }
         }
+        Ok((code, _)) => out.push(check(&lb_host, "nodes Ready", Status::Fail, format!("listing nodes answered {code}"), Some("the admin certificate needs O=system:masters"))),
+        Err(e) => out.push(check(&lb_host, "nodes Ready", Status::Fail, format!("listing nodes: {e:#}"), None)),
     }
     if inv.addons.aggregation {
         if let Ok((200, body)) = https_get(lb_ip, lb_port, "/apis/apiregistration.k8s.io/v1/apiservices", &config) {

@@ -50,8 +50,8 @@ fn every_certificate_verifies_matches_its_key_and_has_its_sans() {
     let inv = inventory::load(&example_inventory()).unwrap();
     let specs = pki::matrix(&inv);
     // 7-node seed cluster: admin, 3 kubelets, cm, scheduler, proxy, apiserver, kubelet-client,
-    // 3 etcd servers, 3 peers, etcd client, healthcheck, front-proxy-client.
-    assert_eq!(specs.len(), 18);
+    // haproxy health checks, 3 etcd servers, 3 peers, etcd client, healthcheck, front-proxy-client.
+    assert_eq!(specs.len(), 19);
 
     for ca in pki::CAS {
         let crt = out.join(format!("{}.crt", ca.file));
@@ -209,7 +209,7 @@ fn check_lists_every_certificate_and_flags_san_mismatches() {
     for spec in pki::matrix(&inv) {
         assert!(listing.contains(&spec.name), "{} missing from:\n{listing}", spec.name);
     }
-    assert!(listing.contains("21 certificates, 0 with problems"), "{listing}");
+    assert!(listing.contains("22 certificates, 0 with problems"), "{listing}");
     assert!(listing.contains("CN=system:node:kworker1,O=system:nodes"), "{listing}");
     assert!(listing.contains("364"), "days left not shown:\n{listing}");
 

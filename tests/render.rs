@@ -62,7 +62,10 @@ fn every_host_gets_the_files_of_its_roles() {
         assert!(!has(w, "/etc/etcd/pki/server.key"), "{w} got etcd keys");
     }
     assert!(has("haproxy", "/etc/haproxy/haproxy.cfg"));
+    assert!(has("haproxy", "/etc/haproxy/pki/healthcheck.pem"));
+    assert_eq!(mode(&build.join("haproxy/etc/haproxy/pki/healthcheck.pem")), 0o600);
     assert!(!has("haproxy", "/etc/kubernetes/pki/ca.crt"));
+    assert!(!has("haproxy", "/etc/kubernetes/pki/ca.key"));
     // Private material is 0600 on the way out too.
     for (host, p) in [("kmaster1", "etc/kubernetes/pki/ca.key"), ("kworker1", "var/lib/kubelet/kubeconfig"), ("kmaster2", "etc/kubernetes/encryption-config.yaml")] {
         assert_eq!(mode(&build.join(host).join(p)), 0o600, "{host}:{p}");
@@ -92,7 +95,12 @@ fn haproxy_accepts_the_config_and_balances_every_master() {
     let haproxy = require("haproxy", "haproxy");
     let dir = tempfile::tempdir().unwrap();
     let build = pki_and_render(&example_inventory(), dir.path());
-    let cfg = build.join("haproxy/etc/haproxy/haproxy.cfg");
+    // `haproxy -c` opens the CA and client certificate the config names: point those paths
+    // into the build tree, everything else verbatim.
+    let rendered = std::fs::read_to_string(build.join("haproxy/etc/haproxy/haproxy.cfg")).unwrap();
+    assert!(rendered.contains("ca-file /etc/haproxy/pki/ca.crt crt /etc/haproxy/pki/healthcheck.pem"), "{rendered}");
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg, rendered.replace("/etc/haproxy/pki/", &format!("{}/", build.join("haproxy/etc/haproxy/pki").display()))).unwrap();
     let out = ok(Command::new(haproxy).arg("-c").arg("-f").arg(&cfg));
     assert!(out.contains("Configuration file is valid"), "{out}");
     let text = std::fs::read_to_string(&cfg).unwrap();

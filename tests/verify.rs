@@ -31,7 +31,8 @@ fn verify_until(t: &TestLab, args: &[&str], secs: u64, done: impl Fn(i32, &[serd
         if done(code, &cs) {
             return (code, cs);
         }
-        assert!(Instant::now() < deadline, "verify did not reach the expected state in {secs} s: {cs:#?}");
+        let not_pass: Vec<&serde_json::Value> = cs.iter().filter(|c| c["status"] != "PASS" && c["status"] != "SKIP").collect();
+        assert!(Instant::now() < deadline, "verify did not reach the expected state in {secs} s (exit {code}): {not_pass:#?}");
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -128,6 +129,64 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     assert!(c["detail"].as_str().unwrap().contains("key /etc/etcd/pki/peer.key is 644 root"), "{c}");
     assert!(c["hint"].as_str().unwrap().contains("chmod 600 /etc/etcd/pki/peer.key"), "{c}");
     t.ssh_ok("lab-m1", "chmod 600 /etc/etcd/pki/peer.key");
+
+    // The API server checks, end to end through HAProxy, with the control-plane phase deployed
+    // for real; only the binaries are stand-ins (tests/fixtures), uploaded from local_dir.
+    let bin = t.dir.path().join("stand-ins");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(repo().join("tests/fixtures/kube-apiserver-stand-in"), bin.join("kube-apiserver")).unwrap();
+    for b in ["kube-controller-manager", "kube-scheduler"] {
+        std::fs::copy(repo().join("tests/fixtures/idle-stand-in"), bin.join(b)).unwrap();
+    }
+    let cp_inv = t.dir.path().join("control-plane.toml");
+    std::fs::write(&cp_inv, t.inv_text.replacen("[binaries]\n", &format!("[binaries]\nlocal_dir = \"{}\"\n", bin.display()), 1)).unwrap();
+    let report = t.deploy_json(&cp_inv, &["--phases", "etcd,lb,control-plane"]);
+    let m1 = report["hosts"].as_array().unwrap().iter().find(|h| h["node"] == "lab-m1").unwrap();
+    let restarted: Vec<&str> = m1["restarted"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
+    assert_eq!(restarted, ["kube-apiserver", "kube-controller-manager", "kube-scheduler"], "{m1}");
+    let cp_args = ["-i", cp_inv.to_str().unwrap(), "--pki", &pki];
+    let cp_verify = |_: &TestLab| {
+        let o = run(hardway().arg("verify").args(cp_args).args(["--output", "json"]));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (o.status.code().unwrap_or(-1), v.as_array().unwrap().clone())
+    };
+    // HAProxy brings a backend UP after two good checks, 5 s apart.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cs = loop {
+        let (code, cs) = cp_verify(&t);
+        if code == 0 {
+            break cs;
+        }
+        assert!(Instant::now() < deadline, "verify never passed with the control plane up: {:#?}", with_status(&cs, "FAIL"));
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    for m in ["lab-m1", "lab-m2", "lab-m3"] {
+        for c in ["unit kube-apiserver", "api /livez", "api /readyz", "cert API server", "cert API server etcd client", "encryption config"] {
+            assert_eq!(find(&cs, m, c)["status"], "PASS", "{m} {c}: {}", find(&cs, m, c));
+        }
+        assert_eq!(find(&cs, "lab-lb", &format!("haproxy backend {m}"))["detail"], "UP");
+    }
+    assert_eq!(find(&cs, "lab-m2", "encryption config")["detail"], "identical on all 3 masters");
+    assert_eq!(find(&cs, "lab-lb", "api /readyz")["status"], "PASS");
+    assert_eq!(find(&cs, "lab-w1", "node Ready")["status"], "SKIP");
+    // One API server down: its probes FAIL, HAProxy takes it out of rotation, the LB still answers.
+    t.ssh_ok("lab-m2", "systemctl stop kube-apiserver");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cs = loop {
+        let (code, cs) = cp_verify(&t);
+        if code == 1 && find(&cs, "lab-lb", "haproxy backend lab-m2")["detail"].as_str().unwrap().starts_with("DOWN") {
+            break cs;
+        }
+        assert!(Instant::now() < deadline, "HAProxy never marked lab-m2 DOWN: {:#?}", find(&cs, "lab-lb", "haproxy backend lab-m2"));
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(find(&cs, "lab-m2", "api /livez")["status"], "FAIL");
+    assert_eq!(find(&cs, "lab-m2", "unit kube-apiserver")["status"], "FAIL");
+    assert_eq!(find(&cs, "lab-lb", "haproxy backend lab-m2")["status"], "FAIL");
+    assert_eq!(find(&cs, "lab-lb", "api /readyz")["status"], "PASS");
+    for m in ["lab-m1", "lab-m2", "lab-m3"] {
+        t.ssh_ok(m, "systemctl disable --now kube-apiserver kube-controller-manager kube-scheduler && rm /etc/systemd/system/kube-*.service && systemctl daemon-reload");
+    }
 
     // Built by hand: hardway's etcd is removed and a student's script sets up another one, with
     // its own CA and paths; verify is given only the inventory, the CA and a client cert.
