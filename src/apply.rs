@@ -87,11 +87,10 @@ pub fn gather(conn: &Conn, paths: &[&str], binaries: &[String], cluster: &str) -
     let mut files = BTreeMap::new();
     for l in section("stat") {
         let mut it = l.splitn(3, ' ');
-        if let (Some(mode), Some(owner), Some(path)) = (it.next(), it.next(), it.next()) {
-            if let (Some(hash), Ok(mode)) = (sha.get(path), u32::from_str_radix(mode, 8)) {
+        if let (Some(mode), Some(owner), Some(path)) = (it.next(), it.next(), it.next())
+            && let (Some(hash), Ok(mode)) = (sha.get(path), u32::from_str_radix(mode, 8)) {
                 files.insert(path.to_string(), RemoteFile { sha256: hash.clone(), mode, owner: owner.to_string() });
             }
-        }
     }
     Ok(Facts {
         systemd: section("systemd").first() == Some(&"yes"),

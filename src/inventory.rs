@@ -581,11 +581,10 @@ impl Validator<'_> {
         // [cluster]
         let c = &raw.cluster;
         self.dns_label("cluster.name", &c.name);
-        if let Some(domain) = &c.domain {
-            if domain.is_empty() || !domain.split('.').all(is_dns_label) {
+        if let Some(domain) = &c.domain
+            && (domain.is_empty() || !domain.split('.').all(is_dns_label)) {
                 self.error("cluster.domain", format!("{domain:?} is not a valid DNS domain"));
             }
-        }
         let cluster_domain = c.cluster_domain.clone().unwrap_or_else(|| "cluster.local".into());
         if !cluster_domain.split('.').all(is_dns_label) {
             self.error("cluster.cluster_domain", format!("{cluster_domain:?} is not a valid DNS domain"));
@@ -600,24 +599,21 @@ impl Validator<'_> {
         }
         let service_cidr = self.cidr4("cluster.service_cidr", &c.service_cidr);
         let pod_cidr = self.cidr4("cluster.pod_cidr", &c.pod_cidr);
-        if let (Some(s), Some(p)) = (service_cidr, pod_cidr) {
-            if s.contains(&p.network()) || p.contains(&s.network()) {
+        if let (Some(s), Some(p)) = (service_cidr, pod_cidr)
+            && (s.contains(&p.network()) || p.contains(&s.network())) {
                 self.error("cluster.pod_cidr", format!("pod network {p} overlaps the service network {s}"));
             }
-        }
-        if let Some(s) = service_cidr {
-            if s.prefix_len() > 29 {
+        if let Some(s) = service_cidr
+            && s.prefix_len() > 29 {
                 self.error("cluster.service_cidr", format!("{s} is too small: it needs room for at least the API and DNS service IPs (use /29 or larger)"));
             }
-        }
         let cluster_dns = match (&c.cluster_dns, service_cidr) {
             (Some(dns), svc) => match dns.parse::<Ipv4Addr>() {
                 Ok(ip) => {
-                    if let Some(s) = svc {
-                        if !s.contains(&ip) {
+                    if let Some(s) = svc
+                        && !s.contains(&ip) {
                             self.error("cluster.cluster_dns", format!("{ip} is outside service_cidr {s}"));
                         }
-                    }
                     Some(ip)
                 }
                 Err(_) => {
@@ -645,11 +641,10 @@ impl Validator<'_> {
                     self.error(&f("address"), format!("duplicate node address {a} (also nodes[{first}])"));
                 }
                 for (field, net) in [("service_cidr", service_cidr), ("pod_cidr", pod_cidr)] {
-                    if let Some(net) = net {
-                        if v4_contains(net, a) {
+                    if let Some(net) = net
+                        && v4_contains(net, a) {
                             self.error(&f("address"), format!("node address {a} lies inside cluster.{field} {net}"));
                         }
-                    }
                 }
             }
             let mut roles = BTreeSet::new();
@@ -729,18 +724,16 @@ impl Validator<'_> {
                         Some(_) => {}
                     }
                 }
-                if let Some(dns) = &lb.dns_name {
-                    if !dns.split('.').all(is_dns_label) {
+                if let Some(dns) = &lb.dns_name
+                    && !dns.split('.').all(is_dns_label) {
                         self.error("load_balancer.dns_name", format!("{dns:?} is not a valid DNS name"));
                     }
-                }
                 if let Some(a) = address {
                     for (field, net) in [("service_cidr", service_cidr), ("pod_cidr", pod_cidr)] {
-                        if let Some(net) = net {
-                            if v4_contains(net, a) {
+                        if let Some(net) = net
+                            && v4_contains(net, a) {
                                 self.error("load_balancer.address", format!("{a} lies inside cluster.{field} {net}"));
                             }
-                        }
                     }
                 }
                 let port = lb.port.unwrap_or(6443);
@@ -852,11 +845,10 @@ impl Validator<'_> {
                         self.error(&field, format!("pool {a} contains node {}'s address {}", n.name, n.address));
                     }
                 }
-                if let Some(lb) = &load_balancer {
-                    if in_pool(lb.address) {
+                if let Some(lb) = &load_balancer
+                    && in_pool(lb.address) {
                         self.error(&field, format!("pool {a} contains the load balancer address {}", lb.address));
                     }
-                }
                 for (name, net) in [("service_cidr", service_cidr), ("pod_cidr", pod_cidr)] {
                     if let Some(net) = net {
                         let (nlo, nhi) = (u32::from(net.network()), u32::from(net.broadcast()));
@@ -918,11 +910,10 @@ fn parse_pool(s: &str) -> Option<(u32, u32)> {
 /// `~/x` → `$HOME/x`; relative paths stay relative to the current directory (as users type them
 /// on the command line), except that an inventory-relative path is not guessed at.
 fn resolve_path(_base: &Path, p: &str) -> PathBuf {
-    if let Some(rest) = p.strip_prefix("~/") {
-        if let Some(home) = std::env::var_os("HOME") {
+    if let Some(rest) = p.strip_prefix("~/")
+        && let Some(home) = std::env::var_os("HOME") {
             return PathBuf::from(home).join(rest);
         }
-    }
     PathBuf::from(p)
 }
 

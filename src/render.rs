@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
-use serde::Serialize;
+use serde::{Deserialize as _, Serialize};
 
 use crate::inventory::{Inventory, Node, Role, host_for_url};
 use crate::pki::{CaId, Pki};
@@ -312,15 +312,13 @@ fn hosts_entries(inv: &Inventory) -> Vec<HostEntry> {
         .map(|n| HostEntry { address: n.address.to_string(), names: inv.fqdn(n).into_iter().chain([n.name.clone()]).collect() })
         .collect();
     // An external load balancer has a name but no node: give it a line of its own.
-    if let Some(lb) = &inv.load_balancer {
-        if let Some(dns) = &lb.dns_name {
-            if !out.iter().any(|h| h.names.contains(dns)) {
+    if let Some(lb) = &inv.load_balancer
+        && let Some(dns) = &lb.dns_name
+            && !out.iter().any(|h| h.names.contains(dns)) {
                 let short = dns.split('.').next().unwrap_or(dns).to_string();
                 let names = if short != *dns { vec![dns.clone(), short] } else { vec![dns.clone()] };
                 out.push(HostEntry { address: lb.address.to_string(), names });
             }
-        }
-    }
     out
 }
 
@@ -464,4 +462,4 @@ fn check_syntax(f: &File) -> Result<()> {
     Ok(())
 }
 
-use serde::Deserialize as _;
+

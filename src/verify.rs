@@ -347,7 +347,7 @@ fn host_checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, conn: 
             (false, _, _) => check(&name, format!("unit {u}"), Status::Skip, format!("{u} is not deployed on this node (no unit)"), Some("deploy it (hardway deploy), or ignore if this part is not built yet")),
             (true, "active", "enabled") => check(&name, format!("unit {u}"), Status::Pass, "active, enabled", None),
             (true, "active", e) => check(&name, format!("unit {u}"), Status::Warn, format!("active but {e}"), Some(&format!("systemctl enable {u}: it will not start after a reboot"))),
-            (true, a, _) => check(&name, format!("unit {u}"), Status::Fail, format!("{a}"), Some(&format!("journalctl -u {u} -n 50 on {name} tells why; then systemctl restart {u}"))),
+            (true, a, _) => check(&name, format!("unit {u}"), Status::Fail, a.to_string(), Some(&format!("journalctl -u {u} -n 50 on {name} tells why; then systemctl restart {u}"))),
         };
         h.checks.push(c);
         h.units.insert(u.to_string(), info);
@@ -779,8 +779,8 @@ fn api_checks(inv: &Inventory, creds: &Credentials, work: &[HostWork]) -> Vec<Ch
         Ok((code, _)) => out.push(check(&lb_host, "nodes Ready", Status::Fail, format!("listing nodes answered {code}"), Some("the admin certificate needs O=system:masters"))),
         Err(e) => out.push(check(&lb_host, "nodes Ready", Status::Fail, format!("listing nodes: {e:#}"), None)),
     }
-    if inv.addons.aggregation {
-        if let Ok((200, body)) = https_get(lb_ip, lb_port, "/apis/apiregistration.k8s.io/v1/apiservices", &config) {
+    if inv.addons.aggregation
+        && let Ok((200, body)) = https_get(lb_ip, lb_port, "/apis/apiregistration.k8s.io/v1/apiservices", &config) {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             let bad: Vec<String> = v["items"]
                 .as_array()
@@ -795,7 +795,6 @@ fn api_checks(inv: &Inventory, creds: &Credentials, work: &[HostWork]) -> Vec<Ch
                 check(&lb_host, "aggregated APIs", Status::Fail, format!("not Available: {}", bad.join(", ")), Some("with kube-proxy off the masters, --enable-aggregator-routing=true is needed (the seed's metrics-server timeout)"))
             });
         }
-    }
     out
 }
 
