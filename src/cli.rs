@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::{bootstrap, deploy, inventory, lab, pki, plan, render, verify};
 
 #[derive(Parser)]
-#[command(name = "hardway", version, about = "Bootstrap Kubernetes the hard way from one inventory file")]
+#[command(name = "hardway", version, about = "Bootstrap Kubernetes the hard way from one inventory file", args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -70,6 +70,20 @@ fn deploy_etcd_and_lb_to_the_lab() {
     assert!(!err.contains("/usr/bin/etcd (phase etcd)"), "etcd is in the lab image:\n{err}");
     assert_eq!(ctx.ssh_ok("lab-m1", "test -e /etc/etcd && echo yes || echo no"), "no");
 
+    // 2c. A port the lb phase needs, held by another program: preflight names it and stops.
+    ctx.ssh_ok("lab-lb", "systemd-run --quiet --unit=squatter perl -MIO::Socket::INET -e 'my $s = IO::Socket::INET->new(LocalPort => 6443, Listen => 1, ReuseAddr => 1) or die; sleep 600'");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ctx.ssh_ok("lab-lb", "ss -Htln 'sport = :6443'").contains("6443") {
+        assert!(Instant::now() < deadline, "the squatter never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = ctx.deploy(&inv_path, &["--phases", "etcd,lb"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("lab-lb: port 6443 (phase lb) is held by \"perl\", not by haproxy"), "{err}");
+    assert_eq!(ctx.ssh_ok("lab-m1", "test -e /etc/etcd && echo yes || echo no"), "no");
+    ctx.ssh_ok("lab-lb", "systemctl stop squatter");
+
     // 3. The real deploy: etcd with three members and one leader, haproxy on the lb node.
     let report = ctx.deploy_json(&inv_path, &["--phases", "etcd,lb"]);
     for n in MASTERS {
@@ -198,4 +212,14 @@ fn deploy_etcd_and_lb_to_the_lab() {
     for n in ["lab-m1", "lab-m2", "lab-m3", "lab-lb"] {
         assert!(out.lines().any(|l| l.starts_with(n) && l.contains(" ok ")), "{n} did not complete:\n{out}");
     }
+
+    // 7. etcd that cannot become healthy: deploy waits until its deadline, then names each
+    // member's state and shows the end of its journal.
+    ctx.ssh_ok("lab-m3", "systemctl stop etcd && mv /var/lib/etcd /var/lib/etcd.moved && touch /var/lib/etcd");
+    let o = ctx.deploy(&san_inv, &["--phases", "etcd", "--etcd-timeout", "5"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err.contains("lab-m3 failed: etcd not healthy within 5 s"), "{err}");
+    assert!(err.contains("lab-m3: etcd is ") && err.contains("--- journal of etcd:"), "{err}");
+    assert!(err.contains("lab-m1 (10.213.0.11): member"), "the members that answer are listed: {err}");
 }
