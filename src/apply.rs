@@ -2,9 +2,13 @@
 //!
 //! Each function here is one round trip: [`gather`] reads everything preflight and the planner
 //! need (file hashes and modes, binaries, listening ports, clock, swap), [`upload`] places every
-//! changed file, [`systemctl`] reloads, enables and (re)starts units. Uploads go to a temp file
-//! in the target directory, are checked against their SHA-256 on the node, get their mode and
-//! owner, and are renamed into place — a unit never reads half a file.
+//! changed file, [`systemctl`] reloads, enables and (re)starts units.
+//!
+//! Uploads are staged in a `.hardway-new` directory beside their targets (same file system, so
+//! each `mv` is an atomic rename — a unit never reads half a file), all checked by one
+//! `sha256sum -c` before any is moved, then given their mode and owner. Text goes through the
+//! shell's printf builtin, so a host costs a fixed handful of processes however many files it
+//! gets: per-file commands were most of a 50-host push (see the README's performance section).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -112,36 +116,76 @@ fn parse_ss(line: &str) -> Option<Listener> {
     Some(Listener { port, process })
 }
 
-/// Places every change in one script. The here-document delimiter cannot occur in base64.
+/// Places every change in one script, with a fixed number of processes per host rather than
+/// per file: text is written by the shell's printf builtin (base64 -d only for binary files)
+/// into a staging directory beside each target directory, all checked by one sha256sum, chmod
+/// per mode, one chown, and one `mv` per target directory (rename(2): atomic per file).
 pub fn upload(conn: &Conn, changes: &[FileChange]) -> Result<()> {
+    const STAGE: &str = ".hardway-new";
     if changes.is_empty() {
         return Ok(());
     }
+    let q = |p: &str| sh_quote(p);
+    let dir_of = |p: &str| p.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/".to_string() } else { d.to_string() }).unwrap_or_else(|| "/".into());
+    let stage_of = |d: &str| format!("{}/{STAGE}", d.trim_end_matches('/'));
     let mut s = String::from("set -e\numask 077\n");
-    for (i, c) in changes.iter().enumerate() {
-        let path = sh_quote(&c.path);
-        let mode = format!("{:o}", c.file.mode);
+    let mut by_dir: BTreeMap<String, Vec<&FileChange>> = BTreeMap::new();
+    let mut by_mode: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut owned: Vec<String> = Vec::new();
+    for c in changes {
         if c.kind == ChangeKind::Metadata {
-            let _ = writeln!(s, "chmod {mode} {path}; chown root:root {path}");
-            continue;
+            by_mode.entry(c.file.mode).or_default().push(q(&c.path));
+            owned.push(q(&c.path));
+        } else {
+            by_dir.entry(dir_of(&c.path)).or_default().push(c);
         }
-        let dir = sh_quote(c.path.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/" } else { d }).unwrap_or("/"));
-        let tmp = format!("{}.hardway-tmp-{i}", c.path);
-        let qtmp = sh_quote(&tmp);
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&c.file.contents);
-        let _ = writeln!(s, "(umask 022; mkdir -p {dir})");
-        let _ = writeln!(s, "base64 -d > {qtmp} <<'__HARDWAY_EOF__'");
-        for chunk in b64.as_bytes().chunks(76) {
-            s.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
-            s.push('\n');
+    }
+    let stages: Vec<String> = by_dir.keys().map(|d| q(&stage_of(d))).collect();
+    let mut sums = String::new();
+    if !by_dir.is_empty() {
+        let dirs: Vec<String> = by_dir.keys().map(|d| q(d)).collect();
+        let _ = writeln!(s, "rm -rf {}", stages.join(" "));
+        let _ = writeln!(s, "(umask 022; mkdir -p {})", dirs.join(" "));
+        let _ = writeln!(s, "mkdir {}", stages.join(" "));
+        for (dir, files) in &by_dir {
+            for c in files {
+                let name = c.path.rsplit('/').next().unwrap_or("");
+                let tmp = format!("{}/{name}", stage_of(dir));
+                match std::str::from_utf8(&c.file.contents) {
+                    Ok(text) if !text.contains('\0') => {
+                        let _ = writeln!(s, "printf '%s' {} > {}", q(text), q(&tmp));
+                    }
+                    _ => {
+                        let b64 = base64::engine::general_purpose::STANDARD.encode(&c.file.contents);
+                        let _ = writeln!(s, "base64 -d > {} <<'__HARDWAY_EOF__'", q(&tmp));
+                        for chunk in b64.as_bytes().chunks(76) {
+                            s.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+                            s.push('\n');
+                        }
+                        s.push_str("__HARDWAY_EOF__\n");
+                    }
+                }
+                let _ = writeln!(sums, "{}  {tmp}", sha256_hex(&c.file.contents));
+                by_mode.entry(c.file.mode).or_default().push(q(&tmp));
+                owned.push(q(&tmp));
+            }
         }
-        s.push_str("__HARDWAY_EOF__\n");
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "echo '{}  '{qtmp} | sha256sum -c --status || {{ rm -f {qtmp}; echo 'checksum mismatch for '{path} >&2; exit 1; }}",
-            sha256_hex(&c.file.contents)
+            "if ! sha256sum -c --quiet >&2 <<'__HARDWAY_SUMS__'\n{sums}__HARDWAY_SUMS__\nthen rm -rf {}; echo 'checksum mismatch' >&2; exit 1; fi\n",
+            stages.join(" ")
         );
-        let _ = writeln!(s, "chmod {mode} {qtmp}; chown root:root {qtmp}; mv -f {qtmp} {path}");
+    }
+    for (mode, paths) in &by_mode {
+        let _ = writeln!(s, "chmod {mode:o} {}", paths.join(" "));
+    }
+    let _ = writeln!(s, "chown root:root {}", owned.join(" "));
+    for (dir, files) in &by_dir {
+        let tmps: Vec<String> = files.iter().map(|c| q(&format!("{}/{}", stage_of(dir), c.path.rsplit('/').next().unwrap_or("")))).collect();
+        let _ = writeln!(s, "mv -f {} {}", tmps.join(" "), q(dir));
+    }
+    if !stages.is_empty() {
+        let _ = writeln!(s, "rmdir {}", stages.join(" "));
     }
     let out = conn.script(&s)?;
     if !out.ok() {

@@ -271,26 +271,7 @@ async fn deploy_async(inv: Inventory, opts: DeployOptions) -> Result<DeployRepor
     }
     let bars = Arc::new(bars);
 
-    let mut hosts: Vec<Host> = inv
-        .nodes
-        .iter()
-        .map(|n| Host {
-            node: n.clone(),
-            target: Target::for_node(&inv, n),
-            conn: None,
-            facts: None,
-            plan: None,
-            outcome: HostOutcome {
-                node: n.name.clone(),
-                ok: true,
-                failed_phase: None,
-                error: None,
-                changed: 0,
-                restarted: vec![],
-                started: vec![],
-            },
-        })
-        .collect();
+    let mut hosts: Vec<Host> = inv.nodes.iter().map(|n| new_host(&inv, n)).collect();
 
     // Preflight, part 1: connect and read every host's state.
     let policy = if opts.accept_new_host_keys { HostKeyPolicy::AcceptNew } else { HostKeyPolicy::Strict };
@@ -299,16 +280,7 @@ async fn deploy_async(inv: Inventory, opts: DeployOptions) -> Result<DeployRepor
         hosts = fan_out(hosts, opts.parallel, move |h| {
             let bar = &bars[&h.node.name];
             bar.set_message("preflight: connecting");
-            match Conn::connect(&h.target, policy) {
-                Ok(c) => h.conn = Some(c),
-                Err(e) => return h.fail(Phase::Preflight, e),
-            }
-            let files: Vec<&str> = plan::files_in_phases(&rendered, &h.node.name, &phases).iter().map(|f| f.path.as_str()).collect();
-            let bins: Vec<String> = phases.iter().flat_map(|p| needed_binaries(&inv, &h.node, *p)).map(|(b, _)| b).collect();
-            match apply::gather(h.conn.as_ref().expect("connected"), &files, &bins, &inv.cluster.name) {
-                Ok(f) => h.facts = Some(f),
-                Err(e) => h.fail(Phase::Preflight, format!("{e:#}")),
-            }
+            connect_and_gather(h, &inv, &rendered, &phases, policy);
             bar.set_message("preflight: done");
         })
         .await;
@@ -337,24 +309,10 @@ async fn deploy_async(inv: Inventory, opts: DeployOptions) -> Result<DeployRepor
     {
         let (bars, inv, files_phase) = (bars.clone(), inv.clone(), phases.contains(&Phase::Files));
         hosts = fan_out(hosts, opts.parallel, move |h| {
-            if !h.alive() {
-                return;
-            }
-            let plan = h.plan.as_ref().expect("planned");
             let bar = &bars[&h.node.name];
-            bar.set_message(format!("files: {} to send", plan.changes.len()));
-            let conn = h.conn.as_ref().expect("alive");
-            if let Err(e) = apply::upload(conn, &plan.changes) {
-                return h.fail(Phase::Files, format!("{e:#}"));
-            }
-            h.outcome.changed = plan.changes.len();
-            let hosts_changed = plan.changes.iter().any(|c| c.path == "/etc/hardway/hosts");
-            if files_phase && (hosts_changed || !h.facts.as_ref().is_some_and(|f| f.hosts_block)) {
-                if let Err(e) = apply::merge_hosts_block(conn, &inv.cluster.name) {
-                    return h.fail(Phase::Files, format!("{e:#}"));
-                }
-            }
-            bar.set_message(format!("files: {} sent", plan.changes.len()));
+            bar.set_message("files: sending");
+            send_files(h, &inv.cluster.name, files_phase);
+            bar.set_message(format!("files: {} sent", h.outcome.changed));
         })
         .await;
     }
@@ -439,13 +397,11 @@ async fn deploy_async(inv: Inventory, opts: DeployOptions) -> Result<DeployRepor
         }
     }
 
-    if phases.contains(&Phase::Addons) {
-        if let Some(first) = hosts.iter_mut().find(|h| h.node.has(Role::Master) && h.alive()) {
-            if let Err(e) = apply_addons(first) {
+    if phases.contains(&Phase::Addons)
+        && let Some(first) = hosts.iter_mut().find(|h| h.node.has(Role::Master) && h.alive())
+            && let Err(e) = apply_addons(first) {
                 first.fail(Phase::Addons, format!("{e:#}"));
             }
-        }
-    }
 
     for b in bars.values() {
         b.finish_and_clear();
@@ -480,6 +436,52 @@ fn apply_addons(h: &mut Host) -> Result<()> {
         bail!("{}", out.stderr.trim());
     }
     Ok(())
+}
+
+/// Preflight's first step on one host: connect, then read its state in one round trip.
+fn connect_and_gather(h: &mut Host, inv: &Inventory, rendered: &Rendered, phases: &[Phase], policy: HostKeyPolicy) {
+    match Conn::connect(&h.target, policy) {
+        Ok(c) => h.conn = Some(c),
+        Err(e) => return h.fail(Phase::Preflight, e),
+    }
+    let files: Vec<&str> = plan::files_in_phases(rendered, &h.node.name, phases).iter().map(|f| f.path.as_str()).collect();
+    let bins: Vec<String> = phases.iter().flat_map(|p| needed_binaries(inv, &h.node, *p)).map(|(b, _)| b).collect();
+    match apply::gather(h.conn.as_ref().expect("connected"), &files, &bins, &inv.cluster.name) {
+        Ok(f) => h.facts = Some(f),
+        Err(e) => h.fail(Phase::Preflight, format!("{e:#}")),
+    }
+}
+
+/// The files step on one planned host: send every change in one round trip, and bring its
+/// /etc/hosts block up to date when the `files` phase runs.
+fn send_files(h: &mut Host, cluster: &str, files_phase: bool) {
+    if !h.alive() {
+        return;
+    }
+    let plan = h.plan.as_ref().expect("planned");
+    let conn = h.conn.as_ref().expect("alive");
+    if let Err(e) = apply::upload(conn, &plan.changes) {
+        return h.fail(Phase::Files, format!("{e:#}"));
+    }
+    h.outcome.changed = plan.changes.len();
+    let hosts_changed = plan.changes.iter().any(|c| c.path == "/etc/hardway/hosts");
+    if files_phase
+        && (hosts_changed || !h.facts.as_ref().is_some_and(|f| f.hosts_block))
+        && let Err(e) = apply::merge_hosts_block(conn, cluster)
+    {
+        h.fail(Phase::Files, format!("{e:#}"));
+    }
+}
+
+fn new_host(inv: &Inventory, n: &Node) -> Host {
+    Host {
+        node: n.clone(),
+        target: Target::for_node(inv, n),
+        conn: None,
+        facts: None,
+        plan: None,
+        outcome: HostOutcome { node: n.name.clone(), ok: true, failed_phase: None, error: None, changed: 0, restarted: vec![], started: vec![] },
+    }
 }
 
 fn report(hosts: &[Host], plan: Plan, phases: Vec<Phase>, pki_changes: Vec<String>, etcd: Vec<MemberStatus>, dry_run: bool) -> DeployReport {
@@ -532,8 +534,8 @@ fn preflight_problems(inv: &Inventory, hosts: &[Host], rendered: &Rendered, phas
     if let (Some(min), Some(max)) = (
         offsets.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
         offsets.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
-    ) {
-        if max.1 - min.1 > 2.0 {
+    )
+        && max.1 - min.1 > 2.0 {
             problems.push(format!(
                 "clock skew of {:.1} s between {} and {} (at most 2 s; etcd and TLS need synchronised clocks: enable NTP)",
                 max.1 - min.1,
@@ -541,6 +543,58 @@ fn preflight_problems(inv: &Inventory, hosts: &[Host], rendered: &Rendered, phas
                 max.0
             ));
         }
-    }
     problems
+}
+
+/// One host's result of [`push_files`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PushOutcome {
+    pub node: String,
+    /// Files sent: created, updated, or given the right mode and owner.
+    pub changed: usize,
+    /// Files that were already right and were not sent.
+    pub unchanged: usize,
+    pub error: Option<String>,
+}
+
+/// Places every file of `phases` on every host: the file steps of [`deploy`] on their own, in
+/// the same order and over the same code — connect and [`apply::gather`] on all hosts, then
+/// [`plan::plan_host`], [`apply::upload`] and the /etc/hosts merge — at most `parallel` hosts at
+/// once through [`fan_out`]. Unlike `deploy` it checks no preflight rules, runs no systemctl
+/// and generates no PKI: `rendered` is sent as given. `benches/fanout.rs` times it, on hosts
+/// that run sshd without systemd.
+pub fn push_files(inv: &Inventory, rendered: Arc<Rendered>, phases: &[Phase], parallel: usize, policy: HostKeyPolicy) -> Result<Vec<PushOutcome>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(parallel.max(1) + 2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let inv = Arc::new(inv.clone());
+    let mut phases: Vec<Phase> = phases.iter().copied().filter(|p| *p != Phase::Preflight).collect();
+    phases.sort();
+    phases.dedup();
+    let hosts: Vec<Host> = inv.nodes.iter().map(|n| new_host(&inv, n)).collect();
+    let hosts = rt.block_on(async move {
+        // As in deploy: every host is connected and read before any is written to.
+        let (inv2, rendered2, phases2) = (inv.clone(), rendered.clone(), phases.clone());
+        let hosts = fan_out(hosts, parallel, move |h| {
+            connect_and_gather(h, &inv2, &rendered2, &phases2, policy);
+            if let Some(facts) = h.facts.as_ref().filter(|_| h.alive()) {
+                h.plan = Some(plan::plan_host(&rendered2, &h.node.name, &facts.files, &phases2));
+            }
+        })
+        .await;
+        let files_phase = phases.contains(&Phase::Files);
+        fan_out(hosts, parallel, move |h| send_files(h, &inv.cluster.name, files_phase)).await
+    });
+    Ok(hosts
+        .into_iter()
+        .map(|h| PushOutcome {
+            unchanged: h.plan.as_ref().map(|p| p.unchanged).unwrap_or(0),
+            node: h.outcome.node,
+            changed: h.outcome.changed,
+            error: h.outcome.error,
+        })
+        .collect())
 }

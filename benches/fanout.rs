@@ -1,0 +1,867 @@
+//! `cargo bench --bench fanout` (as root): deploy's file push to N = 1, 10, 50 light hosts,
+//! against the plain sequential `scp` loop a student would write.
+//!
+//! Each host is `systemd-nspawn --volatile=overlay` on the lab's cached Debian root fs running
+//! only sshd (no systemd; ~10 MB), in its own network namespace, on a veth to the bridge
+//! `hw-bench` (10.214.0.1/24; hosts from 10.214.0.10). Root trusts the bench key through a
+//! read-only bind of `/root/.ssh`; each host has its own ed25519 host key (bound read-only),
+//! recorded in the bench's known_hosts, so host keys are checked strictly as in a deploy.
+//!
+//! Per N, from a fresh inventory of N nodes with roles ["master", "worker"] (the largest file
+//! set a node gets), with its PKI and render made in-process beforehand:
+//! 1. first push: every file of every phase through `deploy::push_files` — connect, gather,
+//!    plan, upload and the /etc/hosts merge, `--parallel 32` (deploy's default) — in a child
+//!    process (this binary again), so its peak RSS is its own (`wait4`);
+//! 2. the same again with nothing changed;
+//! 3. the baseline: one `sh` loop, host after host, `scp -r build/<host>/. root@<host>:/` and
+//!    one `ssh root@<host> 'chmod ...'`, OpenSSH with the same key and known_hosts;
+//! 4. a check (not timed) that a third push finds nothing to change after the scp loop, i.e.
+//!    that the baseline placed the same bytes and modes.
+//!
+//! Every namespace, veth, the bridge and every nspawn is removed when the bench ends, panics or
+//! gets SIGINT/SIGTERM/SIGHUP (a signal thread tears down under the same lock that creation
+//! holds); leftovers of a SIGKILLed run are removed at the next start. The end checks `ip netns
+//! list`, `ip link` and the process table and fails if anything of the bench is left.
+//!
+//! Prints Markdown tables; with `HW_BENCH_REPORT=DIR` also writes them to `DIR/fanout.md`.
+//! Without root (or systemd-nspawn, ip, ssh, scp, ssh-keygen) it says so and exits 0.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hardway::deploy;
+use hardway::plan::Phase;
+use hardway::ssh::HostKeyPolicy;
+use hardway::{inventory, pki, render};
+
+mod common;
+use common::{have, mark, mb, ms, wait4};
+
+const BRIDGE: &str = "hw-bench";
+/// The bridge's alias: a bridge of that name without it is someone else's and is left alone.
+const BRIDGE_ALIAS: &str = "hardway-bench benches/fanout.rs";
+const NETNS_PREFIX: &str = "hwb-";
+const VETH_PREFIX: &str = "hwbv";
+const NET: [u8; 3] = [10, 214, 0];
+const FIRST_HOST: u8 = 10;
+/// Host counts, unless `HW_BENCH_HOSTS` lists others (e.g. `HW_BENCH_HOSTS=1,10`; at most 200).
+const SIZES: [usize; 3] = [1, 10, 50];
+/// deploy's default `--parallel`, unless `HW_BENCH_PARALLEL` says otherwise.
+const PARALLEL: usize = 32;
+const LOCK_FILE: &str = "/run/hardway-bench.lock";
+const LAB_ROOTFS: &str = "/var/cache/hardway/lab/bookworm-rootfs";
+const OWN_ROOTFS: &str = "/var/cache/hardway/bench/bookworm-sshd";
+const CHILD_ENV: &str = "HW_BENCH_PUSH_CHILD";
+
+fn host_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(NET[0], NET[1], NET[2], FIRST_HOST + i as u8)
+}
+fn gateway() -> Ipv4Addr {
+    Ipv4Addr::new(NET[0], NET[1], NET[2], 1)
+}
+fn netns(i: usize) -> String {
+    format!("{NETNS_PREFIX}{i}")
+}
+fn veth(i: usize) -> String {
+    format!("{VETH_PREFIX}{i}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running commands.
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs and ignores failure (for teardown of what may already be gone).
+fn try_run(cmd: &mut Command) -> bool {
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+fn ip(args: &[&str]) -> String {
+    run(Command::new("ip").args(args))
+}
+
+struct Measured {
+    wall: Duration,
+    max_rss_kb: u64,
+    /// User + system CPU of the process (and its reaped descendants).
+    cpu: Duration,
+    /// CPU time the whole machine spent meanwhile (all cores, from /proc/stat): the process,
+    /// plus the hosts' sshd and shells, plus anything else running.
+    machine_cpu: Duration,
+    stdout: String,
+    stderr: String,
+    ok: bool,
+}
+
+/// Runs `cmd` in its own process group (registered, so a signal tears it down too), timing it
+/// from spawn to exit and reading its peak RSS.
+fn run_measured(cmd: &mut Command) -> Measured {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let busy0 = machine_busy();
+    let t = Instant::now();
+    // Reaped by wait4 below, which also yields its rusage.
+    #[allow(clippy::zombie_processes)]
+    let mut child = {
+        let mut res = resources();
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        res.groups.push(child.id() as i32);
+        child
+    };
+    let drain = |mut p: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = p.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let pid = child.id() as i32;
+    let (status, usage) = wait4(pid);
+    let wall = t.elapsed();
+    let machine_cpu = machine_busy().saturating_sub(busy0);
+    resources().groups.retain(|g| *g != pid);
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    Measured {
+        wall,
+        max_rss_kb: usage.ru_maxrss as u64,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        machine_cpu,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        ok: status == 0,
+    }
+}
+
+/// Busy CPU time of the whole machine since boot (all cores; /proc/stat minus idle and iowait).
+fn machine_busy() -> Duration {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    let busy: u64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_secs_f64(busy as f64 / hz as f64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the bench has created, for teardown on every path.
+
+#[derive(Default)]
+struct Resources {
+    /// systemd-nspawn processes (our children).
+    nspawn: Vec<i32>,
+    /// Process groups of measured children (push runs, the scp loop).
+    groups: Vec<i32>,
+    /// Network namespaces, each with its host-side veth.
+    hosts: Vec<usize>,
+    bridge: bool,
+    dirs: Vec<PathBuf>,
+}
+
+static RESOURCES: Mutex<Resources> =
+    Mutex::new(Resources { nspawn: Vec::new(), groups: Vec::new(), hosts: Vec::new(), bridge: false, dirs: Vec::new() });
+
+/// Creation and teardown hold this lock, so a signal's teardown never races a creation.
+fn resources() -> MutexGuard<'static, Resources> {
+    RESOURCES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// SIGTERM (nspawn then kills its container), SIGKILL after 5 s; reaps our children.
+fn stop(pids: &[i32]) {
+    for &p in pids {
+        unsafe { libc::kill(p, libc::SIGTERM) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut left: Vec<i32> = pids.to_vec();
+    while !left.is_empty() {
+        left.retain(|&p| {
+            let mut st = 0;
+            let r = unsafe { libc::waitpid(p, &mut st, libc::WNOHANG) };
+            r == 0 || (r == -1 && alive(p))
+        });
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            for &p in &left {
+                unsafe { libc::kill(p, libc::SIGKILL) };
+                let mut st = 0;
+                unsafe { libc::waitpid(p, &mut st, 0) };
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Removes one host's network: whatever still runs in its namespace, the veth, the namespace.
+fn remove_host_network(name: &str, link: &str) {
+    if Path::new("/run/netns").join(name).exists() {
+        let out = Command::new("ip").args(["netns", "pids", name]).output();
+        let pids: Vec<i32> = out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()).unwrap_or_default();
+        for p in &pids {
+            unsafe { libc::kill(*p, libc::SIGKILL) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if link_exists(link) {
+        try_run(Command::new("ip").args(["link", "del", link]));
+    }
+    if Path::new("/run/netns").join(name).exists() {
+        try_run(Command::new("ip").args(["netns", "del", name]));
+    }
+    // nspawn's per-machine directory, normally removed by nspawn itself.
+    let _ = fs::remove_dir(Path::new("/run/systemd/nspawn/propagate").join(name));
+}
+
+/// Tears down the hosts `which` selects (all with `None`), in the caller's lock.
+fn teardown_hosts(res: &mut Resources, which: Option<&[usize]>) {
+    let selected = |i: &usize| which.is_none_or(|w| w.contains(i));
+    // nspawn pids are recorded in host order, one per host.
+    let hosts: Vec<usize> = res.hosts.iter().copied().filter(|i| selected(i)).collect();
+    let pids: Vec<i32> = res
+        .nspawn
+        .iter()
+        .copied()
+        .filter(|p| nspawn_host(*p).is_none_or(|i| selected(&i)))
+        .collect();
+    stop(&pids);
+    res.nspawn.retain(|p| !pids.contains(p));
+    for i in &hosts {
+        remove_host_network(&netns(*i), &veth(*i));
+    }
+    res.hosts.retain(|i| !hosts.contains(i));
+}
+
+/// The host index of one of our nspawn processes, from its command line.
+fn nspawn_host(pid: i32) -> Option<usize> {
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let text = String::from_utf8_lossy(&cmdline);
+    let marker = format!("--network-namespace-path=/run/netns/{NETNS_PREFIX}");
+    let rest = text.split('\0').find_map(|a| a.strip_prefix(&marker).map(str::to_string))?;
+    rest.parse().ok()
+}
+
+/// Everything, in the caller's lock: measured children, hosts, the bridge, directories.
+fn teardown_all(res: &mut Resources) {
+    for g in res.groups.drain(..) {
+        unsafe { libc::kill(-g, libc::SIGKILL) };
+    }
+    teardown_hosts(res, None);
+    if res.bridge {
+        if bridge_is_ours() {
+            try_run(Command::new("ip").args(["link", "del", BRIDGE]));
+        }
+        res.bridge = false;
+    }
+    for d in res.dirs.drain(..) {
+        let _ = fs::remove_dir_all(d);
+    }
+}
+
+fn bridge_is_ours() -> bool {
+    fs::read_to_string(Path::new("/sys/class/net").join(BRIDGE).join("ifalias")).is_ok_and(|a| a.trim() == BRIDGE_ALIAS)
+}
+
+/// Tears everything down when the bench returns or panics.
+struct Guard;
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        teardown_all(&mut resources());
+    }
+}
+
+/// Blocks SIGINT, SIGTERM and SIGHUP in every thread (call first: threads inherit the mask) and
+/// leaves them to one thread that tears everything down and exits.
+fn handle_signals() {
+    // SAFETY: plain libc signal-mask calls on a local sigset_t.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut sig = 0;
+        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+        eprintln!("fanout bench: signal {sig}: tearing down the bench hosts and network");
+        let mut res = resources();
+        teardown_all(&mut res);
+        eprintln!("fanout bench: torn down");
+        std::process::exit(128 + sig);
+    });
+}
+
+/// Removes what a SIGKILLed earlier run left: only names of this bench, a bridge only with its
+/// alias. Runs under the bench lock, so never against a live bench.
+fn remove_stale() {
+    let mut found = Vec::new();
+    let pids: Vec<i32> = fs::read_dir("/proc")
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    let stale: Vec<i32> = pids.into_iter().filter(|p| nspawn_host(*p).is_some() && alive(*p)).collect();
+    if !stale.is_empty() {
+        found.push(format!("{} systemd-nspawn", stale.len()));
+        for p in &stale {
+            unsafe { libc::kill(*p, libc::SIGKILL) };
+        }
+    }
+    for line in ip(&["netns", "list"]).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if let Some(i) = name.strip_prefix(NETNS_PREFIX) {
+            found.push(name.to_string());
+            remove_host_network(name, &format!("{VETH_PREFIX}{i}"));
+        }
+    }
+    for e in fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(VETH_PREFIX) {
+            found.push(name.clone());
+            try_run(Command::new("ip").args(["link", "del", &name]));
+        }
+    }
+    if link_exists(BRIDGE) {
+        if !bridge_is_ours() {
+            panic!("a network interface {BRIDGE} exists that this bench did not create; remove it or pick another name");
+        }
+        found.push(BRIDGE.to_string());
+        try_run(Command::new("ip").args(["link", "del", BRIDGE]));
+    }
+    for e in fs::read_dir(target_dir()).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix("hardway-bench-fanout-").and_then(|p| p.parse::<i32>().ok())
+            && !alive(pid)
+        {
+            found.push(name);
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+    if !found.is_empty() {
+        eprintln!("fanout bench: removed leftovers of an earlier run: {}", found.join(", "));
+    }
+}
+
+/// What of the bench is still there: namespaces, links, nspawn processes.
+fn leftovers() -> Vec<String> {
+    let mut left = Vec::new();
+    for line in ip(&["netns", "list"]).lines() {
+        if line.starts_with(NETNS_PREFIX) {
+            left.push(format!("netns {line}"));
+        }
+    }
+    for line in ip(&["-o", "link", "show"]).lines() {
+        let name = line.split(": ").nth(1).unwrap_or("").split('@').next().unwrap_or("");
+        if name.starts_with(VETH_PREFIX) || name == BRIDGE {
+            left.push(format!("link {name}"));
+        }
+    }
+    let out = Command::new("pgrep").args(["-f", &format!("systemd-nspawn.*netns/{NETNS_PREFIX}")]).output();
+    for p in out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().split_whitespace() {
+        left.push(format!("systemd-nspawn pid {p}"));
+    }
+    left
+}
+
+// ---------------------------------------------------------------------------------------------
+// The hosts.
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// The lab's cached root fs if it is there, else a minimal one of our own (built once).
+fn rootfs() -> PathBuf {
+    let lab = Path::new(LAB_ROOTFS);
+    if lab.join("etc/hardway-lab-rootfs").is_file() && lab.join("usr/sbin/sshd").is_file() {
+        return lab.to_path_buf();
+    }
+    let own = Path::new(OWN_ROOTFS);
+    if own.join("etc/hardway-bench-rootfs").is_file() {
+        return own.to_path_buf();
+    }
+    let mirror = debian_mirror();
+    eprintln!("fanout bench: no lab root fs at {LAB_ROOTFS}; debootstrapping bookworm (minbase + openssh-server) from {mirror} into {OWN_ROOTFS}");
+    let tmp = own.with_extension("tmp");
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(own.parent().unwrap()).unwrap();
+    run(Command::new("debootstrap").args(["--variant=minbase", "--include=openssh-server,iproute2", "bookworm"]).arg(&tmp).arg(&mirror));
+    // Host keys come from the bench, one per host; the package's own would be offered too.
+    for e in fs::read_dir(tmp.join("etc/ssh")).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+            fs::remove_file(e.path()).unwrap();
+        }
+    }
+    fs::write(tmp.join("etc/hardway-bench-rootfs"), "debootstrap --variant=minbase --include=openssh-server,iproute2 bookworm\n").unwrap();
+    fs::rename(&tmp, own).unwrap();
+    own.to_path_buf()
+}
+
+/// The host apt's mirror for bookworm (deb822 sources first, then sources.list).
+fn debian_mirror() -> String {
+    let mut files: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d").map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "sources")) {
+        for stanza in fs::read_to_string(f).unwrap_or_default().split("\n\n") {
+            let field = |k: &str| stanza.lines().find_map(|l| l.strip_prefix(k)).map(str::trim).unwrap_or("");
+            if field("Types:").split_whitespace().any(|t| t == "deb")
+                && field("Suites:").split_whitespace().any(|s| s == "bookworm")
+                && let Some(uri) = field("URIs:").split_whitespace().next()
+            {
+                return uri.to_string();
+            }
+        }
+    }
+    for line in fs::read_to_string("/etc/apt/sources.list").unwrap_or_default().lines() {
+        let t: Vec<&str> = line.split_whitespace().filter(|w| !w.starts_with('[') && !w.ends_with(']')).collect();
+        if t.first() == Some(&"deb") && t.get(2) == Some(&"bookworm") {
+            return t[1].to_string();
+        }
+    }
+    "http://deb.debian.org/debian".into()
+}
+
+/// The bench's directory: key, authorized_keys, host keys, known_hosts, one dir per case.
+struct Work {
+    dir: PathBuf,
+}
+
+impl Work {
+    fn key(&self) -> PathBuf {
+        self.dir.join("id_ed25519")
+    }
+    fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
+    }
+    fn ssh_dir(&self) -> PathBuf {
+        self.dir.join("root-ssh")
+    }
+    fn host_key(&self, i: usize) -> PathBuf {
+        self.dir.join("host-keys").join(i.to_string()).join("ssh_host_ed25519_key")
+    }
+    fn log(&self, i: usize) -> PathBuf {
+        self.dir.join("logs").join(format!("{i}.log"))
+    }
+
+    fn create(hosts: usize) -> Work {
+        let dir = target_dir().join(format!("hardway-bench-fanout-{}", std::process::id()));
+        resources().dirs.push(dir.clone());
+        fs::create_dir_all(dir.join("logs")).unwrap();
+        let w = Work { dir };
+        let keygen = |path: &Path, comment: &str| {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"]).arg(path));
+        };
+        keygen(&w.key(), "hardway-bench");
+        fs::create_dir_all(w.ssh_dir()).unwrap();
+        fs::set_permissions(w.ssh_dir(), fs::Permissions::from_mode(0o700)).unwrap();
+        fs::copy(w.key().with_extension("pub"), w.ssh_dir().join("authorized_keys")).unwrap();
+        fs::set_permissions(w.ssh_dir().join("authorized_keys"), fs::Permissions::from_mode(0o600)).unwrap();
+        let mut known = String::new();
+        for i in 0..hosts {
+            keygen(&w.host_key(i), &format!("root@{}", netns(i)));
+            let public = fs::read_to_string(w.host_key(i).with_extension("pub")).unwrap();
+            let f: Vec<&str> = public.split_whitespace().collect();
+            let _ = writeln!(known, "{} {} {}", host_addr(i), f[0], f[1]);
+        }
+        fs::write(w.known_hosts(), known).unwrap();
+        w
+    }
+}
+
+fn create_bridge() {
+    let mut res = resources();
+    res.bridge = true;
+    ip(&["link", "add", BRIDGE, "type", "bridge"]);
+    ip(&["link", "set", "dev", BRIDGE, "alias", BRIDGE_ALIAS]);
+    ip(&["addr", "add", &format!("{}/24", gateway()), "dev", BRIDGE]);
+    ip(&["link", "set", "dev", BRIDGE, "up"]);
+}
+
+/// Refuses to run if 10.214.0.0/24 is on any other interface or route of this machine.
+fn check_subnet_free() {
+    let prefix = format!("{}.{}.{}.", NET[0], NET[1], NET[2]);
+    for line in ip(&["-o", "-4", "addr", "show"]).lines().chain(ip(&["-o", "-4", "route", "show"]).lines()) {
+        if line.contains(&prefix) && !line.contains(BRIDGE) {
+            panic!("{prefix}0/24 is already in use on this machine ({line}); the fanout bench needs it to itself");
+        }
+    }
+}
+
+/// N running hosts; dropping it stops them and removes their network.
+struct Fleet {
+    hosts: Vec<usize>,
+}
+
+impl Fleet {
+    fn start(work: &Work, rootfs: &Path, n: usize) -> (Fleet, Duration) {
+        let t = Instant::now();
+        let fleet = Fleet { hosts: (0..n).collect() };
+        let nspawn = have("systemd-nspawn").expect("systemd-nspawn");
+        for i in 0..n {
+            let mut res = resources();
+            res.hosts.push(i);
+            let (ns, link) = (netns(i), veth(i));
+            ip(&["netns", "add", &ns]);
+            ip(&["link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+            ip(&["link", "set", "dev", &link, "master", BRIDGE, "up"]);
+            ip(&["-n", &ns, "addr", "add", &format!("{}/24", host_addr(i)), "dev", "eth0"]);
+            ip(&["-n", &ns, "link", "set", "dev", "eth0", "up"]);
+            ip(&["-n", &ns, "link", "set", "dev", "lo", "up"]);
+            let log = fs::File::create(work.log(i)).unwrap();
+            let key = work.host_key(i);
+            let mut c = Command::new(&nspawn);
+            c.args(["-q", "-D"])
+                .arg(rootfs)
+                .args(["--volatile=overlay", "--register=no", "--keep-unit", "-M", &ns])
+                .arg(format!("--network-namespace-path=/run/netns/{ns}"))
+                .arg("--console=pipe")
+                .arg(format!("--bind-ro={}:/root/.ssh", work.ssh_dir().display()))
+                .arg(format!("--bind-ro={}:/etc/ssh/ssh_host_ed25519_key", key.display()))
+                .arg(format!("--bind-ro={}:/etc/ssh/ssh_host_ed25519_key.pub", key.with_extension("pub").display()))
+                .args([
+                    "/bin/sh",
+                    "-c",
+                    "mkdir -p /run/sshd; [ -e /etc/hosts ] || echo '127.0.0.1 localhost' > /etc/hosts; exec /usr/sbin/sshd -D -e -o PermitRootLogin=prohibit-password -o PasswordAuthentication=no -o UseDNS=no",
+                ])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                // Its own group: a Ctrl-C reaches the bench, which stops nspawn in order.
+                .process_group(0);
+            // SAFETY: prctl is async-signal-safe. If the bench dies (even by SIGKILL), nspawn
+            // gets SIGTERM and kills its container. Spawned from the main thread, which lives
+            // as long as the bench.
+            unsafe {
+                c.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            // Reaped by `stop` (waitpid) on teardown, not through the Child handle.
+            #[allow(clippy::zombie_processes)]
+            let child = c.spawn().expect("systemd-nspawn");
+            res.nspawn.push(child.id() as i32);
+        }
+        // Ready when sshd sends its banner.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0..n {
+            loop {
+                let addr = SocketAddr::from((host_addr(i), 22));
+                let banner = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok().and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                    let mut b = [0u8; 4];
+                    s.read_exact(&mut b).ok()?;
+                    Some(b)
+                });
+                if banner.as_ref() == Some(b"SSH-") {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    panic!("host {i} ({}) did not answer ssh within 60 s; end of {}:\n{}", host_addr(i), work.log(i).display(), fs::read_to_string(work.log(i)).unwrap_or_default());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        (fleet, t.elapsed())
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        teardown_hosts(&mut resources(), Some(&self.hosts));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A case: inventory, PKI, render, the runs.
+
+fn inventory_text(work: &Work, n: usize) -> String {
+    let mut s = String::from(
+        "[cluster]\nname = \"bench\"\ndomain = \"bench.local\"\nkubernetes_version = \"1.31.2\"\n\
+         service_cidr = \"10.32.0.0/24\"\npod_cidr = \"10.200.0.0/16\"\n\n",
+    );
+    if n > 1 {
+        // An external load balancer (no node of its own): several masters need one.
+        s.push_str(&format!("[load_balancer]\naddress = \"{}.{}.{}.250\"\nport = 6443\n\n", NET[0], NET[1], NET[2]));
+    }
+    let _ = write!(
+        s,
+        "[ssh]\nuser = \"root\"\nidentity_file = \"{}\"\nknown_hosts = \"{}\"\n\n[pki]\nalgorithm = \"ecdsa-p256\"\n\n\
+         [addons.aggregation]\nenabled = true\n",
+        work.key().display(),
+        work.known_hosts().display()
+    );
+    for i in 0..n {
+        let _ = write!(s, "\n[[nodes]]\nname = \"b{i}\"\naddress = \"{}\"\nroles = [\"master\", \"worker\"]\n", host_addr(i));
+    }
+    s
+}
+
+struct PushRun {
+    /// connect + gather + plan + upload, timed inside the child.
+    push: Duration,
+    /// The child process, spawn to exit (start, load the PKI, render, push).
+    wall: Duration,
+    max_rss_kb: u64,
+    cpu: Duration,
+    machine_cpu: Duration,
+    changed: usize,
+    unchanged: usize,
+}
+
+fn push(case_dir: &Path, hosts: usize) -> PushRun {
+    let exe = std::env::current_exe().unwrap();
+    let m = run_measured(Command::new(exe).env(CHILD_ENV, "1").arg(case_dir.join("inventory.toml")).arg(case_dir.join("pki")).arg(parallel().to_string()));
+    let line = m.stdout.lines().find_map(|l| l.strip_prefix("push-result ")).unwrap_or_else(|| panic!("push child failed:\n{}\n{}", m.stdout, m.stderr));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let failed = v["failed"].as_array().unwrap();
+    assert!(m.ok && failed.is_empty(), "push to {hosts} hosts: {} failed: {failed:?}\n{}", failed.len(), m.stderr);
+    assert_eq!(v["hosts"].as_u64(), Some(hosts as u64));
+    PushRun {
+        push: Duration::from_secs_f64(v["push_ms"].as_f64().unwrap() / 1e3),
+        wall: m.wall,
+        max_rss_kb: m.max_rss_kb,
+        cpu: m.cpu,
+        machine_cpu: m.machine_cpu,
+        changed: v["changed"].as_u64().unwrap() as usize,
+        unchanged: v["unchanged"].as_u64().unwrap() as usize,
+    }
+}
+
+/// The bench-only child: load, render and push, then print one result line.
+fn child_main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (inv_path, pki_dir, parallel) = (Path::new(&args[1]), Path::new(&args[2]), args[3].parse::<usize>().unwrap());
+    let inv = inventory::load(inv_path).unwrap();
+    let pki = pki::load(&inv, pki_dir).unwrap();
+    let rendered = Arc::new(render::render(&inv, &pki).unwrap());
+    let t = Instant::now();
+    let outcomes = deploy::push_files(&inv, rendered, &Phase::ALL, parallel, HostKeyPolicy::Strict).unwrap();
+    let push_ms = t.elapsed().as_secs_f64() * 1e3;
+    let failed: Vec<String> = outcomes.iter().filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.node))).collect();
+    let result = serde_json::json!({
+        "push_ms": push_ms,
+        "hosts": outcomes.len(),
+        "changed": outcomes.iter().map(|o| o.changed).sum::<usize>(),
+        "unchanged": outcomes.iter().map(|o| o.unchanged).sum::<usize>(),
+        "failed": failed,
+    });
+    println!("push-result {result}");
+}
+
+/// The sequential OpenSSH loop over the rendered tree; returns its wall time.
+fn scp_loop(work: &Work, case_dir: &Path, rendered: &render::Rendered, addrs: &BTreeMap<String, Ipv4Addr>) -> Measured {
+    let opts = format!(
+        "-F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
+         -o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR",
+        work.key().display(),
+        work.known_hosts().display()
+    );
+    let modes_dir = case_dir.join("modes");
+    fs::create_dir_all(&modes_dir).unwrap();
+    let mut list = Vec::new();
+    for (host, files) in &rendered.hosts {
+        let mut by_mode: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+        for f in files {
+            by_mode.entry(f.mode).or_default().push(&f.path);
+        }
+        let chmod: Vec<String> = by_mode.iter().map(|(m, ps)| format!("chmod {m:o} {}", ps.join(" "))).collect();
+        fs::write(modes_dir.join(host), chmod.join("; ")).unwrap();
+        list.push(format!("{host}:{}", addrs[host]));
+    }
+    let script = format!(
+        "set -e\ncd {}\nfor h in {}; do\n  host=${{h%%:*}}; addr=${{h#*:}}\n  \
+         scp -q -r {opts} build/$host/. root@$addr:/\n  ssh {opts} root@$addr \"$(cat modes/$host)\"\ndone\n",
+        case_dir.display(),
+        list.join(" ")
+    );
+    fs::write(case_dir.join("scp-loop.sh"), &script).unwrap();
+    let m = run_measured(Command::new("sh").arg(case_dir.join("scp-loop.sh")));
+    assert!(m.ok, "the scp loop failed:\n{}", m.stderr);
+    m
+}
+
+struct CaseResult {
+    hosts: usize,
+    files_per_host: usize,
+    bytes_per_host: usize,
+    start: Duration,
+    first: PushRun,
+    again: PushRun,
+    scp: Measured,
+}
+
+fn run_case(work: &Work, rootfs: &Path, n: usize) -> CaseResult {
+    let case_dir = work.dir.join(format!("case-{n}"));
+    fs::create_dir_all(&case_dir).unwrap();
+    let text = inventory_text(work, n);
+    fs::write(case_dir.join("inventory.toml"), &text).unwrap();
+    let inv = inventory::load(&case_dir.join("inventory.toml")).unwrap();
+    let (p, _) = pki::generate(&inv, &case_dir.join("pki"), pki::GenerateOptions::default()).unwrap();
+    let rendered = render::render(&inv, &p).unwrap();
+    rendered.write_to(&case_dir.join("build")).unwrap();
+    let files_per_host = rendered.hosts.values().map(Vec::len).max().unwrap();
+    let bytes_per_host = rendered.hosts.values().map(|fs| fs.iter().map(|f| f.contents.len()).sum::<usize>()).max().unwrap();
+    let addrs: BTreeMap<String, Ipv4Addr> = inv.nodes.iter().map(|n| (n.name.clone(), n.address.to_string().parse().unwrap())).collect();
+
+    eprintln!("fanout bench: {n} hosts: starting them");
+    let (fleet, start) = Fleet::start(work, rootfs, n);
+    eprintln!("fanout bench: {n} hosts up in {:.1} s; first push", start.as_secs_f64());
+    let first = push(&case_dir, n);
+    let total_files: usize = rendered.hosts.values().map(Vec::len).sum();
+    assert_eq!(first.changed, total_files, "the first push sends every file");
+    eprintln!("fanout bench: {n} hosts: push with nothing changed");
+    let again = push(&case_dir, n);
+    assert_eq!(again.changed, 0, "nothing changed, nothing sent");
+    assert_eq!(again.unchanged, total_files);
+    eprintln!("fanout bench: {n} hosts: sequential scp loop");
+    let scp = scp_loop(work, &case_dir, &rendered, &addrs);
+    let check = push(&case_dir, n);
+    assert_eq!(check.changed, 0, "after the scp loop every file has the same bytes, mode and owner as hardway's");
+    drop(fleet);
+    CaseResult { hosts: n, files_per_host, bytes_per_host, start, first, again, scp }
+}
+
+fn sizes() -> Vec<usize> {
+    match std::env::var("HW_BENCH_HOSTS") {
+        Ok(v) => v.split(',').map(|n| n.trim().parse().expect("HW_BENCH_HOSTS: comma-separated numbers")).filter(|n| (1..=200).contains(n)).collect(),
+        Err(_) => SIZES.to_vec(),
+    }
+}
+
+fn parallel() -> usize {
+    std::env::var("HW_BENCH_PARALLEL").ok().and_then(|p| p.parse().ok()).unwrap_or(PARALLEL)
+}
+
+fn main() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return child_main();
+    }
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs bench targets without it,
+    // and a test run should not boot 61 hosts.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("fanout bench: not run (no --bench); use `cargo bench --bench fanout` or scripts/bench");
+        return;
+    }
+    // Before any thread exists, so that every thread inherits the blocked signals.
+    handle_signals();
+    let uid = unsafe { libc::geteuid() };
+    let missing: Vec<&str> = ["systemd-nspawn", "ip", "ssh", "scp", "ssh-keygen"].into_iter().filter(|t| have(t).is_none()).collect();
+    if uid != 0 || !missing.is_empty() {
+        println!(
+            "fanout bench skipped: it needs root (uid {uid}) and systemd-nspawn, ip, ssh, scp, ssh-keygen (missing: {missing:?}); scripts/bench installs them"
+        );
+        return;
+    }
+    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK_FILE).unwrap();
+    if lock.try_lock().is_err() {
+        panic!("another fanout bench holds {LOCK_FILE}");
+    }
+    remove_stale();
+    check_subnet_free();
+    let rootfs = rootfs();
+
+    let guard = Guard;
+    let sizes = sizes();
+    let max = *sizes.iter().max().expect("HW_BENCH_HOSTS names no host count");
+    let work = Work::create(max);
+    create_bridge();
+    let mut results = Vec::new();
+    for &n in &sizes {
+        results.push(run_case(&work, &rootfs, n));
+    }
+    drop(guard);
+    let left = leftovers();
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Deploy fan-out to N hosts (systemd-nspawn + sshd, a network namespace each, all on this machine's cores): every file of \
+         every phase of a master+worker node through deploy's code path (connect, gather, plan, upload, /etc/hosts merge), \
+         `--parallel {}`. *push*: measured inside the process; *process*: spawn to exit (start, load the PKI, render, push); \
+         *CPU*: hardway's own user+system time; *machine*: CPU time of all cores meanwhile (hardway + every host's sshd and \
+         shell commands):\n",
+        parallel()
+    );
+    let _ = writeln!(md, "| hosts | files | first push | process | CPU / machine | peak RSS | no-change push | process | CPU / machine | peak RSS | sequential scp loop | scp ÷ hardway |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &results {
+        let cpu = |p: &PushRun| format!("{:.2} / {:.2} s", p.cpu.as_secs_f64(), p.machine_cpu.as_secs_f64());
+        let _ = writeln!(
+            md,
+            "| {} | {} × {} ({} KB) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}× |",
+            r.hosts,
+            r.hosts,
+            r.files_per_host,
+            r.bytes_per_host / 1024,
+            ms(r.first.push),
+            ms(r.first.wall),
+            cpu(&r.first),
+            mb(r.first.max_rss_kb),
+            ms(r.again.push),
+            ms(r.again.wall),
+            cpu(&r.again),
+            mb(r.again.max_rss_kb),
+            ms(r.scp.wall),
+            r.scp.wall.as_secs_f64() / r.first.wall.as_secs_f64()
+        );
+    }
+    let _ = writeln!(md, "\nFan-out targets:\n");
+    if let (Some(one), Some(big)) = (results.iter().find(|r| r.hosts == 1), results.iter().find(|r| r.hosts == max).filter(|_| max > 1)) {
+        let ratio = big.first.push.as_secs_f64() / one.first.push.as_secs_f64();
+        let _ = writeln!(md, "- {} {max} hosts within 2× the time of 1 host: {} vs {} ({ratio:.1}×)", mark(ratio <= 2.0), ms(big.first.push), ms(one.first.push));
+    }
+    let big = results.iter().find(|r| r.hosts == max).unwrap();
+    let rss = big.first.max_rss_kb.max(big.again.max_rss_kb);
+    let scp_ratio = big.scp.wall.as_secs_f64() / big.first.wall.as_secs_f64();
+    let _ = writeln!(md, "- {} no-change run on {max} hosts under 2 s: {} (process {})", mark(big.again.wall < Duration::from_secs(2)), ms(big.again.push), ms(big.again.wall));
+    let _ = writeln!(md, "- {} peak RSS under 64 MB at {max} hosts: {}", mark(rss < 64 * 1024), mb(rss));
+    let _ = writeln!(md, "- {} ≥ 10× faster than the sequential scp loop at {max} hosts: {scp_ratio:.1}× ({} vs {})", mark(scp_ratio >= 10.0), ms(big.scp.wall), ms(big.first.wall));
+    let starts: Vec<String> = results.iter().map(|r| format!("{} in {:.1} s", r.hosts, r.start.as_secs_f64())).collect();
+    let _ = writeln!(md, "\nHosts started (network + nspawn until sshd answers): {}. Root fs: {}.", starts.join(", "), rootfs.display());
+    if left.is_empty() {
+        let _ = writeln!(md, "Cleanup checked: no {NETNS_PREFIX}* namespace, no {VETH_PREFIX}*/{BRIDGE} link, no bench systemd-nspawn left.");
+    }
+    println!("{md}");
+    if let Some(dir) = std::env::var_os("HW_BENCH_REPORT") {
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(Path::new(&dir).join("fanout.md"), &md).unwrap();
+    }
+    if !left.is_empty() {
+        eprintln!("fanout bench: left behind: {}", left.join(", "));
+        std::process::exit(1);
+    }
+    drop(lock);
+}
