@@ -287,7 +287,8 @@ async fn deploy_async(inv: Inventory, opts: DeployOptions) -> Result<DeployRepor
     }
 
     // Preflight, part 2: checks across hosts. Any failure here stops the deploy untouched.
-    let problems = preflight_problems(&inv, &hosts, &rendered, &phases);
+    let reached: Vec<(&Node, &Facts)> = hosts.iter().filter(|h| h.alive()).filter_map(|h| Some((&h.node, h.facts.as_ref()?))).collect();
+    let problems = preflight_problems(&inv, &reached, &rendered, &phases);
     if !problems.is_empty() {
         progress.clear().ok();
         bail!("preflight failed; nothing was changed:\n  {}", problems.join("\n  "));
@@ -489,24 +490,24 @@ fn report(hosts: &[Host], plan: Plan, phases: Vec<Phase>, pki_changes: Vec<Strin
 }
 
 /// Cross-host and per-host checks on the gathered facts.
-fn preflight_problems(inv: &Inventory, hosts: &[Host], rendered: &Rendered, phases: &[Phase]) -> Vec<String> {
+/// Preflight's rules over what every reached host reported; one line per problem.
+fn preflight_problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered, phases: &[Phase]) -> Vec<String> {
     let mut problems = Vec::new();
     let mut missing: Vec<String> = Vec::new();
-    for h in hosts.iter().filter(|h| h.alive()) {
-        let facts = h.facts.as_ref().expect("alive hosts have facts");
-        let name = &h.node.name;
+    for &(node, facts) in hosts {
+        let name = &node.name;
         let has_units = plan::files_in_phases(rendered, name, phases).iter().any(|f| f.is_unit());
         if has_units && !facts.systemd {
             problems.push(format!("{name}: systemd is not running (no /run/systemd/system)"));
         }
         for &phase in phases {
-            for (bin, _) in needed_binaries(inv, &h.node, phase) {
+            for (bin, _) in needed_binaries(inv, node, phase) {
                 let uploaded = rendered.hosts.get(name).is_some_and(|fs| fs.iter().any(|f| f.path == bin));
                 if !uploaded && !facts.present_binaries.contains(&bin) {
                     missing.push(format!("{name}: {bin} (phase {phase})"));
                 }
             }
-            for (port, process) in phase_ports(inv, &h.node, phase) {
+            for (port, process) in phase_ports(inv, node, phase) {
                 for l in facts.listeners.iter().filter(|l| l.port == port) {
                     // ss truncates process names to 15 characters, as the kernel does.
                     if !process.starts_with(&l.process) && !l.process.starts_with(process) {
@@ -514,7 +515,7 @@ fn preflight_problems(inv: &Inventory, hosts: &[Host], rendered: &Rendered, phas
                     }
                 }
             }
-            if phase == Phase::Workers && h.node.has(Role::Worker) && facts.swap_active {
+            if phase == Phase::Workers && node.has(Role::Worker) && facts.swap_active {
                 problems.push(format!("{name}: swap is on; the kubelet needs it off (swapoff -a, and remove it from /etc/fstab)"));
             }
         }
@@ -525,12 +526,8 @@ fn preflight_problems(inv: &Inventory, hosts: &[Host], rendered: &Rendered, phas
             missing.join("\n    ")
         ));
     }
-    let offsets: Vec<(&str, f64)> = hosts
-        .iter()
-        .filter(|h| h.alive())
-        .filter_map(|h| h.facts.as_ref().map(|f| (h.node.name.as_str(), f.clock_offset)))
-        .filter(|(_, o)| o.is_finite())
-        .collect();
+    let offsets: Vec<(&str, f64)> =
+        hosts.iter().map(|(n, f)| (n.name.as_str(), f.clock_offset)).filter(|(_, o)| o.is_finite()).collect();
     if let (Some(min), Some(max)) = (
         offsets.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
         offsets.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
@@ -597,4 +594,93 @@ pub fn push_files(inv: &Inventory, rendered: Arc<Rendered>, phases: &[Phase], pa
             error: h.outcome.error,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::Listener;
+
+    const INV: &str = r#"
+[cluster]
+name = "t"
+kubernetes_version = "1.31.2"
+service_cidr = "10.32.0.0/24"
+pod_cidr = "10.200.0.0/16"
+
+[[nodes]]
+name = "m1"
+address = "10.0.0.1"
+roles = ["master"]
+
+[[nodes]]
+name = "w1"
+address = "10.0.0.2"
+roles = ["worker"]
+"#;
+
+    fn facts(clock_offset: f64) -> Facts {
+        Facts {
+            systemd: true,
+            clock_offset,
+            swap_active: false,
+            present_binaries: ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "containerd", "kubectl"]
+                .iter()
+                .map(|b| format!("/usr/local/bin/{b}"))
+                .collect(),
+            listeners: vec![],
+            hosts_block: true,
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Preflight's problems for facts `m1` and `w1` reported, on a rendered test cluster.
+    fn problems(m1: Facts, w1: Facts, phases: &[Phase]) -> Vec<String> {
+        let inv = crate::inventory::parse(std::path::Path::new("t.toml"), INV).unwrap();
+        let rendered = Rendered { hosts: inv.nodes.iter().map(|n| (n.name.clone(), vec![])).collect(), local: vec![] };
+        let hosts = [(&inv.nodes[0], &m1), (&inv.nodes[1], &w1)];
+        preflight_problems(&inv, &hosts, &rendered, phases)
+    }
+
+    #[test]
+    fn a_healthy_pair_passes() {
+        assert_eq!(problems(facts(0.1), facts(-0.4), &Phase::ALL), Vec::<String>::new());
+    }
+
+    #[test]
+    fn clock_skew_over_two_seconds_between_hosts() {
+        let p = problems(facts(1.2), facts(-1.3), &[Phase::Etcd]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("clock skew of 2.5 s between w1 and m1"), "{p:?}");
+        // A clock that is off by the same amount everywhere is not skew between hosts.
+        assert!(problems(facts(30.0), facts(30.5), &[Phase::Etcd]).is_empty());
+    }
+
+    #[test]
+    fn swap_on_a_worker_only_matters_for_the_workers_phase() {
+        let mut w1 = facts(0.0);
+        w1.swap_active = true;
+        let p = problems(facts(0.0), w1.clone(), &[Phase::Workers]);
+        assert!(p.iter().any(|l| l.starts_with("w1: swap is on")), "{p:?}");
+        assert!(problems(facts(0.0), w1, &[Phase::Etcd]).is_empty());
+    }
+
+    #[test]
+    fn a_port_is_fine_when_our_own_component_holds_it() {
+        let mut m1 = facts(0.0);
+        m1.listeners = vec![Listener { port: 2379, process: "etcd".into() }, Listener { port: 6443, process: "nginx".into() }];
+        let p = problems(m1, facts(0.0), &[Phase::Etcd, Phase::ControlPlane]);
+        assert_eq!(p, ["m1: port 6443 (phase control-plane) is held by \"nginx\", not by kube-apiserver"]);
+    }
+
+    #[test]
+    fn missing_binaries_are_listed_by_host_and_phase() {
+        let mut w1 = facts(0.0);
+        w1.present_binaries.clear();
+        let p = problems(facts(0.0), w1, &Phase::ALL);
+        assert_eq!(p.len(), 1, "{p:?}");
+        for b in ["w1: /usr/local/bin/kubelet (phase workers)", "w1: /usr/local/bin/containerd (phase workers)"] {
+            assert!(p[0].contains(b), "{p:?}");
+        }
+    }
 }
