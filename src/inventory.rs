@@ -576,7 +576,6 @@ impl Validator<'_> {
     }
 
     fn validate(&mut self, path: &Path, raw: RawInventory) -> Option<Inventory> {
-        let base = path.parent().unwrap_or(Path::new("."));
 
         // [cluster]
         let c = &raw.cluster;
@@ -782,8 +781,8 @@ impl Validator<'_> {
         let ssh = SshSettings {
             user,
             port: s.port.unwrap_or(22),
-            identity_file: s.identity_file.as_deref().map(|p| resolve_path(base, p)),
-            known_hosts: resolve_path(base, s.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
+            identity_file: s.identity_file.as_deref().map(expand_home),
+            known_hosts: expand_home(s.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
             sudo: s.sudo.unwrap_or(false),
             bastion,
             connect_timeout_secs: s.connect_timeout_secs.unwrap_or(10),
@@ -878,7 +877,7 @@ impl Validator<'_> {
             load_balancer,
             ssh,
             pki: PkiSettings { algorithm: algorithm?, ca_validity_days, cert_validity_days },
-            binaries: Binaries { remote_dir, local_dir: raw.binaries.local_dir.as_deref().map(|p| resolve_path(base, p)) },
+            binaries: Binaries { remote_dir, local_dir: raw.binaries.local_dir.as_deref().map(expand_home) },
             nodes,
             addons,
             warnings: Vec::new(),
@@ -907,9 +906,9 @@ fn parse_pool(s: &str) -> Option<(u32, u32)> {
     Some((u32::from(net.network()), u32::from(net.broadcast())))
 }
 
-/// `~/x` → `$HOME/x`; relative paths stay relative to the current directory (as users type them
-/// on the command line), except that an inventory-relative path is not guessed at.
-fn resolve_path(_base: &Path, p: &str) -> PathBuf {
+/// `~/x` → `$HOME/x`. Other paths stay as written: relative ones are relative to the directory
+/// hardway runs in, as users expect of paths they type.
+fn expand_home(p: &str) -> PathBuf {
     if let Some(rest) = p.strip_prefix("~/")
         && let Some(home) = std::env::var_os("HOME") {
             return PathBuf::from(home).join(rest);

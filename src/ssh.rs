@@ -253,15 +253,9 @@ fn tunnel(jump: Session, mut channel: ssh2::Channel, mut sock: std::os::unix::ne
                 Err(_) => return,
             }
         }
-        while !to_channel.is_empty() {
-            match channel.write(&to_channel) {
-                Ok(n) => {
-                    to_channel.drain(..n);
-                    progressed = true;
-                }
-                Err(e) if would_block(&e) => break,
-                Err(_) => return,
-            }
+        match write_some(&mut channel, &mut to_channel) {
+            Ok(p) => progressed |= p,
+            Err(_) => return,
         }
         if to_sock.is_empty() {
             match channel.read(&mut buf) {
@@ -274,15 +268,9 @@ fn tunnel(jump: Session, mut channel: ssh2::Channel, mut sock: std::os::unix::ne
                 Err(_) => return,
             }
         }
-        while !to_sock.is_empty() {
-            match sock.write(&to_sock) {
-                Ok(n) => {
-                    to_sock.drain(..n);
-                    progressed = true;
-                }
-                Err(e) if would_block(&e) => break,
-                Err(_) => return,
-            }
+        match write_some(&mut sock, &mut to_sock) {
+            Ok(p) => progressed |= p,
+            Err(_) => return,
         }
         if progressed {
             continue;
@@ -304,6 +292,24 @@ fn tunnel(jump: Session, mut channel: ssh2::Channel, mut sock: std::os::unix::ne
             return;
         }
     }
+}
+
+/// Writes as much of `pending` as `w` takes without blocking and drops what was written; says
+/// whether anything was. A zero-length write (a full channel window) is no progress, not an error.
+fn write_some(w: &mut impl Write, pending: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut progressed = false;
+    while !pending.is_empty() {
+        match w.write(pending) {
+            Ok(0) => break,
+            Ok(n) => {
+                pending.drain(..n);
+                progressed = true;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(progressed)
 }
 
 fn fingerprint(sess: &Session) -> String {
