@@ -58,8 +58,6 @@ const SIZES: [usize; 3] = [1, 10, 50];
 /// deploy's default `--parallel`, unless `HW_BENCH_PARALLEL` says otherwise.
 const PARALLEL: usize = 32;
 const LOCK_FILE: &str = "/run/hardway-bench.lock";
-const LAB_ROOTFS: &str = "/var/cache/hardway/lab/bookworm-rootfs";
-const OWN_ROOTFS: &str = "/var/cache/hardway/bench/bookworm-sshd";
 const CHILD_ENV: &str = "HW_BENCH_PUSH_CHILD";
 
 fn host_addr(i: usize) -> Ipv4Addr {
@@ -401,57 +399,6 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
-/// The lab's cached root fs if it is there, else a minimal one of our own (built once).
-fn rootfs() -> PathBuf {
-    let lab = Path::new(LAB_ROOTFS);
-    if lab.join("etc/hardway-lab-rootfs").is_file() && lab.join("usr/sbin/sshd").is_file() {
-        return lab.to_path_buf();
-    }
-    let own = Path::new(OWN_ROOTFS);
-    if own.join("etc/hardway-bench-rootfs").is_file() {
-        return own.to_path_buf();
-    }
-    let mirror = debian_mirror();
-    eprintln!("fanout bench: no lab root fs at {LAB_ROOTFS}; debootstrapping bookworm (minbase + openssh-server) from {mirror} into {OWN_ROOTFS}");
-    let tmp = own.with_extension("tmp");
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(own.parent().unwrap()).unwrap();
-    run(Command::new("debootstrap").args(["--variant=minbase", "--include=openssh-server,iproute2", "bookworm"]).arg(&tmp).arg(&mirror));
-    // Host keys come from the bench, one per host; the package's own would be offered too.
-    for e in fs::read_dir(tmp.join("etc/ssh")).unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
-            fs::remove_file(e.path()).unwrap();
-        }
-    }
-    fs::write(tmp.join("etc/hardway-bench-rootfs"), "debootstrap --variant=minbase --include=openssh-server,iproute2 bookworm\n").unwrap();
-    fs::rename(&tmp, own).unwrap();
-    own.to_path_buf()
-}
-
-/// The host apt's mirror for bookworm (deb822 sources first, then sources.list).
-fn debian_mirror() -> String {
-    let mut files: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d").map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-    files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "sources")) {
-        for stanza in fs::read_to_string(f).unwrap_or_default().split("\n\n") {
-            let field = |k: &str| stanza.lines().find_map(|l| l.strip_prefix(k)).map(str::trim).unwrap_or("");
-            if field("Types:").split_whitespace().any(|t| t == "deb")
-                && field("Suites:").split_whitespace().any(|s| s == "bookworm")
-                && let Some(uri) = field("URIs:").split_whitespace().next()
-            {
-                return uri.to_string();
-            }
-        }
-    }
-    for line in fs::read_to_string("/etc/apt/sources.list").unwrap_or_default().lines() {
-        let t: Vec<&str> = line.split_whitespace().filter(|w| !w.starts_with('[') && !w.ends_with(']')).collect();
-        if t.first() == Some(&"deb") && t.get(2) == Some(&"bookworm") {
-            return t[1].to_string();
-        }
-    }
-    "http://deb.debian.org/debian".into()
-}
-
 /// The bench's directory: key, authorized_keys, host keys, known_hosts, one dir per case.
 struct Work {
     dir: PathBuf,
@@ -791,7 +738,8 @@ fn main() {
     }
     remove_stale();
     check_subnet_free();
-    let rootfs = rootfs();
+    // The lab's root fs (built once from the host's apt mirror if missing), as a read-only lower layer.
+    let rootfs = hardway::lab::cache_rootfs(&hardway::lab::LabOptions::default()).expect("the lab's root fs");
 
     let guard = Guard;
     let sizes = sizes();

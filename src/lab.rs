@@ -135,6 +135,13 @@ impl Lab {
     }
 }
 
+/// The cached Debian root fs the lab's machines boot from, built with debootstrap the first
+/// time (from the host's own apt mirror). Never written to afterwards, so other tools (the
+/// fan-out bench) may use it read-only as the lower layer of their own machines.
+pub fn cache_rootfs(opts: &LabOptions) -> Result<PathBuf> {
+    ensure_cache_rootfs(&opts.cache_dir)
+}
+
 /// Checks that this process can run a lab: root, and every tool present. The error lists every
 /// missing piece with the Debian package that provides it.
 pub fn preflight() -> Result<()> {

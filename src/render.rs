@@ -397,8 +397,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
         let mut files: Vec<File> = Vec::new();
         for rule in FILES.iter().filter(|r| is(r.who) && enabled(r.when)) {
             // A node with several roles (a master that is also a worker) gets shared files once.
-            if files.iter().any(|f| f.path == rule.path) {
-                let f = files.iter_mut().find(|f| f.path == rule.path).expect("just found");
+            if let Some(f) = files.iter_mut().find(|f| f.path == rule.path) {
                 for u in rule.units {
                     if !f.units.contains(u) {
                         f.units.push(u);
