@@ -20,6 +20,7 @@
 pub mod apply;
 pub mod bootstrap;
 pub mod cli;
+pub mod components;
 pub mod deploy;
 pub mod inventory;
 pub mod lab;

@@ -1,0 +1,364 @@
+//! The component table: every daemon hardway runs, and everything the other stages need to know
+//! about it, in one place.
+//!
+//! For each component: its systemd unit, the nodes it runs on, the deploy phase that starts it,
+//! its binary and where that lives, the ports it listens on, how it is restarted when its files
+//! change, and the certificates it serves or presents (by the unit flag that names them, so a
+//! hand-built cluster is checked where its files really are). `render` takes ports and binary
+//! paths from here, `plan` the phase of each unit, deploy's preflight the binaries and ports,
+//! deploy's phases the restart policy, `verify` the units per node and the certificate sites.
+//!
+//! Adding a component is one row in [`COMPONENTS`] (plus its templates and its rows in
+//! `render::FILES`).
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::inventory::{Inventory, Node, Role};
+
+/// Deploy phases, in the order they run (named after kubeadm's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Preflight,
+    Files,
+    Etcd,
+    Lb,
+    ControlPlane,
+    Workers,
+    Addons,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 7] =
+        [Phase::Preflight, Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane, Phase::Workers, Phase::Addons];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Preflight => "preflight",
+            Phase::Files => "files",
+            Phase::Etcd => "etcd",
+            Phase::Lb => "lb",
+            Phase::ControlPlane => "control-plane",
+            Phase::Workers => "workers",
+            Phase::Addons => "addons",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Phase> {
+        Phase::ALL.iter().copied().find(|p| p.name() == s)
+    }
+
+    /// Every phase up to and including this one (preflight aside), for `--to PHASE`.
+    pub fn up_to(self) -> Vec<Phase> {
+        Phase::ALL.iter().copied().filter(|p| *p != Phase::Preflight && *p <= self).collect()
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A component, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComponentId {
+    Etcd,
+    Haproxy,
+    KubeApiserver,
+    KubeControllerManager,
+    KubeScheduler,
+    Containerd,
+    Kubelet,
+    KubeProxy,
+    PodRoutes,
+    /// Not a daemon: the client the addons phase runs on the first master.
+    Kubectl,
+}
+
+/// Which nodes run a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunsOn {
+    /// Nodes with role `etcd`, or the masters when no node has it (stacked etcd).
+    EtcdMembers,
+    Masters,
+    Workers,
+    Lb,
+    /// The first master in inventory order.
+    FirstMaster,
+}
+
+/// Where a component's binary is on the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinDir {
+    /// `binaries.remote_dir` from the inventory (Kubernetes release binaries, etcd).
+    Inventory,
+    /// A distribution package's fixed place.
+    Fixed(&'static str),
+}
+
+/// A port a component listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Port {
+    EtcdClient,
+    EtcdPeer,
+    ApiServer,
+    /// The load balancer's frontend: `load_balancer.port` in the inventory.
+    LoadBalancer,
+    ControllerManager,
+    Scheduler,
+    Kubelet,
+    KubeProxyHealth,
+}
+
+impl Port {
+    pub const ALL: [Port; 8] = [
+        Port::EtcdClient,
+        Port::EtcdPeer,
+        Port::ApiServer,
+        Port::LoadBalancer,
+        Port::ControllerManager,
+        Port::Scheduler,
+        Port::Kubelet,
+        Port::KubeProxyHealth,
+    ];
+
+    /// The port number: upstream's defaults, and the load balancer's from the inventory.
+    pub fn number(self, inv: &Inventory) -> u16 {
+        match self {
+            Port::EtcdClient => 2379,
+            Port::EtcdPeer => 2380,
+            Port::ApiServer => 6443,
+            Port::LoadBalancer => inv.load_balancer.as_ref().map(|l| l.port).unwrap_or(6443),
+            Port::ControllerManager => 10257,
+            Port::Scheduler => 10259,
+            Port::Kubelet => 10250,
+            Port::KubeProxyHealth => 10256,
+        }
+    }
+
+    /// The key templates use (`{{ ports.etcd_client }}`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Port::EtcdClient => "etcd_client",
+            Port::EtcdPeer => "etcd_peer",
+            Port::ApiServer => "api_server",
+            Port::LoadBalancer => "load_balancer",
+            Port::ControllerManager => "controller_manager",
+            Port::Scheduler => "scheduler",
+            Port::Kubelet => "kubelet",
+            Port::KubeProxyHealth => "kube_proxy_health",
+        }
+    }
+}
+
+/// How a component's units are restarted when one of their files changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restart {
+    /// One node at a time, each healthy again before the next: the cluster keeps its quorum
+    /// (etcd) or its serving capacity (API servers behind the load balancer).
+    Rolling,
+    /// Everywhere at once: per-node daemons that share no state.
+    Parallel,
+}
+
+/// A certificate a component serves or presents, named by one of its unit's flags.
+#[derive(Debug, Clone, Copy)]
+pub struct CertSite {
+    /// How reports name it ("etcd server").
+    pub what: &'static str,
+    /// The flags (or config-file keys, see [`Component::config_flag`]) naming the files.
+    pub cert_flag: &'static str,
+    pub key_flag: &'static str,
+    /// The PKI profile it is issued from (`pki::PROFILES`; `{node}` = this node): its CA, its
+    /// SANs, and through `render::FILES` the place hardway puts it.
+    pub profile: &'static str,
+}
+
+pub struct Component {
+    pub id: ComponentId,
+    pub name: &'static str,
+    /// The systemd unit (without `.service`); none for client tools.
+    pub unit: Option<&'static str>,
+    pub runs_on: RunsOn,
+    pub phase: Phase,
+    /// Its executable: file name and directory. The process name `ss` reports is the file
+    /// name cut to 15 characters, as the kernel does.
+    pub binary: (&'static str, BinDir),
+    pub ports: &'static [Port],
+    pub restart: Restart,
+    /// Where the unit's settings may also live in a YAML file named by this flag (the
+    /// kubelet's `--config`): verify reads certificate paths from there too.
+    pub config_flag: Option<&'static str>,
+    pub certs: &'static [CertSite],
+}
+
+/// Every component, in the order units start and restart across phases.
+#[rustfmt::skip]
+pub const COMPONENTS: &[Component] = &[
+    Component {
+        id: ComponentId::Etcd, name: "etcd", unit: Some("etcd"), runs_on: RunsOn::EtcdMembers, phase: Phase::Etcd,
+        binary: ("etcd", BinDir::Inventory), ports: &[Port::EtcdClient, Port::EtcdPeer], restart: Restart::Rolling,
+        config_flag: None,
+        certs: &[
+            CertSite { what: "etcd server", cert_flag: "cert-file", key_flag: "key-file", profile: "etcd/server-{node}" },
+            CertSite { what: "etcd peer", cert_flag: "peer-cert-file", key_flag: "peer-key-file", profile: "etcd/peer-{node}" },
+        ],
+    },
+    Component {
+        id: ComponentId::Haproxy, name: "haproxy", unit: Some("haproxy"), runs_on: RunsOn::Lb, phase: Phase::Lb,
+        // HAProxy is a distribution package on the LB host, not a Kubernetes release binary.
+        binary: ("haproxy", BinDir::Fixed("/usr/sbin")), ports: &[Port::LoadBalancer], restart: Restart::Parallel,
+        config_flag: None, certs: &[],
+    },
+    Component {
+        id: ComponentId::KubeApiserver, name: "kube-apiserver", unit: Some("kube-apiserver"), runs_on: RunsOn::Masters, phase: Phase::ControlPlane,
+        binary: ("kube-apiserver", BinDir::Inventory), ports: &[Port::ApiServer], restart: Restart::Rolling,
+        config_flag: None,
+        certs: &[
+            CertSite { what: "API server", cert_flag: "tls-cert-file", key_flag: "tls-private-key-file", profile: "apiserver" },
+            CertSite { what: "API server kubelet client", cert_flag: "kubelet-client-certificate", key_flag: "kubelet-client-key", profile: "apiserver-kubelet-client" },
+            CertSite { what: "API server etcd client", cert_flag: "etcd-certfile", key_flag: "etcd-keyfile", profile: "apiserver-etcd-client" },
+            CertSite { what: "front-proxy client", cert_flag: "proxy-client-cert-file", key_flag: "proxy-client-key-file", profile: "front-proxy-client" },
+        ],
+    },
+    Component {
+        id: ComponentId::KubeControllerManager, name: "kube-controller-manager", unit: Some("kube-controller-manager"), runs_on: RunsOn::Masters, phase: Phase::ControlPlane,
+        // Leader-elected: a restart everywhere at once only pauses the controllers.
+        binary: ("kube-controller-manager", BinDir::Inventory), ports: &[Port::ControllerManager], restart: Restart::Parallel,
+        config_flag: None, certs: &[],
+    },
+    Component {
+        id: ComponentId::KubeScheduler, name: "kube-scheduler", unit: Some("kube-scheduler"), runs_on: RunsOn::Masters, phase: Phase::ControlPlane,
+        binary: ("kube-scheduler", BinDir::Inventory), ports: &[Port::Scheduler], restart: Restart::Parallel,
+        config_flag: None, certs: &[],
+    },
+    Component {
+        id: ComponentId::Containerd, name: "containerd", unit: Some("containerd"), runs_on: RunsOn::Workers, phase: Phase::Workers,
+        binary: ("containerd", BinDir::Inventory), ports: &[], restart: Restart::Parallel,
+        config_flag: None, certs: &[],
+    },
+    Component {
+        id: ComponentId::Kubelet, name: "kubelet", unit: Some("kubelet"), runs_on: RunsOn::Workers, phase: Phase::Workers,
+        binary: ("kubelet", BinDir::Inventory), ports: &[Port::Kubelet], restart: Restart::Parallel,
+        // The kubelet names its serving certificate in its config file, not on its command line.
+        config_flag: Some("config"),
+        certs: &[CertSite { what: "kubelet", cert_flag: "tlsCertFile", key_flag: "tlsPrivateKeyFile", profile: "kubelet-{node}" }],
+    },
+    Component {
+        id: ComponentId::KubeProxy, name: "kube-proxy", unit: Some("kube-proxy"), runs_on: RunsOn::Workers, phase: Phase::Workers,
+        binary: ("kube-proxy", BinDir::Inventory), ports: &[Port::KubeProxyHealth], restart: Restart::Parallel,
+        config_flag: None, certs: &[],
+    },
+    Component {
+        id: ComponentId::PodRoutes, name: "pod-routes", unit: Some("pod-routes"), runs_on: RunsOn::Workers, phase: Phase::Workers,
+        binary: ("ip", BinDir::Fixed("/sbin")), ports: &[], restart: Restart::Parallel,
+        config_flag: None, certs: &[],
+    },
+    Component {
+        id: ComponentId::Kubectl, name: "kubectl", unit: None, runs_on: RunsOn::FirstMaster, phase: Phase::Addons,
+        binary: ("kubectl", BinDir::Inventory), ports: &[], restart: Restart::Parallel,
+        config_flag: None, certs: &[],
+    },
+];
+
+impl ComponentId {
+    pub fn get(self) -> &'static Component {
+        COMPONENTS.iter().find(|c| c.id == self).expect("every ComponentId has a row in COMPONENTS")
+    }
+}
+
+impl Component {
+    /// The component whose unit is `unit`.
+    pub fn by_unit(unit: &str) -> Option<&'static Component> {
+        COMPONENTS.iter().find(|c| c.unit == Some(unit))
+    }
+
+    /// Does `node` run this component?
+    pub fn runs_on(&self, inv: &Inventory, node: &Node) -> bool {
+        match self.runs_on {
+            RunsOn::EtcdMembers => inv.is_etcd_member(node),
+            RunsOn::Masters => node.has(Role::Master),
+            RunsOn::Workers => node.has(Role::Worker),
+            RunsOn::Lb => node.has(Role::Lb),
+            RunsOn::FirstMaster => inv.masters().next().is_some_and(|m| m.name == node.name),
+        }
+    }
+
+    /// The absolute path of its binary on the nodes.
+    pub fn binary_path(&self, inv: &Inventory) -> String {
+        let (name, dir) = self.binary;
+        match dir {
+            BinDir::Inventory => format!("{}/{name}", inv.binaries.remote_dir.trim_end_matches('/')),
+            BinDir::Fixed(d) => format!("{d}/{name}"),
+        }
+    }
+
+    /// The name `ss -p` shows for its process (the kernel keeps 15 bytes of it).
+    pub fn process_name(&self) -> &'static str {
+        let name = self.binary.0;
+        &name[..name.len().min(15)]
+    }
+
+    /// Where it sits in the restart order (its row in [`COMPONENTS`]).
+    pub fn order(&self) -> usize {
+        COMPONENTS.iter().position(|c| c.id == self.id).expect("a row of COMPONENTS")
+    }
+}
+
+/// The components `node` runs, in table order.
+pub fn on_node<'a>(inv: &'a Inventory, node: &'a Node) -> impl Iterator<Item = &'static Component> + 'a {
+    COMPONENTS.iter().filter(move |c| c.runs_on(inv, node))
+}
+
+/// The units (daemons) `node` runs, in table order.
+pub fn units_on<'a>(inv: &'a Inventory, node: &'a Node) -> impl Iterator<Item = &'static str> + 'a {
+    on_node(inv, node).filter_map(|c| c.unit)
+}
+
+/// The phase that starts `unit`; units hardway does not know start in no phase.
+pub fn phase_of_unit(unit: &str) -> Option<Phase> {
+    Component::by_unit(unit).map(|c| c.phase)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_id_has_one_row_and_every_unit_one_component() {
+        let ids: std::collections::BTreeSet<ComponentId> = COMPONENTS.iter().map(|c| c.id).collect();
+        assert_eq!(ids.len(), COMPONENTS.len());
+        let units: Vec<&str> = COMPONENTS.iter().filter_map(|c| c.unit).collect();
+        let distinct: std::collections::BTreeSet<&&str> = units.iter().collect();
+        assert_eq!(distinct.len(), units.len());
+    }
+
+    #[test]
+    fn rows_are_in_phase_order() {
+        // Restart order follows the table; a row out of phase order would restart a unit
+        // before the one it depends on.
+        let phases: Vec<Phase> = COMPONENTS.iter().map(|c| c.phase).collect();
+        let mut sorted = phases.clone();
+        sorted.sort();
+        assert_eq!(phases, sorted);
+    }
+
+    #[test]
+    fn process_names_are_cut_like_the_kernel_cuts_them() {
+        assert_eq!(ComponentId::KubeControllerManager.get().process_name(), "kube-controller");
+        assert_eq!(ComponentId::Etcd.get().process_name(), "etcd");
+    }
+
+    #[test]
+    fn phases_round_trip_and_up_to_stops_at_the_phase() {
+        for p in Phase::ALL {
+            assert_eq!(Phase::parse(p.name()), Some(p));
+        }
+        assert_eq!(Phase::Etcd.up_to(), [Phase::Files, Phase::Etcd]);
+    }
+}
