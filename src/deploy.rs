@@ -235,8 +235,8 @@ async fn deploy_async(inv: Inventory, opts: DeployOptions) -> Result<DeployRepor
     // re-issue and send, and the real PKI directory stays as it is.
     let scratch = opts.dry_run.then(|| std::env::temp_dir().join(format!("hardway-dry-run-{}", std::process::id())));
     let generated = match &scratch {
-        Some(tmp) => copy_dir(&opts.pki_dir, tmp).and_then(|()| pki::generate(&inv, tmp, pki::GenerateOptions::default())),
-        None => pki::generate(&inv, &opts.pki_dir, pki::GenerateOptions::default()),
+        Some(tmp) => copy_dir(&opts.pki_dir, tmp).and_then(|()| Ok(pki::generate(&inv, tmp, pki::GenerateOptions::default())?)),
+        None => Ok(pki::generate(&inv, &opts.pki_dir, pki::GenerateOptions::default())?),
     };
     if let Some(tmp) = &scratch {
         let _ = std::fs::remove_dir_all(tmp);

@@ -1,0 +1,186 @@
+//! Reading PEM back: [`CertInfo`] (the parts of a certificate decisions and reports need),
+//! private and public keys, and what no longer fits the inventory. Nothing here knows file
+//! names; callers wrap a [`Malformed`] into a `PkiError` naming the file.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use rcgen::{KeyPair, PublicKeyData};
+use time::OffsetDateTime;
+use x509_parser::prelude::FromDer;
+
+use super::RENEW_BEFORE_DAYS;
+use super::matrix::{CertSpec, San};
+use crate::inventory::KeyAlgorithm;
+
+/// What is wrong with some bytes that should have been a certificate or key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Malformed(pub String);
+
+/// The parts of a certificate that decisions and reports need.
+#[derive(Debug, Clone)]
+pub struct CertInfo {
+    pub cn: String,
+    pub orgs: Vec<String>,
+    pub issuer_cn: String,
+    pub sans: BTreeSet<San>,
+    pub not_after: OffsetDateTime,
+    pub subject_key_id: Option<Vec<u8>>,
+    pub authority_key_id: Option<Vec<u8>>,
+    pub public_key: Vec<u8>,
+}
+
+impl CertInfo {
+    pub fn parse(pem: &str) -> Result<CertInfo, Malformed> {
+        use x509_parser::extensions::{GeneralName, ParsedExtension};
+        let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .map_err(|e| Malformed(format!("not a PEM certificate ({e})")))?;
+        let cert = p.parse_x509().map_err(|e| Malformed(format!("not an X.509 certificate ({e})")))?;
+        let name_of = |n: &x509_parser::x509::X509Name<'_>| {
+            n.iter_common_name().next().and_then(|c| c.as_str().ok()).unwrap_or("").to_string()
+        };
+        let mut sans = BTreeSet::new();
+        let mut ski = None;
+        let mut aki = None;
+        for ext in cert.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::SubjectAlternativeName(san) => {
+                    for g in &san.general_names {
+                        match g {
+                            GeneralName::DNSName(d) => {
+                                sans.insert(San::Dns(d.to_string()));
+                            }
+                            GeneralName::IPAddress(b) => {
+                                let ip = match b.len() {
+                                    4 => IpAddr::from(<[u8; 4]>::try_from(*b).expect("len 4")),
+                                    16 => IpAddr::from(<[u8; 16]>::try_from(*b).expect("len 16")),
+                                    _ => continue,
+                                };
+                                sans.insert(San::Ip(ip));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(k.0.to_vec()),
+                ParsedExtension::AuthorityKeyIdentifier(a) => aki = a.key_identifier.as_ref().map(|k| k.0.to_vec()),
+                _ => {}
+            }
+        }
+        let not_after = OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
+            .map_err(|e| Malformed(format!("notAfter is out of range ({e})")))?;
+        Ok(CertInfo {
+            cn: name_of(cert.subject()),
+            orgs: cert.subject().iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_string).collect(),
+            issuer_cn: name_of(cert.issuer()),
+            sans,
+            not_after,
+            subject_key_id: ski,
+            authority_key_id: aki,
+            public_key: cert.public_key().subject_public_key.data.to_vec(),
+        })
+    }
+
+    pub fn days_left(&self, now: OffsetDateTime) -> i64 {
+        (self.not_after - now).whole_days()
+    }
+
+    pub fn matches_key(&self, key_pem: &str) -> Result<bool, Malformed> {
+        Ok(self.is_for(&parse_key(key_pem)?))
+    }
+
+    /// Is `key` the private half of this certificate's public key?
+    pub(crate) fn is_for(&self, key: &KeyPair) -> bool {
+        key.public_key_raw() == self.public_key.as_slice()
+    }
+
+    /// Was this certificate signed by `ca`? Compared by key identifier, as chain building does.
+    pub fn issued_by(&self, ca: &CertInfo) -> bool {
+        self.issuer_cn == ca.cn && self.authority_key_id.is_some() && self.authority_key_id == ca.subject_key_id
+    }
+
+    /// Every reason this certificate does not serve `spec` any more; empty when it does.
+    pub fn mismatches(&self, spec: &CertSpec, ca: &CertInfo, now: OffsetDateTime) -> Vec<String> {
+        let mut why = self.misfits(spec, ca);
+        why.extend(self.expiry_problem(now));
+        why
+    }
+
+    /// What no longer matches the inventory or the CA: subject, SANs, issuer.
+    pub(crate) fn misfits(&self, spec: &CertSpec, ca: &CertInfo) -> Vec<String> {
+        let mut why = Vec::new();
+        if self.cn != spec.cn || self.orgs != spec.orgs {
+            why.push(format!(
+                "subject is CN={} O={}, inventory needs CN={} O={}",
+                self.cn,
+                self.orgs.join(","),
+                spec.cn,
+                spec.orgs.join(",")
+            ));
+        }
+        let missing: Vec<String> = spec.sans.difference(&self.sans).map(|s| format!("+{s}")).collect();
+        let extra: Vec<String> = self.sans.difference(&spec.sans).map(|s| format!("-{s}")).collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            why.push(format!("SANs changed ({})", [missing, extra].concat().join(" ")));
+        }
+        if !self.issued_by(ca) {
+            why.push(format!("not signed by the current {} CA", ca.cn));
+        }
+        why
+    }
+
+    /// "expires in N days" within [`RENEW_BEFORE_DAYS`], "expired N days ago" after.
+    pub(crate) fn expiry_problem(&self, now: OffsetDateTime) -> Option<String> {
+        let days = self.days_left(now);
+        (days < RENEW_BEFORE_DAYS)
+            .then(|| if days < 0 { format!("expired {} days ago", -days) } else { format!("expires in {days} days") })
+    }
+}
+
+/// A private key, as rcgen reads it (PKCS#8, SEC1 or PKCS#1 PEM).
+pub(crate) fn parse_key(pem: &str) -> Result<KeyPair, Malformed> {
+    KeyPair::from_pem(pem).map_err(|e| Malformed(format!("not a private key in PEM ({e})")))
+}
+
+/// A `PUBLIC KEY` PEM block; returns its DER (a SubjectPublicKeyInfo) after checking it parses.
+pub(crate) fn parse_public_key(pem: &str) -> Result<Vec<u8>, Malformed> {
+    let (_, p) =
+        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| Malformed(format!("not a PEM public key ({e})")))?;
+    if p.label != "PUBLIC KEY" {
+        return Err(Malformed(format!("a {} PEM block, where a PUBLIC KEY belongs", p.label)));
+    }
+    match x509_parser::x509::SubjectPublicKeyInfo::from_der(&p.contents) {
+        Ok(([], _)) => Ok(p.contents),
+        Ok(_) => Err(Malformed("trailing bytes after the public key".into())),
+        Err(e) => Err(Malformed(format!("not a public key ({e})"))),
+    }
+}
+
+/// Does `spki_der` (from [`parse_public_key`]) belong to `key`?
+pub(crate) fn public_key_matches(spki_der: &[u8], key: &KeyPair) -> bool {
+    key.subject_public_key_info() == spki_der
+}
+
+pub(crate) fn key_algorithm_of(key: &KeyPair) -> Result<KeyAlgorithm, Malformed> {
+    let alg = key.algorithm();
+    if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
+        return Ok(KeyAlgorithm::EcdsaP256);
+    }
+    // RSA sizes are told apart by the modulus: the raw public key of a 4096-bit key is over 512
+    // bytes, of a 2048-bit one about 270.
+    if alg == &rcgen::PKCS_RSA_SHA256 || alg == &rcgen::PKCS_RSA_SHA384 || alg == &rcgen::PKCS_RSA_SHA512 {
+        return Ok(if key.der_bytes().len() > 400 { KeyAlgorithm::Rsa4096 } else { KeyAlgorithm::Rsa2048 });
+    }
+    Err(Malformed("a key of an algorithm hardway does not use (ECDSA P-256 or RSA)".into()))
+}
+
+/// `2026-11-27 15:09Z`, as `pki check` lists expiry.
+pub(crate) fn fmt_time(t: OffsetDateTime) -> String {
+    format!("{} {:02}:{:02}Z", fmt_date(t), t.hour(), t.minute())
+}
+
+/// `2026-11-27`, for messages.
+pub(crate) fn fmt_date(t: OffsetDateTime) -> String {
+    format!("{:04}-{:02}-{:02}", t.year(), t.month() as u8, t.day())
+}

@@ -1,0 +1,234 @@
+//! The PKI directory on disk. Reading parses every file (a certificate with x509-parser, a key
+//! with rcgen) so that a corrupt one is an error naming it, never bytes passed on to `render`;
+//! [`load`] also checks that every pair belongs together. Writing keeps keys private: the
+//! directories are 0700, and every file goes through a fresh temp file that has its final mode
+//! before the first byte is written, then is renamed into place.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rcgen::KeyPair;
+
+use super::cert::{self, CertInfo, Malformed};
+use super::error::PkiError;
+use super::matrix::{cas_for, matrix};
+use super::{ENCRYPTION_KEY_FILE, KeyedCert, Pki, SA_KEY_FILE, SA_PUB_FILE};
+use crate::inventory::Inventory;
+
+/// A file as read: its path (for messages), its text, and what it parsed to.
+pub(crate) struct Stored<T> {
+    pub path: PathBuf,
+    pub pem: String,
+    pub parsed: T,
+}
+
+/// A certificate file and its key file, each read and parsed if it exists.
+pub(crate) struct Pair {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub cert: Option<Stored<CertInfo>>,
+    pub key: Option<Stored<KeyPair>>,
+}
+
+impl Pair {
+    /// The pair, unless both files exist and do not belong together: that is an error naming both.
+    pub fn checked(self) -> Result<Pair, PkiError> {
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) if !c.parsed.is_for(&k.parsed) => {
+                Err(PkiError::KeyMismatch { cert: self.cert_path, key: self.key_path })
+            }
+            _ => Ok(self),
+        }
+    }
+}
+
+pub(crate) fn read_opt(path: &Path) -> Result<Option<String>, PkiError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(PkiError::io("read", path)(e)),
+    }
+}
+
+pub(crate) fn exists(path: &Path) -> Result<bool, PkiError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(PkiError::io("look at", path)(e)),
+    }
+}
+
+/// Reads `path` if it exists and parses it; a parse failure is a [`PkiError::BadPem`] naming it.
+pub(crate) fn read_parsed<T>(path: &Path, parse: impl Fn(&str) -> Result<T, Malformed>) -> Result<Option<Stored<T>>, PkiError> {
+    let Some(pem) = read_opt(path)? else { return Ok(None) };
+    let parsed = parse(&pem).map_err(PkiError::bad_pem(path))?;
+    Ok(Some(Stored { path: path.to_path_buf(), pem, parsed }))
+}
+
+/// `NAME.crt` and `NAME.key` below `dir`.
+pub(crate) fn pair_paths(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+    (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")))
+}
+
+pub(crate) fn read_pair(dir: &Path, stem: &str) -> Result<Pair, PkiError> {
+    let (cert_path, key_path) = pair_paths(dir, stem);
+    let cert = read_parsed(&cert_path, CertInfo::parse)?;
+    let key = read_parsed(&key_path, cert::parse_key)?;
+    Ok(Pair { cert_path, key_path, cert, key })
+}
+
+/// `sa.pub` (as SubjectPublicKeyInfo DER) and `sa.key`, each if it exists.
+pub(crate) type SaFiles = (Option<Stored<Vec<u8>>>, Option<Stored<KeyPair>>);
+
+pub(crate) fn read_sa(dir: &Path) -> Result<SaFiles, PkiError> {
+    Ok((read_parsed(&dir.join(SA_PUB_FILE), cert::parse_public_key)?, read_parsed(&dir.join(SA_KEY_FILE), cert::parse_key)?))
+}
+
+/// `sa.pub` must be the public half of `sa.key`: the API server verifies with one the tokens
+/// signed with the other.
+pub(crate) fn sa_matched(pubkey: &Stored<Vec<u8>>, key: &Stored<KeyPair>) -> Result<(), PkiError> {
+    if cert::public_key_matches(&pubkey.parsed, &key.parsed) {
+        Ok(())
+    } else {
+        Err(PkiError::KeyMismatch { cert: pubkey.path.clone(), key: key.path.clone() })
+    }
+}
+
+/// The encryption key's base64 text, checked to be 32 bytes, if the file exists.
+pub(crate) fn read_encryption_key(dir: &Path) -> Result<Option<String>, PkiError> {
+    let path = dir.join(ENCRYPTION_KEY_FILE);
+    let Some(text) = read_opt(&path)? else { return Ok(None) };
+    let b64 = text.trim().to_string();
+    let reason = match base64::engine::general_purpose::STANDARD.decode(&b64) {
+        Ok(raw) if raw.len() == 32 => return Ok(Some(b64)),
+        Ok(raw) => format!("the key is {} bytes; aescbc needs exactly 32", raw.len()),
+        Err(e) => format!("not valid base64 ({e})"),
+    };
+    Err(PkiError::BadEncryptionKey { path, reason })
+}
+
+/// Reads an existing PKI for the inventory: every file parsed, every pair checked to belong
+/// together; fails naming a bad file, or listing the missing ones.
+pub fn load(inv: &Inventory, dir: &Path) -> Result<Pki, PkiError> {
+    let mut missing = Vec::new();
+    let mut read = |stem: &str| -> Result<Option<KeyedCert>, PkiError> {
+        match read_pair(dir, stem)?.checked()? {
+            Pair { cert: Some(c), key: Some(k), .. } => Ok(Some(KeyedCert { cert_pem: c.pem, key_pem: k.pem })),
+            _ => {
+                missing.push(stem.to_string());
+                Ok(None)
+            }
+        }
+    };
+    let mut cas = BTreeMap::new();
+    for ca in cas_for(inv) {
+        if let Some(kc) = read(ca.file)? {
+            cas.insert(ca.id, kc);
+        }
+    }
+    let mut certs = BTreeMap::new();
+    for spec in matrix(inv) {
+        if let Some(kc) = read(&spec.name)? {
+            certs.insert(spec.name, kc);
+        }
+    }
+    let sa = match read_sa(dir)? {
+        (Some(p), Some(k)) => sa_matched(&p, &k).map(|()| Some((p.pem, k.pem)))?,
+        _ => None,
+    };
+    let enc = read_encryption_key(dir)?;
+    if sa.is_none() {
+        missing.push("sa".into());
+    }
+    if enc.is_none() {
+        missing.push(ENCRYPTION_KEY_FILE.into());
+    }
+    let (Some((sa_pub_pem, sa_key_pem)), Some(encryption_key_b64), true) = (sa, enc, missing.is_empty()) else {
+        return Err(PkiError::Incomplete { dir: dir.to_path_buf(), inventory: inv.source.clone(), missing });
+    };
+    Ok(Pki { dir: dir.to_path_buf(), cas, certs, sa_key_pem, sa_pub_pem, encryption_key_b64 })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing.
+
+/// Creates `dir` with mode 0700, or sets 0700 on an existing one with another mode: it holds
+/// private keys. Returns a note for the report when an existing directory's mode was changed.
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<Option<String>, PkiError> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => {
+            Err(PkiError::io("use as a directory", dir)(std::io::Error::from(std::io::ErrorKind::NotADirectory)))
+        }
+        Ok(m) if m.permissions().mode() & 0o7777 == 0o700 => Ok(None),
+        Ok(m) => {
+            let was = m.permissions().mode() & 0o7777;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(PkiError::io("set the mode of", dir))?;
+            Ok(Some(format!("{} was mode {was:04o}; set it to 0700 (it holds private keys)", dir.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(PkiError::io("create", dir))?;
+            // The mode given to mkdir() is filtered by the umask.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(PkiError::io("set the mode of", dir))?;
+            Ok(None)
+        }
+        Err(e) => Err(PkiError::io("look at", dir)(e)),
+    }
+}
+
+/// Writes a public file (a certificate, `sa.pub`) and, when given, its private key. Both are
+/// staged in temp files before either is renamed into place, so an interruption leaves the old
+/// pair, or (between the two renames) a new key with the old public half: a mismatch that
+/// `load`, `check` and `generate` name.
+pub(crate) fn write_pair(public: (&Path, &str), private: Option<(&Path, &str)>) -> Result<(), PkiError> {
+    let public_tmp = stage(public.0, public.1.as_bytes(), 0o644)?;
+    if let Some((key, pem)) = private {
+        let key_tmp = stage(key, pem.as_bytes(), 0o600).inspect_err(|_| {
+            let _ = std::fs::remove_file(&public_tmp);
+        })?;
+        commit(&key_tmp, key)?;
+    }
+    commit(&public_tmp, public.0)
+}
+
+/// Writes through a temporary file created with its final mode, then renames: a reader never
+/// sees half a key, and a key is never readable by others, not even for a moment.
+pub fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), PkiError> {
+    let tmp = stage(path, data, mode)?;
+    commit(&tmp, path)
+}
+
+/// Writes `data` to a new `.NAME.tmp` beside `path` and returns its path.
+fn stage(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf, PkiError> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !exists(parent)? {
+        ensure_private_dir(parent)?;
+    }
+    let tmp = parent.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    // A stale temp file (from an interrupted run) may have any mode, or be a symlink someone
+    // planted: remove it (remove_file never follows a symlink) and create the file anew with
+    // O_EXCL, which fails rather than follows a symlink that reappears in between.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(PkiError::io("remove the stale", &tmp)(e)),
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(PkiError::io("create", &tmp))?;
+    // open()'s mode is filtered by the umask: set the exact one before the first byte.
+    f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(PkiError::io("set the mode of", &tmp))?;
+    f.write_all(data).map_err(PkiError::io("write", &tmp))?;
+    Ok(tmp)
+}
+
+fn commit(tmp: &Path, path: &Path) -> Result<(), PkiError> {
+    std::fs::rename(tmp, path).map_err(PkiError::io("rename a temp file into", path))
+}
