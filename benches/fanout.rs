@@ -38,9 +38,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use hardway::components::Phase;
 use hardway::deploy;
-use hardway::plan::Phase;
-use hardway::ssh::HostKeyPolicy;
+use hardway::remote::ssh::{HostKeyPolicy, SshConnector};
 use hardway::{inventory, pki, render};
 
 mod common;
@@ -613,9 +613,11 @@ fn child_main() {
     let (inv_path, pki_dir, parallel) = (Path::new(&args[1]), Path::new(&args[2]), args[3].parse::<usize>().unwrap());
     let inv = inventory::load(inv_path).unwrap();
     let pki = pki::load(&inv, pki_dir).unwrap();
-    let rendered = Arc::new(render::render(&inv, &pki).unwrap());
+    let rendered = render::render(&inv, &pki).unwrap();
+    let connector = Arc::new(SshConnector::new(&inv, HostKeyPolicy::Strict));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let t = Instant::now();
-    let outcomes = deploy::push_files(&inv, rendered, &Phase::ALL, parallel, HostKeyPolicy::Strict).unwrap();
+    let outcomes = rt.block_on(deploy::push_files(&inv, rendered, connector, &Phase::ALL, parallel));
     let push_ms = t.elapsed().as_secs_f64() * 1e3;
     let failed: Vec<String> = outcomes.iter().filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.node))).collect();
     let result = serde_json::json!({

@@ -1,13 +1,17 @@
-//! The command line: argument parsing and printing. Everything it does is a call into the
-//! pipeline stages; nothing here decides anything about clusters.
+//! The command line: argument parsing and printing, and the one async runtime. Everything it
+//! does is a call into the pipeline stages; nothing here decides anything about clusters.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::{bootstrap, deploy, inventory, lab, pki, plan, render, verify};
+use crate::components::Phase;
+use crate::remote::ssh::{HostKeyPolicy, SshConnector};
+use crate::{deploy, inventory, lab, pki, probe, render, verify};
 
 #[derive(Parser)]
 #[command(name = "hardway", version, about = "Bootstrap Kubernetes the hard way from one inventory file", args_override_self = true)]
@@ -16,11 +20,21 @@ struct Cli {
     command: Command,
 }
 
+/// The inventory, as an argument or with -i (default ./inventory.toml).
 #[derive(Args, Clone)]
 struct InventoryArg {
-    /// The inventory file.
-    #[arg(short = 'i', long = "inventory", default_value = "inventory.toml", global = true)]
-    inventory: PathBuf,
+    /// The inventory file (default: ./inventory.toml).
+    #[arg(value_name = "INVENTORY", conflicts_with = "flag")]
+    positional: Option<PathBuf>,
+    /// The inventory file (same as the positional argument).
+    #[arg(short = 'i', long = "inventory", value_name = "INVENTORY")]
+    flag: Option<PathBuf>,
+}
+
+impl InventoryArg {
+    fn path(&self) -> PathBuf {
+        self.flag.clone().or_else(|| self.positional.clone()).unwrap_or_else(|| "inventory.toml".into())
+    }
 }
 
 #[derive(Subcommand)]
@@ -42,9 +56,6 @@ enum Command {
     },
     /// Push everything to the hosts over SSH, bootstrap etcd, start the control plane and workers.
     Deploy {
-        /// The inventory file (same as -i).
-        #[arg(value_name = "INVENTORY")]
-        inventory_pos: Option<PathBuf>,
         #[command(flatten)]
         inv: InventoryArg,
         #[arg(long, default_value = "pki")]
@@ -62,9 +73,13 @@ enum Command {
         /// Record host keys that are not in known_hosts yet (changed keys are always refused).
         #[arg(long)]
         accept_new_host_keys: bool,
-        /// How long to wait for a healthy etcd cluster, in seconds.
-        #[arg(long, default_value_t = 120)]
+        /// How long etcd may take to become healthy, in seconds (bootstrap, and each step of a
+        /// rolling restart).
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
         etcd_timeout: u64,
+        /// How long an API server may take to answer /readyz after a restart, in seconds.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        api_timeout: u64,
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
@@ -167,6 +182,11 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The runtime every async stage runs on: remote operations go to its blocking pool.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")
+}
+
 fn load_inventory(path: &Path) -> Result<inventory::Inventory> {
     let inv = inventory::load(path)?;
     for w in &inv.warnings {
@@ -175,11 +195,22 @@ fn load_inventory(path: &Path) -> Result<inventory::Inventory> {
     Ok(inv)
 }
 
+fn policy(accept_new: bool) -> HostKeyPolicy {
+    if accept_new { HostKeyPolicy::AcceptNew } else { HostKeyPolicy::Strict }
+}
+
+/// Prints to stdout; a closed pipe (`hardway ... | head`) ends the output quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    };
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { inv } => {
-            let inv = load_inventory(&inv.inventory)?;
-            println!(
+            let inv = load_inventory(&inv.path())?;
+            out!(
                 "{}: cluster {:?}, {} masters, {} workers, {} etcd members, API at {}",
                 inv.source.display(),
                 inv.cluster.name,
@@ -191,62 +222,86 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Pki { command: PkiCommand::Generate { inv, out, force } } => {
-            let inv = load_inventory(&inv.inventory)?;
-            let (_, report) = pki::generate(&inv, &out, pki::GenerateOptions { force })?;
-            println!("{report}");
+            let inv = load_inventory(&inv.path())?;
+            let (_, report) = pki::generate(&inv, &out, pki::GenerateOptions { force, dry_run: false })?;
+            out!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Pki { command: PkiCommand::Check { inv, pki: dir } } => {
-            let inv = load_inventory(&inv.inventory)?;
+            let inv = load_inventory(&inv.path())?;
             let rows = pki::check(&inv, &dir)?;
-            println!("{:<32} {:<62} {:<30} {:<18} {:>9}  STATUS", "CERTIFICATE", "SUBJECT", "ISSUER", "EXPIRES", "DAYS LEFT");
+            out!("{:<32} {:<62} {:<30} {:<18} {:>9}  STATUS", "CERTIFICATE", "SUBJECT", "ISSUER", "EXPIRES", "DAYS LEFT");
             let mut bad = 0;
             for r in &rows {
                 let status = if r.problems.is_empty() { "ok".to_string() } else { r.problems.join("; ") };
                 bad += usize::from(!r.problems.is_empty());
-                println!("{:<32} {:<62} {:<30} {:<18} {:>9}  {status}", r.name, r.subject, r.issuer, r.not_after, r.days_left);
+                out!("{:<32} {:<62} {:<30} {:<18} {:>9}  {status}", r.name, r.subject, r.issuer, r.not_after, r.days_left);
                 if !r.sans.is_empty() {
-                    println!("{:<32} SANs: {}", "", r.sans.join(", "));
+                    out!("{:<32} SANs: {}", "", r.sans.join(", "));
                 }
             }
-            println!("{} certificates, {bad} with problems", rows.len());
+            out!("{} certificates, {bad} with problems", rows.len());
             Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Deploy { inventory_pos, inv, pki: dir, phases, dry_run, parallel, accept_new_host_keys, etcd_timeout, output } => {
-            let path = inventory_pos.unwrap_or(inv.inventory);
-            let inv = load_inventory(&path)?;
-            let mut opts = deploy::DeployOptions::new(dir);
+        Command::Deploy { inv, pki: dir, phases, dry_run, parallel, accept_new_host_keys, etcd_timeout, api_timeout, output } => {
+            let inv = load_inventory(&inv.path())?;
+            let mut opts = deploy::DeployOptions { dry_run, parallel, ..deploy::DeployOptions::default() };
             if !phases.is_empty() {
                 opts.phases = phases
                     .iter()
                     .map(|p| {
-                        plan::Phase::parse(p.trim()).with_context(|| {
-                            let names: Vec<&str> = plan::Phase::ALL.iter().map(|p| p.name()).collect();
+                        Phase::parse(p.trim()).with_context(|| {
+                            let names: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
                             format!("--phases: unknown phase {p:?} (phases: {})", names.join(", "))
                         })
                     })
                     .collect::<Result<_>>()?;
             }
-            opts.dry_run = dry_run;
-            opts.parallel = parallel;
-            opts.accept_new_host_keys = accept_new_host_keys;
             opts.etcd_timeout = std::time::Duration::from_secs(etcd_timeout);
+            opts.api_timeout = std::time::Duration::from_secs(api_timeout);
             opts.progress = output == OutputFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let report = deploy::deploy(&inv, &opts)?;
+
+            // The PKI is brought up to date (kept where it still fits); a dry run decides the
+            // same in memory and writes nothing.
+            let (pki, pki_report) = pki::generate(&inv, &dir, pki::GenerateOptions { force: false, dry_run })?;
+            for w in &pki_report.warnings {
+                eprintln!("warning: {w}");
+            }
+            let would = if dry_run { "would be " } else { "" };
+            let pki_changes: Vec<String> = pki_report
+                .entries
+                .iter()
+                .filter(|(_, a)| *a != pki::Action::Kept)
+                .map(|(n, a)| match a {
+                    pki::Action::Reissued(why) => format!("{n}: {would}re-issued ({why})"),
+                    _ => format!("{n}: {would}created"),
+                })
+                .collect();
+            let mut rendered = render::render(&inv, &pki)?;
+            deploy::add_local_binaries(&inv, &mut rendered, &opts.selected())?;
+            let connector = Arc::new(SshConnector::new(&inv, policy(accept_new_host_keys)));
+            let admin = pki.cert("admin");
+            let api = probe::api_tls_config(&pki.ca(pki::CaId::Kubernetes).cert_pem, &admin.cert_pem, &admin.key_pem).ok();
+            let probe = Arc::new(probe::NetProbe::new(&inv, Some(probe::EtcdAuth::from_pki(&pki)), api));
+            let mut report = runtime()?.block_on(deploy::deploy(&inv, rendered, connector, probe, &opts))?;
+            report.pki_changes = pki_changes;
             if output == OutputFormat::Json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 for c in &report.pki_changes {
-                    println!("pki: {c}");
+                    out!("pki: {c}");
                 }
                 if report.dry_run {
-                    print!("{}", report.plan);
-                    println!("dry run: nothing was changed");
+                    let _ = write!(std::io::stdout(), "{}", report.plan);
+                    for s in &report.steps {
+                        out!("{s}");
+                    }
+                    out!("dry run: nothing was changed");
                 } else {
                     for m in &report.etcd {
-                        println!("etcd: {}", bootstrap::describe(m));
+                        out!("etcd: {}", probe::describe(m));
                     }
-                    println!("{}", report.table());
+                    out!("{}", report.table());
                     for h in report.failed() {
                         eprintln!("{} failed: {}", h.node, h.error.as_deref().unwrap_or("?"));
                     }
@@ -255,13 +310,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if report.failed().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Verify { inv, pki: dir, ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, accept_new_host_keys, output } => {
-            let inv = load_inventory(&inv.inventory)?;
-            let opts = verify::VerifyOptions { ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, accept_new_host_keys, ..verify::VerifyOptions::new(dir) };
-            let checks = verify::verify(&inv, &opts)?;
+            let inv = load_inventory(&inv.path())?;
+            let opts = verify::VerifyOptions { ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, ..verify::VerifyOptions::new(dir) };
+            let creds = verify::Credentials::load(&opts)?;
+            let (probe, api_error) = creds.probe(&inv);
+            let connector = Arc::new(SshConnector::new(&inv, policy(accept_new_host_keys)));
+            let checks = runtime()?.block_on(verify::verify(&inv, creds, connector, Arc::new(probe), api_error, parallel));
             if output == OutputFormat::Json {
-                println!("{}", serde_json::to_string_pretty(&checks)?);
+                out!("{}", serde_json::to_string_pretty(&checks)?);
             } else {
-                println!("{}", verify::format_report(&checks));
+                out!("{}", verify::format_report(&checks));
             }
             let failed = checks.iter().any(|c| c.status == verify::Status::Fail);
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
@@ -269,33 +327,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Lab { command } => {
             let opts = lab::LabOptions::default();
             let (inv, up) = match &command {
-                LabCommand::Up { inv } => (load_inventory(&inv.inventory)?, true),
-                LabCommand::Status { inv } | LabCommand::Down { inv } => (load_inventory(&inv.inventory)?, false),
+                LabCommand::Up { inv } => (load_inventory(&inv.path())?, true),
+                LabCommand::Status { inv } | LabCommand::Down { inv } => (load_inventory(&inv.path())?, false),
             };
             let lab = match command {
                 LabCommand::Down { .. } => {
                     lab::down(&inv, &opts)?;
-                    println!("lab {} is down", inv.cluster.name);
+                    out!("lab {} is down", inv.cluster.name);
                     return Ok(ExitCode::SUCCESS);
                 }
                 _ if up => lab::up(&inv, &opts)?,
                 _ => lab::status(&inv, &opts)?,
             };
-            println!("{:<12} {:<16} {:<8} {:<10} SYSTEMD", "NODE", "ADDRESS", "RUNNING", "SSH");
+            out!("{:<12} {:<16} {:<8} {:<10} SYSTEMD", "NODE", "ADDRESS", "RUNNING", "SSH");
             for n in &lab.nodes {
                 let yes = |b: bool| if b { "yes" } else { "no" };
-                println!("{:<12} {:<16} {:<8} {:<10} {}", n.name, n.address, yes(n.running), yes(n.reachable), n.system_state.as_deref().unwrap_or("-"));
+                out!("{:<12} {:<16} {:<8} {:<10} {}", n.name, n.address, yes(n.running), yes(n.reachable), n.system_state.as_deref().unwrap_or("-"));
             }
-            println!("ssh key: {}\nknown_hosts: {}", lab.ssh_key.display(), lab.known_hosts.display());
+            out!("ssh key: {}\nknown_hosts: {}", lab.ssh_key.display(), lab.known_hosts.display());
             let all_up = lab.nodes.iter().all(|n| n.running && n.reachable);
             Ok(if all_up { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Render { inv, pki: dir, out } => {
-            let inv = load_inventory(&inv.inventory)?;
+            let inv = load_inventory(&inv.path())?;
             let pki = pki::load(&inv, &dir)?;
             let rendered = render::render(&inv, &pki)?;
             let n = rendered.write_to(&out).with_context(|| format!("writing {}", out.display()))?;
-            println!("rendered {n} files for {} hosts under {}", rendered.hosts.len(), out.display());
+            out!("rendered {n} files for {} hosts under {}", rendered.hosts.len(), out.display());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -82,6 +82,8 @@ pub enum ComponentId {
 /// Which nodes run a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunsOn {
+    /// Every node (files only: no component runs everywhere).
+    AllNodes,
     /// Nodes with role `etcd`, or the masters when no node has it (stacked etcd).
     EtcdMembers,
     Masters,
@@ -280,13 +282,7 @@ impl Component {
 
     /// Does `node` run this component?
     pub fn runs_on(&self, inv: &Inventory, node: &Node) -> bool {
-        match self.runs_on {
-            RunsOn::EtcdMembers => inv.is_etcd_member(node),
-            RunsOn::Masters => node.has(Role::Master),
-            RunsOn::Workers => node.has(Role::Worker),
-            RunsOn::Lb => node.has(Role::Lb),
-            RunsOn::FirstMaster => inv.masters().next().is_some_and(|m| m.name == node.name),
-        }
+        self.runs_on.includes(inv, node)
     }
 
     /// The absolute path of its binary on the nodes.
@@ -304,9 +300,23 @@ impl Component {
         &name[..name.len().min(15)]
     }
 
-    /// Where it sits in the restart order (its row in [`COMPONENTS`]).
-    pub fn order(&self) -> usize {
-        COMPONENTS.iter().position(|c| c.id == self.id).expect("a row of COMPONENTS")
+    /// The key templates use for its binary and unit (`{{ bin.kube_apiserver }}`).
+    pub fn key(&self) -> String {
+        self.name.replace('-', "_")
+    }
+}
+
+impl RunsOn {
+    /// Is `node` one of these nodes?
+    pub fn includes(self, inv: &Inventory, node: &Node) -> bool {
+        match self {
+            RunsOn::AllNodes => true,
+            RunsOn::EtcdMembers => inv.is_etcd_member(node),
+            RunsOn::Masters => node.has(Role::Master),
+            RunsOn::Workers => node.has(Role::Worker),
+            RunsOn::Lb => node.has(Role::Lb),
+            RunsOn::FirstMaster => inv.masters().next().is_some_and(|m| m.name == node.name),
+        }
     }
 }
 

@@ -1,24 +1,24 @@
 //! hardway: Kubernetes "the hard way", from one inventory file.
 //!
-//! The library is a pipeline; each stage takes the previous stage's type and returns its own:
+//! The library is a pipeline; each stage takes the previous stage's output:
 //!
 //! ```text
-//! inventory::load(path)                 -> Inventory   what the cluster is (validated)
-//! pki::generate(&inv, dir)              -> Pki         CAs, certificates, keys, encryption key
-//! render::render(&inv, &pki)            -> Rendered    every file of every host, in memory
-//! plan::plan_host(&rendered, host, ..)  -> HostPlan    files to send, units to (re)start
-//! apply::{upload, systemctl}(conn, ..)  over ssh::Conn, one round trip each
-//! bootstrap::wait_healthy(&inv, ..)     -> etcd members' status, one leader
+//! inventory::load(path)              -> Inventory    what the cluster is (validated)
+//! pki::generate(&inv, dir)           -> Pki          CAs, certificates, keys, encryption key
+//! render::render(&inv, &pki)         -> Rendered     every file of every host, in memory
+//! plan::plan_host(&rendered, ..)     -> HostPlan     files to send, units to (re)start (pure)
+//! remote::Remote                     apply a plan on a node: files, systemctl, facts (SSH or fake)
+//! probe::wait_healthy(..)            bootstrap: etcd members answer and agree on a leader
+//! verify::verify(..)                 -> Vec<Check>   is it healthy and built right?
 //! ```
 //!
-//! `deploy` runs plan → apply → bootstrap phase by phase across hosts (kubeadm's phase names);
-//! `lab` boots local systemd-nspawn machines to deploy to.
+//! What each daemon is — unit, nodes, phase, binary, ports, restart policy, certificates — is
+//! one table, [`components`]. [`deploy`] runs plan → remote → probe phase by phase (one module
+//! per phase, kubeadm's names); [`lab`] boots local systemd-nspawn machines to deploy to.
 //!
-//! `cli` is the command-line front end over these stages (like ripgrep's core/CLI split);
-//! `main.rs` only calls it.
+//! [`cli`] is the command-line front end over these stages (like ripgrep's core/CLI split) and
+//! owns the one async runtime; `main.rs` only calls it.
 
-pub mod apply;
-pub mod bootstrap;
 pub mod cli;
 pub mod components;
 pub mod deploy;
@@ -26,6 +26,10 @@ pub mod inventory;
 pub mod lab;
 pub mod pki;
 pub mod plan;
+pub mod probe;
+pub mod remote;
 pub mod render;
-pub mod ssh;
 pub mod verify;
+
+#[cfg(test)]
+mod testing;

@@ -11,69 +11,14 @@ use std::fmt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::components::{Phase, phase_of_unit};
+use crate::remote::RemoteFile;
 use crate::render::{File, Rendered};
 
-/// Deploy phases, in the order they run (named after kubeadm's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    Preflight,
-    Files,
-    Etcd,
-    Lb,
-    ControlPlane,
-    Workers,
-    Addons,
-}
-
-impl Phase {
-    pub const ALL: [Phase; 7] =
-        [Phase::Preflight, Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane, Phase::Workers, Phase::Addons];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Preflight => "preflight",
-            Phase::Files => "files",
-            Phase::Etcd => "etcd",
-            Phase::Lb => "lb",
-            Phase::ControlPlane => "control-plane",
-            Phase::Workers => "workers",
-            Phase::Addons => "addons",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Phase> {
-        Phase::ALL.iter().copied().find(|p| p.name() == s)
-    }
-
-    /// The phase that starts a unit.
-    pub fn of_unit(unit: &str) -> Phase {
-        match unit {
-            "etcd" => Phase::Etcd,
-            "haproxy" => Phase::Lb,
-            "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" => Phase::ControlPlane,
-            _ => Phase::Workers,
-        }
-    }
-
-    /// The phase that places a file: the earliest phase of the units that use it, or `files`.
-    pub fn of_file(f: &File) -> Phase {
-        f.units.iter().map(|u| Phase::of_unit(u)).min().unwrap_or(Phase::Files)
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// What a host has at one path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteFile {
-    pub sha256: String,
-    pub mode: u32,
-    pub owner: String,
+/// The phase that places a file: the earliest phase of the units that use it, or `files` for a
+/// file no unit reads (the /etc/hosts block, addon manifests).
+pub fn phase_of_file(f: &File) -> Phase {
+    f.units.iter().filter_map(|u| phase_of_unit(u)).min().unwrap_or(Phase::Files)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -111,12 +56,6 @@ pub struct HostPlan {
     pub unchanged: usize,
 }
 
-impl HostPlan {
-    pub fn restarts(&self) -> impl Iterator<Item = &UnitAction> {
-        self.units.iter().filter(|u| u.restart)
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub phases: Vec<Phase>,
@@ -130,7 +69,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// The files of `host` that the selected phases place.
 pub fn files_in_phases<'a>(rendered: &'a Rendered, host: &str, phases: &[Phase]) -> Vec<&'a File> {
-    rendered.hosts.get(host).map(|fs| fs.iter().filter(|f| phases.contains(&Phase::of_file(f))).collect()).unwrap_or_default()
+    rendered.hosts.get(host).map(|fs| fs.iter().filter(|f| phases.contains(&phase_of_file(f))).collect()).unwrap_or_default()
 }
 
 /// Plans one host. `remote` holds what the host reported for each path (absent = missing).
@@ -160,7 +99,7 @@ pub fn plan_host(rendered: &Rendered, host: &str, remote: &BTreeMap<String, Remo
         .iter()
         .filter(|f| f.is_unit())
         .filter_map(|f| f.path.rsplit('/').next()?.strip_suffix(".service"))
-        .map(|u| UnitAction { unit: u.to_string(), phase: Phase::of_unit(u), restart: touched.contains(u) })
+        .filter_map(|u| Some(UnitAction { unit: u.to_string(), phase: phase_of_unit(u)?, restart: touched.contains(u) }))
         .collect();
     let daemon_reload = changes.iter().any(|c| c.file.is_unit() && c.kind != ChangeKind::Metadata);
     HostPlan { node: host.to_string(), changes, daemon_reload, units, unchanged }

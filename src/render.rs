@@ -15,7 +15,8 @@ use anyhow::{Context, Result, bail};
 use base64::Engine;
 use serde::{Deserialize as _, Serialize};
 
-use crate::inventory::{Inventory, Node, Role, host_for_url};
+use crate::components::{COMPONENTS, ComponentId, Port, RunsOn};
+use crate::inventory::{Inventory, Node, host_for_url};
 use crate::pki::{CaId, Pki};
 
 /// One file destined for one host.
@@ -105,15 +106,6 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 // The table.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Who {
-    All,
-    EtcdMember,
-    Master,
-    Worker,
-    Lb,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum When {
     Always,
     Aggregation,
@@ -144,78 +136,94 @@ enum Source {
 }
 
 struct FileRule {
-    who: Who,
+    who: RunsOn,
     when: When,
     path: &'static str,
     source: Source,
     mode: u32,
-    units: &'static [&'static str],
+    /// The components whose units must restart when this file changes.
+    units: &'static [ComponentId],
 }
 
-const APISERVER: &[&str] = &["kube-apiserver"];
-const CM: &[&str] = &["kube-controller-manager"];
-const ETCD: &[&str] = &["etcd"];
-const KUBELET: &[&str] = &["kubelet"];
-const PROXY: &[&str] = &["kube-proxy"];
+const APISERVER: &[ComponentId] = &[ComponentId::KubeApiserver];
+const CM: &[ComponentId] = &[ComponentId::KubeControllerManager];
+const ETCD: &[ComponentId] = &[ComponentId::Etcd];
+const KUBELET: &[ComponentId] = &[ComponentId::Kubelet];
+const PROXY: &[ComponentId] = &[ComponentId::KubeProxy];
 
 #[rustfmt::skip]
 const FILES: &[FileRule] = &[
-    FileRule { who: Who::All, when: When::Always, path: "/etc/hardway/hosts", source: Source::Template("hosts"), mode: 0o644, units: &[] },
+    FileRule { who: RunsOn::AllNodes, when: When::Always, path: "/etc/hardway/hosts", source: Source::Template("hosts"), mode: 0o644, units: &[] },
     // etcd members
-    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: ETCD },
-    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/server.crt", source: Source::Cert("etcd/server-{node}"), mode: 0o644, units: ETCD },
-    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/server.key", source: Source::Key("etcd/server-{node}"), mode: 0o600, units: ETCD },
-    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/peer.crt", source: Source::Cert("etcd/peer-{node}"), mode: 0o644, units: ETCD },
-    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/peer.key", source: Source::Key("etcd/peer-{node}"), mode: 0o600, units: ETCD },
-    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.crt", source: Source::Cert("etcd/healthcheck-client"), mode: 0o644, units: &[] },
-    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.key", source: Source::Key("etcd/healthcheck-client"), mode: 0o600, units: &[] },
-    FileRule { who: Who::EtcdMember, when: When::Always, path: "/etc/systemd/system/etcd.service", source: Source::Template("etcd.service"), mode: 0o644, units: ETCD },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: ETCD },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/server.crt", source: Source::Cert("etcd/server-{node}"), mode: 0o644, units: ETCD },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/server.key", source: Source::Key("etcd/server-{node}"), mode: 0o600, units: ETCD },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/peer.crt", source: Source::Cert("etcd/peer-{node}"), mode: 0o644, units: ETCD },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/peer.key", source: Source::Key("etcd/peer-{node}"), mode: 0o600, units: ETCD },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.crt", source: Source::Cert("etcd/healthcheck-client"), mode: 0o644, units: &[] },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.key", source: Source::Key("etcd/healthcheck-client"), mode: 0o600, units: &[] },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/systemd/system/etcd.service", source: Source::Template("etcd.service"), mode: 0o644, units: ETCD },
     // control plane
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &["kube-apiserver", "kube-controller-manager"] },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/ca.key", source: Source::CaKey(CaId::Kubernetes), mode: 0o600, units: CM },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver.crt", source: Source::Cert("apiserver"), mode: 0o644, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver.key", source: Source::Key("apiserver"), mode: 0o600, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver-kubelet-client.crt", source: Source::Cert("apiserver-kubelet-client"), mode: 0o644, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver-kubelet-client.key", source: Source::Key("apiserver-kubelet-client"), mode: 0o600, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver-etcd-client.crt", source: Source::Cert("apiserver-etcd-client"), mode: 0o644, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/apiserver-etcd-client.key", source: Source::Key("apiserver-etcd-client"), mode: 0o600, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/etcd/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/sa.key", source: Source::SaKey, mode: 0o600, units: &["kube-apiserver", "kube-controller-manager"] },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/pki/sa.pub", source: Source::SaPub, mode: 0o644, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-ca.crt", source: Source::CaCert(CaId::FrontProxy), mode: 0o644, units: &["kube-apiserver", "kube-controller-manager"] },
-    FileRule { who: Who::Master, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.crt", source: Source::Cert("front-proxy-client"), mode: 0o644, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.key", source: Source::Key("front-proxy-client"), mode: 0o600, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/encryption-config.yaml", source: Source::Template("encryption-config.yaml"), mode: 0o600, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/admin.kubeconfig", source: Source::Kubeconfig { cert: "admin", user: "admin", server: Server::Cluster }, mode: 0o600, units: &[] },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/controller-manager.kubeconfig", source: Source::Kubeconfig { cert: "kube-controller-manager", user: "system:kube-controller-manager", server: Server::Local }, mode: 0o600, units: CM },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/scheduler.kubeconfig", source: Source::Kubeconfig { cert: "kube-scheduler", user: "system:kube-scheduler", server: Server::Local }, mode: 0o600, units: &["kube-scheduler"] },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/kube-scheduler.yaml", source: Source::Template("kube-scheduler.yaml"), mode: 0o644, units: &["kube-scheduler"] },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml", source: Source::Template("apiserver-to-kubelet-rbac.yaml"), mode: 0o644, units: &[] },
-    FileRule { who: Who::Master, when: When::Metallb, path: "/etc/kubernetes/addons/metallb-pool.yaml", source: Source::Template("metallb-pool.yaml"), mode: 0o644, units: &[] },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/systemd/system/kube-apiserver.service", source: Source::Template("kube-apiserver.service"), mode: 0o644, units: APISERVER },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/systemd/system/kube-controller-manager.service", source: Source::Template("kube-controller-manager.service"), mode: 0o644, units: CM },
-    FileRule { who: Who::Master, when: When::Always, path: "/etc/systemd/system/kube-scheduler.service", source: Source::Template("kube-scheduler.service"), mode: 0o644, units: &["kube-scheduler"] },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager] },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca.key", source: Source::CaKey(CaId::Kubernetes), mode: 0o600, units: CM },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver.crt", source: Source::Cert("apiserver"), mode: 0o644, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver.key", source: Source::Key("apiserver"), mode: 0o600, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-kubelet-client.crt", source: Source::Cert("apiserver-kubelet-client"), mode: 0o644, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-kubelet-client.key", source: Source::Key("apiserver-kubelet-client"), mode: 0o600, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-etcd-client.crt", source: Source::Cert("apiserver-etcd-client"), mode: 0o644, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-etcd-client.key", source: Source::Key("apiserver-etcd-client"), mode: 0o600, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/etcd/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/sa.key", source: Source::SaKey, mode: 0o600, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager] },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/sa.pub", source: Source::SaPub, mode: 0o644, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-ca.crt", source: Source::CaCert(CaId::FrontProxy), mode: 0o644, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager] },
+    FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.crt", source: Source::Cert("front-proxy-client"), mode: 0o644, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.key", source: Source::Key("front-proxy-client"), mode: 0o600, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/encryption-config.yaml", source: Source::Template("encryption-config.yaml"), mode: 0o600, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/admin.kubeconfig", source: Source::Kubeconfig { cert: "admin", user: "admin", server: Server::Cluster }, mode: 0o600, units: &[] },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/controller-manager.kubeconfig", source: Source::Kubeconfig { cert: "kube-controller-manager", user: "system:kube-controller-manager", server: Server::Local }, mode: 0o600, units: CM },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/scheduler.kubeconfig", source: Source::Kubeconfig { cert: "kube-scheduler", user: "system:kube-scheduler", server: Server::Local }, mode: 0o600, units: &[ComponentId::KubeScheduler] },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/kube-scheduler.yaml", source: Source::Template("kube-scheduler.yaml"), mode: 0o644, units: &[ComponentId::KubeScheduler] },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml", source: Source::Template("apiserver-to-kubelet-rbac.yaml"), mode: 0o644, units: &[] },
+    FileRule { who: RunsOn::Masters, when: When::Metallb, path: "/etc/kubernetes/addons/metallb-pool.yaml", source: Source::Template("metallb-pool.yaml"), mode: 0o644, units: &[] },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-apiserver.service", source: Source::Template("kube-apiserver.service"), mode: 0o644, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-controller-manager.service", source: Source::Template("kube-controller-manager.service"), mode: 0o644, units: CM },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-scheduler.service", source: Source::Template("kube-scheduler.service"), mode: 0o644, units: &[ComponentId::KubeScheduler] },
     // workers
-    FileRule { who: Who::Worker, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &["kubelet", "kube-proxy"] },
-    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kubelet/pki/kubelet.crt", source: Source::Cert("kubelet-{node}"), mode: 0o644, units: KUBELET },
-    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kubelet/pki/kubelet.key", source: Source::Key("kubelet-{node}"), mode: 0o600, units: KUBELET },
-    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kubelet/kubeconfig", source: Source::Kubeconfig { cert: "kubelet-{node}", user: "system:node:{node}", server: Server::Cluster }, mode: 0o600, units: KUBELET },
-    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kubelet/kubelet-config.yaml", source: Source::Template("kubelet-config.yaml"), mode: 0o644, units: KUBELET },
-    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kube-proxy/kubeconfig", source: Source::Kubeconfig { cert: "kube-proxy", user: "system:kube-proxy", server: Server::Cluster }, mode: 0o600, units: PROXY },
-    FileRule { who: Who::Worker, when: When::Always, path: "/var/lib/kube-proxy/kube-proxy-config.yaml", source: Source::Template("kube-proxy-config.yaml"), mode: 0o644, units: PROXY },
-    FileRule { who: Who::Worker, when: When::Always, path: "/etc/containerd/config.toml", source: Source::Template("containerd-config.toml"), mode: 0o644, units: &["containerd"] },
-    FileRule { who: Who::Worker, when: When::Always, path: "/etc/cni/net.d/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[] },
-    FileRule { who: Who::Worker, when: When::Always, path: "/etc/cni/net.d/99-loopback.conf", source: Source::Template("99-loopback.conf"), mode: 0o644, units: &[] },
-    FileRule { who: Who::Worker, when: When::Always, path: "/etc/systemd/system/containerd.service", source: Source::Template("containerd.service"), mode: 0o644, units: &["containerd"] },
-    FileRule { who: Who::Worker, when: When::Always, path: "/etc/systemd/system/kubelet.service", source: Source::Template("kubelet.service"), mode: 0o644, units: KUBELET },
-    FileRule { who: Who::Worker, when: When::Always, path: "/etc/systemd/system/kube-proxy.service", source: Source::Template("kube-proxy.service"), mode: 0o644, units: PROXY },
-    FileRule { who: Who::Worker, when: When::Always, path: "/etc/systemd/system/pod-routes.service", source: Source::Template("pod-routes.service"), mode: 0o644, units: &["pod-routes"] },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::Kubelet, ComponentId::KubeProxy] },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/pki/kubelet.crt", source: Source::Cert("kubelet-{node}"), mode: 0o644, units: KUBELET },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/pki/kubelet.key", source: Source::Key("kubelet-{node}"), mode: 0o600, units: KUBELET },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/kubeconfig", source: Source::Kubeconfig { cert: "kubelet-{node}", user: "system:node:{node}", server: Server::Cluster }, mode: 0o600, units: KUBELET },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/kubelet-config.yaml", source: Source::Template("kubelet-config.yaml"), mode: 0o644, units: KUBELET },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kube-proxy/kubeconfig", source: Source::Kubeconfig { cert: "kube-proxy", user: "system:kube-proxy", server: Server::Cluster }, mode: 0o600, units: PROXY },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kube-proxy/kube-proxy-config.yaml", source: Source::Template("kube-proxy-config.yaml"), mode: 0o644, units: PROXY },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/containerd/config.toml", source: Source::Template("containerd-config.toml"), mode: 0o644, units: &[ComponentId::Containerd] },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/cni/net.d/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[] },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/cni/net.d/99-loopback.conf", source: Source::Template("99-loopback.conf"), mode: 0o644, units: &[] },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/containerd.service", source: Source::Template("containerd.service"), mode: 0o644, units: &[ComponentId::Containerd] },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kubelet.service", source: Source::Template("kubelet.service"), mode: 0o644, units: KUBELET },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kube-proxy.service", source: Source::Template("kube-proxy.service"), mode: 0o644, units: PROXY },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/pod-routes.service", source: Source::Template("pod-routes.service"), mode: 0o644, units: &[ComponentId::PodRoutes] },
     // load balancer
-    FileRule { who: Who::Lb, when: When::Always, path: "/etc/haproxy/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &["haproxy"] },
-    FileRule { who: Who::Lb, when: When::Always, path: "/etc/haproxy/pki/healthcheck.pem", source: Source::CertAndKey("haproxy-healthcheck"), mode: 0o600, units: &["haproxy"] },
-    FileRule { who: Who::Lb, when: When::Always, path: "/etc/haproxy/haproxy.cfg", source: Source::Template("haproxy.cfg"), mode: 0o644, units: &["haproxy"] },
-    FileRule { who: Who::Lb, when: When::Always, path: "/etc/systemd/system/haproxy.service", source: Source::Template("haproxy.service"), mode: 0o644, units: &["haproxy"] },
+    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::Haproxy] },
+    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/pki/healthcheck.pem", source: Source::CertAndKey("haproxy-healthcheck"), mode: 0o600, units: &[ComponentId::Haproxy] },
+    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/haproxy.cfg", source: Source::Template("haproxy.cfg"), mode: 0o644, units: &[ComponentId::Haproxy] },
+    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/systemd/system/haproxy.service", source: Source::Template("haproxy.service"), mode: 0o644, units: &[ComponentId::Haproxy] },
 ];
+
+/// Where hardway puts the certificate of a PKI profile (`etcd/server-{node}`) on the nodes.
+pub fn path_of_cert(profile: &str) -> Option<&'static str> {
+    FILES.iter().find(|r| matches!(r.source, Source::Cert(p) if p == profile)).map(|r| r.path)
+}
+
+/// Where hardway puts the private key of a PKI profile on the nodes.
+pub fn path_of_key(profile: &str) -> Option<&'static str> {
+    FILES.iter().find(|r| matches!(r.source, Source::Key(p) if p == profile)).map(|r| r.path)
+}
+
+/// Where hardway puts the file rendered from a template.
+pub fn path_of_template(template: &str) -> Option<&'static str> {
+    FILES.iter().find(|r| matches!(r.source, Source::Template(t) if t == template)).map(|r| r.path)
+}
 
 /// The templates, embedded at build time.
 const TEMPLATES: &[(&str, &str)] = &[
@@ -273,14 +281,16 @@ struct Ctx<'a> {
     pod_cidr: String,
     cluster_dns: String,
     api_server_url: String,
-    bin_dir: &'a str,
+    /// Each component's binary, by [`Component::key`].
+    bin: BTreeMap<String, String>,
+    /// Each port, by [`Port::key`].
+    ports: BTreeMap<&'static str, u16>,
     aggregation: bool,
     etcd_initial_cluster: String,
     etcd_servers: String,
     masters: Vec<Member>,
     hosts: Vec<HostEntry>,
     metallb_addresses: &'a [String],
-    lb_port: u16,
     encryption_key: &'a str,
     // The host being rendered.
     node_name: &'a str,
@@ -332,10 +342,12 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
     let members = inv.etcd_members();
     let etcd_initial_cluster = members
         .iter()
-        .map(|m| format!("{}=https://{}:2380", m.name, host_for_url(m.address)))
+        .map(|m| format!("{}=https://{}:{}", m.name, host_for_url(m.address), Port::EtcdPeer.number(inv)))
         .collect::<Vec<_>>()
         .join(",");
-    let local_url = "https://127.0.0.1:6443".to_string();
+    let local_url = format!("https://127.0.0.1:{}", Port::ApiServer.number(inv));
+    let bin: BTreeMap<String, String> = COMPONENTS.iter().map(|c| (c.key(), c.binary_path(inv))).collect();
+    let ports: BTreeMap<&'static str, u16> = Port::ALL.iter().map(|p| (p.key(), p.number(inv))).collect();
 
     let kubeconfig = |tera: &tera::Tera, cert: &str, user: &str, server: String| -> Result<Vec<u8>> {
         let kc = pki.cert(cert);
@@ -352,13 +364,6 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
 
     let mut hosts = BTreeMap::new();
     for node in &inv.nodes {
-        let is = |who: Who| match who {
-            Who::All => true,
-            Who::EtcdMember => members.iter().any(|m| m.name == node.name),
-            Who::Master => node.has(Role::Master),
-            Who::Worker => node.has(Role::Worker),
-            Who::Lb => node.has(Role::Lb),
-        };
         let enabled = |when: When| match when {
             When::Always => true,
             When::Aggregation => inv.addons.aggregation,
@@ -371,14 +376,14 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
             pod_cidr: inv.cluster.pod_cidr.to_string(),
             cluster_dns: inv.cluster.cluster_dns.to_string(),
             api_server_url: inv.api_server_url(),
-            bin_dir: &inv.binaries.remote_dir,
+            bin: bin.clone(),
+            ports: ports.clone(),
             aggregation: inv.addons.aggregation,
             etcd_initial_cluster: etcd_initial_cluster.clone(),
             etcd_servers: inv.etcd_client_urls(),
             masters: inv.masters().map(member).collect(),
             hosts: hosts_entries(inv),
             metallb_addresses: &inv.addons.metallb.addresses,
-            lb_port: inv.load_balancer.as_ref().map(|l| l.port).unwrap_or(6443),
             encryption_key: &pki.encryption_key_b64,
             node_name: &node.name,
             node_address: node.address.to_string(),
@@ -395,11 +400,11 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
         let subst = |s: &str| s.replace("{node}", &node.name);
 
         let mut files: Vec<File> = Vec::new();
-        for rule in FILES.iter().filter(|r| is(r.who) && enabled(r.when)) {
+        for rule in FILES.iter().filter(|r| r.who.includes(inv, node) && enabled(r.when)) {
             // A node with several roles (a master that is also a worker) gets shared files once.
             if let Some(f) = files.iter_mut().find(|f| f.path == rule.path) {
-                for u in rule.units {
-                    if !f.units.contains(u) {
+                for u in rule.units.iter().filter_map(|c| c.get().unit) {
+                    if !f.units.contains(&u) {
                         f.units.push(u);
                     }
                 }
@@ -428,7 +433,8 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
                     kubeconfig(&tera, &subst(cert), &subst(user), url)?
                 }
             };
-            files.push(File { path: rule.path.to_string(), mode: rule.mode, contents, units: rule.units.to_vec() });
+            let units = rule.units.iter().filter_map(|c| c.get().unit).collect();
+            files.push(File { path: rule.path.to_string(), mode: rule.mode, contents, units });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         for f in &files {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hardway::{bootstrap, inventory, pki};
+use hardway::{inventory, pki, probe};
 
 const MASTERS: [&str; 3] = ["lab-m1", "lab-m2", "lab-m3"];
 
@@ -95,9 +95,10 @@ fn deploy_etcd_and_lb_to_the_lab() {
     let inv = inventory::load(&inv_path).unwrap();
     let pki = pki::load(&inv, &ctx.pki).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let members = rt.block_on(bootstrap::cluster_status(&inv, &bootstrap::EtcdAuth::from_pki(&pki), Duration::from_secs(3)));
+    let net = probe::NetProbe::new(&inv, Some(probe::EtcdAuth::from_pki(&pki)), None);
+    let members = rt.block_on(probe::cluster_status(&net, &inv.etcd_members(), Duration::from_secs(3)));
     assert_eq!(members.len(), 3);
-    assert!(bootstrap::healthy(&members), "{members:?}");
+    assert!(probe::healthy(&members), "{members:?}");
     let leaders: std::collections::BTreeSet<u64> = members.iter().filter_map(|m| m.leader).collect();
     assert_eq!(leaders.len(), 1, "{members:?}");
 

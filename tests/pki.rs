@@ -105,7 +105,7 @@ fn try_generate(inv: &inventory::Inventory, out: &Path) -> Result<(pki::Pki, pki
 }
 
 fn lib_generate(inv: &inventory::Inventory, out: &Path, force: bool) -> String {
-    pki::generate(inv, out, pki::GenerateOptions { force }).unwrap().1.to_string()
+    pki::generate(inv, out, pki::GenerateOptions { force, dry_run: false }).unwrap().1.to_string()
 }
 
 fn copy_tree(from: &Path, to: &Path) {

@@ -72,6 +72,9 @@ impl fmt::Display for Report {
 pub struct GenerateOptions {
     /// Re-issue every CA, key and certificate. The encryption key is still kept.
     pub force: bool,
+    /// Decide and issue in memory, write nothing: the report says what a real run would do,
+    /// and the returned PKI is what it would leave.
+    pub dry_run: bool,
 }
 
 /// What to do with a CA, decided before anything is written.
@@ -202,14 +205,17 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
     };
 
     // 4. Write: the directories (0700), then what changed, each file atomically.
+    let write = !opts.dry_run;
     let files = cas_wanted.iter().map(|c| c.file).chain(specs.iter().map(|s| s.name.as_str()));
     for d in std::iter::once(dir.to_path_buf()).chain(subdirs(files).into_iter().map(|s| dir.join(s))) {
-        report.notes.extend(ensure_private_dir(&d)?);
+        if write {
+            report.notes.extend(ensure_private_dir(&d)?);
+        }
     }
     let mut ca_pairs = BTreeMap::new();
     for ca in &cas_wanted {
         let c = cas.remove(&ca.id).expect("every wanted CA was made");
-        if c.action != Action::Kept {
+        if write && c.action != Action::Kept {
             write_keyed(dir, ca.file, &c.kc, true)?;
         }
         report.entries.push((ca.file.to_string(), c.action));
@@ -217,18 +223,18 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
     }
     let mut certs = BTreeMap::new();
     for (spec, leaf) in specs.into_iter().zip(leaves) {
-        if leaf.action != Action::Kept {
+        if write && leaf.action != Action::Kept {
             write_keyed(dir, &spec.name, &leaf.kc, leaf.key_is_new)?;
         }
         report.entries.push((spec.name.clone(), leaf.action));
         certs.insert(spec.name, leaf.kc);
     }
-    if sa_action != Action::Kept {
+    if write && sa_action != Action::Kept {
         let key = dir.join(SA_KEY_FILE);
         write_pair((&dir.join(SA_PUB_FILE), &sa_pub_pem), sa_key_is_new.then_some((&key, sa_key_pem.as_str())))?;
     }
     report.entries.push(("sa".into(), sa_action));
-    if enc_action != Action::Kept {
+    if write && enc_action != Action::Kept {
         write_file(&dir.join(ENCRYPTION_KEY_FILE), format!("{enc_b64}\n").as_bytes(), 0o600)?;
     }
     report.entries.push((ENCRYPTION_KEY_FILE.into(), enc_action));

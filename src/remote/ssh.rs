@@ -1,4 +1,4 @@
-//! The SSH transport used by deploy and verify: one libssh2 session per host.
+//! The SSH transport: one libssh2 session per host, carrying [`ShellRemote`]'s scripts.
 //!
 //! Every remote action is a shell script sent on the standard input of `sh -s` (through
 //! `sudo -n` when the user is not root), so a whole batch of work — facts, an upload of many
@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use ssh2::{CheckResult, HashType, KnownHostFileKind, Session};
 
+use super::{Connector, Output, Remote, RemoteError, ShellRemote, Transport};
 use crate::inventory::{Bastion, Inventory, Node};
 
 /// How to reach one node.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub node: String,
     pub host: String,
     pub port: u16,
     pub user: String,
@@ -37,7 +37,6 @@ impl Target {
     pub fn for_node(inv: &Inventory, node: &Node) -> Target {
         let user = node.user.clone().unwrap_or_else(|| inv.ssh.user.clone());
         Target {
-            node: node.name.clone(),
             host: node.ssh_address.clone().unwrap_or_else(|| node.address.to_string()),
             port: node.ssh_port.unwrap_or(inv.ssh.port),
             sudo: inv.ssh.sudo || user != "root",
@@ -52,7 +51,6 @@ impl Target {
     /// The jump host as a target of its own: same key, known_hosts and timeouts.
     fn jump(&self, b: &Bastion) -> Target {
         Target {
-            node: format!("bastion {}", b.host),
             host: b.host.clone(),
             port: b.port,
             user: b.user.clone(),
@@ -98,20 +96,6 @@ pub enum SshError {
     Auth { user: String, host: String, reason: String },
     #[error("ssh to {host}: {reason}")]
     Session { host: String, reason: String },
-}
-
-/// What a remote script returned.
-#[derive(Debug, Clone)]
-pub struct Output {
-    pub status: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Output {
-    pub fn ok(&self) -> bool {
-        self.status == 0
-    }
 }
 
 /// An authenticated session to one node.
@@ -380,33 +364,31 @@ fn authenticate(sess: &Session, t: &Target) -> Result<(), SshError> {
     if sess.authenticated() { Ok(()) } else { Err(auth_err("not authenticated".into())) }
 }
 
-/// Runs `f` on every item (one per host), at most `parallel` at once, each on tokio's blocking
-/// pool — libssh2 calls block, and one session must never be shared between threads.
-pub async fn fan_out<T, F>(items: Vec<T>, parallel: usize, f: F) -> Vec<T>
-where
-    T: Send + 'static,
-    F: Fn(&mut T) + Send + Sync + 'static,
-{
-    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
-    let f = std::sync::Arc::new(f);
-    let mut handles = Vec::new();
-    for mut item in items {
-        let permit = sem.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let f = f.clone();
-        handles.push(tokio::task::spawn_blocking(move || {
-            f(&mut item);
-            drop(permit);
-            item
-        }));
+impl Transport for Conn {
+    fn run(&self, script: &str) -> Result<Output, RemoteError> {
+        Ok(self.script(script)?)
     }
-    let mut out = Vec::new();
-    for handle in handles {
-        out.push(handle.await.expect("a host task panicked"));
+
+    fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError> {
+        Ok(self.unix_socket_request(socket, request)?)
     }
-    out
 }
 
-/// Single-quotes a string for sh.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// Opens an SSH session per node as the inventory says (user, port, key, known_hosts, bastion).
+pub struct SshConnector {
+    inv: Inventory,
+    policy: HostKeyPolicy,
+}
+
+impl SshConnector {
+    pub fn new(inv: &Inventory, policy: HostKeyPolicy) -> SshConnector {
+        SshConnector { inv: inv.clone(), policy }
+    }
+}
+
+impl Connector for SshConnector {
+    fn connect(&self, node: &Node) -> Result<Box<dyn Remote>, RemoteError> {
+        let conn = Conn::connect(&Target::for_node(&self.inv, node), self.policy)?;
+        Ok(Box::new(ShellRemote::new(node.name.clone(), conn)))
+    }
 }

@@ -1,0 +1,465 @@
+//! `hardway deploy`: the pipeline run against machines, phase by phase (kubeadm's phase names,
+//! k0sctl's one-module-per-phase layout).
+//!
+//! ```text
+//! preflight   connect to every host, read its facts, check them all   (nothing changed yet)
+//! plan        per host: files to send, units to start or restart       (pure: plan::plan_host)
+//! files       every changed file of the selected phases, one round trip per host
+//! etcd        members started together on bootstrap, restarted one at a time after
+//! lb          HAProxy
+//! control-plane  API servers restarted one at a time (each /readyz before the next), then
+//!             controller-manager and scheduler
+//! workers     containerd, kubelet, kube-proxy, pod routes
+//! addons      manifests applied on the first master
+//! ```
+//!
+//! Each phase is a module with `run` and `dry_run` ([`Step`]), dispatched by `match` in
+//! [`deploy`]. Hosts are reached through a [`Connector`] and the cluster's endpoints through a
+//! [`Probe`], so the whole runner is tested against `remote::fake` without root. A host that
+//! fails (unreachable, refused host key, a unit that does not start) is reported and left out
+//! of the later phases while the others go on; a failed preflight stops everything before
+//! anything is changed anywhere.
+
+mod addons;
+mod control_plane;
+mod etcd;
+mod files;
+mod lb;
+pub mod preflight;
+mod rollout;
+mod workers;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::components::{COMPONENTS, Phase};
+use crate::inventory::{Inventory, Node};
+use crate::plan::{HostPlan, Plan};
+use crate::probe::{MemberStatus, Probe};
+use crate::remote::{Connector, Facts, Remote, fan_out};
+use crate::render::{File, Rendered};
+
+/// What stops a deploy as a whole (per-host failures are in the report instead).
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("preflight failed; nothing was changed:\n  {}", .0.join("\n  "))]
+    Preflight(Vec<String>),
+    #[error("reading {path}: {source}")]
+    LocalBinary { path: std::path::PathBuf, source: std::io::Error },
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// The phases to run besides preflight, which always runs.
+    pub phases: Vec<Phase>,
+    pub dry_run: bool,
+    pub parallel: usize,
+    /// How long etcd may take to become healthy (bootstrap, and each step of a rolling restart).
+    pub etcd_timeout: Duration,
+    /// How long an API server may take to answer /readyz after a (re)start.
+    pub api_timeout: Duration,
+    /// Draw one progress line per host on a terminal.
+    pub progress: bool,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            phases: Phase::ALL.to_vec(),
+            dry_run: false,
+            parallel: 32,
+            etcd_timeout: Duration::from_secs(120),
+            api_timeout: Duration::from_secs(120),
+            progress: false,
+        }
+    }
+}
+
+impl DeployOptions {
+    /// The selected phases, sorted, without preflight (it always runs).
+    pub fn selected(&self) -> Vec<Phase> {
+        let mut phases: Vec<Phase> = self.phases.iter().copied().filter(|p| *p != Phase::Preflight).collect();
+        phases.sort();
+        phases.dedup();
+        phases
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostOutcome {
+    pub node: String,
+    pub ok: bool,
+    /// The phase the host failed in, if it did.
+    pub failed_phase: Option<Phase>,
+    pub error: Option<String>,
+    pub changed: usize,
+    pub restarted: Vec<String>,
+    pub started: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployReport {
+    pub dry_run: bool,
+    pub phases: Vec<Phase>,
+    /// Certificates created or re-issued before the deploy.
+    pub pki_changes: Vec<String>,
+    pub plan: Plan,
+    /// What each phase does, in order (the dry run's account of restarts and waits).
+    pub steps: Vec<String>,
+    pub hosts: Vec<HostOutcome>,
+    pub etcd: Vec<MemberStatus>,
+}
+
+impl DeployReport {
+    pub fn failed(&self) -> Vec<&HostOutcome> {
+        self.hosts.iter().filter(|h| !h.ok).collect()
+    }
+
+    pub fn changed(&self) -> usize {
+        self.hosts.iter().map(|h| h.changed).sum()
+    }
+
+    /// The final summary, one row per host.
+    pub fn table(&self) -> String {
+        let mut s = format!("{:<16} {:<7} {:>8}  {:<40} {}\n", "HOST", "STATUS", "CHANGED", "RESTARTED", "ERROR");
+        for h in &self.hosts {
+            let status = if h.ok { "ok" } else { "FAILED" };
+            let restarted = if h.restarted.is_empty() { "-".to_string() } else { h.restarted.join(",") };
+            let error = match (&h.failed_phase, &h.error) {
+                (Some(p), Some(e)) => format!("[{p}] {}", e.lines().next().unwrap_or("")),
+                (None, Some(e)) => e.lines().next().unwrap_or("").to_string(),
+                _ => String::new(),
+            };
+            s.push_str(&format!("{:<16} {:<7} {:>8}  {:<40} {error}\n", h.node, status, h.changed, restarted));
+        }
+        let restarts: usize = self.hosts.iter().map(|h| h.restarted.len()).sum();
+        s.push_str(&format!(
+            "{} changes, {restarts} restarts, {} of {} hosts failed",
+            self.changed(),
+            self.failed().len(),
+            self.hosts.len()
+        ));
+        s
+    }
+}
+
+/// One host's working state across phases.
+pub(crate) struct Host {
+    pub node: Node,
+    pub remote: Option<Box<dyn Remote>>,
+    pub facts: Option<Facts>,
+    pub plan: Option<HostPlan>,
+    /// systemd has re-read this host's unit files since they changed.
+    pub reloaded: bool,
+    pub outcome: HostOutcome,
+}
+
+impl Host {
+    fn new(node: &Node) -> Host {
+        Host {
+            node: node.clone(),
+            remote: None,
+            facts: None,
+            plan: None,
+            reloaded: false,
+            outcome: HostOutcome {
+                node: node.name.clone(),
+                ok: true,
+                failed_phase: None,
+                error: None,
+                changed: 0,
+                restarted: vec![],
+                started: vec![],
+            },
+        }
+    }
+
+    pub fn fail(&mut self, phase: Phase, e: impl std::fmt::Display) {
+        self.outcome.ok = false;
+        self.outcome.failed_phase = Some(phase);
+        self.outcome.error = Some(e.to_string());
+        self.remote = None;
+    }
+
+    pub fn alive(&self) -> bool {
+        self.outcome.ok && self.remote.is_some()
+    }
+
+    pub fn remote(&self) -> &dyn Remote {
+        self.remote.as_deref().expect("only alive hosts are worked on")
+    }
+
+    pub fn plan(&self) -> &HostPlan {
+        self.plan.as_ref().expect("alive hosts are planned")
+    }
+}
+
+/// Everything a phase works with.
+pub(crate) struct Ctx {
+    pub inv: Arc<Inventory>,
+    pub rendered: Arc<Rendered>,
+    pub probe: Arc<dyn Probe>,
+    pub opts: DeployOptions,
+    pub phases: Vec<Phase>,
+    pub hosts: Vec<Host>,
+    pub progress: Progress,
+    /// The last etcd member statuses (for the report).
+    pub etcd: Vec<MemberStatus>,
+    /// A phase failed in a way nothing after it can work around (etcd without quorum).
+    pub stopped: bool,
+}
+
+impl Ctx {
+    /// Runs `f` on every host (alive or not: `f` decides), `--parallel` at a time, on the
+    /// blocking pool.
+    pub async fn each_host<F>(&mut self, f: F)
+    where
+        F: Fn(&mut Host) + Send + Sync + 'static,
+    {
+        let hosts = std::mem::take(&mut self.hosts);
+        self.hosts = fan_out(hosts, self.opts.parallel, f).await;
+    }
+
+    /// Runs `f` on one host, by index, on the blocking pool.
+    pub async fn on_host<R, F>(&mut self, i: usize, f: F) -> R
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Host) -> R + Send + 'static,
+    {
+        let placeholder = Host::new(&self.hosts[i].node);
+        let mut host = std::mem::replace(&mut self.hosts[i], placeholder);
+        let (host, r) = tokio::task::spawn_blocking(move || {
+            let r = f(&mut host);
+            (host, r)
+        })
+        .await
+        .expect("a host task panicked");
+        self.hosts[i] = host;
+        r
+    }
+
+    pub fn index_of(&self, node: &str) -> usize {
+        self.hosts.iter().position(|h| h.node.name == node).expect("every node has a host")
+    }
+}
+
+/// One line per host on a terminal, hidden otherwise.
+#[derive(Clone)]
+pub(crate) struct Progress {
+    multi: indicatif::MultiProgress,
+    bars: Arc<BTreeMap<String, indicatif::ProgressBar>>,
+}
+
+impl Progress {
+    fn new(inv: &Inventory, visible: bool) -> Progress {
+        let multi = indicatif::MultiProgress::with_draw_target(if visible {
+            indicatif::ProgressDrawTarget::stderr()
+        } else {
+            indicatif::ProgressDrawTarget::hidden()
+        });
+        let style = indicatif::ProgressStyle::with_template("{prefix:>16} {spinner} {msg}").expect("valid template");
+        let bars = inv
+            .nodes
+            .iter()
+            .map(|n| {
+                let bar = multi.add(indicatif::ProgressBar::new_spinner().with_style(style.clone()).with_prefix(n.name.clone()));
+                if visible {
+                    bar.enable_steady_tick(Duration::from_millis(120));
+                }
+                (n.name.clone(), bar)
+            })
+            .collect();
+        Progress { multi, bars: Arc::new(bars) }
+    }
+
+    pub fn say(&self, node: &str, msg: impl Into<std::borrow::Cow<'static, str>>) {
+        if let Some(b) = self.bars.get(node) {
+            b.set_message(msg);
+        }
+    }
+
+    fn finish(&self) {
+        for b in self.bars.values() {
+            b.finish_and_clear();
+        }
+        let _ = self.multi.clear();
+    }
+}
+
+/// A deploy phase: what it does, and what it would do.
+pub(crate) trait Step {
+    /// Carries the phase out on the hosts still alive. Per-host failures are recorded on the
+    /// host; an error stops the deploy.
+    async fn run(&self, ctx: &mut Ctx) -> Result<(), DeployError>;
+    /// One line per action, for `--dry-run` (no host is changed; probes may be read).
+    fn dry_run(&self, ctx: &Ctx) -> Vec<String>;
+}
+
+/// Adds the binaries found in `binaries.local_dir` to the files of the nodes whose components
+/// need them, so that deploy uploads them.
+pub fn add_local_binaries(inv: &Inventory, rendered: &mut Rendered, phases: &[Phase]) -> Result<(), DeployError> {
+    let Some(local) = &inv.binaries.local_dir else { return Ok(()) };
+    let mut cache: BTreeMap<std::path::PathBuf, Vec<u8>> = BTreeMap::new();
+    for node in &inv.nodes {
+        for c in COMPONENTS.iter().filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node)) {
+            let remote = c.binary_path(inv);
+            let src = local.join(c.binary.0);
+            // Only Kubernetes release binaries come from local_dir; packaged ones stay the
+            // distribution's.
+            if !src.is_file() || c.binary.1 != crate::components::BinDir::Inventory {
+                continue;
+            }
+            if !cache.contains_key(&src) {
+                let bytes = std::fs::read(&src).map_err(|source| DeployError::LocalBinary { path: src.clone(), source })?;
+                cache.insert(src.clone(), bytes);
+            }
+            let files = rendered.hosts.get_mut(&node.name).expect("every node is rendered");
+            files.push(File { path: remote, mode: 0o755, contents: cache[&src].clone(), units: c.unit.into_iter().collect() });
+            files.sort_by(|a, b| a.path.cmp(&b.path));
+        }
+    }
+    Ok(())
+}
+
+/// Deploys `rendered` to the inventory's nodes. Errors are for what stops everything
+/// (preflight); per-host failures are in the report.
+pub async fn deploy(
+    inv: &Inventory,
+    rendered: Rendered,
+    connector: Arc<dyn Connector>,
+    probe: Arc<dyn Probe>,
+    opts: &DeployOptions,
+) -> Result<DeployReport, DeployError> {
+    let phases = opts.selected();
+    let progress = Progress::new(inv, opts.progress);
+    let mut ctx = Ctx {
+        inv: Arc::new(inv.clone()),
+        rendered: Arc::new(rendered),
+        probe,
+        opts: opts.clone(),
+        phases: phases.clone(),
+        hosts: inv.nodes.iter().map(Host::new).collect(),
+        progress: progress.clone(),
+        etcd: vec![],
+        stopped: false,
+    };
+
+    let result = run_phases(&mut ctx, connector).await;
+    progress.finish();
+    let steps = result?;
+    let plan = Plan {
+        phases: phases.clone(),
+        hosts: ctx.hosts.iter().filter_map(|h| h.plan.clone().map(|p| (h.node.name.clone(), p))).collect(),
+    };
+    Ok(DeployReport {
+        dry_run: opts.dry_run,
+        phases,
+        pki_changes: vec![],
+        plan,
+        steps,
+        hosts: ctx.hosts.iter().map(|h| h.outcome.clone()).collect(),
+        etcd: ctx.etcd,
+    })
+}
+
+async fn run_phases(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<Vec<String>, DeployError> {
+    preflight::run(ctx, connector).await?;
+    let mut steps = Vec::new();
+    // The files step places the files of every selected phase, also when `files` itself (the
+    // files no unit reads) is not selected.
+    let mut order = vec![Phase::Files];
+    order.extend(ctx.phases.iter().copied().filter(|p| *p != Phase::Files));
+    for phase in order {
+        if ctx.opts.dry_run {
+            steps.extend(dispatch_dry_run(phase, ctx));
+        } else {
+            dispatch_run(phase, ctx).await?;
+            if ctx.stopped {
+                break;
+            }
+        }
+    }
+    Ok(steps)
+}
+
+fn dispatch_dry_run(phase: Phase, ctx: &Ctx) -> Vec<String> {
+    match phase {
+        Phase::Preflight => vec![],
+        Phase::Files => files::Files.dry_run(ctx),
+        Phase::Etcd => etcd::Etcd.dry_run(ctx),
+        Phase::Lb => lb::Lb.dry_run(ctx),
+        Phase::ControlPlane => control_plane::ControlPlane.dry_run(ctx),
+        Phase::Workers => workers::Workers.dry_run(ctx),
+        Phase::Addons => addons::Addons.dry_run(ctx),
+    }
+}
+
+async fn dispatch_run(phase: Phase, ctx: &mut Ctx) -> Result<(), DeployError> {
+    match phase {
+        Phase::Preflight => Ok(()),
+        Phase::Files => files::Files.run(ctx).await,
+        Phase::Etcd => etcd::Etcd.run(ctx).await,
+        Phase::Lb => lb::Lb.run(ctx).await,
+        Phase::ControlPlane => control_plane::ControlPlane.run(ctx).await,
+        Phase::Workers => workers::Workers.run(ctx).await,
+        Phase::Addons => addons::Addons.run(ctx).await,
+    }
+}
+
+/// Places every file of `phases` on every host: deploy's preflight connection and facts, plan,
+/// and files step on their own, without preflight rules, systemctl or PKI (`rendered` is sent
+/// as given). `benches/fanout.rs` times it on hosts that run sshd without systemd.
+pub async fn push_files(
+    inv: &Inventory,
+    rendered: Rendered,
+    connector: Arc<dyn Connector>,
+    phases: &[Phase],
+    parallel: usize,
+) -> Vec<PushOutcome> {
+    let opts = DeployOptions { phases: phases.to_vec(), parallel, ..DeployOptions::default() };
+    let mut ctx = Ctx {
+        inv: Arc::new(inv.clone()),
+        rendered: Arc::new(rendered),
+        probe: Arc::new(crate::probe::NetProbe::default()),
+        phases: opts.selected(),
+        opts,
+        hosts: inv.nodes.iter().map(Host::new).collect(),
+        progress: Progress::new(inv, false),
+        etcd: vec![],
+        stopped: false,
+    };
+    preflight::connect_and_plan(&mut ctx, connector).await;
+    files::Files.run(&mut ctx).await.expect("the files step stops nothing");
+    ctx.hosts
+        .into_iter()
+        .map(|h| PushOutcome {
+            unchanged: h.plan.as_ref().map(|p| p.unchanged).unwrap_or(0),
+            node: h.outcome.node,
+            changed: h.outcome.changed,
+            error: h.outcome.error,
+        })
+        .collect()
+}
+
+/// One host's result of [`push_files`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PushOutcome {
+    pub node: String,
+    /// Files sent: created, updated, or given the right mode and owner.
+    pub changed: usize,
+    /// Files that were already right and were not sent.
+    pub unchanged: usize,
+    pub error: Option<String>,
+}
+
+/// The PKI directory, for messages.
+pub fn pki_hint(dir: &Path) -> String {
+    format!("hardway pki generate --out {}", dir.display())
+}

@@ -1,0 +1,299 @@
+//! Direct checks from the operator's machine to the cluster's endpoints, without SSH: each etcd
+//! member's Status over mTLS, the member list and alarms, and GETs to API servers over TLS.
+//!
+//! Every member is asked with its own client — a client given several endpoints answers for
+//! whichever it picked, which would hide a dead member. The cluster is healthy when every member
+//! answers and all name the same, non-zero leader. Deploy waits on that ([`wait_healthy`]) to
+//! bootstrap etcd and between the steps of a rolling restart; verify reports it.
+//!
+//! [`Probe`] is the seam: [`NetProbe`] talks to the real endpoints, `remote::fake::FakeCluster`
+//! answers from its in-memory nodes.
+
+use std::future::Future;
+use std::net::{IpAddr, TcpStream};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use serde::Serialize;
+
+use crate::components::Port;
+use crate::inventory::{Inventory, Node, host_for_url};
+use crate::pki::{CaId, Pki};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What one member said, or why it said nothing.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberStatus {
+    pub name: String,
+    pub address: IpAddr,
+    pub member_id: Option<u64>,
+    pub leader: Option<u64>,
+    pub raft_index: Option<u64>,
+    pub db_size: Option<i64>,
+    pub version: Option<String>,
+    pub errors: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl MemberStatus {
+    pub fn no_answer(name: &str, address: IpAddr, error: impl Into<String>) -> MemberStatus {
+        MemberStatus {
+            name: name.to_string(),
+            address,
+            member_id: None,
+            leader: None,
+            raft_index: None,
+            db_size: None,
+            version: None,
+            errors: vec![],
+            error: Some(error.into()),
+        }
+    }
+
+    pub fn answered(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// An etcd member as the member list shows it: name and first peer URL.
+pub type Membership = Vec<(String, String)>;
+
+/// The endpoints' side of the cluster, as seen from the operator's machine.
+pub trait Probe: Send + Sync {
+    /// One etcd member's Status, within `timeout`.
+    fn etcd_member<'a>(&'a self, name: &'a str, address: IpAddr, timeout: Duration) -> BoxFuture<'a, MemberStatus>;
+
+    /// The member list and active alarms, asked of the member at `address`.
+    fn etcd_membership(&self, address: IpAddr, timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), String>>;
+
+    /// GET `path` from the API server at `address:port`, as the admin: status code and body.
+    fn api_get<'a>(&'a self, address: IpAddr, port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>>;
+}
+
+/// The client identity used for etcd health checks (`etcd/healthcheck-client`).
+#[derive(Clone)]
+pub struct EtcdAuth {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for EtcdAuth {
+    // The key never reaches a log, not even through a stray `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EtcdAuth(<redacted>)")
+    }
+}
+
+impl EtcdAuth {
+    pub fn from_pki(pki: &Pki) -> EtcdAuth {
+        let c = pki.cert("etcd/healthcheck-client");
+        EtcdAuth { ca_pem: pki.ca(CaId::Etcd).cert_pem.clone(), cert_pem: c.cert_pem.clone(), key_pem: c.key_pem.clone() }
+    }
+
+    pub fn from_pem(ca_pem: String, cert_pem: String, key_pem: String) -> EtcdAuth {
+        EtcdAuth { ca_pem, cert_pem, key_pem }
+    }
+
+    fn connect_options(&self, timeout: Duration) -> ConnectOptions {
+        let tls = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
+        ConnectOptions::new().with_tls(tls).with_connect_timeout(timeout).with_timeout(timeout)
+    }
+}
+
+/// An mTLS client configuration for the API servers: the cluster CA and a client certificate.
+pub fn api_tls_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.map_err(|e| err("the cluster CA", &e))?).map_err(|e| err("the cluster CA", &e))?;
+    }
+    let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| err("the client certificate", &e))?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| err("the client key", &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("TLS", &e))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| err("the client certificate", &e))?;
+    Ok(Arc::new(config))
+}
+
+/// The real endpoints: etcd-client for etcd, rustls for the API servers.
+#[derive(Debug, Default, Clone)]
+pub struct NetProbe {
+    pub etcd: Option<EtcdAuth>,
+    pub api: Option<Arc<rustls::ClientConfig>>,
+    /// etcd's client port (the component table's).
+    pub etcd_port: u16,
+}
+
+impl NetProbe {
+    pub fn new(inv: &Inventory, etcd: Option<EtcdAuth>, api: Option<Arc<rustls::ClientConfig>>) -> NetProbe {
+        NetProbe { etcd, api, etcd_port: Port::EtcdClient.number(inv) }
+    }
+
+    async fn etcd_client(&self, address: IpAddr, timeout: Duration) -> Result<Client, String> {
+        let auth = self.etcd.as_ref().ok_or("no etcd client certificate")?;
+        let url = format!("https://{}:{}", host_for_url(address), self.etcd_port);
+        Client::connect([url.as_str()], Some(auth.connect_options(timeout))).await.map_err(|e| format!("{url}: {e}"))
+    }
+}
+
+impl Probe for NetProbe {
+    fn etcd_member<'a>(&'a self, name: &'a str, address: IpAddr, timeout: Duration) -> BoxFuture<'a, MemberStatus> {
+        Box::pin(async move {
+            let url = format!("https://{}:{}", host_for_url(address), self.etcd_port);
+            let result = tokio::time::timeout(timeout * 2, async {
+                let mut client = self.etcd_client(address, timeout).await?;
+                client.status().await.map_err(|e| format!("{url}: {e}"))
+            })
+            .await;
+            match result {
+                Err(_) => MemberStatus::no_answer(name, address, format!("{url}: no answer within {} s", (timeout * 2).as_secs())),
+                Ok(Err(e)) => MemberStatus::no_answer(name, address, e),
+                Ok(Ok(st)) => MemberStatus {
+                    name: name.to_string(),
+                    address,
+                    member_id: st.header().map(|h| h.member_id()),
+                    leader: Some(st.leader()),
+                    raft_index: Some(st.raft_index()),
+                    db_size: Some(st.db_size()),
+                    version: Some(st.version().to_string()),
+                    errors: st.errors().to_vec(),
+                    error: None,
+                },
+            }
+        })
+    }
+
+    fn etcd_membership(&self, address: IpAddr, timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), String>> {
+        Box::pin(async move {
+            let mut client = self.etcd_client(address, timeout).await?;
+            let members = client
+                .member_list()
+                .await
+                .map_err(|e| e.to_string())?
+                .members()
+                .iter()
+                .map(|m| (m.name().to_string(), m.peer_urls().first().cloned().unwrap_or_default()))
+                .collect();
+            let alarms = client
+                .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
+                .await
+                .map_err(|e| e.to_string())?
+                .alarms()
+                .iter()
+                .map(|a| format!("{:?} on member {:x}", a.alarm(), a.member_id()))
+                .collect();
+            Ok((members, alarms))
+        })
+    }
+
+    fn api_get<'a>(&'a self, address: IpAddr, port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>> {
+        let config = self.api.clone();
+        let path = path.to_string();
+        Box::pin(async move {
+            let config = config.ok_or("no cluster CA or admin certificate")?;
+            tokio::task::spawn_blocking(move || https_get(address, port, &path, &config))
+                .await
+                .map_err(|e| format!("the request task failed: {e}"))?
+        })
+    }
+}
+
+/// GET over TLS; HTTP/1.0 so the answer is never chunked.
+fn https_get(addr: IpAddr, port: u16, path: &str, config: &Arc<rustls::ClientConfig>) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let sock = std::net::SocketAddr::new(addr, port);
+    let tcp = TcpStream::connect_timeout(&sock, Duration::from_secs(3)).map_err(|e| format!("connecting to {sock}: {e}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let server = rustls::pki_types::ServerName::IpAddress(addr.into());
+    let conn = rustls::ClientConnection::new(config.clone(), server).map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(tls, "GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n\r\n", host_for_url(addr))
+        .map_err(|e| format!("sending to {sock}: {e}"))?;
+    let mut buf = Vec::new();
+    match tls.read_to_end(&mut buf) {
+        Ok(_) => {}
+        // Servers that close without close_notify still sent a whole HTTP/1.0 answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
+        Err(e) => return Err(format!("reading {path} from {sock}: {e}")),
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+/// Every listed member's status, asked concurrently.
+pub async fn cluster_status(probe: &dyn Probe, members: &[&Node], timeout: Duration) -> Vec<MemberStatus> {
+    let asks = members.iter().map(|m| probe.etcd_member(&m.name, m.address, timeout));
+    let mut out = Vec::new();
+    // Joined by hand: every future is polled until done, so all members are asked at once.
+    let mut pending: Vec<_> = asks.map(Box::pin).collect();
+    let mut results: Vec<Option<MemberStatus>> = vec![None; pending.len()];
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, f) in pending.iter_mut().enumerate() {
+            if results[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(s) => results[i] = Some(s),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out.extend(results.into_iter().map(|r| r.expect("every future finished")));
+    out
+}
+
+/// One leader that every member agrees on, and every member answering without errors.
+pub fn healthy(members: &[MemberStatus]) -> bool {
+    let leaders: std::collections::BTreeSet<u64> = members.iter().filter_map(|m| m.leader).collect();
+    !members.is_empty() && members.iter().all(|m| m.answered() && m.errors.is_empty()) && leaders.len() == 1 && !leaders.contains(&0)
+}
+
+/// Polls until the members are healthy or `deadline` passes; returns the last statuses either
+/// way.
+pub async fn wait_healthy(probe: &dyn Probe, members: &[&Node], deadline: Duration) -> (bool, Vec<MemberStatus>) {
+    let until = Instant::now() + deadline;
+    loop {
+        let statuses = cluster_status(probe, members, Duration::from_secs(2)).await;
+        if healthy(&statuses) {
+            return (true, statuses);
+        }
+        if Instant::now() >= until {
+            return (false, statuses);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One line per member for reports.
+pub fn describe(m: &MemberStatus) -> String {
+    match &m.error {
+        Some(e) => format!("{} ({}): no answer: {e}", m.name, m.address),
+        None => format!(
+            "{} ({}): member {:x}, leader {:x}, raft index {}, db {} bytes{}",
+            m.name,
+            m.address,
+            m.member_id.unwrap_or(0),
+            m.leader.unwrap_or(0),
+            m.raft_index.unwrap_or(0),
+            m.db_size.unwrap_or(0),
+            if m.errors.is_empty() { String::new() } else { format!(", errors: {}", m.errors.join("; ")) }
+        ),
+    }
+}

@@ -1,0 +1,487 @@
+//! In-memory nodes for tests: [`FakeCluster`] is a [`Connector`] and a [`Probe`] whose nodes
+//! keep files, units, listeners and a clock in memory, so deploy's phase runner, preflight and
+//! verify run against it in milliseconds, without root or SSH.
+//!
+//! It models what those stages rely on, no more: a unit is loaded when its unit file exists,
+//! starts unless the test marks it failing, and etcd members and API servers answer the probe
+//! while their units are active (etcd elects a leader while a majority is up). Every operation
+//! that changes a node is appended to one log shared by all nodes, so tests can assert the
+//! order of a rolling restart across hosts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::ssh::SshError;
+use super::{
+    Apply, Connector, Facts, FactsQuery, HostsBlock, KeyCheck, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
+    UnitOps, Upload,
+};
+use crate::components::COMPONENTS;
+use crate::inventory::{Inventory, Node};
+use crate::pki::CertInfo;
+use crate::plan::sha256_hex;
+use crate::probe::{BoxFuture, MemberStatus, Membership, Probe};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeFile {
+    pub contents: Vec<u8>,
+    pub mode: u32,
+    pub owner: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FakeUnit {
+    pub enabled: bool,
+    pub active: bool,
+    /// Times it was started from inactive, and restarted.
+    pub starts: u32,
+    pub restarts: u32,
+}
+
+/// One node's state.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub name: String,
+    pub address: IpAddr,
+    /// When false, connecting fails as an unreachable host does.
+    pub reachable: bool,
+    pub systemd: bool,
+    pub clock_offset: f64,
+    pub swap_active: bool,
+    pub openssl: bool,
+    pub binaries: BTreeSet<String>,
+    pub listeners: Vec<super::Listener>,
+    pub files: BTreeMap<String, FakeFile>,
+    pub units: BTreeMap<String, FakeUnit>,
+    /// Units that fail whenever they are started.
+    pub failing: BTreeSet<String>,
+    /// When set, every systemctl call fails with this message (as when systemd's bus is gone).
+    pub systemctl_error: Option<String>,
+    /// Canned answers of Unix sockets, by path.
+    pub sockets: BTreeMap<String, String>,
+    /// CRDs the API server on this node knows (for `apply`'s CRD condition).
+    pub crds: BTreeSet<String>,
+}
+
+impl NodeState {
+    pub fn unit_active(&self, unit: &str) -> bool {
+        self.reachable && self.units.get(unit).is_some_and(|u| u.active)
+    }
+
+    fn unit_loaded(&self, unit: &str) -> bool {
+        self.files.contains_key(&format!("/etc/systemd/system/{unit}.service"))
+    }
+}
+
+/// Something a node did, in the order it happened across all nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub node: String,
+    pub what: String,
+}
+
+/// A whole cluster's nodes, made from an inventory: every node reachable, running systemd, with
+/// the binaries its components need, and nothing deployed.
+#[derive(Clone)]
+pub struct FakeCluster {
+    nodes: BTreeMap<String, Arc<Mutex<NodeState>>>,
+    log: Arc<Mutex<Vec<Event>>>,
+    etcd_members: Vec<String>,
+}
+
+impl FakeCluster {
+    pub fn new(inv: &Inventory) -> FakeCluster {
+        let mut nodes = BTreeMap::new();
+        for n in &inv.nodes {
+            let binaries = COMPONENTS.iter().filter(|c| c.runs_on(inv, n)).map(|c| c.binary_path(inv)).collect();
+            let state = NodeState {
+                name: n.name.clone(),
+                address: n.address,
+                reachable: true,
+                systemd: true,
+                clock_offset: 0.0,
+                swap_active: false,
+                openssl: true,
+                binaries,
+                listeners: vec![],
+                files: BTreeMap::new(),
+                units: BTreeMap::new(),
+                failing: BTreeSet::new(),
+                systemctl_error: None,
+                sockets: BTreeMap::new(),
+                crds: BTreeSet::new(),
+            };
+            nodes.insert(n.name.clone(), Arc::new(Mutex::new(state)));
+        }
+        let etcd_members = inv.etcd_members().iter().map(|m| m.name.clone()).collect();
+        FakeCluster { nodes, log: Arc::new(Mutex::new(Vec::new())), etcd_members }
+    }
+
+    /// A node's state, to inspect or change.
+    pub fn node(&self, name: &str) -> MutexGuard<'_, NodeState> {
+        self.nodes.get(name).unwrap_or_else(|| panic!("no fake node {name}")).lock().expect("not poisoned")
+    }
+
+    /// Everything every node did, in order.
+    pub fn events(&self) -> Vec<Event> {
+        self.log.lock().expect("not poisoned").clone()
+    }
+
+    /// The events whose text starts with `prefix`, as `node: what`.
+    pub fn events_like(&self, prefix: &str) -> Vec<String> {
+        self.events().into_iter().filter(|e| e.what.starts_with(prefix)).map(|e| format!("{}: {}", e.node, e.what)).collect()
+    }
+
+    pub fn clear_events(&self) {
+        self.log.lock().expect("not poisoned").clear();
+    }
+
+    fn by_address(&self, address: IpAddr) -> Option<MutexGuard<'_, NodeState>> {
+        self.nodes.values().map(|n| n.lock().expect("not poisoned")).find(|n| n.address == address)
+    }
+
+    fn member_id(name: &str) -> u64 {
+        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    }
+
+    /// The leader the active members agree on: the first of them, while a majority is active.
+    fn etcd_leader(&self) -> Option<u64> {
+        let active: Vec<&String> = self.etcd_members.iter().filter(|m| self.node(m).unit_active("etcd")).collect();
+        (active.len() > self.etcd_members.len() / 2).then(|| Self::member_id(active[0]))
+    }
+}
+
+impl Connector for FakeCluster {
+    fn connect(&self, node: &Node) -> Result<Box<dyn Remote>, RemoteError> {
+        let state = self.nodes.get(&node.name).unwrap_or_else(|| panic!("no fake node {}", node.name)).clone();
+        if !state.lock().expect("not poisoned").reachable {
+            return Err(SshError::Connect { host: node.address.to_string(), port: 22, reason: "connection refused (fake)".into() }.into());
+        }
+        Ok(Box::new(FakeRemote { node: node.name.clone(), state, log: self.log.clone() }))
+    }
+}
+
+/// One fake node, connected.
+pub struct FakeRemote {
+    node: String,
+    state: Arc<Mutex<NodeState>>,
+    log: Arc<Mutex<Vec<Event>>>,
+}
+
+impl FakeRemote {
+    fn state(&self) -> Result<MutexGuard<'_, NodeState>, RemoteError> {
+        let s = self.state.lock().expect("not poisoned");
+        if !s.reachable {
+            return Err(SshError::Session { host: self.node.clone(), reason: "the connection dropped (fake)".into() }.into());
+        }
+        Ok(s)
+    }
+
+    fn record(&self, what: impl Into<String>) {
+        self.log.lock().expect("not poisoned").push(Event { node: self.node.clone(), what: what.into() });
+    }
+}
+
+fn certificate_blocks(text: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        inside |= line == "-----BEGIN CERTIFICATE-----";
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if line == "-----END CERTIFICATE-----" {
+            inside = false;
+        }
+    }
+    out
+}
+
+impl Remote for FakeRemote {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn facts(&self, q: &FactsQuery) -> Result<Facts, RemoteError> {
+        let s = self.state()?;
+        let begin = format!("# BEGIN hardway {}", q.hosts_block);
+        Ok(Facts {
+            systemd: s.systemd,
+            clock_offset: s.clock_offset,
+            swap_active: s.swap_active,
+            present_binaries: q.binaries.iter().filter(|b| s.binaries.contains(*b)).cloned().collect(),
+            listeners: s.listeners.clone(),
+            hosts_block: s.files.get("/etc/hosts").is_some_and(|f| String::from_utf8_lossy(&f.contents).lines().any(|l| l == begin)),
+            files: stats(&s, &q.paths),
+            units: q.units.iter().map(|u| (u.clone(), active_state(&s, u).to_string())).collect(),
+        })
+    }
+
+    fn install_files(&self, uploads: &[Upload<'_>]) -> Result<(), RemoteError> {
+        let mut s = self.state()?;
+        for u in uploads {
+            if u.metadata_only {
+                let f = s.files.get_mut(u.path).ok_or_else(|| RemoteError::failed("installing files", format!("{}: no such file", u.path)))?;
+                f.mode = u.mode;
+                f.owner = "root:root".into();
+            } else {
+                s.files.insert(u.path.to_string(), FakeFile { contents: u.contents.to_vec(), mode: u.mode, owner: "root:root".into() });
+            }
+        }
+        drop(s);
+        self.record(format!("install {} files", uploads.len()));
+        Ok(())
+    }
+
+    fn merge_hosts_block(&self, b: &HostsBlock<'_>) -> Result<(), RemoteError> {
+        let mut s = self.state()?;
+        let block = s.files.get(b.source).map(|f| String::from_utf8_lossy(&f.contents).into_owned()).unwrap_or_default();
+        let old = s.files.get(b.target).map(|f| String::from_utf8_lossy(&f.contents).into_owned()).unwrap_or_default();
+        let (begin, end) = (format!("# BEGIN hardway {}", b.cluster), format!("# END hardway {}", b.cluster));
+        if old.lines().filter(|l| *l == begin).count() != old.lines().filter(|l| *l == end).count() {
+            return Err(RemoteError::failed("updating the hosts file", format!("{}: the hardway block's BEGIN and END lines do not pair up", b.target)));
+        }
+        let mut skip = false;
+        let mut text = String::new();
+        for l in old.lines() {
+            skip |= l == begin;
+            if !skip {
+                text.push_str(l);
+                text.push('\n');
+            }
+            skip &= l != end;
+        }
+        text.push_str(&block);
+        s.files.insert(b.target.to_string(), FakeFile { contents: text.into_bytes(), mode: 0o644, owner: "root:root".into() });
+        drop(s);
+        self.record("merge hosts block");
+        Ok(())
+    }
+
+    fn systemctl(&self, ops: &UnitOps) -> Result<(), RemoteError> {
+        let mut s = self.state()?;
+        if let Some(e) = &s.systemctl_error {
+            return Err(RemoteError::failed("systemctl", e.clone()));
+        }
+        let mut events = Vec::new();
+        if ops.daemon_reload {
+            events.push("daemon-reload".to_string());
+        }
+        let mut failed = Vec::new();
+        for (restart, units) in [(true, &ops.restart), (false, &ops.start)] {
+            for u in units {
+                if !s.unit_loaded(u) {
+                    failed.push(format!("Unit {u}.service not found."));
+                    continue;
+                }
+                let failing = s.failing.contains(u);
+                let unit = s.units.entry(u.clone()).or_default();
+                unit.enabled = true;
+                if restart || !unit.active {
+                    if restart {
+                        unit.restarts += 1;
+                    } else {
+                        unit.starts += 1;
+                    }
+                    unit.active = !failing;
+                    events.push(format!("{} {u}", if restart { "restart" } else { "start" }));
+                }
+                if failing && !ops.no_block {
+                    failed.push(format!("Job for {u}.service failed because the control process exited with error code."));
+                }
+            }
+        }
+        drop(s);
+        for e in events {
+            self.record(e);
+        }
+        if failed.is_empty() { Ok(()) } else { Err(RemoteError::failed("systemctl", failed.join("\n"))) }
+    }
+
+    fn unit_states(&self, units: &[String]) -> Result<BTreeMap<String, String>, RemoteError> {
+        let s = self.state()?;
+        Ok(units.iter().map(|u| (u.clone(), active_state(&s, u).to_string())).collect())
+    }
+
+    fn journal_tail(&self, units: &[String], _lines: u32) -> Result<String, RemoteError> {
+        let s = self.state()?;
+        Ok(units.iter().map(|u| format!("--- journal of {u}:\n(fake) {u} is {}\n", active_state(&s, u))).collect())
+    }
+
+    fn units(&self, units: &[String]) -> Result<BTreeMap<String, UnitInfo>, RemoteError> {
+        let s = self.state()?;
+        Ok(units
+            .iter()
+            .map(|u| {
+                let path = format!("/etc/systemd/system/{u}.service");
+                let info = match s.files.get(&path) {
+                    None => UnitInfo { load: "not-found".into(), active: "inactive".into(), enabled: String::new(), text: String::new() },
+                    Some(f) => UnitInfo {
+                        load: "loaded".into(),
+                        active: active_state(&s, u).into(),
+                        enabled: if s.units.get(u).is_some_and(|x| x.enabled) { "enabled" } else { "disabled" }.into(),
+                        text: format!("# {path}\n{}", String::from_utf8_lossy(&f.contents)),
+                    },
+                };
+                (u.clone(), info)
+            })
+            .collect())
+    }
+
+    fn read_certificates(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
+        let s = self.state()?;
+        Ok(paths.iter().map(|p| (p.clone(), s.files.get(p).map(|f| certificate_blocks(&String::from_utf8_lossy(&f.contents))))).collect())
+    }
+
+    fn read_config(&self, path: &str) -> Result<Option<String>, RemoteError> {
+        let s = self.state()?;
+        Ok(s.files.get(path).map(|f| String::from_utf8_lossy(&f.contents).into_owned()))
+    }
+
+    fn check_keys(&self, pairs: &[(String, String)]) -> Result<Vec<KeyCheck>, RemoteError> {
+        let s = self.state()?;
+        Ok(pairs
+            .iter()
+            .map(|(cert, key)| {
+                let key_file = s.files.get(key);
+                let mode_owner = key_file.map(|f| (f.mode, f.owner.split(':').next().unwrap_or("").to_string()));
+                let pairing = if !s.openssl {
+                    Pairing::NoOpenssl
+                } else {
+                    let cert = s.files.get(cert).and_then(|f| CertInfo::parse(&String::from_utf8_lossy(&f.contents)).ok());
+                    match (cert, key_file) {
+                        (Some(c), Some(k)) if c.matches_key(&String::from_utf8_lossy(&k.contents)).unwrap_or(false) => Pairing::Match,
+                        _ => Pairing::Differ,
+                    }
+                };
+                KeyCheck { mode_owner, pairing }
+            })
+            .collect())
+    }
+
+    fn stat_files(&self, paths: &[String]) -> Result<BTreeMap<String, RemoteFile>, RemoteError> {
+        let s = self.state()?;
+        Ok(stats(&s, paths))
+    }
+
+    fn haproxy_check(&self, config: &str) -> Result<Result<(), String>, RemoteError> {
+        let s = self.state()?;
+        Ok(match s.files.get(config) {
+            Some(f) if String::from_utf8_lossy(&f.contents).contains("frontend ") => Ok(()),
+            Some(_) => Err(format!("[ALERT] {config}: no frontend (fake)")),
+            None => Err(format!("[ALERT] Cannot open configuration file {config} (fake)")),
+        })
+    }
+
+    fn socket_request(&self, socket: &str, _request: &[u8]) -> Result<String, RemoteError> {
+        let s = self.state()?;
+        s.sockets.get(socket).cloned().ok_or_else(|| RemoteError::failed("socket request", format!("{socket}: no such socket")))
+    }
+
+    fn apply(&self, a: &Apply<'_>) -> Result<(), RemoteError> {
+        let s = self.state()?;
+        if !s.unit_active("kube-apiserver") {
+            return Err(RemoteError::failed("applying manifests", format!("the API server was not ready after {} s", a.ready_timeout_secs)));
+        }
+        let mut applied: Vec<String> = a.manifests.clone();
+        if let Some((crd, manifests, missing)) = &a.needs_crd {
+            if !s.crds.contains(*crd) {
+                return Err(RemoteError::failed("applying manifests", *missing));
+            }
+            applied.extend(manifests.iter().cloned());
+        }
+        drop(s);
+        for m in applied {
+            self.record(format!("apply {m}"));
+        }
+        Ok(())
+    }
+}
+
+fn active_state(s: &NodeState, unit: &str) -> &'static str {
+    match s.units.get(unit) {
+        Some(u) if u.active => "active",
+        Some(_) if s.failing.contains(unit) => "failed",
+        _ => "inactive",
+    }
+}
+
+fn stats(s: &NodeState, paths: &[String]) -> BTreeMap<String, RemoteFile> {
+    paths
+        .iter()
+        .filter_map(|p| {
+            let f = s.files.get(p)?;
+            Some((p.clone(), RemoteFile { sha256: sha256_hex(&f.contents), mode: f.mode, owner: f.owner.clone() }))
+        })
+        .collect()
+}
+
+impl Probe for FakeCluster {
+    fn etcd_member<'a>(&'a self, name: &'a str, address: IpAddr, _timeout: Duration) -> BoxFuture<'a, MemberStatus> {
+        Box::pin(async move {
+            if !self.node(name).unit_active("etcd") {
+                return MemberStatus::no_answer(name, address, format!("https://{address}:2379: connection refused (fake)"));
+            }
+            let leader = self.etcd_leader();
+            MemberStatus {
+                name: name.to_string(),
+                address,
+                member_id: Some(Self::member_id(name)),
+                leader: Some(leader.unwrap_or(0)),
+                raft_index: Some(10),
+                db_size: Some(20480),
+                version: Some("3.5.0-fake".into()),
+                errors: vec![],
+                error: None,
+            }
+        })
+    }
+
+    fn etcd_membership(&self, address: IpAddr, _timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), String>> {
+        Box::pin(async move {
+            if !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
+                return Err(format!("{address}: connection refused (fake)"));
+            }
+            let members = self
+                .etcd_members
+                .iter()
+                .map(|m| {
+                    let a = self.node(m).address;
+                    (m.clone(), format!("https://{}:2380", crate::inventory::host_for_url(a)))
+                })
+                .collect();
+            Ok((members, vec![]))
+        })
+    }
+
+    fn api_get<'a>(&'a self, address: IpAddr, _port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>> {
+        Box::pin(async move {
+            let Some(node) = self.by_address(address) else { return Err(format!("connecting to {address}: no route (fake)")) };
+            let serving = if node.unit_active("kube-apiserver") {
+                true
+            } else if node.unit_active("haproxy") {
+                drop(node);
+                self.nodes.values().any(|n| n.lock().expect("not poisoned").unit_active("kube-apiserver"))
+            } else {
+                false
+            };
+            if !serving {
+                return Err(format!("connecting to {address}: connection refused (fake)"));
+            }
+            if path == "/api/v1/nodes" {
+                let ready: Vec<serde_json::Value> = self
+                    .nodes
+                    .values()
+                    .map(|n| n.lock().expect("not poisoned"))
+                    .filter(|n| n.unit_active("kubelet"))
+                    .map(|n| serde_json::json!({"metadata": {"name": n.name}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+                    .collect();
+                return Ok((200, serde_json::json!({ "items": ready }).to_string()));
+            }
+            Ok((200, "ok".into()))
+        })
+    }
+}

@@ -1,0 +1,287 @@
+//! The remote layer: everything hardway does on a node, as named operations behind one trait.
+//!
+//! [`Remote`] is what deploy, verify and the day-2 commands call: read the node's facts, install
+//! files, run systemctl, read units, certificates and configs, talk to a Unix socket. Two
+//! implementations:
+//!
+//! - [`ShellRemote`] over a [`Transport`] (an SSH session, [`ssh::Conn`]): each operation is one
+//!   shell script built by [`script`], one round trip, every value quoted;
+//! - [`fake::FakeNode`]: an in-memory node (files, units, listeners, clock), so the phase
+//!   runner, preflight and verify logic are tested fast and without root.
+//!
+//! A [`Connector`] opens one `Remote` per node; deploy and verify never know which kind they
+//! hold. Private keys are only ever written to nodes, never read back: the operations that
+//! read files return certificate blocks only ([`Remote::read_certificates`]) or configuration
+//! that holds no secret ([`Remote::read_config`]), and key/certificate pairing is decided on
+//! the node ([`Remote::check_keys`]).
+
+pub mod fake;
+pub mod script;
+mod shell;
+pub mod ssh;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::inventory::Node;
+
+pub use shell::{LocalShell, ShellRemote, Transport};
+
+/// Why an operation on a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// Reaching or logging in to the node failed.
+    #[error(transparent)]
+    Ssh(#[from] ssh::SshError),
+    /// The operation ran and failed; `detail` is what the node said.
+    #[error("{op} failed: {detail}")]
+    Failed { op: &'static str, detail: String },
+}
+
+impl RemoteError {
+    pub fn failed(op: &'static str, detail: impl Into<String>) -> RemoteError {
+        RemoteError::Failed { op, detail: detail.into() }
+    }
+}
+
+/// What a remote script returned.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn ok(&self) -> bool {
+        self.status == 0
+    }
+}
+
+/// What a node has at one path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteFile {
+    pub sha256: String,
+    pub mode: u32,
+    /// `user:group`.
+    pub owner: String,
+}
+
+/// A listening TCP socket on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listener {
+    pub port: u16,
+    /// The process name as `ss -p` shows it (cut to 15 characters by the kernel).
+    pub process: String,
+    /// The systemd unit whose cgroup the process is in, if any.
+    pub unit: Option<String>,
+}
+
+/// What preflight asks a node.
+#[derive(Debug, Clone, Default)]
+pub struct FactsQuery {
+    /// Files whose SHA-256, mode and owner are wanted.
+    pub paths: Vec<String>,
+    /// Executables whose presence is wanted.
+    pub binaries: Vec<String>,
+    /// The `/etc/hosts` block marker to look for (the cluster's name).
+    pub hosts_block: String,
+    /// Units whose `systemctl is-active` state is wanted.
+    pub units: Vec<String>,
+}
+
+/// What a node told preflight, in one round trip.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub systemd: bool,
+    /// Node clock minus ours, in seconds (estimated at the midpoint of the round trip); NaN
+    /// when the node did not say.
+    pub clock_offset: f64,
+    pub swap_active: bool,
+    pub present_binaries: BTreeSet<String>,
+    pub listeners: Vec<Listener>,
+    pub hosts_block: bool,
+    pub files: BTreeMap<String, RemoteFile>,
+    /// `systemctl is-active` of each asked unit (`active`, `inactive`, `failed`, …).
+    pub units: BTreeMap<String, String>,
+}
+
+impl Facts {
+    pub fn unit_active(&self, unit: &str) -> bool {
+        self.units.get(unit).is_some_and(|s| s == "active")
+    }
+}
+
+/// One file to place, or to give its mode and owner (`root:root`).
+#[derive(Debug, Clone, Copy)]
+pub struct Upload<'a> {
+    pub path: &'a str,
+    pub mode: u32,
+    pub contents: &'a [u8],
+    /// The node has these bytes already; only mode and owner are set.
+    pub metadata_only: bool,
+}
+
+/// A batch of systemctl work on one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitOps {
+    pub daemon_reload: bool,
+    /// Enabled, then restarted.
+    pub restart: Vec<String>,
+    /// Enabled, then started (a no-op for a running unit).
+    pub start: Vec<String>,
+    /// Return at once instead of waiting for each start (etcd members wait for quorum, so a
+    /// blocking start on the first would wait forever for the others).
+    pub no_block: bool,
+}
+
+impl UnitOps {
+    pub fn is_empty(&self) -> bool {
+        !self.daemon_reload && self.restart.is_empty() && self.start.is_empty()
+    }
+}
+
+/// A unit as systemd reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitInfo {
+    /// `loaded`, `not-found`, …
+    pub load: String,
+    /// `active`, `inactive`, `failed`, `activating`, …
+    pub active: String,
+    /// `enabled`, `disabled`, …
+    pub enabled: String,
+    /// `systemctl cat`: the unit file and its drop-ins.
+    pub text: String,
+}
+
+impl UnitInfo {
+    pub fn deployed(&self) -> bool {
+        self.load == "loaded"
+    }
+}
+
+/// A private key checked on its node: who may read it, and whether it belongs to its
+/// certificate (compared by the SHA-256 of the public key openssl derives from each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCheck {
+    /// `(mode, user)`; none when the key file is missing.
+    pub mode_owner: Option<(u32, String)>,
+    pub pairing: Pairing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pairing {
+    Match,
+    Differ,
+    /// openssl is not installed on the node: nothing could be compared.
+    NoOpenssl,
+}
+
+/// The cluster's block in `/etc/hosts` (`# BEGIN hardway <cluster>` … `# END …`).
+#[derive(Debug, Clone)]
+pub struct HostsBlock<'a> {
+    pub cluster: &'a str,
+    /// The file holding the block, placed by deploy (`/etc/hardway/hosts`).
+    pub source: &'a str,
+    /// The file it is merged into (`/etc/hosts`).
+    pub target: &'a str,
+}
+
+/// Manifests to apply with kubectl on a node, once the API server answers.
+#[derive(Debug, Clone)]
+pub struct Apply<'a> {
+    pub kubectl: &'a str,
+    pub kubeconfig: &'a str,
+    /// Applied in order; each is a path on the node.
+    pub manifests: Vec<String>,
+    /// Manifests applied only when this CRD exists, with the message when it does not.
+    pub needs_crd: Option<(&'a str, Vec<String>, &'a str)>,
+    /// How long to wait for `/readyz`.
+    pub ready_timeout_secs: u32,
+}
+
+/// The operations hardway runs on a node. One implementation per transport (SSH, in memory);
+/// each call is one round trip.
+pub trait Remote: Send {
+    /// The node's inventory name.
+    fn node(&self) -> &str;
+
+    /// Systemd, clock, swap, listening ports, which binaries exist, the hosts block, and the
+    /// hash, mode and owner of each path.
+    fn facts(&self, q: &FactsQuery) -> Result<Facts, RemoteError>;
+
+    /// Places every upload: staged beside its target, checked by SHA-256, given its mode and
+    /// owner `root:root`, then renamed into place (a reader never sees half a file).
+    fn install_files(&self, uploads: &[Upload<'_>]) -> Result<(), RemoteError>;
+
+    /// Replaces the cluster's block in the hosts file with the block file's, keeping every
+    /// other line, atomically.
+    fn merge_hosts_block(&self, block: &HostsBlock<'_>) -> Result<(), RemoteError>;
+
+    /// daemon-reload, enable, restart and start, in that order.
+    fn systemctl(&self, ops: &UnitOps) -> Result<(), RemoteError>;
+
+    /// `systemctl is-active` of each unit.
+    fn unit_states(&self, units: &[String]) -> Result<BTreeMap<String, String>, RemoteError>;
+
+    /// The last lines of each unit's journal, for error reports.
+    fn journal_tail(&self, units: &[String], lines: u32) -> Result<String, RemoteError>;
+
+    /// Load state, active state, enablement and the unit file of each unit.
+    fn units(&self, units: &[String]) -> Result<BTreeMap<String, UnitInfo>, RemoteError>;
+
+    /// The certificate blocks of each file (never anything else in it, so a file that also
+    /// holds a key gives only its certificate); none when the file is missing.
+    fn read_certificates(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError>;
+
+    /// A configuration file that holds no secret (the kubelet's config, haproxy.cfg); none when
+    /// missing.
+    fn read_config(&self, path: &str) -> Result<Option<String>, RemoteError>;
+
+    /// For each (certificate, key): the key's mode and owner, and whether they belong together.
+    fn check_keys(&self, pairs: &[(String, String)]) -> Result<Vec<KeyCheck>, RemoteError>;
+
+    /// Hash, mode and owner of each existing path.
+    fn stat_files(&self, paths: &[String]) -> Result<BTreeMap<String, RemoteFile>, RemoteError>;
+
+    /// `haproxy -c` on a configuration: `Ok(Err(reason))` when HAProxy refuses it.
+    fn haproxy_check(&self, config: &str) -> Result<Result<(), String>, RemoteError>;
+
+    /// Sends `request` to a Unix socket on the node and returns the whole answer.
+    fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError>;
+
+    /// Applies manifests with kubectl once the API server is ready.
+    fn apply(&self, apply: &Apply<'_>) -> Result<(), RemoteError>;
+}
+
+/// Opens a [`Remote`] for a node.
+pub trait Connector: Send + Sync {
+    fn connect(&self, node: &Node) -> Result<Box<dyn Remote>, RemoteError>;
+}
+
+/// Runs `f` on every item (one per host), at most `parallel` at once, each on tokio's blocking
+/// pool: remote operations block, and one session is never shared between threads.
+pub async fn fan_out<T, F>(items: Vec<T>, parallel: usize, f: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(&mut T) + Send + Sync + 'static,
+{
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let f = std::sync::Arc::new(f);
+    let mut handles = Vec::new();
+    for mut item in items {
+        let permit = sem.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let f = f.clone();
+        handles.push(tokio::task::spawn_blocking(move || {
+            f(&mut item);
+            drop(permit);
+            item
+        }));
+    }
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.expect("a host task panicked"));
+    }
+    out
+}

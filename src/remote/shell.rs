@@ -1,0 +1,523 @@
+//! [`Remote`] as shell scripts over a [`Transport`]: each operation builds one script with
+//! [`Script`], sends it in one round trip, and reads the answer with [`Sections`].
+//!
+//! Uploads are staged in a `.hardway-new` directory beside their targets (same file system, so
+//! each `mv` is an atomic rename — a unit never reads half a file), all checked by one
+//! `sha256sum -c` before any is moved, then given their mode and owner. Text goes through the
+//! shell's printf builtin, so a host costs a fixed handful of processes however many files it
+//! gets: per-file commands were most of a 50-host push (see the README's performance section).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use base64::Engine;
+
+use super::script::{Script, Sections, quote, quote_all};
+use super::{
+    Apply, Facts, FactsQuery, HostsBlock, KeyCheck, Listener, Output, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
+    UnitOps, Upload,
+};
+use crate::plan::sha256_hex;
+
+/// Carries scripts to a node and back: an SSH session, or this machine's own `sh`.
+pub trait Transport: Send {
+    /// Runs `script` with `sh -s` as root.
+    fn run(&self, script: &str) -> Result<Output, RemoteError>;
+    /// Sends `request` to a Unix socket on the node and returns the whole answer.
+    fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError>;
+}
+
+/// The scripts' side of [`Remote`], over any transport.
+pub struct ShellRemote<T: Transport> {
+    node: String,
+    transport: T,
+}
+
+impl<T: Transport> ShellRemote<T> {
+    pub fn new(node: impl Into<String>, transport: T) -> ShellRemote<T> {
+        ShellRemote { node: node.into(), transport }
+    }
+
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// Runs a script that must succeed; its failure becomes `op`'s error with the node's stderr.
+    fn run_ok(&self, op: &'static str, script: &Script) -> Result<Output, RemoteError> {
+        let out = self.transport.run(script.text())?;
+        if !out.ok() {
+            return Err(RemoteError::failed(op, format!("exit {}: {}", out.status, out.stderr.trim())));
+        }
+        Ok(out)
+    }
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Adds the sections `sha` and `stat` for `paths` to `s`.
+fn stat_sections(s: &mut Script, paths: &[String]) {
+    if paths.is_empty() {
+        return;
+    }
+    let files = quote_all(paths.iter().map(String::as_str));
+    s.section("sha").raw(&format!("sha256sum -- {files} 2>/dev/null; true"));
+    s.section("stat").raw(&format!("stat -c '%a %U:%G %n' -- {files} 2>/dev/null; true"));
+}
+
+fn parse_stats(sec: &Sections) -> BTreeMap<String, RemoteFile> {
+    let sha: BTreeMap<&str, &str> =
+        sec.lines("sha").iter().filter_map(|l| l.split_once("  ")).map(|(hash, path)| (path, hash)).collect();
+    let mut files = BTreeMap::new();
+    for l in sec.lines("stat") {
+        let mut it = l.splitn(3, ' ');
+        if let (Some(mode), Some(owner), Some(path)) = (it.next(), it.next(), it.next())
+            && let (Some(hash), Ok(mode)) = (sha.get(path), u32::from_str_radix(mode, 8))
+        {
+            files.insert(path.to_string(), RemoteFile { sha256: hash.to_string(), mode, owner: owner.to_string() });
+        }
+    }
+    files
+}
+
+/// `LISTEN 0 4096 10.0.0.1:2379 0.0.0.0:* users:(("etcd",pid=1,fd=7)) unit=etcd.service` →
+/// port 2379, process "etcd", unit "etcd".
+pub(crate) fn parse_ss(line: &str) -> Option<Listener> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let local = fields.get(3)?;
+    let port = local.rsplit(':').next()?.parse().ok()?;
+    let process = line.split("((\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?").to_string();
+    let unit = line
+        .rsplit_once(" unit=")
+        .map(|(_, u)| u.trim())
+        .and_then(|u| u.strip_suffix(".service"))
+        .filter(|u| !u.is_empty())
+        .map(str::to_string);
+    Some(Listener { port, process, unit })
+}
+
+fn unit_file(unit: &str) -> String {
+    format!("{unit}.service")
+}
+
+impl<T: Transport> Remote for ShellRemote<T> {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn facts(&self, q: &FactsQuery) -> Result<Facts, RemoteError> {
+        let begin = quote(&format!("^# BEGIN hardway {}$", q.hosts_block));
+        let mut s = Script::new();
+        s.section("systemd").raw("if [ -d /run/systemd/system ]; then echo yes; else echo no; fi");
+        s.section("time").raw("date +%s.%N");
+        s.section("swap").raw("tail -n +2 /proc/swaps 2>/dev/null");
+        let bins = quote_all(q.binaries.iter().map(String::as_str));
+        s.section("bins").raw(&format!("for b in {bins}; do [ -x \"$b\" ] && echo \"$b\"; done; true"));
+        // Each listener with the unit its process runs in (from /proc/PID/cgroup, with shell
+        // builtins only: a fixed number of processes per host).
+        s.section("listen").raw(
+            "ss -Htlnp 2>/dev/null | while IFS= read -r l; do u=; case $l in *pid=*) p=${l#*pid=}; p=${p%%,*}; \
+             while IFS= read -r c; do case $c in *.service) u=${c##*/};; esac; done 2>/dev/null < /proc/$p/cgroup;; esac; \
+             echo \"$l unit=$u\"; done",
+        );
+        s.section("hosts").raw(&format!("grep -c {begin} /etc/hosts 2>/dev/null; true"));
+        stat_sections(&mut s, &q.paths);
+        for u in &q.units {
+            s.section(&format!("state:{u}")).raw(&format!("systemctl is-active {}; true", quote(&unit_file(u))));
+        }
+        let t0 = now_secs();
+        let out = self.run_ok("reading the node's state", &s)?;
+        let t1 = now_secs();
+        let sec = Sections::parse(&out.stdout);
+        let remote_time: f64 = sec.first("time").and_then(|t| t.parse().ok()).unwrap_or(f64::NAN);
+        Ok(Facts {
+            systemd: sec.first("systemd") == Some("yes"),
+            clock_offset: remote_time - (t0 + t1) / 2.0,
+            swap_active: sec.lines("swap").iter().any(|l| !l.trim().is_empty()),
+            present_binaries: sec.lines("bins").iter().cloned().collect(),
+            listeners: sec.lines("listen").iter().filter_map(|l| parse_ss(l)).collect(),
+            hosts_block: sec.first("hosts").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) > 0,
+            files: parse_stats(&sec),
+            units: q.units.iter().map(|u| (u.clone(), sec.first(&format!("state:{u}")).unwrap_or("unknown").to_string())).collect(),
+        })
+    }
+
+    fn install_files(&self, uploads: &[Upload<'_>]) -> Result<(), RemoteError> {
+        if uploads.is_empty() {
+            return Ok(());
+        }
+        let script = install_script(uploads);
+        self.run_ok("installing files", &script).map(|_| ())
+    }
+
+    fn merge_hosts_block(&self, b: &HostsBlock<'_>) -> Result<(), RemoteError> {
+        let begin = quote(&format!("# BEGIN hardway {}", b.cluster));
+        let end = quote(&format!("# END hardway {}", b.cluster));
+        let (source, target) = (quote(b.source), quote(b.target));
+        let tmp = quote(&format!("{}.hardway-tmp", b.target));
+        let mut s = Script::strict();
+        // A BEGIN without its END would make "skip to END" drop the rest of the file: refuse.
+        let unpaired = quote(&format!("{}: the hardway block's BEGIN and END lines do not pair up; fix the file by hand", b.target));
+        s.raw(&format!(
+            "if [ -f {target} ] && [ \"$(grep -cxF {begin} {target})\" != \"$(grep -cxF {end} {target})\" ]; then \
+             echo {unpaired} >&2; exit 1; fi"
+        ));
+        s.raw(&format!("touch {target}"));
+        s.raw(&format!("awk -v b={begin} -v e={end} '$0==b{{skip=1}} !skip{{print}} $0==e{{skip=0}}' {target} > {tmp}"));
+        s.raw(&format!("cat {source} >> {tmp}"));
+        s.raw(&format!("chmod 644 {tmp}"));
+        // rename(2) is atomic, but a bind-mounted hosts file (containers) cannot be replaced by
+        // a rename: then it is rewritten in place.
+        s.raw(&format!(
+            "if grep -q \" $(realpath {target}) \" /proc/self/mountinfo 2>/dev/null; then cat {tmp} > {target}; rm -f {tmp}; \
+             else mv -f {tmp} {target}; fi"
+        ));
+        self.run_ok("updating the hosts file", &s).map(|_| ())
+    }
+
+    fn systemctl(&self, ops: &UnitOps) -> Result<(), RemoteError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut s = Script::strict();
+        if ops.daemon_reload {
+            s.cmd(&["systemctl", "daemon-reload"]);
+        }
+        let all: Vec<String> = ops.restart.iter().chain(&ops.start).map(|u| unit_file(u)).collect();
+        let nb: &[&str] = if ops.no_block { &["--no-block"] } else { &[] };
+        if !all.is_empty() {
+            let words: Vec<&str> = ["systemctl", "enable", "--quiet"].into_iter().chain(all.iter().map(String::as_str)).collect();
+            s.cmd(&words);
+        }
+        for (verb, units) in [("restart", &ops.restart), ("start", &ops.start)] {
+            if !units.is_empty() {
+                let files: Vec<String> = units.iter().map(|u| unit_file(u)).collect();
+                let words: Vec<&str> =
+                    ["systemctl", verb].into_iter().chain(nb.iter().copied()).chain(files.iter().map(String::as_str)).collect();
+                s.cmd(&words);
+            }
+        }
+        let out = self.transport.run(s.text())?;
+        if !out.ok() {
+            let units: Vec<String> = ops.restart.iter().chain(&ops.start).cloned().collect();
+            let journal = self.journal_tail(&units, 15).unwrap_or_default();
+            return Err(RemoteError::failed("systemctl", format!("{}\n{journal}", out.stderr.trim())));
+        }
+        Ok(())
+    }
+
+    fn unit_states(&self, units: &[String]) -> Result<BTreeMap<String, String>, RemoteError> {
+        if units.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut s = Script::new();
+        for u in units {
+            s.section(&format!("state:{u}")).raw(&format!("systemctl is-active {}; true", quote(&unit_file(u))));
+        }
+        let out = self.transport.run(s.text())?;
+        let sec = Sections::parse(&out.stdout);
+        Ok(units.iter().map(|u| (u.clone(), sec.first(&format!("state:{u}")).unwrap_or("unknown").to_string())).collect())
+    }
+
+    fn journal_tail(&self, units: &[String], lines: u32) -> Result<String, RemoteError> {
+        let mut s = Script::new();
+        for u in units {
+            s.raw(&format!("echo {}", quote(&format!("--- journal of {u}:"))));
+            s.raw(&format!("journalctl -u {} -n {lines} --no-pager -o cat 2>&1; true", quote(&unit_file(u))));
+        }
+        Ok(self.transport.run(s.text())?.stdout)
+    }
+
+    fn units(&self, units: &[String]) -> Result<BTreeMap<String, UnitInfo>, RemoteError> {
+        let mut s = Script::new();
+        for u in units {
+            let q = quote(&unit_file(u));
+            s.section(&format!("show:{u}")).raw(&format!("systemctl show -p LoadState -p ActiveState -p UnitFileState {q} 2>/dev/null; true"));
+            s.section(&format!("cat:{u}")).raw(&format!("systemctl cat {q} 2>/dev/null; true"));
+        }
+        let out = self.transport.run(s.text())?;
+        let sec = Sections::parse(&out.stdout);
+        Ok(units
+            .iter()
+            .map(|u| {
+                let props: BTreeMap<&str, &str> =
+                    sec.lines(&format!("show:{u}")).iter().filter_map(|l| l.split_once('=')).collect();
+                let prop = |k: &str| props.get(k).copied().unwrap_or_default().to_string();
+                let info = UnitInfo {
+                    load: prop("LoadState"),
+                    active: prop("ActiveState"),
+                    enabled: prop("UnitFileState"),
+                    text: sec.text(&format!("cat:{u}")),
+                };
+                (u.clone(), info)
+            })
+            .collect())
+    }
+
+    fn read_certificates(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
+        let mut s = Script::new();
+        for (i, p) in paths.iter().enumerate() {
+            let q = quote(p);
+            s.section(&format!("exists:{i}")).raw(&format!("[ -f {q} ] && echo yes; true"));
+            // Only the certificate blocks leave the node, whatever else the file holds.
+            s.section(&format!("cert:{i}"))
+                .raw(&format!("sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' {q} 2>/dev/null; true"));
+        }
+        let out = self.transport.run(s.text())?;
+        let sec = Sections::parse(&out.stdout);
+        Ok(paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let found = sec.first(&format!("exists:{i}")) == Some("yes");
+                (p.clone(), found.then(|| sec.text(&format!("cert:{i}"))))
+            })
+            .collect())
+    }
+
+    fn read_config(&self, path: &str) -> Result<Option<String>, RemoteError> {
+        let q = quote(path);
+        let mut s = Script::new();
+        s.section("exists").raw(&format!("[ -f {q} ] && echo yes; true"));
+        s.section("text").raw(&format!("cat {q} 2>/dev/null; true"));
+        let out = self.transport.run(s.text())?;
+        let sec = Sections::parse(&out.stdout);
+        Ok((sec.first("exists") == Some("yes")).then(|| sec.text("text")))
+    }
+
+    fn check_keys(&self, pairs: &[(String, String)]) -> Result<Vec<KeyCheck>, RemoteError> {
+        let mut s = Script::new();
+        for (i, (cert, key)) in pairs.iter().enumerate() {
+            let (c, k) = (quote(cert), quote(key));
+            s.section(&format!("keystat:{i}")).raw(&format!("stat -c '%a %U' {k} 2>/dev/null; true"));
+            s.section(&format!("pair:{i}")).raw(&format!(
+                "if command -v openssl >/dev/null; then a=$(openssl x509 -in {c} -noout -pubkey 2>/dev/null | sha256sum); \
+                 b=$(openssl pkey -in {k} -pubout 2>/dev/null | sha256sum); [ \"$a\" = \"$b\" ] && echo match || echo differ; \
+                 else echo no-openssl; fi"
+            ));
+        }
+        let out = self.transport.run(s.text())?;
+        let sec = Sections::parse(&out.stdout);
+        Ok((0..pairs.len())
+            .map(|i| {
+                let mode_owner = sec.first(&format!("keystat:{i}")).and_then(|l| {
+                    let (mode, user) = l.split_once(' ')?;
+                    Some((u32::from_str_radix(mode, 8).ok()?, user.to_string()))
+                });
+                let pairing = match sec.first(&format!("pair:{i}")) {
+                    Some("match") => Pairing::Match,
+                    Some("no-openssl") => Pairing::NoOpenssl,
+                    _ => Pairing::Differ,
+                };
+                KeyCheck { mode_owner, pairing }
+            })
+            .collect())
+    }
+
+    fn stat_files(&self, paths: &[String]) -> Result<BTreeMap<String, RemoteFile>, RemoteError> {
+        let mut s = Script::new();
+        stat_sections(&mut s, paths);
+        let out = self.transport.run(s.text())?;
+        Ok(parse_stats(&Sections::parse(&out.stdout)))
+    }
+
+    fn haproxy_check(&self, config: &str) -> Result<Result<(), String>, RemoteError> {
+        let mut s = Script::new();
+        s.section("check").raw(&format!("haproxy -c -q -f {} 2>&1 && echo @@valid; true", quote(config)));
+        let out = self.transport.run(s.text())?;
+        let text = Sections::parse(&out.stdout).text("check");
+        Ok(if text.lines().any(|l| l == "@@valid") { Ok(()) } else { Err(text.trim().to_string()) })
+    }
+
+    fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError> {
+        self.transport.socket_request(socket, request)
+    }
+
+    fn apply(&self, a: &Apply<'_>) -> Result<(), RemoteError> {
+        let (k, kc) = (quote(a.kubectl), quote(a.kubeconfig));
+        let mut s = Script::strict();
+        s.raw(&format!(
+            "i=0; until {k} --kubeconfig {kc} get --raw /readyz >/dev/null 2>&1; do i=$((i+1)); \
+             [ $i -lt {t} ] || {{ echo 'the API server was not ready after {t} s' >&2; exit 1; }}; sleep 1; done",
+            t = a.ready_timeout_secs
+        ));
+        for m in &a.manifests {
+            s.raw(&format!("{k} --kubeconfig {kc} apply -f {}", quote(m)));
+        }
+        if let Some((crd, manifests, missing)) = &a.needs_crd {
+            let applies: Vec<String> = manifests.iter().map(|m| format!("{k} --kubeconfig {kc} apply -f {}", quote(m))).collect();
+            s.raw(&format!(
+                "if {k} --kubeconfig {kc} get crd {} >/dev/null 2>&1; then {}; else echo {} >&2; exit 1; fi",
+                quote(crd),
+                applies.join("; "),
+                quote(missing)
+            ));
+        }
+        self.run_ok("applying manifests", &s).map(|_| ())
+    }
+}
+
+/// The upload script: a fixed number of processes per host rather than per file. Text is
+/// written by the shell's printf builtin (base64 -d only for binary files) into a staging
+/// directory beside each target directory, all checked by one sha256sum, chmod per mode, one
+/// chown, and one `mv` per target directory (rename(2): atomic per file).
+fn install_script(uploads: &[Upload<'_>]) -> Script {
+    const STAGE: &str = ".hardway-new";
+    let dir_of = |p: &str| match p.rsplit_once('/') {
+        Some(("", _)) | None => "/".to_string(),
+        Some((d, _)) => d.to_string(),
+    };
+    let stage_of = |d: &str| format!("{}/{STAGE}", d.trim_end_matches('/'));
+    let name_of = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
+    let mut s = Script::strict();
+    s.raw("umask 077");
+    let mut by_dir: BTreeMap<String, Vec<&Upload<'_>>> = BTreeMap::new();
+    let mut by_mode: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut owned: Vec<String> = Vec::new();
+    for u in uploads {
+        if u.metadata_only {
+            by_mode.entry(u.mode).or_default().push(quote(u.path));
+            owned.push(quote(u.path));
+        } else {
+            by_dir.entry(dir_of(u.path)).or_default().push(u);
+        }
+    }
+    let stages: Vec<String> = by_dir.keys().map(|d| quote(&stage_of(d))).collect();
+    if !by_dir.is_empty() {
+        let dirs: Vec<String> = by_dir.keys().map(|d| quote(d)).collect();
+        s.raw(&format!("rm -rf {}", stages.join(" ")));
+        s.raw(&format!("(umask 022; mkdir -p {})", dirs.join(" ")));
+        s.raw(&format!("mkdir {}", stages.join(" ")));
+        let mut sums = String::new();
+        for (dir, files) in &by_dir {
+            for u in files {
+                let tmp = format!("{}/{}", stage_of(dir), name_of(u.path));
+                match std::str::from_utf8(u.contents) {
+                    Ok(text) if !text.contains('\0') => {
+                        s.raw(&format!("printf '%s' {} > {}", quote(text), quote(&tmp)));
+                    }
+                    _ => {
+                        let b64 = base64::engine::general_purpose::STANDARD.encode(u.contents);
+                        let mut heredoc = format!("base64 -d > {} <<'__HARDWAY_EOF__'\n", quote(&tmp));
+                        for chunk in b64.as_bytes().chunks(76) {
+                            heredoc.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+                            heredoc.push('\n');
+                        }
+                        heredoc.push_str("__HARDWAY_EOF__");
+                        s.raw(&heredoc);
+                    }
+                }
+                // sha256sum -c reads names as written: a path with a newline cannot be checked,
+                // and the inventory validator keeps such paths out.
+                let _ = writeln!(sums, "{}  {tmp}", sha256_hex(u.contents));
+                by_mode.entry(u.mode).or_default().push(quote(&tmp));
+                owned.push(quote(&tmp));
+            }
+        }
+        s.raw(&format!(
+            "if ! sha256sum -c --quiet >&2 <<'__HARDWAY_SUMS__'\n{sums}__HARDWAY_SUMS__\nthen rm -rf {}; echo 'checksum mismatch' >&2; exit 1; fi",
+            stages.join(" ")
+        ));
+    }
+    for (mode, paths) in &by_mode {
+        s.raw(&format!("chmod {mode:o} {}", paths.join(" ")));
+    }
+    s.raw(&format!("chown root:root {}", owned.join(" ")));
+    for (dir, files) in &by_dir {
+        let tmps: Vec<String> = files.iter().map(|u| quote(&format!("{}/{}", stage_of(dir), name_of(u.path)))).collect();
+        s.raw(&format!("mv -f {} {}", tmps.join(" "), quote(dir)));
+    }
+    if !stages.is_empty() {
+        s.raw(&format!("rmdir {}", stages.join(" ")));
+    }
+    s
+}
+
+/// This machine's own `sh`, as root if hardway runs as root: runs the same scripts as an SSH
+/// session would, for tests of the scripts against real tools and files.
+pub struct LocalShell;
+
+impl Transport for LocalShell {
+    fn run(&self, script: &str) -> Result<Output, RemoteError> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let io = |e: std::io::Error| RemoteError::failed("running sh", e.to_string());
+        let mut child = Command::new("sh")
+            .arg("-s")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io)?;
+        child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(io)?;
+        let out = child.wait_with_output().map_err(io)?;
+        Ok(Output {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError> {
+        use std::io::{Read, Write};
+        let err = |e: std::io::Error| RemoteError::failed("socket request", format!("{socket}: {e}"));
+        let mut sock = std::os::unix::net::UnixStream::connect(socket).map_err(err)?;
+        sock.write_all(request).map_err(err)?;
+        let mut out = String::new();
+        sock.read_to_string(&mut out).map_err(err)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ss_lines() {
+        let l = parse_ss("LISTEN 0      4096      10.213.0.11:2379      0.0.0.0:*    users:((\"etcd\",pid=231,fd=8)) unit=etcd.service").unwrap();
+        assert_eq!(l, Listener { port: 2379, process: "etcd".into(), unit: Some("etcd".into()) });
+        let l = parse_ss("LISTEN 0 128 [::]:22 [::]:* users:((\"sshd\",pid=1,fd=4)) unit=").unwrap();
+        assert_eq!((l.port, l.unit), (22, None));
+        assert!(parse_ss("garbage").is_none());
+    }
+
+    fn local() -> ShellRemote<LocalShell> {
+        ShellRemote::new("local", LocalShell)
+    }
+
+    #[test]
+    fn certificates_come_back_without_the_keys_beside_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = dir.path().join("both.pem");
+        std::fs::write(&both, "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n").unwrap();
+        let missing = dir.path().join("missing.crt").display().to_string();
+        let got = local().read_certificates(&[both.display().to_string(), missing.clone()]).unwrap();
+        let cert = got[&both.display().to_string()].as_deref().unwrap();
+        assert_eq!(cert, "-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n");
+        assert_eq!(got[&missing], None);
+    }
+
+    #[test]
+    fn a_hosts_file_with_an_unpaired_begin_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, target) = (dir.path().join("block"), dir.path().join("hosts"));
+        std::fs::write(&source, "# BEGIN hardway c\n10.0.0.1 n1\n# END hardway c\n").unwrap();
+        let before = "127.0.0.1 localhost\n# BEGIN hardway c\n10.0.0.9 old\n192.0.2.1 precious\n";
+        std::fs::write(&target, before).unwrap();
+        let (s, t) = (source.display().to_string(), target.display().to_string());
+        let block = HostsBlock { cluster: "c", source: &s, target: &t };
+        let err = local().merge_hosts_block(&block).unwrap_err();
+        assert!(err.to_string().contains("do not pair up"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), before);
+        // Paired, the block is replaced and every other line kept.
+        std::fs::write(&target, "127.0.0.1 localhost\n# BEGIN hardway c\n10.0.0.9 old\n# END hardway c\n192.0.2.1 precious\n").unwrap();
+        local().merge_hosts_block(&block).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "127.0.0.1 localhost\n192.0.2.1 precious\n# BEGIN hardway c\n10.0.0.1 n1\n# END hardway c\n"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! The checks across nodes and through the [`Probe`]: etcd's members, leader, membership,
+//! raft indexes and alarms; the API servers' /livez and /readyz on each master and through the
+//! load balancer, nodes Ready and aggregated APIs Available; each master's state in HAProxy;
+//! one encryption config on every master.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::host::HostWork;
+use super::{Check, Status, check};
+use crate::components::Port;
+use crate::inventory::{Inventory, Role, host_for_url};
+use crate::probe::{self, Probe};
+
+pub(crate) fn encryption_consistency(inv: &Inventory, work: &[HostWork], checks: &mut Vec<Check>) {
+    let shas: Vec<(&str, &String)> =
+        work.iter().filter(|h| h.node.has(Role::Master)).filter_map(|h| h.encryption_sha.as_ref().map(|s| (h.node.name.as_str(), s))).collect();
+    if shas.is_empty() {
+        return;
+    }
+    let distinct: BTreeSet<&String> = shas.iter().map(|(_, s)| *s).collect();
+    let masters = inv.masters().count();
+    for (host, sha) in &shas {
+        let c = if distinct.len() == 1 && shas.len() == masters {
+            check(host, "encryption config", Status::Pass, format!("identical on all {masters} masters"), None)
+        } else if distinct.len() == 1 {
+            check(host, "encryption config", Status::Fail, format!("present here, missing on {} of {masters} masters", masters - shas.len()), Some("every API server needs the same key: hardway deploy --phases control-plane"))
+        } else {
+            check(host, "encryption config", Status::Fail, format!("differs between masters (sha256 {}…)", &sha[..12]), Some("API servers with different keys cannot read each other's Secrets: deploy one config to all"))
+        };
+        checks.push(c);
+    }
+}
+
+/// One check per master for each LB's backend state. A master without an API server is DOWN
+/// by design, which is a SKIP (not deployed), not a failure.
+pub(crate) fn backends(inv: &Inventory, work: &[HostWork], checks: &mut Vec<Check>) {
+    let api_deployed: BTreeSet<&str> = work.iter().filter(|h| h.deployed("kube-apiserver")).map(|h| h.node.name.as_str()).collect();
+    for lb in work.iter().filter(|h| h.backends.is_some()) {
+        let servers = lb.backends.as_ref().expect("filtered");
+        for m in inv.masters() {
+            let name = format!("haproxy backend {}", m.name);
+            let addr = format!("{}:", host_for_url(m.address));
+            let status = servers.iter().find(|(n, a, _)| *n == m.name || a.starts_with(&addr)).map(|s| s.2.clone());
+            let host = lb.node.name.as_str();
+            checks.push(match status {
+                None => check(host, name, Status::Fail, "not in any backend", Some("haproxy.cfg must list every master (hardway render)")),
+                // Whatever HAProxy says, a master without an API server cannot be UP for long.
+                Some(s) if !api_deployed.contains(m.name.as_str()) => {
+                    check(host, name, Status::Skip, format!("{s}: kube-apiserver is not deployed on {}", m.name), Some("deploy the control plane"))
+                }
+                Some(s) if s == "UP" => check(host, name, Status::Pass, s, None),
+                // "UP 1/3": still in rotation but failing its health checks, on its way down.
+                Some(s) if s.starts_with("UP") => {
+                    check(host, name, Status::Warn, format!("{s}: failing health checks"), Some(&format!("the API server on {} stopped answering /readyz", m.name)))
+                }
+                Some(s) => check(host, name, Status::Fail, s, Some(&format!("the API server on {} is not ready", m.name))),
+            });
+        }
+    }
+}
+
+pub(crate) async fn etcd(inv: &Inventory, probe: &dyn Probe, have_auth: bool) -> Vec<Check> {
+    let members = inv.etcd_members();
+    if !have_auth {
+        return members
+            .iter()
+            .map(|m| check(&m.name, "etcd member", Status::Skip, "no etcd client certificate", Some("pass --etcd-ca/--etcd-cert/--etcd-key or --pki")))
+            .collect();
+    }
+    let statuses = probe::cluster_status(probe, &members, Duration::from_secs(3)).await;
+    let answering = statuses.iter().filter(|s| s.answered()).count();
+    let quorum = members.len() / 2 + 1;
+    let held = if answering >= quorum {
+        format!("quorum held: {answering} of {} members answer, quorum is {quorum}", members.len())
+    } else {
+        format!("QUORUM LOST: {answering} of {} members answer, quorum is {quorum}", members.len())
+    };
+    let mut out = Vec::new();
+    for s in &statuses {
+        out.push(match &s.error {
+            None if s.errors.is_empty() => check(&s.name, "etcd member", Status::Pass, probe::describe(s), None),
+            None => check(&s.name, "etcd member", Status::Fail, probe::describe(s), Some("see journalctl -u etcd on the member")),
+            Some(e) => check(&s.name, "etcd member", Status::Fail, format!("no answer ({e}); {held}"), Some(&format!("systemctl status etcd and journalctl -u etcd on {}", s.name))),
+        });
+    }
+    let cluster = "etcd";
+    let leaders: BTreeSet<u64> = statuses.iter().filter_map(|s| s.leader).filter(|l| *l != 0).collect();
+    out.push(match leaders.len() {
+        1 => check(cluster, "etcd leader", Status::Pass, format!("one leader ({:x}); {held}", leaders.iter().next().expect("one")), None),
+        0 => check(cluster, "etcd leader", Status::Fail, format!("no leader; {held}"), Some("etcd needs a majority of members up to elect a leader")),
+        n => check(cluster, "etcd leader", Status::Fail, format!("{n} different leaders reported (split brain?)"), Some("check --initial-cluster on every member")),
+    });
+    let indexes: Vec<u64> = statuses.iter().filter_map(|s| s.raft_index).collect();
+    if let (Some(min), Some(max)) = (indexes.iter().min(), indexes.iter().max()) {
+        out.push(if max - min <= 100 {
+            check(cluster, "etcd raft index", Status::Pass, format!("within {} of each other", max - min), None)
+        } else {
+            check(cluster, "etcd raft index", Status::Warn, format!("spread {} (from {min} to {max})", max - min), Some("a member is lagging: check its disk and network"))
+        });
+    }
+    // Membership and alarms, asked of any member that answers.
+    if let Some(first) = statuses.iter().find(|s| s.answered()) {
+        match probe.etcd_membership(first.address, Duration::from_secs(3)).await {
+            Ok((listed, alarms)) => {
+                let peer = Port::EtcdPeer.number(inv);
+                let want: BTreeSet<(String, String)> =
+                    members.iter().map(|m| (m.name.clone(), format!("https://{}:{peer}", host_for_url(m.address)))).collect();
+                let have: BTreeSet<(String, String)> = listed.into_iter().collect();
+                out.push(if want == have {
+                    check(cluster, "etcd membership", Status::Pass, format!("{} members as in the inventory", want.len()), None)
+                } else {
+                    let missing: Vec<String> = want.difference(&have).map(|(n, u)| format!("{n} {u}")).collect();
+                    let extra: Vec<String> = have.difference(&want).map(|(n, u)| format!("{n} {u}")).collect();
+                    check(cluster, "etcd membership", Status::Fail, format!("missing: [{}], not in inventory: [{}]", missing.join(", "), extra.join(", ")), Some("etcdctl member add/remove to match the inventory"))
+                });
+                out.push(if alarms.is_empty() {
+                    check(cluster, "etcd alarms", Status::Pass, "none", None)
+                } else {
+                    check(cluster, "etcd alarms", Status::Fail, alarms.join(", "), Some("NOSPACE: compact and defragment, then etcdctl alarm disarm"))
+                });
+            }
+            Err(e) => out.push(check(cluster, "etcd membership", Status::Fail, e, None)),
+        }
+    }
+    out
+}
+
+pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, auth_error: Option<String>, work: &[HostWork]) -> Vec<Check> {
+    let mut out = Vec::new();
+    let deployed: Vec<&HostWork> = work.iter().filter(|h| h.node.has(Role::Master) && h.deployed("kube-apiserver")).collect();
+    let (lb_ip, lb_port) = inv.api_endpoint();
+    let lb_host = inv.load_balancer.as_ref().and_then(|l| l.node.clone()).unwrap_or_else(|| "load-balancer".into());
+    if deployed.is_empty() {
+        out.push(check(&lb_host, "api /readyz", Status::Skip, "kube-apiserver is not deployed on any master", Some("hardway deploy --phases control-plane (needs the Kubernetes binaries on the masters)")));
+        return out;
+    }
+    if let Some(e) = auth_error {
+        out.push(check(&lb_host, "api /readyz", Status::Fail, e, None));
+        return out;
+    }
+    if !have_auth {
+        out.push(check(&lb_host, "api /readyz", Status::Skip, "no cluster CA or admin certificate", Some("pass --pki, or --ca/--admin-cert/--admin-key")));
+        return out;
+    }
+    let default_port = Port::ApiServer.number(inv);
+    let mut targets: Vec<(String, IpAddr, u16)> = deployed
+        .iter()
+        .map(|h| {
+            // The port the API server was told to serve on, as a hand-built one may differ.
+            let port = h.flag("kube-apiserver", "secure-port").and_then(|p| p.parse().ok()).unwrap_or(default_port);
+            (h.node.name.clone(), h.node.address, port)
+        })
+        .collect();
+    targets.push((lb_host.clone(), lb_ip, lb_port));
+    for (host, ip, port) in &targets {
+        for path in ["/livez", "/readyz"] {
+            out.push(match probe.api_get(*ip, *port, path).await {
+                Ok((200, _)) => check(host, format!("api {path}"), Status::Pass, format!("https://{}:{port}{path}: 200", host_for_url(*ip)), None),
+                Ok((code, body)) => check(host, format!("api {path}"), Status::Fail, format!("{code}: {}", body.lines().filter(|l| l.contains("failed")).collect::<Vec<_>>().join("; ")), Some("kubectl get --raw '/readyz?verbose' names the failing check")),
+                Err(e) => check(host, format!("api {path}"), Status::Fail, e, Some(&format!("is kube-apiserver running, and port {port} reachable?"))),
+            });
+        }
+    }
+    // Cluster state, through the load balancer.
+    let kubelet_deployed = |name: &str| work.iter().any(|h| h.node.name == name && h.deployed("kubelet"));
+    match probe.api_get(lb_ip, lb_port, "/api/v1/nodes").await {
+        Ok((200, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let ready: BTreeSet<String> = v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|n| n["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+                .collect();
+            for w in inv.workers() {
+                out.push(if ready.contains(&w.name) {
+                    check(&w.name, "node Ready", Status::Pass, "Ready", None)
+                } else if !kubelet_deployed(&w.name) {
+                    check(&w.name, "node Ready", Status::Skip, "the kubelet is not deployed on this node", Some("hardway deploy --phases workers"))
+                } else {
+                    check(&w.name, "node Ready", Status::Fail, "not registered or not Ready", Some("journalctl -u kubelet on the node"))
+                });
+            }
+        }
+        Ok((code, _)) => out.push(check(&lb_host, "nodes Ready", Status::Fail, format!("listing nodes answered {code}"), Some("the admin certificate needs O=system:masters"))),
+        Err(e) => out.push(check(&lb_host, "nodes Ready", Status::Fail, format!("listing nodes: {e}"), None)),
+    }
+    if inv.addons.aggregation
+        && let Ok((200, body)) = probe.api_get(lb_ip, lb_port, "/apis/apiregistration.k8s.io/v1/apiservices").await
+    {
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let bad: Vec<String> = v["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| !a["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Available" && c["status"] == "True"))
+            .filter_map(|a| a["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        out.push(if bad.is_empty() {
+            check(&lb_host, "aggregated APIs", Status::Pass, "all APIServices Available", None)
+        } else {
+            check(&lb_host, "aggregated APIs", Status::Fail, format!("not Available: {}", bad.join(", ")), Some("the API server dials the service's pod IPs (--enable-aggregator-routing): every master needs a route to every pod network"))
+        });
+    }
+    out
+}

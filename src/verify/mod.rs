@@ -1,0 +1,191 @@
+//! Stage 7: is this cluster healthy and built right? Check by check, host by host.
+//!
+//! Verify needs no deploy state: only the inventory, the CAs and a client certificate (admin
+//! and/or etcd), so it also judges clusters that students built by hand. Where a file lives is
+//! read from the running units themselves (`systemctl cat etcd` → `--cert-file=…`, the kubelet's
+//! `--config` → `tlsCertFile`), falling back to hardway's paths, so a hand-made layout is checked
+//! where it is. Private keys never leave the nodes: a key is compared with its certificate on
+//! the node, by the SHA-256 of the public key openssl derives from each.
+//!
+//! - `host`: what is checked over each node's [`Remote`]: units, certificates, keys, the
+//!   encryption config, HAProxy;
+//! - `certs`: one certificate against its CA, SANs, expiry and key;
+//! - `cluster`: what is checked across nodes or through the [`Probe`]: etcd, API servers,
+//!   HAProxy backends, the encryption config being the same everywhere.
+
+mod certs;
+mod cluster;
+mod host;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::inventory::Inventory;
+use crate::pki::CaId;
+use crate::probe::{EtcdAuth, NetProbe, Probe, api_tls_config};
+use crate::remote::{Connector, fan_out};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+    Skip,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Pass => "PASS",
+            Status::Warn => "WARN",
+            Status::Fail => "FAIL",
+            Status::Skip => "SKIP",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub host: String,
+    pub check: String,
+    pub status: Status,
+    pub detail: String,
+    /// What to do about it; absent on PASS.
+    pub hint: Option<String>,
+}
+
+pub(crate) fn check(host: &str, name: impl Into<String>, status: Status, detail: impl Into<String>, hint: Option<&str>) -> Check {
+    Check { host: host.to_string(), check: name.into(), status, detail: detail.into(), hint: hint.map(str::to_string) }
+}
+
+/// Why verify could not run at all (a check that fails is a [`Check`], not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+/// Where verify finds the CAs and client credentials (hardway's PKI layout by default).
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    pub pki_dir: PathBuf,
+    pub ca: Option<PathBuf>,
+    pub etcd_ca: Option<PathBuf>,
+    pub etcd_cert: Option<PathBuf>,
+    pub etcd_key: Option<PathBuf>,
+    pub admin_cert: Option<PathBuf>,
+    pub admin_key: Option<PathBuf>,
+    pub parallel: usize,
+}
+
+impl VerifyOptions {
+    pub fn new(pki_dir: PathBuf) -> VerifyOptions {
+        VerifyOptions { pki_dir, ca: None, etcd_ca: None, etcd_cert: None, etcd_key: None, admin_cert: None, admin_key: None, parallel: 32 }
+    }
+}
+
+/// The CAs verify checks signatures against, and the client identities it uses.
+pub struct Credentials {
+    pub cas: BTreeMap<CaId, String>,
+    pub etcd: Option<EtcdAuth>,
+    pub admin: Option<(String, String)>,
+}
+
+fn read_opt(explicit: &Option<PathBuf>, default: PathBuf) -> Result<Option<String>, VerifyError> {
+    let path = explicit.clone().unwrap_or(default);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => Ok(None),
+        Err(source) => Err(VerifyError::Read { path, source }),
+    }
+}
+
+impl Credentials {
+    pub fn load(o: &VerifyOptions) -> Result<Credentials, VerifyError> {
+        let d = &o.pki_dir;
+        let mut etcd_cert = read_opt(&o.etcd_cert, d.join("etcd/healthcheck-client.crt"))?;
+        let mut etcd_key = read_opt(&o.etcd_key, d.join("etcd/healthcheck-client.key"))?;
+        if etcd_cert.is_none() {
+            // The API server's etcd client certificate works as well.
+            etcd_cert = read_opt(&None, d.join("apiserver-etcd-client.crt"))?;
+            etcd_key = read_opt(&None, d.join("apiserver-etcd-client.key"))?;
+        }
+        let mut cas = BTreeMap::new();
+        for (id, explicit, default) in [
+            (CaId::Kubernetes, &o.ca, d.join("ca.crt")),
+            (CaId::Etcd, &o.etcd_ca, d.join("etcd/ca.crt")),
+            (CaId::FrontProxy, &None, d.join("front-proxy-ca.crt")),
+        ] {
+            if let Some(pem) = read_opt(explicit, default)? {
+                cas.insert(id, pem);
+            }
+        }
+        let admin = read_opt(&o.admin_cert, d.join("admin.crt"))?.zip(read_opt(&o.admin_key, d.join("admin.key"))?);
+        Ok(Credentials {
+            etcd: match (cas.get(&CaId::Etcd), etcd_cert, etcd_key) {
+                (Some(ca), Some(c), Some(k)) => Some(EtcdAuth::from_pem(ca.clone(), c, k)),
+                _ => None,
+            },
+            cas,
+            admin,
+        })
+    }
+
+    /// The probe these credentials allow, and why the API half is missing if it is.
+    pub fn probe(&self, inv: &Inventory) -> (NetProbe, Option<String>) {
+        let (api, why) = match (self.cas.get(&CaId::Kubernetes), &self.admin) {
+            (Some(ca), Some((cert, key))) => match api_tls_config(ca, cert, key) {
+                Ok(c) => (Some(c), None),
+                Err(e) => (None, Some(format!("admin credentials unusable: {e}"))),
+            },
+            _ => (None, None),
+        };
+        (NetProbe::new(inv, self.etcd.clone(), api), why)
+    }
+}
+
+/// Runs every check and returns them sorted by host and check name.
+pub async fn verify(
+    inv: &Inventory,
+    creds: Credentials,
+    connector: Arc<dyn Connector>,
+    probe: Arc<dyn Probe>,
+    api_error: Option<String>,
+    parallel: usize,
+) -> Vec<Check> {
+    let creds = Arc::new(creds);
+    let inv_arc = Arc::new(inv.clone());
+    let work: Vec<host::HostWork> = inv.nodes.iter().map(host::HostWork::new).collect();
+    let (i2, c2) = (inv_arc.clone(), creds.clone());
+    let work = fan_out(work, parallel, move |h| host::run(&i2, &c2, connector.as_ref(), h)).await;
+
+    let mut checks: Vec<Check> = work.iter().flat_map(|h| h.checks.clone()).collect();
+    cluster::encryption_consistency(inv, &work, &mut checks);
+    cluster::backends(inv, &work, &mut checks);
+    checks.extend(cluster::etcd(inv, probe.as_ref(), creds.etcd.is_some()).await);
+    checks.extend(cluster::api(inv, probe.as_ref(), creds.admin.is_some() && creds.cas.contains_key(&CaId::Kubernetes), api_error, &work).await);
+    checks.sort_by(|a, b| (&a.host, &a.check).cmp(&(&b.host, &b.check)));
+    checks
+}
+
+/// The report as text: one line per check, sorted, with hints for anything but PASS.
+pub fn format_report(checks: &[Check]) -> String {
+    let mut s = String::new();
+    for c in checks {
+        let _ = writeln!(s, "{:<4}  {:<12} {:<34} {}", c.status, c.host, c.check, c.detail);
+        if let Some(h) = &c.hint {
+            let _ = writeln!(s, "{:<4}  {:<12} {:<34} hint: {h}", "", "", "");
+        }
+    }
+    let count = |st: Status| checks.iter().filter(|c| c.status == st).count();
+    let _ = write!(s, "{} PASS, {} WARN, {} FAIL, {} SKIP", count(Status::Pass), count(Status::Warn), count(Status::Fail), count(Status::Skip));
+    s
+}
