@@ -9,15 +9,42 @@
 //! ordering everywhere, so rendering twice gives the same bytes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use base64::Engine;
 use serde::{Deserialize as _, Serialize};
 
 use crate::components::{COMPONENTS, ComponentId, Port, RunsOn};
 use crate::inventory::{Inventory, Node, host_for_url};
 use crate::pki::{CaId, Pki};
+
+/// Why rendering failed. Every case is a bug in a template or in hardway, or a directory that
+/// is not render's to replace: the inventory and the PKI were validated before.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("rendering {template} for {node}")]
+    Template {
+        template: String,
+        node: String,
+        #[source]
+        source: tera::Error,
+    },
+    #[error("rendered {path} for {node} is malformed: {reason}")]
+    Malformed { path: String, node: String, reason: String },
+    #[error("{} exists and was not written by `hardway render`; refusing to overwrite it", .path.display())]
+    NotOurs { path: PathBuf },
+    #[error("{op} {}: {source}", .path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RenderError + 'a {
+    move |source| RenderError::Io { op, path: path.to_path_buf(), source }
+}
 
 /// One file destined for one host.
 #[derive(Clone, PartialEq, Eq)]
@@ -57,15 +84,15 @@ const MARKER: &str = ".hardway-render";
 impl Rendered {
     /// Writes `out/<host>/<path>` for every file, and `out/<name>` for local files. A previous
     /// render in `out` is replaced; any other non-empty directory is refused.
-    pub fn write_to(&self, out: &Path) -> Result<usize> {
+    pub fn write_to(&self, out: &Path) -> Result<usize, RenderError> {
         if out.exists() {
-            let empty = std::fs::read_dir(out)?.next().is_none();
+            let empty = std::fs::read_dir(out).map_err(io("reading", out))?.next().is_none();
             if !empty && !out.join(MARKER).exists() {
-                bail!("{} exists and was not written by `hardway render`; refusing to overwrite it", out.display());
+                return Err(RenderError::NotOurs { path: out.to_path_buf() });
             }
-            std::fs::remove_dir_all(out).with_context(|| format!("removing old {}", out.display()))?;
+            std::fs::remove_dir_all(out).map_err(io("removing", out))?;
         }
-        std::fs::create_dir_all(out)?;
+        std::fs::create_dir_all(out).map_err(io("creating", out))?;
         write_new(&out.join(MARKER), b"written by hardway render; replaced on every render\n", 0o644)?;
         let mut n = 0;
         for (host, files) in &self.hosts {
@@ -84,21 +111,16 @@ impl Rendered {
 
 /// Creates a file in the freshly emptied tree. No temp-and-rename as in the PKI directory: the
 /// tree is new, and on ext4 every extra inode is measurable (render of 200 nodes: 6,000 inodes).
-fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), RenderError> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
     }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(data).with_context(|| format!("writing {}", path.display()))?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io("creating", path))?;
+    f.write_all(data).map_err(io("writing", path))?;
     // The umask may have narrowed the mode; keys stay 0600 either way.
-    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io("setting the mode of", path))?;
     Ok(())
 }
 
@@ -333,9 +355,10 @@ fn hosts_entries(inv: &Inventory) -> Vec<HostEntry> {
 }
 
 /// Renders every host's files.
-pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
+pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
     let mut tera = tera::Tera::default();
-    tera.add_raw_templates(TEMPLATES.iter().copied()).context("loading the embedded templates")?;
+    tera.add_raw_templates(TEMPLATES.iter().copied())
+        .map_err(|source| RenderError::Template { template: "(all, at load)".into(), node: String::new(), source })?;
     tera.autoescape_on(vec![]);
 
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
@@ -349,7 +372,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
     let bin: BTreeMap<String, String> = COMPONENTS.iter().map(|c| (c.key(), c.binary_path(inv))).collect();
     let ports: BTreeMap<&'static str, u16> = Port::ALL.iter().map(|p| (p.key(), p.number(inv))).collect();
 
-    let kubeconfig = |tera: &tera::Tera, cert: &str, user: &str, server: String| -> Result<Vec<u8>> {
+    let kubeconfig = |tera: &tera::Tera, cert: &str, user: &str, server: String| -> Result<Vec<u8>, RenderError> {
         let kc = pki.cert(cert);
         let ctx = KubeconfigCtx {
             cluster_name: &inv.cluster.name,
@@ -359,7 +382,8 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
             cert_data: b64(&kc.cert_pem),
             key_data: b64(&kc.key_pem),
         };
-        Ok(tera.render("kubeconfig", &tera::Context::from_serialize(&ctx)?)?.into_bytes())
+        let err = |source| RenderError::Template { template: "kubeconfig".into(), node: user.to_string(), source };
+        Ok(tera.render("kubeconfig", &tera::Context::from_serialize(&ctx).map_err(err)?).map_err(err)?.into_bytes())
     };
 
     let mut hosts = BTreeMap::new();
@@ -396,7 +420,8 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
                 .filter_map(|w| w.pod_cidr.map(|c| Route { pod_cidr: c.to_string(), via: w.address.to_string() }))
                 .collect(),
         };
-        let tctx = tera::Context::from_serialize(&ctx)?;
+        let tctx = tera::Context::from_serialize(&ctx)
+            .map_err(|source| RenderError::Template { template: "(context)".into(), node: node.name.clone(), source })?;
         let subst = |s: &str| s.replace("{node}", &node.name);
 
         let mut files: Vec<File> = Vec::new();
@@ -413,7 +438,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
             let contents = match rule.source {
                 Source::Template(name) => tera
                     .render(name, &tctx)
-                    .with_context(|| format!("rendering {name} for {}", node.name))?
+                    .map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?
                     .into_bytes(),
                 Source::CaCert(id) => pki.ca(id).cert_pem.clone().into_bytes(),
                 Source::CaKey(id) => pki.ca(id).key_pem.clone().into_bytes(),
@@ -438,7 +463,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         for f in &files {
-            check_syntax(f).with_context(|| format!("rendered {} for {} is malformed", f.path, node.name))?;
+            check_syntax(f).map_err(|reason| RenderError::Malformed { path: f.path.clone(), node: node.name.clone(), reason })?;
         }
         hosts.insert(node.name.clone(), files);
     }
@@ -453,16 +478,16 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered> {
 }
 
 /// Parses what has a machine-readable syntax, so a template bug fails here and not on a node.
-fn check_syntax(f: &File) -> Result<()> {
-    let text = std::str::from_utf8(&f.contents).context("not UTF-8")?;
+fn check_syntax(f: &File) -> Result<(), String> {
+    let text = std::str::from_utf8(&f.contents).map_err(|e| format!("not UTF-8: {e}"))?;
     if f.path.ends_with(".yaml") || f.path.ends_with("kubeconfig") {
         for doc in serde_yaml::Deserializer::from_str(text) {
-            serde_yaml::Value::deserialize(doc)?;
+            serde_yaml::Value::deserialize(doc).map_err(|e| e.to_string())?;
         }
     } else if f.path.ends_with(".conf") && f.path.contains("/cni/") {
-        serde_json::from_str::<serde_json::Value>(text)?;
+        serde_json::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())?;
     } else if f.path.ends_with(".toml") {
-        text.parse::<toml::Table>()?;
+        text.parse::<toml::Table>().map_err(|e| e.to_string())?;
     }
     Ok(())
 }
