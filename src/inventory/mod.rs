@@ -1,0 +1,375 @@
+//! Stage 1 of the pipeline: read `inventory.toml` and turn it into a validated [`Inventory`].
+//!
+//! Parsing happens in two steps. Serde reads the file into the structs of `raw` that mirror
+//! the TOML (unknown keys are refused there); then `validate` checks what serde cannot —
+//! addresses, CIDRs, overlaps, roles, names, and the syntax of every value that reaches a
+//! rendered file (`values`) — and collects *every* problem instead of stopping at the first,
+//! because a student fixing an inventory wants the whole list at once. Each problem carries the
+//! field path and the line/column it was found at (`span`).
+//!
+//! This file holds the validated model every later stage uses, and [`load`]/[`parse`].
+//! Nothing in this module writes to disk, so bad input can never change anything.
+
+mod raw;
+mod span;
+mod validate;
+mod values;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+
+use crate::components::Port;
+
+pub use values::is_dns_label;
+
+/// One problem found in an inventory, with where it was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted path of the offending field, e.g. `nodes[2].address`; empty when unknown.
+    pub field: String,
+    /// 1-based line and column, when the field could be located in the file.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+/// Why an inventory could not be loaded. Callers branch on `Invalid` to print every problem.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("{path}: cannot read inventory: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}", render_problems(path, problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut out = format!("{}: {} problem(s) in inventory", path.display(), problems.len());
+    for p in problems {
+        out.push('\n');
+        out.push_str(&p.display_in(path));
+    }
+    out
+}
+
+impl Problem {
+    /// `file:line:col: field: message`, the shape editors and compilers use.
+    pub fn display_in(&self, path: &Path) -> String {
+        let pos = match self.position {
+            Some((l, c)) => format!("{}:{l}:{c}", path.display()),
+            None => path.display().to_string(),
+        };
+        if self.field.is_empty() {
+            format!("{pos}: {}", self.message)
+        } else {
+            format!("{pos}: {}: {}", self.field, self.message)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated model, used by every later stage.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Master,
+    Worker,
+    Lb,
+    Etcd,
+}
+
+impl Role {
+    const ALL: [(&'static str, Role); 4] = [
+        ("master", Role::Master),
+        ("worker", Role::Worker),
+        ("lb", Role::Lb),
+        ("etcd", Role::Etcd),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(_, r)| *r == self).map(|(s, _)| *s).unwrap_or("?")
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    EcdsaP256,
+    Rsa2048,
+    Rsa4096,
+}
+
+impl KeyAlgorithm {
+    const ALL: [(&'static str, KeyAlgorithm); 3] = [
+        ("ecdsa-p256", KeyAlgorithm::EcdsaP256),
+        ("rsa-2048", KeyAlgorithm::Rsa2048),
+        ("rsa-4096", KeyAlgorithm::Rsa4096),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Self::ALL.iter().find(|(_, a)| *a == self).map(|(s, _)| *s).unwrap_or("?")
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, a)| *a)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    pub name: String,
+    pub domain: Option<String>,
+    pub kubernetes_version: String,
+    pub service_cidr: Ipv4Net,
+    pub pod_cidr: Ipv4Net,
+    pub cluster_dns: Ipv4Addr,
+    pub cluster_domain: String,
+}
+
+impl Cluster {
+    /// The first usable service address: the ClusterIP of `kubernetes.default`, which must be in
+    /// the API server certificate.
+    pub fn first_service_ip(&self) -> Ipv4Addr {
+        nth_addr(self.service_cidr, 1)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadBalancer {
+    pub node: Option<String>,
+    pub address: IpAddr,
+    pub dns_name: Option<String>,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    pub user: String,
+    pub port: u16,
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts: PathBuf,
+    pub sudo: bool,
+    pub bastion: Option<Bastion>,
+    pub connect_timeout_secs: u64,
+}
+
+/// A jump host: `[user@]host[:port]`; the user defaults to `ssh.user`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bastion {
+    pub user: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Bastion {
+    pub fn parse(s: &str, default_user: &str) -> Option<Bastion> {
+        let (user, rest) = match s.split_once('@') {
+            Some((u, r)) if !u.is_empty() => (u.to_string(), r),
+            Some(_) => return None,
+            None => (default_user.to_string(), s),
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().ok().filter(|p| *p != 0)?),
+            None => (rest, 22),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return None;
+        }
+        Some(Bastion { user, host: host.to_string(), port })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PkiSettings {
+    pub algorithm: KeyAlgorithm,
+    pub ca_validity_days: u32,
+    pub cert_validity_days: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub remote_dir: String,
+    pub local_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub address: IpAddr,
+    pub roles: BTreeSet<Role>,
+    pub ssh_address: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub user: Option<String>,
+    pub extra_sans: Vec<String>,
+    /// The node's slice of the pod network (a /24), for nodes that run a kubelet.
+    pub pod_cidr: Option<Ipv4Net>,
+}
+
+impl Node {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Metallb {
+    pub enabled: bool,
+    /// Ranges `a-b` or CIDRs, checked and rewritten without the user's spacing (they go into
+    /// the pool's YAML as they are).
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Addons {
+    pub metallb: Metallb,
+    pub aggregation: bool,
+}
+
+/// A validated inventory. Every address, CIDR and role in here has been checked.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub source: PathBuf,
+    pub cluster: Cluster,
+    pub load_balancer: Option<LoadBalancer>,
+    pub ssh: SshSettings,
+    pub pki: PkiSettings,
+    pub binaries: Binaries,
+    pub nodes: Vec<Node>,
+    pub addons: Addons,
+    /// Things that are allowed but probably wrong (an even number of etcd members).
+    pub warnings: Vec<Problem>,
+}
+
+impl Inventory {
+    pub fn masters(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.has(Role::Master))
+    }
+
+    pub fn workers(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.has(Role::Worker))
+    }
+
+    /// etcd runs on the nodes with role `etcd`, or on the masters when no node has that role
+    /// (stacked etcd, as in the seed and kubeadm's default).
+    pub fn etcd_members(&self) -> Vec<&Node> {
+        let dedicated: Vec<&Node> = self.nodes.iter().filter(|n| n.has(Role::Etcd)).collect();
+        if dedicated.is_empty() { self.masters().collect() } else { dedicated }
+    }
+
+    pub fn is_etcd_member(&self, node: &Node) -> bool {
+        self.etcd_members().iter().any(|m| m.name == node.name)
+    }
+
+    /// `<name>.<domain>`, when the cluster has a domain.
+    pub fn fqdn(&self, node: &Node) -> Option<String> {
+        self.cluster.domain.as_ref().map(|d| format!("{}.{d}", node.name))
+    }
+
+    /// Where clients outside the control plane reach the API: the load balancer, or the only
+    /// master when there is none.
+    pub fn api_endpoint(&self) -> (IpAddr, u16) {
+        match &self.load_balancer {
+            Some(lb) => (lb.address, lb.port),
+            None => {
+                let master = self.masters().next().expect("validated: one master");
+                (master.address, Port::ApiServer.number(self))
+            }
+        }
+    }
+
+    pub fn api_server_url(&self) -> String {
+        let (ip, port) = self.api_endpoint();
+        format!("https://{}:{port}", host_for_url(ip))
+    }
+
+    pub fn etcd_client_urls(&self) -> String {
+        self.etcd_members()
+            .iter()
+            .map(|m| format!("https://{}:{}", host_for_url(m.address), Port::EtcdClient.number(self)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// `[v6]` in URLs, plain for v4.
+pub fn host_for_url(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// The `n`th address of `net`, counting its network address as the 0th.
+fn nth_addr(net: Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()).wrapping_add(n))
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+/// Reads and validates an inventory file.
+pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| InventoryError::Read { path: path.to_path_buf(), source })?;
+    parse(path, &text)
+}
+
+/// Validates inventory text; `path` is only used in messages and to resolve relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
+    let invalid = |problems| InventoryError::Invalid { path: path.to_path_buf(), problems };
+    let doc = match toml_edit::Document::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            let position = e.span().map(|s| span::line_col(text, s.start));
+            return Err(invalid(vec![Problem {
+                field: String::new(),
+                position,
+                message: format!("not valid TOML: {}", e.message().trim()),
+            }]));
+        }
+    };
+    let raw: raw::RawInventory = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let (field, position) = match e.span() {
+                Some(s) => (span::path_at(&doc, s.start), Some(span::line_col(text, s.start))),
+                None => (String::new(), None),
+            };
+            return Err(invalid(vec![Problem { field, position, message: e.message().trim().to_string() }]));
+        }
+    };
+    let mut v = validate::Validator::new(text, &doc);
+    let inv = v.validate(path, &raw);
+    if v.problems.is_empty() {
+        let mut inv = inv.expect("no problems means a complete inventory");
+        inv.warnings = v.warnings;
+        Ok(inv)
+    } else {
+        Err(invalid(v.problems))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bastions() {
+        let b = Bastion::parse("jump@203.0.113.5:2222", "root").unwrap();
+        assert_eq!((b.user.as_str(), b.host.as_str(), b.port), ("jump", "203.0.113.5", 2222));
+        let b = Bastion::parse("gw.example", "admin").unwrap();
+        assert_eq!((b.user.as_str(), b.host.as_str(), b.port), ("admin", "gw.example", 22));
+        assert!(Bastion::parse("jump@host:0", "root").is_none());
+        assert!(Bastion::parse("@host", "root").is_none());
+        assert!(Bastion::parse("host:ssh", "root").is_none());
+    }
+}

@@ -1,0 +1,117 @@
+//! The serde-facing shape of `inventory.toml`: one struct per table, fields as written.
+//!
+//! Serde only checks structure here (types, required keys). `deny_unknown_fields` is on every
+//! struct because a misspelt optional key (`adress`, `algorythm`) would otherwise be ignored
+//! silently and its default used. Everything about the values themselves is checked in
+//! [`super::validate`], which can report all problems at once and point at each.
+
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInventory {
+    pub cluster: RawCluster,
+    pub load_balancer: Option<RawLoadBalancer>,
+    #[serde(default)]
+    pub ssh: RawSsh,
+    #[serde(default)]
+    pub pki: RawPki,
+    #[serde(default)]
+    pub binaries: RawBinaries,
+    #[serde(default)]
+    pub nodes: Vec<RawNode>,
+    #[serde(default)]
+    pub addons: RawAddons,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub name: String,
+    pub domain: Option<String>,
+    pub kubernetes_version: String,
+    pub service_cidr: String,
+    pub pod_cidr: String,
+    pub cluster_dns: Option<String>,
+    pub cluster_domain: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLoadBalancer {
+    pub node: Option<String>,
+    pub address: String,
+    pub dns_name: Option<String>,
+    pub port: Option<u16>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSsh {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<String>,
+    pub known_hosts: Option<String>,
+    pub sudo: Option<bool>,
+    pub bastion: Option<String>,
+    pub connect_timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPki {
+    pub algorithm: Option<String>,
+    pub ca_validity_days: Option<u32>,
+    pub cert_validity_days: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBinaries {
+    pub remote_dir: Option<String>,
+    pub local_dir: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNode {
+    pub name: String,
+    pub address: String,
+    pub roles: Vec<String>,
+    pub ssh_address: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub user: Option<String>,
+    #[serde(default)]
+    pub extra_sans: Vec<String>,
+}
+
+impl RawNode {
+    /// Role checks on the raw node, before roles are parsed: rules that count masters or find
+    /// the LB node must see every node, also those with a bad address or an unknown role.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAddons {
+    pub metallb: Option<RawMetallb>,
+    pub aggregation: Option<RawAggregation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetallb {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAggregation {
+    #[serde(default)]
+    pub enabled: bool,
+}
