@@ -223,7 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Pki { command: PkiCommand::Generate { inv, out, force } } => {
             let inv = load_inventory(&inv.path())?;
-            let (_, report) = pki::generate(&inv, &out, pki::GenerateOptions { force, dry_run: false })?;
+            let (_, report) = pki::generate(&inv, &out, pki::GenerateOptions { force, ..Default::default() })?;
             out!("{report}");
             Ok(ExitCode::SUCCESS)
         }
@@ -263,7 +263,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
             // The PKI is brought up to date (kept where it still fits); a dry run decides the
             // same in memory and writes nothing.
-            let (pki, pki_report) = pki::generate(&inv, &dir, pki::GenerateOptions { force: false, dry_run })?;
+            let (pki, pki_report) = pki::generate(&inv, &dir, pki::GenerateOptions { force: false, dry_run, existing_trust_only: true })?;
             for w in &pki_report.warnings {
                 eprintln!("warning: {w}");
             }

@@ -55,7 +55,48 @@ pub struct File {
     pub contents: Vec<u8>,
     /// systemd units to restart when this file changes.
     pub units: Vec<&'static str>,
+    /// What of the cluster's identity the file carries, if anything.
+    pub anchor: Option<Anchor>,
 }
+
+/// Files that tie a node to one particular cluster. Replacing one with another PKI's breaks the
+/// cluster: clients and kubelets stop trusting each other (a CA), every token is invalid (the
+/// service-account key), or every Secret in etcd is unreadable (the encryption key). Deploy
+/// refuses to replace them (see `deploy::preflight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    Ca(CaId),
+    ServiceAccountKey,
+    /// Compared by [`secrets_fingerprint`], not by its bytes: the file is a config that may
+    /// change around the same key.
+    EncryptionKey,
+}
+
+impl Anchor {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Anchor::Ca(CaId::Kubernetes) => "cluster CA",
+            Anchor::Ca(CaId::Etcd) => "etcd CA",
+            Anchor::Ca(CaId::FrontProxy) => "front-proxy CA",
+            Anchor::ServiceAccountKey => "service-account key",
+            Anchor::EncryptionKey => "Secrets encryption key",
+        }
+    }
+}
+
+/// SHA-256 over the `secret:` values of an encryption config, one per line: names its keys
+/// without giving them away. `remote::ShellRemote` computes the same on the node with sed and
+/// sha256sum, so the keys never leave it.
+pub fn secrets_fingerprint(text: &str) -> String {
+    let values: String = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("secret:").map(|v| format!("{}\n", v.trim_start())))
+        .collect();
+    crate::plan::sha256_hex(values.as_bytes())
+}
+
+/// The template of the Secrets encryption config.
+const ENCRYPTION_CONFIG: &str = "encryption-config.yaml";
 
 impl std::fmt::Debug for File {
     // File contents include private keys: never print them.
@@ -200,7 +241,7 @@ const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-ca.crt", source: Source::CaCert(CaId::FrontProxy), mode: 0o644, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager] },
     FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.crt", source: Source::Cert("front-proxy-client"), mode: 0o644, units: APISERVER },
     FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.key", source: Source::Key("front-proxy-client"), mode: 0o600, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/encryption-config.yaml", source: Source::Template("encryption-config.yaml"), mode: 0o600, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/encryption-config.yaml", source: Source::Template(ENCRYPTION_CONFIG), mode: 0o600, units: APISERVER },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/admin.kubeconfig", source: Source::Kubeconfig { cert: "admin", user: "admin", server: Server::Cluster }, mode: 0o600, units: &[] },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/controller-manager.kubeconfig", source: Source::Kubeconfig { cert: "kube-controller-manager", user: "system:kube-controller-manager", server: Server::Local }, mode: 0o600, units: CM },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/scheduler.kubeconfig", source: Source::Kubeconfig { cert: "kube-scheduler", user: "system:kube-scheduler", server: Server::Local }, mode: 0o600, units: &[ComponentId::KubeScheduler] },
@@ -252,7 +293,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("hosts", include_str!("../templates/hosts.tera")),
     ("kubeconfig", include_str!("../templates/kubeconfig.yaml.tera")),
     ("etcd.service", include_str!("../templates/etcd.service.tera")),
-    ("encryption-config.yaml", include_str!("../templates/encryption-config.yaml.tera")),
+    (ENCRYPTION_CONFIG, include_str!("../templates/encryption-config.yaml.tera")),
     ("kube-scheduler.yaml", include_str!("../templates/kube-scheduler.yaml.tera")),
     ("apiserver-to-kubelet-rbac.yaml", include_str!("../templates/apiserver-to-kubelet-rbac.yaml.tera")),
     ("metallb-pool.yaml", include_str!("../templates/metallb-pool.yaml.tera")),
@@ -314,6 +355,7 @@ struct Ctx<'a> {
     hosts: Vec<HostEntry>,
     metallb_addresses: &'a [String],
     encryption_key: &'a str,
+
     // The host being rendered.
     node_name: &'a str,
     node_address: String,
@@ -409,6 +451,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
             hosts: hosts_entries(inv),
             metallb_addresses: &inv.addons.metallb.addresses,
             encryption_key: &pki.encryption_key_b64,
+
             node_name: &node.name,
             node_address: node.address.to_string(),
             node_url_host: host_for_url(node.address),
@@ -459,7 +502,13 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 }
             };
             let units = rule.units.iter().filter_map(|c| c.get().unit).collect();
-            files.push(File { path: rule.path.to_string(), mode: rule.mode, contents, units });
+            let anchor = match rule.source {
+                Source::CaCert(id) | Source::CaKey(id) => Some(Anchor::Ca(id)),
+                Source::SaKey | Source::SaPub => Some(Anchor::ServiceAccountKey),
+                Source::Template(ENCRYPTION_CONFIG) => Some(Anchor::EncryptionKey),
+                _ => None,
+            };
+            files.push(File { path: rule.path.to_string(), mode: rule.mode, contents, units, anchor });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         for f in &files {
@@ -473,6 +522,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
         mode: 0o600,
         contents: kubeconfig(&tera, "admin", "admin", inv.api_server_url())?,
         units: vec![],
+        anchor: None,
     }];
     Ok(Rendered { hosts, local })
 }

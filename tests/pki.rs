@@ -105,7 +105,7 @@ fn try_generate(inv: &inventory::Inventory, out: &Path) -> Result<(pki::Pki, pki
 }
 
 fn lib_generate(inv: &inventory::Inventory, out: &Path, force: bool) -> String {
-    pki::generate(inv, out, pki::GenerateOptions { force, dry_run: false }).unwrap().1.to_string()
+    pki::generate(inv, out, pki::GenerateOptions { force, ..Default::default() }).unwrap().1.to_string()
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -553,4 +553,38 @@ fn write_file_replaces_a_stale_temp_file_without_following_a_symlink() {
     assert_eq!(std::fs::read_to_string(pki_dir.join("y.crt")).unwrap(), "cert");
     assert_eq!(mode(&pki_dir.join("y.crt")), 0o644);
     assert_eq!(files_below(&pki_dir), [PathBuf::from("x.key"), PathBuf::from("y.crt")]);
+}
+
+#[test]
+fn deploys_mode_never_creates_a_ca_or_key_and_writes_nothing() {
+    let (_dir, out, inv) = with_validity(3650, 365);
+    let deploy_mode = pki::GenerateOptions { existing_trust_only: true, ..Default::default() };
+    let err = pki::generate(&inv, &out, deploy_mode).unwrap_err();
+    let pki::PkiError::NoTrust { missing, .. } = &err else { panic!("{err}") };
+    for f in ["ca.crt", "ca.key", "etcd/ca.crt", "sa.key", "encryption.key"] {
+        assert!(missing.iter().any(|m| m == f), "{f} not named in {missing:?}");
+    }
+    assert!(err.to_string().contains("hardway pki generate -i"), "{err}");
+    assert!(!out.exists(), "deploy's mode wrote {}", out.display());
+    // With the trust anchors in place, it re-issues leaves and keeps everything else.
+    try_generate(&inv, &out).unwrap();
+    let before = snapshot(&out);
+    std::fs::remove_file(out.join("admin.crt")).unwrap();
+    let (_, report) = pki::generate(&inv, &out, deploy_mode).unwrap();
+    assert_eq!(report.changed(), 1, "{report}");
+    let after = snapshot(&out);
+    for f in ["ca.key", "ca.crt", "sa.key", "encryption.key", "etcd/ca.key"] {
+        assert_eq!(before[&PathBuf::from(f)], after[&PathBuf::from(f)], "{f} changed");
+    }
+}
+
+#[test]
+fn a_dry_run_decides_in_memory_and_writes_nothing() {
+    let (_dir, out, inv) = generated();
+    std::fs::remove_file(out.join("admin.crt")).unwrap();
+    let before = snapshot(&out);
+    let (pki, report) = pki::generate(&inv, &out, pki::GenerateOptions { dry_run: true, ..Default::default() }).unwrap();
+    assert_eq!(report.changed(), 1, "{report}");
+    assert!(pki.cert("admin").cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(snapshot(&out), before);
 }

@@ -9,7 +9,8 @@ use crate::components::{COMPONENTS, Phase};
 use crate::inventory::{Inventory, Node, Role};
 use crate::plan::{self, files_in_phases};
 use crate::remote::{Connector, Facts, FactsQuery};
-use crate::render::Rendered;
+use crate::plan::sha256_hex;
+use crate::render::{Anchor, File, Rendered};
 
 /// Connects to every host, reads its facts and plans it; checks the rules across hosts.
 pub(crate) async fn run(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<(), DeployError> {
@@ -40,8 +41,10 @@ fn connect_and_gather(h: &mut Host, connector: &dyn Connector, inv: &Inventory, 
         Ok(r) => h.remote = Some(r),
         Err(e) => return h.fail(Phase::Preflight, e),
     }
+    let files = files_in_phases(rendered, &h.node.name, phases);
     let query = FactsQuery {
-        paths: files_in_phases(rendered, &h.node.name, phases).iter().map(|f| f.path.clone()).collect(),
+        paths: files.iter().map(|f| f.path.clone()).collect(),
+        fingerprints: files.iter().filter(|f| f.anchor == Some(Anchor::EncryptionKey)).map(|f| f.path.clone()).collect(),
         binaries: COMPONENTS
             .iter()
             .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, &h.node))
@@ -88,6 +91,19 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
                 }
             }
         }
+        for f in files_in_phases(rendered, name, phases) {
+            if let Some(anchor) = f.anchor
+                && holds_another(f, anchor, facts)
+            {
+                problems.push(format!(
+                    "{name}: {} holds another {} than this PKI directory's: the node belongs to a cluster deployed with \
+                     another PKI, and replacing it would break that cluster. Deploy with the PKI directory the cluster was \
+                     deployed with (--pki), or, if the node is to leave that cluster, reset it first",
+                    f.path,
+                    anchor.describe()
+                ));
+            }
+        }
         if phases.contains(&Phase::Workers) && node.has(Role::Worker) && facts.swap_active {
             problems.push(format!("{name}: swap is on; the kubelet needs it off (swapoff -a, and remove it from /etc/fstab)"));
         }
@@ -112,6 +128,17 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
         ));
     }
     problems
+}
+
+/// Does the node have this file of the cluster's identity with other contents?
+fn holds_another(f: &File, anchor: Anchor, facts: &Facts) -> bool {
+    match anchor {
+        Anchor::EncryptionKey => facts
+            .fingerprints
+            .get(&f.path)
+            .is_some_and(|theirs| *theirs != crate::render::secrets_fingerprint(&String::from_utf8_lossy(&f.contents))),
+        _ => facts.files.get(&f.path).is_some_and(|r| r.sha256 != sha256_hex(&f.contents)),
+    }
 }
 
 #[cfg(test)]
@@ -219,7 +246,7 @@ roles = ["worker"]
         m1.systemd = false;
         let rendered = crate::render::Rendered {
             hosts: [
-                ("m1".to_string(), vec![crate::render::File { path: "/etc/systemd/system/etcd.service".into(), mode: 0o644, contents: vec![], units: vec!["etcd"] }]),
+                ("m1".to_string(), vec![crate::render::File { path: "/etc/systemd/system/etcd.service".into(), mode: 0o644, contents: vec![], units: vec!["etcd"], anchor: None }]),
                 ("w1".to_string(), vec![]),
             ]
             .into(),

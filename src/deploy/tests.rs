@@ -207,3 +207,35 @@ fn addons_are_applied_on_the_first_master_once_its_api_server_answers() {
         assert!(f.fake.node("w1").unit_active(unit), "{unit}");
     }
 }
+
+#[test]
+fn a_node_of_a_cluster_with_another_pki_is_refused_before_anything_changes() {
+    let f = Fixture::new();
+    let all = [Phase::Etcd, Phase::Lb, Phase::ControlPlane];
+    run(&f, &opts(&all)).unwrap();
+    f.fake.clear_events();
+    // The same inventory with another PKI directory: another CA, SA key and encryption key.
+    let other = Fixture::new();
+    let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
+    let err = block_on(deploy(&f.inv, other.rendered(), c, p, &opts(&all))).unwrap_err();
+    let DeployError::Preflight(problems) = &err else { panic!("{err}") };
+    for want in [
+        "m1: /etc/kubernetes/pki/ca.crt holds another cluster CA",
+        "m1: /etc/kubernetes/pki/ca.key holds another cluster CA",
+        "m2: /etc/etcd/pki/ca.crt holds another etcd CA",
+        "m3: /etc/kubernetes/pki/sa.key holds another service-account key",
+        "m1: /etc/kubernetes/encryption-config.yaml holds another Secrets encryption key",
+        "lb: /etc/haproxy/pki/ca.crt holds another cluster CA",
+    ] {
+        assert!(problems.iter().any(|p| p.starts_with(want)), "{want:?} not in {problems:#?}");
+    }
+    assert!(f.fake.events().is_empty(), "{:?}", f.fake.events());
+    // Only the keys matter in the encryption config: the same key in another file is fine.
+    {
+        let mut m1 = f.fake.node("m1");
+        let cfg = m1.files.get_mut("/etc/kubernetes/encryption-config.yaml").unwrap();
+        cfg.contents = format!("# edited by hand\n{}", String::from_utf8_lossy(&cfg.contents)).into_bytes();
+    }
+    let r = run(&f, &opts(&all)).unwrap();
+    assert!(r.failed().is_empty(), "{}", r.table());
+}

@@ -99,6 +99,19 @@ pub enum PkiError {
         .inventory.display()
     )]
     Incomplete { dir: PathBuf, inventory: PathBuf, missing: Vec<String> },
+
+    /// A deploy found no CA, service-account key or encryption key where it needs one: deploy
+    /// never creates them (a new CA or key pushed to a running cluster breaks it).
+    #[error(
+        "{}: no {} — deploy uses the PKI that exists and never creates CAs or keys. For a new cluster, \
+         create them with `hardway pki generate -i {} --out {}`; for a running one, point --pki at the \
+         directory it was deployed with",
+        .dir.display(),
+        .missing.join(", "),
+        .inventory.display(),
+        .dir.display()
+    )]
+    NoTrust { dir: PathBuf, inventory: PathBuf, missing: Vec<String> },
 }
 
 impl PkiError {

@@ -75,6 +75,9 @@ pub struct GenerateOptions {
     /// Decide and issue in memory, write nothing: the report says what a real run would do,
     /// and the returned PKI is what it would leave.
     pub dry_run: bool,
+    /// Refuse to create a CA, the service-account key or the encryption key (deploy's mode):
+    /// only leaf certificates may be issued or re-issued.
+    pub existing_trust_only: bool,
 }
 
 /// What to do with a CA, decided before anything is written.
@@ -125,6 +128,19 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
     let mut report = Report::default();
     let cas_wanted = cas_for(inv);
     let specs = matrix(inv);
+
+    if opts.existing_trust_only {
+        let wanted = cas_wanted.iter().flat_map(|ca| [format!("{}.crt", ca.file), format!("{}.key", ca.file)]);
+        let mut missing = Vec::new();
+        for f in wanted.chain([SA_KEY_FILE.to_string(), ENCRYPTION_KEY_FILE.to_string()]) {
+            if !exists(&dir.join(&f))? {
+                missing.push(f);
+            }
+        }
+        if !missing.is_empty() {
+            return Err(PkiError::NoTrust { dir: dir.to_path_buf(), inventory: inv.source.clone(), missing });
+        }
+    }
 
     // 1. CAs: read and judge, then issue the missing ones — leaves are judged against the CA
     //    that will sign them.

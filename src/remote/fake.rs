@@ -217,6 +217,11 @@ impl Remote for FakeRemote {
             hosts_block: s.files.get("/etc/hosts").is_some_and(|f| String::from_utf8_lossy(&f.contents).lines().any(|l| l == begin)),
             files: stats(&s, &q.paths),
             units: q.units.iter().map(|u| (u.clone(), active_state(&s, u).to_string())).collect(),
+            fingerprints: q
+                .fingerprints
+                .iter()
+                .filter_map(|p| Some((p.clone(), crate::render::secrets_fingerprint(&String::from_utf8_lossy(&s.files.get(p)?.contents)))))
+                .collect(),
         })
     }
 

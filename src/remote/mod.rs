@@ -89,6 +89,8 @@ pub struct FactsQuery {
     pub hosts_block: String,
     /// Units whose `systemctl is-active` state is wanted.
     pub units: Vec<String>,
+    /// Encryption configs whose `render::secrets_fingerprint` is wanted.
+    pub fingerprints: Vec<String>,
 }
 
 /// What a node told preflight, in one round trip.
@@ -105,6 +107,8 @@ pub struct Facts {
     pub files: BTreeMap<String, RemoteFile>,
     /// `systemctl is-active` of each asked unit (`active`, `inactive`, `failed`, …).
     pub units: BTreeMap<String, String>,
+    /// `render::secrets_fingerprint` of each asked file that exists.
+    pub fingerprints: BTreeMap<String, String>,
 }
 
 impl Facts {

@@ -127,6 +127,13 @@ impl<T: Transport> Remote for ShellRemote<T> {
         for u in &q.units {
             s.section(&format!("state:{u}")).raw(&format!("systemctl is-active {}; true", quote(&unit_file(u))));
         }
+        // render::secrets_fingerprint, on the node: only the hash of the keys leaves it.
+        for (i, p) in q.fingerprints.iter().enumerate() {
+            let p = quote(p);
+            s.section(&format!("fp:{i}")).raw(&format!(
+                "[ -f {p} ] && sed -n 's/^[[:space:]]*secret:[[:space:]]*//p' {p} | sha256sum | cut -d' ' -f1; true"
+            ));
+        }
         let t0 = now_secs();
         let out = self.run_ok("reading the node's state", &s)?;
         let t1 = now_secs();
@@ -141,6 +148,12 @@ impl<T: Transport> Remote for ShellRemote<T> {
             hosts_block: sec.first("hosts").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) > 0,
             files: parse_stats(&sec),
             units: q.units.iter().map(|u| (u.clone(), sec.first(&format!("state:{u}")).unwrap_or("unknown").to_string())).collect(),
+            fingerprints: q
+                .fingerprints
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| Some((p.clone(), sec.first(&format!("fp:{i}"))?.to_string())))
+                .collect(),
         })
     }
 
@@ -498,6 +511,20 @@ mod tests {
         let cert = got[&both.display().to_string()].as_deref().unwrap();
         assert_eq!(cert, "-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n");
         assert_eq!(got[&missing], None);
+    }
+
+    #[test]
+    fn the_node_computes_the_secrets_fingerprint_as_render_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("enc.yaml");
+        let text = "kind: EncryptionConfiguration\nresources:\n  - providers:\n      - aescbc:\n          keys:\n            - name: key2\n              secret: c2Vjb25k\n            - name: key1\n              secret:   Zmlyc3Q=\n      - identity: {}\n";
+        std::fs::write(&cfg, text).unwrap();
+        let path = cfg.display().to_string();
+        let q = FactsQuery { fingerprints: vec![path.clone(), "/nonexistent".into()], ..FactsQuery::default() };
+        let facts = local().facts(&q).unwrap();
+        assert_eq!(facts.fingerprints[&path], crate::render::secrets_fingerprint(text));
+        assert_ne!(facts.fingerprints[&path], crate::render::secrets_fingerprint("secret: other\n"));
+        assert!(!facts.fingerprints.contains_key("/nonexistent"));
     }
 
     #[test]
