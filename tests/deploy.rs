@@ -29,6 +29,14 @@ fn deploy_etcd_and_lb_to_the_lab() {
     let lab_inv = ctx.inv.clone();
     let dir = &ctx.dir;
 
+    // 0. Deploy never creates a CA or keys: without a PKI it stops, naming what is missing.
+    let o = ctx.deploy(&inv_path, &["--phases", "etcd,lb"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no ca.crt, ca.key") && err.contains("deploy uses the PKI that exists"), "{err}");
+    assert!(!ctx.pki.exists(), "deploy created {}", ctx.pki.display());
+    pki_generate(&inv_path, &ctx.pki);
+
     // 1. Unknown host keys are refused, with the way out in the message; nothing is touched.
     let o = ctx.deploy(&inv_path, &["--phases", "etcd,lb"]);
     assert_eq!(o.status.code(), Some(1));

@@ -173,10 +173,15 @@ fn subjects_follow_the_node_authorizer_and_rbac_conventions() {
         ("kube-scheduler", "subject=O=system:kube-scheduler,CN=system:kube-scheduler"),
         ("front-proxy-client", "subject=CN=front-proxy-client"),
         ("etcd/server-kmaster2", "subject=CN=kmaster2"),
+        // Not in system:masters (which RBAC cannot restrict): the addons bind its user to the
+        // kubelet API only.
+        ("apiserver-kubelet-client", "subject=CN=kube-apiserver-kubelet-client"),
     ];
     for (name, want) in cases {
         assert_eq!(subject(&out.join(format!("{name}.crt"))), want, "{name}");
     }
+    let rbac = std::fs::read_to_string(repo().join("templates/apiserver-to-kubelet-rbac.yaml.tera")).unwrap();
+    assert!(rbac.contains("kind: User\n    name: kube-apiserver-kubelet-client"), "the RBAC binding must name the certificate's CN");
     // The API server's SANs as the seed needs them: LB, masters, 127.0.0.1, first service IP.
     let api = out.join("apiserver.crt");
     for ip in ["192.168.96.7", "192.168.96.46", "192.168.96.47", "192.168.96.48", "127.0.0.1", "10.32.0.1"] {

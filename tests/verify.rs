@@ -41,6 +41,7 @@ fn verify_until(t: &TestLab, args: &[&str], secs: u64, done: impl Fn(i32, &[serd
 fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     let t = common::lab::boot("/run/hardway/test-verify");
     let pki = t.pki.to_str().unwrap().to_string();
+    pki_generate(&t.inv_path, &t.pki);
     t.deploy_json(&t.inv_path.clone(), &["--phases", "etcd,lb", "--accept-new-host-keys"]);
 
     // All PASS after a deploy (the Kubernetes components are SKIPped: the lab has no binaries).

@@ -79,7 +79,9 @@ pub const PROFILES: &[Profile] = &[
     Profile { file: "kube-scheduler", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "system:kube-scheduler", org: Some("system:kube-scheduler"), usage: Usage::Client, sans: SanSet::None },
     Profile { file: "kube-proxy", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "system:kube-proxy", org: Some("system:node-proxier"), usage: Usage::Client, sans: SanSet::None },
     Profile { file: "apiserver", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "kube-apiserver", org: None, usage: Usage::Server, sans: SanSet::ApiServer },
-    Profile { file: "apiserver-kubelet-client", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "kube-apiserver-kubelet-client", org: Some("system:masters"), usage: Usage::Client, sans: SanSet::None },
+    // No group: system:masters would make it cluster-admin, beyond what RBAC can take away. The
+    // addons' ClusterRoleBinding gives its user (the CN) exactly the kubelet API.
+    Profile { file: "apiserver-kubelet-client", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "kube-apiserver-kubelet-client", org: None, usage: Usage::Client, sans: SanSet::None },
     Profile { file: "etcd/server-{node}", ca: CaId::Etcd, scope: Scope::EachEtcdMember, cn: "{node}", org: None, usage: Usage::ServerAndClient, sans: SanSet::EtcdMember },
     Profile { file: "etcd/peer-{node}", ca: CaId::Etcd, scope: Scope::EachEtcdMember, cn: "{node}", org: None, usage: Usage::ServerAndClient, sans: SanSet::EtcdMember },
     Profile { file: "apiserver-etcd-client", ca: CaId::Etcd, scope: Scope::Cluster, cn: "kube-apiserver-etcd-client", org: None, usage: Usage::Client, sans: SanSet::None },

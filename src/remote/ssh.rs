@@ -89,9 +89,11 @@ pub enum SshError {
     UnknownHostKey { host: String, fingerprint: String, known_hosts: String },
     #[error(
         "HOST KEY CHANGED for {host} (now {fingerprint}); this is refused. If the machine was \
-         reinstalled, remove its old line from {known_hosts} (ssh-keygen -R {host} -f {known_hosts})"
+         reinstalled, remove its old line from {known_hosts} (ssh-keygen -R '{name}' -f {known_hosts})"
     )]
-    ChangedHostKey { host: String, fingerprint: String, known_hosts: String },
+    ChangedHostKey { host: String, name: String, fingerprint: String, known_hosts: String },
+    #[error("the host key of {host} ({fingerprint}) is marked @revoked in {known_hosts}; this is refused")]
+    RevokedHostKey { host: String, fingerprint: String, known_hosts: String },
     #[error("authentication as {user}@{host} failed: {reason}")]
     Auth { user: String, host: String, reason: String },
     #[error("ssh to {host}: {reason}")]
@@ -149,8 +151,18 @@ impl Conn {
             }
         };
         sess.set_timeout(t.connect_timeout.as_millis() as u32);
+        let known = KnownHostsFile::read(&t.known_hosts)
+            .map_err(|e| SshError::Session { host: t.host.clone(), reason: format!("reading {}: {e}", t.known_hosts.display()) })?;
+        // Like OpenSSH: ask the server for a key of a type known_hosts has for it, so a host
+        // with both an ECDSA and an ed25519 key is not "changed" because libssh2 prefers the
+        // one the user never recorded.
+        let types = known.types_for(&sess, t)?;
+        if !types.is_empty() {
+            sess.method_pref(ssh2::MethodType::HostKey, &types.join(","))
+                .map_err(|e| connect_err(format!("host key algorithms {types:?}: {e}")))?;
+        }
         sess.handshake().map_err(|e| connect_err(format!("SSH handshake: {e}")))?;
-        verify_host_key(&sess, t, policy)?;
+        verify_host_key(&sess, t, &known, policy)?;
         authenticate(&sess, t)?;
         sess.set_timeout(COMMAND_TIMEOUT.as_millis() as u32);
         sess.set_keepalive(true, 15);
@@ -304,18 +316,96 @@ fn fingerprint(sess: &Session) -> String {
     }
 }
 
-fn verify_host_key(sess: &Session, t: &Target, policy: HostKeyPolicy) -> Result<(), SshError> {
+/// A known_hosts file, split into what libssh2 reads (plain entries) and the `@revoked` keys,
+/// which libssh2 does not understand and which must never be accepted.
+struct KnownHostsFile {
+    entries: Vec<String>,
+    revoked: Vec<Vec<u8>>,
+}
+
+impl KnownHostsFile {
+    fn read(path: &Path) -> std::io::Result<KnownHostsFile> {
+        use base64::Engine;
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let mut f = KnownHostsFile { entries: vec![], revoked: vec![] };
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            match line.strip_prefix('@') {
+                // `@revoked HOSTS TYPE KEY`: revoked for every host, as the key itself is bad.
+                Some(rest) if rest.starts_with("revoked") => {
+                    if let Some(key) = rest.split_whitespace().nth(3)
+                        && let Ok(blob) = base64::engine::general_purpose::STANDARD.decode(key)
+                    {
+                        f.revoked.push(blob);
+                    }
+                }
+                // `@cert-authority`: host certificates are not used by hardway's nodes.
+                Some(_) => {}
+                None => f.entries.push(line.to_string()),
+            }
+        }
+        Ok(f)
+    }
+
+    fn known_hosts(&self, sess: &Session, t: &Target) -> Result<ssh2::KnownHosts, SshError> {
+        let err = |e: ssh2::Error| SshError::Session { host: t.host.clone(), reason: format!("reading {}: {e}", t.known_hosts.display()) };
+        let mut kh = sess.known_hosts().map_err(err)?;
+        for line in &self.entries {
+            kh.read_str(line, KnownHostFileKind::OpenSSH).map_err(err)?;
+        }
+        Ok(kh)
+    }
+
+    /// The host key algorithms to offer for `t`: those of the key types known_hosts has for it.
+    fn types_for(&self, sess: &Session, t: &Target) -> Result<Vec<&'static str>, SshError> {
+        use base64::Engine;
+        let kh = self.known_hosts(sess, t)?;
+        let mut types = Vec::new();
+        let hosts = kh.hosts().map_err(|e| SshError::Session { host: t.host.clone(), reason: e.to_string() })?;
+        for h in hosts {
+            let Ok(blob) = base64::engine::general_purpose::STANDARD.decode(h.key()) else { continue };
+            if !matches!(kh.check_port(&t.host, t.port, &blob), CheckResult::Match) {
+                continue;
+            }
+            // The blob starts with the key type as an SSH string (4-byte length, then bytes).
+            let len = blob.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).unwrap_or(0);
+            let algorithms: &[&'static str] = match blob.get(4..4 + len) {
+                Some(b"ssh-ed25519") => &["ssh-ed25519"],
+                Some(b"ecdsa-sha2-nistp256") => &["ecdsa-sha2-nistp256"],
+                Some(b"ecdsa-sha2-nistp384") => &["ecdsa-sha2-nistp384"],
+                Some(b"ecdsa-sha2-nistp521") => &["ecdsa-sha2-nistp521"],
+                Some(b"ssh-rsa") => &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+                _ => &[],
+            };
+            for a in algorithms {
+                if !types.contains(a) {
+                    types.push(*a);
+                }
+            }
+        }
+        Ok(types)
+    }
+}
+
+fn verify_host_key(sess: &Session, t: &Target, known: &KnownHostsFile, policy: HostKeyPolicy) -> Result<(), SshError> {
     let session_err = |reason: String| SshError::Session { host: t.host.clone(), reason };
     let (key, key_type) = sess.host_key().ok_or_else(|| session_err("the server sent no host key".into()))?;
-    let mut kh = sess.known_hosts().map_err(|e| session_err(e.to_string()))?;
-    if t.known_hosts.exists() {
-        kh.read_file(&t.known_hosts, KnownHostFileKind::OpenSSH)
-            .map_err(|e| session_err(format!("reading {}: {e}", t.known_hosts.display())))?;
-    }
     let kh_path = t.known_hosts.display().to_string();
+    if known.revoked.iter().any(|r| r.as_slice() == key) {
+        return Err(SshError::RevokedHostKey { host: t.host.clone(), fingerprint: fingerprint(sess), known_hosts: kh_path });
+    }
+    let kh = known.known_hosts(sess, t)?;
     match kh.check_port(&t.host, t.port, key) {
         CheckResult::Match => Ok(()),
-        CheckResult::Mismatch => Err(SshError::ChangedHostKey { host: t.host.clone(), fingerprint: fingerprint(sess), known_hosts: kh_path }),
+        CheckResult::Mismatch => Err(SshError::ChangedHostKey {
+            host: t.host.clone(),
+            name: t.known_hosts_name(),
+            fingerprint: fingerprint(sess),
+            known_hosts: kh_path,
+        }),
         CheckResult::NotFound if policy == HostKeyPolicy::AcceptNew => {
             append_known_host(&t.known_hosts, &t.known_hosts_name(), key_type, key)
                 .map_err(|e| session_err(format!("recording the host key in {kh_path}: {e}")))

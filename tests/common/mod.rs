@@ -48,6 +48,11 @@ pub fn hardway() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hardway"))
 }
 
+/// `hardway pki generate` for `inv` into `out`, as an operator does before the first deploy.
+pub fn pki_generate(inv: &Path, out: &Path) -> String {
+    ok(hardway().args(["pki", "generate", "-i"]).arg(inv).arg("--out").arg(out))
+}
+
 /// Copies the example inventory into `dir`, applying text replacements, and returns its path.
 pub fn inventory_variant(dir: &Path, name: &str, edits: &[(&str, &str)]) -> PathBuf {
     let mut text = std::fs::read_to_string(example_inventory()).unwrap();
