@@ -72,7 +72,7 @@ fn every_host_gets_the_files_of_its_roles() {
     }
     // The kubelet's pod /24 and the seed's aggregator flag.
     let kc = std::fs::read_to_string(build.join("kworker2/var/lib/kubelet/kubelet-config.yaml")).unwrap();
-    assert!(kc.contains("podCIDR: 10.200.1.0/24") && kc.contains("- 10.32.0.10"), "{kc}");
+    assert!(kc.contains("podCIDR: \"10.200.1.0/24\"") && kc.contains("- \"10.32.0.10\""), "{kc}");
     let api = std::fs::read_to_string(build.join("kmaster1/etc/systemd/system/kube-apiserver.service")).unwrap();
     assert!(api.contains("--enable-aggregator-routing=true") && api.contains("--service-cluster-ip-range=10.32.0.0/24"));
     assert!(api.contains("--etcd-servers=https://192.168.96.46:2379,https://192.168.96.47:2379,https://192.168.96.48:2379"));
@@ -107,7 +107,10 @@ fn haproxy_accepts_the_config_and_balances_every_master() {
     for (m, ip) in [("kmaster1", "192.168.96.46"), ("kmaster2", "192.168.96.47"), ("kmaster3", "192.168.96.48")] {
         assert!(text.contains(&format!("server {m} {ip}:6443")), "{text}");
     }
-    assert!(text.contains("bind *:6443") && text.contains("stats socket"), "{text}");
+    assert!(text.contains("bind *:6443") && text.contains("stats socket /run/haproxy/admin.sock mode 600 "), "{text}");
+    // It listens for clients only: no stats page on the network, and it drops root.
+    assert_eq!(text.lines().filter(|l| l.trim_start().starts_with("bind ")).count(), 1, "{text}");
+    assert!(text.contains("\n    user haproxy\n    group haproxy\n"), "{text}");
 }
 
 #[test]
