@@ -6,6 +6,9 @@
 //! `hw-bench` (10.214.0.1/24; hosts from 10.214.0.10). Root trusts the bench key through a
 //! read-only bind of `/root/.ssh`; each host has its own ed25519 host key (bound read-only),
 //! recorded in the bench's known_hosts, so host keys are checked strictly as in a deploy.
+//! Network, hosts and teardown are `hardway::lab`'s building blocks (`lab::net`,
+//! `lab::machine`); this file keeps the orchestration: sizes, timings, signal-safe teardown,
+//! leftover checks and the report.
 //!
 //! Per N, from a fresh inventory of N nodes with roles ["master", "worker"] (the largest file
 //! set a node gets), with its PKI and render made in-process beforehand:
@@ -25,13 +28,11 @@
 //!
 //! Prints Markdown tables; with `HW_BENCH_REPORT=DIR` also writes them to `DIR/fanout.md`.
 //! Without root (or systemd-nspawn, ip, ssh, scp, ssh-keygen) it says so and exits 0.
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,11 +41,14 @@ use std::time::{Duration, Instant};
 
 use hardway::components::Phase;
 use hardway::deploy;
+use hardway::lab::net::HostLink;
+use hardway::lab::{machine, net, process, tools};
 use hardway::remote::ssh::{HostKeyPolicy, SshConnector};
 use hardway::{inventory, pki, render};
+use ipnet::Ipv4Net;
 
 mod common;
-use common::{have, mark, mb, ms, wait4};
+use common::{mark, mb, ms, wait4};
 
 const BRIDGE: &str = "hw-bench";
 /// The bridge's alias: a bridge of that name without it is someone else's and is left alone.
@@ -59,39 +63,22 @@ const SIZES: [usize; 3] = [1, 10, 50];
 const PARALLEL: usize = 32;
 const LOCK_FILE: &str = "/run/hardway-bench.lock";
 const CHILD_ENV: &str = "HW_BENCH_PUSH_CHILD";
+/// How long a host's nspawn gets after SIGTERM (it then kills its container) before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 fn host_addr(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(NET[0], NET[1], NET[2], FIRST_HOST + i as u8)
 }
-fn gateway() -> Ipv4Addr {
-    Ipv4Addr::new(NET[0], NET[1], NET[2], 1)
+fn gateway() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::new(NET[0], NET[1], NET[2], 1), 24).unwrap()
 }
-fn netns(i: usize) -> String {
-    format!("{NETNS_PREFIX}{i}")
-}
-fn veth(i: usize) -> String {
-    format!("{VETH_PREFIX}{i}")
+/// Host `i`'s network namespace (also its machine name) and veth.
+fn host_link(i: usize) -> HostLink {
+    HostLink { netns: format!("{NETNS_PREFIX}{i}"), veth: format!("{VETH_PREFIX}{i}") }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Running commands.
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    if !out.status.success() {
-        panic!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
-    }
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Runs and ignores failure (for teardown of what may already be gone).
-fn try_run(cmd: &mut Command) -> bool {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-fn ip(args: &[&str]) -> String {
-    run(Command::new("ip").args(args))
-}
 
 struct Measured {
     wall: Duration,
@@ -161,7 +148,7 @@ fn machine_busy() -> Duration {
 #[derive(Default)]
 struct Resources {
     /// systemd-nspawn processes (our children).
-    nspawn: Vec<i32>,
+    nspawn: Vec<u32>,
     /// Process groups of measured children (push runs, the scp loop).
     groups: Vec<i32>,
     /// Network namespaces, each with its host-side veth.
@@ -178,66 +165,28 @@ fn resources() -> MutexGuard<'static, Resources> {
     RESOURCES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
-        .unwrap_or(false)
+/// Teardown goes on past a failed step: it reports the failure, and the end's leftover check
+/// fails the bench if anything stayed.
+fn report(what: &str, r: hardway::lab::Result<impl Sized>) {
+    if let Err(e) = r {
+        eprintln!("fanout bench: {what}: {e}");
+    }
 }
 
-/// SIGTERM (nspawn then kills its container), SIGKILL after 5 s; reaps our children.
-fn stop(pids: &[i32]) {
+/// Stops our nspawn children (see `STOP_GRACE`) and reaps them.
+fn stop(pids: &[u32]) {
+    report("stopping the hosts", machine::stop_processes(pids, STOP_GRACE));
     for &p in pids {
-        unsafe { libc::kill(p, libc::SIGTERM) };
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut left: Vec<i32> = pids.to_vec();
-    while !left.is_empty() {
-        left.retain(|&p| {
-            let mut st = 0;
-            let r = unsafe { libc::waitpid(p, &mut st, libc::WNOHANG) };
-            r == 0 || (r == -1 && alive(p))
-        });
-        if left.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            for &p in &left {
-                unsafe { libc::kill(p, libc::SIGKILL) };
-                let mut st = 0;
-                unsafe { libc::waitpid(p, &mut st, 0) };
-            }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        let mut st = 0;
+        unsafe { libc::waitpid(p as i32, &mut st, libc::WNOHANG) };
     }
 }
 
-fn link_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
-
-/// Removes one host's network: whatever still runs in its namespace, the veth, the namespace.
-fn remove_host_network(name: &str, link: &str) {
-    if Path::new("/run/netns").join(name).exists() {
-        let out = Command::new("ip").args(["netns", "pids", name]).output();
-        let pids: Vec<i32> = out.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()).unwrap_or_default();
-        for p in &pids {
-            unsafe { libc::kill(*p, libc::SIGKILL) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    if link_exists(link) {
-        try_run(Command::new("ip").args(["link", "del", link]));
-    }
-    if Path::new("/run/netns").join(name).exists() {
-        try_run(Command::new("ip").args(["netns", "del", name]));
-    }
-    // nspawn's per-machine directory, normally removed by nspawn itself.
-    let _ = fs::remove_dir(Path::new("/run/systemd/nspawn/propagate").join(name));
+/// Removes one host's network (whatever still runs in its namespace, the veth, the namespace)
+/// and what nspawn keeps for its machine name.
+fn remove_host(link: &HostLink) {
+    report(&format!("removing {}", link.netns), net::remove_host_link(link));
+    machine::forget_machine(&link.netns);
 }
 
 /// Tears down the hosts `which` selects (all with `None`), in the caller's lock.
@@ -245,7 +194,7 @@ fn teardown_hosts(res: &mut Resources, which: Option<&[usize]>) {
     let selected = |i: &usize| which.is_none_or(|w| w.contains(i));
     // nspawn pids are recorded in host order, one per host.
     let hosts: Vec<usize> = res.hosts.iter().copied().filter(|i| selected(i)).collect();
-    let pids: Vec<i32> = res
+    let pids: Vec<u32> = res
         .nspawn
         .iter()
         .copied()
@@ -254,18 +203,15 @@ fn teardown_hosts(res: &mut Resources, which: Option<&[usize]>) {
     stop(&pids);
     res.nspawn.retain(|p| !pids.contains(p));
     for i in &hosts {
-        remove_host_network(&netns(*i), &veth(*i));
+        remove_host(&host_link(*i));
     }
     res.hosts.retain(|i| !hosts.contains(i));
 }
 
-/// The host index of one of our nspawn processes, from its command line.
-fn nspawn_host(pid: i32) -> Option<usize> {
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let text = String::from_utf8_lossy(&cmdline);
-    let marker = format!("--network-namespace-path=/run/netns/{NETNS_PREFIX}");
-    let rest = text.split('\0').find_map(|a| a.strip_prefix(&marker).map(str::to_string))?;
-    rest.parse().ok()
+/// The host index of one of our nspawn processes, from its network namespace.
+fn nspawn_host(pid: u32) -> Option<usize> {
+    let netns = machine::nspawn_netns(pid)?;
+    netns.strip_prefix("/run/netns").ok()?.to_str()?.strip_prefix(NETNS_PREFIX)?.parse().ok()
 }
 
 /// Everything, in the caller's lock: measured children, hosts, the bridge, directories.
@@ -276,7 +222,7 @@ fn teardown_all(res: &mut Resources) {
     teardown_hosts(res, None);
     if res.bridge {
         if bridge_is_ours() {
-            try_run(Command::new("ip").args(["link", "del", BRIDGE]));
+            report("removing the bridge", net::remove_bridge(BRIDGE));
         }
         res.bridge = false;
     }
@@ -286,7 +232,7 @@ fn teardown_all(res: &mut Resources) {
 }
 
 fn bridge_is_ours() -> bool {
-    fs::read_to_string(Path::new("/sys/class/net").join(BRIDGE).join("ifalias")).is_ok_and(|a| a.trim() == BRIDGE_ALIAS)
+    net::bridge_owner(BRIDGE).as_deref() == Some(BRIDGE_ALIAS)
 }
 
 /// Tears everything down when the bench returns or panics.
@@ -326,41 +272,34 @@ fn handle_signals() {
 /// alias. Runs under the bench lock, so never against a live bench.
 fn remove_stale() {
     let mut found = Vec::new();
-    let pids: Vec<i32> = fs::read_dir("/proc")
-        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
-        .unwrap_or_default();
-    let stale: Vec<i32> = pids.into_iter().filter(|p| nspawn_host(*p).is_some() && alive(*p)).collect();
+    let stale: Vec<u32> = machine::nspawn_pids().into_iter().filter(|p| nspawn_host(*p).is_some()).collect();
     if !stale.is_empty() {
         found.push(format!("{} systemd-nspawn", stale.len()));
-        for p in &stale {
-            unsafe { libc::kill(*p, libc::SIGKILL) };
-        }
+        report("killing stale hosts", process::kill(&stale, || "stale bench hosts".into()));
     }
-    for line in ip(&["netns", "list"]).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
+    for name in net::netns_names().unwrap_or_else(|e| panic!("{e}")) {
         if let Some(i) = name.strip_prefix(NETNS_PREFIX) {
-            found.push(name.to_string());
-            remove_host_network(name, &format!("{VETH_PREFIX}{i}"));
+            remove_host(&HostLink { veth: format!("{VETH_PREFIX}{i}"), netns: name.clone() });
+            found.push(name);
         }
     }
-    for e in fs::read_dir("/sys/class/net").into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
+    for name in net::link_names() {
         if name.starts_with(VETH_PREFIX) {
-            found.push(name.clone());
-            try_run(Command::new("ip").args(["link", "del", &name]));
+            report(&format!("removing {name}"), net::delete_link(&name));
+            found.push(name);
         }
     }
-    if link_exists(BRIDGE) {
+    if net::link_exists(BRIDGE) {
         if !bridge_is_ours() {
             panic!("a network interface {BRIDGE} exists that this bench did not create; remove it or pick another name");
         }
         found.push(BRIDGE.to_string());
-        try_run(Command::new("ip").args(["link", "del", BRIDGE]));
+        report("removing the bridge", net::remove_bridge(BRIDGE));
     }
     for e in fs::read_dir(target_dir()).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("hardway-bench-fanout-").and_then(|p| p.parse::<i32>().ok())
-            && !alive(pid)
+        if let Some(pid) = name.strip_prefix("hardway-bench-fanout-").and_then(|p| p.parse::<u32>().ok())
+            && !process::alive(pid)
         {
             found.push(name);
             let _ = fs::remove_dir_all(e.path());
@@ -374,19 +313,17 @@ fn remove_stale() {
 /// What of the bench is still there: namespaces, links, nspawn processes.
 fn leftovers() -> Vec<String> {
     let mut left = Vec::new();
-    for line in ip(&["netns", "list"]).lines() {
-        if line.starts_with(NETNS_PREFIX) {
-            left.push(format!("netns {line}"));
+    for name in net::netns_names().unwrap_or_else(|e| panic!("{e}")) {
+        if name.starts_with(NETNS_PREFIX) {
+            left.push(format!("netns {name}"));
         }
     }
-    for line in ip(&["-o", "link", "show"]).lines() {
-        let name = line.split(": ").nth(1).unwrap_or("").split('@').next().unwrap_or("");
+    for name in net::link_names() {
         if name.starts_with(VETH_PREFIX) || name == BRIDGE {
             left.push(format!("link {name}"));
         }
     }
-    let out = Command::new("pgrep").args(["-f", &format!("systemd-nspawn.*netns/{NETNS_PREFIX}")]).output();
-    for p in out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default().split_whitespace() {
+    for p in machine::nspawn_pids().into_iter().filter(|p| nspawn_host(*p).is_some()) {
         left.push(format!("systemd-nspawn pid {p}"));
     }
     left
@@ -428,19 +365,16 @@ impl Work {
         let w = Work { dir };
         let keygen = |path: &Path, comment: &str| {
             fs::create_dir_all(path.parent().unwrap()).unwrap();
-            run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"]).arg(path));
+            tools::ssh_keygen(path, comment).unwrap_or_else(|e| panic!("{e}"));
         };
         keygen(&w.key(), "hardway-bench");
-        fs::create_dir_all(w.ssh_dir()).unwrap();
-        fs::set_permissions(w.ssh_dir(), fs::Permissions::from_mode(0o700)).unwrap();
-        fs::copy(w.key().with_extension("pub"), w.ssh_dir().join("authorized_keys")).unwrap();
-        fs::set_permissions(w.ssh_dir().join("authorized_keys"), fs::Permissions::from_mode(0o600)).unwrap();
+        let public = fs::read_to_string(w.key().with_extension("pub")).unwrap();
+        tools::authorize_key(&w.ssh_dir(), &public).unwrap_or_else(|e| panic!("{e}"));
         let mut known = String::new();
         for i in 0..hosts {
-            keygen(&w.host_key(i), &format!("root@{}", netns(i)));
-            let public = fs::read_to_string(w.host_key(i).with_extension("pub")).unwrap();
-            let f: Vec<&str> = public.split_whitespace().collect();
-            let _ = writeln!(known, "{} {} {}", host_addr(i), f[0], f[1]);
+            let key = w.host_key(i);
+            keygen(&key, &format!("root@{}", host_link(i).netns));
+            known.push_str(&tools::known_hosts_line(host_addr(i).into(), &key.with_extension("pub")).unwrap_or_else(|e| panic!("{e}")));
         }
         fs::write(w.known_hosts(), known).unwrap();
         w
@@ -450,20 +384,7 @@ impl Work {
 fn create_bridge() {
     let mut res = resources();
     res.bridge = true;
-    ip(&["link", "add", BRIDGE, "type", "bridge"]);
-    ip(&["link", "set", "dev", BRIDGE, "alias", BRIDGE_ALIAS]);
-    ip(&["addr", "add", &format!("{}/24", gateway()), "dev", BRIDGE]);
-    ip(&["link", "set", "dev", BRIDGE, "up"]);
-}
-
-/// Refuses to run if 10.214.0.0/24 is on any other interface or route of this machine.
-fn check_subnet_free() {
-    let prefix = format!("{}.{}.{}.", NET[0], NET[1], NET[2]);
-    for line in ip(&["-o", "-4", "addr", "show"]).lines().chain(ip(&["-o", "-4", "route", "show"]).lines()) {
-        if line.contains(&prefix) && !line.contains(BRIDGE) {
-            panic!("{prefix}0/24 is already in use on this machine ({line}); the fanout bench needs it to itself");
-        }
-    }
+    net::ensure_bridge(BRIDGE, BRIDGE_ALIAS, gateway()).unwrap_or_else(|e| panic!("fanout bench: {e}"));
 }
 
 /// N running hosts; dropping it stops them and removes their network.
@@ -475,70 +396,21 @@ impl Fleet {
     fn start(work: &Work, rootfs: &Path, n: usize) -> (Fleet, Duration) {
         let t = Instant::now();
         let fleet = Fleet { hosts: (0..n).collect() };
-        let nspawn = have("systemd-nspawn").expect("systemd-nspawn");
         for i in 0..n {
             let mut res = resources();
             res.hosts.push(i);
-            let (ns, link) = (netns(i), veth(i));
-            ip(&["netns", "add", &ns]);
-            ip(&["link", "add", &link, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
-            ip(&["link", "set", "dev", &link, "master", BRIDGE, "up"]);
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", host_addr(i)), "dev", "eth0"]);
-            ip(&["-n", &ns, "link", "set", "dev", "eth0", "up"]);
-            ip(&["-n", &ns, "link", "set", "dev", "lo", "up"]);
-            let log = fs::File::create(work.log(i)).unwrap();
-            let key = work.host_key(i);
-            let mut c = Command::new(&nspawn);
-            c.args(["-q", "-D"])
-                .arg(rootfs)
-                .args(["--volatile=overlay", "--register=no", "--keep-unit", "-M", &ns])
-                .arg(format!("--network-namespace-path=/run/netns/{ns}"))
-                .arg("--console=pipe")
-                .arg(format!("--bind-ro={}:/root/.ssh", work.ssh_dir().display()))
-                .arg(format!("--bind-ro={}:/etc/ssh/ssh_host_ed25519_key", key.display()))
-                .arg(format!("--bind-ro={}:/etc/ssh/ssh_host_ed25519_key.pub", key.with_extension("pub").display()))
-                .args([
-                    "/bin/sh",
-                    "-c",
-                    "mkdir -p /run/sshd; [ -e /etc/hosts ] || echo '127.0.0.1 localhost' > /etc/hosts; exec /usr/sbin/sshd -D -e -o PermitRootLogin=prohibit-password -o PasswordAuthentication=no -o UseDNS=no",
-                ])
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                // Its own group: a Ctrl-C reaches the bench, which stops nspawn in order.
-                .process_group(0);
-            // SAFETY: prctl is async-signal-safe. If the bench dies (even by SIGKILL), nspawn
-            // gets SIGTERM and kills its container. Spawned from the main thread, which lives
-            // as long as the bench.
-            unsafe {
-                c.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                    Ok(())
-                });
-            }
-            // Reaped by `stop` (waitpid) on teardown, not through the Child handle.
-            #[allow(clippy::zombie_processes)]
-            let child = c.spawn().expect("systemd-nspawn");
-            res.nspawn.push(child.id() as i32);
+            let link = host_link(i);
+            net::add_host_link(BRIDGE, &link, host_addr(i).into(), 24, None).unwrap_or_else(|e| panic!("host {i}: {e}"));
+            // Spawned from the main thread, which lives as long as the bench: if the bench dies
+            // (even by SIGKILL), nspawn gets SIGTERM and kills its container.
+            let host = machine::LightSshd { rootfs, link: &link, root_ssh_dir: &work.ssh_dir(), host_key: &work.host_key(i), log: &work.log(i) };
+            res.nspawn.push(machine::spawn_light_sshd(&host).unwrap_or_else(|e| panic!("host {i}: {e}")));
         }
         // Ready when sshd sends its banner.
         let deadline = Instant::now() + Duration::from_secs(60);
         for i in 0..n {
-            loop {
-                let addr = SocketAddr::from((host_addr(i), 22));
-                let banner = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok().and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-                    let mut b = [0u8; 4];
-                    s.read_exact(&mut b).ok()?;
-                    Some(b)
-                });
-                if banner.as_ref() == Some(b"SSH-") {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    panic!("host {i} ({}) did not answer ssh within 60 s; end of {}:\n{}", host_addr(i), work.log(i).display(), fs::read_to_string(work.log(i)).unwrap_or_default());
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            if !machine::wait_sshd(host_addr(i).into(), deadline) {
+                panic!("host {i} ({}) did not answer ssh within 60 s; end of {}:\n{}", host_addr(i), work.log(i).display(), fs::read_to_string(work.log(i)).unwrap_or_default());
             }
         }
         (fleet, t.elapsed())
@@ -727,7 +599,7 @@ fn main() {
     // Before any thread exists, so that every thread inherits the blocked signals.
     handle_signals();
     let uid = unsafe { libc::geteuid() };
-    let missing: Vec<&str> = ["systemd-nspawn", "ip", "ssh", "scp", "ssh-keygen"].into_iter().filter(|t| have(t).is_none()).collect();
+    let missing: Vec<&str> = ["systemd-nspawn", "ip", "ssh", "scp", "ssh-keygen"].into_iter().filter(|t| tools::find_tool(t).is_none()).collect();
     if uid != 0 || !missing.is_empty() {
         println!(
             "fanout bench skipped: it needs root (uid {uid}) and systemd-nspawn, ip, ssh, scp, ssh-keygen (missing: {missing:?}); scripts/bench installs them"
@@ -739,7 +611,8 @@ fn main() {
         panic!("another fanout bench holds {LOCK_FILE}");
     }
     remove_stale();
-    check_subnet_free();
+    // Nothing else on this machine may use 10.214.0.0/24.
+    net::check_subnet_free(BRIDGE, gateway().trunc()).unwrap_or_else(|e| panic!("fanout bench: {e}"));
     // The lab's root fs (built once from the host's apt mirror if missing), as a read-only lower layer.
     let rootfs = hardway::lab::cache_rootfs(&hardway::lab::LabOptions::default()).expect("the lab's root fs");
 

@@ -11,28 +11,15 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use hardway::inventory::{self, Inventory};
-use hardway::lab::{self, Lab, LabOptions};
+use common::lab::LabGuard;
+use hardway::inventory::Inventory;
+use hardway::lab::{Lab, LabOptions};
 
 const STATE_DIR: &str = "/run/hardway/test-lab";
-
-/// Takes the lab down when the test ends, also when it panics half way.
-struct Teardown<'a> {
-    inv: &'a Inventory,
-    opts: &'a LabOptions,
-}
-
-impl Drop for Teardown<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = lab::down(self.inv, self.opts) {
-            eprintln!("teardown: lab down failed: {e:#}");
-        }
-    }
-}
 
 fn ssh_ok(lab: &Lab, address: IpAddr, cmd: &str) -> String {
     common::ok(lab.ssh(address).arg(cmd)).trim().to_string()
@@ -70,32 +57,22 @@ fn assert_lab_healthy(inv: &Inventory, lab: &Lab) {
 
 #[test]
 fn lab_boots_every_node_is_idempotent_and_leaves_nothing_behind() {
-    for (tool, package) in [
-        ("debootstrap", "debootstrap"),
-        ("systemd-nspawn", "systemd-container"),
-        ("ip", "iproute2"),
-        ("ssh-keygen", "openssh-client"),
-        ("ssh", "openssh-client"),
-    ] {
-        common::require(tool, package);
-    }
-    lab::preflight().unwrap_or_else(|e| panic!("{e:#}"));
-    let inv = inventory::load(&common::repo().join("inventory/lab.toml")).unwrap_or_else(|e| panic!("{e}"));
-    let opts = LabOptions { state_dir: PathBuf::from(STATE_DIR), ..LabOptions::default() };
+    // Fails naming every missing tool and its package (the library's own table).
+    let guard = LabGuard::new(STATE_DIR);
+    let inv = &guard.inv;
     let lab_dir = Path::new(STATE_DIR).join(&inv.cluster.name);
     let bridge = format!("hw-{}", inv.cluster.name);
 
-    let _teardown = Teardown { inv: &inv, opts: &opts };
     // A crashed earlier run may have left its lab behind.
-    lab::down(&inv, &opts).unwrap_or_else(|e| panic!("initial lab down: {e:#}"));
+    guard.down();
 
     let t = Instant::now();
-    let first = lab::up(&inv, &opts).unwrap_or_else(|e| panic!("lab up: {e:#}"));
+    let first = guard.up();
     eprintln!("lab up (from scratch) took {:.1?}", t.elapsed());
     for n in &first.nodes {
         eprintln!("  {} {} pid {:?} {:?}", n.name, n.address, n.pid, n.system_state);
     }
-    assert_lab_healthy(&inv, &first);
+    assert_lab_healthy(inv, &first);
     assert_eq!(common::mode(&first.ssh_key), 0o600, "the lab key must be private");
     assert!(first.ssh_key.starts_with(&lab_dir) && first.known_hosts.starts_with(&lab_dir));
 
@@ -121,17 +98,17 @@ fn lab_boots_every_node_is_idempotent_and_leaves_nothing_behind() {
     assert_eq!(veths.len(), inv.nodes.len(), "one veth per node on {bridge}: {ports}");
 
     let t = Instant::now();
-    let second = lab::up(&inv, &opts).unwrap_or_else(|e| panic!("second lab up: {e:#}"));
+    let second = guard.up();
     eprintln!("lab up (already up) took {:.1?}", t.elapsed());
-    assert_lab_healthy(&inv, &second);
+    assert_lab_healthy(inv, &second);
     assert_eq!(pids(&second), pids(&first), "a second up must leave running machines alone");
 
-    let status = lab::status(&inv, &opts).unwrap_or_else(|e| panic!("lab status: {e:#}"));
-    assert_lab_healthy(&inv, &status);
+    let status = guard.status();
+    assert_lab_healthy(inv, &status);
     assert_eq!(pids(&status), pids(&first));
 
     let t = Instant::now();
-    lab::down(&inv, &opts).unwrap_or_else(|e| panic!("lab down: {e:#}"));
+    guard.down();
     eprintln!("lab down took {:.1?}", t.elapsed());
 
     let netns = common::ok(Command::new("ip").args(["netns", "list"]));
@@ -152,7 +129,7 @@ fn lab_boots_every_node_is_idempotent_and_leaves_nothing_behind() {
         "down must keep the root fs cache"
     );
 
-    let after = lab::status(&inv, &opts).unwrap_or_else(|e| panic!("lab status after down: {e:#}"));
+    let after = guard.status();
     assert!(after.nodes.iter().all(|n| !n.running && !n.reachable && n.pid.is_none()), "{:?}", after.nodes);
-    lab::down(&inv, &opts).unwrap_or_else(|e| panic!("second lab down: {e:#}"));
+    guard.down();
 }

@@ -1,17 +1,57 @@
 //! A booted lab for integration tests: `boot` brings up inventory/lab.toml's machines under a
 //! test-specific state directory and tears them down when the returned `TestLab` is dropped,
-//! also when the test panics.
+//! also when the test panics. `LabGuard` is the same life cycle without the rest, for
+//! tests/lab.rs, which tests the lab itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use super::*;
-use hardway::{inventory, lab};
+use hardway::inventory::{self, Inventory};
+use hardway::lab::{self, Lab, LabOptions};
+
+/// The lab of inventory/lab.toml with its state under a test's own directory; takes the lab
+/// down when dropped, also when the test panics half way.
+pub struct LabGuard {
+    pub inv: Inventory,
+    pub opts: LabOptions,
+}
+
+impl LabGuard {
+    /// Fails (never skips) when this host cannot run a lab, naming every missing tool and the
+    /// Debian package that provides it.
+    pub fn new(state_dir: &str) -> LabGuard {
+        lab::preflight().unwrap_or_else(|e| panic!("{e}"));
+        let inv = inventory::load(&repo().join("inventory/lab.toml")).unwrap_or_else(|e| panic!("{e}"));
+        LabGuard { inv, opts: LabOptions { state_dir: PathBuf::from(state_dir), ..LabOptions::default() } }
+    }
+
+    pub fn up(&self) -> Lab {
+        lab::up(&self.inv, &self.opts).unwrap_or_else(|e| panic!("lab up: {e}"))
+    }
+
+    pub fn down(&self) {
+        lab::down(&self.inv, &self.opts).unwrap_or_else(|e| panic!("lab down: {e}"))
+    }
+
+    pub fn status(&self) -> Lab {
+        lab::status(&self.inv, &self.opts).unwrap_or_else(|e| panic!("lab status: {e}"))
+    }
+}
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        if let Err(e) = lab::down(&self.inv, &self.opts) {
+            eprintln!("teardown: lab down failed: {e}");
+        }
+    }
+}
 
 pub struct TestLab {
-    pub inv: inventory::Inventory,
-    opts: lab::LabOptions,
+    /// First, so that the lab is down before `dir` is removed.
+    guard: LabGuard,
+    pub inv: Inventory,
     pub dir: tempfile::TempDir,
     /// The lab inventory rewritten to use the lab's key and a fresh known_hosts for hardway.
     pub inv_path: PathBuf,
@@ -23,39 +63,29 @@ pub struct TestLab {
     pub addresses: BTreeMap<String, String>,
 }
 
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        if let Err(e) = lab::down(&self.inv, &self.opts) {
-            eprintln!("lab down failed: {e:#}");
-        }
-    }
-}
-
 pub fn boot(state_dir: &str) -> TestLab {
-    let lab_inv_path = repo().join("inventory/lab.toml");
-    let inv = inventory::load(&lab_inv_path).expect("inventory/lab.toml is valid");
-    lab::preflight().expect("the lab needs root, debootstrap, systemd-nspawn, iproute2 and openssh-client");
-    let opts = lab::LabOptions { state_dir: PathBuf::from(state_dir), ..lab::LabOptions::default() };
+    let guard = LabGuard::new(state_dir);
+    let inv = guard.inv.clone();
     let dir = tempfile::tempdir().unwrap();
     let mut t = TestLab {
-        inv: inv.clone(),
-        opts: opts.clone(),
         inv_path: dir.path().join("lab.toml"),
         inv_text: String::new(),
         pki: dir.path().join("pki"),
         key: PathBuf::new(),
         known_hosts: PathBuf::new(),
         addresses: inv.nodes.iter().map(|n| (n.name.clone(), n.address.to_string())).collect(),
+        inv,
         dir,
+        guard,
     };
     // From here on, a panic tears the lab down through Drop.
-    let booted = lab::up(&inv, &opts).expect("lab up");
+    let booted = t.guard.up();
     t.key = booted.ssh_key.clone();
     t.known_hosts = booted.known_hosts.clone();
-    t.inv_text = std::fs::read_to_string(&lab_inv_path)
+    t.inv_text = std::fs::read_to_string(repo().join("inventory/lab.toml"))
         .unwrap()
-        .replace(&inv.ssh.identity_file.as_ref().unwrap().display().to_string(), &booted.ssh_key.display().to_string())
-        .replace(&inv.ssh.known_hosts.display().to_string(), &t.dir.path().join("known_hosts").display().to_string());
+        .replace(&t.inv.ssh.identity_file.as_ref().unwrap().display().to_string(), &booted.ssh_key.display().to_string())
+        .replace(&t.inv.ssh.known_hosts.display().to_string(), &t.dir.path().join("known_hosts").display().to_string());
     std::fs::write(&t.inv_path, &t.inv_text).unwrap();
     t
 }

@@ -1,0 +1,312 @@
+//! Root file systems: the Debian cache built once by debootstrap from the host's own apt
+//! mirror and customised for every node alike, and each node's overlay on it with the node's
+//! identity (hostname, machine-id, host key) and the lab's key for root.
+
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::error::{LabError, Result, io_error};
+use super::files::{create_dir_all, is_mount_point, lock, overlays_on, remove_tree, tail, write_file};
+use super::layout::{CacheLayout, Layout, NodeLayout};
+use super::tools::{authorize_key, command, describe, known_hosts_line, run, ssh_keygen};
+use crate::inventory::Inventory;
+
+pub(super) const SUITE: &str = "bookworm";
+const PACKAGES: &[&str] = &[
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "iproute2",
+    "etcd-server",
+    "etcd-client",
+    "haproxy",
+    "ca-certificates",
+    "sudo",
+    "procps",
+];
+/// Bump whenever `customize_rootfs` changes, so that existing caches are rebuilt, not reused.
+const ROOTFS_REVISION: u32 = 1;
+/// Written last into a finished cache, holding [`recipe`]: a cache without it is never used.
+const ROOTFS_MARKER: &str = "etc/hardway-lab-rootfs";
+
+fn recipe() -> String {
+    format!("hardway lab root fs, revision {ROOTFS_REVISION}\nsuite: {SUITE}\npackages: {}\n", PACKAGES.join(","))
+}
+
+/// The cached root fs, built first if missing or from an older recipe. Built in a temporary
+/// directory and renamed into place, so a half-built root fs is never used.
+pub(super) fn ensure_cache_rootfs(cache: &CacheLayout) -> Result<PathBuf> {
+    create_dir_all(&cache.dir)?;
+    // Two labs coming up at once would otherwise debootstrap into the same temporary directory.
+    let _lock = lock(&cache.lock_file())?;
+    let rootfs = cache.rootfs();
+    if fs::read_to_string(rootfs.join(ROOTFS_MARKER)).is_ok_and(|r| r == recipe()) {
+        return Ok(rootfs);
+    }
+    let tmp = cache.build_dir();
+    remove_tree(&tmp)?;
+    let mirror = debian_mirror()?;
+    let log_path = cache.log();
+    let log = File::create(&log_path).map_err(io_error("create", &log_path))?;
+    let log2 = log.try_clone().map_err(io_error("open", &log_path))?;
+    eprintln!("lab: building the {SUITE} root fs from {mirror} into {} (once; about a minute)", rootfs.display());
+    let mut c = command("debootstrap");
+    c.arg("--variant=minbase")
+        .arg(format!("--include={}", PACKAGES.join(",")))
+        .arg(SUITE)
+        .arg(&tmp)
+        .arg(&mirror)
+        .stdout(log2)
+        .stderr(log);
+    let status = c.status().map_err(|error| LabError::Spawn { command: describe(&c), error })?;
+    if !status.success() {
+        let inner_log = tmp.join("debootstrap/debootstrap.log");
+        return Err(LabError::Debootstrap {
+            suite: SUITE,
+            mirror,
+            status,
+            logs: vec![(log_path.clone(), tail(&log_path, 15)), (inner_log.clone(), tail(&inner_log, 15))],
+        });
+    }
+    customize_rootfs(&tmp)?;
+    write_file(&tmp.join(ROOTFS_MARKER), recipe())?;
+    if fs::symlink_metadata(&rootfs).is_ok() {
+        let users = overlays_on(&rootfs);
+        if !users.is_empty() {
+            return Err(LabError::CacheInUse { rootfs, users });
+        }
+        let old = cache.old_dir();
+        remove_tree(&old)?;
+        fs::rename(&rootfs, &old).map_err(io_error("move aside", &rootfs))?;
+        remove_tree(&old)?;
+    }
+    fs::rename(&tmp, &rootfs).map_err(io_error("rename into place", &tmp))?;
+    Ok(rootfs)
+}
+
+const SSHD_DROP_IN: &str = "\
+# Written by `hardway lab`: root logs in with the lab key only, and each node has exactly one
+# host key of its own, generated when the node is created.
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostKey /etc/ssh/ssh_host_ed25519_key
+";
+
+/// What every node has in common; per-node identity (hostname, machine-id, host key) is added
+/// to each node's overlay by `ensure_node_rootfs`.
+fn customize_rootfs(root: &Path) -> Result<()> {
+    run(command("chroot").arg(root).args(["systemctl", "enable", "ssh.service"]))?;
+    // Disabled, not masked: a mask is a symlink to /dev/null at the very path where the deploy
+    // writes its own etcd.service and haproxy.service.
+    run(command("chroot").arg(root).args(["systemctl", "disable", "etcd.service", "haproxy.service"]))?;
+
+    let ssh_dir = root.join("etc/ssh");
+    for e in fs::read_dir(&ssh_dir).map_err(io_error("read", &ssh_dir))?.flatten() {
+        if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+            fs::remove_file(e.path()).map_err(io_error("remove", &e.path()))?;
+        }
+    }
+    write_file(&root.join("etc/ssh/sshd_config.d/hardway-lab.conf"), SSHD_DROP_IN)?;
+
+    // Each node gets its own id on its overlay; dbus must read that one, not this empty one.
+    write_file(&root.join("etc/machine-id"), "")?;
+    let dbus_id = root.join("var/lib/dbus/machine-id");
+    if fs::symlink_metadata(&dbus_id).is_ok() {
+        fs::remove_file(&dbus_id).map_err(io_error("remove", &dbus_id))?;
+    }
+    if root.join("var/lib/dbus").is_dir() {
+        std::os::unix::fs::symlink("/etc/machine-id", &dbus_id).map_err(io_error("create symlink", &dbus_id))?;
+    }
+    Ok(())
+}
+
+/// The mirror the host's own apt uses for the suite, from deb822 `.sources` files first, then
+/// one-line `.list` files.
+fn debian_mirror() -> Result<String> {
+    let mut files: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d")
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "sources")) {
+        if let Some(uri) = fs::read_to_string(f).ok().and_then(|t| mirror_from_deb822(&t, SUITE)) {
+            return Ok(uri);
+        }
+    }
+    let lists = std::iter::once(PathBuf::from("/etc/apt/sources.list"))
+        .chain(files.iter().filter(|f| f.extension().is_some_and(|e| e == "list")).cloned());
+    for f in lists {
+        if let Some(uri) = fs::read_to_string(&f).ok().and_then(|t| mirror_from_one_line(&t, SUITE)) {
+            return Ok(uri);
+        }
+    }
+    Err(LabError::NoMirror { suite: SUITE })
+}
+
+fn mirror_from_deb822(text: &str, suite: &str) -> Option<String> {
+    let mut stanzas: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            stanzas.push(Vec::new());
+        } else if line.starts_with('#') {
+            continue;
+        } else if line.starts_with([' ', '\t']) {
+            let stanza = stanzas.last_mut().expect("never empty");
+            if let Some((_, value)) = stanza.last_mut() {
+                value.push(' ');
+                value.push_str(line.trim());
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            stanzas.last_mut().expect("never empty").push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    stanzas.iter().find_map(|s| {
+        let get = |k: &str| s.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap_or("");
+        let enabled = !get("enabled").eq_ignore_ascii_case("no");
+        let deb = get("types").split_whitespace().any(|t| t == "deb");
+        let has_suite = get("suites").split_whitespace().any(|t| t == suite);
+        (enabled && deb && has_suite).then(|| get("uris").split_whitespace().next().map(str::to_string)).flatten()
+    })
+}
+
+fn mirror_from_one_line(text: &str, suite: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let line = line.split('#').next().unwrap_or("");
+        let mut tokens = line.split_whitespace();
+        if tokens.next() != Some("deb") {
+            return None;
+        }
+        let mut uri = tokens.next()?;
+        if uri.starts_with('[') {
+            while !uri.ends_with(']') {
+                uri = tokens.next()?;
+            }
+            uri = tokens.next()?;
+        }
+        (tokens.next()? == suite).then(|| uri.to_string())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-node files.
+
+/// The lab key pair, created once per lab; returns the public key line.
+pub(super) fn ensure_lab_key(layout: &Layout) -> Result<String> {
+    let (key, public) = (layout.key(), layout.public_key());
+    if !key.is_file() || !public.is_file() {
+        let _ = fs::remove_file(&key);
+        let _ = fs::remove_file(&public);
+        ssh_keygen(&key, &format!("hardway-lab-{}", layout.cluster))?;
+    }
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).map_err(io_error("chmod", &key))?;
+    Ok(fs::read_to_string(&public).map_err(io_error("read", &public))?.trim().to_string())
+}
+
+pub(super) fn hosts_file(inv: &Inventory) -> String {
+    let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\n# The lab's nodes.\n");
+    for n in &inv.nodes {
+        match inv.fqdn(n) {
+            Some(fqdn) => s.push_str(&format!("{}\t{fqdn} {}\n", n.address, n.name)),
+            None => s.push_str(&format!("{}\t{}\n", n.address, n.name)),
+        }
+    }
+    s
+}
+
+fn new_machine_id() -> Result<String> {
+    let path = Path::new("/proc/sys/kernel/random/uuid");
+    let uuid = fs::read_to_string(path).map_err(io_error("read a random uuid from", path))?;
+    Ok(uuid.trim().replace('-', ""))
+}
+
+/// The node's root fs is an overlay: the cache below, read-only, and the node's own changes in
+/// `<node>/upper`. Mounting takes milliseconds where a copy took seconds per node, and the upper
+/// layer keeps the node's identity and data across `up`s, as a real machine's disk would.
+pub(super) fn ensure_node_rootfs(cache: Option<&Path>, node: &NodeLayout, hosts: &str, lab_pub: &str) -> Result<()> {
+    let root = node.rootfs();
+    if !is_mount_point(&root) {
+        let Some(cache) = cache else {
+            return Err(LabError::Machine { node: node.name.clone(), reason: "no root fs cache to mount".into() });
+        };
+        let (upper, work) = (node.dir.join("upper"), node.dir.join("work"));
+        for d in [&upper, &work, &root] {
+            create_dir_all(d)?;
+        }
+        let dirs = [cache, upper.as_path(), work.as_path()].map(|p| p.display().to_string());
+        // The option string has no quoting: these characters would split or misparse it.
+        if let Some(bad) = dirs.iter().find(|d| d.contains([',', ':', '\\']) || d.contains(char::is_whitespace)) {
+            return Err(LabError::BadPath {
+                path: bad.into(),
+                reason: "the lab cannot mount an overlay on a path with ',', ':', '\\' or white space".into(),
+            });
+        }
+        let [lower, upper, work] = dirs;
+        run(command("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!("lowerdir={lower},upperdir={upper},workdir={work}"))
+            .arg(&root))?;
+    }
+    // The cache's is empty; a node's is written once and then kept.
+    let machine_id = root.join("etc/machine-id");
+    if fs::read_to_string(&machine_id).map(|s| s.trim().is_empty()).unwrap_or(true) {
+        write_file(&machine_id, format!("{}\n", new_machine_id()?))?;
+    }
+    write_file(&root.join("etc/hostname"), format!("{}\n", node.name))?;
+    write_file(&root.join("etc/hosts"), hosts)?;
+    authorize_key(&root.join("root/.ssh"), lab_pub)?;
+    let host_key = root.join("etc/ssh/ssh_host_ed25519_key");
+    if !host_key.is_file() || !host_key.with_extension("pub").is_file() {
+        let _ = fs::remove_file(&host_key);
+        let _ = fs::remove_file(host_key.with_extension("pub"));
+        ssh_keygen(&host_key, &format!("root@{}", node.name))?;
+    }
+    Ok(())
+}
+
+pub(super) fn write_known_hosts(layout: &Layout) -> Result<()> {
+    let mut text = String::new();
+    for node in &layout.nodes {
+        text.push_str(&known_hosts_line(node.address, &node.rootfs().join("etc/ssh/ssh_host_ed25519_key.pub"))?);
+    }
+    let tmp = layout.dir.join("known_hosts.tmp");
+    write_file(&tmp, text)?;
+    fs::rename(&tmp, layout.known_hosts()).map_err(io_error("rename", &tmp))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deb822_sources() {
+        let text = "Types: deb\n# http://snapshot.debian.org/archive/debian/20250520T000000Z\nURIs: http://deb.debian.org/debian\n\
+                    Suites: bookworm bookworm-updates\nComponents: main\n\n\
+                    Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n";
+        assert_eq!(mirror_from_deb822(text, "bookworm").as_deref(), Some("http://deb.debian.org/debian"));
+        assert_eq!(mirror_from_deb822(text, "bookworm-security").as_deref(), Some("http://deb.debian.org/debian-security"));
+        let disabled = "Types: deb\nURIs: http://a/debian\nSuites: bookworm\nEnabled: no\n\nTypes: deb-src deb\nURIs:\n http://b/debian\nSuites: bookworm\n";
+        assert_eq!(mirror_from_deb822(disabled, "bookworm").as_deref(), Some("http://b/debian"));
+        assert_eq!(mirror_from_deb822("Types: deb-src\nURIs: http://a\nSuites: bookworm\n", "bookworm"), None);
+    }
+
+    #[test]
+    fn one_line_sources() {
+        let text = "# deb http://old bookworm main\ndeb-src http://src bookworm main\n\
+                    deb [arch=amd64 signed-by=/k.gpg] http://mirror/debian bookworm main contrib\n";
+        assert_eq!(mirror_from_one_line(text, "bookworm").as_deref(), Some("http://mirror/debian"));
+        assert_eq!(mirror_from_one_line("deb http://m/debian bookworm-updates main\n", "bookworm"), None);
+    }
+
+    /// The recipe is what existing caches were marked with: changing it rebuilds every cache.
+    #[test]
+    fn recipe_is_unchanged() {
+        assert_eq!(
+            recipe(),
+            "hardway lab root fs, revision 1\nsuite: bookworm\npackages: systemd,systemd-sysv,dbus,openssh-server,\
+             iproute2,etcd-server,etcd-client,haproxy,ca-certificates,sudo,procps\n"
+        );
+    }
+}
