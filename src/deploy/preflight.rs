@@ -146,23 +146,6 @@ mod tests {
     use super::*;
     use crate::remote::Listener;
 
-    const INV: &str = r#"
-[cluster]
-name = "t"
-kubernetes_version = "1.31.2"
-service_cidr = "10.32.0.0/24"
-pod_cidr = "10.200.0.0/16"
-
-[[nodes]]
-name = "m1"
-address = "10.0.0.1"
-roles = ["master"]
-
-[[nodes]]
-name = "w1"
-address = "10.0.0.2"
-roles = ["worker"]
-"#;
 
     fn facts(inv: &Inventory, node: usize, clock_offset: f64) -> Facts {
         let n = &inv.nodes[node];
@@ -176,46 +159,50 @@ roles = ["worker"]
     }
 
     fn inv() -> Inventory {
-        crate::inventory::parse(std::path::Path::new("t.toml"), INV).unwrap()
+        crate::inventory::parse(std::path::Path::new("t.toml"), crate::testing::INVENTORY).unwrap()
     }
 
-    /// Preflight's problems for facts `m1` and `w1` reported, on a rendered test cluster.
+    const M1: usize = 0;
+    const W1: usize = 4;
+
+    /// Preflight's problems for facts `m1` and `w1` reported (the others unreached), with no
+    /// files rendered.
     fn problems_of(inv: &Inventory, m1: Facts, w1: Facts, phases: &[Phase]) -> Vec<String> {
         let rendered = Rendered { hosts: inv.nodes.iter().map(|n| (n.name.clone(), vec![])).collect(), local: vec![] };
-        let hosts = [(&inv.nodes[0], &m1), (&inv.nodes[1], &w1)];
+        let hosts = [(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)];
         problems(inv, &hosts, &rendered, phases)
     }
 
     #[test]
     fn a_healthy_pair_passes() {
         let inv = inv();
-        assert_eq!(problems_of(&inv, facts(&inv, 0, 0.1), facts(&inv, 1, -0.4), &Phase::ALL), Vec::<String>::new());
+        assert_eq!(problems_of(&inv, facts(&inv, M1, 0.1), facts(&inv, W1, -0.4), &Phase::ALL), Vec::<String>::new());
     }
 
     #[test]
     fn clock_skew_over_two_seconds_between_hosts() {
         let inv = inv();
-        let p = problems_of(&inv, facts(&inv, 0, 1.2), facts(&inv, 1, -1.3), &[Phase::Etcd]);
+        let p = problems_of(&inv, facts(&inv, M1, 1.2), facts(&inv, W1, -1.3), &[Phase::Etcd]);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].starts_with("clock skew of 2.5 s between w1 and m1"), "{p:?}");
         // A clock that is off by the same amount everywhere is not skew between hosts.
-        assert!(problems_of(&inv, facts(&inv, 0, 30.0), facts(&inv, 1, 30.5), &[Phase::Etcd]).is_empty());
+        assert!(problems_of(&inv, facts(&inv, M1, 30.0), facts(&inv, W1, 30.5), &[Phase::Etcd]).is_empty());
     }
 
     #[test]
     fn swap_on_a_worker_only_matters_for_the_workers_phase() {
         let inv = inv();
-        let mut w1 = facts(&inv, 1, 0.0);
+        let mut w1 = facts(&inv, W1, 0.0);
         w1.swap_active = true;
-        let p = problems_of(&inv, facts(&inv, 0, 0.0), w1.clone(), &[Phase::Workers]);
+        let p = problems_of(&inv, facts(&inv, M1, 0.0), w1.clone(), &[Phase::Workers]);
         assert!(p.iter().any(|l| l.starts_with("w1: swap is on")), "{p:?}");
-        assert!(problems_of(&inv, facts(&inv, 0, 0.0), w1, &[Phase::Etcd]).is_empty());
+        assert!(problems_of(&inv, facts(&inv, M1, 0.0), w1, &[Phase::Etcd]).is_empty());
     }
 
     #[test]
     fn a_port_is_fine_when_our_own_component_holds_it() {
         let inv = inv();
-        let mut m1 = facts(&inv, 0, 0.0);
+        let mut m1 = facts(&inv, M1, 0.0);
         m1.listeners = vec![
             Listener { port: 2379, process: "etcd".into(), unit: None },
             Listener { port: 10257, process: "kube-controller".into(), unit: Some("kube-controller-manager".into()) },
@@ -223,18 +210,18 @@ roles = ["worker"]
             Listener { port: 10259, process: "openssl".into(), unit: Some("kube-scheduler".into()) },
             Listener { port: 6443, process: "nginx".into(), unit: Some("nginx".into()) },
         ];
-        let p = problems_of(&inv, m1, facts(&inv, 1, 0.0), &[Phase::Etcd, Phase::ControlPlane]);
+        let p = problems_of(&inv, m1, facts(&inv, W1, 0.0), &[Phase::Etcd, Phase::ControlPlane]);
         assert_eq!(p, ["m1: port 6443 (phase control-plane) is held by \"nginx\", not by kube-apiserver"]);
     }
 
     #[test]
     fn missing_binaries_are_listed_by_host_and_phase() {
         let inv = inv();
-        let mut w1 = facts(&inv, 1, 0.0);
+        let mut w1 = facts(&inv, W1, 0.0);
         w1.present_binaries.clear();
-        let p = problems_of(&inv, facts(&inv, 0, 0.0), w1, &Phase::ALL);
+        let p = problems_of(&inv, facts(&inv, M1, 0.0), w1, &Phase::ALL);
         assert_eq!(p.len(), 1, "{p:?}");
-        for b in ["w1: /usr/local/bin/kubelet (phase workers)", "w1: /usr/local/bin/containerd (phase workers)"] {
+        for b in ["w1: /usr/bin/kubelet (phase workers)", "w1: /usr/bin/containerd (phase workers)"] {
             assert!(p[0].contains(b), "{p:?}");
         }
     }
@@ -242,7 +229,7 @@ roles = ["worker"]
     #[test]
     fn no_systemd_where_units_go() {
         let inv = inv();
-        let mut m1 = facts(&inv, 0, 0.0);
+        let mut m1 = facts(&inv, M1, 0.0);
         m1.systemd = false;
         let rendered = crate::render::Rendered {
             hosts: [
@@ -252,8 +239,8 @@ roles = ["worker"]
             .into(),
             local: vec![],
         };
-        let w1 = facts(&inv, 1, 0.0);
-        let p = problems(&inv, &[(&inv.nodes[0], &m1), (&inv.nodes[1], &w1)], &rendered, &[Phase::Etcd]);
+        let w1 = facts(&inv, W1, 0.0);
+        let p = problems(&inv, &[(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)], &rendered, &[Phase::Etcd]);
         assert_eq!(p, ["m1: systemd is not running (no /run/systemd/system)"]);
     }
 }
