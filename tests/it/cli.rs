@@ -1,9 +1,7 @@
 //! The command line as a user meets it: bad arguments are refused with a clear message and exit
 //! code 2, never a panic, and every command takes the inventory as an argument or with -i.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn absurd_numbers_are_refused_not_panicked_on() {

@@ -11,11 +11,18 @@ use super::*;
 use hardway::inventory::{self, Inventory};
 use hardway::lab::{self, Lab, LabOptions};
 
+/// One lab at a time: every lab test boots inventory/lab.toml, whose bridge and addresses two
+/// labs cannot share. Within this test binary a mutex, across processes a lock file.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+const LAB_LOCK_FILE: &str = "/run/hardway-test-lab.lock";
+
 /// The lab of inventory/lab.toml with its state under a test's own directory; takes the lab
 /// down when dropped, also when the test panics half way.
 pub struct LabGuard {
     pub inv: Inventory,
     pub opts: LabOptions,
+    // Released after `drop` has taken the lab down (fields drop after `Drop::drop`).
+    _turn: (std::sync::MutexGuard<'static, ()>, std::fs::File),
 }
 
 impl LabGuard {
@@ -24,7 +31,11 @@ impl LabGuard {
     pub fn new(state_dir: &str) -> LabGuard {
         lab::preflight().unwrap_or_else(|e| panic!("{e}"));
         let inv = inventory::load(&repo().join("inventory/lab.toml")).unwrap_or_else(|e| panic!("{e}"));
-        LabGuard { inv, opts: LabOptions { state_dir: PathBuf::from(state_dir), ..LabOptions::default() } }
+        // A test that panicked while holding the mutex has torn its lab down in Drop.
+        let turn = ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LAB_LOCK_FILE).unwrap();
+        file.lock().unwrap();
+        LabGuard { inv, opts: LabOptions { state_dir: PathBuf::from(state_dir), ..LabOptions::default() }, _turn: (turn, file) }
     }
 
     pub fn up(&self) -> Lab {

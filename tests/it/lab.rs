@@ -7,22 +7,20 @@
 //! debootstrap runs only on the first run on a machine. Everything is in one test function
 //! because two labs of the same cluster cannot share the host's bridge and addresses.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::lab::LabGuard;
+use crate::common::lab::LabGuard;
 use hardway::inventory::Inventory;
 use hardway::lab::{Lab, LabOptions};
 
 const STATE_DIR: &str = "/run/hardway/test-lab";
 
 fn ssh_ok(lab: &Lab, address: IpAddr, cmd: &str) -> String {
-    common::ok(lab.ssh(address).arg(cmd)).trim().to_string()
+    crate::common::ok(lab.ssh(address).arg(cmd)).trim().to_string()
 }
 
 fn pids(lab: &Lab) -> Vec<Option<u32>> {
@@ -73,7 +71,7 @@ fn lab_boots_every_node_is_idempotent_and_leaves_nothing_behind() {
         eprintln!("  {} {} pid {:?} {:?}", n.name, n.address, n.pid, n.system_state);
     }
     assert_lab_healthy(inv, &first);
-    assert_eq!(common::mode(&first.ssh_key), 0o600, "the lab key must be private");
+    assert_eq!(crate::common::mode(&first.ssh_key), 0o600, "the lab key must be private");
     assert!(first.ssh_key.starts_with(&lab_dir) && first.known_hosts.starts_with(&lab_dir));
 
     let mut machine_ids = BTreeSet::new();
@@ -82,7 +80,7 @@ fn lab_boots_every_node_is_idempotent_and_leaves_nothing_behind() {
         assert_eq!(ssh_ok(&first, a, "hostname"), node.name, "hostname of {}", node.name);
         ssh_ok(&first, a, "test -x /usr/bin/etcd && test -x /usr/bin/etcdctl && test -x /usr/sbin/haproxy");
         // The packaged units stay off: the deploy installs and starts its own.
-        let enabled = common::run(first.ssh(a).arg("systemctl is-enabled etcd.service haproxy.service"));
+        let enabled = crate::common::run(first.ssh(a).arg("systemctl is-enabled etcd.service haproxy.service"));
         assert_eq!(String::from_utf8_lossy(&enabled.stdout).split_whitespace().collect::<Vec<_>>(), ["disabled", "disabled"]);
         machine_ids.insert(ssh_ok(&first, a, "cat /etc/machine-id"));
         // Nodes reach each other over the bridge, not only the host.
@@ -92,7 +90,7 @@ fn lab_boots_every_node_is_idempotent_and_leaves_nothing_behind() {
     }
     assert_eq!(machine_ids.len(), inv.nodes.len(), "every node needs its own machine-id: {machine_ids:?}");
 
-    let ports = common::ok(Command::new("ip").args(["-o", "link", "show", "master", &bridge]));
+    let ports = crate::common::ok(Command::new("ip").args(["-o", "link", "show", "master", &bridge]));
     let veths: Vec<String> =
         ports.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap().to_string()).collect();
     assert_eq!(veths.len(), inv.nodes.len(), "one veth per node on {bridge}: {ports}");
@@ -111,12 +109,12 @@ fn lab_boots_every_node_is_idempotent_and_leaves_nothing_behind() {
     guard.down();
     eprintln!("lab down took {:.1?}", t.elapsed());
 
-    let netns = common::ok(Command::new("ip").args(["netns", "list"]));
+    let netns = crate::common::ok(Command::new("ip").args(["netns", "list"]));
     for node in &inv.nodes {
         let ns = format!("hw-{}-{}", inv.cluster.name, node.name);
         assert!(!netns.split_whitespace().any(|w| w == ns), "netns {ns} left behind:\n{netns}");
     }
-    let links = common::ok(Command::new("ip").args(["-o", "link", "show"]));
+    let links = crate::common::ok(Command::new("ip").args(["-o", "link", "show"]));
     let names: Vec<&str> = links.lines().filter_map(|l| l.split(": ").nth(1)).map(|n| n.split('@').next().unwrap()).collect();
     assert!(!names.contains(&bridge.as_str()), "bridge {bridge} left behind:\n{links}");
     for v in &veths {

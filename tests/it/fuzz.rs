@@ -4,12 +4,10 @@
 //! systemd unit keeps its sections, keys and ExecStart words, YAML and JSON their keys and
 //! scalar kinds, haproxy.cfg its directives — compared with the example inventory's render.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use hardway::{inventory, pki, render};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};

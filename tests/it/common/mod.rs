@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: locating real tools (failing loudly when one is
 //! missing, never skipping), running them, and preparing inventories in temp directories.
-#![allow(dead_code)]
 
 pub mod lab;
 

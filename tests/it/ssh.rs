@@ -1,14 +1,12 @@
 //! hardway's SSH transport against a real OpenSSH server on loopback, started by the test with
 //! its own host keys (ed25519 and ECDSA): which host keys are trusted, refused, recorded.
 
-mod common;
-
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hardway::remote::ssh::{Conn, HostKeyPolicy, SshError, Target};
 
 struct Sshd {

@@ -1,12 +1,10 @@
 //! `hardway verify` on a real lab: all PASS after a deploy, then one fault at a time, each of
 //! which must be named; and a cluster whose etcd was built by hand with openssl.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::lab::TestLab;
-use common::*;
+use crate::common::lab::TestLab;
+use crate::common::*;
 
 fn checks(t: &TestLab, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
     let o = t.verify(&[args, &["--output", "json"]].concat());
@@ -39,16 +37,24 @@ fn verify_until(t: &TestLab, args: &[&str], secs: u64, done: impl Fn(i32, &[serd
 
 #[test]
 fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
-    let t = common::lab::boot("/run/hardway/test-verify");
+    let t = crate::common::lab::boot("/run/hardway/test-verify");
     let pki = t.pki.to_str().unwrap().to_string();
     pki_generate(&t.inv_path, &t.pki);
     t.deploy_json(&t.inv_path.clone(), &["--phases", "etcd,lb", "--accept-new-host-keys"]);
+    everything_passes_after_a_deploy(&t, &pki);
+    a_stopped_member_fails_and_quorum_is_reported(&t, &pki);
+    a_certificate_without_its_ip_is_named(&t, &pki);
+    a_readable_key_is_named(&t, &pki);
+    the_api_servers_are_checked_through_haproxy(&t, &pki);
+    an_etcd_built_by_hand_is_judged_by_its_own_units(&t);
+}
 
-    // All PASS after a deploy (the Kubernetes components are SKIPped: the lab has no binaries).
-    let text = t.verify(&["--pki", &pki]);
+/// All PASS after a deploy (the Kubernetes components are SKIPped: the lab has no binaries).
+fn everything_passes_after_a_deploy(t: &TestLab, pki: &str) {
+    let text = t.verify(&["--pki", pki]);
     let out = String::from_utf8_lossy(&text.stdout).to_string();
     assert_eq!(text.status.code(), Some(0), "{out}\n{}", String::from_utf8_lossy(&text.stderr));
-    let (code, cs) = checks(&t, &["--pki", &pki]);
+    let (code, cs) = checks(t, &["--pki", pki]);
     assert_eq!(code, 0);
     assert!(with_status(&cs, "FAIL").is_empty() && with_status(&cs, "WARN").is_empty(), "{cs:#?}");
     for m in ["lab-m1", "lab-m2", "lab-m3"] {
@@ -75,10 +81,12 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     sorted.sort();
     assert_eq!(keys, sorted);
     assert!(out.contains(&format!("{} PASS, 0 WARN, 0 FAIL", with_status(&cs, "PASS").len())), "{out}");
+}
 
-    // One etcd member down: that member FAILs, quorum is reported held, exit 1.
+/// One etcd member down: that member FAILs, quorum is reported held, exit 1.
+fn a_stopped_member_fails_and_quorum_is_reported(t: &TestLab, pki: &str) {
     t.ssh_ok("lab-m2", "systemctl stop etcd");
-    let (code, cs) = checks(&t, &["--pki", &pki]);
+    let (code, cs) = checks(t, &["--pki", pki]);
     assert_eq!(code, 1);
     let m2 = find(&cs, "lab-m2", "etcd member");
     assert_eq!(m2["status"], "FAIL");
@@ -88,9 +96,11 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     assert_eq!(find(&cs, "lab-m1", "etcd member")["status"], "PASS");
     assert_eq!(find(&cs, "etcd", "etcd leader")["status"], "PASS");
     t.ssh_ok("lab-m2", "systemctl start etcd");
-    verify_until(&t, &["--pki", &pki], 60, |code, _| code == 0);
+    verify_until(t, &["--pki", pki], 60, |code, _| code == 0);
+}
 
-    // An etcd server certificate without the member's IP: FAIL naming the file and the SAN.
+/// An etcd server certificate without the member's IP: FAIL naming the file and the SAN.
+fn a_certificate_without_its_ip_is_named(t: &TestLab, pki: &str) {
     let work = t.dir.path().join("bad-cert");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("ext"), "subjectAltName=DNS:lab-m3,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
@@ -111,7 +121,7 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     let bad = std::fs::read(work.join("server.crt")).unwrap();
     let o = t.ssh_with_input("lab-m3", "cat > /etc/etcd/pki/server.crt", &bad);
     assert!(o.status.success());
-    let (code, cs) = checks(&t, &["--pki", &pki]);
+    let (code, cs) = checks(t, &["--pki", pki]);
     assert_eq!(code, 1);
     let c = find(&cs, "lab-m3", "cert etcd server");
     assert_eq!(c["status"], "FAIL", "{c}");
@@ -119,20 +129,24 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     assert_eq!(find(&cs, "lab-m3", "cert etcd peer")["status"], "PASS");
     // A redeploy puts the right certificate back.
     t.deploy_json(&t.inv_path.clone(), &["--phases", "etcd,lb"]);
-    verify_until(&t, &["--pki", &pki], 60, |code, _| code == 0);
+    verify_until(t, &["--pki", pki], 60, |code, _| code == 0);
+}
 
-    // A private key readable by everyone: FAIL with the fix.
+/// A private key readable by everyone: FAIL with the fix.
+fn a_readable_key_is_named(t: &TestLab, pki: &str) {
     t.ssh_ok("lab-m1", "chmod 644 /etc/etcd/pki/peer.key");
-    let (code, cs) = checks(&t, &["--pki", &pki]);
+    let (code, cs) = checks(t, &["--pki", pki]);
     assert_eq!(code, 1);
     let c = find(&cs, "lab-m1", "cert etcd peer");
     assert_eq!(c["status"], "FAIL");
     assert!(c["detail"].as_str().unwrap().contains("key /etc/etcd/pki/peer.key is 644 root"), "{c}");
     assert!(c["hint"].as_str().unwrap().contains("chmod 600 /etc/etcd/pki/peer.key"), "{c}");
     t.ssh_ok("lab-m1", "chmod 600 /etc/etcd/pki/peer.key");
+}
 
-    // The API server checks, end to end through HAProxy, with the control-plane phase deployed
-    // for real; only the binaries are stand-ins (tests/fixtures), uploaded from local_dir.
+/// The API server checks, end to end through HAProxy, with the control-plane phase deployed
+/// for real; only the binaries are stand-ins (tests/fixtures), uploaded from local_dir.
+fn the_api_servers_are_checked_through_haproxy(t: &TestLab, pki: &str) {
     let bin = t.dir.path().join("stand-ins");
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::copy(repo().join("tests/fixtures/kube-apiserver-stand-in"), bin.join("kube-apiserver")).unwrap();
@@ -145,7 +159,7 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     let m1 = report["hosts"].as_array().unwrap().iter().find(|h| h["node"] == "lab-m1").unwrap();
     let restarted: Vec<&str> = m1["restarted"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
     assert_eq!(restarted, ["kube-apiserver", "kube-controller-manager", "kube-scheduler"], "{m1}");
-    let cp_args = ["-i", cp_inv.to_str().unwrap(), "--pki", &pki];
+    let cp_args = ["-i", cp_inv.to_str().unwrap(), "--pki", pki];
     let cp_verify = |_: &TestLab| {
         let o = run(hardway().arg("verify").args(cp_args).args(["--output", "json"]));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -154,7 +168,7 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     // HAProxy brings a backend UP after two good checks, 5 s apart.
     let deadline = Instant::now() + Duration::from_secs(60);
     let cs = loop {
-        let (code, cs) = cp_verify(&t);
+        let (code, cs) = cp_verify(t);
         if code == 0 {
             break cs;
         }
@@ -174,7 +188,7 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     t.ssh_ok("lab-m2", "systemctl stop kube-apiserver");
     let deadline = Instant::now() + Duration::from_secs(60);
     let cs = loop {
-        let (code, cs) = cp_verify(&t);
+        let (code, cs) = cp_verify(t);
         if code == 1 && find(&cs, "lab-lb", "haproxy backend lab-m2")["detail"].as_str().unwrap().starts_with("DOWN") {
             break cs;
         }
@@ -188,9 +202,11 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     for m in ["lab-m1", "lab-m2", "lab-m3"] {
         t.ssh_ok(m, "systemctl disable --now kube-apiserver kube-controller-manager kube-scheduler && rm /etc/systemd/system/kube-*.service && systemctl daemon-reload");
     }
+}
 
-    // Built by hand: hardway's etcd is removed and a student's script sets up another one, with
-    // its own CA and paths; verify is given only the inventory, the CA and a client cert.
+/// Built by hand: hardway's etcd is removed and a student's script sets up another one, with
+/// its own CA and paths; verify is given only the inventory, the CA and a client cert.
+fn an_etcd_built_by_hand_is_judged_by_its_own_units(t: &TestLab) {
     for m in ["lab-m1", "lab-m2", "lab-m3"] {
         t.ssh_ok(m, "systemctl disable --now etcd && rm -rf /etc/systemd/system/etcd.service /etc/etcd /var/lib/etcd && systemctl daemon-reload");
     }
@@ -205,7 +221,7 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     let p = |f: &str| hand.join(f).to_str().unwrap().to_string();
     let args = ["--pki", "/nonexistent", "--etcd-ca", &p("ca.pem"), "--etcd-cert", &p("admin.pem"), "--etcd-key", &p("admin-key.pem")];
     // A Type=notify unit is `activating` until etcd reports ready, a little after the election.
-    let (_, cs) = verify_until(&t, &args, 90, |code, _| code == 0);
+    let (_, cs) = verify_until(t, &args, 90, |code, _| code == 0);
     for m in ["lab-m1", "lab-m2", "lab-m3"] {
         for c in ["unit etcd", "etcd member", "cert etcd server", "cert etcd peer"] {
             assert_eq!(find(&cs, m, c)["status"], "PASS", "{m} {c}: {:#}", find(&cs, m, c));
@@ -215,8 +231,7 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     assert_eq!(find(&cs, "etcd", "etcd membership")["status"], "PASS");
     // And the same faults are found in it: a member down.
     t.ssh_ok("lab-m3", "systemctl stop etcd");
-    let (code, cs) = checks(&t, &args);
+    let (code, cs) = checks(t, &args);
     assert_eq!(code, 1);
     assert_eq!(find(&cs, "lab-m3", "etcd member")["status"], "FAIL");
 }
-

@@ -1,12 +1,10 @@
 //! `hardway pki generate` / `pki check`, validated with the real openssl.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use hardway::inventory;
 use hardway::pki::{self, CaId};
 

@@ -1,10 +1,8 @@
 //! One test per inventory validation rule: each asserts the file, line, field and reason.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use hardway::inventory::{self, Inventory, InventoryError, Problem};
 
 fn example_text() -> String {

@@ -1,15 +1,13 @@
 //! `hardway render`: every artifact checked by the tool that will consume it — haproxy,
 //! systemd-analyze, kubectl, and a real three-member etcd cluster on loopback.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::*;
+use crate::common::*;
 
 /// Generates the PKI and renders `inv` under `dir`; returns the build directory.
 fn pki_and_render(inv: &Path, dir: &Path) -> PathBuf {
@@ -232,10 +230,13 @@ fn output_is_deterministic_and_matches_the_golden_files() {
         match std::fs::read_to_string(&g) {
             Ok(want) if want == normalized => {}
             Ok(want) => mismatches.push(format!("{}:\n--- golden\n{want}\n--- rendered\n{normalized}", f.display())),
-            Err(_) => mismatches.push(format!("{}: no golden file (HARDWAY_UPDATE_GOLDEN=1 cargo test writes them)", f.display())),
+            Err(_) => mismatches.push(format!("{}: no golden file (HARDWAY_UPDATE_GOLDEN=1 cargo test --test it render writes them)", f.display())),
         }
     }
-    assert!(golden.is_dir(), "{} is missing: HARDWAY_UPDATE_GOLDEN=1 cargo test --test render writes it", golden.display());
+    // Rewriting is never a pass: the run that rewrote them fails, so that a review of the diff
+    // (git diff tests/golden) comes before a green run.
+    assert!(!update, "rewrote {} golden files in {}; review `git diff tests/golden`, then run again without HARDWAY_UPDATE_GOLDEN", first.len(), golden.display());
+    assert!(golden.is_dir(), "{} is missing: HARDWAY_UPDATE_GOLDEN=1 cargo test --test it render writes it", golden.display());
     let golden_files = files_below(&golden);
     let rendered_files: Vec<PathBuf> = first.keys().cloned().collect();
     assert_eq!(golden_files, rendered_files, "the set of rendered files changed");

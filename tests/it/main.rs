@@ -1,0 +1,16 @@
+//! hardway's integration tests, one binary (`cargo test --test it`): each module tests one
+//! command or stage with the real tools that consume what hardway makes. The modules that boot
+//! the lab (`lab`, `deploy`, `verify`) take one lab at a time (see `common::lab`); everything
+//! else runs in parallel.
+
+mod common;
+
+mod cli;
+mod deploy;
+mod fuzz;
+mod inventory;
+mod lab;
+mod pki;
+mod render;
+mod ssh;
+mod verify;
