@@ -84,15 +84,13 @@ impl Anchor {
     }
 }
 
-/// SHA-256 over the `secret:` values of an encryption config, one per line: names its keys
-/// without giving them away. `remote::ShellRemote` computes the same on the node with sed and
-/// sha256sum, so the keys never leave it.
+/// SHA-256 over the distinct `secret:` values of an encryption config, sorted, one per line:
+/// names its keys without giving them away, whatever providers use them. `remote::ShellRemote`
+/// computes the same on the node with sed, `sort -u` and sha256sum, so the keys never leave it.
 pub fn secrets_fingerprint(text: &str) -> String {
-    let values: String = text
-        .lines()
-        .filter_map(|l| l.trim_start().strip_prefix("secret:").map(|v| format!("{}\n", v.trim_start())))
-        .collect();
-    crate::plan::sha256_hex(values.as_bytes())
+    let values: std::collections::BTreeSet<String> =
+        text.lines().filter_map(|l| l.trim_start().strip_prefix("secret:").map(|v| format!("{}\n", v.trim_start()))).collect();
+    crate::plan::sha256_hex(values.into_iter().collect::<String>().as_bytes())
 }
 
 /// The template of the Secrets encryption config.
