@@ -71,6 +71,8 @@ pub enum ComponentId {
     KubeApiserver,
     KubeControllerManager,
     KubeScheduler,
+    /// br_netfilter, overlay and the sysctls pods need, applied by a oneshot unit.
+    KernelSettings,
     Containerd,
     Kubelet,
     KubeProxy,
@@ -197,6 +199,19 @@ pub struct Component {
     /// kubelet's `--config`): verify reads certificate paths from there too.
     pub config_flag: Option<&'static str>,
     pub certs: &'static [CertSite],
+    /// Tools it needs on the node besides its binary, with the Debian package of each:
+    /// preflight names the missing ones.
+    pub needs: &'static [Need],
+    /// The argument that makes its binary print its version, when the version matters
+    /// (preflight compares it with what the cluster's Kubernetes version supports).
+    pub version_arg: Option<&'static str>,
+}
+
+/// A tool a component needs on the node, looked up on the node's PATH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    pub tool: &'static str,
+    pub package: &'static str,
 }
 
 /// Every component, in the order units start and restart across phases.
@@ -210,12 +225,14 @@ pub const COMPONENTS: &[Component] = &[
             CertSite { what: "etcd server", cert_flag: "cert-file", key_flag: "key-file", profile: "etcd/server-{node}" },
             CertSite { what: "etcd peer", cert_flag: "peer-cert-file", key_flag: "peer-key-file", profile: "etcd/peer-{node}" },
         ],
+        needs: &[], version_arg: Some("--version"),
     },
     Component {
         id: ComponentId::Haproxy, name: "haproxy", unit: Some("haproxy"), runs_on: RunsOn::Lb, phase: Phase::Lb,
         // HAProxy is a distribution package on the LB host, not a Kubernetes release binary.
         binary: ("haproxy", BinDir::Fixed("/usr/sbin")), ports: &[Port::LoadBalancer], restart: Restart::Parallel,
         config_flag: None, certs: &[],
+        needs: &[], version_arg: None,
     },
     Component {
         id: ComponentId::KubeApiserver, name: "kube-apiserver", unit: Some("kube-apiserver"), runs_on: RunsOn::Masters, phase: Phase::ControlPlane,
@@ -227,22 +244,34 @@ pub const COMPONENTS: &[Component] = &[
             CertSite { what: "API server etcd client", cert_flag: "etcd-certfile", key_flag: "etcd-keyfile", profile: "apiserver-etcd-client" },
             CertSite { what: "front-proxy client", cert_flag: "proxy-client-cert-file", key_flag: "proxy-client-key-file", profile: "front-proxy-client" },
         ],
+        needs: &[], version_arg: Some("--version"),
     },
     Component {
         id: ComponentId::KubeControllerManager, name: "kube-controller-manager", unit: Some("kube-controller-manager"), runs_on: RunsOn::Masters, phase: Phase::ControlPlane,
         // Leader-elected: a restart everywhere at once only pauses the controllers.
         binary: ("kube-controller-manager", BinDir::Inventory), ports: &[Port::ControllerManager], restart: Restart::Parallel,
         config_flag: None, certs: &[],
+        needs: &[], version_arg: None,
     },
     Component {
         id: ComponentId::KubeScheduler, name: "kube-scheduler", unit: Some("kube-scheduler"), runs_on: RunsOn::Masters, phase: Phase::ControlPlane,
         binary: ("kube-scheduler", BinDir::Inventory), ports: &[Port::Scheduler], restart: Restart::Parallel,
         config_flag: None, certs: &[],
+        needs: &[], version_arg: None,
+    },
+    Component {
+        id: ComponentId::KernelSettings, name: "kernel-settings", unit: Some("hardway-kernel"), runs_on: RunsOn::Workers, phase: Phase::Workers,
+        // systemd's own tools: nothing to install.
+        binary: ("systemd-sysctl", BinDir::Fixed("/usr/lib/systemd")), ports: &[], restart: Restart::Parallel,
+        config_flag: None, certs: &[],
+        needs: &[], version_arg: None,
     },
     Component {
         id: ComponentId::Containerd, name: "containerd", unit: Some("containerd"), runs_on: RunsOn::Workers, phase: Phase::Workers,
         binary: ("containerd", BinDir::Inventory), ports: &[], restart: Restart::Parallel,
         config_flag: None, certs: &[],
+        // The bridge CNI plugin masquerades pod traffic with iptables.
+        needs: &[Need { tool: "runc", package: "runc" }, Need { tool: "iptables", package: "iptables" }], version_arg: Some("--version"),
     },
     Component {
         id: ComponentId::Kubelet, name: "kubelet", unit: Some("kubelet"), runs_on: RunsOn::Workers, phase: Phase::Workers,
@@ -250,21 +279,25 @@ pub const COMPONENTS: &[Component] = &[
         // The kubelet names its serving certificate in its config file, not on its command line.
         config_flag: Some("config"),
         certs: &[CertSite { what: "kubelet", cert_flag: "tlsCertFile", key_flag: "tlsPrivateKeyFile", profile: "kubelet-{node}" }],
+        needs: &[], version_arg: Some("--version"),
     },
     Component {
         id: ComponentId::KubeProxy, name: "kube-proxy", unit: Some("kube-proxy"), runs_on: RunsOn::Workers, phase: Phase::Workers,
         binary: ("kube-proxy", BinDir::Inventory), ports: &[Port::KubeProxyHealth], restart: Restart::Parallel,
         config_flag: None, certs: &[],
+        needs: &[Need { tool: "iptables", package: "iptables" }, Need { tool: "conntrack", package: "conntrack" }], version_arg: None,
     },
     Component {
         id: ComponentId::PodRoutes, name: "pod-routes", unit: Some("pod-routes"), runs_on: RunsOn::Workers, phase: Phase::Workers,
         binary: ("ip", BinDir::Fixed("/sbin")), ports: &[], restart: Restart::Parallel,
         config_flag: None, certs: &[],
+        needs: &[], version_arg: None,
     },
     Component {
         id: ComponentId::Kubectl, name: "kubectl", unit: None, runs_on: RunsOn::FirstMaster, phase: Phase::Addons,
         binary: ("kubectl", BinDir::Inventory), ports: &[], restart: Restart::Parallel,
         config_flag: None, certs: &[],
+        needs: &[], version_arg: None,
     },
 ];
 

@@ -211,6 +211,7 @@ const CM: &[ComponentId] = &[ComponentId::KubeControllerManager];
 const ETCD: &[ComponentId] = &[ComponentId::Etcd];
 const KUBELET: &[ComponentId] = &[ComponentId::Kubelet];
 const PROXY: &[ComponentId] = &[ComponentId::KubeProxy];
+const KERNEL: &[ComponentId] = &[ComponentId::KernelSettings];
 
 #[rustfmt::skip]
 const FILES: &[FileRule] = &[
@@ -257,6 +258,9 @@ const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/kubelet-config.yaml", source: Source::Template("kubelet-config.yaml"), mode: 0o644, units: KUBELET },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kube-proxy/kubeconfig", source: Source::Kubeconfig { cert: "kube-proxy", user: "system:kube-proxy", server: Server::Cluster }, mode: 0o600, units: PROXY },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kube-proxy/kube-proxy-config.yaml", source: Source::Template("kube-proxy-config.yaml"), mode: 0o644, units: PROXY },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/modules-load.d/hardway.conf", source: Source::Template("kernel-modules.conf"), mode: 0o644, units: KERNEL },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/sysctl.d/90-hardway.conf", source: Source::Template("kernel-sysctl.conf"), mode: 0o644, units: KERNEL },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/hardway-kernel.service", source: Source::Template("hardway-kernel.service"), mode: 0o644, units: KERNEL },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/containerd/config.toml", source: Source::Template("containerd-config.toml"), mode: 0o644, units: &[ComponentId::Containerd] },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/cni/net.d/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[] },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/cni/net.d/99-loopback.conf", source: Source::Template("99-loopback.conf"), mode: 0o644, units: &[] },
@@ -309,6 +313,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("pod-routes.service", include_str!("../templates/pod-routes.service.tera")),
     ("haproxy.cfg", include_str!("../templates/haproxy.cfg.tera")),
     ("haproxy.service", include_str!("../templates/haproxy.service.tera")),
+    ("kernel-modules.conf", include_str!("../templates/kernel-modules.conf.tera")),
+    ("kernel-sysctl.conf", include_str!("../templates/kernel-sysctl.conf.tera")),
+    ("hardway-kernel.service", include_str!("../templates/hardway-kernel.service.tera")),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -346,6 +353,8 @@ struct Ctx<'a> {
     bin: BTreeMap<String, String>,
     /// Each port, by [`Port::key`].
     ports: BTreeMap<&'static str, u16>,
+    /// systemd's module loader, which hardway-kernel.service runs once at deploy.
+    modules_load: &'static str,
     aggregation: bool,
     etcd_initial_cluster: String,
     etcd_servers: String,
@@ -442,6 +451,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
             api_server_url: inv.api_server_url(),
             bin: bin.clone(),
             ports: ports.clone(),
+            modules_load: "/usr/lib/systemd/systemd-modules-load",
             aggregation: inv.addons.aggregation,
             etcd_initial_cluster: etcd_initial_cluster.clone(),
             etcd_servers: inv.etcd_client_urls(),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{Ctx, DeployError, Host};
-use crate::components::{COMPONENTS, Phase};
+use crate::components::{COMPONENTS, Component, ComponentId, Phase};
 use crate::inventory::{Inventory, Node, Role};
 use crate::plan::{self, files_in_phases};
 use crate::remote::{Connector, Facts, FactsQuery};
@@ -42,7 +42,10 @@ fn connect_and_gather(h: &mut Host, connector: &dyn Connector, inv: &Inventory, 
         Err(e) => return h.fail(Phase::Preflight, e),
     }
     let files = files_in_phases(rendered, &h.node.name, phases);
+    let selected: Vec<&Component> = COMPONENTS.iter().filter(|c| phases.contains(&c.phase) && c.runs_on(inv, &h.node)).collect();
     let query = FactsQuery {
+        tools: selected.iter().flat_map(|c| c.needs.iter().map(|n| n.tool.to_string())).collect(),
+        versions: selected.iter().filter_map(|c| Some((c.binary_path(inv), c.version_arg?.to_string()))).collect(),
         paths: files.iter().map(|f| f.path.clone()).collect(),
         fingerprints: files.iter().filter(|f| f.anchor == Some(Anchor::EncryptionKey)).map(|f| f.path.clone()).collect(),
         binaries: COMPONENTS
@@ -104,13 +107,38 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
                 ));
             }
         }
+        let runs = |id: ComponentId| phases.contains(&id.get().phase) && id.get().runs_on(inv, node);
+        if runs(ComponentId::Kubelet) && !facts.cgroup2 {
+            problems.push(format!(
+                "{name}: cgroup v1: the kubelet of Kubernetes 1.35 and later refuses to start on it (failCgroupV1); \
+                 boot the node with the unified hierarchy (systemd.unified_cgroup_hierarchy=1, the default of current \
+                 distributions)"
+            ));
+        }
+        if runs(ComponentId::KernelSettings) && !facts.br_netfilter {
+            problems.push(format!(
+                "{name}: no br_netfilter (neither loaded, built in, nor loadable): bridged pod traffic would bypass \
+                 kube-proxy's iptables rules; install the kernel's modules (linux-image-*) or a kernel with it"
+            ));
+        }
+        for c in COMPONENTS.iter().filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node)) {
+            for need in c.needs.iter().filter(|n| !facts.tools.contains(n.tool)) {
+                missing.push(format!("{name}: {} (for {}; Debian package {})", need.tool, c.name, need.package));
+            }
+            if let (Some(_), Some(line)) = (c.version_arg, facts.versions.get(&c.binary_path(inv)))
+                && let Some(problem) = version_problem(inv, c, line)
+            {
+                problems.push(format!("{name}: {problem}"));
+            }
+        }
         if phases.contains(&Phase::Workers) && node.has(Role::Worker) && facts.swap_active {
             problems.push(format!("{name}: swap is on; the kubelet needs it off (swapoff -a, and remove it from /etc/fstab)"));
         }
     }
     if !missing.is_empty() {
         problems.push(format!(
-            "binaries missing (install them on the nodes, or put them in binaries.local_dir for deploy to upload):\n    {}",
+            "binaries and tools missing (install them on the nodes; Kubernetes binaries may also be put in \
+             binaries.local_dir for deploy to upload):\n    {}",
             missing.join("\n    ")
         ));
     }
@@ -128,6 +156,38 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
         ));
     }
     problems
+}
+
+/// The first `MAJOR.MINOR[.PATCH]` in a `--version` line (`Kubernetes v1.37.1`, `etcd Version:
+/// 3.5.16`, `containerd github.com/containerd/containerd 1.7.24~ds1 ...`).
+pub fn parse_version(line: &str) -> Option<(u32, u32, u32)> {
+    line.split(|c: char| c.is_whitespace() || c == 'v' || c == '~' || c == '+' || c == '-').find_map(|w| {
+        let mut it = w.split('.');
+        let major = it.next()?.parse().ok()?;
+        let minor = it.next()?.parse().ok()?;
+        let patch = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        Some((major, minor, patch))
+    })
+}
+
+/// Whether the version a component's binary reports fits the cluster.
+fn version_problem(inv: &Inventory, c: &Component, line: &str) -> Option<String> {
+    let Some(have) = parse_version(line) else {
+        return Some(format!("{} --version said {line:?}, which names no version", c.binary_path(inv)));
+    };
+    let want = parse_version(&inv.cluster.kubernetes_version)?;
+    match c.id {
+        // The Kubernetes binaries are of the cluster's own release.
+        ComponentId::KubeApiserver | ComponentId::Kubelet if (have.0, have.1) != (want.0, want.1) => Some(format!(
+            "{} is {}.{}.{}, but the inventory's kubernetes_version is {}",
+            c.binary_path(inv),
+            have.0,
+            have.1,
+            have.2,
+            inv.cluster.kubernetes_version
+        )),
+        _ => None,
+    }
 }
 
 /// Does the node have this file of the cluster's identity with other contents?
@@ -149,10 +209,14 @@ mod tests {
 
     fn facts(inv: &Inventory, node: usize, clock_offset: f64) -> Facts {
         let n = &inv.nodes[node];
+        let ours = || COMPONENTS.iter().filter(|c| c.runs_on(inv, n));
         Facts {
             systemd: true,
             clock_offset,
-            present_binaries: COMPONENTS.iter().filter(|c| c.runs_on(inv, n)).map(|c| c.binary_path(inv)).collect(),
+            present_binaries: ours().map(|c| c.binary_path(inv)).collect(),
+            tools: ours().flat_map(|c| c.needs.iter().map(|x| x.tool.to_string())).collect(),
+            cgroup2: true,
+            br_netfilter: true,
             hosts_block: true,
             ..Facts::default()
         }
@@ -242,5 +306,42 @@ mod tests {
         let w1 = facts(&inv, W1, 0.0);
         let p = problems(&inv, &[(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)], &rendered, &[Phase::Etcd]);
         assert_eq!(p, ["m1: systemd is not running (no /run/systemd/system)"]);
+    }
+
+    #[test]
+    fn a_worker_on_cgroup_v1_without_br_netfilter_or_tools_is_named() {
+        let inv = inv();
+        let mut w1 = facts(&inv, W1, 0.0);
+        w1.cgroup2 = false;
+        w1.br_netfilter = false;
+        w1.tools.remove("conntrack");
+        let p = problems_of(&inv, facts(&inv, M1, 0.0), w1.clone(), &[Phase::Workers]);
+        assert!(p.iter().any(|l| l.starts_with("w1: cgroup v1: the kubelet of Kubernetes 1.35 and later refuses")), "{p:#?}");
+        assert!(p.iter().any(|l| l.starts_with("w1: no br_netfilter")), "{p:#?}");
+        assert!(p.iter().any(|l| l.contains("w1: conntrack (for kube-proxy; Debian package conntrack)")), "{p:#?}");
+        // None of it matters to a deploy of etcd only.
+        assert!(problems_of(&inv, facts(&inv, M1, 0.0), w1, &[Phase::Etcd]).is_empty());
+    }
+
+    #[test]
+    fn kubernetes_binaries_of_another_release_are_named() {
+        let inv = inv();
+        let want = parse_version(&inv.cluster.kubernetes_version).unwrap();
+        let mut w1 = facts(&inv, W1, 0.0);
+        w1.versions.insert("/usr/bin/kubelet".into(), format!("Kubernetes v{}.{}.0", want.0, want.1 + 1));
+        let mut m1 = facts(&inv, M1, 0.0);
+        m1.versions.insert("/usr/bin/kube-apiserver".into(), format!("Kubernetes v{}.{}.9", want.0, want.1));
+        let p = problems_of(&inv, m1, w1, &Phase::ALL);
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].starts_with("w1: /usr/bin/kubelet is "), "{p:#?}");
+    }
+
+    #[test]
+    fn versions_are_read_from_what_the_binaries_print() {
+        assert_eq!(parse_version("Kubernetes v1.37.1"), Some((1, 37, 1)));
+        assert_eq!(parse_version("etcd Version: 3.5.16"), Some((3, 5, 16)));
+        assert_eq!(parse_version("containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6+b2"), Some((1, 7, 24)));
+        assert_eq!(parse_version("containerd containerd.io v2.1.9 7b4b4e1"), Some((2, 1, 9)));
+        assert_eq!(parse_version("no version here"), None);
     }
 }

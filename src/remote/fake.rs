@@ -52,6 +52,12 @@ pub struct NodeState {
     pub swap_active: bool,
     pub openssl: bool,
     pub binaries: BTreeSet<String>,
+    /// Tools on the node's PATH (by name).
+    pub tools: BTreeSet<String>,
+    /// What each binary prints for its version argument.
+    pub versions: BTreeMap<String, String>,
+    pub cgroup2: bool,
+    pub br_netfilter: bool,
     pub listeners: Vec<super::Listener>,
     pub files: BTreeMap<String, FakeFile>,
     pub units: BTreeMap<String, FakeUnit>,
@@ -96,6 +102,7 @@ impl FakeCluster {
         let mut nodes = BTreeMap::new();
         for n in &inv.nodes {
             let binaries = COMPONENTS.iter().filter(|c| c.runs_on(inv, n)).map(|c| c.binary_path(inv)).collect();
+            let tools = COMPONENTS.iter().filter(|c| c.runs_on(inv, n)).flat_map(|c| c.needs.iter().map(|need| need.tool.to_string())).collect();
             let state = NodeState {
                 name: n.name.clone(),
                 address: n.address,
@@ -105,6 +112,10 @@ impl FakeCluster {
                 swap_active: false,
                 openssl: true,
                 binaries,
+                tools,
+                versions: BTreeMap::new(),
+                cgroup2: true,
+                br_netfilter: true,
                 listeners: vec![],
                 files: BTreeMap::new(),
                 units: BTreeMap::new(),
@@ -217,6 +228,10 @@ impl Remote for FakeRemote {
             hosts_block: s.files.get("/etc/hosts").is_some_and(|f| String::from_utf8_lossy(&f.contents).lines().any(|l| l == begin)),
             files: stats(&s, &q.paths),
             units: q.units.iter().map(|u| (u.clone(), active_state(&s, u).to_string())).collect(),
+            cgroup2: s.cgroup2,
+            br_netfilter: s.br_netfilter,
+            tools: q.tools.iter().filter(|t| s.tools.contains(*t)).cloned().collect(),
+            versions: q.versions.iter().filter_map(|(b, _)| Some((b.clone(), s.versions.get(b)?.clone()))).collect(),
             fingerprints: q
                 .fingerprints
                 .iter()

@@ -91,6 +91,10 @@ pub struct FactsQuery {
     pub units: Vec<String>,
     /// Encryption configs whose `render::secrets_fingerprint` is wanted.
     pub fingerprints: Vec<String>,
+    /// Tools whose presence on the node's PATH is wanted.
+    pub tools: Vec<String>,
+    /// (binary, argument) pairs whose first line of output is wanted (`containerd --version`).
+    pub versions: Vec<(String, String)>,
 }
 
 /// What a node told preflight, in one round trip.
@@ -109,6 +113,15 @@ pub struct Facts {
     pub units: BTreeMap<String, String>,
     /// `render::secrets_fingerprint` of each asked file that exists.
     pub fingerprints: BTreeMap<String, String>,
+    /// The node's cgroup hierarchy is the unified one (cgroup v2).
+    pub cgroup2: bool,
+    /// Bridged traffic can be made to pass iptables: br_netfilter is loaded or built in (its
+    /// sysctls exist), or can be loaded (`modinfo` finds it).
+    pub br_netfilter: bool,
+    /// The asked tools found on the node's PATH.
+    pub tools: BTreeSet<String>,
+    /// The first line each asked binary printed, for those that exist.
+    pub versions: BTreeMap<String, String>,
 }
 
 impl Facts {

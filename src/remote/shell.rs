@@ -144,6 +144,16 @@ impl<T: Transport> Remote for ShellRemote<T> {
                 "[ -f {p} ] && {{ set -- $(sed -n 's/^[[:space:]]*secret:[[:space:]]*//p' {p} | LC_ALL=C sort -u | sha256sum); echo \"$1\"; }}; true"
             ));
         }
+        s.section("cgroup").raw("stat -fc %T /sys/fs/cgroup 2>/dev/null; true");
+        s.section("brnf").raw("if [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] || modinfo br_netfilter >/dev/null 2>&1; then echo yes; fi; true");
+        if !q.tools.is_empty() {
+            let tools = quote_all(q.tools.iter().map(String::as_str));
+            s.section("tools").raw(&format!("for t in {tools}; do command -v \"$t\" >/dev/null 2>&1 && echo \"$t\"; done; true"));
+        }
+        for (i, (bin, arg)) in q.versions.iter().enumerate() {
+            let b = quote(bin);
+            s.section(&format!("version:{i}")).raw(&format!("[ -x {b} ] && {b} {} 2>&1 | head -n 1; true", quote(arg)));
+        }
         let t0 = now_secs();
         let out = self.run_ok("reading the node's state", &s)?;
         let t1 = now_secs();
@@ -158,6 +168,15 @@ impl<T: Transport> Remote for ShellRemote<T> {
             hosts_block: sec.first("hosts").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) > 0,
             files: parse_stats(&sec),
             units: unit_states_of(&q.units, &sec),
+            cgroup2: sec.first("cgroup") == Some("cgroup2fs"),
+            br_netfilter: sec.first("brnf") == Some("yes"),
+            tools: sec.lines("tools").iter().cloned().collect(),
+            versions: q
+                .versions
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (bin, _))| Some((bin.clone(), sec.first(&format!("version:{i}")).filter(|l| !l.is_empty())?.to_string())))
+                .collect(),
             fingerprints: q
                 .fingerprints
                 .iter()
