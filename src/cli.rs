@@ -10,7 +10,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::components::Phase;
-use crate::remote::ssh::{HostKeyPolicy, SshConnector};
+use crate::events::{Events, JsonLines, ProgressLines, Sink};
+use crate::runlog::RunLog;
+use crate::remote::ssh::{HostKeyPolicy, SshConnector, SudoPassword};
 use crate::{deploy, inventory, lab, pki, probe, render, verify};
 
 #[derive(Parser)]
@@ -18,6 +20,14 @@ use crate::{deploy, inventory, lab, pki, probe, render, verify};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The run log of long-running commands.
+#[derive(Args, Clone)]
+struct LogArg {
+    /// Write this run's log here instead of a new file under $XDG_STATE_HOME/hardway/logs/.
+    #[arg(long, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 }
 
 /// The inventory, as an argument or with -i (default ./inventory.toml).
@@ -67,6 +77,10 @@ enum Command {
         /// Print the plan per host and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: a unified diff of every file that would change (secrets masked on
+        /// both sides, private keys never shown).
+        #[arg(long, requires = "dry_run")]
+        diff: bool,
         /// Hosts worked on at once.
         #[arg(long, default_value_t = 32)]
         parallel: usize,
@@ -80,8 +94,11 @@ enum Command {
         /// How long an API server may take to answer /readyz after a restart, in seconds.
         #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
         api_timeout: u64,
+        /// text; json (the whole report at the end); jsonl (one event per line as it happens).
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
+        #[command(flatten)]
+        log: LogArg,
     },
     /// Check, one by one, that the cluster is healthy and built right (also clusters built by hand).
     Verify {
@@ -110,9 +127,20 @@ enum Command {
         parallel: usize,
         #[arg(long)]
         accept_new_host_keys: bool,
+        /// text; json (every check at the end); jsonl (one event per line as it happens).
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
+        #[command(flatten)]
+        log: LogArg,
     },
+    /// Print the path of the newest run log.
+    Logs,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `hardway man > hardway.1`.
+    Man,
     /// A local lab: one systemd-nspawn machine per inventory node, on a bridge (root only).
     Lab {
         #[command(subcommand)]
@@ -148,6 +176,26 @@ enum LabCommand {
 enum OutputFormat {
     Text,
     Json,
+    Jsonl,
+}
+
+/// The run log, and the sinks events go to for `output`.
+fn observe(command: &'static str, output: OutputFormat, log: &LogArg, inventory: &Path, hosts: &[String]) -> Result<(Events, Option<Arc<RunLog>>)> {
+    let argv: Vec<String> = std::env::args().collect();
+    let run_log = RunLog::create(log.log_file.as_deref(), command, &argv).with_context(|| "creating the run log")?;
+    if let Ok(text) = std::fs::read_to_string(inventory) {
+        run_log.inventory(inventory, &text);
+    }
+    let run_log = Arc::new(run_log);
+    let mut sinks: Vec<Arc<dyn Sink>> = vec![run_log.clone()];
+    match output {
+        OutputFormat::Jsonl => sinks.push(Arc::new(JsonLines)),
+        OutputFormat::Text if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
+            sinks.push(Arc::new(ProgressLines::new(hosts.iter().map(String::as_str))))
+        }
+        _ => {}
+    }
+    Ok((Events::new(command, sinks), Some(run_log)))
 }
 
 #[derive(Subcommand)]
@@ -195,15 +243,57 @@ fn load_inventory(path: &Path) -> Result<inventory::Inventory> {
     Ok(inv)
 }
 
+/// The sudo password when the inventory asks for one: from `HARDWAY_SUDO_PASSWORD`, or asked
+/// once on the terminal without echo. Never an argument, never printed.
+fn sudo_password(inv: &inventory::Inventory) -> Result<Option<SudoPassword>> {
+    if inv.ssh.sudo != inventory::Sudo::WithPassword {
+        return Ok(None);
+    }
+    if let Some(p) = std::env::var_os("HARDWAY_SUDO_PASSWORD") {
+        return Ok(Some(SudoPassword::new(p.to_string_lossy().into_owned())));
+    }
+    let prompt = format!("sudo password for {} on the nodes: ", inv.ssh.user);
+    let password = read_password(&prompt).context(
+        "ssh.sudo = \"password\": set HARDWAY_SUDO_PASSWORD, or run on a terminal to be asked for it",
+    )?;
+    Ok(Some(SudoPassword::new(password)))
+}
+
+/// Reads a line from the terminal with echo off.
+fn read_password(prompt: &str) -> std::io::Result<String> {
+    use std::io::BufRead;
+    use std::os::fd::AsRawFd;
+    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
+    let fd = tty.as_raw_fd();
+    // SAFETY: termios is plain data; tcgetattr fills it for a valid terminal fd.
+    let mut term: libc::termios = unsafe { std::mem::zeroed() };
+    if unsafe { libc::tcgetattr(fd, &mut term) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let saved = term;
+    term.c_lflag &= !libc::ECHO;
+    term.c_lflag |= libc::ECHONL;
+    // SAFETY: the same fd and a termios derived from its own.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &term) };
+    let mut out = &tty;
+    let _ = write!(out, "{prompt}");
+    let mut line = String::new();
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    // SAFETY: restores the settings read above.
+    unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
+    read?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
 fn policy(accept_new: bool) -> HostKeyPolicy {
     if accept_new { HostKeyPolicy::AcceptNew } else { HostKeyPolicy::Strict }
 }
 
 /// Prints to stdout; a closed pipe (`hardway ... | head`) ends the output quietly.
 macro_rules! out {
-    ($($arg:tt)*) => {
+    ($($arg:tt)*) => {{
         let _ = writeln!(std::io::stdout(), $($arg)*);
-    };
+    }};
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -243,9 +333,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out!("{} certificates, {bad} with problems", rows.len());
             Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Deploy { inv, pki: dir, phases, dry_run, parallel, accept_new_host_keys, etcd_timeout, api_timeout, output } => {
-            let inv = load_inventory(&inv.path())?;
-            let mut opts = deploy::DeployOptions { dry_run, parallel, ..deploy::DeployOptions::default() };
+        Command::Deploy { inv, pki: dir, phases, dry_run, diff, parallel, accept_new_host_keys, etcd_timeout, api_timeout, output, log } => {
+            let inv_path = inv.path();
+            let inv = load_inventory(&inv_path)?;
+            let mut opts = deploy::DeployOptions { dry_run, diff, parallel, ..deploy::DeployOptions::default() };
             if !phases.is_empty() {
                 opts.phases = phases
                     .iter()
@@ -259,7 +350,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             opts.etcd_timeout = std::time::Duration::from_secs(etcd_timeout);
             opts.api_timeout = std::time::Duration::from_secs(api_timeout);
-            opts.progress = output == OutputFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
 
             // The PKI is brought up to date (kept where it still fits); a dry run decides the
             // same in memory and writes nothing.
@@ -279,14 +369,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .collect();
             let mut rendered = render::render(&inv, &pki)?;
             deploy::add_local_binaries(&inv, &mut rendered, &opts.selected())?;
-            let connector = Arc::new(SshConnector::new(&inv, policy(accept_new_host_keys)));
+            let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
+            let (events, run_log) = observe("deploy", output, &log, &inv_path, &names)?;
+            let connector = Arc::new(
+                SshConnector::new(&inv, policy(accept_new_host_keys)).with_log(run_log.clone()).with_sudo_password(sudo_password(&inv)?),
+            );
             let admin = pki.cert("admin");
             let api = probe::api_tls_config(&pki.ca(pki::CaId::Kubernetes).cert_pem, &admin.cert_pem, &admin.key_pem).ok();
             let probe = Arc::new(probe::NetProbe::new(&inv, Some(probe::EtcdAuth::from_pki(&pki)), api));
-            let mut report = runtime()?.block_on(deploy::deploy(&inv, rendered, connector, probe, &opts))?;
+            let mut report = runtime()?.block_on(deploy::deploy(&inv, rendered, connector, probe, &opts, events))?;
             report.pki_changes = pki_changes;
+            if let Some(l) = &run_log {
+                eprintln!("log: {}", l.path().display());
+            }
             if output == OutputFormat::Json {
                 out!("{}", serde_json::to_string_pretty(&report)?);
+            } else if output == OutputFormat::Jsonl {
+                // The events were the output.
             } else {
                 for c in &report.pki_changes {
                     out!("pki: {c}");
@@ -295,6 +394,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     let _ = write!(std::io::stdout(), "{}", report.plan);
                     for s in &report.steps {
                         out!("{s}");
+                    }
+                    for (host, diffs) in &report.diffs {
+                        for d in diffs {
+                            out!("=== {host}: {}", d.path);
+                            let _ = write!(std::io::stdout(), "{}", d.diff);
+                        }
                     }
                     out!("dry run: nothing was changed");
                 } else {
@@ -309,20 +414,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(if report.failed().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Verify { inv, pki: dir, ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, accept_new_host_keys, output } => {
-            let inv = load_inventory(&inv.path())?;
+        Command::Verify { inv, pki: dir, ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, accept_new_host_keys, output, log } => {
+            let inv_path = inv.path();
+            let inv = load_inventory(&inv_path)?;
             let opts = verify::VerifyOptions { ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, ..verify::VerifyOptions::new(dir) };
             let creds = verify::Credentials::load(&opts)?;
             let (probe, api_error) = creds.probe(&inv);
-            let connector = Arc::new(SshConnector::new(&inv, policy(accept_new_host_keys)));
-            let checks = runtime()?.block_on(verify::verify(&inv, creds, connector, Arc::new(probe), api_error, parallel));
-            if output == OutputFormat::Json {
-                out!("{}", serde_json::to_string_pretty(&checks)?);
-            } else {
-                out!("{}", verify::format_report(&checks));
+            let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
+            let (events, run_log) = observe("verify", output, &log, &inv_path, &names)?;
+            let connector =
+                Arc::new(SshConnector::new(&inv, policy(accept_new_host_keys)).with_log(run_log).with_sudo_password(sudo_password(&inv)?));
+            let checks = runtime()?.block_on(verify::verify(&inv, creds, connector, Arc::new(probe), api_error, parallel, events));
+            match output {
+                OutputFormat::Json => out!("{}", serde_json::to_string_pretty(&checks)?),
+                OutputFormat::Jsonl => {}
+                OutputFormat::Text => out!("{}", verify::format_report(&checks)),
             }
             let failed = checks.iter().any(|c| c.status == verify::Status::Fail);
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Logs => match RunLog::latest(&RunLog::default_dir()) {
+            Some(p) => {
+                out!("{}", p.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            None => anyhow::bail!("no run log in {} yet", RunLog::default_dir().display()),
+        },
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "hardway", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout()).context("writing the manual page")?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Lab { command } => {
             let opts = lab::LabOptions::default();

@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod components;
 pub mod deploy;
+pub mod events;
 pub mod inventory;
 pub mod lab;
 pub mod pki;
@@ -29,6 +30,7 @@ pub mod plan;
 pub mod probe;
 pub mod remote;
 pub mod render;
+pub mod runlog;
 pub mod verify;
 
 #[cfg(test)]

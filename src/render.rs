@@ -67,8 +67,8 @@ pub struct File {
 pub enum Anchor {
     Ca(CaId),
     ServiceAccountKey,
-    /// Compared by [`secrets_fingerprint`], not by its bytes: the file is a config that may
-    /// change around the same key.
+    /// Compared by [`key_hashes`], not by its bytes: the file is a config that may change
+    /// around the same keys.
     EncryptionKey,
 }
 
@@ -84,13 +84,51 @@ impl Anchor {
     }
 }
 
-/// SHA-256 over the distinct `secret:` values of an encryption config, sorted, one per line:
-/// names its keys without giving them away, whatever providers use them. `remote::ShellRemote`
-/// computes the same on the node with sed, `sort -u` and sha256sum, so the keys never leave it.
-pub fn secrets_fingerprint(text: &str) -> String {
-    let values: std::collections::BTreeSet<String> =
-        text.lines().filter_map(|l| l.trim_start().strip_prefix("secret:").map(|v| format!("{}\n", v.trim_start()))).collect();
-    crate::plan::sha256_hex(values.into_iter().collect::<String>().as_bytes())
+/// Fields whose values are secrets in the files hardway writes (kubeconfig credentials, the
+/// encryption key): [`mask_secrets`] hides their values.
+pub const SECRET_FIELDS: &[&str] = &["client-key-data", "client-certificate-data", "certificate-authority-data", "secret", "token", "password"];
+
+/// A file's text with every PEM block and every [`SECRET_FIELDS`] value replaced, for diffs.
+/// `remote::ShellRemote::read_masked` does the same on the node with awk, so what is compared
+/// never carries a key.
+pub fn mask_secrets(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_block = false;
+    for line in text.lines() {
+        if in_block {
+            in_block = !line.starts_with("-----END ");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("-----BEGIN ") {
+            out.push_str(&format!("<{} masked>\n", rest.strip_suffix("-----").unwrap_or(rest)));
+            in_block = true;
+            continue;
+        }
+        let trimmed = line.trim_start_matches([' ', '\t']);
+        let secret = SECRET_FIELDS.iter().find_map(|f| {
+            let value = trimmed.strip_prefix(f)?.strip_prefix(':')?;
+            (!value.trim_start_matches([' ', '\t']).is_empty()).then_some(f)
+        });
+        match secret {
+            Some(f) => out.push_str(&format!("{}{f}: <masked>\n", &line[..line.len() - trimmed.len()])),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// The SHA-256 of each `secret:` value of an encryption config: names its keys without giving
+/// them away, whatever providers use them. `remote::ShellRemote` computes the same on the node
+/// with sed and sha256sum, so the keys never leave it.
+pub fn key_hashes(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.trim_start().strip_prefix("secret:").map(|v| v.trim_start()))
+        .filter(|v| !v.is_empty())
+        .map(|v| crate::plan::sha256_hex(v.as_bytes()))
+        .collect()
 }
 
 /// The template of the Secrets encryption config.

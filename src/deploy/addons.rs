@@ -4,6 +4,7 @@
 
 use super::{Ctx, DeployError, Step};
 use crate::components::{ComponentId, Phase};
+use crate::events::Status;
 use crate::remote::Apply;
 
 pub(crate) struct Addons;
@@ -32,8 +33,8 @@ impl Step for Addons {
         let Some((i, manifests, metallb)) = Self::target(ctx) else { return Ok(()) };
         let kubectl = ComponentId::Kubectl.get().binary_path(&ctx.inv);
         let timeout = ctx.opts.api_timeout.as_secs() as u32;
-        ctx.progress.say(&ctx.hosts[i].node.name.clone(), "addons: applying");
-        ctx.on_host(i, move |h| {
+        let step = ctx.events.start(Some(&ctx.hosts[i].node.name), Some("addons"), "apply manifests");
+        let failed = ctx.on_host(i, move |h| {
             let apply = Apply {
                 kubectl: &kubectl,
                 kubeconfig: KUBECONFIG,
@@ -45,11 +46,20 @@ impl Step for Addons {
                 )),
                 ready_timeout_secs: timeout,
             };
-            if let Err(e) = h.remote().apply(&apply) {
-                h.fail(Phase::Addons, e);
+            match h.remote().apply(&apply) {
+                Ok(()) => None,
+                Err(e) => {
+                    let msg = e.to_string();
+                    h.fail(Phase::Addons, e);
+                    Some(msg)
+                }
             }
         })
         .await;
+        match failed {
+            None => step.done(Status::Changed, None),
+            Some(e) => step.done(Status::Failed, Some(e)),
+        }
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 use super::{Ctx, DeployError, Host, Step};
 use crate::components::Phase;
+use crate::events::Status;
 use crate::plan::ChangeKind;
 use crate::remote::{HostsBlock, Upload};
 
@@ -14,14 +15,18 @@ pub(crate) struct Files;
 
 impl Step for Files {
     async fn run(&self, ctx: &mut Ctx) -> Result<(), DeployError> {
-        let (cluster, files_phase, progress) = (ctx.inv.cluster.name.clone(), ctx.phases.contains(&Phase::Files), ctx.progress.clone());
+        let (cluster, files_phase, events) = (ctx.inv.cluster.name.clone(), ctx.phases.contains(&Phase::Files), ctx.events.clone());
         ctx.each_host(move |h| {
             if !h.alive() {
                 return;
             }
-            progress.say(&h.node.name, "files: sending");
+            let step = events.start(Some(&h.node.name), Some("files"), "send files");
             send(h, &cluster, files_phase);
-            progress.say(&h.node.name, format!("files: {} sent", h.outcome.changed));
+            match (&h.outcome.error, h.outcome.changed) {
+                (Some(e), _) => step.done(Status::Failed, Some(e.clone())),
+                (None, 0) => step.done(Status::Ok, Some("nothing to send".into())),
+                (None, n) => step.done(Status::Changed, Some(format!("{n} files"))),
+            }
         })
         .await;
         Ok(())

@@ -22,6 +22,7 @@
 
 mod addons;
 mod control_plane;
+pub mod diff;
 mod etcd;
 mod files;
 mod lb;
@@ -40,6 +41,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::components::{COMPONENTS, Phase};
+use crate::events::{Events, Status};
 use crate::inventory::{Inventory, Node};
 use crate::plan::{HostPlan, Plan};
 use crate::probe::{MemberStatus, Probe};
@@ -60,13 +62,13 @@ pub struct DeployOptions {
     /// The phases to run besides preflight, which always runs.
     pub phases: Vec<Phase>,
     pub dry_run: bool,
+    /// With `dry_run`: a diff of every file that would change.
+    pub diff: bool,
     pub parallel: usize,
     /// How long etcd may take to become healthy (bootstrap, and each step of a rolling restart).
     pub etcd_timeout: Duration,
     /// How long an API server may take to answer /readyz after a (re)start.
     pub api_timeout: Duration,
-    /// Draw one progress line per host on a terminal.
-    pub progress: bool,
 }
 
 impl Default for DeployOptions {
@@ -74,10 +76,10 @@ impl Default for DeployOptions {
         DeployOptions {
             phases: Phase::ALL.to_vec(),
             dry_run: false,
+            diff: false,
             parallel: 32,
             etcd_timeout: Duration::from_secs(120),
             api_timeout: Duration::from_secs(120),
-            progress: false,
         }
     }
 }
@@ -115,6 +117,9 @@ pub struct DeployReport {
     pub steps: Vec<String>,
     pub hosts: Vec<HostOutcome>,
     pub etcd: Vec<MemberStatus>,
+    /// `--dry-run --diff`: per host, each changed file's diff.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub diffs: BTreeMap<String, Vec<diff::FileDiff>>,
 }
 
 impl DeployReport {
@@ -158,6 +163,7 @@ pub(crate) struct Host {
     pub plan: Option<HostPlan>,
     /// systemd has re-read this host's unit files since they changed.
     pub reloaded: bool,
+    pub diffs: Vec<diff::FileDiff>,
     pub outcome: HostOutcome,
 }
 
@@ -169,6 +175,7 @@ impl Host {
             facts: None,
             plan: None,
             reloaded: false,
+            diffs: vec![],
             outcome: HostOutcome {
                 node: node.name.clone(),
                 ok: true,
@@ -209,7 +216,7 @@ pub(crate) struct Ctx {
     pub opts: DeployOptions,
     pub phases: Vec<Phase>,
     pub hosts: Vec<Host>,
-    pub progress: Progress,
+    pub events: Events,
     /// The last etcd member statuses (for the report).
     pub etcd: Vec<MemberStatus>,
     /// A phase failed in a way nothing after it can work around (etcd without quorum).
@@ -247,49 +254,6 @@ impl Ctx {
 
     pub fn index_of(&self, node: &str) -> usize {
         self.hosts.iter().position(|h| h.node.name == node).expect("every node has a host")
-    }
-}
-
-/// One line per host on a terminal, hidden otherwise.
-#[derive(Clone)]
-pub(crate) struct Progress {
-    multi: indicatif::MultiProgress,
-    bars: Arc<BTreeMap<String, indicatif::ProgressBar>>,
-}
-
-impl Progress {
-    fn new(inv: &Inventory, visible: bool) -> Progress {
-        let multi = indicatif::MultiProgress::with_draw_target(if visible {
-            indicatif::ProgressDrawTarget::stderr()
-        } else {
-            indicatif::ProgressDrawTarget::hidden()
-        });
-        let style = indicatif::ProgressStyle::with_template("{prefix:>16} {spinner} {msg}").expect("valid template");
-        let bars = inv
-            .nodes
-            .iter()
-            .map(|n| {
-                let bar = multi.add(indicatif::ProgressBar::new_spinner().with_style(style.clone()).with_prefix(n.name.clone()));
-                if visible {
-                    bar.enable_steady_tick(Duration::from_millis(120));
-                }
-                (n.name.clone(), bar)
-            })
-            .collect();
-        Progress { multi, bars: Arc::new(bars) }
-    }
-
-    pub fn say(&self, node: &str, msg: impl Into<std::borrow::Cow<'static, str>>) {
-        if let Some(b) = self.bars.get(node) {
-            b.set_message(msg);
-        }
-    }
-
-    fn finish(&self) {
-        for b in self.bars.values() {
-            b.finish_and_clear();
-        }
-        let _ = self.multi.clear();
     }
 }
 
@@ -336,9 +300,9 @@ pub async fn deploy(
     connector: Arc<dyn Connector>,
     probe: Arc<dyn Probe>,
     opts: &DeployOptions,
+    events: Events,
 ) -> Result<DeployReport, DeployError> {
     let phases = opts.selected();
-    let progress = Progress::new(inv, opts.progress);
     let mut ctx = Ctx {
         inv: Arc::new(inv.clone()),
         rendered: Arc::new(rendered),
@@ -346,13 +310,23 @@ pub async fn deploy(
         opts: opts.clone(),
         phases: phases.clone(),
         hosts: inv.nodes.iter().map(Host::new).collect(),
-        progress: progress.clone(),
+        events: events.clone(),
         etcd: vec![],
         stopped: false,
     };
 
     let result = run_phases(&mut ctx, connector).await;
-    progress.finish();
+    let mut diffs = BTreeMap::new();
+    if result.is_ok() && opts.dry_run && opts.diff {
+        diffs = diff::collect(&mut ctx).await;
+    }
+    let failed: Vec<String> = ctx.hosts.iter().filter(|h| !h.outcome.ok).map(|h| h.node.name.clone()).collect();
+    let counts = [
+        ("changes".to_string(), ctx.hosts.iter().map(|h| h.outcome.changed).sum()),
+        ("restarts".to_string(), ctx.hosts.iter().map(|h| h.outcome.restarted.len()).sum()),
+        ("starts".to_string(), ctx.hosts.iter().map(|h| h.outcome.started.len()).sum()),
+    ];
+    events.summary(result.is_ok() && failed.is_empty(), ctx.hosts.len(), failed, counts.into_iter().collect());
     let steps = result?;
     let plan = Plan {
         phases: phases.clone(),
@@ -366,6 +340,7 @@ pub async fn deploy(
         steps,
         hosts: ctx.hosts.iter().map(|h| h.outcome.clone()).collect(),
         etcd: ctx.etcd,
+        diffs,
     })
 }
 
@@ -379,11 +354,24 @@ async fn run_phases(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<Vec<
     for phase in order {
         if ctx.opts.dry_run {
             steps.extend(dispatch_dry_run(phase, ctx));
-        } else {
-            dispatch_run(phase, ctx).await?;
-            if ctx.stopped {
-                break;
-            }
+            continue;
+        }
+        let before: Vec<(bool, usize)> = ctx.hosts.iter().map(|h| (h.outcome.ok, h.outcome.changed + h.outcome.restarted.len() + h.outcome.started.len())).collect();
+        let result = dispatch_run(phase, ctx).await;
+        // One event per host and phase, so a stream accounts for every host in every phase.
+        for (h, (was_ok, done)) in ctx.hosts.iter().zip(before) {
+            let now = h.outcome.changed + h.outcome.restarted.len() + h.outcome.started.len();
+            let (status, message) = match (was_ok, h.outcome.ok) {
+                (false, _) => (Status::Skipped, Some("failed earlier".to_string())),
+                (true, false) => (Status::Failed, h.outcome.error.as_ref().map(|e| e.lines().next().unwrap_or("").to_string())),
+                (true, true) if now > done => (Status::Changed, None),
+                (true, true) => (Status::Ok, None),
+            };
+            ctx.events.emit(Some(&h.node.name), Some(phase.name()), "phase", status, None, message);
+        }
+        result?;
+        if ctx.stopped {
+            break;
         }
     }
     Ok(steps)
@@ -431,7 +419,7 @@ pub async fn push_files(
         phases: opts.selected(),
         opts,
         hosts: inv.nodes.iter().map(Host::new).collect(),
-        progress: Progress::new(inv, false),
+        events: Events::none("push"),
         etcd: vec![],
         stopped: false,
     };

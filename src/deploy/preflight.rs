@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{Ctx, DeployError, Host};
 use crate::components::{COMPONENTS, Component, ComponentId, Phase};
+use crate::events::Status;
 use crate::inventory::{Inventory, Node, Role};
 use crate::plan::{self, files_in_phases};
 use crate::remote::{Connector, Facts, FactsQuery};
@@ -18,20 +19,29 @@ pub(crate) async fn run(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<
     let reached: Vec<(&Node, &Facts)> =
         ctx.hosts.iter().filter(|h| h.alive()).filter_map(|h| Some((&h.node, h.facts.as_ref()?))).collect();
     let problems = problems(&ctx.inv, &reached, &ctx.rendered, &ctx.phases);
-    if problems.is_empty() { Ok(()) } else { Err(DeployError::Preflight(problems)) }
+    if problems.is_empty() {
+        ctx.events.emit(None, Some("preflight"), "checks", Status::Ok, None, None);
+        Ok(())
+    } else {
+        ctx.events.emit(None, Some("preflight"), "checks", Status::Failed, None, Some(problems.join("\n")));
+        Err(DeployError::Preflight(problems))
+    }
 }
 
 /// The first step on every host: connect, read its state, plan it. A host that cannot be
 /// reached is marked failed (in preflight) and left out from then on.
 pub(crate) async fn connect_and_plan(ctx: &mut Ctx, connector: Arc<dyn Connector>) {
-    let (inv, rendered, phases, progress) = (ctx.inv.clone(), ctx.rendered.clone(), ctx.phases.clone(), ctx.progress.clone());
+    let (inv, rendered, phases, events) = (ctx.inv.clone(), ctx.rendered.clone(), ctx.phases.clone(), ctx.events.clone());
     ctx.each_host(move |h| {
-        progress.say(&h.node.name, "preflight: connecting");
+        let step = events.start(Some(&h.node.name), Some("preflight"), "connect and read facts");
         connect_and_gather(h, connector.as_ref(), &inv, &rendered, &phases);
         if let Some(facts) = h.facts.as_ref().filter(|_| h.outcome.ok) {
             h.plan = Some(plan::plan_host(&rendered, &h.node.name, &facts.files, &phases));
         }
-        progress.say(&h.node.name, "preflight: done");
+        match &h.outcome.error {
+            None => step.done(Status::Ok, None),
+            Some(e) => step.done(Status::Failed, Some(e.clone())),
+        }
     })
     .await;
 }
@@ -193,10 +203,12 @@ fn version_problem(inv: &Inventory, c: &Component, line: &str) -> Option<String>
 /// Does the node have this file of the cluster's identity with other contents?
 fn holds_another(f: &File, anchor: Anchor, facts: &Facts) -> bool {
     match anchor {
-        Anchor::EncryptionKey => facts
-            .fingerprints
-            .get(&f.path)
-            .is_some_and(|theirs| *theirs != crate::render::secrets_fingerprint(&String::from_utf8_lossy(&f.contents))),
+        // Replacing it is safe while the new config still has every key the node's has: all data
+        // stays readable. A key of the node's that is missing would make its data unreadable.
+        Anchor::EncryptionKey => {
+            let ours = crate::render::key_hashes(&String::from_utf8_lossy(&f.contents));
+            facts.fingerprints.get(&f.path).is_some_and(|theirs| !theirs.is_subset(&ours))
+        }
         _ => facts.files.get(&f.path).is_some_and(|r| r.sha256 != sha256_hex(&f.contents)),
     }
 }

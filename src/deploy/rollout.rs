@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::{Ctx, DeployError, Host};
 use crate::components::{Component, Port, Restart};
 use crate::inventory::Node;
+use crate::events::{Events, Status};
 use crate::probe;
 use crate::remote::UnitOps;
 
@@ -52,8 +53,17 @@ fn ops(h: &mut Host, unit: &str, restart: bool, no_block: bool) -> UnitOps {
 }
 
 /// Runs `ops` on the host and, unless `no_block`, checks that the unit is active afterwards.
-fn systemctl(h: &mut Host, c: &Component, restart: bool, no_block: bool) {
+fn systemctl(h: &mut Host, c: &Component, restart: bool, no_block: bool, events: &Events) {
     let unit = c.unit.expect("only units are rolled out");
+    let step = events.start(Some(&h.node.name), Some(c.phase.name()), &format!("{} {unit}", if restart { "restart" } else { "start" }));
+    systemctl_step(h, c, unit, restart, no_block);
+    match &h.outcome.error {
+        Some(e) if !h.outcome.ok => step.done(Status::Failed, Some(e.clone())),
+        _ => step.done(Status::Changed, None),
+    }
+}
+
+fn systemctl_step(h: &mut Host, c: &Component, unit: &'static str, restart: bool, no_block: bool) {
     let ops = ops(h, unit, restart, no_block);
     if let Err(e) = h.remote().systemctl(&ops) {
         return h.fail(c.phase, e);
@@ -86,15 +96,14 @@ pub(crate) async fn roll_out(ctx: &mut Ctx, c: &'static Component, health: Optio
     let now: Vec<(usize, bool)> =
         plan.iter().filter(|(_, a)| *a != Action::RollingRestart).map(|(i, a)| (*i, *a == Action::Restart)).collect();
     let no_block = together;
-    let progress = ctx.progress.clone();
+    let events = ctx.events.clone();
     let work = std::sync::Arc::new(now.iter().map(|(i, r)| (ctx.hosts[*i].node.name.clone(), *r)).collect::<std::collections::BTreeMap<_, _>>());
     ctx.each_host(move |h| {
         let Some(&restart) = work.get(&h.node.name) else { return };
         if !h.alive() {
             return;
         }
-        progress.say(&h.node.name, format!("{}: {} {}", c.phase, if restart { "restarting" } else { "starting" }, c.name));
-        systemctl(h, c, restart, no_block);
+        systemctl(h, c, restart, no_block, &events);
     })
     .await;
     if let Some(health) = health
@@ -110,8 +119,8 @@ pub(crate) async fn roll_out(ctx: &mut Ctx, c: &'static Component, health: Optio
         if !ctx.hosts[i].alive() {
             continue;
         }
-        ctx.progress.say(&ctx.hosts[i].node.name.clone(), format!("{}: restarting {} (rolling)", c.phase, c.name));
-        ctx.on_host(i, move |h| systemctl(h, c, true, false)).await;
+        let events = ctx.events.clone();
+        ctx.on_host(i, move |h| systemctl(h, c, true, false, &events)).await;
         let healthy = ctx.hosts[i].alive()
             && match health {
                 Some(hl) => wait(ctx, c, hl, &[i]).await,
@@ -133,13 +142,22 @@ pub(crate) async fn roll_out(ctx: &mut Ctx, c: &'static Component, health: Optio
 /// error when it already has one, and says whether the component is healthy.
 async fn wait(ctx: &mut Ctx, c: &'static Component, health: Health, just_started: &[usize]) -> bool {
     match health {
-        Health::EtcdQuorum => wait_etcd(ctx, c).await,
+        Health::EtcdQuorum => {
+            let step = ctx.events.start(None, Some(c.phase.name()), "wait for etcd: every member answers, one leader");
+            let ok = wait_etcd(ctx, c).await;
+            step.done(if ok { Status::Ok } else { Status::Failed }, None);
+            ok
+        }
         Health::ApiReady => {
             let mut ok = true;
             for &i in just_started {
-                if ctx.hosts[i].alive() && !wait_api(ctx, i).await {
-                    ok = false;
+                if !ctx.hosts[i].alive() {
+                    continue;
                 }
+                let step = ctx.events.start(Some(&ctx.hosts[i].node.name), Some(c.phase.name()), "wait for /readyz");
+                let ready = wait_api(ctx, i).await;
+                step.done(if ready { Status::Ok } else { Status::Failed }, ctx.hosts[i].outcome.error.clone().filter(|_| !ready));
+                ok &= ready;
             }
             ok
         }

@@ -19,7 +19,7 @@ fn opts(phases: &[Phase]) -> DeployOptions {
 fn run(f: &Fixture, o: &DeployOptions) -> Result<DeployReport, DeployError> {
     let connector: Arc<dyn Connector> = f.fake.clone();
     let probe: Arc<dyn Probe> = f.fake.clone();
-    block_on(deploy(&f.inv, f.rendered(), connector, probe, o))
+    block_on(deploy(&f.inv, f.rendered(), connector, probe, o, crate::events::Events::none("deploy")))
 }
 
 fn host<'a>(r: &'a DeployReport, node: &str) -> &'a HostOutcome {
@@ -217,7 +217,7 @@ fn a_node_of_a_cluster_with_another_pki_is_refused_before_anything_changes() {
     // The same inventory with another PKI directory: another CA, SA key and encryption key.
     let other = Fixture::new();
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
-    let err = block_on(deploy(&f.inv, other.rendered(), c, p, &opts(&all))).unwrap_err();
+    let err = block_on(deploy(&f.inv, other.rendered(), c, p, &opts(&all), crate::events::Events::none("deploy"))).unwrap_err();
     let DeployError::Preflight(problems) = &err else { panic!("{err}") };
     for want in [
         "m1: /etc/kubernetes/pki/ca.crt holds another cluster CA",
@@ -238,4 +238,47 @@ fn a_node_of_a_cluster_with_another_pki_is_refused_before_anything_changes() {
     }
     let r = run(&f, &opts(&all)).unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
+}
+
+#[test]
+fn a_dry_run_diff_shows_exactly_the_changed_lines_and_no_secret() {
+    let f = Fixture::new();
+    run(&f, &opts(&ETCD_LB)).unwrap();
+    let text = crate::testing::INVENTORY.replace("address = \"10.0.0.14\"\n\n[binaries]", "address = \"10.0.0.14\"\nport = 7443\n\n[binaries]");
+    let inv = crate::inventory::parse(std::path::Path::new("t.toml"), &text).unwrap();
+    let (pki, _) = crate::pki::generate(&inv, &f.pki_dir(), crate::pki::GenerateOptions::default()).unwrap();
+    let rendered = crate::render::render(&inv, &pki).unwrap();
+    f.fake.clear_events();
+    let mut o = opts(&ETCD_LB);
+    o.dry_run = true;
+    o.diff = true;
+    let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
+    let r = block_on(deploy(&inv, rendered, c, p, &o, crate::events::Events::none("deploy"))).unwrap();
+    assert_eq!(r.diffs.keys().collect::<Vec<_>>(), ["lb"], "{:#?}", r.diffs);
+    let d = &r.diffs["lb"];
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(d[0].path, "/etc/haproxy/haproxy.cfg");
+    let changed: Vec<&str> = d[0].diff.lines().filter(|l| (l.starts_with('+') || l.starts_with('-')) && !l.starts_with("+++") && !l.starts_with("---")).collect();
+    assert_eq!(changed, ["-    bind *:6443", "+    bind *:7443"], "{}", d[0].diff);
+    assert!(f.fake.events_like("install").is_empty(), "a dry run installed files");
+}
+
+#[test]
+fn diffs_mask_secrets_and_never_show_a_private_key() {
+    let f = Fixture::new();
+    let phases = [Phase::Files, Phase::Etcd, Phase::ControlPlane];
+    run(&f, &opts(&phases)).unwrap();
+    for path in ["/etc/kubernetes/admin.kubeconfig", "/etc/kubernetes/pki/apiserver.key", "/etc/kubernetes/encryption-config.yaml"] {
+        f.fake.node("m1").files.get_mut(path).unwrap().contents = b"old: x\n".to_vec();
+    }
+    let mut o = opts(&phases);
+    o.dry_run = true;
+    o.diff = true;
+    let r = run(&f, &o).unwrap();
+    let all: String = r.diffs["m1"].iter().map(|d| format!("{}\n{}\n", d.path, d.diff)).collect();
+    assert!(all.contains("/etc/kubernetes/pki/apiserver.key\nprivate key: not shown"), "{all}");
+    assert!(all.contains("client-key-data: <masked>") && all.contains("secret: <masked>"), "{all}");
+    for secret in [f.pki.cert("admin").key_pem.lines().nth(1).unwrap(), f.pki.encryption_key_b64.as_str()] {
+        assert!(!all.contains(secret), "a diff shows key material");
+    }
 }

@@ -155,9 +155,20 @@ pub struct SshSettings {
     pub port: u16,
     pub identity_file: Option<PathBuf>,
     pub known_hosts: PathBuf,
-    pub sudo: bool,
+    pub sudo: Sudo,
     pub bastion: Option<Bastion>,
     pub connect_timeout_secs: u64,
+}
+
+/// How commands become root on the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sudo {
+    /// `sudo -n` when the user is not root (`ssh.sudo = false`, the default).
+    IfNotRoot,
+    /// Always `sudo -n` (`ssh.sudo = true`).
+    Always,
+    /// sudo with the user's password, given once to hardway (`ssh.sudo = "password"`).
+    WithPassword,
 }
 
 /// A jump host: `[user@]host[:port]`; the user defaults to `ssh.user`.

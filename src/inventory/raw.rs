@@ -45,6 +45,14 @@ pub(super) struct RawLoadBalancer {
     pub port: Option<u16>,
 }
 
+/// `sudo = true | false | "password"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawSudo {
+    Flag(bool),
+    Mode(String),
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSsh {
@@ -52,7 +60,7 @@ pub(super) struct RawSsh {
     pub port: Option<u16>,
     pub identity_file: Option<String>,
     pub known_hosts: Option<String>,
-    pub sudo: Option<bool>,
+    pub sudo: Option<RawSudo>,
     pub bastion: Option<String>,
     pub connect_timeout_secs: Option<u64>,
 }

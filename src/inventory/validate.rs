@@ -12,12 +12,12 @@ use std::path::Path;
 use ipnet::{IpNet, Ipv4Net};
 use toml_edit::Document;
 
-use super::raw::{RawAddons, RawBinaries, RawCluster, RawInventory, RawNode, RawPki, RawSsh};
+use super::raw::{RawAddons, RawBinaries, RawCluster, RawInventory, RawNode, RawPki, RawSsh, RawSudo};
 use super::span::{line_col, span_of};
 use super::values::{self, LABEL_RULE, NAME_RULE, PATH_RULE};
 use super::{
     Addons, Bastion, Binaries, Cluster, Inventory, KeyAlgorithm, LoadBalancer, Metallb, Node, PkiSettings, Problem,
-    Role, SshSettings, nth_addr,
+    Role, SshSettings, Sudo, nth_addr,
 };
 use crate::components::{self, COMPONENTS, Port};
 
@@ -409,7 +409,15 @@ impl<'a> Validator<'a> {
             port,
             identity_file: s.identity_file.as_deref().map(values::expand_home),
             known_hosts: values::expand_home(s.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
-            sudo: s.sudo.unwrap_or(false),
+            sudo: match &s.sudo {
+                None | Some(RawSudo::Flag(false)) => Sudo::IfNotRoot,
+                Some(RawSudo::Flag(true)) => Sudo::Always,
+                Some(RawSudo::Mode(m)) if m == "password" => Sudo::WithPassword,
+                Some(RawSudo::Mode(m)) => {
+                    self.error("ssh.sudo", format!("{m:?} is not a sudo mode: use true, false or \"password\""));
+                    Sudo::IfNotRoot
+                }
+            },
             bastion,
             connect_timeout_secs: timeout,
         }

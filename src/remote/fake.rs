@@ -235,7 +235,7 @@ impl Remote for FakeRemote {
             fingerprints: q
                 .fingerprints
                 .iter()
-                .filter_map(|p| Some((p.clone(), crate::render::secrets_fingerprint(&String::from_utf8_lossy(&s.files.get(p)?.contents)))))
+                .filter_map(|p| Some((p.clone(), crate::render::key_hashes(&String::from_utf8_lossy(&s.files.get(p)?.contents)))))
                 .collect(),
         })
     }
@@ -359,6 +359,11 @@ impl Remote for FakeRemote {
     fn read_config(&self, path: &str) -> Result<Option<String>, RemoteError> {
         let s = self.state()?;
         Ok(s.files.get(path).map(|f| String::from_utf8_lossy(&f.contents).into_owned()))
+    }
+
+    fn read_masked(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
+        let s = self.state()?;
+        Ok(paths.iter().map(|p| (p.clone(), s.files.get(p).map(|f| crate::render::mask_secrets(&String::from_utf8_lossy(&f.contents))))).collect())
     }
 
     fn check_keys(&self, pairs: &[(String, String)]) -> Result<Vec<KeyCheck>, RemoteError> {

@@ -89,7 +89,7 @@ pub struct FactsQuery {
     pub hosts_block: String,
     /// Units whose `systemctl is-active` state is wanted.
     pub units: Vec<String>,
-    /// Encryption configs whose `render::secrets_fingerprint` is wanted.
+    /// Encryption configs whose `render::key_hashes` are wanted.
     pub fingerprints: Vec<String>,
     /// Tools whose presence on the node's PATH is wanted.
     pub tools: Vec<String>,
@@ -111,8 +111,8 @@ pub struct Facts {
     pub files: BTreeMap<String, RemoteFile>,
     /// `systemctl is-active` of each asked unit (`active`, `inactive`, `failed`, …).
     pub units: BTreeMap<String, String>,
-    /// `render::secrets_fingerprint` of each asked file that exists.
-    pub fingerprints: BTreeMap<String, String>,
+    /// `render::key_hashes` of each asked file that exists.
+    pub fingerprints: BTreeMap<String, BTreeSet<String>>,
     /// The node's cgroup hierarchy is the unified one (cgroup v2).
     pub cgroup2: bool,
     /// Bridged traffic can be made to pass iptables: br_netfilter is loaded or built in (its
@@ -255,6 +255,10 @@ pub trait Remote: Send {
     /// A configuration file that holds no secret (the kubelet's config, haproxy.cfg); none when
     /// missing.
     fn read_config(&self, path: &str) -> Result<Option<String>, RemoteError>;
+
+    /// Files as `render::mask_secrets` shows them, masked on the node (keys never leave it);
+    /// none for a missing file.
+    fn read_masked(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError>;
 
     /// For each (certificate, key): the key's mode and owner, and whether they belong together.
     fn check_keys(&self, pairs: &[(String, String)]) -> Result<Vec<KeyCheck>, RemoteError>;

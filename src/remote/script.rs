@@ -7,7 +7,6 @@
 //! embedded ones closed, escaped and reopened, which `sh` reads back byte for byte.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 /// The header line that starts a section of a script's output.
 const MARK: &str = "@@hardway:";
@@ -23,9 +22,11 @@ pub fn quote_all<'a>(words: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 /// A script under construction. Starts in the C locale, so tools print what the parsers expect.
+/// Keeps a second, redacted text for logs, where [`Script::secret`] lines are replaced.
 #[derive(Debug, Clone)]
 pub struct Script {
     text: String,
+    redacted: String,
 }
 
 impl Default for Script {
@@ -36,40 +37,50 @@ impl Default for Script {
 
 impl Script {
     pub fn new() -> Script {
-        Script { text: String::from("export LC_ALL=C\n") }
+        Script { text: String::from("export LC_ALL=C\n"), redacted: String::from("export LC_ALL=C\n") }
     }
 
     /// A script that stops at the first failing command.
     pub fn strict() -> Script {
         let mut s = Script::new();
-        s.text.push_str("set -e\n");
+        s.raw("set -e");
         s
     }
 
     /// Starts a section of the output named `name` (no white space in it).
     pub fn section(&mut self, name: &str) -> &mut Self {
         debug_assert!(!name.contains(char::is_whitespace), "section names are one word");
-        let _ = writeln!(self.text, "echo {}", quote(&format!("{MARK}{name}")));
-        self
+        self.raw(&format!("echo {}", quote(&format!("{MARK}{name}"))))
     }
 
     /// A command whose every word is quoted: `cmd(&["systemctl", "restart", unit])`.
     pub fn cmd(&mut self, words: &[&str]) -> &mut Self {
-        let _ = writeln!(self.text, "{}", quote_all(words.iter().copied()));
-        self
+        self.raw(&quote_all(words.iter().copied()))
     }
 
     /// A line of shell as written. Callers quote every value in it with [`quote`].
     pub fn raw(&mut self, line: &str) -> &mut Self {
-        self.text.push_str(line);
-        if !line.ends_with('\n') {
-            self.text.push('\n');
+        self.secret(line, line)
+    }
+
+    /// A line that carries secret data: it runs as `line`, and logs show `shown` instead.
+    pub fn secret(&mut self, line: &str, shown: &str) -> &mut Self {
+        for (buf, l) in [(&mut self.text, line), (&mut self.redacted, shown)] {
+            buf.push_str(l);
+            if !l.ends_with('\n') {
+                buf.push('\n');
+            }
         }
         self
     }
 
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// The script as logs show it.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
     }
 }
 
@@ -130,6 +141,14 @@ mod tests {
         assert_eq!(s.first("c"), Some("x"));
         assert!(!s.has("noise") && !s.has("d"));
         assert_eq!(s.text("a"), "1\n2\n");
+    }
+
+    #[test]
+    fn secret_lines_run_but_are_not_shown() {
+        let mut s = Script::new();
+        s.secret("printf '%s' 'KEY-MATERIAL' > /x", "printf '%s' <12 bytes> > /x").raw("echo done");
+        assert!(s.text().contains("KEY-MATERIAL") && !s.redacted().contains("KEY-MATERIAL"));
+        assert!(s.redacted().ends_with("printf '%s' <12 bytes> > /x\necho done\n"), "{}", s.redacted());
     }
 
     #[test]

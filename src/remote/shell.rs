@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use base64::Engine;
@@ -19,6 +20,7 @@ use super::{
     UnitOps, Upload,
 };
 use crate::plan::sha256_hex;
+use crate::runlog::RunLog;
 
 /// Carries scripts to a node and back: an SSH session, or this machine's own `sh`.
 pub trait Transport: Send {
@@ -32,20 +34,40 @@ pub trait Transport: Send {
 pub struct ShellRemote<T: Transport> {
     node: String,
     transport: T,
+    log: Option<Arc<RunLog>>,
 }
 
 impl<T: Transport> ShellRemote<T> {
     pub fn new(node: impl Into<String>, transport: T) -> ShellRemote<T> {
-        ShellRemote { node: node.into(), transport }
+        ShellRemote { node: node.into(), transport, log: None }
+    }
+
+    /// Logs every script (redacted) and what it returned.
+    pub fn with_log(mut self, log: Option<Arc<RunLog>>) -> ShellRemote<T> {
+        self.log = log;
+        self
     }
 
     pub fn transport(&self) -> &T {
         &self.transport
     }
 
+    /// Runs a script, and logs it as [`Script::redacted`] shows it.
+    fn exec(&self, script: &Script) -> Result<Output, RemoteError> {
+        let t = std::time::Instant::now();
+        let out = self.transport.run(script.text());
+        if let Some(log) = &self.log {
+            match &out {
+                Ok(o) => log.remote(&self.node, script.redacted(), Some(o.status), &o.stdout, &o.stderr, t.elapsed()),
+                Err(e) => log.remote(&self.node, script.redacted(), None, "", &e.to_string(), t.elapsed()),
+            }
+        }
+        out
+    }
+
     /// Runs a script that must succeed; its failure becomes `op`'s error with the node's stderr.
     fn run_ok(&self, op: &'static str, script: &Script) -> Result<Output, RemoteError> {
-        let out = self.transport.run(script.text())?;
+        let out = self.exec(script)?;
         if !out.ok() {
             return Err(RemoteError::failed(op, format!("exit {}: {}", out.status, out.stderr.trim())));
         }
@@ -137,11 +159,12 @@ impl<T: Transport> Remote for ShellRemote<T> {
             let files: Vec<String> = q.units.iter().map(|u| unit_file(u)).collect();
             s.section("states").raw(&format!("systemctl is-active {} 2>/dev/null; true", quote_all(files.iter().map(String::as_str))));
         }
-        // render::secrets_fingerprint, on the node: only the hash of the keys leaves it.
+        // render::key_hashes, on the node: only the hashes of the keys leave it.
         for (i, p) in q.fingerprints.iter().enumerate() {
             let p = quote(p);
             s.section(&format!("fp:{i}")).raw(&format!(
-                "[ -f {p} ] && {{ set -- $(sed -n 's/^[[:space:]]*secret:[[:space:]]*//p' {p} | LC_ALL=C sort -u | sha256sum); echo \"$1\"; }}; true"
+                "[ -f {p} ] && echo file && sed -n 's/^[[:space:]]*secret:[[:space:]]*//p' {p} | while IFS= read -r k; do \
+                 [ -n \"$k\" ] && printf '%s' \"$k\" | sha256sum; done; true"
             ));
         }
         s.section("cgroup").raw("stat -fc %T /sys/fs/cgroup 2>/dev/null; true");
@@ -181,7 +204,11 @@ impl<T: Transport> Remote for ShellRemote<T> {
                 .fingerprints
                 .iter()
                 .enumerate()
-                .filter_map(|(i, p)| Some((p.clone(), sec.first(&format!("fp:{i}"))?.to_string())))
+                .filter(|(i, _)| sec.first(&format!("fp:{i}")) == Some("file"))
+                .map(|(i, p)| {
+                    let hashes = sec.lines(&format!("fp:{i}")).iter().skip(1).filter_map(|l| l.split_whitespace().next()).map(str::to_string);
+                    (p.clone(), hashes.collect())
+                })
                 .collect(),
         })
     }
@@ -241,7 +268,7 @@ impl<T: Transport> Remote for ShellRemote<T> {
                 s.cmd(&words);
             }
         }
-        let out = self.transport.run(s.text())?;
+        let out = self.exec(&s)?;
         if !out.ok() {
             let units: Vec<String> = ops.restart.iter().chain(&ops.start).cloned().collect();
             let journal = self.journal_tail(&units, 15).unwrap_or_default();
@@ -257,7 +284,7 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let files: Vec<String> = units.iter().map(|u| unit_file(u)).collect();
         let mut s = Script::new();
         s.section("states").raw(&format!("systemctl is-active {} 2>/dev/null; true", quote_all(files.iter().map(String::as_str))));
-        let out = self.transport.run(s.text())?;
+        let out = self.exec(&s)?;
         Ok(unit_states_of(units, &Sections::parse(&out.stdout)))
     }
 
@@ -267,7 +294,7 @@ impl<T: Transport> Remote for ShellRemote<T> {
             s.raw(&format!("echo {}", quote(&format!("--- journal of {u}:"))));
             s.raw(&format!("journalctl -u {} -n {lines} --no-pager -o cat 2>&1; true", quote(&unit_file(u))));
         }
-        Ok(self.transport.run(s.text())?.stdout)
+        Ok(self.exec(&s)?.stdout)
     }
 
     fn units(&self, units: &[String]) -> Result<BTreeMap<String, UnitInfo>, RemoteError> {
@@ -277,7 +304,7 @@ impl<T: Transport> Remote for ShellRemote<T> {
             s.section(&format!("show:{u}")).raw(&format!("systemctl show -p LoadState -p ActiveState -p UnitFileState {q} 2>/dev/null; true"));
             s.section(&format!("cat:{u}")).raw(&format!("systemctl cat {q} 2>/dev/null; true"));
         }
-        let out = self.transport.run(s.text())?;
+        let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
         Ok(units
             .iter()
@@ -305,7 +332,7 @@ impl<T: Transport> Remote for ShellRemote<T> {
             s.section(&format!("cert:{i}"))
                 .raw(&format!("sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' {q} 2>/dev/null; true"));
         }
-        let out = self.transport.run(s.text())?;
+        let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
         Ok(paths
             .iter()
@@ -322,9 +349,33 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let mut s = Script::new();
         s.section("exists").raw(&format!("[ -f {q} ] && echo yes; true"));
         s.section("text").raw(&format!("cat {q} 2>/dev/null; true"));
-        let out = self.transport.run(s.text())?;
+        let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
         Ok((sec.first("exists") == Some("yes")).then(|| sec.text("text")))
+    }
+
+    fn read_masked(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
+        let fields = crate::render::SECRET_FIELDS.join("|");
+        // render::mask_secrets, in awk.
+        let program = format!(
+            "inb {{ if ($0 ~ /^-----END /) inb = 0; next }} \
+             /^-----BEGIN / {{ l = $0; sub(/^-----BEGIN /, \"\", l); sub(/-----$/, \"\", l); print \"<\" l \" masked>\"; inb = 1; next }} \
+             /^[ \t]*({fields}):[ \t]*[^ \t]/ {{ p = $0; sub(/:.*$/, \":\", p); print p \" <masked>\"; next }} \
+             {{ print }}"
+        );
+        let mut s = Script::new();
+        for (i, p) in paths.iter().enumerate() {
+            let q = quote(p);
+            s.section(&format!("exists:{i}")).raw(&format!("[ -f {q} ] && echo yes; true"));
+            s.section(&format!("text:{i}")).raw(&format!("awk {} {q} 2>/dev/null; true", quote(&program)));
+        }
+        let out = self.exec(&s)?;
+        let sec = Sections::parse(&out.stdout);
+        Ok(paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.clone(), (sec.first(&format!("exists:{i}")) == Some("yes")).then(|| sec.text(&format!("text:{i}")))))
+            .collect())
     }
 
     fn check_keys(&self, pairs: &[(String, String)]) -> Result<Vec<KeyCheck>, RemoteError> {
@@ -338,7 +389,7 @@ impl<T: Transport> Remote for ShellRemote<T> {
                  else echo no-openssl; fi"
             ));
         }
-        let out = self.transport.run(s.text())?;
+        let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
         Ok((0..pairs.len())
             .map(|i| {
@@ -359,14 +410,14 @@ impl<T: Transport> Remote for ShellRemote<T> {
     fn stat_files(&self, paths: &[String]) -> Result<BTreeMap<String, RemoteFile>, RemoteError> {
         let mut s = Script::new();
         stat_sections(&mut s, paths);
-        let out = self.transport.run(s.text())?;
+        let out = self.exec(&s)?;
         Ok(parse_stats(&Sections::parse(&out.stdout)))
     }
 
     fn haproxy_check(&self, config: &str) -> Result<Result<(), String>, RemoteError> {
         let mut s = Script::new();
         s.section("check").raw(&format!("haproxy -c -q -f {} 2>&1 && echo @@valid; true", quote(config)));
-        let out = self.transport.run(s.text())?;
+        let out = self.exec(&s)?;
         let text = Sections::parse(&out.stdout).text("check");
         Ok(if text.lines().any(|l| l == "@@valid") { Ok(()) } else { Err(text.trim().to_string()) })
     }
@@ -434,9 +485,11 @@ fn install_script(uploads: &[Upload<'_>]) -> Script {
         for (dir, files) in &by_dir {
             for u in files {
                 let tmp = format!("{}/{}", stage_of(dir), name_of(u.path));
+                // The contents are keys, kubeconfigs and configs: logs get their size and hash.
+                let shown = format!("# {} <{} bytes, sha256 {}> > {}", u.path, u.contents.len(), sha256_hex(u.contents), quote(&tmp));
                 match std::str::from_utf8(u.contents) {
                     Ok(text) if !text.contains('\0') => {
-                        s.raw(&format!("printf '%s' {} > {}", quote(text), quote(&tmp)));
+                        s.secret(&format!("printf '%s' {} > {}", quote(text), quote(&tmp)), &shown);
                     }
                     _ => {
                         let b64 = base64::engine::general_purpose::STANDARD.encode(u.contents);
@@ -446,7 +499,7 @@ fn install_script(uploads: &[Upload<'_>]) -> Script {
                             heredoc.push('\n');
                         }
                         heredoc.push_str("__HARDWAY_EOF__");
-                        s.raw(&heredoc);
+                        s.secret(&heredoc, &shown);
                     }
                 }
                 // sha256sum -c reads names as written: a path with a newline cannot be checked,
@@ -541,7 +594,7 @@ mod tests {
     }
 
     #[test]
-    fn the_node_computes_the_secrets_fingerprint_as_render_does() {
+    fn the_node_hashes_the_keys_as_render_does() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("enc.yaml");
         let text = "kind: EncryptionConfiguration\nresources:\n  - providers:\n      - aescbc:\n          keys:\n            - name: key2\n              secret: c2Vjb25k\n            - name: key1\n              secret:   Zmlyc3Q=\n      - identity: {}\n";
@@ -549,12 +602,27 @@ mod tests {
         let path = cfg.display().to_string();
         let q = FactsQuery { fingerprints: vec![path.clone(), "/nonexistent".into()], ..FactsQuery::default() };
         let facts = local().facts(&q).unwrap();
-        assert_eq!(facts.fingerprints[&path], crate::render::secrets_fingerprint(text));
-        assert_ne!(facts.fingerprints[&path], crate::render::secrets_fingerprint("secret: other\n"));
+        assert_eq!(facts.fingerprints[&path], crate::render::key_hashes(text));
+        assert_eq!(facts.fingerprints[&path].len(), 2);
+        assert_ne!(facts.fingerprints[&path], crate::render::key_hashes("secret: other\n"));
         // The same keys used by two providers are the same keys.
         let twice = format!("{text}      - secretbox:\n          keys:\n            - name: key1\n              secret: Zmlyc3Q=\n");
-        assert_eq!(crate::render::secrets_fingerprint(&twice), crate::render::secrets_fingerprint(text));
+        assert_eq!(crate::render::key_hashes(&twice), crate::render::key_hashes(text));
         assert!(!facts.fingerprints.contains_key("/nonexistent"));
+    }
+
+    #[test]
+    fn the_node_masks_secrets_as_render_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("kubeconfig");
+        let text = "apiVersion: v1\nusers:\n  - name: admin\n    user:\n      client-key-data: S0VZ\n      client-certificate-data: Q0VSVA==\nclusters:\n\t- server: https://10.0.0.1:6443\n      secret:   c2Vj\n      secret:\n-----BEGIN PRIVATE KEY-----\nS0VZIE1BVEVSSUFM\n-----END PRIVATE KEY-----\ntail: x\n";
+        std::fs::write(&f, text).unwrap();
+        let p = f.display().to_string();
+        let got = local().read_masked(std::slice::from_ref(&p)).unwrap();
+        let masked = got[&p].as_deref().unwrap();
+        assert_eq!(masked, crate::render::mask_secrets(text));
+        assert!(!masked.contains("S0VZ") && !masked.contains("c2Vj") && !masked.contains("Q0VSVA"), "{masked}");
+        assert!(masked.contains("<PRIVATE KEY masked>\ntail: x\n") && masked.contains("server: https://10.0.0.1:6443"), "{masked}");
     }
 
     #[test]

@@ -17,7 +17,9 @@ use std::time::Duration;
 use ssh2::{CheckResult, HashType, KnownHostFileKind, Session};
 
 use super::{Connector, Output, Remote, RemoteError, ShellRemote, Transport};
-use crate::inventory::{Bastion, Inventory, Node};
+use crate::inventory::{Bastion, Inventory, Node, Sudo};
+use crate::runlog::RunLog;
+use std::sync::Arc;
 
 /// How to reach one node.
 #[derive(Debug, Clone)]
@@ -25,7 +27,8 @@ pub struct Target {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub sudo: bool,
+    /// How commands become root: none when the user is root.
+    pub sudo: Option<SudoAuth>,
     pub identity_file: Option<PathBuf>,
     pub known_hosts: PathBuf,
     pub connect_timeout: Duration,
@@ -39,7 +42,11 @@ impl Target {
         Target {
             host: node.ssh_address.clone().unwrap_or_else(|| node.address.to_string()),
             port: node.ssh_port.unwrap_or(inv.ssh.port),
-            sudo: inv.ssh.sudo || user != "root",
+            sudo: match inv.ssh.sudo {
+                Sudo::WithPassword => Some(SudoAuth::Password),
+                Sudo::Always => Some(SudoAuth::NoPassword),
+                Sudo::IfNotRoot => (user != "root").then_some(SudoAuth::NoPassword),
+            },
             user,
             identity_file: inv.ssh.identity_file.clone(),
             known_hosts: inv.ssh.known_hosts.clone(),
@@ -54,7 +61,7 @@ impl Target {
             host: b.host.clone(),
             port: b.port,
             user: b.user.clone(),
-            sudo: false,
+            sudo: None,
             identity_file: self.identity_file.clone(),
             known_hosts: self.known_hosts.clone(),
             connect_timeout: self.connect_timeout,
@@ -67,6 +74,38 @@ impl Target {
         if self.port == 22 { self.host.clone() } else { format!("[{}]:{}", self.host, self.port) }
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SudoAuth {
+    /// `sudo -n`: passwordless (NOPASSWD), fails at once otherwise.
+    NoPassword,
+    /// sudo with the user's password, sent on the session's standard input.
+    Password,
+}
+
+/// The sudo password, given once to hardway; never printed, logged or put on a command line.
+#[derive(Clone)]
+pub struct SudoPassword(Arc<String>);
+
+impl SudoPassword {
+    pub fn new(p: String) -> SudoPassword {
+        SudoPassword(Arc::new(p))
+    }
+}
+
+impl std::fmt::Debug for SudoPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SudoPassword(<redacted>)")
+    }
+}
+
+/// With a sudo password: the first line of standard input is the password, read by the shell's
+/// `read` builtin (never an argument of a process). `sudo -v` gets the password alone on its own
+/// pipe (a wrong one cannot make it read the script as more attempts) and caches the
+/// credentials for its parent, this shell; then `sudo -n` runs the script from the rest of
+/// standard input. Where sudo needs no password the line is read and dropped all the same.
+const SUDO_WITH_PASSWORD: &str = "sh -c 'IFS= read -r pw; if sudo -n true 2>/dev/null; then unset pw; exec sudo -n sh -s; fi; \
+    printf \"%s\\n\" \"$pw\" | sudo -S -k -p \"\" -v || exit 1; unset pw; sudo -n sh -s'";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostKeyPolicy {
@@ -103,6 +142,7 @@ pub enum SshError {
 /// An authenticated session to one node.
 pub struct Conn {
     pub target: Target,
+    sudo_password: Option<SudoPassword>,
     sess: Session,
     /// The thread carrying this session through a bastion; it ends when `sess` closes its end.
     _tunnel: Option<std::thread::JoinHandle<()>>,
@@ -166,13 +206,33 @@ impl Conn {
         authenticate(&sess, t)?;
         sess.set_timeout(COMMAND_TIMEOUT.as_millis() as u32);
         sess.set_keepalive(true, 15);
-        Ok(Conn { target: t.clone(), sess, _tunnel: tunnel })
+        Ok(Conn { target: t.clone(), sudo_password: None, sess, _tunnel: tunnel })
     }
 
-    /// Runs `script` with `sh -s` as root (via `sudo -n` for other users).
+    /// The password for `SudoAuth::Password`.
+    pub fn with_sudo_password(mut self, password: Option<SudoPassword>) -> Conn {
+        self.sudo_password = password;
+        self
+    }
+
+    /// Runs `script` with `sh -s` as root (through sudo as the target says).
     pub fn script(&self, script: &str) -> Result<Output, SshError> {
-        let cmd = if self.target.sudo { "sudo -n sh -s" } else { "sh -s" };
-        self.exec(cmd, script.as_bytes())
+        match self.target.sudo {
+            None => self.exec("sh -s", script.as_bytes()),
+            Some(SudoAuth::NoPassword) => self.exec("sudo -n sh -s", script.as_bytes()),
+            Some(SudoAuth::Password) => {
+                let pw = self.sudo_password.as_ref().ok_or_else(|| SshError::Auth {
+                    user: self.target.user.clone(),
+                    host: self.target.host.clone(),
+                    reason: "ssh.sudo = \"password\" but no password was given".into(),
+                })?;
+                let mut input = Vec::with_capacity(pw.0.len() + 1 + script.len());
+                input.extend_from_slice(pw.0.as_bytes());
+                input.push(b'\n');
+                input.extend_from_slice(script.as_bytes());
+                self.exec(SUDO_WITH_PASSWORD, &input)
+            }
+        }
     }
 
     fn exec(&self, cmd: &str, stdin: &[u8]) -> Result<Output, SshError> {
@@ -190,12 +250,12 @@ impl Conn {
         ch.stderr().read_to_string(&mut stderr).map_err(|e| err("reading errors", &e))?;
         ch.wait_close().map_err(|e| err("closing", &e))?;
         let status = ch.exit_status().map_err(|e| err("exit status", &e))?;
-        if self.target.sudo && status == 1 && stderr.contains("sudo: a password is required") {
-            return Err(SshError::Auth {
-                user: self.target.user.clone(),
-                host: self.target.host.clone(),
-                reason: "sudo asks for a password; hardway needs passwordless sudo (NOPASSWD)".into(),
-            });
+        let auth = |reason: &str| SshError::Auth { user: self.target.user.clone(), host: self.target.host.clone(), reason: reason.into() };
+        if self.target.sudo == Some(SudoAuth::NoPassword) && status == 1 && stderr.contains("sudo: a password is required") {
+            return Err(auth("sudo asks for a password: set ssh.sudo = \"password\" in the inventory, or allow NOPASSWD"));
+        }
+        if self.target.sudo == Some(SudoAuth::Password) && status == 1 && stderr.contains("incorrect password") {
+            return Err(auth("sudo refused the password"));
         }
         Ok(Output { status, stdout, stderr })
     }
@@ -468,17 +528,31 @@ impl Transport for Conn {
 pub struct SshConnector {
     inv: Inventory,
     policy: HostKeyPolicy,
+    log: Option<Arc<RunLog>>,
+    sudo_password: Option<SudoPassword>,
 }
 
 impl SshConnector {
     pub fn new(inv: &Inventory, policy: HostKeyPolicy) -> SshConnector {
-        SshConnector { inv: inv.clone(), policy }
+        SshConnector { inv: inv.clone(), policy, log: None, sudo_password: None }
+    }
+
+    /// The password for `ssh.sudo = "password"`.
+    pub fn with_sudo_password(mut self, password: Option<SudoPassword>) -> SshConnector {
+        self.sudo_password = password;
+        self
+    }
+
+    /// Logs every script sent, redacted, and its output.
+    pub fn with_log(mut self, log: Option<Arc<RunLog>>) -> SshConnector {
+        self.log = log;
+        self
     }
 }
 
 impl Connector for SshConnector {
     fn connect(&self, node: &Node) -> Result<Box<dyn Remote>, RemoteError> {
-        let conn = Conn::connect(&Target::for_node(&self.inv, node), self.policy)?;
-        Ok(Box::new(ShellRemote::new(node.name.clone(), conn)))
+        let conn = Conn::connect(&Target::for_node(&self.inv, node), self.policy)?.with_sudo_password(self.sudo_password.clone());
+        Ok(Box::new(ShellRemote::new(node.name.clone(), conn).with_log(self.log.clone())))
     }
 }

@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::events::{Events, Status as EventStatus};
 use crate::inventory::Inventory;
 use crate::pki::CaId;
 use crate::probe::{EtcdAuth, NetProbe, Probe, api_tls_config};
@@ -160,12 +161,19 @@ pub async fn verify(
     probe: Arc<dyn Probe>,
     api_error: Option<String>,
     parallel: usize,
+    events: Events,
 ) -> Vec<Check> {
     let creds = Arc::new(creds);
     let inv_arc = Arc::new(inv.clone());
     let work: Vec<host::HostWork> = inv.nodes.iter().map(host::HostWork::new).collect();
-    let (i2, c2) = (inv_arc.clone(), creds.clone());
-    let work = fan_out(work, parallel, move |h| host::run(&i2, &c2, connector.as_ref(), h)).await;
+    let (i2, c2, ev) = (inv_arc.clone(), creds.clone(), events.clone());
+    let work = fan_out(work, parallel, move |h| {
+        let step = ev.start(Some(&h.node.name), None, "checks over SSH");
+        host::run(&i2, &c2, connector.as_ref(), h);
+        let failed = h.checks.iter().filter(|c| c.status == Status::Fail).count();
+        step.done(if failed == 0 { EventStatus::Ok } else { EventStatus::Failed }, Some(format!("{} checks, {failed} failed", h.checks.len())));
+    })
+    .await;
 
     let mut checks: Vec<Check> = work.iter().flat_map(|h| h.checks.clone()).collect();
     cluster::encryption_consistency(inv, &work, &mut checks);
@@ -173,6 +181,20 @@ pub async fn verify(
     checks.extend(cluster::etcd(inv, probe.as_ref(), creds.etcd.is_some()).await);
     checks.extend(cluster::api(inv, probe.as_ref(), creds.admin.is_some() && creds.cas.contains_key(&CaId::Kubernetes), api_error, &work).await);
     checks.sort_by(|a, b| (&a.host, &a.check).cmp(&(&b.host, &b.check)));
+    for c in &checks {
+        let (status, message) = match c.status {
+            Status::Pass => (EventStatus::Ok, c.detail.clone()),
+            Status::Warn => (EventStatus::Ok, format!("WARN: {}", c.detail)),
+            Status::Fail => (EventStatus::Failed, c.detail.clone()),
+            Status::Skip => (EventStatus::Skipped, c.detail.clone()),
+        };
+        let host = inv.nodes.iter().any(|n| n.name == c.host).then_some(c.host.as_str());
+        events.emit(host, None, &c.check, status, None, Some(message));
+    }
+    let count = |st: Status| checks.iter().filter(|c| c.status == st).count();
+    let failed: std::collections::BTreeSet<String> = checks.iter().filter(|c| c.status == Status::Fail).map(|c| c.host.clone()).collect();
+    let counts = [("pass", count(Status::Pass)), ("warn", count(Status::Warn)), ("fail", count(Status::Fail)), ("skip", count(Status::Skip))];
+    events.summary(failed.is_empty(), inv.nodes.len(), failed.into_iter().collect(), counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
     checks
 }
 

@@ -17,7 +17,7 @@ fn deployed(phases: &[Phase]) -> Fixture {
     let f = Fixture::new();
     let o = DeployOptions { phases: phases.to_vec(), ..DeployOptions::default() };
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
-    let r = block_on(deploy(&f.inv, f.rendered(), c, p, &o)).unwrap();
+    let r = block_on(deploy(&f.inv, f.rendered(), c, p, &o, crate::events::Events::none("deploy"))).unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
     f.fake.node("lb").sockets.insert("/run/haproxy/admin.sock".into(), STATS.into());
     f
@@ -27,7 +27,7 @@ fn checks(f: &Fixture) -> Vec<Check> {
     let creds = Credentials::load(&VerifyOptions::new(f.pki_dir())).unwrap();
     assert!(creds.etcd.is_some() && creds.admin.is_some());
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
-    block_on(verify(&f.inv, creds, c, p, None, 8))
+    block_on(verify(&f.inv, creds, c, p, None, 8, crate::events::Events::none("verify")))
 }
 
 fn find<'a>(cs: &'a [Check], host: &str, check: &str) -> &'a Check {

@@ -30,3 +30,37 @@ fn the_inventory_is_an_argument_or_an_option_for_every_command() {
     let o = run(hardway().args(["validate", "a.toml", "-i", "b.toml"]));
     assert_eq!(o.status.code(), Some(2), "both forms at once are refused");
 }
+
+#[test]
+fn completions_and_the_manual_come_from_the_command_definitions() {
+    let bash = ok(hardway().args(["completions", "bash"]));
+    assert!(bash.contains("complete -F") && bash.contains("deploy") && bash.contains("--accept-new-host-keys"), "{bash}");
+    for shell in ["zsh", "fish"] {
+        assert!(ok(hardway().args(["completions", shell])).contains("verify"), "{shell}");
+    }
+    let man = ok(hardway().arg("man"));
+    assert!(man.starts_with(".ie") || man.contains(".TH hardway"), "{man}");
+    assert!(man.contains("deploy") && man.contains("verify"), "{man}");
+}
+
+#[test]
+fn logs_names_the_newest_run_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // A run that fails early still leaves its log (verify of an unreachable cluster).
+    let o = run(hardway().env("XDG_STATE_HOME", &state).args(["logs"]));
+    assert_eq!(o.status.code(), Some(1), "no log yet");
+    // One node on loopback where nothing listens: refused at once, no traffic leaves the host.
+    let inv = dir.path().join("loopback.toml");
+    std::fs::write(
+        &inv,
+        "[cluster]\nname = \"l\"\nkubernetes_version = \"1.37.1\"\nservice_cidr = \"10.32.0.0/24\"\npod_cidr = \"10.200.0.0/16\"\n\
+         [[nodes]]\nname = \"m1\"\naddress = \"127.0.0.46\"\nroles = [\"master\"]\n",
+    )
+    .unwrap();
+    let _ = run(hardway().env("XDG_STATE_HOME", &state).args(["verify", "--pki", "/nonexistent", "--parallel", "1"]).arg(&inv).args(["--output", "jsonl"]));
+    let path = ok(hardway().env("XDG_STATE_HOME", &state).arg("logs"));
+    let path = std::path::PathBuf::from(path.trim());
+    assert!(path.starts_with(state.join("hardway/logs")) && path.is_file(), "{}", path.display());
+    assert_eq!(mode(&path), 0o600);
+}

@@ -53,6 +53,9 @@ fn deploy_etcd_and_lb_to_the_lab() {
     preflight_names_a_busy_port(&t);
     the_real_deploy_brings_up_etcd_and_haproxy(&t);
     a_second_deploy_restarts_nothing(&t);
+    the_event_stream_and_the_log_account_for_everything_and_hold_no_secret(&t);
+    a_dry_run_diff_shows_exactly_the_changed_lines(&t);
+    a_user_whose_sudo_needs_a_password_deploys(&t);
     let san_inv = a_new_san_restarts_only_its_member(&t);
     a_bastion_carries_every_session(&t, &san_inv);
     a_stopped_node_fails_alone(&t, &san_inv);
@@ -182,6 +185,99 @@ fn a_second_deploy_restarts_nothing(t: &TestLab) {
     assert_eq!(active_since(t), since, "a unit restarted on a no-change deploy");
     let o = t.deploy(&t.inv_path, &ETCD_LB);
     assert!(String::from_utf8_lossy(&o.stdout).contains("0 changes, 0 restarts, 0 of 5 hosts failed"));
+}
+
+/// Every secret in the PKI directory, as lines that must never appear in output or logs: each
+/// base64 line of every private key, the encryption key.
+fn secrets(t: &TestLab) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in files_below(&t.pki) {
+        let text = std::fs::read_to_string(t.pki.join(&f)).unwrap();
+        if f.extension().is_some_and(|e| e == "key") {
+            out.extend(text.lines().filter(|l| !l.starts_with("-----") && l.len() > 20).map(str::to_string));
+        } else if f.file_name().is_some_and(|n| n == "encryption.key") {
+            out.push(text.trim().to_string());
+        }
+    }
+    assert!(out.len() > 20, "the PKI has keys: {out:?}");
+    out
+}
+
+/// `--output jsonl`: every line parses, the last is the summary, and there is an event for every
+/// host in every phase. The run's log has every script and its output, and no secret.
+fn the_event_stream_and_the_log_account_for_everything_and_hold_no_secret(t: &TestLab) {
+    let log = t.dir.path().join("run.log");
+    let o = t.deploy(&t.inv_path, &["--phases", "files,etcd,lb", "--output", "jsonl", "--log-file", log.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.iter().all(|e| e["schema"] == 1 && e["command"] == "deploy" && e["ts"].as_str().is_some_and(|t| t.ends_with('Z'))));
+    let summary = lines.last().unwrap();
+    assert_eq!((summary["kind"].as_str(), summary["ok"].as_bool()), (Some("summary"), Some(true)), "{summary}");
+    for n in &t.inv.nodes {
+        for phase in ["preflight", "files", "etcd", "lb"] {
+            assert!(
+                lines.iter().any(|e| e["host"] == n.name.as_str() && e["phase"] == phase),
+                "no event for {} in {phase}", n.name
+            );
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.starts_with("###### hardway ") && text.contains("inventory: ") && text.contains("sha256:"), "{text}");
+    assert!(text.contains("--- ") && text.contains("  > systemctl is-active"), "the scripts are not in the log");
+    assert_eq!(mode(&log), 0o600);
+    for s in secrets(t) {
+        assert!(!text.contains(&s), "the log holds key material");
+    }
+}
+
+/// `--dry-run --diff` after a change of the load balancer's port: exactly the changed line.
+fn a_dry_run_diff_shows_exactly_the_changed_lines(t: &TestLab) {
+    let port_inv = t.dir.path().join("port.toml");
+    std::fs::write(&port_inv, t.inv_text.replacen("port = 6443", "port = 6444", 1)).unwrap();
+    let o = t.deploy(&port_inv, &["--phases", "etcd,lb", "--dry-run", "--diff"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}
+{}", String::from_utf8_lossy(&o.stderr));
+    let changed: Vec<&str> = out.lines().filter(|l| (l.starts_with("+ ") || l.starts_with("- ") || l.starts_with("+    ") || l.starts_with("-    ")) && !l.starts_with("+++") && !l.starts_with("---")).collect();
+    assert!(out.contains("=== lab-lb: /etc/haproxy/haproxy.cfg"), "{out}");
+    assert_eq!(changed, ["-    bind *:6443", "+    bind *:6444"], "{out}");
+    for s in secrets(t) {
+        assert!(!out.contains(&s), "a diff shows key material");
+    }
+}
+
+/// A user whose sudo asks for a password: given once in HARDWAY_SUDO_PASSWORD, never on a
+/// command line or in the log; a wrong one is refused and changes nothing.
+fn a_user_whose_sudo_needs_a_password_deploys(t: &TestLab) {
+    let password = "c0rrect-horse-Battery";
+    for n in &t.inv.nodes {
+        t.ssh_ok(&n.name, &format!(
+            "id student >/dev/null 2>&1 || useradd -m -s /bin/sh student; echo 'student:{password}' | chpasswd;              echo 'student ALL=(ALL:ALL) ALL' > /etc/sudoers.d/student; chmod 440 /etc/sudoers.d/student;              install -d -m 700 -o student -g student ~student/.ssh; install -m 600 -o student -g student /root/.ssh/authorized_keys ~student/.ssh/"
+        ));
+    }
+    // Something only root can fix.
+    t.ssh_ok("lab-m2", "chmod 640 /etc/etcd/pki/server.key");
+    let sudo_inv = t.dir.path().join("sudo.toml");
+    std::fs::write(&sudo_inv, t.inv_text.replacen("user = \"root\"", "user = \"student\"\nsudo = \"password\"", 1)).unwrap();
+    let wrong = run(t.deploy_command(&sudo_inv, &["--phases", "etcd,lb"]).env("HARDWAY_SUDO_PASSWORD", "wrong"));
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("sudo refused the password"), "{}", String::from_utf8_lossy(&wrong.stderr));
+    assert_eq!(t.ssh_ok("lab-m2", "stat -c %a /etc/etcd/pki/server.key"), "640");
+    let log = t.dir.path().join("sudo.log");
+    let o = run(t.deploy_command(&sudo_inv, &["--phases", "etcd,lb", "--log-file", log.to_str().unwrap()]).env("HARDWAY_SUDO_PASSWORD", password));
+    assert!(o.status.success(), "{}
+{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(t.ssh_ok("lab-m2", "stat -c '%a %U' /etc/etcd/pki/server.key"), "600 root");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(password), "the sudo password is in the log");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(password) && !String::from_utf8_lossy(&o.stderr).contains(password));
+    // The password never was an argument of a process on the node.
+    let auth = t.ssh_ok("lab-m2", "journalctl --no-pager -o cat | grep -c 'COMMAND=' || true");
+    assert!(auth.parse::<u32>().unwrap() > 0, "sudo was not used");
+    assert_eq!(t.ssh_ok("lab-m2", &format!("journalctl --no-pager -o cat | grep -c -F '{password}' || true")), "0");
 }
 
 /// A new SAN for lab-m1: only its etcd certificates are replaced, only its etcd restarts.

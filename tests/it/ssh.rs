@@ -67,7 +67,7 @@ impl Sshd {
             host: "127.0.0.1".into(),
             port: self.port,
             user: "root".into(),
-            sudo: false,
+            sudo: None,
             identity_file: Some(self.dir.path().join("client")),
             known_hosts: known_hosts.to_path_buf(),
             connect_timeout: Duration::from_secs(5),

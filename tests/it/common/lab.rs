@@ -135,7 +135,14 @@ impl TestLab {
     }
 
     pub fn deploy(&self, inv: &Path, args: &[&str]) -> Output {
-        run(hardway().arg("deploy").arg(inv).arg("--pki").arg(&self.pki).args(["--etcd-timeout", "90"]).args(args))
+        run(&mut self.deploy_command(inv, args))
+    }
+
+    /// `hardway deploy` with this lab's PKI, to add environment or run as is.
+    pub fn deploy_command(&self, inv: &Path, args: &[&str]) -> Command {
+        let mut c = hardway();
+        c.arg("deploy").arg(inv).arg("--pki").arg(&self.pki).args(["--etcd-timeout", "90"]).args(args);
+        c
     }
 
     pub fn deploy_json(&self, inv: &Path, args: &[&str]) -> serde_json::Value {
