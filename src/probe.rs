@@ -106,6 +106,13 @@ impl EtcdAuth {
     }
 }
 
+/// An etcd client for the one member at `address` (never several: a client given several
+/// endpoints answers for whichever it picked).
+pub async fn etcd_client(auth: &EtcdAuth, address: IpAddr, port: u16, timeout: Duration) -> Result<Client, String> {
+    let url = format!("https://{}:{port}", host_for_url(address));
+    Client::connect([url.as_str()], Some(auth.connect_options(timeout))).await.map_err(|e| format!("{url}: {e}"))
+}
+
 /// An mTLS client configuration for the API servers: the cluster CA and a client certificate.
 pub fn api_tls_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::pem::PemObject;
@@ -144,8 +151,7 @@ impl NetProbe {
 
     async fn etcd_client(&self, address: IpAddr, timeout: Duration) -> Result<Client, String> {
         let auth = self.etcd.as_ref().ok_or("no etcd client certificate")?;
-        let url = format!("https://{}:{}", host_for_url(address), self.etcd_port);
-        Client::connect([url.as_str()], Some(auth.connect_options(timeout))).await.map_err(|e| format!("{url}: {e}"))
+        etcd_client(auth, address, self.etcd_port, timeout).await
     }
 }
 

@@ -49,7 +49,7 @@ fn ops(h: &mut Host, unit: &str, restart: bool, no_block: bool) -> UnitOps {
     let daemon_reload = h.plan().daemon_reload && !h.reloaded;
     h.reloaded |= daemon_reload;
     let (restart, start) = if restart { (vec![unit.to_string()], vec![]) } else { (vec![], vec![unit.to_string()]) };
-    UnitOps { daemon_reload, restart, start, no_block }
+    UnitOps { daemon_reload, restart, start, no_block, ..UnitOps::default() }
 }
 
 /// Runs `ops` on the host and, unless `no_block`, checks that the unit is active afterwards.

@@ -69,6 +69,10 @@ pub struct NodeState {
     pub sockets: BTreeMap<String, String>,
     /// CRDs the API server on this node knows (for `apply`'s CRD condition).
     pub crds: BTreeSet<String>,
+    /// Directories that exist (data dirs), besides the files' parents.
+    pub dirs: BTreeSet<String>,
+    /// What `install_files` placed, for reset.
+    pub placed: BTreeSet<String>,
 }
 
 impl NodeState {
@@ -123,6 +127,8 @@ impl FakeCluster {
                 systemctl_error: None,
                 sockets: BTreeMap::new(),
                 crds: BTreeSet::new(),
+                dirs: BTreeSet::new(),
+                placed: BTreeSet::new(),
             };
             nodes.insert(n.name.clone(), Arc::new(Mutex::new(state)));
         }
@@ -240,8 +246,83 @@ impl Remote for FakeRemote {
         })
     }
 
+    fn move_aside(&self, path: &str, suffix: &str) -> Result<Option<String>, RemoteError> {
+        let mut s = self.state()?;
+        let moved: Vec<String> = s.files.keys().filter(|p| *p == path || p.starts_with(&format!("{path}/"))).cloned().collect();
+        if moved.is_empty() && !s.dirs.contains(path) {
+            return Ok(None);
+        }
+        let mut to = format!("{path}.{suffix}");
+        let mut n = 1;
+        while s.dirs.contains(&to) || s.files.contains_key(&to) {
+            to = format!("{path}.{suffix}.{n}");
+            n += 1;
+        }
+        for p in moved {
+            let f = s.files.remove(&p).expect("listed");
+            s.files.insert(format!("{to}{}", &p[path.len()..]), f);
+        }
+        if s.dirs.remove(path) {
+            s.dirs.insert(to.clone());
+        }
+        drop(s);
+        self.record(format!("move {path} to {to}"));
+        Ok(Some(to))
+    }
+
+    fn remove_paths(&self, paths: &[String]) -> Result<(), RemoteError> {
+        let mut s = self.state()?;
+        for p in paths {
+            s.files.retain(|f, _| f != p && !f.starts_with(&format!("{p}/")));
+            s.dirs.remove(p);
+        }
+        drop(s);
+        self.record(format!("remove {}", paths.join(" ")));
+        Ok(())
+    }
+
+    fn placed_files(&self) -> Result<Vec<String>, RemoteError> {
+        Ok(self.state()?.placed.iter().cloned().collect())
+    }
+
+    fn restore_etcd(&self, r: &super::EtcdRestore<'_>) -> Result<(), RemoteError> {
+        let mut s = self.state()?;
+        if s.dirs.contains(r.data_dir) {
+            return Err(RemoteError::failed("restoring the etcd snapshot", "the data dir is not empty: move it aside first"));
+        }
+        let Some(snap) = s.files.get(r.snapshot).cloned() else {
+            return Err(RemoteError::failed("restoring the etcd snapshot", format!("{}: no such file", r.snapshot)));
+        };
+        s.dirs.insert(r.data_dir.to_string());
+        s.files.insert(format!("{}/member/snap/db", r.data_dir), snap);
+        drop(s);
+        self.record(format!("restore etcd into {} as {} ({})", r.data_dir, r.name, r.token));
+        Ok(())
+    }
+
+    fn remove_hosts_block(&self, cluster: &str, target: &str) -> Result<(), RemoteError> {
+        let mut s = self.state()?;
+        let Some(f) = s.files.get_mut(target) else { return Ok(()) };
+        let (begin, end) = (format!("# BEGIN hardway {cluster}"), format!("# END hardway {cluster}"));
+        let mut skip = false;
+        let mut text = String::new();
+        for l in String::from_utf8_lossy(&f.contents).lines() {
+            skip |= l == begin;
+            if !skip {
+                text.push_str(l);
+                text.push('\n');
+            }
+            skip &= l != end;
+        }
+        f.contents = text.into_bytes();
+        drop(s);
+        self.record("remove hosts block");
+        Ok(())
+    }
+
     fn install_files(&self, uploads: &[Upload<'_>]) -> Result<(), RemoteError> {
         let mut s = self.state()?;
+        s.placed.extend(uploads.iter().map(|u| u.path.to_string()));
         for u in uploads {
             if u.metadata_only {
                 let f = s.files.get_mut(u.path).ok_or_else(|| RemoteError::failed("installing files", format!("{}: no such file", u.path)))?;
@@ -291,6 +372,18 @@ impl Remote for FakeRemote {
             events.push("daemon-reload".to_string());
         }
         let mut failed = Vec::new();
+        for u in &ops.stop {
+            if let Some(unit) = s.units.get_mut(u).filter(|x| x.active) {
+                unit.active = false;
+                events.push(format!("stop {u}"));
+            }
+        }
+        for u in &ops.disable {
+            if let Some(unit) = s.units.get_mut(u).filter(|x| x.enabled) {
+                unit.enabled = false;
+                events.push(format!("disable {u}"));
+            }
+        }
         for (restart, units) in [(true, &ops.restart), (false, &ops.start)] {
             for u in units {
                 if !s.unit_loaded(u) {

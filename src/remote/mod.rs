@@ -140,9 +140,17 @@ pub struct Upload<'a> {
     pub metadata_only: bool,
 }
 
-/// A batch of systemctl work on one node.
+/// Where a node lists every file hardway placed on it, so that `reset` removes exactly those.
+pub const PLACED: &str = "/var/lib/hardway/placed";
+
+/// A batch of systemctl work on one node, done in this order: stop, disable, daemon-reload,
+/// enable and restart, enable and start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitOps {
+    /// Stopped (first).
+    pub stop: Vec<String>,
+    /// Disabled: they no longer start at boot.
+    pub disable: Vec<String>,
     pub daemon_reload: bool,
     /// Enabled, then restarted.
     pub restart: Vec<String>,
@@ -155,7 +163,7 @@ pub struct UnitOps {
 
 impl UnitOps {
     pub fn is_empty(&self) -> bool {
-        !self.daemon_reload && self.restart.is_empty() && self.start.is_empty()
+        !self.daemon_reload && self.restart.is_empty() && self.start.is_empty() && self.stop.is_empty() && self.disable.is_empty()
     }
 }
 
@@ -203,6 +211,20 @@ pub struct HostsBlock<'a> {
     pub source: &'a str,
     /// The file it is merged into (`/etc/hosts`).
     pub target: &'a str,
+}
+
+/// `etcdutl snapshot restore` (or `etcdctl` where there is no etcdutl) of a snapshot already
+/// on the node, into an empty data dir.
+#[derive(Debug, Clone)]
+pub struct EtcdRestore<'a> {
+    pub snapshot: &'a str,
+    pub name: &'a str,
+    pub initial_cluster: &'a str,
+    pub token: &'a str,
+    pub peer_url: &'a str,
+    pub data_dir: &'a str,
+    /// Where etcd's own tools may be besides the PATH (`binaries.remote_dir`).
+    pub bin_dir: &'a str,
 }
 
 /// Manifests to apply with kubectl on a node, once the API server answers.
@@ -274,6 +296,22 @@ pub trait Remote: Send {
 
     /// Applies manifests with kubectl once the API server is ready.
     fn apply(&self, apply: &Apply<'_>) -> Result<(), RemoteError>;
+
+    /// Renames `path` to `path.SUFFIX` (never deletes): the new name, or none when `path` does
+    /// not exist.
+    fn move_aside(&self, path: &str, suffix: &str) -> Result<Option<String>, RemoteError>;
+
+    /// Removes files and directories (reset, and the copies restore uploads).
+    fn remove_paths(&self, paths: &[String]) -> Result<(), RemoteError>;
+
+    /// The files hardway placed on the node ([`PLACED`]).
+    fn placed_files(&self) -> Result<Vec<String>, RemoteError>;
+
+    /// Restores an etcd snapshot into a member's (empty) data dir.
+    fn restore_etcd(&self, r: &EtcdRestore<'_>) -> Result<(), RemoteError>;
+
+    /// Removes the cluster's block from the hosts file, keeping every other line.
+    fn remove_hosts_block(&self, cluster: &str, target: &str) -> Result<(), RemoteError>;
 }
 
 /// Opens a [`Remote`] for a node.

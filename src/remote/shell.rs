@@ -136,6 +136,62 @@ impl<T: Transport> Remote for ShellRemote<T> {
         &self.node
     }
 
+    fn move_aside(&self, path: &str, suffix: &str) -> Result<Option<String>, RemoteError> {
+        let (p, to) = (quote(path), quote(&format!("{path}.{suffix}")));
+        let mut s = Script::strict();
+        // Never onto something that exists: a second move gets a number.
+        s.raw(&format!(
+            "if [ -e {p} ] || [ -L {p} ]; then t={to}; n=1; while [ -e \"$t\" ]; do t={to}.$n; n=$((n+1)); done; mv -- {p} \"$t\"; echo \"$t\"; fi"
+        ));
+        let out = self.run_ok("moving aside", &s)?;
+        Ok(out.stdout.lines().next().map(str::to_string))
+    }
+
+    fn remove_paths(&self, paths: &[String]) -> Result<(), RemoteError> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let mut s = Script::strict();
+        s.raw(&format!("rm -rf --one-file-system -- {}", quote_all(paths.iter().map(String::as_str))));
+        self.run_ok("removing files", &s).map(|_| ())
+    }
+
+    fn placed_files(&self) -> Result<Vec<String>, RemoteError> {
+        Ok(self.read_config(super::PLACED)?.map(|t| t.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()).unwrap_or_default())
+    }
+
+    fn restore_etcd(&self, r: &super::EtcdRestore<'_>) -> Result<(), RemoteError> {
+        let args = format!(
+            "snapshot restore {} --name {} --initial-cluster {} --initial-cluster-token {} --initial-advertise-peer-urls {} --data-dir {}",
+            quote(r.snapshot),
+            quote(r.name),
+            quote(r.initial_cluster),
+            quote(r.token),
+            quote(r.peer_url),
+            quote(r.data_dir)
+        );
+        let mut s = Script::strict();
+        s.raw(&format!("export PATH=\"$PATH\":{}", quote(r.bin_dir)));
+        s.raw(&format!("if [ -e {} ]; then echo 'the data dir is not empty: move it aside first' >&2; exit 1; fi", quote(r.data_dir)));
+        // etcdutl since etcd 3.5; etcdctl's restore before it.
+        s.raw(&format!("if command -v etcdutl >/dev/null; then etcdutl {args}; else ETCDCTL_API=3 etcdctl {args}; fi"));
+        self.run_ok("restoring the etcd snapshot", &s).map(|_| ())
+    }
+
+    fn remove_hosts_block(&self, cluster: &str, target: &str) -> Result<(), RemoteError> {
+        let (begin, end, t) = (quote(&format!("# BEGIN hardway {cluster}")), quote(&format!("# END hardway {cluster}")), quote(target));
+        let tmp = quote(&format!("{target}.hardway-tmp"));
+        let mut s = Script::strict();
+        s.raw(&format!("[ -f {t} ] || exit 0"));
+        s.raw(&format!("grep -qxF {begin} {t} || exit 0"));
+        s.raw(&format!("awk -v b={begin} -v e={end} '$0==b{{skip=1}} !skip{{print}} $0==e{{skip=0}}' {t} > {tmp}"));
+        s.raw(&format!("chmod 644 {tmp}"));
+        s.raw(&format!(
+            "if grep -q \" $(realpath {t}) \" /proc/self/mountinfo 2>/dev/null; then cat {tmp} > {t}; rm -f {tmp}; else mv -f {tmp} {t}; fi"
+        ));
+        self.run_ok("updating the hosts file", &s).map(|_| ())
+    }
+
     fn facts(&self, q: &FactsQuery) -> Result<Facts, RemoteError> {
         let begin = quote(&format!("^# BEGIN hardway {}$", q.hosts_block));
         let mut s = Script::new();
@@ -251,6 +307,15 @@ impl<T: Transport> Remote for ShellRemote<T> {
             return Ok(());
         }
         let mut s = Script::strict();
+        for (verb, units) in [("stop", &ops.stop), ("disable", &ops.disable)] {
+            if !units.is_empty() {
+                let files: Vec<String> = units.iter().map(|u| unit_file(u)).collect();
+                let mut words = vec!["systemctl", verb, "--quiet"];
+                words.extend(files.iter().map(String::as_str));
+                // A unit that is not there is already stopped and disabled.
+                s.raw(&format!("{} 2>/dev/null || true", quote_all(words.iter().copied())));
+            }
+        }
         if ops.daemon_reload {
             s.cmd(&["systemctl", "daemon-reload"]);
         }
@@ -525,6 +590,11 @@ fn install_script(uploads: &[Upload<'_>]) -> Script {
     if !stages.is_empty() {
         s.raw(&format!("rmdir {}", stages.join(" ")));
     }
+    // What reset removes: every path hardway ever placed here, once each.
+    let placed = quote(super::PLACED);
+    s.raw(&format!("(umask 022; mkdir -p {})", quote(super::PLACED.rsplit_once('/').map(|(d, _)| d).unwrap_or("/"))));
+    s.raw(&format!("printf '%s\\n' {} >> {placed}", quote_all(uploads.iter().map(|u| u.path))));
+    s.raw(&format!("sort -u -o {placed} {placed}"));
     s
 }
 

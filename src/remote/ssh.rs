@@ -102,10 +102,11 @@ impl std::fmt::Debug for SudoPassword {
 /// With a sudo password: the first line of standard input is the password, read by the shell's
 /// `read` builtin (never an argument of a process). `sudo -v` gets the password alone on its own
 /// pipe (a wrong one cannot make it read the script as more attempts) and caches the
-/// credentials for its parent, this shell; then `sudo -n` runs the script from the rest of
+/// credentials (without a terminal, for its parent process: this shell); then `sudo -n`, also
+/// this shell's child, runs the script from the rest of
 /// standard input. Where sudo needs no password the line is read and dropped all the same.
 const SUDO_WITH_PASSWORD: &str = "sh -c 'IFS= read -r pw; if sudo -n true 2>/dev/null; then unset pw; exec sudo -n sh -s; fi; \
-    printf \"%s\\n\" \"$pw\" | sudo -S -k -p \"\" -v || exit 1; unset pw; sudo -n sh -s'";
+    printf \"%s\\n\" \"$pw\" | sudo -S -p \"\" -v || exit 1; unset pw; sudo -n sh -s'";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostKeyPolicy {
