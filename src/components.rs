@@ -62,6 +62,14 @@ impl fmt::Display for Phase {
     }
 }
 
+/// etcd's data: moved aside (never deleted) by restore, reset and a member that rejoins.
+pub const ETCD_DATA_DIR: &str = "/var/lib/etcd";
+
+/// How a member joining a running cluster first meets it: written by deploy for that first
+/// start only (`ETCD_INITIAL_CLUSTER_STATE=existing` and the members it joins); etcd.service
+/// reads it after the rendered `/etc/etcd/etcd.env`, so its values win.
+pub const ETCD_JOIN_ENV: &str = "/var/lib/hardway/etcd-join.env";
+
 /// A component, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod components;
+pub mod day2;
 pub mod deploy;
 pub mod events;
 pub mod inventory;

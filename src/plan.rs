@@ -92,7 +92,7 @@ pub fn plan_host(rendered: &Rendered, host: &str, remote: &BTreeMap<String, Remo
     // A metadata fix does not change what a unit reads, so it restarts nothing.
     let touched: BTreeSet<&str> = changes
         .iter()
-        .filter(|c| c.kind != ChangeKind::Metadata)
+        .filter(|c| c.kind != ChangeKind::Metadata && c.file.restarts)
         .flat_map(|c| c.file.units.iter().copied())
         .collect();
     let units = files
@@ -135,7 +135,7 @@ mod tests {
     use super::*;
 
     fn file(path: &str, body: &str, units: &[&'static str]) -> File {
-        File { path: path.into(), mode: 0o644, contents: body.as_bytes().to_vec(), units: units.to_vec(), anchor: None }
+        File { path: path.into(), mode: 0o644, contents: body.as_bytes().to_vec(), units: units.to_vec(), anchor: None, restarts: true }
     }
 
     fn rendered() -> Rendered {

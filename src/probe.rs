@@ -58,8 +58,18 @@ impl MemberStatus {
     }
 }
 
-/// An etcd member as the member list shows it: name and first peer URL.
-pub type Membership = Vec<(String, String)>;
+/// An etcd member as the member list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EtcdMember {
+    pub id: u64,
+    /// Empty for a member added but not started yet.
+    pub name: String,
+    /// Its first peer URL.
+    pub peer_url: String,
+    pub learner: bool,
+}
+
+pub type Membership = Vec<EtcdMember>;
 
 /// The endpoints' side of the cluster, as seen from the operator's machine.
 pub trait Probe: Send + Sync {
@@ -68,6 +78,20 @@ pub trait Probe: Send + Sync {
 
     /// The member list and active alarms, asked of the member at `address`.
     fn etcd_membership(&self, address: IpAddr, timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), String>>;
+
+    /// Adds a member (as a learner: it gets no vote until promoted), through the member at
+    /// `address`; its new ID.
+    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, String>>;
+
+    /// Gives a learner its vote; fails while it has not caught up with the leader.
+    fn etcd_member_promote(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Removes a member, through the member at `address` (not the one removed).
+    fn etcd_member_remove(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Streams a snapshot of the keyspace from the member at `address` into `out`; the bytes
+    /// written and the member's revision.
+    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>>;
 
     /// GET `path` from the API server at `address:port`, as the admin: status code and body.
     fn api_get<'a>(&'a self, address: IpAddr, port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>>;
@@ -191,7 +215,12 @@ impl Probe for NetProbe {
                 .map_err(|e| e.to_string())?
                 .members()
                 .iter()
-                .map(|m| (m.name().to_string(), m.peer_urls().first().cloned().unwrap_or_default()))
+                .map(|m| EtcdMember {
+                    id: m.id(),
+                    name: m.name().to_string(),
+                    peer_url: m.peer_urls().first().cloned().unwrap_or_default(),
+                    learner: m.is_learner(),
+                })
                 .collect();
             let alarms = client
                 .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
@@ -202,6 +231,44 @@ impl Probe for NetProbe {
                 .map(|a| format!("{:?} on member {:x}", a.alarm(), a.member_id()))
                 .collect();
             Ok((members, alarms))
+        })
+    }
+
+    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move {
+            let mut client = self.etcd_client(address, Duration::from_secs(5)).await?;
+            let opts = etcd_client::MemberAddOptions::new().with_is_learner();
+            let added = client.member_add([peer_url], Some(opts)).await.map_err(|e| e.to_string())?;
+            added.member().map(|m| m.id()).ok_or_else(|| "member add answered without the new member".to_string())
+        })
+    }
+
+    fn etcd_member_promote(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut client = self.etcd_client(address, Duration::from_secs(5)).await?;
+            client.member_promote(id).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    }
+
+    fn etcd_member_remove(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut client = self.etcd_client(address, Duration::from_secs(5)).await?;
+            client.member_remove(id).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    }
+
+    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>> {
+        Box::pin(async move {
+            let mut client = self.etcd_client(address, Duration::from_secs(10)).await?;
+            // The revision first: the snapshot holds at least everything up to it.
+            let revision = client.status().await.map_err(|e| e.to_string())?.header().map(|h| h.revision()).unwrap_or(0);
+            let mut stream = client.snapshot().await.map_err(|e| e.to_string())?;
+            let mut size = 0u64;
+            while let Some(chunk) = stream.message().await.map_err(|e| e.to_string())? {
+                out.write_all(chunk.blob()).map_err(|e| e.to_string())?;
+                size += chunk.blob().len() as u64;
+            }
+            Ok((size, revision))
         })
     }
 

@@ -57,7 +57,14 @@ pub struct File {
     pub units: Vec<&'static str>,
     /// What of the cluster's identity the file carries, if anything.
     pub anchor: Option<Anchor>,
+    /// A change restarts `units` (false for files read only at a first start).
+    pub restarts: bool,
 }
+
+/// Files their unit reads only when it first starts on an empty data dir: a change to them
+/// needs no restart (etcd's initial cluster: a new member in the inventory must not restart
+/// every running member).
+const READ_AT_FIRST_START: &[&str] = &["/etc/etcd/etcd.env"];
 
 /// Files that tie a node to one particular cluster. Replacing one with another PKI's breaks the
 /// cluster: clients and kubelets stop trusting each other (a CA), every token is invalid (the
@@ -263,6 +270,7 @@ const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.crt", source: Source::Cert("etcd/healthcheck-client"), mode: 0o644, units: &[] },
     FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.key", source: Source::Key("etcd/healthcheck-client"), mode: 0o600, units: &[] },
     FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/systemd/system/etcd.service", source: Source::Template("etcd.service"), mode: 0o644, units: ETCD },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/etcd.env", source: Source::Template("etcd.env"), mode: 0o644, units: ETCD },
     // control plane
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager] },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca.key", source: Source::CaKey(CaId::Kubernetes), mode: 0o600, units: CM },
@@ -333,6 +341,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("hosts", include_str!("../templates/hosts.tera")),
     ("kubeconfig", include_str!("../templates/kubeconfig.yaml.tera")),
     ("etcd.service", include_str!("../templates/etcd.service.tera")),
+    ("etcd.env", include_str!("../templates/etcd.env.tera")),
     (ENCRYPTION_CONFIG, include_str!("../templates/encryption-config.yaml.tera")),
     ("kube-scheduler.yaml", include_str!("../templates/kube-scheduler.yaml.tera")),
     ("apiserver-to-kubelet-rbac.yaml", include_str!("../templates/apiserver-to-kubelet-rbac.yaml.tera")),
@@ -393,6 +402,8 @@ struct Ctx<'a> {
     ports: BTreeMap<&'static str, u16>,
     /// systemd's module loader, which hardway-kernel.service runs once at deploy.
     modules_load: &'static str,
+    etcd_data_dir: &'static str,
+    etcd_join_env: &'static str,
     aggregation: bool,
     etcd_initial_cluster: String,
     etcd_servers: String,
@@ -490,6 +501,8 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
             bin: bin.clone(),
             ports: ports.clone(),
             modules_load: "/usr/lib/systemd/systemd-modules-load",
+            etcd_data_dir: crate::components::ETCD_DATA_DIR,
+            etcd_join_env: crate::components::ETCD_JOIN_ENV,
             aggregation: inv.addons.aggregation,
             etcd_initial_cluster: etcd_initial_cluster.clone(),
             etcd_servers: inv.etcd_client_urls(),
@@ -554,7 +567,8 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 Source::Template(ENCRYPTION_CONFIG) => Some(Anchor::EncryptionKey),
                 _ => None,
             };
-            files.push(File { path: rule.path.to_string(), mode: rule.mode, contents, units, anchor });
+            let restarts = !READ_AT_FIRST_START.contains(&rule.path);
+            files.push(File { path: rule.path.to_string(), mode: rule.mode, contents, units, anchor, restarts });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         for f in &files {
@@ -569,6 +583,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
         contents: kubeconfig(&tera, "admin", "admin", inv.api_server_url())?,
         units: vec![],
         anchor: None,
+        restarts: true,
     }];
     Ok(Rendered { hosts, local })
 }

@@ -55,6 +55,8 @@ pub enum DeployError {
     Preflight(Vec<String>),
     #[error("reading {path}: {source}")]
     LocalBinary { path: std::path::PathBuf, source: std::io::Error },
+    #[error("the snapshot before changing etcd failed (nothing was restarted; --no-snapshot skips it): {0}")]
+    Snapshot(#[from] crate::day2::snapshot::SnapshotError),
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +71,10 @@ pub struct DeployOptions {
     pub etcd_timeout: Duration,
     /// How long an API server may take to answer /readyz after a (re)start.
     pub api_timeout: Duration,
+    /// Where the snapshot before etcd changes goes; none: no snapshot.
+    pub snapshot_dir: Option<std::path::PathBuf>,
+    /// How many snapshots to keep there.
+    pub snapshot_keep: Option<usize>,
 }
 
 impl Default for DeployOptions {
@@ -80,6 +86,8 @@ impl Default for DeployOptions {
             parallel: 32,
             etcd_timeout: Duration::from_secs(120),
             api_timeout: Duration::from_secs(120),
+            snapshot_dir: None,
+            snapshot_keep: None,
         }
     }
 }
@@ -117,6 +125,9 @@ pub struct DeployReport {
     pub steps: Vec<String>,
     pub hosts: Vec<HostOutcome>,
     pub etcd: Vec<MemberStatus>,
+    /// The snapshot taken before etcd changed, if one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<std::path::PathBuf>,
     /// `--dry-run --diff`: per host, each changed file's diff.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub diffs: BTreeMap<String, Vec<diff::FileDiff>>,
@@ -221,6 +232,8 @@ pub(crate) struct Ctx {
     pub etcd: Vec<MemberStatus>,
     /// A phase failed in a way nothing after it can work around (etcd without quorum).
     pub stopped: bool,
+    /// The snapshot taken before etcd changed.
+    pub snapshot: Option<std::path::PathBuf>,
 }
 
 impl Ctx {
@@ -285,7 +298,7 @@ pub fn add_local_binaries(inv: &Inventory, rendered: &mut Rendered, phases: &[Ph
                 cache.insert(src.clone(), bytes);
             }
             let files = rendered.hosts.get_mut(&node.name).expect("every node is rendered");
-            files.push(File { path: remote, mode: 0o755, contents: cache[&src].clone(), units: c.unit.into_iter().collect(), anchor: None });
+            files.push(File { path: remote, mode: 0o755, contents: cache[&src].clone(), units: c.unit.into_iter().collect(), anchor: None, restarts: true });
             files.sort_by(|a, b| a.path.cmp(&b.path));
         }
     }
@@ -313,6 +326,7 @@ pub async fn deploy(
         events: events.clone(),
         etcd: vec![],
         stopped: false,
+        snapshot: None,
     };
 
     let result = run_phases(&mut ctx, connector).await;
@@ -340,6 +354,7 @@ pub async fn deploy(
         steps,
         hosts: ctx.hosts.iter().map(|h| h.outcome.clone()).collect(),
         etcd: ctx.etcd,
+        snapshot: ctx.snapshot,
         diffs,
     })
 }
@@ -422,6 +437,7 @@ pub async fn push_files(
         events: Events::none("push"),
         etcd: vec![],
         stopped: false,
+        snapshot: None,
     };
     preflight::connect_and_plan(&mut ctx, connector).await;
     files::Files.run(&mut ctx).await.expect("the files step stops nothing");

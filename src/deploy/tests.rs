@@ -282,3 +282,58 @@ fn diffs_mask_secrets_and_never_show_a_private_key() {
         assert!(!all.contains(secret), "a diff shows key material");
     }
 }
+
+/// The test inventory with two more masters.
+fn five_masters() -> String {
+    crate::testing::INVENTORY.replace(
+        "[[nodes]]\nname = \"lb\"",
+        "[[nodes]]\nname = \"m4\"\naddress = \"10.0.0.16\"\nroles = [\"master\"]\n\n[[nodes]]\nname = \"m5\"\naddress = \"10.0.0.17\"\nroles = [\"master\"]\n\n[[nodes]]\nname = \"lb\"",
+    )
+}
+
+#[test]
+fn new_members_join_a_running_cluster_one_at_a_time_and_nobody_else_restarts() {
+    let mut f = Fixture::new();
+    let etcd = [Phase::Etcd];
+    run(&f, &opts(&etcd)).unwrap();
+    let inv = crate::inventory::parse(std::path::Path::new("t.toml"), &five_masters()).unwrap();
+    let deploy_mode = crate::pki::GenerateOptions { existing_trust_only: true, ..Default::default() };
+    let (pki, _) = crate::pki::generate(&inv, &f.pki_dir(), deploy_mode).unwrap();
+    Arc::get_mut(&mut f.fake).expect("only the fixture holds it").add_nodes(&inv);
+    f.fake.clear_events();
+    let mut o = opts(&etcd);
+    o.snapshot_dir = Some(f.dir.path().join("snapshots"));
+    let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
+    let r = block_on(deploy(&inv, crate::render::render(&inv, &pki).unwrap(), c, p, &o, crate::events::Events::none("deploy"))).unwrap();
+    assert!(r.failed().is_empty(), "{}", r.table());
+    // A snapshot first, then each new member added as a learner, started, promoted — m4 done
+    // before m5 begins; the running members are not restarted (their etcd.env changed, but it
+    // is only read on a first start).
+    let steps: Vec<String> = f
+        .fake
+        .events()
+        .into_iter()
+        .filter(|e| e.what.starts_with("member ") || e.what == "snapshot" || e.what.ends_with(" etcd"))
+        .map(|e| format!("{}: {}", e.node, e.what))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "etcd: snapshot",
+            "etcd: member add https://10.0.0.16:2380 (learner)",
+            "m4: restart etcd",
+            "etcd: member promote m4",
+            "etcd: member add https://10.0.0.17:2380 (learner)",
+            "m5: restart etcd",
+            "etcd: member promote m5",
+        ]
+    );
+    let members: Vec<(String, bool)> = f.fake.members().into_iter().map(|m| (m.name, m.learner)).collect();
+    assert_eq!(members.len(), 5);
+    assert!(members.iter().all(|(_, learner)| !learner), "{members:?}");
+    assert!(r.snapshot.as_ref().is_some_and(|p| p.is_file()), "{:?}", r.snapshot);
+    for m in ["m4", "m5"] {
+        assert!(!f.fake.node(m).files.contains_key(crate::components::ETCD_JOIN_ENV), "{m} keeps its join file");
+    }
+    assert!(crate::probe::healthy(&r.etcd), "{:?}", r.etcd);
+}

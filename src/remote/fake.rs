@@ -22,7 +22,7 @@ use crate::components::COMPONENTS;
 use crate::inventory::{Inventory, Node};
 use crate::pki::CertInfo;
 use crate::plan::sha256_hex;
-use crate::probe::{BoxFuture, MemberStatus, Membership, Probe};
+use crate::probe::{BoxFuture, EtcdMember, MemberStatus, Membership, Probe};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FakeFile {
@@ -98,13 +98,22 @@ pub struct Event {
 pub struct FakeCluster {
     nodes: BTreeMap<String, Arc<Mutex<NodeState>>>,
     log: Arc<Mutex<Vec<Event>>>,
-    etcd_members: Vec<String>,
+    membership: Arc<Mutex<Vec<EtcdMember>>>,
 }
+
+use crate::components::ETCD_JOIN_ENV as JOIN_ENV;
 
 impl FakeCluster {
     pub fn new(inv: &Inventory) -> FakeCluster {
-        let mut nodes = BTreeMap::new();
-        for n in &inv.nodes {
+        let mut c = FakeCluster { nodes: BTreeMap::new(), log: Arc::new(Mutex::new(Vec::new())), membership: Arc::new(Mutex::new(Vec::new())) };
+        c.add_nodes(inv);
+        c
+    }
+
+    /// Adds the inventory's nodes that are not there yet (a cluster that grows).
+    pub fn add_nodes(&mut self, inv: &Inventory) {
+        let new: Vec<&Node> = inv.nodes.iter().filter(|n| !self.nodes.contains_key(&n.name)).collect();
+        for n in new {
             let binaries = COMPONENTS.iter().filter(|c| c.runs_on(inv, n)).map(|c| c.binary_path(inv)).collect();
             let tools = COMPONENTS.iter().filter(|c| c.runs_on(inv, n)).flat_map(|c| c.needs.iter().map(|need| need.tool.to_string())).collect();
             let state = NodeState {
@@ -130,10 +139,13 @@ impl FakeCluster {
                 dirs: BTreeSet::new(),
                 placed: BTreeSet::new(),
             };
-            nodes.insert(n.name.clone(), Arc::new(Mutex::new(state)));
+            self.nodes.insert(n.name.clone(), Arc::new(Mutex::new(state)));
         }
-        let etcd_members = inv.etcd_members().iter().map(|m| m.name.clone()).collect();
-        FakeCluster { nodes, log: Arc::new(Mutex::new(Vec::new())), etcd_members }
+    }
+
+    /// The etcd member list, as etcd would give it.
+    pub fn members(&self) -> Vec<EtcdMember> {
+        self.membership.lock().expect("not poisoned").clone()
     }
 
     /// A node's state, to inspect or change.
@@ -163,10 +175,12 @@ impl FakeCluster {
         name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
     }
 
-    /// The leader the active members agree on: the first of them, while a majority is active.
+    /// The leader the active voting members agree on: the first of them, while a majority of
+    /// the voting members is active.
     fn etcd_leader(&self) -> Option<u64> {
-        let active: Vec<&String> = self.etcd_members.iter().filter(|m| self.node(m).unit_active("etcd")).collect();
-        (active.len() > self.etcd_members.len() / 2).then(|| Self::member_id(active[0]))
+        let voters: Vec<EtcdMember> = self.members().into_iter().filter(|m| !m.learner && !m.name.is_empty()).collect();
+        let active: Vec<&EtcdMember> = voters.iter().filter(|m| self.nodes.get(&m.name).is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"))).collect();
+        (!active.is_empty() && active.len() > voters.len() / 2).then(|| active[0].id)
     }
 }
 
@@ -176,7 +190,7 @@ impl Connector for FakeCluster {
         if !state.lock().expect("not poisoned").reachable {
             return Err(SshError::Connect { host: node.address.to_string(), port: 22, reason: "connection refused (fake)".into() }.into());
         }
-        Ok(Box::new(FakeRemote { node: node.name.clone(), state, log: self.log.clone() }))
+        Ok(Box::new(FakeRemote { node: node.name.clone(), state, log: self.log.clone(), membership: self.membership.clone() }))
     }
 }
 
@@ -185,6 +199,27 @@ pub struct FakeRemote {
     node: String,
     state: Arc<Mutex<NodeState>>,
     log: Arc<Mutex<Vec<Event>>>,
+    membership: Arc<Mutex<Vec<EtcdMember>>>,
+}
+
+impl FakeRemote {
+    /// What starting etcd on this node does to the member list: a first member of a new
+    /// cluster adds itself; a joining one (with a join file) takes the entry deploy added for
+    /// its peer URL; a restart changes nothing. `Err` when etcd would refuse to start.
+    fn etcd_starts(&self, s: &NodeState) -> Result<(), String> {
+        let mut members = self.membership.lock().expect("not poisoned");
+        if members.iter().any(|m| m.name == self.node) {
+            return Ok(());
+        }
+        let peer = format!("https://{}:2380", crate::inventory::host_for_url(s.address));
+        if s.files.contains_key(JOIN_ENV) {
+            let m = members.iter_mut().find(|m| m.peer_url == peer && m.name.is_empty()).ok_or("member not added to the cluster (etcdctl member add first)")?;
+            m.name = self.node.clone();
+        } else {
+            members.push(EtcdMember { id: FakeCluster::member_id(&self.node), name: self.node.clone(), peer_url: peer, learner: false });
+        }
+        Ok(())
+    }
 }
 
 impl FakeRemote {
@@ -390,7 +425,15 @@ impl Remote for FakeRemote {
                     failed.push(format!("Unit {u}.service not found."));
                     continue;
                 }
-                let failing = s.failing.contains(u);
+                let mut failing = s.failing.contains(u);
+                if u == "etcd"
+                    && !failing
+                    && !s.units.get(u).is_some_and(|x| x.active)
+                    && let Err(e) = self.etcd_starts(&s)
+                {
+                    failed.push(format!("etcd: {e}"));
+                    failing = true;
+                }
                 let unit = s.units.entry(u.clone()).or_default();
                 unit.enabled = true;
                 if restart || !unit.active {
@@ -544,10 +587,11 @@ impl Probe for FakeCluster {
                 return MemberStatus::no_answer(name, address, format!("https://{address}:2379: connection refused (fake)"));
             }
             let leader = self.etcd_leader();
+            let id = self.members().iter().find(|m| m.name == name).map(|m| m.id);
             MemberStatus {
                 name: name.to_string(),
                 address,
-                member_id: Some(Self::member_id(name)),
+                member_id: id,
                 leader: Some(leader.unwrap_or(0)),
                 raft_index: Some(10),
                 db_size: Some(20480),
@@ -563,15 +607,70 @@ impl Probe for FakeCluster {
             if !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
                 return Err(format!("{address}: connection refused (fake)"));
             }
-            let members = self
-                .etcd_members
-                .iter()
-                .map(|m| {
-                    let a = self.node(m).address;
-                    (m.clone(), format!("https://{}:2380", crate::inventory::host_for_url(a)))
-                })
-                .collect();
-            Ok((members, vec![]))
+            Ok((self.members(), vec![]))
+        })
+    }
+
+    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move {
+            if self.etcd_leader().is_none() || !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
+                return Err("etcdserver: no leader (fake)".into());
+            }
+            let mut members = self.membership.lock().expect("not poisoned");
+            if members.iter().any(|m| m.peer_url == peer_url) {
+                return Err("etcdserver: Peer URLs already exists (fake)".into());
+            }
+            let id = FakeCluster::member_id(peer_url) ^ 0x5a5a;
+            members.push(EtcdMember { id, name: String::new(), peer_url: peer_url.to_string(), learner: true });
+            drop(members);
+            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member add {peer_url} (learner)") });
+            Ok(id)
+        })
+    }
+
+    fn etcd_member_promote(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            // Never a node lock under the member-list lock: systemctl takes them the other way.
+            let name = self.members().into_iter().find(|m| m.id == id).ok_or("etcdserver: member not found (fake)")?.name;
+            let started = !name.is_empty() && self.nodes.get(&name).is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"));
+            if !started {
+                return Err("etcdserver: can only promote a learner member which is in sync with leader (fake)".into());
+            }
+            if let Some(m) = self.membership.lock().expect("not poisoned").iter_mut().find(|m| m.id == id) {
+                m.learner = false;
+            }
+            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member promote {name}") });
+            Ok(())
+        })
+    }
+
+    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>> {
+        Box::pin(async move {
+            if self.etcd_leader().is_none() || !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
+                return Err("etcdserver: no leader (fake)".into());
+            }
+            // The fake keyspace: the member list, which is all the fake keeps.
+            let bytes = format!("fake etcd snapshot: {:?}\n", self.members()).into_bytes();
+            out.write_all(&bytes).map_err(|e| e.to_string())?;
+            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: "snapshot".into() });
+            Ok((bytes.len() as u64, 42))
+        })
+    }
+
+    fn etcd_member_remove(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut members = self.membership.lock().expect("not poisoned");
+            let at = members.iter().position(|m| m.id == id).ok_or("etcdserver: member not found (fake)")?;
+            let m = members.remove(at);
+            drop(members);
+            if let Some(n) = self.nodes.get(&m.name) {
+                // A removed member's etcd stops: it is no longer part of the cluster.
+                if let Some(u) = n.lock().expect("not poisoned").units.get_mut("etcd") {
+                    u.active = false;
+                }
+            }
+            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member remove {}", m.name) });
+            Ok(())
         })
     }
 

@@ -107,7 +107,7 @@ pub(crate) async fn etcd(inv: &Inventory, probe: &dyn Probe, have_auth: bool) ->
                 let peer = Port::EtcdPeer.number(inv);
                 let want: BTreeSet<(String, String)> =
                     members.iter().map(|m| (m.name.clone(), format!("https://{}:{peer}", host_for_url(m.address)))).collect();
-                let have: BTreeSet<(String, String)> = listed.into_iter().collect();
+                let have: BTreeSet<(String, String)> = listed.into_iter().map(|m| (m.name, m.peer_url)).collect();
                 out.push(if want == have {
                     check(cluster, "etcd membership", Status::Pass, format!("{} members as in the inventory", want.len()), None)
                 } else {

@@ -341,8 +341,18 @@ fn a_real_etcd_cluster_runs_from_the_rendered_units_and_refuses_foreign_certs() 
             .map(|a| a.replace("--data-dir=/var/lib/etcd", &format!("--data-dir={}/data-{m}", dir.path().display())))
             .collect();
         assert_eq!(args[0], "/usr/bin/etcd");
+        // And the rendered environment file the unit reads (the initial cluster), as systemd
+        // would pass it.
+        assert!(unit.contains("EnvironmentFile=/etc/etcd/etcd.env\n"), "{unit}");
+        let env_text = std::fs::read_to_string(root.join("etc/etcd/etcd.env")).unwrap();
+        let env: Vec<(String, String)> = env_text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap())
+            .collect();
+        assert!(env.iter().any(|(k, v)| k == "ETCD_INITIAL_CLUSTER" && v.contains("m3=https://127.0.0.13:2380")), "{env_text}");
         let log = std::fs::File::create(dir.path().join(format!("{m}.log"))).unwrap();
-        let child = Command::new(&args[0]).args(&args[1..]).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let child = Command::new(&args[0]).args(&args[1..]).envs(env).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         members.0.push(child);
     }
 
