@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod components;
 pub mod deploy;
+pub mod flags;
 pub mod inventory;
 pub mod lab;
 pub mod pki;
@@ -30,6 +31,7 @@ pub mod probe;
 pub mod remote;
 pub mod render;
 pub mod verify;
+pub mod versions;
 
 #[cfg(test)]
 mod testing;

@@ -311,6 +311,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("haproxy.service", include_str!("../templates/haproxy.service.tera")),
 ];
 
+/// The text of an embedded template, by name (`kube-apiserver.service`).
+pub fn template(name: &str) -> Option<&'static str> {
+    TEMPLATES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Template context.
 
@@ -477,10 +482,12 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 continue;
             }
             let contents = match rule.source {
-                Source::Template(name) => tera
-                    .render(name, &tctx)
-                    .map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?
-                    .into_bytes(),
+                Source::Template(name) => {
+                    let text = tera
+                        .render(name, &tctx)
+                        .map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?;
+                    crate::flags::with_extra_args(inv, name, text).into_bytes()
+                }
                 Source::CaCert(id) => pki.ca(id).cert_pem.clone().into_bytes(),
                 Source::CaKey(id) => pki.ca(id).key_pem.clone().into_bytes(),
                 Source::Cert(name) => pki.cert(&subst(name)).cert_pem.clone().into_bytes(),
