@@ -135,11 +135,6 @@ impl Minor {
         format!("{}.{}", self.version.major, self.version.minor)
     }
 
-    /// The components whose flags this minor lists.
-    pub fn components(&self) -> impl Iterator<Item = ComponentId> + '_ {
-        self.flags.iter().map(|(c, _)| *c)
-    }
-
     /// Every flag of `component`, in list order; empty for a component with no list.
     pub fn flags(&self, component: ComponentId) -> impl Iterator<Item = Flag<'static>> + '_ {
         self.flags.iter().filter(move |(c, _)| *c == component).flat_map(|(_, text)| data_lines(text)).map(|line| {
