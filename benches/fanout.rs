@@ -428,7 +428,7 @@ impl Drop for Fleet {
 
 fn inventory_text(work: &Work, n: usize) -> String {
     let mut s = String::from(
-        "[cluster]\nname = \"bench\"\ndomain = \"bench.local\"\nkubernetes_version = \"1.31.2\"\n\
+        "[cluster]\nname = \"bench\"\ndomain = \"bench.local\"\nkubernetes_version = \"1.37.1\"\n\
          service_cidr = \"10.32.0.0/24\"\npod_cidr = \"10.200.0.0/16\"\n\n",
     );
     if n > 1 {

@@ -35,7 +35,7 @@ const HARDWAY: &str = env!("CARGO_BIN_EXE_hardway");
 
 fn big_inventory(nodes: usize, algorithm: &str) -> String {
     let mut s = format!(
-        "[cluster]\nname = \"big\"\ndomain = \"big.local\"\nkubernetes_version = \"1.31.2\"\n\
+        "[cluster]\nname = \"big\"\ndomain = \"big.local\"\nkubernetes_version = \"1.37.1\"\n\
          service_cidr = \"10.32.0.0/24\"\npod_cidr = \"10.200.0.0/16\"\n\n\
          [load_balancer]\nnode = \"lb\"\naddress = \"10.10.0.2\"\n\n[pki]\nalgorithm = \"{algorithm}\"\n\n\
          [addons.aggregation]\nenabled = true\n\n\

@@ -301,9 +301,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate { inv } => {
             let inv = load_inventory(&inv.path())?;
             out!(
-                "{}: cluster {:?}, {} masters, {} workers, {} etcd members, API at {}",
+                "{}: cluster {:?}, Kubernetes {}, {} masters, {} workers, {} etcd members, API at {}",
                 inv.source.display(),
                 inv.cluster.name,
+                inv.cluster.kubernetes_version,
                 inv.masters().count(),
                 inv.workers().count(),
                 inv.etcd_members().len(),

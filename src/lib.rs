@@ -24,6 +24,7 @@ pub mod components;
 pub mod day2;
 pub mod deploy;
 pub mod events;
+pub mod flags;
 pub mod inventory;
 pub mod lab;
 pub mod pki;
@@ -33,6 +34,7 @@ pub mod remote;
 pub mod render;
 pub mod runlog;
 pub mod verify;
+pub mod versions;
 
 #[cfg(test)]
 mod testing;

@@ -287,6 +287,7 @@ const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.crt", source: Source::Cert("front-proxy-client"), mode: 0o644, units: APISERVER },
     FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.key", source: Source::Key("front-proxy-client"), mode: 0o600, units: APISERVER },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/encryption-config.yaml", source: Source::Template(ENCRYPTION_CONFIG), mode: 0o600, units: APISERVER },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/audit-policy.yaml", source: Source::Template("audit-policy.yaml"), mode: 0o644, units: APISERVER },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/admin.kubeconfig", source: Source::Kubeconfig { cert: "admin", user: "admin", server: Server::Cluster }, mode: 0o600, units: &[] },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/controller-manager.kubeconfig", source: Source::Kubeconfig { cert: "kube-controller-manager", user: "system:kube-controller-manager", server: Server::Local }, mode: 0o600, units: CM },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/scheduler.kubeconfig", source: Source::Kubeconfig { cert: "kube-scheduler", user: "system:kube-scheduler", server: Server::Local }, mode: 0o600, units: &[ComponentId::KubeScheduler] },
@@ -343,6 +344,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("etcd.service", include_str!("../templates/etcd.service.tera")),
     ("etcd.env", include_str!("../templates/etcd.env.tera")),
     (ENCRYPTION_CONFIG, include_str!("../templates/encryption-config.yaml.tera")),
+    ("audit-policy.yaml", include_str!("../templates/audit-policy.yaml.tera")),
     ("kube-scheduler.yaml", include_str!("../templates/kube-scheduler.yaml.tera")),
     ("apiserver-to-kubelet-rbac.yaml", include_str!("../templates/apiserver-to-kubelet-rbac.yaml.tera")),
     ("metallb-pool.yaml", include_str!("../templates/metallb-pool.yaml.tera")),
@@ -364,6 +366,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("kernel-sysctl.conf", include_str!("../templates/kernel-sysctl.conf.tera")),
     ("hardway-kernel.service", include_str!("../templates/hardway-kernel.service.tera")),
 ];
+
+/// The text of an embedded template, by name (`kube-apiserver.service`).
+pub fn template(name: &str) -> Option<&'static str> {
+    TEMPLATES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Template context.
@@ -538,10 +545,12 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 continue;
             }
             let contents = match rule.source {
-                Source::Template(name) => tera
-                    .render(name, &tctx)
-                    .map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?
-                    .into_bytes(),
+                Source::Template(name) => {
+                    let text = tera
+                        .render(name, &tctx)
+                        .map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?;
+                    crate::flags::with_extra_args(inv, name, text).into_bytes()
+                }
                 Source::CaCert(id) => pki.ca(id).cert_pem.clone().into_bytes(),
                 Source::CaKey(id) => pki.ca(id).key_pem.clone().into_bytes(),
                 Source::Cert(name) => pki.cert(&subst(name)).cert_pem.clone().into_bytes(),

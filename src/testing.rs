@@ -12,7 +12,7 @@ use crate::render::{self, Rendered};
 pub const INVENTORY: &str = r#"
 [cluster]
 name = "t"
-kubernetes_version = "1.31.2"
+kubernetes_version = "1.37.1"
 service_cidr = "10.32.0.0/24"
 pod_cidr = "10.200.0.0/16"
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{Ctx, DeployError, Host};
 use crate::components::{COMPONENTS, Component, ComponentId, Phase};
 use crate::events::Status;
+use crate::versions::ReleaseMin;
 use crate::inventory::{Inventory, Node, Role};
 use crate::plan::{self, files_in_phases};
 use crate::remote::{Connector, Facts, FactsQuery};
@@ -180,21 +181,41 @@ pub fn parse_version(line: &str) -> Option<(u32, u32, u32)> {
     })
 }
 
-/// Whether the version a component's binary reports fits the cluster.
+/// Does `have` meet one of the minimums: at least its patch on the same line, or any later line?
+fn meets(have: (u32, u32, u32), mins: &[ReleaseMin]) -> bool {
+    let newest = mins.iter().map(|m| (m.major, m.minor)).max();
+    mins.iter().any(|m| (have.0, have.1) == (m.major, m.minor) && have.2 >= m.patch) || newest.is_some_and(|n| (have.0, have.1) > n)
+}
+
+/// Whether the version a component's binary reports fits the cluster's Kubernetes version.
 fn version_problem(inv: &Inventory, c: &Component, line: &str) -> Option<String> {
+    let bin = c.binary_path(inv);
     let Some(have) = parse_version(line) else {
-        return Some(format!("{} --version said {line:?}, which names no version", c.binary_path(inv)));
+        return Some(format!("{bin} --version said {line:?}, which names no version"));
     };
-    let want = parse_version(&inv.cluster.kubernetes_version)?;
+    let want = inv.cluster.kubernetes_version;
+    let minor = want.supported()?;
+    let list = |mins: &[ReleaseMin]| mins.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(" or ");
     match c.id {
         // The Kubernetes binaries are of the cluster's own release.
-        ComponentId::KubeApiserver | ComponentId::Kubelet if (have.0, have.1) != (want.0, want.1) => Some(format!(
-            "{} is {}.{}.{}, but the inventory's kubernetes_version is {}",
-            c.binary_path(inv),
+        ComponentId::KubeApiserver | ComponentId::Kubelet if (have.0, have.1) != (want.major, want.minor) => {
+            Some(format!("{bin} is {}.{}.{}, but the inventory's kubernetes_version is {want}", have.0, have.1, have.2))
+        }
+        ComponentId::Containerd if !meets(have, minor.containerd) => Some(format!(
+            "{bin} is {}.{}.{}; Kubernetes {} needs containerd {} (containerd's RELEASES.md)",
             have.0,
             have.1,
             have.2,
-            inv.cluster.kubernetes_version
+            minor.name(),
+            list(minor.containerd)
+        )),
+        ComponentId::Etcd if !meets(have, minor.etcd) => Some(format!(
+            "{bin} is {}.{}.{}; Kubernetes {} supports etcd {}",
+            have.0,
+            have.1,
+            have.2,
+            minor.name(),
+            list(minor.etcd)
         )),
         _ => None,
     }
@@ -338,11 +359,11 @@ mod tests {
     #[test]
     fn kubernetes_binaries_of_another_release_are_named() {
         let inv = inv();
-        let want = parse_version(&inv.cluster.kubernetes_version).unwrap();
+        let want = inv.cluster.kubernetes_version;
         let mut w1 = facts(&inv, W1, 0.0);
-        w1.versions.insert("/usr/bin/kubelet".into(), format!("Kubernetes v{}.{}.0", want.0, want.1 + 1));
+        w1.versions.insert("/usr/bin/kubelet".into(), format!("Kubernetes v{}.{}.0", want.major, want.minor + 1));
         let mut m1 = facts(&inv, M1, 0.0);
-        m1.versions.insert("/usr/bin/kube-apiserver".into(), format!("Kubernetes v{}.{}.9", want.0, want.1));
+        m1.versions.insert("/usr/bin/kube-apiserver".into(), format!("Kubernetes v{}.{}.9", want.major, want.minor));
         let p = problems_of(&inv, m1, w1, &Phase::ALL);
         assert_eq!(p.len(), 1, "{p:#?}");
         assert!(p[0].starts_with("w1: /usr/bin/kubelet is "), "{p:#?}");
@@ -355,5 +376,24 @@ mod tests {
         assert_eq!(parse_version("containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6+b2"), Some((1, 7, 24)));
         assert_eq!(parse_version("containerd containerd.io v2.1.9 7b4b4e1"), Some((2, 1, 9)));
         assert_eq!(parse_version("no version here"), None);
+    }
+
+    #[test]
+    fn a_too_old_containerd_or_etcd_is_named_with_what_the_version_needs() {
+        let inv = inv();
+        let mut w1 = facts(&inv, W1, 0.0);
+        // Debian trixie's containerd, for the newest Kubernetes (which needs 2.2).
+        w1.versions.insert("/usr/bin/containerd".into(), "containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6".into());
+        let mut m1 = facts(&inv, M1, 0.0);
+        m1.versions.insert("/usr/bin/etcd".into(), "etcd Version: 3.4.23".into());
+        let p = problems_of(&inv, m1, w1, &Phase::ALL);
+        assert!(p.iter().any(|l| l.starts_with("w1: /usr/bin/containerd is 1.7.24; Kubernetes 1.37 needs containerd 2.2.0+")), "{p:#?}");
+        assert!(p.iter().any(|l| l.starts_with("m1: /usr/bin/etcd is 3.4.23; Kubernetes 1.37 supports etcd 3.5.11+ or 3.6.0+")), "{p:#?}");
+        // New enough: 2.3 is past every line listed; 3.5.16 meets 3.5.11.
+        let mut w1 = facts(&inv, W1, 0.0);
+        w1.versions.insert("/usr/bin/containerd".into(), "containerd containerd.io v2.3.0 abc".into());
+        let mut m1 = facts(&inv, M1, 0.0);
+        m1.versions.insert("/usr/bin/etcd".into(), "etcd Version: 3.5.16".into());
+        assert!(problems_of(&inv, m1, w1, &Phase::ALL).is_empty());
     }
 }

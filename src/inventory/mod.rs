@@ -10,19 +10,21 @@
 //! This file holds the validated model every later stage uses, and [`load`]/[`parse`].
 //! Nothing in this module writes to disk, so bad input can never change anything.
 
+mod kubernetes;
 mod raw;
 mod span;
 mod validate;
 mod values;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 
-use crate::components::Port;
+use crate::components::{ComponentId, Port};
+use crate::versions::Version;
 
 pub use values::is_dns_label;
 
@@ -126,7 +128,8 @@ impl KeyAlgorithm {
 pub struct Cluster {
     pub name: String,
     pub domain: Option<String>,
-    pub kubernetes_version: String,
+    /// The release to deploy; its minor selects the flag and field lists (`crate::versions`).
+    pub kubernetes_version: Version,
     pub service_cidr: Ipv4Net,
     pub pod_cidr: Ipv4Net,
     pub cluster_dns: Ipv4Addr,
@@ -238,6 +241,17 @@ pub struct Metallb {
     pub addresses: Vec<String>,
 }
 
+/// One flag from `[components.<name>] extra_args`, checked against the lists of the cluster's
+/// Kubernetes version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraArg {
+    /// Without the leading `--`.
+    pub flag: String,
+    pub value: String,
+    /// `--flag=value` as it goes into `ExecStart=` (`crate::flags::systemd_word`).
+    pub word: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Addons {
     pub metallb: Metallb,
@@ -255,6 +269,8 @@ pub struct Inventory {
     pub binaries: Binaries,
     pub nodes: Vec<Node>,
     pub addons: Addons,
+    /// Extra flags per component, sorted by flag name.
+    pub extra_args: BTreeMap<ComponentId, Vec<ExtraArg>>,
     /// Things that are allowed but probably wrong (an even number of etcd members).
     pub warnings: Vec<Problem>,
 }

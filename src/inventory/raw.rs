@@ -5,6 +5,8 @@
 //! silently and its default used. Everything about the values themselves is checked in
 //! [`super::validate`], which can report all problems at once and point at each.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -22,6 +24,10 @@ pub(super) struct RawInventory {
     pub nodes: Vec<RawNode>,
     #[serde(default)]
     pub addons: RawAddons,
+    /// `[components.<name>]`, by component name (`kube-apiserver`); names are checked in
+    /// validation, which can list the known ones.
+    #[serde(default)]
+    pub components: BTreeMap<String, RawComponent>,
 }
 
 #[derive(Deserialize)]
@@ -29,7 +35,7 @@ pub(super) struct RawInventory {
 pub(super) struct RawCluster {
     pub name: String,
     pub domain: Option<String>,
-    pub kubernetes_version: String,
+    pub kubernetes_version: Option<String>,
     pub service_cidr: String,
     pub pod_cidr: String,
     pub cluster_dns: Option<String>,
@@ -122,4 +128,12 @@ pub(super) struct RawMetallb {
 pub(super) struct RawAggregation {
     #[serde(default)]
     pub enabled: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawComponent {
+    /// Flag name (without `--`) to value; a value is a string, number or boolean.
+    #[serde(default)]
+    pub extra_args: BTreeMap<String, toml::Value>,
 }

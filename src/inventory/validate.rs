@@ -20,6 +20,7 @@ use super::{
     Role, SshSettings, Sudo, nth_addr,
 };
 use crate::components::{self, COMPONENTS, Port};
+use crate::versions::Version;
 
 /// The load balancer listens on the API server's own port unless told otherwise, so clients
 /// use the same port with or without one.
@@ -47,7 +48,7 @@ pub(super) struct Validator<'a> {
 
 /// What `[cluster]` yields; `None` where a value did not parse.
 struct ClusterParts {
-    version: Option<String>,
+    version: Option<Version>,
     service_cidr: Option<Ipv4Net>,
     pod_cidr: Option<Ipv4Net>,
     cluster_dns: Option<Ipv4Addr>,
@@ -83,6 +84,7 @@ impl<'a> Validator<'a> {
         let pki = self.pki(&raw.pki);
         let binaries = self.binaries(&raw.binaries);
         let addons = self.addons(&raw.addons, &nodes, load_balancer.as_ref(), &cluster);
+        let extra_args = self.extra_args(&raw.components, cluster.version);
         let inv = Inventory {
             source: path.to_path_buf(),
             cluster: Cluster {
@@ -100,6 +102,7 @@ impl<'a> Validator<'a> {
             binaries,
             nodes,
             addons,
+            extra_args,
             warnings: Vec::new(),
         };
         // Rules over the whole model run even when other rules failed, so they are reported in
@@ -118,16 +121,7 @@ impl<'a> Validator<'a> {
         }
         let cluster_domain = c.cluster_domain.clone().unwrap_or_else(|| "cluster.local".into());
         self.dns_name("cluster.cluster_domain", &cluster_domain, "DNS domain");
-        let version = values::kubernetes_version(&c.kubernetes_version);
-        if version.is_none() {
-            self.error(
-                "cluster.kubernetes_version",
-                format!(
-                    "{:?} is not a version like \"1.31.2\" (1.<minor>.<patch>, digits only, optionally after a 'v')",
-                    c.kubernetes_version
-                ),
-            );
-        }
+        let version = self.kubernetes_version(c.kubernetes_version.as_deref());
         let service_cidr = self.cidr4("cluster.service_cidr", &c.service_cidr);
         let pod_cidr = self.cidr4("cluster.pod_cidr", &c.pod_cidr);
         if let (Some(s), Some(p)) = (service_cidr, pod_cidr)
@@ -556,7 +550,7 @@ impl<'a> Validator<'a> {
         Problem { field: field.to_string(), position, message }
     }
 
-    fn error(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, field: &str, message: impl Into<String>) {
         let p = self.problem(field, message.into());
         self.problems.push(p);
     }

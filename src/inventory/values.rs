@@ -29,7 +29,7 @@ pub fn is_dns_label(s: &str) -> bool {
 }
 
 /// A character as a person would name it in a message (control characters are invisible).
-pub(super) fn describe(c: char) -> String {
+pub(crate) fn describe(c: char) -> String {
     match c {
         '\n' => "a newline".into(),
         '\r' => "a carriage return".into(),
@@ -92,16 +92,6 @@ pub(super) fn remote_dir_fault(s: &str) -> Option<String> {
     s.chars().find(|c| !plain(*c)).map(|c| format!("it contains {}", describe(c)))
 }
 
-/// `1.N.P` (digits only, a leading `v` tolerated), normalised without the `v`; `None` for
-/// anything else.
-pub(super) fn kubernetes_version(s: &str) -> Option<String> {
-    let v = s.strip_prefix('v').unwrap_or(s);
-    let parts: Vec<&str> = v.split('.').collect();
-    // `parse::<u32>` alone would let "+1" through; every part must be plain digits.
-    let number = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u32>().is_ok();
-    (parts.len() == 3 && parts[0] == "1" && parts.iter().all(|p| number(p))).then(|| v.to_string())
-}
-
 /// A MetalLB pool entry as an inclusive IPv4 range, and the entry rewritten as MetalLB reads it
 /// (`a-b`, or a CIDR without host bits).
 ///
@@ -159,15 +149,6 @@ mod tests {
         assert!(remote_dir_fault("usr/bin").unwrap().contains("absolute"));
         assert_eq!(remote_dir_fault("/usr/bin ").as_deref(), Some("it contains a space"));
         assert_eq!(remote_dir_fault("/a%b").as_deref(), Some("it contains '%'"));
-    }
-
-    #[test]
-    fn versions() {
-        assert_eq!(kubernetes_version("1.31.2").as_deref(), Some("1.31.2"));
-        assert_eq!(kubernetes_version("v1.31.2").as_deref(), Some("1.31.2"));
-        for bad in ["1.31", "1.31.2.0", "2.0.0", "1.+31.2", "1.31.2-rc.0", "1.31.x", "1..2", " 1.31.2"] {
-            assert_eq!(kubernetes_version(bad), None, "{bad:?}");
-        }
     }
 
     #[test]

@@ -56,7 +56,7 @@ fn toml_string(s: &str) -> String {
 const SLOTS: &[(&str, &str)] = &[
     ("name = \"systemv\"", "name = {}"),
     ("domain = \"systemv.local\"", "domain = {}"),
-    ("kubernetes_version = \"1.31.2\"", "kubernetes_version = {}"),
+    ("kubernetes_version = \"1.37.1\"", "kubernetes_version = {}"),
     ("cluster_domain = \"cluster.local\"", "cluster_domain = {}"),
     ("dns_name = \"haproxy.systemv.local\"", "dns_name = {}"),
     ("remote_dir = \"/usr/local/bin\"", "remote_dir = {}"),

@@ -402,23 +402,23 @@ fn load_balancer_dns_name_with_a_newline() {
     refused(&edits, "load_balancer.dns_name", "dns_name", &["not a valid DNS name", "contains a newline"]);
 }
 
-const VERSION: &str = r#"kubernetes_version = "1.31.2""#;
+const VERSION: &str = r#"kubernetes_version = "1.37.1""#;
 
 #[test]
 fn kubernetes_version_without_a_patch() {
-    let edits = [(VERSION, r#"kubernetes_version = "1.31""#)];
-    refused(&edits, "cluster.kubernetes_version", "kubernetes_version", &["not a version like \"1.31.2\"", "digits only"]);
+    let edits = [(VERSION, r#"kubernetes_version = "1.37""#)];
+    refused(&edits, "cluster.kubernetes_version", "kubernetes_version", &["not a version like \"1.37.1\"", "digits only"]);
 }
 
 #[test]
 fn kubernetes_version_with_a_suffix() {
-    let edits = [(VERSION, r#"kubernetes_version = "1.31.2-rc.0""#)];
+    let edits = [(VERSION, r#"kubernetes_version = "1.37.1-rc.0""#)];
     refused(&edits, "cluster.kubernetes_version", "kubernetes_version", &["not a version like"]);
 }
 
 #[test]
 fn kubernetes_version_with_a_newline() {
-    let edits = [(VERSION, r#"kubernetes_version = "1.31.2\n""#)];
+    let edits = [(VERSION, r#"kubernetes_version = "1.37.1\n""#)];
     refused(&edits, "cluster.kubernetes_version", "kubernetes_version", &["not a version like"]);
 }
 
@@ -437,8 +437,8 @@ fn kubernetes_version_of_another_major() {
 
 #[test]
 fn kubernetes_version_with_a_v_is_stored_without_it() {
-    let inv = accepted(&[(VERSION, r#"kubernetes_version = "v1.31.2""#)]);
-    assert_eq!(inv.cluster.kubernetes_version, "1.31.2");
+    let inv = accepted(&[(VERSION, r#"kubernetes_version = "v1.37.1""#)]);
+    assert_eq!(inv.cluster.kubernetes_version.to_string(), "1.37.1");
 }
 
 #[test]
@@ -613,3 +613,6 @@ fn cert_validity_beyond_a_century() {
     assert_eq!(about_certs.len(), 1, "one problem per field: {problems:#?}");
     refused(&edits, "pki.cert_validity_days", "cert_validity_days", &["40000 days is more than 100 years"]);
 }
+
+/// The rules that depend on the Kubernetes version: supported releases and `extra_args`.
+mod kubernetes;

@@ -14,3 +14,4 @@ mod pki;
 mod render;
 mod ssh;
 mod verify;
+mod versions;

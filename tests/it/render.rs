@@ -43,6 +43,7 @@ fn every_host_gets_the_files_of_its_roles() {
             "/etc/systemd/system/kube-controller-manager.service",
             "/etc/systemd/system/kube-scheduler.service",
             "/etc/kubernetes/encryption-config.yaml",
+            "/etc/kubernetes/audit-policy.yaml",
             "/etc/kubernetes/pki/front-proxy-client.crt",
             "/etc/etcd/pki/server.key",
             "/etc/kubernetes/addons/metallb-pool.yaml",
@@ -196,9 +197,21 @@ fn encryption_config_uses_the_kept_key() {
         serde_yaml::from_str(&std::fs::read_to_string(build.join("kmaster2/etc/kubernetes/encryption-config.yaml")).unwrap()).unwrap();
     assert_eq!(cfg["apiVersion"].as_str(), Some("apiserver.config.k8s.io/v1"));
     assert_eq!(cfg["kind"].as_str(), Some("EncryptionConfiguration"));
+    // secretbox writes; aescbc, with the same key, still reads what an earlier hardway wrote.
     let providers = &cfg["resources"][0]["providers"];
-    assert_eq!(providers[0]["aescbc"]["keys"][0]["secret"].as_str(), Some(key.trim()));
-    assert!(providers[1]["identity"].is_mapping(), "identity must come after aescbc");
+    assert_eq!(providers[0]["secretbox"]["keys"][0]["secret"].as_str(), Some(key.trim()));
+    assert_eq!(providers[1]["aescbc"]["keys"][0]["secret"].as_str(), Some(key.trim()));
+    assert!(providers[2]["identity"].is_mapping(), "identity must come last");
+    // Deploy compares encryption configs across PKIs by their distinct keys: a master still
+    // holding the aescbc-only config of the same key must count as the same cluster.
+    let rendered = std::fs::read_to_string(build.join("kmaster2/etc/kubernetes/encryption-config.yaml")).unwrap();
+    let aescbc_only = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources:\n      - secrets\n    \
+         providers:\n      - aescbc:\n          keys:\n            - name: key1\n              secret: {}\n      - identity: {{}}\n",
+        key.trim()
+    );
+    assert_eq!(hardway::render::key_hashes(&rendered), hardway::render::key_hashes(&aescbc_only));
+    assert_ne!(hardway::render::key_hashes(&rendered), hardway::render::key_hashes(&aescbc_only.replace(key.trim(), "b3RoZXI=")));
 }
 
 #[test]
@@ -294,7 +307,7 @@ fn exec_start(unit: &str) -> Vec<String> {
 const LOOPBACK_INVENTORY: &str = r#"
 [cluster]
 name = "loop"
-kubernetes_version = "1.31.2"
+kubernetes_version = "1.37.1"
 service_cidr = "10.32.0.0/24"
 pod_cidr = "10.200.0.0/16"
 
