@@ -7,7 +7,16 @@
 //! refuse unless `--force`, which names what it skips; and data they could move aside (etcd's
 //! data dir) is moved aside, never deleted, unless asked (`reset --purge`).
 
+pub mod node;
+pub mod reset;
+pub mod restore;
 pub mod snapshot;
+
+#[cfg(test)]
+mod tests;
+
+use crate::inventory::Node;
+use crate::remote::{Connector, Remote, RemoteError};
 
 /// How far a destructive command may go.
 #[derive(Debug, Clone, Copy, Default)]
@@ -15,4 +24,49 @@ pub struct Confirm {
     pub dry_run: bool,
     pub yes: bool,
     pub force: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Day2Error {
+    #[error("this would {what}; nothing was done. The steps:\n  {}\nRun again with --yes to do it (--dry-run only shows them)", .steps.join("\n  "))]
+    NeedsYes { what: String, steps: Vec<String> },
+    #[error("{reason}")]
+    Unhealthy { reason: String },
+    #[error("refused: {reason}")]
+    Refused { reason: String },
+    #[error("{why}: cannot reach {}", .nodes.join("; "))]
+    Unreachable { why: String, nodes: Vec<String> },
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    #[error(transparent)]
+    Render(#[from] crate::render::RenderError),
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
+    #[error("{0}")]
+    Etcd(String),
+}
+
+/// A node's name and a session to it.
+pub(crate) type Session = (String, Box<dyn Remote>);
+
+/// A session to each of `nodes`, or which of them cannot be reached and why.
+pub(crate) fn connect_all(connector: &dyn Connector, nodes: &[&Node], why: &str) -> Result<Vec<Session>, Day2Error> {
+    let mut out = Vec::new();
+    let mut failed = Vec::new();
+    for n in nodes {
+        match connector.connect(n) {
+            Ok(r) => out.push((n.name.clone(), r)),
+            Err(e) => failed.push(format!("{} ({e})", n.name)),
+        }
+    }
+    if failed.is_empty() { Ok(out) } else { Err(Day2Error::Unreachable { why: why.to_string(), nodes: failed }) }
+}
+
+/// A UTC time stamp for names of things moved aside (`20261127T150340Z`).
+pub(crate) fn stamp() -> String {
+    crate::events::now_rfc3339().chars().filter(|c| c.is_ascii_digit() || *c == 'T').take(15).collect::<String>() + "Z"
 }

@@ -220,6 +220,14 @@ impl FakeRemote {
         }
         Ok(())
     }
+
+    /// etcd writes its data dir on its first start.
+    fn etcd_data(s: &mut NodeState) {
+        if !s.dirs.contains(crate::components::ETCD_DATA_DIR) {
+            s.dirs.insert(crate::components::ETCD_DATA_DIR.to_string());
+            s.files.insert(format!("{}/member/snap/db", crate::components::ETCD_DATA_DIR), FakeFile { contents: b"keyspace".to_vec(), mode: 0o600, owner: "root:root".into() });
+        }
+    }
 }
 
 impl FakeRemote {
@@ -310,6 +318,9 @@ impl Remote for FakeRemote {
         for p in paths {
             s.files.retain(|f, _| f != p && !f.starts_with(&format!("{p}/")));
             s.dirs.remove(p);
+            if p == super::PLACED {
+                s.placed.clear();
+            }
         }
         drop(s);
         self.record(format!("remove {}", paths.join(" ")));
@@ -433,6 +444,9 @@ impl Remote for FakeRemote {
                 {
                     failed.push(format!("etcd: {e}"));
                     failing = true;
+                }
+                if u == "etcd" && !failing {
+                    Self::etcd_data(&mut s);
                 }
                 let unit = s.units.entry(u.clone()).or_default();
                 unit.enabled = true;

@@ -141,7 +141,8 @@ impl TestLab {
     /// `hardway deploy` with this lab's PKI, to add environment or run as is.
     pub fn deploy_command(&self, inv: &Path, args: &[&str]) -> Command {
         let mut c = hardway();
-        c.arg("deploy").arg(inv).arg("--pki").arg(&self.pki).args(["--etcd-timeout", "90"]).args(args);
+        c.arg("deploy").arg(inv).arg("--pki").arg(&self.pki).args(["--etcd-timeout", "90"]);
+        c.arg("--snapshot-dir").arg(self.dir.path().join("snapshots")).args(args);
         c
     }
 

@@ -1,5 +1,17 @@
 //! The command line: argument parsing and printing, and the one async runtime. Everything it
 //! does is a call into the pipeline stages; nothing here decides anything about clusters.
+//! `deploy`, `verify` and the day-2 commands (`day2`) have modules of their own.
+
+/// Prints to stdout; a closed pipe (`hardway ... | head`) ends the output quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{}\n", format_args!($($arg)*)));
+    }};
+}
+
+mod day2;
+mod deploy;
+mod verify;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,11 +21,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::components::Phase;
 use crate::events::{Events, JsonLines, ProgressLines, Sink};
 use crate::runlog::RunLog;
-use crate::remote::ssh::{HostKeyPolicy, SshConnector, SudoPassword};
-use crate::{deploy, inventory, lab, pki, probe, render, verify};
+use crate::remote::ssh::{HostKeyPolicy, SudoPassword};
+use crate::{inventory, lab, pki, render};
 
 #[derive(Parser)]
 #[command(name = "hardway", version, about = "Bootstrap Kubernetes the hard way from one inventory file", args_override_self = true)]
@@ -24,15 +35,15 @@ struct Cli {
 
 /// The run log of long-running commands.
 #[derive(Args, Clone)]
-struct LogArg {
+pub(super) struct LogArg {
     /// Write this run's log here instead of a new file under $XDG_STATE_HOME/hardway/logs/.
     #[arg(long, value_name = "PATH")]
-    log_file: Option<PathBuf>,
+    pub(super) log_file: Option<PathBuf>,
 }
 
 /// The inventory, as an argument or with -i (default ./inventory.toml).
 #[derive(Args, Clone)]
-struct InventoryArg {
+pub(super) struct InventoryArg {
     /// The inventory file (default: ./inventory.toml).
     #[arg(value_name = "INVENTORY", conflicts_with = "flag")]
     positional: Option<PathBuf>,
@@ -65,74 +76,21 @@ enum Command {
         out: PathBuf,
     },
     /// Push everything to the hosts over SSH, bootstrap etcd, start the control plane and workers.
-    Deploy {
-        #[command(flatten)]
-        inv: InventoryArg,
-        #[arg(long, default_value = "pki")]
-        pki: PathBuf,
-        /// Comma-separated phases to run: files, etcd, lb, control-plane, workers, addons
-        /// (preflight always runs). Default: all.
-        #[arg(long, value_delimiter = ',')]
-        phases: Vec<String>,
-        /// Print the plan per host and change nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// With --dry-run: a unified diff of every file that would change (secrets masked on
-        /// both sides, private keys never shown).
-        #[arg(long, requires = "dry_run")]
-        diff: bool,
-        /// Hosts worked on at once.
-        #[arg(long, default_value_t = 32)]
-        parallel: usize,
-        /// Record host keys that are not in known_hosts yet (changed keys are always refused).
-        #[arg(long)]
-        accept_new_host_keys: bool,
-        /// How long etcd may take to become healthy, in seconds (bootstrap, and each step of a
-        /// rolling restart).
-        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
-        etcd_timeout: u64,
-        /// How long an API server may take to answer /readyz after a restart, in seconds.
-        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
-        api_timeout: u64,
-        /// text; json (the whole report at the end); jsonl (one event per line as it happens).
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
-        #[command(flatten)]
-        log: LogArg,
-    },
+    Deploy(deploy::DeployArgs),
     /// Check, one by one, that the cluster is healthy and built right (also clusters built by hand).
-    Verify {
-        #[command(flatten)]
-        inv: InventoryArg,
-        /// Where the CAs and client certificates are (hardway's layout).
-        #[arg(long, default_value = "pki")]
-        pki: PathBuf,
-        /// The cluster CA, if not <pki>/ca.crt.
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// The etcd CA, if not <pki>/etcd/ca.crt.
-        #[arg(long)]
-        etcd_ca: Option<PathBuf>,
-        /// An etcd client certificate, if not <pki>/etcd/healthcheck-client.crt.
-        #[arg(long, requires = "etcd_key")]
-        etcd_cert: Option<PathBuf>,
-        #[arg(long, requires = "etcd_cert")]
-        etcd_key: Option<PathBuf>,
-        /// An admin client certificate, if not <pki>/admin.crt.
-        #[arg(long, requires = "admin_key")]
-        admin_cert: Option<PathBuf>,
-        #[arg(long, requires = "admin_cert")]
-        admin_key: Option<PathBuf>,
-        #[arg(long, default_value_t = 32)]
-        parallel: usize,
-        #[arg(long)]
-        accept_new_host_keys: bool,
-        /// text; json (every check at the end); jsonl (one event per line as it happens).
-        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-        output: OutputFormat,
-        #[command(flatten)]
-        log: LogArg,
+    Verify(verify::VerifyArgs),
+    /// etcd: snapshots, restore.
+    Etcd {
+        #[command(subcommand)]
+        command: day2::EtcdCommand,
     },
+    /// Nodes of a running cluster: remove one.
+    Node {
+        #[command(subcommand)]
+        command: day2::NodeCommand,
+    },
+    /// Take hardway's units, files and etcd data off nodes: as they were before hardway.
+    Reset(day2::ResetArgs),
     /// Print the path of the newest run log.
     Logs,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -173,14 +131,14 @@ enum LabCommand {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum OutputFormat {
+pub(super) enum OutputFormat {
     Text,
     Json,
     Jsonl,
 }
 
 /// The run log, and the sinks events go to for `output`.
-fn observe(command: &'static str, output: OutputFormat, log: &LogArg, inventory: &Path, hosts: &[String]) -> Result<(Events, Option<Arc<RunLog>>)> {
+pub(super) fn observe(command: &'static str, output: OutputFormat, log: &LogArg, inventory: &Path, hosts: &[String]) -> Result<(Events, Option<Arc<RunLog>>)> {
     let argv: Vec<String> = std::env::args().collect();
     let run_log = RunLog::create(log.log_file.as_deref(), command, &argv).with_context(|| "creating the run log")?;
     if let Ok(text) = std::fs::read_to_string(inventory) {
@@ -231,11 +189,11 @@ pub fn main() -> ExitCode {
 }
 
 /// The runtime every async stage runs on: remote operations go to its blocking pool.
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")
 }
 
-fn load_inventory(path: &Path) -> Result<inventory::Inventory> {
+pub(super) fn load_inventory(path: &Path) -> Result<inventory::Inventory> {
     let inv = inventory::load(path)?;
     for w in &inv.warnings {
         eprintln!("warning: {}", w.display_in(path));
@@ -245,7 +203,7 @@ fn load_inventory(path: &Path) -> Result<inventory::Inventory> {
 
 /// The sudo password when the inventory asks for one: from `HARDWAY_SUDO_PASSWORD`, or asked
 /// once on the terminal without echo. Never an argument, never printed.
-fn sudo_password(inv: &inventory::Inventory) -> Result<Option<SudoPassword>> {
+pub(super) fn sudo_password(inv: &inventory::Inventory) -> Result<Option<SudoPassword>> {
     if inv.ssh.sudo != inventory::Sudo::WithPassword {
         return Ok(None);
     }
@@ -285,15 +243,8 @@ fn read_password(prompt: &str) -> std::io::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
-fn policy(accept_new: bool) -> HostKeyPolicy {
+pub(super) fn policy(accept_new: bool) -> HostKeyPolicy {
     if accept_new { HostKeyPolicy::AcceptNew } else { HostKeyPolicy::Strict }
-}
-
-/// Prints to stdout; a closed pipe (`hardway ... | head`) ends the output quietly.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout(), $($arg)*);
-    }};
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -334,106 +285,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out!("{} certificates, {bad} with problems", rows.len());
             Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Deploy { inv, pki: dir, phases, dry_run, diff, parallel, accept_new_host_keys, etcd_timeout, api_timeout, output, log } => {
-            let inv_path = inv.path();
-            let inv = load_inventory(&inv_path)?;
-            let mut opts = deploy::DeployOptions { dry_run, diff, parallel, ..deploy::DeployOptions::default() };
-            if !phases.is_empty() {
-                opts.phases = phases
-                    .iter()
-                    .map(|p| {
-                        Phase::parse(p.trim()).with_context(|| {
-                            let names: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
-                            format!("--phases: unknown phase {p:?} (phases: {})", names.join(", "))
-                        })
-                    })
-                    .collect::<Result<_>>()?;
-            }
-            opts.etcd_timeout = std::time::Duration::from_secs(etcd_timeout);
-            opts.api_timeout = std::time::Duration::from_secs(api_timeout);
-
-            // The PKI is brought up to date (kept where it still fits); a dry run decides the
-            // same in memory and writes nothing.
-            let (pki, pki_report) = pki::generate(&inv, &dir, pki::GenerateOptions { force: false, dry_run, existing_trust_only: true })?;
-            for w in &pki_report.warnings {
-                eprintln!("warning: {w}");
-            }
-            let would = if dry_run { "would be " } else { "" };
-            let pki_changes: Vec<String> = pki_report
-                .entries
-                .iter()
-                .filter(|(_, a)| *a != pki::Action::Kept)
-                .map(|(n, a)| match a {
-                    pki::Action::Reissued(why) => format!("{n}: {would}re-issued ({why})"),
-                    _ => format!("{n}: {would}created"),
-                })
-                .collect();
-            let mut rendered = render::render(&inv, &pki)?;
-            deploy::add_local_binaries(&inv, &mut rendered, &opts.selected())?;
-            let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
-            let (events, run_log) = observe("deploy", output, &log, &inv_path, &names)?;
-            let connector = Arc::new(
-                SshConnector::new(&inv, policy(accept_new_host_keys)).with_log(run_log.clone()).with_sudo_password(sudo_password(&inv)?),
-            );
-            let admin = pki.cert("admin");
-            let api = probe::api_tls_config(&pki.ca(pki::CaId::Kubernetes).cert_pem, &admin.cert_pem, &admin.key_pem).ok();
-            let probe = Arc::new(probe::NetProbe::new(&inv, Some(probe::EtcdAuth::from_pki(&pki)), api));
-            let mut report = runtime()?.block_on(deploy::deploy(&inv, rendered, connector, probe, &opts, events))?;
-            report.pki_changes = pki_changes;
-            if let Some(l) = &run_log {
-                eprintln!("log: {}", l.path().display());
-            }
-            if output == OutputFormat::Json {
-                out!("{}", serde_json::to_string_pretty(&report)?);
-            } else if output == OutputFormat::Jsonl {
-                // The events were the output.
-            } else {
-                for c in &report.pki_changes {
-                    out!("pki: {c}");
-                }
-                if report.dry_run {
-                    let _ = write!(std::io::stdout(), "{}", report.plan);
-                    for s in &report.steps {
-                        out!("{s}");
-                    }
-                    for (host, diffs) in &report.diffs {
-                        for d in diffs {
-                            out!("=== {host}: {}", d.path);
-                            let _ = write!(std::io::stdout(), "{}", d.diff);
-                        }
-                    }
-                    out!("dry run: nothing was changed");
-                } else {
-                    for m in &report.etcd {
-                        out!("etcd: {}", probe::describe(m));
-                    }
-                    out!("{}", report.table());
-                    for h in report.failed() {
-                        eprintln!("{} failed: {}", h.node, h.error.as_deref().unwrap_or("?"));
-                    }
-                }
-            }
-            Ok(if report.failed().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-        }
-        Command::Verify { inv, pki: dir, ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, accept_new_host_keys, output, log } => {
-            let inv_path = inv.path();
-            let inv = load_inventory(&inv_path)?;
-            let opts = verify::VerifyOptions { ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, ..verify::VerifyOptions::new(dir) };
-            let creds = verify::Credentials::load(&opts)?;
-            let (probe, api_error) = creds.probe(&inv);
-            let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
-            let (events, run_log) = observe("verify", output, &log, &inv_path, &names)?;
-            let connector =
-                Arc::new(SshConnector::new(&inv, policy(accept_new_host_keys)).with_log(run_log).with_sudo_password(sudo_password(&inv)?));
-            let checks = runtime()?.block_on(verify::verify(&inv, creds, connector, Arc::new(probe), api_error, parallel, events));
-            match output {
-                OutputFormat::Json => out!("{}", serde_json::to_string_pretty(&checks)?),
-                OutputFormat::Jsonl => {}
-                OutputFormat::Text => out!("{}", verify::format_report(&checks)),
-            }
-            let failed = checks.iter().any(|c| c.status == verify::Status::Fail);
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-        }
+        Command::Deploy(args) => deploy::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Etcd { command } => day2::etcd(command),
+        Command::Node { command } => day2::node(command),
+        Command::Reset(args) => day2::reset(args),
         Command::Logs => match RunLog::latest(&RunLog::default_dir()) {
             Some(p) => {
                 out!("{}", p.display());

@@ -1,0 +1,270 @@
+//! The day-2 commands: `etcd snapshot save|list`, `etcd restore`, `node remove`, `reset`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use super::deploy::{access, parse_phases};
+use super::{InventoryArg, LogArg, OutputFormat, load_inventory, observe, runtime};
+use crate::day2::{self, Confirm};
+use crate::{deploy, pki, probe};
+
+/// What a destructive command may do.
+#[derive(Args, Clone)]
+pub struct ConfirmArgs {
+    /// Say what would be done, and do nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do it (without, the command only says what it would do).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+impl ConfirmArgs {
+    fn confirm(&self, force: bool) -> Confirm {
+        Confirm { dry_run: self.dry_run, yes: self.yes, force }
+    }
+}
+
+/// Where the cluster's PKI is, and whether to record new host keys.
+#[derive(Args, Clone)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub inv: InventoryArg,
+    #[arg(long, default_value = "pki")]
+    pub pki: PathBuf,
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    #[command(flatten)]
+    pub log: LogArg,
+    /// text, or json (the whole result).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Subcommand)]
+pub enum EtcdCommand {
+    /// Snapshots of etcd's keyspace.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Put etcd's keyspace back to a snapshot on every member (also when quorum is lost).
+    Restore {
+        /// The snapshot (`NAME.db`, with `NAME.json` beside it).
+        snapshot: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
+        /// How long etcd may take to become healthy afterwards, in seconds.
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        etcd_timeout: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream a snapshot from a healthy member into --out, recorded with its revision, members
+    /// and SHA-256.
+    Save {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[arg(long, default_value = "snapshots")]
+        out: PathBuf,
+        /// Keep only the newest N snapshots of this cluster there.
+        #[arg(long)]
+        keep: Option<usize>,
+    },
+    /// List the snapshots of this cluster in --dir.
+    List {
+        #[command(flatten)]
+        inv: InventoryArg,
+        #[arg(long, default_value = "snapshots")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Take a node out of the running cluster: etcd member remove, reset, and the rest of the
+    /// cluster deployed without it.
+    Remove {
+        /// The node, still in the inventory.
+        name: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
+        confirm: ConfirmArgs,
+        /// Remove it although the members left could not keep quorum, or it is the last one.
+        #[arg(long)]
+        force: bool,
+        /// The phases deployed to the rest of the cluster afterwards.
+        #[arg(long, value_delimiter = ',', default_value = "files,etcd,lb,control-plane,workers")]
+        phases: Vec<String>,
+        #[command(flatten)]
+        snapshot: super::deploy::SnapshotArgs,
+    },
+}
+
+/// `hardway reset`.
+#[derive(Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// A node to reset (repeat for more).
+    #[arg(long = "node", value_name = "NAME", required_unless_present = "all")]
+    pub nodes: Vec<String>,
+    /// Every node of the inventory.
+    #[arg(long, conflicts_with = "nodes")]
+    pub all: bool,
+    /// Delete etcd's data dir instead of moving it aside.
+    #[arg(long)]
+    pub purge: bool,
+    /// Reset etcd members of a running cluster without removing them from it first.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
+}
+
+fn print_steps(dry_run: bool, steps: &[String]) {
+    let head = if dry_run { "would" } else { "did" };
+    for s in steps {
+        out!("{head}: {s}");
+    }
+}
+
+/// A cluster opened for a day-2 command.
+struct Opened {
+    inv: crate::inventory::Inventory,
+    events: crate::events::Events,
+    connector: Arc<crate::remote::ssh::SshConnector>,
+    probe: Arc<probe::NetProbe>,
+}
+
+/// The inventory, its PKI (as it is: day-2 commands create nothing), and access to the cluster.
+fn open(c: &ClusterArgs, command: &'static str) -> Result<Opened> {
+    let path = c.inv.path();
+    let inv = load_inventory(&path)?;
+    let pki = pki::load(&inv, &c.pki)?;
+    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
+    let output = if c.output == OutputFormat::Jsonl { OutputFormat::Jsonl } else { OutputFormat::Text };
+    let (events, run_log) = observe(command, output, &c.log, &path, &names)?;
+    let (connector, probe) = access(&inv, &pki, c.accept_new_host_keys, run_log)?;
+    Ok(Opened { inv, events, connector, probe })
+}
+
+pub(super) fn etcd(command: EtcdCommand) -> Result<ExitCode> {
+    match command {
+        EtcdCommand::Snapshot { command: SnapshotCommand::Save { cluster, out, keep } } => {
+            let Opened { inv, probe, .. } = open(&cluster, "etcd-snapshot")?;
+            let info = runtime()?.block_on(day2::snapshot::save(&inv, probe.as_ref(), &out, keep))?;
+            if cluster.output == OutputFormat::Json {
+                out!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                out!("{}: revision {}, {} bytes, sha256 {}, from {}", out.join(&info.file).display(), info.revision, info.size, info.sha256, info.from_member);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EtcdCommand::Snapshot { command: SnapshotCommand::List { inv, dir } } => {
+            let inv = load_inventory(&inv.path())?;
+            let all = day2::snapshot::list(&dir, &inv.cluster.name)?;
+            out!("{:<44} {:>10} {:>12}  {:<24} MEMBERS", "SNAPSHOT", "REVISION", "BYTES", "TAKEN");
+            for s in &all {
+                let members: Vec<&str> = s.members.iter().map(|(n, _)| n.as_str()).collect();
+                out!("{:<44} {:>10} {:>12}  {:<24} {}", s.file, s.revision, s.size, s.taken_at, members.join(","));
+            }
+            out!("{} snapshots of {} in {}", all.len(), inv.cluster.name, dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        EtcdCommand::Restore { snapshot, cluster, confirm, etcd_timeout } => {
+            let Opened { inv, events, connector, probe } = open(&cluster, "etcd-restore")?;
+            let opts = day2::restore::RestoreOptions { confirm: confirm.confirm(false), etcd_timeout: Duration::from_secs(etcd_timeout) };
+            let report = runtime()?.block_on(day2::restore::restore(&inv, &snapshot, connector.as_ref(), probe.as_ref(), &opts, &events))?;
+            if cluster.output == OutputFormat::Json {
+                out!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_steps(report.dry_run, &report.steps);
+                for (node, aside) in &report.moved_aside {
+                    out!("{node}: the previous data dir is kept at {aside}");
+                }
+                for m in &report.members {
+                    out!("etcd: {}", probe::describe(m));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(super) fn node(command: NodeCommand) -> Result<ExitCode> {
+    let NodeCommand::Remove { name, cluster, confirm, force, phases, snapshot } = command;
+    let Opened { inv, events, connector, probe } = open(&cluster, "node-remove")?;
+    let deploy_opts = deploy::DeployOptions {
+        snapshot_dir: (!snapshot.no_snapshot).then(|| snapshot.snapshot_dir.clone()),
+        snapshot_keep: snapshot.keep_snapshots,
+        ..deploy::DeployOptions::default()
+    };
+    let opts = day2::node::RemoveOptions { confirm: confirm.confirm(force), phases: parse_phases(&phases)?, deploy: deploy_opts };
+    let report = runtime()?.block_on(day2::node::remove(&inv, &name, &cluster.pki, connector, probe, &opts, &events))?;
+    if cluster.output == OutputFormat::Json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_steps(report.dry_run, &report.steps);
+    if let Some(d) = &report.deploy {
+        out!("{}", d.table());
+        for h in d.failed() {
+            eprintln!("{} failed: {}", h.node, h.error.as_deref().unwrap_or("?"));
+        }
+        if !d.failed().is_empty() {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    if !report.dry_run {
+        out!("{name} is out of the cluster: remove it from {}", inv.source.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn reset(args: ResetArgs) -> Result<ExitCode> {
+    let Opened { inv, events, connector, probe } = open(&args.cluster, "reset")?;
+    let nodes: Vec<&crate::inventory::Node> = if args.all {
+        inv.nodes.iter().collect()
+    } else {
+        args.nodes
+            .iter()
+            .map(|n| inv.nodes.iter().find(|x| &x.name == n).with_context(|| format!("--node {n}: no such node in {}", inv.source.display())))
+            .collect::<Result<_>>()?
+    };
+    // An etcd member of a running cluster leaves it with `node remove`, not a reset that the
+    // others would see as a dead member.
+    let members: Vec<&crate::inventory::Node> = nodes.iter().copied().filter(|n| inv.is_etcd_member(n)).collect();
+    if !args.all && !members.is_empty() && !args.force {
+        let statuses = runtime()?.block_on(probe::cluster_status(probe.as_ref(), &inv.etcd_members(), Duration::from_secs(3)));
+        let running: Vec<&str> = statuses.iter().filter(|s| s.answered() && members.iter().any(|m| m.name == s.name)).map(|s| s.name.as_str()).collect();
+        if !running.is_empty() {
+            anyhow::bail!(
+                "refused: {} still run as etcd members of the cluster; `hardway node remove` takes a member out first (--force resets it anyway, and the cluster loses that member)",
+                running.join(", ")
+            );
+        }
+    }
+    let opts = day2::reset::ResetOptions { confirm: args.confirm.confirm(args.force), purge: args.purge };
+    let report = runtime()?.block_on(day2::reset::reset(&inv, &nodes, connector.as_ref(), &opts, &events))?;
+    if args.cluster.output == OutputFormat::Json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_steps(report.dry_run, &report.steps);
+    for n in &report.nodes {
+        let data = n.data_dir.as_deref().map(|d| format!(", etcd data kept at {d}")).unwrap_or_default();
+        out!("{}: {} units stopped and disabled, {} files removed{data}", n.node, n.units_stopped.len(), n.files_removed);
+    }
+    Ok(ExitCode::SUCCESS)
+}

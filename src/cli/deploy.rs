@@ -1,0 +1,174 @@
+//! `hardway deploy`: the options, the PKI step before it, and the report.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::{InventoryArg, LogArg, OutputFormat, load_inventory, observe, policy, runtime, sudo_password};
+use crate::components::Phase;
+use crate::remote::ssh::SshConnector;
+use crate::{deploy, pki, probe, render};
+
+/// `hardway deploy`.
+#[derive(Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub inv: InventoryArg,
+    #[arg(long, default_value = "pki")]
+    pub pki: PathBuf,
+    /// Comma-separated phases to run: files, etcd, lb, control-plane, workers, addons
+    /// (preflight always runs). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub phases: Vec<String>,
+    /// Print the plan per host and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: a unified diff of every file that would change (secrets masked on
+    /// both sides, private keys never shown).
+    #[arg(long, requires = "dry_run")]
+    pub diff: bool,
+    /// Hosts worked on at once.
+    #[arg(long, default_value_t = 32)]
+    pub parallel: usize,
+    /// Record host keys that are not in known_hosts yet (changed keys are always refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// How long etcd may take to become healthy, in seconds (bootstrap, and each step of a
+    /// rolling restart).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub etcd_timeout: u64,
+    /// How long an API server may take to answer /readyz after a restart, in seconds.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub api_timeout: u64,
+    /// text; json (the whole report at the end); jsonl (one event per line as it happens).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub log: LogArg,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+}
+
+/// The snapshot deploy takes before it changes a running etcd.
+#[derive(Args, Clone)]
+pub struct SnapshotArgs {
+    /// Where the snapshot before etcd changes goes.
+    #[arg(long, default_value = "snapshots")]
+    pub snapshot_dir: PathBuf,
+    /// Keep only this many snapshots there.
+    #[arg(long)]
+    pub keep_snapshots: Option<usize>,
+    /// Take no snapshot before changing etcd.
+    #[arg(long)]
+    pub no_snapshot: bool,
+}
+
+/// `--phases a,b,c` as phases, or every phase when empty.
+pub(super) fn parse_phases(phases: &[String]) -> Result<Vec<Phase>> {
+    if phases.is_empty() {
+        return Ok(Phase::ALL.to_vec());
+    }
+    phases
+        .iter()
+        .map(|p| {
+            Phase::parse(p.trim()).with_context(|| {
+                let names: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
+                format!("--phases: unknown phase {p:?} (phases: {})", names.join(", "))
+            })
+        })
+        .collect()
+}
+
+/// The SSH side and the endpoints' side of a cluster, with the PKI's identities.
+pub(super) fn access(
+    inv: &crate::inventory::Inventory,
+    pki: &pki::Pki,
+    accept_new_host_keys: bool,
+    run_log: Option<Arc<crate::runlog::RunLog>>,
+) -> Result<(Arc<SshConnector>, Arc<probe::NetProbe>)> {
+    let connector = Arc::new(SshConnector::new(inv, policy(accept_new_host_keys)).with_log(run_log).with_sudo_password(sudo_password(inv)?));
+    let admin = pki.cert("admin");
+    let api = probe::api_tls_config(&pki.ca(pki::CaId::Kubernetes).cert_pem, &admin.cert_pem, &admin.key_pem).ok();
+    Ok((connector, Arc::new(probe::NetProbe::new(inv, Some(probe::EtcdAuth::from_pki(pki)), api))))
+}
+
+pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
+    let DeployArgs { inv, pki: dir, phases, dry_run, diff, parallel, accept_new_host_keys, etcd_timeout, api_timeout, output, log, snapshot } = args;
+    let inv_path = inv.path();
+    let inv = load_inventory(&inv_path)?;
+    let opts = deploy::DeployOptions {
+        phases: parse_phases(&phases)?,
+        dry_run,
+        diff,
+        parallel,
+        etcd_timeout: std::time::Duration::from_secs(etcd_timeout),
+        api_timeout: std::time::Duration::from_secs(api_timeout),
+        snapshot_dir: (!snapshot.no_snapshot).then(|| snapshot.snapshot_dir.clone()),
+        snapshot_keep: snapshot.keep_snapshots,
+    };
+
+    // The PKI is brought up to date (kept where it still fits); a dry run decides the
+    // same in memory and writes nothing.
+    let (pki, pki_report) = pki::generate(&inv, &dir, pki::GenerateOptions { force: false, dry_run, existing_trust_only: true })?;
+    for w in &pki_report.warnings {
+        eprintln!("warning: {w}");
+    }
+    let would = if dry_run { "would be " } else { "" };
+    let pki_changes: Vec<String> = pki_report
+        .entries
+        .iter()
+        .filter(|(_, a)| *a != pki::Action::Kept)
+        .map(|(n, a)| match a {
+            pki::Action::Reissued(why) => format!("{n}: {would}re-issued ({why})"),
+            _ => format!("{n}: {would}created"),
+        })
+        .collect();
+    let mut rendered = render::render(&inv, &pki)?;
+    deploy::add_local_binaries(&inv, &mut rendered, &opts.selected())?;
+    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
+    let (events, run_log) = observe("deploy", output, &log, &inv_path, &names)?;
+    let (connector, probe) = access(&inv, &pki, accept_new_host_keys, run_log.clone())?;
+    let mut report = runtime()?.block_on(deploy::deploy(&inv, rendered, connector, probe, &opts, events))?;
+    report.pki_changes = pki_changes;
+    if let Some(l) = &run_log {
+        eprintln!("log: {}", l.path().display());
+    }
+    if output == OutputFormat::Json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+    } else if output == OutputFormat::Jsonl {
+        // The events were the output.
+    } else {
+        for c in &report.pki_changes {
+            out!("pki: {c}");
+        }
+        if report.dry_run {
+            let _ = write!(std::io::stdout(), "{}", report.plan);
+            for s in &report.steps {
+                out!("{s}");
+            }
+            for (host, diffs) in &report.diffs {
+                for d in diffs {
+                    out!("=== {host}: {}", d.path);
+                    let _ = write!(std::io::stdout(), "{}", d.diff);
+                }
+            }
+            out!("dry run: nothing was changed");
+        } else {
+            for m in &report.etcd {
+                out!("etcd: {}", probe::describe(m));
+            }
+            if let Some(s) = &report.snapshot {
+                out!("etcd snapshot before the changes: {}", s.display());
+            }
+            out!("{}", report.table());
+            for h in report.failed() {
+                eprintln!("{} failed: {}", h.node, h.error.as_deref().unwrap_or("?"));
+            }
+        }
+    }
+    Ok(if report.failed().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

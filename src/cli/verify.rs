@@ -1,0 +1,68 @@
+//! `hardway verify`: the options and the report.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{InventoryArg, LogArg, OutputFormat, load_inventory, observe, policy, runtime, sudo_password};
+use crate::remote::ssh::SshConnector;
+use crate::verify;
+
+/// `hardway verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub inv: InventoryArg,
+    /// Where the CAs and client certificates are (hardway's layout).
+    #[arg(long, default_value = "pki")]
+    pub pki: PathBuf,
+    /// The cluster CA, if not <pki>/ca.crt.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// The etcd CA, if not <pki>/etcd/ca.crt.
+    #[arg(long)]
+    pub etcd_ca: Option<PathBuf>,
+    /// An etcd client certificate, if not <pki>/etcd/healthcheck-client.crt.
+    #[arg(long, requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    #[arg(long, requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// An admin client certificate, if not <pki>/admin.crt.
+    #[arg(long, requires = "admin_key")]
+    pub admin_cert: Option<PathBuf>,
+    #[arg(long, requires = "admin_cert")]
+    pub admin_key: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    pub parallel: usize,
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// text; json (every check at the end); jsonl (one event per line as it happens).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub log: LogArg,
+}
+
+pub(super) fn run(args: VerifyArgs) -> Result<ExitCode> {
+    let VerifyArgs { inv, pki: dir, ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, accept_new_host_keys, output, log } = args;
+    let inv_path = inv.path();
+    let inv = load_inventory(&inv_path)?;
+    let opts = verify::VerifyOptions { ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, ..verify::VerifyOptions::new(dir) };
+    let creds = verify::Credentials::load(&opts)?;
+    let (probe, api_error) = creds.probe(&inv);
+    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
+    let (events, run_log) = observe("verify", output, &log, &inv_path, &names)?;
+    let connector =
+        Arc::new(SshConnector::new(&inv, policy(accept_new_host_keys)).with_log(run_log).with_sudo_password(sudo_password(&inv)?));
+    let checks = runtime()?.block_on(verify::verify(&inv, creds, connector, Arc::new(probe), api_error, parallel, events));
+    match output {
+        OutputFormat::Json => out!("{}", serde_json::to_string_pretty(&checks)?),
+        OutputFormat::Jsonl => {}
+        OutputFormat::Text => out!("{}", verify::format_report(&checks)),
+    }
+    let failed = checks.iter().any(|c| c.status == verify::Status::Fail);
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,143 @@
+//! `hardway node remove NAME`: a node out of a running cluster, the first master included.
+//!
+//! For an etcd member, `member remove` comes first — refused when the members left could not
+//! keep quorum, or for the last member (`--force` overrides, saying what it risks). Then the
+//! node is reset (its units stopped and disabled, hardway's files removed, etcd's data moved
+//! aside), and the rest of the cluster is deployed without it: HAProxy's backends, the API
+//! servers' `--etcd-servers` and certificate SANs, the routes — API servers restart one at a
+//! time, each ready before the next. The inventory still lists the node when the command
+//! runs (that is how hardway reaches it); remove it from the file afterwards.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::reset::{ResetOptions, reset};
+use super::{Confirm, Day2Error};
+use crate::components::Phase;
+use crate::deploy::{DeployOptions, DeployReport, deploy};
+use crate::events::Events;
+use crate::inventory::{Inventory, Node};
+use crate::probe::{self, Probe};
+use crate::remote::Connector;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoveReport {
+    pub dry_run: bool,
+    pub steps: Vec<String>,
+    /// The member removed from etcd, if the node was one.
+    pub etcd_member_removed: Option<String>,
+    pub reset: bool,
+    pub deploy: Option<DeployReport>,
+}
+
+pub struct RemoveOptions {
+    pub confirm: Confirm,
+    /// The phases deployed to the rest of the cluster afterwards.
+    pub phases: Vec<Phase>,
+    pub deploy: DeployOptions,
+}
+
+/// The inventory without `name`.
+pub fn without(inv: &Inventory, name: &str) -> Inventory {
+    let mut rest = inv.clone();
+    rest.nodes.retain(|n| n.name != name);
+    if rest.load_balancer.as_ref().and_then(|l| l.node.as_deref()) == Some(name) {
+        rest.load_balancer = None;
+    }
+    rest
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn remove(
+    inv: &Inventory,
+    name: &str,
+    pki_dir: &Path,
+    connector: Arc<dyn Connector>,
+    probe: Arc<dyn Probe>,
+    opts: &RemoveOptions,
+    events: &Events,
+) -> Result<RemoveReport, Day2Error> {
+    let node: &Node = inv.nodes.iter().find(|n| n.name == name).ok_or_else(|| Day2Error::Refused {
+        reason: format!("{name} is not in {}: it lists how to reach the node, so it must still name it", inv.source.display()),
+    })?;
+    let rest = without(inv, name);
+    if inv.masters().count() == 1 && node.has(crate::inventory::Role::Master) {
+        return Err(Day2Error::Refused { reason: format!("{name} is the only master: use `hardway reset --all` to take the cluster down") });
+    }
+    let member = inv.is_etcd_member(node);
+    let mut steps = Vec::new();
+    let mut removal: Option<(std::net::IpAddr, u64)> = None;
+    if member {
+        let members = inv.etcd_members();
+        let statuses = probe::cluster_status(probe.as_ref(), &members, Duration::from_secs(3)).await;
+        let others: Vec<&probe::MemberStatus> = statuses.iter().filter(|s| s.name != name).collect();
+        let healthy_others = others.iter().filter(|s| s.answered() && s.errors.is_empty()).count();
+        let left = members.len() - 1;
+        let quorum = left / 2 + 1;
+        let via = others.iter().find(|s| s.answered());
+        let mut risks = Vec::new();
+        if left == 0 {
+            risks.push(format!("{name} is the last etcd member: removing it ends the cluster's data"));
+        } else if healthy_others < quorum {
+            risks.push(format!(
+                "after removing {name}, {healthy_others} of the {left} members left are healthy, and they need {quorum} for quorum: the cluster would stop"
+            ));
+        }
+        if !risks.is_empty() && !opts.confirm.force {
+            return Err(Day2Error::Refused { reason: format!("{} (--force removes it anyway)", risks.join("; ")) });
+        }
+        for r in &risks {
+            steps.push(format!("--force: going on although {r}"));
+        }
+        let via = via.ok_or_else(|| Day2Error::Unhealthy { reason: "no other etcd member answers: nothing to remove the member through".into() })?;
+        let (list, _) = probe.etcd_membership(via.address, Duration::from_secs(5)).await.map_err(Day2Error::Etcd)?;
+        match list.iter().find(|m| m.name == name) {
+            Some(m) => {
+                steps.push(format!("etcd: member remove {name} ({:x}), through {}", m.id, via.name));
+                removal = Some((via.address, m.id));
+            }
+            None => steps.push(format!("etcd: {name} is not a member any more")),
+        }
+    }
+    steps.push(format!("reset {name}: stop and disable hardway's units, remove hardway's files, move etcd's data aside"));
+    let phases: Vec<&str> = opts.phases.iter().map(|p| p.name()).collect();
+    steps.push(format!(
+        "deploy the rest of the cluster without {name} (phases {}): HAProxy backends, --etcd-servers and SANs, routes; API servers one at a time",
+        phases.join(",")
+    ));
+    steps.push(format!("then remove {name} from {}", inv.source.display()));
+    let mut report = RemoveReport { dry_run: opts.confirm.dry_run, steps, etcd_member_removed: None, reset: false, deploy: None };
+    if opts.confirm.dry_run {
+        return Ok(report);
+    }
+    if !opts.confirm.yes {
+        return Err(Day2Error::NeedsYes { what: format!("remove {name} from the cluster"), steps: report.steps });
+    }
+
+    if let Some((via, id)) = removal {
+        let step = events.start(Some(name), Some("remove"), "etcd member remove");
+        probe.etcd_member_remove(via, id).await.map_err(Day2Error::Etcd)?;
+        step.done(crate::events::Status::Changed, None);
+        report.etcd_member_removed = Some(name.to_string());
+    }
+    // A node that cannot be reached any more is removed from the cluster all the same.
+    let reset_opts = ResetOptions { confirm: Confirm { yes: true, ..opts.confirm }, purge: false };
+    match reset(inv, &[node], connector.as_ref(), &reset_opts, events).await {
+        Ok(_) => report.reset = true,
+        Err(Day2Error::Unreachable { .. }) => report.steps.push(format!("{name} could not be reached: it was not reset")),
+        Err(e) => return Err(e),
+    }
+
+    // The rest of the cluster, without the node: re-issue what names it, then deploy.
+    let deploy_mode = crate::pki::GenerateOptions { existing_trust_only: true, ..Default::default() };
+    let (pki, _) = crate::pki::generate(&rest, pki_dir, deploy_mode)?;
+    let rendered = crate::render::render(&rest, &pki)?;
+    let mut dopts = opts.deploy.clone();
+    dopts.phases = opts.phases.clone();
+    let deployed = deploy(&rest, rendered, connector, probe, &dopts, events.clone()).await?;
+    report.deploy = Some(deployed);
+    Ok(report)
+}

@@ -1,0 +1,124 @@
+//! Day-2 operations against in-memory nodes: what restore, reset and node removal do, in which
+//! order, and what they refuse.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::node::{RemoveOptions, remove};
+use super::reset::{ResetOptions, reset};
+use super::restore::{RestoreOptions, restore};
+use super::*;
+use crate::components::{ETCD_DATA_DIR, Phase};
+use crate::deploy::{DeployOptions, deploy};
+use crate::events::Events;
+use crate::probe::Probe;
+use crate::testing::{Fixture, block_on};
+
+fn deployed(phases: &[Phase]) -> Fixture {
+    let f = Fixture::new();
+    let o = DeployOptions { phases: phases.to_vec(), etcd_timeout: Duration::from_secs(2), api_timeout: Duration::from_secs(2), ..DeployOptions::default() };
+    let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
+    let r = block_on(deploy(&f.inv, f.rendered(), c, p, &o, Events::none("deploy"))).unwrap();
+    assert!(r.failed().is_empty(), "{}", r.table());
+    f
+}
+
+const YES: Confirm = Confirm { dry_run: false, yes: true, force: false };
+
+#[test]
+fn restore_stops_everything_moves_the_data_aside_and_brings_every_member_back() {
+    let f = deployed(&[Phase::Etcd, Phase::ControlPlane]);
+    let snaps = f.dir.path().join("snapshots");
+    let info = block_on(snapshot::save(&f.inv, f.fake.as_ref(), &snaps, None)).unwrap();
+    let db = snaps.join(&info.file);
+    let opts = RestoreOptions { confirm: Confirm::default(), etcd_timeout: Duration::from_secs(2) };
+    // Without --yes: the plan, and nothing done.
+    f.fake.clear_events();
+    let err = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap_err();
+    assert!(matches!(err, Day2Error::NeedsYes { .. }), "{err}");
+    assert!(f.fake.events().is_empty());
+    let opts = RestoreOptions { confirm: YES, ..opts };
+    let r = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap();
+    assert_eq!(r.moved_aside.len(), 3);
+    assert!(crate::probe::healthy(&r.members));
+    let events: Vec<String> = f.fake.events().into_iter().map(|e| format!("{}: {}", e.node, e.what)).collect();
+    let pos = |what: &str| events.iter().position(|e| e == what).unwrap_or_else(|| panic!("no {what:?} in {events:#?}"));
+    // API servers stop before etcd, every member is restored before any starts, the API
+    // servers start after etcd.
+    assert!(pos("m1: stop kube-apiserver") < pos("m1: stop etcd"));
+    assert!(pos("m3: stop etcd") < pos(&format!("m1: move {ETCD_DATA_DIR} to {}", r.moved_aside[0].1)));
+    let last_restore = events.iter().rposition(|e| e.contains(": restore etcd into")).unwrap();
+    assert!(last_restore < pos("m1: start etcd") && pos("m3: start etcd") < pos("m1: start kube-apiserver"));
+    for m in ["m1", "m2", "m3"] {
+        let n = f.fake.node(m);
+        assert!(n.files.keys().any(|p| p.starts_with(&format!("{ETCD_DATA_DIR}.before-restore-"))), "{m}: the old data is not kept");
+        assert!(!n.files.keys().any(|p| p.starts_with("/var/lib/hardway/restore-")), "{m}: the uploaded copy is left");
+    }
+    // A snapshot that does not match its record is refused before anything is touched.
+    std::fs::write(&db, b"tampered").unwrap();
+    f.fake.clear_events();
+    let err = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap_err();
+    assert!(err.to_string().contains("SHA-256"), "{err}");
+    assert!(f.fake.events().is_empty());
+}
+
+#[test]
+fn reset_takes_off_what_hardway_placed_keeps_etcd_data_and_a_second_reset_does_nothing() {
+    let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb]);
+    f.fake.node("m1").files.insert("/etc/precious.conf".into(), crate::remote::fake::FakeFile { contents: b"mine".to_vec(), mode: 0o644, owner: "root:root".into() });
+    let nodes: Vec<&crate::inventory::Node> = f.inv.nodes.iter().collect();
+    let opts = ResetOptions { confirm: YES, purge: false };
+    let r = block_on(reset(&f.inv, &nodes, f.fake.as_ref(), &opts, &Events::none("t"))).unwrap();
+    for n in &r.nodes {
+        let node = f.fake.node(&n.node);
+        let left: Vec<&String> = node.files.keys().filter(|p| !p.starts_with(ETCD_DATA_DIR) && *p != "/etc/hosts" && *p != "/etc/precious.conf").collect();
+        assert!(left.is_empty(), "{}: left {left:?}", n.node);
+        assert!(node.units.values().all(|u| !u.active && !u.enabled), "{}: {:?}", n.node, node.units);
+        assert!(!String::from_utf8_lossy(&node.files.get("/etc/hosts").map(|f| f.contents.clone()).unwrap_or_default()).contains("hardway"));
+    }
+    assert!(f.fake.node("m1").files.contains_key("/etc/precious.conf"), "reset removed a file hardway did not place");
+    assert!(r.nodes.iter().find(|n| n.node == "m1").unwrap().data_dir.as_deref().is_some_and(|d| d.starts_with(&format!("{ETCD_DATA_DIR}.reset-"))));
+    let again = block_on(reset(&f.inv, &nodes, f.fake.as_ref(), &opts, &Events::none("t"))).unwrap();
+    assert!(again.nodes.iter().all(|n| n.files_removed == 0 && n.units_stopped.is_empty() && n.data_dir.is_none()), "{:?}", again.nodes);
+}
+
+fn remove_opts(confirm: Confirm) -> RemoveOptions {
+    let deploy = DeployOptions { etcd_timeout: Duration::from_secs(2), api_timeout: Duration::from_secs(2), ..DeployOptions::default() };
+    RemoveOptions { confirm, phases: vec![Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane], deploy }
+}
+
+#[test]
+fn the_first_master_can_be_removed_and_the_rest_is_deployed_without_it() {
+    let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
+    let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
+    f.fake.clear_events();
+    let r = block_on(remove(&f.inv, "m1", &f.pki_dir(), c, p, &remove_opts(YES), &Events::none("t"))).unwrap();
+    assert_eq!(r.etcd_member_removed.as_deref(), Some("m1"));
+    assert!(r.reset);
+    let d = r.deploy.unwrap();
+    assert!(d.failed().is_empty(), "{}", d.table());
+    let members: Vec<String> = f.fake.members().into_iter().map(|m| m.name).collect();
+    assert_eq!(members, ["m2", "m3"]);
+    let haproxy = String::from_utf8(f.fake.node("lb").files["/etc/haproxy/haproxy.cfg"].contents.clone()).unwrap();
+    assert!(!haproxy.contains("server m1 ") && haproxy.contains("server m2 "), "{haproxy}");
+    let api = String::from_utf8(f.fake.node("m2").files["/etc/systemd/system/kube-apiserver.service"].contents.clone()).unwrap();
+    assert!(!api.contains("10.0.0.11:2379") && api.contains("10.0.0.12:2379"), "{api}");
+    // The API servers restarted one at a time for their new --etcd-servers.
+    assert_eq!(f.fake.events_like("restart kube-apiserver"), ["m2: restart kube-apiserver", "m3: restart kube-apiserver"]);
+    assert!(f.fake.node("m1").files.keys().all(|p| p.starts_with(ETCD_DATA_DIR) || p == "/etc/hosts"), "m1 was not reset");
+}
+
+#[test]
+fn removing_a_member_that_would_cost_quorum_is_refused_with_the_reason() {
+    let f = deployed(&[Phase::Etcd]);
+    f.fake.node("m3").units.get_mut("etcd").unwrap().active = false;
+    let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
+    f.fake.clear_events();
+    let err = block_on(remove(&f.inv, "m2", &f.pki_dir(), c.clone(), p.clone(), &remove_opts(YES), &Events::none("t"))).unwrap_err();
+    assert!(err.to_string().contains("after removing m2, 1 of the 2 members left are healthy, and they need 2 for quorum"), "{err}");
+    assert!(f.fake.events().is_empty(), "{:?}", f.fake.events());
+    // The member that is down can go: the two left are healthy.
+    let dry = Confirm { dry_run: true, ..YES };
+    let r = block_on(remove(&f.inv, "m3", &f.pki_dir(), c, p, &remove_opts(dry), &Events::none("t"))).unwrap();
+    assert!(r.steps.iter().any(|s| s.starts_with("etcd: member remove m3")), "{:?}", r.steps);
+}
