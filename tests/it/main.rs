@@ -6,6 +6,7 @@
 mod common;
 
 mod cli;
+mod day2;
 mod deploy;
 mod fuzz;
 mod inventory;
