@@ -15,8 +15,9 @@ use std::time::SystemTime;
 use base64::Engine;
 
 use super::script::{Script, Sections, quote, quote_all};
+use crate::addons::Step as AddonStep;
 use super::{
-    Apply, Facts, FactsQuery, HostsBlock, KeyCheck, Listener, Output, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
+    Apply, Facts, FactsQuery, ImportImages, HostsBlock, KeyCheck, Listener, Output, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
     UnitOps, Upload,
 };
 use crate::plan::sha256_hex;
@@ -492,26 +493,49 @@ impl<T: Transport> Remote for ShellRemote<T> {
     }
 
     fn apply(&self, a: &Apply<'_>) -> Result<(), RemoteError> {
-        let (k, kc) = (quote(a.kubectl), quote(a.kubeconfig));
+        let (k, kc, t) = (quote(a.kubectl), quote(a.kubeconfig), a.timeout_secs);
+        let kubectl = format!("{k} --kubeconfig {kc}");
         let mut s = Script::strict();
         s.raw(&format!(
-            "i=0; until {k} --kubeconfig {kc} get --raw /readyz >/dev/null 2>&1; do i=$((i+1)); \
-             [ $i -lt {t} ] || {{ echo 'the API server was not ready after {t} s' >&2; exit 1; }}; sleep 1; done",
-            t = a.ready_timeout_secs
+            "i=0; until {kubectl} get --raw /readyz >/dev/null 2>&1; do i=$((i+1)); \
+             [ $i -lt {t} ] || {{ echo 'the API server was not ready after {t} s' >&2; exit 1; }}; sleep 1; done"
         ));
-        for m in &a.manifests {
-            s.raw(&format!("{k} --kubeconfig {kc} apply -f {}", quote(m)));
+        for addon in a.addons {
+            for step in &addon.steps {
+                let fail = quote(&format!("addon {}: {} failed", addon.name, step.describe()));
+                let line = match step {
+                    AddonStep::Apply(m) => format!("{kubectl} apply -f {} || {{ echo {fail} >&2; exit 1; }}", quote(m)),
+                    // Until the webhook answers, apply fails with "failed calling webhook";
+                    // the last answer is printed when time runs out.
+                    AddonStep::ApplyUntilAccepted(m) => format!(
+                        "i=0; until out=$({kubectl} apply -f {} 2>&1); do i=$((i+2)); \
+                         [ $i -lt {t} ] || {{ echo \"$out\" >&2; echo {fail}: not accepted within {t} s >&2; exit 1; }}; sleep 2; done; echo \"$out\"",
+                        quote(m)
+                    ),
+                    AddonStep::Rollout { namespace, object } => format!(
+                        "{kubectl} -n {} rollout status {} --timeout={t}s || {{ {kubectl} -n {} get pods -o wide >&2; echo {fail}: not ready within {t} s >&2; exit 1; }}",
+                        quote(namespace),
+                        quote(object),
+                        quote(namespace)
+                    ),
+                    AddonStep::Available { object } => format!(
+                        "{kubectl} wait --for=condition=Available {} --timeout={t}s || {{ {kubectl} get {} -o yaml >&2; echo {fail}: not Available within {t} s >&2; exit 1; }}",
+                        quote(object),
+                        quote(object)
+                    ),
+                };
+                s.raw(&line);
+            }
         }
-        if let Some((crd, manifests, missing)) = &a.needs_crd {
-            let applies: Vec<String> = manifests.iter().map(|m| format!("{k} --kubeconfig {kc} apply -f {}", quote(m))).collect();
-            s.raw(&format!(
-                "if {k} --kubeconfig {kc} get crd {} >/dev/null 2>&1; then {}; else echo {} >&2; exit 1; fi",
-                quote(crd),
-                applies.join("; "),
-                quote(missing)
-            ));
+        self.run_ok("applying addons", &s).map(|_| ())
+    }
+
+    fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError> {
+        let mut s = Script::strict();
+        for t in &import.tarballs {
+            s.raw(&format!("{} -n k8s.io images import {}", quote(import.ctr), quote(t)));
         }
-        self.run_ok("applying manifests", &s).map(|_| ())
+        self.run_ok("importing images into containerd", &s).map(|_| ())
     }
 }
 

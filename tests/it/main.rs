@@ -5,6 +5,7 @@
 
 mod common;
 
+mod addons;
 mod cli;
 mod day2;
 mod deploy;
