@@ -739,4 +739,43 @@ mod tests {
             "127.0.0.1 localhost\n192.0.2.1 precious\n# BEGIN hardway c\n10.0.0.1 n1\n# END hardway c\n"
         );
     }
+
+    /// The addons script's control flow, run by `sh` against a recording stand-in for kubectl
+    /// (no API server can run here): every step in order, the webhook step retried until the
+    /// stand-in accepts it, a rollout that does not finish named in the error.
+    #[test]
+    fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
+        use crate::addons::{Addon, Step};
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let kubectl = dir.path().join("kubectl");
+        // Refuses the first apply of the pool (as a webhook that does not answer yet), and
+        // every rollout of deployment/broken.
+        let stand_in = format!(
+            "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$*\" in\n  *pool.yaml*) [ -e {log}.once ] || {{ touch {log}.once; echo 'failed calling webhook' >&2; exit 1; }} ;;\n  *deployment/broken*) exit 1 ;;\nesac\nexit 0\n",
+            log = log.display()
+        );
+        std::fs::write(&kubectl, stand_in).unwrap();
+        std::fs::set_permissions(&kubectl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let k = kubectl.display().to_string();
+        let addons = vec![
+            Addon { name: "CoreDNS", steps: vec![Step::Apply("/a/coredns.yaml".into()), Step::Rollout { namespace: "kube-system", object: "deployment/coredns" }] },
+            Addon { name: "MetalLB", steps: vec![Step::ApplyUntilAccepted("/a/pool.yaml".into())] },
+        ];
+        local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &addons, timeout_secs: 10 }).unwrap();
+        let calls: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(|l| l.replace("--kubeconfig /k ", "")).collect();
+        assert_eq!(
+            calls,
+            [
+                "get --raw /readyz",
+                "apply -f /a/coredns.yaml",
+                "-n kube-system rollout status deployment/coredns --timeout=10s",
+                "apply -f /a/pool.yaml",
+                "apply -f /a/pool.yaml",
+            ]
+        );
+        let broken = vec![Addon { name: "Broken", steps: vec![Step::Rollout { namespace: "x", object: "deployment/broken" }] }];
+        let err = local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &broken, timeout_secs: 10 }).unwrap_err().to_string();
+        assert!(err.contains("addon Broken: wait for deployment/broken in x to roll out failed: not ready within 10 s"), "{err}");
+    }
 }
