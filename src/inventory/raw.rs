@@ -22,6 +22,12 @@ pub(super) struct RawInventory {
     pub nodes: Vec<RawNode>,
     #[serde(default)]
     pub addons: RawAddons,
+    #[serde(default)]
+    pub containerd: RawContainerd,
+    #[serde(default)]
+    pub cni: RawCni,
+    #[serde(default)]
+    pub lab: RawLab,
 }
 
 #[derive(Deserialize)]
@@ -114,4 +120,25 @@ pub(super) struct RawMetallb {
 pub(super) struct RawAggregation {
     #[serde(default)]
     pub enabled: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContainerd {
+    pub version: Option<String>,
+    pub bin_dir: Option<String>,
+    pub sandbox_image: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCni {
+    pub bin_dir: Option<String>,
+    pub conf_dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLab {
+    pub suite: Option<String>,
 }

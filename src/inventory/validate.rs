@@ -21,6 +21,8 @@ use super::{
 };
 use crate::components::{self, COMPONENTS, Port};
 
+mod runtime;
+
 /// The load balancer listens on the API server's own port unless told otherwise, so clients
 /// use the same port with or without one.
 const DEFAULT_LB_PORT: u16 = 6443;
@@ -83,6 +85,9 @@ impl<'a> Validator<'a> {
         let pki = self.pki(&raw.pki);
         let binaries = self.binaries(&raw.binaries);
         let addons = self.addons(&raw.addons, &nodes, load_balancer.as_ref(), &cluster);
+        let containerd = self.containerd(&raw.containerd);
+        let cni = self.cni(&raw.cni);
+        let lab = self.lab(&raw.lab);
         let inv = Inventory {
             source: path.to_path_buf(),
             cluster: Cluster {
@@ -100,6 +105,9 @@ impl<'a> Validator<'a> {
             binaries,
             nodes,
             addons,
+            containerd: containerd?,
+            cni,
+            lab: lab?,
             warnings: Vec::new(),
         };
         // Rules over the whole model run even when other rules failed, so they are reported in

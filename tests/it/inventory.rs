@@ -613,3 +613,6 @@ fn cert_validity_beyond_a_century() {
     assert_eq!(about_certs.len(), 1, "one problem per field: {problems:#?}");
     refused(&edits, "pki.cert_validity_days", "cert_validity_days", &["40000 days is more than 100 years"]);
 }
+
+/// `[containerd]`, `[cni]` and `[lab]`.
+mod runtime;
