@@ -259,8 +259,8 @@ const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kube-proxy/kube-proxy-config.yaml", source: Source::Template("kube-proxy-config.yaml"), mode: 0o644, units: PROXY },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/containerd/config.toml", source: Source::Template("containerd-config.toml"), mode: 0o644, units: &[ComponentId::Containerd] },
     // containerd's CRI plugin loads one configuration (the first in name order) and adds the
-    // loopback interface itself.
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "{cni_conf_dir}/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[] },
+    // loopback interface itself; the file goes with containerd's phase (workers).
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "{cni_conf_dir}/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[ComponentId::Containerd] },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/containerd.service", source: Source::Template("containerd.service"), mode: 0o644, units: &[ComponentId::Containerd] },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kubelet.service", source: Source::Template("kubelet.service"), mode: 0o644, units: KUBELET },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kube-proxy.service", source: Source::Template("kube-proxy.service"), mode: 0o644, units: PROXY },
@@ -348,6 +348,7 @@ struct ContainerdCtx<'a> {
     /// `cni.bin_dirs` (a list, containerd 2.1+) rather than `cni.bin_dir`.
     cni_bin_dirs: bool,
     sandbox_image: &'a str,
+    restrict_oom_score_adj: bool,
 }
 
 #[derive(Serialize)]
@@ -484,6 +485,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 config_version: inv.containerd.version.config_version(),
                 cni_bin_dirs: inv.containerd.version.has_cni_bin_dirs(),
                 sandbox_image: &inv.containerd.sandbox_image,
+                restrict_oom_score_adj: inv.containerd.restrict_oom_score_adj,
             },
             cni: CniCtx { bin_dir: &inv.cni.bin_dir, conf_dir: &inv.cni.conf_dir },
             pod_routes: &pod_routes,

@@ -282,6 +282,10 @@ pub struct Containerd {
     pub bin_dir: String,
     /// The pause image of every pod sandbox, as containerd's config names it.
     pub sandbox_image: String,
+    /// containerd's `restrict_oom_score_adj`: keep pods' OOM score adjustments no lower than
+    /// containerd's own, for nodes that are themselves containers without CAP_SYS_RESOURCE
+    /// (LXC, systemd-nspawn, hardway's lab), where the kubelet's -998 for sandboxes is refused.
+    pub restrict_oom_score_adj: bool,
 }
 
 /// `[cni]`: where the CNI plugins and their configuration live on the workers.

@@ -128,6 +128,7 @@ pub(super) struct RawContainerd {
     pub version: Option<String>,
     pub bin_dir: Option<String>,
     pub sandbox_image: Option<String>,
+    pub restrict_oom_score_adj: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

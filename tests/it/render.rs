@@ -10,7 +10,7 @@ use base64::Engine;
 use crate::common::*;
 
 /// Generates the PKI and renders `inv` under `dir`; returns the build directory.
-fn pki_and_render(inv: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn pki_and_render(inv: &Path, dir: &Path) -> PathBuf {
     let pki = dir.join("pki");
     let build = dir.join("build");
     ok(hardway().args(["pki", "generate", "-i"]).arg(inv).arg("--out").arg(&pki));

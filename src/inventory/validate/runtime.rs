@@ -50,7 +50,8 @@ impl Validator<'_> {
                 format!("{sandbox_image:?} is not an image reference like {DEFAULT_SANDBOX_IMAGE:?}: {fault}"),
             );
         }
-        Some(Containerd { version: version?, bin_dir, sandbox_image })
+        let restrict_oom_score_adj = c.restrict_oom_score_adj.unwrap_or(false);
+        Some(Containerd { version: version?, bin_dir, sandbox_image, restrict_oom_score_adj })
     }
 
     fn containerd_version(&mut self, s: &str) -> Option<ContainerdVersion> {

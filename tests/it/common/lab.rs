@@ -165,6 +165,15 @@ impl TestLab {
         run(hardway().arg("verify").arg("-i").arg(&self.inv_path).args(args))
     }
 
+    /// The host PID of a node's init (its systemd, the first child of its systemd-nspawn):
+    /// `/proc/<pid>/root` is the node's root directory, its sockets included.
+    pub fn init_pid(&self, node: &str) -> u32 {
+        let status = self.guard.status();
+        let nspawn = status.nodes.iter().find(|n| n.name == node).and_then(|n| n.pid).unwrap_or_else(|| panic!("{node} is not running"));
+        let children = std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).unwrap_or_default();
+        children.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{node}'s systemd-nspawn ({nspawn}) has no child"))
+    }
+
     pub fn active_since(&self, node: &str, unit: &str) -> String {
         self.ssh_ok(node, &format!("systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"))
     }

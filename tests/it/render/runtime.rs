@@ -50,6 +50,8 @@ fn every_node_that_reaches_pods_gets_the_same_route_table_and_unit() {
         ["10.200.0.0/24 192.168.96.49 kworker1", "10.200.1.0/24 192.168.96.50 kworker2", "10.200.2.0/24 192.168.96.51 kworker3"]
     );
     assert!(unit.contains("</etc/hardway/pod-routes") && unit.contains("-o addr show to"), "{unit}");
+    // Pods leaving the pod network are masqueraded by the node, pods talking to pods are not.
+    assert!(unit.contains("iptables -t nat -A POSTROUTING -s 10.200.0.0/16 ! -d 10.200.0.0/16 "), "{unit}");
 }
 
 #[test]
@@ -97,6 +99,8 @@ fn containerd_2_gets_config_version_3_with_debians_cni_paths() {
     assert_eq!(cni["bin_dirs"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>()), Some(vec!["/usr/lib/cni"]));
     assert_eq!(cni["conf_dir"].as_str(), Some("/etc/cni/net.d"));
     assert!(c["plugins"].get("io.containerd.grpc.v1.cri").is_none(), "a version-2 section in a version-3 config");
+    // Pods keep the kubelet's OOM scores unless the inventory says the nodes cannot have them.
+    assert!(at(&c, "io.containerd.cri.v1.runtime", &[]).get("restrict_oom_score_adj").is_none());
     for host in ["kworker1", "kworker2", "kworker3"] {
         for f in files_below(&build.join(host)) {
             let text = std::fs::read_to_string(build.join(host).join(&f)).unwrap_or_default();
@@ -108,8 +112,9 @@ fn containerd_2_gets_config_version_3_with_debians_cni_paths() {
 #[test]
 fn containerd_2_0_gets_the_single_cni_bin_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let c = containerd_config(&render_with(dir.path(), "[containerd]\nversion = \"2.0\""));
+    let c = containerd_config(&render_with(dir.path(), "[containerd]\nversion = \"2.0\"\nrestrict_oom_score_adj = true"));
     assert_eq!(c["version"].as_integer(), Some(3));
+    assert_eq!(at(&c, "io.containerd.cri.v1.runtime", &["restrict_oom_score_adj"]).as_bool(), Some(true));
     let cni = at(&c, "io.containerd.cri.v1.runtime", &["cni"]);
     assert_eq!(cni["bin_dir"].as_str(), Some("/usr/lib/cni"));
     assert!(cni.get("bin_dirs").is_none());
@@ -118,9 +123,11 @@ fn containerd_2_0_gets_the_single_cni_bin_dir() {
 #[test]
 fn containerd_1_7_gets_config_version_2() {
     let dir = tempfile::tempdir().unwrap();
-    let c = containerd_config(&render_with(dir.path(), "[containerd]\nversion = \"1.7\"\nsandbox_image = \"registry.example/pause:3.9\""));
+    let section = "[containerd]\nversion = \"1.7\"\nsandbox_image = \"registry.example/pause:3.9\"\nrestrict_oom_score_adj = true";
+    let c = containerd_config(&render_with(dir.path(), section));
     assert_eq!(c["version"].as_integer(), Some(2));
     let cri = at(&c, "io.containerd.grpc.v1.cri", &[]);
+    assert_eq!(cri["restrict_oom_score_adj"].as_bool(), Some(true));
     assert_eq!(cri["sandbox_image"].as_str(), Some("registry.example/pause:3.9"));
     assert_eq!(cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"].as_bool(), Some(true));
     assert_eq!(cri["cni"]["bin_dir"].as_str(), Some("/usr/lib/cni"));
@@ -138,6 +145,8 @@ fn one_cni_config_where_the_inventory_says_and_no_loopback_file() {
     }
     let conf: serde_json::Value = serde_json::from_str(&read(&build, "kworker2", "/etc/cni/hardway.d/10-bridge.conf")).unwrap();
     assert_eq!(conf["type"], "bridge");
+    // The bridge's own masquerading would hide pods behind their nodes from other pods.
+    assert_eq!(conf["ipMasq"], false);
     assert_eq!(conf["ipam"]["ranges"][0][0]["subnet"], "10.200.1.0/24");
     let cni = at(&containerd_config(&build), "io.containerd.cri.v1.runtime", &["cni"]).clone();
     assert_eq!(cni["conf_dir"].as_str(), Some("/etc/cni/hardway.d"));
