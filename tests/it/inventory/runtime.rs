@@ -20,6 +20,7 @@ fn defaults_are_where_debian_puts_things() {
     assert_eq!(inv.containerd.version.config_version(), 3);
     assert_eq!((inv.containerd.bin_dir.as_str(), inv.cni.bin_dir.as_str(), inv.cni.conf_dir.as_str()), ("/usr/bin", "/usr/lib/cni", "/etc/cni/net.d"));
     assert_eq!(inv.containerd.sandbox_image, "registry.k8s.io/pause:3.10.1");
+    assert!(!inv.containerd.restrict_oom_score_adj, "pods keep the kubelet's OOM scores unless told otherwise");
     assert_eq!(inv.lab.suite, LabSuite::Trixie);
 }
 
