@@ -331,12 +331,16 @@ const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/sysctl.d/90-hardway.conf", source: Source::Template("kernel-sysctl.conf"), mode: 0o644, units: KERNEL },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/hardway-kernel.service", source: Source::Template("hardway-kernel.service"), mode: 0o644, units: KERNEL },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/containerd/config.toml", source: Source::Template("containerd-config.toml"), mode: 0o644, units: &[ComponentId::Containerd] },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/cni/net.d/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[] },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/cni/net.d/99-loopback.conf", source: Source::Template("99-loopback.conf"), mode: 0o644, units: &[] },
+    // containerd's CRI plugin loads one configuration (the first in name order) and adds the
+    // loopback interface itself; the file goes with containerd's phase (workers).
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "{cni_conf_dir}/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[ComponentId::Containerd] },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/containerd.service", source: Source::Template("containerd.service"), mode: 0o644, units: &[ComponentId::Containerd] },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kubelet.service", source: Source::Template("kubelet.service"), mode: 0o644, units: KUBELET },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kube-proxy.service", source: Source::Template("kube-proxy.service"), mode: 0o644, units: PROXY },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/pod-routes.service", source: Source::Template("pod-routes.service"), mode: 0o644, units: &[ComponentId::PodRoutes] },
+    // every node that reaches pods: one table of every worker's pod /24, the same bytes on
+    // every node (each node skips its own line when the unit starts)
+    FileRule { who: RunsOn::PodNetwork, when: When::Always, path: "/etc/hardway/pod-routes", source: Source::Template("pod-routes"), mode: 0o644, units: &[ComponentId::PodRoutes] },
+    FileRule { who: RunsOn::PodNetwork, when: When::Always, path: "/etc/systemd/system/pod-routes.service", source: Source::Template("pod-routes.service"), mode: 0o644, units: &[ComponentId::PodRoutes] },
     // load balancer
     FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::Haproxy] },
     FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/pki/healthcheck.pem", source: Source::CertAndKey("haproxy-healthcheck"), mode: 0o600, units: &[ComponentId::Haproxy] },
@@ -378,10 +382,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("kube-proxy-config.yaml", include_str!("../templates/kube-proxy-config.yaml.tera")),
     ("containerd-config.toml", include_str!("../templates/containerd-config.toml.tera")),
     ("10-bridge.conf", include_str!("../templates/10-bridge.conf.tera")),
-    ("99-loopback.conf", include_str!("../templates/99-loopback.conf.tera")),
     ("containerd.service", include_str!("../templates/containerd.service.tera")),
     ("kubelet.service", include_str!("../templates/kubelet.service.tera")),
     ("kube-proxy.service", include_str!("../templates/kube-proxy.service.tera")),
+    ("pod-routes", include_str!("../templates/pod-routes.tera")),
     ("pod-routes.service", include_str!("../templates/pod-routes.service.tera")),
     ("haproxy.cfg", include_str!("../templates/haproxy.cfg.tera")),
     ("haproxy.service", include_str!("../templates/haproxy.service.tera")),
@@ -412,10 +416,29 @@ struct Member {
     url_host: String,
 }
 
+/// One line of the pod-network table: a worker's pod /24, through that worker.
 #[derive(Serialize)]
 struct Route {
     pod_cidr: String,
     via: String,
+    node: String,
+}
+
+#[derive(Serialize)]
+struct ContainerdCtx<'a> {
+    /// `major.minor`, as the inventory says.
+    version: String,
+    config_version: u32,
+    /// `cni.bin_dirs` (a list, containerd 2.1+) rather than `cni.bin_dir`.
+    cni_bin_dirs: bool,
+    sandbox_image: &'a str,
+    restrict_oom_score_adj: bool,
+}
+
+#[derive(Serialize)]
+struct CniCtx<'a> {
+    bin_dir: &'a str,
+    conf_dir: &'a str,
 }
 
 #[derive(Serialize)]
@@ -443,6 +466,10 @@ struct Ctx<'a> {
     coredns_image: &'a str,
     coredns_replicas: u32,
     encryption_key: &'a str,
+    containerd: ContainerdCtx<'a>,
+    cni: CniCtx<'a>,
+    /// Every worker's pod /24 (the cluster-wide table), the same for every node.
+    pod_routes: &'a [Route],
 
     // The host being rendered.
     node_name: &'a str,
@@ -450,7 +477,6 @@ struct Ctx<'a> {
     node_url_host: String,
     node_is_loopback: bool,
     node_pod_cidr: String,
-    routes: Vec<Route>,
 }
 
 #[derive(Serialize)]
@@ -501,6 +527,11 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
     let local_url = format!("https://127.0.0.1:{}", Port::ApiServer.number(inv));
     let bin: BTreeMap<String, String> = COMPONENTS.iter().map(|c| (c.key(), c.binary_path(inv))).collect();
     let ports: BTreeMap<&'static str, u16> = Port::ALL.iter().map(|p| (p.key(), p.number(inv))).collect();
+    // Once for the cluster, not per node: every node gets the same table.
+    let pod_routes: Vec<Route> = inv
+        .workers()
+        .filter_map(|w| Some(Route { pod_cidr: w.pod_cidr?.to_string(), via: w.address.to_string(), node: w.name.clone() }))
+        .collect();
 
     let kubeconfig = |tera: &tera::Tera, cert: &str, user: &str, server: String| -> Result<Vec<u8>, RenderError> {
         let kc = pki.cert(cert);
@@ -563,17 +594,21 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
             coredns_image: inv.addons.coredns.as_ref().map_or("", |c| c.image.as_str()),
             coredns_replicas: inv.addons.coredns.as_ref().map_or(0, |c| c.replicas),
             encryption_key: &pki.encryption_key_b64,
+            containerd: ContainerdCtx {
+                version: inv.containerd.version.to_string(),
+                config_version: inv.containerd.version.config_version(),
+                cni_bin_dirs: inv.containerd.version.has_cni_bin_dirs(),
+                sandbox_image: &inv.containerd.sandbox_image,
+                restrict_oom_score_adj: inv.containerd.restrict_oom_score_adj,
+            },
+            cni: CniCtx { bin_dir: &inv.cni.bin_dir, conf_dir: &inv.cni.conf_dir },
+            pod_routes: &pod_routes,
 
             node_name: &node.name,
             node_address: node.address.to_string(),
             node_url_host: host_for_url(node.address),
             node_is_loopback: node.address.is_loopback(),
             node_pod_cidr: node.pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
-            routes: inv
-                .workers()
-                .filter(|w| w.name != node.name)
-                .filter_map(|w| w.pod_cidr.map(|c| Route { pod_cidr: c.to_string(), via: w.address.to_string() }))
-                .collect(),
         };
         let tctx = tera::Context::from_serialize(&ctx)
             .map_err(|source| RenderError::Template { template: "(context)".into(), node: node.name.clone(), source })?;
@@ -581,8 +616,9 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
 
         let mut files: Vec<File> = Vec::new();
         for rule in FILES.iter().filter(|r| r.who.includes(inv, node) && enabled(r.when)) {
+            let path = rule.path.replace("{cni_conf_dir}", &inv.cni.conf_dir);
             // A node with several roles (a master that is also a worker) gets shared files once.
-            if let Some(f) = files.iter_mut().find(|f| f.path == rule.path) {
+            if let Some(f) = files.iter_mut().find(|f| f.path == path) {
                 for u in rule.units.iter().filter_map(|c| c.get().unit) {
                     if !f.units.contains(&u) {
                         f.units.push(u);
@@ -623,8 +659,8 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 Source::Template(ENCRYPTION_CONFIG) => Some(Anchor::EncryptionKey),
                 _ => None,
             };
-            let restarts = !READ_AT_FIRST_START.contains(&rule.path);
-            files.push(File { path: rule.path.to_string(), mode: rule.mode, contents, units, anchor, restarts });
+            let restarts = !READ_AT_FIRST_START.contains(&path.as_str());
+            files.push(File { path, mode: rule.mode, contents, units, anchor, restarts });
         }
         if containerd.runs_on(inv, node) {
             for (name, bytes) in &images {
@@ -633,7 +669,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         for f in &files {
-            check_syntax(f).map_err(|reason| RenderError::Malformed { path: f.path.clone(), node: node.name.clone(), reason })?;
+            check_syntax(f, &inv.cni.conf_dir).map_err(|reason| RenderError::Malformed { path: f.path.clone(), node: node.name.clone(), reason })?;
         }
         hosts.insert(node.name.clone(), files);
     }
@@ -650,13 +686,13 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
 }
 
 /// Parses what has a machine-readable syntax, so a template bug fails here and not on a node.
-fn check_syntax(f: &File) -> Result<(), String> {
+fn check_syntax(f: &File, cni_conf_dir: &str) -> Result<(), String> {
     let text = std::str::from_utf8(&f.contents).map_err(|e| format!("not UTF-8: {e}"))?;
     if f.path.ends_with(".yaml") || f.path.ends_with("kubeconfig") {
         for doc in serde_yaml::Deserializer::from_str(text) {
             serde_yaml::Value::deserialize(doc).map_err(|e| e.to_string())?;
         }
-    } else if f.path.ends_with(".conf") && f.path.contains("/cni/") {
+    } else if f.path.ends_with(".conf") && Path::new(&f.path).parent() == Some(Path::new(cni_conf_dir)) {
         serde_json::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())?;
     } else if f.path.ends_with(".toml") {
         text.parse::<toml::Table>().map_err(|e| e.to_string())?;

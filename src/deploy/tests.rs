@@ -213,6 +213,11 @@ fn addons_are_applied_on_the_first_master_once_its_api_server_answers() {
     for unit in ["containerd", "kubelet", "kube-proxy", "pod-routes"] {
         assert!(f.fake.node("w1").unit_active(unit), "{unit}");
     }
+    // The API servers dial pod IPs: the masters route to the pod network too.
+    for m in ["m1", "m2", "m3"] {
+        assert!(f.fake.node(m).unit_active("pod-routes"), "{m}");
+        assert!(!f.fake.node(m).unit_active("containerd"), "{m}");
+    }
 }
 
 #[test]

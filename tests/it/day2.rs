@@ -35,7 +35,9 @@ fn node_block(name: &str, address: &str) -> String {
 #[test]
 fn day_two_on_the_lab() {
     let lab_toml = std::fs::read_to_string(repo().join("inventory/lab.toml")).unwrap();
-    let t = crate::common::lab::boot_with("/run/hardway/test-day2", &format!("{lab_toml}{EXTRA_MASTERS}"));
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("lab7.toml"), format!("{lab_toml}{EXTRA_MASTERS}")).unwrap();
+    let t = crate::common::lab::boot_inventory("/run/hardway/test-day2", &source.path().join("lab7.toml"));
     let big = t.inv_path.clone();
     let small = write_inventory(&t, "small.toml", &t.inv_text.replace(EXTRA_MASTERS, ""));
     pki_generate(&small, &t.pki);

@@ -10,7 +10,7 @@ use base64::Engine;
 use crate::common::*;
 
 /// Generates the PKI and renders `inv` under `dir`; returns the build directory.
-fn pki_and_render(inv: &Path, dir: &Path) -> PathBuf {
+pub(crate) fn pki_and_render(inv: &Path, dir: &Path) -> PathBuf {
     let pki = dir.join("pki");
     let build = dir.join("build");
     ok(hardway().args(["pki", "generate", "-i"]).arg(inv).arg("--out").arg(&pki));
@@ -122,7 +122,8 @@ fn systemd_accepts_every_unit() {
     for b in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "containerd"] {
         pki_write_exec(&bin.join(b));
     }
-    let inv = inventory_variant(dir.path(), "stand-in.toml", &[("remote_dir = \"/usr/local/bin\"", &format!("remote_dir = \"{}\"", bin.display()))]);
+    let bin_dir = format!("remote_dir = \"{0}\"\n\n[containerd]\nbin_dir = \"{0}\"", bin.display());
+    let inv = inventory_variant(dir.path(), "stand-in.toml", &[("remote_dir = \"/usr/local/bin\"", &bin_dir)]);
     let build = pki_and_render(&inv, dir.path());
     let mut checked = 0;
     for host in hosts(&build) {
@@ -134,8 +135,9 @@ fn systemd_accepts_every_unit() {
         assert!(out.status.success() && stderr.trim().is_empty(), "{host}: systemd-analyze verify: {stderr}");
         checked += units.len();
     }
-    // 3 masters x 4, 3 workers x 5 (with hardway-kernel), 1 lb.
-    assert_eq!(checked, 28);
+    // 3 masters x 5 (pod-routes too), 3 workers x 5 (containerd, kubelet, kube-proxy,
+    // pod-routes, hardway-kernel), 1 lb.
+    assert_eq!(checked, 31);
 
     // And a broken unit is caught, so the check above means something.
     let broken = dir.path().join("broken.service");
@@ -415,3 +417,6 @@ fn a_real_etcd_cluster_runs_from_the_rendered_units_and_refuses_foreign_certs() 
     let o = etcdctl_with(&admin.join("admin.crt"), &admin.join("admin.key"), &["get", "/registry/x"]);
     assert!(!o.status.success(), "etcd accepted a client certificate from the cluster CA");
 }
+
+/// The workers' runtime files and the pod network: containerd, CNI, routes.
+mod runtime;
