@@ -40,7 +40,7 @@ fn a_first_deploy_places_every_file_and_starts_etcd_members_together() {
         // Exactly the rendered files of the phases, with their modes.
         for file in crate::plan::files_in_phases(&f.rendered(), m, &opts(&ETCD_LB).selected()) {
             let got = &n.files[&file.path];
-            assert_eq!((&got.contents, got.mode, got.owner.as_str()), (&file.contents, file.mode, "root:root"), "{m}: {}", file.path);
+            assert_eq!((got.contents.as_slice(), got.mode, got.owner.as_str()), (&file.contents[..], file.mode, "root:root"), "{m}: {}", file.path);
         }
         assert!(!n.files.contains_key("/etc/systemd/system/kube-apiserver.service"), "{m}: a file of another phase");
     }

@@ -178,6 +178,7 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     // node's cgroups first so that nspawn starts inside them.
     let (env, extra_args) = if node.runs_containers { containers::nspawn_settings(node) } else { Default::default() };
     let mut c = command("sh");
+    process::no_inherited_fds(&mut c);
     // Every machine on cgroup v2: systemd 258 and later (Debian sid's) support nothing else.
     c.env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1").envs(env);
     c.env("HW_CGROUPS", cgroups.join(" "))

@@ -420,3 +420,25 @@ fn a_real_etcd_cluster_runs_from_the_rendered_units_and_refuses_foreign_certs() 
 
 /// The workers' runtime files and the pod network: containerd, CNI, routes.
 mod runtime;
+
+/// What is the same on every node is one file: the hosts block and the pod-routes table are
+/// hard links of one inode across the tree, the CA too, while each node's own files are its
+/// own — so a render grows with the number of nodes, not with its square.
+#[test]
+fn files_the_same_on_every_node_are_written_once() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let build = pki_and_render(&example_inventory(), dir.path());
+    let nodes = hosts(&build);
+    let inode = |host: &str, path: &str| std::fs::metadata(build.join(host).join(path)).unwrap();
+    let first = inode(&nodes[0], "etc/hardway/hosts");
+    assert_eq!(first.nlink() as usize, nodes.len(), "one hosts block for {} nodes", nodes.len());
+    for n in &nodes {
+        assert_eq!(inode(n, "etc/hardway/hosts").ino(), first.ino(), "{n}");
+    }
+    let ca = inode("kmaster1", "etc/kubernetes/pki/ca.crt");
+    assert_eq!(ca.ino(), inode("kworker2", "etc/kubernetes/pki/ca.crt").ino());
+    // Each node's own certificate stays its own file.
+    assert_ne!(inode("kworker1", "var/lib/kubelet/pki/kubelet.crt").ino(), inode("kworker2", "var/lib/kubelet/pki/kubelet.crt").ino());
+    assert_eq!(inode("kworker1", "var/lib/kubelet/pki/kubelet.key").mode() & 0o777, 0o600);
+}
