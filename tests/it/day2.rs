@@ -41,7 +41,7 @@ fn day_two_on_the_lab() {
     let big = t.inv_path.clone();
     let small = write_inventory(&t, "small.toml", &t.inv_text.replace(EXTRA_MASTERS, ""));
     pki_generate(&small, &t.pki);
-    deploy_ok(&t, &small, &[]);
+    deploy_ok(&t, &small, &["--accept-new-host-keys"]);
     verify_passes(&t, &small);
 
     a_restore_puts_back_what_the_snapshot_holds(&t, &small);
@@ -289,7 +289,7 @@ fn growing_and_shrinking_loses_no_write(t: &TestLab, small: &Path, big: &Path) -
     // the CAs and every key, and issues what is new.
     pki_generate(big, &t.pki);
     let writer = Writer::start(t, small, &three, "grow");
-    deploy_ok(t, big, &[]);
+    deploy_ok(t, big, &["--accept-new-host-keys"]);
     writer.finish(t, &five, "grow");
     wait_agreed(t, &five);
     assert_eq!(member_names(t, &five), ["lab-m1", "lab-m2", "lab-m3", "lab-m4", "lab-m5"]);

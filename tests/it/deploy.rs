@@ -89,7 +89,7 @@ fn a_dry_run_changes_nothing(t: &TestLab) {
     let o = t.deploy(&t.inv_path, &["--phases", "etcd,lb", "--dry-run", "--accept-new-host-keys"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.contains("lab-m1: 6 to change") && out.contains("create /etc/etcd/pki/server.key (600)"), "{out}");
+    assert!(out.contains("lab-m1: 7 to change") && out.contains("create /etc/etcd/pki/server.key (600)"), "{out}");
     assert!(out.contains("restart etcd") && out.contains("restart haproxy") && out.contains("dry run: nothing was changed"), "{out}");
     for n in MASTERS {
         assert!(!etcd_exists(t, n), "dry run touched {n}");
