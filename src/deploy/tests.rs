@@ -352,15 +352,22 @@ fn five_masters() -> String {
     )
 }
 
-#[test]
-fn a_member_that_cannot_join_fails_and_those_after_it_say_they_did_not_join() {
+/// A three-member cluster deployed, then an inventory of five masters with its PKI, and fake
+/// nodes for the two new ones.
+fn grown_to_five_masters() -> (Fixture, crate::inventory::Inventory, crate::pki::Pki) {
     let mut f = Fixture::new();
-    let etcd = [Phase::Etcd];
-    run(&f, &opts(&etcd)).unwrap();
+    run(&f, &opts(&[Phase::Etcd])).unwrap();
     let inv = crate::inventory::parse(std::path::Path::new("t.toml"), &five_masters()).unwrap();
     let deploy_mode = crate::pki::GenerateOptions { existing_trust_only: true, ..Default::default() };
     let (pki, _) = crate::pki::generate(&inv, &f.pki_dir(), deploy_mode).unwrap();
     Arc::get_mut(&mut f.fake).expect("only the fixture holds it").add_nodes(&inv);
+    (f, inv, pki)
+}
+
+#[test]
+fn a_member_that_cannot_join_fails_and_those_after_it_say_they_did_not_join() {
+    let etcd = [Phase::Etcd];
+    let (f, inv, pki) = grown_to_five_masters();
     f.fake.unhealthy_adds.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
     let r = block_on(deploy(&inv, crate::render::render(&inv, &pki).unwrap(), c, p, &opts(&etcd), crate::events::Events::none("deploy"))).unwrap();
@@ -373,13 +380,8 @@ fn a_member_that_cannot_join_fails_and_those_after_it_say_they_did_not_join() {
 
 #[test]
 fn new_members_join_a_running_cluster_one_at_a_time_and_nobody_else_restarts() {
-    let mut f = Fixture::new();
     let etcd = [Phase::Etcd];
-    run(&f, &opts(&etcd)).unwrap();
-    let inv = crate::inventory::parse(std::path::Path::new("t.toml"), &five_masters()).unwrap();
-    let deploy_mode = crate::pki::GenerateOptions { existing_trust_only: true, ..Default::default() };
-    let (pki, _) = crate::pki::generate(&inv, &f.pki_dir(), deploy_mode).unwrap();
-    Arc::get_mut(&mut f.fake).expect("only the fixture holds it").add_nodes(&inv);
+    let (f, inv, pki) = grown_to_five_masters();
     f.fake.clear_events();
     let mut o = opts(&etcd);
     o.snapshot_dir = Some(f.dir.path().join("snapshots"));

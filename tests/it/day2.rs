@@ -91,15 +91,7 @@ fn members_of(inv: &Path) -> Vec<(String, IpAddr)> {
 
 /// `etcdctl` against the given members, with the PKI's health-check client.
 fn etcdctl(t: &TestLab, members: &[(String, IpAddr)], args: &[&str]) -> Output {
-    let endpoints: Vec<String> = members.iter().map(|(_, a)| format!("https://{a}:2379")).collect();
-    run(Command::new(require("etcdctl", "etcd-client"))
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
-        .arg(format!("--cacert={}", t.pki.join("etcd/ca.crt").display()))
-        .arg(format!("--cert={}", t.pki.join("etcd/healthcheck-client.crt").display()))
-        .arg(format!("--key={}", t.pki.join("etcd/healthcheck-client.key").display()))
-        .args(["--command-timeout=5s"])
-        .args(args))
+    t.etcdctl(&members.iter().map(|(_, a)| a.to_string()).collect::<Vec<_>>(), args)
 }
 
 fn etcdctl_ok(t: &TestLab, members: &[(String, IpAddr)], args: &[&str]) -> String {
@@ -270,7 +262,7 @@ impl Writer {
         let failed: Vec<String> = writes.iter().filter_map(|(n, m, r)| r.as_ref().err().map(|e| format!("write {n} through {m}: {e}"))).collect();
         assert!(writes.len() >= 20, "the writer wrote only {} keys", writes.len());
         assert!(failed.is_empty(), "{} of {} writes failed:\n{}", failed.len(), writes.len(), failed.join("\n"));
-        let count = etcdctl_ok(t, read_from, &["get", &format!("{prefix}/"), "--prefix", "--count-only", "-w", "json"]);
+        let count = etcdctl_ok(t, read_from, &["get", &format!("{prefix}/"), "--prefix", "--keys-only", "-w", "json"]);
         let v: serde_json::Value = serde_json::from_str(&count).unwrap();
         assert_eq!(v["count"].as_u64().unwrap_or(0), writes.len() as u64, "not every acknowledged write is in etcd");
     }
