@@ -89,6 +89,9 @@ pub trait Probe: Send + Sync {
     /// Removes a member, through the member at `address` (not the one removed).
     fn etcd_member_remove(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>>;
 
+    /// Asks the leader at `leader` to hand leadership to member `to` (etcd's MoveLeader).
+    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), String>>;
+
     /// Streams a snapshot of the keyspace from the member at `address` into `out`; the bytes
     /// written and the member's revision.
     fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>>;
@@ -254,6 +257,13 @@ impl Probe for NetProbe {
         Box::pin(async move {
             let mut client = self.etcd_client(address, Duration::from_secs(5)).await?;
             client.member_remove(id).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    }
+
+    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut client = self.etcd_client(leader, Duration::from_secs(5)).await?;
+            client.move_leader(to).await.map(|_| ()).map_err(|e| e.to_string())
         })
     }
 
