@@ -206,7 +206,9 @@ impl Conn {
         verify_host_key(&sess, t, &known, policy)?;
         authenticate(&sess, t)?;
         sess.set_timeout(COMMAND_TIMEOUT.as_millis() as u32);
-        sess.set_keepalive(true, 15);
+        // No libssh2 keepalive: with one set, a blocking read gives up at the next keepalive
+        // ("Timed out waiting on socket") instead of sending it and waiting on. A node that
+        // stops answering is caught by COMMAND_TIMEOUT.
         Ok(Conn { target: t.clone(), sudo_password: None, sess, _tunnel: tunnel })
     }
 

@@ -118,3 +118,16 @@ fn host_keys_are_checked_like_openssh_does() {
     assert!(recorded.starts_with(&format!("{name} ssh-ed25519 ")), "{recorded}");
     Conn::connect(&s.target(&fresh), HostKeyPolicy::Strict).unwrap();
 }
+
+/// A script that runs longer than libssh2's keepalive interval still returns its output: with
+/// keepalives on, libssh2's blocking read gave up at the next keepalive ("Timed out waiting on
+/// socket"), which failed an etcd join in the lab whose systemctl call crossed it.
+#[test]
+fn a_script_running_past_the_keepalive_interval_completes() {
+    let s = sshd();
+    let name = format!("[127.0.0.1]:{}", s.port);
+    let kh = s.known_hosts("known", &[format!("{name} {}", s.public("host_ed25519")), format!("{name} {}", s.public("host_ecdsa"))]);
+    let conn = Conn::connect(&s.target(&kh), HostKeyPolicy::Strict).unwrap_or_else(|e| panic!("{e}"));
+    let out = conn.script("sleep 17; echo done").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.stdout, "done\n");
+}
