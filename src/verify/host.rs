@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::certs::{self, Site};
-use super::{Check, Credentials, Status, check};
+use super::certs::{Found, Site};
+use super::sans::{Sans, endpoints, san_of_host};
+use super::{Check, Status, check};
 use crate::components::{COMPONENTS, Component, ComponentId};
 use crate::inventory::{Inventory, Node, Role};
 use crate::pki;
@@ -33,11 +34,14 @@ pub(crate) struct HostWork {
     pub encryption_sha: Option<String>,
     /// (server, address, status) from the stats socket, on LB nodes.
     pub backends: Option<Vec<(String, String, String)>>,
+    /// The certificates found where the units say, checked once every host's units are read
+    /// (a client on another node may need a SAN: `sans::add_clients`).
+    pub found: Vec<Found>,
 }
 
 impl HostWork {
     pub fn new(node: &Node) -> HostWork {
-        HostWork { node: node.clone(), checks: vec![], units: BTreeMap::new(), encryption_sha: None, backends: None }
+        HostWork { node: node.clone(), checks: vec![], units: BTreeMap::new(), encryption_sha: None, backends: None, found: vec![] }
     }
 
     pub fn deployed(&self, unit: &str) -> bool {
@@ -50,7 +54,7 @@ impl HostWork {
     }
 }
 
-pub(crate) fn run(inv: &Inventory, creds: &Credentials, connector: &dyn Connector, h: &mut HostWork) {
+pub(crate) fn run(inv: &Inventory, connector: &dyn Connector, h: &mut HostWork) {
     let name = h.node.name.clone();
     let remote = match connector.connect(&h.node) {
         Ok(r) => {
@@ -62,7 +66,7 @@ pub(crate) fn run(inv: &Inventory, creds: &Credentials, connector: &dyn Connecto
             return;
         }
     };
-    if let Err(e) = checks_on(inv, creds, h, remote.as_ref()) {
+    if let Err(e) = checks_on(inv, h, remote.as_ref()) {
         h.checks.push(check(&name, "ssh", Status::Fail, e.to_string(), Some("the node stopped answering during the checks")));
     }
 }
@@ -118,14 +122,52 @@ fn sites(inv: &Inventory, h: &HostWork) -> Vec<Site> {
             else {
                 continue;
             };
-            let sans = (!spec.sans.is_empty()).then(|| spec.sans.clone());
+            let sans = (!spec.sans.is_empty() || !site.urls.is_empty()).then(|| required_sans(inv, h, unit, site.urls, spec));
             out.push(Site { what: site.what, cert, key, ca: spec.ca, sans });
         }
     }
     out
 }
 
-fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
+/// What a serving certificate on this node must cover by its own unit and the inventory (its
+/// clients elsewhere are added later), and hardway's convention for it.
+fn required_sans(inv: &Inventory, h: &HostWork, unit: &str, url_flags: &[&str], spec: &pki::CertSpec) -> Sans {
+    let mut s = Sans { conventional: spec.sans.clone(), ..Sans::default() };
+    for flag in url_flags {
+        for e in endpoints(h.flag(unit, flag).unwrap_or_default()) {
+            if s.scheme_port.is_none()
+                && let Some(port) = e.port
+            {
+                s.scheme_port = Some((e.scheme.clone().unwrap_or_else(|| "https".into()), port));
+            }
+            if let Some(san) = san_of_host(&e.host) {
+                s.require(san, format!("--{flag}"));
+            }
+        }
+    }
+    s.require(pki::San::Ip(h.node.address), "the inventory's address of the node");
+    if unit == "kube-apiserver" {
+        // Kubeconfigs reach the API through the load balancer (TCP: the API server's
+        // certificate is what clients check), and pods at the first service address.
+        if let Some(lb) = &inv.load_balancer {
+            s.require(pki::San::Ip(lb.address), "the load balancer's address");
+            if let Some(d) = &lb.dns_name {
+                s.require(pki::San::Dns(d.to_ascii_lowercase()), "the load balancer's name");
+            }
+        }
+        let first = h.flag(unit, "service-cluster-ip-range").and_then(|r| r.split(',').next()?.parse::<ipnet::IpNet>().ok());
+        if let Some(ip) = first.and_then(|net| net.hosts().next()) {
+            s.require(pki::San::Ip(ip), "the first address of --service-cluster-ip-range (kubernetes.default)");
+        }
+        if s.scheme_port.is_none() {
+            let port = h.flag(unit, "secure-port").and_then(|p| p.parse().ok()).unwrap_or(crate::components::Port::ApiServer.number(inv));
+            s.scheme_port = Some(("https".into(), port));
+        }
+    }
+    s
+}
+
+fn checks_on(inv: &Inventory, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
     let name = h.node.name.clone();
     let components: Vec<&Component> = COMPONENTS.iter().filter(|c| c.runs_on(inv, &h.node) && c.unit.is_some()).collect();
     let units: Vec<String> = components.iter().filter_map(|c| c.unit.map(str::to_string)).collect();
@@ -156,9 +198,9 @@ fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dy
     let sites = sites(inv, h);
     let found = remote.read_certificates(&sites.iter().map(|s| s.cert.clone()).collect::<Vec<_>>())?;
     let keys = remote.check_keys(&sites.iter().map(|s| (s.cert.clone(), s.key.clone())).collect::<Vec<_>>())?;
-    for (site, key) in sites.iter().zip(&keys) {
+    for (site, key) in sites.into_iter().zip(keys) {
         let pem = found.get(&site.cert).cloned().flatten();
-        h.checks.push(certs::check_site(&name, site, pem.as_deref(), key, creds));
+        h.found.push(Found { site, pem, key });
     }
 
     // The encryption config, compared across masters afterwards.
