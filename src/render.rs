@@ -145,7 +145,7 @@ pub const ADDONS_DIR: &str = "/etc/kubernetes/addons";
 pub const IMAGES_DIR: &str = "/var/lib/hardway/images";
 
 /// The template of the Secrets encryption config.
-const ENCRYPTION_CONFIG: &str = "encryption-config.yaml";
+pub(crate) const ENCRYPTION_CONFIG: &str = "encryption-config.yaml";
 
 impl std::fmt::Debug for File {
     // File contents include private keys: never print them.
@@ -218,7 +218,7 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), RenderError> {
 // The table.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum When {
+pub(crate) enum When {
     Always,
     Aggregation,
     Metallb,
@@ -230,13 +230,13 @@ enum When {
 
 /// An upstream manifest the inventory points at a local copy of.
 #[derive(Debug, Clone, Copy)]
-enum Upstream {
+pub(crate) enum Upstream {
     Metallb,
     MetricsServer,
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Server {
+pub(crate) enum Server {
     /// The load balancer (or the only master).
     Cluster,
     /// The API server on the same host.
@@ -244,7 +244,7 @@ enum Server {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Source {
+pub(crate) enum Source {
     Template(&'static str),
     CaCert(CaId),
     CaKey(CaId),
@@ -260,14 +260,55 @@ enum Source {
     Manifest(Upstream),
 }
 
-struct FileRule {
-    who: RunsOn,
-    when: When,
-    path: &'static str,
-    source: Source,
-    mode: u32,
+pub(crate) struct FileRule {
+    pub(crate) who: RunsOn,
+    pub(crate) when: When,
+    pub(crate) path: &'static str,
+    pub(crate) source: Source,
+    pub(crate) mode: u32,
     /// The components whose units must restart when this file changes.
-    units: &'static [ComponentId],
+    pub(crate) units: &'static [ComponentId],
+}
+
+impl When {
+    fn enabled(self, inv: &Inventory) -> bool {
+        match self {
+            When::Always => true,
+            When::Aggregation => inv.addons.aggregation,
+            When::Metallb => inv.addons.metallb.enabled,
+            When::CoreDns => inv.addons.coredns.is_some(),
+            When::MetallbFile => matches!(inv.addons.metallb.manifest, Some(Manifest::File(_))),
+            When::MetricsServerFile => matches!(inv.addons.metrics_server, Some(Manifest::File(_))),
+        }
+    }
+}
+
+impl FileRule {
+    /// Does `node` get this file with this inventory?
+    pub(crate) fn applies(&self, inv: &Inventory, node: &Node) -> bool {
+        self.who.includes(inv, node) && self.when.enabled(inv)
+    }
+
+    /// Its path on the nodes.
+    pub(crate) fn path(&self, inv: &Inventory) -> String {
+        self.path.replace("{cni_conf_dir}", &inv.cni.conf_dir)
+    }
+
+    /// The deploy phase that places it: the earliest of its units' phases, or `files` (as
+    /// `plan::phase_of_file` decides for a rendered file).
+    pub(crate) fn phase(&self) -> crate::components::Phase {
+        self.units.iter().map(|c| c.get().phase).min().unwrap_or(crate::components::Phase::Files)
+    }
+}
+
+impl Server {
+    /// The API server URL a kubeconfig of this kind points at.
+    pub(crate) fn url(self, inv: &Inventory) -> String {
+        match self {
+            Server::Cluster => inv.api_server_url(),
+            Server::Local => format!("https://127.0.0.1:{}", Port::ApiServer.number(inv)),
+        }
+    }
 }
 
 const APISERVER: &[ComponentId] = &[ComponentId::KubeApiserver];
@@ -278,7 +319,7 @@ const PROXY: &[ComponentId] = &[ComponentId::KubeProxy];
 const KERNEL: &[ComponentId] = &[ComponentId::KernelSettings];
 
 #[rustfmt::skip]
-const FILES: &[FileRule] = &[
+pub(crate) const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::AllNodes, when: When::Always, path: "/etc/hardway/hosts", source: Source::Template("hosts"), mode: 0o644, units: &[] },
     // etcd members
     FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: ETCD },
@@ -510,28 +551,104 @@ fn hosts_entries(inv: &Inventory) -> Vec<HostEntry> {
     out
 }
 
-/// Renders every host's files.
-pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
+/// The template engine with every embedded template.
+fn engine() -> Result<tera::Tera, RenderError> {
     let mut tera = tera::Tera::default();
     tera.add_raw_templates(TEMPLATES.iter().copied())
         .map_err(|source| RenderError::Template { template: "(all, at load)".into(), node: String::new(), source })?;
     tera.autoescape_on(vec![]);
+    Ok(tera)
+}
 
+/// What every node's context shares, computed once per render.
+struct Shared {
+    etcd_initial_cluster: String,
+    bin: BTreeMap<String, String>,
+    ports: BTreeMap<&'static str, u16>,
+    pod_routes: Vec<Route>,
+}
+
+impl Shared {
+    fn new(inv: &Inventory) -> Shared {
+        let etcd_initial_cluster = inv
+            .etcd_members()
+            .iter()
+            .map(|m| format!("{}=https://{}:{}", m.name, host_for_url(m.address), Port::EtcdPeer.number(inv)))
+            .collect::<Vec<_>>()
+            .join(",");
+        Shared {
+            etcd_initial_cluster,
+            bin: COMPONENTS.iter().map(|c| (c.key(), c.binary_path(inv))).collect(),
+            ports: Port::ALL.iter().map(|p| (p.key(), p.number(inv))).collect(),
+            // Once for the cluster, not per node: every node gets the same table.
+            pod_routes: inv
+                .workers()
+                .filter_map(|w| Some(Route { pod_cidr: w.pod_cidr?.to_string(), via: w.address.to_string(), node: w.name.clone() }))
+                .collect(),
+        }
+    }
+}
+
+/// The templates' context for one node.
+fn node_context(inv: &Inventory, shared: &Shared, node: &Node, encryption_key: &str) -> Result<tera::Context, RenderError> {
+    let ctx = Ctx {
+        cluster_name: &inv.cluster.name,
+        cluster_domain: &inv.cluster.cluster_domain,
+        service_cidr: inv.cluster.service_cidr.to_string(),
+        pod_cidr: inv.cluster.pod_cidr.to_string(),
+        cluster_dns: inv.cluster.cluster_dns.to_string(),
+        api_server_url: inv.api_server_url(),
+        bin: shared.bin.clone(),
+        ports: shared.ports.clone(),
+        modules_load: "/usr/lib/systemd/systemd-modules-load",
+        etcd_data_dir: crate::components::ETCD_DATA_DIR,
+        etcd_join_env: crate::components::ETCD_JOIN_ENV,
+        aggregation: inv.addons.aggregation,
+        etcd_initial_cluster: shared.etcd_initial_cluster.clone(),
+        etcd_servers: inv.etcd_client_urls(),
+        masters: inv.masters().map(member).collect(),
+        hosts: hosts_entries(inv),
+        metallb_addresses: &inv.addons.metallb.addresses,
+        coredns_image: inv.addons.coredns.as_ref().map_or("", |c| c.image.as_str()),
+        coredns_replicas: inv.addons.coredns.as_ref().map_or(0, |c| c.replicas),
+        encryption_key,
+        containerd: ContainerdCtx {
+            version: inv.containerd.version.to_string(),
+            config_version: inv.containerd.version.config_version(),
+            cni_bin_dirs: inv.containerd.version.has_cni_bin_dirs(),
+            sandbox_image: &inv.containerd.sandbox_image,
+            restrict_oom_score_adj: inv.containerd.restrict_oom_score_adj,
+        },
+        cni: CniCtx { bin_dir: &inv.cni.bin_dir, conf_dir: &inv.cni.conf_dir },
+        pod_routes: &shared.pod_routes,
+
+        node_name: &node.name,
+        node_address: node.address.to_string(),
+        node_url_host: host_for_url(node.address),
+        node_is_loopback: node.address.is_loopback(),
+        node_pod_cidr: node.pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
+    };
+    tera::Context::from_serialize(&ctx).map_err(|source| RenderError::Template { template: "(context)".into(), node: node.name.clone(), source })
+}
+
+/// One template for one node, with the inventory's extra flags merged into units.
+fn render_one(tera: &tera::Tera, ctx: &tera::Context, inv: &Inventory, node: &Node, name: &str) -> Result<String, RenderError> {
+    let text = tera.render(name, ctx).map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?;
+    Ok(crate::flags::with_extra_args(inv, name, text))
+}
+
+/// One template rendered for `node` as [`render`] renders it, without a PKI: the encryption
+/// key is `encryption_key` (`hardway explain` puts a shell variable there).
+pub(crate) fn render_template(inv: &Inventory, node: &Node, name: &str, encryption_key: &str) -> Result<String, RenderError> {
+    let tctx = node_context(inv, &Shared::new(inv), node, encryption_key)?;
+    render_one(&engine()?, &tctx, inv, node, name)
+}
+
+/// Renders every host's files.
+pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
+    let tera = engine()?;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    let members = inv.etcd_members();
-    let etcd_initial_cluster = members
-        .iter()
-        .map(|m| format!("{}=https://{}:{}", m.name, host_for_url(m.address), Port::EtcdPeer.number(inv)))
-        .collect::<Vec<_>>()
-        .join(",");
-    let local_url = format!("https://127.0.0.1:{}", Port::ApiServer.number(inv));
-    let bin: BTreeMap<String, String> = COMPONENTS.iter().map(|c| (c.key(), c.binary_path(inv))).collect();
-    let ports: BTreeMap<&'static str, u16> = Port::ALL.iter().map(|p| (p.key(), p.number(inv))).collect();
-    // Once for the cluster, not per node: every node gets the same table.
-    let pod_routes: Vec<Route> = inv
-        .workers()
-        .filter_map(|w| Some(Route { pod_cidr: w.pod_cidr?.to_string(), via: w.address.to_string(), node: w.name.clone() }))
-        .collect();
+    let shared = Shared::new(inv);
 
     let kubeconfig = |tera: &tera::Tera, cert: &str, user: &str, server: String| -> Result<Vec<u8>, RenderError> {
         let kc = pki.cert(cert);
@@ -565,58 +682,12 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
 
     let mut hosts = BTreeMap::new();
     for node in &inv.nodes {
-        let enabled = |when: When| match when {
-            When::Always => true,
-            When::Aggregation => inv.addons.aggregation,
-            When::Metallb => inv.addons.metallb.enabled,
-            When::CoreDns => inv.addons.coredns.is_some(),
-            When::MetallbFile => matches!(inv.addons.metallb.manifest, Some(Manifest::File(_))),
-            When::MetricsServerFile => matches!(inv.addons.metrics_server, Some(Manifest::File(_))),
-        };
-        let ctx = Ctx {
-            cluster_name: &inv.cluster.name,
-            cluster_domain: &inv.cluster.cluster_domain,
-            service_cidr: inv.cluster.service_cidr.to_string(),
-            pod_cidr: inv.cluster.pod_cidr.to_string(),
-            cluster_dns: inv.cluster.cluster_dns.to_string(),
-            api_server_url: inv.api_server_url(),
-            bin: bin.clone(),
-            ports: ports.clone(),
-            modules_load: "/usr/lib/systemd/systemd-modules-load",
-            etcd_data_dir: crate::components::ETCD_DATA_DIR,
-            etcd_join_env: crate::components::ETCD_JOIN_ENV,
-            aggregation: inv.addons.aggregation,
-            etcd_initial_cluster: etcd_initial_cluster.clone(),
-            etcd_servers: inv.etcd_client_urls(),
-            masters: inv.masters().map(member).collect(),
-            hosts: hosts_entries(inv),
-            metallb_addresses: &inv.addons.metallb.addresses,
-            coredns_image: inv.addons.coredns.as_ref().map_or("", |c| c.image.as_str()),
-            coredns_replicas: inv.addons.coredns.as_ref().map_or(0, |c| c.replicas),
-            encryption_key: &pki.encryption_key_b64,
-            containerd: ContainerdCtx {
-                version: inv.containerd.version.to_string(),
-                config_version: inv.containerd.version.config_version(),
-                cni_bin_dirs: inv.containerd.version.has_cni_bin_dirs(),
-                sandbox_image: &inv.containerd.sandbox_image,
-                restrict_oom_score_adj: inv.containerd.restrict_oom_score_adj,
-            },
-            cni: CniCtx { bin_dir: &inv.cni.bin_dir, conf_dir: &inv.cni.conf_dir },
-            pod_routes: &pod_routes,
-
-            node_name: &node.name,
-            node_address: node.address.to_string(),
-            node_url_host: host_for_url(node.address),
-            node_is_loopback: node.address.is_loopback(),
-            node_pod_cidr: node.pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
-        };
-        let tctx = tera::Context::from_serialize(&ctx)
-            .map_err(|source| RenderError::Template { template: "(context)".into(), node: node.name.clone(), source })?;
+        let tctx = node_context(inv, &shared, node, &pki.encryption_key_b64)?;
         let subst = |s: &str| s.replace("{node}", &node.name);
 
         let mut files: Vec<File> = Vec::new();
-        for rule in FILES.iter().filter(|r| r.who.includes(inv, node) && enabled(r.when)) {
-            let path = rule.path.replace("{cni_conf_dir}", &inv.cni.conf_dir);
+        for rule in FILES.iter().filter(|r| r.applies(inv, node)) {
+            let path = rule.path(inv);
             // A node with several roles (a master that is also a worker) gets shared files once.
             if let Some(f) = files.iter_mut().find(|f| f.path == path) {
                 for u in rule.units.iter().filter_map(|c| c.get().unit) {
@@ -627,12 +698,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 continue;
             }
             let contents = match rule.source {
-                Source::Template(name) => {
-                    let text = tera
-                        .render(name, &tctx)
-                        .map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?;
-                    crate::flags::with_extra_args(inv, name, text).into_bytes()
-                }
+                Source::Template(name) => render_one(&tera, &tctx, inv, node, name)?.into_bytes(),
                 Source::CaCert(id) => pki.ca(id).cert_pem.clone().into_bytes(),
                 Source::CaKey(id) => pki.ca(id).key_pem.clone().into_bytes(),
                 Source::Cert(name) => pki.cert(&subst(name)).cert_pem.clone().into_bytes(),
@@ -643,13 +709,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 }
                 Source::SaKey => pki.sa_key_pem.clone().into_bytes(),
                 Source::SaPub => pki.sa_pub_pem.clone().into_bytes(),
-                Source::Kubeconfig { cert, user, server } => {
-                    let url = match server {
-                        Server::Cluster => inv.api_server_url(),
-                        Server::Local => local_url.clone(),
-                    };
-                    kubeconfig(&tera, &subst(cert), &subst(user), url)?
-                }
+                Source::Kubeconfig { cert, user, server } => kubeconfig(&tera, &subst(cert), &subst(user), server.url(inv))?,
                 Source::Manifest(which) => upstream[which as usize].clone().unwrap_or_default(),
             };
             let units = rule.units.iter().filter_map(|c| c.get().unit).collect();
