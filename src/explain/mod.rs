@@ -157,12 +157,12 @@ impl Script {
         Ok(())
     }
 
-    /// `on NODE sh <<'EOF'`: a script run on the node, as root (`sudo`: the node's prefix).
+    /// `on_stdin NODE sh <<'EOF'`: a script run on the node, as root (`sudo`: the node's prefix).
     pub fn remote(&mut self, node: &str, sudo: &str, script: &str, what: &str) -> Result<(), ExplainError> {
         if script.lines().any(|l| l == EOF) {
             return Err(ExplainError::Delimiter { what: what.to_string(), delimiter: EOF });
         }
-        let _ = write!(self.text, "on {node} {sudo}sh <<'{EOF}'\n{script}\n{EOF}\n");
+        let _ = write!(self.text, "on_stdin {node} {sudo}sh <<'{EOF}'\n{script}\n{EOF}\n");
         Ok(())
     }
 
@@ -263,8 +263,9 @@ fn prelude(inv: &Inventory, sel: &Selection, tool: Tool, s: &mut Script) {
     s.line(format!("declare -A HOST=({})", hosts.join(" ")));
     let ports: Vec<String> = inv.nodes.iter().map(|n| format!("[{}]={}", n.name, n.ssh_port.unwrap_or(inv.ssh.port))).collect();
     s.line(format!("declare -A PORT=({})", ports.join(" ")));
-    s.comment("on NODE COMMAND: runs COMMAND on NODE over ssh.");
-    s.line("on() { local node=$1; shift; ssh \"${SSH_OPTS[@]}\" -p \"${PORT[$node]}\" \"${HOST[$node]}\" \"$@\"; }");
+    s.comment("on NODE COMMAND: runs COMMAND on NODE over ssh; on_stdin NODE COMMAND: the same, with this\nscript's standard input (a here-document) as COMMAND's.");
+    s.line("on() { local node=$1; shift; ssh -n \"${SSH_OPTS[@]}\" -p \"${PORT[$node]}\" \"${HOST[$node]}\" \"$@\"; }");
+    s.line("on_stdin() { local node=$1; shift; ssh \"${SSH_OPTS[@]}\" -p \"${PORT[$node]}\" \"${HOST[$node]}\" \"$@\"; }");
     s.comment("wait_for SECONDS WHAT COMMAND...: runs COMMAND until it succeeds; gives up after SECONDS.");
     s.line("wait_for() {");
     s.line("  local secs=$1 what=$2; shift 2");
