@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::lab::TestLab;
 use crate::common::*;
 
 /// The walkthrough for `inv` with these arguments, written to `dir/walkthrough.sh`.
@@ -134,48 +133,53 @@ fn every_phase_is_explained_and_the_script_parses() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown part \"nope\": one of pki, files, etcd, lb, control-plane, workers, addons"));
 }
 
-/// The walkthrough of the etcd and lb phases, run on a fresh lab by bash with ssh and scp:
-/// `hardway verify` then passes, every etcd and HAProxy check included.
-#[test]
-fn lab_walkthrough_of_etcd_and_lb_builds_what_verify_passes() {
-    require("etcdctl", "etcd-client");
-    let t: TestLab = crate::common::lab::boot("/run/hardway/test-explain");
-    // The lab's own known_hosts: the walkthrough checks host keys strictly.
-    let inv = t.dir.path().join("walk.toml");
-    let text = t.inv_text.replace(&t.dir.path().join("known_hosts").display().to_string(), &t.known_hosts.display().to_string());
-    std::fs::write(&inv, text).unwrap();
-    let script = explain(&inv, &["--phase", "etcd,lb", "--tool", "openssl"], t.dir.path());
-    let work = t.dir.path().join("walk");
-    let out = run_walkthrough(&script, &work);
-    assert!(out.contains("is healthy"), "etcdctl endpoint health: {out}");
-    let pki = work.join("pki");
-    let o = run(hardway().arg("verify").arg("-i").arg(&inv).arg("--pki").arg(&pki).args(["--output", "json"]));
-    let cs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
-    let not_pass: Vec<&serde_json::Value> = cs.iter().filter(|c| c["status"] == "FAIL" || c["status"] == "WARN").collect();
-    assert!(not_pass.is_empty() && o.status.success(), "{not_pass:#?}");
-    let status = |host: &str, check: &str| {
-        cs.iter().find(|c| c["host"] == host && c["check"] == check).unwrap_or_else(|| panic!("no {check} on {host}"))["status"].clone()
-    };
-    for m in ["lab-m1", "lab-m2", "lab-m3"] {
-        for c in ["unit etcd", "etcd member", "cert etcd server", "cert etcd peer"] {
-            assert_eq!(status(m, c), "PASS", "{m} {c}");
+/// On a lab (in a module of that name, so `--skip lab::` leaves it out with the other lab tests).
+mod lab {
+    use super::*;
+
+    /// The walkthrough of the etcd and lb phases, run on a fresh lab by bash with ssh and scp:
+    /// `hardway verify` then passes, every etcd and HAProxy check included.
+    #[test]
+    fn walkthrough_of_etcd_and_lb_builds_what_verify_passes() {
+        require("etcdctl", "etcd-client");
+        let t = crate::common::lab::boot("/run/hardway/test-explain");
+        // The lab's own known_hosts: the walkthrough checks host keys strictly.
+        let inv = t.dir.path().join("walk.toml");
+        let text = t.inv_text.replace(&t.dir.path().join("known_hosts").display().to_string(), &t.known_hosts.display().to_string());
+        std::fs::write(&inv, text).unwrap();
+        let script = explain(&inv, &["--phase", "etcd,lb", "--tool", "openssl"], t.dir.path());
+        let work = t.dir.path().join("walk");
+        let out = run_walkthrough(&script, &work);
+        assert!(out.contains("is healthy"), "etcdctl endpoint health: {out}");
+        let pki = work.join("pki");
+        let o = run(hardway().arg("verify").arg("-i").arg(&inv).arg("--pki").arg(&pki).args(["--output", "json"]));
+        let cs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+        let not_pass: Vec<&serde_json::Value> = cs.iter().filter(|c| c["status"] == "FAIL" || c["status"] == "WARN").collect();
+        assert!(not_pass.is_empty() && o.status.success(), "{not_pass:#?}");
+        let status = |host: &str, check: &str| {
+            cs.iter().find(|c| c["host"] == host && c["check"] == check).unwrap_or_else(|| panic!("no {check} on {host}"))["status"].clone()
+        };
+        for m in ["lab-m1", "lab-m2", "lab-m3"] {
+            for c in ["unit etcd", "etcd member", "cert etcd server", "cert etcd peer"] {
+                assert_eq!(status(m, c), "PASS", "{m} {c}");
+            }
+            // The key is where hardway puts it, 0600, owned by root.
+            assert_eq!(t.ssh_ok(m, "stat -c '%a %U' /etc/etcd/pki/server.key"), "600 root");
+            // The hosts block was merged.
+            assert!(t.ssh_ok(m, "cat /etc/hosts").contains("# BEGIN hardway lab"));
         }
-        // The key is where hardway puts it, 0600, owned by root.
-        assert_eq!(t.ssh_ok(m, "stat -c '%a %U' /etc/etcd/pki/server.key"), "600 root");
-        // The hosts block was merged.
-        assert!(t.ssh_ok(m, "cat /etc/hosts").contains("# BEGIN hardway lab"));
-    }
-    for c in ["etcd leader", "etcd membership", "etcd alarms"] {
-        assert_eq!(status("etcd", c), "PASS", "{c}");
-    }
-    assert_eq!(status("lab-lb", "unit haproxy"), "PASS");
-    assert_eq!(status("lab-lb", "haproxy config"), "PASS");
-    // And hardway finds nothing to change in what the walkthrough placed: a deploy's dry run of
-    // the same phases with the same PKI sends no file.
-    let o = run(hardway().arg("deploy").arg(&inv).arg("--pki").arg(&pki).args(["--phases", "etcd,lb", "--dry-run"]));
-    let plan = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "{plan}\n{}", String::from_utf8_lossy(&o.stderr));
-    for n in ["lab-m1", "lab-m2", "lab-m3", "lab-lb", "lab-w1"] {
-        assert!(plan.contains(&format!("{n}: 0 to change")), "files the walkthrough placed otherwise than hardway would:\n{plan}");
+        for c in ["etcd leader", "etcd membership", "etcd alarms"] {
+            assert_eq!(status("etcd", c), "PASS", "{c}");
+        }
+        assert_eq!(status("lab-lb", "unit haproxy"), "PASS");
+        assert_eq!(status("lab-lb", "haproxy config"), "PASS");
+        // And hardway finds nothing to change in what the walkthrough placed: a deploy's dry run of
+        // the same phases with the same PKI sends no file.
+        let o = run(hardway().arg("deploy").arg(&inv).arg("--pki").arg(&pki).args(["--phases", "etcd,lb", "--dry-run"]));
+        let plan = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "{plan}\n{}", String::from_utf8_lossy(&o.stderr));
+        for n in ["lab-m1", "lab-m2", "lab-m3", "lab-lb", "lab-w1"] {
+            assert!(plan.contains(&format!("{n}: 0 to change")), "files the walkthrough placed otherwise than hardway would:\n{plan}");
+        }
     }
 }

@@ -49,6 +49,26 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     an_etcd_built_by_hand_is_judged_by_its_own_units(&t);
 }
 
+/// A certificate for `cn` with `key`, signed by `ca` (certificate, key) with the extensions in
+/// `work/ext`, as a student would make one with openssl; its PEM.
+fn sign(work: &std::path::Path, cn: &str, key: &std::path::Path, ca: (&std::path::Path, &std::path::Path)) -> Vec<u8> {
+    let (csr, crt) = (work.join("csr"), work.join("cert.pem"));
+    ok(std::process::Command::new("openssl").args(["req", "-new", "-subj", &format!("/CN={cn}"), "-key"]).arg(key).arg("-out").arg(&csr));
+    ok(std::process::Command::new("openssl")
+        .args(["x509", "-req", "-days", "30", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(ca.0)
+        .arg("-CAkey")
+        .arg(ca.1)
+        .arg("-CAcreateserial")
+        .arg("-extfile")
+        .arg(work.join("ext"))
+        .arg("-out")
+        .arg(&crt));
+    std::fs::read(crt).unwrap()
+}
+
 /// All PASS after a deploy (the Kubernetes components are SKIPped: the lab has no binaries).
 fn everything_passes_after_a_deploy(t: &TestLab, pki: &str) {
     let text = t.verify(&["--pki", pki]);
@@ -104,21 +124,7 @@ fn a_certificate_without_its_ip_is_named(t: &TestLab, pki: &str) {
     let work = t.dir.path().join("bad-cert");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("ext"), "subjectAltName=DNS:lab-m3,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
-    let csr = work.join("csr");
-    ok(std::process::Command::new("openssl").args(["req", "-new", "-subj", "/CN=lab-m3", "-key"]).arg(t.pki.join("etcd/server-lab-m3.key")).arg("-out").arg(&csr));
-    ok(std::process::Command::new("openssl")
-        .args(["x509", "-req", "-days", "30", "-in"])
-        .arg(&csr)
-        .arg("-CA")
-        .arg(t.pki.join("etcd/ca.crt"))
-        .arg("-CAkey")
-        .arg(t.pki.join("etcd/ca.key"))
-        .arg("-CAcreateserial")
-        .arg("-extfile")
-        .arg(work.join("ext"))
-        .arg("-out")
-        .arg(work.join("server.crt")));
-    let bad = std::fs::read(work.join("server.crt")).unwrap();
+    let bad = sign(&work, "lab-m3", &t.pki.join("etcd/server-lab-m3.key"), (&t.pki.join("etcd/ca.crt"), &t.pki.join("etcd/ca.key")));
     let o = t.ssh_with_input("lab-m3", "cat > /etc/etcd/pki/server.crt", &bad);
     assert!(o.status.success());
     let (code, cs) = checks(t, &["--pki", pki]);
@@ -250,20 +256,8 @@ fn an_etcd_built_by_hand_is_judged_by_its_own_units(t: &TestLab) {
     let work = t.dir.path().join("hand-bad");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
-    ok(std::process::Command::new("openssl").args(["req", "-new", "-subj", "/CN=lab-m3", "-key"]).arg(hand.join("lab-m3-key.pem")).arg("-out").arg(work.join("csr")));
-    ok(std::process::Command::new("openssl")
-        .args(["x509", "-req", "-days", "30", "-in"])
-        .arg(work.join("csr"))
-        .arg("-CA")
-        .arg(hand.join("ca.pem"))
-        .arg("-CAkey")
-        .arg(hand.join("ca-key.pem"))
-        .arg("-CAcreateserial")
-        .arg("-extfile")
-        .arg(work.join("ext"))
-        .arg("-out")
-        .arg(work.join("bad.pem")));
-    let o = t.ssh_with_input("lab-m3", "cat > /etc/etcd/kubernetes.pem", &std::fs::read(work.join("bad.pem")).unwrap());
+    let bad = sign(&work, "lab-m3", &hand.join("lab-m3-key.pem"), (&hand.join("ca.pem"), &hand.join("ca-key.pem")));
+    let o = t.ssh_with_input("lab-m3", "cat > /etc/etcd/kubernetes.pem", &bad);
     assert!(o.status.success());
     let (code, cs) = checks(t, &args);
     assert_eq!(code, 1);
