@@ -10,7 +10,8 @@
 //! [`crate::addons`]. The walkthrough is tested by running it on a lab and verifying the result.
 //!
 //! - `certs`: the PKI section, for openssl or cfssl;
-//! - `phases`: kubeconfigs, then each phase host by host.
+//! - `phases`: kubeconfigs, then each phase host by host;
+//! - `tests`: the script against render's output for the same inventory.
 //!
 //! Keys are made on the operator's machine by the commands the script runs (umask 077); no key
 //! material is ever part of the script, and none reaches a command line: the encryption key goes
@@ -18,6 +19,9 @@
 
 mod certs;
 mod phases;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -275,41 +279,4 @@ fn prelude(inv: &Inventory, sel: &Selection, tool: Tool, s: &mut Script) {
     s.line("    sleep 2");
     s.line("  done");
     s.line("}");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_are_quoted_only_when_needed() {
-        assert_eq!(quote("/etc/etcd/pki/server.crt"), "/etc/etcd/pki/server.crt");
-        assert_eq!(quote("a b"), "'a b'");
-        assert_eq!(quote("it's"), "'it'\\''s'");
-        assert_eq!(quote(""), "''");
-    }
-
-    #[test]
-    fn any_phase_brings_the_files_phase_and_no_part_means_everything() {
-        let s = Selection::of(&[Part::Phase(Phase::Etcd)]);
-        assert_eq!(s.phases, [Phase::Files, Phase::Etcd]);
-        assert!(!s.full_pki);
-        let s = Selection::of(&[Part::Pki]);
-        assert!(s.full_pki && s.phases.is_empty());
-        let s = Selection::of(&[]);
-        assert!(s.full_pki && s.phases.len() == 6);
-        assert_eq!(Part::parse("preflight"), None);
-        assert_eq!(Part::parse("control-plane"), Some(Part::Phase(Phase::ControlPlane)));
-    }
-
-    #[test]
-    fn a_heredoc_keeps_the_text_or_expands_only_the_named_variables() {
-        let mut s = Script::default();
-        s.heredoc("/tmp/x", "ExecStart=/bin/x $MAINPID\n", "x").unwrap();
-        assert_eq!(s.text, "cat > /tmp/x <<'HARDWAY_EOF'\nExecStart=/bin/x $MAINPID\nHARDWAY_EOF\n");
-        let mut s = Script::default();
-        s.heredoc_with("/tmp/y", "secret: @KEY@ $x `y`\n", &[("@KEY@", "ENCRYPTION_KEY")], "y").unwrap();
-        assert_eq!(s.text, "cat > /tmp/y <<HARDWAY_EOF\nsecret: ${ENCRYPTION_KEY} \\$x \\`y\\`\nHARDWAY_EOF\n");
-        assert!(Script::default().heredoc("/tmp/z", "a\nHARDWAY_EOF\n", "z").is_err());
-    }
 }
