@@ -10,7 +10,10 @@ use crate::testing::Fixture;
 
 /// (node, path) → mode, of every `install` line, and (node, path) → text of every here-document
 /// the script stages.
-fn placed(script: &str) -> (BTreeMap<(String, String), u32>, BTreeMap<(String, String), String>) {
+/// By (node, path).
+type OnNodes<T> = BTreeMap<(String, String), T>;
+
+fn placed(script: &str) -> (OnNodes<u32>, OnNodes<String>) {
     let (mut installs, mut staged) = (BTreeMap::new(), BTreeMap::new());
     let mut node = String::new();
     let mut lines = script.lines();
