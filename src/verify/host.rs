@@ -224,9 +224,43 @@ fn checks_on(inv: &Inventory, h: &mut HostWork, remote: &dyn Remote) -> Result<(
     Ok(())
 }
 
+/// The value of a short option (`-f`) on a unit's ExecStart, with `$VAR` and `${VAR}` taken
+/// from its `Environment=` lines (HAProxy's units say `-f $CONFIG`).
+pub(crate) fn exec_option(unit_text: &str, option: &str) -> Option<String> {
+    let joined = unit_text.replace("\\\n", " ");
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for line in joined.lines().filter_map(|l| l.trim().strip_prefix("Environment=")) {
+        // Assignments separated by spaces, each optionally in double quotes.
+        let (mut quoted, mut word) = (false, String::new());
+        for c in line.chars().chain(std::iter::once(' ')) {
+            match c {
+                '"' => quoted = !quoted,
+                ' ' if !quoted => {
+                    if let Some((k, v)) = word.split_once('=') {
+                        env.insert(k.to_string(), v.to_string());
+                    }
+                    word.clear();
+                }
+                c => word.push(c),
+            }
+        }
+    }
+    let exec = joined.lines().filter_map(|l| l.trim().strip_prefix("ExecStart=")).last()?;
+    let mut args = exec.split_whitespace();
+    args.find(|a| *a == option)?;
+    let value = args.next()?;
+    let var = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')).or_else(|| value.strip_prefix('$'));
+    match var {
+        Some(v) => env.get(v).cloned(),
+        None => Some(value.to_string()),
+    }
+}
+
 fn haproxy(h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
     let name = h.node.name.clone();
-    let config = render::path_of_template("haproxy.cfg").unwrap_or("/etc/haproxy/haproxy.cfg");
+    // Where the running unit says its config is; hardway's place otherwise.
+    let from_unit = h.units.get("haproxy").and_then(|u| exec_option(&u.info.text, "-f"));
+    let config = from_unit.as_deref().or(render::path_of_template("haproxy.cfg")).unwrap_or("/etc/haproxy/haproxy.cfg");
     match remote.haproxy_check(config)? {
         Ok(()) => h.checks.push(check(&name, "haproxy config", Status::Pass, format!("haproxy -c accepts {config}"), None)),
         Err(why) => h.checks.push(check(&name, "haproxy config", Status::Fail, why, Some("fix the config (hardway render shows the expected one)"))),
@@ -276,6 +310,17 @@ mod tests {
         assert_eq!(f["cert-file"], "/etc/etcd/k.pem");
         assert_eq!(f["client-cert-auth"], "true");
         assert_eq!(f["data-dir"], "/var/lib/etcd");
+    }
+
+    #[test]
+    fn haproxy_config_from_the_unit_with_its_environment() {
+        // Debian's haproxy.service.
+        let debian = "[Service]\nEnvironmentFile=-/etc/default/haproxy\nEnvironment=\"CONFIG=/etc/haproxy/haproxy.cfg\" \"PIDFILE=/run/haproxy.pid\" \"EXTRAOPTS=-S /run/haproxy-master.sock\"\nExecStart=/usr/sbin/haproxy -Ws -f $CONFIG -p $PIDFILE $EXTRAOPTS\n";
+        assert_eq!(exec_option(debian, "-f").as_deref(), Some("/etc/haproxy/haproxy.cfg"));
+        let by_hand = "[Service]\nEnvironment=CFG=/srv/lb.cfg\nExecStart=/usr/sbin/haproxy -Ws \\\n  -f ${CFG}\n";
+        assert_eq!(exec_option(by_hand, "-f").as_deref(), Some("/srv/lb.cfg"));
+        assert_eq!(exec_option("ExecStart=/usr/sbin/haproxy -f /etc/lb.cfg\n", "-f").as_deref(), Some("/etc/lb.cfg"));
+        assert_eq!(exec_option("ExecStart=/usr/sbin/haproxy\n", "-f"), None);
     }
 
     #[test]
