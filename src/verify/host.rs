@@ -245,7 +245,7 @@ pub(crate) fn exec_option(unit_text: &str, option: &str) -> Option<String> {
             }
         }
     }
-    let exec = joined.lines().filter_map(|l| l.trim().strip_prefix("ExecStart=")).last()?;
+    let exec = joined.lines().filter_map(|l| l.trim().strip_prefix("ExecStart=")).next_back()?;
     let mut args = exec.split_whitespace();
     args.find(|a| *a == option)?;
     let value = args.next()?;
