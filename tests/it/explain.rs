@@ -150,7 +150,10 @@ mod lab {
         let script = explain(&inv, &["--phase", "etcd,lb", "--tool", "openssl"], t.dir.path());
         let work = t.dir.path().join("walk");
         let out = run_walkthrough(&script, &work);
-        assert!(out.contains("is healthy"), "etcdctl endpoint health: {out}");
+        // The walkthrough's own check printed the members it waited for.
+        for (m, ip) in [("lab-m1", "10.213.0.11"), ("lab-m2", "10.213.0.12"), ("lab-m3", "10.213.0.13")] {
+            assert!(out.contains(&format!("| started | {m} | https://{ip}:2380 |")), "etcdctl member list: {out}");
+        }
         let pki = work.join("pki");
         let o = run(hardway().arg("verify").arg("-i").arg(&inv).arg("--pki").arg(&pki).args(["--output", "json"]));
         let cs: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
