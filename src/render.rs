@@ -3,7 +3,8 @@
 //! What goes where is one table, [`FILES`]: for each role, the final path on the node, where the
 //! bytes come from (a template in `templates/`, a certificate, a key), its mode, and which units
 //! must restart when it changes — deploy needs that last column to restart only what changed.
-//! Templates are tera files embedded in the binary, so a release carries them.
+//! Templates are tera files embedded in the binary, so a release carries them; `context` holds
+//! them and what they are rendered with.
 //!
 //! The output depends only on the inventory and the PKI: no clocks, no randomness, stable
 //! ordering everywhere, so rendering twice gives the same bytes.
@@ -12,11 +13,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use serde::{Deserialize as _, Serialize};
+use serde::Deserialize as _;
 
-use crate::components::{COMPONENTS, ComponentId, Port, RunsOn};
-use crate::inventory::{Inventory, Manifest, Node, host_for_url};
+use crate::components::{ComponentId, Port, RunsOn};
+use crate::inventory::{Inventory, Manifest, Node};
 use crate::pki::{CaId, Pki};
+
+mod context;
+
+use context::{KubeconfigCtx, Shared, engine, node_context, render_one};
+pub(crate) use context::render_template;
+pub use context::template;
 
 /// Why rendering failed. Every case is a bug in a template or in hardway, or a directory that
 /// is not render's to replace: the inventory and the PKI were validated before.
@@ -402,246 +409,6 @@ pub fn path_of_key(profile: &str) -> Option<&'static str> {
 /// Where hardway puts the file rendered from a template.
 pub fn path_of_template(template: &str) -> Option<&'static str> {
     FILES.iter().find(|r| matches!(r.source, Source::Template(t) if t == template)).map(|r| r.path)
-}
-
-/// The templates, embedded at build time.
-const TEMPLATES: &[(&str, &str)] = &[
-    ("hosts", include_str!("../templates/hosts.tera")),
-    ("kubeconfig", include_str!("../templates/kubeconfig.yaml.tera")),
-    ("etcd.service", include_str!("../templates/etcd.service.tera")),
-    ("etcd.env", include_str!("../templates/etcd.env.tera")),
-    (ENCRYPTION_CONFIG, include_str!("../templates/encryption-config.yaml.tera")),
-    ("audit-policy.yaml", include_str!("../templates/audit-policy.yaml.tera")),
-    ("kube-scheduler.yaml", include_str!("../templates/kube-scheduler.yaml.tera")),
-    ("apiserver-to-kubelet-rbac.yaml", include_str!("../templates/apiserver-to-kubelet-rbac.yaml.tera")),
-    ("metallb-pool.yaml", include_str!("../templates/metallb-pool.yaml.tera")),
-    ("coredns.yaml", include_str!("../templates/coredns.yaml.tera")),
-    ("kube-apiserver.service", include_str!("../templates/kube-apiserver.service.tera")),
-    ("kube-controller-manager.service", include_str!("../templates/kube-controller-manager.service.tera")),
-    ("kube-scheduler.service", include_str!("../templates/kube-scheduler.service.tera")),
-    ("kubelet-config.yaml", include_str!("../templates/kubelet-config.yaml.tera")),
-    ("kube-proxy-config.yaml", include_str!("../templates/kube-proxy-config.yaml.tera")),
-    ("containerd-config.toml", include_str!("../templates/containerd-config.toml.tera")),
-    ("10-bridge.conf", include_str!("../templates/10-bridge.conf.tera")),
-    ("containerd.service", include_str!("../templates/containerd.service.tera")),
-    ("kubelet.service", include_str!("../templates/kubelet.service.tera")),
-    ("kube-proxy.service", include_str!("../templates/kube-proxy.service.tera")),
-    ("pod-routes", include_str!("../templates/pod-routes.tera")),
-    ("pod-routes.service", include_str!("../templates/pod-routes.service.tera")),
-    ("haproxy.cfg", include_str!("../templates/haproxy.cfg.tera")),
-    ("haproxy.service", include_str!("../templates/haproxy.service.tera")),
-    ("kernel-modules.conf", include_str!("../templates/kernel-modules.conf.tera")),
-    ("kernel-sysctl.conf", include_str!("../templates/kernel-sysctl.conf.tera")),
-    ("hardway-kernel.service", include_str!("../templates/hardway-kernel.service.tera")),
-];
-
-/// The text of an embedded template, by name (`kube-apiserver.service`).
-pub fn template(name: &str) -> Option<&'static str> {
-    TEMPLATES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Template context.
-
-#[derive(Serialize)]
-struct HostEntry {
-    address: String,
-    names: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Member {
-    name: String,
-    address: String,
-    /// `address` as it goes into a URL (`[v6]`).
-    url_host: String,
-}
-
-/// One line of the pod-network table: a worker's pod /24, through that worker.
-#[derive(Serialize)]
-struct Route {
-    pod_cidr: String,
-    via: String,
-    node: String,
-}
-
-#[derive(Serialize)]
-struct ContainerdCtx<'a> {
-    /// `major.minor`, as the inventory says.
-    version: String,
-    config_version: u32,
-    /// `cni.bin_dirs` (a list, containerd 2.1+) rather than `cni.bin_dir`.
-    cni_bin_dirs: bool,
-    sandbox_image: &'a str,
-    restrict_oom_score_adj: bool,
-}
-
-#[derive(Serialize)]
-struct CniCtx<'a> {
-    bin_dir: &'a str,
-    conf_dir: &'a str,
-}
-
-#[derive(Serialize)]
-struct Ctx<'a> {
-    cluster_name: &'a str,
-    cluster_domain: &'a str,
-    service_cidr: String,
-    pod_cidr: String,
-    cluster_dns: String,
-    api_server_url: String,
-    /// Each component's binary, by [`Component::key`].
-    bin: BTreeMap<String, String>,
-    /// Each port, by [`Port::key`].
-    ports: BTreeMap<&'static str, u16>,
-    /// systemd's module loader, which hardway-kernel.service runs once at deploy.
-    modules_load: &'static str,
-    etcd_data_dir: &'static str,
-    etcd_join_env: &'static str,
-    aggregation: bool,
-    etcd_initial_cluster: String,
-    etcd_servers: String,
-    masters: Vec<Member>,
-    hosts: Vec<HostEntry>,
-    metallb_addresses: &'a [String],
-    coredns_image: &'a str,
-    coredns_replicas: u32,
-    encryption_key: &'a str,
-    containerd: ContainerdCtx<'a>,
-    cni: CniCtx<'a>,
-    /// Every worker's pod /24 (the cluster-wide table), the same for every node.
-    pod_routes: &'a [Route],
-
-    // The host being rendered.
-    node_name: &'a str,
-    node_address: String,
-    node_url_host: String,
-    node_is_loopback: bool,
-    node_pod_cidr: String,
-}
-
-#[derive(Serialize)]
-struct KubeconfigCtx<'a> {
-    cluster_name: &'a str,
-    server: String,
-    user: String,
-    ca_data: String,
-    cert_data: String,
-    key_data: String,
-}
-
-fn member(n: &Node) -> Member {
-    Member { name: n.name.clone(), address: n.address.to_string(), url_host: host_for_url(n.address) }
-}
-
-fn hosts_entries(inv: &Inventory) -> Vec<HostEntry> {
-    let mut out: Vec<HostEntry> = inv
-        .nodes
-        .iter()
-        .map(|n| HostEntry { address: n.address.to_string(), names: inv.fqdn(n).into_iter().chain([n.name.clone()]).collect() })
-        .collect();
-    // An external load balancer has a name but no node: give it a line of its own.
-    if let Some(lb) = &inv.load_balancer
-        && let Some(dns) = &lb.dns_name
-            && !out.iter().any(|h| h.names.contains(dns)) {
-                let short = dns.split('.').next().unwrap_or(dns).to_string();
-                let names = if short != *dns { vec![dns.clone(), short] } else { vec![dns.clone()] };
-                out.push(HostEntry { address: lb.address.to_string(), names });
-            }
-    out
-}
-
-/// The template engine with every embedded template.
-fn engine() -> Result<tera::Tera, RenderError> {
-    let mut tera = tera::Tera::default();
-    tera.add_raw_templates(TEMPLATES.iter().copied())
-        .map_err(|source| RenderError::Template { template: "(all, at load)".into(), node: String::new(), source })?;
-    tera.autoescape_on(vec![]);
-    Ok(tera)
-}
-
-/// What every node's context shares, computed once per render.
-struct Shared {
-    etcd_initial_cluster: String,
-    bin: BTreeMap<String, String>,
-    ports: BTreeMap<&'static str, u16>,
-    pod_routes: Vec<Route>,
-}
-
-impl Shared {
-    fn new(inv: &Inventory) -> Shared {
-        let etcd_initial_cluster = inv
-            .etcd_members()
-            .iter()
-            .map(|m| format!("{}=https://{}:{}", m.name, host_for_url(m.address), Port::EtcdPeer.number(inv)))
-            .collect::<Vec<_>>()
-            .join(",");
-        Shared {
-            etcd_initial_cluster,
-            bin: COMPONENTS.iter().map(|c| (c.key(), c.binary_path(inv))).collect(),
-            ports: Port::ALL.iter().map(|p| (p.key(), p.number(inv))).collect(),
-            // Once for the cluster, not per node: every node gets the same table.
-            pod_routes: inv
-                .workers()
-                .filter_map(|w| Some(Route { pod_cidr: w.pod_cidr?.to_string(), via: w.address.to_string(), node: w.name.clone() }))
-                .collect(),
-        }
-    }
-}
-
-/// The templates' context for one node.
-fn node_context(inv: &Inventory, shared: &Shared, node: &Node, encryption_key: &str) -> Result<tera::Context, RenderError> {
-    let ctx = Ctx {
-        cluster_name: &inv.cluster.name,
-        cluster_domain: &inv.cluster.cluster_domain,
-        service_cidr: inv.cluster.service_cidr.to_string(),
-        pod_cidr: inv.cluster.pod_cidr.to_string(),
-        cluster_dns: inv.cluster.cluster_dns.to_string(),
-        api_server_url: inv.api_server_url(),
-        bin: shared.bin.clone(),
-        ports: shared.ports.clone(),
-        modules_load: "/usr/lib/systemd/systemd-modules-load",
-        etcd_data_dir: crate::components::ETCD_DATA_DIR,
-        etcd_join_env: crate::components::ETCD_JOIN_ENV,
-        aggregation: inv.addons.aggregation,
-        etcd_initial_cluster: shared.etcd_initial_cluster.clone(),
-        etcd_servers: inv.etcd_client_urls(),
-        masters: inv.masters().map(member).collect(),
-        hosts: hosts_entries(inv),
-        metallb_addresses: &inv.addons.metallb.addresses,
-        coredns_image: inv.addons.coredns.as_ref().map_or("", |c| c.image.as_str()),
-        coredns_replicas: inv.addons.coredns.as_ref().map_or(0, |c| c.replicas),
-        encryption_key,
-        containerd: ContainerdCtx {
-            version: inv.containerd.version.to_string(),
-            config_version: inv.containerd.version.config_version(),
-            cni_bin_dirs: inv.containerd.version.has_cni_bin_dirs(),
-            sandbox_image: &inv.containerd.sandbox_image,
-            restrict_oom_score_adj: inv.containerd.restrict_oom_score_adj,
-        },
-        cni: CniCtx { bin_dir: &inv.cni.bin_dir, conf_dir: &inv.cni.conf_dir },
-        pod_routes: &shared.pod_routes,
-
-        node_name: &node.name,
-        node_address: node.address.to_string(),
-        node_url_host: host_for_url(node.address),
-        node_is_loopback: node.address.is_loopback(),
-        node_pod_cidr: node.pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
-    };
-    tera::Context::from_serialize(&ctx).map_err(|source| RenderError::Template { template: "(context)".into(), node: node.name.clone(), source })
-}
-
-/// One template for one node, with the inventory's extra flags merged into units.
-fn render_one(tera: &tera::Tera, ctx: &tera::Context, inv: &Inventory, node: &Node, name: &str) -> Result<String, RenderError> {
-    let text = tera.render(name, ctx).map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?;
-    Ok(crate::flags::with_extra_args(inv, name, text))
-}
-
-/// One template rendered for `node` as [`render`] renders it, without a PKI: the encryption
-/// key is `encryption_key` (`hardway explain` puts a shell variable there).
-pub(crate) fn render_template(inv: &Inventory, node: &Node, name: &str, encryption_key: &str) -> Result<String, RenderError> {
-    let tctx = node_context(inv, &Shared::new(inv), node, encryption_key)?;
-    render_one(&engine()?, &tctx, inv, node, name)
 }
 
 /// Renders every host's files.
