@@ -177,7 +177,13 @@ mod lab {
         assert_eq!(status("lab-lb", "unit haproxy"), "PASS");
         assert_eq!(status("lab-lb", "haproxy config"), "PASS");
         // And hardway finds nothing to change in what the walkthrough placed: a deploy's dry run of
-        // the same phases with the same PKI sends no file.
+        // the same phases with the same PKI sends no file. Deploy reads a whole PKI: the pki part
+        // of the walkthrough adds what etcd and lb did not need and keeps the rest.
+        let etcd_ca = std::fs::read(pki.join("etcd/ca.crt")).unwrap();
+        let dir = t.dir.path().join("pki-part");
+        std::fs::create_dir_all(&dir).unwrap();
+        run_walkthrough(&explain(&inv, &["--phase", "pki"], &dir), &work);
+        assert_eq!(std::fs::read(pki.join("etcd/ca.crt")).unwrap(), etcd_ca, "the pki part replaced the etcd CA");
         let o = run(hardway().arg("deploy").arg(&inv).arg("--pki").arg(&pki).args(["--phases", "etcd,lb", "--dry-run"]));
         let plan = String::from_utf8_lossy(&o.stdout).to_string();
         assert!(o.status.success(), "{plan}\n{}", String::from_utf8_lossy(&o.stderr));
