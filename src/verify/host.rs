@@ -178,6 +178,7 @@ fn checks_on(inv: &Inventory, h: &mut HostWork, remote: &dyn Remote) -> Result<(
         let flags = exec_flags(&info.text);
         h.units.insert(u, Unit { info, flags });
     }
+    env_flags(h, remote)?;
     // Settings that live in a config file the unit names (the kubelet's certificates).
     for c in &components {
         let (Some(flag), Some(unit)) = (c.config_flag, c.unit) else { continue };
@@ -224,13 +225,17 @@ fn checks_on(inv: &Inventory, h: &mut HostWork, remote: &dyn Remote) -> Result<(
     Ok(())
 }
 
-/// The value of a short option (`-f`) on a unit's ExecStart, with `$VAR` and `${VAR}` taken
-/// from its `Environment=` lines (HAProxy's units say `-f $CONFIG`).
-pub(crate) fn exec_option(unit_text: &str, option: &str) -> Option<String> {
-    let joined = unit_text.replace("\\\n", " ");
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    for line in joined.lines().filter_map(|l| l.trim().strip_prefix("Environment=")) {
-        // Assignments separated by spaces, each optionally in double quotes.
+/// The variables a unit's `Environment=` lines set (assignments separated by spaces, each
+/// optionally in double quotes), and the files its `EnvironmentFile=` lines name (a leading `-`:
+/// the file may be missing).
+pub(crate) fn environment(unit_text: &str) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut env = BTreeMap::new();
+    let mut files = Vec::new();
+    for line in unit_text.lines().map(str::trim) {
+        if let Some(f) = line.strip_prefix("EnvironmentFile=") {
+            files.push(f.trim_start_matches('-').to_string());
+        }
+        let Some(line) = line.strip_prefix("Environment=") else { continue };
         let (mut quoted, mut word) = (false, String::new());
         for c in line.chars().chain(std::iter::once(' ')) {
             match c {
@@ -245,6 +250,47 @@ pub(crate) fn exec_option(unit_text: &str, option: &str) -> Option<String> {
             }
         }
     }
+    (env, files)
+}
+
+/// `KEY=value` lines of an environment file (quotes around the value dropped, comments skipped).
+fn env_file(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    text.lines().map(str::trim).filter(|l| !l.starts_with('#')).filter_map(|l| {
+        let (k, v) = l.strip_prefix("export ").unwrap_or(l).split_once('=')?;
+        Some((k.trim().to_string(), v.trim().trim_matches(|c| c == '"' || c == '\'').to_string()))
+    })
+}
+
+/// Units whose daemon also reads its flags from `PREFIX_FLAG_NAME` variables (etcd: a
+/// hand-built or packaged unit may set `ETCD_CERT_FILE` in an environment file).
+const ENV_FLAGS: &[(&str, &str)] = &[("etcd", "ETCD_")];
+
+/// The flags a unit sets through its environment ([`ENV_FLAGS`]), added where its ExecStart
+/// has none (a command-line flag wins, as in etcd).
+fn env_flags(h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
+    for (unit, prefix) in ENV_FLAGS {
+        let Some(u) = h.units.get(*unit) else { continue };
+        let (mut vars, files) = environment(&u.info.text);
+        for f in files {
+            if let Some(text) = remote.read_config(&f)? {
+                vars.extend(env_file(&text));
+            }
+        }
+        let u = h.units.get_mut(*unit).expect("read above");
+        for (k, v) in vars {
+            if let Some(flag) = k.strip_prefix(prefix) {
+                u.flags.entry(flag.to_ascii_lowercase().replace('_', "-")).or_insert(v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The value of a short option (`-f`) on a unit's ExecStart, with `$VAR` and `${VAR}` taken
+/// from its `Environment=` lines (HAProxy's units say `-f $CONFIG`).
+pub(crate) fn exec_option(unit_text: &str, option: &str) -> Option<String> {
+    let joined = unit_text.replace("\\\n", " ");
+    let (env, _) = environment(&joined);
     let exec = joined.lines().filter_map(|l| l.trim().strip_prefix("ExecStart=")).next_back()?;
     let mut args = exec.split_whitespace();
     args.find(|a| *a == option)?;
@@ -321,6 +367,17 @@ mod tests {
         assert_eq!(exec_option(by_hand, "-f").as_deref(), Some("/srv/lb.cfg"));
         assert_eq!(exec_option("ExecStart=/usr/sbin/haproxy -f /etc/lb.cfg\n", "-f").as_deref(), Some("/etc/lb.cfg"));
         assert_eq!(exec_option("ExecStart=/usr/sbin/haproxy\n", "-f"), None);
+    }
+
+    #[test]
+    fn environment_lines_and_files_of_a_unit() {
+        let unit = "[Service]\nEnvironmentFile=-/etc/default/etcd\nEnvironmentFile=/etc/etcd/etcd.env\nEnvironment=ETCD_NAME=m1 \"ETCD_DATA_DIR=/var/lib/a b\"\n";
+        let (env, files) = environment(unit);
+        assert_eq!(files, ["/etc/default/etcd", "/etc/etcd/etcd.env"]);
+        assert_eq!(env["ETCD_NAME"], "m1");
+        assert_eq!(env["ETCD_DATA_DIR"], "/var/lib/a b");
+        let vars: Vec<(String, String)> = env_file("# Debian's\nETCD_CERT_FILE=\"/etc/etcd/c.pem\"\nexport ETCD_KEY_FILE='/etc/etcd/k.pem'\n\n").collect();
+        assert_eq!(vars, [("ETCD_CERT_FILE".into(), "/etc/etcd/c.pem".into()), ("ETCD_KEY_FILE".into(), "/etc/etcd/k.pem".into())]);
     }
 
     #[test]

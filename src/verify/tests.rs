@@ -190,3 +190,31 @@ fn a_name_an_api_server_dials_etcd_by_is_required_on_that_member() {
     // localhost: nobody dials it, still a warning in the same check.
     assert!(c.detail.contains("lacks DNS:localhost, which no unit here uses"), "{c:?}");
 }
+
+#[test]
+fn certificate_paths_set_in_the_units_environment_file_are_where_it_is_checked() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb]);
+    {
+        let mut m1 = f.fake.node("m1");
+        // Debian's packaged way: the settings in /etc/default/etcd, not on the command line.
+        let crt = m1.files.remove("/etc/etcd/pki/server.crt").unwrap();
+        let key = m1.files.remove("/etc/etcd/pki/server.key").unwrap();
+        let mut env = crt.clone();
+        env.contents = b"# set by hand\nETCD_CERT_FILE=\"/srv/etcd/me.pem\"\nETCD_KEY_FILE=/srv/etcd/me-key.pem\n".to_vec();
+        m1.files.insert("/srv/etcd/me.pem".into(), crt);
+        m1.files.insert("/srv/etcd/me-key.pem".into(), key);
+        m1.files.insert("/etc/default/etcd".into(), env);
+        let unit = m1.files.get_mut("/etc/systemd/system/etcd.service").unwrap();
+        let text = String::from_utf8(unit.contents.clone()).unwrap();
+        let text = text
+            .replace("  --cert-file=/etc/etcd/pki/server.crt \\\n", "")
+            .replace("  --key-file=/etc/etcd/pki/server.key \\\n", "")
+            .replace("[Service]\n", "[Service]\nEnvironmentFile=-/etc/default/etcd\n");
+        assert!(!text.contains("--cert-file"));
+        unit.contents = text.into_bytes();
+    }
+    let cs = checks(&f);
+    let c = find(&cs, "m1", "cert etcd server");
+    assert_eq!(c.status, Status::Pass, "{c:?}");
+    assert!(c.detail.starts_with("/srv/etcd/me.pem: m1"), "{c:?}");
+}
