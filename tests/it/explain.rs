@@ -137,17 +137,27 @@ fn every_phase_is_explained_and_the_script_parses() {
 mod lab {
     use super::*;
 
+    #[test]
+    fn walkthrough_of_etcd_and_lb_with_openssl_builds_what_verify_passes() {
+        walkthrough_of_etcd_and_lb("openssl");
+    }
+
+    #[test]
+    fn walkthrough_of_etcd_and_lb_with_cfssl_builds_what_verify_passes() {
+        require("cfssl", "golang-cfssl");
+        walkthrough_of_etcd_and_lb("cfssl");
+    }
+
     /// The walkthrough of the etcd and lb phases, run on a fresh lab by bash with ssh and scp:
     /// `hardway verify` then passes, every etcd and HAProxy check included.
-    #[test]
-    fn walkthrough_of_etcd_and_lb_builds_what_verify_passes() {
+    fn walkthrough_of_etcd_and_lb(tool: &str) {
         require("etcdctl", "etcd-client");
-        let t = crate::common::lab::boot("/run/hardway/test-explain");
+        let t = crate::common::lab::boot(&format!("/run/hardway/test-explain-{tool}"));
         // The lab's own known_hosts: the walkthrough checks host keys strictly.
         let inv = t.dir.path().join("walk.toml");
         let text = t.inv_text.replace(&t.dir.path().join("known_hosts").display().to_string(), &t.known_hosts.display().to_string());
         std::fs::write(&inv, text).unwrap();
-        let script = explain(&inv, &["--phase", "etcd,lb", "--tool", "openssl"], t.dir.path());
+        let script = explain(&inv, &["--phase", "etcd,lb", "--tool", tool], t.dir.path());
         let work = t.dir.path().join("walk");
         let out = run_walkthrough(&script, &work);
         // The walkthrough's own check printed the members it waited for.
@@ -182,7 +192,7 @@ mod lab {
         let etcd_ca = std::fs::read(pki.join("etcd/ca.crt")).unwrap();
         let dir = t.dir.path().join("pki-part");
         std::fs::create_dir_all(&dir).unwrap();
-        run_walkthrough(&explain(&inv, &["--phase", "pki"], &dir), &work);
+        run_walkthrough(&explain(&inv, &["--phase", "pki", "--tool", tool], &dir), &work);
         assert_eq!(std::fs::read(pki.join("etcd/ca.crt")).unwrap(), etcd_ca, "the pki part replaced the etcd CA");
         let o = run(hardway().arg("deploy").arg(&inv).arg("--pki").arg(&pki).args(["--phases", "etcd,lb", "--dry-run"]));
         let plan = String::from_utf8_lossy(&o.stdout).to_string();
