@@ -352,7 +352,8 @@ fn rendered_paths(t: &TestLab, inv: &Path, node: &str) -> Vec<String> {
 }
 
 /// `reset --all` stops every hardway unit and removes every file hardway placed on every node
-/// (etcd's data moved aside); a second reset does nothing; a fresh deploy works again.
+/// (each a file render makes; etcd's data moved aside); a second reset does nothing; a fresh
+/// deploy works again.
 fn reset_all_leaves_nothing_and_a_fresh_deploy_works(t: &TestLab, inv: &Path) {
     let loaded = inventory::load(inv).unwrap();
     let dry = hardway_ok(&mut day2(t, inv, &["reset", "--all", "--dry-run"]));
@@ -363,12 +364,28 @@ fn reset_all_leaves_nothing_and_a_fresh_deploy_works(t: &TestLab, inv: &Path) {
     // members' is hardway's to move.
     let data_dir = |node: &str| t.ssh_ok(node, &format!("test -e {ETCD_DATA_DIR} && echo there || echo gone"));
     let before: Vec<String> = loaded.nodes.iter().map(|n| data_dir(&n.name)).collect();
+    // What hardway placed, by its own list on each node, checked against what render makes:
+    // a rendered path it never placed (the workers phase did not run here) may be the
+    // distribution's (containerd's config), and is not hardway's to remove.
+    let placed: Vec<Vec<String>> = loaded
+        .nodes
+        .iter()
+        .map(|n| {
+            let list = t.ssh_ok(&n.name, "cat /var/lib/hardway/placed 2>/dev/null || true");
+            let rendered = rendered_paths(t, inv, &n.name);
+            let placed: Vec<String> = list.lines().map(str::to_string).collect();
+            assert!(placed.iter().filter(|p| !p.starts_with("/var/lib/hardway/")).all(|p| rendered.contains(p)), "{}: placed {placed:?}", n.name);
+            placed
+        })
+        .collect();
     let out = hardway_ok(&mut day2(t, inv, &["reset", "--all", "--yes", "--output", "json"]));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["nodes"].as_array().unwrap().len(), loaded.nodes.len());
-    for (n, before) in loaded.nodes.iter().zip(&before) {
-        let paths = rendered_paths(t, inv, &n.name);
-        assert!(!paths.is_empty());
+    for ((n, before), placed) in loaded.nodes.iter().zip(&before).zip(&placed) {
+        if loaded.is_etcd_member(n) || n.has(inventory::Role::Lb) {
+            assert!(placed.len() > 3, "{}: hardway placed only {placed:?}", n.name);
+        }
+        let paths = [placed.as_slice(), &["/var/lib/hardway/placed".to_string()]].concat();
         let left = t.ssh_ok(&n.name, &format!("for f in {}; do test -e \"$f\" && echo \"$f\"; done; true", paths.join(" ")));
         assert!(left.is_empty(), "{}: still there after reset: {left}", n.name);
         for unit in ["etcd", "haproxy"] {
