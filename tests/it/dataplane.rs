@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::common::lab::{TestLab, boot_inventory};
 use crate::common::*;
 use hardway::inventory::{self, Inventory, LabSuite};
-use hardway::lab::{self, LabOptions};
+use hardway::lab::{self as hwlab, LabOptions};
 
 const STATE_DIR: &str = "/run/hardway/test-dataplane";
 const MASTER: &str = "dp-m1";
@@ -51,7 +51,6 @@ fn config_value<'a>(c: &'a toml::Table, id: &str, path: &[&str]) -> &'a toml::Va
     path.iter().fold(&c["plugins"][id], |v, p| v.get(*p).unwrap_or_else(|| panic!("no {id}.{} in {c:#?}", path.join("."))))
 }
 
-#[test]
 fn pods_reach_each_other_across_workers_and_from_the_master() {
     let started = Instant::now();
     let t = boot_inventory(STATE_DIR, &fixture());
@@ -256,8 +255,8 @@ fn containerd_reads_the_config_rendered_for_its_version() {
     let mut rootfs = BTreeMap::new();
     let mut configs = BTreeMap::new();
     for (suite, version, config_version) in [(LabSuite::Trixie, "1.7", 2), (LabSuite::Sid, "2.1", 3)] {
-        lab::preflight(suite).unwrap_or_else(|e| panic!("{e}"));
-        let root = lab::cache_rootfs(&LabOptions::default(), suite).unwrap_or_else(|e| panic!("{suite} root fs: {e}"));
+        hwlab::preflight(suite).unwrap_or_else(|e| panic!("{e}"));
+        let root = hwlab::cache_rootfs(&LabOptions::default(), suite).unwrap_or_else(|e| panic!("{suite} root fs: {e}"));
         let sub = dir.path().join(suite.as_str());
         std::fs::create_dir_all(&sub).unwrap();
         let inv = sub.join("inv.toml");
@@ -300,4 +299,12 @@ fn config_dump(suite: LabSuite, rootfs: &Path, config: &Path) -> std::process::O
         .arg(rootfs)
         .arg(format!("--bind-ro={}:/etc/containerd/config.toml", config.display()))
         .args(["/usr/bin/containerd", "config", "dump"]))
+}
+
+/// Boots a lab: under `lab::`, so that `cargo test -- --skip lab::` runs everything else.
+mod lab {
+    #[test]
+    fn pods_reach_each_other_across_workers_and_from_the_master() {
+        super::pods_reach_each_other_across_workers_and_from_the_master()
+    }
 }
