@@ -117,6 +117,9 @@ enum LabCommand {
     Up {
         #[command(flatten)]
         inv: InventoryArg,
+        /// nspawn (containers) or qemu (VMs); overrides the inventory's lab.driver.
+        #[arg(long, value_parser = parse_driver)]
+        driver: Option<inventory::LabDriver>,
     },
     /// List the nodes: address, running, reachable over SSH, systemd state.
     Status {
@@ -243,6 +246,11 @@ fn read_password(prompt: &str) -> std::io::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
+fn parse_driver(s: &str) -> Result<inventory::LabDriver, String> {
+    let known: Vec<&str> = inventory::LabDriver::ALL.iter().map(|d| d.as_str()).collect();
+    inventory::LabDriver::parse(s).ok_or_else(|| format!("unknown driver {s:?} (known drivers: {})", known.join(", ")))
+}
+
 pub(super) fn policy(accept_new: bool) -> HostKeyPolicy {
     if accept_new { HostKeyPolicy::AcceptNew } else { HostKeyPolicy::Strict }
 }
@@ -306,9 +314,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lab { command } => {
-            let opts = lab::LabOptions::default();
+            let mut opts = lab::LabOptions::default();
             let (inv, up) = match &command {
-                LabCommand::Up { inv } => (load_inventory(&inv.path())?, true),
+                LabCommand::Up { inv, driver } => {
+                    opts.driver = *driver;
+                    (load_inventory(&inv.path())?, true)
+                }
                 LabCommand::Status { inv } | LabCommand::Down { inv } => (load_inventory(&inv.path())?, false),
             };
             let lab = match command {

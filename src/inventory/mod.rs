@@ -11,6 +11,7 @@
 //! Nothing in this module writes to disk, so bad input can never change anything.
 
 mod kubernetes;
+mod lab;
 mod raw;
 mod span;
 mod validate;
@@ -26,6 +27,7 @@ use ipnet::Ipv4Net;
 use crate::components::{ComponentId, Port};
 use crate::versions::Version;
 
+pub use lab::{LabDriver, LabSettings, VmResources};
 pub use values::is_dns_label;
 
 /// One problem found in an inventory, with where it was found.
@@ -271,6 +273,8 @@ pub struct Inventory {
     pub addons: Addons,
     /// Extra flags per component, sorted by flag name.
     pub extra_args: BTreeMap<ComponentId, Vec<ExtraArg>>,
+    /// `[lab]`: how `hardway lab` makes the machines.
+    pub lab: LabSettings,
     /// Things that are allowed but probably wrong (an even number of etcd members).
     pub warnings: Vec<Problem>,
 }

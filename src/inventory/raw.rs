@@ -28,6 +28,8 @@ pub(super) struct RawInventory {
     /// validation, which can list the known ones.
     #[serde(default)]
     pub components: BTreeMap<String, RawComponent>,
+    #[serde(default)]
+    pub lab: RawLab,
 }
 
 #[derive(Deserialize)]
@@ -136,4 +138,24 @@ pub(super) struct RawComponent {
     /// Flag name (without `--`) to value; a value is a string, number or boolean.
     #[serde(default)]
     pub extra_args: BTreeMap<String, toml::Value>,
+}
+
+/// `[lab]`: `memory_mib` and `vcpus` for every node's VM, `[lab.nodes.<name>]` per node.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLab {
+    pub driver: Option<String>,
+    pub memory_mib: Option<i64>,
+    pub vcpus: Option<i64>,
+    #[serde(default)]
+    pub nodes: BTreeMap<String, RawLabVm>,
+}
+
+/// Integers as TOML has them, so that a negative or huge value is reported by validation with
+/// its limits rather than by serde.
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLabVm {
+    pub memory_mib: Option<i64>,
+    pub vcpus: Option<i64>,
 }

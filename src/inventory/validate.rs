@@ -22,6 +22,8 @@ use super::{
 use crate::components::{self, COMPONENTS, Port};
 use crate::versions::Version;
 
+mod lab;
+
 /// The load balancer listens on the API server's own port unless told otherwise, so clients
 /// use the same port with or without one.
 const DEFAULT_LB_PORT: u16 = 6443;
@@ -85,6 +87,7 @@ impl<'a> Validator<'a> {
         let binaries = self.binaries(&raw.binaries);
         let addons = self.addons(&raw.addons, &nodes, load_balancer.as_ref(), &cluster);
         let extra_args = self.extra_args(&raw.components, cluster.version);
+        let lab = self.lab_settings(&raw.lab, &raw.nodes);
         let inv = Inventory {
             source: path.to_path_buf(),
             cluster: Cluster {
@@ -103,6 +106,7 @@ impl<'a> Validator<'a> {
             nodes,
             addons,
             extra_args,
+            lab: lab?,
             warnings: Vec::new(),
         };
         // Rules over the whole model run even when other rules failed, so they are reported in
@@ -555,7 +559,7 @@ impl<'a> Validator<'a> {
         self.problems.push(p);
     }
 
-    fn warn(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, field: &str, message: impl Into<String>) {
         let p = self.problem(field, message.into());
         self.warnings.push(p);
     }

@@ -1,0 +1,181 @@
+//! The lab's qemu driver (`[lab] driver = "qemu"`): one QEMU virtual machine per inventory
+//! node, where the nspawn driver makes a container. A VM has its own kernel (Debian's
+//! `linux-image-amd64`), its own disks and a virtio NIC on the lab's bridge — what a KVM guest
+//! made with virt-manager has, and what a container sharing the host's kernel lacks (its own
+//! kernel modules, a real reboot, block devices).
+//!
+//! Everything around the machines is the nspawn lab's: the same cached Debian root fs (the VM
+//! image is built from it, `image`), the same bridge and addresses, the same lab key and
+//! known_hosts, the same boot wait over ssh. Per node:
+//!
+//! ```text
+//! <state_dir>/<cluster>/<node>/disk.qcow2    copy-on-write overlay on <cache_dir>/<suite>-vm/disk.raw
+//! <state_dir>/<cluster>/<node>/seed.img      host key, hostname, address, root's authorized_keys
+//! <state_dir>/<cluster>/<node>/console.log   the serial console
+//! <state_dir>/<cluster>/<node>/pid           QEMU's PID
+//! tap hwt<hash> on bridge hw-<cluster>       the VM's NIC (`tap`)
+//! ```
+//!
+//! KVM is used when a guest boots under it (probed once per `up`), else QEMU's software
+//! emulation (TCG), which works everywhere but boots a node in about a minute instead of
+//! seconds.
+
+pub(crate) mod image;
+mod tap;
+pub mod vm;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use super::error::{LabError, Problem, Result, io_error};
+use super::files::{create_dir_all, resolve, write_file};
+use super::layout::{Layout, NodeLayout};
+use super::machine::{self, Kind};
+use super::net::{self, Net};
+use super::tools::{find_tool, known_hosts_line};
+use super::{Lab, LabOptions, cache_rootfs, parallel, rootfs};
+use crate::inventory::Inventory;
+use image::VmImage;
+use vm::{Accel, QEMU, VmSpec};
+
+/// The tools the qemu driver runs besides the nspawn lab's (which still builds the root fs
+/// and, with systemd-nspawn, installs the kernel into the image): (tool, Debian package).
+pub const REQUIRED_TOOLS: &[(&str, &str)] =
+    &[(QEMU, "qemu-system-x86"), ("qemu-img", "qemu-utils"), ("mkfs.ext4", "e2fsprogs"), ("tar", "tar")];
+
+/// QEMU exits on SIGTERM at once; the margin is for a loaded host.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a node may take from QEMU's start to a finished boot. Under TCG a Debian guest
+/// takes about a minute alone on a 2-core host, and several boot at once share the cores.
+fn boot_timeout(accel: Accel) -> Duration {
+    match accel {
+        Accel::Kvm => Duration::from_secs(180),
+        Accel::Tcg => Duration::from_secs(900),
+    }
+}
+
+fn kind(accel: Accel) -> Kind {
+    Kind { pid_of: vm::node_pid, process: QEMU, boot_timeout: boot_timeout(accel) }
+}
+
+/// What `lab status` looks for.
+pub(super) const KIND: Kind = Kind { pid_of: vm::node_pid, process: QEMU, boot_timeout: Duration::from_secs(900) };
+
+/// Checks that the qemu driver's tools are here (beside [`super::preflight`]'s); the error
+/// names every missing one with its Debian package.
+pub fn preflight() -> Result<()> {
+    let problems: Vec<Problem> = REQUIRED_TOOLS
+        .iter()
+        .filter(|(t, _)| find_tool(t).is_none())
+        .map(|&(tool, package)| Problem::MissingTool { tool, package })
+        .collect();
+    if problems.is_empty() { Ok(()) } else { Err(LabError::Preflight { problems }) }
+}
+
+/// Where the VM image of this lab's suite lives.
+pub(in crate::lab) fn vm_image(opts: &LabOptions) -> Result<VmImage> {
+    Ok(VmImage::new(&resolve(&opts.cache_dir)?, rootfs::SUITE))
+}
+
+/// Everything about a node's VM, from the inventory and the lab's layout.
+pub(in crate::lab) fn vm_spec(inv: &Inventory, layout: &Layout, node: &NodeLayout, img: &VmImage, machine_id: &str) -> VmSpec {
+    let size = inv.lab.vm(&node.name);
+    VmSpec {
+        node: node.name.clone(),
+        name: format!("hw-{}-{}", layout.cluster, node.name),
+        memory_mib: size.memory_mib,
+        vcpus: size.vcpus,
+        kernel: img.kernel(),
+        initrd: img.initrd(),
+        cmdline: vm::kernel_cmdline(machine_id),
+        disk: image::node_disk(node),
+        base_disk: img.disk(),
+        seed: image::seed_disk(node),
+        tap: tap::tap_name(&layout.cluster, &node.name),
+        mac: tap::mac_address(&layout.cluster, &node.name),
+        bridge: layout.bridge.clone(),
+        console_log: node.console_log(),
+    }
+}
+
+/// The node's machine-id, made once and kept with its disk.
+fn machine_id(node: &NodeLayout) -> Result<String> {
+    let path = node.dir.join("machine-id");
+    if let Ok(id) = fs::read_to_string(&path)
+        && id.trim().len() == 32
+    {
+        return Ok(id.trim().to_string());
+    }
+    let uuid_path = std::path::Path::new("/proc/sys/kernel/random/uuid");
+    let id = fs::read_to_string(uuid_path).map_err(io_error("read a random uuid from", uuid_path))?.trim().replace('-', "");
+    write_file(&path, format!("{id}\n"))?;
+    Ok(id)
+}
+
+/// Brings up the lab's VMs (called by [`super::up`] with the lab locked, its bridge checked and
+/// its directory made). Idempotent: running VMs are left alone.
+pub(super) fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<Lab> {
+    let lab_pub = rootfs::ensure_lab_key(layout)?;
+    let img = vm_image(opts)?;
+    let running: Vec<Option<u32>> = layout.nodes.iter().map(vm::node_pid).collect();
+    let to_start: Vec<&NodeLayout> = layout.nodes.iter().zip(&running).filter(|(_, p)| p.is_none()).map(|(n, _)| n).collect();
+    // Only when a VM is to start: a running one must not see its image rebuilt under it.
+    let recipe = if to_start.is_empty() { None } else { Some(image::ensure_image(&img, &cache_rootfs(opts)?)?) };
+
+    let hosts = rootfs::hosts_file(inv);
+    let mut known_hosts = String::new();
+    let mut specs = Vec::new();
+    for node in &layout.nodes {
+        create_dir_all(&node.dir)?;
+        let seed = image::Seed {
+            hosts: &hosts,
+            authorized_key: &lab_pub,
+            address: format!("{}/{}", node.address, net.subnet.prefix_len()),
+            gateway: net.gateway.to_string(),
+        };
+        image::write_seed(node, &seed)?;
+        known_hosts.push_str(&known_hosts_line(node.address, &image::host_key_pub(node))?);
+        specs.push(vm_spec(inv, layout, node, &img, &machine_id(node)?));
+    }
+    let tmp = layout.dir.join("known_hosts.tmp");
+    write_file(&tmp, known_hosts)?;
+    fs::rename(&tmp, layout.known_hosts()).map_err(io_error("rename", &tmp))?;
+
+    net::ensure_lab_bridge(layout, net)?;
+    for spec in &specs {
+        tap::ensure_tap(&spec.tap, &spec.bridge)?;
+    }
+
+    let accel_file = layout.dir.join("accel");
+    let accel = if let Some(recipe) = &recipe {
+        let (accel, why) = vm::probe_accel(&img.kernel())?;
+        eprintln!("lab: {why}: the VMs run with {}", accel.as_str());
+        write_file(&accel_file, accel.as_str())?;
+        for node in &to_start {
+            image::ensure_node_disk(node, &img, recipe)?;
+            let spec = specs.iter().find(|s| s.node == node.name).expect("a spec per node");
+            vm::start(spec, accel, &node.pid_file())?;
+        }
+        accel
+    } else if fs::read_to_string(&accel_file).is_ok_and(|a| a == Accel::Kvm.as_str()) {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    };
+    let kind = kind(accel);
+    let deadline = Instant::now() + kind.boot_timeout;
+    let nodes = parallel(&layout.nodes, |node| machine::wait_ready_as(&kind, layout, node, deadline))?;
+    Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
+}
+
+/// Stops every VM whose disk is in the lab directory (nodes since dropped from the inventory
+/// included); part of [`super::down`], whatever driver the lab was made with.
+pub(super) fn stop_vms(layout: &Layout) -> Result<()> {
+    vm::stop(&vm::pids_under(&layout.dir), STOP_TIMEOUT)
+}
+
+/// Deletes the nodes' taps; the bridge's teardown would only take those still plugged in.
+pub(super) fn remove_taps(layout: &Layout, nodes: &[NodeLayout]) -> Result<()> {
+    nodes.iter().try_for_each(|n| tap::remove_tap(&tap::tap_name(&layout.cluster, &n.name)))
+}
