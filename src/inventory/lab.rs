@@ -1,8 +1,9 @@
-//! `[lab]`: how `hardway lab` makes this inventory's machines. Only the local lab reads it;
+//! `[lab]`'s machines: the driver, and the VM size of each node. Only the local lab reads it;
 //! deploy and verify see SSH hosts whichever driver made them.
 
-use std::collections::BTreeMap;
 use std::fmt;
+
+use super::LabSettings;
 
 /// What each lab node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -49,17 +50,6 @@ impl VmResources {
     /// The smallest and largest values accepted, per field: (field, min, max, unit).
     pub const LIMITS: [(&'static str, u32, u32, &'static str); 2] =
         [("memory_mib", 256, 262_144, "MiB"), ("vcpus", 1, 64, "vCPUs")];
-}
-
-/// `[lab]`.
-#[derive(Debug, Clone, Default)]
-pub struct LabSettings {
-    pub driver: LabDriver,
-    /// `lab.memory_mib` and `lab.vcpus`: every node's VM unless `[lab.nodes.<name>]` says
-    /// otherwise.
-    pub vm: Option<VmResources>,
-    /// `[lab.nodes.<name>]`, by node name.
-    pub nodes: BTreeMap<String, VmResources>,
 }
 
 impl LabSettings {

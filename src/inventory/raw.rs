@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub(super) use super::addons::RawAddons;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawInventory {
@@ -28,6 +30,10 @@ pub(super) struct RawInventory {
     /// validation, which can list the known ones.
     #[serde(default)]
     pub components: BTreeMap<String, RawComponent>,
+    #[serde(default)]
+    pub containerd: RawContainerd,
+    #[serde(default)]
+    pub cni: RawCni,
     #[serde(default)]
     pub lab: RawLab,
 }
@@ -109,29 +115,6 @@ impl RawNode {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawAddons {
-    pub metallb: Option<RawMetallb>,
-    pub aggregation: Option<RawAggregation>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawMetallb {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default)]
-    pub addresses: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawAggregation {
-    #[serde(default)]
-    pub enabled: bool,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawComponent {
@@ -140,10 +123,27 @@ pub(super) struct RawComponent {
     pub extra_args: BTreeMap<String, toml::Value>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContainerd {
+    pub version: Option<String>,
+    pub bin_dir: Option<String>,
+    pub sandbox_image: Option<String>,
+    pub restrict_oom_score_adj: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCni {
+    pub bin_dir: Option<String>,
+    pub conf_dir: Option<String>,
+}
+
 /// `[lab]`: `memory_mib` and `vcpus` for every node's VM, `[lab.nodes.<name>]` per node.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLab {
+    pub suite: Option<String>,
     pub driver: Option<String>,
     pub memory_mib: Option<i64>,
     pub vcpus: Option<i64>,

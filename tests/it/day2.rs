@@ -35,11 +35,13 @@ fn node_block(name: &str, address: &str) -> String {
 #[test]
 fn day_two_on_the_lab() {
     let lab_toml = std::fs::read_to_string(repo().join("inventory/lab.toml")).unwrap();
-    let t = crate::common::lab::boot_with("/run/hardway/test-day2", &format!("{lab_toml}{EXTRA_MASTERS}"));
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("lab7.toml"), format!("{lab_toml}{EXTRA_MASTERS}")).unwrap();
+    let t = crate::common::lab::boot_inventory("/run/hardway/test-day2", &source.path().join("lab7.toml"));
     let big = t.inv_path.clone();
     let small = write_inventory(&t, "small.toml", &t.inv_text.replace(EXTRA_MASTERS, ""));
     pki_generate(&small, &t.pki);
-    deploy_ok(&t, &small, &[]);
+    deploy_ok(&t, &small, &["--accept-new-host-keys"]);
     verify_passes(&t, &small);
 
     a_restore_puts_back_what_the_snapshot_holds(&t, &small);
@@ -287,7 +289,7 @@ fn growing_and_shrinking_loses_no_write(t: &TestLab, small: &Path, big: &Path) -
     // the CAs and every key, and issues what is new.
     pki_generate(big, &t.pki);
     let writer = Writer::start(t, small, &three, "grow");
-    deploy_ok(t, big, &[]);
+    deploy_ok(t, big, &["--accept-new-host-keys"]);
     writer.finish(t, &five, "grow");
     wait_agreed(t, &five);
     assert_eq!(member_names(t, &five), ["lab-m1", "lab-m2", "lab-m3", "lab-m4", "lab-m5"]);

@@ -89,7 +89,7 @@ fn a_dry_run_changes_nothing(t: &TestLab) {
     let o = t.deploy(&t.inv_path, &["--phases", "etcd,lb", "--dry-run", "--accept-new-host-keys"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
-    assert!(out.contains("lab-m1: 6 to change") && out.contains("create /etc/etcd/pki/server.key (600)"), "{out}");
+    assert!(out.contains("lab-m1: 7 to change") && out.contains("create /etc/etcd/pki/server.key (600)"), "{out}");
     assert!(out.contains("restart etcd") && out.contains("restart haproxy") && out.contains("dry run: nothing was changed"), "{out}");
     for n in MASTERS {
         assert!(!etcd_exists(t, n), "dry run touched {n}");
@@ -110,12 +110,12 @@ fn preflight_names_missing_binaries(t: &TestLab) {
         "lab-m1: /usr/bin/kube-apiserver (phase control-plane)",
         "lab-m3: /usr/bin/kube-scheduler (phase control-plane)",
         "lab-w1: /usr/bin/kubelet (phase workers)",
-        "lab-w1: /usr/bin/containerd (phase workers)",
         "lab-m1: /usr/bin/kubectl (phase addons)",
     ] {
         assert!(err.contains(line), "missing {line:?} in:\n{err}");
     }
     assert!(!err.contains("/usr/bin/etcd (phase etcd)"), "etcd is in the lab image:\n{err}");
+    assert!(!err.contains("/usr/bin/containerd (phase workers)"), "containerd is in the lab image:\n{err}");
     assert!(!etcd_exists(t, "lab-m1"));
 }
 

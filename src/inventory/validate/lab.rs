@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use super::Validator;
-use crate::inventory::lab::{LabDriver, LabSettings, VmResources};
+use crate::inventory::{LabDriver, LabSettings, VmResources};
 use crate::inventory::raw::{RawLab, RawLabVm, RawNode};
 
 impl Validator<'_> {
-    pub(super) fn lab_settings(&mut self, l: &RawLab, nodes: &[RawNode]) -> Option<LabSettings> {
+    /// `[lab]` without `suite` (see `runtime`), which it leaves at its default.
+    pub(super) fn lab_machines(&mut self, l: &RawLab, nodes: &[RawNode]) -> Option<LabSettings> {
         let driver = match l.driver.as_deref() {
             None => Some(LabDriver::default()),
             Some(s) => {
@@ -36,7 +37,7 @@ impl Validator<'_> {
         if driver == Some(LabDriver::Nspawn) && (vm.is_some() || !l.nodes.is_empty()) {
             self.warn("lab", "memory_mib and vcpus size the qemu driver's VMs only; this lab's driver is nspawn");
         }
-        Some(LabSettings { driver: driver?, vm, nodes: per_node })
+        Some(LabSettings { driver: driver?, vm, nodes: per_node, ..LabSettings::default() })
     }
 
     /// memory_mib and vcpus of `table`, each `inherit`'s where left out; `None` if one is out of

@@ -74,8 +74,8 @@ pub fn preflight() -> Result<()> {
 }
 
 /// Where the VM image of this lab's suite lives.
-pub(in crate::lab) fn vm_image(opts: &LabOptions) -> Result<VmImage> {
-    Ok(VmImage::new(&resolve(&opts.cache_dir)?, rootfs::SUITE))
+pub(in crate::lab) fn vm_image(inv: &Inventory, opts: &LabOptions) -> Result<VmImage> {
+    Ok(VmImage::new(&resolve(&opts.cache_dir)?, inv.lab.suite.as_str()))
 }
 
 /// Everything about a node's VM, from the inventory and the lab's layout.
@@ -117,11 +117,11 @@ fn machine_id(node: &NodeLayout) -> Result<String> {
 /// its directory made). Idempotent: running VMs are left alone.
 pub(super) fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<Lab> {
     let lab_pub = rootfs::ensure_lab_key(layout)?;
-    let img = vm_image(opts)?;
+    let img = vm_image(inv, opts)?;
     let running: Vec<Option<u32>> = layout.nodes.iter().map(vm::node_pid).collect();
     let to_start: Vec<&NodeLayout> = layout.nodes.iter().zip(&running).filter(|(_, p)| p.is_none()).map(|(n, _)| n).collect();
     // Only when a VM is to start: a running one must not see its image rebuilt under it.
-    let recipe = if to_start.is_empty() { None } else { Some(image::ensure_image(&img, &cache_rootfs(opts)?)?) };
+    let recipe = if to_start.is_empty() { None } else { Some(image::ensure_image(&img, &cache_rootfs(opts, inv.lab.suite)?)?) };
 
     let hosts = rootfs::hosts_file(inv);
     let mut known_hosts = String::new();
