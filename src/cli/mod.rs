@@ -131,6 +131,21 @@ enum LabCommand {
         #[command(flatten)]
         inv: InventoryArg,
     },
+    /// Write libvirt XML for the qemu lab: a domain per node and the network (virsh define).
+    RenderLibvirt {
+        #[command(flatten)]
+        inv: InventoryArg,
+        /// The directory to write network-<bridge>.xml and domain-<node>.xml into.
+        #[arg(long)]
+        out: PathBuf,
+        /// The domain type: kvm, or tcg for libvirt's software emulation (type "qemu").
+        #[arg(long, default_value = "kvm", value_parser = ["kvm", "tcg"])]
+        accel: String,
+        /// Also make the disks the XML names (the base image, each node's overlay and seed),
+        /// as `lab up` does but without network or VMs (root).
+        #[arg(long)]
+        images: bool,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -313,6 +328,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout()).context("writing the manual page")?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Lab { command: LabCommand::RenderLibvirt { inv, out, accel, images } } => {
+            let inv = load_inventory(&inv.path())?;
+            let opts = lab::LabOptions::default();
+            let accel = if accel == "tcg" { lab::qemu::vm::Accel::Tcg } else { lab::qemu::vm::Accel::Kvm };
+            if images {
+                lab::qemu::prepare_images(&inv, &opts)?;
+            }
+            for path in lab::libvirt::write(&inv, &opts, accel, &out)? {
+                out!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Lab { command } => {
             let mut opts = lab::LabOptions::default();
             let (inv, up) = match &command {
@@ -321,6 +348,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     (load_inventory(&inv.path())?, true)
                 }
                 LabCommand::Status { inv } | LabCommand::Down { inv } => (load_inventory(&inv.path())?, false),
+                LabCommand::RenderLibvirt { .. } => unreachable!("handled above"),
             };
             let lab = match command {
                 LabCommand::Down { .. } => {

@@ -50,6 +50,7 @@ mod driver;
 mod error;
 mod files;
 mod layout;
+pub mod libvirt;
 pub mod machine;
 pub mod net;
 pub mod process;

@@ -28,13 +28,14 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use super::error::{LabError, Problem, Result, io_error};
-use super::files::{create_dir_all, resolve, write_file};
-use super::layout::{Layout, NodeLayout};
+use super::driver;
+use super::files::{create_dir_all, lock, resolve, write_file};
+use super::layout::{Layout, NodeLayout, fnv1a};
 use super::machine::{self, Kind};
 use super::net::{self, Net};
 use super::tools::{find_tool, known_hosts_line};
 use super::{Lab, LabOptions, cache_rootfs, parallel, rootfs};
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, LabDriver};
 use image::VmImage;
 use vm::{Accel, QEMU, VmSpec};
 
@@ -79,7 +80,7 @@ pub(in crate::lab) fn vm_image(inv: &Inventory, opts: &LabOptions) -> Result<VmI
 }
 
 /// Everything about a node's VM, from the inventory and the lab's layout.
-pub(in crate::lab) fn vm_spec(inv: &Inventory, layout: &Layout, node: &NodeLayout, img: &VmImage, machine_id: &str) -> VmSpec {
+pub(in crate::lab) fn vm_spec(inv: &Inventory, layout: &Layout, node: &NodeLayout, img: &VmImage) -> VmSpec {
     let size = inv.lab.vm(&node.name);
     VmSpec {
         node: node.name.clone(),
@@ -88,7 +89,7 @@ pub(in crate::lab) fn vm_spec(inv: &Inventory, layout: &Layout, node: &NodeLayou
         vcpus: size.vcpus,
         kernel: img.kernel(),
         initrd: img.initrd(),
-        cmdline: vm::kernel_cmdline(machine_id),
+        cmdline: vm::kernel_cmdline(&machine_id(layout, &node.name)),
         disk: image::node_disk(node),
         base_disk: img.disk(),
         seed: image::seed_disk(node),
@@ -99,30 +100,21 @@ pub(in crate::lab) fn vm_spec(inv: &Inventory, layout: &Layout, node: &NodeLayou
     }
 }
 
-/// The node's machine-id, made once and kept with its disk.
-fn machine_id(node: &NodeLayout) -> Result<String> {
-    let path = node.dir.join("machine-id");
-    if let Ok(id) = fs::read_to_string(&path)
-        && id.trim().len() == 32
-    {
-        return Ok(id.trim().to_string());
-    }
-    let uuid_path = std::path::Path::new("/proc/sys/kernel/random/uuid");
-    let id = fs::read_to_string(uuid_path).map_err(io_error("read a random uuid from", uuid_path))?.trim().replace('-', "");
-    write_file(&path, format!("{id}\n"))?;
-    Ok(id)
+/// The node's machine-id, derived from the lab directory and the node's name: unique per node
+/// and per lab, and the same for `up` and for the libvirt XML, which is rendered without
+/// touching the lab.
+fn machine_id(layout: &Layout, node: &str) -> String {
+    let key = format!("{}/{node}", layout.dir.display());
+    format!("{:016x}{:016x}", fnv1a(&format!("machine-id a {key}")), fnv1a(&format!("machine-id b {key}")))
 }
 
-/// Brings up the lab's VMs (called by [`super::up`] with the lab locked, its bridge checked and
-/// its directory made). Idempotent: running VMs are left alone.
-pub(super) fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<Lab> {
+/// Makes what the VMs boot from: the image and, for the nodes in `build`, their disks (not for
+/// the others: a running VM's disk and image stay as they are); every node's seed and the lab's
+/// known_hosts. Returns every node's VM.
+fn prepare(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net, build: &[&NodeLayout]) -> Result<Vec<VmSpec>> {
     let lab_pub = rootfs::ensure_lab_key(layout)?;
     let img = vm_image(inv, opts)?;
-    let running: Vec<Option<u32>> = layout.nodes.iter().map(vm::node_pid).collect();
-    let to_start: Vec<&NodeLayout> = layout.nodes.iter().zip(&running).filter(|(_, p)| p.is_none()).map(|(n, _)| n).collect();
-    // Only when a VM is to start: a running one must not see its image rebuilt under it.
-    let recipe = if to_start.is_empty() { None } else { Some(image::ensure_image(&img, &cache_rootfs(opts, inv.lab.suite)?)?) };
-
+    let recipe = if build.is_empty() { None } else { Some(image::ensure_image(&img, &cache_rootfs(opts, inv.lab.suite)?)?) };
     let hosts = rootfs::hosts_file(inv);
     let mut known_hosts = String::new();
     let mut specs = Vec::new();
@@ -136,37 +128,60 @@ pub(super) fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net)
         };
         image::write_seed(node, &seed)?;
         known_hosts.push_str(&known_hosts_line(node.address, &image::host_key_pub(node))?);
-        specs.push(vm_spec(inv, layout, node, &img, &machine_id(node)?));
+        specs.push(vm_spec(inv, layout, node, &img));
+    }
+    if let Some(recipe) = &recipe {
+        build.iter().try_for_each(|node| image::ensure_node_disk(node, &img, recipe))?;
     }
     let tmp = layout.dir.join("known_hosts.tmp");
     write_file(&tmp, known_hosts)?;
     fs::rename(&tmp, layout.known_hosts()).map_err(io_error("rename", &tmp))?;
+    Ok(specs)
+}
 
+/// Brings up the lab's VMs (called by [`super::up`] with the lab locked, its bridge checked and
+/// its directory made). Idempotent: running VMs are left alone.
+pub(super) fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<Lab> {
+    let to_start: Vec<&NodeLayout> = layout.nodes.iter().filter(|n| vm::node_pid(n).is_none()).collect();
+    let specs = prepare(inv, opts, layout, net, &to_start)?;
     net::ensure_lab_bridge(layout, net)?;
     for spec in &specs {
         tap::ensure_tap(&spec.tap, &spec.bridge)?;
     }
-
     let accel_file = layout.dir.join("accel");
-    let accel = if let Some(recipe) = &recipe {
-        let (accel, why) = vm::probe_accel(&img.kernel())?;
+    let accel = if to_start.is_empty() {
+        // For the boot timeout only: the VMs are up already.
+        if fs::read_to_string(&accel_file).is_ok_and(|a| a == Accel::Kvm.as_str()) { Accel::Kvm } else { Accel::Tcg }
+    } else {
+        let (accel, why) = vm::probe_accel(&vm_image(inv, opts)?.kernel())?;
         eprintln!("lab: {why}: the VMs run with {}", accel.as_str());
         write_file(&accel_file, accel.as_str())?;
         for node in &to_start {
-            image::ensure_node_disk(node, &img, recipe)?;
             let spec = specs.iter().find(|s| s.node == node.name).expect("a spec per node");
             vm::start(spec, accel, &node.pid_file())?;
         }
         accel
-    } else if fs::read_to_string(&accel_file).is_ok_and(|a| a == Accel::Kvm.as_str()) {
-        Accel::Kvm
-    } else {
-        Accel::Tcg
     };
     let kind = kind(accel);
     let deadline = Instant::now() + kind.boot_timeout;
     let nodes = parallel(&layout.nodes, |node| machine::wait_ready_as(&kind, layout, node, deadline))?;
     Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
+}
+
+/// What `hardway lab render-libvirt --images` adds to the XML: the disks of every node whose VM
+/// is not running (the image built first if need be), the seeds and the lab's key and
+/// known_hosts; no network, no VM. `hardway lab down` removes them.
+pub fn prepare_images(inv: &Inventory, opts: &LabOptions) -> Result<()> {
+    super::preflight(inv.lab.suite)?;
+    preflight()?;
+    let layout = Layout::new(inv, opts)?;
+    let net = net::lab_network(inv)?;
+    create_dir_all(&layout.state_root)?;
+    let _lock = lock(&layout.lock_file())?;
+    create_dir_all(&layout.dir)?;
+    driver::claim(&layout, LabDriver::Qemu)?;
+    let build: Vec<&NodeLayout> = layout.nodes.iter().filter(|n| vm::node_pid(n).is_none()).collect();
+    prepare(inv, opts, &layout, &net, &build).map(drop)
 }
 
 /// Stops every VM whose disk is in the lab directory (nodes since dropped from the inventory

@@ -154,7 +154,11 @@ pub fn probe_accel(kernel: &Path) -> Result<(Accel, String)> {
 /// message.
 pub fn start(spec: &VmSpec, accel: Accel, pid_file: &Path) -> Result<u32> {
     let _ = fs::remove_file(pid_file);
-    run(command(QEMU).args(qemu_args(spec, accel, pid_file)))?;
+    let mut c = command(QEMU);
+    // QEMU outlives hardway: a lock that hardway's caller holds (`flock LOCK hardway lab up`)
+    // must not stay held for the VM's lifetime.
+    process::no_inherited_fds(&mut c);
+    run(c.args(qemu_args(spec, accel, pid_file)))?;
     let pid = fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok());
     pid.filter(|p| alive(*p)).ok_or_else(|| LabError::Machine {
         node: spec.node.clone(),
