@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn each_domain_is_the_vm_that_lab_up_starts() {
         let inv = qemu_lab();
-        let opts = LabOptions { state_dir: "/run/x".into(), cache_dir: "/var/cache/x".into(), driver: None };
+        let opts = LabOptions { state_dir: "/run/x".into(), cache_dir: "/var/cache/x".into(), ..LabOptions::default() };
         let files = render(&inv, &opts, Accel::Tcg).unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["network-hw-qlab.xml", "domain-qlab-m1.xml", "domain-qlab-w1.xml"]);

@@ -84,11 +84,13 @@ pub struct LabOptions {
     pub state_dir: PathBuf,
     /// Overrides the inventory's `lab.driver` for `up` (`hardway lab up --driver`).
     pub driver: Option<LabDriver>,
+    /// The qemu driver's accelerator; by default KVM if a guest boots under it, else TCG.
+    pub accel: Option<qemu::vm::Accel>,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        LabOptions { cache_dir: "/var/cache/hardway/lab".into(), state_dir: "/run/hardway/lab".into(), driver: None }
+        LabOptions { cache_dir: "/var/cache/hardway/lab".into(), state_dir: "/run/hardway/lab".into(), driver: None, accel: None }
     }
 }
 

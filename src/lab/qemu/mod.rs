@@ -153,7 +153,10 @@ pub(super) fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net)
         // For the boot timeout only: the VMs are up already.
         if fs::read_to_string(&accel_file).is_ok_and(|a| a == Accel::Kvm.as_str()) { Accel::Kvm } else { Accel::Tcg }
     } else {
-        let (accel, why) = vm::probe_accel(&vm_image(inv, opts)?.kernel())?;
+        let (accel, why) = match opts.accel {
+            Some(accel) => (accel, "as asked".to_string()),
+            None => vm::probe_accel(&vm_image(inv, opts)?.kernel())?,
+        };
         eprintln!("lab: {why}: the VMs run with {}", accel.as_str());
         write_file(&accel_file, accel.as_str())?;
         for node in &to_start {
@@ -166,6 +169,12 @@ pub(super) fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net)
     let deadline = Instant::now() + kind.boot_timeout;
     let nodes = parallel(&layout.nodes, |node| machine::wait_ready_as(&kind, layout, node, deadline))?;
     Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
+}
+
+/// Whether KVM boots a guest here ([`vm::probe_accel`] with the lab image's kernel, which must
+/// have been built): the accelerator `up` would pick, and why.
+pub fn probe_accel(inv: &Inventory, opts: &LabOptions) -> Result<(Accel, String)> {
+    vm::probe_accel(&vm_image(inv, opts)?.kernel())
 }
 
 /// What `hardway lab render-libvirt --images` adds to the XML: the disks of every node whose VM
