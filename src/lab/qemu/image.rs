@@ -27,7 +27,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::super::error::{LabError, Result, io_error};
-use super::super::files::{create_dir_all, lock, remove_tree, tail, write_file, write_file_mode};
+use super::super::files::{create_dir_all, lock, mount_overlay, remove_tree, tail, write_file, write_file_mode};
 use super::super::layout::NodeLayout;
 use super::super::machine::forget_machine;
 use super::super::tools::{authorize_key, command, describe, run, ssh_keygen};
@@ -126,23 +126,9 @@ pub(super) fn ensure_image(img: &VmImage, rootfs: &Path) -> Result<String> {
     }
     let tmp = img.sibling(".tmp");
     remove_tree(&tmp)?;
-    let (upper, work, root) = (tmp.join("upper"), tmp.join("work"), tmp.join("root"));
-    for d in [&upper, &work, &root] {
-        create_dir_all(d)?;
-    }
-    eprintln!("lab: building the {} VM image from {} (once; a few minutes)", img.suite, rootfs.display());
-    let dirs = [rootfs, &upper, &work].map(|p| p.display().to_string());
-    if let Some(bad) = dirs.iter().find(|d| d.contains([',', ':', '\\']) || d.contains(char::is_whitespace)) {
-        return Err(LabError::BadPath {
-            path: bad.into(),
-            reason: "the lab cannot mount an overlay on a path with ',', ':', '\\' or white space".into(),
-        });
-    }
-    let [lower, upper_s, work_s] = dirs;
-    run(command("mount")
-        .args(["-t", "overlay", "overlay", "-o"])
-        .arg(format!("lowerdir={lower},upperdir={upper_s},workdir={work_s}"))
-        .arg(&root))?;
+    let root = tmp.join("root");
+    eprintln!("lab: building the {} VM image from {} (once; about a minute)", img.suite, rootfs.display());
+    mount_overlay(rootfs, &tmp, &root)?;
     let mounted = Mounted(root.clone());
     for (path, mode, contents) in IMAGE_FILES {
         let p = root.join(path);

@@ -1,17 +1,9 @@
 //! `[lab] driver`, `memory_mib`, `vcpus` and `[lab.nodes.<name>]`: what the lab's machines are
 //! and how big each VM is; every bad value refused with its field, line and limits.
 
+use super::runtime::{edits, with};
 use super::{accepted, assert_has, error_of, line_of, problems_of, refused};
 use hardway::inventory::{LabDriver, VmResources};
-
-/// Puts `section` (TOML tables) before `[addons.metallb]` in the example.
-fn with(section: &str) -> [(&'static str, String); 1] {
-    [("[addons.metallb]", format!("{section}\n\n[addons.metallb]"))]
-}
-
-fn edits<'a>(e: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    e.iter().map(|(a, b)| (*a, b.as_str())).collect()
-}
 
 #[test]
 fn without_a_lab_section_the_lab_is_nspawn_with_default_vm_sizes() {
