@@ -87,7 +87,7 @@ fn the_workers_phase_deploys_the_rendered_files(t: &TestLab) -> (Inventory, Path
         let mut up = strings(&h["started"]);
         up.extend(strings(&h["restarted"]));
         up.sort();
-        assert_eq!(up, ["containerd", "kube-proxy", "kubelet", "pod-routes"], "{w}: {h}");
+        assert_eq!(up, ["containerd", "hardway-kernel", "kube-proxy", "kubelet", "pod-routes"], "{w}: {h}");
     }
     let m = host(MASTER);
     assert_eq!([strings(&m["started"]), strings(&m["restarted"])].concat(), ["pod-routes"], "the master reaches pods too: {m}");

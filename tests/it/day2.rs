@@ -91,15 +91,7 @@ fn members_of(inv: &Path) -> Vec<(String, IpAddr)> {
 
 /// `etcdctl` against the given members, with the PKI's health-check client.
 fn etcdctl(t: &TestLab, members: &[(String, IpAddr)], args: &[&str]) -> Output {
-    let endpoints: Vec<String> = members.iter().map(|(_, a)| format!("https://{a}:2379")).collect();
-    run(Command::new(require("etcdctl", "etcd-client"))
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
-        .arg(format!("--cacert={}", t.pki.join("etcd/ca.crt").display()))
-        .arg(format!("--cert={}", t.pki.join("etcd/healthcheck-client.crt").display()))
-        .arg(format!("--key={}", t.pki.join("etcd/healthcheck-client.key").display()))
-        .args(["--command-timeout=5s"])
-        .args(args))
+    t.etcdctl(&members.iter().map(|(_, a)| a.to_string()).collect::<Vec<_>>(), args)
 }
 
 fn etcdctl_ok(t: &TestLab, members: &[(String, IpAddr)], args: &[&str]) -> String {
@@ -232,10 +224,18 @@ impl Writer {
         let auth = probe::EtcdAuth::from_pki(&pki::load(&loaded, &t.pki).unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let (through, prefix, flag) = (through.to_vec(), prefix.to_string(), stop.clone());
+        let (ready_tx, ready) = std::sync::mpsc::channel();
         let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
-                let mut clients: Vec<Option<etcd_client::Client>> = through.iter().map(|_| None).collect();
+                // Connected before the first write, so that connecting is not what is measured;
+                // 5 s per request, etcdctl's default command timeout.
+                let timeout = Duration::from_secs(5);
+                let mut clients = Vec::new();
+                for (_, addr) in &through {
+                    clients.push(Some(probe::etcd_client(&auth, *addr, 2379, timeout).await.expect("the writer connects")));
+                }
+                ready_tx.send(()).unwrap();
                 let mut done = Vec::new();
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
                 let mut n = 0u64;
@@ -243,14 +243,16 @@ impl Writer {
                     tick.tick().await;
                     let i = (n as usize) % through.len();
                     let (name, addr) = &through[i];
+                    let started = Instant::now();
                     let result = async {
                         if clients[i].is_none() {
-                            clients[i] = Some(probe::etcd_client(&auth, *addr, 2379, Duration::from_secs(2)).await?);
+                            clients[i] = Some(probe::etcd_client(&auth, *addr, 2379, timeout).await?);
                         }
                         let c = clients[i].as_mut().unwrap();
                         c.put(format!("{prefix}/{n:06}"), n.to_string(), None).await.map(|_| ()).map_err(|e| e.to_string())
                     }
                     .await;
+                    let result = result.map_err(|e| format!("{e} (after {:?})", started.elapsed()));
                     if result.is_err() {
                         clients[i] = None;
                     }
@@ -260,6 +262,7 @@ impl Writer {
                 done
             })
         });
+        ready.recv().expect("the writer did not start");
         Writer { stop, handle }
     }
 
@@ -270,7 +273,7 @@ impl Writer {
         let failed: Vec<String> = writes.iter().filter_map(|(n, m, r)| r.as_ref().err().map(|e| format!("write {n} through {m}: {e}"))).collect();
         assert!(writes.len() >= 20, "the writer wrote only {} keys", writes.len());
         assert!(failed.is_empty(), "{} of {} writes failed:\n{}", failed.len(), writes.len(), failed.join("\n"));
-        let count = etcdctl_ok(t, read_from, &["get", &format!("{prefix}/"), "--prefix", "--count-only", "-w", "json"]);
+        let count = etcdctl_ok(t, read_from, &["get", &format!("{prefix}/"), "--prefix", "--keys-only", "-w", "json"]);
         let v: serde_json::Value = serde_json::from_str(&count).unwrap();
         assert_eq!(v["count"].as_u64().unwrap_or(0), writes.len() as u64, "not every acknowledged write is in etcd");
     }

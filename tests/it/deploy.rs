@@ -28,14 +28,7 @@ fn etcd_exists(t: &TestLab, node: &str) -> bool {
 
 /// `etcdctl` against every member, with the PKI's health-check client.
 fn etcdctl(t: &TestLab, args: &[&str]) -> std::process::Output {
-    let endpoints: Vec<String> = MASTERS.iter().map(|m| format!("https://{}:2379", t.addresses[*m])).collect();
-    run(Command::new(require("etcdctl", "etcd-client"))
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
-        .arg(format!("--cacert={}", t.pki.join("etcd/ca.crt").display()))
-        .arg(format!("--cert={}", t.pki.join("etcd/healthcheck-client.crt").display()))
-        .arg(format!("--key={}", t.pki.join("etcd/healthcheck-client.key").display()))
-        .args(args))
+    t.etcdctl(&MASTERS.map(|m| t.addresses[m].clone()), args)
 }
 
 /// When each etcd member and HAProxy last became active.

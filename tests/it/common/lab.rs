@@ -182,6 +182,20 @@ impl TestLab {
         children.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{node}'s systemd-nspawn ({nspawn}) has no child"))
     }
 
+    /// Debian's `etcdctl` (API v3) against the client URLs of `addresses`, with this lab PKI's
+    /// health-check client certificate.
+    pub fn etcdctl(&self, addresses: &[String], args: &[&str]) -> Output {
+        let endpoints: Vec<String> = addresses.iter().map(|a| format!("https://{a}:2379")).collect();
+        run(Command::new(require("etcdctl", "etcd-client"))
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", endpoints.join(",")))
+            .arg(format!("--cacert={}", self.pki.join("etcd/ca.crt").display()))
+            .arg(format!("--cert={}", self.pki.join("etcd/healthcheck-client.crt").display()))
+            .arg(format!("--key={}", self.pki.join("etcd/healthcheck-client.key").display()))
+            .arg("--command-timeout=5s")
+            .args(args))
+    }
+
     pub fn active_since(&self, node: &str, unit: &str) -> String {
         self.ssh_ok(node, &format!("systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"))
     }
