@@ -8,6 +8,9 @@
 //! reaches every node at its inventory address on port 22, as root with the lab's key, exactly
 //! like a real machine — so the later stages need no lab-specific code path.
 //!
+//! With `lab.driver = "qemu"` each node is a QEMU VM instead ([`qemu`]): same root fs, bridge,
+//! key and known_hosts, but its own kernel, disks and NIC (a tap on the bridge).
+//!
 //! Where things live:
 //!
 //! ```text
@@ -40,7 +43,10 @@
 //! | [`machine`] | systemd-nspawn: start, find, boot wait, probe, stop, cgroups, light sshd hosts |
 //! | `containers` | what workers need for containerd and runc: capabilities, cgroup v1 controllers |
 //! | [`process`] | liveness, signals and deadlines for host processes |
-//! | `files` | symlink-safe writes, locks, the mount table, `rm -rf` |
+//! | `files` | symlink-safe writes, locks, overlay mounts, the mount table, `rm -rf` |
+//! | `driver` | which driver made a lab (recorded in its directory) |
+//! | [`qemu`] | the qemu driver: the VM image and per-node disks, QEMU, the KVM probe, taps |
+//! | [`libvirt`] | libvirt domain and network XML of a qemu lab |
 //!
 //! [`net`], [`machine`], [`process`] and [`tools`] are public building blocks: the fan-out bench
 //! sets up its own hosts with them, on the lab's root fs.

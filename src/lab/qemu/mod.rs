@@ -49,19 +49,19 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a node may take from QEMU's start to a finished boot. Under TCG a Debian guest
 /// takes about a minute alone on a 2-core host, and several boot at once share the cores.
-fn boot_timeout(accel: Accel) -> Duration {
+const fn boot_timeout(accel: Accel) -> Duration {
     match accel {
         Accel::Kvm => Duration::from_secs(180),
         Accel::Tcg => Duration::from_secs(900),
     }
 }
 
-fn kind(accel: Accel) -> Kind {
-    Kind { pid_of: vm::node_pid, process: QEMU, boot_timeout: boot_timeout(accel) }
-}
+/// A qemu lab's machines, for `lab status` (which waits for no boot).
+pub(super) const KIND: Kind = Kind { pid_of: vm::node_pid, process: QEMU, boot_timeout: boot_timeout(Accel::Tcg) };
 
-/// What `lab status` looks for.
-pub(super) const KIND: Kind = Kind { pid_of: vm::node_pid, process: QEMU, boot_timeout: Duration::from_secs(900) };
+fn kind(accel: Accel) -> Kind {
+    Kind { boot_timeout: boot_timeout(accel), ..KIND }
+}
 
 /// Checks that the qemu driver's tools are here (beside [`super::preflight`]'s); the error
 /// names every missing one with its Debian package.
