@@ -88,6 +88,7 @@ fn main() {
         println!("boot bench: not run (no --bench); use `cargo bench --bench boot` or scripts/bench");
         return;
     }
+    let load_before = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let dir = tempfile::tempdir().unwrap();
     let one = load(dir.path(), 1);
     let two = load(dir.path(), 2);
@@ -137,6 +138,9 @@ fn main() {
         "\nKVM: {}.",
         if kvm == Accel::Kvm { format!("works here ({why})") } else { format!("not used here: {why}; QEMU runs under TCG") }
     );
+    let load = |l: &str| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    let load_after = fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let _ = writeln!(md, "Load average before the runs: {}; after: {} (other work on the machine slows TCG most).", load(&load_before), load(&load_after));
     println!("{md}");
     if let Some(dir) = std::env::var_os("HW_BENCH_REPORT") {
         fs::create_dir_all(&dir).unwrap();
