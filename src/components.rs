@@ -194,6 +194,10 @@ pub struct CertSite {
     /// The PKI profile it is issued from (`pki::PROFILES`; `{node}` = this node): its CA, its
     /// SANs, and through `render::FILES` the place hardway puts it.
     pub profile: &'static str,
+    /// The flags (or config-file keys) whose URLs or addresses clients reach this certificate
+    /// at: it must cover every host named there (a wildcard address names none). Empty for
+    /// client certificates.
+    pub urls: &'static [&'static str],
 }
 
 pub struct Component {
@@ -235,8 +239,8 @@ pub const COMPONENTS: &[Component] = &[
         binary: ("etcd", BinDir::Inventory), ports: &[Port::EtcdClient, Port::EtcdPeer], restart: Restart::Rolling,
         config_flag: None,
         certs: &[
-            CertSite { what: "etcd server", cert_flag: "cert-file", key_flag: "key-file", profile: "etcd/server-{node}" },
-            CertSite { what: "etcd peer", cert_flag: "peer-cert-file", key_flag: "peer-key-file", profile: "etcd/peer-{node}" },
+            CertSite { what: "etcd server", cert_flag: "cert-file", key_flag: "key-file", profile: "etcd/server-{node}", urls: &["advertise-client-urls", "listen-client-urls"] },
+            CertSite { what: "etcd peer", cert_flag: "peer-cert-file", key_flag: "peer-key-file", profile: "etcd/peer-{node}", urls: &["initial-advertise-peer-urls", "listen-peer-urls"] },
         ],
         needs: &[], version_arg: Some("--version"),
     },
@@ -252,10 +256,10 @@ pub const COMPONENTS: &[Component] = &[
         binary: ("kube-apiserver", BinDir::Inventory), ports: &[Port::ApiServer], restart: Restart::Rolling,
         config_flag: None,
         certs: &[
-            CertSite { what: "API server", cert_flag: "tls-cert-file", key_flag: "tls-private-key-file", profile: "apiserver" },
-            CertSite { what: "API server kubelet client", cert_flag: "kubelet-client-certificate", key_flag: "kubelet-client-key", profile: "apiserver-kubelet-client" },
-            CertSite { what: "API server etcd client", cert_flag: "etcd-certfile", key_flag: "etcd-keyfile", profile: "apiserver-etcd-client" },
-            CertSite { what: "front-proxy client", cert_flag: "proxy-client-cert-file", key_flag: "proxy-client-key-file", profile: "front-proxy-client" },
+            CertSite { what: "API server", cert_flag: "tls-cert-file", key_flag: "tls-private-key-file", profile: "apiserver", urls: &["advertise-address", "bind-address"] },
+            CertSite { what: "API server kubelet client", cert_flag: "kubelet-client-certificate", key_flag: "kubelet-client-key", profile: "apiserver-kubelet-client", urls: &[] },
+            CertSite { what: "API server etcd client", cert_flag: "etcd-certfile", key_flag: "etcd-keyfile", profile: "apiserver-etcd-client", urls: &[] },
+            CertSite { what: "front-proxy client", cert_flag: "proxy-client-cert-file", key_flag: "proxy-client-key-file", profile: "front-proxy-client", urls: &[] },
         ],
         needs: &[], version_arg: Some("--version"),
     },
@@ -291,7 +295,7 @@ pub const COMPONENTS: &[Component] = &[
         binary: ("kubelet", BinDir::Inventory), ports: &[Port::Kubelet], restart: Restart::Parallel,
         // The kubelet names its serving certificate in its config file, not on its command line.
         config_flag: Some("config"),
-        certs: &[CertSite { what: "kubelet", cert_flag: "tlsCertFile", key_flag: "tlsPrivateKeyFile", profile: "kubelet-{node}" }],
+        certs: &[CertSite { what: "kubelet", cert_flag: "tlsCertFile", key_flag: "tlsPrivateKeyFile", profile: "kubelet-{node}", urls: &["address"] }],
         needs: &[], version_arg: Some("--version"),
     },
     Component {

@@ -16,6 +16,9 @@
 //! one table, [`components`]. [`deploy`] runs plan → remote → probe phase by phase (one module
 //! per phase, kubeadm's names); [`lab`] boots local systemd-nspawn machines to deploy to.
 //!
+//! [`explain`] prints the same pipeline as the commands a person would type (openssl or cfssl,
+//! kubectl config, scp, ssh, systemctl), generated from the same tables.
+//!
 //! [`cli`] is the command-line front end over these stages (like ripgrep's core/CLI split) and
 //! owns the one async runtime; `main.rs` only calls it.
 
@@ -25,6 +28,7 @@ pub mod components;
 pub mod day2;
 pub mod deploy;
 pub mod events;
+pub mod explain;
 pub mod flags;
 pub mod inventory;
 pub mod lab;

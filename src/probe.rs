@@ -89,12 +89,19 @@ pub trait Probe: Send + Sync {
     /// Removes a member, through the member at `address` (not the one removed).
     fn etcd_member_remove(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>>;
 
+    /// Asks the leader at `leader` to hand leadership to member `to` (etcd's MoveLeader).
+    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), String>>;
+
     /// Streams a snapshot of the keyspace from the member at `address` into `out`; the bytes
     /// written and the member's revision.
     fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>>;
 
     /// GET `path` from the API server at `address:port`, as the admin: status code and body.
     fn api_get<'a>(&'a self, address: IpAddr, port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>>;
+
+    /// The member at `address` serves clients on `port`, not etcd's default (a hand-built
+    /// member's unit says so; verify reads it). Probes that do not model ports ignore it.
+    fn set_etcd_port(&self, _address: IpAddr, _port: u16) {}
 }
 
 /// The client identity used for etcd health checks (`etcd/healthcheck-client`).
@@ -166,23 +173,29 @@ pub struct NetProbe {
     pub api: Option<Arc<rustls::ClientConfig>>,
     /// etcd's client port (the component table's).
     pub etcd_port: u16,
+    /// Members that serve clients on another port (`Probe::set_etcd_port`).
+    pub etcd_ports: Arc<std::sync::Mutex<std::collections::BTreeMap<IpAddr, u16>>>,
 }
 
 impl NetProbe {
     pub fn new(inv: &Inventory, etcd: Option<EtcdAuth>, api: Option<Arc<rustls::ClientConfig>>) -> NetProbe {
-        NetProbe { etcd, api, etcd_port: Port::EtcdClient.number(inv) }
+        NetProbe { etcd, api, etcd_port: Port::EtcdClient.number(inv), etcd_ports: Arc::default() }
+    }
+
+    fn etcd_port_of(&self, address: IpAddr) -> u16 {
+        self.etcd_ports.lock().map(|m| m.get(&address).copied()).ok().flatten().unwrap_or(self.etcd_port)
     }
 
     async fn etcd_client(&self, address: IpAddr, timeout: Duration) -> Result<Client, String> {
         let auth = self.etcd.as_ref().ok_or("no etcd client certificate")?;
-        etcd_client(auth, address, self.etcd_port, timeout).await
+        etcd_client(auth, address, self.etcd_port_of(address), timeout).await
     }
 }
 
 impl Probe for NetProbe {
     fn etcd_member<'a>(&'a self, name: &'a str, address: IpAddr, timeout: Duration) -> BoxFuture<'a, MemberStatus> {
         Box::pin(async move {
-            let url = format!("https://{}:{}", host_for_url(address), self.etcd_port);
+            let url = format!("https://{}:{}", host_for_url(address), self.etcd_port_of(address));
             let result = tokio::time::timeout(timeout * 2, async {
                 let mut client = self.etcd_client(address, timeout).await?;
                 client.status().await.map_err(|e| format!("{url}: {e}"))
@@ -257,6 +270,13 @@ impl Probe for NetProbe {
         })
     }
 
+    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut client = self.etcd_client(leader, Duration::from_secs(5)).await?;
+            client.move_leader(to).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    }
+
     fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>> {
         Box::pin(async move {
             let mut client = self.etcd_client(address, Duration::from_secs(10)).await?;
@@ -270,6 +290,12 @@ impl Probe for NetProbe {
             }
             Ok((size, revision))
         })
+    }
+
+    fn set_etcd_port(&self, address: IpAddr, port: u16) {
+        if let Ok(mut m) = self.etcd_ports.lock() {
+            m.insert(address, port);
+        }
     }
 
     fn api_get<'a>(&'a self, address: IpAddr, port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>> {

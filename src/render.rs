@@ -3,7 +3,8 @@
 //! What goes where is one table, [`FILES`]: for each role, the final path on the node, where the
 //! bytes come from (a template in `templates/`, a certificate, a key), its mode, and which units
 //! must restart when it changes — deploy needs that last column to restart only what changed.
-//! Templates are tera files embedded in the binary, so a release carries them.
+//! Templates are tera files embedded in the binary, so a release carries them; `context` holds
+//! them and what they are rendered with.
 //!
 //! The output depends only on the inventory and the PKI: no clocks, no randomness, stable
 //! ordering everywhere, so rendering twice gives the same bytes.
@@ -12,11 +13,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
-use serde::{Deserialize as _, Serialize};
+use serde::Deserialize as _;
 
-use crate::components::{COMPONENTS, ComponentId, Port, RunsOn};
-use crate::inventory::{Inventory, Manifest, Node, host_for_url};
+use crate::components::{ComponentId, Port, RunsOn};
+use crate::inventory::{Inventory, Manifest, Node};
 use crate::pki::{CaId, Pki};
+
+mod context;
+
+use context::{CLUSTER_WIDE, Contexts, KubeconfigCtx, engine, render_one};
+pub(crate) use context::render_template;
+pub use context::template;
 
 /// Why rendering failed. Every case is a bug in a template or in hardway, or a directory that
 /// is not render's to replace: the inventory and the PKI were validated before.
@@ -150,7 +157,7 @@ pub const ADDONS_DIR: &str = "/etc/kubernetes/addons";
 pub const IMAGES_DIR: &str = "/var/lib/hardway/images";
 
 /// The template of the Secrets encryption config.
-const ENCRYPTION_CONFIG: &str = "encryption-config.yaml";
+pub(crate) const ENCRYPTION_CONFIG: &str = "encryption-config.yaml";
 
 impl std::fmt::Debug for File {
     // File contents include private keys: never print them.
@@ -242,7 +249,7 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), RenderError> {
 // The table.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum When {
+pub(crate) enum When {
     Always,
     Aggregation,
     Metallb,
@@ -254,13 +261,13 @@ enum When {
 
 /// An upstream manifest the inventory points at a local copy of.
 #[derive(Debug, Clone, Copy)]
-enum Upstream {
+pub(crate) enum Upstream {
     Metallb,
     MetricsServer,
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Server {
+pub(crate) enum Server {
     /// The load balancer (or the only master).
     Cluster,
     /// The API server on the same host.
@@ -268,7 +275,7 @@ enum Server {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Source {
+pub(crate) enum Source {
     Template(&'static str),
     CaCert(CaId),
     CaKey(CaId),
@@ -284,14 +291,55 @@ enum Source {
     Manifest(Upstream),
 }
 
-struct FileRule {
-    who: RunsOn,
-    when: When,
-    path: &'static str,
-    source: Source,
-    mode: u32,
+pub(crate) struct FileRule {
+    pub(crate) who: RunsOn,
+    pub(crate) when: When,
+    pub(crate) path: &'static str,
+    pub(crate) source: Source,
+    pub(crate) mode: u32,
     /// The components whose units must restart when this file changes.
-    units: &'static [ComponentId],
+    pub(crate) units: &'static [ComponentId],
+}
+
+impl When {
+    fn enabled(self, inv: &Inventory) -> bool {
+        match self {
+            When::Always => true,
+            When::Aggregation => inv.addons.aggregation,
+            When::Metallb => inv.addons.metallb.enabled,
+            When::CoreDns => inv.addons.coredns.is_some(),
+            When::MetallbFile => matches!(inv.addons.metallb.manifest, Some(Manifest::File(_))),
+            When::MetricsServerFile => matches!(inv.addons.metrics_server, Some(Manifest::File(_))),
+        }
+    }
+}
+
+impl FileRule {
+    /// Does `node` get this file with this inventory?
+    pub(crate) fn applies(&self, inv: &Inventory, node: &Node) -> bool {
+        self.who.includes(inv, node) && self.when.enabled(inv)
+    }
+
+    /// Its path on the nodes.
+    pub(crate) fn path(&self, inv: &Inventory) -> String {
+        self.path.replace("{cni_conf_dir}", &inv.cni.conf_dir)
+    }
+
+    /// The deploy phase that places it: the earliest of its units' phases, or `files` (as
+    /// `plan::phase_of_file` decides for a rendered file).
+    pub(crate) fn phase(&self) -> crate::components::Phase {
+        self.units.iter().map(|c| c.get().phase).min().unwrap_or(crate::components::Phase::Files)
+    }
+}
+
+impl Server {
+    /// The API server URL a kubeconfig of this kind points at.
+    pub(crate) fn url(self, inv: &Inventory) -> String {
+        match self {
+            Server::Cluster => inv.api_server_url(),
+            Server::Local => format!("https://127.0.0.1:{}", Port::ApiServer.number(inv)),
+        }
+    }
 }
 
 const APISERVER: &[ComponentId] = &[ComponentId::KubeApiserver];
@@ -302,7 +350,7 @@ const PROXY: &[ComponentId] = &[ComponentId::KubeProxy];
 const KERNEL: &[ComponentId] = &[ComponentId::KernelSettings];
 
 #[rustfmt::skip]
-const FILES: &[FileRule] = &[
+pub(crate) const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::AllNodes, when: When::Always, path: "/etc/hardway/hosts", source: Source::Template("hosts"), mode: 0o644, units: &[] },
     // etcd members
     FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: ETCD },
@@ -387,166 +435,6 @@ pub fn path_of_template(template: &str) -> Option<&'static str> {
     FILES.iter().find(|r| matches!(r.source, Source::Template(t) if t == template)).map(|r| r.path)
 }
 
-/// The templates, embedded at build time.
-const TEMPLATES: &[(&str, &str)] = &[
-    ("hosts", include_str!("../templates/hosts.tera")),
-    ("kubeconfig", include_str!("../templates/kubeconfig.yaml.tera")),
-    ("etcd.service", include_str!("../templates/etcd.service.tera")),
-    ("etcd.env", include_str!("../templates/etcd.env.tera")),
-    (ENCRYPTION_CONFIG, include_str!("../templates/encryption-config.yaml.tera")),
-    ("audit-policy.yaml", include_str!("../templates/audit-policy.yaml.tera")),
-    ("kube-scheduler.yaml", include_str!("../templates/kube-scheduler.yaml.tera")),
-    ("apiserver-to-kubelet-rbac.yaml", include_str!("../templates/apiserver-to-kubelet-rbac.yaml.tera")),
-    ("metallb-pool.yaml", include_str!("../templates/metallb-pool.yaml.tera")),
-    ("coredns.yaml", include_str!("../templates/coredns.yaml.tera")),
-    ("kube-apiserver.service", include_str!("../templates/kube-apiserver.service.tera")),
-    ("kube-controller-manager.service", include_str!("../templates/kube-controller-manager.service.tera")),
-    ("kube-scheduler.service", include_str!("../templates/kube-scheduler.service.tera")),
-    ("kubelet-config.yaml", include_str!("../templates/kubelet-config.yaml.tera")),
-    ("kube-proxy-config.yaml", include_str!("../templates/kube-proxy-config.yaml.tera")),
-    ("containerd-config.toml", include_str!("../templates/containerd-config.toml.tera")),
-    ("10-bridge.conf", include_str!("../templates/10-bridge.conf.tera")),
-    ("containerd.service", include_str!("../templates/containerd.service.tera")),
-    ("kubelet.service", include_str!("../templates/kubelet.service.tera")),
-    ("kube-proxy.service", include_str!("../templates/kube-proxy.service.tera")),
-    ("pod-routes", include_str!("../templates/pod-routes.tera")),
-    ("pod-routes.service", include_str!("../templates/pod-routes.service.tera")),
-    ("haproxy.cfg", include_str!("../templates/haproxy.cfg.tera")),
-    ("haproxy.service", include_str!("../templates/haproxy.service.tera")),
-    ("kernel-modules.conf", include_str!("../templates/kernel-modules.conf.tera")),
-    ("kernel-sysctl.conf", include_str!("../templates/kernel-sysctl.conf.tera")),
-    ("hardway-kernel.service", include_str!("../templates/hardway-kernel.service.tera")),
-];
-
-/// The text of an embedded template, by name (`kube-apiserver.service`).
-pub fn template(name: &str) -> Option<&'static str> {
-    TEMPLATES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Template context.
-
-#[derive(Serialize)]
-struct HostEntry {
-    address: String,
-    names: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Member {
-    name: String,
-    address: String,
-    /// `address` as it goes into a URL (`[v6]`).
-    url_host: String,
-}
-
-/// One line of the pod-network table: a worker's pod /24, through that worker.
-#[derive(Serialize)]
-struct Route {
-    pod_cidr: String,
-    via: String,
-    node: String,
-}
-
-#[derive(Serialize)]
-struct ContainerdCtx<'a> {
-    /// `major.minor`, as the inventory says.
-    version: String,
-    config_version: u32,
-    /// `cni.bin_dirs` (a list, containerd 2.1+) rather than `cni.bin_dir`.
-    cni_bin_dirs: bool,
-    sandbox_image: &'a str,
-    restrict_oom_score_adj: bool,
-}
-
-#[derive(Serialize)]
-struct CniCtx<'a> {
-    bin_dir: &'a str,
-    conf_dir: &'a str,
-}
-
-#[derive(Serialize)]
-struct Ctx<'a> {
-    cluster_name: &'a str,
-    cluster_domain: &'a str,
-    service_cidr: String,
-    pod_cidr: String,
-    cluster_dns: String,
-    api_server_url: String,
-    /// Each component's binary, by [`Component::key`].
-    bin: BTreeMap<String, String>,
-    /// Each port, by [`Port::key`].
-    ports: BTreeMap<&'static str, u16>,
-    /// systemd's module loader, which hardway-kernel.service runs once at deploy.
-    modules_load: &'static str,
-    etcd_data_dir: &'static str,
-    etcd_join_env: &'static str,
-    aggregation: bool,
-    etcd_initial_cluster: String,
-    etcd_servers: String,
-    masters: Vec<Member>,
-    metallb_addresses: &'a [String],
-    coredns_image: &'a str,
-    coredns_replicas: u32,
-    encryption_key: &'a str,
-    containerd: ContainerdCtx<'a>,
-    cni: CniCtx<'a>,
-}
-
-/// What the cluster-wide templates ([`CLUSTER_WIDE`]) add: the lists with a line per node.
-#[derive(Serialize)]
-struct WideCtx<'a> {
-    hosts: Vec<HostEntry>,
-    /// Every worker's pod /24.
-    pod_routes: &'a [Route],
-}
-
-/// The host being rendered, added to [`Ctx`] for each node.
-#[derive(Serialize)]
-struct NodeCtx<'a> {
-    node_name: &'a str,
-    node_address: String,
-    node_url_host: String,
-    node_is_loopback: bool,
-    node_pod_cidr: String,
-}
-
-/// Templates whose output is the same for every node and lists every node: rendered once, with
-/// [`WideCtx`], and shared. Every other template sees only [`Ctx`] and [`NodeCtx`], whose size
-/// does not grow with the cluster — so rendering stays O(n) in time and memory.
-const CLUSTER_WIDE: &[&str] = &["hosts", "pod-routes"];
-
-#[derive(Serialize)]
-struct KubeconfigCtx<'a> {
-    cluster_name: &'a str,
-    server: String,
-    user: String,
-    ca_data: String,
-    cert_data: String,
-    key_data: String,
-}
-
-fn member(n: &Node) -> Member {
-    Member { name: n.name.clone(), address: n.address.to_string(), url_host: host_for_url(n.address) }
-}
-
-fn hosts_entries(inv: &Inventory) -> Vec<HostEntry> {
-    let mut out: Vec<HostEntry> = inv
-        .nodes
-        .iter()
-        .map(|n| HostEntry { address: n.address.to_string(), names: inv.fqdn(n).into_iter().chain([n.name.clone()]).collect() })
-        .collect();
-    // An external load balancer has a name but no node: give it a line of its own.
-    if let Some(lb) = &inv.load_balancer
-        && let Some(dns) = &lb.dns_name
-            && !out.iter().any(|h| h.names.contains(dns)) {
-                let short = dns.split('.').next().unwrap_or(dns).to_string();
-                let names = if short != *dns { vec![dns.clone(), short] } else { vec![dns.clone()] };
-                out.push(HostEntry { address: lb.address.to_string(), names });
-            }
-    out
-}
-
 /// The components' units a rule's file restarts.
 fn units_of(rule: &FileRule) -> Vec<&'static str> {
     rule.units.iter().filter_map(|c| c.get().unit).collect()
@@ -570,26 +458,9 @@ impl Interner {
 
 /// Renders every host's files.
 pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
-    let mut tera = tera::Tera::default();
-    tera.add_raw_templates(TEMPLATES.iter().copied())
-        .map_err(|source| RenderError::Template { template: "(all, at load)".into(), node: String::new(), source })?;
-    tera.autoescape_on(vec![]);
-
+    let tera = engine()?;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    let members = inv.etcd_members();
-    let etcd_initial_cluster = members
-        .iter()
-        .map(|m| format!("{}=https://{}:{}", m.name, host_for_url(m.address), Port::EtcdPeer.number(inv)))
-        .collect::<Vec<_>>()
-        .join(",");
-    let local_url = format!("https://127.0.0.1:{}", Port::ApiServer.number(inv));
-    let bin: BTreeMap<String, String> = COMPONENTS.iter().map(|c| (c.key(), c.binary_path(inv))).collect();
-    let ports: BTreeMap<&'static str, u16> = Port::ALL.iter().map(|p| (p.key(), p.number(inv))).collect();
-    // Once for the cluster, not per node: every node gets the same table.
-    let pod_routes: Vec<Route> = inv
-        .workers()
-        .filter_map(|w| Some(Route { pod_cidr: w.pod_cidr?.to_string(), via: w.address.to_string(), node: w.name.clone() }))
-        .collect();
+    let contexts = Contexts::new(inv, &pki.encryption_key_b64)?;
 
     let kubeconfig = |tera: &tera::Tera, cert: &str, user: &str, server: String| -> Result<Vec<u8>, RenderError> {
         let kc = pki.cert(cert);
@@ -621,70 +492,17 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
         .collect::<Result<_, RenderError>>()?;
     let containerd = ComponentId::Containerd.get();
 
-    let enabled = |when: When| match when {
-        When::Always => true,
-        When::Aggregation => inv.addons.aggregation,
-        When::Metallb => inv.addons.metallb.enabled,
-        When::CoreDns => inv.addons.coredns.is_some(),
-        When::MetallbFile => matches!(inv.addons.metallb.manifest, Some(Manifest::File(_))),
-        When::MetricsServerFile => matches!(inv.addons.metrics_server, Some(Manifest::File(_))),
-    };
-    let ctx = Ctx {
-        cluster_name: &inv.cluster.name,
-        cluster_domain: &inv.cluster.cluster_domain,
-        service_cidr: inv.cluster.service_cidr.to_string(),
-        pod_cidr: inv.cluster.pod_cidr.to_string(),
-        cluster_dns: inv.cluster.cluster_dns.to_string(),
-        api_server_url: inv.api_server_url(),
-        bin,
-        ports,
-        modules_load: "/usr/lib/systemd/systemd-modules-load",
-        etcd_data_dir: crate::components::ETCD_DATA_DIR,
-        etcd_join_env: crate::components::ETCD_JOIN_ENV,
-        aggregation: inv.addons.aggregation,
-        etcd_initial_cluster,
-        etcd_servers: inv.etcd_client_urls(),
-        masters: inv.masters().map(member).collect(),
-        metallb_addresses: &inv.addons.metallb.addresses,
-        coredns_image: inv.addons.coredns.as_ref().map_or("", |c| c.image.as_str()),
-        coredns_replicas: inv.addons.coredns.as_ref().map_or(0, |c| c.replicas),
-        encryption_key: &pki.encryption_key_b64,
-        containerd: ContainerdCtx {
-            version: inv.containerd.version.to_string(),
-            config_version: inv.containerd.version.config_version(),
-            cni_bin_dirs: inv.containerd.version.has_cni_bin_dirs(),
-            sandbox_image: &inv.containerd.sandbox_image,
-            restrict_oom_score_adj: inv.containerd.restrict_oom_score_adj,
-        },
-        cni: CniCtx { bin_dir: &inv.cni.bin_dir, conf_dir: &inv.cni.conf_dir },
-    };
-    fn context_err(node: &str) -> impl FnOnce(tera::Error) -> RenderError + '_ {
-        move |source| RenderError::Template { template: "(context)".into(), node: node.to_string(), source }
-    }
-    let base = tera::Context::from_serialize(&ctx).map_err(context_err(""))?;
-    let mut wide = base.clone();
-    wide.extend(tera::Context::from_serialize(WideCtx { hosts: hosts_entries(inv), pod_routes: &pod_routes }).map_err(context_err(""))?);
-    let mut shared = Interner::default();
+    let mut interned = Interner::default();
     let mut wide_done: BTreeMap<&str, Contents> = BTreeMap::new();
 
     let mut hosts = BTreeMap::new();
     for node in &inv.nodes {
-        let mut tctx = base.clone();
-        tctx.extend(
-            tera::Context::from_serialize(NodeCtx {
-                node_name: &node.name,
-                node_address: node.address.to_string(),
-                node_url_host: host_for_url(node.address),
-                node_is_loopback: node.address.is_loopback(),
-                node_pod_cidr: node.pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
-            })
-            .map_err(context_err(&node.name))?,
-        );
+        let tctx = contexts.node(node)?;
         let subst = |s: &str| s.replace("{node}", &node.name);
 
         let mut files: Vec<File> = Vec::new();
-        for rule in FILES.iter().filter(|r| r.who.includes(inv, node) && enabled(r.when)) {
-            let path = rule.path.replace("{cni_conf_dir}", &inv.cni.conf_dir);
+        for rule in FILES.iter().filter(|r| r.applies(inv, node)) {
+            let path = rule.path(inv);
             // A node with several roles (a master that is also a worker) gets shared files once.
             if let Some(f) = files.iter_mut().find(|f| f.path == path) {
                 for u in rule.units.iter().filter_map(|c| c.get().unit) {
@@ -700,20 +518,12 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                         files.push(File { path, mode: rule.mode, contents: c.clone(), units: units_of(rule), anchor: None, restarts: true });
                         continue;
                     }
-                    let text = tera
-                        .render(name, &wide)
-                        .map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?;
-                    let c = shared.intern(text.into_bytes());
+                    let c = interned.intern(render_one(&tera, &contexts.wide, inv, node, name)?.into_bytes());
                     wide_done.insert(name, c.clone());
                     files.push(File { path, mode: rule.mode, contents: c, units: units_of(rule), anchor: None, restarts: true });
                     continue;
                 }
-                Source::Template(name) => {
-                    let text = tera
-                        .render(name, &tctx)
-                        .map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?;
-                    crate::flags::with_extra_args(inv, name, text).into_bytes()
-                }
+                Source::Template(name) => render_one(&tera, &tctx, inv, node, name)?.into_bytes(),
                 Source::CaCert(id) => pki.ca(id).cert_pem.clone().into_bytes(),
                 Source::CaKey(id) => pki.ca(id).key_pem.clone().into_bytes(),
                 Source::Cert(name) => pki.cert(&subst(name)).cert_pem.clone().into_bytes(),
@@ -724,16 +534,10 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 }
                 Source::SaKey => pki.sa_key_pem.clone().into_bytes(),
                 Source::SaPub => pki.sa_pub_pem.clone().into_bytes(),
-                Source::Kubeconfig { cert, user, server } => {
-                    let url = match server {
-                        Server::Cluster => inv.api_server_url(),
-                        Server::Local => local_url.clone(),
-                    };
-                    kubeconfig(&tera, &subst(cert), &subst(user), url)?
-                }
+                Source::Kubeconfig { cert, user, server } => kubeconfig(&tera, &subst(cert), &subst(user), server.url(inv))?,
                 Source::Manifest(which) => upstream[which as usize].clone().unwrap_or_default(),
             };
-            let contents = shared.intern(contents);
+            let contents = interned.intern(contents);
             let units = units_of(rule);
             let anchor = match rule.source {
                 Source::CaCert(id) | Source::CaKey(id) => Some(Anchor::Ca(id)),

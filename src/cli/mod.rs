@@ -1,6 +1,6 @@
 //! The command line: argument parsing and printing, and the one async runtime. Everything it
 //! does is a call into the pipeline stages; nothing here decides anything about clusters.
-//! `deploy`, `verify` and the day-2 commands (`day2`) have modules of their own.
+//! `deploy`, `verify`, `explain` and the day-2 commands (`day2`) have modules of their own.
 
 /// Prints to stdout; a closed pipe (`hardway ... | head`) ends the output quietly.
 macro_rules! out {
@@ -11,6 +11,7 @@ macro_rules! out {
 
 mod day2;
 mod deploy;
+mod explain;
 mod verify;
 
 use std::io::Write as _;
@@ -79,6 +80,8 @@ enum Command {
     Deploy(deploy::DeployArgs),
     /// Check, one by one, that the cluster is healthy and built right (also clusters built by hand).
     Verify(verify::VerifyArgs),
+    /// Print the commands a person would type to do what each phase does, as a bash script.
+    Explain(explain::ExplainArgs),
     /// etcd: snapshots, restore.
     Etcd {
         #[command(subcommand)]
@@ -310,6 +313,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Deploy(args) => deploy::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Explain(args) => explain::run(args),
         Command::Etcd { command } => day2::etcd(command),
         Command::Node { command } => day2::node(command),
         Command::Reset(args) => day2::reset(args),

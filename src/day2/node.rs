@@ -70,6 +70,7 @@ pub async fn remove(
     let member = inv.is_etcd_member(node);
     let mut steps = Vec::new();
     let mut removal: Option<(std::net::IpAddr, u64)> = None;
+    let mut transfer: Option<(std::net::IpAddr, u64, String)> = None;
     if member {
         let members = inv.etcd_members();
         let statuses = probe::cluster_status(probe.as_ref(), &members, Duration::from_secs(3)).await;
@@ -99,6 +100,16 @@ pub async fn remove(
         let (list, _) = probe.etcd_membership(via.address, Duration::from_secs(5)).await.map_err(Day2Error::Etcd)?;
         match list.iter().find(|m| m.name == name) {
             Some(m) => {
+                // A leader that is removed steps down and the rest elect another: writes stall
+                // meanwhile. Handing leadership over first keeps that to one round trip.
+                let this = statuses.iter().find(|s| s.name == name);
+                if let Some(this) = this.filter(|s| s.member_id.is_some() && s.member_id == s.leader) {
+                    let to = others.iter().find(|s| s.answered() && s.errors.is_empty() && s.member_id.is_some());
+                    if let Some(to) = to {
+                        steps.push(format!("etcd: {name} leads; hand leadership to {} first", to.name));
+                        transfer = Some((this.address, to.member_id.expect("checked"), to.name.clone()));
+                    }
+                }
                 steps.push(format!("etcd: member remove {name} ({:x}), through {}", m.id, via.name));
                 removal = Some((via.address, m.id));
             }
@@ -133,6 +144,24 @@ pub async fn remove(
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        if let Some((leader, to, to_name)) = &transfer {
+            let step = events.start(Some(name), Some("remove"), "hand etcd leadership over");
+            probe.etcd_move_leader(*leader, *to).await.map_err(Day2Error::Etcd)?;
+            // Until every member sees the new leader.
+            let members = inv.etcd_members();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let now = probe::cluster_status(probe.as_ref(), &members, Duration::from_secs(3)).await;
+                if now.iter().filter(|s| s.answered()).all(|s| s.leader == Some(*to)) {
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(Day2Error::Unhealthy { reason: format!("etcd did not follow {to_name} as leader within 30 s") });
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            step.done(crate::events::Status::Changed, Some(format!("{to_name} leads")));
         }
         let step = events.start(Some(name), Some("remove"), "etcd member remove");
         probe.etcd_member_remove(via, id).await.map_err(Day2Error::Etcd)?;

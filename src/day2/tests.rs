@@ -95,9 +95,15 @@ fn the_first_master_can_be_removed_and_the_rest_is_deployed_without_it() {
     let r = block_on(remove(&f.inv, "m1", &f.pki_dir(), c, p, &remove_opts(YES), &Events::none("t"))).unwrap();
     assert_eq!(r.etcd_member_removed.as_deref(), Some("m1"));
     assert!(r.reset);
+    // m1 led: leadership went to m2 before m1 left, so the cluster never had to elect one.
+    assert!(r.steps.iter().any(|s| s == "etcd: m1 leads; hand leadership to m2 first"), "{:?}", r.steps);
+    let etcd: Vec<String> = f.fake.events().into_iter().filter(|e| e.node == "etcd").map(|e| format!("etcd: {}", e.what)).collect();
+    let pos = |what: &str| etcd.iter().position(|e| e == what).unwrap_or_else(|| panic!("no {what:?} in {etcd:?}"));
+    assert!(pos("etcd: move leader to m2") < pos("etcd: member remove m1"));
     let d = r.deploy.unwrap();
     assert!(d.failed().is_empty(), "{}", d.table());
-    let members: Vec<String> = f.fake.members().into_iter().map(|m| m.name).collect();
+    let mut members: Vec<String> = f.fake.members().into_iter().map(|m| m.name).collect();
+    members.sort();
     assert_eq!(members, ["m2", "m3"]);
     let haproxy = String::from_utf8(f.fake.node("lb").files["/etc/haproxy/haproxy.cfg"].contents.clone()).unwrap();
     assert!(!haproxy.contains("server m1 ") && haproxy.contains("server m2 "), "{haproxy}");

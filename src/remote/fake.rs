@@ -103,13 +103,15 @@ pub struct FakeCluster {
     /// How many `member add`s etcd still refuses with "unhealthy cluster", as it does for its
     /// health interval after a member (re)started.
     pub unhealthy_adds: Arc<std::sync::atomic::AtomicUsize>,
+    /// The member a MoveLeader handed leadership to, while it is an active voter.
+    moved_leader: Arc<Mutex<Option<u64>>>,
 }
 
 use crate::components::ETCD_JOIN_ENV as JOIN_ENV;
 
 impl FakeCluster {
     pub fn new(inv: &Inventory) -> FakeCluster {
-        let mut c = FakeCluster { nodes: BTreeMap::new(), log: Arc::new(Mutex::new(Vec::new())), membership: Arc::new(Mutex::new(Vec::new())), unhealthy_adds: Arc::default() };
+        let mut c = FakeCluster { nodes: BTreeMap::new(), log: Arc::new(Mutex::new(Vec::new())), membership: Arc::new(Mutex::new(Vec::new())), unhealthy_adds: Arc::default(), moved_leader: Arc::default() };
         c.add_nodes(inv);
         c
     }
@@ -184,7 +186,9 @@ impl FakeCluster {
     fn etcd_leader(&self) -> Option<u64> {
         let voters: Vec<EtcdMember> = self.members().into_iter().filter(|m| !m.learner && !m.name.is_empty()).collect();
         let active: Vec<&EtcdMember> = voters.iter().filter(|m| self.nodes.get(&m.name).is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"))).collect();
-        (!active.is_empty() && active.len() > voters.len() / 2).then(|| active[0].id)
+        let moved = *self.moved_leader.lock().expect("not poisoned");
+        let leader = active.iter().find(|m| Some(m.id) == moved).or(active.first()).map(|m| m.id);
+        (!active.is_empty() && active.len() > voters.len() / 2).then_some(leader).flatten()
     }
 }
 
@@ -695,6 +699,20 @@ impl Probe for FakeCluster {
             out.write_all(&bytes).map_err(|e| e.to_string())?;
             self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: "snapshot".into() });
             Ok((bytes.len() as u64, 42))
+        })
+    }
+
+    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let current = self.etcd_leader().ok_or("etcdserver: no leader (fake)")?;
+            let asked = self.members().into_iter().find(|m| self.by_address(leader).is_some_and(|n| n.name == m.name)).map(|m| m.id);
+            if asked != Some(current) {
+                return Err("etcdserver: not leader (fake)".into());
+            }
+            let target = self.members().into_iter().find(|m| m.id == to && !m.learner).ok_or("etcdserver: bad leader transferee (fake)")?;
+            *self.moved_leader.lock().expect("not poisoned") = Some(to);
+            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("move leader to {}", target.name) });
+            Ok(())
         })
     }
 

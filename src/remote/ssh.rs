@@ -154,25 +154,6 @@ const CONNECT_ATTEMPTS: u32 = 3;
 /// The longest a single remote script may stay silent before it is considered hung.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Reads `r` to its end as text. With keepalives on, libssh2 ends a blocking read with a
-/// timeout whenever the next keepalive is due (its wait for the socket lasts only until then),
-/// so a script silent for longer than the keepalive interval — `systemctl daemon-reload` on a
-/// VM under software emulation takes seconds — would fail; the read resumes (libssh2 sends the
-/// keepalive) until `deadline`.
-fn read_until(r: &mut impl Read, deadline: std::time::Instant) -> std::io::Result<String> {
-    let mut bytes = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match r.read(&mut buf) {
-            Ok(0) => return Ok(String::from_utf8_lossy(&bytes).into_owned()),
-            Ok(n) => bytes.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && std::time::Instant::now() < deadline => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 impl Conn {
     pub fn connect(target: &Target, policy: HostKeyPolicy) -> Result<Conn, SshError> {
         let mut last = None;
@@ -225,7 +206,9 @@ impl Conn {
         verify_host_key(&sess, t, &known, policy)?;
         authenticate(&sess, t)?;
         sess.set_timeout(COMMAND_TIMEOUT.as_millis() as u32);
-        sess.set_keepalive(true, 15);
+        // No libssh2 keepalive: with one set, a blocking read gives up at the next keepalive
+        // ("Timed out waiting on socket") instead of sending it and waiting on. A node that
+        // stops answering is caught by COMMAND_TIMEOUT.
         Ok(Conn { target: t.clone(), sudo_password: None, sess, _tunnel: tunnel })
     }
 
@@ -264,9 +247,10 @@ impl Conn {
         ch.exec(cmd).map_err(|e| err("exec", &e))?;
         ch.write_all(stdin).map_err(|e| err("sending the script", &e))?;
         ch.send_eof().map_err(|e| err("sending EOF", &e))?;
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-        let stdout = read_until(&mut ch, deadline).map_err(|e| err("reading output", &e))?;
-        let stderr = read_until(&mut ch.stderr(), deadline).map_err(|e| err("reading errors", &e))?;
+        let mut stdout = String::new();
+        ch.read_to_string(&mut stdout).map_err(|e| err("reading output", &e))?;
+        let mut stderr = String::new();
+        ch.stderr().read_to_string(&mut stderr).map_err(|e| err("reading errors", &e))?;
         ch.wait_close().map_err(|e| err("closing", &e))?;
         let status = ch.exit_status().map_err(|e| err("exit status", &e))?;
         let auth = |reason: &str| SshError::Auth { user: self.target.user.clone(), host: self.target.host.clone(), reason: reason.into() };

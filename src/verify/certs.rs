@@ -1,9 +1,9 @@
 //! One certificate on a node against what it must be: signed by its CA (the signature is
-//! checked, not the issuer's name), carrying the SANs clients use, not expired, and with its
-//! key readable by root only and belonging to it (decided on the node).
+//! checked, not the issuer's name), carrying the SANs clients use (`sans`: what the units
+//! configure is required, hardway's further conventions only warned about), not expired, and
+//! with its key readable by root only and belonging to it (decided on the node).
 
-use std::collections::BTreeSet;
-
+use super::sans::{Sans, covers};
 use super::{Check, Credentials, Status, check};
 use crate::pki::{self, CaId, CertInfo, San};
 use crate::remote::{KeyCheck, Pairing};
@@ -15,8 +15,16 @@ pub(crate) struct Site {
     pub cert: String,
     pub key: String,
     pub ca: CaId,
-    /// SANs the inventory requires; none for client certificates.
-    pub sans: Option<BTreeSet<San>>,
+    /// What a serving certificate must cover; none for client certificates.
+    pub sans: Option<Sans>,
+}
+
+/// A site with what the node has there: the certificate (`None`: missing) and its key check.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub site: Site,
+    pub pem: Option<String>,
+    pub key: KeyCheck,
 }
 
 fn ca_name(ca: CaId) -> &'static str {
@@ -58,14 +66,7 @@ pub(crate) fn check_site(host: &str, site: &Site, pem: Option<&str>, key: &KeyCh
         None => problems.push((Status::Warn, format!("no {ca_name} given, chain not checked"), "pass the CA (--pki or --ca/--etcd-ca)".into())),
     }
     if let Some(want) = &site.sans {
-        let missing: Vec<String> = want.difference(&info.sans).map(|s| s.to_string()).collect();
-        if !missing.is_empty() {
-            problems.push((
-                Status::Fail,
-                format!("{} lacks SAN {}", site.cert, missing.join(", ")),
-                "clients using that name or address will be refused: re-issue (hardway pki generate) and redeploy".into(),
-            ));
-        }
+        problems.extend(san_problems(site, want, &info));
     }
     let days = info.days_left(time::OffsetDateTime::now_utc());
     if days < 0 {
@@ -95,4 +96,52 @@ pub(crate) fn check_site(host: &str, site: &Site, pem: Option<&str>, key: &KeyCh
         let detail: Vec<&str> = problems.iter().map(|p| p.1.as_str()).collect();
         check(host, name, worst, detail.join("; "), Some(&problems[0].2))
     }
+}
+
+/// A FAIL for each SAN a configured client needs and the certificate lacks, naming who needs
+/// it; a WARN for hardway's conventional SANs that it lacks and nothing configured uses.
+fn san_problems(site: &Site, want: &Sans, info: &CertInfo) -> Vec<(Status, String, String)> {
+    let mut out = Vec::new();
+    let missing: Vec<String> = want
+        .required
+        .iter()
+        .filter(|(san, _)| !covers(&info.sans, san))
+        .map(|(san, why)| format!("{san} ({})", why.iter().cloned().collect::<Vec<_>>().join(", ")))
+        .collect();
+    if !missing.is_empty() {
+        out.push((
+            Status::Fail,
+            format!("{} lacks SAN {}", site.cert, missing.join(", ")),
+            "clients using that name or address are refused: re-issue it with them (hardway pki generate) and redeploy".into(),
+        ));
+    }
+    let unused: Vec<&San> = want.conventional.iter().filter(|s| !want.required.contains_key(*s) && !covers(&info.sans, s)).collect();
+    if !unused.is_empty() {
+        let list: Vec<String> = unused.iter().map(|s| s.to_string()).collect();
+        let refused: Vec<String> = unused
+            .iter()
+            .map(|s| {
+                let host = match s {
+                    San::Dns(d) => d.clone(),
+                    San::Ip(ip) => crate::inventory::host_for_url(*ip),
+                };
+                match &want.scheme_port {
+                    Some((scheme, port)) => format!("{scheme}://{host}:{port}"),
+                    None => host,
+                }
+            })
+            .collect();
+        out.push((
+            Status::Warn,
+            format!(
+                "{} lacks {}, which no unit here uses (hardway's certificates carry them): a client reaching the {} at {} would be refused",
+                site.cert,
+                list.join(", "),
+                site.what,
+                refused.join(" or ")
+            ),
+            "nothing configured needs them; add them when re-issuing if clients will use those names".into(),
+        ));
+    }
+    out
 }

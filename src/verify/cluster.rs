@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::host::HostWork;
-use super::{Check, Status, check};
+use super::{Check, Status, check, sans};
 use crate::components::Port;
 use crate::inventory::{Inventory, Role, host_for_url};
 use crate::probe::{self, Probe};
@@ -61,8 +61,25 @@ pub(crate) fn backends(inv: &Inventory, work: &[HostWork], checks: &mut Vec<Chec
     }
 }
 
-pub(crate) async fn etcd(inv: &Inventory, probe: &dyn Probe, have_auth: bool) -> Vec<Check> {
+/// A member's URL as its own unit advertises it (`flag`): the one on the node's address, else
+/// the first; none where the unit was not read.
+fn advertised(work: &[HostWork], node: &str, flag: &str) -> Option<String> {
+    let h = work.iter().find(|h| h.node.name == node)?;
+    let value = h.flag("etcd", flag)?;
+    let urls: Vec<&str> = value.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let own = format!("://{}:", host_for_url(h.node.address));
+    urls.iter().find(|u| u.contains(&own)).or(urls.first()).map(|u| u.trim_end_matches('/').to_string())
+}
+
+pub(crate) async fn etcd(inv: &Inventory, probe: &dyn Probe, have_auth: bool, work: &[HostWork]) -> Vec<Check> {
     let members = inv.etcd_members();
+    // The client port each member's unit advertises, where it is not etcd's default.
+    for m in &members {
+        let port = advertised(work, &m.name, "advertise-client-urls").and_then(|u| sans::endpoints(&u).first()?.port);
+        if let Some(port) = port.filter(|p| *p != Port::EtcdClient.number(inv)) {
+            probe.set_etcd_port(m.address, port);
+        }
+    }
     if !have_auth {
         return members
             .iter()
@@ -105,8 +122,15 @@ pub(crate) async fn etcd(inv: &Inventory, probe: &dyn Probe, have_auth: bool) ->
         match probe.etcd_membership(first.address, Duration::from_secs(3)).await {
             Ok((listed, alarms)) => {
                 let peer = Port::EtcdPeer.number(inv);
-                let want: BTreeSet<(String, String)> =
-                    members.iter().map(|m| (m.name.clone(), format!("https://{}:{peer}", host_for_url(m.address)))).collect();
+                // The peer URL each member's unit advertises; hardway's where none was read.
+                let want: BTreeSet<(String, String)> = members
+                    .iter()
+                    .map(|m| {
+                        let url = advertised(work, &m.name, "initial-advertise-peer-urls")
+                            .unwrap_or_else(|| format!("https://{}:{peer}", host_for_url(m.address)));
+                        (m.name.clone(), url)
+                    })
+                    .collect();
                 let have: BTreeSet<(String, String)> = listed.into_iter().map(|m| (m.name, m.peer_url)).collect();
                 out.push(if want == have {
                     check(cluster, "etcd membership", Status::Pass, format!("{} members as in the inventory", want.len()), None)

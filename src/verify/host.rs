@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::certs::{self, Site};
-use super::{Check, Credentials, Status, check};
+use super::certs::{Found, Site};
+use super::sans::{Sans, endpoints, san_of_host};
+use super::{Check, Status, check};
 use crate::components::{COMPONENTS, Component, ComponentId};
 use crate::inventory::{Inventory, Node, Role};
 use crate::pki;
@@ -33,11 +34,14 @@ pub(crate) struct HostWork {
     pub encryption_sha: Option<String>,
     /// (server, address, status) from the stats socket, on LB nodes.
     pub backends: Option<Vec<(String, String, String)>>,
+    /// The certificates found where the units say, checked once every host's units are read
+    /// (a client on another node may need a SAN: `sans::add_clients`).
+    pub found: Vec<Found>,
 }
 
 impl HostWork {
     pub fn new(node: &Node) -> HostWork {
-        HostWork { node: node.clone(), checks: vec![], units: BTreeMap::new(), encryption_sha: None, backends: None }
+        HostWork { node: node.clone(), checks: vec![], units: BTreeMap::new(), encryption_sha: None, backends: None, found: vec![] }
     }
 
     pub fn deployed(&self, unit: &str) -> bool {
@@ -50,7 +54,7 @@ impl HostWork {
     }
 }
 
-pub(crate) fn run(inv: &Inventory, creds: &Credentials, connector: &dyn Connector, h: &mut HostWork) {
+pub(crate) fn run(inv: &Inventory, connector: &dyn Connector, h: &mut HostWork) {
     let name = h.node.name.clone();
     let remote = match connector.connect(&h.node) {
         Ok(r) => {
@@ -62,7 +66,7 @@ pub(crate) fn run(inv: &Inventory, creds: &Credentials, connector: &dyn Connecto
             return;
         }
     };
-    if let Err(e) = checks_on(inv, creds, h, remote.as_ref()) {
+    if let Err(e) = checks_on(inv, h, remote.as_ref()) {
         h.checks.push(check(&name, "ssh", Status::Fail, e.to_string(), Some("the node stopped answering during the checks")));
     }
 }
@@ -118,14 +122,52 @@ fn sites(inv: &Inventory, h: &HostWork) -> Vec<Site> {
             else {
                 continue;
             };
-            let sans = (!spec.sans.is_empty()).then(|| spec.sans.clone());
+            let sans = (!spec.sans.is_empty() || !site.urls.is_empty()).then(|| required_sans(inv, h, unit, site.urls, spec));
             out.push(Site { what: site.what, cert, key, ca: spec.ca, sans });
         }
     }
     out
 }
 
-fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
+/// What a serving certificate on this node must cover by its own unit and the inventory (its
+/// clients elsewhere are added later), and hardway's convention for it.
+fn required_sans(inv: &Inventory, h: &HostWork, unit: &str, url_flags: &[&str], spec: &pki::CertSpec) -> Sans {
+    let mut s = Sans { conventional: spec.sans.clone(), ..Sans::default() };
+    for flag in url_flags {
+        for e in endpoints(h.flag(unit, flag).unwrap_or_default()) {
+            if s.scheme_port.is_none()
+                && let Some(port) = e.port
+            {
+                s.scheme_port = Some((e.scheme.clone().unwrap_or_else(|| "https".into()), port));
+            }
+            if let Some(san) = san_of_host(&e.host) {
+                s.require(san, format!("--{flag}"));
+            }
+        }
+    }
+    s.require(pki::San::Ip(h.node.address), "the inventory's address of the node");
+    if unit == "kube-apiserver" {
+        // Kubeconfigs reach the API through the load balancer (TCP: the API server's
+        // certificate is what clients check), and pods at the first service address.
+        if let Some(lb) = &inv.load_balancer {
+            s.require(pki::San::Ip(lb.address), "the load balancer's address");
+            if let Some(d) = &lb.dns_name {
+                s.require(pki::San::Dns(d.to_ascii_lowercase()), "the load balancer's name");
+            }
+        }
+        let first = h.flag(unit, "service-cluster-ip-range").and_then(|r| r.split(',').next()?.parse::<ipnet::IpNet>().ok());
+        if let Some(ip) = first.and_then(|net| net.hosts().next()) {
+            s.require(pki::San::Ip(ip), "the first address of --service-cluster-ip-range (kubernetes.default)");
+        }
+        if s.scheme_port.is_none() {
+            let port = h.flag(unit, "secure-port").and_then(|p| p.parse().ok()).unwrap_or(crate::components::Port::ApiServer.number(inv));
+            s.scheme_port = Some(("https".into(), port));
+        }
+    }
+    s
+}
+
+fn checks_on(inv: &Inventory, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
     let name = h.node.name.clone();
     let components: Vec<&Component> = COMPONENTS.iter().filter(|c| c.runs_on(inv, &h.node) && c.unit.is_some()).collect();
     let units: Vec<String> = components.iter().filter_map(|c| c.unit.map(str::to_string)).collect();
@@ -136,6 +178,7 @@ fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dy
         let flags = exec_flags(&info.text);
         h.units.insert(u, Unit { info, flags });
     }
+    env_flags(h, remote)?;
     // Settings that live in a config file the unit names (the kubelet's certificates).
     for c in &components {
         let (Some(flag), Some(unit)) = (c.config_flag, c.unit) else { continue };
@@ -156,9 +199,9 @@ fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dy
     let sites = sites(inv, h);
     let found = remote.read_certificates(&sites.iter().map(|s| s.cert.clone()).collect::<Vec<_>>())?;
     let keys = remote.check_keys(&sites.iter().map(|s| (s.cert.clone(), s.key.clone())).collect::<Vec<_>>())?;
-    for (site, key) in sites.iter().zip(&keys) {
+    for (site, key) in sites.into_iter().zip(keys) {
         let pem = found.get(&site.cert).cloned().flatten();
-        h.checks.push(certs::check_site(&name, site, pem.as_deref(), key, creds));
+        h.found.push(Found { site, pem, key });
     }
 
     // The encryption config, compared across masters afterwards.
@@ -182,9 +225,88 @@ fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dy
     Ok(())
 }
 
+/// The variables a unit's `Environment=` lines set (assignments separated by spaces, each
+/// optionally in double quotes), and the files its `EnvironmentFile=` lines name (a leading `-`:
+/// the file may be missing).
+pub(crate) fn environment(unit_text: &str) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut env = BTreeMap::new();
+    let mut files = Vec::new();
+    for line in unit_text.lines().map(str::trim) {
+        if let Some(f) = line.strip_prefix("EnvironmentFile=") {
+            files.push(f.trim_start_matches('-').to_string());
+        }
+        let Some(line) = line.strip_prefix("Environment=") else { continue };
+        let (mut quoted, mut word) = (false, String::new());
+        for c in line.chars().chain(std::iter::once(' ')) {
+            match c {
+                '"' => quoted = !quoted,
+                ' ' if !quoted => {
+                    if let Some((k, v)) = word.split_once('=') {
+                        env.insert(k.to_string(), v.to_string());
+                    }
+                    word.clear();
+                }
+                c => word.push(c),
+            }
+        }
+    }
+    (env, files)
+}
+
+/// `KEY=value` lines of an environment file (quotes around the value dropped, comments skipped).
+fn env_file(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    text.lines().map(str::trim).filter(|l| !l.starts_with('#')).filter_map(|l| {
+        let (k, v) = l.strip_prefix("export ").unwrap_or(l).split_once('=')?;
+        Some((k.trim().to_string(), v.trim().trim_matches(|c| c == '"' || c == '\'').to_string()))
+    })
+}
+
+/// Units whose daemon also reads its flags from `PREFIX_FLAG_NAME` variables (etcd: a
+/// hand-built or packaged unit may set `ETCD_CERT_FILE` in an environment file).
+const ENV_FLAGS: &[(&str, &str)] = &[("etcd", "ETCD_")];
+
+/// The flags a unit sets through its environment ([`ENV_FLAGS`]), added where its ExecStart
+/// has none (a command-line flag wins, as in etcd).
+fn env_flags(h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
+    for (unit, prefix) in ENV_FLAGS {
+        let Some(u) = h.units.get(*unit) else { continue };
+        let (mut vars, files) = environment(&u.info.text);
+        for f in files {
+            if let Some(text) = remote.read_config(&f)? {
+                vars.extend(env_file(&text));
+            }
+        }
+        let u = h.units.get_mut(*unit).expect("read above");
+        for (k, v) in vars {
+            if let Some(flag) = k.strip_prefix(prefix) {
+                u.flags.entry(flag.to_ascii_lowercase().replace('_', "-")).or_insert(v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The value of a short option (`-f`) on a unit's ExecStart, with `$VAR` and `${VAR}` taken
+/// from its `Environment=` lines (HAProxy's units say `-f $CONFIG`).
+pub(crate) fn exec_option(unit_text: &str, option: &str) -> Option<String> {
+    let joined = unit_text.replace("\\\n", " ");
+    let (env, _) = environment(&joined);
+    let exec = joined.lines().filter_map(|l| l.trim().strip_prefix("ExecStart=")).next_back()?;
+    let mut args = exec.split_whitespace();
+    args.find(|a| *a == option)?;
+    let value = args.next()?;
+    let var = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')).or_else(|| value.strip_prefix('$'));
+    match var {
+        Some(v) => env.get(v).cloned(),
+        None => Some(value.to_string()),
+    }
+}
+
 fn haproxy(h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
     let name = h.node.name.clone();
-    let config = render::path_of_template("haproxy.cfg").unwrap_or("/etc/haproxy/haproxy.cfg");
+    // Where the running unit says its config is; hardway's place otherwise.
+    let from_unit = h.units.get("haproxy").and_then(|u| exec_option(&u.info.text, "-f"));
+    let config = from_unit.as_deref().or(render::path_of_template("haproxy.cfg")).unwrap_or("/etc/haproxy/haproxy.cfg");
     match remote.haproxy_check(config)? {
         Ok(()) => h.checks.push(check(&name, "haproxy config", Status::Pass, format!("haproxy -c accepts {config}"), None)),
         Err(why) => h.checks.push(check(&name, "haproxy config", Status::Fail, why, Some("fix the config (hardway render shows the expected one)"))),
@@ -234,6 +356,28 @@ mod tests {
         assert_eq!(f["cert-file"], "/etc/etcd/k.pem");
         assert_eq!(f["client-cert-auth"], "true");
         assert_eq!(f["data-dir"], "/var/lib/etcd");
+    }
+
+    #[test]
+    fn haproxy_config_from_the_unit_with_its_environment() {
+        // Debian's haproxy.service.
+        let debian = "[Service]\nEnvironmentFile=-/etc/default/haproxy\nEnvironment=\"CONFIG=/etc/haproxy/haproxy.cfg\" \"PIDFILE=/run/haproxy.pid\" \"EXTRAOPTS=-S /run/haproxy-master.sock\"\nExecStart=/usr/sbin/haproxy -Ws -f $CONFIG -p $PIDFILE $EXTRAOPTS\n";
+        assert_eq!(exec_option(debian, "-f").as_deref(), Some("/etc/haproxy/haproxy.cfg"));
+        let by_hand = "[Service]\nEnvironment=CFG=/srv/lb.cfg\nExecStart=/usr/sbin/haproxy -Ws \\\n  -f ${CFG}\n";
+        assert_eq!(exec_option(by_hand, "-f").as_deref(), Some("/srv/lb.cfg"));
+        assert_eq!(exec_option("ExecStart=/usr/sbin/haproxy -f /etc/lb.cfg\n", "-f").as_deref(), Some("/etc/lb.cfg"));
+        assert_eq!(exec_option("ExecStart=/usr/sbin/haproxy\n", "-f"), None);
+    }
+
+    #[test]
+    fn environment_lines_and_files_of_a_unit() {
+        let unit = "[Service]\nEnvironmentFile=-/etc/default/etcd\nEnvironmentFile=/etc/etcd/etcd.env\nEnvironment=ETCD_NAME=m1 \"ETCD_DATA_DIR=/var/lib/a b\"\n";
+        let (env, files) = environment(unit);
+        assert_eq!(files, ["/etc/default/etcd", "/etc/etcd/etcd.env"]);
+        assert_eq!(env["ETCD_NAME"], "m1");
+        assert_eq!(env["ETCD_DATA_DIR"], "/var/lib/a b");
+        let vars: Vec<(String, String)> = env_file("# Debian's\nETCD_CERT_FILE=\"/etc/etcd/c.pem\"\nexport ETCD_KEY_FILE='/etc/etcd/k.pem'\n\n").collect();
+        assert_eq!(vars, [("ETCD_CERT_FILE".into(), "/etc/etcd/c.pem".into()), ("ETCD_KEY_FILE".into(), "/etc/etcd/k.pem".into())]);
     }
 
     #[test]

@@ -10,12 +10,15 @@
 //! - `host`: what is checked over each node's [`Remote`]: units, certificates, keys, the
 //!   encryption config, HAProxy;
 //! - `certs`: one certificate against its CA, SANs, expiry and key;
+//! - `sans`: which names and addresses a serving certificate must cover, by what the units and
+//!   their clients configure (hardway's own conventions beyond that are only a WARN);
 //! - `cluster`: what is checked across nodes or through the [`Probe`]: etcd, API servers,
 //!   HAProxy backends, the encryption config being the same everywhere.
 
 mod certs;
 mod cluster;
 mod host;
+mod sans;
 
 #[cfg(test)]
 mod tests;
@@ -166,19 +169,25 @@ pub async fn verify(
     let creds = Arc::new(creds);
     let inv_arc = Arc::new(inv.clone());
     let work: Vec<host::HostWork> = inv.nodes.iter().map(host::HostWork::new).collect();
-    let (i2, c2, ev) = (inv_arc.clone(), creds.clone(), events.clone());
-    let work = fan_out(work, parallel, move |h| {
+    let (i2, ev) = (inv_arc.clone(), events.clone());
+    let mut work = fan_out(work, parallel, move |h| {
         let step = ev.start(Some(&h.node.name), None, "checks over SSH");
-        host::run(&i2, &c2, connector.as_ref(), h);
+        host::run(&i2, connector.as_ref(), h);
         let failed = h.checks.iter().filter(|c| c.status == Status::Fail).count();
         step.done(if failed == 0 { EventStatus::Ok } else { EventStatus::Failed }, Some(format!("{} checks, {failed} failed", h.checks.len())));
     })
     .await;
 
-    let mut checks: Vec<Check> = work.iter().flat_map(|h| h.checks.clone()).collect();
+    // Certificates last: what a server certificate must cover depends on every node's clients.
+    sans::add_clients(inv, &mut work);
+    let mut checks: Vec<Check> = Vec::new();
+    for h in &work {
+        checks.extend(h.checks.iter().cloned());
+        checks.extend(h.found.iter().map(|f| certs::check_site(&h.node.name, &f.site, f.pem.as_deref(), &f.key, &creds)));
+    }
     cluster::encryption_consistency(inv, &work, &mut checks);
     cluster::backends(inv, &work, &mut checks);
-    checks.extend(cluster::etcd(inv, probe.as_ref(), creds.etcd.is_some()).await);
+    checks.extend(cluster::etcd(inv, probe.as_ref(), creds.etcd.is_some(), &work).await);
     checks.extend(cluster::api(inv, probe.as_ref(), creds.admin.is_some() && creds.cas.contains_key(&CaId::Kubernetes), api_error, &work).await);
     checks.sort_by(|a, b| (&a.host, &a.check).cmp(&(&b.host, &b.check)));
     for c in &checks {

@@ -120,3 +120,101 @@ fn an_unreachable_node_fails_its_ssh_check_and_nothing_else_of_it() {
     assert_eq!(find(&cs, "w1", "ssh").status, Status::Fail);
     assert!(cs.iter().filter(|c| c.host == "w1").count() == 1, "{cs:#?}");
 }
+
+/// A server certificate for `cn` from the fixture's etcd CA with exactly `sans`, with its key.
+fn etcd_cert(f: &Fixture, cn: &str, sans: &[&str]) -> crate::pki::KeyedCert {
+    let ca = f.pki.ca(crate::pki::CaId::Etcd);
+    let ca_key = rcgen::KeyPair::from_pem(&ca.key_pem).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    crate::pki::KeyedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+}
+
+/// Puts `kc` in place of m1's etcd server certificate and key.
+fn replace_server_cert(f: &Fixture, node: &str, kc: crate::pki::KeyedCert) {
+    let mut n = f.fake.node(node);
+    n.files.get_mut("/etc/etcd/pki/server.crt").unwrap().contents = kc.cert_pem.into_bytes();
+    n.files.get_mut("/etc/etcd/pki/server.key").unwrap().contents = kc.key_pem.into_bytes();
+}
+
+#[test]
+fn sans_no_unit_uses_are_a_warning_naming_who_would_be_refused() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb]);
+    // kubernetes-the-hard-way v1: IP SANs only, which is all the units' URLs use.
+    replace_server_cert(&f, "m1", etcd_cert(&f, "m1", &["10.0.0.11", "127.0.0.1"]));
+    let cs = checks(&f);
+    let c = find(&cs, "m1", "cert etcd server");
+    assert_eq!(c.status, Status::Warn, "{c:?}");
+    assert!(c.detail.contains("lacks DNS:localhost, DNS:m1, which no unit here uses"), "{c:?}");
+    assert!(c.detail.contains("https://localhost:2379 or https://m1:2379 would be refused"), "{c:?}");
+    assert!(cs.iter().all(|c| c.status != Status::Fail), "{cs:#?}");
+}
+
+#[test]
+fn a_san_the_units_use_is_required_and_who_uses_it_is_named() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb]);
+    // The member listens on 127.0.0.1 too: a certificate without it fails.
+    replace_server_cert(&f, "m1", etcd_cert(&f, "m1", &["10.0.0.11", "m1", "localhost"]));
+    let c = find(&checks(&f), "m1", "cert etcd server").clone();
+    assert_eq!(c.status, Status::Fail, "{c:?}");
+    assert!(c.detail.contains("/etc/etcd/pki/server.crt lacks SAN IP:127.0.0.1 (--listen-client-urls)"), "{c:?}");
+    // Without its own address: every reason is named.
+    replace_server_cert(&f, "m1", etcd_cert(&f, "m1", &["127.0.0.1", "m1", "localhost"]));
+    let c = find(&checks(&f), "m1", "cert etcd server").clone();
+    assert_eq!(c.status, Status::Fail, "{c:?}");
+    assert!(
+        c.detail.contains("lacks SAN IP:10.0.0.11 (--advertise-client-urls, --listen-client-urls, the inventory's address of the node)"),
+        "{c:?}"
+    );
+}
+
+#[test]
+fn a_name_an_api_server_dials_etcd_by_is_required_on_that_member() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
+    replace_server_cert(&f, "m1", etcd_cert(&f, "m1", &["10.0.0.11", "127.0.0.1"]));
+    {
+        let mut m2 = f.fake.node("m2");
+        let unit = m2.files.get_mut("/etc/systemd/system/kube-apiserver.service").unwrap();
+        let text = String::from_utf8(unit.contents.clone()).unwrap();
+        let servers = text.lines().find(|l| l.trim_start().starts_with("--etcd-servers=")).unwrap().to_string();
+        unit.contents = text.replace(&servers, "  --etcd-servers=https://m1:2379,https://10.0.0.12:2379 \\").into_bytes();
+    }
+    let cs = checks(&f);
+    let c = find(&cs, "m1", "cert etcd server");
+    assert_eq!(c.status, Status::Fail, "{c:?}");
+    assert!(c.detail.contains("lacks SAN DNS:m1 (kube-apiserver --etcd-servers on m2)"), "{c:?}");
+    // localhost: nobody dials it, still a warning in the same check.
+    assert!(c.detail.contains("lacks DNS:localhost, which no unit here uses"), "{c:?}");
+}
+
+#[test]
+fn certificate_paths_set_in_the_units_environment_file_are_where_it_is_checked() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb]);
+    {
+        let mut m1 = f.fake.node("m1");
+        // Debian's packaged way: the settings in /etc/default/etcd, not on the command line.
+        let crt = m1.files.remove("/etc/etcd/pki/server.crt").unwrap();
+        let key = m1.files.remove("/etc/etcd/pki/server.key").unwrap();
+        let mut env = crt.clone();
+        env.contents = b"# set by hand\nETCD_CERT_FILE=\"/srv/etcd/me.pem\"\nETCD_KEY_FILE=/srv/etcd/me-key.pem\n".to_vec();
+        m1.files.insert("/srv/etcd/me.pem".into(), crt);
+        m1.files.insert("/srv/etcd/me-key.pem".into(), key);
+        m1.files.insert("/etc/default/etcd".into(), env);
+        let unit = m1.files.get_mut("/etc/systemd/system/etcd.service").unwrap();
+        let text = String::from_utf8(unit.contents.clone()).unwrap();
+        let text = text
+            .replace("  --cert-file=/etc/etcd/pki/server.crt \\\n", "")
+            .replace("  --key-file=/etc/etcd/pki/server.key \\\n", "")
+            .replace("[Service]\n", "[Service]\nEnvironmentFile=-/etc/default/etcd\n");
+        assert!(!text.contains("--cert-file"));
+        unit.contents = text.into_bytes();
+    }
+    let cs = checks(&f);
+    let c = find(&cs, "m1", "cert etcd server");
+    assert_eq!(c.status, Status::Pass, "{c:?}");
+    assert!(c.detail.starts_with("/srv/etcd/me.pem: m1"), "{c:?}");
+}

@@ -10,6 +10,7 @@ mod cli;
 mod day2;
 mod dataplane;
 mod deploy;
+mod explain;
 mod fuzz;
 mod inventory;
 mod lab;

@@ -119,17 +119,15 @@ fn host_keys_are_checked_like_openssh_does() {
     Conn::connect(&s.target(&fresh), HostKeyPolicy::Strict).unwrap();
 }
 
-/// A script that prints nothing for longer than the session's keepalive interval (15 s) still
-/// completes: libssh2 ends a blocking read at every keepalive, which used to fail the script
-/// ("Timed out waiting on socket") on slow nodes such as VMs under software emulation.
+/// A script that runs longer than libssh2's keepalive interval still returns its output: with
+/// keepalives on, libssh2's blocking read gave up at the next keepalive ("Timed out waiting on
+/// socket"), which failed an etcd join in the lab whose systemctl call crossed it.
 #[test]
-fn a_script_silent_longer_than_the_keepalive_interval_completes() {
+fn a_script_running_past_the_keepalive_interval_completes() {
     let s = sshd();
-    let kh = s.known_hosts("known", &[format!("[127.0.0.1]:{} {}", s.port, s.public("host_ed25519"))]);
+    let name = format!("[127.0.0.1]:{}", s.port);
+    let kh = s.known_hosts("known", &[format!("{name} {}", s.public("host_ed25519")), format!("{name} {}", s.public("host_ecdsa"))]);
     let conn = Conn::connect(&s.target(&kh), HostKeyPolicy::Strict).unwrap_or_else(|e| panic!("{e}"));
-    let t = Instant::now();
-    let out = conn.script("echo started; sleep 17; echo done; echo to-stderr >&2").unwrap_or_else(|e| panic!("after {:.1?}: {e}", t.elapsed()));
-    assert_eq!(out.stdout, "started\ndone\n");
-    assert_eq!(out.stderr, "to-stderr\n");
-    assert!(t.elapsed() >= Duration::from_secs(17));
+    let out = conn.script("sleep 17; echo done").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.stdout, "done\n");
 }

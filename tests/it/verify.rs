@@ -49,6 +49,26 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     an_etcd_built_by_hand_is_judged_by_its_own_units(&t);
 }
 
+/// A certificate for `cn` with `key`, signed by `ca` (certificate, key) with the extensions in
+/// `work/ext`, as a student would make one with openssl; its PEM.
+fn sign(work: &std::path::Path, cn: &str, key: &std::path::Path, ca: (&std::path::Path, &std::path::Path)) -> Vec<u8> {
+    let (csr, crt) = (work.join("csr"), work.join("cert.pem"));
+    ok(std::process::Command::new("openssl").args(["req", "-new", "-subj", &format!("/CN={cn}"), "-key"]).arg(key).arg("-out").arg(&csr));
+    ok(std::process::Command::new("openssl")
+        .args(["x509", "-req", "-days", "30", "-in"])
+        .arg(&csr)
+        .arg("-CA")
+        .arg(ca.0)
+        .arg("-CAkey")
+        .arg(ca.1)
+        .arg("-CAcreateserial")
+        .arg("-extfile")
+        .arg(work.join("ext"))
+        .arg("-out")
+        .arg(&crt));
+    std::fs::read(crt).unwrap()
+}
+
 /// All PASS after a deploy (the Kubernetes components are SKIPped: the lab has no binaries).
 fn everything_passes_after_a_deploy(t: &TestLab, pki: &str) {
     let text = t.verify(&["--pki", pki]);
@@ -104,21 +124,7 @@ fn a_certificate_without_its_ip_is_named(t: &TestLab, pki: &str) {
     let work = t.dir.path().join("bad-cert");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("ext"), "subjectAltName=DNS:lab-m3,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
-    let csr = work.join("csr");
-    ok(std::process::Command::new("openssl").args(["req", "-new", "-subj", "/CN=lab-m3", "-key"]).arg(t.pki.join("etcd/server-lab-m3.key")).arg("-out").arg(&csr));
-    ok(std::process::Command::new("openssl")
-        .args(["x509", "-req", "-days", "30", "-in"])
-        .arg(&csr)
-        .arg("-CA")
-        .arg(t.pki.join("etcd/ca.crt"))
-        .arg("-CAkey")
-        .arg(t.pki.join("etcd/ca.key"))
-        .arg("-CAcreateserial")
-        .arg("-extfile")
-        .arg(work.join("ext"))
-        .arg("-out")
-        .arg(work.join("server.crt")));
-    let bad = std::fs::read(work.join("server.crt")).unwrap();
+    let bad = sign(&work, "lab-m3", &t.pki.join("etcd/server-lab-m3.key"), (&t.pki.join("etcd/ca.crt"), &t.pki.join("etcd/ca.key")));
     let o = t.ssh_with_input("lab-m3", "cat > /etc/etcd/pki/server.crt", &bad);
     assert!(o.status.success());
     let (code, cs) = checks(t, &["--pki", pki]);
@@ -204,8 +210,10 @@ fn the_api_servers_are_checked_through_haproxy(t: &TestLab, pki: &str) {
     }
 }
 
-/// Built by hand: hardway's etcd is removed and a student's script sets up another one, with
-/// its own CA and paths; verify is given only the inventory, the CA and a client cert.
+/// Built by hand, the kubernetes-the-hard-way v1 way: hardway's etcd is removed and a student's
+/// script sets up another one with its own CA, one `kubernetes.pem` per member with IP SANs
+/// only, its own paths, data dir and ports; verify is given only the inventory, the CA and a
+/// client cert, and judges the cluster by what its units configure.
 fn an_etcd_built_by_hand_is_judged_by_its_own_units(t: &TestLab) {
     for m in ["lab-m1", "lab-m2", "lab-m3"] {
         t.ssh_ok(m, "systemctl disable --now etcd && rm -rf /etc/systemd/system/etcd.service /etc/etcd /var/lib/etcd && systemctl daemon-reload");
@@ -222,13 +230,48 @@ fn an_etcd_built_by_hand_is_judged_by_its_own_units(t: &TestLab) {
     let args = ["--pki", "/nonexistent", "--etcd-ca", &p("ca.pem"), "--etcd-cert", &p("admin.pem"), "--etcd-key", &p("admin-key.pem")];
     // A Type=notify unit is `activating` until etcd reports ready, a little after the election.
     let (_, cs) = verify_until(t, &args, 90, |code, _| code == 0);
+    assert!(with_status(&cs, "FAIL").is_empty(), "{cs:#?}");
     for m in ["lab-m1", "lab-m2", "lab-m3"] {
-        for c in ["unit etcd", "etcd member", "cert etcd server", "cert etcd peer"] {
+        for c in ["unit etcd", "etcd member"] {
             assert_eq!(find(&cs, m, c)["status"], "PASS", "{m} {c}: {:#}", find(&cs, m, c));
         }
-        assert!(find(&cs, m, "cert etcd server")["detail"].as_str().unwrap().starts_with("/etc/etcd/kubernetes.pem"), "paths come from the unit");
+        // Every URL the unit configures uses an IP the certificate has; the member's name and
+        // localhost, which hardway's certificates also carry, are only a warning.
+        for c in ["cert etcd server", "cert etcd peer"] {
+            let cert = find(&cs, m, c);
+            assert_eq!(cert["status"], "WARN", "{m} {c}: {cert:#}");
+            let detail = cert["detail"].as_str().unwrap();
+            assert!(detail.starts_with("/etc/etcd/kubernetes.pem"), "paths come from the unit: {cert:#}");
+            assert!(detail.contains(&format!("lacks DNS:{m}, DNS:localhost, which no unit here uses")), "{cert:#}");
+        }
+        // Ports come from the unit too.
+        let server = find(&cs, m, "cert etcd server")["detail"].as_str().unwrap().to_string();
+        assert!(server.contains(&format!("https://{m}:12379 or https://localhost:12379 would be refused")), "{server}");
+        assert!(find(&cs, m, "cert etcd peer")["detail"].as_str().unwrap().contains(&format!("https://{m}:12380")));
     }
-    assert_eq!(find(&cs, "etcd", "etcd membership")["status"], "PASS");
+    assert_eq!(find(&cs, "etcd", "etcd membership")["status"], "PASS", "peer URLs as the units advertise them");
+    assert_eq!(find(&cs, "etcd", "etcd leader")["status"], "PASS");
+
+    // A certificate without the member's own IP, which its URLs use: FAIL, naming who uses it.
+    let work = t.dir.path().join("hand-bad");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
+    let bad = sign(&work, "lab-m3", &hand.join("lab-m3-key.pem"), (&hand.join("ca.pem"), &hand.join("ca-key.pem")));
+    let o = t.ssh_with_input("lab-m3", "cat > /etc/etcd/kubernetes.pem", &bad);
+    assert!(o.status.success());
+    let (code, cs) = checks(t, &args);
+    assert_eq!(code, 1);
+    for c in ["cert etcd server", "cert etcd peer"] {
+        let cert = find(&cs, "lab-m3", c);
+        assert_eq!(cert["status"], "FAIL", "{cert:#}");
+        let detail = cert["detail"].as_str().unwrap();
+        assert!(detail.contains("/etc/etcd/kubernetes.pem lacks SAN IP:10.213.0.13 ("), "{cert:#}");
+        assert!(detail.contains("the inventory's address of the node"), "{cert:#}");
+    }
+    assert!(find(&cs, "lab-m3", "cert etcd server")["detail"].as_str().unwrap().contains("--advertise-client-urls"));
+    assert!(find(&cs, "lab-m3", "cert etcd peer")["detail"].as_str().unwrap().contains("--initial-advertise-peer-urls"));
+    assert_eq!(find(&cs, "lab-m1", "cert etcd server")["status"], "WARN");
+
     // And the same faults are found in it: a member down.
     t.ssh_ok("lab-m3", "systemctl stop etcd");
     let (code, cs) = checks(t, &args);
