@@ -102,7 +102,7 @@ enum Command {
     },
     /// Print the manual page (roff), e.g. `hardway man > hardway.1`.
     Man,
-    /// A local lab: one systemd-nspawn machine per inventory node, on a bridge (root only).
+    /// A local lab: one systemd-nspawn container or QEMU VM per inventory node, on a bridge (root only).
     Lab {
         #[command(subcommand)]
         command: LabCommand,
