@@ -102,7 +102,7 @@ enum Command {
     },
     /// Print the manual page (roff), e.g. `hardway man > hardway.1`.
     Man,
-    /// A local lab: one systemd-nspawn machine per inventory node, on a bridge (root only).
+    /// A local lab: one systemd-nspawn container or QEMU VM per inventory node, on a bridge (root only).
     Lab {
         #[command(subcommand)]
         command: LabCommand,
@@ -120,6 +120,9 @@ enum LabCommand {
     Up {
         #[command(flatten)]
         inv: InventoryArg,
+        /// nspawn (containers) or qemu (VMs); overrides the inventory's lab.driver.
+        #[arg(long, value_parser = parse_driver)]
+        driver: Option<inventory::LabDriver>,
     },
     /// List the nodes: address, running, reachable over SSH, systemd state.
     Status {
@@ -130,6 +133,21 @@ enum LabCommand {
     Down {
         #[command(flatten)]
         inv: InventoryArg,
+    },
+    /// Write libvirt XML for the qemu lab: a domain per node and the network (virsh define).
+    RenderLibvirt {
+        #[command(flatten)]
+        inv: InventoryArg,
+        /// The directory to write network-<bridge>.xml and domain-<node>.xml into.
+        #[arg(long)]
+        out: PathBuf,
+        /// The domain type: kvm, or tcg for libvirt's software emulation (type "qemu").
+        #[arg(long, default_value = "kvm", value_parser = ["kvm", "tcg"])]
+        accel: String,
+        /// Also make the disks the XML names (the base image, each node's overlay and seed),
+        /// as `lab up` does but without network or VMs (root).
+        #[arg(long)]
+        images: bool,
     },
 }
 
@@ -246,6 +264,11 @@ fn read_password(prompt: &str) -> std::io::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
+fn parse_driver(s: &str) -> Result<inventory::LabDriver, String> {
+    let known: Vec<&str> = inventory::LabDriver::ALL.iter().map(|d| d.as_str()).collect();
+    inventory::LabDriver::parse(s).ok_or_else(|| format!("unknown driver {s:?} (known drivers: {})", known.join(", ")))
+}
+
 pub(super) fn policy(accept_new: bool) -> HostKeyPolicy {
     if accept_new { HostKeyPolicy::AcceptNew } else { HostKeyPolicy::Strict }
 }
@@ -309,11 +332,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout()).context("writing the manual page")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Lab { command } => {
+        Command::Lab { command: LabCommand::RenderLibvirt { inv, out, accel, images } } => {
+            let inv = load_inventory(&inv.path())?;
             let opts = lab::LabOptions::default();
+            let accel = if accel == "tcg" { lab::qemu::vm::Accel::Tcg } else { lab::qemu::vm::Accel::Kvm };
+            if images {
+                lab::qemu::prepare_images(&inv, &opts)?;
+            }
+            for path in lab::libvirt::write(&inv, &opts, accel, &out)? {
+                out!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lab { command } => {
+            let mut opts = lab::LabOptions::default();
             let (inv, up) = match &command {
-                LabCommand::Up { inv } => (load_inventory(&inv.path())?, true),
+                LabCommand::Up { inv, driver } => {
+                    opts.driver = *driver;
+                    (load_inventory(&inv.path())?, true)
+                }
                 LabCommand::Status { inv } | LabCommand::Down { inv } => (load_inventory(&inv.path())?, false),
+                LabCommand::RenderLibvirt { .. } => unreachable!("handled above"),
             };
             let lab = match command {
                 LabCommand::Down { .. } => {

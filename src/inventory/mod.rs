@@ -12,6 +12,7 @@
 
 mod addons;
 mod kubernetes;
+mod lab;
 mod raw;
 mod span;
 mod validate;
@@ -28,6 +29,7 @@ use crate::components::{ComponentId, Port};
 use crate::versions::Version;
 
 pub use addons::{Addons, CoreDns, Manifest, Metallb};
+pub use lab::{LabDriver, VmResources};
 pub use values::is_dns_label;
 
 /// One problem found in an inventory, with where it was found.
@@ -343,9 +345,16 @@ impl fmt::Display for LabSuite {
 }
 
 /// `[lab]`: how `hardway lab` builds this inventory's machines.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct LabSettings {
     pub suite: LabSuite,
+    /// What each node is (`lab.driver`).
+    pub driver: LabDriver,
+    /// `lab.memory_mib` and `lab.vcpus`: every node's VM unless `[lab.nodes.<name>]` says
+    /// otherwise (see [`LabSettings::vm`]).
+    pub vm: Option<VmResources>,
+    /// `[lab.nodes.<name>]`, by node name.
+    pub nodes: BTreeMap<String, VmResources>,
 }
 
 /// A validated inventory. Every address, CIDR and role in here has been checked.
@@ -363,6 +372,7 @@ pub struct Inventory {
     pub extra_args: BTreeMap<ComponentId, Vec<ExtraArg>>,
     pub containerd: Containerd,
     pub cni: Cni,
+    /// `[lab]`: how `hardway lab` makes the machines.
     pub lab: LabSettings,
     /// Things that are allowed but probably wrong (an even number of etcd members).
     pub warnings: Vec<Problem>,

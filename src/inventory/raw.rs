@@ -139,8 +139,23 @@ pub(super) struct RawCni {
     pub conf_dir: Option<String>,
 }
 
+/// `[lab]`: `memory_mib` and `vcpus` for every node's VM, `[lab.nodes.<name>]` per node.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLab {
     pub suite: Option<String>,
+    pub driver: Option<String>,
+    pub memory_mib: Option<i64>,
+    pub vcpus: Option<i64>,
+    #[serde(default)]
+    pub nodes: BTreeMap<String, RawLabVm>,
+}
+
+/// Integers as TOML has them, so that a negative or huge value is reported by validation with
+/// its limits rather than by serde.
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLabVm {
+    pub memory_mib: Option<i64>,
+    pub vcpus: Option<i64>,
 }

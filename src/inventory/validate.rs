@@ -22,6 +22,7 @@ use super::{
 use crate::components::{self, COMPONENTS, Port};
 use crate::versions::Version;
 
+mod lab;
 mod runtime;
 
 /// The load balancer listens on the API server's own port unless told otherwise, so clients
@@ -91,6 +92,7 @@ impl<'a> Validator<'a> {
         let containerd = self.containerd(&raw.containerd);
         let cni = self.cni(&raw.cni);
         let lab = self.lab(&raw.lab);
+        let lab_machines = self.lab_machines(&raw.lab, &raw.nodes);
         let inv = Inventory {
             source: path.to_path_buf(),
             cluster: Cluster {
@@ -111,7 +113,7 @@ impl<'a> Validator<'a> {
             extra_args,
             containerd: containerd?,
             cni,
-            lab: lab?,
+            lab: super::LabSettings { suite: lab?.suite, ..lab_machines? },
             warnings: Vec::new(),
         };
         // Rules over the whole model run even when other rules failed, so they are reported in
@@ -513,7 +515,7 @@ impl<'a> Validator<'a> {
         self.problems.push(p);
     }
 
-    fn warn(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn warn(&mut self, field: &str, message: impl Into<String>) {
         let p = self.problem(field, message.into());
         self.warnings.push(p);
     }

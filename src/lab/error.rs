@@ -49,6 +49,10 @@ pub enum LabError {
     #[error("{0}")]
     Inventory(String),
 
+    /// `up` with one driver on a lab whose machines another driver made.
+    #[error("lab {cluster:?} has {running} machines: take it down (`hardway lab down`) before bringing it up with the {wanted} driver")]
+    DriverMismatch { cluster: String, running: crate::inventory::LabDriver, wanted: crate::inventory::LabDriver },
+
     /// A host tool could not be started at all.
     #[error("cannot run {command}: {error}")]
     Spawn { command: String, error: io::Error },

@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::error::{Result, io_error};
+use super::error::{LabError, Result, io_error};
 use super::tools::{command, run};
 
 /// An exclusive lock on `path` (created if missing), held until the file is dropped.
@@ -65,6 +65,26 @@ pub(super) fn mounts() -> Vec<(PathBuf, String, String)> {
             Some((mount_point, fs_type, options))
         })
         .collect()
+}
+
+/// Mounts an overlay at `target` (made if missing): `lower` read-only below, the writes in
+/// `state/upper` (overlayfs' work directory `state/work` beside it).
+pub(super) fn mount_overlay(lower: &Path, state: &Path, target: &Path) -> Result<()> {
+    let (upper, work) = (state.join("upper"), state.join("work"));
+    for d in [&upper, &work, target] {
+        create_dir_all(d)?;
+    }
+    let dirs = [lower, upper.as_path(), work.as_path()].map(|p| p.display().to_string());
+    // The option string has no quoting: these characters would split or misparse it.
+    if let Some(bad) = dirs.iter().find(|d| d.contains([',', ':', '\\']) || d.contains(char::is_whitespace)) {
+        return Err(LabError::BadPath {
+            path: bad.into(),
+            reason: "the lab cannot mount an overlay on a path with ',', ':', '\\' or white space".into(),
+        });
+    }
+    let [lower, upper, work] = dirs;
+    run(command("mount").args(["-t", "overlay", "overlay", "-o"]).arg(format!("lowerdir={lower},upperdir={upper},workdir={work}")).arg(target))?;
+    Ok(())
 }
 
 pub(super) fn is_mount_point(p: &Path) -> bool {

@@ -143,7 +143,7 @@ impl CacheLayout {
 
 /// FNV-1a: stable across Rust releases (unlike `DefaultHasher`), which matters because `down`
 /// must find the names an older binary's `up` created.
-fn fnv1a(s: &str) -> u64 {
+pub(super) fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 

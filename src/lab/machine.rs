@@ -228,11 +228,27 @@ fn tcp_open(address: IpAddr, port: u16, timeout: Duration) -> bool {
     TcpStream::connect_timeout(&SocketAddr::new(address, port), timeout).is_ok()
 }
 
+/// What a machine is to the code that waits for and probes it, whichever driver started it.
+pub(super) struct Kind {
+    /// The host process that is the machine (systemd-nspawn, QEMU), if running.
+    pub pid_of: fn(&NodeLayout) -> Option<u32>,
+    pub process: &'static str,
+    /// How long a boot may take.
+    pub boot_timeout: Duration,
+}
+
+pub(super) const NSPAWN: Kind = Kind { pid_of: node_pid, process: "systemd-nspawn", boot_timeout: BOOT_TIMEOUT };
+
 pub(super) fn wait_ready(layout: &Layout, node: &NodeLayout, deadline: Instant) -> Result<NodeStatus> {
+    wait_ready_as(&NSPAWN, layout, node, deadline)
+}
+
+/// Waits until the node answers ssh and its systemd has finished booting.
+pub(super) fn wait_ready_as(kind: &Kind, layout: &Layout, node: &NodeLayout, deadline: Instant) -> Result<NodeStatus> {
     let mut last = String::from("TCP port 22 never answered");
     loop {
-        let Some(pid) = node_pid(node) else {
-            return Err(boot_error(node, "systemd-nspawn exited while booting".into()));
+        let Some(pid) = (kind.pid_of)(node) else {
+            return Err(boot_error(node, format!("{} exited while booting", kind.process)));
         };
         if tcp_open(node.address, 22, Duration::from_millis(500)) {
             let mut ssh = ssh_command(&layout.key(), &layout.known_hosts(), node.address);
@@ -262,14 +278,15 @@ pub(super) fn wait_ready(layout: &Layout, node: &NodeLayout, deadline: Instant) 
             }
         }
         if Instant::now() >= deadline {
-            return Err(boot_error(node, format!("not ready after {} s: {last}", BOOT_TIMEOUT.as_secs())));
+            return Err(boot_error(node, format!("not ready after {} s: {last}", kind.boot_timeout.as_secs())));
         }
         thread::sleep(POLL);
     }
 }
 
-pub(super) fn probe(layout: &Layout, node: &NodeLayout, bridge_is_ours: bool) -> NodeStatus {
-    let pid = node_pid(node);
+/// The node as `lab status` shows it: its machine's process, and whether it answers ssh.
+pub(super) fn probe_as(kind: &Kind, layout: &Layout, node: &NodeLayout, bridge_is_ours: bool) -> NodeStatus {
+    let pid = (kind.pid_of)(node);
     // Only addresses this lab is known to own are ever contacted.
     let reachable = pid.is_some() && bridge_is_ours && tcp_open(node.address, 22, Duration::from_secs(1));
     let system_state = if reachable && layout.key().is_file() {

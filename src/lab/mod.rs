@@ -8,6 +8,9 @@
 //! reaches every node at its inventory address on port 22, as root with the lab's key, exactly
 //! like a real machine — so the later stages need no lab-specific code path.
 //!
+//! With `lab.driver = "qemu"` each node is a QEMU VM instead ([`qemu`]): same root fs, bridge,
+//! key and known_hosts, but its own kernel, disks and NIC (a tap on the bridge).
+//!
 //! Where things live:
 //!
 //! ```text
@@ -40,18 +43,24 @@
 //! | [`machine`] | systemd-nspawn: start, find, boot wait, probe, stop, cgroups, light sshd hosts |
 //! | `containers` | what workers need for containerd and runc: capabilities, cgroup v1 controllers |
 //! | [`process`] | liveness, signals and deadlines for host processes |
-//! | `files` | symlink-safe writes, locks, the mount table, `rm -rf` |
+//! | `files` | symlink-safe writes, locks, overlay mounts, the mount table, `rm -rf` |
+//! | `driver` | which driver made a lab (recorded in its directory) |
+//! | [`qemu`] | the qemu driver: the VM image and per-node disks, QEMU, the KVM probe, taps |
+//! | [`libvirt`] | libvirt domain and network XML of a qemu lab |
 //!
 //! [`net`], [`machine`], [`process`] and [`tools`] are public building blocks: the fan-out bench
 //! sets up its own hosts with them, on the lab's root fs.
 
 mod containers;
+mod driver;
 mod error;
 mod files;
 mod layout;
+pub mod libvirt;
 pub mod machine;
 pub mod net;
 pub mod process;
+pub mod qemu;
 mod rootfs;
 pub mod tools;
 
@@ -65,7 +74,7 @@ use std::time::Instant;
 
 pub use error::{LabError, Problem, Result};
 
-use crate::inventory::{Inventory, LabSuite};
+use crate::inventory::{Inventory, LabDriver, LabSuite};
 use files::{create_dir_all, is_mount_point, lock, remove_tree, write_file};
 use layout::{CacheLayout, Layout, NodeLayout};
 
@@ -79,11 +88,15 @@ pub struct LabOptions {
     /// `state_dir/C` (default `/run/hardway/lab`, hence `/run/hardway/lab/<cluster>`, which is
     /// where `inventory/lab.toml` expects the key and known_hosts).
     pub state_dir: PathBuf,
+    /// Overrides the inventory's `lab.driver` for `up` (`hardway lab up --driver`).
+    pub driver: Option<LabDriver>,
+    /// The qemu driver's accelerator; by default KVM if a guest boots under it, else TCG.
+    pub accel: Option<qemu::vm::Accel>,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        LabOptions { cache_dir: "/var/cache/hardway/lab".into(), state_dir: "/run/hardway/lab".into() }
+        LabOptions { cache_dir: "/var/cache/hardway/lab".into(), state_dir: "/run/hardway/lab".into(), driver: None, accel: None }
     }
 }
 
@@ -150,7 +163,11 @@ pub fn preflight(suite: LabSuite) -> Result<()> {
 /// key, root fs, bridge, namespace, veth, address, route, machine) are created. On error what
 /// was created stays in place; [`down`] removes it.
 pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
+    let driver = opts.driver.unwrap_or(inv.lab.driver);
     preflight(inv.lab.suite)?;
+    if driver == LabDriver::Qemu {
+        qemu::preflight()?;
+    }
     let layout = Layout::new(inv, opts)?;
     let net = net::lab_network(inv)?;
     create_dir_all(&layout.state_root)?;
@@ -159,6 +176,10 @@ pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     net::check_bridge_available(&layout, &net)?;
 
     create_dir_all(&layout.dir)?;
+    driver::claim(&layout, driver)?;
+    if driver == LabDriver::Qemu {
+        return qemu::up(inv, opts, &layout, &net);
+    }
     let lab_pub = rootfs::ensure_lab_key(&layout)?;
     let cache = if layout.nodes.iter().any(|n| !is_mount_point(&n.rootfs())) {
         Some(cache_rootfs(opts, inv.lab.suite)?)
@@ -194,7 +215,11 @@ pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
 pub fn status(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     let layout = Layout::new(inv, opts)?;
     let ours = net::bridge_owner(&layout.bridge).as_deref() == Some(layout.owner.as_str());
-    let nodes = parallel(&layout.nodes, |node| Ok(machine::probe(&layout, node, ours)))?;
+    let kind = match driver::current(&layout, opts.driver.unwrap_or(inv.lab.driver)) {
+        LabDriver::Nspawn => &machine::NSPAWN,
+        LabDriver::Qemu => &qemu::KIND,
+    };
+    let nodes = parallel(&layout.nodes, |node| Ok(machine::probe_as(kind, &layout, node, ours)))?;
     Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
 }
 
@@ -221,6 +246,7 @@ pub fn down(inv: &Inventory, opts: &LabOptions) -> Result<()> {
         machine::nspawn_processes().into_iter().filter(|(_, root)| root.starts_with(&layout.dir)).map(|(p, _)| p).collect();
     pids.extend(nodes.iter().filter_map(machine::node_pid));
     machine::stop_processes(&pids.into_iter().collect::<Vec<_>>(), machine::STOP_TIMEOUT)?;
+    qemu::stop_vms(&layout)?;
 
     // Network names are the cluster's, not the lab directory's: with another lab of the same
     // cluster name up, its namespaces (and the processes in them) must be left alone.
@@ -233,6 +259,7 @@ pub fn down(inv: &Inventory, opts: &LabOptions) -> Result<()> {
         let other = owner.unwrap_or_default();
         eprintln!("lab: bridge {} belongs to another lab ({other:?}); leaving the network alone", layout.bridge);
     } else {
+        qemu::remove_taps(&layout, &nodes)?;
         net::teardown_network(&layout, &nodes)?;
     }
     machine::remove_cgroups(&layout, &nodes)?;

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{LabError, Result, io_error};
-use super::files::{create_dir_all, is_mount_point, lock, overlays_on, remove_tree, tail, write_file};
+use super::files::{create_dir_all, is_mount_point, lock, mount_overlay, overlays_on, remove_tree, tail, write_file};
 use super::layout::{CacheLayout, Layout, NodeLayout};
 use super::tools::{authorize_key, command, describe, known_hosts_line, run, ssh_keygen};
 use crate::inventory::{Inventory, LabSuite};
@@ -254,23 +254,7 @@ pub(super) fn ensure_node_rootfs(cache: Option<&Path>, node: &NodeLayout, hosts:
         let Some(cache) = cache else {
             return Err(LabError::Machine { node: node.name.clone(), reason: "no root fs cache to mount".into() });
         };
-        let (upper, work) = (node.dir.join("upper"), node.dir.join("work"));
-        for d in [&upper, &work, &root] {
-            create_dir_all(d)?;
-        }
-        let dirs = [cache, upper.as_path(), work.as_path()].map(|p| p.display().to_string());
-        // The option string has no quoting: these characters would split or misparse it.
-        if let Some(bad) = dirs.iter().find(|d| d.contains([',', ':', '\\']) || d.contains(char::is_whitespace)) {
-            return Err(LabError::BadPath {
-                path: bad.into(),
-                reason: "the lab cannot mount an overlay on a path with ',', ':', '\\' or white space".into(),
-            });
-        }
-        let [lower, upper, work] = dirs;
-        run(command("mount")
-            .args(["-t", "overlay", "overlay", "-o"])
-            .arg(format!("lowerdir={lower},upperdir={upper},workdir={work}"))
-            .arg(&root))?;
+        mount_overlay(cache, &node.dir, &root)?;
     }
     // The cache's is empty; a node's is written once and then kept.
     let machine_id = root.join("etc/machine-id");

@@ -618,5 +618,7 @@ fn cert_validity_beyond_a_century() {
 mod addons;
 /// The rules that depend on the Kubernetes version: supported releases and `extra_args`.
 mod kubernetes;
+/// `[lab]`: driver and VM sizes.
+mod lab_vms;
 /// `[containerd]`, `[cni]` and `[lab]`.
 mod runtime;

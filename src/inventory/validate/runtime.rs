@@ -85,7 +85,7 @@ impl Validator<'_> {
     }
 
     pub(super) fn lab(&mut self, l: &RawLab) -> Option<LabSettings> {
-        let Some(name) = &l.suite else { return Some(LabSettings { suite: LabSuite::default() }) };
+        let Some(name) = &l.suite else { return Some(LabSettings::default()) };
         let Some(suite) = LabSuite::parse(name) else {
             let known: Vec<&str> = LabSuite::ALL.iter().map(|s| s.as_str()).collect();
             self.error("lab.suite", format!("unknown suite {name:?} (the lab builds {})", known.join(", ")));
@@ -98,7 +98,7 @@ impl Validator<'_> {
                  trixie is Debian's stable release",
             );
         }
-        Some(LabSettings { suite })
+        Some(LabSettings { suite, ..LabSettings::default() })
     }
 
     /// A directory on the nodes, as written (it goes into units and configs unquoted).

@@ -5,11 +5,11 @@ use super::{accepted, problems_of, refused};
 use hardway::inventory::{ContainerdVersion, LabSuite};
 
 /// Puts `section` (a TOML table) before `[addons.metallb]` in the example.
-fn with(section: &str) -> [(&'static str, String); 1] {
+pub(super) fn with(section: &str) -> [(&'static str, String); 1] {
     [("[addons.metallb]", format!("{section}\n\n[addons.metallb]"))]
 }
 
-fn edits<'a>(e: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+pub(super) fn edits<'a>(e: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     e.iter().map(|(a, b)| (*a, b.as_str())).collect()
 }
 
