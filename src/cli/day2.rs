@@ -25,7 +25,7 @@ pub struct ConfirmArgs {
 }
 
 impl ConfirmArgs {
-    fn confirm(&self, force: bool) -> Confirm {
+    pub(super) fn confirm(&self, force: bool) -> Confirm {
         Confirm { dry_run: self.dry_run, yes: self.yes, force }
     }
 }
@@ -132,7 +132,7 @@ pub struct ResetArgs {
     pub confirm: ConfirmArgs,
 }
 
-fn print_steps(dry_run: bool, steps: &[String]) {
+pub(super) fn print_steps(dry_run: bool, steps: &[String]) {
     let head = if dry_run { "would" } else { "did" };
     for s in steps {
         out!("{head}: {s}");
@@ -140,15 +140,15 @@ fn print_steps(dry_run: bool, steps: &[String]) {
 }
 
 /// A cluster opened for a day-2 command.
-struct Opened {
-    inv: crate::inventory::Inventory,
-    events: crate::events::Events,
-    connector: Arc<crate::remote::ssh::SshConnector>,
-    probe: Arc<probe::NetProbe>,
+pub(super) struct Opened {
+    pub(super) inv: crate::inventory::Inventory,
+    pub(super) events: crate::events::Events,
+    pub(super) connector: Arc<crate::remote::ssh::SshConnector>,
+    pub(super) probe: Arc<probe::NetProbe>,
 }
 
 /// The inventory, its PKI (as it is: day-2 commands create nothing), and access to the cluster.
-fn open(c: &ClusterArgs, command: &'static str) -> Result<Opened> {
+pub(super) fn open(c: &ClusterArgs, command: &'static str) -> Result<Opened> {
     let path = c.inv.path();
     let inv = load_inventory(&path)?;
     let pki = pki::load(&inv, &c.pki)?;

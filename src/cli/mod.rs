@@ -9,6 +9,7 @@ macro_rules! out {
     }};
 }
 
+mod certs;
 mod day2;
 mod deploy;
 mod verify;
@@ -83,6 +84,11 @@ enum Command {
     Etcd {
         #[command(subcommand)]
         command: day2::EtcdCommand,
+    },
+    /// Certificates of a running cluster: check, renew.
+    Certs {
+        #[command(subcommand)]
+        command: certs::CertsCommand,
     },
     /// Nodes of a running cluster: remove one.
     Node {
@@ -288,6 +294,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Deploy(args) => deploy::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Etcd { command } => day2::etcd(command),
+        Command::Certs { command } => certs::certs(command),
         Command::Node { command } => day2::node(command),
         Command::Reset(args) => day2::reset(args),
         Command::Logs => match RunLog::latest(&RunLog::default_dir()) {

@@ -7,6 +7,7 @@
 //! refuse unless `--force`, which names what it skips; and data they could move aside (etcd's
 //! data dir) is moved aside, never deleted, unless asked (`reset --purge`).
 
+pub mod certs;
 pub mod node;
 pub mod reset;
 pub mod restore;

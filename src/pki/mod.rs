@@ -12,6 +12,7 @@
 //! - `issue`: making keys and certificates;
 //! - `store`: the directory — parsing every file read ([`load`]), writing ([`write_file`]);
 //! - `generate`, `check`: the two commands;
+//! - `renew`: re-issuing leaves in place for `certs renew`, the replaced files kept aside;
 //! - `error`: [`PkiError`], each message naming the file and what to do.
 
 use std::collections::BTreeMap;
@@ -24,13 +25,16 @@ mod error;
 mod generate;
 mod issue;
 mod matrix;
+mod renew;
 mod store;
 
 pub use cert::{CertInfo, Malformed};
-pub use check::{CheckRow, check};
+pub(crate) use cert::fmt_time;
+pub use check::{CheckRow, check, check_within};
 pub use error::PkiError;
 pub use generate::{Action, GenerateOptions, Report, generate};
 pub use matrix::{CAS, CaId, CaProfile, CertSpec, PROFILES, Profile, San, SanSet, Scope, Usage, matrix};
+pub use renew::{Renewal, aside_dir, leaf_names, renew_leaves, write_renewed};
 pub use store::{load, write_file};
 
 /// Leaf certificates closer than this to expiry are re-issued (kubeadm warns at the same mark).

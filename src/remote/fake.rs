@@ -244,10 +244,22 @@ impl FakeRemote {
     }
 }
 
+/// What `read_certificates` gives: the certificate blocks of the file, and those base64 in a
+/// kubeconfig's certificate fields.
 fn certificate_blocks(text: &str) -> String {
+    use base64::Engine;
+    let mut all = text.to_string();
+    for line in text.lines() {
+        let l = line.trim_start();
+        let value = l.strip_prefix("certificate-authority-data:").or_else(|| l.strip_prefix("client-certificate-data:"));
+        if let Some(pem) = value.and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok()) {
+            all.push_str(&String::from_utf8_lossy(&pem));
+            all.push('\n');
+        }
+    }
     let mut out = String::new();
     let mut inside = false;
-    for line in text.lines() {
+    for line in all.lines() {
         inside |= line == "-----BEGIN CERTIFICATE-----";
         if inside {
             out.push_str(line);

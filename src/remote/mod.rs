@@ -271,7 +271,8 @@ pub trait Remote: Send {
     fn units(&self, units: &[String]) -> Result<BTreeMap<String, UnitInfo>, RemoteError>;
 
     /// The certificate blocks of each file (never anything else in it, so a file that also
-    /// holds a key gives only its certificate); none when the file is missing.
+    /// holds a key gives only its certificate), and of a kubeconfig those in its
+    /// `certificate-authority-data` and `client-certificate-data`; none when the file is missing.
     fn read_certificates(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError>;
 
     /// A configuration file that holds no secret (the kubelet's config, haproxy.cfg); none when

@@ -99,20 +99,22 @@ fn unit_check(node: &str, unit: &str, info: &UnitInfo) -> Check {
     }
 }
 
-/// The certificate sites of the components on this node, where its units say they are.
-fn sites(inv: &Inventory, h: &HostWork) -> Vec<Site> {
+/// The certificate sites of the components on `node`, where its units (as [`read_units`] found
+/// them) say they are. `certs check` lists the same sites.
+pub(crate) fn sites(inv: &Inventory, node: &Node, units: &BTreeMap<String, Unit>) -> Vec<Site> {
     let specs: BTreeMap<String, pki::CertSpec> = pki::matrix(inv).into_iter().map(|s| (s.name.clone(), s)).collect();
+    let flag = |unit: &str, flag: &str| units.get(unit)?.flags.get(flag).map(String::as_str);
     let mut out = Vec::new();
-    for c in COMPONENTS.iter().filter(|c| c.runs_on(inv, &h.node)) {
+    for c in COMPONENTS.iter().filter(|c| c.runs_on(inv, node)) {
         let unit = c.unit.unwrap_or_default();
         // etcd is checked even where its unit is missing: a member without etcd is broken.
-        if c.id != ComponentId::Etcd && !h.deployed(unit) {
+        if c.id != ComponentId::Etcd && !units.get(unit).is_some_and(Unit::deployed) {
             continue;
         }
         for site in c.certs {
             // Profiles the inventory does not call for (front-proxy without aggregation).
-            let Some(spec) = specs.get(&site.profile.replace("{node}", &h.node.name)) else { continue };
-            let path = |flag: &str, default: Option<&str>| h.flag(unit, flag).or(default).map(str::to_string);
+            let Some(spec) = specs.get(&site.profile.replace("{node}", &node.name)) else { continue };
+            let path = |f: &str, default: Option<&str>| flag(unit, f).or(default).map(str::to_string);
             let (Some(cert), Some(key)) =
                 (path(site.cert_flag, render::path_of_cert(site.profile)), path(site.key_flag, render::path_of_key(site.profile)))
             else {
@@ -125,25 +127,21 @@ fn sites(inv: &Inventory, h: &HostWork) -> Vec<Site> {
     out
 }
 
-fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
-    let name = h.node.name.clone();
-    let components: Vec<&Component> = COMPONENTS.iter().filter(|c| c.runs_on(inv, &h.node) && c.unit.is_some()).collect();
-    let units: Vec<String> = components.iter().filter_map(|c| c.unit.map(str::to_string)).collect();
-
-    // Units and their flags.
-    for (u, info) in remote.units(&units)? {
-        h.checks.push(unit_check(&name, &u, &info));
-        let flags = exec_flags(&info.text);
-        h.units.insert(u, Unit { info, flags });
-    }
-    // Settings that live in a config file the unit names (the kubelet's certificates).
+/// The units of the components `node` runs, each with the flags of its ExecStart and the
+/// top-level settings of the config file it names (the kubelet's certificates): where the node
+/// really keeps things, whoever built it.
+pub(crate) fn read_units(inv: &Inventory, node: &Node, remote: &dyn Remote) -> Result<BTreeMap<String, Unit>, RemoteError> {
+    let components: Vec<&Component> = COMPONENTS.iter().filter(|c| c.runs_on(inv, node) && c.unit.is_some()).collect();
+    let names: Vec<String> = components.iter().filter_map(|c| c.unit.map(str::to_string)).collect();
+    let mut units: BTreeMap<String, Unit> =
+        remote.units(&names)?.into_iter().map(|(u, info)| (u, Unit { flags: exec_flags(&info.text), info })).collect();
     for c in &components {
         let (Some(flag), Some(unit)) = (c.config_flag, c.unit) else { continue };
-        let Some(path) = h.flag(unit, flag).map(str::to_string) else { continue };
+        let Some(path) = units.get(unit).and_then(|u| u.flags.get(flag)).cloned() else { continue };
         if let Some(text) = remote.read_config(&path)?
             && let Ok(serde_yaml::Value::Mapping(m)) = serde_yaml::from_str::<serde_yaml::Value>(&text)
         {
-            let u = h.units.get_mut(unit).expect("read above");
+            let u = units.get_mut(unit).expect("read above");
             for (k, v) in m {
                 if let (Some(k), Some(v)) = (k.as_str(), v.as_str()) {
                     u.flags.entry(k.to_string()).or_insert_with(|| v.to_string());
@@ -151,9 +149,18 @@ fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dy
             }
         }
     }
+    Ok(units)
+}
+
+fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
+    let name = h.node.name.clone();
+    h.units = read_units(inv, &h.node, remote)?;
+    for (u, unit) in &h.units {
+        h.checks.push(unit_check(&name, u, &unit.info));
+    }
 
     // Certificates and keys.
-    let sites = sites(inv, h);
+    let sites = sites(inv, &h.node, &h.units);
     let found = remote.read_certificates(&sites.iter().map(|s| s.cert.clone()).collect::<Vec<_>>())?;
     let keys = remote.check_keys(&sites.iter().map(|s| (s.cert.clone(), s.key.clone())).collect::<Vec<_>>())?;
     for (site, key) in sites.iter().zip(&keys) {

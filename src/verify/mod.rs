@@ -13,9 +13,9 @@
 //! - `cluster`: what is checked across nodes or through the [`Probe`]: etcd, API servers,
 //!   HAProxy backends, the encryption config being the same everywhere.
 
-mod certs;
+pub(crate) mod certs;
 mod cluster;
-mod host;
+pub(crate) mod host;
 
 #[cfg(test)]
 mod tests;

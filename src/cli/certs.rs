@@ -1,0 +1,162 @@
+//! `hardway certs check|renew|rotate-ca` and `hardway secrets ...`: the arguments and the
+//! printing; the work is in `day2::certs` and `day2::secrets`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use super::day2::{ClusterArgs, ConfirmArgs, Opened, open, print_steps};
+use super::deploy::{SnapshotArgs, probe_of};
+use super::{InventoryArg, OutputFormat, load_inventory, policy, runtime, sudo_password};
+use crate::day2::certs::{check, renew};
+use crate::deploy::{DeployOptions, DeployReport};
+use crate::probe::Probe;
+use crate::remote::ssh::SshConnector;
+use crate::{pki, render};
+
+#[derive(Subcommand)]
+pub enum CertsCommand {
+    /// Every certificate on every node (where the running units say they are) and in the PKI:
+    /// issuer, SANs, expiry, days left. Exit 1 when any expires within --warn-days.
+    Check(CheckArgs),
+    /// Re-issue leaf certificates (same keys unless --new-keys) and roll them out: etcd members
+    /// one at a time, then API servers one at a time, then the rest.
+    Renew(RenewArgs),
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub inv: InventoryArg,
+    #[arg(long, default_value = "pki")]
+    pub pki: PathBuf,
+    /// Flag (and exit 1 for) certificates that expire within this many days.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i64).range(0..=36500))]
+    pub warn_days: i64,
+    #[arg(long, default_value_t = 32)]
+    pub parallel: usize,
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// text, or json (the whole report).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// How long the rolling restarts may wait.
+#[derive(Args, Clone)]
+pub struct RollArgs {
+    /// How long etcd may take to become healthy after each member's restart, in seconds.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub etcd_timeout: u64,
+    /// How long an API server may take to answer /readyz after its restart, in seconds.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub api_timeout: u64,
+}
+
+impl RollArgs {
+    pub fn deploy_options(&self) -> DeployOptions {
+        DeployOptions { etcd_timeout: Duration::from_secs(self.etcd_timeout), api_timeout: Duration::from_secs(self.api_timeout), ..DeployOptions::default() }
+    }
+}
+
+#[derive(Args)]
+pub struct RenewArgs {
+    /// The certificates to renew, by their names in the PKI (`etcd/server-m1`, `apiserver`, ...;
+    /// `hardway pki check` lists them).
+    #[arg(value_name = "NAME", required_unless_present = "all", conflicts_with = "all")]
+    pub names: Vec<String>,
+    /// Every leaf certificate.
+    #[arg(long)]
+    pub all: bool,
+    /// New private keys too (the old ones are kept aside in the PKI directory).
+    #[arg(long)]
+    pub new_keys: bool,
+    /// Go on although the cluster is not healthy (it says what it skips).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    #[command(flatten)]
+    pub roll: RollArgs,
+}
+
+pub(super) fn certs(command: CertsCommand) -> Result<ExitCode> {
+    match command {
+        CertsCommand::Check(a) => check_cmd(a),
+        CertsCommand::Renew(a) => renew_cmd(a),
+    }
+}
+
+fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
+    let inv = load_inventory(&a.inv.path())?;
+    // The kubeconfigs hardway renders are looked for too, when the PKI can be rendered.
+    let kubeconfigs = pki::load(&inv, &a.pki).ok().and_then(|p| render::render(&inv, &p).ok()).map(|r| check::rendered_kubeconfigs(&r)).unwrap_or_default();
+    let connector = Arc::new(SshConnector::new(&inv, policy(a.accept_new_host_keys)).with_sudo_password(sudo_password(&inv)?));
+    let report = runtime()?.block_on(check::check(&inv, &a.pki, connector, kubeconfigs, a.warn_days, a.parallel))?;
+    if a.output == OutputFormat::Json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        out!("{}", check::format(&report));
+    }
+    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn renew_cmd(a: RenewArgs) -> Result<ExitCode> {
+    let Opened { inv, events, connector, .. } = open(&a.cluster, "certs-renew")?;
+    let opts = renew::RenewOptions {
+        names: if a.all { vec![] } else { a.names.clone() },
+        new_keys: a.new_keys,
+        confirm: a.confirm.confirm(a.force),
+        snapshot_dir: (!a.snapshot.no_snapshot).then(|| a.snapshot.snapshot_dir.clone()),
+        snapshot_keep: a.snapshot.keep_snapshots,
+        deploy: a.roll.deploy_options(),
+    };
+    let inv2 = inv.clone();
+    let probe_for = move |p: &pki::Pki| -> Arc<dyn Probe> { probe_of(&inv2, p) };
+    let report = runtime()?
+        .block_on(renew::renew(&inv, &a.cluster.pki, connector, &probe_for, &opts, &events))
+        .context("certs renew")?;
+    if a.cluster.output == OutputFormat::Json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.forced_past {
+            eprintln!("warning: --force: going on although {p}");
+        }
+        print_steps(report.dry_run, &report.steps);
+        for r in &report.renewed {
+            out!("{}: serial {} -> {}, expires {} -> {}{}", r.name, r.old_serial, r.new_serial, r.old_not_after, r.new_not_after, if r.new_key { ", new key" } else { "" });
+        }
+        if !report.on_no_node.is_empty() {
+            out!("on no node (renewed in the PKI directory only): {}", report.on_no_node.join(", "));
+        }
+        print_outcome(report.snapshot.as_ref(), report.aside.as_ref(), report.deploy.as_ref());
+    }
+    Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The snapshot, where old files are kept, and the rollout's table.
+fn print_outcome(snapshot: Option<&PathBuf>, aside: Option<&PathBuf>, deploy: Option<&DeployReport>) {
+    if let Some(s) = snapshot {
+        out!("etcd snapshot before the change: {}", s.display());
+    }
+    if let Some(a) = aside {
+        out!("replaced files kept in {}", a.display());
+    }
+    if let Some(d) = deploy {
+        out!("{}", d.table());
+        for h in d.failed() {
+            eprintln!("{} failed: {}", h.node, h.error.as_deref().unwrap_or("?"));
+        }
+        if !d.failed().is_empty() {
+            eprintln!("the PKI directory has the new certificates: `hardway deploy` pushes them once the failed hosts are back");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! certs check and renew against in-memory nodes: what changes where, in which order things
+//! restart, and what is refused.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::check;
+use super::renew::{RenewOptions, renew};
+use crate::components::Phase;
+use crate::day2::tests::deployed;
+use crate::day2::{Confirm, Day2Error};
+use crate::deploy::DeployOptions;
+use crate::events::Events;
+use crate::pki::{self, CertInfo, Pki};
+use crate::probe::Probe;
+use crate::remote::Connector;
+use crate::testing::{Fixture, block_on};
+
+const YES: Confirm = Confirm { dry_run: false, yes: true, force: false };
+
+fn opts(names: &[&str], confirm: Confirm, f: &Fixture) -> RenewOptions {
+    RenewOptions {
+        names: names.iter().map(|s| s.to_string()).collect(),
+        new_keys: false,
+        confirm,
+        snapshot_dir: Some(f.dir.path().join("snapshots")),
+        snapshot_keep: None,
+        deploy: DeployOptions { etcd_timeout: Duration::from_secs(2), api_timeout: Duration::from_secs(2), ..DeployOptions::default() },
+    }
+}
+
+fn run(f: &Fixture, o: &RenewOptions) -> Result<super::renew::RenewReport, Day2Error> {
+    let fake = f.fake.clone();
+    let probe_for = move |_: &Pki| -> Arc<dyn Probe> { fake.clone() };
+    let c: Arc<dyn Connector> = f.fake.clone();
+    block_on(renew(&f.inv, &f.pki_dir(), c, &probe_for, o, &Events::none("t")))
+}
+
+fn serial_on(f: &Fixture, node: &str, path: &str) -> String {
+    let text = String::from_utf8(f.fake.node(node).files[path].contents.clone()).unwrap();
+    CertInfo::parse(&text).unwrap().serial
+}
+
+#[test]
+fn renew_all_snapshots_first_then_restarts_etcd_and_api_servers_one_at_a_time() {
+    let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane, Phase::Workers]);
+    let before: Vec<String> = ["m1", "m2", "m3"].iter().map(|m| serial_on(&f, m, "/etc/etcd/pki/server.crt")).collect();
+    let admin_before = f.fake.node("m1").files["/etc/kubernetes/admin.kubeconfig"].contents.clone();
+    f.fake.clear_events();
+    let r = run(&f, &opts(&[], YES, &f)).unwrap();
+    let d = r.deploy.as_ref().unwrap();
+    assert!(d.failed().is_empty(), "{}", d.table());
+    assert_eq!(r.renewed.len(), pki::leaf_names(&f.inv).len());
+    assert!(r.snapshot.is_some() && r.on_no_node.is_empty(), "{:?}", r.on_no_node);
+
+    let events: Vec<String> = f.fake.events().into_iter().map(|e| format!("{}: {}", e.node, e.what)).collect();
+    let pos = |what: &str| events.iter().position(|e| e == what).unwrap_or_else(|| panic!("no {what:?} in {events:#?}"));
+    assert!(pos("etcd: snapshot") < pos("m1: restart etcd"));
+    assert_eq!(f.fake.events_like("restart etcd"), ["m1: restart etcd", "m2: restart etcd", "m3: restart etcd"]);
+    assert_eq!(f.fake.events_like("restart kube-apiserver"), ["m1: restart kube-apiserver", "m2: restart kube-apiserver", "m3: restart kube-apiserver"]);
+    assert!(pos("m3: restart etcd") < pos("m1: restart kube-apiserver"));
+    assert!(pos("m3: restart kube-apiserver") < pos("m1: restart kube-controller-manager"));
+    assert!(pos("m3: restart kube-apiserver") < pos("w1: restart kubelet") && pos("w1: restart kubelet") < pos("w1: restart kube-proxy"));
+    assert!(!events.iter().any(|e| e.ends_with("daemon-reload")), "no unit changed: {events:#?}");
+
+    // Every node has the new certificates, and the kubeconfigs embed the new client certs.
+    let new = pki::load(&f.inv, &f.pki_dir()).unwrap();
+    for (i, m) in ["m1", "m2", "m3"].iter().enumerate() {
+        let now = serial_on(&f, m, "/etc/etcd/pki/server.crt");
+        assert_ne!(now, before[i], "{m}");
+        assert_eq!(f.fake.node(m).files["/etc/etcd/pki/server.crt"].contents, new.cert(&format!("etcd/server-{m}")).cert_pem.as_bytes());
+    }
+    assert_ne!(f.fake.node("m1").files["/etc/kubernetes/admin.kubeconfig"].contents, admin_before);
+    // The old certificates are kept aside, the keys are the same.
+    let aside = r.aside.unwrap();
+    assert_eq!(std::fs::read_to_string(aside.join("etcd/server-m1.crt")).unwrap(), f.pki.cert("etcd/server-m1").cert_pem);
+    assert_eq!(new.cert("apiserver").key_pem, f.pki.cert("apiserver").key_pem);
+}
+
+#[test]
+fn one_certificate_changes_one_node_and_restarts_only_its_unit() {
+    let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
+    f.fake.clear_events();
+    let r = run(&f, &opts(&["etcd/peer-m2"], YES, &f)).unwrap();
+    let d = r.deploy.unwrap();
+    let changed: Vec<(String, usize)> = d.hosts.iter().filter(|h| h.changed > 0).map(|h| (h.node.clone(), h.changed)).collect();
+    assert_eq!(changed, [("m2".to_string(), 1)]);
+    assert_eq!(f.fake.events_like("restart"), ["m2: restart etcd"]);
+}
+
+#[test]
+fn what_is_not_deployed_is_not_created_and_not_started() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb]);
+    let r = run(&f, &opts(&[], YES, &f)).unwrap();
+    assert!(r.deploy.as_ref().unwrap().failed().is_empty());
+    for m in ["m1", "m2", "m3"] {
+        let n = f.fake.node(m);
+        assert!(!n.files.keys().any(|p| p.starts_with("/etc/kubernetes")), "{m}: {:?}", n.files.keys());
+        assert!(!n.units.contains_key("kube-apiserver"));
+    }
+    assert!(r.on_no_node.contains(&"apiserver".to_string()) && !r.on_no_node.contains(&"etcd/server-m1".to_string()), "{:?}", r.on_no_node);
+}
+
+#[test]
+fn a_dry_run_and_a_run_without_yes_change_nothing_anywhere() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb]);
+    let pki_before = std::fs::read(f.pki_dir().join("etcd/server-m1.crt")).unwrap();
+    f.fake.clear_events();
+    let r = run(&f, &opts(&["etcd/server-m1"], Confirm { dry_run: true, ..Confirm::default() }, &f)).unwrap();
+    assert!(r.steps.iter().any(|s| s == "m1: replace /etc/etcd/pki/server.crt"), "{:#?}", r.steps);
+    assert!(r.steps.iter().any(|s| s.contains("restart etcd on m1, one at a time")), "{:#?}", r.steps);
+    let err = run(&f, &opts(&["etcd/server-m1"], Confirm::default(), &f)).unwrap_err();
+    assert!(matches!(err, Day2Error::NeedsYes { .. }), "{err}");
+    assert!(f.fake.events().is_empty(), "{:?}", f.fake.events());
+    assert_eq!(std::fs::read(f.pki_dir().join("etcd/server-m1.crt")).unwrap(), pki_before);
+}
+
+#[test]
+fn an_unhealthy_cluster_is_refused_unless_forced_which_says_what_it_skipped() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb]);
+    f.fake.node("m3").units.get_mut("etcd").unwrap().active = false;
+    f.fake.clear_events();
+    let err = run(&f, &opts(&["etcd/server-m1"], YES, &f)).unwrap_err().to_string();
+    assert!(err.contains("refusing to renew certificates") && err.contains("m3 (10.0.0.13): no answer") && err.contains("--force"), "{err}");
+    assert!(f.fake.events().is_empty());
+    let forced = Confirm { force: true, ..YES };
+    let r = run(&f, &opts(&["etcd/server-m1"], forced, &f)).unwrap();
+    assert!(r.forced_past.iter().any(|p| p.contains("etcd is not healthy")), "{:?}", r.forced_past);
+}
+
+#[test]
+fn check_lists_every_certificate_where_the_units_say_and_flags_what_expires() {
+    let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
+    let kubeconfigs = check::rendered_kubeconfigs(&f.rendered());
+    let c: Arc<dyn Connector> = f.fake.clone();
+    let report = block_on(check::check(&f.inv, &f.pki_dir(), c.clone(), kubeconfigs.clone(), 30, 4)).unwrap();
+    assert!(report.ok(), "{}", check::format(&report));
+    let m1: Vec<(&str, &str)> = report.of("m1").map(|c| (c.path.as_str(), c.subject.as_str())).collect();
+    for want in [
+        ("/etc/etcd/pki/server.crt", "CN=m1"),
+        ("/etc/etcd/pki/ca.crt", "CN=etcd-ca"),
+        ("/etc/kubernetes/pki/apiserver.crt", "CN=kube-apiserver"),
+        ("/etc/kubernetes/admin.kubeconfig", "CN=admin,O=system:masters"),
+        ("/etc/kubernetes/admin.kubeconfig", "CN=kubernetes"),
+        ("/etc/kubernetes/scheduler.kubeconfig", "CN=system:kube-scheduler,O=system:kube-scheduler"),
+    ] {
+        assert!(m1.contains(&want), "{want:?} not in {m1:#?}");
+    }
+    let lb: Vec<&str> = report.of("lb").map(|c| c.subject.as_str()).collect();
+    assert!(lb.contains(&"CN=haproxy-healthcheck") && lb.contains(&"CN=kubernetes"), "{lb:?}");
+    // Everything is valid for about a year: a warning of 400 days flags all of it.
+    let report = block_on(check::check(&f.inv, &f.pki_dir(), c.clone(), kubeconfigs.clone(), 400, 4)).unwrap();
+    assert!(!report.ok());
+    assert!(report.nodes.iter().filter(|c| !c.ca).all(|c| c.problem.as_deref().is_some_and(|p| p.starts_with("expires in 36"))), "{}", check::format(&report));
+    // A missing certificate that a unit names is named.
+    f.fake.node("m2").files.remove("/etc/etcd/pki/peer.crt");
+    f.fake.node("w1").reachable = false;
+    let report = block_on(check::check(&f.inv, &f.pki_dir(), c, kubeconfigs, 30, 4)).unwrap();
+    assert!(report.of("m2").any(|c| c.path == "/etc/etcd/pki/peer.crt" && c.problem.as_deref() == Some("missing")));
+    assert_eq!(report.unreachable.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["w1"]);
+}
