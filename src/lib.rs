@@ -19,6 +19,7 @@
 //! [`cli`] is the command-line front end over these stages (like ripgrep's core/CLI split) and
 //! owns the one async runtime; `main.rs` only calls it.
 
+pub mod addons;
 pub mod cli;
 pub mod components;
 pub mod day2;

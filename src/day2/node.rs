@@ -92,6 +92,9 @@ pub async fn remove(
         for r in &risks {
             steps.push(format!("--force: going on although {r}"));
         }
+        if let Some(dir) = &opts.deploy.snapshot_dir {
+            steps.push(format!("etcd: a snapshot into {} first", dir.display()));
+        }
         let via = via.ok_or_else(|| Day2Error::Unhealthy { reason: "no other etcd member answers: nothing to remove the member through".into() })?;
         let (list, _) = probe.etcd_membership(via.address, Duration::from_secs(5)).await.map_err(Day2Error::Etcd)?;
         match list.iter().find(|m| m.name == name) {
@@ -118,6 +121,19 @@ pub async fn remove(
     }
 
     if let Some((via, id)) = removal {
+        // Like every change to etcd's membership: a snapshot first (unless --no-snapshot).
+        if let Some(dir) = &opts.deploy.snapshot_dir {
+            let step = events.start(None, Some("remove"), "etcd snapshot");
+            match super::snapshot::save(inv, probe.as_ref(), dir, opts.deploy.snapshot_keep).await {
+                Ok(info) => step.done(crate::events::Status::Changed, Some(info.file)),
+                // Without quorum there is no snapshot to take; --force has said it goes on.
+                Err(e) if opts.confirm.force => {
+                    report.steps.push(format!("--force: no snapshot ({e})"));
+                    step.done(crate::events::Status::Failed, Some(e.to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let step = events.start(Some(name), Some("remove"), "etcd member remove");
         probe.etcd_member_remove(via, id).await.map_err(Day2Error::Etcd)?;
         step.done(crate::events::Status::Changed, None);

@@ -5,6 +5,7 @@
 //! nothing to do.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -12,6 +13,7 @@ use super::{Confirm, Day2Error, connect_all, stamp};
 use crate::components::ETCD_DATA_DIR;
 use crate::events::{Events, Status};
 use crate::inventory::{Inventory, Node};
+use crate::probe::{self, Probe};
 use crate::remote::{Connector, PLACED, UnitOps};
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +42,27 @@ pub struct ResetOptions {
 /// haproxy or etcd unit is not hardway's to stop).
 fn placed_units(placed: &[String]) -> Vec<String> {
     placed.iter().filter_map(|p| p.strip_prefix("/etc/systemd/system/")?.strip_suffix(".service")).map(str::to_string).collect()
+}
+
+/// Refuses to reset etcd members that still run as members of the cluster, unless the whole
+/// cluster goes (`all`) or `force`: an etcd member leaves with `hardway node remove`, not with
+/// a reset that the others would see as a dead member.
+pub async fn refuse_running_members(inv: &Inventory, nodes: &[&Node], probe: &dyn Probe, all: bool, force: bool) -> Result<(), Day2Error> {
+    let members: Vec<&&Node> = nodes.iter().filter(|n| inv.is_etcd_member(n)).collect();
+    if all || force || members.is_empty() {
+        return Ok(());
+    }
+    let statuses = probe::cluster_status(probe, &inv.etcd_members(), Duration::from_secs(3)).await;
+    let running: Vec<&str> = statuses.iter().filter(|s| s.answered() && members.iter().any(|m| m.name == s.name)).map(|s| s.name.as_str()).collect();
+    if running.is_empty() {
+        return Ok(());
+    }
+    Err(Day2Error::Refused {
+        reason: format!(
+            "{} still run as etcd members of the cluster; `hardway node remove` takes a member out first (--force resets it anyway, and the cluster loses that member)",
+            running.join(", ")
+        ),
+    })
 }
 
 pub async fn reset(inv: &Inventory, nodes: &[&Node], connector: &dyn Connector, opts: &ResetOptions, events: &Events) -> Result<ResetReport, Day2Error> {

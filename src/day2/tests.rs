@@ -122,3 +122,17 @@ fn removing_a_member_that_would_cost_quorum_is_refused_with_the_reason() {
     let r = block_on(remove(&f.inv, "m3", &f.pki_dir(), c, p, &remove_opts(dry), &Events::none("t"))).unwrap();
     assert!(r.steps.iter().any(|s| s.starts_with("etcd: member remove m3")), "{:?}", r.steps);
 }
+
+#[test]
+fn resetting_a_running_member_alone_is_refused_but_the_whole_cluster_or_force_is_not() {
+    let f = deployed(&[Phase::Etcd]);
+    let m2: Vec<&crate::inventory::Node> = f.inv.nodes.iter().filter(|n| n.name == "m2").collect();
+    let err = block_on(super::reset::refuse_running_members(&f.inv, &m2, f.fake.as_ref(), false, false)).unwrap_err();
+    assert!(err.to_string().contains("m2 still run") && err.to_string().contains("node remove"), "{err}");
+    block_on(super::reset::refuse_running_members(&f.inv, &m2, f.fake.as_ref(), false, true)).unwrap();
+    let all: Vec<&crate::inventory::Node> = f.inv.nodes.iter().collect();
+    block_on(super::reset::refuse_running_members(&f.inv, &all, f.fake.as_ref(), true, false)).unwrap();
+    // A member that is already down is no member to take out first.
+    f.fake.node("m2").units.get_mut("etcd").unwrap().active = false;
+    block_on(super::reset::refuse_running_members(&f.inv, &m2, f.fake.as_ref(), false, false)).unwrap();
+}

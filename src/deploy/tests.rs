@@ -202,10 +202,66 @@ fn addons_are_applied_on_the_first_master_once_its_api_server_answers() {
     let f = Fixture::new();
     let r = run(&f, &opts(&Phase::ALL)).unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
-    assert_eq!(f.fake.events_like("apply"), ["m1: apply /etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml"]);
+    assert_eq!(
+        f.fake.events().iter().filter(|e| e.what.starts_with("kubectl") || e.what.starts_with("wait")).map(|e| format!("{}: {}", e.node, e.what)).collect::<Vec<_>>(),
+        [
+            "m1: kubectl apply -f /etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml",
+            "m1: kubectl apply -f /etc/kubernetes/addons/coredns.yaml",
+            "m1: wait for deployment/coredns in kube-system to roll out",
+        ]
+    );
     for unit in ["containerd", "kubelet", "kube-proxy", "pod-routes"] {
         assert!(f.fake.node("w1").unit_active(unit), "{unit}");
     }
+}
+
+#[test]
+fn the_dry_run_lists_every_addon_step_in_order_on_the_first_master() {
+    let f = Fixture::new();
+    let mut o = opts(&Phase::ALL);
+    o.dry_run = true;
+    let r = run(&f, &o).unwrap();
+    let addons: Vec<&String> = r.steps.iter().filter(|s| s.starts_with("addons:")).collect();
+    assert_eq!(
+        addons,
+        [
+            "addons: kubelet access RBAC: kubectl apply -f /etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml on m1",
+            "addons: CoreDNS: kubectl apply -f /etc/kubernetes/addons/coredns.yaml on m1",
+            "addons: CoreDNS: wait for deployment/coredns in kube-system to roll out on m1",
+        ]
+    );
+    assert!(f.fake.events().is_empty());
+}
+
+#[test]
+fn an_addon_that_never_gets_ready_fails_the_phase_naming_it() {
+    let f = Fixture::new();
+    f.fake.node("m1").unready.insert("deployment/coredns".into());
+    let r = run(&f, &opts(&Phase::ALL)).unwrap();
+    let failed = r.failed();
+    assert_eq!(failed.len(), 1, "{}", r.table());
+    assert_eq!(failed[0].node, "m1");
+    assert_eq!(failed[0].failed_phase, Some(Phase::Addons));
+    let e = failed[0].error.as_deref().unwrap();
+    assert!(e.contains("addon CoreDNS: wait for deployment/coredns in kube-system to roll out failed"), "{e}");
+}
+
+#[test]
+fn image_tarballs_are_placed_and_imported_on_every_containerd_node_before_the_addons() {
+    let images = tempfile::tempdir().unwrap();
+    std::fs::write(images.path().join("coredns.tar"), b"an image archive").unwrap();
+    std::fs::write(images.path().join("notes.txt"), b"not an image").unwrap();
+    let text = crate::testing::INVENTORY.replacen("[binaries]", &format!("[addons]\nimages_dir = {:?}\n\n[binaries]", images.path()), 1);
+    let f = Fixture::with(&text);
+    let rendered = f.rendered();
+    let has = |node: &str| rendered.hosts[node].iter().any(|file| file.path == "/var/lib/hardway/images/coredns.tar");
+    assert!(has("w1") && !has("m1") && !has("lb"), "the tarball goes where containerd runs, only");
+    assert!(!rendered.hosts["w1"].iter().any(|file| file.path.ends_with("notes.txt")));
+    run(&f, &opts(&Phase::ALL)).unwrap();
+    let events: Vec<String> = f.fake.events().iter().map(|e| format!("{}: {}", e.node, e.what)).collect();
+    let import = events.iter().position(|e| e == "w1: import /var/lib/hardway/images/coredns.tar").unwrap_or_else(|| panic!("{events:#?}"));
+    let first_apply = events.iter().position(|e| e.starts_with("m1: kubectl apply")).unwrap();
+    assert!(import < first_apply, "images are imported before the addons are applied");
 }
 
 #[test]

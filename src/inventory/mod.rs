@@ -10,6 +10,7 @@
 //! This file holds the validated model every later stage uses, and [`load`]/[`parse`].
 //! Nothing in this module writes to disk, so bad input can never change anything.
 
+mod addons;
 mod kubernetes;
 mod raw;
 mod span;
@@ -26,6 +27,7 @@ use ipnet::Ipv4Net;
 use crate::components::{ComponentId, Port};
 use crate::versions::Version;
 
+pub use addons::{Addons, CoreDns, Manifest, Metallb};
 pub use values::is_dns_label;
 
 /// One problem found in an inventory, with where it was found.
@@ -233,14 +235,6 @@ impl Node {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct Metallb {
-    pub enabled: bool,
-    /// Ranges `a-b` or CIDRs, checked and rewritten without the user's spacing (they go into
-    /// the pool's YAML as they are).
-    pub addresses: Vec<String>,
-}
-
 /// One flag from `[components.<name>] extra_args`, checked against the lists of the cluster's
 /// Kubernetes version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,12 +244,6 @@ pub struct ExtraArg {
     pub value: String,
     /// `--flag=value` as it goes into `ExecStart=` (`crate::flags::systemd_word`).
     pub word: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Addons {
-    pub metallb: Metallb,
-    pub aggregation: bool,
 }
 
 /// A validated inventory. Every address, CIDR and role in here has been checked.

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub(super) use super::addons::RawAddons;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawInventory {
@@ -105,29 +107,6 @@ impl RawNode {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawAddons {
-    pub metallb: Option<RawMetallb>,
-    pub aggregation: Option<RawAggregation>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawMetallb {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default)]
-    pub addresses: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawAggregation {
-    #[serde(default)]
-    pub enabled: bool,
 }
 
 #[derive(Deserialize)]

@@ -12,11 +12,11 @@ use std::path::Path;
 use ipnet::{IpNet, Ipv4Net};
 use toml_edit::Document;
 
-use super::raw::{RawAddons, RawBinaries, RawCluster, RawInventory, RawNode, RawPki, RawSsh, RawSudo};
+use super::raw::{RawBinaries, RawCluster, RawInventory, RawNode, RawPki, RawSsh, RawSudo};
 use super::span::{line_col, span_of};
 use super::values::{self, LABEL_RULE, NAME_RULE, PATH_RULE};
 use super::{
-    Addons, Bastion, Binaries, Cluster, Inventory, KeyAlgorithm, LoadBalancer, Metallb, Node, PkiSettings, Problem,
+    Bastion, Binaries, Cluster, Inventory, KeyAlgorithm, LoadBalancer, Node, PkiSettings, Problem,
     Role, SshSettings, Sudo, nth_addr,
 };
 use crate::components::{self, COMPONENTS, Port};
@@ -39,7 +39,7 @@ const MAX_CONNECT_TIMEOUT_SECS: u64 = 3_600;
 const PORT_ZERO: &str = "port 0 is not a valid port";
 
 /// Collects problems and warnings, each located in the text.
-pub(super) struct Validator<'a> {
+pub(crate) struct Validator<'a> {
     text: &'a str,
     doc: &'a Document<&'a str>,
     pub problems: Vec<Problem>,
@@ -47,8 +47,8 @@ pub(super) struct Validator<'a> {
 }
 
 /// What `[cluster]` yields; `None` where a value did not parse.
-struct ClusterParts {
-    version: Option<Version>,
+pub(super) struct ClusterParts {
+    pub version: Option<Version>,
     service_cidr: Option<Ipv4Net>,
     pod_cidr: Option<Ipv4Net>,
     cluster_dns: Option<Ipv4Addr>,
@@ -57,7 +57,7 @@ struct ClusterParts {
 
 impl ClusterParts {
     /// The cluster networks that parsed, by field name: no node, LB or pool may lie inside them.
-    fn networks(&self) -> impl Iterator<Item = (&'static str, Ipv4Net)> {
+    pub(super) fn networks(&self) -> impl Iterator<Item = (&'static str, Ipv4Net)> {
         [("service_cidr", self.service_cidr), ("pod_cidr", self.pod_cidr)]
             .into_iter()
             .filter_map(|(name, net)| Some((name, net?)))
@@ -83,7 +83,8 @@ impl<'a> Validator<'a> {
         let ssh = self.ssh(&raw.ssh);
         let pki = self.pki(&raw.pki);
         let binaries = self.binaries(&raw.binaries);
-        let addons = self.addons(&raw.addons, &nodes, load_balancer.as_ref(), &cluster);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let addons = self.addons(&raw.addons, dir, &nodes, load_balancer.as_ref(), &cluster);
         let extra_args = self.extra_args(&raw.components, cluster.version);
         let inv = Inventory {
             source: path.to_path_buf(),
@@ -462,57 +463,6 @@ impl<'a> Validator<'a> {
             );
         }
         Binaries { remote_dir, local_dir: b.local_dir.as_deref().map(values::expand_home) }
-    }
-
-    fn addons(&mut self, a: &RawAddons, nodes: &[Node], lb: Option<&LoadBalancer>, cluster: &ClusterParts) -> Addons {
-        let mut metallb = Metallb::default();
-        if let Some(m) = &a.metallb {
-            metallb.enabled = m.enabled;
-            if m.enabled && m.addresses.is_empty() {
-                self.error("addons.metallb.addresses", "MetalLB is enabled but has no address pool");
-            }
-            for (i, pool) in m.addresses.iter().enumerate() {
-                if let Some(normalized) = self.metallb_pool(&format!("addons.metallb.addresses[{i}]"), pool, nodes, lb, cluster) {
-                    metallb.addresses.push(normalized);
-                }
-            }
-        }
-        Addons { metallb, aggregation: a.aggregation.as_ref().is_some_and(|a| a.enabled) }
-    }
-
-    /// One pool entry: it must parse and must not hand out addresses that are already in use.
-    fn metallb_pool(
-        &mut self,
-        field: &str,
-        a: &str,
-        nodes: &[Node],
-        lb: Option<&LoadBalancer>,
-        cluster: &ClusterParts,
-    ) -> Option<String> {
-        let Some((lo, hi, normalized)) = values::parse_pool(a) else {
-            self.error(field, format!("{a:?} is neither an IPv4 range \"a.b.c.d-a.b.c.e\" nor a CIDR"));
-            return None;
-        };
-        if lo > hi {
-            self.error(field, format!("{a:?}: range start is after its end"));
-            return None;
-        }
-        let in_pool = |ip: IpAddr| match ip {
-            IpAddr::V4(v4) => (lo..=hi).contains(&u32::from(v4)),
-            IpAddr::V6(_) => false,
-        };
-        for n in nodes.iter().filter(|n| in_pool(n.address)) {
-            self.error(field, format!("pool {a} contains node {}'s address {}", n.name, n.address));
-        }
-        if let Some(lb) = lb.filter(|lb| in_pool(lb.address)) {
-            self.error(field, format!("pool {a} contains the load balancer address {}", lb.address));
-        }
-        for (name, net) in cluster.networks() {
-            if lo <= u32::from(net.broadcast()) && u32::from(net.network()) <= hi {
-                self.error(field, format!("pool {a} overlaps cluster.{name} {net}"));
-            }
-        }
-        Some(normalized)
     }
 
     // -----------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::ssh::SshError;
+use crate::addons::Step as AddonStep;
 use super::{
-    Apply, Connector, Facts, FactsQuery, HostsBlock, KeyCheck, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
+    Apply, Connector, Facts, FactsQuery, ImportImages, HostsBlock, KeyCheck, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
     UnitOps, Upload,
 };
 use crate::components::COMPONENTS;
@@ -67,8 +68,8 @@ pub struct NodeState {
     pub systemctl_error: Option<String>,
     /// Canned answers of Unix sockets, by path.
     pub sockets: BTreeMap<String, String>,
-    /// CRDs the API server on this node knows (for `apply`'s CRD condition).
-    pub crds: BTreeSet<String>,
+    /// Objects `apply` waits for that never become ready (`deployment/coredns`).
+    pub unready: BTreeSet<String>,
     /// Directories that exist (data dirs), besides the files' parents.
     pub dirs: BTreeSet<String>,
     /// What `install_files` placed, for reset.
@@ -135,7 +136,7 @@ impl FakeCluster {
                 failing: BTreeSet::new(),
                 systemctl_error: None,
                 sockets: BTreeMap::new(),
-                crds: BTreeSet::new(),
+                unready: BTreeSet::new(),
                 dirs: BTreeSet::new(),
                 placed: BTreeSet::new(),
             };
@@ -571,18 +572,36 @@ impl Remote for FakeRemote {
     fn apply(&self, a: &Apply<'_>) -> Result<(), RemoteError> {
         let s = self.state()?;
         if !s.unit_active("kube-apiserver") {
-            return Err(RemoteError::failed("applying manifests", format!("the API server was not ready after {} s", a.ready_timeout_secs)));
+            return Err(RemoteError::failed("applying addons", format!("the API server was not ready after {} s", a.timeout_secs)));
         }
-        let mut applied: Vec<String> = a.manifests.clone();
-        if let Some((crd, manifests, missing)) = &a.needs_crd {
-            if !s.crds.contains(*crd) {
-                return Err(RemoteError::failed("applying manifests", *missing));
+        let unready = s.unready.clone();
+        drop(s);
+        for addon in a.addons {
+            for step in &addon.steps {
+                let object = match step {
+                    AddonStep::Rollout { object, .. } | AddonStep::Available { object } => Some(*object),
+                    _ => None,
+                };
+                if object.is_some_and(|o| unready.contains(o)) {
+                    return Err(RemoteError::failed("applying addons", format!("addon {}: {} failed: not ready within {} s", addon.name, step.describe(), a.timeout_secs)));
+                }
+                self.record(step.describe());
             }
-            applied.extend(manifests.iter().cloned());
+        }
+        Ok(())
+    }
+
+    fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError> {
+        let s = self.state()?;
+        if !s.unit_active("containerd") {
+            return Err(RemoteError::failed("importing images into containerd", "ctr: cannot connect to containerd (fake: containerd is not running)"));
+        }
+        if let Some(missing) = import.tarballs.iter().find(|t| !s.files.contains_key(*t)) {
+            return Err(RemoteError::failed("importing images into containerd", format!("ctr: open {missing}: no such file or directory")));
         }
         drop(s);
-        for m in applied {
-            self.record(format!("apply {m}"));
+        for t in &import.tarballs {
+            self.record(format!("import {t}"));
         }
         Ok(())
     }

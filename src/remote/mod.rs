@@ -227,17 +227,21 @@ pub struct EtcdRestore<'a> {
     pub bin_dir: &'a str,
 }
 
-/// Manifests to apply with kubectl on a node, once the API server answers.
-#[derive(Debug, Clone)]
+/// The addons, applied with kubectl on one node once its API server is ready.
 pub struct Apply<'a> {
     pub kubectl: &'a str,
     pub kubeconfig: &'a str,
-    /// Applied in order; each is a path on the node.
-    pub manifests: Vec<String>,
-    /// Manifests applied only when this CRD exists, with the message when it does not.
-    pub needs_crd: Option<(&'a str, Vec<String>, &'a str)>,
-    /// How long to wait for `/readyz`.
-    pub ready_timeout_secs: u32,
+    pub addons: &'a [crate::addons::Addon],
+    /// How long to wait for `/readyz`, and for each addon's readiness step.
+    pub timeout_secs: u32,
+}
+
+/// Image tarballs already on the node, to import into containerd's `k8s.io` namespace (the
+/// one the kubelet's CRI uses).
+pub struct ImportImages<'a> {
+    /// containerd's client, `ctr`.
+    pub ctr: &'a str,
+    pub tarballs: Vec<String>,
 }
 
 /// The operations hardway runs on a node. One implementation per transport (SSH, in memory);
@@ -295,8 +299,12 @@ pub trait Remote: Send {
     /// Sends `request` to a Unix socket on the node and returns the whole answer.
     fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError>;
 
-    /// Applies manifests with kubectl once the API server is ready.
+    /// Applies the addons with kubectl once the API server is ready, each step in order; an
+    /// error names the addon and the step that failed.
     fn apply(&self, apply: &Apply<'_>) -> Result<(), RemoteError>;
+
+    /// Imports image tarballs into containerd.
+    fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError>;
 
     /// Renames `path` to `path.SUFFIX` (never deletes): the new name, or none when `path` does
     /// not exist.

@@ -15,8 +15,9 @@ use std::time::SystemTime;
 use base64::Engine;
 
 use super::script::{Script, Sections, quote, quote_all};
+use crate::addons::Step as AddonStep;
 use super::{
-    Apply, Facts, FactsQuery, HostsBlock, KeyCheck, Listener, Output, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
+    Apply, Facts, FactsQuery, ImportImages, HostsBlock, KeyCheck, Listener, Output, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
     UnitOps, Upload,
 };
 use crate::plan::sha256_hex;
@@ -497,26 +498,49 @@ impl<T: Transport> Remote for ShellRemote<T> {
     }
 
     fn apply(&self, a: &Apply<'_>) -> Result<(), RemoteError> {
-        let (k, kc) = (quote(a.kubectl), quote(a.kubeconfig));
+        let (k, kc, t) = (quote(a.kubectl), quote(a.kubeconfig), a.timeout_secs);
+        let kubectl = format!("{k} --kubeconfig {kc}");
         let mut s = Script::strict();
         s.raw(&format!(
-            "i=0; until {k} --kubeconfig {kc} get --raw /readyz >/dev/null 2>&1; do i=$((i+1)); \
-             [ $i -lt {t} ] || {{ echo 'the API server was not ready after {t} s' >&2; exit 1; }}; sleep 1; done",
-            t = a.ready_timeout_secs
+            "i=0; until {kubectl} get --raw /readyz >/dev/null 2>&1; do i=$((i+1)); \
+             [ $i -lt {t} ] || {{ echo 'the API server was not ready after {t} s' >&2; exit 1; }}; sleep 1; done"
         ));
-        for m in &a.manifests {
-            s.raw(&format!("{k} --kubeconfig {kc} apply -f {}", quote(m)));
+        for addon in a.addons {
+            for step in &addon.steps {
+                let fail = quote(&format!("addon {}: {} failed", addon.name, step.describe()));
+                let line = match step {
+                    AddonStep::Apply(m) => format!("{kubectl} apply -f {} || {{ echo {fail} >&2; exit 1; }}", quote(m)),
+                    // Until the webhook answers, apply fails with "failed calling webhook";
+                    // the last answer is printed when time runs out.
+                    AddonStep::ApplyUntilAccepted(m) => format!(
+                        "i=0; until out=$({kubectl} apply -f {} 2>&1); do i=$((i+2)); \
+                         [ $i -lt {t} ] || {{ echo \"$out\" >&2; echo {fail}: not accepted within {t} s >&2; exit 1; }}; sleep 2; done; echo \"$out\"",
+                        quote(m)
+                    ),
+                    AddonStep::Rollout { namespace, object } => format!(
+                        "{kubectl} -n {} rollout status {} --timeout={t}s || {{ {kubectl} -n {} get pods -o wide >&2; echo {fail}: not ready within {t} s >&2; exit 1; }}",
+                        quote(namespace),
+                        quote(object),
+                        quote(namespace)
+                    ),
+                    AddonStep::Available { object } => format!(
+                        "{kubectl} wait --for=condition=Available {} --timeout={t}s || {{ {kubectl} get {} -o yaml >&2; echo {fail}: not Available within {t} s >&2; exit 1; }}",
+                        quote(object),
+                        quote(object)
+                    ),
+                };
+                s.raw(&line);
+            }
         }
-        if let Some((crd, manifests, missing)) = &a.needs_crd {
-            let applies: Vec<String> = manifests.iter().map(|m| format!("{k} --kubeconfig {kc} apply -f {}", quote(m))).collect();
-            s.raw(&format!(
-                "if {k} --kubeconfig {kc} get crd {} >/dev/null 2>&1; then {}; else echo {} >&2; exit 1; fi",
-                quote(crd),
-                applies.join("; "),
-                quote(missing)
-            ));
+        self.run_ok("applying addons", &s).map(|_| ())
+    }
+
+    fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError> {
+        let mut s = Script::strict();
+        for t in &import.tarballs {
+            s.raw(&format!("{} -n k8s.io images import {}", quote(import.ctr), quote(t)));
         }
-        self.run_ok("applying manifests", &s).map(|_| ())
+        self.run_ok("importing images into containerd", &s).map(|_| ())
     }
 }
 
@@ -742,5 +766,44 @@ mod tests {
             std::fs::read_to_string(&target).unwrap(),
             "127.0.0.1 localhost\n192.0.2.1 precious\n# BEGIN hardway c\n10.0.0.1 n1\n# END hardway c\n"
         );
+    }
+
+    /// The addons script's control flow, run by `sh` against a recording stand-in for kubectl
+    /// (no API server can run here): every step in order, the webhook step retried until the
+    /// stand-in accepts it, a rollout that does not finish named in the error.
+    #[test]
+    fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
+        use crate::addons::{Addon, Step};
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls");
+        let kubectl = dir.path().join("kubectl");
+        // Refuses the first apply of the pool (as a webhook that does not answer yet), and
+        // every rollout of deployment/broken.
+        let stand_in = format!(
+            "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$*\" in\n  *pool.yaml*) [ -e {log}.once ] || {{ touch {log}.once; echo 'failed calling webhook' >&2; exit 1; }} ;;\n  *deployment/broken*) exit 1 ;;\nesac\nexit 0\n",
+            log = log.display()
+        );
+        std::fs::write(&kubectl, stand_in).unwrap();
+        std::fs::set_permissions(&kubectl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let k = kubectl.display().to_string();
+        let addons = vec![
+            Addon { name: "CoreDNS", steps: vec![Step::Apply("/a/coredns.yaml".into()), Step::Rollout { namespace: "kube-system", object: "deployment/coredns" }] },
+            Addon { name: "MetalLB", steps: vec![Step::ApplyUntilAccepted("/a/pool.yaml".into())] },
+        ];
+        local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &addons, timeout_secs: 10 }).unwrap();
+        let calls: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(|l| l.replace("--kubeconfig /k ", "")).collect();
+        assert_eq!(
+            calls,
+            [
+                "get --raw /readyz",
+                "apply -f /a/coredns.yaml",
+                "-n kube-system rollout status deployment/coredns --timeout=10s",
+                "apply -f /a/pool.yaml",
+                "apply -f /a/pool.yaml",
+            ]
+        );
+        let broken = vec![Addon { name: "Broken", steps: vec![Step::Rollout { namespace: "x", object: "deployment/broken" }] }];
+        let err = local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &broken, timeout_secs: 10 }).unwrap_err().to_string();
+        assert!(err.contains("addon Broken: wait for deployment/broken in x to roll out failed: not ready within 10 s"), "{err}");
     }
 }

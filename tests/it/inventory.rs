@@ -615,4 +615,5 @@ fn cert_validity_beyond_a_century() {
 }
 
 /// The rules that depend on the Kubernetes version: supported releases and `extra_args`.
+mod addons;
 mod kubernetes;

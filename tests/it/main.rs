@@ -5,7 +5,9 @@
 
 mod common;
 
+mod addons;
 mod cli;
+mod day2;
 mod deploy;
 mod fuzz;
 mod inventory;

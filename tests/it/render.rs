@@ -82,7 +82,7 @@ fn every_host_gets_the_files_of_its_roles() {
 #[test]
 fn without_aggregation_there_are_no_front_proxy_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = inventory_variant(dir.path(), "noagg.toml", &[("[addons.aggregation]\nenabled = true", "[addons.aggregation]\nenabled = false")]);
+    let inv = inventory_variant(dir.path(), "noagg.toml", &[("[addons.aggregation]\nenabled = true", "[addons.aggregation]\nenabled = false"), ("[addons.metrics_server]\nenabled = true", "[addons.metrics_server]\nenabled = false")]);
     let build = pki_and_render(&inv, dir.path());
     let api = std::fs::read_to_string(build.join("kmaster1/etc/systemd/system/kube-apiserver.service")).unwrap();
     assert!(!api.contains("requestheader") && !api.contains("aggregator"), "{api}");

@@ -14,7 +14,7 @@ use hardway::versions::{ConfigType, Minor, SUPPORTED};
 
 /// The example inventory for `version`, with `extra` appended before `[addons.aggregation]`,
 /// rendered with a fresh PKI.
-fn render_example(version: &str, extra: &str) -> Rendered {
+pub(crate) fn render_example(version: &str, extra: &str) -> Rendered {
     let text = std::fs::read_to_string(example_inventory()).unwrap();
     let from = "kubernetes_version = \"1.37.1\"";
     assert!(text.contains(from), "example.toml no longer sets {from}");
@@ -29,7 +29,7 @@ fn render_example(version: &str, extra: &str) -> Rendered {
     render::render(&inv, &pki).unwrap()
 }
 
-fn file<'a>(r: &'a Rendered, host: &str, path: &str) -> &'a str {
+pub(crate) fn file<'a>(r: &'a Rendered, host: &str, path: &str) -> &'a str {
     let f = r.hosts[host].iter().find(|f| f.path == path).unwrap_or_else(|| panic!("{host} has no {path}"));
     std::str::from_utf8(&f.contents).unwrap()
 }

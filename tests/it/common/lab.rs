@@ -29,8 +29,13 @@ impl LabGuard {
     /// Fails (never skips) when this host cannot run a lab, naming every missing tool and the
     /// Debian package that provides it.
     pub fn new(state_dir: &str) -> LabGuard {
+        LabGuard::of(state_dir, &repo().join("inventory/lab.toml"))
+    }
+
+    /// The lab of another inventory of cluster `lab` (say, with more masters).
+    pub fn of(state_dir: &str, inventory: &Path) -> LabGuard {
         lab::preflight().unwrap_or_else(|e| panic!("{e}"));
-        let inv = inventory::load(&repo().join("inventory/lab.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let inv = inventory::load(inventory).unwrap_or_else(|e| panic!("{}: {e}", inventory.display()));
         // A test that panicked while holding the mutex has torn its lab down in Drop.
         let turn = ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LAB_LOCK_FILE).unwrap();
@@ -75,9 +80,16 @@ pub struct TestLab {
 }
 
 pub fn boot(state_dir: &str) -> TestLab {
-    let guard = LabGuard::new(state_dir);
-    let inv = guard.inv.clone();
+    boot_with(state_dir, &std::fs::read_to_string(repo().join("inventory/lab.toml")).unwrap())
+}
+
+/// `boot` for an inventory given as text: inventory/lab.toml with more nodes, say.
+pub fn boot_with(state_dir: &str, inventory_text: &str) -> TestLab {
     let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("lab-source.toml");
+    std::fs::write(&source, inventory_text).unwrap();
+    let guard = LabGuard::of(state_dir, &source);
+    let inv = guard.inv.clone();
     let mut t = TestLab {
         inv_path: dir.path().join("lab.toml"),
         inv_text: String::new(),
@@ -93,8 +105,7 @@ pub fn boot(state_dir: &str) -> TestLab {
     let booted = t.guard.up();
     t.key = booted.ssh_key.clone();
     t.known_hosts = booted.known_hosts.clone();
-    t.inv_text = std::fs::read_to_string(repo().join("inventory/lab.toml"))
-        .unwrap()
+    t.inv_text = inventory_text
         .replace(&t.inv.ssh.identity_file.as_ref().unwrap().display().to_string(), &booted.ssh_key.display().to_string())
         .replace(&t.inv.ssh.known_hosts.display().to_string(), &t.dir.path().join("known_hosts").display().to_string());
     std::fs::write(&t.inv_path, &t.inv_text).unwrap();
