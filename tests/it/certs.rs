@@ -1,0 +1,323 @@
+//! `hardway certs` and `hardway secrets` against a real lab (issue 11): real etcd members and
+//! HAProxy on systemd-nspawn machines (inventory/lab.toml). Renewing every certificate while a
+//! client writes through all endpoints every 100 ms loses no write; a member whose certificate
+//! has expired (backdated with `openssl ca`) is flagged and repaired. One lab, one test, its
+//! steps in order, torn down when it ends, pass or fail.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::common::lab::TestLab;
+use crate::common::*;
+use hardway::{inventory, pki, probe};
+
+const MEMBERS: [&str; 3] = ["lab-m1", "lab-m2", "lab-m3"];
+
+#[test]
+fn certificates_on_the_lab() {
+    let t = crate::common::lab::boot("/run/hardway/test-certs");
+    pki_generate(&t.inv_path, &t.pki);
+    let o = t.deploy(&t.inv_path, &["--phases", "etcd,lb", "--accept-new-host-keys"]);
+    assert!(o.status.success(), "deploy failed:\n{}", text(&o));
+    let before = check_lists_every_certificate_on_every_node(&t);
+    renewing_everything_loses_no_write(&t, &before);
+    an_expired_member_certificate_is_flagged_and_repaired(&t);
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// `hardway certs ARGS -i INV --pki PKI`.
+fn certs(t: &TestLab, args: &[&str]) -> Output {
+    run(hardway().arg("certs").args(args).arg("-i").arg(&t.inv_path).arg("--pki").arg(&t.pki))
+}
+
+/// `certs check --output json`: its exit code and report.
+fn check_json(t: &TestLab, extra: &[&str]) -> (i32, serde_json::Value) {
+    let o = certs(t, &[&["check", "--output", "json"], extra].concat());
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("certs check --output json is not JSON ({e}):\n{}", text(&o)));
+    (o.status.code().unwrap_or(-1), v)
+}
+
+/// (node, path, subject) → the row of each certificate found on a node.
+fn rows(report: &serde_json::Value) -> BTreeMap<(String, String, String), serde_json::Value> {
+    let s = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    report["nodes"].as_array().unwrap().iter().map(|r| ((s(&r["node"]), s(&r["path"]), s(&r["subject"])), r.clone())).collect()
+}
+
+fn verify_passes(t: &TestLab) {
+    let o = t.verify(&["--pki", t.pki.to_str().unwrap(), "--output", "json"]);
+    let checks: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let bad: Vec<&serde_json::Value> = checks.iter().filter(|c| c["status"] == "FAIL" || c["status"] == "WARN").collect();
+    assert!(o.status.success() && bad.is_empty(), "verify: {bad:#?}");
+}
+
+/// Every certificate the running units name, on every node, with the local PKI: the etcd
+/// members' server, peer and CA files (from `systemctl cat etcd`), HAProxy's client
+/// certificate and CA (from haproxy.cfg); all valid, exit 0; with a warning longer than their
+/// validity, every one is flagged and the exit is 1.
+fn check_lists_every_certificate_on_every_node(t: &TestLab) -> serde_json::Value {
+    let o = certs(t, &["check"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("lab-m2         /etc/etcd/pki/server.crt") && out.contains("(pki)          etcd/ca"), "{out}");
+    let (code, report) = check_json(t, &[]);
+    assert_eq!(code, 0);
+    let found = rows(&report);
+    for m in MEMBERS {
+        for (path, subject) in [("/etc/etcd/pki/server.crt", format!("CN={m}")), ("/etc/etcd/pki/peer.crt", format!("CN={m}")), ("/etc/etcd/pki/ca.crt", "CN=etcd-ca".into())] {
+            let r = found.get(&(m.to_string(), path.to_string(), subject.clone())).unwrap_or_else(|| panic!("{m} {path} {subject} not listed: {report:#}"));
+            assert!(r["days_left"].as_i64().unwrap() >= 364 && r["problem"].is_null(), "{r}");
+        }
+        let server = &found[&(m.to_string(), "/etc/etcd/pki/server.crt".to_string(), format!("CN={m}"))];
+        assert!(server["named_by"].as_array().unwrap().iter().any(|n| n == "etcd server"), "{server}");
+        assert!(server["sans"].as_array().unwrap().iter().any(|s| s.as_str() == Some(&format!("IP:{}", t.addresses[m]))), "{server}");
+        // The serial is what openssl reads from the node's file.
+        let serial = t.ssh_ok(m, "openssl x509 -noout -serial -in /etc/etcd/pki/server.crt");
+        assert_eq!(serial.trim_start_matches("serial=").to_lowercase(), server["serial"].as_str().unwrap().replace(':', ""), "{m}");
+    }
+    let lb = |subject: &str| found.contains_key(&("lab-lb".to_string(), "/etc/haproxy/pki/healthcheck.pem".to_string(), subject.to_string()));
+    assert!(lb("CN=haproxy-healthcheck"), "{report:#}");
+    assert!(found.contains_key(&("lab-lb".to_string(), "/etc/haproxy/pki/ca.crt".to_string(), "CN=kubernetes".to_string())));
+    assert!(!found.keys().any(|(n, _, _)| n == "lab-w1"), "the worker has nothing deployed: {report:#}");
+    assert!(report["local"].as_array().unwrap().iter().any(|r| r["name"] == "etcd/server-lab-m1"));
+
+    let (code, long) = check_json(t, &["--warn-days", "400"]);
+    assert_eq!(code, 1);
+    assert!(long["nodes"].as_array().unwrap().iter().all(|r| r["problem"].as_str().is_some_and(|p| p.starts_with("expires in 36") || p.starts_with("expires in 3"))), "{long:#}");
+    report
+}
+
+/// Writes one key every 100 ms through all the members' client URLs, like a client given
+/// every endpoint: a write goes to the next member in turn and, if that member fails it, to the
+/// others; it fails only when no member takes it.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<Written>>,
+}
+
+/// One write: its number, each member tried with its error (the last one took it, if any).
+struct Written {
+    n: u64,
+    tries: Vec<(String, Option<String>)>,
+}
+
+impl Written {
+    fn ok(&self) -> bool {
+        self.tries.last().is_some_and(|(_, e)| e.is_none())
+    }
+}
+
+impl Writer {
+    fn start(t: &TestLab, prefix: &str) -> Writer {
+        let inv = inventory::load(&t.inv_path).unwrap();
+        let auth = probe::EtcdAuth::from_pki(&pki::load(&inv, &t.pki).unwrap());
+        let members: Vec<(String, IpAddr)> = inv.etcd_members().iter().map(|n| (n.name.clone(), n.address)).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (prefix, flag) = (prefix.to_string(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let mut clients: Vec<Option<etcd_client::Client>> = members.iter().map(|_| None).collect();
+                let mut done = Vec::new();
+                let mut tick = tokio::time::interval(Duration::from_millis(100));
+                let mut n = 0u64;
+                while !flag.load(Ordering::SeqCst) {
+                    tick.tick().await;
+                    let mut w = Written { n, tries: vec![] };
+                    for k in 0..members.len() {
+                        let i = (n as usize + k) % members.len();
+                        let put = async {
+                            if clients[i].is_none() {
+                                clients[i] = Some(probe::etcd_client(&auth, members[i].1, 2379, Duration::from_secs(2)).await?);
+                            }
+                            let c = clients[i].as_mut().unwrap();
+                            c.put(format!("{prefix}/{n:06}"), n.to_string(), None).await.map(|_| ()).map_err(|e| e.to_string())
+                        };
+                        let result = match tokio::time::timeout(Duration::from_secs(5), put).await {
+                            Ok(r) => r,
+                            Err(_) => Err("no answer within 5 s".to_string()),
+                        };
+                        let failed = result.is_err();
+                        if failed {
+                            clients[i] = None;
+                        }
+                        w.tries.push((members[i].0.clone(), result.err()));
+                        if !failed {
+                            break;
+                        }
+                    }
+                    done.push(w);
+                    n += 1;
+                }
+                done
+            })
+        });
+        Writer { stop, handle }
+    }
+
+    /// Stops; asserts that every write was taken and is in etcd; returns how many writes a
+    /// member failed first (the restarts the writer saw).
+    fn finish(self, t: &TestLab, prefix: &str) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        let writes = self.handle.join().expect("the writer panicked");
+        let failed: Vec<String> = writes.iter().filter(|w| !w.ok()).map(|w| format!("write {}: {:?}", w.n, w.tries)).collect();
+        assert!(writes.len() >= 20, "the writer wrote only {} keys", writes.len());
+        assert!(failed.is_empty(), "{} of {} writes failed:\n{}", failed.len(), writes.len(), failed.join("\n"));
+        let o = etcdctl(t, &["get", &format!("{prefix}/"), "--prefix", "--count-only", "-w", "json"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["count"].as_u64().unwrap_or(0), writes.len() as u64, "not every acknowledged write is in etcd");
+        let failovers: Vec<String> = writes.iter().filter(|w| w.tries.len() > 1).map(|w| format!("write {}: {:?}", w.n, w.tries)).collect();
+        eprintln!("{} writes, {} went to another member after one failed them:\n{}", writes.len(), failovers.len(), failovers.join("\n"));
+        failovers.len()
+    }
+}
+
+/// `etcdctl` against every member with the PKI's health-check client.
+fn etcdctl(t: &TestLab, args: &[&str]) -> Output {
+    let endpoints: Vec<String> = MEMBERS.iter().map(|m| format!("https://{}:2379", t.addresses[*m])).collect();
+    run(Command::new(require("etcdctl", "etcd-client"))
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .arg(format!("--cacert={}", t.pki.join("etcd/ca.crt").display()))
+        .arg(format!("--cert={}", t.pki.join("etcd/healthcheck-client.crt").display()))
+        .arg(format!("--key={}", t.pki.join("etcd/healthcheck-client.key").display()))
+        .args(["--command-timeout=5s"])
+        .args(args))
+}
+
+fn active_since(t: &TestLab) -> Vec<String> {
+    MEMBERS.iter().map(|m| t.active_since(m, "etcd")).collect()
+}
+
+/// `certs renew --all` while a client writes every 100 ms through all endpoints: no write fails;
+/// afterwards every certificate on every node has a new serial and expires later, the old
+/// files are kept aside, a snapshot was taken first, and verify passes.
+fn renewing_everything_loses_no_write(t: &TestLab, before: &serde_json::Value) {
+    let snapshots = t.dir.path().join("snapshots");
+    let dry = certs(t, &["renew", "--all", "--dry-run"]);
+    let said = text(&dry);
+    assert!(dry.status.success() && said.contains("would: etcd: restart etcd on lab-m1, then lab-m2, then lab-m3, one at a time"), "{said}");
+    assert!(said.contains("would: lab-lb: replace /etc/haproxy/pki/healthcheck.pem"), "{said}");
+    let no_yes = certs(t, &["renew", "--all"]);
+    assert_eq!(no_yes.status.code(), Some(1));
+    assert!(text(&no_yes).contains("Run again with --yes"), "{}", text(&no_yes));
+    assert_eq!(check_json(t, &[]).1["nodes"], before["nodes"], "a dry run or a run without --yes changed a node");
+
+    let restarted_before = active_since(t);
+    let writer = Writer::start(t, "renew");
+    std::thread::sleep(Duration::from_secs(1));
+    let o = certs(t, &["renew", "--all", "--yes", "--output", "json", "--snapshot-dir", snapshots.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(1));
+    let failovers = writer.finish(t, "renew");
+    assert!(o.status.success(), "renew failed:\n{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let restarted: Vec<String> = report["deploy"]["hosts"].as_array().unwrap().iter().flat_map(|h| h["restarted"].as_array().unwrap().iter().map(move |u| format!("{}:{}", h["node"].as_str().unwrap(), u.as_str().unwrap()))).collect();
+    assert_eq!(restarted, ["lab-lb:haproxy", "lab-m1:etcd", "lab-m2:etcd", "lab-m3:etcd"]);
+    let after_restart = active_since(t);
+    for (i, m) in MEMBERS.iter().enumerate() {
+        assert_ne!(after_restart[i], restarted_before[i], "{m}'s etcd did not restart");
+    }
+    eprintln!("failovers during the renewal: {failovers}");
+    assert!(Path::new(report["snapshot"].as_str().unwrap()).is_file(), "{report:#}");
+    let aside = Path::new(report["aside"].as_str().unwrap());
+    assert_eq!(std::fs::read_to_string(aside.join("etcd/server-lab-m1.crt")).unwrap().len(), std::fs::read_to_string(t.pki.join("etcd/server-lab-m1.crt")).unwrap().len());
+    assert_ne!(std::fs::read(aside.join("etcd/server-lab-m1.crt")).unwrap(), std::fs::read(t.pki.join("etcd/server-lab-m1.crt")).unwrap());
+
+    let (code, after) = check_json(t, &[]);
+    assert_eq!(code, 0, "{after:#}");
+    let (old, new) = (rows(before), rows(&after));
+    assert_eq!(old.keys().collect::<Vec<_>>(), new.keys().collect::<Vec<_>>());
+    for (k, o) in &old {
+        let n = &new[k];
+        if o["ca"] == true {
+            assert_eq!(o["serial"], n["serial"], "{k:?}: a CA changed");
+            continue;
+        }
+        assert_ne!(o["serial"], n["serial"], "{k:?} was not renewed");
+        assert!(n["not_after"].as_str().unwrap() > o["not_after"].as_str().unwrap(), "{k:?}: {} then {}", o["not_after"], n["not_after"]);
+    }
+    verify_passes(t);
+}
+
+/// A member whose server certificate expired (issued backdated by `openssl ca`, pushed by hand):
+/// `certs check` names it and exits 1; `certs renew` refuses on the unhealthy cluster (clients
+/// cannot reach that member) and, with --force, repairs it.
+fn an_expired_member_certificate_is_flagged_and_repaired(t: &TestLab) {
+    let expired = backdated_server_cert(t, "lab-m2");
+    let o = t.ssh_with_input("lab-m2", "cat > /etc/etcd/pki/server.crt", expired.as_bytes());
+    assert!(o.status.success(), "{}", text(&o));
+
+    let (code, report) = check_json(t, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    let row = &rows(&report)[&("lab-m2".to_string(), "/etc/etcd/pki/server.crt".to_string(), "CN=lab-m2".to_string())];
+    assert!(row["problem"].as_str().is_some_and(|p| p.starts_with("expired ") && p.ends_with(" days ago")), "{row}");
+    let flagged: Vec<&serde_json::Value> = report["nodes"].as_array().unwrap().iter().filter(|r| !r["problem"].is_null()).collect();
+    assert_eq!(flagged.len(), 1, "{flagged:#?}");
+
+    let refused = certs(t, &["renew", "etcd/server-lab-m2", "--yes"]);
+    let said = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(said.contains("refusing to renew certificates") && said.contains("lab-m2") && said.contains("--force"), "{said}");
+    let on_node = t.ssh_ok("lab-m2", "sha256sum < /etc/etcd/pki/server.crt");
+    assert_eq!(on_node.split_whitespace().next(), Some(hardway::plan::sha256_hex(expired.as_bytes()).as_str()), "the refusal changed the node");
+
+    let o = certs(t, &["renew", "etcd/server-lab-m2", "--yes", "--force", "--no-snapshot"]);
+    let said = text(&o);
+    assert!(o.status.success(), "{said}");
+    assert!(said.contains("warning: --force: going on although etcd is not healthy"), "{said}");
+    let (code, report) = check_json(t, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    verify_passes(t);
+}
+
+/// A server certificate for `member` from the etcd CA, with its key and SANs, valid only in
+/// 2020: made with `openssl ca`, whose -startdate/-enddate set any validity.
+fn backdated_server_cert(t: &TestLab, member: &str) -> String {
+    let dir = t.dir.path().join("backdated");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "1000\n").unwrap();
+    let cnf = dir.join("ca.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[ca]\ndefault_ca = hw\n[hw]\ndatabase = {d}/index.txt\nnew_certs_dir = {d}\nserial = {d}/serial\ndefault_md = sha256\npolicy = any\ncopy_extensions = copyall\nunique_subject = no\n[any]\ncommonName = supplied\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let address = &t.addresses[member];
+    let csr = dir.join("server.csr");
+    ok(Command::new(require("openssl", "openssl"))
+        .args(["req", "-new", "-key"])
+        .arg(t.pki.join(format!("etcd/server-{member}.key")))
+        .args(["-subj", &format!("/CN={member}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{member},DNS:localhost,IP:{address},IP:127.0.0.1")])
+        .args(["-addext", "extendedKeyUsage=serverAuth,clientAuth", "-addext", "keyUsage=digitalSignature,keyEncipherment"])
+        .arg("-out")
+        .arg(&csr));
+    let crt = dir.join("server.crt");
+    ok(Command::new(require("openssl", "openssl"))
+        .args(["ca", "-batch", "-notext", "-config"])
+        .arg(&cnf)
+        .arg("-cert")
+        .arg(t.pki.join("etcd/ca.crt"))
+        .arg("-keyfile")
+        .arg(t.pki.join("etcd/ca.key"))
+        .args(["-startdate", "20200101000000Z", "-enddate", "20201231000000Z", "-in"])
+        .arg(&csr)
+        .arg("-out")
+        .arg(&crt));
+    let pem = std::fs::read_to_string(&crt).unwrap();
+    let dates = ok(Command::new("openssl").args(["x509", "-noout", "-enddate", "-in"]).arg(&crt));
+    assert!(dates.contains("2020"), "{dates}");
+    pem
+}
