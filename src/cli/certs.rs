@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 
 use super::day2::{ClusterArgs, ConfirmArgs, Opened, open, print_steps};
 use super::deploy::{SnapshotArgs, probe_of};
-use super::{InventoryArg, OutputFormat, load_inventory, policy, runtime, sudo_password};
+use super::{InventoryArg, LogArg, OutputFormat, load_inventory, policy, runtime, sudo_password};
 use crate::day2::certs::{check, renew};
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::probe::Probe;
@@ -79,13 +79,42 @@ pub struct RenewArgs {
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
-    pub cluster: ClusterArgs,
+    pub cluster: FlagClusterArgs,
     #[command(flatten)]
     pub confirm: ConfirmArgs,
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
     #[command(flatten)]
     pub roll: RollArgs,
+}
+
+/// [`ClusterArgs`] with the inventory as `-i` only: the positional arguments are names.
+#[derive(Args, Clone)]
+pub struct FlagClusterArgs {
+    /// The inventory file (default: ./inventory.toml).
+    #[arg(short = 'i', long = "inventory", value_name = "INVENTORY")]
+    pub inventory: Option<PathBuf>,
+    #[arg(long, default_value = "pki")]
+    pub pki: PathBuf,
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    #[command(flatten)]
+    pub log: LogArg,
+    /// text, or json (the whole result).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+impl FlagClusterArgs {
+    fn cluster(&self) -> ClusterArgs {
+        ClusterArgs {
+            inv: InventoryArg { positional: None, flag: self.inventory.clone() },
+            pki: self.pki.clone(),
+            accept_new_host_keys: self.accept_new_host_keys,
+            log: self.log.clone(),
+            output: self.output,
+        }
+    }
 }
 
 pub(super) fn certs(command: CertsCommand) -> Result<ExitCode> {
@@ -110,7 +139,7 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
 }
 
 fn renew_cmd(a: RenewArgs) -> Result<ExitCode> {
-    let Opened { inv, events, connector, .. } = open(&a.cluster, "certs-renew")?;
+    let Opened { inv, events, connector, .. } = open(&a.cluster.cluster(), "certs-renew")?;
     let opts = renew::RenewOptions {
         names: if a.all { vec![] } else { a.names.clone() },
         new_keys: a.new_keys,
@@ -158,5 +187,14 @@ fn print_outcome(snapshot: Option<&PathBuf>, aside: Option<&PathBuf>, deploy: Op
         if !d.failed().is_empty() {
             eprintln!("the PKI directory has the new certificates: `hardway deploy` pushes them once the failed hosts are back");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definitions_are_consistent() {
+        // clap checks these only when a command is parsed; a positional after `NAME...` panics.
+        <super::super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }
