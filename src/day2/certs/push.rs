@@ -92,10 +92,11 @@ pub(crate) struct Selection {
 }
 
 impl Selection {
-    /// The deploy phases that place these files and restart their units.
+    /// The deploy phases that place these files and restart their units. `files` only when a
+    /// file no unit reads changes: with it, deploy also merges the hosts block, which a node
+    /// deployed without that phase does not have.
     pub fn phases(&self) -> Vec<Phase> {
-        let mut p: BTreeSet<Phase> = self.rendered.hosts.values().flatten().map(phase_of_file).collect();
-        p.insert(Phase::Files);
+        let p: BTreeSet<Phase> = self.rendered.hosts.values().flatten().map(phase_of_file).collect();
         p.into_iter().collect()
     }
 
