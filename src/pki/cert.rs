@@ -189,6 +189,11 @@ pub(crate) fn fmt_time(t: OffsetDateTime) -> String {
     format!("{} {:02}:{:02}Z", fmt_date(t), t.hour(), t.minute())
 }
 
+/// `2026-11-27T15:09:42Z`: to the second, where two issues minutes apart must compare.
+pub(crate) fn fmt_seconds(t: OffsetDateTime) -> String {
+    format!("{}T{:02}:{:02}:{:02}Z", fmt_date(t), t.hour(), t.minute(), t.second())
+}
+
 /// `2026-11-27`, for messages.
 pub(crate) fn fmt_date(t: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", t.year(), t.month() as u8, t.day())

@@ -29,7 +29,7 @@ mod renew;
 mod store;
 
 pub use cert::{CertInfo, Malformed};
-pub(crate) use cert::fmt_time;
+pub(crate) use cert::fmt_seconds;
 pub use check::{CheckRow, check, check_within};
 pub use error::PkiError;
 pub use generate::{Action, GenerateOptions, Report, generate};

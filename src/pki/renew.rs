@@ -10,7 +10,7 @@ use rcgen::{Issuer, KeyPair};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::cert::{self, CertInfo, fmt_time};
+use super::cert::{self, CertInfo, fmt_seconds};
 use super::error::PkiError;
 use super::issue::{end_of_validity, issue_leaf};
 use super::matrix::{CertSpec, ca_profile, matrix};
@@ -74,8 +74,8 @@ pub fn renew_leaves(inv: &Inventory, pki: &Pki, names: &[String], new_keys: bool
             name: name.clone(),
             old_serial: old_info.serial,
             new_serial: new_info.serial,
-            old_not_after: fmt_time(old_info.not_after),
-            new_not_after: fmt_time(new_info.not_after),
+            old_not_after: fmt_seconds(old_info.not_after),
+            new_not_after: fmt_seconds(new_info.not_after),
             new_key: new_keys,
         });
         out.certs.insert(name.clone(), kc);

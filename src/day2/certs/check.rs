@@ -223,7 +223,7 @@ fn on_node(inv: &Inventory, node: &Node, remote: &dyn Remote, kubeconfigs: &[Str
                 serial: info.serial.clone(),
                 sans: info.sans.iter().map(|s| s.to_string()).collect(),
                 ca: info.is_ca,
-                not_after: pki::fmt_time(info.not_after),
+                not_after: pki::fmt_seconds(info.not_after),
                 days_left: info.days_left(now),
                 problem: info.expiry_within(now, warn_days),
                 ..row(String::new())
@@ -254,9 +254,9 @@ pub(crate) fn pem_blocks(text: &str) -> Vec<String> {
 
 /// The report as text: the local PKI, then every node's certificates; problems last.
 pub fn format(report: &CertsReport) -> String {
-    let mut s = format!("{:<14} {:<44} {:<36} {:<26} {:<18} {:>5}  STATUS\n", "NODE", "FILE", "SUBJECT", "ISSUER", "EXPIRES", "DAYS");
+    let mut s = format!("{:<14} {:<44} {:<36} {:<26} {:<20} {:>5}  STATUS\n", "NODE", "FILE", "SUBJECT", "ISSUER", "EXPIRES", "DAYS");
     let line = |node: &str, file: &str, subject: &str, issuer: &str, expires: &str, days: i64, status: &str| {
-        format!("{node:<14} {file:<44} {subject:<36} {issuer:<26} {expires:<18} {days:>5}  {status}\n")
+        format!("{node:<14} {file:<44} {subject:<36} {issuer:<26} {expires:<20} {days:>5}  {status}\n")
     };
     for r in &report.local {
         let status = if r.problems.is_empty() { "ok".to_string() } else { r.problems.join("; ") };
