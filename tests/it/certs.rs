@@ -217,6 +217,7 @@ fn renewing_everything_loses_no_write(t: &TestLab, before: &serde_json::Value) {
     assert_eq!(check_json(t, &[]).1["nodes"], before["nodes"], "a dry run or a run without --yes changed a node");
 
     let restarted_before = active_since(t);
+    let pki_before = std::fs::read(t.pki.join("etcd/server-lab-m1.crt")).unwrap();
     let writer = Writer::start(t, "renew");
     std::thread::sleep(Duration::from_secs(1));
     let o = certs(t, &["renew", "--all", "--yes", "--output", "json", "--snapshot-dir", snapshots.to_str().unwrap()]);
@@ -234,8 +235,8 @@ fn renewing_everything_loses_no_write(t: &TestLab, before: &serde_json::Value) {
     assert!(failovers > 0, "the writer never met a restarting member");
     assert!(Path::new(report["snapshot"].as_str().unwrap()).is_file(), "{report:#}");
     let aside = Path::new(report["aside"].as_str().unwrap());
-    assert_eq!(std::fs::read_to_string(aside.join("etcd/server-lab-m1.crt")).unwrap().len(), std::fs::read_to_string(t.pki.join("etcd/server-lab-m1.crt")).unwrap().len());
-    assert_ne!(std::fs::read(aside.join("etcd/server-lab-m1.crt")).unwrap(), std::fs::read(t.pki.join("etcd/server-lab-m1.crt")).unwrap());
+    assert_eq!(std::fs::read(aside.join("etcd/server-lab-m1.crt")).unwrap(), pki_before, "the old certificate is not kept aside");
+    assert_ne!(std::fs::read(t.pki.join("etcd/server-lab-m1.crt")).unwrap(), pki_before);
 
     let (code, after) = check_json(t, &[]);
     assert_eq!(code, 0, "{after:#}");
