@@ -614,7 +614,7 @@ fn main() {
     // Nothing else on this machine may use 10.214.0.0/24.
     net::check_subnet_free(BRIDGE, gateway().trunc()).unwrap_or_else(|e| panic!("fanout bench: {e}"));
     // The lab's root fs (built once from the host's apt mirror if missing), as a read-only lower layer.
-    let rootfs = hardway::lab::cache_rootfs(&hardway::lab::LabOptions::default()).expect("the lab's root fs");
+    let rootfs = hardway::lab::cache_rootfs(&hardway::lab::LabOptions::default(), hardway::inventory::LabSuite::default()).expect("the lab's root fs");
 
     let guard = Guard;
     let sizes = sizes();

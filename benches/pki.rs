@@ -36,7 +36,7 @@ const HARDWAY: &str = env!("CARGO_BIN_EXE_hardway");
 fn big_inventory(nodes: usize, algorithm: &str) -> String {
     let mut s = format!(
         "[cluster]\nname = \"big\"\ndomain = \"big.local\"\nkubernetes_version = \"1.37.1\"\n\
-         service_cidr = \"10.32.0.0/24\"\npod_cidr = \"10.200.0.0/16\"\n\n\
+         service_cidr = \"10.32.0.0/24\"\npod_cidr = \"10.128.0.0/9\"\n\n\
          [load_balancer]\nnode = \"lb\"\naddress = \"10.10.0.2\"\n\n[pki]\nalgorithm = \"{algorithm}\"\n\n\
          [addons.aggregation]\nenabled = true\n\n\
          [[nodes]]\nname = \"lb\"\naddress = \"10.10.0.2\"\nroles = [\"lb\"]\n"
@@ -149,6 +149,24 @@ struct Binary {
     render_rss_kb: u64,
     /// Median of the per-run sums.
     total: Duration,
+}
+
+/// The files of a render and the bytes of their distinct contents (what memory and the
+/// hard-linked tree hold).
+fn rendered_bytes(text: &str) -> (usize, usize) {
+    let inv = inventory::parse(Path::new("bench.toml"), text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, _) = pki::generate(&inv, &dir.path().join("pki"), Default::default()).unwrap();
+    let r = render::render(&inv, &pki).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let (mut bytes, mut files) = (0, 0);
+    for f in r.hosts.values().flatten() {
+        files += 1;
+        if seen.insert(f.contents.as_ptr()) {
+            bytes += f.contents.len();
+        }
+    }
+    (bytes, files)
 }
 
 /// `hardway pki generate` then `hardway render`, each from a fresh directory.
@@ -277,6 +295,8 @@ fn main() {
         Case { nodes: 200, alg: "ecdsa-p256", text: big_inventory(200, "ecdsa-p256"), runs: 5 },
         Case { nodes: 7, alg: "rsa-2048", text: example("rsa-2048"), runs: 5 },
         Case { nodes: 200, alg: "rsa-2048", text: big_inventory(200, "rsa-2048"), runs: 1 },
+        // 1000 workers (and 3 masters and the load balancer): render must stay O(n).
+        Case { nodes: 1004, alg: "ecdsa-p256", text: big_inventory(1004, "ecdsa-p256"), runs: 3 },
     ];
 
     let cfssl = have("cfssl").is_some() && have("cfssljson").is_some();
@@ -321,6 +341,17 @@ fn main() {
                 let f = x.1.as_secs_f64() / b.generate.as_secs_f64();
                 let _ = writeln!(targets, "- {} 7 nodes, ECDSA: ≥ 25× faster than cfssl: {f:.0}×", mark(f >= 25.0));
             }
+        }
+        if c.nodes == 1004 {
+            let (bytes, files) = rendered_bytes(&c.text);
+            let _ = writeln!(targets, "- {} 1000 workers: `render` under 2 s: {}", mark(b.render < Duration::from_secs(2)), ms(b.render));
+            let _ = writeln!(targets, "- {} 1000 workers: `render` peak RSS under 50 MB: {}", mark(b.render_rss_kb < 50 * 1024), mb(b.render_rss_kb));
+            let _ = writeln!(
+                targets,
+                "- {} 1000 workers: rendered bytes O(n): {files} files, {:.1} MB of distinct contents (shared files written once, hard-linked)",
+                mark(bytes < 50 * 1024 * 1024),
+                bytes as f64 / 1e6
+            );
         }
         if c.alg == "ecdsa-p256" && c.nodes == 200 {
             let _ = writeln!(targets, "- {} 200 nodes, ECDSA: `pki generate` under 1 s: {}", mark(b.generate < Duration::from_secs(1)), ms(b.generate));

@@ -101,6 +101,9 @@ pub enum RunsOn {
     Lb,
     /// The first master in inventory order.
     FirstMaster,
+    /// Nodes that must reach every pod IP: the workers, whose pods talk to each other, and the
+    /// masters, whose API servers dial pods (aggregated APIs, admission webhooks).
+    PodNetwork,
 }
 
 /// Where a component's binary is on the nodes.
@@ -110,6 +113,8 @@ pub enum BinDir {
     Inventory,
     /// A distribution package's fixed place.
     Fixed(&'static str),
+    /// `containerd.bin_dir` from the inventory (by default where Debian's package puts it).
+    Containerd,
 }
 
 /// A port a component listens on.
@@ -276,7 +281,7 @@ pub const COMPONENTS: &[Component] = &[
     },
     Component {
         id: ComponentId::Containerd, name: "containerd", unit: Some("containerd"), runs_on: RunsOn::Workers, phase: Phase::Workers,
-        binary: ("containerd", BinDir::Inventory), ports: &[], restart: Restart::Parallel,
+        binary: ("containerd", BinDir::Containerd), ports: &[], restart: Restart::Parallel,
         config_flag: None, certs: &[],
         // The bridge CNI plugin masquerades pod traffic with iptables.
         needs: &[Need { tool: "runc", package: "runc" }, Need { tool: "iptables", package: "iptables" }], version_arg: Some("--version"),
@@ -296,7 +301,8 @@ pub const COMPONENTS: &[Component] = &[
         needs: &[Need { tool: "iptables", package: "iptables" }, Need { tool: "conntrack", package: "conntrack" }], version_arg: None,
     },
     Component {
-        id: ComponentId::PodRoutes, name: "pod-routes", unit: Some("pod-routes"), runs_on: RunsOn::Workers, phase: Phase::Workers,
+        // Started with the workers, whose pods it routes to, on the masters too.
+        id: ComponentId::PodRoutes, name: "pod-routes", unit: Some("pod-routes"), runs_on: RunsOn::PodNetwork, phase: Phase::Workers,
         binary: ("ip", BinDir::Fixed("/sbin")), ports: &[], restart: Restart::Parallel,
         config_flag: None, certs: &[],
         needs: &[], version_arg: None,
@@ -332,6 +338,7 @@ impl Component {
         match dir {
             BinDir::Inventory => format!("{}/{name}", inv.binaries.remote_dir.trim_end_matches('/')),
             BinDir::Fixed(d) => format!("{d}/{name}"),
+            BinDir::Containerd => format!("{}/{name}", inv.containerd.bin_dir.trim_end_matches('/')),
         }
     }
 
@@ -357,6 +364,7 @@ impl RunsOn {
             RunsOn::Workers => node.has(Role::Worker),
             RunsOn::Lb => node.has(Role::Lb),
             RunsOn::FirstMaster => inv.masters().next().is_some_and(|m| m.name == node.name),
+            RunsOn::PodNetwork => node.has(Role::Master) || node.has(Role::Worker),
         }
     }
 }

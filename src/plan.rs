@@ -135,7 +135,7 @@ mod tests {
     use super::*;
 
     fn file(path: &str, body: &str, units: &[&'static str]) -> File {
-        File { path: path.into(), mode: 0o644, contents: body.as_bytes().to_vec(), units: units.to_vec(), anchor: None, restarts: true }
+        File { path: path.into(), mode: 0o644, contents: body.as_bytes().into(), units: units.to_vec(), anchor: None, restarts: true }
     }
 
     fn rendered() -> Rendered {

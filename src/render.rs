@@ -46,13 +46,18 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Re
     move |source| RenderError::Io { op, path: path.to_path_buf(), source }
 }
 
+/// A file's bytes, shared by every host that gets the same ones.
+pub type Contents = std::sync::Arc<[u8]>;
+
 /// One file destined for one host.
 #[derive(Clone, PartialEq, Eq)]
 pub struct File {
     /// Absolute path on the node.
     pub path: String,
     pub mode: u32,
-    pub contents: Vec<u8>,
+    /// Shared between the hosts that get the same bytes (a CA, the hosts block, the pod-routes
+    /// table): a 1000-node cluster holds each such file once, and `write_to` hard-links it.
+    pub contents: Contents,
     /// systemd units to restart when this file changes.
     pub units: Vec<&'static str>,
     /// What of the cluster's identity the file carries, if anything.
@@ -185,9 +190,20 @@ impl Rendered {
         std::fs::create_dir_all(out).map_err(io("creating", out))?;
         write_new(&out.join(MARKER), b"written by hardway render; replaced on every render\n", 0o644)?;
         let mut n = 0;
+        // Contents shared by several hosts are written once and hard-linked: the tree of a
+        // 1000-node cluster holds one hosts block, not a thousand.
+        let mut first: std::collections::HashMap<(*const u8, u32), PathBuf> = std::collections::HashMap::new();
         for (host, files) in &self.hosts {
             for f in files {
-                write_new(&out.join(host).join(f.path.trim_start_matches('/')), &f.contents, f.mode)?;
+                let path = out.join(host).join(f.path.trim_start_matches('/'));
+                let key = (f.contents.as_ptr(), f.mode);
+                match first.get(&key) {
+                    Some(existing) if std::sync::Arc::strong_count(&f.contents) > 1 => link_new(existing, &path)?,
+                    _ => {
+                        write_new(&path, &f.contents, f.mode)?;
+                        first.insert(key, path);
+                    }
+                }
                 n += 1;
             }
         }
@@ -197,6 +213,14 @@ impl Rendered {
         }
         Ok(n)
     }
+}
+
+/// A second name for a file written by [`write_new`] (same bytes, same mode).
+fn link_new(existing: &Path, path: &Path) -> Result<(), RenderError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
+    }
+    std::fs::hard_link(existing, path).map_err(io("linking", path))
 }
 
 /// Creates a file in the freshly emptied tree. No temp-and-rename as in the PKI directory: the
@@ -331,12 +355,16 @@ const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/sysctl.d/90-hardway.conf", source: Source::Template("kernel-sysctl.conf"), mode: 0o644, units: KERNEL },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/hardway-kernel.service", source: Source::Template("hardway-kernel.service"), mode: 0o644, units: KERNEL },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/containerd/config.toml", source: Source::Template("containerd-config.toml"), mode: 0o644, units: &[ComponentId::Containerd] },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/cni/net.d/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[] },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/cni/net.d/99-loopback.conf", source: Source::Template("99-loopback.conf"), mode: 0o644, units: &[] },
+    // containerd's CRI plugin loads one configuration (the first in name order) and adds the
+    // loopback interface itself; the file goes with containerd's phase (workers).
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "{cni_conf_dir}/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[ComponentId::Containerd] },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/containerd.service", source: Source::Template("containerd.service"), mode: 0o644, units: &[ComponentId::Containerd] },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kubelet.service", source: Source::Template("kubelet.service"), mode: 0o644, units: KUBELET },
     FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kube-proxy.service", source: Source::Template("kube-proxy.service"), mode: 0o644, units: PROXY },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/pod-routes.service", source: Source::Template("pod-routes.service"), mode: 0o644, units: &[ComponentId::PodRoutes] },
+    // every node that reaches pods: one table of every worker's pod /24, the same bytes on
+    // every node (each node skips its own line when the unit starts)
+    FileRule { who: RunsOn::PodNetwork, when: When::Always, path: "/etc/hardway/pod-routes", source: Source::Template("pod-routes"), mode: 0o644, units: &[ComponentId::PodRoutes] },
+    FileRule { who: RunsOn::PodNetwork, when: When::Always, path: "/etc/systemd/system/pod-routes.service", source: Source::Template("pod-routes.service"), mode: 0o644, units: &[ComponentId::PodRoutes] },
     // load balancer
     FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::Haproxy] },
     FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/pki/healthcheck.pem", source: Source::CertAndKey("haproxy-healthcheck"), mode: 0o600, units: &[ComponentId::Haproxy] },
@@ -378,10 +406,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("kube-proxy-config.yaml", include_str!("../templates/kube-proxy-config.yaml.tera")),
     ("containerd-config.toml", include_str!("../templates/containerd-config.toml.tera")),
     ("10-bridge.conf", include_str!("../templates/10-bridge.conf.tera")),
-    ("99-loopback.conf", include_str!("../templates/99-loopback.conf.tera")),
     ("containerd.service", include_str!("../templates/containerd.service.tera")),
     ("kubelet.service", include_str!("../templates/kubelet.service.tera")),
     ("kube-proxy.service", include_str!("../templates/kube-proxy.service.tera")),
+    ("pod-routes", include_str!("../templates/pod-routes.tera")),
     ("pod-routes.service", include_str!("../templates/pod-routes.service.tera")),
     ("haproxy.cfg", include_str!("../templates/haproxy.cfg.tera")),
     ("haproxy.service", include_str!("../templates/haproxy.service.tera")),
@@ -412,10 +440,29 @@ struct Member {
     url_host: String,
 }
 
+/// One line of the pod-network table: a worker's pod /24, through that worker.
 #[derive(Serialize)]
 struct Route {
     pod_cidr: String,
     via: String,
+    node: String,
+}
+
+#[derive(Serialize)]
+struct ContainerdCtx<'a> {
+    /// `major.minor`, as the inventory says.
+    version: String,
+    config_version: u32,
+    /// `cni.bin_dirs` (a list, containerd 2.1+) rather than `cni.bin_dir`.
+    cni_bin_dirs: bool,
+    sandbox_image: &'a str,
+    restrict_oom_score_adj: bool,
+}
+
+#[derive(Serialize)]
+struct CniCtx<'a> {
+    bin_dir: &'a str,
+    conf_dir: &'a str,
 }
 
 #[derive(Serialize)]
@@ -438,20 +485,36 @@ struct Ctx<'a> {
     etcd_initial_cluster: String,
     etcd_servers: String,
     masters: Vec<Member>,
-    hosts: Vec<HostEntry>,
     metallb_addresses: &'a [String],
     coredns_image: &'a str,
     coredns_replicas: u32,
     encryption_key: &'a str,
+    containerd: ContainerdCtx<'a>,
+    cni: CniCtx<'a>,
+}
 
-    // The host being rendered.
+/// What the cluster-wide templates ([`CLUSTER_WIDE`]) add: the lists with a line per node.
+#[derive(Serialize)]
+struct WideCtx<'a> {
+    hosts: Vec<HostEntry>,
+    /// Every worker's pod /24.
+    pod_routes: &'a [Route],
+}
+
+/// The host being rendered, added to [`Ctx`] for each node.
+#[derive(Serialize)]
+struct NodeCtx<'a> {
     node_name: &'a str,
     node_address: String,
     node_url_host: String,
     node_is_loopback: bool,
     node_pod_cidr: String,
-    routes: Vec<Route>,
 }
+
+/// Templates whose output is the same for every node and lists every node: rendered once, with
+/// [`WideCtx`], and shared. Every other template sees only [`Ctx`] and [`NodeCtx`], whose size
+/// does not grow with the cluster — so rendering stays O(n) in time and memory.
+const CLUSTER_WIDE: &[&str] = &["hosts", "pod-routes"];
 
 #[derive(Serialize)]
 struct KubeconfigCtx<'a> {
@@ -484,6 +547,27 @@ fn hosts_entries(inv: &Inventory) -> Vec<HostEntry> {
     out
 }
 
+/// The components' units a rule's file restarts.
+fn units_of(rule: &FileRule) -> Vec<&'static str> {
+    rule.units.iter().filter_map(|c| c.get().unit).collect()
+}
+
+/// One copy of each distinct file content: the CA that every node gets, the containerd config
+/// that every worker gets, the kube-proxy kubeconfig, are one allocation each.
+#[derive(Default)]
+struct Interner(std::collections::HashSet<Contents>);
+
+impl Interner {
+    fn intern(&mut self, bytes: Vec<u8>) -> Contents {
+        if let Some(c) = self.0.get(bytes.as_slice()) {
+            return c.clone();
+        }
+        let c: Contents = bytes.into();
+        self.0.insert(c.clone());
+        c
+    }
+}
+
 /// Renders every host's files.
 pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
     let mut tera = tera::Tera::default();
@@ -501,6 +585,11 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
     let local_url = format!("https://127.0.0.1:{}", Port::ApiServer.number(inv));
     let bin: BTreeMap<String, String> = COMPONENTS.iter().map(|c| (c.key(), c.binary_path(inv))).collect();
     let ports: BTreeMap<&'static str, u16> = Port::ALL.iter().map(|p| (p.key(), p.number(inv))).collect();
+    // Once for the cluster, not per node: every node gets the same table.
+    let pod_routes: Vec<Route> = inv
+        .workers()
+        .filter_map(|w| Some(Route { pod_cidr: w.pod_cidr?.to_string(), via: w.address.to_string(), node: w.name.clone() }))
+        .collect();
 
     let kubeconfig = |tera: &tera::Tera, cert: &str, user: &str, server: String| -> Result<Vec<u8>, RenderError> {
         let kc = pki.cert(cert);
@@ -524,65 +613,80 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
         _ => Ok(None),
     };
     let upstream = [local_manifest(&inv.addons.metallb.manifest)?, local_manifest(&inv.addons.metrics_server)?];
-    let images: Vec<(String, Vec<u8>)> = inv
+    let images: Vec<(String, Contents)> = inv
         .addons
         .images
         .iter()
-        .map(|p| Ok((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), read(p)?)))
+        .map(|p| Ok((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), read(p)?.into())))
         .collect::<Result<_, RenderError>>()?;
     let containerd = ComponentId::Containerd.get();
 
+    let enabled = |when: When| match when {
+        When::Always => true,
+        When::Aggregation => inv.addons.aggregation,
+        When::Metallb => inv.addons.metallb.enabled,
+        When::CoreDns => inv.addons.coredns.is_some(),
+        When::MetallbFile => matches!(inv.addons.metallb.manifest, Some(Manifest::File(_))),
+        When::MetricsServerFile => matches!(inv.addons.metrics_server, Some(Manifest::File(_))),
+    };
+    let ctx = Ctx {
+        cluster_name: &inv.cluster.name,
+        cluster_domain: &inv.cluster.cluster_domain,
+        service_cidr: inv.cluster.service_cidr.to_string(),
+        pod_cidr: inv.cluster.pod_cidr.to_string(),
+        cluster_dns: inv.cluster.cluster_dns.to_string(),
+        api_server_url: inv.api_server_url(),
+        bin,
+        ports,
+        modules_load: "/usr/lib/systemd/systemd-modules-load",
+        etcd_data_dir: crate::components::ETCD_DATA_DIR,
+        etcd_join_env: crate::components::ETCD_JOIN_ENV,
+        aggregation: inv.addons.aggregation,
+        etcd_initial_cluster,
+        etcd_servers: inv.etcd_client_urls(),
+        masters: inv.masters().map(member).collect(),
+        metallb_addresses: &inv.addons.metallb.addresses,
+        coredns_image: inv.addons.coredns.as_ref().map_or("", |c| c.image.as_str()),
+        coredns_replicas: inv.addons.coredns.as_ref().map_or(0, |c| c.replicas),
+        encryption_key: &pki.encryption_key_b64,
+        containerd: ContainerdCtx {
+            version: inv.containerd.version.to_string(),
+            config_version: inv.containerd.version.config_version(),
+            cni_bin_dirs: inv.containerd.version.has_cni_bin_dirs(),
+            sandbox_image: &inv.containerd.sandbox_image,
+            restrict_oom_score_adj: inv.containerd.restrict_oom_score_adj,
+        },
+        cni: CniCtx { bin_dir: &inv.cni.bin_dir, conf_dir: &inv.cni.conf_dir },
+    };
+    fn context_err(node: &str) -> impl FnOnce(tera::Error) -> RenderError + '_ {
+        move |source| RenderError::Template { template: "(context)".into(), node: node.to_string(), source }
+    }
+    let base = tera::Context::from_serialize(&ctx).map_err(context_err(""))?;
+    let mut wide = base.clone();
+    wide.extend(tera::Context::from_serialize(WideCtx { hosts: hosts_entries(inv), pod_routes: &pod_routes }).map_err(context_err(""))?);
+    let mut shared = Interner::default();
+    let mut wide_done: BTreeMap<&str, Contents> = BTreeMap::new();
+
     let mut hosts = BTreeMap::new();
     for node in &inv.nodes {
-        let enabled = |when: When| match when {
-            When::Always => true,
-            When::Aggregation => inv.addons.aggregation,
-            When::Metallb => inv.addons.metallb.enabled,
-            When::CoreDns => inv.addons.coredns.is_some(),
-            When::MetallbFile => matches!(inv.addons.metallb.manifest, Some(Manifest::File(_))),
-            When::MetricsServerFile => matches!(inv.addons.metrics_server, Some(Manifest::File(_))),
-        };
-        let ctx = Ctx {
-            cluster_name: &inv.cluster.name,
-            cluster_domain: &inv.cluster.cluster_domain,
-            service_cidr: inv.cluster.service_cidr.to_string(),
-            pod_cidr: inv.cluster.pod_cidr.to_string(),
-            cluster_dns: inv.cluster.cluster_dns.to_string(),
-            api_server_url: inv.api_server_url(),
-            bin: bin.clone(),
-            ports: ports.clone(),
-            modules_load: "/usr/lib/systemd/systemd-modules-load",
-            etcd_data_dir: crate::components::ETCD_DATA_DIR,
-            etcd_join_env: crate::components::ETCD_JOIN_ENV,
-            aggregation: inv.addons.aggregation,
-            etcd_initial_cluster: etcd_initial_cluster.clone(),
-            etcd_servers: inv.etcd_client_urls(),
-            masters: inv.masters().map(member).collect(),
-            hosts: hosts_entries(inv),
-            metallb_addresses: &inv.addons.metallb.addresses,
-            coredns_image: inv.addons.coredns.as_ref().map_or("", |c| c.image.as_str()),
-            coredns_replicas: inv.addons.coredns.as_ref().map_or(0, |c| c.replicas),
-            encryption_key: &pki.encryption_key_b64,
-
-            node_name: &node.name,
-            node_address: node.address.to_string(),
-            node_url_host: host_for_url(node.address),
-            node_is_loopback: node.address.is_loopback(),
-            node_pod_cidr: node.pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
-            routes: inv
-                .workers()
-                .filter(|w| w.name != node.name)
-                .filter_map(|w| w.pod_cidr.map(|c| Route { pod_cidr: c.to_string(), via: w.address.to_string() }))
-                .collect(),
-        };
-        let tctx = tera::Context::from_serialize(&ctx)
-            .map_err(|source| RenderError::Template { template: "(context)".into(), node: node.name.clone(), source })?;
+        let mut tctx = base.clone();
+        tctx.extend(
+            tera::Context::from_serialize(NodeCtx {
+                node_name: &node.name,
+                node_address: node.address.to_string(),
+                node_url_host: host_for_url(node.address),
+                node_is_loopback: node.address.is_loopback(),
+                node_pod_cidr: node.pod_cidr.map(|c| c.to_string()).unwrap_or_default(),
+            })
+            .map_err(context_err(&node.name))?,
+        );
         let subst = |s: &str| s.replace("{node}", &node.name);
 
         let mut files: Vec<File> = Vec::new();
         for rule in FILES.iter().filter(|r| r.who.includes(inv, node) && enabled(r.when)) {
+            let path = rule.path.replace("{cni_conf_dir}", &inv.cni.conf_dir);
             // A node with several roles (a master that is also a worker) gets shared files once.
-            if let Some(f) = files.iter_mut().find(|f| f.path == rule.path) {
+            if let Some(f) = files.iter_mut().find(|f| f.path == path) {
                 for u in rule.units.iter().filter_map(|c| c.get().unit) {
                     if !f.units.contains(&u) {
                         f.units.push(u);
@@ -591,6 +695,19 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 continue;
             }
             let contents = match rule.source {
+                Source::Template(name) if CLUSTER_WIDE.contains(&name) => {
+                    if let Some(c) = wide_done.get(name) {
+                        files.push(File { path, mode: rule.mode, contents: c.clone(), units: units_of(rule), anchor: None, restarts: true });
+                        continue;
+                    }
+                    let text = tera
+                        .render(name, &wide)
+                        .map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?;
+                    let c = shared.intern(text.into_bytes());
+                    wide_done.insert(name, c.clone());
+                    files.push(File { path, mode: rule.mode, contents: c, units: units_of(rule), anchor: None, restarts: true });
+                    continue;
+                }
                 Source::Template(name) => {
                     let text = tera
                         .render(name, &tctx)
@@ -616,15 +733,16 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 }
                 Source::Manifest(which) => upstream[which as usize].clone().unwrap_or_default(),
             };
-            let units = rule.units.iter().filter_map(|c| c.get().unit).collect();
+            let contents = shared.intern(contents);
+            let units = units_of(rule);
             let anchor = match rule.source {
                 Source::CaCert(id) | Source::CaKey(id) => Some(Anchor::Ca(id)),
                 Source::SaKey | Source::SaPub => Some(Anchor::ServiceAccountKey),
                 Source::Template(ENCRYPTION_CONFIG) => Some(Anchor::EncryptionKey),
                 _ => None,
             };
-            let restarts = !READ_AT_FIRST_START.contains(&rule.path);
-            files.push(File { path: rule.path.to_string(), mode: rule.mode, contents, units, anchor, restarts });
+            let restarts = !READ_AT_FIRST_START.contains(&path.as_str());
+            files.push(File { path, mode: rule.mode, contents, units, anchor, restarts });
         }
         if containerd.runs_on(inv, node) {
             for (name, bytes) in &images {
@@ -633,7 +751,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         for f in &files {
-            check_syntax(f).map_err(|reason| RenderError::Malformed { path: f.path.clone(), node: node.name.clone(), reason })?;
+            check_syntax(f, &inv.cni.conf_dir).map_err(|reason| RenderError::Malformed { path: f.path.clone(), node: node.name.clone(), reason })?;
         }
         hosts.insert(node.name.clone(), files);
     }
@@ -641,7 +759,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
     let local = vec![File {
         path: "admin.kubeconfig".into(),
         mode: 0o600,
-        contents: kubeconfig(&tera, "admin", "admin", inv.api_server_url())?,
+        contents: kubeconfig(&tera, "admin", "admin", inv.api_server_url())?.into(),
         units: vec![],
         anchor: None,
         restarts: true,
@@ -650,13 +768,13 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
 }
 
 /// Parses what has a machine-readable syntax, so a template bug fails here and not on a node.
-fn check_syntax(f: &File) -> Result<(), String> {
+fn check_syntax(f: &File, cni_conf_dir: &str) -> Result<(), String> {
     let text = std::str::from_utf8(&f.contents).map_err(|e| format!("not UTF-8: {e}"))?;
     if f.path.ends_with(".yaml") || f.path.ends_with("kubeconfig") {
         for doc in serde_yaml::Deserializer::from_str(text) {
             serde_yaml::Value::deserialize(doc).map_err(|e| e.to_string())?;
         }
-    } else if f.path.ends_with(".conf") && f.path.contains("/cni/") {
+    } else if f.path.ends_with(".conf") && Path::new(&f.path).parent() == Some(Path::new(cni_conf_dir)) {
         serde_json::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())?;
     } else if f.path.ends_with(".toml") {
         text.parse::<toml::Table>().map_err(|e| e.to_string())?;

@@ -28,6 +28,22 @@ fn ctr(ctx: &Ctx) -> String {
     }
 }
 
+/// The host fails the phase with the error, if there is one; its message for the event.
+fn failed(h: &mut super::Host, r: Result<(), crate::remote::RemoteError>) -> Option<String> {
+    r.err().map(|e| {
+        let msg = e.to_string();
+        h.fail(Phase::Addons, e);
+        msg
+    })
+}
+
+fn finish(step: crate::events::StepTimer, failed: Option<String>) {
+    match failed {
+        None => step.done(Status::Changed, None),
+        Some(e) => step.done(Status::Failed, Some(e)),
+    }
+}
+
 impl Addons {
     /// The first master that is still up.
     fn target(ctx: &Ctx) -> Option<usize> {
@@ -49,20 +65,8 @@ impl Addons {
         for i in Self::importers(ctx) {
             let step = ctx.events.start(Some(&ctx.hosts[i].node.name), Some("addons"), "import images");
             let (ctr, tarballs) = (ctr.clone(), tarballs.clone());
-            let failed = ctx
-                .on_host(i, move |h| {
-                    let r = h.remote().import_images(&ImportImages { ctr: &ctr, tarballs });
-                    r.err().map(|e| {
-                        let msg = e.to_string();
-                        h.fail(Phase::Addons, e);
-                        msg
-                    })
-                })
-                .await;
-            match failed {
-                None => step.done(Status::Changed, None),
-                Some(e) => step.done(Status::Failed, Some(e)),
-            }
+            let failed = ctx.on_host(i, move |h| failed(h, h.remote().import_images(&ImportImages { ctr: &ctr, tarballs }))).await;
+            finish(step, failed);
         }
     }
 }
@@ -78,17 +82,10 @@ impl Step for Addons {
         let failed = ctx
             .on_host(i, move |h| {
                 let apply = Apply { kubectl: &kubectl, kubeconfig: KUBECONFIG, addons: &plan, timeout_secs: timeout };
-                h.remote().apply(&apply).err().map(|e| {
-                    let msg = e.to_string();
-                    h.fail(Phase::Addons, e);
-                    msg
-                })
+                failed(h, h.remote().apply(&apply))
             })
             .await;
-        match failed {
-            None => step.done(Status::Changed, None),
-            Some(e) => step.done(Status::Failed, Some(e)),
-        }
+        finish(step, failed);
         Ok(())
     }
 

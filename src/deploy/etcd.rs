@@ -111,7 +111,7 @@ async fn join_new_members(ctx: &mut Ctx, running: &[MemberStatus]) {
         .filter(|(_, h)| h.alive() && is_member(ctx, &h.node) && !membership.iter().any(|m| m.name == h.node.name))
         .map(|(i, _)| i)
         .collect();
-    for i in joining {
+    for (n, &i) in joining.iter().enumerate() {
         let node = ctx.hosts[i].node.clone();
         let step = ctx.events.start(Some(&node.name), Some("etcd"), "join the running cluster");
         match join(ctx, i, leader_address).await {
@@ -119,7 +119,11 @@ async fn join_new_members(ctx: &mut Ctx, running: &[MemberStatus]) {
             Err(e) => {
                 step.done(Status::Failed, Some(e.clone()));
                 ctx.hosts[i].fail(crate::components::Phase::Etcd, format!("joining etcd: {e}"));
-                // The next member waits for a cluster that is whole again.
+                // The next member waits for a cluster that is whole again: those after this one
+                // did not join, and say so.
+                for &later in &joining[n + 1..] {
+                    ctx.hosts[later].fail(crate::components::Phase::Etcd, format!("not joined: {} failed to join first", node.name));
+                }
                 ctx.stopped = true;
                 return;
             }
@@ -130,7 +134,17 @@ async fn join_new_members(ctx: &mut Ctx, running: &[MemberStatus]) {
 async fn join(ctx: &mut Ctx, i: usize, leader: std::net::IpAddr) -> Result<(), String> {
     let node = ctx.hosts[i].node.clone();
     let peer = peer_url(ctx, &node);
-    let id = ctx.probe.etcd_member_add(leader, &peer).await?;
+    // etcd refuses a new member until every member has been connected for its health interval
+    // (5 s, `--strict-reconfig-check`): right after a member (re)started it answers "unhealthy
+    // cluster" for a few seconds.
+    let deadline = Instant::now() + ctx.opts.etcd_timeout;
+    let id = loop {
+        match ctx.probe.etcd_member_add(leader, &peer).await {
+            Ok(id) => break id,
+            Err(e) if e.contains("unhealthy cluster") && Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => return Err(e),
+        }
+    };
     let (membership, _) = ctx.probe.etcd_membership(leader, Duration::from_secs(5)).await?;
     let initial: Vec<String> = membership
         .iter()

@@ -298,7 +298,7 @@ pub fn add_local_binaries(inv: &Inventory, rendered: &mut Rendered, phases: &[Ph
                 cache.insert(src.clone(), bytes);
             }
             let files = rendered.hosts.get_mut(&node.name).expect("every node is rendered");
-            files.push(File { path: remote, mode: 0o755, contents: cache[&src].clone(), units: c.unit.into_iter().collect(), anchor: None, restarts: true });
+            files.push(File { path: remote, mode: 0o755, contents: cache[&src].clone().into(), units: c.unit.into_iter().collect(), anchor: None, restarts: true });
             files.sort_by(|a, b| a.path.cmp(&b.path));
         }
     }

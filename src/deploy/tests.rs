@@ -40,7 +40,7 @@ fn a_first_deploy_places_every_file_and_starts_etcd_members_together() {
         // Exactly the rendered files of the phases, with their modes.
         for file in crate::plan::files_in_phases(&f.rendered(), m, &opts(&ETCD_LB).selected()) {
             let got = &n.files[&file.path];
-            assert_eq!((&got.contents, got.mode, got.owner.as_str()), (&file.contents, file.mode, "root:root"), "{m}: {}", file.path);
+            assert_eq!((got.contents.as_slice(), got.mode, got.owner.as_str()), (&file.contents[..], file.mode, "root:root"), "{m}: {}", file.path);
         }
         assert!(!n.files.contains_key("/etc/systemd/system/kube-apiserver.service"), "{m}: a file of another phase");
     }
@@ -213,6 +213,11 @@ fn addons_are_applied_on_the_first_master_once_its_api_server_answers() {
     for unit in ["containerd", "kubelet", "kube-proxy", "pod-routes"] {
         assert!(f.fake.node("w1").unit_active(unit), "{unit}");
     }
+    // The API servers dial pod IPs: the masters route to the pod network too.
+    for m in ["m1", "m2", "m3"] {
+        assert!(f.fake.node(m).unit_active("pod-routes"), "{m}");
+        assert!(!f.fake.node(m).unit_active("containerd"), "{m}");
+    }
 }
 
 #[test]
@@ -347,24 +352,48 @@ fn five_masters() -> String {
     )
 }
 
-#[test]
-fn new_members_join_a_running_cluster_one_at_a_time_and_nobody_else_restarts() {
+/// A three-member cluster deployed, then an inventory of five masters with its PKI, and fake
+/// nodes for the two new ones.
+fn grown_to_five_masters() -> (Fixture, crate::inventory::Inventory, crate::pki::Pki) {
     let mut f = Fixture::new();
-    let etcd = [Phase::Etcd];
-    run(&f, &opts(&etcd)).unwrap();
+    run(&f, &opts(&[Phase::Etcd])).unwrap();
     let inv = crate::inventory::parse(std::path::Path::new("t.toml"), &five_masters()).unwrap();
     let deploy_mode = crate::pki::GenerateOptions { existing_trust_only: true, ..Default::default() };
     let (pki, _) = crate::pki::generate(&inv, &f.pki_dir(), deploy_mode).unwrap();
     Arc::get_mut(&mut f.fake).expect("only the fixture holds it").add_nodes(&inv);
+    (f, inv, pki)
+}
+
+#[test]
+fn a_member_that_cannot_join_fails_and_those_after_it_say_they_did_not_join() {
+    let etcd = [Phase::Etcd];
+    let (f, inv, pki) = grown_to_five_masters();
+    f.fake.unhealthy_adds.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
+    let r = block_on(deploy(&inv, crate::render::render(&inv, &pki).unwrap(), c, p, &opts(&etcd), crate::events::Events::none("deploy"))).unwrap();
+    let failed: Vec<(String, String)> = r.failed().iter().map(|h| (h.node.clone(), h.error.clone().unwrap_or_default())).collect();
+    assert_eq!(failed.len(), 2, "{}", r.table());
+    assert!(failed[0].0 == "m4" && failed[0].1.contains("unhealthy cluster"), "{failed:?}");
+    assert_eq!(failed[1], ("m5".to_string(), "not joined: m4 failed to join first".to_string()));
+    assert_eq!(f.fake.members().len(), 3, "nobody was added");
+}
+
+#[test]
+fn new_members_join_a_running_cluster_one_at_a_time_and_nobody_else_restarts() {
+    let etcd = [Phase::Etcd];
+    let (f, inv, pki) = grown_to_five_masters();
     f.fake.clear_events();
     let mut o = opts(&etcd);
     o.snapshot_dir = Some(f.dir.path().join("snapshots"));
+    // etcd refuses the first two adds as a cluster whose members were just restarted does.
+    f.fake.unhealthy_adds.store(2, std::sync::atomic::Ordering::SeqCst);
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
     let r = block_on(deploy(&inv, crate::render::render(&inv, &pki).unwrap(), c, p, &o, crate::events::Events::none("deploy"))).unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
-    // A snapshot first, then each new member added as a learner, started, promoted — m4 done
-    // before m5 begins; the running members are not restarted (their etcd.env changed, but it
-    // is only read on a first start).
+    // A snapshot first, then each new member added as a learner (asked again while etcd says
+    // its cluster is not yet healthy), started, promoted — m4 done before m5 begins; the
+    // running members are not restarted (their etcd.env changed, but it is only read on a
+    // first start).
     let steps: Vec<String> = f
         .fake
         .events()
@@ -376,6 +405,8 @@ fn new_members_join_a_running_cluster_one_at_a_time_and_nobody_else_restarts() {
         steps,
         [
             "etcd: snapshot",
+            "etcd: member add https://10.0.0.16:2380 refused",
+            "etcd: member add https://10.0.0.16:2380 refused",
             "etcd: member add https://10.0.0.16:2380 (learner)",
             "m4: restart etcd",
             "etcd: member promote m4",

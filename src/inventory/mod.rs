@@ -246,6 +246,108 @@ pub struct ExtraArg {
     pub word: String,
 }
 
+/// containerd's `major.minor` on the workers (`containerd.version`): it decides the format of
+/// the rendered config. Deploy's preflight compares it with what the nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContainerdVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl ContainerdVersion {
+    /// `major.minor` or `major.minor.patch`, digits only, a leading `v` tolerated (the patch
+    /// level does not change the config format).
+    pub fn parse(s: &str) -> Option<ContainerdVersion> {
+        let parts: Vec<&str> = s.strip_prefix('v').unwrap_or(s).split('.').collect();
+        // `parse::<u32>` alone would let "+1" through; every part must be plain digits.
+        let number = |p: &str| p.bytes().all(|b| b.is_ascii_digit()).then(|| p.parse::<u32>().ok()).flatten();
+        if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| number(p).is_none()) {
+            return None;
+        }
+        Some(ContainerdVersion { major: number(parts[0])?, minor: number(parts[1])? })
+    }
+
+    /// The config format it reads: containerd 2.x reads version 3 (the `io.containerd.cri.v1.*`
+    /// plugins) and only converts version 2, which is deprecated there; 1.7 refuses anything
+    /// above 2.
+    pub fn config_version(self) -> u32 {
+        if self.major >= 2 { 3 } else { 2 }
+    }
+
+    /// containerd 2.1 replaced the CNI plugins' `bin_dir` by the list `bin_dirs` (and drops
+    /// `bin_dir` in 2.3).
+    pub fn has_cni_bin_dirs(self) -> bool {
+        (self.major, self.minor) >= (2, 1)
+    }
+}
+
+impl fmt::Display for ContainerdVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// `[containerd]`: the container runtime on the workers.
+#[derive(Debug, Clone)]
+pub struct Containerd {
+    pub version: ContainerdVersion,
+    /// Where `containerd` (and its shim, which it finds beside itself) is on the nodes.
+    pub bin_dir: String,
+    /// The pause image of every pod sandbox, as containerd's config names it.
+    pub sandbox_image: String,
+    /// containerd's `restrict_oom_score_adj`: keep pods' OOM score adjustments no lower than
+    /// containerd's own, for nodes that are themselves containers without CAP_SYS_RESOURCE
+    /// (LXC, systemd-nspawn, hardway's lab), where the kubelet's -998 for sandboxes is refused.
+    pub restrict_oom_score_adj: bool,
+}
+
+/// `[cni]`: where the CNI plugins and their configuration live on the workers.
+#[derive(Debug, Clone)]
+pub struct Cni {
+    pub bin_dir: String,
+    pub conf_dir: String,
+}
+
+/// The Debian release a lab's machines run (`lab.suite`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum LabSuite {
+    Bookworm,
+    /// The default: Debian's stable release (etcd 3.5, HAProxy 3.0, containerd 1.7);
+    /// bookworm's etcd 3.4 is end of life.
+    #[default]
+    Trixie,
+    /// Debian unstable: containerd 2.1, runc 1.3, CNI plugins 1.9.
+    Sid,
+}
+
+impl LabSuite {
+    pub const ALL: [LabSuite; 3] = [LabSuite::Bookworm, LabSuite::Trixie, LabSuite::Sid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabSuite::Bookworm => "bookworm",
+            LabSuite::Trixie => "trixie",
+            LabSuite::Sid => "sid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LabSuite> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl fmt::Display for LabSuite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[lab]`: how `hardway lab` builds this inventory's machines.
+#[derive(Debug, Clone)]
+pub struct LabSettings {
+    pub suite: LabSuite,
+}
+
 /// A validated inventory. Every address, CIDR and role in here has been checked.
 #[derive(Debug, Clone)]
 pub struct Inventory {
@@ -259,6 +361,9 @@ pub struct Inventory {
     pub addons: Addons,
     /// Extra flags per component, sorted by flag name.
     pub extra_args: BTreeMap<ComponentId, Vec<ExtraArg>>,
+    pub containerd: Containerd,
+    pub cni: Cni,
+    pub lab: LabSettings,
     /// Things that are allowed but probably wrong (an even number of etcd members).
     pub warnings: Vec<Problem>,
 }

@@ -30,6 +30,12 @@ pub(super) struct RawInventory {
     /// validation, which can list the known ones.
     #[serde(default)]
     pub components: BTreeMap<String, RawComponent>,
+    #[serde(default)]
+    pub containerd: RawContainerd,
+    #[serde(default)]
+    pub cni: RawCni,
+    #[serde(default)]
+    pub lab: RawLab,
 }
 
 #[derive(Deserialize)]
@@ -115,4 +121,26 @@ pub(super) struct RawComponent {
     /// Flag name (without `--`) to value; a value is a string, number or boolean.
     #[serde(default)]
     pub extra_args: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContainerd {
+    pub version: Option<String>,
+    pub bin_dir: Option<String>,
+    pub sandbox_image: Option<String>,
+    pub restrict_oom_score_adj: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCni {
+    pub bin_dir: Option<String>,
+    pub conf_dir: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLab {
+    pub suite: Option<String>,
 }

@@ -22,6 +22,8 @@ use super::{
 use crate::components::{self, COMPONENTS, Port};
 use crate::versions::Version;
 
+mod runtime;
+
 /// The load balancer listens on the API server's own port unless told otherwise, so clients
 /// use the same port with or without one.
 const DEFAULT_LB_PORT: u16 = 6443;
@@ -86,6 +88,9 @@ impl<'a> Validator<'a> {
         let dir = path.parent().unwrap_or(Path::new("."));
         let addons = self.addons(&raw.addons, dir, &nodes, load_balancer.as_ref(), &cluster);
         let extra_args = self.extra_args(&raw.components, cluster.version);
+        let containerd = self.containerd(&raw.containerd);
+        let cni = self.cni(&raw.cni);
+        let lab = self.lab(&raw.lab);
         let inv = Inventory {
             source: path.to_path_buf(),
             cluster: Cluster {
@@ -104,6 +109,9 @@ impl<'a> Validator<'a> {
             nodes,
             addons,
             extra_args,
+            containerd: containerd?,
+            cni,
+            lab: lab?,
             warnings: Vec::new(),
         };
         // Rules over the whole model run even when other rules failed, so they are reported in

@@ -11,7 +11,7 @@ use super::LabOptions;
 use super::error::Result;
 use super::files::resolve;
 use super::net::HostLink;
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, LabSuite, Role};
 
 #[derive(Debug, Clone)]
 pub(super) struct Layout {
@@ -32,6 +32,9 @@ pub(super) struct NodeLayout {
     pub address: IpAddr,
     pub link: HostLink,
     pub dir: PathBuf,
+    /// It runs containers (a worker): its machine gets what containerd and runc need
+    /// (`super::containers`).
+    pub runs_containers: bool,
 }
 
 impl NodeLayout {
@@ -43,6 +46,11 @@ impl NodeLayout {
     }
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
+    }
+    /// containerd's state, bound to /var/lib/containerd: its overlayfs snapshots cannot live
+    /// on the node's own overlay root.
+    pub fn containerd_dir(&self) -> PathBuf {
+        self.dir.join("containerd")
     }
 }
 
@@ -59,7 +67,11 @@ impl Layout {
             dir,
             nodes: Vec::new(),
         };
-        layout.nodes = inv.nodes.iter().map(|n| layout.node(&n.name, n.address)).collect();
+        layout.nodes = inv
+            .nodes
+            .iter()
+            .map(|n| NodeLayout { runs_containers: n.has(Role::Worker), ..layout.node(&n.name, n.address) })
+            .collect();
         Ok(layout)
     }
 
@@ -69,6 +81,7 @@ impl Layout {
             address,
             link: HostLink { netns: format!("hw-{}-{name}", self.cluster), veth: veth_name(&self.cluster, name) },
             dir: self.dir.join(name),
+            runs_containers: false,
         }
     }
 
@@ -100,11 +113,11 @@ pub(super) const CGROUP_ROOT: &str = "hardway-lab";
 pub(super) struct CacheLayout {
     /// `LabOptions::cache_dir`, resolved.
     pub dir: PathBuf,
-    pub suite: &'static str,
+    pub suite: LabSuite,
 }
 
 impl CacheLayout {
-    pub fn new(opts: &LabOptions, suite: &'static str) -> Result<CacheLayout> {
+    pub fn new(opts: &LabOptions, suite: LabSuite) -> Result<CacheLayout> {
         Ok(CacheLayout { dir: resolve(&opts.cache_dir)?, suite })
     }
     /// The finished root fs.
@@ -183,8 +196,10 @@ mod tests {
         assert_eq!(l.lock_file(), Path::new("/run/hardway/lab/.lab.lock"));
         assert_eq!(l.cgroup(), Path::new("hardway-lab/lab-d660042c"));
         assert_eq!(bridge_name("a-rather-long-cluster-name"), "hw-a-rathe-8597");
-        let cache = CacheLayout::new(&LabOptions::default(), "bookworm").unwrap();
+        let cache = CacheLayout::new(&LabOptions::default(), LabSuite::Bookworm).unwrap();
         assert_eq!(cache.rootfs(), Path::new("/var/cache/hardway/lab/bookworm-rootfs"));
         assert_eq!(cache.build_dir(), Path::new("/var/cache/hardway/lab/bookworm-rootfs.tmp"));
+        let sid = CacheLayout::new(&LabOptions::default(), LabSuite::Sid).unwrap();
+        assert_eq!(sid.rootfs(), Path::new("/var/cache/hardway/lab/sid-rootfs"));
     }
 }

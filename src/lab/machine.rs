@@ -20,6 +20,7 @@ use super::net::{self, HostLink};
 use super::process::{self, alive, signal, wait_gone};
 use super::tools::{command, describe, find_tool, output_until, run, ssh_command};
 use super::NodeStatus;
+use super::containers;
 
 /// Five systemd instances booting at once on a 2-core machine take well under 30 s; the margin
 /// is for slow CI disks.
@@ -91,9 +92,11 @@ fn systemd_cgroup_roots() -> Vec<PathBuf> {
 /// The node's own cgroup in each of those hierarchies. It must have one: with --keep-unit and
 /// no systemd on the host, nspawn puts its `payload` cgroup under the caller's, so machines
 /// started from one process would share it and their systemds would remove each other's unit
-/// cgroups (units failing at random with status 219/CGROUP).
-fn node_cgroups(layout: &Layout, node: &NodeLayout) -> Vec<PathBuf> {
-    systemd_cgroup_roots().into_iter().map(|r| r.join(layout.cgroup()).join(&node.name)).collect()
+/// cgroups (units failing at random with status 219/CGROUP). With `controllers`, also in each
+/// cgroup v1 controller hierarchy (where runc puts a container node's containers).
+fn node_cgroups(layout: &Layout, node: &NodeLayout, controllers: bool) -> Vec<PathBuf> {
+    let v1 = if controllers { containers::v1_hierarchies().into_iter().map(|(m, _)| m).collect() } else { Vec::new() };
+    systemd_cgroup_roots().into_iter().chain(v1).map(|r| r.join(layout.cgroup()).join(&node.name)).collect()
 }
 
 /// PIDs in a cgroup and all cgroups below it.
@@ -117,7 +120,7 @@ fn cgroup_pids(dir: &Path) -> Vec<u32> {
 /// Only processes in this node's own cgroups, and in its namespace when `netns` says the
 /// namespace is this lab's, are touched.
 pub(super) fn kill_leftovers(layout: &Layout, node: &NodeLayout, netns: bool) -> Result<()> {
-    let mut pids: BTreeSet<u32> = node_cgroups(layout, node).iter().flat_map(|cg| cgroup_pids(cg)).collect();
+    let mut pids: BTreeSet<u32> = node_cgroups(layout, node, true).iter().flat_map(|cg| cgroup_pids(cg)).collect();
     if netns && node.link.netns_path().exists() {
         pids.extend(net::netns_pids(&node.link)?);
     }
@@ -142,11 +145,11 @@ fn remove_cgroup(dir: &Path) -> Result<()> {
 /// Removes the nodes' cgroups, then the lab's and the common parent if empty.
 pub(super) fn remove_cgroups(layout: &Layout, nodes: &[NodeLayout]) -> Result<()> {
     for node in nodes {
-        for cg in node_cgroups(layout, node) {
+        for cg in node_cgroups(layout, node, true) {
             remove_cgroup(&cg)?;
         }
     }
-    for root in systemd_cgroup_roots() {
+    for root in systemd_cgroup_roots().into_iter().chain(containers::v1_hierarchies().into_iter().map(|(m, _)| m)) {
         let _ = fs::remove_dir(root.join(layout.cgroup()));
         let _ = fs::remove_dir(root.join(CGROUP_ROOT));
     }
@@ -161,9 +164,10 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     let nspawn = find_tool("systemd-nspawn").ok_or_else(|| LabError::Preflight {
         problems: vec![Problem::MissingTool { tool: "systemd-nspawn", package: "systemd-container" }],
     })?;
-    let cgroups = node_cgroups(layout, node);
+    let cgroups = node_cgroups(layout, node, node.runs_containers);
     for cg in &cgroups {
         create_dir_all(cg)?;
+        containers::init_cpusets(cg)?;
     }
     let cgroups: Vec<String> = cgroups.iter().map(|p| p.display().to_string()).collect();
     if let Some(bad) = cgroups.iter().find(|p| p.contains(char::is_whitespace)) {
@@ -172,7 +176,11 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     // Started through sh so that it is not our child: it outlives `hardway lab up`, and whoever
     // inherits it reaps it. setsid detaches it from our terminal and its signals. sh joins the
     // node's cgroups first so that nspawn starts inside them.
+    let (env, extra_args) = if node.runs_containers { containers::nspawn_settings(node) } else { Default::default() };
     let mut c = command("sh");
+    process::no_inherited_fds(&mut c);
+    // Every machine on cgroup v2: systemd 258 and later (Debian sid's) support nothing else.
+    c.env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1").envs(env);
     c.env("HW_CGROUPS", cgroups.join(" "))
         .arg("-c")
         .arg(
@@ -189,7 +197,11 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
         .arg("--register=no")
         .arg("--keep-unit")
         .arg(format!("--network-namespace-path={}", node.link.netns_path().display()))
-        .arg("--console=passive");
+        .arg("--console=passive")
+        // The network namespace is the node's own, as a machine's network is: its routes
+        // (pod-routes on masters and workers) are its to change.
+        .arg("--capability=CAP_NET_ADMIN")
+        .args(extra_args);
     let machine_error = |reason: String| LabError::Machine { node: node.name.clone(), reason };
     let pid: u32 = run(&mut c)?.trim().parse().map_err(|_| machine_error(format!("no PID from {}", describe(&c))))?;
     write_file(&node.pid_file(), format!("{pid}\n"))?;

@@ -1,18 +1,21 @@
 //! A local lab: one booted systemd "machine" per inventory node, on this host, so that the
 //! deploy can be exercised end to end without VMs or a cloud account.
 //!
-//! Each node is a `systemd-nspawn --boot` container on its own overlay of a Debian bookworm
-//! root fs, in its own cgroups, with its own network namespace plugged into a bridge. The host
+//! Each node is a `systemd-nspawn --boot` container on its own overlay of a Debian root fs
+//! (`lab.suite` in the inventory: trixie by default, or sid, or bookworm), on cgroup v2, in its
+//! own cgroups, with its own network namespace plugged into a bridge. Workers also get what
+//! containerd and runc need to run containers in them (`containers`). The host
 //! reaches every node at its inventory address on port 22, as root with the lab's key, exactly
 //! like a real machine — so the later stages need no lab-specific code path.
 //!
 //! Where things live:
 //!
 //! ```text
-//! <cache_dir>/bookworm-rootfs          built once by debootstrap, never booted nor written to
+//! <cache_dir>/<suite>-rootfs           built once per suite by debootstrap, never booted nor written to
 //! <state_dir>/<cluster>/id_ed25519     the lab's ssh key (root on every node trusts it)
 //! <state_dir>/<cluster>/known_hosts    `<address> <host key>` for every node
-//! <state_dir>/<cluster>/<node>/        rootfs/ (overlay: the cache + upper/), pid, console.log
+//! <state_dir>/<cluster>/<node>/        rootfs/ (overlay: the cache + upper/), pid, console.log,
+//!                                      containerd/ (workers' /var/lib/containerd)
 //! ```
 //!
 //! Host-wide network names are derived from the cluster name: bridge `hw-<cluster>`, network
@@ -35,12 +38,14 @@
 //! | `rootfs` | the debootstrap cache and its customisation, each node's overlay and identity |
 //! | [`net`] | bridge, namespaces, veths, addresses, subnet conflicts, teardown |
 //! | [`machine`] | systemd-nspawn: start, find, boot wait, probe, stop, cgroups, light sshd hosts |
+//! | `containers` | what workers need for containerd and runc: capabilities, cgroup v1 controllers |
 //! | [`process`] | liveness, signals and deadlines for host processes |
 //! | `files` | symlink-safe writes, locks, the mount table, `rm -rf` |
 //!
 //! [`net`], [`machine`], [`process`] and [`tools`] are public building blocks: the fan-out bench
 //! sets up its own hosts with them, on the lab's root fs.
 
+mod containers;
 mod error;
 mod files;
 mod layout;
@@ -60,7 +65,7 @@ use std::time::Instant;
 
 pub use error::{LabError, Problem, Result};
 
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, LabSuite};
 use files::{create_dir_all, is_mount_point, lock, remove_tree, write_file};
 use layout::{CacheLayout, Layout, NodeLayout};
 
@@ -115,16 +120,17 @@ impl Lab {
     }
 }
 
-/// The cached Debian root fs the lab's machines boot from, built with debootstrap the first
-/// time (from the host's own apt mirror). Never written to afterwards, so other tools (the
-/// fan-out bench) may use it read-only as the lower layer of their own machines.
-pub fn cache_rootfs(opts: &LabOptions) -> Result<PathBuf> {
-    rootfs::ensure_cache_rootfs(&CacheLayout::new(opts, rootfs::SUITE)?)
+/// The cached Debian root fs of `suite` the lab's machines boot from, built with debootstrap
+/// the first time (from the host's own apt mirror). Never written to afterwards, so other
+/// tools (the fan-out bench, tests) may use it read-only as the lower layer of their own
+/// machines.
+pub fn cache_rootfs(opts: &LabOptions, suite: LabSuite) -> Result<PathBuf> {
+    rootfs::ensure_cache_rootfs(&CacheLayout::new(opts, suite)?)
 }
 
-/// Checks that this process can run a lab: root, and every tool present. The error lists every
-/// missing piece with the Debian package that provides it.
-pub fn preflight() -> Result<()> {
+/// Checks that this process can run a lab of `suite`: root, and every tool present. The error
+/// lists every missing piece with the Debian package that provides it.
+pub fn preflight(suite: LabSuite) -> Result<()> {
     let mut problems = Vec::new();
     match effective_uid() {
         Some(0) => {}
@@ -132,9 +138,8 @@ pub fn preflight() -> Result<()> {
         None => problems.push(Problem::UnknownUid),
     }
     problems.extend(tools::missing_tools(tools::find_tool));
-    let suite = rootfs::SUITE;
-    if tools::find_tool("debootstrap").is_some() && !Path::new("/usr/share/debootstrap/scripts").join(suite).exists() {
-        problems.push(Problem::UnknownSuite { suite });
+    if tools::find_tool("debootstrap").is_some() && !Path::new("/usr/share/debootstrap/scripts").join(suite.as_str()).exists() {
+        problems.push(Problem::UnknownSuite { suite: suite.as_str() });
     }
     if problems.is_empty() { Ok(()) } else { Err(LabError::Preflight { problems }) }
 }
@@ -145,7 +150,7 @@ pub fn preflight() -> Result<()> {
 /// key, root fs, bridge, namespace, veth, address, route, machine) are created. On error what
 /// was created stays in place; [`down`] removes it.
 pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
-    preflight()?;
+    preflight(inv.lab.suite)?;
     let layout = Layout::new(inv, opts)?;
     let net = net::lab_network(inv)?;
     create_dir_all(&layout.state_root)?;
@@ -156,7 +161,7 @@ pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     create_dir_all(&layout.dir)?;
     let lab_pub = rootfs::ensure_lab_key(&layout)?;
     let cache = if layout.nodes.iter().any(|n| !is_mount_point(&n.rootfs())) {
-        Some(cache_rootfs(opts)?)
+        Some(cache_rootfs(opts, inv.lab.suite)?)
     } else {
         None
     };

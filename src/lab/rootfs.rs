@@ -1,6 +1,6 @@
-//! Root file systems: the Debian cache built once by debootstrap from the host's own apt
-//! mirror and customised for every node alike, and each node's overlay on it with the node's
-//! identity (hostname, machine-id, host key) and the lab's key for root.
+//! Root file systems: the Debian cache of each suite, built once by debootstrap from the host's
+//! own apt mirror and customised for every node alike, and each node's overlay on it with the
+//! node's identity (hostname, machine-id, host key) and the lab's key for root.
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
@@ -10,9 +10,12 @@ use super::error::{LabError, Result, io_error};
 use super::files::{create_dir_all, is_mount_point, lock, overlays_on, remove_tree, tail, write_file};
 use super::layout::{CacheLayout, Layout, NodeLayout};
 use super::tools::{authorize_key, command, describe, known_hosts_line, run, ssh_keygen};
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, LabSuite};
 
-pub(super) const SUITE: &str = "bookworm";
+/// What every node gets, whatever its roles: the deploy installs its own units and configs
+/// over the packages' and starts what each node runs. Workers' data plane: containerd, runc,
+/// the CNI plugins, iptables (the bridge plugin's masquerading), conntrack and socat (the
+/// kubelet's port forwarding), kmod (containerd's unit runs modprobe).
 const PACKAGES: &[&str] = &[
     "systemd",
     "systemd-sysv",
@@ -25,14 +28,24 @@ const PACKAGES: &[&str] = &[
     "ca-certificates",
     "sudo",
     "procps",
+    "containerd",
+    "runc",
+    "containernetworking-plugins",
+    "iptables",
+    "conntrack",
+    "socat",
+    "kmod",
 ];
+/// Packaged services the deploy replaces with its own units, started only where they belong.
+const PACKAGED_SERVICES: &[&str] = &["etcd.service", "haproxy.service", "containerd.service"];
 /// Bump whenever `customize_rootfs` changes, so that existing caches are rebuilt, not reused.
-const ROOTFS_REVISION: u32 = 1;
+const ROOTFS_REVISION: u32 = 2;
 /// Written last into a finished cache, holding [`recipe`]: a cache without it is never used.
 const ROOTFS_MARKER: &str = "etc/hardway-lab-rootfs";
 
-fn recipe() -> String {
-    format!("hardway lab root fs, revision {ROOTFS_REVISION}\nsuite: {SUITE}\npackages: {}\n", PACKAGES.join(","))
+/// Names the suite too, so that one suite's cache is never taken for another's.
+fn recipe(suite: LabSuite) -> String {
+    format!("hardway lab root fs, revision {ROOTFS_REVISION}\nsuite: {suite}\npackages: {}\n", PACKAGES.join(","))
 }
 
 /// The cached root fs, built first if missing or from an older recipe. Built in a temporary
@@ -41,21 +54,21 @@ pub(super) fn ensure_cache_rootfs(cache: &CacheLayout) -> Result<PathBuf> {
     create_dir_all(&cache.dir)?;
     // Two labs coming up at once would otherwise debootstrap into the same temporary directory.
     let _lock = lock(&cache.lock_file())?;
-    let rootfs = cache.rootfs();
-    if fs::read_to_string(rootfs.join(ROOTFS_MARKER)).is_ok_and(|r| r == recipe()) {
+    let (rootfs, suite) = (cache.rootfs(), cache.suite);
+    if fs::read_to_string(rootfs.join(ROOTFS_MARKER)).is_ok_and(|r| r == recipe(suite)) {
         return Ok(rootfs);
     }
     let tmp = cache.build_dir();
     remove_tree(&tmp)?;
-    let mirror = debian_mirror()?;
+    let mirror = debian_mirror(suite)?;
     let log_path = cache.log();
     let log = File::create(&log_path).map_err(io_error("create", &log_path))?;
     let log2 = log.try_clone().map_err(io_error("open", &log_path))?;
-    eprintln!("lab: building the {SUITE} root fs from {mirror} into {} (once; about a minute)", rootfs.display());
+    eprintln!("lab: building the {suite} root fs from {mirror} into {} (once; one or two minutes)", rootfs.display());
     let mut c = command("debootstrap");
     c.arg("--variant=minbase")
         .arg(format!("--include={}", PACKAGES.join(",")))
-        .arg(SUITE)
+        .arg(suite.as_str())
         .arg(&tmp)
         .arg(&mirror)
         .stdout(log2)
@@ -64,14 +77,14 @@ pub(super) fn ensure_cache_rootfs(cache: &CacheLayout) -> Result<PathBuf> {
     if !status.success() {
         let inner_log = tmp.join("debootstrap/debootstrap.log");
         return Err(LabError::Debootstrap {
-            suite: SUITE,
+            suite: suite.as_str(),
             mirror,
             status,
             logs: vec![(log_path.clone(), tail(&log_path, 15)), (inner_log.clone(), tail(&inner_log, 15))],
         });
     }
     customize_rootfs(&tmp)?;
-    write_file(&tmp.join(ROOTFS_MARKER), recipe())?;
+    write_file(&tmp.join(ROOTFS_MARKER), recipe(suite))?;
     if fs::symlink_metadata(&rootfs).is_ok() {
         let users = overlays_on(&rootfs);
         if !users.is_empty() {
@@ -101,7 +114,7 @@ fn customize_rootfs(root: &Path) -> Result<()> {
     run(command("chroot").arg(root).args(["systemctl", "enable", "ssh.service"]))?;
     // Disabled, not masked: a mask is a symlink to /dev/null at the very path where the deploy
     // writes its own etcd.service and haproxy.service.
-    run(command("chroot").arg(root).args(["systemctl", "disable", "etcd.service", "haproxy.service"]))?;
+    run(command("chroot").arg(root).args(["systemctl", "disable"]).args(PACKAGED_SERVICES))?;
 
     let ssh_dir = root.join("etc/ssh");
     for e in fs::read_dir(&ssh_dir).map_err(io_error("read", &ssh_dir))?.flatten() {
@@ -124,28 +137,39 @@ fn customize_rootfs(root: &Path) -> Result<()> {
 }
 
 /// The mirror the host's own apt uses for the suite, from deb822 `.sources` files first, then
-/// one-line `.list` files.
-fn debian_mirror() -> Result<String> {
+/// one-line `.list` files. A host rarely lists other releases than its own (a bookworm host
+/// building a trixie lab): then the mirror of its own release serves, since a Debian mirror
+/// carries every suite.
+fn debian_mirror(suite: LabSuite) -> Result<String> {
     let mut files: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d")
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "sources")) {
-        if let Some(uri) = fs::read_to_string(f).ok().and_then(|t| mirror_from_deb822(&t, SUITE)) {
-            return Ok(uri);
-        }
-    }
-    let lists = std::iter::once(PathBuf::from("/etc/apt/sources.list"))
-        .chain(files.iter().filter(|f| f.extension().is_some_and(|e| e == "list")).cloned());
-    for f in lists {
-        if let Some(uri) = fs::read_to_string(&f).ok().and_then(|t| mirror_from_one_line(&t, SUITE)) {
-            return Ok(uri);
-        }
-    }
-    Err(LabError::NoMirror { suite: SUITE })
+    let texts: Vec<(bool, String)> = files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "sources"))
+        .filter_map(|f| Some((true, fs::read_to_string(f).ok()?)))
+        .chain(
+            std::iter::once(PathBuf::from("/etc/apt/sources.list"))
+                .chain(files.iter().filter(|f| f.extension().is_some_and(|e| e == "list")).cloned())
+                .filter_map(|f| Some((false, fs::read_to_string(f).ok()?))),
+        )
+        .collect();
+    let find = |wanted: &dyn Fn(&str) -> bool| {
+        texts.iter().find_map(|(deb822, t)| if *deb822 { mirror_from_deb822(t, wanted) } else { mirror_from_one_line(t, wanted) })
+    };
+    find(&|s| s == suite.as_str())
+        .or_else(|| find(&|s| DEBIAN_RELEASES.contains(&s)))
+        .ok_or(LabError::NoMirror { suite: suite.as_str() })
 }
 
-fn mirror_from_deb822(text: &str, suite: &str) -> Option<String> {
+/// Debian releases' main suites, by name and alias: a source for one of them is a Debian
+/// mirror (not Ubuntu's), and not a `-security` or `-updates` archive, which carry only part
+/// of a release.
+const DEBIAN_RELEASES: &[&str] =
+    &["bullseye", "bookworm", "trixie", "forky", "sid", "oldoldstable", "oldstable", "stable", "testing", "unstable"];
+
+fn mirror_from_deb822(text: &str, suite: &dyn Fn(&str) -> bool) -> Option<String> {
     let mut stanzas: Vec<Vec<(String, String)>> = vec![Vec::new()];
     for line in text.lines() {
         if line.trim().is_empty() {
@@ -166,12 +190,12 @@ fn mirror_from_deb822(text: &str, suite: &str) -> Option<String> {
         let get = |k: &str| s.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap_or("");
         let enabled = !get("enabled").eq_ignore_ascii_case("no");
         let deb = get("types").split_whitespace().any(|t| t == "deb");
-        let has_suite = get("suites").split_whitespace().any(|t| t == suite);
+        let has_suite = get("suites").split_whitespace().any(suite);
         (enabled && deb && has_suite).then(|| get("uris").split_whitespace().next().map(str::to_string)).flatten()
     })
 }
 
-fn mirror_from_one_line(text: &str, suite: &str) -> Option<String> {
+fn mirror_from_one_line(text: &str, suite: &dyn Fn(&str) -> bool) -> Option<String> {
     text.lines().find_map(|line| {
         let line = line.split('#').next().unwrap_or("");
         let mut tokens = line.split_whitespace();
@@ -185,7 +209,7 @@ fn mirror_from_one_line(text: &str, suite: &str) -> Option<String> {
             }
             uri = tokens.next()?;
         }
-        (tokens.next()? == suite).then(|| uri.to_string())
+        suite(tokens.next()?).then(|| uri.to_string())
     })
 }
 
@@ -262,6 +286,9 @@ pub(super) fn ensure_node_rootfs(cache: Option<&Path>, node: &NodeLayout, hosts:
         let _ = fs::remove_file(host_key.with_extension("pub"));
         ssh_keygen(&host_key, &format!("root@{}", node.name))?;
     }
+    if node.runs_containers {
+        super::containers::prepare_node(node)?;
+    }
     Ok(())
 }
 
@@ -285,28 +312,37 @@ mod tests {
         let text = "Types: deb\n# http://snapshot.debian.org/archive/debian/20250520T000000Z\nURIs: http://deb.debian.org/debian\n\
                     Suites: bookworm bookworm-updates\nComponents: main\n\n\
                     Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n";
-        assert_eq!(mirror_from_deb822(text, "bookworm").as_deref(), Some("http://deb.debian.org/debian"));
-        assert_eq!(mirror_from_deb822(text, "bookworm-security").as_deref(), Some("http://deb.debian.org/debian-security"));
+        let is = |want: &'static str| move |s: &str| s == want;
+        assert_eq!(mirror_from_deb822(text, &is("bookworm")).as_deref(), Some("http://deb.debian.org/debian"));
+        assert_eq!(mirror_from_deb822(text, &is("bookworm-security")).as_deref(), Some("http://deb.debian.org/debian-security"));
         let disabled = "Types: deb\nURIs: http://a/debian\nSuites: bookworm\nEnabled: no\n\nTypes: deb-src deb\nURIs:\n http://b/debian\nSuites: bookworm\n";
-        assert_eq!(mirror_from_deb822(disabled, "bookworm").as_deref(), Some("http://b/debian"));
-        assert_eq!(mirror_from_deb822("Types: deb-src\nURIs: http://a\nSuites: bookworm\n", "bookworm"), None);
+        assert_eq!(mirror_from_deb822(disabled, &is("bookworm")).as_deref(), Some("http://b/debian"));
+        assert_eq!(mirror_from_deb822("Types: deb-src\nURIs: http://a\nSuites: bookworm\n", &is("bookworm")), None);
+        // No trixie source on a bookworm host: the mirror of a Debian release, not the security one.
+        assert_eq!(mirror_from_deb822(text, &is("trixie")), None);
+        let release = |s: &str| DEBIAN_RELEASES.contains(&s);
+        assert_eq!(mirror_from_deb822(text, &release).as_deref(), Some("http://deb.debian.org/debian"));
     }
 
     #[test]
     fn one_line_sources() {
         let text = "# deb http://old bookworm main\ndeb-src http://src bookworm main\n\
                     deb [arch=amd64 signed-by=/k.gpg] http://mirror/debian bookworm main contrib\n";
-        assert_eq!(mirror_from_one_line(text, "bookworm").as_deref(), Some("http://mirror/debian"));
-        assert_eq!(mirror_from_one_line("deb http://m/debian bookworm-updates main\n", "bookworm"), None);
+        let bookworm = |s: &str| s == "bookworm";
+        assert_eq!(mirror_from_one_line(text, &bookworm).as_deref(), Some("http://mirror/debian"));
+        assert_eq!(mirror_from_one_line("deb http://m/debian bookworm-updates main\n", &bookworm), None);
     }
 
     /// The recipe is what existing caches were marked with: changing it rebuilds every cache.
     #[test]
     fn recipe_is_unchanged() {
         assert_eq!(
-            recipe(),
-            "hardway lab root fs, revision 1\nsuite: bookworm\npackages: systemd,systemd-sysv,dbus,openssh-server,\
-             iproute2,etcd-server,etcd-client,haproxy,ca-certificates,sudo,procps\n"
+            recipe(LabSuite::Trixie),
+            "hardway lab root fs, revision 2\nsuite: trixie\npackages: systemd,systemd-sysv,dbus,openssh-server,\
+             iproute2,etcd-server,etcd-client,haproxy,ca-certificates,sudo,procps,containerd,runc,\
+             containernetworking-plugins,iptables,conntrack,socat,kmod\n"
         );
+        // One suite's cache is never taken for another's.
+        assert_ne!(recipe(LabSuite::Sid), recipe(LabSuite::Trixie));
     }
 }

@@ -100,13 +100,16 @@ pub struct FakeCluster {
     nodes: BTreeMap<String, Arc<Mutex<NodeState>>>,
     log: Arc<Mutex<Vec<Event>>>,
     membership: Arc<Mutex<Vec<EtcdMember>>>,
+    /// How many `member add`s etcd still refuses with "unhealthy cluster", as it does for its
+    /// health interval after a member (re)started.
+    pub unhealthy_adds: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 use crate::components::ETCD_JOIN_ENV as JOIN_ENV;
 
 impl FakeCluster {
     pub fn new(inv: &Inventory) -> FakeCluster {
-        let mut c = FakeCluster { nodes: BTreeMap::new(), log: Arc::new(Mutex::new(Vec::new())), membership: Arc::new(Mutex::new(Vec::new())) };
+        let mut c = FakeCluster { nodes: BTreeMap::new(), log: Arc::new(Mutex::new(Vec::new())), membership: Arc::new(Mutex::new(Vec::new())), unhealthy_adds: Arc::default() };
         c.add_nodes(inv);
         c
     }
@@ -660,6 +663,11 @@ impl Probe for FakeCluster {
         Box::pin(async move {
             if self.etcd_leader().is_none() || !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
                 return Err("etcdserver: no leader (fake)".into());
+            }
+            use std::sync::atomic::Ordering;
+            if self.unhealthy_adds.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member add {peer_url} refused") });
+                return Err("etcdserver: unhealthy cluster (fake)".into());
             }
             let mut members = self.membership.lock().expect("not poisoned");
             if members.iter().any(|m| m.peer_url == peer_url) {

@@ -181,8 +181,26 @@ pub struct UnitInfo {
 }
 
 impl UnitInfo {
+    /// Set up on the node: its unit exists, and it is enabled or has run. A unit a package
+    /// installed and nobody enabled or started (Debian's containerd on a node whose workers
+    /// phase has not run) is not deployed, whatever the package put there.
     pub fn deployed(&self) -> bool {
-        self.load == "loaded"
+        self.load == "loaded" && !(self.enabled == "disabled" && self.active == "inactive")
+    }
+}
+
+#[cfg(test)]
+mod unit_info_tests {
+    use super::UnitInfo;
+
+    #[test]
+    fn a_packaged_unit_nobody_set_up_is_not_deployed() {
+        let unit = |load: &str, active: &str, enabled: &str| UnitInfo { load: load.into(), active: active.into(), enabled: enabled.into(), text: String::new() };
+        assert!(!unit("not-found", "inactive", "").deployed());
+        assert!(!unit("loaded", "inactive", "disabled").deployed());
+        assert!(unit("loaded", "failed", "disabled").deployed());
+        assert!(unit("loaded", "inactive", "enabled").deployed());
+        assert!(unit("loaded", "active", "disabled").deployed());
     }
 }
 

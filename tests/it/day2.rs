@@ -35,11 +35,13 @@ fn node_block(name: &str, address: &str) -> String {
 #[test]
 fn day_two_on_the_lab() {
     let lab_toml = std::fs::read_to_string(repo().join("inventory/lab.toml")).unwrap();
-    let t = crate::common::lab::boot_with("/run/hardway/test-day2", &format!("{lab_toml}{EXTRA_MASTERS}"));
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("lab7.toml"), format!("{lab_toml}{EXTRA_MASTERS}")).unwrap();
+    let t = crate::common::lab::boot_inventory("/run/hardway/test-day2", &source.path().join("lab7.toml"));
     let big = t.inv_path.clone();
     let small = write_inventory(&t, "small.toml", &t.inv_text.replace(EXTRA_MASTERS, ""));
     pki_generate(&small, &t.pki);
-    deploy_ok(&t, &small, &[]);
+    deploy_ok(&t, &small, &["--accept-new-host-keys"]);
     verify_passes(&t, &small);
 
     a_restore_puts_back_what_the_snapshot_holds(&t, &small);
@@ -89,15 +91,7 @@ fn members_of(inv: &Path) -> Vec<(String, IpAddr)> {
 
 /// `etcdctl` against the given members, with the PKI's health-check client.
 fn etcdctl(t: &TestLab, members: &[(String, IpAddr)], args: &[&str]) -> Output {
-    let endpoints: Vec<String> = members.iter().map(|(_, a)| format!("https://{a}:2379")).collect();
-    run(Command::new(require("etcdctl", "etcd-client"))
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
-        .arg(format!("--cacert={}", t.pki.join("etcd/ca.crt").display()))
-        .arg(format!("--cert={}", t.pki.join("etcd/healthcheck-client.crt").display()))
-        .arg(format!("--key={}", t.pki.join("etcd/healthcheck-client.key").display()))
-        .args(["--command-timeout=5s"])
-        .args(args))
+    t.etcdctl(&members.iter().map(|(_, a)| a.to_string()).collect::<Vec<_>>(), args)
 }
 
 fn etcdctl_ok(t: &TestLab, members: &[(String, IpAddr)], args: &[&str]) -> String {
@@ -230,10 +224,18 @@ impl Writer {
         let auth = probe::EtcdAuth::from_pki(&pki::load(&loaded, &t.pki).unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let (through, prefix, flag) = (through.to_vec(), prefix.to_string(), stop.clone());
+        let (ready_tx, ready) = std::sync::mpsc::channel();
         let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
-                let mut clients: Vec<Option<etcd_client::Client>> = through.iter().map(|_| None).collect();
+                // Connected before the first write, so that connecting is not what is measured;
+                // 5 s per request, etcdctl's default command timeout.
+                let timeout = Duration::from_secs(5);
+                let mut clients = Vec::new();
+                for (_, addr) in &through {
+                    clients.push(Some(probe::etcd_client(&auth, *addr, 2379, timeout).await.expect("the writer connects")));
+                }
+                ready_tx.send(()).unwrap();
                 let mut done = Vec::new();
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
                 let mut n = 0u64;
@@ -241,14 +243,16 @@ impl Writer {
                     tick.tick().await;
                     let i = (n as usize) % through.len();
                     let (name, addr) = &through[i];
+                    let started = Instant::now();
                     let result = async {
                         if clients[i].is_none() {
-                            clients[i] = Some(probe::etcd_client(&auth, *addr, 2379, Duration::from_secs(2)).await?);
+                            clients[i] = Some(probe::etcd_client(&auth, *addr, 2379, timeout).await?);
                         }
                         let c = clients[i].as_mut().unwrap();
                         c.put(format!("{prefix}/{n:06}"), n.to_string(), None).await.map(|_| ()).map_err(|e| e.to_string())
                     }
                     .await;
+                    let result = result.map_err(|e| format!("{e} (after {:?})", started.elapsed()));
                     if result.is_err() {
                         clients[i] = None;
                     }
@@ -258,6 +262,7 @@ impl Writer {
                 done
             })
         });
+        ready.recv().expect("the writer did not start");
         Writer { stop, handle }
     }
 
@@ -268,7 +273,7 @@ impl Writer {
         let failed: Vec<String> = writes.iter().filter_map(|(n, m, r)| r.as_ref().err().map(|e| format!("write {n} through {m}: {e}"))).collect();
         assert!(writes.len() >= 20, "the writer wrote only {} keys", writes.len());
         assert!(failed.is_empty(), "{} of {} writes failed:\n{}", failed.len(), writes.len(), failed.join("\n"));
-        let count = etcdctl_ok(t, read_from, &["get", &format!("{prefix}/"), "--prefix", "--count-only", "-w", "json"]);
+        let count = etcdctl_ok(t, read_from, &["get", &format!("{prefix}/"), "--prefix", "--keys-only", "-w", "json"]);
         let v: serde_json::Value = serde_json::from_str(&count).unwrap();
         assert_eq!(v["count"].as_u64().unwrap_or(0), writes.len() as u64, "not every acknowledged write is in etcd");
     }
@@ -287,7 +292,7 @@ fn growing_and_shrinking_loses_no_write(t: &TestLab, small: &Path, big: &Path) -
     // the CAs and every key, and issues what is new.
     pki_generate(big, &t.pki);
     let writer = Writer::start(t, small, &three, "grow");
-    deploy_ok(t, big, &[]);
+    deploy_ok(t, big, &["--accept-new-host-keys"]);
     writer.finish(t, &five, "grow");
     wait_agreed(t, &five);
     assert_eq!(member_names(t, &five), ["lab-m1", "lab-m2", "lab-m3", "lab-m4", "lab-m5"]);

@@ -614,6 +614,9 @@ fn cert_validity_beyond_a_century() {
     refused(&edits, "pki.cert_validity_days", "cert_validity_days", &["40000 days is more than 100 years"]);
 }
 
-/// The rules that depend on the Kubernetes version: supported releases and `extra_args`.
+/// `[addons]`.
 mod addons;
+/// The rules that depend on the Kubernetes version: supported releases and `extra_args`.
 mod kubernetes;
+/// `[containerd]`, `[cni]` and `[lab]`.
+mod runtime;

@@ -123,7 +123,7 @@ fn lab_boots_every_node_is_idempotent_and_leaves_nothing_behind() {
     assert_eq!(nspawns_under(&lab_dir), Vec::<u32>::new(), "systemd-nspawn processes left behind");
     assert!(!lab_dir.exists(), "{} left behind", lab_dir.display());
     assert!(
-        LabOptions::default().cache_dir.join("bookworm-rootfs/etc/hardway-lab-rootfs").is_file(),
+        LabOptions::default().cache_dir.join(format!("{}-rootfs/etc/hardway-lab-rootfs", inv.lab.suite)).is_file(),
         "down must keep the root fs cache"
     );
 

@@ -1,7 +1,7 @@
 //! hardway's integration tests, one binary (`cargo test --test it`): each module tests one
 //! command or stage with the real tools that consume what hardway makes. The modules that boot
-//! the lab (`lab`, `deploy`, `verify`) take one lab at a time (see `common::lab`); everything
-//! else runs in parallel.
+//! a lab (`lab`, `deploy`, `verify`, `dataplane`) take one lab at a time (see `common::lab`);
+//! everything else runs in parallel.
 
 mod common;
 
@@ -9,6 +9,7 @@ mod addons;
 mod certs;
 mod cli;
 mod day2;
+mod dataplane;
 mod deploy;
 mod fuzz;
 mod inventory;

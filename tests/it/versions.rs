@@ -112,7 +112,7 @@ fn the_check_catches_a_flag_the_version_does_not_have() {
     let unit = |c: &str, flags: &str| File {
         path: format!("/etc/systemd/system/{c}.service"),
         mode: 0o644,
-        contents: format!("[Service]\nExecStart=/usr/local/bin/{c} \\\n  {flags} \\\n  --v=2\n").into_bytes(),
+        contents: format!("[Service]\nExecStart=/usr/local/bin/{c} \\\n  {flags} \\\n  --v=2\n").into_bytes().into(),
         units: vec![],
         anchor: None,
         restarts: true,

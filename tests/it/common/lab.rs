@@ -1,7 +1,7 @@
-//! A booted lab for integration tests: `boot` brings up inventory/lab.toml's machines under a
-//! test-specific state directory and tears them down when the returned `TestLab` is dropped,
-//! also when the test panics. `LabGuard` is the same life cycle without the rest, for
-//! tests/lab.rs, which tests the lab itself.
+//! A booted lab for integration tests: `boot` brings up inventory/lab.toml's machines (or
+//! `boot_inventory` another inventory's) under a test-specific state directory and tears them
+//! down when the returned `TestLab` is dropped, also when the test panics. `LabGuard` is the
+//! same life cycle without the rest, for tests/lab.rs, which tests the lab itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,9 @@ use super::*;
 use hardway::inventory::{self, Inventory};
 use hardway::lab::{self, Lab, LabOptions};
 
-/// One lab at a time: every lab test boots inventory/lab.toml, whose bridge and addresses two
-/// labs cannot share. Within this test binary a mutex, across processes a lock file.
+/// One lab at a time: labs take the machine's cores and memory, and two of one inventory cannot
+/// share its bridge and addresses. Within this test binary a mutex, across processes a lock
+/// file.
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const LAB_LOCK_FILE: &str = "/run/hardway-test-lab.lock";
 
@@ -29,13 +30,13 @@ impl LabGuard {
     /// Fails (never skips) when this host cannot run a lab, naming every missing tool and the
     /// Debian package that provides it.
     pub fn new(state_dir: &str) -> LabGuard {
-        LabGuard::of(state_dir, &repo().join("inventory/lab.toml"))
+        LabGuard::for_inventory(state_dir, &repo().join("inventory/lab.toml"))
     }
 
-    /// The lab of another inventory of cluster `lab` (say, with more masters).
-    pub fn of(state_dir: &str, inventory: &Path) -> LabGuard {
-        lab::preflight().unwrap_or_else(|e| panic!("{e}"));
-        let inv = inventory::load(inventory).unwrap_or_else(|e| panic!("{}: {e}", inventory.display()));
+    /// The lab of the inventory at `path`.
+    pub fn for_inventory(state_dir: &str, path: &Path) -> LabGuard {
+        let inv = inventory::load(path).unwrap_or_else(|e| panic!("{e}"));
+        lab::preflight(inv.lab.suite).unwrap_or_else(|e| panic!("{e}"));
         // A test that panicked while holding the mutex has torn its lab down in Drop.
         let turn = ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LAB_LOCK_FILE).unwrap();
@@ -80,16 +81,15 @@ pub struct TestLab {
 }
 
 pub fn boot(state_dir: &str) -> TestLab {
-    boot_with(state_dir, &std::fs::read_to_string(repo().join("inventory/lab.toml")).unwrap())
+    boot_inventory(state_dir, &repo().join("inventory/lab.toml"))
 }
 
-/// `boot` for an inventory given as text: inventory/lab.toml with more nodes, say.
-pub fn boot_with(state_dir: &str, inventory_text: &str) -> TestLab {
-    let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("lab-source.toml");
-    std::fs::write(&source, inventory_text).unwrap();
-    let guard = LabGuard::of(state_dir, &source);
+/// Boots the lab of the inventory at `path`, which names the lab's key and known_hosts (as
+/// inventory/lab.toml does); the copy in `inv_path` names the test's own.
+pub fn boot_inventory(state_dir: &str, path: &Path) -> TestLab {
+    let guard = LabGuard::for_inventory(state_dir, path);
     let inv = guard.inv.clone();
+    let dir = tempfile::tempdir().unwrap();
     let mut t = TestLab {
         inv_path: dir.path().join("lab.toml"),
         inv_text: String::new(),
@@ -105,7 +105,8 @@ pub fn boot_with(state_dir: &str, inventory_text: &str) -> TestLab {
     let booted = t.guard.up();
     t.key = booted.ssh_key.clone();
     t.known_hosts = booted.known_hosts.clone();
-    t.inv_text = inventory_text
+    t.inv_text = std::fs::read_to_string(path)
+        .unwrap()
         .replace(&t.inv.ssh.identity_file.as_ref().unwrap().display().to_string(), &booted.ssh_key.display().to_string())
         .replace(&t.inv.ssh.known_hosts.display().to_string(), &t.dir.path().join("known_hosts").display().to_string());
     std::fs::write(&t.inv_path, &t.inv_text).unwrap();
@@ -170,6 +171,29 @@ impl TestLab {
 
     pub fn verify(&self, args: &[&str]) -> Output {
         run(hardway().arg("verify").arg("-i").arg(&self.inv_path).args(args))
+    }
+
+    /// The host PID of a node's init (its systemd, the first child of its systemd-nspawn):
+    /// `/proc/<pid>/root` is the node's root directory, its sockets included.
+    pub fn init_pid(&self, node: &str) -> u32 {
+        let status = self.guard.status();
+        let nspawn = status.nodes.iter().find(|n| n.name == node).and_then(|n| n.pid).unwrap_or_else(|| panic!("{node} is not running"));
+        let children = std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).unwrap_or_default();
+        children.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{node}'s systemd-nspawn ({nspawn}) has no child"))
+    }
+
+    /// Debian's `etcdctl` (API v3) against the client URLs of `addresses`, with this lab PKI's
+    /// health-check client certificate.
+    pub fn etcdctl(&self, addresses: &[String], args: &[&str]) -> Output {
+        let endpoints: Vec<String> = addresses.iter().map(|a| format!("https://{a}:2379")).collect();
+        run(Command::new(require("etcdctl", "etcd-client"))
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", endpoints.join(",")))
+            .arg(format!("--cacert={}", self.pki.join("etcd/ca.crt").display()))
+            .arg(format!("--cert={}", self.pki.join("etcd/healthcheck-client.crt").display()))
+            .arg(format!("--key={}", self.pki.join("etcd/healthcheck-client.key").display()))
+            .arg("--command-timeout=5s")
+            .args(args))
     }
 
     pub fn active_since(&self, node: &str, unit: &str) -> String {
