@@ -187,15 +187,7 @@ impl Writer {
 
 /// `etcdctl` against every member with the PKI's health-check client.
 fn etcdctl(t: &TestLab, args: &[&str]) -> Output {
-    let endpoints: Vec<String> = MEMBERS.iter().map(|m| format!("https://{}:2379", t.addresses[*m])).collect();
-    run(Command::new(require("etcdctl", "etcd-client"))
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoints.join(",")))
-        .arg(format!("--cacert={}", t.pki.join("etcd/ca.crt").display()))
-        .arg(format!("--cert={}", t.pki.join("etcd/healthcheck-client.crt").display()))
-        .arg(format!("--key={}", t.pki.join("etcd/healthcheck-client.key").display()))
-        .args(["--command-timeout=5s"])
-        .args(args))
+    t.etcdctl(&MEMBERS.iter().map(|m| t.addresses[*m].clone()).collect::<Vec<_>>(), args)
 }
 
 fn active_since(t: &TestLab) -> Vec<String> {
