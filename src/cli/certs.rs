@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use super::day2::{ClusterArgs, ConfirmArgs, Opened, open, print_steps};
 use super::deploy::{SnapshotArgs, probe_of};
 use super::{InventoryArg, LogArg, OutputFormat, load_inventory, policy, runtime, sudo_password};
-use crate::day2::certs::{check, renew};
+use crate::day2::certs::{check, renew, rotate};
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::probe::Probe;
 use crate::remote::ssh::SshConnector;
@@ -26,6 +26,31 @@ pub enum CertsCommand {
     /// Re-issue leaf certificates (same keys unless --new-keys) and roll them out: etcd members
     /// one at a time, then API servers one at a time, then the rest.
     Renew(RenewArgs),
+    /// Rotate a CA in three resumable steps, each a rolling restart followed by verify: (1)
+    /// every trust bundle holds old + new, (2) every certificate re-issued from the new CA,
+    /// (3) the old CA dropped from the bundles.
+    RotateCa(RotateArgs),
+}
+
+#[derive(Args)]
+pub struct RotateArgs {
+    /// Which CA.
+    #[arg(value_parser = ["cluster", "etcd", "front-proxy"])]
+    pub ca: String,
+    /// Run only this step (1, 2 or 3); it must be the next one. Without: every step left.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub step: Option<u8>,
+    /// Go on although the cluster is not healthy (it says what it skips).
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub cluster: FlagClusterArgs,
+    #[command(flatten)]
+    pub confirm: ConfirmArgs,
+    #[command(flatten)]
+    pub snapshot: SnapshotArgs,
+    #[command(flatten)]
+    pub roll: RollArgs,
 }
 
 #[derive(Args)]
@@ -121,6 +146,7 @@ pub(super) fn certs(command: CertsCommand) -> Result<ExitCode> {
     match command {
         CertsCommand::Check(a) => check_cmd(a),
         CertsCommand::Renew(a) => renew_cmd(a),
+        CertsCommand::RotateCa(a) => rotate_cmd(a),
     }
 }
 
@@ -167,6 +193,49 @@ fn renew_cmd(a: RenewArgs) -> Result<ExitCode> {
             out!("on no node (renewed in the PKI directory only): {}", report.on_no_node.join(", "));
         }
         print_outcome(report.snapshot.as_ref(), report.aside.as_ref(), report.deploy.as_ref());
+    }
+    Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn rotate_cmd(a: RotateArgs) -> Result<ExitCode> {
+    let Opened { inv, events, connector, .. } = open(&a.cluster.cluster(), "certs-rotate-ca")?;
+    let ca = pki::rotate::CA_NAMES.iter().find(|(n, _)| *n == a.ca).map(|(_, id)| *id).expect("clap checked the name");
+    let opts = rotate::RotateOptions {
+        ca,
+        step: a.step,
+        confirm: a.confirm.confirm(a.force),
+        snapshot_dir: (!a.snapshot.no_snapshot).then(|| a.snapshot.snapshot_dir.clone()),
+        snapshot_keep: a.snapshot.keep_snapshots,
+        deploy: a.roll.deploy_options(),
+    };
+    let inv2 = inv.clone();
+    let probe_for = move |p: &pki::Pki| -> Arc<dyn Probe> { probe_of(&inv2, p) };
+    let report = runtime()?
+        .block_on(rotate::rotate_ca(&inv, &a.cluster.pki, connector, &probe_for, &opts, &events))
+        .with_context(|| format!("certs rotate-ca {}", a.ca))?;
+    if a.cluster.output == OutputFormat::Json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+    }
+    for p in &report.forced_past {
+        eprintln!("warning: --force: going on although {p}");
+    }
+    print_steps(true, &report.plan);
+    for s in &report.steps {
+        out!("step {}{}: {}", s.step, if s.resumed { " (resumed)" } else { "" }, s.what);
+        for r in &s.renewed {
+            out!("  {}: serial {} -> {}", r.name, r.old_serial, r.new_serial);
+        }
+        print_outcome(None, None, s.deploy.as_ref());
+        for f in &s.verify_failed {
+            eprintln!("  verify: FAIL {f}");
+        }
+    }
+    print_outcome(report.snapshot.as_ref(), report.aside.as_ref(), None);
+    match report.done {
+        3 => out!("the {} CA rotation is finished: the old CA is kept in {}", report.ca, report.aside.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
+        n if !report.dry_run => out!("{n} of 3 steps of the {} CA rotation done; `hardway certs rotate-ca {}` goes on", report.ca, report.ca),
+        _ => {}
     }
     Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

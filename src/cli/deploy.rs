@@ -114,6 +114,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         api_timeout: std::time::Duration::from_secs(api_timeout),
         snapshot_dir: (!snapshot.no_snapshot).then(|| snapshot.snapshot_dir.clone()),
         snapshot_keep: snapshot.keep_snapshots,
+        ..deploy::DeployOptions::default()
     };
 
     // The PKI is brought up to date (kept where it still fits); a dry run decides the

@@ -13,6 +13,7 @@
 //! - `store`: the directory — parsing every file read ([`load`]), writing ([`write_file`]);
 //! - `generate`, `check`: the two commands;
 //! - `renew`: re-issuing leaves in place for `certs renew`, the replaced files kept aside;
+//! - `rotate`: a CA rotation's state and the PKI each of its steps renders from;
 //! - `error`: [`PkiError`], each message naming the file and what to do.
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ mod generate;
 mod issue;
 mod matrix;
 mod renew;
+pub mod rotate;
 mod store;
 
 pub use cert::{CertInfo, Malformed};

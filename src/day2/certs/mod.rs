@@ -6,6 +6,7 @@
 pub mod check;
 pub(crate) mod push;
 pub mod renew;
+pub mod rotate;
 
 #[cfg(test)]
 mod tests;

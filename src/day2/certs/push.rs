@@ -79,9 +79,10 @@ pub(crate) async fn survey(inv: &Inventory, connector: Arc<dyn Connector>, rende
     s
 }
 
-/// The files to push: per node, every file of `after` that differs from `before` and that the
-/// node already has, reading only units deployed there; plus the unit file of each unit they
-/// restart (unchanged, so that deploy's plan knows the unit).
+/// The files to push: per node, every file of `after` that the operation `affects` (by host and
+/// file), that the node has already and with other bytes, reading only units deployed there;
+/// plus the unit file of each unit they restart or that `restart` names (unchanged, so that
+/// deploy's plan knows the unit).
 #[derive(Debug, Clone)]
 pub(crate) struct Selection {
     pub rendered: Rendered,
@@ -105,22 +106,23 @@ impl Selection {
     }
 }
 
-pub(crate) fn select(before: &Rendered, after: &Rendered, survey: &Survey) -> Selection {
+pub(crate) fn select(after: &Rendered, survey: &Survey, affects: &dyn Fn(&str, &File) -> bool, restart: &BTreeSet<(String, String)>) -> Selection {
     let mut hosts = BTreeMap::new();
     let (mut changed, mut drift) = (Vec::new(), Vec::new());
     for (node, view) in &survey.nodes {
-        let old: BTreeMap<&str, &File> = before.hosts.get(node).into_iter().flatten().map(|f| (f.path.as_str(), f)).collect();
         let new = after.hosts.get(node).map(Vec::as_slice).unwrap_or_default();
         let mut files: Vec<File> = Vec::new();
         for f in new {
-            if old.get(f.path.as_str()).is_some_and(|o| o.contents == f.contents) || !view.files.contains_key(&f.path) {
+            let differs = view.files.get(&f.path).is_some_and(|r| r.sha256 != sha256_hex(&f.contents));
+            if !differs || !affects(node, f) {
                 continue;
             }
             let units = f.units.iter().copied().filter(|u| view.loaded.contains(*u)).collect();
             files.push(File { units, ..f.clone() });
             changed.push(format!("{node}: {}", f.path));
         }
-        let units: BTreeSet<&str> = files.iter().filter(|f| f.restarts).flat_map(|f| f.units.iter().copied()).collect();
+        let mut units: BTreeSet<&str> = files.iter().filter(|f| f.restarts).flat_map(|f| f.units.iter().copied()).collect();
+        units.extend(restart.iter().filter(|(n, u)| n == node && view.loaded.contains(u)).map(|(_, u)| u.as_str()));
         for unit in units {
             let path = format!("/etc/systemd/system/{unit}.service");
             let Some(unit_file) = new.iter().find(|f| f.path == path) else { continue };
@@ -135,6 +137,16 @@ pub(crate) fn select(before: &Rendered, after: &Rendered, survey: &Survey) -> Se
         }
     }
     Selection { rendered: Rendered { hosts, local: vec![] }, changed, drift }
+}
+
+/// The (node, unit) pairs that the files of `selection` restart.
+pub(crate) fn restarts(selection: &Selection) -> BTreeSet<(String, String)> {
+    selection
+        .rendered
+        .hosts
+        .iter()
+        .flat_map(|(h, fs)| fs.iter().filter(|f| f.restarts && !f.is_unit()).flat_map(move |f| f.units.iter().map(move |u| (h.clone(), u.to_string()))))
+        .collect()
 }
 
 /// What keeps a change from being safe now: unreachable nodes, etcd without every member

@@ -69,6 +69,12 @@ pub async fn renew(
     events: &Events,
 ) -> Result<RenewReport, Day2Error> {
     let pki = pki::load(inv, pki_dir)?;
+    let rotating = pki::rotate::rotations_under_way(pki_dir)?;
+    if !rotating.is_empty() {
+        return Err(Day2Error::Refused {
+            reason: format!("a rotation of the {0} CA is under way: finish it first (hardway certs rotate-ca {0}), it re-issues what that CA signs", rotating.join(", ")),
+        });
+    }
     let names = if opts.names.is_empty() { pki::leaf_names(inv) } else { opts.names.clone() };
     let (new_pki, renewed) = pki::renew_leaves(inv, &pki, &names, opts.new_keys, OffsetDateTime::now_utc())?;
     let (before, after) = (render::render(inv, &pki)?, render::render(inv, &new_pki)?);
@@ -76,7 +82,8 @@ pub async fn renew(
 
     let step = events.start(None, Some("renew"), "read every node and check the cluster's health");
     let seen = survey(inv, connector.clone(), &after, opts.deploy.parallel).await;
-    let selection = select(&before, &after, &seen);
+    let differs = |host: &str, f: &render::File| before.hosts.get(host).is_none_or(|fs| fs.iter().any(|o| o.path == f.path && o.contents != f.contents));
+    let selection = select(&after, &seen, &differs, &Default::default());
     let mut problems = health(inv, probe.as_ref(), &seen).await;
     problems.extend(selection.drift.iter().map(|d| format!("{d} differs from what hardway renders: the renewal would replace it (hardway deploy --dry-run --diff shows how)")));
     step.done(if problems.is_empty() { Status::Ok } else { Status::Failed }, Some(problems.join("; ")).filter(|s| !s.is_empty()));

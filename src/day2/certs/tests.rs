@@ -159,3 +159,113 @@ fn check_lists_every_certificate_where_the_units_say_and_flags_what_expires() {
     assert!(report.of("m2").any(|c| c.path == "/etc/etcd/pki/peer.crt" && c.problem.as_deref() == Some("missing")));
     assert_eq!(report.unreachable.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["w1"]);
 }
+
+mod rotation {
+    use super::*;
+    use crate::day2::certs::rotate::{RotateOptions, RotateReport, rotate_ca};
+    use crate::pki::CaId;
+    use crate::pki::rotate::rotation;
+
+    fn rotate(f: &Fixture, step: Option<u8>, confirm: Confirm) -> Result<RotateReport, Day2Error> {
+        let o = RotateOptions {
+            ca: CaId::Etcd,
+            step,
+            confirm,
+            snapshot_dir: Some(f.dir.path().join("snapshots")),
+            snapshot_keep: None,
+            deploy: DeployOptions { etcd_timeout: Duration::from_secs(2), api_timeout: Duration::from_secs(2), ..DeployOptions::default() },
+        };
+        let fake = f.fake.clone();
+        let probe_for = move |_: &Pki| -> Arc<dyn Probe> { fake.clone() };
+        let c: Arc<dyn Connector> = f.fake.clone();
+        block_on(rotate_ca(&f.inv, &f.pki_dir(), c, &probe_for, &o, &Events::none("t")))
+    }
+
+    fn text(f: &Fixture, node: &str, path: &str) -> String {
+        String::from_utf8(f.fake.node(node).files[path].contents.to_vec()).unwrap()
+    }
+
+    fn issuer_serial(pem: &str, ca_pem: &str) -> bool {
+        CertInfo::parse(pem).unwrap().issued_by(&CertInfo::parse(ca_pem).unwrap())
+    }
+
+    #[test]
+    fn step_by_step_trust_both_then_reissue_then_drop_the_old() {
+        let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
+        let old = f.pki.ca(CaId::Etcd).clone();
+        let dry = rotate(&f, None, Confirm { dry_run: true, ..Confirm::default() }).unwrap();
+        assert!(dry.plan.iter().any(|l| l.contains("restart etcd on m1, then m2, then m3, one at a time")), "{:#?}", dry.plan);
+        assert!(!f.pki_dir().join("rotation").exists(), "a dry run wrote the rotation's state");
+
+        f.fake.clear_events();
+        let r = rotate(&f, Some(1), YES).unwrap();
+        assert!(!r.failed(), "{r:#?}");
+        let state = rotation(&f.pki_dir(), CaId::Etcd).unwrap().unwrap();
+        assert_eq!((state.done, state.running), (1, None));
+        let new = std::fs::read_to_string(f.pki_dir().join("rotation/etcd/new.crt")).unwrap();
+        for m in ["m1", "m2", "m3"] {
+            assert_eq!(text(&f, m, "/etc/etcd/pki/ca.crt"), format!("{}{new}", old.cert_pem), "{m}");
+            assert_eq!(text(&f, m, "/etc/kubernetes/pki/etcd/ca.crt"), format!("{}{new}", old.cert_pem), "{m}");
+            assert!(issuer_serial(&text(&f, m, "/etc/etcd/pki/server.crt"), &old.cert_pem), "step 1 changed {m}'s leaf");
+        }
+        assert_eq!(f.fake.events_like("restart etcd"), ["m1: restart etcd", "m2: restart etcd", "m3: restart etcd"]);
+        assert_eq!(f.fake.events_like("restart kube-apiserver"), ["m1: restart kube-apiserver", "m2: restart kube-apiserver", "m3: restart kube-apiserver"]);
+        assert!(f.fake.events_like("restart haproxy").is_empty(), "the etcd CA is nothing to HAProxy");
+        // Not the step after next, and no renewal while a rotation is under way.
+        let err = rotate(&f, Some(3), YES).unwrap_err().to_string();
+        assert!(err.contains("step 3 of the etcd CA rotation cannot run now: step 2 is next"), "{err}");
+        let err = run(&f, &opts(&["admin"], YES, &f)).unwrap_err().to_string();
+        assert!(err.contains("a rotation of the etcd CA is under way"), "{err}");
+
+        let r = rotate(&f, Some(2), YES).unwrap();
+        assert!(!r.failed(), "{r:#?}");
+        assert_eq!(r.steps[0].renewed.len(), pki::rotate::leaves_of(&f.inv, CaId::Etcd).len());
+        assert_eq!(std::fs::read_to_string(f.pki_dir().join("etcd/ca.crt")).unwrap(), new, "the new CA signs now");
+        assert_eq!(std::fs::read_to_string(f.pki_dir().join("rotation/etcd/old.crt")).unwrap(), old.cert_pem);
+        for m in ["m1", "m2", "m3"] {
+            assert_eq!(text(&f, m, "/etc/etcd/pki/ca.crt"), format!("{new}{}", old.cert_pem), "{m}");
+            assert!(issuer_serial(&text(&f, m, "/etc/etcd/pki/server.crt"), &new), "{m}'s leaf is not from the new CA");
+            assert!(issuer_serial(&text(&f, m, "/etc/kubernetes/pki/apiserver-etcd-client.crt"), &new));
+        }
+
+        let r = rotate(&f, None, YES).unwrap();
+        assert!(!r.failed() && r.done == 3, "{r:#?}");
+        for m in ["m1", "m2", "m3"] {
+            assert_eq!(text(&f, m, "/etc/etcd/pki/ca.crt"), new, "{m}");
+        }
+        assert!(rotation(&f.pki_dir(), CaId::Etcd).unwrap().is_none());
+        let kept = r.aside.unwrap();
+        assert_eq!(std::fs::read_to_string(kept.join("etcd/old.crt")).unwrap(), old.cert_pem, "the old CA is kept");
+        pki::load(&f.inv, &f.pki_dir()).expect("a whole PKI after the rotation");
+    }
+
+    #[test]
+    fn a_step_stopped_half_way_resumes_and_restarts_every_unit_again() {
+        let f = deployed(&[Phase::Etcd, Phase::Lb]);
+        f.fake.node("m2").failing.insert("etcd".into());
+        let r = rotate(&f, None, YES).unwrap();
+        assert!(r.failed() && r.done == 0, "{r:#?}");
+        let state = rotation(&f.pki_dir(), CaId::Etcd).unwrap().unwrap();
+        assert_eq!(state.running, Some(1));
+        assert_eq!(state.restart.len(), 3, "{state:?}");
+        // The operator brings m2 back; its files are in place, m3's etcd never restarted.
+        f.fake.node("m2").failing.clear();
+        f.fake.node("m2").units.get_mut("etcd").unwrap().active = true;
+        f.fake.clear_events();
+        let r = rotate(&f, Some(1), YES).unwrap();
+        assert!(!r.failed() && r.steps[0].resumed, "{r:#?}");
+        assert_eq!(r.steps[0].deploy.as_ref().unwrap().changed(), 0, "the files were in place");
+        assert_eq!(f.fake.events_like("restart etcd"), ["m1: restart etcd", "m2: restart etcd", "m3: restart etcd"]);
+        assert_eq!(rotation(&f.pki_dir(), CaId::Etcd).unwrap().unwrap().done, 1);
+    }
+
+    #[test]
+    fn another_pkis_ca_on_a_node_is_still_refused() {
+        let f = deployed(&[Phase::Etcd, Phase::Lb]);
+        let other = Fixture::new();
+        let foreign = other.pki.ca(CaId::Etcd).cert_pem.clone();
+        f.fake.node("m3").files.get_mut("/etc/etcd/pki/ca.crt").unwrap().contents = foreign.into_bytes().into();
+        let err = rotate(&f, Some(1), Confirm { force: true, ..YES }).unwrap_err().to_string();
+        assert!(err.contains("m3: /etc/etcd/pki/ca.crt holds another etcd CA"), "{err}");
+    }
+}
