@@ -27,6 +27,7 @@ fn certificates_on_the_lab() {
     let before = check_lists_every_certificate_on_every_node(&t);
     renewing_everything_loses_no_write(&t, &before);
     an_expired_member_certificate_is_flagged_and_repaired(&t);
+    rotating_the_etcd_ca_step_by_step(&t);
 }
 
 fn text(o: &Output) -> String {
@@ -119,9 +120,14 @@ impl Written {
 }
 
 impl Writer {
+    /// With the PKI's health-check client.
     fn start(t: &TestLab, prefix: &str) -> Writer {
         let inv = inventory::load(&t.inv_path).unwrap();
-        let auth = probe::EtcdAuth::from_pki(&pki::load(&inv, &t.pki).unwrap());
+        Writer::start_as(t, prefix, probe::EtcdAuth::from_pki(&pki::load(&inv, &t.pki).unwrap()))
+    }
+
+    fn start_as(t: &TestLab, prefix: &str, auth: probe::EtcdAuth) -> Writer {
+        let inv = inventory::load(&t.inv_path).unwrap();
         let members: Vec<(String, IpAddr)> = inv.etcd_members().iter().map(|n| (n.name.clone(), n.address)).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let (prefix, flag) = (prefix.to_string(), stop.clone());
@@ -319,4 +325,121 @@ fn backdated_server_cert(t: &TestLab, member: &str) -> String {
     let dates = ok(Command::new("openssl").args(["x509", "-noout", "-enddate", "-in"]).arg(&crt));
     assert!(dates.contains("2020"), "{dates}");
     pem
+}
+
+/// An etcd client of its own: `etcdctl` trusting `ca` and presenting `cert`/`key`.
+fn etcdctl_as(t: &TestLab, ca: &Path, cert: &Path, key: &Path, args: &[&str]) -> Output {
+    let endpoints: Vec<String> = MEMBERS.iter().map(|m| format!("https://{}:2379", t.addresses[*m])).collect();
+    run(Command::new(require("etcdctl", "etcd-client"))
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .arg(format!("--cacert={}", ca.display()))
+        .arg(format!("--cert={}", cert.display()))
+        .arg(format!("--key={}", key.display()))
+        .args(["--command-timeout=5s", "--dial-timeout=3s"])
+        .args(args))
+}
+
+/// `certs rotate-ca etcd --yes` with `args`, as JSON.
+fn rotate(t: &TestLab, args: &[&str]) -> serde_json::Value {
+    let snapshots = t.dir.path().join("snapshots");
+    let o = certs(t, &[&["rotate-ca", "etcd", "--yes", "--output", "json", "--snapshot-dir", snapshots.to_str().unwrap()], args].concat());
+    assert!(o.status.success(), "rotate-ca {args:?} failed:\n{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
+}
+
+fn rotation_state(t: &TestLab) -> Option<serde_json::Value> {
+    std::fs::read(t.pki.join("rotation/etcd.json")).ok().map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+/// The etcd CA rotated step by step. A client holding a certificate of the old CA (and trusting
+/// both) writes through every member until step 3, and is refused after it; the first step is
+/// killed (SIGKILL) after the first member restarted and resumes; a client writing every
+/// 100 ms loses nothing during steps 2 and 3; verify passes after each step.
+fn rotating_the_etcd_ca_step_by_step(t: &TestLab) {
+    let old = t.dir.path().join("old-ca");
+    std::fs::create_dir_all(&old).unwrap();
+    for (from, to) in [("etcd/ca.crt", "ca.crt"), ("etcd/healthcheck-client.crt", "client.crt"), ("etcd/healthcheck-client.key", "client.key")] {
+        std::fs::copy(t.pki.join(from), old.join(to)).unwrap();
+    }
+    let old_client = |trust: &Path, key: &str| etcdctl_as(t, trust, &old.join("client.crt"), &old.join("client.key"), &["put", key, "old-ca-client"]);
+    let o = old_client(&old.join("ca.crt"), "rotation/before");
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Step 1, killed once the first member restarted with the bundle, then resumed.
+    let dry = certs(t, &["rotate-ca", "etcd", "--dry-run"]);
+    assert!(dry.status.success() && text(&dry).contains("step 1: etcd: restart etcd on lab-m1, then lab-m2, then lab-m3, one at a time"), "{}", text(&dry));
+    assert!(rotation_state(t).is_none(), "a dry run started the rotation");
+    let m1_before = t.active_since("lab-m1", "etcd");
+    let mut child = hardway().arg("certs").args(["rotate-ca", "etcd", "--step", "1", "--yes", "--no-snapshot", "-i"]).arg(&t.inv_path).arg("--pki").arg(&t.pki)
+        .stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while t.active_since("lab-m1", "etcd") == m1_before {
+        assert!(std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(), "lab-m1's etcd never restarted while step 1 ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // A restart the killed run had asked systemd for finishes on its own: wait for every member
+    // (the resumed run would refuse an unhealthy cluster, as an operator's would).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !etcdctl_as(t, &bundle_of(t, &old), &t.pki.join("etcd/healthcheck-client.crt"), &t.pki.join("etcd/healthcheck-client.key"), &["endpoint", "health"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "etcd did not become healthy after the killed step");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let state = rotation_state(t).expect("the state is written before the step changes anything");
+    assert_eq!(state["running"], 1, "killed after its first restart, step 1 should still be under way: {state}");
+    let bundle = bundle_of(t, &old);
+    let since = active_since(t);
+    let r = rotate(t, &["--step", "1"]);
+    assert_eq!((r["done"].as_u64(), r["steps"][0]["resumed"].as_bool()), (Some(1), Some(true)), "{r:#}");
+    let after = active_since(t);
+    for (i, m) in MEMBERS.iter().enumerate() {
+        assert_ne!(after[i], since[i], "the resumed step did not restart {m}'s etcd");
+        assert_eq!(t.ssh_ok(m, "grep -c 'BEGIN CERTIFICATE' /etc/etcd/pki/ca.crt"), "2", "{m} does not trust both");
+    }
+    verify_passes(t);
+    let o = old_client(&bundle, "rotation/after-1");
+    assert!(o.status.success(), "after step 1: {}", text(&o));
+
+    // Step 2: every certificate from the new CA; the old client still gets in.
+    let writer = Writer::start_as(t, "rotate-2", probe::EtcdAuth::from_pem(std::fs::read_to_string(&bundle).unwrap(), std::fs::read_to_string(old.join("client.crt")).unwrap(), std::fs::read_to_string(old.join("client.key")).unwrap()));
+    let r = rotate(t, &["--step", "2"]);
+    writer.finish(t, "rotate-2");
+    assert_eq!(r["done"], 2, "{r:#}");
+    assert_eq!(std::fs::read(t.pki.join("etcd/ca.crt")).unwrap(), std::fs::read(t.pki.join("rotation/etcd/new.crt")).unwrap());
+    for m in MEMBERS {
+        let by_new = t.ssh_with_input(m, "openssl verify -CAfile /dev/stdin /etc/etcd/pki/server.crt", &std::fs::read(t.pki.join("etcd/ca.crt")).unwrap());
+        assert!(by_new.status.success(), "{m}'s server certificate is not from the new CA: {}", text(&by_new));
+    }
+    verify_passes(t);
+    let o = old_client(&bundle, "rotation/after-2");
+    assert!(o.status.success(), "after step 2 the old CA's client is still trusted: {}", text(&o));
+
+    // Step 3: the old CA is gone from every bundle: its client is refused.
+    let writer = Writer::start(t, "rotate-3");
+    let r = rotate(t, &[]);
+    writer.finish(t, "rotate-3");
+    assert_eq!(r["done"], 3, "{r:#}");
+    assert!(rotation_state(t).is_none());
+    let kept = Path::new(r["aside"].as_str().unwrap());
+    assert_eq!(std::fs::read(kept.join("etcd/old.crt")).unwrap(), std::fs::read(old.join("ca.crt")).unwrap(), "the old CA is not kept");
+    for m in MEMBERS {
+        assert_eq!(t.ssh_ok(m, "grep -c 'BEGIN CERTIFICATE' /etc/etcd/pki/ca.crt"), "1", "{m}");
+    }
+    verify_passes(t);
+    let o = old_client(&bundle, "rotation/after-3");
+    assert!(!o.status.success(), "after step 3 the old CA's client still got in");
+    let said = text(&o);
+    assert!(said.contains("certificate") || said.contains("tls") || said.contains("deadline"), "{said}");
+    let o = etcdctl(t, &["get", "rotation/", "--prefix", "--keys-only"]);
+    let keys: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(keys, ["rotation/after-1", "rotation/after-2", "rotation/before"]);
+}
+
+/// The old CA (copied into `old`) and the rotation's new one, in one file.
+fn bundle_of(t: &TestLab, old: &Path) -> std::path::PathBuf {
+    let bundle = t.dir.path().join("old-and-new.crt");
+    std::fs::write(&bundle, format!("{}{}", std::fs::read_to_string(old.join("ca.crt")).unwrap(), std::fs::read_to_string(t.pki.join("rotation/etcd/new.crt")).unwrap())).unwrap();
+    bundle
 }

@@ -264,7 +264,7 @@ mod rotation {
         let f = deployed(&[Phase::Etcd, Phase::Lb]);
         let other = Fixture::new();
         let foreign = other.pki.ca(CaId::Etcd).cert_pem.clone();
-        f.fake.node("m3").files.get_mut("/etc/etcd/pki/ca.crt").unwrap().contents = foreign.into_bytes().into();
+        f.fake.node("m3").files.get_mut("/etc/etcd/pki/ca.crt").unwrap().contents = foreign.into_bytes();
         let err = rotate(&f, Some(1), Confirm { force: true, ..YES }).unwrap_err().to_string();
         assert!(err.contains("m3: /etc/etcd/pki/ca.crt holds another etcd CA"), "{err}");
     }
