@@ -433,6 +433,12 @@ struct HostEntry {
 }
 
 #[derive(Serialize)]
+struct EncryptionKeyCtx<'a> {
+    name: &'a str,
+    secret: &'a str,
+}
+
+#[derive(Serialize)]
 struct Member {
     name: String,
     address: String,
@@ -488,7 +494,8 @@ struct Ctx<'a> {
     metallb_addresses: &'a [String],
     coredns_image: &'a str,
     coredns_replicas: u32,
-    encryption_key: &'a str,
+    /// The Secrets encryption keys, in the config's order (`pki::Pki::encryption_keys`).
+    encryption_keys: Vec<EncryptionKeyCtx<'a>>,
     containerd: ContainerdCtx<'a>,
     cni: CniCtx<'a>,
 }
@@ -648,7 +655,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
         metallb_addresses: &inv.addons.metallb.addresses,
         coredns_image: inv.addons.coredns.as_ref().map_or("", |c| c.image.as_str()),
         coredns_replicas: inv.addons.coredns.as_ref().map_or(0, |c| c.replicas),
-        encryption_key: &pki.encryption_key_b64,
+        encryption_keys: pki.encryption_keys.iter().map(|k| EncryptionKeyCtx { name: &k.name, secret: &k.secret_b64 }).collect(),
         containerd: ContainerdCtx {
             version: inv.containerd.version.to_string(),
             config_version: inv.containerd.version.config_version(),

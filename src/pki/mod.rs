@@ -75,7 +75,29 @@ pub struct Pki {
     pub sa_pub_pem: String,
     /// Base64 of the 32-byte AES-CBC key, as the EncryptionConfiguration wants it.
     pub encryption_key_b64: String,
+    /// The keys the EncryptionConfiguration lists, in its order: the first encrypts what is
+    /// written, every one decrypts. The key of `encryption.key` alone, but while
+    /// `secrets rotate-encryption-key` runs.
+    pub encryption_keys: Vec<EncryptionKey>,
 }
+
+/// A Secrets encryption key and the name the EncryptionConfiguration gives it. The name is
+/// part of every Secret stored with the key (`k8s:enc:secretbox:v1:<name>:`), so it stays the
+/// key's for good: `encryption.key` holds it on a `name:` line (none: `key1`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptionKey {
+    pub name: String,
+    pub secret_b64: String,
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptionKey").field("name", &self.name).field("secret_b64", &REDACTED).finish()
+    }
+}
+
+/// The name of the first encryption key (hardway before key rotation named its only key so).
+pub const FIRST_ENCRYPTION_KEY_NAME: &str = "key1";
 
 impl fmt::Debug for Pki {
     // Like KeyedCert: the service-account key and the encryption key are secrets too.
@@ -87,6 +109,7 @@ impl fmt::Debug for Pki {
             .field("sa_key_pem", &REDACTED)
             .field("sa_pub_pem", &self.sa_pub_pem)
             .field("encryption_key_b64", &REDACTED)
+            .field("encryption_keys", &self.encryption_keys)
             .finish()
     }
 }

@@ -232,12 +232,14 @@ pub fn switch_commit(pki: &Pki, id: CaId, cas: &Cas, after: &Pki, renewed: &[Ren
     write_renewed(after, renewed, aside)
 }
 
-/// The end of a rotation: its directory and state moved into `aside` (the old CA is kept).
+/// The end of a rotation: its directory and state moved into `aside/rotation/` (the old CA is
+/// kept there).
 pub fn finish(dir: &Path, id: CaId, aside: &Path) -> Result<(), PkiError> {
-    ensure_private_dir(&dir.join("aside"))?;
-    ensure_private_dir(aside)?;
+    for d in [dir.join("aside"), aside.to_path_buf(), aside.join(ROTATION_DIR)] {
+        ensure_private_dir(&d)?;
+    }
     for from in [dir_of(dir, id), state_path(dir, id)] {
-        let to = aside.join(from.file_name().expect("a name"));
+        let to = aside.join(ROTATION_DIR).join(from.file_name().expect("a name"));
         std::fs::rename(&from, &to).map_err(PkiError::io("move aside", &from))?;
     }
     Ok(())

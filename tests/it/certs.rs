@@ -423,7 +423,7 @@ fn rotating_the_etcd_ca_step_by_step(t: &TestLab) {
     assert_eq!(r["done"], 3, "{r:#}");
     assert!(rotation_state(t).is_none());
     let kept = Path::new(r["aside"].as_str().unwrap());
-    assert_eq!(std::fs::read(kept.join("etcd/old.crt")).unwrap(), std::fs::read(old.join("ca.crt")).unwrap(), "the old CA is not kept");
+    assert_eq!(std::fs::read(kept.join("rotation/etcd/old.crt")).unwrap(), std::fs::read(old.join("ca.crt")).unwrap(), "the old CA is not kept");
     for m in MEMBERS {
         assert_eq!(t.ssh_ok(m, "grep -c 'BEGIN CERTIFICATE' /etc/etcd/pki/ca.crt"), "1", "{m}");
     }

@@ -235,7 +235,7 @@ mod rotation {
         }
         assert!(rotation(&f.pki_dir(), CaId::Etcd).unwrap().is_none());
         let kept = r.aside.unwrap();
-        assert_eq!(std::fs::read_to_string(kept.join("etcd/old.crt")).unwrap(), old.cert_pem, "the old CA is kept");
+        assert_eq!(std::fs::read_to_string(kept.join("rotation/etcd/old.crt")).unwrap(), old.cert_pem, "the old CA is kept");
         pki::load(&f.inv, &f.pki_dir()).expect("a whole PKI after the rotation");
     }
 
