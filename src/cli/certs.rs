@@ -16,6 +16,7 @@ use crate::day2::certs::{check, renew, rotate};
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::probe::Probe;
 use crate::remote::ssh::SshConnector;
+use crate::pki::rotate::Subject;
 use crate::{pki, render};
 
 #[derive(Subcommand)]
@@ -37,8 +38,15 @@ pub struct RotateArgs {
     /// Which CA.
     #[arg(value_parser = ["cluster", "etcd", "front-proxy"])]
     pub ca: String,
-    /// Run only this step (1, 2 or 3); it must be the next one. Without: every step left.
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=3))]
+    #[command(flatten)]
+    pub rotation: RotationArgs,
+}
+
+/// What every rotation command takes.
+#[derive(Args)]
+pub struct RotationArgs {
+    /// Run only this step; it must be the next one. Without: every step left.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
     pub step: Option<u8>,
     /// Go on although the cluster is not healthy (it says what it skips).
     #[arg(long)]
@@ -51,6 +59,19 @@ pub struct RotateArgs {
     pub snapshot: SnapshotArgs,
     #[command(flatten)]
     pub roll: RollArgs,
+}
+
+#[derive(Subcommand)]
+pub enum SecretsCommand {
+    /// Rotate the Secrets encryption key, kubernetes.io's procedure in four resumable steps:
+    /// (1) the new key second in every API server's config, (2) first, (3) every Secret
+    /// rewritten with it (kubectl on the first master), (4) the old key dropped — never before
+    /// the rewrite succeeded.
+    RotateEncryptionKey(RotationArgs),
+    /// Rotate the service-account token signing key in three resumable steps: (1) sa.pub holds
+    /// the old and the new public key, (2) the new key signs, (3) the old public key dropped
+    /// (run it once tokens the old key signed have expired).
+    RotateServiceAccountKey(RotationArgs),
 }
 
 #[derive(Args)]
@@ -146,7 +167,7 @@ pub(super) fn certs(command: CertsCommand) -> Result<ExitCode> {
     match command {
         CertsCommand::Check(a) => check_cmd(a),
         CertsCommand::Renew(a) => renew_cmd(a),
-        CertsCommand::RotateCa(a) => rotate_cmd(a),
+        CertsCommand::RotateCa(a) => rotate_cmd(Subject::parse(&a.ca).expect("clap checked the name"), a.rotation),
     }
 }
 
@@ -197,11 +218,17 @@ fn renew_cmd(a: RenewArgs) -> Result<ExitCode> {
     Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn rotate_cmd(a: RotateArgs) -> Result<ExitCode> {
-    let Opened { inv, events, connector, .. } = open(&a.cluster.cluster(), "certs-rotate-ca")?;
-    let ca = pki::rotate::CA_NAMES.iter().find(|(n, _)| *n == a.ca).map(|(_, id)| *id).expect("clap checked the name");
+pub(super) fn secrets(command: SecretsCommand) -> Result<ExitCode> {
+    match command {
+        SecretsCommand::RotateEncryptionKey(a) => rotate_cmd(Subject::Encryption, a),
+        SecretsCommand::RotateServiceAccountKey(a) => rotate_cmd(Subject::ServiceAccount, a),
+    }
+}
+
+fn rotate_cmd(subject: Subject, a: RotationArgs) -> Result<ExitCode> {
+    let Opened { inv, events, connector, .. } = open(&a.cluster.cluster(), "rotate")?;
     let opts = rotate::RotateOptions {
-        ca,
+        subject,
         step: a.step,
         confirm: a.confirm.confirm(a.force),
         snapshot_dir: (!a.snapshot.no_snapshot).then(|| a.snapshot.snapshot_dir.clone()),
@@ -211,8 +238,8 @@ fn rotate_cmd(a: RotateArgs) -> Result<ExitCode> {
     let inv2 = inv.clone();
     let probe_for = move |p: &pki::Pki| -> Arc<dyn Probe> { probe_of(&inv2, p) };
     let report = runtime()?
-        .block_on(rotate::rotate_ca(&inv, &a.cluster.pki, connector, &probe_for, &opts, &events))
-        .with_context(|| format!("certs rotate-ca {}", a.ca))?;
+        .block_on(rotate::rotate_subject(&inv, &a.cluster.pki, connector, &probe_for, &opts, &events))
+        .with_context(|| format!("rotating {}", subject.name()))?;
     if a.cluster.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS });
@@ -226,15 +253,24 @@ fn rotate_cmd(a: RotateArgs) -> Result<ExitCode> {
         for r in &s.renewed {
             out!("  {}: serial {} -> {}", r.name, r.old_serial, r.new_serial);
         }
+        if let Some(n) = s.rewritten {
+            out!("  {n} Secrets rewritten");
+        }
+        if let Some(e) = &s.error {
+            eprintln!("  step {} failed: {e}", s.step);
+        }
         print_outcome(None, None, s.deploy.as_ref());
         for f in &s.verify_failed {
             eprintln!("  verify: FAIL {f}");
         }
     }
     print_outcome(report.snapshot.as_ref(), report.aside.as_ref(), None);
+    let name = report.subject;
     match report.done {
-        3 => out!("the {} CA rotation is finished: the old CA is kept in {}", report.ca, report.aside.as_ref().map(|p| p.display().to_string()).unwrap_or_default()),
-        n if !report.dry_run => out!("{n} of 3 steps of the {} CA rotation done; `hardway certs rotate-ca {}` goes on", report.ca, report.ca),
+        n if n == report.last => {
+            out!("the {name} rotation is finished: the old one is kept in {}", report.aside.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
+        }
+        n if !report.dry_run => out!("{n} of {} steps of the {name} rotation done; run the same command again to go on", report.last),
         _ => {}
     }
     Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })

@@ -85,7 +85,12 @@ enum Command {
         #[command(subcommand)]
         command: day2::EtcdCommand,
     },
-    /// Certificates of a running cluster: check, renew.
+    /// Secrets of a running cluster: rotate the encryption key or the service-account key.
+    Secrets {
+        #[command(subcommand)]
+        command: certs::SecretsCommand,
+    },
+    /// Certificates of a running cluster: check, renew, rotate a CA.
     Certs {
         #[command(subcommand)]
         command: certs::CertsCommand,
@@ -295,6 +300,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(args) => verify::run(args),
         Command::Etcd { command } => day2::etcd(command),
         Command::Certs { command } => certs::certs(command),
+        Command::Secrets { command } => certs::secrets(command),
         Command::Node { command } => day2::node(command),
         Command::Reset(args) => day2::reset(args),
         Command::Logs => match RunLog::latest(&RunLog::default_dir()) {

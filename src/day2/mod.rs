@@ -11,6 +11,7 @@ pub mod certs;
 pub mod node;
 pub mod reset;
 pub mod restore;
+pub mod secrets;
 pub mod snapshot;
 
 #[cfg(test)]

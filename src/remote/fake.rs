@@ -70,6 +70,8 @@ pub struct NodeState {
     pub sockets: BTreeMap<String, String>,
     /// Objects `apply` waits for that never become ready (`deployment/coredns`).
     pub unready: BTreeSet<String>,
+    /// How many Secrets the API server on this node would rewrite.
+    pub secrets: usize,
     /// Directories that exist (data dirs), besides the files' parents.
     pub dirs: BTreeSet<String>,
     /// What `install_files` placed, for reset.
@@ -140,6 +142,7 @@ impl FakeCluster {
                 systemctl_error: None,
                 sockets: BTreeMap::new(),
                 unready: BTreeSet::new(),
+                secrets: 3,
                 dirs: BTreeSet::new(),
                 placed: BTreeSet::new(),
             };
@@ -592,6 +595,20 @@ impl Remote for FakeRemote {
             }
         }
         Ok(())
+    }
+
+    fn rewrite_secrets(&self, kubectl: &str, _kubeconfig: &str) -> Result<usize, RemoteError> {
+        let s = self.state()?;
+        if !s.binaries.contains(kubectl) {
+            return Err(RemoteError::failed("rewriting the Secrets", format!("exit 3: kubectl is not at {kubectl}")));
+        }
+        if !s.unit_active("kube-apiserver") {
+            return Err(RemoteError::failed("rewriting the Secrets", "exit 1: The connection to the server was refused (fake)"));
+        }
+        let n = s.secrets;
+        drop(s);
+        self.record(format!("rewrite {n} secrets"));
+        Ok(n)
     }
 
     fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError> {

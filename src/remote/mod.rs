@@ -324,6 +324,12 @@ pub trait Remote: Send {
     /// Imports image tarballs into containerd.
     fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError>;
 
+    /// Stores every Secret again through the API, with kubectl on the node (`get secrets
+    /// --all-namespaces -o json | replace -f -`, kubernetes #49565: all namespaces), so each is
+    /// encrypted with the key the API servers now encrypt with; the number rewritten. The
+    /// Secrets never leave the node: only kubectl's `replaced` lines come back.
+    fn rewrite_secrets(&self, kubectl: &str, kubeconfig: &str) -> Result<usize, RemoteError>;
+
     /// Renames `path` to `path.SUFFIX` (never deletes): the new name, or none when `path` does
     /// not exist.
     fn move_aside(&self, path: &str, suffix: &str) -> Result<Option<String>, RemoteError>;

@@ -542,6 +542,21 @@ impl<T: Transport> Remote for ShellRemote<T> {
         }
         self.run_ok("importing images into containerd", &s).map(|_| ())
     }
+
+    fn rewrite_secrets(&self, kubectl: &str, kubeconfig: &str) -> Result<usize, RemoteError> {
+        let (k, c) = (quote(kubectl), quote(&format!("--kubeconfig={kubeconfig}")));
+        let mut s = Script::strict();
+        s.raw(&format!("[ -x {k} ] || {{ printf 'kubectl is not at %s\\n' {k} >&2; exit 3; }}"));
+        // The API answers, and lists the Secrets, before anything is rewritten.
+        s.raw(&format!("n=$({k} {c} get secrets --all-namespaces -o name | wc -l)"));
+        s.raw("out=$(mktemp)");
+        // sh reports a pipeline's last status: replace's, which fails when get did, or on a
+        // conflict with a Secret written meanwhile (the step is then run again).
+        s.raw(&format!("if [ \"$n\" -gt 0 ]; then {k} {c} get secrets --all-namespaces -o json | {k} {c} replace -f - > \"$out\" || {{ rm -f \"$out\"; exit 1; }}; fi"));
+        s.section("replaced").raw("grep -c ' replaced$' \"$out\" || true; rm -f \"$out\"");
+        let out = self.run_ok("rewriting the Secrets", &s)?;
+        Ok(Sections::parse(&out.stdout).first("replaced").and_then(|n| n.trim().parse().ok()).unwrap_or(0))
+    }
 }
 
 /// The upload script: a fixed number of processes per host rather than per file. Text is

@@ -162,13 +162,19 @@ fn check_lists_every_certificate_where_the_units_say_and_flags_what_expires() {
 
 mod rotation {
     use super::*;
-    use crate::day2::certs::rotate::{RotateOptions, RotateReport, rotate_ca};
+    use crate::day2::certs::rotate::{RotateOptions, RotateReport, rotate_subject};
     use crate::pki::CaId;
-    use crate::pki::rotate::rotation;
+    use crate::pki::rotate::{Subject, rotation};
+
+    const ETCD: Subject = Subject::Ca(CaId::Etcd);
 
     fn rotate(f: &Fixture, step: Option<u8>, confirm: Confirm) -> Result<RotateReport, Day2Error> {
+        rotate_what(f, ETCD, step, confirm)
+    }
+
+    pub(super) fn rotate_what(f: &Fixture, subject: Subject, step: Option<u8>, confirm: Confirm) -> Result<RotateReport, Day2Error> {
         let o = RotateOptions {
-            ca: CaId::Etcd,
+            subject,
             step,
             confirm,
             snapshot_dir: Some(f.dir.path().join("snapshots")),
@@ -178,10 +184,10 @@ mod rotation {
         let fake = f.fake.clone();
         let probe_for = move |_: &Pki| -> Arc<dyn Probe> { fake.clone() };
         let c: Arc<dyn Connector> = f.fake.clone();
-        block_on(rotate_ca(&f.inv, &f.pki_dir(), c, &probe_for, &o, &Events::none("t")))
+        block_on(rotate_subject(&f.inv, &f.pki_dir(), c, &probe_for, &o, &Events::none("t")))
     }
 
-    fn text(f: &Fixture, node: &str, path: &str) -> String {
+    pub(super) fn text(f: &Fixture, node: &str, path: &str) -> String {
         String::from_utf8(f.fake.node(node).files[path].contents.to_vec()).unwrap()
     }
 
@@ -200,7 +206,7 @@ mod rotation {
         f.fake.clear_events();
         let r = rotate(&f, Some(1), YES).unwrap();
         assert!(!r.failed(), "{r:#?}");
-        let state = rotation(&f.pki_dir(), CaId::Etcd).unwrap().unwrap();
+        let state = rotation(&f.pki_dir(), ETCD).unwrap().unwrap();
         assert_eq!((state.done, state.running), (1, None));
         let new = std::fs::read_to_string(f.pki_dir().join("rotation/etcd/new.crt")).unwrap();
         for m in ["m1", "m2", "m3"] {
@@ -213,7 +219,7 @@ mod rotation {
         assert!(f.fake.events_like("restart haproxy").is_empty(), "the etcd CA is nothing to HAProxy");
         // Not the step after next, and no renewal while a rotation is under way.
         let err = rotate(&f, Some(3), YES).unwrap_err().to_string();
-        assert!(err.contains("step 3 of the etcd CA rotation cannot run now: step 2 is next"), "{err}");
+        assert!(err.contains("step 3 of the etcd rotation cannot run now: step 2 is next"), "{err}");
         let err = run(&f, &opts(&["admin"], YES, &f)).unwrap_err().to_string();
         assert!(err.contains("a rotation of the etcd CA is under way"), "{err}");
 
@@ -233,7 +239,7 @@ mod rotation {
         for m in ["m1", "m2", "m3"] {
             assert_eq!(text(&f, m, "/etc/etcd/pki/ca.crt"), new, "{m}");
         }
-        assert!(rotation(&f.pki_dir(), CaId::Etcd).unwrap().is_none());
+        assert!(rotation(&f.pki_dir(), ETCD).unwrap().is_none());
         let kept = r.aside.unwrap();
         assert_eq!(std::fs::read_to_string(kept.join("rotation/etcd/old.crt")).unwrap(), old.cert_pem, "the old CA is kept");
         pki::load(&f.inv, &f.pki_dir()).expect("a whole PKI after the rotation");
@@ -245,7 +251,7 @@ mod rotation {
         f.fake.node("m2").failing.insert("etcd".into());
         let r = rotate(&f, None, YES).unwrap();
         assert!(r.failed() && r.done == 0, "{r:#?}");
-        let state = rotation(&f.pki_dir(), CaId::Etcd).unwrap().unwrap();
+        let state = rotation(&f.pki_dir(), ETCD).unwrap().unwrap();
         assert_eq!(state.running, Some(1));
         assert_eq!(state.restart.len(), 3, "{state:?}");
         // The operator brings m2 back; its files are in place, m3's etcd never restarted.
@@ -256,7 +262,7 @@ mod rotation {
         assert!(!r.failed() && r.steps[0].resumed, "{r:#?}");
         assert_eq!(r.steps[0].deploy.as_ref().unwrap().changed(), 0, "the files were in place");
         assert_eq!(f.fake.events_like("restart etcd"), ["m1: restart etcd", "m2: restart etcd", "m3: restart etcd"]);
-        assert_eq!(rotation(&f.pki_dir(), CaId::Etcd).unwrap().unwrap().done, 1);
+        assert_eq!(rotation(&f.pki_dir(), ETCD).unwrap().unwrap().done, 1);
     }
 
     #[test]
@@ -267,5 +273,105 @@ mod rotation {
         f.fake.node("m3").files.get_mut("/etc/etcd/pki/ca.crt").unwrap().contents = foreign.into_bytes();
         let err = rotate(&f, Some(1), Confirm { force: true, ..YES }).unwrap_err().to_string();
         assert!(err.contains("m3: /etc/etcd/pki/ca.crt holds another etcd CA"), "{err}");
+    }
+}
+
+mod secrets {
+    use super::rotation::{rotate_what, text};
+    use super::*;
+    use crate::pki::rotate::{Subject, rotation};
+
+    /// The key names of an encryption config, in order (each provider lists them).
+    fn key_names(f: &Fixture, node: &str) -> Vec<String> {
+        text(f, node, "/etc/kubernetes/encryption-config.yaml").lines().filter_map(|l| l.trim().strip_prefix("- name: ")).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn the_encryption_key_goes_second_then_first_then_secrets_are_rewritten_then_the_old_one_goes() {
+        let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane, Phase::Addons]);
+        let s = Subject::Encryption;
+        let step = |k: u8| {
+            f.fake.clear_events();
+            let r = rotate_what(&f, s, Some(k), YES).unwrap();
+            assert!(!r.failed() && r.done == k, "step {k}: {r:#?}");
+            r
+        };
+        let names = |want: &[&str]| {
+            for m in ["m1", "m2", "m3"] {
+                assert_eq!(key_names(&f, m), [want, want].concat(), "{m}: secretbox and aescbc each list the keys in order");
+            }
+        };
+        step(1);
+        names(&["key1", "key2"]);
+        assert_eq!(f.fake.events_like("restart kube-apiserver"), ["m1: restart kube-apiserver", "m2: restart kube-apiserver", "m3: restart kube-apiserver"]);
+        step(2);
+        names(&["key2", "key1"]);
+        let r = step(3);
+        assert_eq!(r.steps[0].rewritten, Some(3));
+        assert_eq!(f.fake.events_like("rewrite"), ["m1: rewrite 3 secrets"]);
+        assert!(f.fake.events_like("restart").is_empty(), "the rewrite restarts nothing");
+        names(&["key2", "key1"]);
+        let r = step(4);
+        names(&["key2"]);
+        assert_eq!(f.fake.events_like("restart kube-apiserver").len(), 3);
+        let enc = std::fs::read_to_string(f.pki_dir().join("encryption.key")).unwrap();
+        assert!(enc.ends_with("\nname: key2\n") && !enc.contains(&f.pki.encryption_key_b64), "{}", enc.lines().count());
+        let kept = r.aside.unwrap().join("rotation/encryption/old.key");
+        assert_eq!(std::fs::read_to_string(kept).unwrap(), f.pki.encryption_key_b64, "the old key is kept");
+        assert!(rotation(&f.pki_dir(), s).unwrap().is_none());
+        // A deploy afterwards renders the same config: the key keeps its name.
+        let again = crate::render::render(&f.inv, &pki::load(&f.inv, &f.pki_dir()).unwrap()).unwrap();
+        let config = again.hosts["m1"].iter().find(|x| x.path == "/etc/kubernetes/encryption-config.yaml").unwrap();
+        assert_eq!(config.contents.to_vec(), text(&f, "m1", "/etc/kubernetes/encryption-config.yaml").into_bytes());
+    }
+
+    #[test]
+    fn the_old_encryption_key_stays_until_the_rewrite_succeeded() {
+        let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
+        let s = Subject::Encryption;
+        f.fake.node("m1").binaries.remove("/usr/bin/kubectl");
+        let r = rotate_what(&f, s, None, YES).unwrap();
+        assert!(r.failed() && r.done == 2, "{r:#?}");
+        assert!(r.steps[2].error.as_deref().is_some_and(|e| e.contains("kubectl is not at /usr/bin/kubectl")), "{r:#?}");
+        assert_eq!(rotation(&f.pki_dir(), s).unwrap().unwrap().running, Some(3));
+        for m in ["m1", "m2", "m3"] {
+            assert_eq!(key_names(&f, m), ["key2", "key1", "key2", "key1"], "{m}");
+        }
+        let err = rotate_what(&f, s, Some(4), YES).unwrap_err().to_string();
+        assert!(err.contains("step 4 of the encryption rotation cannot run now: step 3 is next"), "{err}");
+        f.fake.node("m1").binaries.insert("/usr/bin/kubectl".into());
+        let r = rotate_what(&f, s, None, YES).unwrap();
+        assert!(!r.failed() && r.done == 4 && r.steps[0].resumed, "{r:#?}");
+        assert_eq!(key_names(&f, "m2"), ["key2", "key2"]);
+    }
+
+    #[test]
+    fn the_service_account_key_verifies_with_both_then_signs_with_the_new_then_drops_the_old() {
+        let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
+        let s = Subject::ServiceAccount;
+        let old_pub = f.pki.sa_pub_pem.clone();
+        let keys = |node: &str| text(&f, node, "/etc/kubernetes/pki/sa.pub").matches("BEGIN PUBLIC KEY").count();
+        f.fake.clear_events();
+        assert!(!rotate_what(&f, s, Some(1), YES).unwrap().failed());
+        assert!(f.fake.events_like("restart kube-controller-manager").is_empty(), "the controller-manager reads sa.key only");
+        for m in ["m1", "m2", "m3"] {
+            assert_eq!(keys(m), 2, "{m}");
+            assert!(text(&f, m, "/etc/kubernetes/pki/sa.pub").starts_with(&old_pub), "the old key still signs, its public key first");
+            assert_eq!(text(&f, m, "/etc/kubernetes/pki/sa.key"), f.pki.sa_key_pem);
+        }
+        f.fake.clear_events();
+        assert!(!rotate_what(&f, s, Some(2), YES).unwrap().failed());
+        let new = pki::load(&f.inv, &f.pki_dir()).unwrap();
+        assert_ne!(new.sa_key_pem, f.pki.sa_key_pem);
+        for m in ["m1", "m2", "m3"] {
+            assert_eq!(text(&f, m, "/etc/kubernetes/pki/sa.key"), new.sa_key_pem, "{m}");
+            assert_eq!(text(&f, m, "/etc/kubernetes/pki/sa.pub"), format!("{}{old_pub}", new.sa_pub_pem));
+        }
+        assert_eq!(f.fake.events_like("restart kube-apiserver").len(), 3);
+        assert_eq!(f.fake.events_like("restart kube-controller-manager").len(), 3);
+        assert!(!rotate_what(&f, s, None, YES).unwrap().failed());
+        for m in ["m1", "m2", "m3"] {
+            assert_eq!(text(&f, m, "/etc/kubernetes/pki/sa.pub"), new.sa_pub_pem, "{m}");
+        }
     }
 }
