@@ -28,6 +28,9 @@ fn certificates_on_the_lab() {
     renewing_everything_loses_no_write(&t, &before);
     an_expired_member_certificate_is_flagged_and_repaired(&t);
     rotating_the_etcd_ca_step_by_step(&t);
+    let cp = control_plane_with_stand_ins(&t);
+    the_service_account_key_rotates_on_every_master(&t, &cp);
+    the_encryption_key_stays_until_secrets_are_rewritten(&t, &cp);
 }
 
 fn text(o: &Output) -> String {
@@ -342,10 +345,15 @@ fn etcdctl_as(t: &TestLab, ca: &Path, cert: &Path, key: &Path, args: &[&str]) ->
 
 /// `certs rotate-ca etcd --yes` with `args`, as JSON.
 fn rotate(t: &TestLab, args: &[&str]) -> serde_json::Value {
-    let snapshots = t.dir.path().join("snapshots");
-    let o = certs(t, &[&["rotate-ca", "etcd", "--yes", "--output", "json", "--snapshot-dir", snapshots.to_str().unwrap()], args].concat());
+    let o = rotation(t, &t.inv_path, &["certs", "rotate-ca", "etcd"], args);
     assert!(o.status.success(), "rotate-ca {args:?} failed:\n{}", text(&o));
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
+}
+
+/// `hardway COMMAND --yes --output json -i INV --pki PKI --snapshot-dir DIR ARGS`.
+fn rotation(t: &TestLab, inv: &Path, command: &[&str], args: &[&str]) -> Output {
+    let snapshots = t.dir.path().join("snapshots");
+    run(hardway().args(command).args(["--yes", "--output", "json", "--snapshot-dir", snapshots.to_str().unwrap(), "-i"]).arg(inv).arg("--pki").arg(&t.pki).args(args))
 }
 
 fn rotation_state(t: &TestLab) -> Option<serde_json::Value> {
@@ -380,18 +388,22 @@ fn rotating_the_etcd_ca_step_by_step(t: &TestLab) {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    // A restart the killed run had asked systemd for finishes on its own: wait for every member
-    // (the resumed run would refuse an unhealthy cluster, as an operator's would).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !etcdctl_as(t, &bundle_of(t, &old), &t.pki.join("etcd/healthcheck-client.crt"), &t.pki.join("etcd/healthcheck-client.key"), &["endpoint", "health"]).status.success() {
-        assert!(std::time::Instant::now() < deadline, "etcd did not become healthy after the killed step");
-        std::thread::sleep(Duration::from_millis(200));
-    }
     let state = rotation_state(t).expect("the state is written before the step changes anything");
     assert_eq!(state["running"], 1, "killed after its first restart, step 1 should still be under way: {state}");
     let bundle = bundle_of(t, &old);
     let since = active_since(t);
-    let r = rotate(t, &["--step", "1"]);
+    // A restart the killed run had asked systemd for goes on without it: until it is done the
+    // cluster is not healthy and the resumed run refuses (changing nothing), as it would for
+    // an operator, who runs it again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let r = loop {
+        let o = rotation(t, &t.inv_path, &["certs", "rotate-ca", "etcd"], &["--step", "1"]);
+        if o.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap();
+        }
+        assert!(text(&o).contains("refusing to start step 1") && std::time::Instant::now() < deadline, "the resumed step failed:\n{}", text(&o));
+        std::thread::sleep(Duration::from_millis(500));
+    };
     assert_eq!((r["done"].as_u64(), r["steps"][0]["resumed"].as_bool()), (Some(1), Some(true)), "{r:#}");
     let after = active_since(t);
     for (i, m) in MEMBERS.iter().enumerate() {
@@ -442,4 +454,93 @@ fn bundle_of(t: &TestLab, old: &Path) -> std::path::PathBuf {
     let bundle = t.dir.path().join("old-and-new.crt");
     std::fs::write(&bundle, format!("{}{}", std::fs::read_to_string(old.join("ca.crt")).unwrap(), std::fs::read_to_string(t.pki.join("rotation/etcd/new.crt")).unwrap())).unwrap();
     bundle
+}
+
+/// The control-plane phase deployed for real, its binaries stand-ins uploaded from local_dir
+/// (tests/fixtures: the API server is `openssl s_server` on the unit's own TLS flags, answering
+/// /readyz; the controller-manager and scheduler idle). They read neither the encryption
+/// config nor the service-account keys: what the rotations below prove is what they place on
+/// every master and that the API servers restart one at a time, each ready before the next.
+fn control_plane_with_stand_ins(t: &TestLab) -> std::path::PathBuf {
+    let bin = t.dir.path().join("stand-ins");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(repo().join("tests/fixtures/kube-apiserver-stand-in"), bin.join("kube-apiserver")).unwrap();
+    for b in ["kube-controller-manager", "kube-scheduler"] {
+        std::fs::copy(repo().join("tests/fixtures/idle-stand-in"), bin.join(b)).unwrap();
+    }
+    let cp = t.dir.path().join("control-plane.toml");
+    std::fs::write(&cp, t.inv_text.replacen("[binaries]\n", &format!("[binaries]\nlocal_dir = \"{}\"\n", bin.display()), 1)).unwrap();
+    let o = t.deploy(&cp, &["--phases", "etcd,lb,control-plane"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // HAProxy takes each API server into rotation after two good checks, 5 s apart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !t.verify(&["--pki", t.pki.to_str().unwrap()]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "verify never passed with the control plane up");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    cp
+}
+
+/// kube-apiserver restarted on each master, in the order of a rotation step's report.
+fn api_restarts(step: &serde_json::Value) -> Vec<String> {
+    step["deploy"]["hosts"].as_array().unwrap().iter().filter(|h| h["restarted"].as_array().unwrap().iter().any(|u| u == "kube-apiserver")).map(|h| h["node"].as_str().unwrap().to_string()).collect()
+}
+
+/// The service-account key, step by step: sa.pub on every master holds both public keys, the
+/// one of the key that signs (sa.key) first; then the new key signs; then only its public key
+/// is left. openssl on the nodes derives the public key from sa.key.
+fn the_service_account_key_rotates_on_every_master(t: &TestLab, cp: &Path) {
+    let signer_first = |m: &str| {
+        let o = t.ssh_ok(m, "openssl pkey -in /etc/kubernetes/pki/sa.key -pubout | sha256sum; awk '/BEGIN PUBLIC KEY/{n++} n==1' /etc/kubernetes/pki/sa.pub | sha256sum; grep -c 'BEGIN PUBLIC KEY' /etc/kubernetes/pki/sa.pub");
+        let l: Vec<&str> = o.lines().collect();
+        (l[0] == l[1], l[2].parse::<u32>().unwrap(), t.ssh_ok(m, "sha256sum < /etc/kubernetes/pki/sa.key"))
+    };
+    let before: Vec<String> = MEMBERS.iter().map(|m| signer_first(m).2).collect();
+    for (k, (keys, new_signer)) in [(1, (2, false)), (2, (2, true)), (3, (1, true))] {
+        let o = rotation(t, cp, &["secrets", "rotate-service-account-key"], &["--step", &k.to_string()]);
+        assert!(o.status.success(), "step {k}: {}", text(&o));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(api_restarts(&r["steps"][0]), MEMBERS, "step {k}: {r:#}");
+        for (i, m) in MEMBERS.iter().enumerate() {
+            let (first, count, key) = signer_first(m);
+            assert!(first, "step {k}: on {m} the signing key's public half is not first in sa.pub");
+            assert_eq!(count, keys, "step {k}: public keys in {m}'s sa.pub");
+            assert_eq!(key != before[i], new_signer, "step {k}: {m}'s sa.key");
+        }
+        verify_passes(t);
+    }
+}
+
+/// The encryption key: steps 1 and 2 place the new key second, then first, in every master's
+/// config (restarting the API servers one at a time); step 3 needs kubectl and a real API server
+/// on the first master, which the lab does not have: it fails, and the old key stays in every
+/// config — step 4 is refused until the rewrite has succeeded.
+fn the_encryption_key_stays_until_secrets_are_rewritten(t: &TestLab, cp: &Path) {
+    // Each config's keys by hash, hashed on the node (keys never leave it nor go on a command line).
+    let hashes = |m: &str| -> Vec<String> {
+        let o = t.ssh_ok(m, "sed -n 's/^ *secret: //p' /etc/kubernetes/encryption-config.yaml | while read -r s; do printf %s \"$s\" | sha256sum | cut -c1-64; done");
+        o.lines().map(str::to_string).collect()
+    };
+    let key_hash = |file: &Path| hardway::plan::sha256_hex(std::fs::read_to_string(file).unwrap().lines().next().unwrap().as_bytes());
+    let old = key_hash(&t.pki.join("encryption.key"));
+    for m in MEMBERS {
+        assert_eq!(hashes(m), [old.clone(), old.clone()], "{m} before");
+    }
+    let o = rotation(t, cp, &["secrets", "rotate-encryption-key"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["done"], 2, "{r:#}");
+    assert_eq!(api_restarts(&r["steps"][0]), MEMBERS);
+    assert_eq!(api_restarts(&r["steps"][1]), MEMBERS);
+    let error = r["steps"][2]["error"].as_str().unwrap();
+    assert!(error.contains("kubectl is not at /usr/bin/kubectl"), "{error}");
+    let new = key_hash(&t.pki.join("rotation/encryption/new.key"));
+    for m in MEMBERS {
+        assert_eq!(hashes(m), [new.clone(), old.clone(), new.clone(), old.clone()], "{m}: the new key first, the old one still there");
+    }
+    assert_eq!(key_hash(&t.pki.join("encryption.key")), old, "the PKI's key changed before the rewrite");
+    let o = rotation(t, cp, &["secrets", "rotate-encryption-key"], &["--step", "4"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("step 4 of the encryption rotation cannot run now: step 3 is next"), "{}", text(&o));
+    verify_passes(t);
 }

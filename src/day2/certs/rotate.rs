@@ -207,7 +207,7 @@ pub async fn rotate_subject(
             sr.deploy = Some(push::push(inv, &picked, connector.clone(), probe_for(&render_pki), &deploy_opts, events.clone()).await?);
         }
         if !sr.failed() {
-            sr.verify_failed = verify_after(inv, pki_dir, connector.clone(), probe_for(&render_pki), opts.deploy.parallel).await;
+            sr.verify_failed = verify_after(inv, pki_dir, connector.clone(), probe_for(&render_pki), opts.deploy.parallel, opts.deploy.api_timeout).await;
         }
         let failed = sr.failed();
         report.steps.push(sr);
@@ -268,12 +268,21 @@ async fn plan(
     Ok(out)
 }
 
-/// verify's FAILs, from the PKI directory as it is now.
-async fn verify_after(inv: &Inventory, pki_dir: &Path, connector: Arc<dyn Connector>, probe: Arc<dyn crate::probe::Probe>, parallel: usize) -> Vec<String> {
-    let creds = match verify::Credentials::load(&verify::VerifyOptions::new(pki_dir.to_path_buf())) {
-        Ok(c) => c,
-        Err(e) => return vec![e.to_string()],
-    };
-    let checks = verify::verify(inv, creds, connector, probe, None, parallel, Events::none("verify")).await;
-    checks.into_iter().filter(|c| c.status == verify::Status::Fail).map(|c| format!("{} {}: {}", c.host, c.check, c.detail)).collect()
+/// verify's FAILs, from the PKI directory as it is now, once none is left or `within` has
+/// passed: a restarted API server is back in HAProxy's rotation only after its health checks
+/// (rise 2, 5 s apart), so the cluster may take seconds to settle after a step.
+async fn verify_after(inv: &Inventory, pki_dir: &Path, connector: Arc<dyn Connector>, probe: Arc<dyn crate::probe::Probe>, parallel: usize, within: std::time::Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let creds = match verify::Credentials::load(&verify::VerifyOptions::new(pki_dir.to_path_buf())) {
+            Ok(c) => c,
+            Err(e) => return vec![e.to_string()],
+        };
+        let checks = verify::verify(inv, creds, connector.clone(), probe.clone(), None, parallel, Events::none("verify")).await;
+        let failed: Vec<String> = checks.into_iter().filter(|c| c.status == verify::Status::Fail).map(|c| format!("{} {}: {}", c.host, c.check, c.detail)).collect();
+        if failed.is_empty() || std::time::Instant::now() >= deadline {
+            return failed;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
