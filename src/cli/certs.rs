@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
-use super::day2::{ClusterArgs, ConfirmArgs, Opened, open, print_steps};
+use super::day2::{AccessArgs, ClusterArgs, ConfirmArgs, Opened, open_at, print_steps};
 use super::deploy::{SnapshotArgs, probe_of};
-use super::{InventoryArg, LogArg, OutputFormat, load_inventory, policy, runtime, sudo_password};
-use crate::day2::certs::{check, renew, rotate};
+use super::{OutputFormat, load_inventory, observe, policy, runtime, sudo_password};
+use crate::day2::certs::{ChangeOptions, check, renew, rotate};
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::probe::Probe;
 use crate::remote::ssh::SshConnector;
@@ -48,6 +48,13 @@ pub struct RotationArgs {
     /// Run only this step; it must be the next one. Without: every step left.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=4))]
     pub step: Option<u8>,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+/// What every command that changes certificates or keys on a running cluster takes.
+#[derive(Args)]
+pub struct ChangeArgs {
     /// Go on although the cluster is not healthy (it says what it skips).
     #[arg(long)]
     pub force: bool,
@@ -59,6 +66,24 @@ pub struct RotationArgs {
     pub snapshot: SnapshotArgs,
     #[command(flatten)]
     pub roll: RollArgs,
+}
+
+impl ChangeArgs {
+    fn options(&self) -> ChangeOptions {
+        ChangeOptions {
+            confirm: self.confirm.confirm(self.force),
+            snapshot_dir: (!self.snapshot.no_snapshot).then(|| self.snapshot.snapshot_dir.clone()),
+            snapshot_keep: self.snapshot.keep_snapshots,
+            deploy: self.roll.deploy_options(),
+        }
+    }
+
+    /// The cluster opened, and the probe of it a PKI gives (its client certificates).
+    fn open(&self, command: &'static str) -> Result<(Opened, impl Fn(&pki::Pki) -> Arc<dyn Probe> + Sync + use<>)> {
+        let opened = open_at(self.cluster.inventory.clone(), &self.cluster.access, command)?;
+        let inv = opened.inv.clone();
+        Ok((opened, move |p: &pki::Pki| -> Arc<dyn Probe> { probe_of(&inv, p) }))
+    }
 }
 
 #[derive(Subcommand)]
@@ -77,19 +102,12 @@ pub enum SecretsCommand {
 #[derive(Args)]
 pub struct CheckArgs {
     #[command(flatten)]
-    pub inv: InventoryArg,
-    #[arg(long, default_value = "pki")]
-    pub pki: PathBuf,
+    pub cluster: ClusterArgs,
     /// Flag (and exit 1 for) certificates that expire within this many days.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i64).range(0..=36500))]
     pub warn_days: i64,
     #[arg(long, default_value_t = 32)]
     pub parallel: usize,
-    #[arg(long)]
-    pub accept_new_host_keys: bool,
-    /// text, or json (the whole report).
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
 }
 
 /// How long the rolling restarts may wait.
@@ -121,46 +139,19 @@ pub struct RenewArgs {
     /// New private keys too (the old ones are kept aside in the PKI directory).
     #[arg(long)]
     pub new_keys: bool,
-    /// Go on although the cluster is not healthy (it says what it skips).
-    #[arg(long)]
-    pub force: bool,
     #[command(flatten)]
-    pub cluster: FlagClusterArgs,
-    #[command(flatten)]
-    pub confirm: ConfirmArgs,
-    #[command(flatten)]
-    pub snapshot: SnapshotArgs,
-    #[command(flatten)]
-    pub roll: RollArgs,
+    pub change: ChangeArgs,
 }
 
-/// [`ClusterArgs`] with the inventory as `-i` only: the positional arguments are names.
+/// The inventory as `-i` only (the positional arguments are names), and how to reach the
+/// cluster.
 #[derive(Args, Clone)]
 pub struct FlagClusterArgs {
     /// The inventory file (default: ./inventory.toml).
-    #[arg(short = 'i', long = "inventory", value_name = "INVENTORY")]
-    pub inventory: Option<PathBuf>,
-    #[arg(long, default_value = "pki")]
-    pub pki: PathBuf,
-    #[arg(long)]
-    pub accept_new_host_keys: bool,
+    #[arg(short = 'i', long = "inventory", value_name = "INVENTORY", default_value = "inventory.toml")]
+    pub inventory: PathBuf,
     #[command(flatten)]
-    pub log: LogArg,
-    /// text, or json (the whole result).
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-}
-
-impl FlagClusterArgs {
-    fn cluster(&self) -> ClusterArgs {
-        ClusterArgs {
-            inv: InventoryArg { positional: None, flag: self.inventory.clone() },
-            pki: self.pki.clone(),
-            accept_new_host_keys: self.accept_new_host_keys,
-            log: self.log.clone(),
-            output: self.output,
-        }
-    }
+    pub access: AccessArgs,
 }
 
 pub(super) fn certs(command: CertsCommand) -> Result<ExitCode> {
@@ -172,12 +163,16 @@ pub(super) fn certs(command: CertsCommand) -> Result<ExitCode> {
 }
 
 fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
-    let inv = load_inventory(&a.inv.path())?;
+    let path = a.cluster.inv.path();
+    let inv = load_inventory(&path)?;
+    let c = &a.cluster.access;
     // The kubeconfigs hardway renders are looked for too, when the PKI can be rendered.
-    let kubeconfigs = pki::load(&inv, &a.pki).ok().and_then(|p| render::render(&inv, &p).ok()).map(|r| check::rendered_kubeconfigs(&r)).unwrap_or_default();
-    let connector = Arc::new(SshConnector::new(&inv, policy(a.accept_new_host_keys)).with_sudo_password(sudo_password(&inv)?));
-    let report = runtime()?.block_on(check::check(&inv, &a.pki, connector, kubeconfigs, a.warn_days, a.parallel))?;
-    if a.output == OutputFormat::Json {
+    let kubeconfigs = pki::load(&inv, &c.pki).ok().and_then(|p| render::render(&inv, &p).ok()).map(|r| check::rendered_kubeconfigs(&r)).unwrap_or_default();
+    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
+    let (_, run_log) = observe("certs-check", OutputFormat::Text, &c.log, &path, &names)?;
+    let connector = Arc::new(SshConnector::new(&inv, policy(c.accept_new_host_keys)).with_log(run_log).with_sudo_password(sudo_password(&inv)?));
+    let report = runtime()?.block_on(check::check(&inv, &c.pki, connector, kubeconfigs, a.warn_days, a.parallel))?;
+    if c.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         out!("{}", check::format(&report));
@@ -186,21 +181,16 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
 }
 
 fn renew_cmd(a: RenewArgs) -> Result<ExitCode> {
-    let Opened { inv, events, connector, .. } = open(&a.cluster.cluster(), "certs-renew")?;
+    let (Opened { inv, events, connector, .. }, probe_for) = a.change.open("certs-renew")?;
     let opts = renew::RenewOptions {
         names: if a.all { vec![] } else { a.names.clone() },
         new_keys: a.new_keys,
-        confirm: a.confirm.confirm(a.force),
-        snapshot_dir: (!a.snapshot.no_snapshot).then(|| a.snapshot.snapshot_dir.clone()),
-        snapshot_keep: a.snapshot.keep_snapshots,
-        deploy: a.roll.deploy_options(),
+        change: a.change.options(),
     };
-    let inv2 = inv.clone();
-    let probe_for = move |p: &pki::Pki| -> Arc<dyn Probe> { probe_of(&inv2, p) };
     let report = runtime()?
-        .block_on(renew::renew(&inv, &a.cluster.pki, connector, &probe_for, &opts, &events))
+        .block_on(renew::renew(&inv, &a.change.cluster.access.pki, connector, &probe_for, &opts, &events))
         .context("certs renew")?;
-    if a.cluster.output == OutputFormat::Json {
+    if a.change.cluster.access.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for p in &report.forced_past {
@@ -226,21 +216,12 @@ pub(super) fn secrets(command: SecretsCommand) -> Result<ExitCode> {
 }
 
 fn rotate_cmd(subject: Subject, a: RotationArgs) -> Result<ExitCode> {
-    let Opened { inv, events, connector, .. } = open(&a.cluster.cluster(), "rotate")?;
-    let opts = rotate::RotateOptions {
-        subject,
-        step: a.step,
-        confirm: a.confirm.confirm(a.force),
-        snapshot_dir: (!a.snapshot.no_snapshot).then(|| a.snapshot.snapshot_dir.clone()),
-        snapshot_keep: a.snapshot.keep_snapshots,
-        deploy: a.roll.deploy_options(),
-    };
-    let inv2 = inv.clone();
-    let probe_for = move |p: &pki::Pki| -> Arc<dyn Probe> { probe_of(&inv2, p) };
+    let (Opened { inv, events, connector, .. }, probe_for) = a.change.open("rotate")?;
+    let opts = rotate::RotateOptions { subject, step: a.step, change: a.change.options() };
     let report = runtime()?
-        .block_on(rotate::rotate_subject(&inv, &a.cluster.pki, connector, &probe_for, &opts, &events))
+        .block_on(rotate::rotate_subject(&inv, &a.change.cluster.access.pki, connector, &probe_for, &opts, &events))
         .with_context(|| format!("rotating {}", subject.name()))?;
-    if a.cluster.output == OutputFormat::Json {
+    if a.change.cluster.access.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     }

@@ -462,14 +462,7 @@ fn bundle_of(t: &TestLab, old: &Path) -> std::path::PathBuf {
 /// config nor the service-account keys: what the rotations below prove is what they place on
 /// every master and that the API servers restart one at a time, each ready before the next.
 fn control_plane_with_stand_ins(t: &TestLab) -> std::path::PathBuf {
-    let bin = t.dir.path().join("stand-ins");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(repo().join("tests/fixtures/kube-apiserver-stand-in"), bin.join("kube-apiserver")).unwrap();
-    for b in ["kube-controller-manager", "kube-scheduler"] {
-        std::fs::copy(repo().join("tests/fixtures/idle-stand-in"), bin.join(b)).unwrap();
-    }
-    let cp = t.dir.path().join("control-plane.toml");
-    std::fs::write(&cp, t.inv_text.replacen("[binaries]\n", &format!("[binaries]\nlocal_dir = \"{}\"\n", bin.display()), 1)).unwrap();
+    let cp = t.control_plane_inventory();
     let o = t.deploy(&cp, &["--phases", "etcd,lb,control-plane"]);
     assert!(o.status.success(), "{}", text(&o));
     // HAProxy takes each API server into rotation after two good checks, 5 s apart.

@@ -13,7 +13,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::push::{self, gate, health, plan_lines, select, survey};
-use super::super::{Confirm, Day2Error, stamp};
+use super::ChangeOptions;
+use super::super::{Day2Error, stamp};
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::events::{Events, Status};
 use crate::inventory::Inventory;
@@ -26,12 +27,7 @@ pub struct RenewOptions {
     /// The certificates, by PKI name (`etcd/server-m1`); empty: every leaf.
     pub names: Vec<String>,
     pub new_keys: bool,
-    pub confirm: Confirm,
-    /// Where the etcd snapshot goes first; none: no snapshot.
-    pub snapshot_dir: Option<PathBuf>,
-    pub snapshot_keep: Option<usize>,
-    /// Timeouts and parallelism of the rolling restarts.
-    pub deploy: DeployOptions,
+    pub change: ChangeOptions,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -81,48 +77,48 @@ pub async fn renew(
     let probe = probe_for(&pki);
 
     let step = events.start(None, Some("renew"), "read every node and check the cluster's health");
-    let seen = survey(inv, connector.clone(), &after, opts.deploy.parallel).await;
+    let seen = survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
     let differs = |host: &str, f: &render::File| before.hosts.get(host).is_none_or(|fs| fs.iter().any(|o| o.path == f.path && o.contents != f.contents));
     let selection = select(&after, &seen, &differs, &Default::default());
     let mut problems = health(inv, probe.as_ref(), &seen).await;
     problems.extend(selection.drift.iter().map(|d| format!("{d} differs from what hardway renders: the renewal would replace it (hardway deploy --dry-run --diff shows how)")));
     step.done(if problems.is_empty() { Status::Ok } else { Status::Failed }, Some(problems.join("; ")).filter(|s| !s.is_empty()));
-    let forced_past = gate(problems, opts.confirm.force, "renew certificates")?;
+    let forced_past = gate(problems, opts.change.confirm.force, "renew certificates")?;
 
     let at = stamp();
     let aside = pki::aside_dir(pki_dir, "renew", &at);
     let keys = if opts.new_keys { "new keys" } else { "the same keys" };
     let mut steps = vec![format!("re-issue {} certificates with {keys}: {}", renewed.len(), names.join(", "))];
-    if let Some(dir) = &opts.snapshot_dir {
+    if let Some(dir) = &opts.change.snapshot_dir {
         steps.push(format!("snapshot etcd into {}", dir.display()));
     }
     steps.push(format!("write them into {}, the replaced files kept in {}", pki_dir.display(), aside.display()));
     let on_no_node: Vec<String> = renewed.iter().filter(|r| !pushed(&new_pki, &r.name, &selection)).map(|r| r.name.clone()).collect();
-    let plan = push::push(inv, &selection, connector.clone(), probe.clone(), &DeployOptions { dry_run: true, ..opts.deploy.clone() }, Events::none("certs-renew")).await?;
+    let plan = push::push(inv, &selection, connector.clone(), probe.clone(), &DeployOptions { dry_run: true, ..opts.change.deploy.clone() }, Events::none("certs-renew")).await?;
     steps.extend(plan_lines(&plan));
     if selection.is_empty() {
         steps.push("no node has any of these certificates: nothing to push".into());
     }
-    let mut report = RenewReport { dry_run: opts.confirm.dry_run, renewed, steps, forced_past, snapshot: None, aside: None, on_no_node, deploy: None };
-    if opts.confirm.dry_run {
+    let mut report = RenewReport { dry_run: opts.change.confirm.dry_run, renewed, steps, forced_past, snapshot: None, aside: None, on_no_node, deploy: None };
+    if opts.change.confirm.dry_run {
         return Ok(report);
     }
-    if !opts.confirm.yes {
+    if !opts.change.confirm.yes {
         return Err(Day2Error::NeedsYes { what: format!("re-issue {} certificates and restart what uses them", report.renewed.len()), steps: report.steps });
     }
 
-    if let Some(dir) = &opts.snapshot_dir
+    if let Some(dir) = &opts.change.snapshot_dir
         && !inv.etcd_members().is_empty()
     {
         let step = events.start(None, Some("renew"), "snapshot etcd");
-        let info = crate::day2::snapshot::save(inv, probe.as_ref(), dir, opts.snapshot_keep).await.inspect_err(|e| step_failed(events, e))?;
+        let info = crate::day2::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await.inspect_err(|e| step_failed(events, e))?;
         step.done(Status::Ok, Some(info.file.clone()));
         report.snapshot = Some(dir.join(info.file));
     }
     pki::write_renewed(&new_pki, &report.renewed, &aside)?;
     report.aside = Some(aside);
     if !selection.is_empty() {
-        let d = push::push(inv, &selection, connector, probe_for(&new_pki), &opts.deploy, events.clone()).await?;
+        let d = push::push(inv, &selection, connector, probe_for(&new_pki), &opts.change.deploy, events.clone()).await?;
         report.deploy = Some(d);
     }
     Ok(report)

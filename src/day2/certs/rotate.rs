@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 
 use super::push::{self, gate, health, plan_lines, restarts, select, survey};
 use super::renew::ProbeFor;
-use super::super::{Confirm, Day2Error, secrets, stamp};
+use super::ChangeOptions;
+use super::super::{Day2Error, secrets, stamp};
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::events::{Events, Status};
 use crate::inventory::Inventory;
@@ -30,10 +31,7 @@ pub struct RotateOptions {
     pub subject: Subject,
     /// Only this step (it must be the next one); none: every step left.
     pub step: Option<u8>,
-    pub confirm: Confirm,
-    pub snapshot_dir: Option<PathBuf>,
-    pub snapshot_keep: Option<usize>,
-    pub deploy: DeployOptions,
+    pub change: ChangeOptions,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,7 +133,7 @@ pub async fn rotate_subject(
     events: &Events,
 ) -> Result<RotateReport, Day2Error> {
     let s = opts.subject;
-    let really = !opts.confirm.dry_run && opts.confirm.yes;
+    let really = !opts.change.confirm.dry_run && opts.change.confirm.yes;
     let pki0 = pki::load(inv, pki_dir)?;
     let others: Vec<&str> = rotate::rotations_under_way(pki_dir)?.into_iter().filter(|n| *n != s.name()).collect();
     if !others.is_empty() {
@@ -154,10 +152,10 @@ pub async fn rotate_subject(
     };
     let aside = pki::aside_dir(pki_dir, &format!("rotate-{}", s.name()), &stamp());
     let mut report =
-        RotateReport { subject: s.name(), dry_run: opts.confirm.dry_run, plan: vec![], forced_past: vec![], snapshot: None, steps: vec![], done: state.done, last: s.last(), aside: None };
+        RotateReport { subject: s.name(), dry_run: opts.change.confirm.dry_run, plan: vec![], forced_past: vec![], snapshot: None, steps: vec![], done: state.done, last: s.last(), aside: None };
     if !really {
         report.plan = plan(inv, &pki0, &state, &pair, first, last, connector, probe_for, opts).await?;
-        if opts.confirm.dry_run {
+        if opts.change.confirm.dry_run {
             return Ok(report);
         }
         return Err(Day2Error::NeedsYes { what: format!("rotate {}", s.name()), steps: report.plan });
@@ -171,15 +169,15 @@ pub async fn rotate_subject(
         let probe = probe_for(&render_pki);
         let mut after = render::render(inv, &render_pki)?;
         let step = events.start(None, Some("rotate"), &format!("step {k}: read every node and check the cluster's health"));
-        let seen = survey(inv, connector.clone(), &after, opts.deploy.parallel).await;
+        let seen = survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
         let problems = health(inv, probe.as_ref(), &seen).await;
         step.done(if problems.is_empty() { Status::Ok } else { Status::Failed }, Some(problems.join("; ")).filter(|p| !p.is_empty()));
-        report.forced_past.extend(gate(problems, opts.confirm.force, &format!("start step {k} of the {} rotation", s.name()))?);
+        report.forced_past.extend(gate(problems, opts.change.confirm.force, &format!("start step {k} of the {} rotation", s.name()))?);
         if k == first
-            && let Some(dir) = &opts.snapshot_dir
+            && let Some(dir) = &opts.change.snapshot_dir
             && !inv.etcd_members().is_empty()
         {
-            let info = crate::day2::snapshot::save(inv, probe.as_ref(), dir, opts.snapshot_keep).await?;
+            let info = crate::day2::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await?;
             report.snapshot = Some(dir.join(info.file));
         }
 
@@ -203,11 +201,11 @@ pub async fn rotate_subject(
         }
         let picked = selection(inv, &render_pki, s, &after, &seen, &state.restart)?;
         if sr.error.is_none() && !picked.rendered.hosts.is_empty() {
-            let deploy_opts = DeployOptions { replaceable: replaceable(inv, &render_pki, s, &pair)?, restart: state.restart.clone(), ..opts.deploy.clone() };
+            let deploy_opts = DeployOptions { replaceable: replaceable(inv, &render_pki, s, &pair)?, restart: state.restart.clone(), ..opts.change.deploy.clone() };
             sr.deploy = Some(push::push(inv, &picked, connector.clone(), probe_for(&render_pki), &deploy_opts, events.clone()).await?);
         }
         if !sr.failed() {
-            sr.verify_failed = verify_after(inv, pki_dir, connector.clone(), probe_for(&render_pki), opts.deploy.parallel, opts.deploy.api_timeout).await;
+            sr.verify_failed = verify_after(inv, pki_dir, connector.clone(), probe_for(&render_pki), opts.change.deploy.parallel, opts.change.deploy.api_timeout).await;
         }
         let failed = sr.failed();
         report.steps.push(sr);
@@ -244,12 +242,12 @@ async fn plan(
     if state.done == 0 && state.running.is_none() {
         out.push(format!("make a new {} ({}), kept in {} until it is in use", s.name(), state.new_id, pki.dir.join("rotation").join(s.name()).display()));
     }
-    if let Some(dir) = &opts.snapshot_dir {
+    if let Some(dir) = &opts.change.snapshot_dir {
         out.push(format!("snapshot etcd into {}", dir.display()));
     }
     let (render_pki, renewed) = target(inv, pki, s, pair, first)?;
     let after = render::render(inv, &render_pki)?;
-    let seen = survey(inv, connector.clone(), &after, opts.deploy.parallel).await;
+    let seen = survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
     let picked = selection(inv, &render_pki, s, &after, &seen, &state.restart)?;
     let resumed = if state.running == Some(first) { " (resumed: every unit it restarts restarts again)" } else { "" };
     out.push(format!("step {first}: {}{resumed}", s.steps()[usize::from(first) - 1]));
@@ -257,7 +255,7 @@ async fn plan(
         out.push(format!("step {first}: re-issue {} certificates from the new CA: {}", renewed.len(), renewed.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")));
     }
     if !picked.rendered.hosts.is_empty() {
-        let deploy_opts = DeployOptions { dry_run: true, replaceable: replaceable(inv, &render_pki, s, pair)?, restart: state.restart.clone(), ..opts.deploy.clone() };
+        let deploy_opts = DeployOptions { dry_run: true, replaceable: replaceable(inv, &render_pki, s, pair)?, restart: state.restart.clone(), ..opts.change.deploy.clone() };
         let d = push::push(inv, &picked, connector, probe_for(&render_pki), &deploy_opts, Events::none("rotate")).await?;
         out.extend(plan_lines(&d).into_iter().map(|l| format!("step {first}: {l}")));
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::check;
+use super::{ChangeOptions, check};
 use super::renew::{RenewOptions, renew};
 use crate::components::Phase;
 use crate::day2::tests::deployed;
@@ -22,6 +22,12 @@ fn opts(names: &[&str], confirm: Confirm, f: &Fixture) -> RenewOptions {
     RenewOptions {
         names: names.iter().map(|s| s.to_string()).collect(),
         new_keys: false,
+        change: change(confirm, f),
+    }
+}
+
+pub(super) fn change(confirm: Confirm, f: &Fixture) -> ChangeOptions {
+    ChangeOptions {
         confirm,
         snapshot_dir: Some(f.dir.path().join("snapshots")),
         snapshot_keep: None,
@@ -173,14 +179,7 @@ mod rotation {
     }
 
     pub(super) fn rotate_what(f: &Fixture, subject: Subject, step: Option<u8>, confirm: Confirm) -> Result<RotateReport, Day2Error> {
-        let o = RotateOptions {
-            subject,
-            step,
-            confirm,
-            snapshot_dir: Some(f.dir.path().join("snapshots")),
-            snapshot_keep: None,
-            deploy: DeployOptions { etcd_timeout: Duration::from_secs(2), api_timeout: Duration::from_secs(2), ..DeployOptions::default() },
-        };
+        let o = RotateOptions { subject, step, change: super::change(confirm, f) };
         let fake = f.fake.clone();
         let probe_for = move |_: &Pki| -> Arc<dyn Probe> { fake.clone() };
         let c: Arc<dyn Connector> = f.fake.clone();
