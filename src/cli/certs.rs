@@ -245,14 +245,13 @@ fn rotate_cmd(subject: Subject, a: RotationArgs) -> Result<ExitCode> {
             eprintln!("  verify: FAIL {f}");
         }
     }
-    print_outcome(report.snapshot.as_ref(), report.aside.as_ref(), None);
-    let name = report.subject;
-    match report.done {
-        n if n == report.last => {
-            out!("the {name} rotation is finished: the old one is kept in {}", report.aside.as_ref().map(|p| p.display().to_string()).unwrap_or_default())
-        }
-        n if !report.dry_run => out!("{n} of {} steps of the {name} rotation done; run the same command again to go on", report.last),
-        _ => {}
+    let name = &report.subject;
+    let finished = report.done == report.last;
+    print_outcome(report.snapshot.as_ref(), report.aside.as_ref().filter(|_| !finished), None);
+    if finished {
+        out!("the {name} rotation is finished: the old one is kept in {}", report.aside.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+    } else if !report.dry_run {
+        out!("{} of {} steps of the {name} rotation done; run the same command again to go on", report.done, report.last);
     }
     Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

@@ -69,6 +69,14 @@ impl Subject {
         SUBJECTS.iter().find(|(_, s)| *s == self).map(|(n, _)| *n).expect("every subject has a name")
     }
 
+    /// What it is, in messages: `etcd CA`, `encryption key`.
+    pub fn describe(self) -> String {
+        match self {
+            Subject::Ca(_) => format!("{} CA", self.name()),
+            _ => format!("{} key", self.name()),
+        }
+    }
+
     pub fn parse(name: &str) -> Option<Subject> {
         SUBJECTS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
     }

@@ -534,6 +534,6 @@ fn the_encryption_key_stays_until_secrets_are_rewritten(t: &TestLab, cp: &Path) 
     assert_eq!(key_hash(&t.pki.join("encryption.key")), old, "the PKI's key changed before the rewrite");
     let o = rotation(t, cp, &["secrets", "rotate-encryption-key"], &["--step", "4"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("step 4 of the encryption rotation cannot run now: step 3 is next"), "{}", text(&o));
+    assert!(text(&o).contains("step 4 of the encryption key rotation cannot run now: step 3 is next"), "{}", text(&o));
     verify_passes(t);
 }

@@ -59,7 +59,8 @@ impl StepReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RotateReport {
-    pub subject: &'static str,
+    /// What rotates (`etcd CA`, `encryption key`).
+    pub subject: String,
     pub dry_run: bool,
     /// What the run does (or, dry, would do), in order.
     pub plan: Vec<String>,
@@ -144,21 +145,21 @@ pub async fn rotate_subject(
     let last = match opts.step {
         Some(k) if k != first => {
             let under_way = if state.running.is_some() { ", this one under way" } else { "" };
-            return Err(Day2Error::Refused { reason: format!("step {k} of the {} rotation cannot run now: step {first} is next ({} done{under_way})", s.name(), state.done) });
+            return Err(Day2Error::Refused { reason: format!("step {k} of the {} rotation cannot run now: step {first} is next ({} done{under_way})", s.describe(), state.done) });
         }
-        Some(k) if k > s.last() => return Err(Day2Error::Refused { reason: format!("the {} rotation has {} steps", s.name(), s.last()) }),
+        Some(k) if k > s.last() => return Err(Day2Error::Refused { reason: format!("the {} rotation has {} steps", s.describe(), s.last()) }),
         Some(k) => k,
         None => s.last(),
     };
     let aside = pki::aside_dir(pki_dir, &format!("rotate-{}", s.name()), &stamp());
     let mut report =
-        RotateReport { subject: s.name(), dry_run: opts.change.confirm.dry_run, plan: vec![], forced_past: vec![], snapshot: None, steps: vec![], done: state.done, last: s.last(), aside: None };
+        RotateReport { subject: s.describe(), dry_run: opts.change.confirm.dry_run, plan: vec![], forced_past: vec![], snapshot: None, steps: vec![], done: state.done, last: s.last(), aside: None };
     if !really {
         report.plan = plan(inv, &pki0, &state, &pair, first, last, connector, probe_for, opts).await?;
         if opts.change.confirm.dry_run {
             return Ok(report);
         }
-        return Err(Day2Error::NeedsYes { what: format!("rotate {}", s.name()), steps: report.plan });
+        return Err(Day2Error::NeedsYes { what: format!("rotate the {}", s.describe()), steps: report.plan });
     }
 
     for k in first..=last {
@@ -172,7 +173,7 @@ pub async fn rotate_subject(
         let seen = survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
         let problems = health(inv, probe.as_ref(), &seen).await;
         step.done(if problems.is_empty() { Status::Ok } else { Status::Failed }, Some(problems.join("; ")).filter(|p| !p.is_empty()));
-        report.forced_past.extend(gate(problems, opts.change.confirm.force, &format!("start step {k} of the {} rotation", s.name()))?);
+        report.forced_past.extend(gate(problems, opts.change.confirm.force, &format!("start step {k} of the {} rotation", s.describe()))?);
         if k == first
             && let Some(dir) = &opts.change.snapshot_dir
             && !inv.etcd_members().is_empty()
@@ -240,7 +241,7 @@ async fn plan(
     let s = opts.subject;
     let mut out = Vec::new();
     if state.done == 0 && state.running.is_none() {
-        out.push(format!("make a new {} ({}), kept in {} until it is in use", s.name(), state.new_id, pki.dir.join("rotation").join(s.name()).display()));
+        out.push(format!("make a new {} ({}), kept in {} until it is in use", s.describe(), state.new_id, pki.dir.join("rotation").join(s.name()).display()));
     }
     if let Some(dir) = &opts.change.snapshot_dir {
         out.push(format!("snapshot etcd into {}", dir.display()));

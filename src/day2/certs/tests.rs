@@ -218,7 +218,7 @@ mod rotation {
         assert!(f.fake.events_like("restart haproxy").is_empty(), "the etcd CA is nothing to HAProxy");
         // Not the step after next, and no renewal while a rotation is under way.
         let err = rotate(&f, Some(3), YES).unwrap_err().to_string();
-        assert!(err.contains("step 3 of the etcd rotation cannot run now: step 2 is next"), "{err}");
+        assert!(err.contains("step 3 of the etcd CA rotation cannot run now: step 2 is next"), "{err}");
         let err = run(&f, &opts(&["admin"], YES, &f)).unwrap_err().to_string();
         assert!(err.contains("a rotation of the etcd CA is under way"), "{err}");
 
@@ -337,7 +337,7 @@ mod secrets {
             assert_eq!(key_names(&f, m), ["key2", "key1", "key2", "key1"], "{m}");
         }
         let err = rotate_what(&f, s, Some(4), YES).unwrap_err().to_string();
-        assert!(err.contains("step 4 of the encryption rotation cannot run now: step 3 is next"), "{err}");
+        assert!(err.contains("step 4 of the encryption key rotation cannot run now: step 3 is next"), "{err}");
         f.fake.node("m1").binaries.insert("/usr/bin/kubectl".into());
         let r = rotate_what(&f, s, None, YES).unwrap();
         assert!(!r.failed() && r.done == 4 && r.steps[0].resumed, "{r:#?}");
