@@ -460,7 +460,7 @@ impl Interner {
 pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
     let tera = engine()?;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    let contexts = Contexts::new(inv, &pki.encryption_key_b64)?;
+    let contexts = Contexts::new(inv, &pki.encryption_keys)?;
 
     let kubeconfig = |tera: &tera::Tera, cert: &str, user: &str, server: String| -> Result<Vec<u8>, RenderError> {
         let kc = pki.cert(cert);

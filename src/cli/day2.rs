@@ -25,16 +25,23 @@ pub struct ConfirmArgs {
 }
 
 impl ConfirmArgs {
-    fn confirm(&self, force: bool) -> Confirm {
+    pub(super) fn confirm(&self, force: bool) -> Confirm {
         Confirm { dry_run: self.dry_run, yes: self.yes, force }
     }
 }
 
-/// Where the cluster's PKI is, and whether to record new host keys.
+/// The inventory, and how to reach its cluster.
 #[derive(Args, Clone)]
 pub struct ClusterArgs {
     #[command(flatten)]
     pub inv: InventoryArg,
+    #[command(flatten)]
+    pub access: AccessArgs,
+}
+
+/// Where the cluster's PKI is, whether to record new host keys, the log and the output.
+#[derive(Args, Clone)]
+pub struct AccessArgs {
     #[arg(long, default_value = "pki")]
     pub pki: PathBuf,
     #[arg(long)]
@@ -132,7 +139,7 @@ pub struct ResetArgs {
     pub confirm: ConfirmArgs,
 }
 
-fn print_steps(dry_run: bool, steps: &[String]) {
+pub(super) fn print_steps(dry_run: bool, steps: &[String]) {
     let head = if dry_run { "would" } else { "did" };
     for s in steps {
         out!("{head}: {s}");
@@ -140,16 +147,20 @@ fn print_steps(dry_run: bool, steps: &[String]) {
 }
 
 /// A cluster opened for a day-2 command.
-struct Opened {
-    inv: crate::inventory::Inventory,
-    events: crate::events::Events,
-    connector: Arc<crate::remote::ssh::SshConnector>,
-    probe: Arc<probe::NetProbe>,
+pub(super) struct Opened {
+    pub(super) inv: crate::inventory::Inventory,
+    pub(super) events: crate::events::Events,
+    pub(super) connector: Arc<crate::remote::ssh::SshConnector>,
+    pub(super) probe: Arc<probe::NetProbe>,
 }
 
 /// The inventory, its PKI (as it is: day-2 commands create nothing), and access to the cluster.
-fn open(c: &ClusterArgs, command: &'static str) -> Result<Opened> {
-    let path = c.inv.path();
+pub(super) fn open(c: &ClusterArgs, command: &'static str) -> Result<Opened> {
+    open_at(c.inv.path(), &c.access, command)
+}
+
+/// [`open`] of the inventory at `path`.
+pub(super) fn open_at(path: PathBuf, c: &AccessArgs, command: &'static str) -> Result<Opened> {
     let inv = load_inventory(&path)?;
     let pki = pki::load(&inv, &c.pki)?;
     let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
@@ -164,7 +175,7 @@ pub(super) fn etcd(command: EtcdCommand) -> Result<ExitCode> {
         EtcdCommand::Snapshot { command: SnapshotCommand::Save { cluster, out, keep } } => {
             let Opened { inv, probe, .. } = open(&cluster, "etcd-snapshot")?;
             let info = runtime()?.block_on(day2::snapshot::save(&inv, probe.as_ref(), &out, keep))?;
-            if cluster.output == OutputFormat::Json {
+            if cluster.access.output == OutputFormat::Json {
                 out!("{}", serde_json::to_string_pretty(&info)?);
             } else {
                 out!("{}: revision {}, {} bytes, sha256 {}, from {}", out.join(&info.file).display(), info.revision, info.size, info.sha256, info.from_member);
@@ -186,7 +197,7 @@ pub(super) fn etcd(command: EtcdCommand) -> Result<ExitCode> {
             let Opened { inv, events, connector, probe } = open(&cluster, "etcd-restore")?;
             let opts = day2::restore::RestoreOptions { confirm: confirm.confirm(false), etcd_timeout: Duration::from_secs(etcd_timeout) };
             let report = runtime()?.block_on(day2::restore::restore(&inv, &snapshot, connector.as_ref(), probe.as_ref(), &opts, &events))?;
-            if cluster.output == OutputFormat::Json {
+            if cluster.access.output == OutputFormat::Json {
                 out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print_steps(report.dry_run, &report.steps);
@@ -211,8 +222,8 @@ pub(super) fn node(command: NodeCommand) -> Result<ExitCode> {
         ..deploy::DeployOptions::default()
     };
     let opts = day2::node::RemoveOptions { confirm: confirm.confirm(force), phases: parse_phases(&phases)?, deploy: deploy_opts };
-    let report = runtime()?.block_on(day2::node::remove(&inv, &name, &cluster.pki, connector, probe, &opts, &events))?;
-    if cluster.output == OutputFormat::Json {
+    let report = runtime()?.block_on(day2::node::remove(&inv, &name, &cluster.access.pki, connector, probe, &opts, &events))?;
+    if cluster.access.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -245,7 +256,7 @@ pub(super) fn reset(args: ResetArgs) -> Result<ExitCode> {
     runtime()?.block_on(day2::reset::refuse_running_members(&inv, &nodes, probe.as_ref(), args.all, args.force))?;
     let opts = day2::reset::ResetOptions { confirm: args.confirm.confirm(args.force), purge: args.purge };
     let report = runtime()?.block_on(day2::reset::reset(&inv, &nodes, connector.as_ref(), &opts, &events))?;
-    if args.cluster.output == OutputFormat::Json {
+    if args.cluster.access.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }

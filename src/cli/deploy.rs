@@ -91,9 +91,14 @@ pub(super) fn access(
     run_log: Option<Arc<crate::runlog::RunLog>>,
 ) -> Result<(Arc<SshConnector>, Arc<probe::NetProbe>)> {
     let connector = Arc::new(SshConnector::new(inv, policy(accept_new_host_keys)).with_log(run_log).with_sudo_password(sudo_password(inv)?));
+    Ok((connector, probe_of(inv, pki)))
+}
+
+/// The endpoints' side of a cluster, with a PKI's CAs and client certificates.
+pub(super) fn probe_of(inv: &crate::inventory::Inventory, pki: &pki::Pki) -> Arc<probe::NetProbe> {
     let admin = pki.cert("admin");
     let api = probe::api_tls_config(&pki.ca(pki::CaId::Kubernetes).cert_pem, &admin.cert_pem, &admin.key_pem).ok();
-    Ok((connector, Arc::new(probe::NetProbe::new(inv, Some(probe::EtcdAuth::from_pki(pki)), api))))
+    Arc::new(probe::NetProbe::new(inv, Some(probe::EtcdAuth::from_pki(pki)), api))
 }
 
 pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
@@ -109,6 +114,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         api_timeout: std::time::Duration::from_secs(api_timeout),
         snapshot_dir: (!snapshot.no_snapshot).then(|| snapshot.snapshot_dir.clone()),
         snapshot_keep: snapshot.keep_snapshots,
+        ..deploy::DeployOptions::default()
     };
 
     // The PKI is brought up to date (kept where it still fits); a dry run decides the

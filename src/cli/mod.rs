@@ -9,6 +9,7 @@ macro_rules! out {
     }};
 }
 
+mod certs;
 mod day2;
 mod deploy;
 mod explain;
@@ -86,6 +87,16 @@ enum Command {
     Etcd {
         #[command(subcommand)]
         command: day2::EtcdCommand,
+    },
+    /// Secrets of a running cluster: rotate the encryption key or the service-account key.
+    Secrets {
+        #[command(subcommand)]
+        command: certs::SecretsCommand,
+    },
+    /// Certificates of a running cluster: check, renew, rotate a CA.
+    Certs {
+        #[command(subcommand)]
+        command: certs::CertsCommand,
     },
     /// Nodes of a running cluster: remove one.
     Node {
@@ -315,6 +326,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify(args) => verify::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Etcd { command } => day2::etcd(command),
+        Command::Certs { command } => certs::certs(command),
+        Command::Secrets { command } => certs::secrets(command),
         Command::Node { command } => day2::node(command),
         Command::Reset(args) => day2::reset(args),
         Command::Logs => match RunLog::latest(&RunLog::default_dir()) {

@@ -7,9 +7,11 @@
 //! refuse unless `--force`, which names what it skips; and data they could move aside (etcd's
 //! data dir) is moved aside, never deleted, unless asked (`reset --purge`).
 
+pub mod certs;
 pub mod node;
 pub mod reset;
 pub mod restore;
+pub mod secrets;
 pub mod snapshot;
 
 #[cfg(test)]

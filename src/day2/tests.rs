@@ -14,7 +14,7 @@ use crate::events::Events;
 use crate::probe::Probe;
 use crate::testing::{Fixture, block_on};
 
-fn deployed(phases: &[Phase]) -> Fixture {
+pub(super) fn deployed(phases: &[Phase]) -> Fixture {
     let f = Fixture::new();
     let o = DeployOptions { phases: phases.to_vec(), etcd_timeout: Duration::from_secs(2), api_timeout: Duration::from_secs(2), ..DeployOptions::default() };
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());

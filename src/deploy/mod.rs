@@ -75,6 +75,14 @@ pub struct DeployOptions {
     pub snapshot_dir: Option<std::path::PathBuf>,
     /// How many snapshots to keep there.
     pub snapshot_keep: Option<usize>,
+    /// SHA-256s of files of the cluster's identity (CA bundles and keys, the encryption config)
+    /// that preflight lets this deploy replace although they differ: the stages of a rotation
+    /// hardway itself runs (`certs rotate-ca`, `secrets rotate-encryption-key`). Empty for a
+    /// plain deploy, which never replaces them.
+    pub replaceable: std::collections::BTreeSet<String>,
+    /// (node, unit) pairs restarted even when none of the unit's files changed: a resumed
+    /// rotation step, whose files are in place but whose daemons may not have reloaded them.
+    pub restart: std::collections::BTreeSet<(String, String)>,
 }
 
 impl Default for DeployOptions {
@@ -88,6 +96,8 @@ impl Default for DeployOptions {
             api_timeout: Duration::from_secs(120),
             snapshot_dir: None,
             snapshot_keep: None,
+            replaceable: Default::default(),
+            restart: Default::default(),
         }
     }
 }

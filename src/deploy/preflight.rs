@@ -2,6 +2,7 @@
 //! of them before anything is changed anywhere. The rules ([`problems`]) are a pure function of
 //! what the hosts reported, so they are tested without any host.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{Ctx, DeployError, Host};
@@ -19,7 +20,7 @@ pub(crate) async fn run(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<
     connect_and_plan(ctx, connector).await;
     let reached: Vec<(&Node, &Facts)> =
         ctx.hosts.iter().filter(|h| h.alive()).filter_map(|h| Some((&h.node, h.facts.as_ref()?))).collect();
-    let problems = problems(&ctx.inv, &reached, &ctx.rendered, &ctx.phases);
+    let problems = problems(&ctx.inv, &reached, &ctx.rendered, &ctx.phases, &ctx.opts.replaceable);
     if problems.is_empty() {
         ctx.events.emit(None, Some("preflight"), "checks", Status::Ok, None, None);
         Ok(())
@@ -33,11 +34,16 @@ pub(crate) async fn run(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<
 /// reached is marked failed (in preflight) and left out from then on.
 pub(crate) async fn connect_and_plan(ctx: &mut Ctx, connector: Arc<dyn Connector>) {
     let (inv, rendered, phases, events) = (ctx.inv.clone(), ctx.rendered.clone(), ctx.phases.clone(), ctx.events.clone());
+    let restart = ctx.opts.restart.clone();
     ctx.each_host(move |h| {
         let step = events.start(Some(&h.node.name), Some("preflight"), "connect and read facts");
         connect_and_gather(h, connector.as_ref(), &inv, &rendered, &phases);
         if let Some(facts) = h.facts.as_ref().filter(|_| h.outcome.ok) {
-            h.plan = Some(plan::plan_host(&rendered, &h.node.name, &facts.files, &phases));
+            let mut plan = plan::plan_host(&rendered, &h.node.name, &facts.files, &phases);
+            for u in plan.units.iter_mut().filter(|u| restart.contains(&(h.node.name.clone(), u.unit.clone()))) {
+                u.restart = true;
+            }
+            h.plan = Some(plan);
         }
         match &h.outcome.error {
             None => step.done(Status::Ok, None),
@@ -74,7 +80,7 @@ fn connect_and_gather(h: &mut Host, connector: &dyn Connector, inv: &Inventory, 
 }
 
 /// Preflight's rules over what every reached host reported; one line per problem.
-pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered, phases: &[Phase]) -> Vec<String> {
+pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered, phases: &[Phase], replaceable: &BTreeSet<String>) -> Vec<String> {
     let mut problems = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for &(node, facts) in hosts {
@@ -108,6 +114,7 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
         for f in files_in_phases(rendered, name, phases) {
             if let Some(anchor) = f.anchor
                 && holds_another(f, anchor, facts)
+                && !facts.files.get(&f.path).is_some_and(|r| replaceable.contains(&r.sha256))
             {
                 problems.push(format!(
                     "{name}: {} holds another {} than this PKI directory's: the node belongs to a cluster deployed with \
@@ -267,7 +274,7 @@ mod tests {
     fn problems_of(inv: &Inventory, m1: Facts, w1: Facts, phases: &[Phase]) -> Vec<String> {
         let rendered = Rendered { hosts: inv.nodes.iter().map(|n| (n.name.clone(), vec![])).collect(), local: vec![] };
         let hosts = [(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)];
-        problems(inv, &hosts, &rendered, phases)
+        problems(inv, &hosts, &rendered, phases, &BTreeSet::new())
     }
 
     #[test]
@@ -337,7 +344,7 @@ mod tests {
             local: vec![],
         };
         let w1 = facts(&inv, W1, 0.0);
-        let p = problems(&inv, &[(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)], &rendered, &[Phase::Etcd]);
+        let p = problems(&inv, &[(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)], &rendered, &[Phase::Etcd], &BTreeSet::new());
         assert_eq!(p, ["m1: systemd is not running (no /run/systemd/system)"]);
     }
 

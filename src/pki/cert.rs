@@ -25,7 +25,13 @@ pub struct CertInfo {
     pub orgs: Vec<String>,
     pub issuer_cn: String,
     pub sans: BTreeSet<San>,
+    pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The serial number as colon-separated hex pairs (`3a:0f:…`): what tells two issues of one
+    /// certificate apart.
+    pub serial: String,
+    /// A CA certificate (basicConstraints CA:TRUE): in a trust bundle, not a leaf.
+    pub is_ca: bool,
     pub subject_key_id: Option<Vec<u8>>,
     pub authority_key_id: Option<Vec<u8>>,
     pub public_key: Vec<u8>,
@@ -68,14 +74,20 @@ impl CertInfo {
                 _ => {}
             }
         }
-        let not_after = OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
-            .map_err(|e| Malformed(format!("notAfter is out of range ({e})")))?;
+        let time = |t: x509_parser::time::ASN1Time, what: &str| {
+            OffsetDateTime::from_unix_timestamp(t.timestamp()).map_err(|e| Malformed(format!("{what} is out of range ({e})")))
+        };
+        let not_before = time(cert.validity().not_before, "notBefore")?;
+        let not_after = time(cert.validity().not_after, "notAfter")?;
         Ok(CertInfo {
             cn: name_of(cert.subject()),
             orgs: cert.subject().iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_string).collect(),
             issuer_cn: name_of(cert.issuer()),
             sans,
+            not_before,
             not_after,
+            serial: cert.raw_serial_as_string(),
+            is_ca: cert.is_ca(),
             subject_key_id: ski,
             authority_key_id: aki,
             public_key: cert.public_key().subject_public_key.data.to_vec(),
@@ -98,13 +110,6 @@ impl CertInfo {
     /// Was this certificate signed by `ca`? Compared by key identifier, as chain building does.
     pub fn issued_by(&self, ca: &CertInfo) -> bool {
         self.issuer_cn == ca.cn && self.authority_key_id.is_some() && self.authority_key_id == ca.subject_key_id
-    }
-
-    /// Every reason this certificate does not serve `spec` any more; empty when it does.
-    pub fn mismatches(&self, spec: &CertSpec, ca: &CertInfo, now: OffsetDateTime) -> Vec<String> {
-        let mut why = self.misfits(spec, ca);
-        why.extend(self.expiry_problem(now));
-        why
     }
 
     /// What no longer matches the inventory or the CA: subject, SANs, issuer.
@@ -132,9 +137,13 @@ impl CertInfo {
 
     /// "expires in N days" within [`RENEW_BEFORE_DAYS`], "expired N days ago" after.
     pub(crate) fn expiry_problem(&self, now: OffsetDateTime) -> Option<String> {
-        let days = self.days_left(now);
-        (days < RENEW_BEFORE_DAYS)
-            .then(|| if days < 0 { format!("expired {} days ago", -days) } else { format!("expires in {days} days") })
+        self.expiry_within(now, RENEW_BEFORE_DAYS)
+    }
+
+    /// "expires in N days" within `days`, "expired N days ago" after (`certs check --warn-days`).
+    pub fn expiry_within(&self, now: OffsetDateTime, days: i64) -> Option<String> {
+        let left = self.days_left(now);
+        (left < days).then(|| if left < 0 { format!("expired {} days ago", -left) } else { format!("expires in {left} days") })
     }
 }
 
@@ -178,6 +187,11 @@ pub(crate) fn key_algorithm_of(key: &KeyPair) -> Result<KeyAlgorithm, Malformed>
 /// `2026-11-27 15:09Z`, as `pki check` lists expiry.
 pub(crate) fn fmt_time(t: OffsetDateTime) -> String {
     format!("{} {:02}:{:02}Z", fmt_date(t), t.hour(), t.minute())
+}
+
+/// `2026-11-27T15:09:42Z`: to the second, where two issues minutes apart must compare.
+pub(crate) fn fmt_seconds(t: OffsetDateTime) -> String {
+    format!("{}T{:02}:{:02}:{:02}Z", fmt_date(t), t.hour(), t.minute(), t.second())
 }
 
 /// `2026-11-27`, for messages.

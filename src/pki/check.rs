@@ -14,7 +14,7 @@ use super::matrix::{ca_profile, cas_for, matrix};
 use super::store::{Stored, pair_paths, read_parsed};
 use crate::inventory::Inventory;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct CheckRow {
     pub name: String,
     pub subject: String,
@@ -29,6 +29,11 @@ pub struct CheckRow {
 /// Lists every certificate the inventory needs and says what no longer matches the inventory,
 /// its key or its CA. Errors only when a file cannot be read at all.
 pub fn check(inv: &Inventory, dir: &Path) -> Result<Vec<CheckRow>, PkiError> {
+    check_within(inv, dir, super::RENEW_BEFORE_DAYS)
+}
+
+/// [`check`], with leaves flagged when they expire within `warn_days` (CAs when they have).
+pub fn check_within(inv: &Inventory, dir: &Path, warn_days: i64) -> Result<Vec<CheckRow>, PkiError> {
     let now = OffsetDateTime::now_utc();
     let mut rows = Vec::new();
     let mut ca_infos = BTreeMap::new();
@@ -51,7 +56,7 @@ pub fn check(inv: &Inventory, dir: &Path) -> Result<Vec<CheckRow>, PkiError> {
             continue;
         };
         let mut problems = match ca_infos.get(&spec.ca) {
-            Some(ca) => info.mismatches(&spec, ca, now),
+            Some(ca) => info.misfits(&spec, ca).into_iter().chain(info.expiry_within(now, warn_days)).collect(),
             None => vec![format!("its CA ({}) is missing or unreadable", ca_profile(spec.ca).file)],
         };
         problems.append(&mut file_problems);

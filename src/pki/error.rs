@@ -90,6 +90,10 @@ pub enum PkiError {
     #[error("no randomness for {what}")]
     Random { what: &'static str, source: getrandom::Error },
 
+    /// A certificate name that the inventory's matrix does not have.
+    #[error("no certificate {name:?} in this inventory's PKI; the certificates are: {}", .known.join(", "))]
+    UnknownCertificate { name: String, known: Vec<String> },
+
     /// `load` found files missing that `generate` would create.
     #[error(
         "{}: the PKI is incomplete for {} (missing: {}); run `hardway pki generate -i {}` first",

@@ -19,10 +19,10 @@ use super::error::PkiError;
 use super::issue::{end_of_validity, issue_ca, issue_leaf, new_encryption_key, new_key};
 use super::matrix::{CaId, CaProfile, CertSpec, cas_for, matrix, subdirs};
 use super::store::{
-    Pair, Stored, ensure_private_dir, exists, pair_paths, read_encryption_key, read_pair, read_sa, sa_matched,
+    Pair, Stored, encryption_key_text, ensure_private_dir, exists, pair_paths, read_encryption_key, read_pair, read_sa, sa_matched,
     write_file, write_pair,
 };
-use super::{ENCRYPTION_KEY_FILE, KeyedCert, Pki, RENEW_BEFORE_DAYS, SA_KEY_FILE, SA_PUB_FILE};
+use super::{ENCRYPTION_KEY_FILE, EncryptionKey, FIRST_ENCRYPTION_KEY_NAME, KeyedCert, Pki, RENEW_BEFORE_DAYS, SA_KEY_FILE, SA_PUB_FILE};
 use crate::inventory::{Inventory, KeyAlgorithm};
 
 /// What happened to one file.
@@ -215,9 +215,9 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
             (key.public_key_pem(), key.serialize_pem(), action, true)
         }
     };
-    let (enc_b64, enc_action) = match enc {
+    let (enc_key, enc_action) = match enc {
         Some(e) => (e, Action::Kept),
-        None => (new_encryption_key()?, Action::Created),
+        None => (EncryptionKey { name: FIRST_ENCRYPTION_KEY_NAME.into(), secret_b64: new_encryption_key()? }, Action::Created),
     };
 
     // 4. Write: the directories (0700), then what changed, each file atomically.
@@ -251,11 +251,11 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
     }
     report.entries.push(("sa".into(), sa_action));
     if write && enc_action != Action::Kept {
-        write_file(&dir.join(ENCRYPTION_KEY_FILE), format!("{enc_b64}\n").as_bytes(), 0o600)?;
+        write_file(&dir.join(ENCRYPTION_KEY_FILE), encryption_key_text(&enc_key).as_bytes(), 0o600)?;
     }
     report.entries.push((ENCRYPTION_KEY_FILE.into(), enc_action));
 
-    let pki = Pki { dir: dir.to_path_buf(), cas: ca_pairs, certs, sa_key_pem, sa_pub_pem, encryption_key_b64: enc_b64 };
+    let pki = Pki { dir: dir.to_path_buf(), cas: ca_pairs, certs, sa_key_pem, sa_pub_pem, encryption_key_b64: enc_key.secret_b64.clone(), encryption_keys: vec![enc_key] };
     Ok((pki, report))
 }
 

@@ -12,6 +12,8 @@
 //! - `issue`: making keys and certificates;
 //! - `store`: the directory — parsing every file read ([`load`]), writing ([`write_file`]);
 //! - `generate`, `check`: the two commands;
+//! - `renew`: re-issuing leaves in place for `certs renew`, the replaced files kept aside;
+//! - `rotate`: a CA rotation's state and the PKI each of its steps renders from;
 //! - `error`: [`PkiError`], each message naming the file and what to do.
 
 use std::collections::BTreeMap;
@@ -24,13 +26,17 @@ mod error;
 mod generate;
 mod issue;
 mod matrix;
+mod renew;
+pub mod rotate;
 mod store;
 
 pub use cert::{CertInfo, Malformed};
-pub use check::{CheckRow, check};
+pub(crate) use cert::fmt_seconds;
+pub use check::{CheckRow, check, check_within};
 pub use error::PkiError;
 pub use generate::{Action, GenerateOptions, Report, generate};
 pub use matrix::{CAS, CaId, CaProfile, CertSpec, PROFILES, Profile, San, SanSet, Scope, Usage, matrix};
+pub use renew::{Renewal, aside_dir, leaf_names, renew_leaves, write_renewed};
 pub use store::{load, write_file};
 
 /// Leaf certificates closer than this to expiry are re-issued (kubeadm warns at the same mark).
@@ -69,7 +75,29 @@ pub struct Pki {
     pub sa_pub_pem: String,
     /// Base64 of the 32-byte AES-CBC key, as the EncryptionConfiguration wants it.
     pub encryption_key_b64: String,
+    /// The keys the EncryptionConfiguration lists, in its order: the first encrypts what is
+    /// written, every one decrypts. The key of `encryption.key` alone, but while
+    /// `secrets rotate-encryption-key` runs.
+    pub encryption_keys: Vec<EncryptionKey>,
 }
+
+/// A Secrets encryption key and the name the EncryptionConfiguration gives it. The name is
+/// part of every Secret stored with the key (`k8s:enc:secretbox:v1:<name>:`), so it stays the
+/// key's for good: `encryption.key` holds it on a `name:` line (none: `key1`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptionKey {
+    pub name: String,
+    pub secret_b64: String,
+}
+
+impl fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptionKey").field("name", &self.name).field("secret_b64", &REDACTED).finish()
+    }
+}
+
+/// The name of the first encryption key (hardway before key rotation named its only key so).
+pub const FIRST_ENCRYPTION_KEY_NAME: &str = "key1";
 
 impl fmt::Debug for Pki {
     // Like KeyedCert: the service-account key and the encryption key are secrets too.
@@ -81,6 +109,7 @@ impl fmt::Debug for Pki {
             .field("sa_key_pem", &REDACTED)
             .field("sa_pub_pem", &self.sa_pub_pem)
             .field("encryption_key_b64", &REDACTED)
+            .field("encryption_keys", &self.encryption_keys)
             .finish()
     }
 }

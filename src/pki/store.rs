@@ -15,7 +15,7 @@ use rcgen::KeyPair;
 use super::cert::{self, CertInfo, Malformed};
 use super::error::PkiError;
 use super::matrix::{cas_for, matrix};
-use super::{ENCRYPTION_KEY_FILE, KeyedCert, Pki, SA_KEY_FILE, SA_PUB_FILE};
+use super::{ENCRYPTION_KEY_FILE, EncryptionKey, FIRST_ENCRYPTION_KEY_NAME, KeyedCert, Pki, SA_KEY_FILE, SA_PUB_FILE};
 use crate::inventory::Inventory;
 
 /// A file as read: its path (for messages), its text, and what it parsed to.
@@ -97,17 +97,38 @@ pub(crate) fn sa_matched(pubkey: &Stored<Vec<u8>>, key: &Stored<KeyPair>) -> Res
     }
 }
 
-/// The encryption key's base64 text, checked to be 32 bytes, if the file exists.
-pub(crate) fn read_encryption_key(dir: &Path) -> Result<Option<String>, PkiError> {
+/// The encryption key (its base64, checked to be 32 bytes) and its name, if the file exists.
+pub(crate) fn read_encryption_key(dir: &Path) -> Result<Option<EncryptionKey>, PkiError> {
     let path = dir.join(ENCRYPTION_KEY_FILE);
     let Some(text) = read_opt(&path)? else { return Ok(None) };
-    let b64 = text.trim().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let b64 = lines.next().unwrap_or_default().to_string();
+    let name = match lines.next() {
+        None => FIRST_ENCRYPTION_KEY_NAME.to_string(),
+        Some(l) => match l.strip_prefix("name:").map(str::trim) {
+            Some(n) if valid_key_name(n) => n.to_string(),
+            _ => {
+                let reason = format!("the line after the key must be `name: NAME` (letters, digits and -, at most 32), not {l:?}");
+                return Err(PkiError::BadEncryptionKey { path, reason });
+            }
+        },
+    };
     let reason = match base64::engine::general_purpose::STANDARD.decode(&b64) {
-        Ok(raw) if raw.len() == 32 => return Ok(Some(b64)),
+        Ok(raw) if raw.len() == 32 => return Ok(Some(EncryptionKey { name, secret_b64: b64 })),
         Ok(raw) => format!("the key is {} bytes; aescbc needs exactly 32", raw.len()),
         Err(e) => format!("not valid base64 ({e})"),
     };
     Err(PkiError::BadEncryptionKey { path, reason })
+}
+
+/// A key name that goes into the EncryptionConfiguration's YAML as it is.
+pub(crate) fn valid_key_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 32 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// `encryption.key`'s text for `key`: the base64, then its name unless it is the first name.
+pub(crate) fn encryption_key_text(key: &EncryptionKey) -> String {
+    if key.name == FIRST_ENCRYPTION_KEY_NAME { format!("{}\n", key.secret_b64) } else { format!("{}\nname: {}\n", key.secret_b64, key.name) }
 }
 
 /// Reads an existing PKI for the inventory: every file parsed, every pair checked to belong
@@ -146,10 +167,10 @@ pub fn load(inv: &Inventory, dir: &Path) -> Result<Pki, PkiError> {
     if enc.is_none() {
         missing.push(ENCRYPTION_KEY_FILE.into());
     }
-    let (Some((sa_pub_pem, sa_key_pem)), Some(encryption_key_b64), true) = (sa, enc, missing.is_empty()) else {
+    let (Some((sa_pub_pem, sa_key_pem)), Some(encryption_key), true) = (sa, enc, missing.is_empty()) else {
         return Err(PkiError::Incomplete { dir: dir.to_path_buf(), inventory: inv.source.clone(), missing });
     };
-    Ok(Pki { dir: dir.to_path_buf(), cas, certs, sa_key_pem, sa_pub_pem, encryption_key_b64 })
+    Ok(Pki { dir: dir.to_path_buf(), cas, certs, sa_key_pem, sa_pub_pem, encryption_key_b64: encryption_key.secret_b64.clone(), encryption_keys: vec![encryption_key] })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,4 +252,26 @@ fn stage(path: &Path, data: &[u8], mode: u32) -> Result<PathBuf, PkiError> {
 
 fn commit(tmp: &Path, path: &Path) -> Result<(), PkiError> {
     std::fs::rename(tmp, path).map_err(PkiError::io("rename a temp file into", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_encryption_key_keeps_its_name_and_a_bad_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let b64 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        for (key, text) in [
+            (EncryptionKey { name: "key1".into(), secret_b64: b64.into() }, format!("{b64}\n")),
+            (EncryptionKey { name: "key2".into(), secret_b64: b64.into() }, format!("{b64}\nname: key2\n")),
+        ] {
+            assert_eq!(encryption_key_text(&key), text);
+            std::fs::write(dir.path().join(ENCRYPTION_KEY_FILE), &text).unwrap();
+            assert_eq!(read_encryption_key(dir.path()).unwrap(), Some(key));
+        }
+        std::fs::write(dir.path().join(ENCRYPTION_KEY_FILE), format!("{b64}\nname: {{evil}}\n")).unwrap();
+        let err = read_encryption_key(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("encryption.key") && err.contains("name: NAME"), "{err}");
+    }
 }

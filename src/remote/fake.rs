@@ -70,6 +70,8 @@ pub struct NodeState {
     pub sockets: BTreeMap<String, String>,
     /// Objects `apply` waits for that never become ready (`deployment/coredns`).
     pub unready: BTreeSet<String>,
+    /// How many Secrets the API server on this node would rewrite.
+    pub secrets: usize,
     /// Directories that exist (data dirs), besides the files' parents.
     pub dirs: BTreeSet<String>,
     /// What `install_files` placed, for reset.
@@ -142,6 +144,7 @@ impl FakeCluster {
                 systemctl_error: None,
                 sockets: BTreeMap::new(),
                 unready: BTreeSet::new(),
+                secrets: 3,
                 dirs: BTreeSet::new(),
                 placed: BTreeSet::new(),
             };
@@ -252,10 +255,22 @@ impl FakeRemote {
     }
 }
 
+/// What `read_certificates` gives: the certificate blocks of the file, and those base64 in a
+/// kubeconfig's certificate fields.
 fn certificate_blocks(text: &str) -> String {
+    use base64::Engine;
+    let mut all = text.to_string();
+    for line in text.lines() {
+        let l = line.trim_start();
+        let value = l.strip_prefix("certificate-authority-data:").or_else(|| l.strip_prefix("client-certificate-data:"));
+        if let Some(pem) = value.and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok()) {
+            all.push_str(&String::from_utf8_lossy(&pem));
+            all.push('\n');
+        }
+    }
     let mut out = String::new();
     let mut inside = false;
-    for line in text.lines() {
+    for line in all.lines() {
         inside |= line == "-----BEGIN CERTIFICATE-----";
         if inside {
             out.push_str(line);
@@ -584,6 +599,20 @@ impl Remote for FakeRemote {
             }
         }
         Ok(())
+    }
+
+    fn rewrite_secrets(&self, kubectl: &str, _kubeconfig: &str) -> Result<usize, RemoteError> {
+        let s = self.state()?;
+        if !s.binaries.contains(kubectl) {
+            return Err(RemoteError::failed("rewriting the Secrets", format!("exit 3: kubectl is not at {kubectl}")));
+        }
+        if !s.unit_active("kube-apiserver") {
+            return Err(RemoteError::failed("rewriting the Secrets", "exit 1: The connection to the server was refused (fake)"));
+        }
+        let n = s.secrets;
+        drop(s);
+        self.record(format!("rewrite {n} secrets"));
+        Ok(n)
     }
 
     fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError> {

@@ -293,7 +293,8 @@ pub trait Remote: Send {
     fn units(&self, units: &[String]) -> Result<BTreeMap<String, UnitInfo>, RemoteError>;
 
     /// The certificate blocks of each file (never anything else in it, so a file that also
-    /// holds a key gives only its certificate); none when the file is missing.
+    /// holds a key gives only its certificate), and of a kubeconfig those in its
+    /// `certificate-authority-data` and `client-certificate-data`; none when the file is missing.
     fn read_certificates(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError>;
 
     /// A configuration file that holds no secret (the kubelet's config, haproxy.cfg); none when
@@ -322,6 +323,12 @@ pub trait Remote: Send {
 
     /// Imports image tarballs into containerd.
     fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError>;
+
+    /// Stores every Secret again through the API, with kubectl on the node (`get secrets
+    /// --all-namespaces -o json | replace -f -`, kubernetes #49565: all namespaces), so each is
+    /// encrypted with the key the API servers now encrypt with; the number rewritten. The
+    /// Secrets never leave the node: only kubectl's `replaced` lines come back.
+    fn rewrite_secrets(&self, kubectl: &str, kubeconfig: &str) -> Result<usize, RemoteError>;
 
     /// Renames `path` to `path.SUFFIX` (never deletes): the new name, or none when `path` does
     /// not exist.

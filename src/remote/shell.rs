@@ -394,9 +394,14 @@ impl<T: Transport> Remote for ShellRemote<T> {
         for (i, p) in paths.iter().enumerate() {
             let q = quote(p);
             s.section(&format!("exists:{i}")).raw(&format!("[ -f {q} ] && echo yes; true"));
-            // Only the certificate blocks leave the node, whatever else the file holds.
-            s.section(&format!("cert:{i}"))
-                .raw(&format!("sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p' {q} 2>/dev/null; true"));
+            // Only the certificate blocks leave the node, whatever else the file holds; a
+            // kubeconfig's are base64 in its certificate fields (its key field is never read).
+            let blocks = "sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p'";
+            s.section(&format!("cert:{i}")).raw(&format!(
+                "{{ cat {q}; sed -n -e 's/^[[:space:]]*certificate-authority-data:[[:space:]]*//p' \
+                 -e 's/^[[:space:]]*client-certificate-data:[[:space:]]*//p' {q} | \
+                 while read -r v; do printf '%s' \"$v\" | base64 -d; echo; done; }} 2>/dev/null | {blocks}; true"
+            ));
         }
         let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
@@ -536,6 +541,21 @@ impl<T: Transport> Remote for ShellRemote<T> {
             s.raw(&format!("{} -n k8s.io images import {}", quote(import.ctr), quote(t)));
         }
         self.run_ok("importing images into containerd", &s).map(|_| ())
+    }
+
+    fn rewrite_secrets(&self, kubectl: &str, kubeconfig: &str) -> Result<usize, RemoteError> {
+        let (k, c) = (quote(kubectl), quote(&format!("--kubeconfig={kubeconfig}")));
+        let mut s = Script::strict();
+        s.raw(&format!("[ -x {k} ] || {{ printf 'kubectl is not at %s\\n' {k} >&2; exit 3; }}"));
+        // The API answers, and lists the Secrets, before anything is rewritten.
+        s.raw(&format!("n=$({k} {c} get secrets --all-namespaces -o name | wc -l)"));
+        s.raw("out=$(mktemp)");
+        // sh reports a pipeline's last status: replace's, which fails when get did, or on a
+        // conflict with a Secret written meanwhile (the step is then run again).
+        s.raw(&format!("if [ \"$n\" -gt 0 ]; then {k} {c} get secrets --all-namespaces -o json | {k} {c} replace -f - > \"$out\" || {{ rm -f \"$out\"; exit 1; }}; fi"));
+        s.section("replaced").raw("grep -c ' replaced$' \"$out\" || true; rm -f \"$out\"");
+        let out = self.run_ok("rewriting the Secrets", &s)?;
+        Ok(Sections::parse(&out.stdout).first("replaced").and_then(|n| n.trim().parse().ok()).unwrap_or(0))
     }
 }
 
@@ -685,6 +705,29 @@ mod tests {
         let cert = got[&both.display().to_string()].as_deref().unwrap();
         assert_eq!(cert, "-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n");
         assert_eq!(got[&missing], None);
+    }
+
+    #[test]
+    fn a_kubeconfig_gives_its_certificates_and_never_its_key() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let cert = |what: &str| format!("-----BEGIN CERTIFICATE-----\n{what}\n-----END CERTIFICATE-----\n");
+        let key = "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n";
+        let dir = tempfile::tempdir().unwrap();
+        let kc = dir.path().join("admin.kubeconfig");
+        std::fs::write(
+            &kc,
+            format!(
+                "clusters:\n- cluster:\n    certificate-authority-data: {}\n    server: https://x\nusers:\n- user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+                b64(&cert("CA")),
+                b64(&cert("CLIENT")),
+                b64(key)
+            ),
+        )
+        .unwrap();
+        let p = kc.display().to_string();
+        let got = local().read_certificates(std::slice::from_ref(&p)).unwrap()[&p].clone().unwrap();
+        assert_eq!(got, format!("{}{}", cert("CA"), cert("CLIENT")));
     }
 
     #[test]

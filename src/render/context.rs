@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{ENCRYPTION_CONFIG, RenderError};
 use crate::components::{COMPONENTS, Port};
 use crate::inventory::{Inventory, Node, host_for_url};
+use crate::pki::EncryptionKey;
 
 /// The templates, embedded at build time.
 pub(super) const TEMPLATES: &[(&str, &str)] = &[
@@ -54,6 +55,12 @@ pub fn template(name: &str) -> Option<&'static str> {
 struct HostEntry {
     address: String,
     names: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct EncryptionKeyCtx<'a> {
+    name: &'a str,
+    secret: &'a str,
 }
 
 #[derive(Serialize)]
@@ -112,7 +119,8 @@ struct Ctx<'a> {
     metallb_addresses: &'a [String],
     coredns_image: &'a str,
     coredns_replicas: u32,
-    encryption_key: &'a str,
+    /// The Secrets encryption keys, in the config's order (`pki::Pki::encryption_keys`).
+    encryption_keys: Vec<EncryptionKeyCtx<'a>>,
     containerd: ContainerdCtx<'a>,
     cni: CniCtx<'a>,
 }
@@ -192,9 +200,9 @@ pub(super) struct Contexts {
 }
 
 impl Contexts {
-    /// `encryption_key` goes into the encryption config (`hardway explain` puts a shell
-    /// variable there).
-    pub(super) fn new(inv: &Inventory, encryption_key: &str) -> Result<Contexts, RenderError> {
+    /// `encryption_keys` go into the encryption config, first the one that encrypts
+    /// (`hardway explain` puts a shell variable there).
+    pub(super) fn new(inv: &Inventory, encryption_keys: &[EncryptionKey]) -> Result<Contexts, RenderError> {
         let etcd_initial_cluster = inv
             .etcd_members()
             .iter()
@@ -220,7 +228,7 @@ impl Contexts {
             metallb_addresses: &inv.addons.metallb.addresses,
             coredns_image: inv.addons.coredns.as_ref().map_or("", |c| c.image.as_str()),
             coredns_replicas: inv.addons.coredns.as_ref().map_or(0, |c| c.replicas),
-            encryption_key,
+            encryption_keys: encryption_keys.iter().map(|k| EncryptionKeyCtx { name: &k.name, secret: &k.secret_b64 }).collect(),
             containerd: ContainerdCtx {
                 version: inv.containerd.version.to_string(),
                 config_version: inv.containerd.version.config_version(),
@@ -265,9 +273,10 @@ pub(super) fn render_one(tera: &tera::Tera, ctx: &tera::Context, inv: &Inventory
 }
 
 /// One template rendered for `node` as [`super::render`] renders it, without a PKI: the encryption
-/// key is `encryption_key` (`hardway explain` puts a shell variable there).
+/// key (`key1`) is `encryption_key` (`hardway explain` puts a shell variable there).
 pub(crate) fn render_template(inv: &Inventory, node: &Node, name: &str, encryption_key: &str) -> Result<String, RenderError> {
-    let contexts = Contexts::new(inv, encryption_key)?;
+    let keys = [EncryptionKey { name: "key1".into(), secret_b64: encryption_key.into() }];
+    let contexts = Contexts::new(inv, &keys)?;
     let ctx = if CLUSTER_WIDE.contains(&name) { contexts.wide.clone() } else { contexts.node(node)? };
     render_one(&engine()?, &ctx, inv, node, name)
 }

@@ -103,26 +103,28 @@ fn unit_check(node: &str, unit: &str, info: &UnitInfo) -> Check {
     }
 }
 
-/// The certificate sites of the components on this node, where its units say they are.
-fn sites(inv: &Inventory, h: &HostWork) -> Vec<Site> {
+/// The certificate sites of the components on `node`, where its units (as [`read_units`] found
+/// them) say they are. `certs check` lists the same sites.
+pub(crate) fn sites(inv: &Inventory, node: &Node, units: &BTreeMap<String, Unit>) -> Vec<Site> {
     let specs: BTreeMap<String, pki::CertSpec> = pki::matrix(inv).into_iter().map(|s| (s.name.clone(), s)).collect();
+    let flag = |unit: &str, flag: &str| units.get(unit)?.flags.get(flag).map(String::as_str);
     let mut out = Vec::new();
-    for c in COMPONENTS.iter().filter(|c| c.runs_on(inv, &h.node)) {
+    for c in COMPONENTS.iter().filter(|c| c.runs_on(inv, node)) {
         let unit = c.unit.unwrap_or_default();
         // etcd is checked even where its unit is missing: a member without etcd is broken.
-        if c.id != ComponentId::Etcd && !h.deployed(unit) {
+        if c.id != ComponentId::Etcd && !units.get(unit).is_some_and(Unit::deployed) {
             continue;
         }
         for site in c.certs {
             // Profiles the inventory does not call for (front-proxy without aggregation).
-            let Some(spec) = specs.get(&site.profile.replace("{node}", &h.node.name)) else { continue };
-            let path = |flag: &str, default: Option<&str>| h.flag(unit, flag).or(default).map(str::to_string);
+            let Some(spec) = specs.get(&site.profile.replace("{node}", &node.name)) else { continue };
+            let path = |f: &str, default: Option<&str>| flag(unit, f).or(default).map(str::to_string);
             let (Some(cert), Some(key)) =
                 (path(site.cert_flag, render::path_of_cert(site.profile)), path(site.key_flag, render::path_of_key(site.profile)))
             else {
                 continue;
             };
-            let sans = (!spec.sans.is_empty() || !site.urls.is_empty()).then(|| required_sans(inv, h, unit, site.urls, spec));
+            let sans = (!spec.sans.is_empty() || !site.urls.is_empty()).then(|| required_sans(inv, node, &flag, unit, site.urls, spec));
             out.push(Site { what: site.what, cert, key, ca: spec.ca, sans });
         }
     }
@@ -131,21 +133,21 @@ fn sites(inv: &Inventory, h: &HostWork) -> Vec<Site> {
 
 /// What a serving certificate on this node must cover by its own unit and the inventory (its
 /// clients elsewhere are added later), and hardway's convention for it.
-fn required_sans(inv: &Inventory, h: &HostWork, unit: &str, url_flags: &[&str], spec: &pki::CertSpec) -> Sans {
+fn required_sans<'u>(inv: &Inventory, node: &Node, flag: &dyn Fn(&str, &str) -> Option<&'u str>, unit: &str, url_flags: &[&str], spec: &pki::CertSpec) -> Sans {
     let mut s = Sans { conventional: spec.sans.clone(), ..Sans::default() };
-    for flag in url_flags {
-        for e in endpoints(h.flag(unit, flag).unwrap_or_default()) {
+    for url_flag in url_flags {
+        for e in endpoints(flag(unit, url_flag).unwrap_or_default()) {
             if s.scheme_port.is_none()
                 && let Some(port) = e.port
             {
                 s.scheme_port = Some((e.scheme.clone().unwrap_or_else(|| "https".into()), port));
             }
             if let Some(san) = san_of_host(&e.host) {
-                s.require(san, format!("--{flag}"));
+                s.require(san, format!("--{url_flag}"));
             }
         }
     }
-    s.require(pki::San::Ip(h.node.address), "the inventory's address of the node");
+    s.require(pki::San::Ip(node.address), "the inventory's address of the node");
     if unit == "kube-apiserver" {
         // Kubeconfigs reach the API through the load balancer (TCP: the API server's
         // certificate is what clients check), and pods at the first service address.
@@ -155,38 +157,34 @@ fn required_sans(inv: &Inventory, h: &HostWork, unit: &str, url_flags: &[&str], 
                 s.require(pki::San::Dns(d.to_ascii_lowercase()), "the load balancer's name");
             }
         }
-        let first = h.flag(unit, "service-cluster-ip-range").and_then(|r| r.split(',').next()?.parse::<ipnet::IpNet>().ok());
+        let first = flag(unit, "service-cluster-ip-range").and_then(|r| r.split(',').next()?.parse::<ipnet::IpNet>().ok());
         if let Some(ip) = first.and_then(|net| net.hosts().next()) {
             s.require(pki::San::Ip(ip), "the first address of --service-cluster-ip-range (kubernetes.default)");
         }
         if s.scheme_port.is_none() {
-            let port = h.flag(unit, "secure-port").and_then(|p| p.parse().ok()).unwrap_or(crate::components::Port::ApiServer.number(inv));
+            let port = flag(unit, "secure-port").and_then(|p| p.parse().ok()).unwrap_or(crate::components::Port::ApiServer.number(inv));
             s.scheme_port = Some(("https".into(), port));
         }
     }
     s
 }
 
-fn checks_on(inv: &Inventory, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
-    let name = h.node.name.clone();
-    let components: Vec<&Component> = COMPONENTS.iter().filter(|c| c.runs_on(inv, &h.node) && c.unit.is_some()).collect();
-    let units: Vec<String> = components.iter().filter_map(|c| c.unit.map(str::to_string)).collect();
-
-    // Units and their flags.
-    for (u, info) in remote.units(&units)? {
-        h.checks.push(unit_check(&name, &u, &info));
-        let flags = exec_flags(&info.text);
-        h.units.insert(u, Unit { info, flags });
-    }
-    env_flags(h, remote)?;
-    // Settings that live in a config file the unit names (the kubelet's certificates).
+/// The units of the components `node` runs, each with the flags of its ExecStart (and of its
+/// environment) and the top-level settings of the config file it names (the kubelet's
+/// certificates): where the node really keeps things, whoever built it.
+pub(crate) fn read_units(inv: &Inventory, node: &Node, remote: &dyn Remote) -> Result<BTreeMap<String, Unit>, RemoteError> {
+    let components: Vec<&Component> = COMPONENTS.iter().filter(|c| c.runs_on(inv, node) && c.unit.is_some()).collect();
+    let names: Vec<String> = components.iter().filter_map(|c| c.unit.map(str::to_string)).collect();
+    let mut units: BTreeMap<String, Unit> =
+        remote.units(&names)?.into_iter().map(|(u, info)| (u, Unit { flags: exec_flags(&info.text), info })).collect();
+    env_flags(&mut units, remote)?;
     for c in &components {
         let (Some(flag), Some(unit)) = (c.config_flag, c.unit) else { continue };
-        let Some(path) = h.flag(unit, flag).map(str::to_string) else { continue };
+        let Some(path) = units.get(unit).and_then(|u| u.flags.get(flag)).cloned() else { continue };
         if let Some(text) = remote.read_config(&path)?
             && let Ok(serde_yaml::Value::Mapping(m)) = serde_yaml::from_str::<serde_yaml::Value>(&text)
         {
-            let u = h.units.get_mut(unit).expect("read above");
+            let u = units.get_mut(unit).expect("read above");
             for (k, v) in m {
                 if let (Some(k), Some(v)) = (k.as_str(), v.as_str()) {
                     u.flags.entry(k.to_string()).or_insert_with(|| v.to_string());
@@ -194,9 +192,18 @@ fn checks_on(inv: &Inventory, h: &mut HostWork, remote: &dyn Remote) -> Result<(
             }
         }
     }
+    Ok(units)
+}
+
+fn checks_on(inv: &Inventory, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
+    let name = h.node.name.clone();
+    h.units = read_units(inv, &h.node, remote)?;
+    for (u, unit) in &h.units {
+        h.checks.push(unit_check(&name, u, &unit.info));
+    }
 
     // Certificates and keys.
-    let sites = sites(inv, h);
+    let sites = sites(inv, &h.node, &h.units);
     let found = remote.read_certificates(&sites.iter().map(|s| s.cert.clone()).collect::<Vec<_>>())?;
     let keys = remote.check_keys(&sites.iter().map(|s| (s.cert.clone(), s.key.clone())).collect::<Vec<_>>())?;
     for (site, key) in sites.into_iter().zip(keys) {
@@ -267,16 +274,16 @@ const ENV_FLAGS: &[(&str, &str)] = &[("etcd", "ETCD_")];
 
 /// The flags a unit sets through its environment ([`ENV_FLAGS`]), added where its ExecStart
 /// has none (a command-line flag wins, as in etcd).
-fn env_flags(h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
+fn env_flags(units: &mut BTreeMap<String, Unit>, remote: &dyn Remote) -> Result<(), RemoteError> {
     for (unit, prefix) in ENV_FLAGS {
-        let Some(u) = h.units.get(*unit) else { continue };
+        let Some(u) = units.get(*unit) else { continue };
         let (mut vars, files) = environment(&u.info.text);
         for f in files {
             if let Some(text) = remote.read_config(&f)? {
                 vars.extend(env_file(&text));
             }
         }
-        let u = h.units.get_mut(*unit).expect("read above");
+        let u = units.get_mut(*unit).expect("read above");
         for (k, v) in vars {
             if let Some(flag) = k.strip_prefix(prefix) {
                 u.flags.entry(flag.to_ascii_lowercase().replace('_', "-")).or_insert(v);

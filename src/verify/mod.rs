@@ -15,9 +15,9 @@
 //! - `cluster`: what is checked across nodes or through the [`Probe`]: etcd, API servers,
 //!   HAProxy backends, the encryption config being the same everywhere.
 
-mod certs;
+pub(crate) mod certs;
 mod cluster;
-mod host;
+pub(crate) mod host;
 mod sans;
 
 #[cfg(test)]

@@ -152,14 +152,7 @@ fn a_readable_key_is_named(t: &TestLab, pki: &str) {
 /// The API server checks, end to end through HAProxy, with the control-plane phase deployed
 /// for real; only the binaries are stand-ins (tests/fixtures), uploaded from local_dir.
 fn the_api_servers_are_checked_through_haproxy(t: &TestLab, pki: &str) {
-    let bin = t.dir.path().join("stand-ins");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(repo().join("tests/fixtures/kube-apiserver-stand-in"), bin.join("kube-apiserver")).unwrap();
-    for b in ["kube-controller-manager", "kube-scheduler"] {
-        std::fs::copy(repo().join("tests/fixtures/idle-stand-in"), bin.join(b)).unwrap();
-    }
-    let cp_inv = t.dir.path().join("control-plane.toml");
-    std::fs::write(&cp_inv, t.inv_text.replacen("[binaries]\n", &format!("[binaries]\nlocal_dir = \"{}\"\n", bin.display()), 1)).unwrap();
+    let cp_inv = t.control_plane_inventory();
     let report = t.deploy_json(&cp_inv, &["--phases", "etcd,lb,control-plane"]);
     let m1 = report["hosts"].as_array().unwrap().iter().find(|h| h["node"] == "lab-m1").unwrap();
     let restarted: Vec<&str> = m1["restarted"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();

@@ -196,6 +196,22 @@ impl TestLab {
             .args(args))
     }
 
+    /// This lab's inventory with `binaries.local_dir` holding stand-ins for the control plane
+    /// (tests/fixtures: kube-apiserver is `openssl s_server` on the unit's own TLS flags, the
+    /// controller-manager and scheduler idle), for deploy to upload: the control-plane phase
+    /// runs for real, on binaries that are not Kubernetes'.
+    pub fn control_plane_inventory(&self) -> PathBuf {
+        let bin = self.dir.path().join("stand-ins");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy(repo().join("tests/fixtures/kube-apiserver-stand-in"), bin.join("kube-apiserver")).unwrap();
+        for b in ["kube-controller-manager", "kube-scheduler"] {
+            std::fs::copy(repo().join("tests/fixtures/idle-stand-in"), bin.join(b)).unwrap();
+        }
+        let cp = self.dir.path().join("control-plane.toml");
+        std::fs::write(&cp, self.inv_text.replacen("[binaries]\n", &format!("[binaries]\nlocal_dir = \"{}\"\n", bin.display()), 1)).unwrap();
+        cp
+    }
+
     pub fn active_since(&self, node: &str, unit: &str) -> String {
         self.ssh_ok(node, &format!("systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"))
     }
