@@ -20,6 +20,7 @@
 //! owns the one async runtime; `main.rs` only calls it.
 
 pub mod addons;
+pub mod class;
 pub mod cli;
 pub mod components;
 pub mod day2;

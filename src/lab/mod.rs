@@ -49,7 +49,9 @@ mod containers;
 mod error;
 mod files;
 mod layout;
+pub mod limits;
 pub mod machine;
+pub mod named;
 pub mod net;
 pub mod process;
 mod rootfs;
@@ -79,11 +81,13 @@ pub struct LabOptions {
     /// `state_dir/C` (default `/run/hardway/lab`, hence `/run/hardway/lab/<cluster>`, which is
     /// where `inventory/lab.toml` expects the key and known_hosts).
     pub state_dir: PathBuf,
+    /// Memory and CPU limits of every machine (none by default).
+    pub limits: limits::MachineLimits,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        LabOptions { cache_dir: "/var/cache/hardway/lab".into(), state_dir: "/run/hardway/lab".into() }
+        LabOptions { cache_dir: "/var/cache/hardway/lab".into(), state_dir: "/run/hardway/lab".into(), limits: Default::default() }
     }
 }
 
@@ -196,6 +200,13 @@ pub fn status(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     let ours = net::bridge_owner(&layout.bridge).as_deref() == Some(layout.owner.as_str());
     let nodes = parallel(&layout.nodes, |node| Ok(machine::probe(&layout, node, ours)))?;
     Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
+}
+
+/// The memory each running machine of the lab uses now, by node name (none for a machine
+/// that is not running or whose cgroups account no memory).
+pub fn memory_usage(inv: &Inventory, opts: &LabOptions) -> Result<Vec<(String, Option<u64>)>> {
+    let layout = Layout::new(inv, opts)?;
+    Ok(layout.nodes.iter().map(|n| (n.name.clone(), machine::node_pid(n).and_then(|_| machine::memory_usage(&layout, n)))).collect())
 }
 
 /// Stops every machine of the lab and removes its network and state (not the root fs cache).

@@ -179,7 +179,7 @@ fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dy
     if h.node.has(Role::Lb) && h.deployed("haproxy") {
         haproxy(h, remote)?;
     }
-    Ok(())
+    super::faults_support::on_host(inv, creds, h, remote)
 }
 
 fn haproxy(h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {

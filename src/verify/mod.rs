@@ -15,6 +15,7 @@
 
 mod certs;
 mod cluster;
+mod faults_support;
 mod host;
 
 #[cfg(test)]
@@ -178,6 +179,7 @@ pub async fn verify(
     let mut checks: Vec<Check> = work.iter().flat_map(|h| h.checks.clone()).collect();
     cluster::encryption_consistency(inv, &work, &mut checks);
     cluster::backends(inv, &work, &mut checks);
+    faults_support::across(inv, &work, &mut checks);
     checks.extend(cluster::etcd(inv, probe.as_ref(), creds.etcd.is_some()).await);
     checks.extend(cluster::api(inv, probe.as_ref(), creds.admin.is_some() && creds.cas.contains_key(&CaId::Kubernetes), api_error, &work).await);
     checks.sort_by(|a, b| (&a.host, &a.check).cmp(&(&b.host, &b.check)));
