@@ -33,6 +33,21 @@ impl NamedLab {
     }
 }
 
+/// Where named labs live and where their subnets come from.
+#[derive(Debug, Clone)]
+pub struct NamedOptions {
+    /// `state_dir` is the parent of the named labs' directories ([`named::NAMED_STATE_DIR`]).
+    pub lab: LabOptions,
+    /// Where subnets come from ([`named::SUBNET_POOL`]).
+    pub pool: ipnet::Ipv4Net,
+}
+
+impl NamedOptions {
+    pub fn new(state_dir: PathBuf, pool: ipnet::Ipv4Net, limits: crate::lab::limits::MachineLimits) -> NamedOptions {
+        NamedOptions { lab: LabOptions { state_dir, limits, ..LabOptions::default() }, pool }
+    }
+}
+
 /// The inventory labs are made from, with its text (derived inventories keep its comments).
 #[derive(Debug, Clone)]
 pub struct Base {
@@ -54,7 +69,8 @@ fn absolute(p: &Path) -> Result<PathBuf, ClassError> {
 
 /// Claims the lab's subnet (the one its inventory already has, or a new one), and writes its
 /// inventory when that changed. Nothing is written unless the derived inventory validates.
-pub fn prepare(base: &Base, lab: &NamedLab, opts: &LabOptions) -> Result<Inventory, ClassError> {
+pub fn prepare(base: &Base, lab: &NamedLab, opts: &NamedOptions) -> Result<Inventory, ClassError> {
+    let (pool, opts) = (opts.pool, &opts.lab);
     if let Some(why) = named::name_problem(&lab.name) {
         return Err(ClassError::Lab { name: lab.name.clone(), reason: format!("the name {why}") });
     }
@@ -77,7 +93,7 @@ pub fn prepare(base: &Base, lab: &NamedLab, opts: &LabOptions) -> Result<Invento
         pki: absolute(&lab.pki())?,
         limits: opts.limits,
     };
-    let record = named::claim(&opts.state_dir, record, preferred)?;
+    let record = named::claim(&opts.state_dir, record, preferred, pool)?;
     let text = named::derive_inventory(&base.inv, &base.text, &lab.name, record.subnet, opts)?;
     let inv = inventory::parse(&inv_path, &text)?;
     if existing.as_deref() != Some(text.as_str()) {
@@ -88,9 +104,9 @@ pub fn prepare(base: &Base, lab: &NamedLab, opts: &LabOptions) -> Result<Invento
 }
 
 /// [`prepare`], then the machines (idempotent, as `lab up`).
-pub fn up(base: &Base, lab: &NamedLab, opts: &LabOptions) -> Result<(Inventory, Lab), ClassError> {
+pub fn up(base: &Base, lab: &NamedLab, opts: &NamedOptions) -> Result<(Inventory, Lab), ClassError> {
     let inv = prepare(base, lab, opts)?;
-    let booted = lab::up(&inv, opts)?;
+    let booted = lab::up(&inv, &opts.lab)?;
     Ok((inv, booted))
 }
 

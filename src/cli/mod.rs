@@ -9,6 +9,7 @@ macro_rules! out {
     }};
 }
 
+mod class;
 mod day2;
 mod deploy;
 mod verify;
@@ -104,6 +105,11 @@ enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// A classroom: one lab per student, checkpoints, grading.
+    Class {
+        #[command(subcommand)]
+        command: class::ClassCommand,
+    },
     /// Check an inventory and print what it describes.
     Validate {
         #[command(flatten)]
@@ -117,17 +123,27 @@ enum LabCommand {
     Up {
         #[command(flatten)]
         inv: InventoryArg,
+        #[command(flatten)]
+        named: class::LabUpArgs,
     },
     /// List the nodes: address, running, reachable over SSH, systemd state.
     Status {
         #[command(flatten)]
         inv: InventoryArg,
+        #[command(flatten)]
+        named: class::LabNameArgs,
     },
     /// Stop every node and remove its namespace, links, bridge and state.
     Down {
         #[command(flatten)]
         inv: InventoryArg,
+        #[command(flatten)]
+        named: class::LabNameArgs,
     },
+    /// Break the lab on purpose (a troubleshooting lesson); --list shows the scenarios.
+    Break(class::FaultArgs),
+    /// Undo what `lab break` did.
+    Fix(class::FaultArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -305,11 +321,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout()).context("writing the manual page")?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Class { command } => class::class(command),
         Command::Lab { command } => {
+            if let Some(code) = class::lab(&command)? {
+                return Ok(code);
+            }
             let opts = lab::LabOptions::default();
             let (inv, up) = match &command {
-                LabCommand::Up { inv } => (load_inventory(&inv.path())?, true),
-                LabCommand::Status { inv } | LabCommand::Down { inv } => (load_inventory(&inv.path())?, false),
+                LabCommand::Up { inv, .. } => (load_inventory(&inv.path())?, true),
+                LabCommand::Status { inv, .. } | LabCommand::Down { inv, .. } => (load_inventory(&inv.path())?, false),
+                LabCommand::Break(_) | LabCommand::Fix(_) => unreachable!("handled by class::lab"),
             };
             let lab = match command {
                 LabCommand::Down { .. } => {

@@ -104,7 +104,7 @@ pub fn records(state_dir: &Path) -> Vec<LabRecord> {
 /// Records the lab, with `preferred` as its subnet if given (the one its inventory already
 /// has), else with the first /24 of [`SUBNET_POOL`] that no other record holds and the host
 /// does not use. Under a lock, so that labs claimed at once get different subnets.
-pub fn claim(state_dir: &Path, mut record: LabRecord, preferred: Option<Ipv4Net>) -> Result<LabRecord> {
+pub fn claim(state_dir: &Path, mut record: LabRecord, preferred: Option<Ipv4Net>, pool: Ipv4Net) -> Result<LabRecord> {
     create_dir_all(state_dir)?;
     let _lock = lock(&state_dir.join(".subnets.lock"))?;
     let others: Vec<LabRecord> = records(state_dir).into_iter().filter(|r| r.name != record.name).collect();
@@ -119,9 +119,8 @@ pub fn claim(state_dir: &Path, mut record: LabRecord, preferred: Option<Ipv4Net>
             s
         }
         None => {
-            let pool: Ipv4Net = SUBNET_POOL.parse().expect("a valid CIDR");
-            let free = pool.subnets(24).expect("a /16 has /24s").find(|s| held(*s).is_none() && net::check_subnet_free(&bridge, *s).is_ok());
-            free.ok_or_else(|| LabError::Inventory(format!("no free /24 left in {SUBNET_POOL} for lab {}", record.name)))?
+            let free = pool.subnets(24).map_err(|_| LabError::Inventory(format!("the subnet pool {pool} is smaller than a /24")))?.find(|s| held(*s).is_none() && net::check_subnet_free(&bridge, *s).is_ok());
+            free.ok_or_else(|| LabError::Inventory(format!("no free /24 left in {pool} for lab {}", record.name)))?
         }
     };
     let path = record_path(state_dir, &record.name);
