@@ -78,6 +78,8 @@ flag() { systemctl cat "$1" 2>/dev/null | tr ' \t\\' '\n\n\n' | sed -n "s/^--$2=
 saved() { printf '%s/%s' "$SAVE" "$(printf %s "$1" | tr / %)"; }
 keep() { [ -e "$(saved "$1")" ] || cp -a "$1" "$(saved "$1")"; }
 put_back() { if [ -e "$(saved "$1")" ]; then mv -f "$(saved "$1")" "$1"; fi; }
+# Lessons restart etcd often: systemd's start rate limit must not turn a fault into another.
+restart() { systemctl reset-failed "$1" 2>/dev/null || true; systemctl restart "$1"; }
 ec() { etcdctl --endpoints="https://$ADDR:$ETCD_CLIENT_PORT" --cacert="$ETCD_CA" --cert="$ETCD_CLIENT_CERT" --key="$ETCD_CLIENT_KEY" "$@"; }
 "#;
 
@@ -87,11 +89,11 @@ keep "$CERT"
 printf %s "$INPUT_PEM" | base64 -d > "$CERT.hardway-fault"
 chmod --reference="$CERT" "$CERT.hardway-fault"
 mv -f "$CERT.hardway-fault" "$CERT"
-systemctl restart etcd
+restart etcd
 "#;
 
 const PUT_BACK_SERVER_CERT: &str = r#"put_back "$(flag etcd cert-file)"
-systemctl restart etcd
+restart etcd
 "#;
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -103,7 +105,7 @@ pub const SCENARIOS: &[Scenario] = &[
         target: Target::EtcdMember,
         input: Input::None,
         break_script: "systemctl stop etcd\n",
-        fix_script: "systemctl start etcd\n",
+        fix_script: "restart etcd\n",
         check: "unit etcd",
         check_on: CheckOn::Node,
         hint_names: "systemctl restart etcd",
@@ -123,6 +125,7 @@ keep "$ENV"
 sed -i "/^ETCD_INITIAL_CLUSTER=/s#\([=,]$NODE=https://[^,]*\):$ETCD_PEER_PORT#\1:2390#" "$ENV"
 grep -q "[=,]$NODE=https://[^,]*:2390" "$ENV" || { echo "no entry for $NODE in ETCD_INITIAL_CLUSTER of $ENV"; exit 1; }
 mv "${DATA:-/var/lib/etcd}" "$SAVE/data"
+systemctl reset-failed etcd 2>/dev/null || true
 systemctl start etcd >/dev/null 2>&1 || true
 "#,
         fix_script: r#"DATA=$(flag etcd data-dir)
@@ -131,8 +134,7 @@ systemctl stop etcd
 put_back /etc/etcd/etcd.env
 # What the failed start made of the data dir is the fault's, not the member's.
 if [ -d "$SAVE/data" ]; then rm -rf "$DATA"; mv "$SAVE/data" "$DATA"; fi
-systemctl reset-failed etcd 2>/dev/null || true
-systemctl start etcd
+restart etcd
 "#,
         check: "etcd initial-cluster",
         check_on: CheckOn::Node,
@@ -201,12 +203,12 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /de
 printf %s "$WRONG" > "$SAVE/wrong-ca"
 sed -i "s#--trusted-ca-file=$CA\([[:space:]]\)#--trusted-ca-file=$WRONG\1#" "$UNIT"
 systemctl daemon-reload
-systemctl restart etcd
+restart etcd
 "#,
         fix_script: r#"put_back "$(systemctl show -P FragmentPath etcd)"
 if [ -f "$SAVE/wrong-ca" ]; then rm -f "$(cat "$SAVE/wrong-ca")"; fi
 systemctl daemon-reload
-systemctl restart etcd
+restart etcd
 "#,
         check: "etcd CA files",
         check_on: CheckOn::Node,
@@ -247,11 +249,12 @@ i=0
 until ss -Hltn "sport = :$ETCD_CLIENT_PORT" | grep -q .; do
   i=$((i+1)); [ $i -lt 100 ] || { echo "socat did not listen on $ETCD_CLIENT_PORT"; exit 1; }; sleep 0.1
 done
+systemctl reset-failed etcd 2>/dev/null || true
 systemctl start etcd >/dev/null 2>&1 || true
 "#,
         fix_script: r#"systemctl stop hardway-fault-port-taken 2>/dev/null || true
-systemctl reset-failed etcd hardway-fault-port-taken 2>/dev/null || true
-systemctl start etcd
+systemctl reset-failed hardway-fault-port-taken 2>/dev/null || true
+restart etcd
 "#,
         check: "ports",
         check_on: CheckOn::Node,
@@ -290,7 +293,7 @@ put_back "${CFG:-/etc/kubernetes/encryption-config.yaml}"
 mkdir -p "$(dirname "$DROPIN")"
 printf '[Service]\nEnvironment=ETCD_QUOTA_BACKEND_BYTES=2097152\n' > "$DROPIN"
 systemctl daemon-reload
-systemctl restart etcd
+restart etcd
 head -c 262144 /dev/zero | tr '\0' x > "$SAVE/value"
 i=0
 while [ $i -lt 100 ]; do
@@ -308,7 +311,7 @@ ec compact "$REV" >/dev/null 2>&1 || true
 ec defrag >/dev/null
 rm -f "$DROPIN"
 systemctl daemon-reload
-systemctl restart etcd
+restart etcd
 ec alarm disarm >/dev/null
 "#,
         check: "etcd alarms",

@@ -298,6 +298,9 @@ fn class_up(students: &Path, inv_path: &Path, dir: &ClassDir, to: Option<Phase>,
     class.merge(&names, limits, to.map(|p| p.name().to_string()));
     class.save()?;
     let opts = named_options(&dir.state, class.file.limits);
+    if let Some(w) = named::isolation_warning() {
+        eprintln!("warning: {w}");
+    }
     let t = std::time::Instant::now();
     let booted: Vec<(String, Result<Inventory, ClassError>)> = std::thread::scope(|s| {
         let handles: Vec<_> = names
@@ -319,7 +322,7 @@ fn class_up(students: &Path, inv_path: &Path, dir: &ClassDir, to: Option<Phase>,
     let checkpoints: Vec<(String, std::result::Result<(), String>)> = rt.block_on(local.run_until(async {
         let mut tasks = Vec::new();
         for (n, r) in &booted {
-            let (n, r) = (n.clone(), r.as_ref().map(Clone::clone).map_err(|e| e.to_string()));
+            let (n, r) = (n.clone(), r.as_ref().map_err(|e| e.to_string()).cloned());
             let pki = class.lab(&n).pki();
             tasks.push(tokio::task::spawn_local(async move {
                 let r = match (r, to) {

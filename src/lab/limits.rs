@@ -78,7 +78,7 @@ pub fn parse_cpu_quota(s: &str) -> std::result::Result<u32, String> {
 
 fn format_bytes(b: u64) -> String {
     for (unit, size) in [("T", 1u64 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
-        if b % size == 0 {
+        if b.is_multiple_of(size) {
             return format!("{}{unit}", b / size);
         }
     }

@@ -101,6 +101,13 @@ pub fn records(state_dir: &Path) -> Vec<LabRecord> {
     out
 }
 
+/// Labs are apart because this host does not route between its bridges; with IPv4
+/// forwarding on, one lab's machines could reach another's (through their default route).
+pub fn isolation_warning() -> Option<String> {
+    let on = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
+    on.then(|| "IPv4 forwarding is on (/proc/sys/net/ipv4/ip_forward): machines of one lab can reach another lab's through this host; turn it off, or drop forwarding between hw-* bridges".to_string())
+}
+
 /// Records the lab, with `preferred` as its subnet if given (the one its inventory already
 /// has), else with the first /24 of [`SUBNET_POOL`] that no other record holds and the host
 /// does not use. Under a lock, so that labs claimed at once get different subnets.

@@ -6,6 +6,7 @@
 mod common;
 
 mod addons;
+mod class;
 mod cli;
 mod day2;
 mod dataplane;
