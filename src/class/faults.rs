@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::ClassError;
 use super::scenarios::{self, CheckOn, Input, SCENARIOS, Scenario, Target};
 use crate::components::{Phase, Port};
+use crate::day2::Day2Error;
 use crate::inventory::{Inventory, Node};
 use crate::pki::{self, CaId};
 use crate::remote::script::quote;
@@ -115,7 +116,7 @@ pub async fn run(
         return Ok(report);
     }
     if action == Action::Break && !yes {
-        return Err(ClassError::NeedsYes { what: format!("break {} on {}", scenario.name, node.name), steps: report.steps });
+        return Err(Day2Error::NeedsYes { what: format!("break {} on {}", scenario.name, node.name), steps: report.steps }.into());
     }
 
     let mut vars = base_vars(inv, scenario, &node);
@@ -210,5 +211,45 @@ async fn place_control_plane_files(inv: &Inventory, pki_dir: &Path) -> Result<()
         Ok(())
     } else {
         Err(ClassError::Lab { name: inv.cluster.name.clone(), reason: format!("placing the control-plane files: {}", failed.join("; ")) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_scenario_goes_to_a_node_of_its_kind_and_expects_its_check_there() {
+        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.toml")).unwrap();
+        let s = scenarios::find("etcd-quota-full").unwrap();
+        assert_eq!(pick_node(&inv, s, None).unwrap().name, "lab-m1");
+        assert_eq!(pick_node(&inv, s, Some("lab-m3")).unwrap().name, "lab-m3");
+        let e = pick_node(&inv, s, Some("lab-lb")).unwrap_err().to_string();
+        assert!(e.contains("needs an etcd member; --node lab-lb is not"), "{e}");
+        assert_eq!(expectation(&inv, s, &inv.nodes[0]).host, "etcd");
+        let lb = scenarios::find("haproxy-wrong-backend-port").unwrap();
+        assert_eq!(pick_node(&inv, lb, None).unwrap().name, "lab-lb");
+        let san = scenarios::find("cert-missing-san").unwrap();
+        let x = expectation(&inv, san, &inv.nodes[1]);
+        assert_eq!((x.host.as_str(), x.check.as_str(), x.detail_names.as_str()), ("lab-m2", "cert etcd server", "IP:10.213.0.12"));
+        assert!(scenario("nope").unwrap_err().to_string().contains("etcd-stopped"));
+    }
+
+    #[test]
+    fn faulty_certificates_have_exactly_their_fault() {
+        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (pki, _) = pki::generate(&inv, dir.path(), pki::GenerateOptions::default()).unwrap();
+        let node = &inv.nodes[0];
+        let good = pki::CertInfo::parse(&pki.cert("etcd/server-lab-m1").cert_pem).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let expired = pki::CertInfo::parse(&faulty_server_cert(&inv, dir.path(), node, Input::ExpiredServerCert).unwrap()).unwrap();
+        assert!(expired.days_left(now) < 0);
+        assert_eq!(expired.sans, good.sans);
+        assert!(expired.matches_key(&pki.cert("etcd/server-lab-m1").key_pem).unwrap(), "made for the node's own key");
+        let no_san = pki::CertInfo::parse(&faulty_server_cert(&inv, dir.path(), node, Input::ServerCertWithoutAddress).unwrap()).unwrap();
+        let missing: Vec<_> = good.sans.difference(&no_san.sans).collect();
+        assert_eq!(missing, [&pki::San::Ip(node.address)]);
+        assert!(no_san.days_left(now) > 300);
     }
 }

@@ -64,8 +64,9 @@ pub enum ClassError {
     Verify(#[from] crate::verify::VerifyError),
     #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
-    #[error("this would {what}; nothing was done. The steps:\n  {}\nRun again with --yes to do it (--dry-run only shows them)", .steps.join("\n  "))]
-    NeedsYes { what: String, steps: Vec<String> },
+    /// Asked for `--yes` (the day-2 commands' contract).
+    #[error(transparent)]
+    Confirm(#[from] crate::day2::Day2Error),
 }
 
 fn roster_lines(path: &Path, problems: &[roster::RosterProblem]) -> String {

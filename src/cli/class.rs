@@ -432,7 +432,7 @@ fn confirm(what: String, steps: Vec<String>, c: &super::day2::ConfirmArgs) -> Re
         return Ok(false);
     }
     if !c.yes {
-        return Err(ClassError::NeedsYes { what, steps }.into());
+        return Err(ClassError::from(crate::day2::Day2Error::NeedsYes { what, steps }).into());
     }
     Ok(true)
 }

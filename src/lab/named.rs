@@ -296,6 +296,34 @@ mod tests {
     }
 
     #[test]
+    fn claims_get_subnets_of_their_own_and_keep_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool: Ipv4Net = "10.229.0.0/22".parse().unwrap();
+        let record = |name: &str| LabRecord {
+            name: name.into(),
+            subnet: "0.0.0.0/0".parse().unwrap(),
+            base: "/b.toml".into(),
+            inventory: format!("/{name}.toml").into(),
+            pki: "/pki".into(),
+            limits: MachineLimits::default(),
+        };
+        let a = claim(dir.path(), record("alice"), None, pool).unwrap();
+        let b = claim(dir.path(), record("bob"), None, pool).unwrap();
+        assert_ne!(a.subnet, b.subnet);
+        assert!(pool.contains(&a.subnet) && pool.contains(&b.subnet));
+        assert_eq!(read_record(dir.path(), "alice").unwrap(), Some(a.clone()));
+        // Claimed again, a lab keeps its subnet; another's is refused.
+        assert_eq!(claim(dir.path(), record("alice"), Some(a.subnet), pool).unwrap().subnet, a.subnet);
+        let e = claim(dir.path(), record("carol"), Some(a.subnet), pool).unwrap_err().to_string();
+        assert!(e.contains("held by lab alice"), "{e}");
+        assert_eq!(records(dir.path()).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+        // A pool without a free /24 says so.
+        let tiny: Ipv4Net = "10.229.0.0/24".parse().unwrap();
+        let e = claim(dir.path(), record("dave"), None, tiny).unwrap_err().to_string();
+        assert!(e.contains("no free /24"), "{e}");
+    }
+
+    #[test]
     fn addresses_cidrs_and_ranges_move_names_stay() {
         let f = |a: Ipv4Addr| Ipv4Addr::new(10, 1, 1, a.octets()[3]);
         assert_eq!(move_addresses("10.213.0.5", &f).as_deref(), Some("10.1.1.5"));
