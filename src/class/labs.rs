@@ -100,6 +100,9 @@ pub fn prepare(base: &Base, lab: &NamedLab, opts: &NamedOptions) -> Result<Inven
         std::fs::create_dir_all(&lab.dir).map_err(|source| ClassError::Io { action: "create", path: lab.dir.clone(), source })?;
         std::fs::write(&inv_path, &text).map_err(|source| ClassError::Io { action: "write", path: inv_path.clone(), source })?;
     }
+    // A copy beside the record, so that the lab can be taken down whatever becomes of --dir.
+    let copy = named::record_path(&opts.state_dir, &lab.name).with_file_name("inventory.toml");
+    std::fs::write(&copy, &text).map_err(|source| ClassError::Io { action: "write", path: copy, source })?;
     Ok(inv)
 }
 
@@ -129,11 +132,13 @@ pub async fn checkpoint(inv: &Inventory, pki_dir: &Path, to: Phase) -> Result<De
     Ok(report)
 }
 
-/// The lab named `name` that is up (its record), and its inventory.
+/// The lab named `name` that is up (its record), and its inventory (the copy beside the
+/// record when the one written for it is gone).
 pub fn find(opts: &LabOptions, name: &str) -> Result<(LabRecord, Inventory), ClassError> {
     match named::read_record(&opts.state_dir, name)? {
         Some(r) => {
-            let inv = inventory::load(&r.inventory)?;
+            let copy = named::record_path(&opts.state_dir, name).with_file_name("inventory.toml");
+            let inv = if r.inventory.is_file() { inventory::load(&r.inventory)? } else { inventory::load(&copy)? };
             Ok((r, inv))
         }
         None => Err(ClassError::NoLab { name: name.to_string(), known: named::records(&opts.state_dir).into_iter().map(|r| r.name).collect() }),

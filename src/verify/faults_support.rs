@@ -253,6 +253,49 @@ mod tests {
         assert_eq!(clock_check("m1", f64::NAN).status, Status::Warn);
     }
 
+    /// On in-memory nodes after a deploy of etcd and the LB: each injected cause is named.
+    #[test]
+    fn each_cause_is_named_on_its_host() {
+        use crate::components::Phase;
+        use crate::deploy::{DeployOptions, deploy};
+        use crate::remote::Listener;
+        use crate::testing::{Fixture, block_on};
+        use std::sync::Arc;
+        let f = Fixture::new();
+        let o = DeployOptions { phases: vec![Phase::Etcd, Phase::Lb], ..DeployOptions::default() };
+        let (c, p): (Arc<dyn crate::remote::Connector>, Arc<dyn crate::probe::Probe>) = (f.fake.clone(), f.fake.clone());
+        block_on(deploy(&f.inv, f.rendered(), c.clone(), p.clone(), &o, crate::events::Events::none("deploy"))).unwrap();
+        f.fake.node("lb").sockets.insert(
+            "/run/haproxy/admin.sock".into(),
+            "# pxname,svname,status,addr\nkube-apiservers,m1,DOWN,10.0.0.11:6444\nkube-apiservers,m2,DOWN,10.0.0.12:6443\n".into(),
+        );
+        {
+            let mut m1 = f.fake.node("m1");
+            m1.listeners.push(Listener { port: 2379, process: "socat".into(), unit: Some("hardway-fault-port-taken".into()) });
+            m1.clock_offset = 90.0;
+            let env = m1.files.get_mut("/etc/etcd/etcd.env").expect("deployed");
+            env.contents = String::from_utf8_lossy(&env.contents).replace("m1=https://10.0.0.11:2380", "m1=https://10.0.0.11:2390").into_bytes();
+            m1.units.get_mut("etcd").unwrap().active = false;
+        }
+        let creds = Credentials::load(&crate::verify::VerifyOptions::new(f.pki_dir())).unwrap();
+        let cs = block_on(crate::verify::verify(&f.inv, creds, c, p, None, 8, crate::events::Events::none("verify")));
+        let get = |host: &str, name: &str| cs.iter().find(|c| c.host == host && c.check == name).cloned().unwrap_or_else(|| panic!("no {name} on {host}"));
+        let ports = get("m1", "ports");
+        assert_eq!(ports.status, Status::Fail);
+        assert!(ports.detail.contains("port 2379 is held by socat") && ports.hint.unwrap().contains("systemctl restart etcd"));
+        assert_eq!(get("m2", "ports").status, Status::Pass);
+        assert_eq!(get("m1", "clock").status, Status::Fail);
+        assert_eq!(get("m2", "clock").status, Status::Pass);
+        let ic = get("m1", "etcd initial-cluster");
+        assert_eq!(ic.status, Status::Fail, "{ic:?}");
+        assert!(ic.detail.contains("m1=https://10.0.0.11:2390"), "{ic:?}");
+        assert_eq!(get("m2", "etcd initial-cluster").status, Status::Pass);
+        assert_eq!(get("m1", "etcd CA files").status, Status::Pass);
+        let b = get("lb", "haproxy backend port");
+        assert_eq!(b.status, Status::Fail);
+        assert!(b.detail.contains("server m1 is 10.0.0.11:6444") && !b.detail.contains("m2"), "{b:?}");
+    }
+
     #[test]
     fn initial_cluster_entries() {
         let s = parse_initial_cluster("m1=https://10.0.0.1:2380, m2=https://10.0.0.2:2380");

@@ -77,6 +77,8 @@ mod lab {
     /// Takes every named lab under its state directory down when dropped, also on panic.
     struct Labs {
         place: Place,
+        /// The labs' inventories and PKIs: removed after the labs are down.
+        dir: tempfile::TempDir,
         _turn: Turn,
     }
 
@@ -84,7 +86,7 @@ mod lab {
         fn new(state_dir: &str, pool: &'static str) -> Labs {
             let inv = hardway::inventory::load(&repo().join("inventory/lab.toml")).unwrap();
             hardway::lab::preflight(inv.lab.suite).unwrap_or_else(|e| panic!("{e}"));
-            let labs = Labs { place: Place { state_dir: state_dir.into(), pool }, _turn: turn() };
+            let labs = Labs { place: Place { state_dir: state_dir.into(), pool }, dir: tempfile::tempdir().unwrap(), _turn: turn() };
             labs.down_all(); // what a crashed earlier run left
             labs
         }
@@ -95,8 +97,8 @@ mod lab {
 
         fn down_all(&self) {
             for r in named::records(&self.place.state_dir) {
-                match hardway::inventory::load(&r.inventory) {
-                    Ok(inv) => hardway::lab::down(&inv, &self.opts()).unwrap_or_else(|e| eprintln!("teardown of {}: {e}", r.name)),
+                match hardway::class::labs::find(&self.opts(), &r.name) {
+                    Ok((_, inv)) => hardway::lab::down(&inv, &self.opts()).unwrap_or_else(|e| eprintln!("teardown of {}: {e}", r.name)),
                     Err(e) => eprintln!("teardown of {}: {e}", r.name),
                 }
             }
@@ -146,8 +148,7 @@ mod lab {
     #[test]
     fn every_fault_scenario_fails_its_check_naming_the_cause_and_fix_restores_a_passing_lab() {
         let labs = Labs::new("/run/hardway/test-class-faults", "10.223.0.0/20");
-        let dir = tempfile::tempdir().unwrap();
-        let lab_dir = dir.path().join("faults");
+        let lab_dir = labs.dir.path().join("faults");
         let up = |extra: &[&str]| {
             ok(hardway()
                 .args(["lab", "up", "-i"])
@@ -214,10 +215,9 @@ mod lab {
     #[test]
     fn a_class_of_three_side_by_side_deployed_graded_broken_reset_and_down() {
         let labs = Labs::new("/run/hardway/test-class", "10.223.16.0/20");
-        let dir = tempfile::tempdir().unwrap();
-        let students = dir.path().join("students.txt");
+        let students = labs.dir.path().join("students.txt");
         std::fs::write(&students, "# three students\nalice\nbob\ncarol\n").unwrap();
-        let class_dir = dir.path().join("class");
+        let class_dir = labs.dir.path().join("class");
         let class = |args: &[&str]| {
             let mut c = hardway();
             c.arg("class").args(args).arg("--dir").arg(&class_dir).args(labs.place.args());
