@@ -14,7 +14,9 @@
 //!
 //! What each daemon is — unit, nodes, phase, binary, ports, restart policy, certificates — is
 //! one table, [`components`]. [`deploy`] runs plan → remote → probe phase by phase (one module
-//! per phase, kubeadm's names); [`lab`] boots local systemd-nspawn machines to deploy to.
+//! per phase, kubeadm's names); [`lab`] boots local systemd-nspawn machines to deploy to, and
+//! [`class`] runs one lab per student, brings labs to a checkpoint, breaks them on purpose and
+//! grades them with verify.
 //!
 //! [`cli`] is the command-line front end over these stages (like ripgrep's core/CLI split) and
 //! owns the one async runtime; `main.rs` only calls it.
