@@ -301,6 +301,8 @@ fn class_up(students: &Path, inv_path: &Path, dir: &ClassDir, to: Option<Phase>,
     if let Some(w) = named::isolation_warning() {
         eprintln!("warning: {w}");
     }
+    // Before the labs boot at once, each counting the machines already there.
+    lab::reserve_machines(lab::machine::nspawn_pids().len() + names.len() * base.inv.nodes.len())?;
     let t = std::time::Instant::now();
     let booted: Vec<(String, Result<Inventory, ClassError>)> = std::thread::scope(|s| {
         let handles: Vec<_> = names

@@ -125,6 +125,28 @@ pub(super) fn apply(cgroups: &[PathBuf], limits: &MachineLimits) -> Result<()> {
     )))
 }
 
+/// inotify instances a booted machine takes from root's per-user limit (its systemd, journald,
+/// udevd, logind and dbus: 7 on trixie), with room to spare. Machines share the host's kernel
+/// and root's uid, so Linux's default limit of 128 ends at about 17 machines: systemd then
+/// exits at boot with "Failed to create control group inotify object: Too many open files".
+const INOTIFY_PER_MACHINE: u64 = 12;
+/// What the host keeps for itself.
+const INOTIFY_HOST: u64 = 128;
+const INOTIFY_LIMIT: &str = "/proc/sys/fs/inotify/max_user_instances";
+
+/// Makes sure `fs.inotify.max_user_instances` holds `machines` booted machines: raises it
+/// (never lowers it) and returns (old, new) when it did.
+pub fn reserve_inotify(machines: usize) -> Result<Option<(u64, u64)>> {
+    let path = Path::new(INOTIFY_LIMIT);
+    let current: u64 = fs::read_to_string(path).map_err(io_error("read", path))?.trim().parse().unwrap_or(0);
+    let needed = INOTIFY_HOST + INOTIFY_PER_MACHINE * machines as u64;
+    if current >= needed {
+        return Ok(None);
+    }
+    write(path, &needed.to_string())?;
+    Ok(Some((current, needed)))
+}
+
 /// The memory a machine's cgroups account for now, in bytes (the largest reading of its
 /// hierarchies: v1 `memory.usage_in_bytes` or v2 `memory.current`).
 pub(super) fn memory_usage(cgroups: &[PathBuf]) -> Option<u64> {

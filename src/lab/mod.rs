@@ -178,6 +178,8 @@ pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
         net::ensure_node_network(&layout, &net, node)?;
     }
 
+    let starting = layout.nodes.iter().filter(|n| machine::node_pid(n).is_none()).count();
+    reserve_machines(machine::nspawn_pids().len() + starting)?;
     let deadline = Instant::now() + machine::BOOT_TIMEOUT;
     for node in &layout.nodes {
         match machine::node_pid(node) {
@@ -192,6 +194,15 @@ pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     }
     let nodes = parallel(&layout.nodes, |node| machine::wait_ready(&layout, node, deadline))?;
     Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
+}
+
+/// Makes room on this host for `machines` booted machines in all (see
+/// [`limits::reserve_inotify`]), saying so when a limit had to be raised.
+pub fn reserve_machines(machines: usize) -> Result<()> {
+    if let Some((old, new)) = limits::reserve_inotify(machines)? {
+        eprintln!("lab: raised fs.inotify.max_user_instances from {old} to {new} for {machines} machines (each machine's systemd needs its own)");
+    }
+    Ok(())
 }
 
 /// Reports every node of the inventory without changing anything.
