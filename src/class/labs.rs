@@ -74,6 +74,12 @@ pub fn prepare(base: &Base, lab: &NamedLab, opts: &NamedOptions) -> Result<Inven
     if let Some(why) = named::name_problem(&lab.name) {
         return Err(ClassError::Lab { name: lab.name.clone(), reason: format!("the name {why}") });
     }
+    if lab.name == base.inv.cluster.name {
+        return Err(ClassError::Lab {
+            name: lab.name.clone(),
+            reason: format!("the lab of {} itself is called that (its bridge would be this lab's): choose another name", base.inv.source.display()),
+        });
+    }
     let inv_path = absolute(&lab.inventory())?;
     if let Some(r) = named::read_record(&opts.state_dir, &lab.name)?
         && r.inventory != inv_path
