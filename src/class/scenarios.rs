@@ -72,6 +72,7 @@ pub struct Scenario {
 
 /// Set before every script; the runner prepends the variables.
 pub const PRELUDE: &str = r#"set -eu
+umask 077
 SAVE="/var/lib/hardway/faults/$SCENARIO"
 mkdir -p "$SAVE"
 flag() { systemctl cat "$1" 2>/dev/null | tr ' \t\\' '\n\n\n' | sed -n "s/^--$2=//p" | tail -n 1; }
@@ -272,7 +273,10 @@ restart etcd
 CFG=${CFG:-/etc/kubernetes/encryption-config.yaml}
 [ -f "$CFG" ] || { echo "$CFG is missing"; exit 1; }
 keep "$CFG"
-sed -i "s#secret: .*#secret: $(head -c 32 /dev/urandom | base64)#" "$CFG"
+# The new key goes through a file (printf is the shell's own), never a command line.
+printf 's#secret: .*#secret: %s#\n' "$(head -c 32 /dev/urandom | base64)" > "$SAVE/key.sed"
+sed -i -f "$SAVE/key.sed" "$CFG"
+rm -f "$SAVE/key.sed"
 "#,
         fix_script: r#"CFG=$(flag kube-apiserver encryption-provider-config)
 put_back "${CFG:-/etc/kubernetes/encryption-config.yaml}"
