@@ -116,6 +116,9 @@ pub enum ClassCommand {
         /// Deploy every lab up to this phase (e.g. etcd).
         #[arg(long, value_parser = parse_phase, value_name = "PHASE")]
         to: Option<Phase>,
+        /// With --to: labs deployed at once (the rest wait their turn).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+        parallel_labs: u16,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -272,7 +275,9 @@ fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
 
 pub(super) fn class(command: ClassCommand) -> Result<ExitCode> {
     match command {
-        ClassCommand::Up { students, inv, class, to, limits } => class_up(&students, &inv.path(), &class, to, limits.limits()),
+        ClassCommand::Up { students, inv, class, to, parallel_labs, limits } => {
+            class_up(&students, &inv.path(), &class, to, usize::from(parallel_labs), limits.limits())
+        }
         ClassCommand::Status { class, output } => class_status(&class, output),
         ClassCommand::Down { students, class, confirm } => class_down(&students, &class, &confirm),
         ClassCommand::Reset { student, class, confirm } => class_reset(&student, &class, &confirm),
@@ -280,7 +285,7 @@ pub(super) fn class(command: ClassCommand) -> Result<ExitCode> {
     }
 }
 
-fn class_up(students: &Path, inv_path: &Path, dir: &ClassDir, to: Option<Phase>, limits: MachineLimits) -> Result<ExitCode> {
+fn class_up(students: &Path, inv_path: &Path, dir: &ClassDir, to: Option<Phase>, parallel: usize, limits: MachineLimits) -> Result<ExitCode> {
     // Everything is checked before anything is created.
     let names = roster::load(students)?;
     let base = Base::load(inv_path)?;
@@ -321,12 +326,16 @@ fn class_up(students: &Path, inv_path: &Path, dir: &ClassDir, to: Option<Phase>,
     // deploy's future is not Send: the labs' deploys interleave on one thread, their SSH work
     // runs on the blocking pool.
     let local = tokio::task::LocalSet::new();
+    // Twenty labs' etcds bootstrapping at once on two cores starve their nodes' shells past
+    // SSH's timeouts; ten at once take 17 s here (README, Performance).
+    let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel));
     let checkpoints: Vec<(String, std::result::Result<(), String>)> = rt.block_on(local.run_until(async {
         let mut tasks = Vec::new();
         for (n, r) in &booted {
             let (n, r) = (n.clone(), r.as_ref().map_err(|e| e.to_string()).cloned());
-            let pki = class.lab(&n).pki();
+            let (pki, turns) = (class.lab(&n).pki(), turns.clone());
             tasks.push(tokio::task::spawn_local(async move {
+                let _turn = turns.acquire_owned().await.expect("never closed");
                 let r = match (r, to) {
                     (Ok(inv), Some(to)) => labs::checkpoint(&inv, &pki, to).await.map(drop).map_err(|e| e.to_string()),
                     (r, _) => r.map(drop),
