@@ -14,7 +14,9 @@
 //!
 //! What each daemon is — unit, nodes, phase, binary, ports, restart policy, certificates — is
 //! one table, [`components`]. [`deploy`] runs plan → remote → probe phase by phase (one module
-//! per phase, kubeadm's names); [`lab`] boots local systemd-nspawn machines to deploy to.
+//! per phase, kubeadm's names); [`lab`] boots local systemd-nspawn machines to deploy to, and
+//! [`class`] runs one lab per student, brings labs to a checkpoint, breaks them on purpose and
+//! grades them with verify.
 //!
 //! [`explain`] prints the same pipeline as the commands a person would type (openssl or cfssl,
 //! kubectl config, scp, ssh, systemctl), generated from the same tables.
@@ -23,6 +25,7 @@
 //! owns the one async runtime; `main.rs` only calls it.
 
 pub mod addons;
+pub mod class;
 pub mod cli;
 pub mod components;
 pub mod day2;

@@ -10,6 +10,7 @@ macro_rules! out {
 }
 
 mod certs;
+mod class;
 mod day2;
 mod deploy;
 mod explain;
@@ -118,6 +119,11 @@ enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// A classroom: one lab per student, checkpoints, grading.
+    Class {
+        #[command(subcommand)]
+        command: class::ClassCommand,
+    },
     /// Check an inventory and print what it describes.
     Validate {
         #[command(flatten)]
@@ -134,16 +140,22 @@ enum LabCommand {
         /// nspawn (containers) or qemu (VMs); overrides the inventory's lab.driver.
         #[arg(long, value_parser = parse_driver)]
         driver: Option<inventory::LabDriver>,
+        #[command(flatten)]
+        named: class::LabUpArgs,
     },
     /// List the nodes: address, running, reachable over SSH, systemd state.
     Status {
         #[command(flatten)]
         inv: InventoryArg,
+        #[command(flatten)]
+        named: class::LabNameArgs,
     },
     /// Stop every node and remove its namespace, links, bridge and state.
     Down {
         #[command(flatten)]
         inv: InventoryArg,
+        #[command(flatten)]
+        named: class::LabNameArgs,
     },
     /// Write libvirt XML for the qemu lab: a domain per node and the network (virsh define).
     RenderLibvirt {
@@ -160,6 +172,10 @@ enum LabCommand {
         #[arg(long)]
         images: bool,
     },
+    /// Break the lab on purpose (a troubleshooting lesson); --list shows the scenarios.
+    Break(class::FaultArgs),
+    /// Undo what `lab break` did.
+    Fix(class::FaultArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -345,6 +361,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout()).context("writing the manual page")?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Class { command } => class::class(command),
         Command::Lab { command: LabCommand::RenderLibvirt { inv, out, accel, images } } => {
             let inv = load_inventory(&inv.path())?;
             let opts = lab::LabOptions::default();
@@ -358,14 +375,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lab { command } => {
+            if let Some(code) = class::lab(&command)? {
+                return Ok(code);
+            }
             let mut opts = lab::LabOptions::default();
             let (inv, up) = match &command {
-                LabCommand::Up { inv, driver } => {
+                LabCommand::Up { inv, driver, .. } => {
                     opts.driver = *driver;
                     (load_inventory(&inv.path())?, true)
                 }
-                LabCommand::Status { inv } | LabCommand::Down { inv } => (load_inventory(&inv.path())?, false),
+                LabCommand::Status { inv, .. } | LabCommand::Down { inv, .. } => (load_inventory(&inv.path())?, false),
                 LabCommand::RenderLibvirt { .. } => unreachable!("handled above"),
+                LabCommand::Break(_) | LabCommand::Fix(_) => unreachable!("handled by class::lab"),
             };
             let lab = match command {
                 LabCommand::Down { .. } => {
@@ -376,14 +397,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 _ if up => lab::up(&inv, &opts)?,
                 _ => lab::status(&inv, &opts)?,
             };
-            out!("{:<12} {:<16} {:<8} {:<10} SYSTEMD", "NODE", "ADDRESS", "RUNNING", "SSH");
-            for n in &lab.nodes {
-                let yes = |b: bool| if b { "yes" } else { "no" };
-                out!("{:<12} {:<16} {:<8} {:<10} {}", n.name, n.address, yes(n.running), yes(n.reachable), n.system_state.as_deref().unwrap_or("-"));
-            }
-            out!("ssh key: {}\nknown_hosts: {}", lab.ssh_key.display(), lab.known_hosts.display());
-            let all_up = lab.nodes.iter().all(|n| n.running && n.reachable);
-            Ok(if all_up { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+Ok(class::print_lab(&lab))
         }
         Command::Render { inv, pki: dir, out } => {
             let inv = load_inventory(&inv.path())?;

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::LabOptions;
+use super::limits::MachineLimits;
 use super::error::Result;
 use super::files::resolve;
 use super::net::HostLink;
@@ -24,6 +25,8 @@ pub(super) struct Layout {
     /// The bridge's alias: proves that a bridge of this name was created by this lab.
     pub owner: String,
     pub nodes: Vec<NodeLayout>,
+    /// Every machine's memory and CPU limits (`super::limits`).
+    pub limits: MachineLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +69,7 @@ impl Layout {
             state_root,
             dir,
             nodes: Vec::new(),
+            limits: opts.limits,
         };
         layout.nodes = inv
             .nodes
@@ -148,7 +152,7 @@ pub(super) fn fnv1a(s: &str) -> u64 {
 }
 
 /// Interface names are limited to 15 bytes (IFNAMSIZ - 1).
-fn bridge_name(cluster: &str) -> String {
+pub(super) fn bridge_name(cluster: &str) -> String {
     let name = format!("hw-{cluster}");
     if name.len() <= 15 {
         name

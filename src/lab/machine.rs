@@ -21,6 +21,7 @@ use super::process::{self, alive, signal, wait_gone};
 use super::tools::{command, describe, find_tool, output_until, run, ssh_command};
 use super::NodeStatus;
 use super::containers;
+use super::limits;
 
 /// Five systemd instances booting at once on a 2-core machine take well under 30 s; the margin
 /// is for slow CI disks.
@@ -99,6 +100,11 @@ fn node_cgroups(layout: &Layout, node: &NodeLayout, controllers: bool) -> Vec<Pa
     systemd_cgroup_roots().into_iter().chain(v1).map(|r| r.join(layout.cgroup()).join(&node.name)).collect()
 }
 
+/// The memory the node's machine uses now, as its cgroups account it.
+pub(super) fn memory_usage(layout: &Layout, node: &NodeLayout) -> Option<u64> {
+    limits::memory_usage(&node_cgroups(layout, node, true))
+}
+
 /// PIDs in a cgroup and all cgroups below it.
 fn cgroup_pids(dir: &Path) -> Vec<u32> {
     let mut pids: Vec<u32> = fs::read_to_string(dir.join("cgroup.procs"))
@@ -164,11 +170,13 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     let nspawn = find_tool("systemd-nspawn").ok_or_else(|| LabError::Preflight {
         problems: vec![Problem::MissingTool { tool: "systemd-nspawn", package: "systemd-container" }],
     })?;
-    let cgroups = node_cgroups(layout, node, node.runs_containers);
+    // Limits live in the controllers' hierarchies, which a machine then joins too.
+    let cgroups = node_cgroups(layout, node, node.runs_containers || !layout.limits.is_none());
     for cg in &cgroups {
         create_dir_all(cg)?;
         containers::init_cpusets(cg)?;
     }
+    limits::apply(&cgroups, &layout.limits)?;
     let cgroups: Vec<String> = cgroups.iter().map(|p| p.display().to_string()).collect();
     if let Some(bad) = cgroups.iter().find(|p| p.contains(char::is_whitespace)) {
         return Err(LabError::BadPath { path: bad.into(), reason: "cgroup paths with white space are not supported".into() });

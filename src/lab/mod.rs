@@ -57,7 +57,9 @@ mod error;
 mod files;
 mod layout;
 pub mod libvirt;
+pub mod limits;
 pub mod machine;
+pub mod named;
 pub mod net;
 pub mod process;
 pub mod qemu;
@@ -92,11 +94,13 @@ pub struct LabOptions {
     pub driver: Option<LabDriver>,
     /// The qemu driver's accelerator; by default KVM if a guest boots under it, else TCG.
     pub accel: Option<qemu::vm::Accel>,
+    /// Memory and CPU limits of every machine (none by default).
+    pub limits: limits::MachineLimits,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        LabOptions { cache_dir: "/var/cache/hardway/lab".into(), state_dir: "/run/hardway/lab".into(), driver: None, accel: None }
+        LabOptions { cache_dir: "/var/cache/hardway/lab".into(), state_dir: "/run/hardway/lab".into(), driver: None, accel: None, limits: Default::default() }
     }
 }
 
@@ -166,6 +170,13 @@ pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     let driver = opts.driver.unwrap_or(inv.lab.driver);
     preflight(inv.lab.suite)?;
     if driver == LabDriver::Qemu {
+        if !opts.limits.is_none() {
+            // A VM's size is the inventory's [lab] memory and vcpus, enforced by QEMU itself.
+            return Err(LabError::Inventory(format!(
+                "machine limits ({}) are for nspawn machines; a qemu lab's VMs take their size from [lab] memory_mib and vcpus",
+                opts.limits.properties()
+            )));
+        }
         qemu::preflight()?;
     }
     let layout = Layout::new(inv, opts)?;
@@ -195,6 +206,8 @@ pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
         net::ensure_node_network(&layout, &net, node)?;
     }
 
+    let starting = layout.nodes.iter().filter(|n| machine::node_pid(n).is_none()).count();
+    reserve_machines(machine::nspawn_pids().len() + starting)?;
     let deadline = Instant::now() + machine::BOOT_TIMEOUT;
     for node in &layout.nodes {
         match machine::node_pid(node) {
@@ -211,6 +224,15 @@ pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
 }
 
+/// Makes room on this host for `machines` booted machines in all (see
+/// [`limits::reserve_inotify`]), saying so when a limit had to be raised.
+pub fn reserve_machines(machines: usize) -> Result<()> {
+    if let Some((old, new)) = limits::reserve_inotify(machines)? {
+        eprintln!("lab: raised fs.inotify.max_user_instances from {old} to {new} for {machines} machines (each machine's systemd needs its own)");
+    }
+    Ok(())
+}
+
 /// Reports every node of the inventory without changing anything.
 pub fn status(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     let layout = Layout::new(inv, opts)?;
@@ -221,6 +243,13 @@ pub fn status(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     };
     let nodes = parallel(&layout.nodes, |node| Ok(machine::probe_as(kind, &layout, node, ours)))?;
     Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
+}
+
+/// The memory each running machine of the lab uses now, by node name (none for a machine
+/// that is not running or whose cgroups account no memory).
+pub fn memory_usage(inv: &Inventory, opts: &LabOptions) -> Result<Vec<(String, Option<u64>)>> {
+    let layout = Layout::new(inv, opts)?;
+    Ok(layout.nodes.iter().map(|n| (n.name.clone(), machine::node_pid(n).and_then(|_| machine::memory_usage(&layout, n)))).collect())
 }
 
 /// Stops every machine of the lab and removes its network and state (not the root fs cache).

@@ -38,6 +38,8 @@ pub use generate::{Action, GenerateOptions, Report, generate};
 pub use matrix::{CAS, CaId, CaProfile, CertSpec, PROFILES, Profile, San, SanSet, Scope, Usage, matrix};
 pub use renew::{Renewal, aside_dir, leaf_names, renew_leaves, write_renewed};
 pub use store::{load, write_file};
+/// For `lab break`, which re-issues a node's certificate with one thing wrong.
+pub(crate) use issue::issue_leaf;
 
 /// Leaf certificates closer than this to expiry are re-issued (kubeadm warns at the same mark).
 pub const RENEW_BEFORE_DAYS: i64 = 30;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::certs::{Found, Site};
 use super::sans::{Sans, endpoints, san_of_host};
-use super::{Check, Status, check};
+use super::{Check, Credentials, Status, check};
 use crate::components::{COMPONENTS, Component, ComponentId};
 use crate::inventory::{Inventory, Node, Role};
 use crate::pki;
@@ -54,7 +54,7 @@ impl HostWork {
     }
 }
 
-pub(crate) fn run(inv: &Inventory, connector: &dyn Connector, h: &mut HostWork) {
+pub(crate) fn run(inv: &Inventory, creds: &Credentials, connector: &dyn Connector, h: &mut HostWork) {
     let name = h.node.name.clone();
     let remote = match connector.connect(&h.node) {
         Ok(r) => {
@@ -66,7 +66,7 @@ pub(crate) fn run(inv: &Inventory, connector: &dyn Connector, h: &mut HostWork) 
             return;
         }
     };
-    if let Err(e) = checks_on(inv, h, remote.as_ref()) {
+    if let Err(e) = checks_on(inv, creds, h, remote.as_ref()) {
         h.checks.push(check(&name, "ssh", Status::Fail, e.to_string(), Some("the node stopped answering during the checks")));
     }
 }
@@ -195,7 +195,7 @@ pub(crate) fn read_units(inv: &Inventory, node: &Node, remote: &dyn Remote) -> R
     Ok(units)
 }
 
-fn checks_on(inv: &Inventory, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
+fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
     let name = h.node.name.clone();
     h.units = read_units(inv, &h.node, remote)?;
     for (u, unit) in &h.units {
@@ -229,7 +229,7 @@ fn checks_on(inv: &Inventory, h: &mut HostWork, remote: &dyn Remote) -> Result<(
     if h.node.has(Role::Lb) && h.deployed("haproxy") {
         haproxy(h, remote)?;
     }
-    Ok(())
+    super::faults_support::on_host(inv, creds, h, remote)
 }
 
 /// The variables a unit's `Environment=` lines set (assignments separated by spaces, each

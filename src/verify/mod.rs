@@ -17,6 +17,7 @@
 
 pub(crate) mod certs;
 mod cluster;
+mod faults_support;
 pub(crate) mod host;
 mod sans;
 
@@ -169,10 +170,10 @@ pub async fn verify(
     let creds = Arc::new(creds);
     let inv_arc = Arc::new(inv.clone());
     let work: Vec<host::HostWork> = inv.nodes.iter().map(host::HostWork::new).collect();
-    let (i2, ev) = (inv_arc.clone(), events.clone());
+    let (i2, c2, ev) = (inv_arc.clone(), creds.clone(), events.clone());
     let mut work = fan_out(work, parallel, move |h| {
         let step = ev.start(Some(&h.node.name), None, "checks over SSH");
-        host::run(&i2, connector.as_ref(), h);
+        host::run(&i2, &c2, connector.as_ref(), h);
         let failed = h.checks.iter().filter(|c| c.status == Status::Fail).count();
         step.done(if failed == 0 { EventStatus::Ok } else { EventStatus::Failed }, Some(format!("{} checks, {failed} failed", h.checks.len())));
     })
@@ -187,6 +188,7 @@ pub async fn verify(
     }
     cluster::encryption_consistency(inv, &work, &mut checks);
     cluster::backends(inv, &work, &mut checks);
+    faults_support::across(inv, &work, &mut checks);
     checks.extend(cluster::etcd(inv, probe.as_ref(), creds.etcd.is_some(), &work).await);
     checks.extend(cluster::api(inv, probe.as_ref(), creds.admin.is_some() && creds.cas.contains_key(&CaId::Kubernetes), api_error, &work).await);
     checks.sort_by(|a, b| (&a.host, &a.check).cmp(&(&b.host, &b.check)));

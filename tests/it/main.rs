@@ -7,6 +7,7 @@ mod common;
 
 mod addons;
 mod certs;
+mod class;
 mod cli;
 mod day2;
 mod dataplane;

@@ -17,13 +17,26 @@ use hardway::lab::{self, Lab, LabOptions};
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const LAB_LOCK_FILE: &str = "/run/hardway-test-lab.lock";
 
+/// This test's turn at the machine's labs, until dropped.
+pub type Turn = (std::sync::MutexGuard<'static, ()>, std::fs::File);
+
+/// Waits for this test's turn (the mutex, then the lock file); tests that boot several labs
+/// hold one turn for all of them.
+pub fn turn() -> Turn {
+    // A test that panicked while holding the mutex has torn its lab down in Drop.
+    let turn = ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LAB_LOCK_FILE).unwrap();
+    file.lock().unwrap();
+    (turn, file)
+}
+
 /// The lab of inventory/lab.toml with its state under a test's own directory; takes the lab
 /// down when dropped, also when the test panics half way.
 pub struct LabGuard {
     pub inv: Inventory,
     pub opts: LabOptions,
     // Released after `drop` has taken the lab down (fields drop after `Drop::drop`).
-    _turn: (std::sync::MutexGuard<'static, ()>, std::fs::File),
+    _turn: Turn,
 }
 
 impl LabGuard {
@@ -37,11 +50,7 @@ impl LabGuard {
     pub fn for_inventory(state_dir: &str, path: &Path) -> LabGuard {
         let inv = inventory::load(path).unwrap_or_else(|e| panic!("{e}"));
         lab::preflight(inv.lab.suite).unwrap_or_else(|e| panic!("{e}"));
-        // A test that panicked while holding the mutex has torn its lab down in Drop.
-        let turn = ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LAB_LOCK_FILE).unwrap();
-        file.lock().unwrap();
-        LabGuard { inv, opts: LabOptions { state_dir: PathBuf::from(state_dir), ..LabOptions::default() }, _turn: (turn, file) }
+        LabGuard { inv, opts: LabOptions { state_dir: PathBuf::from(state_dir), ..LabOptions::default() }, _turn: turn() }
     }
 
     pub fn up(&self) -> Lab {

@@ -1,0 +1,255 @@
+//! `hardway lab break` and `lab fix`: runs a scenario of [`super::scenarios`] on one node of a
+//! lab, over the same SSH as deploy (the inventory's key and known_hosts, host keys checked).
+//!
+//! The runner picks the node (the scenario's kind of node, `--node` or the first one), makes
+//! what the scenario needs on this side (a certificate re-signed with the lab's etcd CA, the
+//! control-plane files), and sends one script: the variables, [`super::scenarios::PRELUDE`]
+//! and the scenario's break or fix. Breaking asks for `--yes` like every destructive command;
+//! `--dry-run` says what would be done. Certificates sent are public; private keys stay where
+//! they are (the faulty certificates are made for the node's existing key).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{Issuer, KeyPair};
+use serde::Serialize;
+
+use super::ClassError;
+use super::scenarios::{self, CheckOn, Input, SCENARIOS, Scenario, Target};
+use crate::components::{Phase, Port};
+use crate::day2::Day2Error;
+use crate::inventory::{Inventory, Node};
+use crate::pki::{self, CaId};
+use crate::remote::script::quote;
+use crate::remote::ssh::{self, Conn, HostKeyPolicy, SshConnector};
+use crate::{deploy, render};
+
+/// Break, or undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Break,
+    Fix,
+}
+
+/// What was (or would be) done.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultReport {
+    pub scenario: String,
+    pub action: Action,
+    pub node: String,
+    pub dry_run: bool,
+    pub steps: Vec<String>,
+    /// What verify must now say: the check, where, and what its hint names.
+    pub expect: Expectation,
+}
+
+/// The verify check a broken scenario must fail, resolved for a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Expectation {
+    pub host: String,
+    pub check: String,
+    pub hint_names: String,
+    pub detail_names: String,
+}
+
+/// The node `scenario` breaks: `wanted` if it is of the right kind, else the first that is.
+pub fn pick_node<'a>(inv: &'a Inventory, scenario: &Scenario, wanted: Option<&str>) -> Result<&'a Node, ClassError> {
+    let (kind, candidates): (&str, Vec<&Node>) = match scenario.target {
+        Target::EtcdMember => ("an etcd member", inv.etcd_members()),
+        Target::Master => ("a master", inv.masters().collect()),
+        Target::Lb => ("the load balancer", inv.load_balancer.as_ref().and_then(|l| l.node.as_deref()).and_then(|n| inv.nodes.iter().find(|x| x.name == n)).into_iter().collect()),
+    };
+    let bad = |reason: String| ClassError::Lab { name: inv.cluster.name.clone(), reason };
+    match wanted {
+        Some(w) => candidates.into_iter().find(|n| n.name == w).ok_or_else(|| {
+            bad(format!("{} needs {kind}; --node {w} is not (in {})", scenario.name, inv.source.display()))
+        }),
+        None => candidates.into_iter().next().ok_or_else(|| bad(format!("{} needs {kind}, and {} has none", scenario.name, inv.source.display()))),
+    }
+}
+
+/// What verify must report once `scenario` is broken on `node`.
+pub fn expectation(inv: &Inventory, scenario: &Scenario, node: &Node) -> Expectation {
+    let host = match scenario.check_on {
+        CheckOn::Node => node.name.clone(),
+        CheckOn::Lb => inv.load_balancer.as_ref().and_then(|l| l.node.clone()).unwrap_or_default(),
+        CheckOn::Cluster(h) => h.to_string(),
+    };
+    let detail = scenario.detail_names.replace("{node}", &node.name).replace("{addr}", &node.address.to_string());
+    Expectation { host, check: scenario.check.into(), hint_names: scenario.hint_names.into(), detail_names: detail }
+}
+
+/// The scenario called `name`, or an error listing them all.
+pub fn scenario(name: &str) -> Result<&'static Scenario, ClassError> {
+    scenarios::find(name).ok_or_else(|| ClassError::Lab {
+        name: name.to_string(),
+        reason: format!("no such scenario (scenarios: {})", SCENARIOS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")),
+    })
+}
+
+/// Breaks or fixes `scenario` on a node of the lab of `inv`, whose PKI is in `pki_dir`.
+pub async fn run(
+    inv: &Inventory,
+    pki_dir: &Path,
+    scenario: &'static Scenario,
+    node: Option<&str>,
+    action: Action,
+    dry_run: bool,
+    yes: bool,
+) -> Result<FaultReport, ClassError> {
+    let node = pick_node(inv, scenario, node)?.clone();
+    let mut steps = Vec::new();
+    if action == Action::Break && scenario.input == Input::ControlPlaneFiles {
+        steps.push("every master: place the control-plane files hardway renders (no unit is started)".to_string());
+    }
+    steps.push(format!("{}: {}", node.name, if action == Action::Break { scenario.how } else { scenario.fix_how }));
+    let report = FaultReport {
+        scenario: scenario.name.into(),
+        action,
+        node: node.name.clone(),
+        dry_run,
+        expect: expectation(inv, scenario, &node),
+        steps,
+    };
+    if dry_run {
+        return Ok(report);
+    }
+    if action == Action::Break && !yes {
+        return Err(Day2Error::NeedsYes { what: format!("break {} on {}", scenario.name, node.name), steps: report.steps }.into());
+    }
+
+    let mut vars = base_vars(inv, scenario, &node);
+    match (action, scenario.input) {
+        (Action::Break, Input::ExpiredServerCert | Input::ServerCertWithoutAddress) => {
+            vars.push(("INPUT_PEM", base64_of(&faulty_server_cert(inv, pki_dir, &node, scenario.input)?)));
+        }
+        (Action::Break, Input::ControlPlaneFiles) => place_control_plane_files(inv, pki_dir).await?,
+        (Action::Fix, Input::Clock) => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+            vars.push(("NOW", now.to_string()));
+        }
+        _ => {}
+    }
+    let body = match action {
+        Action::Break => format!("if [ -e \"$SAVE/broken\" ]; then echo \"already broken\"; exit 0; fi\n{}touch \"$SAVE/broken\"\n", scenario.break_script),
+        Action::Fix => format!("{}rm -rf \"$SAVE\"\n", scenario.fix_script),
+    };
+    let mut script: String = vars.iter().map(|(k, v)| format!("{k}={}\n", quote(v))).collect();
+    script.push_str(scenarios::PRELUDE);
+    script.push_str(&body);
+
+    let target = ssh::Target::for_node(inv, &node);
+    let out = tokio::task::spawn_blocking(move || Conn::connect(&target, HostKeyPolicy::Strict)?.script(&script))
+        .await
+        .expect("the ssh task panicked")
+        .map_err(crate::remote::RemoteError::from)?;
+    if out.status != 0 {
+        let said = format!("{}{}", out.stdout, out.stderr);
+        let verb = if action == Action::Break { "break" } else { "fix" };
+        return Err(ClassError::Lab {
+            name: inv.cluster.name.clone(),
+            reason: format!("{verb} {} on {} failed (exit {}): {}", scenario.name, node.name, out.status, said.trim()),
+        });
+    }
+    Ok(report)
+}
+
+/// The variables every script gets.
+fn base_vars(inv: &Inventory, scenario: &Scenario, node: &Node) -> Vec<(&'static str, String)> {
+    let path = |p: &str| p.to_string();
+    vec![
+        ("SCENARIO", scenario.name.to_string()),
+        ("NODE", node.name.clone()),
+        ("ADDR", node.address.to_string()),
+        ("ETCD_CLIENT_PORT", Port::EtcdClient.number(inv).to_string()),
+        ("ETCD_PEER_PORT", Port::EtcdPeer.number(inv).to_string()),
+        ("API_PORT", Port::ApiServer.number(inv).to_string()),
+        ("ETCD_CA", path("/etc/etcd/pki/ca.crt")),
+        ("ETCD_CLIENT_CERT", path("/etc/etcd/pki/healthcheck-client.crt")),
+        ("ETCD_CLIENT_KEY", path("/etc/etcd/pki/healthcheck-client.key")),
+    ]
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// The node's etcd server certificate, re-signed by the lab's etcd CA for the node's own key,
+/// with one thing wrong: expired since yesterday, or without the node's address.
+fn faulty_server_cert(inv: &Inventory, pki_dir: &Path, node: &Node, input: Input) -> Result<String, ClassError> {
+    let pki = pki::load(inv, pki_dir)?;
+    let name = format!("etcd/server-{}", node.name);
+    let leaf = pki.certs.get(&name).ok_or_else(|| ClassError::Lab { name: inv.cluster.name.clone(), reason: format!("{} has no {name}", pki_dir.display()) })?;
+    let mut spec = pki::matrix(inv).into_iter().find(|s| s.name == name).expect("a member's server certificate is in the matrix");
+    let ca = pki.ca(CaId::Etcd);
+    let issue = |e: rcgen::Error| ClassError::Lab { name: inv.cluster.name.clone(), reason: format!("making the faulty certificate: {e}") };
+    let now = time::OffsetDateTime::now_utc();
+    let (from, until) = match input {
+        Input::ExpiredServerCert => (now - time::Duration::days(366), now - time::Duration::days(1)),
+        _ => {
+            spec.sans.remove(&pki::San::Ip(node.address));
+            (now, now + time::Duration::days(365))
+        }
+    };
+    let key = KeyPair::from_pem(&leaf.key_pem).map_err(issue)?;
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(issue)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, &ca_key).map_err(issue)?;
+    Ok(pki::issue_leaf(&spec, Some((leaf.key_pem.clone(), key)), inv.pki.algorithm, &issuer, from, until)?.cert_pem)
+}
+
+/// The control-plane phase's files on every master, as deploy would place them, without
+/// starting anything (the lab has no Kubernetes binaries to start).
+async fn place_control_plane_files(inv: &Inventory, pki_dir: &Path) -> Result<(), ClassError> {
+    let pki = pki::load(inv, pki_dir)?;
+    let rendered = render::render(inv, &pki)?;
+    let connector = Arc::new(SshConnector::new(inv, HostKeyPolicy::Strict));
+    let outcomes = deploy::push_files(inv, rendered, connector, &[Phase::ControlPlane], 8).await;
+    let failed: Vec<String> = outcomes.iter().filter_map(|o| Some(format!("{}: {}", o.node, o.error.as_ref()?))).collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(ClassError::Lab { name: inv.cluster.name.clone(), reason: format!("placing the control-plane files: {}", failed.join("; ")) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_scenario_goes_to_a_node_of_its_kind_and_expects_its_check_there() {
+        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.toml")).unwrap();
+        let s = scenarios::find("etcd-quota-full").unwrap();
+        assert_eq!(pick_node(&inv, s, None).unwrap().name, "lab-m1");
+        assert_eq!(pick_node(&inv, s, Some("lab-m3")).unwrap().name, "lab-m3");
+        let e = pick_node(&inv, s, Some("lab-lb")).unwrap_err().to_string();
+        assert!(e.contains("needs an etcd member; --node lab-lb is not"), "{e}");
+        assert_eq!(expectation(&inv, s, &inv.nodes[0]).host, "etcd");
+        let lb = scenarios::find("haproxy-wrong-backend-port").unwrap();
+        assert_eq!(pick_node(&inv, lb, None).unwrap().name, "lab-lb");
+        let san = scenarios::find("cert-missing-san").unwrap();
+        let x = expectation(&inv, san, &inv.nodes[1]);
+        assert_eq!((x.host.as_str(), x.check.as_str(), x.detail_names.as_str()), ("lab-m2", "cert etcd server", "IP:10.213.0.12"));
+        assert!(scenario("nope").unwrap_err().to_string().contains("etcd-stopped"));
+    }
+
+    #[test]
+    fn faulty_certificates_have_exactly_their_fault() {
+        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (pki, _) = pki::generate(&inv, dir.path(), pki::GenerateOptions::default()).unwrap();
+        let node = &inv.nodes[0];
+        let good = pki::CertInfo::parse(&pki.cert("etcd/server-lab-m1").cert_pem).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let expired = pki::CertInfo::parse(&faulty_server_cert(&inv, dir.path(), node, Input::ExpiredServerCert).unwrap()).unwrap();
+        assert!(expired.days_left(now) < 0);
+        assert_eq!(expired.sans, good.sans);
+        assert!(expired.matches_key(&pki.cert("etcd/server-lab-m1").key_pem).unwrap(), "made for the node's own key");
+        let no_san = pki::CertInfo::parse(&faulty_server_cert(&inv, dir.path(), node, Input::ServerCertWithoutAddress).unwrap()).unwrap();
+        let missing: Vec<_> = good.sans.difference(&no_san.sans).collect();
+        assert_eq!(missing, [&pki::San::Ip(node.address)]);
+        assert!(no_san.days_left(now) > 300);
+    }
+}

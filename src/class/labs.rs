@@ -1,0 +1,169 @@
+//! One named lab from start to finish: its inventory derived and written (addresses and
+//! subnet recorded), its machines booted, deployed to a checkpoint phase, and taken down with
+//! each machine's own files kept. `hardway lab up --name` and every student of `hardway class`
+//! go through here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::ClassError;
+use crate::components::Phase;
+use crate::deploy::{self, DeployOptions, DeployReport};
+use crate::events::Events;
+use crate::inventory::{self, Inventory};
+use crate::lab::named::{self, LabRecord};
+use crate::lab::{self, Lab, LabOptions};
+use crate::probe::{self, EtcdAuth, NetProbe};
+use crate::remote::ssh::{HostKeyPolicy, SshConnector};
+use crate::{pki, render};
+
+/// A named lab: its name, and the directory of its inventory and PKI.
+#[derive(Debug, Clone)]
+pub struct NamedLab {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl NamedLab {
+    pub fn inventory(&self) -> PathBuf {
+        self.dir.join("inventory.toml")
+    }
+    pub fn pki(&self) -> PathBuf {
+        self.dir.join("pki")
+    }
+}
+
+/// Where named labs live and where their subnets come from.
+#[derive(Debug, Clone)]
+pub struct NamedOptions {
+    /// `state_dir` is the parent of the named labs' directories ([`named::NAMED_STATE_DIR`]).
+    pub lab: LabOptions,
+    /// Where subnets come from ([`named::SUBNET_POOL`]).
+    pub pool: ipnet::Ipv4Net,
+}
+
+impl NamedOptions {
+    pub fn new(state_dir: PathBuf, pool: ipnet::Ipv4Net, limits: crate::lab::limits::MachineLimits) -> NamedOptions {
+        NamedOptions { lab: LabOptions { state_dir, limits, ..LabOptions::default() }, pool }
+    }
+}
+
+/// The inventory labs are made from, with its text (derived inventories keep its comments).
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub inv: Inventory,
+    pub text: String,
+}
+
+impl Base {
+    pub fn load(path: &Path) -> Result<Base, ClassError> {
+        let path = absolute(path)?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ClassError::Io { action: "read", path: path.clone(), source })?;
+        Ok(Base { inv: inventory::parse(&path, &text)?, text })
+    }
+}
+
+fn absolute(p: &Path) -> Result<PathBuf, ClassError> {
+    std::path::absolute(p).map_err(|source| ClassError::Io { action: "resolve", path: p.to_path_buf(), source })
+}
+
+/// Claims the lab's subnet (the one its inventory already has, or a new one), and writes its
+/// inventory when that changed. Nothing is written unless the derived inventory validates.
+pub fn prepare(base: &Base, lab: &NamedLab, opts: &NamedOptions) -> Result<Inventory, ClassError> {
+    let (pool, opts) = (opts.pool, &opts.lab);
+    if let Some(why) = named::name_problem(&lab.name) {
+        return Err(ClassError::Lab { name: lab.name.clone(), reason: format!("the name {why}") });
+    }
+    if lab.name == base.inv.cluster.name {
+        return Err(ClassError::Lab {
+            name: lab.name.clone(),
+            reason: format!("the lab of {} itself is called that (its bridge would be this lab's): choose another name", base.inv.source.display()),
+        });
+    }
+    let inv_path = absolute(&lab.inventory())?;
+    if let Some(r) = named::read_record(&opts.state_dir, &lab.name)?
+        && r.inventory != inv_path
+    {
+        return Err(ClassError::Lab {
+            name: lab.name.clone(),
+            reason: format!("a lab of that name is up already, with the inventory {}: take it down first, or choose another name", r.inventory.display()),
+        });
+    }
+    let existing = std::fs::read_to_string(&inv_path).ok();
+    let preferred = existing.as_deref().and_then(|t| inventory::parse(&inv_path, t).ok()).and_then(|i| named::existing_subnet(&i, &lab.name));
+    let record = LabRecord {
+        name: lab.name.clone(),
+        subnet: "0.0.0.0/0".parse().expect("a CIDR"),
+        base: base.inv.source.clone(),
+        inventory: inv_path.clone(),
+        pki: absolute(&lab.pki())?,
+        limits: opts.limits,
+    };
+    let record = named::claim(&opts.state_dir, record, preferred, pool)?;
+    let text = named::derive_inventory(&base.inv, &base.text, &lab.name, record.subnet, opts)?;
+    let inv = inventory::parse(&inv_path, &text)?;
+    if existing.as_deref() != Some(text.as_str()) {
+        std::fs::create_dir_all(&lab.dir).map_err(|source| ClassError::Io { action: "create", path: lab.dir.clone(), source })?;
+        std::fs::write(&inv_path, &text).map_err(|source| ClassError::Io { action: "write", path: inv_path.clone(), source })?;
+    }
+    // A copy beside the record, so that the lab can be taken down whatever becomes of --dir.
+    let copy = named::record_path(&opts.state_dir, &lab.name).with_file_name("inventory.toml");
+    std::fs::write(&copy, &text).map_err(|source| ClassError::Io { action: "write", path: copy, source })?;
+    Ok(inv)
+}
+
+/// [`prepare`], then the machines (idempotent, as `lab up`).
+pub fn up(base: &Base, lab: &NamedLab, opts: &NamedOptions) -> Result<(Inventory, Lab), ClassError> {
+    let inv = prepare(base, lab, opts)?;
+    let booted = lab::up(&inv, &opts.lab)?;
+    Ok((inv, booted))
+}
+
+/// Deploys every phase up to `to` with the lab's PKI (created in `pki_dir` when missing), as
+/// `hardway deploy --phases <files..to>` would: the lesson starts there.
+pub async fn checkpoint(inv: &Inventory, pki_dir: &Path, to: Phase) -> Result<DeployReport, ClassError> {
+    let (pki, _) = pki::generate(inv, pki_dir, pki::GenerateOptions::default())?;
+    let mut rendered = render::render(inv, &pki)?;
+    let opts = DeployOptions { phases: to.up_to(), snapshot_dir: None, ..DeployOptions::default() };
+    deploy::add_local_binaries(inv, &mut rendered, &opts.selected())?;
+    let connector = Arc::new(SshConnector::new(inv, HostKeyPolicy::Strict));
+    let admin = pki.cert("admin");
+    let api = probe::api_tls_config(&pki.ca(pki::CaId::Kubernetes).cert_pem, &admin.cert_pem, &admin.key_pem).ok();
+    let probe = Arc::new(NetProbe::new(inv, Some(EtcdAuth::from_pki(&pki)), api));
+    let report = deploy::deploy(inv, rendered, connector, probe, &opts, Events::none("class")).await?;
+    let failed: Vec<String> = report.failed().iter().map(|h| format!("{}: {}", h.node, h.error.as_deref().unwrap_or("failed"))).collect();
+    if !failed.is_empty() {
+        return Err(ClassError::Lab { name: inv.cluster.name.clone(), reason: format!("deploy to {to} failed: {}", failed.join("; ")) });
+    }
+    Ok(report)
+}
+
+/// The lab named `name` that is up (its record), and its inventory (the copy beside the
+/// record when the one written for it is gone).
+pub fn find(opts: &LabOptions, name: &str) -> Result<(LabRecord, Inventory), ClassError> {
+    match named::read_record(&opts.state_dir, name)? {
+        Some(r) => {
+            let copy = named::record_path(&opts.state_dir, name).with_file_name("inventory.toml");
+            let inv = if r.inventory.is_file() { inventory::load(&r.inventory)? } else { inventory::load(&copy)? };
+            Ok((r, inv))
+        }
+        None => Err(ClassError::NoLab { name: name.to_string(), known: named::records(&opts.state_dir).into_iter().map(|r| r.name).collect() }),
+    }
+}
+
+/// Stops the lab's machines, keeps each one's own files in `keep` (a tar per machine) when
+/// given, and takes the lab down. Returns the files kept.
+pub fn down(inv: &Inventory, opts: &LabOptions, keep: Option<&Path>) -> Result<Vec<PathBuf>, ClassError> {
+    let kept = match keep {
+        Some(dest) => named::save_machines(inv, opts, dest)?,
+        None => Vec::new(),
+    };
+    lab::down(inv, opts)?;
+    Ok(kept)
+}
+
+/// Where `down` keeps a lab's machines this time: `<dir>/saved/<UTC time>`.
+pub fn saved_dir(lab: &NamedLab) -> PathBuf {
+    let stamp = super::now_rfc3339().replace(':', "");
+    lab.dir.join("saved").join(stamp)
+}

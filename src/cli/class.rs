@@ -1,0 +1,536 @@
+//! `hardway class ...`, and what `hardway lab` does beyond one default lab: `--name`, `--to`,
+//! machine limits, `lab break` and `lab fix`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use super::{InventoryArg, LabCommand, OutputFormat, load_inventory, runtime};
+use crate::class::faults::{self, Action};
+use crate::class::labs::{self, Base, NamedLab, NamedOptions};
+use crate::class::{Class, ClassError, ClassFile, grade, roster, scenarios};
+use crate::components::Phase;
+use crate::inventory::{self, Inventory};
+use crate::lab::limits::{self, MachineLimits};
+use crate::lab::named::{self, NAMED_STATE_DIR, SUBNET_POOL};
+use crate::lab::{self, LabOptions};
+
+/// Where named labs live (tests give their own).
+#[derive(Args, Clone)]
+pub struct StateArgs {
+    /// Parent of the named labs' state directories.
+    #[arg(long, default_value = NAMED_STATE_DIR, hide = true)]
+    pub state_dir: PathBuf,
+    /// Where named labs' /24 subnets are taken from.
+    #[arg(long, default_value = SUBNET_POOL, hide = true)]
+    pub subnet_pool: ipnet::Ipv4Net,
+}
+
+/// Machine limits, as systemd's properties.
+#[derive(Args, Clone)]
+pub struct LimitArgs {
+    /// MemoryMax= of every machine (e.g. 512M, 1G).
+    #[arg(long, value_parser = limits::parse_memory, value_name = "SIZE")]
+    pub memory_max: Option<u64>,
+    /// CPUQuota= of every machine, in percent of one CPU (e.g. 50%).
+    #[arg(long, value_parser = limits::parse_cpu_quota, value_name = "PERCENT")]
+    pub cpu_quota: Option<u32>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> MachineLimits {
+        MachineLimits { memory_max: self.memory_max, cpu_quota: self.cpu_quota }
+    }
+}
+
+/// What `lab up` takes beyond the inventory.
+#[derive(Args, Clone)]
+pub struct LabUpArgs {
+    /// A lab of its own, beside the others: cluster NAME, machines NAME-<node>, its own
+    /// subnet, bridge and key; its inventory is written to --dir.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where a named lab's inventory and PKI go (default labs/NAME).
+    #[arg(long, requires = "name")]
+    pub dir: Option<PathBuf>,
+    /// Deploy every phase up to this one (e.g. etcd), so the lesson starts there.
+    #[arg(long, value_parser = parse_phase, value_name = "PHASE")]
+    pub to: Option<Phase>,
+    /// The PKI of the default lab, for --to (a named lab's is <dir>/pki).
+    #[arg(long, default_value = "pki")]
+    pub pki: PathBuf,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `--name` of `lab status` and `lab down`.
+#[derive(Args, Clone)]
+pub struct LabNameArgs {
+    /// The named lab (see `lab up --name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `lab break` and `lab fix`.
+#[derive(Args, Clone)]
+pub struct FaultArgs {
+    /// The scenario (`lab break --list` lists them).
+    #[arg(required_unless_present = "list")]
+    pub scenario: Option<String>,
+    /// List the scenarios: what each breaks and which verify check then fails.
+    #[arg(long)]
+    pub list: bool,
+    /// The node to break (default: the first of the kind the scenario breaks).
+    #[arg(long)]
+    pub node: Option<String>,
+    #[command(flatten)]
+    pub lab: LabNameArgs,
+    #[command(flatten)]
+    pub inv: InventoryArg,
+    /// The lab's PKI (a named lab's own is used with --name).
+    #[arg(long, default_value = "pki")]
+    pub pki: PathBuf,
+    #[command(flatten)]
+    pub confirm: super::day2::ConfirmArgs,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Subcommand)]
+pub enum ClassCommand {
+    /// One lab per student (idempotent; adds students not up yet).
+    Up {
+        /// One student name per line (# comments).
+        #[arg(long)]
+        students: PathBuf,
+        #[command(flatten)]
+        inv: InventoryArg,
+        #[command(flatten)]
+        class: ClassDir,
+        /// Deploy every lab up to this phase (e.g. etcd).
+        #[arg(long, value_parser = parse_phase, value_name = "PHASE")]
+        to: Option<Phase>,
+        /// With --to: labs deployed at once (the rest wait their turn).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+        parallel_labs: u16,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Per student: machines up, reachable, the last grade.
+    Status {
+        #[command(flatten)]
+        class: ClassDir,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Take students' labs down (all without names); each machine's files are kept.
+    Down {
+        students: Vec<String>,
+        #[command(flatten)]
+        class: ClassDir,
+        #[command(flatten)]
+        confirm: super::day2::ConfirmArgs,
+    },
+    /// A student's lab back to fresh machines (and the class's --to checkpoint).
+    Reset {
+        student: String,
+        #[command(flatten)]
+        class: ClassDir,
+        #[command(flatten)]
+        confirm: super::day2::ConfirmArgs,
+    },
+    /// hardway verify against every student's lab; one line per student.
+    Grade {
+        students: Vec<String>,
+        #[command(flatten)]
+        class: ClassDir,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+}
+
+/// The class directory.
+#[derive(Args, Clone)]
+pub struct ClassDir {
+    #[arg(long = "dir", default_value = "class")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+fn parse_phase(s: &str) -> Result<Phase, String> {
+    Phase::parse(s).filter(|p| *p != Phase::Preflight).ok_or_else(|| {
+        let names: Vec<&str> = Phase::ALL[1..].iter().map(|p| p.name()).collect();
+        format!("unknown phase {s:?} (phases: {})", names.join(", "))
+    })
+}
+
+fn named_options(state: &StateArgs, limits: MachineLimits) -> NamedOptions {
+    NamedOptions::new(state.state_dir.clone(), state.subnet_pool, limits)
+}
+
+pub(super) fn print_lab(lab: &lab::Lab) -> ExitCode {
+    out!("{:<16} {:<16} {:<8} {:<10} SYSTEMD", "NODE", "ADDRESS", "RUNNING", "SSH");
+    for n in &lab.nodes {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        out!("{:<16} {:<16} {:<8} {:<10} {}", n.name, n.address, yes(n.running), yes(n.reachable), n.system_state.as_deref().unwrap_or("-"));
+    }
+    out!("ssh key: {}\nknown_hosts: {}", lab.ssh_key.display(), lab.known_hosts.display());
+    if lab.nodes.iter().all(|n| n.running && n.reachable) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// `hardway lab` beyond the default lab's up/status/down; `None` leaves it to the caller.
+pub(super) fn lab(command: &LabCommand) -> Result<Option<ExitCode>> {
+    match command {
+        LabCommand::Up { inv, named, driver } if named.name.is_some() || named.to.is_some() || !named.limits.limits().is_none() => {
+            lab_up(&inv.path(), named, *driver).map(Some)
+        }
+        LabCommand::Status { named, .. } | LabCommand::Down { named, .. } if named.name.is_some() => {
+            let name = named.name.as_deref().expect("matched");
+            let opts = LabOptions { state_dir: named.state.state_dir.clone(), ..LabOptions::default() };
+            let (_, inv) = labs::find(&opts, name)?;
+            if matches!(command, LabCommand::Down { .. }) {
+                lab::down(&inv, &opts)?;
+                out!("lab {name} is down");
+                return Ok(Some(ExitCode::SUCCESS));
+            }
+            Ok(Some(print_lab(&lab::status(&inv, &opts)?)))
+        }
+        LabCommand::Break(args) => fault(args, Action::Break).map(Some),
+        LabCommand::Fix(args) => fault(args, Action::Fix).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn lab_up(inv_path: &Path, a: &LabUpArgs, driver: Option<inventory::LabDriver>) -> Result<ExitCode> {
+    let (inv, pki, opts, booted) = match &a.name {
+        Some(name) => {
+            let base = Base::load(inv_path)?;
+            let nl = NamedLab { name: name.clone(), dir: a.dir.clone().unwrap_or_else(|| Path::new("labs").join(name)) };
+            let mut opts = named_options(&a.state, a.limits.limits());
+            opts.lab.driver = driver;
+            let (inv, booted) = labs::up(&base, &nl, &opts)?;
+            out!("lab {name}: inventory {}", nl.inventory().display());
+            (inv, nl.pki(), opts.lab, booted)
+        }
+        None => {
+            let inv = load_inventory(inv_path)?;
+            let opts = LabOptions { limits: a.limits.limits(), driver, ..LabOptions::default() };
+            let booted = lab::up(&inv, &opts)?;
+            (inv, a.pki.clone(), opts, booted)
+        }
+    };
+    if !opts.limits.is_none() {
+        out!("machine limits: {}", opts.limits.properties());
+    }
+    let code = print_lab(&booted);
+    if let Some(to) = a.to {
+        let report = runtime()?.block_on(labs::checkpoint(&inv, &pki, to))?;
+        out!("deployed up to {to} with the PKI in {}:\n{}", pki.display(), report.table());
+    }
+    Ok(code)
+}
+
+fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
+    if a.list {
+        out!("{:<28} {:<62} VERIFY FAILS (hint names)", "SCENARIO", "BREAKS");
+        for s in scenarios::SCENARIOS {
+            out!("{:<28} {:<62} {} ({:?})", s.name, s.breaks, s.check, s.hint_names);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let scenario = faults::scenario(a.scenario.as_deref().expect("required unless --list"))?;
+    let (inv, pki): (Inventory, PathBuf) = match &a.lab.name {
+        Some(name) => {
+            let (record, inv) = labs::find(&LabOptions { state_dir: a.lab.state.state_dir.clone(), ..LabOptions::default() }, name)?;
+            (inv, record.pki)
+        }
+        None => (load_inventory(&a.inv.path())?, a.pki.clone()),
+    };
+    let report = runtime()?.block_on(faults::run(&inv, &pki, scenario, a.node.as_deref(), action, a.confirm.dry_run, a.confirm.yes))?;
+    if a.output == OutputFormat::Json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let head = if report.dry_run { "would" } else { "did" };
+    for s in &report.steps {
+        out!("{head}: {s}");
+    }
+    let e = &report.expect;
+    match action {
+        Action::Break if !report.dry_run => out!(
+            "{} is broken on {}: hardway verify now FAILs `{}` on {} (the hint names {:?}); `hardway lab fix {}` undoes it",
+            report.scenario, report.node, e.check, e.host, e.hint_names, report.scenario
+        ),
+        Action::Fix if !report.dry_run => out!("{} is fixed on {}", report.scenario, report.node),
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn class(command: ClassCommand) -> Result<ExitCode> {
+    match command {
+        ClassCommand::Up { students, inv, class, to, parallel_labs, limits } => {
+            class_up(&students, &inv.path(), &class, to, usize::from(parallel_labs), limits.limits())
+        }
+        ClassCommand::Status { class, output } => class_status(&class, output),
+        ClassCommand::Down { students, class, confirm } => class_down(&students, &class, &confirm),
+        ClassCommand::Reset { student, class, confirm } => class_reset(&student, &class, &confirm),
+        ClassCommand::Grade { students, class, output } => class_grade(&students, &class, output),
+    }
+}
+
+fn class_up(students: &Path, inv_path: &Path, dir: &ClassDir, to: Option<Phase>, parallel: usize, limits: MachineLimits) -> Result<ExitCode> {
+    // Everything is checked before anything is created.
+    let names = roster::load(students)?;
+    let base = Base::load(inv_path)?;
+    let mut class = match Class::open(&dir.dir) {
+        Ok(c) if c.file.base != base.inv.source => {
+            bail!("the class in {} was made from {}, not {}", dir.dir.display(), c.file.base.display(), base.inv.source.display())
+        }
+        Ok(c) => c,
+        Err(ClassError::NoClass { .. }) => Class {
+            dir: dir.dir.clone(),
+            file: ClassFile { base: base.inv.source.clone(), students: vec![], limits, to: None },
+        },
+        Err(e) => return Err(e.into()),
+    };
+    class.merge(&names, limits, to.map(|p| p.name().to_string()));
+    class.save()?;
+    let opts = named_options(&dir.state, class.file.limits);
+    if let Some(w) = named::isolation_warning() {
+        eprintln!("warning: {w}");
+    }
+    // Before the labs boot at once, each counting the machines already there.
+    lab::reserve_machines(lab::machine::nspawn_pids().len() + names.len() * base.inv.nodes.len())?;
+    let t = std::time::Instant::now();
+    let booted: Vec<(String, Result<Inventory, ClassError>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .iter()
+            .map(|n| {
+                let (lab, base, opts) = (class.lab(n), &base, &opts);
+                (n.clone(), s.spawn(move || labs::up(base, &lab, opts).map(|(inv, _)| inv)))
+            })
+            .collect();
+        handles.into_iter().map(|(n, h)| (n, h.join().unwrap_or_else(|_| Err(ClassError::Lab { name: "?".into(), reason: "panicked".into() })))).collect()
+    });
+    eprintln!("class: {} labs booted in {:.1} s", booted.iter().filter(|b| b.1.is_ok()).count(), t.elapsed().as_secs_f64());
+    let mut failed = 0;
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let rt = runtime()?;
+    // deploy's future is not Send: the labs' deploys interleave on one thread, their SSH work
+    // runs on the blocking pool.
+    let local = tokio::task::LocalSet::new();
+    // Twenty labs' etcds bootstrapping at once on two cores starve their nodes' shells past
+    // SSH's timeouts; ten at once take 17 s here (README, Performance).
+    let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel));
+    let checkpoints: Vec<(String, std::result::Result<(), String>)> = rt.block_on(local.run_until(async {
+        let mut tasks = Vec::new();
+        for (n, r) in &booted {
+            let (n, r) = (n.clone(), r.as_ref().map_err(|e| e.to_string()).cloned());
+            let (pki, turns) = (class.lab(&n).pki(), turns.clone());
+            tasks.push(tokio::task::spawn_local(async move {
+                let _turn = turns.acquire_owned().await.expect("never closed");
+                let r = match (r, to) {
+                    (Ok(inv), Some(to)) => labs::checkpoint(&inv, &pki, to).await.map(drop).map_err(|e| e.to_string()),
+                    (r, _) => r.map(drop),
+                };
+                (n, r)
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("a checkpoint task panicked"));
+        }
+        out
+    }));
+    for (n, r) in checkpoints {
+        match r {
+            Ok(()) => rows.push((n.clone(), class.lab(&n).inventory().display().to_string())),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{n}: {e}");
+                rows.push((n, format!("FAILED: {e}")));
+            }
+        }
+    }
+    out!("{:<22} INVENTORY", "STUDENT");
+    for (n, what) in rows {
+        out!("{n:<22} {what}");
+    }
+    out!(
+        "{} labs up{} in {:.1} s; machine limits: {}",
+        names.len() - failed,
+        to.map(|p| format!(", deployed up to {p}")).unwrap_or_default(),
+        t.elapsed().as_secs_f64(),
+        class.file.limits.properties()
+    );
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[derive(serde::Serialize)]
+struct StatusRow {
+    student: String,
+    subnet: Option<String>,
+    nodes: usize,
+    up: usize,
+    reachable: usize,
+    last_grade: Option<grade::Summary>,
+}
+
+fn class_status(dir: &ClassDir, output: OutputFormat) -> Result<ExitCode> {
+    let class = Class::open(&dir.dir)?;
+    let opts = LabOptions { state_dir: dir.state.state_dir.clone(), ..LabOptions::default() };
+    let rows: Vec<StatusRow> = std::thread::scope(|s| {
+        let handles: Vec<_> = class
+            .file
+            .students
+            .iter()
+            .map(|n| {
+                let (class, opts) = (&class, &opts);
+                s.spawn(move || -> Result<StatusRow> {
+                    let record = named::read_record(&opts.state_dir, n)?;
+                    let inv = crate::inventory::load(&class.lab(n).inventory()).ok();
+                    let nodes = inv.as_ref().map_or(0, |i| i.nodes.len());
+                    let (up, reachable) = match (&record, &inv) {
+                        (Some(_), Some(inv)) => {
+                            let st = lab::status(inv, opts)?;
+                            (st.nodes.iter().filter(|n| n.running).count(), st.nodes.iter().filter(|n| n.reachable).count())
+                        }
+                        _ => (0, 0),
+                    };
+                    Ok(StatusRow { student: n.clone(), subnet: record.map(|r| r.subnet.to_string()), nodes, up, reachable, last_grade: grade::last(class, n) })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a status thread panicked")).collect::<Result<Vec<_>>>()
+    })?;
+    if output == OutputFormat::Json {
+        out!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        out!("{:<22} {:<16} {:<9} {:<10} LAST VERIFY", "STUDENT", "SUBNET", "NODES UP", "REACHABLE");
+        for r in &rows {
+            let last = r.last_grade.as_ref().map(|g| format!("{} ({})", g.verdict(), g.graded_at)).unwrap_or_else(|| "never graded".into());
+            out!("{:<22} {:<16} {:<9} {:<10} {last}", r.student, r.subnet.as_deref().unwrap_or("down"), format!("{}/{}", r.up, r.nodes), format!("{}/{}", r.reachable, r.nodes));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The students' labs that are up, with their inventories.
+fn up_labs(class: &Class, students: &[String], opts: &LabOptions) -> Result<Vec<(String, Inventory)>> {
+    let mut out = Vec::new();
+    for s in class.select(students)? {
+        if named::read_record(&opts.state_dir, &s)?.is_some() {
+            let inv = crate::inventory::load(&class.lab(&s).inventory())?;
+            out.push((s, inv));
+        }
+    }
+    Ok(out)
+}
+
+fn confirm(what: String, steps: Vec<String>, c: &super::day2::ConfirmArgs) -> Result<bool> {
+    let head = if c.dry_run { "would" } else { "will" };
+    if c.dry_run {
+        for s in &steps {
+            out!("{head}: {s}");
+        }
+        return Ok(false);
+    }
+    if !c.yes {
+        return Err(ClassError::from(crate::day2::Day2Error::NeedsYes { what, steps }).into());
+    }
+    Ok(true)
+}
+
+fn class_down(students: &[String], dir: &ClassDir, c: &super::day2::ConfirmArgs) -> Result<ExitCode> {
+    let class = Class::open(&dir.dir)?;
+    let opts = LabOptions { state_dir: dir.state.state_dir.clone(), ..LabOptions::default() };
+    let labs = up_labs(&class, students, &opts)?;
+    let steps: Vec<String> = labs
+        .iter()
+        .map(|(s, inv)| format!("{s}: stop its {} machines, keep each one's files in {}/saved/, remove the lab", inv.nodes.len(), class.lab(s).dir.display()))
+        .collect();
+    if !confirm(format!("take {} labs down", labs.len()), steps, c)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let results: Vec<(String, Result<Vec<PathBuf>, ClassError>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = labs
+            .iter()
+            .map(|(n, inv)| {
+                let (keep, opts) = (labs::saved_dir(&class.lab(n)), &opts);
+                (n.clone(), s.spawn(move || labs::down(inv, opts, Some(&keep))))
+            })
+            .collect();
+        handles.into_iter().map(|(n, h)| (n, h.join().expect("a down thread panicked"))).collect()
+    });
+    let mut failed = false;
+    for (n, r) in results {
+        match r {
+            Ok(kept) => out!("{n}: down; {} machines' files kept{}", kept.len(), kept.first().and_then(|k| k.parent()).map(|d| format!(" in {}", d.display())).unwrap_or_default()),
+            Err(e) => {
+                failed = true;
+                eprintln!("{n}: {e}");
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn class_reset(student: &str, dir: &ClassDir, c: &super::day2::ConfirmArgs) -> Result<ExitCode> {
+    let class = Class::open(&dir.dir)?;
+    class.select(&[student.to_string()])?;
+    let base = Base::load(&class.file.base)?;
+    let opts = named_options(&dir.state, class.file.limits);
+    let to = class.file.to.as_deref().and_then(Phase::parse);
+    let lab = class.lab(student);
+    let mut steps = vec![format!("{student}: stop the machines, keep each one's files in {}/saved/, remove them", lab.dir.display())];
+    steps.push(format!("{student}: boot fresh machines on the same addresses"));
+    if let Some(p) = to {
+        steps.push(format!("{student}: deploy up to {p} again with {}", lab.pki().display()));
+    }
+    if !confirm(format!("reset the lab of {student}"), steps, c)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if named::read_record(&opts.lab.state_dir, student)?.is_some() {
+        let inv = crate::inventory::load(&lab.inventory())?;
+        let kept = labs::down(&inv, &opts.lab, Some(&labs::saved_dir(&lab)))?;
+        out!("{student}: {} machines' files kept", kept.len());
+    }
+    let (inv, booted) = labs::up(&base, &lab, &opts)?;
+    if let Some(p) = to {
+        runtime()?.block_on(labs::checkpoint(&inv, &lab.pki(), p)).with_context(|| format!("deploying {student}'s lab up to {p}"))?;
+        out!("{student}: deployed up to {p}");
+    }
+    Ok(print_lab(&booted))
+}
+
+fn class_grade(students: &[String], dir: &ClassDir, output: OutputFormat) -> Result<ExitCode> {
+    let class = Class::open(&dir.dir)?;
+    let students = class.select(students)?;
+    let opts = LabOptions { state_dir: dir.state.state_dir.clone(), ..LabOptions::default() };
+    let t = std::time::Instant::now();
+    let grades = runtime()?.block_on(grade::grade(&class, &students, &opts, 32))?;
+    if output == OutputFormat::Json {
+        out!("{}", serde_json::to_string_pretty(&grades)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    out!("{:<22} {:>6} {:>6} {:>6} {:>6}  FIRST FAILURE", "STUDENT", "PASS", "FAIL", "WARN", "SKIP");
+    for g in &grades {
+        let s = &g.summary;
+        let first = match (&s.error, &s.first_failure) {
+            (Some(e), _) => format!("not graded: {e}"),
+            (None, None) => "-".to_string(),
+            (None, Some(f)) => format!("{} {}: {}{}", f.host, f.check, f.detail, f.hint.as_deref().map(|h| format!(" (hint: {h})")).unwrap_or_default()),
+        };
+        out!("{:<22} {:>6} {:>6} {:>6} {:>6}  {first}", s.student, s.passed, s.failed, s.warned, s.skipped);
+    }
+    eprintln!("graded {} labs in {:.1} s", grades.len(), t.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
