@@ -125,10 +125,6 @@ pub async fn run(
             vars.push(("INPUT_PEM", base64_of(&faulty_server_cert(inv, pki_dir, &node, scenario.input)?)));
         }
         (Action::Break, Input::ControlPlaneFiles) => place_control_plane_files(inv, pki_dir).await?,
-        (Action::Fix, Input::Clock) => {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-            vars.push(("NOW", now.to_string()));
-        }
         _ => {}
     }
     let body = match action {

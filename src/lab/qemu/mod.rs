@@ -16,10 +16,13 @@
 //! tap hwt<hash> on bridge hw-<cluster>       the VM's NIC (`tap`)
 //! ```
 //!
+//! Each VM's clock is set from this machine's once it has booted (`clock`): the lab has no NTP.
+//!
 //! KVM is used when a guest boots under it (probed once per `up`), else QEMU's software
 //! emulation (TCG), which works everywhere but boots a node in about a minute instead of
 //! seconds.
 
+mod clock;
 pub(crate) mod image;
 mod tap;
 pub mod vm;
@@ -168,6 +171,13 @@ pub(super) fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net)
     let kind = kind(accel);
     let deadline = Instant::now() + kind.boot_timeout;
     let nodes = parallel(&layout.nodes, |node| machine::wait_ready_as(&kind, layout, node, deadline))?;
+    // A VM just booted has its RTC's whole seconds and no NTP server to reach (`clock`).
+    let offsets = parallel(&to_start.iter().map(|n| (*n).clone()).collect::<Vec<_>>(), |node| clock::sync(layout, node))?;
+    for (node, offset) in to_start.iter().zip(offsets) {
+        if offset.abs() >= 0.1 {
+            eprintln!("lab: {}'s clock was {:.2} s {} this machine's; set from it", node.name, offset.abs(), if offset > 0.0 { "ahead of" } else { "behind" });
+        }
+    }
     Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
 }
 
