@@ -7,6 +7,22 @@ use std::time::Duration;
 use super::{Event, FakeCluster};
 use crate::probe::{BoxFuture, EtcdMember, MemberStatus, Membership, Probe};
 
+impl FakeCluster {
+    /// Records what the etcd cluster did (not one node) in the shared event log.
+    fn etcd_event(&self, what: impl Into<String>) {
+        self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: what.into() });
+    }
+
+    /// A request that needs the leader, sent to the member at `address`: it fails as etcd's
+    /// does while there is no leader or that member is down.
+    fn leader_through(&self, address: IpAddr) -> Result<(), String> {
+        if self.etcd_leader().is_none() || !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
+            return Err("etcdserver: no leader (fake)".into());
+        }
+        Ok(())
+    }
+}
+
 impl Probe for FakeCluster {
     fn etcd_member<'a>(&'a self, name: &'a str, address: IpAddr, _timeout: Duration) -> BoxFuture<'a, MemberStatus> {
         Box::pin(async move {
@@ -40,12 +56,10 @@ impl Probe for FakeCluster {
 
     fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, String>> {
         Box::pin(async move {
-            if self.etcd_leader().is_none() || !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
-                return Err("etcdserver: no leader (fake)".into());
-            }
+            self.leader_through(address)?;
             use std::sync::atomic::Ordering;
             if self.unhealthy_adds.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-                self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member add {peer_url} refused") });
+                self.etcd_event(format!("member add {peer_url} refused"));
                 return Err("etcdserver: unhealthy cluster (fake)".into());
             }
             let mut members = self.membership.lock().expect("not poisoned");
@@ -55,7 +69,7 @@ impl Probe for FakeCluster {
             let id = FakeCluster::member_id(peer_url) ^ 0x5a5a;
             members.push(EtcdMember { id, name: String::new(), peer_url: peer_url.to_string(), learner: true });
             drop(members);
-            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member add {peer_url} (learner)") });
+            self.etcd_event(format!("member add {peer_url} (learner)"));
             Ok(id)
         })
     }
@@ -71,20 +85,18 @@ impl Probe for FakeCluster {
             if let Some(m) = self.membership.lock().expect("not poisoned").iter_mut().find(|m| m.id == id) {
                 m.learner = false;
             }
-            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member promote {name}") });
+            self.etcd_event(format!("member promote {name}"));
             Ok(())
         })
     }
 
     fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>> {
         Box::pin(async move {
-            if self.etcd_leader().is_none() || !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
-                return Err("etcdserver: no leader (fake)".into());
-            }
+            self.leader_through(address)?;
             // The fake keyspace: the member list, which is all the fake keeps.
             let bytes = format!("fake etcd snapshot: {:?}\n", self.members()).into_bytes();
             out.write_all(&bytes).map_err(|e| e.to_string())?;
-            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: "snapshot".into() });
+            self.etcd_event("snapshot");
             Ok((bytes.len() as u64, 42))
         })
     }
@@ -98,7 +110,7 @@ impl Probe for FakeCluster {
             }
             let target = self.members().into_iter().find(|m| m.id == to && !m.learner).ok_or("etcdserver: bad leader transferee (fake)")?;
             *self.moved_leader.lock().expect("not poisoned") = Some(to);
-            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("move leader to {}", target.name) });
+            self.etcd_event(format!("move leader to {}", target.name));
             Ok(())
         })
     }
@@ -115,7 +127,7 @@ impl Probe for FakeCluster {
                     u.active = false;
                 }
             }
-            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member remove {}", m.name) });
+            self.etcd_event(format!("member remove {}", m.name));
             Ok(())
         })
     }
