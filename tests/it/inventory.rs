@@ -61,6 +61,16 @@ fn accepted(edits: &[(&str, &str)]) -> Inventory {
     inventory::parse(Path::new("good.toml"), &edited(edits)).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Puts `section` (a TOML table) before `[addons.metallb]` in the example.
+fn with(section: &str) -> [(&'static str, String); 1] {
+    [("[addons.metallb]", format!("{section}\n\n[addons.metallb]"))]
+}
+
+/// Edits built with `format!` (owned strings), as the `&str` pairs the helpers above take.
+fn as_edits<A: AsRef<str>, B: AsRef<str>>(edits: &[(A, B)]) -> Vec<(&str, &str)> {
+    edits.iter().map(|(a, b)| (a.as_ref(), b.as_ref())).collect()
+}
+
 fn assert_has(err: &str, parts: &[&str]) {
     for p in parts {
         assert!(err.contains(p), "error does not mention {p:?}:\n{err}");
