@@ -7,8 +7,8 @@
 //! read-only bind of `/root/.ssh`; each host has its own ed25519 host key (bound read-only),
 //! recorded in the bench's known_hosts, so host keys are checked strictly as in a deploy.
 //! Network, hosts and teardown are `hardway::lab`'s building blocks (`lab::net`,
-//! `lab::machine`); this file keeps the orchestration: sizes, timings, signal-safe teardown,
-//! leftover checks and the report.
+//! `lab::machine`); the bench keeps the orchestration: sizes, timings (`fanout/measure.rs`),
+//! signal-safe teardown and leftover checks (`fanout/teardown.rs`), and the report (here).
 //!
 //! Per N, from a fresh inventory of N nodes with roles ["master", "worker"] (the largest file
 //! set a node gets), with its PKI and render made in-process beforehand:
@@ -31,24 +31,28 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Read;
 use std::net::Ipv4Addr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hardway::components::Phase;
 use hardway::deploy;
 use hardway::lab::net::HostLink;
-use hardway::lab::{machine, net, process, tools};
+use hardway::lab::{machine, net, tools};
 use hardway::remote::ssh::{HostKeyPolicy, SshConnector};
 use hardway::{inventory, pki, render};
 use ipnet::Ipv4Net;
 
 mod common;
-use common::{mark, mb, ms, wait4};
+use common::{mark, mb, ms};
+#[path = "fanout/measure.rs"]
+mod measure;
+use measure::{Measured, run_measured};
+#[path = "fanout/teardown.rs"]
+mod teardown;
+use teardown::{Guard, handle_signals, leftovers, remove_stale, resources, teardown_hosts};
 
 const BRIDGE: &str = "hw-bench";
 /// The bridge's alias: a bridge of that name without it is someone else's and is left alone.
@@ -75,258 +79,6 @@ fn gateway() -> Ipv4Net {
 /// Host `i`'s network namespace (also its machine name) and veth.
 fn host_link(i: usize) -> HostLink {
     HostLink { netns: format!("{NETNS_PREFIX}{i}"), veth: format!("{VETH_PREFIX}{i}") }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Running commands.
-
-struct Measured {
-    wall: Duration,
-    max_rss_kb: u64,
-    /// User + system CPU of the process (and its reaped descendants).
-    cpu: Duration,
-    /// CPU time the whole machine spent meanwhile (all cores, from /proc/stat): the process,
-    /// plus the hosts' sshd and shells, plus anything else running.
-    machine_cpu: Duration,
-    stdout: String,
-    stderr: String,
-    ok: bool,
-}
-
-/// Runs `cmd` in its own process group (registered, so a signal tears it down too), timing it
-/// from spawn to exit and reading its peak RSS.
-fn run_measured(cmd: &mut Command) -> Measured {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let busy0 = machine_busy();
-    let t = Instant::now();
-    // Reaped by wait4 below, which also yields its rusage.
-    #[allow(clippy::zombie_processes)]
-    let mut child = {
-        let mut res = resources();
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-        res.groups.push(child.id() as i32);
-        child
-    };
-    let drain = |mut p: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = p.read_to_end(&mut v);
-            String::from_utf8_lossy(&v).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let pid = child.id() as i32;
-    let (status, usage) = wait4(pid);
-    let wall = t.elapsed();
-    let machine_cpu = machine_busy().saturating_sub(busy0);
-    resources().groups.retain(|g| *g != pid);
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
-    Measured {
-        wall,
-        max_rss_kb: usage.ru_maxrss as u64,
-        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
-        machine_cpu,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        ok: status == 0,
-    }
-}
-
-/// Busy CPU time of the whole machine since boot (all cores; /proc/stat minus idle and iowait).
-fn machine_busy() -> Duration {
-    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
-    let busy: u64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_secs_f64(busy as f64 / hz as f64)
-}
-
-// ---------------------------------------------------------------------------------------------
-// What the bench has created, for teardown on every path.
-
-#[derive(Default)]
-struct Resources {
-    /// systemd-nspawn processes (our children).
-    nspawn: Vec<u32>,
-    /// Process groups of measured children (push runs, the scp loop).
-    groups: Vec<i32>,
-    /// Network namespaces, each with its host-side veth.
-    hosts: Vec<usize>,
-    bridge: bool,
-    dirs: Vec<PathBuf>,
-}
-
-static RESOURCES: Mutex<Resources> =
-    Mutex::new(Resources { nspawn: Vec::new(), groups: Vec::new(), hosts: Vec::new(), bridge: false, dirs: Vec::new() });
-
-/// Creation and teardown hold this lock, so a signal's teardown never races a creation.
-fn resources() -> MutexGuard<'static, Resources> {
-    RESOURCES.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Teardown goes on past a failed step: it reports the failure, and the end's leftover check
-/// fails the bench if anything stayed.
-fn report(what: &str, r: hardway::lab::Result<impl Sized>) {
-    if let Err(e) = r {
-        eprintln!("fanout bench: {what}: {e}");
-    }
-}
-
-/// Stops our nspawn children (see `STOP_GRACE`) and reaps them.
-fn stop(pids: &[u32]) {
-    report("stopping the hosts", machine::stop_processes(pids, STOP_GRACE));
-    for &p in pids {
-        let mut st = 0;
-        unsafe { libc::waitpid(p as i32, &mut st, libc::WNOHANG) };
-    }
-}
-
-/// Removes one host's network (whatever still runs in its namespace, the veth, the namespace)
-/// and what nspawn keeps for its machine name.
-fn remove_host(link: &HostLink) {
-    report(&format!("removing {}", link.netns), net::remove_host_link(link));
-    machine::forget_machine(&link.netns);
-}
-
-/// Tears down the hosts `which` selects (all with `None`), in the caller's lock.
-fn teardown_hosts(res: &mut Resources, which: Option<&[usize]>) {
-    let selected = |i: &usize| which.is_none_or(|w| w.contains(i));
-    // nspawn pids are recorded in host order, one per host.
-    let hosts: Vec<usize> = res.hosts.iter().copied().filter(|i| selected(i)).collect();
-    let pids: Vec<u32> = res
-        .nspawn
-        .iter()
-        .copied()
-        .filter(|p| nspawn_host(*p).is_none_or(|i| selected(&i)))
-        .collect();
-    stop(&pids);
-    res.nspawn.retain(|p| !pids.contains(p));
-    for i in &hosts {
-        remove_host(&host_link(*i));
-    }
-    res.hosts.retain(|i| !hosts.contains(i));
-}
-
-/// The host index of one of our nspawn processes, from its network namespace.
-fn nspawn_host(pid: u32) -> Option<usize> {
-    let netns = machine::nspawn_netns(pid)?;
-    netns.strip_prefix("/run/netns").ok()?.to_str()?.strip_prefix(NETNS_PREFIX)?.parse().ok()
-}
-
-/// Everything, in the caller's lock: measured children, hosts, the bridge, directories.
-fn teardown_all(res: &mut Resources) {
-    for g in res.groups.drain(..) {
-        unsafe { libc::kill(-g, libc::SIGKILL) };
-    }
-    teardown_hosts(res, None);
-    if res.bridge {
-        if bridge_is_ours() {
-            report("removing the bridge", net::remove_bridge(BRIDGE));
-        }
-        res.bridge = false;
-    }
-    for d in res.dirs.drain(..) {
-        let _ = fs::remove_dir_all(d);
-    }
-}
-
-fn bridge_is_ours() -> bool {
-    net::bridge_owner(BRIDGE).as_deref() == Some(BRIDGE_ALIAS)
-}
-
-/// Tears everything down when the bench returns or panics.
-struct Guard;
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        teardown_all(&mut resources());
-    }
-}
-
-/// Blocks SIGINT, SIGTERM and SIGHUP in every thread (call first: threads inherit the mask) and
-/// leaves them to one thread that tears everything down and exits.
-fn handle_signals() {
-    // SAFETY: plain libc signal-mask calls on a local sigset_t.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        set
-    };
-    std::thread::spawn(move || {
-        let mut sig = 0;
-        while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
-        eprintln!("fanout bench: signal {sig}: tearing down the bench hosts and network");
-        let mut res = resources();
-        teardown_all(&mut res);
-        eprintln!("fanout bench: torn down");
-        std::process::exit(128 + sig);
-    });
-}
-
-/// Removes what a SIGKILLed earlier run left: only names of this bench, a bridge only with its
-/// alias. Runs under the bench lock, so never against a live bench.
-fn remove_stale() {
-    let mut found = Vec::new();
-    let stale: Vec<u32> = machine::nspawn_pids().into_iter().filter(|p| nspawn_host(*p).is_some()).collect();
-    if !stale.is_empty() {
-        found.push(format!("{} systemd-nspawn", stale.len()));
-        report("killing stale hosts", process::kill(&stale, || "stale bench hosts".into()));
-    }
-    for name in net::netns_names().unwrap_or_else(|e| panic!("{e}")) {
-        if let Some(i) = name.strip_prefix(NETNS_PREFIX) {
-            remove_host(&HostLink { veth: format!("{VETH_PREFIX}{i}"), netns: name.clone() });
-            found.push(name);
-        }
-    }
-    for name in net::link_names() {
-        if name.starts_with(VETH_PREFIX) {
-            report(&format!("removing {name}"), net::delete_link(&name));
-            found.push(name);
-        }
-    }
-    if net::link_exists(BRIDGE) {
-        if !bridge_is_ours() {
-            panic!("a network interface {BRIDGE} exists that this bench did not create; remove it or pick another name");
-        }
-        found.push(BRIDGE.to_string());
-        report("removing the bridge", net::remove_bridge(BRIDGE));
-    }
-    for e in fs::read_dir(target_dir()).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("hardway-bench-fanout-").and_then(|p| p.parse::<u32>().ok())
-            && !process::alive(pid)
-        {
-            found.push(name);
-            let _ = fs::remove_dir_all(e.path());
-        }
-    }
-    if !found.is_empty() {
-        eprintln!("fanout bench: removed leftovers of an earlier run: {}", found.join(", "));
-    }
-}
-
-/// What of the bench is still there: namespaces, links, nspawn processes.
-fn leftovers() -> Vec<String> {
-    let mut left = Vec::new();
-    for name in net::netns_names().unwrap_or_else(|e| panic!("{e}")) {
-        if name.starts_with(NETNS_PREFIX) {
-            left.push(format!("netns {name}"));
-        }
-    }
-    for name in net::link_names() {
-        if name.starts_with(VETH_PREFIX) || name == BRIDGE {
-            left.push(format!("link {name}"));
-        }
-    }
-    for p in machine::nspawn_pids().into_iter().filter(|p| nspawn_host(*p).is_some()) {
-        left.push(format!("systemd-nspawn pid {p}"));
-    }
-    left
 }
 
 // ---------------------------------------------------------------------------------------------

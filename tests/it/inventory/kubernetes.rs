@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{accepted, edited, error_of, refused, VERSION};
+use super::{accepted, as_edits, edited, error_of, refused, VERSION};
 use hardway::components::ComponentId;
 use hardway::inventory::{self, InventoryError};
 
@@ -13,10 +13,6 @@ fn with_args(version: &str, component: &str, args: &str) -> Vec<(String, String)
         (VERSION.to_string(), format!("kubernetes_version = \"{version}\"")),
         ("[addons.aggregation]".to_string(), format!("[components.{component}]\nextra_args = {{ {args} }}\n\n[addons.aggregation]")),
     ]
-}
-
-fn as_refs(edits: &[(String, String)]) -> Vec<(&str, &str)> {
-    edits.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect()
 }
 
 #[test]
@@ -41,7 +37,7 @@ fn an_unsupported_kubernetes_version_is_refused_naming_the_supported_ones() {
 #[test]
 fn extra_args_are_kept_per_component_with_their_systemd_words() {
     let edits = with_args("1.37.1", "kube-apiserver", r#""audit-log-maxage" = 7, "event-ttl" = "2h", "v" = 4, "request-timeout" = "1m 0s""#);
-    let inv = accepted(&as_refs(&edits));
+    let inv = accepted(&as_edits(&edits));
     let args = &inv.extra_args[&ComponentId::KubeApiserver];
     let words: Vec<&str> = args.iter().map(|a| a.word.as_str()).collect();
     // Sorted by flag; numbers become their decimal text; a space makes the word quoted.
@@ -52,7 +48,7 @@ fn extra_args_are_kept_per_component_with_their_systemd_words() {
 fn an_unknown_flag_is_refused_naming_the_version_and_its_list() {
     let edits = with_args("1.37.1", "kube-apiserver", r#""no-such-flag" = "1""#);
     refused(
-        &as_refs(&edits),
+        &as_edits(&edits),
         "components.kube-apiserver.extra_args.no-such-flag",
         "\"no-such-flag\"",
         &["kube-apiserver 1.37 has no flag --no-such-flag", "data/kubernetes/1.37/kube-apiserver.flags"],
@@ -63,57 +59,57 @@ fn an_unknown_flag_is_refused_naming_the_version_and_its_list() {
 fn a_flag_removed_upstream_is_accepted_before_and_refused_after() {
     // CHANGELOG-1.37: kube-controller-manager's --concurrent-service-syncs is gone.
     let field = "components.kube-controller-manager.extra_args.concurrent-service-syncs";
-    accepted(&as_refs(&with_args("1.36.4", "kube-controller-manager", r#""concurrent-service-syncs" = 2"#)));
+    accepted(&as_edits(&with_args("1.36.4", "kube-controller-manager", r#""concurrent-service-syncs" = 2"#)));
     let edits = with_args("1.37.1", "kube-controller-manager", r#""concurrent-service-syncs" = 2"#);
-    refused(&as_refs(&edits), field, "\"concurrent-service-syncs\"", &["1.37 has no flag --concurrent-service-syncs"]);
+    refused(&as_edits(&edits), field, "\"concurrent-service-syncs\"", &["1.37 has no flag --concurrent-service-syncs"]);
 }
 
 #[test]
 fn a_flag_hardway_sets_is_refused_unless_overridable() {
     let edits = with_args("1.37.1", "kube-apiserver", r#""anonymous-auth" = true"#);
     refused(
-        &as_refs(&edits),
+        &as_edits(&edits),
         "components.kube-apiserver.extra_args.anonymous-auth",
         "\"anonymous-auth\"",
         &["hardway already sets --anonymous-auth", "--v, --audit-log-maxage, --audit-log-maxbackup, --audit-log-maxsize, --service-node-port-range"],
     );
-    accepted(&as_refs(&with_args("1.37.1", "kube-apiserver", r#""service-node-port-range" = "30000-31000""#)));
+    accepted(&as_edits(&with_args("1.37.1", "kube-apiserver", r#""service-node-port-range" = "30000-31000""#)));
 }
 
 #[test]
 fn a_flag_the_component_ignores_beside_its_config_is_refused() {
     // The scheduler's reference: --profiling "is ignored if a config file is specified".
     let edits = with_args("1.37.1", "kube-scheduler", r#""profiling" = false"#);
-    refused(&as_refs(&edits), "components.kube-scheduler.extra_args.profiling", "\"profiling\"", &["ignores --profiling when --config is given"]);
+    refused(&as_edits(&edits), "components.kube-scheduler.extra_args.profiling", "\"profiling\"", &["ignores --profiling when --config is given"]);
     let edits = with_args("1.37.1", "kube-proxy", r#""proxy-mode" = "ipvs""#);
-    refused(&as_refs(&edits), "components.kube-proxy.extra_args.proxy-mode", "\"proxy-mode\"", &["ignores --proxy-mode"]);
+    refused(&as_edits(&edits), "components.kube-proxy.extra_args.proxy-mode", "\"proxy-mode\"", &["ignores --proxy-mode"]);
 }
 
 #[test]
 fn values_that_cannot_be_written_into_execstart_are_refused() {
     let edits = with_args("1.37.1", "kubelet", r#""node-labels" = "a=b\nExecStartPre=/bin/evil""#);
-    refused(&as_refs(&edits), "components.kubelet.extra_args.node-labels", "\"node-labels\"", &["contains a newline", "ExecStart="]);
+    refused(&as_edits(&edits), "components.kubelet.extra_args.node-labels", "\"node-labels\"", &["contains a newline", "ExecStart="]);
     let edits = with_args("1.37.1", "kubelet", r#""node-labels" = ["a", "b"]"#);
-    refused(&as_refs(&edits), "components.kubelet.extra_args.node-labels", "\"node-labels\"", &["string, number or boolean, not array"]);
+    refused(&as_edits(&edits), "components.kubelet.extra_args.node-labels", "\"node-labels\"", &["string, number or boolean, not array"]);
 }
 
 #[test]
 fn flags_that_exit_dashes_and_unknown_components_are_refused() {
     let edits = with_args("1.37.1", "kubelet", r#""version" = true"#);
-    refused(&as_refs(&edits), "components.kubelet.extra_args.version", "\"version\"", &["print and exit"]);
+    refused(&as_edits(&edits), "components.kubelet.extra_args.version", "\"version\"", &["print and exit"]);
     let edits = with_args("1.37.1", "kubelet", r#""--v" = 3"#);
-    refused(&as_refs(&edits), "components.kubelet.extra_args.--v", "\"--v\"", &["without its dashes: \"v\""]);
+    refused(&as_edits(&edits), "components.kubelet.extra_args.--v", "\"--v\"", &["without its dashes: \"v\""]);
     let edits = with_args("1.37.1", "etcd", r#""v" = 3"#);
-    refused(&as_refs(&edits), "components.etcd", "[components.etcd]", &["unknown component \"etcd\"", "kube-apiserver, kube-controller-manager"]);
+    refused(&as_edits(&edits), "components.etcd", "[components.etcd]", &["unknown component \"etcd\"", "kube-apiserver, kube-controller-manager"]);
 }
 
 #[test]
 fn every_extra_args_problem_is_reported_at_once_with_file_line_and_column() {
     let edits = with_args("1.37.1", "kube-apiserver", r#""no-such-flag" = "1", "anonymous-auth" = true"#);
-    let err = error_of(&as_refs(&edits));
+    let err = error_of(&as_edits(&edits));
     assert!(err.contains("2 problem(s)"), "{err}");
     // Each problem points at its flag's value, where an editor jumps to fix it.
-    let text = edited(&as_refs(&edits));
+    let text = edited(&as_edits(&edits));
     let line = text.lines().position(|l| l.starts_with("extra_args")).unwrap() + 1;
     let col = text.lines().nth(line - 1).unwrap().find("\"1\"").unwrap() + 1;
     assert!(err.contains(&format!("bad.toml:{line}:{col}: components.kube-apiserver.extra_args.no-such-flag")), "{err}");

@@ -6,22 +6,30 @@
 //! `sha256sum -c` before any is moved, then given their mode and owner. Text goes through the
 //! shell's printf builtin, so a host costs a fixed handful of processes however many files it
 //! gets: per-file commands were most of a 50-host push (see the README's performance section).
+//!
+//! Here: the [`Transport`] trait and the operations; `install` builds the upload script,
+//! `parse` reads the answers' formats, `local` is the transport that is this machine's `sh`.
+
+mod install;
+mod local;
+mod parse;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
-
-use base64::Engine;
 
 use super::script::{Script, Sections, quote, quote_all};
 use crate::addons::Step as AddonStep;
 use super::{
-    Apply, Facts, FactsQuery, ImportImages, HostsBlock, KeyCheck, Listener, Output, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
+    Apply, Facts, FactsQuery, ImportImages, HostsBlock, KeyCheck, Output, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
     UnitOps, Upload,
 };
-use crate::plan::sha256_hex;
 use crate::runlog::RunLog;
+use install::install_script;
+pub use local::LocalShell;
+use parse::{parse_ss, parse_stats, stat_sections, unit_states_of};
 
 /// Carries scripts to a node and back: an SSH session, or this machine's own `sh`.
 pub trait Transport: Send {
@@ -80,56 +88,9 @@ fn now_secs() -> f64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
-/// Adds the sections `sha` and `stat` for `paths` to `s`.
-fn stat_sections(s: &mut Script, paths: &[String]) {
-    if paths.is_empty() {
-        return;
-    }
-    let files = quote_all(paths.iter().map(String::as_str));
-    s.section("sha").raw(&format!("sha256sum -- {files} 2>/dev/null; true"));
-    s.section("stat").raw(&format!("stat -c '%a %U:%G %n' -- {files} 2>/dev/null; true"));
-}
-
-fn parse_stats(sec: &Sections) -> BTreeMap<String, RemoteFile> {
-    let sha: BTreeMap<&str, &str> =
-        sec.lines("sha").iter().filter_map(|l| l.split_once("  ")).map(|(hash, path)| (path, hash)).collect();
-    let mut files = BTreeMap::new();
-    for l in sec.lines("stat") {
-        let mut it = l.splitn(3, ' ');
-        if let (Some(mode), Some(owner), Some(path)) = (it.next(), it.next(), it.next())
-            && let (Some(hash), Ok(mode)) = (sha.get(path), u32::from_str_radix(mode, 8))
-        {
-            files.insert(path.to_string(), RemoteFile { sha256: hash.to_string(), mode, owner: owner.to_string() });
-        }
-    }
-    files
-}
-
-/// `LISTEN 0 4096 10.0.0.1:2379 0.0.0.0:* users:(("etcd",pid=1,fd=7)) unit=etcd.service` →
-/// port 2379, process "etcd", unit "etcd".
-pub(crate) fn parse_ss(line: &str) -> Option<Listener> {
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let local = fields.get(3)?;
-    let port = local.rsplit(':').next()?.parse().ok()?;
-    let process = line.split("((\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("?").to_string();
-    let unit = line
-        .rsplit_once(" unit=")
-        .map(|(_, u)| u.trim())
-        .and_then(|u| u.strip_suffix(".service"))
-        .filter(|u| !u.is_empty())
-        .map(str::to_string);
-    Some(Listener { port, process, unit })
-}
 
 fn unit_file(unit: &str) -> String {
     format!("{unit}.service")
-}
-
-/// `systemctl is-active A B C` prints one state per unit, in order; without systemd it prints
-/// nothing, and every unit is `unknown`.
-fn unit_states_of(units: &[String], sec: &Sections) -> BTreeMap<String, String> {
-    let lines = sec.lines("states");
-    units.iter().enumerate().map(|(i, u)| (u.clone(), lines.get(i).map(|l| l.trim().to_string()).unwrap_or_else(|| "unknown".into()))).collect()
 }
 
 impl<T: Transport> Remote for ShellRemote<T> {
@@ -556,269 +517,5 @@ impl<T: Transport> Remote for ShellRemote<T> {
         s.section("replaced").raw("grep -c ' replaced$' \"$out\" || true; rm -f \"$out\"");
         let out = self.run_ok("rewriting the Secrets", &s)?;
         Ok(Sections::parse(&out.stdout).first("replaced").and_then(|n| n.trim().parse().ok()).unwrap_or(0))
-    }
-}
-
-/// The upload script: a fixed number of processes per host rather than per file. Text is
-/// written by the shell's printf builtin (base64 -d only for binary files) into a staging
-/// directory beside each target directory, all checked by one sha256sum, chmod per mode, one
-/// chown, and one `mv` per target directory (rename(2): atomic per file).
-fn install_script(uploads: &[Upload<'_>]) -> Script {
-    const STAGE: &str = ".hardway-new";
-    let dir_of = |p: &str| match p.rsplit_once('/') {
-        Some(("", _)) | None => "/".to_string(),
-        Some((d, _)) => d.to_string(),
-    };
-    let stage_of = |d: &str| format!("{}/{STAGE}", d.trim_end_matches('/'));
-    let name_of = |p: &str| p.rsplit('/').next().unwrap_or("").to_string();
-    let mut s = Script::strict();
-    s.raw("umask 077");
-    let mut by_dir: BTreeMap<String, Vec<&Upload<'_>>> = BTreeMap::new();
-    let mut by_mode: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    let mut owned: Vec<String> = Vec::new();
-    for u in uploads {
-        if u.metadata_only {
-            by_mode.entry(u.mode).or_default().push(quote(u.path));
-            owned.push(quote(u.path));
-        } else {
-            by_dir.entry(dir_of(u.path)).or_default().push(u);
-        }
-    }
-    let stages: Vec<String> = by_dir.keys().map(|d| quote(&stage_of(d))).collect();
-    if !by_dir.is_empty() {
-        let dirs: Vec<String> = by_dir.keys().map(|d| quote(d)).collect();
-        s.raw(&format!("rm -rf {}", stages.join(" ")));
-        s.raw(&format!("(umask 022; mkdir -p {})", dirs.join(" ")));
-        s.raw(&format!("mkdir {}", stages.join(" ")));
-        let mut sums = String::new();
-        for (dir, files) in &by_dir {
-            for u in files {
-                let tmp = format!("{}/{}", stage_of(dir), name_of(u.path));
-                // The contents are keys, kubeconfigs and configs: logs get their size and hash.
-                let shown = format!("# {} <{} bytes, sha256 {}> > {}", u.path, u.contents.len(), sha256_hex(u.contents), quote(&tmp));
-                match std::str::from_utf8(u.contents) {
-                    Ok(text) if !text.contains('\0') => {
-                        s.secret(&format!("printf '%s' {} > {}", quote(text), quote(&tmp)), &shown);
-                    }
-                    _ => {
-                        let b64 = base64::engine::general_purpose::STANDARD.encode(u.contents);
-                        let mut heredoc = format!("base64 -d > {} <<'__HARDWAY_EOF__'\n", quote(&tmp));
-                        for chunk in b64.as_bytes().chunks(76) {
-                            heredoc.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
-                            heredoc.push('\n');
-                        }
-                        heredoc.push_str("__HARDWAY_EOF__");
-                        s.secret(&heredoc, &shown);
-                    }
-                }
-                // sha256sum -c reads names as written: a path with a newline cannot be checked,
-                // and the inventory validator keeps such paths out.
-                let _ = writeln!(sums, "{}  {tmp}", sha256_hex(u.contents));
-                by_mode.entry(u.mode).or_default().push(quote(&tmp));
-                owned.push(quote(&tmp));
-            }
-        }
-        s.raw(&format!(
-            "if ! sha256sum -c --quiet >&2 <<'__HARDWAY_SUMS__'\n{sums}__HARDWAY_SUMS__\nthen rm -rf {}; echo 'checksum mismatch' >&2; exit 1; fi",
-            stages.join(" ")
-        ));
-    }
-    for (mode, paths) in &by_mode {
-        s.raw(&format!("chmod {mode:o} {}", paths.join(" ")));
-    }
-    s.raw(&format!("chown root:root {}", owned.join(" ")));
-    for (dir, files) in &by_dir {
-        let tmps: Vec<String> = files.iter().map(|u| quote(&format!("{}/{}", stage_of(dir), name_of(u.path)))).collect();
-        s.raw(&format!("mv -f {} {}", tmps.join(" "), quote(dir)));
-    }
-    if !stages.is_empty() {
-        s.raw(&format!("rmdir {}", stages.join(" ")));
-    }
-    // What reset removes: every path hardway ever placed here, once each.
-    let placed = quote(super::PLACED);
-    s.raw(&format!("(umask 022; mkdir -p {})", quote(super::PLACED.rsplit_once('/').map(|(d, _)| d).unwrap_or("/"))));
-    s.raw(&format!("printf '%s\\n' {} >> {placed}", quote_all(uploads.iter().map(|u| u.path))));
-    s.raw(&format!("sort -u -o {placed} {placed}"));
-    s
-}
-
-/// This machine's own `sh`, as root if hardway runs as root: runs the same scripts as an SSH
-/// session would, for tests of the scripts against real tools and files.
-pub struct LocalShell;
-
-impl Transport for LocalShell {
-    fn run(&self, script: &str) -> Result<Output, RemoteError> {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let io = |e: std::io::Error| RemoteError::failed("running sh", e.to_string());
-        let mut child = Command::new("sh")
-            .arg("-s")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(io)?;
-        child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(io)?;
-        let out = child.wait_with_output().map_err(io)?;
-        Ok(Output {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
-    }
-
-    fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError> {
-        use std::io::{Read, Write};
-        let err = |e: std::io::Error| RemoteError::failed("socket request", format!("{socket}: {e}"));
-        let mut sock = std::os::unix::net::UnixStream::connect(socket).map_err(err)?;
-        sock.write_all(request).map_err(err)?;
-        let mut out = String::new();
-        sock.read_to_string(&mut out).map_err(err)?;
-        Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ss_lines() {
-        let l = parse_ss("LISTEN 0      4096      10.213.0.11:2379      0.0.0.0:*    users:((\"etcd\",pid=231,fd=8)) unit=etcd.service").unwrap();
-        assert_eq!(l, Listener { port: 2379, process: "etcd".into(), unit: Some("etcd".into()) });
-        let l = parse_ss("LISTEN 0 128 [::]:22 [::]:* users:((\"sshd\",pid=1,fd=4)) unit=").unwrap();
-        assert_eq!((l.port, l.unit), (22, None));
-        assert!(parse_ss("garbage").is_none());
-    }
-
-    fn local() -> ShellRemote<LocalShell> {
-        ShellRemote::new("local", LocalShell)
-    }
-
-    #[test]
-    fn certificates_come_back_without_the_keys_beside_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let both = dir.path().join("both.pem");
-        std::fs::write(&both, "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n").unwrap();
-        let missing = dir.path().join("missing.crt").display().to_string();
-        let got = local().read_certificates(&[both.display().to_string(), missing.clone()]).unwrap();
-        let cert = got[&both.display().to_string()].as_deref().unwrap();
-        assert_eq!(cert, "-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n");
-        assert_eq!(got[&missing], None);
-    }
-
-    #[test]
-    fn a_kubeconfig_gives_its_certificates_and_never_its_key() {
-        use base64::Engine;
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-        let cert = |what: &str| format!("-----BEGIN CERTIFICATE-----\n{what}\n-----END CERTIFICATE-----\n");
-        let key = "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n";
-        let dir = tempfile::tempdir().unwrap();
-        let kc = dir.path().join("admin.kubeconfig");
-        std::fs::write(
-            &kc,
-            format!(
-                "clusters:\n- cluster:\n    certificate-authority-data: {}\n    server: https://x\nusers:\n- user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
-                b64(&cert("CA")),
-                b64(&cert("CLIENT")),
-                b64(key)
-            ),
-        )
-        .unwrap();
-        let p = kc.display().to_string();
-        let got = local().read_certificates(std::slice::from_ref(&p)).unwrap()[&p].clone().unwrap();
-        assert_eq!(got, format!("{}{}", cert("CA"), cert("CLIENT")));
-    }
-
-    #[test]
-    fn the_node_hashes_the_keys_as_render_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("enc.yaml");
-        let text = "kind: EncryptionConfiguration\nresources:\n  - providers:\n      - aescbc:\n          keys:\n            - name: key2\n              secret: c2Vjb25k\n            - name: key1\n              secret:   Zmlyc3Q=\n      - identity: {}\n";
-        std::fs::write(&cfg, text).unwrap();
-        let path = cfg.display().to_string();
-        let q = FactsQuery { fingerprints: vec![path.clone(), "/nonexistent".into()], ..FactsQuery::default() };
-        let facts = local().facts(&q).unwrap();
-        assert_eq!(facts.fingerprints[&path], crate::render::key_hashes(text));
-        assert_eq!(facts.fingerprints[&path].len(), 2);
-        assert_ne!(facts.fingerprints[&path], crate::render::key_hashes("secret: other\n"));
-        // The same keys used by two providers are the same keys.
-        let twice = format!("{text}      - secretbox:\n          keys:\n            - name: key1\n              secret: Zmlyc3Q=\n");
-        assert_eq!(crate::render::key_hashes(&twice), crate::render::key_hashes(text));
-        assert!(!facts.fingerprints.contains_key("/nonexistent"));
-    }
-
-    #[test]
-    fn the_node_masks_secrets_as_render_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("kubeconfig");
-        let text = "apiVersion: v1\nusers:\n  - name: admin\n    user:\n      client-key-data: S0VZ\n      client-certificate-data: Q0VSVA==\nclusters:\n\t- server: https://10.0.0.1:6443\n      secret:   c2Vj\n      secret:\n-----BEGIN PRIVATE KEY-----\nS0VZIE1BVEVSSUFM\n-----END PRIVATE KEY-----\ntail: x\n";
-        std::fs::write(&f, text).unwrap();
-        let p = f.display().to_string();
-        let got = local().read_masked(std::slice::from_ref(&p)).unwrap();
-        let masked = got[&p].as_deref().unwrap();
-        assert_eq!(masked, crate::render::mask_secrets(text));
-        assert!(!masked.contains("S0VZ") && !masked.contains("c2Vj") && !masked.contains("Q0VSVA"), "{masked}");
-        assert!(masked.contains("<PRIVATE KEY masked>\ntail: x\n") && masked.contains("server: https://10.0.0.1:6443"), "{masked}");
-    }
-
-    #[test]
-    fn a_hosts_file_with_an_unpaired_begin_is_refused_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let (source, target) = (dir.path().join("block"), dir.path().join("hosts"));
-        std::fs::write(&source, "# BEGIN hardway c\n10.0.0.1 n1\n# END hardway c\n").unwrap();
-        let before = "127.0.0.1 localhost\n# BEGIN hardway c\n10.0.0.9 old\n192.0.2.1 precious\n";
-        std::fs::write(&target, before).unwrap();
-        let (s, t) = (source.display().to_string(), target.display().to_string());
-        let block = HostsBlock { cluster: "c", source: &s, target: &t };
-        let err = local().merge_hosts_block(&block).unwrap_err();
-        assert!(err.to_string().contains("do not pair up"), "{err}");
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), before);
-        // Paired, the block is replaced and every other line kept.
-        std::fs::write(&target, "127.0.0.1 localhost\n# BEGIN hardway c\n10.0.0.9 old\n# END hardway c\n192.0.2.1 precious\n").unwrap();
-        local().merge_hosts_block(&block).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&target).unwrap(),
-            "127.0.0.1 localhost\n192.0.2.1 precious\n# BEGIN hardway c\n10.0.0.1 n1\n# END hardway c\n"
-        );
-    }
-
-    /// The addons script's control flow, run by `sh` against a recording stand-in for kubectl
-    /// (no API server can run here): every step in order, the webhook step retried until the
-    /// stand-in accepts it, a rollout that does not finish named in the error.
-    #[test]
-    fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
-        use crate::addons::{Addon, Step};
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("calls");
-        let kubectl = dir.path().join("kubectl");
-        // Refuses the first apply of the pool (as a webhook that does not answer yet), and
-        // every rollout of deployment/broken.
-        let stand_in = format!(
-            "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$*\" in\n  *pool.yaml*) [ -e {log}.once ] || {{ touch {log}.once; echo 'failed calling webhook' >&2; exit 1; }} ;;\n  *deployment/broken*) exit 1 ;;\nesac\nexit 0\n",
-            log = log.display()
-        );
-        std::fs::write(&kubectl, stand_in).unwrap();
-        std::fs::set_permissions(&kubectl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let k = kubectl.display().to_string();
-        let addons = vec![
-            Addon { name: "CoreDNS", steps: vec![Step::Apply("/a/coredns.yaml".into()), Step::Rollout { namespace: "kube-system", object: "deployment/coredns" }] },
-            Addon { name: "MetalLB", steps: vec![Step::ApplyUntilAccepted("/a/pool.yaml".into())] },
-        ];
-        local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &addons, timeout_secs: 10 }).unwrap();
-        let calls: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(|l| l.replace("--kubeconfig /k ", "")).collect();
-        assert_eq!(
-            calls,
-            [
-                "get --raw /readyz",
-                "apply -f /a/coredns.yaml",
-                "-n kube-system rollout status deployment/coredns --timeout=10s",
-                "apply -f /a/pool.yaml",
-                "apply -f /a/pool.yaml",
-            ]
-        );
-        let broken = vec![Addon { name: "Broken", steps: vec![Step::Rollout { namespace: "x", object: "deployment/broken" }] }];
-        let err = local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &broken, timeout_secs: 10 }).unwrap_err().to_string();
-        assert!(err.contains("addon Broken: wait for deployment/broken in x to roll out failed: not ready within 10 s"), "{err}");
     }
 }

@@ -1,217 +1,21 @@
-//! In-memory nodes for tests: [`FakeCluster`] is a [`Connector`] and a [`Probe`] whose nodes
-//! keep files, units, listeners and a clock in memory, so deploy's phase runner, preflight and
-//! verify run against it in milliseconds, without root or SSH.
-//!
-//! It models what those stages rely on, no more: a unit is loaded when its unit file exists,
-//! starts unless the test marks it failing, and etcd members and API servers answer the probe
-//! while their units are active (etcd elects a leader while a majority is up). Every operation
-//! that changes a node is appended to one log shared by all nodes, so tests can assert the
-//! order of a rolling restart across hosts.
+//! [`FakeRemote`]'s operations: what each [`Remote`] call does to one in-memory node, and
+//! the few node behaviours they rely on (etcd joining the member list when it starts, writing
+//! its data dir). Every change is recorded in the cluster's shared event log.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::MutexGuard;
 
-use super::ssh::SshError;
-use crate::addons::Step as AddonStep;
-use super::{
-    Apply, Connector, Facts, FactsQuery, ImportImages, HostsBlock, KeyCheck, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
-    UnitOps, Upload,
+use super::super::ssh::SshError;
+use super::super::{
+    Apply, EtcdRestore, Facts, FactsQuery, ImportImages, HostsBlock, KeyCheck, PLACED, Pairing, Remote, RemoteError, RemoteFile,
+    UnitInfo, UnitOps, Upload,
 };
-use crate::components::COMPONENTS;
-use crate::inventory::{Inventory, Node};
+use super::{Event, FakeCluster, FakeFile, FakeRemote, NodeState};
+use crate::addons::Step as AddonStep;
+use crate::components::ETCD_JOIN_ENV as JOIN_ENV;
 use crate::pki::CertInfo;
 use crate::plan::sha256_hex;
-use crate::probe::{BoxFuture, EtcdMember, MemberStatus, Membership, Probe};
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FakeFile {
-    pub contents: Vec<u8>,
-    pub mode: u32,
-    pub owner: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FakeUnit {
-    pub enabled: bool,
-    pub active: bool,
-    /// Times it was started from inactive, and restarted.
-    pub starts: u32,
-    pub restarts: u32,
-}
-
-/// One node's state.
-#[derive(Debug, Clone)]
-pub struct NodeState {
-    pub name: String,
-    pub address: IpAddr,
-    /// When false, connecting fails as an unreachable host does.
-    pub reachable: bool,
-    pub systemd: bool,
-    pub clock_offset: f64,
-    pub swap_active: bool,
-    pub openssl: bool,
-    pub binaries: BTreeSet<String>,
-    /// Tools on the node's PATH (by name).
-    pub tools: BTreeSet<String>,
-    /// What each binary prints for its version argument.
-    pub versions: BTreeMap<String, String>,
-    pub cgroup2: bool,
-    pub br_netfilter: bool,
-    pub listeners: Vec<super::Listener>,
-    pub files: BTreeMap<String, FakeFile>,
-    pub units: BTreeMap<String, FakeUnit>,
-    /// Units that fail whenever they are started.
-    pub failing: BTreeSet<String>,
-    /// When set, every systemctl call fails with this message (as when systemd's bus is gone).
-    pub systemctl_error: Option<String>,
-    /// Canned answers of Unix sockets, by path.
-    pub sockets: BTreeMap<String, String>,
-    /// Objects `apply` waits for that never become ready (`deployment/coredns`).
-    pub unready: BTreeSet<String>,
-    /// How many Secrets the API server on this node would rewrite.
-    pub secrets: usize,
-    /// Directories that exist (data dirs), besides the files' parents.
-    pub dirs: BTreeSet<String>,
-    /// What `install_files` placed, for reset.
-    pub placed: BTreeSet<String>,
-}
-
-impl NodeState {
-    pub fn unit_active(&self, unit: &str) -> bool {
-        self.reachable && self.units.get(unit).is_some_and(|u| u.active)
-    }
-
-    fn unit_loaded(&self, unit: &str) -> bool {
-        self.files.contains_key(&format!("/etc/systemd/system/{unit}.service"))
-    }
-}
-
-/// Something a node did, in the order it happened across all nodes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub node: String,
-    pub what: String,
-}
-
-/// A whole cluster's nodes, made from an inventory: every node reachable, running systemd, with
-/// the binaries its components need, and nothing deployed.
-#[derive(Clone)]
-pub struct FakeCluster {
-    nodes: BTreeMap<String, Arc<Mutex<NodeState>>>,
-    log: Arc<Mutex<Vec<Event>>>,
-    membership: Arc<Mutex<Vec<EtcdMember>>>,
-    /// How many `member add`s etcd still refuses with "unhealthy cluster", as it does for its
-    /// health interval after a member (re)started.
-    pub unhealthy_adds: Arc<std::sync::atomic::AtomicUsize>,
-    /// The member a MoveLeader handed leadership to, while it is an active voter.
-    moved_leader: Arc<Mutex<Option<u64>>>,
-}
-
-use crate::components::ETCD_JOIN_ENV as JOIN_ENV;
-
-impl FakeCluster {
-    pub fn new(inv: &Inventory) -> FakeCluster {
-        let mut c = FakeCluster { nodes: BTreeMap::new(), log: Arc::new(Mutex::new(Vec::new())), membership: Arc::new(Mutex::new(Vec::new())), unhealthy_adds: Arc::default(), moved_leader: Arc::default() };
-        c.add_nodes(inv);
-        c
-    }
-
-    /// Adds the inventory's nodes that are not there yet (a cluster that grows).
-    pub fn add_nodes(&mut self, inv: &Inventory) {
-        let new: Vec<&Node> = inv.nodes.iter().filter(|n| !self.nodes.contains_key(&n.name)).collect();
-        for n in new {
-            let binaries = COMPONENTS.iter().filter(|c| c.runs_on(inv, n)).map(|c| c.binary_path(inv)).collect();
-            let tools = COMPONENTS.iter().filter(|c| c.runs_on(inv, n)).flat_map(|c| c.needs.iter().map(|need| need.tool.to_string())).collect();
-            let state = NodeState {
-                name: n.name.clone(),
-                address: n.address,
-                reachable: true,
-                systemd: true,
-                clock_offset: 0.0,
-                swap_active: false,
-                openssl: true,
-                binaries,
-                tools,
-                versions: BTreeMap::new(),
-                cgroup2: true,
-                br_netfilter: true,
-                listeners: vec![],
-                files: BTreeMap::new(),
-                units: BTreeMap::new(),
-                failing: BTreeSet::new(),
-                systemctl_error: None,
-                sockets: BTreeMap::new(),
-                unready: BTreeSet::new(),
-                secrets: 3,
-                dirs: BTreeSet::new(),
-                placed: BTreeSet::new(),
-            };
-            self.nodes.insert(n.name.clone(), Arc::new(Mutex::new(state)));
-        }
-    }
-
-    /// The etcd member list, as etcd would give it.
-    pub fn members(&self) -> Vec<EtcdMember> {
-        self.membership.lock().expect("not poisoned").clone()
-    }
-
-    /// A node's state, to inspect or change.
-    pub fn node(&self, name: &str) -> MutexGuard<'_, NodeState> {
-        self.nodes.get(name).unwrap_or_else(|| panic!("no fake node {name}")).lock().expect("not poisoned")
-    }
-
-    /// Everything every node did, in order.
-    pub fn events(&self) -> Vec<Event> {
-        self.log.lock().expect("not poisoned").clone()
-    }
-
-    /// The events whose text starts with `prefix`, as `node: what`.
-    pub fn events_like(&self, prefix: &str) -> Vec<String> {
-        self.events().into_iter().filter(|e| e.what.starts_with(prefix)).map(|e| format!("{}: {}", e.node, e.what)).collect()
-    }
-
-    pub fn clear_events(&self) {
-        self.log.lock().expect("not poisoned").clear();
-    }
-
-    fn by_address(&self, address: IpAddr) -> Option<MutexGuard<'_, NodeState>> {
-        self.nodes.values().map(|n| n.lock().expect("not poisoned")).find(|n| n.address == address)
-    }
-
-    fn member_id(name: &str) -> u64 {
-        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-    }
-
-    /// The leader the active voting members agree on: the first of them, while a majority of
-    /// the voting members is active.
-    fn etcd_leader(&self) -> Option<u64> {
-        let voters: Vec<EtcdMember> = self.members().into_iter().filter(|m| !m.learner && !m.name.is_empty()).collect();
-        let active: Vec<&EtcdMember> = voters.iter().filter(|m| self.nodes.get(&m.name).is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"))).collect();
-        let moved = *self.moved_leader.lock().expect("not poisoned");
-        let leader = active.iter().find(|m| Some(m.id) == moved).or(active.first()).map(|m| m.id);
-        (!active.is_empty() && active.len() > voters.len() / 2).then_some(leader).flatten()
-    }
-}
-
-impl Connector for FakeCluster {
-    fn connect(&self, node: &Node) -> Result<Box<dyn Remote>, RemoteError> {
-        let state = self.nodes.get(&node.name).unwrap_or_else(|| panic!("no fake node {}", node.name)).clone();
-        if !state.lock().expect("not poisoned").reachable {
-            return Err(SshError::Connect { host: node.address.to_string(), port: 22, reason: "connection refused (fake)".into() }.into());
-        }
-        Ok(Box::new(FakeRemote { node: node.name.clone(), state, log: self.log.clone(), membership: self.membership.clone() }))
-    }
-}
-
-/// One fake node, connected.
-pub struct FakeRemote {
-    node: String,
-    state: Arc<Mutex<NodeState>>,
-    log: Arc<Mutex<Vec<Event>>>,
-    membership: Arc<Mutex<Vec<EtcdMember>>>,
-}
+use crate::probe::EtcdMember;
 
 impl FakeRemote {
     /// What starting etcd on this node does to the member list: a first member of a new
@@ -341,7 +145,7 @@ impl Remote for FakeRemote {
         for p in paths {
             s.files.retain(|f, _| f != p && !f.starts_with(&format!("{p}/")));
             s.dirs.remove(p);
-            if p == super::PLACED {
+            if p == PLACED {
                 s.placed.clear();
             }
         }
@@ -354,7 +158,7 @@ impl Remote for FakeRemote {
         Ok(self.state()?.placed.iter().cloned().collect())
     }
 
-    fn restore_etcd(&self, r: &super::EtcdRestore<'_>) -> Result<(), RemoteError> {
+    fn restore_etcd(&self, r: &EtcdRestore<'_>) -> Result<(), RemoteError> {
         let mut s = self.state()?;
         if s.dirs.contains(r.data_dir) {
             return Err(RemoteError::failed("restoring the etcd snapshot", "the data dir is not empty: move it aside first"));
@@ -647,146 +451,4 @@ fn stats(s: &NodeState, paths: &[String]) -> BTreeMap<String, RemoteFile> {
             Some((p.clone(), RemoteFile { sha256: sha256_hex(&f.contents), mode: f.mode, owner: f.owner.clone() }))
         })
         .collect()
-}
-
-impl Probe for FakeCluster {
-    fn etcd_member<'a>(&'a self, name: &'a str, address: IpAddr, _timeout: Duration) -> BoxFuture<'a, MemberStatus> {
-        Box::pin(async move {
-            if !self.node(name).unit_active("etcd") {
-                return MemberStatus::no_answer(name, address, format!("https://{address}:2379: connection refused (fake)"));
-            }
-            let leader = self.etcd_leader();
-            let id = self.members().iter().find(|m| m.name == name).map(|m| m.id);
-            MemberStatus {
-                name: name.to_string(),
-                address,
-                member_id: id,
-                leader: Some(leader.unwrap_or(0)),
-                raft_index: Some(10),
-                db_size: Some(20480),
-                version: Some("3.5.0-fake".into()),
-                errors: vec![],
-                error: None,
-            }
-        })
-    }
-
-    fn etcd_membership(&self, address: IpAddr, _timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), String>> {
-        Box::pin(async move {
-            if !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
-                return Err(format!("{address}: connection refused (fake)"));
-            }
-            Ok((self.members(), vec![]))
-        })
-    }
-
-    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, String>> {
-        Box::pin(async move {
-            if self.etcd_leader().is_none() || !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
-                return Err("etcdserver: no leader (fake)".into());
-            }
-            use std::sync::atomic::Ordering;
-            if self.unhealthy_adds.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
-                self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member add {peer_url} refused") });
-                return Err("etcdserver: unhealthy cluster (fake)".into());
-            }
-            let mut members = self.membership.lock().expect("not poisoned");
-            if members.iter().any(|m| m.peer_url == peer_url) {
-                return Err("etcdserver: Peer URLs already exists (fake)".into());
-            }
-            let id = FakeCluster::member_id(peer_url) ^ 0x5a5a;
-            members.push(EtcdMember { id, name: String::new(), peer_url: peer_url.to_string(), learner: true });
-            drop(members);
-            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member add {peer_url} (learner)") });
-            Ok(id)
-        })
-    }
-
-    fn etcd_member_promote(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            // Never a node lock under the member-list lock: systemctl takes them the other way.
-            let name = self.members().into_iter().find(|m| m.id == id).ok_or("etcdserver: member not found (fake)")?.name;
-            let started = !name.is_empty() && self.nodes.get(&name).is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"));
-            if !started {
-                return Err("etcdserver: can only promote a learner member which is in sync with leader (fake)".into());
-            }
-            if let Some(m) = self.membership.lock().expect("not poisoned").iter_mut().find(|m| m.id == id) {
-                m.learner = false;
-            }
-            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member promote {name}") });
-            Ok(())
-        })
-    }
-
-    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>> {
-        Box::pin(async move {
-            if self.etcd_leader().is_none() || !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
-                return Err("etcdserver: no leader (fake)".into());
-            }
-            // The fake keyspace: the member list, which is all the fake keeps.
-            let bytes = format!("fake etcd snapshot: {:?}\n", self.members()).into_bytes();
-            out.write_all(&bytes).map_err(|e| e.to_string())?;
-            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: "snapshot".into() });
-            Ok((bytes.len() as u64, 42))
-        })
-    }
-
-    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            let current = self.etcd_leader().ok_or("etcdserver: no leader (fake)")?;
-            let asked = self.members().into_iter().find(|m| self.by_address(leader).is_some_and(|n| n.name == m.name)).map(|m| m.id);
-            if asked != Some(current) {
-                return Err("etcdserver: not leader (fake)".into());
-            }
-            let target = self.members().into_iter().find(|m| m.id == to && !m.learner).ok_or("etcdserver: bad leader transferee (fake)")?;
-            *self.moved_leader.lock().expect("not poisoned") = Some(to);
-            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("move leader to {}", target.name) });
-            Ok(())
-        })
-    }
-
-    fn etcd_member_remove(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            let mut members = self.membership.lock().expect("not poisoned");
-            let at = members.iter().position(|m| m.id == id).ok_or("etcdserver: member not found (fake)")?;
-            let m = members.remove(at);
-            drop(members);
-            if let Some(n) = self.nodes.get(&m.name) {
-                // A removed member's etcd stops: it is no longer part of the cluster.
-                if let Some(u) = n.lock().expect("not poisoned").units.get_mut("etcd") {
-                    u.active = false;
-                }
-            }
-            self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: format!("member remove {}", m.name) });
-            Ok(())
-        })
-    }
-
-    fn api_get<'a>(&'a self, address: IpAddr, _port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>> {
-        Box::pin(async move {
-            let Some(node) = self.by_address(address) else { return Err(format!("connecting to {address}: no route (fake)")) };
-            let serving = if node.unit_active("kube-apiserver") {
-                true
-            } else if node.unit_active("haproxy") {
-                drop(node);
-                self.nodes.values().any(|n| n.lock().expect("not poisoned").unit_active("kube-apiserver"))
-            } else {
-                false
-            };
-            if !serving {
-                return Err(format!("connecting to {address}: connection refused (fake)"));
-            }
-            if path == "/api/v1/nodes" {
-                let ready: Vec<serde_json::Value> = self
-                    .nodes
-                    .values()
-                    .map(|n| n.lock().expect("not poisoned"))
-                    .filter(|n| n.unit_active("kubelet"))
-                    .map(|n| serde_json::json!({"metadata": {"name": n.name}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
-                    .collect();
-                return Ok((200, serde_json::json!({ "items": ready }).to_string()));
-            }
-            Ok((200, "ok".into()))
-        })
-    }
 }

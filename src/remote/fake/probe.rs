@@ -1,0 +1,162 @@
+//! [`FakeCluster`] as a [`Probe`]: etcd members and API servers answer while their units are
+//! active on the fake nodes; member changes edit the shared member list and are logged.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use super::{Event, FakeCluster};
+use crate::probe::{BoxFuture, EtcdMember, MemberStatus, Membership, Probe};
+
+impl FakeCluster {
+    /// Records what the etcd cluster did (not one node) in the shared event log.
+    fn etcd_event(&self, what: impl Into<String>) {
+        self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: what.into() });
+    }
+
+    /// A request that needs the leader, sent to the member at `address`: it fails as etcd's
+    /// does while there is no leader or that member is down.
+    fn leader_through(&self, address: IpAddr) -> Result<(), String> {
+        if self.etcd_leader().is_none() || !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
+            return Err("etcdserver: no leader (fake)".into());
+        }
+        Ok(())
+    }
+}
+
+impl Probe for FakeCluster {
+    fn etcd_member<'a>(&'a self, name: &'a str, address: IpAddr, _timeout: Duration) -> BoxFuture<'a, MemberStatus> {
+        Box::pin(async move {
+            if !self.node(name).unit_active("etcd") {
+                return MemberStatus::no_answer(name, address, format!("https://{address}:2379: connection refused (fake)"));
+            }
+            let leader = self.etcd_leader();
+            let id = self.members().iter().find(|m| m.name == name).map(|m| m.id);
+            MemberStatus {
+                name: name.to_string(),
+                address,
+                member_id: id,
+                leader: Some(leader.unwrap_or(0)),
+                raft_index: Some(10),
+                db_size: Some(20480),
+                version: Some("3.5.0-fake".into()),
+                errors: vec![],
+                error: None,
+            }
+        })
+    }
+
+    fn etcd_membership(&self, address: IpAddr, _timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), String>> {
+        Box::pin(async move {
+            if !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
+                return Err(format!("{address}: connection refused (fake)"));
+            }
+            Ok((self.members(), vec![]))
+        })
+    }
+
+    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move {
+            self.leader_through(address)?;
+            use std::sync::atomic::Ordering;
+            if self.unhealthy_adds.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                self.etcd_event(format!("member add {peer_url} refused"));
+                return Err("etcdserver: unhealthy cluster (fake)".into());
+            }
+            let mut members = self.membership.lock().expect("not poisoned");
+            if members.iter().any(|m| m.peer_url == peer_url) {
+                return Err("etcdserver: Peer URLs already exists (fake)".into());
+            }
+            let id = FakeCluster::member_id(peer_url) ^ 0x5a5a;
+            members.push(EtcdMember { id, name: String::new(), peer_url: peer_url.to_string(), learner: true });
+            drop(members);
+            self.etcd_event(format!("member add {peer_url} (learner)"));
+            Ok(id)
+        })
+    }
+
+    fn etcd_member_promote(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            // Never a node lock under the member-list lock: systemctl takes them the other way.
+            let name = self.members().into_iter().find(|m| m.id == id).ok_or("etcdserver: member not found (fake)")?.name;
+            let started = !name.is_empty() && self.nodes.get(&name).is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"));
+            if !started {
+                return Err("etcdserver: can only promote a learner member which is in sync with leader (fake)".into());
+            }
+            if let Some(m) = self.membership.lock().expect("not poisoned").iter_mut().find(|m| m.id == id) {
+                m.learner = false;
+            }
+            self.etcd_event(format!("member promote {name}"));
+            Ok(())
+        })
+    }
+
+    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>> {
+        Box::pin(async move {
+            self.leader_through(address)?;
+            // The fake keyspace: the member list, which is all the fake keeps.
+            let bytes = format!("fake etcd snapshot: {:?}\n", self.members()).into_bytes();
+            out.write_all(&bytes).map_err(|e| e.to_string())?;
+            self.etcd_event("snapshot");
+            Ok((bytes.len() as u64, 42))
+        })
+    }
+
+    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let current = self.etcd_leader().ok_or("etcdserver: no leader (fake)")?;
+            let asked = self.members().into_iter().find(|m| self.by_address(leader).is_some_and(|n| n.name == m.name)).map(|m| m.id);
+            if asked != Some(current) {
+                return Err("etcdserver: not leader (fake)".into());
+            }
+            let target = self.members().into_iter().find(|m| m.id == to && !m.learner).ok_or("etcdserver: bad leader transferee (fake)")?;
+            *self.moved_leader.lock().expect("not poisoned") = Some(to);
+            self.etcd_event(format!("move leader to {}", target.name));
+            Ok(())
+        })
+    }
+
+    fn etcd_member_remove(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let mut members = self.membership.lock().expect("not poisoned");
+            let at = members.iter().position(|m| m.id == id).ok_or("etcdserver: member not found (fake)")?;
+            let m = members.remove(at);
+            drop(members);
+            if let Some(n) = self.nodes.get(&m.name) {
+                // A removed member's etcd stops: it is no longer part of the cluster.
+                if let Some(u) = n.lock().expect("not poisoned").units.get_mut("etcd") {
+                    u.active = false;
+                }
+            }
+            self.etcd_event(format!("member remove {}", m.name));
+            Ok(())
+        })
+    }
+
+    fn api_get<'a>(&'a self, address: IpAddr, _port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>> {
+        Box::pin(async move {
+            let Some(node) = self.by_address(address) else { return Err(format!("connecting to {address}: no route (fake)")) };
+            let serving = if node.unit_active("kube-apiserver") {
+                true
+            } else if node.unit_active("haproxy") {
+                drop(node);
+                self.nodes.values().any(|n| n.lock().expect("not poisoned").unit_active("kube-apiserver"))
+            } else {
+                false
+            };
+            if !serving {
+                return Err(format!("connecting to {address}: connection refused (fake)"));
+            }
+            if path == "/api/v1/nodes" {
+                let ready: Vec<serde_json::Value> = self
+                    .nodes
+                    .values()
+                    .map(|n| n.lock().expect("not poisoned"))
+                    .filter(|n| n.unit_active("kubelet"))
+                    .map(|n| serde_json::json!({"metadata": {"name": n.name}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+                    .collect();
+                return Ok((200, serde_json::json!({ "items": ready }).to_string()));
+            }
+            Ok((200, "ok".into()))
+        })
+    }
+}

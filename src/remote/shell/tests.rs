@@ -1,0 +1,145 @@
+//! The scripts run by this machine's own `sh` ([`LocalShell`]) against real files and tools,
+//! and the parsers on lines as the tools print them.
+
+use super::*;
+use crate::remote::Listener;
+
+#[test]
+fn parses_ss_lines() {
+    let l = parse_ss("LISTEN 0      4096      10.213.0.11:2379      0.0.0.0:*    users:((\"etcd\",pid=231,fd=8)) unit=etcd.service").unwrap();
+    assert_eq!(l, Listener { port: 2379, process: "etcd".into(), unit: Some("etcd".into()) });
+    let l = parse_ss("LISTEN 0 128 [::]:22 [::]:* users:((\"sshd\",pid=1,fd=4)) unit=").unwrap();
+    assert_eq!((l.port, l.unit), (22, None));
+    assert!(parse_ss("garbage").is_none());
+}
+
+fn local() -> ShellRemote<LocalShell> {
+    ShellRemote::new("local", LocalShell)
+}
+
+#[test]
+fn certificates_come_back_without_the_keys_beside_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let both = dir.path().join("both.pem");
+    std::fs::write(&both, "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n").unwrap();
+    let missing = dir.path().join("missing.crt").display().to_string();
+    let got = local().read_certificates(&[both.display().to_string(), missing.clone()]).unwrap();
+    let cert = got[&both.display().to_string()].as_deref().unwrap();
+    assert_eq!(cert, "-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n");
+    assert_eq!(got[&missing], None);
+}
+
+#[test]
+fn a_kubeconfig_gives_its_certificates_and_never_its_key() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let cert = |what: &str| format!("-----BEGIN CERTIFICATE-----\n{what}\n-----END CERTIFICATE-----\n");
+    let key = "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n";
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("admin.kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "clusters:\n- cluster:\n    certificate-authority-data: {}\n    server: https://x\nusers:\n- user:\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&cert("CA")),
+            b64(&cert("CLIENT")),
+            b64(key)
+        ),
+    )
+    .unwrap();
+    let p = kc.display().to_string();
+    let got = local().read_certificates(std::slice::from_ref(&p)).unwrap()[&p].clone().unwrap();
+    assert_eq!(got, format!("{}{}", cert("CA"), cert("CLIENT")));
+}
+
+#[test]
+fn the_node_hashes_the_keys_as_render_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("enc.yaml");
+    let text = "kind: EncryptionConfiguration\nresources:\n  - providers:\n      - aescbc:\n          keys:\n            - name: key2\n              secret: c2Vjb25k\n            - name: key1\n              secret:   Zmlyc3Q=\n      - identity: {}\n";
+    std::fs::write(&cfg, text).unwrap();
+    let path = cfg.display().to_string();
+    let q = FactsQuery { fingerprints: vec![path.clone(), "/nonexistent".into()], ..FactsQuery::default() };
+    let facts = local().facts(&q).unwrap();
+    assert_eq!(facts.fingerprints[&path], crate::render::key_hashes(text));
+    assert_eq!(facts.fingerprints[&path].len(), 2);
+    assert_ne!(facts.fingerprints[&path], crate::render::key_hashes("secret: other\n"));
+    // The same keys used by two providers are the same keys.
+    let twice = format!("{text}      - secretbox:\n          keys:\n            - name: key1\n              secret: Zmlyc3Q=\n");
+    assert_eq!(crate::render::key_hashes(&twice), crate::render::key_hashes(text));
+    assert!(!facts.fingerprints.contains_key("/nonexistent"));
+}
+
+#[test]
+fn the_node_masks_secrets_as_render_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("kubeconfig");
+    let text = "apiVersion: v1\nusers:\n  - name: admin\n    user:\n      client-key-data: S0VZ\n      client-certificate-data: Q0VSVA==\nclusters:\n\t- server: https://10.0.0.1:6443\n      secret:   c2Vj\n      secret:\n-----BEGIN PRIVATE KEY-----\nS0VZIE1BVEVSSUFM\n-----END PRIVATE KEY-----\ntail: x\n";
+    std::fs::write(&f, text).unwrap();
+    let p = f.display().to_string();
+    let got = local().read_masked(std::slice::from_ref(&p)).unwrap();
+    let masked = got[&p].as_deref().unwrap();
+    assert_eq!(masked, crate::render::mask_secrets(text));
+    assert!(!masked.contains("S0VZ") && !masked.contains("c2Vj") && !masked.contains("Q0VSVA"), "{masked}");
+    assert!(masked.contains("<PRIVATE KEY masked>\ntail: x\n") && masked.contains("server: https://10.0.0.1:6443"), "{masked}");
+}
+
+#[test]
+fn a_hosts_file_with_an_unpaired_begin_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, target) = (dir.path().join("block"), dir.path().join("hosts"));
+    std::fs::write(&source, "# BEGIN hardway c\n10.0.0.1 n1\n# END hardway c\n").unwrap();
+    let before = "127.0.0.1 localhost\n# BEGIN hardway c\n10.0.0.9 old\n192.0.2.1 precious\n";
+    std::fs::write(&target, before).unwrap();
+    let (s, t) = (source.display().to_string(), target.display().to_string());
+    let block = HostsBlock { cluster: "c", source: &s, target: &t };
+    let err = local().merge_hosts_block(&block).unwrap_err();
+    assert!(err.to_string().contains("do not pair up"), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), before);
+    // Paired, the block is replaced and every other line kept.
+    std::fs::write(&target, "127.0.0.1 localhost\n# BEGIN hardway c\n10.0.0.9 old\n# END hardway c\n192.0.2.1 precious\n").unwrap();
+    local().merge_hosts_block(&block).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "127.0.0.1 localhost\n192.0.2.1 precious\n# BEGIN hardway c\n10.0.0.1 n1\n# END hardway c\n"
+    );
+}
+
+/// The addons script's control flow, run by `sh` against a recording stand-in for kubectl
+/// (no API server can run here): every step in order, the webhook step retried until the
+/// stand-in accepts it, a rollout that does not finish named in the error.
+#[test]
+fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
+    use crate::addons::{Addon, Step};
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls");
+    let kubectl = dir.path().join("kubectl");
+    // Refuses the first apply of the pool (as a webhook that does not answer yet), and
+    // every rollout of deployment/broken.
+    let stand_in = format!(
+        "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$*\" in\n  *pool.yaml*) [ -e {log}.once ] || {{ touch {log}.once; echo 'failed calling webhook' >&2; exit 1; }} ;;\n  *deployment/broken*) exit 1 ;;\nesac\nexit 0\n",
+        log = log.display()
+    );
+    std::fs::write(&kubectl, stand_in).unwrap();
+    std::fs::set_permissions(&kubectl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let k = kubectl.display().to_string();
+    let addons = vec![
+        Addon { name: "CoreDNS", steps: vec![Step::Apply("/a/coredns.yaml".into()), Step::Rollout { namespace: "kube-system", object: "deployment/coredns" }] },
+        Addon { name: "MetalLB", steps: vec![Step::ApplyUntilAccepted("/a/pool.yaml".into())] },
+    ];
+    local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &addons, timeout_secs: 10 }).unwrap();
+    let calls: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(|l| l.replace("--kubeconfig /k ", "")).collect();
+    assert_eq!(
+        calls,
+        [
+            "get --raw /readyz",
+            "apply -f /a/coredns.yaml",
+            "-n kube-system rollout status deployment/coredns --timeout=10s",
+            "apply -f /a/pool.yaml",
+            "apply -f /a/pool.yaml",
+        ]
+    );
+    let broken = vec![Addon { name: "Broken", steps: vec![Step::Rollout { namespace: "x", object: "deployment/broken" }] }];
+    let err = local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &broken, timeout_secs: 10 }).unwrap_err().to_string();
+    assert!(err.contains("addon Broken: wait for deployment/broken in x to roll out failed: not ready within 10 s"), "{err}");
+}
