@@ -106,7 +106,7 @@ impl Events {
         }
     }
 
-    /// A step on a host: `started` now, its outcome when [`Step::done`] is called.
+    /// A step on a host: `started` now, its outcome when [`StepTimer::done`] is called.
     pub fn start(&self, host: Option<&str>, phase: Option<&str>, step: &str) -> StepTimer {
         self.emit(host, phase, step, Status::Started, None, None);
         StepTimer {

@@ -1,6 +1,6 @@
 //! Stage 4: what deploy has to do on each host, from the rendered files and what the host has.
 //!
-//! Pure data in, data out: [`plan`] compares every rendered file with the SHA-256, mode and
+//! Pure data in, data out: [`plan_host`] compares every rendered file with the SHA-256, mode and
 //! owner the host reported and decides which files to send, whether systemd must reload, and
 //! which units to restart (one of their own files changed) or merely ensure started. `--dry-run`
 //! prints exactly this; the apply stage executes exactly this.

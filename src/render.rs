@@ -1,6 +1,6 @@
 //! Stage 3: every file every host gets, rendered in memory from the inventory and the PKI.
 //!
-//! What goes where is one table, [`FILES`]: for each role, the final path on the node, where the
+//! What goes where is one table, `FILES`: for each role, the final path on the node, where the
 //! bytes come from (a template in `templates/`, a certificate, a key), its mode, and which units
 //! must restart when it changes — deploy needs that last column to restart only what changed.
 //! Templates are tera files embedded in the binary, so a release carries them; `context` holds

@@ -53,7 +53,8 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Sn
     move |source| SnapshotError::Io { op, path: path.to_path_buf(), source }
 }
 
-/// `2026-11-27T15:03:40.123Z` → `20261127T150340Z`, sortable and safe in file names.
+/// `2026-11-27T15:03:40.123Z` → `20261127T150340123Z` (to the millisecond, so two snapshots in one
+/// second differ), sortable and safe in file names.
 fn stamp(rfc3339: &str) -> String {
     rfc3339.chars().filter(|c| c.is_ascii_digit() || *c == 'T').take(18).collect::<String>() + "Z"
 }

@@ -13,7 +13,7 @@
 //! addons      manifests applied on the first master
 //! ```
 //!
-//! Each phase is a module with `run` and `dry_run` ([`Step`]), dispatched by `match` in
+//! Each phase is a module with `run` and `dry_run` (`Step`), dispatched by `match` in
 //! [`deploy`]. Hosts are reached through a [`Connector`] and the cluster's endpoints through a
 //! [`Probe`], so the whole runner is tested against `remote::fake` without root. A host that
 //! fails (unreachable, refused host key, a unit that does not start) is reported and left out

@@ -6,7 +6,7 @@
 //!
 //! - [`ShellRemote`] over a [`Transport`] (an SSH session, [`ssh::Conn`]): each operation is one
 //!   shell script built by [`script`], one round trip, every value quoted;
-//! - [`fake::FakeNode`]: an in-memory node (files, units, listeners, clock), so the phase
+//! - [`fake::NodeState`]: an in-memory node (files, units, listeners, clock), so the phase
 //!   runner, preflight and verify logic are tested fast and without root.
 //!
 //! A [`Connector`] opens one `Remote` per node; deploy and verify never know which kind they

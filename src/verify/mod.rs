@@ -7,7 +7,7 @@
 //! where it is. Private keys never leave the nodes: a key is compared with its certificate on
 //! the node, by the SHA-256 of the public key openssl derives from each.
 //!
-//! - `host`: what is checked over each node's [`Remote`]: units, certificates, keys, the
+//! - `host`: what is checked over each node's [`Remote`](crate::remote::Remote): units, certificates, keys, the
 //!   encryption config, HAProxy;
 //! - `certs`: one certificate against its CA, SANs, expiry and key;
 //! - `sans`: which names and addresses a serving certificate must cover, by what the units and

@@ -4,7 +4,7 @@
 //! snapshotted; the new certificates are written into the PKI directory, the replaced files
 //! kept in `aside/renew-<stamp>/`; then the files that changed (certificates, and kubeconfigs
 //! embedding a renewed client certificate) go to the nodes that have them, and what reads them
-//! restarts in deploy's safe order (see [`super::push`]).
+//! restarts in deploy's safe order (see `super::push`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
