@@ -143,3 +143,35 @@ fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
     let err = local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &broken, timeout_secs: 10 }).unwrap_err().to_string();
     assert!(err.contains("addon Broken: wait for deployment/broken in x to roll out failed: not ready within 10 s"), "{err}");
 }
+
+/// The facts read with shell builtins (no process per fact) agree with what this machine's own
+/// files and tools say: cgroup v2, br_netfilter, swap, and a hosts block's marker counted only
+/// on a line of its own.
+#[test]
+fn facts_read_with_builtins_agree_with_the_host() {
+    use crate::remote::FactsQuery;
+    let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let name = host_hosts
+        .lines()
+        .find_map(|l| l.strip_prefix("# BEGIN hardway "))
+        .map(str::to_string)
+        .unwrap_or_else(|| "no-such-cluster-here".into());
+    let f = local().facts(&FactsQuery { hosts_block: name.clone(), ..FactsQuery::default() }).unwrap();
+    assert_eq!(f.hosts_block, host_hosts.lines().any(|l| l == format!("# BEGIN hardway {name}")), "{name}");
+    let fs_type = std::process::Command::new("stat").args(["-fc", "%T", "/sys/fs/cgroup"]).output().unwrap();
+    assert_eq!(f.cgroup2, String::from_utf8_lossy(&fs_type.stdout).trim() == "cgroup2fs");
+    let module = std::process::Command::new("modinfo").arg("br_netfilter").output().is_ok_and(|o| o.status.success());
+    assert_eq!(f.br_netfilter, std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() || module);
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap();
+    assert_eq!(f.swap_active, swaps.lines().skip(1).any(|l| !l.trim().is_empty()));
+    assert!(f.clock_offset.abs() < 1.0, "{}", f.clock_offset);
+}
+
+/// A cluster name with pattern characters counts only its own marker line.
+#[test]
+fn the_hosts_block_marker_is_matched_literally() {
+    use crate::remote::FactsQuery;
+    let f = local().facts(&FactsQuery { hosts_block: "*".into(), ..FactsQuery::default() }).unwrap();
+    let literal = std::fs::read_to_string("/etc/hosts").unwrap_or_default().lines().any(|l| l == "# BEGIN hardway *");
+    assert_eq!(f.hosts_block, literal);
+}
