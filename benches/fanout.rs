@@ -365,8 +365,13 @@ fn main() {
     remove_stale();
     // Nothing else on this machine may use 10.214.0.0/24.
     net::check_subnet_free(BRIDGE, gateway().trunc()).unwrap_or_else(|e| panic!("fanout bench: {e}"));
-    // The lab's root fs (built once from the host's apt mirror if missing), as a read-only lower layer.
-    let rootfs = hardway::lab::cache_rootfs(&hardway::lab::LabOptions::default(), hardway::inventory::LabSuite::default()).expect("the lab's root fs");
+    // The lab's root fs (built once from the host's apt mirror if missing), as a read-only lower
+    // layer. HW_BENCH_SUITE picks another suite's: the hosts' sshd and shell are most of the
+    // machine's CPU, so runs compare only on the same suite.
+    let suite = std::env::var("HW_BENCH_SUITE").map_or(hardway::inventory::LabSuite::default(), |s| {
+        hardway::inventory::LabSuite::parse(&s).unwrap_or_else(|| panic!("HW_BENCH_SUITE={s}: bookworm, trixie or sid"))
+    });
+    let rootfs = hardway::lab::cache_rootfs(&hardway::lab::LabOptions::default(), suite).expect("the lab's root fs");
 
     let guard = Guard;
     let sizes = sizes();
