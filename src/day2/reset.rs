@@ -14,7 +14,7 @@ use crate::components::ETCD_DATA_DIR;
 use crate::events::{Events, Status};
 use crate::inventory::{Inventory, Node};
 use crate::probe::{self, Probe};
-use crate::remote::{Connector, PLACED, UnitOps};
+use crate::remote::{Connector, PLACED, UnitOps, VERSION_CACHE};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeReset {
@@ -98,6 +98,7 @@ pub async fn reset(inv: &Inventory, nodes: &[&Node], connector: &dyn Connector, 
         };
         let mut remove: BTreeSet<String> = placed.iter().cloned().collect();
         remove.insert(PLACED.to_string());
+        remove.insert(VERSION_CACHE.to_string());
         r.remove_paths(&remove.into_iter().collect::<Vec<_>>())?;
         r.remove_hosts_block(&inv.cluster.name, "/etc/hosts")?;
         r.systemctl(&UnitOps { daemon_reload: true, ..UnitOps::default() })?;

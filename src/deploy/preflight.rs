@@ -35,9 +35,11 @@ pub(crate) async fn run(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<
 pub(crate) async fn connect_and_plan(ctx: &mut Ctx, connector: Arc<dyn Connector>) {
     let (inv, rendered, phases, events) = (ctx.inv.clone(), ctx.rendered.clone(), ctx.phases.clone(), ctx.events.clone());
     let restart = ctx.opts.restart.clone();
+    // A dry run writes nothing, not even the nodes' version cache.
+    let version_cache = (!ctx.opts.dry_run).then(|| crate::remote::VERSION_CACHE.to_string());
     ctx.each_host(move |h| {
         let step = events.start(Some(&h.node.name), Some("preflight"), "connect and read facts");
-        connect_and_gather(h, connector.as_ref(), &inv, &rendered, &phases);
+        connect_and_gather(h, connector.as_ref(), &inv, &rendered, &phases, version_cache.clone());
         if let Some(facts) = h.facts.as_ref().filter(|_| h.outcome.ok) {
             let mut plan = plan::plan_host(&rendered, &h.node.name, &facts.files, &phases);
             for u in plan.units.iter_mut().filter(|u| restart.contains(&(h.node.name.clone(), u.unit.clone()))) {
@@ -53,7 +55,7 @@ pub(crate) async fn connect_and_plan(ctx: &mut Ctx, connector: Arc<dyn Connector
     .await;
 }
 
-fn connect_and_gather(h: &mut Host, connector: &dyn Connector, inv: &Inventory, rendered: &Rendered, phases: &[Phase]) {
+fn connect_and_gather(h: &mut Host, connector: &dyn Connector, inv: &Inventory, rendered: &Rendered, phases: &[Phase], version_cache: Option<String>) {
     match connector.connect(&h.node) {
         Ok(r) => h.remote = Some(r),
         Err(e) => return h.fail(Phase::Preflight, e),
@@ -72,6 +74,7 @@ fn connect_and_gather(h: &mut Host, connector: &dyn Connector, inv: &Inventory, 
             .collect(),
         hosts_block: inv.cluster.name.clone(),
         units: crate::components::units_on(inv, &h.node).map(str::to_string).collect(),
+        version_cache,
     };
     match h.remote().facts(&query) {
         Ok(f) => h.facts = Some(f),

@@ -203,8 +203,23 @@ impl<T: Transport> Remote for ShellRemote<T> {
             s.section("tools").raw(&format!("for t in {tools}; do command -v \"$t\" >/dev/null 2>&1 && echo \"$t\"; done; true"));
         }
         for (i, (bin, arg)) in q.versions.iter().enumerate() {
-            let b = quote(bin);
-            s.section(&format!("version:{i}")).raw(&format!("[ -x {b} ] && {b} {} 2>&1 | head -n 1; true", quote(arg)));
+            let (b, run) = (quote(bin), format!("{} {} 2>&1 | head -n 1", quote(bin), quote(arg)));
+            let line = match &q.version_cache {
+                None => format!("[ -x {b} ] && {run}; true"),
+                // The cache file holds the key (inode, size, mtime: a replaced binary, by apt or
+                // by hardway's rename, has a new inode) and the line.
+                Some(dir) => {
+                    let file = quote(&format!("{}/{}", dir.trim_end_matches('/'), bin.replace('/', "%")));
+                    format!(
+                        "if [ -x {b} ]; then k=$(stat -Lc '%i %s %Y' {b} 2>/dev/null) || k=; ck=; v=; \
+                         if [ -n \"$k\" ] && [ -r {file} ]; then {{ read -r ck && read -r v; }} < {file} || true; [ \"$ck\" = \"$k\" ] || v=; fi; \
+                         if [ -z \"$v\" ]; then v=$({run}); if [ -n \"$k\" ]; then (umask 022; mkdir -p {d}) && printf '%s\\n%s\\n' \"$k\" \"$v\" > {file}.tmp && mv -f {file}.tmp {file} || true; fi; fi; \
+                         printf '%s\\n' \"$v\"; fi; true",
+                        d = quote(dir)
+                    )
+                }
+            };
+            s.section(&format!("version:{i}")).raw(&line);
         }
         let t0 = now_secs();
         let out = self.run_ok("reading the node's state", &s)?;

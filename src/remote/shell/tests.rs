@@ -175,3 +175,39 @@ fn the_hosts_block_marker_is_matched_literally() {
     let literal = std::fs::read_to_string("/etc/hosts").unwrap_or_default().lines().any(|l| l == "# BEGIN hardway *");
     assert_eq!(f.hosts_block, literal);
 }
+
+/// A binary's version line is read once and kept on the node; a binary replaced (a new inode,
+/// as apt and hardway's renames make) is asked again; without a cache (a dry run) nothing is
+/// written.
+#[test]
+fn version_lines_are_cached_until_the_binary_is_replaced() {
+    use crate::remote::FactsQuery;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (bin, runs, cache) = (dir.path().join("tool"), dir.path().join("runs"), dir.path().join("cache"));
+    let install = |version: &str| {
+        let tmp = dir.path().join("tool.new");
+        std::fs::write(&tmp, format!("#!/bin/sh\necho run >> '{}'\necho 'tool {version}'\n", runs.display())).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &bin).unwrap();
+    };
+    let runs_so_far = || std::fs::read_to_string(&runs).map(|t| t.lines().count()).unwrap_or(0);
+    let query = |cache: Option<&std::path::Path>| FactsQuery {
+        versions: vec![(bin.display().to_string(), "--version".into())],
+        version_cache: cache.map(|c| c.display().to_string()),
+        ..FactsQuery::default()
+    };
+    let version = |cache| local().facts(&query(cache)).unwrap().versions.get(&bin.display().to_string()).cloned();
+
+    install("1.0");
+    assert_eq!(version(None).as_deref(), Some("tool 1.0"));
+    assert!(!cache.exists(), "no cache asked for, none written");
+    assert_eq!(version(Some(&cache)).as_deref(), Some("tool 1.0"));
+    assert_eq!(version(Some(&cache)).as_deref(), Some("tool 1.0"));
+    assert_eq!(runs_so_far(), 2, "asked once without the cache, once to fill it, then read from it");
+    install("2.0");
+    assert_eq!(version(Some(&cache)).as_deref(), Some("tool 2.0"), "a replaced binary is asked again");
+    assert_eq!(runs_so_far(), 3);
+    std::fs::remove_file(&bin).unwrap();
+    assert_eq!(version(Some(&cache)), None, "a binary that is gone has no version, cached or not");
+}
