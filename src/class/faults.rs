@@ -240,7 +240,9 @@ mod tests {
         let good = pki::CertInfo::parse(&pki.cert("etcd/server-lab-m1").cert_pem).unwrap();
         let now = time::OffsetDateTime::now_utc();
         let expired = pki::CertInfo::parse(&faulty_server_cert(&inv, dir.path(), node, Input::ExpiredServerCert).unwrap()).unwrap();
-        assert!(expired.days_left(now) < 0);
+        // Ended a day before it was made (a moment after `now`): past, whatever the clock's
+        // sub-second part (`days_left` rounds toward zero, so compare the times themselves).
+        assert!(expired.not_after < now && expired.not_after > now - time::Duration::days(2), "{}", expired.not_after);
         assert_eq!(expired.sans, good.sans);
         assert!(expired.matches_key(&pki.cert("etcd/server-lab-m1").key_pem).unwrap(), "made for the node's own key");
         let no_san = pki::CertInfo::parse(&faulty_server_cert(&inv, dir.path(), node, Input::ServerCertWithoutAddress).unwrap()).unwrap();

@@ -94,8 +94,10 @@ impl CertInfo {
         })
     }
 
+    /// Whole days until `not_after`, rounded down: negative as soon as it has passed (a
+    /// certificate that expired an hour ago is expired, not "expires in 0 days").
     pub fn days_left(&self, now: OffsetDateTime) -> i64 {
-        (self.not_after - now).whole_days()
+        days_floor(self.not_after - now)
     }
 
     pub fn matches_key(&self, key_pem: &str) -> Result<bool, Malformed> {
@@ -145,6 +147,24 @@ impl CertInfo {
         let left = self.days_left(now);
         (left < days).then(|| if left < 0 { format!("expired {} days ago", -left) } else { format!("expires in {left} days") })
     }
+}
+
+/// `d` in whole days, rounded toward minus infinity (`whole_days` rounds toward zero).
+fn days_floor(d: time::Duration) -> i64 {
+    let whole = d.whole_days();
+    if d < time::Duration::days(whole) { whole - 1 } else { whole }
+}
+
+#[cfg(test)]
+#[test]
+fn days_left_is_negative_once_expired() {
+    let h = time::Duration::hours;
+    assert_eq!(days_floor(h(-12)), -1, "expired half a day ago");
+    assert_eq!(days_floor(h(-24)), -1);
+    assert_eq!(days_floor(h(-25)), -2);
+    assert_eq!(days_floor(h(12)), 0, "expires later today");
+    assert_eq!(days_floor(h(36)), 1);
+    assert_eq!(days_floor(time::Duration::ZERO), 0);
 }
 
 /// A private key, as rcgen reads it (PKCS#8, SEC1 or PKCS#1 PEM).
