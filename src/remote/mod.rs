@@ -28,6 +28,12 @@ use crate::inventory::Node;
 
 pub use shell::{LocalShell, ShellRemote, Transport};
 
+/// This machine's time in seconds since the epoch, fractional: what node clocks are compared
+/// with ([`Facts::clock_offset`], the qemu lab's clock setting).
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
 /// Why an operation on a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -109,6 +115,9 @@ pub struct Facts {
     /// Node clock minus ours, in seconds (estimated at the midpoint of the round trip); NaN
     /// when the node did not say.
     pub clock_offset: f64,
+    /// How far `clock_offset` may be off: half the round trip (a slow node, a VM under TCG,
+    /// must not look skewed for it).
+    pub clock_uncertainty: f64,
     pub swap_active: bool,
     pub present_binaries: BTreeSet<String>,
     pub listeners: Vec<Listener>,

@@ -25,11 +25,8 @@ pub(crate) const CLOCK_TOLERANCE_SECS: f64 = 1.0;
 
 pub(crate) fn on_host(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
     let name = h.node.name.clone();
-    // The node's time is estimated at the middle of the round trip, so it is only known to
-    // within half the round trip: a slow node (a VM under TCG) must not look skewed for it.
-    let started = std::time::Instant::now();
     let facts = remote.facts(&FactsQuery::default())?;
-    h.checks.push(clock_check(&name, facts.clock_offset, started.elapsed().as_secs_f64() / 2.0));
+    h.checks.push(clock_check(&name, facts.clock_offset, facts.clock_uncertainty));
 
     // A port of a deployed component held by some other process.
     let mut foreign = Vec::new();

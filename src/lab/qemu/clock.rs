@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::super::error::{LabError, Result};
 use super::super::layout::{Layout, NodeLayout};
@@ -25,10 +25,6 @@ use super::super::tools::{output_until, ssh_command};
 const SAMPLES: usize = 5;
 /// For each answer and for the whole adjustment: a stalled session must not hang `lab up`.
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
 
 fn failed(node: &NodeLayout, reason: impl Into<String>) -> LabError {
     LabError::Machine { node: node.name.clone(), reason: format!("setting the VM's clock from this machine's: {}", reason.into()) }
@@ -45,7 +41,7 @@ pub(super) fn offset(layout: &Layout, node: &NodeLayout) -> Result<(f64, f64)> {
     // The reader ends with the session, when stdin is closed below or ssh dies.
     thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
-            if tx.send((line, now_secs())).is_err() {
+            if tx.send((line, crate::remote::unix_now())).is_err() {
                 break;
             }
         }
@@ -53,7 +49,7 @@ pub(super) fn offset(layout: &Layout, node: &NodeLayout) -> Result<(f64, f64)> {
     let mut best: Option<(f64, f64)> = None;
     let mut result = Ok(());
     for _ in 0..SAMPLES {
-        let sent = now_secs();
+        let sent = crate::remote::unix_now();
         if let Err(e) = stdin.write_all(b"t\n").and_then(|_| stdin.flush()) {
             result = Err(failed(node, format!("the ssh session ended: {e}")));
             break;

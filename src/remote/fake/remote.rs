@@ -98,6 +98,7 @@ impl Remote for FakeRemote {
         Ok(Facts {
             systemd: s.systemd,
             clock_offset: s.clock_offset,
+            clock_uncertainty: 0.0,
             swap_active: s.swap_active,
             present_binaries: q.binaries.iter().filter(|b| s.binaries.contains(*b)).cloned().collect(),
             listeners: s.listeners.clone(),

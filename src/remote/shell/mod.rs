@@ -18,7 +18,6 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use super::script::{Script, Sections, quote, quote_all};
 use crate::addons::Step as AddonStep;
@@ -82,10 +81,6 @@ impl<T: Transport> ShellRemote<T> {
         }
         Ok(out)
     }
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 
@@ -221,14 +216,15 @@ impl<T: Transport> Remote for ShellRemote<T> {
             };
             s.section(&format!("version:{i}")).raw(&line);
         }
-        let t0 = now_secs();
+        let t0 = super::unix_now();
         let out = self.run_ok("reading the node's state", &s)?;
-        let t1 = now_secs();
+        let t1 = super::unix_now();
         let sec = Sections::parse(&out.stdout);
         let remote_time: f64 = sec.first("time").and_then(|t| t.parse().ok()).unwrap_or(f64::NAN);
         Ok(Facts {
             systemd: sec.first("systemd") == Some("yes"),
             clock_offset: remote_time - (t0 + t1) / 2.0,
+            clock_uncertainty: (t1 - t0) / 2.0,
             swap_active: sec.lines("swap").iter().any(|l| !l.trim().is_empty()),
             present_binaries: sec.lines("bins").iter().cloned().collect(),
             listeners: sec.lines("listen").iter().filter_map(|l| parse_ss(l)).collect(),

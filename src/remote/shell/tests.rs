@@ -165,6 +165,7 @@ fn facts_read_with_builtins_agree_with_the_host() {
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap();
     assert_eq!(f.swap_active, swaps.lines().skip(1).any(|l| !l.trim().is_empty()));
     assert!(f.clock_offset.abs() < 1.0, "{}", f.clock_offset);
+    assert!((0.0..1.0).contains(&f.clock_uncertainty), "half the round trip: {}", f.clock_uncertainty);
 }
 
 /// A cluster name with pattern characters counts only its own marker line.
