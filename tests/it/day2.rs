@@ -15,30 +15,22 @@ use crate::common::*;
 use hardway::components::ETCD_DATA_DIR;
 use hardway::{inventory, pki, probe};
 
-/// The two masters the grown cluster has on top of inventory/lab.toml's three.
-const EXTRA_MASTERS: &str = r#"
-[[nodes]]
-name = "lab-m4"
-address = "10.213.0.16"
-roles = ["master"]
-
-[[nodes]]
-name = "lab-m5"
-address = "10.213.0.17"
-roles = ["master"]
-"#;
-
 fn node_block(name: &str, address: &str) -> String {
     format!("\n[[nodes]]\nname = \"{name}\"\naddress = \"{address}\"\nroles = [\"master\"]\n")
+}
+
+/// The two masters the grown cluster has on top of inventory/lab.toml's three.
+fn extra_masters() -> String {
+    node_block("lab-m4", "10.213.0.16") + &node_block("lab-m5", "10.213.0.17")
 }
 
 fn day_two_on_the_lab() {
     let lab_toml = std::fs::read_to_string(repo().join("inventory/lab.toml")).unwrap();
     let source = tempfile::tempdir().unwrap();
-    std::fs::write(source.path().join("lab7.toml"), format!("{lab_toml}{EXTRA_MASTERS}")).unwrap();
+    std::fs::write(source.path().join("lab7.toml"), format!("{lab_toml}{}", extra_masters())).unwrap();
     let t = crate::common::lab::boot_inventory("/run/hardway/test-day2", &source.path().join("lab7.toml"));
     let big = t.inv_path.clone();
-    let small = write_inventory(&t, "small.toml", &t.inv_text.replace(EXTRA_MASTERS, ""));
+    let small = write_inventory(&t, "small.toml", &t.inv_text.replace(&extra_masters(), ""));
     pki_generate(&small, &t.pki);
     deploy_ok(&t, &small, &["--accept-new-host-keys"]);
     verify_passes(&t, &small);
