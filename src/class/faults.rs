@@ -216,7 +216,7 @@ mod tests {
 
     #[test]
     fn each_scenario_goes_to_a_node_of_its_kind_and_expects_its_check_there() {
-        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.toml")).unwrap();
+        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml")).unwrap();
         let s = scenarios::find("etcd-quota-full").unwrap();
         assert_eq!(pick_node(&inv, s, None).unwrap().name, "lab-m1");
         assert_eq!(pick_node(&inv, s, Some("lab-m3")).unwrap().name, "lab-m3");
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn faulty_certificates_have_exactly_their_fault() {
-        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.toml")).unwrap();
+        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (pki, _) = pki::generate(&inv, dir.path(), pki::GenerateOptions::default()).unwrap();
         let node = &inv.nodes[0];

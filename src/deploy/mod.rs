@@ -290,27 +290,31 @@ pub(crate) trait Step {
 }
 
 /// Adds the binaries found in `binaries.local_dir` to the files of the nodes whose components
-/// need them, so that deploy uploads them.
+/// need them, so that deploy uploads them: each component's binary and its companions
+/// (containerd's shim, ctr and runc; the CNI plugins), into the directory the inventory gives
+/// it. Only a distribution's fixed places (HAProxy, systemd's tools, ip) are never written.
 pub fn add_local_binaries(inv: &Inventory, rendered: &mut Rendered, phases: &[Phase]) -> Result<(), DeployError> {
     let Some(local) = &inv.binaries.local_dir else { return Ok(()) };
-    let mut cache: BTreeMap<std::path::PathBuf, Vec<u8>> = BTreeMap::new();
+    let mut cache: BTreeMap<std::path::PathBuf, crate::render::Contents> = BTreeMap::new();
     for node in &inv.nodes {
+        let files = rendered.hosts.get_mut(&node.name).expect("every node is rendered");
         for c in COMPONENTS.iter().filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node)) {
-            let remote = c.binary_path(inv);
-            let src = local.join(c.binary.0);
-            // Only Kubernetes release binaries come from local_dir; packaged ones stay the
-            // distribution's.
-            if !src.is_file() || c.binary.1 != crate::components::BinDir::Inventory {
+            if matches!(c.binary.1, crate::components::BinDir::Fixed(_)) {
                 continue;
             }
-            if !cache.contains_key(&src) {
-                let bytes = std::fs::read(&src).map_err(|source| DeployError::LocalBinary { path: src.clone(), source })?;
-                cache.insert(src.clone(), bytes);
+            for (name, remote) in c.executables(inv) {
+                let src = local.join(name);
+                if !src.is_file() || files.iter().any(|f| f.path == remote) {
+                    continue;
+                }
+                if !cache.contains_key(&src) {
+                    let bytes = std::fs::read(&src).map_err(|source| DeployError::LocalBinary { path: src.clone(), source })?;
+                    cache.insert(src.clone(), bytes.into());
+                }
+                files.push(File { path: remote, mode: 0o755, contents: cache[&src].clone(), units: c.unit.into_iter().collect(), anchor: None, restarts: true });
             }
-            let files = rendered.hosts.get_mut(&node.name).expect("every node is rendered");
-            files.push(File { path: remote, mode: 0o755, contents: cache[&src].clone().into(), units: c.unit.into_iter().collect(), anchor: None, restarts: true });
-            files.sort_by(|a, b| a.path.cmp(&b.path));
         }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
     }
     Ok(())
 }

@@ -129,11 +129,12 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
             }
         }
         let runs = |id: ComponentId| phases.contains(&id.get().phase) && id.get().runs_on(inv, node);
-        if runs(ComponentId::Kubelet) && !facts.cgroup2 {
+        if runs(ComponentId::Kubelet) && !facts.cgroup2 && !allows_cgroup_v1(inv) {
             problems.push(format!(
                 "{name}: cgroup v1: the kubelet of Kubernetes 1.35 and later refuses to start on it (failCgroupV1); \
                  boot the node with the unified hierarchy (systemd.unified_cgroup_hierarchy=1, the default of current \
-                 distributions)"
+                 distributions), or, where that cannot be (a lab on a cgroup v1 host), set failCgroupV1 = false in \
+                 [components.kubelet] config (deprecated upstream; verify warns about it)"
             ));
         }
         if runs(ComponentId::KernelSettings) && !facts.br_netfilter {
@@ -146,7 +147,9 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
             for need in c.needs.iter().filter(|n| !facts.tools.contains(n.tool)) {
                 missing.push(format!("{name}: {} (for {}; Debian package {})", need.tool, c.name, need.package));
             }
-            if let (Some(_), Some(line)) = (c.version_arg, facts.versions.get(&c.binary_path(inv)))
+            // A binary deploy uploads replaces what the node has: the node's version is moot.
+            let uploaded = rendered.hosts.get(name).is_some_and(|fs| fs.iter().any(|f| f.path == c.binary_path(inv)));
+            if let (Some(_), Some(line), false) = (c.version_arg, facts.versions.get(&c.binary_path(inv)), uploaded)
                 && let Some(problem) = version_problem(inv, c, line)
             {
                 problems.push(format!("{name}: {problem}"));
@@ -177,6 +180,12 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
         ));
     }
     problems
+}
+
+/// Whether the inventory lets the kubelet run on a cgroup v1 host: `failCgroupV1 = false` in
+/// `[components.kubelet] config`.
+pub fn allows_cgroup_v1(inv: &Inventory) -> bool {
+    inv.component_config.get(&ComponentId::Kubelet).and_then(|t| t.get("failCgroupV1")) == Some(&toml::Value::Boolean(false))
 }
 
 /// The first `MAJOR.MINOR[.PATCH]` in a `--version` line (`Kubernetes v1.37.1`, `etcd Version:
@@ -392,16 +401,16 @@ mod tests {
     fn a_too_old_containerd_or_etcd_is_named_with_what_the_version_needs() {
         let inv = inv();
         let mut w1 = facts(&inv, W1, 0.0);
-        // Debian trixie's containerd, for the newest Kubernetes (which needs 2.2).
+        // Debian trixie's containerd, for the newest Kubernetes (which needs 2.3).
         w1.versions.insert("/usr/bin/containerd".into(), "containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6".into());
         let mut m1 = facts(&inv, M1, 0.0);
         m1.versions.insert("/usr/bin/etcd".into(), "etcd Version: 3.4.23".into());
         let p = problems_of(&inv, m1, w1, &Phase::ALL);
-        assert!(p.iter().any(|l| l.starts_with("w1: /usr/bin/containerd is 1.7.24; Kubernetes 1.37 needs containerd 2.2.0+")), "{p:#?}");
+        assert!(p.iter().any(|l| l.starts_with("w1: /usr/bin/containerd is 1.7.24; Kubernetes 1.37 needs containerd 2.3.0+ or 2.4.0+")), "{p:#?}");
         assert!(p.iter().any(|l| l.starts_with("m1: /usr/bin/etcd is 3.4.23; Kubernetes 1.37 supports etcd 3.5.11+ or 3.6.0+")), "{p:#?}");
-        // New enough: 2.3 is past every line listed; 3.5.16 meets 3.5.11.
+        // New enough: 2.5 is past every line listed; 3.5.16 meets 3.5.11.
         let mut w1 = facts(&inv, W1, 0.0);
-        w1.versions.insert("/usr/bin/containerd".into(), "containerd containerd.io v2.3.0 abc".into());
+        w1.versions.insert("/usr/bin/containerd".into(), "containerd containerd.io v2.5.0 abc".into());
         let mut m1 = facts(&inv, M1, 0.0);
         m1.versions.insert("/usr/bin/etcd".into(), "etcd Version: 3.5.16".into());
         assert!(problems_of(&inv, m1, w1, &Phase::ALL).is_empty());

@@ -5,6 +5,11 @@
 //! does not already set it (unless [`crate::flags::OVERRIDABLE`] says it may be replaced), the
 //! component does not ignore it beside the `--config` hardway passes, it does not make the daemon
 //! exit, and its value can be written into `ExecStart=` exactly ([`crate::flags::systemd_word`]).
+//!
+//! `[components.<name>] config` adds fields to the kubelet's and kube-proxy's config files: each
+//! must be a field of that config type in the cluster's release (the field lists of
+//! [`crate::versions`]), and outside every top-level field hardway's template sets (its identity,
+//! certificates and hardening, as for flags).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +19,7 @@ use super::values::describe;
 use super::ExtraArg;
 use crate::components::ComponentId;
 use crate::flags::{self, EXITS, EXTRA_ARGS_COMPONENTS};
-use crate::versions::{self, Minor, Version};
+use crate::versions::{self, ConfigType, Minor, Version};
 
 const VERSION_FIELD: &str = "cluster.kubernetes_version";
 
@@ -75,6 +80,69 @@ impl Validator<'_> {
             out.insert(id, args);
         }
         out
+    }
+
+    /// `[components.<name>] config`: fields for the config files of the kubelet and kube-proxy.
+    pub(super) fn component_config(
+        &mut self,
+        raw: &BTreeMap<String, RawComponent>,
+        version: Option<Version>,
+    ) -> BTreeMap<ComponentId, toml::Table> {
+        let minor = version.and_then(Version::supported);
+        let mut out = BTreeMap::new();
+        for (name, component) in raw.iter().filter(|(_, c)| !c.config.is_empty()) {
+            let field = format!("components.{name}.config");
+            let Some(config) = ConfigType::USER_FIELDS.into_iter().find(|t| t.component().get().name == name.as_str()) else {
+                let known: Vec<&str> = ConfigType::USER_FIELDS.iter().map(|t| t.component().get().name).collect();
+                if EXTRA_ARGS_COMPONENTS.iter().any(|c| c.get().name == name.as_str()) {
+                    self.error(&field, format!("hardway renders no config file of its own for {name}: config can be given for {}", known.join(", ")));
+                }
+                continue;
+            };
+            let set = top_level_keys(crate::render::template(config.template()).unwrap_or_default());
+            for key in component.config.keys().filter(|k| set.contains(k.as_str())) {
+                self.error(
+                    &format!("{field}.{key}"),
+                    format!(
+                        "hardway already sets {key} in the {} (from the inventory, the PKI or its hardening): \
+                         config may only add fields hardway does not set",
+                        config.kind()
+                    ),
+                );
+            }
+            if let Some(minor) = minor {
+                self.config_fields(&field, "", &component.config, config, minor);
+            }
+            out.insert(config.component(), component.config.clone());
+        }
+        out
+    }
+
+    /// Every key of `table` (at `prefix`) must be a field of `config` in `minor`; a table goes
+    /// on to its own keys where the field has fields of its own (a map field is a leaf).
+    fn config_fields(&mut self, field: &str, prefix: &str, table: &toml::Table, config: ConfigType, minor: &Minor) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            if !minor.has_field(config, &path) {
+                self.error(
+                    &format!("{field}.{path}"),
+                    format!(
+                        "{} of Kubernetes {} has no field {path} (checked against data/kubernetes/{}/{}.fields, upstream's types)",
+                        config.kind(),
+                        minor.name(),
+                        minor.name(),
+                        config.kind()
+                    ),
+                );
+                continue;
+            }
+            let nested = format!("{path}.");
+            if let toml::Value::Table(inner) = value
+                && minor.fields(config).any(|f| f.starts_with(&nested))
+            {
+                self.config_fields(field, &path, inner, config, minor);
+            }
+        }
     }
 
     fn extra_arg(
@@ -158,4 +226,14 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// The top-level keys a YAML template sets (`apiVersion`, `cgroupDriver`, ...): lines that start
+/// with a key, not indented, not a comment or a template tag.
+fn top_level_keys(template: &str) -> std::collections::BTreeSet<&str> {
+    template
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_alphabetic()))
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k))
+        .collect()
 }

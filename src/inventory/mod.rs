@@ -370,6 +370,9 @@ pub struct Inventory {
     pub addons: Addons,
     /// Extra flags per component, sorted by flag name.
     pub extra_args: BTreeMap<ComponentId, Vec<ExtraArg>>,
+    /// `[components.<name>] config`: fields added to the kubelet's and kube-proxy's config
+    /// files, each checked against the cluster's release ([`crate::versions`]).
+    pub component_config: BTreeMap<ComponentId, toml::Table>,
     pub containerd: Containerd,
     pub cni: Cni,
     /// `[lab]`: how `hardway lab` makes the machines.

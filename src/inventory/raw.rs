@@ -121,6 +121,11 @@ pub(super) struct RawComponent {
     /// Flag name (without `--`) to value; a value is a string, number or boolean.
     #[serde(default)]
     pub extra_args: BTreeMap<String, toml::Value>,
+    /// Fields of the component's config file (the kubelet's `KubeletConfiguration`,
+    /// kube-proxy's `KubeProxyConfiguration`) that hardway does not set, in the file's own
+    /// camelCase names.
+    #[serde(default)]
+    pub config: toml::Table,
 }
 
 #[derive(Deserialize, Default)]

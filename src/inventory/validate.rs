@@ -89,6 +89,7 @@ impl<'a> Validator<'a> {
         let dir = path.parent().unwrap_or(Path::new("."));
         let addons = self.addons(&raw.addons, dir, &nodes, load_balancer.as_ref(), &cluster);
         let extra_args = self.extra_args(&raw.components, cluster.version);
+        let component_config = self.component_config(&raw.components, cluster.version);
         let containerd = self.containerd(&raw.containerd);
         let cni = self.cni(&raw.cni);
         let lab = self.lab(&raw.lab);
@@ -111,6 +112,7 @@ impl<'a> Validator<'a> {
             nodes,
             addons,
             extra_args,
+            component_config,
             containerd: containerd?,
             cni,
             lab: super::LabSettings { suite: lab?.suite, ..lab_machines? },

@@ -1,23 +1,36 @@
-//! What a lab node that runs containers (a worker) needs beyond the others, so that Debian's
-//! containerd and runc work inside a systemd-nspawn machine as on a real worker.
+//! What a lab node that runs containers (a worker) needs beyond the others, so that containerd,
+//! runc and the kubelet work inside a systemd-nspawn machine as on a real worker.
 //!
 //! - **No seccomp filter and every capability**: runc sets up namespaces, mounts, keyrings and
 //!   its own seccomp filters; nspawn's default filter and capability set refuse parts of that
-//!   ("unable to join session keyring").
+//!   ("unable to join session keyring"). Such a machine is not a security boundary (SECURITY.md).
 //! - **/proc/sys/net writable** (nspawn's `SYSTEMD_NSPAWN_API_VFS_WRITABLE=network`): the CNI
-//!   bridge plugin turns on forwarding in the node's own network namespace.
-//! - **/var/lib/containerd outside the node's overlay root**: overlayfs snapshots cannot have
-//!   an overlay as their upper layer; it is a directory of the lab on the host, bound in.
-//! - **cgroup controllers for runc**. Every machine boots on cgroup v2 (systemd 258 and later,
-//!   Debian sid's, support nothing else). On a host whose controllers (cpu, memory, pids, ...)
-//!   are bound to cgroup v1 hierarchies, as on this kind of hybrid host, the v2 hierarchy has
-//!   none, and runc cannot set a container's CPU weight. So the node joins a cgroup of its own
-//!   in each v1 controller hierarchy before it starts (its cgroup namespace then shows it only
-//!   that subtree), a unit in the node mounts those hierarchies under [`V1_DIR`], and a drop-in
-//!   for containerd.service binds them over a tmpfs at /sys/fs/cgroup in containerd's own mount
-//!   namespace only: containerd, its shims and runc see cgroup v1, the node's systemd keeps v2
-//!   (runc's systemd cgroup driver still asks it for each container's scope). On a host with
-//!   the controllers in cgroup v2 nothing of this is written.
+//!   bridge plugin and kube-proxy set sysctls of the node's own network namespace. The rest of
+//!   /proc/sys is the host kernel's and stays read-only: the kernel settings the kubelet insists
+//!   on are the host's ([`host_sysctls`]).
+//! - **/var/lib/containerd on a tmpfs of its own**: overlayfs snapshots cannot have an overlay
+//!   (the node's root) as their upper layer. A tmpfs rather than a directory of the host bound
+//!   in: a bind mount of a host file system lets a process with CAP_DAC_READ_SEARCH open any
+//!   file of that file system by handle (`open_by_handle_at`), outside the machine.
+//! - **/dev/kmsg**, read-only: the kubelet's OOM watcher reads the kernel log and does not start
+//!   without it.
+//! - **cgroup controllers**, in one of two ways, by what the suite's systemd boots on:
+//!   - [`Cgroups::V1`] (trixie, bookworm: systemd 257 and older still boot on the hybrid
+//!     hierarchy): on a host whose controllers are in cgroup v1 hierarchies, as on this kind of
+//!     host, the machine boots on them like a cgroup v1 host, and a unit early in its boot
+//!     mounts each controller hierarchy again read-write (nspawn mounts them read-only; through
+//!     the machine's cgroup namespace each shows only the machine's own subtree). Everything on
+//!     the node — its systemd, containerd, runc, the kubelet, hardway's preflight — sees one
+//!     cgroup v1 host; a kubelet 1.35 or later then needs `failCgroupV1: false`, which the
+//!     inventory says explicitly (the README's *cgroup v1* section).
+//!   - [`Cgroups::V2ForSystemd`] (sid: systemd 258 and later support nothing but cgroup v2):
+//!     the machine boots on an empty cgroup v2 hierarchy; the node joins a cgroup of its own in
+//!     each v1 controller hierarchy before it starts, a unit in the node mounts those
+//!     hierarchies under [`V1_DIR`], and a drop-in for containerd.service binds them over a
+//!     tmpfs at /sys/fs/cgroup in containerd's own mount namespace only: containerd, its shims
+//!     and runc see cgroup v1, the node's systemd keeps v2. Enough for containers through the
+//!     CRI (the data-plane test); a kubelet there would see no controllers.
+//!   On a host with the controllers in cgroup v2 nothing of this is written.
 //!
 //! The deploy's files (containerd's unit and config, CNI config, routes) go on top unchanged.
 
@@ -27,6 +40,7 @@ use std::path::{Path, PathBuf};
 use super::error::{Result, io_error};
 use super::files::{create_dir_all, mounts, write_file};
 use super::layout::NodeLayout;
+use crate::inventory::LabSuite;
 
 /// Inside the node: where the unit mounts the v1 hierarchies.
 const V1_DIR: &str = "/run/hardway-lab/cgroup-v1";
@@ -77,29 +91,120 @@ pub(super) fn init_cpusets(cgroup: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The kernel settings the kubelet insists on (`setupKernelTunables` in its container
+/// manager: it sets them, and does not start when it cannot). A machine shares the host's
+/// kernel, whose /proc/sys it may not write (see the module's documentation): the lab sets them
+/// on the host for it, as the kubelet would on a machine of its own.
+pub(super) const KUBELET_SYSCTLS: &[(&str, &str)] = &[
+    ("vm/overcommit_memory", "1"),
+    ("vm/panic_on_oom", "0"),
+    ("kernel/panic", "10"),
+    ("kernel/panic_on_oops", "1"),
+    ("kernel/keys/root_maxkeys", "1000000"),
+    ("kernel/keys/root_maxbytes", "25000000"),
+];
+
+/// Sets [`KUBELET_SYSCTLS`] on the host where they differ; returns what changed
+/// (`name`, old, new) for the caller to say.
+pub(super) fn host_sysctls() -> Result<Vec<(String, String, String)>> {
+    let mut changed = Vec::new();
+    for (name, want) in KUBELET_SYSCTLS {
+        let path = Path::new("/proc/sys").join(name);
+        let now = fs::read_to_string(&path).map_err(io_error("read", &path))?;
+        if now.trim() != *want {
+            fs::write(&path, want).map_err(io_error("write", &path))?;
+            changed.push((name.replace('/', "."), now.trim().to_string(), want.to_string()));
+        }
+    }
+    Ok(changed)
+}
+
+/// How a container machine gets its cgroup controllers (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cgroups {
+    /// The machine boots on the host's cgroup v1 hierarchies, read-write.
+    V1,
+    /// The machine boots on cgroup v2; containerd alone sees the v1 controllers.
+    V2ForSystemd,
+}
+
+impl Cgroups {
+    /// What a machine of `suite` boots on: systemd 258 and later (sid's) refuse the hybrid
+    /// hierarchy ("Detected unsupported legacy cgroup hierarchy").
+    pub(super) fn for_suite(suite: LabSuite) -> Cgroups {
+        match suite {
+            LabSuite::Bookworm | LabSuite::Trixie => Cgroups::V1,
+            LabSuite::Sid => Cgroups::V2ForSystemd,
+        }
+    }
+
+    /// Whether nspawn mounts the unified (cgroup v2) hierarchy alone for this machine.
+    pub(super) fn unified(self) -> bool {
+        self == Cgroups::V2ForSystemd
+    }
+}
+
 /// The environment and arguments of systemd-nspawn for a node that runs containers.
-pub(super) fn nspawn_settings(node: &NodeLayout) -> (Vec<(&'static str, &'static str)>, Vec<String>) {
+pub(super) fn nspawn_settings() -> (Vec<(&'static str, &'static str)>, Vec<String>) {
     let env = vec![("SYSTEMD_SECCOMP", "0"), ("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "network")];
-    let args = vec!["--capability=all".to_string(), format!("--bind={}:/var/lib/containerd", node.containerd_dir().display())];
+    let args = ["--capability=all", "--tmpfs=/var/lib/containerd:mode=0711", "--bind-ro=/dev/kmsg"].map(String::from).to_vec();
     (env, args)
 }
 
-/// Writes the node's cgroup v1 unit and containerd's drop-in into its root fs (nothing on a
-/// host without v1 controllers), and creates its containerd directory.
-pub(super) fn prepare_node(node: &NodeLayout) -> Result<()> {
-    create_dir_all(&node.containerd_dir())?;
+/// Writes the node's cgroup units (and, on cgroup v2, containerd's drop-in) into its root fs;
+/// nothing on a host without v1 controllers.
+pub(super) fn prepare_node(node: &NodeLayout, cgroups: Cgroups) -> Result<()> {
     let root = node.rootfs();
     let hierarchies: Vec<String> = v1_hierarchies().into_iter().map(|(_, c)| c).collect();
-    let unit = root.join("etc/systemd/system").join(V1_UNIT);
-    let drop_in_dir = root.join("etc/systemd/system/containerd.service.d");
+    let systemd = root.join("etc/systemd/system");
+    let v1_unit_path = systemd.join(V1_UNIT);
+    let rw_unit_path = systemd.join(RW_UNIT);
+    let rw_link = systemd.join("sysinit.target.wants").join(RW_UNIT);
+    let drop_in_dir = systemd.join("containerd.service.d");
+    for stale in [&v1_unit_path, &rw_unit_path, &rw_link, &drop_in_dir.join("hardway-lab.conf")] {
+        let _ = fs::remove_file(stale);
+    }
     if hierarchies.is_empty() {
-        let _ = fs::remove_file(&unit);
-        let _ = fs::remove_file(drop_in_dir.join("hardway-lab.conf"));
         return Ok(());
     }
-    write_file(&unit, v1_unit(&hierarchies))?;
-    create_dir_all(&drop_in_dir)?;
-    write_file(&drop_in_dir.join("hardway-lab.conf"), containerd_drop_in(&hierarchies))
+    match cgroups {
+        Cgroups::V1 => {
+            let mounts: Vec<(String, String)> = v1_hierarchies()
+                .into_iter()
+                .filter_map(|(m, c)| Some((m.file_name()?.to_string_lossy().into_owned(), c)))
+                .collect();
+            write_file(&rw_unit_path, rw_unit(&mounts))?;
+            create_dir_all(rw_link.parent().expect("a parent"))?;
+            std::os::unix::fs::symlink(format!("../{RW_UNIT}"), &rw_link).map_err(io_error("link", &rw_link))
+        }
+        Cgroups::V2ForSystemd => {
+            write_file(&v1_unit_path, v1_unit(&hierarchies))?;
+            create_dir_all(&drop_in_dir)?;
+            write_file(&drop_in_dir.join("hardway-lab.conf"), containerd_drop_in(&hierarchies))
+        }
+    }
+}
+
+const RW_UNIT: &str = "hardway-lab-cgroup-rw.service";
+
+/// Mounts each controller hierarchy again, read-write, where nspawn mounted it read-only:
+/// (directory under /sys/fs/cgroup, controllers as the mount option names them).
+fn rw_unit(mounts: &[(String, String)]) -> String {
+    let mut s = String::from(
+        "# Written by `hardway lab`: nspawn mounts this machine's cgroup v1 controller hierarchies\n\
+         # read-only; containerd, runc and the kubelet create cgroups in them. Mounted again\n\
+         # read-write: through the machine's cgroup namespace each shows only its own subtree.\n\
+         [Unit]\nDescription=cgroup v1 controllers read-write (hardway lab)\nDefaultDependencies=no\n\
+         Before=sysinit.target\n\n\
+         [Service]\nType=oneshot\nRemainAfterExit=yes\n",
+    );
+    for (dir, controllers) in mounts {
+        s.push_str(&format!(
+            "ExecStart=/bin/umount /sys/fs/cgroup/{dir}\nExecStart=/bin/mount -t cgroup -o {controllers} cgroup /sys/fs/cgroup/{dir}\n"
+        ));
+    }
+    s.push_str("\n[Install]\nWantedBy=sysinit.target\n");
+    s
 }
 
 fn v1_unit(hierarchies: &[String]) -> String {

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::LabOptions;
+use super::containers::Cgroups;
 use super::limits::MachineLimits;
 use super::error::Result;
 use super::files::resolve;
@@ -35,9 +36,9 @@ pub(super) struct NodeLayout {
     pub address: IpAddr,
     pub link: HostLink,
     pub dir: PathBuf,
-    /// It runs containers (a worker): its machine gets what containerd and runc need
-    /// (`super::containers`).
-    pub runs_containers: bool,
+    /// It runs containers (a worker): its machine gets what containerd, runc and the kubelet
+    /// need, and its cgroup controllers this way (`super::containers`).
+    pub containers: Option<Cgroups>,
 }
 
 impl NodeLayout {
@@ -49,11 +50,6 @@ impl NodeLayout {
     }
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
-    }
-    /// containerd's state, bound to /var/lib/containerd: its overlayfs snapshots cannot live
-    /// on the node's own overlay root.
-    pub fn containerd_dir(&self) -> PathBuf {
-        self.dir.join("containerd")
     }
 }
 
@@ -74,7 +70,10 @@ impl Layout {
         layout.nodes = inv
             .nodes
             .iter()
-            .map(|n| NodeLayout { runs_containers: n.has(Role::Worker), ..layout.node(&n.name, n.address) })
+            .map(|n| NodeLayout {
+                containers: n.has(Role::Worker).then(|| Cgroups::for_suite(inv.lab.suite)),
+                ..layout.node(&n.name, n.address)
+            })
             .collect();
         Ok(layout)
     }
@@ -85,7 +84,7 @@ impl Layout {
             address,
             link: HostLink { netns: format!("hw-{}-{name}", self.cluster), veth: veth_name(&self.cluster, name) },
             dir: self.dir.join(name),
-            runs_containers: false,
+            containers: None,
         }
     }
 
@@ -187,7 +186,7 @@ mod tests {
     /// Names already on hosts (labs and caches of earlier binaries) must keep matching.
     #[test]
     fn names_are_those_of_earlier_releases() {
-        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.toml")).unwrap();
+        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml")).unwrap();
         let opts = LabOptions { state_dir: "/run/hardway/lab".into(), ..LabOptions::default() };
         let l = Layout::new(&inv, &opts).unwrap();
         let n = &l.nodes[0];

@@ -171,7 +171,7 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
         problems: vec![Problem::MissingTool { tool: "systemd-nspawn", package: "systemd-container" }],
     })?;
     // Limits live in the controllers' hierarchies, which a machine then joins too.
-    let cgroups = node_cgroups(layout, node, node.runs_containers || !layout.limits.is_none());
+    let cgroups = node_cgroups(layout, node, node.containers.is_some() || !layout.limits.is_none());
     for cg in &cgroups {
         create_dir_all(cg)?;
         containers::init_cpusets(cg)?;
@@ -184,11 +184,16 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     // Started through sh so that it is not our child: it outlives `hardway lab up`, and whoever
     // inherits it reaps it. setsid detaches it from our terminal and its signals. sh joins the
     // node's cgroups first so that nspawn starts inside them.
-    let (env, extra_args) = if node.runs_containers { containers::nspawn_settings(node) } else { Default::default() };
+    let (env, extra_args) = if node.containers.is_some() { containers::nspawn_settings() } else { Default::default() };
     let mut c = command("sh");
     process::no_inherited_fds(&mut c);
-    // Every machine on cgroup v2: systemd 258 and later (Debian sid's) support nothing else.
-    c.env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1").envs(env);
+    // Machines on cgroup v2 (systemd 258 and later, Debian sid's, support nothing else), but
+    // those that run containers on a suite whose systemd still boots on the host's cgroup v1
+    // hierarchies (`containers::Cgroups`).
+    if node.containers.is_none_or(|c| c.unified()) {
+        c.env("SYSTEMD_NSPAWN_UNIFIED_HIERARCHY", "1");
+    }
+    c.envs(env);
     c.env("HW_CGROUPS", cgroups.join(" "))
         .arg("-c")
         .arg(

@@ -2,7 +2,7 @@
 //! deploy can be exercised end to end without VMs or a cloud account.
 //!
 //! Each node is a `systemd-nspawn --boot` container on its own overlay of a Debian root fs
-//! (`lab.suite` in the inventory: trixie by default, or sid, or bookworm), on cgroup v2, in its
+//! (`lab.suite` in the inventory: trixie by default, or sid, or bookworm), in its
 //! own cgroups, with its own network namespace plugged into a bridge. Workers also get what
 //! containerd and runc need to run containers in them (`containers`). The host
 //! reaches every node at its inventory address on port 22, as root with the lab's key, exactly
@@ -17,8 +17,7 @@
 //! <cache_dir>/<suite>-rootfs           built once per suite by debootstrap, never booted nor written to
 //! <state_dir>/<cluster>/id_ed25519     the lab's ssh key (root on every node trusts it)
 //! <state_dir>/<cluster>/known_hosts    `<address> <host key>` for every node
-//! <state_dir>/<cluster>/<node>/        rootfs/ (overlay: the cache + upper/), pid, console.log,
-//!                                      containerd/ (workers' /var/lib/containerd)
+//! <state_dir>/<cluster>/<node>/        rootfs/ (overlay: the cache + upper/), pid, console.log
 //! ```
 //!
 //! Host-wide network names are derived from the cluster name: bridge `hw-<cluster>`, network
@@ -41,7 +40,7 @@
 //! | `rootfs` | the debootstrap cache and its customisation, each node's overlay and identity |
 //! | [`net`] | bridge, namespaces, veths, addresses, subnet conflicts, teardown |
 //! | [`machine`] | systemd-nspawn: start, find, boot wait, probe, stop, cgroups, light sshd hosts |
-//! | `containers` | what workers need for containerd and runc: capabilities, cgroup v1 controllers |
+//! | `containers` | what workers need for containerd, runc and the kubelet: capabilities, cgroup controllers |
 //! | [`process`] | liveness, signals and deadlines for host processes |
 //! | `files` | symlink-safe writes, locks, overlay mounts, the mount table, `rm -rf` |
 //! | `driver` | which driver made a lab (recorded in its directory) |
@@ -206,6 +205,11 @@ pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
         net::ensure_node_network(&layout, &net, node)?;
     }
 
+    if layout.nodes.iter().any(|n| n.containers.is_some()) {
+        for (name, old, new) in containers::host_sysctls()? {
+            eprintln!("lab: set {name} from {old} to {new} on this host: the kubelet requires it, and the machines share this kernel");
+        }
+    }
     let starting = layout.nodes.iter().filter(|n| machine::node_pid(n).is_none()).count();
     reserve_machines(machine::nspawn_pids().len() + starting)?;
     let deadline = Instant::now() + machine::BOOT_TIMEOUT;

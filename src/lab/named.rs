@@ -260,7 +260,7 @@ mod tests {
     use super::*;
 
     fn lab_inventory() -> (Inventory, String) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml");
         (crate::inventory::load(&path).unwrap(), fs::read_to_string(&path).unwrap())
     }
 

@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn gateway_is_a_free_end_of_the_nodes_24() {
-        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory/lab.toml")).unwrap();
+        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml")).unwrap();
         let net = lab_network(&inv).unwrap();
         assert_eq!(net.subnet.to_string(), "10.213.0.0/24");
         assert_eq!(net.gateway, Ipv4Addr::new(10, 213, 0, 1));

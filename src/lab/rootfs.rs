@@ -270,8 +270,8 @@ pub(super) fn ensure_node_rootfs(cache: Option<&Path>, node: &NodeLayout, hosts:
         let _ = fs::remove_file(host_key.with_extension("pub"));
         ssh_keygen(&host_key, &format!("root@{}", node.name))?;
     }
-    if node.runs_containers {
-        super::containers::prepare_node(node)?;
+    if let Some(cgroups) = node.containers {
+        super::containers::prepare_node(node, cgroups)?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use super::{ENCRYPTION_CONFIG, RenderError};
 use crate::components::{COMPONENTS, Port};
 use crate::inventory::{Inventory, Node, host_for_url};
 use crate::pki::EncryptionKey;
+use crate::versions::ConfigType;
 
 /// The templates, embedded at build time.
 pub(super) const TEMPLATES: &[(&str, &str)] = &[
@@ -123,6 +124,9 @@ struct Ctx<'a> {
     encryption_keys: Vec<EncryptionKeyCtx<'a>>,
     containerd: ContainerdCtx<'a>,
     cni: CniCtx<'a>,
+    /// `[components.<name>] config` as YAML to append to the component's config file, by
+    /// [`Component::key`] (`kubelet`, `kube_proxy`); empty without one.
+    config_extra: BTreeMap<String, String>,
 }
 
 /// What the cluster-wide templates ([`CLUSTER_WIDE`]) add: the lists with a line per node.
@@ -192,6 +196,24 @@ fn context_err(node: &str) -> impl FnOnce(tera::Error) -> RenderError + '_ {
     move |source| RenderError::Template { template: "(context)".into(), node: node.to_string(), source }
 }
 
+/// Each component's `[components.<name>] config` as the YAML its config file ends with.
+fn config_extra(inv: &Inventory) -> Result<BTreeMap<String, String>, RenderError> {
+    let mut out = BTreeMap::new();
+    for t in ConfigType::USER_FIELDS {
+        let c = t.component().get();
+        let text = match inv.component_config.get(&c.id).filter(|t| !t.is_empty()) {
+            Some(table) => {
+                let yaml = serde_yaml::to_string(table)
+                    .map_err(|e| RenderError::Malformed { path: t.template().into(), node: String::new(), reason: e.to_string() })?;
+                format!("# From the inventory's [components.{}] config:\n{yaml}", c.name)
+            }
+            None => String::new(),
+        };
+        out.insert(c.key(), text);
+    }
+    Ok(out)
+}
+
 /// The templates' contexts, built once per render: `base` for every node (each adds its
 /// [`NodeCtx`]) and `wide` for the [`CLUSTER_WIDE`] templates.
 pub(super) struct Contexts {
@@ -237,6 +259,7 @@ impl Contexts {
                 restrict_oom_score_adj: inv.containerd.restrict_oom_score_adj,
             },
             cni: CniCtx { bin_dir: &inv.cni.bin_dir, conf_dir: &inv.cni.conf_dir },
+            config_extra: config_extra(inv)?,
         };
         let base = tera::Context::from_serialize(&ctx).map_err(context_err(""))?;
         // Once for the cluster, not per node: every node gets the same table.

@@ -186,8 +186,14 @@ pub(crate) fn read_units(inv: &Inventory, node: &Node, remote: &dyn Remote) -> R
         {
             let u = units.get_mut(unit).expect("read above");
             for (k, v) in m {
-                if let (Some(k), Some(v)) = (k.as_str(), v.as_str()) {
-                    u.flags.entry(k.to_string()).or_insert_with(|| v.to_string());
+                let v = match v {
+                    serde_yaml::Value::String(s) => s,
+                    serde_yaml::Value::Bool(b) => b.to_string(),
+                    serde_yaml::Value::Number(n) => n.to_string(),
+                    _ => continue,
+                };
+                if let Some(k) = k.as_str() {
+                    u.flags.entry(k.to_string()).or_insert(v);
                 }
             }
         }
@@ -224,6 +230,18 @@ fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dy
             });
         }
         h.encryption_sha = sha;
+    }
+
+    // A lab-only deviation the inventory had to ask for (the README's cgroup v1 section).
+    if h.deployed("kubelet") && h.flag("kubelet", "failCgroupV1") == Some("false") {
+        let file = h.flag("kubelet", "config").unwrap_or("the kubelet's config").to_string();
+        h.checks.push(check(
+            &name,
+            "kubelet cgroup v1",
+            Status::Warn,
+            format!("failCgroupV1: false in {file}: the kubelet may run on cgroup v1, deprecated since Kubernetes 1.35 and removed in 1.38 (KEP-5573)"),
+            Some("boot the node on cgroup v2 (systemd.unified_cgroup_hierarchy=1) and drop failCgroupV1 from [components.kubelet] config"),
+        ));
     }
 
     if h.node.has(Role::Lb) && h.deployed("haproxy") {

@@ -1,5 +1,5 @@
 //! `hardway certs` and `hardway secrets` against a real lab (issue 11): real etcd members and
-//! HAProxy on systemd-nspawn machines (inventory/lab.toml). Renewing every certificate while a
+//! HAProxy on systemd-nspawn machines (tests/fixtures/lab-etcd.toml). Renewing every certificate while a
 //! client writes through all endpoints every 100 ms loses no write; a member whose certificate
 //! has expired (backdated with `openssl ca`) is flagged and repaired. One lab, one test, its
 //! steps in order, torn down when it ends, pass or fail.

@@ -25,7 +25,7 @@ fn a_bad_students_file_is_refused_line_by_line_and_nothing_is_created() {
     let students = dir.path().join("students.txt");
     std::fs::write(&students, "alice\nBob Smith\nalice\n# fine\ncarol_1\n").unwrap();
     let class = dir.path().join("class");
-    let o = run(hardway().args(["class", "up", "--students"]).arg(&students).arg("-i").arg(repo().join("inventory/lab.toml")).arg("--dir").arg(&class));
+    let o = run(hardway().args(["class", "up", "--students"]).arg(&students).arg("-i").arg(repo().join("tests/fixtures/lab-etcd.toml")).arg("--dir").arg(&class));
     assert!(!o.status.success());
     let msg = text(&o);
     let file = students.display().to_string();
@@ -47,7 +47,7 @@ fn the_scenarios_are_listed_and_an_unknown_one_is_named() {
     {
         assert!(list.contains(name), "{name} missing from:\n{list}");
     }
-    let o = run(hardway().args(["lab", "break", "no-such-fault", "-i"]).arg(repo().join("inventory/lab.toml")));
+    let o = run(hardway().args(["lab", "break", "no-such-fault", "-i"]).arg(repo().join("tests/fixtures/lab-etcd.toml")));
     assert!(!o.status.success());
     assert!(text(&o).contains("no such scenario") && text(&o).contains("etcd-quota-full"), "{}", text(&o));
 }
@@ -84,7 +84,7 @@ mod lab {
 
     impl Labs {
         fn new(state_dir: &str, pool: &'static str) -> Labs {
-            let inv = hardway::inventory::load(&repo().join("inventory/lab.toml")).unwrap();
+            let inv = hardway::inventory::load(&repo().join("tests/fixtures/lab-etcd.toml")).unwrap();
             hardway::lab::preflight(inv.lab.suite).unwrap_or_else(|e| panic!("{e}"));
             let labs = Labs { place: Place { state_dir: state_dir.into(), pool }, dir: tempfile::tempdir().unwrap(), _turn: turn() };
             labs.down_all(); // what a crashed earlier run left
@@ -152,7 +152,7 @@ mod lab {
         let up = |extra: &[&str]| {
             ok(hardway()
                 .args(["lab", "up", "-i"])
-                .arg(repo().join("inventory/lab.toml"))
+                .arg(repo().join("tests/fixtures/lab-etcd.toml"))
                 .args(["--name", "faults", "--dir"])
                 .arg(&lab_dir)
                 .args(extra)
@@ -224,7 +224,7 @@ mod lab {
             c
         };
         let t = Instant::now();
-        let (students, inv) = (students.display().to_string(), repo().join("inventory/lab.toml").display().to_string());
+        let (students, inv) = (students.display().to_string(), repo().join("tests/fixtures/lab-etcd.toml").display().to_string());
         eprintln!("{}", ok(&mut class(&["up", "--to", "etcd", "--memory-max", "768M", "--cpu-quota", "100%", "--students", &students, "-i", &inv])));
         eprintln!("class up (3 students, to etcd) took {:.1?}", t.elapsed());
 

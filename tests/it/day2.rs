@@ -1,6 +1,6 @@
 //! The day-2 commands against a real lab (issue 12): etcd snapshot and restore, disaster
 //! recovery, growing and shrinking etcd with a client writing all along, the quorum refusal,
-//! and reset. One lab of seven machines (inventory/lab.toml plus lab-m4 and lab-m5), one test,
+//! and reset. One lab of seven machines (tests/fixtures/lab-etcd.toml plus lab-m4 and lab-m5), one test,
 //! its steps in order, torn down when it ends, pass or fail.
 
 use std::net::IpAddr;
@@ -19,13 +19,13 @@ fn node_block(name: &str, address: &str) -> String {
     format!("\n[[nodes]]\nname = \"{name}\"\naddress = \"{address}\"\nroles = [\"master\"]\n")
 }
 
-/// The two masters the grown cluster has on top of inventory/lab.toml's three.
+/// The two masters the grown cluster has on top of tests/fixtures/lab-etcd.toml's three.
 fn extra_masters() -> String {
     node_block("lab-m4", "10.213.0.16") + &node_block("lab-m5", "10.213.0.17")
 }
 
 fn day_two_on_the_lab() {
-    let lab_toml = std::fs::read_to_string(repo().join("inventory/lab.toml")).unwrap();
+    let lab_toml = std::fs::read_to_string(repo().join("tests/fixtures/lab-etcd.toml")).unwrap();
     let source = tempfile::tempdir().unwrap();
     std::fs::write(source.path().join("lab7.toml"), format!("{lab_toml}{}", extra_masters())).unwrap();
     let t = crate::common::lab::boot_inventory("/run/hardway/test-day2", &source.path().join("lab7.toml"));

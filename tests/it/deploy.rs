@@ -1,5 +1,5 @@
 //! `hardway deploy` against a real lab: systemd-nspawn machines on a bridge, each with its own
-//! sshd, systemd, Debian's etcd and HAProxy (inventory/lab.toml: 3 masters, 1 lb, 1 worker).
+//! sshd, systemd, Debian's etcd and HAProxy (tests/fixtures/lab-etcd.toml: 3 masters, 1 lb, 1 worker).
 //! One test, its steps in order on one lab, torn down when it ends, pass or fail.
 
 use std::collections::BTreeMap;

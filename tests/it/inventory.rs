@@ -279,7 +279,7 @@ fn bad_inventory_changes_nothing_on_disk() {
 #[test]
 fn lab_inventory_is_valid() {
     // Its load balancer's address is the LB node's own: that must stay allowed.
-    let inv = inventory::load(&repo().join("inventory/lab.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let inv = inventory::load(&repo().join("tests/fixtures/lab-etcd.toml")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(inv.api_server_url(), "https://10.213.0.14:6443");
 }
 

@@ -1,4 +1,4 @@
-//! End to end test of `hardway::lab` on inventory/lab.toml: boots one systemd-nspawn machine per
+//! End to end test of `hardway::lab` on tests/fixtures/lab-etcd.toml: boots one systemd-nspawn machine per
 //! node, checks each over ssh, checks that a second `up` changes nothing and that `down` leaves
 //! no process, namespace, interface or state behind.
 //!

@@ -8,9 +8,10 @@ use crate::inventory::raw::{RawCni, RawContainerd, RawLab};
 use crate::inventory::values::{PATH_RULE, describe, remote_dir_fault};
 use crate::inventory::{Cni, Containerd, ContainerdVersion, LabSettings, LabSuite};
 
-/// The oldest containerd that every supported Kubernetes minor accepts (1.36 and later need
-/// 2.2, containerd's RELEASES.md); Debian's trixie (1.7) and sid (2.1) need it set.
-pub(crate) const DEFAULT_CONTAINERD_VERSION: ContainerdVersion = ContainerdVersion { major: 2, minor: 2 };
+/// The oldest containerd line that every supported Kubernetes minor accepts (1.37 needs 2.3 or
+/// later, containerd's RELEASES.md; 2.3 is its long-term support line); Debian's trixie (1.7)
+/// and sid (2.1) need it set.
+pub(crate) const DEFAULT_CONTAINERD_VERSION: ContainerdVersion = ContainerdVersion { major: 2, minor: 3 };
 /// Debian's and Ubuntu's `containerd` package.
 const DEFAULT_CONTAINERD_BIN_DIR: &str = "/usr/bin";
 /// The pause image kubeadm pulls for the current Kubernetes minors.

@@ -1,4 +1,4 @@
-//! A booted lab for integration tests: `boot` brings up inventory/lab.toml's machines (or
+//! A booted lab for integration tests: `boot` brings up tests/fixtures/lab-etcd.toml's machines (or
 //! `boot_inventory` another inventory's) under a test-specific state directory and tears them
 //! down when the returned `TestLab` is dropped, also when the test panics. `LabGuard` is the
 //! same life cycle without the rest, for tests/lab.rs, which tests the lab itself.
@@ -30,7 +30,7 @@ pub fn turn() -> Turn {
     (turn, file)
 }
 
-/// The lab of inventory/lab.toml with its state under a test's own directory; takes the lab
+/// The lab of tests/fixtures/lab-etcd.toml with its state under a test's own directory; takes the lab
 /// down when dropped, also when the test panics half way.
 pub struct LabGuard {
     pub inv: Inventory,
@@ -43,7 +43,7 @@ impl LabGuard {
     /// Fails (never skips) when this host cannot run a lab, naming every missing tool and the
     /// Debian package that provides it.
     pub fn new(state_dir: &str) -> LabGuard {
-        LabGuard::for_inventory(state_dir, &repo().join("inventory/lab.toml"))
+        LabGuard::for_inventory(state_dir, &repo().join("tests/fixtures/lab-etcd.toml"))
     }
 
     /// The lab of the inventory at `path`.
@@ -90,11 +90,11 @@ pub struct TestLab {
 }
 
 pub fn boot(state_dir: &str) -> TestLab {
-    boot_inventory(state_dir, &repo().join("inventory/lab.toml"))
+    boot_inventory(state_dir, &repo().join("tests/fixtures/lab-etcd.toml"))
 }
 
 /// Boots the lab of the inventory at `path`, which names the lab's key and known_hosts (as
-/// inventory/lab.toml does); the copy in `inv_path` names the test's own.
+/// tests/fixtures/lab-etcd.toml does); the copy in `inv_path` names the test's own.
 pub fn boot_inventory(state_dir: &str, path: &Path) -> TestLab {
     let guard = LabGuard::for_inventory(state_dir, path);
     let inv = guard.inv.clone();

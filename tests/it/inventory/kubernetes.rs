@@ -18,7 +18,7 @@ fn with_args(version: &str, component: &str, args: &str) -> Vec<(String, String)
 #[test]
 fn kubernetes_version_defaults_to_the_newest_supported() {
     let inv = accepted(&[(VERSION, "")]);
-    assert_eq!(inv.cluster.kubernetes_version.to_string(), "1.37.1");
+    assert_eq!(inv.cluster.kubernetes_version.to_string(), "1.37.2");
 }
 
 #[test]

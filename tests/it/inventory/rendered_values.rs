@@ -133,7 +133,7 @@ fn load_balancer_dns_name_with_a_newline() {
 #[test]
 fn kubernetes_version_without_a_patch() {
     let edits = [(VERSION, r#"kubernetes_version = "1.37""#)];
-    refused(&edits, "cluster.kubernetes_version", "kubernetes_version", &["not a version like \"1.37.1\"", "digits only"]);
+    refused(&edits, "cluster.kubernetes_version", "kubernetes_version", &["not a version like \"1.37.2\"", "digits only"]);
 }
 
 #[test]

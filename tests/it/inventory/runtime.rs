@@ -7,7 +7,7 @@ use hardway::inventory::{ContainerdVersion, LabSuite};
 #[test]
 fn defaults_are_where_debian_puts_things() {
     let inv = accepted(&[]);
-    assert_eq!(inv.containerd.version, ContainerdVersion { major: 2, minor: 2 });
+    assert_eq!(inv.containerd.version, ContainerdVersion { major: 2, minor: 3 });
     assert_eq!(inv.containerd.version.config_version(), 3);
     assert_eq!((inv.containerd.bin_dir.as_str(), inv.cni.bin_dir.as_str(), inv.cni.conf_dir.as_str()), ("/usr/bin", "/usr/lib/cni", "/etc/cni/net.d"));
     assert_eq!(inv.containerd.sandbox_image, "registry.k8s.io/pause:3.10.1");
