@@ -30,7 +30,8 @@
 //!     tmpfs at /sys/fs/cgroup in containerd's own mount namespace only: containerd, its shims
 //!     and runc see cgroup v1, the node's systemd keeps v2. Enough for containers through the
 //!     CRI (the data-plane test); a kubelet there would see no controllers.
-//!   On a host with the controllers in cgroup v2 nothing of this is written.
+//!
+//! On a host with the controllers in cgroup v2 nothing of this is written.
 //!
 //! The deploy's files (containerd's unit and config, CNI config, routes) go on top unchanged.
 
