@@ -456,6 +456,24 @@ impl Interner {
     }
 }
 
+/// The operator's admin kubeconfig (`build/admin.kubeconfig` of [`render`]): the admin
+/// certificate and key, the cluster CA, the API through the load balancer.
+pub fn admin_kubeconfig(inv: &Inventory, pki: &Pki) -> Result<String, RenderError> {
+    let tera = engine()?;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let admin = pki.cert("admin");
+    let ctx = KubeconfigCtx {
+        cluster_name: &inv.cluster.name,
+        server: inv.api_server_url(),
+        user: "admin".into(),
+        ca_data: b64(&pki.ca(CaId::Kubernetes).cert_pem),
+        cert_data: b64(&admin.cert_pem),
+        key_data: b64(&admin.key_pem),
+    };
+    let err = |source| RenderError::Template { template: "kubeconfig".into(), node: "admin".into(), source };
+    tera.render("kubeconfig", &tera::Context::from_serialize(&ctx).map_err(err)?).map_err(err)
+}
+
 /// Renders every host's files.
 pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
     let tera = engine()?;
@@ -563,7 +581,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
     let local = vec![File {
         path: "admin.kubeconfig".into(),
         mode: 0o600,
-        contents: kubeconfig(&tera, "admin", "admin", inv.api_server_url())?.into(),
+        contents: admin_kubeconfig(inv, pki)?.into_bytes().into(),
         units: vec![],
         anchor: None,
         restarts: true,

@@ -134,6 +134,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         })
         .collect();
     let mut rendered = render::render(&inv, &pki)?;
+    let admin_kubeconfig = rendered.local.iter().find(|f| f.path == "admin.kubeconfig").map(|f| f.contents.clone());
     deploy::add_local_binaries(&inv, &mut rendered, &opts.selected())?;
     let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
     let (events, run_log) = observe("deploy", output, &log, &inv_path, &names)?;
@@ -174,7 +175,24 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
             for h in report.failed() {
                 eprintln!("{} failed: {}", h.node, h.error.as_deref().unwrap_or("?"));
             }
+            if report.failed().is_empty() && opts.selected().contains(&Phase::ControlPlane) {
+                next_steps(&inv_path, &dir, admin_kubeconfig.as_deref())?;
+            }
         }
     }
     Ok(if report.failed().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// After a deploy that brought up the API: the admin kubeconfig beside the PKI it comes from
+/// (the admin key is there already, 0600 in a 0700 directory), and what to type next.
+fn next_steps(inv_path: &std::path::Path, pki_dir: &std::path::Path, kubeconfig: Option<&[u8]>) -> Result<()> {
+    let Some(kubeconfig) = kubeconfig else { return Ok(()) };
+    let path = pki_dir.join("admin.kubeconfig");
+    pki::write_file(&path, kubeconfig, 0o600).with_context(|| format!("writing {}", path.display()))?;
+    let abs = std::path::absolute(&path).unwrap_or(path);
+    out!("\nkubeconfig: {} (cluster admin, through the load balancer). Next:", abs.display());
+    out!("  export KUBECONFIG={}", abs.display());
+    out!("  kubectl get nodes");
+    out!("  hardway verify -i {} --pki {}", inv_path.display(), pki_dir.display());
+    Ok(())
 }

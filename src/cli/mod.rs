@@ -80,6 +80,17 @@ enum Command {
     },
     /// Push everything to the hosts over SSH, bootstrap etcd, start the control plane and workers.
     Deploy(deploy::DeployArgs),
+    /// Write the admin kubeconfig (the API through the load balancer) for kubectl.
+    Kubeconfig {
+        #[command(flatten)]
+        inv: InventoryArg,
+        /// The PKI directory made by `pki generate`.
+        #[arg(long, default_value = "pki")]
+        pki: PathBuf,
+        /// Where to write it (0600); `-` prints it.
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+    },
     /// Check, one by one, that the cluster is healthy and built right (also clusters built by hand).
     Verify(verify::VerifyArgs),
     /// Print the commands a person would type to do what each phase does, as a bash script.
@@ -398,6 +409,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 _ => lab::status(&inv, &opts)?,
             };
 Ok(class::print_lab(&lab))
+        }
+        Command::Kubeconfig { inv, pki: dir, out } => {
+            let inv = load_inventory(&inv.path())?;
+            let pki = pki::load(&inv, &dir)?;
+            let text = render::admin_kubeconfig(&inv, &pki)?;
+            if out.as_os_str() == "-" {
+                let _ = write!(std::io::stdout(), "{text}");
+            } else {
+                pki::write_file(&out, text.as_bytes(), 0o600).with_context(|| format!("writing {}", out.display()))?;
+                out!("{}", out.display());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Render { inv, pki: dir, out } => {
             let inv = load_inventory(&inv.path())?;

@@ -522,6 +522,14 @@ impl Transport for Conn {
         Ok(self.script(script)?)
     }
 
+    fn run_quiet(&self, script: &str, quiet: Duration) -> Result<Output, RemoteError> {
+        let longer = COMMAND_TIMEOUT.max(quiet + Duration::from_secs(60));
+        self.sess.set_timeout(longer.as_millis().min(u32::MAX as u128) as u32);
+        let out = self.script(script);
+        self.sess.set_timeout(COMMAND_TIMEOUT.as_millis() as u32);
+        Ok(out?)
+    }
+
     fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError> {
         Ok(self.unix_socket_request(socket, request)?)
     }

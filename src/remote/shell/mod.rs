@@ -34,6 +34,12 @@ use parse::{parse_ss, parse_stats, stat_sections, unit_states_of};
 pub trait Transport: Send {
     /// Runs `script` with `sh -s` as root.
     fn run(&self, script: &str) -> Result<Output, RemoteError>;
+    /// Runs a script that may say nothing for `quiet` (a wait with its own deadline): a
+    /// transport that gives up on a silent node must wait longer than that.
+    fn run_quiet(&self, script: &str, quiet: std::time::Duration) -> Result<Output, RemoteError> {
+        let _ = quiet;
+        self.run(script)
+    }
     /// Sends `request` to a Unix socket on the node and returns the whole answer.
     fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError>;
 }
@@ -62,8 +68,16 @@ impl<T: Transport> ShellRemote<T> {
 
     /// Runs a script, and logs it as [`Script::redacted`] shows it.
     fn exec(&self, script: &Script) -> Result<Output, RemoteError> {
+        self.exec_quiet(script, None)
+    }
+
+    /// [`Self::exec`] of a script that may be silent for `quiet`.
+    fn exec_quiet(&self, script: &Script, quiet: Option<std::time::Duration>) -> Result<Output, RemoteError> {
         let t = std::time::Instant::now();
-        let out = self.transport.run(script.text());
+        let out = match quiet {
+            Some(q) => self.transport.run_quiet(script.text(), q),
+            None => self.transport.run(script.text()),
+        };
         if let Some(log) = &self.log {
             match &out {
                 Ok(o) => log.remote(&self.node, script.redacted(), Some(o.status), &o.stdout, &o.stderr, t.elapsed()),
@@ -515,7 +529,12 @@ impl<T: Transport> Remote for ShellRemote<T> {
                 s.raw(&line);
             }
         }
-        self.run_ok("applying addons", &s).map(|_| ())
+        // Each wait may be silent for up to `t` seconds (kubectl prints when something changes).
+        let out = self.exec_quiet(&s, Some(std::time::Duration::from_secs(u64::from(t))))?;
+        if !out.ok() {
+            return Err(RemoteError::failed("applying addons", format!("exit {}: {}", out.status, out.stderr.trim())));
+        }
+        Ok(())
     }
 
     fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError> {
