@@ -41,6 +41,7 @@ pub mod probe;
 pub mod remote;
 pub mod render;
 pub mod runlog;
+pub mod safe_fs;
 pub mod verify;
 pub mod versions;
 

@@ -25,7 +25,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::error::{Result, io_error};
-use super::files::{create_dir_all, mounts, write_file};
+use super::files::{create_dir_all, mounts};
+use crate::safe_fs::{remove_beneath, write_beneath};
 use super::layout::NodeLayout;
 
 /// Inside the node: where the unit mounts the v1 hierarchies.
@@ -90,16 +91,17 @@ pub(super) fn prepare_node(node: &NodeLayout) -> Result<()> {
     create_dir_all(&node.containerd_dir())?;
     let root = node.rootfs();
     let hierarchies: Vec<String> = v1_hierarchies().into_iter().map(|(_, c)| c).collect();
-    let unit = root.join("etc/systemd/system").join(V1_UNIT);
-    let drop_in_dir = root.join("etc/systemd/system/containerd.service.d");
+    // Below the machine's root: written and removed without following a link (crate::safe_fs).
+    let unit = Path::new("etc/systemd/system").join(V1_UNIT);
+    let drop_in = Path::new("etc/systemd/system/containerd.service.d/hardway-lab.conf");
     if hierarchies.is_empty() {
-        let _ = fs::remove_file(&unit);
-        let _ = fs::remove_file(drop_in_dir.join("hardway-lab.conf"));
+        remove_beneath(&root, &unit)?;
+        remove_beneath(&root, drop_in)?;
         return Ok(());
     }
-    write_file(&unit, v1_unit(&hierarchies))?;
-    create_dir_all(&drop_in_dir)?;
-    write_file(&drop_in_dir.join("hardway-lab.conf"), containerd_drop_in(&hierarchies))
+    write_beneath(&root, &unit, v1_unit(&hierarchies).as_bytes(), 0o644, 0o755)?;
+    write_beneath(&root, drop_in, containerd_drop_in(&hierarchies).as_bytes(), 0o644, 0o755)?;
+    Ok(())
 }
 
 fn v1_unit(hierarchies: &[String]) -> String {
