@@ -275,6 +275,17 @@ impl Dir {
         Ok(())
     }
 
+    /// Renames `from` to `to`, both in this directory (a link at `to` is replaced).
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        let (fp, tp) = (self.child(from.as_ref()), self.child(to.as_ref()));
+        let (f, t) = (cstr(from.as_ref(), &fp)?, cstr(to.as_ref(), &tp)?);
+        // SAFETY: valid descriptors and names.
+        if unsafe { libc::renameat(self.fd.as_raw_fd(), f.as_ptr(), self.fd.as_raw_fd(), t.as_ptr()) } < 0 {
+            return Err(io("rename into", &tp)(last_error()));
+        }
+        Ok(())
+    }
+
     /// Removes the file (or link) `name` here; a missing one is fine.
     pub fn remove(&self, name: &str) -> Result<()> {
         let path = self.child(name.as_ref());
