@@ -78,8 +78,18 @@ pub fn record_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join(name).join("lab.json")
 }
 
+/// `name` as a lab's, or an error saying why not: checked before any path is made of it (a
+/// name like `../..` would load a record, and an inventory, from anywhere).
+pub fn check_name(name: &str) -> Result<()> {
+    match name_problem(name) {
+        None => Ok(()),
+        Some(why) => Err(LabError::Inventory(format!("{name:?} is not a lab name: it {why}"))),
+    }
+}
+
 /// The record of the named lab `name`, if it exists.
 pub fn read_record(state_dir: &Path, name: &str) -> Result<Option<LabRecord>> {
+    check_name(name)?;
     let path = record_path(state_dir, name);
     match fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
@@ -95,6 +105,7 @@ pub fn records(state_dir: &Path) -> Vec<LabRecord> {
     let Ok(entries) = fs::read_dir(state_dir) else { return Vec::new() };
     let mut out: Vec<LabRecord> = entries
         .flatten()
+        .filter(|e| name_problem(&e.file_name().to_string_lossy()).is_none())
         .filter_map(|e| read_record(state_dir, &e.file_name().to_string_lossy()).ok().flatten())
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
