@@ -46,4 +46,6 @@ pub mod verify;
 pub mod versions;
 
 #[cfg(test)]
+mod key_material_tests;
+#[cfg(test)]
 mod testing;
