@@ -141,7 +141,7 @@ pub async fn restore(
     })();
     if let Err(e) = stopping {
         step.done(Status::Failed, Some(e.to_string()));
-        let back = put_back(inv, &remotes, probe, &members, &stopped, &[], &at, opts.etcd_timeout).await;
+        let back = put_back(inv, &remotes, probe, &members, &stopped, (&[], &[]), &at, opts.etcd_timeout).await;
         remove_copies();
         return Err(Day2Error::Etcd(format!("stopping the cluster for the restore failed: {e}. {back}")));
     }
@@ -166,7 +166,8 @@ pub async fn restore(
         })();
         if let Err(e) = restored {
             step.done(Status::Failed, Some(e.to_string()));
-            let back = put_back(inv, &remotes, probe, &members, &stopped, &report.moved_aside, &at, opts.etcd_timeout).await;
+            let touched: Vec<String> = members.iter().take_while(|x| x.name != m.name).map(|x| x.name.clone()).chain([m.name.clone()]).collect();
+            let back = put_back(inv, &remotes, probe, &members, &stopped, (&touched, &report.moved_aside), &at, opts.etcd_timeout).await;
             remove_copies();
             return Err(Day2Error::Etcd(format!("restoring the snapshot on {} failed: {e}. {back}", m.name)));
         }
@@ -210,10 +211,10 @@ struct Stopped {
     etcd: Vec<String>,
 }
 
-/// Undoes a restore that failed after stopping the cluster: each member whose data dir was
-/// moved aside gets it back (what the restore began is moved aside in turn, never deleted),
-/// etcd starts again where it ran and is waited for, then the API servers that ran. Returns
-/// what it did and the state the cluster is in, for the error.
+/// Undoes a restore that failed after stopping the cluster: on each member the restore reached
+/// (`touched`), what it began is moved aside (never deleted) and the data dir it had moved aside
+/// (`moved_aside`) is moved back; etcd starts again where it ran and is waited for, then the API
+/// servers that ran. Returns what it did and the state the cluster is in, for the error.
 #[allow(clippy::too_many_arguments)]
 async fn put_back(
     inv: &Inventory,
@@ -221,7 +222,7 @@ async fn put_back(
     probe: &dyn Probe,
     members: &[&Node],
     stopped: &Stopped,
-    moved_aside: &[(String, String)],
+    (touched, moved_aside): (&[String], &[(String, String)]),
     at: &str,
     timeout: Duration,
 ) -> String {
@@ -230,12 +231,18 @@ async fn put_back(
     let api = ComponentId::KubeApiserver.get().unit.expect("a unit").to_string();
     let mut problems = Vec::new();
     let mut back = Vec::new();
-    for (name, aside) in moved_aside {
+    for name in touched {
         let r = remote(name);
-        let undone = r.move_aside(ETCD_DATA_DIR, &format!("failed-restore-{at}")).and_then(|_| r.move_back(aside, ETCD_DATA_DIR));
-        match undone {
-            Ok(()) => back.push(name.clone()),
-            Err(e) => problems.push(format!("{name}: its data dir stays at {aside} ({e})")),
+        let aside = moved_aside.iter().find(|(n, _)| n == name).map(|(_, a)| a);
+        let undone = r.move_aside(ETCD_DATA_DIR, &format!("failed-restore-{at}")).and_then(|_| match aside {
+            Some(a) => r.move_back(a, ETCD_DATA_DIR),
+            None => Ok(()),
+        });
+        match (undone, aside) {
+            (Ok(()), Some(_)) => back.push(name.clone()),
+            (Ok(()), None) => {}
+            (Err(e), Some(a)) => problems.push(format!("{name}: its data dir stays at {a} ({e})")),
+            (Err(e), None) => problems.push(format!("{name}: what the restore began stays at {ETCD_DATA_DIR} ({e})")),
         }
     }
     let mut started = Vec::new();

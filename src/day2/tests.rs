@@ -208,4 +208,6 @@ fn a_restore_that_fails_after_stopping_puts_everything_back_and_says_so() {
         assert_eq!(n.files.get(&format!("{ETCD_DATA_DIR}/member/snap/db")).map(|f| f.contents.as_slice()), Some(&b"keyspace"[..]), "{m}: its data is not back");
     }
     assert!(crate::probe::healthy(&block_on(crate::probe::cluster_status(f.fake.as_ref(), &f.inv.etcd_members(), Duration::from_secs(1)))));
+    // What the failed restore began on m2 is kept aside, not deleted.
+    assert!(f.fake.node("m2").dirs.iter().any(|d| d.starts_with(&format!("{ETCD_DATA_DIR}.failed-restore-"))), "{:?}", f.fake.node("m2").dirs);
 }
