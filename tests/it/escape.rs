@@ -100,11 +100,16 @@ roles = ["master"]
 
         let o = t.up();
         let err = String::from_utf8_lossy(&o.stderr);
+        // The host directory first: that is the attack.
+        assert_eq!(std::fs::metadata(&host_ssh).unwrap().permissions().mode() & 0o7777, 0o755, "lab up chmod-ed the host directory: {err}");
+        assert_eq!(
+            std::fs::read_to_string(host_ssh.join("authorized_keys")).unwrap(),
+            "ssh-ed25519 AAAA the-hosts-admin\n",
+            "lab up replaced the host's authorized_keys: {err}"
+        );
+        assert_eq!(std::fs::read_dir(&host_ssh).unwrap().count(), 1, "nothing was added to the host directory");
         assert!(!o.status.success(), "lab up went through the planted link: {err}");
         let link = Path::new(STATE_DIR).join(NAME).join(&node.name).join("rootfs/root/.ssh");
         assert!(err.contains(&link.display().to_string()) && err.contains("symbolic link"), "{err}");
-        assert_eq!(std::fs::metadata(&host_ssh).unwrap().permissions().mode() & 0o7777, 0o755);
-        assert_eq!(std::fs::read_to_string(host_ssh.join("authorized_keys")).unwrap(), "ssh-ed25519 AAAA the-hosts-admin\n");
-        assert_eq!(std::fs::read_dir(&host_ssh).unwrap().count(), 1, "nothing was added to the host directory");
     }
 }
