@@ -121,12 +121,18 @@ impl Work {
         };
         keygen(&w.key(), "hardway-bench");
         let public = fs::read_to_string(w.key().with_extension("pub")).unwrap();
-        tools::authorize_key(&w.ssh_dir(), &public).unwrap_or_else(|e| panic!("{e}"));
+        // The bench's own directory, bound in as root's ~/.ssh: no machine root to guard.
+        fs::create_dir_all(w.ssh_dir()).unwrap();
+        fs::set_permissions(w.ssh_dir(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+        fs::write(w.ssh_dir().join("authorized_keys"), format!("{}\n", public.trim())).unwrap();
+        fs::set_permissions(w.ssh_dir().join("authorized_keys"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let mut known = String::new();
         for i in 0..hosts {
             let key = w.host_key(i);
             keygen(&key, &format!("root@{}", host_link(i).netns));
-            known.push_str(&tools::known_hosts_line(host_addr(i).into(), &key.with_extension("pub")).unwrap_or_else(|e| panic!("{e}")));
+            let public = key.with_extension("pub");
+            let (dir, file) = (public.parent().unwrap(), public.file_name().unwrap());
+            known.push_str(&tools::known_hosts_line(host_addr(i).into(), dir, file.as_ref()).unwrap_or_else(|e| panic!("{e}")));
         }
         fs::write(w.known_hosts(), known).unwrap();
         w

@@ -41,8 +41,11 @@ pub mod probe;
 pub mod remote;
 pub mod render;
 pub mod runlog;
+pub mod safe_fs;
 pub mod verify;
 pub mod versions;
 
+#[cfg(test)]
+mod key_material_tests;
 #[cfg(test)]
 mod testing;

@@ -22,15 +22,44 @@ pub struct RunLog {
     file: Mutex<std::fs::File>,
 }
 
+/// Why a run log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum RunLogError {
+    #[error("neither XDG_STATE_HOME nor HOME is set, and /run/user/{uid} is not this user's private directory (it must exist, belong to uid {uid} and be closed to others): set HOME, or give --log-file")]
+    NoPrivatePlace { uid: u32 },
+    #[error("{} is readable or writable by others (mode {mode:04o}): a run log holds every script sent to the nodes; chmod 600 it or give another --log-file", path.display())]
+    Shared { path: PathBuf, mode: u32 },
+    #[error("{} belongs to uid {owner}, not to this user (uid {me}): give another --log-file", path.display())]
+    NotMine { path: PathBuf, owner: u32, me: u32 },
+    #[error("{} is not a regular file: give another --log-file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error(transparent)]
+    Private(#[from] crate::safe_fs::SafeFsError),
+}
+
 impl RunLog {
-    /// Where logs go by default.
-    pub fn default_dir() -> PathBuf {
+    /// Where logs go by default: `hardway/logs` below the user's state directory
+    /// (`$XDG_STATE_HOME`, `~/.local/state`), or, without either, below `/run/user/<uid>` when
+    /// that is this user's private directory; never a shared one.
+    pub fn default_location() -> Result<(PathBuf, PathBuf), RunLogError> {
+        let rel = PathBuf::from("hardway/logs");
         let state = std::env::var_os("XDG_STATE_HOME")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-            .unwrap_or_else(|| PathBuf::from("/var/tmp"));
-        state.join("hardway/logs")
+            .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state")));
+        if let Some(state) = state {
+            return Ok((state, rel));
+        }
+        let uid = crate::safe_fs::euid();
+        let run_user = PathBuf::from(format!("/run/user/{uid}"));
+        match std::fs::symlink_metadata(&run_user) {
+            Ok(m) if m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == uid && std::os::unix::fs::MetadataExt::mode(&m) & 0o077 == 0 => Ok((run_user, rel)),
+            _ => Err(RunLogError::NoPrivatePlace { uid }),
+        }
+    }
+
+    pub fn default_dir() -> Result<PathBuf, RunLogError> {
+        Self::default_location().map(|(base, rel)| base.join(rel))
     }
 
     /// The newest log in `dir` (names start with a sortable timestamp).
@@ -40,21 +69,21 @@ impl RunLog {
         logs.pop()
     }
 
-    /// Opens a new log: `path`, or a new file in the default directory.
-    pub fn create(path: Option<&Path>, command: &str, argv: &[String]) -> std::io::Result<RunLog> {
-        let path = match path {
-            Some(p) => p.to_path_buf(),
+    /// Opens a new log: `path`, or a new file in the default directory. Either is this user's,
+    /// mode 0600, and never opened through a link (`O_NOFOLLOW`); the default directory's
+    /// `hardway/logs` is 0700 and reached without following links.
+    pub fn create(path: Option<&Path>, command: &str, argv: &[String]) -> Result<RunLog, RunLogError> {
+        let (path, file) = match path {
+            Some(p) => (p.to_path_buf(), open_log_file(p)?),
             None => {
-                let dir = Self::default_dir();
-                std::fs::create_dir_all(&dir)?;
+                let (base, rel) = Self::default_location()?;
+                let dir = crate::safe_fs::private_dir(&base, &rel)?;
                 let stamp = now_rfc3339().replace([':', '.'], "-");
-                dir.join(format!("{stamp}-{command}-{}.log", std::process::id()))
+                let name = format!("{stamp}-{command}-{}.log", std::process::id());
+                let file = dir.create_new(&name, 0o600)?;
+                (dir.path().join(name), file)
             }
         };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path)?;
         let log = RunLog { path, file: Mutex::new(file) };
         log.write(&format!("###### hardway {} {} ######\nargv: {}\n", env!("CARGO_PKG_VERSION"), now_rfc3339(), argv.join(" ")));
         Ok(log)
@@ -91,6 +120,54 @@ impl RunLog {
     }
 }
 
+/// `--log-file`: appended to when it is this user's regular file closed to others, created
+/// 0600 (its missing directories 0700) when it does not exist; a link there is refused, never
+/// followed.
+fn open_log_file(path: &Path) -> Result<std::fs::File, RunLogError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let err = |op: &'static str| move |error: std::io::Error| crate::safe_fs::SafeFsError::Io { op, path: path.to_path_buf(), error };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(parent).map_err(err("create the directory of"))?;
+    }
+    let open = |create: bool| {
+        let mut o = std::fs::OpenOptions::new();
+        o.append(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        if create {
+            o.create_new(true).mode(0o600);
+        }
+        o.open(path)
+    };
+    let is_link = || std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let file = match open(true) {
+        Ok(f) => {
+            // The mode given to open() went through the umask.
+            f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err("set the mode of"))?;
+            return Ok(f);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && !is_link() => open(false),
+        Err(e) => Err(e),
+    };
+    let file = file.map_err(|e| {
+        if is_link() {
+            RunLogError::Private(crate::safe_fs::SafeFsError::Link { path: path.to_path_buf(), below: path.parent().unwrap_or(Path::new("/")).to_path_buf() })
+        } else {
+            RunLogError::Private(err("open")(e))
+        }
+    })?;
+    let m = file.metadata().map_err(err("look at"))?;
+    let me = crate::safe_fs::euid();
+    if !m.is_file() {
+        return Err(RunLogError::NotAFile { path: path.to_path_buf() });
+    }
+    if m.uid() != me {
+        return Err(RunLogError::NotMine { path: path.to_path_buf(), owner: m.uid(), me });
+    }
+    if m.mode() & 0o077 != 0 {
+        return Err(RunLogError::Shared { path: path.to_path_buf(), mode: m.mode() & 0o7777 });
+    }
+    Ok(file)
+}
+
 impl Sink for RunLog {
     fn event(&self, e: &Event) {
         let mut s = format!("{} {:?} {} {}", e.ts, e.status, e.host.as_deref().unwrap_or("-"), e.phase.as_deref().unwrap_or("-"));
@@ -107,5 +184,29 @@ impl Sink for RunLog {
 
     fn summary(&self, sm: &Summary) {
         self.write(&format!("{} summary: ok={} hosts={} failed={:?} counts={:?} ({} ms)\n", sm.ts, sm.ok, sm.hosts, sm.failed, sm.counts, sm.duration_ms));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// `--log-file` at a link must not append the run (scripts, outputs) to the link's target;
+    /// a new log is 0600.
+    #[test]
+    fn a_log_file_that_is_a_link_is_refused_and_a_new_one_is_private() {
+        let t = tempfile::tempdir().unwrap();
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let link = t.path().join("run.log");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let e = RunLog::create(Some(&link), "verify", &["hardway".into()]).err().expect("a link is refused");
+        assert!(e.to_string().contains("symbolic link") && e.to_string().contains(&link.display().to_string()), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        let fresh = t.path().join("logs/new.log");
+        let log = RunLog::create(Some(&fresh), "verify", &["hardway".into()]).unwrap();
+        log.write("x\n");
+        assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o7777, 0o600);
     }
 }

@@ -153,17 +153,17 @@ pub fn find(opts: &LabOptions, name: &str) -> Result<(LabRecord, Inventory), Cla
 
 /// Stops the lab's machines, keeps each one's own files in `keep` (a tar per machine) when
 /// given, and takes the lab down. Returns the files kept.
-pub fn down(inv: &Inventory, opts: &LabOptions, keep: Option<&Path>) -> Result<Vec<PathBuf>, ClassError> {
+pub fn down(inv: &Inventory, opts: &LabOptions, keep: Option<&named::Keep>) -> Result<Vec<PathBuf>, ClassError> {
     let kept = match keep {
-        Some(dest) => named::save_machines(inv, opts, dest)?,
+        Some(keep) => named::save_machines(inv, opts, keep)?,
         None => Vec::new(),
     };
     lab::down(inv, opts)?;
     Ok(kept)
 }
 
-/// Where `down` keeps a lab's machines this time: `<dir>/saved/<UTC time>`.
-pub fn saved_dir(lab: &NamedLab) -> PathBuf {
+/// Where `down` keeps a lab's machines this time: `saved/<UTC time>` below the lab's directory.
+pub fn saved_dir(lab: &NamedLab) -> named::Keep {
     let stamp = super::now_rfc3339().replace(':', "");
-    lab.dir.join("saved").join(stamp)
+    named::Keep { base: lab.dir.clone(), rel: Path::new("saved").join(stamp) }
 }

@@ -102,7 +102,20 @@ impl Class {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ClassError::NoClass { dir: dir.to_path_buf() }),
             Err(source) => return Err(ClassError::Io { action: "read", path, source }),
         };
-        let file = serde_json::from_str(&text).map_err(|e| ClassError::BadFile { path, reason: e.to_string() })?;
+        let file: ClassFile = serde_json::from_str(&text).map_err(|e| ClassError::BadFile { path: path.clone(), reason: e.to_string() })?;
+        // Checked again as the students file was: each name becomes a path, a cluster and a
+        // bridge, and the file may have been edited since.
+        let mut seen = std::collections::BTreeMap::new();
+        for (i, name) in file.students.iter().enumerate() {
+            let problem = match (crate::lab::named::name_problem(name), seen.insert(name.as_str(), i)) {
+                (Some(why), _) => Some(format!("{name:?} {why}")),
+                (None, Some(first)) => Some(format!("{name:?} is already students[{first}]")),
+                (None, None) => None,
+            };
+            if let Some(p) = problem {
+                return Err(ClassError::BadFile { path, reason: format!("field `students[{i}]`: student {p}") });
+            }
+        }
         Ok(Class { dir: dir.to_path_buf(), file })
     }
 
@@ -148,4 +161,46 @@ impl Class {
 /// Current time as RFC 3339, for records and file names.
 pub(crate) fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--name ../../..` must not load a record (and an inventory) from outside the named labs'
+    /// directory: a lab name is a DNS label, checked before any path is made of it.
+    #[test]
+    fn a_lab_name_that_is_not_a_dns_label_is_refused_before_any_path_is_made_of_it() {
+        let t = tempfile::tempdir().unwrap();
+        let state = t.path().join("a/b/c");
+        std::fs::create_dir_all(&state).unwrap();
+        let inv = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml");
+        let record = crate::lab::named::LabRecord {
+            name: "x".into(),
+            subnet: "10.222.9.0/24".parse().unwrap(),
+            base: inv.clone(),
+            inventory: inv,
+            pki: "/pki".into(),
+            limits: MachineLimits::default(),
+        };
+        std::fs::write(t.path().join("lab.json"), serde_json::to_string(&record).unwrap()).unwrap();
+        let opts = crate::lab::LabOptions { state_dir: state, ..crate::lab::LabOptions::default() };
+        for bad in ["../../..", "..", "a/b", "Alice"] {
+            let e = labs::find(&opts, bad).map(|(r, _)| r.name).expect_err(bad).to_string();
+            assert!(e.contains(&format!("{bad:?}")) && e.contains("lab name"), "{bad}: {e}");
+        }
+    }
+
+    /// class.json is re-checked when read: a student name edited into it is checked as in the
+    /// students file, with the file and the field.
+    #[test]
+    fn student_names_in_class_json_are_checked_when_read() {
+        let t = tempfile::tempdir().unwrap();
+        for (students, field) in [(vec!["alice", "../../etc"], "students[1]"), (vec!["alice", "alice"], "students[1]"), (vec!["Bob"], "students[0]")] {
+            let file = ClassFile { base: "/b.toml".into(), students: students.iter().map(|s| s.to_string()).collect(), limits: MachineLimits::default(), to: None };
+            std::fs::write(t.path().join(Class::FILE), serde_json::to_string(&file).unwrap()).unwrap();
+            let e = Class::open(t.path()).map(|c| c.file.students).expect_err(field).to_string();
+            assert!(e.contains(&t.path().join(Class::FILE).display().to_string()) && e.contains(field), "{students:?}: {e}");
+        }
+    }
 }

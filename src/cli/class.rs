@@ -17,6 +17,14 @@ use crate::lab::limits::{self, MachineLimits};
 use crate::lab::named::{self, NAMED_STATE_DIR, SUBNET_POOL};
 use crate::lab::{self, LabOptions};
 
+/// A lab name: a DNS label (as a student's), before any path is made of it.
+fn parse_lab_name(s: &str) -> std::result::Result<String, String> {
+    match named::name_problem(s) {
+        None => Ok(s.to_string()),
+        Some(why) => Err(format!("{s:?} is not a lab name: it {why}")),
+    }
+}
+
 /// Where named labs live (tests give their own).
 #[derive(Args, Clone)]
 pub struct StateArgs {
@@ -50,7 +58,7 @@ impl LimitArgs {
 pub struct LabUpArgs {
     /// A lab of its own, beside the others: cluster NAME, machines NAME-<node>, its own
     /// subnet, bridge and key; its inventory is written to --dir.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_lab_name)]
     pub name: Option<String>,
     /// Where a named lab's inventory and PKI go (default labs/NAME).
     #[arg(long, requires = "name")]
@@ -71,7 +79,7 @@ pub struct LabUpArgs {
 #[derive(Args, Clone)]
 pub struct LabNameArgs {
     /// The named lab (see `lab up --name`).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_lab_name)]
     pub name: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,

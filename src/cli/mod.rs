@@ -357,13 +357,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Secrets { command } => certs::secrets(command),
         Command::Node { command } => day2::node(command),
         Command::Reset(args) => day2::reset(args),
-        Command::Logs => match RunLog::latest(&RunLog::default_dir()) {
-            Some(p) => {
-                out!("{}", p.display());
-                Ok(ExitCode::SUCCESS)
+        Command::Logs => {
+            let dir = RunLog::default_dir()?;
+            match RunLog::latest(&dir) {
+                Some(p) => {
+                    out!("{}", p.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => anyhow::bail!("no run log in {} yet", dir.display()),
             }
-            None => anyhow::bail!("no run log in {} yet", RunLog::default_dir().display()),
-        },
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "hardway", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -15,7 +15,7 @@ pub mod secrets;
 pub mod snapshot;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::inventory::Node;
 use crate::remote::{Connector, Remote, RemoteError};

@@ -4,7 +4,6 @@
 //! revision, the member list, the SHA-256 of the file. Retention keeps the newest N.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,6 +46,11 @@ pub enum SnapshotError {
     },
     #[error("{}: {reason}", .path.display())]
     Bad { path: PathBuf, reason: String },
+    /// A record in the snapshots directory whose `file` is not a snapshot of that directory.
+    #[error("{}: field `file` is {file:?}: not a snapshot file of this directory (a plain name ending in .db, no '/', matching the record's own name); nothing was pruned", .path.display())]
+    NotOurs { path: PathBuf, file: String },
+    #[error(transparent)]
+    Private(#[from] crate::safe_fs::SafeFsError),
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SnapshotError + 'a {
@@ -92,12 +96,14 @@ pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<u
     let stream_err = |reason: String| SnapshotError::Stream { member: leader.name.clone(), reason };
     let (member_list, _) = probe.etcd_membership(leader.address, Duration::from_secs(5)).await.map_err(stream_err)?;
 
-    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    // etcd's whole keyspace (Secrets are encrypted, the rest is not): only the operator reads
+    // it. The directory is 0700, each file created new and 0600, never through a link.
+    let private = crate::safe_fs::private_dir(dir, Path::new(""))?;
     let taken_at = crate::events::now_rfc3339();
     let name = format!("{}-{}", inv.cluster.name, stamp(&taken_at));
-    let (db, part) = (dir.join(format!("{name}.db")), dir.join(format!("{name}.db.part")));
-    // etcd's whole keyspace: only the operator reads it (Secrets are encrypted, the rest is not).
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&part).map_err(io("creating", &part))?;
+    let (db_name, part_name) = (format!("{name}.db"), format!("{name}.db.part"));
+    let part = dir.join(&part_name);
+    let mut file = private.create_new(&part_name, 0o600)?;
     let mut out = Hashing { file: &mut file, hasher: Sha256::new() };
     let streamed = probe.etcd_snapshot(leader.address, &mut out).await;
     let sha256: String = out.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
@@ -107,9 +113,9 @@ pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<u
         Err(e) => Err(e),
     }
     .inspect_err(|_| {
-        let _ = std::fs::remove_file(&part);
+        let _ = private.remove(&part_name);
     })?;
-    std::fs::rename(&part, &db).map_err(io("renaming", &part))?;
+    private.rename(&part_name, &db_name)?;
     let info = SnapshotInfo {
         cluster: inv.cluster.name.clone(),
         file: format!("{name}.db"),
@@ -121,9 +127,7 @@ pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<u
         members: member_list.into_iter().map(|m| (m.name, m.peer_url)).collect(),
         etcd_version: leader.version.clone().unwrap_or_default(),
     };
-    let meta = dir.join(format!("{name}.json"));
-    crate::pki::write_file(&meta, serde_json::to_string_pretty(&info).expect("serialisable").as_bytes(), 0o600)
-        .map_err(|e| SnapshotError::Bad { path: meta.clone(), reason: e.to_string() })?;
+    private.write(format!("{name}.json").as_ref(), serde_json::to_string_pretty(&info).expect("serialisable").as_bytes(), 0o600)?;
     if let Some(keep) = keep {
         prune(dir, &inv.cluster.name, keep)?;
     }
@@ -132,6 +136,11 @@ pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<u
 
 /// Every snapshot of `cluster` in `dir`, oldest first.
 pub fn list(dir: &Path, cluster: &str) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+    Ok(records(dir, cluster)?.into_iter().map(|(_, info)| info).collect())
+}
+
+/// Every record of `cluster` in `dir` with its path, oldest first.
+fn records(dir: &Path, cluster: &str) -> Result<Vec<(PathBuf, SnapshotInfo)>, SnapshotError> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -140,19 +149,31 @@ pub fn list(dir: &Path, cluster: &str) -> Result<Vec<SnapshotInfo>, SnapshotErro
     };
     for e in entries.flatten() {
         let p = e.path();
-        if p.extension().is_none_or(|x| x != "json") {
+        if p.extension().is_none_or(|x| x != "json") || !e.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
         let text = std::fs::read_to_string(&p).map_err(io("reading", &p))?;
         let info: SnapshotInfo = serde_json::from_str(&text).map_err(|e| SnapshotError::Bad { path: p.clone(), reason: e.to_string() })?;
         if info.cluster == cluster {
-            out.push(info);
+            out.push((p, info));
         }
     }
-    out.sort_by(|a, b| a.file.cmp(&b.file));
+    out.sort_by(|a, b| a.1.file.cmp(&b.1.file));
     Ok(out)
 }
 
+/// The record at `record` names a snapshot of its own directory: `file` a plain name ending in
+/// `.db` whose stem is the record's own (`NAME.json` beside `NAME.db`). Anything else is not
+/// hardway's to delete or restore.
+fn check_ours(record: &Path, info: &SnapshotInfo) -> Result<(), SnapshotError> {
+    let f = info.file.as_str();
+    let plain = !f.is_empty() && !f.contains(['/', '\0']) && f != "." && f != ".." && !f.starts_with('.');
+    let stem = record.file_stem().and_then(|s| s.to_str());
+    if plain && f.strip_suffix(".db").is_some_and(|s| Some(s) == stem) {
+        return Ok(());
+    }
+    Err(SnapshotError::NotOurs { path: record.to_path_buf(), file: info.file.clone() })
+}
 /// Reads a snapshot's record and checks the file against it.
 pub fn open(db: &Path) -> Result<(SnapshotInfo, Vec<u8>), SnapshotError> {
     let meta = db.with_extension("json");
@@ -167,19 +188,65 @@ pub fn open(db: &Path) -> Result<(SnapshotInfo, Vec<u8>), SnapshotError> {
 }
 
 /// Removes all but the newest `keep` snapshots of `cluster` (retention is what `--keep` asks).
+/// Only files of the snapshots directory that a record names as its own snapshot are deleted,
+/// and the record itself; a record naming anything else stops it before anything is deleted.
 fn prune(dir: &Path, cluster: &str, keep: usize) -> Result<(), SnapshotError> {
-    let all = list(dir, cluster)?;
-    for old in all.iter().take(all.len().saturating_sub(keep)) {
-        let db = dir.join(&old.file);
-        for p in [db.clone(), db.with_extension("json")] {
-            std::fs::remove_file(&p).map_err(io("removing", &p))?;
-        }
+    let all = records(dir, cluster)?;
+    for (path, info) in &all {
+        check_ours(path, info)?;
+    }
+    let d = crate::safe_fs::Dir::open(dir)?;
+    for (path, old) in all.iter().take(all.len().saturating_sub(keep)) {
+        d.remove(&old.file)?;
+        d.remove(&path.file_name().expect("a record file").to_string_lossy())?;
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn record(dir: &Path, json_name: &str, file: &str) {
+        let info = SnapshotInfo {
+            cluster: "c".into(),
+            file: file.into(),
+            sha256: String::new(),
+            size: 1,
+            revision: 1,
+            taken_at: String::new(),
+            from_member: "m1".into(),
+            members: vec![],
+            etcd_version: String::new(),
+        };
+        std::fs::write(dir.join(json_name), serde_json::to_string(&info).unwrap()).unwrap();
+    }
+
+    /// A planted record must not make `--keep` delete a file outside the snapshots directory.
+    #[test]
+    fn pruning_refuses_a_record_naming_a_file_elsewhere() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("snapshots");
+        std::fs::create_dir(&dir).unwrap();
+        let victim = t.path().join("victim");
+        for (bad_json, bad_file) in [("a.json", "../victim".to_string()), ("b.json", victim.display().to_string()), ("c.json", "sub/x.db".to_string())] {
+            std::fs::write(&victim, "precious").unwrap();
+            for n in ["c-20260101T000000000Z", "c-20260102T000000000Z"] {
+                std::fs::write(dir.join(format!("{n}.db")), "db").unwrap();
+                record(&dir, &format!("{n}.json"), &format!("{n}.db"));
+            }
+            record(&dir, bad_json, &bad_file);
+            let e = prune(&dir, "c", 1).unwrap_err().to_string();
+            assert!(e.contains(&dir.join(bad_json).display().to_string()) && e.contains("file") && e.contains(&bad_file), "{e}");
+            assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+            std::fs::remove_file(dir.join(bad_json)).unwrap();
+        }
+        // Its own records are pruned as asked.
+        prune(&dir, "c", 1).unwrap();
+        let left: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        assert_eq!(left, ["c-20260102T000000000Z.db", "c-20260102T000000000Z.json"]);
+    }
+
     #[test]
     fn stamps_sort_as_time_does() {
         assert_eq!(super::stamp("2026-11-27T15:03:40.123Z"), "20261127T150340123Z");

@@ -14,7 +14,7 @@ use crate::events::Events;
 use crate::probe::Probe;
 use crate::testing::{Fixture, block_on};
 
-pub(super) fn deployed(phases: &[Phase]) -> Fixture {
+pub(crate) fn deployed(phases: &[Phase]) -> Fixture {
     let f = Fixture::new();
     let o = DeployOptions { phases: phases.to_vec(), etcd_timeout: Duration::from_secs(2), api_timeout: Duration::from_secs(2), ..DeployOptions::default() };
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
@@ -141,4 +141,73 @@ fn resetting_a_running_member_alone_is_refused_but_the_whole_cluster_or_force_is
     // A member that is already down is no member to take out first.
     f.fake.node("m2").units.get_mut("etcd").unwrap().active = false;
     block_on(super::reset::refuse_running_members(&f.inv, &m2, f.fake.as_ref(), false, false)).unwrap();
+}
+
+/// A file with a matching record that is not an etcd snapshot is refused by the check on one
+/// node (etcdutl snapshot status) before anything is stopped.
+#[test]
+fn restore_checks_the_snapshot_on_a_node_before_it_stops_anything() {
+    let f = deployed(&[Phase::Etcd, Phase::ControlPlane]);
+    let snaps = f.dir.path().join("snapshots");
+    let info = block_on(snapshot::save(&f.inv, f.fake.as_ref(), &snaps, None)).unwrap();
+    let db = snaps.join(&info.file);
+    // Random bytes, recorded with their own SHA-256: the record matches, the file is no snapshot.
+    let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&db, &junk).unwrap();
+    let mut rec = info.clone();
+    rec.sha256 = crate::plan::sha256_hex(&junk);
+    std::fs::write(db.with_extension("json"), serde_json::to_string(&rec).unwrap()).unwrap();
+    f.fake.clear_events();
+    let opts = RestoreOptions { confirm: YES, etcd_timeout: Duration::from_secs(2) };
+    let err = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap_err().to_string();
+    assert!(err.contains("not an etcd snapshot") && err.contains("nothing was stopped"), "{err}");
+    assert!(f.fake.events_like("stop").is_empty(), "{:?}", f.fake.events_like("stop"));
+    for m in ["m1", "m2", "m3"] {
+        let n = f.fake.node(m);
+        assert!(n.unit_active("etcd") && n.unit_active("kube-apiserver"), "{m}");
+        assert!(!n.files.keys().any(|p| p.starts_with("/var/lib/hardway/restore-")), "{m}: the uploaded copy is left");
+    }
+}
+
+/// Another cluster's snapshot is refused, naming both clusters, also in a dry run.
+#[test]
+fn restore_refuses_another_clusters_snapshot() {
+    let f = deployed(&[Phase::Etcd]);
+    let snaps = f.dir.path().join("snapshots");
+    let info = block_on(snapshot::save(&f.inv, f.fake.as_ref(), &snaps, None)).unwrap();
+    let db = snaps.join(&info.file);
+    let rec = SnapshotInfoLike { cluster: "prod".into(), ..info.clone() };
+    std::fs::write(db.with_extension("json"), serde_json::to_string(&rec).unwrap()).unwrap();
+    f.fake.clear_events();
+    for confirm in [Confirm { dry_run: true, ..Confirm::default() }, YES] {
+        let opts = RestoreOptions { confirm, etcd_timeout: Duration::from_secs(2) };
+        let err = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap_err().to_string();
+        assert!(err.contains("\"prod\"") && err.contains("\"t\""), "{err}");
+    }
+    assert!(f.fake.events().is_empty());
+}
+
+type SnapshotInfoLike = snapshot::SnapshotInfo;
+
+/// A restore that fails on one member after everything stopped puts back what it stopped (the
+/// data dirs moved back, etcd and the API servers started again) and says so.
+#[test]
+fn a_restore_that_fails_after_stopping_puts_everything_back_and_says_so() {
+    let f = deployed(&[Phase::Etcd, Phase::ControlPlane]);
+    let snaps = f.dir.path().join("snapshots");
+    let info = block_on(snapshot::save(&f.inv, f.fake.as_ref(), &snaps, None)).unwrap();
+    let db = snaps.join(&info.file);
+    f.fake.node("m2").restore_error = Some("etcdutl: no space left on device".into());
+    let opts = RestoreOptions { confirm: YES, etcd_timeout: Duration::from_secs(2) };
+    let err = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap_err().to_string();
+    assert!(err.contains("m2") && err.contains("no space left on device"), "{err}");
+    assert!(err.contains("put back") && err.contains("as it was before the restore"), "{err}");
+    for m in ["m1", "m2", "m3"] {
+        let n = f.fake.node(m);
+        assert!(n.unit_active("etcd") && n.unit_active("kube-apiserver"), "{m}: {:?}", n.units);
+        assert_eq!(n.files.get(&format!("{ETCD_DATA_DIR}/member/snap/db")).map(|f| f.contents.as_slice()), Some(&b"keyspace"[..]), "{m}: its data is not back");
+    }
+    assert!(crate::probe::healthy(&block_on(crate::probe::cluster_status(f.fake.as_ref(), &f.inv.etcd_members(), Duration::from_secs(1)))));
+    // What the failed restore began on m2 is kept aside, not deleted.
+    assert!(f.fake.node("m2").dirs.iter().any(|d| d.starts_with(&format!("{ETCD_DATA_DIR}.failed-restore-"))), "{:?}", f.fake.node("m2").dirs);
 }

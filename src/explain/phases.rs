@@ -223,13 +223,20 @@ fn place(inv: &Inventory, node: &Node, placed: &[Placed], s: &mut Script) -> Res
         let dst = format!("{stage}{}", p.path);
         match &p.origin {
             Origin::Rule(Source::Template(name)) if *name == ENCRYPTION_CONFIG => {
-                // The key goes in through a variable: never on a command line, never in this script.
+                // The key goes in through a variable: never on a command line, never in this
+                // script. pki/encryption.key is the key's base64 on its first line, and after a
+                // rotation its name on a `name:` line (key1 without one), as hardway reads it.
                 const KEY: &str = "@ENCRYPTION_KEY@";
-                let text = render::render_template(inv, node, name, KEY)?;
-                s.line("ENCRYPTION_KEY=$(cat pki/encryption.key)");
-                s.heredoc_with(&dst, &text, &[(KEY, "ENCRYPTION_KEY")], &p.path)?;
+                const NAME: &str = "@ENCRYPTION_KEY_NAME@";
+                let text = render::render_template(inv, node, name, NAME, KEY)?;
+                s.line("ENCRYPTION_KEY=$(sed -n 1p pki/encryption.key)");
+                s.line(format!(
+                    "ENCRYPTION_KEY_NAME=$(sed -n 's/^name:[[:space:]]*//p' pki/encryption.key); ENCRYPTION_KEY_NAME=${{ENCRYPTION_KEY_NAME:-{}}}",
+                    crate::pki::FIRST_ENCRYPTION_KEY_NAME
+                ));
+                s.heredoc_with(&dst, &text, &[(KEY, "ENCRYPTION_KEY"), (NAME, "ENCRYPTION_KEY_NAME")], &p.path)?;
             }
-            Origin::Rule(Source::Template(name)) => s.heredoc(&dst, &render::render_template(inv, node, name, "")?, &p.path)?,
+            Origin::Rule(Source::Template(name)) => s.heredoc(&dst, &render::render_template(inv, node, name, "", "")?, &p.path)?,
             other => {
                 if let Some(cmd) = stage_command(inv, node, other, &dst) {
                     s.line(cmd);

@@ -113,3 +113,27 @@ fn a_heredoc_keeps_the_text_or_expands_only_the_named_variables() {
     assert_eq!(s.text, "cat > /tmp/y <<HARDWAY_EOF\nsecret: ${ENCRYPTION_KEY} \\$x \\`y\\`\nHARDWAY_EOF\n");
     assert!(Script::default().heredoc("/tmp/z", "a\nHARDWAY_EOF\n", "z").is_err());
 }
+
+/// After `secrets rotate-encryption-key`, `pki/encryption.key` holds the new key and its name
+/// (`key2`) on a second line: the walkthrough's encryption config must be byte for byte what
+/// render writes from that PKI (the name from the file, the secret its first line only).
+#[test]
+fn after_an_encryption_key_rotation_the_walkthrough_writes_what_render_writes() {
+    use base64::Engine;
+    let f = Fixture::new();
+    let b64 = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    crate::pki::write_file(&f.pki_dir().join("encryption.key"), format!("{b64}\nname: key2\n").as_bytes(), 0o600).unwrap();
+    let pki = crate::pki::load(&f.inv, &f.pki_dir()).unwrap();
+    let rendered = render::render(&f.inv, &pki).unwrap();
+    let want = &rendered.hosts["m1"].iter().find(|x| x.path.ends_with(render::ENCRYPTION_CONFIG)).unwrap().contents;
+    let script = walkthrough(&f.inv, &ExplainOptions { parts: vec![Part::Phase(Phase::ControlPlane)], tool: Tool::Openssl }).unwrap();
+    let lines: Vec<&str> = script.lines().collect();
+    let start = lines.iter().position(|l| l.starts_with("cat > stage/m1/etc/kubernetes/encryption-config.yaml")).unwrap();
+    let end = start + lines[start..].iter().position(|l| *l == EOF).unwrap();
+    let first = (0..start).rev().take_while(|&i| lines[i].starts_with("ENCRYPTION_KEY")).last().unwrap_or(start);
+    let part = format!("set -eu\nmkdir -p stage/m1/etc/kubernetes\n{}\n", lines[first..=end].join("\n"));
+    let o = std::process::Command::new("bash").arg("-c").arg(&part).current_dir(f.dir.path()).output().unwrap();
+    assert!(o.status.success(), "{part}\n{}", String::from_utf8_lossy(&o.stderr));
+    let got = std::fs::read(f.dir.path().join("stage/m1/etc/kubernetes/encryption-config.yaml")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want), "{part}");
+}

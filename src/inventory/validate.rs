@@ -121,6 +121,7 @@ impl<'a> Validator<'a> {
         // Rules over the whole model run even when other rules failed, so they are reported in
         // the same run; they only read what parsed (a node with a bad address is not in it).
         self.lb_port_is_free(&inv);
+        self.extra_sans_name_their_node(&raw.nodes, &inv);
         Some(inv)
     }
 
@@ -479,6 +480,52 @@ impl<'a> Validator<'a> {
 
     // -----------------------------------------------------------------------------------------
     // Rules over the whole model.
+
+    /// A node's extra SANs go into its own certificates (the kubelet's serving certificate, an
+    /// etcd member's): naming another node, the load balancer or the API server's names would
+    /// let that node's key pass as them to every client that trusts the CA.
+    fn extra_sans_name_their_node(&mut self, raw: &[RawNode], inv: &Inventory) {
+        let domain = inv.cluster.domain.as_deref();
+        let fqdn = |name: &str| domain.map(|d| format!("{name}.{d}").to_ascii_lowercase());
+        for (i, n) in raw.iter().enumerate() {
+            for (j, san) in n.extra_sans.iter().enumerate() {
+                let lower = san.trim_end_matches('.').to_ascii_lowercase();
+                let ip = san.parse::<IpAddr>().ok();
+                let lb = inv.load_balancer.as_ref();
+                let other = |k: usize, o: &RawNode| k != i && (o.name.eq_ignore_ascii_case(&lower) || fqdn(&o.name).as_deref() == Some(lower.as_str()));
+                let other_addr = |k: usize, o: &RawNode| k != i && ip.is_some() && o.address.parse::<IpAddr>().ok() == ip;
+                let why = if lb.is_some_and(|lb| Some(lb.address) == ip) {
+                    Some("is the load balancer's address".to_string())
+                } else if lb.and_then(|lb| lb.dns_name.as_deref()).is_some_and(|d| d.trim_end_matches('.').eq_ignore_ascii_case(&lower)) {
+                    Some("is the load balancer's DNS name".to_string())
+                } else if let Some(o) = raw.iter().enumerate().find(|(k, o)| other_addr(*k, o)).map(|(_, o)| o) {
+                    Some(format!("is the address of node {}", o.name))
+                } else if let Some(o) = raw.iter().enumerate().find(|(k, o)| other(*k, o)).map(|(_, o)| o) {
+                    Some(format!("is the name of node {}", o.name))
+                } else if lower == "kubernetes" || lower.starts_with("kubernetes.default") {
+                    Some("is a name of the API server (the `kubernetes` Service)".to_string())
+                } else if let Some(IpAddr::V4(a)) = ip
+                    && inv.cluster.service_cidr.contains(&a)
+                {
+                    Some(format!(
+                        "is in cluster.service_cidr {}: service addresses belong to Services (the first, {}, to the API server's `kubernetes` Service)",
+                        inv.cluster.service_cidr,
+                        inv.cluster.first_service_ip()
+                    ))
+                } else if n.has_role("worker") && (lower == "localhost" || lower.ends_with(".localhost") || ip.is_some_and(|a| a.is_loopback())) {
+                    Some("is a loopback name or address, on a worker: its key would pass as whatever a client reaches on its own loopback (the control plane's kubeconfigs use https://127.0.0.1)".to_string())
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    self.error(
+                        &format!("nodes[{i}].extra_sans[{j}]"),
+                        format!("{san:?} {why}: a node's certificate must name that node only (its own names and addresses)"),
+                    );
+                }
+            }
+        }
+    }
 
     /// HAProxy binds `load_balancer.port` on every address of its node (`bind *:port`); any
     /// other daemon there listening on the same port would fail to start, or HAProxy would.

@@ -39,7 +39,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::error::{Result, io_error};
-use super::files::{create_dir_all, mounts, write_file};
+use super::files::mounts;
+use crate::safe_fs::{remove_beneath, symlink_beneath, write_beneath};
 use super::layout::NodeLayout;
 use crate::inventory::LabSuite;
 
@@ -157,13 +158,14 @@ pub(super) fn nspawn_settings() -> (Vec<(&'static str, &'static str)>, Vec<Strin
 pub(super) fn prepare_node(node: &NodeLayout, cgroups: Cgroups) -> Result<()> {
     let root = node.rootfs();
     let hierarchies: Vec<String> = v1_hierarchies().into_iter().map(|(_, c)| c).collect();
-    let systemd = root.join("etc/systemd/system");
+    // Below the machine's root: written and removed without following a link (crate::safe_fs).
+    let systemd = Path::new("etc/systemd/system");
     let v1_unit_path = systemd.join(V1_UNIT);
     let rw_unit_path = systemd.join(RW_UNIT);
     let rw_link = systemd.join("sysinit.target.wants").join(RW_UNIT);
-    let drop_in_dir = systemd.join("containerd.service.d");
-    for stale in [&v1_unit_path, &rw_unit_path, &rw_link, &drop_in_dir.join("hardway-lab.conf")] {
-        let _ = fs::remove_file(stale);
+    let drop_in = systemd.join("containerd.service.d/hardway-lab.conf");
+    for stale in [&v1_unit_path, &rw_unit_path, &rw_link, &drop_in] {
+        remove_beneath(&root, stale)?;
     }
     if hierarchies.is_empty() {
         return Ok(());
@@ -174,14 +176,12 @@ pub(super) fn prepare_node(node: &NodeLayout, cgroups: Cgroups) -> Result<()> {
                 .into_iter()
                 .filter_map(|(m, c)| Some((m.file_name()?.to_string_lossy().into_owned(), c)))
                 .collect();
-            write_file(&rw_unit_path, rw_unit(&mounts))?;
-            create_dir_all(rw_link.parent().expect("a parent"))?;
-            std::os::unix::fs::symlink(format!("../{RW_UNIT}"), &rw_link).map_err(io_error("link", &rw_link))
+            write_beneath(&root, &rw_unit_path, rw_unit(&mounts).as_bytes(), 0o644, 0o755)?;
+            Ok(symlink_beneath(&root, &rw_link, &format!("../{RW_UNIT}"), 0o755)?)
         }
         Cgroups::V2ForSystemd => {
-            write_file(&v1_unit_path, v1_unit(&hierarchies))?;
-            create_dir_all(&drop_in_dir)?;
-            write_file(&drop_in_dir.join("hardway-lab.conf"), containerd_drop_in(&hierarchies))
+            write_beneath(&root, &v1_unit_path, v1_unit(&hierarchies).as_bytes(), 0o644, 0o755)?;
+            Ok(write_beneath(&root, &drop_in, containerd_drop_in(&hierarchies).as_bytes(), 0o644, 0o755)?)
         }
     }
 }

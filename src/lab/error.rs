@@ -64,6 +64,11 @@ pub enum LabError {
     #[error("cannot {action} {}: {error}", path.display())]
     Io { action: &'static str, path: PathBuf, error: io::Error },
 
+    /// A file written into (or read from) a machine's root or a private directory, refused
+    /// rather than reached through a link.
+    #[error("{0}")]
+    SafeFs(crate::safe_fs::SafeFsError),
+
     /// A path the lab cannot use as it is (white space in an option string, a malformed key, ...).
     #[error("{}: {reason}", path.display())]
     BadPath { path: PathBuf, reason: String },
@@ -130,6 +135,12 @@ fn log_tails(logs: &[(PathBuf, String)]) -> String {
 pub(super) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LabError {
     let path = path.to_path_buf();
     move |error| LabError::Io { action, path, error }
+}
+
+impl From<crate::safe_fs::SafeFsError> for LabError {
+    fn from(e: crate::safe_fs::SafeFsError) -> LabError {
+        LabError::SafeFs(e)
+    }
 }
 
 #[cfg(test)]

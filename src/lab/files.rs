@@ -15,8 +15,10 @@ pub(super) fn lock(path: &Path) -> Result<File> {
     Ok(f)
 }
 
-/// Writes a file, replacing rather than following a symlink: paths inside a node's root fs
-/// must never resolve to the host's files.
+/// Writes a file of the lab's own state (pid files, records, known_hosts), replacing rather than
+/// following a link at the file itself. Only for paths the host alone controls: a file below a
+/// machine's root, where any directory on the way may be a link the machine planted, goes
+/// through [`crate::safe_fs`] (`write_beneath`, `Dir::walk`).
 pub(super) fn write_file(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         fs::remove_file(path).map_err(io_error("remove", path))?;

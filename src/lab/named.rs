@@ -78,8 +78,18 @@ pub fn record_path(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join(name).join("lab.json")
 }
 
+/// `name` as a lab's, or an error saying why not: checked before any path is made of it (a
+/// name like `../..` would load a record, and an inventory, from anywhere).
+pub fn check_name(name: &str) -> Result<()> {
+    match name_problem(name) {
+        None => Ok(()),
+        Some(why) => Err(LabError::Inventory(format!("{name:?} is not a lab name: it {why}"))),
+    }
+}
+
 /// The record of the named lab `name`, if it exists.
 pub fn read_record(state_dir: &Path, name: &str) -> Result<Option<LabRecord>> {
+    check_name(name)?;
     let path = record_path(state_dir, name);
     match fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
@@ -95,6 +105,7 @@ pub fn records(state_dir: &Path) -> Vec<LabRecord> {
     let Ok(entries) = fs::read_dir(state_dir) else { return Vec::new() };
     let mut out: Vec<LabRecord> = entries
         .flatten()
+        .filter(|e| name_problem(&e.file_name().to_string_lossy()).is_none())
         .filter_map(|e| read_record(state_dir, &e.file_name().to_string_lossy()).ok().flatten())
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -234,22 +245,48 @@ fn move_addresses(s: &str, f: &impl Fn(Ipv4Addr) -> Ipv4Addr) -> Option<String> 
     }
 }
 
+/// Where taking a lab down keeps its machines: `rel` below `base`. `base` is a directory the
+/// user chose (a class's student directory); the directories of `rel` are made 0700 and never
+/// reached through a link.
+#[derive(Debug, Clone)]
+pub struct Keep {
+    pub base: PathBuf,
+    pub rel: PathBuf,
+}
+
+impl Keep {
+    pub fn path(&self) -> PathBuf {
+        self.base.join(&self.rel)
+    }
+}
+
 /// Stops every machine of the lab and keeps what each wrote (its overlay's upper layer: the
-/// files a student made, etcd's data) as `<dest>/<node>.tar`, so that taking the lab down
-/// deletes nothing that cannot be looked at again. Returns the archives written.
-pub fn save_machines(inv: &Inventory, opts: &LabOptions, dest: &Path) -> Result<Vec<PathBuf>> {
+/// files a student made, etcd's data) as `<keep>/<node>.tar`, so that taking the lab down
+/// deletes nothing that cannot be looked at again. The archives hold the machines' keys and
+/// etcd's data: each is created 0600 (new, never through a link) in 0700 directories. Returns
+/// the archives written.
+pub fn save_machines(inv: &Inventory, opts: &LabOptions, keep: &Keep) -> Result<Vec<PathBuf>> {
     let layout = layout::Layout::new(inv, opts)?;
     let pids: Vec<u32> = layout.nodes.iter().filter_map(machine::node_pid).collect();
     machine::stop_processes(&pids, machine::STOP_TIMEOUT)?;
     let mut kept = Vec::new();
+    let mut dir = None;
     for node in &layout.nodes {
         let upper = node.dir.join("upper");
         if !upper.is_dir() {
             continue;
         }
-        create_dir_all(dest)?;
-        let tar = dest.join(format!("{}.tar", node.name));
-        run(command("tar").arg("-C").arg(&upper).arg("-cf").arg(&tar).arg("."))?;
+        let dest = match &dir {
+            Some(d) => d,
+            None => dir.insert(crate::safe_fs::private_dir(&keep.base, &keep.rel)?),
+        };
+        let name = format!("{}.tar", node.name);
+        let file = dest.create_new(&name, 0o600)?;
+        let tar = dest.path().join(&name);
+        if let Err(e) = run(command("tar").arg("-C").arg(&upper).args(["-cf", "-", "."]).stdout(file)) {
+            let _ = dest.remove(&name);
+            return Err(e);
+        }
         kept.push(tar);
     }
     Ok(kept)
@@ -321,6 +358,42 @@ mod tests {
         let tiny: Ipv4Net = "10.229.0.0/24".parse().unwrap();
         let e = claim(dir.path(), record("dave"), None, tiny).unwrap_err().to_string();
         assert!(e.contains("no free /24"), "{e}");
+    }
+
+    /// What `class down` keeps of a machine holds its keys and etcd's data: 0600 files in 0700
+    /// directories, never written through a link.
+    #[test]
+    fn saved_machines_are_private_and_never_written_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        let t = tempfile::tempdir().unwrap();
+        let (base, _) = lab_inventory();
+        let opts = LabOptions { state_dir: t.path().join("state"), ..LabOptions::default() };
+        let upper = t.path().join("state/lab/lab-m1/upper/etc/etcd/pki");
+        fs::create_dir_all(&upper).unwrap();
+        fs::write(upper.join("server.key"), "KEY").unwrap();
+        let keep = |student: &str, rel: &str| Keep { base: t.path().join("class").join(student), rel: rel.into() };
+        fs::create_dir_all(t.path().join("class/alice")).unwrap();
+        let dest = t.path().join("class/alice/saved/20261127T180834Z");
+        let kept = save_machines(&base, &opts, &keep("alice", "saved/20261127T180834Z")).unwrap();
+        assert_eq!(kept, [dest.join("lab-m1.tar")]);
+        assert_eq!(mode(&kept[0]), 0o600);
+        assert_eq!((mode(&dest), mode(dest.parent().unwrap())), (0o700, 0o700));
+        // A link where the archive goes, or among the directories: refused, its target untouched.
+        let victim = t.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        let again = t.path().join("class/alice/saved/second");
+        fs::create_dir_all(&again).unwrap();
+        std::os::unix::fs::symlink(&victim, again.join("lab-m1.tar")).unwrap();
+        let e = save_machines(&base, &opts, &keep("alice", "saved/second")).unwrap_err().to_string();
+        assert!(e.contains("lab-m1.tar") && e.contains("symbolic link"), "{e}");
+        fs::create_dir(t.path().join("elsewhere")).unwrap();
+        fs::create_dir_all(t.path().join("class/carol")).unwrap();
+        std::os::unix::fs::symlink(t.path().join("elsewhere"), t.path().join("class/carol/saved")).unwrap();
+        let e = save_machines(&base, &opts, &keep("carol", "saved/x")).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(fs::read_dir(t.path().join("elsewhere")).unwrap().count(), 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::error::{LabError, Result, io_error};
 use super::files::{create_dir_all, is_mount_point, lock, mount_overlay, overlays_on, remove_tree, tail, write_file};
 use super::layout::{CacheLayout, Layout, NodeLayout};
+use crate::safe_fs::{Dir, Missing, read_beneath, write_beneath};
 use super::tools::{authorize_key, command, describe, known_hosts_line, run, ssh_keygen};
 use crate::inventory::{Inventory, LabSuite};
 
@@ -256,30 +257,49 @@ pub(super) fn ensure_node_rootfs(cache: Option<&Path>, node: &NodeLayout, hosts:
         };
         mount_overlay(cache, &node.dir, &root)?;
     }
-    // The cache's is empty; a node's is written once and then kept.
-    let machine_id = root.join("etc/machine-id");
-    if fs::read_to_string(&machine_id).map(|s| s.trim().is_empty()).unwrap_or(true) {
-        write_file(&machine_id, format!("{}\n", new_machine_id()?))?;
+    // Everything below is written into a root file system the machine's own root user
+    // controls: no link in it is followed (crate::safe_fs), so a planted one fails `up`, naming
+    // it, instead of redirecting a write to the host.
+    // The cache's machine-id is empty; a node's is written once and then kept.
+    let machine_id = Path::new("etc/machine-id");
+    let current = read_beneath(&root, machine_id, 4096)?;
+    if current.as_deref().is_none_or(|b| String::from_utf8_lossy(b).trim().is_empty()) {
+        write_beneath(&root, machine_id, format!("{}\n", new_machine_id()?).as_bytes(), 0o444, 0o755)?;
     }
-    write_file(&root.join("etc/hostname"), format!("{}\n", node.name))?;
-    write_file(&root.join("etc/hosts"), hosts)?;
-    authorize_key(&root.join("root/.ssh"), lab_pub)?;
-    let host_key = root.join("etc/ssh/ssh_host_ed25519_key");
-    if !host_key.is_file() || !host_key.with_extension("pub").is_file() {
-        let _ = fs::remove_file(&host_key);
-        let _ = fs::remove_file(host_key.with_extension("pub"));
-        ssh_keygen(&host_key, &format!("root@{}", node.name))?;
-    }
+    write_beneath(&root, Path::new("etc/hostname"), format!("{}\n", node.name).as_bytes(), 0o644, 0o755)?;
+    write_beneath(&root, Path::new("etc/hosts"), hosts.as_bytes(), 0o644, 0o755)?;
+    authorize_key(&root, lab_pub)?;
+    ensure_host_key(&root, node)?;
     if let Some(cgroups) = node.containers {
         super::containers::prepare_node(node, cgroups)?;
     }
     Ok(())
 }
 
+/// The node's host key, made once: generated in the node's directory on the host (ssh-keygen
+/// would follow a link the machine planted), then written into its root.
+fn ensure_host_key(root: &Path, node: &NodeLayout) -> Result<()> {
+    let ssh = Dir::open(root)?.walk(Path::new("etc/ssh"), Missing::Create(0o755))?;
+    let (key, public) = ("ssh_host_ed25519_key", "ssh_host_ed25519_key.pub");
+    if ssh.is_file(key.as_ref()) && ssh.is_file(public.as_ref()) {
+        return Ok(());
+    }
+    let tmp = node.dir.join("host-key.tmp");
+    remove_tree(&tmp)?;
+    let dir = crate::safe_fs::private_dir(&node.dir, Path::new("host-key.tmp"))?;
+    let generated = dir.path().join(key);
+    ssh_keygen(&generated, &format!("root@{}", node.name))?;
+    let read = |p: &Path| fs::read(p).map_err(io_error("read", p));
+    let (k, p) = (read(&generated)?, read(&generated.with_extension("pub"))?);
+    ssh.write(key.as_ref(), &k, 0o600)?;
+    ssh.write(public.as_ref(), &p, 0o644)?;
+    remove_tree(&tmp)
+}
+
 pub(super) fn write_known_hosts(layout: &Layout) -> Result<()> {
     let mut text = String::new();
     for node in &layout.nodes {
-        text.push_str(&known_hosts_line(node.address, &node.rootfs().join("etc/ssh/ssh_host_ed25519_key.pub"))?);
+        text.push_str(&known_hosts_line(node.address, &node.rootfs(), Path::new("etc/ssh/ssh_host_ed25519_key.pub"))?);
     }
     let tmp = layout.dir.join("known_hosts.tmp");
     write_file(&tmp, text)?;

@@ -13,7 +13,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::error::{LabError, Problem, Result, io_error};
-use super::files::write_file_mode;
 
 /// Appended to `$PATH` because `cargo test` or `sudo` often run without the sbin directories,
 /// where debootstrap and ip live (and debootstrap itself needs chroot and mount from there).
@@ -159,9 +158,14 @@ pub fn ssh_keygen(path: &Path, comment: &str) -> Result<()> {
     Ok(())
 }
 
-/// The known_hosts line `<address> <type> <key>` for the public key in `public_key`.
-pub fn known_hosts_line(address: IpAddr, public_key: &Path) -> Result<String> {
-    let text = fs::read_to_string(public_key).map_err(io_error("read", public_key))?;
+/// The known_hosts line `<address> <type> <key>` for the public key `rel` below `root` (a
+/// machine's root: read without following a link in it).
+pub fn known_hosts_line(address: IpAddr, root: &Path, rel: &Path) -> Result<String> {
+    let public_key = root.join(rel);
+    let public_key = public_key.as_path();
+    let bytes = crate::safe_fs::read_beneath(root, rel, 64 * 1024)?
+        .ok_or_else(|| io_error("read", public_key)(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+    let text = String::from_utf8_lossy(&bytes);
     let mut fields = text.split_whitespace();
     let (Some(kind), Some(key)) = (fields.next(), fields.next()) else {
         return Err(LabError::BadPath { path: public_key.to_path_buf(), reason: "not an ssh public key".into() });
@@ -169,11 +173,16 @@ pub fn known_hosts_line(address: IpAddr, public_key: &Path) -> Result<String> {
     Ok(format!("{address} {kind} {key}\n"))
 }
 
-/// Makes `ssh_dir` (a root's `~/.ssh`, mode 0700) trust exactly `public_key` (one line).
-pub fn authorize_key(ssh_dir: &Path, public_key: &str) -> Result<()> {
-    fs::create_dir_all(ssh_dir).map_err(io_error("create", ssh_dir))?;
-    fs::set_permissions(ssh_dir, fs::Permissions::from_mode(0o700)).map_err(io_error("chmod", ssh_dir))?;
-    write_file_mode(&ssh_dir.join("authorized_keys"), format!("{}\n", public_key.trim()), 0o600)
+/// Makes root's `~/.ssh` in the file system at `root` (`root/root/.ssh`, mode 0700) trust
+/// exactly `public_key` (one line). Nothing below `root` is reached through a link: a machine
+/// whose root replaced `/root` or `/root/.ssh` with a link to a host directory gets an error
+/// naming it, and the host directory is left alone.
+pub fn authorize_key(root: &Path, public_key: &str) -> Result<()> {
+    use crate::safe_fs::{Dir, Missing};
+    let ssh = Dir::open(root)?.walk(Path::new("root/.ssh"), Missing::Create(0o700))?;
+    ssh.chmod(0o700)?;
+    ssh.write("authorized_keys".as_ref(), format!("{}\n", public_key.trim()).as_bytes(), 0o600)?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -211,6 +220,32 @@ mod tests {
                 Problem::MissingTool { tool: "ip", package: "iproute2" },
             ]
         );
+    }
+
+    /// A machine's root replaced its `/root/.ssh` (or `/root`) with a link to a host directory:
+    /// `lab up` must refuse, name the link, and leave the host directory as it was.
+    #[test]
+    fn a_planted_ssh_link_in_a_machine_root_is_refused_and_its_target_untouched() {
+        for planted in ["root/.ssh", "root"] {
+            let t = tempfile::tempdir().unwrap();
+            let (root, host_dir) = (t.path().join("rootfs"), t.path().join("host-ssh"));
+            fs::create_dir_all(root.join("root")).unwrap();
+            fs::create_dir(&host_dir).unwrap();
+            fs::set_permissions(&host_dir, fs::Permissions::from_mode(0o755)).unwrap();
+            fs::write(host_dir.join("authorized_keys"), "ssh-ed25519 AAAA admin\n").unwrap();
+            if planted == "root" {
+                fs::remove_dir(root.join("root")).unwrap();
+                fs::create_dir(t.path().join("host-home")).unwrap();
+                std::os::unix::fs::symlink(&host_dir, t.path().join("host-home/.ssh")).unwrap();
+                std::os::unix::fs::symlink(t.path().join("host-home"), root.join("root")).unwrap();
+            } else {
+                std::os::unix::fs::symlink(&host_dir, root.join("root/.ssh")).unwrap();
+            }
+            let e = authorize_key(&root, "ssh-ed25519 BBBB lab").unwrap_err().to_string();
+            assert!(e.contains(&root.join(planted).display().to_string()) && e.contains("symbolic link"), "{planted}: {e}");
+            assert_eq!(fs::metadata(&host_dir).unwrap().permissions().mode() & 0o7777, 0o755, "{planted}");
+            assert_eq!(fs::read_to_string(host_dir.join("authorized_keys")).unwrap(), "ssh-ed25519 AAAA admin\n", "{planted}");
+        }
     }
 
     #[test]

@@ -27,6 +27,14 @@ pub enum PkiError {
     )]
     BadPem { path: PathBuf, reason: String },
 
+    /// A rotation's state (`rotation/<name>.json`) that no run can resume from.
+    #[error("{}: {reason}; a rotation's state is written by hardway only: restore it from a backup, or fix the field to the steps the cluster really went through", .path.display())]
+    BadRotationState { path: PathBuf, reason: String },
+
+    /// A directory for key material that is reached through a link, or is not this user's.
+    #[error("{0}")]
+    Private(crate::safe_fs::SafeFsError),
+
     /// The encryption key is not base64 of 32 bytes. Never replaced automatically: it decrypts
     /// every Secret already in etcd.
     #[error(
@@ -127,5 +135,11 @@ impl PkiError {
     pub(crate) fn bad_pem(path: &std::path::Path) -> impl FnOnce(super::cert::Malformed) -> PkiError {
         let path = path.to_path_buf();
         move |m| PkiError::BadPem { path, reason: m.0 }
+    }
+}
+
+impl From<crate::safe_fs::SafeFsError> for PkiError {
+    fn from(e: crate::safe_fs::SafeFsError) -> PkiError {
+        PkiError::Private(e)
     }
 }

@@ -14,7 +14,7 @@ use super::cert::{self, CertInfo, fmt_seconds};
 use super::error::PkiError;
 use super::issue::{end_of_validity, issue_leaf};
 use super::matrix::{CertSpec, ca_profile, matrix};
-use super::store::{ensure_private_dir, exists, pair_paths, write_pair};
+use super::store::{exists, pair_paths, private_subdir, write_pair};
 use super::{KeyedCert, Pki};
 use crate::inventory::Inventory;
 
@@ -112,9 +112,8 @@ pub(crate) fn keep_aside(dir: &Path, file: &Path, aside: &Path) -> Result<(), Pk
     let rel = file.strip_prefix(dir).unwrap_or(file);
     let target = aside.join(rel);
     let parent = target.parent().expect("below aside");
-    for d in parent.ancestors().take_while(|d| d.starts_with(dir) && *d != dir).collect::<Vec<_>>().into_iter().rev() {
-        ensure_private_dir(d)?;
-    }
+    // Each directory below the PKI's made 0700 and never reached through a link.
+    private_subdir(dir, parent.strip_prefix(dir).unwrap_or(parent))?;
     std::fs::hard_link(file, &target).map_err(PkiError::io("keep a copy of", &target))
 }
 

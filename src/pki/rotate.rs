@@ -26,7 +26,7 @@ use super::error::PkiError;
 use super::issue::{end_of_validity, issue_ca, new_encryption_key, new_key};
 use super::matrix::{CaId, ca_profile, cas_for, matrix};
 use super::renew::{Renewal, keep_aside, renew_leaves, write_renewed};
-use super::store::{encryption_key_text, ensure_private_dir, pair_paths, read_opt, write_file, write_pair};
+use super::store::{encryption_key_text, pair_paths, private_subdir, read_opt, write_file, write_pair};
 use super::{ENCRYPTION_KEY_FILE, EncryptionKey, KeyedCert, Pki, SA_KEY_FILE, SA_PUB_FILE};
 use crate::inventory::Inventory;
 
@@ -168,7 +168,29 @@ fn state_path(pki: &Path, s: Subject) -> PathBuf {
 pub fn rotation(dir: &Path, s: Subject) -> Result<Option<Rotation>, PkiError> {
     let path = state_path(dir, s);
     let Some(text) = read_opt(&path)? else { return Ok(None) };
-    serde_json::from_str(&text).map(Some).map_err(|e| PkiError::BadPem { path, reason: format!("not a rotation state ({e})") })
+    let r: Rotation = serde_json::from_str(&text).map_err(|e| PkiError::BadRotationState { path: path.clone(), reason: format!("not a rotation state ({e})") })?;
+    check_state(&path, s, &r)?;
+    Ok(Some(r))
+}
+
+/// A state a run of the rotation can resume from: of this subject, fewer steps done than it
+/// has (a finished rotation's state is moved aside), and the step under way, if any, the one
+/// after those done.
+fn check_state(path: &Path, s: Subject, r: &Rotation) -> Result<(), PkiError> {
+    let bad = |field: &str, what: String| PkiError::BadRotationState { path: path.to_path_buf(), reason: format!("field `{field}` {what}") };
+    if r.subject != s.name() {
+        return Err(bad("subject", format!("is {:?}, but this file is the {} rotation's", r.subject, s.describe())));
+    }
+    let last = s.last();
+    if r.done >= last {
+        return Err(bad("done", format!("is {}, but the {} rotation has {last} steps and a finished one leaves no state here (steps done: 0 to {})", r.done, s.describe(), last - 1)));
+    }
+    if let Some(k) = r.running
+        && k != r.done + 1
+    {
+        return Err(bad("running", format!("is {k}, but with {} steps done only step {} can be under way", r.done, r.done + 1)));
+    }
+    Ok(())
 }
 
 /// The names of the rotations under way in `dir`.
@@ -183,7 +205,7 @@ pub fn rotations_under_way(dir: &Path) -> Result<Vec<&'static str>, PkiError> {
 }
 
 pub fn save(dir: &Path, s: Subject, r: &Rotation) -> Result<(), PkiError> {
-    ensure_private_dir(&dir.join(ROTATION_DIR))?;
+    private_subdir(dir, Path::new(ROTATION_DIR))?;
     write_file(&state_path(dir, s), serde_json::to_string_pretty(r).expect("serialisable").as_bytes(), 0o600)
 }
 
@@ -250,8 +272,7 @@ pub fn begin(inv: &Inventory, pki: &Pki, s: Subject, now: OffsetDateTime, dry_ru
         new_id: id_of(s, &new),
     };
     if !dry_run {
-        ensure_private_dir(&pki.dir.join(ROTATION_DIR))?;
-        ensure_private_dir(&dir_of(&pki.dir, s))?;
+        private_subdir(&pki.dir, &Path::new(ROTATION_DIR).join(s.name()))?;
         let (c, k) = pair_paths(&dir_of(&pki.dir, s), "new");
         write_pair((&c, &new.cert_pem), Some((&k, &new.key_pem)))?;
         save(&pki.dir, s, &r)?;
@@ -376,12 +397,46 @@ pub fn switch_commit(pki: &Pki, s: Subject, p: &Pair, after: &Pki, renewed: &[Re
 /// The end of a rotation: its directory and state moved into `aside/rotation/` (the old
 /// material is kept there).
 pub fn finish(dir: &Path, s: Subject, aside: &Path) -> Result<(), PkiError> {
-    for d in [dir.join("aside"), aside.to_path_buf(), aside.join(ROTATION_DIR)] {
-        ensure_private_dir(&d)?;
-    }
+    private_subdir(dir, &aside.strip_prefix(dir).unwrap_or(aside).join(ROTATION_DIR))?;
     for from in [dir_of(dir, s), state_path(dir, s)] {
         let to = aside.join(ROTATION_DIR).join(from.file_name().expect("a name"));
         std::fs::rename(&from, &to).map_err(PkiError::io("move aside", &from))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file edited by hand or cut short: a clear error naming the file and the field,
+    /// never an overflow or an index out of bounds.
+    #[test]
+    fn a_corrupt_rotation_state_is_an_error_naming_the_file_and_field() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Subject::Ca(CaId::Etcd);
+        let path = state_path(t.path(), s);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let state = |done: u8, running: Option<u8>| {
+            serde_json::json!({"subject": "etcd", "done": done, "running": running, "restart": [], "started_at": "x", "old_id": "a", "new_id": "b"}).to_string()
+        };
+        for (text, field) in [
+            (state(255, None), "done"),
+            (state(3, None), "done"),
+            (state(0, Some(0)), "running"),
+            (state(1, Some(3)), "running"),
+            (state(0, Some(200)), "running"),
+        ] {
+            std::fs::write(&path, &text).unwrap();
+            let r = std::panic::catch_unwind(|| rotation(t.path(), s).map(|r| r.map(|r| r.next())));
+            let e = r.unwrap_or_else(|_| panic!("{text}: panicked")).expect_err(&text).to_string();
+            assert!(e.contains(&path.display().to_string()) && e.contains(field), "{text}: {e}");
+        }
+        // A state of another subject is not this one's.
+        std::fs::write(&path, state(1, None).replace("\"etcd\"", "\"cluster\"")).unwrap();
+        assert!(rotation(t.path(), s).unwrap_err().to_string().contains("subject"));
+        // A good one reads.
+        std::fs::write(&path, state(1, Some(2))).unwrap();
+        assert_eq!(rotation(t.path(), s).unwrap().unwrap().next(), 2);
+    }
 }

@@ -200,6 +200,16 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<Option<String>, PkiError>
     }
 }
 
+/// `rel` below the PKI directory `dir` (rotation and aside directories): each directory of it
+/// created 0700 (an existing one set to 0700), this user's, and never reached through a link.
+pub(crate) fn private_subdir(dir: &Path, rel: &Path) -> Result<(), PkiError> {
+    if rel.is_absolute() {
+        return ensure_private_dir(rel).map(drop);
+    }
+    crate::safe_fs::private_dir(dir, rel)?;
+    Ok(())
+}
+
 /// Writes a public file (a certificate, `sa.pub`) and, when given, its private key. Both are
 /// staged in temp files before either is renamed into place, so an interruption leaves the old
 /// pair, or (between the two renames) a new key with the old public half: a mismatch that

@@ -34,6 +34,10 @@ pub(crate) fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+/// The most hardway reads of one file a node names (a unit, its EnvironmentFile, a config):
+/// nodes are not trusted to keep their files small.
+pub const READ_LIMIT: u64 = 1 << 20;
+
 /// Why an operation on a node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
@@ -43,6 +47,9 @@ pub enum RemoteError {
     /// The operation ran and failed; `detail` is what the node said.
     #[error("{op} failed: {detail}")]
     Failed { op: &'static str, detail: String },
+    /// A file on the node is larger than hardway reads of one ([`READ_LIMIT`]).
+    #[error("{path} on the node is {} bytes, more than the {limit} bytes hardway reads of a file a node names", size.map(|s| s.to_string()).unwrap_or_else(|| format!("more than {limit}")))]
+    TooLarge { path: String, size: Option<u64>, limit: u64 },
 }
 
 impl RemoteError {
@@ -360,6 +367,13 @@ pub trait Remote: Send {
 
     /// Restores an etcd snapshot into a member's (empty) data dir.
     fn restore_etcd(&self, r: &EtcdRestore<'_>) -> Result<(), RemoteError>;
+
+    /// `etcdutl snapshot status` (`etcdctl`'s where there is no etcdutl) of a snapshot already
+    /// on the node: what it holds, or `Ok(Err(why))` when it is not a snapshot etcd can use.
+    fn snapshot_status(&self, snapshot: &str, bin_dir: &str) -> Result<Result<String, String>, RemoteError>;
+
+    /// Renames `from` to `to` (undoing [`Remote::move_aside`]); `to` must not exist.
+    fn move_back(&self, from: &str, to: &str) -> Result<(), RemoteError>;
 
     /// Removes the cluster's block from the hosts file, keeping every other line.
     fn remove_hosts_block(&self, cluster: &str, target: &str) -> Result<(), RemoteError>;

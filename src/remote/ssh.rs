@@ -154,6 +154,9 @@ const CONNECT_ATTEMPTS: u32 = 3;
 /// The longest a single remote script may stay silent before it is considered hung.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The most of one stream (stdout, stderr) read from one script on a node.
+const OUTPUT_LIMIT: u64 = 64 << 20;
+
 impl Conn {
     pub fn connect(target: &Target, policy: HostKeyPolicy) -> Result<Conn, SshError> {
         let mut last = None;
@@ -247,10 +250,15 @@ impl Conn {
         ch.exec(cmd).map_err(|e| err("exec", &e))?;
         ch.write_all(stdin).map_err(|e| err("sending the script", &e))?;
         ch.send_eof().map_err(|e| err("sending EOF", &e))?;
+        // A node is not trusted to keep its answers small: each stream is read up to a bound
+        // (the operations read at most READ_LIMIT of any one file), not into all memory.
         let mut stdout = String::new();
-        ch.read_to_string(&mut stdout).map_err(|e| err("reading output", &e))?;
+        (&mut ch).take(OUTPUT_LIMIT + 1).read_to_string(&mut stdout).map_err(|e| err("reading output", &e))?;
         let mut stderr = String::new();
-        ch.stderr().read_to_string(&mut stderr).map_err(|e| err("reading errors", &e))?;
+        ch.stderr().take(OUTPUT_LIMIT + 1).read_to_string(&mut stderr).map_err(|e| err("reading errors", &e))?;
+        if stdout.len() as u64 > OUTPUT_LIMIT || stderr.len() as u64 > OUTPUT_LIMIT {
+            return Err(err("reading output", &format!("the node sent more than {OUTPUT_LIMIT} bytes; refused")));
+        }
         ch.wait_close().map_err(|e| err("closing", &e))?;
         let status = ch.exit_status().map_err(|e| err("exit status", &e))?;
         let auth = |reason: &str| SshError::Auth { user: self.target.user.clone(), host: self.target.host.clone(), reason: reason.into() };

@@ -295,10 +295,11 @@ pub(super) fn render_one(tera: &tera::Tera, ctx: &tera::Context, inv: &Inventory
     Ok(crate::flags::with_extra_args(inv, name, text))
 }
 
-/// One template rendered for `node` as [`super::render`] renders it, without a PKI: the encryption
-/// key (`key1`) is `encryption_key` (`hardway explain` puts a shell variable there).
-pub(crate) fn render_template(inv: &Inventory, node: &Node, name: &str, encryption_key: &str) -> Result<String, RenderError> {
-    let keys = [EncryptionKey { name: "key1".into(), secret_b64: encryption_key.into() }];
+/// One template rendered for `node` as [`super::render`] renders it, without a PKI: the
+/// encryption key is `encryption_key`, its name `key_name` (`hardway explain` puts shell
+/// variables there, read from `pki/encryption.key`, which names a rotated key on its second line).
+pub(crate) fn render_template(inv: &Inventory, node: &Node, name: &str, key_name: &str, encryption_key: &str) -> Result<String, RenderError> {
+    let keys = [EncryptionKey { name: key_name.into(), secret_b64: encryption_key.into() }];
     let contexts = Contexts::new(inv, &keys)?;
     let ctx = if CLUSTER_WIDE.contains(&name) { contexts.wide.clone() } else { contexts.node(node)? };
     render_one(&engine()?, &ctx, inv, node, name)

@@ -18,6 +18,8 @@ use crate::render;
 pub(crate) struct Unit {
     pub info: UnitInfo,
     pub flags: BTreeMap<String, String>,
+    /// Files the unit names that were too large to read ([`crate::remote::READ_LIMIT`]).
+    pub unread: Vec<String>,
 }
 
 impl Unit {
@@ -66,8 +68,12 @@ pub(crate) fn run(inv: &Inventory, creds: &Credentials, connector: &dyn Connecto
             return;
         }
     };
-    if let Err(e) = checks_on(inv, creds, h, remote.as_ref()) {
-        h.checks.push(check(&name, "ssh", Status::Fail, e.to_string(), Some("the node stopped answering during the checks")));
+    match checks_on(inv, creds, h, remote.as_ref()) {
+        Ok(()) => {}
+        Err(e @ RemoteError::TooLarge { .. }) => {
+            h.checks.push(check(&name, "read limit", Status::Fail, e.to_string(), Some("shrink it: verify reads at most 1 MiB of a file a node names")))
+        }
+        Err(e) => h.checks.push(check(&name, "ssh", Status::Fail, e.to_string(), Some("the node stopped answering during the checks"))),
     }
 }
 
@@ -176,12 +182,19 @@ pub(crate) fn read_units(inv: &Inventory, node: &Node, remote: &dyn Remote) -> R
     let components: Vec<&Component> = COMPONENTS.iter().filter(|c| c.runs_on(inv, node) && c.unit.is_some()).collect();
     let names: Vec<String> = components.iter().filter_map(|c| c.unit.map(str::to_string)).collect();
     let mut units: BTreeMap<String, Unit> =
-        remote.units(&names)?.into_iter().map(|(u, info)| (u, Unit { flags: exec_flags(&info.text), info })).collect();
+        remote.units(&names)?.into_iter().map(|(u, info)| (u, Unit { flags: exec_flags(&info.text), info, unread: Vec::new() })).collect();
     env_flags(&mut units, remote)?;
     for c in &components {
         let (Some(flag), Some(unit)) = (c.config_flag, c.unit) else { continue };
         let Some(path) = units.get(unit).and_then(|u| u.flags.get(flag)).cloned() else { continue };
-        if let Some(text) = remote.read_config(&path)?
+        let text = match remote.read_config(&path) {
+            Err(e @ RemoteError::TooLarge { .. }) => {
+                units.get_mut(unit).expect("read above").unread.push(e.to_string());
+                continue;
+            }
+            r => r?,
+        };
+        if let Some(text) = text
             && let Ok(serde_yaml::Value::Mapping(m)) = serde_yaml::from_str::<serde_yaml::Value>(&text)
         {
             let u = units.get_mut(unit).expect("read above");
@@ -206,6 +219,9 @@ fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dy
     h.units = read_units(inv, &h.node, remote)?;
     for (u, unit) in &h.units {
         h.checks.push(unit_check(&name, u, &unit.info));
+        for why in &unit.unread {
+            h.checks.push(check(&name, format!("unit {u} files"), Status::Fail, why.clone(), Some("a file the unit names is larger than any config hardway knows: shrink it (verify reads at most 1 MiB of a file)")));
+        }
     }
 
     // Certificates and keys.
@@ -296,12 +312,17 @@ fn env_flags(units: &mut BTreeMap<String, Unit>, remote: &dyn Remote) -> Result<
     for (unit, prefix) in ENV_FLAGS {
         let Some(u) = units.get(*unit) else { continue };
         let (mut vars, files) = environment(&u.info.text);
+        let mut unread = Vec::new();
         for f in files {
-            if let Some(text) = remote.read_config(&f)? {
-                vars.extend(env_file(&text));
+            match remote.read_config(&f) {
+                Ok(Some(text)) => vars.extend(env_file(&text)),
+                Ok(None) => {}
+                Err(e @ RemoteError::TooLarge { .. }) => unread.push(e.to_string()),
+                Err(e) => return Err(e),
             }
         }
         let u = units.get_mut(*unit).expect("read above");
+        u.unread.extend(unread);
         for (k, v) in vars {
             if let Some(flag) = k.strip_prefix(prefix) {
                 u.flags.entry(flag.to_ascii_lowercase().replace('_', "-")).or_insert(v);

@@ -218,3 +218,25 @@ fn certificate_paths_set_in_the_units_environment_file_are_where_it_is_checked()
     assert_eq!(c.status, Status::Pass, "{c:?}");
     assert!(c.detail.starts_with("/srv/etcd/me.pem: m1"), "{c:?}");
 }
+
+/// A student's 256 MB EnvironmentFile cannot run the grader out of memory: verify reads at most
+/// READ_LIMIT of it and FAILs naming the file and its size; the node's other checks still run.
+#[test]
+fn an_environment_file_too_large_to_read_fails_naming_it_and_its_size() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb]);
+    let size = crate::remote::READ_LIMIT as usize + 10;
+    {
+        let mut m1 = f.fake.node("m1");
+        let mut env = m1.files.get("/etc/etcd/pki/server.crt").unwrap().clone();
+        env.contents = vec![b'#'; size];
+        m1.files.insert("/etc/default/etcd".into(), env);
+        let unit = m1.files.get_mut("/etc/systemd/system/etcd.service").unwrap();
+        let text = String::from_utf8(unit.contents.clone()).unwrap().replace("[Service]\n", "[Service]\nEnvironmentFile=-/etc/default/etcd\n");
+        unit.contents = text.into_bytes();
+    }
+    let cs = checks(&f);
+    let c = cs.iter().find(|c| c.host == "m1" && c.status == Status::Fail && c.detail.contains("/etc/default/etcd")).unwrap_or_else(|| panic!("{cs:#?}"));
+    assert!(c.detail.contains(&size.to_string()), "{c:?}");
+    assert_eq!(find(&cs, "m2", "unit etcd").status, Status::Pass);
+    assert!(cs.iter().any(|c| c.host == "m1" && c.check == "unit etcd"), "{cs:#?}");
+}

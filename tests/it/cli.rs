@@ -64,3 +64,27 @@ fn logs_names_the_newest_run_log() {
     assert!(path.starts_with(state.join("hardway/logs")) && path.is_file(), "{}", path.display());
     assert_eq!(mode(&path), 0o600);
 }
+
+/// Without HOME (cron, systemd services), run logs must not go to a shared directory with
+/// predictable names (`/var/tmp/hardway/logs`, 0755): a private one under /run/user, or a
+/// clear refusal.
+#[test]
+fn without_home_run_logs_never_go_to_a_shared_directory() {
+    let o = run(hardway().arg("logs").env_remove("HOME").env_remove("XDG_STATE_HOME"));
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(!out.contains("/var/tmp") && !err.contains("/var/tmp"), "{out}{err}");
+    let uid = unsafe { libc::geteuid() };
+    assert!(err.contains(&format!("/run/user/{uid}")) || err.contains("HOME"), "{out}{err}");
+}
+
+/// `--name` of the lab commands is a lab name (a DNS label), refused with exit 2 before any
+/// path is made of it.
+#[test]
+fn a_lab_name_that_is_a_path_is_refused() {
+    for cmd in [&["lab", "status"][..], &["lab", "down"], &["lab", "break", "etcd-stopped"], &["lab", "fix", "etcd-stopped"]] {
+        let o = run(hardway().args(cmd).args(["--name", "../../..", "--state-dir", "/nonexistent"]));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {err}");
+        assert!(err.contains("\"../../..\" is not a lab name"), "{cmd:?}: {err}");
+    }
+}

@@ -12,6 +12,7 @@ mod cli;
 mod day2;
 mod dataplane;
 mod deploy;
+mod escape;
 mod explain;
 mod fuzz;
 mod inventory;

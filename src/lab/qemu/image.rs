@@ -221,9 +221,8 @@ pub(in crate::lab) fn seed_disk(node: &NodeLayout) -> PathBuf {
 }
 
 /// The node's public host key, which the lab's known_hosts lists.
-pub(super) fn host_key_pub(node: &NodeLayout) -> PathBuf {
-    node.dir.join("seed/etc/ssh/ssh_host_ed25519_key.pub")
-}
+/// The node's public host key, below its seed directory.
+pub(super) const HOST_KEY_PUB: &str = "etc/ssh/ssh_host_ed25519_key.pub";
 
 /// The node's disk, an overlay on the base image; made anew (and the node's data lost, as on
 /// a reinstalled machine) only when the base image was rebuilt since.
@@ -271,7 +270,7 @@ pub(super) fn write_seed(node: &NodeLayout, seed: &Seed) -> Result<()> {
     let root_home = dir.join("root");
     create_dir_all(&root_home)?;
     fs::set_permissions(&root_home, fs::Permissions::from_mode(0o700)).map_err(io_error("chmod", &root_home))?;
-    authorize_key(&root_home.join(".ssh"), seed.authorized_key)?;
+    authorize_key(&dir, seed.authorized_key)?;
 
     let (img, tmp) = (seed_disk(node), node.dir.join("seed.img.tmp"));
     let _ = fs::remove_file(&tmp);

@@ -130,7 +130,7 @@ fn prepare(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net, build
             gateway: net.gateway.to_string(),
         };
         image::write_seed(node, &seed)?;
-        known_hosts.push_str(&known_hosts_line(node.address, &image::host_key_pub(node))?);
+        known_hosts.push_str(&known_hosts_line(node.address, &node.dir.join("seed"), image::HOST_KEY_PUB.as_ref())?);
         specs.push(vm_spec(inv, layout, node, &img));
     }
     if let Some(recipe) = &recipe {

@@ -76,6 +76,8 @@ pub struct NodeState {
     pub dirs: BTreeSet<String>,
     /// What `install_files` placed, for reset.
     pub placed: BTreeSet<String>,
+    /// When set, restoring an etcd snapshot fails with this message.
+    pub restore_error: Option<String>,
 }
 
 impl NodeState {
@@ -146,6 +148,7 @@ impl FakeCluster {
                 secrets: 3,
                 dirs: BTreeSet::new(),
                 placed: BTreeSet::new(),
+                restore_error: None,
             };
             self.nodes.insert(n.name.clone(), Arc::new(Mutex::new(state)));
         }

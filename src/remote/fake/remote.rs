@@ -164,6 +164,11 @@ impl Remote for FakeRemote {
         if s.dirs.contains(r.data_dir) {
             return Err(RemoteError::failed("restoring the etcd snapshot", "the data dir is not empty: move it aside first"));
         }
+        if let Some(e) = s.restore_error.clone() {
+            // As etcdutl leaves it: a data dir begun and not finished.
+            s.dirs.insert(r.data_dir.to_string());
+            return Err(RemoteError::failed("restoring the etcd snapshot", e));
+        }
         let Some(snap) = s.files.get(r.snapshot).cloned() else {
             return Err(RemoteError::failed("restoring the etcd snapshot", format!("{}: no such file", r.snapshot)));
         };
@@ -171,6 +176,37 @@ impl Remote for FakeRemote {
         s.files.insert(format!("{}/member/snap/db", r.data_dir), snap);
         drop(s);
         self.record(format!("restore etcd into {} as {} ({})", r.data_dir, r.name, r.token));
+        Ok(())
+    }
+
+    fn snapshot_status(&self, snapshot: &str, _bin_dir: &str) -> Result<Result<String, String>, RemoteError> {
+        let s = self.state()?;
+        let answer = match s.files.get(snapshot) {
+            None => Err(format!("open {snapshot}: no such file or directory")),
+            // What the fake probe streams is the only snapshot it knows.
+            Some(f) if f.contents.starts_with(b"fake etcd snapshot:") => Ok(format!("revision 42, 1 keys, {} bytes", f.contents.len())),
+            Some(_) => Err("failed to open database: invalid database (fake)".to_string()),
+        };
+        drop(s);
+        self.record(format!("snapshot status {snapshot}"));
+        Ok(answer)
+    }
+
+    fn move_back(&self, from: &str, to: &str) -> Result<(), RemoteError> {
+        let mut s = self.state()?;
+        if s.dirs.contains(to) || s.files.keys().any(|p| p == to || p.starts_with(&format!("{to}/"))) {
+            return Err(RemoteError::failed("moving back", format!("{to} exists: not moving {from} over it")));
+        }
+        let moved: Vec<String> = s.files.keys().filter(|p| *p == from || p.starts_with(&format!("{from}/"))).cloned().collect();
+        for p in moved {
+            let f = s.files.remove(&p).expect("listed");
+            s.files.insert(format!("{to}{}", &p[from.len()..]), f);
+        }
+        if s.dirs.remove(from) {
+            s.dirs.insert(to.to_string());
+        }
+        drop(s);
+        self.record(format!("move {from} back to {to}"));
         Ok(())
     }
 
@@ -336,6 +372,9 @@ impl Remote for FakeRemote {
 
     fn read_config(&self, path: &str) -> Result<Option<String>, RemoteError> {
         let s = self.state()?;
+        if let Some(f) = s.files.get(path).filter(|f| f.contents.len() as u64 > crate::remote::READ_LIMIT) {
+            return Err(RemoteError::TooLarge { path: path.to_string(), size: Some(f.contents.len() as u64), limit: crate::remote::READ_LIMIT });
+        }
         Ok(s.files.get(path).map(|f| String::from_utf8_lossy(&f.contents).into_owned()))
     }
 

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use super::script::{Script, Sections, quote, quote_all};
 use crate::addons::Step as AddonStep;
 use super::{
-    Apply, Facts, FactsQuery, ImportImages, HostsBlock, KeyCheck, Output, Pairing, Remote, RemoteError, RemoteFile, UnitInfo,
-    UnitOps, Upload,
+    Apply, Facts, FactsQuery, ImportImages, HostsBlock, KeyCheck, Output, Pairing, READ_LIMIT, Remote, RemoteError, RemoteFile,
+    UnitInfo, UnitOps, Upload,
 };
 use crate::runlog::RunLog;
 use install::install_script;
@@ -98,6 +98,23 @@ impl<T: Transport> ShellRemote<T> {
 }
 
 
+/// The size in bytes of the regular file `q` (quoted), nothing when there is none.
+fn size_of(q: &str) -> String {
+    format!("[ -f {q} ] && wc -c < {q} 2>/dev/null; true")
+}
+
+/// The first of `paths` whose `size:<i>` section says it is larger than [`READ_LIMIT`].
+fn too_large(sec: &Sections, paths: &[String]) -> Result<(), RemoteError> {
+    for (i, p) in paths.iter().enumerate() {
+        if let Some(size) = sec.first(&format!("size:{i}")).and_then(|s| s.trim().parse::<u64>().ok())
+            && size > READ_LIMIT
+        {
+            return Err(RemoteError::TooLarge { path: p.clone(), size: Some(size), limit: READ_LIMIT });
+        }
+    }
+    Ok(())
+}
+
 fn unit_file(unit: &str) -> String {
     format!("{unit}.service")
 }
@@ -147,6 +164,38 @@ impl<T: Transport> Remote for ShellRemote<T> {
         // etcdutl since etcd 3.5; etcdctl's restore before it.
         s.raw(&format!("if command -v etcdutl >/dev/null; then etcdutl {args}; else ETCDCTL_API=3 etcdctl {args}; fi"));
         self.run_ok("restoring the etcd snapshot", &s).map(|_| ())
+    }
+
+    fn snapshot_status(&self, snapshot: &str, bin_dir: &str) -> Result<Result<String, String>, RemoteError> {
+        let f = quote(snapshot);
+        let mut s = Script::new();
+        s.raw(&format!("export PATH=\"$PATH\":{}", quote(bin_dir)));
+        // etcdutl since etcd 3.5 (Debian's etcd-client has both); etcdctl's before it.
+        s.raw(&format!(
+            "if command -v etcdutl >/dev/null; then etcdutl snapshot status {f} -w json; \
+             elif command -v etcdctl >/dev/null; then ETCDCTL_API=3 etcdctl snapshot status {f} -w json; \
+             else echo 'neither etcdutl nor etcdctl is on the node (etcd-client)' >&2; exit 127; fi"
+        ));
+        let out = self.exec(&s)?;
+        if !out.ok() {
+            let why = out.stderr.trim();
+            return Ok(Err(if why.is_empty() { format!("exit {}", out.status) } else { why.to_string() }));
+        }
+        // It opened the database and read it through: that is the check. The numbers are for
+        // the report, when the tool gives them as JSON.
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(out.stdout.trim()) else {
+            return Ok(Ok(out.stdout.trim().lines().next().unwrap_or("ok").to_string()));
+        };
+        let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        Ok(Ok(format!("revision {}, {} keys, {} bytes", n("revision"), n("totalKey"), n("totalSize"))))
+    }
+
+    fn move_back(&self, from: &str, to: &str) -> Result<(), RemoteError> {
+        let (f, t) = (quote(from), quote(to));
+        let mut s = Script::strict();
+        s.raw(&format!("if [ -e {t} ] || [ -L {t} ]; then echo \"{to} exists: not moving {from} over it\" >&2; exit 1; fi"));
+        s.raw(&format!("mv -T -- {f} {t}"));
+        self.run_ok("moving back", &s).map(|_| ())
     }
 
     fn remove_hosts_block(&self, cluster: &str, target: &str) -> Result<(), RemoteError> {
@@ -365,10 +414,13 @@ impl<T: Transport> Remote for ShellRemote<T> {
         for u in units {
             let q = quote(&unit_file(u));
             s.section(&format!("show:{u}")).raw(&format!("systemctl show -p LoadState -p ActiveState -p UnitFileState {q} 2>/dev/null; true"));
-            s.section(&format!("cat:{u}")).raw(&format!("systemctl cat {q} 2>/dev/null; true"));
+            s.section(&format!("cat:{u}")).raw(&format!("systemctl cat {q} 2>/dev/null | head -c {}; true", READ_LIMIT + 1));
         }
         let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
+        if let Some(u) = units.iter().find(|u| sec.text(&format!("cat:{u}")).len() as u64 > READ_LIMIT) {
+            return Err(RemoteError::TooLarge { path: format!("the unit {} (systemctl cat)", unit_file(u)), size: None, limit: READ_LIMIT });
+        }
         Ok(units
             .iter()
             .map(|u| {
@@ -391,17 +443,26 @@ impl<T: Transport> Remote for ShellRemote<T> {
         for (i, p) in paths.iter().enumerate() {
             let q = quote(p);
             s.section(&format!("exists:{i}")).raw(&format!("[ -f {q} ] && echo yes; true"));
+            s.section(&format!("size:{i}")).raw(&size_of(&q));
             // Only the certificate blocks leave the node, whatever else the file holds; a
             // kubeconfig's are base64 in its certificate fields (its key field is never read).
-            let blocks = "sed -n '/-----BEGIN CERTIFICATE-----/,/-----END CERTIFICATE-----/p'";
+            // A block is printed only once its END line is read, and a block holding anything
+            // but base64 (another BEGIN or END: a key after a certificate cut short) is dropped:
+            // a file without END lines gives nothing.
+            let blocks = "awk '{ l = $0; sub(/\\r$/, \"\", l); sub(/^[ \\t]+/, \"\", l); sub(/[ \\t]+$/, \"\", l) } \
+                          l == \"-----BEGIN CERTIFICATE-----\" { b = l ORS; inb = 1; next } \
+                          inb && l == \"-----END CERTIFICATE-----\" { printf \"%s%s\\n\", b, l; inb = 0; b = \"\"; next } \
+                          inb && l ~ /^[A-Za-z0-9+\\/=]*$/ { b = b l ORS; next } \
+                          { inb = 0; b = \"\" }'";
             s.section(&format!("cert:{i}")).raw(&format!(
-                "{{ cat {q}; sed -n -e 's/^[[:space:]]*certificate-authority-data:[[:space:]]*//p' \
-                 -e 's/^[[:space:]]*client-certificate-data:[[:space:]]*//p' {q} | \
+                "{{ head -c {READ_LIMIT} {q}; head -c {READ_LIMIT} {q} | sed -n -e 's/^[[:space:]]*certificate-authority-data:[[:space:]]*//p' \
+                 -e 's/^[[:space:]]*client-certificate-data:[[:space:]]*//p' | \
                  while read -r v; do printf '%s' \"$v\" | base64 -d; echo; done; }} 2>/dev/null | {blocks}; true"
             ));
         }
         let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
+        too_large(&sec, paths)?;
         Ok(paths
             .iter()
             .enumerate()
@@ -415,11 +476,13 @@ impl<T: Transport> Remote for ShellRemote<T> {
     fn read_config(&self, path: &str) -> Result<Option<String>, RemoteError> {
         let q = quote(path);
         let mut s = Script::new();
-        s.section("exists").raw(&format!("[ -f {q} ] && echo yes; true"));
-        s.section("text").raw(&format!("cat {q} 2>/dev/null; true"));
+        s.section("exists:0").raw(&format!("[ -f {q} ] && echo yes; true"));
+        s.section("size:0").raw(&size_of(&q));
+        s.section("text").raw(&format!("head -c {READ_LIMIT} {q} 2>/dev/null; true"));
         let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
-        Ok((sec.first("exists") == Some("yes")).then(|| sec.text("text")))
+        too_large(&sec, &[path.to_string()])?;
+        Ok((sec.first("exists:0") == Some("yes")).then(|| sec.text("text")))
     }
 
     fn read_masked(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
@@ -435,10 +498,12 @@ impl<T: Transport> Remote for ShellRemote<T> {
         for (i, p) in paths.iter().enumerate() {
             let q = quote(p);
             s.section(&format!("exists:{i}")).raw(&format!("[ -f {q} ] && echo yes; true"));
-            s.section(&format!("text:{i}")).raw(&format!("awk {} {q} 2>/dev/null; true", quote(&program)));
+            s.section(&format!("size:{i}")).raw(&size_of(&q));
+            s.section(&format!("text:{i}")).raw(&format!("head -c {READ_LIMIT} {q} 2>/dev/null | awk {}; true", quote(&program)));
         }
         let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
+        too_large(&sec, paths)?;
         Ok(paths
             .iter()
             .enumerate()

@@ -29,6 +29,28 @@ fn certificates_come_back_without_the_keys_beside_them() {
     assert_eq!(got[&missing], None);
 }
 
+/// A certificate cut short (no END line) before a key: only complete certificate blocks leave
+/// the node, whatever else the file holds.
+#[test]
+fn a_certificate_without_its_end_line_does_not_carry_the_key_after_it_off_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = "-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n";
+    let key = "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n";
+    for (name, text, want) in [
+        ("truncated.pem", format!("-----BEGIN CERTIFICATE-----\nPUBL\n{key}"), String::new()),
+        ("after-one.pem", format!("{cert}-----BEGIN CERTIFICATE-----\nPUBL\n{key}"), cert.to_string()),
+        ("nested.pem", format!("-----BEGIN CERTIFICATE-----\n{key}-----END CERTIFICATE-----\n{cert}"), cert.to_string()),
+        ("no-newline.pem", format!("{cert}-----BEGIN CERTIFICATE-----\nSECRET"), cert.to_string()),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, &text).unwrap();
+        let p = p.display().to_string();
+        let got = local().read_certificates(std::slice::from_ref(&p)).unwrap()[&p].clone().unwrap();
+        assert!(!got.contains("SECRET") && !got.contains("PRIVATE"), "{name}: {got}");
+        assert_eq!(got, want, "{name}");
+    }
+}
+
 #[test]
 fn a_kubeconfig_gives_its_certificates_and_never_its_key() {
     use base64::Engine;
@@ -211,4 +233,41 @@ fn version_lines_are_cached_until_the_binary_is_replaced() {
     assert_eq!(runs_so_far(), 3);
     std::fs::remove_file(&bin).unwrap();
     assert_eq!(version(Some(&cache)), None, "a binary that is gone has no version, cached or not");
+}
+
+/// A node names a file of any size (an EnvironmentFile, a config): what is read of it is
+/// bounded, and a larger one is an error naming it and its size, not hundreds of MB in memory.
+#[test]
+fn a_file_larger_than_the_read_limit_is_refused_naming_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("etcd.env");
+    let size = crate::remote::READ_LIMIT + 1;
+    std::fs::File::create(&big).unwrap().set_len(size).unwrap();
+    let p = big.display().to_string();
+    // (Never printed whole: it is the size the test is about.)
+    let e = match local().read_config(&p) {
+        Ok(t) => panic!("{} bytes of a file over the limit were read", t.map_or(0, |t| t.len())),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains(&p) && e.contains(&size.to_string()), "{e}");
+    let e = match local().read_certificates(std::slice::from_ref(&p)) {
+        Ok(_) => panic!("a file over the limit was read"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains(&p) && e.contains(&size.to_string()), "{e}");
+    // Within the limit, read whole.
+    std::fs::write(&big, "ETCD_NAME=m1\n").unwrap();
+    assert_eq!(local().read_config(&p).unwrap().as_deref(), Some("ETCD_NAME=m1\n"));
+}
+
+/// `snapshot status` by etcd's own tool (etcdutl, or etcdctl where there is none): a file that
+/// is not a bbolt database is refused with the tool's reason.
+#[test]
+fn a_file_that_is_no_etcd_snapshot_fails_the_nodes_snapshot_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
+    let bin = dir.path().display().to_string();
+    let got = local().snapshot_status(&junk.display().to_string(), &bin).unwrap();
+    assert!(got.is_err(), "{got:?}");
 }

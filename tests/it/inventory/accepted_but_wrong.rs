@@ -146,6 +146,32 @@ fn extra_san_with_a_space() {
     refused_san("kworker1 ", &["neither an IP address nor a DNS name", "contains a space"]);
 }
 
+/// A worker's key must not pass as another node, the load balancer or the API server: its
+/// extra_sans may name no other node, nor the API server's names and addresses.
+#[test]
+fn extra_sans_naming_another_node_the_lb_or_the_api_server_are_refused() {
+    for (san, parts) in [
+        ("192.168.96.47", &["192.168.96.47", "kmaster2", "address"][..]),
+        ("kmaster2", &["kmaster2", "name"]),
+        ("KMaster2.systemv.local", &["kmaster2", "name"]),
+        ("192.168.96.7", &["load balancer", "address"]),
+        ("haproxy.systemv.local", &["load balancer"]),
+        ("kubernetes", &["API server"]),
+        ("kubernetes.default.svc.cluster.local", &["API server"]),
+        ("kubernetes.default", &["API server"]),
+        ("10.32.0.1", &["service", "10.32.0.0/24"]),
+        ("localhost", &["loopback", "worker"]),
+        ("127.0.0.1", &["loopback", "worker"]),
+        ("::1", &["loopback", "worker"]),
+    ] {
+        let p = refused(&[(KWORKER1, &with_san(san))], "nodes[3].extra_sans[1]", "extra_sans", parts);
+        assert!(p.message.contains(san), "{san}: {p:?}");
+    }
+    // Its own name, FQDN and address are its own.
+    accepted(&[(KWORKER1, &with_san("kworker1.systemv.local"))]);
+    accepted(&[(KWORKER1, &with_san("192.168.96.49"))]);
+}
+
 #[test]
 fn extra_sans_of_names_and_addresses_are_accepted() {
     let inv = accepted(&[(KWORKER1, &with_san("fd00::1"))]);
