@@ -37,9 +37,13 @@ fn action(h: &Host, c: &Component) -> Option<Action> {
     let unit = c.unit?;
     let u = h.plan().units.iter().find(|u| u.unit == unit)?;
     let active = h.facts.as_ref().is_some_and(|f| f.unit_active(unit));
+    // A unit that runs, is enabled and has no changed file is left alone: starting it would
+    // change nothing, and a no-change deploy reports nothing done.
+    let up = h.facts.as_ref().is_some_and(|f| f.unit_up(unit));
     Some(match (u.restart, active, c.restart) {
         (true, true, Restart::Rolling) => Action::RollingRestart,
         (true, _, _) => Action::Restart,
+        (false, _, _) if up => return None,
         (false, _, _) => Action::Start,
     })
 }

@@ -132,6 +132,8 @@ pub struct Facts {
     pub files: BTreeMap<String, RemoteFile>,
     /// `systemctl is-active` of each asked unit (`active`, `inactive`, `failed`, …).
     pub units: BTreeMap<String, String>,
+    /// The asked units `systemctl is-enabled` says are enabled.
+    pub enabled: BTreeSet<String>,
     /// `render::key_hashes` of each asked file that exists.
     pub fingerprints: BTreeMap<String, BTreeSet<String>>,
     /// The node's cgroup hierarchy is the unified one (cgroup v2).
@@ -148,6 +150,11 @@ pub struct Facts {
 impl Facts {
     pub fn unit_active(&self, unit: &str) -> bool {
         self.units.get(unit).is_some_and(|s| s == "active")
+    }
+
+    /// Running and enabled: starting it would change nothing.
+    pub fn unit_up(&self, unit: &str) -> bool {
+        self.unit_active(unit) && self.enabled.contains(unit)
     }
 }
 

@@ -9,6 +9,7 @@ mod addons;
 mod certs;
 mod class;
 mod cli;
+mod cluster;
 mod day2;
 mod dataplane;
 mod deploy;

@@ -105,6 +105,7 @@ impl Remote for FakeRemote {
             hosts_block: s.files.get("/etc/hosts").is_some_and(|f| String::from_utf8_lossy(&f.contents).lines().any(|l| l == begin)),
             files: stats(&s, &q.paths),
             units: q.units.iter().map(|u| (u.clone(), active_state(&s, u).to_string())).collect(),
+            enabled: q.units.iter().filter(|u| s.units.get(*u).is_some_and(|x| x.enabled)).cloned().collect(),
             cgroup2: s.cgroup2,
             br_netfilter: s.br_netfilter,
             tools: q.tools.iter().filter(|t| s.tools.contains(*t)).cloned().collect(),

@@ -28,7 +28,7 @@ use super::{
 use crate::runlog::RunLog;
 use install::install_script;
 pub use local::LocalShell;
-use parse::{parse_ss, parse_stats, stat_sections, unit_states_of};
+use parse::{enabled_units, parse_ss, parse_stats, stat_sections, unit_states_of};
 
 /// Carries scripts to a node and back: an SSH session, or this machine's own `sh`.
 pub trait Transport: Send {
@@ -239,6 +239,7 @@ impl<T: Transport> Remote for ShellRemote<T> {
         if !q.units.is_empty() {
             let files: Vec<String> = q.units.iter().map(|u| unit_file(u)).collect();
             s.section("states").raw(&format!("systemctl is-active {} 2>/dev/null; true", quote_all(files.iter().map(String::as_str))));
+            s.section("enabled").raw(&format!("systemctl is-enabled {} 2>/dev/null; true", quote_all(files.iter().map(String::as_str))));
         }
         // render::key_hashes, on the node: only the hashes of the keys leave it.
         for (i, p) in q.fingerprints.iter().enumerate() {
@@ -294,6 +295,7 @@ impl<T: Transport> Remote for ShellRemote<T> {
             hosts_block: sec.first("hosts").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) > 0,
             files: parse_stats(&sec),
             units: unit_states_of(&q.units, &sec),
+            enabled: enabled_units(&q.units, &sec),
             cgroup2: sec.first("cgroup") == Some("cgroup2fs"),
             br_netfilter: sec.first("brnf") == Some("yes"),
             tools: sec.lines("tools").iter().cloned().collect(),

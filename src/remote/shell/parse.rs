@@ -49,6 +49,13 @@ pub(super) fn parse_ss(line: &str) -> Option<Listener> {
 }
 
 
+/// `systemctl is-enabled A B C` prints one state per unit, in order (`enabled`, `disabled`,
+/// `static`, `not-found`, …).
+pub(super) fn enabled_units(units: &[String], sec: &Sections) -> std::collections::BTreeSet<String> {
+    let lines = sec.lines("enabled");
+    units.iter().zip(lines.iter()).filter(|(_, l)| l.trim() == "enabled").map(|(u, _)| u.clone()).collect()
+}
+
 /// `systemctl is-active A B C` prints one state per unit, in order; without systemd it prints
 /// nothing, and every unit is `unknown`.
 pub(super) fn unit_states_of(units: &[String], sec: &Sections) -> BTreeMap<String, String> {

