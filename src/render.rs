@@ -430,6 +430,11 @@ pub fn path_of_key(profile: &str) -> Option<&'static str> {
     FILES.iter().find(|r| matches!(r.source, Source::Key(p) if p == profile)).map(|r| r.path)
 }
 
+/// Where hardway puts the kubeconfig of a PKI profile's certificate on the masters (`admin`).
+pub fn path_of_kubeconfig(cert: &str) -> Option<&'static str> {
+    FILES.iter().find(|r| matches!(r.source, Source::Kubeconfig { cert: c, .. } if c == cert)).map(|r| r.path)
+}
+
 /// Where hardway puts the file rendered from a template.
 pub fn path_of_template(template: &str) -> Option<&'static str> {
     FILES.iter().find(|r| matches!(r.source, Source::Template(t) if t == template)).map(|r| r.path)

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::ClassError;
 use super::scenarios::{self, CheckOn, Input, SCENARIOS, Scenario, Target};
-use crate::components::{Phase, Port};
+use crate::components::{ComponentId, Phase, Port};
 use crate::day2::Day2Error;
 use crate::inventory::{Inventory, Node};
 use crate::pki::{self, CaId};
@@ -57,7 +57,8 @@ pub struct Expectation {
 pub fn pick_node<'a>(inv: &'a Inventory, scenario: &Scenario, wanted: Option<&str>) -> Result<&'a Node, ClassError> {
     let (kind, candidates): (&str, Vec<&Node>) = match scenario.target {
         Target::EtcdMember => ("an etcd member", inv.etcd_members()),
-        Target::Master => ("a master", inv.masters().collect()),
+        Target::Master | Target::Masters => ("a master", inv.masters().collect()),
+        Target::Worker => ("a worker", inv.workers().collect()),
         Target::Lb => ("the load balancer", inv.load_balancer.as_ref().and_then(|l| l.node.as_deref()).and_then(|n| inv.nodes.iter().find(|x| x.name == n)).into_iter().collect()),
     };
     let bad = |reason: String| ClassError::Lab { name: inv.cluster.name.clone(), reason };
@@ -99,11 +100,18 @@ pub async fn run(
     yes: bool,
 ) -> Result<FaultReport, ClassError> {
     let node = pick_node(inv, scenario, node)?.clone();
+    // The nodes the script runs on: the one picked, or every master.
+    let nodes: Vec<Node> = match scenario.target {
+        Target::Masters => inv.masters().cloned().collect(),
+        _ => vec![node.clone()],
+    };
     let mut steps = Vec::new();
     if action == Action::Break && scenario.input == Input::ControlPlaneFiles {
         steps.push("every master: place the control-plane files hardway renders (no unit is started)".to_string());
     }
-    steps.push(format!("{}: {}", node.name, if action == Action::Break { scenario.how } else { scenario.fix_how }));
+    for n in &nodes {
+        steps.push(format!("{}: {}", n.name, if action == Action::Break { scenario.how } else { scenario.fix_how }));
+    }
     let report = FaultReport {
         scenario: scenario.name.into(),
         action,
@@ -119,34 +127,37 @@ pub async fn run(
         return Err(Day2Error::NeedsYes { what: format!("break {} on {}", scenario.name, node.name), steps: report.steps }.into());
     }
 
-    let mut vars = base_vars(inv, scenario, &node);
-    match (action, scenario.input) {
-        (Action::Break, Input::ExpiredServerCert | Input::ServerCertWithoutAddress) => {
-            vars.push(("INPUT_PEM", base64_of(&faulty_server_cert(inv, pki_dir, &node, scenario.input)?)));
-        }
-        (Action::Break, Input::ControlPlaneFiles) => place_control_plane_files(inv, pki_dir).await?,
-        _ => {}
+    if action == Action::Break && scenario.input == Input::ControlPlaneFiles {
+        place_control_plane_files(inv, pki_dir).await?;
     }
-    let body = match action {
-        Action::Break => format!("if [ -e \"$SAVE/broken\" ]; then echo \"already broken\"; exit 0; fi\n{}touch \"$SAVE/broken\"\n", scenario.break_script),
-        Action::Fix => format!("{}rm -rf \"$SAVE\"\n", scenario.fix_script),
-    };
-    let mut script: String = vars.iter().map(|(k, v)| format!("{k}={}\n", quote(v))).collect();
-    script.push_str(scenarios::PRELUDE);
-    script.push_str(&body);
+    for node in nodes {
+        let mut vars = base_vars(inv, scenario, &node);
+        if action == Action::Break
+            && matches!(scenario.input, Input::ExpiredServerCert | Input::ServerCertWithoutAddress | Input::KubeletCertWithoutAddress)
+        {
+            vars.push(("INPUT_PEM", base64_of(&faulty_cert(inv, pki_dir, &node, scenario.input)?)));
+        }
+        let body = match action {
+            Action::Break => format!("if [ -e \"$SAVE/broken\" ]; then echo \"already broken\"; exit 0; fi\n{}touch \"$SAVE/broken\"\n", scenario.break_script),
+            Action::Fix => format!("{}rm -rf \"$SAVE\"\n", scenario.fix_script),
+        };
+        let mut script: String = vars.iter().map(|(k, v)| format!("{k}={}\n", quote(v))).collect();
+        script.push_str(scenarios::PRELUDE);
+        script.push_str(&body);
 
-    let target = ssh::Target::for_node(inv, &node);
-    let out = tokio::task::spawn_blocking(move || Conn::connect(&target, HostKeyPolicy::Strict)?.script(&script))
-        .await
-        .expect("the ssh task panicked")
-        .map_err(crate::remote::RemoteError::from)?;
-    if out.status != 0 {
-        let said = format!("{}{}", out.stdout, out.stderr);
-        let verb = if action == Action::Break { "break" } else { "fix" };
-        return Err(ClassError::Lab {
-            name: inv.cluster.name.clone(),
-            reason: format!("{verb} {} on {} failed (exit {}): {}", scenario.name, node.name, out.status, said.trim()),
-        });
+        let target = ssh::Target::for_node(inv, &node);
+        let out = tokio::task::spawn_blocking(move || Conn::connect(&target, HostKeyPolicy::Strict)?.script(&script))
+            .await
+            .expect("the ssh task panicked")
+            .map_err(crate::remote::RemoteError::from)?;
+        if out.status != 0 {
+            let said = format!("{}{}", out.stdout, out.stderr);
+            let verb = if action == Action::Break { "break" } else { "fix" };
+            return Err(ClassError::Lab {
+                name: inv.cluster.name.clone(),
+                reason: format!("{verb} {} on {} failed (exit {}): {}", scenario.name, node.name, out.status, said.trim()),
+            });
+        }
     }
     Ok(report)
 }
@@ -164,6 +175,8 @@ fn base_vars(inv: &Inventory, scenario: &Scenario, node: &Node) -> Vec<(&'static
         ("ETCD_CA", path("/etc/etcd/pki/ca.crt")),
         ("ETCD_CLIENT_CERT", path("/etc/etcd/pki/healthcheck-client.crt")),
         ("ETCD_CLIENT_KEY", path("/etc/etcd/pki/healthcheck-client.key")),
+        ("KUBECTL", ComponentId::Kubectl.get().binary_path(inv)),
+        ("ADMIN_KUBECONFIG", render::path_of_kubeconfig("admin").unwrap_or("/etc/kubernetes/admin.kubeconfig").to_string()),
     ]
 }
 
@@ -172,14 +185,18 @@ fn base64_of(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
-/// The node's etcd server certificate, re-signed by the lab's etcd CA for the node's own key,
-/// with one thing wrong: expired since yesterday, or without the node's address.
-fn faulty_server_cert(inv: &Inventory, pki_dir: &Path, node: &Node, input: Input) -> Result<String, ClassError> {
+/// The node's etcd server certificate (or, for the kubelet's input, its kubelet serving
+/// certificate), re-signed by its CA for the node's own key, with one thing wrong: expired since
+/// yesterday, or without the node's address.
+fn faulty_cert(inv: &Inventory, pki_dir: &Path, node: &Node, input: Input) -> Result<String, ClassError> {
     let pki = pki::load(inv, pki_dir)?;
-    let name = format!("etcd/server-{}", node.name);
+    let (name, ca) = match input {
+        Input::KubeletCertWithoutAddress => (format!("kubelet-{}", node.name), CaId::Kubernetes),
+        _ => (format!("etcd/server-{}", node.name), CaId::Etcd),
+    };
     let leaf = pki.certs.get(&name).ok_or_else(|| ClassError::Lab { name: inv.cluster.name.clone(), reason: format!("{} has no {name}", pki_dir.display()) })?;
-    let mut spec = pki::matrix(inv).into_iter().find(|s| s.name == name).expect("a member's server certificate is in the matrix");
-    let ca = pki.ca(CaId::Etcd);
+    let mut spec = pki::matrix(inv).into_iter().find(|s| s.name == name).expect("the node's certificate is in the matrix");
+    let ca = pki.ca(ca);
     let issue = |e: rcgen::Error| ClassError::Lab { name: inv.cluster.name.clone(), reason: format!("making the faulty certificate: {e}") };
     let now = time::OffsetDateTime::now_utc();
     let (from, until) = match input {
@@ -239,13 +256,13 @@ mod tests {
         let node = &inv.nodes[0];
         let good = pki::CertInfo::parse(&pki.cert("etcd/server-lab-m1").cert_pem).unwrap();
         let now = time::OffsetDateTime::now_utc();
-        let expired = pki::CertInfo::parse(&faulty_server_cert(&inv, dir.path(), node, Input::ExpiredServerCert).unwrap()).unwrap();
+        let expired = pki::CertInfo::parse(&faulty_cert(&inv, dir.path(), node, Input::ExpiredServerCert).unwrap()).unwrap();
         // Ended a day before it was made (a moment after `now`): past, whatever the clock's
         // sub-second part (`days_left` rounds toward zero, so compare the times themselves).
         assert!(expired.not_after < now && expired.not_after > now - time::Duration::days(2), "{}", expired.not_after);
         assert_eq!(expired.sans, good.sans);
         assert!(expired.matches_key(&pki.cert("etcd/server-lab-m1").key_pem).unwrap(), "made for the node's own key");
-        let no_san = pki::CertInfo::parse(&faulty_server_cert(&inv, dir.path(), node, Input::ServerCertWithoutAddress).unwrap()).unwrap();
+        let no_san = pki::CertInfo::parse(&faulty_cert(&inv, dir.path(), node, Input::ServerCertWithoutAddress).unwrap()).unwrap();
         let missing: Vec<_> = good.sans.difference(&no_san.sans).collect();
         assert_eq!(missing, [&pki::San::Ip(node.address)]);
         assert!(no_san.days_left(now) > 300);

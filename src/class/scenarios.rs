@@ -10,6 +10,8 @@
 //! `put_back FILE` moves it back. Breaking twice is a no-op (the runner checks `$SAVE/broken`);
 //! fixing what is not broken puts nothing back and only makes sure the service runs.
 
+use crate::components::Phase;
+
 /// Which node a scenario breaks when `--node` is not given, and which it may break.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -19,6 +21,10 @@ pub enum Target {
     Lb,
     /// A master (the first, by default).
     Master,
+    /// Every master (a leader-elected component must stop everywhere to stop).
+    Masters,
+    /// A worker (the first, by default).
+    Worker,
 }
 
 /// What the runner prepares on the operator's side before the script runs.
@@ -31,8 +37,11 @@ pub enum Input {
     /// `INPUT_PEM`: the same, valid, without the node's address among its SANs.
     ServerCertWithoutAddress,
     /// The control-plane files hardway renders are placed on every master first (no unit is
-    /// started: the lab has no Kubernetes binaries), so there is an encryption config to differ.
+    /// started: the lab may have no Kubernetes binaries), so there is an encryption config to differ.
     ControlPlaneFiles,
+    /// `INPUT_PEM`: the node's kubelet serving certificate re-signed by the cluster CA, for the
+    /// same key, without the node's address among its SANs.
+    KubeletCertWithoutAddress,
 }
 
 /// Where verify reports the check a scenario must fail.
@@ -66,6 +75,9 @@ pub struct Scenario {
     pub hint_names: &'static str,
     /// What its detail must name (`{node}` and `{addr}` stand for the broken node's).
     pub detail_names: &'static str,
+    /// The phase the lab must have been deployed to: `Lb` for etcd and HAProxy, `Addons` for a
+    /// running Kubernetes.
+    pub needs: Phase,
 }
 
 /// Set before every script; the runner prepends the variables.
@@ -82,6 +94,14 @@ restart() { systemctl reset-failed "$1" 2>/dev/null || true; systemctl restart "
 # Moves the clock by $1 seconds from where it is, to the microsecond (the shell has integers only).
 move_clock() { date -s "@$(awk -v t="$(date +%s.%N)" -v d="$1" 'BEGIN { printf "%.6f", t + d }')" >/dev/null; }
 ec() { etcdctl --endpoints="https://$ADDR:$ETCD_CLIENT_PORT" --cacert="$ETCD_CA" --cert="$ETCD_CLIENT_CERT" --key="$ETCD_CLIENT_KEY" "$@"; }
+# kubectl as the cluster admin, on a master (the Kubernetes scenarios).
+kc() {
+  [ -x "$KUBECTL" ] || { echo "$NODE has no $KUBECTL: this scenario needs a running Kubernetes (hardway deploy, every phase)"; exit 3; }
+  "$KUBECTL" --kubeconfig "$ADMIN_KUBECONFIG" "$@"
+}
+# Scales a Deployment to zero, keeping its replicas to scale it back.
+scale_down() { [ -e "$SAVE/$2.replicas" ] || kc -n "$1" get deployment "$2" -o 'jsonpath={.spec.replicas}' > "$SAVE/$2.replicas"; kc -n "$1" scale deployment "$2" --replicas=0 >/dev/null; }
+scale_back() { n=2; [ -e "$SAVE/$2.replicas" ] && n=$(cat "$SAVE/$2.replicas"); kc -n "$1" scale deployment "$2" --replicas="$n" >/dev/null; }
 "#;
 
 /// Replaces the etcd server certificate with `INPUT_PEM` (same mode), and restarts etcd.
@@ -111,6 +131,7 @@ pub const SCENARIOS: &[Scenario] = &[
         check_on: CheckOn::Node,
         hint_names: "systemctl restart etcd",
         detail_names: "inactive",
+        needs: Phase::Lb,
     },
     Scenario {
         name: "etcd-wrong-initial-cluster",
@@ -141,6 +162,7 @@ restart etcd
         check_on: CheckOn::Node,
         hint_names: "--initial-cluster",
         detail_names: "{node}=https://{addr}:2390",
+        needs: Phase::Lb,
     },
     Scenario {
         name: "cert-expired",
@@ -155,6 +177,7 @@ restart etcd
         check_on: CheckOn::Node,
         hint_names: "renew",
         detail_names: "expired",
+        needs: Phase::Lb,
     },
     Scenario {
         name: "cert-missing-san",
@@ -169,6 +192,7 @@ restart etcd
         check_on: CheckOn::Node,
         hint_names: "re-issue",
         detail_names: "IP:{addr}",
+        needs: Phase::Lb,
     },
     Scenario {
         name: "key-world-readable",
@@ -188,6 +212,7 @@ if [ -f "$SAVE/mode" ]; then chmod "$(cat "$SAVE/mode")" "$KEY"; fi
         check_on: CheckOn::Node,
         hint_names: "chmod 600",
         detail_names: "644",
+        needs: Phase::Lb,
     },
     Scenario {
         name: "etcd-wrong-ca",
@@ -215,6 +240,7 @@ restart etcd
         check_on: CheckOn::Node,
         hint_names: "--trusted-ca-file",
         detail_names: "ca-old.crt",
+        needs: Phase::Lb,
     },
     Scenario {
         name: "haproxy-wrong-backend-port",
@@ -236,6 +262,7 @@ systemctl reload-or-restart haproxy
         check_on: CheckOn::Lb,
         hint_names: "wrong backend port",
         detail_names: ":6444",
+        needs: Phase::Lb,
     },
     Scenario {
         name: "port-taken",
@@ -261,6 +288,7 @@ restart etcd
         check_on: CheckOn::Node,
         hint_names: "socat",
         detail_names: "port 2379",
+        needs: Phase::Lb,
     },
     Scenario {
         name: "encryption-config-differs",
@@ -285,6 +313,7 @@ put_back "${CFG:-/etc/kubernetes/encryption-config.yaml}"
         check_on: CheckOn::Node,
         hint_names: "different keys",
         detail_names: "differs between masters",
+        needs: Phase::Lb,
     },
     Scenario {
         name: "etcd-quota-full",
@@ -322,6 +351,7 @@ ec alarm disarm >/dev/null
         check_on: CheckOn::Cluster("etcd"),
         hint_names: "alarm disarm",
         detail_names: "NOSPACE",
+        needs: Phase::Lb,
     },
     Scenario {
         name: "clock-skew",
@@ -345,6 +375,78 @@ timedatectl set-ntp true 2>/dev/null || true
         check_on: CheckOn::Node,
         hint_names: "clock skew",
         detail_names: "ahead of",
+        needs: Phase::Lb,
+    },
+    Scenario {
+        name: "kubelet-cert-no-ip",
+        breaks: "the kubelet serves a certificate without its node's address: logs, exec and metrics fail",
+        how: "replace the kubelet's serving certificate (tlsCertFile) with the same one (same key, same CA) without the node's IP SAN, restart the kubelet",
+        fix_how: "put the original certificate back, restart the kubelet",
+        target: Target::Worker,
+        input: Input::KubeletCertWithoutAddress,
+        break_script: r#"CFG=$(flag kubelet config)
+CERT=$(sed -n 's/^tlsCertFile: *//p' "${CFG:-/var/lib/kubelet/kubelet-config.yaml}" | tr -d '"')
+[ -n "$CERT" ] || { echo "the kubelet's config names no tlsCertFile"; exit 1; }
+printf %s "$CERT" > "$SAVE/cert"
+keep "$CERT"
+printf %s "$INPUT_PEM" | base64 -d > "$CERT.hardway-fault"
+chmod --reference="$CERT" "$CERT.hardway-fault"
+mv -f "$CERT.hardway-fault" "$CERT"
+restart kubelet
+"#,
+        fix_script: r#"if [ -f "$SAVE/cert" ]; then put_back "$(cat "$SAVE/cert")"; fi
+restart kubelet
+"#,
+        check: "kubelet API",
+        check_on: CheckOn::Node,
+        hint_names: "serving certificate",
+        detail_names: "{addr}",
+        needs: Phase::Addons,
+    },
+    Scenario {
+        name: "scheduler-stopped",
+        breaks: "no kube-scheduler runs: new pods stay Pending",
+        how: "systemctl stop kube-scheduler on every master",
+        fix_how: "systemctl start kube-scheduler on every master",
+        target: Target::Masters,
+        input: Input::None,
+        break_script: "systemctl stop kube-scheduler\n",
+        fix_script: "restart kube-scheduler\n",
+        check: "scheduler leader",
+        check_on: CheckOn::Lb,
+        hint_names: "systemctl start kube-scheduler",
+        detail_names: "Pending",
+        needs: Phase::Addons,
+    },
+    Scenario {
+        name: "coredns-scaled-to-zero",
+        breaks: "CoreDNS scaled to zero: names do not resolve in pods",
+        how: "kubectl -n kube-system scale deployment coredns --replicas=0 (its replicas kept)",
+        fix_how: "scale coredns back to its replicas",
+        target: Target::Master,
+        input: Input::None,
+        break_script: "scale_down kube-system coredns\n",
+        fix_script: "scale_back kube-system coredns\n",
+        check: "cluster DNS",
+        check_on: CheckOn::Lb,
+        hint_names: "scale deployment coredns",
+        detail_names: "no ready endpoints",
+        needs: Phase::Addons,
+    },
+    Scenario {
+        name: "metrics-server-unavailable",
+        breaks: "metrics-server's APIService is unavailable: kubectl top fails",
+        how: "kubectl -n kube-system scale deployment metrics-server --replicas=0 (its replicas kept)",
+        fix_how: "scale metrics-server back to its replicas",
+        target: Target::Master,
+        input: Input::None,
+        break_script: "scale_down kube-system metrics-server\n",
+        fix_script: "scale_back kube-system metrics-server\n",
+        check: "aggregated APIs",
+        check_on: CheckOn::Lb,
+        hint_names: "metrics-server",
+        detail_names: "v1beta1.metrics.k8s.io",
+        needs: Phase::Addons,
     },
 ];
 

@@ -247,9 +247,9 @@ fn lab_up(inv_path: &Path, a: &LabUpArgs, driver: Option<inventory::LabDriver>) 
 
 fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
     if a.list {
-        out!("{:<28} {:<62} VERIFY FAILS (hint names)", "SCENARIO", "BREAKS");
+        out!("{:<28} {:<62} {:<14} VERIFY FAILS (hint names)", "SCENARIO", "BREAKS", "NEEDS");
         for s in scenarios::SCENARIOS {
-            out!("{:<28} {:<62} {} ({:?})", s.name, s.breaks, s.check, s.hint_names);
+            out!("{:<28} {:<62} {:<14} {} ({:?})", s.name, s.breaks, format!("--to {}", s.needs), s.check, s.hint_names);
         }
         return Ok(ExitCode::SUCCESS);
     }

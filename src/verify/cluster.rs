@@ -1,7 +1,8 @@
 //! The checks across nodes and through the [`Probe`]: etcd's members, leader, membership,
 //! raft indexes and alarms; the API servers' /livez and /readyz on each master and through the
-//! load balancer, nodes Ready and aggregated APIs Available; each master's state in HAProxy;
-//! one encryption config on every master.
+//! load balancer, nodes Ready, the API server reaching each kubelet, the scheduler and the
+//! controller-manager holding their leases, CoreDNS serving kube-dns, aggregated APIs Available
+//! (or why not); each master's state in HAProxy; one encryption config on every master.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -207,6 +208,18 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
                 } else {
                     check(&w.name, "node Ready", Status::Fail, "not registered or not Ready", Some("journalctl -u kubelet on the node"))
                 });
+                if ready.contains(&w.name) {
+                    out.push(kubelet_api(probe, lb_ip, lb_port, &w.name).await);
+                }
+            }
+            for (lease, unit) in [("kube-scheduler", "kube-scheduler"), ("kube-controller-manager", "kube-controller-manager")] {
+                if deployed.iter().any(|h| h.deployed(unit)) {
+                    out.push(leader(probe, lb_ip, lb_port, &lb_host, lease).await);
+                }
+            }
+            // CoreDNS runs on the workers: nothing to ask before a kubelet is deployed.
+            if inv.addons.coredns.is_some() && inv.workers().any(|w| kubelet_deployed(&w.name)) {
+                out.push(cluster_dns(probe, lb_ip, lb_port, &lb_host).await);
             }
         }
         Ok((code, _)) => out.push(check(&lb_host, "nodes Ready", Status::Fail, format!("listing nodes answered {code}"), Some("the admin certificate needs O=system:masters"))),
@@ -216,18 +229,119 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
         && let Ok((200, body)) = probe.api_get(lb_ip, lb_port, "/apis/apiregistration.k8s.io/v1/apiservices").await
     {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        let bad: Vec<String> = v["items"]
+        // Each APIService that is not Available: its name, its service and why (the condition's
+        // reason: MissingEndpoints when no pod serves it, FailedDiscoveryCheck when the API
+        // server cannot reach the pods that do).
+        let bad: Vec<(String, String, String)> = v["items"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|a| !a["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Available" && c["status"] == "True"))
-            .filter_map(|a| a["metadata"]["name"].as_str().map(str::to_string))
+            .filter_map(|a| {
+                let available = a["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Available");
+                if available.is_some_and(|c| c["status"] == "True") {
+                    return None;
+                }
+                let name = a["metadata"]["name"].as_str()?.to_string();
+                let svc = format!("{}/{}", a["spec"]["service"]["namespace"].as_str().unwrap_or("?"), a["spec"]["service"]["name"].as_str().unwrap_or("?"));
+                let why = available.map(|c| format!("{}: {}", c["reason"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or(""))).unwrap_or_else(|| "no Available condition yet".into());
+                Some((name, svc, why))
+            })
             .collect();
         out.push(if bad.is_empty() {
             check(&lb_host, "aggregated APIs", Status::Pass, "all APIServices Available", None)
         } else {
-            check(&lb_host, "aggregated APIs", Status::Fail, format!("not Available: {}", bad.join(", ")), Some("the API server dials the service's pod IPs (--enable-aggregator-routing): every master needs a route to every pod network"))
+            let detail: Vec<String> = bad.iter().map(|(n, svc, why)| format!("{n} (service {svc}): {why}")).collect();
+            let hint = if bad.iter().any(|(_, _, why)| why.starts_with("MissingEndpoints")) {
+                let svc = &bad.iter().find(|(_, _, w)| w.starts_with("MissingEndpoints")).expect("found above").1;
+                let (ns, name) = svc.split_once('/').unwrap_or(("kube-system", svc));
+                format!("no pod serves it: kubectl -n {ns} get deployment,pods -o wide | grep {name} (scaled to zero, or its pods not Ready)")
+            } else {
+                "the API server dials the service's pod IPs (--enable-aggregator-routing): every master needs a route to every pod network".into()
+            };
+            check(&lb_host, "aggregated APIs", Status::Fail, format!("not Available: {}", detail.join("; ")), Some(&hint))
         });
     }
     out
+}
+
+/// The API server reaches the kubelet (what `kubectl logs`, `exec` and metrics-server's
+/// scrapes go through): its `/healthz` through the API server's node proxy, which dials the
+/// kubelet at its address and checks its serving certificate against the cluster CA.
+async fn kubelet_api(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, node: &str) -> Check {
+    let path = format!("/api/v1/nodes/{node}/proxy/healthz");
+    match probe.api_get(lb_ip, lb_port, &path).await {
+        Ok((200, _)) => check(node, "kubelet API", Status::Pass, "the API server reaches the kubelet (logs, exec, metrics)", None),
+        Ok((code, body)) => {
+            let why: String = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_string))
+                .unwrap_or_else(|| body.trim().chars().take(300).collect());
+            let hint = if why.contains("x509") || why.contains("certificate") {
+                "the kubelet's serving certificate must name the address the API server dials (the node's InternalIP): \
+                 see `cert kubelet`; hardway pki generate re-issues it, hardway deploy --phases workers places it"
+            } else {
+                "kubectl logs and exec go this way: is the kubelet's port 10250 reachable from the masters?"
+            };
+            check(node, "kubelet API", Status::Fail, format!("{path}: {code}: {why}"), Some(hint))
+        }
+        Err(e) => check(node, "kubelet API", Status::Fail, format!("{path}: {e}"), None),
+    }
+}
+
+/// A leader-elected control-plane component holds its lease: without one, nothing schedules
+/// new pods (they stay Pending) or runs the controllers.
+async fn leader(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str, lease: &str) -> Check {
+    let name = format!("{} leader", lease.trim_start_matches("kube-"));
+    let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{lease}");
+    let v = match probe.api_get(lb_ip, lb_port, &path).await {
+        Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+        Ok((404, _)) => return check(host, name, Status::Fail, format!("no {lease} lease: no {lease} ever became leader"), Some(&format!("systemctl status {lease} on the masters"))),
+        Ok((code, _)) => return check(host, name, Status::Fail, format!("{path}: {code}"), None),
+        Err(e) => return check(host, name, Status::Fail, format!("{path}: {e}"), None),
+    };
+    let holder = v["spec"]["holderIdentity"].as_str().unwrap_or("nobody").to_string();
+    let duration = v["spec"]["leaseDurationSeconds"].as_i64().unwrap_or(15);
+    let renewed = v["spec"]["renewTime"].as_str().and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
+    let age = renewed.map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds());
+    let what = if lease == "kube-scheduler" { "new pods stay Pending" } else { "no controller runs (Deployments, Endpoints, node lifecycle)" };
+    match age {
+        Some(age) if age <= duration + 5 => check(host, name, Status::Pass, format!("{holder}, renewed {age} s ago"), None),
+        Some(age) => check(
+            host,
+            name,
+            Status::Fail,
+            format!("no {lease} holds the lease: last renewed {age} s ago by {holder} (it lapses after {duration} s); {what}"),
+            Some(&format!("systemctl start {lease} on the masters (journalctl -u {lease} says why it stopped)")),
+        ),
+        None => check(host, name, Status::Fail, format!("the {lease} lease has no renew time ({holder})"), None),
+    }
+}
+
+/// CoreDNS answers for the cluster: the kube-dns Service has ready endpoints.
+async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str) -> Check {
+    let path = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dkube-dns";
+    let v = match probe.api_get(lb_ip, lb_port, path).await {
+        Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+        Ok((code, _)) => return check(host, "cluster DNS", Status::Fail, format!("kube-dns's EndpointSlices: {code}"), None),
+        Err(e) => return check(host, "cluster DNS", Status::Fail, format!("kube-dns's EndpointSlices: {e}"), None),
+    };
+    let ready: Vec<String> = v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+        .filter(|e| e["conditions"]["ready"] != serde_json::Value::Bool(false))
+        .filter_map(|e| e["addresses"][0].as_str().map(str::to_string))
+        .collect();
+    if ready.is_empty() {
+        check(
+            host,
+            "cluster DNS",
+            Status::Fail,
+            "the kube-dns Service has no ready endpoints: names do not resolve in pods (no CoreDNS pod is Ready)",
+            Some("kubectl -n kube-system get deployment coredns (scaled to zero? kubectl -n kube-system scale deployment coredns --replicas=2), and its pods' logs"),
+        )
+    } else {
+        check(host, "cluster DNS", Status::Pass, format!("kube-dns served by {} CoreDNS pods ({})", ready.len(), ready.join(", ")), None)
+    }
 }

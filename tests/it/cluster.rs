@@ -294,5 +294,98 @@ mod lab {
         }
         let body = http_get(&lb, "/hostname").unwrap();
         assert!(names.contains(&body.as_str()), "after the second deploy: {body}");
+
+        faults_only_a_real_cluster_shows(&t, &k, &a.0);
+    }
+
+    /// `hardway verify`'s checks as JSON: (every check passed, the checks).
+    fn verify_json(t: &TestLab) -> (bool, Vec<serde_json::Value>) {
+        let o = t.verify(&["--pki", &t.pki.display().to_string(), "--output", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("verify --output json: {e}: {}", String::from_utf8_lossy(&o.stdout)));
+        let checks = v.as_array().cloned().or_else(|| v["checks"].as_array().cloned()).unwrap_or_default();
+        (o.status.success(), checks)
+    }
+
+    /// Polls verify until `done` holds; panics with its last FAILs at the deadline.
+    fn verify_until(t: &TestLab, what: &str, done: impl Fn(bool, &[serde_json::Value]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(150);
+        loop {
+            let (passed, checks) = verify_json(t);
+            if done(passed, &checks) {
+                return;
+            }
+            let fails: Vec<String> = checks.iter().filter(|c| c["status"] != "PASS").map(|c| c.to_string()).collect();
+            assert!(Instant::now() < deadline, "{what}: not within 150 s; verify said:\n{}", fails.join("\n"));
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    }
+
+    /// The lab break scenarios that need a running Kubernetes: each makes verify FAIL its check
+    /// naming the cause, shows the symptom a user sees, and `lab fix` restores a passing cluster.
+    fn faults_only_a_real_cluster_shows(t: &TestLab, k: &Kubectl, pod: &str) {
+        use hardway::class::scenarios::SCENARIOS;
+        let inv = t.inv_path.display().to_string();
+        let pki = t.pki.display().to_string();
+        let lab = |args: &[&str]| run(hardway().arg("lab").args(args).args(["-i", &inv, "--pki", &pki]));
+        let text = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let cluster_ones: Vec<_> = SCENARIOS.iter().filter(|s| s.needs == hardway::components::Phase::Addons).collect();
+        assert_eq!(cluster_ones.len(), 4, "the real-cluster scenarios");
+        for s in cluster_ones {
+            eprintln!("fault: {} ({})", s.name, s.breaks);
+            let o = lab(&["break", s.name, "--yes", "--output", "json"]);
+            assert!(o.status.success(), "break {}: {}", s.name, text(&o));
+            let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let e = &report["expect"];
+            let (host, check, hint, detail) = (e["host"].as_str().unwrap(), e["check"].as_str().unwrap(), e["hint_names"].as_str().unwrap(), e["detail_names"].as_str().unwrap());
+            verify_until(t, &format!("{}: verify FAILs {check} on {host} naming {hint:?} and {detail:?}", s.name), |passed, checks| {
+                !passed
+                    && checks.iter().any(|c| {
+                        c["host"] == host
+                            && c["check"] == check
+                            && c["status"] == "FAIL"
+                            && c["hint"].as_str().unwrap_or("").contains(hint)
+                            && c["detail"].as_str().unwrap_or("").contains(detail)
+                    })
+            });
+            // What a user sees.
+            match s.name {
+                "kubelet-cert-no-ip" => {
+                    let node = report["node"].as_str().unwrap();
+                    let on = k.ok(&["get", "pod", pod, "-o=jsonpath={.spec.nodeName}"]);
+                    let target = k.ok(&["get", "pods", "-l", "app=web", "--field-selector", &format!("spec.nodeName={node}"), "-o=jsonpath={.items[0].metadata.name}"]);
+                    let o = k.run(&["logs", &target]);
+                    assert!(!o.status.success() && text(&o).contains("x509"), "logs of a pod on {node} (from {on}): {}", text(&o));
+                }
+                "scheduler-stopped" => {
+                    k.ok(&["run", "pending", "--image=hardway.test/agnhost:2.66.1", "--image-pull-policy=Never", "--", "pause"]);
+                    // That nothing schedules it can only be observed over a while: 10 s, in
+                    // which a running scheduler binds a pod in well under one.
+                    let until = Instant::now() + Duration::from_secs(10);
+                    while Instant::now() < until {
+                        let on = k.ok(&["get", "pod", "pending", "-o=jsonpath={.status.phase} {.spec.nodeName}"]);
+                        assert_eq!(on, "Pending", "the pod was scheduled with no scheduler running");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+                "coredns-scaled-to-zero" => {
+                    let o = k.run(&["exec", pod, "--", "busybox", "nslookup", "-timeout=2", "web"]);
+                    assert!(!o.status.success(), "nslookup answered with CoreDNS at zero: {}", text(&o));
+                }
+                "metrics-server-unavailable" => {
+                    let o = k.run(&["top", "nodes"]);
+                    assert!(!o.status.success(), "kubectl top answered: {}", text(&o));
+                }
+                other => panic!("no symptom check for {other}"),
+            }
+            let o = lab(&["fix", s.name, "--yes"]);
+            assert!(o.status.success(), "fix {}: {}", s.name, text(&o));
+            verify_until(t, &format!("{}: verify passes after the fix", s.name), |passed, checks| {
+                passed && !checks.iter().any(|c| c["status"] == "FAIL")
+            });
+            if s.name == "scheduler-stopped" {
+                k.until("the pending pod scheduled after the fix", &["get", "pod", "pending", "-o=jsonpath={.spec.nodeName}"], Duration::from_secs(60), |n| !n.trim().is_empty());
+                k.ok(&["delete", "pod", "pending", "--wait=false"]);
+            }
+        }
     }
 }

@@ -156,6 +156,24 @@ impl Probe for FakeCluster {
                     .collect();
                 return Ok((200, serde_json::json!({ "items": ready }).to_string()));
             }
+            let any_active = |unit: &str| self.nodes.values().any(|n| n.lock().expect("not poisoned").unit_active(unit));
+            // A leader-elected component's lease: renewed now while one of its units runs.
+            if let Some(lease) = path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/") {
+                if !any_active(lease) {
+                    return Ok((404, "{}".into()));
+                }
+                let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("formats");
+                return Ok((200, serde_json::json!({"spec": {"holderIdentity": "fake", "leaseDurationSeconds": 15, "renewTime": now}}).to_string()));
+            }
+            // kube-dns is served while a kubelet runs (CoreDNS runs on the workers).
+            if path.starts_with("/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices") {
+                let endpoints: Vec<serde_json::Value> = if any_active("kubelet") {
+                    vec![serde_json::json!({"addresses": ["10.200.0.2"], "conditions": {"ready": true}})]
+                } else {
+                    vec![]
+                };
+                return Ok((200, serde_json::json!({"items": [{"endpoints": endpoints}]}).to_string()));
+            }
             Ok((200, "ok".into()))
         })
     }
