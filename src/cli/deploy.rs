@@ -163,6 +163,11 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
                     let _ = write!(std::io::stdout(), "{}", d.diff);
                 }
             }
+            // A host that could not be reached or read is not in the plan: say why here, not
+            // only in the run log.
+            for h in report.failed() {
+                eprintln!("{}: not planned: {}", h.node, h.error.as_deref().unwrap_or("?"));
+            }
             out!("dry run: nothing was changed");
         } else {
             for m in &report.etcd {

@@ -113,11 +113,18 @@ impl Kubectl {
         }
     }
 
-    /// `kubectl exec` in `pod` (the agnhost image has busybox's applets).
-    fn exec(&self, pod: &str, cmd: &[&str]) -> String {
+    /// `kubectl exec` in `pod` (the agnhost image has busybox's applets), until it succeeds and
+    /// `done` holds for its output (a Service's endpoints reach kube-proxy's rules a moment after
+    /// the pods are Ready; a busy CI machine stretches that moment): its output.
+    fn exec_until(&self, pod: &str, cmd: &[&str], done: impl Fn(&str) -> bool) -> String {
         let mut args = vec!["exec", pod, "--"];
         args.extend_from_slice(cmd);
-        self.ok(&args)
+        self.until(&format!("{cmd:?} in {pod}"), &args, Duration::from_secs(90), done).trim().to_string()
+    }
+
+    /// [`Self::exec_until`] that only needs it to succeed.
+    fn exec(&self, pod: &str, cmd: &[&str]) -> String {
+        self.exec_until(pod, cmd, |_| true)
     }
 }
 
@@ -231,10 +238,12 @@ mod lab {
         let via_service = k.exec(&a.0, &["busybox", "wget", "-qO-", &format!("http://{cluster_ip}/hostname")]);
         assert!(names.contains(&via_service.as_str()), "{via_service} is not a web pod");
         let domain = &t.inv.cluster.cluster_domain;
-        let lookup = k.exec(&a.0, &["busybox", "nslookup", &format!("web.default.svc.{domain}")]);
-        assert!(lookup.contains(&format!("Address: {cluster_ip}")), "{lookup}");
-        let lookup = k.exec(&a.0, &["busybox", "nslookup", &format!("kubernetes.default.svc.{domain}")]);
-        assert!(lookup.contains(&format!("Address: {}", t.inv.cluster.service_cidr.hosts().next().unwrap())), "{lookup}");
+        let want = format!("Address: {cluster_ip}");
+        let lookup = k.exec_until(&a.0, &["busybox", "nslookup", &format!("web.default.svc.{domain}")], |o| o.contains(&want));
+        assert!(lookup.contains(&want), "{lookup}");
+        let want = format!("Address: {}", t.inv.cluster.service_cidr.hosts().next().unwrap());
+        let lookup = k.exec_until(&a.0, &["busybox", "nslookup", &format!("kubernetes.default.svc.{domain}")], |o| o.contains(&want));
+        assert!(lookup.contains(&want), "{lookup}");
         let by_short_name = k.exec(&a.0, &["busybox", "wget", "-qO-", "http://web/hostname"]);
         assert!(names.contains(&by_short_name.as_str()), "{by_short_name}");
 
