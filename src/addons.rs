@@ -10,7 +10,9 @@
 //! | MetalLB pool | hardway's `IPAddressPool` + `L2Advertisement` | MetalLB's webhook accepted it (retried until it answers) |
 //! | metrics-server | upstream's manifest | `deployment/metrics-server` rolled out, `apiservice/v1beta1.metrics.k8s.io` Available |
 //!
-//! Every wait has the phase's timeout, and a failure names the addon and what did not happen.
+//! Every manifest is applied first, in this order, so that the addons' pods start together;
+//! then each addon's waits run in this order ([`in_order`]). Every wait has the phase's timeout,
+//! and a failure names the addon and what did not happen.
 
 use crate::inventory::{Inventory, Manifest};
 use crate::render::ADDONS_DIR;
@@ -58,6 +60,14 @@ fn source(m: &Manifest, placed_as: &str) -> String {
         Manifest::Url(u) => u.clone(),
         Manifest::File(_) => on_node(placed_as),
     }
+}
+
+/// The steps as they run: every `Apply` first (in plan order), then the other steps (in plan
+/// order): MetalLB's pool is applied through its webhook only after the controller rolled out.
+pub fn in_order(plan: &[Addon]) -> Vec<(&Addon, &Step)> {
+    let applies = plan.iter().flat_map(|a| a.steps.iter().filter(|s| matches!(s, Step::Apply(_))).map(move |s| (a, s)));
+    let rest = plan.iter().flat_map(|a| a.steps.iter().filter(|s| !matches!(s, Step::Apply(_))).map(move |s| (a, s)));
+    applies.chain(rest).collect()
 }
 
 /// The addons of this inventory, in the order they are applied.
@@ -110,5 +120,13 @@ mod tests {
         assert_eq!(metallb[1], Step::Rollout { namespace: "metallb-system", object: "deployment/controller" });
         assert_eq!(metallb[3], Step::ApplyUntilAccepted("/etc/kubernetes/addons/metallb-pool.yaml".into()));
         assert_eq!(plan[3].steps[2], Step::Available { object: "apiservice/v1beta1.metrics.k8s.io" });
+        // As they run: every manifest, then the waits; the pool after MetalLB's rollouts.
+        let order: Vec<String> = in_order(&plan).iter().map(|(_, s)| s.describe()).collect();
+        let first_wait = order.iter().position(|d| d.starts_with("wait")).unwrap();
+        assert!(order[..first_wait].iter().all(|d| d.starts_with("kubectl apply")), "{order:#?}");
+        assert_eq!(first_wait, 4, "{order:#?}");
+        let pool = order.iter().position(|d| d.contains("metallb-pool")).unwrap();
+        let speaker = order.iter().position(|d| d.contains("daemonset/speaker")).unwrap();
+        assert!(pool > speaker, "{order:#?}");
     }
 }

@@ -33,6 +33,7 @@ pub mod deploy;
 pub mod events;
 pub mod explain;
 pub mod flags;
+pub mod images;
 pub mod inventory;
 pub mod lab;
 pub mod pki;

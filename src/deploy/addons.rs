@@ -14,9 +14,16 @@ pub(crate) struct Addons;
 
 const KUBECONFIG: &str = "/etc/kubernetes/admin.kubeconfig";
 
-/// The image tarballs as they lie on the nodes.
-fn tarballs(ctx: &Ctx) -> Vec<String> {
-    ctx.inv.addons.images.iter().filter_map(|p| Some(format!("{IMAGES_DIR}/{}", p.file_name()?.to_string_lossy()))).collect()
+/// The image tarballs as they lie on the nodes, each with the references it names (read from
+/// the bytes rendered for the nodes).
+fn tarballs(ctx: &Ctx) -> Vec<(String, Vec<String>)> {
+    let paths = ctx.inv.addons.images.iter().filter_map(|p| Some(format!("{IMAGES_DIR}/{}", p.file_name()?.to_string_lossy())));
+    let rendered = |path: &str| ctx.rendered.hosts.values().flatten().find(|f| f.path == path).map(|f| crate::images::refs(&f.contents));
+    paths.map(|p| {
+        let refs = rendered(&p).unwrap_or_default();
+        (p, refs)
+    })
+    .collect()
 }
 
 /// containerd's client, beside containerd.
@@ -28,19 +35,16 @@ fn ctr(ctx: &Ctx) -> String {
     }
 }
 
-/// The host fails the phase with the error, if there is one; its message for the event.
-fn failed(h: &mut super::Host, r: Result<(), crate::remote::RemoteError>) -> Option<String> {
-    r.err().map(|e| {
-        let msg = e.to_string();
-        h.fail(Phase::Addons, e);
-        msg
-    })
-}
-
-fn finish(step: crate::events::StepTimer, failed: Option<String>) {
-    match failed {
-        None => step.done(Status::Changed, None),
-        Some(e) => step.done(Status::Failed, Some(e)),
+/// Ends the step with what happened: Changed with what changed, Ok when nothing did, or the
+/// host fails the phase with the error.
+fn finish(h: &mut super::Host, step: crate::events::StepTimer, r: Result<Option<String>, crate::remote::RemoteError>) {
+    match r {
+        Ok(Some(what)) => step.done(Status::Changed, Some(what)),
+        Ok(None) => step.done(Status::Ok, None),
+        Err(e) => {
+            step.done(Status::Failed, Some(e.to_string()));
+            h.fail(Phase::Addons, e);
+        }
     }
 }
 
@@ -56,18 +60,25 @@ impl Addons {
         (0..ctx.hosts.len()).filter(|&i| ctx.hosts[i].alive() && containerd.runs_on(&ctx.inv, &ctx.hosts[i].node)).collect()
     }
 
+    /// On every node that runs containerd at once: each imports into its own containerd.
     async fn import(ctx: &mut Ctx) {
         let tarballs = tarballs(ctx);
         if tarballs.is_empty() {
             return;
         }
         let ctr = ctr(ctx);
-        for i in Self::importers(ctx) {
-            let step = ctx.events.start(Some(&ctx.hosts[i].node.name), Some("addons"), "import images");
-            let (ctr, tarballs) = (ctr.clone(), tarballs.clone());
-            let failed = ctx.on_host(i, move |h| failed(h, h.remote().import_images(&ImportImages { ctr: &ctr, tarballs }))).await;
-            finish(step, failed);
-        }
+        let importers: std::collections::BTreeSet<String> = Self::importers(ctx).into_iter().map(|i| ctx.hosts[i].node.name.clone()).collect();
+        let events = ctx.events.clone();
+        ctx.each_host(move |h| {
+            if !importers.contains(&h.node.name) || !h.alive() {
+                return;
+            }
+            let step = events.start(Some(&h.node.name), Some("addons"), "import images");
+            let r = h.remote().import_images(&ImportImages { ctr: &ctr, tarballs: tarballs.clone() });
+            let r = r.map(|imported| (!imported.is_empty()).then(|| format!("imported {}", imported.join(", "))));
+            finish(h, step, r);
+        })
+        .await;
     }
 }
 
@@ -79,13 +90,12 @@ impl Step for Addons {
         let kubectl = ComponentId::Kubectl.get().binary_path(&ctx.inv);
         let timeout = ctx.opts.api_timeout.as_secs() as u32;
         let step = ctx.events.start(Some(&ctx.hosts[i].node.name), Some("addons"), "apply addons");
-        let failed = ctx
-            .on_host(i, move |h| {
-                let apply = Apply { kubectl: &kubectl, kubeconfig: KUBECONFIG, addons: &plan, timeout_secs: timeout };
-                failed(h, h.remote().apply(&apply))
-            })
-            .await;
-        finish(step, failed);
+        ctx.on_host(i, move |h| {
+            let apply = Apply { kubectl: &kubectl, kubeconfig: KUBECONFIG, addons: &plan, timeout_secs: timeout };
+            let r = h.remote().apply(&apply).map(|changed| (!changed.is_empty()).then(|| changed.join(", ")));
+            finish(h, step, r);
+        })
+        .await;
         Ok(())
     }
 
@@ -94,14 +104,14 @@ impl Step for Addons {
         let tarballs = tarballs(ctx);
         if !tarballs.is_empty() {
             for i in Self::importers(ctx) {
-                out.push(format!("addons: {} -n k8s.io images import {} on {}", ctr(ctx), tarballs.join(" "), ctx.hosts[i].node.name));
+                let names: Vec<&str> = tarballs.iter().map(|(t, _)| t.as_str()).collect();
+                out.push(format!("addons: {} -n k8s.io images import (those whose images it lacks of) {} on {}", ctr(ctx), names.join(" "), ctx.hosts[i].node.name));
             }
         }
         if let Some(i) = Self::target(ctx) {
-            for a in addons::plan(&ctx.inv) {
-                for s in &a.steps {
-                    out.push(format!("addons: {}: {} on {}", a.name, s.describe(), ctx.hosts[i].node.name));
-                }
+            let plan = addons::plan(&ctx.inv);
+            for (a, s) in addons::in_order(&plan) {
+                out.push(format!("addons: {}: {} on {}", a.name, s.describe(), ctx.hosts[i].node.name));
             }
         }
         out

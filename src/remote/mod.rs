@@ -291,7 +291,9 @@ pub struct Apply<'a> {
 pub struct ImportImages<'a> {
     /// containerd's client, `ctr`.
     pub ctr: &'a str,
-    pub tarballs: Vec<String>,
+    /// Each archive on the node, with the image references it names ([`crate::images::refs`]):
+    /// an archive whose images containerd has already is not imported again.
+    pub tarballs: Vec<(String, Vec<String>)>,
 }
 
 /// The operations hardway runs on a node. One implementation per transport (SSH, in memory);
@@ -349,12 +351,14 @@ pub trait Remote: Send {
     /// Sends `request` to a Unix socket on the node and returns the whole answer.
     fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError>;
 
-    /// Applies the addons with kubectl once the API server is ready, each step in order; an
-    /// error names the addon and the step that failed.
-    fn apply(&self, apply: &Apply<'_>) -> Result<(), RemoteError>;
+    /// Applies the addons with kubectl once the API server is ready, each step in order
+    /// ([`crate::addons::in_order`]); an error names the addon and the step that failed. The
+    /// objects kubectl created or changed (`<kind>/<name> created|configured`), none when every
+    /// object was `unchanged`.
+    fn apply(&self, apply: &Apply<'_>) -> Result<Vec<String>, RemoteError>;
 
-    /// Imports image tarballs into containerd.
-    fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError>;
+    /// Imports the archives whose images containerd lacks; the archives it imported.
+    fn import_images(&self, import: &ImportImages<'_>) -> Result<Vec<String>, RemoteError>;
 
     /// Stores every Secret again through the API, with kubectl on the node (`get secrets
     /// --all-namespaces -o json | replace -f -`, kubernetes #49565: all namespaces), so each is

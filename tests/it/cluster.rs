@@ -298,6 +298,15 @@ mod lab {
             assert_eq!(h["restarted"], serde_json::json!([]), "second deploy restarted units: {h}");
             assert_eq!(h["started"], serde_json::json!([]), "second deploy started units: {h}");
         }
+        // And its event stream agrees: no step of a third run says it changed anything (images
+        // already imported, every object `unchanged`).
+        let o = t.deploy(&t.inv_path, &["--output", "jsonl"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let changed: Vec<&serde_json::Value> = events.iter().filter(|e| e["status"] == "changed").collect();
+        assert!(changed.is_empty(), "a no-change deploy reported changes: {changed:#?}");
+        let summary = events.iter().find(|e| e["kind"] == "summary").expect("a summary line");
+        assert_eq!((&summary["counts"]["changes"], &summary["counts"]["restarts"]), (&serde_json::json!(0), &serde_json::json!(0)), "{summary}");
         for (w, before) in workers.iter().zip(since) {
             assert_eq!(t.active_since(w, "kubelet"), before, "{w}: the kubelet was restarted by a no-change deploy");
         }

@@ -424,26 +424,25 @@ impl Remote for FakeRemote {
         s.sockets.get(socket).cloned().ok_or_else(|| RemoteError::failed("socket request", format!("{socket}: no such socket")))
     }
 
-    fn apply(&self, a: &Apply<'_>) -> Result<(), RemoteError> {
+    fn apply(&self, a: &Apply<'_>) -> Result<Vec<String>, RemoteError> {
         let s = self.state()?;
         if !s.unit_active("kube-apiserver") {
             return Err(RemoteError::failed("applying addons", format!("the API server was not ready after {} s", a.timeout_secs)));
         }
         let unready = s.unready.clone();
         drop(s);
-        for addon in a.addons {
-            for step in &addon.steps {
-                let object = match step {
-                    AddonStep::Rollout { object, .. } | AddonStep::Available { object } => Some(*object),
-                    _ => None,
-                };
-                if object.is_some_and(|o| unready.contains(o)) {
-                    return Err(RemoteError::failed("applying addons", format!("addon {}: {} failed: not ready within {} s", addon.name, step.describe(), a.timeout_secs)));
-                }
-                self.record(step.describe());
+        for (addon, step) in crate::addons::in_order(a.addons) {
+            let object = match step {
+                AddonStep::Rollout { object, .. } | AddonStep::Available { object } => Some(*object),
+                _ => None,
+            };
+            if object.is_some_and(|o| unready.contains(o)) {
+                return Err(RemoteError::failed("applying addons", format!("addon {}: {} failed: not ready within {} s", addon.name, step.describe(), a.timeout_secs)));
             }
+            self.record(step.describe());
         }
-        Ok(())
+        // The fake keeps no objects: every apply creates them again.
+        Ok(crate::addons::in_order(a.addons).into_iter().filter(|(_, s)| matches!(s, AddonStep::Apply(_) | AddonStep::ApplyUntilAccepted(_))).map(|(a, s)| format!("{}: {} created", a.name, s.describe())).collect())
     }
 
     fn rewrite_secrets(&self, kubectl: &str, _kubeconfig: &str) -> Result<usize, RemoteError> {
@@ -460,19 +459,19 @@ impl Remote for FakeRemote {
         Ok(n)
     }
 
-    fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError> {
+    fn import_images(&self, import: &ImportImages<'_>) -> Result<Vec<String>, RemoteError> {
         let s = self.state()?;
         if !s.unit_active("containerd") {
             return Err(RemoteError::failed("importing images into containerd", "ctr: cannot connect to containerd (fake: containerd is not running)"));
         }
-        if let Some(missing) = import.tarballs.iter().find(|t| !s.files.contains_key(*t)) {
+        if let Some((missing, _)) = import.tarballs.iter().find(|(t, _)| !s.files.contains_key(t)) {
             return Err(RemoteError::failed("importing images into containerd", format!("ctr: open {missing}: no such file or directory")));
         }
         drop(s);
-        for t in &import.tarballs {
+        for (t, _) in &import.tarballs {
             self.record(format!("import {t}"));
         }
-        Ok(())
+        Ok(import.tarballs.iter().map(|(t, _)| t.clone()).collect())
     }
 }
 

@@ -561,7 +561,7 @@ impl<T: Transport> Remote for ShellRemote<T> {
         self.transport.socket_request(socket, request)
     }
 
-    fn apply(&self, a: &Apply<'_>) -> Result<(), RemoteError> {
+    fn apply(&self, a: &Apply<'_>) -> Result<Vec<String>, RemoteError> {
         let (k, kc, t) = (quote(a.kubectl), quote(a.kubeconfig), a.timeout_secs);
         let kubectl = format!("{k} --kubeconfig {kc}");
         let mut s = Script::strict();
@@ -569,47 +569,54 @@ impl<T: Transport> Remote for ShellRemote<T> {
             "i=0; until {kubectl} get --raw /readyz >/dev/null 2>&1; do i=$((i+1)); \
              [ $i -lt {t} ] || {{ echo 'the API server was not ready after {t} s' >&2; exit 1; }}; sleep 1; done"
         ));
-        for addon in a.addons {
-            for step in &addon.steps {
-                let fail = quote(&format!("addon {}: {} failed", addon.name, step.describe()));
-                let line = match step {
-                    AddonStep::Apply(m) => format!("{kubectl} apply -f {} || {{ echo {fail} >&2; exit 1; }}", quote(m)),
-                    // Until the webhook answers, apply fails with "failed calling webhook";
-                    // the last answer is printed when time runs out.
-                    AddonStep::ApplyUntilAccepted(m) => format!(
-                        "i=0; until out=$({kubectl} apply -f {} 2>&1); do i=$((i+2)); \
-                         [ $i -lt {t} ] || {{ echo \"$out\" >&2; echo {fail}: not accepted within {t} s >&2; exit 1; }}; sleep 2; done; echo \"$out\"",
-                        quote(m)
-                    ),
-                    AddonStep::Rollout { namespace, object } => format!(
-                        "{kubectl} -n {} rollout status {} --timeout={t}s || {{ {kubectl} -n {} get pods -o wide >&2; echo {fail}: not ready within {t} s >&2; exit 1; }}",
-                        quote(namespace),
-                        quote(object),
-                        quote(namespace)
-                    ),
-                    AddonStep::Available { object } => format!(
-                        "{kubectl} wait --for=condition=Available {} --timeout={t}s || {{ {kubectl} get {} -o yaml >&2; echo {fail}: not Available within {t} s >&2; exit 1; }}",
-                        quote(object),
-                        quote(object)
-                    ),
-                };
-                s.raw(&line);
-            }
+        for (addon, step) in crate::addons::in_order(a.addons) {
+            let fail = quote(&format!("addon {}: {} failed", addon.name, step.describe()));
+            let line = match step {
+                AddonStep::Apply(m) => format!("{kubectl} apply -f {} || {{ echo {fail} >&2; exit 1; }}", quote(m)),
+                // Until the webhook answers, apply fails with "failed calling webhook";
+                // the last answer is printed when time runs out.
+                AddonStep::ApplyUntilAccepted(m) => format!(
+                    "i=0; until out=$({kubectl} apply -f {} 2>&1); do i=$((i+2)); \
+                     [ $i -lt {t} ] || {{ echo \"$out\" >&2; echo {fail}: not accepted within {t} s >&2; exit 1; }}; sleep 2; done; echo \"$out\"",
+                    quote(m)
+                ),
+                AddonStep::Rollout { namespace, object } => format!(
+                    "{kubectl} -n {} rollout status {} --timeout={t}s || {{ {kubectl} -n {} get pods -o wide >&2; echo {fail}: not ready within {t} s >&2; exit 1; }}",
+                    quote(namespace),
+                    quote(object),
+                    quote(namespace)
+                ),
+                AddonStep::Available { object } => format!(
+                    "{kubectl} wait --for=condition=Available {} --timeout={t}s || {{ {kubectl} get {} -o yaml >&2; echo {fail}: not Available within {t} s >&2; exit 1; }}",
+                    quote(object),
+                    quote(object)
+                ),
+            };
+            s.raw(&line);
         }
         // Each wait may be silent for up to `t` seconds (kubectl prints when something changes).
         let out = self.exec_quiet(&s, Some(std::time::Duration::from_secs(u64::from(t))))?;
         if !out.ok() {
             return Err(RemoteError::failed("applying addons", format!("exit {}: {}", out.status, out.stderr.trim())));
         }
-        Ok(())
+        // kubectl apply says `<kind>/<name> created|configured|unchanged` per object.
+        Ok(out.stdout.lines().map(str::trim).filter(|l| l.ends_with(" created") || l.ends_with(" configured")).map(String::from).collect())
     }
 
-    fn import_images(&self, import: &ImportImages<'_>) -> Result<(), RemoteError> {
+    fn import_images(&self, import: &ImportImages<'_>) -> Result<Vec<String>, RemoteError> {
+        let ctr = quote(import.ctr);
         let mut s = Script::strict();
-        for t in &import.tarballs {
-            s.raw(&format!("{} -n k8s.io images import {}", quote(import.ctr), quote(t)));
+        // What containerd has, once; an archive is imported when one of its images is missing
+        // (or it names none).
+        s.raw(&format!("have=$({ctr} -n k8s.io images ls -q)"));
+        s.raw("lacks() { [ $# -eq 0 ] && return 0; for r in \"$@\"; do printf '%s\\n' \"$have\" | grep -qxF -- \"$r\" || return 0; done; return 1; }");
+        let sec = s.section("imported");
+        for (t, refs) in &import.tarballs {
+            let refs = quote_all(refs.iter().map(String::as_str));
+            sec.raw(&format!("if lacks {refs}; then {ctr} -n k8s.io images import {} >&2; echo {}; fi", quote(t), quote(t)));
         }
-        self.run_ok("importing images into containerd", &s).map(|_| ())
+        let out = self.run_ok("importing images into containerd", &s)?;
+        Ok(Sections::parse(&out.stdout).lines("imported").iter().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
     }
 
     fn rewrite_secrets(&self, kubectl: &str, kubeconfig: &str) -> Result<usize, RemoteError> {

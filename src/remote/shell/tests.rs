@@ -139,7 +139,7 @@ fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
     // Refuses the first apply of the pool (as a webhook that does not answer yet), and
     // every rollout of deployment/broken.
     let stand_in = format!(
-        "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$*\" in\n  *pool.yaml*) [ -e {log}.once ] || {{ touch {log}.once; echo 'failed calling webhook' >&2; exit 1; }} ;;\n  *deployment/broken*) exit 1 ;;\nesac\nexit 0\n",
+        "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$*\" in\n  *pool.yaml*) [ -e {log}.once ] || {{ touch {log}.once; echo 'failed calling webhook' >&2; exit 1; }} ;;\n  *deployment/broken*) exit 1 ;;\n  *coredns.yaml*) echo 'service/kube-dns unchanged'; echo 'deployment.apps/coredns configured' ;;\n  *pool.yaml*) echo 'ipaddresspool.metallb.io/lab unchanged' ;;\nesac\nexit 0\n",
         log = log.display()
     );
     std::fs::write(&kubectl, stand_in).unwrap();
@@ -149,7 +149,8 @@ fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
         Addon { name: "CoreDNS", steps: vec![Step::Apply("/a/coredns.yaml".into()), Step::Rollout { namespace: "kube-system", object: "deployment/coredns" }] },
         Addon { name: "MetalLB", steps: vec![Step::ApplyUntilAccepted("/a/pool.yaml".into())] },
     ];
-    local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &addons, timeout_secs: 10 }).unwrap();
+    let changed = local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &addons, timeout_secs: 10 }).unwrap();
+    assert_eq!(changed, ["deployment.apps/coredns configured"], "only what kubectl created or configured is a change");
     let calls: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(|l| l.replace("--kubeconfig /k ", "")).collect();
     assert_eq!(
         calls,
@@ -164,6 +165,34 @@ fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
     let broken = vec![Addon { name: "Broken", steps: vec![Step::Rollout { namespace: "x", object: "deployment/broken" }] }];
     let err = local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &broken, timeout_secs: 10 }).unwrap_err().to_string();
     assert!(err.contains("addon Broken: wait for deployment/broken in x to roll out failed: not ready within 10 s"), "{err}");
+}
+
+/// Archives are imported only when containerd lacks one of their images (a no-change deploy
+/// imports nothing), or when they name none; what was imported is reported.
+#[test]
+fn images_are_imported_only_when_containerd_lacks_them() {
+    use crate::remote::ImportImages;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls");
+    let ctr = dir.path().join("ctr");
+    // containerd has pause and agnhost, not coredns.
+    let stand_in = format!(
+        "#!/bin/sh
+echo \"$*\" >> {log}\ncase \"$*\" in\n  *'images ls -q'*) printf 'registry.k8s.io/pause:3.10.1\\nhardway.test/agnhost:2.66.1\\nsha256:abc\\n' ;;\nesac\nexit 0\n",
+        log = log.display()
+    );
+    std::fs::write(&ctr, stand_in).unwrap();
+    std::fs::set_permissions(&ctr, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let c = ctr.display().to_string();
+    let tarballs = vec![
+        ("/i/pause.tar".to_string(), vec!["registry.k8s.io/pause:3.10.1".to_string()]),
+        ("/i/both.tar".to_string(), vec!["hardway.test/agnhost:2.66.1".to_string(), "registry.k8s.io/coredns/coredns:v1.14.2".to_string()]),
+        ("/i/unnamed.tar".to_string(), vec![]),
+    ];
+    let imported = local().import_images(&ImportImages { ctr: &c, tarballs }).unwrap();
+    assert_eq!(imported, ["/i/both.tar", "/i/unnamed.tar"]);
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(calls.lines().filter(|l| l.contains("images import")).collect::<Vec<_>>(), ["-n k8s.io images import /i/both.tar", "-n k8s.io images import /i/unnamed.tar"]);
 }
 
 /// The facts read with shell builtins (no process per fact) agree with what this machine's own
