@@ -29,8 +29,7 @@ fn minor() -> Minor {
         "1.36" | "1.37" => "2.3",
         other => panic!("HW_CLUSTER_MINOR={other}: hardway supports 1.35, 1.36 and 1.37"),
     };
-    let dir = ok(Command::new(repo().join("scripts/build")).args(["--print-dir", "--minor", &minor]));
-    let bin_dir = PathBuf::from(dir.trim());
+    let bin_dir = kubernetes_build(&minor);
     let version = bin_dir.file_name().unwrap().to_string_lossy().trim_start_matches('v').to_string();
     Minor { version, bin_dir, containerd }
 }
@@ -54,16 +53,8 @@ fn inventory_for(m: &Minor, dir: &Path) -> PathBuf {
     p
 }
 
-/// Fails loudly, naming the command, when the binaries or images the lab deploys are missing.
-fn built(m: &Minor) {
-    for b in ["kube-apiserver", "kubelet", "kube-proxy", "kubectl", "containerd", "containerd-shim-runc-v2", "runc", "bridge"] {
-        assert!(
-            m.bin_dir.join(b).is_file(),
-            "{} has no {b}: run scripts/build --minor {} (.ci/run does) before this test",
-            m.bin_dir.display(),
-            &m.version[..4]
-        );
-    }
+/// Fails loudly, naming the command, when the images the lab deploys are missing (the binaries: `kubernetes_build`).
+fn images_built() {
     let images = Path::new("/var/cache/hardway/images");
     for i in ["pause.tar", "agnhost-2.66.1.tar", "metallb-speaker-v0.16.1.tar", "manifests/metrics-server-v0.8.0-components.yaml"] {
         assert!(images.join(i).is_file(), "{} has no {i}: run scripts/build-images (scripts/build does)", images.display());
@@ -185,7 +176,7 @@ mod lab {
     #[test]
     fn the_seeds_cluster_serves_as_a_user_sees_it() {
         let m = minor();
-        built(&m);
+        images_built();
         let src = tempfile::tempdir().unwrap();
         let inv_src = inventory_for(&m, src.path());
         let t: TestLab = boot_inventory("/run/hardway/test-cluster", &inv_src);

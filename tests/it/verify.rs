@@ -150,7 +150,7 @@ fn a_readable_key_is_named(t: &TestLab, pki: &str) {
 }
 
 /// The API server checks, end to end through HAProxy, with the control-plane phase deployed
-/// for real; only the binaries are stand-ins (tests/fixtures), uploaded from local_dir.
+/// for real, with the binaries of `scripts/build` (Kubernetes 1.37) uploaded from local_dir.
 fn the_api_servers_are_checked_through_haproxy(t: &TestLab, pki: &str) {
     let cp_inv = t.control_plane_inventory();
     let report = t.deploy_json(&cp_inv, &["--phases", "etcd,lb,control-plane"]);

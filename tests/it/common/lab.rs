@@ -205,19 +205,19 @@ impl TestLab {
             .args(args))
     }
 
-    /// This lab's inventory with `binaries.local_dir` holding stand-ins for the control plane
-    /// (tests/fixtures: kube-apiserver is `openssl s_server` on the unit's own TLS flags, the
-    /// controller-manager and scheduler idle), for deploy to upload: the control-plane phase
-    /// runs for real, on binaries that are not Kubernetes'.
+    /// This lab's inventory with the control plane of Kubernetes 1.37 as `scripts/build` builds
+    /// it (`binaries.local_dir`, uploaded by deploy), for the control-plane and addons phases:
+    /// kube-apiserver, the controller-manager and the scheduler on the masters, over the lab's
+    /// etcd (Debian's), and kubectl on the first master. No kubelet runs (the lab's workers
+    /// have no container runtime), so CoreDNS, which would wait for one, is off.
     pub fn control_plane_inventory(&self) -> PathBuf {
-        let bin = self.dir.path().join("stand-ins");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::fs::copy(repo().join("tests/fixtures/kube-apiserver-stand-in"), bin.join("kube-apiserver")).unwrap();
-        for b in ["kube-controller-manager", "kube-scheduler"] {
-            std::fs::copy(repo().join("tests/fixtures/idle-stand-in"), bin.join(b)).unwrap();
-        }
+        let bin = kubernetes_build("1.37");
+        let version = bin.file_name().unwrap().to_string_lossy().trim_start_matches('v').to_string();
+        let mut text = self.inv_text.replacen("[cluster]\n", &format!("[cluster]\nkubernetes_version = \"{version}\"\n"), 1);
+        text = text.replacen("[binaries]\n", &format!("[binaries]\nlocal_dir = \"{}\"\n", bin.display()), 1);
+        text.push_str("\n[addons.coredns]\nenabled = false\n");
         let cp = self.dir.path().join("control-plane.toml");
-        std::fs::write(&cp, self.inv_text.replacen("[binaries]\n", &format!("[binaries]\nlocal_dir = \"{}\"\n", bin.display()), 1)).unwrap();
+        std::fs::write(&cp, text).unwrap();
         cp
     }
 

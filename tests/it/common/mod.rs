@@ -30,6 +30,16 @@ pub fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// The directory of the Kubernetes binaries, containerd, runc and CNI plugins `scripts/build`
+/// made for `minor` (`--print-dir`): fails loudly, naming the command, when they are missing.
+pub fn kubernetes_build(minor: &str) -> PathBuf {
+    let dir = PathBuf::from(ok(Command::new(repo().join("scripts/build")).args(["--print-dir", "--minor", minor])).trim());
+    for b in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl", "containerd", "containerd-shim-runc-v2", "runc", "bridge"] {
+        assert!(dir.join(b).is_file(), "{} has no {b}: run scripts/build --minor {minor} (.ci/run does) before the lab tests", dir.display());
+    }
+    dir
+}
+
 /// Runs and asserts success, returning stdout.
 pub fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
