@@ -22,7 +22,7 @@
 //! `--private-users-ownership=chown` does boot (with `metacopy=on` the overlay copies up only
 //! the metadata of the root fs: 0.8 s and 37 MB for trixie's), but then every file hardway
 //! writes into a running machine from the host (the lab key, host key, hostname) is owned by a
-//! uid the machine does not map (sshd refuses such an `authorized_keys`), and a saved machine
+//! uid the machine does not map unless written as the machine's own uids, and a saved machine
 //! would hold metadata-only copies of every file. Not done: see SECURITY.md. Without a user
 //! namespace root inside is uid 0 of the host's, held back by the capabilities it lacks and by
 //! the seccomp filter.
