@@ -82,6 +82,9 @@ pub struct ClassFile {
     pub limits: MachineLimits,
     /// The phase every lab is deployed to (`--to`), which `reset` brings a lab back to.
     pub to: Option<String>,
+    /// `class up --driver`: the machines of every lab (else the base inventory's `lab.driver`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<crate::inventory::LabDriver>,
 }
 
 /// A class directory and its `class.json`.
@@ -145,7 +148,10 @@ impl Class {
     }
 
     /// Adds students not in the class yet (file order kept), and takes the settings given.
-    pub fn merge(&mut self, students: &[String], limits: MachineLimits, to: Option<String>) {
+    pub fn merge(&mut self, students: &[String], limits: MachineLimits, to: Option<String>, driver: Option<crate::inventory::LabDriver>) {
+        if driver.is_some() {
+            self.file.driver = driver;
+        }
         for s in students {
             if !self.file.students.contains(s) {
                 self.file.students.push(s.clone());
@@ -197,7 +203,7 @@ mod tests {
     fn student_names_in_class_json_are_checked_when_read() {
         let t = tempfile::tempdir().unwrap();
         for (students, field) in [(vec!["alice", "../../etc"], "students[1]"), (vec!["alice", "alice"], "students[1]"), (vec!["Bob"], "students[0]")] {
-            let file = ClassFile { base: "/b.toml".into(), students: students.iter().map(|s| s.to_string()).collect(), limits: MachineLimits::default(), to: None };
+            let file = ClassFile { base: "/b.toml".into(), students: students.iter().map(|s| s.to_string()).collect(), limits: MachineLimits::default(), to: None, driver: None };
             std::fs::write(t.path().join(Class::FILE), serde_json::to_string(&file).unwrap()).unwrap();
             let e = Class::open(t.path()).map(|c| c.file.students).expect_err(field).to_string();
             assert!(e.contains(&t.path().join(Class::FILE).display().to_string()) && e.contains(field), "{students:?}: {e}");

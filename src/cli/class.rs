@@ -129,6 +129,10 @@ pub enum ClassCommand {
         parallel_labs: u16,
         #[command(flatten)]
         limits: LimitArgs,
+        /// nspawn (containers) or qemu (VMs: a boundary between students, SECURITY.md);
+        /// overrides the inventory's lab.driver, for every lab of the class.
+        #[arg(long, value_parser = super::parse_driver)]
+        driver: Option<inventory::LabDriver>,
     },
     /// Per student: machines up, reachable, the last grade.
     Status {
@@ -181,6 +185,13 @@ fn parse_phase(s: &str) -> Result<Phase, String> {
 
 fn named_options(state: &StateArgs, limits: MachineLimits) -> NamedOptions {
     NamedOptions::new(state.state_dir.clone(), state.subnet_pool, limits)
+}
+
+/// A class's labs: its limits and driver, as `class up` recorded them.
+fn class_options(state: &StateArgs, class: &Class) -> NamedOptions {
+    let mut opts = named_options(state, class.file.limits);
+    opts.lab.driver = class.file.driver;
+    opts
 }
 
 pub(super) fn print_lab(lab: &lab::Lab) -> ExitCode {
@@ -284,8 +295,8 @@ fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
 
 pub(super) fn class(command: ClassCommand) -> Result<ExitCode> {
     match command {
-        ClassCommand::Up { students, inv, class, to, parallel_labs, limits } => {
-            class_up(&students, &inv.path(), &class, to, usize::from(parallel_labs), limits.limits())
+        ClassCommand::Up { students, inv, class, to, parallel_labs, limits, driver } => {
+            class_up(&students, &inv.path(), &class, to, usize::from(parallel_labs), limits.limits(), driver)
         }
         ClassCommand::Status { class, output } => class_status(&class, output),
         ClassCommand::Down { students, class, confirm } => class_down(&students, &class, &confirm),
@@ -294,7 +305,15 @@ pub(super) fn class(command: ClassCommand) -> Result<ExitCode> {
     }
 }
 
-fn class_up(students: &Path, inv_path: &Path, dir: &ClassDir, to: Option<Phase>, parallel: usize, limits: MachineLimits) -> Result<ExitCode> {
+fn class_up(
+    students: &Path,
+    inv_path: &Path,
+    dir: &ClassDir,
+    to: Option<Phase>,
+    parallel: usize,
+    limits: MachineLimits,
+    driver: Option<inventory::LabDriver>,
+) -> Result<ExitCode> {
     // Everything is checked before anything is created.
     let names = roster::load(students)?;
     let base = Base::load(inv_path)?;
@@ -305,14 +324,15 @@ fn class_up(students: &Path, inv_path: &Path, dir: &ClassDir, to: Option<Phase>,
         Ok(c) => c,
         Err(ClassError::NoClass { .. }) => Class {
             dir: dir.dir.clone(),
-            file: ClassFile { base: base.inv.source.clone(), students: vec![], limits, to: None },
+            file: ClassFile { base: base.inv.source.clone(), students: vec![], limits, to: None, driver: None },
         },
         Err(e) => return Err(e.into()),
     };
-    class.merge(&names, limits, to.map(|p| p.name().to_string()));
+    class.merge(&names, limits, to.map(|p| p.name().to_string()), driver);
     class.save()?;
-    let opts = named_options(&dir.state, class.file.limits);
-    if let Some(w) = named::isolation_warning() {
+    let opts = class_options(&dir.state, &class);
+    // Before anything boots: an instructor who reads it can stop and choose again.
+    for w in named::isolation_warnings(&base.inv, class.file.driver.unwrap_or(base.inv.lab.driver)) {
         eprintln!("warning: {w}");
     }
     // Before the labs boot at once, each counting the machines already there.
@@ -495,7 +515,7 @@ fn class_reset(student: &str, dir: &ClassDir, c: &super::day2::ConfirmArgs) -> R
     let class = Class::open(&dir.dir)?;
     class.select(&[student.to_string()])?;
     let base = Base::load(&class.file.base)?;
-    let opts = named_options(&dir.state, class.file.limits);
+    let opts = class_options(&dir.state, &class);
     let to = class.file.to.as_deref().and_then(Phase::parse);
     let lab = class.lab(student);
     let mut steps = vec![format!("{student}: stop the machines, keep each one's files in {}/saved/, remove them", lab.dir.display())];

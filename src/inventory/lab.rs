@@ -6,7 +6,8 @@ use std::fmt;
 use super::LabSettings;
 
 /// What each lab node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LabDriver {
     /// A systemd-nspawn container on the host's kernel: boots in seconds, light on memory.
     #[default]

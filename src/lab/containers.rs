@@ -3,7 +3,8 @@
 //!
 //! - **No seccomp filter and every capability**: runc sets up namespaces, mounts, keyrings and
 //!   its own seccomp filters; nspawn's default filter and capability set refuse parts of that
-//!   ("unable to join session keyring"). Such a machine is not a security boundary (SECURITY.md).
+//!   ("unable to join session keyring"). Such a machine is not a security boundary (SECURITY.md,
+//!   `super::confine`); its device rules hold all the same (no block device is read or written).
 //! - **/proc/sys/net writable** (nspawn's `SYSTEMD_NSPAWN_API_VFS_WRITABLE=network`): the CNI
 //!   bridge plugin and kube-proxy set sysctls of the node's own network namespace. The rest of
 //!   /proc/sys is the host kernel's and stays read-only: the kernel settings the kubelet insists

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::LabOptions;
+use super::confine::Confinement;
 use super::containers::Cgroups;
 use super::limits::MachineLimits;
 use super::error::Result;
@@ -39,6 +40,8 @@ pub(super) struct NodeLayout {
     /// It runs containers (a worker): its machine gets what containerd, runc and the kubelet
     /// need, and its cgroup controllers this way (`super::containers`).
     pub containers: Option<Cgroups>,
+    /// What its machine may do to the host (`super::confine`).
+    pub confinement: Confinement,
 }
 
 impl NodeLayout {
@@ -72,6 +75,7 @@ impl Layout {
             .iter()
             .map(|n| NodeLayout {
                 containers: n.has(Role::Worker).then(|| Cgroups::for_suite(inv.lab.suite)),
+                confinement: Confinement::for_node(n),
                 ..layout.node(&n.name, n.address)
             })
             .collect();
@@ -85,6 +89,8 @@ impl Layout {
             link: HostLink { netns: format!("hw-{}-{name}", self.cluster), veth: veth_name(&self.cluster, name) },
             dir: self.dir.join(name),
             containers: None,
+            // A node dropped from the inventory, seen only by `down`: its kind does not matter.
+            confinement: Confinement::ConfinedNetAdmin,
         }
     }
 

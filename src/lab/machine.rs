@@ -20,8 +20,7 @@ use super::net::{self, HostLink};
 use super::process::{self, alive, signal, wait_gone};
 use super::tools::{command, describe, find_tool, output_until, run, ssh_command};
 use super::NodeStatus;
-use super::containers;
-use super::limits;
+use super::{confine, containers, limits};
 
 /// Five systemd instances booting at once on a 2-core machine take well under 30 s; the margin
 /// is for slow CI disks.
@@ -94,10 +93,25 @@ fn systemd_cgroup_roots() -> Vec<PathBuf> {
 /// no systemd on the host, nspawn puts its `payload` cgroup under the caller's, so machines
 /// started from one process would share it and their systemds would remove each other's unit
 /// cgroups (units failing at random with status 219/CGROUP). With `controllers`, also in each
-/// cgroup v1 controller hierarchy (where runc puts a container node's containers).
+/// cgroup v1 controller hierarchy (where runc puts a container node's containers). Always in
+/// the v1 `devices` hierarchy when the host has one, one level below the cgroup that holds the
+/// node's device rules ([`devices_ceiling`], `confine`).
 fn node_cgroups(layout: &Layout, node: &NodeLayout, controllers: bool) -> Vec<PathBuf> {
-    let v1 = if controllers { containers::v1_hierarchies().into_iter().map(|(m, _)| m).collect() } else { Vec::new() };
-    systemd_cgroup_roots().into_iter().chain(v1).map(|r| r.join(layout.cgroup()).join(&node.name)).collect()
+    let devices = confine::devices_hierarchy();
+    let v1: Vec<PathBuf> = if controllers {
+        containers::v1_hierarchies().into_iter().map(|(m, _)| m).filter(|m| Some(m) != devices.as_ref()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut cgroups: Vec<PathBuf> = systemd_cgroup_roots().into_iter().chain(v1).map(|r| r.join(layout.cgroup()).join(&node.name)).collect();
+    cgroups.extend(devices_ceiling(layout, node).map(|c| c.join(confine::DEVICES_CHILD)));
+    cgroups
+}
+
+/// The node's cgroup in the v1 `devices` hierarchy, which holds its device rules and which no
+/// process joins (its machine runs in the child [`confine::DEVICES_CHILD`]).
+fn devices_ceiling(layout: &Layout, node: &NodeLayout) -> Option<PathBuf> {
+    confine::devices_hierarchy().map(|d| d.join(layout.cgroup()).join(&node.name))
 }
 
 /// The memory the node's machine uses now, as its cgroups account it.
@@ -151,7 +165,7 @@ fn remove_cgroup(dir: &Path) -> Result<()> {
 /// Removes the nodes' cgroups, then the lab's and the common parent if empty.
 pub(super) fn remove_cgroups(layout: &Layout, nodes: &[NodeLayout]) -> Result<()> {
     for node in nodes {
-        for cg in node_cgroups(layout, node, true) {
+        for cg in node_cgroups(layout, node, true).into_iter().chain(devices_ceiling(layout, node)) {
             remove_cgroup(&cg)?;
         }
     }
@@ -172,6 +186,12 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     })?;
     // Limits live in the controllers' hierarchies, which a machine then joins too.
     let cgroups = node_cgroups(layout, node, node.containers.is_some() || !layout.limits.is_none());
+    if let Some(ceiling) = devices_ceiling(layout, node) {
+        // Rules that deny by default can only be set on a cgroup without children: an earlier
+        // machine's (its processes killed by `kill_leftovers`) goes first.
+        remove_cgroup(&ceiling)?;
+        confine::restrict_devices(&ceiling, &confine::device_rules(node.confinement))?;
+    }
     for cg in &cgroups {
         create_dir_all(cg)?;
         containers::init_cpusets(cg)?;
@@ -184,7 +204,8 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     // Started through sh so that it is not our child: it outlives `hardway lab up`, and whoever
     // inherits it reaps it. setsid detaches it from our terminal and its signals. sh joins the
     // node's cgroups first so that nspawn starts inside them.
-    let (env, extra_args) = if node.containers.is_some() { containers::nspawn_settings() } else { Default::default() };
+    // Capabilities, seccomp filter and user namespace by what the machine runs (`confine`).
+    let (env, extra_args) = confine::nspawn_settings(node.confinement);
     let mut c = command("sh");
     process::no_inherited_fds(&mut c);
     // Machines on cgroup v2 (systemd 258 and later, Debian sid's, support nothing else), but
@@ -211,9 +232,6 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
         .arg("--keep-unit")
         .arg(format!("--network-namespace-path={}", node.link.netns_path().display()))
         .arg("--console=passive")
-        // The network namespace is the node's own, as a machine's network is: its routes
-        // (pod-routes on masters and workers) are its to change.
-        .arg("--capability=CAP_NET_ADMIN")
         .args(extra_args);
     let machine_error = |reason: String| LabError::Machine { node: node.name.clone(), reason };
     let pid: u32 = run(&mut c)?.trim().parse().map_err(|_| machine_error(format!("no PID from {}", describe(&c))))?;

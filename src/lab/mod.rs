@@ -40,6 +40,7 @@
 //! | `rootfs` | the debootstrap cache and its customisation, each node's overlay and identity |
 //! | [`net`] | bridge, namespaces, veths, addresses, subnet conflicts, teardown |
 //! | [`machine`] | systemd-nspawn: start, find, boot wait, probe, stop, cgroups, light sshd hosts |
+//! | [`confine`] | what a machine may do to the host: capabilities, seccomp, user namespace, device rules per machine kind |
 //! | `containers` | what workers need for containerd, runc and the kubelet: capabilities, cgroup controllers |
 //! | [`process`] | liveness, signals and deadlines for host processes |
 //! | `files` | symlink-safe writes, locks, overlay mounts, the mount table, `rm -rf` |
@@ -50,6 +51,7 @@
 //! [`net`], [`machine`], [`process`] and [`tools`] are public building blocks: the fan-out bench
 //! sets up its own hosts with them, on the lab's root fs.
 
+pub mod confine;
 mod containers;
 mod driver;
 mod error;

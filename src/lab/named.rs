@@ -27,7 +27,7 @@ use super::files::{create_dir_all, lock, resolve, write_file};
 use super::limits::MachineLimits;
 use super::tools::{command, run};
 use super::{LabOptions, layout, machine, net};
-use crate::inventory::Inventory;
+use crate::inventory::{Inventory, LabDriver, Role};
 
 /// Parent of every named lab's state directory.
 pub const NAMED_STATE_DIR: &str = "/run/hardway/labs";
@@ -112,11 +112,42 @@ pub fn records(state_dir: &Path) -> Vec<LabRecord> {
     out
 }
 
-/// Labs are apart because this host does not route between its bridges; with IPv4
-/// forwarding on, one lab's machines could reach another's (through their default route).
-pub fn isolation_warning() -> Option<String> {
-    let on = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
-    on.then(|| "IPv4 forwarding is on (/proc/sys/net/ipv4/ip_forward): machines of one lab can reach another lab's through this host; turn it off, or drop forwarding between hw-* bridges".to_string())
+/// What `class up` says about how far the students' labs are kept apart on this host, for a
+/// class made from `base` with `driver` (SECURITY.md, "The classroom").
+pub fn isolation_warnings(base: &Inventory, driver: LabDriver) -> Vec<String> {
+    let forwarding = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
+    warnings_for(base, driver, forwarding, super::confine::devices_enforced())
+}
+
+fn warnings_for(base: &Inventory, driver: LabDriver, forwarding: bool, devices_enforced: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    // Labs are apart because this host does not route between its bridges; with IPv4
+    // forwarding on, one lab's machines could reach another's (through their default route).
+    if forwarding {
+        out.push("IPv4 forwarding is on (/proc/sys/net/ipv4/ip_forward): machines of one lab can reach another lab's through this host; turn it off, or drop forwarding between hw-* bridges".to_string());
+    }
+    if driver != LabDriver::Nspawn {
+        return out;
+    }
+    let workers: Vec<&str> = base.nodes.iter().filter(|n| n.has(Role::Worker)).map(|n| n.name.as_str()).collect();
+    if !workers.is_empty() {
+        out.push(format!(
+            "every student's {} {} privileged with the nspawn driver (every capability, no seccomp filter: containerd and the kubelet need them) \
+             and {} not a boundary between students: root on a worker can reach this host and every other student's lab (keys, PKI, etcd data). \
+             `hardway class up --driver qemu` gives every student VMs, which are (SECURITY.md, \"The classroom\")",
+            workers.join(", "),
+            if workers.len() == 1 { "machine is" } else { "machines are" },
+            if workers.len() == 1 { "is" } else { "are" },
+        ));
+    }
+    if !devices_enforced {
+        out.push(
+            "this host has no cgroup v1 devices hierarchy: the lab cannot restrict the machines' devices (only the missing CAP_MKNOD and \
+             CAP_SYS_ADMIN keep confined machines from the host's disks; workers hold both)"
+                .to_string(),
+        );
+    }
+    out
 }
 
 /// Records the lab, with `preferred` as its subnet if given (the one its inventory already
@@ -299,6 +330,25 @@ mod tests {
     fn lab_inventory() -> (Inventory, String) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml");
         (crate::inventory::load(&path).unwrap(), fs::read_to_string(&path).unwrap())
+    }
+
+    /// Workers are privileged with the nspawn driver: a class of them hears that they are no
+    /// boundary between students, and that the qemu driver's VMs are; a class without workers,
+    /// or of VMs, does not.
+    #[test]
+    fn a_class_with_privileged_workers_is_told_they_are_not_a_boundary() {
+        let (base, _) = lab_inventory();
+        let w = warnings_for(&base, LabDriver::Nspawn, false, true);
+        assert_eq!(w.len(), 1, "{w:?}");
+        for want in ["lab-w1 machine is privileged", "not a boundary between students", "reach this host and every other student's lab", "--driver qemu"] {
+            assert!(w[0].contains(want), "{want:?} missing from {w:?}");
+        }
+        assert!(warnings_for(&base, LabDriver::Qemu, false, false).is_empty());
+        let mut no_workers = base.clone();
+        no_workers.nodes.retain(|n| !n.has(Role::Worker));
+        assert!(warnings_for(&no_workers, LabDriver::Nspawn, false, true).is_empty());
+        let w = warnings_for(&no_workers, LabDriver::Nspawn, true, false);
+        assert!(w[0].contains("IPv4 forwarding is on") && w[1].contains("no cgroup v1 devices hierarchy"), "{w:?}");
     }
 
     #[test]

@@ -273,7 +273,7 @@ pub(super) fn ensure_node_rootfs(cache: Option<&Path>, node: &NodeLayout, hosts:
     if let Some(cgroups) = node.containers {
         super::containers::prepare_node(node, cgroups)?;
     }
-    Ok(())
+    super::confine::prepare_node(node)
 }
 
 /// The node's host key, made once: generated in the node's directory on the host (ssh-keygen

@@ -40,15 +40,15 @@ fn libvirt_xml_validates_against_libvirts_schemas() {
         let w1 = std::fs::read_to_string(&files[2]).unwrap();
         let domain_type = if accel == "kvm" { "kvm" } else { "qemu" };
         assert!(m1.contains(&format!("<domain type=\"{domain_type}\">")), "{m1}");
-        // Sizes per node from the inventory: qlab-w1 has a table of its own.
-        assert!(m1.contains("<memory unit=\"MiB\">1024</memory>") && w1.contains("<memory unit=\"MiB\">768</memory>"), "{w1}");
+        // Sizes per node from the inventory: qlab-m1 and qlab-w1 each have a table of their own.
+        assert!(m1.contains("<memory unit=\"MiB\">2048</memory>") && w1.contains("<memory unit=\"MiB\">768</memory>"), "{m1}\n{w1}");
         assert!(m1.contains("<source file=\"/run/hardway/lab/qlab/qlab-m1/disk.qcow2\"/>"), "{m1}");
         assert!(m1.contains("<source network=\"hw-qlab\"/>") && m1.contains("<target dev=\"vdb\" bus=\"virtio\"/>"));
         let mac = |t: &str| t.split("<mac address=\"").nth(1).map(|r| r[..17].to_string()).unwrap();
         assert_ne!(mac(&m1), mac(&w1), "every node needs its own MAC");
 
         let broken = out.join("broken.xml");
-        std::fs::write(&broken, m1.replace("<vcpu placement=\"static\">1</vcpu>", "<vcpu placement=\"static\">one</vcpu>")).unwrap();
+        std::fs::write(&broken, w1.replace("<vcpu placement=\"static\">1</vcpu>", "<vcpu placement=\"static\">one</vcpu>")).unwrap();
         assert!(!validate_xml(&broken, "domain").status.success(), "virt-xml-validate accepted a vcpu count of \"one\"");
     }
 }
@@ -77,6 +77,7 @@ mod lab {
     use std::time::{Duration, Instant};
 
     use super::QEMU_LAB;
+    use crate::common::lab::turn;
     use crate::common::*;
     use hardway::inventory::{self, Inventory};
     use hardway::lab::{self, Lab, LabOptions};
@@ -91,11 +92,14 @@ mod lab {
 
     impl QemuLab {
         fn new() -> QemuLab {
-            let inv = inventory::load(&repo().join(QEMU_LAB)).unwrap_or_else(|e| panic!("{e}"));
+            QemuLab::of(&repo().join(QEMU_LAB), STATE_DIR)
+        }
+        fn of(inventory: &Path, state_dir: &str) -> QemuLab {
+            let inv = inventory::load(inventory).unwrap_or_else(|e| panic!("{e}"));
             // Fails (never skips) naming every missing tool and its Debian package.
             lab::preflight(inv.lab.suite).unwrap_or_else(|e| panic!("{e}"));
             lab::qemu::preflight().unwrap_or_else(|e| panic!("{e}"));
-            QemuLab { inv, opts: LabOptions { state_dir: STATE_DIR.into(), ..LabOptions::default() } }
+            QemuLab { inv, opts: LabOptions { state_dir: state_dir.into(), ..LabOptions::default() } }
         }
         fn up(&self) -> Lab {
             lab::up(&self.inv, &self.opts).unwrap_or_else(|e| panic!("lab up: {e}"))
@@ -104,7 +108,7 @@ mod lab {
             lab::down(&self.inv, &self.opts).unwrap_or_else(|e| panic!("lab down: {e}"))
         }
         fn dir(&self) -> PathBuf {
-            Path::new(STATE_DIR).join(&self.inv.cluster.name)
+            self.opts.state_dir.join(&self.inv.cluster.name)
         }
     }
 
@@ -286,6 +290,80 @@ mod lab {
         assert!(image.join("disk.raw").is_file() && image.join("recipe").is_file(), "down must keep the VM image cache");
         let after = lab::status(inv, &guard.opts).unwrap();
         assert!(after.nodes.iter().all(|n| !n.running && !n.reachable && n.pid.is_none()), "{:?}", after.nodes);
+    }
+
+    /// One VM (a master, as every inventory has) on 10.225.0.0/24, a subnet no other qemu lab
+    /// uses.
+    const ISOLATED: &str = r#"
+[cluster]
+name = "qiso"
+kubernetes_version = "1.37.2"
+service_cidr = "10.32.0.0/24"
+pod_cidr = "10.200.0.0/16"
+
+[ssh]
+user = "root"
+identity_file = "/run/hardway/test-qemu-iso/qiso/id_ed25519"
+known_hosts = "/run/hardway/test-qemu-iso/qiso/known_hosts"
+
+[lab]
+driver = "qemu"
+
+[[nodes]]
+name = "qiso-m1"
+address = "10.225.0.11"
+roles = ["master"]
+"#;
+
+    /// A VM is a boundary between students (SECURITY.md): root in it runs its own kernel, has
+    /// no block device but its own two disks, and reaches nothing of this host's files — not
+    /// its lab's key, not another lab's state — by path or by file handle
+    /// (tests/fixtures/escape.c, as in `escape::lab`).
+    #[test]
+    fn a_vms_root_sees_only_its_own_disks_and_nothing_of_the_hosts_labs() {
+        let _turn = turn();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qiso.toml");
+        std::fs::write(&path, ISOLATED).unwrap();
+        let guard = QemuLab::of(&path, "/run/hardway/test-qemu-iso");
+        guard.down();
+        let booted = guard.up();
+        let a = guard.inv.nodes[0].address;
+        let program = escape_program();
+        let o = {
+            use std::io::Write;
+            let mut c = booted.ssh(a);
+            c.arg("cat > /root/escape && chmod 700 /root/escape").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            let mut child = c.spawn().unwrap();
+            child.stdin.take().unwrap().write_all(&program).unwrap();
+            child.wait_with_output().unwrap()
+        };
+        assert!(o.status.success(), "copying the program: {}", String::from_utf8_lossy(&o.stderr));
+
+        let host_kernel = ok(Command::new("uname").arg("-r"));
+        assert_ne!(ssh_ok(&booted, a, "uname -r"), host_kernel.trim(), "the VM runs the host's kernel?");
+        let partitions = ssh_ok(&booted, a, "cat /proc/partitions");
+        let disks: Vec<&str> = partitions.lines().skip(1).filter_map(|l| l.split_whitespace().nth(3)).collect();
+        assert_eq!(disks, ["vda", "vdb"], "{partitions}");
+        assert_eq!(ssh_ok(&booted, a, "test -e /run/hardway && echo there || echo absent"), "absent");
+
+        // The lab's own key, where this host keeps it: by path, and by a handle of the root of
+        // the file system that holds it on the host (in the VM, inode 2 of its own disk).
+        let key = &booted.ssh_key;
+        let dev = std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(key).unwrap());
+        let rel = key.strip_prefix("/").unwrap().display().to_string();
+        let out = [
+            ssh_ok(&booted, a, &format!("/root/escape read {}", key.display())),
+            ssh_ok(&booted, a, "/root/escape read /run/hardway/labs"),
+            ssh_ok(&booted, a, &format!("/root/escape handles {}:{} {rel}", libc::major(dev), libc::minor(dev))),
+        ]
+        .join("\n");
+        eprintln!("{out}");
+        for line in out.lines().filter(|l| l.starts_with("read ")) {
+            assert!(line.ends_with("ENOENT (No such file or directory)"), "{line}");
+        }
+        assert!(!out.contains("PRIVATE KEY"), "{out}");
+        guard.down();
     }
 
     /// Kubernetes on cgroup v2, upstream's default, which the nspawn lab cannot show (its machines share this host's

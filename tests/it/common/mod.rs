@@ -96,3 +96,13 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// tests/fixtures/escape.c built with `gcc -static`, for root inside a lab machine to run (it
+/// needs no compiler there, nor the machine's libc).
+pub fn escape_program() -> Vec<u8> {
+    let gcc = require("gcc", "gcc libc6-dev");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("escape");
+    ok(Command::new(gcc).args(["-static", "-O2", "-Wall", "-o"]).arg(&out).arg(repo().join("tests/fixtures/escape.c")));
+    std::fs::read(&out).unwrap()
+}
