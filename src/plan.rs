@@ -15,10 +15,11 @@ use crate::components::{Phase, phase_of_unit};
 use crate::remote::RemoteFile;
 use crate::render::{File, Rendered};
 
-/// The phase that places a file: the earliest phase of the units that use it, or `files` for a
-/// file no unit reads (the /etc/hosts block, addon manifests).
+/// The phase that places a file: the earliest phase of the units that use it; for a file no
+/// unit reads, the phase it was rendered with (the addon manifests and kubectl: `addons`) or
+/// `files` (the /etc/hosts block).
 pub fn phase_of_file(f: &File) -> Phase {
-    f.units.iter().filter_map(|u| phase_of_unit(u)).min().unwrap_or(Phase::Files)
+    f.units.iter().filter_map(|u| phase_of_unit(u)).min().or(f.phase).unwrap_or(Phase::Files)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,7 +136,7 @@ mod tests {
     use super::*;
 
     fn file(path: &str, body: &str, units: &[&'static str]) -> File {
-        File { path: path.into(), mode: 0o644, contents: body.as_bytes().into(), units: units.to_vec(), anchor: None, restarts: true }
+        File { path: path.into(), mode: 0o644, contents: body.as_bytes().into(), units: units.to_vec(), anchor: None, restarts: true, phase: None }
     }
 
     fn rendered() -> Rendered {
@@ -211,5 +212,24 @@ mod tests {
         assert!(p.units.is_empty());
         let p = plan_host(&rendered(), "m1", &BTreeMap::new(), &[Phase::ControlPlane]);
         assert_eq!(p.units[0].unit, "kube-apiserver");
+    }
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+
+    /// `deploy --phases addons` places what the addons phase applies (the manifests) and no
+    /// unit's files; the files phase keeps the files no component reads (the hosts block).
+    #[test]
+    fn the_addons_phase_places_its_manifests() {
+        let r = crate::testing::Fixture::new().rendered();
+        let paths = |phases: &[Phase]| -> Vec<String> { files_in_phases(&r, "m1", phases).iter().map(|f| f.path.clone()).collect() };
+        let addons = paths(&[Phase::Addons]);
+        assert!(addons.contains(&"/etc/kubernetes/addons/coredns.yaml".to_string()), "{addons:?}");
+        assert!(addons.iter().all(|p| p.starts_with("/etc/kubernetes/addons/")), "{addons:?}");
+        let files = paths(&[Phase::Files]);
+        assert!(files.contains(&"/etc/hardway/hosts".to_string()) && files.contains(&"/etc/kubernetes/admin.kubeconfig".to_string()), "{files:?}");
+        assert!(!files.iter().any(|p| p.starts_with("/etc/kubernetes/addons/")), "{files:?}");
     }
 }

@@ -71,6 +71,9 @@ pub struct File {
     pub anchor: Option<Anchor>,
     /// A change restarts `units` (false for files read only at a first start).
     pub restarts: bool,
+    /// The phase that places a file no unit reads, from the components that read it (the
+    /// addon manifests, the admin kubeconfig and kubectl: `addons`); `None`: the files phase.
+    pub phase: Option<crate::components::Phase>,
 }
 
 /// Files their unit reads only when it first starts on an empty data dir: a change to them
@@ -348,6 +351,9 @@ const ETCD: &[ComponentId] = &[ComponentId::Etcd];
 const KUBELET: &[ComponentId] = &[ComponentId::Kubelet];
 const PROXY: &[ComponentId] = &[ComponentId::KubeProxy];
 const KERNEL: &[ComponentId] = &[ComponentId::KernelSettings];
+/// kubectl reads the addon manifests on the first master: the addons phase places them (the
+/// admin kubeconfig beside them is the files phase's, for day 2 and a person on the master).
+const KUBECTL: &[ComponentId] = &[ComponentId::Kubectl];
 
 #[rustfmt::skip]
 pub(crate) const FILES: &[FileRule] = &[
@@ -383,11 +389,11 @@ pub(crate) const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/controller-manager.kubeconfig", source: Source::Kubeconfig { cert: "kube-controller-manager", user: "system:kube-controller-manager", server: Server::Local }, mode: 0o600, units: CM },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/scheduler.kubeconfig", source: Source::Kubeconfig { cert: "kube-scheduler", user: "system:kube-scheduler", server: Server::Local }, mode: 0o600, units: &[ComponentId::KubeScheduler] },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/kube-scheduler.yaml", source: Source::Template("kube-scheduler.yaml"), mode: 0o644, units: &[ComponentId::KubeScheduler] },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml", source: Source::Template("apiserver-to-kubelet-rbac.yaml"), mode: 0o644, units: &[] },
-    FileRule { who: RunsOn::Masters, when: When::CoreDns, path: "/etc/kubernetes/addons/coredns.yaml", source: Source::Template("coredns.yaml"), mode: 0o644, units: &[] },
-    FileRule { who: RunsOn::Masters, when: When::MetallbFile, path: "/etc/kubernetes/addons/metallb-native.yaml", source: Source::Manifest(Upstream::Metallb), mode: 0o644, units: &[] },
-    FileRule { who: RunsOn::Masters, when: When::Metallb, path: "/etc/kubernetes/addons/metallb-pool.yaml", source: Source::Template("metallb-pool.yaml"), mode: 0o644, units: &[] },
-    FileRule { who: RunsOn::Masters, when: When::MetricsServerFile, path: "/etc/kubernetes/addons/metrics-server.yaml", source: Source::Manifest(Upstream::MetricsServer), mode: 0o644, units: &[] },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml", source: Source::Template("apiserver-to-kubelet-rbac.yaml"), mode: 0o644, units: KUBECTL },
+    FileRule { who: RunsOn::Masters, when: When::CoreDns, path: "/etc/kubernetes/addons/coredns.yaml", source: Source::Template("coredns.yaml"), mode: 0o644, units: KUBECTL },
+    FileRule { who: RunsOn::Masters, when: When::MetallbFile, path: "/etc/kubernetes/addons/metallb-native.yaml", source: Source::Manifest(Upstream::Metallb), mode: 0o644, units: KUBECTL },
+    FileRule { who: RunsOn::Masters, when: When::Metallb, path: "/etc/kubernetes/addons/metallb-pool.yaml", source: Source::Template("metallb-pool.yaml"), mode: 0o644, units: KUBECTL },
+    FileRule { who: RunsOn::Masters, when: When::MetricsServerFile, path: "/etc/kubernetes/addons/metrics-server.yaml", source: Source::Manifest(Upstream::MetricsServer), mode: 0o644, units: KUBECTL },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-apiserver.service", source: Source::Template("kube-apiserver.service"), mode: 0o644, units: APISERVER },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-controller-manager.service", source: Source::Template("kube-controller-manager.service"), mode: 0o644, units: CM },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-scheduler.service", source: Source::Template("kube-scheduler.service"), mode: 0o644, units: &[ComponentId::KubeScheduler] },
@@ -528,6 +534,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
             let path = rule.path(inv);
             // A node with several roles (a master that is also a worker) gets shared files once.
             if let Some(f) = files.iter_mut().find(|f| f.path == path) {
+                f.phase = f.phase.min(Some(rule.phase()));
                 for u in rule.units.iter().filter_map(|c| c.get().unit) {
                     if !f.units.contains(&u) {
                         f.units.push(u);
@@ -538,12 +545,12 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
             let contents = match rule.source {
                 Source::Template(name) if CLUSTER_WIDE.contains(&name) => {
                     if let Some(c) = wide_done.get(name) {
-                        files.push(File { path, mode: rule.mode, contents: c.clone(), units: units_of(rule), anchor: None, restarts: true });
+                        files.push(File { path, mode: rule.mode, contents: c.clone(), units: units_of(rule), anchor: None, restarts: true, phase: Some(rule.phase()) });
                         continue;
                     }
                     let c = interned.intern(render_one(&tera, &contexts.wide, inv, node, name)?.into_bytes());
                     wide_done.insert(name, c.clone());
-                    files.push(File { path, mode: rule.mode, contents: c, units: units_of(rule), anchor: None, restarts: true });
+                    files.push(File { path, mode: rule.mode, contents: c, units: units_of(rule), anchor: None, restarts: true, phase: Some(rule.phase()) });
                     continue;
                 }
                 Source::Template(name) => render_one(&tera, &tctx, inv, node, name)?.into_bytes(),
@@ -569,11 +576,12 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 _ => None,
             };
             let restarts = !READ_AT_FIRST_START.contains(&path.as_str());
-            files.push(File { path, mode: rule.mode, contents, units, anchor, restarts });
+            files.push(File { path, mode: rule.mode, contents, units, anchor, restarts, phase: Some(rule.phase()) });
         }
         if containerd.runs_on(inv, node) {
             for (name, bytes) in &images {
-                files.push(File { path: format!("{IMAGES_DIR}/{name}"), mode: 0o644, contents: bytes.clone(), units: vec![], anchor: None, restarts: true });
+                // Imported by the addons phase.
+                files.push(File { path: format!("{IMAGES_DIR}/{name}"), mode: 0o644, contents: bytes.clone(), units: vec![], anchor: None, restarts: true, phase: Some(crate::components::Phase::Addons) });
             }
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -590,6 +598,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
         units: vec![],
         anchor: None,
         restarts: true,
+        phase: None,
     }];
     Ok(Rendered { hosts, local })
 }

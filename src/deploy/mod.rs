@@ -311,7 +311,7 @@ pub fn add_local_binaries(inv: &Inventory, rendered: &mut Rendered, phases: &[Ph
                     let bytes = std::fs::read(&src).map_err(|source| DeployError::LocalBinary { path: src.clone(), source })?;
                     cache.insert(src.clone(), bytes.into());
                 }
-                files.push(File { path: remote, mode: 0o755, contents: cache[&src].clone(), units: c.unit.into_iter().collect(), anchor: None, restarts: true });
+                files.push(File { path: remote, mode: 0o755, contents: cache[&src].clone(), units: c.unit.into_iter().collect(), anchor: None, restarts: true, phase: Some(c.phase) });
             }
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));

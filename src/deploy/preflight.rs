@@ -349,7 +349,7 @@ mod tests {
         m1.systemd = false;
         let rendered = crate::render::Rendered {
             hosts: [
-                ("m1".to_string(), vec![crate::render::File { path: "/etc/systemd/system/etcd.service".into(), mode: 0o644, contents: vec![].into(), units: vec!["etcd"], anchor: None, restarts: true }]),
+                ("m1".to_string(), vec![crate::render::File { path: "/etc/systemd/system/etcd.service".into(), mode: 0o644, contents: vec![].into(), units: vec!["etcd"], anchor: None, restarts: true, phase: None }]),
                 ("w1".to_string(), vec![]),
             ]
             .into(),

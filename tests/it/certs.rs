@@ -469,7 +469,7 @@ fn bundle_of(t: &TestLab, old: &Path) -> std::path::PathBuf {
 /// config and the service-account keys.
 fn control_plane(t: &TestLab) -> std::path::PathBuf {
     let cp = t.control_plane_inventory();
-    let o = t.deploy(&cp, &["--phases", "etcd,lb,control-plane,addons"]);
+    let o = t.deploy(&cp, &["--phases", "files,etcd,lb,control-plane,addons"]);
     assert!(o.status.success(), "{}", text(&o));
     // HAProxy takes each API server into rotation after two good checks, 5 s apart.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);

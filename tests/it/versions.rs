@@ -116,6 +116,7 @@ fn the_check_catches_a_flag_the_version_does_not_have() {
         units: vec![],
         anchor: None,
         restarts: true,
+        phase: None,
     };
     let [m36, m37] = [&SUPPORTED[1], &SUPPORTED[2]];
     let kcm = [unit("kube-controller-manager", "--concurrent-service-syncs=2")];

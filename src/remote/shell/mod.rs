@@ -565,6 +565,9 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let (k, kc, t) = (quote(a.kubectl), quote(a.kubeconfig), a.timeout_secs);
         let kubectl = format!("{k} --kubeconfig {kc}");
         let mut s = Script::strict();
+        // Else the wait below would blame the API server for a missing kubectl.
+        s.raw(&format!("[ -x {k} ] || {{ printf 'kubectl is not at %s (the addons phase places it)\\n' {k} >&2; exit 3; }}"));
+        s.raw(&format!("[ -r {kc} ] || {{ printf 'no kubeconfig at %s (the files phase places it)\\n' {kc} >&2; exit 3; }}"));
         s.raw(&format!(
             "i=0; until {kubectl} get --raw /readyz >/dev/null 2>&1; do i=$((i+1)); \
              [ $i -lt {t} ] || {{ echo 'the API server was not ready after {t} s' >&2; exit 1; }}; sleep 1; done"

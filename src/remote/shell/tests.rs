@@ -145,13 +145,16 @@ fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
     std::fs::write(&kubectl, stand_in).unwrap();
     std::fs::set_permissions(&kubectl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let k = kubectl.display().to_string();
+    let kc_file = dir.path().join("k");
+    std::fs::write(&kc_file, "").unwrap();
+    let kc = kc_file.display().to_string();
     let addons = vec![
         Addon { name: "CoreDNS", steps: vec![Step::Apply("/a/coredns.yaml".into()), Step::Rollout { namespace: "kube-system", object: "deployment/coredns" }] },
         Addon { name: "MetalLB", steps: vec![Step::ApplyUntilAccepted("/a/pool.yaml".into())] },
     ];
-    let changed = local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &addons, timeout_secs: 10 }).unwrap();
+    let changed = local().apply(&Apply { kubectl: &k, kubeconfig: &kc, addons: &addons, timeout_secs: 10 }).unwrap();
     assert_eq!(changed, ["deployment.apps/coredns configured"], "only what kubectl created or configured is a change");
-    let calls: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(|l| l.replace("--kubeconfig /k ", "")).collect();
+    let calls: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(|l| l.replace(&format!("--kubeconfig {kc} "), "")).collect();
     assert_eq!(
         calls,
         [
@@ -163,8 +166,13 @@ fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
         ]
     );
     let broken = vec![Addon { name: "Broken", steps: vec![Step::Rollout { namespace: "x", object: "deployment/broken" }] }];
-    let err = local().apply(&Apply { kubectl: &k, kubeconfig: "/k", addons: &broken, timeout_secs: 10 }).unwrap_err().to_string();
+    let err = local().apply(&Apply { kubectl: &k, kubeconfig: &kc, addons: &broken, timeout_secs: 10 }).unwrap_err().to_string();
     assert!(err.contains("addon Broken: wait for deployment/broken in x to roll out failed: not ready within 10 s"), "{err}");
+    // A missing kubectl or kubeconfig is named, not blamed on the API server.
+    let err = local().apply(&Apply { kubectl: "/nonexistent/kubectl", kubeconfig: &kc, addons: &addons, timeout_secs: 10 }).unwrap_err().to_string();
+    assert!(err.contains("kubectl is not at /nonexistent/kubectl (the addons phase places it)"), "{err}");
+    let err = local().apply(&Apply { kubectl: &k, kubeconfig: "/nonexistent/k", addons: &addons, timeout_secs: 10 }).unwrap_err().to_string();
+    assert!(err.contains("no kubeconfig at /nonexistent/k (the files phase places it)"), "{err}");
 }
 
 /// Archives are imported only when containerd lacks one of their images (a no-change deploy
