@@ -49,4 +49,6 @@ pub mod versions;
 #[cfg(test)]
 mod key_material_tests;
 #[cfg(test)]
+mod module_graph_tests;
+#[cfg(test)]
 mod testing;
