@@ -30,6 +30,7 @@ pub mod cli;
 pub mod components;
 pub mod day2;
 pub mod deploy;
+pub mod digest;
 pub mod events;
 pub mod explain;
 pub mod flags;

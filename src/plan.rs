@@ -9,9 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::components::{Phase, phase_of_unit};
+use crate::digest::sha256_hex;
 use crate::remote::RemoteFile;
 use crate::render::{File, Rendered};
 
@@ -61,11 +61,6 @@ pub struct HostPlan {
 pub struct Plan {
     pub phases: Vec<Phase>,
     pub hosts: BTreeMap<String, HostPlan>,
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    let d = Sha256::digest(data);
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The files of `host` that the selected phases place.

@@ -149,7 +149,7 @@ pub fn key_hashes(text: &str) -> std::collections::BTreeSet<String> {
     text.lines()
         .filter_map(|l| l.trim_start().strip_prefix("secret:").map(|v| v.trim_start()))
         .filter(|v| !v.is_empty())
-        .map(|v| crate::plan::sha256_hex(v.as_bytes()))
+        .map(|v| crate::digest::sha256_hex(v.as_bytes()))
         .collect()
 }
 

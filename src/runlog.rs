@@ -95,7 +95,7 @@ impl RunLog {
 
     /// Records which inventory the run used, by its SHA-256.
     pub fn inventory(&self, path: &Path, text: &str) {
-        self.write(&format!("inventory: {} sha256:{}\n", path.display(), crate::plan::sha256_hex(text.as_bytes())));
+        self.write(&format!("inventory: {} sha256:{}\n", path.display(), crate::digest::sha256_hex(text.as_bytes())));
     }
 
     /// A script sent to a host (already redacted), and what came back.

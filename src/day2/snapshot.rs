@@ -106,7 +106,7 @@ pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<u
     let mut file = private.create_new(&part_name, 0o600)?;
     let mut out = Hashing { file: &mut file, hasher: Sha256::new() };
     let streamed = probe.etcd_snapshot(leader.address, &mut out).await;
-    let sha256: String = out.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let sha256 = crate::digest::hex(&out.hasher.finalize());
     let (size, revision) = match streamed.map_err(stream_err).and_then(|r| file.sync_all().map(|()| r).map_err(io("syncing", &part))) {
         Ok((0, _)) => Err(stream_err("the stream was empty".into())),
         Ok(r) => Ok(r),
@@ -180,7 +180,7 @@ pub fn open(db: &Path) -> Result<(SnapshotInfo, Vec<u8>), SnapshotError> {
     let text = std::fs::read_to_string(&meta).map_err(io("reading", &meta))?;
     let info: SnapshotInfo = serde_json::from_str(&text).map_err(|e| SnapshotError::Bad { path: meta.clone(), reason: e.to_string() })?;
     let bytes = std::fs::read(db).map_err(io("reading", db))?;
-    let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let sha = crate::digest::sha256_hex(&bytes);
     if sha != info.sha256 {
         return Err(SnapshotError::Bad { path: db.to_path_buf(), reason: format!("SHA-256 is {sha}, {} recorded {}", meta.display(), info.sha256) });
     }

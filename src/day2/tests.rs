@@ -155,7 +155,7 @@ fn restore_checks_the_snapshot_on_a_node_before_it_stops_anything() {
     let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(&db, &junk).unwrap();
     let mut rec = info.clone();
-    rec.sha256 = crate::plan::sha256_hex(&junk);
+    rec.sha256 = crate::digest::sha256_hex(&junk);
     std::fs::write(db.with_extension("json"), serde_json::to_string(&rec).unwrap()).unwrap();
     f.fake.clear_events();
     let opts = RestoreOptions { confirm: YES, etcd_timeout: Duration::from_secs(2) };

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use super::{Ctx, DeployError, Host};
 use crate::components::{COMPONENTS, Component, ComponentId, Phase};
+use crate::digest::sha256_hex;
 use crate::events::Status;
 use crate::versions::ReleaseMin;
 use crate::inventory::{Inventory, Node, Role};
 use crate::plan::{self, files_in_phases};
 use crate::remote::{Connector, Facts, FactsQuery};
-use crate::plan::sha256_hex;
 use crate::render::{Anchor, File, Rendered};
 
 /// Connects to every host, reads its facts and plans it; checks the rules across hosts.

@@ -224,8 +224,8 @@ fn current(pki: &Pki, s: Subject) -> KeyedCert {
 fn id_of(s: Subject, kc: &KeyedCert) -> String {
     match s {
         Subject::Ca(_) => CertInfo::parse(&kc.cert_pem).map(|i| i.serial).unwrap_or_default(),
-        Subject::ServiceAccount => format!("sha256:{}", crate::plan::sha256_hex(kc.cert_pem.as_bytes())),
-        Subject::Encryption => format!("{} sha256:{}", kc.cert_pem, &crate::plan::sha256_hex(kc.key_pem.as_bytes())[..16]),
+        Subject::ServiceAccount => format!("sha256:{}", crate::digest::sha256_hex(kc.cert_pem.as_bytes())),
+        Subject::Encryption => format!("{} sha256:{}", kc.cert_pem, &crate::digest::sha256_hex(kc.key_pem.as_bytes())[..16]),
     }
 }
 

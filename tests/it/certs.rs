@@ -282,7 +282,7 @@ fn an_expired_member_certificate_is_flagged_and_repaired(t: &TestLab) {
     assert_eq!(refused.status.code(), Some(1), "{said}");
     assert!(said.contains("refusing to renew certificates") && said.contains("lab-m2") && said.contains("--force"), "{said}");
     let on_node = t.ssh_ok("lab-m2", "sha256sum < /etc/etcd/pki/server.crt");
-    assert_eq!(on_node.split_whitespace().next(), Some(hardway::plan::sha256_hex(expired.as_bytes()).as_str()), "the refusal changed the node");
+    assert_eq!(on_node.split_whitespace().next(), Some(hardway::digest::sha256_hex(expired.as_bytes()).as_str()), "the refusal changed the node");
 
     let o = certs(t, &["renew", "etcd/server-lab-m2", "--yes", "--force", "--no-snapshot"]);
     let said = text(&o);
@@ -524,7 +524,7 @@ fn the_encryption_key_rotates_and_secrets_are_rewritten(t: &TestLab, cp: &Path) 
         o.lines().map(str::to_string).collect()
     };
     let key_file = |file: &Path| std::fs::read_to_string(file).unwrap();
-    let key_hash = |file: &Path| hardway::plan::sha256_hex(key_file(file).lines().next().unwrap().as_bytes());
+    let key_hash = |file: &Path| hardway::digest::sha256_hex(key_file(file).lines().next().unwrap().as_bytes());
     // The key's name, on the line after it (the first key has none: key1).
     let key_name = |file: &Path| key_file(file).lines().nth(1).map(|l| l.trim_start_matches("name: ").to_string()).unwrap_or_else(|| "key1".into());
     let kubectl = |args: &[&str]| run(Command::new(require("kubectl", "kubectl (scripts/setup --tests)")).arg("--kubeconfig").arg(t.pki.join("admin.kubeconfig")).args(args));

@@ -120,7 +120,7 @@ fn own_hard_nofile() -> u64 {
 }
 
 fn sha256_of(p: &Path) -> String {
-    hardway::plan::sha256_hex(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+    hardway::digest::sha256_hex(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
 }
 
 /// The one table on every node: the master routes to both workers' pods, each worker to the

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use crate::components::{ComponentId, Phase, Port, units_on};
 use crate::deploy::{DeployOptions, DeployReport, deploy};
+use crate::digest::sha256_hex;
 use crate::events::Events;
 use crate::inventory::{Inventory, Node};
-use crate::plan::{phase_of_file, sha256_hex};
+use crate::plan::phase_of_file;
 use crate::probe::{self, Probe};
 use crate::remote::{Connector, RemoteFile, fan_out};
 use crate::render::{File, Rendered};

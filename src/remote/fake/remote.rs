@@ -13,8 +13,8 @@ use super::super::{
 use super::{Event, FakeCluster, FakeFile, FakeRemote, NodeState};
 use crate::addons::Step as AddonStep;
 use crate::components::ETCD_JOIN_ENV as JOIN_ENV;
+use crate::digest::sha256_hex;
 use crate::pki::CertInfo;
-use crate::plan::sha256_hex;
 use crate::probe::EtcdMember;
 
 impl FakeRemote {

@@ -8,7 +8,7 @@ use base64::Engine;
 
 use super::super::script::{Script, quote, quote_all};
 use super::super::{PLACED, Upload};
-use crate::plan::sha256_hex;
+use crate::digest::sha256_hex;
 
 /// The upload script: a fixed number of processes per host rather than per file. Text is
 /// written by the shell's printf builtin (base64 -d only for binary files) into a staging

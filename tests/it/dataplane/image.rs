@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::*;
-use hardway::plan::sha256_hex;
+use hardway::digest::sha256_hex;
 
 /// The applets the pods run, as links to busybox.
 const APPLETS: &[&str] = &["sh", "sleep", "httpd", "wget", "hostname", "mkdir", "echo", "cat", "printf", "chmod"];
