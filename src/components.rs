@@ -10,12 +10,17 @@
 //!
 //! Adding a component is one row in [`COMPONENTS`] (plus its templates and its rows in
 //! `render::FILES`).
+//!
+//! The table knows no inventory: the inventory names components (`extra_args` per
+//! [`ComponentId`], ports it must not reuse), so it sits above this catalog. What needs a
+//! cluster's inventory to answer — which nodes run a component ([`RunsOn`] applied to a node),
+//! a port's number in this cluster, a binary's absolute path — is in `inventory/topology.rs`, as methods of
+//! these same types (`Component::runs_on`, `Component::binary_path`, `Component::executables`,
+//! `Port::number`, `RunsOn::includes`) and `inventory::on_node`/`inventory::units_on`.
 
 use std::fmt;
 
 use serde::Serialize;
-
-use crate::inventory::{Inventory, Node, Role};
 
 /// Deploy phases, in the order they run (named after kubeadm's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -148,13 +153,13 @@ impl Port {
         Port::KubeProxyHealth,
     ];
 
-    /// The port number: upstream's defaults, and the load balancer's from the inventory.
-    pub fn number(self, inv: &Inventory) -> u16 {
+    /// Upstream's default port number; a cluster's may differ (`Port::number`, in
+    /// `inventory/topology.rs`, takes the load balancer's from the inventory).
+    pub fn default_number(self) -> u16 {
         match self {
             Port::EtcdClient => 2379,
             Port::EtcdPeer => 2380,
-            Port::ApiServer => 6443,
-            Port::LoadBalancer => inv.load_balancer.as_ref().map(|l| l.port).unwrap_or(6443),
+            Port::ApiServer | Port::LoadBalancer => 6443,
             Port::ControllerManager => 10257,
             Port::Scheduler => 10259,
             Port::Kubelet => 10250,
@@ -350,29 +355,6 @@ impl Component {
         COMPONENTS.iter().find(|c| c.unit == Some(unit))
     }
 
-    /// Does `node` run this component?
-    pub fn runs_on(&self, inv: &Inventory, node: &Node) -> bool {
-        self.runs_on.includes(inv, node)
-    }
-
-    /// The absolute path of its binary on the nodes.
-    pub fn binary_path(&self, inv: &Inventory) -> String {
-        let (name, dir) = self.binary;
-        match dir {
-            BinDir::Inventory => format!("{}/{name}", inv.binaries.remote_dir.trim_end_matches('/')),
-            BinDir::Fixed(d) => format!("{d}/{name}"),
-            BinDir::Containerd => format!("{}/{name}", inv.containerd.bin_dir.trim_end_matches('/')),
-            BinDir::Cni => format!("{}/{name}", inv.cni.bin_dir.trim_end_matches('/')),
-        }
-    }
-
-    /// Its binary and its companions: (file name, absolute path on the nodes).
-    pub fn executables(&self, inv: &Inventory) -> Vec<(&'static str, String)> {
-        let bin = self.binary_path(inv);
-        let dir = bin.rsplit_once('/').map_or("", |(d, _)| d).to_string();
-        std::iter::once((self.binary.0, bin)).chain(self.companions.iter().map(|c| (*c, format!("{dir}/{c}")))).collect()
-    }
-
     /// The name `ss -p` shows for its process (the kernel keeps 15 bytes of it).
     pub fn process_name(&self) -> &'static str {
         let name = self.binary.0;
@@ -383,31 +365,6 @@ impl Component {
     pub fn key(&self) -> String {
         self.name.replace('-', "_")
     }
-}
-
-impl RunsOn {
-    /// Is `node` one of these nodes?
-    pub fn includes(self, inv: &Inventory, node: &Node) -> bool {
-        match self {
-            RunsOn::AllNodes => true,
-            RunsOn::EtcdMembers => inv.is_etcd_member(node),
-            RunsOn::Masters => node.has(Role::Master),
-            RunsOn::Workers => node.has(Role::Worker),
-            RunsOn::Lb => node.has(Role::Lb),
-            RunsOn::FirstMaster => inv.masters().next().is_some_and(|m| m.name == node.name),
-            RunsOn::PodNetwork => node.has(Role::Master) || node.has(Role::Worker),
-        }
-    }
-}
-
-/// The components `node` runs, in table order.
-pub fn on_node<'a>(inv: &'a Inventory, node: &'a Node) -> impl Iterator<Item = &'static Component> + 'a {
-    COMPONENTS.iter().filter(move |c| c.runs_on(inv, node))
-}
-
-/// The units (daemons) `node` runs, in table order.
-pub fn units_on<'a>(inv: &'a Inventory, node: &'a Node) -> impl Iterator<Item = &'static str> + 'a {
-    on_node(inv, node).filter_map(|c| c.unit)
 }
 
 /// The phase that starts `unit`; units hardway does not know start in no phase.

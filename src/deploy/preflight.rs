@@ -73,7 +73,7 @@ fn connect_and_gather(h: &mut Host, connector: &dyn Connector, inv: &Inventory, 
             .map(|c| c.binary_path(inv))
             .collect(),
         hosts_block: inv.cluster.name.clone(),
-        units: crate::components::units_on(inv, &h.node).map(str::to_string).collect(),
+        units: crate::inventory::units_on(inv, &h.node).map(str::to_string).collect(),
         version_cache,
     };
     match h.remote().facts(&query) {

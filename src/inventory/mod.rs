@@ -15,6 +15,7 @@ mod kubernetes;
 mod lab;
 mod raw;
 mod span;
+mod topology;
 mod validate;
 mod values;
 
@@ -30,6 +31,7 @@ use crate::versions::Version;
 
 pub use addons::{Addons, CoreDns, Manifest, Metallb};
 pub use lab::{LabDriver, VmResources};
+pub use topology::{on_node, units_on};
 pub use values::is_dns_label;
 
 /// One problem found in an inventory, with where it was found.

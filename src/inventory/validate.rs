@@ -17,9 +17,9 @@ use super::span::{line_col, span_of};
 use super::values::{self, LABEL_RULE, NAME_RULE, PATH_RULE};
 use super::{
     Bastion, Binaries, Cluster, Inventory, KeyAlgorithm, LoadBalancer, Node, PkiSettings, Problem,
-    Role, SshSettings, Sudo, nth_addr,
+    Role, SshSettings, Sudo, nth_addr, on_node,
 };
-use crate::components::{self, COMPONENTS, Port};
+use crate::components::{COMPONENTS, Port};
 use crate::versions::Version;
 
 mod lab;
@@ -533,7 +533,7 @@ impl<'a> Validator<'a> {
         let Some(lb) = &inv.load_balancer else { return };
         let Some(node) = lb.node.as_ref().and_then(|name| inv.nodes.iter().find(|n| &n.name == name)) else { return };
         let lb_daemon = COMPONENTS.iter().find(|c| c.ports.contains(&Port::LoadBalancer)).map_or("the load balancer", |c| c.name);
-        for c in components::on_node(inv, node) {
+        for c in on_node(inv, node) {
             for p in c.ports.iter().filter(|p| **p != Port::LoadBalancer && p.number(inv) == lb.port) {
                 self.error(
                     "load_balancer.port",

@@ -12,11 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::components::{ComponentId, Phase, Port, units_on};
+use crate::components::{ComponentId, Phase, Port};
 use crate::deploy::{DeployOptions, DeployReport, deploy};
 use crate::digest::sha256_hex;
 use crate::events::Events;
-use crate::inventory::{Inventory, Node};
+use crate::inventory::{Inventory, Node, units_on};
 use crate::plan::phase_of_file;
 use crate::probe::{self, Probe};
 use crate::remote::{Connector, RemoteFile, fan_out};
