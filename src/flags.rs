@@ -6,10 +6,21 @@
 //! the syntax: how a value must be escaped for systemd, which flags a template already sets, and
 //! which of those a user may replace ([`OVERRIDABLE`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::components::ComponentId;
-use crate::inventory::{ExtraArg, Inventory};
+use crate::components::{Component, ComponentId};
+
+/// One flag from `[components.<name>] extra_args`, as `inventory` accepted it (checked against
+/// the lists of the cluster's Kubernetes version). Defined here, below the inventory, because
+/// writing it into a unit is this module's job and needs nothing else of an inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraArg {
+    /// Without the leading `--`.
+    pub flag: String,
+    pub value: String,
+    /// `--flag=value` as it goes into `ExecStart=` ([`systemd_word`]).
+    pub word: String,
+}
 
 /// Flags hardway sets that `extra_args` may replace, per component. Each is a tuning knob with a
 /// safe range, not part of the cluster's identity or security: log verbosity, the audit log's
@@ -161,10 +172,11 @@ fn merge(unit: &str, args: &[ExtraArg]) -> String {
     out
 }
 
-/// `text` rendered from `template`, with the `extra_args` of the component whose unit it is.
-pub fn with_extra_args(inv: &Inventory, template: &str, text: String) -> String {
-    let component = template.strip_suffix(".service").and_then(crate::components::Component::by_unit);
-    match component.and_then(|c| inv.extra_args.get(&c.id)) {
+/// `text` rendered from `template`, with the `extra_args` (the inventory's, per component) of the
+/// component whose unit it is.
+pub fn with_extra_args(extra_args: &BTreeMap<ComponentId, Vec<ExtraArg>>, template: &str, text: String) -> String {
+    let component = template.strip_suffix(".service").and_then(Component::by_unit);
+    match component.and_then(|c| extra_args.get(&c.id)) {
         Some(args) if !args.is_empty() => merge(&text, args),
         _ => text,
     }

@@ -33,6 +33,8 @@ pub use addons::{Addons, CoreDns, Manifest, Metallb};
 pub use lab::{LabDriver, VmResources};
 pub use topology::{on_node, units_on};
 pub use values::is_dns_label;
+// An `extra_args` flag is part of the model; its type lives with the code that writes it into units.
+pub use crate::flags::ExtraArg;
 
 /// One problem found in an inventory, with where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,17 +239,6 @@ impl Node {
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
     }
-}
-
-/// One flag from `[components.<name>] extra_args`, checked against the lists of the cluster's
-/// Kubernetes version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtraArg {
-    /// Without the leading `--`.
-    pub flag: String,
-    pub value: String,
-    /// `--flag=value` as it goes into `ExecStart=` (`crate::flags::systemd_word`).
-    pub word: String,
 }
 
 /// containerd's `major.minor` on the workers (`containerd.version`): it decides the format of

@@ -292,7 +292,7 @@ impl Contexts {
 /// One template for one node, with the inventory's extra flags merged into units.
 pub(super) fn render_one(tera: &tera::Tera, ctx: &tera::Context, inv: &Inventory, node: &Node, name: &str) -> Result<String, RenderError> {
     let text = tera.render(name, ctx).map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?;
-    Ok(crate::flags::with_extra_args(inv, name, text))
+    Ok(crate::flags::with_extra_args(&inv.extra_args, name, text))
 }
 
 /// One template rendered for `node` as [`super::render`] renders it, without a PKI: the
