@@ -18,12 +18,12 @@ use serde::Deserialize as _;
 use crate::components::{ComponentId, Port, RunsOn};
 use crate::inventory::{Inventory, Manifest, Node};
 use crate::pki::{CaId, Pki};
+use crate::templates::ENCRYPTION_CONFIG;
 
 mod context;
 
 use context::{CLUSTER_WIDE, Contexts, KubeconfigCtx, engine, render_one};
 pub(crate) use context::render_template;
-pub use context::template;
 
 /// Why rendering failed. Every case is a bug in a template or in hardway, or a directory that
 /// is not render's to replace: the inventory and the PKI were validated before.
@@ -158,9 +158,6 @@ pub const ADDONS_DIR: &str = "/etc/kubernetes/addons";
 
 /// Where the inventory's image tarballs go on every node that runs containerd, to be imported.
 pub const IMAGES_DIR: &str = "/var/lib/hardway/images";
-
-/// The template of the Secrets encryption config.
-pub(crate) const ENCRYPTION_CONFIG: &str = "encryption-config.yaml";
 
 impl std::fmt::Debug for File {
     // File contents include private keys: never print them.

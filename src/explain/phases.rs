@@ -9,7 +9,8 @@ use super::{ExplainError, Script, Selection, quote, sudo};
 use crate::components::{COMPONENTS, ComponentId, Phase, Port, Restart};
 use crate::inventory::{Inventory, Manifest, Node, host_for_url};
 use crate::pki::{CaId, matrix};
-use crate::render::{self, ENCRYPTION_CONFIG, FILES, IMAGES_DIR, Source, Upstream};
+use crate::render::{self, FILES, IMAGES_DIR, Source, Upstream};
+use crate::templates::ENCRYPTION_CONFIG;
 
 /// What the files of the selected phases (and their checks) need from the PKI section.
 #[derive(Debug, Default)]

@@ -56,7 +56,7 @@ fn every_rendered_file_is_placed_with_its_mode_and_every_template_as_rendered() 
     let mut compared = BTreeSet::new();
     for ((host, path), text) in &staged {
         let file = rendered.hosts[host].iter().find(|f| &f.path == path).unwrap();
-        if path.ends_with(render::ENCRYPTION_CONFIG) {
+        if path.ends_with(crate::templates::ENCRYPTION_CONFIG) {
             assert!(text.contains("secret: ${ENCRYPTION_KEY}"), "{text}");
             continue;
         }
@@ -125,7 +125,7 @@ fn after_an_encryption_key_rotation_the_walkthrough_writes_what_render_writes() 
     crate::pki::write_file(&f.pki_dir().join("encryption.key"), format!("{b64}\nname: key2\n").as_bytes(), 0o600).unwrap();
     let pki = crate::pki::load(&f.inv, &f.pki_dir()).unwrap();
     let rendered = render::render(&f.inv, &pki).unwrap();
-    let want = &rendered.hosts["m1"].iter().find(|x| x.path.ends_with(render::ENCRYPTION_CONFIG)).unwrap().contents;
+    let want = &rendered.hosts["m1"].iter().find(|x| x.path.ends_with(crate::templates::ENCRYPTION_CONFIG)).unwrap().contents;
     let script = walkthrough(&f.inv, &ExplainOptions { parts: vec![Part::Phase(Phase::ControlPlane)], tool: Tool::Openssl }).unwrap();
     let lines: Vec<&str> = script.lines().collect();
     let start = lines.iter().position(|l| l.starts_with("cat > stage/m1/etc/kubernetes/encryption-config.yaml")).unwrap();

@@ -99,7 +99,7 @@ impl Validator<'_> {
                 }
                 continue;
             };
-            let set = top_level_keys(crate::render::template(config.template()).unwrap_or_default());
+            let set = top_level_keys(crate::templates::template(config.template()).unwrap_or_default());
             for key in component.config.keys().filter(|k| set.contains(k.as_str())) {
                 self.error(
                     &format!("{field}.{key}"),
@@ -177,7 +177,7 @@ impl Validator<'_> {
             self.error(field, format!("--{flag} makes {component} print and exit: its unit would restart forever"));
             return None;
         }
-        let template = id.get().unit.and_then(|u| crate::render::template(&format!("{u}.service"))).unwrap_or_default();
+        let template = id.get().unit.and_then(|u| crate::templates::template(&format!("{u}.service"))).unwrap_or_default();
         let set = flags::set_by_template(template);
         if let Some(minor) = minor {
             let Some(known) = minor.flag(id, flag) else {
