@@ -64,7 +64,7 @@ fn every_file_holding_key_material_is_0600_in_0700_directories() {
     // Snapshots (etcd snapshot save, and before deploy, node remove, renewals, rotations).
     let f = crate::day2::tests::deployed(&[crate::components::Phase::Etcd]);
     let snaps = t.path().join("snapshots");
-    block_on(crate::day2::snapshot::save(&f.inv, f.fake.as_ref(), &snaps, Some(3))).unwrap();
+    block_on(crate::snapshot::save(&f.inv, f.fake.as_ref(), &snaps, Some(3))).unwrap();
     let all = check(&snaps, "snapshots");
     assert!(all.iter().any(|(p, _)| p.extension().is_some_and(|e| e == "db")));
     assert_eq!(std::fs::metadata(&snaps).unwrap().permissions().mode() & 0o7777, 0o700);

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 use super::deploy::{access, parse_phases};
 use super::{InventoryArg, LogArg, OutputFormat, load_inventory, observe, runtime};
 use crate::day2::{self, Confirm};
-use crate::{deploy, pki, probe};
+use crate::{deploy, pki, probe, snapshot};
 
 /// What a destructive command may do.
 #[derive(Args, Clone)]
@@ -174,7 +174,7 @@ pub(super) fn etcd(command: EtcdCommand) -> Result<ExitCode> {
     match command {
         EtcdCommand::Snapshot { command: SnapshotCommand::Save { cluster, out, keep } } => {
             let Opened { inv, probe, .. } = open(&cluster, "etcd-snapshot")?;
-            let info = runtime()?.block_on(day2::snapshot::save(&inv, probe.as_ref(), &out, keep))?;
+            let info = runtime()?.block_on(snapshot::save(&inv, probe.as_ref(), &out, keep))?;
             if cluster.access.output == OutputFormat::Json {
                 out!("{}", serde_json::to_string_pretty(&info)?);
             } else {
@@ -184,7 +184,7 @@ pub(super) fn etcd(command: EtcdCommand) -> Result<ExitCode> {
         }
         EtcdCommand::Snapshot { command: SnapshotCommand::List { inv, dir } } => {
             let inv = load_inventory(&inv.path())?;
-            let all = day2::snapshot::list(&dir, &inv.cluster.name)?;
+            let all = snapshot::list(&dir, &inv.cluster.name)?;
             out!("{:<44} {:>10} {:>12}  {:<24} MEMBERS", "SNAPSHOT", "REVISION", "BYTES", "TAKEN");
             for s in &all {
                 let members: Vec<&str> = s.members.iter().map(|(n, _)| n.as_str()).collect();

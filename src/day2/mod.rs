@@ -12,7 +12,6 @@ pub mod node;
 pub mod reset;
 pub mod restore;
 pub mod secrets;
-pub mod snapshot;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -41,7 +40,7 @@ pub enum Day2Error {
     #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error(transparent)]
-    Snapshot(#[from] snapshot::SnapshotError),
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error(transparent)]
     Pki(#[from] crate::pki::PkiError),
     #[error(transparent)]

@@ -135,7 +135,7 @@ pub async fn remove(
         // Like every change to etcd's membership: a snapshot first (unless --no-snapshot).
         if let Some(dir) = &opts.deploy.snapshot_dir {
             let step = events.start(None, Some("remove"), "etcd snapshot");
-            match super::snapshot::save(inv, probe.as_ref(), dir, opts.deploy.snapshot_keep).await {
+            match crate::snapshot::save(inv, probe.as_ref(), dir, opts.deploy.snapshot_keep).await {
                 Ok(info) => step.done(crate::events::Status::Changed, Some(info.file)),
                 // Without quorum there is no snapshot to take; --force has said it goes on.
                 Err(e) if opts.confirm.force => {

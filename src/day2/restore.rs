@@ -43,7 +43,7 @@ pub async fn restore(
     opts: &RestoreOptions,
     events: &Events,
 ) -> Result<RestoreReport, Day2Error> {
-    let (info, bytes) = super::snapshot::open(snapshot)?;
+    let (info, bytes) = crate::snapshot::open(snapshot)?;
     if info.cluster != inv.cluster.name {
         return Err(Day2Error::Refused {
             reason: format!(

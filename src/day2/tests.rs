@@ -12,6 +12,7 @@ use crate::components::{ETCD_DATA_DIR, Phase};
 use crate::deploy::{DeployOptions, deploy};
 use crate::events::Events;
 use crate::probe::Probe;
+use crate::snapshot;
 use crate::testing::{Fixture, block_on};
 
 pub(crate) fn deployed(phases: &[Phase]) -> Fixture {

@@ -86,7 +86,7 @@ fn will_restart_or_join(ctx: &Ctx, running: &[MemberStatus]) -> bool {
 async fn snapshot_first(ctx: &mut Ctx) -> Result<(), DeployError> {
     let Some(dir) = ctx.opts.snapshot_dir.clone() else { return Ok(()) };
     let step = ctx.events.start(None, Some("etcd"), "snapshot before changing etcd");
-    match crate::day2::snapshot::save(&ctx.inv, ctx.probe.as_ref(), &dir, ctx.opts.snapshot_keep).await {
+    match crate::snapshot::save(&ctx.inv, ctx.probe.as_ref(), &dir, ctx.opts.snapshot_keep).await {
         Ok(info) => {
             step.done(Status::Ok, Some(format!("{} (revision {})", dir.join(&info.file).display(), info.revision)));
             ctx.snapshot = Some(dir.join(info.file));

@@ -56,7 +56,7 @@ pub enum DeployError {
     #[error("reading {path}: {source}")]
     LocalBinary { path: std::path::PathBuf, source: std::io::Error },
     #[error("the snapshot before changing etcd failed (nothing was restarted; --no-snapshot skips it): {0}")]
-    Snapshot(#[from] crate::day2::snapshot::SnapshotError),
+    Snapshot(#[from] crate::snapshot::SnapshotError),
 }
 
 #[derive(Debug, Clone)]

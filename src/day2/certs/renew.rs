@@ -111,7 +111,7 @@ pub async fn renew(
         && !inv.etcd_members().is_empty()
     {
         let step = events.start(None, Some("renew"), "snapshot etcd");
-        let info = crate::day2::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await.inspect_err(|e| step_failed(events, e))?;
+        let info = crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await.inspect_err(|e| step_failed(events, e))?;
         step.done(Status::Ok, Some(info.file.clone()));
         report.snapshot = Some(dir.join(info.file));
     }

@@ -178,7 +178,7 @@ pub async fn rotate_subject(
             && let Some(dir) = &opts.change.snapshot_dir
             && !inv.etcd_members().is_empty()
         {
-            let info = crate::day2::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await?;
+            let info = crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await?;
             report.snapshot = Some(dir.join(info.file));
         }
 

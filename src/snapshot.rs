@@ -2,6 +2,9 @@
 //! member over mTLS (etcd's Maintenance Snapshot, as `etcdctl snapshot save` does), written to
 //! a file only the operator can read, with what a restore needs recorded beside it: the
 //! revision, the member list, the SHA-256 of the file. Retention keeps the newest N.
+//!
+//! Its own module, not day2's: deploy takes a snapshot before it changes etcd (`--snapshot-dir`),
+//! and day2 (node removal, certificate rotations, restore) builds on deploy.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
