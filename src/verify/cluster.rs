@@ -209,6 +209,7 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
                     check(&w.name, "node Ready", Status::Fail, "not registered or not Ready", Some("journalctl -u kubelet on the node"))
                 });
                 if ready.contains(&w.name) {
+                    out.push(pressure(&w.name, &v));
                     out.push(kubelet_api(probe, lb_ip, lb_port, &w.name).await);
                 }
             }
@@ -344,4 +345,33 @@ async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str)
     } else {
         check(host, "cluster DNS", Status::Pass, format!("kube-dns served by {} CoreDNS pods ({})", ready.len(), ready.join(", ")), None)
     }
+}
+
+/// A Ready node may still be under pressure: the kubelet then evicts pods and admits no new
+/// ones (the first thing a user sees is pods `Evicted` or `Pending`). Reads the node's
+/// MemoryPressure, DiskPressure and PIDPressure conditions from the node list.
+fn pressure(node: &str, nodes: &serde_json::Value) -> Check {
+    let conditions = nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["metadata"]["name"] == node)
+        .and_then(|n| n["status"]["conditions"].as_array())
+        .cloned()
+        .unwrap_or_default();
+    let under: Vec<String> = conditions
+        .iter()
+        .filter(|c| c["status"] == "True" && matches!(c["type"].as_str(), Some("MemoryPressure" | "DiskPressure" | "PIDPressure")))
+        .map(|c| format!("{}: {}", c["type"].as_str().unwrap_or_default(), c["message"].as_str().unwrap_or_default()))
+        .collect();
+    if under.is_empty() {
+        return check(node, "node pressure", Status::Pass, "no memory, disk or PID pressure", None);
+    }
+    check(
+        node,
+        "node pressure",
+        Status::Fail,
+        under.join("; "),
+        Some("the kubelet evicts pods while it lasts: free disk (its default evictionHard: nodefs.available<10%, imagefs.available<15%) or memory on the node; kubectl describe node shows it"),
+    )
 }

@@ -240,3 +240,20 @@ fn an_environment_file_too_large_to_read_fails_naming_it_and_its_size() {
     assert_eq!(find(&cs, "m2", "unit etcd").status, Status::Pass);
     assert!(cs.iter().any(|c| c.host == "m1" && c.check == "unit etcd"), "{cs:#?}");
 }
+
+/// A Ready worker under disk pressure (the kubelet evicting pods) fails `node pressure`,
+/// naming the condition; the other checks of the node stay as they were.
+#[test]
+fn a_ready_node_under_disk_pressure_fails_naming_it() {
+    let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane, Phase::Workers]);
+    let cs = checks(&f);
+    assert_eq!(find(&cs, "w1", "node Ready").status, Status::Pass);
+    assert_eq!(find(&cs, "w1", "node pressure").status, Status::Pass, "{:?}", find(&cs, "w1", "node pressure"));
+    f.fake.node("w1").pressure.push("DiskPressure");
+    let cs = checks(&f);
+    assert_eq!(find(&cs, "w1", "node Ready").status, Status::Pass);
+    let c = find(&cs, "w1", "node pressure");
+    assert_eq!(c.status, Status::Fail);
+    assert!(c.detail.contains("DiskPressure: kubelet has DiskPressure"), "{c:?}");
+    assert!(c.hint.as_deref().unwrap_or_default().contains("nodefs.available<10%"), "{c:?}");
+}

@@ -78,6 +78,8 @@ pub struct NodeState {
     pub placed: BTreeSet<String>,
     /// When set, restoring an etcd snapshot fails with this message.
     pub restore_error: Option<String>,
+    /// Node conditions its kubelet reports true besides Ready (`DiskPressure`).
+    pub pressure: Vec<&'static str>,
 }
 
 impl NodeState {
@@ -145,6 +147,7 @@ impl FakeCluster {
                 systemctl_error: None,
                 sockets: BTreeMap::new(),
                 unready: BTreeSet::new(),
+                pressure: Vec::new(),
                 secrets: 3,
                 dirs: BTreeSet::new(),
                 placed: BTreeSet::new(),

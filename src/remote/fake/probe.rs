@@ -152,7 +152,11 @@ impl Probe for FakeCluster {
                     .values()
                     .map(|n| n.lock().expect("not poisoned"))
                     .filter(|n| n.unit_active("kubelet"))
-                    .map(|n| serde_json::json!({"metadata": {"name": n.name}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
+                    .map(|n| {
+                        let mut conditions = vec![serde_json::json!({"type": "Ready", "status": "True"})];
+                        conditions.extend(n.pressure.iter().map(|p| serde_json::json!({"type": p, "status": "True", "message": format!("kubelet has {p} (fake)")})));
+                        serde_json::json!({"metadata": {"name": n.name}, "status": {"conditions": conditions}})
+                    })
                     .collect();
                 return Ok((200, serde_json::json!({ "items": ready }).to_string()));
             }
