@@ -575,13 +575,21 @@ impl<T: Transport> Remote for ShellRemote<T> {
         for (addon, step) in crate::addons::in_order(a.addons) {
             let fail = quote(&format!("addon {}: {} failed", addon.name, step.describe()));
             let line = match step {
-                AddonStep::Apply(m) => format!("{kubectl} apply -f {} || {{ echo {fail} >&2; exit 1; }}", quote(m)),
+                // `kubectl diff` first (exit 0: the API server would change nothing): apply
+                // says `configured` for a patch that changes nothing too (a manifest's `100m`
+                // against the stored `0.1`, a webhook's injected caBundle), so only a manifest
+                // that differs, or that diff cannot judge (its CRDs not there yet), is applied.
+                AddonStep::Apply(m) => format!(
+                    "if {kubectl} diff -f {m} >/dev/null 2>&1; then echo {m}: unchanged; else {kubectl} apply -f {m} || {{ echo {fail} >&2; exit 1; }}; fi",
+                    m = quote(m)
+                ),
                 // Until the webhook answers, apply fails with "failed calling webhook";
                 // the last answer is printed when time runs out.
                 AddonStep::ApplyUntilAccepted(m) => format!(
-                    "i=0; until out=$({kubectl} apply -f {} 2>&1); do i=$((i+2)); \
-                     [ $i -lt {t} ] || {{ echo \"$out\" >&2; echo {fail}: not accepted within {t} s >&2; exit 1; }}; sleep 2; done; echo \"$out\"",
-                    quote(m)
+                    "if {kubectl} diff -f {m} >/dev/null 2>&1; then echo {m}: unchanged; else \
+                     i=0; until out=$({kubectl} apply -f {m} 2>&1); do i=$((i+2)); \
+                     [ $i -lt {t} ] || {{ echo \"$out\" >&2; echo {fail}: not accepted within {t} s >&2; exit 1; }}; sleep 2; done; echo \"$out\"; fi",
+                    m = quote(m)
                 ),
                 AddonStep::Rollout { namespace, object } => format!(
                     "{kubectl} -n {} rollout status {} --timeout={t}s || {{ {kubectl} -n {} get pods -o wide >&2; echo {fail}: not ready within {t} s >&2; exit 1; }}",

@@ -136,10 +136,11 @@ fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("calls");
     let kubectl = dir.path().join("kubectl");
-    // Refuses the first apply of the pool (as a webhook that does not answer yet), and
-    // every rollout of deployment/broken.
+    // Finds no difference for the RBAC manifest only (not applied again); refuses the first
+    // apply of the pool (as a webhook that does not answer yet), and every rollout of
+    // deployment/broken.
     let stand_in = format!(
-        "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$*\" in\n  *pool.yaml*) [ -e {log}.once ] || {{ touch {log}.once; echo 'failed calling webhook' >&2; exit 1; }} ;;\n  *deployment/broken*) exit 1 ;;\n  *coredns.yaml*) echo 'service/kube-dns unchanged'; echo 'deployment.apps/coredns configured' ;;\n  *pool.yaml*) echo 'ipaddresspool.metallb.io/lab unchanged' ;;\nesac\nexit 0\n",
+        "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$*\" in\n  *' diff '*rbac.yaml*) exit 0 ;;\n  *' diff '*) exit 1 ;;\n  *pool.yaml*) [ -e {log}.once ] || {{ touch {log}.once; echo 'failed calling webhook' >&2; exit 1; }} ;;\n  *deployment/broken*) exit 1 ;;\n  *coredns.yaml*) echo 'service/kube-dns unchanged'; echo 'deployment.apps/coredns configured' ;;\nesac\nexit 0\n",
         log = log.display()
     );
     std::fs::write(&kubectl, stand_in).unwrap();
@@ -149,6 +150,7 @@ fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
     std::fs::write(&kc_file, "").unwrap();
     let kc = kc_file.display().to_string();
     let addons = vec![
+        Addon { name: "RBAC", steps: vec![Step::Apply("/a/rbac.yaml".into())] },
         Addon { name: "CoreDNS", steps: vec![Step::Apply("/a/coredns.yaml".into()), Step::Rollout { namespace: "kube-system", object: "deployment/coredns" }] },
         Addon { name: "MetalLB", steps: vec![Step::ApplyUntilAccepted("/a/pool.yaml".into())] },
     ];
@@ -159,8 +161,11 @@ fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
         calls,
         [
             "get --raw /readyz",
+            "diff -f /a/rbac.yaml",
+            "diff -f /a/coredns.yaml",
             "apply -f /a/coredns.yaml",
             "-n kube-system rollout status deployment/coredns --timeout=10s",
+            "diff -f /a/pool.yaml",
             "apply -f /a/pool.yaml",
             "apply -f /a/pool.yaml",
         ]
