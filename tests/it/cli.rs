@@ -50,12 +50,13 @@ fn logs_names_the_newest_run_log() {
     // A run that fails early still leaves its log (verify of an unreachable cluster).
     let o = run(hardway().env("XDG_STATE_HOME", &state).args(["logs"]));
     assert_eq!(o.status.code(), Some(1), "no log yet");
-    // One node on loopback where nothing listens: refused at once, no traffic leaves the host.
+    // One node on loopback where nothing listens: refused at once, no traffic leaves the host,
+    // and tried once (not again after 1 s and 2 s).
     let inv = dir.path().join("loopback.toml");
     std::fs::write(
         &inv,
         "[cluster]\nname = \"l\"\nkubernetes_version = \"1.37.1\"\nservice_cidr = \"10.32.0.0/24\"\npod_cidr = \"10.200.0.0/16\"\n\
-         [[nodes]]\nname = \"m1\"\naddress = \"127.0.0.46\"\nroles = [\"master\"]\n",
+         [ssh]\nconnect_attempts = 1\n[[nodes]]\nname = \"m1\"\naddress = \"127.0.0.46\"\nroles = [\"master\"]\n",
     )
     .unwrap();
     let _ = run(hardway().env("XDG_STATE_HOME", &state).args(["verify", "--pki", "/nonexistent", "--parallel", "1"]).arg(&inv).args(["--output", "jsonl"]));
