@@ -190,6 +190,20 @@ pub fn now_rfc3339() -> String {
     )
 }
 
+/// The one time stamp of hardway's names — snapshots (`<cluster>-<stamp>.db`), what day-2
+/// commands and deploy move aside (`before-restore-<stamp>`, `aside/renew-<stamp>/`), a class's
+/// saved machines: UTC to the millisecond, so two in one second differ, sorting as time does,
+/// and nothing but digits, `T` and `Z` (`2026-11-27T15:03:40.123Z` → `20261127T150340123Z`).
+pub fn stamp() -> String {
+    stamp_of(&now_rfc3339())
+}
+
+/// The stamp of a time as [`now_rfc3339`] writes it, for a name that goes with a record of that
+/// time.
+pub fn stamp_of(rfc3339: &str) -> String {
+    rfc3339.chars().filter(|c| c.is_ascii_digit() || *c == 'T').take(18).collect::<String>() + "Z"
+}
+
 /// Collects events in memory (tests).
 #[derive(Default)]
 pub struct Recorder(pub std::sync::Mutex<Vec<Event>>);
@@ -241,5 +255,21 @@ impl Sink for ProgressLines {
             b.finish_and_clear();
         }
         let _ = self.multi.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// One format, as snapshots had it from the start (so their names sort as before), where
+    /// things moved aside had a second one without milliseconds (`20261127T150340Z`).
+    #[test]
+    fn a_stamp_is_utc_to_the_millisecond_and_sorts_as_time_does() {
+        assert_eq!(super::stamp_of("2026-11-27T15:03:40.123Z"), "20261127T150340123Z");
+        let now = super::stamp();
+        assert_eq!(now.len(), 19, "{now}");
+        assert!(now.ends_with('Z') && now[..8].chars().chain(now[9..18].chars()).all(|c| c.is_ascii_digit()) && &now[8..9] == "T", "{now}");
+        let times = ["2026-11-27T15:03:40.999Z", "2026-11-27T15:03:41.000Z", "2026-12-01T00:00:00.000Z", "2027-01-01T00:00:00.001Z"];
+        let stamps: Vec<String> = times.iter().map(|t| super::stamp_of(t)).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
     }
 }

@@ -57,7 +57,7 @@ fn every_file_holding_key_material_is_0600_in_0700_directories() {
     std::fs::write(upper.join("server.key"), "KEY").unwrap();
     let student = t.path().join("class/alice");
     std::fs::create_dir_all(&student).unwrap();
-    let kept = save_machines(&inv, &opts, &Keep { base: student.clone(), rel: "saved/20261127T180834Z".into() }).unwrap();
+    let kept = save_machines(&inv, &opts, &Keep { base: student.clone(), rel: "saved/20261127T180834512Z".into() }).unwrap();
     assert_eq!(kept.len(), 1);
     check(&student.join("saved"), "saved machines");
 
@@ -72,7 +72,7 @@ fn every_file_holding_key_material_is_0600_in_0700_directories() {
     // A rotation under way, the switch keeping the old key aside, then its end.
     let s = Subject::Encryption;
     let (_, pair) = rotate::begin(&f.inv, &f.pki, s, time::OffsetDateTime::now_utc(), false).unwrap();
-    let aside = crate::pki::aside_dir(&f.pki_dir(), "rotate-encryption", "20261127T180834Z");
+    let aside = crate::pki::aside_dir(&f.pki_dir(), "rotate-encryption", "20261127T180834512Z");
     rotate::switch_commit(&f.pki, s, &pair, &f.pki, &[], &aside).unwrap();
     check(&f.pki_dir().join("rotation"), "rotation under way");
     rotate::finish(&f.pki_dir(), s, &aside).unwrap();

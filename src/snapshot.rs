@@ -60,12 +60,6 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Sn
     move |source| SnapshotError::Io { op, path: path.to_path_buf(), source }
 }
 
-/// `2026-11-27T15:03:40.123Z` → `20261127T150340123Z` (to the millisecond, so two snapshots in one
-/// second differ), sortable and safe in file names.
-fn stamp(rfc3339: &str) -> String {
-    rfc3339.chars().filter(|c| c.is_ascii_digit() || *c == 'T').take(18).collect::<String>() + "Z"
-}
-
 /// Writes through to a file and hashes what it writes.
 struct Hashing<'a> {
     file: &'a mut std::fs::File,
@@ -103,7 +97,7 @@ pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<u
     // it. The directory is 0700, each file created new and 0600, never through a link.
     let private = crate::safe_fs::private_dir(dir, Path::new(""))?;
     let taken_at = crate::events::now_rfc3339();
-    let name = format!("{}-{}", inv.cluster.name, stamp(&taken_at));
+    let name = format!("{}-{}", inv.cluster.name, crate::events::stamp_of(&taken_at));
     let (db_name, part_name) = (format!("{name}.db"), format!("{name}.db.part"));
     let part = dir.join(&part_name);
     let mut file = private.create_new(&part_name, 0o600)?;
@@ -248,10 +242,5 @@ mod tests {
         prune(&dir, "c", 1).unwrap();
         let left: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         assert_eq!(left, ["c-20260102T000000000Z.db", "c-20260102T000000000Z.json"]);
-    }
-
-    #[test]
-    fn stamps_sort_as_time_does() {
-        assert_eq!(super::stamp("2026-11-27T15:03:40.123Z"), "20261127T150340123Z");
     }
 }

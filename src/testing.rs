@@ -1,8 +1,12 @@
 //! Fixtures for the library's unit tests: a lab-shaped cluster (three masters with stacked
 //! etcd, an HAProxy node, a worker) with a real PKI in a temporary directory, rendered, and a
-//! [`FakeCluster`] of its nodes.
+//! [`FakeCluster`] of its nodes. The PKI of an inventory is generated once per test process
+//! and each fixture gets a copy of its own (`Fixture::with_another_pki` for a second cluster's).
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::inventory::{self, Inventory};
 use crate::pki::{self, Pki};
@@ -61,8 +65,21 @@ impl Fixture {
         Fixture::with(INVENTORY)
     }
 
+    /// The cluster of `text`, with a copy of the one PKI this process generated for it.
     pub fn with(text: &str) -> Fixture {
-        let inv = inventory::parse(std::path::Path::new("t.toml"), text).expect("a valid test inventory");
+        let inv = parse(text);
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let files = shared_pki(&inv, text);
+        write_tree(&dir.path().join("pki"), &files);
+        let pki = pki::load(&inv, &dir.path().join("pki")).expect("the copied PKI");
+        let fake = Arc::new(FakeCluster::new(&inv));
+        Fixture { inv, dir, pki, fake }
+    }
+
+    /// The cluster of [`INVENTORY`] with a PKI generated for it alone: other CAs, keys, an
+    /// encryption key, as another cluster's.
+    pub fn with_another_pki() -> Fixture {
+        let inv = parse(INVENTORY);
         let dir = tempfile::tempdir().expect("a temp dir");
         let (pki, _) = pki::generate(&inv, &dir.path().join("pki"), pki::GenerateOptions::default()).expect("a PKI");
         let fake = Arc::new(FakeCluster::new(&inv));
@@ -75,6 +92,66 @@ impl Fixture {
 
     pub fn pki_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("pki")
+    }
+}
+
+fn parse(text: &str) -> Inventory {
+    inventory::parse(Path::new("t.toml"), text).expect("a valid test inventory")
+}
+
+/// A directory's entries, relative, with their modes: a file's contents, or a directory.
+type Tree = Vec<(PathBuf, u32, Option<Vec<u8>>)>;
+
+/// The PKI of the inventory `text`, generated the first time a test asks for it.
+fn shared_pki(inv: &Inventory, text: &str) -> Arc<Tree> {
+    static PKIS: Mutex<BTreeMap<String, Arc<Tree>>> = Mutex::new(BTreeMap::new());
+    // A test that panicked while generating left nothing behind for its inventory.
+    let mut pkis = PKIS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pkis.entry(text.to_string())
+        .or_insert_with(|| {
+            let dir = tempfile::tempdir().expect("a temp dir");
+            pki::generate(inv, &dir.path().join("pki"), pki::GenerateOptions::default()).expect("a PKI");
+            Arc::new(read_tree(&dir.path().join("pki")))
+        })
+        .clone()
+}
+
+fn read_tree(root: &Path) -> Tree {
+    fn walk(root: &Path, dir: &Path, out: &mut Tree) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("the generated PKI").map(|e| e.expect("an entry").path()).collect();
+        entries.sort();
+        for p in entries {
+            let meta = std::fs::symlink_metadata(&p).expect("an entry's metadata");
+            let rel = p.strip_prefix(root).expect("below the root").to_path_buf();
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.is_dir() {
+                out.push((rel, mode, None));
+                walk(root, &p, out);
+            } else {
+                assert!(meta.is_file(), "{} is neither a file nor a directory", p.display());
+                out.push((rel, mode, Some(std::fs::read(&p).expect("a PKI file"))));
+            }
+        }
+    }
+    let mut out = vec![(PathBuf::new(), std::fs::metadata(root).expect("the PKI directory").permissions().mode() & 0o7777, None)];
+    walk(root, root, &mut out);
+    out
+}
+
+/// Writes `tree` below `root` (which must not exist) with the modes it had.
+fn write_tree(root: &Path, tree: &Tree) {
+    for (rel, mode, contents) in tree {
+        let p = root.join(rel);
+        match contents {
+            None => std::fs::DirBuilder::new().mode(*mode).create(&p).expect("a PKI directory"),
+            Some(bytes) => {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(*mode).open(&p).expect("a PKI file");
+                f.write_all(bytes).expect("writing a PKI file");
+            }
+        }
+        // Not narrowed by the umask.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).expect("a PKI mode");
     }
 }
 

@@ -164,6 +164,6 @@ pub fn down(inv: &Inventory, opts: &LabOptions, keep: Option<&named::Keep>) -> R
 
 /// Where `down` keeps a lab's machines this time: `saved/<UTC time>` below the lab's directory.
 pub fn saved_dir(lab: &NamedLab) -> named::Keep {
-    let stamp = super::now_rfc3339().replace(':', "");
+    let stamp = crate::events::stamp();
     named::Keep { base: lab.dir.clone(), rel: Path::new("saved").join(stamp) }
 }

@@ -67,7 +67,5 @@ pub(crate) fn connect_all(connector: &dyn Connector, nodes: &[&Node], why: &str)
     if failed.is_empty() { Ok(out) } else { Err(Day2Error::Unreachable { why: why.to_string(), nodes: failed }) }
 }
 
-/// A UTC time stamp for names of things moved aside (`20261127T150340Z`).
-pub(crate) fn stamp() -> String {
-    crate::events::now_rfc3339().chars().filter(|c| c.is_ascii_digit() || *c == 'T').take(15).collect::<String>() + "Z"
-}
+/// The time stamp of names of things moved aside, as snapshots have it.
+pub(crate) use crate::events::stamp;

@@ -151,7 +151,7 @@ async fn join(ctx: &mut Ctx, i: usize, leader: std::net::IpAddr) -> Result<(), S
         .map(|m| format!("{}={}", if m.id == id { node.name.as_str() } else { m.name.as_str() }, m.peer_url))
         .collect();
     let env = format!("ETCD_INITIAL_CLUSTER={}\nETCD_INITIAL_CLUSTER_STATE=existing\n", initial.join(","));
-    let stamp = crate::events::now_rfc3339().replace([':', '.'], "-");
+    let stamp = crate::events::stamp();
     let unit = ComponentId::Etcd.get().unit.expect("etcd has a unit").to_string();
     ctx.on_host(i, move |h| -> Result<(), String> {
         let daemon_reload = h.plan().daemon_reload && !h.reloaded;

@@ -276,7 +276,7 @@ fn a_node_of_a_cluster_with_another_pki_is_refused_before_anything_changes() {
     run(&f, &opts(&all)).unwrap();
     f.fake.clear_events();
     // The same inventory with another PKI directory: another CA, SA key and encryption key.
-    let other = Fixture::new();
+    let other = Fixture::with_another_pki();
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
     let err = block_on(deploy(&f.inv, other.rendered(), c, p, &opts(&all), crate::events::Events::none("deploy"))).unwrap_err();
     let DeployError::Preflight(problems) = &err else { panic!("{err}") };

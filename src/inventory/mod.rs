@@ -169,6 +169,9 @@ pub struct SshSettings {
     pub sudo: Sudo,
     pub bastion: Option<Bastion>,
     pub connect_timeout_secs: u64,
+    /// Tries per connection when the network fails (refused, unreachable, timed out), 1 s
+    /// and then twice as long apart; a host key or authentication failure is never retried.
+    pub connect_attempts: u32,
 }
 
 /// How commands become root on the nodes.

@@ -77,6 +77,7 @@ pub(super) struct RawSsh {
     pub sudo: Option<RawSudo>,
     pub bastion: Option<String>,
     pub connect_timeout_secs: Option<u64>,
+    pub connect_attempts: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]

@@ -38,6 +38,9 @@ const MAX_VALIDITY_DAYS: u32 = 36_500;
 
 /// Longest SSH connect timeout accepted: an unreachable node stalls deploy for this long.
 const MAX_CONNECT_TIMEOUT_SECS: u64 = 3_600;
+/// `ssh.connect_attempts`: three by default (1 s and 2 s apart); six wait 31 s in all.
+const DEFAULT_CONNECT_ATTEMPTS: u32 = 3;
+const MAX_CONNECT_ATTEMPTS: u32 = 6;
 
 const PORT_ZERO: &str = "port 0 is not a valid port";
 
@@ -412,6 +415,18 @@ impl<'a> Validator<'a> {
                 ),
             );
         }
+        let attempts = s.connect_attempts.unwrap_or(DEFAULT_CONNECT_ATTEMPTS);
+        if attempts == 0 {
+            self.error("ssh.connect_attempts", "0 attempts never connect; use at least 1");
+        } else if attempts > MAX_CONNECT_ATTEMPTS {
+            self.error(
+                "ssh.connect_attempts",
+                format!(
+                    "{attempts} attempts is more than {MAX_CONNECT_ATTEMPTS} (each waits twice as long as the one before, \
+                     from 1 s): an unreachable node would stall deploy for minutes"
+                ),
+            );
+        }
         SshSettings {
             user,
             port,
@@ -428,6 +443,7 @@ impl<'a> Validator<'a> {
             },
             bastion,
             connect_timeout_secs: timeout,
+            connect_attempts: attempts,
         }
     }
 

@@ -158,7 +158,7 @@ mod tests {
     use super::*;
 
     fn qemu_lab() -> Inventory {
-        crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/inventory/qemu-lab.toml")).unwrap()
+        crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qemu-lab.toml")).unwrap()
     }
 
     #[test]

@@ -424,8 +424,8 @@ mod tests {
         fs::write(upper.join("server.key"), "KEY").unwrap();
         let keep = |student: &str, rel: &str| Keep { base: t.path().join("class").join(student), rel: rel.into() };
         fs::create_dir_all(t.path().join("class/alice")).unwrap();
-        let dest = t.path().join("class/alice/saved/20261127T180834Z");
-        let kept = save_machines(&base, &opts, &keep("alice", "saved/20261127T180834Z")).unwrap();
+        let dest = t.path().join("class/alice/saved/20261127T180834512Z");
+        let kept = save_machines(&base, &opts, &keep("alice", "saved/20261127T180834512Z")).unwrap();
         assert_eq!(kept, [dest.join("lab-m1.tar")]);
         assert_eq!(mode(&kept[0]), 0o600);
         assert_eq!((mode(&dest), mode(dest.parent().unwrap())), (0o700, 0o700));

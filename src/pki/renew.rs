@@ -136,7 +136,7 @@ mod tests {
             assert_eq!((&old.cn, &old.orgs, &old.sans, &old.public_key), (&now.cn, &now.orgs, &now.sans, &now.public_key));
             assert_eq!(new.cert(&r.name).key_pem, f.pki.cert(&r.name).key_pem);
         }
-        let aside = aside_dir(&f.pki_dir(), "renew", "20261127T150340Z");
+        let aside = aside_dir(&f.pki_dir(), "renew", "20261127T150340123Z");
         write_renewed(&new, &renewed, &aside).unwrap();
         let kept = std::fs::read_to_string(aside.join("etcd/server-m1.crt")).unwrap();
         assert_eq!(kept, f.pki.cert("etcd/server-m1").cert_pem);

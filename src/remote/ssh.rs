@@ -32,8 +32,33 @@ pub struct Target {
     pub identity_file: Option<PathBuf>,
     pub known_hosts: PathBuf,
     pub connect_timeout: Duration,
+    /// How often a connection is tried after a network error, and how long between tries.
+    pub retry: Retry,
+    /// libssh2's keepalive interval: none for nodes (see `Conn::connect_once`); a session with
+    /// one still completes scripts silent for longer, which a test checks with a short one.
+    pub keepalive: Option<Duration>,
     /// Reach `host:port` through this jump host (a direct-tcpip channel from it).
     pub bastion: Option<Bastion>,
+}
+
+/// How a connection is retried after a network error (refused, unreachable, timed out; never a
+/// host key or authentication failure): `attempts` tries in all, `first_wait` before the
+/// second, and twice the wait before each next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub attempts: u32,
+    pub first_wait: Duration,
+}
+
+impl Retry {
+    /// What nodes get by default: three tries, 1 s and then 2 s apart (`ssh.connect_attempts`
+    /// sets the number).
+    pub const DEFAULT: Retry = Retry { attempts: 3, first_wait: Duration::from_secs(1) };
+
+    /// The wait before try `n` (0 is the first, which waits for nothing).
+    pub fn wait_before(&self, n: u32) -> Duration {
+        if n == 0 { Duration::ZERO } else { self.first_wait.saturating_mul(1u32 << (n - 1).min(16)) }
+    }
 }
 
 impl Target {
@@ -51,11 +76,13 @@ impl Target {
             identity_file: inv.ssh.identity_file.clone(),
             known_hosts: inv.ssh.known_hosts.clone(),
             connect_timeout: Duration::from_secs(inv.ssh.connect_timeout_secs),
+            retry: Retry { attempts: inv.ssh.connect_attempts, ..Retry::DEFAULT },
+            keepalive: None,
             bastion: inv.ssh.bastion.clone(),
         }
     }
 
-    /// The jump host as a target of its own: same key, known_hosts and timeouts.
+    /// The jump host as a target of its own: same key, known_hosts, timeouts and keepalive.
     fn jump(&self, b: &Bastion) -> Target {
         Target {
             host: b.host.clone(),
@@ -65,6 +92,8 @@ impl Target {
             identity_file: self.identity_file.clone(),
             known_hosts: self.known_hosts.clone(),
             connect_timeout: self.connect_timeout,
+            retry: self.retry,
+            keepalive: self.keepalive,
             bastion: None,
         }
     }
@@ -149,8 +178,6 @@ pub struct Conn {
     _tunnel: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Attempts per connection; only network errors are retried, with a short backoff.
-const CONNECT_ATTEMPTS: u32 = 3;
 /// The longest a single remote script may stay silent before it is considered hung.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -158,12 +185,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 const OUTPUT_LIMIT: u64 = 64 << 20;
 
 impl Conn {
+    /// Connects, retrying network errors as `target.retry` says.
     pub fn connect(target: &Target, policy: HostKeyPolicy) -> Result<Conn, SshError> {
         let mut last = None;
-        for attempt in 0..CONNECT_ATTEMPTS {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(500 * (1 << attempt)));
-            }
+        for attempt in 0..target.retry.attempts.max(1) {
+            std::thread::sleep(target.retry.wait_before(attempt));
             match Self::connect_once(target, policy) {
                 Ok(c) => return Ok(c),
                 Err(e @ SshError::Connect { .. }) => last = Some(e),
@@ -209,9 +235,13 @@ impl Conn {
         verify_host_key(&sess, t, &known, policy)?;
         authenticate(&sess, t)?;
         sess.set_timeout(COMMAND_TIMEOUT.as_millis() as u32);
-        // No libssh2 keepalive: with one set, a blocking read gives up at the next keepalive
-        // ("Timed out waiting on socket") instead of sending it and waiting on. A node that
-        // stops answering is caught by COMMAND_TIMEOUT.
+        // No libssh2 keepalive for nodes: with one set, a blocking read gives up when the next
+        // keepalive falls due ("Timed out waiting on socket"), which failed an etcd join whose
+        // systemctl call crossed it. A node that stops answering is caught by COMMAND_TIMEOUT.
+        // Where a target sets one, `read_text` resumes the reads it cuts.
+        if let Some(interval) = t.keepalive {
+            sess.set_keepalive(true, interval.as_secs().clamp(1, u32::MAX as u64) as u32);
+        }
         Ok(Conn { target: t.clone(), sudo_password: None, sess, _tunnel: tunnel })
     }
 
@@ -252,10 +282,9 @@ impl Conn {
         ch.send_eof().map_err(|e| err("sending EOF", &e))?;
         // A node is not trusted to keep its answers small: each stream is read up to a bound
         // (the operations read at most READ_LIMIT of any one file), not into all memory.
-        let mut stdout = String::new();
-        (&mut ch).take(OUTPUT_LIMIT + 1).read_to_string(&mut stdout).map_err(|e| err("reading output", &e))?;
-        let mut stderr = String::new();
-        ch.stderr().take(OUTPUT_LIMIT + 1).read_to_string(&mut stderr).map_err(|e| err("reading errors", &e))?;
+        let resume = self.resume_until();
+        let stdout = read_text(&mut ch, OUTPUT_LIMIT + 1, resume).map_err(|e| err("reading output", &e))?;
+        let stderr = read_text(&mut ch.stderr(), OUTPUT_LIMIT + 1, resume).map_err(|e| err("reading errors", &e))?;
         if stdout.len() as u64 > OUTPUT_LIMIT || stderr.len() as u64 > OUTPUT_LIMIT {
             return Err(err("reading output", &format!("the node sent more than {OUTPUT_LIMIT} bytes; refused")));
         }
@@ -270,6 +299,29 @@ impl Conn {
         }
         Ok(Output { status, stdout, stderr })
     }
+
+    /// With a keepalive, until when a read that timed out resumes: the session's timeout from
+    /// now. Without one a timeout is the session's own, and final.
+    fn resume_until(&self) -> Option<std::time::Instant> {
+        self.target.keepalive.map(|_| std::time::Instant::now() + Duration::from_millis(self.sess.timeout().into()))
+    }
+}
+
+/// Reads `r` to its end, at most `limit` bytes, as UTF-8 text (what `take(limit)` and
+/// `read_to_string` do). With keepalives on, libssh2 also ends a blocking read with a timeout
+/// when a keepalive falls due (its wait for the socket lasts only until then): such a read
+/// resumes, until `resume_until`.
+fn read_text(r: &mut impl Read, limit: u64, resume_until: Option<std::time::Instant>) -> std::io::Result<String> {
+    let mut bytes = Vec::new();
+    let mut r = r.take(limit);
+    loop {
+        match r.read_to_end(&mut bytes) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && resume_until.is_some_and(|d| std::time::Instant::now() < d) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
 }
 
 impl Conn {
@@ -279,8 +331,7 @@ impl Conn {
         let err = |e: &dyn std::fmt::Display| SshError::Session { host: self.target.host.clone(), reason: format!("{socket}: {e}") };
         let mut ch = self.sess.channel_direct_streamlocal(socket, None).map_err(|e| err(&e))?;
         ch.write_all(request).map_err(|e| err(&e))?;
-        let mut out = String::new();
-        ch.read_to_string(&mut out).map_err(|e| err(&e))?;
+        let out = read_text(&mut ch, u64::MAX, self.resume_until()).map_err(|e| err(&e))?;
         let _ = ch.close();
         Ok(out)
     }
@@ -573,5 +624,23 @@ impl Connector for SshConnector {
     fn connect(&self, node: &Node) -> Result<Box<dyn Remote>, RemoteError> {
         let conn = Conn::connect(&Target::for_node(&self.inv, node), self.policy)?.with_sudo_password(self.sudo_password.clone());
         Ok(Box::new(ShellRemote::new(node.name.clone(), conn).with_log(self.log.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What nodes get: three tries, 1 s and 2 s apart, no keepalive; `ssh.connect_attempts`
+    /// sets the tries.
+    #[test]
+    fn nodes_are_tried_three_times_a_second_and_two_apart_without_keepalive() {
+        assert_eq!((0..3).map(|n| Retry::DEFAULT.wait_before(n)).collect::<Vec<_>>(), [0, 1000, 2000].map(Duration::from_millis));
+        let text = crate::testing::INVENTORY;
+        let inv = crate::inventory::parse(Path::new("t.toml"), text).unwrap();
+        let t = Target::for_node(&inv, &inv.nodes[0]);
+        assert_eq!((t.retry, t.keepalive), (Retry::DEFAULT, None));
+        let inv = crate::inventory::parse(Path::new("t.toml"), &text.replacen("[binaries]", "[ssh]\nconnect_attempts = 1\n\n[binaries]", 1)).unwrap();
+        assert_eq!(Target::for_node(&inv, &inv.nodes[0]).retry, Retry { attempts: 1, first_wait: Duration::from_secs(1) });
     }
 }

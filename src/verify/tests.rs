@@ -76,7 +76,7 @@ fn a_readable_key_and_a_foreign_certificate_are_named() {
     let f = deployed(&[Phase::Etcd, Phase::Lb]);
     f.fake.node("m3").files.get_mut("/etc/etcd/pki/server.key").unwrap().mode = 0o644;
     // m1's peer certificate replaced by one from another PKI, key and all.
-    let other = Fixture::new();
+    let other = Fixture::with_another_pki();
     let foreign = other.pki.cert("etcd/peer-m1").clone();
     {
         let mut m1 = f.fake.node("m1");

@@ -17,16 +17,75 @@ fn absurd_numbers_are_refused_not_panicked_on() {
     }
 }
 
-#[test]
-fn the_inventory_is_an_argument_or_an_option_for_every_command() {
-    let inv = example_inventory();
-    for cmd in [&["validate"][..], &["pki", "check"], &["lab", "status"]] {
-        for how in [vec![inv.to_str().unwrap()], vec!["-i", inv.to_str().unwrap()]] {
-            let o = run(hardway().args(cmd).args(&how));
-            let err = String::from_utf8_lossy(&o.stderr);
-            assert!(!err.contains("unexpected argument") && !err.contains("Usage:"), "{cmd:?} {how:?}: {err}");
+/// Every command (as `["certs", "renew"]`) whose help offers `-i, --inventory`, found by walking
+/// the binary's own help, and whether its usage takes the inventory as an argument too.
+fn commands_taking_an_inventory() -> Vec<(Vec<String>, bool)> {
+    fn walk(path: Vec<String>, out: &mut Vec<(Vec<String>, bool)>) {
+        let help = ok(hardway().args(&path).arg("--help"));
+        if help.contains("-i, --inventory <INVENTORY>") {
+            let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap_or_default();
+            out.push((path.clone(), usage.contains("[INVENTORY]")));
+        }
+        let commands = help.split("\nCommands:\n").nth(1).unwrap_or_default();
+        for line in commands.lines().take_while(|l| !l.is_empty()) {
+            let name = line.split_whitespace().next().unwrap_or_default();
+            if name != "help" {
+                walk([path.clone(), vec![name.to_string()]].concat(), out);
+            }
         }
     }
+    let mut out = Vec::new();
+    walk(vec![], &mut out);
+    out
+}
+
+/// Each command reads the inventory it is given, with `-i` and as an argument where its usage
+/// has one, and ./inventory.toml without either: a path that does not exist, one of its own
+/// per command and form, is what the error names, and it is an error of reading (exit 1), not
+/// of the arguments (exit 2). They run in an empty directory, which stays so: every command
+/// reads the inventory before it does anything.
+#[test]
+fn the_inventory_is_an_argument_or_an_option_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("students.txt"), "alice\n").unwrap();
+    // What each command needs besides the inventory to get as far as reading it.
+    let needs = |cmd: &str| -> &[&str] {
+        match cmd {
+            "etcd restore" => &["snapshot.db"],
+            "certs renew" => &["--all"],
+            "certs rotate-ca" => &["etcd"],
+            "node remove" => &["m1"],
+            "reset" => &["--node", "m1"],
+            "lab render-libvirt" => &["--out", "xml"],
+            "lab break" | "lab fix" => &["etcd-stopped"],
+            "class up" => &["--students", "students.txt"],
+            _ => &[],
+        }
+    };
+    let commands = commands_taking_an_inventory();
+    let names: Vec<String> = commands.iter().map(|(c, _)| c.join(" ")).collect();
+    for known in ["validate", "deploy", "verify", "pki generate", "certs renew", "etcd snapshot save", "lab up", "class up"] {
+        assert!(names.iter().any(|n| n == known), "{known:?} not found in the help: {names:?}");
+    }
+    let mut tried = 0;
+    for (cmd, positional) in &commands {
+        let name = cmd.join(" ");
+        let file = |form: &str| dir.path().join("absent").join(format!("{}-{form}.toml", cmd.join("-")));
+        let mut forms = vec![(vec!["-i".to_string(), file("flag").display().to_string()], file("flag"))];
+        if *positional {
+            forms.push((vec![file("argument").display().to_string()], file("argument")));
+        }
+        forms.push((vec![], "inventory.toml".into()));
+        for (how, path) in forms {
+            let o = run(hardway().current_dir(dir.path()).args(cmd).args(needs(&name)).args(&how));
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{name} {how:?}: {err}");
+            assert!(err.contains(&format!("{}: ", path.display())) && err.contains("No such file"), "{name} {how:?} did not read {}: {err}", path.display());
+            tried += 1;
+        }
+    }
+    assert!(tried >= 3 * 20, "{tried} runs for {names:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a command made something before reading the inventory");
     let o = run(hardway().args(["validate", "a.toml", "-i", "b.toml"]));
     assert_eq!(o.status.code(), Some(2), "both forms at once are refused");
 }
@@ -50,12 +109,13 @@ fn logs_names_the_newest_run_log() {
     // A run that fails early still leaves its log (verify of an unreachable cluster).
     let o = run(hardway().env("XDG_STATE_HOME", &state).args(["logs"]));
     assert_eq!(o.status.code(), Some(1), "no log yet");
-    // One node on loopback where nothing listens: refused at once, no traffic leaves the host.
+    // One node on loopback where nothing listens: refused at once, no traffic leaves the host,
+    // and tried once (not again after 1 s and 2 s).
     let inv = dir.path().join("loopback.toml");
     std::fs::write(
         &inv,
         "[cluster]\nname = \"l\"\nkubernetes_version = \"1.37.1\"\nservice_cidr = \"10.32.0.0/24\"\npod_cidr = \"10.200.0.0/16\"\n\
-         [[nodes]]\nname = \"m1\"\naddress = \"127.0.0.46\"\nroles = [\"master\"]\n",
+         [ssh]\nconnect_attempts = 1\n[[nodes]]\nname = \"m1\"\naddress = \"127.0.0.46\"\nroles = [\"master\"]\n",
     )
     .unwrap();
     let _ = run(hardway().env("XDG_STATE_HOME", &state).args(["verify", "--pki", "/nonexistent", "--parallel", "1"]).arg(&inv).args(["--output", "jsonl"]));

@@ -9,16 +9,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use crate::common::*;
 
-/// Generates the PKI and renders `inv` under `dir`; returns the build directory.
-pub(crate) fn pki_and_render(inv: &Path, dir: &Path) -> PathBuf {
-    let pki = dir.join("pki");
-    let build = dir.join("build");
-    ok(hardway().args(["pki", "generate", "-i"]).arg(inv).arg("--out").arg(&pki));
-    let o = ok(hardway().args(["render", "-i"]).arg(inv).arg("--pki").arg(&pki).arg("--out").arg(&build));
-    assert!(o.starts_with("rendered "), "{o}");
-    build
-}
-
 fn hosts(build: &Path) -> Vec<String> {
     let mut h: Vec<String> = std::fs::read_dir(build)
         .unwrap()

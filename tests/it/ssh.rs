@@ -1,5 +1,7 @@
 //! hardway's SSH transport against a real OpenSSH server on loopback, started by the test with
-//! its own host keys (ed25519 and ECDSA): which host keys are trusted, refused, recorded.
+//! its own host keys (ed25519 and ECDSA): which host keys are trusted, refused, recorded. The
+//! server runs as the user running the test and takes only that user (root in CI; a user with a
+//! login shell otherwise, since sshd runs commands through it).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -7,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-use hardway::remote::ssh::{Conn, HostKeyPolicy, SshError, Target};
+use hardway::remote::ssh::{Conn, HostKeyPolicy, Retry, SshError, Target};
 
 struct Sshd {
     child: Child,
@@ -30,7 +32,16 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A real sshd on 127.0.0.1 (as root: it must read its keys and switch users).
+/// The name of the user running the test: the only one an sshd it starts can log in.
+fn me() -> String {
+    // SAFETY: getpwuid's record is read at once, before any other call could reuse it.
+    let pw = unsafe { libc::getpwuid(libc::geteuid()) };
+    assert!(!pw.is_null(), "the user running the test has no passwd entry");
+    unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }.to_string_lossy().into_owned()
+}
+
+/// A real sshd on 127.0.0.1, as the user running the test (as root it switches to the user
+/// that logs in; as another user, it is that user).
 fn sshd() -> Sshd {
     let sshd = require("sshd", "openssh-server");
     let dir = tempfile::tempdir().unwrap();
@@ -39,7 +50,10 @@ fn sshd() -> Sshd {
     keygen(&d.join("host_ecdsa"), "ecdsa");
     keygen(&d.join("client"), "ed25519");
     std::fs::copy(d.join("client.pub"), d.join("authorized_keys")).unwrap();
-    std::fs::create_dir_all("/run/sshd").unwrap();
+    if unsafe { libc::geteuid() } == 0 {
+        // Only root's sshd needs its privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+    }
     let port = free_port();
     let config = format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {0}/host_ed25519\nHostKey {0}/host_ecdsa\nAuthorizedKeysFile {0}/authorized_keys\n\
@@ -66,11 +80,13 @@ impl Sshd {
         Target {
             host: "127.0.0.1".into(),
             port: self.port,
-            user: "root".into(),
+            user: me(),
             sudo: None,
             identity_file: Some(self.dir.path().join("client")),
             known_hosts: known_hosts.to_path_buf(),
             connect_timeout: Duration::from_secs(5),
+            retry: Retry::DEFAULT,
+            keepalive: None,
             bastion: None,
         }
     }
@@ -119,15 +135,39 @@ fn host_keys_are_checked_like_openssh_does() {
     Conn::connect(&s.target(&fresh), HostKeyPolicy::Strict).unwrap();
 }
 
-/// A script that runs longer than libssh2's keepalive interval still returns its output: with
-/// keepalives on, libssh2's blocking read gave up at the next keepalive ("Timed out waiting on
-/// socket"), which failed an etcd join in the lab whose systemctl call crossed it.
+/// A script silent for longer than the session's keepalive interval still completes, with its
+/// output: libssh2 ends a blocking read with "Timed out waiting on socket" when a keepalive
+/// falls due during it (its wait lasts only until then), which failed an etcd join in the lab
+/// whose systemctl call crossed it. Nodes get no keepalive (`Target::for_node`); this session
+/// has one of 2 s, so 3 s of silence cross one (without the resume in `Conn`, this fails).
 #[test]
 fn a_script_running_past_the_keepalive_interval_completes() {
     let s = sshd();
     let name = format!("[127.0.0.1]:{}", s.port);
     let kh = s.known_hosts("known", &[format!("{name} {}", s.public("host_ed25519")), format!("{name} {}", s.public("host_ecdsa"))]);
-    let conn = Conn::connect(&s.target(&kh), HostKeyPolicy::Strict).unwrap_or_else(|e| panic!("{e}"));
-    let out = conn.script("sleep 17; echo done").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out.stdout, "done\n");
+    let target = Target { keepalive: Some(Duration::from_secs(2)), ..s.target(&kh) };
+    let conn = Conn::connect(&target, HostKeyPolicy::Strict).unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    let out = conn.script("echo started; sleep 3; echo done; echo to-stderr >&2").unwrap_or_else(|e| panic!("after {:.1?}: {e}", t.elapsed()));
+    assert_eq!(out.stdout, "started\ndone\n");
+    assert_eq!(out.stderr, "to-stderr\n");
+    assert!(t.elapsed() >= Duration::from_secs(3));
+}
+
+/// A node where nothing listens is tried `retry.attempts` times, `first_wait` and then twice as
+/// long apart; a host key or authentication failure is not retried (above, each fails at once).
+#[test]
+fn a_refused_connection_is_retried_as_the_target_says() {
+    let s = sshd();
+    let kh = s.known_hosts("known", &[]);
+    let closed = free_port();
+    let retry = Retry { attempts: 3, first_wait: Duration::from_millis(100) };
+    let t = Instant::now();
+    let err = Conn::connect(&Target { port: closed, retry, ..s.target(&kh) }, HostKeyPolicy::Strict).err().expect("nothing listens");
+    assert!(matches!(err, SshError::Connect { .. }), "{err}");
+    // 100 ms, then 200 ms.
+    assert!(t.elapsed() >= Duration::from_millis(300) && t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let t = Instant::now();
+    Conn::connect(&Target { port: closed, retry: Retry { attempts: 1, ..retry }, ..s.target(&kh) }, HostKeyPolicy::Strict).err().expect("nothing listens");
+    assert!(t.elapsed() < Duration::from_millis(100), "one attempt waits for nothing: {:?}", t.elapsed());
 }

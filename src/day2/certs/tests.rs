@@ -267,7 +267,7 @@ mod rotation {
     #[test]
     fn another_pkis_ca_on_a_node_is_still_refused() {
         let f = deployed(&[Phase::Etcd, Phase::Lb]);
-        let other = Fixture::new();
+        let other = Fixture::with_another_pki();
         let foreign = other.pki.ca(CaId::Etcd).cert_pem.clone();
         f.fake.node("m3").files.get_mut("/etc/etcd/pki/ca.crt").unwrap().contents = foreign.into_bytes();
         let err = rotate(&f, Some(1), Confirm { force: true, ..YES }).unwrap_err().to_string();

@@ -117,6 +117,18 @@ fn ssh_connect_timeout_of_a_day() {
     refused(&edits, "ssh.connect_timeout_secs", "connect_timeout_secs", &["86400 seconds is more than an hour", "at most 3600"]);
 }
 
+#[test]
+fn ssh_connect_attempts_zero() {
+    let edits = [("[ssh]\n", "[ssh]\nconnect_attempts = 0\n")];
+    refused(&edits, "ssh.connect_attempts", "connect_attempts", &["0 attempts never connect", "at least 1"]);
+}
+
+#[test]
+fn ssh_connect_attempts_that_would_stall_for_minutes() {
+    let edits = [("[ssh]\n", "[ssh]\nconnect_attempts = 10\n")];
+    refused(&edits, "ssh.connect_attempts", "connect_attempts", &["10 attempts is more than 6", "twice as long"]);
+}
+
 /// kworker1 (nodes[3]) with `extra_sans = ["10.9.9.9", san]`.
 fn with_san(san: &str) -> String {
     format!("{KWORKER1}extra_sans = [\"10.9.9.9\", {san:?}]\n")

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::pki_and_render;
+use crate::common::pki_and_render;
 use crate::common::*;
 
 fn read(build: &Path, host: &str, path: &str) -> String {

@@ -401,7 +401,7 @@ fn reset_all_leaves_nothing_and_a_fresh_deploy_works(t: &TestLab, inv: &Path) {
     verify_passes(t, inv);
 }
 
-/// Boots a lab: under `lab::`, so that `cargo test -- --skip lab::` runs everything else.
+/// Boots a lab.
 mod lab {
     #[test]
     fn day_two_on_the_lab() {

@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests: locating real tools (failing loudly when one is
 //! missing, never skipping), running them, and preparing inventories in temp directories.
+//! Both test binaries include this file (`it` as `common`, `lab` inside its own `common`), and
+//! each uses a part of it.
 
-pub mod lab;
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -62,6 +64,16 @@ pub fn pki_generate(inv: &Path, out: &Path) -> String {
     ok(hardway().args(["pki", "generate", "-i"]).arg(inv).arg("--out").arg(out))
 }
 
+/// Generates the PKI and renders `inv` under `dir`; returns the build directory.
+pub fn pki_and_render(inv: &Path, dir: &Path) -> PathBuf {
+    let pki = dir.join("pki");
+    let build = dir.join("build");
+    pki_generate(inv, &pki);
+    let o = ok(hardway().args(["render", "-i"]).arg(inv).arg("--pki").arg(&pki).arg("--out").arg(&build));
+    assert!(o.starts_with("rendered "), "{o}");
+    build
+}
+
 /// Copies the example inventory into `dir`, applying text replacements, and returns its path.
 pub fn inventory_variant(dir: &Path, name: &str, edits: &[(&str, &str)]) -> PathBuf {
     let mut text = std::fs::read_to_string(example_inventory()).unwrap();
@@ -95,6 +107,23 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// `hardway explain` for `inv` with these arguments, written to `dir/walkthrough.sh`.
+pub fn explain(inv: &Path, args: &[&str], dir: &Path) -> PathBuf {
+    let script = ok(hardway().arg("explain").arg("-i").arg(inv).args(args));
+    assert!(script.starts_with("#!/usr/bin/env bash\n"), "{}", &script[..200.min(script.len())]);
+    assert!(script.contains("\nset -euo pipefail\n"));
+    // Commands that make keys, never a key.
+    assert!(!script.contains("PRIVATE KEY"), "the walkthrough embeds key material");
+    let path = dir.join("walkthrough.sh");
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
+/// Runs a walkthrough with bash in `workdir`; panics with its output when it fails.
+pub fn run_walkthrough(script: &Path, workdir: &Path) -> String {
+    ok(Command::new("bash").arg(script).env("WORKDIR", workdir))
 }
 
 /// tests/fixtures/escape.c built with `gcc -static`, for root inside a lab machine to run (it

@@ -271,7 +271,7 @@ fn an_etcd_built_by_hand_is_judged_by_its_own_units(t: &TestLab) {
     assert_eq!(find(&cs, "lab-m3", "etcd member")["status"], "FAIL");
 }
 
-/// Boots a lab: under `lab::`, so that `cargo test -- --skip lab::` runs everything else.
+/// Boots a lab.
 mod lab {
     #[test]
     fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {

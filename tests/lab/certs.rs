@@ -18,7 +18,7 @@ use hardway::{inventory, pki, probe};
 
 const MEMBERS: [&str; 3] = ["lab-m1", "lab-m2", "lab-m3"];
 
-/// Boots a lab: under `lab::`, so that `cargo test -- --skip lab::` runs everything else.
+/// Boots a lab.
 mod lab {
     #[test]
     fn certificates_on_the_lab() {

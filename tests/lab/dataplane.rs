@@ -261,7 +261,7 @@ fn containerd_reads_the_config_rendered_for_its_version() {
         std::fs::create_dir_all(&sub).unwrap();
         let inv = sub.join("inv.toml");
         std::fs::write(&inv, fixture_text.replace("version = \"2.1\"", &format!("version = \"{version}\""))).unwrap();
-        let config = crate::render::pki_and_render(&inv, &sub).join("dp-w1/etc/containerd/config.toml");
+        let config = crate::common::pki_and_render(&inv, &sub).join("dp-w1/etc/containerd/config.toml");
         let dump = config_dump(suite, &root, &config);
         assert!(dump.status.success(), "containerd {version} refused its config: {}", String::from_utf8_lossy(&dump.stderr));
         let parsed: toml::Table = String::from_utf8_lossy(&dump.stdout).parse().unwrap();
@@ -301,7 +301,7 @@ fn config_dump(suite: LabSuite, rootfs: &Path, config: &Path) -> std::process::O
         .args(["/usr/bin/containerd", "config", "dump"]))
 }
 
-/// Boots a lab: under `lab::`, so that `cargo test -- --skip lab::` runs everything else.
+/// Boots a lab.
 mod lab {
     #[test]
     fn pods_reach_each_other_across_workers_and_from_the_master() {

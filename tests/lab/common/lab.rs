@@ -1,7 +1,7 @@
 //! A booted lab for integration tests: `boot` brings up tests/fixtures/lab-etcd.toml's machines (or
 //! `boot_inventory` another inventory's) under a test-specific state directory and tears them
 //! down when the returned `TestLab` is dropped, also when the test panics. `LabGuard` is the
-//! same life cycle without the rest, for tests/lab.rs, which tests the lab itself.
+//! same life cycle without the rest, for the `lab` module (tests/lab/lab.rs), which tests the lab itself.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

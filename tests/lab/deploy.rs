@@ -371,7 +371,7 @@ fn an_unhealthy_etcd_is_reported_member_by_member(t: &TestLab, san_inv: &Path) {
     assert!(err.contains("lab-m1 (10.213.0.11): member"), "the members that answer are listed: {err}");
 }
 
-/// Boots a lab: under `lab::`, so that `cargo test -- --skip lab::` runs everything else.
+/// Boots a lab.
 mod lab {
     #[test]
     fn deploy_etcd_and_lb_to_the_lab() {
