@@ -50,6 +50,8 @@ pub(super) fn run(args: VerifyArgs) -> Result<ExitCode> {
     let VerifyArgs { inv, pki: dir, ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, accept_new_host_keys, output, log } = args;
     let inv_path = inv.path();
     let inv = load_inventory(&inv_path)?;
+    // Another cluster's PKI would make every check of this one FAIL, each for the wrong reason.
+    crate::pki::check_cluster(&inv, &dir)?;
     let opts = verify::VerifyOptions { ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, ..verify::VerifyOptions::new(dir) };
     let creds = verify::Credentials::load(&opts)?;
     let (probe, api_error) = creds.probe(&inv);

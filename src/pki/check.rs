@@ -34,6 +34,7 @@ pub fn check(inv: &Inventory, dir: &Path) -> Result<Vec<CheckRow>, PkiError> {
 
 /// [`check`], with leaves flagged when they expire within `warn_days` (CAs when they have).
 pub fn check_within(inv: &Inventory, dir: &Path, warn_days: i64) -> Result<Vec<CheckRow>, PkiError> {
+    super::store::check_cluster(inv, dir)?;
     let now = OffsetDateTime::now_utc();
     let mut rows = Vec::new();
     let mut ca_infos = BTreeMap::new();

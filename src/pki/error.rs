@@ -112,6 +112,17 @@ pub enum PkiError {
     )]
     Incomplete { dir: PathBuf, inventory: PathBuf, missing: Vec<String> },
 
+    /// The directory holds another cluster's PKI (its `cluster` file): using it would make two
+    /// clusters share CAs, or judge one cluster with the other's certificates.
+    #[error(
+        "{} holds the PKI of cluster {made_for:?} (its `cluster` file), not of {cluster:?} that {} describes; \
+         give this cluster's PKI with --pki DIR, or create one with `hardway pki generate -i {} --out DIR`",
+        .dir.display(),
+        .inventory.display(),
+        .inventory.display()
+    )]
+    OtherCluster { dir: PathBuf, inventory: PathBuf, made_for: String, cluster: String },
+
     /// A deploy found no CA, service-account key or encryption key where it needs one: deploy
     /// never creates them (a new CA or key pushed to a running cluster breaks it).
     #[error(

@@ -125,6 +125,8 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
     let ca_end = end_of_validity(now, "pki.ca_validity_days", inv.pki.ca_validity_days)?;
     let leaf_end = end_of_validity(now, "pki.cert_validity_days", inv.pki.cert_validity_days)?;
     let alg = inv.pki.algorithm;
+    // Before anything is judged: another cluster's CAs would otherwise sign this one's leaves.
+    super::store::check_cluster(inv, dir)?;
     let mut report = Report::default();
     let cas_wanted = cas_for(inv);
     let specs = matrix(inv);
@@ -254,6 +256,10 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
         write_file(&dir.join(ENCRYPTION_KEY_FILE), encryption_key_text(&enc_key).as_bytes(), 0o600)?;
     }
     report.entries.push((ENCRYPTION_KEY_FILE.into(), enc_action));
+    // Which cluster this directory is for, from now on (also for one made before it was kept).
+    if write && super::store::read_opt(&dir.join(super::store::CLUSTER_FILE))?.is_none() {
+        write_file(&dir.join(super::store::CLUSTER_FILE), format!("{}\n", inv.cluster.name).as_bytes(), 0o600)?;
+    }
 
     let pki = Pki { dir: dir.to_path_buf(), cas: ca_pairs, certs, sa_key_pem, sa_pub_pem, encryption_key_b64: enc_key.secret_b64.clone(), encryption_keys: vec![enc_key] };
     Ok((pki, report))

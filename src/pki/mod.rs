@@ -37,7 +37,7 @@ pub use error::PkiError;
 pub use generate::{Action, GenerateOptions, Report, generate};
 pub use matrix::{CAS, CaId, CaProfile, CertSpec, PROFILES, Profile, San, SanSet, Scope, Usage, matrix};
 pub use renew::{Renewal, aside_dir, leaf_names, renew_leaves, write_renewed};
-pub use store::{load, write_file};
+pub use store::{CLUSTER_FILE, check_cluster, load, write_file};
 /// For `lab break`, which re-issues a node's certificate with one thing wrong.
 pub(crate) use issue::issue_leaf;
 

@@ -131,9 +131,25 @@ pub(crate) fn encryption_key_text(key: &EncryptionKey) -> String {
     if key.name == FIRST_ENCRYPTION_KEY_NAME { format!("{}\n", key.secret_b64) } else { format!("{}\nname: {}\n", key.secret_b64, key.name) }
 }
 
+/// The file that records which cluster a PKI directory belongs to (its name, one line).
+pub const CLUSTER_FILE: &str = "cluster";
+
+/// Refuses a PKI directory made for another cluster. A directory without the file (made before
+/// hardway recorded it, or not made yet) is taken as it is.
+pub fn check_cluster(inv: &Inventory, dir: &Path) -> Result<(), PkiError> {
+    let Some(text) = read_opt(&dir.join(CLUSTER_FILE))? else { return Ok(()) };
+    let made_for = text.trim();
+    if made_for == inv.cluster.name {
+        return Ok(());
+    }
+    Err(PkiError::OtherCluster { dir: dir.to_path_buf(), inventory: inv.source.clone(), made_for: made_for.to_string(), cluster: inv.cluster.name.clone() })
+}
+
 /// Reads an existing PKI for the inventory: every file parsed, every pair checked to belong
-/// together; fails naming a bad file, or listing the missing ones.
+/// together; fails naming a bad file, or listing the missing ones, or that it is another
+/// cluster's.
 pub fn load(inv: &Inventory, dir: &Path) -> Result<Pki, PkiError> {
+    check_cluster(inv, dir)?;
     let mut missing = Vec::new();
     let mut read = |stem: &str| -> Result<Option<KeyedCert>, PkiError> {
         match read_pair(dir, stem)?.checked()? {

@@ -223,8 +223,8 @@ fn rerun_keeps_everything_and_force_keeps_the_encryption_key() {
     let forced = snapshot(&out);
     for (f, bytes) in &first {
         let name = f.to_string_lossy();
-        if name == "encryption.key" {
-            assert_eq!(&forced[f], bytes, "--force replaced the encryption key");
+        if name == "encryption.key" || name == pki::CLUSTER_FILE {
+            assert_eq!(&forced[f], bytes, "--force replaced {name}");
         } else {
             assert_ne!(&forced[f], bytes, "--force kept {name}");
         }
@@ -590,4 +590,34 @@ fn a_dry_run_decides_in_memory_and_writes_nothing() {
     assert_eq!(report.changed(), 1, "{report}");
     assert!(pki.cert("admin").cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
     assert_eq!(snapshot(&out), before);
+}
+
+/// A PKI directory belongs to the cluster it was made for (its `cluster` file): `pki generate`,
+/// `pki check` and `render` with another cluster's inventory are refused naming both clusters
+/// and the way out, and leave every file as it was (before, generate re-issued the other
+/// cluster's leaves from this one's CAs: two clusters sharing a CA).
+#[test]
+fn a_pki_directory_is_refused_for_another_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("pki");
+    generate(&example_inventory(), &out, &[]);
+    assert_eq!(std::fs::read_to_string(out.join(pki::CLUSTER_FILE)).unwrap(), "systemv\n");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(out.join(pki::CLUSTER_FILE)).unwrap().permissions()) & 0o777;
+    assert_eq!(mode, 0o600);
+    let other = inventory_variant(dir.path(), "other.toml", &[("name = \"systemv\"", "name = \"other\"")]);
+    let before = snapshot(&out);
+    for args in [vec!["pki", "generate", "--out"], vec!["pki", "generate", "--force", "--out"], vec!["pki", "check", "--pki"], vec!["render", "--out", "/nonexistent-render-out", "--pki"]] {
+        let o = run(hardway().args(&args).arg(&out).arg("-i").arg(&other));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{} holds the PKI of cluster \"systemv\" (its `cluster` file), not of \"other\"", out.display())) && err.contains("--pki DIR"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(snapshot(&out), before, "{args:?} changed the PKI directory");
+    }
+    // The same inventory still works, and a PKI made before the file existed gets it.
+    std::fs::remove_file(out.join(pki::CLUSTER_FILE)).unwrap();
+    generate(&example_inventory(), &out, &[]);
+    assert_eq!(std::fs::read_to_string(out.join(pki::CLUSTER_FILE)).unwrap(), "systemv\n");
 }
