@@ -89,13 +89,19 @@ impl Kubectl {
         assert!(child.wait().unwrap().success(), "kubectl apply failed:\n{yaml}");
     }
 
-    /// Polls `args` until `done` holds for its output (stdout, or stderr on failure); panics
-    /// with the last answer at the deadline.
+    /// Polls `args` until `done` holds for its output (stdout, or stdout and stderr on
+    /// failure); panics with the last answer at the deadline.
     fn until(&self, what: &str, args: &[&str], within: Duration, done: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + within;
         loop {
             let o = self.run(args);
-            let text = if o.status.success() { String::from_utf8_lossy(&o.stdout) } else { String::from_utf8_lossy(&o.stderr) }.to_string();
+            // On failure both: a command in a pod says why on stdout (nslookup's server and
+            // answer), kubectl only its exit code on stderr.
+            let text = if o.status.success() {
+                String::from_utf8_lossy(&o.stdout).to_string()
+            } else {
+                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+            };
             if o.status.success() && done(&text) {
                 return text;
             }
