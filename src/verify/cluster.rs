@@ -4,7 +4,7 @@
 //! controller-manager holding their leases, CoreDNS serving kube-dns, aggregated APIs Available
 //! (or why not); each master's state in HAProxy; one encryption config on every master.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -193,23 +193,25 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
     match probe.api_get(lb_ip, lb_port, "/api/v1/nodes").await {
         Ok((200, body)) => {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            let ready: BTreeSet<String> = v["items"]
+            // Each node's conditions, read once: Ready, then the pressures of a Ready one.
+            let conditions: BTreeMap<&str, &[serde_json::Value]> = v["items"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|n| n["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-                .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+                .filter_map(|n| Some((n["metadata"]["name"].as_str()?, n["status"]["conditions"].as_array().map(Vec::as_slice).unwrap_or_default())))
                 .collect();
+            let ready: BTreeSet<&str> =
+                conditions.iter().filter(|(_, cs)| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")).map(|(n, _)| *n).collect();
             for w in inv.workers() {
-                out.push(if ready.contains(&w.name) {
+                out.push(if ready.contains(w.name.as_str()) {
                     check(&w.name, "node Ready", Status::Pass, "Ready", None)
                 } else if !kubelet_deployed(&w.name) {
                     check(&w.name, "node Ready", Status::Skip, "the kubelet is not deployed on this node", Some("hardway deploy --phases workers"))
                 } else {
                     check(&w.name, "node Ready", Status::Fail, "not registered or not Ready", Some("journalctl -u kubelet on the node"))
                 });
-                if ready.contains(&w.name) {
-                    out.push(pressure(&w.name, &v));
+                if ready.contains(w.name.as_str()) {
+                    out.push(pressure(&w.name, conditions[w.name.as_str()]));
                     out.push(kubelet_api(probe, lb_ip, lb_port, &w.name).await);
                 }
             }
@@ -349,16 +351,8 @@ async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str)
 
 /// A Ready node may still be under pressure: the kubelet then evicts pods and admits no new
 /// ones (the first thing a user sees is pods `Evicted` or `Pending`). Reads the node's
-/// MemoryPressure, DiskPressure and PIDPressure conditions from the node list.
-fn pressure(node: &str, nodes: &serde_json::Value) -> Check {
-    let conditions = nodes["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["metadata"]["name"] == node)
-        .and_then(|n| n["status"]["conditions"].as_array())
-        .cloned()
-        .unwrap_or_default();
+/// MemoryPressure, DiskPressure and PIDPressure conditions.
+fn pressure(node: &str, conditions: &[serde_json::Value]) -> Check {
     let under: Vec<String> = conditions
         .iter()
         .filter(|c| c["status"] == "True" && matches!(c["type"].as_str(), Some("MemoryPressure" | "DiskPressure" | "PIDPressure")))

@@ -119,6 +119,19 @@ fn unit_file(unit: &str) -> String {
     format!("{unit}.service")
 }
 
+/// Fails the script (exit 3) naming the path when kubectl is not on the node.
+fn require_kubectl(kubectl: &str) -> String {
+    let k = quote(kubectl);
+    format!("[ -x {k} ] || {{ printf 'kubectl is not at %s (the addons phase places it)\\n' {k} >&2; exit 3; }}")
+}
+
+/// `apply` (a script line) run only when `kubectl diff` finds the manifest differs from what
+/// the API server holds, or cannot tell; else the manifest is reported `unchanged`.
+fn unless_unchanged(kubectl: &str, manifest: &str, apply: &str) -> String {
+    let m = quote(manifest);
+    format!("if {kubectl} diff -f {m} >/dev/null 2>&1; then echo {m}: unchanged; else {apply}; fi")
+}
+
 impl<T: Transport> Remote for ShellRemote<T> {
     fn node(&self) -> &str {
         &self.node
@@ -566,7 +579,7 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let kubectl = format!("{k} --kubeconfig {kc}");
         let mut s = Script::strict();
         // Else the wait below would blame the API server for a missing kubectl.
-        s.raw(&format!("[ -x {k} ] || {{ printf 'kubectl is not at %s (the addons phase places it)\\n' {k} >&2; exit 3; }}"));
+        s.raw(&require_kubectl(a.kubectl));
         s.raw(&format!("[ -r {kc} ] || {{ printf 'no kubeconfig at %s (the files phase places it)\\n' {kc} >&2; exit 3; }}"));
         s.raw(&format!(
             "i=0; until {kubectl} get --raw /readyz >/dev/null 2>&1; do i=$((i+1)); \
@@ -579,17 +592,17 @@ impl<T: Transport> Remote for ShellRemote<T> {
                 // says `configured` for a patch that changes nothing too (a manifest's `100m`
                 // against the stored `0.1`, a webhook's injected caBundle), so only a manifest
                 // that differs, or that diff cannot judge (its CRDs not there yet), is applied.
-                AddonStep::Apply(m) => format!(
-                    "if {kubectl} diff -f {m} >/dev/null 2>&1; then echo {m}: unchanged; else {kubectl} apply -f {m} || {{ echo {fail} >&2; exit 1; }}; fi",
-                    m = quote(m)
-                ),
+                AddonStep::Apply(m) => unless_unchanged(&kubectl, m, &format!("{kubectl} apply -f {} || {{ echo {fail} >&2; exit 1; }}", quote(m))),
                 // Until the webhook answers, apply fails with "failed calling webhook";
                 // the last answer is printed when time runs out.
-                AddonStep::ApplyUntilAccepted(m) => format!(
-                    "if {kubectl} diff -f {m} >/dev/null 2>&1; then echo {m}: unchanged; else \
-                     i=0; until out=$({kubectl} apply -f {m} 2>&1); do i=$((i+2)); \
-                     [ $i -lt {t} ] || {{ echo \"$out\" >&2; echo {fail}: not accepted within {t} s >&2; exit 1; }}; sleep 2; done; echo \"$out\"; fi",
-                    m = quote(m)
+                AddonStep::ApplyUntilAccepted(m) => unless_unchanged(
+                    &kubectl,
+                    m,
+                    &format!(
+                        "i=0; until out=$({kubectl} apply -f {} 2>&1); do i=$((i+2)); \
+                         [ $i -lt {t} ] || {{ echo \"$out\" >&2; echo {fail}: not accepted within {t} s >&2; exit 1; }}; sleep 2; done; echo \"$out\"",
+                        quote(m)
+                    ),
                 ),
                 AddonStep::Rollout { namespace, object } => format!(
                     "{kubectl} -n {} rollout status {} --timeout={t}s || {{ {kubectl} -n {} get pods -o wide >&2; echo {fail}: not ready within {t} s >&2; exit 1; }}",
@@ -633,7 +646,7 @@ impl<T: Transport> Remote for ShellRemote<T> {
     fn rewrite_secrets(&self, kubectl: &str, kubeconfig: &str) -> Result<usize, RemoteError> {
         let (k, c) = (quote(kubectl), quote(&format!("--kubeconfig={kubeconfig}")));
         let mut s = Script::strict();
-        s.raw(&format!("[ -x {k} ] || {{ printf 'kubectl is not at %s\\n' {k} >&2; exit 3; }}"));
+        s.raw(&require_kubectl(kubectl));
         // The API answers, and lists the Secrets, before anything is rewritten.
         s.raw(&format!("n=$({k} {c} get secrets --all-namespaces -o name | wc -l)"));
         s.raw("out=$(mktemp)");
