@@ -10,8 +10,13 @@
 pub fn refs(archive: &[u8]) -> Vec<String> {
     let mut out = Vec::new();
     for (name, data) in tar_entries(archive) {
+        let name = name.trim_start_matches("./");
+        // Only the two small files are parsed, not every layer blob.
+        if name != "index.json" && name != "manifest.json" {
+            continue;
+        }
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else { continue };
-        match name.trim_start_matches("./") {
+        match name {
             "index.json" => {
                 for m in v["manifests"].as_array().into_iter().flatten() {
                     let a = &m["annotations"];
