@@ -92,6 +92,12 @@ impl Kubectl {
     /// Polls `args` until `done` holds for its output (stdout, or stdout and stderr on
     /// failure); panics with the last answer at the deadline.
     fn until(&self, what: &str, args: &[&str], within: Duration, done: impl Fn(&str) -> bool) -> String {
+        self.try_until(what, args, within, done).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::until`] that returns the failure instead of panicking (for the caller to add
+    /// what it knows about why).
+    fn try_until(&self, what: &str, args: &[&str], within: Duration, done: impl Fn(&str) -> bool) -> Result<String, String> {
         let deadline = Instant::now() + within;
         loop {
             let o = self.run(args);
@@ -103,9 +109,11 @@ impl Kubectl {
                 format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
             };
             if o.status.success() && done(&text) {
-                return text;
+                return Ok(text);
             }
-            assert!(Instant::now() < deadline, "{what}: not within {} s; kubectl {args:?} said:\n{text}", within.as_secs());
+            if Instant::now() >= deadline {
+                return Err(format!("{what}: not within {} s; kubectl {args:?} said:\n{text}", within.as_secs()));
+            }
             std::thread::sleep(Duration::from_secs(2));
         }
     }
@@ -117,6 +125,30 @@ impl Kubectl {
         let mut args = vec!["exec", pod, "--"];
         args.extend_from_slice(cmd);
         self.until(&format!("{cmd:?} in {pod}"), &args, Duration::from_secs(90), done).trim().to_string()
+    }
+
+    /// A name looked up in `pod` until the answer contains `want`; at the deadline the panic
+    /// says what a user would look at next: CoreDNS's pods, endpoints and logs, the pod's
+    /// resolv.conf (fresh-ci once failed here with nothing but nslookup's exit code).
+    fn lookup(&self, pod: &str, name: &str, want: &str) -> String {
+        let args = ["exec", pod, "--", "busybox", "nslookup", name];
+        match self.try_until(&format!("nslookup {name} in {pod}"), &args, Duration::from_secs(90), |o| o.contains(want)) {
+            Ok(text) => text,
+            Err(e) => {
+                let mut report = format!("{e}\n");
+                for cmd in [
+                    &["exec", pod, "--", "cat", "/etc/resolv.conf"][..],
+                    &["-n", "kube-system", "get", "pods,endpointslices", "-o", "wide"],
+                    &["-n", "kube-system", "describe", "pods", "-l", "k8s-app=kube-dns"],
+                    &["-n", "kube-system", "logs", "-l", "k8s-app=kube-dns", "--tail=40", "--prefix"],
+                    &["get", "events", "-A", "--sort-by=.lastTimestamp"],
+                ] {
+                    let o = self.run(cmd);
+                    report += &format!("--- kubectl {}:\n{}{}\n", cmd.join(" "), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+                }
+                panic!("{report}")
+            }
+        }
     }
 
     /// [`Self::exec_until`] that only needs it to succeed.
@@ -236,10 +268,10 @@ mod lab {
         assert!(names.contains(&via_service.as_str()), "{via_service} is not a web pod");
         let domain = &t.inv.cluster.cluster_domain;
         let want = format!("Address: {cluster_ip}");
-        let lookup = k.exec_until(&a.0, &["busybox", "nslookup", &format!("web.default.svc.{domain}")], |o| o.contains(&want));
+        let lookup = k.lookup(&a.0, &format!("web.default.svc.{domain}"), &want);
         assert!(lookup.contains(&want), "{lookup}");
         let want = format!("Address: {}", t.inv.cluster.service_cidr.hosts().next().unwrap());
-        let lookup = k.exec_until(&a.0, &["busybox", "nslookup", &format!("kubernetes.default.svc.{domain}")], |o| o.contains(&want));
+        let lookup = k.lookup(&a.0, &format!("kubernetes.default.svc.{domain}"), &want);
         assert!(lookup.contains(&want), "{lookup}");
         let by_short_name = k.exec(&a.0, &["busybox", "wget", "-qO-", "http://web/hostname"]);
         assert!(names.contains(&by_short_name.as_str()), "{by_short_name}");
