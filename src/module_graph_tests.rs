@@ -32,14 +32,18 @@ use std::path::{Path, PathBuf};
 type Edges = BTreeMap<(String, String), Vec<String>>;
 
 #[test]
-fn top_level_modules_form_no_circle() {
+fn sibling_modules_form_no_circle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let edges = module_edges(&src);
     let circles = circles(&edges);
-    assert!(circles.is_empty(), "import circles among the top-level modules of src/ (a stage may use only the stages below it):\n{}", report(&circles, &edges));
+    assert!(circles.is_empty(), "import circles among sibling modules of src/ (a stage may use only the stages below it):\n{}", report(&circles, &edges));
 }
 
-/// The edges between top-level modules, from every non-test file the crate compiles.
+/// The edges between sibling modules (the children of one module: the top-level modules, the
+/// children of `lab`, of `lab::qemu`, ...), named by their paths (`deploy`, `lab::files`), from
+/// every non-test file the crate compiles. A path from a file in child C of module M to child D
+/// of M, C ≠ D, is an edge C → D; a module using its own children (a `mod.rs` composing them) or
+/// an item of an ancestor is not.
 fn module_edges(src: &Path) -> Edges {
     let files = walk(src);
     let reached: BTreeSet<&str> = files.iter().map(|f| f.rel.as_str()).collect();
@@ -47,17 +51,20 @@ fn module_edges(src: &Path) -> Edges {
     let unreached: Vec<&String> = on_disk.iter().filter(|f| *f != "main.rs" && !reached.contains(f.as_str())).collect();
     assert!(unreached.is_empty(), "files under src/ not reached from lib.rs by `mod` declarations: {unreached:?}");
 
-    let tops: BTreeSet<String> = files.iter().filter(|f| f.depth == 1).map(|f| f.top.clone()).collect();
+    let modules: BTreeSet<&[String]> = files.iter().map(|f| f.module.as_slice()).collect();
     let mut edges = Edges::new();
-    for f in files.iter().filter(|f| !f.test_only && f.depth > 0) {
-        for (offset, to) in crate_paths(&f.code, f.depth) {
-            if to != f.top && tops.contains(&to) {
-                let line = f.code[..offset].matches('\n').count() + 1;
-                let sites = edges.entry((f.top.clone(), to)).or_default();
-                let site = format!("{}:{line}", f.rel);
-                if sites.last() != Some(&site) {
-                    sites.push(site);
-                }
+    for f in files.iter().filter(|f| !f.test_only && !f.module.is_empty()) {
+        for (offset, target) in absolute_paths(&f.code, &f.module) {
+            let common = f.module.iter().zip(&target).take_while(|(a, b)| a == b).count();
+            if common == f.module.len() || common == target.len() || !modules.contains(&target[..=common]) {
+                continue;
+            }
+            let (from, to) = (f.module[..=common].join("::"), target[..=common].join("::"));
+            let line = f.code[..offset].matches('\n').count() + 1;
+            let sites = edges.entry((from, to)).or_default();
+            let site = format!("{}:{line}", f.rel);
+            if sites.last() != Some(&site) {
+                sites.push(site);
             }
         }
     }
@@ -68,11 +75,9 @@ fn module_edges(src: &Path) -> Edges {
 struct SourceFile {
     /// Path under `src/`.
     rel: String,
-    /// Its top-level module (`deploy` for `deploy/etcd.rs`).
-    top: String,
-    /// How many `super::` reach the crate root from it: 0 for lib.rs, 1 for `plan.rs` and
-    /// `deploy/mod.rs`, 2 for `deploy/etcd.rs`.
-    depth: usize,
+    /// Its module path: `[]` for lib.rs, `[plan]` for `plan.rs`, `[deploy]` for
+    /// `deploy/mod.rs`, `[deploy, etcd]` for `deploy/etcd.rs`.
+    module: Vec<String>,
     /// Declared under `#[cfg(test)]`, itself or a module above it.
     test_only: bool,
     /// Its code without comments, literals and `#[cfg(test)]` items.
@@ -82,8 +87,8 @@ struct SourceFile {
 /// Every file reached from `lib.rs` through `mod NAME;` declarations.
 fn walk(src: &Path) -> Vec<SourceFile> {
     let mut out = Vec::new();
-    let mut todo = vec![("lib.rs".to_string(), String::new(), 0, false)];
-    while let Some((rel, top, depth, test_only)) = todo.pop() {
+    let mut todo = vec![("lib.rs".to_string(), Vec::<String>::new(), false)];
+    while let Some((rel, module, test_only)) = todo.pop() {
         let text = std::fs::read_to_string(src.join(&rel)).unwrap_or_else(|e| panic!("src/{rel}: {e}"));
         let (code, test_mods) = without_test_items(&strip_comments_and_literals(&text));
         // A file's children live beside it (lib.rs, mod.rs) or in the directory of its name.
@@ -98,10 +103,11 @@ fn walk(src: &Path) -> Vec<SourceFile> {
                 .into_iter()
                 .find(|p| src.join(p).is_file())
                 .unwrap_or_else(|| panic!("src/{rel}: no file for `mod {name};`"));
-            let top = if depth == 0 { name.clone() } else { top.clone() };
-            todo.push((file, top, depth + 1, test));
+            let mut child = module.clone();
+            child.push(name);
+            todo.push((file, child, test));
         }
-        out.push(SourceFile { rel, top, depth, test_only, code });
+        out.push(SourceFile { rel, module, test_only, code });
     }
     out
 }
@@ -302,63 +308,109 @@ fn mod_declarations(code: &str) -> Vec<String> {
         .collect()
 }
 
-/// The first segment after the crate root of every path in `code` that starts there: `crate::B`,
-/// each item of `crate::{B, C::x}`, and `super::` chains `depth` long. (offset, segment)
-fn crate_paths(code: &str, depth: usize) -> Vec<(usize, String)> {
+/// Every path in `code` that starts at the crate root or climbs to an ancestor of `module` (the
+/// file's module path), made absolute: `crate::a::b`, each item of `crate::{a, b::{c, d}}`,
+/// `super::x` (one level up per `super`) and `self::x`. Only identifiers count as segments.
+/// (offset, segments)
+fn absolute_paths(code: &str, module: &[String]) -> Vec<(usize, Vec<String>)> {
     let b = code.as_bytes();
     let mut out = Vec::new();
-    // After `word` at `at`: the offset past `::` (with any spaces), if `::` follows.
+    // After the word ending at `at`: the offset past `::` (with any spaces), if `::` follows.
     let path_sep = |at: usize| {
         let rest = &code[at..];
         let trimmed = rest.trim_start();
         trimmed.strip_prefix("::").map(|r| at + rest.len() - r.trim_start().len())
     };
+    let ident_at = |at: usize| -> String { code[at..].chars().take_while(|&c| c.is_ascii_alphanumeric() || c == '_').collect() };
     for (offset, word) in tokens(code) {
-        let root_len = match word {
-            "crate" => Some(offset + word.len()),
-            "super" if depth > 0 && !code[..offset].trim_end().ends_with("::") => {
-                // `super::super::..`, exactly as many as lead to the root.
-                let mut at = offset + word.len();
-                let mut n = 1;
-                while let Some(next) = path_sep(at).filter(|&p| code[p..].starts_with("super") && !b.get(p + 5).is_some_and(|&c| is_ident(c))) {
+        if code[..offset].trim_end().ends_with("::") {
+            continue;
+        }
+        let (mut base, mut at) = match word {
+            "crate" => (Vec::new(), offset + word.len()),
+            "self" => (module.to_vec(), offset + word.len()),
+            "super" => {
+                let (mut at, mut n) = (offset + word.len(), 1);
+                while let Some(next) = path_sep(at).filter(|&p| ident_at(p) == "super") {
                     at = next + 5;
                     n += 1;
                 }
-                (n == depth).then_some(at)
+                let Some(keep) = module.len().checked_sub(n) else { continue };
+                (module[..keep].to_vec(), at)
             }
-            _ => None,
+            _ => continue,
         };
-        let Some(after) = root_len.and_then(path_sep) else { continue };
-        if b.get(after) == Some(&b'{') {
-            let end = matching(b, after, b'{', b'}');
-            let mut level = 0;
-            let mut item_start = true;
-            for (j, &c) in b.iter().enumerate().take(end).skip(after) {
-                match c {
-                    b'{' => {
-                        level += 1;
-                        item_start = level == 1;
-                    }
-                    b'}' => level -= 1,
-                    b',' if level == 1 => item_start = true,
-                    c if item_start && level == 1 && is_ident(c) => {
-                        let name: String = code[j..].chars().take_while(|&c| c.is_ascii_alphanumeric() || c == '_').collect();
-                        if name != "self" {
-                            out.push((offset, name));
-                        }
-                        item_start = false;
-                    }
-                    _ => {}
+        // Plain segments, then perhaps a group.
+        while let Some(next) = path_sep(at) {
+            let name = ident_at(next);
+            if name.is_empty() {
+                if b.get(next) == Some(&b'{') {
+                    group(code, next, &base, offset, &mut out);
+                    base.clear();
                 }
+                break;
             }
-        } else {
-            let name: String = code[after..].chars().take_while(|&c| c.is_ascii_alphanumeric() || c == '_').collect();
-            if !name.is_empty() {
-                out.push((offset, name));
-            }
+            base.push(name.clone());
+            at = next + name.len();
+        }
+        if !base.is_empty() && !(word == "self" && base.len() == module.len()) {
+            out.push((offset, base));
         }
     }
     out
+}
+
+/// The paths of the group `{...}` that opens at `code[open]`, each prefixed with `base`
+/// (`self` inside it is `base` itself, which says nothing new).
+fn group(code: &str, open: usize, base: &[String], offset: usize, out: &mut Vec<(usize, Vec<String>)>) {
+    let b = code.as_bytes();
+    let end = matching(b, open, b'{', b'}') - 1;
+    let mut i = open + 1;
+    while i < end {
+        // One item: segments separated by `::`, perhaps ending in a nested group.
+        let mut path = base.to_vec();
+        loop {
+            while i < end && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if b.get(i) == Some(&b'{') {
+                group(code, i, &path, offset, out);
+                i = matching(b, i, b'{', b'}');
+                path.truncate(base.len());
+                break;
+            }
+            let name: String = code[i..end].chars().take_while(|&c| c.is_ascii_alphanumeric() || c == '_').collect();
+            if name.is_empty() {
+                break;
+            }
+            i += name.len();
+            if name != "self" {
+                path.push(name);
+            }
+            let rest = code[i..end].trim_start();
+            match rest.strip_prefix("::") {
+                Some(r) => i = end - r.len(),
+                None => break,
+            }
+        }
+        if path.len() > base.len() {
+            out.push((offset, path));
+        }
+        // On to the next item.
+        let mut depth = 0;
+        while i < end {
+            match b[i] {
+                b'{' => depth += 1,
+                b'}' => depth -= 1,
+                b',' if depth == 0 => {
+                    i += 1;
+                    break;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
 }
 
 /// The strongly connected components of more than one module (Tarjan), each sorted.
@@ -480,18 +532,20 @@ mod fixtures;
 mod real;
 "##;
     let (code, test_mods) = without_test_items(&strip_comments_and_literals(code));
-    let found: Vec<String> = crate_paths(&code, 1).into_iter().map(|(_, m)| m).collect();
-    assert_eq!(found, ["alpha", "beta", "eta"]);
+    let found: Vec<String> = absolute_paths(&code, &["m".to_string()]).into_iter().map(|(_, p)| p.join("::")).collect();
+    assert_eq!(found, ["alpha", "beta::x", "beta::y", "eta::f"]);
     assert_eq!(test_mods, ["fixtures"]);
     assert_eq!(mod_declarations(&code), ["real"]);
 }
 
 #[test]
-fn super_counts_when_it_reaches_the_crate_root() {
-    let code = "use super::super::alpha;\nuse super::beta;\n";
-    let found = |depth| crate_paths(code, depth).into_iter().map(|(_, m)| m).collect::<Vec<_>>();
-    assert_eq!(found(2), ["alpha"]);
-    assert_eq!(found(1), ["beta"]);
+fn super_and_self_climb_from_the_files_module() {
+    let code = "use super::super::alpha;\nuse super::{beta, gamma::{d, e::f}};\nuse self::delta::x;\nfn g() { crate::lab::net::up(); }\n";
+    let module = ["lab".to_string(), "qemu".to_string(), "vm".to_string()];
+    let found: Vec<String> = absolute_paths(code, &module).into_iter().map(|(_, p)| p.join("::")).collect();
+    assert_eq!(found, ["lab::alpha", "lab::qemu::beta", "lab::qemu::gamma::d", "lab::qemu::gamma::e::f", "lab::qemu::vm::delta::x", "lab::net::up"]);
+    // More `super` than levels: not a path of this crate.
+    assert!(absolute_paths("use super::super::x;", &["a".to_string()]).is_empty());
 }
 
 #[test]

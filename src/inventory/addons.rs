@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::validate::{ClusterParts, Validator};
+use super::validator::{ClusterParts, Validator};
 use super::{LoadBalancer, Node};
 use crate::versions::{self, AddonRelease};
 

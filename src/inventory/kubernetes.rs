@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use super::raw::RawComponent;
-use super::validate::Validator;
+use super::validator::Validator;
 use super::values::describe;
 use super::ExtraArg;
 use crate::components::ComponentId;

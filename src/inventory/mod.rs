@@ -17,6 +17,7 @@ mod raw;
 mod span;
 mod topology;
 mod validate;
+mod validator;
 mod values;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -476,7 +477,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
             return Err(invalid(vec![Problem { field, position, message: e.message().trim().to_string() }]));
         }
     };
-    let mut v = validate::Validator::new(text, &doc);
+    let mut v = validator::Validator::new(text, &doc);
     let inv = v.validate(path, &raw);
     if v.problems.is_empty() {
         let mut inv = inv.expect("no problems means a complete inventory");

@@ -10,17 +10,15 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use ipnet::{IpNet, Ipv4Net};
-use toml_edit::Document;
 
 use super::raw::{RawBinaries, RawCluster, RawInventory, RawNode, RawPki, RawSsh, RawSudo};
-use super::span::{line_col, span_of};
+use super::validator::{ClusterParts, Validator};
 use super::values::{self, LABEL_RULE, NAME_RULE, PATH_RULE};
 use super::{
-    Bastion, Binaries, Cluster, Inventory, KeyAlgorithm, LoadBalancer, Node, PkiSettings, Problem,
+    Bastion, Binaries, Cluster, Inventory, KeyAlgorithm, LoadBalancer, Node, PkiSettings,
     Role, SshSettings, Sudo, nth_addr, on_node,
 };
 use crate::components::{COMPONENTS, Port};
-use crate::versions::Version;
 
 mod lab;
 mod runtime;
@@ -44,41 +42,11 @@ const MAX_CONNECT_ATTEMPTS: u32 = 6;
 
 const PORT_ZERO: &str = "port 0 is not a valid port";
 
-/// Collects problems and warnings, each located in the text.
-pub(crate) struct Validator<'a> {
-    text: &'a str,
-    doc: &'a Document<&'a str>,
-    pub problems: Vec<Problem>,
-    pub warnings: Vec<Problem>,
-}
-
-/// What `[cluster]` yields; `None` where a value did not parse.
-pub(super) struct ClusterParts {
-    pub version: Option<Version>,
-    service_cidr: Option<Ipv4Net>,
-    pod_cidr: Option<Ipv4Net>,
-    cluster_dns: Option<Ipv4Addr>,
-    cluster_domain: String,
-}
-
-impl ClusterParts {
-    /// The cluster networks that parsed, by field name: no node, LB or pool may lie inside them.
-    pub(super) fn networks(&self) -> impl Iterator<Item = (&'static str, Ipv4Net)> {
-        [("service_cidr", self.service_cidr), ("pod_cidr", self.pod_cidr)]
-            .into_iter()
-            .filter_map(|(name, net)| Some((name, net?)))
-    }
-}
-
 fn v4_contains(net: Ipv4Net, ip: IpAddr) -> bool {
     matches!(ip, IpAddr::V4(v4) if net.contains(&v4))
 }
 
-impl<'a> Validator<'a> {
-    pub fn new(text: &'a str, doc: &'a Document<&'a str>) -> Self {
-        Validator { text, doc, problems: Vec::new(), warnings: Vec::new() }
-    }
-
+impl Validator<'_> {
     /// The inventory, when every value in it parsed; it is valid only if `problems` is empty.
     pub fn validate(&mut self, path: &Path, raw: &RawInventory) -> Option<Inventory> {
         let cluster = self.cluster(&raw.cluster);
@@ -569,21 +537,6 @@ impl<'a> Validator<'a> {
 
     // -----------------------------------------------------------------------------------------
     // Single values.
-
-    fn problem(&self, field: &str, message: String) -> Problem {
-        let position = span_of(self.doc, field).map(|s| line_col(self.text, s.start));
-        Problem { field: field.to_string(), position, message }
-    }
-
-    pub(super) fn error(&mut self, field: &str, message: impl Into<String>) {
-        let p = self.problem(field, message.into());
-        self.problems.push(p);
-    }
-
-    pub(super) fn warn(&mut self, field: &str, message: impl Into<String>) {
-        let p = self.problem(field, message.into());
-        self.warnings.push(p);
-    }
 
     fn ip(&mut self, field: &str, value: &str) -> Option<IpAddr> {
         let ip = value.parse::<IpAddr>().ok();

@@ -51,35 +51,9 @@ use std::path::{Path, PathBuf};
 use super::containers;
 use super::error::{LabError, Result, io_error};
 use super::files::create_dir_all;
+pub use super::layout::Confinement;
 use super::layout::NodeLayout;
 use crate::safe_fs::{remove_beneath, symlink_beneath};
-use crate::inventory::{Node, Role};
-
-/// How a machine is confined (see the module's documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Confinement {
-    /// Runs containers: every capability, no seccomp filter. Not a boundary.
-    Privileged,
-    /// nspawn's seccomp filter, its default capabilities without [`DROPPED`], and CAP_NET_ADMIN
-    /// in its own network namespace (owned by the host's user namespace).
-    ConfinedNetAdmin,
-    /// nspawn's seccomp filter, its default capabilities without [`DROPPED`].
-    Confined,
-}
-
-impl Confinement {
-    /// A worker runs containers; a master changes its network namespace; anything else (the
-    /// load balancer, etcd-only members) needs nothing of the host.
-    pub fn for_node(node: &Node) -> Confinement {
-        if node.has(Role::Worker) {
-            Confinement::Privileged
-        } else if node.has(Role::Master) {
-            Confinement::ConfinedNetAdmin
-        } else {
-            Confinement::Confined
-        }
-    }
-}
 
 /// Capabilities of nspawn's default set that a confined machine does not get:
 ///
@@ -203,6 +177,7 @@ fn write(path: &Path, value: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inventory::{Node, Role};
 
     fn node(roles: &[Role]) -> Node {
         Node {

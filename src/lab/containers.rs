@@ -42,8 +42,8 @@ use std::path::{Path, PathBuf};
 use super::error::{Result, io_error};
 use super::files::mounts;
 use crate::safe_fs::{remove_beneath, symlink_beneath, write_beneath};
+pub(super) use super::layout::Cgroups;
 use super::layout::NodeLayout;
-use crate::inventory::LabSuite;
 
 /// Inside the node: where the unit mounts the v1 hierarchies.
 const V1_DIR: &str = "/run/hardway-lab/cgroup-v1";
@@ -120,31 +120,6 @@ pub(super) fn host_sysctls() -> Result<Vec<(String, String, String)>> {
         }
     }
     Ok(changed)
-}
-
-/// How a container machine gets its cgroup controllers (see the module's documentation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Cgroups {
-    /// The machine boots on the host's cgroup v1 hierarchies, read-write.
-    V1,
-    /// The machine boots on cgroup v2; containerd alone sees the v1 controllers.
-    V2ForSystemd,
-}
-
-impl Cgroups {
-    /// What a machine of `suite` boots on: systemd 258 and later (sid's) refuse the hybrid
-    /// hierarchy ("Detected unsupported legacy cgroup hierarchy").
-    pub(super) fn for_suite(suite: LabSuite) -> Cgroups {
-        match suite {
-            LabSuite::Bookworm | LabSuite::Trixie => Cgroups::V1,
-            LabSuite::Sid => Cgroups::V2ForSystemd,
-        }
-    }
-
-    /// Whether nspawn mounts the unified (cgroup v2) hierarchy alone for this machine.
-    pub(super) fn unified(self) -> bool {
-        self == Cgroups::V2ForSystemd
-    }
 }
 
 /// The environment and arguments of systemd-nspawn for a node that runs containers.

@@ -8,13 +8,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::LabOptions;
-use super::confine::Confinement;
-use super::containers::Cgroups;
 use super::limits::MachineLimits;
 use super::error::Result;
 use super::files::resolve;
-use super::net::HostLink;
-use crate::inventory::{Inventory, LabSuite, Role};
+use crate::inventory::{Inventory, LabSuite, Node, Role};
 
 #[derive(Debug, Clone)]
 pub(super) struct Layout {
@@ -210,5 +207,75 @@ mod tests {
         assert_eq!(cache.build_dir(), Path::new("/var/cache/hardway/lab/bookworm-rootfs.tmp"));
         let sid = CacheLayout::new(&LabOptions::default(), LabSuite::Sid).unwrap();
         assert_eq!(sid.rootfs(), Path::new("/var/cache/hardway/lab/sid-rootfs"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a node is, for the modules that act on it: its host link (`super::net`), its
+// confinement (`super::confine`) and its cgroups (`super::containers`). Defined here, where the
+// layout derives them, so that the layout needs none of those modules.
+
+/// One host's plug into a bridge: the network namespace `netns` (`/run/netns/<netns>`), whose
+/// `eth0` is the peer of the host-side veth `veth`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLink {
+    pub netns: String,
+    pub veth: String,
+}
+
+impl HostLink {
+    pub fn netns_path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.netns)
+    }
+}
+
+/// How a machine is confined (see `super::confine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confinement {
+    /// Runs containers: every capability, no seccomp filter. Not a boundary.
+    Privileged,
+    /// nspawn's seccomp filter, its default capabilities without [`DROPPED`], and CAP_NET_ADMIN
+    /// in its own network namespace (owned by the host's user namespace).
+    ConfinedNetAdmin,
+    /// nspawn's seccomp filter, its default capabilities without [`DROPPED`].
+    Confined,
+}
+
+impl Confinement {
+    /// A worker runs containers; a master changes its network namespace; anything else (the
+    /// load balancer, etcd-only members) needs nothing of the host.
+    pub fn for_node(node: &Node) -> Confinement {
+        if node.has(Role::Worker) {
+            Confinement::Privileged
+        } else if node.has(Role::Master) {
+            Confinement::ConfinedNetAdmin
+        } else {
+            Confinement::Confined
+        }
+    }
+}
+
+/// How a container machine gets its cgroup controllers (see `super::containers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Cgroups {
+    /// The machine boots on the host's cgroup v1 hierarchies, read-write.
+    V1,
+    /// The machine boots on cgroup v2; containerd alone sees the v1 controllers.
+    V2ForSystemd,
+}
+
+impl Cgroups {
+    /// What a machine of `suite` boots on: systemd 258 and later (sid's) refuse the hybrid
+    /// hierarchy ("Detected unsupported legacy cgroup hierarchy").
+    pub(super) fn for_suite(suite: LabSuite) -> Cgroups {
+        match suite {
+            LabSuite::Bookworm | LabSuite::Trixie => Cgroups::V1,
+            LabSuite::Sid => Cgroups::V2ForSystemd,
+        }
+    }
+
+    /// Whether nspawn mounts the unified (cgroup v2) hierarchy alone for this machine.
+    pub(super) fn unified(self) -> bool {
+        self == Cgroups::V2ForSystemd
     }
 }

@@ -6,31 +6,18 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 
 use super::error::{LabError, Result};
+pub use super::layout::HostLink;
 use super::layout::{Layout, NodeLayout};
 use super::process;
 use super::tools::{command, output, run};
 use crate::inventory::Inventory;
-
-/// One host's plug into a bridge: the network namespace `netns` (`/run/netns/<netns>`), whose
-/// `eth0` is the peer of the host-side veth `veth`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostLink {
-    pub netns: String,
-    pub veth: String,
-}
-
-impl HostLink {
-    pub fn netns_path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.netns)
-    }
-}
 
 fn ip(args: &[&str]) -> Result<String> {
     run(command("ip").args(args))

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::host::HostWork;
+use super::work::HostWork;
 use super::{Check, Status, check, sans};
 use crate::components::Port;
 use crate::inventory::{Inventory, Role, host_for_url};

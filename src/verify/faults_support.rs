@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::host::HostWork;
+use super::work::HostWork;
 use super::{Check, Credentials, Status, check};
 use crate::components::{COMPONENTS, Port};
 use crate::inventory::{Inventory, host_for_url};

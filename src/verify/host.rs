@@ -3,58 +3,17 @@
 //! units and the files they name, one more per config file a unit points at.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use super::certs::{Found, Site};
-use super::sans::{Sans, endpoints, san_of_host};
+use super::sans::{CLIENTS, Sans, endpoints, san_of_host};
+pub(crate) use super::work::{HostWork, Unit};
 use super::{Check, Credentials, Status, check};
 use crate::components::{COMPONENTS, Component, ComponentId};
 use crate::inventory::{Inventory, Node, Role};
-use crate::pki;
+use crate::pki::{self, San};
 use crate::remote::{Connector, Remote, RemoteError, UnitInfo};
 use crate::render;
-
-/// A unit as found on the node, with the flags of its ExecStart (and of its config file).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Unit {
-    pub info: UnitInfo,
-    pub flags: BTreeMap<String, String>,
-    /// Files the unit names that were too large to read ([`crate::remote::READ_LIMIT`]).
-    pub unread: Vec<String>,
-}
-
-impl Unit {
-    pub fn deployed(&self) -> bool {
-        self.info.deployed()
-    }
-}
-
-/// Everything checked over one host's session.
-pub(crate) struct HostWork {
-    pub node: Node,
-    pub checks: Vec<Check>,
-    pub units: BTreeMap<String, Unit>,
-    pub encryption_sha: Option<String>,
-    /// (server, address, status) from the stats socket, on LB nodes.
-    pub backends: Option<Vec<(String, String, String)>>,
-    /// The certificates found where the units say, checked once every host's units are read
-    /// (a client on another node may need a SAN: `sans::add_clients`).
-    pub found: Vec<Found>,
-}
-
-impl HostWork {
-    pub fn new(node: &Node) -> HostWork {
-        HostWork { node: node.clone(), checks: vec![], units: BTreeMap::new(), encryption_sha: None, backends: None, found: vec![] }
-    }
-
-    pub fn deployed(&self, unit: &str) -> bool {
-        self.units.get(unit).is_some_and(Unit::deployed)
-    }
-
-    /// A unit flag (or config-file key) as the node has it.
-    pub fn flag(&self, unit: &str, flag: &str) -> Option<&str> {
-        self.units.get(unit)?.flags.get(flag).map(String::as_str)
-    }
-}
 
 pub(crate) fn run(inv: &Inventory, creds: &Credentials, connector: &dyn Connector, h: &mut HostWork) {
     let name = h.node.name.clone();
@@ -388,6 +347,42 @@ fn parse_stats(csv: &str) -> Vec<(String, String, String)> {
         out.push((sv, col("addr"), col("status")));
     }
     out
+}
+
+/// The node a client on `from` reaches by dialing `host`: itself for a loopback address, else
+/// the node with that address, name or FQDN. None when the inventory does not know the host.
+fn node_named<'a>(inv: &'a Inventory, from: &'a Node, host: &str) -> Option<&'a Node> {
+    match host.parse::<IpAddr>() {
+        Ok(ip) if ip.is_loopback() => Some(from),
+        Ok(ip) => inv.nodes.iter().find(|n| n.address == ip),
+        Err(_) if host.eq_ignore_ascii_case("localhost") => Some(from),
+        Err(_) => inv.nodes.iter().find(|n| n.name.eq_ignore_ascii_case(host) || inv.fqdn(n).is_some_and(|f| f.eq_ignore_ascii_case(host))),
+    }
+}
+
+/// Adds to every server certificate what its clients on other units dial ([`CLIENTS`](super::sans::CLIENTS)), once
+/// every host's units are read.
+pub(crate) fn add_clients(inv: &Inventory, work: &mut [HostWork]) {
+    let mut needs: Vec<(String, &'static str, San, String)> = Vec::new();
+    for h in work.iter() {
+        for (unit, flag, what) in CLIENTS {
+            if !h.deployed(unit) {
+                continue;
+            }
+            for e in endpoints(h.flag(unit, flag).unwrap_or_default()) {
+                let (Some(target), Some(san)) = (node_named(inv, &h.node, &e.host), san_of_host(&e.host)) else { continue };
+                needs.push((target.name.clone(), what, san, format!("{unit} --{flag} on {}", h.node.name)));
+            }
+        }
+    }
+    for (target, what, san, why) in needs {
+        let Some(h) = work.iter_mut().find(|h| h.node.name == target) else { continue };
+        for found in h.found.iter_mut().filter(|f| f.site.what == what) {
+            if let Some(s) = found.site.sans.as_mut() {
+                s.require(san.clone(), why.clone());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod cluster;
 mod faults_support;
 pub(crate) mod host;
 mod sans;
+mod work;
 
 #[cfg(test)]
 mod tests;
@@ -169,7 +170,7 @@ pub async fn verify(
 ) -> Vec<Check> {
     let creds = Arc::new(creds);
     let inv_arc = Arc::new(inv.clone());
-    let work: Vec<host::HostWork> = inv.nodes.iter().map(host::HostWork::new).collect();
+    let work: Vec<work::HostWork> = inv.nodes.iter().map(work::HostWork::new).collect();
     let (i2, c2, ev) = (inv_arc.clone(), creds.clone(), events.clone());
     let mut work = fan_out(work, parallel, move |h| {
         let step = ev.start(Some(&h.node.name), None, "checks over SSH");
@@ -180,7 +181,7 @@ pub async fn verify(
     .await;
 
     // Certificates last: what a server certificate must cover depends on every node's clients.
-    sans::add_clients(inv, &mut work);
+    host::add_clients(inv, &mut work);
     let mut checks: Vec<Check> = Vec::new();
     for h in &work {
         checks.extend(h.checks.iter().cloned());

@@ -13,8 +13,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::host::HostWork;
-use crate::inventory::{Inventory, Node};
 use crate::pki::San;
 
 /// Units that reach another component's certificate: the client's unit, the flag with the URLs
@@ -98,42 +96,6 @@ pub(crate) fn covers(sans: &BTreeSet<San>, want: &San) -> bool {
             .is_some_and(|suffix| name.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix))),
         San::Ip(_) => false,
     })
-}
-
-/// The node a client on `from` reaches by dialing `host`: itself for a loopback address, else
-/// the node with that address, name or FQDN. None when the inventory does not know the host.
-fn node_named<'a>(inv: &'a Inventory, from: &'a Node, host: &str) -> Option<&'a Node> {
-    match host.parse::<IpAddr>() {
-        Ok(ip) if ip.is_loopback() => Some(from),
-        Ok(ip) => inv.nodes.iter().find(|n| n.address == ip),
-        Err(_) if host.eq_ignore_ascii_case("localhost") => Some(from),
-        Err(_) => inv.nodes.iter().find(|n| n.name.eq_ignore_ascii_case(host) || inv.fqdn(n).is_some_and(|f| f.eq_ignore_ascii_case(host))),
-    }
-}
-
-/// Adds to every server certificate what its clients on other units dial ([`CLIENTS`]), once
-/// every host's units are read.
-pub(crate) fn add_clients(inv: &Inventory, work: &mut [HostWork]) {
-    let mut needs: Vec<(String, &'static str, San, String)> = Vec::new();
-    for h in work.iter() {
-        for (unit, flag, what) in CLIENTS {
-            if !h.deployed(unit) {
-                continue;
-            }
-            for e in endpoints(h.flag(unit, flag).unwrap_or_default()) {
-                let (Some(target), Some(san)) = (node_named(inv, &h.node, &e.host), san_of_host(&e.host)) else { continue };
-                needs.push((target.name.clone(), what, san, format!("{unit} --{flag} on {}", h.node.name)));
-            }
-        }
-    }
-    for (target, what, san, why) in needs {
-        let Some(h) = work.iter_mut().find(|h| h.node.name == target) else { continue };
-        for found in h.found.iter_mut().filter(|f| f.site.what == what) {
-            if let Some(s) = found.site.sans.as_mut() {
-                s.require(san.clone(), why.clone());
-            }
-        }
-    }
 }
 
 #[cfg(test)]

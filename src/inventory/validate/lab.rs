@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Validator;
+use crate::inventory::validator::Validator;
 use crate::inventory::{LabDriver, LabSettings, VmResources};
 use crate::inventory::raw::{RawLab, RawLabVm, RawNode};
 

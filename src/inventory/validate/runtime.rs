@@ -3,7 +3,7 @@
 //! unquoted (unit `ExecStart=` lines, CNI paths) or inside TOML strings (containerd's config),
 //! so each is checked for those syntaxes; defaults are where Debian's packages put things.
 
-use super::Validator;
+use crate::inventory::validator::Validator;
 use crate::inventory::raw::{RawCni, RawContainerd, RawLab};
 use crate::inventory::values::{PATH_RULE, describe, remote_dir_fault};
 use crate::inventory::{Cni, Containerd, ContainerdVersion, LabSettings, LabSuite};

@@ -60,10 +60,15 @@ const fn boot_timeout(accel: Accel) -> Duration {
 }
 
 /// A qemu lab's machines, for `lab status` (which waits for no boot).
-pub(super) const KIND: Kind = Kind { pid_of: vm::node_pid, process: QEMU, boot_timeout: boot_timeout(Accel::Tcg) };
+pub(super) const KIND: Kind = Kind { pid_of: node_pid, process: QEMU, boot_timeout: boot_timeout(Accel::Tcg) };
 
 fn kind(accel: Accel) -> Kind {
     Kind { boot_timeout: boot_timeout(accel), ..KIND }
+}
+
+/// The node's running QEMU (the one on its disk).
+fn node_pid(node: &NodeLayout) -> Option<u32> {
+    vm::pid_on_disk(&node.pid_file(), &image::node_disk(node))
 }
 
 /// Checks that the qemu driver's tools are here (beside [`super::preflight`]'s); the error
@@ -145,7 +150,7 @@ fn prepare(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net, build
 /// Brings up the lab's VMs (called by [`super::up`] with the lab locked, its bridge checked and
 /// its directory made). Idempotent: running VMs are left alone.
 pub(super) fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<Lab> {
-    let to_start: Vec<&NodeLayout> = layout.nodes.iter().filter(|n| vm::node_pid(n).is_none()).collect();
+    let to_start: Vec<&NodeLayout> = layout.nodes.iter().filter(|n| node_pid(n).is_none()).collect();
     let specs = prepare(inv, opts, layout, net, &to_start)?;
     net::ensure_lab_bridge(layout, net)?;
     for spec in &specs {
@@ -199,7 +204,7 @@ pub fn prepare_images(inv: &Inventory, opts: &LabOptions) -> Result<()> {
     let _lock = lock(&layout.lock_file())?;
     create_dir_all(&layout.dir)?;
     driver::claim(&layout, LabDriver::Qemu)?;
-    let build: Vec<&NodeLayout> = layout.nodes.iter().filter(|n| vm::node_pid(n).is_none()).collect();
+    let build: Vec<&NodeLayout> = layout.nodes.iter().filter(|n| node_pid(n).is_none()).collect();
     prepare(inv, opts, &layout, &net, &build).map(drop)
 }
 

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::super::error::{LabError, Result};
-use super::super::layout::NodeLayout;
 use super::super::process::{self, alive, signal, wait_gone};
 use super::super::tools::{command, output_until, run};
 
@@ -198,16 +197,15 @@ pub(super) fn disk_of(args: &[String]) -> Option<PathBuf> {
     Some(PathBuf::from(path))
 }
 
-/// The node's running QEMU: the one in the pid file, checked against /proc (PIDs get reused),
-/// else one found by scanning for a QEMU on the node's disk.
-pub(super) fn node_pid(node: &NodeLayout) -> Option<u32> {
-    let disk = super::image::node_disk(node);
-    let ours = |pid: u32| qemu_args_of(pid).is_some_and(|a| disk_of(&a).as_deref() == Some(disk.as_path()));
-    let recorded = fs::read_to_string(node.pid_file()).ok().and_then(|s| s.trim().parse::<u32>().ok());
+/// The running QEMU of the VM on `disk`: the one in `pid_file`, checked against /proc (PIDs get
+/// reused), else one found by scanning for a QEMU on that disk.
+pub(super) fn pid_on_disk(pid_file: &Path, disk: &Path) -> Option<u32> {
+    let ours = |pid: u32| qemu_args_of(pid).is_some_and(|a| disk_of(&a).as_deref() == Some(disk));
+    let recorded = fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok());
     if let Some(pid) = recorded.filter(|p| alive(*p) && ours(*p)) {
         return Some(pid);
     }
-    qemu_processes().into_iter().find(|(_, a)| disk_of(a).as_deref() == Some(disk.as_path())).map(|(p, _)| p)
+    qemu_processes().into_iter().find(|(_, a)| disk_of(a).as_deref() == Some(disk)).map(|(p, _)| p)
 }
 
 /// The QEMUs whose disk lies under `dir` (a lab directory): those of nodes since dropped from
