@@ -7,7 +7,7 @@
 //! read-only bind of `/root/.ssh`; each host has its own ed25519 host key (bound read-only),
 //! recorded in the bench's known_hosts, so host keys are checked strictly as in a deploy.
 //! Network, hosts and teardown are `hardway::lab`'s building blocks (`lab::net`,
-//! `lab::machine`); the bench keeps the orchestration: sizes, timings (`fanout/measure.rs`),
+//! `lab::nspawn::machine`); the bench keeps the orchestration: sizes, timings (`fanout/measure.rs`),
 //! signal-safe teardown and leftover checks (`fanout/teardown.rs`), and the report (here).
 //!
 //! Per N, from a fresh inventory of N nodes with roles ["master", "worker"] (the largest file
@@ -40,7 +40,8 @@ use std::time::{Duration, Instant};
 use hardway::components::Phase;
 use hardway::deploy;
 use hardway::lab::net::HostLink;
-use hardway::lab::{machine, net, tools};
+use hardway::lab::nspawn::machine;
+use hardway::lab::{net, tools};
 use hardway::remote::ssh::{HostKeyPolicy, SshConnector};
 use hardway::{inventory, pki, render};
 use ipnet::Ipv4Net;

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use hardway::lab::net::HostLink;
-use hardway::lab::{machine, net, process};
+use hardway::lab::nspawn::machine;
+use hardway::lab::{net, process};
 
 use crate::{BRIDGE, BRIDGE_ALIAS, NETNS_PREFIX, STOP_GRACE, VETH_PREFIX, host_link, target_dir};
 

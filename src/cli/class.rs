@@ -336,7 +336,7 @@ fn class_up(
         eprintln!("warning: {w}");
     }
     // Before the labs boot at once, each counting the machines already there.
-    lab::reserve_machines(lab::machine::nspawn_pids().len() + names.len() * base.inv.nodes.len())?;
+    lab::reserve_machines(lab::nspawn::running_machines() + names.len() * base.inv.nodes.len())?;
     let t = std::time::Instant::now();
     let booted: Vec<(String, Result<Inventory, ClassError>)> = std::thread::scope(|s| {
         let handles: Vec<_> = names

@@ -34,51 +34,49 @@
 //!
 //! | module | holds |
 //! |---|---|
-//! | this one | the lab's life cycle: [`preflight`], [`up`], [`status`], [`down`], [`cache_rootfs`] |
-//! | `layout` | every name and path above, derived from the inventory and [`LabOptions`] |
+//! | this one | the lab's life cycle: [`preflight`], [`up`], [`status`], [`down`], [`cache_rootfs`], through the driver |
+//! | `driver` | the [`driver::Driver`] trait the two drivers implement, and which driver made a lab (recorded in its directory) |
+//! | [`nspawn`] | the nspawn driver: systemd-nspawn machines ([`nspawn::machine`]), their confinement ([`nspawn::confine`]), what workers need for containers |
+//! | [`qemu`] | the qemu driver: the VM image and per-node disks, QEMU, the KVM probe, taps |
+//! | `boot` | the boot wait and the probe over ssh, for either driver's machines |
+//! | `layout` | every name and path above, and each node's kind, derived from the inventory and [`LabOptions`] |
 //! | [`tools`] | finding and running host tools, the [`tools::REQUIRED_TOOLS`] table, ssh keys |
 //! | `rootfs` | the debootstrap cache and its customisation, each node's overlay and identity |
 //! | [`net`] | bridge, namespaces, veths, addresses, subnet conflicts, teardown |
-//! | [`machine`] | systemd-nspawn: start, find, boot wait, probe, stop, cgroups, light sshd hosts |
-//! | [`confine`] | what a machine may do to the host: capabilities, seccomp, user namespace, device rules per machine kind |
-//! | `containers` | what workers need for containerd, runc and the kubelet: capabilities, cgroup controllers |
 //! | [`process`] | liveness, signals and deadlines for host processes |
 //! | `files` | symlink-safe writes, locks, overlay mounts, the mount table, `rm -rf` |
-//! | `driver` | which driver made a lab (recorded in its directory) |
-//! | [`qemu`] | the qemu driver: the VM image and per-node disks, QEMU, the KVM probe, taps |
+//! | [`named`] | named labs beside the base one (the classroom's) |
 //! | [`libvirt`] | libvirt domain and network XML of a qemu lab |
 //!
-//! [`net`], [`machine`], [`process`] and [`tools`] are public building blocks: the fan-out bench
+//! [`net`], [`nspawn::machine`], [`process`] and [`tools`] are public building blocks: the fan-out bench
 //! sets up its own hosts with them, on the lab's root fs.
 
-pub mod confine;
-mod containers;
+mod boot;
 mod driver;
 mod error;
 mod files;
 mod layout;
 pub mod libvirt;
 pub mod limits;
-pub mod machine;
 pub mod named;
 pub mod net;
+pub mod nspawn;
 pub mod process;
 pub mod qemu;
 mod rootfs;
 pub mod tools;
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
-use std::time::Instant;
 
 pub use error::{LabError, Problem, Result};
 
 use crate::inventory::{Inventory, LabDriver, LabSuite};
-use files::{create_dir_all, is_mount_point, lock, remove_tree, write_file};
+use driver::Driver;
+use files::{create_dir_all, lock, remove_tree};
 use layout::{CacheLayout, Layout, NodeLayout};
 
 /// Where the lab keeps its files.
@@ -170,16 +168,7 @@ pub fn preflight(suite: LabSuite) -> Result<()> {
 pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     let driver = opts.driver.unwrap_or(inv.lab.driver);
     preflight(inv.lab.suite)?;
-    if driver == LabDriver::Qemu {
-        if !opts.limits.is_none() {
-            // A VM's size is the inventory's [lab] memory and vcpus, enforced by QEMU itself.
-            return Err(LabError::Inventory(format!(
-                "machine limits ({}) are for nspawn machines; a qemu lab's VMs take their size from [lab] memory_mib and vcpus",
-                opts.limits.properties()
-            )));
-        }
-        qemu::preflight()?;
-    }
+    driver_of(driver).preflight(opts)?;
     let layout = Layout::new(inv, opts)?;
     let net = net::lab_network(inv)?;
     create_dir_all(&layout.state_root)?;
@@ -189,45 +178,23 @@ pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
 
     create_dir_all(&layout.dir)?;
     driver::claim(&layout, driver)?;
-    if driver == LabDriver::Qemu {
-        return qemu::up(inv, opts, &layout, &net);
-    }
-    let lab_pub = rootfs::ensure_lab_key(&layout)?;
-    let cache = if layout.nodes.iter().any(|n| !is_mount_point(&n.rootfs())) {
-        Some(cache_rootfs(opts, inv.lab.suite)?)
-    } else {
-        None
-    };
-    let hosts = rootfs::hosts_file(inv);
-    parallel(&layout.nodes, |node| rootfs::ensure_node_rootfs(cache.as_deref(), node, &hosts, &lab_pub))?;
-    rootfs::write_known_hosts(&layout)?;
+    driver_of(driver).up(inv, opts, &layout, &net)
+}
 
-    net::ensure_lab_bridge(&layout, &net)?;
-    for node in &layout.nodes {
-        net::ensure_node_network(&layout, &net, node)?;
+/// The driver of `kind`.
+fn driver_of(kind: LabDriver) -> &'static dyn Driver {
+    match kind {
+        LabDriver::Nspawn => &nspawn::Nspawn,
+        LabDriver::Qemu => &qemu::Qemu,
     }
+}
 
-    if layout.nodes.iter().any(|n| n.containers.is_some()) {
-        for (name, old, new) in containers::host_sysctls()? {
-            eprintln!("lab: set {name} from {old} to {new} on this host: the kubelet requires it, and the machines share this kernel");
-        }
-    }
-    let starting = layout.nodes.iter().filter(|n| machine::node_pid(n).is_none()).count();
-    reserve_machines(machine::nspawn_pids().len() + starting)?;
-    let deadline = Instant::now() + machine::BOOT_TIMEOUT;
-    for node in &layout.nodes {
-        match machine::node_pid(node) {
-            // Rewritten in case it was found by scanning rather than through the pid file.
-            Some(pid) => write_file(&node.pid_file(), format!("{pid}\n"))?,
-            None => {
-                // check_bridge_available has made sure that the namespace is this lab's.
-                machine::kill_leftovers(&layout, node, true)?;
-                machine::start_node(&layout, node)?;
-            }
-        }
-    }
-    let nodes = parallel(&layout.nodes, |node| machine::wait_ready(&layout, node, deadline))?;
-    Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
+/// Every driver, for `down`, which removes whatever any of them left.
+const DRIVERS: [LabDriver; 2] = [LabDriver::Nspawn, LabDriver::Qemu];
+
+/// Stops every machine of the lab, whichever driver made it.
+fn stop_machines(layout: &Layout, nodes: &[NodeLayout]) -> Result<()> {
+    DRIVERS.iter().try_for_each(|d| driver_of(*d).stop(layout, nodes))
 }
 
 /// Makes room on this host for `machines` booted machines in all (see
@@ -243,11 +210,8 @@ pub fn reserve_machines(machines: usize) -> Result<()> {
 pub fn status(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     let layout = Layout::new(inv, opts)?;
     let ours = net::bridge_owner(&layout.bridge).as_deref() == Some(layout.owner.as_str());
-    let kind = match driver::current(&layout, opts.driver.unwrap_or(inv.lab.driver)) {
-        LabDriver::Nspawn => &machine::NSPAWN,
-        LabDriver::Qemu => &qemu::KIND,
-    };
-    let nodes = parallel(&layout.nodes, |node| Ok(machine::probe_as(kind, &layout, node, ours)))?;
+    let driver = driver_of(driver::current(&layout, opts.driver.unwrap_or(inv.lab.driver)));
+    let nodes = parallel(&layout.nodes, |node| Ok(driver.probe(&layout, node, ours)))?;
     Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
 }
 
@@ -255,7 +219,8 @@ pub fn status(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
 /// that is not running or whose cgroups account no memory).
 pub fn memory_usage(inv: &Inventory, opts: &LabOptions) -> Result<Vec<(String, Option<u64>)>> {
     let layout = Layout::new(inv, opts)?;
-    Ok(layout.nodes.iter().map(|n| (n.name.clone(), machine::node_pid(n).and_then(|_| machine::memory_usage(&layout, n)))).collect())
+    let driver = driver_of(driver::current(&layout, inv.lab.driver));
+    Ok(layout.nodes.iter().map(|n| (n.name.clone(), driver.memory_usage(&layout, n))).collect())
 }
 
 /// Stops every machine of the lab and removes its network and state (not the root fs cache).
@@ -277,27 +242,21 @@ pub fn down(inv: &Inventory, opts: &LabOptions) -> Result<()> {
         }
     }
 
-    let mut pids: BTreeSet<u32> =
-        machine::nspawn_processes().into_iter().filter(|(_, root)| root.starts_with(&layout.dir)).map(|(p, _)| p).collect();
-    pids.extend(nodes.iter().filter_map(machine::node_pid));
-    machine::stop_processes(&pids.into_iter().collect::<Vec<_>>(), machine::STOP_TIMEOUT)?;
-    qemu::stop_vms(&layout)?;
+    stop_machines(&layout, &nodes)?;
 
     // Network names are the cluster's, not the lab directory's: with another lab of the same
     // cluster name up, its namespaces (and the processes in them) must be left alone.
     let owner = net::bridge_owner(&layout.bridge);
     let foreign = net::link_exists(&layout.bridge) && owner.as_deref() != Some(layout.owner.as_str());
-    for node in &nodes {
-        machine::kill_leftovers(&layout, node, !foreign)?;
+    for d in DRIVERS {
+        driver_of(d).release(&layout, &nodes, !foreign)?;
     }
     if foreign {
         let other = owner.unwrap_or_default();
         eprintln!("lab: bridge {} belongs to another lab ({other:?}); leaving the network alone", layout.bridge);
     } else {
-        qemu::remove_taps(&layout, &nodes)?;
         net::teardown_network(&layout, &nodes)?;
     }
-    machine::remove_cgroups(&layout, &nodes)?;
     remove_tree(&layout.dir)?;
     let _ = fs::remove_file(&lock_file);
     // Only if empty: other clusters' labs may live there too.

@@ -26,7 +26,7 @@ use super::error::{LabError, Result, io_error};
 use super::files::{create_dir_all, lock, resolve, write_file};
 use super::limits::MachineLimits;
 use super::tools::{command, run};
-use super::{LabOptions, layout, machine, net};
+use super::{LabOptions, layout, net};
 use crate::inventory::{Inventory, LabDriver, Role};
 
 /// Parent of every named lab's state directory.
@@ -116,7 +116,7 @@ pub fn records(state_dir: &Path) -> Vec<LabRecord> {
 /// class made from `base` with `driver` (SECURITY.md, "The classroom").
 pub fn isolation_warnings(base: &Inventory, driver: LabDriver) -> Vec<String> {
     let forwarding = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
-    warnings_for(base, driver, forwarding, super::confine::devices_enforced())
+    warnings_for(base, driver, forwarding, super::nspawn::confine::devices_enforced())
 }
 
 fn warnings_for(base: &Inventory, driver: LabDriver, forwarding: bool, devices_enforced: bool) -> Vec<String> {
@@ -298,8 +298,7 @@ impl Keep {
 /// the archives written.
 pub fn save_machines(inv: &Inventory, opts: &LabOptions, keep: &Keep) -> Result<Vec<PathBuf>> {
     let layout = layout::Layout::new(inv, opts)?;
-    let pids: Vec<u32> = layout.nodes.iter().filter_map(machine::node_pid).collect();
-    machine::stop_processes(&pids, machine::STOP_TIMEOUT)?;
+    super::stop_machines(&layout, &layout.nodes)?;
     let mut kept = Vec::new();
     let mut dir = None;
     for node in &layout.nodes {

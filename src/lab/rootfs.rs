@@ -248,7 +248,8 @@ fn new_machine_id() -> Result<String> {
 
 /// The node's root fs is an overlay: the cache below, read-only, and the node's own changes in
 /// `<node>/upper`. Mounting takes milliseconds where a copy took seconds per node, and the upper
-/// layer keeps the node's identity and data across `up`s, as a real machine's disk would.
+/// layer keeps the node's identity and data across `up`s, as a real machine's disk would. (The
+/// nspawn driver adds what the node's kind needs: `super::nspawn`.)
 pub(super) fn ensure_node_rootfs(cache: Option<&Path>, node: &NodeLayout, hosts: &str, lab_pub: &str) -> Result<()> {
     let root = node.rootfs();
     if !is_mount_point(&root) {
@@ -269,11 +270,7 @@ pub(super) fn ensure_node_rootfs(cache: Option<&Path>, node: &NodeLayout, hosts:
     write_beneath(&root, Path::new("etc/hostname"), format!("{}\n", node.name).as_bytes(), 0o644, 0o755)?;
     write_beneath(&root, Path::new("etc/hosts"), hosts.as_bytes(), 0o644, 0o755)?;
     authorize_key(&root, lab_pub)?;
-    ensure_host_key(&root, node)?;
-    if let Some(cgroups) = node.containers {
-        super::containers::prepare_node(node, cgroups)?;
-    }
-    super::confine::prepare_node(node)
+    ensure_host_key(&root, node)
 }
 
 /// The node's host key, made once: generated in the node's directory on the host (ssh-keygen

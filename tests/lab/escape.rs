@@ -331,7 +331,7 @@ roles = ["worker"]
             for cap in [CAP_DAC_READ_SEARCH, CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_ADMIN, CAP_SYS_BOOT, CAP_SYS_TIME, CAP_MKNOD] {
                 assert!(!bounding.contains(&cap), "{node} holds capability {cap}: {bounding:?}");
             }
-            // No user namespace (hardway::lab::confine says why): root inside is the host's
+            // No user namespace (hardway::lab::nspawn::confine says why): root inside is the host's
             // uid 0, held back by the capabilities it lacks and the seccomp filter.
             assert_eq!(uid_map.split_whitespace().collect::<Vec<_>>(), ["0", "0", "4294967295"], "{node}");
             // CAP_NET_ADMIN for the master's pod routes only.
@@ -342,7 +342,7 @@ roles = ["worker"]
             let list = std::fs::read_to_string(hierarchy.join(devices.trim_start_matches('/')).parent().unwrap().join("devices.list")).unwrap();
             let mut list: Vec<&str> = list.lines().collect();
             list.sort();
-            let mut want = hardway::lab::confine::device_rules(hardway::lab::confine::Confinement::Confined);
+            let mut want = hardway::lab::nspawn::confine::device_rules(hardway::lab::nspawn::confine::Confinement::Confined);
             want.sort();
             assert_eq!(list, want, "{node}");
 

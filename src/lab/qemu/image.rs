@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use super::super::error::{LabError, Result, io_error};
 use super::super::files::{create_dir_all, lock, mount_overlay, remove_tree, tail, write_file, write_file_mode};
 use super::super::layout::NodeLayout;
-use super::super::machine::forget_machine;
+use super::super::nspawn::machine::forget_machine;
 use super::super::tools::{authorize_key, command, describe, run, ssh_keygen};
 
 /// Bump whenever the image's recipe (below, or templates/lab-vm/) changes, so that existing

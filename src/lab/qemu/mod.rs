@@ -34,10 +34,11 @@ use super::error::{LabError, Problem, Result, io_error};
 use super::driver;
 use super::files::{create_dir_all, lock, resolve, write_file};
 use super::layout::{Layout, NodeLayout, fnv1a};
-use super::machine::{self, Kind};
+use super::boot::{self, Kind};
+use super::driver::Driver;
 use super::net::{self, Net};
 use super::tools::{find_tool, known_hosts_line};
-use super::{Lab, LabOptions, cache_rootfs, parallel, rootfs};
+use super::{Lab, LabOptions, NodeStatus, cache_rootfs, parallel, rootfs};
 use crate::inventory::{Inventory, LabDriver};
 use image::VmImage;
 use vm::{Accel, QEMU, VmSpec};
@@ -147,9 +148,8 @@ fn prepare(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net, build
     Ok(specs)
 }
 
-/// Brings up the lab's VMs (called by [`super::up`] with the lab locked, its bridge checked and
-/// its directory made). Idempotent: running VMs are left alone.
-pub(super) fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<Lab> {
+/// Brings up the lab's VMs ([`Driver::up`]). Idempotent: running VMs are left alone.
+fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<Lab> {
     let to_start: Vec<&NodeLayout> = layout.nodes.iter().filter(|n| node_pid(n).is_none()).collect();
     let specs = prepare(inv, opts, layout, net, &to_start)?;
     net::ensure_lab_bridge(layout, net)?;
@@ -175,7 +175,7 @@ pub(super) fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net)
     };
     let kind = kind(accel);
     let deadline = Instant::now() + kind.boot_timeout;
-    let nodes = parallel(&layout.nodes, |node| machine::wait_ready_as(&kind, layout, node, deadline))?;
+    let nodes = parallel(&layout.nodes, |node| boot::wait_ready(&kind, layout, node, deadline))?;
     // A VM just booted has its RTC's whole seconds and no NTP server to reach (`clock`).
     let offsets = parallel(&to_start.iter().map(|n| (*n).clone()).collect::<Vec<_>>(), |node| clock::sync(layout, node))?;
     for (node, offset) in to_start.iter().zip(offsets) {
@@ -208,13 +208,47 @@ pub fn prepare_images(inv: &Inventory, opts: &LabOptions) -> Result<()> {
     prepare(inv, opts, &layout, &net, &build).map(drop)
 }
 
-/// Stops every VM whose disk is in the lab directory (nodes since dropped from the inventory
-/// included); part of [`super::down`], whatever driver the lab was made with.
-pub(super) fn stop_vms(layout: &Layout) -> Result<()> {
-    vm::stop(&vm::pids_under(&layout.dir), STOP_TIMEOUT)
-}
+/// The qemu driver.
+pub(super) struct Qemu;
 
-/// Deletes the nodes' taps; the bridge's teardown would only take those still plugged in.
-pub(super) fn remove_taps(layout: &Layout, nodes: &[NodeLayout]) -> Result<()> {
-    nodes.iter().try_for_each(|n| tap::remove_tap(&tap::tap_name(&layout.cluster, &n.name)))
+impl Driver for Qemu {
+    fn preflight(&self, opts: &LabOptions) -> Result<()> {
+        if !opts.limits.is_none() {
+            // A VM's size is the inventory's [lab] memory and vcpus, enforced by QEMU itself.
+            return Err(LabError::Inventory(format!(
+                "machine limits ({}) are for nspawn machines; a qemu lab's VMs take their size from [lab] memory_mib and vcpus",
+                opts.limits.properties()
+            )));
+        }
+        preflight()
+    }
+
+    fn up(&self, inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<Lab> {
+        up(inv, opts, layout, net)
+    }
+
+    fn probe(&self, layout: &Layout, node: &NodeLayout, bridge_is_ours: bool) -> NodeStatus {
+        boot::probe(&KIND, layout, node, bridge_is_ours)
+    }
+
+    /// QEMU's resident memory: the guest's RAM as far as it has touched it, and QEMU's own.
+    fn memory_usage(&self, _layout: &Layout, node: &NodeLayout) -> Option<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", node_pid(node)?)).ok()?;
+        let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Every VM whose disk is in the lab directory (nodes since dropped from the inventory
+    /// included).
+    fn stop(&self, layout: &Layout, _nodes: &[NodeLayout]) -> Result<()> {
+        vm::stop(&vm::pids_under(&layout.dir), STOP_TIMEOUT)
+    }
+
+    /// The nodes' taps; the bridge's teardown would only take those still plugged in.
+    fn release(&self, layout: &Layout, nodes: &[NodeLayout], network_ours: bool) -> Result<()> {
+        if !network_ours {
+            return Ok(());
+        }
+        nodes.iter().try_for_each(|n| tap::remove_tap(&tap::tap_name(&layout.cluster, &n.name)))
+    }
 }

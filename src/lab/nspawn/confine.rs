@@ -49,10 +49,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::containers;
-use super::error::{LabError, Result, io_error};
-use super::files::create_dir_all;
-pub use super::layout::Confinement;
-use super::layout::NodeLayout;
+use crate::lab::error::{LabError, Result, io_error};
+use crate::lab::files::create_dir_all;
+pub use crate::lab::layout::Confinement;
+use crate::lab::layout::NodeLayout;
 use crate::safe_fs::{remove_beneath, symlink_beneath};
 
 /// Capabilities of nspawn's default set that a confined machine does not get:

@@ -39,11 +39,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::error::{Result, io_error};
-use super::files::mounts;
+use crate::lab::error::{Result, io_error};
+use crate::lab::files::mounts;
 use crate::safe_fs::{remove_beneath, symlink_beneath, write_beneath};
-pub(super) use super::layout::Cgroups;
-use super::layout::NodeLayout;
+pub(super) use crate::lab::layout::Cgroups;
+use crate::lab::layout::NodeLayout;
 
 /// Inside the node: where the unit mounts the v1 hierarchies.
 const V1_DIR: &str = "/run/hardway-lab/cgroup-v1";

@@ -13,21 +13,21 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::error::{LabError, Problem, Result, io_error};
-use super::files::{create_dir_all, mounts, tail, write_file};
-use super::layout::{CGROUP_ROOT, Layout, NodeLayout};
-use super::net::{self, HostLink};
-use super::process::{self, alive, signal, wait_gone};
-use super::tools::{command, describe, find_tool, output_until, run, ssh_command};
-use super::NodeStatus;
-use super::{confine, containers, limits};
+use crate::lab::error::{LabError, Problem, Result, io_error};
+use crate::lab::files::{create_dir_all, mounts, write_file};
+use crate::lab::layout::{CGROUP_ROOT, Layout, NodeLayout};
+use crate::lab::net::{self, HostLink};
+use crate::lab::process::{self, alive, signal, wait_gone};
+use crate::lab::tools::{command, describe, find_tool, run};
+use crate::lab::boot::{self, Kind};
+use super::{confine, containers};
+use crate::lab::limits;
 
 /// Five systemd instances booting at once on a 2-core machine take well under 30 s; the margin
 /// is for slow CI disks.
 pub(super) const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// systemd-nspawn turns SIGTERM into an orderly poweroff of the container.
 pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(200);
 
 /// The arguments of `pid` if it is a systemd-nspawn.
 fn nspawn_args(pid: u32) -> Option<Vec<String>> {
@@ -241,7 +241,7 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while nspawn_root(pid).as_deref() != Some(node.rootfs().as_path()) {
         if !alive(pid) {
-            return Err(boot_error(node, "systemd-nspawn exited at once".into()));
+            return Err(boot::boot_error(node, "systemd-nspawn exited at once".into()));
         }
         if Instant::now() >= deadline {
             return Err(machine_error(format!("process {pid} did not become systemd-nspawn within 10 s")));
@@ -251,87 +251,8 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     Ok(pid)
 }
 
-fn boot_error(node: &NodeLayout, reason: String) -> LabError {
-    LabError::Boot { node: node.name.clone(), reason, console: node.console_log(), console_tail: tail(&node.console_log(), 20) }
-}
-
-fn tcp_open(address: IpAddr, port: u16, timeout: Duration) -> bool {
-    TcpStream::connect_timeout(&SocketAddr::new(address, port), timeout).is_ok()
-}
-
-/// What a machine is to the code that waits for and probes it, whichever driver started it.
-pub(super) struct Kind {
-    /// The host process that is the machine (systemd-nspawn, QEMU), if running.
-    pub pid_of: fn(&NodeLayout) -> Option<u32>,
-    pub process: &'static str,
-    /// How long a boot may take.
-    pub boot_timeout: Duration,
-}
-
+/// systemd-nspawn machines, to the boot wait and the probe (`crate::lab::boot`).
 pub(super) const NSPAWN: Kind = Kind { pid_of: node_pid, process: "systemd-nspawn", boot_timeout: BOOT_TIMEOUT };
-
-pub(super) fn wait_ready(layout: &Layout, node: &NodeLayout, deadline: Instant) -> Result<NodeStatus> {
-    wait_ready_as(&NSPAWN, layout, node, deadline)
-}
-
-/// Waits until the node answers ssh and its systemd has finished booting.
-pub(super) fn wait_ready_as(kind: &Kind, layout: &Layout, node: &NodeLayout, deadline: Instant) -> Result<NodeStatus> {
-    let mut last = String::from("TCP port 22 never answered");
-    loop {
-        let Some(pid) = (kind.pid_of)(node) else {
-            return Err(boot_error(node, format!("{} exited while booting", kind.process)));
-        };
-        if tcp_open(node.address, 22, Duration::from_millis(500)) {
-            let mut ssh = ssh_command(&layout.key(), &layout.known_hosts(), node.address);
-            ssh.args(["systemctl", "is-system-running", "--wait"]);
-            match output_until(&mut ssh, deadline)? {
-                None => last = "`systemctl is-system-running --wait` did not return".into(),
-                Some(out) if out.status.code() == Some(255) => {
-                    last = format!("ssh failed: {}", String::from_utf8_lossy(&out.stderr).trim())
-                }
-                Some(out) => {
-                    let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                    if state == "running" || state == "degraded" {
-                        return Ok(NodeStatus {
-                            name: node.name.clone(),
-                            address: node.address,
-                            running: true,
-                            reachable: true,
-                            system_state: Some(state),
-                            pid: Some(pid),
-                        });
-                    }
-                    return Err(LabError::Machine {
-                        node: node.name.clone(),
-                        reason: format!("booted into state {state:?}; `systemctl --failed` on the node says why"),
-                    });
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(boot_error(node, format!("not ready after {} s: {last}", kind.boot_timeout.as_secs())));
-        }
-        thread::sleep(POLL);
-    }
-}
-
-/// The node as `lab status` shows it: its machine's process, and whether it answers ssh.
-pub(super) fn probe_as(kind: &Kind, layout: &Layout, node: &NodeLayout, bridge_is_ours: bool) -> NodeStatus {
-    let pid = (kind.pid_of)(node);
-    // Only addresses this lab is known to own are ever contacted.
-    let reachable = pid.is_some() && bridge_is_ours && tcp_open(node.address, 22, Duration::from_secs(1));
-    let system_state = if reachable && layout.key().is_file() {
-        let mut ssh = ssh_command(&layout.key(), &layout.known_hosts(), node.address);
-        ssh.args(["systemctl", "is-system-running"]);
-        match output_until(&mut ssh, Instant::now() + Duration::from_secs(15)) {
-            Ok(Some(out)) if out.status.code() != Some(255) => Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-            _ => None,
-        }
-    } else {
-        None
-    };
-    NodeStatus { name: node.name.clone(), address: node.address, running: pid.is_some(), reachable, system_state, pid }
-}
 
 /// Stops systemd-nspawn processes: SIGTERM (an orderly poweroff of a booted container; a
 /// light host's payload gets SIGKILL), then SIGKILL after `grace`. Children of the caller
