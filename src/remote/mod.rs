@@ -6,8 +6,9 @@
 //!
 //! - [`ShellRemote`] over a [`Transport`] (an SSH session, [`ssh::Conn`]): each operation is one
 //!   shell script built by [`script`], one round trip, every value quoted;
-//! - [`fake::NodeState`]: an in-memory node (files, units, listeners, clock), so the phase
-//!   runner, preflight and verify logic are tested fast and without root.
+//! - `fake::NodeState`: an in-memory node (files, units, listeners, clock), so the phase
+//!   runner, preflight and verify logic are tested fast and without root. Test code only: it is
+//!   compiled for the library's own tests (`cfg(test)`), never into the tool.
 //!
 //! A [`Connector`] opens one `Remote` per node; deploy and verify never know which kind they
 //! hold. Private keys are only ever written to nodes, never read back: the operations that
@@ -15,6 +16,7 @@
 //! that holds no secret ([`Remote::read_config`]), and key/certificate pairing is decided on
 //! the node ([`Remote::check_keys`]).
 
+#[cfg(test)]
 pub mod fake;
 pub mod script;
 mod shell;
