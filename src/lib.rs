@@ -44,6 +44,7 @@ pub mod remote;
 pub mod render;
 pub mod runlog;
 pub mod safe_fs;
+pub mod session;
 pub mod snapshot;
 pub mod templates;
 pub mod verify;

@@ -9,7 +9,6 @@
 //! they are (the faulty certificates are made for the node's existing key).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use rcgen::{Issuer, KeyPair};
 use serde::Serialize;
@@ -21,7 +20,8 @@ use crate::day2::Day2Error;
 use crate::inventory::{Inventory, Node};
 use crate::pki::{self, CaId};
 use crate::remote::script::quote;
-use crate::remote::ssh::{self, Conn, HostKeyPolicy, SshConnector};
+use crate::remote::ssh::{self, Conn, HostKeyPolicy};
+use crate::session::{Access, PkiUse, Session};
 use crate::{deploy, render};
 
 /// Break, or undo.
@@ -212,13 +212,12 @@ fn faulty_cert(inv: &Inventory, pki_dir: &Path, node: &Node, input: Input) -> Re
     Ok(pki::issue_leaf(&spec, Some((leaf.key_pem.clone(), key)), inv.pki.algorithm, &issuer, from, until)?.cert_pem)
 }
 
-/// The control-plane phase's files on every master, as deploy would place them, without
-/// starting anything (the lab has no Kubernetes binaries to start).
+/// The control-plane phase's files on every master, as deploy would place them (the binaries
+/// too), without starting anything: the scenario's fix, not a deploy, says what runs.
 async fn place_control_plane_files(inv: &Inventory, pki_dir: &Path) -> Result<(), ClassError> {
-    let pki = pki::load(inv, pki_dir)?;
-    let rendered = render::render(inv, &pki)?;
-    let connector = Arc::new(SshConnector::new(inv, HostKeyPolicy::Strict));
-    let outcomes = deploy::push_files(inv, rendered, connector, &[Phase::ControlPlane], 8).await;
+    let s = Session::open(inv.clone(), pki_dir, PkiUse::AsItIs, Access::default())?;
+    let rendered = s.files(&[Phase::ControlPlane])?;
+    let outcomes = deploy::push_files(inv, rendered, s.connector, &[Phase::ControlPlane], 8).await;
     let failed: Vec<String> = outcomes.iter().filter_map(|o| Some(format!("{}: {}", o.node, o.error.as_ref()?))).collect();
     if failed.is_empty() {
         Ok(())

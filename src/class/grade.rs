@@ -17,7 +17,6 @@ use crate::events::Events;
 use crate::inventory;
 use crate::lab::LabOptions;
 use crate::lab::named;
-use crate::remote::ssh::{HostKeyPolicy, SshConnector};
 use crate::verify::{self, Check, Credentials, Status, VerifyOptions};
 
 /// The first failing check of a lab.
@@ -112,7 +111,7 @@ pub async fn grade(class: &Class, students: &[String], opts: &LabOptions, parall
                 Err(e) => return Grade { summary: summarize(&student, &[], Some(e.to_string())), checks: vec![] },
             };
             let (probe, api_error) = creds.probe(&inv);
-            let connector = Arc::new(SshConnector::new(&inv, HostKeyPolicy::Strict));
+            let connector = crate::session::connector(&inv, crate::session::Access::default());
             let checks = verify::verify(&inv, creds, connector, Arc::new(probe), api_error, parallel, Events::none("grade")).await;
             Grade { summary: summarize(&student, &checks, None), checks }
         }));

@@ -59,6 +59,8 @@ pub enum ClassError {
     #[error(transparent)]
     Render(#[from] crate::render::RenderError),
     #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
+    #[error(transparent)]
     Deploy(#[from] crate::deploy::DeployError),
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),

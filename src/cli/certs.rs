@@ -10,12 +10,11 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::day2::{AccessArgs, ClusterArgs, ConfirmArgs, Opened, open_at, print_steps};
-use super::deploy::{SnapshotArgs, probe_of};
-use super::{OutputFormat, load_inventory, observe, policy, runtime, sudo_password};
+use super::deploy::SnapshotArgs;
+use super::{OutputFormat, load_inventory, observe, runtime};
 use crate::day2::certs::{ChangeOptions, check, renew, rotate};
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::probe::Probe;
-use crate::remote::ssh::SshConnector;
 use crate::pki::rotate::Subject;
 use crate::{pki, render};
 
@@ -82,7 +81,7 @@ impl ChangeArgs {
     fn open(&self, command: &'static str) -> Result<(Opened, impl Fn(&pki::Pki) -> Arc<dyn Probe> + Sync + use<>)> {
         let opened = open_at(self.cluster.inventory.clone(), &self.cluster.access, command)?;
         let inv = opened.inv.clone();
-        Ok((opened, move |p: &pki::Pki| -> Arc<dyn Probe> { probe_of(&inv, p) }))
+        Ok((opened, move |p: &pki::Pki| -> Arc<dyn Probe> { Arc::new(crate::session::probe_of(&inv, p)) }))
     }
 }
 
@@ -170,7 +169,7 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
     let kubeconfigs = pki::load(&inv, &c.pki).ok().and_then(|p| render::render(&inv, &p).ok()).map(|r| check::rendered_kubeconfigs(&r)).unwrap_or_default();
     let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
     let (_, run_log) = observe("certs-check", OutputFormat::Text, &c.log, &path, &names)?;
-    let connector = Arc::new(SshConnector::new(&inv, policy(c.accept_new_host_keys)).with_log(run_log).with_sudo_password(sudo_password(&inv)?));
+    let connector = crate::session::connector(&inv, super::deploy::access(&inv, c.accept_new_host_keys, run_log)?);
     let report = runtime()?.block_on(check::check(&inv, &c.pki, connector, kubeconfigs, a.warn_days, a.parallel))?;
     if c.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);

@@ -338,46 +338,11 @@ fn class_up(
     // Before the labs boot at once, each counting the machines already there.
     lab::reserve_machines(lab::nspawn::running_machines() + names.len() * base.inv.nodes.len())?;
     let t = std::time::Instant::now();
-    let booted: Vec<(String, Result<Inventory, ClassError>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = names
-            .iter()
-            .map(|n| {
-                let (lab, base, opts) = (class.lab(n), &base, &opts);
-                (n.clone(), s.spawn(move || labs::up(base, &lab, opts).map(|(inv, _)| inv)))
-            })
-            .collect();
-        handles.into_iter().map(|(n, h)| (n, h.join().unwrap_or_else(|_| Err(ClassError::Lab { name: "?".into(), reason: "panicked".into() })))).collect()
-    });
+    let booted = labs::up_all(&class, &names, &base, &opts);
     eprintln!("class: {} labs booted in {:.1} s", booted.iter().filter(|b| b.1.is_ok()).count(), t.elapsed().as_secs_f64());
+    let checkpoints = runtime()?.block_on(labs::checkpoint_all(&class, &booted, to, parallel));
     let mut failed = 0;
     let mut rows: Vec<(String, String)> = Vec::new();
-    let rt = runtime()?;
-    // deploy's future is not Send: the labs' deploys interleave on one thread, their SSH work
-    // runs on the blocking pool.
-    let local = tokio::task::LocalSet::new();
-    // Twenty labs' etcds bootstrapping at once on two cores starve their nodes' shells past
-    // SSH's timeouts; ten at once take 17 s here (README, Performance).
-    let turns = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel));
-    let checkpoints: Vec<(String, std::result::Result<(), String>)> = rt.block_on(local.run_until(async {
-        let mut tasks = Vec::new();
-        for (n, r) in &booted {
-            let (n, r) = (n.clone(), r.as_ref().map_err(|e| e.to_string()).cloned());
-            let (pki, turns) = (class.lab(&n).pki(), turns.clone());
-            tasks.push(tokio::task::spawn_local(async move {
-                let _turn = turns.acquire_owned().await.expect("never closed");
-                let r = match (r, to) {
-                    (Ok(inv), Some(to)) => labs::checkpoint(&inv, &pki, to).await.map(drop).map_err(|e| e.to_string()),
-                    (r, _) => r.map(drop),
-                };
-                (n, r)
-            }));
-        }
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.expect("a checkpoint task panicked"));
-        }
-        out
-    }));
     for (n, r) in checkpoints {
         match r {
             Ok(()) => rows.push((n.clone(), class.lab(&n).inventory().display().to_string())),

@@ -11,7 +11,8 @@ use clap::{Args, Subcommand};
 use super::deploy::{access, parse_phases};
 use super::{InventoryArg, LogArg, OutputFormat, load_inventory, observe, runtime};
 use crate::day2::{self, Confirm};
-use crate::{deploy, pki, probe, snapshot};
+use crate::session::{PkiUse, Session};
+use crate::{deploy, probe, snapshot};
 
 /// What a destructive command may do.
 #[derive(Args, Clone)]
@@ -162,11 +163,11 @@ pub(super) fn open(c: &ClusterArgs, command: &'static str) -> Result<Opened> {
 /// [`open`] of the inventory at `path`.
 pub(super) fn open_at(path: PathBuf, c: &AccessArgs, command: &'static str) -> Result<Opened> {
     let inv = load_inventory(&path)?;
-    let pki = pki::load(&inv, &c.pki)?;
     let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
     let output = if c.output == OutputFormat::Jsonl { OutputFormat::Jsonl } else { OutputFormat::Text };
     let (events, run_log) = observe(command, output, &c.log, &path, &names)?;
-    let (connector, probe) = access(&inv, &pki, c.accept_new_host_keys, run_log)?;
+    let access = access(&inv, c.accept_new_host_keys, run_log)?;
+    let Session { inv, connector, probe, .. } = Session::open(inv, &c.pki, PkiUse::AsItIs, access)?;
     Ok(Opened { inv, events, connector, probe })
 }
 

@@ -10,8 +10,8 @@ use clap::Args;
 
 use super::{InventoryArg, LogArg, OutputFormat, load_inventory, observe, policy, runtime, sudo_password};
 use crate::components::Phase;
-use crate::remote::ssh::SshConnector;
-use crate::{deploy, pki, probe, render};
+use crate::session::{Access, PkiUse, Session};
+use crate::{deploy, pki, probe};
 
 /// `hardway deploy`.
 #[derive(Args)]
@@ -83,22 +83,9 @@ pub(super) fn parse_phases(phases: &[String]) -> Result<Vec<Phase>> {
         .collect()
 }
 
-/// The SSH side and the endpoints' side of a cluster, with the PKI's identities.
-pub(super) fn access(
-    inv: &crate::inventory::Inventory,
-    pki: &pki::Pki,
-    accept_new_host_keys: bool,
-    run_log: Option<Arc<crate::runlog::RunLog>>,
-) -> Result<(Arc<SshConnector>, Arc<probe::NetProbe>)> {
-    let connector = Arc::new(SshConnector::new(inv, policy(accept_new_host_keys)).with_log(run_log).with_sudo_password(sudo_password(inv)?));
-    Ok((connector, probe_of(inv, pki)))
-}
-
-/// The endpoints' side of a cluster, with a PKI's CAs and client certificates.
-pub(super) fn probe_of(inv: &crate::inventory::Inventory, pki: &pki::Pki) -> Arc<probe::NetProbe> {
-    let admin = pki.cert("admin");
-    let api = probe::api_tls_config(&pki.ca(pki::CaId::Kubernetes).cert_pem, &admin.cert_pem, &admin.key_pem).ok();
-    Arc::new(probe::NetProbe::new(inv, Some(probe::EtcdAuth::from_pki(pki)), api))
+/// How the nodes of `inv` are reached: the host-key policy, the run log, the sudo password.
+pub(super) fn access(inv: &crate::inventory::Inventory, accept_new_host_keys: bool, run_log: Option<Arc<crate::runlog::RunLog>>) -> Result<Access> {
+    Ok(Access { host_keys: policy(accept_new_host_keys), run_log, sudo_password: sudo_password(inv)? })
 }
 
 pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
@@ -117,9 +104,13 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         ..deploy::DeployOptions::default()
     };
 
+    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
+    let (events, run_log) = observe("deploy", output, &log, &inv_path, &names)?;
+    let access = access(&inv, accept_new_host_keys, run_log.clone())?;
     // The PKI is brought up to date (kept where it still fits); a dry run decides the
     // same in memory and writes nothing.
-    let (pki, pki_report) = pki::generate(&inv, &dir, pki::GenerateOptions { force: false, dry_run, existing_trust_only: true })?;
+    let session = Session::open(inv, &dir, PkiUse::UpToDate { dry_run }, access)?;
+    let (inv, pki_report) = (&session.inv, &session.pki_report);
     for w in &pki_report.warnings {
         eprintln!("warning: {w}");
     }
@@ -133,13 +124,9 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
             _ => format!("{n}: {would}created"),
         })
         .collect();
-    let mut rendered = render::render(&inv, &pki)?;
+    let rendered = session.files(&opts.selected())?;
     let admin_kubeconfig = rendered.local.iter().find(|f| f.path == "admin.kubeconfig").map(|f| f.contents.clone());
-    deploy::add_local_binaries(&inv, &mut rendered, &opts.selected())?;
-    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
-    let (events, run_log) = observe("deploy", output, &log, &inv_path, &names)?;
-    let (connector, probe) = access(&inv, &pki, accept_new_host_keys, run_log.clone())?;
-    let mut report = runtime()?.block_on(deploy::deploy(&inv, rendered, connector, probe, &opts, events))?;
+    let mut report = runtime()?.block_on(deploy::deploy(inv, rendered, session.connector.clone(), session.probe.clone(), &opts, events))?;
     report.pki_changes = pki_changes;
     if let Some(l) = &run_log {
         eprintln!("log: {}", l.path().display());

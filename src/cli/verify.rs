@@ -7,8 +7,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use clap::Args;
 
-use super::{InventoryArg, LogArg, OutputFormat, load_inventory, observe, policy, runtime, sudo_password};
-use crate::remote::ssh::SshConnector;
+use super::{InventoryArg, LogArg, OutputFormat, load_inventory, observe, runtime};
 use crate::verify;
 
 /// `hardway verify`.
@@ -58,7 +57,7 @@ pub(super) fn run(args: VerifyArgs) -> Result<ExitCode> {
     let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
     let (events, run_log) = observe("verify", output, &log, &inv_path, &names)?;
     let connector =
-        Arc::new(SshConnector::new(&inv, policy(accept_new_host_keys)).with_log(run_log).with_sudo_password(sudo_password(&inv)?));
+        crate::session::connector(&inv, super::deploy::access(&inv, accept_new_host_keys, run_log)?);
     let checks = runtime()?.block_on(verify::verify(&inv, creds, connector, Arc::new(probe), api_error, parallel, events));
     match output {
         OutputFormat::Json => out!("{}", serde_json::to_string_pretty(&checks)?),

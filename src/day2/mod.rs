@@ -46,6 +46,8 @@ pub enum Day2Error {
     #[error(transparent)]
     Render(#[from] crate::render::RenderError),
     #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
+    #[error(transparent)]
     Deploy(#[from] crate::deploy::DeployError),
     #[error("{0}")]
     Etcd(String),

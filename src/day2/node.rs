@@ -179,9 +179,10 @@ pub async fn remove(
     // The rest of the cluster, without the node: re-issue what names it, then deploy.
     let deploy_mode = crate::pki::GenerateOptions { existing_trust_only: true, ..Default::default() };
     let (pki, _) = crate::pki::generate(&rest, pki_dir, deploy_mode)?;
-    let rendered = crate::render::render(&rest, &pki)?;
     let mut dopts = opts.deploy.clone();
     dopts.phases = opts.phases.clone();
+    // With the local binaries, as deploy places them: the same files, so nothing reverts.
+    let rendered = crate::session::files(&rest, &pki, &dopts.selected())?;
     let deployed = deploy(&rest, rendered, connector, probe, &dopts, events.clone()).await?;
     report.deploy = Some(deployed);
     Ok(report)

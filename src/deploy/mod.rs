@@ -40,21 +40,19 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::components::{COMPONENTS, Phase};
+use crate::components::Phase;
 use crate::events::{Events, Status};
 use crate::inventory::{Inventory, Node};
 use crate::plan::{HostPlan, Plan};
 use crate::probe::{MemberStatus, Probe};
 use crate::remote::{Connector, Facts, Remote, fan_out};
-use crate::render::{File, Rendered};
+use crate::render::Rendered;
 
 /// What stops a deploy as a whole (per-host failures are in the report instead).
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error("preflight failed; nothing was changed:\n  {}", .0.join("\n  "))]
     Preflight(Vec<String>),
-    #[error("reading {path}: {source}")]
-    LocalBinary { path: std::path::PathBuf, source: std::io::Error },
     #[error("the snapshot before changing etcd failed (nothing was restarted; --no-snapshot skips it): {0}")]
     Snapshot(#[from] crate::snapshot::SnapshotError),
 }
@@ -287,36 +285,6 @@ pub(crate) trait Step {
     async fn run(&self, ctx: &mut Ctx) -> Result<(), DeployError>;
     /// One line per action, for `--dry-run` (no host is changed; probes may be read).
     fn dry_run(&self, ctx: &Ctx) -> Vec<String>;
-}
-
-/// Adds the binaries found in `binaries.local_dir` to the files of the nodes whose components
-/// need them, so that deploy uploads them: each component's binary and its companions
-/// (containerd's shim, ctr and runc; the CNI plugins), into the directory the inventory gives
-/// it. Only a distribution's fixed places (HAProxy, systemd's tools, ip) are never written.
-pub fn add_local_binaries(inv: &Inventory, rendered: &mut Rendered, phases: &[Phase]) -> Result<(), DeployError> {
-    let Some(local) = &inv.binaries.local_dir else { return Ok(()) };
-    let mut cache: BTreeMap<std::path::PathBuf, crate::render::Contents> = BTreeMap::new();
-    for node in &inv.nodes {
-        let files = rendered.hosts.get_mut(&node.name).expect("every node is rendered");
-        for c in COMPONENTS.iter().filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node)) {
-            if matches!(c.binary.1, crate::components::BinDir::Fixed(_)) {
-                continue;
-            }
-            for (name, remote) in c.executables(inv) {
-                let src = local.join(name);
-                if !src.is_file() || files.iter().any(|f| f.path == remote) {
-                    continue;
-                }
-                if !cache.contains_key(&src) {
-                    let bytes = std::fs::read(&src).map_err(|source| DeployError::LocalBinary { path: src.clone(), source })?;
-                    cache.insert(src.clone(), bytes.into());
-                }
-                files.push(File { path: remote, mode: 0o755, contents: cache[&src].clone(), units: c.unit.into_iter().collect(), anchor: None, restarts: true, phase: Some(c.phase) });
-            }
-        }
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-    }
-    Ok(())
 }
 
 /// Deploys `rendered` to the inventory's nodes. Errors are for what stops everything
