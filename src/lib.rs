@@ -31,6 +31,7 @@ pub mod components;
 pub mod day2;
 pub mod deploy;
 pub mod digest;
+pub mod etcd;
 pub mod events;
 pub mod explain;
 pub mod flags;

@@ -19,6 +19,7 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use serde::Serialize;
 
 use crate::components::Port;
+use crate::etcd::{EtcdError, Operation};
 use crate::inventory::{Inventory, Node, host_for_url};
 use crate::pki::{CaId, Pki};
 
@@ -77,24 +78,24 @@ pub trait Probe: Send + Sync {
     fn etcd_member<'a>(&'a self, name: &'a str, address: IpAddr, timeout: Duration) -> BoxFuture<'a, MemberStatus>;
 
     /// The member list and active alarms, asked of the member at `address`.
-    fn etcd_membership(&self, address: IpAddr, timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), String>>;
+    fn etcd_membership(&self, address: IpAddr, timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), EtcdError>>;
 
     /// Adds a member (as a learner: it gets no vote until promoted), through the member at
     /// `address`; its new ID.
-    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, String>>;
+    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, EtcdError>>;
 
     /// Gives a learner its vote; fails while it has not caught up with the leader.
-    fn etcd_member_promote(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>>;
+    fn etcd_member_promote(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>>;
 
     /// Removes a member, through the member at `address` (not the one removed).
-    fn etcd_member_remove(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>>;
+    fn etcd_member_remove(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>>;
 
     /// Asks the leader at `leader` to hand leadership to member `to` (etcd's MoveLeader).
-    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), String>>;
+    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), EtcdError>>;
 
     /// Streams a snapshot of the keyspace from the member at `address` into `out`; the bytes
     /// written and the member's revision.
-    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>>;
+    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), EtcdError>>;
 
     /// GET `path` from the API server at `address:port`, as the admin: status code and body.
     fn api_get<'a>(&'a self, address: IpAddr, port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>>;
@@ -139,9 +140,9 @@ impl EtcdAuth {
 
 /// An etcd client for the one member at `address` (never several: a client given several
 /// endpoints answers for whichever it picked).
-pub async fn etcd_client(auth: &EtcdAuth, address: IpAddr, port: u16, timeout: Duration) -> Result<Client, String> {
+pub async fn etcd_client(auth: &EtcdAuth, address: IpAddr, port: u16, timeout: Duration) -> Result<Client, EtcdError> {
     let url = format!("https://{}:{port}", host_for_url(address));
-    Client::connect([url.as_str()], Some(auth.connect_options(timeout))).await.map_err(|e| format!("{url}: {e}"))
+    Client::connect([url.as_str()], Some(auth.connect_options(timeout))).await.map_err(|e| EtcdError::Unreachable { message: e.to_string(), url })
 }
 
 /// An mTLS client configuration for the API servers: the cluster CA and a client certificate.
@@ -186,8 +187,8 @@ impl NetProbe {
         self.etcd_ports.lock().map(|m| m.get(&address).copied()).ok().flatten().unwrap_or(self.etcd_port)
     }
 
-    async fn etcd_client(&self, address: IpAddr, timeout: Duration) -> Result<Client, String> {
-        let auth = self.etcd.as_ref().ok_or("no etcd client certificate")?;
+    async fn etcd_client(&self, address: IpAddr, timeout: Duration) -> Result<Client, EtcdError> {
+        let auth = self.etcd.as_ref().ok_or(EtcdError::NoCredentials)?;
         etcd_client(auth, address, self.etcd_port_of(address), timeout).await
     }
 }
@@ -198,12 +199,12 @@ impl Probe for NetProbe {
             let url = format!("https://{}:{}", host_for_url(address), self.etcd_port_of(address));
             let result = tokio::time::timeout(timeout * 2, async {
                 let mut client = self.etcd_client(address, timeout).await?;
-                client.status().await.map_err(|e| format!("{url}: {e}"))
+                client.status().await.map_err(|e| EtcdError::Unreachable { url: url.clone(), message: e.to_string() })
             })
             .await;
             match result {
                 Err(_) => MemberStatus::no_answer(name, address, format!("{url}: no answer within {} s", (timeout * 2).as_secs())),
-                Ok(Err(e)) => MemberStatus::no_answer(name, address, e),
+                Ok(Err(e)) => MemberStatus::no_answer(name, address, e.to_string()),
                 Ok(Ok(st)) => MemberStatus {
                     name: name.to_string(),
                     address,
@@ -219,13 +220,13 @@ impl Probe for NetProbe {
         })
     }
 
-    fn etcd_membership(&self, address: IpAddr, timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), String>> {
+    fn etcd_membership(&self, address: IpAddr, timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(address, timeout).await?;
             let members = client
                 .member_list()
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| EtcdError::refused(Operation::MemberList, e))?
                 .members()
                 .iter()
                 .map(|m| EtcdMember {
@@ -238,7 +239,7 @@ impl Probe for NetProbe {
             let alarms = client
                 .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| EtcdError::refused(Operation::Alarms, e))?
                 .alarms()
                 .iter()
                 .map(|a| format!("{:?} on member {:x}", a.alarm(), a.member_id()))
@@ -247,45 +248,45 @@ impl Probe for NetProbe {
         })
     }
 
-    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(address, Duration::from_secs(5)).await?;
             let opts = etcd_client::MemberAddOptions::new().with_is_learner();
-            let added = client.member_add([peer_url], Some(opts)).await.map_err(|e| e.to_string())?;
-            added.member().map(|m| m.id()).ok_or_else(|| "member add answered without the new member".to_string())
+            let added = client.member_add([peer_url], Some(opts)).await.map_err(|e| EtcdError::refused(Operation::MemberAdd, e))?;
+            added.member().map(|m| m.id()).ok_or(EtcdError::Incomplete { operation: Operation::MemberAdd, missing: "the new member" })
         })
     }
 
-    fn etcd_member_promote(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
+    fn etcd_member_promote(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(address, Duration::from_secs(5)).await?;
-            client.member_promote(id).await.map(|_| ()).map_err(|e| e.to_string())
+            client.member_promote(id).await.map(|_| ()).map_err(|e| EtcdError::refused(Operation::MemberPromote, e))
         })
     }
 
-    fn etcd_member_remove(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
+    fn etcd_member_remove(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(address, Duration::from_secs(5)).await?;
-            client.member_remove(id).await.map(|_| ()).map_err(|e| e.to_string())
+            client.member_remove(id).await.map(|_| ()).map_err(|e| EtcdError::refused(Operation::MemberRemove, e))
         })
     }
 
-    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), String>> {
+    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(leader, Duration::from_secs(5)).await?;
-            client.move_leader(to).await.map(|_| ()).map_err(|e| e.to_string())
+            client.move_leader(to).await.map(|_| ()).map_err(|e| EtcdError::refused(Operation::MoveLeader, e))
         })
     }
 
-    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>> {
+    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(address, Duration::from_secs(10)).await?;
             // The revision first: the snapshot holds at least everything up to it.
-            let revision = client.status().await.map_err(|e| e.to_string())?.header().map(|h| h.revision()).unwrap_or(0);
-            let mut stream = client.snapshot().await.map_err(|e| e.to_string())?;
+            let revision = client.status().await.map_err(|e| EtcdError::refused(Operation::Status, e))?.header().map(|h| h.revision()).unwrap_or(0);
+            let mut stream = client.snapshot().await.map_err(|e| EtcdError::refused(Operation::Snapshot, e))?;
             let mut size = 0u64;
-            while let Some(chunk) = stream.message().await.map_err(|e| e.to_string())? {
-                out.write_all(chunk.blob()).map_err(|e| e.to_string())?;
+            while let Some(chunk) = stream.message().await.map_err(|e| EtcdError::refused(Operation::Snapshot, e))? {
+                out.write_all(chunk.blob()).map_err(|e| EtcdError::Write(e.to_string()))?;
                 size += chunk.blob().len() as u64;
             }
             Ok((size, revision))

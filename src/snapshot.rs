@@ -38,8 +38,10 @@ pub struct SnapshotInfo {
 pub enum SnapshotError {
     #[error("no etcd member answers with one leader, so there is nothing consistent to copy: {0}")]
     NoHealthyMember(String),
-    #[error("streaming the snapshot from {member}: {reason}")]
-    Stream { member: String, reason: String },
+    #[error("streaming the snapshot from {member}: {source}")]
+    Stream { member: String, source: crate::etcd::EtcdError },
+    #[error("streaming the snapshot from {0}: the stream was empty")]
+    Empty(String),
     #[error("{op} {}: {source}", .path.display())]
     Io {
         op: &'static str,
@@ -90,7 +92,7 @@ pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<u
     }
     // The leader's copy is the newest; any member would do once the cluster is healthy.
     let leader = statuses.iter().find(|s| s.member_id.is_some() && s.member_id == s.leader).unwrap_or(&statuses[0]);
-    let stream_err = |reason: String| SnapshotError::Stream { member: leader.name.clone(), reason };
+    let stream_err = |source| SnapshotError::Stream { member: leader.name.clone(), source };
     let (member_list, _) = probe.etcd_membership(leader.address, Duration::from_secs(5)).await.map_err(stream_err)?;
 
     // etcd's whole keyspace (Secrets are encrypted, the rest is not): only the operator reads
@@ -105,7 +107,7 @@ pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<u
     let streamed = probe.etcd_snapshot(leader.address, &mut out).await;
     let sha256 = crate::digest::hex(&out.hasher.finalize());
     let (size, revision) = match streamed.map_err(stream_err).and_then(|r| file.sync_all().map(|()| r).map_err(io("syncing", &part))) {
-        Ok((0, _)) => Err(stream_err("the stream was empty".into())),
+        Ok((0, _)) => Err(SnapshotError::Empty(leader.name.clone())),
         Ok(r) => Ok(r),
         Err(e) => Err(e),
     }

@@ -49,8 +49,11 @@ pub enum Day2Error {
     Session(#[from] crate::session::SessionError),
     #[error(transparent)]
     Deploy(#[from] crate::deploy::DeployError),
+    #[error(transparent)]
+    Etcd(#[from] crate::etcd::EtcdError),
+    /// A restore failed on the nodes (what was put back is in the message).
     #[error("{0}")]
-    Etcd(String),
+    Restore(String),
 }
 
 /// A node's name and a session to it.

@@ -77,7 +77,7 @@ pub async fn remove(
         let others: Vec<&probe::MemberStatus> = statuses.iter().filter(|s| s.name != name).collect();
         let healthy_others = others.iter().filter(|s| s.answered() && s.errors.is_empty()).count();
         let left = members.len() - 1;
-        let quorum = left / 2 + 1;
+        let quorum = crate::etcd::quorum(left);
         let via = others.iter().find(|s| s.answered());
         let mut risks = Vec::new();
         if left == 0 {
@@ -97,7 +97,7 @@ pub async fn remove(
             steps.push(format!("etcd: a snapshot into {} first", dir.display()));
         }
         let via = via.ok_or_else(|| Day2Error::Unhealthy { reason: "no other etcd member answers: nothing to remove the member through".into() })?;
-        let (list, _) = probe.etcd_membership(via.address, Duration::from_secs(5)).await.map_err(Day2Error::Etcd)?;
+        let (list, _) = probe.etcd_membership(via.address, Duration::from_secs(5)).await?;
         match list.iter().find(|m| m.name == name) {
             Some(m) => {
                 // A leader that is removed steps down and the rest elect another: writes stall
@@ -147,7 +147,7 @@ pub async fn remove(
         }
         if let Some((leader, to, to_name)) = &transfer {
             let step = events.start(Some(name), Some("remove"), "hand etcd leadership over");
-            probe.etcd_move_leader(*leader, *to).await.map_err(Day2Error::Etcd)?;
+            probe.etcd_move_leader(*leader, *to).await?;
             // Until every member sees the new leader.
             let members = inv.etcd_members();
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -164,7 +164,7 @@ pub async fn remove(
             step.done(crate::events::Status::Changed, Some(format!("{to_name} leads")));
         }
         let step = events.start(Some(name), Some("remove"), "etcd member remove");
-        probe.etcd_member_remove(via, id).await.map_err(Day2Error::Etcd)?;
+        probe.etcd_member_remove(via, id).await?;
         step.done(crate::events::Status::Changed, None);
         report.etcd_member_removed = Some(name.to_string());
     }

@@ -143,7 +143,7 @@ pub async fn restore(
         step.done(Status::Failed, Some(e.to_string()));
         let back = put_back(inv, &remotes, probe, &members, &stopped, (&[], &[]), &at, opts.etcd_timeout).await;
         remove_copies();
-        return Err(Day2Error::Etcd(format!("stopping the cluster for the restore failed: {e}. {back}")));
+        return Err(Day2Error::Restore(format!("stopping the cluster for the restore failed: {e}. {back}")));
     }
     step.done(Status::Changed, None);
 
@@ -169,7 +169,7 @@ pub async fn restore(
             let touched: Vec<String> = members.iter().take_while(|x| x.name != m.name).map(|x| x.name.clone()).chain([m.name.clone()]).collect();
             let back = put_back(inv, &remotes, probe, &members, &stopped, (&touched, &report.moved_aside), &at, opts.etcd_timeout).await;
             remove_copies();
-            return Err(Day2Error::Etcd(format!("restoring the snapshot on {} failed: {e}. {back}", m.name)));
+            return Err(Day2Error::Restore(format!("restoring the snapshot on {} failed: {e}. {back}", m.name)));
         }
         step.done(Status::Changed, None);
     }

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use super::rollout::{Health, describe, roll_out};
 use super::{Ctx, DeployError, Step};
 use crate::components::{ComponentId, ETCD_DATA_DIR, ETCD_JOIN_ENV, Port};
+use crate::etcd::EtcdError;
 use crate::events::Status;
 use crate::inventory::{Node, host_for_url};
 use crate::probe::{self, MemberStatus};
-use crate::remote::{UnitOps, Upload};
+use crate::remote::{RemoteError, UnitOps, Upload};
 
 pub(crate) struct Etcd;
 
@@ -117,7 +118,7 @@ async fn join_new_members(ctx: &mut Ctx, running: &[MemberStatus]) {
         match join(ctx, i, leader_address).await {
             Ok(()) => step.done(Status::Changed, None),
             Err(e) => {
-                step.done(Status::Failed, Some(e.clone()));
+                step.done(Status::Failed, Some(e.to_string()));
                 ctx.hosts[i].fail(crate::components::Phase::Etcd, format!("joining etcd: {e}"));
                 // The next member waits for a cluster that is whole again: those after this one
                 // did not join, and say so.
@@ -131,7 +132,20 @@ async fn join_new_members(ctx: &mut Ctx, running: &[MemberStatus]) {
     }
 }
 
-async fn join(ctx: &mut Ctx, i: usize, leader: std::net::IpAddr) -> Result<(), String> {
+/// Why a new member did not join.
+#[derive(Debug, thiserror::Error)]
+enum JoinError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("not promoted within {secs} s: {last}")]
+    NotPromoted { secs: u64, last: EtcdError },
+    #[error("the cluster was not healthy within {0} s after the join")]
+    NotHealthy(u64),
+}
+
+async fn join(ctx: &mut Ctx, i: usize, leader: std::net::IpAddr) -> Result<(), JoinError> {
     let node = ctx.hosts[i].node.clone();
     let peer = peer_url(ctx, &node);
     // etcd refuses a new member until every member has been connected for its health interval
@@ -141,8 +155,8 @@ async fn join(ctx: &mut Ctx, i: usize, leader: std::net::IpAddr) -> Result<(), S
     let id = loop {
         match ctx.probe.etcd_member_add(leader, &peer).await {
             Ok(id) => break id,
-            Err(e) if e.contains("unhealthy cluster") && Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
-            Err(e) => return Err(e),
+            Err(e) if e.is_unhealthy_cluster() && Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(e) => return Err(e.into()),
         }
     };
     let (membership, _) = ctx.probe.etcd_membership(leader, Duration::from_secs(5)).await?;
@@ -153,14 +167,14 @@ async fn join(ctx: &mut Ctx, i: usize, leader: std::net::IpAddr) -> Result<(), S
     let env = format!("ETCD_INITIAL_CLUSTER={}\nETCD_INITIAL_CLUSTER_STATE=existing\n", initial.join(","));
     let stamp = crate::events::stamp();
     let unit = ComponentId::Etcd.get().unit.expect("etcd has a unit").to_string();
-    ctx.on_host(i, move |h| -> Result<(), String> {
+    ctx.on_host(i, move |h| -> Result<(), RemoteError> {
         let daemon_reload = h.plan().daemon_reload && !h.reloaded;
         h.reloaded |= daemon_reload;
         let r = h.remote();
         // A data dir from an earlier life of this member would make it start as that member.
-        r.move_aside(ETCD_DATA_DIR, &format!("before-join-{stamp}")).map_err(|e| e.to_string())?;
-        r.install_files(&[Upload { path: ETCD_JOIN_ENV, mode: 0o644, contents: env.as_bytes(), metadata_only: false }]).map_err(|e| e.to_string())?;
-        r.systemctl(&UnitOps { daemon_reload, restart: vec![unit.clone()], no_block: true, ..UnitOps::default() }).map_err(|e| e.to_string())?;
+        r.move_aside(ETCD_DATA_DIR, &format!("before-join-{stamp}"))?;
+        r.install_files(&[Upload { path: ETCD_JOIN_ENV, mode: 0o644, contents: env.as_bytes(), metadata_only: false }])?;
+        r.systemctl(&UnitOps { daemon_reload, restart: vec![unit.clone()], no_block: true, ..UnitOps::default() })?;
         Ok(())
     })
     .await?;
@@ -169,11 +183,11 @@ async fn join(ctx: &mut Ctx, i: usize, leader: std::net::IpAddr) -> Result<(), S
     loop {
         match ctx.probe.etcd_member_promote(leader, id).await {
             Ok(()) => break,
-            Err(e) if Instant::now() >= deadline => return Err(format!("not promoted within {} s: {e}", ctx.opts.etcd_timeout.as_secs())),
+            Err(last) if Instant::now() >= deadline => return Err(JoinError::NotPromoted { secs: ctx.opts.etcd_timeout.as_secs(), last }),
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
-    ctx.on_host(i, |h| h.remote().remove_paths(&[ETCD_JOIN_ENV.to_string()]).map_err(|e| e.to_string())).await?;
+    ctx.on_host(i, |h| h.remote().remove_paths(&[ETCD_JOIN_ENV.to_string()])).await?;
     // Healthy again: every member the cluster has now (not those still to join).
     let (now, _) = ctx.probe.etcd_membership(leader, Duration::from_secs(5)).await?;
     let members: Vec<Node> = ctx.hosts.iter().filter(|h| now.iter().any(|m| m.name == h.node.name)).map(|h| h.node.clone()).collect();
@@ -181,7 +195,7 @@ async fn join(ctx: &mut Ctx, i: usize, leader: std::net::IpAddr) -> Result<(), S
     let (ok, statuses) = probe::wait_healthy(ctx.probe.as_ref(), &refs, ctx.opts.etcd_timeout).await;
     ctx.etcd = statuses;
     if !ok {
-        return Err(format!("the cluster was not healthy within {} s after the join", ctx.opts.etcd_timeout.as_secs()));
+        return Err(JoinError::NotHealthy(ctx.opts.etcd_timeout.as_secs()));
     }
     // Started and in the cluster: the rollout has nothing left to do for it.
     let h = &mut ctx.hosts[i];

@@ -350,9 +350,10 @@ impl Validator<'_> {
             self.warn(
                 "nodes",
                 format!(
-                    "{members} etcd members: an even count tolerates no more failures than {} (quorum is {})",
+                    "{members} etcd members: an even count tolerates no more failures than {} ({}; quorum is {})",
                     members - 1,
-                    members / 2 + 1
+                    crate::etcd::fault_tolerance(members),
+                    crate::etcd::quorum(members)
                 ),
             );
         }

@@ -89,7 +89,7 @@ pub(crate) async fn etcd(inv: &Inventory, probe: &dyn Probe, have_auth: bool, wo
     }
     let statuses = probe::cluster_status(probe, &members, Duration::from_secs(3)).await;
     let answering = statuses.iter().filter(|s| s.answered()).count();
-    let quorum = members.len() / 2 + 1;
+    let quorum = crate::etcd::quorum(members.len());
     let held = if answering >= quorum {
         format!("quorum held: {answering} of {} members answer, quorum is {quorum}", members.len())
     } else {
@@ -146,7 +146,7 @@ pub(crate) async fn etcd(inv: &Inventory, probe: &dyn Probe, have_auth: bool, wo
                     check(cluster, "etcd alarms", Status::Fail, alarms.join(", "), Some("NOSPACE: compact and defragment, then etcdctl alarm disarm"))
                 });
             }
-            Err(e) => out.push(check(cluster, "etcd membership", Status::Fail, e, None)),
+            Err(e) => out.push(check(cluster, "etcd membership", Status::Fail, e.to_string(), None)),
         }
     }
     out

@@ -216,7 +216,7 @@ fn even_etcd_member_count_is_a_warning() {
     let inv = inventory::parse(Path::new("warn.toml"), &text).expect("an even member count is allowed");
     assert_eq!(inv.etcd_members().len(), 4);
     let w: Vec<String> = inv.warnings.iter().map(|w| w.display_in(Path::new("warn.toml"))).collect();
-    assert!(w.iter().any(|w| w.contains("4 etcd members") && w.contains("quorum is 3")), "{w:?}");
+    assert!(w.iter().any(|w| w.contains("4 etcd members: an even count tolerates no more failures than 3 (1; quorum is 3)")), "{w:?}");
 }
 
 #[test]

@@ -155,7 +155,7 @@ impl Writer {
                         let i = (n as usize + k) % members.len();
                         let put = async {
                             if clients[i].is_none() {
-                                clients[i] = Some(probe::etcd_client(&auth, members[i].1, 2379, Duration::from_secs(2)).await?);
+                                clients[i] = Some(probe::etcd_client(&auth, members[i].1, 2379, Duration::from_secs(2)).await.map_err(|e| e.to_string())?);
                             }
                             let c = clients[i].as_mut().unwrap();
                             c.put(format!("{prefix}/{n:06}"), n.to_string(), None).await.map(|_| ()).map_err(|e| e.to_string())

@@ -237,7 +237,7 @@ impl Writer {
                     let started = Instant::now();
                     let result = async {
                         if clients[i].is_none() {
-                            clients[i] = Some(probe::etcd_client(&auth, *addr, 2379, timeout).await?);
+                            clients[i] = Some(probe::etcd_client(&auth, *addr, 2379, timeout).await.map_err(|e| e.to_string())?);
                         }
                         let c = clients[i].as_mut().unwrap();
                         c.put(format!("{prefix}/{n:06}"), n.to_string(), None).await.map(|_| ()).map_err(|e| e.to_string())

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::{Event, FakeCluster};
+use crate::etcd::{EtcdError, Operation};
 use crate::probe::{BoxFuture, EtcdMember, MemberStatus, Membership, Probe};
 
 impl FakeCluster {
@@ -15,9 +16,9 @@ impl FakeCluster {
 
     /// A request that needs the leader, sent to the member at `address`: it fails as etcd's
     /// does while there is no leader or that member is down.
-    fn leader_through(&self, address: IpAddr) -> Result<(), String> {
+    fn leader_through(&self, operation: Operation, address: IpAddr) -> Result<(), EtcdError> {
         if self.etcd_leader().is_none() || !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
-            return Err("etcdserver: no leader (fake)".into());
+            return Err(EtcdError::refused(operation, "etcdserver: no leader (fake)"));
         }
         Ok(())
     }
@@ -45,26 +46,26 @@ impl Probe for FakeCluster {
         })
     }
 
-    fn etcd_membership(&self, address: IpAddr, _timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), String>> {
+    fn etcd_membership(&self, address: IpAddr, _timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), EtcdError>> {
         Box::pin(async move {
             if !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
-                return Err(format!("{address}: connection refused (fake)"));
+                return Err(EtcdError::Unreachable { url: format!("https://{address}:2379"), message: "connection refused (fake)".into() });
             }
             Ok((self.members(), vec![]))
         })
     }
 
-    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, String>> {
+    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, EtcdError>> {
         Box::pin(async move {
-            self.leader_through(address)?;
+            self.leader_through(Operation::MemberAdd, address)?;
             use std::sync::atomic::Ordering;
             if self.unhealthy_adds.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
                 self.etcd_event(format!("member add {peer_url} refused"));
-                return Err("etcdserver: unhealthy cluster (fake)".into());
+                return Err(EtcdError::refused(Operation::MemberAdd, "etcdserver: unhealthy cluster (fake)"));
             }
             let mut members = self.membership.lock().expect("not poisoned");
             if members.iter().any(|m| m.peer_url == peer_url) {
-                return Err("etcdserver: Peer URLs already exists (fake)".into());
+                return Err(EtcdError::refused(Operation::MemberAdd, "etcdserver: Peer URLs already exists (fake)"));
             }
             let id = FakeCluster::member_id(peer_url) ^ 0x5a5a;
             members.push(EtcdMember { id, name: String::new(), peer_url: peer_url.to_string(), learner: true });
@@ -74,13 +75,13 @@ impl Probe for FakeCluster {
         })
     }
 
-    fn etcd_member_promote(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
+    fn etcd_member_promote(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
             // Never a node lock under the member-list lock: systemctl takes them the other way.
-            let name = self.members().into_iter().find(|m| m.id == id).ok_or("etcdserver: member not found (fake)")?.name;
+            let name = self.members().into_iter().find(|m| m.id == id).ok_or(EtcdError::refused(Operation::MemberPromote, "etcdserver: member not found (fake)"))?.name;
             let started = !name.is_empty() && self.nodes.get(&name).is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"));
             if !started {
-                return Err("etcdserver: can only promote a learner member which is in sync with leader (fake)".into());
+                return Err(EtcdError::refused(Operation::MemberPromote, "etcdserver: can only promote a learner member which is in sync with leader (fake)"));
             }
             if let Some(m) = self.membership.lock().expect("not poisoned").iter_mut().find(|m| m.id == id) {
                 m.learner = false;
@@ -90,35 +91,35 @@ impl Probe for FakeCluster {
         })
     }
 
-    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), String>> {
+    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), EtcdError>> {
         Box::pin(async move {
-            self.leader_through(address)?;
+            self.leader_through(Operation::Snapshot, address)?;
             // The fake keyspace: the member list, which is all the fake keeps.
             let bytes = format!("fake etcd snapshot: {:?}\n", self.members()).into_bytes();
-            out.write_all(&bytes).map_err(|e| e.to_string())?;
+            out.write_all(&bytes).map_err(|e| EtcdError::Write(e.to_string()))?;
             self.etcd_event("snapshot");
             Ok((bytes.len() as u64, 42))
         })
     }
 
-    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), String>> {
+    fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
-            let current = self.etcd_leader().ok_or("etcdserver: no leader (fake)")?;
+            let current = self.etcd_leader().ok_or(EtcdError::refused(Operation::MoveLeader, "etcdserver: no leader (fake)"))?;
             let asked = self.members().into_iter().find(|m| self.by_address(leader).is_some_and(|n| n.name == m.name)).map(|m| m.id);
             if asked != Some(current) {
-                return Err("etcdserver: not leader (fake)".into());
+                return Err(EtcdError::refused(Operation::MoveLeader, "etcdserver: not leader (fake)"));
             }
-            let target = self.members().into_iter().find(|m| m.id == to && !m.learner).ok_or("etcdserver: bad leader transferee (fake)")?;
+            let target = self.members().into_iter().find(|m| m.id == to && !m.learner).ok_or(EtcdError::refused(Operation::MoveLeader, "etcdserver: bad leader transferee (fake)"))?;
             *self.moved_leader.lock().expect("not poisoned") = Some(to);
             self.etcd_event(format!("move leader to {}", target.name));
             Ok(())
         })
     }
 
-    fn etcd_member_remove(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), String>> {
+    fn etcd_member_remove(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
             let mut members = self.membership.lock().expect("not poisoned");
-            let at = members.iter().position(|m| m.id == id).ok_or("etcdserver: member not found (fake)")?;
+            let at = members.iter().position(|m| m.id == id).ok_or(EtcdError::refused(Operation::MemberRemove, "etcdserver: member not found (fake)"))?;
             let m = members.remove(at);
             drop(members);
             if let Some(n) = self.nodes.get(&m.name) {
