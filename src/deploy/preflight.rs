@@ -64,7 +64,15 @@ fn connect_and_gather(h: &mut Host, connector: &dyn Connector, inv: &Inventory, 
     let selected: Vec<&Component> = COMPONENTS.iter().filter(|c| phases.contains(&c.phase) && c.runs_on(inv, &h.node)).collect();
     let query = FactsQuery {
         tools: selected.iter().flat_map(|c| c.needs.iter().map(|n| n.tool.to_string())).collect(),
-        versions: selected.iter().filter_map(|c| Some((c.binary_path(inv), c.version_arg?.to_string()))).collect(),
+        // The API server's too when only the workers phase runs: a kubelet may not be newer.
+        versions: selected
+            .iter()
+            .copied()
+            .chain((phases.contains(&Phase::Workers) && ComponentId::KubeApiserver.get().runs_on(inv, &h.node)).then(|| ComponentId::KubeApiserver.get()))
+            .filter_map(|c| Some((c.binary_path(inv), c.version_arg?.to_string())))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         paths: files.iter().map(|f| f.path.clone()).collect(),
         fingerprints: files.iter().filter(|f| f.anchor == Some(Anchor::EncryptionKey)).map(|f| f.path.clone()).collect(),
         binaries: COMPONENTS
@@ -159,6 +167,7 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
             problems.push(format!("{name}: swap is on; the kubelet needs it off (swapoff -a, and remove it from /etc/fstab)"));
         }
     }
+    problems.extend(skew_problems(inv, hosts, rendered, phases));
     if !missing.is_empty() {
         problems.push(format!(
             "binaries and tools missing (install them on the nodes; Kubernetes binaries may also be put in \
@@ -178,6 +187,61 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
             min.0,
             max.0
         ));
+    }
+    problems
+}
+
+/// Kubernetes' version skew policy, for a deploy that changes the release the nodes run (an
+/// upgrade): no downgrade of a minor; the API servers one minor at a time (those of one cluster
+/// may differ by one minor only, so 1.35 → 1.37 goes through 1.36); no kubelet newer than the
+/// API servers it talks to (a workers-only deploy of a newer release before the control plane).
+/// What a node runs now is what its binaries print (`--version`, read by the facts); the rules
+/// apply where this deploy replaces the binary (a binary it does not upload must be of the
+/// release already: [`version_problem`]).
+fn skew_problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered, phases: &[Phase]) -> Vec<String> {
+    let want = inv.cluster.kubernetes_version;
+    let running = |facts: &Facts, id: ComponentId| facts.versions.get(&id.get().binary_path(inv)).and_then(|l| parse_version(l));
+    let mut problems = Vec::new();
+    for &(node, facts) in hosts {
+        for id in [ComponentId::KubeApiserver, ComponentId::Kubelet] {
+            let c = id.get();
+            if !phases.contains(&c.phase) || !c.runs_on(inv, node) {
+                continue;
+            }
+            let bin = c.binary_path(inv);
+            let uploaded = rendered.hosts.get(&node.name).is_some_and(|fs| fs.iter().any(|f| f.path == bin));
+            let Some(have) = running(facts, id).filter(|h| uploaded && h.0 == want.major) else { continue };
+            if have.1 > want.minor {
+                problems.push(format!(
+                    "{}: {bin} is {}.{}.{}, newer than the inventory's kubernetes_version {want}: Kubernetes does not support \
+                     downgrading a minor (to go back, restore the etcd snapshot taken before the upgrade: hardway etcd restore)",
+                    node.name, have.0, have.1, have.2
+                ));
+            } else if id == ComponentId::KubeApiserver && want.minor > have.1 + 1 {
+                problems.push(format!(
+                    "{}: {bin} is {}.{}.{}: upgrade one minor at a time ({}.{} first, then {}.{}): the API servers of a cluster \
+                     may differ by one minor only (Kubernetes' version skew policy)",
+                    node.name, have.0, have.1, have.2, have.0, have.1 + 1, want.major, want.minor
+                ));
+            }
+        }
+    }
+    // A workers-only deploy: the kubelets get `want` while the API servers stay as they are.
+    if phases.contains(&Phase::Workers) && !phases.contains(&Phase::ControlPlane) {
+        let oldest_api = hosts
+            .iter()
+            .filter_map(|(n, f)| Some((n.name.as_str(), running(f, ComponentId::KubeApiserver)?)))
+            .min_by_key(|(_, v)| *v);
+        if let Some((master, api)) = oldest_api
+            && (want.major, want.minor) > (api.0, api.1)
+            && hosts.iter().any(|(n, _)| ComponentId::Kubelet.get().runs_on(inv, n))
+        {
+            problems.push(format!(
+                "the kubelets would be {want} while {master}'s API server is {}.{}.{}: a kubelet may not be newer than the \
+                 API server; deploy the control-plane phase first (or every phase: masters roll before workers)",
+                api.0, api.1, api.2
+            ));
+        }
     }
     problems
 }
@@ -386,6 +450,49 @@ mod tests {
         let p = problems_of(&inv, m1, w1, &Phase::ALL);
         assert_eq!(p.len(), 1, "{p:#?}");
         assert!(p[0].starts_with("w1: /usr/bin/kubelet is "), "{p:#?}");
+    }
+
+    #[test]
+    fn an_upgrade_goes_one_minor_at_a_time_never_down_and_masters_first() {
+        let inv = inv();
+        let want = inv.cluster.kubernetes_version;
+        let line = |minor: u32| format!("Kubernetes v{}.{minor}.3", want.major);
+        let with = |node: usize, bin: &str, minor: u32| {
+            let mut f = facts(&inv, node, 0.0);
+            f.versions.insert(format!("/usr/bin/{bin}"), line(minor));
+            f
+        };
+        // Binaries uploaded by the deploy: only the skew rules speak (the release check is moot).
+        let uploaded = |phases: &[Phase], m1: Facts, w1: Facts| {
+            let mut rendered = Rendered { hosts: inv.nodes.iter().map(|n| (n.name.clone(), vec![])).collect(), local: vec![] };
+            for (node, bin) in [(M1, "kube-apiserver"), (W1, "kubelet")] {
+                rendered.hosts.get_mut(&inv.nodes[node].name).unwrap().push(crate::render::File {
+                    path: format!("/usr/bin/{bin}"),
+                    mode: 0o755,
+                    contents: b"binary".as_slice().into(),
+                    units: vec![],
+                    anchor: None,
+                    restarts: true,
+                    phase: None,
+                });
+            }
+            let hosts = [(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)];
+            problems(&inv, &hosts, &rendered, phases, &BTreeSet::new())
+        };
+        // One minor up, control plane and workers together: allowed.
+        assert_eq!(uploaded(&Phase::ALL, with(M1, "kube-apiserver", want.minor - 1), with(W1, "kubelet", want.minor - 1)), Vec::<String>::new());
+        // Two minors up for the API server: refused, naming the step between.
+        let p = uploaded(&Phase::ALL, with(M1, "kube-apiserver", want.minor - 2), facts(&inv, W1, 0.0));
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(p[0].starts_with(&format!("m1: /usr/bin/kube-apiserver is 1.{}.3: upgrade one minor at a time (1.{} first", want.minor - 2, want.minor - 1)), "{p:#?}");
+        // Down a minor: refused, for the kubelet too.
+        let p = uploaded(&Phase::ALL, facts(&inv, M1, 0.0), with(W1, "kubelet", want.minor + 1));
+        assert!(p.len() == 1 && p[0].starts_with("w1: /usr/bin/kubelet is ") && p[0].contains("does not support downgrading a minor"), "{p:#?}");
+        // Workers first while the API servers are a minor behind: the kubelet would be newer.
+        let p = uploaded(&[Phase::Workers], with(M1, "kube-apiserver", want.minor - 1), with(W1, "kubelet", want.minor - 1));
+        assert!(p.len() == 1 && p[0].starts_with(&format!("the kubelets would be {want} while m1's API server is 1.{}.3", want.minor - 1)), "{p:#?}");
+        // Once the control plane is at the release, the workers may follow.
+        assert_eq!(uploaded(&[Phase::Workers], with(M1, "kube-apiserver", want.minor), with(W1, "kubelet", want.minor - 1)), Vec::<String>::new());
     }
 
     #[test]

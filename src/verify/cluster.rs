@@ -188,6 +188,15 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
             });
         }
     }
+    // What each API server runs, against the inventory's release: an upgrade half done, or a
+    // master left behind, is named here.
+    for (host, ip, port) in targets.iter().filter(|(h, ..)| *h != lb_host) {
+        if let Ok((200, body)) = probe.api_get(*ip, *port, "/version").await
+            && let Some(v) = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["gitVersion"].as_str().map(str::to_string))
+        {
+            out.push(release(inv, host, "kube-apiserver", &v));
+        }
+    }
     // Cluster state, through the load balancer.
     let kubelet_deployed = |name: &str| work.iter().any(|h| h.node.name == name && h.deployed("kubelet"));
     match probe.api_get(lb_ip, lb_port, "/api/v1/nodes").await {
@@ -200,6 +209,13 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
                 .flatten()
                 .filter_map(|n| Some((n["metadata"]["name"].as_str()?, n["status"]["conditions"].as_array().map(Vec::as_slice).unwrap_or_default())))
                 .collect();
+            // The kubelet each registered node reports.
+            let kubelets: BTreeMap<&str, &str> = v["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| Some((n["metadata"]["name"].as_str()?, n["status"]["nodeInfo"]["kubeletVersion"].as_str()?)))
+                .collect();
             let ready: BTreeSet<&str> =
                 conditions.iter().filter(|(_, cs)| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")).map(|(n, _)| *n).collect();
             for w in inv.workers() {
@@ -210,6 +226,9 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
                 } else {
                     check(&w.name, "node Ready", Status::Fail, "not registered or not Ready", Some("journalctl -u kubelet on the node"))
                 });
+                if let Some(v) = kubelets.get(w.name.as_str()) {
+                    out.push(release(inv, &w.name, "kubelet", v));
+                }
                 if ready.contains(w.name.as_str()) {
                     out.push(pressure(&w.name, conditions[w.name.as_str()]));
                     out.push(kubelet_api(probe, lb_ip, lb_port, &w.name).await);
@@ -346,6 +365,26 @@ async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str)
         )
     } else {
         check(host, "cluster DNS", Status::Pass, format!("kube-dns served by {} CoreDNS pods ({})", ready.len(), ready.join(", ")), None)
+    }
+}
+
+/// `component` on `host` reports `running` (`v1.37.2`): PASS at the inventory's release; FAIL on
+/// another minor (an upgrade not finished, a node left behind), WARN on another patch.
+fn release(inv: &Inventory, host: &str, component: &str, running: &str) -> Check {
+    let want = inv.cluster.kubernetes_version;
+    let name = format!("{component} version");
+    match crate::versions::Version::parse(running) {
+        Some(v) if v == want => check(host, &name, Status::Pass, running.to_string(), None),
+        Some(v) if (v.major, v.minor) == (want.major, want.minor) => {
+            check(host, &name, Status::Warn, format!("{running}; the inventory's kubernetes_version is {want}"), Some("hardway deploy puts every node on the inventory's release"))
+        }
+        _ => check(
+            host,
+            &name,
+            Status::Fail,
+            format!("{running}, not the inventory's kubernetes_version {want}"),
+            Some("hardway deploy: an upgrade rolls the masters one at a time, then the workers"),
+        ),
     }
 }
 

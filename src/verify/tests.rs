@@ -257,3 +257,23 @@ fn a_ready_node_under_disk_pressure_fails_naming_it() {
     assert!(c.detail.contains("DiskPressure: kubelet has DiskPressure"), "{c:?}");
     assert!(c.hint.as_deref().unwrap_or_default().contains("nodefs.available<10%"), "{c:?}");
 }
+
+#[test]
+fn components_on_another_release_than_the_inventorys_are_named() {
+    let f = deployed(&Phase::ALL);
+    let want = f.inv.cluster.kubernetes_version;
+    let v = |minor: u32, patch: u32| format!("Kubernetes v{}.{minor}.{patch}", want.major);
+    // m1 still on the previous minor (an upgrade half done), m2 on another patch of the
+    // release; w1's kubelet a minor behind.
+    f.fake.node("m1").versions.insert("/usr/bin/kube-apiserver".into(), v(want.minor - 1, 3));
+    f.fake.node("m2").versions.insert("/usr/bin/kube-apiserver".into(), v(want.minor, want.patch + 1));
+    f.fake.node("w1").versions.insert("/usr/bin/kubelet".into(), v(want.minor - 1, 3));
+    let cs = checks(&f);
+    let m1 = find(&cs, "m1", "kube-apiserver version");
+    assert_eq!(m1.status, Status::Fail, "{m1:?}");
+    assert!(m1.detail.contains(&format!("v1.{}.3, not the inventory's kubernetes_version {want}", want.minor - 1)), "{m1:?}");
+    assert_eq!(find(&cs, "m2", "kube-apiserver version").status, Status::Warn);
+    assert_eq!(find(&cs, "w1", "kubelet version").status, Status::Fail);
+    // A node whose binaries say nothing of their release (m3 here) gets no version check.
+    assert!(!cs.iter().any(|c| c.host == "m3" && c.check == "kube-apiserver version"), "{cs:#?}");
+}

@@ -195,7 +195,9 @@ impl FakeCluster {
         let voters: Vec<EtcdMember> = self.members().into_iter().filter(|m| !m.learner && !m.name.is_empty()).collect();
         let active: Vec<&EtcdMember> = voters.iter().filter(|m| self.nodes.get(&m.name).is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"))).collect();
         let moved = *self.moved_leader.lock().expect("not poisoned");
-        let leader = active.iter().find(|m| Some(m.id) == moved).or(active.first()).map(|m| m.id);
+        // The fake's election is deterministic: the first active voter by name (the members start
+        // in parallel, so the list's order is not; a test that names the leader needs one).
+        let leader = active.iter().find(|m| Some(m.id) == moved).or(active.iter().min_by_key(|m| &m.name)).map(|m| m.id);
         (!active.is_empty() && active.len() > voters.len() / 2).then_some(leader).flatten()
     }
 }

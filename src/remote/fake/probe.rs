@@ -136,6 +136,12 @@ impl Probe for FakeCluster {
     fn api_get<'a>(&'a self, address: IpAddr, _port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>> {
         Box::pin(async move {
             let Some(node) = self.by_address(address) else { return Err(format!("connecting to {address}: no route (fake)")) };
+            // What a node's Kubernetes binary says of its release (`Kubernetes v1.37.2`), when
+            // a test set one in its versions.
+            let release = |n: &super::NodeState, bin: &str| {
+                n.versions.iter().find(|(p, _)| p.ends_with(&format!("/{bin}"))).and_then(|(_, l)| l.split_whitespace().find(|w| w.starts_with('v'))).map(str::to_string)
+            };
+            let api_version = release(&node, "kube-apiserver");
             let serving = if node.unit_active("kube-apiserver") {
                 true
             } else if node.unit_active("haproxy") {
@@ -147,6 +153,12 @@ impl Probe for FakeCluster {
             if !serving {
                 return Err(format!("connecting to {address}: connection refused (fake)"));
             }
+            if path == "/version" {
+                return Ok(match api_version {
+                    Some(v) => (200, serde_json::json!({ "gitVersion": v }).to_string()),
+                    None => (404, "{}".into()),
+                });
+            }
             if path == "/api/v1/nodes" {
                 let ready: Vec<serde_json::Value> = self
                     .nodes
@@ -156,7 +168,11 @@ impl Probe for FakeCluster {
                     .map(|n| {
                         let mut conditions = vec![serde_json::json!({"type": "Ready", "status": "True"})];
                         conditions.extend(n.pressure.iter().map(|p| serde_json::json!({"type": p, "status": "True", "message": format!("kubelet has {p} (fake)")})));
-                        serde_json::json!({"metadata": {"name": n.name}, "status": {"conditions": conditions}})
+                        let mut status = serde_json::json!({ "conditions": conditions });
+                        if let Some(v) = release(&n, "kubelet") {
+                            status["nodeInfo"] = serde_json::json!({ "kubeletVersion": v });
+                        }
+                        serde_json::json!({"metadata": {"name": n.name}, "status": status})
                     })
                     .collect();
                 return Ok((200, serde_json::json!({ "items": ready }).to_string()));
