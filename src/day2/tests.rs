@@ -212,3 +212,23 @@ fn a_restore_that_fails_after_stopping_puts_everything_back_and_says_so() {
     // What the failed restore began on m2 is kept aside, not deleted.
     assert!(f.fake.node("m2").dirs.iter().any(|d| d.starts_with(&format!("{ETCD_DATA_DIR}.failed-restore-"))), "{:?}", f.fake.node("m2").dirs);
 }
+
+#[test]
+fn a_removals_dry_run_lists_exactly_what_the_real_run_then_does() {
+    let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
+    let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
+    let mut opts = remove_opts(Confirm { dry_run: true, yes: false, force: false });
+    opts.deploy.snapshot_dir = Some(f.dir.path().join("snapshots"));
+    let planned = block_on(remove(&f.inv, "m1", &f.pki_dir(), c.clone(), p.clone(), &opts, &Events::none("t"))).unwrap();
+    assert!(planned.dry_run && planned.etcd_member_removed.is_none() && !planned.reset);
+    opts.confirm = YES;
+    let done = block_on(remove(&f.inv, "m1", &f.pki_dir(), c, p, &opts, &Events::none("t"))).unwrap();
+    // The same list, in the same order: one plan both printed and carried out.
+    assert_eq!(done.steps, planned.steps);
+    let events: Vec<String> = f.fake.events().into_iter().map(|e| e.what).collect();
+    let at = |what: &str| events.iter().position(|e| e.starts_with(what)).unwrap_or_else(|| panic!("no {what:?} in {events:?}"));
+    assert!(at("snapshot") < at("move leader") && at("move leader") < at("member remove m1"), "{events:?}");
+    let order = ["etcd: a snapshot into", "etcd: m1 leads", "etcd: member remove m1", "reset m1", "deploy the rest", "then remove m1"];
+    let positions: Vec<usize> = order.iter().map(|o| planned.steps.iter().position(|s| s.starts_with(o)).unwrap_or_else(|| panic!("no {o:?} in {:?}", planned.steps))).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{:?}", planned.steps);
+}
