@@ -9,6 +9,7 @@
 //! they are (the faulty certificates are made for the node's existing key).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use rcgen::{Issuer, KeyPair};
 use serde::Serialize;
@@ -16,12 +17,12 @@ use serde::Serialize;
 use super::ClassError;
 use super::scenarios::{self, CheckOn, Input, SCENARIOS, Scenario, Target};
 use crate::components::{ComponentId, Phase, Port};
-use crate::day2::Day2Error;
+use crate::day2::{Confirm, Day2Error};
 use crate::inventory::{Inventory, Node};
 use crate::pki::{self, CaId};
+use crate::remote::Connector;
 use crate::remote::script::quote;
-use crate::remote::ssh::{self, Conn, HostKeyPolicy};
-use crate::session::{Access, PkiUse, Session};
+use crate::session::Access;
 use crate::{deploy, render};
 
 /// Break, or undo.
@@ -89,7 +90,8 @@ pub fn scenario(name: &str) -> Result<&'static Scenario, ClassError> {
     })
 }
 
-/// Breaks or fixes `scenario` on a node of the lab of `inv`, whose PKI is in `pki_dir`.
+/// Breaks or fixes `scenario` on a node of the lab of `inv`, whose PKI is in `pki_dir`, over SSH
+/// with the lab's known host keys.
 pub async fn run(
     inv: &Inventory,
     pki_dir: &Path,
@@ -99,6 +101,22 @@ pub async fn run(
     dry_run: bool,
     yes: bool,
 ) -> Result<FaultReport, ClassError> {
+    let connector: Arc<dyn Connector> = crate::session::connector(inv, Access::default());
+    run_over(inv, pki_dir, scenario, node, action, Confirm { dry_run, yes, force: false }, connector).await
+}
+
+/// [`run`] over `connector`: each node's script through [`crate::remote::Remote::lab_fault`], so that it is
+/// in the run log, and runs on the fake nodes in tests.
+pub async fn run_over(
+    inv: &Inventory,
+    pki_dir: &Path,
+    scenario: &'static Scenario,
+    node: Option<&str>,
+    action: Action,
+    confirm: Confirm,
+    connector: Arc<dyn Connector>,
+) -> Result<FaultReport, ClassError> {
+    let Confirm { dry_run, yes, .. } = confirm;
     let node = pick_node(inv, scenario, node)?.clone();
     // The nodes the script runs on: the one picked, or every master.
     let nodes: Vec<Node> = match scenario.target {
@@ -128,7 +146,7 @@ pub async fn run(
     }
 
     if action == Action::Break && scenario.input == Input::ControlPlaneFiles {
-        place_control_plane_files(inv, pki_dir).await?;
+        place_control_plane_files(inv, pki_dir, connector.clone()).await?;
     }
     for node in nodes {
         let mut vars = base_vars(inv, scenario, &node);
@@ -145,11 +163,10 @@ pub async fn run(
         script.push_str(scenarios::PRELUDE);
         script.push_str(&body);
 
-        let target = ssh::Target::for_node(inv, &node);
-        let out = tokio::task::spawn_blocking(move || Conn::connect(&target, HostKeyPolicy::Strict)?.script(&script))
+        let (connector, on) = (connector.clone(), node.clone());
+        let out = tokio::task::spawn_blocking(move || connector.connect(&on)?.lab_fault(scenario.name, &script))
             .await
-            .expect("the ssh task panicked")
-            .map_err(crate::remote::RemoteError::from)?;
+            .expect("the ssh task panicked")?;
         if out.status != 0 {
             let said = format!("{}{}", out.stdout, out.stderr);
             let verb = if action == Action::Break { "break" } else { "fix" };
@@ -214,10 +231,9 @@ fn faulty_cert(inv: &Inventory, pki_dir: &Path, node: &Node, input: Input) -> Re
 
 /// The control-plane phase's files on every master, as deploy would place them (the binaries
 /// too), without starting anything: the scenario's fix, not a deploy, says what runs.
-async fn place_control_plane_files(inv: &Inventory, pki_dir: &Path) -> Result<(), ClassError> {
-    let s = Session::open(inv.clone(), pki_dir, PkiUse::AsItIs, Access::default())?;
-    let rendered = s.files(&[Phase::ControlPlane])?;
-    let outcomes = deploy::push_files(inv, rendered, s.connector, &[Phase::ControlPlane], 8).await;
+async fn place_control_plane_files(inv: &Inventory, pki_dir: &Path, connector: Arc<dyn Connector>) -> Result<(), ClassError> {
+    let rendered = crate::session::files(inv, &pki::load(inv, pki_dir)?, &[Phase::ControlPlane])?;
+    let outcomes = deploy::push_files(inv, rendered, connector, &[Phase::ControlPlane], 8).await;
     let failed: Vec<String> = outcomes.iter().filter_map(|o| Some(format!("{}: {}", o.node, o.error.as_ref()?))).collect();
     if failed.is_empty() {
         Ok(())
@@ -245,6 +261,21 @@ mod tests {
         let x = expectation(&inv, san, &inv.nodes[1]);
         assert_eq!((x.host.as_str(), x.check.as_str(), x.detail_names.as_str()), ("lab-m2", "cert etcd server", "IP:10.213.0.12"));
         assert!(scenario("nope").unwrap_err().to_string().contains("etcd-stopped"));
+    }
+
+    #[test]
+    fn a_fault_runs_through_the_remote_only_when_confirmed() {
+        let f = crate::testing::Fixture::new();
+        let s = scenarios::find("etcd-stopped").unwrap();
+        let connector: Arc<dyn Connector> = f.fake.clone();
+        let go = |dry_run, yes| crate::testing::block_on(run_over(&f.inv, &f.pki_dir(), s, None, Action::Break, Confirm { dry_run, yes, force: false }, connector.clone()));
+        let faults = || f.fake.events().into_iter().filter(|e| e.what.starts_with("fault ")).map(|e| format!("{}: {}", e.node, e.what)).collect::<Vec<_>>();
+        let planned = go(true, false).unwrap();
+        assert!(planned.dry_run && planned.steps.len() == 1, "{planned:?}");
+        assert!(go(false, false).unwrap_err().to_string().contains("--yes"));
+        assert!(faults().is_empty(), "a dry run or an unconfirmed break reached a node: {:?}", faults());
+        let done = go(false, true).unwrap();
+        assert_eq!(faults(), [format!("{}: fault etcd-stopped", done.node)]);
     }
 
     #[test]

@@ -378,6 +378,12 @@ pub trait Remote: Send {
     /// The files hardway placed on the node ([`PLACED`]).
     fn placed_files(&self) -> Result<Vec<String>, RemoteError>;
 
+    /// Runs the script of a teaching fault (`hardway lab break`/`fix`, the classroom's
+    /// scenarios) as root: the one operation whose script is not hardway's own, named by its
+    /// scenario in the run log like every other. Its output; a non-zero exit is the caller's
+    /// to judge (the scenario says why).
+    fn lab_fault(&self, scenario: &str, script: &str) -> Result<Output, RemoteError>;
+
     /// Restores an etcd snapshot into a member's (empty) data dir.
     fn restore_etcd(&self, r: &EtcdRestore<'_>) -> Result<(), RemoteError>;
 

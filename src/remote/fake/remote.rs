@@ -142,6 +142,14 @@ impl Remote for FakeRemote {
         Ok(Some(to))
     }
 
+    /// A fault's script cannot run here: it is recorded (`fault <scenario>`), as what the node
+    /// was asked to do, and succeeds.
+    fn lab_fault(&self, scenario: &str, _script: &str) -> Result<crate::remote::Output, RemoteError> {
+        drop(self.state()?);
+        self.record(format!("fault {scenario}"));
+        Ok(crate::remote::Output { status: 0, stdout: String::new(), stderr: String::new() })
+    }
+
     fn remove_paths(&self, paths: &[String]) -> Result<(), RemoteError> {
         let mut s = self.state()?;
         for p in paths {

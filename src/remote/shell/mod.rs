@@ -157,6 +157,13 @@ impl<T: Transport> Remote for ShellRemote<T> {
         self.run_ok("removing files", &s).map(|_| ())
     }
 
+    fn lab_fault(&self, scenario: &str, script: &str) -> Result<Output, RemoteError> {
+        let mut s = Script::new();
+        s.raw(&format!("# hardway lab fault: {scenario}"));
+        s.raw(script);
+        self.exec(&s)
+    }
+
     fn placed_files(&self) -> Result<Vec<String>, RemoteError> {
         Ok(self.read_config(super::PLACED)?.map(|t| t.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()).unwrap_or_default())
     }
