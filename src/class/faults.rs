@@ -41,6 +41,8 @@ pub struct FaultReport {
     pub node: String,
     pub dry_run: bool,
     pub steps: Vec<String>,
+    /// Whether any node changed: breaking what is broken, or fixing what is not, changes nothing.
+    pub changed: bool,
     /// What verify must now say: the check, where, and what its hint names.
     pub expect: Expectation,
 }
@@ -137,13 +139,16 @@ pub async fn run_over(
         dry_run,
         expect: expectation(inv, scenario, &node),
         steps,
+        changed: false,
     };
     if dry_run {
         return Ok(report);
     }
-    if action == Action::Break && !yes {
-        return Err(Day2Error::NeedsYes { what: format!("break {} on {}", scenario.name, node.name), steps: report.steps }.into());
+    if !yes {
+        let verb = if action == Action::Break { "break" } else { "fix" };
+        return Err(Day2Error::NeedsYes { what: format!("{verb} {} on {}", scenario.name, node.name), steps: report.steps }.into());
     }
+    let mut report = report;
 
     if action == Action::Break && scenario.input == Input::ControlPlaneFiles {
         place_control_plane_files(inv, pki_dir, connector.clone()).await?;
@@ -157,7 +162,8 @@ pub async fn run_over(
         }
         let body = match action {
             Action::Break => format!("if [ -e \"$SAVE/broken\" ]; then echo \"already broken\"; exit 0; fi\n{}touch \"$SAVE/broken\"\n", scenario.break_script),
-            Action::Fix => format!("{}rm -rf \"$SAVE\"\n", scenario.fix_script),
+            // Only what was broken is fixed: a second fix restarts nothing.
+            Action::Fix => format!("if [ ! -e \"$SAVE/broken\" ]; then echo \"not broken\"; exit 0; fi\n{}rm -rf \"$SAVE\"\n", scenario.fix_script),
         };
         let mut script: String = vars.iter().map(|(k, v)| format!("{k}={}\n", quote(v))).collect();
         script.push_str(scenarios::PRELUDE);
@@ -167,6 +173,8 @@ pub async fn run_over(
         let out = tokio::task::spawn_blocking(move || connector.connect(&on)?.lab_fault(scenario.name, &script))
             .await
             .expect("the ssh task panicked")?;
+        let said = out.stdout.lines().last().unwrap_or_default().trim();
+        report.changed |= out.status == 0 && !["already broken", "not broken"].contains(&said);
         if out.status != 0 {
             let said = format!("{}{}", out.stdout, out.stderr);
             let verb = if action == Action::Break { "break" } else { "fix" };
@@ -274,7 +282,11 @@ mod tests {
         assert!(planned.dry_run && planned.steps.len() == 1, "{planned:?}");
         assert!(go(false, false).unwrap_err().to_string().contains("--yes"));
         assert!(faults().is_empty(), "a dry run or an unconfirmed break reached a node: {:?}", faults());
+        let fix = crate::testing::block_on(run_over(&f.inv, &f.pki_dir(), s, None, Action::Fix, Confirm { dry_run: false, yes: false, force: false }, connector.clone()));
+        assert!(fix.unwrap_err().to_string().contains("fix etcd-stopped"), "a fix asks for --yes too");
+        assert!(faults().is_empty(), "a dry run or an unconfirmed break or fix reached a node: {:?}", faults());
         let done = go(false, true).unwrap();
+        assert!(done.changed);
         assert_eq!(faults(), [format!("{}: fault etcd-stopped", done.node)]);
     }
 

@@ -277,12 +277,20 @@ fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
         out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let head = if report.dry_run { "would" } else { "did" };
+    let head = if report.dry_run {
+        "would"
+    } else if report.changed {
+        "did"
+    } else {
+        "nothing to do"
+    };
     for s in &report.steps {
         out!("{head}: {s}");
     }
     let e = &report.expect;
     match action {
+        Action::Break if !report.dry_run && !report.changed => out!("{} was already broken on {}", report.scenario, report.node),
+        Action::Fix if !report.dry_run && !report.changed => out!("{} is not broken on {}: nothing was changed", report.scenario, report.node),
         Action::Break if !report.dry_run => out!(
             "{} is broken on {}: hardway verify now FAILs `{}` on {} (the hint names {:?}); `hardway lab fix {}` undoes it",
             report.scenario, report.node, e.check, e.host, e.hint_names, report.scenario

@@ -158,10 +158,18 @@ mod lab {
             if step == 0 {
                 // Breaking what is broken changes nothing.
                 let again = fault(&["break", s.name, "--yes"]);
-                assert!(again.status.success(), "{}", text(&again));
+                assert!(again.status.success() && text(&again).contains("was already broken"), "{}", text(&again));
             }
+            // Fixing asks for --yes, as breaking does.
             let o = fault(&["fix", s.name]);
-            assert!(o.status.success(), "fix {}: {}", s.name, text(&o));
+            assert!(!o.status.success() && text(&o).contains("--yes"), "fix without --yes: {}", text(&o));
+            let o = fault(&["fix", s.name, "--yes"]);
+            assert!(o.status.success() && text(&o).contains("is fixed on"), "fix {}: {}", s.name, text(&o));
+            if step == 0 {
+                // Fixing what is not broken changes nothing either.
+                let again = fault(&["fix", s.name, "--yes"]);
+                assert!(again.status.success() && text(&again).contains("is not broken"), "{}", text(&again));
+            }
             verify_until(&inv, &pki, &format!("{}: verify passes after the fix", s.name), |passed, _| passed);
         }
         // A second `up` leaves the lab as it is, on the same subnet.
