@@ -188,6 +188,18 @@ impl Validator<'_> {
                 for (field, net) in cluster.networks().filter(|(_, net)| v4_contains(*net, a)) {
                     self.error(&f("address"), format!("node address {a} lies inside cluster.{field} {net}"));
                 }
+                if a.is_ipv6() {
+                    // The pod routes, --node-ip, the kubelet's serving SANs and etcd's URLs
+                    // are rendered for the node's address; the cluster networks are IPv4 only.
+                    self.error(
+                        &f("address"),
+                        format!(
+                            "{a} is an IPv6 address: the cluster's networks are IPv4 only (its pod routes need an IPv4 next hop, \
+                             --node-ip an address of the node's family), so a node's address must be IPv4; reach the node over \
+                             IPv6 with ssh_address"
+                        ),
+                    );
+                }
             }
             if n.ssh_port == Some(0) {
                 self.error(&f("ssh_port"), PORT_ZERO);

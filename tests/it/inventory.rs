@@ -298,3 +298,11 @@ mod kubernetes;
 mod lab_vms;
 /// `[containerd]`, `[cni]` and `[lab]`.
 mod runtime;
+
+#[test]
+fn an_ipv6_node_address_is_refused_with_the_way_to_use_ipv6_for_ssh() {
+    let edits = [("address = \"192.168.96.50\"", "address = \"fd00::50\"")];
+    let err = error_of(&edits);
+    let line = line_of(&edits, "fd00::50");
+    assert_has(&err, &[&format!("bad.toml:{line}:"), ".address", "fd00::50 is an IPv6 address: the cluster's networks are IPv4 only", "ssh_address"]);
+}
