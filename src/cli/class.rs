@@ -213,7 +213,14 @@ pub(super) fn lab(command: &LabCommand) -> Result<Option<ExitCode>> {
         LabCommand::Status { named, .. } | LabCommand::Down { named, .. } if named.name.is_some() => {
             let name = named.name.as_deref().expect("matched");
             let opts = LabOptions { state_dir: named.state.state_dir.clone(), ..LabOptions::default() };
-            let (_, inv) = labs::find(&opts, name)?;
+            let (_, inv) = match labs::find(&opts, name) {
+                // Down is idempotent, as the default lab's is: a lab that is not there is down.
+                Err(ClassError::NoLab { .. }) if matches!(command, LabCommand::Down { .. }) => {
+                    out!("lab {name} is down (there was no such lab)");
+                    return Ok(Some(ExitCode::SUCCESS));
+                }
+                found => found?,
+            };
             if matches!(command, LabCommand::Down { .. }) {
                 lab::down(&inv, &opts)?;
                 out!("lab {name} is down");

@@ -148,3 +148,16 @@ fn a_lab_name_that_is_a_path_is_refused() {
         assert!(err.contains("\"../../..\" is not a lab name"), "{cmd:?}: {err}");
     }
 }
+
+#[test]
+fn a_named_lab_that_is_not_there_is_down_and_its_status_says_so() {
+    let state = tempfile::tempdir().unwrap();
+    let dir = state.path().to_str().unwrap();
+    for _ in 0..2 {
+        let o = run(hardway().args(["lab", "down", "--name", "gone", "--state-dir", dir]));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("lab gone is down"));
+    }
+    let o = run(hardway().args(["lab", "status", "--name", "gone", "--state-dir", dir]));
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no lab named \"gone\""), "{}", String::from_utf8_lossy(&o.stderr));
+}
