@@ -327,12 +327,42 @@ fn https_get(addr: IpAddr, port: u16, path: &str, config: &Arc<rustls::ClientCon
         Ok(_) => {}
         // Servers that close without close_notify still sent a whole HTTP/1.0 answer.
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => {}
-        Err(e) => return Err(format!("reading {path} from {sock}: {e}")),
+        Err(e) => return Err(format!("reading {path} from {sock}: {}", readable(&e))),
     }
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     Ok((code, body.to_string()))
+}
+
+/// An error of a TLS stream in words: rustls shows a refused certificate with its Debug text
+/// (`NotValidForNameContext { expected: IpAddress(V4(…`), which is no message for a user.
+fn readable(e: &std::io::Error) -> String {
+    use rustls::pki_types::ServerName;
+    use rustls::{CertificateError, Error};
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else { return e.to_string() };
+    let Error::InvalidCertificate(cert) = tls else { return tls.to_string() };
+    let secs = |t: &rustls::pki_types::UnixTime| {
+        time::OffsetDateTime::from_unix_timestamp(t.as_secs() as i64).map(|d| d.date().to_string()).unwrap_or_else(|_| t.as_secs().to_string())
+    };
+    match cert {
+        CertificateError::NotValidForNameContext { expected, presented } => {
+            let expected = match expected {
+                ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
+                ServerName::DnsName(name) => name.as_ref().to_string(),
+                other => format!("{other:?}"),
+            };
+            format!("the server's certificate is not valid for {expected}: its names are {}", presented.join(", "))
+        }
+        CertificateError::NotValidForName => "the server's certificate is not valid for the address dialled".into(),
+        CertificateError::ExpiredContext { not_after, .. } => format!("the server's certificate expired on {}", secs(not_after)),
+        CertificateError::Expired => "the server's certificate has expired".into(),
+        CertificateError::NotValidYetContext { not_before, .. } => format!("the server's certificate is not valid before {}", secs(not_before)),
+        CertificateError::NotValidYet => "the server's certificate is not valid yet".into(),
+        CertificateError::UnknownIssuer => "the server's certificate is not signed by the CA given (another cluster's?)".into(),
+        CertificateError::BadSignature => "the server's certificate has a bad signature".into(),
+        other => format!("the server's certificate was refused: {other:?}"),
+    }
 }
 
 /// Every listed member's status, asked concurrently.
@@ -395,5 +425,25 @@ pub fn describe(m: &MemberStatus) -> String {
             m.db_size.unwrap_or(0),
             if m.errors.is_empty() { String::new() } else { format!(", errors: {}", m.errors.join("; ")) }
         ),
+    }
+}
+
+#[cfg(test)]
+mod readable_tests {
+    use super::readable;
+
+    #[test]
+    fn a_refused_certificate_is_said_in_words() {
+        use rustls::pki_types::ServerName;
+        let tls = |c: rustls::CertificateError| std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(c));
+        let name = rustls::CertificateError::NotValidForNameContext {
+            expected: ServerName::IpAddress(std::net::IpAddr::from([10, 0, 0, 11]).into()),
+            presented: vec!["DNS name \"m1\"".into(), "IP address 10.0.0.12".into()],
+        };
+        let said = readable(&tls(name));
+        assert_eq!(said, "the server's certificate is not valid for 10.0.0.11: its names are DNS name \"m1\", IP address 10.0.0.12");
+        assert!(readable(&tls(rustls::CertificateError::UnknownIssuer)).contains("not signed by the CA given"));
+        // Anything not TLS is as it was.
+        assert_eq!(readable(&std::io::Error::other("connection reset")), "connection reset");
     }
 }
