@@ -158,7 +158,13 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
     let (lb_ip, lb_port) = inv.api_endpoint();
     let lb_host = inv.load_balancer.as_ref().and_then(|l| l.node.clone()).unwrap_or_else(|| "load-balancer".into());
     if deployed.is_empty() {
-        out.push(check(&lb_host, "api /readyz", Status::Skip, "kube-apiserver is not deployed on any master", Some("hardway deploy --phases control-plane (needs the Kubernetes binaries on the masters)")));
+        let masters: Vec<&HostWork> = work.iter().filter(|h| h.node.has(Role::Master)).collect();
+        out.push(if masters.iter().all(|h| !h.reached()) {
+            // Not "not deployed": nothing is known of masters that did not answer.
+            check(&lb_host, "api /readyz", Status::Fail, "no master answered over SSH: whether kube-apiserver runs on any is unknown", Some("make the masters reachable over SSH (their ssh checks say why)"))
+        } else {
+            check(&lb_host, "api /readyz", Status::Skip, "kube-apiserver is not deployed on any master", Some("hardway deploy --phases control-plane (needs the Kubernetes binaries on the masters)"))
+        });
         return out;
     }
     if let Some(e) = auth_error {

@@ -277,3 +277,21 @@ fn components_on_another_release_than_the_inventorys_are_named() {
     // A node whose binaries say nothing of their release (m3 here) gets no version check.
     assert!(!cs.iter().any(|c| c.host == "m3" && c.check == "kube-apiserver version"), "{cs:#?}");
 }
+
+#[test]
+fn with_every_master_unreachable_the_api_check_says_so_not_that_nothing_is_deployed() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb]);
+    for m in ["m1", "m2", "m3"] {
+        f.fake.node(m).reachable = false;
+    }
+    let cs = checks(&f);
+    let api = find(&cs, "lb", "api /readyz");
+    assert_eq!(api.status, Status::Fail, "{api:?}");
+    assert!(api.detail.contains("no master answered over SSH"), "{api:?}");
+    // With the masters reached, nothing deployed is a SKIP, as before.
+    for m in ["m1", "m2", "m3"] {
+        f.fake.node(m).reachable = true;
+    }
+    let cs = checks(&f);
+    assert_eq!(find(&cs, "lb", "api /readyz").status, Status::Skip);
+}

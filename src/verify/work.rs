@@ -42,6 +42,11 @@ impl HostWork {
         HostWork { node: node.clone(), checks: vec![], units: BTreeMap::new(), encryption_sha: None, backends: None, found: vec![] }
     }
 
+    /// The node answered over SSH (its `ssh` check passed): what it runs is known.
+    pub fn reached(&self) -> bool {
+        self.checks.iter().any(|c| c.check == "ssh" && c.status == super::Status::Pass)
+    }
+
     pub fn deployed(&self, unit: &str) -> bool {
         self.units.get(unit).is_some_and(Unit::deployed)
     }
