@@ -213,8 +213,16 @@ pub async fn verify(
 /// The report as text: one line per check, sorted, with hints for anything but PASS.
 pub fn format_report(checks: &[Check]) -> String {
     let mut s = String::new();
-    for c in checks {
-        let _ = writeln!(s, "{:<4}  {:<12} {:<34} {}", c.status, c.host, c.check, c.detail);
+    // A SKIP said the same way on several hosts (a phase not deployed yet) is one line naming
+    // them all, where the first of them would stand: a lab stopped at the load balancer has two
+    // dozen of them.
+    let same = |a: &Check, b: &Check| a.status == Status::Skip && b.status == Status::Skip && (&a.check, &a.detail, &a.hint) == (&b.check, &b.detail, &b.hint);
+    for (i, c) in checks.iter().enumerate() {
+        if checks[..i].iter().any(|p| same(p, c)) {
+            continue;
+        }
+        let hosts: Vec<&str> = checks[i..].iter().filter(|o| std::ptr::eq(*o, c) || same(c, o)).map(|o| o.host.as_str()).collect();
+        let _ = writeln!(s, "{:<4}  {:<12} {:<34} {}", c.status, hosts.join(","), c.check, c.detail);
         if let Some(h) = &c.hint {
             let _ = writeln!(s, "{:<4}  {:<12} {:<34} hint: {h}", "", "", "");
         }

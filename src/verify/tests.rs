@@ -295,3 +295,17 @@ fn with_every_master_unreachable_the_api_check_says_so_not_that_nothing_is_deplo
     let cs = checks(&f);
     assert_eq!(find(&cs, "lb", "api /readyz").status, Status::Skip);
 }
+
+#[test]
+fn skips_said_alike_on_several_hosts_are_one_line_of_the_text_report() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb]);
+    let cs = checks(&f);
+    let text = format_report(&cs);
+    let apiserver: Vec<&str> = text.lines().filter(|l| l.starts_with("SKIP") && l.contains("unit kube-apiserver")).collect();
+    assert_eq!(apiserver.len(), 1, "{text}");
+    assert!(apiserver[0].contains("m1,m2,m3"), "{text}");
+    // Every other check is a line of its own, and the counts are of checks, not of lines.
+    let skips = cs.iter().filter(|c| c.status == Status::Skip).count();
+    assert!(text.ends_with(&format!("{skips} SKIP")), "{text}");
+    assert!(text.lines().filter(|l| l.starts_with("PASS")).count() == cs.iter().filter(|c| c.status == Status::Pass).count());
+}
