@@ -93,18 +93,18 @@ pub fn scenario(name: &str) -> Result<&'static Scenario, ClassError> {
 }
 
 /// Breaks or fixes `scenario` on a node of the lab of `inv`, whose PKI is in `pki_dir`, over SSH
-/// with the lab's known host keys.
+/// as `access` says (the lab's known host keys; the run log the scripts are written to).
 pub async fn run(
     inv: &Inventory,
     pki_dir: &Path,
     scenario: &'static Scenario,
     node: Option<&str>,
     action: Action,
-    dry_run: bool,
-    yes: bool,
+    confirm: Confirm,
+    access: Access,
 ) -> Result<FaultReport, ClassError> {
-    let connector: Arc<dyn Connector> = crate::session::connector(inv, Access::default());
-    run_over(inv, pki_dir, scenario, node, action, Confirm { dry_run, yes, force: false }, connector).await
+    let connector: Arc<dyn Connector> = crate::session::connector(inv, access);
+    run_over(inv, pki_dir, scenario, node, action, confirm, connector).await
 }
 
 /// [`run`] over `connector`: each node's script through [`crate::remote::Remote::lab_fault`], so that it is

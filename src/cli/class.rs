@@ -108,6 +108,8 @@ pub struct FaultArgs {
     pub confirm: super::day2::ConfirmArgs,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    #[command(flatten)]
+    pub log: super::LogArg,
 }
 
 #[derive(Subcommand)]
@@ -279,7 +281,17 @@ fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
         }
         None => (load_inventory(&a.inv.path())?, a.pki.clone()),
     };
-    let report = runtime()?.block_on(faults::run(&inv, &pki, scenario, a.node.as_deref(), action, a.confirm.dry_run, a.confirm.yes))?;
+    // Like every command that changes nodes, a run log of what it sent (`hardway logs`).
+    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
+    let command = if action == Action::Break { "lab-break" } else { "lab-fix" };
+    let (_, run_log) = super::observe(command, OutputFormat::Text, &a.log, &inv.source, &names)?;
+    let access = crate::session::Access { run_log: run_log.clone(), ..Default::default() };
+    let report = runtime()?.block_on(faults::run(&inv, &pki, scenario, a.node.as_deref(), action, a.confirm.confirm(false), access))?;
+    if let Some(l) = &run_log
+        && !report.dry_run
+    {
+        eprintln!("log: {}", l.path().display());
+    }
     if a.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
