@@ -105,6 +105,7 @@ pub struct CheckArgs {
     /// Flag (and exit 1 for) certificates that expire within this many days.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i64).range(0..=36500))]
     pub warn_days: i64,
+    /// Hosts read at once.
     #[arg(long, default_value_t = 32)]
     pub parallel: usize,
 }
@@ -280,5 +281,26 @@ mod tests {
     fn the_command_line_definitions_are_consistent() {
         // clap checks these only when a command is parsed; a positional after `NAME...` panics.
         <super::super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_and_argument_says_what_it_is_for() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+            if cmd.get_about().is_none() && path != "" {
+                missing.push(format!("{here}: no one-line purpose"));
+            }
+            for a in cmd.get_arguments().filter(|a| !["help", "version"].contains(&a.get_id().as_str()) && !a.is_hide_set()) {
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{here} {}", a.get_long().map(|l| format!("--{l}")).unwrap_or_else(|| format!("<{}>", a.get_id()))));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&<super::super::Cli as clap::CommandFactory>::command(), "", &mut missing);
+        assert!(missing.is_empty(), "without a help text:\n{}", missing.join("\n"));
     }
 }

@@ -106,6 +106,7 @@ pub struct FaultArgs {
     pub pki: PathBuf,
     #[command(flatten)]
     pub confirm: super::day2::ConfirmArgs,
+    /// text, or json (what was done and what verify must now say).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -140,11 +141,13 @@ pub enum ClassCommand {
     Status {
         #[command(flatten)]
         class: ClassDir,
+        /// text, or json (a row per student).
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
     /// Take students' labs down (all without names); each machine's files are kept.
     Down {
+        /// The students whose labs go down (default: every student of the class).
         students: Vec<String>,
         #[command(flatten)]
         class: ClassDir,
@@ -153,6 +156,7 @@ pub enum ClassCommand {
     },
     /// A student's lab back to fresh machines (and the class's --to checkpoint).
     Reset {
+        /// The student whose lab is made anew.
         student: String,
         #[command(flatten)]
         class: ClassDir,
@@ -161,9 +165,11 @@ pub enum ClassCommand {
     },
     /// hardway verify against every student's lab; one line per student.
     Grade {
+        /// The students to grade (default: every student of the class).
         students: Vec<String>,
         #[command(flatten)]
         class: ClassDir,
+        /// text, or json (a row per student).
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
@@ -172,6 +178,7 @@ pub enum ClassCommand {
 /// The class directory.
 #[derive(Args, Clone)]
 pub struct ClassDir {
+    /// The class directory: class.json, and each student's lab inventory and PKI.
     #[arg(long = "dir", default_value = "class")]
     pub dir: PathBuf,
     #[command(flatten)]

@@ -43,8 +43,10 @@ pub struct ClusterArgs {
 /// Where the cluster's PKI is, whether to record new host keys, the log and the output.
 #[derive(Args, Clone)]
 pub struct AccessArgs {
+    /// The cluster's PKI directory (made by `pki generate`; it must be this cluster's).
     #[arg(long, default_value = "pki")]
     pub pki: PathBuf,
+    /// Record host keys that are not in known_hosts yet (changed keys are always refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
     #[command(flatten)]
@@ -82,6 +84,7 @@ pub enum SnapshotCommand {
     Save {
         #[command(flatten)]
         cluster: ClusterArgs,
+        /// The directory the snapshot goes to (0700; the snapshot 0600: it holds every Secret).
         #[arg(long, default_value = "snapshots")]
         out: PathBuf,
         /// Keep only the newest N snapshots of this cluster there.
@@ -92,6 +95,7 @@ pub enum SnapshotCommand {
     List {
         #[command(flatten)]
         inv: InventoryArg,
+        /// The directory the snapshots are in.
         #[arg(long, default_value = "snapshots")]
         dir: PathBuf,
     },

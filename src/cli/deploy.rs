@@ -18,6 +18,8 @@ use crate::{deploy, pki, probe};
 pub struct DeployArgs {
     #[command(flatten)]
     pub inv: InventoryArg,
+    /// The cluster's PKI directory: brought up to date for this inventory (certificates
+    /// re-issued where names changed; no CA or key is created), and it must be this cluster's.
     #[arg(long, default_value = "pki")]
     pub pki: PathBuf,
     /// Comma-separated phases to run: files, etcd, lb, control-plane, workers, addons

@@ -75,6 +75,7 @@ enum Command {
         /// The PKI directory made by `pki generate`.
         #[arg(long, default_value = "pki")]
         pki: PathBuf,
+        /// The directory the rendered tree is written to (one directory per node).
         #[arg(long, default_value = "build")]
         out: PathBuf,
     },
@@ -121,6 +122,7 @@ enum Command {
     Logs,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
     /// Print the manual page (roff), e.g. `hardway man > hardway.1`.
@@ -221,6 +223,7 @@ enum PkiCommand {
     Generate {
         #[command(flatten)]
         inv: InventoryArg,
+        /// The PKI directory to create or bring up to date (keys 0600, directories 0700).
         #[arg(long, default_value = "pki")]
         out: PathBuf,
         /// Re-issue every CA, key and certificate (the encryption key is always kept).
@@ -231,6 +234,7 @@ enum PkiCommand {
     Check {
         #[command(flatten)]
         inv: InventoryArg,
+        /// The PKI directory to check (made by `pki generate`).
         #[arg(long, default_value = "pki")]
         pki: PathBuf,
     },

@@ -27,15 +27,19 @@ pub struct VerifyArgs {
     /// An etcd client certificate, if not <pki>/etcd/healthcheck-client.crt.
     #[arg(long, requires = "etcd_key")]
     pub etcd_cert: Option<PathBuf>,
+    /// The key of --etcd-cert.
     #[arg(long, requires = "etcd_cert")]
     pub etcd_key: Option<PathBuf>,
     /// An admin client certificate, if not <pki>/admin.crt.
     #[arg(long, requires = "admin_key")]
     pub admin_cert: Option<PathBuf>,
+    /// The key of --admin-cert.
     #[arg(long, requires = "admin_cert")]
     pub admin_key: Option<PathBuf>,
+    /// Hosts checked at once.
     #[arg(long, default_value_t = 32)]
     pub parallel: usize,
+    /// Record host keys that are not in known_hosts yet (changed keys are always refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
     /// text; json (every check at the end); jsonl (one event per line as it happens).
