@@ -106,7 +106,7 @@ pub struct FaultArgs {
     pub pki: PathBuf,
     #[command(flatten)]
     pub confirm: super::day2::ConfirmArgs,
-    /// text, or json (what was done and what verify must now say).
+    /// text; json (what was done and what verify must now say); jsonl (the same on one line).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -141,7 +141,7 @@ pub enum ClassCommand {
     Status {
         #[command(flatten)]
         class: ClassDir,
-        /// text, or json (a row per student).
+        /// text; json (a list of rows, one per student); jsonl (one row per line).
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
@@ -169,7 +169,7 @@ pub enum ClassCommand {
         students: Vec<String>,
         #[command(flatten)]
         class: ClassDir,
-        /// text, or json (a row per student).
+        /// text; json (a list of rows, one per student); jsonl (one row per line).
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
     },
@@ -299,9 +299,16 @@ fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
     {
         eprintln!("log: {}", l.path().display());
     }
-    if a.output == OutputFormat::Json {
-        out!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
+    match a.output {
+        OutputFormat::Json => {
+            out!("{}", serde_json::to_string_pretty(&report)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        OutputFormat::Jsonl => {
+            out!("{}", serde_json::to_string(&report)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        OutputFormat::Text => {}
     }
     let head = if report.dry_run {
         "would"
@@ -440,6 +447,10 @@ fn class_status(dir: &ClassDir, output: OutputFormat) -> Result<ExitCode> {
     })?;
     if output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if output == OutputFormat::Jsonl {
+        for r in &rows {
+            out!("{}", serde_json::to_string(r)?);
+        }
     } else {
         out!("{:<22} {:<16} {:<9} {:<10} LAST VERIFY", "STUDENT", "SUBNET", "NODES UP", "REACHABLE");
         for r in &rows {
@@ -544,9 +555,18 @@ fn class_grade(students: &[String], dir: &ClassDir, output: OutputFormat) -> Res
     let opts = LabOptions { state_dir: dir.state.state_dir.clone(), ..LabOptions::default() };
     let t = std::time::Instant::now();
     let grades = runtime()?.block_on(grade::grade(&class, &students, &opts, 32))?;
-    if output == OutputFormat::Json {
-        out!("{}", serde_json::to_string_pretty(&grades)?);
-        return Ok(ExitCode::SUCCESS);
+    match output {
+        OutputFormat::Json => {
+            out!("{}", serde_json::to_string_pretty(&grades)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        OutputFormat::Jsonl => {
+            for g in &grades {
+                out!("{}", serde_json::to_string(g)?);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        OutputFormat::Text => {}
     }
     out!("{:<22} {:>6} {:>6} {:>6} {:>6}  FIRST FAILURE", "STUDENT", "PASS", "FAIL", "WARN", "SKIP");
     for g in &grades {

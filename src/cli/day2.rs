@@ -51,7 +51,7 @@ pub struct AccessArgs {
     pub accept_new_host_keys: bool,
     #[command(flatten)]
     pub log: LogArg,
-    /// text, or json (the whole result).
+    /// text; json (the whole result at the end); jsonl (one event per line as it happens).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
