@@ -125,8 +125,13 @@ enum Command {
         /// The shell: bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff), e.g. `hardway man > hardway.1`.
-    Man,
+    /// Print the manual page (roff), e.g. `hardway man > hardway.1`; with --dir, write every
+    /// page: hardway.1 and one per subcommand (hardway-deploy.1, hardway-lab-break.1, …).
+    Man {
+        /// Write hardway.1 and every subcommand's page into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// A local lab: one systemd-nspawn container or QEMU VM per inventory node, on a bridge (root only).
     Lab {
         #[command(subcommand)]
@@ -238,6 +243,27 @@ enum PkiCommand {
         #[arg(long, default_value = "pki")]
         pki: PathBuf,
     },
+}
+
+/// Writes `cmd`'s page and, recursively, one per subcommand, named as the pages' SEE ALSO
+/// sections name them (`hardway-lab-break.1`); how many.
+fn man_pages(cmd: &clap::Command, dir: &std::path::Path) -> Result<usize> {
+    let name = cmd.get_name().to_string();
+    let path = dir.join(format!("{name}.1"));
+    let mut page = Vec::new();
+    // Without clap's `help` subcommand: `--help` is on every page, and a page per `help X`
+    // would only repeat the others.
+    clap_mangen::Man::new(cmd.clone().disable_help_subcommand(true)).render(&mut page).context("rendering a manual page")?;
+    std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+    let mut written = 1;
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        // A subcommand's page is named after its whole path, as the parent's page refers to it.
+        // (clap takes a name as &'static str without its `string` feature: a few dozen short
+        // names, leaked once by a command that then exits.)
+        let full = sub.clone().name(&*Box::leak(format!("{name}-{}", sub.get_name()).into_boxed_str()));
+        written += man_pages(&full, dir)?;
+    }
+    Ok(written)
 }
 
 pub fn main() -> ExitCode {
@@ -375,8 +401,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "hardway", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut std::io::stdout()).context("writing the manual page")?;
+        Command::Man { dir: None } => {
+            let cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).context("writing the manual page")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let written = man_pages(&<Cli as clap::CommandFactory>::command(), &dir)?;
+            out!("{written} manual pages in {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Class { command } => class::class(command),

@@ -161,3 +161,21 @@ fn a_named_lab_that_is_not_there_is_down_and_its_status_says_so() {
     let o = run(hardway().args(["lab", "status", "--name", "gone", "--state-dir", dir]));
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no lab named \"gone\""), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn every_manual_page_a_page_refers_to_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let said = ok(hardway().args(["man", "--dir"]).arg(dir.path()));
+    let pages: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(said.starts_with(&format!("{} manual pages", pages.len())), "{said}");
+    assert!(pages.contains(&"hardway.1".to_string()) && pages.contains(&"hardway-lab-break.1".to_string()), "{pages:?}");
+    let mut texts: Vec<String> = pages.iter().map(|p| std::fs::read_to_string(dir.path().join(p)).unwrap()).collect();
+    texts.push(ok(hardway().arg("man")));
+    for text in &texts {
+        // roff escapes the dash: `hardway\-lab\-break(1)`.
+        for reference in text.split_whitespace().filter(|w| w.starts_with("hardway\\-") && w.ends_with("(1)")) {
+            let page = format!("{}.1", reference.trim_end_matches("(1)").replace("\\-", "-"));
+            assert!(pages.contains(&page), "{reference} is referred to, but no {page} was written: {pages:?}");
+        }
+    }
+}
