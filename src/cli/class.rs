@@ -64,7 +64,7 @@ pub struct LabUpArgs {
     #[arg(long, requires = "name")]
     pub dir: Option<PathBuf>,
     /// Deploy every phase up to this one (e.g. etcd), so the lesson starts there.
-    #[arg(long, value_parser = parse_phase, value_name = "PHASE")]
+    #[arg(long, value_parser = phase_values(), value_name = "PHASE")]
     pub to: Option<Phase>,
     /// The PKI of the default lab, for --to (a named lab's is <dir>/pki).
     #[arg(long, default_value = "pki")]
@@ -89,7 +89,7 @@ pub struct LabNameArgs {
 #[derive(Args, Clone)]
 pub struct FaultArgs {
     /// The scenario (`lab break --list` lists them).
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present = "list", value_parser = scenario_names())]
     pub scenario: Option<String>,
     /// List the scenarios: what each breaks and which verify check then fails.
     #[arg(long)]
@@ -125,7 +125,7 @@ pub enum ClassCommand {
         #[command(flatten)]
         class: ClassDir,
         /// Deploy every lab up to this phase (e.g. etcd).
-        #[arg(long, value_parser = parse_phase, value_name = "PHASE")]
+        #[arg(long, value_parser = phase_values(), value_name = "PHASE")]
         to: Option<Phase>,
         /// With --to: labs deployed at once (the rest wait their turn).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
@@ -185,11 +185,15 @@ pub struct ClassDir {
     pub state: StateArgs,
 }
 
-fn parse_phase(s: &str) -> Result<Phase, String> {
-    Phase::parse(s).filter(|p| *p != Phase::Preflight).ok_or_else(|| {
-        let names: Vec<&str> = Phase::ALL[1..].iter().map(|p| p.name()).collect();
-        format!("unknown phase {s:?} (phases: {})", names.join(", "))
-    })
+/// The phases a lab may be deployed up to, as `--to` takes them (and completions offer them).
+fn phase_values() -> impl clap::builder::TypedValueParser<Value = Phase> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Phase::ALL[1..].iter().map(|p| p.name())).map(|s| Phase::parse(&s).expect("a possible value"))
+}
+
+/// The scenarios `lab break` and `lab fix` take (and completions offer).
+fn scenario_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(scenarios::SCENARIOS.iter().map(|s| s.name))
 }
 
 fn named_options(state: &StateArgs, limits: MachineLimits) -> NamedOptions {

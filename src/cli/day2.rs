@@ -116,7 +116,7 @@ pub enum NodeCommand {
         #[arg(long)]
         force: bool,
         /// The phases deployed to the rest of the cluster afterwards.
-        #[arg(long, value_delimiter = ',', default_value = "files,etcd,lb,control-plane,workers")]
+        #[arg(long, value_delimiter = ',', default_value = "files,etcd,lb,control-plane,workers", value_parser = super::deploy::phase_names())]
         phases: Vec<String>,
         #[command(flatten)]
         snapshot: super::deploy::SnapshotArgs,

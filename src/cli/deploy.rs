@@ -24,7 +24,7 @@ pub struct DeployArgs {
     pub pki: PathBuf,
     /// Comma-separated phases to run: files, etcd, lb, control-plane, workers, addons
     /// (preflight always runs). Default: all.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = phase_names())]
     pub phases: Vec<String>,
     /// Print the plan per host and change nothing.
     #[arg(long)]
@@ -67,6 +67,11 @@ pub struct SnapshotArgs {
     /// Take no snapshot before changing etcd.
     #[arg(long)]
     pub no_snapshot: bool,
+}
+
+/// The phases `--phases` takes (and completions offer).
+pub(super) fn phase_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(Phase::ALL.iter().map(|p| p.name()))
 }
 
 /// `--phases a,b,c` as phases, or every phase when empty.

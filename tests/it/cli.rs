@@ -94,6 +94,10 @@ fn the_inventory_is_an_argument_or_an_option_for_every_command() {
 fn completions_and_the_manual_come_from_the_command_definitions() {
     let bash = ok(hardway().args(["completions", "bash"]));
     assert!(bash.contains("complete -F") && bash.contains("deploy") && bash.contains("--accept-new-host-keys"), "{bash}");
+    // Values are offered too: the fault scenarios of `lab break`, the phases of `--phases`/`--to`.
+    for value in ["etcd-stopped", "coredns-scaled-to-zero", "control-plane"] {
+        assert!(bash.contains(value), "bash completion offers no {value}");
+    }
     for shell in ["zsh", "fish"] {
         assert!(ok(hardway().args(["completions", shell])).contains("verify"), "{shell}");
     }
