@@ -41,7 +41,7 @@ fn the_scenarios_are_listed_and_an_unknown_one_is_named() {
     }
     let o = run(hardway().args(["lab", "break", "no-such-fault", "-i"]).arg(repo().join("tests/fixtures/lab-etcd.toml")));
     assert!(!o.status.success());
-    assert!(text(&o).contains("no such scenario") && text(&o).contains("etcd-quota-full"), "{}", text(&o));
+    assert!(text(&o).contains("invalid value 'no-such-fault'") && text(&o).contains("etcd-quota-full"), "{}", text(&o));
 }
 
 /// `class up` with the nspawn driver and an inventory with a worker says, before any lab
