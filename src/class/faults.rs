@@ -22,7 +22,6 @@ use crate::inventory::{Inventory, Node};
 use crate::pki::{self, CaId};
 use crate::remote::Connector;
 use crate::remote::script::quote;
-use crate::session::Access;
 use crate::{deploy, render};
 
 /// Break, or undo.
@@ -92,24 +91,10 @@ pub fn scenario(name: &str) -> Result<&'static Scenario, ClassError> {
     })
 }
 
-/// Breaks or fixes `scenario` on a node of the lab of `inv`, whose PKI is in `pki_dir`, over SSH
-/// as `access` says (the lab's known host keys; the run log the scripts are written to).
+/// Breaks or fixes `scenario` on a node of the lab of `inv`, whose PKI is in `pki_dir`: each
+/// node's script through [`crate::remote::Remote::lab_fault`] over `connector` (the session's,
+/// with the lab's known host keys and the run log; the fake nodes in tests).
 pub async fn run(
-    inv: &Inventory,
-    pki_dir: &Path,
-    scenario: &'static Scenario,
-    node: Option<&str>,
-    action: Action,
-    confirm: Confirm,
-    access: Access,
-) -> Result<FaultReport, ClassError> {
-    let connector: Arc<dyn Connector> = crate::session::connector(inv, access);
-    run_over(inv, pki_dir, scenario, node, action, confirm, connector).await
-}
-
-/// [`run`] over `connector`: each node's script through [`crate::remote::Remote::lab_fault`], so that it is
-/// in the run log, and runs on the fake nodes in tests.
-pub async fn run_over(
     inv: &Inventory,
     pki_dir: &Path,
     scenario: &'static Scenario,
@@ -276,13 +261,13 @@ mod tests {
         let f = crate::testing::Fixture::new();
         let s = scenarios::find("etcd-stopped").unwrap();
         let connector: Arc<dyn Connector> = f.fake.clone();
-        let go = |dry_run, yes| crate::testing::block_on(run_over(&f.inv, &f.pki_dir(), s, None, Action::Break, Confirm { dry_run, yes, force: false }, connector.clone()));
+        let go = |dry_run, yes| crate::testing::block_on(run(&f.inv, &f.pki_dir(), s, None, Action::Break, Confirm { dry_run, yes, force: false }, connector.clone()));
         let faults = || f.fake.events().into_iter().filter(|e| e.what.starts_with("fault ")).map(|e| format!("{}: {}", e.node, e.what)).collect::<Vec<_>>();
         let planned = go(true, false).unwrap();
         assert!(planned.dry_run && planned.steps.len() == 1, "{planned:?}");
         assert!(go(false, false).unwrap_err().to_string().contains("--yes"));
         assert!(faults().is_empty(), "a dry run or an unconfirmed break reached a node: {:?}", faults());
-        let fix = crate::testing::block_on(run_over(&f.inv, &f.pki_dir(), s, None, Action::Fix, Confirm { dry_run: false, yes: false, force: false }, connector.clone()));
+        let fix = crate::testing::block_on(run(&f.inv, &f.pki_dir(), s, None, Action::Fix, Confirm { dry_run: false, yes: false, force: false }, connector.clone()));
         assert!(fix.unwrap_err().to_string().contains("fix etcd-stopped"), "a fix asks for --yes too");
         assert!(faults().is_empty(), "a dry run or an unconfirmed break or fix reached a node: {:?}", faults());
         let done = go(false, true).unwrap();

@@ -297,7 +297,8 @@ fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
     let command = if action == Action::Break { "lab-break" } else { "lab-fix" };
     let (_, run_log) = super::observe(command, OutputFormat::Text, &a.log, &inv.source, &names)?;
     let access = crate::session::Access { run_log: run_log.clone(), ..Default::default() };
-    let report = runtime()?.block_on(faults::run(&inv, &pki, scenario, a.node.as_deref(), action, a.confirm.confirm(false), access))?;
+    let connector = crate::session::connector(&inv, access);
+    let report = runtime()?.block_on(faults::run(&inv, &pki, scenario, a.node.as_deref(), action, a.confirm.confirm(false), connector))?;
     if let Some(l) = &run_log
         && !report.dry_run
     {
