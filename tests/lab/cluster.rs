@@ -280,6 +280,13 @@ mod lab {
         let by_short_name = k.exec(&a.0, &["busybox", "wget", "-qO-", "http://web/hostname"]);
         assert!(names.contains(&by_short_name.as_str()), "{by_short_name}");
 
+        // exec lands in the container's own root file system (agnhost's: /agnhost, no /usr), not
+        // the machine's or the host's: from a chroot it once landed in the host's
+        // (`lab::nspawn::machine::in_chroot`), and every command run in a pod read the host's files.
+        let root = k.exec(&a.0, &["busybox", "ls", "/"]);
+        let entries: Vec<&str> = root.split_whitespace().collect();
+        assert!(entries.contains(&"agnhost") && !entries.contains(&"usr"), "kubectl exec ls / in {}: {root}", a.0);
+
         // logs and exec: the API server reaches the kubelets with hardway's RBAC.
         let logs = k.ok(&["logs", &a.0]);
         assert!(logs.contains("Started HTTP server on port 8080"), "{logs}");

@@ -208,6 +208,11 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     let (env, extra_args) = confine::nspawn_settings(node.confinement);
     let mut c = command("sh");
     process::no_inherited_fds(&mut c);
+    if in_chroot() {
+        // SAFETY: unshare, mount, chdir, pivot_root and umount2 are plain system calls, safe
+        // between fork and exec.
+        unsafe { c.pre_exec(root_of_own_mount_namespace) };
+    }
     // Machines on cgroup v2 (systemd 258 and later, Debian sid's, support nothing else), but
     // those that run containers on a suite whose systemd still boots on the host's cgroup v1
     // hierarchies (`containers::Cgroups`).
@@ -249,6 +254,36 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
         thread::sleep(Duration::from_millis(20));
     }
     Ok(pid)
+}
+
+/// Whether this process runs in a chroot: its root is not PID 1's. A machine started from one
+/// gets a mount namespace whose root is the real host's, not the chroot's, and a container that
+/// runc pivots into inside it is left with that namespace root: setns(2), as `runc exec` (and
+/// so `kubectl exec`) joins it, puts the exec'd process in **the host's root file system**. That
+/// happened in fresh-ci's chroot: `kubectl exec pod -- cat /etc/resolv.conf` printed the host's.
+pub(super) fn in_chroot() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata("/"), fs::metadata("/proc/1/root/")) {
+        (Ok(ours), Ok(init)) => (ours.dev(), ours.ino()) != (init.dev(), init.ino()),
+        _ => false,
+    }
+}
+
+/// In the child that becomes a machine's systemd-nspawn, when started from a chroot: a mount
+/// namespace of its own (receiving the host's unmounts, sending nothing back) whose root is the
+/// chroot's directory, by `pivot_root(".", ".")` as runc does, so that a machine started from
+/// a chroot sees what it would on a host of its own.
+fn root_of_own_mount_namespace() -> std::io::Result<()> {
+    let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+    // SAFETY: the pointers are to NUL-terminated literals or null, as each call allows.
+    unsafe {
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null()))?;
+        check(libc::chdir(c"/".as_ptr()))?;
+        check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)?;
+        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
+        check(libc::chdir(c"/".as_ptr()))
+    }
 }
 
 /// systemd-nspawn machines, to the boot wait and the probe (`crate::lab::boot`).
