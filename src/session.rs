@@ -73,11 +73,7 @@ pub struct Session {
 impl Session {
     /// Opens the cluster of `inv` with the PKI in `pki_dir`, which must be this cluster's.
     pub fn open(inv: Inventory, pki_dir: &Path, use_pki: PkiUse, access: Access) -> Result<Session, SessionError> {
-        let (pki, pki_report) = match use_pki {
-            PkiUse::AsItIs => (pki::load(&inv, pki_dir)?, pki::Report::default()),
-            PkiUse::UpToDate { dry_run } => pki::generate(&inv, pki_dir, GenerateOptions { force: false, dry_run, existing_trust_only: true })?,
-            PkiUse::Created => pki::generate(&inv, pki_dir, GenerateOptions::default())?,
-        };
+        let (pki, pki_report) = pki_of(&inv, pki_dir, use_pki)?;
         let connector = connector(&inv, access);
         let probe = Arc::new(probe_of(&inv, &pki));
         Ok(Session { inv, pki, pki_report, connector, probe })
@@ -87,6 +83,16 @@ impl Session {
     pub fn files(&self, phases: &[Phase]) -> Result<Rendered, SessionError> {
         files(&self.inv, &self.pki, phases)
     }
+}
+
+/// The PKI in `pki_dir` for `inv`, taken as `use_pki` says, and what bringing it up to date
+/// did (empty for [`PkiUse::AsItIs`]).
+pub fn pki_of(inv: &Inventory, pki_dir: &Path, use_pki: PkiUse) -> Result<(Pki, pki::Report), SessionError> {
+    Ok(match use_pki {
+        PkiUse::AsItIs => (pki::load(inv, pki_dir)?, pki::Report::default()),
+        PkiUse::UpToDate { dry_run } => pki::generate(inv, pki_dir, GenerateOptions { force: false, dry_run, existing_trust_only: true })?,
+        PkiUse::Created => pki::generate(inv, pki_dir, GenerateOptions::default())?,
+    })
 }
 
 /// The SSH side of a cluster: one connector to its nodes, reached as `access` says. `verify`

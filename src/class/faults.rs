@@ -32,6 +32,21 @@ pub enum Action {
     Fix,
 }
 
+impl Action {
+    /// The command's word for it (`lab break`, `lab fix`).
+    pub fn verb(self) -> &'static str {
+        match self {
+            Action::Break => "break",
+            Action::Fix => "fix",
+        }
+    }
+}
+
+/// What a node's script says when there was nothing to do: the scenario was broken already
+/// (break), or was not broken (fix). The report's `changed` is read from it.
+const ALREADY_BROKEN: &str = "already broken";
+const NOT_BROKEN: &str = "not broken";
+
 /// What was (or would be) done.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultReport {
@@ -117,7 +132,7 @@ pub async fn run(
     for n in &nodes {
         steps.push(format!("{}: {}", n.name, if action == Action::Break { scenario.how } else { scenario.fix_how }));
     }
-    let report = FaultReport {
+    let mut report = FaultReport {
         scenario: scenario.name.into(),
         action,
         node: node.name.clone(),
@@ -130,10 +145,8 @@ pub async fn run(
         return Ok(report);
     }
     if !yes {
-        let verb = if action == Action::Break { "break" } else { "fix" };
-        return Err(Day2Error::NeedsYes { what: format!("{verb} {} on {}", scenario.name, node.name), steps: report.steps }.into());
+        return Err(Day2Error::NeedsYes { what: format!("{} {} on {}", action.verb(), scenario.name, node.name), steps: report.steps }.into());
     }
-    let mut report = report;
 
     if action == Action::Break && scenario.input == Input::ControlPlaneFiles {
         place_control_plane_files(inv, pki_dir, connector.clone()).await?;
@@ -146,9 +159,9 @@ pub async fn run(
             vars.push(("INPUT_PEM", base64_of(&faulty_cert(inv, pki_dir, &node, scenario.input)?)));
         }
         let body = match action {
-            Action::Break => format!("if [ -e \"$SAVE/broken\" ]; then echo \"already broken\"; exit 0; fi\n{}touch \"$SAVE/broken\"\n", scenario.break_script),
+            Action::Break => format!("if [ -e \"$SAVE/broken\" ]; then echo \"{ALREADY_BROKEN}\"; exit 0; fi\n{}touch \"$SAVE/broken\"\n", scenario.break_script),
             // Only what was broken is fixed: a second fix restarts nothing.
-            Action::Fix => format!("if [ ! -e \"$SAVE/broken\" ]; then echo \"not broken\"; exit 0; fi\n{}rm -rf \"$SAVE\"\n", scenario.fix_script),
+            Action::Fix => format!("if [ ! -e \"$SAVE/broken\" ]; then echo \"{NOT_BROKEN}\"; exit 0; fi\n{}rm -rf \"$SAVE\"\n", scenario.fix_script),
         };
         let mut script: String = vars.iter().map(|(k, v)| format!("{k}={}\n", quote(v))).collect();
         script.push_str(scenarios::PRELUDE);
@@ -159,10 +172,10 @@ pub async fn run(
             .await
             .expect("the ssh task panicked")?;
         let said = out.stdout.lines().last().unwrap_or_default().trim();
-        report.changed |= out.status == 0 && !["already broken", "not broken"].contains(&said);
+        report.changed |= out.status == 0 && ![ALREADY_BROKEN, NOT_BROKEN].contains(&said);
         if out.status != 0 {
             let said = format!("{}{}", out.stdout, out.stderr);
-            let verb = if action == Action::Break { "break" } else { "fix" };
+            let verb = action.verb();
             return Err(ClassError::Lab {
                 name: inv.cluster.name.clone(),
                 reason: format!("{verb} {} on {} failed (exit {}): {}", scenario.name, node.name, out.status, said.trim()),

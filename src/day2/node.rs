@@ -129,8 +129,7 @@ pub async fn remove(
             }
             Action::Deploy { phases } => {
                 // The rest of the cluster, without the node: re-issue what names it, then deploy.
-                let deploy_mode = crate::pki::GenerateOptions { existing_trust_only: true, ..Default::default() };
-                let (pki, _) = crate::pki::generate(&rest, pki_dir, deploy_mode)?;
+                let (pki, _) = crate::session::pki_of(&rest, pki_dir, crate::session::PkiUse::UpToDate { dry_run: false })?;
                 let mut dopts = opts.deploy.clone();
                 dopts.phases = phases.clone();
                 // With the local binaries, as deploy places them: the same files, so nothing reverts.
@@ -238,4 +237,3 @@ async fn plan_removal(inv: &Inventory, node: &Node, probe: &dyn Probe, opts: &Re
     plan.push(Action::EditInventory);
     Ok(plan)
 }
-
