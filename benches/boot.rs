@@ -36,7 +36,11 @@ fn inventory_text(nodes: usize) -> String {
     );
     for i in 0..nodes {
         let role = if i == 0 { "master" } else { "worker" };
-        let _ = write!(s, "\n[[nodes]]\nname = \"hwboot-{i}\"\naddress = \"10.232.0.{}\"\nroles = [\"{role}\"]\n", 11 + i);
+        let _ = write!(
+            s,
+            "\n[[nodes]]\nname = \"hwboot-{i}\"\naddress = \"10.232.0.{}\"\nroles = [\"{role}\"]\n",
+            11 + i
+        );
     }
     s
 }
@@ -66,10 +70,20 @@ fn one_run(inv: &Inventory, opts: &LabOptions) -> (Duration, Duration) {
 }
 
 fn run_case(name: &str, accel: &str, inv: &Inventory, opts: &LabOptions, runs: usize) -> Case {
-    let mut c = Case { name: name.into(), accel: accel.into(), nodes: inv.nodes.len(), ready: vec![], down: vec![] };
+    let mut c = Case {
+        name: name.into(),
+        accel: accel.into(),
+        nodes: inv.nodes.len(),
+        ready: vec![],
+        down: vec![],
+    };
     for i in 0..runs {
         let (ready, down) = one_run(inv, opts);
-        eprintln!("boot bench: {name} ({accel}), {} node(s), run {}: ready {ready:.1?}, down {down:.1?}", c.nodes, i + 1);
+        eprintln!(
+            "boot bench: {name} ({accel}), {} node(s), run {}: ready {ready:.1?}, down {down:.1?}",
+            c.nodes,
+            i + 1
+        );
         c.ready.push(ready);
         c.down.push(down);
     }
@@ -80,12 +94,18 @@ fn secs(v: &[Duration]) -> String {
     let min = v.iter().min().unwrap().as_secs_f64();
     let max = v.iter().max().unwrap().as_secs_f64();
     let med = median(v.to_vec()).as_secs_f64();
-    if v.len() == 1 { format!("{med:.1} s") } else { format!("{med:.1} s ({min:.1}–{max:.1})") }
+    if v.len() == 1 {
+        format!("{med:.1} s")
+    } else {
+        format!("{med:.1} s ({min:.1}–{max:.1})")
+    }
 }
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
-        println!("boot bench: not run (no --bench); use `cargo bench --bench boot` or scripts/bench");
+        println!(
+            "boot bench: not run (no --bench); use `cargo bench --bench boot` or scripts/bench"
+        );
         return;
     }
     let load_before = fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -94,8 +114,15 @@ fn main() {
     let two = load(dir.path(), 2);
     lab::preflight(one.lab.suite).unwrap_or_else(|e| panic!("boot bench: {e}"));
     lab::qemu::preflight().unwrap_or_else(|e| panic!("boot bench: {e}"));
-    let base = LabOptions { state_dir: STATE_DIR.into(), ..LabOptions::default() };
-    let with = |driver, accel| LabOptions { driver: Some(driver), accel, ..base.clone() };
+    let base = LabOptions {
+        state_dir: STATE_DIR.into(),
+        ..LabOptions::default()
+    };
+    let with = |driver, accel| LabOptions {
+        driver: Some(driver),
+        accel,
+        ..base.clone()
+    };
     // Leftovers of an interrupted run, then the caches (untimed).
     lab::down(&one, &base).unwrap();
     for driver in [LabDriver::Nspawn, LabDriver::Qemu] {
@@ -109,7 +136,13 @@ fn main() {
 
     let mut cases = Vec::new();
     let nspawn = with(LabDriver::Nspawn, None);
-    cases.push(run_case("systemd-nspawn", "host kernel", &one, &nspawn, RUNS));
+    cases.push(run_case(
+        "systemd-nspawn",
+        "host kernel",
+        &one,
+        &nspawn,
+        RUNS,
+    ));
     cases.push(run_case("systemd-nspawn", "host kernel", &two, &nspawn, 1));
     let tcg = with(LabDriver::Qemu, Some(Accel::Tcg));
     cases.push(run_case("QEMU VM", "TCG", &one, &tcg, RUNS));
@@ -128,19 +161,39 @@ fn main() {
          (min–max) of {RUNS} runs for one node, one run for two nodes booting at once on this machine's cores; each VM 1 vCPU, \
          1024 MiB:\n"
     );
-    let _ = writeln!(md, "| machine | CPU | nodes | `lab up` to SSH, boot finished | `lab down` |");
+    let _ = writeln!(
+        md,
+        "| machine | CPU | nodes | `lab up` to SSH, boot finished | `lab down` |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|");
     for c in &cases {
-        let _ = writeln!(md, "| {} | {} | {} | {} | {} |", c.name, c.accel, c.nodes, secs(&c.ready), secs(&c.down));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            c.name,
+            c.accel,
+            c.nodes,
+            secs(&c.ready),
+            secs(&c.down)
+        );
     }
     let _ = writeln!(
         md,
         "\nKVM: {}.",
-        if kvm == Accel::Kvm { format!("works here ({why})") } else { format!("not used here: {why}; QEMU runs under TCG") }
+        if kvm == Accel::Kvm {
+            format!("works here ({why})")
+        } else {
+            format!("not used here: {why}; QEMU runs under TCG")
+        }
     );
     let load = |l: &str| l.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
     let load_after = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let _ = writeln!(md, "Load average before the runs: {}; after: {} (other work on the machine slows TCG most).", load(&load_before), load(&load_after));
+    let _ = writeln!(
+        md,
+        "Load average before the runs: {}; after: {} (other work on the machine slows TCG most).",
+        load(&load_before),
+        load(&load_after)
+    );
     println!("{md}");
     if let Some(dir) = std::env::var_os("HW_BENCH_REPORT") {
         fs::create_dir_all(&dir).unwrap();

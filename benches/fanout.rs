@@ -79,14 +79,19 @@ fn gateway() -> Ipv4Net {
 }
 /// Host `i`'s network namespace (also its machine name) and veth.
 fn host_link(i: usize) -> HostLink {
-    HostLink { netns: format!("{NETNS_PREFIX}{i}"), veth: format!("{VETH_PREFIX}{i}") }
+    HostLink {
+        netns: format!("{NETNS_PREFIX}{i}"),
+        veth: format!("{VETH_PREFIX}{i}"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The hosts.
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 /// The bench's directory: key, authorized_keys, host keys, known_hosts, one dir per case.
@@ -105,7 +110,10 @@ impl Work {
         self.dir.join("root-ssh")
     }
     fn host_key(&self, i: usize) -> PathBuf {
-        self.dir.join("host-keys").join(i.to_string()).join("ssh_host_ed25519_key")
+        self.dir
+            .join("host-keys")
+            .join(i.to_string())
+            .join("ssh_host_ed25519_key")
     }
     fn log(&self, i: usize) -> PathBuf {
         self.dir.join("logs").join(format!("{i}.log"))
@@ -124,16 +132,31 @@ impl Work {
         let public = fs::read_to_string(w.key().with_extension("pub")).unwrap();
         // The bench's own directory, bound in as root's ~/.ssh: no machine root to guard.
         fs::create_dir_all(w.ssh_dir()).unwrap();
-        fs::set_permissions(w.ssh_dir(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-        fs::write(w.ssh_dir().join("authorized_keys"), format!("{}\n", public.trim())).unwrap();
-        fs::set_permissions(w.ssh_dir().join("authorized_keys"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        fs::set_permissions(
+            w.ssh_dir(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        fs::write(
+            w.ssh_dir().join("authorized_keys"),
+            format!("{}\n", public.trim()),
+        )
+        .unwrap();
+        fs::set_permissions(
+            w.ssh_dir().join("authorized_keys"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let mut known = String::new();
         for i in 0..hosts {
             let key = w.host_key(i);
             keygen(&key, &format!("root@{}", host_link(i).netns));
             let public = key.with_extension("pub");
             let (dir, file) = (public.parent().unwrap(), public.file_name().unwrap());
-            known.push_str(&tools::known_hosts_line(host_addr(i).into(), dir, file.as_ref()).unwrap_or_else(|e| panic!("{e}")));
+            known.push_str(
+                &tools::known_hosts_line(host_addr(i).into(), dir, file.as_ref())
+                    .unwrap_or_else(|e| panic!("{e}")),
+            );
         }
         fs::write(w.known_hosts(), known).unwrap();
         w
@@ -143,7 +166,8 @@ impl Work {
 fn create_bridge() {
     let mut res = resources();
     res.bridge = true;
-    net::ensure_bridge(BRIDGE, BRIDGE_ALIAS, gateway()).unwrap_or_else(|e| panic!("fanout bench: {e}"));
+    net::ensure_bridge(BRIDGE, BRIDGE_ALIAS, gateway())
+        .unwrap_or_else(|e| panic!("fanout bench: {e}"));
 }
 
 /// N running hosts; dropping it stops them and removes their network.
@@ -154,22 +178,37 @@ struct Fleet {
 impl Fleet {
     fn start(work: &Work, rootfs: &Path, n: usize) -> (Fleet, Duration) {
         let t = Instant::now();
-        let fleet = Fleet { hosts: (0..n).collect() };
+        let fleet = Fleet {
+            hosts: (0..n).collect(),
+        };
         for i in 0..n {
             let mut res = resources();
             res.hosts.push(i);
             let link = host_link(i);
-            net::add_host_link(BRIDGE, &link, host_addr(i).into(), 24, None).unwrap_or_else(|e| panic!("host {i}: {e}"));
+            net::add_host_link(BRIDGE, &link, host_addr(i).into(), 24, None)
+                .unwrap_or_else(|e| panic!("host {i}: {e}"));
             // Spawned from the main thread, which lives as long as the bench: if the bench dies
             // (even by SIGKILL), nspawn gets SIGTERM and kills its container.
-            let host = machine::LightSshd { rootfs, link: &link, root_ssh_dir: &work.ssh_dir(), host_key: &work.host_key(i), log: &work.log(i) };
-            res.nspawn.push(machine::spawn_light_sshd(&host).unwrap_or_else(|e| panic!("host {i}: {e}")));
+            let host = machine::LightSshd {
+                rootfs,
+                link: &link,
+                root_ssh_dir: &work.ssh_dir(),
+                host_key: &work.host_key(i),
+                log: &work.log(i),
+            };
+            res.nspawn
+                .push(machine::spawn_light_sshd(&host).unwrap_or_else(|e| panic!("host {i}: {e}")));
         }
         // Ready when sshd sends its banner.
         let deadline = Instant::now() + Duration::from_secs(60);
         for i in 0..n {
             if !machine::wait_sshd(host_addr(i).into(), deadline) {
-                panic!("host {i} ({}) did not answer ssh within 60 s; end of {}:\n{}", host_addr(i), work.log(i).display(), fs::read_to_string(work.log(i)).unwrap_or_default());
+                panic!(
+                    "host {i} ({}) did not answer ssh within 60 s; end of {}:\n{}",
+                    host_addr(i),
+                    work.log(i).display(),
+                    fs::read_to_string(work.log(i)).unwrap_or_default()
+                );
             }
         }
         (fleet, t.elapsed())
@@ -192,7 +231,10 @@ fn inventory_text(work: &Work, n: usize) -> String {
     );
     if n > 1 {
         // An external load balancer (no node of its own): several masters need one.
-        s.push_str(&format!("[load_balancer]\naddress = \"{}.{}.{}.250\"\nport = 6443\n\n", NET[0], NET[1], NET[2]));
+        s.push_str(&format!(
+            "[load_balancer]\naddress = \"{}.{}.{}.250\"\nport = 6443\n\n",
+            NET[0], NET[1], NET[2]
+        ));
     }
     let _ = write!(
         s,
@@ -202,7 +244,11 @@ fn inventory_text(work: &Work, n: usize) -> String {
         work.known_hosts().display()
     );
     for i in 0..n {
-        let _ = write!(s, "\n[[nodes]]\nname = \"b{i}\"\naddress = \"{}\"\nroles = [\"master\", \"worker\"]\n", host_addr(i));
+        let _ = write!(
+            s,
+            "\n[[nodes]]\nname = \"b{i}\"\naddress = \"{}\"\nroles = [\"master\", \"worker\"]\n",
+            host_addr(i)
+        );
     }
     s
 }
@@ -221,11 +267,26 @@ struct PushRun {
 
 fn push(case_dir: &Path, hosts: usize) -> PushRun {
     let exe = std::env::current_exe().unwrap();
-    let m = run_measured(Command::new(exe).env(CHILD_ENV, "1").arg(case_dir.join("inventory.toml")).arg(case_dir.join("pki")).arg(parallel().to_string()));
-    let line = m.stdout.lines().find_map(|l| l.strip_prefix("push-result ")).unwrap_or_else(|| panic!("push child failed:\n{}\n{}", m.stdout, m.stderr));
+    let m = run_measured(
+        Command::new(exe)
+            .env(CHILD_ENV, "1")
+            .arg(case_dir.join("inventory.toml"))
+            .arg(case_dir.join("pki"))
+            .arg(parallel().to_string()),
+    );
+    let line = m
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("push-result "))
+        .unwrap_or_else(|| panic!("push child failed:\n{}\n{}", m.stdout, m.stderr));
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     let failed = v["failed"].as_array().unwrap();
-    assert!(m.ok && failed.is_empty(), "push to {hosts} hosts: {} failed: {failed:?}\n{}", failed.len(), m.stderr);
+    assert!(
+        m.ok && failed.is_empty(),
+        "push to {hosts} hosts: {} failed: {failed:?}\n{}",
+        failed.len(),
+        m.stderr
+    );
     assert_eq!(v["hosts"].as_u64(), Some(hosts as u64));
     PushRun {
         push: Duration::from_secs_f64(v["push_ms"].as_f64().unwrap() / 1e3),
@@ -241,16 +302,33 @@ fn push(case_dir: &Path, hosts: usize) -> PushRun {
 /// The bench-only child: load, render and push, then print one result line.
 fn child_main() {
     let args: Vec<String> = std::env::args().collect();
-    let (inv_path, pki_dir, parallel) = (Path::new(&args[1]), Path::new(&args[2]), args[3].parse::<usize>().unwrap());
+    let (inv_path, pki_dir, parallel) = (
+        Path::new(&args[1]),
+        Path::new(&args[2]),
+        args[3].parse::<usize>().unwrap(),
+    );
     let inv = inventory::load(inv_path).unwrap();
     let pki = pki::load(&inv, pki_dir).unwrap();
     let rendered = render::render(&inv, &pki).unwrap();
     let connector = Arc::new(SshConnector::new(&inv, HostKeyPolicy::Strict));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let t = Instant::now();
-    let outcomes = rt.block_on(deploy::push_files(&inv, rendered, connector, &Phase::ALL, parallel));
+    let outcomes = rt.block_on(deploy::push_files(
+        &inv,
+        rendered,
+        connector,
+        &Phase::ALL,
+        parallel,
+    ));
     let push_ms = t.elapsed().as_secs_f64() * 1e3;
-    let failed: Vec<String> = outcomes.iter().filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.node))).collect();
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.node)))
+        .collect();
     let result = serde_json::json!({
         "push_ms": push_ms,
         "hosts": outcomes.len(),
@@ -262,7 +340,12 @@ fn child_main() {
 }
 
 /// The sequential OpenSSH loop over the rendered tree; returns its wall time.
-fn scp_loop(work: &Work, case_dir: &Path, rendered: &render::Rendered, addrs: &BTreeMap<String, Ipv4Addr>) -> Measured {
+fn scp_loop(
+    work: &Work,
+    case_dir: &Path,
+    rendered: &render::Rendered,
+    addrs: &BTreeMap<String, Ipv4Addr>,
+) -> Measured {
     let opts = format!(
         "-F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null \
          -o StrictHostKeyChecking=yes -o BatchMode=yes -o LogLevel=ERROR",
@@ -277,7 +360,10 @@ fn scp_loop(work: &Work, case_dir: &Path, rendered: &render::Rendered, addrs: &B
         for f in files {
             by_mode.entry(f.mode).or_default().push(&f.path);
         }
-        let chmod: Vec<String> = by_mode.iter().map(|(m, ps)| format!("chmod {m:o} {}", ps.join(" "))).collect();
+        let chmod: Vec<String> = by_mode
+            .iter()
+            .map(|(m, ps)| format!("chmod {m:o} {}", ps.join(" ")))
+            .collect();
         fs::write(modes_dir.join(host), chmod.join("; ")).unwrap();
         list.push(format!("{host}:{}", addrs[host]));
     }
@@ -309,19 +395,35 @@ fn run_case(work: &Work, rootfs: &Path, n: usize) -> CaseResult {
     let text = inventory_text(work, n);
     fs::write(case_dir.join("inventory.toml"), &text).unwrap();
     let inv = inventory::load(&case_dir.join("inventory.toml")).unwrap();
-    let (p, _) = pki::generate(&inv, &case_dir.join("pki"), pki::GenerateOptions::default()).unwrap();
+    let (p, _) =
+        pki::generate(&inv, &case_dir.join("pki"), pki::GenerateOptions::default()).unwrap();
     let rendered = render::render(&inv, &p).unwrap();
     rendered.write_to(&case_dir.join("build")).unwrap();
     let files_per_host = rendered.hosts.values().map(Vec::len).max().unwrap();
-    let bytes_per_host = rendered.hosts.values().map(|fs| fs.iter().map(|f| f.contents.len()).sum::<usize>()).max().unwrap();
-    let addrs: BTreeMap<String, Ipv4Addr> = inv.nodes.iter().map(|n| (n.name.clone(), n.address.to_string().parse().unwrap())).collect();
+    let bytes_per_host = rendered
+        .hosts
+        .values()
+        .map(|fs| fs.iter().map(|f| f.contents.len()).sum::<usize>())
+        .max()
+        .unwrap();
+    let addrs: BTreeMap<String, Ipv4Addr> = inv
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.address.to_string().parse().unwrap()))
+        .collect();
 
     eprintln!("fanout bench: {n} hosts: starting them");
     let (fleet, start) = Fleet::start(work, rootfs, n);
-    eprintln!("fanout bench: {n} hosts up in {:.1} s; first push", start.as_secs_f64());
+    eprintln!(
+        "fanout bench: {n} hosts up in {:.1} s; first push",
+        start.as_secs_f64()
+    );
     let first = push(&case_dir, n);
     let total_files: usize = rendered.hosts.values().map(Vec::len).sum();
-    assert_eq!(first.changed, total_files, "the first push sends every file");
+    assert_eq!(
+        first.changed, total_files,
+        "the first push sends every file"
+    );
     eprintln!("fanout bench: {n} hosts: push with nothing changed");
     let again = push(&case_dir, n);
     assert_eq!(again.changed, 0, "nothing changed, nothing sent");
@@ -329,20 +431,42 @@ fn run_case(work: &Work, rootfs: &Path, n: usize) -> CaseResult {
     eprintln!("fanout bench: {n} hosts: sequential scp loop");
     let scp = scp_loop(work, &case_dir, &rendered, &addrs);
     let check = push(&case_dir, n);
-    assert_eq!(check.changed, 0, "after the scp loop every file has the same bytes, mode and owner as hardway's");
+    assert_eq!(
+        check.changed, 0,
+        "after the scp loop every file has the same bytes, mode and owner as hardway's"
+    );
     drop(fleet);
-    CaseResult { hosts: n, files_per_host, bytes_per_host, start, first, again, scp }
+    CaseResult {
+        hosts: n,
+        files_per_host,
+        bytes_per_host,
+        start,
+        first,
+        again,
+        scp,
+    }
 }
 
 fn sizes() -> Vec<usize> {
     match std::env::var("HW_BENCH_HOSTS") {
-        Ok(v) => v.split(',').map(|n| n.trim().parse().expect("HW_BENCH_HOSTS: comma-separated numbers")).filter(|n| (1..=200).contains(n)).collect(),
+        Ok(v) => v
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("HW_BENCH_HOSTS: comma-separated numbers")
+            })
+            .filter(|n| (1..=200).contains(n))
+            .collect(),
         Err(_) => SIZES.to_vec(),
     }
 }
 
 fn parallel() -> usize {
-    std::env::var("HW_BENCH_PARALLEL").ok().and_then(|p| p.parse().ok()).unwrap_or(PARALLEL)
+    std::env::var("HW_BENCH_PARALLEL")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(PARALLEL)
 }
 
 fn main() {
@@ -352,37 +476,54 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs bench targets without it,
     // and a test run should not boot 61 hosts.
     if !std::env::args().any(|a| a == "--bench") {
-        println!("fanout bench: not run (no --bench); use `cargo bench --bench fanout` or scripts/bench");
+        println!(
+            "fanout bench: not run (no --bench); use `cargo bench --bench fanout` or scripts/bench"
+        );
         return;
     }
     // Before any thread exists, so that every thread inherits the blocked signals.
     handle_signals();
     let uid = unsafe { libc::geteuid() };
-    let missing: Vec<&str> = ["systemd-nspawn", "ip", "ssh", "scp", "ssh-keygen"].into_iter().filter(|t| tools::find_tool(t).is_none()).collect();
+    let missing: Vec<&str> = ["systemd-nspawn", "ip", "ssh", "scp", "ssh-keygen"]
+        .into_iter()
+        .filter(|t| tools::find_tool(t).is_none())
+        .collect();
     if uid != 0 || !missing.is_empty() {
         println!(
             "fanout bench skipped: it needs root (uid {uid}) and systemd-nspawn, ip, ssh, scp, ssh-keygen (missing: {missing:?}); scripts/bench installs them"
         );
         return;
     }
-    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(LOCK_FILE).unwrap();
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .unwrap();
     if lock.try_lock().is_err() {
         panic!("another fanout bench holds {LOCK_FILE}");
     }
     remove_stale();
     // Nothing else on this machine may use 10.214.0.0/24.
-    net::check_subnet_free(BRIDGE, gateway().trunc()).unwrap_or_else(|e| panic!("fanout bench: {e}"));
+    net::check_subnet_free(BRIDGE, gateway().trunc())
+        .unwrap_or_else(|e| panic!("fanout bench: {e}"));
     // The lab's root fs (built once from the host's apt mirror if missing), as a read-only lower
     // layer. HW_BENCH_SUITE picks another suite's: the hosts' sshd and shell are most of the
     // machine's CPU, so runs compare only on the same suite.
-    let suite = std::env::var("HW_BENCH_SUITE").map_or(hardway::inventory::LabSuite::default(), |s| {
-        hardway::inventory::LabSuite::parse(&s).unwrap_or_else(|| panic!("HW_BENCH_SUITE={s}: bookworm, trixie or sid"))
-    });
-    let rootfs = hardway::lab::cache_rootfs(&hardway::lab::LabOptions::default(), suite).expect("the lab's root fs");
+    let suite =
+        std::env::var("HW_BENCH_SUITE").map_or(hardway::inventory::LabSuite::default(), |s| {
+            hardway::inventory::LabSuite::parse(&s)
+                .unwrap_or_else(|| panic!("HW_BENCH_SUITE={s}: bookworm, trixie or sid"))
+        });
+    let rootfs = hardway::lab::cache_rootfs(&hardway::lab::LabOptions::default(), suite)
+        .expect("the lab's root fs");
 
     let guard = Guard;
     let sizes = sizes();
-    let max = *sizes.iter().max().expect("HW_BENCH_HOSTS names no host count");
+    let max = *sizes
+        .iter()
+        .max()
+        .expect("HW_BENCH_HOSTS names no host count");
     let work = Work::create(max);
     create_bridge();
     let mut results = Vec::new();
@@ -402,10 +543,19 @@ fn main() {
          shell commands):\n",
         parallel()
     );
-    let _ = writeln!(md, "| hosts | files | first push | process | CPU / machine | peak RSS | no-change push | process | CPU / machine | peak RSS | sequential scp loop | scp ÷ hardway |");
+    let _ = writeln!(
+        md,
+        "| hosts | files | first push | process | CPU / machine | peak RSS | no-change push | process | CPU / machine | peak RSS | sequential scp loop | scp ÷ hardway |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &results {
-        let cpu = |p: &PushRun| format!("{:.2} / {:.2} s", p.cpu.as_secs_f64(), p.machine_cpu.as_secs_f64());
+        let cpu = |p: &PushRun| {
+            format!(
+                "{:.2} / {:.2} s",
+                p.cpu.as_secs_f64(),
+                p.machine_cpu.as_secs_f64()
+            )
+        };
         let _ = writeln!(
             md,
             "| {} | {} × {} ({} KB) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}× |",
@@ -426,20 +576,57 @@ fn main() {
         );
     }
     let _ = writeln!(md, "\nFan-out targets:\n");
-    if let (Some(one), Some(big)) = (results.iter().find(|r| r.hosts == 1), results.iter().find(|r| r.hosts == max).filter(|_| max > 1)) {
+    if let (Some(one), Some(big)) = (
+        results.iter().find(|r| r.hosts == 1),
+        results.iter().find(|r| r.hosts == max).filter(|_| max > 1),
+    ) {
         let ratio = big.first.push.as_secs_f64() / one.first.push.as_secs_f64();
-        let _ = writeln!(md, "- {} {max} hosts within 2× the time of 1 host: {} vs {} ({ratio:.1}×)", mark(ratio <= 2.0), ms(big.first.push), ms(one.first.push));
+        let _ = writeln!(
+            md,
+            "- {} {max} hosts within 2× the time of 1 host: {} vs {} ({ratio:.1}×)",
+            mark(ratio <= 2.0),
+            ms(big.first.push),
+            ms(one.first.push)
+        );
     }
     let big = results.iter().find(|r| r.hosts == max).unwrap();
     let rss = big.first.max_rss_kb.max(big.again.max_rss_kb);
     let scp_ratio = big.scp.wall.as_secs_f64() / big.first.wall.as_secs_f64();
-    let _ = writeln!(md, "- {} no-change run on {max} hosts under 2 s: {} (process {})", mark(big.again.wall < Duration::from_secs(2)), ms(big.again.push), ms(big.again.wall));
-    let _ = writeln!(md, "- {} peak RSS under 64 MB at {max} hosts: {}", mark(rss < 64 * 1024), mb(rss));
-    let _ = writeln!(md, "- {} ≥ 10× faster than the sequential scp loop at {max} hosts: {scp_ratio:.1}× ({} vs {})", mark(scp_ratio >= 10.0), ms(big.scp.wall), ms(big.first.wall));
-    let starts: Vec<String> = results.iter().map(|r| format!("{} in {:.1} s", r.hosts, r.start.as_secs_f64())).collect();
-    let _ = writeln!(md, "\nHosts started (network + nspawn until sshd answers): {}. Root fs: {}.", starts.join(", "), rootfs.display());
+    let _ = writeln!(
+        md,
+        "- {} no-change run on {max} hosts under 2 s: {} (process {})",
+        mark(big.again.wall < Duration::from_secs(2)),
+        ms(big.again.push),
+        ms(big.again.wall)
+    );
+    let _ = writeln!(
+        md,
+        "- {} peak RSS under 64 MB at {max} hosts: {}",
+        mark(rss < 64 * 1024),
+        mb(rss)
+    );
+    let _ = writeln!(
+        md,
+        "- {} ≥ 10× faster than the sequential scp loop at {max} hosts: {scp_ratio:.1}× ({} vs {})",
+        mark(scp_ratio >= 10.0),
+        ms(big.scp.wall),
+        ms(big.first.wall)
+    );
+    let starts: Vec<String> = results
+        .iter()
+        .map(|r| format!("{} in {:.1} s", r.hosts, r.start.as_secs_f64()))
+        .collect();
+    let _ = writeln!(
+        md,
+        "\nHosts started (network + nspawn until sshd answers): {}. Root fs: {}.",
+        starts.join(", "),
+        rootfs.display()
+    );
     if left.is_empty() {
-        let _ = writeln!(md, "Cleanup checked: no {NETNS_PREFIX}* namespace, no {VETH_PREFIX}*/{BRIDGE} link, no bench systemd-nspawn left.");
+        let _ = writeln!(
+            md,
+            "Cleanup checked: no {NETNS_PREFIX}* namespace, no {VETH_PREFIX}*/{BRIDGE} link, no bench systemd-nspawn left."
+        );
     }
     println!("{md}");
     if let Some(dir) = std::env::var_os("HW_BENCH_REPORT") {

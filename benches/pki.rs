@@ -53,8 +53,15 @@ fn big_inventory(nodes: usize, algorithm: &str) -> String {
 }
 
 fn example(algorithm: &str) -> String {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/inventory/example.toml")).unwrap();
-    text.replace("algorithm = \"ecdsa-p256\"", &format!("algorithm = \"{algorithm}\""))
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/inventory/example.toml"
+    ))
+    .unwrap();
+    text.replace(
+        "algorithm = \"ecdsa-p256\"",
+        &format!("algorithm = \"{algorithm}\""),
+    )
 }
 
 /// A child process's wall time (spawn to exit) and peak RSS.
@@ -65,11 +72,15 @@ struct Measured {
 
 /// Runs `cmd` to completion; panics with its output if it fails.
 fn run_measured(cmd: &mut Command) -> Measured {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let t = Instant::now();
     // Reaped by wait4 below, which also yields its rusage.
     #[allow(clippy::zombie_processes)]
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let drain = |mut p: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -89,7 +100,10 @@ fn run_measured(cmd: &mut Command) -> Measured {
             String::from_utf8_lossy(&err)
         );
     }
-    Measured { wall, max_rss_kb: usage.ru_maxrss as u64 }
+    Measured {
+        wall,
+        max_rss_kb: usage.ru_maxrss as u64,
+    }
 }
 
 /// Scratch space on the project's disk, removed when the bench ends.
@@ -124,13 +138,18 @@ impl Drop for Scratch {
 }
 
 /// Median in-process times: pki generate, render (in memory), writing the tree.
-fn measure_in_process(scratch: &Scratch, text: &str, runs: usize) -> (Duration, Duration, Duration) {
+fn measure_in_process(
+    scratch: &Scratch,
+    text: &str,
+    runs: usize,
+) -> (Duration, Duration, Duration) {
     let inv = inventory::parse(Path::new("bench.toml"), text).expect("valid bench inventory");
     let (mut g, mut r, mut w) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let dir = scratch.fresh("in-process");
         let t = Instant::now();
-        let (p, _) = pki::generate(&inv, &dir.join("pki"), pki::GenerateOptions::default()).unwrap();
+        let (p, _) =
+            pki::generate(&inv, &dir.join("pki"), pki::GenerateOptions::default()).unwrap();
         g.push(t.elapsed());
         let t = Instant::now();
         let rendered = render::render(&inv, &p).unwrap();
@@ -177,9 +196,21 @@ fn measure_binary(scratch: &Scratch, text: &str, runs: usize) -> Binary {
         let dir = scratch.fresh("binary");
         let inv = dir.join("inventory.toml");
         std::fs::write(&inv, text).unwrap();
-        let generated = run_measured(Command::new(HARDWAY).args(["pki", "generate", "-i"]).arg(&inv).arg("--out").arg(dir.join("pki")));
+        let generated = run_measured(
+            Command::new(HARDWAY)
+                .args(["pki", "generate", "-i"])
+                .arg(&inv)
+                .arg("--out")
+                .arg(dir.join("pki")),
+        );
         let ren = run_measured(
-            Command::new(HARDWAY).args(["render", "-i"]).arg(&inv).arg("--pki").arg(dir.join("pki")).arg("--out").arg(dir.join("build")),
+            Command::new(HARDWAY)
+                .args(["render", "-i"])
+                .arg(&inv)
+                .arg("--pki")
+                .arg(dir.join("pki"))
+                .arg("--out")
+                .arg(dir.join("build")),
         );
         g.push(generated.wall);
         r.push(ren.wall);
@@ -187,7 +218,13 @@ fn measure_binary(scratch: &Scratch, text: &str, runs: usize) -> Binary {
         g_rss = g_rss.max(generated.max_rss_kb);
         r_rss = r_rss.max(ren.max_rss_kb);
     }
-    Binary { generate: median(g), generate_rss_kb: g_rss, render: median(r), render_rss_kb: r_rss, total: median(t) }
+    Binary {
+        generate: median(g),
+        generate_rss_kb: g_rss,
+        render: median(r),
+        render_rss_kb: r_rss,
+        total: median(t),
+    }
 }
 
 /// The seed's procedure for the certificates `inv` needs, as one sh script (RSA-2048, like the
@@ -208,7 +245,10 @@ fn cfssl_script(inv: &inventory::Inventory) -> (String, usize) {
         CaId::Etcd => "etcd-ca",
         CaId::FrontProxy => "front-proxy-ca",
     };
-    for ca in pki::CAS.iter().filter(|c| inv.addons.aggregation || !c.aggregation_only) {
+    for ca in pki::CAS
+        .iter()
+        .filter(|c| inv.addons.aggregation || !c.aggregation_only)
+    {
         let f = ca_file(ca.id);
         let _ = write!(
             s,
@@ -221,7 +261,11 @@ fn cfssl_script(inv: &inventory::Inventory) -> (String, usize) {
     }
     for spec in pki::matrix(inv) {
         let f = spec.name.replace('/', "-");
-        let o = spec.orgs.first().map(String::as_str).unwrap_or("Kubernetes");
+        let o = spec
+            .orgs
+            .first()
+            .map(String::as_str)
+            .unwrap_or("Kubernetes");
         let hosts: Vec<String> = spec
             .sans
             .iter()
@@ -230,7 +274,11 @@ fn cfssl_script(inv: &inventory::Inventory) -> (String, usize) {
                 San::Ip(ip) => ip.to_string(),
             })
             .collect();
-        let hostname = if hosts.is_empty() { String::new() } else { format!(" -hostname={}", hosts.join(",")) };
+        let hostname = if hosts.is_empty() {
+            String::new()
+        } else {
+            format!(" -hostname={}", hosts.join(","))
+        };
         let ca = ca_file(spec.ca);
         let _ = write!(
             s,
@@ -266,9 +314,18 @@ fn measure_cfssl(scratch: &Scratch, text: &str, runs: usize) -> (Duration, u64, 
         let certs = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()
-            .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".pem") && !n.ends_with("-key.pem")))
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.ends_with(".pem") && !n.ends_with("-key.pem"))
+            })
             .count();
-        assert_eq!(certs + 1, made, "cfssl made {certs} certificates (and the encryption key), expected {}", made - 1);
+        assert_eq!(
+            certs + 1,
+            made,
+            "cfssl made {certs} certificates (and the encryption key), expected {}",
+            made - 1
+        );
         walls.push(m.wall);
         rss = rss.max(m.max_rss_kb);
     }
@@ -282,7 +339,9 @@ fn main() {
         println!("pki bench: not run (no --bench); use `cargo bench --bench pki` or scripts/bench");
         return;
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let scratch = Scratch::new();
     struct Case {
         nodes: usize,
@@ -291,25 +350,56 @@ fn main() {
         runs: usize,
     }
     let cases = [
-        Case { nodes: 7, alg: "ecdsa-p256", text: example("ecdsa-p256"), runs: 21 },
-        Case { nodes: 200, alg: "ecdsa-p256", text: big_inventory(200, "ecdsa-p256"), runs: 5 },
-        Case { nodes: 7, alg: "rsa-2048", text: example("rsa-2048"), runs: 5 },
-        Case { nodes: 200, alg: "rsa-2048", text: big_inventory(200, "rsa-2048"), runs: 1 },
+        Case {
+            nodes: 7,
+            alg: "ecdsa-p256",
+            text: example("ecdsa-p256"),
+            runs: 21,
+        },
+        Case {
+            nodes: 200,
+            alg: "ecdsa-p256",
+            text: big_inventory(200, "ecdsa-p256"),
+            runs: 5,
+        },
+        Case {
+            nodes: 7,
+            alg: "rsa-2048",
+            text: example("rsa-2048"),
+            runs: 5,
+        },
+        Case {
+            nodes: 200,
+            alg: "rsa-2048",
+            text: big_inventory(200, "rsa-2048"),
+            runs: 1,
+        },
         // 1000 workers (and 3 masters and the load balancer): render must stay O(n).
-        Case { nodes: 1004, alg: "ecdsa-p256", text: big_inventory(1004, "ecdsa-p256"), runs: 3 },
+        Case {
+            nodes: 1004,
+            alg: "ecdsa-p256",
+            text: big_inventory(1004, "ecdsa-p256"),
+            runs: 3,
+        },
     ];
 
     let cfssl = have("cfssl").is_some() && have("cfssljson").is_some();
     let mut baseline: Vec<(usize, Duration, u64, usize)> = Vec::new();
     if cfssl {
         for (nodes, runs) in [(7, 3), (200, 1)] {
-            let text = if nodes == 7 { example("rsa-2048") } else { big_inventory(200, "rsa-2048") };
+            let text = if nodes == 7 {
+                example("rsa-2048")
+            } else {
+                big_inventory(200, "rsa-2048")
+            };
             eprintln!("pki bench: cfssl baseline, {nodes} nodes ({runs} runs)");
             let (wall, rss, made) = measure_cfssl(&scratch, &text, runs);
             baseline.push((nodes, wall, rss, made));
         }
     } else {
-        eprintln!("pki bench: cfssl/cfssljson not found (apt-get install golang-cfssl); no baseline");
+        eprintln!(
+            "pki bench: cfssl/cfssljson not found (apt-get install golang-cfssl); no baseline"
+        );
     }
 
     let mut binary_rows = String::new();
@@ -322,7 +412,9 @@ fn main() {
         let b = measure_binary(&scratch, &c.text, c.runs);
         let (g, r, w) = measure_in_process(&scratch, &c.text, c.runs);
         let base = baseline.iter().find(|x| x.0 == c.nodes);
-        let ratio = base.map(|x| format!("{:.0}×", x.1.as_secs_f64() / b.generate.as_secs_f64())).unwrap_or("-".into());
+        let ratio = base
+            .map(|x| format!("{:.0}×", x.1.as_secs_f64() / b.generate.as_secs_f64()))
+            .unwrap_or("-".into());
         let _ = writeln!(
             binary_rows,
             "| {} nodes, {} | {files} | {} | {} | {} | {} | {} | {ratio} |",
@@ -334,18 +426,46 @@ fn main() {
             mb(b.render_rss_kb),
             ms(b.total)
         );
-        let _ = writeln!(inproc_rows, "| {} nodes, {} | {} | {} | {} | {} |", c.nodes, c.alg, c.runs, ms(g), ms(r), ms(w));
+        let _ = writeln!(
+            inproc_rows,
+            "| {} nodes, {} | {} | {} | {} | {} |",
+            c.nodes,
+            c.alg,
+            c.runs,
+            ms(g),
+            ms(r),
+            ms(w)
+        );
         if c.alg == "ecdsa-p256" && c.nodes == 7 {
-            let _ = writeln!(targets, "- {} 7 nodes, ECDSA: `pki generate` under 50 ms: {}", mark(b.generate < Duration::from_millis(50)), ms(b.generate));
+            let _ = writeln!(
+                targets,
+                "- {} 7 nodes, ECDSA: `pki generate` under 50 ms: {}",
+                mark(b.generate < Duration::from_millis(50)),
+                ms(b.generate)
+            );
             if let Some(x) = base {
                 let f = x.1.as_secs_f64() / b.generate.as_secs_f64();
-                let _ = writeln!(targets, "- {} 7 nodes, ECDSA: ≥ 25× faster than cfssl: {f:.0}×", mark(f >= 25.0));
+                let _ = writeln!(
+                    targets,
+                    "- {} 7 nodes, ECDSA: ≥ 25× faster than cfssl: {f:.0}×",
+                    mark(f >= 25.0)
+                );
             }
         }
         if c.nodes == 1004 {
             let (bytes, files) = rendered_bytes(&c.text);
-            let _ = writeln!(targets, "- {} 1000 workers: `render` under 2 s: {}", mark(b.render < Duration::from_secs(2)), ms(b.render));
-            let _ = writeln!(targets, "- {} 1000 workers: `render` peak RSS under 50 MB: {}", mark(b.render_rss_kb < 50 * 1024), mb(b.render_rss_kb));
+            let _ = writeln!(
+                targets,
+                "- {} 1000 workers: `render` under 2 s: {}",
+                mark(b.render < Duration::from_secs(2)),
+                ms(b.render)
+            );
+            let _ = writeln!(
+                targets,
+                "- {} 1000 workers: `render` peak RSS under 50 MB: {}",
+                mark(b.render_rss_kb < 50 * 1024),
+                mb(b.render_rss_kb)
+            );
             let _ = writeln!(
                 targets,
                 "- {} 1000 workers: rendered bytes O(n): {files} files, {:.1} MB of distinct contents (shared files written once, hard-linked)",
@@ -354,7 +474,12 @@ fn main() {
             );
         }
         if c.alg == "ecdsa-p256" && c.nodes == 200 {
-            let _ = writeln!(targets, "- {} 200 nodes, ECDSA: `pki generate` under 1 s: {}", mark(b.generate < Duration::from_secs(1)), ms(b.generate));
+            let _ = writeln!(
+                targets,
+                "- {} 200 nodes, ECDSA: `pki generate` under 1 s: {}",
+                mark(b.generate < Duration::from_secs(1)),
+                ms(b.generate)
+            );
             let _ = writeln!(
                 targets,
                 "- {} 200 nodes, ECDSA: `pki generate` + `render` under 1 s: {}",
@@ -365,19 +490,40 @@ fn main() {
     }
 
     let mut md = String::new();
-    let _ = writeln!(md, "PKI: the real binary, each command a fresh process from an empty directory (median wall time, peak RSS of the process):\n");
-    let _ = writeln!(md, "| case | PKI entries | `pki generate` | RSS | `render` | RSS | both | cfssl ÷ `pki generate` |");
+    let _ = writeln!(
+        md,
+        "PKI: the real binary, each command a fresh process from an empty directory (median wall time, peak RSS of the process):\n"
+    );
+    let _ = writeln!(
+        md,
+        "| case | PKI entries | `pki generate` | RSS | `render` | RSS | both | cfssl ÷ `pki generate` |"
+    );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
     md.push_str(&binary_rows);
     if !baseline.is_empty() {
-        let _ = writeln!(md, "\nBaseline, the seed's way: cfssl + cfssljson ({}), one certificate at a time, RSA-2048, the same certificates:\n", cfssl_version());
-        let _ = writeln!(md, "| case | PKI entries | wall | peak RSS (largest process) |");
+        let _ = writeln!(
+            md,
+            "\nBaseline, the seed's way: cfssl + cfssljson ({}), one certificate at a time, RSA-2048, the same certificates:\n",
+            cfssl_version()
+        );
+        let _ = writeln!(
+            md,
+            "| case | PKI entries | wall | peak RSS (largest process) |"
+        );
         let _ = writeln!(md, "|---|---|---|---|");
         for (nodes, wall, rss, made) in &baseline {
-            let _ = writeln!(md, "| {nodes} nodes, cfssl rsa-2048 | {made} | {} | {} |", ms(*wall), mb(*rss));
+            let _ = writeln!(
+                md,
+                "| {nodes} nodes, cfssl rsa-2048 | {made} | {} | {} |",
+                ms(*wall),
+                mb(*rss)
+            );
         }
     }
-    let _ = writeln!(md, "\nThe same stages in-process (`cargo bench --bench pki`, median; {cores} cores):\n");
+    let _ = writeln!(
+        md,
+        "\nThe same stages in-process (`cargo bench --bench pki`, median; {cores} cores):\n"
+    );
     let _ = writeln!(md, "| case | runs | pki generate | render | write tree |");
     let _ = writeln!(md, "|---|---|---|---|---|");
     md.push_str(&inproc_rows);

@@ -26,7 +26,10 @@ pub enum Step {
     /// (MetalLB's, `failurePolicy: Fail`) may not answer yet.
     ApplyUntilAccepted(String),
     /// `kubectl rollout status` of a Deployment or DaemonSet.
-    Rollout { namespace: &'static str, object: &'static str },
+    Rollout {
+        namespace: &'static str,
+        object: &'static str,
+    },
     /// `kubectl wait --for=condition=Available` of a cluster-scoped object (an APIService).
     Available { object: &'static str },
 }
@@ -43,8 +46,12 @@ impl Step {
     pub fn describe(&self) -> String {
         match self {
             Step::Apply(m) => format!("kubectl apply -f {m}"),
-            Step::ApplyUntilAccepted(m) => format!("kubectl apply -f {m}, again until its admission webhook accepts it"),
-            Step::Rollout { namespace, object } => format!("wait for {object} in {namespace} to roll out"),
+            Step::ApplyUntilAccepted(m) => {
+                format!("kubectl apply -f {m}, again until its admission webhook accepts it")
+            }
+            Step::Rollout { namespace, object } => {
+                format!("wait for {object} in {namespace} to roll out")
+            }
             Step::Available { object } => format!("wait for {object} to be Available"),
         }
     }
@@ -65,27 +72,58 @@ fn source(m: &Manifest, placed_as: &str) -> String {
 /// The steps as they run: every `Apply` first (in plan order), then the other steps (in plan
 /// order): MetalLB's pool is applied through its webhook only after the controller rolled out.
 pub fn in_order(plan: &[Addon]) -> Vec<(&Addon, &Step)> {
-    let applies = plan.iter().flat_map(|a| a.steps.iter().filter(|s| matches!(s, Step::Apply(_))).map(move |s| (a, s)));
-    let rest = plan.iter().flat_map(|a| a.steps.iter().filter(|s| !matches!(s, Step::Apply(_))).map(move |s| (a, s)));
+    let applies = plan.iter().flat_map(|a| {
+        a.steps
+            .iter()
+            .filter(|s| matches!(s, Step::Apply(_)))
+            .map(move |s| (a, s))
+    });
+    let rest = plan.iter().flat_map(|a| {
+        a.steps
+            .iter()
+            .filter(|s| !matches!(s, Step::Apply(_)))
+            .map(move |s| (a, s))
+    });
     applies.chain(rest).collect()
 }
 
 /// The addons of this inventory, in the order they are applied.
 pub fn plan(inv: &Inventory) -> Vec<Addon> {
-    let mut out = vec![Addon { name: "kubelet access RBAC", steps: vec![Step::Apply(on_node("apiserver-to-kubelet-rbac.yaml"))] }];
+    let mut out = vec![Addon {
+        name: "kubelet access RBAC",
+        steps: vec![Step::Apply(on_node("apiserver-to-kubelet-rbac.yaml"))],
+    }];
     if inv.addons.coredns.is_some() {
         out.push(Addon {
             name: "CoreDNS",
-            steps: vec![Step::Apply(on_node("coredns.yaml")), Step::Rollout { namespace: "kube-system", object: "deployment/coredns" }],
+            steps: vec![
+                Step::Apply(on_node("coredns.yaml")),
+                Step::Rollout {
+                    namespace: "kube-system",
+                    object: "deployment/coredns",
+                },
+            ],
         });
     }
-    if let Some(m) = inv.addons.metallb.manifest.as_ref().filter(|_| inv.addons.metallb.enabled) {
+    if let Some(m) = inv
+        .addons
+        .metallb
+        .manifest
+        .as_ref()
+        .filter(|_| inv.addons.metallb.enabled)
+    {
         out.push(Addon {
             name: "MetalLB",
             steps: vec![
                 Step::Apply(source(m, "metallb-native.yaml")),
-                Step::Rollout { namespace: "metallb-system", object: "deployment/controller" },
-                Step::Rollout { namespace: "metallb-system", object: "daemonset/speaker" },
+                Step::Rollout {
+                    namespace: "metallb-system",
+                    object: "deployment/controller",
+                },
+                Step::Rollout {
+                    namespace: "metallb-system",
+                    object: "daemonset/speaker",
+                },
                 Step::ApplyUntilAccepted(on_node("metallb-pool.yaml")),
             ],
         });
@@ -95,8 +133,13 @@ pub fn plan(inv: &Inventory) -> Vec<Addon> {
             name: "metrics-server",
             steps: vec![
                 Step::Apply(source(m, "metrics-server.yaml")),
-                Step::Rollout { namespace: "kube-system", object: "deployment/metrics-server" },
-                Step::Available { object: "apiservice/v1beta1.metrics.k8s.io" },
+                Step::Rollout {
+                    namespace: "kube-system",
+                    object: "deployment/metrics-server",
+                },
+                Step::Available {
+                    object: "apiservice/v1beta1.metrics.k8s.io",
+                },
             ],
         });
     }
@@ -113,20 +156,55 @@ mod tests {
         let inv = crate::inventory::load(&path).unwrap();
         let plan = plan(&inv);
         let names: Vec<&str> = plan.iter().map(|a| a.name).collect();
-        assert_eq!(names, ["kubelet access RBAC", "CoreDNS", "MetalLB", "metrics-server"]);
+        assert_eq!(
+            names,
+            [
+                "kubelet access RBAC",
+                "CoreDNS",
+                "MetalLB",
+                "metrics-server"
+            ]
+        );
         // The pool goes through MetalLB's webhook only after its controller has rolled out.
         let metallb = &plan[2].steps;
-        assert!(matches!(&metallb[0], Step::Apply(u) if u.starts_with("https://") && u.contains(crate::versions::METALLB.version)));
-        assert_eq!(metallb[1], Step::Rollout { namespace: "metallb-system", object: "deployment/controller" });
-        assert_eq!(metallb[3], Step::ApplyUntilAccepted("/etc/kubernetes/addons/metallb-pool.yaml".into()));
-        assert_eq!(plan[3].steps[2], Step::Available { object: "apiservice/v1beta1.metrics.k8s.io" });
+        assert!(
+            matches!(&metallb[0], Step::Apply(u) if u.starts_with("https://") && u.contains(crate::versions::METALLB.version))
+        );
+        assert_eq!(
+            metallb[1],
+            Step::Rollout {
+                namespace: "metallb-system",
+                object: "deployment/controller"
+            }
+        );
+        assert_eq!(
+            metallb[3],
+            Step::ApplyUntilAccepted("/etc/kubernetes/addons/metallb-pool.yaml".into())
+        );
+        assert_eq!(
+            plan[3].steps[2],
+            Step::Available {
+                object: "apiservice/v1beta1.metrics.k8s.io"
+            }
+        );
         // As they run: every manifest, then the waits; the pool after MetalLB's rollouts.
         let order: Vec<String> = in_order(&plan).iter().map(|(_, s)| s.describe()).collect();
         let first_wait = order.iter().position(|d| d.starts_with("wait")).unwrap();
-        assert!(order[..first_wait].iter().all(|d| d.starts_with("kubectl apply")), "{order:#?}");
+        assert!(
+            order[..first_wait]
+                .iter()
+                .all(|d| d.starts_with("kubectl apply")),
+            "{order:#?}"
+        );
         assert_eq!(first_wait, 4, "{order:#?}");
-        let pool = order.iter().position(|d| d.contains("metallb-pool")).unwrap();
-        let speaker = order.iter().position(|d| d.contains("daemonset/speaker")).unwrap();
+        let pool = order
+            .iter()
+            .position(|d| d.contains("metallb-pool"))
+            .unwrap();
+        let speaker = order
+            .iter()
+            .position(|d| d.contains("daemonset/speaker"))
+            .unwrap();
         assert!(pool > speaker, "{order:#?}");
     }
 }

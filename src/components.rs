@@ -36,8 +36,15 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] =
-        [Phase::Preflight, Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane, Phase::Workers, Phase::Addons];
+    pub const ALL: [Phase; 7] = [
+        Phase::Preflight,
+        Phase::Files,
+        Phase::Etcd,
+        Phase::Lb,
+        Phase::ControlPlane,
+        Phase::Workers,
+        Phase::Addons,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -57,7 +64,11 @@ impl Phase {
 
     /// Every phase up to and including this one (preflight aside), for `--to PHASE`.
     pub fn up_to(self) -> Vec<Phase> {
-        Phase::ALL.iter().copied().filter(|p| *p != Phase::Preflight && *p <= self).collect()
+        Phase::ALL
+            .iter()
+            .copied()
+            .filter(|p| *p != Phase::Preflight && *p <= self)
+            .collect()
     }
 }
 
@@ -345,7 +356,10 @@ pub const COMPONENTS: &[Component] = &[
 
 impl ComponentId {
     pub fn get(self) -> &'static Component {
-        COMPONENTS.iter().find(|c| c.id == self).expect("every ComponentId has a row in COMPONENTS")
+        COMPONENTS
+            .iter()
+            .find(|c| c.id == self)
+            .expect("every ComponentId has a row in COMPONENTS")
     }
 }
 
@@ -378,7 +392,8 @@ mod tests {
 
     #[test]
     fn every_id_has_one_row_and_every_unit_one_component() {
-        let ids: std::collections::BTreeSet<ComponentId> = COMPONENTS.iter().map(|c| c.id).collect();
+        let ids: std::collections::BTreeSet<ComponentId> =
+            COMPONENTS.iter().map(|c| c.id).collect();
         assert_eq!(ids.len(), COMPONENTS.len());
         let units: Vec<&str> = COMPONENTS.iter().filter_map(|c| c.unit).collect();
         let distinct: std::collections::BTreeSet<&&str> = units.iter().collect();
@@ -397,7 +412,10 @@ mod tests {
 
     #[test]
     fn process_names_are_cut_like_the_kernel_cuts_them() {
-        assert_eq!(ComponentId::KubeControllerManager.get().process_name(), "kube-controller");
+        assert_eq!(
+            ComponentId::KubeControllerManager.get().process_name(),
+            "kube-controller"
+        );
         assert_eq!(ComponentId::Etcd.get().process_name(), "etcd");
     }
 

@@ -56,10 +56,16 @@ pub enum EtcdError {
     Unreachable { url: String, message: String },
     /// etcd refused the request (`etcdserver: unhealthy cluster`, `not leader`, …).
     #[error("{operation}: {message}")]
-    Refused { operation: Operation, message: String },
+    Refused {
+        operation: Operation,
+        message: String,
+    },
     /// The answer lacked what it must hold.
     #[error("{operation} answered without {missing}")]
-    Incomplete { operation: Operation, missing: &'static str },
+    Incomplete {
+        operation: Operation,
+        missing: &'static str,
+    },
     /// The snapshot's stream could not be written where it was going.
     #[error("writing the snapshot: {0}")]
     Write(String),
@@ -74,7 +80,10 @@ impl EtcdError {
 
     /// A refusal of `operation` with etcd's message.
     pub fn refused(operation: Operation, message: impl fmt::Display) -> EtcdError {
-        EtcdError::Refused { operation, message: message.to_string() }
+        EtcdError::Refused {
+            operation,
+            message: message.to_string(),
+        }
     }
 }
 
@@ -85,14 +94,32 @@ mod tests {
     #[test]
     fn quorum_is_a_majority_and_even_counts_tolerate_no_more() {
         assert_eq!([1, 2, 3, 4, 5, 6, 7].map(quorum), [1, 2, 2, 3, 3, 4, 4]);
-        assert_eq!([0, 1, 2, 3, 4, 5, 6, 7].map(fault_tolerance), [0, 0, 0, 1, 1, 2, 2, 3]);
+        assert_eq!(
+            [0, 1, 2, 3, 4, 5, 6, 7].map(fault_tolerance),
+            [0, 0, 0, 1, 1, 2, 2, 3]
+        );
     }
 
     #[test]
     fn only_an_unhealthy_cluster_refusal_is_worth_a_retry() {
-        assert!(EtcdError::refused(Operation::MemberAdd, "etcdserver: unhealthy cluster").is_unhealthy_cluster());
-        assert!(!EtcdError::refused(Operation::MemberAdd, "etcdserver: Peer URLs already exists").is_unhealthy_cluster());
-        assert!(!EtcdError::Unreachable { url: "https://10.0.0.1:2379".into(), message: "unhealthy cluster".into() }.is_unhealthy_cluster());
-        assert_eq!(EtcdError::refused(Operation::MoveLeader, "etcdserver: not leader").to_string(), "move leader: etcdserver: not leader");
+        assert!(
+            EtcdError::refused(Operation::MemberAdd, "etcdserver: unhealthy cluster")
+                .is_unhealthy_cluster()
+        );
+        assert!(
+            !EtcdError::refused(Operation::MemberAdd, "etcdserver: Peer URLs already exists")
+                .is_unhealthy_cluster()
+        );
+        assert!(
+            !EtcdError::Unreachable {
+                url: "https://10.0.0.1:2379".into(),
+                message: "unhealthy cluster".into()
+            }
+            .is_unhealthy_cluster()
+        );
+        assert_eq!(
+            EtcdError::refused(Operation::MoveLeader, "etcdserver: not leader").to_string(),
+            "move leader: etcdserver: not leader"
+        );
     }
 }

@@ -77,7 +77,11 @@ pub struct Events {
 
 impl Events {
     pub fn new(command: &'static str, sinks: Vec<Arc<dyn Sink>>) -> Events {
-        Events { command, sinks: Arc::new(sinks), started: Instant::now() }
+        Events {
+            command,
+            sinks: Arc::new(sinks),
+            started: Instant::now(),
+        }
     }
 
     /// Events that go nowhere (library callers that want none).
@@ -85,7 +89,15 @@ impl Events {
         Events::new(command, vec![])
     }
 
-    pub fn emit(&self, host: Option<&str>, phase: Option<&str>, step: &str, status: Status, duration_ms: Option<u64>, message: Option<String>) {
+    pub fn emit(
+        &self,
+        host: Option<&str>,
+        phase: Option<&str>,
+        step: &str,
+        status: Status,
+        duration_ms: Option<u64>,
+        message: Option<String>,
+    ) {
         if self.sinks.is_empty() {
             return;
         }
@@ -118,7 +130,13 @@ impl Events {
         }
     }
 
-    pub fn summary(&self, ok: bool, hosts: usize, failed: Vec<String>, counts: BTreeMap<String, usize>) {
+    pub fn summary(
+        &self,
+        ok: bool,
+        hosts: usize,
+        failed: Vec<String>,
+        counts: BTreeMap<String, usize>,
+    ) {
         let s = Summary {
             schema: SCHEMA,
             ts: now_rfc3339(),
@@ -148,7 +166,14 @@ pub struct StepTimer {
 impl StepTimer {
     pub fn done(self, status: Status, message: Option<String>) {
         let ms = self.at.elapsed().as_millis() as u64;
-        self.events.emit(self.host.as_deref(), self.phase.as_deref(), &self.step, status, Some(ms), message);
+        self.events.emit(
+            self.host.as_deref(),
+            self.phase.as_deref(),
+            &self.step,
+            status,
+            Some(ms),
+            message,
+        );
     }
 }
 
@@ -176,8 +201,11 @@ fn print_line(v: &impl Serialize) {
 
 /// The current time as RFC 3339 in UTC with milliseconds (`2026-11-27T15:03:40.123Z`).
 pub fn now_rfc3339() -> String {
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let t = time::OffsetDateTime::from_unix_timestamp(now.as_secs() as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let t = time::OffsetDateTime::from_unix_timestamp(now.as_secs() as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
         t.year(),
@@ -201,7 +229,12 @@ pub fn stamp() -> String {
 /// The stamp of a time as [`now_rfc3339`] writes it, for a name that goes with a record of that
 /// time.
 pub fn stamp_of(rfc3339: &str) -> String {
-    rfc3339.chars().filter(|c| c.is_ascii_digit() || *c == 'T').take(18).collect::<String>() + "Z"
+    rfc3339
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .take(18)
+        .collect::<String>()
+        + "Z"
 }
 
 /// Collects events in memory (tests).
@@ -223,12 +256,19 @@ pub struct ProgressLines {
 
 impl ProgressLines {
     pub fn new<'a>(hosts: impl IntoIterator<Item = &'a str>) -> ProgressLines {
-        let multi = indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
-        let style = indicatif::ProgressStyle::with_template("{prefix:>16} {spinner} {msg} ({elapsed})").expect("valid template");
+        let multi =
+            indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+        let style =
+            indicatif::ProgressStyle::with_template("{prefix:>16} {spinner} {msg} ({elapsed})")
+                .expect("valid template");
         let bars = hosts
             .into_iter()
             .map(|h| {
-                let bar = multi.add(indicatif::ProgressBar::new_spinner().with_style(style.clone()).with_prefix(h.to_string()));
+                let bar = multi.add(
+                    indicatif::ProgressBar::new_spinner()
+                        .with_style(style.clone())
+                        .with_prefix(h.to_string()),
+                );
                 bar.enable_steady_tick(std::time::Duration::from_millis(120));
                 (h.to_string(), bar)
             })
@@ -239,14 +279,22 @@ impl ProgressLines {
 
 impl Sink for ProgressLines {
     fn event(&self, e: &Event) {
-        let Some(bar) = e.host.as_ref().and_then(|h| self.bars.get(h)) else { return };
+        let Some(bar) = e.host.as_ref().and_then(|h| self.bars.get(h)) else {
+            return;
+        };
         let what = match &e.phase {
             Some(p) => format!("{p}: {}", e.step),
             None => e.step.clone(),
         };
         bar.set_message(match e.status {
             Status::Started => what,
-            other => format!("{what}: {}", serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()),
+            other => format!(
+                "{what}: {}",
+                serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ),
         });
     }
 
@@ -264,11 +312,27 @@ mod tests {
     /// things moved aside had a second one without milliseconds (`20261127T150340Z`).
     #[test]
     fn a_stamp_is_utc_to_the_millisecond_and_sorts_as_time_does() {
-        assert_eq!(super::stamp_of("2026-11-27T15:03:40.123Z"), "20261127T150340123Z");
+        assert_eq!(
+            super::stamp_of("2026-11-27T15:03:40.123Z"),
+            "20261127T150340123Z"
+        );
         let now = super::stamp();
         assert_eq!(now.len(), 19, "{now}");
-        assert!(now.ends_with('Z') && now[..8].chars().chain(now[9..18].chars()).all(|c| c.is_ascii_digit()) && &now[8..9] == "T", "{now}");
-        let times = ["2026-11-27T15:03:40.999Z", "2026-11-27T15:03:41.000Z", "2026-12-01T00:00:00.000Z", "2027-01-01T00:00:00.001Z"];
+        assert!(
+            now.ends_with('Z')
+                && now[..8]
+                    .chars()
+                    .chain(now[9..18].chars())
+                    .all(|c| c.is_ascii_digit())
+                && &now[8..9] == "T",
+            "{now}"
+        );
+        let times = [
+            "2026-11-27T15:03:40.999Z",
+            "2026-11-27T15:03:41.000Z",
+            "2026-12-01T00:00:00.000Z",
+            "2027-01-01T00:00:00.001Z",
+        ];
         let stamps: Vec<String> = times.iter().map(|t| super::stamp_of(t)).collect();
         assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
     }

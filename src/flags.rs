@@ -28,7 +28,16 @@ pub struct ExtraArg {
 /// `--profiling=false`, `--anonymous-auth=false`, `--config`) is refused, so the inventory and
 /// the PKI stay the one source of those.
 pub const OVERRIDABLE: &[(ComponentId, &[&str])] = &[
-    (ComponentId::KubeApiserver, &["v", "audit-log-maxage", "audit-log-maxbackup", "audit-log-maxsize", "service-node-port-range"]),
+    (
+        ComponentId::KubeApiserver,
+        &[
+            "v",
+            "audit-log-maxage",
+            "audit-log-maxbackup",
+            "audit-log-maxsize",
+            "service-node-port-range",
+        ],
+    ),
     (ComponentId::KubeControllerManager, &["v"]),
     (ComponentId::KubeScheduler, &["v"]),
     (ComponentId::Kubelet, &["v"]),
@@ -48,7 +57,10 @@ pub const EXTRA_ARGS_COMPONENTS: [ComponentId; 5] = [
 ];
 
 pub fn overridable(component: ComponentId) -> &'static [&'static str] {
-    OVERRIDABLE.iter().find(|(c, _)| *c == component).map_or(&[], |(_, f)| f)
+    OVERRIDABLE
+        .iter()
+        .find(|(c, _)| *c == component)
+        .map_or(&[], |(_, f)| f)
 }
 
 /// `--flag=value` as one `ExecStart=` word that systemd hands to the daemon as exactly that
@@ -77,7 +89,11 @@ pub fn systemd_word(flag: &str, value: &str) -> Result<String, char> {
             c => escaped.push(c),
         }
     }
-    Ok(if quote { format!("\"--{flag}={escaped}\"") } else { format!("--{flag}={escaped}") })
+    Ok(if quote {
+        format!("\"--{flag}={escaped}\"")
+    } else {
+        format!("--{flag}={escaped}")
+    })
 }
 
 /// The flags a unit template sets on its command line (with or without a value, in any branch of
@@ -86,7 +102,12 @@ pub fn set_by_template(template: &str) -> BTreeSet<String> {
     template
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("--"))
-        .map(|rest| rest.split(['=', ' ']).next().unwrap_or_default().to_string())
+        .map(|rest| {
+            rest.split(['=', ' '])
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect()
 }
 
@@ -94,7 +115,9 @@ pub fn set_by_template(template: &str) -> BTreeSet<String> {
 /// systemd removes them: `(name, value)` for every `--name[=value]` word after the binary.
 pub fn exec_start_flags(unit: &str) -> Vec<(String, Option<String>)> {
     let joined = unit.replace("\\\n", " ");
-    let Some(line) = joined.lines().find_map(|l| l.strip_prefix("ExecStart=")) else { return Vec::new() };
+    let Some(line) = joined.lines().find_map(|l| l.strip_prefix("ExecStart=")) else {
+        return Vec::new();
+    };
     split_words(line)
         .into_iter()
         .skip(1)
@@ -174,8 +197,14 @@ fn merge(unit: &str, args: &[ExtraArg]) -> String {
 
 /// `text` rendered from `template`, with the `extra_args` (the inventory's, per component) of the
 /// component whose unit it is.
-pub fn with_extra_args(extra_args: &BTreeMap<ComponentId, Vec<ExtraArg>>, template: &str, text: String) -> String {
-    let component = template.strip_suffix(".service").and_then(Component::by_unit);
+pub fn with_extra_args(
+    extra_args: &BTreeMap<ComponentId, Vec<ExtraArg>>,
+    template: &str,
+    text: String,
+) -> String {
+    let component = template
+        .strip_suffix(".service")
+        .and_then(Component::by_unit);
     match component.and_then(|c| extra_args.get(&c.id)) {
         Some(args) if !args.is_empty() => merge(&text, args),
         _ => text,
@@ -187,7 +216,11 @@ mod tests {
     use super::*;
 
     fn arg(flag: &str, value: &str) -> ExtraArg {
-        ExtraArg { flag: flag.into(), value: value.into(), word: systemd_word(flag, value).unwrap() }
+        ExtraArg {
+            flag: flag.into(),
+            value: value.into(),
+            word: systemd_word(flag, value).unwrap(),
+        }
     }
 
     #[test]
@@ -196,25 +229,58 @@ mod tests {
         assert_eq!(systemd_word("x", "50%").unwrap(), "--x=50%%");
         assert_eq!(systemd_word("x", "$HOME").unwrap(), "--x=$$HOME");
         assert_eq!(systemd_word("x", "a b").unwrap(), "\"--x=a b\"");
-        assert_eq!(systemd_word("x", r#"say "hi" \o/"#).unwrap(), r#""--x=say \"hi\" \\o/""#);
+        assert_eq!(
+            systemd_word("x", r#"say "hi" \o/"#).unwrap(),
+            r#""--x=say \"hi\" \\o/""#
+        );
         assert_eq!(systemd_word("x", "a\nb"), Err('\n'));
         assert_eq!(systemd_word("x", "a\tb"), Err('\t'));
     }
 
     #[test]
     fn exec_start_reads_back_what_was_written() {
-        for value in ["4", "50%", "$HOME", "a b", r#"say "hi" \o/"#, "x;y", "it's", ""] {
-            let unit = format!("[Service]\nExecStart=/bin/d \\\n  {} \\\n  --v=2\n", systemd_word("x", value).unwrap());
+        for value in [
+            "4",
+            "50%",
+            "$HOME",
+            "a b",
+            r#"say "hi" \o/"#,
+            "x;y",
+            "it's",
+            "",
+        ] {
+            let unit = format!(
+                "[Service]\nExecStart=/bin/d \\\n  {} \\\n  --v=2\n",
+                systemd_word("x", value).unwrap()
+            );
             let flags = exec_start_flags(&unit);
-            assert_eq!(flags, [("x".to_string(), Some(value.to_string())), ("v".to_string(), Some("2".to_string()))], "{unit}");
+            assert_eq!(
+                flags,
+                [
+                    ("x".to_string(), Some(value.to_string())),
+                    ("v".to_string(), Some("2".to_string()))
+                ],
+                "{unit}"
+            );
         }
     }
 
     #[test]
     fn extra_args_replace_overridable_lines_and_add_the_rest() {
-        let unit = "[Service]\nExecStart=/bin/d \\\n  --audit-log-maxage=30 \\\n  --v=2\nRestart=always\n";
-        let merged = merge(unit, &[arg("audit-log-maxage", "7"), arg("event-ttl", "2h"), arg("v", "4")]);
-        assert_eq!(merged, "[Service]\nExecStart=/bin/d \\\n  --event-ttl=2h \\\n  --audit-log-maxage=7 \\\n  --v=4\nRestart=always\n");
+        let unit =
+            "[Service]\nExecStart=/bin/d \\\n  --audit-log-maxage=30 \\\n  --v=2\nRestart=always\n";
+        let merged = merge(
+            unit,
+            &[
+                arg("audit-log-maxage", "7"),
+                arg("event-ttl", "2h"),
+                arg("v", "4"),
+            ],
+        );
+        assert_eq!(
+            merged,
+            "[Service]\nExecStart=/bin/d \\\n  --event-ttl=2h \\\n  --audit-log-maxage=7 \\\n  --v=4\nRestart=always\n"
+        );
         let flags = exec_start_flags(&merged);
         assert_eq!(flags.len(), 3, "{flags:?}");
     }
@@ -222,6 +288,9 @@ mod tests {
     #[test]
     fn templates_name_the_flags_they_set() {
         let t = "ExecStart={{ bin.x }} \\\n  --a=1 \\\n{%- if agg %}\n  --b=2 \\\n{%- endif %}\n  --c \\\n  --v=2\n";
-        assert_eq!(set_by_template(t), ["a", "b", "c", "v"].map(String::from).into_iter().collect());
+        assert_eq!(
+            set_by_template(t),
+            ["a", "b", "c", "v"].map(String::from).into_iter().collect()
+        );
     }
 }

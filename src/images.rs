@@ -15,21 +15,33 @@ pub fn refs(archive: &[u8]) -> Vec<String> {
         if name != "index.json" && name != "manifest.json" {
             continue;
         }
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else { continue };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+            continue;
+        };
         match name {
             "index.json" => {
                 for m in v["manifests"].as_array().into_iter().flatten() {
                     let a = &m["annotations"];
                     if let Some(r) = a["io.containerd.image.name"].as_str() {
                         out.push(r.to_string());
-                    } else if let Some(tag) = a["org.opencontainers.image.ref.name"].as_str().filter(|t| t.contains(':') || t.contains('/')) {
+                    } else if let Some(tag) = a["org.opencontainers.image.ref.name"]
+                        .as_str()
+                        .filter(|t| t.contains(':') || t.contains('/'))
+                    {
                         out.push(tag.to_string());
                     }
                 }
             }
             "manifest.json" => {
                 for m in v.as_array().into_iter().flatten() {
-                    out.extend(m["RepoTags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).map(str::to_string));
+                    out.extend(
+                        m["RepoTags"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|t| t.as_str())
+                            .map(str::to_string),
+                    );
                 }
             }
             _ => {}
@@ -50,8 +62,15 @@ fn tar_entries(tar: &[u8]) -> Vec<(String, &[u8])> {
         if h.iter().all(|b| *b == 0) {
             break;
         }
-        let field = |a: usize, b: usize| String::from_utf8_lossy(&h[a..b]).trim_end_matches('\0').to_string();
-        let Ok(size) = usize::from_str_radix(field(124, 136).trim().trim_end_matches('\0'), 8) else { break };
+        let field = |a: usize, b: usize| {
+            String::from_utf8_lossy(&h[a..b])
+                .trim_end_matches('\0')
+                .to_string()
+        };
+        let Ok(size) = usize::from_str_radix(field(124, 136).trim().trim_end_matches('\0'), 8)
+        else {
+            break;
+        };
         let mut name = field(0, 100);
         if &h[257..262] == b"ustar" {
             let prefix = field(345, 500);
@@ -60,7 +79,9 @@ fn tar_entries(tar: &[u8]) -> Vec<(String, &[u8])> {
             }
         }
         let data_at = at + 512;
-        let Some(data) = tar.get(data_at..data_at + size) else { break };
+        let Some(data) = tar.get(data_at..data_at + size) else {
+            break;
+        };
         if matches!(h[156], b'0' | 0) {
             out.push((name, data));
         }
@@ -94,10 +115,16 @@ mod tests {
     fn references_of_an_oci_layout_and_of_docker_save() {
         let oci = tar(&[
             ("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#),
-            ("index.json", r#"{"manifests":[{"annotations":{"io.containerd.image.name":"registry.k8s.io/pause:3.10.1","org.opencontainers.image.ref.name":"3.10.1"}}]}"#),
+            (
+                "index.json",
+                r#"{"manifests":[{"annotations":{"io.containerd.image.name":"registry.k8s.io/pause:3.10.1","org.opencontainers.image.ref.name":"3.10.1"}}]}"#,
+            ),
         ]);
         assert_eq!(refs(&oci), ["registry.k8s.io/pause:3.10.1"]);
-        let docker = tar(&[("manifest.json", r#"[{"Config":"c.json","RepoTags":["hardway.test/busybox:1","b:2"],"Layers":[]}]"#)]);
+        let docker = tar(&[(
+            "manifest.json",
+            r#"[{"Config":"c.json","RepoTags":["hardway.test/busybox:1","b:2"],"Layers":[]}]"#,
+        )]);
         assert_eq!(refs(&docker), ["b:2", "hardway.test/busybox:1"]);
         assert!(refs(b"not a tar").is_empty());
         assert!(refs(&tar(&[("index.json", "{}")])).is_empty());

@@ -36,7 +36,11 @@ fn sibling_modules_form_no_circle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let edges = module_edges(&src);
     let circles = circles(&edges);
-    assert!(circles.is_empty(), "import circles among sibling modules of src/ (a stage may use only the stages below it):\n{}", report(&circles, &edges));
+    assert!(
+        circles.is_empty(),
+        "import circles among sibling modules of src/ (a stage may use only the stages below it):\n{}",
+        report(&circles, &edges)
+    );
 }
 
 /// The edges between sibling modules (the children of one module: the top-level modules, the
@@ -48,15 +52,32 @@ fn module_edges(src: &Path) -> Edges {
     let files = walk(src);
     let reached: BTreeSet<&str> = files.iter().map(|f| f.rel.as_str()).collect();
     let on_disk = rust_files(src, src);
-    let unreached: Vec<&String> = on_disk.iter().filter(|f| *f != "main.rs" && !reached.contains(f.as_str())).collect();
-    assert!(unreached.is_empty(), "files under src/ not reached from lib.rs by `mod` declarations: {unreached:?}");
+    let unreached: Vec<&String> = on_disk
+        .iter()
+        .filter(|f| *f != "main.rs" && !reached.contains(f.as_str()))
+        .collect();
+    assert!(
+        unreached.is_empty(),
+        "files under src/ not reached from lib.rs by `mod` declarations: {unreached:?}"
+    );
 
     let modules: BTreeSet<&[String]> = files.iter().map(|f| f.module.as_slice()).collect();
     let mut edges = Edges::new();
-    for f in files.iter().filter(|f| !f.test_only && !f.module.is_empty()) {
+    for f in files
+        .iter()
+        .filter(|f| !f.test_only && !f.module.is_empty())
+    {
         for (offset, target) in absolute_paths(&f.code, &f.module) {
-            let common = f.module.iter().zip(&target).take_while(|(a, b)| a == b).count();
-            if common == f.module.len() || common == target.len() || !modules.contains(&target[..=common]) {
+            let common = f
+                .module
+                .iter()
+                .zip(&target)
+                .take_while(|(a, b)| a == b)
+                .count();
+            if common == f.module.len()
+                || common == target.len()
+                || !modules.contains(&target[..=common])
+            {
                 continue;
             }
             let (from, to) = (f.module[..=common].join("::"), target[..=common].join("::"));
@@ -89,7 +110,8 @@ fn walk(src: &Path) -> Vec<SourceFile> {
     let mut out = Vec::new();
     let mut todo = vec![("lib.rs".to_string(), Vec::<String>::new(), false)];
     while let Some((rel, module, test_only)) = todo.pop() {
-        let text = std::fs::read_to_string(src.join(&rel)).unwrap_or_else(|e| panic!("src/{rel}: {e}"));
+        let text =
+            std::fs::read_to_string(src.join(&rel)).unwrap_or_else(|e| panic!("src/{rel}: {e}"));
         let (code, test_mods) = without_test_items(&strip_comments_and_literals(&text));
         // A file's children live beside it (lib.rs, mod.rs) or in the directory of its name.
         let dir = match rel.rsplit_once('/') {
@@ -97,7 +119,10 @@ fn walk(src: &Path) -> Vec<SourceFile> {
             Some((d, "mod.rs")) => format!("{d}/"),
             _ => format!("{}/", rel.trim_end_matches(".rs")),
         };
-        let children = mod_declarations(&code).into_iter().map(|m| (m, test_only)).chain(test_mods.into_iter().map(|m| (m, true)));
+        let children = mod_declarations(&code)
+            .into_iter()
+            .map(|m| (m, test_only))
+            .chain(test_mods.into_iter().map(|m| (m, true)));
         for (name, test) in children {
             let file = [format!("{dir}{name}.rs"), format!("{dir}{name}/mod.rs")]
                 .into_iter()
@@ -107,7 +132,12 @@ fn walk(src: &Path) -> Vec<SourceFile> {
             child.push(name);
             todo.push((file, child, test));
         }
-        out.push(SourceFile { rel, module, test_only, code });
+        out.push(SourceFile {
+            rel,
+            module,
+            test_only,
+            code,
+        });
     }
     out
 }
@@ -120,7 +150,12 @@ fn rust_files(src: &Path, dir: &Path) -> Vec<String> {
         if path.is_dir() {
             out.extend(rust_files(src, &path));
         } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path.strip_prefix(src).unwrap().to_string_lossy().into_owned());
+            out.push(
+                path.strip_prefix(src)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     out
@@ -146,7 +181,10 @@ fn strip_comments_and_literals(text: &str) -> String {
     while i < b.len() {
         let prev_ident = i > 0 && is_ident(b[i - 1]);
         if b[i..].starts_with(b"//") {
-            let end = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p);
+            let end = b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |p| i + p);
             blank(&mut out, i, end);
             i = end;
         } else if b[i..].starts_with(b"/*") {
@@ -168,7 +206,10 @@ fn strip_comments_and_literals(text: &str) -> String {
             }
             blank(&mut out, i, j);
             i = j;
-        } else if b[i] == b'r' && (!prev_ident || (b[i - 1] == b'b' && (i < 2 || !is_ident(b[i - 2])))) && raw_string_end(b, i).is_some() {
+        } else if b[i] == b'r'
+            && (!prev_ident || (b[i - 1] == b'b' && (i < 2 || !is_ident(b[i - 2]))))
+            && raw_string_end(b, i).is_some()
+        {
             let end = raw_string_end(b, i).unwrap();
             blank(&mut out, i, end);
             i = end;
@@ -182,7 +223,10 @@ fn strip_comments_and_literals(text: &str) -> String {
         } else if b[i] == b'\'' {
             // A char literal ('x', '\n', '\''), or a lifetime or label ('a), which stays.
             let end = if b.get(i + 1) == Some(&b'\\') {
-                b[i + 3..].iter().position(|&c| c == b'\'').map(|p| i + 3 + p + 1)
+                b[i + 3..]
+                    .iter()
+                    .position(|&c| c == b'\'')
+                    .map(|p| i + 3 + p + 1)
             } else {
                 let len = text[i + 1..].chars().next().map_or(1, char::len_utf8);
                 (b.get(i + 1 + len) == Some(&b'\'')).then_some(i + 2 + len)
@@ -207,9 +251,14 @@ fn raw_string_end(b: &[u8], i: usize) -> Option<usize> {
     if b.get(i + 1 + hashes) != Some(&b'"') {
         return None;
     }
-    let close: Vec<u8> = std::iter::once(b'"').chain(std::iter::repeat_n(b'#', hashes)).collect();
+    let close: Vec<u8> = std::iter::once(b'"')
+        .chain(std::iter::repeat_n(b'#', hashes))
+        .collect();
     let body = i + 2 + hashes;
-    b[body..].windows(close.len()).position(|w| w == close).map(|p| body + p + close.len())
+    b[body..]
+        .windows(close.len())
+        .position(|w| w == close)
+        .map(|p| body + p + close.len())
 }
 
 /// `code` with every `#[cfg(test)]` item blanked out, and the names of the modules declared
@@ -246,7 +295,11 @@ fn without_test_items(code: &str) -> (String, Vec<String>) {
             }
             i += 1;
         }
-        let end = if b.get(i) == Some(&b'{') { matching(b, i, b'{', b'}') } else { i + 1 };
+        let end = if b.get(i) == Some(&b'{') {
+            matching(b, i, b'{', b'}')
+        } else {
+            i + 1
+        };
         let header: Vec<&str> = code[header_start..i].split_whitespace().collect();
         if b.get(i) == Some(&b';')
             && let [.., "mod", name] = header.as_slice()
@@ -260,7 +313,10 @@ fn without_test_items(code: &str) -> (String, Vec<String>) {
         }
         from = end.min(b.len());
     }
-    (String::from_utf8(out).expect("only whole characters are blanked"), test_mods)
+    (
+        String::from_utf8(out).expect("only whole characters are blanked"),
+        test_mods,
+    )
 }
 
 /// The index just past the `close` that matches the `open` at `b[i]`.
@@ -319,9 +375,16 @@ fn absolute_paths(code: &str, module: &[String]) -> Vec<(usize, Vec<String>)> {
     let path_sep = |at: usize| {
         let rest = &code[at..];
         let trimmed = rest.trim_start();
-        trimmed.strip_prefix("::").map(|r| at + rest.len() - r.trim_start().len())
+        trimmed
+            .strip_prefix("::")
+            .map(|r| at + rest.len() - r.trim_start().len())
     };
-    let ident_at = |at: usize| -> String { code[at..].chars().take_while(|&c| c.is_ascii_alphanumeric() || c == '_').collect() };
+    let ident_at = |at: usize| -> String {
+        code[at..]
+            .chars()
+            .take_while(|&c| c.is_ascii_alphanumeric() || c == '_')
+            .collect()
+    };
     for (offset, word) in tokens(code) {
         if code[..offset].trim_end().ends_with("::") {
             continue;
@@ -335,7 +398,9 @@ fn absolute_paths(code: &str, module: &[String]) -> Vec<(usize, Vec<String>)> {
                     at = next + 5;
                     n += 1;
                 }
-                let Some(keep) = module.len().checked_sub(n) else { continue };
+                let Some(keep) = module.len().checked_sub(n) else {
+                    continue;
+                };
                 (module[..keep].to_vec(), at)
             }
             _ => continue,
@@ -362,7 +427,13 @@ fn absolute_paths(code: &str, module: &[String]) -> Vec<(usize, Vec<String>)> {
 
 /// The paths of the group `{...}` that opens at `code[open]`, each prefixed with `base`
 /// (`self` inside it is `base` itself, which says nothing new).
-fn group(code: &str, open: usize, base: &[String], offset: usize, out: &mut Vec<(usize, Vec<String>)>) {
+fn group(
+    code: &str,
+    open: usize,
+    base: &[String],
+    offset: usize,
+    out: &mut Vec<(usize, Vec<String>)>,
+) {
     let b = code.as_bytes();
     let end = matching(b, open, b'{', b'}') - 1;
     let mut i = open + 1;
@@ -379,7 +450,10 @@ fn group(code: &str, open: usize, base: &[String], offset: usize, out: &mut Vec<
                 path.truncate(base.len());
                 break;
             }
-            let name: String = code[i..end].chars().take_while(|&c| c.is_ascii_alphanumeric() || c == '_').collect();
+            let name: String = code[i..end]
+                .chars()
+                .take_while(|&c| c.is_ascii_alphanumeric() || c == '_')
+                .collect();
             if name.is_empty() {
                 break;
             }
@@ -415,8 +489,19 @@ fn group(code: &str, open: usize, base: &[String], offset: usize, out: &mut Vec<
 
 /// The strongly connected components of more than one module (Tarjan), each sorted.
 fn circles(edges: &Edges) -> Vec<Vec<String>> {
-    let nodes: BTreeSet<&str> = edges.keys().flat_map(|(a, b)| [a.as_str(), b.as_str()]).collect();
-    let mut t = Tarjan { edges, index: BTreeMap::new(), low: BTreeMap::new(), stack: Vec::new(), on_stack: BTreeSet::new(), next: 0, out: Vec::new() };
+    let nodes: BTreeSet<&str> = edges
+        .keys()
+        .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+        .collect();
+    let mut t = Tarjan {
+        edges,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        next: 0,
+        out: Vec::new(),
+    };
     for n in nodes {
         if !t.index.contains_key(n) {
             t.visit(n);
@@ -478,7 +563,12 @@ fn report(circles: &[Vec<String>], edges: &Edges) -> String {
     let mut s = String::new();
     for (n, c) in circles.iter().enumerate() {
         let inside = |(a, b): &(String, String)| c.contains(a) && c.contains(b);
-        s += &format!("circle {}: {}\n  e.g. {}\n", n + 1, c.join(", "), shortest_cycle(&c[0], edges, c).join(" -> "));
+        s += &format!(
+            "circle {}: {}\n  e.g. {}\n",
+            n + 1,
+            c.join(", "),
+            shortest_cycle(&c[0], edges, c).join(" -> ")
+        );
         for (edge, sites) in edges.iter().filter(|(e, _)| inside(e)) {
             s += &format!("  {} -> {}: {}\n", edge.0, edge.1, sites.join(", "));
         }
@@ -532,7 +622,10 @@ mod fixtures;
 mod real;
 "##;
     let (code, test_mods) = without_test_items(&strip_comments_and_literals(code));
-    let found: Vec<String> = absolute_paths(&code, &["m".to_string()]).into_iter().map(|(_, p)| p.join("::")).collect();
+    let found: Vec<String> = absolute_paths(&code, &["m".to_string()])
+        .into_iter()
+        .map(|(_, p)| p.join("::"))
+        .collect();
     assert_eq!(found, ["alpha", "beta::x", "beta::y", "eta::f"]);
     assert_eq!(test_mods, ["fixtures"]);
     assert_eq!(mod_declarations(&code), ["real"]);
@@ -542,8 +635,21 @@ mod real;
 fn super_and_self_climb_from_the_files_module() {
     let code = "use super::super::alpha;\nuse super::{beta, gamma::{d, e::f}};\nuse self::delta::x;\nfn g() { crate::lab::net::up(); }\n";
     let module = ["lab".to_string(), "qemu".to_string(), "vm".to_string()];
-    let found: Vec<String> = absolute_paths(code, &module).into_iter().map(|(_, p)| p.join("::")).collect();
-    assert_eq!(found, ["lab::alpha", "lab::qemu::beta", "lab::qemu::gamma::d", "lab::qemu::gamma::e::f", "lab::qemu::vm::delta::x", "lab::net::up"]);
+    let found: Vec<String> = absolute_paths(code, &module)
+        .into_iter()
+        .map(|(_, p)| p.join("::"))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "lab::alpha",
+            "lab::qemu::beta",
+            "lab::qemu::gamma::d",
+            "lab::qemu::gamma::e::f",
+            "lab::qemu::vm::delta::x",
+            "lab::net::up"
+        ]
+    );
     // More `super` than levels: not a path of this crate.
     assert!(absolute_paths("use super::super::x;", &["a".to_string()]).is_empty());
 }
@@ -551,9 +657,20 @@ fn super_and_self_climb_from_the_files_module() {
 #[test]
 fn circles_are_found_with_their_edges() {
     let mut edges = Edges::new();
-    for (a, b) in [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("d", "e"), ("e", "d"), ("f", "a")] {
+    for (a, b) in [
+        ("a", "b"),
+        ("b", "c"),
+        ("c", "a"),
+        ("c", "d"),
+        ("d", "e"),
+        ("e", "d"),
+        ("f", "a"),
+    ] {
         edges.insert((a.into(), b.into()), vec![format!("{a}.rs:1")]);
     }
     assert_eq!(circles(&edges), [vec!["a", "b", "c"], vec!["d", "e"]]);
-    assert_eq!(shortest_cycle("a", &edges, &["a".into(), "b".into(), "c".into()]), ["a", "b", "c", "a"]);
+    assert_eq!(
+        shortest_cycle("a", &edges, &["a".into(), "b".into(), "c".into()]),
+        ["a", "b", "c", "a"]
+    );
 }

@@ -19,7 +19,12 @@ use crate::render::{File, Rendered};
 /// unit reads, the phase it was rendered with (the addon manifests and kubectl: `addons`) or
 /// `files` (the /etc/hosts block).
 pub fn phase_of_file(f: &File) -> Phase {
-    f.units.iter().filter_map(|u| phase_of_unit(u)).min().or(f.phase).unwrap_or(Phase::Files)
+    f.units
+        .iter()
+        .filter_map(|u| phase_of_unit(u))
+        .min()
+        .or(f.phase)
+        .unwrap_or(Phase::Files)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -65,11 +70,24 @@ pub struct Plan {
 
 /// The files of `host` that the selected phases place.
 pub fn files_in_phases<'a>(rendered: &'a Rendered, host: &str, phases: &[Phase]) -> Vec<&'a File> {
-    rendered.hosts.get(host).map(|fs| fs.iter().filter(|f| phases.contains(&phase_of_file(f))).collect()).unwrap_or_default()
+    rendered
+        .hosts
+        .get(host)
+        .map(|fs| {
+            fs.iter()
+                .filter(|f| phases.contains(&phase_of_file(f)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Plans one host. `remote` holds what the host reported for each path (absent = missing).
-pub fn plan_host(rendered: &Rendered, host: &str, remote: &BTreeMap<String, RemoteFile>, phases: &[Phase]) -> HostPlan {
+pub fn plan_host(
+    rendered: &Rendered,
+    host: &str,
+    remote: &BTreeMap<String, RemoteFile>,
+    phases: &[Phase],
+) -> HostPlan {
     let files = files_in_phases(rendered, host, phases);
     let mut changes = Vec::new();
     let mut unchanged = 0;
@@ -81,7 +99,11 @@ pub fn plan_host(rendered: &Rendered, host: &str, remote: &BTreeMap<String, Remo
             Some(_) => None,
         };
         match kind {
-            Some(kind) => changes.push(FileChange { path: f.path.clone(), kind, file: (*f).clone() }),
+            Some(kind) => changes.push(FileChange {
+                path: f.path.clone(),
+                kind,
+                file: (*f).clone(),
+            }),
             None => unchanged += 1,
         }
     }
@@ -95,10 +117,24 @@ pub fn plan_host(rendered: &Rendered, host: &str, remote: &BTreeMap<String, Remo
         .iter()
         .filter(|f| f.is_unit())
         .filter_map(|f| f.path.rsplit('/').next()?.strip_suffix(".service"))
-        .filter_map(|u| Some(UnitAction { unit: u.to_string(), phase: phase_of_unit(u)?, restart: touched.contains(u) }))
+        .filter_map(|u| {
+            Some(UnitAction {
+                unit: u.to_string(),
+                phase: phase_of_unit(u)?,
+                restart: touched.contains(u),
+            })
+        })
         .collect();
-    let daemon_reload = changes.iter().any(|c| c.file.is_unit() && c.kind != ChangeKind::Metadata);
-    HostPlan { node: host.to_string(), changes, daemon_reload, units, unchanged }
+    let daemon_reload = changes
+        .iter()
+        .any(|c| c.file.is_unit() && c.kind != ChangeKind::Metadata);
+    HostPlan {
+        node: host.to_string(),
+        changes,
+        daemon_reload,
+        units,
+        unchanged,
+    }
 }
 
 impl fmt::Display for Plan {
@@ -106,7 +142,12 @@ impl fmt::Display for Plan {
         let phases: Vec<&str> = self.phases.iter().map(|p| p.name()).collect();
         writeln!(f, "plan for phases {}", phases.join(","))?;
         for (host, p) in &self.hosts {
-            writeln!(f, "{host}: {} to change, {} unchanged", p.changes.len(), p.unchanged)?;
+            writeln!(
+                f,
+                "{host}: {} to change, {} unchanged",
+                p.changes.len(),
+                p.unchanged
+            )?;
             for c in &p.changes {
                 let kind = match c.kind {
                     ChangeKind::Create => "create",
@@ -119,7 +160,12 @@ impl fmt::Display for Plan {
                 writeln!(f, "  systemctl daemon-reload")?;
             }
             for u in &p.units {
-                writeln!(f, "  {} {}", if u.restart { "restart" } else { "start  " }, u.unit)?;
+                writeln!(
+                    f,
+                    "  {} {}",
+                    if u.restart { "restart" } else { "start  " },
+                    u.unit
+                )?;
             }
         }
         Ok(())
@@ -131,7 +177,15 @@ mod tests {
     use super::*;
 
     fn file(path: &str, body: &str, units: &[&'static str]) -> File {
-        File { path: path.into(), mode: 0o644, contents: body.as_bytes().into(), units: units.to_vec(), anchor: None, restarts: true, phase: None }
+        File {
+            path: path.into(),
+            mode: 0o644,
+            contents: body.as_bytes().into(),
+            units: units.to_vec(),
+            anchor: None,
+            restarts: true,
+            phase: None,
+        }
     }
 
     fn rendered() -> Rendered {
@@ -139,13 +193,24 @@ mod tests {
             file("/etc/etcd/pki/server.crt", "cert", &["etcd"]),
             file("/etc/systemd/system/etcd.service", "unit", &["etcd"]),
             file("/etc/hardway/hosts", "hosts", &[]),
-            file("/etc/systemd/system/kube-apiserver.service", "api", &["kube-apiserver"]),
+            file(
+                "/etc/systemd/system/kube-apiserver.service",
+                "api",
+                &["kube-apiserver"],
+            ),
         ];
-        Rendered { hosts: [("m1".to_string(), files)].into(), local: vec![] }
+        Rendered {
+            hosts: [("m1".to_string(), files)].into(),
+            local: vec![],
+        }
     }
 
     fn same(body: &str) -> RemoteFile {
-        RemoteFile { sha256: sha256_hex(body.as_bytes()), mode: 0o644, owner: "root:root".into() }
+        RemoteFile {
+            sha256: sha256_hex(body.as_bytes()),
+            mode: 0o644,
+            owner: "root:root".into(),
+        }
     }
 
     #[test]
@@ -167,7 +232,10 @@ mod tests {
         let p = plan_host(&rendered(), "m1", &remote, &[Phase::Etcd]);
         assert!(p.changes.is_empty());
         assert!(!p.daemon_reload);
-        assert!(!p.units[0].restart, "an unchanged unit is only ensured running");
+        assert!(
+            !p.units[0].restart,
+            "an unchanged unit is only ensured running"
+        );
         assert_eq!(p.unchanged, 2);
     }
 
@@ -219,12 +287,34 @@ mod phase_tests {
     #[test]
     fn the_addons_phase_places_its_manifests() {
         let r = crate::testing::Fixture::new().rendered();
-        let paths = |phases: &[Phase]| -> Vec<String> { files_in_phases(&r, "m1", phases).iter().map(|f| f.path.clone()).collect() };
+        let paths = |phases: &[Phase]| -> Vec<String> {
+            files_in_phases(&r, "m1", phases)
+                .iter()
+                .map(|f| f.path.clone())
+                .collect()
+        };
         let addons = paths(&[Phase::Addons]);
-        assert!(addons.contains(&"/etc/kubernetes/addons/coredns.yaml".to_string()), "{addons:?}");
-        assert!(addons.iter().all(|p| p.starts_with("/etc/kubernetes/addons/")), "{addons:?}");
+        assert!(
+            addons.contains(&"/etc/kubernetes/addons/coredns.yaml".to_string()),
+            "{addons:?}"
+        );
+        assert!(
+            addons
+                .iter()
+                .all(|p| p.starts_with("/etc/kubernetes/addons/")),
+            "{addons:?}"
+        );
         let files = paths(&[Phase::Files]);
-        assert!(files.contains(&"/etc/hardway/hosts".to_string()) && files.contains(&"/etc/kubernetes/admin.kubeconfig".to_string()), "{files:?}");
-        assert!(!files.iter().any(|p| p.starts_with("/etc/kubernetes/addons/")), "{files:?}");
+        assert!(
+            files.contains(&"/etc/hardway/hosts".to_string())
+                && files.contains(&"/etc/kubernetes/admin.kubeconfig".to_string()),
+            "{files:?}"
+        );
+        assert!(
+            !files
+                .iter()
+                .any(|p| p.starts_with("/etc/kubernetes/addons/")),
+            "{files:?}"
+        );
     }
 }

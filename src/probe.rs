@@ -75,17 +75,31 @@ pub type Membership = Vec<EtcdMember>;
 /// The endpoints' side of the cluster, as seen from the operator's machine.
 pub trait Probe: Send + Sync {
     /// One etcd member's Status, within `timeout`.
-    fn etcd_member<'a>(&'a self, name: &'a str, address: IpAddr, timeout: Duration) -> BoxFuture<'a, MemberStatus>;
+    fn etcd_member<'a>(
+        &'a self,
+        name: &'a str,
+        address: IpAddr,
+        timeout: Duration,
+    ) -> BoxFuture<'a, MemberStatus>;
 
     /// The member list and active alarms, asked of the member at `address`.
-    fn etcd_membership(&self, address: IpAddr, timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), EtcdError>>;
+    fn etcd_membership(
+        &self,
+        address: IpAddr,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<(Membership, Vec<String>), EtcdError>>;
 
     /// Adds a member (as a learner: it gets no vote until promoted), through the member at
     /// `address`; its new ID.
-    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, EtcdError>>;
+    fn etcd_member_add<'a>(
+        &'a self,
+        address: IpAddr,
+        peer_url: &'a str,
+    ) -> BoxFuture<'a, Result<u64, EtcdError>>;
 
     /// Gives a learner its vote; fails while it has not caught up with the leader.
-    fn etcd_member_promote(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>>;
+    fn etcd_member_promote(&self, address: IpAddr, id: u64)
+    -> BoxFuture<'_, Result<(), EtcdError>>;
 
     /// Removes a member, through the member at `address` (not the one removed).
     fn etcd_member_remove(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>>;
@@ -95,10 +109,19 @@ pub trait Probe: Send + Sync {
 
     /// Streams a snapshot of the keyspace from the member at `address` into `out`; the bytes
     /// written and the member's revision.
-    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), EtcdError>>;
+    fn etcd_snapshot<'a>(
+        &'a self,
+        address: IpAddr,
+        out: &'a mut (dyn std::io::Write + Send),
+    ) -> BoxFuture<'a, Result<(u64, i64), EtcdError>>;
 
     /// GET `path` from the API server at `address:port`, as the admin: status code and body.
-    fn api_get<'a>(&'a self, address: IpAddr, port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>>;
+    fn api_get<'a>(
+        &'a self,
+        address: IpAddr,
+        port: u16,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<(u16, String), String>>;
 
     /// The member at `address` serves clients on `port`, not etcd's default (a hand-built
     /// member's unit says so; verify reads it). Probes that do not model ports ignore it.
@@ -123,40 +146,68 @@ impl std::fmt::Debug for EtcdAuth {
 impl EtcdAuth {
     pub fn from_pki(pki: &Pki) -> EtcdAuth {
         let c = pki.cert("etcd/healthcheck-client");
-        EtcdAuth { ca_pem: pki.ca(CaId::Etcd).cert_pem.clone(), cert_pem: c.cert_pem.clone(), key_pem: c.key_pem.clone() }
+        EtcdAuth {
+            ca_pem: pki.ca(CaId::Etcd).cert_pem.clone(),
+            cert_pem: c.cert_pem.clone(),
+            key_pem: c.key_pem.clone(),
+        }
     }
 
     pub fn from_pem(ca_pem: String, cert_pem: String, key_pem: String) -> EtcdAuth {
-        EtcdAuth { ca_pem, cert_pem, key_pem }
+        EtcdAuth {
+            ca_pem,
+            cert_pem,
+            key_pem,
+        }
     }
 
     fn connect_options(&self, timeout: Duration) -> ConnectOptions {
         let tls = TlsOptions::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
-        ConnectOptions::new().with_tls(tls).with_connect_timeout(timeout).with_timeout(timeout)
+        ConnectOptions::new()
+            .with_tls(tls)
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
     }
 }
 
 /// An etcd client for the one member at `address` (never several: a client given several
 /// endpoints answers for whichever it picked).
-pub async fn etcd_client(auth: &EtcdAuth, address: IpAddr, port: u16, timeout: Duration) -> Result<Client, EtcdError> {
+pub async fn etcd_client(
+    auth: &EtcdAuth,
+    address: IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> Result<Client, EtcdError> {
     let url = format!("https://{}:{port}", host_for_url(address));
-    Client::connect([url.as_str()], Some(auth.connect_options(timeout))).await.map_err(|e| EtcdError::Unreachable { message: e.to_string(), url })
+    Client::connect([url.as_str()], Some(auth.connect_options(timeout)))
+        .await
+        .map_err(|e| EtcdError::Unreachable {
+            message: e.to_string(),
+            url,
+        })
 }
 
 /// An mTLS client configuration for the API servers: the cluster CA and a client certificate.
-pub fn api_tls_config(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn api_tls_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     let err = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.map_err(|e| err("the cluster CA", &e))?).map_err(|e| err("the cluster CA", &e))?;
+        roots
+            .add(c.map_err(|e| err("the cluster CA", &e))?)
+            .map_err(|e| err("the cluster CA", &e))?;
     }
     let chain: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| err("the client certificate", &e))?;
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| err("the client key", &e))?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| err("the client key", &e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -179,12 +230,26 @@ pub struct NetProbe {
 }
 
 impl NetProbe {
-    pub fn new(inv: &Inventory, etcd: Option<EtcdAuth>, api: Option<Arc<rustls::ClientConfig>>) -> NetProbe {
-        NetProbe { etcd, api, etcd_port: Port::EtcdClient.number(inv), etcd_ports: Arc::default() }
+    pub fn new(
+        inv: &Inventory,
+        etcd: Option<EtcdAuth>,
+        api: Option<Arc<rustls::ClientConfig>>,
+    ) -> NetProbe {
+        NetProbe {
+            etcd,
+            api,
+            etcd_port: Port::EtcdClient.number(inv),
+            etcd_ports: Arc::default(),
+        }
     }
 
     fn etcd_port_of(&self, address: IpAddr) -> u16 {
-        self.etcd_ports.lock().map(|m| m.get(&address).copied()).ok().flatten().unwrap_or(self.etcd_port)
+        self.etcd_ports
+            .lock()
+            .map(|m| m.get(&address).copied())
+            .ok()
+            .flatten()
+            .unwrap_or(self.etcd_port)
     }
 
     async fn etcd_client(&self, address: IpAddr, timeout: Duration) -> Result<Client, EtcdError> {
@@ -194,16 +259,32 @@ impl NetProbe {
 }
 
 impl Probe for NetProbe {
-    fn etcd_member<'a>(&'a self, name: &'a str, address: IpAddr, timeout: Duration) -> BoxFuture<'a, MemberStatus> {
+    fn etcd_member<'a>(
+        &'a self,
+        name: &'a str,
+        address: IpAddr,
+        timeout: Duration,
+    ) -> BoxFuture<'a, MemberStatus> {
         Box::pin(async move {
-            let url = format!("https://{}:{}", host_for_url(address), self.etcd_port_of(address));
+            let url = format!(
+                "https://{}:{}",
+                host_for_url(address),
+                self.etcd_port_of(address)
+            );
             let result = tokio::time::timeout(timeout * 2, async {
                 let mut client = self.etcd_client(address, timeout).await?;
-                client.status().await.map_err(|e| EtcdError::Unreachable { url: url.clone(), message: e.to_string() })
+                client.status().await.map_err(|e| EtcdError::Unreachable {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })
             })
             .await;
             match result {
-                Err(_) => MemberStatus::no_answer(name, address, format!("{url}: no answer within {} s", (timeout * 2).as_secs())),
+                Err(_) => MemberStatus::no_answer(
+                    name,
+                    address,
+                    format!("{url}: no answer within {} s", (timeout * 2).as_secs()),
+                ),
                 Ok(Err(e)) => MemberStatus::no_answer(name, address, e.to_string()),
                 Ok(Ok(st)) => MemberStatus {
                     name: name.to_string(),
@@ -220,7 +301,11 @@ impl Probe for NetProbe {
         })
     }
 
-    fn etcd_membership(&self, address: IpAddr, timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), EtcdError>> {
+    fn etcd_membership(
+        &self,
+        address: IpAddr,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<(Membership, Vec<String>), EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(address, timeout).await?;
             let members = client
@@ -237,7 +322,11 @@ impl Probe for NetProbe {
                 })
                 .collect();
             let alarms = client
-                .alarm(etcd_client::AlarmAction::Get, etcd_client::AlarmType::None, None)
+                .alarm(
+                    etcd_client::AlarmAction::Get,
+                    etcd_client::AlarmType::None,
+                    None,
+                )
                 .await
                 .map_err(|e| EtcdError::refused(Operation::Alarms, e))?
                 .alarms()
@@ -248,45 +337,89 @@ impl Probe for NetProbe {
         })
     }
 
-    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, EtcdError>> {
+    fn etcd_member_add<'a>(
+        &'a self,
+        address: IpAddr,
+        peer_url: &'a str,
+    ) -> BoxFuture<'a, Result<u64, EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(address, Duration::from_secs(5)).await?;
             let opts = etcd_client::MemberAddOptions::new().with_is_learner();
-            let added = client.member_add([peer_url], Some(opts)).await.map_err(|e| EtcdError::refused(Operation::MemberAdd, e))?;
-            added.member().map(|m| m.id()).ok_or(EtcdError::Incomplete { operation: Operation::MemberAdd, missing: "the new member" })
+            let added = client
+                .member_add([peer_url], Some(opts))
+                .await
+                .map_err(|e| EtcdError::refused(Operation::MemberAdd, e))?;
+            added.member().map(|m| m.id()).ok_or(EtcdError::Incomplete {
+                operation: Operation::MemberAdd,
+                missing: "the new member",
+            })
         })
     }
 
-    fn etcd_member_promote(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
+    fn etcd_member_promote(
+        &self,
+        address: IpAddr,
+        id: u64,
+    ) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(address, Duration::from_secs(5)).await?;
-            client.member_promote(id).await.map(|_| ()).map_err(|e| EtcdError::refused(Operation::MemberPromote, e))
+            client
+                .member_promote(id)
+                .await
+                .map(|_| ())
+                .map_err(|e| EtcdError::refused(Operation::MemberPromote, e))
         })
     }
 
     fn etcd_member_remove(&self, address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(address, Duration::from_secs(5)).await?;
-            client.member_remove(id).await.map(|_| ()).map_err(|e| EtcdError::refused(Operation::MemberRemove, e))
+            client
+                .member_remove(id)
+                .await
+                .map(|_| ())
+                .map_err(|e| EtcdError::refused(Operation::MemberRemove, e))
         })
     }
 
     fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(leader, Duration::from_secs(5)).await?;
-            client.move_leader(to).await.map(|_| ()).map_err(|e| EtcdError::refused(Operation::MoveLeader, e))
+            client
+                .move_leader(to)
+                .await
+                .map(|_| ())
+                .map_err(|e| EtcdError::refused(Operation::MoveLeader, e))
         })
     }
 
-    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), EtcdError>> {
+    fn etcd_snapshot<'a>(
+        &'a self,
+        address: IpAddr,
+        out: &'a mut (dyn std::io::Write + Send),
+    ) -> BoxFuture<'a, Result<(u64, i64), EtcdError>> {
         Box::pin(async move {
             let mut client = self.etcd_client(address, Duration::from_secs(10)).await?;
             // The revision first: the snapshot holds at least everything up to it.
-            let revision = client.status().await.map_err(|e| EtcdError::refused(Operation::Status, e))?.header().map(|h| h.revision()).unwrap_or(0);
-            let mut stream = client.snapshot().await.map_err(|e| EtcdError::refused(Operation::Snapshot, e))?;
+            let revision = client
+                .status()
+                .await
+                .map_err(|e| EtcdError::refused(Operation::Status, e))?
+                .header()
+                .map(|h| h.revision())
+                .unwrap_or(0);
+            let mut stream = client
+                .snapshot()
+                .await
+                .map_err(|e| EtcdError::refused(Operation::Snapshot, e))?;
             let mut size = 0u64;
-            while let Some(chunk) = stream.message().await.map_err(|e| EtcdError::refused(Operation::Snapshot, e))? {
-                out.write_all(chunk.blob()).map_err(|e| EtcdError::Write(e.to_string()))?;
+            while let Some(chunk) = stream
+                .message()
+                .await
+                .map_err(|e| EtcdError::refused(Operation::Snapshot, e))?
+            {
+                out.write_all(chunk.blob())
+                    .map_err(|e| EtcdError::Write(e.to_string()))?;
                 size += chunk.blob().len() as u64;
             }
             Ok((size, revision))
@@ -299,7 +432,12 @@ impl Probe for NetProbe {
         }
     }
 
-    fn api_get<'a>(&'a self, address: IpAddr, port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>> {
+    fn api_get<'a>(
+        &'a self,
+        address: IpAddr,
+        port: u16,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<(u16, String), String>> {
         let config = self.api.clone();
         let path = path.to_string();
         Box::pin(async move {
@@ -312,16 +450,27 @@ impl Probe for NetProbe {
 }
 
 /// GET over TLS; HTTP/1.0 so the answer is never chunked.
-fn https_get(addr: IpAddr, port: u16, path: &str, config: &Arc<rustls::ClientConfig>) -> Result<(u16, String), String> {
+fn https_get(
+    addr: IpAddr,
+    port: u16,
+    path: &str,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let sock = std::net::SocketAddr::new(addr, port);
-    let tcp = TcpStream::connect_timeout(&sock, Duration::from_secs(3)).map_err(|e| format!("connecting to {sock}: {e}"))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect_timeout(&sock, Duration::from_secs(3))
+        .map_err(|e| format!("connecting to {sock}: {e}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
     let server = rustls::pki_types::ServerName::IpAddress(addr.into());
     let conn = rustls::ClientConnection::new(config.clone(), server).map_err(|e| e.to_string())?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
-    write!(tls, "GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n\r\n", host_for_url(addr))
-        .map_err(|e| format!("sending to {sock}: {e}"))?;
+    write!(
+        tls,
+        "GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
+        host_for_url(addr)
+    )
+    .map_err(|e| format!("sending to {sock}: {e}"))?;
     let mut buf = Vec::new();
     match tls.read_to_end(&mut buf) {
         Ok(_) => {}
@@ -331,7 +480,11 @@ fn https_get(addr: IpAddr, port: u16, path: &str, config: &Arc<rustls::ClientCon
     }
     let text = String::from_utf8_lossy(&buf).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     Ok((code, body.to_string()))
 }
 
@@ -340,34 +493,61 @@ fn https_get(addr: IpAddr, port: u16, path: &str, config: &Arc<rustls::ClientCon
 fn readable(e: &std::io::Error) -> String {
     use rustls::pki_types::ServerName;
     use rustls::{CertificateError, Error};
-    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else { return e.to_string() };
-    let Error::InvalidCertificate(cert) = tls else { return tls.to_string() };
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
+        return e.to_string();
+    };
+    let Error::InvalidCertificate(cert) = tls else {
+        return tls.to_string();
+    };
     let secs = |t: &rustls::pki_types::UnixTime| {
-        time::OffsetDateTime::from_unix_timestamp(t.as_secs() as i64).map(|d| d.date().to_string()).unwrap_or_else(|_| t.as_secs().to_string())
+        time::OffsetDateTime::from_unix_timestamp(t.as_secs() as i64)
+            .map(|d| d.date().to_string())
+            .unwrap_or_else(|_| t.as_secs().to_string())
     };
     match cert {
-        CertificateError::NotValidForNameContext { expected, presented } => {
+        CertificateError::NotValidForNameContext {
+            expected,
+            presented,
+        } => {
             let expected = match expected {
                 ServerName::IpAddress(ip) => IpAddr::from(*ip).to_string(),
                 ServerName::DnsName(name) => name.as_ref().to_string(),
                 other => format!("{other:?}"),
             };
-            format!("the server's certificate is not valid for {expected}: its names are {}", presented.join(", "))
+            format!(
+                "the server's certificate is not valid for {expected}: its names are {}",
+                presented.join(", ")
+            )
         }
-        CertificateError::NotValidForName => "the server's certificate is not valid for the address dialled".into(),
-        CertificateError::ExpiredContext { not_after, .. } => format!("the server's certificate expired on {}", secs(not_after)),
+        CertificateError::NotValidForName => {
+            "the server's certificate is not valid for the address dialled".into()
+        }
+        CertificateError::ExpiredContext { not_after, .. } => {
+            format!("the server's certificate expired on {}", secs(not_after))
+        }
         CertificateError::Expired => "the server's certificate has expired".into(),
-        CertificateError::NotValidYetContext { not_before, .. } => format!("the server's certificate is not valid before {}", secs(not_before)),
+        CertificateError::NotValidYetContext { not_before, .. } => format!(
+            "the server's certificate is not valid before {}",
+            secs(not_before)
+        ),
         CertificateError::NotValidYet => "the server's certificate is not valid yet".into(),
-        CertificateError::UnknownIssuer => "the server's certificate is not signed by the CA given (another cluster's?)".into(),
+        CertificateError::UnknownIssuer => {
+            "the server's certificate is not signed by the CA given (another cluster's?)".into()
+        }
         CertificateError::BadSignature => "the server's certificate has a bad signature".into(),
         other => format!("the server's certificate was refused: {other:?}"),
     }
 }
 
 /// Every listed member's status, asked concurrently.
-pub async fn cluster_status(probe: &dyn Probe, members: &[&Node], timeout: Duration) -> Vec<MemberStatus> {
-    let asks = members.iter().map(|m| probe.etcd_member(&m.name, m.address, timeout));
+pub async fn cluster_status(
+    probe: &dyn Probe,
+    members: &[&Node],
+    timeout: Duration,
+) -> Vec<MemberStatus> {
+    let asks = members
+        .iter()
+        .map(|m| probe.etcd_member(&m.name, m.address, timeout));
     let mut out = Vec::new();
     // Joined by hand: every future is polled until done, so all members are asked at once.
     let mut pending: Vec<_> = asks.map(Box::pin).collect();
@@ -382,22 +562,38 @@ pub async fn cluster_status(probe: &dyn Probe, members: &[&Node], timeout: Durat
                 }
             }
         }
-        if all { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     })
     .await;
-    out.extend(results.into_iter().map(|r| r.expect("every future finished")));
+    out.extend(
+        results
+            .into_iter()
+            .map(|r| r.expect("every future finished")),
+    );
     out
 }
 
 /// One leader that every member agrees on, and every member answering without errors.
 pub fn healthy(members: &[MemberStatus]) -> bool {
-    let leaders: std::collections::BTreeSet<u64> = members.iter().filter_map(|m| m.leader).collect();
-    !members.is_empty() && members.iter().all(|m| m.answered() && m.errors.is_empty()) && leaders.len() == 1 && !leaders.contains(&0)
+    let leaders: std::collections::BTreeSet<u64> =
+        members.iter().filter_map(|m| m.leader).collect();
+    !members.is_empty()
+        && members.iter().all(|m| m.answered() && m.errors.is_empty())
+        && leaders.len() == 1
+        && !leaders.contains(&0)
 }
 
 /// Polls until the members are healthy or `deadline` passes; returns the last statuses either
 /// way.
-pub async fn wait_healthy(probe: &dyn Probe, members: &[&Node], deadline: Duration) -> (bool, Vec<MemberStatus>) {
+pub async fn wait_healthy(
+    probe: &dyn Probe,
+    members: &[&Node],
+    deadline: Duration,
+) -> (bool, Vec<MemberStatus>) {
     let until = Instant::now() + deadline;
     loop {
         let statuses = cluster_status(probe, members, Duration::from_secs(2)).await;
@@ -423,7 +619,11 @@ pub fn describe(m: &MemberStatus) -> String {
             m.leader.unwrap_or(0),
             m.raft_index.unwrap_or(0),
             m.db_size.unwrap_or(0),
-            if m.errors.is_empty() { String::new() } else { format!(", errors: {}", m.errors.join("; ")) }
+            if m.errors.is_empty() {
+                String::new()
+            } else {
+                format!(", errors: {}", m.errors.join("; "))
+            }
         ),
     }
 }
@@ -435,15 +635,29 @@ mod readable_tests {
     #[test]
     fn a_refused_certificate_is_said_in_words() {
         use rustls::pki_types::ServerName;
-        let tls = |c: rustls::CertificateError| std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(c));
+        let tls = |c: rustls::CertificateError| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(c),
+            )
+        };
         let name = rustls::CertificateError::NotValidForNameContext {
             expected: ServerName::IpAddress(std::net::IpAddr::from([10, 0, 0, 11]).into()),
             presented: vec!["DNS name \"m1\"".into(), "IP address 10.0.0.12".into()],
         };
         let said = readable(&tls(name));
-        assert_eq!(said, "the server's certificate is not valid for 10.0.0.11: its names are DNS name \"m1\", IP address 10.0.0.12");
-        assert!(readable(&tls(rustls::CertificateError::UnknownIssuer)).contains("not signed by the CA given"));
+        assert_eq!(
+            said,
+            "the server's certificate is not valid for 10.0.0.11: its names are DNS name \"m1\", IP address 10.0.0.12"
+        );
+        assert!(
+            readable(&tls(rustls::CertificateError::UnknownIssuer))
+                .contains("not signed by the CA given")
+        );
         // Anything not TLS is as it was.
-        assert_eq!(readable(&std::io::Error::other("connection reset")), "connection reset");
+        assert_eq!(
+            readable(&std::io::Error::other("connection reset")),
+            "connection reset"
+        );
     }
 }

@@ -22,8 +22,8 @@ use crate::templates::ENCRYPTION_CONFIG;
 
 mod context;
 
-use context::{CLUSTER_WIDE, Contexts, KubeconfigCtx, engine, render_one};
 pub(crate) use context::render_template;
+use context::{CLUSTER_WIDE, Contexts, KubeconfigCtx, engine, render_one};
 
 /// Why rendering failed. Every case is a bug in a template or in hardway, or a directory that
 /// is not render's to replace: the inventory and the PKI were validated before.
@@ -37,7 +37,11 @@ pub enum RenderError {
         source: tera::Error,
     },
     #[error("rendered {path} for {node} is malformed: {reason}")]
-    Malformed { path: String, node: String, reason: String },
+    Malformed {
+        path: String,
+        node: String,
+        reason: String,
+    },
     #[error("{} exists and was not written by `hardway render`; refusing to overwrite it", .path.display())]
     NotOurs { path: PathBuf },
     #[error("{op} {}: {source}", .path.display())]
@@ -50,7 +54,11 @@ pub enum RenderError {
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RenderError + 'a {
-    move |source| RenderError::Io { op, path: path.to_path_buf(), source }
+    move |source| RenderError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A file's bytes, shared by every host that gets the same ones.
@@ -108,7 +116,14 @@ impl Anchor {
 
 /// Fields whose values are secrets in the files hardway writes (kubeconfig credentials, the
 /// encryption key): [`mask_secrets`] hides their values.
-pub const SECRET_FIELDS: &[&str] = &["client-key-data", "client-certificate-data", "certificate-authority-data", "secret", "token", "password"];
+pub const SECRET_FIELDS: &[&str] = &[
+    "client-key-data",
+    "client-certificate-data",
+    "certificate-authority-data",
+    "secret",
+    "token",
+    "password",
+];
 
 /// A file's text with every PEM block and every [`SECRET_FIELDS`] value replaced, for diffs.
 /// `remote::ShellRemote::read_masked` does the same on the node with awk, so what is compared
@@ -122,7 +137,10 @@ pub fn mask_secrets(text: &str) -> String {
             continue;
         }
         if let Some(rest) = line.strip_prefix("-----BEGIN ") {
-            out.push_str(&format!("<{} masked>\n", rest.strip_suffix("-----").unwrap_or(rest)));
+            out.push_str(&format!(
+                "<{} masked>\n",
+                rest.strip_suffix("-----").unwrap_or(rest)
+            ));
             in_block = true;
             continue;
         }
@@ -132,7 +150,10 @@ pub fn mask_secrets(text: &str) -> String {
             (!value.trim_start_matches([' ', '\t']).is_empty()).then_some(f)
         });
         match secret {
-            Some(f) => out.push_str(&format!("{}{f}: <masked>\n", &line[..line.len() - trimmed.len()])),
+            Some(f) => out.push_str(&format!(
+                "{}{f}: <masked>\n",
+                &line[..line.len() - trimmed.len()]
+            )),
             None => {
                 out.push_str(line);
                 out.push('\n');
@@ -147,7 +168,11 @@ pub fn mask_secrets(text: &str) -> String {
 /// with sed and sha256sum, so the keys never leave it.
 pub fn key_hashes(text: &str) -> std::collections::BTreeSet<String> {
     text.lines()
-        .filter_map(|l| l.trim_start().strip_prefix("secret:").map(|v| v.trim_start()))
+        .filter_map(|l| {
+            l.trim_start()
+                .strip_prefix("secret:")
+                .map(|v| v.trim_start())
+        })
         .filter(|v| !v.is_empty())
         .map(|v| crate::digest::sha256_hex(v.as_bytes()))
         .collect()
@@ -162,7 +187,14 @@ pub const IMAGES_DIR: &str = "/var/lib/hardway/images";
 impl std::fmt::Debug for File {
     // File contents include private keys: never print them.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "File({} {:o} {} bytes, units {:?})", self.path, self.mode, self.contents.len(), self.units)
+        write!(
+            f,
+            "File({} {:o} {} bytes, units {:?})",
+            self.path,
+            self.mode,
+            self.contents.len(),
+            self.units
+        )
     }
 }
 
@@ -188,24 +220,36 @@ impl Rendered {
     /// render in `out` is replaced; any other non-empty directory is refused.
     pub fn write_to(&self, out: &Path) -> Result<usize, RenderError> {
         if out.exists() {
-            let empty = std::fs::read_dir(out).map_err(io("reading", out))?.next().is_none();
+            let empty = std::fs::read_dir(out)
+                .map_err(io("reading", out))?
+                .next()
+                .is_none();
             if !empty && !out.join(MARKER).exists() {
-                return Err(RenderError::NotOurs { path: out.to_path_buf() });
+                return Err(RenderError::NotOurs {
+                    path: out.to_path_buf(),
+                });
             }
             std::fs::remove_dir_all(out).map_err(io("removing", out))?;
         }
         std::fs::create_dir_all(out).map_err(io("creating", out))?;
-        write_new(&out.join(MARKER), b"written by hardway render; replaced on every render\n", 0o644)?;
+        write_new(
+            &out.join(MARKER),
+            b"written by hardway render; replaced on every render\n",
+            0o644,
+        )?;
         let mut n = 0;
         // Contents shared by several hosts are written once and hard-linked: the tree of a
         // 1000-node cluster holds one hosts block, not a thousand.
-        let mut first: std::collections::HashMap<(*const u8, u32), PathBuf> = std::collections::HashMap::new();
+        let mut first: std::collections::HashMap<(*const u8, u32), PathBuf> =
+            std::collections::HashMap::new();
         for (host, files) in &self.hosts {
             for f in files {
                 let path = out.join(host).join(f.path.trim_start_matches('/'));
                 let key = (f.contents.as_ptr(), f.mode);
                 match first.get(&key) {
-                    Some(existing) if std::sync::Arc::strong_count(&f.contents) > 1 => link_new(existing, &path)?,
+                    Some(existing) if std::sync::Arc::strong_count(&f.contents) > 1 => {
+                        link_new(existing, &path)?
+                    }
                     _ => {
                         write_new(&path, &f.contents, f.mode)?;
                         first.insert(key, path);
@@ -238,10 +282,16 @@ fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<(), RenderError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(io("creating", path))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io("creating", path))?;
     f.write_all(data).map_err(io("writing", path))?;
     // The umask may have narrowed the mode; keys stay 0600 either way.
-    f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io("setting the mode of", path))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io("setting the mode of", path))?;
     Ok(())
 }
 
@@ -286,7 +336,11 @@ pub(crate) enum Source {
     CertAndKey(&'static str),
     SaKey,
     SaPub,
-    Kubeconfig { cert: &'static str, user: &'static str, server: Server },
+    Kubeconfig {
+        cert: &'static str,
+        user: &'static str,
+        server: Server,
+    },
     /// The bytes of a local manifest file the inventory names.
     Manifest(Upstream),
 }
@@ -328,7 +382,11 @@ impl FileRule {
     /// The deploy phase that places it: the earliest of its units' phases, or `files` (as
     /// `plan::phase_of_file` decides for a rendered file).
     pub(crate) fn phase(&self) -> crate::components::Phase {
-        self.units.iter().map(|c| c.get().phase).min().unwrap_or(crate::components::Phase::Files)
+        self.units
+            .iter()
+            .map(|c| c.get().phase)
+            .min()
+            .unwrap_or(crate::components::Phase::Files)
     }
 }
 
@@ -425,22 +483,34 @@ pub(crate) const FILES: &[FileRule] = &[
 
 /// Where hardway puts the certificate of a PKI profile (`etcd/server-{node}`) on the nodes.
 pub fn path_of_cert(profile: &str) -> Option<&'static str> {
-    FILES.iter().find(|r| matches!(r.source, Source::Cert(p) if p == profile)).map(|r| r.path)
+    FILES
+        .iter()
+        .find(|r| matches!(r.source, Source::Cert(p) if p == profile))
+        .map(|r| r.path)
 }
 
 /// Where hardway puts the private key of a PKI profile on the nodes.
 pub fn path_of_key(profile: &str) -> Option<&'static str> {
-    FILES.iter().find(|r| matches!(r.source, Source::Key(p) if p == profile)).map(|r| r.path)
+    FILES
+        .iter()
+        .find(|r| matches!(r.source, Source::Key(p) if p == profile))
+        .map(|r| r.path)
 }
 
 /// Where hardway puts the kubeconfig of a PKI profile's certificate on the masters (`admin`).
 pub fn path_of_kubeconfig(cert: &str) -> Option<&'static str> {
-    FILES.iter().find(|r| matches!(r.source, Source::Kubeconfig { cert: c, .. } if c == cert)).map(|r| r.path)
+    FILES
+        .iter()
+        .find(|r| matches!(r.source, Source::Kubeconfig { cert: c, .. } if c == cert))
+        .map(|r| r.path)
 }
 
 /// Where hardway puts the file rendered from a template.
 pub fn path_of_template(template: &str) -> Option<&'static str> {
-    FILES.iter().find(|r| matches!(r.source, Source::Template(t) if t == template)).map(|r| r.path)
+    FILES
+        .iter()
+        .find(|r| matches!(r.source, Source::Template(t) if t == template))
+        .map(|r| r.path)
 }
 
 /// The components' units a rule's file restarts.
@@ -478,8 +548,16 @@ pub fn admin_kubeconfig(inv: &Inventory, pki: &Pki) -> Result<String, RenderErro
         cert_data: b64(&admin.cert_pem),
         key_data: b64(&admin.key_pem),
     };
-    let err = |source| RenderError::Template { template: "kubeconfig".into(), node: "admin".into(), source };
-    tera.render("kubeconfig", &tera::Context::from_serialize(&ctx).map_err(err)?).map_err(err)
+    let err = |source| RenderError::Template {
+        template: "kubeconfig".into(),
+        node: "admin".into(),
+        source,
+    };
+    tera.render(
+        "kubeconfig",
+        &tera::Context::from_serialize(&ctx).map_err(err)?,
+    )
+    .map_err(err)
 }
 
 /// Renders every host's files.
@@ -488,7 +566,11 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let contexts = Contexts::new(inv, &pki.encryption_keys)?;
 
-    let kubeconfig = |tera: &tera::Tera, cert: &str, user: &str, server: String| -> Result<Vec<u8>, RenderError> {
+    let kubeconfig = |tera: &tera::Tera,
+                      cert: &str,
+                      user: &str,
+                      server: String|
+     -> Result<Vec<u8>, RenderError> {
         let kc = pki.cert(cert);
         let ctx = KubeconfigCtx {
             cluster_name: &inv.cluster.name,
@@ -498,8 +580,18 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
             cert_data: b64(&kc.cert_pem),
             key_data: b64(&kc.key_pem),
         };
-        let err = |source| RenderError::Template { template: "kubeconfig".into(), node: user.to_string(), source };
-        Ok(tera.render("kubeconfig", &tera::Context::from_serialize(&ctx).map_err(err)?).map_err(err)?.into_bytes())
+        let err = |source| RenderError::Template {
+            template: "kubeconfig".into(),
+            node: user.to_string(),
+            source,
+        };
+        Ok(tera
+            .render(
+                "kubeconfig",
+                &tera::Context::from_serialize(&ctx).map_err(err)?,
+            )
+            .map_err(err)?
+            .into_bytes())
     };
 
     // Local files the inventory names, read once: the upstream manifests, by `Upstream`, and
@@ -509,12 +601,23 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
         Some(Manifest::File(p)) => read(p).map(Some),
         _ => Ok(None),
     };
-    let upstream = [local_manifest(&inv.addons.metallb.manifest)?, local_manifest(&inv.addons.metrics_server)?];
+    let upstream = [
+        local_manifest(&inv.addons.metallb.manifest)?,
+        local_manifest(&inv.addons.metrics_server)?,
+    ];
     let images: Vec<(String, Contents)> = inv
         .addons
         .images
         .iter()
-        .map(|p| Ok((p.file_name().unwrap_or_default().to_string_lossy().into_owned(), read(p)?.into())))
+        .map(|p| {
+            Ok((
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                read(p)?.into(),
+            ))
+        })
         .collect::<Result<_, RenderError>>()?;
     let containerd = ComponentId::Containerd.get();
 
@@ -542,12 +645,29 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
             let contents = match rule.source {
                 Source::Template(name) if CLUSTER_WIDE.contains(&name) => {
                     if let Some(c) = wide_done.get(name) {
-                        files.push(File { path, mode: rule.mode, contents: c.clone(), units: units_of(rule), anchor: None, restarts: true, phase: Some(rule.phase()) });
+                        files.push(File {
+                            path,
+                            mode: rule.mode,
+                            contents: c.clone(),
+                            units: units_of(rule),
+                            anchor: None,
+                            restarts: true,
+                            phase: Some(rule.phase()),
+                        });
                         continue;
                     }
-                    let c = interned.intern(render_one(&tera, &contexts.wide, inv, node, name)?.into_bytes());
+                    let c = interned
+                        .intern(render_one(&tera, &contexts.wide, inv, node, name)?.into_bytes());
                     wide_done.insert(name, c.clone());
-                    files.push(File { path, mode: rule.mode, contents: c, units: units_of(rule), anchor: None, restarts: true, phase: Some(rule.phase()) });
+                    files.push(File {
+                        path,
+                        mode: rule.mode,
+                        contents: c,
+                        units: units_of(rule),
+                        anchor: None,
+                        restarts: true,
+                        phase: Some(rule.phase()),
+                    });
                     continue;
                 }
                 Source::Template(name) => render_one(&tera, &tctx, inv, node, name)?.into_bytes(),
@@ -561,7 +681,9 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 }
                 Source::SaKey => pki.sa_key_pem.clone().into_bytes(),
                 Source::SaPub => pki.sa_pub_pem.clone().into_bytes(),
-                Source::Kubeconfig { cert, user, server } => kubeconfig(&tera, &subst(cert), &subst(user), server.url(inv))?,
+                Source::Kubeconfig { cert, user, server } => {
+                    kubeconfig(&tera, &subst(cert), &subst(user), server.url(inv))?
+                }
                 Source::Manifest(which) => upstream[which as usize].clone().unwrap_or_default(),
             };
             let contents = interned.intern(contents);
@@ -573,17 +695,37 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 _ => None,
             };
             let restarts = !READ_AT_FIRST_START.contains(&path.as_str());
-            files.push(File { path, mode: rule.mode, contents, units, anchor, restarts, phase: Some(rule.phase()) });
+            files.push(File {
+                path,
+                mode: rule.mode,
+                contents,
+                units,
+                anchor,
+                restarts,
+                phase: Some(rule.phase()),
+            });
         }
         if containerd.runs_on(inv, node) {
             for (name, bytes) in &images {
                 // Imported by the addons phase.
-                files.push(File { path: format!("{IMAGES_DIR}/{name}"), mode: 0o644, contents: bytes.clone(), units: vec![], anchor: None, restarts: true, phase: Some(crate::components::Phase::Addons) });
+                files.push(File {
+                    path: format!("{IMAGES_DIR}/{name}"),
+                    mode: 0o644,
+                    contents: bytes.clone(),
+                    units: vec![],
+                    anchor: None,
+                    restarts: true,
+                    phase: Some(crate::components::Phase::Addons),
+                });
             }
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         for f in &files {
-            check_syntax(f, &inv.cni.conf_dir).map_err(|reason| RenderError::Malformed { path: f.path.clone(), node: node.name.clone(), reason })?;
+            check_syntax(f, &inv.cni.conf_dir).map_err(|reason| RenderError::Malformed {
+                path: f.path.clone(),
+                node: node.name.clone(),
+                reason,
+            })?;
         }
         hosts.insert(node.name.clone(), files);
     }
@@ -611,12 +753,12 @@ fn check_syntax(f: &File, cni_conf_dir: &str) -> Result<(), String> {
         for doc in serde_yaml::Deserializer::from_str(text) {
             serde_yaml::Value::deserialize(doc).map_err(|e| e.to_string())?;
         }
-    } else if f.path.ends_with(".conf") && Path::new(&f.path).parent() == Some(Path::new(cni_conf_dir)) {
+    } else if f.path.ends_with(".conf")
+        && Path::new(&f.path).parent() == Some(Path::new(cni_conf_dir))
+    {
         serde_json::from_str::<serde_json::Value>(text).map_err(|e| e.to_string())?;
     } else if f.path.ends_with(".toml") {
         text.parse::<toml::Table>().map_err(|e| e.to_string())?;
     }
     Ok(())
 }
-
-

@@ -41,17 +41,29 @@ pub enum SafeFsError {
     Owner { path: PathBuf, owner: u32, me: u32 },
     /// A file larger than what is read of it.
     #[error("{} is {size} bytes, more than the {limit} bytes hardway reads of it", path.display())]
-    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     /// (The OS error is in the message, not a `source()`: printed through anyhow it would
     /// appear twice.)
     #[error("cannot {op} {}: {error}", path.display())]
-    Io { op: &'static str, path: PathBuf, error: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        error: std::io::Error,
+    },
 }
 
 pub type Result<T, E = SafeFsError> = std::result::Result<T, E>;
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SafeFsError + 'a {
-    move |error| SafeFsError::Io { op, path: path.to_path_buf(), error }
+    move |error| SafeFsError::Io {
+        op,
+        path: path.to_path_buf(),
+        error,
+    }
 }
 
 fn cstr(name: &std::ffi::OsStr, path: &Path) -> Result<CString> {
@@ -96,13 +108,28 @@ impl Dir {
     pub fn open(path: &Path) -> Result<Dir> {
         let c = cstr(path.as_os_str(), path)?;
         // SAFETY: a valid NUL-terminated path; the descriptor returned is owned below.
-        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
         if fd < 0 {
             let e = last_error();
-            return Err(if e.raw_os_error() == Some(libc::ENOTDIR) { SafeFsError::NotDir { path: path.to_path_buf() } } else { io("open", path)(e) });
+            return Err(if e.raw_os_error() == Some(libc::ENOTDIR) {
+                SafeFsError::NotDir {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                io("open", path)(e)
+            });
         }
         // SAFETY: fd is a fresh descriptor we own.
-        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: path.to_path_buf(), below: path.to_path_buf() })
+        Ok(Dir {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path: path.to_path_buf(),
+            below: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -120,7 +147,13 @@ impl Dir {
         let c = cstr(name, &path)?;
         let open = || {
             // SAFETY: a valid descriptor and NUL-terminated name.
-            unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) }
+            unsafe {
+                libc::openat(
+                    self.fd.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                )
+            }
         };
         let mut fd = open();
         if fd < 0
@@ -147,15 +180,25 @@ impl Dir {
             return Err(self.classify(name, e));
         }
         // SAFETY: fd is a fresh descriptor we own.
-        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path, below: self.below.clone() })
+        Ok(Dir {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path,
+            below: self.below.clone(),
+        })
     }
 
     /// An error of opening `name` with O_NOFOLLOW: a link is named as such.
     fn classify(&self, name: &std::ffi::OsStr, e: std::io::Error) -> SafeFsError {
         let path = self.child(name);
-        if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR) | Some(libc::EMLINK)) {
+        if matches!(
+            e.raw_os_error(),
+            Some(libc::ELOOP) | Some(libc::ENOTDIR) | Some(libc::EMLINK)
+        ) {
             if self.is_link(name) {
-                return SafeFsError::Link { path, below: self.below.clone() };
+                return SafeFsError::Link {
+                    path,
+                    below: self.below.clone(),
+                };
             }
             if e.raw_os_error() == Some(libc::ENOTDIR) {
                 return SafeFsError::NotDir { path };
@@ -165,14 +208,22 @@ impl Dir {
     }
 
     fn is_link(&self, name: &std::ffi::OsStr) -> bool {
-        self.lstat(name).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+        self.lstat(name)
+            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
     }
 
     fn lstat(&self, name: &std::ffi::OsStr) -> Option<libc::stat> {
         let c = CString::new(name.as_bytes()).ok()?;
         // SAFETY: zeroed stat is a valid out-parameter; valid fd and name.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let r = unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        let r = unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
         (r == 0).then_some(st)
     }
 
@@ -184,10 +235,19 @@ impl Dir {
             match c {
                 Component::Normal(n) => names.push(n),
                 Component::CurDir => {}
-                _ => return Err(SafeFsError::Outside { path: rel.to_path_buf(), below: self.path.clone() }),
+                _ => {
+                    return Err(SafeFsError::Outside {
+                        path: rel.to_path_buf(),
+                        below: self.path.clone(),
+                    });
+                }
             }
         }
-        let mut dir = Dir { fd: self.fd.try_clone().map_err(io("open", &self.path))?, path: self.path.clone(), below: self.below.clone() };
+        let mut dir = Dir {
+            fd: self.fd.try_clone().map_err(io("open", &self.path))?,
+            path: self.path.clone(),
+            below: self.below.clone(),
+        };
         for n in names {
             dir = dir.sub(n, missing)?;
         }
@@ -195,8 +255,15 @@ impl Dir {
     }
 
     /// The directory holding `rel` and the file name, with `missing` for the directories.
-    pub fn parent_of<'a>(&self, rel: &'a Path, missing: Missing) -> Result<(Dir, &'a std::ffi::OsStr)> {
-        let name = rel.file_name().ok_or_else(|| SafeFsError::Outside { path: rel.to_path_buf(), below: self.path.clone() })?;
+    pub fn parent_of<'a>(
+        &self,
+        rel: &'a Path,
+        missing: Missing,
+    ) -> Result<(Dir, &'a std::ffi::OsStr)> {
+        let name = rel.file_name().ok_or_else(|| SafeFsError::Outside {
+            path: rel.to_path_buf(),
+            below: self.path.clone(),
+        })?;
         let parent = rel.parent().unwrap_or(Path::new(""));
         Ok((self.walk(parent, missing)?, name))
     }
@@ -225,7 +292,10 @@ impl Dir {
     pub fn create_new(&self, name: &str, mode: u32) -> Result<File> {
         let path = self.child(name.as_ref());
         if name.contains('/') || name == ".." || name == "." || name.is_empty() {
-            return Err(SafeFsError::Outside { path, below: self.path.clone() });
+            return Err(SafeFsError::Outside {
+                path,
+                below: self.path.clone(),
+            });
         }
         let c = cstr(name.as_ref(), &path)?;
         // SAFETY: valid descriptor and name; the descriptor returned is owned below.
@@ -240,14 +310,20 @@ impl Dir {
         if fd < 0 {
             let e = last_error();
             if e.raw_os_error() == Some(libc::EEXIST) && self.is_link(name.as_ref()) {
-                return Err(SafeFsError::Link { path, below: self.below.clone() });
+                return Err(SafeFsError::Link {
+                    path,
+                    below: self.below.clone(),
+                });
             }
             return Err(io("create", &path)(e));
         }
         // SAFETY: a fresh descriptor we own.
         let f = unsafe { File::from_raw_fd(fd) };
         // open()'s mode went through the umask: set the exact one before the first byte.
-        f.set_permissions(<std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode)).map_err(io("set the mode of", &path))?;
+        f.set_permissions(
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(mode),
+        )
+        .map_err(io("set the mode of", &path))?;
         Ok(f)
     }
 
@@ -259,7 +335,10 @@ impl Dir {
         self.remove(&tmp)?;
         let mut f = self.create_new(&tmp, mode)?;
         let tmp_path = self.child(tmp.as_ref());
-        let written = f.write_all(contents).and_then(|()| f.sync_all()).map_err(io("write", &tmp_path));
+        let written = f
+            .write_all(contents)
+            .and_then(|()| f.sync_all())
+            .map_err(io("write", &tmp_path));
         drop(f);
         if let Err(e) = written {
             let _ = self.remove(&tmp);
@@ -267,7 +346,15 @@ impl Dir {
         }
         let (from, to) = (cstr(tmp.as_ref(), &tmp_path)?, cstr(name, &path)?);
         // SAFETY: valid descriptors and names.
-        if unsafe { libc::renameat(self.fd.as_raw_fd(), from.as_ptr(), self.fd.as_raw_fd(), to.as_ptr()) } < 0 {
+        if unsafe {
+            libc::renameat(
+                self.fd.as_raw_fd(),
+                from.as_ptr(),
+                self.fd.as_raw_fd(),
+                to.as_ptr(),
+            )
+        } < 0
+        {
             let e = last_error();
             let _ = self.remove(&tmp);
             return Err(io("rename into", &path)(e));
@@ -280,7 +367,15 @@ impl Dir {
         let (fp, tp) = (self.child(from.as_ref()), self.child(to.as_ref()));
         let (f, t) = (cstr(from.as_ref(), &fp)?, cstr(to.as_ref(), &tp)?);
         // SAFETY: valid descriptors and names.
-        if unsafe { libc::renameat(self.fd.as_raw_fd(), f.as_ptr(), self.fd.as_raw_fd(), t.as_ptr()) } < 0 {
+        if unsafe {
+            libc::renameat(
+                self.fd.as_raw_fd(),
+                f.as_ptr(),
+                self.fd.as_raw_fd(),
+                t.as_ptr(),
+            )
+        } < 0
+        {
             return Err(io("rename into", &tp)(last_error()));
         }
         Ok(())
@@ -306,7 +401,13 @@ impl Dir {
         let path = self.child(name);
         let c = cstr(name, &path)?;
         // SAFETY: valid descriptor and name.
-        let fd = unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+            )
+        };
         if fd < 0 {
             let e = last_error();
             if e.raw_os_error() == Some(libc::ENOENT) {
@@ -318,25 +419,43 @@ impl Dir {
         let mut f = unsafe { File::from_raw_fd(fd) };
         let meta = f.metadata().map_err(io("look at", &path))?;
         if !meta.is_file() {
-            return Err(SafeFsError::Io { op: "read", path, error: std::io::Error::other("not a regular file") });
+            return Err(SafeFsError::Io {
+                op: "read",
+                path,
+                error: std::io::Error::other("not a regular file"),
+            });
         }
         if meta.len() > limit {
-            return Err(SafeFsError::TooLarge { path, size: meta.len(), limit });
+            return Err(SafeFsError::TooLarge {
+                path,
+                size: meta.len(),
+                limit,
+            });
         }
         let mut out = Vec::new();
-        (&mut f).take(limit).read_to_end(&mut out).map_err(io("read", &path))?;
+        (&mut f)
+            .take(limit)
+            .read_to_end(&mut out)
+            .map_err(io("read", &path))?;
         Ok(Some(out))
     }
 
     /// Whether `name` here is a regular file (not a link to one).
     pub fn is_file(&self, name: &std::ffi::OsStr) -> bool {
-        self.lstat(name).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+        self.lstat(name)
+            .is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
     }
 }
 
 /// Writes `rel` below `root` with `contents` and `mode`, never through a link below `root`;
 /// missing directories on the way are created with `dir_mode`.
-pub fn write_beneath(root: &Path, rel: &Path, contents: &[u8], mode: u32, dir_mode: u32) -> Result<()> {
+pub fn write_beneath(
+    root: &Path,
+    rel: &Path,
+    contents: &[u8],
+    mode: u32,
+    dir_mode: u32,
+) -> Result<()> {
     let (dir, name) = Dir::open(root)?.parent_of(rel, Missing::Create(dir_mode))?;
     dir.write(name, contents, mode)
 }
@@ -361,7 +480,9 @@ pub fn symlink_beneath(root: &Path, rel: &Path, target: &str, dir_mode: u32) -> 
 pub fn read_beneath(root: &Path, rel: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
     let (dir, name) = match Dir::open(root)?.parent_of(rel, Missing::Fail) {
         Ok(x) => x,
-        Err(SafeFsError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(SafeFsError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(None);
+        }
         Err(e) => return Err(e),
     };
     dir.read(name, limit)
@@ -371,7 +492,9 @@ pub fn read_beneath(root: &Path, rel: &Path, limit: u64) -> Result<Option<Vec<u8
 pub fn remove_beneath(root: &Path, rel: &Path) -> Result<()> {
     let (dir, name) = match Dir::open(root)?.parent_of(rel, Missing::Fail) {
         Ok(x) => x,
-        Err(SafeFsError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(SafeFsError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(());
+        }
         Err(e) => return Err(e),
     };
     dir.remove(&name.to_string_lossy())
@@ -382,10 +505,18 @@ pub fn remove_beneath(root: &Path, rel: &Path) -> Result<()> {
 /// and never reached through a link. Every directory of `rel`, and `base` when it was created
 /// here, is this user's and 0700 (an existing one of another mode is set to 0700).
 pub fn private_dir(base: &Path, rel: &Path) -> Result<Dir> {
-    let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
     let created = match std::fs::symlink_metadata(base) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new().recursive(true).mode_private().create(base).map_err(io("create", base))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode_private()
+                .create(base)
+                .map_err(io("create", base))?;
             true
         }
         Err(e) => return Err(io("look at", base)(e)),
@@ -401,7 +532,12 @@ pub fn private_dir(base: &Path, rel: &Path) -> Result<Dir> {
         match c {
             Component::Normal(n) => walked.push(n),
             Component::CurDir => {}
-            _ => return Err(SafeFsError::Outside { path: rel.to_path_buf(), below: base.to_path_buf() }),
+            _ => {
+                return Err(SafeFsError::Outside {
+                    path: rel.to_path_buf(),
+                    below: base.to_path_buf(),
+                });
+            }
         }
     }
     for n in walked {
@@ -419,7 +555,11 @@ fn make_private(dir: &Dir) -> Result<()> {
     let (owner, mode) = dir.stat()?;
     let me = euid();
     if owner != me {
-        return Err(SafeFsError::Owner { path: dir.path.clone(), owner, me });
+        return Err(SafeFsError::Owner {
+            path: dir.path.clone(),
+            owner,
+            me,
+        });
     }
     if mode != 0o700 {
         dir.chmod(0o700)?;
@@ -459,16 +599,27 @@ mod tests {
         std::os::unix::fs::symlink(&victim, root.join("var")).unwrap();
         // A link at the file itself is replaced, not followed.
         write_beneath(&root, Path::new("etc/hostname"), b"node\n", 0o644, 0o755).unwrap();
-        assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "node\n");
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "node\n"
+        );
         for rel in ["etc/ssh/sshd_config", "var/lib/x/y", "etc/ssh/sub/file"] {
             let e = write_beneath(&root, Path::new(rel), b"x", 0o644, 0o755).unwrap_err();
             assert!(matches!(e, SafeFsError::Link { .. }), "{rel}: {e}");
             assert!(e.to_string().contains("is a symbolic link"), "{e}");
         }
-        let e = read_beneath(&root, Path::new("etc/ssh/hostname"), 100).unwrap_err().to_string();
-        assert!(e.contains(&root.join("etc/ssh").display().to_string()), "{e}");
+        let e = read_beneath(&root, Path::new("etc/ssh/hostname"), 100)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&root.join("etc/ssh").display().to_string()),
+            "{e}"
+        );
         assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
-        assert_eq!(std::fs::read_to_string(victim.join("hostname")).unwrap(), "precious\n");
+        assert_eq!(
+            std::fs::read_to_string(victim.join("hostname")).unwrap(),
+            "precious\n"
+        );
         assert!(write_beneath(&root, Path::new("../x"), b"x", 0o644, 0o755).is_err());
     }
 
@@ -484,11 +635,18 @@ mod tests {
         assert_eq!(mode(&t.path().join("base/a/b/x.log")), 0o600);
         // A file that exists, or a link, is never opened by create_new.
         assert!(d.create_new("x.log", 0o600).is_err());
-        std::os::unix::fs::symlink(t.path().join("elsewhere"), t.path().join("base/a/b/l")).unwrap();
-        assert!(matches!(d.create_new("l", 0o600).unwrap_err(), SafeFsError::Link { .. }));
+        std::os::unix::fs::symlink(t.path().join("elsewhere"), t.path().join("base/a/b/l"))
+            .unwrap();
+        assert!(matches!(
+            d.create_new("l", 0o600).unwrap_err(),
+            SafeFsError::Link { .. }
+        ));
         assert!(!t.path().join("elsewhere").exists());
         // A planted link among the directories is refused.
         std::os::unix::fs::symlink(t.path(), t.path().join("base/c")).unwrap();
-        assert!(matches!(private_dir(&t.path().join("base"), Path::new("c/d")).unwrap_err(), SafeFsError::Link { .. }));
+        assert!(matches!(
+            private_dir(&t.path().join("base"), Path::new("c/d")).unwrap_err(),
+            SafeFsError::Link { .. }
+        ));
     }
 }

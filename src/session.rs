@@ -28,7 +28,10 @@ pub enum SessionError {
     #[error(transparent)]
     Render(#[from] RenderError),
     #[error("reading {path} (binaries.local_dir): {source}")]
-    LocalBinary { path: PathBuf, source: std::io::Error },
+    LocalBinary {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// How the PKI directory is taken.
@@ -56,7 +59,11 @@ pub struct Access {
 impl Default for Access {
     /// Known host keys only, no log, no sudo password: the classroom's labs.
     fn default() -> Self {
-        Access { host_keys: HostKeyPolicy::Strict, run_log: None, sudo_password: None }
+        Access {
+            host_keys: HostKeyPolicy::Strict,
+            run_log: None,
+            sudo_password: None,
+        }
     }
 }
 
@@ -72,11 +79,22 @@ pub struct Session {
 
 impl Session {
     /// Opens the cluster of `inv` with the PKI in `pki_dir`, which must be this cluster's.
-    pub fn open(inv: Inventory, pki_dir: &Path, use_pki: PkiUse, access: Access) -> Result<Session, SessionError> {
+    pub fn open(
+        inv: Inventory,
+        pki_dir: &Path,
+        use_pki: PkiUse,
+        access: Access,
+    ) -> Result<Session, SessionError> {
         let (pki, pki_report) = pki_of(&inv, pki_dir, use_pki)?;
         let connector = connector(&inv, access);
         let probe = Arc::new(probe_of(&inv, &pki));
-        Ok(Session { inv, pki, pki_report, connector, probe })
+        Ok(Session {
+            inv,
+            pki,
+            pki_report,
+            connector,
+            probe,
+        })
     }
 
     /// What the nodes get for `phases`: [`files`] of this session's inventory and PKI.
@@ -87,10 +105,22 @@ impl Session {
 
 /// The PKI in `pki_dir` for `inv`, taken as `use_pki` says, and what bringing it up to date
 /// did (empty for [`PkiUse::AsItIs`]).
-pub fn pki_of(inv: &Inventory, pki_dir: &Path, use_pki: PkiUse) -> Result<(Pki, pki::Report), SessionError> {
+pub fn pki_of(
+    inv: &Inventory,
+    pki_dir: &Path,
+    use_pki: PkiUse,
+) -> Result<(Pki, pki::Report), SessionError> {
     Ok(match use_pki {
         PkiUse::AsItIs => (pki::load(inv, pki_dir)?, pki::Report::default()),
-        PkiUse::UpToDate { dry_run } => pki::generate(inv, pki_dir, GenerateOptions { force: false, dry_run, existing_trust_only: true })?,
+        PkiUse::UpToDate { dry_run } => pki::generate(
+            inv,
+            pki_dir,
+            GenerateOptions {
+                force: false,
+                dry_run,
+                existing_trust_only: true,
+            },
+        )?,
         PkiUse::Created => pki::generate(inv, pki_dir, GenerateOptions::default())?,
     })
 }
@@ -99,14 +129,23 @@ pub fn pki_of(inv: &Inventory, pki_dir: &Path, use_pki: PkiUse) -> Result<(Pki, 
 /// takes only this of a session, since it judges a cluster with whatever credentials it is given
 /// (a cluster built by hand has no hardway PKI), as does `certs check`, which reads no key.
 pub fn connector(inv: &Inventory, access: Access) -> Arc<SshConnector> {
-    Arc::new(SshConnector::new(inv, access.host_keys).with_log(access.run_log).with_sudo_password(access.sudo_password))
+    Arc::new(
+        SshConnector::new(inv, access.host_keys)
+            .with_log(access.run_log)
+            .with_sudo_password(access.sudo_password),
+    )
 }
 
 /// The endpoints' side of a cluster, with a PKI's CAs and client certificates (etcd's, and the
 /// admin's for the API server).
 pub fn probe_of(inv: &Inventory, pki: &Pki) -> NetProbe {
     let admin = pki.cert("admin");
-    let api = probe::api_tls_config(&pki.ca(CaId::Kubernetes).cert_pem, &admin.cert_pem, &admin.key_pem).ok();
+    let api = probe::api_tls_config(
+        &pki.ca(CaId::Kubernetes).cert_pem,
+        &admin.cert_pem,
+        &admin.key_pem,
+    )
+    .ok();
     NetProbe::new(inv, Some(EtcdAuth::from_pki(pki)), api)
 }
 
@@ -119,11 +158,19 @@ pub fn probe_of(inv: &Inventory, pki: &Pki) -> NetProbe {
 /// classroom, so that none of them places a different set.
 pub fn files(inv: &Inventory, pki: &Pki, phases: &[Phase]) -> Result<Rendered, SessionError> {
     let mut rendered = render::render(inv, pki)?;
-    let Some(local) = &inv.binaries.local_dir else { return Ok(rendered) };
+    let Some(local) = &inv.binaries.local_dir else {
+        return Ok(rendered);
+    };
     let mut cache: BTreeMap<PathBuf, Contents> = BTreeMap::new();
     for node in &inv.nodes {
-        let files = rendered.hosts.get_mut(&node.name).expect("every node is rendered");
-        for c in COMPONENTS.iter().filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node)) {
+        let files = rendered
+            .hosts
+            .get_mut(&node.name)
+            .expect("every node is rendered");
+        for c in COMPONENTS
+            .iter()
+            .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node))
+        {
             if matches!(c.binary.1, BinDir::Fixed(_)) {
                 continue;
             }
@@ -133,10 +180,22 @@ pub fn files(inv: &Inventory, pki: &Pki, phases: &[Phase]) -> Result<Rendered, S
                     continue;
                 }
                 if !cache.contains_key(&src) {
-                    let bytes = std::fs::read(&src).map_err(|source| SessionError::LocalBinary { path: src.clone(), source })?;
+                    let bytes =
+                        std::fs::read(&src).map_err(|source| SessionError::LocalBinary {
+                            path: src.clone(),
+                            source,
+                        })?;
                     cache.insert(src.clone(), bytes.into());
                 }
-                files.push(File { path: remote, mode: 0o755, contents: cache[&src].clone(), units: c.unit.into_iter().collect(), anchor: None, restarts: true, phase: Some(c.phase) });
+                files.push(File {
+                    path: remote,
+                    mode: 0o755,
+                    contents: cache[&src].clone(),
+                    units: c.unit.into_iter().collect(),
+                    anchor: None,
+                    restarts: true,
+                    phase: Some(c.phase),
+                });
             }
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));

@@ -39,7 +39,10 @@ pub enum SnapshotError {
     #[error("no etcd member answers with one leader, so there is nothing consistent to copy: {0}")]
     NoHealthyMember(String),
     #[error("streaming the snapshot from {member}: {source}")]
-    Stream { member: String, source: crate::etcd::EtcdError },
+    Stream {
+        member: String,
+        source: crate::etcd::EtcdError,
+    },
     #[error("streaming the snapshot from {0}: the stream was empty")]
     Empty(String),
     #[error("{op} {}: {source}", .path.display())]
@@ -59,7 +62,11 @@ pub enum SnapshotError {
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SnapshotError + 'a {
-    move |source| SnapshotError::Io { op, path: path.to_path_buf(), source }
+    move |source| SnapshotError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes through to a file and hashes what it writes.
@@ -80,7 +87,12 @@ impl Write for Hashing<'_> {
 }
 
 /// Streams a snapshot from a healthy member into `dir` and records it; keeps the newest `keep`.
-pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<usize>) -> Result<SnapshotInfo, SnapshotError> {
+pub async fn save(
+    inv: &Inventory,
+    probe: &dyn Probe,
+    dir: &Path,
+    keep: Option<usize>,
+) -> Result<SnapshotInfo, SnapshotError> {
     let members = inv.etcd_members();
     let all = probe::cluster_status(probe, &members, Duration::from_secs(3)).await;
     // The members that answer must agree on a leader (a quorum is up); one that is down (or
@@ -91,22 +103,41 @@ pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<u
         return Err(SnapshotError::NoHealthyMember(why.join("; ")));
     }
     // The leader's copy is the newest; any member would do once the cluster is healthy.
-    let leader = statuses.iter().find(|s| s.member_id.is_some() && s.member_id == s.leader).unwrap_or(&statuses[0]);
-    let stream_err = |source| SnapshotError::Stream { member: leader.name.clone(), source };
-    let (member_list, _) = probe.etcd_membership(leader.address, Duration::from_secs(5)).await.map_err(stream_err)?;
+    let leader = statuses
+        .iter()
+        .find(|s| s.member_id.is_some() && s.member_id == s.leader)
+        .unwrap_or(&statuses[0]);
+    let stream_err = |source| SnapshotError::Stream {
+        member: leader.name.clone(),
+        source,
+    };
+    let (member_list, _) = probe
+        .etcd_membership(leader.address, Duration::from_secs(5))
+        .await
+        .map_err(stream_err)?;
 
     // etcd's whole keyspace (Secrets are encrypted, the rest is not): only the operator reads
     // it. The directory is 0700, each file created new and 0600, never through a link.
     let private = crate::safe_fs::private_dir(dir, Path::new(""))?;
     let taken_at = crate::events::now_rfc3339();
-    let name = format!("{}-{}", inv.cluster.name, crate::events::stamp_of(&taken_at));
+    let name = format!(
+        "{}-{}",
+        inv.cluster.name,
+        crate::events::stamp_of(&taken_at)
+    );
     let (db_name, part_name) = (format!("{name}.db"), format!("{name}.db.part"));
     let part = dir.join(&part_name);
     let mut file = private.create_new(&part_name, 0o600)?;
-    let mut out = Hashing { file: &mut file, hasher: Sha256::new() };
+    let mut out = Hashing {
+        file: &mut file,
+        hasher: Sha256::new(),
+    };
     let streamed = probe.etcd_snapshot(leader.address, &mut out).await;
     let sha256 = crate::digest::hex(&out.hasher.finalize());
-    let (size, revision) = match streamed.map_err(stream_err).and_then(|r| file.sync_all().map(|()| r).map_err(io("syncing", &part))) {
+    let (size, revision) = match streamed
+        .map_err(stream_err)
+        .and_then(|r| file.sync_all().map(|()| r).map_err(io("syncing", &part)))
+    {
         Ok((0, _)) => Err(SnapshotError::Empty(leader.name.clone())),
         Ok(r) => Ok(r),
         Err(e) => Err(e),
@@ -123,10 +154,19 @@ pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<u
         revision,
         taken_at,
         from_member: leader.name.clone(),
-        members: member_list.into_iter().map(|m| (m.name, m.peer_url)).collect(),
+        members: member_list
+            .into_iter()
+            .map(|m| (m.name, m.peer_url))
+            .collect(),
         etcd_version: leader.version.clone().unwrap_or_default(),
     };
-    private.write(format!("{name}.json").as_ref(), serde_json::to_string_pretty(&info).expect("serialisable").as_bytes(), 0o600)?;
+    private.write(
+        format!("{name}.json").as_ref(),
+        serde_json::to_string_pretty(&info)
+            .expect("serialisable")
+            .as_bytes(),
+        0o600,
+    )?;
     if let Some(keep) = keep {
         prune(dir, &inv.cluster.name, keep)?;
     }
@@ -135,7 +175,10 @@ pub async fn save(inv: &Inventory, probe: &dyn Probe, dir: &Path, keep: Option<u
 
 /// Every snapshot of `cluster` in `dir`, oldest first.
 pub fn list(dir: &Path, cluster: &str) -> Result<Vec<SnapshotInfo>, SnapshotError> {
-    Ok(records(dir, cluster)?.into_iter().map(|(_, info)| info).collect())
+    Ok(records(dir, cluster)?
+        .into_iter()
+        .map(|(_, info)| info)
+        .collect())
 }
 
 /// Every record of `cluster` in `dir` with its path, oldest first.
@@ -152,7 +195,10 @@ fn records(dir: &Path, cluster: &str) -> Result<Vec<(PathBuf, SnapshotInfo)>, Sn
             continue;
         }
         let text = std::fs::read_to_string(&p).map_err(io("reading", &p))?;
-        let info: SnapshotInfo = serde_json::from_str(&text).map_err(|e| SnapshotError::Bad { path: p.clone(), reason: e.to_string() })?;
+        let info: SnapshotInfo = serde_json::from_str(&text).map_err(|e| SnapshotError::Bad {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
         if info.cluster == cluster {
             out.push((p, info));
         }
@@ -166,22 +212,36 @@ fn records(dir: &Path, cluster: &str) -> Result<Vec<(PathBuf, SnapshotInfo)>, Sn
 /// hardway's to delete or restore.
 fn check_ours(record: &Path, info: &SnapshotInfo) -> Result<(), SnapshotError> {
     let f = info.file.as_str();
-    let plain = !f.is_empty() && !f.contains(['/', '\0']) && f != "." && f != ".." && !f.starts_with('.');
+    let plain =
+        !f.is_empty() && !f.contains(['/', '\0']) && f != "." && f != ".." && !f.starts_with('.');
     let stem = record.file_stem().and_then(|s| s.to_str());
     if plain && f.strip_suffix(".db").is_some_and(|s| Some(s) == stem) {
         return Ok(());
     }
-    Err(SnapshotError::NotOurs { path: record.to_path_buf(), file: info.file.clone() })
+    Err(SnapshotError::NotOurs {
+        path: record.to_path_buf(),
+        file: info.file.clone(),
+    })
 }
 /// Reads a snapshot's record and checks the file against it.
 pub fn open(db: &Path) -> Result<(SnapshotInfo, Vec<u8>), SnapshotError> {
     let meta = db.with_extension("json");
     let text = std::fs::read_to_string(&meta).map_err(io("reading", &meta))?;
-    let info: SnapshotInfo = serde_json::from_str(&text).map_err(|e| SnapshotError::Bad { path: meta.clone(), reason: e.to_string() })?;
+    let info: SnapshotInfo = serde_json::from_str(&text).map_err(|e| SnapshotError::Bad {
+        path: meta.clone(),
+        reason: e.to_string(),
+    })?;
     let bytes = std::fs::read(db).map_err(io("reading", db))?;
     let sha = crate::digest::sha256_hex(&bytes);
     if sha != info.sha256 {
-        return Err(SnapshotError::Bad { path: db.to_path_buf(), reason: format!("SHA-256 is {sha}, {} recorded {}", meta.display(), info.sha256) });
+        return Err(SnapshotError::Bad {
+            path: db.to_path_buf(),
+            reason: format!(
+                "SHA-256 is {sha}, {} recorded {}",
+                meta.display(),
+                info.sha256
+            ),
+        });
     }
     Ok((info, bytes))
 }
@@ -228,7 +288,11 @@ mod tests {
         let dir = t.path().join("snapshots");
         std::fs::create_dir(&dir).unwrap();
         let victim = t.path().join("victim");
-        for (bad_json, bad_file) in [("a.json", "../victim".to_string()), ("b.json", victim.display().to_string()), ("c.json", "sub/x.db".to_string())] {
+        for (bad_json, bad_file) in [
+            ("a.json", "../victim".to_string()),
+            ("b.json", victim.display().to_string()),
+            ("c.json", "sub/x.db".to_string()),
+        ] {
             std::fs::write(&victim, "precious").unwrap();
             for n in ["c-20260101T000000000Z", "c-20260102T000000000Z"] {
                 std::fs::write(dir.join(format!("{n}.db")), "db").unwrap();
@@ -236,13 +300,26 @@ mod tests {
             }
             record(&dir, bad_json, &bad_file);
             let e = prune(&dir, "c", 1).unwrap_err().to_string();
-            assert!(e.contains(&dir.join(bad_json).display().to_string()) && e.contains("file") && e.contains(&bad_file), "{e}");
+            assert!(
+                e.contains(&dir.join(bad_json).display().to_string())
+                    && e.contains("file")
+                    && e.contains(&bad_file),
+                "{e}"
+            );
             assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
             std::fs::remove_file(dir.join(bad_json)).unwrap();
         }
         // Its own records are pruned as asked.
         prune(&dir, "c", 1).unwrap();
-        let left: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-        assert_eq!(left, ["c-20260102T000000000Z.db", "c-20260102T000000000Z.json"]);
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            left,
+            ["c-20260102T000000000Z.db", "c-20260102T000000000Z.json"]
+        );
     }
 }

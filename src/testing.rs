@@ -73,7 +73,12 @@ impl Fixture {
         write_tree(&dir.path().join("pki"), &files);
         let pki = pki::load(&inv, &dir.path().join("pki")).expect("the copied PKI");
         let fake = Arc::new(FakeCluster::new(&inv));
-        Fixture { inv, dir, pki, fake }
+        Fixture {
+            inv,
+            dir,
+            pki,
+            fake,
+        }
     }
 
     /// The cluster of [`INVENTORY`] with a PKI generated for it alone: other CAs, keys, an
@@ -81,9 +86,19 @@ impl Fixture {
     pub fn with_another_pki() -> Fixture {
         let inv = parse(INVENTORY);
         let dir = tempfile::tempdir().expect("a temp dir");
-        let (pki, _) = pki::generate(&inv, &dir.path().join("pki"), pki::GenerateOptions::default()).expect("a PKI");
+        let (pki, _) = pki::generate(
+            &inv,
+            &dir.path().join("pki"),
+            pki::GenerateOptions::default(),
+        )
+        .expect("a PKI");
         let fake = Arc::new(FakeCluster::new(&inv));
-        Fixture { inv, dir, pki, fake }
+        Fixture {
+            inv,
+            dir,
+            pki,
+            fake,
+        }
     }
 
     pub fn rendered(&self) -> Rendered {
@@ -110,7 +125,12 @@ fn shared_pki(inv: &Inventory, text: &str) -> Arc<Tree> {
     pkis.entry(text.to_string())
         .or_insert_with(|| {
             let dir = tempfile::tempdir().expect("a temp dir");
-            pki::generate(inv, &dir.path().join("pki"), pki::GenerateOptions::default()).expect("a PKI");
+            pki::generate(
+                inv,
+                &dir.path().join("pki"),
+                pki::GenerateOptions::default(),
+            )
+            .expect("a PKI");
             Arc::new(read_tree(&dir.path().join("pki")))
         })
         .clone()
@@ -118,7 +138,10 @@ fn shared_pki(inv: &Inventory, text: &str) -> Arc<Tree> {
 
 fn read_tree(root: &Path) -> Tree {
     fn walk(root: &Path, dir: &Path, out: &mut Tree) {
-        let mut entries: Vec<_> = std::fs::read_dir(dir).expect("the generated PKI").map(|e| e.expect("an entry").path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .expect("the generated PKI")
+            .map(|e| e.expect("an entry").path())
+            .collect();
         entries.sort();
         for p in entries {
             let meta = std::fs::symlink_metadata(&p).expect("an entry's metadata");
@@ -128,12 +151,24 @@ fn read_tree(root: &Path) -> Tree {
                 out.push((rel, mode, None));
                 walk(root, &p, out);
             } else {
-                assert!(meta.is_file(), "{} is neither a file nor a directory", p.display());
+                assert!(
+                    meta.is_file(),
+                    "{} is neither a file nor a directory",
+                    p.display()
+                );
                 out.push((rel, mode, Some(std::fs::read(&p).expect("a PKI file"))));
             }
         }
     }
-    let mut out = vec![(PathBuf::new(), std::fs::metadata(root).expect("the PKI directory").permissions().mode() & 0o7777, None)];
+    let mut out = vec![(
+        PathBuf::new(),
+        std::fs::metadata(root)
+            .expect("the PKI directory")
+            .permissions()
+            .mode()
+            & 0o7777,
+        None,
+    )];
     walk(root, root, &mut out);
     out
 }
@@ -143,10 +178,18 @@ fn write_tree(root: &Path, tree: &Tree) {
     for (rel, mode, contents) in tree {
         let p = root.join(rel);
         match contents {
-            None => std::fs::DirBuilder::new().mode(*mode).create(&p).expect("a PKI directory"),
+            None => std::fs::DirBuilder::new()
+                .mode(*mode)
+                .create(&p)
+                .expect("a PKI directory"),
             Some(bytes) => {
                 use std::io::Write;
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(*mode).open(&p).expect("a PKI file");
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(*mode)
+                    .open(&p)
+                    .expect("a PKI file");
                 f.write_all(bytes).expect("writing a PKI file");
             }
         }
@@ -157,5 +200,10 @@ fn write_tree(root: &Path, tree: &Tree) {
 
 /// Runs a future on a runtime of its own (tests have no runtime of their own).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime").block_on(f)
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
 }

@@ -25,7 +25,11 @@ pub struct Version {
 
 impl Version {
     pub const fn new(major: u32, minor: u32, patch: u32) -> Version {
-        Version { major, minor, patch }
+        Version {
+            major,
+            minor,
+            patch,
+        }
     }
 
     /// `1.N.P`, digits only, a leading `v` tolerated; `None` for anything else (`1.35`,
@@ -33,15 +37,29 @@ impl Version {
     pub fn parse(s: &str) -> Option<Version> {
         let v = s.strip_prefix('v').unwrap_or(s);
         // `parse::<u32>` alone would let "+1" through; every part must be plain digits.
-        let number = |p: &str| (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse::<u32>().ok()).flatten();
+        let number = |p: &str| {
+            (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse::<u32>().ok())
+                .flatten()
+        };
         let mut parts = v.split('.');
-        let (major, minor, patch) = (number(parts.next()?)?, number(parts.next()?)?, number(parts.next()?)?);
-        (parts.next().is_none() && major == 1).then_some(Version { major, minor, patch })
+        let (major, minor, patch) = (
+            number(parts.next()?)?,
+            number(parts.next()?)?,
+            number(parts.next()?)?,
+        );
+        (parts.next().is_none() && major == 1).then_some(Version {
+            major,
+            minor,
+            patch,
+        })
     }
 
     /// The supported minor this release belongs to, if it is one.
     pub fn supported(self) -> Option<&'static Minor> {
-        SUPPORTED.iter().find(|m| m.version.major == self.major && m.version.minor == self.minor)
+        SUPPORTED
+            .iter()
+            .find(|m| m.version.major == self.major && m.version.minor == self.minor)
     }
 }
 
@@ -74,7 +92,11 @@ pub enum ConfigType {
 }
 
 impl ConfigType {
-    pub const ALL: [ConfigType; 3] = [ConfigType::Kubelet, ConfigType::KubeProxy, ConfigType::KubeScheduler];
+    pub const ALL: [ConfigType; 3] = [
+        ConfigType::Kubelet,
+        ConfigType::KubeProxy,
+        ConfigType::KubeScheduler,
+    ];
 
     pub fn kind(self) -> &'static str {
         match self {
@@ -143,13 +165,18 @@ pub struct Flag<'a> {
 
 /// The data lines of an embedded list: comments (`#`) and blank lines skipped.
 fn data_lines(text: &'static str) -> impl Iterator<Item = &'static str> {
-    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'))
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
 }
 
 /// Kubernetes components normalise `_` to `-` in flag names (component-base's
 /// `WordSepNormalizeFunc`), and kube-proxy's reference still lists klog's `log_dir` spellings.
 fn same_flag(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y || ((x == b'_' || x == b'-') && (y == b'_' || y == b'-')))
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || ((x == b'_' || x == b'-') && (y == b'_' || y == b'-')))
 }
 
 impl Minor {
@@ -160,11 +187,18 @@ impl Minor {
 
     /// Every flag of `component`, in list order; empty for a component with no list.
     pub fn flags(&self, component: ComponentId) -> impl Iterator<Item = Flag<'static>> + '_ {
-        self.flags.iter().filter(move |(c, _)| *c == component).flat_map(|(_, text)| data_lines(text)).map(|line| {
-            let mut words = line.split_whitespace();
-            let name = words.next().unwrap_or_default();
-            Flag { name, ignored_with_config: words.any(|w| w == "ignored-with-config") }
-        })
+        self.flags
+            .iter()
+            .filter(move |(c, _)| *c == component)
+            .flat_map(|(_, text)| data_lines(text))
+            .map(|line| {
+                let mut words = line.split_whitespace();
+                let name = words.next().unwrap_or_default();
+                Flag {
+                    name,
+                    ignored_with_config: words.any(|w| w == "ignored-with-config"),
+                }
+            })
     }
 
     /// `component`'s flag `name` (without `--`), if it has one in this minor.
@@ -179,7 +213,10 @@ impl Minor {
 
     /// Every field path of `config` (`authentication.anonymous.enabled`).
     pub fn fields(&self, config: ConfigType) -> impl Iterator<Item = &'static str> + '_ {
-        self.fields.iter().filter(move |(c, _)| *c == config).flat_map(|(_, text)| data_lines(text))
+        self.fields
+            .iter()
+            .filter(move |(c, _)| *c == config)
+            .flat_map(|(_, text)| data_lines(text))
     }
 
     pub fn has_field(&self, config: ConfigType, path: &str) -> bool {
@@ -191,21 +228,63 @@ macro_rules! minor_data {
     ($dir:literal) => {
         (
             &[
-                (ComponentId::KubeApiserver, include_str!(concat!("../data/kubernetes/", $dir, "/kube-apiserver.flags"))),
+                (
+                    ComponentId::KubeApiserver,
+                    include_str!(concat!(
+                        "../data/kubernetes/",
+                        $dir,
+                        "/kube-apiserver.flags"
+                    )),
+                ),
                 (
                     ComponentId::KubeControllerManager,
-                    include_str!(concat!("../data/kubernetes/", $dir, "/kube-controller-manager.flags")),
+                    include_str!(concat!(
+                        "../data/kubernetes/",
+                        $dir,
+                        "/kube-controller-manager.flags"
+                    )),
                 ),
-                (ComponentId::KubeScheduler, include_str!(concat!("../data/kubernetes/", $dir, "/kube-scheduler.flags"))),
-                (ComponentId::Kubelet, include_str!(concat!("../data/kubernetes/", $dir, "/kubelet.flags"))),
-                (ComponentId::KubeProxy, include_str!(concat!("../data/kubernetes/", $dir, "/kube-proxy.flags"))),
+                (
+                    ComponentId::KubeScheduler,
+                    include_str!(concat!(
+                        "../data/kubernetes/",
+                        $dir,
+                        "/kube-scheduler.flags"
+                    )),
+                ),
+                (
+                    ComponentId::Kubelet,
+                    include_str!(concat!("../data/kubernetes/", $dir, "/kubelet.flags")),
+                ),
+                (
+                    ComponentId::KubeProxy,
+                    include_str!(concat!("../data/kubernetes/", $dir, "/kube-proxy.flags")),
+                ),
             ],
             &[
-                (ConfigType::Kubelet, include_str!(concat!("../data/kubernetes/", $dir, "/KubeletConfiguration.fields"))),
-                (ConfigType::KubeProxy, include_str!(concat!("../data/kubernetes/", $dir, "/KubeProxyConfiguration.fields"))),
+                (
+                    ConfigType::Kubelet,
+                    include_str!(concat!(
+                        "../data/kubernetes/",
+                        $dir,
+                        "/KubeletConfiguration.fields"
+                    )),
+                ),
+                (
+                    ConfigType::KubeProxy,
+                    include_str!(concat!(
+                        "../data/kubernetes/",
+                        $dir,
+                        "/KubeProxyConfiguration.fields"
+                    )),
+                ),
                 (
                     ConfigType::KubeScheduler,
-                    include_str!(concat!("../data/kubernetes/", $dir, "/KubeSchedulerConfiguration.fields")),
+                    include_str!(concat!(
+                        "../data/kubernetes/",
+                        $dir,
+                        "/KubeSchedulerConfiguration.fields"
+                    )),
                 ),
             ],
         )
@@ -213,7 +292,11 @@ macro_rules! minor_data {
 }
 
 const fn rel(major: u32, minor: u32, patch: u32) -> ReleaseMin {
-    ReleaseMin { major, minor, patch }
+    ReleaseMin {
+        major,
+        minor,
+        patch,
+    }
 }
 
 /// etcd for every supported minor: the website's "Operating etcd clusters for Kubernetes" page
@@ -248,9 +331,24 @@ macro_rules! minor {
 /// 3.10.1), v1.14.2 in 1.36; 1.37 keeps 1.36's (CoreDNS v1.14.x is the current line). The
 /// inventory's `[addons.coredns] image` overrides it.
 pub const SUPPORTED: &[Minor] = &[
-    minor!("1.35", Version::new(1, 35, 7), &[rel(1, 7, 28), rel(2, 1, 5), rel(2, 2, 0)], "v1.13.1"),
-    minor!("1.36", Version::new(1, 36, 4), &[rel(2, 2, 0), rel(2, 3, 0)], "v1.14.2"),
-    minor!("1.37", Version::new(1, 37, 2), &[rel(2, 3, 0), rel(2, 4, 0)], "v1.14.2"),
+    minor!(
+        "1.35",
+        Version::new(1, 35, 7),
+        &[rel(1, 7, 28), rel(2, 1, 5), rel(2, 2, 0)],
+        "v1.13.1"
+    ),
+    minor!(
+        "1.36",
+        Version::new(1, 36, 4),
+        &[rel(2, 2, 0), rel(2, 3, 0)],
+        "v1.14.2"
+    ),
+    minor!(
+        "1.37",
+        Version::new(1, 37, 2),
+        &[rel(2, 3, 0), rel(2, 4, 0)],
+        "v1.14.2"
+    ),
 ];
 
 /// The addons hardway installs from upstream's own manifests, pinned: the release and the
@@ -302,7 +400,17 @@ mod tests {
     fn versions_parse_strictly() {
         assert_eq!(Version::parse("1.37.1"), Some(Version::new(1, 37, 1)));
         assert_eq!(Version::parse("v1.35.0"), Some(Version::new(1, 35, 0)));
-        for bad in ["1.37", "1.37.1.0", "2.0.0", "1.+37.1", "1.37.1-rc.0", "1.37.x", "1..2", " 1.37.1", ""] {
+        for bad in [
+            "1.37",
+            "1.37.1.0",
+            "2.0.0",
+            "1.+37.1",
+            "1.37.1-rc.0",
+            "1.37.x",
+            "1..2",
+            " 1.37.1",
+            "",
+        ] {
             assert_eq!(Version::parse(bad), None, "{bad:?}");
         }
         assert_eq!(Version::new(1, 37, 1).to_string(), "1.37.1");
@@ -316,17 +424,35 @@ mod tests {
         assert_eq!(newest(), Version::new(1, 37, 2));
         assert_eq!(supported_names(), "1.35, 1.36 and 1.37");
         assert!(Version::new(1, 34, 9).supported().is_none());
-        assert_eq!(Version::new(1, 36, 0).supported().map(Minor::name).as_deref(), Some("1.36"));
+        assert_eq!(
+            Version::new(1, 36, 0)
+                .supported()
+                .map(Minor::name)
+                .as_deref(),
+            Some("1.36")
+        );
     }
 
     #[test]
     fn every_list_is_present_and_plausible() {
         for m in SUPPORTED {
-            for c in [ComponentId::KubeApiserver, ComponentId::KubeControllerManager, ComponentId::KubeScheduler, ComponentId::Kubelet, ComponentId::KubeProxy] {
+            for c in [
+                ComponentId::KubeApiserver,
+                ComponentId::KubeControllerManager,
+                ComponentId::KubeScheduler,
+                ComponentId::Kubelet,
+                ComponentId::KubeProxy,
+            ] {
                 assert!(m.lists_flags_of(c), "{} lists no flags of {c:?}", m.name());
                 // Every component has --v; a list without it was cut or mis-parsed.
                 assert!(m.flag(c, "v").is_some(), "{} {c:?} has no --v", m.name());
-                assert!(m.flags(c).all(|f| f.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')));
+                assert!(
+                    m.flags(c)
+                        .all(|f| f.name.bytes().all(|b| b.is_ascii_lowercase()
+                            || b.is_ascii_digit()
+                            || b == b'-'
+                            || b == b'_'))
+                );
             }
             for t in ConfigType::ALL {
                 assert!(m.fields(t).count() > 10, "{} {t:?}", m.name());
@@ -340,14 +466,40 @@ mod tests {
     fn the_lists_follow_the_release_notes() {
         let [m35, m36, m37] = [0, 1, 2].map(|i| &SUPPORTED[i]);
         // CHANGELOG-1.37: --concurrent-service-syncs removed from kube-controller-manager.
-        assert!(m36.flag(ComponentId::KubeControllerManager, "concurrent-service-syncs").is_some());
-        assert!(m37.flag(ComponentId::KubeControllerManager, "concurrent-service-syncs").is_none());
+        assert!(
+            m36.flag(
+                ComponentId::KubeControllerManager,
+                "concurrent-service-syncs"
+            )
+            .is_some()
+        );
+        assert!(
+            m37.flag(
+                ComponentId::KubeControllerManager,
+                "concurrent-service-syncs"
+            )
+            .is_none()
+        );
         // CHANGELOG-1.36: --tls-curve-preferences added to the shared secure-serving options.
-        assert!(m35.flag(ComponentId::KubeApiserver, "tls-curve-preferences").is_none());
-        assert!(m36.flag(ComponentId::KubeScheduler, "tls-curve-preferences").is_some());
+        assert!(
+            m35.flag(ComponentId::KubeApiserver, "tls-curve-preferences")
+                .is_none()
+        );
+        assert!(
+            m36.flag(ComponentId::KubeScheduler, "tls-curve-preferences")
+                .is_some()
+        );
         // The scheduler's reference: --profiling is ignored beside --config.
-        assert!(m37.flag(ComponentId::KubeScheduler, "profiling").unwrap().ignored_with_config);
-        assert!(!m37.flag(ComponentId::KubeScheduler, "bind-address").unwrap().ignored_with_config);
+        assert!(
+            m37.flag(ComponentId::KubeScheduler, "profiling")
+                .unwrap()
+                .ignored_with_config
+        );
+        assert!(
+            !m37.flag(ComponentId::KubeScheduler, "bind-address")
+                .unwrap()
+                .ignored_with_config
+        );
         // klog's underscore spellings match their normalised names.
         assert!(m35.flag(ComponentId::KubeProxy, "log-dir").is_some());
         // containerd: 1.35 still takes 1.7.28+; 1.36 wants 2.2+, 1.37 2.3+ (containerd RELEASES.md).

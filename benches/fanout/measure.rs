@@ -27,14 +27,19 @@ pub struct Measured {
 /// Runs `cmd` in its own process group (registered, so a signal tears it down too), timing it
 /// from spawn to exit and reading its peak RSS.
 pub fn run_measured(cmd: &mut Command) -> Measured {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
     let busy0 = machine_busy();
     let t = Instant::now();
     // Reaped by wait4 below, which also yields its rusage.
     #[allow(clippy::zombie_processes)]
     let mut child = {
         let mut res = resources();
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
         res.groups.push(child.id() as i32);
         child
     };
@@ -52,7 +57,9 @@ pub fn run_measured(cmd: &mut Command) -> Measured {
     let wall = t.elapsed();
     let machine_cpu = machine_busy().saturating_sub(busy0);
     resources().groups.retain(|g| *g != pid);
-    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
     Measured {
         wall,
         max_rss_kb: usage.ru_maxrss as u64,
@@ -67,8 +74,21 @@ pub fn run_measured(cmd: &mut Command) -> Measured {
 /// Busy CPU time of the whole machine since boot (all cores; /proc/stat minus idle and iowait).
 fn machine_busy() -> Duration {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<u64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
-    let busy: u64 = ticks.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, t)| t).sum();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_secs_f64(busy as f64 / hz as f64)
 }

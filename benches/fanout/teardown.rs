@@ -24,8 +24,13 @@ pub struct Resources {
     pub dirs: Vec<PathBuf>,
 }
 
-static RESOURCES: Mutex<Resources> =
-    Mutex::new(Resources { nspawn: Vec::new(), groups: Vec::new(), hosts: Vec::new(), bridge: false, dirs: Vec::new() });
+static RESOURCES: Mutex<Resources> = Mutex::new(Resources {
+    nspawn: Vec::new(),
+    groups: Vec::new(),
+    hosts: Vec::new(),
+    bridge: false,
+    dirs: Vec::new(),
+});
 
 /// Creation and teardown hold this lock, so a signal's teardown never races a creation.
 pub fn resources() -> MutexGuard<'static, Resources> {
@@ -42,7 +47,10 @@ fn report(what: &str, r: hardway::lab::Result<impl Sized>) {
 
 /// Stops our nspawn children (see `STOP_GRACE`) and reaps them.
 fn stop(pids: &[u32]) {
-    report("stopping the hosts", machine::stop_processes(pids, STOP_GRACE));
+    report(
+        "stopping the hosts",
+        machine::stop_processes(pids, STOP_GRACE),
+    );
     for &p in pids {
         let mut st = 0;
         unsafe { libc::waitpid(p as i32, &mut st, libc::WNOHANG) };
@@ -52,7 +60,10 @@ fn stop(pids: &[u32]) {
 /// Removes one host's network (whatever still runs in its namespace, the veth, the namespace)
 /// and what nspawn keeps for its machine name.
 fn remove_host(link: &HostLink) {
-    report(&format!("removing {}", link.netns), net::remove_host_link(link));
+    report(
+        &format!("removing {}", link.netns),
+        net::remove_host_link(link),
+    );
     machine::forget_machine(&link.netns);
 }
 
@@ -78,7 +89,13 @@ pub fn teardown_hosts(res: &mut Resources, which: Option<&[usize]>) {
 /// The host index of one of our nspawn processes, from its network namespace.
 fn nspawn_host(pid: u32) -> Option<usize> {
     let netns = machine::nspawn_netns(pid)?;
-    netns.strip_prefix("/run/netns").ok()?.to_str()?.strip_prefix(NETNS_PREFIX)?.parse().ok()
+    netns
+        .strip_prefix("/run/netns")
+        .ok()?
+        .to_str()?
+        .strip_prefix(NETNS_PREFIX)?
+        .parse()
+        .ok()
 }
 
 /// Everything, in the caller's lock: measured children, hosts, the bridge, directories.
@@ -139,14 +156,23 @@ pub fn handle_signals() {
 /// alias. Runs under the bench lock, so never against a live bench.
 pub fn remove_stale() {
     let mut found = Vec::new();
-    let stale: Vec<u32> = machine::nspawn_pids().into_iter().filter(|p| nspawn_host(*p).is_some()).collect();
+    let stale: Vec<u32> = machine::nspawn_pids()
+        .into_iter()
+        .filter(|p| nspawn_host(*p).is_some())
+        .collect();
     if !stale.is_empty() {
         found.push(format!("{} systemd-nspawn", stale.len()));
-        report("killing stale hosts", process::kill(&stale, || "stale bench hosts".into()));
+        report(
+            "killing stale hosts",
+            process::kill(&stale, || "stale bench hosts".into()),
+        );
     }
     for name in net::netns_names().unwrap_or_else(|e| panic!("{e}")) {
         if let Some(i) = name.strip_prefix(NETNS_PREFIX) {
-            remove_host(&HostLink { veth: format!("{VETH_PREFIX}{i}"), netns: name.clone() });
+            remove_host(&HostLink {
+                veth: format!("{VETH_PREFIX}{i}"),
+                netns: name.clone(),
+            });
             found.push(name);
         }
     }
@@ -158,14 +184,18 @@ pub fn remove_stale() {
     }
     if net::link_exists(BRIDGE) {
         if !bridge_is_ours() {
-            panic!("a network interface {BRIDGE} exists that this bench did not create; remove it or pick another name");
+            panic!(
+                "a network interface {BRIDGE} exists that this bench did not create; remove it or pick another name"
+            );
         }
         found.push(BRIDGE.to_string());
         report("removing the bridge", net::remove_bridge(BRIDGE));
     }
     for e in fs::read_dir(target_dir()).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("hardway-bench-fanout-").and_then(|p| p.parse::<u32>().ok())
+        if let Some(pid) = name
+            .strip_prefix("hardway-bench-fanout-")
+            .and_then(|p| p.parse::<u32>().ok())
             && !process::alive(pid)
         {
             found.push(name);
@@ -173,7 +203,10 @@ pub fn remove_stale() {
         }
     }
     if !found.is_empty() {
-        eprintln!("fanout bench: removed leftovers of an earlier run: {}", found.join(", "));
+        eprintln!(
+            "fanout bench: removed leftovers of an earlier run: {}",
+            found.join(", ")
+        );
     }
 }
 
@@ -190,7 +223,10 @@ pub fn leftovers() -> Vec<String> {
             left.push(format!("link {name}"));
         }
     }
-    for p in machine::nspawn_pids().into_iter().filter(|p| nspawn_host(*p).is_some()) {
+    for p in machine::nspawn_pids()
+        .into_iter()
+        .filter(|p| nspawn_host(*p).is_some())
+    {
         left.push(format!("systemd-nspawn pid {p}"));
     }
     left

@@ -64,12 +64,15 @@ pub struct Grade {
 
 pub fn summarize(student: &str, checks: &[Check], error: Option<String>) -> Summary {
     let count = |s: Status| checks.iter().filter(|c| c.status == s).count();
-    let first_failure = checks.iter().find(|c| c.status == Status::Fail).map(|c| Failure {
-        host: c.host.clone(),
-        check: c.check.clone(),
-        detail: c.detail.clone(),
-        hint: c.hint.clone(),
-    });
+    let first_failure = checks
+        .iter()
+        .find(|c| c.status == Status::Fail)
+        .map(|c| Failure {
+            host: c.host.clone(),
+            check: c.check.clone(),
+            detail: c.detail.clone(),
+            hint: c.hint.clone(),
+        });
     Summary {
         student: student.to_string(),
         graded_at: super::now_rfc3339(),
@@ -93,27 +96,60 @@ pub fn last(class: &Class, student: &str) -> Option<Summary> {
 
 /// Grades every student in `students` at once; each result is also written to their
 /// `grade.json`.
-pub async fn grade(class: &Class, students: &[String], opts: &LabOptions, parallel: usize) -> Result<Vec<Grade>, ClassError> {
+pub async fn grade(
+    class: &Class,
+    students: &[String],
+    opts: &LabOptions,
+    parallel: usize,
+) -> Result<Vec<Grade>, ClassError> {
     let mut tasks = Vec::new();
     for student in students {
         let lab = class.lab(student);
-        let (student, up) = (student.clone(), named::read_record(&opts.state_dir, student)?.is_some());
+        let (student, up) = (
+            student.clone(),
+            named::read_record(&opts.state_dir, student)?.is_some(),
+        );
         tasks.push(tokio::spawn(async move {
             if !up {
-                return Grade { summary: summarize(&student, &[], Some("the lab is down".into())), checks: vec![] };
+                return Grade {
+                    summary: summarize(&student, &[], Some("the lab is down".into())),
+                    checks: vec![],
+                };
             }
             let inv = match inventory::load(&lab.inventory()) {
                 Ok(inv) => inv,
-                Err(e) => return Grade { summary: summarize(&student, &[], Some(e.to_string())), checks: vec![] },
+                Err(e) => {
+                    return Grade {
+                        summary: summarize(&student, &[], Some(e.to_string())),
+                        checks: vec![],
+                    };
+                }
             };
             let creds = match Credentials::load(&VerifyOptions::new(lab.pki())) {
                 Ok(c) => c,
-                Err(e) => return Grade { summary: summarize(&student, &[], Some(e.to_string())), checks: vec![] },
+                Err(e) => {
+                    return Grade {
+                        summary: summarize(&student, &[], Some(e.to_string())),
+                        checks: vec![],
+                    };
+                }
             };
             let (probe, api_error) = creds.probe(&inv);
             let connector = crate::session::connector(&inv, crate::session::Access::default());
-            let checks = verify::verify(&inv, creds, connector, Arc::new(probe), api_error, parallel, Events::none("grade")).await;
-            Grade { summary: summarize(&student, &checks, None), checks }
+            let checks = verify::verify(
+                &inv,
+                creds,
+                connector,
+                Arc::new(probe),
+                api_error,
+                parallel,
+                Events::none("grade"),
+            )
+            .await;
+            Grade {
+                summary: summarize(&student, &checks, None),
+                checks,
+            }
         }));
     }
     let mut grades = Vec::new();
@@ -124,7 +160,11 @@ pub async fn grade(class: &Class, students: &[String], opts: &LabOptions, parall
         let path = grade_file(class, &g.summary.student);
         if path.parent().is_some_and(|d| d.is_dir()) {
             let text = serde_json::to_string_pretty(g).expect("serializes") + "\n";
-            std::fs::write(&path, text).map_err(|source| ClassError::Io { action: "write", path, source })?;
+            std::fs::write(&path, text).map_err(|source| ClassError::Io {
+                action: "write",
+                path,
+                source,
+            })?;
         }
     }
     Ok(grades)
@@ -136,10 +176,17 @@ mod tests {
 
     #[test]
     fn the_first_failure_and_the_counts() {
-        let c = |host: &str, name: &str, status, hint: Option<&str>| verify::check(host, name, status, "d", hint);
+        let c = |host: &str, name: &str, status, hint: Option<&str>| {
+            verify::check(host, name, status, "d", hint)
+        };
         let checks = [
             c("m1", "cert etcd server", Status::Pass, None),
-            c("m1", "unit etcd", Status::Fail, Some("systemctl restart etcd")),
+            c(
+                "m1",
+                "unit etcd",
+                Status::Fail,
+                Some("systemctl restart etcd"),
+            ),
             c("m2", "unit etcd", Status::Fail, Some("x")),
             c("lb", "api /readyz", Status::Skip, Some("y")),
             c("m3", "cert etcd peer", Status::Warn, Some("z")),
@@ -147,10 +194,16 @@ mod tests {
         let s = summarize("alice", &checks, None);
         assert_eq!((s.passed, s.failed, s.warned, s.skipped), (1, 2, 1, 1));
         let f = s.first_failure.clone().unwrap();
-        assert_eq!((f.host.as_str(), f.check.as_str(), f.hint.as_deref()), ("m1", "unit etcd", Some("systemctl restart etcd")));
+        assert_eq!(
+            (f.host.as_str(), f.check.as_str(), f.hint.as_deref()),
+            ("m1", "unit etcd", Some("systemctl restart etcd"))
+        );
         assert_eq!(s.verdict(), "FAIL 2/4: m1 unit etcd");
         let ok = summarize("bob", &checks[..1], None);
         assert_eq!(ok.verdict(), "PASS 1/1");
-        assert_eq!(summarize("carol", &[], Some("the lab is down".into())).verdict(), "not graded: the lab is down");
+        assert_eq!(
+            summarize("carol", &[], Some("the lab is down".into())).verdict(),
+            "not graded: the lab is down"
+        );
     }
 }

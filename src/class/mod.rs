@@ -37,15 +37,26 @@ use crate::lab::limits::MachineLimits;
 #[derive(Debug, thiserror::Error)]
 pub enum ClassError {
     #[error("{}: {} problem(s), nothing was created:\n{}", path.display(), problems.len(), roster_lines(path, problems))]
-    Roster { path: PathBuf, problems: Vec<roster::RosterProblem> },
+    Roster {
+        path: PathBuf,
+        problems: Vec<roster::RosterProblem>,
+    },
     #[error("cannot {action} {}: {source}", path.display())]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: {reason}", path.display())]
     BadFile { path: PathBuf, reason: String },
     #[error("no class in {}: `hardway class up --students FILE -i INVENTORY --dir {}` makes one", dir.display(), dir.display())]
     NoClass { dir: PathBuf },
     #[error("{student:?} is not a student of the class in {} (students: {})", dir.display(), known.join(", "))]
-    UnknownStudent { student: String, dir: PathBuf, known: Vec<String> },
+    UnknownStudent {
+        student: String,
+        dir: PathBuf,
+        known: Vec<String>,
+    },
     #[error("no lab named {name:?} is up (labs: {})", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
     NoLab { name: String, known: Vec<String> },
     #[error("lab {name}: {reason}")]
@@ -72,7 +83,11 @@ pub enum ClassError {
 }
 
 fn roster_lines(path: &Path, problems: &[roster::RosterProblem]) -> String {
-    problems.iter().map(|p| format!("{}:{}: {}", path.display(), p.line, p.message)).collect::<Vec<_>>().join("\n")
+    problems
+        .iter()
+        .map(|p| format!("{}:{}: {}", path.display(), p.line, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `class.json`: what `class up` was asked for, so that later commands need only `--dir`.
@@ -104,36 +119,69 @@ impl Class {
         let path = dir.join(Class::FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ClassError::NoClass { dir: dir.to_path_buf() }),
-            Err(source) => return Err(ClassError::Io { action: "read", path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ClassError::NoClass {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(source) => {
+                return Err(ClassError::Io {
+                    action: "read",
+                    path,
+                    source,
+                });
+            }
         };
-        let file: ClassFile = serde_json::from_str(&text).map_err(|e| ClassError::BadFile { path: path.clone(), reason: e.to_string() })?;
+        let file: ClassFile = serde_json::from_str(&text).map_err(|e| ClassError::BadFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         // Checked again as the students file was: each name becomes a path, a cluster and a
         // bridge, and the file may have been edited since.
         let mut seen = std::collections::BTreeMap::new();
         for (i, name) in file.students.iter().enumerate() {
-            let problem = match (crate::lab::named::name_problem(name), seen.insert(name.as_str(), i)) {
+            let problem = match (
+                crate::lab::named::name_problem(name),
+                seen.insert(name.as_str(), i),
+            ) {
                 (Some(why), _) => Some(format!("{name:?} {why}")),
                 (None, Some(first)) => Some(format!("{name:?} is already students[{first}]")),
                 (None, None) => None,
             };
             if let Some(p) = problem {
-                return Err(ClassError::BadFile { path, reason: format!("field `students[{i}]`: student {p}") });
+                return Err(ClassError::BadFile {
+                    path,
+                    reason: format!("field `students[{i}]`: student {p}"),
+                });
             }
         }
-        Ok(Class { dir: dir.to_path_buf(), file })
+        Ok(Class {
+            dir: dir.to_path_buf(),
+            file,
+        })
     }
 
     pub fn save(&self) -> Result<(), ClassError> {
         let path = self.dir.join(Class::FILE);
-        std::fs::create_dir_all(&self.dir).map_err(|source| ClassError::Io { action: "create", path: self.dir.clone(), source })?;
+        std::fs::create_dir_all(&self.dir).map_err(|source| ClassError::Io {
+            action: "create",
+            path: self.dir.clone(),
+            source,
+        })?;
         let text = serde_json::to_string_pretty(&self.file).expect("serializes") + "\n";
-        std::fs::write(&path, text).map_err(|source| ClassError::Io { action: "write", path, source })
+        std::fs::write(&path, text).map_err(|source| ClassError::Io {
+            action: "write",
+            path,
+            source,
+        })
     }
 
     /// The student's lab: named after them, its files in `<dir>/<student>`.
     pub fn lab(&self, student: &str) -> labs::NamedLab {
-        labs::NamedLab { name: student.to_string(), dir: self.dir.join(student) }
+        labs::NamedLab {
+            name: student.to_string(),
+            dir: self.dir.join(student),
+        }
     }
 
     /// The students named, or all when none is; an unknown name is an error.
@@ -143,14 +191,24 @@ impl Class {
         }
         for n in names {
             if !self.file.students.contains(n) {
-                return Err(ClassError::UnknownStudent { student: n.clone(), dir: self.dir.clone(), known: self.file.students.clone() });
+                return Err(ClassError::UnknownStudent {
+                    student: n.clone(),
+                    dir: self.dir.clone(),
+                    known: self.file.students.clone(),
+                });
             }
         }
         Ok(names.to_vec())
     }
 
     /// Adds students not in the class yet (file order kept), and takes the settings given.
-    pub fn merge(&mut self, students: &[String], limits: MachineLimits, to: Option<String>, driver: Option<crate::inventory::LabDriver>) {
+    pub fn merge(
+        &mut self,
+        students: &[String],
+        limits: MachineLimits,
+        to: Option<String>,
+        driver: Option<crate::inventory::LabDriver>,
+    ) {
         if driver.is_some() {
             self.file.driver = driver;
         }
@@ -168,7 +226,9 @@ impl Class {
 
 /// Current time as RFC 3339, for records and file names.
 pub(crate) fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -191,11 +251,24 @@ mod tests {
             pki: "/pki".into(),
             limits: MachineLimits::default(),
         };
-        std::fs::write(t.path().join("lab.json"), serde_json::to_string(&record).unwrap()).unwrap();
-        let opts = crate::lab::LabOptions { state_dir: state, ..crate::lab::LabOptions::default() };
+        std::fs::write(
+            t.path().join("lab.json"),
+            serde_json::to_string(&record).unwrap(),
+        )
+        .unwrap();
+        let opts = crate::lab::LabOptions {
+            state_dir: state,
+            ..crate::lab::LabOptions::default()
+        };
         for bad in ["../../..", "..", "a/b", "Alice"] {
-            let e = labs::find(&opts, bad).map(|(r, _)| r.name).expect_err(bad).to_string();
-            assert!(e.contains(&format!("{bad:?}")) && e.contains("lab name"), "{bad}: {e}");
+            let e = labs::find(&opts, bad)
+                .map(|(r, _)| r.name)
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                e.contains(&format!("{bad:?}")) && e.contains("lab name"),
+                "{bad}: {e}"
+            );
         }
     }
 
@@ -204,11 +277,31 @@ mod tests {
     #[test]
     fn student_names_in_class_json_are_checked_when_read() {
         let t = tempfile::tempdir().unwrap();
-        for (students, field) in [(vec!["alice", "../../etc"], "students[1]"), (vec!["alice", "alice"], "students[1]"), (vec!["Bob"], "students[0]")] {
-            let file = ClassFile { base: "/b.toml".into(), students: students.iter().map(|s| s.to_string()).collect(), limits: MachineLimits::default(), to: None, driver: None };
-            std::fs::write(t.path().join(Class::FILE), serde_json::to_string(&file).unwrap()).unwrap();
-            let e = Class::open(t.path()).map(|c| c.file.students).expect_err(field).to_string();
-            assert!(e.contains(&t.path().join(Class::FILE).display().to_string()) && e.contains(field), "{students:?}: {e}");
+        for (students, field) in [
+            (vec!["alice", "../../etc"], "students[1]"),
+            (vec!["alice", "alice"], "students[1]"),
+            (vec!["Bob"], "students[0]"),
+        ] {
+            let file = ClassFile {
+                base: "/b.toml".into(),
+                students: students.iter().map(|s| s.to_string()).collect(),
+                limits: MachineLimits::default(),
+                to: None,
+                driver: None,
+            };
+            std::fs::write(
+                t.path().join(Class::FILE),
+                serde_json::to_string(&file).unwrap(),
+            )
+            .unwrap();
+            let e = Class::open(t.path())
+                .map(|c| c.file.students)
+                .expect_err(field)
+                .to_string();
+            assert!(
+                e.contains(&t.path().join(Class::FILE).display().to_string()) && e.contains(field),
+                "{students:?}: {e}"
+            );
         }
     }
 }

@@ -16,8 +16,15 @@ pub struct RosterProblem {
 
 /// The names of a students file, in file order.
 pub fn load(path: &Path) -> Result<Vec<String>, ClassError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ClassError::Io { action: "read", path: path.to_path_buf(), source })?;
-    parse(&text).map_err(|problems| ClassError::Roster { path: path.to_path_buf(), problems })
+    let text = std::fs::read_to_string(path).map_err(|source| ClassError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text).map_err(|problems| ClassError::Roster {
+        path: path.to_path_buf(),
+        problems,
+    })
 }
 
 /// Names, or every problem: a name that cannot be a lab's (it names a cluster, a bridge and
@@ -33,18 +40,31 @@ pub fn parse(text: &str) -> Result<Vec<String>, Vec<RosterProblem>> {
             continue;
         }
         if let Some(why) = name_problem(name) {
-            problems.push(RosterProblem { line, message: format!("student {name:?} {why}") });
+            problems.push(RosterProblem {
+                line,
+                message: format!("student {name:?} {why}"),
+            });
         } else if let Some(first) = seen.get(name) {
-            problems.push(RosterProblem { line, message: format!("student {name:?} is already on line {first}") });
+            problems.push(RosterProblem {
+                line,
+                message: format!("student {name:?} is already on line {first}"),
+            });
         } else {
             seen.insert(name.to_string(), line);
             names.push(name.to_string());
         }
     }
     if names.is_empty() && problems.is_empty() {
-        problems.push(RosterProblem { line: 1, message: "no student in the file (one name per line)".into() });
+        problems.push(RosterProblem {
+            line: 1,
+            message: "no student in the file (one name per line)".into(),
+        });
     }
-    if problems.is_empty() { Ok(names) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(names)
+    } else {
+        Err(problems)
+    }
 }
 
 #[cfg(test)]
@@ -53,7 +73,10 @@ mod tests {
 
     #[test]
     fn names_comments_and_blank_lines() {
-        assert_eq!(parse("# class of 2026\nalice\n\n  bob  # back row\ncarol-2\n").unwrap(), ["alice", "bob", "carol-2"]);
+        assert_eq!(
+            parse("# class of 2026\nalice\n\n  bob  # back row\ncarol-2\n").unwrap(),
+            ["alice", "bob", "carol-2"]
+        );
     }
 
     #[test]
@@ -63,6 +86,9 @@ mod tests {
         assert_eq!(lines, [2, 3, 4]);
         assert!(p[0].message.contains("\"Bob Smith\""), "{p:?}");
         assert!(p[1].message.contains("already on line 1"), "{p:?}");
-        assert_eq!(parse("# nobody\n").unwrap_err()[0].message, "no student in the file (one name per line)");
+        assert_eq!(
+            parse("# nobody\n").unwrap_err()[0].message,
+            "no student in the file (one name per line)"
+        );
     }
 }

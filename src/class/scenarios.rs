@@ -467,8 +467,16 @@ mod tests {
         assert_eq!(names.len(), SCENARIOS.len());
         assert!(SCENARIOS.len() >= 10);
         for s in SCENARIOS {
-            assert!(!s.check.is_empty() && !s.hint_names.is_empty() && !s.detail_names.is_empty(), "{}", s.name);
-            assert!(!s.break_script.is_empty() && !s.fix_script.is_empty(), "{}", s.name);
+            assert!(
+                !s.check.is_empty() && !s.hint_names.is_empty() && !s.detail_names.is_empty(),
+                "{}",
+                s.name
+            );
+            assert!(
+                !s.break_script.is_empty() && !s.fix_script.is_empty(),
+                "{}",
+                s.name
+            );
         }
     }
 
@@ -478,8 +486,16 @@ mod tests {
         for s in SCENARIOS {
             for script in [s.break_script, s.fix_script] {
                 let text = format!("{PRELUDE}{script}");
-                let out = std::process::Command::new("sh").args(["-n", "-c", &text]).output().unwrap();
-                assert!(out.status.success(), "{}: {}", s.name, String::from_utf8_lossy(&out.stderr));
+                let out = std::process::Command::new("sh")
+                    .args(["-n", "-c", &text])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}: {}",
+                    s.name,
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
     }

@@ -14,8 +14,8 @@ use super::deploy::SnapshotArgs;
 use super::{OutputFormat, load_inventory, observe, runtime};
 use crate::day2::certs::{ChangeOptions, check, renew, rotate};
 use crate::deploy::{DeployOptions, DeployReport};
-use crate::probe::Probe;
 use crate::pki::rotate::Subject;
+use crate::probe::Probe;
 use crate::{pki, render};
 
 #[derive(Subcommand)]
@@ -78,10 +78,19 @@ impl ChangeArgs {
     }
 
     /// The cluster opened, and the probe of it a PKI gives (its client certificates).
-    fn open(&self, command: &'static str) -> Result<(Opened, impl Fn(&pki::Pki) -> Arc<dyn Probe> + Sync + use<>)> {
-        let opened = open_at(self.cluster.inventory.clone(), &self.cluster.access, command)?;
+    fn open(
+        &self,
+        command: &'static str,
+    ) -> Result<(Opened, impl Fn(&pki::Pki) -> Arc<dyn Probe> + Sync + use<>)> {
+        let opened = open_at(
+            self.cluster.inventory.clone(),
+            &self.cluster.access,
+            command,
+        )?;
         let inv = opened.inv.clone();
-        Ok((opened, move |p: &pki::Pki| -> Arc<dyn Probe> { Arc::new(crate::session::probe_of(&inv, p)) }))
+        Ok((opened, move |p: &pki::Pki| -> Arc<dyn Probe> {
+            Arc::new(crate::session::probe_of(&inv, p))
+        }))
     }
 }
 
@@ -123,7 +132,11 @@ pub struct RollArgs {
 
 impl RollArgs {
     pub fn deploy_options(&self) -> DeployOptions {
-        DeployOptions { etcd_timeout: Duration::from_secs(self.etcd_timeout), api_timeout: Duration::from_secs(self.api_timeout), ..DeployOptions::default() }
+        DeployOptions {
+            etcd_timeout: Duration::from_secs(self.etcd_timeout),
+            api_timeout: Duration::from_secs(self.api_timeout),
+            ..DeployOptions::default()
+        }
     }
 }
 
@@ -131,7 +144,11 @@ impl RollArgs {
 pub struct RenewArgs {
     /// The certificates to renew, by their names in the PKI (`etcd/server-m1`, `apiserver`, ...;
     /// `hardway pki check` lists them).
-    #[arg(value_name = "NAME", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        value_name = "NAME",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub names: Vec<String>,
     /// Every leaf certificate.
     #[arg(long)]
@@ -148,7 +165,12 @@ pub struct RenewArgs {
 #[derive(Args, Clone)]
 pub struct FlagClusterArgs {
     /// The inventory file (default: ./inventory.toml).
-    #[arg(short = 'i', long = "inventory", value_name = "INVENTORY", default_value = "inventory.toml")]
+    #[arg(
+        short = 'i',
+        long = "inventory",
+        value_name = "INVENTORY",
+        default_value = "inventory.toml"
+    )]
     pub inventory: PathBuf,
     #[command(flatten)]
     pub access: AccessArgs,
@@ -158,7 +180,10 @@ pub(super) fn certs(command: CertsCommand) -> Result<ExitCode> {
     match command {
         CertsCommand::Check(a) => check_cmd(a),
         CertsCommand::Renew(a) => renew_cmd(a),
-        CertsCommand::RotateCa(a) => rotate_cmd(Subject::parse(&a.ca).expect("clap checked the name"), a.rotation),
+        CertsCommand::RotateCa(a) => rotate_cmd(
+            Subject::parse(&a.ca).expect("clap checked the name"),
+            a.rotation,
+        ),
     }
 }
 
@@ -167,28 +192,61 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
     let inv = load_inventory(&path)?;
     let c = &a.cluster.access;
     // The kubeconfigs hardway renders are looked for too, when the PKI can be rendered.
-    let kubeconfigs = pki::load(&inv, &c.pki).ok().and_then(|p| render::render(&inv, &p).ok()).map(|r| check::rendered_kubeconfigs(&r)).unwrap_or_default();
+    let kubeconfigs = pki::load(&inv, &c.pki)
+        .ok()
+        .and_then(|p| render::render(&inv, &p).ok())
+        .map(|r| check::rendered_kubeconfigs(&r))
+        .unwrap_or_default();
     let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
     let (_, run_log) = observe("certs-check", OutputFormat::Text, &c.log, &path, &names)?;
-    let connector = crate::session::connector(&inv, super::deploy::access(&inv, c.accept_new_host_keys, run_log)?);
-    let report = runtime()?.block_on(check::check(&inv, &c.pki, connector, kubeconfigs, a.warn_days, a.parallel))?;
+    let connector = crate::session::connector(
+        &inv,
+        super::deploy::access(&inv, c.accept_new_host_keys, run_log)?,
+    );
+    let report = runtime()?.block_on(check::check(
+        &inv,
+        &c.pki,
+        connector,
+        kubeconfigs,
+        a.warn_days,
+        a.parallel,
+    ))?;
     if c.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         out!("{}", check::format(&report));
     }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn renew_cmd(a: RenewArgs) -> Result<ExitCode> {
-    let (Opened { inv, events, connector, .. }, probe_for) = a.change.open("certs-renew")?;
+    let (
+        Opened {
+            inv,
+            events,
+            connector,
+            ..
+        },
+        probe_for,
+    ) = a.change.open("certs-renew")?;
     let opts = renew::RenewOptions {
         names: if a.all { vec![] } else { a.names.clone() },
         new_keys: a.new_keys,
         change: a.change.options(),
     };
     let report = runtime()?
-        .block_on(renew::renew(&inv, &a.change.cluster.access.pki, connector, &probe_for, &opts, &events))
+        .block_on(renew::renew(
+            &inv,
+            &a.change.cluster.access.pki,
+            connector,
+            &probe_for,
+            &opts,
+            &events,
+        ))
         .context("certs renew")?;
     if a.change.cluster.access.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
@@ -198,14 +256,33 @@ fn renew_cmd(a: RenewArgs) -> Result<ExitCode> {
         }
         print_steps(report.dry_run, &report.steps);
         for r in &report.renewed {
-            out!("{}: serial {} -> {}, expires {} -> {}{}", r.name, r.old_serial, r.new_serial, r.old_not_after, r.new_not_after, if r.new_key { ", new key" } else { "" });
+            out!(
+                "{}: serial {} -> {}, expires {} -> {}{}",
+                r.name,
+                r.old_serial,
+                r.new_serial,
+                r.old_not_after,
+                r.new_not_after,
+                if r.new_key { ", new key" } else { "" }
+            );
         }
         if !report.on_no_node.is_empty() {
-            out!("on no node (renewed in the PKI directory only): {}", report.on_no_node.join(", "));
+            out!(
+                "on no node (renewed in the PKI directory only): {}",
+                report.on_no_node.join(", ")
+            );
         }
-        print_outcome(report.snapshot.as_ref(), report.aside.as_ref(), report.deploy.as_ref());
+        print_outcome(
+            report.snapshot.as_ref(),
+            report.aside.as_ref(),
+            report.deploy.as_ref(),
+        );
     }
-    Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub(super) fn secrets(command: SecretsCommand) -> Result<ExitCode> {
@@ -216,21 +293,49 @@ pub(super) fn secrets(command: SecretsCommand) -> Result<ExitCode> {
 }
 
 fn rotate_cmd(subject: Subject, a: RotationArgs) -> Result<ExitCode> {
-    let (Opened { inv, events, connector, .. }, probe_for) = a.change.open("rotate")?;
-    let opts = rotate::RotateOptions { subject, step: a.step, change: a.change.options() };
+    let (
+        Opened {
+            inv,
+            events,
+            connector,
+            ..
+        },
+        probe_for,
+    ) = a.change.open("rotate")?;
+    let opts = rotate::RotateOptions {
+        subject,
+        step: a.step,
+        change: a.change.options(),
+    };
     let report = runtime()?
-        .block_on(rotate::rotate_subject(&inv, &a.change.cluster.access.pki, connector, &probe_for, &opts, &events))
+        .block_on(rotate::rotate_subject(
+            &inv,
+            &a.change.cluster.access.pki,
+            connector,
+            &probe_for,
+            &opts,
+            &events,
+        ))
         .with_context(|| format!("rotating {}", subject.name()))?;
     if a.change.cluster.access.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+        return Ok(if report.failed() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     for p in &report.forced_past {
         eprintln!("warning: --force: going on although {p}");
     }
     print_steps(true, &report.plan);
     for s in &report.steps {
-        out!("step {}{}: {}", s.step, if s.resumed { " (resumed)" } else { "" }, s.what);
+        out!(
+            "step {}{}: {}",
+            s.step,
+            if s.resumed { " (resumed)" } else { "" },
+            s.what
+        );
         for r in &s.renewed {
             out!("  {}: serial {} -> {}", r.name, r.old_serial, r.new_serial);
         }
@@ -247,17 +352,40 @@ fn rotate_cmd(subject: Subject, a: RotationArgs) -> Result<ExitCode> {
     }
     let name = &report.subject;
     let finished = report.done == report.last;
-    print_outcome(report.snapshot.as_ref(), report.aside.as_ref().filter(|_| !finished), None);
+    print_outcome(
+        report.snapshot.as_ref(),
+        report.aside.as_ref().filter(|_| !finished),
+        None,
+    );
     if finished {
-        out!("the {name} rotation is finished: the old one is kept in {}", report.aside.as_ref().map(|p| p.display().to_string()).unwrap_or_default());
+        out!(
+            "the {name} rotation is finished: the old one is kept in {}",
+            report
+                .aside
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
     } else if !report.dry_run {
-        out!("{} of {} steps of the {name} rotation done; run the same command again to go on", report.done, report.last);
+        out!(
+            "{} of {} steps of the {name} rotation done; run the same command again to go on",
+            report.done,
+            report.last
+        );
     }
-    Ok(if report.failed() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The snapshot, where old files are kept, and the rollout's table.
-fn print_outcome(snapshot: Option<&PathBuf>, aside: Option<&PathBuf>, deploy: Option<&DeployReport>) {
+fn print_outcome(
+    snapshot: Option<&PathBuf>,
+    aside: Option<&PathBuf>,
+    deploy: Option<&DeployReport>,
+) {
     if let Some(s) = snapshot {
         out!("etcd snapshot before the change: {}", s.display());
     }
@@ -270,7 +398,9 @@ fn print_outcome(snapshot: Option<&PathBuf>, aside: Option<&PathBuf>, deploy: Op
             eprintln!("{} failed: {}", h.node, h.error.as_deref().unwrap_or("?"));
         }
         if !d.failed().is_empty() {
-            eprintln!("the PKI directory has the new certificates: `hardway deploy` pushes them once the failed hosts are back");
+            eprintln!(
+                "the PKI directory has the new certificates: `hardway deploy` pushes them once the failed hosts are back"
+            );
         }
     }
 }
@@ -290,9 +420,17 @@ mod tests {
             if cmd.get_about().is_none() && path != "" {
                 missing.push(format!("{here}: no one-line purpose"));
             }
-            for a in cmd.get_arguments().filter(|a| !["help", "version"].contains(&a.get_id().as_str()) && !a.is_hide_set()) {
+            for a in cmd
+                .get_arguments()
+                .filter(|a| !["help", "version"].contains(&a.get_id().as_str()) && !a.is_hide_set())
+            {
                 if a.get_help().is_none() && a.get_long_help().is_none() {
-                    missing.push(format!("{here} {}", a.get_long().map(|l| format!("--{l}")).unwrap_or_else(|| format!("<{}>", a.get_id()))));
+                    missing.push(format!(
+                        "{here} {}",
+                        a.get_long()
+                            .map(|l| format!("--{l}"))
+                            .unwrap_or_else(|| format!("<{}>", a.get_id()))
+                    ));
                 }
             }
             for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
@@ -300,7 +438,15 @@ mod tests {
             }
         }
         let mut missing = Vec::new();
-        walk(&<super::super::Cli as clap::CommandFactory>::command(), "", &mut missing);
-        assert!(missing.is_empty(), "without a help text:\n{}", missing.join("\n"));
+        walk(
+            &<super::super::Cli as clap::CommandFactory>::command(),
+            "",
+            &mut missing,
+        );
+        assert!(
+            missing.is_empty(),
+            "without a help text:\n{}",
+            missing.join("\n")
+        );
     }
 }

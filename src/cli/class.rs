@@ -49,7 +49,10 @@ pub struct LimitArgs {
 
 impl LimitArgs {
     fn limits(&self) -> MachineLimits {
-        MachineLimits { memory_max: self.memory_max, cpu_quota: self.cpu_quota }
+        MachineLimits {
+            memory_max: self.memory_max,
+            cpu_quota: self.cpu_quota,
+        }
     }
 }
 
@@ -188,7 +191,8 @@ pub struct ClassDir {
 /// The phases a lab may be deployed up to, as `--to` takes them (and completions offer them).
 fn phase_values() -> impl clap::builder::TypedValueParser<Value = Phase> {
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(Phase::ALL[1..].iter().map(|p| p.name())).map(|s| Phase::parse(&s).expect("a possible value"))
+    clap::builder::PossibleValuesParser::new(Phase::ALL[1..].iter().map(|p| p.name()))
+        .map(|s| Phase::parse(&s).expect("a possible value"))
 }
 
 /// The scenarios `lab break` and `lab fix` take (and completions offer).
@@ -208,24 +212,52 @@ fn class_options(state: &StateArgs, class: &Class) -> NamedOptions {
 }
 
 pub(super) fn print_lab(lab: &lab::Lab) -> ExitCode {
-    out!("{:<16} {:<16} {:<8} {:<10} SYSTEMD", "NODE", "ADDRESS", "RUNNING", "SSH");
+    out!(
+        "{:<16} {:<16} {:<8} {:<10} SYSTEMD",
+        "NODE",
+        "ADDRESS",
+        "RUNNING",
+        "SSH"
+    );
     for n in &lab.nodes {
         let yes = |b: bool| if b { "yes" } else { "no" };
-        out!("{:<16} {:<16} {:<8} {:<10} {}", n.name, n.address, yes(n.running), yes(n.reachable), n.system_state.as_deref().unwrap_or("-"));
+        out!(
+            "{:<16} {:<16} {:<8} {:<10} {}",
+            n.name,
+            n.address,
+            yes(n.running),
+            yes(n.reachable),
+            n.system_state.as_deref().unwrap_or("-")
+        );
     }
-    out!("ssh key: {}\nknown_hosts: {}", lab.ssh_key.display(), lab.known_hosts.display());
-    if lab.nodes.iter().all(|n| n.running && n.reachable) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    out!(
+        "ssh key: {}\nknown_hosts: {}",
+        lab.ssh_key.display(),
+        lab.known_hosts.display()
+    );
+    if lab.nodes.iter().all(|n| n.running && n.reachable) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// `hardway lab` beyond the default lab's up/status/down; `None` leaves it to the caller.
 pub(super) fn lab(command: &LabCommand) -> Result<Option<ExitCode>> {
     match command {
-        LabCommand::Up { inv, named, driver } if named.name.is_some() || named.to.is_some() || !named.limits.limits().is_none() => {
+        LabCommand::Up { inv, named, driver }
+            if named.name.is_some() || named.to.is_some() || !named.limits.limits().is_none() =>
+        {
             lab_up(&inv.path(), named, *driver).map(Some)
         }
-        LabCommand::Status { named, .. } | LabCommand::Down { named, .. } if named.name.is_some() => {
+        LabCommand::Status { named, .. } | LabCommand::Down { named, .. }
+            if named.name.is_some() =>
+        {
             let name = named.name.as_deref().expect("matched");
-            let opts = LabOptions { state_dir: named.state.state_dir.clone(), ..LabOptions::default() };
+            let opts = LabOptions {
+                state_dir: named.state.state_dir.clone(),
+                ..LabOptions::default()
+            };
             let (_, inv) = match labs::find(&opts, name) {
                 // Down is idempotent, as the default lab's is: a lab that is not there is down.
                 Err(ClassError::NoLab { .. }) if matches!(command, LabCommand::Down { .. }) => {
@@ -247,11 +279,21 @@ pub(super) fn lab(command: &LabCommand) -> Result<Option<ExitCode>> {
     }
 }
 
-fn lab_up(inv_path: &Path, a: &LabUpArgs, driver: Option<inventory::LabDriver>) -> Result<ExitCode> {
+fn lab_up(
+    inv_path: &Path,
+    a: &LabUpArgs,
+    driver: Option<inventory::LabDriver>,
+) -> Result<ExitCode> {
     let (inv, pki, opts, booted) = match &a.name {
         Some(name) => {
             let base = Base::load(inv_path)?;
-            let nl = NamedLab { name: name.clone(), dir: a.dir.clone().unwrap_or_else(|| Path::new("labs").join(name)) };
+            let nl = NamedLab {
+                name: name.clone(),
+                dir: a
+                    .dir
+                    .clone()
+                    .unwrap_or_else(|| Path::new("labs").join(name)),
+            };
             let mut opts = named_options(&a.state, a.limits.limits());
             opts.lab.driver = driver;
             let (inv, booted) = labs::up(&base, &nl, &opts)?;
@@ -260,7 +302,11 @@ fn lab_up(inv_path: &Path, a: &LabUpArgs, driver: Option<inventory::LabDriver>) 
         }
         None => {
             let inv = load_inventory(inv_path)?;
-            let opts = LabOptions { limits: a.limits.limits(), driver, ..LabOptions::default() };
+            let opts = LabOptions {
+                limits: a.limits.limits(),
+                driver,
+                ..LabOptions::default()
+            };
             let booted = lab::up(&inv, &opts)?;
             (inv, a.pki.clone(), opts, booted)
         }
@@ -271,34 +317,71 @@ fn lab_up(inv_path: &Path, a: &LabUpArgs, driver: Option<inventory::LabDriver>) 
     let code = print_lab(&booted);
     if let Some(to) = a.to {
         let report = runtime()?.block_on(labs::checkpoint(&inv, &pki, to))?;
-        out!("deployed up to {to} with the PKI in {}:\n{}", pki.display(), report.table());
+        out!(
+            "deployed up to {to} with the PKI in {}:\n{}",
+            pki.display(),
+            report.table()
+        );
     }
     Ok(code)
 }
 
 fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
     if a.list {
-        out!("{:<28} {:<62} {:<14} VERIFY FAILS (hint names)", "SCENARIO", "BREAKS", "NEEDS");
+        out!(
+            "{:<28} {:<62} {:<14} VERIFY FAILS (hint names)",
+            "SCENARIO",
+            "BREAKS",
+            "NEEDS"
+        );
         for s in scenarios::SCENARIOS {
-            out!("{:<28} {:<62} {:<14} {} ({:?})", s.name, s.breaks, format!("--to {}", s.needs), s.check, s.hint_names);
+            out!(
+                "{:<28} {:<62} {:<14} {} ({:?})",
+                s.name,
+                s.breaks,
+                format!("--to {}", s.needs),
+                s.check,
+                s.hint_names
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
     let scenario = faults::scenario(a.scenario.as_deref().expect("required unless --list"))?;
     let (inv, pki): (Inventory, PathBuf) = match &a.lab.name {
         Some(name) => {
-            let (record, inv) = labs::find(&LabOptions { state_dir: a.lab.state.state_dir.clone(), ..LabOptions::default() }, name)?;
+            let (record, inv) = labs::find(
+                &LabOptions {
+                    state_dir: a.lab.state.state_dir.clone(),
+                    ..LabOptions::default()
+                },
+                name,
+            )?;
             (inv, record.pki)
         }
         None => (load_inventory(&a.inv.path())?, a.pki.clone()),
     };
     // Like every command that changes nodes, a run log of what it sent (`hardway logs`).
     let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
-    let command = if action == Action::Break { "lab-break" } else { "lab-fix" };
+    let command = if action == Action::Break {
+        "lab-break"
+    } else {
+        "lab-fix"
+    };
     let (_, run_log) = super::observe(command, OutputFormat::Text, &a.log, &inv.source, &names)?;
-    let access = crate::session::Access { run_log: run_log.clone(), ..Default::default() };
+    let access = crate::session::Access {
+        run_log: run_log.clone(),
+        ..Default::default()
+    };
     let connector = crate::session::connector(&inv, access);
-    let report = runtime()?.block_on(faults::run(&inv, &pki, scenario, a.node.as_deref(), action, a.confirm.confirm(false), connector))?;
+    let report = runtime()?.block_on(faults::run(
+        &inv,
+        &pki,
+        scenario,
+        a.node.as_deref(),
+        action,
+        a.confirm.confirm(false),
+        connector,
+    ))?;
     if let Some(l) = &run_log
         && !report.dry_run
     {
@@ -327,11 +410,22 @@ fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
     }
     let e = &report.expect;
     match action {
-        Action::Break if !report.dry_run && !report.changed => out!("{} was already broken on {}", report.scenario, report.node),
-        Action::Fix if !report.dry_run && !report.changed => out!("{} is not broken on {}: nothing was changed", report.scenario, report.node),
+        Action::Break if !report.dry_run && !report.changed => {
+            out!("{} was already broken on {}", report.scenario, report.node)
+        }
+        Action::Fix if !report.dry_run && !report.changed => out!(
+            "{} is not broken on {}: nothing was changed",
+            report.scenario,
+            report.node
+        ),
         Action::Break if !report.dry_run => out!(
             "{} is broken on {}: hardway verify now FAILs `{}` on {} (the hint names {:?}); `hardway lab fix {}` undoes it",
-            report.scenario, report.node, e.check, e.host, e.hint_names, report.scenario
+            report.scenario,
+            report.node,
+            e.check,
+            e.host,
+            e.hint_names,
+            report.scenario
         ),
         Action::Fix if !report.dry_run => out!("{} is fixed on {}", report.scenario, report.node),
         _ => {}
@@ -341,13 +435,39 @@ fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
 
 pub(super) fn class(command: ClassCommand) -> Result<ExitCode> {
     match command {
-        ClassCommand::Up { students, inv, class, to, parallel_labs, limits, driver } => {
-            class_up(&students, &inv.path(), &class, to, usize::from(parallel_labs), limits.limits(), driver)
-        }
+        ClassCommand::Up {
+            students,
+            inv,
+            class,
+            to,
+            parallel_labs,
+            limits,
+            driver,
+        } => class_up(
+            &students,
+            &inv.path(),
+            &class,
+            to,
+            usize::from(parallel_labs),
+            limits.limits(),
+            driver,
+        ),
         ClassCommand::Status { class, output } => class_status(&class, output),
-        ClassCommand::Down { students, class, confirm } => class_down(&students, &class, &confirm),
-        ClassCommand::Reset { student, class, confirm } => class_reset(&student, &class, &confirm),
-        ClassCommand::Grade { students, class, output } => class_grade(&students, &class, output),
+        ClassCommand::Down {
+            students,
+            class,
+            confirm,
+        } => class_down(&students, &class, &confirm),
+        ClassCommand::Reset {
+            student,
+            class,
+            confirm,
+        } => class_reset(&student, &class, &confirm),
+        ClassCommand::Grade {
+            students,
+            class,
+            output,
+        } => class_grade(&students, &class, output),
     }
 }
 
@@ -365,12 +485,23 @@ fn class_up(
     let base = Base::load(inv_path)?;
     let mut class = match Class::open(&dir.dir) {
         Ok(c) if c.file.base != base.inv.source => {
-            bail!("the class in {} was made from {}, not {}", dir.dir.display(), c.file.base.display(), base.inv.source.display())
+            bail!(
+                "the class in {} was made from {}, not {}",
+                dir.dir.display(),
+                c.file.base.display(),
+                base.inv.source.display()
+            )
         }
         Ok(c) => c,
         Err(ClassError::NoClass { .. }) => Class {
             dir: dir.dir.clone(),
-            file: ClassFile { base: base.inv.source.clone(), students: vec![], limits, to: None, driver: None },
+            file: ClassFile {
+                base: base.inv.source.clone(),
+                students: vec![],
+                limits,
+                to: None,
+                driver: None,
+            },
         },
         Err(e) => return Err(e.into()),
     };
@@ -378,14 +509,19 @@ fn class_up(
     class.save()?;
     let opts = class_options(&dir.state, &class);
     // Before anything boots: an instructor who reads it can stop and choose again.
-    for w in named::isolation_warnings(&base.inv, class.file.driver.unwrap_or(base.inv.lab.driver)) {
+    for w in named::isolation_warnings(&base.inv, class.file.driver.unwrap_or(base.inv.lab.driver))
+    {
         eprintln!("warning: {w}");
     }
     // Before the labs boot at once, each counting the machines already there.
     lab::reserve_machines(lab::nspawn::running_machines() + names.len() * base.inv.nodes.len())?;
     let t = std::time::Instant::now();
     let booted = labs::up_all(&class, &names, &base, &opts);
-    eprintln!("class: {} labs booted in {:.1} s", booted.iter().filter(|b| b.1.is_ok()).count(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "class: {} labs booted in {:.1} s",
+        booted.iter().filter(|b| b.1.is_ok()).count(),
+        t.elapsed().as_secs_f64()
+    );
     let checkpoints = runtime()?.block_on(labs::checkpoint_all(&class, &booted, to, parallel));
     let mut failed = 0;
     let mut rows: Vec<(String, String)> = Vec::new();
@@ -406,11 +542,16 @@ fn class_up(
     out!(
         "{} labs up{} in {:.1} s; machine limits: {}",
         names.len() - failed,
-        to.map(|p| format!(", deployed up to {p}")).unwrap_or_default(),
+        to.map(|p| format!(", deployed up to {p}"))
+            .unwrap_or_default(),
         t.elapsed().as_secs_f64(),
         class.file.limits.properties()
     );
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -425,7 +566,10 @@ struct StatusRow {
 
 fn class_status(dir: &ClassDir, output: OutputFormat) -> Result<ExitCode> {
     let class = Class::open(&dir.dir)?;
-    let opts = LabOptions { state_dir: dir.state.state_dir.clone(), ..LabOptions::default() };
+    let opts = LabOptions {
+        state_dir: dir.state.state_dir.clone(),
+        ..LabOptions::default()
+    };
     let rows: Vec<StatusRow> = std::thread::scope(|s| {
         let handles: Vec<_> = class
             .file
@@ -440,15 +584,28 @@ fn class_status(dir: &ClassDir, output: OutputFormat) -> Result<ExitCode> {
                     let (up, reachable) = match (&record, &inv) {
                         (Some(_), Some(inv)) => {
                             let st = lab::status(inv, opts)?;
-                            (st.nodes.iter().filter(|n| n.running).count(), st.nodes.iter().filter(|n| n.reachable).count())
+                            (
+                                st.nodes.iter().filter(|n| n.running).count(),
+                                st.nodes.iter().filter(|n| n.reachable).count(),
+                            )
                         }
                         _ => (0, 0),
                     };
-                    Ok(StatusRow { student: n.clone(), subnet: record.map(|r| r.subnet.to_string()), nodes, up, reachable, last_grade: grade::last(class, n) })
+                    Ok(StatusRow {
+                        student: n.clone(),
+                        subnet: record.map(|r| r.subnet.to_string()),
+                        nodes,
+                        up,
+                        reachable,
+                        last_grade: grade::last(class, n),
+                    })
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("a status thread panicked")).collect::<Result<Vec<_>>>()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a status thread panicked"))
+            .collect::<Result<Vec<_>>>()
     })?;
     if output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&rows)?);
@@ -457,17 +614,37 @@ fn class_status(dir: &ClassDir, output: OutputFormat) -> Result<ExitCode> {
             out!("{}", serde_json::to_string(r)?);
         }
     } else {
-        out!("{:<22} {:<16} {:<9} {:<10} LAST VERIFY", "STUDENT", "SUBNET", "NODES UP", "REACHABLE");
+        out!(
+            "{:<22} {:<16} {:<9} {:<10} LAST VERIFY",
+            "STUDENT",
+            "SUBNET",
+            "NODES UP",
+            "REACHABLE"
+        );
         for r in &rows {
-            let last = r.last_grade.as_ref().map(|g| format!("{} ({})", g.verdict(), g.graded_at)).unwrap_or_else(|| "never graded".into());
-            out!("{:<22} {:<16} {:<9} {:<10} {last}", r.student, r.subnet.as_deref().unwrap_or("down"), format!("{}/{}", r.up, r.nodes), format!("{}/{}", r.reachable, r.nodes));
+            let last = r
+                .last_grade
+                .as_ref()
+                .map(|g| format!("{} ({})", g.verdict(), g.graded_at))
+                .unwrap_or_else(|| "never graded".into());
+            out!(
+                "{:<22} {:<16} {:<9} {:<10} {last}",
+                r.student,
+                r.subnet.as_deref().unwrap_or("down"),
+                format!("{}/{}", r.up, r.nodes),
+                format!("{}/{}", r.reachable, r.nodes)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The students' labs that are up, with their inventories.
-fn up_labs(class: &Class, students: &[String], opts: &LabOptions) -> Result<Vec<(String, Inventory)>> {
+fn up_labs(
+    class: &Class,
+    students: &[String],
+    opts: &LabOptions,
+) -> Result<Vec<(String, Inventory)>> {
     let mut out = Vec::new();
     for s in class.select(students)? {
         if named::read_record(&opts.state_dir, &s)?.is_some() {
@@ -492,13 +669,26 @@ fn confirm(what: String, steps: Vec<String>, c: &super::day2::ConfirmArgs) -> Re
     Ok(true)
 }
 
-fn class_down(students: &[String], dir: &ClassDir, c: &super::day2::ConfirmArgs) -> Result<ExitCode> {
+fn class_down(
+    students: &[String],
+    dir: &ClassDir,
+    c: &super::day2::ConfirmArgs,
+) -> Result<ExitCode> {
     let class = Class::open(&dir.dir)?;
-    let opts = LabOptions { state_dir: dir.state.state_dir.clone(), ..LabOptions::default() };
+    let opts = LabOptions {
+        state_dir: dir.state.state_dir.clone(),
+        ..LabOptions::default()
+    };
     let labs = up_labs(&class, students, &opts)?;
     let steps: Vec<String> = labs
         .iter()
-        .map(|(s, inv)| format!("{s}: stop its {} machines, keep each one's files in {}/saved/, remove the lab", inv.nodes.len(), class.lab(s).dir.display()))
+        .map(|(s, inv)| {
+            format!(
+                "{s}: stop its {} machines, keep each one's files in {}/saved/, remove the lab",
+                inv.nodes.len(),
+                class.lab(s).dir.display()
+            )
+        })
         .collect();
     if !confirm(format!("take {} labs down", labs.len()), steps, c)? {
         return Ok(ExitCode::SUCCESS);
@@ -508,22 +698,39 @@ fn class_down(students: &[String], dir: &ClassDir, c: &super::day2::ConfirmArgs)
             .iter()
             .map(|(n, inv)| {
                 let (keep, opts) = (labs::saved_dir(&class.lab(n)), &opts);
-                (n.clone(), s.spawn(move || labs::down(inv, opts, Some(&keep))))
+                (
+                    n.clone(),
+                    s.spawn(move || labs::down(inv, opts, Some(&keep))),
+                )
             })
             .collect();
-        handles.into_iter().map(|(n, h)| (n, h.join().expect("a down thread panicked"))).collect()
+        handles
+            .into_iter()
+            .map(|(n, h)| (n, h.join().expect("a down thread panicked")))
+            .collect()
     });
     let mut failed = false;
     for (n, r) in results {
         match r {
-            Ok(kept) => out!("{n}: down; {} machines' files kept{}", kept.len(), kept.first().and_then(|k| k.parent()).map(|d| format!(" in {}", d.display())).unwrap_or_default()),
+            Ok(kept) => out!(
+                "{n}: down; {} machines' files kept{}",
+                kept.len(),
+                kept.first()
+                    .and_then(|k| k.parent())
+                    .map(|d| format!(" in {}", d.display()))
+                    .unwrap_or_default()
+            ),
             Err(e) => {
                 failed = true;
                 eprintln!("{n}: {e}");
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn class_reset(student: &str, dir: &ClassDir, c: &super::day2::ConfirmArgs) -> Result<ExitCode> {
@@ -533,10 +740,18 @@ fn class_reset(student: &str, dir: &ClassDir, c: &super::day2::ConfirmArgs) -> R
     let opts = class_options(&dir.state, &class);
     let to = class.file.to.as_deref().and_then(Phase::parse);
     let lab = class.lab(student);
-    let mut steps = vec![format!("{student}: stop the machines, keep each one's files in {}/saved/, remove them", lab.dir.display())];
-    steps.push(format!("{student}: boot fresh machines on the same addresses"));
+    let mut steps = vec![format!(
+        "{student}: stop the machines, keep each one's files in {}/saved/, remove them",
+        lab.dir.display()
+    )];
+    steps.push(format!(
+        "{student}: boot fresh machines on the same addresses"
+    ));
     if let Some(p) = to {
-        steps.push(format!("{student}: deploy up to {p} again with {}", lab.pki().display()));
+        steps.push(format!(
+            "{student}: deploy up to {p} again with {}",
+            lab.pki().display()
+        ));
     }
     if !confirm(format!("reset the lab of {student}"), steps, c)? {
         return Ok(ExitCode::SUCCESS);
@@ -548,7 +763,9 @@ fn class_reset(student: &str, dir: &ClassDir, c: &super::day2::ConfirmArgs) -> R
     }
     let (inv, booted) = labs::up(&base, &lab, &opts)?;
     if let Some(p) = to {
-        runtime()?.block_on(labs::checkpoint(&inv, &lab.pki(), p)).with_context(|| format!("deploying {student}'s lab up to {p}"))?;
+        runtime()?
+            .block_on(labs::checkpoint(&inv, &lab.pki(), p))
+            .with_context(|| format!("deploying {student}'s lab up to {p}"))?;
         out!("{student}: deployed up to {p}");
     }
     Ok(print_lab(&booted))
@@ -557,7 +774,10 @@ fn class_reset(student: &str, dir: &ClassDir, c: &super::day2::ConfirmArgs) -> R
 fn class_grade(students: &[String], dir: &ClassDir, output: OutputFormat) -> Result<ExitCode> {
     let class = Class::open(&dir.dir)?;
     let students = class.select(students)?;
-    let opts = LabOptions { state_dir: dir.state.state_dir.clone(), ..LabOptions::default() };
+    let opts = LabOptions {
+        state_dir: dir.state.state_dir.clone(),
+        ..LabOptions::default()
+    };
     let t = std::time::Instant::now();
     let grades = runtime()?.block_on(grade::grade(&class, &students, &opts, 32))?;
     match output {
@@ -573,16 +793,43 @@ fn class_grade(students: &[String], dir: &ClassDir, output: OutputFormat) -> Res
         }
         OutputFormat::Text => {}
     }
-    out!("{:<22} {:>6} {:>6} {:>6} {:>6}  FIRST FAILURE", "STUDENT", "PASS", "FAIL", "WARN", "SKIP");
+    out!(
+        "{:<22} {:>6} {:>6} {:>6} {:>6}  FIRST FAILURE",
+        "STUDENT",
+        "PASS",
+        "FAIL",
+        "WARN",
+        "SKIP"
+    );
     for g in &grades {
         let s = &g.summary;
         let first = match (&s.error, &s.first_failure) {
             (Some(e), _) => format!("not graded: {e}"),
             (None, None) => "-".to_string(),
-            (None, Some(f)) => format!("{} {}: {}{}", f.host, f.check, f.detail, f.hint.as_deref().map(|h| format!(" (hint: {h})")).unwrap_or_default()),
+            (None, Some(f)) => format!(
+                "{} {}: {}{}",
+                f.host,
+                f.check,
+                f.detail,
+                f.hint
+                    .as_deref()
+                    .map(|h| format!(" (hint: {h})"))
+                    .unwrap_or_default()
+            ),
         };
-        out!("{:<22} {:>6} {:>6} {:>6} {:>6}  {first}", s.student, s.passed, s.failed, s.warned, s.skipped);
+        out!(
+            "{:<22} {:>6} {:>6} {:>6} {:>6}  {first}",
+            s.student,
+            s.passed,
+            s.failed,
+            s.warned,
+            s.skipped
+        );
     }
-    eprintln!("graded {} labs in {:.1} s", grades.len(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "graded {} labs in {:.1} s",
+        grades.len(),
+        t.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }

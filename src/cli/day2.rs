@@ -27,7 +27,11 @@ pub struct ConfirmArgs {
 
 impl ConfirmArgs {
     pub(super) fn confirm(&self, force: bool) -> Confirm {
-        Confirm { dry_run: self.dry_run, yes: self.yes, force }
+        Confirm {
+            dry_run: self.dry_run,
+            yes: self.yes,
+            force,
+        }
     }
 }
 
@@ -168,40 +172,103 @@ pub(super) fn open(c: &ClusterArgs, command: &'static str) -> Result<Opened> {
 pub(super) fn open_at(path: PathBuf, c: &AccessArgs, command: &'static str) -> Result<Opened> {
     let inv = load_inventory(&path)?;
     let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
-    let output = if c.output == OutputFormat::Jsonl { OutputFormat::Jsonl } else { OutputFormat::Text };
+    let output = if c.output == OutputFormat::Jsonl {
+        OutputFormat::Jsonl
+    } else {
+        OutputFormat::Text
+    };
     let (events, run_log) = observe(command, output, &c.log, &path, &names)?;
     let access = access(&inv, c.accept_new_host_keys, run_log)?;
-    let Session { inv, connector, probe, .. } = Session::open(inv, &c.pki, PkiUse::AsItIs, access)?;
-    Ok(Opened { inv, events, connector, probe })
+    let Session {
+        inv,
+        connector,
+        probe,
+        ..
+    } = Session::open(inv, &c.pki, PkiUse::AsItIs, access)?;
+    Ok(Opened {
+        inv,
+        events,
+        connector,
+        probe,
+    })
 }
 
 pub(super) fn etcd(command: EtcdCommand) -> Result<ExitCode> {
     match command {
-        EtcdCommand::Snapshot { command: SnapshotCommand::Save { cluster, out, keep } } => {
+        EtcdCommand::Snapshot {
+            command: SnapshotCommand::Save { cluster, out, keep },
+        } => {
             let Opened { inv, probe, .. } = open(&cluster, "etcd-snapshot")?;
             let info = runtime()?.block_on(snapshot::save(&inv, probe.as_ref(), &out, keep))?;
             if cluster.access.output == OutputFormat::Json {
                 out!("{}", serde_json::to_string_pretty(&info)?);
             } else {
-                out!("{}: revision {}, {} bytes, sha256 {}, from {}", out.join(&info.file).display(), info.revision, info.size, info.sha256, info.from_member);
+                out!(
+                    "{}: revision {}, {} bytes, sha256 {}, from {}",
+                    out.join(&info.file).display(),
+                    info.revision,
+                    info.size,
+                    info.sha256,
+                    info.from_member
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        EtcdCommand::Snapshot { command: SnapshotCommand::List { inv, dir } } => {
+        EtcdCommand::Snapshot {
+            command: SnapshotCommand::List { inv, dir },
+        } => {
             let inv = load_inventory(&inv.path())?;
             let all = snapshot::list(&dir, &inv.cluster.name)?;
-            out!("{:<44} {:>10} {:>12}  {:<24} MEMBERS", "SNAPSHOT", "REVISION", "BYTES", "TAKEN");
+            out!(
+                "{:<44} {:>10} {:>12}  {:<24} MEMBERS",
+                "SNAPSHOT",
+                "REVISION",
+                "BYTES",
+                "TAKEN"
+            );
             for s in &all {
                 let members: Vec<&str> = s.members.iter().map(|(n, _)| n.as_str()).collect();
-                out!("{:<44} {:>10} {:>12}  {:<24} {}", s.file, s.revision, s.size, s.taken_at, members.join(","));
+                out!(
+                    "{:<44} {:>10} {:>12}  {:<24} {}",
+                    s.file,
+                    s.revision,
+                    s.size,
+                    s.taken_at,
+                    members.join(",")
+                );
             }
-            out!("{} snapshots of {} in {}", all.len(), inv.cluster.name, dir.display());
+            out!(
+                "{} snapshots of {} in {}",
+                all.len(),
+                inv.cluster.name,
+                dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
-        EtcdCommand::Restore { snapshot, cluster, confirm, etcd_timeout } => {
-            let Opened { inv, events, connector, probe } = open(&cluster, "etcd-restore")?;
-            let opts = day2::restore::RestoreOptions { confirm: confirm.confirm(false), etcd_timeout: Duration::from_secs(etcd_timeout) };
-            let report = runtime()?.block_on(day2::restore::restore(&inv, &snapshot, connector.as_ref(), probe.as_ref(), &opts, &events))?;
+        EtcdCommand::Restore {
+            snapshot,
+            cluster,
+            confirm,
+            etcd_timeout,
+        } => {
+            let Opened {
+                inv,
+                events,
+                connector,
+                probe,
+            } = open(&cluster, "etcd-restore")?;
+            let opts = day2::restore::RestoreOptions {
+                confirm: confirm.confirm(false),
+                etcd_timeout: Duration::from_secs(etcd_timeout),
+            };
+            let report = runtime()?.block_on(day2::restore::restore(
+                &inv,
+                &snapshot,
+                connector.as_ref(),
+                probe.as_ref(),
+                &opts,
+                &events,
+            ))?;
             if cluster.access.output == OutputFormat::Json {
                 out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -219,15 +286,39 @@ pub(super) fn etcd(command: EtcdCommand) -> Result<ExitCode> {
 }
 
 pub(super) fn node(command: NodeCommand) -> Result<ExitCode> {
-    let NodeCommand::Remove { name, cluster, confirm, force, phases, snapshot } = command;
-    let Opened { inv, events, connector, probe } = open(&cluster, "node-remove")?;
+    let NodeCommand::Remove {
+        name,
+        cluster,
+        confirm,
+        force,
+        phases,
+        snapshot,
+    } = command;
+    let Opened {
+        inv,
+        events,
+        connector,
+        probe,
+    } = open(&cluster, "node-remove")?;
     let deploy_opts = deploy::DeployOptions {
         snapshot_dir: (!snapshot.no_snapshot).then(|| snapshot.snapshot_dir.clone()),
         snapshot_keep: snapshot.keep_snapshots,
         ..deploy::DeployOptions::default()
     };
-    let opts = day2::node::RemoveOptions { confirm: confirm.confirm(force), phases: parse_phases(&phases)?, deploy: deploy_opts };
-    let report = runtime()?.block_on(day2::node::remove(&inv, &name, &cluster.access.pki, connector, probe, &opts, &events))?;
+    let opts = day2::node::RemoveOptions {
+        confirm: confirm.confirm(force),
+        phases: parse_phases(&phases)?,
+        deploy: deploy_opts,
+    };
+    let report = runtime()?.block_on(day2::node::remove(
+        &inv,
+        &name,
+        &cluster.access.pki,
+        connector,
+        probe,
+        &opts,
+        &events,
+    ))?;
     if cluster.access.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
@@ -243,32 +334,68 @@ pub(super) fn node(command: NodeCommand) -> Result<ExitCode> {
         }
     }
     if !report.dry_run {
-        out!("{name} is out of the cluster: remove it from {}", inv.source.display());
+        out!(
+            "{name} is out of the cluster: remove it from {}",
+            inv.source.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn reset(args: ResetArgs) -> Result<ExitCode> {
-    let Opened { inv, events, connector, probe } = open(&args.cluster, "reset")?;
+    let Opened {
+        inv,
+        events,
+        connector,
+        probe,
+    } = open(&args.cluster, "reset")?;
     let nodes: Vec<&crate::inventory::Node> = if args.all {
         inv.nodes.iter().collect()
     } else {
         args.nodes
             .iter()
-            .map(|n| inv.nodes.iter().find(|x| &x.name == n).with_context(|| format!("--node {n}: no such node in {}", inv.source.display())))
+            .map(|n| {
+                inv.nodes.iter().find(|x| &x.name == n).with_context(|| {
+                    format!("--node {n}: no such node in {}", inv.source.display())
+                })
+            })
             .collect::<Result<_>>()?
     };
-    runtime()?.block_on(day2::reset::refuse_running_members(&inv, &nodes, probe.as_ref(), args.all, args.force))?;
-    let opts = day2::reset::ResetOptions { confirm: args.confirm.confirm(args.force), purge: args.purge };
-    let report = runtime()?.block_on(day2::reset::reset(&inv, &nodes, connector.as_ref(), &opts, &events))?;
+    runtime()?.block_on(day2::reset::refuse_running_members(
+        &inv,
+        &nodes,
+        probe.as_ref(),
+        args.all,
+        args.force,
+    ))?;
+    let opts = day2::reset::ResetOptions {
+        confirm: args.confirm.confirm(args.force),
+        purge: args.purge,
+    };
+    let report = runtime()?.block_on(day2::reset::reset(
+        &inv,
+        &nodes,
+        connector.as_ref(),
+        &opts,
+        &events,
+    ))?;
     if args.cluster.access.output == OutputFormat::Json {
         out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
     print_steps(report.dry_run, &report.steps);
     for n in &report.nodes {
-        let data = n.data_dir.as_deref().map(|d| format!(", etcd data kept at {d}")).unwrap_or_default();
-        out!("{}: {} units stopped and disabled, {} files removed{data}", n.node, n.units_stopped.len(), n.files_removed);
+        let data = n
+            .data_dir
+            .as_deref()
+            .map(|d| format!(", etcd data kept at {d}"))
+            .unwrap_or_default();
+        out!(
+            "{}: {} units stopped and disabled, {} files removed{data}",
+            n.node,
+            n.units_stopped.len(),
+            n.files_removed
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

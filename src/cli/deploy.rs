@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::{InventoryArg, LogArg, OutputFormat, load_inventory, observe, policy, runtime, sudo_password};
+use super::{
+    InventoryArg, LogArg, OutputFormat, load_inventory, observe, policy, runtime, sudo_password,
+};
 use crate::components::Phase;
 use crate::session::{Access, PkiUse, Session};
 use crate::{deploy, pki, probe};
@@ -84,19 +86,43 @@ pub(super) fn parse_phases(phases: &[String]) -> Result<Vec<Phase>> {
         .map(|p| {
             Phase::parse(p.trim()).with_context(|| {
                 let names: Vec<&str> = Phase::ALL.iter().map(|p| p.name()).collect();
-                format!("--phases: unknown phase {p:?} (phases: {})", names.join(", "))
+                format!(
+                    "--phases: unknown phase {p:?} (phases: {})",
+                    names.join(", ")
+                )
             })
         })
         .collect()
 }
 
 /// How the nodes of `inv` are reached: the host-key policy, the run log, the sudo password.
-pub(super) fn access(inv: &crate::inventory::Inventory, accept_new_host_keys: bool, run_log: Option<Arc<crate::runlog::RunLog>>) -> Result<Access> {
-    Ok(Access { host_keys: policy(accept_new_host_keys), run_log, sudo_password: sudo_password(inv)? })
+pub(super) fn access(
+    inv: &crate::inventory::Inventory,
+    accept_new_host_keys: bool,
+    run_log: Option<Arc<crate::runlog::RunLog>>,
+) -> Result<Access> {
+    Ok(Access {
+        host_keys: policy(accept_new_host_keys),
+        run_log,
+        sudo_password: sudo_password(inv)?,
+    })
 }
 
 pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
-    let DeployArgs { inv, pki: dir, phases, dry_run, diff, parallel, accept_new_host_keys, etcd_timeout, api_timeout, output, log, snapshot } = args;
+    let DeployArgs {
+        inv,
+        pki: dir,
+        phases,
+        dry_run,
+        diff,
+        parallel,
+        accept_new_host_keys,
+        etcd_timeout,
+        api_timeout,
+        output,
+        log,
+        snapshot,
+    } = args;
     let inv_path = inv.path();
     let inv = load_inventory(&inv_path)?;
     let opts = deploy::DeployOptions {
@@ -132,8 +158,19 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         })
         .collect();
     let rendered = session.files(&opts.selected())?;
-    let admin_kubeconfig = rendered.local.iter().find(|f| f.path == "admin.kubeconfig").map(|f| f.contents.clone());
-    let mut report = runtime()?.block_on(deploy::deploy(inv, rendered, session.connector.clone(), session.probe.clone(), &opts, events))?;
+    let admin_kubeconfig = rendered
+        .local
+        .iter()
+        .find(|f| f.path == "admin.kubeconfig")
+        .map(|f| f.contents.clone());
+    let mut report = runtime()?.block_on(deploy::deploy(
+        inv,
+        rendered,
+        session.connector.clone(),
+        session.probe.clone(),
+        &opts,
+        events,
+    ))?;
     report.pki_changes = pki_changes;
     if let Some(l) = &run_log {
         eprintln!("log: {}", l.path().display());
@@ -160,7 +197,11 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
             // A host that could not be reached or read is not in the plan: say why here, not
             // only in the run log.
             for h in report.failed() {
-                eprintln!("{}: not planned: {}", h.node, h.error.as_deref().unwrap_or("?"));
+                eprintln!(
+                    "{}: not planned: {}",
+                    h.node,
+                    h.error.as_deref().unwrap_or("?")
+                );
             }
             out!("dry run: nothing was changed");
         } else {
@@ -179,19 +220,37 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if report.failed().is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.failed().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// After a deploy that brought up the API: the admin kubeconfig beside the PKI it comes from
 /// (the admin key is there already, 0600 in a 0700 directory), and what to type next.
-fn next_steps(inv_path: &std::path::Path, pki_dir: &std::path::Path, kubeconfig: Option<&[u8]>) -> Result<()> {
-    let Some(kubeconfig) = kubeconfig else { return Ok(()) };
+fn next_steps(
+    inv_path: &std::path::Path,
+    pki_dir: &std::path::Path,
+    kubeconfig: Option<&[u8]>,
+) -> Result<()> {
+    let Some(kubeconfig) = kubeconfig else {
+        return Ok(());
+    };
     let path = pki_dir.join("admin.kubeconfig");
-    pki::write_file(&path, kubeconfig, 0o600).with_context(|| format!("writing {}", path.display()))?;
+    pki::write_file(&path, kubeconfig, 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
     let abs = std::path::absolute(&path).unwrap_or(path);
-    out!("\nkubeconfig: {} (cluster admin, through the load balancer). Next:", abs.display());
+    out!(
+        "\nkubeconfig: {} (cluster admin, through the load balancer). Next:",
+        abs.display()
+    );
     out!("  export KUBECONFIG={}", abs.display());
     out!("  kubectl get nodes");
-    out!("  hardway verify -i {} --pki {}", inv_path.display(), pki_dir.display());
+    out!(
+        "  hardway verify -i {} --pki {}",
+        inv_path.display(),
+        pki_dir.display()
+    );
     Ok(())
 }

@@ -25,12 +25,17 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::events::{Events, JsonLines, ProgressLines, Sink};
-use crate::runlog::RunLog;
 use crate::remote::ssh::{HostKeyPolicy, SudoPassword};
+use crate::runlog::RunLog;
 use crate::{inventory, lab, pki, render};
 
 #[derive(Parser)]
-#[command(name = "hardway", version, about = "Bootstrap Kubernetes the hard way from one inventory file", args_override_self = true)]
+#[command(
+    name = "hardway",
+    version,
+    about = "Bootstrap Kubernetes the hard way from one inventory file",
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,7 +62,10 @@ pub(super) struct InventoryArg {
 
 impl InventoryArg {
     fn path(&self) -> PathBuf {
-        self.flag.clone().or_else(|| self.positional.clone()).unwrap_or_else(|| "inventory.toml".into())
+        self.flag
+            .clone()
+            .or_else(|| self.positional.clone())
+            .unwrap_or_else(|| "inventory.toml".into())
     }
 }
 
@@ -204,9 +212,16 @@ pub(super) enum OutputFormat {
 }
 
 /// The run log, and the sinks events go to for `output`.
-pub(super) fn observe(command: &'static str, output: OutputFormat, log: &LogArg, inventory: &Path, hosts: &[String]) -> Result<(Events, Option<Arc<RunLog>>)> {
+pub(super) fn observe(
+    command: &'static str,
+    output: OutputFormat,
+    log: &LogArg,
+    inventory: &Path,
+    hosts: &[String],
+) -> Result<(Events, Option<Arc<RunLog>>)> {
     let argv: Vec<String> = std::env::args().collect();
-    let run_log = RunLog::create(log.log_file.as_deref(), command, &argv).with_context(|| "creating the run log")?;
+    let run_log = RunLog::create(log.log_file.as_deref(), command, &argv)
+        .with_context(|| "creating the run log")?;
     if let Ok(text) = std::fs::read_to_string(inventory) {
         run_log.inventory(inventory, &text);
     }
@@ -214,9 +229,9 @@ pub(super) fn observe(command: &'static str, output: OutputFormat, log: &LogArg,
     let mut sinks: Vec<Arc<dyn Sink>> = vec![run_log.clone()];
     match output {
         OutputFormat::Jsonl => sinks.push(Arc::new(JsonLines)),
-        OutputFormat::Text if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
-            sinks.push(Arc::new(ProgressLines::new(hosts.iter().map(String::as_str))))
-        }
+        OutputFormat::Text if std::io::IsTerminal::is_terminal(&std::io::stderr()) => sinks.push(
+            Arc::new(ProgressLines::new(hosts.iter().map(String::as_str))),
+        ),
         _ => {}
     }
     Ok((Events::new(command, sinks), Some(run_log)))
@@ -253,14 +268,18 @@ fn man_pages(cmd: &clap::Command, dir: &std::path::Path) -> Result<usize> {
     let mut page = Vec::new();
     // Without clap's `help` subcommand: `--help` is on every page, and a page per `help X`
     // would only repeat the others.
-    clap_mangen::Man::new(cmd.clone().disable_help_subcommand(true)).render(&mut page).context("rendering a manual page")?;
+    clap_mangen::Man::new(cmd.clone().disable_help_subcommand(true))
+        .render(&mut page)
+        .context("rendering a manual page")?;
     std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
     let mut written = 1;
     for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
         // A subcommand's page is named after its whole path, as the parent's page refers to it.
         // (clap takes a name as &'static str without its `string` feature: a few dozen short
         // names, leaked once by a command that then exits.)
-        let full = sub.clone().name(&*Box::leak(format!("{name}-{}", sub.get_name()).into_boxed_str()));
+        let full = sub.clone().name(&*Box::leak(
+            format!("{name}-{}", sub.get_name()).into_boxed_str(),
+        ));
         written += man_pages(&full, dir)?;
     }
     Ok(written)
@@ -279,7 +298,11 @@ pub fn main() -> ExitCode {
 
 /// The runtime every async stage runs on: remote operations go to its blocking pool.
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 pub(super) fn load_inventory(path: &Path) -> Result<inventory::Inventory> {
@@ -310,7 +333,10 @@ pub(super) fn sudo_password(inv: &inventory::Inventory) -> Result<Option<SudoPas
 fn read_password(prompt: &str) -> std::io::Result<String> {
     use std::io::BufRead;
     use std::os::fd::AsRawFd;
-    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")?;
     let fd = tty.as_raw_fd();
     // SAFETY: termios is plain data; tcgetattr fills it for a valid terminal fd.
     let mut term: libc::termios = unsafe { std::mem::zeroed() };
@@ -333,12 +359,20 @@ fn read_password(prompt: &str) -> std::io::Result<String> {
 }
 
 fn parse_driver(s: &str) -> Result<inventory::LabDriver, String> {
-    let known: Vec<&str> = inventory::LabDriver::ALL.iter().map(|d| d.as_str()).collect();
-    inventory::LabDriver::parse(s).ok_or_else(|| format!("unknown driver {s:?} (known drivers: {})", known.join(", ")))
+    let known: Vec<&str> = inventory::LabDriver::ALL
+        .iter()
+        .map(|d| d.as_str())
+        .collect();
+    inventory::LabDriver::parse(s)
+        .ok_or_else(|| format!("unknown driver {s:?} (known drivers: {})", known.join(", ")))
 }
 
 pub(super) fn policy(accept_new: bool) -> HostKeyPolicy {
-    if accept_new { HostKeyPolicy::AcceptNew } else { HostKeyPolicy::Strict }
+    if accept_new {
+        HostKeyPolicy::AcceptNew
+    } else {
+        HostKeyPolicy::Strict
+    }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -357,27 +391,60 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pki { command: PkiCommand::Generate { inv, out, force } } => {
+        Command::Pki {
+            command: PkiCommand::Generate { inv, out, force },
+        } => {
             let inv = load_inventory(&inv.path())?;
-            let (_, report) = pki::generate(&inv, &out, pki::GenerateOptions { force, ..Default::default() })?;
+            let (_, report) = pki::generate(
+                &inv,
+                &out,
+                pki::GenerateOptions {
+                    force,
+                    ..Default::default()
+                },
+            )?;
             out!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pki { command: PkiCommand::Check { inv, pki: dir } } => {
+        Command::Pki {
+            command: PkiCommand::Check { inv, pki: dir },
+        } => {
             let inv = load_inventory(&inv.path())?;
             let rows = pki::check(&inv, &dir)?;
-            out!("{:<32} {:<62} {:<30} {:<18} {:>9}  STATUS", "CERTIFICATE", "SUBJECT", "ISSUER", "EXPIRES", "DAYS LEFT");
+            out!(
+                "{:<32} {:<62} {:<30} {:<18} {:>9}  STATUS",
+                "CERTIFICATE",
+                "SUBJECT",
+                "ISSUER",
+                "EXPIRES",
+                "DAYS LEFT"
+            );
             let mut bad = 0;
             for r in &rows {
-                let status = if r.problems.is_empty() { "ok".to_string() } else { r.problems.join("; ") };
+                let status = if r.problems.is_empty() {
+                    "ok".to_string()
+                } else {
+                    r.problems.join("; ")
+                };
                 bad += usize::from(!r.problems.is_empty());
-                out!("{:<32} {:<62} {:<30} {:<18} {:>9}  {status}", r.name, r.subject, r.issuer, r.not_after, r.days_left);
+                out!(
+                    "{:<32} {:<62} {:<30} {:<18} {:>9}  {status}",
+                    r.name,
+                    r.subject,
+                    r.issuer,
+                    r.not_after,
+                    r.days_left
+                );
                 if !r.sans.is_empty() {
                     out!("{:<32} SANs: {}", "", r.sans.join(", "));
                 }
             }
             out!("{} certificates, {bad} with problems", rows.len());
-            Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Deploy(args) => deploy::run(args),
         Command::Verify(args) => verify::run(args),
@@ -398,12 +465,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "hardway", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "hardway",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { dir: None } => {
             let cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).context("writing the manual page")?;
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .context("writing the manual page")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { dir: Some(dir) } => {
@@ -413,10 +487,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Class { command } => class::class(command),
-        Command::Lab { command: LabCommand::RenderLibvirt { inv, out, accel, images } } => {
+        Command::Lab {
+            command:
+                LabCommand::RenderLibvirt {
+                    inv,
+                    out,
+                    accel,
+                    images,
+                },
+        } => {
             let inv = load_inventory(&inv.path())?;
             let opts = lab::LabOptions::default();
-            let accel = if accel == "tcg" { lab::qemu::vm::Accel::Tcg } else { lab::qemu::vm::Accel::Kvm };
+            let accel = if accel == "tcg" {
+                lab::qemu::vm::Accel::Tcg
+            } else {
+                lab::qemu::vm::Accel::Kvm
+            };
             if images {
                 lab::qemu::prepare_images(&inv, &opts)?;
             }
@@ -435,7 +521,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     opts.driver = *driver;
                     (load_inventory(&inv.path())?, true)
                 }
-                LabCommand::Status { inv, .. } | LabCommand::Down { inv, .. } => (load_inventory(&inv.path())?, false),
+                LabCommand::Status { inv, .. } | LabCommand::Down { inv, .. } => {
+                    (load_inventory(&inv.path())?, false)
+                }
                 LabCommand::RenderLibvirt { .. } => unreachable!("handled above"),
                 LabCommand::Break(_) | LabCommand::Fix(_) => unreachable!("handled by class::lab"),
             };
@@ -448,7 +536,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 _ if up => lab::up(&inv, &opts)?,
                 _ => lab::status(&inv, &opts)?,
             };
-Ok(class::print_lab(&lab))
+            Ok(class::print_lab(&lab))
         }
         Command::Kubeconfig { inv, pki: dir, out } => {
             let inv = load_inventory(&inv.path())?;
@@ -457,7 +545,8 @@ Ok(class::print_lab(&lab))
             if out.as_os_str() == "-" {
                 let _ = write!(std::io::stdout(), "{text}");
             } else {
-                pki::write_file(&out, text.as_bytes(), 0o600).with_context(|| format!("writing {}", out.display()))?;
+                pki::write_file(&out, text.as_bytes(), 0o600)
+                    .with_context(|| format!("writing {}", out.display()))?;
                 out!("{}", out.display());
             }
             Ok(ExitCode::SUCCESS)
@@ -466,8 +555,14 @@ Ok(class::print_lab(&lab))
             let inv = load_inventory(&inv.path())?;
             let pki = pki::load(&inv, &dir)?;
             let rendered = render::render(&inv, &pki)?;
-            let n = rendered.write_to(&out).with_context(|| format!("writing {}", out.display()))?;
-            out!("rendered {n} files for {} hosts under {}", rendered.hosts.len(), out.display());
+            let n = rendered
+                .write_to(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            out!(
+                "rendered {n} files for {} hosts under {}",
+                rendered.hosts.len(),
+                out.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

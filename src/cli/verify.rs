@@ -50,24 +50,60 @@ pub struct VerifyArgs {
 }
 
 pub(super) fn run(args: VerifyArgs) -> Result<ExitCode> {
-    let VerifyArgs { inv, pki: dir, ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, accept_new_host_keys, output, log } = args;
+    let VerifyArgs {
+        inv,
+        pki: dir,
+        ca,
+        etcd_ca,
+        etcd_cert,
+        etcd_key,
+        admin_cert,
+        admin_key,
+        parallel,
+        accept_new_host_keys,
+        output,
+        log,
+    } = args;
     let inv_path = inv.path();
     let inv = load_inventory(&inv_path)?;
     // Another cluster's PKI would make every check of this one FAIL, each for the wrong reason.
     crate::pki::check_cluster(&inv, &dir)?;
-    let opts = verify::VerifyOptions { ca, etcd_ca, etcd_cert, etcd_key, admin_cert, admin_key, parallel, ..verify::VerifyOptions::new(dir) };
+    let opts = verify::VerifyOptions {
+        ca,
+        etcd_ca,
+        etcd_cert,
+        etcd_key,
+        admin_cert,
+        admin_key,
+        parallel,
+        ..verify::VerifyOptions::new(dir)
+    };
     let creds = verify::Credentials::load(&opts)?;
     let (probe, api_error) = creds.probe(&inv);
     let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
     let (events, run_log) = observe("verify", output, &log, &inv_path, &names)?;
-    let connector =
-        crate::session::connector(&inv, super::deploy::access(&inv, accept_new_host_keys, run_log)?);
-    let checks = runtime()?.block_on(verify::verify(&inv, creds, connector, Arc::new(probe), api_error, parallel, events));
+    let connector = crate::session::connector(
+        &inv,
+        super::deploy::access(&inv, accept_new_host_keys, run_log)?,
+    );
+    let checks = runtime()?.block_on(verify::verify(
+        &inv,
+        creds,
+        connector,
+        Arc::new(probe),
+        api_error,
+        parallel,
+        events,
+    ));
     match output {
         OutputFormat::Json => out!("{}", serde_json::to_string_pretty(&checks)?),
         OutputFormat::Jsonl => {}
         OutputFormat::Text => out!("{}", verify::format_report(&checks)),
     }
     let failed = checks.iter().any(|c| c.status == verify::Status::Fail);
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -60,7 +60,11 @@ pub enum Day2Error {
 pub(crate) type Session = (String, Box<dyn Remote>);
 
 /// A session to each of `nodes`, or which of them cannot be reached and why.
-pub(crate) fn connect_all(connector: &dyn Connector, nodes: &[&Node], why: &str) -> Result<Vec<Session>, Day2Error> {
+pub(crate) fn connect_all(
+    connector: &dyn Connector,
+    nodes: &[&Node],
+    why: &str,
+) -> Result<Vec<Session>, Day2Error> {
     let mut out = Vec::new();
     let mut failed = Vec::new();
     for n in nodes {
@@ -69,7 +73,14 @@ pub(crate) fn connect_all(connector: &dyn Connector, nodes: &[&Node], why: &str)
             Err(e) => failed.push(format!("{} ({e})", n.name)),
         }
     }
-    if failed.is_empty() { Ok(out) } else { Err(Day2Error::Unreachable { why: why.to_string(), nodes: failed }) }
+    if failed.is_empty() {
+        Ok(out)
+    } else {
+        Err(Day2Error::Unreachable {
+            why: why.to_string(),
+            nodes: failed,
+        })
+    }
 }
 
 /// The time stamp of names of things moved aside, as snapshots have it.

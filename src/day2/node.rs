@@ -60,21 +60,41 @@ pub async fn remove(
     opts: &RemoveOptions,
     events: &Events,
 ) -> Result<RemoveReport, Day2Error> {
-    let node: &Node = inv.nodes.iter().find(|n| n.name == name).ok_or_else(|| Day2Error::Refused {
-        reason: format!("{name} is not in {}: it lists how to reach the node, so it must still name it", inv.source.display()),
-    })?;
+    let node: &Node =
+        inv.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| Day2Error::Refused {
+                reason: format!(
+                    "{name} is not in {}: it lists how to reach the node, so it must still name it",
+                    inv.source.display()
+                ),
+            })?;
     let rest = without(inv, name);
     if inv.masters().count() == 1 && node.has(crate::inventory::Role::Master) {
-        return Err(Day2Error::Refused { reason: format!("{name} is the only master: use `hardway reset --all` to take the cluster down") });
+        return Err(Day2Error::Refused {
+            reason: format!(
+                "{name} is the only master: use `hardway reset --all` to take the cluster down"
+            ),
+        });
     }
     let plan = plan_removal(inv, node, probe.as_ref(), opts).await?;
     let steps: Vec<String> = plan.iter().map(|a| a.describe(inv, name)).collect();
-    let mut report = RemoveReport { dry_run: opts.confirm.dry_run, steps, etcd_member_removed: None, reset: false, deploy: None };
+    let mut report = RemoveReport {
+        dry_run: opts.confirm.dry_run,
+        steps,
+        etcd_member_removed: None,
+        reset: false,
+        deploy: None,
+    };
     if opts.confirm.dry_run {
         return Ok(report);
     }
     if !opts.confirm.yes {
-        return Err(Day2Error::NeedsYes { what: format!("remove {name} from the cluster"), steps: report.steps });
+        return Err(Day2Error::NeedsYes {
+            what: format!("remove {name} from the cluster"),
+            steps: report.steps,
+        });
     }
 
     // The same list the dry run printed, in its order.
@@ -84,7 +104,9 @@ pub async fn remove(
             Action::Snapshot { dir } => {
                 // Like every change to etcd's membership: a snapshot first (unless --no-snapshot).
                 let step = events.start(None, Some("remove"), "etcd snapshot");
-                match crate::snapshot::save(inv, probe.as_ref(), dir, opts.deploy.snapshot_keep).await {
+                match crate::snapshot::save(inv, probe.as_ref(), dir, opts.deploy.snapshot_keep)
+                    .await
+                {
                     Ok(info) => step.done(crate::events::Status::Changed, Some(info.file)),
                     // Without quorum there is no snapshot to take; --force has said it goes on.
                     Err(e) if opts.confirm.force => {
@@ -94,23 +116,38 @@ pub async fn remove(
                     Err(e) => return Err(e.into()),
                 }
             }
-            Action::MoveLeader { leader, to, to_name } => {
+            Action::MoveLeader {
+                leader,
+                to,
+                to_name,
+            } => {
                 let step = events.start(Some(name), Some("remove"), "hand etcd leadership over");
                 probe.etcd_move_leader(*leader, *to).await?;
                 // Until every member sees the new leader.
                 let members = inv.etcd_members();
                 let deadline = std::time::Instant::now() + Duration::from_secs(30);
                 loop {
-                    let now = probe::cluster_status(probe.as_ref(), &members, Duration::from_secs(3)).await;
-                    if now.iter().filter(|s| s.answered()).all(|s| s.leader == Some(*to)) {
+                    let now =
+                        probe::cluster_status(probe.as_ref(), &members, Duration::from_secs(3))
+                            .await;
+                    if now
+                        .iter()
+                        .filter(|s| s.answered())
+                        .all(|s| s.leader == Some(*to))
+                    {
                         break;
                     }
                     if std::time::Instant::now() >= deadline {
-                        return Err(Day2Error::Unhealthy { reason: format!("etcd did not follow {to_name} as leader within 30 s") });
+                        return Err(Day2Error::Unhealthy {
+                            reason: format!("etcd did not follow {to_name} as leader within 30 s"),
+                        });
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                step.done(crate::events::Status::Changed, Some(format!("{to_name} leads")));
+                step.done(
+                    crate::events::Status::Changed,
+                    Some(format!("{to_name} leads")),
+                );
             }
             Action::MemberRemove { via, id, .. } => {
                 let step = events.start(Some(name), Some("remove"), "etcd member remove");
@@ -120,21 +157,41 @@ pub async fn remove(
             }
             Action::Reset => {
                 // A node that cannot be reached any more is removed from the cluster all the same.
-                let reset_opts = ResetOptions { confirm: Confirm { yes: true, ..opts.confirm }, purge: false };
+                let reset_opts = ResetOptions {
+                    confirm: Confirm {
+                        yes: true,
+                        ..opts.confirm
+                    },
+                    purge: false,
+                };
                 match reset(inv, &[node], connector.as_ref(), &reset_opts, events).await {
                     Ok(_) => report.reset = true,
-                    Err(Day2Error::Unreachable { .. }) => report.steps.push(format!("{name} could not be reached: it was not reset")),
+                    Err(Day2Error::Unreachable { .. }) => report
+                        .steps
+                        .push(format!("{name} could not be reached: it was not reset")),
                     Err(e) => return Err(e),
                 }
             }
             Action::Deploy { phases } => {
                 // The rest of the cluster, without the node: re-issue what names it, then deploy.
-                let (pki, _) = crate::session::pki_of(&rest, pki_dir, crate::session::PkiUse::UpToDate { dry_run: false })?;
+                let (pki, _) = crate::session::pki_of(
+                    &rest,
+                    pki_dir,
+                    crate::session::PkiUse::UpToDate { dry_run: false },
+                )?;
                 let mut dopts = opts.deploy.clone();
                 dopts.phases = phases.clone();
                 // With the local binaries, as deploy places them: the same files, so nothing reverts.
                 let rendered = crate::session::files(&rest, &pki, &dopts.selected())?;
-                let deployed = deploy(&rest, rendered, connector.clone(), probe.clone(), &dopts, events.clone()).await?;
+                let deployed = deploy(
+                    &rest,
+                    rendered,
+                    connector.clone(),
+                    probe.clone(),
+                    &dopts,
+                    events.clone(),
+                )
+                .await?;
                 report.deploy = Some(deployed);
             }
         }
@@ -151,9 +208,17 @@ enum Action {
     /// An etcd snapshot into `dir` first.
     Snapshot { dir: std::path::PathBuf },
     /// The node leads etcd: hand leadership to `to` first.
-    MoveLeader { leader: std::net::IpAddr, to: u64, to_name: String },
+    MoveLeader {
+        leader: std::net::IpAddr,
+        to: u64,
+        to_name: String,
+    },
     /// etcd's member remove, through another member.
-    MemberRemove { via: std::net::IpAddr, via_name: String, id: u64 },
+    MemberRemove {
+        via: std::net::IpAddr,
+        via_name: String,
+        id: u64,
+    },
     /// The node is an etcd member in the inventory but not in etcd's list any more.
     NotAMember,
     /// The node reset: units stopped and disabled, hardway's files removed, etcd's data aside.
@@ -169,10 +234,16 @@ impl Action {
         match self {
             Action::Accept(risk) => format!("--force: going on although {risk}"),
             Action::Snapshot { dir } => format!("etcd: a snapshot into {} first", dir.display()),
-            Action::MoveLeader { to_name, .. } => format!("etcd: {name} leads; hand leadership to {to_name} first"),
-            Action::MemberRemove { via_name, id, .. } => format!("etcd: member remove {name} ({id:x}), through {via_name}"),
+            Action::MoveLeader { to_name, .. } => {
+                format!("etcd: {name} leads; hand leadership to {to_name} first")
+            }
+            Action::MemberRemove { via_name, id, .. } => {
+                format!("etcd: member remove {name} ({id:x}), through {via_name}")
+            }
             Action::NotAMember => format!("etcd: {name} is not a member any more"),
-            Action::Reset => format!("reset {name}: stop and disable hardway's units, remove hardway's files, move etcd's data aside"),
+            Action::Reset => format!(
+                "reset {name}: stop and disable hardway's units, remove hardway's files, move etcd's data aside"
+            ),
             Action::Deploy { phases } => {
                 let phases: Vec<&str> = phases.iter().map(|p| p.name()).collect();
                 format!(
@@ -188,31 +259,48 @@ impl Action {
 /// The removal of `node`, as a list of actions: for an etcd member, whether the rest keeps
 /// quorum (refused otherwise unless `--force`), a snapshot, a leadership hand-over if it
 /// leads, and its member removal; then its reset and the deploy of the rest.
-async fn plan_removal(inv: &Inventory, node: &Node, probe: &dyn Probe, opts: &RemoveOptions) -> Result<Vec<Action>, Day2Error> {
+async fn plan_removal(
+    inv: &Inventory,
+    node: &Node,
+    probe: &dyn Probe,
+    opts: &RemoveOptions,
+) -> Result<Vec<Action>, Day2Error> {
     let name = node.name.as_str();
     let mut plan = Vec::new();
     if inv.is_etcd_member(node) {
         let members = inv.etcd_members();
         let statuses = probe::cluster_status(probe, &members, Duration::from_secs(3)).await;
-        let others: Vec<&probe::MemberStatus> = statuses.iter().filter(|s| s.name != name).collect();
-        let healthy_others = others.iter().filter(|s| s.answered() && s.errors.is_empty()).count();
+        let others: Vec<&probe::MemberStatus> =
+            statuses.iter().filter(|s| s.name != name).collect();
+        let healthy_others = others
+            .iter()
+            .filter(|s| s.answered() && s.errors.is_empty())
+            .count();
         let left = members.len() - 1;
         let quorum = crate::etcd::quorum(left);
         let via = others.iter().find(|s| s.answered());
         let mut risks = Vec::new();
         if left == 0 {
-            risks.push(format!("{name} is the last etcd member: removing it ends the cluster's data"));
+            risks.push(format!(
+                "{name} is the last etcd member: removing it ends the cluster's data"
+            ));
         } else if healthy_others < quorum {
             risks.push(format!(
                 "after removing {name}, {healthy_others} of the {left} members left are healthy, and they need {quorum} for quorum: the cluster would stop"
             ));
         }
         if !risks.is_empty() && !opts.confirm.force {
-            return Err(Day2Error::Refused { reason: format!("{} (--force removes it anyway)", risks.join("; ")) });
+            return Err(Day2Error::Refused {
+                reason: format!("{} (--force removes it anyway)", risks.join("; ")),
+            });
         }
         plan.extend(risks.into_iter().map(Action::Accept));
-        let via = via.ok_or_else(|| Day2Error::Unhealthy { reason: "no other etcd member answers: nothing to remove the member through".into() })?;
-        let (list, _) = probe.etcd_membership(via.address, Duration::from_secs(5)).await?;
+        let via = via.ok_or_else(|| Day2Error::Unhealthy {
+            reason: "no other etcd member answers: nothing to remove the member through".into(),
+        })?;
+        let (list, _) = probe
+            .etcd_membership(via.address, Duration::from_secs(5))
+            .await?;
         match list.iter().find(|m| m.name == name) {
             Some(m) => {
                 if let Some(dir) = &opts.deploy.snapshot_dir {
@@ -221,19 +309,33 @@ async fn plan_removal(inv: &Inventory, node: &Node, probe: &dyn Probe, opts: &Re
                 // A leader that is removed steps down and the rest elect another: writes stall
                 // meanwhile. Handing leadership over first keeps that to one round trip.
                 let this = statuses.iter().find(|s| s.name == name);
-                if let Some(this) = this.filter(|s| s.member_id.is_some() && s.member_id == s.leader) {
-                    let to = others.iter().find(|s| s.answered() && s.errors.is_empty() && s.member_id.is_some());
+                if let Some(this) =
+                    this.filter(|s| s.member_id.is_some() && s.member_id == s.leader)
+                {
+                    let to = others
+                        .iter()
+                        .find(|s| s.answered() && s.errors.is_empty() && s.member_id.is_some());
                     if let Some(to) = to {
-                        plan.push(Action::MoveLeader { leader: this.address, to: to.member_id.expect("checked"), to_name: to.name.clone() });
+                        plan.push(Action::MoveLeader {
+                            leader: this.address,
+                            to: to.member_id.expect("checked"),
+                            to_name: to.name.clone(),
+                        });
                     }
                 }
-                plan.push(Action::MemberRemove { via: via.address, via_name: via.name.clone(), id: m.id });
+                plan.push(Action::MemberRemove {
+                    via: via.address,
+                    via_name: via.name.clone(),
+                    id: m.id,
+                });
             }
             None => plan.push(Action::NotAMember),
         }
     }
     plan.push(Action::Reset);
-    plan.push(Action::Deploy { phases: opts.phases.clone() });
+    plan.push(Action::Deploy {
+        phases: opts.phases.clone(),
+    });
     plan.push(Action::EditInventory);
     Ok(plan)
 }

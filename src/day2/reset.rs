@@ -41,19 +41,36 @@ pub struct ResetOptions {
 /// The units whose unit files hardway placed on the node (only those: a distribution's own
 /// haproxy or etcd unit is not hardway's to stop).
 fn placed_units(placed: &[String]) -> Vec<String> {
-    placed.iter().filter_map(|p| p.strip_prefix("/etc/systemd/system/")?.strip_suffix(".service")).map(str::to_string).collect()
+    placed
+        .iter()
+        .filter_map(|p| {
+            p.strip_prefix("/etc/systemd/system/")?
+                .strip_suffix(".service")
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// Refuses to reset etcd members that still run as members of the cluster, unless the whole
 /// cluster goes (`all`) or `force`: an etcd member leaves with `hardway node remove`, not with
 /// a reset that the others would see as a dead member.
-pub async fn refuse_running_members(inv: &Inventory, nodes: &[&Node], probe: &dyn Probe, all: bool, force: bool) -> Result<(), Day2Error> {
+pub async fn refuse_running_members(
+    inv: &Inventory,
+    nodes: &[&Node],
+    probe: &dyn Probe,
+    all: bool,
+    force: bool,
+) -> Result<(), Day2Error> {
     let members: Vec<&&Node> = nodes.iter().filter(|n| inv.is_etcd_member(n)).collect();
     if all || force || members.is_empty() {
         return Ok(());
     }
     let statuses = probe::cluster_status(probe, &inv.etcd_members(), Duration::from_secs(3)).await;
-    let running: Vec<&str> = statuses.iter().filter(|s| s.answered() && members.iter().any(|m| m.name == s.name)).map(|s| s.name.as_str()).collect();
+    let running: Vec<&str> = statuses
+        .iter()
+        .filter(|s| s.answered() && members.iter().any(|m| m.name == s.name))
+        .map(|s| s.name.as_str())
+        .collect();
     if running.is_empty() {
         return Ok(());
     }
@@ -65,20 +82,39 @@ pub async fn refuse_running_members(inv: &Inventory, nodes: &[&Node], probe: &dy
     })
 }
 
-pub async fn reset(inv: &Inventory, nodes: &[&Node], connector: &dyn Connector, opts: &ResetOptions, events: &Events) -> Result<ResetReport, Day2Error> {
+pub async fn reset(
+    inv: &Inventory,
+    nodes: &[&Node],
+    connector: &dyn Connector,
+    opts: &ResetOptions,
+    events: &Events,
+) -> Result<ResetReport, Day2Error> {
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-    let data = if opts.purge { format!("delete {ETCD_DATA_DIR}") } else { format!("move {ETCD_DATA_DIR} aside (kept)") };
+    let data = if opts.purge {
+        format!("delete {ETCD_DATA_DIR}")
+    } else {
+        format!("move {ETCD_DATA_DIR} aside (kept)")
+    };
     let steps = vec![
         format!("on {}: stop and disable hardway's units", names.join(", ")),
-        format!("remove every file hardway placed (the list in {PLACED}), and the cluster's block from /etc/hosts"),
+        format!(
+            "remove every file hardway placed (the list in {PLACED}), and the cluster's block from /etc/hosts"
+        ),
         format!("{data}; systemctl daemon-reload"),
     ];
-    let mut report = ResetReport { dry_run: opts.confirm.dry_run, steps, nodes: vec![] };
+    let mut report = ResetReport {
+        dry_run: opts.confirm.dry_run,
+        steps,
+        nodes: vec![],
+    };
     if opts.confirm.dry_run {
         return Ok(report);
     }
     if !opts.confirm.yes {
-        return Err(Day2Error::NeedsYes { what: format!("reset {}", names.join(", ")), steps: report.steps });
+        return Err(Day2Error::NeedsYes {
+            what: format!("reset {}", names.join(", ")),
+            steps: report.steps,
+        });
     }
     let remotes = connect_all(connector, nodes, "reset works on reachable nodes only")?;
     let at = stamp();
@@ -86,7 +122,11 @@ pub async fn reset(inv: &Inventory, nodes: &[&Node], connector: &dyn Connector, 
         let step = events.start(Some(name), Some("reset"), "reset");
         let placed = r.placed_files()?;
         let units = placed_units(&placed);
-        r.systemctl(&UnitOps { stop: units.clone(), disable: units.clone(), ..UnitOps::default() })?;
+        r.systemctl(&UnitOps {
+            stop: units.clone(),
+            disable: units.clone(),
+            ..UnitOps::default()
+        })?;
         // Only where hardway ran etcd: another etcd's data is not hardway's.
         let data_dir = match (units.iter().any(|u| u == "etcd"), opts.purge) {
             (false, _) => None,
@@ -101,9 +141,24 @@ pub async fn reset(inv: &Inventory, nodes: &[&Node], connector: &dyn Connector, 
         remove.insert(VERSION_CACHE.to_string());
         r.remove_paths(&remove.into_iter().collect::<Vec<_>>())?;
         r.remove_hosts_block(&inv.cluster.name, "/etc/hosts")?;
-        r.systemctl(&UnitOps { daemon_reload: true, ..UnitOps::default() })?;
-        let done = NodeReset { node: name.clone(), units_stopped: units, files_removed: placed.len(), data_dir };
-        step.done(if placed.is_empty() { Status::Ok } else { Status::Changed }, Some(format!("{} files removed", done.files_removed)));
+        r.systemctl(&UnitOps {
+            daemon_reload: true,
+            ..UnitOps::default()
+        })?;
+        let done = NodeReset {
+            node: name.clone(),
+            units_stopped: units,
+            files_removed: placed.len(),
+            data_dir,
+        };
+        step.done(
+            if placed.is_empty() {
+                Status::Ok
+            } else {
+                Status::Changed
+            },
+            Some(format!("{} files removed", done.files_removed)),
+        );
         report.nodes.push(done);
     }
     Ok(report)

@@ -59,13 +59,32 @@ pub async fn restore(
     let members: Vec<&Node> = inv.etcd_members();
     let masters: Vec<&Node> = inv.masters().collect();
     let Some(checker) = members.first().map(|m| m.name.clone()) else {
-        return Err(Day2Error::Refused { reason: format!("{} has no etcd member to restore onto", inv.source.display()) });
+        return Err(Day2Error::Refused {
+            reason: format!(
+                "{} has no etcd member to restore onto",
+                inv.source.display()
+            ),
+        });
     };
     let at = stamp();
     let token = format!("{}-etcd-restore-{at}", inv.cluster.name);
-    let peer = |n: &Node| format!("https://{}:{}", host_for_url(n.address), Port::EtcdPeer.number(inv));
-    let initial: Vec<String> = members.iter().map(|m| format!("{}={}", m.name, peer(m))).collect();
-    let names = |ns: &[&Node]| ns.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ");
+    let peer = |n: &Node| {
+        format!(
+            "https://{}:{}",
+            host_for_url(n.address),
+            Port::EtcdPeer.number(inv)
+        )
+    };
+    let initial: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}={}", m.name, peer(m)))
+        .collect();
+    let names = |ns: &[&Node]| {
+        ns.iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let copy = format!("{UPLOAD_DIR}/restore-{at}.db");
     let steps = vec![
         format!("check {} against its record: cluster {}, revision {}, SHA-256 {}", snapshot.display(), info.cluster, info.revision, info.sha256),
@@ -77,19 +96,47 @@ pub async fn restore(
         "start kube-apiserver again where it ran".to_string(),
         "if a member's restore fails: put every data dir back, start etcd and the API servers that ran, and say so".to_string(),
     ];
-    let mut report = RestoreReport { steps, dry_run: opts.confirm.dry_run, moved_aside: vec![], members: vec![] };
+    let mut report = RestoreReport {
+        steps,
+        dry_run: opts.confirm.dry_run,
+        moved_aside: vec![],
+        members: vec![],
+    };
     if opts.confirm.dry_run {
         return Ok(report);
     }
     if !opts.confirm.yes {
-        return Err(Day2Error::NeedsYes { what: "replace etcd's data on every member with the snapshot".into(), steps: report.steps });
+        return Err(Day2Error::NeedsYes {
+            what: "replace etcd's data on every member with the snapshot".into(),
+            steps: report.steps,
+        });
     }
 
     // Every member must be reachable: a member left out would keep its old data and cluster.
-    let nodes: Vec<&Node> = inv.nodes.iter().filter(|n| members.iter().any(|m| m.name == n.name) || n.has(crate::inventory::Role::Master)).collect();
-    let remotes = connect_all(connector, &nodes, "restore needs every etcd member and master of the inventory (to restore onto fewer members, remove the others from the inventory)")?;
-    let remote = |name: &str| remotes.iter().find(|(n, _)| n == name).map(|(_, r)| r.as_ref()).expect("connected above");
-    let api = ComponentId::KubeApiserver.get().unit.expect("a unit").to_string();
+    let nodes: Vec<&Node> = inv
+        .nodes
+        .iter()
+        .filter(|n| {
+            members.iter().any(|m| m.name == n.name) || n.has(crate::inventory::Role::Master)
+        })
+        .collect();
+    let remotes = connect_all(
+        connector,
+        &nodes,
+        "restore needs every etcd member and master of the inventory (to restore onto fewer members, remove the others from the inventory)",
+    )?;
+    let remote = |name: &str| {
+        remotes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.as_ref())
+            .expect("connected above")
+    };
+    let api = ComponentId::KubeApiserver
+        .get()
+        .unit
+        .expect("a unit")
+        .to_string();
     let etcd = ComponentId::Etcd.get().unit.expect("a unit").to_string();
     let remove_copies = || {
         for m in &members {
@@ -98,12 +145,27 @@ pub async fn restore(
     };
 
     // The snapshot on every member, and checked by etcd's own tool on one, before anything stops.
-    let step = events.start(Some(&checker), Some("restore"), "copy the snapshot to every member and check it with etcdutl");
+    let step = events.start(
+        Some(&checker),
+        Some("restore"),
+        "copy the snapshot to every member and check it with etcdutl",
+    );
     for m in &members {
-        if let Err(e) = remote(&m.name).install_files(&[Upload { path: &copy, mode: 0o600, contents: &bytes, metadata_only: false }]) {
+        if let Err(e) = remote(&m.name).install_files(&[Upload {
+            path: &copy,
+            mode: 0o600,
+            contents: &bytes,
+            metadata_only: false,
+        }]) {
             remove_copies();
             step.done(Status::Failed, Some(e.to_string()));
-            return Err(Day2Error::Refused { reason: format!("copying {} to {}: {e}; nothing was stopped", snapshot.display(), m.name) });
+            return Err(Day2Error::Refused {
+                reason: format!(
+                    "copying {} to {}: {e}; nothing was stopped",
+                    snapshot.display(),
+                    m.name
+                ),
+            });
         }
     }
     match remote(&checker).snapshot_status(&copy, &inv.binaries.remote_dir) {
@@ -112,13 +174,21 @@ pub async fn restore(
             remove_copies();
             step.done(Status::Failed, Some(why.clone()));
             return Err(Day2Error::Refused {
-                reason: format!("{} is not an etcd snapshot etcd can restore: `etcdutl snapshot status` on {checker} says: {why}; nothing was stopped", snapshot.display()),
+                reason: format!(
+                    "{} is not an etcd snapshot etcd can restore: `etcdutl snapshot status` on {checker} says: {why}; nothing was stopped",
+                    snapshot.display()
+                ),
             });
         }
         Err(e) => {
             remove_copies();
             step.done(Status::Failed, Some(e.to_string()));
-            return Err(Day2Error::Refused { reason: format!("checking {} on {checker}: {e}; nothing was stopped", snapshot.display()) });
+            return Err(Day2Error::Refused {
+                reason: format!(
+                    "checking {} on {checker}: {e}; nothing was stopped",
+                    snapshot.display()
+                ),
+            });
         }
     }
 
@@ -126,24 +196,50 @@ pub async fn restore(
     let mut stopped = Stopped::default();
     let stopping = (|| -> Result<(), RemoteError> {
         for m in &masters {
-            if remote(&m.name).unit_states(std::slice::from_ref(&api))?.get(&api).is_some_and(|s| s == "active") {
+            if remote(&m.name)
+                .unit_states(std::slice::from_ref(&api))?
+                .get(&api)
+                .is_some_and(|s| s == "active")
+            {
                 stopped.api.push(m.name.clone());
             }
-            remote(&m.name).systemctl(&UnitOps { stop: vec![api.clone()], ..UnitOps::default() })?;
+            remote(&m.name).systemctl(&UnitOps {
+                stop: vec![api.clone()],
+                ..UnitOps::default()
+            })?;
         }
         for m in &members {
-            if remote(&m.name).unit_states(std::slice::from_ref(&etcd))?.get(&etcd).is_some_and(|s| s == "active") {
+            if remote(&m.name)
+                .unit_states(std::slice::from_ref(&etcd))?
+                .get(&etcd)
+                .is_some_and(|s| s == "active")
+            {
                 stopped.etcd.push(m.name.clone());
             }
-            remote(&m.name).systemctl(&UnitOps { stop: vec![etcd.clone()], ..UnitOps::default() })?;
+            remote(&m.name).systemctl(&UnitOps {
+                stop: vec![etcd.clone()],
+                ..UnitOps::default()
+            })?;
         }
         Ok(())
     })();
     if let Err(e) = stopping {
         step.done(Status::Failed, Some(e.to_string()));
-        let back = put_back(inv, &remotes, probe, &members, &stopped, (&[], &[]), &at, opts.etcd_timeout).await;
+        let back = put_back(
+            inv,
+            &remotes,
+            probe,
+            &members,
+            &stopped,
+            (&[], &[]),
+            &at,
+            opts.etcd_timeout,
+        )
+        .await;
         remove_copies();
-        return Err(Day2Error::Restore(format!("stopping the cluster for the restore failed: {e}. {back}")));
+        return Err(Day2Error::Restore(format!(
+            "stopping the cluster for the restore failed: {e}. {back}"
+        )));
     }
     step.done(Status::Changed, None);
 
@@ -166,10 +262,28 @@ pub async fn restore(
         })();
         if let Err(e) = restored {
             step.done(Status::Failed, Some(e.to_string()));
-            let touched: Vec<String> = members.iter().take_while(|x| x.name != m.name).map(|x| x.name.clone()).chain([m.name.clone()]).collect();
-            let back = put_back(inv, &remotes, probe, &members, &stopped, (&touched, &report.moved_aside), &at, opts.etcd_timeout).await;
+            let touched: Vec<String> = members
+                .iter()
+                .take_while(|x| x.name != m.name)
+                .map(|x| x.name.clone())
+                .chain([m.name.clone()])
+                .collect();
+            let back = put_back(
+                inv,
+                &remotes,
+                probe,
+                &members,
+                &stopped,
+                (&touched, &report.moved_aside),
+                &at,
+                opts.etcd_timeout,
+            )
+            .await;
             remove_copies();
-            return Err(Day2Error::Restore(format!("restoring the snapshot on {} failed: {e}. {back}", m.name)));
+            return Err(Day2Error::Restore(format!(
+                "restoring the snapshot on {} failed: {e}. {back}",
+                m.name
+            )));
         }
         step.done(Status::Changed, None);
     }
@@ -178,28 +292,47 @@ pub async fn restore(
         remote(&m.name).remove_paths(&[copy.clone(), ETCD_JOIN_ENV.to_string()])?;
     }
 
-    let step = events.start(None, Some("restore"), "start etcd on every member, wait for one leader");
+    let step = events.start(
+        None,
+        Some("restore"),
+        "start etcd on every member, wait for one leader",
+    );
     for m in &members {
-        remote(&m.name).systemctl(&UnitOps { start: vec![etcd.clone()], no_block: true, ..UnitOps::default() })?;
+        remote(&m.name).systemctl(&UnitOps {
+            start: vec![etcd.clone()],
+            no_block: true,
+            ..UnitOps::default()
+        })?;
     }
     let (ok, statuses) = probe::wait_healthy(probe, &members, opts.etcd_timeout).await;
     report.members = statuses;
     if !ok {
         step.done(Status::Failed, None);
         let why: Vec<String> = report.members.iter().map(probe::describe).collect();
-        let aside: Vec<String> = report.moved_aside.iter().map(|(n, a)| format!("{n}: {a}")).collect();
+        let aside: Vec<String> = report
+            .moved_aside
+            .iter()
+            .map(|(n, a)| format!("{n}: {a}"))
+            .collect();
         return Err(Day2Error::Unhealthy {
             reason: format!(
                 "etcd did not become healthy after the restore: {}. The members run with the restored data; their data from before is kept ({}); kube-apiserver stays stopped on {}",
                 why.join("; "),
                 aside.join(", "),
-                if stopped.api.is_empty() { "no master (none ran)".to_string() } else { stopped.api.join(", ") }
+                if stopped.api.is_empty() {
+                    "no master (none ran)".to_string()
+                } else {
+                    stopped.api.join(", ")
+                }
             ),
         });
     }
     step.done(Status::Ok, None);
     for name in &stopped.api {
-        remote(name).systemctl(&UnitOps { start: vec![api.clone()], ..UnitOps::default() })?;
+        remote(name).systemctl(&UnitOps {
+            start: vec![api.clone()],
+            ..UnitOps::default()
+        })?;
     }
     Ok(report)
 }
@@ -226,54 +359,95 @@ async fn put_back(
     at: &str,
     timeout: Duration,
 ) -> String {
-    let remote = |name: &str| remotes.iter().find(|(n, _)| n == name).map(|(_, r)| r.as_ref()).expect("connected");
+    let remote = |name: &str| {
+        remotes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.as_ref())
+            .expect("connected")
+    };
     let etcd = ComponentId::Etcd.get().unit.expect("a unit").to_string();
-    let api = ComponentId::KubeApiserver.get().unit.expect("a unit").to_string();
+    let api = ComponentId::KubeApiserver
+        .get()
+        .unit
+        .expect("a unit")
+        .to_string();
     let mut problems = Vec::new();
     let mut back = Vec::new();
     for name in touched {
         let r = remote(name);
         let aside = moved_aside.iter().find(|(n, _)| n == name).map(|(_, a)| a);
-        let undone = r.move_aside(ETCD_DATA_DIR, &format!("failed-restore-{at}")).and_then(|_| match aside {
-            Some(a) => r.move_back(a, ETCD_DATA_DIR),
-            None => Ok(()),
-        });
+        let undone = r
+            .move_aside(ETCD_DATA_DIR, &format!("failed-restore-{at}"))
+            .and_then(|_| match aside {
+                Some(a) => r.move_back(a, ETCD_DATA_DIR),
+                None => Ok(()),
+            });
         match (undone, aside) {
             (Ok(()), Some(_)) => back.push(name.clone()),
             (Ok(()), None) => {}
             (Err(e), Some(a)) => problems.push(format!("{name}: its data dir stays at {a} ({e})")),
-            (Err(e), None) => problems.push(format!("{name}: what the restore began stays at {ETCD_DATA_DIR} ({e})")),
+            (Err(e), None) => problems.push(format!(
+                "{name}: what the restore began stays at {ETCD_DATA_DIR} ({e})"
+            )),
         }
     }
     let mut started = Vec::new();
     for name in &stopped.etcd {
-        match remote(name).systemctl(&UnitOps { start: vec![etcd.clone()], no_block: true, ..UnitOps::default() }) {
+        match remote(name).systemctl(&UnitOps {
+            start: vec![etcd.clone()],
+            no_block: true,
+            ..UnitOps::default()
+        }) {
             Ok(()) => started.push(name.clone()),
             Err(e) => problems.push(format!("{name}: etcd does not start ({e})")),
         }
     }
-    let ran: Vec<&Node> = members.iter().copied().filter(|m| stopped.etcd.contains(&m.name)).collect();
+    let ran: Vec<&Node> = members
+        .iter()
+        .copied()
+        .filter(|m| stopped.etcd.contains(&m.name))
+        .collect();
     let healthy = if ran.is_empty() {
         true
     } else {
         let (ok, statuses) = probe::wait_healthy(probe, &ran, timeout).await;
         if !ok {
-            problems.push(format!("etcd is not healthy again: {}", statuses.iter().map(probe::describe).collect::<Vec<_>>().join("; ")));
+            problems.push(format!(
+                "etcd is not healthy again: {}",
+                statuses
+                    .iter()
+                    .map(probe::describe)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
         }
         ok
     };
     let mut api_started = Vec::new();
     if healthy {
         for name in &stopped.api {
-            match remote(name).systemctl(&UnitOps { start: vec![api.clone()], ..UnitOps::default() }) {
+            match remote(name).systemctl(&UnitOps {
+                start: vec![api.clone()],
+                ..UnitOps::default()
+            }) {
                 Ok(()) => api_started.push(name.clone()),
                 Err(e) => problems.push(format!("{name}: kube-apiserver does not start ({e})")),
             }
         }
     } else if !stopped.api.is_empty() {
-        problems.push(format!("kube-apiserver stays stopped on {}", stopped.api.join(", ")));
+        problems.push(format!(
+            "kube-apiserver stays stopped on {}",
+            stopped.api.join(", ")
+        ));
     }
-    let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
     let did = format!(
         "What it stopped is put back: the data dirs of {} moved back to {ETCD_DATA_DIR}, etcd started again on {}, kube-apiserver started again on {}",
         list(&back),
@@ -281,8 +455,14 @@ async fn put_back(
         list(&api_started)
     );
     if problems.is_empty() {
-        format!("{did}: the cluster is as it was before the restore (cluster {})", inv.cluster.name)
+        format!(
+            "{did}: the cluster is as it was before the restore (cluster {})",
+            inv.cluster.name
+        )
     } else {
-        format!("{did}; but: {}. The cluster is NOT as it was before the restore", problems.join("; "))
+        format!(
+            "{did}; but: {}. The cluster is NOT as it was before the restore",
+            problems.join("; ")
+        )
     }
 }

@@ -15,13 +15,25 @@ pub const ADMIN_KUBECONFIG: &str = "/etc/kubernetes/admin.kubeconfig";
 
 /// `kubectl get secrets --all-namespaces -o json | kubectl replace -f -` on the first master:
 /// every Secret stored again, encrypted with the key that now comes first. The number rewritten.
-pub fn rewrite(inv: &Inventory, connector: &dyn Connector, events: &Events) -> Result<usize, Day2Error> {
+pub fn rewrite(
+    inv: &Inventory,
+    connector: &dyn Connector,
+    events: &Events,
+) -> Result<usize, Day2Error> {
     let Some(m) = inv.masters().next() else {
-        return Err(Day2Error::Refused { reason: "the inventory has no master to rewrite the Secrets on".into() });
+        return Err(Day2Error::Refused {
+            reason: "the inventory has no master to rewrite the Secrets on".into(),
+        });
     };
-    let step = events.start(Some(&m.name), Some("rotate"), "rewrite every Secret with the new key");
+    let step = events.start(
+        Some(&m.name),
+        Some("rotate"),
+        "rewrite every Secret with the new key",
+    );
     let kubectl = ComponentId::Kubectl.get().binary_path(inv);
-    let done = connector.connect(m).and_then(|r| r.rewrite_secrets(&kubectl, ADMIN_KUBECONFIG));
+    let done = connector
+        .connect(m)
+        .and_then(|r| r.rewrite_secrets(&kubectl, ADMIN_KUBECONFIG));
     match &done {
         Ok(n) => step.done(Status::Changed, Some(format!("{n} Secrets"))),
         Err(e) => step.done(Status::Failed, Some(e.to_string())),

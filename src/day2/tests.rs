@@ -17,14 +17,31 @@ use crate::testing::{Fixture, block_on};
 
 pub(crate) fn deployed(phases: &[Phase]) -> Fixture {
     let f = Fixture::new();
-    let o = DeployOptions { phases: phases.to_vec(), etcd_timeout: Duration::from_secs(2), api_timeout: Duration::from_secs(2), ..DeployOptions::default() };
+    let o = DeployOptions {
+        phases: phases.to_vec(),
+        etcd_timeout: Duration::from_secs(2),
+        api_timeout: Duration::from_secs(2),
+        ..DeployOptions::default()
+    };
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
-    let r = block_on(deploy(&f.inv, f.rendered(), c, p, &o, Events::none("deploy"))).unwrap();
+    let r = block_on(deploy(
+        &f.inv,
+        f.rendered(),
+        c,
+        p,
+        &o,
+        Events::none("deploy"),
+    ))
+    .unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
     f
 }
 
-const YES: Confirm = Confirm { dry_run: false, yes: true, force: false };
+const YES: Confirm = Confirm {
+    dry_run: false,
+    yes: true,
+    force: false,
+};
 
 #[test]
 fn restore_stops_everything_moves_the_data_aside_and_brings_every_member_back() {
@@ -32,33 +49,95 @@ fn restore_stops_everything_moves_the_data_aside_and_brings_every_member_back() 
     let snaps = f.dir.path().join("snapshots");
     let info = block_on(snapshot::save(&f.inv, f.fake.as_ref(), &snaps, None)).unwrap();
     let db = snaps.join(&info.file);
-    let opts = RestoreOptions { confirm: Confirm::default(), etcd_timeout: Duration::from_secs(2) };
+    let opts = RestoreOptions {
+        confirm: Confirm::default(),
+        etcd_timeout: Duration::from_secs(2),
+    };
     // Without --yes: the plan, and nothing done.
     f.fake.clear_events();
-    let err = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap_err();
+    let err = block_on(restore(
+        &f.inv,
+        &db,
+        f.fake.as_ref(),
+        f.fake.as_ref(),
+        &opts,
+        &Events::none("t"),
+    ))
+    .unwrap_err();
     assert!(matches!(err, Day2Error::NeedsYes { .. }), "{err}");
     assert!(f.fake.events().is_empty());
-    let opts = RestoreOptions { confirm: YES, ..opts };
-    let r = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap();
+    let opts = RestoreOptions {
+        confirm: YES,
+        ..opts
+    };
+    let r = block_on(restore(
+        &f.inv,
+        &db,
+        f.fake.as_ref(),
+        f.fake.as_ref(),
+        &opts,
+        &Events::none("t"),
+    ))
+    .unwrap();
     assert_eq!(r.moved_aside.len(), 3);
     assert!(crate::probe::healthy(&r.members));
-    let events: Vec<String> = f.fake.events().into_iter().map(|e| format!("{}: {}", e.node, e.what)).collect();
-    let pos = |what: &str| events.iter().position(|e| e == what).unwrap_or_else(|| panic!("no {what:?} in {events:#?}"));
+    let events: Vec<String> = f
+        .fake
+        .events()
+        .into_iter()
+        .map(|e| format!("{}: {}", e.node, e.what))
+        .collect();
+    let pos = |what: &str| {
+        events
+            .iter()
+            .position(|e| e == what)
+            .unwrap_or_else(|| panic!("no {what:?} in {events:#?}"))
+    };
     // API servers stop before etcd, every member is restored before any starts, the API
     // servers start after etcd.
     assert!(pos("m1: stop kube-apiserver") < pos("m1: stop etcd"));
-    assert!(pos("m3: stop etcd") < pos(&format!("m1: move {ETCD_DATA_DIR} to {}", r.moved_aside[0].1)));
-    let last_restore = events.iter().rposition(|e| e.contains(": restore etcd into")).unwrap();
-    assert!(last_restore < pos("m1: start etcd") && pos("m3: start etcd") < pos("m1: start kube-apiserver"));
+    assert!(
+        pos("m3: stop etcd")
+            < pos(&format!(
+                "m1: move {ETCD_DATA_DIR} to {}",
+                r.moved_aside[0].1
+            ))
+    );
+    let last_restore = events
+        .iter()
+        .rposition(|e| e.contains(": restore etcd into"))
+        .unwrap();
+    assert!(
+        last_restore < pos("m1: start etcd")
+            && pos("m3: start etcd") < pos("m1: start kube-apiserver")
+    );
     for m in ["m1", "m2", "m3"] {
         let n = f.fake.node(m);
-        assert!(n.files.keys().any(|p| p.starts_with(&format!("{ETCD_DATA_DIR}.before-restore-"))), "{m}: the old data is not kept");
-        assert!(!n.files.keys().any(|p| p.starts_with("/var/lib/hardway/restore-")), "{m}: the uploaded copy is left");
+        assert!(
+            n.files
+                .keys()
+                .any(|p| p.starts_with(&format!("{ETCD_DATA_DIR}.before-restore-"))),
+            "{m}: the old data is not kept"
+        );
+        assert!(
+            !n.files
+                .keys()
+                .any(|p| p.starts_with("/var/lib/hardway/restore-")),
+            "{m}: the uploaded copy is left"
+        );
     }
     // A snapshot that does not match its record is refused before anything is touched.
     std::fs::write(&db, b"tampered").unwrap();
     f.fake.clear_events();
-    let err = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap_err();
+    let err = block_on(restore(
+        &f.inv,
+        &db,
+        f.fake.as_ref(),
+        f.fake.as_ref(),
+        &opts,
+        &Events::none("t"),
+    ))
+    .unwrap_err();
     assert!(err.to_string().contains("SHA-256"), "{err}");
     assert!(f.fake.events().is_empty());
 }
@@ -66,26 +145,96 @@ fn restore_stops_everything_moves_the_data_aside_and_brings_every_member_back() 
 #[test]
 fn reset_takes_off_what_hardway_placed_keeps_etcd_data_and_a_second_reset_does_nothing() {
     let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb]);
-    f.fake.node("m1").files.insert("/etc/precious.conf".into(), crate::remote::fake::FakeFile { contents: b"mine".to_vec(), mode: 0o644, owner: "root:root".into() });
+    f.fake.node("m1").files.insert(
+        "/etc/precious.conf".into(),
+        crate::remote::fake::FakeFile {
+            contents: b"mine".to_vec(),
+            mode: 0o644,
+            owner: "root:root".into(),
+        },
+    );
     let nodes: Vec<&crate::inventory::Node> = f.inv.nodes.iter().collect();
-    let opts = ResetOptions { confirm: YES, purge: false };
-    let r = block_on(reset(&f.inv, &nodes, f.fake.as_ref(), &opts, &Events::none("t"))).unwrap();
+    let opts = ResetOptions {
+        confirm: YES,
+        purge: false,
+    };
+    let r = block_on(reset(
+        &f.inv,
+        &nodes,
+        f.fake.as_ref(),
+        &opts,
+        &Events::none("t"),
+    ))
+    .unwrap();
     for n in &r.nodes {
         let node = f.fake.node(&n.node);
-        let left: Vec<&String> = node.files.keys().filter(|p| !p.starts_with(ETCD_DATA_DIR) && *p != "/etc/hosts" && *p != "/etc/precious.conf").collect();
+        let left: Vec<&String> = node
+            .files
+            .keys()
+            .filter(|p| {
+                !p.starts_with(ETCD_DATA_DIR) && *p != "/etc/hosts" && *p != "/etc/precious.conf"
+            })
+            .collect();
         assert!(left.is_empty(), "{}: left {left:?}", n.node);
-        assert!(node.units.values().all(|u| !u.active && !u.enabled), "{}: {:?}", n.node, node.units);
-        assert!(!String::from_utf8_lossy(&node.files.get("/etc/hosts").map(|f| f.contents.clone()).unwrap_or_default()).contains("hardway"));
+        assert!(
+            node.units.values().all(|u| !u.active && !u.enabled),
+            "{}: {:?}",
+            n.node,
+            node.units
+        );
+        assert!(
+            !String::from_utf8_lossy(
+                &node
+                    .files
+                    .get("/etc/hosts")
+                    .map(|f| f.contents.clone())
+                    .unwrap_or_default()
+            )
+            .contains("hardway")
+        );
     }
-    assert!(f.fake.node("m1").files.contains_key("/etc/precious.conf"), "reset removed a file hardway did not place");
-    assert!(r.nodes.iter().find(|n| n.node == "m1").unwrap().data_dir.as_deref().is_some_and(|d| d.starts_with(&format!("{ETCD_DATA_DIR}.reset-"))));
-    let again = block_on(reset(&f.inv, &nodes, f.fake.as_ref(), &opts, &Events::none("t"))).unwrap();
-    assert!(again.nodes.iter().all(|n| n.files_removed == 0 && n.units_stopped.is_empty() && n.data_dir.is_none()), "{:?}", again.nodes);
+    assert!(
+        f.fake.node("m1").files.contains_key("/etc/precious.conf"),
+        "reset removed a file hardway did not place"
+    );
+    assert!(
+        r.nodes
+            .iter()
+            .find(|n| n.node == "m1")
+            .unwrap()
+            .data_dir
+            .as_deref()
+            .is_some_and(|d| d.starts_with(&format!("{ETCD_DATA_DIR}.reset-")))
+    );
+    let again = block_on(reset(
+        &f.inv,
+        &nodes,
+        f.fake.as_ref(),
+        &opts,
+        &Events::none("t"),
+    ))
+    .unwrap();
+    assert!(
+        again
+            .nodes
+            .iter()
+            .all(|n| n.files_removed == 0 && n.units_stopped.is_empty() && n.data_dir.is_none()),
+        "{:?}",
+        again.nodes
+    );
 }
 
 fn remove_opts(confirm: Confirm) -> RemoveOptions {
-    let deploy = DeployOptions { etcd_timeout: Duration::from_secs(2), api_timeout: Duration::from_secs(2), ..DeployOptions::default() };
-    RemoveOptions { confirm, phases: vec![Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane], deploy }
+    let deploy = DeployOptions {
+        etcd_timeout: Duration::from_secs(2),
+        api_timeout: Duration::from_secs(2),
+        ..DeployOptions::default()
+    };
+    RemoveOptions {
+        confirm,
+        phases: vec![Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane],
+        deploy,
+    }
 }
 
 #[test]
@@ -93,26 +242,77 @@ fn the_first_master_can_be_removed_and_the_rest_is_deployed_without_it() {
     let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
     f.fake.clear_events();
-    let r = block_on(remove(&f.inv, "m1", &f.pki_dir(), c, p, &remove_opts(YES), &Events::none("t"))).unwrap();
+    let r = block_on(remove(
+        &f.inv,
+        "m1",
+        &f.pki_dir(),
+        c,
+        p,
+        &remove_opts(YES),
+        &Events::none("t"),
+    ))
+    .unwrap();
     assert_eq!(r.etcd_member_removed.as_deref(), Some("m1"));
     assert!(r.reset);
     // m1 led: leadership went to m2 before m1 left, so the cluster never had to elect one.
-    assert!(r.steps.iter().any(|s| s == "etcd: m1 leads; hand leadership to m2 first"), "{:?}", r.steps);
-    let etcd: Vec<String> = f.fake.events().into_iter().filter(|e| e.node == "etcd").map(|e| format!("etcd: {}", e.what)).collect();
-    let pos = |what: &str| etcd.iter().position(|e| e == what).unwrap_or_else(|| panic!("no {what:?} in {etcd:?}"));
+    assert!(
+        r.steps
+            .iter()
+            .any(|s| s == "etcd: m1 leads; hand leadership to m2 first"),
+        "{:?}",
+        r.steps
+    );
+    let etcd: Vec<String> = f
+        .fake
+        .events()
+        .into_iter()
+        .filter(|e| e.node == "etcd")
+        .map(|e| format!("etcd: {}", e.what))
+        .collect();
+    let pos = |what: &str| {
+        etcd.iter()
+            .position(|e| e == what)
+            .unwrap_or_else(|| panic!("no {what:?} in {etcd:?}"))
+    };
     assert!(pos("etcd: move leader to m2") < pos("etcd: member remove m1"));
     let d = r.deploy.unwrap();
     assert!(d.failed().is_empty(), "{}", d.table());
     let mut members: Vec<String> = f.fake.members().into_iter().map(|m| m.name).collect();
     members.sort();
     assert_eq!(members, ["m2", "m3"]);
-    let haproxy = String::from_utf8(f.fake.node("lb").files["/etc/haproxy/haproxy.cfg"].contents.clone()).unwrap();
-    assert!(!haproxy.contains("server m1 ") && haproxy.contains("server m2 "), "{haproxy}");
-    let api = String::from_utf8(f.fake.node("m2").files["/etc/systemd/system/kube-apiserver.service"].contents.clone()).unwrap();
-    assert!(!api.contains("10.0.0.11:2379") && api.contains("10.0.0.12:2379"), "{api}");
+    let haproxy = String::from_utf8(
+        f.fake.node("lb").files["/etc/haproxy/haproxy.cfg"]
+            .contents
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        !haproxy.contains("server m1 ") && haproxy.contains("server m2 "),
+        "{haproxy}"
+    );
+    let api = String::from_utf8(
+        f.fake.node("m2").files["/etc/systemd/system/kube-apiserver.service"]
+            .contents
+            .clone(),
+    )
+    .unwrap();
+    assert!(
+        !api.contains("10.0.0.11:2379") && api.contains("10.0.0.12:2379"),
+        "{api}"
+    );
     // The API servers restarted one at a time for their new --etcd-servers.
-    assert_eq!(f.fake.events_like("restart kube-apiserver"), ["m2: restart kube-apiserver", "m3: restart kube-apiserver"]);
-    assert!(f.fake.node("m1").files.keys().all(|p| p.starts_with(ETCD_DATA_DIR) || p == "/etc/hosts"), "m1 was not reset");
+    assert_eq!(
+        f.fake.events_like("restart kube-apiserver"),
+        ["m2: restart kube-apiserver", "m3: restart kube-apiserver"]
+    );
+    assert!(
+        f.fake
+            .node("m1")
+            .files
+            .keys()
+            .all(|p| p.starts_with(ETCD_DATA_DIR) || p == "/etc/hosts"),
+        "m1 was not reset"
+    );
 }
 
 #[test]
@@ -121,27 +321,90 @@ fn removing_a_member_that_would_cost_quorum_is_refused_with_the_reason() {
     f.fake.node("m3").units.get_mut("etcd").unwrap().active = false;
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
     f.fake.clear_events();
-    let err = block_on(remove(&f.inv, "m2", &f.pki_dir(), c.clone(), p.clone(), &remove_opts(YES), &Events::none("t"))).unwrap_err();
-    assert!(err.to_string().contains("after removing m2, 1 of the 2 members left are healthy, and they need 2 for quorum"), "{err}");
+    let err = block_on(remove(
+        &f.inv,
+        "m2",
+        &f.pki_dir(),
+        c.clone(),
+        p.clone(),
+        &remove_opts(YES),
+        &Events::none("t"),
+    ))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "after removing m2, 1 of the 2 members left are healthy, and they need 2 for quorum"
+        ),
+        "{err}"
+    );
     assert!(f.fake.events().is_empty(), "{:?}", f.fake.events());
     // The member that is down can go: the two left are healthy.
-    let dry = Confirm { dry_run: true, ..YES };
-    let r = block_on(remove(&f.inv, "m3", &f.pki_dir(), c, p, &remove_opts(dry), &Events::none("t"))).unwrap();
-    assert!(r.steps.iter().any(|s| s.starts_with("etcd: member remove m3")), "{:?}", r.steps);
+    let dry = Confirm {
+        dry_run: true,
+        ..YES
+    };
+    let r = block_on(remove(
+        &f.inv,
+        "m3",
+        &f.pki_dir(),
+        c,
+        p,
+        &remove_opts(dry),
+        &Events::none("t"),
+    ))
+    .unwrap();
+    assert!(
+        r.steps
+            .iter()
+            .any(|s| s.starts_with("etcd: member remove m3")),
+        "{:?}",
+        r.steps
+    );
 }
 
 #[test]
 fn resetting_a_running_member_alone_is_refused_but_the_whole_cluster_or_force_is_not() {
     let f = deployed(&[Phase::Etcd]);
     let m2: Vec<&crate::inventory::Node> = f.inv.nodes.iter().filter(|n| n.name == "m2").collect();
-    let err = block_on(super::reset::refuse_running_members(&f.inv, &m2, f.fake.as_ref(), false, false)).unwrap_err();
-    assert!(err.to_string().contains("m2 still run") && err.to_string().contains("node remove"), "{err}");
-    block_on(super::reset::refuse_running_members(&f.inv, &m2, f.fake.as_ref(), false, true)).unwrap();
+    let err = block_on(super::reset::refuse_running_members(
+        &f.inv,
+        &m2,
+        f.fake.as_ref(),
+        false,
+        false,
+    ))
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("m2 still run") && err.to_string().contains("node remove"),
+        "{err}"
+    );
+    block_on(super::reset::refuse_running_members(
+        &f.inv,
+        &m2,
+        f.fake.as_ref(),
+        false,
+        true,
+    ))
+    .unwrap();
     let all: Vec<&crate::inventory::Node> = f.inv.nodes.iter().collect();
-    block_on(super::reset::refuse_running_members(&f.inv, &all, f.fake.as_ref(), true, false)).unwrap();
+    block_on(super::reset::refuse_running_members(
+        &f.inv,
+        &all,
+        f.fake.as_ref(),
+        true,
+        false,
+    ))
+    .unwrap();
     // A member that is already down is no member to take out first.
     f.fake.node("m2").units.get_mut("etcd").unwrap().active = false;
-    block_on(super::reset::refuse_running_members(&f.inv, &m2, f.fake.as_ref(), false, false)).unwrap();
+    block_on(super::reset::refuse_running_members(
+        &f.inv,
+        &m2,
+        f.fake.as_ref(),
+        false,
+        false,
+    ))
+    .unwrap();
 }
 
 /// A file with a matching record that is not an etcd snapshot is refused by the check on one
@@ -153,20 +416,53 @@ fn restore_checks_the_snapshot_on_a_node_before_it_stops_anything() {
     let info = block_on(snapshot::save(&f.inv, f.fake.as_ref(), &snaps, None)).unwrap();
     let db = snaps.join(&info.file);
     // Random bytes, recorded with their own SHA-256: the record matches, the file is no snapshot.
-    let junk: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let junk: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     std::fs::write(&db, &junk).unwrap();
     let mut rec = info.clone();
     rec.sha256 = crate::digest::sha256_hex(&junk);
-    std::fs::write(db.with_extension("json"), serde_json::to_string(&rec).unwrap()).unwrap();
+    std::fs::write(
+        db.with_extension("json"),
+        serde_json::to_string(&rec).unwrap(),
+    )
+    .unwrap();
     f.fake.clear_events();
-    let opts = RestoreOptions { confirm: YES, etcd_timeout: Duration::from_secs(2) };
-    let err = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap_err().to_string();
-    assert!(err.contains("not an etcd snapshot") && err.contains("nothing was stopped"), "{err}");
-    assert!(f.fake.events_like("stop").is_empty(), "{:?}", f.fake.events_like("stop"));
+    let opts = RestoreOptions {
+        confirm: YES,
+        etcd_timeout: Duration::from_secs(2),
+    };
+    let err = block_on(restore(
+        &f.inv,
+        &db,
+        f.fake.as_ref(),
+        f.fake.as_ref(),
+        &opts,
+        &Events::none("t"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("not an etcd snapshot") && err.contains("nothing was stopped"),
+        "{err}"
+    );
+    assert!(
+        f.fake.events_like("stop").is_empty(),
+        "{:?}",
+        f.fake.events_like("stop")
+    );
     for m in ["m1", "m2", "m3"] {
         let n = f.fake.node(m);
-        assert!(n.unit_active("etcd") && n.unit_active("kube-apiserver"), "{m}");
-        assert!(!n.files.keys().any(|p| p.starts_with("/var/lib/hardway/restore-")), "{m}: the uploaded copy is left");
+        assert!(
+            n.unit_active("etcd") && n.unit_active("kube-apiserver"),
+            "{m}"
+        );
+        assert!(
+            !n.files
+                .keys()
+                .any(|p| p.starts_with("/var/lib/hardway/restore-")),
+            "{m}: the uploaded copy is left"
+        );
     }
 }
 
@@ -177,12 +473,37 @@ fn restore_refuses_another_clusters_snapshot() {
     let snaps = f.dir.path().join("snapshots");
     let info = block_on(snapshot::save(&f.inv, f.fake.as_ref(), &snaps, None)).unwrap();
     let db = snaps.join(&info.file);
-    let rec = SnapshotInfoLike { cluster: "prod".into(), ..info.clone() };
-    std::fs::write(db.with_extension("json"), serde_json::to_string(&rec).unwrap()).unwrap();
+    let rec = SnapshotInfoLike {
+        cluster: "prod".into(),
+        ..info.clone()
+    };
+    std::fs::write(
+        db.with_extension("json"),
+        serde_json::to_string(&rec).unwrap(),
+    )
+    .unwrap();
     f.fake.clear_events();
-    for confirm in [Confirm { dry_run: true, ..Confirm::default() }, YES] {
-        let opts = RestoreOptions { confirm, etcd_timeout: Duration::from_secs(2) };
-        let err = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap_err().to_string();
+    for confirm in [
+        Confirm {
+            dry_run: true,
+            ..Confirm::default()
+        },
+        YES,
+    ] {
+        let opts = RestoreOptions {
+            confirm,
+            etcd_timeout: Duration::from_secs(2),
+        };
+        let err = block_on(restore(
+            &f.inv,
+            &db,
+            f.fake.as_ref(),
+            f.fake.as_ref(),
+            &opts,
+            &Events::none("t"),
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("\"prod\"") && err.contains("\"t\""), "{err}");
     }
     assert!(f.fake.events().is_empty());
@@ -199,36 +520,128 @@ fn a_restore_that_fails_after_stopping_puts_everything_back_and_says_so() {
     let info = block_on(snapshot::save(&f.inv, f.fake.as_ref(), &snaps, None)).unwrap();
     let db = snaps.join(&info.file);
     f.fake.node("m2").restore_error = Some("etcdutl: no space left on device".into());
-    let opts = RestoreOptions { confirm: YES, etcd_timeout: Duration::from_secs(2) };
-    let err = block_on(restore(&f.inv, &db, f.fake.as_ref(), f.fake.as_ref(), &opts, &Events::none("t"))).unwrap_err().to_string();
-    assert!(err.contains("m2") && err.contains("no space left on device"), "{err}");
-    assert!(err.contains("put back") && err.contains("as it was before the restore"), "{err}");
+    let opts = RestoreOptions {
+        confirm: YES,
+        etcd_timeout: Duration::from_secs(2),
+    };
+    let err = block_on(restore(
+        &f.inv,
+        &db,
+        f.fake.as_ref(),
+        f.fake.as_ref(),
+        &opts,
+        &Events::none("t"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("m2") && err.contains("no space left on device"),
+        "{err}"
+    );
+    assert!(
+        err.contains("put back") && err.contains("as it was before the restore"),
+        "{err}"
+    );
     for m in ["m1", "m2", "m3"] {
         let n = f.fake.node(m);
-        assert!(n.unit_active("etcd") && n.unit_active("kube-apiserver"), "{m}: {:?}", n.units);
-        assert_eq!(n.files.get(&format!("{ETCD_DATA_DIR}/member/snap/db")).map(|f| f.contents.as_slice()), Some(&b"keyspace"[..]), "{m}: its data is not back");
+        assert!(
+            n.unit_active("etcd") && n.unit_active("kube-apiserver"),
+            "{m}: {:?}",
+            n.units
+        );
+        assert_eq!(
+            n.files
+                .get(&format!("{ETCD_DATA_DIR}/member/snap/db"))
+                .map(|f| f.contents.as_slice()),
+            Some(&b"keyspace"[..]),
+            "{m}: its data is not back"
+        );
     }
-    assert!(crate::probe::healthy(&block_on(crate::probe::cluster_status(f.fake.as_ref(), &f.inv.etcd_members(), Duration::from_secs(1)))));
+    assert!(crate::probe::healthy(&block_on(
+        crate::probe::cluster_status(
+            f.fake.as_ref(),
+            &f.inv.etcd_members(),
+            Duration::from_secs(1)
+        )
+    )));
     // What the failed restore began on m2 is kept aside, not deleted.
-    assert!(f.fake.node("m2").dirs.iter().any(|d| d.starts_with(&format!("{ETCD_DATA_DIR}.failed-restore-"))), "{:?}", f.fake.node("m2").dirs);
+    assert!(
+        f.fake
+            .node("m2")
+            .dirs
+            .iter()
+            .any(|d| d.starts_with(&format!("{ETCD_DATA_DIR}.failed-restore-"))),
+        "{:?}",
+        f.fake.node("m2").dirs
+    );
 }
 
 #[test]
 fn a_removals_dry_run_lists_exactly_what_the_real_run_then_does() {
     let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
-    let mut opts = remove_opts(Confirm { dry_run: true, yes: false, force: false });
+    let mut opts = remove_opts(Confirm {
+        dry_run: true,
+        yes: false,
+        force: false,
+    });
     opts.deploy.snapshot_dir = Some(f.dir.path().join("snapshots"));
-    let planned = block_on(remove(&f.inv, "m1", &f.pki_dir(), c.clone(), p.clone(), &opts, &Events::none("t"))).unwrap();
+    let planned = block_on(remove(
+        &f.inv,
+        "m1",
+        &f.pki_dir(),
+        c.clone(),
+        p.clone(),
+        &opts,
+        &Events::none("t"),
+    ))
+    .unwrap();
     assert!(planned.dry_run && planned.etcd_member_removed.is_none() && !planned.reset);
     opts.confirm = YES;
-    let done = block_on(remove(&f.inv, "m1", &f.pki_dir(), c, p, &opts, &Events::none("t"))).unwrap();
+    let done = block_on(remove(
+        &f.inv,
+        "m1",
+        &f.pki_dir(),
+        c,
+        p,
+        &opts,
+        &Events::none("t"),
+    ))
+    .unwrap();
     // The same list, in the same order: one plan both printed and carried out.
     assert_eq!(done.steps, planned.steps);
     let events: Vec<String> = f.fake.events().into_iter().map(|e| e.what).collect();
-    let at = |what: &str| events.iter().position(|e| e.starts_with(what)).unwrap_or_else(|| panic!("no {what:?} in {events:?}"));
-    assert!(at("snapshot") < at("move leader") && at("move leader") < at("member remove m1"), "{events:?}");
-    let order = ["etcd: a snapshot into", "etcd: m1 leads", "etcd: member remove m1", "reset m1", "deploy the rest", "then remove m1"];
-    let positions: Vec<usize> = order.iter().map(|o| planned.steps.iter().position(|s| s.starts_with(o)).unwrap_or_else(|| panic!("no {o:?} in {:?}", planned.steps))).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{:?}", planned.steps);
+    let at = |what: &str| {
+        events
+            .iter()
+            .position(|e| e.starts_with(what))
+            .unwrap_or_else(|| panic!("no {what:?} in {events:?}"))
+    };
+    assert!(
+        at("snapshot") < at("move leader") && at("move leader") < at("member remove m1"),
+        "{events:?}"
+    );
+    let order = [
+        "etcd: a snapshot into",
+        "etcd: m1 leads",
+        "etcd: member remove m1",
+        "reset m1",
+        "deploy the rest",
+        "then remove m1",
+    ];
+    let positions: Vec<usize> = order
+        .iter()
+        .map(|o| {
+            planned
+                .steps
+                .iter()
+                .position(|s| s.starts_with(o))
+                .unwrap_or_else(|| panic!("no {o:?} in {:?}", planned.steps))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "{:?}",
+        planned.steps
+    );
 }

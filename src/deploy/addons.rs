@@ -17,13 +17,26 @@ const KUBECONFIG: &str = "/etc/kubernetes/admin.kubeconfig";
 /// The image tarballs as they lie on the nodes, each with the references it names (read from
 /// the bytes rendered for the nodes).
 fn tarballs(ctx: &Ctx) -> Vec<(String, Vec<String>)> {
-    let paths = ctx.inv.addons.images.iter().filter_map(|p| Some(format!("{IMAGES_DIR}/{}", p.file_name()?.to_string_lossy())));
-    let rendered = |path: &str| ctx.rendered.hosts.values().flatten().find(|f| f.path == path).map(|f| crate::images::refs(&f.contents));
-    paths.map(|p| {
-        let refs = rendered(&p).unwrap_or_default();
-        (p, refs)
-    })
-    .collect()
+    let paths = ctx
+        .inv
+        .addons
+        .images
+        .iter()
+        .filter_map(|p| Some(format!("{IMAGES_DIR}/{}", p.file_name()?.to_string_lossy())));
+    let rendered = |path: &str| {
+        ctx.rendered
+            .hosts
+            .values()
+            .flatten()
+            .find(|f| f.path == path)
+            .map(|f| crate::images::refs(&f.contents))
+    };
+    paths
+        .map(|p| {
+            let refs = rendered(&p).unwrap_or_default();
+            (p, refs)
+        })
+        .collect()
 }
 
 /// containerd's client, beside containerd.
@@ -37,7 +50,11 @@ fn ctr(ctx: &Ctx) -> String {
 
 /// Ends the step with what happened: Changed with what changed, Ok when nothing did, or the
 /// host fails the phase with the error.
-fn finish(h: &mut super::Host, step: crate::events::StepTimer, r: Result<Option<String>, crate::remote::RemoteError>) {
+fn finish(
+    h: &mut super::Host,
+    step: crate::events::StepTimer,
+    r: Result<Option<String>, crate::remote::RemoteError>,
+) {
     match r {
         Ok(Some(what)) => step.done(Status::Changed, Some(what)),
         Ok(None) => step.done(Status::Ok, None),
@@ -52,12 +69,16 @@ impl Addons {
     /// The first master that is still up.
     fn target(ctx: &Ctx) -> Option<usize> {
         let kubectl = ComponentId::Kubectl.get();
-        ctx.hosts.iter().position(|h| h.alive() && kubectl.runs_on(&ctx.inv, &h.node))
+        ctx.hosts
+            .iter()
+            .position(|h| h.alive() && kubectl.runs_on(&ctx.inv, &h.node))
     }
 
     fn importers(ctx: &Ctx) -> Vec<usize> {
         let containerd = ComponentId::Containerd.get();
-        (0..ctx.hosts.len()).filter(|&i| ctx.hosts[i].alive() && containerd.runs_on(&ctx.inv, &ctx.hosts[i].node)).collect()
+        (0..ctx.hosts.len())
+            .filter(|&i| ctx.hosts[i].alive() && containerd.runs_on(&ctx.inv, &ctx.hosts[i].node))
+            .collect()
     }
 
     /// On every node that runs containerd at once: each imports into its own containerd.
@@ -67,15 +88,23 @@ impl Addons {
             return;
         }
         let ctr = ctr(ctx);
-        let importers: std::collections::BTreeSet<String> = Self::importers(ctx).into_iter().map(|i| ctx.hosts[i].node.name.clone()).collect();
+        let importers: std::collections::BTreeSet<String> = Self::importers(ctx)
+            .into_iter()
+            .map(|i| ctx.hosts[i].node.name.clone())
+            .collect();
         let events = ctx.events.clone();
         ctx.each_host(move |h| {
             if !importers.contains(&h.node.name) || !h.alive() {
                 return;
             }
             let step = events.start(Some(&h.node.name), Some("addons"), "import images");
-            let r = h.remote().import_images(&ImportImages { ctr: &ctr, tarballs: tarballs.clone() });
-            let r = r.map(|imported| (!imported.is_empty()).then(|| format!("imported {}", imported.join(", "))));
+            let r = h.remote().import_images(&ImportImages {
+                ctr: &ctr,
+                tarballs: tarballs.clone(),
+            });
+            let r = r.map(|imported| {
+                (!imported.is_empty()).then(|| format!("imported {}", imported.join(", ")))
+            });
             finish(h, step, r);
         })
         .await;
@@ -85,14 +114,28 @@ impl Addons {
 impl Step for Addons {
     async fn run(&self, ctx: &mut Ctx) -> Result<(), DeployError> {
         Self::import(ctx).await;
-        let Some(i) = Self::target(ctx) else { return Ok(()) };
+        let Some(i) = Self::target(ctx) else {
+            return Ok(());
+        };
         let plan: Vec<Addon> = addons::plan(&ctx.inv);
         let kubectl = ComponentId::Kubectl.get().binary_path(&ctx.inv);
         let timeout = ctx.opts.api_timeout.as_secs() as u32;
-        let step = ctx.events.start(Some(&ctx.hosts[i].node.name), Some("addons"), "apply addons");
+        let step = ctx.events.start(
+            Some(&ctx.hosts[i].node.name),
+            Some("addons"),
+            "apply addons",
+        );
         ctx.on_host(i, move |h| {
-            let apply = Apply { kubectl: &kubectl, kubeconfig: KUBECONFIG, addons: &plan, timeout_secs: timeout };
-            let r = h.remote().apply(&apply).map(|changed| (!changed.is_empty()).then(|| changed.join(", ")));
+            let apply = Apply {
+                kubectl: &kubectl,
+                kubeconfig: KUBECONFIG,
+                addons: &plan,
+                timeout_secs: timeout,
+            };
+            let r = h
+                .remote()
+                .apply(&apply)
+                .map(|changed| (!changed.is_empty()).then(|| changed.join(", ")));
             finish(h, step, r);
         })
         .await;
@@ -105,13 +148,23 @@ impl Step for Addons {
         if !tarballs.is_empty() {
             for i in Self::importers(ctx) {
                 let names: Vec<&str> = tarballs.iter().map(|(t, _)| t.as_str()).collect();
-                out.push(format!("addons: {} -n k8s.io images import (those whose images it lacks of) {} on {}", ctr(ctx), names.join(" "), ctx.hosts[i].node.name));
+                out.push(format!(
+                    "addons: {} -n k8s.io images import (those whose images it lacks of) {} on {}",
+                    ctr(ctx),
+                    names.join(" "),
+                    ctx.hosts[i].node.name
+                ));
             }
         }
         if let Some(i) = Self::target(ctx) {
             let plan = addons::plan(&ctx.inv);
             for (a, s) in addons::in_order(&plan) {
-                out.push(format!("addons: {}: {} on {}", a.name, s.describe(), ctx.hosts[i].node.name));
+                out.push(format!(
+                    "addons: {}: {} on {}",
+                    a.name,
+                    s.describe(),
+                    ctx.hosts[i].node.name
+                ));
             }
         }
         out

@@ -27,6 +27,9 @@ impl Step for ControlPlane {
     }
 
     fn dry_run(&self, ctx: &Ctx) -> Vec<String> {
-        COMPONENTS.iter().flat_map(|(id, health)| describe(ctx, id.get(), *health)).collect()
+        COMPONENTS
+            .iter()
+            .flat_map(|(id, health)| describe(ctx, id.get(), *health))
+            .collect()
     }
 }

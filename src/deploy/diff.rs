@@ -17,7 +17,9 @@ pub struct FileDiff {
 }
 
 fn is_private_key(text: &str) -> bool {
-    text.lines().any(|l| l.starts_with("-----BEGIN ") && l.contains("PRIVATE KEY")) && !text.contains("apiVersion")
+    text.lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.contains("PRIVATE KEY"))
+        && !text.contains("apiVersion")
 }
 
 /// Every changed file's diff, per host, read from the nodes in one round trip each.
@@ -30,20 +32,29 @@ pub(crate) async fn collect(ctx: &mut Ctx) -> std::collections::BTreeMap<String,
             .plan()
             .changes
             .iter()
-            .filter(|c| c.kind == ChangeKind::Update && std::str::from_utf8(&c.file.contents).is_ok_and(|t| !is_private_key(t)))
+            .filter(|c| {
+                c.kind == ChangeKind::Update
+                    && std::str::from_utf8(&c.file.contents).is_ok_and(|t| !is_private_key(t))
+            })
             .map(|c| c.path.clone())
             .collect();
         let theirs = match h.remote().read_masked(&updates) {
             Ok(t) => t,
             Err(e) => {
-                h.diffs = vec![FileDiff { path: "*".into(), diff: format!("cannot read the node's files: {e}") }];
+                h.diffs = vec![FileDiff {
+                    path: "*".into(),
+                    diff: format!("cannot read the node's files: {e}"),
+                }];
                 return;
             }
         };
         let mut diffs = Vec::new();
         for c in &h.plan().changes {
             let Ok(ours) = std::str::from_utf8(&c.file.contents) else {
-                diffs.push(FileDiff { path: c.path.clone(), diff: format!("binary, {} bytes", c.file.contents.len()) });
+                diffs.push(FileDiff {
+                    path: c.path.clone(),
+                    diff: format!("binary, {} bytes", c.file.contents.len()),
+                });
                 continue;
             };
             let diff = if is_private_key(ours) {
@@ -53,12 +64,23 @@ pub(crate) async fn collect(ctx: &mut Ctx) -> std::collections::BTreeMap<String,
             } else {
                 let old = theirs.get(&c.path).cloned().flatten().unwrap_or_default();
                 let new = mask_secrets(ours);
-                similar::TextDiff::from_lines(&old, &new).unified_diff().context_radius(2).header("node", "hardway").to_string()
+                similar::TextDiff::from_lines(&old, &new)
+                    .unified_diff()
+                    .context_radius(2)
+                    .header("node", "hardway")
+                    .to_string()
             };
-            diffs.push(FileDiff { path: c.path.clone(), diff });
+            diffs.push(FileDiff {
+                path: c.path.clone(),
+                diff,
+            });
         }
         h.diffs = diffs;
     })
     .await;
-    ctx.hosts.iter().filter(|h| !h.diffs.is_empty()).map(|h| (h.node.name.clone(), h.diffs.clone())).collect()
+    ctx.hosts
+        .iter()
+        .filter(|h| !h.diffs.is_empty())
+        .map(|h| (h.node.name.clone(), h.diffs.clone()))
+        .collect()
 }

@@ -15,7 +15,11 @@ pub(crate) struct Files;
 
 impl Step for Files {
     async fn run(&self, ctx: &mut Ctx) -> Result<(), DeployError> {
-        let (cluster, files_phase, events) = (ctx.inv.cluster.name.clone(), ctx.phases.contains(&Phase::Files), ctx.events.clone());
+        let (cluster, files_phase, events) = (
+            ctx.inv.cluster.name.clone(),
+            ctx.phases.contains(&Phase::Files),
+            ctx.events.clone(),
+        );
         ctx.each_host(move |h| {
             if !h.alive() {
                 return;
@@ -33,9 +37,20 @@ impl Step for Files {
     }
 
     fn dry_run(&self, ctx: &Ctx) -> Vec<String> {
-        let changed: usize = ctx.hosts.iter().filter_map(|h| h.plan.as_ref()).map(|p| p.changes.len()).sum();
-        let hosts = ctx.hosts.iter().filter(|h| h.plan.as_ref().is_some_and(|p| !p.changes.is_empty())).count();
-        vec![format!("files: {changed} files to place on {hosts} hosts (staged, checked by SHA-256, renamed into place)")]
+        let changed: usize = ctx
+            .hosts
+            .iter()
+            .filter_map(|h| h.plan.as_ref())
+            .map(|p| p.changes.len())
+            .sum();
+        let hosts = ctx
+            .hosts
+            .iter()
+            .filter(|h| h.plan.as_ref().is_some_and(|p| !p.changes.is_empty()))
+            .count();
+        vec![format!(
+            "files: {changed} files to place on {hosts} hosts (staged, checked by SHA-256, renamed into place)"
+        )]
     }
 }
 
@@ -46,7 +61,12 @@ fn send(h: &mut Host, cluster: &str, files_phase: bool) {
     let uploads: Vec<Upload<'_>> = plan
         .changes
         .iter()
-        .map(|c| Upload { path: &c.path, mode: c.file.mode, contents: &c.file.contents, metadata_only: c.kind == ChangeKind::Metadata })
+        .map(|c| Upload {
+            path: &c.path,
+            mode: c.file.mode,
+            contents: &c.file.contents,
+            metadata_only: c.kind == ChangeKind::Metadata,
+        })
         .collect();
     let hosts_changed = plan.changes.iter().any(|c| c.path == HOSTS_BLOCK);
     let count = uploads.len();
@@ -56,7 +76,11 @@ fn send(h: &mut Host, cluster: &str, files_phase: bool) {
     h.outcome.changed = count;
     let block_missing = !h.facts.as_ref().is_some_and(|f| f.hosts_block);
     if files_phase && (hosts_changed || block_missing) {
-        let block = HostsBlock { cluster, source: HOSTS_BLOCK, target: HOSTS_FILE };
+        let block = HostsBlock {
+            cluster,
+            source: HOSTS_BLOCK,
+            target: HOSTS_FILE,
+        };
         if let Err(e) = h.remote().merge_hosts_block(&block) {
             h.fail(Phase::Files, e);
         }

@@ -53,7 +53,9 @@ use crate::render::Rendered;
 pub enum DeployError {
     #[error("preflight failed; nothing was changed:\n  {}", .0.join("\n  "))]
     Preflight(Vec<String>),
-    #[error("the snapshot before changing etcd failed (nothing was restarted; --no-snapshot skips it): {0}")]
+    #[error(
+        "the snapshot before changing etcd failed (nothing was restarted; --no-snapshot skips it): {0}"
+    )]
     Snapshot(#[from] crate::snapshot::SnapshotError),
 }
 
@@ -103,7 +105,12 @@ impl Default for DeployOptions {
 impl DeployOptions {
     /// The selected phases, sorted, without preflight (it always runs).
     pub fn selected(&self) -> Vec<Phase> {
-        let mut phases: Vec<Phase> = self.phases.iter().copied().filter(|p| *p != Phase::Preflight).collect();
+        let mut phases: Vec<Phase> = self
+            .phases
+            .iter()
+            .copied()
+            .filter(|p| *p != Phase::Preflight)
+            .collect();
         phases.sort();
         phases.dedup();
         phases
@@ -152,16 +159,26 @@ impl DeployReport {
 
     /// The final summary, one row per host.
     pub fn table(&self) -> String {
-        let mut s = format!("{:<16} {:<7} {:>8}  {:<40} {}\n", "HOST", "STATUS", "CHANGED", "RESTARTED", "ERROR");
+        let mut s = format!(
+            "{:<16} {:<7} {:>8}  {:<40} {}\n",
+            "HOST", "STATUS", "CHANGED", "RESTARTED", "ERROR"
+        );
         for h in &self.hosts {
             let status = if h.ok { "ok" } else { "FAILED" };
-            let restarted = if h.restarted.is_empty() { "-".to_string() } else { h.restarted.join(",") };
+            let restarted = if h.restarted.is_empty() {
+                "-".to_string()
+            } else {
+                h.restarted.join(",")
+            };
             let error = match (&h.failed_phase, &h.error) {
                 (Some(p), Some(e)) => format!("[{p}] {}", e.lines().next().unwrap_or("")),
                 (None, Some(e)) => e.lines().next().unwrap_or("").to_string(),
                 _ => String::new(),
             };
-            s.push_str(&format!("{:<16} {:<7} {:>8}  {:<40} {error}\n", h.node, status, h.changed, restarted));
+            s.push_str(&format!(
+                "{:<16} {:<7} {:>8}  {:<40} {error}\n",
+                h.node, status, h.changed, restarted
+            ));
         }
         let restarts: usize = self.hosts.iter().map(|h| h.restarted.len()).sum();
         s.push_str(&format!(
@@ -219,7 +236,9 @@ impl Host {
     }
 
     pub fn remote(&self) -> &dyn Remote {
-        self.remote.as_deref().expect("only alive hosts are worked on")
+        self.remote
+            .as_deref()
+            .expect("only alive hosts are worked on")
     }
 
     pub fn plan(&self) -> &HostPlan {
@@ -274,7 +293,10 @@ impl Ctx {
     }
 
     pub fn index_of(&self, node: &str) -> usize {
-        self.hosts.iter().position(|h| h.node.name == node).expect("every node has a host")
+        self.hosts
+            .iter()
+            .position(|h| h.node.name == node)
+            .expect("every node has a host")
     }
 }
 
@@ -316,17 +338,40 @@ pub async fn deploy(
     if result.is_ok() && opts.dry_run && opts.diff {
         diffs = diff::collect(&mut ctx).await;
     }
-    let failed: Vec<String> = ctx.hosts.iter().filter(|h| !h.outcome.ok).map(|h| h.node.name.clone()).collect();
+    let failed: Vec<String> = ctx
+        .hosts
+        .iter()
+        .filter(|h| !h.outcome.ok)
+        .map(|h| h.node.name.clone())
+        .collect();
     let counts = [
-        ("changes".to_string(), ctx.hosts.iter().map(|h| h.outcome.changed).sum()),
-        ("restarts".to_string(), ctx.hosts.iter().map(|h| h.outcome.restarted.len()).sum()),
-        ("starts".to_string(), ctx.hosts.iter().map(|h| h.outcome.started.len()).sum()),
+        (
+            "changes".to_string(),
+            ctx.hosts.iter().map(|h| h.outcome.changed).sum(),
+        ),
+        (
+            "restarts".to_string(),
+            ctx.hosts.iter().map(|h| h.outcome.restarted.len()).sum(),
+        ),
+        (
+            "starts".to_string(),
+            ctx.hosts.iter().map(|h| h.outcome.started.len()).sum(),
+        ),
     ];
-    events.summary(result.is_ok() && failed.is_empty(), ctx.hosts.len(), failed, counts.into_iter().collect());
+    events.summary(
+        result.is_ok() && failed.is_empty(),
+        ctx.hosts.len(),
+        failed,
+        counts.into_iter().collect(),
+    );
     let steps = result?;
     let plan = Plan {
         phases: phases.clone(),
-        hosts: ctx.hosts.iter().filter_map(|h| h.plan.clone().map(|p| (h.node.name.clone(), p))).collect(),
+        hosts: ctx
+            .hosts
+            .iter()
+            .filter_map(|h| h.plan.clone().map(|p| (h.node.name.clone(), p)))
+            .collect(),
     };
     Ok(DeployReport {
         dry_run: opts.dry_run,
@@ -341,7 +386,10 @@ pub async fn deploy(
     })
 }
 
-async fn run_phases(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<Vec<String>, DeployError> {
+async fn run_phases(
+    ctx: &mut Ctx,
+    connector: Arc<dyn Connector>,
+) -> Result<Vec<String>, DeployError> {
     preflight::run(ctx, connector).await?;
     let mut steps = Vec::new();
     // The files step places the files of every selected phase, also when `files` itself (the
@@ -353,18 +401,40 @@ async fn run_phases(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<Vec<
             steps.extend(dispatch_dry_run(phase, ctx));
             continue;
         }
-        let before: Vec<(bool, usize)> = ctx.hosts.iter().map(|h| (h.outcome.ok, h.outcome.changed + h.outcome.restarted.len() + h.outcome.started.len())).collect();
+        let before: Vec<(bool, usize)> = ctx
+            .hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.outcome.ok,
+                    h.outcome.changed + h.outcome.restarted.len() + h.outcome.started.len(),
+                )
+            })
+            .collect();
         let result = dispatch_run(phase, ctx).await;
         // One event per host and phase, so a stream accounts for every host in every phase.
         for (h, (was_ok, done)) in ctx.hosts.iter().zip(before) {
             let now = h.outcome.changed + h.outcome.restarted.len() + h.outcome.started.len();
             let (status, message) = match (was_ok, h.outcome.ok) {
                 (false, _) => (Status::Skipped, Some("failed earlier".to_string())),
-                (true, false) => (Status::Failed, h.outcome.error.as_ref().map(|e| e.lines().next().unwrap_or("").to_string())),
+                (true, false) => (
+                    Status::Failed,
+                    h.outcome
+                        .error
+                        .as_ref()
+                        .map(|e| e.lines().next().unwrap_or("").to_string()),
+                ),
                 (true, true) if now > done => (Status::Changed, None),
                 (true, true) => (Status::Ok, None),
             };
-            ctx.events.emit(Some(&h.node.name), Some(phase.name()), "phase", status, None, message);
+            ctx.events.emit(
+                Some(&h.node.name),
+                Some(phase.name()),
+                "phase",
+                status,
+                None,
+                message,
+            );
         }
         result?;
         if ctx.stopped {
@@ -408,7 +478,11 @@ pub async fn push_files(
     phases: &[Phase],
     parallel: usize,
 ) -> Vec<PushOutcome> {
-    let opts = DeployOptions { phases: phases.to_vec(), parallel, ..DeployOptions::default() };
+    let opts = DeployOptions {
+        phases: phases.to_vec(),
+        parallel,
+        ..DeployOptions::default()
+    };
     let mut ctx = Ctx {
         inv: Arc::new(inv.clone()),
         rendered: Arc::new(rendered),
@@ -422,7 +496,10 @@ pub async fn push_files(
         snapshot: None,
     };
     preflight::connect_and_plan(&mut ctx, connector).await;
-    files::Files.run(&mut ctx).await.expect("the files step stops nothing");
+    files::Files
+        .run(&mut ctx)
+        .await
+        .expect("the files step stops nothing");
     ctx.hosts
         .into_iter()
         .map(|h| PushOutcome {

@@ -9,23 +9,41 @@ use super::{Ctx, DeployError, Host};
 use crate::components::{COMPONENTS, Component, ComponentId, Phase};
 use crate::digest::sha256_hex;
 use crate::events::Status;
-use crate::versions::ReleaseMin;
 use crate::inventory::{Inventory, Node, Role};
 use crate::plan::{self, files_in_phases};
 use crate::remote::{Connector, Facts, FactsQuery};
 use crate::render::{Anchor, File, Rendered};
+use crate::versions::ReleaseMin;
 
 /// Connects to every host, reads its facts and plans it; checks the rules across hosts.
 pub(crate) async fn run(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<(), DeployError> {
     connect_and_plan(ctx, connector).await;
-    let reached: Vec<(&Node, &Facts)> =
-        ctx.hosts.iter().filter(|h| h.alive()).filter_map(|h| Some((&h.node, h.facts.as_ref()?))).collect();
-    let problems = problems(&ctx.inv, &reached, &ctx.rendered, &ctx.phases, &ctx.opts.replaceable);
+    let reached: Vec<(&Node, &Facts)> = ctx
+        .hosts
+        .iter()
+        .filter(|h| h.alive())
+        .filter_map(|h| Some((&h.node, h.facts.as_ref()?)))
+        .collect();
+    let problems = problems(
+        &ctx.inv,
+        &reached,
+        &ctx.rendered,
+        &ctx.phases,
+        &ctx.opts.replaceable,
+    );
     if problems.is_empty() {
-        ctx.events.emit(None, Some("preflight"), "checks", Status::Ok, None, None);
+        ctx.events
+            .emit(None, Some("preflight"), "checks", Status::Ok, None, None);
         Ok(())
     } else {
-        ctx.events.emit(None, Some("preflight"), "checks", Status::Failed, None, Some(problems.join("\n")));
+        ctx.events.emit(
+            None,
+            Some("preflight"),
+            "checks",
+            Status::Failed,
+            None,
+            Some(problems.join("\n")),
+        );
         Err(DeployError::Preflight(problems))
     }
 }
@@ -33,16 +51,36 @@ pub(crate) async fn run(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<
 /// The first step on every host: connect, read its state, plan it. A host that cannot be
 /// reached is marked failed (in preflight) and left out from then on.
 pub(crate) async fn connect_and_plan(ctx: &mut Ctx, connector: Arc<dyn Connector>) {
-    let (inv, rendered, phases, events) = (ctx.inv.clone(), ctx.rendered.clone(), ctx.phases.clone(), ctx.events.clone());
+    let (inv, rendered, phases, events) = (
+        ctx.inv.clone(),
+        ctx.rendered.clone(),
+        ctx.phases.clone(),
+        ctx.events.clone(),
+    );
     let restart = ctx.opts.restart.clone();
     // A dry run writes nothing, not even the nodes' version cache.
     let version_cache = (!ctx.opts.dry_run).then(|| crate::remote::VERSION_CACHE.to_string());
     ctx.each_host(move |h| {
-        let step = events.start(Some(&h.node.name), Some("preflight"), "connect and read facts");
-        connect_and_gather(h, connector.as_ref(), &inv, &rendered, &phases, version_cache.clone());
+        let step = events.start(
+            Some(&h.node.name),
+            Some("preflight"),
+            "connect and read facts",
+        );
+        connect_and_gather(
+            h,
+            connector.as_ref(),
+            &inv,
+            &rendered,
+            &phases,
+            version_cache.clone(),
+        );
         if let Some(facts) = h.facts.as_ref().filter(|_| h.outcome.ok) {
             let mut plan = plan::plan_host(&rendered, &h.node.name, &facts.files, &phases);
-            for u in plan.units.iter_mut().filter(|u| restart.contains(&(h.node.name.clone(), u.unit.clone()))) {
+            for u in plan
+                .units
+                .iter_mut()
+                .filter(|u| restart.contains(&(h.node.name.clone(), u.unit.clone())))
+            {
                 u.restart = true;
             }
             h.plan = Some(plan);
@@ -55,33 +93,56 @@ pub(crate) async fn connect_and_plan(ctx: &mut Ctx, connector: Arc<dyn Connector
     .await;
 }
 
-fn connect_and_gather(h: &mut Host, connector: &dyn Connector, inv: &Inventory, rendered: &Rendered, phases: &[Phase], version_cache: Option<String>) {
+fn connect_and_gather(
+    h: &mut Host,
+    connector: &dyn Connector,
+    inv: &Inventory,
+    rendered: &Rendered,
+    phases: &[Phase],
+    version_cache: Option<String>,
+) {
     match connector.connect(&h.node) {
         Ok(r) => h.remote = Some(r),
         Err(e) => return h.fail(Phase::Preflight, e),
     }
     let files = files_in_phases(rendered, &h.node.name, phases);
-    let selected: Vec<&Component> = COMPONENTS.iter().filter(|c| phases.contains(&c.phase) && c.runs_on(inv, &h.node)).collect();
+    let selected: Vec<&Component> = COMPONENTS
+        .iter()
+        .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, &h.node))
+        .collect();
     let query = FactsQuery {
-        tools: selected.iter().flat_map(|c| c.needs.iter().map(|n| n.tool.to_string())).collect(),
+        tools: selected
+            .iter()
+            .flat_map(|c| c.needs.iter().map(|n| n.tool.to_string()))
+            .collect(),
         // The API server's too when only the workers phase runs: a kubelet may not be newer.
         versions: selected
             .iter()
             .copied()
-            .chain((phases.contains(&Phase::Workers) && ComponentId::KubeApiserver.get().runs_on(inv, &h.node)).then(|| ComponentId::KubeApiserver.get()))
+            .chain(
+                (phases.contains(&Phase::Workers)
+                    && ComponentId::KubeApiserver.get().runs_on(inv, &h.node))
+                .then(|| ComponentId::KubeApiserver.get()),
+            )
             .filter_map(|c| Some((c.binary_path(inv), c.version_arg?.to_string())))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect(),
         paths: files.iter().map(|f| f.path.clone()).collect(),
-        fingerprints: files.iter().filter(|f| f.anchor == Some(Anchor::EncryptionKey)).map(|f| f.path.clone()).collect(),
+        fingerprints: files
+            .iter()
+            .filter(|f| f.anchor == Some(Anchor::EncryptionKey))
+            .map(|f| f.path.clone())
+            .collect(),
         binaries: COMPONENTS
             .iter()
             .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, &h.node))
             .map(|c| c.binary_path(inv))
             .collect(),
         hosts_block: inv.cluster.name.clone(),
-        units: crate::inventory::units_on(inv, &h.node).map(str::to_string).collect(),
+        units: crate::inventory::units_on(inv, &h.node)
+            .map(str::to_string)
+            .collect(),
         version_cache,
     };
     match h.remote().facts(&query) {
@@ -91,18 +152,34 @@ fn connect_and_gather(h: &mut Host, connector: &dyn Connector, inv: &Inventory, 
 }
 
 /// Preflight's rules over what every reached host reported; one line per problem.
-pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered, phases: &[Phase], replaceable: &BTreeSet<String>) -> Vec<String> {
+pub fn problems(
+    inv: &Inventory,
+    hosts: &[(&Node, &Facts)],
+    rendered: &Rendered,
+    phases: &[Phase],
+    replaceable: &BTreeSet<String>,
+) -> Vec<String> {
     let mut problems = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for &(node, facts) in hosts {
         let name = &node.name;
-        let has_units = files_in_phases(rendered, name, phases).iter().any(|f| f.is_unit());
+        let has_units = files_in_phases(rendered, name, phases)
+            .iter()
+            .any(|f| f.is_unit());
         if has_units && !facts.systemd {
-            problems.push(format!("{name}: systemd is not running (no /run/systemd/system)"));
+            problems.push(format!(
+                "{name}: systemd is not running (no /run/systemd/system)"
+            ));
         }
-        for c in COMPONENTS.iter().filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node)) {
+        for c in COMPONENTS
+            .iter()
+            .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node))
+        {
             let bin = c.binary_path(inv);
-            let uploaded = rendered.hosts.get(name).is_some_and(|fs| fs.iter().any(|f| f.path == bin));
+            let uploaded = rendered
+                .hosts
+                .get(name)
+                .is_some_and(|fs| fs.iter().any(|f| f.path == bin));
             if !uploaded && !facts.present_binaries.contains(&bin) {
                 missing.push(format!("{name}: {bin} (phase {})", c.phase));
             }
@@ -114,9 +191,7 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
                     if l.unit.as_deref() != c.unit && l.process != c.process_name() {
                         problems.push(format!(
                             "{name}: port {number} (phase {}) is held by {:?}, not by {}",
-                            c.phase,
-                            l.process,
-                            c.name
+                            c.phase, l.process, c.name
                         ));
                     }
                 }
@@ -125,7 +200,10 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
         for f in files_in_phases(rendered, name, phases) {
             if let Some(anchor) = f.anchor
                 && holds_another(f, anchor, facts)
-                && !facts.files.get(&f.path).is_some_and(|r| replaceable.contains(&r.sha256))
+                && !facts
+                    .files
+                    .get(&f.path)
+                    .is_some_and(|r| replaceable.contains(&r.sha256))
             {
                 problems.push(format!(
                     "{name}: {} holds another {} than this PKI directory's: the node belongs to a cluster deployed with \
@@ -136,7 +214,8 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
                 ));
             }
         }
-        let runs = |id: ComponentId| phases.contains(&id.get().phase) && id.get().runs_on(inv, node);
+        let runs =
+            |id: ComponentId| phases.contains(&id.get().phase) && id.get().runs_on(inv, node);
         if runs(ComponentId::Kubelet) && !facts.cgroup2 && !allows_cgroup_v1(inv) {
             problems.push(format!(
                 "{name}: cgroup v1: the kubelet of Kubernetes 1.35 and later refuses to start on it (failCgroupV1); \
@@ -151,14 +230,26 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
                  kube-proxy's iptables rules; install the kernel's modules (linux-image-*) or a kernel with it"
             ));
         }
-        for c in COMPONENTS.iter().filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node)) {
+        for c in COMPONENTS
+            .iter()
+            .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node))
+        {
             for need in c.needs.iter().filter(|n| !facts.tools.contains(n.tool)) {
-                missing.push(format!("{name}: {} (for {}; Debian package {})", need.tool, c.name, need.package));
+                missing.push(format!(
+                    "{name}: {} (for {}; Debian package {})",
+                    need.tool, c.name, need.package
+                ));
             }
             // A binary deploy uploads replaces what the node has: the node's version is moot.
-            let uploaded = rendered.hosts.get(name).is_some_and(|fs| fs.iter().any(|f| f.path == c.binary_path(inv)));
-            if let (Some(_), Some(line), false) = (c.version_arg, facts.versions.get(&c.binary_path(inv)), uploaded)
-                && let Some(problem) = version_problem(inv, c, line)
+            let uploaded = rendered
+                .hosts
+                .get(name)
+                .is_some_and(|fs| fs.iter().any(|f| f.path == c.binary_path(inv)));
+            if let (Some(_), Some(line), false) = (
+                c.version_arg,
+                facts.versions.get(&c.binary_path(inv)),
+                uploaded,
+            ) && let Some(problem) = version_problem(inv, c, line)
             {
                 problems.push(format!("{name}: {problem}"));
             }
@@ -175,11 +266,15 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
             missing.join("\n    ")
         ));
     }
-    let offsets: Vec<(&str, f64)> =
-        hosts.iter().map(|(n, f)| (n.name.as_str(), f.clock_offset)).filter(|(_, o)| o.is_finite()).collect();
-    if let (Some(min), Some(max)) =
-        (offsets.iter().min_by(|a, b| a.1.total_cmp(&b.1)), offsets.iter().max_by(|a, b| a.1.total_cmp(&b.1)))
-        && max.1 - min.1 > 2.0
+    let offsets: Vec<(&str, f64)> = hosts
+        .iter()
+        .map(|(n, f)| (n.name.as_str(), f.clock_offset))
+        .filter(|(_, o)| o.is_finite())
+        .collect();
+    if let (Some(min), Some(max)) = (
+        offsets.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
+        offsets.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
+    ) && max.1 - min.1 > 2.0
     {
         problems.push(format!(
             "clock skew of {:.1} s between {} and {} (at most 2 s; etcd and TLS need synchronised clocks: enable NTP)",
@@ -198,9 +293,19 @@ pub fn problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered,
 /// What a node runs now is what its binaries print (`--version`, read by the facts); the rules
 /// apply where this deploy replaces the binary (a binary it does not upload must be of the
 /// release already: [`version_problem`]).
-fn skew_problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered, phases: &[Phase]) -> Vec<String> {
+fn skew_problems(
+    inv: &Inventory,
+    hosts: &[(&Node, &Facts)],
+    rendered: &Rendered,
+    phases: &[Phase],
+) -> Vec<String> {
     let want = inv.cluster.kubernetes_version;
-    let running = |facts: &Facts, id: ComponentId| facts.versions.get(&id.get().binary_path(inv)).and_then(|l| parse_version(l));
+    let running = |facts: &Facts, id: ComponentId| {
+        facts
+            .versions
+            .get(&id.get().binary_path(inv))
+            .and_then(|l| parse_version(l))
+    };
     let mut problems = Vec::new();
     for &(node, facts) in hosts {
         for id in [ComponentId::KubeApiserver, ComponentId::Kubelet] {
@@ -209,8 +314,13 @@ fn skew_problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered
                 continue;
             }
             let bin = c.binary_path(inv);
-            let uploaded = rendered.hosts.get(&node.name).is_some_and(|fs| fs.iter().any(|f| f.path == bin));
-            let Some(have) = running(facts, id).filter(|h| uploaded && h.0 == want.major) else { continue };
+            let uploaded = rendered
+                .hosts
+                .get(&node.name)
+                .is_some_and(|fs| fs.iter().any(|f| f.path == bin));
+            let Some(have) = running(facts, id).filter(|h| uploaded && h.0 == want.major) else {
+                continue;
+            };
             if have.1 > want.minor {
                 problems.push(format!(
                     "{}: {bin} is {}.{}.{}, newer than the inventory's kubernetes_version {want}: Kubernetes does not support \
@@ -234,7 +344,9 @@ fn skew_problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered
             .min_by_key(|(_, v)| *v);
         if let Some((master, api)) = oldest_api
             && (want.major, want.minor) > (api.0, api.1)
-            && hosts.iter().any(|(n, _)| ComponentId::Kubelet.get().runs_on(inv, n))
+            && hosts
+                .iter()
+                .any(|(n, _)| ComponentId::Kubelet.get().runs_on(inv, n))
         {
             problems.push(format!(
                 "the kubelets would be {want} while {master}'s API server is {}.{}.{}: a kubelet may not be newer than the \
@@ -249,40 +361,58 @@ fn skew_problems(inv: &Inventory, hosts: &[(&Node, &Facts)], rendered: &Rendered
 /// Whether the inventory lets the kubelet run on a cgroup v1 host: `failCgroupV1 = false` in
 /// `[components.kubelet] config`.
 pub fn allows_cgroup_v1(inv: &Inventory) -> bool {
-    inv.component_config.get(&ComponentId::Kubelet).and_then(|t| t.get("failCgroupV1")) == Some(&toml::Value::Boolean(false))
+    inv.component_config
+        .get(&ComponentId::Kubelet)
+        .and_then(|t| t.get("failCgroupV1"))
+        == Some(&toml::Value::Boolean(false))
 }
 
 /// The first `MAJOR.MINOR[.PATCH]` in a `--version` line (`Kubernetes v1.37.1`, `etcd Version:
 /// 3.5.16`, `containerd github.com/containerd/containerd 1.7.24~ds1 ...`).
 pub fn parse_version(line: &str) -> Option<(u32, u32, u32)> {
-    line.split(|c: char| c.is_whitespace() || c == 'v' || c == '~' || c == '+' || c == '-').find_map(|w| {
-        let mut it = w.split('.');
-        let major = it.next()?.parse().ok()?;
-        let minor = it.next()?.parse().ok()?;
-        let patch = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        Some((major, minor, patch))
-    })
+    line.split(|c: char| c.is_whitespace() || c == 'v' || c == '~' || c == '+' || c == '-')
+        .find_map(|w| {
+            let mut it = w.split('.');
+            let major = it.next()?.parse().ok()?;
+            let minor = it.next()?.parse().ok()?;
+            let patch = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            Some((major, minor, patch))
+        })
 }
 
 /// Does `have` meet one of the minimums: at least its patch on the same line, or any later line?
 fn meets(have: (u32, u32, u32), mins: &[ReleaseMin]) -> bool {
     let newest = mins.iter().map(|m| (m.major, m.minor)).max();
-    mins.iter().any(|m| (have.0, have.1) == (m.major, m.minor) && have.2 >= m.patch) || newest.is_some_and(|n| (have.0, have.1) > n)
+    mins.iter()
+        .any(|m| (have.0, have.1) == (m.major, m.minor) && have.2 >= m.patch)
+        || newest.is_some_and(|n| (have.0, have.1) > n)
 }
 
 /// Whether the version a component's binary reports fits the cluster's Kubernetes version.
 fn version_problem(inv: &Inventory, c: &Component, line: &str) -> Option<String> {
     let bin = c.binary_path(inv);
     let Some(have) = parse_version(line) else {
-        return Some(format!("{bin} --version said {line:?}, which names no version"));
+        return Some(format!(
+            "{bin} --version said {line:?}, which names no version"
+        ));
     };
     let want = inv.cluster.kubernetes_version;
     let minor = want.supported()?;
-    let list = |mins: &[ReleaseMin]| mins.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(" or ");
+    let list = |mins: &[ReleaseMin]| {
+        mins.iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
     match c.id {
         // The Kubernetes binaries are of the cluster's own release.
-        ComponentId::KubeApiserver | ComponentId::Kubelet if (have.0, have.1) != (want.major, want.minor) => {
-            Some(format!("{bin} is {}.{}.{}, but the inventory's kubernetes_version is {want}", have.0, have.1, have.2))
+        ComponentId::KubeApiserver | ComponentId::Kubelet
+            if (have.0, have.1) != (want.major, want.minor) =>
+        {
+            Some(format!(
+                "{bin} is {}.{}.{}, but the inventory's kubernetes_version is {want}",
+                have.0, have.1, have.2
+            ))
         }
         ComponentId::Containerd if !meets(have, minor.containerd) => Some(format!(
             "{bin} is {}.{}.{}; Kubernetes {} needs containerd {} (containerd's RELEASES.md)",
@@ -311,9 +441,15 @@ fn holds_another(f: &File, anchor: Anchor, facts: &Facts) -> bool {
         // stays readable. A key of the node's that is missing would make its data unreadable.
         Anchor::EncryptionKey => {
             let ours = crate::render::key_hashes(&String::from_utf8_lossy(&f.contents));
-            facts.fingerprints.get(&f.path).is_some_and(|theirs| !theirs.is_subset(&ours))
+            facts
+                .fingerprints
+                .get(&f.path)
+                .is_some_and(|theirs| !theirs.is_subset(&ours))
         }
-        _ => facts.files.get(&f.path).is_some_and(|r| r.sha256 != sha256_hex(&f.contents)),
+        _ => facts
+            .files
+            .get(&f.path)
+            .is_some_and(|r| r.sha256 != sha256_hex(&f.contents)),
     }
 }
 
@@ -322,7 +458,6 @@ mod tests {
     use super::*;
     use crate::remote::Listener;
 
-
     fn facts(inv: &Inventory, node: usize, clock_offset: f64) -> Facts {
         let n = &inv.nodes[node];
         let ours = || COMPONENTS.iter().filter(|c| c.runs_on(inv, n));
@@ -330,7 +465,9 @@ mod tests {
             systemd: true,
             clock_offset,
             present_binaries: ours().map(|c| c.binary_path(inv)).collect(),
-            tools: ours().flat_map(|c| c.needs.iter().map(|x| x.tool.to_string())).collect(),
+            tools: ours()
+                .flat_map(|c| c.needs.iter().map(|x| x.tool.to_string()))
+                .collect(),
             cgroup2: true,
             br_netfilter: true,
             hosts_block: true,
@@ -348,7 +485,10 @@ mod tests {
     /// Preflight's problems for facts `m1` and `w1` reported (the others unreached), with no
     /// files rendered.
     fn problems_of(inv: &Inventory, m1: Facts, w1: Facts, phases: &[Phase]) -> Vec<String> {
-        let rendered = Rendered { hosts: inv.nodes.iter().map(|n| (n.name.clone(), vec![])).collect(), local: vec![] };
+        let rendered = Rendered {
+            hosts: inv.nodes.iter().map(|n| (n.name.clone(), vec![])).collect(),
+            local: vec![],
+        };
         let hosts = [(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)];
         problems(inv, &hosts, &rendered, phases, &BTreeSet::new())
     }
@@ -356,17 +496,41 @@ mod tests {
     #[test]
     fn a_healthy_pair_passes() {
         let inv = inv();
-        assert_eq!(problems_of(&inv, facts(&inv, M1, 0.1), facts(&inv, W1, -0.4), &Phase::ALL), Vec::<String>::new());
+        assert_eq!(
+            problems_of(
+                &inv,
+                facts(&inv, M1, 0.1),
+                facts(&inv, W1, -0.4),
+                &Phase::ALL
+            ),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn clock_skew_over_two_seconds_between_hosts() {
         let inv = inv();
-        let p = problems_of(&inv, facts(&inv, M1, 1.2), facts(&inv, W1, -1.3), &[Phase::Etcd]);
+        let p = problems_of(
+            &inv,
+            facts(&inv, M1, 1.2),
+            facts(&inv, W1, -1.3),
+            &[Phase::Etcd],
+        );
         assert_eq!(p.len(), 1, "{p:?}");
-        assert!(p[0].starts_with("clock skew of 2.5 s between w1 and m1"), "{p:?}");
+        assert!(
+            p[0].starts_with("clock skew of 2.5 s between w1 and m1"),
+            "{p:?}"
+        );
         // A clock that is off by the same amount everywhere is not skew between hosts.
-        assert!(problems_of(&inv, facts(&inv, M1, 30.0), facts(&inv, W1, 30.5), &[Phase::Etcd]).is_empty());
+        assert!(
+            problems_of(
+                &inv,
+                facts(&inv, M1, 30.0),
+                facts(&inv, W1, 30.5),
+                &[Phase::Etcd]
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -384,14 +548,38 @@ mod tests {
         let inv = inv();
         let mut m1 = facts(&inv, M1, 0.0);
         m1.listeners = vec![
-            Listener { port: 2379, process: "etcd".into(), unit: None },
-            Listener { port: 10257, process: "kube-controller".into(), unit: Some("kube-controller-manager".into()) },
+            Listener {
+                port: 2379,
+                process: "etcd".into(),
+                unit: None,
+            },
+            Listener {
+                port: 10257,
+                process: "kube-controller".into(),
+                unit: Some("kube-controller-manager".into()),
+            },
             // A stand-in binary run by our own unit.
-            Listener { port: 10259, process: "openssl".into(), unit: Some("kube-scheduler".into()) },
-            Listener { port: 6443, process: "nginx".into(), unit: Some("nginx".into()) },
+            Listener {
+                port: 10259,
+                process: "openssl".into(),
+                unit: Some("kube-scheduler".into()),
+            },
+            Listener {
+                port: 6443,
+                process: "nginx".into(),
+                unit: Some("nginx".into()),
+            },
         ];
-        let p = problems_of(&inv, m1, facts(&inv, W1, 0.0), &[Phase::Etcd, Phase::ControlPlane]);
-        assert_eq!(p, ["m1: port 6443 (phase control-plane) is held by \"nginx\", not by kube-apiserver"]);
+        let p = problems_of(
+            &inv,
+            m1,
+            facts(&inv, W1, 0.0),
+            &[Phase::Etcd, Phase::ControlPlane],
+        );
+        assert_eq!(
+            p,
+            ["m1: port 6443 (phase control-plane) is held by \"nginx\", not by kube-apiserver"]
+        );
     }
 
     #[test]
@@ -401,7 +589,10 @@ mod tests {
         w1.present_binaries.clear();
         let p = problems_of(&inv, facts(&inv, M1, 0.0), w1, &Phase::ALL);
         assert_eq!(p.len(), 1, "{p:?}");
-        for b in ["w1: /usr/bin/kubelet (phase workers)", "w1: /usr/bin/containerd (phase workers)"] {
+        for b in [
+            "w1: /usr/bin/kubelet (phase workers)",
+            "w1: /usr/bin/containerd (phase workers)",
+        ] {
             assert!(p[0].contains(b), "{p:?}");
         }
     }
@@ -413,14 +604,31 @@ mod tests {
         m1.systemd = false;
         let rendered = crate::render::Rendered {
             hosts: [
-                ("m1".to_string(), vec![crate::render::File { path: "/etc/systemd/system/etcd.service".into(), mode: 0o644, contents: vec![].into(), units: vec!["etcd"], anchor: None, restarts: true, phase: None }]),
+                (
+                    "m1".to_string(),
+                    vec![crate::render::File {
+                        path: "/etc/systemd/system/etcd.service".into(),
+                        mode: 0o644,
+                        contents: vec![].into(),
+                        units: vec!["etcd"],
+                        anchor: None,
+                        restarts: true,
+                        phase: None,
+                    }],
+                ),
                 ("w1".to_string(), vec![]),
             ]
             .into(),
             local: vec![],
         };
         let w1 = facts(&inv, W1, 0.0);
-        let p = problems(&inv, &[(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)], &rendered, &[Phase::Etcd], &BTreeSet::new());
+        let p = problems(
+            &inv,
+            &[(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)],
+            &rendered,
+            &[Phase::Etcd],
+            &BTreeSet::new(),
+        );
         assert_eq!(p, ["m1: systemd is not running (no /run/systemd/system)"]);
     }
 
@@ -432,9 +640,20 @@ mod tests {
         w1.br_netfilter = false;
         w1.tools.remove("conntrack");
         let p = problems_of(&inv, facts(&inv, M1, 0.0), w1.clone(), &[Phase::Workers]);
-        assert!(p.iter().any(|l| l.starts_with("w1: cgroup v1: the kubelet of Kubernetes 1.35 and later refuses")), "{p:#?}");
-        assert!(p.iter().any(|l| l.starts_with("w1: no br_netfilter")), "{p:#?}");
-        assert!(p.iter().any(|l| l.contains("w1: conntrack (for kube-proxy; Debian package conntrack)")), "{p:#?}");
+        assert!(
+            p.iter().any(|l| l
+                .starts_with("w1: cgroup v1: the kubelet of Kubernetes 1.35 and later refuses")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter().any(|l| l.starts_with("w1: no br_netfilter")),
+            "{p:#?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.contains("w1: conntrack (for kube-proxy; Debian package conntrack)")),
+            "{p:#?}"
+        );
         // None of it matters to a deploy of etcd only.
         assert!(problems_of(&inv, facts(&inv, M1, 0.0), w1, &[Phase::Etcd]).is_empty());
     }
@@ -444,9 +663,15 @@ mod tests {
         let inv = inv();
         let want = inv.cluster.kubernetes_version;
         let mut w1 = facts(&inv, W1, 0.0);
-        w1.versions.insert("/usr/bin/kubelet".into(), format!("Kubernetes v{}.{}.0", want.major, want.minor + 1));
+        w1.versions.insert(
+            "/usr/bin/kubelet".into(),
+            format!("Kubernetes v{}.{}.0", want.major, want.minor + 1),
+        );
         let mut m1 = facts(&inv, M1, 0.0);
-        m1.versions.insert("/usr/bin/kube-apiserver".into(), format!("Kubernetes v{}.{}.9", want.major, want.minor));
+        m1.versions.insert(
+            "/usr/bin/kube-apiserver".into(),
+            format!("Kubernetes v{}.{}.9", want.major, want.minor),
+        );
         let p = problems_of(&inv, m1, w1, &Phase::ALL);
         assert_eq!(p.len(), 1, "{p:#?}");
         assert!(p[0].starts_with("w1: /usr/bin/kubelet is "), "{p:#?}");
@@ -463,44 +688,101 @@ mod tests {
             f
         };
         // Binaries uploaded by the deploy: only the skew rules speak (the release check is moot).
-        let uploaded = |phases: &[Phase], m1: Facts, w1: Facts| {
-            let mut rendered = Rendered { hosts: inv.nodes.iter().map(|n| (n.name.clone(), vec![])).collect(), local: vec![] };
-            for (node, bin) in [(M1, "kube-apiserver"), (W1, "kubelet")] {
-                rendered.hosts.get_mut(&inv.nodes[node].name).unwrap().push(crate::render::File {
-                    path: format!("/usr/bin/{bin}"),
-                    mode: 0o755,
-                    contents: b"binary".as_slice().into(),
-                    units: vec![],
-                    anchor: None,
-                    restarts: true,
-                    phase: None,
-                });
-            }
-            let hosts = [(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)];
-            problems(&inv, &hosts, &rendered, phases, &BTreeSet::new())
-        };
+        let uploaded =
+            |phases: &[Phase], m1: Facts, w1: Facts| {
+                let mut rendered = Rendered {
+                    hosts: inv.nodes.iter().map(|n| (n.name.clone(), vec![])).collect(),
+                    local: vec![],
+                };
+                for (node, bin) in [(M1, "kube-apiserver"), (W1, "kubelet")] {
+                    rendered.hosts.get_mut(&inv.nodes[node].name).unwrap().push(
+                        crate::render::File {
+                            path: format!("/usr/bin/{bin}"),
+                            mode: 0o755,
+                            contents: b"binary".as_slice().into(),
+                            units: vec![],
+                            anchor: None,
+                            restarts: true,
+                            phase: None,
+                        },
+                    );
+                }
+                let hosts = [(&inv.nodes[M1], &m1), (&inv.nodes[W1], &w1)];
+                problems(&inv, &hosts, &rendered, phases, &BTreeSet::new())
+            };
         // One minor up, control plane and workers together: allowed.
-        assert_eq!(uploaded(&Phase::ALL, with(M1, "kube-apiserver", want.minor - 1), with(W1, "kubelet", want.minor - 1)), Vec::<String>::new());
+        assert_eq!(
+            uploaded(
+                &Phase::ALL,
+                with(M1, "kube-apiserver", want.minor - 1),
+                with(W1, "kubelet", want.minor - 1)
+            ),
+            Vec::<String>::new()
+        );
         // Two minors up for the API server: refused, naming the step between.
-        let p = uploaded(&Phase::ALL, with(M1, "kube-apiserver", want.minor - 2), facts(&inv, W1, 0.0));
+        let p = uploaded(
+            &Phase::ALL,
+            with(M1, "kube-apiserver", want.minor - 2),
+            facts(&inv, W1, 0.0),
+        );
         assert_eq!(p.len(), 1, "{p:#?}");
-        assert!(p[0].starts_with(&format!("m1: /usr/bin/kube-apiserver is 1.{}.3: upgrade one minor at a time (1.{} first", want.minor - 2, want.minor - 1)), "{p:#?}");
+        assert!(
+            p[0].starts_with(&format!(
+                "m1: /usr/bin/kube-apiserver is 1.{}.3: upgrade one minor at a time (1.{} first",
+                want.minor - 2,
+                want.minor - 1
+            )),
+            "{p:#?}"
+        );
         // Down a minor: refused, for the kubelet too.
-        let p = uploaded(&Phase::ALL, facts(&inv, M1, 0.0), with(W1, "kubelet", want.minor + 1));
-        assert!(p.len() == 1 && p[0].starts_with("w1: /usr/bin/kubelet is ") && p[0].contains("does not support downgrading a minor"), "{p:#?}");
+        let p = uploaded(
+            &Phase::ALL,
+            facts(&inv, M1, 0.0),
+            with(W1, "kubelet", want.minor + 1),
+        );
+        assert!(
+            p.len() == 1
+                && p[0].starts_with("w1: /usr/bin/kubelet is ")
+                && p[0].contains("does not support downgrading a minor"),
+            "{p:#?}"
+        );
         // Workers first while the API servers are a minor behind: the kubelet would be newer.
-        let p = uploaded(&[Phase::Workers], with(M1, "kube-apiserver", want.minor - 1), with(W1, "kubelet", want.minor - 1));
-        assert!(p.len() == 1 && p[0].starts_with(&format!("the kubelets would be {want} while m1's API server is 1.{}.3", want.minor - 1)), "{p:#?}");
+        let p = uploaded(
+            &[Phase::Workers],
+            with(M1, "kube-apiserver", want.minor - 1),
+            with(W1, "kubelet", want.minor - 1),
+        );
+        assert!(
+            p.len() == 1
+                && p[0].starts_with(&format!(
+                    "the kubelets would be {want} while m1's API server is 1.{}.3",
+                    want.minor - 1
+                )),
+            "{p:#?}"
+        );
         // Once the control plane is at the release, the workers may follow.
-        assert_eq!(uploaded(&[Phase::Workers], with(M1, "kube-apiserver", want.minor), with(W1, "kubelet", want.minor - 1)), Vec::<String>::new());
+        assert_eq!(
+            uploaded(
+                &[Phase::Workers],
+                with(M1, "kube-apiserver", want.minor),
+                with(W1, "kubelet", want.minor - 1)
+            ),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn versions_are_read_from_what_the_binaries_print() {
         assert_eq!(parse_version("Kubernetes v1.37.1"), Some((1, 37, 1)));
         assert_eq!(parse_version("etcd Version: 3.5.16"), Some((3, 5, 16)));
-        assert_eq!(parse_version("containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6+b2"), Some((1, 7, 24)));
-        assert_eq!(parse_version("containerd containerd.io v2.1.9 7b4b4e1"), Some((2, 1, 9)));
+        assert_eq!(
+            parse_version("containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6+b2"),
+            Some((1, 7, 24))
+        );
+        assert_eq!(
+            parse_version("containerd containerd.io v2.1.9 7b4b4e1"),
+            Some((2, 1, 9))
+        );
         assert_eq!(parse_version("no version here"), None);
     }
 
@@ -509,17 +791,30 @@ mod tests {
         let inv = inv();
         let mut w1 = facts(&inv, W1, 0.0);
         // Debian trixie's containerd, for the newest Kubernetes (which needs 2.3).
-        w1.versions.insert("/usr/bin/containerd".into(), "containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6".into());
+        w1.versions.insert(
+            "/usr/bin/containerd".into(),
+            "containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6".into(),
+        );
         let mut m1 = facts(&inv, M1, 0.0);
-        m1.versions.insert("/usr/bin/etcd".into(), "etcd Version: 3.4.23".into());
+        m1.versions
+            .insert("/usr/bin/etcd".into(), "etcd Version: 3.4.23".into());
         let p = problems_of(&inv, m1, w1, &Phase::ALL);
         assert!(p.iter().any(|l| l.starts_with("w1: /usr/bin/containerd is 1.7.24; Kubernetes 1.37 needs containerd 2.3.0+ or 2.4.0+")), "{p:#?}");
-        assert!(p.iter().any(|l| l.starts_with("m1: /usr/bin/etcd is 3.4.23; Kubernetes 1.37 supports etcd 3.5.11+ or 3.6.0+")), "{p:#?}");
+        assert!(
+            p.iter().any(|l| l.starts_with(
+                "m1: /usr/bin/etcd is 3.4.23; Kubernetes 1.37 supports etcd 3.5.11+ or 3.6.0+"
+            )),
+            "{p:#?}"
+        );
         // New enough: 2.5 is past every line listed; 3.5.16 meets 3.5.11.
         let mut w1 = facts(&inv, W1, 0.0);
-        w1.versions.insert("/usr/bin/containerd".into(), "containerd containerd.io v2.5.0 abc".into());
+        w1.versions.insert(
+            "/usr/bin/containerd".into(),
+            "containerd containerd.io v2.5.0 abc".into(),
+        );
         let mut m1 = facts(&inv, M1, 0.0);
-        m1.versions.insert("/usr/bin/etcd".into(), "etcd Version: 3.5.16".into());
+        m1.versions
+            .insert("/usr/bin/etcd".into(), "etcd Version: 3.5.16".into());
         assert!(problems_of(&inv, m1, w1, &Phase::ALL).is_empty());
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::{Ctx, DeployError, Host};
 use crate::components::{Component, Port, Restart};
-use crate::inventory::Node;
 use crate::events::{Events, Status};
+use crate::inventory::Node;
 use crate::probe;
 use crate::remote::UnitOps;
 
@@ -52,14 +52,28 @@ fn action(h: &Host, c: &Component) -> Option<Action> {
 fn ops(h: &mut Host, unit: &str, restart: bool, no_block: bool) -> UnitOps {
     let daemon_reload = h.plan().daemon_reload && !h.reloaded;
     h.reloaded |= daemon_reload;
-    let (restart, start) = if restart { (vec![unit.to_string()], vec![]) } else { (vec![], vec![unit.to_string()]) };
-    UnitOps { daemon_reload, restart, start, no_block, ..UnitOps::default() }
+    let (restart, start) = if restart {
+        (vec![unit.to_string()], vec![])
+    } else {
+        (vec![], vec![unit.to_string()])
+    };
+    UnitOps {
+        daemon_reload,
+        restart,
+        start,
+        no_block,
+        ..UnitOps::default()
+    }
 }
 
 /// Runs `ops` on the host and, unless `no_block`, checks that the unit is active afterwards.
 fn systemctl(h: &mut Host, c: &Component, restart: bool, no_block: bool, events: &Events) {
     let unit = c.unit.expect("only units are rolled out");
-    let step = events.start(Some(&h.node.name), Some(c.phase.name()), &format!("{} {unit}", if restart { "restart" } else { "start" }));
+    let step = events.start(
+        Some(&h.node.name),
+        Some(c.phase.name()),
+        &format!("{} {unit}", if restart { "restart" } else { "start" }),
+    );
     systemctl_step(h, c, unit, restart, no_block);
     match &h.outcome.error {
         Some(e) if !h.outcome.ok => step.done(Status::Failed, Some(e.clone())),
@@ -84,26 +98,49 @@ fn systemctl_step(h: &mut Host, c: &Component, unit: &'static str, restart: bool
             Err(e) => return h.fail(c.phase, e),
         }
     }
-    if restart { h.outcome.restarted.push(unit.into()) } else { h.outcome.started.push(unit.into()) }
+    if restart {
+        h.outcome.restarted.push(unit.into())
+    } else {
+        h.outcome.started.push(unit.into())
+    }
 }
 
 /// Brings `c` up everywhere it runs, by its policy; `health` is checked after starting and
 /// between rolling restarts. With `together`, units are started without waiting for each
 /// (etcd members: each one's start blocks until a quorum has started).
-pub(crate) async fn roll_out(ctx: &mut Ctx, c: &'static Component, health: Option<Health>, together: bool) -> Result<(), DeployError> {
-    let plan: Vec<(usize, Action)> =
-        ctx.hosts.iter().enumerate().filter(|(_, h)| h.alive()).filter_map(|(i, h)| Some((i, action(h, c)?))).collect();
+pub(crate) async fn roll_out(
+    ctx: &mut Ctx,
+    c: &'static Component,
+    health: Option<Health>,
+    together: bool,
+) -> Result<(), DeployError> {
+    let plan: Vec<(usize, Action)> = ctx
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.alive())
+        .filter_map(|(i, h)| Some((i, action(h, c)?)))
+        .collect();
     if plan.is_empty() {
         return Ok(());
     }
     // 1. Everything but the rolling restarts, at once.
-    let now: Vec<(usize, bool)> =
-        plan.iter().filter(|(_, a)| *a != Action::RollingRestart).map(|(i, a)| (*i, *a == Action::Restart)).collect();
+    let now: Vec<(usize, bool)> = plan
+        .iter()
+        .filter(|(_, a)| *a != Action::RollingRestart)
+        .map(|(i, a)| (*i, *a == Action::Restart))
+        .collect();
     let no_block = together;
     let events = ctx.events.clone();
-    let work = std::sync::Arc::new(now.iter().map(|(i, r)| (ctx.hosts[*i].node.name.clone(), *r)).collect::<std::collections::BTreeMap<_, _>>());
+    let work = std::sync::Arc::new(
+        now.iter()
+            .map(|(i, r)| (ctx.hosts[*i].node.name.clone(), *r))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    );
     ctx.each_host(move |h| {
-        let Some(&restart) = work.get(&h.node.name) else { return };
+        let Some(&restart) = work.get(&h.node.name) else {
+            return;
+        };
         if !h.alive() {
             return;
         }
@@ -112,19 +149,30 @@ pub(crate) async fn roll_out(ctx: &mut Ctx, c: &'static Component, health: Optio
     .await;
     if let Some(health) = health
         && (!now.is_empty() || plan.iter().any(|(_, a)| *a == Action::RollingRestart))
-        && !wait(ctx, c, health, &now.iter().map(|(i, _)| *i).collect::<Vec<_>>()).await
+        && !wait(
+            ctx,
+            c,
+            health,
+            &now.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        )
+        .await
     {
         return Ok(());
     }
 
     // 2. Rolling restarts, one host at a time, each healthy again before the next.
-    let rolling: Vec<usize> = plan.iter().filter(|(_, a)| *a == Action::RollingRestart).map(|(i, _)| *i).collect();
+    let rolling: Vec<usize> = plan
+        .iter()
+        .filter(|(_, a)| *a == Action::RollingRestart)
+        .map(|(i, _)| *i)
+        .collect();
     for (k, &i) in rolling.iter().enumerate() {
         if !ctx.hosts[i].alive() {
             continue;
         }
         let events = ctx.events.clone();
-        ctx.on_host(i, move |h| systemctl(h, c, true, false, &events)).await;
+        ctx.on_host(i, move |h| systemctl(h, c, true, false, &events))
+            .await;
         let healthy = ctx.hosts[i].alive()
             && match health {
                 Some(hl) => wait(ctx, c, hl, &[i]).await,
@@ -144,10 +192,19 @@ pub(crate) async fn roll_out(ctx: &mut Ctx, c: &'static Component, health: Optio
 
 /// Waits for `health`; on failure marks the hosts concerned failed, keeping each one's own
 /// error when it already has one, and says whether the component is healthy.
-async fn wait(ctx: &mut Ctx, c: &'static Component, health: Health, just_started: &[usize]) -> bool {
+async fn wait(
+    ctx: &mut Ctx,
+    c: &'static Component,
+    health: Health,
+    just_started: &[usize],
+) -> bool {
     match health {
         Health::EtcdQuorum => {
-            let step = ctx.events.start(None, Some(c.phase.name()), "wait for etcd: every member answers, one leader");
+            let step = ctx.events.start(
+                None,
+                Some(c.phase.name()),
+                "wait for etcd: every member answers, one leader",
+            );
             let ok = wait_etcd(ctx, c).await;
             step.done(if ok { Status::Ok } else { Status::Failed }, None);
             ok
@@ -158,9 +215,16 @@ async fn wait(ctx: &mut Ctx, c: &'static Component, health: Health, just_started
                 if !ctx.hosts[i].alive() {
                     continue;
                 }
-                let step = ctx.events.start(Some(&ctx.hosts[i].node.name), Some(c.phase.name()), "wait for /readyz");
+                let step = ctx.events.start(
+                    Some(&ctx.hosts[i].node.name),
+                    Some(c.phase.name()),
+                    "wait for /readyz",
+                );
                 let ready = wait_api(ctx, i).await;
-                step.done(if ready { Status::Ok } else { Status::Failed }, ctx.hosts[i].outcome.error.clone().filter(|_| !ready));
+                step.done(
+                    if ready { Status::Ok } else { Status::Failed },
+                    ctx.hosts[i].outcome.error.clone().filter(|_| !ready),
+                );
                 ok &= ready;
             }
             ok
@@ -171,12 +235,18 @@ async fn wait(ctx: &mut Ctx, c: &'static Component, health: Health, just_started
 /// Waits for the members whose hosts are up; a member on an unreachable host is already
 /// reported as that host's failure, and the rest may still hold quorum.
 async fn wait_etcd(ctx: &mut Ctx, c: &'static Component) -> bool {
-    let members: Vec<Node> = ctx.hosts.iter().filter(|h| h.alive() && c.runs_on(&ctx.inv, &h.node)).map(|h| h.node.clone()).collect();
+    let members: Vec<Node> = ctx
+        .hosts
+        .iter()
+        .filter(|h| h.alive() && c.runs_on(&ctx.inv, &h.node))
+        .map(|h| h.node.clone())
+        .collect();
     if members.is_empty() {
         return false;
     }
     let refs: Vec<&Node> = members.iter().collect();
-    let (ok, statuses) = probe::wait_healthy(ctx.probe.as_ref(), &refs, ctx.opts.etcd_timeout).await;
+    let (ok, statuses) =
+        probe::wait_healthy(ctx.probe.as_ref(), &refs, ctx.opts.etcd_timeout).await;
     ctx.etcd = statuses.clone();
     if ok {
         return true;
@@ -189,8 +259,16 @@ async fn wait_etcd(ctx: &mut Ctx, c: &'static Component) -> bool {
         let unit = vec![c.unit.expect("etcd has a unit").to_string()];
         let (state, journal) = ctx
             .on_host(i, move |h| {
-                let state = h.remote().unit_states(&unit).ok().and_then(|s| s.into_values().next()).unwrap_or_default();
-                (state, h.remote().journal_tail(&unit, 10).unwrap_or_default())
+                let state = h
+                    .remote()
+                    .unit_states(&unit)
+                    .ok()
+                    .and_then(|s| s.into_values().next())
+                    .unwrap_or_default();
+                (
+                    state,
+                    h.remote().journal_tail(&unit, 10).unwrap_or_default(),
+                )
             })
             .await;
         detail.push_str(&format!("{}: etcd is {state}\n{journal}\n", m.name));
@@ -202,8 +280,16 @@ async fn wait_etcd(ctx: &mut Ctx, c: &'static Component) -> bool {
     for m in &members {
         let i = ctx.index_of(&m.name);
         let h = &mut ctx.hosts[i];
-        let own = h.outcome.error.clone().map(|e| format!("{e}\n")).unwrap_or_default();
-        h.fail(c.phase, format!("etcd not healthy within {secs} s:\n{own}{detail}"));
+        let own = h
+            .outcome
+            .error
+            .clone()
+            .map(|e| format!("{e}\n"))
+            .unwrap_or_default();
+        h.fail(
+            c.phase,
+            format!("etcd not healthy within {secs} s:\n{own}{detail}"),
+        );
     }
     ctx.stopped = true;
     false
@@ -221,7 +307,10 @@ async fn wait_api(ctx: &mut Ctx, i: usize) -> bool {
         };
         if Instant::now() >= deadline {
             let secs = ctx.opts.api_timeout.as_secs();
-            ctx.hosts[i].fail(crate::components::Phase::ControlPlane, format!("the API server did not answer /readyz within {secs} s: {last}"));
+            ctx.hosts[i].fail(
+                crate::components::Phase::ControlPlane,
+                format!("the API server did not answer /readyz within {secs} s: {last}"),
+            );
             return false;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -242,13 +331,31 @@ pub(crate) fn describe(ctx: &Ctx, c: &'static Component, health: Option<Health>)
         }
     }
     let mut out = Vec::new();
-    let running: Vec<&String> = start.iter().filter(|n| ctx.hosts[ctx.index_of(n)].facts.as_ref().is_some_and(|f| f.unit_active(c.unit.unwrap_or("")))).collect();
+    let running: Vec<&String> = start
+        .iter()
+        .filter(|n| {
+            ctx.hosts[ctx.index_of(n)]
+                .facts
+                .as_ref()
+                .is_some_and(|f| f.unit_active(c.unit.unwrap_or("")))
+        })
+        .collect();
     let to_start: Vec<&String> = start.iter().filter(|n| !running.contains(n)).collect();
     if !to_start.is_empty() {
-        out.push(format!("{}: start {} on {}", c.phase, c.name, join(&to_start)));
+        out.push(format!(
+            "{}: start {} on {}",
+            c.phase,
+            c.name,
+            join(&to_start)
+        ));
     }
     if !restart.is_empty() {
-        out.push(format!("{}: restart {} on {} (at once)", c.phase, c.name, join(&restart.iter().collect::<Vec<_>>())));
+        out.push(format!(
+            "{}: restart {} on {} (at once)",
+            c.phase,
+            c.name,
+            join(&restart.iter().collect::<Vec<_>>())
+        ));
     }
     if !rolling.is_empty() {
         let wait = match health {
@@ -256,11 +363,20 @@ pub(crate) fn describe(ctx: &Ctx, c: &'static Component, health: Option<Health>)
             Some(Health::ApiReady) => "its /readyz answering 200",
             None => "its unit active",
         };
-        out.push(format!("{}: restart {} on {}, one at a time, each followed by {wait}", c.phase, c.name, rolling.join(", then ")));
+        out.push(format!(
+            "{}: restart {} on {}, one at a time, each followed by {wait}",
+            c.phase,
+            c.name,
+            rolling.join(", then ")
+        ));
     }
     out
 }
 
 fn join(names: &[&String]) -> String {
-    names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

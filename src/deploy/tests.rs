@@ -19,7 +19,14 @@ fn opts(phases: &[Phase]) -> DeployOptions {
 fn run(f: &Fixture, o: &DeployOptions) -> Result<DeployReport, DeployError> {
     let connector: Arc<dyn Connector> = f.fake.clone();
     let probe: Arc<dyn Probe> = f.fake.clone();
-    block_on(deploy(&f.inv, f.rendered(), connector, probe, o, crate::events::Events::none("deploy")))
+    block_on(deploy(
+        &f.inv,
+        f.rendered(),
+        connector,
+        probe,
+        o,
+        crate::events::Events::none("deploy"),
+    ))
 }
 
 fn host<'a>(r: &'a DeployReport, node: &str) -> &'a HostOutcome {
@@ -40,16 +47,30 @@ fn a_first_deploy_places_every_file_and_starts_etcd_members_together() {
         // Exactly the rendered files of the phases, with their modes.
         for file in crate::plan::files_in_phases(&f.rendered(), m, &opts(&ETCD_LB).selected()) {
             let got = &n.files[&file.path];
-            assert_eq!((got.contents.as_slice(), got.mode, got.owner.as_str()), (&file.contents[..], file.mode, "root:root"), "{m}: {}", file.path);
+            assert_eq!(
+                (got.contents.as_slice(), got.mode, got.owner.as_str()),
+                (&file.contents[..], file.mode, "root:root"),
+                "{m}: {}",
+                file.path
+            );
         }
-        assert!(!n.files.contains_key("/etc/systemd/system/kube-apiserver.service"), "{m}: a file of another phase");
+        assert!(
+            !n.files
+                .contains_key("/etc/systemd/system/kube-apiserver.service"),
+            "{m}: a file of another phase"
+        );
     }
     assert_eq!(host(&r, "lb").restarted, ["haproxy"]);
     assert_eq!(host(&r, "w1").changed, 0);
     // Bootstrap: every member's start was sent before deploy waited on any (each start needs
     // the others for quorum), all of them after one daemon-reload each.
     let events = f.fake.events();
-    let starts: Vec<usize> = events.iter().enumerate().filter(|(_, e)| e.what == "restart etcd").map(|(i, _)| i).collect();
+    let starts: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.what == "restart etcd")
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(starts.len(), 3, "{events:?}");
     assert_eq!(r.etcd.len(), 3);
     assert!(crate::probe::healthy(&r.etcd), "{:?}", r.etcd);
@@ -62,16 +83,35 @@ fn a_second_deploy_changes_and_restarts_nothing() {
     f.fake.clear_events();
     let r = run(&f, &opts(&ETCD_LB)).unwrap();
     assert_eq!(r.changed(), 0);
-    assert!(r.hosts.iter().all(|h| h.restarted.is_empty()), "{}", r.table());
-    assert!(r.table().ends_with("0 changes, 0 restarts, 0 of 5 hosts failed"), "{}", r.table());
-    let changes: Vec<_> = f.fake.events().into_iter().filter(|e| e.what != "install 0 files").collect();
+    assert!(
+        r.hosts.iter().all(|h| h.restarted.is_empty()),
+        "{}",
+        r.table()
+    );
+    assert!(
+        r.table()
+            .ends_with("0 changes, 0 restarts, 0 of 5 hosts failed"),
+        "{}",
+        r.table()
+    );
+    let changes: Vec<_> = f
+        .fake
+        .events()
+        .into_iter()
+        .filter(|e| e.what != "install 0 files")
+        .collect();
     assert!(changes.is_empty(), "{changes:?}");
 }
 
 /// Makes every etcd member's server certificate on the node differ from the rendered one.
 fn stale_etcd_certs(f: &Fixture) {
     for m in ["m1", "m2", "m3"] {
-        f.fake.node(m).files.get_mut("/etc/etcd/pki/server.crt").unwrap().contents = b"old".to_vec();
+        f.fake
+            .node(m)
+            .files
+            .get_mut("/etc/etcd/pki/server.crt")
+            .unwrap()
+            .contents = b"old".to_vec();
     }
 }
 
@@ -83,16 +123,29 @@ fn running_members_restart_one_at_a_time_each_healthy_before_the_next() {
     f.fake.clear_events();
     let r = run(&f, &opts(&ETCD_LB)).unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
-    assert_eq!(f.fake.events_like("restart etcd"), ["m1: restart etcd", "m2: restart etcd", "m3: restart etcd"]);
+    assert_eq!(
+        f.fake.events_like("restart etcd"),
+        ["m1: restart etcd", "m2: restart etcd", "m3: restart etcd"]
+    );
     // Between two restarts the cluster was asked, and healthy: the probe's view is in the
     // report, and no member restarted while another was down (the fake restarts instantly, so
     // what is checked here is that no restart was issued to two members in one round).
     let installs: Vec<String> = f.fake.events_like("install");
     assert_eq!(installs.len(), 5, "{installs:?}");
     assert!(crate::probe::healthy(&r.etcd));
-    let steps = f.fake.events().into_iter().map(|e| format!("{}: {}", e.node, e.what)).collect::<Vec<_>>();
+    let steps = f
+        .fake
+        .events()
+        .into_iter()
+        .map(|e| format!("{}: {}", e.node, e.what))
+        .collect::<Vec<_>>();
     let first_restart = steps.iter().position(|s| s == "m1: restart etcd").unwrap();
-    assert!(steps[..first_restart].iter().all(|s| !s.contains("restart")), "{steps:?}");
+    assert!(
+        steps[..first_restart]
+            .iter()
+            .all(|s| !s.contains("restart")),
+        "{steps:?}"
+    );
 }
 
 #[test]
@@ -103,35 +156,63 @@ fn a_rolling_restart_stops_at_the_first_member_that_does_not_come_back() {
     f.fake.node("m1").failing.insert("etcd".into());
     f.fake.clear_events();
     let r = run(&f, &opts(&ETCD_LB)).unwrap();
-    assert_eq!(f.fake.events_like("restart etcd"), ["m1: restart etcd"], "m2 and m3 must keep running");
+    assert_eq!(
+        f.fake.events_like("restart etcd"),
+        ["m1: restart etcd"],
+        "m2 and m3 must keep running"
+    );
     assert!(f.fake.node("m2").unit_active("etcd") && f.fake.node("m3").unit_active("etcd"));
     let m1 = host(&r, "m1");
     assert_eq!(m1.failed_phase, Some(Phase::Etcd));
-    assert!(m1.error.as_deref().unwrap().contains("etcd.service failed"), "{m1:?}");
+    assert!(
+        m1.error.as_deref().unwrap().contains("etcd.service failed"),
+        "{m1:?}"
+    );
     for m in ["m2", "m3"] {
         let e = host(&r, m).error.as_deref().unwrap();
-        assert!(e.contains("not restarted: the rolling restart stopped at m1"), "{m}: {e}");
+        assert!(
+            e.contains("not restarted: the rolling restart stopped at m1"),
+            "{m}: {e}"
+        );
     }
     // Nothing after etcd ran.
-    assert!(f.fake.events_like("restart haproxy").is_empty() && f.fake.events_like("start haproxy").is_empty());
+    assert!(
+        f.fake.events_like("restart haproxy").is_empty()
+            && f.fake.events_like("start haproxy").is_empty()
+    );
 }
 
 #[test]
 fn without_quorum_every_member_fails_with_its_own_cause_and_later_phases_do_not_run() {
     let f = Fixture::new();
-    f.fake.node("m2").systemctl_error = Some("Failed to connect to bus: No such file or directory".into());
+    f.fake.node("m2").systemctl_error =
+        Some("Failed to connect to bus: No such file or directory".into());
     f.fake.node("m3").failing.insert("etcd".into());
     let r = run(&f, &opts(&ETCD_LB)).unwrap();
     // m2's own cause is kept, not replaced by the timeout.
     let m2 = host(&r, "m2").error.as_deref().unwrap();
     assert!(m2.contains("Failed to connect to bus"), "{m2}");
     for m in ["m1", "m3"] {
-        let e = host(&r, m).error.as_deref().unwrap_or_else(|| panic!("{m} did not fail"));
+        let e = host(&r, m)
+            .error
+            .as_deref()
+            .unwrap_or_else(|| panic!("{m} did not fail"));
         assert!(e.starts_with("etcd not healthy within 2 s:"), "{m}: {e}");
-        assert!(e.contains("m1: etcd is active") && e.contains("m3: etcd is failed") && e.contains("--- journal of etcd:"), "{m}: {e}");
-        assert!(e.contains("m1 (10.0.0.11): member"), "the members that answer are listed: {e}");
+        assert!(
+            e.contains("m1: etcd is active")
+                && e.contains("m3: etcd is failed")
+                && e.contains("--- journal of etcd:"),
+            "{m}: {e}"
+        );
+        assert!(
+            e.contains("m1 (10.0.0.11): member"),
+            "the members that answer are listed: {e}"
+        );
     }
-    assert!(host(&r, "lb").ok && host(&r, "lb").restarted.is_empty(), "the lb phase must not run without etcd");
+    assert!(
+        host(&r, "lb").ok && host(&r, "lb").restarted.is_empty(),
+        "the lb phase must not run without etcd"
+    );
 }
 
 #[test]
@@ -140,21 +221,47 @@ fn api_servers_restart_one_at_a_time_each_ready_before_the_next() {
     let all = [Phase::Etcd, Phase::Lb, Phase::ControlPlane];
     run(&f, &opts(&all)).unwrap();
     for m in ["m1", "m2", "m3"] {
-        f.fake.node(m).files.get_mut("/etc/kubernetes/pki/apiserver.crt").unwrap().contents = b"old".to_vec();
+        f.fake
+            .node(m)
+            .files
+            .get_mut("/etc/kubernetes/pki/apiserver.crt")
+            .unwrap()
+            .contents = b"old".to_vec();
     }
     f.fake.clear_events();
     let r = run(&f, &opts(&all)).unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
-    assert_eq!(f.fake.events_like("restart kube-"), ["m1: restart kube-apiserver", "m2: restart kube-apiserver", "m3: restart kube-apiserver"]);
+    assert_eq!(
+        f.fake.events_like("restart kube-"),
+        [
+            "m1: restart kube-apiserver",
+            "m2: restart kube-apiserver",
+            "m3: restart kube-apiserver"
+        ]
+    );
     // An API server that does not come back stops the roll.
     for m in ["m1", "m2", "m3"] {
-        f.fake.node(m).files.get_mut("/etc/kubernetes/pki/apiserver.crt").unwrap().contents = b"old".to_vec();
+        f.fake
+            .node(m)
+            .files
+            .get_mut("/etc/kubernetes/pki/apiserver.crt")
+            .unwrap()
+            .contents = b"old".to_vec();
     }
     f.fake.node("m2").failing.insert("kube-apiserver".into());
     f.fake.clear_events();
     let r = run(&f, &opts(&all)).unwrap();
-    assert_eq!(f.fake.events_like("restart kube-apiserver"), ["m1: restart kube-apiserver", "m2: restart kube-apiserver"]);
-    assert!(host(&r, "m3").error.as_deref().unwrap().contains("stopped at m2"));
+    assert_eq!(
+        f.fake.events_like("restart kube-apiserver"),
+        ["m1: restart kube-apiserver", "m2: restart kube-apiserver"]
+    );
+    assert!(
+        host(&r, "m3")
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("stopped at m2")
+    );
 }
 
 #[test]
@@ -162,8 +269,15 @@ fn preflight_stops_everything_before_any_change() {
     let f = Fixture::new();
     f.fake.node("w1").binaries.clear();
     let err = run(&f, &opts(&Phase::ALL)).unwrap_err();
-    let DeployError::Preflight(problems) = &err else { panic!("{err}") };
-    assert!(problems.iter().any(|p| p.contains("w1: /usr/bin/kubelet (phase workers)")), "{problems:?}");
+    let DeployError::Preflight(problems) = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("w1: /usr/bin/kubelet (phase workers)")),
+        "{problems:?}"
+    );
     assert!(f.fake.events().is_empty(), "{:?}", f.fake.events());
 }
 
@@ -175,7 +289,13 @@ fn an_unreachable_host_fails_alone() {
     assert_eq!(r.failed().len(), 1);
     let w1 = host(&r, "w1");
     assert_eq!(w1.failed_phase, Some(Phase::Preflight));
-    assert!(w1.error.as_deref().unwrap().starts_with("cannot connect to 10.0.0.15:22"), "{w1:?}");
+    assert!(
+        w1.error
+            .as_deref()
+            .unwrap()
+            .starts_with("cannot connect to 10.0.0.15:22"),
+        "{w1:?}"
+    );
     assert!(f.fake.node("m1").unit_active("etcd") && f.fake.node("lb").unit_active("haproxy"));
 }
 
@@ -203,7 +323,12 @@ fn addons_are_applied_on_the_first_master_once_its_api_server_answers() {
     let r = run(&f, &opts(&Phase::ALL)).unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
     assert_eq!(
-        f.fake.events().iter().filter(|e| e.what.starts_with("kubectl") || e.what.starts_with("wait")).map(|e| format!("{}: {}", e.node, e.what)).collect::<Vec<_>>(),
+        f.fake
+            .events()
+            .iter()
+            .filter(|e| e.what.starts_with("kubectl") || e.what.starts_with("wait"))
+            .map(|e| format!("{}: {}", e.node, e.what))
+            .collect::<Vec<_>>(),
         [
             "m1: kubectl apply -f /etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml",
             "m1: kubectl apply -f /etc/kubernetes/addons/coredns.yaml",
@@ -226,7 +351,11 @@ fn the_dry_run_lists_every_addon_step_in_order_on_the_first_master() {
     let mut o = opts(&Phase::ALL);
     o.dry_run = true;
     let r = run(&f, &o).unwrap();
-    let addons: Vec<&String> = r.steps.iter().filter(|s| s.starts_with("addons:")).collect();
+    let addons: Vec<&String> = r
+        .steps
+        .iter()
+        .filter(|s| s.starts_with("addons:"))
+        .collect();
     assert_eq!(
         addons,
         [
@@ -241,14 +370,20 @@ fn the_dry_run_lists_every_addon_step_in_order_on_the_first_master() {
 #[test]
 fn an_addon_that_never_gets_ready_fails_the_phase_naming_it() {
     let f = Fixture::new();
-    f.fake.node("m1").unready.insert("deployment/coredns".into());
+    f.fake
+        .node("m1")
+        .unready
+        .insert("deployment/coredns".into());
     let r = run(&f, &opts(&Phase::ALL)).unwrap();
     let failed = r.failed();
     assert_eq!(failed.len(), 1, "{}", r.table());
     assert_eq!(failed[0].node, "m1");
     assert_eq!(failed[0].failed_phase, Some(Phase::Addons));
     let e = failed[0].error.as_deref().unwrap();
-    assert!(e.contains("addon CoreDNS: wait for deployment/coredns in kube-system to roll out failed"), "{e}");
+    assert!(
+        e.contains("addon CoreDNS: wait for deployment/coredns in kube-system to roll out failed"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -256,17 +391,46 @@ fn image_tarballs_are_placed_and_imported_on_every_containerd_node_before_the_ad
     let images = tempfile::tempdir().unwrap();
     std::fs::write(images.path().join("coredns.tar"), b"an image archive").unwrap();
     std::fs::write(images.path().join("notes.txt"), b"not an image").unwrap();
-    let text = crate::testing::INVENTORY.replacen("[binaries]", &format!("[addons]\nimages_dir = {:?}\n\n[binaries]", images.path()), 1);
+    let text = crate::testing::INVENTORY.replacen(
+        "[binaries]",
+        &format!("[addons]\nimages_dir = {:?}\n\n[binaries]", images.path()),
+        1,
+    );
     let f = Fixture::with(&text);
     let rendered = f.rendered();
-    let has = |node: &str| rendered.hosts[node].iter().any(|file| file.path == "/var/lib/hardway/images/coredns.tar");
-    assert!(has("w1") && !has("m1") && !has("lb"), "the tarball goes where containerd runs, only");
-    assert!(!rendered.hosts["w1"].iter().any(|file| file.path.ends_with("notes.txt")));
+    let has = |node: &str| {
+        rendered.hosts[node]
+            .iter()
+            .any(|file| file.path == "/var/lib/hardway/images/coredns.tar")
+    };
+    assert!(
+        has("w1") && !has("m1") && !has("lb"),
+        "the tarball goes where containerd runs, only"
+    );
+    assert!(
+        !rendered.hosts["w1"]
+            .iter()
+            .any(|file| file.path.ends_with("notes.txt"))
+    );
     run(&f, &opts(&Phase::ALL)).unwrap();
-    let events: Vec<String> = f.fake.events().iter().map(|e| format!("{}: {}", e.node, e.what)).collect();
-    let import = events.iter().position(|e| e == "w1: import /var/lib/hardway/images/coredns.tar").unwrap_or_else(|| panic!("{events:#?}"));
-    let first_apply = events.iter().position(|e| e.starts_with("m1: kubectl apply")).unwrap();
-    assert!(import < first_apply, "images are imported before the addons are applied");
+    let events: Vec<String> = f
+        .fake
+        .events()
+        .iter()
+        .map(|e| format!("{}: {}", e.node, e.what))
+        .collect();
+    let import = events
+        .iter()
+        .position(|e| e == "w1: import /var/lib/hardway/images/coredns.tar")
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    let first_apply = events
+        .iter()
+        .position(|e| e.starts_with("m1: kubectl apply"))
+        .unwrap();
+    assert!(
+        import < first_apply,
+        "images are imported before the addons are applied"
+    );
 }
 
 #[test]
@@ -278,8 +442,18 @@ fn a_node_of_a_cluster_with_another_pki_is_refused_before_anything_changes() {
     // The same inventory with another PKI directory: another CA, SA key and encryption key.
     let other = Fixture::with_another_pki();
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
-    let err = block_on(deploy(&f.inv, other.rendered(), c, p, &opts(&all), crate::events::Events::none("deploy"))).unwrap_err();
-    let DeployError::Preflight(problems) = &err else { panic!("{err}") };
+    let err = block_on(deploy(
+        &f.inv,
+        other.rendered(),
+        c,
+        p,
+        &opts(&all),
+        crate::events::Events::none("deploy"),
+    ))
+    .unwrap_err();
+    let DeployError::Preflight(problems) = &err else {
+        panic!("{err}")
+    };
     for want in [
         "m1: /etc/kubernetes/pki/ca.crt holds another cluster CA",
         "m1: /etc/kubernetes/pki/ca.key holds another cluster CA",
@@ -288,14 +462,24 @@ fn a_node_of_a_cluster_with_another_pki_is_refused_before_anything_changes() {
         "m1: /etc/kubernetes/encryption-config.yaml holds another Secrets encryption key",
         "lb: /etc/haproxy/pki/ca.crt holds another cluster CA",
     ] {
-        assert!(problems.iter().any(|p| p.starts_with(want)), "{want:?} not in {problems:#?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with(want)),
+            "{want:?} not in {problems:#?}"
+        );
     }
     assert!(f.fake.events().is_empty(), "{:?}", f.fake.events());
     // Only the keys matter in the encryption config: the same key in another file is fine.
     {
         let mut m1 = f.fake.node("m1");
-        let cfg = m1.files.get_mut("/etc/kubernetes/encryption-config.yaml").unwrap();
-        cfg.contents = format!("# edited by hand\n{}", String::from_utf8_lossy(&cfg.contents)).into_bytes();
+        let cfg = m1
+            .files
+            .get_mut("/etc/kubernetes/encryption-config.yaml")
+            .unwrap();
+        cfg.contents = format!(
+            "# edited by hand\n{}",
+            String::from_utf8_lossy(&cfg.contents)
+        )
+        .into_bytes();
     }
     let r = run(&f, &opts(&all)).unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
@@ -305,23 +489,51 @@ fn a_node_of_a_cluster_with_another_pki_is_refused_before_anything_changes() {
 fn a_dry_run_diff_shows_exactly_the_changed_lines_and_no_secret() {
     let f = Fixture::new();
     run(&f, &opts(&ETCD_LB)).unwrap();
-    let text = crate::testing::INVENTORY.replace("address = \"10.0.0.14\"\n\n[binaries]", "address = \"10.0.0.14\"\nport = 7443\n\n[binaries]");
+    let text = crate::testing::INVENTORY.replace(
+        "address = \"10.0.0.14\"\n\n[binaries]",
+        "address = \"10.0.0.14\"\nport = 7443\n\n[binaries]",
+    );
     let inv = crate::inventory::parse(std::path::Path::new("t.toml"), &text).unwrap();
-    let (pki, _) = crate::pki::generate(&inv, &f.pki_dir(), crate::pki::GenerateOptions::default()).unwrap();
+    let (pki, _) =
+        crate::pki::generate(&inv, &f.pki_dir(), crate::pki::GenerateOptions::default()).unwrap();
     let rendered = crate::render::render(&inv, &pki).unwrap();
     f.fake.clear_events();
     let mut o = opts(&ETCD_LB);
     o.dry_run = true;
     o.diff = true;
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
-    let r = block_on(deploy(&inv, rendered, c, p, &o, crate::events::Events::none("deploy"))).unwrap();
+    let r = block_on(deploy(
+        &inv,
+        rendered,
+        c,
+        p,
+        &o,
+        crate::events::Events::none("deploy"),
+    ))
+    .unwrap();
     assert_eq!(r.diffs.keys().collect::<Vec<_>>(), ["lb"], "{:#?}", r.diffs);
     let d = &r.diffs["lb"];
     assert_eq!(d.len(), 1, "{d:#?}");
     assert_eq!(d[0].path, "/etc/haproxy/haproxy.cfg");
-    let changed: Vec<&str> = d[0].diff.lines().filter(|l| (l.starts_with('+') || l.starts_with('-')) && !l.starts_with("+++") && !l.starts_with("---")).collect();
-    assert_eq!(changed, ["-    bind *:6443", "+    bind *:7443"], "{}", d[0].diff);
-    assert!(f.fake.events_like("install").is_empty(), "a dry run installed files");
+    let changed: Vec<&str> = d[0]
+        .diff
+        .lines()
+        .filter(|l| {
+            (l.starts_with('+') || l.starts_with('-'))
+                && !l.starts_with("+++")
+                && !l.starts_with("---")
+        })
+        .collect();
+    assert_eq!(
+        changed,
+        ["-    bind *:6443", "+    bind *:7443"],
+        "{}",
+        d[0].diff
+    );
+    assert!(
+        f.fake.events_like("install").is_empty(),
+        "a dry run installed files"
+    );
 }
 
 #[test]
@@ -329,17 +541,33 @@ fn diffs_mask_secrets_and_never_show_a_private_key() {
     let f = Fixture::new();
     let phases = [Phase::Files, Phase::Etcd, Phase::ControlPlane];
     run(&f, &opts(&phases)).unwrap();
-    for path in ["/etc/kubernetes/admin.kubeconfig", "/etc/kubernetes/pki/apiserver.key", "/etc/kubernetes/encryption-config.yaml"] {
+    for path in [
+        "/etc/kubernetes/admin.kubeconfig",
+        "/etc/kubernetes/pki/apiserver.key",
+        "/etc/kubernetes/encryption-config.yaml",
+    ] {
         f.fake.node("m1").files.get_mut(path).unwrap().contents = b"old: x\n".to_vec();
     }
     let mut o = opts(&phases);
     o.dry_run = true;
     o.diff = true;
     let r = run(&f, &o).unwrap();
-    let all: String = r.diffs["m1"].iter().map(|d| format!("{}\n{}\n", d.path, d.diff)).collect();
-    assert!(all.contains("/etc/kubernetes/pki/apiserver.key\nprivate key: not shown"), "{all}");
-    assert!(all.contains("client-key-data: <masked>") && all.contains("secret: <masked>"), "{all}");
-    for secret in [f.pki.cert("admin").key_pem.lines().nth(1).unwrap(), f.pki.encryption_key_b64.as_str()] {
+    let all: String = r.diffs["m1"]
+        .iter()
+        .map(|d| format!("{}\n{}\n", d.path, d.diff))
+        .collect();
+    assert!(
+        all.contains("/etc/kubernetes/pki/apiserver.key\nprivate key: not shown"),
+        "{all}"
+    );
+    assert!(
+        all.contains("client-key-data: <masked>") && all.contains("secret: <masked>"),
+        "{all}"
+    );
+    for secret in [
+        f.pki.cert("admin").key_pem.lines().nth(1).unwrap(),
+        f.pki.encryption_key_b64.as_str(),
+    ] {
         assert!(!all.contains(secret), "a diff shows key material");
     }
 }
@@ -358,9 +586,14 @@ fn grown_to_five_masters() -> (Fixture, crate::inventory::Inventory, crate::pki:
     let mut f = Fixture::new();
     run(&f, &opts(&[Phase::Etcd])).unwrap();
     let inv = crate::inventory::parse(std::path::Path::new("t.toml"), &five_masters()).unwrap();
-    let deploy_mode = crate::pki::GenerateOptions { existing_trust_only: true, ..Default::default() };
+    let deploy_mode = crate::pki::GenerateOptions {
+        existing_trust_only: true,
+        ..Default::default()
+    };
     let (pki, _) = crate::pki::generate(&inv, &f.pki_dir(), deploy_mode).unwrap();
-    Arc::get_mut(&mut f.fake).expect("only the fixture holds it").add_nodes(&inv);
+    Arc::get_mut(&mut f.fake)
+        .expect("only the fixture holds it")
+        .add_nodes(&inv);
     (f, inv, pki)
 }
 
@@ -368,13 +601,36 @@ fn grown_to_five_masters() -> (Fixture, crate::inventory::Inventory, crate::pki:
 fn a_member_that_cannot_join_fails_and_those_after_it_say_they_did_not_join() {
     let etcd = [Phase::Etcd];
     let (f, inv, pki) = grown_to_five_masters();
-    f.fake.unhealthy_adds.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+    f.fake
+        .unhealthy_adds
+        .store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
-    let r = block_on(deploy(&inv, crate::render::render(&inv, &pki).unwrap(), c, p, &opts(&etcd), crate::events::Events::none("deploy"))).unwrap();
-    let failed: Vec<(String, String)> = r.failed().iter().map(|h| (h.node.clone(), h.error.clone().unwrap_or_default())).collect();
+    let r = block_on(deploy(
+        &inv,
+        crate::render::render(&inv, &pki).unwrap(),
+        c,
+        p,
+        &opts(&etcd),
+        crate::events::Events::none("deploy"),
+    ))
+    .unwrap();
+    let failed: Vec<(String, String)> = r
+        .failed()
+        .iter()
+        .map(|h| (h.node.clone(), h.error.clone().unwrap_or_default()))
+        .collect();
     assert_eq!(failed.len(), 2, "{}", r.table());
-    assert!(failed[0].0 == "m4" && failed[0].1.contains("unhealthy cluster"), "{failed:?}");
-    assert_eq!(failed[1], ("m5".to_string(), "not joined: m4 failed to join first".to_string()));
+    assert!(
+        failed[0].0 == "m4" && failed[0].1.contains("unhealthy cluster"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        failed[1],
+        (
+            "m5".to_string(),
+            "not joined: m4 failed to join first".to_string()
+        )
+    );
     assert_eq!(f.fake.members().len(), 3, "nobody was added");
 }
 
@@ -386,9 +642,19 @@ fn new_members_join_a_running_cluster_one_at_a_time_and_nobody_else_restarts() {
     let mut o = opts(&etcd);
     o.snapshot_dir = Some(f.dir.path().join("snapshots"));
     // etcd refuses the first two adds as a cluster whose members were just restarted does.
-    f.fake.unhealthy_adds.store(2, std::sync::atomic::Ordering::SeqCst);
+    f.fake
+        .unhealthy_adds
+        .store(2, std::sync::atomic::Ordering::SeqCst);
     let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
-    let r = block_on(deploy(&inv, crate::render::render(&inv, &pki).unwrap(), c, p, &o, crate::events::Events::none("deploy"))).unwrap();
+    let r = block_on(deploy(
+        &inv,
+        crate::render::render(&inv, &pki).unwrap(),
+        c,
+        p,
+        &o,
+        crate::events::Events::none("deploy"),
+    ))
+    .unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
     // A snapshot first, then each new member added as a learner (asked again while etcd says
     // its cluster is not yet healthy), started, promoted — m4 done before m5 begins; the
@@ -398,7 +664,9 @@ fn new_members_join_a_running_cluster_one_at_a_time_and_nobody_else_restarts() {
         .fake
         .events()
         .into_iter()
-        .filter(|e| e.what.starts_with("member ") || e.what == "snapshot" || e.what.ends_with(" etcd"))
+        .filter(|e| {
+            e.what.starts_with("member ") || e.what == "snapshot" || e.what.ends_with(" etcd")
+        })
         .map(|e| format!("{}: {}", e.node, e.what))
         .collect();
     assert_eq!(
@@ -415,12 +683,27 @@ fn new_members_join_a_running_cluster_one_at_a_time_and_nobody_else_restarts() {
             "etcd: member promote m5",
         ]
     );
-    let members: Vec<(String, bool)> = f.fake.members().into_iter().map(|m| (m.name, m.learner)).collect();
+    let members: Vec<(String, bool)> = f
+        .fake
+        .members()
+        .into_iter()
+        .map(|m| (m.name, m.learner))
+        .collect();
     assert_eq!(members.len(), 5);
     assert!(members.iter().all(|(_, learner)| !learner), "{members:?}");
-    assert!(r.snapshot.as_ref().is_some_and(|p| p.is_file()), "{:?}", r.snapshot);
+    assert!(
+        r.snapshot.as_ref().is_some_and(|p| p.is_file()),
+        "{:?}",
+        r.snapshot
+    );
     for m in ["m4", "m5"] {
-        assert!(!f.fake.node(m).files.contains_key(crate::components::ETCD_JOIN_ENV), "{m} keeps its join file");
+        assert!(
+            !f.fake
+                .node(m)
+                .files
+                .contains_key(crate::components::ETCD_JOIN_ENV),
+            "{m} keeps its join file"
+        );
     }
     assert!(crate::probe::healthy(&r.etcd), "{:?}", r.etcd);
 }

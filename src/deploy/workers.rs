@@ -9,13 +9,20 @@ pub(crate) struct Workers;
 
 impl Step for Workers {
     async fn run(&self, ctx: &mut Ctx) -> Result<(), DeployError> {
-        for c in COMPONENTS.iter().filter(|c| c.phase == Phase::Workers && c.unit.is_some()) {
+        for c in COMPONENTS
+            .iter()
+            .filter(|c| c.phase == Phase::Workers && c.unit.is_some())
+        {
             roll_out(ctx, c, None, false).await?;
         }
         Ok(())
     }
 
     fn dry_run(&self, ctx: &Ctx) -> Vec<String> {
-        COMPONENTS.iter().filter(|c| c.phase == Phase::Workers && c.unit.is_some()).flat_map(|c| describe(ctx, c, None)).collect()
+        COMPONENTS
+            .iter()
+            .filter(|c| c.phase == Phase::Workers && c.unit.is_some())
+            .flat_map(|c| describe(ctx, c, None))
+            .collect()
     }
 }

@@ -59,7 +59,14 @@ impl Part {
 
     /// The names `parse` accepts, for messages.
     pub fn names() -> Vec<&'static str> {
-        std::iter::once("pki").chain(Phase::ALL.iter().filter(|p| **p != Phase::Preflight).map(|p| p.name())).collect()
+        std::iter::once("pki")
+            .chain(
+                Phase::ALL
+                    .iter()
+                    .filter(|p| **p != Phase::Preflight)
+                    .map(|p| p.name()),
+            )
+            .collect()
     }
 }
 
@@ -75,7 +82,10 @@ pub enum ExplainError {
     #[error(transparent)]
     Render(#[from] RenderError),
     #[error("{what} contains the line {delimiter}, which ends its here-document in the script")]
-    Delimiter { what: String, delimiter: &'static str },
+    Delimiter {
+        what: String,
+        delimiter: &'static str,
+    },
 }
 
 /// What the selected parts come to: the PKI in full, or the phases (`files` always runs with
@@ -96,12 +106,20 @@ impl Selection {
             })
             .collect();
         if all {
-            phases.extend(Phase::ALL.iter().copied().filter(|p| *p != Phase::Preflight));
+            phases.extend(
+                Phase::ALL
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != Phase::Preflight),
+            );
         }
         if !phases.is_empty() {
             phases.insert(Phase::Files);
         }
-        Selection { full_pki: all || parts.contains(&Part::Pki), phases: phases.into_iter().collect() }
+        Selection {
+            full_pki: all || parts.contains(&Part::Pki),
+            phases: phases.into_iter().collect(),
+        }
     }
 }
 
@@ -145,13 +163,21 @@ impl Script {
     }
 
     pub fn section(&mut self, title: &str) {
-        let _ = write!(self.text, "\n# {}\n# {title}\n# {}\n", "=".repeat(94), "=".repeat(94));
+        let _ = write!(
+            self.text,
+            "\n# {}\n# {title}\n# {}\n",
+            "=".repeat(94),
+            "=".repeat(94)
+        );
     }
 
     /// `cat > path <<'EOF'`: the text as it is, nothing expanded.
     pub fn heredoc(&mut self, path: &str, text: &str, what: &str) -> Result<(), ExplainError> {
         if text.lines().any(|l| l == EOF) {
-            return Err(ExplainError::Delimiter { what: what.to_string(), delimiter: EOF });
+            return Err(ExplainError::Delimiter {
+                what: what.to_string(),
+                delimiter: EOF,
+            });
         }
         let _ = write!(self.text, "cat > {} <<'{EOF}'\n{text}", quote(path));
         if !text.ends_with('\n') {
@@ -162,21 +188,45 @@ impl Script {
     }
 
     /// `on_stdin NODE sh <<'EOF'`: a script run on the node, as root (`sudo`: the node's prefix).
-    pub fn remote(&mut self, node: &str, sudo: &str, script: &str, what: &str) -> Result<(), ExplainError> {
+    pub fn remote(
+        &mut self,
+        node: &str,
+        sudo: &str,
+        script: &str,
+        what: &str,
+    ) -> Result<(), ExplainError> {
         if script.lines().any(|l| l == EOF) {
-            return Err(ExplainError::Delimiter { what: what.to_string(), delimiter: EOF });
+            return Err(ExplainError::Delimiter {
+                what: what.to_string(),
+                delimiter: EOF,
+            });
         }
-        let _ = write!(self.text, "on_stdin {node} {sudo}sh <<'{EOF}'\n{script}\n{EOF}\n");
+        let _ = write!(
+            self.text,
+            "on_stdin {node} {sudo}sh <<'{EOF}'\n{script}\n{EOF}\n"
+        );
         Ok(())
     }
 
     /// Like [`Script::heredoc`], with `${VAR}` in `text` expanded from the script's variables
     /// (everything else in it escaped, so it stays as it is).
-    pub fn heredoc_with(&mut self, path: &str, text: &str, vars: &[(&str, &str)], what: &str) -> Result<(), ExplainError> {
+    pub fn heredoc_with(
+        &mut self,
+        path: &str,
+        text: &str,
+        vars: &[(&str, &str)],
+        what: &str,
+    ) -> Result<(), ExplainError> {
         if text.lines().any(|l| l == EOF) {
-            return Err(ExplainError::Delimiter { what: what.to_string(), delimiter: EOF });
+            return Err(ExplainError::Delimiter {
+                what: what.to_string(),
+                delimiter: EOF,
+            });
         }
-        let mut body = text.replace('\\', "\\\\").replace('$', "\\$").replace('`', "\\`");
+        let mut body = text
+            .replace('\\', "\\\\")
+            .replace('$', "\\$")
+            .replace('`', "\\`");
         for (placeholder, var) in vars {
             body = body.replace(placeholder, &format!("${{{var}}}"));
         }
@@ -191,8 +241,14 @@ impl Script {
 
 /// A word for the shell: as it is when it is safe, else in single quotes.
 pub(crate) fn quote(s: &str) -> String {
-    let safe = !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_./:=,@%+-".contains(c));
-    if safe { s.to_string() } else { format!("'{}'", s.replace('\'', "'\\''")) }
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_./:=,@%+-".contains(c));
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// How commands on a node become root: the inventory's `ssh.sudo` for its user.
@@ -218,7 +274,12 @@ fn local_path(p: &std::path::Path) -> String {
 /// The header, strict mode, the working directory and how the nodes are reached.
 fn prelude(inv: &Inventory, sel: &Selection, tool: Tool, s: &mut Script) {
     s.line("#!/usr/bin/env bash");
-    let parts: Vec<&str> = sel.full_pki.then_some("pki").into_iter().chain(sel.phases.iter().map(|p| p.name())).collect();
+    let parts: Vec<&str> = sel
+        .full_pki
+        .then_some("pki")
+        .into_iter()
+        .chain(sel.phases.iter().map(|p| p.name()))
+        .collect();
     s.comment(format!(
         "Kubernetes the hard way, by hand, for cluster {:?} ({}): {}.\n\
          Generated by `hardway explain` from hardway's own tables (the certificate matrix, the file\n\
@@ -244,14 +305,26 @@ fn prelude(inv: &Inventory, sel: &Selection, tool: Tool, s: &mut Script) {
         "How this machine reaches the nodes (the inventory's [ssh]). Host keys must be known:\n\
          add them to the known_hosts file first (ssh-keyscan, checked against each node's console).",
     );
-    let mut opts = vec!["-o BatchMode=yes".to_string(), "-o StrictHostKeyChecking=yes".to_string()];
-    opts.push(format!("-o UserKnownHostsFile={}", local_path(&inv.ssh.known_hosts)));
-    opts.push(format!("-o ConnectTimeout={}", inv.ssh.connect_timeout_secs));
+    let mut opts = vec![
+        "-o BatchMode=yes".to_string(),
+        "-o StrictHostKeyChecking=yes".to_string(),
+    ];
+    opts.push(format!(
+        "-o UserKnownHostsFile={}",
+        local_path(&inv.ssh.known_hosts)
+    ));
+    opts.push(format!(
+        "-o ConnectTimeout={}",
+        inv.ssh.connect_timeout_secs
+    ));
     if let Some(id) = &inv.ssh.identity_file {
         opts.push(format!("-i {}", local_path(id)));
     }
     if let Some(b) = &inv.ssh.bastion {
-        opts.push(format!("-J {}", quote(&format!("{}@{}:{}", b.user, b.host, b.port))));
+        opts.push(format!(
+            "-J {}",
+            quote(&format!("{}@{}:{}", b.user, b.host, b.port))
+        ));
     }
     s.line(format!("SSH_OPTS=({})", opts.join(" ")));
     let hosts: Vec<String> = inv
@@ -259,18 +332,31 @@ fn prelude(inv: &Inventory, sel: &Selection, tool: Tool, s: &mut Script) {
         .iter()
         .map(|n| {
             let user = n.user.as_deref().unwrap_or(&inv.ssh.user);
-            let host = n.ssh_address.clone().unwrap_or_else(|| n.address.to_string());
-            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            let host = n
+                .ssh_address
+                .clone()
+                .unwrap_or_else(|| n.address.to_string());
+            let host = if host.contains(':') {
+                format!("[{host}]")
+            } else {
+                host
+            };
             format!("[{}]={}", n.name, quote(&format!("{user}@{host}")))
         })
         .collect();
     s.line(format!("declare -A HOST=({})", hosts.join(" ")));
-    let ports: Vec<String> = inv.nodes.iter().map(|n| format!("[{}]={}", n.name, n.ssh_port.unwrap_or(inv.ssh.port))).collect();
+    let ports: Vec<String> = inv
+        .nodes
+        .iter()
+        .map(|n| format!("[{}]={}", n.name, n.ssh_port.unwrap_or(inv.ssh.port)))
+        .collect();
     s.line(format!("declare -A PORT=({})", ports.join(" ")));
     s.comment("on NODE COMMAND: runs COMMAND on NODE over ssh; on_stdin NODE COMMAND: the same, with this\nscript's standard input (a here-document) as COMMAND's.");
     s.line("on() { local node=$1; shift; ssh -n \"${SSH_OPTS[@]}\" -p \"${PORT[$node]}\" \"${HOST[$node]}\" \"$@\"; }");
     s.line("on_stdin() { local node=$1; shift; ssh \"${SSH_OPTS[@]}\" -p \"${PORT[$node]}\" \"${HOST[$node]}\" \"$@\"; }");
-    s.comment("wait_for SECONDS WHAT COMMAND...: runs COMMAND until it succeeds; gives up after SECONDS.");
+    s.comment(
+        "wait_for SECONDS WHAT COMMAND...: runs COMMAND until it succeeds; gives up after SECONDS.",
+    );
     s.line("wait_for() {");
     s.line("  local secs=$1 what=$2; shift 2");
     s.line("  local deadline=$((SECONDS + secs))");

@@ -53,14 +53,23 @@ const WAIT_SECS: u64 = 120;
 /// The kubeconfig file (under `kubeconfigs/`) for a certificate and server.
 fn kubeconfig_stem(cert: &str, server_url: &str, inv: &Inventory) -> String {
     let stem = cert.replace('/', "-");
-    if server_url == inv.api_server_url() { stem } else { format!("{stem}-local") }
+    if server_url == inv.api_server_url() {
+        stem
+    } else {
+        format!("{stem}-local")
+    }
 }
 
 impl Plan {
     pub fn new(inv: &Inventory, sel: &Selection) -> Result<Plan, ExplainError> {
         let mut needs = Needs::default();
         if sel.full_pki {
-            needs.cas.extend(crate::pki::CAS.iter().filter(|c| inv.addons.aggregation || !c.aggregation_only).map(|c| c.id));
+            needs.cas.extend(
+                crate::pki::CAS
+                    .iter()
+                    .filter(|c| inv.addons.aggregation || !c.aggregation_only)
+                    .map(|c| c.id),
+            );
             needs.leaves.extend(matrix(inv).into_iter().map(|s| s.name));
             needs.sa = true;
             needs.encryption_key = true;
@@ -74,13 +83,27 @@ impl Plan {
                 let path = rule.path(inv);
                 match by_path.iter_mut().find(|(_, p)| p.path == path) {
                     Some((phase, _)) => *phase = (*phase).min(rule.phase()),
-                    None => by_path.push((rule.phase(), Placed { path, mode: rule.mode, origin: Origin::Rule(rule.source) })),
+                    None => by_path.push((
+                        rule.phase(),
+                        Placed {
+                            path,
+                            mode: rule.mode,
+                            origin: Origin::Rule(rule.source),
+                        },
+                    )),
                 }
             }
             if ComponentId::Containerd.get().runs_on(inv, node) {
                 for (i, img) in inv.addons.images.iter().enumerate() {
                     let name = img.file_name().unwrap_or_default().to_string_lossy();
-                    by_path.push((Phase::Files, Placed { path: format!("{IMAGES_DIR}/{name}"), mode: 0o644, origin: Origin::Image(i) }));
+                    by_path.push((
+                        Phase::Files,
+                        Placed {
+                            path: format!("{IMAGES_DIR}/{name}"),
+                            mode: 0o644,
+                            origin: Origin::Image(i),
+                        },
+                    ));
                 }
             }
             for (phase, placed) in by_path.into_iter().filter(|(p, _)| sel.phases.contains(p)) {
@@ -102,7 +125,11 @@ impl Plan {
         if sel.phases.iter().any(|p| *p >= Phase::ControlPlane) {
             needs.add_kubeconfig(inv, "admin", "admin", inv.api_server_url());
         }
-        Ok(Plan { needs, files, phases: sel.phases.clone() })
+        Ok(Plan {
+            needs,
+            files,
+            phases: sel.phases.clone(),
+        })
     }
 
     pub fn write(&self, inv: &Inventory, s: &mut Script) -> Result<(), ExplainError> {
@@ -134,7 +161,9 @@ impl Needs {
             }
             Source::SaKey | Source::SaPub => self.sa = true,
             Source::Template(ENCRYPTION_CONFIG) => self.encryption_key = true,
-            Source::Kubeconfig { cert, user, server } => self.add_kubeconfig(inv, &subst(cert), &subst(user), server.url(inv)),
+            Source::Kubeconfig { cert, user, server } => {
+                self.add_kubeconfig(inv, &subst(cert), &subst(user), server.url(inv))
+            }
             Source::Template(_) | Source::Manifest(_) => {}
         }
     }
@@ -142,7 +171,10 @@ impl Needs {
     fn add_kubeconfig(&mut self, inv: &Inventory, cert: &str, user: &str, url: String) {
         self.cas.insert(CaId::Kubernetes);
         self.leaves.insert(cert.to_string());
-        self.kubeconfigs.insert(kubeconfig_stem(cert, &url, inv), (cert.to_string(), user.to_string(), url));
+        self.kubeconfigs.insert(
+            kubeconfig_stem(cert, &url, inv),
+            (cert.to_string(), user.to_string(), url),
+        );
     }
 }
 
@@ -150,7 +182,9 @@ fn about(phase: Phase) -> &'static str {
     match phase {
         Phase::Preflight => "checks before anything changes",
         Phase::Files => "files no unit reads (the hosts block, client certificates), on every node",
-        Phase::Etcd => "etcd on its members, started together (each one's start waits for a quorum)",
+        Phase::Etcd => {
+            "etcd on its members, started together (each one's start waits for a quorum)"
+        }
         Phase::Lb => "HAProxy in front of the API servers",
         Phase::ControlPlane => "API servers, controller managers, schedulers",
         Phase::Workers => "kernel settings, containerd, kubelet, kube-proxy, pod routes",
@@ -164,7 +198,9 @@ fn kubeconfigs(inv: &Inventory, needs: &Needs, s: &mut Script) {
         return;
     }
     let cluster = quote(&inv.cluster.name);
-    s.section("Kubeconfigs: the API server's address, the cluster CA and a client certificate, embedded");
+    s.section(
+        "Kubeconfigs: the API server's address, the cluster CA and a client certificate, embedded",
+    );
     for (stem, (cert, user, url)) in &needs.kubeconfigs {
         let kc = format!("kubeconfigs/{stem}.kubeconfig");
         s.comment(format!("{kc}: user {user} at {url}"));
@@ -173,8 +209,13 @@ fn kubeconfigs(inv: &Inventory, needs: &Needs, s: &mut Script) {
             "kubectl config set-credentials {} --client-certificate=pki/{cert}.crt --client-key=pki/{cert}.key --embed-certs=true --kubeconfig={kc}",
             quote(user)
         ));
-        s.line(format!("kubectl config set-context default --cluster={cluster} --user={} --kubeconfig={kc}", quote(user)));
-        s.line(format!("kubectl config use-context default --kubeconfig={kc}"));
+        s.line(format!(
+            "kubectl config set-context default --cluster={cluster} --user={} --kubeconfig={kc}",
+            quote(user)
+        ));
+        s.line(format!(
+            "kubectl config use-context default --kubeconfig={kc}"
+        ));
     }
 }
 
@@ -182,19 +223,35 @@ fn kubeconfigs(inv: &Inventory, needs: &Needs, s: &mut Script) {
 fn stage_command(inv: &Inventory, node: &Node, origin: &Origin, dst: &str) -> Option<String> {
     let source = match origin {
         Origin::Rule(s) => s,
-        Origin::Image(i) => return Some(format!("cp {} {dst}", quote(&inv.addons.images.get(*i)?.display().to_string()))),
+        Origin::Image(i) => {
+            return Some(format!(
+                "cp {} {dst}",
+                quote(&inv.addons.images.get(*i)?.display().to_string())
+            ));
+        }
     };
     let subst = |p: &str| p.replace("{node}", &node.name);
-    let ca_file = |id: CaId| crate::pki::CAS.iter().find(|c| c.id == id).map(|c| c.file).unwrap_or_default();
+    let ca_file = |id: CaId| {
+        crate::pki::CAS
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.file)
+            .unwrap_or_default()
+    };
     let from = match *source {
         Source::CaCert(id) => format!("pki/{}.crt", ca_file(id)),
         Source::CaKey(id) => format!("pki/{}.key", ca_file(id)),
         Source::Cert(p) => format!("pki/{}.crt", subst(p)),
         Source::Key(p) => format!("pki/{}.key", subst(p)),
-        Source::CertAndKey(p) => return Some(format!("cat pki/{0}.crt pki/{0}.key > {dst}", subst(p))),
+        Source::CertAndKey(p) => {
+            return Some(format!("cat pki/{0}.crt pki/{0}.key > {dst}", subst(p)));
+        }
         Source::SaKey => format!("pki/{}", crate::pki::SA_KEY_FILE),
         Source::SaPub => format!("pki/{}", crate::pki::SA_PUB_FILE),
-        Source::Kubeconfig { cert, server, .. } => format!("kubeconfigs/{}.kubeconfig", kubeconfig_stem(&subst(cert), &server.url(inv), inv)),
+        Source::Kubeconfig { cert, server, .. } => format!(
+            "kubeconfigs/{}.kubeconfig",
+            kubeconfig_stem(&subst(cert), &server.url(inv), inv)
+        ),
         Source::Manifest(which) => {
             let m = match which {
                 Upstream::Metallb => &inv.addons.metallb.manifest,
@@ -211,15 +268,32 @@ fn stage_command(inv: &Inventory, node: &Node, origin: &Origin, dst: &str) -> Op
 }
 
 /// Stages a node's files of one phase, copies them over and installs them.
-fn place(inv: &Inventory, node: &Node, placed: &[Placed], s: &mut Script) -> Result<(), ExplainError> {
+fn place(
+    inv: &Inventory,
+    node: &Node,
+    placed: &[Placed],
+    s: &mut Script,
+) -> Result<(), ExplainError> {
     let n = &node.name;
     let stage = format!("stage/{n}");
     s.blank();
-    s.comment(format!("{n}: {} files, staged under {stage}/ as they will be on the node", placed.len()));
+    s.comment(format!(
+        "{n}: {} files, staged under {stage}/ as they will be on the node",
+        placed.len()
+    ));
     s.line(format!("rm -rf {stage}"));
-    let dirs: BTreeSet<String> =
-        placed.iter().filter_map(|p| std::path::Path::new(&p.path).parent().map(|d| format!("{stage}{}", d.display()))).collect();
-    s.line(format!("mkdir -p {}", dirs.into_iter().collect::<Vec<_>>().join(" ")));
+    let dirs: BTreeSet<String> = placed
+        .iter()
+        .filter_map(|p| {
+            std::path::Path::new(&p.path)
+                .parent()
+                .map(|d| format!("{stage}{}", d.display()))
+        })
+        .collect();
+    s.line(format!(
+        "mkdir -p {}",
+        dirs.into_iter().collect::<Vec<_>>().join(" ")
+    ));
     for p in placed {
         let dst = format!("{stage}{}", p.path);
         match &p.origin {
@@ -235,9 +309,18 @@ fn place(inv: &Inventory, node: &Node, placed: &[Placed], s: &mut Script) -> Res
                     "ENCRYPTION_KEY_NAME=$(sed -n 's/^name:[[:space:]]*//p' pki/encryption.key); ENCRYPTION_KEY_NAME=${{ENCRYPTION_KEY_NAME:-{}}}",
                     crate::pki::FIRST_ENCRYPTION_KEY_NAME
                 ));
-                s.heredoc_with(&dst, &text, &[(KEY, "ENCRYPTION_KEY"), (NAME, "ENCRYPTION_KEY_NAME")], &p.path)?;
+                s.heredoc_with(
+                    &dst,
+                    &text,
+                    &[(KEY, "ENCRYPTION_KEY"), (NAME, "ENCRYPTION_KEY_NAME")],
+                    &p.path,
+                )?;
             }
-            Origin::Rule(Source::Template(name)) => s.heredoc(&dst, &render::render_template(inv, node, name, "", "")?, &p.path)?,
+            Origin::Rule(Source::Template(name)) => s.heredoc(
+                &dst,
+                &render::render_template(inv, node, name, "", "")?,
+                &p.path,
+            )?,
             other => {
                 if let Some(cmd) = stage_command(inv, node, other, &dst) {
                     s.line(cmd);
@@ -245,29 +328,55 @@ fn place(inv: &Inventory, node: &Node, placed: &[Placed], s: &mut Script) -> Res
             }
         }
     }
-    let tops: BTreeSet<String> =
-        placed.iter().filter_map(|p| p.path.trim_start_matches('/').split('/').next().map(|t| format!("{stage}/{t}"))).collect();
+    let tops: BTreeSet<String> = placed
+        .iter()
+        .filter_map(|p| {
+            p.path
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .map(|t| format!("{stage}/{t}"))
+        })
+        .collect();
     let root = sudo(inv, node);
-    s.comment(format!("copy them to {n}, then put each in place, owned by root, with its mode"));
-    s.line(format!("on {n} 'rm -rf hardway-upload && mkdir -m 700 hardway-upload'"));
+    s.comment(format!(
+        "copy them to {n}, then put each in place, owned by root, with its mode"
+    ));
+    s.line(format!(
+        "on {n} 'rm -rf hardway-upload && mkdir -m 700 hardway-upload'"
+    ));
     s.line(format!(
         "scp \"${{SSH_OPTS[@]}}\" -P \"${{PORT[{n}]}}\" -r {} \"${{HOST[{n}]}}:hardway-upload/\"",
         tops.into_iter().collect::<Vec<_>>().join(" ")
     ));
     let mut remote = vec!["set -e".to_string()];
     for p in placed {
-        remote.push(format!("install -D -o root -g root -m {:o} hardway-upload{1} {1}", p.mode, quote(&p.path)));
+        remote.push(format!(
+            "install -D -o root -g root -m {:o} hardway-upload{1} {1}",
+            p.mode,
+            quote(&p.path)
+        ));
     }
     remote.push("rm -rf hardway-upload".into());
-    s.remote(n, root, &remote.join("\n"), &format!("the install commands for {n}"))
+    s.remote(
+        n,
+        root,
+        &remote.join("\n"),
+        &format!("the install commands for {n}"),
+    )
 }
 
 /// The cluster's names in every node's /etc/hosts, between markers, as deploy merges them.
 fn hosts_block(inv: &Inventory, s: &mut Script) -> Result<(), ExplainError> {
     let block = render::path_of_template("hosts").unwrap_or("/etc/hardway/hosts");
-    let (begin, end) = (format!("# BEGIN hardway {}", inv.cluster.name), format!("# END hardway {}", inv.cluster.name));
+    let (begin, end) = (
+        format!("# BEGIN hardway {}", inv.cluster.name),
+        format!("# END hardway {}", inv.cluster.name),
+    );
     s.blank();
-    s.comment(format!("Every node: {block} replaces the lines between its markers in /etc/hosts."));
+    s.comment(format!(
+        "Every node: {block} replaces the lines between its markers in /etc/hosts."
+    ));
     let script = format!(
         "set -e\nawk -v b={} -v e={} '$0==b{{skip=1}} !skip{{print}} $0==e{{skip=0}}' /etc/hosts > /etc/hosts.hardway-tmp\n\
          cat {block} >> /etc/hosts.hardway-tmp\ncat /etc/hosts.hardway-tmp > /etc/hosts\nrm /etc/hosts.hardway-tmp",
@@ -282,19 +391,28 @@ fn hosts_block(inv: &Inventory, s: &mut Script) -> Result<(), ExplainError> {
 
 /// systemctl for the phase's units on each node that runs them.
 fn start_units(inv: &Inventory, phase: Phase, s: &mut Script) {
-    let components: Vec<_> = COMPONENTS.iter().filter(|c| c.phase == phase && c.unit.is_some()).collect();
+    let components: Vec<_> = COMPONENTS
+        .iter()
+        .filter(|c| c.phase == phase && c.unit.is_some())
+        .collect();
     if components.is_empty() {
         return;
     }
     s.blank();
-    let bootstrap = components.iter().any(|c| c.restart == Restart::Rolling && c.id == ComponentId::Etcd);
+    let bootstrap = components
+        .iter()
+        .any(|c| c.restart == Restart::Rolling && c.id == ComponentId::Etcd);
     if bootstrap {
         s.comment("Start every member without waiting (--no-block): a member's start waits for a quorum of the others.");
     } else {
         s.comment("Start the units (restart: a unit that runs already reads its new files).");
     }
     for node in &inv.nodes {
-        let units: Vec<&str> = components.iter().filter(|c| c.runs_on(inv, node)).filter_map(|c| c.unit).collect();
+        let units: Vec<&str> = components
+            .iter()
+            .filter(|c| c.runs_on(inv, node))
+            .filter_map(|c| c.unit)
+            .collect();
         if units.is_empty() {
             continue;
         }
@@ -313,38 +431,68 @@ fn check(inv: &Inventory, phase: Phase, s: &mut Script) {
     let admin = "kubectl --kubeconfig kubeconfigs/admin.kubeconfig";
     match phase {
         Phase::Etcd => {
-            let endpoints: Vec<String> =
-                inv.etcd_members().iter().map(|m| format!("https://{}:{}", host_for_url(m.address), Port::EtcdClient.number(inv))).collect();
+            let endpoints: Vec<String> = inv
+                .etcd_members()
+                .iter()
+                .map(|m| {
+                    format!(
+                        "https://{}:{}",
+                        host_for_url(m.address),
+                        Port::EtcdClient.number(inv)
+                    )
+                })
+                .collect();
             let etcdctl = format!(
                 "etcdctl --endpoints={} --cacert=pki/etcd/ca.crt --cert=pki/etcd/healthcheck-client.crt --key=pki/etcd/healthcheck-client.key",
                 endpoints.join(",")
             );
             s.blank();
             s.comment("Every member healthy, one leader (etcdctl from this machine, as the health-check client).");
-            s.line(format!("wait_for {WAIT_SECS} 'etcd healthy' {etcdctl} endpoint health"));
+            s.line(format!(
+                "wait_for {WAIT_SECS} 'etcd healthy' {etcdctl} endpoint health"
+            ));
             s.line(format!("{etcdctl} endpoint status -w table"));
             s.line(format!("{etcdctl} member list -w table"));
         }
         Phase::Lb => {
-            for lb in inv.nodes.iter().filter(|n| ComponentId::Haproxy.get().runs_on(inv, n)) {
+            for lb in inv
+                .nodes
+                .iter()
+                .filter(|n| ComponentId::Haproxy.get().runs_on(inv, n))
+            {
                 let root = sudo(inv, lb);
-                let cfg = render::path_of_template("haproxy.cfg").unwrap_or("/etc/haproxy/haproxy.cfg");
+                let cfg =
+                    render::path_of_template("haproxy.cfg").unwrap_or("/etc/haproxy/haproxy.cfg");
                 s.blank();
-                s.comment(format!("HAProxy on {} accepts its config and runs.", lb.name));
-                s.line(format!("on {} '{root}haproxy -c -f {cfg} && systemctl is-active haproxy'", lb.name));
+                s.comment(format!(
+                    "HAProxy on {} accepts its config and runs.",
+                    lb.name
+                ));
+                s.line(format!(
+                    "on {} '{root}haproxy -c -f {cfg} && systemctl is-active haproxy'",
+                    lb.name
+                ));
             }
         }
         Phase::ControlPlane => {
             s.blank();
             s.comment("The API answers through the load balancer.");
-            s.line(format!("wait_for {WAIT_SECS} 'the API ready' {admin} get --raw /readyz"));
+            s.line(format!(
+                "wait_for {WAIT_SECS} 'the API ready' {admin} get --raw /readyz"
+            ));
         }
         Phase::Workers => {
             s.blank();
             s.comment("Every worker registered and Ready.");
             for w in inv.workers() {
-                s.line(format!("wait_for {WAIT_SECS} 'node {0} registered' {admin} get node {0}", w.name));
-                s.line(format!("{admin} wait --for=condition=Ready node/{} --timeout={WAIT_SECS}s", w.name));
+                s.line(format!(
+                    "wait_for {WAIT_SECS} 'node {0} registered' {admin} get node {0}",
+                    w.name
+                ));
+                s.line(format!(
+                    "{admin} wait --for=condition=Ready node/{} --timeout={WAIT_SECS}s",
+                    w.name
+                ));
             }
         }
         Phase::Addons => addons(inv, s),
@@ -354,11 +502,15 @@ fn check(inv: &Inventory, phase: Phase, s: &mut Script) {
 
 /// The addons, applied on the first master with its admin kubeconfig (`addons::plan`).
 fn addons(inv: &Inventory, s: &mut Script) {
-    let Some(first) = inv.masters().next() else { return };
+    let Some(first) = inv.masters().next() else {
+        return;
+    };
     let kubectl = ComponentId::Kubectl.get().binary_path(inv);
     let kc = FILES
         .iter()
-        .find(|r| matches!(r.source, Source::Kubeconfig { cert: "admin", .. }) && r.applies(inv, first))
+        .find(|r| {
+            matches!(r.source, Source::Kubeconfig { cert: "admin", .. }) && r.applies(inv, first)
+        })
         .map(|r| r.path(inv))
         .unwrap_or_default();
     let root = sudo(inv, first);
@@ -369,16 +521,30 @@ fn addons(inv: &Inventory, s: &mut Script) {
         for step in &addon.steps {
             use crate::addons::Step;
             match step {
-                Step::Apply(m) => s.line(format!("on {} {}", first.name, quote(&format!("{k} apply -f {m}")))),
-                Step::ApplyUntilAccepted(m) => {
-                    s.line(format!("wait_for {WAIT_SECS} 'accepted by its webhook' on {} {}", first.name, quote(&format!("{k} apply -f {m}"))))
-                }
-                Step::Rollout { namespace, object } => {
-                    s.line(format!("on {} {}", first.name, quote(&format!("{k} -n {namespace} rollout status {object} --timeout={WAIT_SECS}s"))))
-                }
-                Step::Available { object } => {
-                    s.line(format!("on {} {}", first.name, quote(&format!("{k} wait --for=condition=Available {object} --timeout={WAIT_SECS}s"))))
-                }
+                Step::Apply(m) => s.line(format!(
+                    "on {} {}",
+                    first.name,
+                    quote(&format!("{k} apply -f {m}"))
+                )),
+                Step::ApplyUntilAccepted(m) => s.line(format!(
+                    "wait_for {WAIT_SECS} 'accepted by its webhook' on {} {}",
+                    first.name,
+                    quote(&format!("{k} apply -f {m}"))
+                )),
+                Step::Rollout { namespace, object } => s.line(format!(
+                    "on {} {}",
+                    first.name,
+                    quote(&format!(
+                        "{k} -n {namespace} rollout status {object} --timeout={WAIT_SECS}s"
+                    ))
+                )),
+                Step::Available { object } => s.line(format!(
+                    "on {} {}",
+                    first.name,
+                    quote(&format!(
+                        "{k} wait --for=condition=Available {object} --timeout={WAIT_SECS}s"
+                    ))
+                )),
             }
         }
     }

@@ -130,20 +130,41 @@ const MAX_COREDNS_REPLICAS: u32 = 10;
 // Rules.
 
 impl Validator<'_> {
-    pub(super) fn addons(&mut self, a: &RawAddons, dir: &Path, nodes: &[Node], lb: Option<&LoadBalancer>, cluster: &ClusterParts) -> Addons {
+    pub(super) fn addons(
+        &mut self,
+        a: &RawAddons,
+        dir: &Path,
+        nodes: &[Node],
+        lb: Option<&LoadBalancer>,
+        cluster: &ClusterParts,
+    ) -> Addons {
         let mut metallb = Metallb::default();
         if let Some(m) = &a.metallb {
             metallb.enabled = m.enabled;
             if m.enabled && m.addresses.is_empty() {
-                self.error("addons.metallb.addresses", "MetalLB is enabled but has no address pool");
+                self.error(
+                    "addons.metallb.addresses",
+                    "MetalLB is enabled but has no address pool",
+                );
             }
             for (i, pool) in m.addresses.iter().enumerate() {
-                if let Some(normalized) = self.metallb_pool(&format!("addons.metallb.addresses[{i}]"), pool, nodes, lb, cluster) {
+                if let Some(normalized) = self.metallb_pool(
+                    &format!("addons.metallb.addresses[{i}]"),
+                    pool,
+                    nodes,
+                    lb,
+                    cluster,
+                ) {
                     metallb.addresses.push(normalized);
                 }
             }
             if m.enabled {
-                metallb.manifest = self.manifest("addons.metallb.manifest", m.manifest.as_deref(), dir, &versions::METALLB);
+                metallb.manifest = self.manifest(
+                    "addons.metallb.manifest",
+                    m.manifest.as_deref(),
+                    dir,
+                    &versions::METALLB,
+                );
             }
         }
         let aggregation = a.aggregation.as_ref().is_some_and(|a| a.enabled);
@@ -155,11 +176,22 @@ impl Validator<'_> {
                         "metrics-server is served through the aggregation layer: set [addons.aggregation] enabled = true too",
                     );
                 }
-                self.manifest("addons.metrics_server.manifest", m.manifest.as_deref(), dir, &versions::METRICS_SERVER)
+                self.manifest(
+                    "addons.metrics_server.manifest",
+                    m.manifest.as_deref(),
+                    dir,
+                    &versions::METRICS_SERVER,
+                )
             }
             _ => None,
         };
-        Addons { images: self.images(a.images_dir.as_deref(), dir), coredns: self.coredns(a.coredns.as_ref(), cluster), metallb, metrics_server, aggregation }
+        Addons {
+            images: self.images(a.images_dir.as_deref(), dir),
+            coredns: self.coredns(a.coredns.as_ref(), cluster),
+            metallb,
+            metrics_server,
+            aggregation,
+        }
     }
 
     fn coredns(&mut self, c: Option<&RawCoreDns>, cluster: &ClusterParts) -> Option<CoreDns> {
@@ -168,17 +200,26 @@ impl Validator<'_> {
         }
         let replicas = c.and_then(|c| c.replicas).unwrap_or(2);
         if !(1..=MAX_COREDNS_REPLICAS).contains(&replicas) {
-            self.error("addons.coredns.replicas", format!("{replicas}: must be 1 to {MAX_COREDNS_REPLICAS}"));
+            self.error(
+                "addons.coredns.replicas",
+                format!("{replicas}: must be 1 to {MAX_COREDNS_REPLICAS}"),
+            );
         }
         let image = match c.and_then(|c| c.image.clone()) {
             Some(image) => {
                 if let Some(fault) = image_fault(&image) {
-                    self.error("addons.coredns.image", format!("{image:?} is not an image reference: {fault}"));
+                    self.error(
+                        "addons.coredns.image",
+                        format!("{image:?} is not an image reference: {fault}"),
+                    );
                 }
                 image
             }
             None => {
-                let tag = cluster.version.and_then(|v| v.supported()).map_or(versions::SUPPORTED[versions::SUPPORTED.len() - 1].coredns, |m| m.coredns);
+                let tag = cluster.version.and_then(|v| v.supported()).map_or(
+                    versions::SUPPORTED[versions::SUPPORTED.len() - 1].coredns,
+                    |m| m.coredns,
+                );
                 format!("{}:{tag}", versions::COREDNS_IMAGE_REPO)
             }
         };
@@ -186,8 +227,16 @@ impl Validator<'_> {
     }
 
     /// A manifest: an https URL, or a file that exists (relative to the inventory's directory).
-    fn manifest(&mut self, field: &str, given: Option<&str>, dir: &Path, release: &AddonRelease) -> Option<Manifest> {
-        let Some(given) = given else { return Some(Manifest::default_for(release)) };
+    fn manifest(
+        &mut self,
+        field: &str,
+        given: Option<&str>,
+        dir: &Path,
+        release: &AddonRelease,
+    ) -> Option<Manifest> {
+        let Some(given) = given else {
+            return Some(Manifest::default_for(release));
+        };
         if given.starts_with("https://") {
             return Some(Manifest::Url(given.to_string()));
         }
@@ -199,11 +248,26 @@ impl Validator<'_> {
         match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => Some(Manifest::File(path)),
             Ok(_) => {
-                self.error(field, format!("{} is not a file ({} {} manifest expected)", path.display(), release.name, release.version));
+                self.error(
+                    field,
+                    format!(
+                        "{} is not a file ({} {} manifest expected)",
+                        path.display(),
+                        release.name,
+                        release.version
+                    ),
+                );
                 None
             }
             Err(e) => {
-                self.error(field, format!("{}: {e} (an https URL or a local copy of {}'s manifest)", path.display(), release.name));
+                self.error(
+                    field,
+                    format!(
+                        "{}: {e} (an https URL or a local copy of {}'s manifest)",
+                        path.display(),
+                        release.name
+                    ),
+                );
                 None
             }
         }
@@ -220,8 +284,11 @@ impl Validator<'_> {
                 return vec![];
             }
         };
-        let mut images: Vec<PathBuf> =
-            entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "tar")).collect();
+        let mut images: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "tar"))
+            .collect();
         images.sort();
         if images.is_empty() {
             self.error(FIELD, format!("{} has no image tarballs (*.tar, as `docker save`, `skopeo copy ... docker-archive:` or `ctr images export` write them)", path.display()));
@@ -230,9 +297,19 @@ impl Validator<'_> {
     }
 
     /// One pool entry: it must parse and must not hand out addresses that are already in use.
-    fn metallb_pool(&mut self, field: &str, a: &str, nodes: &[Node], lb: Option<&LoadBalancer>, cluster: &ClusterParts) -> Option<String> {
+    fn metallb_pool(
+        &mut self,
+        field: &str,
+        a: &str,
+        nodes: &[Node],
+        lb: Option<&LoadBalancer>,
+        cluster: &ClusterParts,
+    ) -> Option<String> {
         let Some((lo, hi, normalized)) = super::values::parse_pool(a) else {
-            self.error(field, format!("{a:?} is neither an IPv4 range \"a.b.c.d-a.b.c.e\" nor a CIDR"));
+            self.error(
+                field,
+                format!("{a:?} is neither an IPv4 range \"a.b.c.d-a.b.c.e\" nor a CIDR"),
+            );
             return None;
         };
         if lo > hi {
@@ -244,10 +321,16 @@ impl Validator<'_> {
             std::net::IpAddr::V6(_) => false,
         };
         for n in nodes.iter().filter(|n| in_pool(n.address)) {
-            self.error(field, format!("pool {a} contains node {}'s address {}", n.name, n.address));
+            self.error(
+                field,
+                format!("pool {a} contains node {}'s address {}", n.name, n.address),
+            );
         }
         if let Some(lb) = lb.filter(|lb| in_pool(lb.address)) {
-            self.error(field, format!("pool {a} contains the load balancer address {}", lb.address));
+            self.error(
+                field,
+                format!("pool {a} contains the load balancer address {}", lb.address),
+            );
         }
         for (name, net) in cluster.networks() {
             if lo <= u32::from(net.broadcast()) && u32::from(net.network()) <= hi {
@@ -264,7 +347,12 @@ fn image_fault(image: &str) -> Option<&'static str> {
     if image.is_empty() {
         return Some("it is empty");
     }
-    if !image.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:@".contains(&b) || b.is_ascii_uppercase()) {
+    if !image.bytes().all(|b| {
+        b.is_ascii_lowercase()
+            || b.is_ascii_digit()
+            || b"._-/:@".contains(&b)
+            || b.is_ascii_uppercase()
+    }) {
         return Some("only letters, digits and . _ - / : @ are allowed");
     }
     let name = image.split('@').next().unwrap_or(image);
@@ -283,8 +371,16 @@ mod tests {
     fn image_references_need_a_pin_and_plain_characters() {
         assert_eq!(image_fault("registry.k8s.io/coredns/coredns:v1.14.2"), None);
         assert_eq!(image_fault("localhost:5000/coredns@sha256:abc"), None);
-        assert!(image_fault("registry.k8s.io/coredns/coredns").unwrap().contains("no tag"));
-        assert!(image_fault("localhost:5000/coredns").unwrap().contains("no tag"));
+        assert!(
+            image_fault("registry.k8s.io/coredns/coredns")
+                .unwrap()
+                .contains("no tag")
+        );
+        assert!(
+            image_fault("localhost:5000/coredns")
+                .unwrap()
+                .contains("no tag")
+        );
         assert!(image_fault("coredns:v1 \"x").unwrap().contains("only"));
         assert!(image_fault("").is_some());
     }

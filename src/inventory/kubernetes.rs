@@ -13,10 +13,10 @@
 
 use std::collections::BTreeMap;
 
+use super::ExtraArg;
 use super::raw::RawComponent;
 use super::validator::Validator;
 use super::values::describe;
-use super::ExtraArg;
 use crate::components::ComponentId;
 use crate::flags::{self, EXITS, EXTRA_ARGS_COMPONENTS};
 use crate::versions::{self, ConfigType, Minor, Version};
@@ -26,7 +26,9 @@ const VERSION_FIELD: &str = "cluster.kubernetes_version";
 impl Validator<'_> {
     /// The release to deploy: given and supported, or the newest supported when left out.
     pub(super) fn kubernetes_version(&mut self, given: Option<&str>) -> Option<Version> {
-        let Some(given) = given else { return Some(versions::newest()) };
+        let Some(given) = given else {
+            return Some(versions::newest());
+        };
         let Some(version) = Version::parse(given) else {
             self.error(
                 VERSION_FIELD,
@@ -62,11 +64,17 @@ impl Validator<'_> {
         let minor = version.and_then(Version::supported);
         let mut out = BTreeMap::new();
         for (name, component) in raw {
-            let Some(id) = EXTRA_ARGS_COMPONENTS.into_iter().find(|c| c.get().name == name.as_str()) else {
+            let Some(id) = EXTRA_ARGS_COMPONENTS
+                .into_iter()
+                .find(|c| c.get().name == name.as_str())
+            else {
                 let known: Vec<&str> = EXTRA_ARGS_COMPONENTS.iter().map(|c| c.get().name).collect();
                 self.error(
                     &format!("components.{name}"),
-                    format!("unknown component {name:?} (extra_args can be given for {})", known.join(", ")),
+                    format!(
+                        "unknown component {name:?} (extra_args can be given for {})",
+                        known.join(", ")
+                    ),
                 );
                 continue;
             };
@@ -92,14 +100,24 @@ impl Validator<'_> {
         let mut out = BTreeMap::new();
         for (name, component) in raw.iter().filter(|(_, c)| !c.config.is_empty()) {
             let field = format!("components.{name}.config");
-            let Some(config) = ConfigType::USER_FIELDS.into_iter().find(|t| t.component().get().name == name.as_str()) else {
-                let known: Vec<&str> = ConfigType::USER_FIELDS.iter().map(|t| t.component().get().name).collect();
-                if EXTRA_ARGS_COMPONENTS.iter().any(|c| c.get().name == name.as_str()) {
+            let Some(config) = ConfigType::USER_FIELDS
+                .into_iter()
+                .find(|t| t.component().get().name == name.as_str())
+            else {
+                let known: Vec<&str> = ConfigType::USER_FIELDS
+                    .iter()
+                    .map(|t| t.component().get().name)
+                    .collect();
+                if EXTRA_ARGS_COMPONENTS
+                    .iter()
+                    .any(|c| c.get().name == name.as_str())
+                {
                     self.error(&field, format!("hardway renders no config file of its own for {name}: config can be given for {}", known.join(", ")));
                 }
                 continue;
             };
-            let set = top_level_keys(crate::templates::template(config.template()).unwrap_or_default());
+            let set =
+                top_level_keys(crate::templates::template(config.template()).unwrap_or_default());
             for key in component.config.keys().filter(|k| set.contains(k.as_str())) {
                 self.error(
                     &format!("{field}.{key}"),
@@ -120,9 +138,20 @@ impl Validator<'_> {
 
     /// Every key of `table` (at `prefix`) must be a field of `config` in `minor`; a table goes
     /// on to its own keys where the field has fields of its own (a map field is a leaf).
-    fn config_fields(&mut self, field: &str, prefix: &str, table: &toml::Table, config: ConfigType, minor: &Minor) {
+    fn config_fields(
+        &mut self,
+        field: &str,
+        prefix: &str,
+        table: &toml::Table,
+        config: ConfigType,
+        minor: &Minor,
+    ) {
         for (key, value) in table {
-            let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
             if !minor.has_field(config, &path) {
                 self.error(
                     &format!("{field}.{path}"),
@@ -155,12 +184,21 @@ impl Validator<'_> {
     ) -> Option<ExtraArg> {
         let component = id.get().name;
         if let Some(bare) = flag.strip_prefix('-') {
-            self.error(field, format!("write the flag without its dashes: {:?}", bare.trim_start_matches('-')));
+            self.error(
+                field,
+                format!(
+                    "write the flag without its dashes: {:?}",
+                    bare.trim_start_matches('-')
+                ),
+            );
             return None;
         }
         let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_';
         if flag.is_empty() || !flag.bytes().all(plain) {
-            self.error(field, format!("{flag:?} is not a flag name (lowercase letters, digits, '-' and '_')"));
+            self.error(
+                field,
+                format!("{flag:?} is not a flag name (lowercase letters, digits, '-' and '_')"),
+            );
             return None;
         }
         let value = match value {
@@ -169,15 +207,30 @@ impl Validator<'_> {
             toml::Value::Float(f) => f.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             other => {
-                self.error(field, format!("the value must be a string, number or boolean, not {}", other.type_str()));
+                self.error(
+                    field,
+                    format!(
+                        "the value must be a string, number or boolean, not {}",
+                        other.type_str()
+                    ),
+                );
                 return None;
             }
         };
         if EXITS.contains(&flag) {
-            self.error(field, format!("--{flag} makes {component} print and exit: its unit would restart forever"));
+            self.error(
+                field,
+                format!(
+                    "--{flag} makes {component} print and exit: its unit would restart forever"
+                ),
+            );
             return None;
         }
-        let template = id.get().unit.and_then(|u| crate::templates::template(&format!("{u}.service"))).unwrap_or_default();
+        let template = id
+            .get()
+            .unit
+            .and_then(|u| crate::templates::template(&format!("{u}.service")))
+            .unwrap_or_default();
         let set = flags::set_by_template(template);
         if let Some(minor) = minor {
             let Some(known) = minor.flag(id, flag) else {
@@ -204,8 +257,15 @@ impl Validator<'_> {
             }
         }
         if set.contains(flag) && !flags::overridable(id).contains(&flag) {
-            let may: Vec<String> = flags::overridable(id).iter().map(|f| format!("--{f}")).collect();
-            let may = if may.is_empty() { "none".to_string() } else { may.join(", ") };
+            let may: Vec<String> = flags::overridable(id)
+                .iter()
+                .map(|f| format!("--{f}"))
+                .collect();
+            let may = if may.is_empty() {
+                "none".to_string()
+            } else {
+                may.join(", ")
+            };
             self.error(
                 field,
                 format!(
@@ -216,7 +276,11 @@ impl Validator<'_> {
             return None;
         }
         match flags::systemd_word(flag, &value) {
-            Ok(word) => Some(ExtraArg { flag: flag.to_string(), value, word }),
+            Ok(word) => Some(ExtraArg {
+                flag: flag.to_string(),
+                value,
+                word,
+            }),
             Err(c) => {
                 self.error(
                     field,

@@ -6,7 +6,9 @@ use std::fmt;
 use super::LabSettings;
 
 /// What each lab node is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LabDriver {
     /// A systemd-nspawn container on the host's kernel: boots in seconds, light on memory.
@@ -47,15 +49,24 @@ pub struct VmResources {
 
 impl VmResources {
     /// Debian with systemd, sshd and etcd runs in well under 1 GiB.
-    pub const DEFAULT: VmResources = VmResources { memory_mib: 1024, vcpus: 1 };
+    pub const DEFAULT: VmResources = VmResources {
+        memory_mib: 1024,
+        vcpus: 1,
+    };
     /// The smallest and largest values accepted, per field: (field, min, max, unit).
-    pub const LIMITS: [(&'static str, u32, u32, &'static str); 2] =
-        [("memory_mib", 256, 262_144, "MiB"), ("vcpus", 1, 64, "vCPUs")];
+    pub const LIMITS: [(&'static str, u32, u32, &'static str); 2] = [
+        ("memory_mib", 256, 262_144, "MiB"),
+        ("vcpus", 1, 64, "vCPUs"),
+    ];
 }
 
 impl LabSettings {
     /// The VM size of the node `name`.
     pub fn vm(&self, name: &str) -> VmResources {
-        self.nodes.get(name).copied().or(self.vm).unwrap_or(VmResources::DEFAULT)
+        self.nodes
+            .get(name)
+            .copied()
+            .or(self.vm)
+            .unwrap_or(VmResources::DEFAULT)
     }
 }

@@ -51,13 +51,23 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
     #[error("{path}: cannot read inventory: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}", render_problems(path, problems))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 fn render_problems(path: &Path, problems: &[Problem]) -> String {
-    let mut out = format!("{}: {} problem(s) in inventory", path.display(), problems.len());
+    let mut out = format!(
+        "{}: {} problem(s) in inventory",
+        path.display(),
+        problems.len()
+    );
     for p in problems {
         out.push('\n');
         out.push_str(&p.display_in(path));
@@ -100,7 +110,11 @@ impl Role {
     ];
 
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(_, r)| *r == self).map(|(s, _)| *s).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(_, r)| *r == self)
+            .map(|(s, _)| *s)
+            .unwrap_or("?")
     }
 }
 
@@ -125,7 +139,11 @@ impl KeyAlgorithm {
     ];
 
     pub fn as_str(self) -> &'static str {
-        Self::ALL.iter().find(|(_, a)| *a == self).map(|(s, _)| *s).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map(|(s, _)| *s)
+            .unwrap_or("?")
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -209,7 +227,11 @@ impl Bastion {
         if host.is_empty() || host.contains(char::is_whitespace) {
             return None;
         }
-        Some(Bastion { user, host: host.to_string(), port })
+        Some(Bastion {
+            user,
+            host: host.to_string(),
+            port,
+        })
     }
 }
 
@@ -259,11 +281,19 @@ impl ContainerdVersion {
     pub fn parse(s: &str) -> Option<ContainerdVersion> {
         let parts: Vec<&str> = s.strip_prefix('v').unwrap_or(s).split('.').collect();
         // `parse::<u32>` alone would let "+1" through; every part must be plain digits.
-        let number = |p: &str| p.bytes().all(|b| b.is_ascii_digit()).then(|| p.parse::<u32>().ok()).flatten();
+        let number = |p: &str| {
+            p.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| p.parse::<u32>().ok())
+                .flatten()
+        };
         if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| number(p).is_none()) {
             return None;
         }
-        Some(ContainerdVersion { major: number(parts[0])?, minor: number(parts[1])? })
+        Some(ContainerdVersion {
+            major: number(parts[0])?,
+            minor: number(parts[1])?,
+        })
     }
 
     /// The config format it reads: containerd 2.x reads version 3 (the `io.containerd.cri.v1.*`
@@ -391,7 +421,11 @@ impl Inventory {
     /// (stacked etcd, as in the seed and kubeadm's default).
     pub fn etcd_members(&self) -> Vec<&Node> {
         let dedicated: Vec<&Node> = self.nodes.iter().filter(|n| n.has(Role::Etcd)).collect();
-        if dedicated.is_empty() { self.masters().collect() } else { dedicated }
+        if dedicated.is_empty() {
+            self.masters().collect()
+        } else {
+            dedicated
+        }
     }
 
     pub fn is_etcd_member(&self, node: &Node) -> bool {
@@ -400,7 +434,10 @@ impl Inventory {
 
     /// `<name>.<domain>`, when the cluster has a domain.
     pub fn fqdn(&self, node: &Node) -> Option<String> {
-        self.cluster.domain.as_ref().map(|d| format!("{}.{d}", node.name))
+        self.cluster
+            .domain
+            .as_ref()
+            .map(|d| format!("{}.{d}", node.name))
     }
 
     /// Where clients outside the control plane reach the API: the load balancer, or the only
@@ -423,7 +460,13 @@ impl Inventory {
     pub fn etcd_client_urls(&self) -> String {
         self.etcd_members()
             .iter()
-            .map(|m| format!("https://{}:{}", host_for_url(m.address), Port::EtcdClient.number(self)))
+            .map(|m| {
+                format!(
+                    "https://{}:{}",
+                    host_for_url(m.address),
+                    Port::EtcdClient.number(self)
+                )
+            })
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -442,20 +485,24 @@ fn nth_addr(net: Ipv4Net, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()).wrapping_add(n))
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Loading.
 
 /// Reads and validates an inventory file.
 pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| InventoryError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| InventoryError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(path, &text)
 }
 
 /// Validates inventory text; `path` is only used in messages and to resolve relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
-    let invalid = |problems| InventoryError::Invalid { path: path.to_path_buf(), problems };
+    let invalid = |problems| InventoryError::Invalid {
+        path: path.to_path_buf(),
+        problems,
+    };
     let doc = match toml_edit::Document::parse(text) {
         Ok(doc) => doc,
         Err(e) => {
@@ -471,10 +518,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
         Ok(raw) => raw,
         Err(e) => {
             let (field, position) = match e.span() {
-                Some(s) => (span::path_at(&doc, s.start), Some(span::line_col(text, s.start))),
+                Some(s) => (
+                    span::path_at(&doc, s.start),
+                    Some(span::line_col(text, s.start)),
+                ),
                 None => (String::new(), None),
             };
-            return Err(invalid(vec![Problem { field, position, message: e.message().trim().to_string() }]));
+            return Err(invalid(vec![Problem {
+                field,
+                position,
+                message: e.message().trim().to_string(),
+            }]));
         }
     };
     let mut v = validator::Validator::new(text, &doc);
@@ -495,9 +549,15 @@ mod tests {
     #[test]
     fn bastions() {
         let b = Bastion::parse("jump@203.0.113.5:2222", "root").unwrap();
-        assert_eq!((b.user.as_str(), b.host.as_str(), b.port), ("jump", "203.0.113.5", 2222));
+        assert_eq!(
+            (b.user.as_str(), b.host.as_str(), b.port),
+            ("jump", "203.0.113.5", 2222)
+        );
         let b = Bastion::parse("gw.example", "admin").unwrap();
-        assert_eq!((b.user.as_str(), b.host.as_str(), b.port), ("admin", "gw.example", 22));
+        assert_eq!(
+            (b.user.as_str(), b.host.as_str(), b.port),
+            ("admin", "gw.example", 22)
+        );
         assert!(Bastion::parse("jump@host:0", "root").is_none());
         assert!(Bastion::parse("@host", "root").is_none());
         assert!(Bastion::parse("host:ssh", "root").is_none());

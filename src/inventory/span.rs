@@ -13,7 +13,12 @@ use toml_edit::{Document, Item};
 pub(super) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -23,7 +28,11 @@ pub(super) fn path_at(doc: &Document<&str>, offset: usize) -> String {
         let covers = |span: Option<Range<usize>>| span.is_some_and(|s| s.contains(&offset));
         if let Some(t) = item.as_table_like() {
             for (k, v) in t.iter() {
-                let p = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.to_string()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 if covers(t.get_key_value(k).and_then(|(k, _)| k.span())) || covers(v.span()) {
                     *best = Some(p.clone());
                 }
@@ -55,7 +64,10 @@ pub(super) fn span_of(doc: &Document<&str>, field: &str) -> Option<Range<usize>>
             Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (seg, None),
         };
-        let key_span = item.as_table_like().and_then(|t| t.get_key_value(key)).and_then(|(k, _)| k.span());
+        let key_span = item
+            .as_table_like()
+            .and_then(|t| t.get_key_value(key))
+            .and_then(|(k, _)| k.span());
         let Some(next) = item.get(key) else { break };
         item = next;
         span = item.span().or(key_span).or(span);
@@ -88,6 +100,9 @@ mod tests {
         assert_eq!(line_col(TEXT, span.start), (5, 20));
         assert_eq!(path_at(&doc, span.start), "nodes[0].roles");
         // A key that is not there points at the deepest part that is.
-        assert_eq!(span_of(&doc, "cluster.name.nope"), span_of(&doc, "cluster.name"));
+        assert_eq!(
+            span_of(&doc, "cluster.name.nope"),
+            span_of(&doc, "cluster.name")
+        );
     }
 }

@@ -29,9 +29,13 @@ impl Component {
     pub fn binary_path(&self, inv: &Inventory) -> String {
         let (name, dir) = self.binary;
         match dir {
-            BinDir::Inventory => format!("{}/{name}", inv.binaries.remote_dir.trim_end_matches('/')),
+            BinDir::Inventory => {
+                format!("{}/{name}", inv.binaries.remote_dir.trim_end_matches('/'))
+            }
             BinDir::Fixed(d) => format!("{d}/{name}"),
-            BinDir::Containerd => format!("{}/{name}", inv.containerd.bin_dir.trim_end_matches('/')),
+            BinDir::Containerd => {
+                format!("{}/{name}", inv.containerd.bin_dir.trim_end_matches('/'))
+            }
             BinDir::Cni => format!("{}/{name}", inv.cni.bin_dir.trim_end_matches('/')),
         }
     }
@@ -40,7 +44,9 @@ impl Component {
     pub fn executables(&self, inv: &Inventory) -> Vec<(&'static str, String)> {
         let bin = self.binary_path(inv);
         let dir = bin.rsplit_once('/').map_or("", |(d, _)| d).to_string();
-        std::iter::once((self.binary.0, bin)).chain(self.companions.iter().map(|c| (*c, format!("{dir}/{c}")))).collect()
+        std::iter::once((self.binary.0, bin))
+            .chain(self.companions.iter().map(|c| (*c, format!("{dir}/{c}"))))
+            .collect()
     }
 }
 
@@ -60,7 +66,10 @@ impl RunsOn {
 }
 
 /// The components `node` runs, in table order.
-pub fn on_node<'a>(inv: &'a Inventory, node: &'a Node) -> impl Iterator<Item = &'static Component> + 'a {
+pub fn on_node<'a>(
+    inv: &'a Inventory,
+    node: &'a Node,
+) -> impl Iterator<Item = &'static Component> + 'a {
     COMPONENTS.iter().filter(move |c| c.runs_on(inv, node))
 }
 

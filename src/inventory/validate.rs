@@ -15,8 +15,8 @@ use super::raw::{RawBinaries, RawCluster, RawInventory, RawNode, RawPki, RawSsh,
 use super::validator::{ClusterParts, Validator};
 use super::values::{self, LABEL_RULE, NAME_RULE, PATH_RULE};
 use super::{
-    Bastion, Binaries, Cluster, Inventory, KeyAlgorithm, LoadBalancer, Node, PkiSettings,
-    Role, SshSettings, Sudo, nth_addr, on_node,
+    Bastion, Binaries, Cluster, Inventory, KeyAlgorithm, LoadBalancer, Node, PkiSettings, Role,
+    SshSettings, Sudo, nth_addr, on_node,
 };
 use crate::components::{COMPONENTS, Port};
 
@@ -86,7 +86,10 @@ impl Validator<'_> {
             component_config,
             containerd: containerd?,
             cni,
-            lab: super::LabSettings { suite: lab?.suite, ..lab_machines? },
+            lab: super::LabSettings {
+                suite: lab?.suite,
+                ..lab_machines?
+            },
             warnings: Vec::new(),
         };
         // Rules over the whole model run even when other rules failed, so they are reported in
@@ -104,7 +107,10 @@ impl Validator<'_> {
         if let Some(domain) = &c.domain {
             self.dns_name("cluster.domain", domain, "DNS domain");
         }
-        let cluster_domain = c.cluster_domain.clone().unwrap_or_else(|| "cluster.local".into());
+        let cluster_domain = c
+            .cluster_domain
+            .clone()
+            .unwrap_or_else(|| "cluster.local".into());
         self.dns_name("cluster.cluster_domain", &cluster_domain, "DNS domain");
         let version = self.kubernetes_version(c.kubernetes_version.as_deref());
         let service_cidr = self.cidr4("cluster.service_cidr", &c.service_cidr);
@@ -112,7 +118,10 @@ impl Validator<'_> {
         if let (Some(s), Some(p)) = (service_cidr, pod_cidr)
             && (s.contains(&p.network()) || p.contains(&s.network()))
         {
-            self.error("cluster.pod_cidr", format!("pod network {p} overlaps the service network {s}"));
+            self.error(
+                "cluster.pod_cidr",
+                format!("pod network {p} overlaps the service network {s}"),
+            );
         }
         if let Some(s) = service_cidr
             && s.prefix_len() > 29
@@ -123,11 +132,21 @@ impl Validator<'_> {
             );
         }
         let cluster_dns = self.cluster_dns(c.cluster_dns.as_deref(), service_cidr);
-        ClusterParts { version, service_cidr, pod_cidr, cluster_dns, cluster_domain }
+        ClusterParts {
+            version,
+            service_cidr,
+            pod_cidr,
+            cluster_dns,
+            cluster_domain,
+        }
     }
 
     /// The cluster DNS address: given, or the default, which the service network must hold.
-    fn cluster_dns(&mut self, given: Option<&str>, service_cidr: Option<Ipv4Net>) -> Option<Ipv4Addr> {
+    fn cluster_dns(
+        &mut self,
+        given: Option<&str>,
+        service_cidr: Option<Ipv4Net>,
+    ) -> Option<Ipv4Addr> {
         let Some(dns) = given else {
             let s = service_cidr?;
             let default = nth_addr(s, DEFAULT_DNS_INDEX);
@@ -144,12 +163,20 @@ impl Validator<'_> {
             return Some(default);
         };
         let Ok(ip) = dns.parse::<Ipv4Addr>() else {
-            self.error("cluster.cluster_dns", format!("{dns:?} is not a valid IPv4 address"));
+            self.error(
+                "cluster.cluster_dns",
+                format!("{dns:?} is not a valid IPv4 address"),
+            );
             return None;
         };
-        let Some(s) = service_cidr else { return Some(ip) };
+        let Some(s) = service_cidr else {
+            return Some(ip);
+        };
         if !s.contains(&ip) {
-            self.error("cluster.cluster_dns", format!("{ip} is outside service_cidr {s}"));
+            self.error(
+                "cluster.cluster_dns",
+                format!("{ip} is outside service_cidr {s}"),
+            );
             return Some(ip);
         }
         // Kubernetes allocates ClusterIPs between the network and broadcast addresses, and the
@@ -159,12 +186,17 @@ impl Validator<'_> {
         } else if ip == s.broadcast() {
             Some(format!("the broadcast address of service_cidr {s}"))
         } else if ip == nth_addr(s, 1) {
-            Some(format!("the first service IP of {s}, which belongs to the `kubernetes` service (kubernetes.default)"))
+            Some(format!(
+                "the first service IP of {s}, which belongs to the `kubernetes` service (kubernetes.default)"
+            ))
         } else {
             None
         };
         if let Some(what) = taken {
-            self.error("cluster.cluster_dns", format!("{ip} is {what}; the DNS service needs another address in {s}"));
+            self.error(
+                "cluster.cluster_dns",
+                format!("{ip} is {what}; the DNS service needs another address in {s}"),
+            );
         }
         Some(ip)
     }
@@ -178,15 +210,24 @@ impl Validator<'_> {
             let f = |k: &str| format!("nodes[{i}].{k}");
             self.dns_label(&f("name"), &n.name);
             if let Some(first) = names.insert(&n.name, i) {
-                self.error(&f("name"), format!("duplicate node name {:?} (also nodes[{first}])", n.name));
+                self.error(
+                    &f("name"),
+                    format!("duplicate node name {:?} (also nodes[{first}])", n.name),
+                );
             }
             let address = self.ip(&f("address"), &n.address);
             if let Some(a) = address {
                 if let Some(first) = addrs.insert(a, i) {
-                    self.error(&f("address"), format!("duplicate node address {a} (also nodes[{first}])"));
+                    self.error(
+                        &f("address"),
+                        format!("duplicate node address {a} (also nodes[{first}])"),
+                    );
                 }
                 for (field, net) in cluster.networks().filter(|(_, net)| v4_contains(*net, a)) {
-                    self.error(&f("address"), format!("node address {a} lies inside cluster.{field} {net}"));
+                    self.error(
+                        &f("address"),
+                        format!("node address {a} lies inside cluster.{field} {net}"),
+                    );
                 }
                 if a.is_ipv6() {
                     // The pod routes, --node-ip, the kubelet's serving SANs and etcd's URLs
@@ -220,14 +261,20 @@ impl Validator<'_> {
             }
         }
         if !raw.iter().any(|n| n.has_role("master")) {
-            self.error("nodes", "no node has role \"master\": a cluster needs at least one control-plane node");
+            self.error(
+                "nodes",
+                "no node has role \"master\": a cluster needs at least one control-plane node",
+            );
         }
         nodes
     }
 
     fn roles(&mut self, field: &str, raw: &[String]) -> BTreeSet<Role> {
         if raw.is_empty() {
-            self.error(field, "a node needs at least one role (master, worker, lb, etcd)");
+            self.error(
+                field,
+                "a node needs at least one role (master, worker, lb, etcd)",
+            );
         }
         let mut roles = BTreeSet::new();
         for (j, r) in raw.iter().enumerate() {
@@ -273,12 +320,18 @@ impl Validator<'_> {
         let Some(p) = pod_cidr else { return };
         let kubelets = nodes.iter().filter(|n| n.has(Role::Worker)).count();
         if p.prefix_len() > 24 {
-            self.error("cluster.pod_cidr", format!("{p} is smaller than one /24; each worker gets a /24"));
+            self.error(
+                "cluster.pod_cidr",
+                format!("{p} is smaller than one /24; each worker gets a /24"),
+            );
             return;
         }
         let available = 1u64 << (24 - p.prefix_len());
         if kubelets as u64 > available {
-            self.error("cluster.pod_cidr", format!("{p} holds {available} /24 node ranges but there are {kubelets} workers"));
+            self.error(
+                "cluster.pod_cidr",
+                format!("{p} holds {available} /24 node ranges but there are {kubelets} workers"),
+            );
         } else if let Ok(mut subnets) = p.subnets(24) {
             for n in nodes.iter_mut().filter(|n| n.has(Role::Worker)) {
                 n.pod_cidr = subnets.next();
@@ -286,21 +339,34 @@ impl Validator<'_> {
         }
     }
 
-    fn load_balancer(&mut self, raw: &RawInventory, nodes: &[Node], cluster: &ClusterParts) -> Option<LoadBalancer> {
+    fn load_balancer(
+        &mut self,
+        raw: &RawInventory,
+        nodes: &[Node],
+        cluster: &ClusterParts,
+    ) -> Option<LoadBalancer> {
         let lb = self.load_balancer_section(raw, nodes, cluster);
         let lb_node = raw.load_balancer.as_ref().and_then(|l| l.node.as_ref());
         for (i, n) in raw.nodes.iter().enumerate() {
             if n.has_role("lb") && lb_node != Some(&n.name) {
                 self.error(
                     &format!("nodes[{i}].roles"),
-                    format!("node {:?} has role \"lb\" but load_balancer.node does not name it", n.name),
+                    format!(
+                        "node {:?} has role \"lb\" but load_balancer.node does not name it",
+                        n.name
+                    ),
                 );
             }
         }
         lb
     }
 
-    fn load_balancer_section(&mut self, raw: &RawInventory, nodes: &[Node], cluster: &ClusterParts) -> Option<LoadBalancer> {
+    fn load_balancer_section(
+        &mut self,
+        raw: &RawInventory,
+        nodes: &[Node],
+        cluster: &ClusterParts,
+    ) -> Option<LoadBalancer> {
         let Some(lb) = &raw.load_balancer else {
             let masters = raw.nodes.iter().filter(|n| n.has_role("master")).count();
             if masters > 1 {
@@ -315,9 +381,10 @@ impl Validator<'_> {
         if let Some(name) = &lb.node {
             match raw.nodes.iter().find(|n| &n.name == name) {
                 None => self.error("load_balancer.node", format!("no node named {name:?}")),
-                Some(n) if !n.has_role("lb") => {
-                    self.error("load_balancer.node", format!("node {name:?} does not have role \"lb\""))
-                }
+                Some(n) if !n.has_role("lb") => self.error(
+                    "load_balancer.node",
+                    format!("node {name:?} does not have role \"lb\""),
+                ),
                 Some(_) => {}
             }
         }
@@ -326,14 +393,20 @@ impl Validator<'_> {
         }
         if let Some(a) = address {
             for (field, net) in cluster.networks().filter(|(_, net)| v4_contains(*net, a)) {
-                self.error("load_balancer.address", format!("{a} lies inside cluster.{field} {net}"));
+                self.error(
+                    "load_balancer.address",
+                    format!("{a} lies inside cluster.{field} {net}"),
+                );
             }
             // Clients would reach that node instead of the load balancer.
             let why = match &lb.node {
                 Some(name) => format!("load_balancer.node is {name:?}"),
                 None => "the load balancer is external (no load_balancer.node)".to_string(),
             };
-            for n in nodes.iter().filter(|n| n.address == a && lb.node.as_ref() != Some(&n.name)) {
+            for n in nodes
+                .iter()
+                .filter(|n| n.address == a && lb.node.as_ref() != Some(&n.name))
+            {
                 self.error(
                     "load_balancer.address",
                     format!(
@@ -348,7 +421,12 @@ impl Validator<'_> {
         if port == 0 {
             self.error("load_balancer.port", PORT_ZERO);
         }
-        Some(LoadBalancer { node: lb.node.clone(), address: address?, dns_name: lb.dns_name.clone(), port })
+        Some(LoadBalancer {
+            node: lb.node.clone(),
+            address: address?,
+            dns_name: lb.dns_name.clone(),
+            port,
+        })
     }
 
     /// Allowed, but an even count of etcd members buys no extra fault tolerance.
@@ -376,7 +454,10 @@ impl Validator<'_> {
         let bastion = s.bastion.as_ref().and_then(|b| {
             let parsed = Bastion::parse(b, &user);
             if parsed.is_none() {
-                self.error("ssh.bastion", format!("{b:?} is not a jump host like \"user@host:22\" ([user@]host[:port])"));
+                self.error(
+                    "ssh.bastion",
+                    format!("{b:?} is not a jump host like \"user@host:22\" ([user@]host[:port])"),
+                );
             }
             parsed
         });
@@ -386,7 +467,10 @@ impl Validator<'_> {
         }
         let timeout = s.connect_timeout_secs.unwrap_or(10);
         if timeout == 0 {
-            self.error("ssh.connect_timeout_secs", "0 seconds gives up before any node can answer; use at least 1");
+            self.error(
+                "ssh.connect_timeout_secs",
+                "0 seconds gives up before any node can answer; use at least 1",
+            );
         } else if timeout > MAX_CONNECT_TIMEOUT_SECS {
             self.error(
                 "ssh.connect_timeout_secs",
@@ -398,7 +482,10 @@ impl Validator<'_> {
         }
         let attempts = s.connect_attempts.unwrap_or(DEFAULT_CONNECT_ATTEMPTS);
         if attempts == 0 {
-            self.error("ssh.connect_attempts", "0 attempts never connect; use at least 1");
+            self.error(
+                "ssh.connect_attempts",
+                "0 attempts never connect; use at least 1",
+            );
         } else if attempts > MAX_CONNECT_ATTEMPTS {
             self.error(
                 "ssh.connect_attempts",
@@ -412,13 +499,18 @@ impl Validator<'_> {
             user,
             port,
             identity_file: s.identity_file.as_deref().map(values::expand_home),
-            known_hosts: values::expand_home(s.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
+            known_hosts: values::expand_home(
+                s.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts"),
+            ),
             sudo: match &s.sudo {
                 None | Some(RawSudo::Flag(false)) => Sudo::IfNotRoot,
                 Some(RawSudo::Flag(true)) => Sudo::Always,
                 Some(RawSudo::Mode(m)) if m == "password" => Sudo::WithPassword,
                 Some(RawSudo::Mode(m)) => {
-                    self.error("ssh.sudo", format!("{m:?} is not a sudo mode: use true, false or \"password\""));
+                    self.error(
+                        "ssh.sudo",
+                        format!("{m:?} is not a sudo mode: use true, false or \"password\""),
+                    );
                     Sudo::IfNotRoot
                 }
             },
@@ -434,7 +526,10 @@ impl Validator<'_> {
             Some(a) => {
                 let parsed = KeyAlgorithm::parse(a);
                 if parsed.is_none() {
-                    self.error("pki.algorithm", format!("unknown algorithm {a:?} (use ecdsa-p256, rsa-2048 or rsa-4096)"));
+                    self.error(
+                        "pki.algorithm",
+                        format!("unknown algorithm {a:?} (use ecdsa-p256, rsa-2048 or rsa-4096)"),
+                    );
                 }
                 parsed
             }
@@ -454,15 +549,25 @@ impl Validator<'_> {
         } else if ca_validity_days > MAX_VALIDITY_DAYS {
             self.too_long("pki.ca_validity_days", ca_validity_days);
         }
-        Some(PkiSettings { algorithm: algorithm?, ca_validity_days, cert_validity_days })
+        Some(PkiSettings {
+            algorithm: algorithm?,
+            ca_validity_days,
+            cert_validity_days,
+        })
     }
 
     fn too_long(&mut self, field: &str, days: u32) {
-        self.error(field, format!("{days} days is more than 100 years (at most {MAX_VALIDITY_DAYS})"));
+        self.error(
+            field,
+            format!("{days} days is more than 100 years (at most {MAX_VALIDITY_DAYS})"),
+        );
     }
 
     fn binaries(&mut self, b: &RawBinaries) -> Binaries {
-        let remote_dir = b.remote_dir.clone().unwrap_or_else(|| "/usr/local/bin".into());
+        let remote_dir = b
+            .remote_dir
+            .clone()
+            .unwrap_or_else(|| "/usr/local/bin".into());
         if let Some(fault) = values::remote_dir_fault(&remote_dir) {
             self.error(
                 "binaries.remote_dir",
@@ -472,7 +577,10 @@ impl Validator<'_> {
                 ),
             );
         }
-        Binaries { remote_dir, local_dir: b.local_dir.as_deref().map(values::expand_home) }
+        Binaries {
+            remote_dir,
+            local_dir: b.local_dir.as_deref().map(values::expand_home),
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -489,15 +597,34 @@ impl Validator<'_> {
                 let lower = san.trim_end_matches('.').to_ascii_lowercase();
                 let ip = san.parse::<IpAddr>().ok();
                 let lb = inv.load_balancer.as_ref();
-                let other = |k: usize, o: &RawNode| k != i && (o.name.eq_ignore_ascii_case(&lower) || fqdn(&o.name).as_deref() == Some(lower.as_str()));
-                let other_addr = |k: usize, o: &RawNode| k != i && ip.is_some() && o.address.parse::<IpAddr>().ok() == ip;
+                let other = |k: usize, o: &RawNode| {
+                    k != i
+                        && (o.name.eq_ignore_ascii_case(&lower)
+                            || fqdn(&o.name).as_deref() == Some(lower.as_str()))
+                };
+                let other_addr = |k: usize, o: &RawNode| {
+                    k != i && ip.is_some() && o.address.parse::<IpAddr>().ok() == ip
+                };
                 let why = if lb.is_some_and(|lb| Some(lb.address) == ip) {
                     Some("is the load balancer's address".to_string())
-                } else if lb.and_then(|lb| lb.dns_name.as_deref()).is_some_and(|d| d.trim_end_matches('.').eq_ignore_ascii_case(&lower)) {
+                } else if lb
+                    .and_then(|lb| lb.dns_name.as_deref())
+                    .is_some_and(|d| d.trim_end_matches('.').eq_ignore_ascii_case(&lower))
+                {
                     Some("is the load balancer's DNS name".to_string())
-                } else if let Some(o) = raw.iter().enumerate().find(|(k, o)| other_addr(*k, o)).map(|(_, o)| o) {
+                } else if let Some(o) = raw
+                    .iter()
+                    .enumerate()
+                    .find(|(k, o)| other_addr(*k, o))
+                    .map(|(_, o)| o)
+                {
                     Some(format!("is the address of node {}", o.name))
-                } else if let Some(o) = raw.iter().enumerate().find(|(k, o)| other(*k, o)).map(|(_, o)| o) {
+                } else if let Some(o) = raw
+                    .iter()
+                    .enumerate()
+                    .find(|(k, o)| other(*k, o))
+                    .map(|(_, o)| o)
+                {
                     Some(format!("is the name of node {}", o.name))
                 } else if lower == "kubernetes" || lower.starts_with("kubernetes.default") {
                     Some("is a name of the API server (the `kubernetes` Service)".to_string())
@@ -509,7 +636,11 @@ impl Validator<'_> {
                         inv.cluster.service_cidr,
                         inv.cluster.first_service_ip()
                     ))
-                } else if n.has_role("worker") && (lower == "localhost" || lower.ends_with(".localhost") || ip.is_some_and(|a| a.is_loopback())) {
+                } else if n.has_role("worker")
+                    && (lower == "localhost"
+                        || lower.ends_with(".localhost")
+                        || ip.is_some_and(|a| a.is_loopback()))
+                {
                     Some("is a loopback name or address, on a worker: its key would pass as whatever a client reaches on its own loopback (the control plane's kubeconfigs use https://127.0.0.1)".to_string())
                 } else {
                     None
@@ -528,10 +659,23 @@ impl Validator<'_> {
     /// other daemon there listening on the same port would fail to start, or HAProxy would.
     fn lb_port_is_free(&mut self, inv: &Inventory) {
         let Some(lb) = &inv.load_balancer else { return };
-        let Some(node) = lb.node.as_ref().and_then(|name| inv.nodes.iter().find(|n| &n.name == name)) else { return };
-        let lb_daemon = COMPONENTS.iter().find(|c| c.ports.contains(&Port::LoadBalancer)).map_or("the load balancer", |c| c.name);
+        let Some(node) = lb
+            .node
+            .as_ref()
+            .and_then(|name| inv.nodes.iter().find(|n| &n.name == name))
+        else {
+            return;
+        };
+        let lb_daemon = COMPONENTS
+            .iter()
+            .find(|c| c.ports.contains(&Port::LoadBalancer))
+            .map_or("the load balancer", |c| c.name);
         for c in on_node(inv, node) {
-            for p in c.ports.iter().filter(|p| **p != Port::LoadBalancer && p.number(inv) == lb.port) {
+            for p in c
+                .ports
+                .iter()
+                .filter(|p| **p != Port::LoadBalancer && p.number(inv) == lb.port)
+            {
                 self.error(
                     "load_balancer.port",
                     format!(
@@ -562,8 +706,12 @@ impl Validator<'_> {
     fn cidr4(&mut self, field: &str, value: &str) -> Option<Ipv4Net> {
         let message = match value.parse::<IpNet>() {
             Ok(IpNet::V4(net)) if net.network() == net.addr() => return Some(net),
-            Ok(IpNet::V4(net)) => format!("{value:?} has host bits set; did you mean {}?", net.trunc()),
-            Ok(IpNet::V6(_)) => format!("{value:?} is IPv6; only IPv4 service and pod networks are supported"),
+            Ok(IpNet::V4(net)) => {
+                format!("{value:?} has host bits set; did you mean {}?", net.trunc())
+            }
+            Ok(IpNet::V6(_)) => {
+                format!("{value:?} is IPv6; only IPv4 service and pod networks are supported")
+            }
             Err(_) => format!("{value:?} is not a valid CIDR (expected e.g. 10.32.0.0/24)"),
         };
         self.error(field, message);
@@ -574,14 +722,20 @@ impl Validator<'_> {
     /// label needs no escaping in all of them.
     fn dns_label(&mut self, field: &str, value: &str) {
         if let Some(fault) = values::label_fault(value) {
-            self.error(field, format!("{value:?} is not a valid DNS label: {fault} (allowed: {LABEL_RULE})"));
+            self.error(
+                field,
+                format!("{value:?} is not a valid DNS label: {fault} (allowed: {LABEL_RULE})"),
+            );
         }
     }
 
     /// `what` names the value in the message ("DNS domain", "DNS name").
     fn dns_name(&mut self, field: &str, value: &str, what: &str) {
         if let Some(fault) = values::name_fault(value) {
-            self.error(field, format!("{value:?} is not a valid {what}: {fault} (allowed: {NAME_RULE})"));
+            self.error(
+                field,
+                format!("{value:?} is not a valid {what}: {fault} (allowed: {NAME_RULE})"),
+            );
         }
     }
 }

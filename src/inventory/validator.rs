@@ -32,20 +32,32 @@ pub(super) struct ClusterParts {
 impl ClusterParts {
     /// The cluster networks that parsed, by field name: no node, LB or pool may lie inside them.
     pub(super) fn networks(&self) -> impl Iterator<Item = (&'static str, Ipv4Net)> {
-        [("service_cidr", self.service_cidr), ("pod_cidr", self.pod_cidr)]
-            .into_iter()
-            .filter_map(|(name, net)| Some((name, net?)))
+        [
+            ("service_cidr", self.service_cidr),
+            ("pod_cidr", self.pod_cidr),
+        ]
+        .into_iter()
+        .filter_map(|(name, net)| Some((name, net?)))
     }
 }
 
 impl<'a> Validator<'a> {
     pub fn new(text: &'a str, doc: &'a Document<&'a str>) -> Self {
-        Validator { text, doc, problems: Vec::new(), warnings: Vec::new() }
+        Validator {
+            text,
+            doc,
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
     }
 
     pub(super) fn problem(&self, field: &str, message: String) -> Problem {
         let position = span_of(self.doc, field).map(|s| line_col(self.text, s.start));
-        Problem { field: field.to_string(), position, message }
+        Problem {
+            field: field.to_string(),
+            position,
+            message,
+        }
     }
 
     pub(super) fn error(&mut self, field: &str, message: impl Into<String>) {

@@ -13,11 +13,11 @@ use std::path::PathBuf;
 use ipnet::Ipv4Net;
 
 /// What a DNS label may be, for messages.
-pub(super) const LABEL_RULE: &str = "1-63 lowercase letters, digits or '-', starting and ending with a letter or digit";
+pub(super) const LABEL_RULE: &str =
+    "1-63 lowercase letters, digits or '-', starting and ending with a letter or digit";
 
 /// What a DNS name may be, for messages.
-pub(super) const NAME_RULE: &str =
-    "dot-separated labels of 1-63 lowercase letters, digits or '-', each starting and ending with a letter or digit; \
+pub(super) const NAME_RULE: &str = "dot-separated labels of 1-63 lowercase letters, digits or '-', each starting and ending with a letter or digit; \
      at most 253 characters";
 
 /// What `binaries.remote_dir` may be, for messages.
@@ -48,7 +48,10 @@ pub(super) fn label_fault(s: &str) -> Option<String> {
     if s.len() > 63 {
         return Some(format!("it is {} characters long", s.len()));
     }
-    if let Some(c) = s.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
         return Some(if c.is_ascii_uppercase() {
             format!("it contains the uppercase letter {c:?}")
         } else {
@@ -89,7 +92,9 @@ pub(super) fn remote_dir_fault(s: &str) -> Option<String> {
         return Some("it is not an absolute path".into());
     }
     let plain = |c: char| c.is_ascii_alphanumeric() || "._/+-".contains(c);
-    s.chars().find(|c| !plain(*c)).map(|c| format!("it contains {}", describe(c)))
+    s.chars()
+        .find(|c| !plain(*c))
+        .map(|c| format!("it contains {}", describe(c)))
 }
 
 /// A MetalLB pool entry as an inclusive IPv4 range, and the entry rewritten as MetalLB reads it
@@ -104,7 +109,11 @@ pub(super) fn parse_pool(s: &str) -> Option<(u32, u32, String)> {
         return Some((u32::from(a), u32::from(b), format!("{a}-{b}")));
     }
     let net: Ipv4Net = s.trim().parse().ok()?;
-    Some((u32::from(net.network()), u32::from(net.broadcast()), net.trunc().to_string()))
+    Some((
+        u32::from(net.network()),
+        u32::from(net.broadcast()),
+        net.trunc().to_string(),
+    ))
 }
 
 /// `~/x` → `$HOME/x`. Other paths stay as written: relative ones are relative to the directory
@@ -130,16 +139,30 @@ mod tests {
         assert!(!is_dns_label(""));
         assert!(!is_dns_label(&"a".repeat(64)));
         assert_eq!(label_fault("k_1").as_deref(), Some("it contains '_'"));
-        assert_eq!(label_fault("a\nb").as_deref(), Some("it contains a newline"));
+        assert_eq!(
+            label_fault("a\nb").as_deref(),
+            Some("it contains a newline")
+        );
     }
 
     #[test]
     fn dns_names() {
         assert_eq!(name_fault("cluster.local"), None);
-        assert_eq!(name_fault("Cluster.local").as_deref(), Some("label \"Cluster\": it contains the uppercase letter 'C'"));
-        assert!(name_fault("cluster.local.").unwrap().contains("empty label"));
+        assert_eq!(
+            name_fault("Cluster.local").as_deref(),
+            Some("label \"Cluster\": it contains the uppercase letter 'C'")
+        );
+        assert!(
+            name_fault("cluster.local.")
+                .unwrap()
+                .contains("empty label")
+        );
         assert!(name_fault("").is_some());
-        assert!(name_fault(&format!("{}.x", vec!["a".repeat(63); 4].join("."))).unwrap().contains("characters long"));
+        assert!(
+            name_fault(&format!("{}.x", vec!["a".repeat(63); 4].join(".")))
+                .unwrap()
+                .contains("characters long")
+        );
     }
 
     #[test]
@@ -147,15 +170,27 @@ mod tests {
         assert_eq!(remote_dir_fault("/usr/local/bin"), None);
         assert_eq!(remote_dir_fault("/opt/k8s-1.31/bin_x+y"), None);
         assert!(remote_dir_fault("usr/bin").unwrap().contains("absolute"));
-        assert_eq!(remote_dir_fault("/usr/bin ").as_deref(), Some("it contains a space"));
+        assert_eq!(
+            remote_dir_fault("/usr/bin ").as_deref(),
+            Some("it contains a space")
+        );
         assert_eq!(remote_dir_fault("/a%b").as_deref(), Some("it contains '%'"));
     }
 
     #[test]
     fn pools_parse_ranges_and_cidrs() {
-        assert_eq!(parse_pool("10.0.0.1-10.0.0.3"), Some((0x0a000001, 0x0a000003, "10.0.0.1-10.0.0.3".into())));
-        assert_eq!(parse_pool("10.0.0.1 -\n10.0.0.3"), Some((0x0a000001, 0x0a000003, "10.0.0.1-10.0.0.3".into())));
-        assert_eq!(parse_pool("10.0.0.0/30"), Some((0x0a000000, 0x0a000003, "10.0.0.0/30".into())));
+        assert_eq!(
+            parse_pool("10.0.0.1-10.0.0.3"),
+            Some((0x0a000001, 0x0a000003, "10.0.0.1-10.0.0.3".into()))
+        );
+        assert_eq!(
+            parse_pool("10.0.0.1 -\n10.0.0.3"),
+            Some((0x0a000001, 0x0a000003, "10.0.0.1-10.0.0.3".into()))
+        );
+        assert_eq!(
+            parse_pool("10.0.0.0/30"),
+            Some((0x0a000000, 0x0a000003, "10.0.0.0/30".into()))
+        );
         assert_eq!(parse_pool("nonsense"), None);
     }
 }

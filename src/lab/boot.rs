@@ -15,7 +15,12 @@ use super::tools::{output_until, ssh_command};
 const POLL: Duration = Duration::from_millis(200);
 
 pub(super) fn boot_error(node: &NodeLayout, reason: String) -> LabError {
-    LabError::Boot { node: node.name.clone(), reason, console: node.console_log(), console_tail: tail(&node.console_log(), 20) }
+    LabError::Boot {
+        node: node.name.clone(),
+        reason,
+        console: node.console_log(),
+        console_tail: tail(&node.console_log(), 20),
+    }
 }
 
 pub(super) fn tcp_open(address: IpAddr, port: u16, timeout: Duration) -> bool {
@@ -32,11 +37,19 @@ pub(crate) struct Kind {
 }
 
 /// Waits until the node answers ssh and its systemd has finished booting.
-pub(super) fn wait_ready(kind: &Kind, layout: &Layout, node: &NodeLayout, deadline: Instant) -> Result<NodeStatus> {
+pub(super) fn wait_ready(
+    kind: &Kind,
+    layout: &Layout,
+    node: &NodeLayout,
+    deadline: Instant,
+) -> Result<NodeStatus> {
     let mut last = String::from("TCP port 22 never answered");
     loop {
         let Some(pid) = (kind.pid_of)(node) else {
-            return Err(boot_error(node, format!("{} exited while booting", kind.process)));
+            return Err(boot_error(
+                node,
+                format!("{} exited while booting", kind.process),
+            ));
         };
         if tcp_open(node.address, 22, Duration::from_millis(500)) {
             let mut ssh = ssh_command(&layout.key(), &layout.known_hosts(), node.address);
@@ -44,7 +57,10 @@ pub(super) fn wait_ready(kind: &Kind, layout: &Layout, node: &NodeLayout, deadli
             match output_until(&mut ssh, deadline)? {
                 None => last = "`systemctl is-system-running --wait` did not return".into(),
                 Some(out) if out.status.code() == Some(255) => {
-                    last = format!("ssh failed: {}", String::from_utf8_lossy(&out.stderr).trim())
+                    last = format!(
+                        "ssh failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )
                 }
                 Some(out) => {
                     let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -60,32 +76,52 @@ pub(super) fn wait_ready(kind: &Kind, layout: &Layout, node: &NodeLayout, deadli
                     }
                     return Err(LabError::Machine {
                         node: node.name.clone(),
-                        reason: format!("booted into state {state:?}; `systemctl --failed` on the node says why"),
+                        reason: format!(
+                            "booted into state {state:?}; `systemctl --failed` on the node says why"
+                        ),
                     });
                 }
             }
         }
         if Instant::now() >= deadline {
-            return Err(boot_error(node, format!("not ready after {} s: {last}", kind.boot_timeout.as_secs())));
+            return Err(boot_error(
+                node,
+                format!("not ready after {} s: {last}", kind.boot_timeout.as_secs()),
+            ));
         }
         thread::sleep(POLL);
     }
 }
 
 /// The node as `lab status` shows it: its machine's process, and whether it answers ssh.
-pub(super) fn probe(kind: &Kind, layout: &Layout, node: &NodeLayout, bridge_is_ours: bool) -> NodeStatus {
+pub(super) fn probe(
+    kind: &Kind,
+    layout: &Layout,
+    node: &NodeLayout,
+    bridge_is_ours: bool,
+) -> NodeStatus {
     let pid = (kind.pid_of)(node);
     // Only addresses this lab is known to own are ever contacted.
-    let reachable = pid.is_some() && bridge_is_ours && tcp_open(node.address, 22, Duration::from_secs(1));
+    let reachable =
+        pid.is_some() && bridge_is_ours && tcp_open(node.address, 22, Duration::from_secs(1));
     let system_state = if reachable && layout.key().is_file() {
         let mut ssh = ssh_command(&layout.key(), &layout.known_hosts(), node.address);
         ssh.args(["systemctl", "is-system-running"]);
         match output_until(&mut ssh, Instant::now() + Duration::from_secs(15)) {
-            Ok(Some(out)) if out.status.code() != Some(255) => Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+            Ok(Some(out)) if out.status.code() != Some(255) => {
+                Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            }
             _ => None,
         }
     } else {
         None
     };
-    NodeStatus { name: node.name.clone(), address: node.address, running: pid.is_some(), reachable, system_state, pid }
+    NodeStatus {
+        name: node.name.clone(),
+        address: node.address,
+        running: pid.is_some(),
+        reachable,
+        system_state,
+        pid,
+    }
 }

@@ -55,14 +55,22 @@ pub(super) fn recorded(layout: &Layout) -> Option<LabDriver> {
     if let Ok(text) = fs::read_to_string(record(layout)) {
         return LabDriver::parse(text.trim());
     }
-    layout.nodes.iter().any(|n| n.dir.is_dir()).then_some(LabDriver::Nspawn)
+    layout
+        .nodes
+        .iter()
+        .any(|n| n.dir.is_dir())
+        .then_some(LabDriver::Nspawn)
 }
 
 /// Records `driver` for a lab about to come up; refuses a lab whose machines are another
 /// driver's (a node cannot be a container and a VM at once).
 pub(super) fn claim(layout: &Layout, driver: LabDriver) -> Result<()> {
     match recorded(layout) {
-        Some(d) if d != driver => Err(LabError::DriverMismatch { cluster: layout.cluster.clone(), running: d, wanted: driver }),
+        Some(d) if d != driver => Err(LabError::DriverMismatch {
+            cluster: layout.cluster.clone(),
+            running: d,
+            wanted: driver,
+        }),
         _ => write_file(&record(layout), format!("{driver}\n")),
     }
 }

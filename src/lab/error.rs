@@ -15,7 +15,10 @@ pub enum Problem {
     /// `/proc/self/status` has no readable `Uid:` line.
     UnknownUid,
     /// A tool the lab runs is on neither `$PATH` nor the sbin directories.
-    MissingTool { tool: &'static str, package: &'static str },
+    MissingTool {
+        tool: &'static str,
+        package: &'static str,
+    },
     /// The installed debootstrap has no script for the suite the lab's root fs is built from.
     UnknownSuite { suite: &'static str },
 }
@@ -27,10 +30,17 @@ impl fmt::Display for Problem {
                 f,
                 "running as uid {uid}: the lab needs root (bridges, network namespaces, systemd-nspawn, debootstrap)"
             ),
-            Problem::UnknownUid => f.write_str("cannot read the effective uid from /proc/self/status"),
-            Problem::MissingTool { tool, package } => write!(f, "{tool} not found: apt-get install {package}"),
+            Problem::UnknownUid => {
+                f.write_str("cannot read the effective uid from /proc/self/status")
+            }
+            Problem::MissingTool { tool, package } => {
+                write!(f, "{tool} not found: apt-get install {package}")
+            }
             Problem::UnknownSuite { suite } => {
-                write!(f, "this debootstrap does not know {suite}: apt-get install debootstrap (a newer one)")
+                write!(
+                    f,
+                    "this debootstrap does not know {suite}: apt-get install debootstrap (a newer one)"
+                )
             }
         }
     }
@@ -50,8 +60,14 @@ pub enum LabError {
     Inventory(String),
 
     /// `up` with one driver on a lab whose machines another driver made.
-    #[error("lab {cluster:?} has {running} machines: take it down (`hardway lab down`) before bringing it up with the {wanted} driver")]
-    DriverMismatch { cluster: String, running: crate::inventory::LabDriver, wanted: crate::inventory::LabDriver },
+    #[error(
+        "lab {cluster:?} has {running} machines: take it down (`hardway lab down`) before bringing it up with the {wanted} driver"
+    )]
+    DriverMismatch {
+        cluster: String,
+        running: crate::inventory::LabDriver,
+        wanted: crate::inventory::LabDriver,
+    },
 
     /// A host tool could not be started at all.
     #[error("cannot run {command}: {error}")]
@@ -59,10 +75,18 @@ pub enum LabError {
 
     /// A host tool ran and failed; `command` is the command line to rerun by hand.
     #[error("`{command}` failed ({status}): {stderr}")]
-    Command { command: String, status: ExitStatus, stderr: String },
+    Command {
+        command: String,
+        status: ExitStatus,
+        stderr: String,
+    },
 
     #[error("cannot {action} {}: {error}", path.display())]
-    Io { action: &'static str, path: PathBuf, error: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        error: io::Error,
+    },
 
     /// A file written into (or read from) a machine's root or a private directory, refused
     /// rather than reached through a link.
@@ -73,40 +97,70 @@ pub enum LabError {
     #[error("{}: {reason}", path.display())]
     BadPath { path: PathBuf, reason: String },
 
-    #[error("no `deb` source for suite {suite} in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list: \
-             the lab's root fs is debootstrapped from the same mirror as the host's apt")]
+    #[error(
+        "no `deb` source for suite {suite} in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list: \
+             the lab's root fs is debootstrapped from the same mirror as the host's apt"
+    )]
     NoMirror { suite: &'static str },
 
     /// `logs`: the end of each log debootstrap wrote (its output, its own log in the target).
-    #[error("debootstrap of {suite} from {mirror} failed ({status}){}", log_tails(logs))]
-    Debootstrap { suite: &'static str, mirror: String, status: ExitStatus, logs: Vec<(PathBuf, String)> },
+    #[error(
+        "debootstrap of {suite} from {mirror} failed ({status}){}",
+        log_tails(logs)
+    )]
+    Debootstrap {
+        suite: &'static str,
+        mirror: String,
+        status: ExitStatus,
+        logs: Vec<(PathBuf, String)>,
+    },
 
     #[error(
         "the root fs cache {} is out of date, but running nodes are built on it ({}): take their labs down first",
         rootfs.display(),
         join(&users.iter().map(|p| p.display()).collect::<Vec<_>>(), ", ")
     )]
-    CacheInUse { rootfs: PathBuf, users: Vec<PathBuf> },
+    CacheInUse {
+        rootfs: PathBuf,
+        users: Vec<PathBuf>,
+    },
 
-    #[error("network interface {name} exists and is not a bridge; the lab of cluster {cluster:?} needs that name")]
+    #[error(
+        "network interface {name} exists and is not a bridge; the lab of cluster {cluster:?} needs that name"
+    )]
     NotABridge { name: String, cluster: String },
 
     #[error(
         "bridge {bridge} is not this lab's (its alias is {owner:?}, this lab is {ours:?}): \
          take the other lab down first, or use another cluster name"
     )]
-    ForeignBridge { bridge: String, owner: String, ours: String },
+    ForeignBridge {
+        bridge: String,
+        owner: String,
+        ours: String,
+    },
 
     /// Another interface or route of the host already covers the subnet a bridge needs.
-    #[error("{subnet} is already in use on this host ({user}); bridge {bridge} needs that subnet to itself")]
-    SubnetInUse { subnet: Ipv4Net, bridge: String, user: String },
+    #[error(
+        "{subnet} is already in use on this host ({user}); bridge {bridge} needs that subnet to itself"
+    )]
+    SubnetInUse {
+        subnet: Ipv4Net,
+        bridge: String,
+        user: String,
+    },
 
     #[error("network interfaces still present after teardown: {0:?}")]
     LinksLeft(Vec<String>),
 
     /// A node's machine did not come up; `console_tail` is the end of its console log.
     #[error("{node}: {reason}; end of {}:\n{console_tail}", console.display())]
-    Boot { node: String, reason: String, console: PathBuf, console_tail: String },
+    Boot {
+        node: String,
+        reason: String,
+        console: PathBuf,
+        console_tail: String,
+    },
 
     /// A node's machine misbehaved in some other way.
     #[error("{node}: {reason}")]
@@ -123,18 +177,33 @@ pub enum LabError {
 pub type Result<T, E = LabError> = std::result::Result<T, E>;
 
 fn join(items: &[impl fmt::Display], sep: &str) -> String {
-    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(sep)
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
 fn log_tails(logs: &[(PathBuf, String)]) -> String {
-    let tails: Vec<String> = logs.iter().map(|(path, tail)| format!("end of {}:\n{tail}", path.display())).collect();
-    if tails.is_empty() { String::new() } else { format!("; {}", tails.join("\n")) }
+    let tails: Vec<String> = logs
+        .iter()
+        .map(|(path, tail)| format!("end of {}:\n{tail}", path.display()))
+        .collect();
+    if tails.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", tails.join("\n"))
+    }
 }
 
 /// For `map_err`: an I/O error while doing `action` ("create", "read", ...) to `path`.
 pub(super) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LabError {
     let path = path.to_path_buf();
-    move |error| LabError::Io { action, path, error }
+    move |error| LabError::Io {
+        action,
+        path,
+        error,
+    }
 }
 
 impl From<crate::safe_fs::SafeFsError> for LabError {
@@ -152,7 +221,10 @@ mod tests {
         let e = LabError::Preflight {
             problems: vec![
                 Problem::NotRoot { uid: 1000 },
-                Problem::MissingTool { tool: "ip", package: "iproute2" },
+                Problem::MissingTool {
+                    tool: "ip",
+                    package: "iproute2",
+                },
             ],
         };
         assert_eq!(
@@ -164,7 +236,8 @@ mod tests {
 
     #[test]
     fn io_errors_name_the_path_and_the_reason() {
-        let e = io_error("create", Path::new("/x/y"))(io::Error::from(io::ErrorKind::PermissionDenied));
+        let e =
+            io_error("create", Path::new("/x/y"))(io::Error::from(io::ErrorKind::PermissionDenied));
         assert_eq!(e.to_string(), "cannot create /x/y: permission denied");
     }
 }

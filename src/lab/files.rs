@@ -10,7 +10,12 @@ use super::tools::{command, run};
 
 /// An exclusive lock on `path` (created if missing), held until the file is dropped.
 pub(super) fn lock(path: &Path) -> Result<File> {
-    let f = OpenOptions::new().create(true).write(true).truncate(false).open(path).map_err(io_error("open", path))?;
+    let f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_error("open", path))?;
     f.lock().map_err(io_error("lock", path))?;
     Ok(f)
 }
@@ -78,14 +83,21 @@ pub(super) fn mount_overlay(lower: &Path, state: &Path, target: &Path) -> Result
     }
     let dirs = [lower, upper.as_path(), work.as_path()].map(|p| p.display().to_string());
     // The option string has no quoting: these characters would split or misparse it.
-    if let Some(bad) = dirs.iter().find(|d| d.contains([',', ':', '\\']) || d.contains(char::is_whitespace)) {
+    if let Some(bad) = dirs
+        .iter()
+        .find(|d| d.contains([',', ':', '\\']) || d.contains(char::is_whitespace))
+    {
         return Err(LabError::BadPath {
             path: bad.into(),
-            reason: "the lab cannot mount an overlay on a path with ',', ':', '\\' or white space".into(),
+            reason: "the lab cannot mount an overlay on a path with ',', ':', '\\' or white space"
+                .into(),
         });
     }
     let [lower, upper, work] = dirs;
-    run(command("mount").args(["-t", "overlay", "overlay", "-o"]).arg(format!("lowerdir={lower},upperdir={upper},workdir={work}")).arg(target))?;
+    run(command("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!("lowerdir={lower},upperdir={upper},workdir={work}"))
+        .arg(target))?;
     Ok(())
 }
 
@@ -96,12 +108,20 @@ pub(super) fn is_mount_point(p: &Path) -> bool {
 /// Mount points of the overlays that have `lower` as their lower layer.
 pub(super) fn overlays_on(lower: &Path) -> Vec<PathBuf> {
     let want = format!("lowerdir={}", lower.display());
-    mounts().into_iter().filter(|(_, t, o)| t == "overlay" && o.split(',').any(|x| x == want)).map(|(m, _, _)| m).collect()
+    mounts()
+        .into_iter()
+        .filter(|(_, t, o)| t == "overlay" && o.split(',').any(|x| x == want))
+        .map(|(m, _, _)| m)
+        .collect()
 }
 
 /// Mount points at or below `dir`, deepest first.
 fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let mut mounts: Vec<PathBuf> = mounts().into_iter().map(|(m, _, _)| m).filter(|m| m.starts_with(dir)).collect();
+    let mut mounts: Vec<PathBuf> = mounts()
+        .into_iter()
+        .map(|(m, _, _)| m)
+        .filter(|m| m.starts_with(dir))
+        .collect();
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     mounts.dedup();
     mounts
@@ -113,7 +133,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 4 <= b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -133,7 +156,9 @@ pub(super) fn remove_tree(dir: &Path) -> Result<()> {
     for m in mounts_below(dir) {
         run(command("umount").arg("-l").arg(&m))?;
     }
-    run(command("rm").args(["-rf", "--one-file-system", "--"]).arg(dir))?;
+    run(command("rm")
+        .args(["-rf", "--one-file-system", "--"])
+        .arg(dir))?;
     Ok(())
 }
 

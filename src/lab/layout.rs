@@ -8,9 +8,9 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use super::LabOptions;
-use super::limits::MachineLimits;
 use super::error::Result;
 use super::files::resolve;
+use super::limits::MachineLimits;
 use crate::inventory::{Inventory, LabSuite, Node, Role};
 
 #[derive(Debug, Clone)]
@@ -71,7 +71,9 @@ impl Layout {
             .nodes
             .iter()
             .map(|n| NodeLayout {
-                containers: n.has(Role::Worker).then(|| Cgroups::for_suite(inv.lab.suite)),
+                containers: n
+                    .has(Role::Worker)
+                    .then(|| Cgroups::for_suite(inv.lab.suite)),
                 confinement: Confinement::for_node(n),
                 ..layout.node(&n.name, n.address)
             })
@@ -83,7 +85,10 @@ impl Layout {
         NodeLayout {
             name: name.to_string(),
             address,
-            link: HostLink { netns: format!("hw-{}-{name}", self.cluster), veth: veth_name(&self.cluster, name) },
+            link: HostLink {
+                netns: format!("hw-{}-{name}", self.cluster),
+                veth: veth_name(&self.cluster, name),
+            },
             dir: self.dir.join(name),
             containers: None,
             // A node dropped from the inventory, seen only by `down`: its kind does not matter.
@@ -103,7 +108,11 @@ impl Layout {
     /// Relative to a hierarchy's root; it names the lab directory, unlike the network names, so
     /// that a lab never touches the processes of another lab of the same cluster name.
     pub fn cgroup(&self) -> PathBuf {
-        Path::new(CGROUP_ROOT).join(format!("{}-{:08x}", self.cluster, fnv1a(&self.dir.display().to_string()) & 0xffff_ffff))
+        Path::new(CGROUP_ROOT).join(format!(
+            "{}-{:08x}",
+            self.cluster,
+            fnv1a(&self.dir.display().to_string()) & 0xffff_ffff
+        ))
     }
 
     /// Outside `dir`, so that `down` can hold it while deleting `dir`.
@@ -124,7 +133,10 @@ pub(super) struct CacheLayout {
 
 impl CacheLayout {
     pub fn new(opts: &LabOptions, suite: LabSuite) -> Result<CacheLayout> {
-        Ok(CacheLayout { dir: resolve(&opts.cache_dir)?, suite })
+        Ok(CacheLayout {
+            dir: resolve(&opts.cache_dir)?,
+            suite,
+        })
     }
     /// The finished root fs.
     pub fn rootfs(&self) -> PathBuf {
@@ -150,7 +162,9 @@ impl CacheLayout {
 /// FNV-1a: stable across Rust releases (unlike `DefaultHasher`), which matters because `down`
 /// must find the names an older binary's `up` created.
 pub(super) fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Interface names are limited to 15 bytes (IFNAMSIZ - 1).
@@ -165,7 +179,10 @@ pub(super) fn bridge_name(cluster: &str) -> String {
 }
 
 fn veth_name(cluster: &str, node: &str) -> String {
-    format!("hwv{:012x}", fnv1a(&format!("{cluster}/{node}")) & 0xffff_ffff_ffff)
+    format!(
+        "hwv{:012x}",
+        fnv1a(&format!("{cluster}/{node}")) & 0xffff_ffff_ffff
+    )
 }
 
 #[cfg(test)]
@@ -189,22 +206,37 @@ mod tests {
     /// Names already on hosts (labs and caches of earlier binaries) must keep matching.
     #[test]
     fn names_are_those_of_earlier_releases() {
-        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml")).unwrap();
-        let opts = LabOptions { state_dir: "/run/hardway/lab".into(), ..LabOptions::default() };
+        let inv = crate::inventory::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml"),
+        )
+        .unwrap();
+        let opts = LabOptions {
+            state_dir: "/run/hardway/lab".into(),
+            ..LabOptions::default()
+        };
         let l = Layout::new(&inv, &opts).unwrap();
         let n = &l.nodes[0];
         assert_eq!(l.dir, Path::new("/run/hardway/lab/lab"));
         assert_eq!(l.bridge, "hw-lab");
         assert_eq!(l.owner, "hardway-lab /run/hardway/lab/lab");
-        assert_eq!((n.name.as_str(), n.link.netns.as_str(), n.link.veth.as_str()), ("lab-m1", "hw-lab-lab-m1", "hwv77f27cafa64d"));
+        assert_eq!(
+            (n.name.as_str(), n.link.netns.as_str(), n.link.veth.as_str()),
+            ("lab-m1", "hw-lab-lab-m1", "hwv77f27cafa64d")
+        );
         assert_eq!(n.link.netns_path(), Path::new("/run/netns/hw-lab-lab-m1"));
         assert_eq!(n.dir, Path::new("/run/hardway/lab/lab/lab-m1"));
         assert_eq!(l.lock_file(), Path::new("/run/hardway/lab/.lab.lock"));
         assert_eq!(l.cgroup(), Path::new("hardway-lab/lab-d660042c"));
         assert_eq!(bridge_name("a-rather-long-cluster-name"), "hw-a-rathe-8597");
         let cache = CacheLayout::new(&LabOptions::default(), LabSuite::Bookworm).unwrap();
-        assert_eq!(cache.rootfs(), Path::new("/var/cache/hardway/lab/bookworm-rootfs"));
-        assert_eq!(cache.build_dir(), Path::new("/var/cache/hardway/lab/bookworm-rootfs.tmp"));
+        assert_eq!(
+            cache.rootfs(),
+            Path::new("/var/cache/hardway/lab/bookworm-rootfs")
+        );
+        assert_eq!(
+            cache.build_dir(),
+            Path::new("/var/cache/hardway/lab/bookworm-rootfs.tmp")
+        );
         let sid = CacheLayout::new(&LabOptions::default(), LabSuite::Sid).unwrap();
         assert_eq!(sid.rootfs(), Path::new("/var/cache/hardway/lab/sid-rootfs"));
     }

@@ -15,17 +15,23 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use super::LabOptions;
 use super::error::LabError;
 use super::layout::Layout;
 use super::net;
 use super::qemu::vm::{Accel, VmSpec};
 use super::qemu::{vm_image, vm_spec};
-use super::LabOptions;
 use crate::inventory::Inventory;
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("domain", include_str!("../../templates/libvirt/domain.xml.tera")),
-    ("network", include_str!("../../templates/libvirt/network.xml.tera")),
+    (
+        "domain",
+        include_str!("../../templates/libvirt/domain.xml.tera"),
+    ),
+    (
+        "network",
+        include_str!("../../templates/libvirt/network.xml.tera"),
+    ),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +40,15 @@ pub enum LibvirtError {
     Lab(#[from] LabError),
     /// A template failed to render: a bug in hardway, not in the inventory.
     #[error("rendering the libvirt {template} template: {source:#}")]
-    Template { template: &'static str, source: tera::Error },
+    Template {
+        template: &'static str,
+        source: tera::Error,
+    },
     #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// One XML file: its name in the output directory and its text.
@@ -88,13 +100,24 @@ fn tera() -> Result<tera::Tera, LibvirtError> {
     // Escaping is explicit (`| xml`): tera's own is HTML's, which also rewrites every `/`.
     t.autoescape_on(Vec::new());
     t.register_filter("xml", xml_escape);
-    t.add_raw_templates(TEMPLATES.iter().copied()).map_err(|source| LibvirtError::Template { template: "all", source })?;
+    t.add_raw_templates(TEMPLATES.iter().copied())
+        .map_err(|source| LibvirtError::Template {
+            template: "all",
+            source,
+        })?;
     Ok(t)
 }
 
-fn render_one(t: &tera::Tera, template: &'static str, ctx: &impl Serialize) -> Result<String, LibvirtError> {
-    let ctx = tera::Context::from_serialize(ctx).map_err(|source| LibvirtError::Template { template, source })?;
-    let mut text = t.render(template, &ctx).map_err(|source| LibvirtError::Template { template, source })?;
+fn render_one(
+    t: &tera::Tera,
+    template: &'static str,
+    ctx: &impl Serialize,
+) -> Result<String, LibvirtError> {
+    let ctx = tera::Context::from_serialize(ctx)
+        .map_err(|source| LibvirtError::Template { template, source })?;
+    let mut text = t
+        .render(template, &ctx)
+        .map_err(|source| LibvirtError::Template { template, source })?;
     if !text.ends_with('\n') {
         text.push('\n');
     }
@@ -103,7 +126,11 @@ fn render_one(t: &tera::Tera, template: &'static str, ctx: &impl Serialize) -> R
 
 /// The network XML (`network-<name>.xml`) and a domain XML per node (`domain-<node>.xml`), in
 /// inventory order. `accel` picks the domain type: KVM for hosts where it works, TCG otherwise.
-pub fn render(inv: &Inventory, opts: &LabOptions, accel: Accel) -> Result<Vec<XmlFile>, LibvirtError> {
+pub fn render(
+    inv: &Inventory,
+    opts: &LabOptions,
+    accel: Accel,
+) -> Result<Vec<XmlFile>, LibvirtError> {
     let layout = Layout::new(inv, opts)?;
     let lab_net = net::lab_network(inv)?;
     let img = vm_image(inv, opts)?;
@@ -133,21 +160,41 @@ pub fn render(inv: &Inventory, opts: &LabOptions, accel: Accel) -> Result<Vec<Xm
     for node in &layout.nodes {
         let vm = vm_spec(inv, &layout, node, &img);
         let file = format!("domain-{}.xml", node.name);
-        let ctx = DomainCtx { vm: &vm, cluster: &layout.cluster, domain_type, network, file: &file };
-        files.push(XmlFile { text: render_one(&t, "domain", &ctx)?, name: file });
+        let ctx = DomainCtx {
+            vm: &vm,
+            cluster: &layout.cluster,
+            domain_type,
+            network,
+            file: &file,
+        };
+        files.push(XmlFile {
+            text: render_one(&t, "domain", &ctx)?,
+            name: file,
+        });
     }
     Ok(files)
 }
 
 /// [`render`] into `out` (created if missing); returns the paths written.
-pub fn write(inv: &Inventory, opts: &LabOptions, accel: Accel, out: &Path) -> Result<Vec<PathBuf>, LibvirtError> {
+pub fn write(
+    inv: &Inventory,
+    opts: &LabOptions,
+    accel: Accel,
+    out: &Path,
+) -> Result<Vec<PathBuf>, LibvirtError> {
     let files = render(inv, opts, accel)?;
-    fs::create_dir_all(out).map_err(|source| LibvirtError::Write { path: out.to_path_buf(), source })?;
+    fs::create_dir_all(out).map_err(|source| LibvirtError::Write {
+        path: out.to_path_buf(),
+        source,
+    })?;
     files
         .into_iter()
         .map(|f| {
             let path = out.join(&f.name);
-            fs::write(&path, f.text).map_err(|source| LibvirtError::Write { path: path.clone(), source })?;
+            fs::write(&path, f.text).map_err(|source| LibvirtError::Write {
+                path: path.clone(),
+                source,
+            })?;
             Ok(path)
         })
         .collect()
@@ -158,7 +205,10 @@ mod tests {
     use super::*;
 
     fn qemu_lab() -> Inventory {
-        crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qemu-lab.toml")).unwrap()
+        crate::inventory::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qemu-lab.toml"),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -172,18 +222,30 @@ mod tests {
     #[test]
     fn each_domain_is_the_vm_that_lab_up_starts() {
         let inv = qemu_lab();
-        let opts = LabOptions { state_dir: "/run/x".into(), cache_dir: "/var/cache/x".into(), ..LabOptions::default() };
+        let opts = LabOptions {
+            state_dir: "/run/x".into(),
+            cache_dir: "/var/cache/x".into(),
+            ..LabOptions::default()
+        };
         let files = render(&inv, &opts, Accel::Tcg).unwrap();
         let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["network-hw-qlab.xml", "domain-qlab-m1.xml", "domain-qlab-w1.xml"]);
+        assert_eq!(
+            names,
+            [
+                "network-hw-qlab.xml",
+                "domain-qlab-m1.xml",
+                "domain-qlab-w1.xml"
+            ]
+        );
         let layout = Layout::new(&inv, &opts).unwrap();
         let img = vm_image(&inv, &opts).unwrap();
         for (node, file) in layout.nodes.iter().zip(&files[1..]) {
             let vm = vm_spec(&inv, &layout, node, &img);
-            let args: Vec<String> = super::super::qemu::vm::qemu_args(&vm, Accel::Tcg, Path::new("/p"))
-                .into_iter()
-                .map(|a| a.into_string().unwrap())
-                .collect();
+            let args: Vec<String> =
+                super::super::qemu::vm::qemu_args(&vm, Accel::Tcg, Path::new("/p"))
+                    .into_iter()
+                    .map(|a| a.into_string().unwrap())
+                    .collect();
             let text = &file.text;
             assert!(text.contains("<domain type=\"qemu\">"), "{text}");
             assert!(text.contains(&format!("<memory unit=\"MiB\">{}</memory>", vm.memory_mib)));
@@ -191,14 +253,33 @@ mod tests {
             assert!(text.contains(&format!("<mac address=\"{}\"/>", vm.mac)));
             assert!(text.contains(&format!("<cmdline>{}</cmdline>", vm.cmdline)));
             assert!(args.contains(&vm.cmdline) && args.iter().any(|a| a.contains(&vm.mac)));
-            for path in [&vm.disk, &vm.seed, &vm.base_disk, &vm.kernel, &vm.initrd, &vm.console_log] {
+            for path in [
+                &vm.disk,
+                &vm.seed,
+                &vm.base_disk,
+                &vm.kernel,
+                &vm.initrd,
+                &vm.console_log,
+            ] {
                 let p = path.display().to_string();
-                assert!(text.contains(&format!("{p}<")) || text.contains(&format!("\"{p}\"")), "{p} missing:\n{text}");
+                assert!(
+                    text.contains(&format!("{p}<")) || text.contains(&format!("\"{p}\"")),
+                    "{p} missing:\n{text}"
+                );
             }
             assert!(vm.disk.starts_with("/run/x/qlab") && vm.base_disk.starts_with("/var/cache/x"));
         }
-        assert!(files[0].text.contains("<ip address=\"10.231.0.1\" prefix=\"24\"/>"), "{}", files[0].text);
+        assert!(
+            files[0]
+                .text
+                .contains("<ip address=\"10.231.0.1\" prefix=\"24\"/>"),
+            "{}",
+            files[0].text
+        );
         let kvm = render(&inv, &opts, Accel::Kvm).unwrap();
-        assert!(kvm[1].text.contains("<domain type=\"kvm\">") && kvm[1].text.contains("host-passthrough"));
+        assert!(
+            kvm[1].text.contains("<domain type=\"kvm\">")
+                && kvm[1].text.contains("host-passthrough")
+        );
     }
 }

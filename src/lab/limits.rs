@@ -42,15 +42,23 @@ impl MachineLimits {
         if let Some(q) = self.cpu_quota {
             out.push(format!("CPUQuota={q}%"));
         }
-        if out.is_empty() { "none".into() } else { out.join(" ") }
+        if out.is_empty() {
+            "none".into()
+        } else {
+            out.join(" ")
+        }
     }
 }
 
 /// `1G`, `512M`, `300K` or plain bytes, as systemd's `MemoryMax=` takes them (base 1024).
 pub fn parse_memory(s: &str) -> std::result::Result<u64, String> {
     let s = s.trim();
-    let (digits, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a size (like 512M or 1G)"))?;
+    let (digits, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (like 512M or 1G)"))?;
     let mult: u64 = match unit {
         "" => 1,
         "K" | "k" => 1 << 10,
@@ -59,17 +67,24 @@ pub fn parse_memory(s: &str) -> std::result::Result<u64, String> {
         "T" | "t" => 1 << 40,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (K, M, G or T)")),
     };
-    let bytes = n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
     // Below that a machine's systemd does not even boot.
     if bytes < 64 << 20 {
-        return Err(format!("{s:?} is less than 64M, too little for a machine to boot"));
+        return Err(format!(
+            "{s:?} is less than 64M, too little for a machine to boot"
+        ));
     }
     Ok(bytes)
 }
 
 /// `50%` (of one CPU), as systemd's `CPUQuota=` takes it.
 pub fn parse_cpu_quota(s: &str) -> std::result::Result<u32, String> {
-    let n = s.trim().strip_suffix('%').ok_or_else(|| format!("{s:?}: a percentage of one CPU, like 50% or 200%"))?;
+    let n = s
+        .trim()
+        .strip_suffix('%')
+        .ok_or_else(|| format!("{s:?}: a percentage of one CPU, like 50% or 200%"))?;
     match n.parse::<u32>() {
         Ok(q) if (1..=100_000).contains(&q) => Ok(q),
         _ => Err(format!("{s:?}: a percentage from 1% up, like 50% or 200%")),
@@ -77,7 +92,12 @@ pub fn parse_cpu_quota(s: &str) -> std::result::Result<u32, String> {
 }
 
 fn format_bytes(b: u64) -> String {
-    for (unit, size) in [("T", 1u64 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
+    for (unit, size) in [
+        ("T", 1u64 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ] {
         if b.is_multiple_of(size) {
             return format!("{}{unit}", b / size);
         }
@@ -121,7 +141,11 @@ pub(super) fn apply(cgroups: &[PathBuf], limits: &MachineLimits) -> Result<()> {
     let missing = if memory { "CPUQuota" } else { "MemoryMax" };
     Err(LabError::Inventory(format!(
         "{missing} cannot be applied: none of the machine's cgroups ({}) has that controller",
-        cgroups.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+        cgroups
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )))
 }
 
@@ -138,7 +162,11 @@ const INOTIFY_LIMIT: &str = "/proc/sys/fs/inotify/max_user_instances";
 /// (never lowers it) and returns (old, new) when it did.
 pub fn reserve_inotify(machines: usize) -> Result<Option<(u64, u64)>> {
     let path = Path::new(INOTIFY_LIMIT);
-    let current: u64 = fs::read_to_string(path).map_err(io_error("read", path))?.trim().parse().unwrap_or(0);
+    let current: u64 = fs::read_to_string(path)
+        .map_err(io_error("read", path))?
+        .trim()
+        .parse()
+        .unwrap_or(0);
     let needed = INOTIFY_HOST + INOTIFY_PER_MACHINE * machines as u64;
     if current >= needed {
         return Ok(None);
@@ -172,7 +200,10 @@ mod tests {
         assert_eq!(parse_cpu_quota("200%"), Ok(200));
         assert!(parse_cpu_quota("50").is_err());
         assert!(parse_cpu_quota("0%").is_err());
-        let l = MachineLimits { memory_max: Some(768 << 20), cpu_quota: Some(50) };
+        let l = MachineLimits {
+            memory_max: Some(768 << 20),
+            cpu_quota: Some(50),
+        };
         assert_eq!(l.properties(), "MemoryMax=768M CPUQuota=50%");
         assert_eq!(MachineLimits::default().properties(), "none");
     }
@@ -180,17 +211,30 @@ mod tests {
     #[test]
     fn limits_land_in_whichever_hierarchy_has_the_controller() {
         let dir = tempfile::tempdir().unwrap();
-        let (v1mem, v1cpu, v2) = (dir.path().join("memory"), dir.path().join("cpu"), dir.path().join("unified"));
+        let (v1mem, v1cpu, v2) = (
+            dir.path().join("memory"),
+            dir.path().join("cpu"),
+            dir.path().join("unified"),
+        );
         for d in [&v1mem, &v1cpu, &v2] {
             fs::create_dir_all(d).unwrap();
         }
         fs::write(v1mem.join("memory.limit_in_bytes"), "").unwrap();
         fs::write(v1cpu.join("cpu.cfs_quota_us"), "").unwrap();
         fs::write(v1cpu.join("cpu.cfs_period_us"), "").unwrap();
-        let limits = MachineLimits { memory_max: Some(1 << 30), cpu_quota: Some(50) };
+        let limits = MachineLimits {
+            memory_max: Some(1 << 30),
+            cpu_quota: Some(50),
+        };
         apply(&[v1mem.clone(), v1cpu.clone(), v2.clone()], &limits).unwrap();
-        assert_eq!(fs::read_to_string(v1mem.join("memory.limit_in_bytes")).unwrap(), "1073741824");
-        assert_eq!(fs::read_to_string(v1cpu.join("cpu.cfs_quota_us")).unwrap(), "50000");
+        assert_eq!(
+            fs::read_to_string(v1mem.join("memory.limit_in_bytes")).unwrap(),
+            "1073741824"
+        );
+        assert_eq!(
+            fs::read_to_string(v1cpu.join("cpu.cfs_quota_us")).unwrap(),
+            "50000"
+        );
         // Without a cpu controller anywhere, asking for CPUQuota is an error, not a no-op.
         let e = apply(&[v1mem, v2], &limits).unwrap_err().to_string();
         assert!(e.contains("CPUQuota cannot be applied"), "{e}");

@@ -99,7 +99,13 @@ pub struct LabOptions {
 
 impl Default for LabOptions {
     fn default() -> Self {
-        LabOptions { cache_dir: "/var/cache/hardway/lab".into(), state_dir: "/run/hardway/lab".into(), driver: None, accel: None, limits: Default::default() }
+        LabOptions {
+            cache_dir: "/var/cache/hardway/lab".into(),
+            state_dir: "/run/hardway/lab".into(),
+            driver: None,
+            accel: None,
+            limits: Default::default(),
+        }
     }
 }
 
@@ -154,10 +160,20 @@ pub fn preflight(suite: LabSuite) -> Result<()> {
         None => problems.push(Problem::UnknownUid),
     }
     problems.extend(tools::missing_tools(tools::find_tool));
-    if tools::find_tool("debootstrap").is_some() && !Path::new("/usr/share/debootstrap/scripts").join(suite.as_str()).exists() {
-        problems.push(Problem::UnknownSuite { suite: suite.as_str() });
+    if tools::find_tool("debootstrap").is_some()
+        && !Path::new("/usr/share/debootstrap/scripts")
+            .join(suite.as_str())
+            .exists()
+    {
+        problems.push(Problem::UnknownSuite {
+            suite: suite.as_str(),
+        });
     }
-    if problems.is_empty() { Ok(()) } else { Err(LabError::Preflight { problems }) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LabError::Preflight { problems })
+    }
 }
 
 /// Brings up every node of the inventory and waits until each answers ssh with a finished boot.
@@ -194,14 +210,18 @@ const DRIVERS: [LabDriver; 2] = [LabDriver::Nspawn, LabDriver::Qemu];
 
 /// Stops every machine of the lab, whichever driver made it.
 fn stop_machines(layout: &Layout, nodes: &[NodeLayout]) -> Result<()> {
-    DRIVERS.iter().try_for_each(|d| driver_of(*d).stop(layout, nodes))
+    DRIVERS
+        .iter()
+        .try_for_each(|d| driver_of(*d).stop(layout, nodes))
 }
 
 /// Makes room on this host for `machines` booted machines in all (see
 /// [`limits::reserve_inotify`]), saying so when a limit had to be raised.
 pub fn reserve_machines(machines: usize) -> Result<()> {
     if let Some((old, new)) = limits::reserve_inotify(machines)? {
-        eprintln!("lab: raised fs.inotify.max_user_instances from {old} to {new} for {machines} machines (each machine's systemd needs its own)");
+        eprintln!(
+            "lab: raised fs.inotify.max_user_instances from {old} to {new} for {machines} machines (each machine's systemd needs its own)"
+        );
     }
     Ok(())
 }
@@ -210,9 +230,16 @@ pub fn reserve_machines(machines: usize) -> Result<()> {
 pub fn status(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     let layout = Layout::new(inv, opts)?;
     let ours = net::bridge_owner(&layout.bridge).as_deref() == Some(layout.owner.as_str());
-    let driver = driver_of(driver::current(&layout, opts.driver.unwrap_or(inv.lab.driver)));
+    let driver = driver_of(driver::current(
+        &layout,
+        opts.driver.unwrap_or(inv.lab.driver),
+    ));
     let nodes = parallel(&layout.nodes, |node| Ok(driver.probe(&layout, node, ours)))?;
-    Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
+    Ok(Lab {
+        ssh_key: layout.key(),
+        known_hosts: layout.known_hosts(),
+        nodes,
+    })
 }
 
 /// The memory each running machine of the lab uses now, by node name (none for a machine
@@ -220,7 +247,11 @@ pub fn status(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
 pub fn memory_usage(inv: &Inventory, opts: &LabOptions) -> Result<Vec<(String, Option<u64>)>> {
     let layout = Layout::new(inv, opts)?;
     let driver = driver_of(driver::current(&layout, inv.lab.driver));
-    Ok(layout.nodes.iter().map(|n| (n.name.clone(), driver.memory_usage(&layout, n))).collect())
+    Ok(layout
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), driver.memory_usage(&layout, n)))
+        .collect())
 }
 
 /// Stops every machine of the lab and removes its network and state (not the root fs cache).
@@ -247,13 +278,17 @@ pub fn down(inv: &Inventory, opts: &LabOptions) -> Result<()> {
     // Network names are the cluster's, not the lab directory's: with another lab of the same
     // cluster name up, its namespaces (and the processes in them) must be left alone.
     let owner = net::bridge_owner(&layout.bridge);
-    let foreign = net::link_exists(&layout.bridge) && owner.as_deref() != Some(layout.owner.as_str());
+    let foreign =
+        net::link_exists(&layout.bridge) && owner.as_deref() != Some(layout.owner.as_str());
     for d in DRIVERS {
         driver_of(d).release(&layout, &nodes, !foreign)?;
     }
     if foreign {
         let other = owner.unwrap_or_default();
-        eprintln!("lab: bridge {} belongs to another lab ({other:?}); leaving the network alone", layout.bridge);
+        eprintln!(
+            "lab: bridge {} belongs to another lab ({other:?}); leaving the network alone",
+            layout.bridge
+        );
     } else {
         net::teardown_network(&layout, &nodes)?;
     }
@@ -265,10 +300,16 @@ pub fn down(inv: &Inventory, opts: &LabOptions) -> Result<()> {
 }
 
 /// Runs `f` on every node in its own thread; results in node order, or the first error.
-fn parallel<T: Send>(nodes: &[NodeLayout], f: impl Fn(&NodeLayout) -> Result<T> + Sync) -> Result<Vec<T>> {
+fn parallel<T: Send>(
+    nodes: &[NodeLayout],
+    f: impl Fn(&NodeLayout) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     thread::scope(|s| {
         let handles: Vec<_> = nodes.iter().map(|n| s.spawn(|| f(n))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(Err(LabError::Panicked))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(Err(LabError::Panicked)))
+            .collect()
     })
 }
 

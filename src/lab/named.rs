@@ -60,13 +60,21 @@ pub fn name_problem(name: &str) -> Option<String> {
         return Some("is empty".into());
     }
     if name.len() > MAX_NAME_LEN {
-        return Some(format!("is {} characters long; at most {MAX_NAME_LEN} (it prefixes every machine name)", name.len()));
+        return Some(format!(
+            "is {} characters long; at most {MAX_NAME_LEN} (it prefixes every machine name)",
+            name.len()
+        ));
     }
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
         return Some("must start with a lowercase letter".into());
     }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
-        return Some(format!("has {c:?}: only lowercase letters, digits and '-' (it becomes a host name)"));
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Some(format!(
+            "has {c:?}: only lowercase letters, digits and '-' (it becomes a host name)"
+        ));
     }
     if name.ends_with('-') || name.contains("--") {
         return Some("must not end with '-' nor contain \"--\"".into());
@@ -83,7 +91,9 @@ pub fn record_path(state_dir: &Path, name: &str) -> PathBuf {
 pub fn check_name(name: &str) -> Result<()> {
     match name_problem(name) {
         None => Ok(()),
-        Some(why) => Err(LabError::Inventory(format!("{name:?} is not a lab name: it {why}"))),
+        Some(why) => Err(LabError::Inventory(format!(
+            "{name:?} is not a lab name: it {why}"
+        ))),
     }
 }
 
@@ -94,7 +104,10 @@ pub fn read_record(state_dir: &Path, name: &str) -> Result<Option<LabRecord>> {
     match fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| LabError::BadPath { path, reason: format!("not a lab record: {e}") }),
+            .map_err(|e| LabError::BadPath {
+                path,
+                reason: format!("not a lab record: {e}"),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_error("read", &path)(e)),
     }
@@ -102,11 +115,17 @@ pub fn read_record(state_dir: &Path, name: &str) -> Result<Option<LabRecord>> {
 
 /// Every named lab's record under `state_dir`.
 pub fn records(state_dir: &Path) -> Vec<LabRecord> {
-    let Ok(entries) = fs::read_dir(state_dir) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
     let mut out: Vec<LabRecord> = entries
         .flatten()
         .filter(|e| name_problem(&e.file_name().to_string_lossy()).is_none())
-        .filter_map(|e| read_record(state_dir, &e.file_name().to_string_lossy()).ok().flatten())
+        .filter_map(|e| {
+            read_record(state_dir, &e.file_name().to_string_lossy())
+                .ok()
+                .flatten()
+        })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -115,11 +134,22 @@ pub fn records(state_dir: &Path) -> Vec<LabRecord> {
 /// What `class up` says about how far the students' labs are kept apart on this host, for a
 /// class made from `base` with `driver` (SECURITY.md, "The classroom").
 pub fn isolation_warnings(base: &Inventory, driver: LabDriver) -> Vec<String> {
-    let forwarding = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
-    warnings_for(base, driver, forwarding, super::nspawn::confine::devices_enforced())
+    let forwarding =
+        fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1");
+    warnings_for(
+        base,
+        driver,
+        forwarding,
+        super::nspawn::confine::devices_enforced(),
+    )
 }
 
-fn warnings_for(base: &Inventory, driver: LabDriver, forwarding: bool, devices_enforced: bool) -> Vec<String> {
+fn warnings_for(
+    base: &Inventory,
+    driver: LabDriver,
+    forwarding: bool,
+    devices_enforced: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     // Labs are apart because this host does not route between its bridges; with IPv4
     // forwarding on, one lab's machines could reach another's (through their default route).
@@ -129,7 +159,12 @@ fn warnings_for(base: &Inventory, driver: LabDriver, forwarding: bool, devices_e
     if driver != LabDriver::Nspawn {
         return out;
     }
-    let workers: Vec<&str> = base.nodes.iter().filter(|n| n.has(Role::Worker)).map(|n| n.name.as_str()).collect();
+    let workers: Vec<&str> = base
+        .nodes
+        .iter()
+        .filter(|n| n.has(Role::Worker))
+        .map(|n| n.name.as_str())
+        .collect();
     if !workers.is_empty() {
         out.push(format!(
             "every student's {} {} privileged with the nspawn driver (every capability, no seccomp filter: containerd and the kubelet need them) \
@@ -153,23 +188,49 @@ fn warnings_for(base: &Inventory, driver: LabDriver, forwarding: bool, devices_e
 /// Records the lab, with `preferred` as its subnet if given (the one its inventory already
 /// has), else with the first /24 of [`SUBNET_POOL`] that no other record holds and the host
 /// does not use. Under a lock, so that labs claimed at once get different subnets.
-pub fn claim(state_dir: &Path, mut record: LabRecord, preferred: Option<Ipv4Net>, pool: Ipv4Net) -> Result<LabRecord> {
+pub fn claim(
+    state_dir: &Path,
+    mut record: LabRecord,
+    preferred: Option<Ipv4Net>,
+    pool: Ipv4Net,
+) -> Result<LabRecord> {
     create_dir_all(state_dir)?;
     let _lock = lock(&state_dir.join(".subnets.lock"))?;
-    let others: Vec<LabRecord> = records(state_dir).into_iter().filter(|r| r.name != record.name).collect();
+    let others: Vec<LabRecord> = records(state_dir)
+        .into_iter()
+        .filter(|r| r.name != record.name)
+        .collect();
     let bridge = layout::bridge_name(&record.name);
-    let held = |s: Ipv4Net| others.iter().find(|r| r.subnet == s).map(|r| r.name.clone());
+    let held = |s: Ipv4Net| {
+        others
+            .iter()
+            .find(|r| r.subnet == s)
+            .map(|r| r.name.clone())
+    };
     record.subnet = match preferred {
         Some(s) => {
             if let Some(other) = held(s) {
-                return Err(LabError::Inventory(format!("lab {}: its subnet {s} is held by lab {other}", record.name)));
+                return Err(LabError::Inventory(format!(
+                    "lab {}: its subnet {s} is held by lab {other}",
+                    record.name
+                )));
             }
             net::check_subnet_free(&bridge, s)?;
             s
         }
         None => {
-            let free = pool.subnets(24).map_err(|_| LabError::Inventory(format!("the subnet pool {pool} is smaller than a /24")))?.find(|s| held(*s).is_none() && net::check_subnet_free(&bridge, *s).is_ok());
-            free.ok_or_else(|| LabError::Inventory(format!("no free /24 left in {pool} for lab {}", record.name)))?
+            let free = pool
+                .subnets(24)
+                .map_err(|_| {
+                    LabError::Inventory(format!("the subnet pool {pool} is smaller than a /24"))
+                })?
+                .find(|s| held(*s).is_none() && net::check_subnet_free(&bridge, *s).is_ok());
+            free.ok_or_else(|| {
+                LabError::Inventory(format!(
+                    "no free /24 left in {pool} for lab {}",
+                    record.name
+                ))
+            })?
         }
     };
     let path = record_path(state_dir, &record.name);
@@ -194,19 +255,37 @@ pub fn existing_subnet(inv: &Inventory, name: &str) -> Option<Ipv4Net> {
 /// The inventory text of lab `name`: `base` (the text of `base_inv`) with the cluster and
 /// node names, addresses, ssh key and known_hosts of the lab, and relative paths made
 /// absolute. Comments and everything else stay as they were.
-pub fn derive_inventory(base: &Inventory, base_text: &str, name: &str, subnet: Ipv4Net, opts: &LabOptions) -> Result<String> {
+pub fn derive_inventory(
+    base: &Inventory,
+    base_text: &str,
+    name: &str,
+    subnet: Ipv4Net,
+    opts: &LabOptions,
+) -> Result<String> {
     let base_net = net::lab_network(base)?.subnet;
     let lab_dir = resolve(&opts.state_dir)?.join(name);
     let base_dir = resolve(base.source.parent().unwrap_or(Path::new(".")))?;
     let bad = |reason: String| LabError::Inventory(format!("{}: {reason}", base.source.display()));
-    let mut doc: DocumentMut = base_text.parse().map_err(|e| bad(format!("not valid TOML: {e}")))?;
+    let mut doc: DocumentMut = base_text
+        .parse()
+        .map_err(|e| bad(format!("not valid TOML: {e}")))?;
     let move_ip = |a: Ipv4Addr| -> Ipv4Addr {
-        if base_net.contains(&a) { Ipv4Addr::from(u32::from(subnet.network()) | (u32::from(a) & !u32::from(base_net.netmask()))) } else { a }
+        if base_net.contains(&a) {
+            Ipv4Addr::from(
+                u32::from(subnet.network()) | (u32::from(a) & !u32::from(base_net.netmask())),
+            )
+        } else {
+            a
+        }
     };
     let prefixed = |n: &str| format!("{name}-{n}");
 
     doc["cluster"]["name"] = toml_edit::value(name);
-    for n in doc["nodes"].as_array_of_tables_mut().into_iter().flat_map(|a| a.iter_mut()) {
+    for n in doc["nodes"]
+        .as_array_of_tables_mut()
+        .into_iter()
+        .flat_map(|a| a.iter_mut())
+    {
         if let Some(v) = n.get("name").and_then(Item::as_str).map(prefixed) {
             n["name"] = toml_edit::value(v);
         }
@@ -214,15 +293,26 @@ pub fn derive_inventory(base: &Inventory, base_text: &str, name: &str, subnet: I
             map_str(n.get_mut(key), |s| move_addresses(s, &move_ip));
         }
         if let Some(sans) = n.get_mut("extra_sans").and_then(Item::as_array_mut) {
-            sans.iter_mut().for_each(|v| map_value(v, |s| move_addresses(s, &move_ip)));
+            sans.iter_mut()
+                .for_each(|v| map_value(v, |s| move_addresses(s, &move_ip)));
         }
     }
-    if let Some(lb) = doc.get_mut("load_balancer").and_then(Item::as_table_like_mut) {
+    if let Some(lb) = doc
+        .get_mut("load_balancer")
+        .and_then(Item::as_table_like_mut)
+    {
         map_str(lb.get_mut("node"), |s| Some(prefixed(s)));
         map_str(lb.get_mut("address"), |s| move_addresses(s, &move_ip));
     }
-    if let Some(pools) = doc.get_mut("addons").and_then(|a| a.get_mut("metallb")).and_then(|m| m.get_mut("addresses")).and_then(Item::as_array_mut) {
-        pools.iter_mut().for_each(|v| map_value(v, |s| move_addresses(s, &move_ip)));
+    if let Some(pools) = doc
+        .get_mut("addons")
+        .and_then(|a| a.get_mut("metallb"))
+        .and_then(|m| m.get_mut("addresses"))
+        .and_then(Item::as_array_mut)
+    {
+        pools
+            .iter_mut()
+            .for_each(|v| map_value(v, |s| move_addresses(s, &move_ip)));
     }
     // Files next to the base inventory stay where they are.
     for (table, key) in [("binaries", "local_dir"), ("addons", "images_dir")] {
@@ -233,7 +323,8 @@ pub fn derive_inventory(base: &Inventory, base_text: &str, name: &str, subnet: I
     if !doc.contains_key("ssh") {
         doc["ssh"] = toml_edit::table();
     }
-    doc["ssh"]["identity_file"] = toml_edit::value(lab_dir.join("id_ed25519").display().to_string());
+    doc["ssh"]["identity_file"] =
+        toml_edit::value(lab_dir.join("id_ed25519").display().to_string());
     doc["ssh"]["known_hosts"] = toml_edit::value(lab_dir.join("known_hosts").display().to_string());
 
     let header = format!(
@@ -271,7 +362,9 @@ fn move_addresses(s: &str, f: &impl Fn(Ipv4Addr) -> Ipv4Addr) -> Option<String> 
         Some(format!("{}/{len}", f(a.parse().ok()?)))
     };
     match s.split_once('-') {
-        Some((a, b)) if a.trim().parse::<Ipv4Addr>().is_ok() => Some(format!("{}-{}", one(a)?, one(b)?)),
+        Some((a, b)) if a.trim().parse::<Ipv4Addr>().is_ok() => {
+            Some(format!("{}-{}", one(a)?, one(b)?))
+        }
         _ => one(s),
     }
 }
@@ -313,7 +406,12 @@ pub fn save_machines(inv: &Inventory, opts: &LabOptions, keep: &Keep) -> Result<
         let name = format!("{}.tar", node.name);
         let file = dest.create_new(&name, 0o600)?;
         let tar = dest.path().join(&name);
-        if let Err(e) = run(command("tar").arg("-C").arg(&upper).args(["-cf", "-", "."]).stdout(file)) {
+        if let Err(e) = run(command("tar")
+            .arg("-C")
+            .arg(&upper)
+            .args(["-cf", "-", "."])
+            .stdout(file))
+        {
             let _ = dest.remove(&name);
             return Err(e);
         }
@@ -328,7 +426,10 @@ mod tests {
 
     fn lab_inventory() -> (Inventory, String) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml");
-        (crate::inventory::load(&path).unwrap(), fs::read_to_string(&path).unwrap())
+        (
+            crate::inventory::load(&path).unwrap(),
+            fs::read_to_string(&path).unwrap(),
+        )
     }
 
     /// Workers are privileged with the nspawn driver: a class of them hears that they are no
@@ -339,7 +440,12 @@ mod tests {
         let (base, _) = lab_inventory();
         let w = warnings_for(&base, LabDriver::Nspawn, false, true);
         assert_eq!(w.len(), 1, "{w:?}");
-        for want in ["lab-w1 machine is privileged", "not a boundary between students", "reach this host and every other student's lab", "--driver qemu"] {
+        for want in [
+            "lab-w1 machine is privileged",
+            "not a boundary between students",
+            "reach this host and every other student's lab",
+            "--driver qemu",
+        ] {
             assert!(w[0].contains(want), "{want:?} missing from {w:?}");
         }
         assert!(warnings_for(&base, LabDriver::Qemu, false, false).is_empty());
@@ -347,14 +453,27 @@ mod tests {
         no_workers.nodes.retain(|n| !n.has(Role::Worker));
         assert!(warnings_for(&no_workers, LabDriver::Nspawn, false, true).is_empty());
         let w = warnings_for(&no_workers, LabDriver::Nspawn, true, false);
-        assert!(w[0].contains("IPv4 forwarding is on") && w[1].contains("no cgroup v1 devices hierarchy"), "{w:?}");
+        assert!(
+            w[0].contains("IPv4 forwarding is on")
+                && w[1].contains("no cgroup v1 devices hierarchy"),
+            "{w:?}"
+        );
     }
 
     #[test]
     fn names_are_dns_labels_short_enough_to_prefix_machines() {
         assert_eq!(name_problem("alice"), None);
         assert_eq!(name_problem("bob-2"), None);
-        for bad in ["", "Alice", "2bob", "bob smith", "bob_smith", "bob-", "a--b", "a-very-long-student-name"] {
+        for bad in [
+            "",
+            "Alice",
+            "2bob",
+            "bob smith",
+            "bob_smith",
+            "bob-",
+            "a--b",
+            "a-very-long-student-name",
+        ] {
             assert!(name_problem(bad).is_some(), "{bad:?} must be refused");
         }
     }
@@ -362,22 +481,48 @@ mod tests {
     #[test]
     fn a_derived_inventory_has_the_labs_names_addresses_and_key() {
         let (base, text) = lab_inventory();
-        let opts = LabOptions { state_dir: "/run/hardway/labs".into(), ..LabOptions::default() };
+        let opts = LabOptions {
+            state_dir: "/run/hardway/labs".into(),
+            ..LabOptions::default()
+        };
         let subnet: Ipv4Net = "10.222.7.0/24".parse().unwrap();
         let derived = derive_inventory(&base, &text, "alice", subnet, &opts).unwrap();
-        let inv = crate::inventory::parse(Path::new("/tmp/alice.toml"), &derived).unwrap_or_else(|e| panic!("{e}\n{derived}"));
+        let inv = crate::inventory::parse(Path::new("/tmp/alice.toml"), &derived)
+            .unwrap_or_else(|e| panic!("{e}\n{derived}"));
         assert_eq!(inv.cluster.name, "alice");
-        let nodes: Vec<(String, String)> = inv.nodes.iter().map(|n| (n.name.clone(), n.address.to_string())).collect();
-        assert_eq!(nodes[0], ("alice-lab-m1".to_string(), "10.222.7.11".to_string()));
-        assert_eq!(nodes[4], ("alice-lab-w1".to_string(), "10.222.7.15".to_string()));
+        let nodes: Vec<(String, String)> = inv
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.address.to_string()))
+            .collect();
+        assert_eq!(
+            nodes[0],
+            ("alice-lab-m1".to_string(), "10.222.7.11".to_string())
+        );
+        assert_eq!(
+            nodes[4],
+            ("alice-lab-w1".to_string(), "10.222.7.15".to_string())
+        );
         let lb = inv.load_balancer.as_ref().unwrap();
-        assert_eq!((lb.node.as_deref(), lb.address.to_string().as_str()), (Some("alice-lab-lb"), "10.222.7.14"));
-        assert_eq!(inv.ssh.identity_file.as_deref(), Some(Path::new("/run/hardway/labs/alice/id_ed25519")));
-        assert_eq!(inv.ssh.known_hosts, Path::new("/run/hardway/labs/alice/known_hosts"));
+        assert_eq!(
+            (lb.node.as_deref(), lb.address.to_string().as_str()),
+            (Some("alice-lab-lb"), "10.222.7.14")
+        );
+        assert_eq!(
+            inv.ssh.identity_file.as_deref(),
+            Some(Path::new("/run/hardway/labs/alice/id_ed25519"))
+        );
+        assert_eq!(
+            inv.ssh.known_hosts,
+            Path::new("/run/hardway/labs/alice/known_hosts")
+        );
         assert_eq!(existing_subnet(&inv, "alice"), Some(subnet));
         assert_eq!(existing_subnet(&inv, "bob"), None);
         // The rest of the base stays as it was, comments included.
-        assert!(derived.contains("suite = \"trixie\"                    # Debian's stable release"), "{derived}");
+        assert!(
+            derived.contains("suite = \"trixie\"                    # Debian's stable release"),
+            "{derived}"
+        );
         assert_eq!(net::lab_network(&inv).unwrap().subnet, subnet);
     }
 
@@ -399,13 +544,28 @@ mod tests {
         assert!(pool.contains(&a.subnet) && pool.contains(&b.subnet));
         assert_eq!(read_record(dir.path(), "alice").unwrap(), Some(a.clone()));
         // Claimed again, a lab keeps its subnet; another's is refused.
-        assert_eq!(claim(dir.path(), record("alice"), Some(a.subnet), pool).unwrap().subnet, a.subnet);
-        let e = claim(dir.path(), record("carol"), Some(a.subnet), pool).unwrap_err().to_string();
+        assert_eq!(
+            claim(dir.path(), record("alice"), Some(a.subnet), pool)
+                .unwrap()
+                .subnet,
+            a.subnet
+        );
+        let e = claim(dir.path(), record("carol"), Some(a.subnet), pool)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("held by lab alice"), "{e}");
-        assert_eq!(records(dir.path()).iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+        assert_eq!(
+            records(dir.path())
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["alice", "bob"]
+        );
         // A pool without a free /24 says so.
         let tiny: Ipv4Net = "10.229.0.0/24".parse().unwrap();
-        let e = claim(dir.path(), record("dave"), None, tiny).unwrap_err().to_string();
+        let e = claim(dir.path(), record("dave"), None, tiny)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no free /24"), "{e}");
     }
 
@@ -417,14 +577,21 @@ mod tests {
         let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
         let t = tempfile::tempdir().unwrap();
         let (base, _) = lab_inventory();
-        let opts = LabOptions { state_dir: t.path().join("state"), ..LabOptions::default() };
+        let opts = LabOptions {
+            state_dir: t.path().join("state"),
+            ..LabOptions::default()
+        };
         let upper = t.path().join("state/lab/lab-m1/upper/etc/etcd/pki");
         fs::create_dir_all(&upper).unwrap();
         fs::write(upper.join("server.key"), "KEY").unwrap();
-        let keep = |student: &str, rel: &str| Keep { base: t.path().join("class").join(student), rel: rel.into() };
+        let keep = |student: &str, rel: &str| Keep {
+            base: t.path().join("class").join(student),
+            rel: rel.into(),
+        };
         fs::create_dir_all(t.path().join("class/alice")).unwrap();
         let dest = t.path().join("class/alice/saved/20261127T180834512Z");
-        let kept = save_machines(&base, &opts, &keep("alice", "saved/20261127T180834512Z")).unwrap();
+        let kept =
+            save_machines(&base, &opts, &keep("alice", "saved/20261127T180834512Z")).unwrap();
         assert_eq!(kept, [dest.join("lab-m1.tar")]);
         assert_eq!(mode(&kept[0]), 0o600);
         assert_eq!((mode(&dest), mode(dest.parent().unwrap())), (0o700, 0o700));
@@ -434,12 +601,23 @@ mod tests {
         let again = t.path().join("class/alice/saved/second");
         fs::create_dir_all(&again).unwrap();
         std::os::unix::fs::symlink(&victim, again.join("lab-m1.tar")).unwrap();
-        let e = save_machines(&base, &opts, &keep("alice", "saved/second")).unwrap_err().to_string();
-        assert!(e.contains("lab-m1.tar") && e.contains("symbolic link"), "{e}");
+        let e = save_machines(&base, &opts, &keep("alice", "saved/second"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("lab-m1.tar") && e.contains("symbolic link"),
+            "{e}"
+        );
         fs::create_dir(t.path().join("elsewhere")).unwrap();
         fs::create_dir_all(t.path().join("class/carol")).unwrap();
-        std::os::unix::fs::symlink(t.path().join("elsewhere"), t.path().join("class/carol/saved")).unwrap();
-        let e = save_machines(&base, &opts, &keep("carol", "saved/x")).unwrap_err().to_string();
+        std::os::unix::fs::symlink(
+            t.path().join("elsewhere"),
+            t.path().join("class/carol/saved"),
+        )
+        .unwrap();
+        let e = save_machines(&base, &opts, &keep("carol", "saved/x"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("symbolic link"), "{e}");
         assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
         assert_eq!(fs::read_dir(t.path().join("elsewhere")).unwrap().count(), 0);
@@ -448,9 +626,18 @@ mod tests {
     #[test]
     fn addresses_cidrs_and_ranges_move_names_stay() {
         let f = |a: Ipv4Addr| Ipv4Addr::new(10, 1, 1, a.octets()[3]);
-        assert_eq!(move_addresses("10.213.0.5", &f).as_deref(), Some("10.1.1.5"));
-        assert_eq!(move_addresses("10.213.0.240-10.213.0.250", &f).as_deref(), Some("10.1.1.240-10.1.1.250"));
-        assert_eq!(move_addresses("10.213.0.128/25", &f).as_deref(), Some("10.1.1.128/25"));
+        assert_eq!(
+            move_addresses("10.213.0.5", &f).as_deref(),
+            Some("10.1.1.5")
+        );
+        assert_eq!(
+            move_addresses("10.213.0.240-10.213.0.250", &f).as_deref(),
+            Some("10.1.1.240-10.1.1.250")
+        );
+        assert_eq!(
+            move_addresses("10.213.0.128/25", &f).as_deref(),
+            Some("10.1.1.128/25")
+        );
         assert_eq!(move_addresses("api.lab.example", &f), None);
     }
 }

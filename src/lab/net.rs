@@ -34,23 +34,37 @@ pub fn delete_link(name: &str) -> Result<()> {
 
 /// Every network interface of the host.
 pub fn link_names() -> Vec<String> {
-    let entries = fs::read_dir("/sys/class/net").into_iter().flatten().flatten();
-    entries.map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+    let entries = fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten();
+    entries
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// Every named network namespace (`ip netns list`).
 pub fn netns_names() -> Result<Vec<String>> {
-    Ok(ip(&["netns", "list"])?.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect())
+    Ok(ip(&["netns", "list"])?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect())
 }
 
 /// The processes in a host's network namespace.
 pub fn netns_pids(link: &HostLink) -> Result<Vec<u32>> {
-    Ok(ip(&["netns", "pids", &link.netns])?.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+    Ok(ip(&["netns", "pids", &link.netns])?
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
 }
 
 /// The alias of a bridge, which names whoever created it.
 pub fn bridge_owner(bridge: &str) -> Option<String> {
-    fs::read_to_string(Path::new("/sys/class/net").join(bridge).join("ifalias")).ok().map(|s| s.trim().to_string())
+    fs::read_to_string(Path::new("/sys/class/net").join(bridge).join("ifalias"))
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
@@ -60,7 +74,11 @@ fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
 /// Refuses a subnet that an interface other than `bridge`, or a route not through it, already
 /// covers: the bridge would take someone else's traffic.
 pub fn check_subnet_free(bridge: &str, subnet: Ipv4Net) -> Result<()> {
-    let in_use = |user: String| LabError::SubnetInUse { subnet, bridge: bridge.to_string(), user };
+    let in_use = |user: String| LabError::SubnetInUse {
+        subnet,
+        bridge: bridge.to_string(),
+        user,
+    };
     for line in ip(&["-o", "-4", "addr", "show"])?.lines() {
         let t: Vec<&str> = line.split_whitespace().collect();
         if let (Some(dev), Some(Ok(a))) = (t.get(1), t.get(3).map(|a| a.parse::<Ipv4Net>()))
@@ -72,10 +90,19 @@ pub fn check_subnet_free(bridge: &str, subnet: Ipv4Net) -> Result<()> {
     }
     for line in ip(&["-o", "-4", "route", "show"])?.lines() {
         let t: Vec<&str> = line.split_whitespace().collect();
-        let Some(dest) = t.iter().find_map(|w| w.parse::<Ipv4Net>().ok().or_else(|| w.parse::<Ipv4Addr>().ok().map(Ipv4Net::from))) else {
+        let Some(dest) = t.iter().find_map(|w| {
+            w.parse::<Ipv4Net>()
+                .ok()
+                .or_else(|| w.parse::<Ipv4Addr>().ok().map(Ipv4Net::from))
+        }) else {
             continue;
         };
-        let dev = t.iter().position(|w| *w == "dev").and_then(|i| t.get(i + 1)).copied().unwrap_or("");
+        let dev = t
+            .iter()
+            .position(|w| *w == "dev")
+            .and_then(|i| t.get(i + 1))
+            .copied()
+            .unwrap_or("");
         if dev != bridge && overlaps(dest, subnet) {
             return Err(in_use(format!("routed: {line}")));
         }
@@ -92,7 +119,11 @@ pub fn ensure_bridge(name: &str, alias: &str, gateway: Ipv4Net) -> Result<()> {
         ip(&["link", "set", "dev", name, "alias", alias])?;
     }
     let cidr = gateway.to_string();
-    if created || !ip(&["-o", "-4", "addr", "show", "dev", name])?.split_whitespace().any(|w| w == cidr) {
+    if created
+        || !ip(&["-o", "-4", "addr", "show", "dev", name])?
+            .split_whitespace()
+            .any(|w| w == cidr)
+    {
         ip(&["addr", "add", &cidr, "dev", name])?;
     }
     ip(&["link", "set", "dev", name, "up"])?;
@@ -102,14 +133,23 @@ pub fn ensure_bridge(name: &str, alias: &str, gateway: Ipv4Net) -> Result<()> {
 /// Plugs a host into `bridge`: its namespace, the veth pair, `address/prefix_len` on `eth0`,
 /// both ends and `lo` up, and a default route through `gateway` if given. Idempotent, and
 /// repairs a half-made pair.
-pub fn add_host_link(bridge: &str, link: &HostLink, address: IpAddr, prefix_len: u8, gateway: Option<Ipv4Addr>) -> Result<()> {
+pub fn add_host_link(
+    bridge: &str,
+    link: &HostLink,
+    address: IpAddr,
+    prefix_len: u8,
+    gateway: Option<Ipv4Addr>,
+) -> Result<()> {
     let (ns, veth) = (link.netns.as_str(), link.veth.as_str());
     let new_netns = !link.netns_path().exists();
     if new_netns {
         ip(&["netns", "add", ns])?;
     }
-    let pair_ok =
-        !new_netns && link_exists(veth) && output(command("ip").args(["-n", ns, "link", "show", "dev", "eth0"]))?.status.success();
+    let pair_ok = !new_netns
+        && link_exists(veth)
+        && output(command("ip").args(["-n", ns, "link", "show", "dev", "eth0"]))?
+            .status
+            .success();
     if !pair_ok {
         // Half a pair (the namespace recreated, or a leftover eth0) cannot be repaired; redo both.
         if link_exists(veth) {
@@ -118,17 +158,33 @@ pub fn add_host_link(bridge: &str, link: &HostLink, address: IpAddr, prefix_len:
         if !new_netns {
             let _ = output(command("ip").args(["-n", ns, "link", "del", "eth0"]));
         }
-        ip(&["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+        ip(&[
+            "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+        ])?;
     }
     ip(&["link", "set", "dev", veth, "master", bridge, "up"])?;
     let cidr = format!("{address}/{prefix_len}");
-    if !pair_ok || !ip(&["-n", ns, "-o", "-4", "addr", "show", "dev", "eth0"])?.split_whitespace().any(|w| w == cidr) {
+    if !pair_ok
+        || !ip(&["-n", ns, "-o", "-4", "addr", "show", "dev", "eth0"])?
+            .split_whitespace()
+            .any(|w| w == cidr)
+    {
         ip(&["-n", ns, "addr", "add", &cidr, "dev", "eth0"])?;
     }
     ip(&["-n", ns, "link", "set", "dev", "eth0", "up"])?;
     ip(&["-n", ns, "link", "set", "dev", "lo", "up"])?;
     if let Some(gateway) = gateway {
-        ip(&["-n", ns, "route", "replace", "default", "via", &gateway.to_string(), "dev", "eth0"])?;
+        ip(&[
+            "-n",
+            ns,
+            "route",
+            "replace",
+            "default",
+            "via",
+            &gateway.to_string(),
+            "dev",
+            "eth0",
+        ])?;
     }
     Ok(())
 }
@@ -144,7 +200,9 @@ pub fn remove_host_link(link: &HostLink) -> Result<()> {
     };
     if link.netns_path().exists() {
         // A namespace outlives its file while any process is inside, and keeps its veth.
-        note(netns_pids(link).and_then(|pids| process::kill(&pids, || format!("in network namespace {}", link.netns))));
+        note(netns_pids(link).and_then(|pids| {
+            process::kill(&pids, || format!("in network namespace {}", link.netns))
+        }));
     }
     if link_exists(&link.veth) {
         note(delete_link(&link.veth));
@@ -181,7 +239,9 @@ pub fn wait_links_gone(links: &[String], timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while links.iter().any(|l| link_exists(l)) {
         if Instant::now() >= deadline {
-            return Err(LabError::LinksLeft(links.iter().filter(|l| link_exists(l)).cloned().collect()));
+            return Err(LabError::LinksLeft(
+                links.iter().filter(|l| link_exists(l)).cloned().collect(),
+            ));
         }
         thread::sleep(Duration::from_millis(50));
     }
@@ -203,11 +263,20 @@ pub(super) fn lab_network(inv: &Inventory) -> Result<Net> {
     for n in &inv.nodes {
         match n.address {
             IpAddr::V4(a) => addrs.push((n.name.as_str(), a)),
-            IpAddr::V6(a) => return unsupported(format!("node {}: the lab supports IPv4 node addresses only, {a} is IPv6", n.name)),
+            IpAddr::V6(a) => {
+                return unsupported(format!(
+                    "node {}: the lab supports IPv4 node addresses only, {a} is IPv6",
+                    n.name
+                ));
+            }
         }
     }
-    let Some(&(first_name, first)) = addrs.first() else { return unsupported("the inventory has no nodes".into()) };
-    let subnet = Ipv4Net::new(first, 24).expect("24 is a valid prefix").trunc();
+    let Some(&(first_name, first)) = addrs.first() else {
+        return unsupported("the inventory has no nodes".into());
+    };
+    let subnet = Ipv4Net::new(first, 24)
+        .expect("24 is a valid prefix")
+        .trunc();
     for (name, a) in &addrs {
         if !subnet.contains(a) {
             return unsupported(format!(
@@ -215,7 +284,9 @@ pub(super) fn lab_network(inv: &Inventory) -> Result<Net> {
             ));
         }
         if *a == subnet.network() || *a == subnet.broadcast() {
-            return unsupported(format!("node {name}: {a} is the network or broadcast address of {subnet}"));
+            return unsupported(format!(
+                "node {name}: {a} is the network or broadcast address of {subnet}"
+            ));
         }
     }
     let mut used: BTreeSet<Ipv4Addr> = addrs.iter().map(|(_, a)| *a).collect();
@@ -223,8 +294,15 @@ pub(super) fn lab_network(inv: &Inventory) -> Result<Net> {
         used.insert(lb);
     }
     let octets = subnet.network().octets();
-    let gateway = [1u8, 254].into_iter().map(|last| Ipv4Addr::new(octets[0], octets[1], octets[2], last)).find(|g| !used.contains(g));
-    let Some(gateway) = gateway else { return unsupported(format!("the bridge needs .1 or .254 of {subnet}, but nodes use both")) };
+    let gateway = [1u8, 254]
+        .into_iter()
+        .map(|last| Ipv4Addr::new(octets[0], octets[1], octets[2], last))
+        .find(|g| !used.contains(g));
+    let Some(gateway) = gateway else {
+        return unsupported(format!(
+            "the bridge needs .1 or .254 of {subnet}, but nodes use both"
+        ));
+    };
     Ok(Net { subnet, gateway })
 }
 
@@ -234,11 +312,18 @@ pub(super) fn check_bridge_available(layout: &Layout, net: &Net) -> Result<()> {
     let sys = Path::new("/sys/class/net").join(&layout.bridge);
     if sys.exists() {
         if !sys.join("bridge").is_dir() {
-            return Err(LabError::NotABridge { name: layout.bridge.clone(), cluster: layout.cluster.clone() });
+            return Err(LabError::NotABridge {
+                name: layout.bridge.clone(),
+                cluster: layout.cluster.clone(),
+            });
         }
         let owner = bridge_owner(&layout.bridge).unwrap_or_default();
         if owner != layout.owner {
-            return Err(LabError::ForeignBridge { bridge: layout.bridge.clone(), owner, ours: layout.owner.clone() });
+            return Err(LabError::ForeignBridge {
+                bridge: layout.bridge.clone(),
+                owner,
+                ours: layout.owner.clone(),
+            });
         }
     }
     check_subnet_free(&layout.bridge, net.subnet)
@@ -250,7 +335,13 @@ pub(super) fn ensure_lab_bridge(layout: &Layout, net: &Net) -> Result<()> {
 }
 
 pub(super) fn ensure_node_network(layout: &Layout, net: &Net, node: &NodeLayout) -> Result<()> {
-    add_host_link(&layout.bridge, &node.link, node.address, net.subnet.prefix_len(), Some(net.gateway))
+    add_host_link(
+        &layout.bridge,
+        &node.link,
+        node.address,
+        net.subnet.prefix_len(),
+        Some(net.gateway),
+    )
 }
 
 pub(super) fn teardown_network(layout: &Layout, nodes: &[NodeLayout]) -> Result<()> {
@@ -271,7 +362,10 @@ mod tests {
 
     #[test]
     fn gateway_is_a_free_end_of_the_nodes_24() {
-        let inv = crate::inventory::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml")).unwrap();
+        let inv = crate::inventory::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lab-etcd.toml"),
+        )
+        .unwrap();
         let net = lab_network(&inv).unwrap();
         assert_eq!(net.subnet.to_string(), "10.213.0.0/24");
         assert_eq!(net.gateway, Ipv4Addr::new(10, 213, 0, 1));

@@ -22,13 +22,22 @@ pub fn alive(pid: u32) -> bool {
 pub(super) fn parent(pid: u32) -> Option<u32> {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok()))
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok())
+        })
 }
 
 /// Every PID in /proc that is alive.
 pub(super) fn all_pids() -> Vec<u32> {
-    let Ok(proc_dir) = fs::read_dir("/proc") else { return Vec::new() };
-    proc_dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).filter(|pid| alive(*pid)).collect()
+    let Ok(proc_dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    proc_dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| alive(*pid))
+        .collect()
 }
 
 /// Sends `signal` (a name: `TERM`, `KILL`, ...) to every process; ignores those already gone.
@@ -67,7 +76,10 @@ pub fn kill(pids: &[u32], what: impl FnOnce() -> String) -> Result<()> {
     signal(pids, "KILL");
     let left = wait_gone(pids, Instant::now() + KILL_TIMEOUT);
     if !left.is_empty() {
-        return Err(LabError::Survivors { what: what(), pids: left });
+        return Err(LabError::Survivors {
+            what: what(),
+            pids: left,
+        });
     }
     Ok(())
 }
@@ -82,7 +94,12 @@ pub fn no_inherited_fds(c: &mut std::process::Command) {
     // CLOSE_RANGE_CLOEXEC it only sets FD_CLOEXEC, so std's own exec-error pipe keeps working.
     unsafe {
         c.pre_exec(|| {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             Ok(())
         });
     }
@@ -101,7 +118,10 @@ mod tests {
         // SAFETY: clearing FD_CLOEXEC on a descriptor this test owns.
         unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
         let probe = format!("test -e /proc/self/fd/{fd} && echo open || echo closed");
-        let plain = std::process::Command::new("sh").args(["-c", &probe]).output().unwrap();
+        let plain = std::process::Command::new("sh")
+            .args(["-c", &probe])
+            .output()
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), "open");
         let mut c = std::process::Command::new("sh");
         c.args(["-c", &probe]);

@@ -7,11 +7,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{LabError, Result, io_error};
-use super::files::{create_dir_all, is_mount_point, lock, mount_overlay, overlays_on, remove_tree, tail, write_file};
+use super::files::{
+    create_dir_all, is_mount_point, lock, mount_overlay, overlays_on, remove_tree, tail, write_file,
+};
 use super::layout::{CacheLayout, Layout, NodeLayout};
-use crate::safe_fs::{Dir, Missing, read_beneath, write_beneath};
 use super::tools::{authorize_key, command, describe, known_hosts_line, run, ssh_keygen};
 use crate::inventory::{Inventory, LabSuite};
+use crate::safe_fs::{Dir, Missing, read_beneath, write_beneath};
 
 /// What every node gets, whatever its roles: the deploy installs its own units and configs
 /// over the packages' and starts what each node runs. Workers' data plane: containerd, runc,
@@ -46,7 +48,10 @@ const ROOTFS_MARKER: &str = "etc/hardway-lab-rootfs";
 
 /// Names the suite too, so that one suite's cache is never taken for another's.
 fn recipe(suite: LabSuite) -> String {
-    format!("hardway lab root fs, revision {ROOTFS_REVISION}\nsuite: {suite}\npackages: {}\n", PACKAGES.join(","))
+    format!(
+        "hardway lab root fs, revision {ROOTFS_REVISION}\nsuite: {suite}\npackages: {}\n",
+        PACKAGES.join(",")
+    )
 }
 
 /// The cached root fs, built first if missing or from an older recipe. Built in a temporary
@@ -65,7 +70,10 @@ pub(super) fn ensure_cache_rootfs(cache: &CacheLayout) -> Result<PathBuf> {
     let log_path = cache.log();
     let log = File::create(&log_path).map_err(io_error("create", &log_path))?;
     let log2 = log.try_clone().map_err(io_error("open", &log_path))?;
-    eprintln!("lab: building the {suite} root fs from {mirror} into {} (once; one or two minutes)", rootfs.display());
+    eprintln!(
+        "lab: building the {suite} root fs from {mirror} into {} (once; one or two minutes)",
+        rootfs.display()
+    );
     let mut c = command("debootstrap");
     c.arg("--variant=minbase")
         .arg(format!("--include={}", PACKAGES.join(",")))
@@ -74,14 +82,20 @@ pub(super) fn ensure_cache_rootfs(cache: &CacheLayout) -> Result<PathBuf> {
         .arg(&mirror)
         .stdout(log2)
         .stderr(log);
-    let status = c.status().map_err(|error| LabError::Spawn { command: describe(&c), error })?;
+    let status = c.status().map_err(|error| LabError::Spawn {
+        command: describe(&c),
+        error,
+    })?;
     if !status.success() {
         let inner_log = tmp.join("debootstrap/debootstrap.log");
         return Err(LabError::Debootstrap {
             suite: suite.as_str(),
             mirror,
             status,
-            logs: vec![(log_path.clone(), tail(&log_path, 15)), (inner_log.clone(), tail(&inner_log, 15))],
+            logs: vec![
+                (log_path.clone(), tail(&log_path, 15)),
+                (inner_log.clone(), tail(&inner_log, 15)),
+            ],
         });
     }
     customize_rootfs(&tmp)?;
@@ -112,18 +126,29 @@ HostKey /etc/ssh/ssh_host_ed25519_key
 /// What every node has in common; per-node identity (hostname, machine-id, host key) is added
 /// to each node's overlay by `ensure_node_rootfs`.
 fn customize_rootfs(root: &Path) -> Result<()> {
-    run(command("chroot").arg(root).args(["systemctl", "enable", "ssh.service"]))?;
+    run(command("chroot")
+        .arg(root)
+        .args(["systemctl", "enable", "ssh.service"]))?;
     // Disabled, not masked: a mask is a symlink to /dev/null at the very path where the deploy
     // writes its own etcd.service and haproxy.service.
-    run(command("chroot").arg(root).args(["systemctl", "disable"]).args(PACKAGED_SERVICES))?;
+    run(command("chroot")
+        .arg(root)
+        .args(["systemctl", "disable"])
+        .args(PACKAGED_SERVICES))?;
 
     let ssh_dir = root.join("etc/ssh");
-    for e in fs::read_dir(&ssh_dir).map_err(io_error("read", &ssh_dir))?.flatten() {
+    for e in fs::read_dir(&ssh_dir)
+        .map_err(io_error("read", &ssh_dir))?
+        .flatten()
+    {
         if e.file_name().to_string_lossy().starts_with("ssh_host_") {
             fs::remove_file(e.path()).map_err(io_error("remove", &e.path()))?;
         }
     }
-    write_file(&root.join("etc/ssh/sshd_config.d/hardway-lab.conf"), SSHD_DROP_IN)?;
+    write_file(
+        &root.join("etc/ssh/sshd_config.d/hardway-lab.conf"),
+        SSHD_DROP_IN,
+    )?;
 
     // Each node gets its own id on its overlay; dbus must read that one, not this empty one.
     write_file(&root.join("etc/machine-id"), "")?;
@@ -132,7 +157,8 @@ fn customize_rootfs(root: &Path) -> Result<()> {
         fs::remove_file(&dbus_id).map_err(io_error("remove", &dbus_id))?;
     }
     if root.join("var/lib/dbus").is_dir() {
-        std::os::unix::fs::symlink("/etc/machine-id", &dbus_id).map_err(io_error("create symlink", &dbus_id))?;
+        std::os::unix::fs::symlink("/etc/machine-id", &dbus_id)
+            .map_err(io_error("create symlink", &dbus_id))?;
     }
     Ok(())
 }
@@ -152,23 +178,46 @@ fn debian_mirror(suite: LabSuite) -> Result<String> {
         .filter_map(|f| Some((true, fs::read_to_string(f).ok()?)))
         .chain(
             std::iter::once(PathBuf::from("/etc/apt/sources.list"))
-                .chain(files.iter().filter(|f| f.extension().is_some_and(|e| e == "list")).cloned())
+                .chain(
+                    files
+                        .iter()
+                        .filter(|f| f.extension().is_some_and(|e| e == "list"))
+                        .cloned(),
+                )
                 .filter_map(|f| Some((false, fs::read_to_string(f).ok()?))),
         )
         .collect();
     let find = |wanted: &dyn Fn(&str) -> bool| {
-        texts.iter().find_map(|(deb822, t)| if *deb822 { mirror_from_deb822(t, wanted) } else { mirror_from_one_line(t, wanted) })
+        texts.iter().find_map(|(deb822, t)| {
+            if *deb822 {
+                mirror_from_deb822(t, wanted)
+            } else {
+                mirror_from_one_line(t, wanted)
+            }
+        })
     };
     find(&|s| s == suite.as_str())
         .or_else(|| find(&|s| DEBIAN_RELEASES.contains(&s)))
-        .ok_or(LabError::NoMirror { suite: suite.as_str() })
+        .ok_or(LabError::NoMirror {
+            suite: suite.as_str(),
+        })
 }
 
 /// Debian releases' main suites, by name and alias: a source for one of them is a Debian
 /// mirror (not Ubuntu's), and not a `-security` or `-updates` archive, which carry only part
 /// of a release.
-const DEBIAN_RELEASES: &[&str] =
-    &["bullseye", "bookworm", "trixie", "forky", "sid", "oldoldstable", "oldstable", "stable", "testing", "unstable"];
+const DEBIAN_RELEASES: &[&str] = &[
+    "bullseye",
+    "bookworm",
+    "trixie",
+    "forky",
+    "sid",
+    "oldoldstable",
+    "oldstable",
+    "stable",
+    "testing",
+    "unstable",
+];
 
 fn mirror_from_deb822(text: &str, suite: &dyn Fn(&str) -> bool) -> Option<String> {
     let mut stanzas: Vec<Vec<(String, String)>> = vec![Vec::new()];
@@ -184,15 +233,25 @@ fn mirror_from_deb822(text: &str, suite: &dyn Fn(&str) -> bool) -> Option<String
                 value.push_str(line.trim());
             }
         } else if let Some((k, v)) = line.split_once(':') {
-            stanzas.last_mut().expect("never empty").push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            stanzas
+                .last_mut()
+                .expect("never empty")
+                .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
     stanzas.iter().find_map(|s| {
-        let get = |k: &str| s.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str()).unwrap_or("");
+        let get = |k: &str| {
+            s.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
         let enabled = !get("enabled").eq_ignore_ascii_case("no");
         let deb = get("types").split_whitespace().any(|t| t == "deb");
         let has_suite = get("suites").split_whitespace().any(suite);
-        (enabled && deb && has_suite).then(|| get("uris").split_whitespace().next().map(str::to_string)).flatten()
+        (enabled && deb && has_suite)
+            .then(|| get("uris").split_whitespace().next().map(str::to_string))
+            .flatten()
     })
 }
 
@@ -225,12 +284,18 @@ pub(super) fn ensure_lab_key(layout: &Layout) -> Result<String> {
         let _ = fs::remove_file(&public);
         ssh_keygen(&key, &format!("hardway-lab-{}", layout.cluster))?;
     }
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).map_err(io_error("chmod", &key))?;
-    Ok(fs::read_to_string(&public).map_err(io_error("read", &public))?.trim().to_string())
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600))
+        .map_err(io_error("chmod", &key))?;
+    Ok(fs::read_to_string(&public)
+        .map_err(io_error("read", &public))?
+        .trim()
+        .to_string())
 }
 
 pub(super) fn hosts_file(inv: &Inventory) -> String {
-    let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\n# The lab's nodes.\n");
+    let mut s = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\n# The lab's nodes.\n",
+    );
     for n in &inv.nodes {
         match inv.fqdn(n) {
             Some(fqdn) => s.push_str(&format!("{}\t{fqdn} {}\n", n.address, n.name)),
@@ -250,11 +315,19 @@ fn new_machine_id() -> Result<String> {
 /// `<node>/upper`. Mounting takes milliseconds where a copy took seconds per node, and the upper
 /// layer keeps the node's identity and data across `up`s, as a real machine's disk would. (The
 /// nspawn driver adds what the node's kind needs: `super::nspawn`.)
-pub(super) fn ensure_node_rootfs(cache: Option<&Path>, node: &NodeLayout, hosts: &str, lab_pub: &str) -> Result<()> {
+pub(super) fn ensure_node_rootfs(
+    cache: Option<&Path>,
+    node: &NodeLayout,
+    hosts: &str,
+    lab_pub: &str,
+) -> Result<()> {
     let root = node.rootfs();
     if !is_mount_point(&root) {
         let Some(cache) = cache else {
-            return Err(LabError::Machine { node: node.name.clone(), reason: "no root fs cache to mount".into() });
+            return Err(LabError::Machine {
+                node: node.name.clone(),
+                reason: "no root fs cache to mount".into(),
+            });
         };
         mount_overlay(cache, &node.dir, &root)?;
     }
@@ -264,11 +337,32 @@ pub(super) fn ensure_node_rootfs(cache: Option<&Path>, node: &NodeLayout, hosts:
     // The cache's machine-id is empty; a node's is written once and then kept.
     let machine_id = Path::new("etc/machine-id");
     let current = read_beneath(&root, machine_id, 4096)?;
-    if current.as_deref().is_none_or(|b| String::from_utf8_lossy(b).trim().is_empty()) {
-        write_beneath(&root, machine_id, format!("{}\n", new_machine_id()?).as_bytes(), 0o444, 0o755)?;
+    if current
+        .as_deref()
+        .is_none_or(|b| String::from_utf8_lossy(b).trim().is_empty())
+    {
+        write_beneath(
+            &root,
+            machine_id,
+            format!("{}\n", new_machine_id()?).as_bytes(),
+            0o444,
+            0o755,
+        )?;
     }
-    write_beneath(&root, Path::new("etc/hostname"), format!("{}\n", node.name).as_bytes(), 0o644, 0o755)?;
-    write_beneath(&root, Path::new("etc/hosts"), hosts.as_bytes(), 0o644, 0o755)?;
+    write_beneath(
+        &root,
+        Path::new("etc/hostname"),
+        format!("{}\n", node.name).as_bytes(),
+        0o644,
+        0o755,
+    )?;
+    write_beneath(
+        &root,
+        Path::new("etc/hosts"),
+        hosts.as_bytes(),
+        0o644,
+        0o755,
+    )?;
     authorize_key(&root, lab_pub)?;
     ensure_host_key(&root, node)
 }
@@ -296,7 +390,11 @@ fn ensure_host_key(root: &Path, node: &NodeLayout) -> Result<()> {
 pub(super) fn write_known_hosts(layout: &Layout) -> Result<()> {
     let mut text = String::new();
     for node in &layout.nodes {
-        text.push_str(&known_hosts_line(node.address, &node.rootfs(), Path::new("etc/ssh/ssh_host_ed25519_key.pub"))?);
+        text.push_str(&known_hosts_line(
+            node.address,
+            &node.rootfs(),
+            Path::new("etc/ssh/ssh_host_ed25519_key.pub"),
+        )?);
     }
     let tmp = layout.dir.join("known_hosts.tmp");
     write_file(&tmp, text)?;
@@ -314,15 +412,33 @@ mod tests {
                     Suites: bookworm bookworm-updates\nComponents: main\n\n\
                     Types: deb\nURIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n";
         let is = |want: &'static str| move |s: &str| s == want;
-        assert_eq!(mirror_from_deb822(text, &is("bookworm")).as_deref(), Some("http://deb.debian.org/debian"));
-        assert_eq!(mirror_from_deb822(text, &is("bookworm-security")).as_deref(), Some("http://deb.debian.org/debian-security"));
+        assert_eq!(
+            mirror_from_deb822(text, &is("bookworm")).as_deref(),
+            Some("http://deb.debian.org/debian")
+        );
+        assert_eq!(
+            mirror_from_deb822(text, &is("bookworm-security")).as_deref(),
+            Some("http://deb.debian.org/debian-security")
+        );
         let disabled = "Types: deb\nURIs: http://a/debian\nSuites: bookworm\nEnabled: no\n\nTypes: deb-src deb\nURIs:\n http://b/debian\nSuites: bookworm\n";
-        assert_eq!(mirror_from_deb822(disabled, &is("bookworm")).as_deref(), Some("http://b/debian"));
-        assert_eq!(mirror_from_deb822("Types: deb-src\nURIs: http://a\nSuites: bookworm\n", &is("bookworm")), None);
+        assert_eq!(
+            mirror_from_deb822(disabled, &is("bookworm")).as_deref(),
+            Some("http://b/debian")
+        );
+        assert_eq!(
+            mirror_from_deb822(
+                "Types: deb-src\nURIs: http://a\nSuites: bookworm\n",
+                &is("bookworm")
+            ),
+            None
+        );
         // No trixie source on a bookworm host: the mirror of a Debian release, not the security one.
         assert_eq!(mirror_from_deb822(text, &is("trixie")), None);
         let release = |s: &str| DEBIAN_RELEASES.contains(&s);
-        assert_eq!(mirror_from_deb822(text, &release).as_deref(), Some("http://deb.debian.org/debian"));
+        assert_eq!(
+            mirror_from_deb822(text, &release).as_deref(),
+            Some("http://deb.debian.org/debian")
+        );
     }
 
     #[test]
@@ -330,8 +446,14 @@ mod tests {
         let text = "# deb http://old bookworm main\ndeb-src http://src bookworm main\n\
                     deb [arch=amd64 signed-by=/k.gpg] http://mirror/debian bookworm main contrib\n";
         let bookworm = |s: &str| s == "bookworm";
-        assert_eq!(mirror_from_one_line(text, &bookworm).as_deref(), Some("http://mirror/debian"));
-        assert_eq!(mirror_from_one_line("deb http://m/debian bookworm-updates main\n", &bookworm), None);
+        assert_eq!(
+            mirror_from_one_line(text, &bookworm).as_deref(),
+            Some("http://mirror/debian")
+        );
+        assert_eq!(
+            mirror_from_one_line("deb http://m/debian bookworm-updates main\n", &bookworm),
+            None
+        );
     }
 
     /// The recipe is what existing caches were marked with: changing it rebuilds every cache.

@@ -16,7 +16,14 @@ use super::error::{LabError, Problem, Result, io_error};
 
 /// Appended to `$PATH` because `cargo test` or `sudo` often run without the sbin directories,
 /// where debootstrap and ip live (and debootstrap itself needs chroot and mount from there).
-const SYSTEM_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+const SYSTEM_PATH: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
 
 /// Every tool the lab runs: (tool, Debian package that provides it).
 pub const REQUIRED_TOOLS: &[(&str, &str)] = &[
@@ -41,7 +48,9 @@ pub fn missing_tools(find: impl Fn(&str) -> Option<PathBuf>) -> Vec<Problem> {
 }
 
 fn search_path() -> OsString {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     for d in SYSTEM_PATH {
         if !dirs.iter().any(|x| x == Path::new(d)) {
             dirs.push(PathBuf::from(d));
@@ -52,9 +61,9 @@ fn search_path() -> OsString {
 
 /// The executable `name` on `$PATH` or in the system directories root's `$PATH` may lack.
 pub fn find_tool(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&search_path()).map(|d| d.join(name)).find(|p| {
-        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    std::env::split_paths(&search_path())
+        .map(|d| d.join(name))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// A command for the tool `name` (found as by [`find_tool`]), with that search path as its
@@ -67,7 +76,11 @@ pub fn command(name: &str) -> Command {
 
 /// The command line, for messages.
 pub fn describe(c: &Command) -> String {
-    std::iter::once(c.get_program()).chain(c.get_args()).map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    std::iter::once(c.get_program())
+        .chain(c.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn spawn_error(c: &Command) -> impl FnOnce(std::io::Error) -> LabError {
@@ -96,7 +109,12 @@ pub fn run(c: &mut Command) -> Result<String> {
 /// Like `output`, but kills the command at `deadline` and returns `None`: ssh can hang on a
 /// half-booted machine, and nothing here may wait without a bound.
 pub fn output_until(c: &mut Command, deadline: Instant) -> Result<Option<Output>> {
-    let mut child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(spawn_error(c))?;
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error(c))?;
     let drain = |pipe: Option<Box<dyn Read + Send>>| {
         thread::spawn(move || {
             let mut buf = Vec::new();
@@ -106,8 +124,18 @@ pub fn output_until(c: &mut Command, deadline: Instant) -> Result<Option<Output>
             buf
         })
     };
-    let out = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let status = loop {
         if let Some(status) = child.try_wait().map_err(spawn_error(c))? {
             break Some(status);
@@ -121,7 +149,11 @@ pub fn output_until(c: &mut Command, deadline: Instant) -> Result<Option<Output>
     };
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
-    Ok(status.map(|status| Output { status, stdout, stderr }))
+    Ok(status.map(|status| Output {
+        status,
+        stdout,
+        stderr,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,7 +186,9 @@ pub fn ssh_command(key: &Path, known_hosts: &Path, address: IpAddr) -> Command {
 
 /// A new ed25519 key pair without passphrase: `path` and `path.pub`.
 pub fn ssh_keygen(path: &Path, comment: &str) -> Result<()> {
-    run(command("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"]).arg(path))?;
+    run(command("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path))?;
     Ok(())
 }
 
@@ -163,12 +197,16 @@ pub fn ssh_keygen(path: &Path, comment: &str) -> Result<()> {
 pub fn known_hosts_line(address: IpAddr, root: &Path, rel: &Path) -> Result<String> {
     let public_key = root.join(rel);
     let public_key = public_key.as_path();
-    let bytes = crate::safe_fs::read_beneath(root, rel, 64 * 1024)?
-        .ok_or_else(|| io_error("read", public_key)(std::io::Error::from(std::io::ErrorKind::NotFound)))?;
+    let bytes = crate::safe_fs::read_beneath(root, rel, 64 * 1024)?.ok_or_else(|| {
+        io_error("read", public_key)(std::io::Error::from(std::io::ErrorKind::NotFound))
+    })?;
     let text = String::from_utf8_lossy(&bytes);
     let mut fields = text.split_whitespace();
     let (Some(kind), Some(key)) = (fields.next(), fields.next()) else {
-        return Err(LabError::BadPath { path: public_key.to_path_buf(), reason: "not an ssh public key".into() });
+        return Err(LabError::BadPath {
+            path: public_key.to_path_buf(),
+            reason: "not an ssh public key".into(),
+        });
     };
     Ok(format!("{address} {kind} {key}\n"))
 }
@@ -181,7 +219,11 @@ pub fn authorize_key(root: &Path, public_key: &str) -> Result<()> {
     use crate::safe_fs::{Dir, Missing};
     let ssh = Dir::open(root)?.walk(Path::new("root/.ssh"), Missing::Create(0o700))?;
     ssh.chmod(0o700)?;
-    ssh.write("authorized_keys".as_ref(), format!("{}\n", public_key.trim()).as_bytes(), 0o600)?;
+    ssh.write(
+        "authorized_keys".as_ref(),
+        format!("{}\n", public_key.trim()).as_bytes(),
+        0o600,
+    )?;
     Ok(())
 }
 
@@ -201,23 +243,36 @@ mod tests {
             "ssh-keygen not found: apt-get install openssh-client",
             "ssh not found: apt-get install openssh-client",
         ] {
-            assert!(text.iter().any(|t| t == want), "{want:?} missing from {text:#?}");
+            assert!(
+                text.iter().any(|t| t == want),
+                "{want:?} missing from {text:#?}"
+            );
         }
     }
 
     #[test]
     fn a_host_with_every_tool_has_no_tool_problem() {
-        assert_eq!(missing_tools(|t| Some(PathBuf::from("/usr/bin").join(t))), Vec::new());
+        assert_eq!(
+            missing_tools(|t| Some(PathBuf::from("/usr/bin").join(t))),
+            Vec::new()
+        );
     }
 
     #[test]
     fn only_the_missing_tools_are_named() {
-        let problems = missing_tools(|t| (t != "ip" && t != "systemd-nspawn").then(|| PathBuf::from(t)));
+        let problems =
+            missing_tools(|t| (t != "ip" && t != "systemd-nspawn").then(|| PathBuf::from(t)));
         assert_eq!(
             problems,
             [
-                Problem::MissingTool { tool: "systemd-nspawn", package: "systemd-container" },
-                Problem::MissingTool { tool: "ip", package: "iproute2" },
+                Problem::MissingTool {
+                    tool: "systemd-nspawn",
+                    package: "systemd-container"
+                },
+                Problem::MissingTool {
+                    tool: "ip",
+                    package: "iproute2"
+                },
             ]
         );
     }
@@ -241,10 +296,24 @@ mod tests {
             } else {
                 std::os::unix::fs::symlink(&host_dir, root.join("root/.ssh")).unwrap();
             }
-            let e = authorize_key(&root, "ssh-ed25519 BBBB lab").unwrap_err().to_string();
-            assert!(e.contains(&root.join(planted).display().to_string()) && e.contains("symbolic link"), "{planted}: {e}");
-            assert_eq!(fs::metadata(&host_dir).unwrap().permissions().mode() & 0o7777, 0o755, "{planted}");
-            assert_eq!(fs::read_to_string(host_dir.join("authorized_keys")).unwrap(), "ssh-ed25519 AAAA admin\n", "{planted}");
+            let e = authorize_key(&root, "ssh-ed25519 BBBB lab")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&root.join(planted).display().to_string())
+                    && e.contains("symbolic link"),
+                "{planted}: {e}"
+            );
+            assert_eq!(
+                fs::metadata(&host_dir).unwrap().permissions().mode() & 0o7777,
+                0o755,
+                "{planted}"
+            );
+            assert_eq!(
+                fs::read_to_string(host_dir.join("authorized_keys")).unwrap(),
+                "ssh-ed25519 AAAA admin\n",
+                "{planted}"
+            );
         }
     }
 
@@ -252,6 +321,9 @@ mod tests {
     fn failed_commands_quote_the_command_line() {
         let e = run(command("sh").args(["-c", "echo oops >&2; exit 3"])).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("sh -c echo oops >&2; exit 3` failed (exit status: 3): oops"), "{msg}");
+        assert!(
+            msg.contains("sh -c echo oops >&2; exit 3` failed (exit status: 3): oops"),
+            "{msg}"
+        );
     }
 }

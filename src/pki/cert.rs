@@ -42,9 +42,15 @@ impl CertInfo {
         use x509_parser::extensions::{GeneralName, ParsedExtension};
         let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
             .map_err(|e| Malformed(format!("not a PEM certificate ({e})")))?;
-        let cert = p.parse_x509().map_err(|e| Malformed(format!("not an X.509 certificate ({e})")))?;
+        let cert = p
+            .parse_x509()
+            .map_err(|e| Malformed(format!("not an X.509 certificate ({e})")))?;
         let name_of = |n: &x509_parser::x509::X509Name<'_>| {
-            n.iter_common_name().next().and_then(|c| c.as_str().ok()).unwrap_or("").to_string()
+            n.iter_common_name()
+                .next()
+                .and_then(|c| c.as_str().ok())
+                .unwrap_or("")
+                .to_string()
         };
         let mut sans = BTreeSet::new();
         let mut ski = None;
@@ -70,18 +76,26 @@ impl CertInfo {
                     }
                 }
                 ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(k.0.to_vec()),
-                ParsedExtension::AuthorityKeyIdentifier(a) => aki = a.key_identifier.as_ref().map(|k| k.0.to_vec()),
+                ParsedExtension::AuthorityKeyIdentifier(a) => {
+                    aki = a.key_identifier.as_ref().map(|k| k.0.to_vec())
+                }
                 _ => {}
             }
         }
         let time = |t: x509_parser::time::ASN1Time, what: &str| {
-            OffsetDateTime::from_unix_timestamp(t.timestamp()).map_err(|e| Malformed(format!("{what} is out of range ({e})")))
+            OffsetDateTime::from_unix_timestamp(t.timestamp())
+                .map_err(|e| Malformed(format!("{what} is out of range ({e})")))
         };
         let not_before = time(cert.validity().not_before, "notBefore")?;
         let not_after = time(cert.validity().not_after, "notAfter")?;
         Ok(CertInfo {
             cn: name_of(cert.subject()),
-            orgs: cert.subject().iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_string).collect(),
+            orgs: cert
+                .subject()
+                .iter_organization()
+                .filter_map(|o| o.as_str().ok())
+                .map(str::to_string)
+                .collect(),
             issuer_cn: name_of(cert.issuer()),
             sans,
             not_before,
@@ -111,7 +125,9 @@ impl CertInfo {
 
     /// Was this certificate signed by `ca`? Compared by key identifier, as chain building does.
     pub fn issued_by(&self, ca: &CertInfo) -> bool {
-        self.issuer_cn == ca.cn && self.authority_key_id.is_some() && self.authority_key_id == ca.subject_key_id
+        self.issuer_cn == ca.cn
+            && self.authority_key_id.is_some()
+            && self.authority_key_id == ca.subject_key_id
     }
 
     /// What no longer matches the inventory or the CA: subject, SANs, issuer.
@@ -126,10 +142,21 @@ impl CertInfo {
                 spec.orgs.join(",")
             ));
         }
-        let missing: Vec<String> = spec.sans.difference(&self.sans).map(|s| format!("+{s}")).collect();
-        let extra: Vec<String> = self.sans.difference(&spec.sans).map(|s| format!("-{s}")).collect();
+        let missing: Vec<String> = spec
+            .sans
+            .difference(&self.sans)
+            .map(|s| format!("+{s}"))
+            .collect();
+        let extra: Vec<String> = self
+            .sans
+            .difference(&spec.sans)
+            .map(|s| format!("-{s}"))
+            .collect();
         if !missing.is_empty() || !extra.is_empty() {
-            why.push(format!("SANs changed ({})", [missing, extra].concat().join(" ")));
+            why.push(format!(
+                "SANs changed ({})",
+                [missing, extra].concat().join(" ")
+            ));
         }
         if !self.issued_by(ca) {
             why.push(format!("not signed by the current {} CA", ca.cn));
@@ -145,14 +172,24 @@ impl CertInfo {
     /// "expires in N days" within `days`, "expired N days ago" after (`certs check --warn-days`).
     pub fn expiry_within(&self, now: OffsetDateTime, days: i64) -> Option<String> {
         let left = self.days_left(now);
-        (left < days).then(|| if left < 0 { format!("expired {} days ago", -left) } else { format!("expires in {left} days") })
+        (left < days).then(|| {
+            if left < 0 {
+                format!("expired {} days ago", -left)
+            } else {
+                format!("expires in {left} days")
+            }
+        })
     }
 }
 
 /// `d` in whole days, rounded toward minus infinity (`whole_days` rounds toward zero).
 fn days_floor(d: time::Duration) -> i64 {
     let whole = d.whole_days();
-    if d < time::Duration::days(whole) { whole - 1 } else { whole }
+    if d < time::Duration::days(whole) {
+        whole - 1
+    } else {
+        whole
+    }
 }
 
 #[cfg(test)]
@@ -174,10 +211,13 @@ pub(crate) fn parse_key(pem: &str) -> Result<KeyPair, Malformed> {
 
 /// A `PUBLIC KEY` PEM block; returns its DER (a SubjectPublicKeyInfo) after checking it parses.
 pub(crate) fn parse_public_key(pem: &str) -> Result<Vec<u8>, Malformed> {
-    let (_, p) =
-        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| Malformed(format!("not a PEM public key ({e})")))?;
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| Malformed(format!("not a PEM public key ({e})")))?;
     if p.label != "PUBLIC KEY" {
-        return Err(Malformed(format!("a {} PEM block, where a PUBLIC KEY belongs", p.label)));
+        return Err(Malformed(format!(
+            "a {} PEM block, where a PUBLIC KEY belongs",
+            p.label
+        )));
     }
     match x509_parser::x509::SubjectPublicKeyInfo::from_der(&p.contents) {
         Ok(([], _)) => Ok(p.contents),
@@ -198,10 +238,19 @@ pub(crate) fn key_algorithm_of(key: &KeyPair) -> Result<KeyAlgorithm, Malformed>
     }
     // RSA sizes are told apart by the modulus: the raw public key of a 4096-bit key is over 512
     // bytes, of a 2048-bit one about 270.
-    if alg == &rcgen::PKCS_RSA_SHA256 || alg == &rcgen::PKCS_RSA_SHA384 || alg == &rcgen::PKCS_RSA_SHA512 {
-        return Ok(if key.der_bytes().len() > 400 { KeyAlgorithm::Rsa4096 } else { KeyAlgorithm::Rsa2048 });
+    if alg == &rcgen::PKCS_RSA_SHA256
+        || alg == &rcgen::PKCS_RSA_SHA384
+        || alg == &rcgen::PKCS_RSA_SHA512
+    {
+        return Ok(if key.der_bytes().len() > 400 {
+            KeyAlgorithm::Rsa4096
+        } else {
+            KeyAlgorithm::Rsa2048
+        });
     }
-    Err(Malformed("a key of an algorithm hardway does not use (ECDSA P-256 or RSA)".into()))
+    Err(Malformed(
+        "a key of an algorithm hardway does not use (ECDSA P-256 or RSA)".into(),
+    ))
 }
 
 /// `2026-11-27 15:09Z`, as `pki check` lists expiry.
@@ -211,7 +260,13 @@ pub(crate) fn fmt_time(t: OffsetDateTime) -> String {
 
 /// `2026-11-27T15:09:42Z`: to the second, where two issues minutes apart must compare.
 pub(crate) fn fmt_seconds(t: OffsetDateTime) -> String {
-    format!("{}T{:02}:{:02}:{:02}Z", fmt_date(t), t.hour(), t.minute(), t.second())
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        fmt_date(t),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// `2026-11-27`, for messages.

@@ -33,7 +33,11 @@ pub fn check(inv: &Inventory, dir: &Path) -> Result<Vec<CheckRow>, PkiError> {
 }
 
 /// [`check`], with leaves flagged when they expire within `warn_days` (CAs when they have).
-pub fn check_within(inv: &Inventory, dir: &Path, warn_days: i64) -> Result<Vec<CheckRow>, PkiError> {
+pub fn check_within(
+    inv: &Inventory,
+    dir: &Path,
+    warn_days: i64,
+) -> Result<Vec<CheckRow>, PkiError> {
     super::store::check_cluster(inv, dir)?;
     let now = OffsetDateTime::now_utc();
     let mut rows = Vec::new();
@@ -57,8 +61,15 @@ pub fn check_within(inv: &Inventory, dir: &Path, warn_days: i64) -> Result<Vec<C
             continue;
         };
         let mut problems = match ca_infos.get(&spec.ca) {
-            Some(ca) => info.misfits(&spec, ca).into_iter().chain(info.expiry_within(now, warn_days)).collect(),
-            None => vec![format!("its CA ({}) is missing or unreadable", ca_profile(spec.ca).file)],
+            Some(ca) => info
+                .misfits(&spec, ca)
+                .into_iter()
+                .chain(info.expiry_within(now, warn_days))
+                .collect(),
+            None => vec![format!(
+                "its CA ({}) is missing or unreadable",
+                ca_profile(spec.ca).file
+            )],
         };
         problems.append(&mut file_problems);
         let sans = info.sans.iter().map(|s| s.to_string()).collect();
@@ -74,7 +85,8 @@ fn read_row(dir: &Path, stem: &str) -> Result<(Option<CertInfo>, Vec<String>), P
     let mut problems = Vec::new();
     let cert = as_problem(read_parsed(&cert_path, CertInfo::parse), &mut problems)?;
     let unreadable_cert = !problems.is_empty();
-    let key: Option<Stored<KeyPair>> = as_problem(read_parsed(&key_path, cert::parse_key), &mut problems)?;
+    let key: Option<Stored<KeyPair>> =
+        as_problem(read_parsed(&key_path, cert::parse_key), &mut problems)?;
     let Some(cert) = cert else {
         if !unreadable_cert {
             return Ok((None, vec!["missing: run `hardway pki generate`".into()]));
@@ -82,7 +94,9 @@ fn read_row(dir: &Path, stem: &str) -> Result<(Option<CertInfo>, Vec<String>), P
         return Ok((None, problems));
     };
     match key {
-        Some(k) if !cert.parsed.is_for(&k.parsed) => problems.push("key does not match the certificate".into()),
+        Some(k) if !cert.parsed.is_for(&k.parsed) => {
+            problems.push("key does not match the certificate".into())
+        }
         Some(_) => {}
         None if problems.is_empty() => problems.push("key file missing".into()),
         None => {}
@@ -91,7 +105,10 @@ fn read_row(dir: &Path, stem: &str) -> Result<(Option<CertInfo>, Vec<String>), P
 }
 
 /// A file that does not parse becomes a problem ("PATH: what is wrong"); other errors stay errors.
-fn as_problem<T>(r: Result<Option<T>, PkiError>, problems: &mut Vec<String>) -> Result<Option<T>, PkiError> {
+fn as_problem<T>(
+    r: Result<Option<T>, PkiError>,
+    problems: &mut Vec<String>,
+) -> Result<Option<T>, PkiError> {
     match r {
         Err(PkiError::BadPem { path, reason }) => {
             problems.push(format!("{}: {reason}", path.display()));
@@ -101,7 +118,13 @@ fn as_problem<T>(r: Result<Option<T>, PkiError>, problems: &mut Vec<String>) -> 
     }
 }
 
-fn row(name: &str, info: &CertInfo, sans: Vec<String>, now: OffsetDateTime, problems: Vec<String>) -> CheckRow {
+fn row(
+    name: &str,
+    info: &CertInfo,
+    sans: Vec<String>,
+    now: OffsetDateTime,
+    problems: Vec<String>,
+) -> CheckRow {
     let mut subject = format!("CN={}", info.cn);
     for o in &info.orgs {
         subject.push_str(&format!(",O={o}"));

@@ -16,7 +16,11 @@ const FORCE: &str = "or run `hardway pki generate --force`, which creates every 
 pub enum PkiError {
     /// A file or directory could not be read, written, renamed or chmod-ed.
     #[error("cannot {op} {}", .path.display())]
-    Io { op: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// A certificate, private key or public key that does not parse.
     #[error(
@@ -81,14 +85,21 @@ pub enum PkiError {
         .path.display(),
         fmt_date(*.expired)
     )]
-    ExpiredCa { path: PathBuf, expired: OffsetDateTime },
+    ExpiredCa {
+        path: PathBuf,
+        expired: OffsetDateTime,
+    },
 
     /// A validity period that ends after the last date a certificate can carry.
     #[error(
         "{field} = {days} ends after 9999-12-31, the last date an X.509 certificate can carry; \
          at most {limit} days from today"
     )]
-    Validity { field: &'static str, days: u32, limit: i64 },
+    Validity {
+        field: &'static str,
+        days: u32,
+        limit: i64,
+    },
 
     /// rcgen refused to create a key or certificate.
     #[error("cannot issue {name}")]
@@ -96,7 +107,10 @@ pub enum PkiError {
 
     /// The kernel's random generator failed.
     #[error("no randomness for {what}")]
-    Random { what: &'static str, source: getrandom::Error },
+    Random {
+        what: &'static str,
+        source: getrandom::Error,
+    },
 
     /// A certificate name that the inventory's matrix does not have.
     #[error("no certificate {name:?} in this inventory's PKI; the certificates are: {}", .known.join(", "))]
@@ -110,7 +124,11 @@ pub enum PkiError {
         .missing.join(", "),
         .inventory.display()
     )]
-    Incomplete { dir: PathBuf, inventory: PathBuf, missing: Vec<String> },
+    Incomplete {
+        dir: PathBuf,
+        inventory: PathBuf,
+        missing: Vec<String>,
+    },
 
     /// The directory holds another cluster's PKI (its `cluster` file): using it would make two
     /// clusters share CAs, or judge one cluster with the other's certificates.
@@ -121,7 +139,12 @@ pub enum PkiError {
         .inventory.display(),
         .inventory.display()
     )]
-    OtherCluster { dir: PathBuf, inventory: PathBuf, made_for: String, cluster: String },
+    OtherCluster {
+        dir: PathBuf,
+        inventory: PathBuf,
+        made_for: String,
+        cluster: String,
+    },
 
     /// A deploy found no CA, service-account key or encryption key where it needs one: deploy
     /// never creates them (a new CA or key pushed to a running cluster breaks it).
@@ -134,16 +157,25 @@ pub enum PkiError {
         .inventory.display(),
         .dir.display()
     )]
-    NoTrust { dir: PathBuf, inventory: PathBuf, missing: Vec<String> },
+    NoTrust {
+        dir: PathBuf,
+        inventory: PathBuf,
+        missing: Vec<String>,
+    },
 }
 
 impl PkiError {
-    pub(crate) fn io(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> PkiError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> PkiError {
         let path = path.to_path_buf();
         move |source| PkiError::Io { op, path, source }
     }
 
-    pub(crate) fn bad_pem(path: &std::path::Path) -> impl FnOnce(super::cert::Malformed) -> PkiError {
+    pub(crate) fn bad_pem(
+        path: &std::path::Path,
+    ) -> impl FnOnce(super::cert::Malformed) -> PkiError {
         let path = path.to_path_buf();
         move |m| PkiError::BadPem { path, reason: m.0 }
     }

@@ -19,10 +19,13 @@ use super::error::PkiError;
 use super::issue::{end_of_validity, issue_ca, issue_leaf, new_encryption_key, new_key};
 use super::matrix::{CaId, CaProfile, CertSpec, cas_for, matrix, subdirs};
 use super::store::{
-    Pair, Stored, encryption_key_text, ensure_private_dir, exists, pair_paths, read_encryption_key, read_pair, read_sa, sa_matched,
-    write_file, write_pair,
+    Pair, Stored, encryption_key_text, ensure_private_dir, exists, pair_paths, read_encryption_key,
+    read_pair, read_sa, sa_matched, write_file, write_pair,
 };
-use super::{ENCRYPTION_KEY_FILE, EncryptionKey, FIRST_ENCRYPTION_KEY_NAME, KeyedCert, Pki, RENEW_BEFORE_DAYS, SA_KEY_FILE, SA_PUB_FILE};
+use super::{
+    ENCRYPTION_KEY_FILE, EncryptionKey, FIRST_ENCRYPTION_KEY_NAME, KeyedCert, Pki,
+    RENEW_BEFORE_DAYS, SA_KEY_FILE, SA_PUB_FILE,
+};
 use crate::inventory::{Inventory, KeyAlgorithm};
 
 /// What happened to one file.
@@ -45,7 +48,10 @@ pub struct Report {
 
 impl Report {
     pub fn changed(&self) -> usize {
-        self.entries.iter().filter(|(_, a)| *a != Action::Kept).count()
+        self.entries
+            .iter()
+            .filter(|(_, a)| *a != Action::Kept)
+            .count()
     }
 }
 
@@ -64,7 +70,12 @@ impl fmt::Display for Report {
         for w in &self.warnings {
             writeln!(f, "warning: {w}")?;
         }
-        write!(f, "{} created or re-issued, {} kept", self.changed(), self.entries.len() - self.changed())
+        write!(
+            f,
+            "{} created or re-issued, {} kept",
+            self.changed(),
+            self.entries.len() - self.changed()
+        )
     }
 }
 
@@ -98,7 +109,10 @@ struct Ca {
 enum Plan {
     Keep(KeyedCert),
     /// Issue with this key (an existing one is kept), and report it as created or re-issued.
-    Issue { key: Option<Stored<KeyPair>>, action: Action },
+    Issue {
+        key: Option<Stored<KeyPair>>,
+        action: Action,
+    },
 }
 
 /// A leaf after issuing. A kept key is not rewritten.
@@ -111,17 +125,26 @@ struct Leaf {
 }
 
 enum SaPlan {
-    Keep { pub_pem: String, key_pem: String },
+    Keep {
+        pub_pem: String,
+        key_pem: String,
+    },
     /// `sa.pub` is missing: derived from `sa.key`, which loses nothing.
     DerivePub(Stored<KeyPair>),
     New(Action),
 }
 
 /// Brings the PKI directory in line with the inventory and returns the loaded PKI.
-pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(Pki, Report), PkiError> {
+pub fn generate(
+    inv: &Inventory,
+    dir: &Path,
+    opts: GenerateOptions,
+) -> Result<(Pki, Report), PkiError> {
     // Whole seconds, as certificates carry them: a leaf issued with its CA then ends exactly
     // when the CA does, and is not reported as cut short by a fraction of a second.
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).expect("0 is a valid nanosecond");
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("0 is a valid nanosecond");
     let ca_end = end_of_validity(now, "pki.ca_validity_days", inv.pki.ca_validity_days)?;
     let leaf_end = end_of_validity(now, "pki.cert_validity_days", inv.pki.cert_validity_days)?;
     let alg = inv.pki.algorithm;
@@ -132,7 +155,9 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
     let specs = matrix(inv);
 
     if opts.existing_trust_only {
-        let wanted = cas_wanted.iter().flat_map(|ca| [format!("{}.crt", ca.file), format!("{}.key", ca.file)]);
+        let wanted = cas_wanted
+            .iter()
+            .flat_map(|ca| [format!("{}.crt", ca.file), format!("{}.key", ca.file)]);
         let mut missing = Vec::new();
         for f in wanted.chain([SA_KEY_FILE.to_string(), ENCRYPTION_KEY_FILE.to_string()]) {
             if !exists(&dir.join(&f))? {
@@ -140,14 +165,20 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
             }
         }
         if !missing.is_empty() {
-            return Err(PkiError::NoTrust { dir: dir.to_path_buf(), inventory: inv.source.clone(), missing });
+            return Err(PkiError::NoTrust {
+                dir: dir.to_path_buf(),
+                inventory: inv.source.clone(),
+                missing,
+            });
         }
     }
 
     // 1. CAs: read and judge, then issue the missing ones — leaves are judged against the CA
     //    that will sign them.
-    let ca_plans: Vec<CaPlan> =
-        cas_wanted.iter().map(|ca| plan_ca(dir, ca, opts.force, now)).collect::<Result<_, _>>()?;
+    let ca_plans: Vec<CaPlan> = cas_wanted
+        .iter()
+        .map(|ca| plan_ca(dir, ca, opts.force, now))
+        .collect::<Result<_, _>>()?;
     let mut cas: BTreeMap<CaId, Ca> = cas_wanted
         .par_iter()
         .zip(ca_plans)
@@ -177,26 +208,53 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
         .iter()
         .map(|(id, ca)| {
             let issuer = Issuer::from_ca_cert_pem(&ca.kc.cert_pem, &ca.key);
-            Ok((*id, issuer.map_err(|source| PkiError::Issue { name: super::matrix::ca_profile(*id).file.into(), source })?))
+            Ok((
+                *id,
+                issuer.map_err(|source| PkiError::Issue {
+                    name: super::matrix::ca_profile(*id).file.into(),
+                    source,
+                })?,
+            ))
         })
         .collect::<Result<_, PkiError>>()?;
     let leaves: Vec<Leaf> = specs
         .par_iter()
         .zip(leaf_plans)
         .map(|(spec, plan)| match plan {
-            Plan::Keep(kc) => Ok(Leaf { kc, action: Action::Kept, key_is_new: false, capped: false }),
+            Plan::Keep(kc) => Ok(Leaf {
+                kc,
+                action: Action::Kept,
+                key_is_new: false,
+                capped: false,
+            }),
             Plan::Issue { key, action } => {
                 // A certificate never outlives the CA that signed it.
                 let end = leaf_end.min(cas[&spec.ca].info.not_after);
                 let key_is_new = key.is_none();
-                let kc = issue_leaf(spec, key.map(|k| (k.pem, k.parsed)), alg, &issuers[&spec.ca], now, end)?;
-                Ok(Leaf { kc, action, key_is_new, capped: end < leaf_end })
+                let kc = issue_leaf(
+                    spec,
+                    key.map(|k| (k.pem, k.parsed)),
+                    alg,
+                    &issuers[&spec.ca],
+                    now,
+                    end,
+                )?;
+                Ok(Leaf {
+                    kc,
+                    action,
+                    key_is_new,
+                    capped: end < leaf_end,
+                })
             }
         })
         .collect::<Result<_, PkiError>>()?;
     for ca in &cas_wanted {
-        let capped: Vec<&str> =
-            specs.iter().zip(&leaves).filter(|(s, l)| l.capped && s.ca == ca.id).map(|(s, _)| s.name.as_str()).collect();
+        let capped: Vec<&str> = specs
+            .iter()
+            .zip(&leaves)
+            .filter(|(s, l)| l.capped && s.ca == ca.id)
+            .map(|(s, _)| s.name.as_str())
+            .collect();
         if !capped.is_empty() {
             report.notes.push(format!(
                 "valid only until {}, when {} expires, not {} days (pki.cert_validity_days): {}",
@@ -209,9 +267,12 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
     }
     let (sa_pub_pem, sa_key_pem, sa_action, sa_key_is_new) = match sa_plan {
         SaPlan::Keep { pub_pem, key_pem } => (pub_pem, key_pem, Action::Kept, false),
-        SaPlan::DerivePub(key) => {
-            (key.parsed.public_key_pem(), key.pem, Action::Reissued("created sa.pub from sa.key".into()), false)
-        }
+        SaPlan::DerivePub(key) => (
+            key.parsed.public_key_pem(),
+            key.pem,
+            Action::Reissued("created sa.pub from sa.key".into()),
+            false,
+        ),
         SaPlan::New(action) => {
             let key = new_key(alg, SA_KEY_FILE)?;
             (key.public_key_pem(), key.serialize_pem(), action, true)
@@ -219,13 +280,24 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
     };
     let (enc_key, enc_action) = match enc {
         Some(e) => (e, Action::Kept),
-        None => (EncryptionKey { name: FIRST_ENCRYPTION_KEY_NAME.into(), secret_b64: new_encryption_key()? }, Action::Created),
+        None => (
+            EncryptionKey {
+                name: FIRST_ENCRYPTION_KEY_NAME.into(),
+                secret_b64: new_encryption_key()?,
+            },
+            Action::Created,
+        ),
     };
 
     // 4. Write: the directories (0700), then what changed, each file atomically.
     let write = !opts.dry_run;
-    let files = cas_wanted.iter().map(|c| c.file).chain(specs.iter().map(|s| s.name.as_str()));
-    for d in std::iter::once(dir.to_path_buf()).chain(subdirs(files).into_iter().map(|s| dir.join(s))) {
+    let files = cas_wanted
+        .iter()
+        .map(|c| c.file)
+        .chain(specs.iter().map(|s| s.name.as_str()));
+    for d in
+        std::iter::once(dir.to_path_buf()).chain(subdirs(files).into_iter().map(|s| dir.join(s)))
+    {
         if write {
             report.notes.extend(ensure_private_dir(&d)?);
         }
@@ -249,26 +321,50 @@ pub fn generate(inv: &Inventory, dir: &Path, opts: GenerateOptions) -> Result<(P
     }
     if write && sa_action != Action::Kept {
         let key = dir.join(SA_KEY_FILE);
-        write_pair((&dir.join(SA_PUB_FILE), &sa_pub_pem), sa_key_is_new.then_some((&key, sa_key_pem.as_str())))?;
+        write_pair(
+            (&dir.join(SA_PUB_FILE), &sa_pub_pem),
+            sa_key_is_new.then_some((&key, sa_key_pem.as_str())),
+        )?;
     }
     report.entries.push(("sa".into(), sa_action));
     if write && enc_action != Action::Kept {
-        write_file(&dir.join(ENCRYPTION_KEY_FILE), encryption_key_text(&enc_key).as_bytes(), 0o600)?;
+        write_file(
+            &dir.join(ENCRYPTION_KEY_FILE),
+            encryption_key_text(&enc_key).as_bytes(),
+            0o600,
+        )?;
     }
-    report.entries.push((ENCRYPTION_KEY_FILE.into(), enc_action));
+    report
+        .entries
+        .push((ENCRYPTION_KEY_FILE.into(), enc_action));
     // Which cluster this directory is for, from now on (also for one made before it was kept).
     if write && super::store::read_opt(&dir.join(super::store::CLUSTER_FILE))?.is_none() {
-        write_file(&dir.join(super::store::CLUSTER_FILE), format!("{}\n", inv.cluster.name).as_bytes(), 0o600)?;
+        write_file(
+            &dir.join(super::store::CLUSTER_FILE),
+            format!("{}\n", inv.cluster.name).as_bytes(),
+            0o600,
+        )?;
     }
 
-    let pki = Pki { dir: dir.to_path_buf(), cas: ca_pairs, certs, sa_key_pem, sa_pub_pem, encryption_key_b64: enc_key.secret_b64.clone(), encryption_keys: vec![enc_key] };
+    let pki = Pki {
+        dir: dir.to_path_buf(),
+        cas: ca_pairs,
+        certs,
+        sa_key_pem,
+        sa_pub_pem,
+        encryption_key_b64: enc_key.secret_b64.clone(),
+        encryption_keys: vec![enc_key],
+    };
     Ok((pki, report))
 }
 
 /// `NAME.crt`, and `NAME.key` when it is new (a kept key is not rewritten).
 fn write_keyed(dir: &Path, stem: &str, kc: &KeyedCert, key_is_new: bool) -> Result<(), PkiError> {
     let (cert, key) = pair_paths(dir, stem);
-    write_pair((&cert, &kc.cert_pem), key_is_new.then_some((&key, kc.key_pem.as_str())))
+    write_pair(
+        (&cert, &kc.cert_pem),
+        key_is_new.then_some((&key, kc.key_pem.as_str())),
+    )
 }
 
 /// `--force` is the reason only for what existed; anything else is simply created.
@@ -281,21 +377,43 @@ fn forced(dir: &Path, files: &[&str]) -> Result<Action, PkiError> {
     Ok(Action::Created)
 }
 
-fn plan_ca(dir: &Path, ca: &CaProfile, force: bool, now: OffsetDateTime) -> Result<CaPlan, PkiError> {
+fn plan_ca(
+    dir: &Path,
+    ca: &CaProfile,
+    force: bool,
+    now: OffsetDateTime,
+) -> Result<CaPlan, PkiError> {
     if force {
-        return Ok(CaPlan::Issue(forced(dir, &[&format!("{}.crt", ca.file), &format!("{}.key", ca.file)])?));
+        return Ok(CaPlan::Issue(forced(
+            dir,
+            &[&format!("{}.crt", ca.file), &format!("{}.key", ca.file)],
+        )?));
     }
-    let Pair { cert_path, key_path, cert, key } = read_pair(dir, ca.file)?.checked()?;
+    let Pair {
+        cert_path,
+        key_path,
+        cert,
+        key,
+    } = read_pair(dir, ca.file)?.checked()?;
     match (cert, key) {
         (Some(cert), Some(key)) => {
             // Issuing from an expired CA is pointless: nothing would trust what it signs.
             if cert.parsed.not_after <= now {
-                return Err(PkiError::ExpiredCa { path: cert.path, expired: cert.parsed.not_after });
+                return Err(PkiError::ExpiredCa {
+                    path: cert.path,
+                    expired: cert.parsed.not_after,
+                });
             }
             Ok(CaPlan::Keep(Box::new((cert, key))))
         }
-        (Some(_), None) => Err(PkiError::MissingKey { cert: cert_path, key: key_path }),
-        (None, Some(_)) => Err(PkiError::MissingCertificate { key: key_path, cert: cert_path }),
+        (Some(_), None) => Err(PkiError::MissingKey {
+            cert: cert_path,
+            key: key_path,
+        }),
+        (None, Some(_)) => Err(PkiError::MissingCertificate {
+            key: key_path,
+            cert: cert_path,
+        }),
         (None, None) => Ok(CaPlan::Issue(Action::Created)),
     }
 }
@@ -312,7 +430,10 @@ fn make_ca(
         CaPlan::Keep(kept) => {
             let (cert, key) = *kept;
             Ok(Ca {
-                kc: KeyedCert { cert_pem: cert.pem, key_pem: key.pem },
+                kc: KeyedCert {
+                    cert_pem: cert.pem,
+                    key_pem: key.pem,
+                },
                 key: key.parsed,
                 info: cert.parsed,
                 action: Action::Kept,
@@ -324,7 +445,12 @@ fn make_ca(
                 path: pair_paths(dir, ca.file).0,
                 reason: format!("hardway issued a certificate it cannot read back ({m})"),
             })?;
-            Ok(Ca { kc, key, info, action })
+            Ok(Ca {
+                kc,
+                key,
+                info,
+                action,
+            })
         }
     }
 }
@@ -342,7 +468,10 @@ fn plan_leaf(
     now: OffsetDateTime,
 ) -> Result<Plan, PkiError> {
     if force {
-        let action = forced(dir, &[&format!("{}.crt", spec.name), &format!("{}.key", spec.name)])?;
+        let action = forced(
+            dir,
+            &[&format!("{}.crt", spec.name), &format!("{}.key", spec.name)],
+        )?;
         return Ok(Plan::Issue { key: None, action });
     }
     let Pair { cert, key, .. } = read_pair(dir, &spec.name)?;
@@ -352,18 +481,34 @@ fn plan_leaf(
             Some(k) if key_alg(&k)? == alg => Some(k),
             _ => None,
         };
-        return Ok(Plan::Issue { key, action: Action::Created });
+        return Ok(Plan::Issue {
+            key,
+            action: Action::Created,
+        });
     };
     let Some(key) = key else {
-        return Ok(Plan::Issue { key: None, action: Action::Reissued("its key file was missing".into()) });
+        return Ok(Plan::Issue {
+            key: None,
+            action: Action::Reissued("its key file was missing".into()),
+        });
     };
     let key_alg = key_alg(&key)?;
     if key_alg != alg {
-        let why = format!("key is {}, inventory asks for {}", key_alg.as_str(), alg.as_str());
-        return Ok(Plan::Issue { key: None, action: Action::Reissued(why) });
+        let why = format!(
+            "key is {}, inventory asks for {}",
+            key_alg.as_str(),
+            alg.as_str()
+        );
+        return Ok(Plan::Issue {
+            key: None,
+            action: Action::Reissued(why),
+        });
     }
     if !cert.parsed.is_for(&key.parsed) {
-        return Ok(Plan::Issue { key: Some(key), action: Action::Reissued("key does not match the certificate".into()) });
+        return Ok(Plan::Issue {
+            key: Some(key),
+            action: Action::Reissued("key does not match the certificate".into()),
+        });
     }
     let mut why = cert.parsed.misfits(spec, ca);
     // Close to expiry, re-issuing helps only when the CA outlives the certificate: one that
@@ -372,9 +517,15 @@ fn plan_leaf(
         why.extend(cert.parsed.expiry_problem(now));
     }
     Ok(if why.is_empty() {
-        Plan::Keep(KeyedCert { cert_pem: cert.pem, key_pem: key.pem })
+        Plan::Keep(KeyedCert {
+            cert_pem: cert.pem,
+            key_pem: key.pem,
+        })
     } else {
-        Plan::Issue { key: Some(key), action: Action::Reissued(why.join("; ")) }
+        Plan::Issue {
+            key: Some(key),
+            action: Action::Reissued(why.join("; ")),
+        }
     })
 }
 
@@ -385,11 +536,17 @@ fn plan_sa(dir: &Path, force: bool) -> Result<SaPlan, PkiError> {
     match read_sa(dir)? {
         (Some(p), Some(k)) => {
             sa_matched(&p, &k)?;
-            Ok(SaPlan::Keep { pub_pem: p.pem, key_pem: k.pem })
+            Ok(SaPlan::Keep {
+                pub_pem: p.pem,
+                key_pem: k.pem,
+            })
         }
         (None, Some(k)) => Ok(SaPlan::DerivePub(k)),
         // Tokens are verified with sa.pub: a new key would invalidate every one already issued.
-        (Some(p), None) => Err(PkiError::MissingKey { cert: p.path, key: dir.join(SA_KEY_FILE) }),
+        (Some(p), None) => Err(PkiError::MissingKey {
+            cert: p.path,
+            key: dir.join(SA_KEY_FILE),
+        }),
         (None, None) => Ok(SaPlan::New(Action::Created)),
     }
 }

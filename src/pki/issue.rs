@@ -3,8 +3,8 @@
 
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use time::{Date, Duration, Month, OffsetDateTime, Time};
 
@@ -17,31 +17,50 @@ use crate::inventory::KeyAlgorithm;
 /// stops there too without its large-dates feature).
 fn last_x509_time() -> OffsetDateTime {
     let day = Date::from_calendar_date(9999, Month::December, 31).expect("a valid date");
-    day.with_time(Time::from_hms(23, 59, 59).expect("a valid time")).assume_utc()
+    day.with_time(Time::from_hms(23, 59, 59).expect("a valid time"))
+        .assume_utc()
 }
 
 /// `now + days`, or an error naming `field` when that is past [`last_x509_time`]. Checked,
 /// because `OffsetDateTime + Duration` panics on overflow and the inventory may say anything.
-pub(crate) fn end_of_validity(now: OffsetDateTime, field: &'static str, days: u32) -> Result<OffsetDateTime, PkiError> {
+pub(crate) fn end_of_validity(
+    now: OffsetDateTime,
+    field: &'static str,
+    days: u32,
+) -> Result<OffsetDateTime, PkiError> {
     let last = last_x509_time();
     match now.checked_add(Duration::days(i64::from(days))) {
         Some(end) if end <= last => Ok(end),
-        _ => Err(PkiError::Validity { field, days, limit: (last - now).whole_days() }),
+        _ => Err(PkiError::Validity {
+            field,
+            days,
+            limit: (last - now).whole_days(),
+        }),
     }
 }
 
 pub(crate) fn new_key(alg: KeyAlgorithm, name: &str) -> Result<KeyPair, PkiError> {
     match alg {
         KeyAlgorithm::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
-        KeyAlgorithm::Rsa2048 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048),
-        KeyAlgorithm::Rsa4096 => KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096),
+        KeyAlgorithm::Rsa2048 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+        }
+        KeyAlgorithm::Rsa4096 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_4096)
+        }
     }
-    .map_err(|source| PkiError::Issue { name: name.to_string(), source })
+    .map_err(|source| PkiError::Issue {
+        name: name.to_string(),
+        source,
+    })
 }
 
 fn random_serial() -> Result<SerialNumber, PkiError> {
     let mut s = [0u8; 16];
-    getrandom::fill(&mut s).map_err(|source| PkiError::Random { what: "a serial number", source })?;
+    getrandom::fill(&mut s).map_err(|source| PkiError::Random {
+        what: "a serial number",
+        source,
+    })?;
     // Positive: the first bit of a DER INTEGER is its sign.
     s[0] &= 0x7f;
     Ok(SerialNumber::from_slice(&s))
@@ -50,11 +69,18 @@ fn random_serial() -> Result<SerialNumber, PkiError> {
 /// 32 random bytes, base64, as the EncryptionConfiguration's aescbc provider wants them.
 pub(crate) fn new_encryption_key() -> Result<String, PkiError> {
     let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw).map_err(|source| PkiError::Random { what: "the encryption key", source })?;
+    getrandom::fill(&mut raw).map_err(|source| PkiError::Random {
+        what: "the encryption key",
+        source,
+    })?;
     Ok(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
-fn params(cn: &str, now: OffsetDateTime, not_after: OffsetDateTime) -> Result<CertificateParams, PkiError> {
+fn params(
+    cn: &str,
+    now: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, cn);
@@ -75,9 +101,22 @@ pub(crate) fn issue_ca(
     let key = new_key(alg, ca.file)?;
     let mut params = params(ca.cn, now, not_after)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let cert = params.self_signed(&key).map_err(|source| PkiError::Issue { name: ca.file.to_string(), source })?;
-    Ok((KeyedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }, key))
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).map_err(|source| PkiError::Issue {
+        name: ca.file.to_string(),
+        source,
+    })?;
+    Ok((
+        KeyedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        },
+        key,
+    ))
 }
 
 /// A leaf for `spec`, with `key` (PEM and parsed) when one is kept, else with a new key.
@@ -96,10 +135,15 @@ pub(crate) fn issue_leaf(
             (key.serialize_pem(), key)
         }
     };
-    let issue_err = |source| PkiError::Issue { name: spec.name.clone(), source };
+    let issue_err = |source| PkiError::Issue {
+        name: spec.name.clone(),
+        source,
+    };
     let mut params = params(&spec.cn, now, not_after)?;
     for o in &spec.orgs {
-        params.distinguished_name.push(DnType::OrganizationName, o.as_str());
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, o.as_str());
     }
     params.subject_alt_names = spec
         .sans
@@ -110,13 +154,22 @@ pub(crate) fn issue_leaf(
         })
         .collect::<Result<_, rcgen::Error>>()
         .map_err(issue_err)?;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = match spec.usage {
         Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
         Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
-        Usage::ServerAndClient => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::ServerAndClient => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
     };
     params.use_authority_key_identifier_extension = true;
     let cert = params.signed_by(&key, issuer).map_err(issue_err)?;
-    Ok(KeyedCert { cert_pem: cert.pem(), key_pem })
+    Ok(KeyedCert {
+        cert_pem: cert.pem(),
+        key_pem,
+    })
 }

@@ -27,9 +27,24 @@ pub struct CaProfile {
 }
 
 pub const CAS: &[CaProfile] = &[
-    CaProfile { id: CaId::Kubernetes, file: "ca", cn: "kubernetes", aggregation_only: false },
-    CaProfile { id: CaId::Etcd, file: "etcd/ca", cn: "etcd-ca", aggregation_only: false },
-    CaProfile { id: CaId::FrontProxy, file: "front-proxy-ca", cn: "front-proxy-ca", aggregation_only: true },
+    CaProfile {
+        id: CaId::Kubernetes,
+        file: "ca",
+        cn: "kubernetes",
+        aggregation_only: false,
+    },
+    CaProfile {
+        id: CaId::Etcd,
+        file: "etcd/ca",
+        cn: "etcd-ca",
+        aggregation_only: false,
+    },
+    CaProfile {
+        id: CaId::FrontProxy,
+        file: "front-proxy-ca",
+        cn: "front-proxy-ca",
+        aggregation_only: true,
+    },
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,23 +88,127 @@ pub struct Profile {
 
 /// Every leaf certificate a cluster needs (Kubernetes the hard way + kubeadm names).
 pub const PROFILES: &[Profile] = &[
-    Profile { file: "admin", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "admin", org: Some("system:masters"), usage: Usage::Client, sans: SanSet::None },
-    Profile { file: "kubelet-{node}", ca: CaId::Kubernetes, scope: Scope::EachWorker, cn: "system:node:{node}", org: Some("system:nodes"), usage: Usage::ServerAndClient, sans: SanSet::Node },
-    Profile { file: "kube-controller-manager", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "system:kube-controller-manager", org: Some("system:kube-controller-manager"), usage: Usage::Client, sans: SanSet::None },
-    Profile { file: "kube-scheduler", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "system:kube-scheduler", org: Some("system:kube-scheduler"), usage: Usage::Client, sans: SanSet::None },
-    Profile { file: "kube-proxy", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "system:kube-proxy", org: Some("system:node-proxier"), usage: Usage::Client, sans: SanSet::None },
-    Profile { file: "apiserver", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "kube-apiserver", org: None, usage: Usage::Server, sans: SanSet::ApiServer },
+    Profile {
+        file: "admin",
+        ca: CaId::Kubernetes,
+        scope: Scope::Cluster,
+        cn: "admin",
+        org: Some("system:masters"),
+        usage: Usage::Client,
+        sans: SanSet::None,
+    },
+    Profile {
+        file: "kubelet-{node}",
+        ca: CaId::Kubernetes,
+        scope: Scope::EachWorker,
+        cn: "system:node:{node}",
+        org: Some("system:nodes"),
+        usage: Usage::ServerAndClient,
+        sans: SanSet::Node,
+    },
+    Profile {
+        file: "kube-controller-manager",
+        ca: CaId::Kubernetes,
+        scope: Scope::Cluster,
+        cn: "system:kube-controller-manager",
+        org: Some("system:kube-controller-manager"),
+        usage: Usage::Client,
+        sans: SanSet::None,
+    },
+    Profile {
+        file: "kube-scheduler",
+        ca: CaId::Kubernetes,
+        scope: Scope::Cluster,
+        cn: "system:kube-scheduler",
+        org: Some("system:kube-scheduler"),
+        usage: Usage::Client,
+        sans: SanSet::None,
+    },
+    Profile {
+        file: "kube-proxy",
+        ca: CaId::Kubernetes,
+        scope: Scope::Cluster,
+        cn: "system:kube-proxy",
+        org: Some("system:node-proxier"),
+        usage: Usage::Client,
+        sans: SanSet::None,
+    },
+    Profile {
+        file: "apiserver",
+        ca: CaId::Kubernetes,
+        scope: Scope::Cluster,
+        cn: "kube-apiserver",
+        org: None,
+        usage: Usage::Server,
+        sans: SanSet::ApiServer,
+    },
     // No group: system:masters would make it cluster-admin, beyond what RBAC can take away. The
     // addons' ClusterRoleBinding gives its user (the CN) exactly the kubelet API.
-    Profile { file: "apiserver-kubelet-client", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "kube-apiserver-kubelet-client", org: None, usage: Usage::Client, sans: SanSet::None },
-    Profile { file: "etcd/server-{node}", ca: CaId::Etcd, scope: Scope::EachEtcdMember, cn: "{node}", org: None, usage: Usage::ServerAndClient, sans: SanSet::EtcdMember },
-    Profile { file: "etcd/peer-{node}", ca: CaId::Etcd, scope: Scope::EachEtcdMember, cn: "{node}", org: None, usage: Usage::ServerAndClient, sans: SanSet::EtcdMember },
-    Profile { file: "apiserver-etcd-client", ca: CaId::Etcd, scope: Scope::Cluster, cn: "kube-apiserver-etcd-client", org: None, usage: Usage::Client, sans: SanSet::None },
-    Profile { file: "etcd/healthcheck-client", ca: CaId::Etcd, scope: Scope::Cluster, cn: "kube-etcd-healthcheck-client", org: None, usage: Usage::Client, sans: SanSet::None },
+    Profile {
+        file: "apiserver-kubelet-client",
+        ca: CaId::Kubernetes,
+        scope: Scope::Cluster,
+        cn: "kube-apiserver-kubelet-client",
+        org: None,
+        usage: Usage::Client,
+        sans: SanSet::None,
+    },
+    Profile {
+        file: "etcd/server-{node}",
+        ca: CaId::Etcd,
+        scope: Scope::EachEtcdMember,
+        cn: "{node}",
+        org: None,
+        usage: Usage::ServerAndClient,
+        sans: SanSet::EtcdMember,
+    },
+    Profile {
+        file: "etcd/peer-{node}",
+        ca: CaId::Etcd,
+        scope: Scope::EachEtcdMember,
+        cn: "{node}",
+        org: None,
+        usage: Usage::ServerAndClient,
+        sans: SanSet::EtcdMember,
+    },
+    Profile {
+        file: "apiserver-etcd-client",
+        ca: CaId::Etcd,
+        scope: Scope::Cluster,
+        cn: "kube-apiserver-etcd-client",
+        org: None,
+        usage: Usage::Client,
+        sans: SanSet::None,
+    },
+    Profile {
+        file: "etcd/healthcheck-client",
+        ca: CaId::Etcd,
+        scope: Scope::Cluster,
+        cn: "kube-etcd-healthcheck-client",
+        org: None,
+        usage: Usage::Client,
+        sans: SanSet::None,
+    },
     // HAProxy's health checks: with --anonymous-auth=false an API server answers /readyz only to
     // an authenticated client (system:public-info-viewer lets any of them read it).
-    Profile { file: "haproxy-healthcheck", ca: CaId::Kubernetes, scope: Scope::Cluster, cn: "haproxy-healthcheck", org: None, usage: Usage::Client, sans: SanSet::None },
-    Profile { file: "front-proxy-client", ca: CaId::FrontProxy, scope: Scope::Aggregation, cn: "front-proxy-client", org: None, usage: Usage::Client, sans: SanSet::None },
+    Profile {
+        file: "haproxy-healthcheck",
+        ca: CaId::Kubernetes,
+        scope: Scope::Cluster,
+        cn: "haproxy-healthcheck",
+        org: None,
+        usage: Usage::Client,
+        sans: SanSet::None,
+    },
+    Profile {
+        file: "front-proxy-client",
+        ca: CaId::FrontProxy,
+        scope: Scope::Aggregation,
+        cn: "front-proxy-client",
+        org: None,
+        usage: Usage::Client,
+        sans: SanSet::None,
+    },
 ];
 
 /// A subject alternative name; ordered so SAN sets compare and print deterministically.
@@ -110,7 +229,9 @@ impl fmt::Display for San {
 
 impl San {
     fn parse(s: &str) -> San {
-        s.parse::<IpAddr>().map(San::Ip).unwrap_or_else(|_| San::Dns(s.to_string()))
+        s.parse::<IpAddr>()
+            .map(San::Ip)
+            .unwrap_or_else(|_| San::Dns(s.to_string()))
     }
 }
 
@@ -191,7 +312,10 @@ fn sans_for(inv: &Inventory, set: SanSet, node: Option<&Node>) -> BTreeSet<San> 
             for d in ["kubernetes", "kubernetes.default", "kubernetes.default.svc"] {
                 s.insert(San::Dns(d.into()));
             }
-            s.insert(San::Dns(format!("kubernetes.default.svc.{}", inv.cluster.cluster_domain)));
+            s.insert(San::Dns(format!(
+                "kubernetes.default.svc.{}",
+                inv.cluster.cluster_domain
+            )));
         }
     }
     s
@@ -199,11 +323,15 @@ fn sans_for(inv: &Inventory, set: SanSet, node: Option<&Node>) -> BTreeSet<San> 
 
 /// The CAs this inventory needs (the front-proxy CA only with the aggregation layer).
 pub(crate) fn cas_for(inv: &Inventory) -> Vec<&'static CaProfile> {
-    CAS.iter().filter(|c| inv.addons.aggregation || !c.aggregation_only).collect()
+    CAS.iter()
+        .filter(|c| inv.addons.aggregation || !c.aggregation_only)
+        .collect()
 }
 
 pub(crate) fn ca_profile(id: CaId) -> &'static CaProfile {
-    CAS.iter().find(|c| c.id == id).expect("every CaId has a row in CAS")
+    CAS.iter()
+        .find(|c| c.id == id)
+        .expect("every CaId has a row in CAS")
 }
 
 /// The directories below the PKI directory that these files live in (`etcd`), each once.

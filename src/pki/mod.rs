@@ -30,16 +30,18 @@ mod renew;
 pub mod rotate;
 mod store;
 
-pub use cert::{CertInfo, Malformed};
 pub(crate) use cert::fmt_seconds;
+pub use cert::{CertInfo, Malformed};
 pub use check::{CheckRow, check, check_within};
 pub use error::PkiError;
 pub use generate::{Action, GenerateOptions, Report, generate};
-pub use matrix::{CAS, CaId, CaProfile, CertSpec, PROFILES, Profile, San, SanSet, Scope, Usage, matrix};
-pub use renew::{Renewal, aside_dir, leaf_names, renew_leaves, write_renewed};
-pub use store::{CLUSTER_FILE, check_cluster, load, write_file};
 /// For `lab break`, which re-issues a node's certificate with one thing wrong.
 pub(crate) use issue::issue_leaf;
+pub use matrix::{
+    CAS, CaId, CaProfile, CertSpec, PROFILES, Profile, San, SanSet, Scope, Usage, matrix,
+};
+pub use renew::{Renewal, aside_dir, leaf_names, renew_leaves, write_renewed};
+pub use store::{CLUSTER_FILE, check_cluster, load, write_file};
 
 /// Leaf certificates closer than this to expiry are re-issued (kubeadm warns at the same mark).
 pub const RENEW_BEFORE_DAYS: i64 = 30;
@@ -61,7 +63,10 @@ pub struct KeyedCert {
 impl fmt::Debug for KeyedCert {
     // Private keys never reach logs, not even through a stray `{:?}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedCert").field("cert_pem", &self.cert_pem).field("key_pem", &REDACTED).finish()
+        f.debug_struct("KeyedCert")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &REDACTED)
+            .finish()
     }
 }
 
@@ -94,7 +99,10 @@ pub struct EncryptionKey {
 
 impl fmt::Debug for EncryptionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EncryptionKey").field("name", &self.name).field("secret_b64", &REDACTED).finish()
+        f.debug_struct("EncryptionKey")
+            .field("name", &self.name)
+            .field("secret_b64", &REDACTED)
+            .finish()
     }
 }
 
@@ -122,6 +130,8 @@ impl Pki {
     }
 
     pub fn cert(&self, name: &str) -> &KeyedCert {
-        self.certs.get(name).unwrap_or_else(|| panic!("certificate {name} is not in the matrix"))
+        self.certs
+            .get(name)
+            .unwrap_or_else(|| panic!("certificate {name} is not in the matrix"))
     }
 }

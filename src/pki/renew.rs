@@ -38,14 +38,23 @@ pub fn leaf_names(inv: &Inventory) -> Vec<String> {
 /// Re-issues the leaves `names` from their CAs in `pki`, each with its own key or, with
 /// `new_keys`, a new one of the inventory's algorithm. Returns `pki` with them replaced; nothing
 /// is written. A name the inventory does not call for is an error listing the names it does.
-pub fn renew_leaves(inv: &Inventory, pki: &Pki, names: &[String], new_keys: bool, now: OffsetDateTime) -> Result<(Pki, Vec<Renewal>), PkiError> {
+pub fn renew_leaves(
+    inv: &Inventory,
+    pki: &Pki,
+    names: &[String],
+    new_keys: bool,
+    now: OffsetDateTime,
+) -> Result<(Pki, Vec<Renewal>), PkiError> {
     let specs: Vec<CertSpec> = matrix(inv);
     let mut out = pki.clone();
     let mut renewed = Vec::new();
     let wanted_end = end_of_validity(now, "pki.cert_validity_days", inv.pki.cert_validity_days)?;
     for name in names {
         let Some(spec) = specs.iter().find(|s| &s.name == name) else {
-            return Err(PkiError::UnknownCertificate { name: name.clone(), known: specs.iter().map(|s| s.name.clone()).collect() });
+            return Err(PkiError::UnknownCertificate {
+                name: name.clone(),
+                known: specs.iter().map(|s| s.name.clone()).collect(),
+            });
         };
         let (cert_path, key_path) = pair_paths(&pki.dir, name);
         let old = pki.cert(name);
@@ -55,15 +64,24 @@ pub fn renew_leaves(inv: &Inventory, pki: &Pki, names: &[String], new_keys: bool
         let ca_info = CertInfo::parse(&ca.cert_pem).map_err(PkiError::bad_pem(&ca_path))?;
         // Nothing an expired CA signs is trusted: that needs `certs rotate-ca`, not a renewal.
         if ca_info.not_after <= now {
-            return Err(PkiError::ExpiredCa { path: ca_path, expired: ca_info.not_after });
+            return Err(PkiError::ExpiredCa {
+                path: ca_path,
+                expired: ca_info.not_after,
+            });
         }
-        let ca_key = cert::parse_key(&ca.key_pem).map_err(PkiError::bad_pem(&pair_paths(&pki.dir, ca_profile(spec.ca).file).1))?;
-        let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, &ca_key)
-            .map_err(|source| PkiError::Issue { name: ca_profile(spec.ca).file.into(), source })?;
+        let ca_key = cert::parse_key(&ca.key_pem).map_err(PkiError::bad_pem(
+            &pair_paths(&pki.dir, ca_profile(spec.ca).file).1,
+        ))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca.cert_pem, &ca_key).map_err(|source| PkiError::Issue {
+                name: ca_profile(spec.ca).file.into(),
+                source,
+            })?;
         let kept = if new_keys {
             None
         } else {
-            let key: KeyPair = cert::parse_key(&old.key_pem).map_err(PkiError::bad_pem(&key_path))?;
+            let key: KeyPair =
+                cert::parse_key(&old.key_pem).map_err(PkiError::bad_pem(&key_path))?;
             Some((old.key_pem.clone(), key))
         };
         // A certificate never outlives the CA that signed it.
@@ -99,7 +117,10 @@ pub fn write_renewed(pki: &Pki, renewed: &[Renewal], aside: &Path) -> Result<(),
             keep_aside(&pki.dir, &key_path, aside)?;
         }
         let kc = pki.cert(&r.name);
-        write_pair((&cert_path, &kc.cert_pem), r.new_key.then_some((&key_path, kc.key_pem.as_str())))?;
+        write_pair(
+            (&cert_path, &kc.cert_pem),
+            r.new_key.then_some((&key_path, kc.key_pem.as_str())),
+        )?;
     }
     Ok(())
 }
@@ -130,39 +151,79 @@ mod tests {
         let (new, renewed) = renew_leaves(&f.inv, &f.pki, &names, false, later).unwrap();
         assert_eq!(renewed.len(), 2);
         for r in &renewed {
-            let (old, now) = (CertInfo::parse(&f.pki.cert(&r.name).cert_pem).unwrap(), CertInfo::parse(&new.cert(&r.name).cert_pem).unwrap());
+            let (old, now) = (
+                CertInfo::parse(&f.pki.cert(&r.name).cert_pem).unwrap(),
+                CertInfo::parse(&new.cert(&r.name).cert_pem).unwrap(),
+            );
             assert_ne!(old.serial, now.serial);
-            assert!(now.not_after > old.not_after, "{}: {} then {}", r.name, old.not_after, now.not_after);
-            assert_eq!((&old.cn, &old.orgs, &old.sans, &old.public_key), (&now.cn, &now.orgs, &now.sans, &now.public_key));
+            assert!(
+                now.not_after > old.not_after,
+                "{}: {} then {}",
+                r.name,
+                old.not_after,
+                now.not_after
+            );
+            assert_eq!(
+                (&old.cn, &old.orgs, &old.sans, &old.public_key),
+                (&now.cn, &now.orgs, &now.sans, &now.public_key)
+            );
             assert_eq!(new.cert(&r.name).key_pem, f.pki.cert(&r.name).key_pem);
         }
         let aside = aside_dir(&f.pki_dir(), "renew", "20261127T150340123Z");
         write_renewed(&new, &renewed, &aside).unwrap();
         let kept = std::fs::read_to_string(aside.join("etcd/server-m1.crt")).unwrap();
         assert_eq!(kept, f.pki.cert("etcd/server-m1").cert_pem);
-        assert!(!aside.join("etcd/server-m1.key").exists(), "a kept key is not moved aside");
+        assert!(
+            !aside.join("etcd/server-m1.key").exists(),
+            "a kept key is not moved aside"
+        );
         let loaded = crate::pki::load(&f.inv, &f.pki_dir()).unwrap();
         assert_eq!(loaded.cert("admin").cert_pem, new.cert("admin").cert_pem);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(aside.join("etcd")).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(aside.join("etcd"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o700
+        );
     }
 
     #[test]
     fn new_keys_move_the_old_key_aside_too() {
         let f = Fixture::new();
         let names = vec!["kube-proxy".to_string()];
-        let (new, renewed) = renew_leaves(&f.inv, &f.pki, &names, true, OffsetDateTime::now_utc()).unwrap();
-        assert_ne!(new.cert("kube-proxy").key_pem, f.pki.cert("kube-proxy").key_pem);
+        let (new, renewed) =
+            renew_leaves(&f.inv, &f.pki, &names, true, OffsetDateTime::now_utc()).unwrap();
+        assert_ne!(
+            new.cert("kube-proxy").key_pem,
+            f.pki.cert("kube-proxy").key_pem
+        );
         let aside = aside_dir(&f.pki_dir(), "renew", "x");
         write_renewed(&new, &renewed, &aside).unwrap();
-        assert_eq!(std::fs::read_to_string(aside.join("kube-proxy.key")).unwrap(), f.pki.cert("kube-proxy").key_pem);
+        assert_eq!(
+            std::fs::read_to_string(aside.join("kube-proxy.key")).unwrap(),
+            f.pki.cert("kube-proxy").key_pem
+        );
         crate::pki::load(&f.inv, &f.pki_dir()).expect("the new pair belongs together");
     }
 
     #[test]
     fn an_unknown_name_lists_the_known_ones() {
         let f = Fixture::new();
-        let err = renew_leaves(&f.inv, &f.pki, &["etcd/server-m9".into()], false, OffsetDateTime::now_utc()).unwrap_err().to_string();
-        assert!(err.contains("etcd/server-m9") && err.contains("etcd/server-m1"), "{err}");
+        let err = renew_leaves(
+            &f.inv,
+            &f.pki,
+            &["etcd/server-m9".into()],
+            false,
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("etcd/server-m9") && err.contains("etcd/server-m1"),
+            "{err}"
+        );
     }
 }

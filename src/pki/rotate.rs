@@ -26,7 +26,9 @@ use super::error::PkiError;
 use super::issue::{end_of_validity, issue_ca, new_encryption_key, new_key};
 use super::matrix::{CaId, ca_profile, cas_for, matrix};
 use super::renew::{Renewal, keep_aside, renew_leaves, write_renewed};
-use super::store::{encryption_key_text, pair_paths, private_subdir, read_opt, write_file, write_pair};
+use super::store::{
+    encryption_key_text, pair_paths, private_subdir, read_opt, write_file, write_pair,
+};
 use super::{ENCRYPTION_KEY_FILE, EncryptionKey, KeyedCert, Pki, SA_KEY_FILE, SA_PUB_FILE};
 use crate::inventory::Inventory;
 
@@ -66,7 +68,11 @@ const ENCRYPTION_STEPS: &[&str] = &[
 
 impl Subject {
     pub fn name(self) -> &'static str {
-        SUBJECTS.iter().find(|(_, s)| *s == self).map(|(n, _)| *n).expect("every subject has a name")
+        SUBJECTS
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map(|(n, _)| *n)
+            .expect("every subject has a name")
     }
 
     /// What it is, in messages: `etcd CA`, `encryption key`.
@@ -167,8 +173,13 @@ fn state_path(pki: &Path, s: Subject) -> PathBuf {
 /// The rotation of `s` under way in `dir`, if any.
 pub fn rotation(dir: &Path, s: Subject) -> Result<Option<Rotation>, PkiError> {
     let path = state_path(dir, s);
-    let Some(text) = read_opt(&path)? else { return Ok(None) };
-    let r: Rotation = serde_json::from_str(&text).map_err(|e| PkiError::BadRotationState { path: path.clone(), reason: format!("not a rotation state ({e})") })?;
+    let Some(text) = read_opt(&path)? else {
+        return Ok(None);
+    };
+    let r: Rotation = serde_json::from_str(&text).map_err(|e| PkiError::BadRotationState {
+        path: path.clone(),
+        reason: format!("not a rotation state ({e})"),
+    })?;
     check_state(&path, s, &r)?;
     Ok(Some(r))
 }
@@ -177,18 +188,43 @@ pub fn rotation(dir: &Path, s: Subject) -> Result<Option<Rotation>, PkiError> {
 /// has (a finished rotation's state is moved aside), and the step under way, if any, the one
 /// after those done.
 fn check_state(path: &Path, s: Subject, r: &Rotation) -> Result<(), PkiError> {
-    let bad = |field: &str, what: String| PkiError::BadRotationState { path: path.to_path_buf(), reason: format!("field `{field}` {what}") };
+    let bad = |field: &str, what: String| PkiError::BadRotationState {
+        path: path.to_path_buf(),
+        reason: format!("field `{field}` {what}"),
+    };
     if r.subject != s.name() {
-        return Err(bad("subject", format!("is {:?}, but this file is the {} rotation's", r.subject, s.describe())));
+        return Err(bad(
+            "subject",
+            format!(
+                "is {:?}, but this file is the {} rotation's",
+                r.subject,
+                s.describe()
+            ),
+        ));
     }
     let last = s.last();
     if r.done >= last {
-        return Err(bad("done", format!("is {}, but the {} rotation has {last} steps and a finished one leaves no state here (steps done: 0 to {})", r.done, s.describe(), last - 1)));
+        return Err(bad(
+            "done",
+            format!(
+                "is {}, but the {} rotation has {last} steps and a finished one leaves no state here (steps done: 0 to {})",
+                r.done,
+                s.describe(),
+                last - 1
+            ),
+        ));
     }
     if let Some(k) = r.running
         && k != r.done + 1
     {
-        return Err(bad("running", format!("is {k}, but with {} steps done only step {} can be under way", r.done, r.done + 1)));
+        return Err(bad(
+            "running",
+            format!(
+                "is {k}, but with {} steps done only step {} can be under way",
+                r.done,
+                r.done + 1
+            ),
+        ));
     }
     Ok(())
 }
@@ -206,31 +242,57 @@ pub fn rotations_under_way(dir: &Path) -> Result<Vec<&'static str>, PkiError> {
 
 pub fn save(dir: &Path, s: Subject, r: &Rotation) -> Result<(), PkiError> {
     private_subdir(dir, Path::new(ROTATION_DIR))?;
-    write_file(&state_path(dir, s), serde_json::to_string_pretty(r).expect("serialisable").as_bytes(), 0o600)
+    write_file(
+        &state_path(dir, s),
+        serde_json::to_string_pretty(r)
+            .expect("serialisable")
+            .as_bytes(),
+        0o600,
+    )
 }
 
 /// The subject's material as the PKI has it now.
 fn current(pki: &Pki, s: Subject) -> KeyedCert {
     match s {
         Subject::Ca(id) => pki.ca(id).clone(),
-        Subject::ServiceAccount => KeyedCert { cert_pem: pki.sa_pub_pem.clone(), key_pem: pki.sa_key_pem.clone() },
+        Subject::ServiceAccount => KeyedCert {
+            cert_pem: pki.sa_pub_pem.clone(),
+            key_pem: pki.sa_key_pem.clone(),
+        },
         Subject::Encryption => {
             let k = &pki.encryption_keys[0];
-            KeyedCert { cert_pem: k.name.clone(), key_pem: k.secret_b64.clone() }
+            KeyedCert {
+                cert_pem: k.name.clone(),
+                key_pem: k.secret_b64.clone(),
+            }
         }
     }
 }
 
 fn id_of(s: Subject, kc: &KeyedCert) -> String {
     match s {
-        Subject::Ca(_) => CertInfo::parse(&kc.cert_pem).map(|i| i.serial).unwrap_or_default(),
-        Subject::ServiceAccount => format!("sha256:{}", crate::digest::sha256_hex(kc.cert_pem.as_bytes())),
-        Subject::Encryption => format!("{} sha256:{}", kc.cert_pem, &crate::digest::sha256_hex(kc.key_pem.as_bytes())[..16]),
+        Subject::Ca(_) => CertInfo::parse(&kc.cert_pem)
+            .map(|i| i.serial)
+            .unwrap_or_default(),
+        Subject::ServiceAccount => format!(
+            "sha256:{}",
+            crate::digest::sha256_hex(kc.cert_pem.as_bytes())
+        ),
+        Subject::Encryption => format!(
+            "{} sha256:{}",
+            kc.cert_pem,
+            &crate::digest::sha256_hex(kc.key_pem.as_bytes())[..16]
+        ),
     }
 }
 
 /// New material for `s`: a CA, a key pair, an encryption key under the next free name.
-fn fresh(inv: &Inventory, pki: &Pki, s: Subject, now: OffsetDateTime) -> Result<KeyedCert, PkiError> {
+fn fresh(
+    inv: &Inventory,
+    pki: &Pki,
+    s: Subject,
+    now: OffsetDateTime,
+) -> Result<KeyedCert, PkiError> {
     match s {
         Subject::Ca(id) => {
             let end = end_of_validity(now, "pki.ca_validity_days", inv.pki.ca_validity_days)?;
@@ -238,24 +300,43 @@ fn fresh(inv: &Inventory, pki: &Pki, s: Subject, now: OffsetDateTime) -> Result<
         }
         Subject::ServiceAccount => {
             let key = new_key(inv.pki.algorithm, SA_KEY_FILE)?;
-            Ok(KeyedCert { cert_pem: key.public_key_pem(), key_pem: key.serialize_pem() })
+            Ok(KeyedCert {
+                cert_pem: key.public_key_pem(),
+                key_pem: key.serialize_pem(),
+            })
         }
         Subject::Encryption => {
             // key1, key2, …: a name never used before (every Secret carries its key's name).
-            let used: Vec<u32> = pki.encryption_keys.iter().filter_map(|k| k.name.strip_prefix("key")?.parse().ok()).collect();
+            let used: Vec<u32> = pki
+                .encryption_keys
+                .iter()
+                .filter_map(|k| k.name.strip_prefix("key")?.parse().ok())
+                .collect();
             let next = used.iter().max().map_or(2, |n| n + 1);
-            Ok(KeyedCert { cert_pem: format!("key{next}"), key_pem: new_encryption_key()? })
+            Ok(KeyedCert {
+                cert_pem: format!("key{next}"),
+                key_pem: new_encryption_key()?,
+            })
         }
     }
 }
 
 /// Starts a rotation of `s` (the new material made and written, the state at step 0), or returns
 /// the one under way. With `dry_run`, the new material is made in memory only.
-pub fn begin(inv: &Inventory, pki: &Pki, s: Subject, now: OffsetDateTime, dry_run: bool) -> Result<(Rotation, Pair), PkiError> {
+pub fn begin(
+    inv: &Inventory,
+    pki: &Pki,
+    s: Subject,
+    now: OffsetDateTime,
+    dry_run: bool,
+) -> Result<(Rotation, Pair), PkiError> {
     if let Subject::Ca(id) = s
         && !cas_for(inv).iter().any(|c| c.id == id)
     {
-        return Err(PkiError::UnknownCertificate { name: ca_profile(id).file.into(), known: cas_for(inv).iter().map(|c| c.file.to_string()).collect() });
+        return Err(PkiError::UnknownCertificate {
+            name: ca_profile(id).file.into(),
+            known: cas_for(inv).iter().map(|c| c.file.to_string()).collect(),
+        });
     }
     if let Some(r) = rotation(&pki.dir, s)? {
         return Ok((r, pair(pki, s)?));
@@ -282,7 +363,9 @@ pub fn begin(inv: &Inventory, pki: &Pki, s: Subject, now: OffsetDateTime, dry_ru
 
 fn read_keyed(dir: &Path, stem: &str) -> Result<Option<KeyedCert>, PkiError> {
     let (c, k) = pair_paths(dir, stem);
-    Ok(read_opt(&c)?.zip(read_opt(&k)?).map(|(cert_pem, key_pem)| KeyedCert { cert_pem, key_pem }))
+    Ok(read_opt(&c)?
+        .zip(read_opt(&k)?)
+        .map(|(cert_pem, key_pem)| KeyedCert { cert_pem, key_pem }))
 }
 
 /// The old and new material of the rotation under way: the new from `rotation/<name>/new`, the
@@ -290,10 +373,17 @@ fn read_keyed(dir: &Path, stem: &str) -> Result<Option<KeyedCert>, PkiError> {
 /// `rotation/<name>/old`.
 pub fn pair(pki: &Pki, s: Subject) -> Result<Pair, PkiError> {
     let d = dir_of(&pki.dir, s);
-    let missing = |stem: &str| PkiError::MissingCertificate { key: pair_paths(&d, stem).1, cert: pair_paths(&d, stem).0 };
+    let missing = |stem: &str| PkiError::MissingCertificate {
+        key: pair_paths(&d, stem).1,
+        cert: pair_paths(&d, stem).0,
+    };
     let new = read_keyed(&d, "new")?.ok_or_else(|| missing("new"))?;
     let now = current(pki, s);
-    let old = if now.key_pem == new.key_pem { read_keyed(&d, "old")?.ok_or_else(|| missing("old"))? } else { now };
+    let old = if now.key_pem == new.key_pem {
+        read_keyed(&d, "old")?.ok_or_else(|| missing("old"))?
+    } else {
+        now
+    };
     Ok(Pair { old, new })
 }
 
@@ -313,15 +403,32 @@ pub fn staged(pki: &Pki, s: Subject, p: &Pair, stage: u8) -> Pki {
     let mut out = pki.clone();
     match s {
         Subject::Ca(id) => {
-            let cert_pem = format!("{}{}", first.cert_pem, other.map_or("", |x| x.cert_pem.as_str()));
-            out.cas.insert(id, KeyedCert { cert_pem, key_pem: first.key_pem.clone() });
+            let cert_pem = format!(
+                "{}{}",
+                first.cert_pem,
+                other.map_or("", |x| x.cert_pem.as_str())
+            );
+            out.cas.insert(
+                id,
+                KeyedCert {
+                    cert_pem,
+                    key_pem: first.key_pem.clone(),
+                },
+            );
         }
         Subject::ServiceAccount => {
-            out.sa_pub_pem = format!("{}{}", first.cert_pem, other.map_or("", |x| x.cert_pem.as_str()));
+            out.sa_pub_pem = format!(
+                "{}{}",
+                first.cert_pem,
+                other.map_or("", |x| x.cert_pem.as_str())
+            );
             out.sa_key_pem = first.key_pem.clone();
         }
         Subject::Encryption => {
-            let key = |kc: &KeyedCert| EncryptionKey { name: kc.cert_pem.clone(), secret_b64: kc.key_pem.clone() };
+            let key = |kc: &KeyedCert| EncryptionKey {
+                name: kc.cert_pem.clone(),
+                secret_b64: kc.key_pem.clone(),
+            };
             out.encryption_keys = std::iter::once(first).chain(other).map(key).collect();
         }
     }
@@ -334,7 +441,12 @@ pub fn marked(inv: &Inventory, pki: &Pki, s: Subject) -> Pki {
     match s {
         Subject::Ca(id) => {
             let names = leaves_of(inv, id);
-            let kcs = out.cas.get_mut(&id).into_iter().chain(out.certs.iter_mut().filter(|(n, _)| names.contains(n)).map(|(_, kc)| kc));
+            let kcs = out.cas.get_mut(&id).into_iter().chain(
+                out.certs
+                    .iter_mut()
+                    .filter(|(n, _)| names.contains(n))
+                    .map(|(_, kc)| kc),
+            );
             for kc in kcs {
                 kc.cert_pem.push_str("#\n");
                 kc.key_pem.push_str("#\n");
@@ -344,23 +456,38 @@ pub fn marked(inv: &Inventory, pki: &Pki, s: Subject) -> Pki {
             out.sa_pub_pem.push_str("#\n");
             out.sa_key_pem.push_str("#\n");
         }
-        Subject::Encryption => out.encryption_keys.iter_mut().for_each(|k| k.secret_b64.push('x')),
+        Subject::Encryption => out
+            .encryption_keys
+            .iter_mut()
+            .for_each(|k| k.secret_b64.push('x')),
     }
     out
 }
 
 /// The names of the leaves `id` signs.
 pub fn leaves_of(inv: &Inventory, id: CaId) -> Vec<String> {
-    matrix(inv).into_iter().filter(|s| s.ca == id).map(|s| s.name).collect()
+    matrix(inv)
+        .into_iter()
+        .filter(|s| s.ca == id)
+        .map(|s| s.name)
+        .collect()
 }
 
 /// A CA's switch step, in memory: every leaf of `id` not yet from the new CA re-issued from it
 /// with its own key. A resumed step finds what is left to do: nothing, once the switch was
 /// written ([`switch_commit`]).
-pub fn switch_plan(inv: &Inventory, pki: &Pki, id: CaId, p: &Pair, now: OffsetDateTime) -> Result<(Pki, Vec<Renewal>), PkiError> {
+pub fn switch_plan(
+    inv: &Inventory,
+    pki: &Pki,
+    id: CaId,
+    p: &Pair,
+    now: OffsetDateTime,
+) -> Result<(Pki, Vec<Renewal>), PkiError> {
     let mut signing = pki.clone();
     signing.cas.insert(id, p.new.clone());
-    let new_info = CertInfo::parse(&p.new.cert_pem).map_err(PkiError::bad_pem(&pair_paths(&dir_of(&pki.dir, Subject::Ca(id)), "new").0))?;
+    let new_info = CertInfo::parse(&p.new.cert_pem).map_err(PkiError::bad_pem(
+        &pair_paths(&dir_of(&pki.dir, Subject::Ca(id)), "new").0,
+    ))?;
     let stale: Vec<String> = leaves_of(inv, id)
         .into_iter()
         .filter(|n| !CertInfo::parse(&pki.cert(n).cert_pem).is_ok_and(|i| i.issued_by(&new_info)))
@@ -372,7 +499,14 @@ pub fn switch_plan(inv: &Inventory, pki: &Pki, id: CaId, p: &Pair, now: OffsetDa
 /// in `aside`, the new material written as the PKI's, then (a CA's) the re-issued leaves of
 /// [`switch_plan`]. The material goes first: a switch interrupted after it leaves leaves that a
 /// resumed [`switch_plan`] re-issues.
-pub fn switch_commit(pki: &Pki, s: Subject, p: &Pair, after: &Pki, renewed: &[Renewal], aside: &Path) -> Result<(), PkiError> {
+pub fn switch_commit(
+    pki: &Pki,
+    s: Subject,
+    p: &Pair,
+    after: &Pki,
+    renewed: &[Renewal],
+    aside: &Path,
+) -> Result<(), PkiError> {
     if current(pki, s).key_pem != p.new.key_pem {
         let (oc, ok) = pair_paths(&dir_of(&pki.dir, s), "old");
         write_pair((&oc, &p.old.cert_pem), Some((&ok, &p.old.key_pem)))?;
@@ -384,10 +518,20 @@ pub fn switch_commit(pki: &Pki, s: Subject, p: &Pair, after: &Pki, renewed: &[Re
                 let (c, k) = pair_paths(&pki.dir, ca_profile(id).file);
                 write_pair((&c, &p.new.cert_pem), Some((&k, &p.new.key_pem)))?;
             }
-            Subject::ServiceAccount => write_pair((&pki.dir.join(SA_PUB_FILE), &p.new.cert_pem), Some((&pki.dir.join(SA_KEY_FILE), &p.new.key_pem)))?,
+            Subject::ServiceAccount => write_pair(
+                (&pki.dir.join(SA_PUB_FILE), &p.new.cert_pem),
+                Some((&pki.dir.join(SA_KEY_FILE), &p.new.key_pem)),
+            )?,
             Subject::Encryption => {
-                let key = EncryptionKey { name: p.new.cert_pem.clone(), secret_b64: p.new.key_pem.clone() };
-                write_file(&pki.dir.join(ENCRYPTION_KEY_FILE), encryption_key_text(&key).as_bytes(), 0o600)?;
+                let key = EncryptionKey {
+                    name: p.new.cert_pem.clone(),
+                    secret_b64: p.new.key_pem.clone(),
+                };
+                write_file(
+                    &pki.dir.join(ENCRYPTION_KEY_FILE),
+                    encryption_key_text(&key).as_bytes(),
+                    0o600,
+                )?;
             }
         }
     }
@@ -397,9 +541,14 @@ pub fn switch_commit(pki: &Pki, s: Subject, p: &Pair, after: &Pki, renewed: &[Re
 /// The end of a rotation: its directory and state moved into `aside/rotation/` (the old
 /// material is kept there).
 pub fn finish(dir: &Path, s: Subject, aside: &Path) -> Result<(), PkiError> {
-    private_subdir(dir, &aside.strip_prefix(dir).unwrap_or(aside).join(ROTATION_DIR))?;
+    private_subdir(
+        dir,
+        &aside.strip_prefix(dir).unwrap_or(aside).join(ROTATION_DIR),
+    )?;
     for from in [dir_of(dir, s), state_path(dir, s)] {
-        let to = aside.join(ROTATION_DIR).join(from.file_name().expect("a name"));
+        let to = aside
+            .join(ROTATION_DIR)
+            .join(from.file_name().expect("a name"));
         std::fs::rename(&from, &to).map_err(PkiError::io("move aside", &from))?;
     }
     Ok(())
@@ -429,12 +578,23 @@ mod tests {
         ] {
             std::fs::write(&path, &text).unwrap();
             let r = std::panic::catch_unwind(|| rotation(t.path(), s).map(|r| r.map(|r| r.next())));
-            let e = r.unwrap_or_else(|_| panic!("{text}: panicked")).expect_err(&text).to_string();
-            assert!(e.contains(&path.display().to_string()) && e.contains(field), "{text}: {e}");
+            let e = r
+                .unwrap_or_else(|_| panic!("{text}: panicked"))
+                .expect_err(&text)
+                .to_string();
+            assert!(
+                e.contains(&path.display().to_string()) && e.contains(field),
+                "{text}: {e}"
+            );
         }
         // A state of another subject is not this one's.
         std::fs::write(&path, state(1, None).replace("\"etcd\"", "\"cluster\"")).unwrap();
-        assert!(rotation(t.path(), s).unwrap_err().to_string().contains("subject"));
+        assert!(
+            rotation(t.path(), s)
+                .unwrap_err()
+                .to_string()
+                .contains("subject")
+        );
         // A good one reads.
         std::fs::write(&path, state(1, Some(2))).unwrap();
         assert_eq!(rotation(t.path(), s).unwrap().unwrap().next(), 2);

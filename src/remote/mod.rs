@@ -33,7 +33,10 @@ pub use shell::{LocalShell, ShellRemote, Transport};
 /// This machine's time in seconds since the epoch, fractional: what node clocks are compared
 /// with ([`Facts::clock_offset`], the qemu lab's clock setting).
 pub(crate) fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// The most hardway reads of one file a node names (a unit, its EnvironmentFile, a config):
@@ -51,12 +54,19 @@ pub enum RemoteError {
     Failed { op: &'static str, detail: String },
     /// A file on the node is larger than hardway reads of one ([`READ_LIMIT`]).
     #[error("{path} on the node is {} bytes, more than the {limit} bytes hardway reads of a file a node names", size.map(|s| s.to_string()).unwrap_or_else(|| format!("more than {limit}")))]
-    TooLarge { path: String, size: Option<u64>, limit: u64 },
+    TooLarge {
+        path: String,
+        size: Option<u64>,
+        limit: u64,
+    },
 }
 
 impl RemoteError {
     pub fn failed(op: &'static str, detail: impl Into<String>) -> RemoteError {
-        RemoteError::Failed { op, detail: detail.into() }
+        RemoteError::Failed {
+            op,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -197,7 +207,11 @@ pub struct UnitOps {
 
 impl UnitOps {
     pub fn is_empty(&self) -> bool {
-        !self.daemon_reload && self.restart.is_empty() && self.start.is_empty() && self.stop.is_empty() && self.disable.is_empty()
+        !self.daemon_reload
+            && self.restart.is_empty()
+            && self.start.is_empty()
+            && self.stop.is_empty()
+            && self.disable.is_empty()
     }
 }
 
@@ -229,7 +243,12 @@ mod unit_info_tests {
 
     #[test]
     fn a_packaged_unit_nobody_set_up_is_not_deployed() {
-        let unit = |load: &str, active: &str, enabled: &str| UnitInfo { load: load.into(), active: active.into(), enabled: enabled.into(), text: String::new() };
+        let unit = |load: &str, active: &str, enabled: &str| UnitInfo {
+            load: load.into(),
+            active: active.into(),
+            enabled: enabled.into(),
+            text: String::new(),
+        };
         assert!(!unit("not-found", "inactive", "").deployed());
         assert!(!unit("loaded", "inactive", "disabled").deployed());
         assert!(unit("loaded", "failed", "disabled").deployed());
@@ -331,7 +350,10 @@ pub trait Remote: Send {
     /// The certificate blocks of each file (never anything else in it, so a file that also
     /// holds a key gives only its certificate), and of a kubeconfig those in its
     /// `certificate-authority-data` and `client-certificate-data`; none when the file is missing.
-    fn read_certificates(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError>;
+    fn read_certificates(
+        &self,
+        paths: &[String],
+    ) -> Result<BTreeMap<String, Option<String>>, RemoteError>;
 
     /// A configuration file that holds no secret (the kubelet's config, haproxy.cfg); none when
     /// missing.
@@ -339,7 +361,10 @@ pub trait Remote: Send {
 
     /// Files as `render::mask_secrets` shows them, masked on the node (keys never leave it);
     /// none for a missing file.
-    fn read_masked(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError>;
+    fn read_masked(
+        &self,
+        paths: &[String],
+    ) -> Result<BTreeMap<String, Option<String>>, RemoteError>;
 
     /// For each (certificate, key): the key's mode and owner, and whether they belong together.
     fn check_keys(&self, pairs: &[(String, String)]) -> Result<Vec<KeyCheck>, RemoteError>;
@@ -389,7 +414,11 @@ pub trait Remote: Send {
 
     /// `etcdutl snapshot status` (`etcdctl`'s where there is no etcdutl) of a snapshot already
     /// on the node: what it holds, or `Ok(Err(why))` when it is not a snapshot etcd can use.
-    fn snapshot_status(&self, snapshot: &str, bin_dir: &str) -> Result<Result<String, String>, RemoteError>;
+    fn snapshot_status(
+        &self,
+        snapshot: &str,
+        bin_dir: &str,
+    ) -> Result<Result<String, String>, RemoteError>;
 
     /// Renames `from` to `to` (undoing [`Remote::move_aside`]); `to` must not exist.
     fn move_back(&self, from: &str, to: &str) -> Result<(), RemoteError>;
@@ -414,7 +443,11 @@ where
     let f = std::sync::Arc::new(f);
     let mut handles = Vec::new();
     for mut item in items {
-        let permit = sem.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let permit = sem
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let f = f.clone();
         handles.push(tokio::task::spawn_blocking(move || {
             f(&mut item);

@@ -37,7 +37,10 @@ impl Default for Script {
 
 impl Script {
     pub fn new() -> Script {
-        Script { text: String::from("export LC_ALL=C\n"), redacted: String::from("export LC_ALL=C\n") }
+        Script {
+            text: String::from("export LC_ALL=C\n"),
+            redacted: String::from("export LC_ALL=C\n"),
+        }
     }
 
     /// A script that stops at the first failing command.
@@ -49,7 +52,10 @@ impl Script {
 
     /// Starts a section of the output named `name` (no white space in it).
     pub fn section(&mut self, name: &str) -> &mut Self {
-        debug_assert!(!name.contains(char::is_whitespace), "section names are one word");
+        debug_assert!(
+            !name.contains(char::is_whitespace),
+            "section names are one word"
+        );
         self.raw(&format!("echo {}", quote(&format!("{MARK}{name}"))))
     }
 
@@ -146,19 +152,37 @@ mod tests {
     #[test]
     fn secret_lines_run_but_are_not_shown() {
         let mut s = Script::new();
-        s.secret("printf '%s' 'KEY-MATERIAL' > /x", "printf '%s' <12 bytes> > /x").raw("echo done");
+        s.secret(
+            "printf '%s' 'KEY-MATERIAL' > /x",
+            "printf '%s' <12 bytes> > /x",
+        )
+        .raw("echo done");
         assert!(s.text().contains("KEY-MATERIAL") && !s.redacted().contains("KEY-MATERIAL"));
-        assert!(s.redacted().ends_with("printf '%s' <12 bytes> > /x\necho done\n"), "{}", s.redacted());
+        assert!(
+            s.redacted()
+                .ends_with("printf '%s' <12 bytes> > /x\necho done\n"),
+            "{}",
+            s.redacted()
+        );
     }
 
     #[test]
     fn a_script_runs_in_sh_and_its_sections_come_back() {
         // The builder's output is valid sh: run it and parse what it prints.
         let mut s = Script::strict();
-        s.section("greeting").cmd(&["printf", "%s\\n", "it's a \"value\"", "$HOME"]);
+        s.section("greeting")
+            .cmd(&["printf", "%s\\n", "it's a \"value\"", "$HOME"]);
         s.section("empty");
-        let out = std::process::Command::new("sh").arg("-c").arg(s.text()).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(s.text())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let sec = Sections::parse(&String::from_utf8_lossy(&out.stdout));
         assert_eq!(sec.lines("greeting"), ["it's a \"value\"", "$HOME"]);
         assert!(sec.has("empty"));

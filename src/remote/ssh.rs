@@ -53,11 +53,18 @@ pub struct Retry {
 impl Retry {
     /// What nodes get by default: three tries, 1 s and then 2 s apart (`ssh.connect_attempts`
     /// sets the number).
-    pub const DEFAULT: Retry = Retry { attempts: 3, first_wait: Duration::from_secs(1) };
+    pub const DEFAULT: Retry = Retry {
+        attempts: 3,
+        first_wait: Duration::from_secs(1),
+    };
 
     /// The wait before try `n` (0 is the first, which waits for nothing).
     pub fn wait_before(&self, n: u32) -> Duration {
-        if n == 0 { Duration::ZERO } else { self.first_wait.saturating_mul(1u32 << (n - 1).min(16)) }
+        if n == 0 {
+            Duration::ZERO
+        } else {
+            self.first_wait.saturating_mul(1u32 << (n - 1).min(16))
+        }
     }
 }
 
@@ -65,7 +72,10 @@ impl Target {
     pub fn for_node(inv: &Inventory, node: &Node) -> Target {
         let user = node.user.clone().unwrap_or_else(|| inv.ssh.user.clone());
         Target {
-            host: node.ssh_address.clone().unwrap_or_else(|| node.address.to_string()),
+            host: node
+                .ssh_address
+                .clone()
+                .unwrap_or_else(|| node.address.to_string()),
             port: node.ssh_port.unwrap_or(inv.ssh.port),
             sudo: match inv.ssh.sudo {
                 Sudo::WithPassword => Some(SudoAuth::Password),
@@ -76,7 +86,10 @@ impl Target {
             identity_file: inv.ssh.identity_file.clone(),
             known_hosts: inv.ssh.known_hosts.clone(),
             connect_timeout: Duration::from_secs(inv.ssh.connect_timeout_secs),
-            retry: Retry { attempts: inv.ssh.connect_attempts, ..Retry::DEFAULT },
+            retry: Retry {
+                attempts: inv.ssh.connect_attempts,
+                ..Retry::DEFAULT
+            },
             keepalive: None,
             bastion: inv.ssh.bastion.clone(),
         }
@@ -100,7 +113,11 @@ impl Target {
 
     /// The name known_hosts uses: `host`, or `[host]:port` off port 22.
     fn known_hosts_name(&self) -> String {
-        if self.port == 22 { self.host.clone() } else { format!("[{}]:{}", self.host, self.port) }
+        if self.port == 22 {
+            self.host.clone()
+        } else {
+            format!("[{}]:{}", self.host, self.port)
+        }
     }
 }
 
@@ -150,21 +167,44 @@ pub enum HostKeyPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
     #[error("cannot connect to {host}:{port}: {reason}")]
-    Connect { host: String, port: u16, reason: String },
+    Connect {
+        host: String,
+        port: u16,
+        reason: String,
+    },
     #[error(
         "unknown host key for {host} ({fingerprint}), not in {known_hosts}; check it and re-run with \
          --accept-new-host-keys to record it"
     )]
-    UnknownHostKey { host: String, fingerprint: String, known_hosts: String },
+    UnknownHostKey {
+        host: String,
+        fingerprint: String,
+        known_hosts: String,
+    },
     #[error(
         "HOST KEY CHANGED for {host} (now {fingerprint}); this is refused. If the machine was \
          reinstalled, remove its old line from {known_hosts} (ssh-keygen -R '{name}' -f {known_hosts})"
     )]
-    ChangedHostKey { host: String, name: String, fingerprint: String, known_hosts: String },
-    #[error("the host key of {host} ({fingerprint}) is marked @revoked in {known_hosts}; this is refused")]
-    RevokedHostKey { host: String, fingerprint: String, known_hosts: String },
+    ChangedHostKey {
+        host: String,
+        name: String,
+        fingerprint: String,
+        known_hosts: String,
+    },
+    #[error(
+        "the host key of {host} ({fingerprint}) is marked @revoked in {known_hosts}; this is refused"
+    )]
+    RevokedHostKey {
+        host: String,
+        fingerprint: String,
+        known_hosts: String,
+    },
     #[error("authentication as {user}@{host} failed: {reason}")]
-    Auth { user: String, host: String, reason: String },
+    Auth {
+        user: String,
+        host: String,
+        reason: String,
+    },
     #[error("ssh to {host}: {reason}")]
     Session { host: String, reason: String },
 }
@@ -200,7 +240,11 @@ impl Conn {
     }
 
     fn connect_once(t: &Target, policy: HostKeyPolicy) -> Result<Conn, SshError> {
-        let connect_err = |reason: String| SshError::Connect { host: t.host.clone(), port: t.port, reason };
+        let connect_err = |reason: String| SshError::Connect {
+            host: t.host.clone(),
+            port: t.port,
+            reason,
+        };
         let mut sess = Session::new().map_err(|e| connect_err(e.to_string()))?;
         let tunnel = match &t.bastion {
             None => {
@@ -214,15 +258,25 @@ impl Conn {
                 let channel = jump
                     .sess
                     .channel_direct_tcpip(&t.host, t.port, None)
-                    .map_err(|e| connect_err(format!("through bastion {}@{}:{}: {e}", b.user, b.host, b.port)))?;
-                let (inner, outer) = std::os::unix::net::UnixStream::pair().map_err(|e| connect_err(e.to_string()))?;
+                    .map_err(|e| {
+                        connect_err(format!(
+                            "through bastion {}@{}:{}: {e}",
+                            b.user, b.host, b.port
+                        ))
+                    })?;
+                let (inner, outer) = std::os::unix::net::UnixStream::pair()
+                    .map_err(|e| connect_err(e.to_string()))?;
                 sess.set_tcp_stream(inner);
-                Some(std::thread::spawn(move || tunnel(jump.sess, channel, outer)))
+                Some(std::thread::spawn(move || {
+                    tunnel(jump.sess, channel, outer)
+                }))
             }
         };
         sess.set_timeout(t.connect_timeout.as_millis() as u32);
-        let known = KnownHostsFile::read(&t.known_hosts)
-            .map_err(|e| SshError::Session { host: t.host.clone(), reason: format!("reading {}: {e}", t.known_hosts.display()) })?;
+        let known = KnownHostsFile::read(&t.known_hosts).map_err(|e| SshError::Session {
+            host: t.host.clone(),
+            reason: format!("reading {}: {e}", t.known_hosts.display()),
+        })?;
         // Like OpenSSH: ask the server for a key of a type known_hosts has for it, so a host
         // with both an ECDSA and an ed25519 key is not "changed" because libssh2 prefers the
         // one the user never recorded.
@@ -231,7 +285,8 @@ impl Conn {
             sess.method_pref(ssh2::MethodType::HostKey, &types.join(","))
                 .map_err(|e| connect_err(format!("host key algorithms {types:?}: {e}")))?;
         }
-        sess.handshake().map_err(|e| connect_err(format!("SSH handshake: {e}")))?;
+        sess.handshake()
+            .map_err(|e| connect_err(format!("SSH handshake: {e}")))?;
         verify_host_key(&sess, t, &known, policy)?;
         authenticate(&sess, t)?;
         sess.set_timeout(COMMAND_TIMEOUT.as_millis() as u32);
@@ -242,7 +297,12 @@ impl Conn {
         if let Some(interval) = t.keepalive {
             sess.set_keepalive(true, interval.as_secs().clamp(1, u32::MAX as u64) as u32);
         }
-        Ok(Conn { target: t.clone(), sudo_password: None, sess, _tunnel: tunnel })
+        Ok(Conn {
+            target: t.clone(),
+            sudo_password: None,
+            sess,
+            _tunnel: tunnel,
+        })
     }
 
     /// The password for `SudoAuth::Password`.
@@ -276,34 +336,61 @@ impl Conn {
             host: self.target.host.clone(),
             reason: format!("{what}: {e}"),
         };
-        let mut ch = self.sess.channel_session().map_err(|e| err("opening a channel", &e))?;
+        let mut ch = self
+            .sess
+            .channel_session()
+            .map_err(|e| err("opening a channel", &e))?;
         ch.exec(cmd).map_err(|e| err("exec", &e))?;
-        ch.write_all(stdin).map_err(|e| err("sending the script", &e))?;
+        ch.write_all(stdin)
+            .map_err(|e| err("sending the script", &e))?;
         ch.send_eof().map_err(|e| err("sending EOF", &e))?;
         // A node is not trusted to keep its answers small: each stream is read up to a bound
         // (the operations read at most READ_LIMIT of any one file), not into all memory.
         let resume = self.resume_until();
-        let stdout = read_text(&mut ch, OUTPUT_LIMIT + 1, resume).map_err(|e| err("reading output", &e))?;
-        let stderr = read_text(&mut ch.stderr(), OUTPUT_LIMIT + 1, resume).map_err(|e| err("reading errors", &e))?;
+        let stdout =
+            read_text(&mut ch, OUTPUT_LIMIT + 1, resume).map_err(|e| err("reading output", &e))?;
+        let stderr = read_text(&mut ch.stderr(), OUTPUT_LIMIT + 1, resume)
+            .map_err(|e| err("reading errors", &e))?;
         if stdout.len() as u64 > OUTPUT_LIMIT || stderr.len() as u64 > OUTPUT_LIMIT {
-            return Err(err("reading output", &format!("the node sent more than {OUTPUT_LIMIT} bytes; refused")));
+            return Err(err(
+                "reading output",
+                &format!("the node sent more than {OUTPUT_LIMIT} bytes; refused"),
+            ));
         }
         ch.wait_close().map_err(|e| err("closing", &e))?;
         let status = ch.exit_status().map_err(|e| err("exit status", &e))?;
-        let auth = |reason: &str| SshError::Auth { user: self.target.user.clone(), host: self.target.host.clone(), reason: reason.into() };
-        if self.target.sudo == Some(SudoAuth::NoPassword) && status == 1 && stderr.contains("sudo: a password is required") {
-            return Err(auth("sudo asks for a password: set ssh.sudo = \"password\" in the inventory, or allow NOPASSWD"));
+        let auth = |reason: &str| SshError::Auth {
+            user: self.target.user.clone(),
+            host: self.target.host.clone(),
+            reason: reason.into(),
+        };
+        if self.target.sudo == Some(SudoAuth::NoPassword)
+            && status == 1
+            && stderr.contains("sudo: a password is required")
+        {
+            return Err(auth(
+                "sudo asks for a password: set ssh.sudo = \"password\" in the inventory, or allow NOPASSWD",
+            ));
         }
-        if self.target.sudo == Some(SudoAuth::Password) && status == 1 && stderr.contains("incorrect password") {
+        if self.target.sudo == Some(SudoAuth::Password)
+            && status == 1
+            && stderr.contains("incorrect password")
+        {
             return Err(auth("sudo refused the password"));
         }
-        Ok(Output { status, stdout, stderr })
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
     }
 
     /// With a keepalive, until when a read that timed out resumes: the session's timeout from
     /// now. Without one a timeout is the session's own, and final.
     fn resume_until(&self) -> Option<std::time::Instant> {
-        self.target.keepalive.map(|_| std::time::Instant::now() + Duration::from_millis(self.sess.timeout().into()))
+        self.target
+            .keepalive
+            .map(|_| std::time::Instant::now() + Duration::from_millis(self.sess.timeout().into()))
     }
 }
 
@@ -311,25 +398,42 @@ impl Conn {
 /// `read_to_string` do). With keepalives on, libssh2 also ends a blocking read with a timeout
 /// when a keepalive falls due (its wait for the socket lasts only until then): such a read
 /// resumes, until `resume_until`.
-fn read_text(r: &mut impl Read, limit: u64, resume_until: Option<std::time::Instant>) -> std::io::Result<String> {
+fn read_text(
+    r: &mut impl Read,
+    limit: u64,
+    resume_until: Option<std::time::Instant>,
+) -> std::io::Result<String> {
     let mut bytes = Vec::new();
     let mut r = r.take(limit);
     loop {
         match r.read_to_end(&mut bytes) {
             Ok(_) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut && resume_until.is_some_and(|d| std::time::Instant::now() < d) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::TimedOut
+                    && resume_until.is_some_and(|d| std::time::Instant::now() < d) => {}
             Err(e) => return Err(e),
         }
     }
-    String::from_utf8(bytes).map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "stream did not contain valid UTF-8"))
+    String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
 }
 
 impl Conn {
     /// Sends `request` to a Unix socket on the node and returns the whole answer, through an
     /// SSH stream-local channel (OpenSSH's direct-streamlocal), so no tool is needed there.
     pub fn unix_socket_request(&self, socket: &str, request: &[u8]) -> Result<String, SshError> {
-        let err = |e: &dyn std::fmt::Display| SshError::Session { host: self.target.host.clone(), reason: format!("{socket}: {e}") };
-        let mut ch = self.sess.channel_direct_streamlocal(socket, None).map_err(|e| err(&e))?;
+        let err = |e: &dyn std::fmt::Display| SshError::Session {
+            host: self.target.host.clone(),
+            reason: format!("{socket}: {e}"),
+        };
+        let mut ch = self
+            .sess
+            .channel_direct_streamlocal(socket, None)
+            .map_err(|e| err(&e))?;
         ch.write_all(request).map_err(|e| err(&e))?;
         let out = read_text(&mut ch, u64::MAX, self.resume_until()).map_err(|e| err(&e))?;
         let _ = ch.close();
@@ -338,12 +442,18 @@ impl Conn {
 }
 
 fn tcp_connect(t: &Target) -> Result<TcpStream, SshError> {
-    let connect_err = |reason: String| SshError::Connect { host: t.host.clone(), port: t.port, reason };
+    let connect_err = |reason: String| SshError::Connect {
+        host: t.host.clone(),
+        port: t.port,
+        reason,
+    };
     let addrs: Vec<_> = (t.host.as_str(), t.port)
         .to_socket_addrs()
         .map_err(|e| connect_err(format!("cannot resolve: {e}")))?
         .collect();
-    let addr = addrs.first().ok_or_else(|| connect_err("no address".into()))?;
+    let addr = addrs
+        .first()
+        .ok_or_else(|| connect_err("no address".into()))?;
     TcpStream::connect_timeout(addr, t.connect_timeout).map_err(|e| connect_err(e.to_string()))
 }
 
@@ -399,10 +509,26 @@ fn tunnel(jump: Session, mut channel: ssh2::Channel, mut sock: std::os::unix::ne
             ssh2::BlockDirections::Both => libc::POLLIN | libc::POLLOUT,
             ssh2::BlockDirections::None => libc::POLLIN,
         };
-        let sock_events = if !to_sock.is_empty() { libc::POLLOUT } else { 0 } | if to_channel.is_empty() { libc::POLLIN } else { 0 };
+        let sock_events = if !to_sock.is_empty() {
+            libc::POLLOUT
+        } else {
+            0
+        } | if to_channel.is_empty() {
+            libc::POLLIN
+        } else {
+            0
+        };
         let mut fds = [
-            libc::pollfd { fd: jump.as_raw_fd(), events: jump_events, revents: 0 },
-            libc::pollfd { fd: sock.as_raw_fd(), events: sock_events, revents: 0 },
+            libc::pollfd {
+                fd: jump.as_raw_fd(),
+                events: jump_events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sock.as_raw_fd(),
+                events: sock_events,
+                revents: 0,
+            },
         ];
         // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
@@ -433,7 +559,10 @@ fn write_some(w: &mut impl Write, pending: &mut Vec<u8>) -> std::io::Result<bool
 fn fingerprint(sess: &Session) -> String {
     use base64::Engine;
     match sess.host_key_hash(HashType::Sha256) {
-        Some(h) => format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(h)),
+        Some(h) => format!(
+            "SHA256:{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(h)
+        ),
         None => "unknown fingerprint".into(),
     }
 }
@@ -453,8 +582,15 @@ impl KnownHostsFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(e),
         };
-        let mut f = KnownHostsFile { entries: vec![], revoked: vec![] };
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let mut f = KnownHostsFile {
+            entries: vec![],
+            revoked: vec![],
+        };
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
             match line.strip_prefix('@') {
                 // `@revoked HOSTS TYPE KEY`: revoked for every host, as the key itself is bad.
                 Some(rest) if rest.starts_with("revoked") => {
@@ -473,7 +609,10 @@ impl KnownHostsFile {
     }
 
     fn known_hosts(&self, sess: &Session, t: &Target) -> Result<ssh2::KnownHosts, SshError> {
-        let err = |e: ssh2::Error| SshError::Session { host: t.host.clone(), reason: format!("reading {}: {e}", t.known_hosts.display()) };
+        let err = |e: ssh2::Error| SshError::Session {
+            host: t.host.clone(),
+            reason: format!("reading {}: {e}", t.known_hosts.display()),
+        };
         let mut kh = sess.known_hosts().map_err(err)?;
         for line in &self.entries {
             kh.read_str(line, KnownHostFileKind::OpenSSH).map_err(err)?;
@@ -486,14 +625,22 @@ impl KnownHostsFile {
         use base64::Engine;
         let kh = self.known_hosts(sess, t)?;
         let mut types = Vec::new();
-        let hosts = kh.hosts().map_err(|e| SshError::Session { host: t.host.clone(), reason: e.to_string() })?;
+        let hosts = kh.hosts().map_err(|e| SshError::Session {
+            host: t.host.clone(),
+            reason: e.to_string(),
+        })?;
         for h in hosts {
-            let Ok(blob) = base64::engine::general_purpose::STANDARD.decode(h.key()) else { continue };
+            let Ok(blob) = base64::engine::general_purpose::STANDARD.decode(h.key()) else {
+                continue;
+            };
             if !matches!(kh.check_port(&t.host, t.port, &blob), CheckResult::Match) {
                 continue;
             }
             // The blob starts with the key type as an SSH string (4-byte length, then bytes).
-            let len = blob.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).unwrap_or(0);
+            let len = blob
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .unwrap_or(0);
             let algorithms: &[&'static str] = match blob.get(4..4 + len) {
                 Some(b"ssh-ed25519") => &["ssh-ed25519"],
                 Some(b"ecdsa-sha2-nistp256") => &["ecdsa-sha2-nistp256"],
@@ -512,12 +659,26 @@ impl KnownHostsFile {
     }
 }
 
-fn verify_host_key(sess: &Session, t: &Target, known: &KnownHostsFile, policy: HostKeyPolicy) -> Result<(), SshError> {
-    let session_err = |reason: String| SshError::Session { host: t.host.clone(), reason };
-    let (key, key_type) = sess.host_key().ok_or_else(|| session_err("the server sent no host key".into()))?;
+fn verify_host_key(
+    sess: &Session,
+    t: &Target,
+    known: &KnownHostsFile,
+    policy: HostKeyPolicy,
+) -> Result<(), SshError> {
+    let session_err = |reason: String| SshError::Session {
+        host: t.host.clone(),
+        reason,
+    };
+    let (key, key_type) = sess
+        .host_key()
+        .ok_or_else(|| session_err("the server sent no host key".into()))?;
     let kh_path = t.known_hosts.display().to_string();
     if known.revoked.iter().any(|r| r.as_slice() == key) {
-        return Err(SshError::RevokedHostKey { host: t.host.clone(), fingerprint: fingerprint(sess), known_hosts: kh_path });
+        return Err(SshError::RevokedHostKey {
+            host: t.host.clone(),
+            fingerprint: fingerprint(sess),
+            known_hosts: kh_path,
+        });
     }
     let kh = known.known_hosts(sess, t)?;
     match kh.check_port(&t.host, t.port, key) {
@@ -532,15 +693,26 @@ fn verify_host_key(sess: &Session, t: &Target, known: &KnownHostsFile, policy: H
             append_known_host(&t.known_hosts, &t.known_hosts_name(), key_type, key)
                 .map_err(|e| session_err(format!("recording the host key in {kh_path}: {e}")))
         }
-        CheckResult::NotFound => Err(SshError::UnknownHostKey { host: t.host.clone(), fingerprint: fingerprint(sess), known_hosts: kh_path }),
-        CheckResult::Failure => Err(session_err(format!("checking the host key against {kh_path} failed"))),
+        CheckResult::NotFound => Err(SshError::UnknownHostKey {
+            host: t.host.clone(),
+            fingerprint: fingerprint(sess),
+            known_hosts: kh_path,
+        }),
+        CheckResult::Failure => Err(session_err(format!(
+            "checking the host key against {kh_path} failed"
+        ))),
     }
 }
 
 /// Appends one OpenSSH known_hosts line. Appending (rather than rewriting the file through
 /// libssh2) keeps the user's other entries, comments and hashing untouched, and is safe when
 /// several hosts are accepted at once (one write of one line each).
-fn append_known_host(path: &Path, name: &str, key_type: ssh2::HostKeyType, key: &[u8]) -> std::io::Result<()> {
+fn append_known_host(
+    path: &Path,
+    name: &str,
+    key_type: ssh2::HostKeyType,
+    key: &[u8],
+) -> std::io::Result<()> {
     use base64::Engine;
     let type_name = match key_type {
         ssh2::HostKeyType::Rsa => "ssh-rsa",
@@ -554,26 +726,45 @@ fn append_known_host(path: &Path, name: &str, key_type: ssh2::HostKeyType, key: 
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let line = format!("{name} {type_name} {}\n", base64::engine::general_purpose::STANDARD.encode(key));
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let line = format!(
+        "{name} {type_name} {}\n",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     f.write_all(line.as_bytes())
 }
 
 fn authenticate(sess: &Session, t: &Target) -> Result<(), SshError> {
-    let auth_err = |reason: String| SshError::Auth { user: t.user.clone(), host: t.host.clone(), reason };
+    let auth_err = |reason: String| SshError::Auth {
+        user: t.user.clone(),
+        host: t.host.clone(),
+        reason,
+    };
     match &t.identity_file {
         Some(key) => {
             if !key.exists() {
-                return Err(auth_err(format!("identity file {} does not exist", key.display())));
+                return Err(auth_err(format!(
+                    "identity file {} does not exist",
+                    key.display()
+                )));
             }
             sess.userauth_pubkey_file(&t.user, None, key, None)
                 .map_err(|e| auth_err(format!("key {} was refused: {e}", key.display())))?;
         }
-        None => sess
-            .userauth_agent(&t.user)
-            .map_err(|e| auth_err(format!("no identity_file in the inventory and the SSH agent failed: {e}")))?,
+        None => sess.userauth_agent(&t.user).map_err(|e| {
+            auth_err(format!(
+                "no identity_file in the inventory and the SSH agent failed: {e}"
+            ))
+        })?,
     }
-    if sess.authenticated() { Ok(()) } else { Err(auth_err("not authenticated".into())) }
+    if sess.authenticated() {
+        Ok(())
+    } else {
+        Err(auth_err("not authenticated".into()))
+    }
 }
 
 impl Transport for Conn {
@@ -583,7 +774,8 @@ impl Transport for Conn {
 
     fn run_quiet(&self, script: &str, quiet: Duration) -> Result<Output, RemoteError> {
         let longer = COMMAND_TIMEOUT.max(quiet + Duration::from_secs(60));
-        self.sess.set_timeout(longer.as_millis().min(u32::MAX as u128) as u32);
+        self.sess
+            .set_timeout(longer.as_millis().min(u32::MAX as u128) as u32);
         let out = self.script(script);
         self.sess.set_timeout(COMMAND_TIMEOUT.as_millis() as u32);
         Ok(out?)
@@ -604,7 +796,12 @@ pub struct SshConnector {
 
 impl SshConnector {
     pub fn new(inv: &Inventory, policy: HostKeyPolicy) -> SshConnector {
-        SshConnector { inv: inv.clone(), policy, log: None, sudo_password: None }
+        SshConnector {
+            inv: inv.clone(),
+            policy,
+            log: None,
+            sudo_password: None,
+        }
     }
 
     /// The password for `ssh.sudo = "password"`.
@@ -622,8 +819,11 @@ impl SshConnector {
 
 impl Connector for SshConnector {
     fn connect(&self, node: &Node) -> Result<Box<dyn Remote>, RemoteError> {
-        let conn = Conn::connect(&Target::for_node(&self.inv, node), self.policy)?.with_sudo_password(self.sudo_password.clone());
-        Ok(Box::new(ShellRemote::new(node.name.clone(), conn).with_log(self.log.clone())))
+        let conn = Conn::connect(&Target::for_node(&self.inv, node), self.policy)?
+            .with_sudo_password(self.sudo_password.clone());
+        Ok(Box::new(
+            ShellRemote::new(node.name.clone(), conn).with_log(self.log.clone()),
+        ))
     }
 }
 
@@ -635,12 +835,27 @@ mod tests {
     /// sets the tries.
     #[test]
     fn nodes_are_tried_three_times_a_second_and_two_apart_without_keepalive() {
-        assert_eq!((0..3).map(|n| Retry::DEFAULT.wait_before(n)).collect::<Vec<_>>(), [0, 1000, 2000].map(Duration::from_millis));
+        assert_eq!(
+            (0..3)
+                .map(|n| Retry::DEFAULT.wait_before(n))
+                .collect::<Vec<_>>(),
+            [0, 1000, 2000].map(Duration::from_millis)
+        );
         let text = crate::testing::INVENTORY;
         let inv = crate::inventory::parse(Path::new("t.toml"), text).unwrap();
         let t = Target::for_node(&inv, &inv.nodes[0]);
         assert_eq!((t.retry, t.keepalive), (Retry::DEFAULT, None));
-        let inv = crate::inventory::parse(Path::new("t.toml"), &text.replacen("[binaries]", "[ssh]\nconnect_attempts = 1\n\n[binaries]", 1)).unwrap();
-        assert_eq!(Target::for_node(&inv, &inv.nodes[0]).retry, Retry { attempts: 1, first_wait: Duration::from_secs(1) });
+        let inv = crate::inventory::parse(
+            Path::new("t.toml"),
+            &text.replacen("[binaries]", "[ssh]\nconnect_attempts = 1\n\n[binaries]", 1),
+        )
+        .unwrap();
+        assert_eq!(
+            Target::for_node(&inv, &inv.nodes[0]).retry,
+            Retry {
+                attempts: 1,
+                first_wait: Duration::from_secs(1)
+            }
+        );
     }
 }

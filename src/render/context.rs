@@ -128,23 +128,38 @@ pub(super) struct KubeconfigCtx<'a> {
 }
 
 fn member(n: &Node) -> Member {
-    Member { name: n.name.clone(), address: n.address.to_string(), url_host: host_for_url(n.address) }
+    Member {
+        name: n.name.clone(),
+        address: n.address.to_string(),
+        url_host: host_for_url(n.address),
+    }
 }
 
 fn hosts_entries(inv: &Inventory) -> Vec<HostEntry> {
     let mut out: Vec<HostEntry> = inv
         .nodes
         .iter()
-        .map(|n| HostEntry { address: n.address.to_string(), names: inv.fqdn(n).into_iter().chain([n.name.clone()]).collect() })
+        .map(|n| HostEntry {
+            address: n.address.to_string(),
+            names: inv.fqdn(n).into_iter().chain([n.name.clone()]).collect(),
+        })
         .collect();
     // An external load balancer has a name but no node: give it a line of its own.
     if let Some(lb) = &inv.load_balancer
         && let Some(dns) = &lb.dns_name
-            && !out.iter().any(|h| h.names.contains(dns)) {
-                let short = dns.split('.').next().unwrap_or(dns).to_string();
-                let names = if short != *dns { vec![dns.clone(), short] } else { vec![dns.clone()] };
-                out.push(HostEntry { address: lb.address.to_string(), names });
-            }
+        && !out.iter().any(|h| h.names.contains(dns))
+    {
+        let short = dns.split('.').next().unwrap_or(dns).to_string();
+        let names = if short != *dns {
+            vec![dns.clone(), short]
+        } else {
+            vec![dns.clone()]
+        };
+        out.push(HostEntry {
+            address: lb.address.to_string(),
+            names,
+        });
+    }
     out
 }
 
@@ -152,13 +167,21 @@ fn hosts_entries(inv: &Inventory) -> Vec<HostEntry> {
 pub(super) fn engine() -> Result<tera::Tera, RenderError> {
     let mut tera = tera::Tera::default();
     tera.add_raw_templates(TEMPLATES.iter().copied())
-        .map_err(|source| RenderError::Template { template: "(all, at load)".into(), node: String::new(), source })?;
+        .map_err(|source| RenderError::Template {
+            template: "(all, at load)".into(),
+            node: String::new(),
+            source,
+        })?;
     tera.autoescape_on(vec![]);
     Ok(tera)
 }
 
 fn context_err(node: &str) -> impl FnOnce(tera::Error) -> RenderError + '_ {
-    move |source| RenderError::Template { template: "(context)".into(), node: node.to_string(), source }
+    move |source| RenderError::Template {
+        template: "(context)".into(),
+        node: node.to_string(),
+        source,
+    }
 }
 
 /// Each component's `[components.<name>] config` as the YAML its config file ends with.
@@ -168,9 +191,15 @@ fn config_extra(inv: &Inventory) -> Result<BTreeMap<String, String>, RenderError
         let c = t.component().get();
         let text = match inv.component_config.get(&c.id).filter(|t| !t.is_empty()) {
             Some(table) => {
-                let yaml = serde_yaml::to_string(table)
-                    .map_err(|e| RenderError::Malformed { path: t.template().into(), node: String::new(), reason: e.to_string() })?;
-                format!("# From the inventory's [components.{}] config:\n{yaml}", c.name)
+                let yaml = serde_yaml::to_string(table).map_err(|e| RenderError::Malformed {
+                    path: t.template().into(),
+                    node: String::new(),
+                    reason: e.to_string(),
+                })?;
+                format!(
+                    "# From the inventory's [components.{}] config:\n{yaml}",
+                    c.name
+                )
             }
             None => String::new(),
         };
@@ -189,11 +218,21 @@ pub(super) struct Contexts {
 impl Contexts {
     /// `encryption_keys` go into the encryption config, first the one that encrypts
     /// (`hardway explain` puts a shell variable there).
-    pub(super) fn new(inv: &Inventory, encryption_keys: &[EncryptionKey]) -> Result<Contexts, RenderError> {
+    pub(super) fn new(
+        inv: &Inventory,
+        encryption_keys: &[EncryptionKey],
+    ) -> Result<Contexts, RenderError> {
         let etcd_initial_cluster = inv
             .etcd_members()
             .iter()
-            .map(|m| format!("{}=https://{}:{}", m.name, host_for_url(m.address), Port::EtcdPeer.number(inv)))
+            .map(|m| {
+                format!(
+                    "{}=https://{}:{}",
+                    m.name,
+                    host_for_url(m.address),
+                    Port::EtcdPeer.number(inv)
+                )
+            })
             .collect::<Vec<_>>()
             .join(",");
         let ctx = Ctx {
@@ -203,7 +242,10 @@ impl Contexts {
             pod_cidr: inv.cluster.pod_cidr.to_string(),
             cluster_dns: inv.cluster.cluster_dns.to_string(),
             api_server_url: inv.api_server_url(),
-            bin: COMPONENTS.iter().map(|c| (c.key(), c.binary_path(inv))).collect(),
+            bin: COMPONENTS
+                .iter()
+                .map(|c| (c.key(), c.binary_path(inv)))
+                .collect(),
             ports: Port::ALL.iter().map(|p| (p.key(), p.number(inv))).collect(),
             modules_load: "/usr/lib/systemd/systemd-modules-load",
             etcd_data_dir: crate::components::ETCD_DATA_DIR,
@@ -215,7 +257,13 @@ impl Contexts {
             metallb_addresses: &inv.addons.metallb.addresses,
             coredns_image: inv.addons.coredns.as_ref().map_or("", |c| c.image.as_str()),
             coredns_replicas: inv.addons.coredns.as_ref().map_or(0, |c| c.replicas),
-            encryption_keys: encryption_keys.iter().map(|k| EncryptionKeyCtx { name: &k.name, secret: &k.secret_b64 }).collect(),
+            encryption_keys: encryption_keys
+                .iter()
+                .map(|k| EncryptionKeyCtx {
+                    name: &k.name,
+                    secret: &k.secret_b64,
+                })
+                .collect(),
             containerd: ContainerdCtx {
                 version: inv.containerd.version.to_string(),
                 config_version: inv.containerd.version.config_version(),
@@ -223,17 +271,32 @@ impl Contexts {
                 sandbox_image: &inv.containerd.sandbox_image,
                 restrict_oom_score_adj: inv.containerd.restrict_oom_score_adj,
             },
-            cni: CniCtx { bin_dir: &inv.cni.bin_dir, conf_dir: &inv.cni.conf_dir },
+            cni: CniCtx {
+                bin_dir: &inv.cni.bin_dir,
+                conf_dir: &inv.cni.conf_dir,
+            },
             config_extra: config_extra(inv)?,
         };
         let base = tera::Context::from_serialize(&ctx).map_err(context_err(""))?;
         // Once for the cluster, not per node: every node gets the same table.
         let pod_routes: Vec<Route> = inv
             .workers()
-            .filter_map(|w| Some(Route { pod_cidr: w.pod_cidr?.to_string(), via: w.address.to_string(), node: w.name.clone() }))
+            .filter_map(|w| {
+                Some(Route {
+                    pod_cidr: w.pod_cidr?.to_string(),
+                    via: w.address.to_string(),
+                    node: w.name.clone(),
+                })
+            })
             .collect();
         let mut wide = base.clone();
-        wide.extend(tera::Context::from_serialize(WideCtx { hosts: hosts_entries(inv), pod_routes: &pod_routes }).map_err(context_err(""))?);
+        wide.extend(
+            tera::Context::from_serialize(WideCtx {
+                hosts: hosts_entries(inv),
+                pod_routes: &pod_routes,
+            })
+            .map_err(context_err(""))?,
+        );
         Ok(Contexts { base, wide })
     }
 
@@ -255,17 +318,42 @@ impl Contexts {
 }
 
 /// One template for one node, with the inventory's extra flags merged into units.
-pub(super) fn render_one(tera: &tera::Tera, ctx: &tera::Context, inv: &Inventory, node: &Node, name: &str) -> Result<String, RenderError> {
-    let text = tera.render(name, ctx).map_err(|source| RenderError::Template { template: name.into(), node: node.name.clone(), source })?;
+pub(super) fn render_one(
+    tera: &tera::Tera,
+    ctx: &tera::Context,
+    inv: &Inventory,
+    node: &Node,
+    name: &str,
+) -> Result<String, RenderError> {
+    let text = tera
+        .render(name, ctx)
+        .map_err(|source| RenderError::Template {
+            template: name.into(),
+            node: node.name.clone(),
+            source,
+        })?;
     Ok(crate::flags::with_extra_args(&inv.extra_args, name, text))
 }
 
 /// One template rendered for `node` as [`super::render`] renders it, without a PKI: the
 /// encryption key is `encryption_key`, its name `key_name` (`hardway explain` puts shell
 /// variables there, read from `pki/encryption.key`, which names a rotated key on its second line).
-pub(crate) fn render_template(inv: &Inventory, node: &Node, name: &str, key_name: &str, encryption_key: &str) -> Result<String, RenderError> {
-    let keys = [EncryptionKey { name: key_name.into(), secret_b64: encryption_key.into() }];
+pub(crate) fn render_template(
+    inv: &Inventory,
+    node: &Node,
+    name: &str,
+    key_name: &str,
+    encryption_key: &str,
+) -> Result<String, RenderError> {
+    let keys = [EncryptionKey {
+        name: key_name.into(),
+        secret_b64: encryption_key.into(),
+    }];
     let contexts = Contexts::new(inv, &keys)?;
-    let ctx = if CLUSTER_WIDE.contains(&name) { contexts.wide.clone() } else { contexts.node(node)? };
+    let ctx = if CLUSTER_WIDE.contains(&name) {
+        contexts.wide.clone()
+    } else {
+        contexts.node(node)?
+    };
     render_one(&engine()?, &ctx, inv, node, name)
 }

@@ -42,17 +42,35 @@ fn parse_pem_cert(pem: &str) -> Option<(CertInfo, Vec<u8>)> {
 
 /// Verifies `cert_der`'s signature with the public key of `ca_pem`.
 fn signed_by(cert_der: &[u8], ca_pem: &str) -> bool {
-    let Ok((_, ca_p)) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()) else { return false };
-    let Ok(ca) = ca_p.parse_x509() else { return false };
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else { return false };
+    let Ok((_, ca_p)) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()) else {
+        return false;
+    };
+    let Ok(ca) = ca_p.parse_x509() else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(cert_der) else {
+        return false;
+    };
     cert.verify_signature(Some(ca.public_key())).is_ok()
 }
 
 /// The check of one site, from the certificate the node has (`None`: missing) and its key check.
-pub(crate) fn check_site(host: &str, site: &Site, pem: Option<&str>, key: &KeyCheck, creds: &Credentials) -> Check {
+pub(crate) fn check_site(
+    host: &str,
+    site: &Site,
+    pem: Option<&str>,
+    key: &KeyCheck,
+    creds: &Credentials,
+) -> Check {
     let name = format!("cert {}", site.what);
     let Some((info, der)) = pem.and_then(parse_pem_cert) else {
-        return check(host, name, Status::Fail, format!("{} is missing or not a certificate", site.cert), Some("hardway deploy puts it in place"));
+        return check(
+            host,
+            name,
+            Status::Fail,
+            format!("{} is missing or not a certificate", site.cert),
+            Some("hardway deploy puts it in place"),
+        );
     };
     let mut problems: Vec<(Status, String, String)> = Vec::new();
     let ca_name = ca_name(site.ca);
@@ -63,20 +81,36 @@ pub(crate) fn check_site(host: &str, site: &Site, pem: Option<&str>, key: &KeyCh
             "re-issue it from the right CA (hardway pki generate) and redeploy".into(),
         )),
         Some(_) => {}
-        None => problems.push((Status::Warn, format!("no {ca_name} given, chain not checked"), "pass the CA (--pki or --ca/--etcd-ca)".into())),
+        None => problems.push((
+            Status::Warn,
+            format!("no {ca_name} given, chain not checked"),
+            "pass the CA (--pki or --ca/--etcd-ca)".into(),
+        )),
     }
     if let Some(want) = &site.sans {
         problems.extend(san_problems(site, want, &info));
     }
     let days = info.days_left(time::OffsetDateTime::now_utc());
     if days < 0 {
-        problems.push((Status::Fail, format!("{} expired {} days ago", site.cert, -days), "renew: hardway pki generate, then deploy".into()));
+        problems.push((
+            Status::Fail,
+            format!("{} expired {} days ago", site.cert, -days),
+            "renew: hardway pki generate, then deploy".into(),
+        ));
     } else if days < pki::RENEW_BEFORE_DAYS {
-        problems.push((Status::Warn, format!("{} expires in {days} days", site.cert), "renew soon: hardway pki generate, then deploy".into()));
+        problems.push((
+            Status::Warn,
+            format!("{} expires in {days} days", site.cert),
+            "renew soon: hardway pki generate, then deploy".into(),
+        ));
     }
     let k = &site.key;
     match &key.mode_owner {
-        None => problems.push((Status::Fail, format!("key {k} is missing"), "hardway deploy puts it in place".into())),
+        None => problems.push((
+            Status::Fail,
+            format!("key {k} is missing"),
+            "hardway deploy puts it in place".into(),
+        )),
         Some((0o600 | 0o400, user)) if user == "root" => {}
         Some((mode, user)) => problems.push((
             Status::Fail,
@@ -86,11 +120,25 @@ pub(crate) fn check_site(host: &str, site: &Site, pem: Option<&str>, key: &KeyCh
     }
     match key.pairing {
         Pairing::Match => {}
-        Pairing::NoOpenssl => problems.push((Status::Warn, "openssl is not on the node: key/cert pairing not checked".into(), "apt-get install openssl on the node".into())),
-        Pairing::Differ => problems.push((Status::Fail, format!("key {k} does not belong to {}", site.cert), "deploy the matching key and certificate together".into())),
+        Pairing::NoOpenssl => problems.push((
+            Status::Warn,
+            "openssl is not on the node: key/cert pairing not checked".into(),
+            "apt-get install openssl on the node".into(),
+        )),
+        Pairing::Differ => problems.push((
+            Status::Fail,
+            format!("key {k} does not belong to {}", site.cert),
+            "deploy the matching key and certificate together".into(),
+        )),
     }
     if problems.is_empty() {
-        check(host, name, Status::Pass, format!("{}: {}, {} days left", site.cert, info.cn, days), None)
+        check(
+            host,
+            name,
+            Status::Pass,
+            format!("{}: {}, {} days left", site.cert, info.cn, days),
+            None,
+        )
     } else {
         let worst = problems.iter().map(|p| p.0).max().expect("not empty");
         let detail: Vec<&str> = problems.iter().map(|p| p.1.as_str()).collect();
@@ -106,7 +154,12 @@ fn san_problems(site: &Site, want: &Sans, info: &CertInfo) -> Vec<(Status, Strin
         .required
         .iter()
         .filter(|(san, _)| !covers(&info.sans, san))
-        .map(|(san, why)| format!("{san} ({})", why.iter().cloned().collect::<Vec<_>>().join(", ")))
+        .map(|(san, why)| {
+            format!(
+                "{san} ({})",
+                why.iter().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })
         .collect();
     if !missing.is_empty() {
         out.push((
@@ -115,7 +168,11 @@ fn san_problems(site: &Site, want: &Sans, info: &CertInfo) -> Vec<(Status, Strin
             "clients using that name or address are refused: re-issue it with them (hardway pki generate) and redeploy".into(),
         ));
     }
-    let unused: Vec<&San> = want.conventional.iter().filter(|s| !want.required.contains_key(*s) && !covers(&info.sans, s)).collect();
+    let unused: Vec<&San> = want
+        .conventional
+        .iter()
+        .filter(|s| !want.required.contains_key(*s) && !covers(&info.sans, s))
+        .collect();
     if !unused.is_empty() {
         let list: Vec<String> = unused.iter().map(|s| s.to_string()).collect();
         let refused: Vec<String> = unused

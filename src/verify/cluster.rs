@@ -15,8 +15,11 @@ use crate::inventory::{Inventory, Role, host_for_url};
 use crate::probe::{self, Probe};
 
 pub(crate) fn encryption_consistency(inv: &Inventory, work: &[HostWork], checks: &mut Vec<Check>) {
-    let shas: Vec<(&str, &String)> =
-        work.iter().filter(|h| h.node.has(Role::Master)).filter_map(|h| h.encryption_sha.as_ref().map(|s| (h.node.name.as_str(), s))).collect();
+    let shas: Vec<(&str, &String)> = work
+        .iter()
+        .filter(|h| h.node.has(Role::Master))
+        .filter_map(|h| h.encryption_sha.as_ref().map(|s| (h.node.name.as_str(), s)))
+        .collect();
     if shas.is_empty() {
         return;
     }
@@ -24,11 +27,34 @@ pub(crate) fn encryption_consistency(inv: &Inventory, work: &[HostWork], checks:
     let masters = inv.masters().count();
     for (host, sha) in &shas {
         let c = if distinct.len() == 1 && shas.len() == masters {
-            check(host, "encryption config", Status::Pass, format!("identical on all {masters} masters"), None)
+            check(
+                host,
+                "encryption config",
+                Status::Pass,
+                format!("identical on all {masters} masters"),
+                None,
+            )
         } else if distinct.len() == 1 {
-            check(host, "encryption config", Status::Fail, format!("present here, missing on {} of {masters} masters", masters - shas.len()), Some("every API server needs the same key: hardway deploy --phases control-plane"))
+            check(
+                host,
+                "encryption config",
+                Status::Fail,
+                format!(
+                    "present here, missing on {} of {masters} masters",
+                    masters - shas.len()
+                ),
+                Some("every API server needs the same key: hardway deploy --phases control-plane"),
+            )
         } else {
-            check(host, "encryption config", Status::Fail, format!("differs between masters (sha256 {}…)", &sha[..12]), Some("API servers with different keys cannot read each other's Secrets: deploy one config to all"))
+            check(
+                host,
+                "encryption config",
+                Status::Fail,
+                format!("differs between masters (sha256 {}…)", &sha[..12]),
+                Some(
+                    "API servers with different keys cannot read each other's Secrets: deploy one config to all",
+                ),
+            )
         };
         checks.push(c);
     }
@@ -37,26 +63,56 @@ pub(crate) fn encryption_consistency(inv: &Inventory, work: &[HostWork], checks:
 /// One check per master for each LB's backend state. A master without an API server is DOWN
 /// by design, which is a SKIP (not deployed), not a failure.
 pub(crate) fn backends(inv: &Inventory, work: &[HostWork], checks: &mut Vec<Check>) {
-    let api_deployed: BTreeSet<&str> = work.iter().filter(|h| h.deployed("kube-apiserver")).map(|h| h.node.name.as_str()).collect();
+    let api_deployed: BTreeSet<&str> = work
+        .iter()
+        .filter(|h| h.deployed("kube-apiserver"))
+        .map(|h| h.node.name.as_str())
+        .collect();
     for lb in work.iter().filter(|h| h.backends.is_some()) {
         let servers = lb.backends.as_ref().expect("filtered");
         for m in inv.masters() {
             let name = format!("haproxy backend {}", m.name);
             let addr = format!("{}:", host_for_url(m.address));
-            let status = servers.iter().find(|(n, a, _)| *n == m.name || a.starts_with(&addr)).map(|s| s.2.clone());
+            let status = servers
+                .iter()
+                .find(|(n, a, _)| *n == m.name || a.starts_with(&addr))
+                .map(|s| s.2.clone());
             let host = lb.node.name.as_str();
             checks.push(match status {
-                None => check(host, name, Status::Fail, "not in any backend", Some("haproxy.cfg must list every master (hardway render)")),
+                None => check(
+                    host,
+                    name,
+                    Status::Fail,
+                    "not in any backend",
+                    Some("haproxy.cfg must list every master (hardway render)"),
+                ),
                 // Whatever HAProxy says, a master without an API server cannot be UP for long.
-                Some(s) if !api_deployed.contains(m.name.as_str()) => {
-                    check(host, name, Status::Skip, format!("{s}: kube-apiserver is not deployed on {}", m.name), Some("deploy the control plane"))
-                }
+                Some(s) if !api_deployed.contains(m.name.as_str()) => check(
+                    host,
+                    name,
+                    Status::Skip,
+                    format!("{s}: kube-apiserver is not deployed on {}", m.name),
+                    Some("deploy the control plane"),
+                ),
                 Some(s) if s == "UP" => check(host, name, Status::Pass, s, None),
                 // "UP 1/3": still in rotation but failing its health checks, on its way down.
-                Some(s) if s.starts_with("UP") => {
-                    check(host, name, Status::Warn, format!("{s}: failing health checks"), Some(&format!("the API server on {} stopped answering /readyz", m.name)))
-                }
-                Some(s) => check(host, name, Status::Fail, s, Some(&format!("the API server on {} is not ready", m.name))),
+                Some(s) if s.starts_with("UP") => check(
+                    host,
+                    name,
+                    Status::Warn,
+                    format!("{s}: failing health checks"),
+                    Some(&format!(
+                        "the API server on {} stopped answering /readyz",
+                        m.name
+                    )),
+                ),
+                Some(s) => check(
+                    host,
+                    name,
+                    Status::Fail,
+                    s,
+                    Some(&format!("the API server on {} is not ready", m.name)),
+                ),
             });
         }
     }
@@ -67,16 +123,29 @@ pub(crate) fn backends(inv: &Inventory, work: &[HostWork], checks: &mut Vec<Chec
 fn advertised(work: &[HostWork], node: &str, flag: &str) -> Option<String> {
     let h = work.iter().find(|h| h.node.name == node)?;
     let value = h.flag("etcd", flag)?;
-    let urls: Vec<&str> = value.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+    let urls: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
     let own = format!("://{}:", host_for_url(h.node.address));
-    urls.iter().find(|u| u.contains(&own)).or(urls.first()).map(|u| u.trim_end_matches('/').to_string())
+    urls.iter()
+        .find(|u| u.contains(&own))
+        .or(urls.first())
+        .map(|u| u.trim_end_matches('/').to_string())
 }
 
-pub(crate) async fn etcd(inv: &Inventory, probe: &dyn Probe, have_auth: bool, work: &[HostWork]) -> Vec<Check> {
+pub(crate) async fn etcd(
+    inv: &Inventory,
+    probe: &dyn Probe,
+    have_auth: bool,
+    work: &[HostWork],
+) -> Vec<Check> {
     let members = inv.etcd_members();
     // The client port each member's unit advertises, where it is not etcd's default.
     for m in &members {
-        let port = advertised(work, &m.name, "advertise-client-urls").and_then(|u| sans::endpoints(&u).first()?.port);
+        let port = advertised(work, &m.name, "advertise-client-urls")
+            .and_then(|u| sans::endpoints(&u).first()?.port);
         if let Some(port) = port.filter(|p| *p != Port::EtcdClient.number(inv)) {
             probe.set_etcd_port(m.address, port);
         }
@@ -84,43 +153,118 @@ pub(crate) async fn etcd(inv: &Inventory, probe: &dyn Probe, have_auth: bool, wo
     if !have_auth {
         return members
             .iter()
-            .map(|m| check(&m.name, "etcd member", Status::Skip, "no etcd client certificate", Some("pass --etcd-ca/--etcd-cert/--etcd-key or --pki")))
+            .map(|m| {
+                check(
+                    &m.name,
+                    "etcd member",
+                    Status::Skip,
+                    "no etcd client certificate",
+                    Some("pass --etcd-ca/--etcd-cert/--etcd-key or --pki"),
+                )
+            })
             .collect();
     }
     let statuses = probe::cluster_status(probe, &members, Duration::from_secs(3)).await;
     let answering = statuses.iter().filter(|s| s.answered()).count();
     let quorum = crate::etcd::quorum(members.len());
     let held = if answering >= quorum {
-        format!("quorum held: {answering} of {} members answer, quorum is {quorum}", members.len())
+        format!(
+            "quorum held: {answering} of {} members answer, quorum is {quorum}",
+            members.len()
+        )
     } else {
-        format!("QUORUM LOST: {answering} of {} members answer, quorum is {quorum}", members.len())
+        format!(
+            "QUORUM LOST: {answering} of {} members answer, quorum is {quorum}",
+            members.len()
+        )
     };
     let mut out = Vec::new();
     for s in &statuses {
         out.push(match &s.error {
-            None if s.errors.is_empty() => check(&s.name, "etcd member", Status::Pass, probe::describe(s), None),
-            None => check(&s.name, "etcd member", Status::Fail, probe::describe(s), Some("see journalctl -u etcd on the member")),
-            Some(e) => check(&s.name, "etcd member", Status::Fail, format!("no answer ({e}); {held}"), Some(&format!("systemctl status etcd and journalctl -u etcd on {}", s.name))),
+            None if s.errors.is_empty() => check(
+                &s.name,
+                "etcd member",
+                Status::Pass,
+                probe::describe(s),
+                None,
+            ),
+            None => check(
+                &s.name,
+                "etcd member",
+                Status::Fail,
+                probe::describe(s),
+                Some("see journalctl -u etcd on the member"),
+            ),
+            Some(e) => check(
+                &s.name,
+                "etcd member",
+                Status::Fail,
+                format!("no answer ({e}); {held}"),
+                Some(&format!(
+                    "systemctl status etcd and journalctl -u etcd on {}",
+                    s.name
+                )),
+            ),
         });
     }
     let cluster = "etcd";
-    let leaders: BTreeSet<u64> = statuses.iter().filter_map(|s| s.leader).filter(|l| *l != 0).collect();
+    let leaders: BTreeSet<u64> = statuses
+        .iter()
+        .filter_map(|s| s.leader)
+        .filter(|l| *l != 0)
+        .collect();
     out.push(match leaders.len() {
-        1 => check(cluster, "etcd leader", Status::Pass, format!("one leader ({:x}); {held}", leaders.iter().next().expect("one")), None),
-        0 => check(cluster, "etcd leader", Status::Fail, format!("no leader; {held}"), Some("etcd needs a majority of members up to elect a leader")),
-        n => check(cluster, "etcd leader", Status::Fail, format!("{n} different leaders reported (split brain?)"), Some("check --initial-cluster on every member")),
+        1 => check(
+            cluster,
+            "etcd leader",
+            Status::Pass,
+            format!(
+                "one leader ({:x}); {held}",
+                leaders.iter().next().expect("one")
+            ),
+            None,
+        ),
+        0 => check(
+            cluster,
+            "etcd leader",
+            Status::Fail,
+            format!("no leader; {held}"),
+            Some("etcd needs a majority of members up to elect a leader"),
+        ),
+        n => check(
+            cluster,
+            "etcd leader",
+            Status::Fail,
+            format!("{n} different leaders reported (split brain?)"),
+            Some("check --initial-cluster on every member"),
+        ),
     });
     let indexes: Vec<u64> = statuses.iter().filter_map(|s| s.raft_index).collect();
     if let (Some(min), Some(max)) = (indexes.iter().min(), indexes.iter().max()) {
         out.push(if max - min <= 100 {
-            check(cluster, "etcd raft index", Status::Pass, format!("within {} of each other", max - min), None)
+            check(
+                cluster,
+                "etcd raft index",
+                Status::Pass,
+                format!("within {} of each other", max - min),
+                None,
+            )
         } else {
-            check(cluster, "etcd raft index", Status::Warn, format!("spread {} (from {min} to {max})", max - min), Some("a member is lagging: check its disk and network"))
+            check(
+                cluster,
+                "etcd raft index",
+                Status::Warn,
+                format!("spread {} (from {min} to {max})", max - min),
+                Some("a member is lagging: check its disk and network"),
+            )
         });
     }
     // Membership and alarms, asked of any member that answers.
     if let Some(first) = statuses.iter().find(|s| s.answered()) {
-        match probe.etcd_membership(first.address, Duration::from_secs(3)).await {
+        match probe
+            .etcd_membership(first.address, Duration::from_secs(3))
+            .await
+        {
             Ok((listed, alarms)) => {
                 let peer = Port::EtcdPeer.number(inv);
                 // The peer URL each member's unit advertises; hardway's where none was read.
@@ -128,35 +272,85 @@ pub(crate) async fn etcd(inv: &Inventory, probe: &dyn Probe, have_auth: bool, wo
                     .iter()
                     .map(|m| {
                         let url = advertised(work, &m.name, "initial-advertise-peer-urls")
-                            .unwrap_or_else(|| format!("https://{}:{peer}", host_for_url(m.address)));
+                            .unwrap_or_else(|| {
+                                format!("https://{}:{peer}", host_for_url(m.address))
+                            });
                         (m.name.clone(), url)
                     })
                     .collect();
-                let have: BTreeSet<(String, String)> = listed.into_iter().map(|m| (m.name, m.peer_url)).collect();
+                let have: BTreeSet<(String, String)> =
+                    listed.into_iter().map(|m| (m.name, m.peer_url)).collect();
                 out.push(if want == have {
-                    check(cluster, "etcd membership", Status::Pass, format!("{} members as in the inventory", want.len()), None)
+                    check(
+                        cluster,
+                        "etcd membership",
+                        Status::Pass,
+                        format!("{} members as in the inventory", want.len()),
+                        None,
+                    )
                 } else {
-                    let missing: Vec<String> = want.difference(&have).map(|(n, u)| format!("{n} {u}")).collect();
-                    let extra: Vec<String> = have.difference(&want).map(|(n, u)| format!("{n} {u}")).collect();
-                    check(cluster, "etcd membership", Status::Fail, format!("missing: [{}], not in inventory: [{}]", missing.join(", "), extra.join(", ")), Some("etcdctl member add/remove to match the inventory"))
+                    let missing: Vec<String> = want
+                        .difference(&have)
+                        .map(|(n, u)| format!("{n} {u}"))
+                        .collect();
+                    let extra: Vec<String> = have
+                        .difference(&want)
+                        .map(|(n, u)| format!("{n} {u}"))
+                        .collect();
+                    check(
+                        cluster,
+                        "etcd membership",
+                        Status::Fail,
+                        format!(
+                            "missing: [{}], not in inventory: [{}]",
+                            missing.join(", "),
+                            extra.join(", ")
+                        ),
+                        Some("etcdctl member add/remove to match the inventory"),
+                    )
                 });
                 out.push(if alarms.is_empty() {
                     check(cluster, "etcd alarms", Status::Pass, "none", None)
                 } else {
-                    check(cluster, "etcd alarms", Status::Fail, alarms.join(", "), Some("NOSPACE: compact and defragment, then etcdctl alarm disarm"))
+                    check(
+                        cluster,
+                        "etcd alarms",
+                        Status::Fail,
+                        alarms.join(", "),
+                        Some("NOSPACE: compact and defragment, then etcdctl alarm disarm"),
+                    )
                 });
             }
-            Err(e) => out.push(check(cluster, "etcd membership", Status::Fail, e.to_string(), None)),
+            Err(e) => out.push(check(
+                cluster,
+                "etcd membership",
+                Status::Fail,
+                e.to_string(),
+                None,
+            )),
         }
     }
     out
 }
 
-pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, auth_error: Option<String>, work: &[HostWork]) -> Vec<Check> {
+pub(crate) async fn api(
+    inv: &Inventory,
+    probe: &dyn Probe,
+    have_auth: bool,
+    auth_error: Option<String>,
+    work: &[HostWork],
+) -> Vec<Check> {
     let mut out = Vec::new();
-    let deployed: Vec<&HostWork> = work.iter().filter(|h| h.node.has(Role::Master) && h.deployed("kube-apiserver")).collect();
+    let deployed: Vec<&HostWork> = work
+        .iter()
+        .filter(|h| h.node.has(Role::Master) && h.deployed("kube-apiserver"))
+        .collect();
     let (lb_ip, lb_port) = inv.api_endpoint();
-    let lb_host = inv.load_balancer.as_ref().and_then(|l| l.node.clone()).unwrap_or_else(|| "load-balancer".into());
+    let lb_host = inv
+        .load_balancer
+        .as_ref()
+        .and_then(|l| l.node.clone())
+        .unwrap_or_else(|| "load-balancer".into());
     if deployed.is_empty() {
         let masters: Vec<&HostWork> = work.iter().filter(|h| h.node.has(Role::Master)).collect();
         out.push(if masters.iter().all(|h| !h.reached()) {
@@ -172,7 +366,13 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
         return out;
     }
     if !have_auth {
-        out.push(check(&lb_host, "api /readyz", Status::Skip, "no cluster CA or admin certificate", Some("pass --pki, or --ca/--admin-cert/--admin-key")));
+        out.push(check(
+            &lb_host,
+            "api /readyz",
+            Status::Skip,
+            "no cluster CA or admin certificate",
+            Some("pass --pki, or --ca/--admin-cert/--admin-key"),
+        ));
         return out;
     }
     let default_port = Port::ApiServer.number(inv);
@@ -180,7 +380,10 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
         .iter()
         .map(|h| {
             // The port the API server was told to serve on, as a hand-built one may differ.
-            let port = h.flag("kube-apiserver", "secure-port").and_then(|p| p.parse().ok()).unwrap_or(default_port);
+            let port = h
+                .flag("kube-apiserver", "secure-port")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(default_port);
             (h.node.name.clone(), h.node.address, port)
         })
         .collect();
@@ -188,9 +391,35 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
     for (host, ip, port) in &targets {
         for path in ["/livez", "/readyz"] {
             out.push(match probe.api_get(*ip, *port, path).await {
-                Ok((200, _)) => check(host, format!("api {path}"), Status::Pass, format!("https://{}:{port}{path}: 200", host_for_url(*ip)), None),
-                Ok((code, body)) => check(host, format!("api {path}"), Status::Fail, format!("{code}: {}", body.lines().filter(|l| l.contains("failed")).collect::<Vec<_>>().join("; ")), Some("kubectl get --raw '/readyz?verbose' names the failing check")),
-                Err(e) => check(host, format!("api {path}"), Status::Fail, e, Some(&format!("is kube-apiserver running, and port {port} reachable?"))),
+                Ok((200, _)) => check(
+                    host,
+                    format!("api {path}"),
+                    Status::Pass,
+                    format!("https://{}:{port}{path}: 200", host_for_url(*ip)),
+                    None,
+                ),
+                Ok((code, body)) => check(
+                    host,
+                    format!("api {path}"),
+                    Status::Fail,
+                    format!(
+                        "{code}: {}",
+                        body.lines()
+                            .filter(|l| l.contains("failed"))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
+                    Some("kubectl get --raw '/readyz?verbose' names the failing check"),
+                ),
+                Err(e) => check(
+                    host,
+                    format!("api {path}"),
+                    Status::Fail,
+                    e,
+                    Some(&format!(
+                        "is kube-apiserver running, and port {port} reachable?"
+                    )),
+                ),
             });
         }
     }
@@ -198,13 +427,18 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
     // master left behind, is named here.
     for (host, ip, port) in targets.iter().filter(|(h, ..)| *h != lb_host) {
         if let Ok((200, body)) = probe.api_get(*ip, *port, "/version").await
-            && let Some(v) = serde_json::from_str::<serde_json::Value>(&body).ok().and_then(|v| v["gitVersion"].as_str().map(str::to_string))
+            && let Some(v) = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["gitVersion"].as_str().map(str::to_string))
         {
             out.push(release(inv, host, "kube-apiserver", &v));
         }
     }
     // Cluster state, through the load balancer.
-    let kubelet_deployed = |name: &str| work.iter().any(|h| h.node.name == name && h.deployed("kubelet"));
+    let kubelet_deployed = |name: &str| {
+        work.iter()
+            .any(|h| h.node.name == name && h.deployed("kubelet"))
+    };
     match probe.api_get(lb_ip, lb_port, "/api/v1/nodes").await {
         Ok((200, body)) => {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -213,24 +447,55 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|n| Some((n["metadata"]["name"].as_str()?, n["status"]["conditions"].as_array().map(Vec::as_slice).unwrap_or_default())))
+                .filter_map(|n| {
+                    Some((
+                        n["metadata"]["name"].as_str()?,
+                        n["status"]["conditions"]
+                            .as_array()
+                            .map(Vec::as_slice)
+                            .unwrap_or_default(),
+                    ))
+                })
                 .collect();
             // The kubelet each registered node reports.
             let kubelets: BTreeMap<&str, &str> = v["items"]
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter_map(|n| Some((n["metadata"]["name"].as_str()?, n["status"]["nodeInfo"]["kubeletVersion"].as_str()?)))
+                .filter_map(|n| {
+                    Some((
+                        n["metadata"]["name"].as_str()?,
+                        n["status"]["nodeInfo"]["kubeletVersion"].as_str()?,
+                    ))
+                })
                 .collect();
-            let ready: BTreeSet<&str> =
-                conditions.iter().filter(|(_, cs)| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")).map(|(n, _)| *n).collect();
+            let ready: BTreeSet<&str> = conditions
+                .iter()
+                .filter(|(_, cs)| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+                .map(|(n, _)| *n)
+                .collect();
             for w in inv.workers() {
                 out.push(if ready.contains(w.name.as_str()) {
                     check(&w.name, "node Ready", Status::Pass, "Ready", None)
                 } else if !kubelet_deployed(&w.name) {
-                    check(&w.name, "node Ready", Status::Skip, "the kubelet is not deployed on this node", Some("hardway deploy --phases workers"))
+                    check(
+                        &w.name,
+                        "node Ready",
+                        Status::Skip,
+                        "the kubelet is not deployed on this node",
+                        Some("hardway deploy --phases workers"),
+                    )
                 } else {
-                    check(&w.name, "node Ready", Status::Fail, "not registered or not Ready", Some("journalctl -u kubelet on the node"))
+                    check(
+                        &w.name,
+                        "node Ready",
+                        Status::Fail,
+                        "not registered or not Ready",
+                        Some("journalctl -u kubelet on the node"),
+                    )
                 });
                 if let Some(v) = kubelets.get(w.name.as_str()) {
                     out.push(release(inv, &w.name, "kubelet", v));
@@ -240,7 +505,10 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
                     out.push(kubelet_api(probe, lb_ip, lb_port, &w.name).await);
                 }
             }
-            for (lease, unit) in [("kube-scheduler", "kube-scheduler"), ("kube-controller-manager", "kube-controller-manager")] {
+            for (lease, unit) in [
+                ("kube-scheduler", "kube-scheduler"),
+                ("kube-controller-manager", "kube-controller-manager"),
+            ] {
                 if deployed.iter().any(|h| h.deployed(unit)) {
                     out.push(leader(probe, lb_ip, lb_port, &lb_host, lease).await);
                 }
@@ -250,11 +518,29 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
                 out.push(cluster_dns(probe, lb_ip, lb_port, &lb_host).await);
             }
         }
-        Ok((code, _)) => out.push(check(&lb_host, "nodes Ready", Status::Fail, format!("listing nodes answered {code}"), Some("the admin certificate needs O=system:masters"))),
-        Err(e) => out.push(check(&lb_host, "nodes Ready", Status::Fail, format!("listing nodes: {e}"), None)),
+        Ok((code, _)) => out.push(check(
+            &lb_host,
+            "nodes Ready",
+            Status::Fail,
+            format!("listing nodes answered {code}"),
+            Some("the admin certificate needs O=system:masters"),
+        )),
+        Err(e) => out.push(check(
+            &lb_host,
+            "nodes Ready",
+            Status::Fail,
+            format!("listing nodes: {e}"),
+            None,
+        )),
     }
     if inv.addons.aggregation
-        && let Ok((200, body)) = probe.api_get(lb_ip, lb_port, "/apis/apiregistration.k8s.io/v1/apiservices").await
+        && let Ok((200, body)) = probe
+            .api_get(
+                lb_ip,
+                lb_port,
+                "/apis/apiregistration.k8s.io/v1/apiservices",
+            )
+            .await
     {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         // Each APIService that is not Available: its name, its service and why (the condition's
@@ -265,13 +551,29 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
             .into_iter()
             .flatten()
             .filter_map(|a| {
-                let available = a["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Available");
+                let available = a["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == "Available");
                 if available.is_some_and(|c| c["status"] == "True") {
                     return None;
                 }
                 let name = a["metadata"]["name"].as_str()?.to_string();
-                let svc = format!("{}/{}", a["spec"]["service"]["namespace"].as_str().unwrap_or("?"), a["spec"]["service"]["name"].as_str().unwrap_or("?"));
-                let why = available.map(|c| format!("{}: {}", c["reason"].as_str().unwrap_or(""), c["message"].as_str().unwrap_or(""))).unwrap_or_else(|| "no Available condition yet".into());
+                let svc = format!(
+                    "{}/{}",
+                    a["spec"]["service"]["namespace"].as_str().unwrap_or("?"),
+                    a["spec"]["service"]["name"].as_str().unwrap_or("?")
+                );
+                let why = available
+                    .map(|c| {
+                        format!(
+                            "{}: {}",
+                            c["reason"].as_str().unwrap_or(""),
+                            c["message"].as_str().unwrap_or("")
+                        )
+                    })
+                    .unwrap_or_else(|| "no Available condition yet".into());
                 Some((name, svc, why))
             })
             .collect();
@@ -298,7 +600,13 @@ pub(crate) async fn api(inv: &Inventory, probe: &dyn Probe, have_auth: bool, aut
 async fn kubelet_api(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, node: &str) -> Check {
     let path = format!("/api/v1/nodes/{node}/proxy/healthz");
     match probe.api_get(lb_ip, lb_port, &path).await {
-        Ok((200, _)) => check(node, "kubelet API", Status::Pass, "the API server reaches the kubelet (logs, exec, metrics)", None),
+        Ok((200, _)) => check(
+            node,
+            "kubelet API",
+            Status::Pass,
+            "the API server reaches the kubelet (logs, exec, metrics)",
+            None,
+        ),
         Ok((code, body)) => {
             let why: String = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
@@ -310,9 +618,21 @@ async fn kubelet_api(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, node: &str)
             } else {
                 "kubectl logs and exec go this way: is the kubelet's port 10250 reachable from the masters?"
             };
-            check(node, "kubelet API", Status::Fail, format!("{path}: {code}: {why}"), Some(hint))
+            check(
+                node,
+                "kubelet API",
+                Status::Fail,
+                format!("{path}: {code}: {why}"),
+                Some(hint),
+            )
         }
-        Err(e) => check(node, "kubelet API", Status::Fail, format!("{path}: {e}"), None),
+        Err(e) => check(
+            node,
+            "kubelet API",
+            Status::Fail,
+            format!("{path}: {e}"),
+            None,
+        ),
     }
 }
 
@@ -323,25 +643,58 @@ async fn leader(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str, leas
     let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{lease}");
     let v = match probe.api_get(lb_ip, lb_port, &path).await {
         Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
-        Ok((404, _)) => return check(host, name, Status::Fail, format!("no {lease} lease: no {lease} ever became leader"), Some(&format!("systemctl status {lease} on the masters"))),
+        Ok((404, _)) => {
+            return check(
+                host,
+                name,
+                Status::Fail,
+                format!("no {lease} lease: no {lease} ever became leader"),
+                Some(&format!("systemctl status {lease} on the masters")),
+            );
+        }
         Ok((code, _)) => return check(host, name, Status::Fail, format!("{path}: {code}"), None),
         Err(e) => return check(host, name, Status::Fail, format!("{path}: {e}"), None),
     };
-    let holder = v["spec"]["holderIdentity"].as_str().unwrap_or("nobody").to_string();
+    let holder = v["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or("nobody")
+        .to_string();
     let duration = v["spec"]["leaseDurationSeconds"].as_i64().unwrap_or(15);
-    let renewed = v["spec"]["renewTime"].as_str().and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok());
+    let renewed = v["spec"]["renewTime"].as_str().and_then(|t| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    });
     let age = renewed.map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds());
-    let what = if lease == "kube-scheduler" { "new pods stay Pending" } else { "no controller runs (Deployments, Endpoints, node lifecycle)" };
+    let what = if lease == "kube-scheduler" {
+        "new pods stay Pending"
+    } else {
+        "no controller runs (Deployments, Endpoints, node lifecycle)"
+    };
     match age {
-        Some(age) if age <= duration + 5 => check(host, name, Status::Pass, format!("{holder}, renewed {age} s ago"), None),
+        Some(age) if age <= duration + 5 => check(
+            host,
+            name,
+            Status::Pass,
+            format!("{holder}, renewed {age} s ago"),
+            None,
+        ),
         Some(age) => check(
             host,
             name,
             Status::Fail,
-            format!("no {lease} holds the lease: last renewed {age} s ago by {holder} (it lapses after {duration} s); {what}"),
-            Some(&format!("systemctl start {lease} on the masters (journalctl -u {lease} says why it stopped)")),
+            format!(
+                "no {lease} holds the lease: last renewed {age} s ago by {holder} (it lapses after {duration} s); {what}"
+            ),
+            Some(&format!(
+                "systemctl start {lease} on the masters (journalctl -u {lease} says why it stopped)"
+            )),
         ),
-        None => check(host, name, Status::Fail, format!("the {lease} lease has no renew time ({holder})"), None),
+        None => check(
+            host,
+            name,
+            Status::Fail,
+            format!("the {lease} lease has no renew time ({holder})"),
+            None,
+        ),
     }
 }
 
@@ -350,8 +703,24 @@ async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str)
     let path = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dkube-dns";
     let v = match probe.api_get(lb_ip, lb_port, path).await {
         Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
-        Ok((code, _)) => return check(host, "cluster DNS", Status::Fail, format!("kube-dns's EndpointSlices: {code}"), None),
-        Err(e) => return check(host, "cluster DNS", Status::Fail, format!("kube-dns's EndpointSlices: {e}"), None),
+        Ok((code, _)) => {
+            return check(
+                host,
+                "cluster DNS",
+                Status::Fail,
+                format!("kube-dns's EndpointSlices: {code}"),
+                None,
+            );
+        }
+        Err(e) => {
+            return check(
+                host,
+                "cluster DNS",
+                Status::Fail,
+                format!("kube-dns's EndpointSlices: {e}"),
+                None,
+            );
+        }
     };
     let ready: Vec<String> = v["items"]
         .as_array()
@@ -367,10 +736,22 @@ async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str)
             "cluster DNS",
             Status::Fail,
             "the kube-dns Service has no ready endpoints: names do not resolve in pods (no CoreDNS pod is Ready)",
-            Some("kubectl -n kube-system get deployment coredns (scaled to zero? kubectl -n kube-system scale deployment coredns --replicas=2), and its pods' logs"),
+            Some(
+                "kubectl -n kube-system get deployment coredns (scaled to zero? kubectl -n kube-system scale deployment coredns --replicas=2), and its pods' logs",
+            ),
         )
     } else {
-        check(host, "cluster DNS", Status::Pass, format!("kube-dns served by {} CoreDNS pods ({})", ready.len(), ready.join(", ")), None)
+        check(
+            host,
+            "cluster DNS",
+            Status::Pass,
+            format!(
+                "kube-dns served by {} CoreDNS pods ({})",
+                ready.len(),
+                ready.join(", ")
+            ),
+            None,
+        )
     }
 }
 
@@ -381,9 +762,13 @@ fn release(inv: &Inventory, host: &str, component: &str, running: &str) -> Check
     let name = format!("{component} version");
     match crate::versions::Version::parse(running) {
         Some(v) if v == want => check(host, &name, Status::Pass, running.to_string(), None),
-        Some(v) if (v.major, v.minor) == (want.major, want.minor) => {
-            check(host, &name, Status::Warn, format!("{running}; the inventory's kubernetes_version is {want}"), Some("hardway deploy puts every node on the inventory's release"))
-        }
+        Some(v) if (v.major, v.minor) == (want.major, want.minor) => check(
+            host,
+            &name,
+            Status::Warn,
+            format!("{running}; the inventory's kubernetes_version is {want}"),
+            Some("hardway deploy puts every node on the inventory's release"),
+        ),
         _ => check(
             host,
             &name,
@@ -400,17 +785,37 @@ fn release(inv: &Inventory, host: &str, component: &str, running: &str) -> Check
 fn pressure(node: &str, conditions: &[serde_json::Value]) -> Check {
     let under: Vec<String> = conditions
         .iter()
-        .filter(|c| c["status"] == "True" && matches!(c["type"].as_str(), Some("MemoryPressure" | "DiskPressure" | "PIDPressure")))
-        .map(|c| format!("{}: {}", c["type"].as_str().unwrap_or_default(), c["message"].as_str().unwrap_or_default()))
+        .filter(|c| {
+            c["status"] == "True"
+                && matches!(
+                    c["type"].as_str(),
+                    Some("MemoryPressure" | "DiskPressure" | "PIDPressure")
+                )
+        })
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["type"].as_str().unwrap_or_default(),
+                c["message"].as_str().unwrap_or_default()
+            )
+        })
         .collect();
     if under.is_empty() {
-        return check(node, "node pressure", Status::Pass, "no memory, disk or PID pressure", None);
+        return check(
+            node,
+            "node pressure",
+            Status::Pass,
+            "no memory, disk or PID pressure",
+            None,
+        );
     }
     check(
         node,
         "node pressure",
         Status::Fail,
         under.join("; "),
-        Some("the kubelet evicts pods while it lasts: free disk (its default evictionHard: nodefs.available<10%, imagefs.available<15%) or memory on the node; kubectl describe node shows it"),
+        Some(
+            "the kubelet evicts pods while it lasts: free disk (its default evictionHard: nodefs.available<10%, imagefs.available<15%) or memory on the node; kubectl describe node shows it",
+        ),
     )
 }

@@ -15,24 +15,46 @@ use crate::pki::{self, San};
 use crate::remote::{Connector, Remote, RemoteError, UnitInfo};
 use crate::render;
 
-pub(crate) fn run(inv: &Inventory, creds: &Credentials, connector: &dyn Connector, h: &mut HostWork) {
+pub(crate) fn run(
+    inv: &Inventory,
+    creds: &Credentials,
+    connector: &dyn Connector,
+    h: &mut HostWork,
+) {
     let name = h.node.name.clone();
     let remote = match connector.connect(&h.node) {
         Ok(r) => {
-            h.checks.push(check(&name, "ssh", Status::Pass, "connected", None));
+            h.checks
+                .push(check(&name, "ssh", Status::Pass, "connected", None));
             r
         }
         Err(e) => {
-            h.checks.push(check(&name, "ssh", Status::Fail, e.to_string(), Some("make the node reachable over SSH; nothing else on it can be checked")));
+            h.checks.push(check(
+                &name,
+                "ssh",
+                Status::Fail,
+                e.to_string(),
+                Some("make the node reachable over SSH; nothing else on it can be checked"),
+            ));
             return;
         }
     };
     match checks_on(inv, creds, h, remote.as_ref()) {
         Ok(()) => {}
-        Err(e @ RemoteError::TooLarge { .. }) => {
-            h.checks.push(check(&name, "read limit", Status::Fail, e.to_string(), Some("shrink it: verify reads at most 1 MiB of a file a node names")))
-        }
-        Err(e) => h.checks.push(check(&name, "ssh", Status::Fail, e.to_string(), Some("the node stopped answering during the checks"))),
+        Err(e @ RemoteError::TooLarge { .. }) => h.checks.push(check(
+            &name,
+            "read limit",
+            Status::Fail,
+            e.to_string(),
+            Some("shrink it: verify reads at most 1 MiB of a file a node names"),
+        )),
+        Err(e) => h.checks.push(check(
+            &name,
+            "ssh",
+            Status::Fail,
+            e.to_string(),
+            Some("the node stopped answering during the checks"),
+        )),
     }
 }
 
@@ -40,16 +62,25 @@ pub(crate) fn run(inv: &Inventory, creds: &Credentials, connector: &dyn Connecto
 pub(crate) fn exec_flags(unit_text: &str) -> BTreeMap<String, String> {
     let joined = unit_text.replace("\\\n", " ");
     let mut flags = BTreeMap::new();
-    if let Some(line) = joined.lines().find_map(|l| l.trim().strip_prefix("ExecStart=")) {
+    if let Some(line) = joined
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("ExecStart="))
+    {
         let args: Vec<&str> = line.split_whitespace().collect();
         for (i, arg) in args.iter().enumerate() {
-            let Some(flag) = arg.strip_prefix("--") else { continue };
+            let Some(flag) = arg.strip_prefix("--") else {
+                continue;
+            };
             match flag.split_once('=') {
                 Some((k, v)) => {
                     flags.insert(k.to_string(), v.to_string());
                 }
                 None => {
-                    let value = args.get(i + 1).filter(|v| !v.starts_with("--")).copied().unwrap_or("true");
+                    let value = args
+                        .get(i + 1)
+                        .filter(|v| !v.starts_with("--"))
+                        .copied()
+                        .unwrap_or("true");
                     flags.insert(flag.to_string(), value.to_string());
                 }
             }
@@ -61,17 +92,42 @@ pub(crate) fn exec_flags(unit_text: &str) -> BTreeMap<String, String> {
 fn unit_check(node: &str, unit: &str, info: &UnitInfo) -> Check {
     let name = format!("unit {unit}");
     match (info.deployed(), info.active.as_str(), info.enabled.as_str()) {
-        (false, _, _) => check(node, name, Status::Skip, format!("{unit} is not deployed on this node (no unit)"), Some("deploy it (hardway deploy), or ignore if this part is not built yet")),
+        (false, _, _) => check(
+            node,
+            name,
+            Status::Skip,
+            format!("{unit} is not deployed on this node (no unit)"),
+            Some("deploy it (hardway deploy), or ignore if this part is not built yet"),
+        ),
         (true, "active", "enabled") => check(node, name, Status::Pass, "active, enabled", None),
-        (true, "active", e) => check(node, name, Status::Warn, format!("active but {e}"), Some(&format!("systemctl enable {unit}: it will not start after a reboot"))),
-        (true, a, _) => check(node, name, Status::Fail, a.to_string(), Some(&format!("journalctl -u {unit} -n 50 on {node} tells why; then systemctl restart {unit}"))),
+        (true, "active", e) => check(
+            node,
+            name,
+            Status::Warn,
+            format!("active but {e}"),
+            Some(&format!(
+                "systemctl enable {unit}: it will not start after a reboot"
+            )),
+        ),
+        (true, a, _) => check(
+            node,
+            name,
+            Status::Fail,
+            a.to_string(),
+            Some(&format!(
+                "journalctl -u {unit} -n 50 on {node} tells why; then systemctl restart {unit}"
+            )),
+        ),
     }
 }
 
 /// The certificate sites of the components on `node`, where its units (as [`read_units`] found
 /// them) say they are. `certs check` lists the same sites.
 pub(crate) fn sites(inv: &Inventory, node: &Node, units: &BTreeMap<String, Unit>) -> Vec<Site> {
-    let specs: BTreeMap<String, pki::CertSpec> = pki::matrix(inv).into_iter().map(|s| (s.name.clone(), s)).collect();
+    let specs: BTreeMap<String, pki::CertSpec> = pki::matrix(inv)
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
     let flag = |unit: &str, flag: &str| units.get(unit)?.flags.get(flag).map(String::as_str);
     let mut out = Vec::new();
     for c in COMPONENTS.iter().filter(|c| c.runs_on(inv, node)) {
@@ -82,15 +138,26 @@ pub(crate) fn sites(inv: &Inventory, node: &Node, units: &BTreeMap<String, Unit>
         }
         for site in c.certs {
             // Profiles the inventory does not call for (front-proxy without aggregation).
-            let Some(spec) = specs.get(&site.profile.replace("{node}", &node.name)) else { continue };
-            let path = |f: &str, default: Option<&str>| flag(unit, f).or(default).map(str::to_string);
-            let (Some(cert), Some(key)) =
-                (path(site.cert_flag, render::path_of_cert(site.profile)), path(site.key_flag, render::path_of_key(site.profile)))
-            else {
+            let Some(spec) = specs.get(&site.profile.replace("{node}", &node.name)) else {
                 continue;
             };
-            let sans = (!spec.sans.is_empty() || !site.urls.is_empty()).then(|| required_sans(inv, node, &flag, unit, site.urls, spec));
-            out.push(Site { what: site.what, cert, key, ca: spec.ca, sans });
+            let path =
+                |f: &str, default: Option<&str>| flag(unit, f).or(default).map(str::to_string);
+            let (Some(cert), Some(key)) = (
+                path(site.cert_flag, render::path_of_cert(site.profile)),
+                path(site.key_flag, render::path_of_key(site.profile)),
+            ) else {
+                continue;
+            };
+            let sans = (!spec.sans.is_empty() || !site.urls.is_empty())
+                .then(|| required_sans(inv, node, &flag, unit, site.urls, spec));
+            out.push(Site {
+                what: site.what,
+                cert,
+                key,
+                ca: spec.ca,
+                sans,
+            });
         }
     }
     out
@@ -98,8 +165,18 @@ pub(crate) fn sites(inv: &Inventory, node: &Node, units: &BTreeMap<String, Unit>
 
 /// What a serving certificate on this node must cover by its own unit and the inventory (its
 /// clients elsewhere are added later), and hardway's convention for it.
-fn required_sans<'u>(inv: &Inventory, node: &Node, flag: &dyn Fn(&str, &str) -> Option<&'u str>, unit: &str, url_flags: &[&str], spec: &pki::CertSpec) -> Sans {
-    let mut s = Sans { conventional: spec.sans.clone(), ..Sans::default() };
+fn required_sans<'u>(
+    inv: &Inventory,
+    node: &Node,
+    flag: &dyn Fn(&str, &str) -> Option<&'u str>,
+    unit: &str,
+    url_flags: &[&str],
+    spec: &pki::CertSpec,
+) -> Sans {
+    let mut s = Sans {
+        conventional: spec.sans.clone(),
+        ..Sans::default()
+    };
     for url_flag in url_flags {
         for e in endpoints(flag(unit, url_flag).unwrap_or_default()) {
             if s.scheme_port.is_none()
@@ -112,22 +189,34 @@ fn required_sans<'u>(inv: &Inventory, node: &Node, flag: &dyn Fn(&str, &str) -> 
             }
         }
     }
-    s.require(pki::San::Ip(node.address), "the inventory's address of the node");
+    s.require(
+        pki::San::Ip(node.address),
+        "the inventory's address of the node",
+    );
     if unit == "kube-apiserver" {
         // Kubeconfigs reach the API through the load balancer (TCP: the API server's
         // certificate is what clients check), and pods at the first service address.
         if let Some(lb) = &inv.load_balancer {
             s.require(pki::San::Ip(lb.address), "the load balancer's address");
             if let Some(d) = &lb.dns_name {
-                s.require(pki::San::Dns(d.to_ascii_lowercase()), "the load balancer's name");
+                s.require(
+                    pki::San::Dns(d.to_ascii_lowercase()),
+                    "the load balancer's name",
+                );
             }
         }
-        let first = flag(unit, "service-cluster-ip-range").and_then(|r| r.split(',').next()?.parse::<ipnet::IpNet>().ok());
+        let first = flag(unit, "service-cluster-ip-range")
+            .and_then(|r| r.split(',').next()?.parse::<ipnet::IpNet>().ok());
         if let Some(ip) = first.and_then(|net| net.hosts().next()) {
-            s.require(pki::San::Ip(ip), "the first address of --service-cluster-ip-range (kubernetes.default)");
+            s.require(
+                pki::San::Ip(ip),
+                "the first address of --service-cluster-ip-range (kubernetes.default)",
+            );
         }
         if s.scheme_port.is_none() {
-            let port = flag(unit, "secure-port").and_then(|p| p.parse().ok()).unwrap_or(crate::components::Port::ApiServer.number(inv));
+            let port = flag(unit, "secure-port")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(crate::components::Port::ApiServer.number(inv));
             s.scheme_port = Some(("https".into(), port));
         }
     }
@@ -137,24 +226,55 @@ fn required_sans<'u>(inv: &Inventory, node: &Node, flag: &dyn Fn(&str, &str) -> 
 /// The units of the components `node` runs, each with the flags of its ExecStart (and of its
 /// environment) and the top-level settings of the config file it names (the kubelet's
 /// certificates): where the node really keeps things, whoever built it.
-pub(crate) fn read_units(inv: &Inventory, node: &Node, remote: &dyn Remote) -> Result<BTreeMap<String, Unit>, RemoteError> {
-    let components: Vec<&Component> = COMPONENTS.iter().filter(|c| c.runs_on(inv, node) && c.unit.is_some()).collect();
-    let names: Vec<String> = components.iter().filter_map(|c| c.unit.map(str::to_string)).collect();
-    let mut units: BTreeMap<String, Unit> =
-        remote.units(&names)?.into_iter().map(|(u, info)| (u, Unit { flags: exec_flags(&info.text), info, unread: Vec::new() })).collect();
+pub(crate) fn read_units(
+    inv: &Inventory,
+    node: &Node,
+    remote: &dyn Remote,
+) -> Result<BTreeMap<String, Unit>, RemoteError> {
+    let components: Vec<&Component> = COMPONENTS
+        .iter()
+        .filter(|c| c.runs_on(inv, node) && c.unit.is_some())
+        .collect();
+    let names: Vec<String> = components
+        .iter()
+        .filter_map(|c| c.unit.map(str::to_string))
+        .collect();
+    let mut units: BTreeMap<String, Unit> = remote
+        .units(&names)?
+        .into_iter()
+        .map(|(u, info)| {
+            (
+                u,
+                Unit {
+                    flags: exec_flags(&info.text),
+                    info,
+                    unread: Vec::new(),
+                },
+            )
+        })
+        .collect();
     env_flags(&mut units, remote)?;
     for c in &components {
-        let (Some(flag), Some(unit)) = (c.config_flag, c.unit) else { continue };
-        let Some(path) = units.get(unit).and_then(|u| u.flags.get(flag)).cloned() else { continue };
+        let (Some(flag), Some(unit)) = (c.config_flag, c.unit) else {
+            continue;
+        };
+        let Some(path) = units.get(unit).and_then(|u| u.flags.get(flag)).cloned() else {
+            continue;
+        };
         let text = match remote.read_config(&path) {
             Err(e @ RemoteError::TooLarge { .. }) => {
-                units.get_mut(unit).expect("read above").unread.push(e.to_string());
+                units
+                    .get_mut(unit)
+                    .expect("read above")
+                    .unread
+                    .push(e.to_string());
                 continue;
             }
             r => r?,
         };
         if let Some(text) = text
-            && let Ok(serde_yaml::Value::Mapping(m)) = serde_yaml::from_str::<serde_yaml::Value>(&text)
+            && let Ok(serde_yaml::Value::Mapping(m)) =
+                serde_yaml::from_str::<serde_yaml::Value>(&text)
         {
             let u = units.get_mut(unit).expect("read above");
             for (k, v) in m {
@@ -173,7 +293,12 @@ pub(crate) fn read_units(inv: &Inventory, node: &Node, remote: &dyn Remote) -> R
     Ok(units)
 }
 
-fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
+fn checks_on(
+    inv: &Inventory,
+    creds: &Credentials,
+    h: &mut HostWork,
+    remote: &dyn Remote,
+) -> Result<(), RemoteError> {
     let name = h.node.name.clone();
     h.units = read_units(inv, &h.node, remote)?;
     for (u, unit) in &h.units {
@@ -185,8 +310,14 @@ fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dy
 
     // Certificates and keys.
     let sites = sites(inv, &h.node, &h.units);
-    let found = remote.read_certificates(&sites.iter().map(|s| s.cert.clone()).collect::<Vec<_>>())?;
-    let keys = remote.check_keys(&sites.iter().map(|s| (s.cert.clone(), s.key.clone())).collect::<Vec<_>>())?;
+    let found =
+        remote.read_certificates(&sites.iter().map(|s| s.cert.clone()).collect::<Vec<_>>())?;
+    let keys = remote.check_keys(
+        &sites
+            .iter()
+            .map(|s| (s.cert.clone(), s.key.clone()))
+            .collect::<Vec<_>>(),
+    )?;
     for (site, key) in sites.into_iter().zip(keys) {
         let pem = found.get(&site.cert).cloned().flatten();
         h.found.push(Found { site, pem, key });
@@ -195,8 +326,14 @@ fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dy
     // The encryption config, compared across masters afterwards.
     if h.node.has(Role::Master) {
         let default = render::path_of_template("encryption-config.yaml").unwrap_or_default();
-        let path = h.flag("kube-apiserver", "encryption-provider-config").unwrap_or(default).to_string();
-        let sha = remote.stat_files(std::slice::from_ref(&path))?.remove(&path).map(|f| f.sha256);
+        let path = h
+            .flag("kube-apiserver", "encryption-provider-config")
+            .unwrap_or(default)
+            .to_string();
+        let sha = remote
+            .stat_files(std::slice::from_ref(&path))?
+            .remove(&path)
+            .map(|f| f.sha256);
         if sha.is_none() {
             h.checks.push(if h.deployed("kube-apiserver") {
                 check(&name, "encryption config", Status::Fail, format!("{path} is missing"), Some("secrets are stored in plain text without it: hardway deploy --phases control-plane"))
@@ -209,7 +346,10 @@ fn checks_on(inv: &Inventory, creds: &Credentials, h: &mut HostWork, remote: &dy
 
     // A lab-only deviation the inventory had to ask for (the README's cgroup v1 section).
     if h.deployed("kubelet") && h.flag("kubelet", "failCgroupV1") == Some("false") {
-        let file = h.flag("kubelet", "config").unwrap_or("the kubelet's config").to_string();
+        let file = h
+            .flag("kubelet", "config")
+            .unwrap_or("the kubelet's config")
+            .to_string();
         h.checks.push(check(
             &name,
             "kubelet cgroup v1",
@@ -235,7 +375,9 @@ pub(crate) fn environment(unit_text: &str) -> (BTreeMap<String, String>, Vec<Str
         if let Some(f) = line.strip_prefix("EnvironmentFile=") {
             files.push(f.trim_start_matches('-').to_string());
         }
-        let Some(line) = line.strip_prefix("Environment=") else { continue };
+        let Some(line) = line.strip_prefix("Environment=") else {
+            continue;
+        };
         let (mut quoted, mut word) = (false, String::new());
         for c in line.chars().chain(std::iter::once(' ')) {
             match c {
@@ -255,10 +397,16 @@ pub(crate) fn environment(unit_text: &str) -> (BTreeMap<String, String>, Vec<Str
 
 /// `KEY=value` lines of an environment file (quotes around the value dropped, comments skipped).
 fn env_file(text: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    text.lines().map(str::trim).filter(|l| !l.starts_with('#')).filter_map(|l| {
-        let (k, v) = l.strip_prefix("export ").unwrap_or(l).split_once('=')?;
-        Some((k.trim().to_string(), v.trim().trim_matches(|c| c == '"' || c == '\'').to_string()))
-    })
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.strip_prefix("export ").unwrap_or(l).split_once('=')?;
+            Some((
+                k.trim().to_string(),
+                v.trim().trim_matches(|c| c == '"' || c == '\'').to_string(),
+            ))
+        })
 }
 
 /// Units whose daemon also reads its flags from `PREFIX_FLAG_NAME` variables (etcd: a
@@ -284,7 +432,9 @@ fn env_flags(units: &mut BTreeMap<String, Unit>, remote: &dyn Remote) -> Result<
         u.unread.extend(unread);
         for (k, v) in vars {
             if let Some(flag) = k.strip_prefix(prefix) {
-                u.flags.entry(flag.to_ascii_lowercase().replace('_', "-")).or_insert(v);
+                u.flags
+                    .entry(flag.to_ascii_lowercase().replace('_', "-"))
+                    .or_insert(v);
             }
         }
     }
@@ -296,11 +446,17 @@ fn env_flags(units: &mut BTreeMap<String, Unit>, remote: &dyn Remote) -> Result<
 pub(crate) fn exec_option(unit_text: &str, option: &str) -> Option<String> {
     let joined = unit_text.replace("\\\n", " ");
     let (env, _) = environment(&joined);
-    let exec = joined.lines().filter_map(|l| l.trim().strip_prefix("ExecStart=")).next_back()?;
+    let exec = joined
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ExecStart="))
+        .next_back()?;
     let mut args = exec.split_whitespace();
     args.find(|a| *a == option)?;
     let value = args.next()?;
-    let var = value.strip_prefix("${").and_then(|v| v.strip_suffix('}')).or_else(|| value.strip_prefix('$'));
+    let var = value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .or_else(|| value.strip_prefix('$'));
     match var {
         Some(v) => env.get(v).cloned(),
         None => Some(value.to_string()),
@@ -310,20 +466,54 @@ pub(crate) fn exec_option(unit_text: &str, option: &str) -> Option<String> {
 fn haproxy(h: &mut HostWork, remote: &dyn Remote) -> Result<(), RemoteError> {
     let name = h.node.name.clone();
     // Where the running unit says its config is; hardway's place otherwise.
-    let from_unit = h.units.get("haproxy").and_then(|u| exec_option(&u.info.text, "-f"));
-    let config = from_unit.as_deref().or(render::path_of_template("haproxy.cfg")).unwrap_or("/etc/haproxy/haproxy.cfg");
+    let from_unit = h
+        .units
+        .get("haproxy")
+        .and_then(|u| exec_option(&u.info.text, "-f"));
+    let config = from_unit
+        .as_deref()
+        .or(render::path_of_template("haproxy.cfg"))
+        .unwrap_or("/etc/haproxy/haproxy.cfg");
     match remote.haproxy_check(config)? {
-        Ok(()) => h.checks.push(check(&name, "haproxy config", Status::Pass, format!("haproxy -c accepts {config}"), None)),
-        Err(why) => h.checks.push(check(&name, "haproxy config", Status::Fail, why, Some("fix the config (hardway render shows the expected one)"))),
+        Ok(()) => h.checks.push(check(
+            &name,
+            "haproxy config",
+            Status::Pass,
+            format!("haproxy -c accepts {config}"),
+            None,
+        )),
+        Err(why) => h.checks.push(check(
+            &name,
+            "haproxy config",
+            Status::Fail,
+            why,
+            Some("fix the config (hardway render shows the expected one)"),
+        )),
     }
     let cfg = remote.read_config(config)?.unwrap_or_default();
-    let socket = cfg.lines().find_map(|l| l.trim().strip_prefix("stats socket ").and_then(|r| r.split_whitespace().next()));
+    let socket = cfg.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("stats socket ")
+            .and_then(|r| r.split_whitespace().next())
+    });
     let Some(socket) = socket else {
-        h.checks.push(check(&name, "haproxy backends", Status::Warn, "no `stats socket` in haproxy.cfg", Some("add `stats socket /run/haproxy/admin.sock mode 600 level admin` to global")));
+        h.checks.push(check(
+            &name,
+            "haproxy backends",
+            Status::Warn,
+            "no `stats socket` in haproxy.cfg",
+            Some("add `stats socket /run/haproxy/admin.sock mode 600 level admin` to global"),
+        ));
         return Ok(());
     };
     match remote.socket_request(socket, b"show stat\n") {
-        Err(e) => h.checks.push(check(&name, "haproxy backends", Status::Warn, format!("cannot read {socket}: {e}"), Some("the SSH user needs access to the stats socket"))),
+        Err(e) => h.checks.push(check(
+            &name,
+            "haproxy backends",
+            Status::Warn,
+            format!("cannot read {socket}: {e}"),
+            Some("the SSH user needs access to the stats socket"),
+        )),
         Ok(csv) => h.backends = Some(parse_stats(&csv)),
     }
     Ok(())
@@ -339,7 +529,14 @@ fn parse_stats(csv: &str) -> Vec<(String, String, String)> {
             continue;
         }
         let f: Vec<&str> = line.split(',').collect();
-        let col = |n: &str| header.iter().position(|h| h == n).and_then(|i| f.get(i)).map(|s| s.to_string()).unwrap_or_default();
+        let col = |n: &str| {
+            header
+                .iter()
+                .position(|h| h == n)
+                .and_then(|i| f.get(i))
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        };
         let sv = col("svname");
         if sv.is_empty() || sv == "FRONTEND" || sv == "BACKEND" {
             continue;
@@ -356,7 +553,10 @@ fn node_named<'a>(inv: &'a Inventory, from: &'a Node, host: &str) -> Option<&'a 
         Ok(ip) if ip.is_loopback() => Some(from),
         Ok(ip) => inv.nodes.iter().find(|n| n.address == ip),
         Err(_) if host.eq_ignore_ascii_case("localhost") => Some(from),
-        Err(_) => inv.nodes.iter().find(|n| n.name.eq_ignore_ascii_case(host) || inv.fqdn(n).is_some_and(|f| f.eq_ignore_ascii_case(host))),
+        Err(_) => inv.nodes.iter().find(|n| {
+            n.name.eq_ignore_ascii_case(host)
+                || inv.fqdn(n).is_some_and(|f| f.eq_ignore_ascii_case(host))
+        }),
     }
 }
 
@@ -370,13 +570,24 @@ pub(crate) fn add_clients(inv: &Inventory, work: &mut [HostWork]) {
                 continue;
             }
             for e in endpoints(h.flag(unit, flag).unwrap_or_default()) {
-                let (Some(target), Some(san)) = (node_named(inv, &h.node, &e.host), san_of_host(&e.host)) else { continue };
-                needs.push((target.name.clone(), what, san, format!("{unit} --{flag} on {}", h.node.name)));
+                let (Some(target), Some(san)) =
+                    (node_named(inv, &h.node, &e.host), san_of_host(&e.host))
+                else {
+                    continue;
+                };
+                needs.push((
+                    target.name.clone(),
+                    what,
+                    san,
+                    format!("{unit} --{flag} on {}", h.node.name),
+                ));
             }
         }
     }
     for (target, what, san, why) in needs {
-        let Some(h) = work.iter_mut().find(|h| h.node.name == target) else { continue };
+        let Some(h) = work.iter_mut().find(|h| h.node.name == target) else {
+            continue;
+        };
         for found in h.found.iter_mut().filter(|f| f.site.what == what) {
             if let Some(s) = found.site.sans.as_mut() {
                 s.require(san.clone(), why.clone());
@@ -403,10 +614,16 @@ mod tests {
     fn haproxy_config_from_the_unit_with_its_environment() {
         // Debian's haproxy.service.
         let debian = "[Service]\nEnvironmentFile=-/etc/default/haproxy\nEnvironment=\"CONFIG=/etc/haproxy/haproxy.cfg\" \"PIDFILE=/run/haproxy.pid\" \"EXTRAOPTS=-S /run/haproxy-master.sock\"\nExecStart=/usr/sbin/haproxy -Ws -f $CONFIG -p $PIDFILE $EXTRAOPTS\n";
-        assert_eq!(exec_option(debian, "-f").as_deref(), Some("/etc/haproxy/haproxy.cfg"));
+        assert_eq!(
+            exec_option(debian, "-f").as_deref(),
+            Some("/etc/haproxy/haproxy.cfg")
+        );
         let by_hand = "[Service]\nEnvironment=CFG=/srv/lb.cfg\nExecStart=/usr/sbin/haproxy -Ws \\\n  -f ${CFG}\n";
         assert_eq!(exec_option(by_hand, "-f").as_deref(), Some("/srv/lb.cfg"));
-        assert_eq!(exec_option("ExecStart=/usr/sbin/haproxy -f /etc/lb.cfg\n", "-f").as_deref(), Some("/etc/lb.cfg"));
+        assert_eq!(
+            exec_option("ExecStart=/usr/sbin/haproxy -f /etc/lb.cfg\n", "-f").as_deref(),
+            Some("/etc/lb.cfg")
+        );
         assert_eq!(exec_option("ExecStart=/usr/sbin/haproxy\n", "-f"), None);
     }
 
@@ -418,7 +635,13 @@ mod tests {
         assert_eq!(env["ETCD_NAME"], "m1");
         assert_eq!(env["ETCD_DATA_DIR"], "/var/lib/a b");
         let vars: Vec<(String, String)> = env_file("# Debian's\nETCD_CERT_FILE=\"/etc/etcd/c.pem\"\nexport ETCD_KEY_FILE='/etc/etcd/k.pem'\n\n").collect();
-        assert_eq!(vars, [("ETCD_CERT_FILE".into(), "/etc/etcd/c.pem".into()), ("ETCD_KEY_FILE".into(), "/etc/etcd/k.pem".into())]);
+        assert_eq!(
+            vars,
+            [
+                ("ETCD_CERT_FILE".into(), "/etc/etcd/c.pem".into()),
+                ("ETCD_KEY_FILE".into(), "/etc/etcd/k.pem".into())
+            ]
+        );
     }
 
     #[test]
@@ -426,7 +649,10 @@ mod tests {
         let csv = "# pxname,svname,status,addr\nkube-apiservers,FRONTEND,OPEN,\nkube-apiservers,m1,UP,10.0.0.1:6443\nkube-apiservers,m2,DOWN,10.0.0.2:6443\nkube-apiservers,BACKEND,UP,\n";
         assert_eq!(
             parse_stats(csv),
-            [("m1".into(), "10.0.0.1:6443".into(), "UP".into()), ("m2".into(), "10.0.0.2:6443".into(), "DOWN".into())]
+            [
+                ("m1".into(), "10.0.0.1:6443".into(), "UP".into()),
+                ("m2".into(), "10.0.0.2:6443".into(), "DOWN".into())
+            ]
         );
     }
 }

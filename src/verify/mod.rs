@@ -68,15 +68,30 @@ pub struct Check {
     pub hint: Option<String>,
 }
 
-pub(crate) fn check(host: &str, name: impl Into<String>, status: Status, detail: impl Into<String>, hint: Option<&str>) -> Check {
-    Check { host: host.to_string(), check: name.into(), status, detail: detail.into(), hint: hint.map(str::to_string) }
+pub(crate) fn check(
+    host: &str,
+    name: impl Into<String>,
+    status: Status,
+    detail: impl Into<String>,
+    hint: Option<&str>,
+) -> Check {
+    Check {
+        host: host.to_string(),
+        check: name.into(),
+        status,
+        detail: detail.into(),
+        hint: hint.map(str::to_string),
+    }
 }
 
 /// Why verify could not run at all (a check that fails is a [`Check`], not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where verify finds the CAs and client credentials (hardway's PKI layout by default).
@@ -94,7 +109,16 @@ pub struct VerifyOptions {
 
 impl VerifyOptions {
     pub fn new(pki_dir: PathBuf) -> VerifyOptions {
-        VerifyOptions { pki_dir, ca: None, etcd_ca: None, etcd_cert: None, etcd_key: None, admin_cert: None, admin_key: None, parallel: 32 }
+        VerifyOptions {
+            pki_dir,
+            ca: None,
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
+            admin_cert: None,
+            admin_key: None,
+            parallel: 32,
+        }
     }
 }
 
@@ -134,7 +158,8 @@ impl Credentials {
                 cas.insert(id, pem);
             }
         }
-        let admin = read_opt(&o.admin_cert, d.join("admin.crt"))?.zip(read_opt(&o.admin_key, d.join("admin.key"))?);
+        let admin = read_opt(&o.admin_cert, d.join("admin.crt"))?
+            .zip(read_opt(&o.admin_key, d.join("admin.key"))?);
         Ok(Credentials {
             etcd: match (cas.get(&CaId::Etcd), etcd_cert, etcd_key) {
                 (Some(ca), Some(c), Some(k)) => Some(EtcdAuth::from_pem(ca.clone(), c, k)),
@@ -176,7 +201,14 @@ pub async fn verify(
         let step = ev.start(Some(&h.node.name), None, "checks over SSH");
         host::run(&i2, &c2, connector.as_ref(), h);
         let failed = h.checks.iter().filter(|c| c.status == Status::Fail).count();
-        step.done(if failed == 0 { EventStatus::Ok } else { EventStatus::Failed }, Some(format!("{} checks, {failed} failed", h.checks.len())));
+        step.done(
+            if failed == 0 {
+                EventStatus::Ok
+            } else {
+                EventStatus::Failed
+            },
+            Some(format!("{} checks, {failed} failed", h.checks.len())),
+        );
     })
     .await;
 
@@ -185,13 +217,26 @@ pub async fn verify(
     let mut checks: Vec<Check> = Vec::new();
     for h in &work {
         checks.extend(h.checks.iter().cloned());
-        checks.extend(h.found.iter().map(|f| certs::check_site(&h.node.name, &f.site, f.pem.as_deref(), &f.key, &creds)));
+        checks.extend(
+            h.found.iter().map(|f| {
+                certs::check_site(&h.node.name, &f.site, f.pem.as_deref(), &f.key, &creds)
+            }),
+        );
     }
     cluster::encryption_consistency(inv, &work, &mut checks);
     cluster::backends(inv, &work, &mut checks);
     faults_support::across(inv, &work, &mut checks);
     checks.extend(cluster::etcd(inv, probe.as_ref(), creds.etcd.is_some(), &work).await);
-    checks.extend(cluster::api(inv, probe.as_ref(), creds.admin.is_some() && creds.cas.contains_key(&CaId::Kubernetes), api_error, &work).await);
+    checks.extend(
+        cluster::api(
+            inv,
+            probe.as_ref(),
+            creds.admin.is_some() && creds.cas.contains_key(&CaId::Kubernetes),
+            api_error,
+            &work,
+        )
+        .await,
+    );
     checks.sort_by(|a, b| (&a.host, &a.check).cmp(&(&b.host, &b.check)));
     for c in &checks {
         let (status, message) = match c.status {
@@ -200,13 +245,34 @@ pub async fn verify(
             Status::Fail => (EventStatus::Failed, c.detail.clone()),
             Status::Skip => (EventStatus::Skipped, c.detail.clone()),
         };
-        let host = inv.nodes.iter().any(|n| n.name == c.host).then_some(c.host.as_str());
+        let host = inv
+            .nodes
+            .iter()
+            .any(|n| n.name == c.host)
+            .then_some(c.host.as_str());
         events.emit(host, None, &c.check, status, None, Some(message));
     }
     let count = |st: Status| checks.iter().filter(|c| c.status == st).count();
-    let failed: std::collections::BTreeSet<String> = checks.iter().filter(|c| c.status == Status::Fail).map(|c| c.host.clone()).collect();
-    let counts = [("pass", count(Status::Pass)), ("warn", count(Status::Warn)), ("fail", count(Status::Fail)), ("skip", count(Status::Skip))];
-    events.summary(failed.is_empty(), inv.nodes.len(), failed.into_iter().collect(), counts.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+    let failed: std::collections::BTreeSet<String> = checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| c.host.clone())
+        .collect();
+    let counts = [
+        ("pass", count(Status::Pass)),
+        ("warn", count(Status::Warn)),
+        ("fail", count(Status::Fail)),
+        ("skip", count(Status::Skip)),
+    ];
+    events.summary(
+        failed.is_empty(),
+        inv.nodes.len(),
+        failed.into_iter().collect(),
+        counts
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    );
     checks
 }
 
@@ -216,18 +282,40 @@ pub fn format_report(checks: &[Check]) -> String {
     // A SKIP said the same way on several hosts (a phase not deployed yet) is one line naming
     // them all, where the first of them would stand: a lab stopped at the load balancer has two
     // dozen of them.
-    let same = |a: &Check, b: &Check| a.status == Status::Skip && b.status == Status::Skip && (&a.check, &a.detail, &a.hint) == (&b.check, &b.detail, &b.hint);
+    let same = |a: &Check, b: &Check| {
+        a.status == Status::Skip
+            && b.status == Status::Skip
+            && (&a.check, &a.detail, &a.hint) == (&b.check, &b.detail, &b.hint)
+    };
     for (i, c) in checks.iter().enumerate() {
         if checks[..i].iter().any(|p| same(p, c)) {
             continue;
         }
-        let hosts: Vec<&str> = checks[i..].iter().filter(|o| std::ptr::eq(*o, c) || same(c, o)).map(|o| o.host.as_str()).collect();
-        let _ = writeln!(s, "{:<4}  {:<12} {:<34} {}", c.status, hosts.join(","), c.check, c.detail);
+        let hosts: Vec<&str> = checks[i..]
+            .iter()
+            .filter(|o| std::ptr::eq(*o, c) || same(c, o))
+            .map(|o| o.host.as_str())
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:<4}  {:<12} {:<34} {}",
+            c.status,
+            hosts.join(","),
+            c.check,
+            c.detail
+        );
         if let Some(h) = &c.hint {
             let _ = writeln!(s, "{:<4}  {:<12} {:<34} hint: {h}", "", "", "");
         }
     }
     let count = |st: Status| checks.iter().filter(|c| c.status == st).count();
-    let _ = write!(s, "{} PASS, {} WARN, {} FAIL, {} SKIP", count(Status::Pass), count(Status::Warn), count(Status::Fail), count(Status::Skip));
+    let _ = write!(
+        s,
+        "{} PASS, {} WARN, {} FAIL, {} SKIP",
+        count(Status::Pass),
+        count(Status::Warn),
+        count(Status::Fail),
+        count(Status::Skip)
+    );
     s
 }

@@ -17,7 +17,8 @@ use crate::pki::San;
 
 /// Units that reach another component's certificate: the client's unit, the flag with the URLs
 /// it dials, and the certificate site (`CertSite::what`) those URLs reach on the node they name.
-pub(crate) const CLIENTS: &[(&str, &str, &str)] = &[("kube-apiserver", "etcd-servers", "etcd server")];
+pub(crate) const CLIENTS: &[(&str, &str, &str)] =
+    &[("kube-apiserver", "etcd-servers", "etcd server")];
 
 /// What one serving certificate must cover, and why.
 #[derive(Debug, Clone, Default)]
@@ -59,7 +60,10 @@ pub(crate) fn endpoints(value: &str) -> Vec<Endpoint> {
             let authority = rest.split('/').next().unwrap_or_default();
             let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
                 let (h, after) = v6.split_once(']').unwrap_or((v6, ""));
-                (h.to_string(), after.strip_prefix(':').and_then(|p| p.parse().ok()))
+                (
+                    h.to_string(),
+                    after.strip_prefix(':').and_then(|p| p.parse().ok()),
+                )
             } else if authority.matches(':').count() == 1 {
                 let (h, p) = authority.split_once(':').expect("one colon");
                 (h.to_string(), p.parse().ok())
@@ -91,9 +95,10 @@ pub(crate) fn covers(sans: &BTreeSet<San>, want: &San) -> bool {
     let San::Dns(name) = want else { return false };
     sans.iter().any(|s| match s {
         San::Dns(d) if d.eq_ignore_ascii_case(name) => true,
-        San::Dns(d) => d
-            .strip_prefix("*.")
-            .is_some_and(|suffix| name.split_once('.').is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix))),
+        San::Dns(d) => d.strip_prefix("*.").is_some_and(|suffix| {
+            name.split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix))
+        }),
         San::Ip(_) => false,
     })
 }
@@ -104,9 +109,21 @@ mod tests {
 
     #[test]
     fn endpoints_of_urls_and_addresses() {
-        let e = endpoints("https://10.0.0.1:2379, https://[fd00::1]:2379/x,http://etcd-1:80,10.0.0.9,fd00::2,[fd00::3]:6443");
+        let e = endpoints(
+            "https://10.0.0.1:2379, https://[fd00::1]:2379/x,http://etcd-1:80,10.0.0.9,fd00::2,[fd00::3]:6443",
+        );
         let hosts: Vec<(&str, Option<u16>)> = e.iter().map(|e| (e.host.as_str(), e.port)).collect();
-        assert_eq!(hosts, [("10.0.0.1", Some(2379)), ("fd00::1", Some(2379)), ("etcd-1", Some(80)), ("10.0.0.9", None), ("fd00::2", None), ("fd00::3", Some(6443))]);
+        assert_eq!(
+            hosts,
+            [
+                ("10.0.0.1", Some(2379)),
+                ("fd00::1", Some(2379)),
+                ("etcd-1", Some(80)),
+                ("10.0.0.9", None),
+                ("fd00::2", None),
+                ("fd00::3", Some(6443))
+            ]
+        );
         assert_eq!(e[0].scheme.as_deref(), Some("https"));
         assert_eq!(e[3].scheme, None);
     }
@@ -116,12 +133,20 @@ mod tests {
         assert_eq!(san_of_host("0.0.0.0"), None);
         assert_eq!(san_of_host("::"), None);
         assert_eq!(san_of_host("Lab-M1"), Some(San::Dns("lab-m1".into())));
-        assert_eq!(san_of_host("127.0.0.1"), Some(San::Ip([127, 0, 0, 1].into())));
+        assert_eq!(
+            san_of_host("127.0.0.1"),
+            Some(San::Ip([127, 0, 0, 1].into()))
+        );
     }
 
     #[test]
     fn coverage_by_exact_name_address_and_one_label_wildcard() {
-        let sans: BTreeSet<San> = [San::Dns("*.lab.local".into()), San::Dns("M1".into()), San::Ip([10, 0, 0, 1].into())].into();
+        let sans: BTreeSet<San> = [
+            San::Dns("*.lab.local".into()),
+            San::Dns("M1".into()),
+            San::Ip([10, 0, 0, 1].into()),
+        ]
+        .into();
         assert!(covers(&sans, &San::Dns("m1".into())));
         assert!(covers(&sans, &San::Dns("m2.lab.local".into())));
         assert!(!covers(&sans, &San::Dns("a.m2.lab.local".into())));

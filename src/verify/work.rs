@@ -39,12 +39,21 @@ pub(crate) struct HostWork {
 
 impl HostWork {
     pub fn new(node: &Node) -> HostWork {
-        HostWork { node: node.clone(), checks: vec![], units: BTreeMap::new(), encryption_sha: None, backends: None, found: vec![] }
+        HostWork {
+            node: node.clone(),
+            checks: vec![],
+            units: BTreeMap::new(),
+            encryption_sha: None,
+            backends: None,
+            found: vec![],
+        }
     }
 
     /// The node answered over SSH (its `ssh` check passed): what it runs is known.
     pub fn reached(&self) -> bool {
-        self.checks.iter().any(|c| c.check == "ssh" && c.status == super::Status::Pass)
+        self.checks
+            .iter()
+            .any(|c| c.check == "ssh" && c.status == super::Status::Pass)
     }
 
     pub fn deployed(&self, unit: &str) -> bool {

@@ -18,7 +18,11 @@ pub fn example_inventory() -> PathBuf {
 
 /// The path of a real tool; panics with the Debian package to install when it is missing.
 pub fn require(tool: &str, package: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+    {
         let p = Path::new(dir).join(tool);
         if p.is_file() {
             return p;
@@ -28,16 +32,34 @@ pub fn require(tool: &str, package: &str) -> PathBuf {
 }
 
 pub fn run(cmd: &mut Command) -> Output {
-    
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// The directory of the Kubernetes binaries, containerd, runc and CNI plugins `scripts/build`
 /// made for `minor` (`--print-dir`): fails loudly, naming the command, when they are missing.
 pub fn kubernetes_build(minor: &str) -> PathBuf {
-    let dir = PathBuf::from(ok(Command::new(repo().join("scripts/build")).args(["--print-dir", "--minor", minor])).trim());
-    for b in ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl", "containerd", "containerd-shim-runc-v2", "runc", "bridge"] {
-        assert!(dir.join(b).is_file(), "{} has no {b}: run scripts/build --minor {minor} (.ci/run does) before the lab tests", dir.display());
+    let dir = PathBuf::from(
+        ok(Command::new(repo().join("scripts/build")).args(["--print-dir", "--minor", minor]))
+            .trim(),
+    );
+    for b in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+        "kubectl",
+        "containerd",
+        "containerd-shim-runc-v2",
+        "runc",
+        "bridge",
+    ] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} has no {b}: run scripts/build --minor {minor} (.ci/run does) before the lab tests",
+            dir.display()
+        );
     }
     dir
 }
@@ -61,7 +83,11 @@ pub fn hardway() -> Command {
 
 /// `hardway pki generate` for `inv` into `out`, as an operator does before the first deploy.
 pub fn pki_generate(inv: &Path, out: &Path) -> String {
-    ok(hardway().args(["pki", "generate", "-i"]).arg(inv).arg("--out").arg(out))
+    ok(hardway()
+        .args(["pki", "generate", "-i"])
+        .arg(inv)
+        .arg("--out")
+        .arg(out))
 }
 
 /// Generates the PKI and renders `inv` under `dir`; returns the build directory.
@@ -69,7 +95,13 @@ pub fn pki_and_render(inv: &Path, dir: &Path) -> PathBuf {
     let pki = dir.join("pki");
     let build = dir.join("build");
     pki_generate(inv, &pki);
-    let o = ok(hardway().args(["render", "-i"]).arg(inv).arg("--pki").arg(&pki).arg("--out").arg(&build));
+    let o = ok(hardway()
+        .args(["render", "-i"])
+        .arg(inv)
+        .arg("--pki")
+        .arg(&pki)
+        .arg("--out")
+        .arg(&build));
     assert!(o.starts_with("rendered "), "{o}");
     build
 }
@@ -78,7 +110,10 @@ pub fn pki_and_render(inv: &Path, dir: &Path) -> PathBuf {
 pub fn inventory_variant(dir: &Path, name: &str, edits: &[(&str, &str)]) -> PathBuf {
     let mut text = std::fs::read_to_string(example_inventory()).unwrap();
     for (from, to) in edits {
-        assert!(text.contains(from), "example.toml no longer contains {from:?}");
+        assert!(
+            text.contains(from),
+            "example.toml no longer contains {from:?}"
+        );
         text = text.replacen(from, to, 1);
     }
     let p = dir.join(name);
@@ -112,10 +147,17 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
 /// `hardway explain` for `inv` with these arguments, written to `dir/walkthrough.sh`.
 pub fn explain(inv: &Path, args: &[&str], dir: &Path) -> PathBuf {
     let script = ok(hardway().arg("explain").arg("-i").arg(inv).args(args));
-    assert!(script.starts_with("#!/usr/bin/env bash\n"), "{}", &script[..200.min(script.len())]);
+    assert!(
+        script.starts_with("#!/usr/bin/env bash\n"),
+        "{}",
+        &script[..200.min(script.len())]
+    );
     assert!(script.contains("\nset -euo pipefail\n"));
     // Commands that make keys, never a key.
-    assert!(!script.contains("PRIVATE KEY"), "the walkthrough embeds key material");
+    assert!(
+        !script.contains("PRIVATE KEY"),
+        "the walkthrough embeds key material"
+    );
     let path = dir.join("walkthrough.sh");
     std::fs::write(&path, script).unwrap();
     path
@@ -132,6 +174,9 @@ pub fn escape_program() -> Vec<u8> {
     let gcc = require("gcc", "gcc libc6-dev");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("escape");
-    ok(Command::new(gcc).args(["-static", "-O2", "-Wall", "-o"]).arg(&out).arg(repo().join("tests/fixtures/escape.c")));
+    ok(Command::new(gcc)
+        .args(["-static", "-O2", "-Wall", "-o"])
+        .arg(&out)
+        .arg(repo().join("tests/fixtures/escape.c")));
     std::fs::read(&out).unwrap()
 }

@@ -13,7 +13,10 @@ fn absurd_numbers_are_refused_not_panicked_on() {
         let o = run(hardway().args(args));
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains("error: invalid value") && !err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            err.contains("error: invalid value") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
     }
 }
 
@@ -23,7 +26,10 @@ fn commands_taking_an_inventory() -> Vec<(Vec<String>, bool)> {
     fn walk(path: Vec<String>, out: &mut Vec<(Vec<String>, bool)>) {
         let help = ok(hardway().args(&path).arg("--help"));
         if help.contains("-i, --inventory <INVENTORY>") {
-            let usage = help.lines().find(|l| l.starts_with("Usage:")).unwrap_or_default();
+            let usage = help
+                .lines()
+                .find(|l| l.starts_with("Usage:"))
+                .unwrap_or_default();
             out.push((path.clone(), usage.contains("[INVENTORY]")));
         }
         let commands = help.split("\nCommands:\n").nth(1).unwrap_or_default();
@@ -64,28 +70,62 @@ fn the_inventory_is_an_argument_or_an_option_for_every_command() {
     };
     let commands = commands_taking_an_inventory();
     let names: Vec<String> = commands.iter().map(|(c, _)| c.join(" ")).collect();
-    for known in ["validate", "deploy", "verify", "pki generate", "certs renew", "etcd snapshot save", "lab up", "class up"] {
-        assert!(names.iter().any(|n| n == known), "{known:?} not found in the help: {names:?}");
+    for known in [
+        "validate",
+        "deploy",
+        "verify",
+        "pki generate",
+        "certs renew",
+        "etcd snapshot save",
+        "lab up",
+        "class up",
+    ] {
+        assert!(
+            names.iter().any(|n| n == known),
+            "{known:?} not found in the help: {names:?}"
+        );
     }
     let mut tried = 0;
     for (cmd, positional) in &commands {
         let name = cmd.join(" ");
-        let file = |form: &str| dir.path().join("absent").join(format!("{}-{form}.toml", cmd.join("-")));
-        let mut forms = vec![(vec!["-i".to_string(), file("flag").display().to_string()], file("flag"))];
+        let file = |form: &str| {
+            dir.path()
+                .join("absent")
+                .join(format!("{}-{form}.toml", cmd.join("-")))
+        };
+        let mut forms = vec![(
+            vec!["-i".to_string(), file("flag").display().to_string()],
+            file("flag"),
+        )];
         if *positional {
-            forms.push((vec![file("argument").display().to_string()], file("argument")));
+            forms.push((
+                vec![file("argument").display().to_string()],
+                file("argument"),
+            ));
         }
         forms.push((vec![], "inventory.toml".into()));
         for (how, path) in forms {
-            let o = run(hardway().current_dir(dir.path()).args(cmd).args(needs(&name)).args(&how));
+            let o = run(hardway()
+                .current_dir(dir.path())
+                .args(cmd)
+                .args(needs(&name))
+                .args(&how));
             let err = String::from_utf8_lossy(&o.stderr);
             assert_eq!(o.status.code(), Some(1), "{name} {how:?}: {err}");
-            assert!(err.contains(&format!("{}: ", path.display())) && err.contains("No such file"), "{name} {how:?} did not read {}: {err}", path.display());
+            assert!(
+                err.contains(&format!("{}: ", path.display())) && err.contains("No such file"),
+                "{name} {how:?} did not read {}: {err}",
+                path.display()
+            );
             tried += 1;
         }
     }
     assert!(tried >= 3 * 20, "{tried} runs for {names:?}");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a command made something before reading the inventory");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "a command made something before reading the inventory"
+    );
     let o = run(hardway().args(["validate", "a.toml", "-i", "b.toml"]));
     assert_eq!(o.status.code(), Some(2), "both forms at once are refused");
 }
@@ -93,16 +133,27 @@ fn the_inventory_is_an_argument_or_an_option_for_every_command() {
 #[test]
 fn completions_and_the_manual_come_from_the_command_definitions() {
     let bash = ok(hardway().args(["completions", "bash"]));
-    assert!(bash.contains("complete -F") && bash.contains("deploy") && bash.contains("--accept-new-host-keys"), "{bash}");
+    assert!(
+        bash.contains("complete -F")
+            && bash.contains("deploy")
+            && bash.contains("--accept-new-host-keys"),
+        "{bash}"
+    );
     // Values are offered too: the fault scenarios of `lab break`, the phases of `--phases`/`--to`.
     for value in ["etcd-stopped", "coredns-scaled-to-zero", "control-plane"] {
         assert!(bash.contains(value), "bash completion offers no {value}");
     }
     for shell in ["zsh", "fish"] {
-        assert!(ok(hardway().args(["completions", shell])).contains("verify"), "{shell}");
+        assert!(
+            ok(hardway().args(["completions", shell])).contains("verify"),
+            "{shell}"
+        );
     }
     let man = ok(hardway().arg("man"));
-    assert!(man.starts_with(".ie") || man.contains(".TH hardway"), "{man}");
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH hardway"),
+        "{man}"
+    );
     assert!(man.contains("deploy") && man.contains("verify"), "{man}");
 }
 
@@ -122,10 +173,18 @@ fn logs_names_the_newest_run_log() {
          [ssh]\nconnect_attempts = 1\n[[nodes]]\nname = \"m1\"\naddress = \"127.0.0.46\"\nroles = [\"master\"]\n",
     )
     .unwrap();
-    let _ = run(hardway().env("XDG_STATE_HOME", &state).args(["verify", "--pki", "/nonexistent", "--parallel", "1"]).arg(&inv).args(["--output", "jsonl"]));
+    let _ = run(hardway()
+        .env("XDG_STATE_HOME", &state)
+        .args(["verify", "--pki", "/nonexistent", "--parallel", "1"])
+        .arg(&inv)
+        .args(["--output", "jsonl"]));
     let path = ok(hardway().env("XDG_STATE_HOME", &state).arg("logs"));
     let path = std::path::PathBuf::from(path.trim());
-    assert!(path.starts_with(state.join("hardway/logs")) && path.is_file(), "{}", path.display());
+    assert!(
+        path.starts_with(state.join("hardway/logs")) && path.is_file(),
+        "{}",
+        path.display()
+    );
     assert_eq!(mode(&path), 0o600);
 }
 
@@ -134,22 +193,45 @@ fn logs_names_the_newest_run_log() {
 /// clear refusal.
 #[test]
 fn without_home_run_logs_never_go_to_a_shared_directory() {
-    let o = run(hardway().arg("logs").env_remove("HOME").env_remove("XDG_STATE_HOME"));
-    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(!out.contains("/var/tmp") && !err.contains("/var/tmp"), "{out}{err}");
+    let o = run(hardway()
+        .arg("logs")
+        .env_remove("HOME")
+        .env_remove("XDG_STATE_HOME"));
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(
+        !out.contains("/var/tmp") && !err.contains("/var/tmp"),
+        "{out}{err}"
+    );
     let uid = unsafe { libc::geteuid() };
-    assert!(err.contains(&format!("/run/user/{uid}")) || err.contains("HOME"), "{out}{err}");
+    assert!(
+        err.contains(&format!("/run/user/{uid}")) || err.contains("HOME"),
+        "{out}{err}"
+    );
 }
 
 /// `--name` of the lab commands is a lab name (a DNS label), refused with exit 2 before any
 /// path is made of it.
 #[test]
 fn a_lab_name_that_is_a_path_is_refused() {
-    for cmd in [&["lab", "status"][..], &["lab", "down"], &["lab", "break", "etcd-stopped"], &["lab", "fix", "etcd-stopped"]] {
-        let o = run(hardway().args(cmd).args(["--name", "../../..", "--state-dir", "/nonexistent"]));
+    for cmd in [
+        &["lab", "status"][..],
+        &["lab", "down"],
+        &["lab", "break", "etcd-stopped"],
+        &["lab", "fix", "etcd-stopped"],
+    ] {
+        let o =
+            run(hardway()
+                .args(cmd)
+                .args(["--name", "../../..", "--state-dir", "/nonexistent"]));
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{cmd:?}: {err}");
-        assert!(err.contains("\"../../..\" is not a lab name"), "{cmd:?}: {err}");
+        assert!(
+            err.contains("\"../../..\" is not a lab name"),
+            "{cmd:?}: {err}"
+        );
     }
 }
 
@@ -163,23 +245,49 @@ fn a_named_lab_that_is_not_there_is_down_and_its_status_says_so() {
         assert!(String::from_utf8_lossy(&o.stdout).contains("lab gone is down"));
     }
     let o = run(hardway().args(["lab", "status", "--name", "gone", "--state-dir", dir]));
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no lab named \"gone\""), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no lab named \"gone\""),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
 fn every_manual_page_a_page_refers_to_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let said = ok(hardway().args(["man", "--dir"]).arg(dir.path()));
-    let pages: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert!(said.starts_with(&format!("{} manual pages", pages.len())), "{said}");
-    assert!(pages.contains(&"hardway.1".to_string()) && pages.contains(&"hardway-lab-break.1".to_string()), "{pages:?}");
-    let mut texts: Vec<String> = pages.iter().map(|p| std::fs::read_to_string(dir.path().join(p)).unwrap()).collect();
+    let pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        said.starts_with(&format!("{} manual pages", pages.len())),
+        "{said}"
+    );
+    assert!(
+        pages.contains(&"hardway.1".to_string())
+            && pages.contains(&"hardway-lab-break.1".to_string()),
+        "{pages:?}"
+    );
+    let mut texts: Vec<String> = pages
+        .iter()
+        .map(|p| std::fs::read_to_string(dir.path().join(p)).unwrap())
+        .collect();
     texts.push(ok(hardway().arg("man")));
     for text in &texts {
         // roff escapes the dash: `hardway\-lab\-break(1)`.
-        for reference in text.split_whitespace().filter(|w| w.starts_with("hardway\\-") && w.ends_with("(1)")) {
-            let page = format!("{}.1", reference.trim_end_matches("(1)").replace("\\-", "-"));
-            assert!(pages.contains(&page), "{reference} is referred to, but no {page} was written: {pages:?}");
+        for reference in text
+            .split_whitespace()
+            .filter(|w| w.starts_with("hardway\\-") && w.ends_with("(1)"))
+        {
+            let page = format!(
+                "{}.1",
+                reference.trim_end_matches("(1)").replace("\\-", "-")
+            );
+            assert!(
+                pages.contains(&page),
+                "{reference} is referred to, but no {page} was written: {pages:?}"
+            );
         }
     }
 }

@@ -13,20 +13,31 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError};
 
 fn config() -> Config {
-    Config { cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(96), failure_persistence: None, ..Config::default() }
+    Config {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(96),
+        failure_persistence: None,
+        ..Config::default()
+    }
 }
 
 /// Characters that matter to one of the rendered syntaxes, and some that do not.
 const PALETTE: &[char] = &[
-    'a', 'k', 'z', 'A', 'Z', '0', '1', '9', '-', '.', '/', '_', ' ', '\n', '\t', '"', '\'', '%', '$', '{', '}', '\\', '*', ':', '=', '#',
-    ',', '[', ']', '&', '!', '|', '>', 'é', '\u{7f}',
+    'a', 'k', 'z', 'A', 'Z', '0', '1', '9', '-', '.', '/', '_', ' ', '\n', '\t', '"', '\'', '%',
+    '$', '{', '}', '\\', '*', ':', '=', '#', ',', '[', ']', '&', '!', '|', '>', 'é', '\u{7f}',
 ];
 
 /// Values to put into the inventory: arbitrary text from the palette (mostly refused), names
 /// that are valid but look like other YAML types, and valid names with one odd character.
 fn text() -> impl Strategy<Value = String> {
-    let arbitrary = prop::collection::vec(prop::sample::select(PALETTE), 0..20).prop_map(|c| c.into_iter().collect::<String>());
-    let yamlish = prop::sample::select(vec!["true", "null", "yes", "no", "on", "off", "1234", "0x1f", "1e3", "007", "nan", "inf"]).prop_map(str::to_string);
+    let arbitrary = prop::collection::vec(prop::sample::select(PALETTE), 0..20)
+        .prop_map(|c| c.into_iter().collect::<String>());
+    let yamlish = prop::sample::select(vec![
+        "true", "null", "yes", "no", "on", "off", "1234", "0x1f", "1e3", "007", "nan", "inf",
+    ])
+    .prop_map(str::to_string);
     let name = "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?){0,2}";
     let odd = (name, prop::sample::select(PALETTE), 0..10usize).prop_map(|(n, c, at)| {
         let mut v: Vec<char> = n.chars().collect();
@@ -62,8 +73,14 @@ const SLOTS: &[(&str, &str)] = &[
     ("remote_dir = \"/usr/local/bin\"", "remote_dir = {}"),
     ("name = \"kmaster2\"", "name = {}"),
     ("name = \"kworker1\"", "name = {}"),
-    ("roles = [\"worker\"]", "roles = [\"worker\"]\nextra_sans = [{}]"),
-    ("addresses = [\"192.168.96.240-192.168.96.250\"]", "addresses = [{}]"),
+    (
+        "roles = [\"worker\"]",
+        "roles = [\"worker\"]\nextra_sans = [{}]",
+    ),
+    (
+        "addresses = [\"192.168.96.240-192.168.96.250\"]",
+        "addresses = [{}]",
+    ),
 ];
 
 fn example() -> String {
@@ -86,7 +103,12 @@ fn structure(path: &str, text: &str) -> Vec<String> {
         text.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(|l| l.split_whitespace().take(if l.starts_with("server ") { 1 } else { 2 }).collect::<Vec<_>>().join(" "))
+            .map(|l| {
+                l.split_whitespace()
+                    .take(if l.starts_with("server ") { 1 } else { 2 })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect()
     } else if path.contains("/cni/") {
         match serde_json::from_str::<serde_json::Value>(text) {
@@ -130,7 +152,11 @@ fn unit_structure(text: &str) -> Vec<String> {
     let joined = text.replace("\\\n", " ");
     let mut section = String::new();
     let mut out = Vec::new();
-    for line in joined.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in joined
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         if line.starts_with('[') && line.ends_with(']') {
             section = line.to_string();
             out.push(section.clone());
@@ -139,7 +165,12 @@ fn unit_structure(text: &str) -> Vec<String> {
             if key.starts_with("Exec") {
                 let words: Vec<&str> = value.split_whitespace().collect();
                 out.push(format!("{key}: {} words", words.len()));
-                out.extend(words.iter().filter_map(|w| w.strip_prefix("--")).map(|f| format!("--{}", f.split('=').next().unwrap_or(""))));
+                out.extend(
+                    words
+                        .iter()
+                        .filter_map(|w| w.strip_prefix("--"))
+                        .map(|f| format!("--{}", f.split('=').next().unwrap_or(""))),
+                );
             }
         } else {
             out.push(format!("?line {line:?}"));
@@ -153,7 +184,10 @@ fn yaml_paths(v: &serde_yaml::Value, at: &str, out: &mut Vec<String>) {
     match v {
         Value::Mapping(m) => {
             for (k, v) in m {
-                let k = k.as_str().map(str::to_string).unwrap_or_else(|| format!("?key {k:?}"));
+                let k = k
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("?key {k:?}"));
                 yaml_paths(v, &format!("{at}.{k}"), out);
             }
         }
@@ -173,12 +207,18 @@ fn yaml_paths(v: &serde_yaml::Value, at: &str, out: &mut Vec<String>) {
 
 fn json_paths(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
     match v {
-        serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| json_paths(v, &format!("{at}.{k}"), out)),
+        serde_json::Value::Object(m) => m
+            .iter()
+            .for_each(|(k, v)| json_paths(v, &format!("{at}.{k}"), out)),
         serde_json::Value::Array(a) => {
             out.push(format!("{at}[{}]", a.len()));
-            a.iter().for_each(|v| json_paths(v, &format!("{at}[]"), out));
+            a.iter()
+                .for_each(|v| json_paths(v, &format!("{at}[]"), out));
         }
-        other => out.push(format!("{at}: {}", if other.is_string() { "string" } else { "other" })),
+        other => out.push(format!(
+            "{at}: {}",
+            if other.is_string() { "string" } else { "other" }
+        )),
     }
 }
 
@@ -186,12 +226,24 @@ fn json_paths(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
 fn rendered_structure(inv: &inventory::Inventory) -> BTreeMap<(usize, String), Vec<String>> {
     // A dry run issues the whole PKI in memory and writes nothing.
     let dir = tempfile::tempdir().unwrap();
-    let (p, _) = pki::generate(inv, &dir.path().join("pki"), pki::GenerateOptions { dry_run: true, ..Default::default() }).unwrap();
-    let r = render::render(inv, &p).unwrap_or_else(|e| panic!("an accepted inventory does not render: {e:#}"));
+    let (p, _) = pki::generate(
+        inv,
+        &dir.path().join("pki"),
+        pki::GenerateOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = render::render(inv, &p)
+        .unwrap_or_else(|e| panic!("an accepted inventory does not render: {e:#}"));
     let mut out = BTreeMap::new();
     for (i, n) in inv.nodes.iter().enumerate() {
         for f in &r.hosts[&n.name] {
-            out.insert((i, f.path.clone()), structure(&f.path, &String::from_utf8_lossy(&f.contents)));
+            out.insert(
+                (i, f.path.clone()),
+                structure(&f.path, &String::from_utf8_lossy(&f.contents)),
+            );
         }
     }
     out
@@ -235,13 +287,18 @@ fn an_accepted_value_never_changes_a_rendered_files_structure() {
         }
     });
     // Most random values are refused; the property means something only if some are accepted.
-    assert!(accepted.get() > 0, "no generated value was accepted: the property was never checked");
+    assert!(
+        accepted.get() > 0,
+        "no generated value was accepted: the property was never checked"
+    );
 }
 
 #[test]
 fn values_that_look_like_other_yaml_types_stay_strings() {
     // Names of digits only are valid DNS labels; unquoted in YAML they would be numbers.
-    let text = example().replacen("name = \"systemv\"", "name = \"1234\"", 1).replacen("name = \"kworker1\"", "name = \"42\"", 1);
+    let text = example()
+        .replacen("name = \"systemv\"", "name = \"1234\"", 1)
+        .replacen("name = \"kworker1\"", "name = \"42\"", 1);
     let inv = inventory::parse(Path::new("digits.toml"), &text).unwrap();
     let base = inventory::parse(Path::new("example.toml"), &example()).unwrap();
     let (got, want) = (rendered_structure(&inv), rendered_structure(&base));

@@ -13,7 +13,10 @@ fn example_text() -> String {
 fn edited(edits: &[(&str, &str)]) -> String {
     let mut text = example_text();
     for (from, to) in edits {
-        assert!(text.contains(from), "example.toml no longer contains {from:?}");
+        assert!(
+            text.contains(from),
+            "example.toml no longer contains {from:?}"
+        );
         text = text.replacen(from, to, 1);
     }
     text
@@ -31,7 +34,9 @@ fn error_of(edits: &[(&str, &str)]) -> String {
 /// 1-based line of the first occurrence of `needle` in the edited text.
 fn line_of(edits: &[(&str, &str)], needle: &str) -> usize {
     let text = edited(edits);
-    let at = text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in edited text"));
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in edited text"));
     text[..at].matches('\n').count() + 1
 }
 
@@ -51,8 +56,14 @@ fn refused(edits: &[(&str, &str)], field: &str, at: &str, parts: &[&str]) -> Pro
     let p = problems
         .iter()
         .find(|p| p.field == field && parts.iter().all(|part| p.message.contains(part)))
-        .unwrap_or_else(|| panic!("no problem for {field} mentioning {parts:?} among {problems:#?}"));
-    assert_eq!(p.position.map(|(line, _)| line), Some(line_of(edits, at)), "{p:?}");
+        .unwrap_or_else(|| {
+            panic!("no problem for {field} mentioning {parts:?} among {problems:#?}")
+        });
+    assert_eq!(
+        p.position.map(|(line, _)| line),
+        Some(line_of(edits, at)),
+        "{p:?}"
+    );
     p.clone()
 }
 
@@ -68,7 +79,10 @@ fn with(section: &str) -> [(&'static str, String); 1] {
 
 /// Edits built with `format!` (owned strings), as the `&str` pairs the helpers above take.
 fn as_edits<A: AsRef<str>, B: AsRef<str>>(edits: &[(A, B)]) -> Vec<(&str, &str)> {
-    edits.iter().map(|(a, b)| (a.as_ref(), b.as_ref())).collect()
+    edits
+        .iter()
+        .map(|(a, b)| (a.as_ref(), b.as_ref()))
+        .collect()
 }
 
 fn assert_has(err: &str, parts: &[&str]) {
@@ -86,16 +100,29 @@ fn example_is_valid() {
     assert_eq!(inv.api_server_url(), "https://192.168.96.7:6443");
     assert_eq!(inv.cluster.first_service_ip().to_string(), "10.32.0.1");
     assert!(inv.warnings.is_empty(), "{:?}", inv.warnings);
-    let pods: Vec<String> = inv.workers().map(|w| w.pod_cidr.unwrap().to_string()).collect();
+    let pods: Vec<String> = inv
+        .workers()
+        .map(|w| w.pod_cidr.unwrap().to_string())
+        .collect();
     assert_eq!(pods, ["10.200.0.0/24", "10.200.1.0/24", "10.200.2.0/24"]);
 }
 
 #[test]
 fn unknown_key() {
-    let edits = [("name = \"kworker1\"\n", "name = \"kworker1\"\nadress = \"192.168.96.99\"\n")];
+    let edits = [(
+        "name = \"kworker1\"\n",
+        "name = \"kworker1\"\nadress = \"192.168.96.99\"\n",
+    )];
     let err = error_of(&edits);
     let line = line_of(&edits, "adress");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), "nodes[3].adress", "unknown field `adress`"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            "nodes[3].adress",
+            "unknown field `adress`",
+        ],
+    );
 }
 
 #[test]
@@ -103,7 +130,14 @@ fn unknown_key_in_section() {
     let edits = [("[pki]\n", "[pki]\nalgorythm = \"rsa-2048\"\n")];
     let err = error_of(&edits);
     let line = line_of(&edits, "algorythm");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), "pki.algorythm", "unknown field"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            "pki.algorythm",
+            "unknown field",
+        ],
+    );
 }
 
 #[test]
@@ -119,7 +153,14 @@ fn duplicate_node_name() {
     let edits = [("name = \"kmaster2\"", "name = \"kmaster1\"")];
     let err = error_of(&edits);
     let line = line_of(&[], "name = \"kmaster2\"");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), "nodes[1].name", "duplicate node name \"kmaster1\" (also nodes[0])"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            "nodes[1].name",
+            "duplicate node name \"kmaster1\" (also nodes[0])",
+        ],
+    );
 }
 
 #[test]
@@ -127,37 +168,83 @@ fn duplicate_node_address() {
     let edits = [("address = \"192.168.96.47\"", "address = \"192.168.96.46\"")];
     let err = error_of(&edits);
     let line = line_of(&[], "address = \"192.168.96.47\"");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), "nodes[1].address", "duplicate node address 192.168.96.46"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            "nodes[1].address",
+            "duplicate node address 192.168.96.46",
+        ],
+    );
 }
 
 #[test]
 fn invalid_ip() {
-    let edits = [("address = \"192.168.96.49\"", "address = \"192.168.96.349\"")];
+    let edits = [(
+        "address = \"192.168.96.49\"",
+        "address = \"192.168.96.349\"",
+    )];
     let err = error_of(&edits);
     let line = line_of(&edits, "192.168.96.349");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), "nodes[3].address", "\"192.168.96.349\" is not a valid IP address"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            "nodes[3].address",
+            "\"192.168.96.349\" is not a valid IP address",
+        ],
+    );
 }
 
 #[test]
 fn invalid_cidr() {
-    let edits = [("service_cidr = \"10.32.0.0/24\"", "service_cidr = \"10.32.0.0/33\"")];
+    let edits = [(
+        "service_cidr = \"10.32.0.0/24\"",
+        "service_cidr = \"10.32.0.0/33\"",
+    )];
     let err = error_of(&edits);
     let line = line_of(&edits, "service_cidr");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), "cluster.service_cidr", "not a valid CIDR"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            "cluster.service_cidr",
+            "not a valid CIDR",
+        ],
+    );
 }
 
 #[test]
 fn cidr_with_host_bits() {
-    let err = error_of(&[("pod_cidr = \"10.200.0.0/16\"", "pod_cidr = \"10.200.5.0/16\"")]);
-    assert_has(&err, &["cluster.pod_cidr", "host bits set; did you mean 10.200.0.0/16"]);
+    let err = error_of(&[(
+        "pod_cidr = \"10.200.0.0/16\"",
+        "pod_cidr = \"10.200.5.0/16\"",
+    )]);
+    assert_has(
+        &err,
+        &[
+            "cluster.pod_cidr",
+            "host bits set; did you mean 10.200.0.0/16",
+        ],
+    );
 }
 
 #[test]
 fn service_and_pod_cidrs_overlap() {
-    let edits = [("pod_cidr = \"10.200.0.0/16\"", "pod_cidr = \"10.32.0.0/16\"")];
+    let edits = [(
+        "pod_cidr = \"10.200.0.0/16\"",
+        "pod_cidr = \"10.32.0.0/16\"",
+    )];
     let err = error_of(&edits);
     let line = line_of(&edits, "pod_cidr");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), "cluster.pod_cidr", "pod network 10.32.0.0/16 overlaps the service network 10.32.0.0/24"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            "cluster.pod_cidr",
+            "pod network 10.32.0.0/16 overlaps the service network 10.32.0.0/24",
+        ],
+    );
 }
 
 #[test]
@@ -165,27 +252,53 @@ fn node_address_inside_a_cluster_cidr() {
     let edits = [("address = \"192.168.96.50\"", "address = \"10.200.3.4\"")];
     let err = error_of(&edits);
     let line = line_of(&edits, "10.200.3.4");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), "nodes[4].address", "node address 10.200.3.4 lies inside cluster.pod_cidr 10.200.0.0/16"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            "nodes[4].address",
+            "node address 10.200.3.4 lies inside cluster.pod_cidr 10.200.0.0/16",
+        ],
+    );
 }
 
 #[test]
 fn metallb_pool_overlaps_a_node() {
-    let edits = [("192.168.96.240-192.168.96.250", "192.168.96.40-192.168.96.60")];
+    let edits = [(
+        "192.168.96.240-192.168.96.250",
+        "192.168.96.40-192.168.96.60",
+    )];
     let err = error_of(&edits);
     let line = line_of(&edits, "192.168.96.40-");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), "addons.metallb.addresses[0]", "contains node kmaster1's address 192.168.96.46"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            "addons.metallb.addresses[0]",
+            "contains node kmaster1's address 192.168.96.46",
+        ],
+    );
 }
 
 #[test]
 fn metallb_pool_overlaps_a_cidr() {
     let err = error_of(&[("\"192.168.96.240-192.168.96.250\"", "\"10.32.0.128/25\"")]);
-    assert_has(&err, &["addons.metallb.addresses[0]", "pool 10.32.0.128/25 overlaps cluster.service_cidr 10.32.0.0/24"]);
+    assert_has(
+        &err,
+        &[
+            "addons.metallb.addresses[0]",
+            "pool 10.32.0.128/25 overlaps cluster.service_cidr 10.32.0.0/24",
+        ],
+    );
 }
 
 #[test]
 fn metallb_pool_garbage() {
     let err = error_of(&[("\"192.168.96.240-192.168.96.250\"", "\"lots of addresses\"")]);
-    assert_has(&err, &["addons.metallb.addresses[0]", "neither an IPv4 range"]);
+    assert_has(
+        &err,
+        &["addons.metallb.addresses[0]", "neither an IPv4 range"],
+    );
 }
 
 #[test]
@@ -205,7 +318,9 @@ fn several_masters_need_a_load_balancer() {
     let end = text.find("[ssh]").unwrap();
     text.replace_range(start..end, "");
     text = text.replace("roles = [\"lb\"]", "roles = [\"worker\"]");
-    let err = inventory::parse(Path::new("bad.toml"), &text).unwrap_err().to_string();
+    let err = inventory::parse(Path::new("bad.toml"), &text)
+        .unwrap_err()
+        .to_string();
     assert_has(&err, &["load_balancer", "3 masters but no [load_balancer]"]);
 }
 
@@ -213,10 +328,20 @@ fn several_masters_need_a_load_balancer() {
 fn even_etcd_member_count_is_a_warning() {
     let mut text = example_text();
     text = text.replacen("roles = [\"worker\"]", "roles = [\"master\"]", 1);
-    let inv = inventory::parse(Path::new("warn.toml"), &text).expect("an even member count is allowed");
+    let inv =
+        inventory::parse(Path::new("warn.toml"), &text).expect("an even member count is allowed");
     assert_eq!(inv.etcd_members().len(), 4);
-    let w: Vec<String> = inv.warnings.iter().map(|w| w.display_in(Path::new("warn.toml"))).collect();
-    assert!(w.iter().any(|w| w.contains("4 etcd members: an even count tolerates no more failures than 3 (1; quorum is 3)")), "{w:?}");
+    let w: Vec<String> = inv
+        .warnings
+        .iter()
+        .map(|w| w.display_in(Path::new("warn.toml")))
+        .collect();
+    assert!(
+        w.iter().any(|w| w.contains(
+            "4 etcd members: an even count tolerates no more failures than 3 (1; quorum is 3)"
+        )),
+        "{w:?}"
+    );
 }
 
 #[test]
@@ -224,7 +349,14 @@ fn unknown_role() {
     let edits = [("roles = [\"worker\"]", "roles = [\"wroker\"]")];
     let err = error_of(&edits);
     let line = line_of(&edits, "wroker");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), "nodes[3].roles[0]", "unknown role \"wroker\" (known roles: master, worker, lb, etcd)"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            "nodes[3].roles[0]",
+            "unknown role \"wroker\" (known roles: master, worker, lb, etcd)",
+        ],
+    );
 }
 
 #[test]
@@ -232,19 +364,41 @@ fn node_name_must_be_a_dns_label() {
     let edits = [("name = \"kworker2\"", "name = \"KWorker_2\"")];
     let err = error_of(&edits);
     let line = line_of(&edits, "KWorker_2");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), "nodes[4].name", "\"KWorker_2\" is not a valid DNS label"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            "nodes[4].name",
+            "\"KWorker_2\" is not a valid DNS label",
+        ],
+    );
 }
 
 #[test]
 fn load_balancer_node_must_have_role_lb() {
     let err = error_of(&[("node = \"haproxy\"", "node = \"kworker1\"")]);
-    assert_has(&err, &["load_balancer.node", "node \"kworker1\" does not have role \"lb\""]);
+    assert_has(
+        &err,
+        &[
+            "load_balancer.node",
+            "node \"kworker1\" does not have role \"lb\"",
+        ],
+    );
 }
 
 #[test]
 fn cluster_dns_inside_service_cidr() {
-    let err = error_of(&[("cluster_dns = \"10.32.0.10\"", "cluster_dns = \"10.33.0.10\"")]);
-    assert_has(&err, &["cluster.cluster_dns", "10.33.0.10 is outside service_cidr 10.32.0.0/24"]);
+    let err = error_of(&[(
+        "cluster_dns = \"10.32.0.10\"",
+        "cluster_dns = \"10.33.0.10\"",
+    )]);
+    assert_has(
+        &err,
+        &[
+            "cluster.cluster_dns",
+            "10.33.0.10 is outside service_cidr 10.32.0.0/24",
+        ],
+    );
 }
 
 #[test]
@@ -259,35 +413,48 @@ fn every_problem_is_reported_at_once() {
         ("address = \"192.168.96.49\"", "address = \"nope\""),
         ("roles = [\"worker\"]", "roles = [\"wroker\"]"),
     ]);
-    assert_has(&err, &["2 problem(s)", "nodes[3].address", "nodes[3].roles[0]"]);
+    assert_has(
+        &err,
+        &["2 problem(s)", "nodes[3].address", "nodes[3].roles[0]"],
+    );
 }
 
 #[test]
 fn bad_inventory_changes_nothing_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = inventory_variant(dir.path(), "bad.toml", &[("roles = [\"worker\"]", "roles = [\"wroker\"]")]);
+    let inv = inventory_variant(
+        dir.path(),
+        "bad.toml",
+        &[("roles = [\"worker\"]", "roles = [\"wroker\"]")],
+    );
     for args in [vec!["pki", "generate", "--out"], vec!["render", "--out"]] {
         let out_dir = dir.path().join("out");
         let out = run(hardway().args(&args).arg(&out_dir).arg("-i").arg(&inv));
         assert_eq!(out.status.code(), Some(1), "{args:?} should fail");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("bad.toml:") && stderr.contains("unknown role \"wroker\""), "{stderr}");
-        assert!(!out_dir.exists(), "{args:?} wrote {} despite a bad inventory", out_dir.display());
+        assert!(
+            stderr.contains("bad.toml:") && stderr.contains("unknown role \"wroker\""),
+            "{stderr}"
+        );
+        assert!(
+            !out_dir.exists(),
+            "{args:?} wrote {} despite a bad inventory",
+            out_dir.display()
+        );
     }
 }
 
 #[test]
 fn lab_inventory_is_valid() {
     // Its load balancer's address is the LB node's own: that must stay allowed.
-    let inv = inventory::load(&repo().join("tests/fixtures/lab-etcd.toml")).unwrap_or_else(|e| panic!("{e}"));
+    let inv = inventory::load(&repo().join("tests/fixtures/lab-etcd.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(inv.api_server_url(), "https://10.213.0.14:6443");
 }
 
 /// The example's version line; the tests of versions edit it.
 const VERSION: &str = r#"kubernetes_version = "1.37.1""#;
 
-/// Values that would not round-trip through rendered units, configs and /etc/hosts.
-mod rendered_values;
 /// Accepted once, wrong all the same (issue 16, items 12 and 13).
 mod accepted_but_wrong;
 /// `[addons]`.
@@ -296,6 +463,8 @@ mod addons;
 mod kubernetes;
 /// `[lab]`: driver and VM sizes.
 mod lab_vms;
+/// Values that would not round-trip through rendered units, configs and /etc/hosts.
+mod rendered_values;
 /// `[containerd]`, `[cni]` and `[lab]`.
 mod runtime;
 
@@ -304,5 +473,13 @@ fn an_ipv6_node_address_is_refused_with_the_way_to_use_ipv6_for_ssh() {
     let edits = [("address = \"192.168.96.50\"", "address = \"fd00::50\"")];
     let err = error_of(&edits);
     let line = line_of(&edits, "fd00::50");
-    assert_has(&err, &[&format!("bad.toml:{line}:"), ".address", "fd00::50 is an IPv6 address: the cluster's networks are IPv4 only", "ssh_address"]);
+    assert_has(
+        &err,
+        &[
+            &format!("bad.toml:{line}:"),
+            ".address",
+            "fd00::50 is an IPv6 address: the cluster's networks are IPv4 only",
+            "ssh_address",
+        ],
+    );
 }

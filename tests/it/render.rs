@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use crate::common::*;
+use base64::Engine;
 
 fn hosts(build: &Path) -> Vec<String> {
     let mut h: Vec<String> = std::fs::read_dir(build)
@@ -24,8 +24,18 @@ fn hosts(build: &Path) -> Vec<String> {
 fn every_host_gets_the_files_of_its_roles() {
     let dir = tempfile::tempdir().unwrap();
     let build = pki_and_render(&example_inventory(), dir.path());
-    assert_eq!(hosts(&build), ["haproxy", "kmaster1", "kmaster2", "kmaster3", "kworker1", "kworker2", "kworker3"]);
-    let has = |host: &str, path: &str| build.join(host).join(path.trim_start_matches('/')).is_file();
+    assert_eq!(
+        hosts(&build),
+        [
+            "haproxy", "kmaster1", "kmaster2", "kmaster3", "kworker1", "kworker2", "kworker3"
+        ]
+    );
+    let has = |host: &str, path: &str| {
+        build
+            .join(host)
+            .join(path.trim_start_matches('/'))
+            .is_file()
+    };
     for m in ["kmaster1", "kmaster2", "kmaster3"] {
         for p in [
             "/etc/systemd/system/etcd.service",
@@ -41,10 +51,17 @@ fn every_host_gets_the_files_of_its_roles() {
         ] {
             assert!(has(m, p), "{m} lacks {p}");
         }
-        assert!(!has(m, "/etc/systemd/system/kubelet.service"), "{m} got a kubelet");
+        assert!(
+            !has(m, "/etc/systemd/system/kubelet.service"),
+            "{m} got a kubelet"
+        );
     }
     for w in ["kworker1", "kworker2", "kworker3"] {
-        for p in ["/etc/systemd/system/kubelet.service", "/var/lib/kubelet/kubelet-config.yaml", "/var/lib/kube-proxy/kubeconfig"] {
+        for p in [
+            "/etc/systemd/system/kubelet.service",
+            "/var/lib/kubelet/kubelet-config.yaml",
+            "/var/lib/kube-proxy/kubeconfig",
+        ] {
             assert!(has(w, p), "{w} lacks {p}");
         }
         assert!(!has(w, "/etc/kubernetes/pki/ca.key"), "{w} got the CA key");
@@ -52,30 +69,67 @@ fn every_host_gets_the_files_of_its_roles() {
     }
     assert!(has("haproxy", "/etc/haproxy/haproxy.cfg"));
     assert!(has("haproxy", "/etc/haproxy/pki/healthcheck.pem"));
-    assert_eq!(mode(&build.join("haproxy/etc/haproxy/pki/healthcheck.pem")), 0o600);
+    assert_eq!(
+        mode(&build.join("haproxy/etc/haproxy/pki/healthcheck.pem")),
+        0o600
+    );
     assert!(!has("haproxy", "/etc/kubernetes/pki/ca.crt"));
     assert!(!has("haproxy", "/etc/kubernetes/pki/ca.key"));
     // Private material is 0600 on the way out too.
-    for (host, p) in [("kmaster1", "etc/kubernetes/pki/ca.key"), ("kworker1", "var/lib/kubelet/kubeconfig"), ("kmaster2", "etc/kubernetes/encryption-config.yaml")] {
+    for (host, p) in [
+        ("kmaster1", "etc/kubernetes/pki/ca.key"),
+        ("kworker1", "var/lib/kubelet/kubeconfig"),
+        ("kmaster2", "etc/kubernetes/encryption-config.yaml"),
+    ] {
         assert_eq!(mode(&build.join(host).join(p)), 0o600, "{host}:{p}");
     }
     // The kubelet's pod /24 and the seed's aggregator flag.
-    let kc = std::fs::read_to_string(build.join("kworker2/var/lib/kubelet/kubelet-config.yaml")).unwrap();
-    assert!(kc.contains("podCIDR: \"10.200.1.0/24\"") && kc.contains("- \"10.32.0.10\""), "{kc}");
-    let api = std::fs::read_to_string(build.join("kmaster1/etc/systemd/system/kube-apiserver.service")).unwrap();
-    assert!(api.contains("--enable-aggregator-routing=true") && api.contains("--service-cluster-ip-range=10.32.0.0/24"));
+    let kc = std::fs::read_to_string(build.join("kworker2/var/lib/kubelet/kubelet-config.yaml"))
+        .unwrap();
+    assert!(
+        kc.contains("podCIDR: \"10.200.1.0/24\"") && kc.contains("- \"10.32.0.10\""),
+        "{kc}"
+    );
+    let api =
+        std::fs::read_to_string(build.join("kmaster1/etc/systemd/system/kube-apiserver.service"))
+            .unwrap();
+    assert!(
+        api.contains("--enable-aggregator-routing=true")
+            && api.contains("--service-cluster-ip-range=10.32.0.0/24")
+    );
     assert!(api.contains("--etcd-servers=https://192.168.96.46:2379,https://192.168.96.47:2379,https://192.168.96.48:2379"));
     let hosts_block = std::fs::read_to_string(build.join("kworker3/etc/hardway/hosts")).unwrap();
-    assert!(hosts_block.contains("192.168.96.7 haproxy.systemv.local haproxy"), "{hosts_block}");
+    assert!(
+        hosts_block.contains("192.168.96.7 haproxy.systemv.local haproxy"),
+        "{hosts_block}"
+    );
 }
 
 #[test]
 fn without_aggregation_there_are_no_front_proxy_flags() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = inventory_variant(dir.path(), "noagg.toml", &[("[addons.aggregation]\nenabled = true", "[addons.aggregation]\nenabled = false"), ("[addons.metrics_server]\nenabled = true", "[addons.metrics_server]\nenabled = false")]);
+    let inv = inventory_variant(
+        dir.path(),
+        "noagg.toml",
+        &[
+            (
+                "[addons.aggregation]\nenabled = true",
+                "[addons.aggregation]\nenabled = false",
+            ),
+            (
+                "[addons.metrics_server]\nenabled = true",
+                "[addons.metrics_server]\nenabled = false",
+            ),
+        ],
+    );
     let build = pki_and_render(&inv, dir.path());
-    let api = std::fs::read_to_string(build.join("kmaster1/etc/systemd/system/kube-apiserver.service")).unwrap();
-    assert!(!api.contains("requestheader") && !api.contains("aggregator"), "{api}");
+    let api =
+        std::fs::read_to_string(build.join("kmaster1/etc/systemd/system/kube-apiserver.service"))
+            .unwrap();
+    assert!(
+        !api.contains("requestheader") && !api.contains("aggregator"),
+        "{api}"
+    );
     assert!(!dir.path().join("pki/front-proxy-ca.crt").exists());
 }
 
@@ -87,19 +141,46 @@ fn haproxy_accepts_the_config_and_balances_every_master() {
     // `haproxy -c` opens the CA and client certificate the config names: point those paths
     // into the build tree, everything else verbatim.
     let rendered = std::fs::read_to_string(build.join("haproxy/etc/haproxy/haproxy.cfg")).unwrap();
-    assert!(rendered.contains("ca-file /etc/haproxy/pki/ca.crt crt /etc/haproxy/pki/healthcheck.pem"), "{rendered}");
+    assert!(
+        rendered.contains("ca-file /etc/haproxy/pki/ca.crt crt /etc/haproxy/pki/healthcheck.pem"),
+        "{rendered}"
+    );
     let cfg = dir.path().join("haproxy.cfg");
-    std::fs::write(&cfg, rendered.replace("/etc/haproxy/pki/", &format!("{}/", build.join("haproxy/etc/haproxy/pki").display()))).unwrap();
+    std::fs::write(
+        &cfg,
+        rendered.replace(
+            "/etc/haproxy/pki/",
+            &format!("{}/", build.join("haproxy/etc/haproxy/pki").display()),
+        ),
+    )
+    .unwrap();
     let out = ok(Command::new(haproxy).arg("-c").arg("-f").arg(&cfg));
     assert!(out.contains("Configuration file is valid"), "{out}");
     let text = std::fs::read_to_string(&cfg).unwrap();
-    for (m, ip) in [("kmaster1", "192.168.96.46"), ("kmaster2", "192.168.96.47"), ("kmaster3", "192.168.96.48")] {
+    for (m, ip) in [
+        ("kmaster1", "192.168.96.46"),
+        ("kmaster2", "192.168.96.47"),
+        ("kmaster3", "192.168.96.48"),
+    ] {
         assert!(text.contains(&format!("server {m} {ip}:6443")), "{text}");
     }
-    assert!(text.contains("bind *:6443") && text.contains("stats socket /run/haproxy/admin.sock mode 600 "), "{text}");
+    assert!(
+        text.contains("bind *:6443")
+            && text.contains("stats socket /run/haproxy/admin.sock mode 600 "),
+        "{text}"
+    );
     // It listens for clients only: no stats page on the network, and it drops root.
-    assert_eq!(text.lines().filter(|l| l.trim_start().starts_with("bind ")).count(), 1, "{text}");
-    assert!(text.contains("\n    user haproxy\n    group haproxy\n"), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("bind "))
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("\n    user haproxy\n    group haproxy\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -109,20 +190,43 @@ fn systemd_accepts_every_unit() {
     // Stand-in executables at the binaries' paths: systemd-analyze checks that ExecStart exists.
     let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for b in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "containerd"] {
+    for b in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubelet",
+        "kube-proxy",
+        "containerd",
+    ] {
         pki_write_exec(&bin.join(b));
     }
-    let bin_dir = format!("remote_dir = \"{0}\"\n\n[containerd]\nbin_dir = \"{0}\"", bin.display());
-    let inv = inventory_variant(dir.path(), "stand-in.toml", &[("remote_dir = \"/usr/local/bin\"", &bin_dir)]);
+    let bin_dir = format!(
+        "remote_dir = \"{0}\"\n\n[containerd]\nbin_dir = \"{0}\"",
+        bin.display()
+    );
+    let inv = inventory_variant(
+        dir.path(),
+        "stand-in.toml",
+        &[("remote_dir = \"/usr/local/bin\"", &bin_dir)],
+    );
     let build = pki_and_render(&inv, dir.path());
     let mut checked = 0;
     for host in hosts(&build) {
         let units_dir = build.join(&host).join("etc/systemd/system");
-        let units: Vec<PathBuf> = std::fs::read_dir(&units_dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let units: Vec<PathBuf> = std::fs::read_dir(&units_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         assert!(!units.is_empty(), "{host} has no units");
-        let out = run(Command::new(&analyze).args(["verify", "--man=no"]).args(&units));
+        let out = run(Command::new(&analyze)
+            .args(["verify", "--man=no"])
+            .args(&units));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() && stderr.trim().is_empty(), "{host}: systemd-analyze verify: {stderr}");
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "{host}: systemd-analyze verify: {stderr}"
+        );
         checked += units.len();
     }
     // 3 masters x 5 (pod-routes too), 3 workers x 5 (containerd, kubelet, kube-proxy,
@@ -131,9 +235,18 @@ fn systemd_accepts_every_unit() {
 
     // And a broken unit is caught, so the check above means something.
     let broken = dir.path().join("broken.service");
-    std::fs::write(&broken, "[Service]\nExecStart=/nonexistent/kube-apiserver\n").unwrap();
-    let out = run(Command::new(&analyze).args(["verify", "--man=no"]).arg(&broken));
-    assert!(!out.status.success() || !out.stderr.is_empty(), "systemd-analyze accepted a missing binary");
+    std::fs::write(
+        &broken,
+        "[Service]\nExecStart=/nonexistent/kube-apiserver\n",
+    )
+    .unwrap();
+    let out = run(Command::new(&analyze)
+        .args(["verify", "--man=no"])
+        .arg(&broken));
+    assert!(
+        !out.status.success() || !out.stderr.is_empty(),
+        "systemd-analyze accepted a missing binary"
+    );
 }
 
 fn pki_write_exec(p: &Path) {
@@ -158,23 +271,51 @@ fn kubectl_reads_every_kubeconfig() {
     let pki_ca = std::fs::read_to_string(dir.path().join("pki/ca.crt")).unwrap();
     for kc in &kubeconfigs {
         let server = ok(Command::new(&kubectl)
-            .args(["config", "view", "--raw", "-o", "jsonpath={.clusters[0].cluster.server}", "--kubeconfig"])
+            .args([
+                "config",
+                "view",
+                "--raw",
+                "-o",
+                "jsonpath={.clusters[0].cluster.server}",
+                "--kubeconfig",
+            ])
             .arg(kc));
         let name = kc.to_string_lossy();
-        let want = if name.ends_with("controller-manager.kubeconfig") || name.ends_with("scheduler.kubeconfig") {
+        let want = if name.ends_with("controller-manager.kubeconfig")
+            || name.ends_with("scheduler.kubeconfig")
+        {
             "https://127.0.0.1:6443"
         } else {
             "https://192.168.96.7:6443"
         };
         assert_eq!(server, want, "{name}");
         let ca = ok(Command::new(&kubectl)
-            .args(["config", "view", "--raw", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data}", "--kubeconfig"])
+            .args([
+                "config",
+                "view",
+                "--raw",
+                "-o",
+                "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+                "--kubeconfig",
+            ])
             .arg(kc));
-        let ca = base64::engine::general_purpose::STANDARD.decode(ca.trim()).unwrap();
-        assert_eq!(String::from_utf8(ca).unwrap(), pki_ca, "{name} embeds another CA");
+        let ca = base64::engine::general_purpose::STANDARD
+            .decode(ca.trim())
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(ca).unwrap(),
+            pki_ca,
+            "{name} embeds another CA"
+        );
     }
     let user = ok(Command::new(&kubectl)
-        .args(["config", "view", "-o", "jsonpath={.users[0].name}", "--kubeconfig"])
+        .args([
+            "config",
+            "view",
+            "-o",
+            "jsonpath={.users[0].name}",
+            "--kubeconfig",
+        ])
         .arg(build.join("kworker3/var/lib/kubelet/kubeconfig")));
     assert_eq!(user, "system:node:kworker3");
 }
@@ -184,36 +325,77 @@ fn encryption_config_uses_the_kept_key() {
     let dir = tempfile::tempdir().unwrap();
     let build = pki_and_render(&example_inventory(), dir.path());
     let key = std::fs::read_to_string(dir.path().join("pki/encryption.key")).unwrap();
-    assert_eq!(base64::engine::general_purpose::STANDARD.decode(key.trim()).unwrap().len(), 32);
-    let cfg: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(build.join("kmaster2/etc/kubernetes/encryption-config.yaml")).unwrap()).unwrap();
-    assert_eq!(cfg["apiVersion"].as_str(), Some("apiserver.config.k8s.io/v1"));
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(key.trim())
+            .unwrap()
+            .len(),
+        32
+    );
+    let cfg: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(build.join("kmaster2/etc/kubernetes/encryption-config.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg["apiVersion"].as_str(),
+        Some("apiserver.config.k8s.io/v1")
+    );
     assert_eq!(cfg["kind"].as_str(), Some("EncryptionConfiguration"));
     // secretbox writes; aescbc, with the same key, still reads what an earlier hardway wrote.
     let providers = &cfg["resources"][0]["providers"];
-    assert_eq!(providers[0]["secretbox"]["keys"][0]["secret"].as_str(), Some(key.trim()));
-    assert_eq!(providers[1]["aescbc"]["keys"][0]["secret"].as_str(), Some(key.trim()));
-    assert!(providers[2]["identity"].is_mapping(), "identity must come last");
+    assert_eq!(
+        providers[0]["secretbox"]["keys"][0]["secret"].as_str(),
+        Some(key.trim())
+    );
+    assert_eq!(
+        providers[1]["aescbc"]["keys"][0]["secret"].as_str(),
+        Some(key.trim())
+    );
+    assert!(
+        providers[2]["identity"].is_mapping(),
+        "identity must come last"
+    );
     // Deploy compares encryption configs across PKIs by their distinct keys: a master still
     // holding the aescbc-only config of the same key must count as the same cluster.
-    let rendered = std::fs::read_to_string(build.join("kmaster2/etc/kubernetes/encryption-config.yaml")).unwrap();
+    let rendered =
+        std::fs::read_to_string(build.join("kmaster2/etc/kubernetes/encryption-config.yaml"))
+            .unwrap();
     let aescbc_only = format!(
         "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  - resources:\n      - secrets\n    \
          providers:\n      - aescbc:\n          keys:\n            - name: key1\n              secret: {}\n      - identity: {{}}\n",
         key.trim()
     );
-    assert_eq!(hardway::render::key_hashes(&rendered), hardway::render::key_hashes(&aescbc_only));
-    assert_ne!(hardway::render::key_hashes(&rendered), hardway::render::key_hashes(&aescbc_only.replace(key.trim(), "b3RoZXI=")));
+    assert_eq!(
+        hardway::render::key_hashes(&rendered),
+        hardway::render::key_hashes(&aescbc_only)
+    );
+    assert_ne!(
+        hardway::render::key_hashes(&rendered),
+        hardway::render::key_hashes(&aescbc_only.replace(key.trim(), "b3RoZXI="))
+    );
 }
 
 #[test]
 fn output_is_deterministic_and_matches_the_golden_files() {
     let dir = tempfile::tempdir().unwrap();
     let build = pki_and_render(&example_inventory(), dir.path());
-    let first: BTreeMap<PathBuf, Vec<u8>> = files_below(&build).into_iter().map(|f| (f.clone(), std::fs::read(build.join(&f)).unwrap())).collect();
+    let first: BTreeMap<PathBuf, Vec<u8>> = files_below(&build)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(build.join(&f)).unwrap()))
+        .collect();
     // Render again from the same inventory and PKI: byte-for-byte the same.
-    ok(hardway().args(["render", "-i"]).arg(example_inventory()).arg("--pki").arg(dir.path().join("pki")).arg("--out").arg(&build));
-    let second: BTreeMap<PathBuf, Vec<u8>> = files_below(&build).into_iter().map(|f| (f.clone(), std::fs::read(build.join(&f)).unwrap())).collect();
+    ok(hardway()
+        .args(["render", "-i"])
+        .arg(example_inventory())
+        .arg("--pki")
+        .arg(dir.path().join("pki"))
+        .arg("--out")
+        .arg(&build));
+    let second: BTreeMap<PathBuf, Vec<u8>> = files_below(&build)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(build.join(&f)).unwrap()))
+        .collect();
     assert_eq!(first, second);
 
     // Golden files: keys and certificates differ on every generate, so PEM blocks and long
@@ -240,11 +422,23 @@ fn output_is_deterministic_and_matches_the_golden_files() {
     }
     // Rewriting is never a pass: the run that rewrote them fails, so that a review of the diff
     // (git diff tests/golden) comes before a green run.
-    assert!(!update, "rewrote {} golden files in {}; review `git diff tests/golden`, then run again without HARDWAY_UPDATE_GOLDEN", first.len(), golden.display());
-    assert!(golden.is_dir(), "{} is missing: HARDWAY_UPDATE_GOLDEN=1 cargo test --test it render writes it", golden.display());
+    assert!(
+        !update,
+        "rewrote {} golden files in {}; review `git diff tests/golden`, then run again without HARDWAY_UPDATE_GOLDEN",
+        first.len(),
+        golden.display()
+    );
+    assert!(
+        golden.is_dir(),
+        "{} is missing: HARDWAY_UPDATE_GOLDEN=1 cargo test --test it render writes it",
+        golden.display()
+    );
     let golden_files = files_below(&golden);
     let rendered_files: Vec<PathBuf> = first.keys().cloned().collect();
-    assert_eq!(golden_files, rendered_files, "the set of rendered files changed");
+    assert_eq!(
+        golden_files, rendered_files,
+        "the set of rendered files changed"
+    );
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
 
@@ -264,8 +458,14 @@ fn normalize(text: &str) -> String {
         let words: Vec<String> = line
             .split(' ')
             .map(|w| {
-                let b64 = w.len() >= 40 && w.bytes().all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c));
-                if b64 { "<base64>".to_string() } else { w.to_string() }
+                let b64 = w.len() >= 40
+                    && w.bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c));
+                if b64 {
+                    "<base64>".to_string()
+                } else {
+                    w.to_string()
+                }
             })
             .collect();
         out.push_str(&words.join(" "));
@@ -292,7 +492,10 @@ impl Drop for Members {
 /// The ExecStart command line of a unit, continuation lines joined.
 fn exec_start(unit: &str) -> Vec<String> {
     let joined = unit.replace("\\\n", " ");
-    let line = joined.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    let line = joined
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
     line.split_whitespace().map(str::to_string).collect()
 }
 
@@ -342,22 +545,50 @@ fn a_real_etcd_cluster_runs_from_the_rendered_units_and_refuses_foreign_certs() 
         // / and the data directory is the test's own.
         let args: Vec<String> = exec_start(&unit)
             .into_iter()
-            .map(|a| a.replace("/etc/etcd/pki/", &format!("{}/etc/etcd/pki/", root.display())))
-            .map(|a| a.replace("--data-dir=/var/lib/etcd", &format!("--data-dir={}/data-{m}", dir.path().display())))
+            .map(|a| {
+                a.replace(
+                    "/etc/etcd/pki/",
+                    &format!("{}/etc/etcd/pki/", root.display()),
+                )
+            })
+            .map(|a| {
+                a.replace(
+                    "--data-dir=/var/lib/etcd",
+                    &format!("--data-dir={}/data-{m}", dir.path().display()),
+                )
+            })
             .collect();
         assert_eq!(args[0], "/usr/bin/etcd");
         // And the rendered environment file the unit reads (the initial cluster), as systemd
         // would pass it.
-        assert!(unit.contains("EnvironmentFile=/etc/etcd/etcd.env\n"), "{unit}");
+        assert!(
+            unit.contains("EnvironmentFile=/etc/etcd/etcd.env\n"),
+            "{unit}"
+        );
         let env_text = std::fs::read_to_string(root.join("etc/etcd/etcd.env")).unwrap();
         let env: Vec<(String, String)> = env_text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).unwrap())
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .unwrap()
+            })
             .collect();
-        assert!(env.iter().any(|(k, v)| k == "ETCD_INITIAL_CLUSTER" && v.contains("m3=https://127.0.0.13:2380")), "{env_text}");
+        assert!(
+            env.iter()
+                .any(|(k, v)| k == "ETCD_INITIAL_CLUSTER"
+                    && v.contains("m3=https://127.0.0.13:2380")),
+            "{env_text}"
+        );
         let log = std::fs::File::create(dir.path().join(format!("{m}.log"))).unwrap();
-        let child = Command::new(&args[0]).args(&args[1..]).envs(env).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let child = Command::new(&args[0])
+            .args(&args[1..])
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         members.0.push(child);
     }
 
@@ -373,23 +604,34 @@ fn a_real_etcd_cluster_runs_from_the_rendered_units_and_refuses_foreign_certs() 
             .arg("--dial-timeout=2s")
             .args(args))
     };
-    let (cert, key) = (pki.join("healthcheck-client.crt"), pki.join("healthcheck-client.key"));
+    let (cert, key) = (
+        pki.join("healthcheck-client.crt"),
+        pki.join("healthcheck-client.key"),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let health = loop {
         let o = etcdctl_with(&cert, &key, &["endpoint", "health"]);
         if o.status.success() {
-            break String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+            break String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
         }
         for c in &mut members.0 {
             if let Some(status) = c.try_wait().unwrap() {
                 let logs: String = ["m1", "m2", "m3"]
                     .iter()
-                    .map(|m| std::fs::read_to_string(dir.path().join(format!("{m}.log"))).unwrap_or_default())
+                    .map(|m| {
+                        std::fs::read_to_string(dir.path().join(format!("{m}.log")))
+                            .unwrap_or_default()
+                    })
                     .collect();
                 panic!("an etcd member exited ({status}):\n{logs}");
             }
         }
-        assert!(Instant::now() < deadline, "etcd not healthy after 60 s: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            Instant::now() < deadline,
+            "etcd not healthy after 60 s: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
@@ -401,11 +643,22 @@ fn a_real_etcd_cluster_runs_from_the_rendered_units_and_refuses_foreign_certs() 
     }
     // The API server's client certificate works; a cluster-CA certificate does not.
     let root = build.join("m2/etc/kubernetes/pki");
-    let o = etcdctl_with(&root.join("apiserver-etcd-client.crt"), &root.join("apiserver-etcd-client.key"), &["put", "/registry/x", "y"]);
+    let o = etcdctl_with(
+        &root.join("apiserver-etcd-client.crt"),
+        &root.join("apiserver-etcd-client.key"),
+        &["put", "/registry/x", "y"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let admin = dir.path().join("pki");
-    let o = etcdctl_with(&admin.join("admin.crt"), &admin.join("admin.key"), &["get", "/registry/x"]);
-    assert!(!o.status.success(), "etcd accepted a client certificate from the cluster CA");
+    let o = etcdctl_with(
+        &admin.join("admin.crt"),
+        &admin.join("admin.key"),
+        &["get", "/registry/x"],
+    );
+    assert!(
+        !o.status.success(),
+        "etcd accepted a client certificate from the cluster CA"
+    );
 }
 
 /// The workers' runtime files and the pod network: containerd, CNI, routes.
@@ -422,13 +675,27 @@ fn files_the_same_on_every_node_are_written_once() {
     let nodes = hosts(&build);
     let inode = |host: &str, path: &str| std::fs::metadata(build.join(host).join(path)).unwrap();
     let first = inode(&nodes[0], "etc/hardway/hosts");
-    assert_eq!(first.nlink() as usize, nodes.len(), "one hosts block for {} nodes", nodes.len());
+    assert_eq!(
+        first.nlink() as usize,
+        nodes.len(),
+        "one hosts block for {} nodes",
+        nodes.len()
+    );
     for n in &nodes {
         assert_eq!(inode(n, "etc/hardway/hosts").ino(), first.ino(), "{n}");
     }
     let ca = inode("kmaster1", "etc/kubernetes/pki/ca.crt");
-    assert_eq!(ca.ino(), inode("kworker2", "etc/kubernetes/pki/ca.crt").ino());
+    assert_eq!(
+        ca.ino(),
+        inode("kworker2", "etc/kubernetes/pki/ca.crt").ino()
+    );
     // Each node's own certificate stays its own file.
-    assert_ne!(inode("kworker1", "var/lib/kubelet/pki/kubelet.crt").ino(), inode("kworker2", "var/lib/kubelet/pki/kubelet.crt").ino());
-    assert_eq!(inode("kworker1", "var/lib/kubelet/pki/kubelet.key").mode() & 0o777, 0o600);
+    assert_ne!(
+        inode("kworker1", "var/lib/kubelet/pki/kubelet.crt").ino(),
+        inode("kworker2", "var/lib/kubelet/pki/kubelet.crt").ino()
+    );
+    assert_eq!(
+        inode("kworker1", "var/lib/kubelet/pki/kubelet.key").mode() & 0o777,
+        0o600
+    );
 }

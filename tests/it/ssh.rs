@@ -25,19 +25,30 @@ impl Drop for Sshd {
 }
 
 fn keygen(path: &Path, kind: &str) {
-    ok(Command::new(require("ssh-keygen", "openssh-client")).args(["-q", "-N", "", "-t", kind, "-f"]).arg(path));
+    ok(Command::new(require("ssh-keygen", "openssh-client"))
+        .args(["-q", "-N", "", "-t", kind, "-f"])
+        .arg(path));
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The name of the user running the test: the only one an sshd it starts can log in.
 fn me() -> String {
     // SAFETY: getpwuid's record is read at once, before any other call could reuse it.
     let pw = unsafe { libc::getpwuid(libc::geteuid()) };
-    assert!(!pw.is_null(), "the user running the test has no passwd entry");
-    unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }.to_string_lossy().into_owned()
+    assert!(
+        !pw.is_null(),
+        "the user running the test has no passwd entry"
+    );
+    unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A real sshd on 127.0.0.1, as the user running the test (as root it switches to the user
@@ -61,7 +72,12 @@ fn sshd() -> Sshd {
         d.display()
     );
     std::fs::write(d.join("sshd_config"), config).unwrap();
-    let child = Command::new(sshd).args(["-D", "-e", "-f"]).arg(d.join("sshd_config")).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "sshd never listened on {port}");
@@ -73,7 +89,10 @@ fn sshd() -> Sshd {
 impl Sshd {
     fn public(&self, name: &str) -> String {
         let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.pub"))).unwrap();
-        text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+        text.split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     fn target(&self, known_hosts: &Path) -> Target {
@@ -93,7 +112,11 @@ impl Sshd {
 
     fn known_hosts(&self, name: &str, lines: &[String]) -> PathBuf {
         let p = self.dir.path().join(name);
-        std::fs::write(&p, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        std::fs::write(
+            &p,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
         p
     }
 }
@@ -105,15 +128,24 @@ fn host_keys_are_checked_like_openssh_does() {
 
     // Only the ECDSA key is known: the session asks for it, and connects (libssh2's own
     // preference, ed25519, used to be reported as a changed key).
-    let kh = s.known_hosts("ecdsa_only", &[format!("{name} {}", s.public("host_ecdsa"))]);
-    let conn = Conn::connect(&s.target(&kh), HostKeyPolicy::Strict).unwrap_or_else(|e| panic!("{e}"));
+    let kh = s.known_hosts(
+        "ecdsa_only",
+        &[format!("{name} {}", s.public("host_ecdsa"))],
+    );
+    let conn =
+        Conn::connect(&s.target(&kh), HostKeyPolicy::Strict).unwrap_or_else(|e| panic!("{e}"));
     let out = conn.script("echo hi").unwrap();
     assert_eq!(out.stdout, "hi\n");
 
     // A revoked key is refused, also when new keys are accepted, and never recorded.
-    let revoked = s.known_hosts("revoked", &[format!("@revoked * {}", s.public("host_ed25519"))]);
+    let revoked = s.known_hosts(
+        "revoked",
+        &[format!("@revoked * {}", s.public("host_ed25519"))],
+    );
     let before = std::fs::read_to_string(&revoked).unwrap();
-    let err = Conn::connect(&s.target(&revoked), HostKeyPolicy::AcceptNew).err().expect("a revoked key is refused");
+    let err = Conn::connect(&s.target(&revoked), HostKeyPolicy::AcceptNew)
+        .err()
+        .expect("a revoked key is refused");
     assert!(matches!(err, SshError::RevokedHostKey { .. }), "{err}");
     assert_eq!(std::fs::read_to_string(&revoked).unwrap(), before);
 
@@ -121,17 +153,27 @@ fn host_keys_are_checked_like_openssh_does() {
     let other = s.dir.path().join("other");
     keygen(&other, "ed25519");
     let changed = s.known_hosts("changed", &[format!("{name} {}", s.public("other"))]);
-    let err = Conn::connect(&s.target(&changed), HostKeyPolicy::AcceptNew).err().expect("a changed key is refused");
+    let err = Conn::connect(&s.target(&changed), HostKeyPolicy::AcceptNew)
+        .err()
+        .expect("a changed key is refused");
     assert!(matches!(err, SshError::ChangedHostKey { .. }), "{err}");
-    assert!(err.to_string().contains(&format!("ssh-keygen -R '{name}'")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("ssh-keygen -R '{name}'")),
+        "{err}"
+    );
 
     // Unknown: refused, then recorded with --accept-new-host-keys, then trusted.
     let fresh = s.dir.path().join("fresh");
-    let err = Conn::connect(&s.target(&fresh), HostKeyPolicy::Strict).err().expect("an unknown key is refused");
+    let err = Conn::connect(&s.target(&fresh), HostKeyPolicy::Strict)
+        .err()
+        .expect("an unknown key is refused");
     assert!(matches!(err, SshError::UnknownHostKey { .. }), "{err}");
     Conn::connect(&s.target(&fresh), HostKeyPolicy::AcceptNew).unwrap();
     let recorded = std::fs::read_to_string(&fresh).unwrap();
-    assert!(recorded.starts_with(&format!("{name} ssh-ed25519 ")), "{recorded}");
+    assert!(
+        recorded.starts_with(&format!("{name} ssh-ed25519 ")),
+        "{recorded}"
+    );
     Conn::connect(&s.target(&fresh), HostKeyPolicy::Strict).unwrap();
 }
 
@@ -144,11 +186,22 @@ fn host_keys_are_checked_like_openssh_does() {
 fn a_script_running_past_the_keepalive_interval_completes() {
     let s = sshd();
     let name = format!("[127.0.0.1]:{}", s.port);
-    let kh = s.known_hosts("known", &[format!("{name} {}", s.public("host_ed25519")), format!("{name} {}", s.public("host_ecdsa"))]);
-    let target = Target { keepalive: Some(Duration::from_secs(2)), ..s.target(&kh) };
+    let kh = s.known_hosts(
+        "known",
+        &[
+            format!("{name} {}", s.public("host_ed25519")),
+            format!("{name} {}", s.public("host_ecdsa")),
+        ],
+    );
+    let target = Target {
+        keepalive: Some(Duration::from_secs(2)),
+        ..s.target(&kh)
+    };
     let conn = Conn::connect(&target, HostKeyPolicy::Strict).unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();
-    let out = conn.script("echo started; sleep 3; echo done; echo to-stderr >&2").unwrap_or_else(|e| panic!("after {:.1?}: {e}", t.elapsed()));
+    let out = conn
+        .script("echo started; sleep 3; echo done; echo to-stderr >&2")
+        .unwrap_or_else(|e| panic!("after {:.1?}: {e}", t.elapsed()));
     assert_eq!(out.stdout, "started\ndone\n");
     assert_eq!(out.stderr, "to-stderr\n");
     assert!(t.elapsed() >= Duration::from_secs(3));
@@ -161,13 +214,45 @@ fn a_refused_connection_is_retried_as_the_target_says() {
     let s = sshd();
     let kh = s.known_hosts("known", &[]);
     let closed = free_port();
-    let retry = Retry { attempts: 3, first_wait: Duration::from_millis(100) };
+    let retry = Retry {
+        attempts: 3,
+        first_wait: Duration::from_millis(100),
+    };
     let t = Instant::now();
-    let err = Conn::connect(&Target { port: closed, retry, ..s.target(&kh) }, HostKeyPolicy::Strict).err().expect("nothing listens");
+    let err = Conn::connect(
+        &Target {
+            port: closed,
+            retry,
+            ..s.target(&kh)
+        },
+        HostKeyPolicy::Strict,
+    )
+    .err()
+    .expect("nothing listens");
     assert!(matches!(err, SshError::Connect { .. }), "{err}");
     // 100 ms, then 200 ms.
-    assert!(t.elapsed() >= Duration::from_millis(300) && t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(300) && t.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
     let t = Instant::now();
-    Conn::connect(&Target { port: closed, retry: Retry { attempts: 1, ..retry }, ..s.target(&kh) }, HostKeyPolicy::Strict).err().expect("nothing listens");
-    assert!(t.elapsed() < Duration::from_millis(100), "one attempt waits for nothing: {:?}", t.elapsed());
+    Conn::connect(
+        &Target {
+            port: closed,
+            retry: Retry {
+                attempts: 1,
+                ..retry
+            },
+            ..s.target(&kh)
+        },
+        HostKeyPolicy::Strict,
+    )
+    .err()
+    .expect("nothing listens");
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "one attempt waits for nothing: {:?}",
+        t.elapsed()
+    );
 }

@@ -29,7 +29,10 @@ mod lab {
 fn certificates_on_the_lab() {
     let t = crate::common::lab::boot("/run/hardway/test-certs");
     pki_generate(&t.inv_path, &t.pki);
-    let o = t.deploy(&t.inv_path, &["--phases", "etcd,lb", "--accept-new-host-keys"]);
+    let o = t.deploy(
+        &t.inv_path,
+        &["--phases", "etcd,lb", "--accept-new-host-keys"],
+    );
     assert!(o.status.success(), "deploy failed:\n{}", text(&o));
     let before = check_lists_every_certificate_on_every_node(&t);
     renewing_everything_loses_no_write(&t, &before);
@@ -41,31 +44,51 @@ fn certificates_on_the_lab() {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// `hardway certs ARGS -i INV --pki PKI`.
 fn certs(t: &TestLab, args: &[&str]) -> Output {
-    run(hardway().arg("certs").args(args).arg("-i").arg(&t.inv_path).arg("--pki").arg(&t.pki))
+    run(hardway()
+        .arg("certs")
+        .args(args)
+        .arg("-i")
+        .arg(&t.inv_path)
+        .arg("--pki")
+        .arg(&t.pki))
 }
 
 /// `certs check --output json`: its exit code and report.
 fn check_json(t: &TestLab, extra: &[&str]) -> (i32, serde_json::Value) {
     let o = certs(t, &[&["check", "--output", "json"], extra].concat());
-    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("certs check --output json is not JSON ({e}):\n{}", text(&o)));
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("certs check --output json is not JSON ({e}):\n{}", text(&o)));
     (o.status.code().unwrap_or(-1), v)
 }
 
 /// (node, path, subject) → the row of each certificate found on a node.
 fn rows(report: &serde_json::Value) -> BTreeMap<(String, String, String), serde_json::Value> {
     let s = |v: &serde_json::Value| v.as_str().unwrap().to_string();
-    report["nodes"].as_array().unwrap().iter().map(|r| ((s(&r["node"]), s(&r["path"]), s(&r["subject"])), r.clone())).collect()
+    report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| ((s(&r["node"]), s(&r["path"]), s(&r["subject"])), r.clone()))
+        .collect()
 }
 
 fn verify_passes(t: &TestLab) {
     let o = t.verify(&["--pki", t.pki.to_str().unwrap(), "--output", "json"]);
-    let checks: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
-    let bad: Vec<&serde_json::Value> = checks.iter().filter(|c| c["status"] == "FAIL" || c["status"] == "WARN").collect();
+    let checks: Vec<serde_json::Value> =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let bad: Vec<&serde_json::Value> = checks
+        .iter()
+        .filter(|c| c["status"] == "FAIL" || c["status"] == "WARN")
+        .collect();
     assert!(o.status.success() && bad.is_empty(), "verify: {bad:#?}");
 }
 
@@ -77,33 +100,92 @@ fn check_lists_every_certificate_on_every_node(t: &TestLab) -> serde_json::Value
     let o = certs(t, &["check"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("lab-m2         /etc/etcd/pki/server.crt") && out.contains("(pki)          etcd/ca"), "{out}");
+    assert!(
+        out.contains("lab-m2         /etc/etcd/pki/server.crt")
+            && out.contains("(pki)          etcd/ca"),
+        "{out}"
+    );
     let (code, report) = check_json(t, &[]);
     assert_eq!(code, 0);
     let found = rows(&report);
     for m in MEMBERS {
-        for (path, subject) in [("/etc/etcd/pki/server.crt", format!("CN={m}")), ("/etc/etcd/pki/peer.crt", format!("CN={m}")), ("/etc/etcd/pki/ca.crt", "CN=etcd-ca".into())] {
-            let r = found.get(&(m.to_string(), path.to_string(), subject.clone())).unwrap_or_else(|| panic!("{m} {path} {subject} not listed: {report:#}"));
-            assert!(r["days_left"].as_i64().unwrap() >= 364 && r["problem"].is_null(), "{r}");
+        for (path, subject) in [
+            ("/etc/etcd/pki/server.crt", format!("CN={m}")),
+            ("/etc/etcd/pki/peer.crt", format!("CN={m}")),
+            ("/etc/etcd/pki/ca.crt", "CN=etcd-ca".into()),
+        ] {
+            let r = found
+                .get(&(m.to_string(), path.to_string(), subject.clone()))
+                .unwrap_or_else(|| panic!("{m} {path} {subject} not listed: {report:#}"));
+            assert!(
+                r["days_left"].as_i64().unwrap() >= 364 && r["problem"].is_null(),
+                "{r}"
+            );
         }
-        let server = &found[&(m.to_string(), "/etc/etcd/pki/server.crt".to_string(), format!("CN={m}"))];
-        assert!(server["named_by"].as_array().unwrap().iter().any(|n| n == "etcd server"), "{server}");
-        assert!(server["sans"].as_array().unwrap().iter().any(|s| s.as_str() == Some(&format!("IP:{}", t.addresses[m]))), "{server}");
+        let server = &found[&(
+            m.to_string(),
+            "/etc/etcd/pki/server.crt".to_string(),
+            format!("CN={m}"),
+        )];
+        assert!(
+            server["named_by"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n == "etcd server"),
+            "{server}"
+        );
+        assert!(
+            server["sans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s.as_str() == Some(&format!("IP:{}", t.addresses[m]))),
+            "{server}"
+        );
         // The serial is what openssl reads from the node's file.
-        let serial = t.ssh_ok(m, "openssl x509 -noout -serial -in /etc/etcd/pki/server.crt");
-        assert_eq!(serial.trim_start_matches("serial=").to_lowercase(), server["serial"].as_str().unwrap().replace(':', ""), "{m}");
+        let serial = t.ssh_ok(
+            m,
+            "openssl x509 -noout -serial -in /etc/etcd/pki/server.crt",
+        );
+        assert_eq!(
+            serial.trim_start_matches("serial=").to_lowercase(),
+            server["serial"].as_str().unwrap().replace(':', ""),
+            "{m}"
+        );
     }
-    let lb = |subject: &str| found.contains_key(&("lab-lb".to_string(), "/etc/haproxy/pki/healthcheck.pem".to_string(), subject.to_string()));
+    let lb = |subject: &str| {
+        found.contains_key(&(
+            "lab-lb".to_string(),
+            "/etc/haproxy/pki/healthcheck.pem".to_string(),
+            subject.to_string(),
+        ))
+    };
     assert!(lb("CN=haproxy-healthcheck"), "{report:#}");
-    assert!(found.contains_key(&("lab-lb".to_string(), "/etc/haproxy/pki/ca.crt".to_string(), "CN=kubernetes".to_string())));
-    assert!(!found.keys().any(|(n, _, _)| n == "lab-w1"), "the worker has nothing deployed: {report:#}");
-    assert!(report["local"].as_array().unwrap().iter().any(|r| r["name"] == "etcd/server-lab-m1"));
+    assert!(found.contains_key(&(
+        "lab-lb".to_string(),
+        "/etc/haproxy/pki/ca.crt".to_string(),
+        "CN=kubernetes".to_string()
+    )));
+    assert!(
+        !found.keys().any(|(n, _, _)| n == "lab-w1"),
+        "the worker has nothing deployed: {report:#}"
+    );
+    assert!(
+        report["local"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "etcd/server-lab-m1")
+    );
 
     let (code, long) = check_json(t, &["--warn-days", "400"]);
     assert_eq!(code, 1);
     for r in long["nodes"].as_array().unwrap() {
         // Leaves are valid for a year, the CAs for ten.
-        let flagged = r["problem"].as_str().is_some_and(|p| p.starts_with("expires in 36"));
+        let flagged = r["problem"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("expires in 36"));
         assert_eq!(flagged, r["ca"] == false, "{r}");
     }
     report
@@ -133,18 +215,27 @@ impl Writer {
     /// With the PKI's health-check client.
     fn start(t: &TestLab, prefix: &str) -> Writer {
         let inv = inventory::load(&t.inv_path).unwrap();
-        Writer::start_as(t, prefix, probe::EtcdAuth::from_pki(&pki::load(&inv, &t.pki).unwrap()))
+        Writer::start_as(
+            t,
+            prefix,
+            probe::EtcdAuth::from_pki(&pki::load(&inv, &t.pki).unwrap()),
+        )
     }
 
     fn start_as(t: &TestLab, prefix: &str, auth: probe::EtcdAuth) -> Writer {
         let inv = inventory::load(&t.inv_path).unwrap();
-        let members: Vec<(String, IpAddr)> = inv.etcd_members().iter().map(|n| (n.name.clone(), n.address)).collect();
+        let members: Vec<(String, IpAddr)> = inv
+            .etcd_members()
+            .iter()
+            .map(|n| (n.name.clone(), n.address))
+            .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let (prefix, flag) = (prefix.to_string(), stop.clone());
         let handle = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
-                let mut clients: Vec<Option<etcd_client::Client>> = members.iter().map(|_| None).collect();
+                let mut clients: Vec<Option<etcd_client::Client>> =
+                    members.iter().map(|_| None).collect();
                 let mut done = Vec::new();
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
                 let mut n = 0u64;
@@ -155,10 +246,22 @@ impl Writer {
                         let i = (n as usize + k) % members.len();
                         let put = async {
                             if clients[i].is_none() {
-                                clients[i] = Some(probe::etcd_client(&auth, members[i].1, 2379, Duration::from_secs(2)).await.map_err(|e| e.to_string())?);
+                                clients[i] = Some(
+                                    probe::etcd_client(
+                                        &auth,
+                                        members[i].1,
+                                        2379,
+                                        Duration::from_secs(2),
+                                    )
+                                    .await
+                                    .map_err(|e| e.to_string())?,
+                                );
                             }
                             let c = clients[i].as_mut().unwrap();
-                            c.put(format!("{prefix}/{n:06}"), n.to_string(), None).await.map(|_| ()).map_err(|e| e.to_string())
+                            c.put(format!("{prefix}/{n:06}"), n.to_string(), None)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
                         };
                         let result = match tokio::time::timeout(Duration::from_secs(5), put).await {
                             Ok(r) => r,
@@ -187,23 +290,62 @@ impl Writer {
     fn finish(self, t: &TestLab, prefix: &str) -> usize {
         self.stop.store(true, Ordering::SeqCst);
         let writes = self.handle.join().expect("the writer panicked");
-        let failed: Vec<String> = writes.iter().filter(|w| !w.ok()).map(|w| format!("write {}: {:?}", w.n, w.tries)).collect();
-        assert!(writes.len() >= 20, "the writer wrote only {} keys", writes.len());
-        assert!(failed.is_empty(), "{} of {} writes failed:\n{}", failed.len(), writes.len(), failed.join("\n"));
+        let failed: Vec<String> = writes
+            .iter()
+            .filter(|w| !w.ok())
+            .map(|w| format!("write {}: {:?}", w.n, w.tries))
+            .collect();
+        assert!(
+            writes.len() >= 20,
+            "the writer wrote only {} keys",
+            writes.len()
+        );
+        assert!(
+            failed.is_empty(),
+            "{} of {} writes failed:\n{}",
+            failed.len(),
+            writes.len(),
+            failed.join("\n")
+        );
         // --keys-only, not --count-only: the host's etcdctl may be 3.4, which has no such flag.
-        let o = etcdctl(t, &["get", &format!("{prefix}/"), "--prefix", "--keys-only"]);
+        let o = etcdctl(
+            t,
+            &["get", &format!("{prefix}/"), "--prefix", "--keys-only"],
+        );
         assert!(o.status.success(), "{}", text(&o));
-        let keys = String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.is_empty()).count();
-        assert_eq!(keys, writes.len(), "not every acknowledged write is in etcd");
-        let failovers: Vec<String> = writes.iter().filter(|w| w.tries.len() > 1).map(|w| format!("write {}: {:?}", w.n, w.tries)).collect();
-        eprintln!("{} writes, {} went to another member after one failed them:\n{}", writes.len(), failovers.len(), failovers.join("\n"));
+        let keys = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count();
+        assert_eq!(
+            keys,
+            writes.len(),
+            "not every acknowledged write is in etcd"
+        );
+        let failovers: Vec<String> = writes
+            .iter()
+            .filter(|w| w.tries.len() > 1)
+            .map(|w| format!("write {}: {:?}", w.n, w.tries))
+            .collect();
+        eprintln!(
+            "{} writes, {} went to another member after one failed them:\n{}",
+            writes.len(),
+            failovers.len(),
+            failovers.join("\n")
+        );
         failovers.len()
     }
 }
 
 /// `etcdctl` against every member with the PKI's health-check client.
 fn etcdctl(t: &TestLab, args: &[&str]) -> Output {
-    t.etcdctl(&MEMBERS.iter().map(|m| t.addresses[*m].clone()).collect::<Vec<_>>(), args)
+    t.etcdctl(
+        &MEMBERS
+            .iter()
+            .map(|m| t.addresses[*m].clone())
+            .collect::<Vec<_>>(),
+        args,
+    )
 }
 
 fn active_since(t: &TestLab) -> Vec<String> {
@@ -217,39 +359,101 @@ fn renewing_everything_loses_no_write(t: &TestLab, before: &serde_json::Value) {
     let snapshots = t.dir.path().join("snapshots");
     let dry = certs(t, &["renew", "--all", "--dry-run"]);
     let said = text(&dry);
-    assert!(dry.status.success() && said.contains("would: etcd: restart etcd on lab-m1, then lab-m2, then lab-m3, one at a time"), "{said}");
-    assert!(said.contains("would: lab-lb: replace /etc/haproxy/pki/healthcheck.pem"), "{said}");
+    assert!(
+        dry.status.success()
+            && said.contains(
+                "would: etcd: restart etcd on lab-m1, then lab-m2, then lab-m3, one at a time"
+            ),
+        "{said}"
+    );
+    assert!(
+        said.contains("would: lab-lb: replace /etc/haproxy/pki/healthcheck.pem"),
+        "{said}"
+    );
     let no_yes = certs(t, &["renew", "--all"]);
     assert_eq!(no_yes.status.code(), Some(1));
-    assert!(text(&no_yes).contains("Run again with --yes"), "{}", text(&no_yes));
-    assert_eq!(check_json(t, &[]).1["nodes"], before["nodes"], "a dry run or a run without --yes changed a node");
+    assert!(
+        text(&no_yes).contains("Run again with --yes"),
+        "{}",
+        text(&no_yes)
+    );
+    assert_eq!(
+        check_json(t, &[]).1["nodes"],
+        before["nodes"],
+        "a dry run or a run without --yes changed a node"
+    );
 
     let restarted_before = active_since(t);
     let pki_before = std::fs::read(t.pki.join("etcd/server-lab-m1.crt")).unwrap();
     let writer = Writer::start(t, "renew");
     std::thread::sleep(Duration::from_secs(1));
-    let o = certs(t, &["renew", "--all", "--yes", "--output", "json", "--snapshot-dir", snapshots.to_str().unwrap()]);
+    let o = certs(
+        t,
+        &[
+            "renew",
+            "--all",
+            "--yes",
+            "--output",
+            "json",
+            "--snapshot-dir",
+            snapshots.to_str().unwrap(),
+        ],
+    );
     std::thread::sleep(Duration::from_secs(1));
     let failovers = writer.finish(t, "renew");
     assert!(o.status.success(), "renew failed:\n{}", text(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let restarted: Vec<String> = report["deploy"]["hosts"].as_array().unwrap().iter().flat_map(|h| h["restarted"].as_array().unwrap().iter().map(move |u| format!("{}:{}", h["node"].as_str().unwrap(), u.as_str().unwrap()))).collect();
-    assert_eq!(restarted, ["lab-m1:etcd", "lab-m2:etcd", "lab-m3:etcd", "lab-lb:haproxy"]);
+    let restarted: Vec<String> =
+        report["deploy"]["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|h| {
+                h["restarted"].as_array().unwrap().iter().map(move |u| {
+                    format!("{}:{}", h["node"].as_str().unwrap(), u.as_str().unwrap())
+                })
+            })
+            .collect();
+    assert_eq!(
+        restarted,
+        [
+            "lab-m1:etcd",
+            "lab-m2:etcd",
+            "lab-m3:etcd",
+            "lab-lb:haproxy"
+        ]
+    );
     let after_restart = active_since(t);
     for (i, m) in MEMBERS.iter().enumerate() {
-        assert_ne!(after_restart[i], restarted_before[i], "{m}'s etcd did not restart");
+        assert_ne!(
+            after_restart[i], restarted_before[i],
+            "{m}'s etcd did not restart"
+        );
     }
     // Each member was down for its restart: the writer saw it, and went on through the others.
     assert!(failovers > 0, "the writer never met a restarting member");
-    assert!(Path::new(report["snapshot"].as_str().unwrap()).is_file(), "{report:#}");
+    assert!(
+        Path::new(report["snapshot"].as_str().unwrap()).is_file(),
+        "{report:#}"
+    );
     let aside = Path::new(report["aside"].as_str().unwrap());
-    assert_eq!(std::fs::read(aside.join("etcd/server-lab-m1.crt")).unwrap(), pki_before, "the old certificate is not kept aside");
-    assert_ne!(std::fs::read(t.pki.join("etcd/server-lab-m1.crt")).unwrap(), pki_before);
+    assert_eq!(
+        std::fs::read(aside.join("etcd/server-lab-m1.crt")).unwrap(),
+        pki_before,
+        "the old certificate is not kept aside"
+    );
+    assert_ne!(
+        std::fs::read(t.pki.join("etcd/server-lab-m1.crt")).unwrap(),
+        pki_before
+    );
 
     let (code, after) = check_json(t, &[]);
     assert_eq!(code, 0, "{after:#}");
     let (old, new) = (rows(before), rows(&after));
-    assert_eq!(old.keys().collect::<Vec<_>>(), new.keys().collect::<Vec<_>>());
+    assert_eq!(
+        old.keys().collect::<Vec<_>>(),
+        new.keys().collect::<Vec<_>>()
+    );
     for (k, o) in &old {
         let n = &new[k];
         if o["ca"] == true {
@@ -257,7 +461,12 @@ fn renewing_everything_loses_no_write(t: &TestLab, before: &serde_json::Value) {
             continue;
         }
         assert_ne!(o["serial"], n["serial"], "{k:?} was not renewed");
-        assert!(n["not_after"].as_str().unwrap() > o["not_after"].as_str().unwrap(), "{k:?}: {} then {}", o["not_after"], n["not_after"]);
+        assert!(
+            n["not_after"].as_str().unwrap() > o["not_after"].as_str().unwrap(),
+            "{k:?}: {} then {}",
+            o["not_after"],
+            n["not_after"]
+        );
     }
     verify_passes(t);
 }
@@ -267,27 +476,66 @@ fn renewing_everything_loses_no_write(t: &TestLab, before: &serde_json::Value) {
 /// cannot reach that member) and, with --force, repairs it.
 fn an_expired_member_certificate_is_flagged_and_repaired(t: &TestLab) {
     let expired = backdated_server_cert(t, "lab-m2");
-    let o = t.ssh_with_input("lab-m2", "cat > /etc/etcd/pki/server.crt", expired.as_bytes());
+    let o = t.ssh_with_input(
+        "lab-m2",
+        "cat > /etc/etcd/pki/server.crt",
+        expired.as_bytes(),
+    );
     assert!(o.status.success(), "{}", text(&o));
 
     let (code, report) = check_json(t, &[]);
     assert_eq!(code, 1, "{report:#}");
-    let row = &rows(&report)[&("lab-m2".to_string(), "/etc/etcd/pki/server.crt".to_string(), "CN=lab-m2".to_string())];
-    assert!(row["problem"].as_str().is_some_and(|p| p.starts_with("expired ") && p.ends_with(" days ago")), "{row}");
-    let flagged: Vec<&serde_json::Value> = report["nodes"].as_array().unwrap().iter().filter(|r| !r["problem"].is_null()).collect();
+    let row = &rows(&report)[&(
+        "lab-m2".to_string(),
+        "/etc/etcd/pki/server.crt".to_string(),
+        "CN=lab-m2".to_string(),
+    )];
+    assert!(
+        row["problem"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("expired ") && p.ends_with(" days ago")),
+        "{row}"
+    );
+    let flagged: Vec<&serde_json::Value> = report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["problem"].is_null())
+        .collect();
     assert_eq!(flagged.len(), 1, "{flagged:#?}");
 
     let refused = certs(t, &["renew", "etcd/server-lab-m2", "--yes"]);
     let said = text(&refused);
     assert_eq!(refused.status.code(), Some(1), "{said}");
-    assert!(said.contains("refusing to renew certificates") && said.contains("lab-m2") && said.contains("--force"), "{said}");
+    assert!(
+        said.contains("refusing to renew certificates")
+            && said.contains("lab-m2")
+            && said.contains("--force"),
+        "{said}"
+    );
     let on_node = t.ssh_ok("lab-m2", "sha256sum < /etc/etcd/pki/server.crt");
-    assert_eq!(on_node.split_whitespace().next(), Some(hardway::digest::sha256_hex(expired.as_bytes()).as_str()), "the refusal changed the node");
+    assert_eq!(
+        on_node.split_whitespace().next(),
+        Some(hardway::digest::sha256_hex(expired.as_bytes()).as_str()),
+        "the refusal changed the node"
+    );
 
-    let o = certs(t, &["renew", "etcd/server-lab-m2", "--yes", "--force", "--no-snapshot"]);
+    let o = certs(
+        t,
+        &[
+            "renew",
+            "etcd/server-lab-m2",
+            "--yes",
+            "--force",
+            "--no-snapshot",
+        ],
+    );
     let said = text(&o);
     assert!(o.status.success(), "{said}");
-    assert!(said.contains("warning: --force: going on although etcd is not healthy"), "{said}");
+    assert!(
+        said.contains("warning: --force: going on although etcd is not healthy"),
+        "{said}"
+    );
     let (code, report) = check_json(t, &[]);
     assert_eq!(code, 0, "{report:#}");
     verify_passes(t);
@@ -315,8 +563,16 @@ fn backdated_server_cert(t: &TestLab, member: &str) -> String {
         .args(["req", "-new", "-key"])
         .arg(t.pki.join(format!("etcd/server-{member}.key")))
         .args(["-subj", &format!("/CN={member}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{member},DNS:localhost,IP:{address},IP:127.0.0.1")])
-        .args(["-addext", "extendedKeyUsage=serverAuth,clientAuth", "-addext", "keyUsage=digitalSignature,keyEncipherment"])
+        .args([
+            "-addext",
+            &format!("subjectAltName=DNS:{member},DNS:localhost,IP:{address},IP:127.0.0.1"),
+        ])
+        .args([
+            "-addext",
+            "extendedKeyUsage=serverAuth,clientAuth",
+            "-addext",
+            "keyUsage=digitalSignature,keyEncipherment",
+        ])
         .arg("-out")
         .arg(&csr));
     let crt = dir.join("server.crt");
@@ -327,19 +583,30 @@ fn backdated_server_cert(t: &TestLab, member: &str) -> String {
         .arg(t.pki.join("etcd/ca.crt"))
         .arg("-keyfile")
         .arg(t.pki.join("etcd/ca.key"))
-        .args(["-startdate", "20200101000000Z", "-enddate", "20201231000000Z", "-in"])
+        .args([
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20201231000000Z",
+            "-in",
+        ])
         .arg(&csr)
         .arg("-out")
         .arg(&crt));
     let pem = std::fs::read_to_string(&crt).unwrap();
-    let dates = ok(Command::new("openssl").args(["x509", "-noout", "-enddate", "-in"]).arg(&crt));
+    let dates = ok(Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-in"])
+        .arg(&crt));
     assert!(dates.contains("2020"), "{dates}");
     pem
 }
 
 /// An etcd client of its own: `etcdctl` trusting `ca` and presenting `cert`/`key`.
 fn etcdctl_as(t: &TestLab, ca: &Path, cert: &Path, key: &Path, args: &[&str]) -> Output {
-    let endpoints: Vec<String> = MEMBERS.iter().map(|m| format!("https://{}:2379", t.addresses[*m])).collect();
+    let endpoints: Vec<String> = MEMBERS
+        .iter()
+        .map(|m| format!("https://{}:2379", t.addresses[*m]))
+        .collect();
     run(Command::new(require("etcdctl", "etcd-client"))
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={}", endpoints.join(",")))
@@ -353,18 +620,37 @@ fn etcdctl_as(t: &TestLab, ca: &Path, cert: &Path, key: &Path, args: &[&str]) ->
 /// `certs rotate-ca etcd --yes` with `args`, as JSON.
 fn rotate(t: &TestLab, args: &[&str]) -> serde_json::Value {
     let o = rotation(t, &t.inv_path, &["certs", "rotate-ca", "etcd"], args);
-    assert!(o.status.success(), "rotate-ca {args:?} failed:\n{}", text(&o));
+    assert!(
+        o.status.success(),
+        "rotate-ca {args:?} failed:\n{}",
+        text(&o)
+    );
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)))
 }
 
 /// `hardway COMMAND --yes --output json -i INV --pki PKI --snapshot-dir DIR ARGS`.
 fn rotation(t: &TestLab, inv: &Path, command: &[&str], args: &[&str]) -> Output {
     let snapshots = t.dir.path().join("snapshots");
-    run(hardway().args(command).args(["--yes", "--output", "json", "--snapshot-dir", snapshots.to_str().unwrap(), "-i"]).arg(inv).arg("--pki").arg(&t.pki).args(args))
+    run(hardway()
+        .args(command)
+        .args([
+            "--yes",
+            "--output",
+            "json",
+            "--snapshot-dir",
+            snapshots.to_str().unwrap(),
+            "-i",
+        ])
+        .arg(inv)
+        .arg("--pki")
+        .arg(&t.pki)
+        .args(args))
 }
 
 fn rotation_state(t: &TestLab) -> Option<serde_json::Value> {
-    std::fs::read(t.pki.join("rotation/etcd.json")).ok().map(|b| serde_json::from_slice(&b).unwrap())
+    std::fs::read(t.pki.join("rotation/etcd.json"))
+        .ok()
+        .map(|b| serde_json::from_slice(&b).unwrap())
 }
 
 /// The etcd CA rotated step by step. A client holding a certificate of the old CA (and trusting
@@ -374,29 +660,73 @@ fn rotation_state(t: &TestLab) -> Option<serde_json::Value> {
 fn rotating_the_etcd_ca_step_by_step(t: &TestLab) {
     let old = t.dir.path().join("old-ca");
     std::fs::create_dir_all(&old).unwrap();
-    for (from, to) in [("etcd/ca.crt", "ca.crt"), ("etcd/healthcheck-client.crt", "client.crt"), ("etcd/healthcheck-client.key", "client.key")] {
+    for (from, to) in [
+        ("etcd/ca.crt", "ca.crt"),
+        ("etcd/healthcheck-client.crt", "client.crt"),
+        ("etcd/healthcheck-client.key", "client.key"),
+    ] {
         std::fs::copy(t.pki.join(from), old.join(to)).unwrap();
     }
-    let old_client = |trust: &Path, key: &str| etcdctl_as(t, trust, &old.join("client.crt"), &old.join("client.key"), &["put", key, "old-ca-client"]);
+    let old_client = |trust: &Path, key: &str| {
+        etcdctl_as(
+            t,
+            trust,
+            &old.join("client.crt"),
+            &old.join("client.key"),
+            &["put", key, "old-ca-client"],
+        )
+    };
     let o = old_client(&old.join("ca.crt"), "rotation/before");
     assert!(o.status.success(), "{}", text(&o));
 
     // Step 1, killed once the first member restarted with the bundle, then resumed.
     let dry = certs(t, &["rotate-ca", "etcd", "--dry-run"]);
-    assert!(dry.status.success() && text(&dry).contains("step 1: etcd: restart etcd on lab-m1, then lab-m2, then lab-m3, one at a time"), "{}", text(&dry));
-    assert!(rotation_state(t).is_none(), "a dry run started the rotation");
+    assert!(
+        dry.status.success()
+            && text(&dry).contains(
+                "step 1: etcd: restart etcd on lab-m1, then lab-m2, then lab-m3, one at a time"
+            ),
+        "{}",
+        text(&dry)
+    );
+    assert!(
+        rotation_state(t).is_none(),
+        "a dry run started the rotation"
+    );
     let m1_before = t.active_since("lab-m1", "etcd");
-    let mut child = hardway().arg("certs").args(["rotate-ca", "etcd", "--step", "1", "--yes", "--no-snapshot", "-i"]).arg(&t.inv_path).arg("--pki").arg(&t.pki)
-        .stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = hardway()
+        .arg("certs")
+        .args([
+            "rotate-ca",
+            "etcd",
+            "--step",
+            "1",
+            "--yes",
+            "--no-snapshot",
+            "-i",
+        ])
+        .arg(&t.inv_path)
+        .arg("--pki")
+        .arg(&t.pki)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while t.active_since("lab-m1", "etcd") == m1_before {
-        assert!(std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(), "lab-m1's etcd never restarted while step 1 ran");
+        assert!(
+            std::time::Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "lab-m1's etcd never restarted while step 1 ran"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let state = rotation_state(t).expect("the state is written before the step changes anything");
-    assert_eq!(state["running"], 1, "killed after its first restart, step 1 should still be under way: {state}");
+    assert_eq!(
+        state["running"], 1,
+        "killed after its first restart, step 1 should still be under way: {state}"
+    );
     let bundle = bundle_of(t, &old);
     let since = active_since(t);
     // A restart the killed run had asked systemd for goes on without it: until it is done the
@@ -404,36 +734,79 @@ fn rotating_the_etcd_ca_step_by_step(t: &TestLab) {
     // an operator, who runs it again.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let r = loop {
-        let o = rotation(t, &t.inv_path, &["certs", "rotate-ca", "etcd"], &["--step", "1"]);
+        let o = rotation(
+            t,
+            &t.inv_path,
+            &["certs", "rotate-ca", "etcd"],
+            &["--step", "1"],
+        );
         if o.status.success() {
             break serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap();
         }
-        assert!(text(&o).contains("refusing to start step 1") && std::time::Instant::now() < deadline, "the resumed step failed:\n{}", text(&o));
+        assert!(
+            text(&o).contains("refusing to start step 1") && std::time::Instant::now() < deadline,
+            "the resumed step failed:\n{}",
+            text(&o)
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert_eq!((r["done"].as_u64(), r["steps"][0]["resumed"].as_bool()), (Some(1), Some(true)), "{r:#}");
+    assert_eq!(
+        (r["done"].as_u64(), r["steps"][0]["resumed"].as_bool()),
+        (Some(1), Some(true)),
+        "{r:#}"
+    );
     let after = active_since(t);
     for (i, m) in MEMBERS.iter().enumerate() {
-        assert_ne!(after[i], since[i], "the resumed step did not restart {m}'s etcd");
-        assert_eq!(t.ssh_ok(m, "grep -c 'BEGIN CERTIFICATE' /etc/etcd/pki/ca.crt"), "2", "{m} does not trust both");
+        assert_ne!(
+            after[i], since[i],
+            "the resumed step did not restart {m}'s etcd"
+        );
+        assert_eq!(
+            t.ssh_ok(m, "grep -c 'BEGIN CERTIFICATE' /etc/etcd/pki/ca.crt"),
+            "2",
+            "{m} does not trust both"
+        );
     }
     verify_passes(t);
     let o = old_client(&bundle, "rotation/after-1");
     assert!(o.status.success(), "after step 1: {}", text(&o));
 
     // Step 2: every certificate from the new CA; the old client still gets in.
-    let writer = Writer::start_as(t, "rotate-2", probe::EtcdAuth::from_pem(std::fs::read_to_string(&bundle).unwrap(), std::fs::read_to_string(old.join("client.crt")).unwrap(), std::fs::read_to_string(old.join("client.key")).unwrap()));
+    let writer = Writer::start_as(
+        t,
+        "rotate-2",
+        probe::EtcdAuth::from_pem(
+            std::fs::read_to_string(&bundle).unwrap(),
+            std::fs::read_to_string(old.join("client.crt")).unwrap(),
+            std::fs::read_to_string(old.join("client.key")).unwrap(),
+        ),
+    );
     let r = rotate(t, &["--step", "2"]);
     writer.finish(t, "rotate-2");
     assert_eq!(r["done"], 2, "{r:#}");
-    assert_eq!(std::fs::read(t.pki.join("etcd/ca.crt")).unwrap(), std::fs::read(t.pki.join("rotation/etcd/new.crt")).unwrap());
+    assert_eq!(
+        std::fs::read(t.pki.join("etcd/ca.crt")).unwrap(),
+        std::fs::read(t.pki.join("rotation/etcd/new.crt")).unwrap()
+    );
     for m in MEMBERS {
-        let by_new = t.ssh_with_input(m, "openssl verify -CAfile /dev/stdin /etc/etcd/pki/server.crt", &std::fs::read(t.pki.join("etcd/ca.crt")).unwrap());
-        assert!(by_new.status.success(), "{m}'s server certificate is not from the new CA: {}", text(&by_new));
+        let by_new = t.ssh_with_input(
+            m,
+            "openssl verify -CAfile /dev/stdin /etc/etcd/pki/server.crt",
+            &std::fs::read(t.pki.join("etcd/ca.crt")).unwrap(),
+        );
+        assert!(
+            by_new.status.success(),
+            "{m}'s server certificate is not from the new CA: {}",
+            text(&by_new)
+        );
     }
     verify_passes(t);
     let o = old_client(&bundle, "rotation/after-2");
-    assert!(o.status.success(), "after step 2 the old CA's client is still trusted: {}", text(&o));
+    assert!(
+        o.status.success(),
+        "after step 2 the old CA's client is still trusted: {}",
+        text(&o)
+    );
 
     // Step 3: the old CA is gone from every bundle: its client is refused.
     let writer = Writer::start(t, "rotate-3");
@@ -442,24 +815,53 @@ fn rotating_the_etcd_ca_step_by_step(t: &TestLab) {
     assert_eq!(r["done"], 3, "{r:#}");
     assert!(rotation_state(t).is_none());
     let kept = Path::new(r["aside"].as_str().unwrap());
-    assert_eq!(std::fs::read(kept.join("rotation/etcd/old.crt")).unwrap(), std::fs::read(old.join("ca.crt")).unwrap(), "the old CA is not kept");
+    assert_eq!(
+        std::fs::read(kept.join("rotation/etcd/old.crt")).unwrap(),
+        std::fs::read(old.join("ca.crt")).unwrap(),
+        "the old CA is not kept"
+    );
     for m in MEMBERS {
-        assert_eq!(t.ssh_ok(m, "grep -c 'BEGIN CERTIFICATE' /etc/etcd/pki/ca.crt"), "1", "{m}");
+        assert_eq!(
+            t.ssh_ok(m, "grep -c 'BEGIN CERTIFICATE' /etc/etcd/pki/ca.crt"),
+            "1",
+            "{m}"
+        );
     }
     verify_passes(t);
     let o = old_client(&bundle, "rotation/after-3");
-    assert!(!o.status.success(), "after step 3 the old CA's client still got in");
+    assert!(
+        !o.status.success(),
+        "after step 3 the old CA's client still got in"
+    );
     let said = text(&o);
-    assert!(said.contains("certificate") || said.contains("tls") || said.contains("deadline"), "{said}");
+    assert!(
+        said.contains("certificate") || said.contains("tls") || said.contains("deadline"),
+        "{said}"
+    );
     let o = etcdctl(t, &["get", "rotation/", "--prefix", "--keys-only"]);
-    let keys: Vec<&str> = std::str::from_utf8(&o.stdout).unwrap().lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(keys, ["rotation/after-1", "rotation/after-2", "rotation/before"]);
+    let keys: Vec<&str> = std::str::from_utf8(&o.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        keys,
+        ["rotation/after-1", "rotation/after-2", "rotation/before"]
+    );
 }
 
 /// The old CA (copied into `old`) and the rotation's new one, in one file.
 fn bundle_of(t: &TestLab, old: &Path) -> std::path::PathBuf {
     let bundle = t.dir.path().join("old-and-new.crt");
-    std::fs::write(&bundle, format!("{}{}", std::fs::read_to_string(old.join("ca.crt")).unwrap(), std::fs::read_to_string(t.pki.join("rotation/etcd/new.crt")).unwrap())).unwrap();
+    std::fs::write(
+        &bundle,
+        format!(
+            "{}{}",
+            std::fs::read_to_string(old.join("ca.crt")).unwrap(),
+            std::fs::read_to_string(t.pki.join("rotation/etcd/new.crt")).unwrap()
+        ),
+    )
+    .unwrap();
     bundle
 }
 
@@ -473,7 +875,11 @@ fn control_plane(t: &TestLab) -> std::path::PathBuf {
     assert!(o.status.success(), "{}", text(&o));
     // HAProxy takes each API server into rotation after two good checks, 5 s apart.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !t.verify(&["--pki", t.pki.to_str().unwrap()]).status.success() {
+    while !t
+        .verify(&["--pki", t.pki.to_str().unwrap()])
+        .status
+        .success()
+    {
         if std::time::Instant::now() > deadline {
             verify_passes(t);
         }
@@ -484,7 +890,19 @@ fn control_plane(t: &TestLab) -> std::path::PathBuf {
 
 /// kube-apiserver restarted on each master, in the order of a rotation step's report.
 fn api_restarts(step: &serde_json::Value) -> Vec<String> {
-    step["deploy"]["hosts"].as_array().unwrap().iter().filter(|h| h["restarted"].as_array().unwrap().iter().any(|u| u == "kube-apiserver")).map(|h| h["node"].as_str().unwrap().to_string()).collect()
+    step["deploy"]["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| {
+            h["restarted"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|u| u == "kube-apiserver")
+        })
+        .map(|h| h["node"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// The service-account key, step by step: sa.pub on every master holds both public keys, the
@@ -494,17 +912,29 @@ fn the_service_account_key_rotates_on_every_master(t: &TestLab, cp: &Path) {
     let signer_first = |m: &str| {
         let o = t.ssh_ok(m, "openssl pkey -in /etc/kubernetes/pki/sa.key -pubout | sha256sum; awk '/BEGIN PUBLIC KEY/{n++} n==1' /etc/kubernetes/pki/sa.pub | sha256sum; grep -c 'BEGIN PUBLIC KEY' /etc/kubernetes/pki/sa.pub");
         let l: Vec<&str> = o.lines().collect();
-        (l[0] == l[1], l[2].parse::<u32>().unwrap(), t.ssh_ok(m, "sha256sum < /etc/kubernetes/pki/sa.key"))
+        (
+            l[0] == l[1],
+            l[2].parse::<u32>().unwrap(),
+            t.ssh_ok(m, "sha256sum < /etc/kubernetes/pki/sa.key"),
+        )
     };
     let before: Vec<String> = MEMBERS.iter().map(|m| signer_first(m).2).collect();
     for (k, (keys, new_signer)) in [(1, (2, false)), (2, (2, true)), (3, (1, true))] {
-        let o = rotation(t, cp, &["secrets", "rotate-service-account-key"], &["--step", &k.to_string()]);
+        let o = rotation(
+            t,
+            cp,
+            &["secrets", "rotate-service-account-key"],
+            &["--step", &k.to_string()],
+        );
         assert!(o.status.success(), "step {k}: {}", text(&o));
         let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(api_restarts(&r["steps"][0]), MEMBERS, "step {k}: {r:#}");
         for (i, m) in MEMBERS.iter().enumerate() {
             let (first, count, key) = signer_first(m);
-            assert!(first, "step {k}: on {m} the signing key's public half is not first in sa.pub");
+            assert!(
+                first,
+                "step {k}: on {m} the signing key's public half is not first in sa.pub"
+            );
             assert_eq!(count, keys, "step {k}: public keys in {m}'s sa.pub");
             assert_eq!(key != before[i], new_signer, "step {k}: {m}'s sa.key");
         }
@@ -524,53 +954,136 @@ fn the_encryption_key_rotates_and_secrets_are_rewritten(t: &TestLab, cp: &Path) 
         o.lines().map(str::to_string).collect()
     };
     let key_file = |file: &Path| std::fs::read_to_string(file).unwrap();
-    let key_hash = |file: &Path| hardway::digest::sha256_hex(key_file(file).lines().next().unwrap().as_bytes());
+    let key_hash = |file: &Path| {
+        hardway::digest::sha256_hex(key_file(file).lines().next().unwrap().as_bytes())
+    };
     // The key's name, on the line after it (the first key has none: key1).
-    let key_name = |file: &Path| key_file(file).lines().nth(1).map(|l| l.trim_start_matches("name: ").to_string()).unwrap_or_else(|| "key1".into());
-    let kubectl = |args: &[&str]| run(Command::new(require("kubectl", "kubectl (scripts/setup --tests)")).arg("--kubeconfig").arg(t.pki.join("admin.kubeconfig")).args(args));
+    let key_name = |file: &Path| {
+        key_file(file)
+            .lines()
+            .nth(1)
+            .map(|l| l.trim_start_matches("name: ").to_string())
+            .unwrap_or_else(|| "key1".into())
+    };
+    let kubectl = |args: &[&str]| {
+        run(
+            Command::new(require("kubectl", "kubectl (scripts/setup --tests)"))
+                .arg("--kubeconfig")
+                .arg(t.pki.join("admin.kubeconfig"))
+                .args(args),
+        )
+    };
     // What etcd holds for the Secret: its first bytes name the provider and the key.
     let sealed = || {
-        let o = etcdctl(t, &["get", "/registry/secrets/default/rotation-probe", "--print-value-only"]);
+        let o = etcdctl(
+            t,
+            &[
+                "get",
+                "/registry/secrets/default/rotation-probe",
+                "--print-value-only",
+            ],
+        );
         assert!(o.status.success(), "{}", text(&o));
         String::from_utf8_lossy(&o.stdout[..o.stdout.len().min(40)]).to_string()
     };
-    let o = kubectl(&["create", "secret", "generic", "rotation-probe", "--from-literal=word=unchanged"]);
+    let o = kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "rotation-probe",
+        "--from-literal=word=unchanged",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let old = key_hash(&t.pki.join("encryption.key"));
     let old_name = key_name(&t.pki.join("encryption.key"));
-    assert!(sealed().starts_with(&format!("k8s:enc:secretbox:v1:{old_name}:")), "the Secret as etcd holds it: {:?}", sealed());
+    assert!(
+        sealed().starts_with(&format!("k8s:enc:secretbox:v1:{old_name}:")),
+        "the Secret as etcd holds it: {:?}",
+        sealed()
+    );
     for m in MEMBERS {
         assert_eq!(hashes(m), [old.clone(), old.clone()], "{m} before");
     }
     for step in ["1", "2"] {
-        let o = rotation(t, cp, &["secrets", "rotate-encryption-key"], &["--step", step]);
+        let o = rotation(
+            t,
+            cp,
+            &["secrets", "rotate-encryption-key"],
+            &["--step", step],
+        );
         assert!(o.status.success(), "step {step}: {}", text(&o));
         let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(api_restarts(&r["steps"][0]), MEMBERS, "step {step}");
     }
     let new = key_hash(&t.pki.join("rotation/encryption/new.key"));
     for m in MEMBERS {
-        assert_eq!(hashes(m), [new.clone(), old.clone(), new.clone(), old.clone()], "{m}: the new key first, the old one still there");
+        assert_eq!(
+            hashes(m),
+            [new.clone(), old.clone(), new.clone(), old.clone()],
+            "{m}: the new key first, the old one still there"
+        );
     }
-    assert_eq!(key_hash(&t.pki.join("encryption.key")), old, "the PKI's key changed before the rewrite");
-    let o = rotation(t, cp, &["secrets", "rotate-encryption-key"], &["--step", "4"]);
+    assert_eq!(
+        key_hash(&t.pki.join("encryption.key")),
+        old,
+        "the PKI's key changed before the rewrite"
+    );
+    let o = rotation(
+        t,
+        cp,
+        &["secrets", "rotate-encryption-key"],
+        &["--step", "4"],
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("step 4 of the encryption key rotation cannot run now: step 3 is next"), "{}", text(&o));
+    assert!(
+        text(&o).contains("step 4 of the encryption key rotation cannot run now: step 3 is next"),
+        "{}",
+        text(&o)
+    );
     // Steps 3 and 4.
     let o = rotation(t, cp, &["secrets", "rotate-encryption-key"], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let rewritten = r["steps"][0]["rewritten"].as_u64().unwrap_or_else(|| panic!("step 3 reports no rewrite: {r:#}"));
+    let rewritten = r["steps"][0]["rewritten"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("step 3 reports no rewrite: {r:#}"));
     assert!(rewritten >= 1, "step 3 rewrote {rewritten} Secrets: {r:#}");
-    assert_eq!(api_restarts(&r["steps"][1]), MEMBERS, "step 4 restarts the API servers one at a time");
+    assert_eq!(
+        api_restarts(&r["steps"][1]),
+        MEMBERS,
+        "step 4 restarts the API servers one at a time"
+    );
     for m in MEMBERS {
-        assert_eq!(hashes(m), [new.clone(), new.clone()], "{m}: only the new key is left");
+        assert_eq!(
+            hashes(m),
+            [new.clone(), new.clone()],
+            "{m}: only the new key is left"
+        );
     }
-    assert_eq!(key_hash(&t.pki.join("encryption.key")), new, "the PKI's key is the new one");
+    assert_eq!(
+        key_hash(&t.pki.join("encryption.key")),
+        new,
+        "the PKI's key is the new one"
+    );
     let new_name = key_name(&t.pki.join("encryption.key"));
     assert_ne!(new_name, old_name);
-    assert!(sealed().starts_with(&format!("k8s:enc:secretbox:v1:{new_name}:")), "the Secret as etcd holds it after the rewrite: {:?}", sealed());
-    let o = kubectl(&["get", "secret", "rotation-probe", "-o", "jsonpath={.data.word}"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "dW5jaGFuZ2Vk", "the Secret reads back through the API with the old key gone: {}", text(&o));
+    assert!(
+        sealed().starts_with(&format!("k8s:enc:secretbox:v1:{new_name}:")),
+        "the Secret as etcd holds it after the rewrite: {:?}",
+        sealed()
+    );
+    let o = kubectl(&[
+        "get",
+        "secret",
+        "rotation-probe",
+        "-o",
+        "jsonpath={.data.word}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "dW5jaGFuZ2Vk",
+        "the Secret reads back through the API with the old key gone: {}",
+        text(&o)
+    );
     verify_passes(t);
 }

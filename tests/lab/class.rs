@@ -12,7 +12,11 @@ use std::process::Output;
 use crate::common::{hardway, ok, repo, run};
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Where a class test keeps its labs: its own state directory and subnet pool.
@@ -23,7 +27,12 @@ struct Place {
 
 impl Place {
     fn args(&self) -> Vec<String> {
-        vec!["--state-dir".into(), self.state_dir.display().to_string(), "--subnet-pool".into(), self.pool.into()]
+        vec![
+            "--state-dir".into(),
+            self.state_dir.display().to_string(),
+            "--subnet-pool".into(),
+            self.pool.into(),
+        ]
     }
 }
 
@@ -47,21 +56,33 @@ mod lab {
 
     impl Labs {
         fn new(state_dir: &str, pool: &'static str) -> Labs {
-            let inv = hardway::inventory::load(&repo().join("tests/fixtures/lab-etcd.toml")).unwrap();
+            let inv =
+                hardway::inventory::load(&repo().join("tests/fixtures/lab-etcd.toml")).unwrap();
             hardway::lab::preflight(inv.lab.suite).unwrap_or_else(|e| panic!("{e}"));
-            let labs = Labs { place: Place { state_dir: state_dir.into(), pool }, dir: tempfile::tempdir().unwrap(), _turn: turn() };
+            let labs = Labs {
+                place: Place {
+                    state_dir: state_dir.into(),
+                    pool,
+                },
+                dir: tempfile::tempdir().unwrap(),
+                _turn: turn(),
+            };
             labs.down_all(); // what a crashed earlier run left
             labs
         }
 
         fn opts(&self) -> LabOptions {
-            LabOptions { state_dir: self.place.state_dir.clone(), ..LabOptions::default() }
+            LabOptions {
+                state_dir: self.place.state_dir.clone(),
+                ..LabOptions::default()
+            }
         }
 
         fn down_all(&self) {
             for r in named::records(&self.place.state_dir) {
                 match hardway::class::labs::find(&self.opts(), &r.name) {
-                    Ok((_, inv)) => hardway::lab::down(&inv, &self.opts()).unwrap_or_else(|e| eprintln!("teardown of {}: {e}", r.name)),
+                    Ok((_, inv)) => hardway::lab::down(&inv, &self.opts())
+                        .unwrap_or_else(|e| eprintln!("teardown of {}: {e}", r.name)),
                     Err(e) => eprintln!("teardown of {}: {e}", r.name),
                 }
             }
@@ -76,23 +97,53 @@ mod lab {
     }
 
     fn verify_json(inv: &Path, pki: &Path) -> (bool, serde_json::Value) {
-        let o = run(hardway().arg("verify").arg("-i").arg(inv).arg("--pki").arg(pki).args(["--output", "json"]));
-        (o.status.success(), serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}", text(&o))))
+        let o = run(hardway()
+            .arg("verify")
+            .arg("-i")
+            .arg(inv)
+            .arg("--pki")
+            .arg(pki)
+            .args(["--output", "json"]));
+        (
+            o.status.success(),
+            serde_json::from_slice(&o.stdout)
+                .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}", text(&o))),
+        )
     }
 
     fn fails(checks: &serde_json::Value) -> Vec<String> {
-        checks.as_array().unwrap().iter().filter(|c| c["status"] == "FAIL").map(|c| format!("{} {}: {} (hint: {})", c["host"], c["check"], c["detail"], c["hint"])).collect()
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] == "FAIL")
+            .map(|c| {
+                format!(
+                    "{} {}: {} (hint: {})",
+                    c["host"], c["check"], c["detail"], c["hint"]
+                )
+            })
+            .collect()
     }
 
     /// Polls verify until `done` says yes, or fails at the deadline with what verify said last.
-    fn verify_until(inv: &Path, pki: &Path, what: &str, done: impl Fn(bool, &serde_json::Value) -> bool) -> serde_json::Value {
+    fn verify_until(
+        inv: &Path,
+        pki: &Path,
+        what: &str,
+        done: impl Fn(bool, &serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let (passed, checks) = verify_json(inv, pki);
             if done(passed, &checks) {
                 return checks;
             }
-            assert!(Instant::now() < deadline, "{what}: not so after 90 s; FAILs: {:#?}", fails(&checks));
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not so after 90 s; FAILs: {:#?}",
+                fails(&checks)
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
     }
@@ -123,24 +174,48 @@ mod lab {
         };
         eprintln!("{}", up(&["--to", "lb"]));
         let (inv, pki) = (lab_dir.join("inventory.toml"), lab_dir.join("pki"));
-        verify_until(&inv, &pki, "the fresh lab passes verify", |passed, _| passed);
-        let fault = |args: &[&str]| run(hardway().arg("lab").args(args).args(["--name", "faults"]).args(labs.place.args()));
+        verify_until(&inv, &pki, "the fresh lab passes verify", |passed, _| {
+            passed
+        });
+        let fault = |args: &[&str]| {
+            run(hardway()
+                .arg("lab")
+                .args(args)
+                .args(["--name", "faults"])
+                .args(labs.place.args()))
+        };
 
         // Breaking needs --yes; --dry-run only says what it would do.
         let o = fault(&["break", "etcd-stopped"]);
-        assert!(!o.status.success() && text(&o).contains("Run again with --yes"), "{}", text(&o));
+        assert!(
+            !o.status.success() && text(&o).contains("Run again with --yes"),
+            "{}",
+            text(&o)
+        );
         let o = fault(&["break", "etcd-stopped", "--dry-run"]);
-        assert!(o.status.success() && text(&o).contains("would: faults-lab-m1: systemctl stop etcd"), "{}", text(&o));
+        assert!(
+            o.status.success() && text(&o).contains("would: faults-lab-m1: systemctl stop etcd"),
+            "{}",
+            text(&o)
+        );
         assert!(verify_json(&inv, &pki).0, "neither changed anything");
 
         // The scenarios of a lab at the lb phase; those that need a running Kubernetes are
         // cluster::lab's.
-        for (step, s) in SCENARIOS.iter().filter(|s| s.needs <= hardway::components::Phase::Lb).enumerate() {
+        for (step, s) in SCENARIOS
+            .iter()
+            .filter(|s| s.needs <= hardway::components::Phase::Lb)
+            .enumerate()
+        {
             eprintln!("step {}: {} ({})", step + 1, s.name, s.breaks);
             let o = fault(&["break", s.name, "--yes", "--output", "json"]);
             if s.name == "clock-skew" {
                 // nspawn machines share the host's clock: refused, and nothing changed.
-                assert!(!o.status.success() && text(&o).contains("clock of their own"), "{}", text(&o));
+                assert!(
+                    !o.status.success() && text(&o).contains("clock of their own"),
+                    "{}",
+                    text(&o)
+                );
                 assert!(verify_json(&inv, &pki).0);
                 continue;
             }
@@ -152,25 +227,53 @@ mod lab {
                 hint_names: report["expect"]["hint_names"].as_str().unwrap().into(),
                 detail_names: report["expect"]["detail_names"].as_str().unwrap().into(),
             };
-            verify_until(&inv, &pki, &format!("{}: verify FAILs {} on {} naming {:?}", s.name, e.check, e.host, e.hint_names), |passed, checks| {
-                !passed && names_cause(checks, &e)
-            });
+            verify_until(
+                &inv,
+                &pki,
+                &format!(
+                    "{}: verify FAILs {} on {} naming {:?}",
+                    s.name, e.check, e.host, e.hint_names
+                ),
+                |passed, checks| !passed && names_cause(checks, &e),
+            );
             if step == 0 {
                 // Breaking what is broken changes nothing.
                 let again = fault(&["break", s.name, "--yes"]);
-                assert!(again.status.success() && text(&again).contains("was already broken"), "{}", text(&again));
+                assert!(
+                    again.status.success() && text(&again).contains("was already broken"),
+                    "{}",
+                    text(&again)
+                );
             }
             // Fixing asks for --yes, as breaking does.
             let o = fault(&["fix", s.name]);
-            assert!(!o.status.success() && text(&o).contains("--yes"), "fix without --yes: {}", text(&o));
+            assert!(
+                !o.status.success() && text(&o).contains("--yes"),
+                "fix without --yes: {}",
+                text(&o)
+            );
             let o = fault(&["fix", s.name, "--yes"]);
-            assert!(o.status.success() && text(&o).contains("is fixed on"), "fix {}: {}", s.name, text(&o));
+            assert!(
+                o.status.success() && text(&o).contains("is fixed on"),
+                "fix {}: {}",
+                s.name,
+                text(&o)
+            );
             if step == 0 {
                 // Fixing what is not broken changes nothing either.
                 let again = fault(&["fix", s.name, "--yes"]);
-                assert!(again.status.success() && text(&again).contains("is not broken"), "{}", text(&again));
+                assert!(
+                    again.status.success() && text(&again).contains("is not broken"),
+                    "{}",
+                    text(&again)
+                );
             }
-            verify_until(&inv, &pki, &format!("{}: verify passes after the fix", s.name), |passed, _| passed);
+            verify_until(
+                &inv,
+                &pki,
+                &format!("{}: verify passes after the fix", s.name),
+                |passed, _| passed,
+            );
         }
         // A second `up` leaves the lab as it is, on the same subnet.
         let before = std::fs::read_to_string(&inv).unwrap();
@@ -181,8 +284,14 @@ mod lab {
 
     fn cgroup_limit(cluster: &str, node: &str) -> Option<String> {
         let root = Path::new("/sys/fs/cgroup/memory/hardway-lab");
-        let lab = std::fs::read_dir(root).ok()?.flatten().find(|e| e.file_name().to_string_lossy().starts_with(&format!("{cluster}-")))?;
-        std::fs::read_to_string(lab.path().join(node).join("memory.limit_in_bytes")).ok().map(|s| s.trim().to_string())
+        let lab = std::fs::read_dir(root).ok()?.flatten().find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{cluster}-"))
+        })?;
+        std::fs::read_to_string(lab.path().join(node).join("memory.limit_in_bytes"))
+            .ok()
+            .map(|s| s.trim().to_string())
     }
 
     #[test]
@@ -193,43 +302,130 @@ mod lab {
         let class_dir = labs.dir.path().join("class");
         let class = |args: &[&str]| {
             let mut c = hardway();
-            c.arg("class").args(args).arg("--dir").arg(&class_dir).args(labs.place.args());
+            c.arg("class")
+                .args(args)
+                .arg("--dir")
+                .arg(&class_dir)
+                .args(labs.place.args());
             c
         };
         let t = Instant::now();
-        let (students, inv) = (students.display().to_string(), repo().join("tests/fixtures/lab-etcd.toml").display().to_string());
-        eprintln!("{}", ok(&mut class(&["up", "--to", "etcd", "--memory-max", "768M", "--cpu-quota", "100%", "--students", &students, "-i", &inv])));
+        let (students, inv) = (
+            students.display().to_string(),
+            repo()
+                .join("tests/fixtures/lab-etcd.toml")
+                .display()
+                .to_string(),
+        );
+        eprintln!(
+            "{}",
+            ok(&mut class(&[
+                "up",
+                "--to",
+                "etcd",
+                "--memory-max",
+                "768M",
+                "--cpu-quota",
+                "100%",
+                "--students",
+                &students,
+                "-i",
+                &inv
+            ]))
+        );
         eprintln!("class up (3 students, to etcd) took {:.1?}", t.elapsed());
 
         // Each its own names, subnet, bridge and key.
-        let invs: Vec<hardway::inventory::Inventory> =
-            ["alice", "bob", "carol"].iter().map(|s| hardway::inventory::load(&class_dir.join(s).join("inventory.toml")).unwrap()).collect();
-        let subnets: BTreeSet<String> = invs.iter().map(|i| i.nodes[0].address.to_string().rsplit_once('.').unwrap().0.to_string()).collect();
+        let invs: Vec<hardway::inventory::Inventory> = ["alice", "bob", "carol"]
+            .iter()
+            .map(|s| hardway::inventory::load(&class_dir.join(s).join("inventory.toml")).unwrap())
+            .collect();
+        let subnets: BTreeSet<String> = invs
+            .iter()
+            .map(|i| {
+                i.nodes[0]
+                    .address
+                    .to_string()
+                    .rsplit_once('.')
+                    .unwrap()
+                    .0
+                    .to_string()
+            })
+            .collect();
         assert_eq!(subnets.len(), 3, "one subnet per lab: {subnets:?}");
-        let keys: BTreeSet<PathBuf> = invs.iter().map(|i| i.ssh.identity_file.clone().unwrap()).collect();
+        let keys: BTreeSet<PathBuf> = invs
+            .iter()
+            .map(|i| i.ssh.identity_file.clone().unwrap())
+            .collect();
         assert_eq!(keys.len(), 3);
         for (inv, s) in invs.iter().zip(["alice", "bob", "carol"]) {
             assert_eq!(inv.cluster.name, s);
-            assert!(inv.nodes.iter().all(|n| n.name.starts_with(&format!("{s}-"))), "{:?}", inv.nodes);
-            assert_eq!(crate::common::mode(inv.ssh.identity_file.as_ref().unwrap()), 0o600);
-            assert!(Path::new("/sys/class/net").join(format!("hw-{s}")).exists(), "bridge hw-{s}");
-            assert_eq!(cgroup_limit(s, &inv.nodes[0].name).as_deref(), Some("805306368"), "MemoryMax=768M on {}", inv.nodes[0].name);
+            assert!(
+                inv.nodes
+                    .iter()
+                    .all(|n| n.name.starts_with(&format!("{s}-"))),
+                "{:?}",
+                inv.nodes
+            );
+            assert_eq!(
+                crate::common::mode(inv.ssh.identity_file.as_ref().unwrap()),
+                0o600
+            );
+            assert!(
+                Path::new("/sys/class/net").join(format!("hw-{s}")).exists(),
+                "bridge hw-{s}"
+            );
+            assert_eq!(
+                cgroup_limit(s, &inv.nodes[0].name).as_deref(),
+                Some("805306368"),
+                "MemoryMax=768M on {}",
+                inv.nodes[0].name
+            );
         }
         // One lab cannot reach another's machines.
         let ssh = |inv: &hardway::inventory::Inventory, node: usize, cmd: &str| {
-            run(hardway::lab::tools::ssh_command(inv.ssh.identity_file.as_ref().unwrap(), &inv.ssh.known_hosts, inv.nodes[node].address).arg(cmd))
+            run(hardway::lab::tools::ssh_command(
+                inv.ssh.identity_file.as_ref().unwrap(),
+                &inv.ssh.known_hosts,
+                inv.nodes[node].address,
+            )
+            .arg(cmd))
         };
-        let probe = format!("timeout 3 bash -c '</dev/tcp/{}/22'", invs[1].nodes[0].address);
+        let probe = format!(
+            "timeout 3 bash -c '</dev/tcp/{}/22'",
+            invs[1].nodes[0].address
+        );
         assert!(ssh(&invs[0], 0, "true").status.success());
-        assert!(!ssh(&invs[0], 0, &probe).status.success(), "alice's machine reached bob's");
+        assert!(
+            !ssh(&invs[0], 0, &probe).status.success(),
+            "alice's machine reached bob's"
+        );
 
-        let status: serde_json::Value = serde_json::from_str(&ok(&mut class(&["status", "--output", "json"]))).unwrap();
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(&mut class(&["status", "--output", "json"]))).unwrap();
         for row in status.as_array().unwrap() {
-            assert_eq!((row["up"].as_u64(), row["reachable"].as_u64(), row["nodes"].as_u64()), (Some(5), Some(5), Some(5)), "{row}");
+            assert_eq!(
+                (
+                    row["up"].as_u64(),
+                    row["reachable"].as_u64(),
+                    row["nodes"].as_u64()
+                ),
+                (Some(5), Some(5), Some(5)),
+                "{row}"
+            );
         }
 
-        let grade = || -> serde_json::Value { serde_json::from_str(&ok(&mut class(&["grade", "--output", "json"]))).unwrap() };
-        let student = |g: &serde_json::Value, s: &str| g.as_array().unwrap().iter().find(|r| r["student"] == s).cloned().unwrap();
+        let grade = || -> serde_json::Value {
+            serde_json::from_str(&ok(&mut class(&["grade", "--output", "json"]))).unwrap()
+        };
+        let student = |g: &serde_json::Value, s: &str| {
+            g.as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["student"] == s)
+                .cloned()
+                .unwrap()
+        };
         let g = grade();
         for s in ["alice", "bob", "carol"] {
             let r = student(&g, s);
@@ -238,33 +434,66 @@ mod lab {
         }
 
         // Bob's etcd member stops: his grade names it, the others' do not change.
-        ok(hardway().args(["lab", "break", "etcd-stopped", "--yes", "--name", "bob"]).args(labs.place.args()));
+        ok(hardway()
+            .args(["lab", "break", "etcd-stopped", "--yes", "--name", "bob"])
+            .args(labs.place.args()));
         let g = grade();
         let bob = student(&g, "bob");
         assert!(bob["failed"].as_u64().unwrap() >= 1);
         assert_eq!(bob["first_failure"]["host"], "bob-lab-m1", "{bob}");
-        assert!(bob["first_failure"]["hint"].as_str().unwrap().contains("etcd"), "{bob}");
+        assert!(
+            bob["first_failure"]["hint"]
+                .as_str()
+                .unwrap()
+                .contains("etcd"),
+            "{bob}"
+        );
         assert_eq!(student(&g, "alice")["failed"], 0);
         let table = ok(&mut class(&["status"]));
-        assert!(table.lines().any(|l| l.starts_with("bob") && l.contains("FAIL")), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with("bob") && l.contains("FAIL")),
+            "{table}"
+        );
 
         // Reset: fresh machines, the checkpoint again, the old machines' files kept.
         let o = run(&mut class(&["reset", "bob"]));
-        assert!(!o.status.success() && text(&o).contains("--yes"), "{}", text(&o));
+        assert!(
+            !o.status.success() && text(&o).contains("--yes"),
+            "{}",
+            text(&o)
+        );
         eprintln!("{}", ok(&mut class(&["reset", "bob", "--yes"])));
-        let saved: Vec<PathBuf> = std::fs::read_dir(class_dir.join("bob/saved")).unwrap().flatten().map(|e| e.path()).collect();
+        let saved: Vec<PathBuf> = std::fs::read_dir(class_dir.join("bob/saved"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         assert_eq!(saved.len(), 1);
         assert!(saved[0].join("bob-lab-m1.tar").is_file(), "{saved:?}");
         assert_eq!(student(&grade(), "bob")["failed"], 0);
 
         // Down, for one student: dry run first, then for real; the others stay up.
         ok(&mut class(&["down", "alice", "--dry-run"]));
-        assert!(named::read_record(&labs.place.state_dir, "alice").unwrap().is_some(), "a dry run takes nothing down");
+        assert!(
+            named::read_record(&labs.place.state_dir, "alice")
+                .unwrap()
+                .is_some(),
+            "a dry run takes nothing down"
+        );
         ok(&mut class(&["down", "alice", "--yes"]));
-        let status: serde_json::Value = serde_json::from_str(&ok(&mut class(&["status", "--output", "json"]))).unwrap();
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(&mut class(&["status", "--output", "json"]))).unwrap();
         let rows = status.as_array().unwrap();
-        assert_eq!(rows.iter().find(|r| r["student"] == "alice").unwrap()["up"], 0);
-        assert_eq!(rows.iter().find(|r| r["student"] == "carol").unwrap()["up"], 5);
+        assert_eq!(
+            rows.iter().find(|r| r["student"] == "alice").unwrap()["up"],
+            0
+        );
+        assert_eq!(
+            rows.iter().find(|r| r["student"] == "carol").unwrap()["up"],
+            5
+        );
         assert!(!Path::new("/sys/class/net/hw-alice").exists());
         ok(&mut class(&["down", "--yes"]));
         assert!(named::records(&labs.place.state_dir).is_empty());

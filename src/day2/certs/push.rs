@@ -42,31 +42,63 @@ pub(crate) struct Survey {
 
 impl Survey {
     pub fn active(&self, node: &str, unit: &str) -> bool {
-        self.nodes.get(node).is_some_and(|v| v.active.contains(unit))
+        self.nodes
+            .get(node)
+            .is_some_and(|v| v.active.contains(unit))
     }
 }
 
 /// Reads, on every node at once, the files `rendered` has for it and its units' states.
-pub(crate) async fn survey(inv: &Inventory, connector: Arc<dyn Connector>, rendered: &Rendered, parallel: usize) -> Survey {
+pub(crate) async fn survey(
+    inv: &Inventory,
+    connector: Arc<dyn Connector>,
+    rendered: &Rendered,
+    parallel: usize,
+) -> Survey {
     type Work = (Node, Vec<String>, Vec<String>, Result<NodeView, String>);
     let work: Vec<Work> = inv
         .nodes
         .iter()
         .map(|n| {
-            let paths = rendered.hosts.get(&n.name).map(|fs| fs.iter().map(|f| f.path.clone()).collect()).unwrap_or_default();
-            (n.clone(), paths, units_on(inv, n).map(str::to_string).collect(), Err(String::new()))
+            let paths = rendered
+                .hosts
+                .get(&n.name)
+                .map(|fs| fs.iter().map(|f| f.path.clone()).collect())
+                .unwrap_or_default();
+            (
+                n.clone(),
+                paths,
+                units_on(inv, n).map(str::to_string).collect(),
+                Err(String::new()),
+            )
         })
         .collect();
-    let done = fan_out(work, parallel, move |(node, paths, units, out): &mut Work| {
-        *out = (|| {
-            let r = connector.connect(node).map_err(|e| e.to_string())?;
-            let files = r.stat_files(paths).map_err(|e| e.to_string())?;
-            let infos = r.units(units).map_err(|e| e.to_string())?;
-            let loaded = infos.iter().filter(|(_, i)| i.deployed()).map(|(u, _)| u.clone()).collect();
-            let active = infos.iter().filter(|(_, i)| i.active == "active").map(|(u, _)| u.clone()).collect();
-            Ok(NodeView { files, loaded, active })
-        })();
-    })
+    let done = fan_out(
+        work,
+        parallel,
+        move |(node, paths, units, out): &mut Work| {
+            *out = (|| {
+                let r = connector.connect(node).map_err(|e| e.to_string())?;
+                let files = r.stat_files(paths).map_err(|e| e.to_string())?;
+                let infos = r.units(units).map_err(|e| e.to_string())?;
+                let loaded = infos
+                    .iter()
+                    .filter(|(_, i)| i.deployed())
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                let active = infos
+                    .iter()
+                    .filter(|(_, i)| i.active == "active")
+                    .map(|(u, _)| u.clone())
+                    .collect();
+                Ok(NodeView {
+                    files,
+                    loaded,
+                    active,
+                })
+            })();
+        },
+    )
     .await;
     let mut s = Survey::default();
     for (node, _, _, out) in done {
@@ -98,7 +130,13 @@ impl Selection {
     /// file no unit reads changes: with it, deploy also merges the hosts block, which a node
     /// deployed without that phase does not have.
     pub fn phases(&self) -> Vec<Phase> {
-        let p: BTreeSet<Phase> = self.rendered.hosts.values().flatten().map(phase_of_file).collect();
+        let p: BTreeSet<Phase> = self
+            .rendered
+            .hosts
+            .values()
+            .flatten()
+            .map(phase_of_file)
+            .collect();
         p.into_iter().collect()
     }
 
@@ -107,27 +145,55 @@ impl Selection {
     }
 }
 
-pub(crate) fn select(after: &Rendered, survey: &Survey, affects: &dyn Fn(&str, &File) -> bool, restart: &BTreeSet<(String, String)>) -> Selection {
+pub(crate) fn select(
+    after: &Rendered,
+    survey: &Survey,
+    affects: &dyn Fn(&str, &File) -> bool,
+    restart: &BTreeSet<(String, String)>,
+) -> Selection {
     let mut hosts = BTreeMap::new();
     let (mut changed, mut drift) = (Vec::new(), Vec::new());
     for (node, view) in &survey.nodes {
         let new = after.hosts.get(node).map(Vec::as_slice).unwrap_or_default();
         let mut files: Vec<File> = Vec::new();
         for f in new {
-            let differs = view.files.get(&f.path).is_some_and(|r| r.sha256 != sha256_hex(&f.contents));
+            let differs = view
+                .files
+                .get(&f.path)
+                .is_some_and(|r| r.sha256 != sha256_hex(&f.contents));
             if !differs || !affects(node, f) {
                 continue;
             }
-            let units = f.units.iter().copied().filter(|u| view.loaded.contains(*u)).collect();
+            let units = f
+                .units
+                .iter()
+                .copied()
+                .filter(|u| view.loaded.contains(*u))
+                .collect();
             files.push(File { units, ..f.clone() });
             changed.push(format!("{node}: {}", f.path));
         }
-        let mut units: BTreeSet<&str> = files.iter().filter(|f| f.restarts).flat_map(|f| f.units.iter().copied()).collect();
-        units.extend(restart.iter().filter(|(n, u)| n == node && view.loaded.contains(u)).map(|(_, u)| u.as_str()));
+        let mut units: BTreeSet<&str> = files
+            .iter()
+            .filter(|f| f.restarts)
+            .flat_map(|f| f.units.iter().copied())
+            .collect();
+        units.extend(
+            restart
+                .iter()
+                .filter(|(n, u)| n == node && view.loaded.contains(u))
+                .map(|(_, u)| u.as_str()),
+        );
         for unit in units {
             let path = format!("/etc/systemd/system/{unit}.service");
-            let Some(unit_file) = new.iter().find(|f| f.path == path) else { continue };
-            if view.files.get(&path).is_some_and(|r| r.sha256 != sha256_hex(&unit_file.contents)) {
+            let Some(unit_file) = new.iter().find(|f| f.path == path) else {
+                continue;
+            };
+            if view
+                .files
+                .get(&path)
+                .is_some_and(|r| r.sha256 != sha256_hex(&unit_file.contents))
+            {
                 drift.push(format!("{node}: {path}"));
             }
             files.push(unit_file.clone());
@@ -137,7 +203,14 @@ pub(crate) fn select(after: &Rendered, survey: &Survey, affects: &dyn Fn(&str, &
             hosts.insert(node.clone(), files);
         }
     }
-    Selection { rendered: Rendered { hosts, local: vec![] }, changed, drift }
+    Selection {
+        rendered: Rendered {
+            hosts,
+            local: vec![],
+        },
+        changed,
+        drift,
+    }
 }
 
 /// The (node, unit) pairs that the files of `selection` restart.
@@ -146,35 +219,60 @@ pub(crate) fn restarts(selection: &Selection) -> BTreeSet<(String, String)> {
         .rendered
         .hosts
         .iter()
-        .flat_map(|(h, fs)| fs.iter().filter(|f| f.restarts && !f.is_unit()).flat_map(move |f| f.units.iter().map(move |u| (h.clone(), u.to_string()))))
+        .flat_map(|(h, fs)| {
+            fs.iter()
+                .filter(|f| f.restarts && !f.is_unit())
+                .flat_map(move |f| f.units.iter().map(move |u| (h.clone(), u.to_string())))
+        })
         .collect()
 }
 
 /// What keeps a change from being safe now: unreachable nodes, etcd without every member
 /// answering and one leader, an API server that runs but is not ready. Empty when healthy.
 pub(crate) async fn health(inv: &Inventory, probe: &dyn Probe, survey: &Survey) -> Vec<String> {
-    let mut out: Vec<String> = survey.unreachable.iter().map(|(n, e)| format!("{n} cannot be reached: {e}")).collect();
+    let mut out: Vec<String> = survey
+        .unreachable
+        .iter()
+        .map(|(n, e)| format!("{n} cannot be reached: {e}"))
+        .collect();
     let members = inv.etcd_members();
     if !members.is_empty() {
         let statuses = probe::cluster_status(probe, &members, Duration::from_secs(3)).await;
         if !probe::healthy(&statuses) {
             let why: Vec<String> = statuses.iter().map(probe::describe).collect();
-            out.push(format!("etcd is not healthy (every member answering, one leader): {}", why.join("; ")));
+            out.push(format!(
+                "etcd is not healthy (every member answering, one leader): {}",
+                why.join("; ")
+            ));
         }
     }
     let api = ComponentId::KubeApiserver.get().unit.expect("a unit");
     for m in inv.masters().filter(|m| survey.active(&m.name, api)) {
-        match probe.api_get(m.address, Port::ApiServer.number(inv), "/readyz").await {
+        match probe
+            .api_get(m.address, Port::ApiServer.number(inv), "/readyz")
+            .await
+        {
             Ok((200, _)) => {}
-            Ok((code, body)) => out.push(format!("the API server on {} answers /readyz with {code}: {}", m.name, body.trim())),
-            Err(e) => out.push(format!("the API server on {} does not answer /readyz: {e}", m.name)),
+            Ok((code, body)) => out.push(format!(
+                "the API server on {} answers /readyz with {code}: {}",
+                m.name,
+                body.trim()
+            )),
+            Err(e) => out.push(format!(
+                "the API server on {} does not answer /readyz: {e}",
+                m.name
+            )),
         }
     }
     out
 }
 
 /// Refuses on `problems` unless `force`; with `force`, returns them as what was skipped.
-pub(crate) fn gate(problems: Vec<String>, force: bool, what: &str) -> Result<Vec<String>, Day2Error> {
+pub(crate) fn gate(
+    problems: Vec<String>,
+    force: bool,
+    what: &str,
+) -> Result<Vec<String>, Day2Error> {
     if problems.is_empty() || force {
         return Ok(problems);
     }
@@ -196,8 +294,21 @@ pub(crate) async fn push(
     events: Events,
 ) -> Result<DeployReport, Day2Error> {
     // The snapshot is the command's own, taken before the PKI changed.
-    let opts = DeployOptions { phases: selection.phases(), snapshot_dir: None, diff: false, ..base.clone() };
-    Ok(deploy(inv, selection.rendered.clone(), connector, probe, &opts, events).await?)
+    let opts = DeployOptions {
+        phases: selection.phases(),
+        snapshot_dir: None,
+        diff: false,
+        ..base.clone()
+    };
+    Ok(deploy(
+        inv,
+        selection.rendered.clone(),
+        connector,
+        probe,
+        &opts,
+        events,
+    )
+    .await?)
 }
 
 /// The plan of a dry run as lines: per host, the files that change and the units restarted.
@@ -210,6 +321,12 @@ pub(crate) fn plan_lines(report: &DeployReport) -> Vec<String> {
         let files: Vec<&str> = p.changes.iter().map(|c| c.path.as_str()).collect();
         out.push(format!("{host}: replace {}", files.join(", ")));
     }
-    out.extend(report.steps.iter().filter(|s| !s.starts_with("files: ")).cloned());
+    out.extend(
+        report
+            .steps
+            .iter()
+            .filter(|s| !s.starts_with("files: "))
+            .cloned(),
+    );
     out
 }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::push::{self, gate, health, plan_lines, select, survey};
-use super::ChangeOptions;
 use super::super::{Day2Error, stamp};
+use super::ChangeOptions;
+use super::push::{self, gate, health, plan_lines, select, survey};
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::events::{Events, Status};
 use crate::inventory::Inventory;
@@ -68,64 +68,147 @@ pub async fn renew(
     let rotating = pki::rotate::rotations_under_way(pki_dir)?;
     if !rotating.is_empty() {
         return Err(Day2Error::Refused {
-            reason: format!("a rotation of the {0} CA is under way: finish it first (hardway certs rotate-ca {0}), it re-issues what that CA signs", rotating.join(", ")),
+            reason: format!(
+                "a rotation of the {0} CA is under way: finish it first (hardway certs rotate-ca {0}), it re-issues what that CA signs",
+                rotating.join(", ")
+            ),
         });
     }
-    let names = if opts.names.is_empty() { pki::leaf_names(inv) } else { opts.names.clone() };
-    let (new_pki, renewed) = pki::renew_leaves(inv, &pki, &names, opts.new_keys, OffsetDateTime::now_utc())?;
+    let names = if opts.names.is_empty() {
+        pki::leaf_names(inv)
+    } else {
+        opts.names.clone()
+    };
+    let (new_pki, renewed) =
+        pki::renew_leaves(inv, &pki, &names, opts.new_keys, OffsetDateTime::now_utc())?;
     let (before, after) = (render::render(inv, &pki)?, render::render(inv, &new_pki)?);
     let probe = probe_for(&pki);
 
-    let step = events.start(None, Some("renew"), "read every node and check the cluster's health");
+    let step = events.start(
+        None,
+        Some("renew"),
+        "read every node and check the cluster's health",
+    );
     let seen = survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
-    let differs = |host: &str, f: &render::File| before.hosts.get(host).is_none_or(|fs| fs.iter().any(|o| o.path == f.path && o.contents != f.contents));
+    let differs = |host: &str, f: &render::File| {
+        before.hosts.get(host).is_none_or(|fs| {
+            fs.iter()
+                .any(|o| o.path == f.path && o.contents != f.contents)
+        })
+    };
     let selection = select(&after, &seen, &differs, &Default::default());
     let mut problems = health(inv, probe.as_ref(), &seen).await;
     problems.extend(selection.drift.iter().map(|d| format!("{d} differs from what hardway renders: the renewal would replace it (hardway deploy --dry-run --diff shows how)")));
-    step.done(if problems.is_empty() { Status::Ok } else { Status::Failed }, Some(problems.join("; ")).filter(|s| !s.is_empty()));
+    step.done(
+        if problems.is_empty() {
+            Status::Ok
+        } else {
+            Status::Failed
+        },
+        Some(problems.join("; ")).filter(|s| !s.is_empty()),
+    );
     let forced_past = gate(problems, opts.change.confirm.force, "renew certificates")?;
 
     let at = stamp();
     let aside = pki::aside_dir(pki_dir, "renew", &at);
-    let keys = if opts.new_keys { "new keys" } else { "the same keys" };
-    let mut steps = vec![format!("re-issue {} certificates with {keys}: {}", renewed.len(), names.join(", "))];
+    let keys = if opts.new_keys {
+        "new keys"
+    } else {
+        "the same keys"
+    };
+    let mut steps = vec![format!(
+        "re-issue {} certificates with {keys}: {}",
+        renewed.len(),
+        names.join(", ")
+    )];
     if let Some(dir) = &opts.change.snapshot_dir {
         steps.push(format!("snapshot etcd into {}", dir.display()));
     }
-    steps.push(format!("write them into {}, the replaced files kept in {}", pki_dir.display(), aside.display()));
-    let on_no_node: Vec<String> = renewed.iter().filter(|r| !pushed(&new_pki, &r.name, &selection)).map(|r| r.name.clone()).collect();
-    let plan = push::push(inv, &selection, connector.clone(), probe.clone(), &DeployOptions { dry_run: true, ..opts.change.deploy.clone() }, Events::none("certs-renew")).await?;
+    steps.push(format!(
+        "write them into {}, the replaced files kept in {}",
+        pki_dir.display(),
+        aside.display()
+    ));
+    let on_no_node: Vec<String> = renewed
+        .iter()
+        .filter(|r| !pushed(&new_pki, &r.name, &selection))
+        .map(|r| r.name.clone())
+        .collect();
+    let plan = push::push(
+        inv,
+        &selection,
+        connector.clone(),
+        probe.clone(),
+        &DeployOptions {
+            dry_run: true,
+            ..opts.change.deploy.clone()
+        },
+        Events::none("certs-renew"),
+    )
+    .await?;
     steps.extend(plan_lines(&plan));
     if selection.is_empty() {
         steps.push("no node has any of these certificates: nothing to push".into());
     }
-    let mut report = RenewReport { dry_run: opts.change.confirm.dry_run, renewed, steps, forced_past, snapshot: None, aside: None, on_no_node, deploy: None };
+    let mut report = RenewReport {
+        dry_run: opts.change.confirm.dry_run,
+        renewed,
+        steps,
+        forced_past,
+        snapshot: None,
+        aside: None,
+        on_no_node,
+        deploy: None,
+    };
     if opts.change.confirm.dry_run {
         return Ok(report);
     }
     if !opts.change.confirm.yes {
-        return Err(Day2Error::NeedsYes { what: format!("re-issue {} certificates and restart what uses them", report.renewed.len()), steps: report.steps });
+        return Err(Day2Error::NeedsYes {
+            what: format!(
+                "re-issue {} certificates and restart what uses them",
+                report.renewed.len()
+            ),
+            steps: report.steps,
+        });
     }
 
     if let Some(dir) = &opts.change.snapshot_dir
         && !inv.etcd_members().is_empty()
     {
         let step = events.start(None, Some("renew"), "snapshot etcd");
-        let info = crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await.inspect_err(|e| step_failed(events, e))?;
+        let info = crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep)
+            .await
+            .inspect_err(|e| step_failed(events, e))?;
         step.done(Status::Ok, Some(info.file.clone()));
         report.snapshot = Some(dir.join(info.file));
     }
     pki::write_renewed(&new_pki, &report.renewed, &aside)?;
     report.aside = Some(aside);
     if !selection.is_empty() {
-        let d = push::push(inv, &selection, connector, probe_for(&new_pki), &opts.change.deploy, events.clone()).await?;
+        let d = push::push(
+            inv,
+            &selection,
+            connector,
+            probe_for(&new_pki),
+            &opts.change.deploy,
+            events.clone(),
+        )
+        .await?;
         report.deploy = Some(d);
     }
     Ok(report)
 }
 
 fn step_failed(events: &Events, e: &impl std::fmt::Display) {
-    events.emit(None, Some("renew"), "snapshot etcd", Status::Failed, None, Some(e.to_string()));
+    events.emit(
+        None,
+        Some("renew"),
+        "snapshot etcd",
+        Status::Failed,
+        None,
+        Some(e.to_string()),
+    );
 }
 
 /// Does a file pushed to some node carry the certificate `name` of `pki` (as PEM, or base64 in
@@ -135,5 +218,10 @@ fn pushed(pki: &Pki, name: &str, selection: &push::Selection) -> bool {
     let pem = pki.cert(name).cert_pem.as_bytes();
     let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
     let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
-    selection.rendered.hosts.values().flatten().any(|f| has(&f.contents, pem) || has(&f.contents, b64.as_bytes()))
+    selection
+        .rendered
+        .hosts
+        .values()
+        .flatten()
+        .any(|f| has(&f.contents, pem) || has(&f.contents, b64.as_bytes()))
 }

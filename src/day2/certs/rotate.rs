@@ -13,10 +13,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::super::{Day2Error, secrets, stamp};
+use super::ChangeOptions;
 use super::push::{self, gate, health, plan_lines, restarts, select, survey};
 use super::renew::ProbeFor;
-use super::ChangeOptions;
-use super::super::{Day2Error, secrets, stamp};
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::digest::sha256_hex;
 use crate::events::{Events, Status};
@@ -53,7 +53,9 @@ pub struct StepReport {
 
 impl StepReport {
     fn failed(&self) -> bool {
-        self.error.is_some() || !self.verify_failed.is_empty() || self.deploy.as_ref().is_some_and(|d| !d.failed().is_empty())
+        self.error.is_some()
+            || !self.verify_failed.is_empty()
+            || self.deploy.as_ref().is_some_and(|d| !d.failed().is_empty())
     }
 }
 
@@ -82,8 +84,15 @@ impl RotateReport {
 
 /// The files whose bytes depend on what rotates: rendered twice, the second time with the
 /// material marked, what differs.
-fn depends_on(inv: &Inventory, pki: &Pki, s: Subject) -> Result<BTreeSet<(String, String)>, Day2Error> {
-    let (a, b) = (render::render(inv, pki)?, render::render(inv, &rotate::marked(inv, pki, s))?);
+fn depends_on(
+    inv: &Inventory,
+    pki: &Pki,
+    s: Subject,
+) -> Result<BTreeSet<(String, String)>, Day2Error> {
+    let (a, b) = (
+        render::render(inv, pki)?,
+        render::render(inv, &rotate::marked(inv, pki, s))?,
+    );
     let mut out = BTreeSet::new();
     for (host, files) in &a.hosts {
         for (x, y) in files.iter().zip(&b.hosts[host]) {
@@ -98,17 +107,34 @@ fn depends_on(inv: &Inventory, pki: &Pki, s: Subject) -> Result<BTreeSet<(String
 /// The SHA-256 of every version of the cluster's identity files (CA bundles and keys, the
 /// service-account pair, the encryption config) that some stage of this rotation renders:
 /// what deploy's preflight may replace while it runs, and nothing of another PKI.
-fn replaceable(inv: &Inventory, pki: &Pki, s: Subject, p: &Pair) -> Result<BTreeSet<String>, Day2Error> {
+fn replaceable(
+    inv: &Inventory,
+    pki: &Pki,
+    s: Subject,
+    p: &Pair,
+) -> Result<BTreeSet<String>, Day2Error> {
     let mut out = BTreeSet::new();
     for stage in 0..=s.last() {
         let r = render::render(inv, &rotate::staged(pki, s, p, stage))?;
-        out.extend(r.hosts.values().flatten().filter(|f| f.anchor.is_some()).map(|f| sha256_hex(&f.contents)));
+        out.extend(
+            r.hosts
+                .values()
+                .flatten()
+                .filter(|f| f.anchor.is_some())
+                .map(|f| sha256_hex(&f.contents)),
+        );
     }
     Ok(out)
 }
 
 /// The PKI a step renders from, with the re-issued leaves of a CA's switch step (in memory).
-fn target(inv: &Inventory, pki: &Pki, s: Subject, p: &Pair, step: u8) -> Result<(Pki, Vec<Renewal>), Day2Error> {
+fn target(
+    inv: &Inventory,
+    pki: &Pki,
+    s: Subject,
+    p: &Pair,
+    step: u8,
+) -> Result<(Pki, Vec<Renewal>), Day2Error> {
     if let Subject::Ca(id) = s
         && step == s.switch_step()
     {
@@ -119,7 +145,14 @@ fn target(inv: &Inventory, pki: &Pki, s: Subject, p: &Pair, step: u8) -> Result<
 }
 
 /// The affected files of `after` that a node has with other bytes.
-fn selection(inv: &Inventory, render_pki: &Pki, s: Subject, after: &Rendered, seen: &push::Survey, restart: &BTreeSet<(String, String)>) -> Result<push::Selection, Day2Error> {
+fn selection(
+    inv: &Inventory,
+    render_pki: &Pki,
+    s: Subject,
+    after: &Rendered,
+    seen: &push::Survey,
+    restart: &BTreeSet<(String, String)>,
+) -> Result<push::Selection, Day2Error> {
     let deps = depends_on(inv, render_pki, s)?;
     let affects = |h: &str, f: &render::File| deps.contains(&(h.to_string(), f.path.clone()));
     Ok(select(after, seen, &affects, restart))
@@ -136,30 +169,67 @@ pub async fn rotate_subject(
     let s = opts.subject;
     let really = !opts.change.confirm.dry_run && opts.change.confirm.yes;
     let pki0 = pki::load(inv, pki_dir)?;
-    let others: Vec<&str> = rotate::rotations_under_way(pki_dir)?.into_iter().filter(|n| *n != s.name()).collect();
+    let others: Vec<&str> = rotate::rotations_under_way(pki_dir)?
+        .into_iter()
+        .filter(|n| *n != s.name())
+        .collect();
     if !others.is_empty() {
-        return Err(Day2Error::Refused { reason: format!("a rotation of {} is under way: finish it first, one rotation at a time", others.join(", ")) });
+        return Err(Day2Error::Refused {
+            reason: format!(
+                "a rotation of {} is under way: finish it first, one rotation at a time",
+                others.join(", ")
+            ),
+        });
     }
     let (mut state, mut pair) = rotate::begin(inv, &pki0, s, OffsetDateTime::now_utc(), !really)?;
     let first = state.next();
     let last = match opts.step {
         Some(k) if k != first => {
-            let under_way = if state.running.is_some() { ", this one under way" } else { "" };
-            return Err(Day2Error::Refused { reason: format!("step {k} of the {} rotation cannot run now: step {first} is next ({} done{under_way})", s.describe(), state.done) });
+            let under_way = if state.running.is_some() {
+                ", this one under way"
+            } else {
+                ""
+            };
+            return Err(Day2Error::Refused {
+                reason: format!(
+                    "step {k} of the {} rotation cannot run now: step {first} is next ({} done{under_way})",
+                    s.describe(),
+                    state.done
+                ),
+            });
         }
-        Some(k) if k > s.last() => return Err(Day2Error::Refused { reason: format!("the {} rotation has {} steps", s.describe(), s.last()) }),
+        Some(k) if k > s.last() => {
+            return Err(Day2Error::Refused {
+                reason: format!("the {} rotation has {} steps", s.describe(), s.last()),
+            });
+        }
         Some(k) => k,
         None => s.last(),
     };
     let aside = pki::aside_dir(pki_dir, &format!("rotate-{}", s.name()), &stamp());
-    let mut report =
-        RotateReport { subject: s.describe(), dry_run: opts.change.confirm.dry_run, plan: vec![], forced_past: vec![], snapshot: None, steps: vec![], done: state.done, last: s.last(), aside: None };
+    let mut report = RotateReport {
+        subject: s.describe(),
+        dry_run: opts.change.confirm.dry_run,
+        plan: vec![],
+        forced_past: vec![],
+        snapshot: None,
+        steps: vec![],
+        done: state.done,
+        last: s.last(),
+        aside: None,
+    };
     if !really {
-        report.plan = plan(inv, &pki0, &state, &pair, first, last, connector, probe_for, opts).await?;
+        report.plan = plan(
+            inv, &pki0, &state, &pair, first, last, connector, probe_for, opts,
+        )
+        .await?;
         if opts.change.confirm.dry_run {
             return Ok(report);
         }
-        return Err(Day2Error::NeedsYes { what: format!("rotate the {}", s.describe()), steps: report.plan });
+        return Err(Day2Error::NeedsYes {
+            what: format!("rotate the {}", s.describe()),
+            steps: report.plan,
+        });
     }
 
     for k in first..=last {
@@ -169,22 +239,45 @@ pub async fn rotate_subject(
         let (mut render_pki, renewed) = target(inv, &pki_now, s, &pair, k)?;
         let probe = probe_for(&render_pki);
         let mut after = render::render(inv, &render_pki)?;
-        let step = events.start(None, Some("rotate"), &format!("step {k}: read every node and check the cluster's health"));
+        let step = events.start(
+            None,
+            Some("rotate"),
+            &format!("step {k}: read every node and check the cluster's health"),
+        );
         let seen = survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
         let problems = health(inv, probe.as_ref(), &seen).await;
-        step.done(if problems.is_empty() { Status::Ok } else { Status::Failed }, Some(problems.join("; ")).filter(|p| !p.is_empty()));
-        report.forced_past.extend(gate(problems, opts.change.confirm.force, &format!("start step {k} of the {} rotation", s.describe()))?);
+        step.done(
+            if problems.is_empty() {
+                Status::Ok
+            } else {
+                Status::Failed
+            },
+            Some(problems.join("; ")).filter(|p| !p.is_empty()),
+        );
+        report.forced_past.extend(gate(
+            problems,
+            opts.change.confirm.force,
+            &format!("start step {k} of the {} rotation", s.describe()),
+        )?);
         if k == first
             && let Some(dir) = &opts.change.snapshot_dir
             && !inv.etcd_members().is_empty()
         {
-            let info = crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await?;
+            let info =
+                crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await?;
             report.snapshot = Some(dir.join(info.file));
         }
 
         // The state first: from here on, a run that stops resumes this step.
         state.running = Some(k);
-        state.restart.extend(restarts(&selection(inv, &render_pki, s, &after, &seen, &state.restart)?));
+        state.restart.extend(restarts(&selection(
+            inv,
+            &render_pki,
+            s,
+            &after,
+            &seen,
+            &state.restart,
+        )?));
         rotate::save(pki_dir, s, &state)?;
         if k == s.switch_step() {
             rotate::switch_commit(&pki_now, s, &pair, &render_pki, &renewed, &aside)?;
@@ -193,7 +286,16 @@ pub async fn rotate_subject(
             render_pki = rotate::staged(&pki::load(inv, pki_dir)?, s, &pair, k);
             after = render::render(inv, &render_pki)?;
         }
-        let mut sr = StepReport { step: k, what: s.steps()[usize::from(k) - 1], resumed, renewed, rewritten: None, deploy: None, error: None, verify_failed: vec![] };
+        let mut sr = StepReport {
+            step: k,
+            what: s.steps()[usize::from(k) - 1],
+            resumed,
+            renewed,
+            rewritten: None,
+            deploy: None,
+            error: None,
+            verify_failed: vec![],
+        };
         if s.rewrite_step() == Some(k) {
             match secrets::rewrite(inv, connector.as_ref(), events) {
                 Ok(n) => sr.rewritten = Some(n),
@@ -202,18 +304,45 @@ pub async fn rotate_subject(
         }
         let picked = selection(inv, &render_pki, s, &after, &seen, &state.restart)?;
         if sr.error.is_none() && !picked.rendered.hosts.is_empty() {
-            let deploy_opts = DeployOptions { replaceable: replaceable(inv, &render_pki, s, &pair)?, restart: state.restart.clone(), ..opts.change.deploy.clone() };
-            sr.deploy = Some(push::push(inv, &picked, connector.clone(), probe_for(&render_pki), &deploy_opts, events.clone()).await?);
+            let deploy_opts = DeployOptions {
+                replaceable: replaceable(inv, &render_pki, s, &pair)?,
+                restart: state.restart.clone(),
+                ..opts.change.deploy.clone()
+            };
+            sr.deploy = Some(
+                push::push(
+                    inv,
+                    &picked,
+                    connector.clone(),
+                    probe_for(&render_pki),
+                    &deploy_opts,
+                    events.clone(),
+                )
+                .await?,
+            );
         }
         if !sr.failed() {
-            sr.verify_failed = verify_after(inv, pki_dir, connector.clone(), probe_for(&render_pki), opts.change.deploy.parallel, opts.change.deploy.api_timeout).await;
+            sr.verify_failed = verify_after(
+                inv,
+                pki_dir,
+                connector.clone(),
+                probe_for(&render_pki),
+                opts.change.deploy.parallel,
+                opts.change.deploy.api_timeout,
+            )
+            .await;
         }
         let failed = sr.failed();
         report.steps.push(sr);
         if failed {
             return Ok(report);
         }
-        state = Rotation { done: k, running: None, restart: BTreeSet::new(), ..state };
+        state = Rotation {
+            done: k,
+            running: None,
+            restart: BTreeSet::new(),
+            ..state
+        };
         report.done = k;
         if k == s.last() {
             rotate::finish(pki_dir, s, &aside)?;
@@ -241,7 +370,12 @@ async fn plan(
     let s = opts.subject;
     let mut out = Vec::new();
     if state.done == 0 && state.running.is_none() {
-        out.push(format!("make a new {} ({}), kept in {} until it is in use", s.describe(), state.new_id, pki.dir.join("rotation").join(s.name()).display()));
+        out.push(format!(
+            "make a new {} ({}), kept in {} until it is in use",
+            s.describe(),
+            state.new_id,
+            pki.dir.join("rotation").join(s.name()).display()
+        ));
     }
     if let Some(dir) = &opts.change.snapshot_dir {
         out.push(format!("snapshot etcd into {}", dir.display()));
@@ -250,15 +384,47 @@ async fn plan(
     let after = render::render(inv, &render_pki)?;
     let seen = survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
     let picked = selection(inv, &render_pki, s, &after, &seen, &state.restart)?;
-    let resumed = if state.running == Some(first) { " (resumed: every unit it restarts restarts again)" } else { "" };
-    out.push(format!("step {first}: {}{resumed}", s.steps()[usize::from(first) - 1]));
+    let resumed = if state.running == Some(first) {
+        " (resumed: every unit it restarts restarts again)"
+    } else {
+        ""
+    };
+    out.push(format!(
+        "step {first}: {}{resumed}",
+        s.steps()[usize::from(first) - 1]
+    ));
     if !renewed.is_empty() {
-        out.push(format!("step {first}: re-issue {} certificates from the new CA: {}", renewed.len(), renewed.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")));
+        out.push(format!(
+            "step {first}: re-issue {} certificates from the new CA: {}",
+            renewed.len(),
+            renewed
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if !picked.rendered.hosts.is_empty() {
-        let deploy_opts = DeployOptions { dry_run: true, replaceable: replaceable(inv, &render_pki, s, pair)?, restart: state.restart.clone(), ..opts.change.deploy.clone() };
-        let d = push::push(inv, &picked, connector, probe_for(&render_pki), &deploy_opts, Events::none("rotate")).await?;
-        out.extend(plan_lines(&d).into_iter().map(|l| format!("step {first}: {l}")));
+        let deploy_opts = DeployOptions {
+            dry_run: true,
+            replaceable: replaceable(inv, &render_pki, s, pair)?,
+            restart: state.restart.clone(),
+            ..opts.change.deploy.clone()
+        };
+        let d = push::push(
+            inv,
+            &picked,
+            connector,
+            probe_for(&render_pki),
+            &deploy_opts,
+            Events::none("rotate"),
+        )
+        .await?;
+        out.extend(
+            plan_lines(&d)
+                .into_iter()
+                .map(|l| format!("step {first}: {l}")),
+        );
     }
     out.push(format!("step {first}: hardway verify"));
     for k in first + 1..=last {
@@ -270,15 +436,36 @@ async fn plan(
 /// verify's FAILs, from the PKI directory as it is now, once none is left or `within` has
 /// passed: a restarted API server is back in HAProxy's rotation only after its health checks
 /// (rise 2, 5 s apart), so the cluster may take seconds to settle after a step.
-async fn verify_after(inv: &Inventory, pki_dir: &Path, connector: Arc<dyn Connector>, probe: Arc<dyn crate::probe::Probe>, parallel: usize, within: std::time::Duration) -> Vec<String> {
+async fn verify_after(
+    inv: &Inventory,
+    pki_dir: &Path,
+    connector: Arc<dyn Connector>,
+    probe: Arc<dyn crate::probe::Probe>,
+    parallel: usize,
+    within: std::time::Duration,
+) -> Vec<String> {
     let deadline = std::time::Instant::now() + within;
     loop {
-        let creds = match verify::Credentials::load(&verify::VerifyOptions::new(pki_dir.to_path_buf())) {
-            Ok(c) => c,
-            Err(e) => return vec![e.to_string()],
-        };
-        let checks = verify::verify(inv, creds, connector.clone(), probe.clone(), None, parallel, Events::none("verify")).await;
-        let failed: Vec<String> = checks.into_iter().filter(|c| c.status == verify::Status::Fail).map(|c| format!("{} {}: {}", c.host, c.check, c.detail)).collect();
+        let creds =
+            match verify::Credentials::load(&verify::VerifyOptions::new(pki_dir.to_path_buf())) {
+                Ok(c) => c,
+                Err(e) => return vec![e.to_string()],
+            };
+        let checks = verify::verify(
+            inv,
+            creds,
+            connector.clone(),
+            probe.clone(),
+            None,
+            parallel,
+            Events::none("verify"),
+        )
+        .await;
+        let failed: Vec<String> = checks
+            .into_iter()
+            .filter(|c| c.status == verify::Status::Fail)
+            .map(|c| format!("{} {}: {}", c.host, c.check, c.detail))
+            .collect();
         if failed.is_empty() || std::time::Instant::now() >= deadline {
             return failed;
         }

@@ -3,15 +3,16 @@
 //! unquoted (unit `ExecStart=` lines, CNI paths) or inside TOML strings (containerd's config),
 //! so each is checked for those syntaxes; defaults are where Debian's packages put things.
 
-use crate::inventory::validator::Validator;
 use crate::inventory::raw::{RawCni, RawContainerd, RawLab};
+use crate::inventory::validator::Validator;
 use crate::inventory::values::{PATH_RULE, describe, remote_dir_fault};
 use crate::inventory::{Cni, Containerd, ContainerdVersion, LabSettings, LabSuite};
 
 /// The oldest containerd line that every supported Kubernetes minor accepts (1.37 needs 2.3 or
 /// later, containerd's RELEASES.md; 2.3 is its long-term support line); Debian's trixie (1.7)
 /// and sid (2.1) need it set.
-pub(crate) const DEFAULT_CONTAINERD_VERSION: ContainerdVersion = ContainerdVersion { major: 2, minor: 3 };
+pub(crate) const DEFAULT_CONTAINERD_VERSION: ContainerdVersion =
+    ContainerdVersion { major: 2, minor: 3 };
 /// Debian's and Ubuntu's `containerd` package.
 const DEFAULT_CONTAINERD_BIN_DIR: &str = "/usr/bin";
 /// The pause image kubeadm pulls for the current Kubernetes minors.
@@ -34,7 +35,8 @@ fn image_fault(s: &str) -> Option<String> {
     if let Some(c) = s.chars().find(|c| !plain(*c)) {
         return Some(format!("it contains {}", describe(c)));
     }
-    (!s.starts_with(|c: char| c.is_ascii_alphanumeric())).then(|| "it does not start with a letter or digit".into())
+    (!s.starts_with(|c: char| c.is_ascii_alphanumeric()))
+        .then(|| "it does not start with a letter or digit".into())
 }
 
 impl Validator<'_> {
@@ -43,8 +45,14 @@ impl Validator<'_> {
             None => Some(DEFAULT_CONTAINERD_VERSION),
             Some(s) => self.containerd_version(s),
         };
-        let bin_dir = self.path("containerd.bin_dir", c.bin_dir.as_deref().unwrap_or(DEFAULT_CONTAINERD_BIN_DIR));
-        let sandbox_image = c.sandbox_image.clone().unwrap_or_else(|| DEFAULT_SANDBOX_IMAGE.into());
+        let bin_dir = self.path(
+            "containerd.bin_dir",
+            c.bin_dir.as_deref().unwrap_or(DEFAULT_CONTAINERD_BIN_DIR),
+        );
+        let sandbox_image = c
+            .sandbox_image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SANDBOX_IMAGE.into());
         if let Some(fault) = image_fault(&sandbox_image) {
             self.error(
                 "containerd.sandbox_image",
@@ -52,7 +60,12 @@ impl Validator<'_> {
             );
         }
         let restrict_oom_score_adj = c.restrict_oom_score_adj.unwrap_or(false);
-        Some(Containerd { version: version?, bin_dir, sandbox_image, restrict_oom_score_adj })
+        Some(Containerd {
+            version: version?,
+            bin_dir,
+            sandbox_image,
+            restrict_oom_score_adj,
+        })
     }
 
     fn containerd_version(&mut self, s: &str) -> Option<ContainerdVersion> {
@@ -80,16 +93,30 @@ impl Validator<'_> {
 
     pub(super) fn cni(&mut self, c: &RawCni) -> Cni {
         Cni {
-            bin_dir: self.path("cni.bin_dir", c.bin_dir.as_deref().unwrap_or(DEFAULT_CNI_BIN_DIR)),
-            conf_dir: self.path("cni.conf_dir", c.conf_dir.as_deref().unwrap_or(DEFAULT_CNI_CONF_DIR)),
+            bin_dir: self.path(
+                "cni.bin_dir",
+                c.bin_dir.as_deref().unwrap_or(DEFAULT_CNI_BIN_DIR),
+            ),
+            conf_dir: self.path(
+                "cni.conf_dir",
+                c.conf_dir.as_deref().unwrap_or(DEFAULT_CNI_CONF_DIR),
+            ),
         }
     }
 
     pub(super) fn lab(&mut self, l: &RawLab) -> Option<LabSettings> {
-        let Some(name) = &l.suite else { return Some(LabSettings::default()) };
+        let Some(name) = &l.suite else {
+            return Some(LabSettings::default());
+        };
         let Some(suite) = LabSuite::parse(name) else {
             let known: Vec<&str> = LabSuite::ALL.iter().map(|s| s.as_str()).collect();
-            self.error("lab.suite", format!("unknown suite {name:?} (the lab builds {})", known.join(", ")));
+            self.error(
+                "lab.suite",
+                format!(
+                    "unknown suite {name:?} (the lab builds {})",
+                    known.join(", ")
+                ),
+            );
             return None;
         };
         if suite == LabSuite::Bookworm {
@@ -99,13 +126,21 @@ impl Validator<'_> {
                  trixie is Debian's stable release",
             );
         }
-        Some(LabSettings { suite, ..LabSettings::default() })
+        Some(LabSettings {
+            suite,
+            ..LabSettings::default()
+        })
     }
 
     /// A directory on the nodes, as written (it goes into units and configs unquoted).
     fn path(&mut self, field: &str, dir: &str) -> String {
         if let Some(fault) = remote_dir_fault(dir) {
-            self.error(field, format!("{dir:?} cannot be a directory on the nodes: {fault} (allowed: {PATH_RULE})"));
+            self.error(
+                field,
+                format!(
+                    "{dir:?} cannot be a directory on the nodes: {fault} (allowed: {PATH_RULE})"
+                ),
+            );
         }
         match dir.trim_end_matches('/') {
             "" => "/".to_string(),
@@ -132,8 +167,19 @@ mod tests {
     #[test]
     fn config_format_follows_the_version() {
         let v = |s| ContainerdVersion::parse(s).unwrap();
-        assert_eq!((v("1.7").config_version(), v("2.0").config_version(), v("2.2").config_version()), (2, 3, 3));
-        assert!(!v("2.0").has_cni_bin_dirs() && v("2.1").has_cni_bin_dirs() && !v("1.7").has_cni_bin_dirs());
+        assert_eq!(
+            (
+                v("1.7").config_version(),
+                v("2.0").config_version(),
+                v("2.2").config_version()
+            ),
+            (2, 3, 3)
+        );
+        assert!(
+            !v("2.0").has_cni_bin_dirs()
+                && v("2.1").has_cni_bin_dirs()
+                && !v("1.7").has_cni_bin_dirs()
+        );
     }
 
     #[test]
@@ -141,6 +187,9 @@ mod tests {
         assert_eq!(image_fault("registry.k8s.io/pause:3.10.1"), None);
         assert_eq!(image_fault("pause@sha256:0123abcd"), None);
         assert_eq!(image_fault("pause\" x"), Some("it contains '\"'".into()));
-        assert_eq!(image_fault(":3.10"), Some("it does not start with a letter or digit".into()));
+        assert_eq!(
+            image_fault(":3.10"),
+            Some("it does not start with a letter or digit".into())
+        );
     }
 }

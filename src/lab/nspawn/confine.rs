@@ -71,7 +71,13 @@ use crate::safe_fs::{remove_beneath, symlink_beneath};
 /// CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_TIME, CAP_SYSLOG, CAP_SYS_PACCT, CAP_MAC_*, CAP_BPF,
 /// CAP_PERFMON are not in nspawn's default set (systemd-nspawn(1), `--capability=`); the lab
 /// test reads the bounding set inside a machine and checks that none of these is there.
-pub const DROPPED: &[&str] = &["CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH", "CAP_MKNOD", "CAP_SYS_BOOT", "CAP_AUDIT_CONTROL"];
+pub const DROPPED: &[&str] = &[
+    "CAP_SYS_ADMIN",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_MKNOD",
+    "CAP_SYS_BOOT",
+    "CAP_AUDIT_CONTROL",
+];
 
 /// Every machine's devices, as cgroup v1 rules: what its systemd, journald, sshd, etcd,
 /// HAProxy and the deploy's shells open, and what nspawn creates in its /dev (null, zero, full,
@@ -96,13 +102,17 @@ pub const MACHINE_DEVICES: &[&str] = &[
 pub const WORKER_DEVICES: &[&str] = &["c *:* m", "b *:* m", "c 1:11 r"];
 
 /// systemd-nspawn's environment and arguments for a machine of this kind.
-pub(super) fn nspawn_settings(confinement: Confinement) -> (Vec<(&'static str, &'static str)>, Vec<String>) {
+pub(super) fn nspawn_settings(
+    confinement: Confinement,
+) -> (Vec<(&'static str, &'static str)>, Vec<String>) {
     let drop = format!("--drop-capability={}", DROPPED.join(","));
     match confinement {
         Confinement::Privileged => containers::nspawn_settings(),
         // The network namespace is the node's own, as a machine's network is: its routes
         // (pod-routes on masters and workers) and iptables rules are its to change.
-        Confinement::ConfinedNetAdmin => (Vec::new(), vec!["--capability=CAP_NET_ADMIN".into(), drop]),
+        Confinement::ConfinedNetAdmin => {
+            (Vec::new(), vec!["--capability=CAP_NET_ADMIN".into(), drop])
+        }
         Confinement::Confined => (Vec::new(), vec![drop]),
     }
 }
@@ -128,13 +138,20 @@ pub(super) fn prepare_node(node: &NodeLayout) -> Result<()> {
 
 /// The devices rules of a machine of this kind, as `devices.list` shows them.
 pub fn device_rules(confinement: Confinement) -> Vec<&'static str> {
-    let extra: &[&str] = if confinement == Confinement::Privileged { WORKER_DEVICES } else { &[] };
+    let extra: &[&str] = if confinement == Confinement::Privileged {
+        WORKER_DEVICES
+    } else {
+        &[]
+    };
     MACHINE_DEVICES.iter().chain(extra).copied().collect()
 }
 
 /// The mount point of the host's cgroup v1 hierarchy that carries the `devices` controller.
 pub(super) fn devices_hierarchy() -> Option<PathBuf> {
-    containers::v1_hierarchies().into_iter().find(|(_, c)| c.split(',').any(|c| c == "devices")).map(|(m, _)| m)
+    containers::v1_hierarchies()
+        .into_iter()
+        .find(|(_, c)| c.split(',').any(|c| c == "devices"))
+        .map(|(m, _)| m)
 }
 
 /// Whether this host restricts the machines' devices (it has a v1 `devices` hierarchy).
@@ -157,13 +174,20 @@ pub(super) fn restrict_devices(ceiling: &Path, rules: &[&str]) -> Result<PathBuf
     let child = ceiling.join(DEVICES_CHILD);
     create_dir_all(&child)?;
     for cg in [ceiling, child.as_path()] {
-        let list = fs::read_to_string(cg.join("devices.list")).map_err(io_error("read", &cg.join("devices.list")))?;
-        let have: BTreeSet<&str> = list.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let list = fs::read_to_string(cg.join("devices.list"))
+            .map_err(io_error("read", &cg.join("devices.list")))?;
+        let have: BTreeSet<&str> = list
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         let want: BTreeSet<&str> = rules.iter().copied().collect();
         if have != want {
             return Err(LabError::BadPath {
                 path: cg.join("devices.list"),
-                reason: format!("the kernel holds the device rules {have:?}, not those written ({want:?})"),
+                reason: format!(
+                    "the kernel holds the device rules {have:?}, not those written ({want:?})"
+                ),
             });
         }
     }
@@ -194,43 +218,92 @@ mod tests {
 
     #[test]
     fn what_a_node_runs_decides_its_confinement() {
-        assert_eq!(Confinement::for_node(&node(&[Role::Worker])), Confinement::Privileged);
-        assert_eq!(Confinement::for_node(&node(&[Role::Master, Role::Worker])), Confinement::Privileged);
-        assert_eq!(Confinement::for_node(&node(&[Role::Master])), Confinement::ConfinedNetAdmin);
-        assert_eq!(Confinement::for_node(&node(&[Role::Master, Role::Etcd])), Confinement::ConfinedNetAdmin);
-        assert_eq!(Confinement::for_node(&node(&[Role::Lb])), Confinement::Confined);
-        assert_eq!(Confinement::for_node(&node(&[Role::Etcd])), Confinement::Confined);
+        assert_eq!(
+            Confinement::for_node(&node(&[Role::Worker])),
+            Confinement::Privileged
+        );
+        assert_eq!(
+            Confinement::for_node(&node(&[Role::Master, Role::Worker])),
+            Confinement::Privileged
+        );
+        assert_eq!(
+            Confinement::for_node(&node(&[Role::Master])),
+            Confinement::ConfinedNetAdmin
+        );
+        assert_eq!(
+            Confinement::for_node(&node(&[Role::Master, Role::Etcd])),
+            Confinement::ConfinedNetAdmin
+        );
+        assert_eq!(
+            Confinement::for_node(&node(&[Role::Lb])),
+            Confinement::Confined
+        );
+        assert_eq!(
+            Confinement::for_node(&node(&[Role::Etcd])),
+            Confinement::Confined
+        );
     }
 
     #[test]
     fn confined_machines_drop_what_reaches_the_host_and_keep_the_seccomp_filter() {
         for c in [Confinement::ConfinedNetAdmin, Confinement::Confined] {
             let (env, args) = nspawn_settings(c);
-            assert!(env.is_empty(), "{env:?}: SYSTEMD_SECCOMP=0 would turn nspawn's filter off");
-            let drop = args.iter().find_map(|a| a.strip_prefix("--drop-capability=")).unwrap();
-            for cap in ["CAP_SYS_ADMIN", "CAP_DAC_READ_SEARCH", "CAP_MKNOD", "CAP_SYS_BOOT"] {
-                assert!(drop.split(',').any(|d| d == cap), "{cap} not dropped: {args:?}");
+            assert!(
+                env.is_empty(),
+                "{env:?}: SYSTEMD_SECCOMP=0 would turn nspawn's filter off"
+            );
+            let drop = args
+                .iter()
+                .find_map(|a| a.strip_prefix("--drop-capability="))
+                .unwrap();
+            for cap in [
+                "CAP_SYS_ADMIN",
+                "CAP_DAC_READ_SEARCH",
+                "CAP_MKNOD",
+                "CAP_SYS_BOOT",
+            ] {
+                assert!(
+                    drop.split(',').any(|d| d == cap),
+                    "{cap} not dropped: {args:?}"
+                );
             }
-            assert!(!args.iter().any(|a| a.contains("capability=all")), "{args:?}");
+            assert!(
+                !args.iter().any(|a| a.contains("capability=all")),
+                "{args:?}"
+            );
         }
         let (_, master) = nspawn_settings(Confinement::ConfinedNetAdmin);
         assert!(master.contains(&"--capability=CAP_NET_ADMIN".to_string()));
         let (_, lb) = nspawn_settings(Confinement::Confined);
         assert!(!lb.iter().any(|a| a.contains("CAP_NET_ADMIN")), "{lb:?}");
         let (env, worker) = nspawn_settings(Confinement::Privileged);
-        assert!(env.contains(&("SYSTEMD_SECCOMP", "0")) && worker.contains(&"--capability=all".to_string()));
+        assert!(
+            env.contains(&("SYSTEMD_SECCOMP", "0"))
+                && worker.contains(&"--capability=all".to_string())
+        );
     }
 
     #[test]
     fn no_machine_may_read_or_write_a_block_device() {
-        for c in [Confinement::Privileged, Confinement::ConfinedNetAdmin, Confinement::Confined] {
+        for c in [
+            Confinement::Privileged,
+            Confinement::ConfinedNetAdmin,
+            Confinement::Confined,
+        ] {
             for rule in device_rules(c) {
                 let mut f = rule.split(' ');
                 let (kind, _, access) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
-                assert!(kind == "c" || access == "m", "{c:?}: {rule} lets the machine at a block device");
+                assert!(
+                    kind == "c" || access == "m",
+                    "{c:?}: {rule} lets the machine at a block device"
+                );
                 assert!(kind != "a", "{c:?}: {rule}");
             }
         }
-        assert!(!device_rules(Confinement::ConfinedNetAdmin).iter().any(|r| r.contains('*') && !r.starts_with("c 136:")));
+        assert!(
+            !device_rules(Confinement::ConfinedNetAdmin)
+                .iter()
+                .any(|r| r.contains('*') && !r.starts_with("c 136:"))
+        );
     }
 }

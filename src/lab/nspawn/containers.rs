@@ -41,9 +41,9 @@ use std::path::{Path, PathBuf};
 
 use crate::lab::error::{Result, io_error};
 use crate::lab::files::mounts;
-use crate::safe_fs::{remove_beneath, symlink_beneath, write_beneath};
 pub(super) use crate::lab::layout::Cgroups;
 use crate::lab::layout::NodeLayout;
+use crate::safe_fs::{remove_beneath, symlink_beneath, write_beneath};
 
 /// Inside the node: where the unit mounts the v1 hierarchies.
 const V1_DIR: &str = "/run/hardway-lab/cgroup-v1";
@@ -51,8 +51,20 @@ const V1_UNIT: &str = "hardway-lab-cgroup-v1.service";
 
 /// The cgroup v1 controllers the kernel knows; a v1 mount's options name those it carries.
 const V1_CONTROLLERS: &[&str] = &[
-    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "net_prio", "blkio", "perf_event", "hugetlb",
-    "pids", "rdma", "misc",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "net_prio",
+    "blkio",
+    "perf_event",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
 ];
 
 /// The host's cgroup v1 hierarchies that carry controllers: (mount point, controllers as the
@@ -61,10 +73,16 @@ const V1_CONTROLLERS: &[&str] = &[
 pub(super) fn v1_hierarchies() -> Vec<(PathBuf, String)> {
     let mut found: Vec<(PathBuf, String)> = Vec::new();
     for (mount_point, fs_type, options) in mounts() {
-        if fs_type != "cgroup" || !mount_point.starts_with("/sys/fs/cgroup/") || options.contains("name=") {
+        if fs_type != "cgroup"
+            || !mount_point.starts_with("/sys/fs/cgroup/")
+            || options.contains("name=")
+        {
             continue;
         }
-        let controllers: Vec<&str> = options.split(',').filter(|o| V1_CONTROLLERS.contains(o)).collect();
+        let controllers: Vec<&str> = options
+            .split(',')
+            .filter(|o| V1_CONTROLLERS.contains(o))
+            .collect();
         if !controllers.is_empty() && !found.iter().any(|(_, c)| *c == controllers.join(",")) {
             found.push((mount_point, controllers.join(",")));
         }
@@ -75,19 +93,29 @@ pub(super) fn v1_hierarchies() -> Vec<(PathBuf, String)> {
 /// A new v1 cpuset cgroup has no CPUs and no memory nodes, and no process may join it until it
 /// has: each level below the hierarchy's root takes its parent's.
 pub(super) fn init_cpusets(cgroup: &Path) -> Result<()> {
-    let Some(root) = v1_hierarchies().into_iter().map(|(m, _)| m).find(|m| cgroup.starts_with(m) && m.join("cpuset.cpus").is_file())
+    let Some(root) = v1_hierarchies()
+        .into_iter()
+        .map(|(m, _)| m)
+        .find(|m| cgroup.starts_with(m) && m.join("cpuset.cpus").is_file())
     else {
         return Ok(());
     };
     let mut dir = root.clone();
-    for part in cgroup.strip_prefix(&root).expect("below its root").components() {
+    for part in cgroup
+        .strip_prefix(&root)
+        .expect("below its root")
+        .components()
+    {
         let parent = dir.clone();
         dir.push(part);
         for file in ["cpuset.cpus", "cpuset.mems"] {
-            let own = fs::read_to_string(dir.join(file)).map_err(io_error("read", &dir.join(file)))?;
+            let own =
+                fs::read_to_string(dir.join(file)).map_err(io_error("read", &dir.join(file)))?;
             if own.trim().is_empty() {
-                let inherited = fs::read_to_string(parent.join(file)).map_err(io_error("read", &parent.join(file)))?;
-                fs::write(dir.join(file), inherited.trim()).map_err(io_error("write", &dir.join(file)))?;
+                let inherited = fs::read_to_string(parent.join(file))
+                    .map_err(io_error("read", &parent.join(file)))?;
+                fs::write(dir.join(file), inherited.trim())
+                    .map_err(io_error("write", &dir.join(file)))?;
             }
         }
     }
@@ -116,7 +144,11 @@ pub(super) fn host_sysctls() -> Result<Vec<(String, String, String)>> {
         let now = fs::read_to_string(&path).map_err(io_error("read", &path))?;
         if now.trim() != *want {
             fs::write(&path, want).map_err(io_error("write", &path))?;
-            changed.push((name.replace('/', "."), now.trim().to_string(), want.to_string()));
+            changed.push((
+                name.replace('/', "."),
+                now.trim().to_string(),
+                want.to_string(),
+            ));
         }
     }
     Ok(changed)
@@ -124,8 +156,17 @@ pub(super) fn host_sysctls() -> Result<Vec<(String, String, String)>> {
 
 /// The environment and arguments of systemd-nspawn for a node that runs containers.
 pub(super) fn nspawn_settings() -> (Vec<(&'static str, &'static str)>, Vec<String>) {
-    let env = vec![("SYSTEMD_SECCOMP", "0"), ("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "network")];
-    let args = ["--capability=all", "--tmpfs=/var/lib/containerd:mode=0711", "--bind-ro=/dev/kmsg"].map(String::from).to_vec();
+    let env = vec![
+        ("SYSTEMD_SECCOMP", "0"),
+        ("SYSTEMD_NSPAWN_API_VFS_WRITABLE", "network"),
+    ];
+    let args = [
+        "--capability=all",
+        "--tmpfs=/var/lib/containerd:mode=0711",
+        "--bind-ro=/dev/kmsg",
+    ]
+    .map(String::from)
+    .to_vec();
     (env, args)
 }
 
@@ -152,12 +193,35 @@ pub(super) fn prepare_node(node: &NodeLayout, cgroups: Cgroups) -> Result<()> {
                 .into_iter()
                 .filter_map(|(m, c)| Some((m.file_name()?.to_string_lossy().into_owned(), c)))
                 .collect();
-            write_beneath(&root, &rw_unit_path, rw_unit(&mounts).as_bytes(), 0o644, 0o755)?;
-            Ok(symlink_beneath(&root, &rw_link, &format!("../{RW_UNIT}"), 0o755)?)
+            write_beneath(
+                &root,
+                &rw_unit_path,
+                rw_unit(&mounts).as_bytes(),
+                0o644,
+                0o755,
+            )?;
+            Ok(symlink_beneath(
+                &root,
+                &rw_link,
+                &format!("../{RW_UNIT}"),
+                0o755,
+            )?)
         }
         Cgroups::V2ForSystemd => {
-            write_beneath(&root, &v1_unit_path, v1_unit(&hierarchies).as_bytes(), 0o644, 0o755)?;
-            Ok(write_beneath(&root, &drop_in, containerd_drop_in(&hierarchies).as_bytes(), 0o644, 0o755)?)
+            write_beneath(
+                &root,
+                &v1_unit_path,
+                v1_unit(&hierarchies).as_bytes(),
+                0o644,
+                0o755,
+            )?;
+            Ok(write_beneath(
+                &root,
+                &drop_in,
+                containerd_drop_in(&hierarchies).as_bytes(),
+                0o644,
+                0o755,
+            )?)
         }
     }
 }
@@ -190,7 +254,7 @@ fn v1_unit(hierarchies: &[String]) -> String {
          # the node's systemd (on cgroup v2) cannot hand to runc. Mounted here (the node's own part of\n\
          # each, through its cgroup namespace) for containerd.service.d/hardway-lab.conf to bind.\n\
          [Unit]\nDescription=cgroup v1 controllers for containerd (hardway lab)\nDefaultDependencies=no\n\
-         Before=containerd.service\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n"
+         Before=containerd.service\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\n",
     );
     for h in hierarchies {
         s.push_str(&format!("ExecStart=/bin/mkdir -p {V1_DIR}/{h}\nExecStart=/bin/mount -t cgroup -o {h} cgroup {V1_DIR}/{h}\n"));
@@ -199,7 +263,10 @@ fn v1_unit(hierarchies: &[String]) -> String {
 }
 
 fn containerd_drop_in(hierarchies: &[String]) -> String {
-    let binds: Vec<String> = hierarchies.iter().map(|h| format!("{V1_DIR}/{h}:/sys/fs/cgroup/{h}")).collect();
+    let binds: Vec<String> = hierarchies
+        .iter()
+        .map(|h| format!("{V1_DIR}/{h}:/sys/fs/cgroup/{h}"))
+        .collect();
     format!(
         "# Written by `hardway lab` (see {V1_UNIT}): containerd, its shims and runc see the cgroup v1\n\
          # controllers at /sys/fs/cgroup, in containerd's own mount namespace.\n\

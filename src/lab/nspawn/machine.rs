@@ -13,15 +13,15 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::{confine, containers};
+use crate::lab::boot::{self, Kind};
 use crate::lab::error::{LabError, Problem, Result, io_error};
 use crate::lab::files::{create_dir_all, mounts, write_file};
 use crate::lab::layout::{CGROUP_ROOT, Layout, NodeLayout};
+use crate::lab::limits;
 use crate::lab::net::{self, HostLink};
 use crate::lab::process::{self, alive, signal, wait_gone};
 use crate::lab::tools::{command, describe, find_tool, run};
-use crate::lab::boot::{self, Kind};
-use super::{confine, containers};
-use crate::lab::limits;
 
 /// Five systemd instances booting at once on a 2-core machine take well under 30 s; the margin
 /// is for slow CI disks.
@@ -32,7 +32,10 @@ pub(super) const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The arguments of `pid` if it is a systemd-nspawn.
 fn nspawn_args(pid: u32) -> Option<Vec<String>> {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
     (Path::new(args.first()?).file_name()? == "systemd-nspawn").then_some(args)
 }
 
@@ -47,33 +50,51 @@ pub fn nspawn_root(pid: u32) -> Option<PathBuf> {
 
 /// The `--network-namespace-path` of a systemd-nspawn process.
 pub fn nspawn_netns(pid: u32) -> Option<PathBuf> {
-    nspawn_args(pid)?.iter().find_map(|a| a.strip_prefix("--network-namespace-path=").map(PathBuf::from))
+    nspawn_args(pid)?.iter().find_map(|a| {
+        a.strip_prefix("--network-namespace-path=")
+            .map(PathBuf::from)
+    })
 }
 
 /// Every live systemd-nspawn on the host.
 pub fn nspawn_pids() -> Vec<u32> {
-    process::all_pids().into_iter().filter(|pid| nspawn_args(*pid).is_some()).collect()
+    process::all_pids()
+        .into_iter()
+        .filter(|pid| nspawn_args(*pid).is_some())
+        .collect()
 }
 
 /// Every systemd-nspawn on the host with its root directory.
 pub(super) fn nspawn_processes() -> Vec<(u32, PathBuf)> {
-    nspawn_pids().into_iter().filter_map(|pid| Some((pid, nspawn_root(pid)?))).collect()
+    nspawn_pids()
+        .into_iter()
+        .filter_map(|pid| Some((pid, nspawn_root(pid)?)))
+        .collect()
 }
 
 /// The node's running systemd-nspawn: the one in the pid file, checked against /proc (pids get
 /// reused), else one found by scanning (a pid file lost between spawn and write).
 pub(super) fn node_pid(node: &NodeLayout) -> Option<u32> {
     let root = node.rootfs();
-    let recorded = fs::read_to_string(node.pid_file()).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    let recorded = fs::read_to_string(node.pid_file())
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
     if let Some(pid) = recorded
         && alive(pid)
         && nspawn_root(pid).as_deref() == Some(root.as_path())
     {
         return Some(pid);
     }
-    let found: Vec<u32> = nspawn_processes().into_iter().filter(|(_, r)| *r == root).map(|(p, _)| p).collect();
+    let found: Vec<u32> = nspawn_processes()
+        .into_iter()
+        .filter(|(_, r)| *r == root)
+        .map(|(p, _)| p)
+        .collect();
     // While starting, nspawn briefly has children with its own command line; want the parent.
-    found.iter().copied().find(|pid| !process::parent(*pid).is_some_and(|pp| found.contains(&pp)))
+    found
+        .iter()
+        .copied()
+        .find(|pid| !process::parent(*pid).is_some_and(|pp| found.contains(&pp)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -84,7 +105,9 @@ pub(super) fn node_pid(node: &NodeLayout) -> Option<u32> {
 fn systemd_cgroup_roots() -> Vec<PathBuf> {
     mounts()
         .into_iter()
-        .filter(|(_, t, o)| t == "cgroup2" || (t == "cgroup" && o.split(',').any(|x| x == "name=systemd")))
+        .filter(|(_, t, o)| {
+            t == "cgroup2" || (t == "cgroup" && o.split(',').any(|x| x == "name=systemd"))
+        })
         .map(|(m, _, _)| m)
         .collect()
 }
@@ -99,11 +122,19 @@ fn systemd_cgroup_roots() -> Vec<PathBuf> {
 fn node_cgroups(layout: &Layout, node: &NodeLayout, controllers: bool) -> Vec<PathBuf> {
     let devices = confine::devices_hierarchy();
     let v1: Vec<PathBuf> = if controllers {
-        containers::v1_hierarchies().into_iter().map(|(m, _)| m).filter(|m| Some(m) != devices.as_ref()).collect()
+        containers::v1_hierarchies()
+            .into_iter()
+            .map(|(m, _)| m)
+            .filter(|m| Some(m) != devices.as_ref())
+            .collect()
     } else {
         Vec::new()
     };
-    let mut cgroups: Vec<PathBuf> = systemd_cgroup_roots().into_iter().chain(v1).map(|r| r.join(layout.cgroup()).join(&node.name)).collect();
+    let mut cgroups: Vec<PathBuf> = systemd_cgroup_roots()
+        .into_iter()
+        .chain(v1)
+        .map(|r| r.join(layout.cgroup()).join(&node.name))
+        .collect();
     cgroups.extend(devices_ceiling(layout, node).map(|c| c.join(confine::DEVICES_CHILD)));
     cgroups
 }
@@ -140,12 +171,17 @@ fn cgroup_pids(dir: &Path) -> Vec<u32> {
 /// Only processes in this node's own cgroups, and in its namespace when `netns` says the
 /// namespace is this lab's, are touched.
 pub(super) fn kill_leftovers(layout: &Layout, node: &NodeLayout, netns: bool) -> Result<()> {
-    let mut pids: BTreeSet<u32> = node_cgroups(layout, node, true).iter().flat_map(|cg| cgroup_pids(cg)).collect();
+    let mut pids: BTreeSet<u32> = node_cgroups(layout, node, true)
+        .iter()
+        .flat_map(|cg| cgroup_pids(cg))
+        .collect();
     if netns && node.link.netns_path().exists() {
         pids.extend(net::netns_pids(&node.link)?);
     }
     let pids: Vec<u32> = pids.into_iter().collect();
-    process::kill(&pids, || format!("left from an earlier machine of {}", node.name))
+    process::kill(&pids, || {
+        format!("left from an earlier machine of {}", node.name)
+    })
 }
 
 /// Removes a cgroup and the ones its machine's systemd made below it, deepest first (cgroupfs
@@ -154,7 +190,10 @@ fn remove_cgroup(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
         return Ok(());
     }
-    for e in fs::read_dir(dir).map_err(io_error("read cgroup", dir))?.flatten() {
+    for e in fs::read_dir(dir)
+        .map_err(io_error("read cgroup", dir))?
+        .flatten()
+    {
         if e.file_type().is_ok_and(|t| t.is_dir()) {
             remove_cgroup(&e.path())?;
         }
@@ -165,11 +204,17 @@ fn remove_cgroup(dir: &Path) -> Result<()> {
 /// Removes the nodes' cgroups, then the lab's and the common parent if empty.
 pub(super) fn remove_cgroups(layout: &Layout, nodes: &[NodeLayout]) -> Result<()> {
     for node in nodes {
-        for cg in node_cgroups(layout, node, true).into_iter().chain(devices_ceiling(layout, node)) {
+        for cg in node_cgroups(layout, node, true)
+            .into_iter()
+            .chain(devices_ceiling(layout, node))
+        {
             remove_cgroup(&cg)?;
         }
     }
-    for root in systemd_cgroup_roots().into_iter().chain(containers::v1_hierarchies().into_iter().map(|(m, _)| m)) {
+    for root in systemd_cgroup_roots()
+        .into_iter()
+        .chain(containers::v1_hierarchies().into_iter().map(|(m, _)| m))
+    {
         let _ = fs::remove_dir(root.join(layout.cgroup()));
         let _ = fs::remove_dir(root.join(CGROUP_ROOT));
     }
@@ -182,10 +227,17 @@ pub(super) fn remove_cgroups(layout: &Layout, nodes: &[NodeLayout]) -> Result<()
 /// Starts the node's machine in the background, in its own cgroups, and records its PID.
 pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     let nspawn = find_tool("systemd-nspawn").ok_or_else(|| LabError::Preflight {
-        problems: vec![Problem::MissingTool { tool: "systemd-nspawn", package: "systemd-container" }],
+        problems: vec![Problem::MissingTool {
+            tool: "systemd-nspawn",
+            package: "systemd-container",
+        }],
     })?;
     // Limits live in the controllers' hierarchies, which a machine then joins too.
-    let cgroups = node_cgroups(layout, node, node.containers.is_some() || !layout.limits.is_none());
+    let cgroups = node_cgroups(
+        layout,
+        node,
+        node.containers.is_some() || !layout.limits.is_none(),
+    );
     if let Some(ceiling) = devices_ceiling(layout, node) {
         // Rules that deny by default can only be set on a cgroup without children: an earlier
         // machine's (its processes killed by `kill_leftovers`) goes first.
@@ -199,7 +251,10 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     limits::apply(&cgroups, &layout.limits)?;
     let cgroups: Vec<String> = cgroups.iter().map(|p| p.display().to_string()).collect();
     if let Some(bad) = cgroups.iter().find(|p| p.contains(char::is_whitespace)) {
-        return Err(LabError::BadPath { path: bad.into(), reason: "cgroup paths with white space are not supported".into() });
+        return Err(LabError::BadPath {
+            path: bad.into(),
+            reason: "cgroup paths with white space are not supported".into(),
+        });
     }
     // Started through sh so that it is not our child: it outlives `hardway lab up`, and whoever
     // inherits it reaps it. setsid detaches it from our terminal and its signals. sh joins the
@@ -208,11 +263,8 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
     let (env, extra_args) = confine::nspawn_settings(node.confinement);
     let mut c = command("sh");
     process::no_inherited_fds(&mut c);
-    if in_chroot() {
-        // SAFETY: unshare, mount, chdir, pivot_root and umount2 are plain system calls, safe
-        // between fork and exec.
-        unsafe { c.pre_exec(root_of_own_mount_namespace) };
-    }
+    // SAFETY: `root_namespace_at_chroot` makes system calls only, safe between fork and exec.
+    unsafe { c.pre_exec(root_namespace_at_chroot) };
     // Machines on cgroup v2 (systemd 258 and later, Debian sid's, support nothing else), but
     // those that run containers on a suite whose systemd still boots on the host's cgroup v1
     // hierarchies (`containers::Cgroups`).
@@ -235,51 +287,119 @@ pub(super) fn start_node(layout: &Layout, node: &NodeLayout) -> Result<u32> {
         // Without it nspawn asks systemd-machined, and this host's PID 1 is not systemd.
         .arg("--register=no")
         .arg("--keep-unit")
-        .arg(format!("--network-namespace-path={}", node.link.netns_path().display()))
+        .arg(format!(
+            "--network-namespace-path={}",
+            node.link.netns_path().display()
+        ))
         .arg("--console=passive")
         .args(extra_args);
-    let machine_error = |reason: String| LabError::Machine { node: node.name.clone(), reason };
-    let pid: u32 = run(&mut c)?.trim().parse().map_err(|_| machine_error(format!("no PID from {}", describe(&c))))?;
+    let machine_error = |reason: String| LabError::Machine {
+        node: node.name.clone(),
+        reason,
+    };
+    let pid: u32 = run(&mut c)?
+        .trim()
+        .parse()
+        .map_err(|_| machine_error(format!("no PID from {}", describe(&c))))?;
     write_file(&node.pid_file(), format!("{pid}\n"))?;
     // `$!` is known before the background shell has exec'd setsid and then nspawn; until it
     // has, the PID does not look like the node's machine yet.
     let deadline = Instant::now() + Duration::from_secs(10);
     while nspawn_root(pid).as_deref() != Some(node.rootfs().as_path()) {
         if !alive(pid) {
-            return Err(boot::boot_error(node, "systemd-nspawn exited at once".into()));
+            return Err(boot::boot_error(
+                node,
+                "systemd-nspawn exited at once".into(),
+            ));
         }
         if Instant::now() >= deadline {
-            return Err(machine_error(format!("process {pid} did not become systemd-nspawn within 10 s")));
+            return Err(machine_error(format!(
+                "process {pid} did not become systemd-nspawn within 10 s"
+            )));
         }
         thread::sleep(Duration::from_millis(20));
     }
     Ok(pid)
 }
 
-/// Whether this process runs in a chroot: its root is not PID 1's. A machine started from one
-/// gets a mount namespace whose root is the real host's, not the chroot's, and a container that
-/// runc pivots into inside it is left with that namespace root: setns(2), as `runc exec` (and
-/// so `kubectl exec`) joins it, puts the exec'd process in **the host's root file system**. That
+/// In the child that becomes a machine's systemd-nspawn: when started from a chroot, a mount
+/// namespace of its own whose root **is** the chroot; elsewhere nothing.
+///
+/// Why: a machine's mount namespace is a copy of its starter's, and a chroot is not the root of
+/// that namespace. runc pivots a container into its root file system below the machine's, but
+/// `runc exec` (and so `kubectl exec`) joins the container with setns(2), which puts the new
+/// process at the *namespace's* root: from a chroot, **the host's root file system**. That
 /// happened in fresh-ci's chroot: `kubectl exec pod -- cat /etc/resolv.conf` printed the host's.
-pub(super) fn in_chroot() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (fs::metadata("/"), fs::metadata("/proc/1/root/")) {
-        (Ok(ours), Ok(init)) => (ours.dev(), ours.ino()) != (init.dev(), init.ino()),
-        _ => false,
-    }
-}
-
-/// In the child that becomes a machine's systemd-nspawn, when started from a chroot: a mount
-/// namespace of its own (receiving the host's unmounts, sending nothing back) whose root is the
-/// chroot's directory, by `pivot_root(".", ".")` as runc does, so that a machine started from
-/// a chroot sees what it would on a host of its own.
-fn root_of_own_mount_namespace() -> std::io::Result<()> {
-    let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
-    // SAFETY: the pointers are to NUL-terminated literals or null, as each call allows.
+///
+/// How: setns(2) into our own mount namespace shows where a joiner lands (its root). If that is
+/// not our root, we are in a chroot, and its path seen from there is `/proc/self/cwd` after
+/// `fchdir` back into it. Then, as runc does for a container: a namespace of our own (receiving
+/// the host's unmounts, sending nothing back), the chroot bound onto itself (a mount point even
+/// where the chroot is a plain directory), `pivot_root(".", ".")` and the old root detached.
+/// PID 1's `/proc/1/root` would have been simpler, but a CI's sandbox may refuse to show it.
+///
+/// Runs between fork and exec: system calls only, no allocation.
+pub fn root_namespace_at_chroot() -> std::io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let fd = |r: libc::c_int| {
+        if r >= 0 {
+            Ok(r)
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let mut path = [0u8; 4096];
+    // SAFETY: every pointer is to a NUL-terminated literal, to `path` (with its length, and NUL
+    // terminated before use) or null, as each call allows; the descriptors are ours.
     unsafe {
+        let chroot = fd(libc::open(
+            c"/".as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        ))?;
+        let own = fd(libc::open(
+            c"/proc/self/ns/mnt".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        ))?;
+        check(libc::setns(own, libc::CLONE_NEWNS))?;
+        libc::close(own);
+        check(libc::fchdir(chroot))?;
+        libc::close(chroot);
+        let n = libc::readlink(
+            c"/proc/self/cwd".as_ptr(),
+            path.as_mut_ptr().cast(),
+            path.len() - 1,
+        );
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if n == 1 && path[0] == b'/' {
+            // Not in a chroot: setns changed nothing.
+            return Ok(());
+        }
+        path[n as usize] = 0;
+        let path = path.as_ptr().cast::<libc::c_char>();
         check(libc::unshare(libc::CLONE_NEWNS))?;
-        check(libc::mount(std::ptr::null(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_SLAVE, std::ptr::null()))?;
-        check(libc::chdir(c"/".as_ptr()))?;
+        check(libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        ))?;
+        check(libc::mount(
+            path,
+            path,
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ))?;
+        check(libc::chdir(path))?;
         check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)?;
         check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
         check(libc::chdir(c"/".as_ptr()))
@@ -287,7 +407,11 @@ fn root_of_own_mount_namespace() -> std::io::Result<()> {
 }
 
 /// systemd-nspawn machines, to the boot wait and the probe (`crate::lab::boot`).
-pub(super) const NSPAWN: Kind = Kind { pid_of: node_pid, process: "systemd-nspawn", boot_timeout: BOOT_TIMEOUT };
+pub(super) const NSPAWN: Kind = Kind {
+    pid_of: node_pid,
+    process: "systemd-nspawn",
+    boot_timeout: BOOT_TIMEOUT,
+};
 
 /// Stops systemd-nspawn processes: SIGTERM (an orderly poweroff of a booted container; a
 /// light host's payload gets SIGKILL), then SIGKILL after `grace`. Children of the caller
@@ -298,7 +422,10 @@ pub fn stop_processes(pids: &[u32], grace: Duration) -> Result<()> {
     if left.is_empty() {
         return Ok(());
     }
-    eprintln!("lab: systemd-nspawn {left:?} still running {} s after SIGTERM; sending SIGKILL", grace.as_secs());
+    eprintln!(
+        "lab: systemd-nspawn {left:?} still running {} s after SIGTERM; sending SIGKILL",
+        grace.as_secs()
+    );
     process::kill(&left, || "systemd-nspawn".into())
 }
 
@@ -355,19 +482,25 @@ pub fn spawn_light_sshd(host: &LightSshd) -> Result<u32> {
     }
     // Reaped by the caller (waitpid) after `stop_processes`, not through the Child handle.
     #[allow(clippy::zombie_processes)]
-    let child = c.spawn().map_err(|error| LabError::Spawn { command: describe(&c), error })?;
+    let child = c.spawn().map_err(|error| LabError::Spawn {
+        command: describe(&c),
+        error,
+    })?;
     Ok(child.id())
 }
 
 /// Waits until sshd at `address` sends its banner; false if it has not by `deadline`.
 pub fn wait_sshd(address: IpAddr, deadline: Instant) -> bool {
     loop {
-        let banner = TcpStream::connect_timeout(&SocketAddr::new(address, 22), Duration::from_millis(500)).ok().and_then(|mut s| {
-            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            let mut b = [0u8; 4];
-            s.read_exact(&mut b).ok()?;
-            Some(b)
-        });
+        let banner =
+            TcpStream::connect_timeout(&SocketAddr::new(address, 22), Duration::from_millis(500))
+                .ok()
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                    let mut b = [0u8; 4];
+                    s.read_exact(&mut b).ok()?;
+                    Some(b)
+                });
         if banner.as_ref() == Some(b"SSH-") {
             return true;
         }

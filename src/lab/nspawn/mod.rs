@@ -63,10 +63,16 @@ impl Driver for Nspawn {
 
         if layout.nodes.iter().any(|n| n.containers.is_some()) {
             for (name, old, new) in containers::host_sysctls()? {
-                eprintln!("lab: set {name} from {old} to {new} on this host: the kubelet requires it, and the machines share this kernel");
+                eprintln!(
+                    "lab: set {name} from {old} to {new} on this host: the kubelet requires it, and the machines share this kernel"
+                );
             }
         }
-        let starting = layout.nodes.iter().filter(|n| machine::node_pid(n).is_none()).count();
+        let starting = layout
+            .nodes
+            .iter()
+            .filter(|n| machine::node_pid(n).is_none())
+            .count();
         reserve_machines(machine::nspawn_pids().len() + starting)?;
         let deadline = Instant::now() + machine::BOOT_TIMEOUT;
         for node in &layout.nodes {
@@ -80,8 +86,14 @@ impl Driver for Nspawn {
                 }
             }
         }
-        let nodes = parallel(&layout.nodes, |node| boot::wait_ready(&machine::NSPAWN, layout, node, deadline))?;
-        Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
+        let nodes = parallel(&layout.nodes, |node| {
+            boot::wait_ready(&machine::NSPAWN, layout, node, deadline)
+        })?;
+        Ok(Lab {
+            ssh_key: layout.key(),
+            known_hosts: layout.known_hosts(),
+            nodes,
+        })
     }
 
     fn probe(&self, layout: &Layout, node: &NodeLayout, bridge_is_ours: bool) -> NodeStatus {
@@ -93,8 +105,11 @@ impl Driver for Nspawn {
     }
 
     fn stop(&self, layout: &Layout, nodes: &[NodeLayout]) -> Result<()> {
-        let mut pids: BTreeSet<u32> =
-            machine::nspawn_processes().into_iter().filter(|(_, root)| root.starts_with(&layout.dir)).map(|(p, _)| p).collect();
+        let mut pids: BTreeSet<u32> = machine::nspawn_processes()
+            .into_iter()
+            .filter(|(_, root)| root.starts_with(&layout.dir))
+            .map(|(p, _)| p)
+            .collect();
         pids.extend(nodes.iter().filter_map(machine::node_pid));
         machine::stop_processes(&pids.into_iter().collect::<Vec<_>>(), machine::STOP_TIMEOUT)
     }

@@ -27,16 +27,30 @@ const SAMPLES: usize = 5;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn failed(node: &NodeLayout, reason: impl Into<String>) -> LabError {
-    LabError::Machine { node: node.name.clone(), reason: format!("setting the VM's clock from this machine's: {}", reason.into()) }
+    LabError::Machine {
+        node: node.name.clone(),
+        reason: format!(
+            "setting the VM's clock from this machine's: {}",
+            reason.into()
+        ),
+    }
 }
 
 /// The node's clock minus this machine's, in seconds, and the measurement's uncertainty (half
 /// the shortest round trip).
 pub(super) fn offset(layout: &Layout, node: &NodeLayout) -> Result<(f64, f64)> {
     let mut ssh = ssh_command(&layout.key(), &layout.known_hosts(), node.address);
-    ssh.args(["while read -r _; do date +%s.%N; done"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = ssh.spawn().map_err(|e| failed(node, format!("cannot run ssh: {e}")))?;
-    let (mut stdin, stdout) = (child.stdin.take().expect("piped"), child.stdout.take().expect("piped"));
+    ssh.args(["while read -r _; do date +%s.%N; done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = ssh
+        .spawn()
+        .map_err(|e| failed(node, format!("cannot run ssh: {e}")))?;
+    let (mut stdin, stdout) = (
+        child.stdin.take().expect("piped"),
+        child.stdout.take().expect("piped"),
+    );
     let (tx, rx) = mpsc::channel();
     // The reader ends with the session, when stdin is closed below or ssh dies.
     thread::spawn(move || {
@@ -72,7 +86,10 @@ pub(super) fn offset(layout: &Layout, node: &NodeLayout) -> Result<(f64, f64)> {
                 break;
             }
             Err(_) => {
-                result = Err(failed(node, format!("no answer within {} s", TIMEOUT.as_secs())));
+                result = Err(failed(
+                    node,
+                    format!("no answer within {} s", TIMEOUT.as_secs()),
+                ));
                 break;
             }
         }
@@ -93,7 +110,16 @@ pub(super) fn sync(layout: &Layout, node: &NodeLayout) -> Result<f64> {
     ssh.arg(format!("date -s \"@$(awk -v t=\"$(date +%s.%N)\" -v o={offset:.6} 'BEGIN {{ printf \"%.6f\", t - o }}')\" >/dev/null"));
     match output_until(&mut ssh, Instant::now() + TIMEOUT)? {
         Some(out) if out.status.success() => Ok(offset),
-        Some(out) => Err(failed(node, format!("`date -s` failed: {}", String::from_utf8_lossy(&out.stderr).trim()))),
-        None => Err(failed(node, format!("`date -s` did not return within {} s", TIMEOUT.as_secs()))),
+        Some(out) => Err(failed(
+            node,
+            format!(
+                "`date -s` failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        )),
+        None => Err(failed(
+            node,
+            format!("`date -s` did not return within {} s", TIMEOUT.as_secs()),
+        )),
     }
 }

@@ -30,12 +30,12 @@ pub mod vm;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use super::error::{LabError, Problem, Result, io_error};
+use super::boot::{self, Kind};
 use super::driver;
+use super::driver::Driver;
+use super::error::{LabError, Problem, Result, io_error};
 use super::files::{create_dir_all, lock, resolve, write_file};
 use super::layout::{Layout, NodeLayout, fnv1a};
-use super::boot::{self, Kind};
-use super::driver::Driver;
 use super::net::{self, Net};
 use super::tools::{find_tool, known_hosts_line};
 use super::{Lab, LabOptions, NodeStatus, cache_rootfs, parallel, rootfs};
@@ -45,8 +45,12 @@ use vm::{Accel, QEMU, VmSpec};
 
 /// The tools the qemu driver runs besides the nspawn lab's (which still builds the root fs
 /// and, with systemd-nspawn, installs the kernel into the image): (tool, Debian package).
-pub const REQUIRED_TOOLS: &[(&str, &str)] =
-    &[(QEMU, "qemu-system-x86"), ("qemu-img", "qemu-utils"), ("mkfs.ext4", "e2fsprogs"), ("tar", "tar")];
+pub const REQUIRED_TOOLS: &[(&str, &str)] = &[
+    (QEMU, "qemu-system-x86"),
+    ("qemu-img", "qemu-utils"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("tar", "tar"),
+];
 
 /// QEMU exits on SIGTERM at once; the margin is for a loaded host.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,10 +65,17 @@ const fn boot_timeout(accel: Accel) -> Duration {
 }
 
 /// A qemu lab's machines, for `lab status` (which waits for no boot).
-pub(super) const KIND: Kind = Kind { pid_of: node_pid, process: QEMU, boot_timeout: boot_timeout(Accel::Tcg) };
+pub(super) const KIND: Kind = Kind {
+    pid_of: node_pid,
+    process: QEMU,
+    boot_timeout: boot_timeout(Accel::Tcg),
+};
 
 fn kind(accel: Accel) -> Kind {
-    Kind { boot_timeout: boot_timeout(accel), ..KIND }
+    Kind {
+        boot_timeout: boot_timeout(accel),
+        ..KIND
+    }
 }
 
 /// The node's running QEMU (the one on its disk).
@@ -80,16 +91,28 @@ pub fn preflight() -> Result<()> {
         .filter(|(t, _)| find_tool(t).is_none())
         .map(|&(tool, package)| Problem::MissingTool { tool, package })
         .collect();
-    if problems.is_empty() { Ok(()) } else { Err(LabError::Preflight { problems }) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LabError::Preflight { problems })
+    }
 }
 
 /// Where the VM image of this lab's suite lives.
 pub(in crate::lab) fn vm_image(inv: &Inventory, opts: &LabOptions) -> Result<VmImage> {
-    Ok(VmImage::new(&resolve(&opts.cache_dir)?, inv.lab.suite.as_str()))
+    Ok(VmImage::new(
+        &resolve(&opts.cache_dir)?,
+        inv.lab.suite.as_str(),
+    ))
 }
 
 /// Everything about a node's VM, from the inventory and the lab's layout.
-pub(in crate::lab) fn vm_spec(inv: &Inventory, layout: &Layout, node: &NodeLayout, img: &VmImage) -> VmSpec {
+pub(in crate::lab) fn vm_spec(
+    inv: &Inventory,
+    layout: &Layout,
+    node: &NodeLayout,
+    img: &VmImage,
+) -> VmSpec {
     let size = inv.lab.vm(&node.name);
     VmSpec {
         node: node.name.clone(),
@@ -114,16 +137,33 @@ pub(in crate::lab) fn vm_spec(inv: &Inventory, layout: &Layout, node: &NodeLayou
 /// touching the lab.
 fn machine_id(layout: &Layout, node: &str) -> String {
     let key = format!("{}/{node}", layout.dir.display());
-    format!("{:016x}{:016x}", fnv1a(&format!("machine-id a {key}")), fnv1a(&format!("machine-id b {key}")))
+    format!(
+        "{:016x}{:016x}",
+        fnv1a(&format!("machine-id a {key}")),
+        fnv1a(&format!("machine-id b {key}"))
+    )
 }
 
 /// Makes what the VMs boot from: the image and, for the nodes in `build`, their disks (not for
 /// the others: a running VM's disk and image stay as they are); every node's seed and the lab's
 /// known_hosts. Returns every node's VM.
-fn prepare(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net, build: &[&NodeLayout]) -> Result<Vec<VmSpec>> {
+fn prepare(
+    inv: &Inventory,
+    opts: &LabOptions,
+    layout: &Layout,
+    net: &Net,
+    build: &[&NodeLayout],
+) -> Result<Vec<VmSpec>> {
     let lab_pub = rootfs::ensure_lab_key(layout)?;
     let img = vm_image(inv, opts)?;
-    let recipe = if build.is_empty() { None } else { Some(image::ensure_image(&img, &cache_rootfs(opts, inv.lab.suite)?)?) };
+    let recipe = if build.is_empty() {
+        None
+    } else {
+        Some(image::ensure_image(
+            &img,
+            &cache_rootfs(opts, inv.lab.suite)?,
+        )?)
+    };
     let hosts = rootfs::hosts_file(inv);
     let mut known_hosts = String::new();
     let mut specs = Vec::new();
@@ -136,11 +176,17 @@ fn prepare(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net, build
             gateway: net.gateway.to_string(),
         };
         image::write_seed(node, &seed)?;
-        known_hosts.push_str(&known_hosts_line(node.address, &node.dir.join("seed"), image::HOST_KEY_PUB.as_ref())?);
+        known_hosts.push_str(&known_hosts_line(
+            node.address,
+            &node.dir.join("seed"),
+            image::HOST_KEY_PUB.as_ref(),
+        )?);
         specs.push(vm_spec(inv, layout, node, &img));
     }
     if let Some(recipe) = &recipe {
-        build.iter().try_for_each(|node| image::ensure_node_disk(node, &img, recipe))?;
+        build
+            .iter()
+            .try_for_each(|node| image::ensure_node_disk(node, &img, recipe))?;
     }
     let tmp = layout.dir.join("known_hosts.tmp");
     write_file(&tmp, known_hosts)?;
@@ -150,7 +196,11 @@ fn prepare(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net, build
 
 /// Brings up the lab's VMs ([`Driver::up`]). Idempotent: running VMs are left alone.
 fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<Lab> {
-    let to_start: Vec<&NodeLayout> = layout.nodes.iter().filter(|n| node_pid(n).is_none()).collect();
+    let to_start: Vec<&NodeLayout> = layout
+        .nodes
+        .iter()
+        .filter(|n| node_pid(n).is_none())
+        .collect();
     let specs = prepare(inv, opts, layout, net, &to_start)?;
     net::ensure_lab_bridge(layout, net)?;
     for spec in &specs {
@@ -159,7 +209,11 @@ fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<
     let accel_file = layout.dir.join("accel");
     let accel = if to_start.is_empty() {
         // For the boot timeout only: the VMs are up already.
-        if fs::read_to_string(&accel_file).is_ok_and(|a| a == Accel::Kvm.as_str()) { Accel::Kvm } else { Accel::Tcg }
+        if fs::read_to_string(&accel_file).is_ok_and(|a| a == Accel::Kvm.as_str()) {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
     } else {
         let (accel, why) = match opts.accel {
             Some(accel) => (accel, "as asked".to_string()),
@@ -168,22 +222,39 @@ fn up(inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<
         eprintln!("lab: {why}: the VMs run with {}", accel.as_str());
         write_file(&accel_file, accel.as_str())?;
         for node in &to_start {
-            let spec = specs.iter().find(|s| s.node == node.name).expect("a spec per node");
+            let spec = specs
+                .iter()
+                .find(|s| s.node == node.name)
+                .expect("a spec per node");
             vm::start(spec, accel, &node.pid_file())?;
         }
         accel
     };
     let kind = kind(accel);
     let deadline = Instant::now() + kind.boot_timeout;
-    let nodes = parallel(&layout.nodes, |node| boot::wait_ready(&kind, layout, node, deadline))?;
+    let nodes = parallel(&layout.nodes, |node| {
+        boot::wait_ready(&kind, layout, node, deadline)
+    })?;
     // A VM just booted has its RTC's whole seconds and no NTP server to reach (`clock`).
-    let offsets = parallel(&to_start.iter().map(|n| (*n).clone()).collect::<Vec<_>>(), |node| clock::sync(layout, node))?;
+    let offsets = parallel(
+        &to_start.iter().map(|n| (*n).clone()).collect::<Vec<_>>(),
+        |node| clock::sync(layout, node),
+    )?;
     for (node, offset) in to_start.iter().zip(offsets) {
         if offset.abs() >= 0.1 {
-            eprintln!("lab: {}'s clock was {:.2} s {} this machine's; set from it", node.name, offset.abs(), if offset > 0.0 { "ahead of" } else { "behind" });
+            eprintln!(
+                "lab: {}'s clock was {:.2} s {} this machine's; set from it",
+                node.name,
+                offset.abs(),
+                if offset > 0.0 { "ahead of" } else { "behind" }
+            );
         }
     }
-    Ok(Lab { ssh_key: layout.key(), known_hosts: layout.known_hosts(), nodes })
+    Ok(Lab {
+        ssh_key: layout.key(),
+        known_hosts: layout.known_hosts(),
+        nodes,
+    })
 }
 
 /// Whether KVM boots a guest here ([`vm::probe_accel`] with the lab image's kernel, which must
@@ -204,7 +275,11 @@ pub fn prepare_images(inv: &Inventory, opts: &LabOptions) -> Result<()> {
     let _lock = lock(&layout.lock_file())?;
     create_dir_all(&layout.dir)?;
     driver::claim(&layout, LabDriver::Qemu)?;
-    let build: Vec<&NodeLayout> = layout.nodes.iter().filter(|n| node_pid(n).is_none()).collect();
+    let build: Vec<&NodeLayout> = layout
+        .nodes
+        .iter()
+        .filter(|n| node_pid(n).is_none())
+        .collect();
     prepare(inv, opts, &layout, &net, &build).map(drop)
 }
 
@@ -234,7 +309,14 @@ impl Driver for Qemu {
     /// QEMU's resident memory: the guest's RAM as far as it has touched it, and QEMU's own.
     fn memory_usage(&self, _layout: &Layout, node: &NodeLayout) -> Option<u64> {
         let status = fs::read_to_string(format!("/proc/{}/status", node_pid(node)?)).ok()?;
-        let kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
         Some(kib * 1024)
     }
 
@@ -249,6 +331,8 @@ impl Driver for Qemu {
         if !network_ours {
             return Ok(());
         }
-        nodes.iter().try_for_each(|n| tap::remove_tap(&tap::tap_name(&layout.cluster, &n.name)))
+        nodes
+            .iter()
+            .try_for_each(|n| tap::remove_tap(&tap::tap_name(&layout.cluster, &n.name)))
     }
 }

@@ -83,7 +83,12 @@ fn opt_path(p: &Path) -> String {
 /// The full command line of the node's QEMU, which daemonizes once the VM is running and
 /// writes its PID to `pid_file`.
 pub fn qemu_args(spec: &VmSpec, accel: Accel, pid_file: &Path) -> Vec<OsString> {
-    let mut a: Vec<String> = vec!["-name".into(), spec.name.clone(), "-machine".into(), "q35".into()];
+    let mut a: Vec<String> = vec![
+        "-name".into(),
+        spec.name.clone(),
+        "-machine".into(),
+        "q35".into(),
+    ];
     a.extend(accel.args().map(String::from));
     a.extend([
         "-m".into(),
@@ -104,7 +109,10 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel, pid_file: &Path) -> Vec<OsString> 
         "-drive".into(),
         format!("file={},if=virtio,format=qcow2", opt_path(&spec.disk)),
         "-drive".into(),
-        format!("file={},if=virtio,format=raw,readonly=on", opt_path(&spec.seed)),
+        format!(
+            "file={},if=virtio,format=raw,readonly=on",
+            opt_path(&spec.seed)
+        ),
         "-netdev".into(),
         format!("tap,id=net0,ifname={},script=no,downscript=no", spec.tap),
         "-device".into(),
@@ -125,26 +133,55 @@ pub fn qemu_args(spec: &VmSpec, accel: Accel, pid_file: &Path) -> Vec<OsString> 
 /// -cpu host` must print its banner. On some hosts (nested virtualisation) /dev/kvm exists but
 /// QEMU aborts (`failed to set MSR`) or the guest hangs; then TCG. Returns the choice and why.
 pub fn probe_accel(kernel: &Path) -> Result<(Accel, String)> {
-    if let Err(e) = fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+    if let Err(e) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
         return Ok((Accel::Tcg, format!("/dev/kvm cannot be opened ({e})")));
     }
     let mut c = command(QEMU);
-    c.args(["-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-no-reboot", "-serial", "stdio", "-kernel"])
-        .arg(kernel)
-        // No root file system: the kernel panics after its banner, and panic=-1 reboots, which
-        // -no-reboot turns into QEMU's exit.
-        .args(["-append", "console=ttyS0 panic=-1"]);
+    c.args([
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "256",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+    ])
+    .args(["-no-reboot", "-serial", "stdio", "-kernel"])
+    .arg(kernel)
+    // No root file system: the kernel panics after its banner, and panic=-1 reboots, which
+    // -no-reboot turns into QEMU's exit.
+    .args(["-append", "console=ttyS0 panic=-1"]);
     let started = Instant::now();
     let out = output_until(&mut c, started + KVM_PROBE_TIMEOUT)?;
     let Some(out) = out else {
-        return Ok((Accel::Tcg, format!("a KVM guest printed nothing within {} s", KVM_PROBE_TIMEOUT.as_secs())));
+        return Ok((
+            Accel::Tcg,
+            format!(
+                "a KVM guest printed nothing within {} s",
+                KVM_PROBE_TIMEOUT.as_secs()
+            ),
+        ));
     };
     if String::from_utf8_lossy(&out.stdout).contains("Linux version") {
-        return Ok((Accel::Kvm, format!("a KVM guest kernel booted in {:.1?}", started.elapsed())));
+        return Ok((
+            Accel::Kvm,
+            format!("a KVM guest kernel booted in {:.1?}", started.elapsed()),
+        ));
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let why = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_string();
+    let why = stderr
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .trim()
+        .to_string();
     Ok((Accel::Tcg, format!("QEMU under KVM failed: {why}")))
 }
 
@@ -158,23 +195,38 @@ pub fn start(spec: &VmSpec, accel: Accel, pid_file: &Path) -> Result<u32> {
     // must not stay held for the VM's lifetime.
     process::no_inherited_fds(&mut c);
     run(c.args(qemu_args(spec, accel, pid_file)))?;
-    let pid = fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    let pid = fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
     pid.filter(|p| alive(*p)).ok_or_else(|| LabError::Machine {
         node: spec.node.clone(),
-        reason: format!("{QEMU} daemonized but {} names no live process", pid_file.display()),
+        reason: format!(
+            "{QEMU} daemonized but {} names no live process",
+            pid_file.display()
+        ),
     })
 }
 
 /// The arguments of `pid` if it is a QEMU system emulator.
 fn qemu_args_of(pid: u32) -> Option<Vec<String>> {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-    Path::new(args.first()?).file_name()?.to_str()?.starts_with("qemu-system-").then_some(args)
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    Path::new(args.first()?)
+        .file_name()?
+        .to_str()?
+        .starts_with("qemu-system-")
+        .then_some(args)
 }
 
 /// Every live QEMU on the host with its arguments.
 pub(super) fn qemu_processes() -> Vec<(u32, Vec<String>)> {
-    process::all_pids().into_iter().filter_map(|pid| Some((pid, qemu_args_of(pid)?))).collect()
+    process::all_pids()
+        .into_iter()
+        .filter_map(|pid| Some((pid, qemu_args_of(pid)?)))
+        .collect()
 }
 
 /// The disk (first `-drive file=`) of a QEMU command line.
@@ -201,17 +253,26 @@ pub(super) fn disk_of(args: &[String]) -> Option<PathBuf> {
 /// reused), else one found by scanning for a QEMU on that disk.
 pub(super) fn pid_on_disk(pid_file: &Path, disk: &Path) -> Option<u32> {
     let ours = |pid: u32| qemu_args_of(pid).is_some_and(|a| disk_of(&a).as_deref() == Some(disk));
-    let recorded = fs::read_to_string(pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    let recorded = fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
     if let Some(pid) = recorded.filter(|p| alive(*p) && ours(*p)) {
         return Some(pid);
     }
-    qemu_processes().into_iter().find(|(_, a)| disk_of(a).as_deref() == Some(disk)).map(|(p, _)| p)
+    qemu_processes()
+        .into_iter()
+        .find(|(_, a)| disk_of(a).as_deref() == Some(disk))
+        .map(|(p, _)| p)
 }
 
 /// The QEMUs whose disk lies under `dir` (a lab directory): those of nodes since dropped from
 /// the inventory included.
 pub(super) fn pids_under(dir: &Path) -> Vec<u32> {
-    qemu_processes().into_iter().filter(|(_, a)| disk_of(a).is_some_and(|d| d.starts_with(dir))).map(|(p, _)| p).collect()
+    qemu_processes()
+        .into_iter()
+        .filter(|(_, a)| disk_of(a).is_some_and(|d| d.starts_with(dir)))
+        .map(|(p, _)| p)
+        .collect()
 }
 
 /// Stops VMs: SIGTERM (QEMU exits at once, like pulling the plug: `down` discards the disks
@@ -222,7 +283,10 @@ pub(super) fn stop(pids: &[u32], grace: Duration) -> Result<()> {
     if left.is_empty() {
         return Ok(());
     }
-    eprintln!("lab: {QEMU} {left:?} still running {} s after SIGTERM; sending SIGKILL", grace.as_secs());
+    eprintln!(
+        "lab: {QEMU} {left:?} still running {} s after SIGTERM; sending SIGKILL",
+        grace.as_secs()
+    );
     process::kill(&left, || QEMU.into())
 }
 
@@ -251,7 +315,10 @@ mod tests {
 
     #[test]
     fn the_command_line_carries_the_spec() {
-        let args: Vec<String> = qemu_args(&spec(), Accel::Tcg, Path::new("/p")).into_iter().map(|a| a.into_string().unwrap()).collect();
+        let args: Vec<String> = qemu_args(&spec(), Accel::Tcg, Path::new("/p"))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
         let joined = args.join(" ");
         for want in [
             "-accel tcg -cpu max",
@@ -266,9 +333,19 @@ mod tests {
             assert!(joined.contains(want), "{want:?} missing from {joined}");
         }
         let append = args.iter().position(|a| a == "-append").unwrap();
-        assert_eq!(args[append + 1], "root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.machine_id=0123");
-        assert!(qemu_args(&spec(), Accel::Kvm, Path::new("/p")).iter().any(|a| a == "host"));
+        assert_eq!(
+            args[append + 1],
+            "root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.machine_id=0123"
+        );
+        assert!(
+            qemu_args(&spec(), Accel::Kvm, Path::new("/p"))
+                .iter()
+                .any(|a| a == "host")
+        );
         // The disk is found again from the command line, comma and all.
-        assert_eq!(disk_of(&args), Some(PathBuf::from("/run/a,b/qlab-m1/disk.qcow2")));
+        assert_eq!(
+            disk_of(&args),
+            Some(PathBuf::from("/run/a,b/qlab-m1/disk.qcow2"))
+        );
     }
 }

@@ -88,7 +88,8 @@ impl NodeState {
     }
 
     fn unit_loaded(&self, unit: &str) -> bool {
-        self.files.contains_key(&format!("/etc/systemd/system/{unit}.service"))
+        self.files
+            .contains_key(&format!("/etc/systemd/system/{unit}.service"))
     }
 }
 
@@ -113,20 +114,37 @@ pub struct FakeCluster {
     moved_leader: Arc<Mutex<Option<u64>>>,
 }
 
-
 impl FakeCluster {
     pub fn new(inv: &Inventory) -> FakeCluster {
-        let mut c = FakeCluster { nodes: BTreeMap::new(), log: Arc::new(Mutex::new(Vec::new())), membership: Arc::new(Mutex::new(Vec::new())), unhealthy_adds: Arc::default(), moved_leader: Arc::default() };
+        let mut c = FakeCluster {
+            nodes: BTreeMap::new(),
+            log: Arc::new(Mutex::new(Vec::new())),
+            membership: Arc::new(Mutex::new(Vec::new())),
+            unhealthy_adds: Arc::default(),
+            moved_leader: Arc::default(),
+        };
         c.add_nodes(inv);
         c
     }
 
     /// Adds the inventory's nodes that are not there yet (a cluster that grows).
     pub fn add_nodes(&mut self, inv: &Inventory) {
-        let new: Vec<&Node> = inv.nodes.iter().filter(|n| !self.nodes.contains_key(&n.name)).collect();
+        let new: Vec<&Node> = inv
+            .nodes
+            .iter()
+            .filter(|n| !self.nodes.contains_key(&n.name))
+            .collect();
         for n in new {
-            let binaries = COMPONENTS.iter().filter(|c| c.runs_on(inv, n)).map(|c| c.binary_path(inv)).collect();
-            let tools = COMPONENTS.iter().filter(|c| c.runs_on(inv, n)).flat_map(|c| c.needs.iter().map(|need| need.tool.to_string())).collect();
+            let binaries = COMPONENTS
+                .iter()
+                .filter(|c| c.runs_on(inv, n))
+                .map(|c| c.binary_path(inv))
+                .collect();
+            let tools = COMPONENTS
+                .iter()
+                .filter(|c| c.runs_on(inv, n))
+                .flat_map(|c| c.needs.iter().map(|need| need.tool.to_string()))
+                .collect();
             let state = NodeState {
                 name: n.name.clone(),
                 address: n.address,
@@ -153,7 +171,8 @@ impl FakeCluster {
                 placed: BTreeSet::new(),
                 restore_error: None,
             };
-            self.nodes.insert(n.name.clone(), Arc::new(Mutex::new(state)));
+            self.nodes
+                .insert(n.name.clone(), Arc::new(Mutex::new(state)));
         }
     }
 
@@ -164,7 +183,11 @@ impl FakeCluster {
 
     /// A node's state, to inspect or change.
     pub fn node(&self, name: &str) -> MutexGuard<'_, NodeState> {
-        self.nodes.get(name).unwrap_or_else(|| panic!("no fake node {name}")).lock().expect("not poisoned")
+        self.nodes
+            .get(name)
+            .unwrap_or_else(|| panic!("no fake node {name}"))
+            .lock()
+            .expect("not poisoned")
     }
 
     /// Everything every node did, in order.
@@ -174,7 +197,11 @@ impl FakeCluster {
 
     /// The events whose text starts with `prefix`, as `node: what`.
     pub fn events_like(&self, prefix: &str) -> Vec<String> {
-        self.events().into_iter().filter(|e| e.what.starts_with(prefix)).map(|e| format!("{}: {}", e.node, e.what)).collect()
+        self.events()
+            .into_iter()
+            .filter(|e| e.what.starts_with(prefix))
+            .map(|e| format!("{}: {}", e.node, e.what))
+            .collect()
     }
 
     pub fn clear_events(&self) {
@@ -182,33 +209,69 @@ impl FakeCluster {
     }
 
     fn by_address(&self, address: IpAddr) -> Option<MutexGuard<'_, NodeState>> {
-        self.nodes.values().map(|n| n.lock().expect("not poisoned")).find(|n| n.address == address)
+        self.nodes
+            .values()
+            .map(|n| n.lock().expect("not poisoned"))
+            .find(|n| n.address == address)
     }
 
     fn member_id(name: &str) -> u64 {
-        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
     }
 
     /// The leader the active voting members agree on: the first of them, while a majority of
     /// the voting members is active.
     fn etcd_leader(&self) -> Option<u64> {
-        let voters: Vec<EtcdMember> = self.members().into_iter().filter(|m| !m.learner && !m.name.is_empty()).collect();
-        let active: Vec<&EtcdMember> = voters.iter().filter(|m| self.nodes.get(&m.name).is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"))).collect();
+        let voters: Vec<EtcdMember> = self
+            .members()
+            .into_iter()
+            .filter(|m| !m.learner && !m.name.is_empty())
+            .collect();
+        let active: Vec<&EtcdMember> = voters
+            .iter()
+            .filter(|m| {
+                self.nodes
+                    .get(&m.name)
+                    .is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"))
+            })
+            .collect();
         let moved = *self.moved_leader.lock().expect("not poisoned");
         // The fake's election is deterministic: the first active voter by name (the members start
         // in parallel, so the list's order is not; a test that names the leader needs one).
-        let leader = active.iter().find(|m| Some(m.id) == moved).or(active.iter().min_by_key(|m| &m.name)).map(|m| m.id);
-        (!active.is_empty() && active.len() > voters.len() / 2).then_some(leader).flatten()
+        let leader = active
+            .iter()
+            .find(|m| Some(m.id) == moved)
+            .or(active.iter().min_by_key(|m| &m.name))
+            .map(|m| m.id);
+        (!active.is_empty() && active.len() > voters.len() / 2)
+            .then_some(leader)
+            .flatten()
     }
 }
 
 impl Connector for FakeCluster {
     fn connect(&self, node: &Node) -> Result<Box<dyn Remote>, RemoteError> {
-        let state = self.nodes.get(&node.name).unwrap_or_else(|| panic!("no fake node {}", node.name)).clone();
+        let state = self
+            .nodes
+            .get(&node.name)
+            .unwrap_or_else(|| panic!("no fake node {}", node.name))
+            .clone();
         if !state.lock().expect("not poisoned").reachable {
-            return Err(SshError::Connect { host: node.address.to_string(), port: 22, reason: "connection refused (fake)".into() }.into());
+            return Err(SshError::Connect {
+                host: node.address.to_string(),
+                port: 22,
+                reason: "connection refused (fake)".into(),
+            }
+            .into());
         }
-        Ok(Box::new(FakeRemote { node: node.name.clone(), state, log: self.log.clone(), membership: self.membership.clone() }))
+        Ok(Box::new(FakeRemote {
+            node: node.name.clone(),
+            state,
+            log: self.log.clone(),
+            membership: self.membership.clone(),
+        }))
     }
 }
 

@@ -11,24 +11,43 @@ use crate::probe::{BoxFuture, EtcdMember, MemberStatus, Membership, Probe};
 impl FakeCluster {
     /// Records what the etcd cluster did (not one node) in the shared event log.
     fn etcd_event(&self, what: impl Into<String>) {
-        self.log.lock().expect("not poisoned").push(Event { node: "etcd".into(), what: what.into() });
+        self.log.lock().expect("not poisoned").push(Event {
+            node: "etcd".into(),
+            what: what.into(),
+        });
     }
 
     /// A request that needs the leader, sent to the member at `address`: it fails as etcd's
     /// does while there is no leader or that member is down.
     fn leader_through(&self, operation: Operation, address: IpAddr) -> Result<(), EtcdError> {
-        if self.etcd_leader().is_none() || !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
-            return Err(EtcdError::refused(operation, "etcdserver: no leader (fake)"));
+        if self.etcd_leader().is_none()
+            || !self
+                .by_address(address)
+                .is_some_and(|n| n.unit_active("etcd"))
+        {
+            return Err(EtcdError::refused(
+                operation,
+                "etcdserver: no leader (fake)",
+            ));
         }
         Ok(())
     }
 }
 
 impl Probe for FakeCluster {
-    fn etcd_member<'a>(&'a self, name: &'a str, address: IpAddr, _timeout: Duration) -> BoxFuture<'a, MemberStatus> {
+    fn etcd_member<'a>(
+        &'a self,
+        name: &'a str,
+        address: IpAddr,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, MemberStatus> {
         Box::pin(async move {
             if !self.node(name).unit_active("etcd") {
-                return MemberStatus::no_answer(name, address, format!("https://{address}:2379: connection refused (fake)"));
+                return MemberStatus::no_answer(
+                    name,
+                    address,
+                    format!("https://{address}:2379: connection refused (fake)"),
+                );
             }
             let leader = self.etcd_leader();
             let id = self.members().iter().find(|m| m.name == name).map(|m| m.id);
@@ -46,44 +65,98 @@ impl Probe for FakeCluster {
         })
     }
 
-    fn etcd_membership(&self, address: IpAddr, _timeout: Duration) -> BoxFuture<'_, Result<(Membership, Vec<String>), EtcdError>> {
+    fn etcd_membership(
+        &self,
+        address: IpAddr,
+        _timeout: Duration,
+    ) -> BoxFuture<'_, Result<(Membership, Vec<String>), EtcdError>> {
         Box::pin(async move {
-            if !self.by_address(address).is_some_and(|n| n.unit_active("etcd")) {
-                return Err(EtcdError::Unreachable { url: format!("https://{address}:2379"), message: "connection refused (fake)".into() });
+            if !self
+                .by_address(address)
+                .is_some_and(|n| n.unit_active("etcd"))
+            {
+                return Err(EtcdError::Unreachable {
+                    url: format!("https://{address}:2379"),
+                    message: "connection refused (fake)".into(),
+                });
             }
             Ok((self.members(), vec![]))
         })
     }
 
-    fn etcd_member_add<'a>(&'a self, address: IpAddr, peer_url: &'a str) -> BoxFuture<'a, Result<u64, EtcdError>> {
+    fn etcd_member_add<'a>(
+        &'a self,
+        address: IpAddr,
+        peer_url: &'a str,
+    ) -> BoxFuture<'a, Result<u64, EtcdError>> {
         Box::pin(async move {
             self.leader_through(Operation::MemberAdd, address)?;
             use std::sync::atomic::Ordering;
-            if self.unhealthy_adds.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            if self
+                .unhealthy_adds
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
                 self.etcd_event(format!("member add {peer_url} refused"));
-                return Err(EtcdError::refused(Operation::MemberAdd, "etcdserver: unhealthy cluster (fake)"));
+                return Err(EtcdError::refused(
+                    Operation::MemberAdd,
+                    "etcdserver: unhealthy cluster (fake)",
+                ));
             }
             let mut members = self.membership.lock().expect("not poisoned");
             if members.iter().any(|m| m.peer_url == peer_url) {
-                return Err(EtcdError::refused(Operation::MemberAdd, "etcdserver: Peer URLs already exists (fake)"));
+                return Err(EtcdError::refused(
+                    Operation::MemberAdd,
+                    "etcdserver: Peer URLs already exists (fake)",
+                ));
             }
             let id = FakeCluster::member_id(peer_url) ^ 0x5a5a;
-            members.push(EtcdMember { id, name: String::new(), peer_url: peer_url.to_string(), learner: true });
+            members.push(EtcdMember {
+                id,
+                name: String::new(),
+                peer_url: peer_url.to_string(),
+                learner: true,
+            });
             drop(members);
             self.etcd_event(format!("member add {peer_url} (learner)"));
             Ok(id)
         })
     }
 
-    fn etcd_member_promote(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
+    fn etcd_member_promote(
+        &self,
+        _address: IpAddr,
+        id: u64,
+    ) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
             // Never a node lock under the member-list lock: systemctl takes them the other way.
-            let name = self.members().into_iter().find(|m| m.id == id).ok_or(EtcdError::refused(Operation::MemberPromote, "etcdserver: member not found (fake)"))?.name;
-            let started = !name.is_empty() && self.nodes.get(&name).is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"));
+            let name = self
+                .members()
+                .into_iter()
+                .find(|m| m.id == id)
+                .ok_or(EtcdError::refused(
+                    Operation::MemberPromote,
+                    "etcdserver: member not found (fake)",
+                ))?
+                .name;
+            let started = !name.is_empty()
+                && self
+                    .nodes
+                    .get(&name)
+                    .is_some_and(|n| n.lock().expect("not poisoned").unit_active("etcd"));
             if !started {
-                return Err(EtcdError::refused(Operation::MemberPromote, "etcdserver: can only promote a learner member which is in sync with leader (fake)"));
+                return Err(EtcdError::refused(
+                    Operation::MemberPromote,
+                    "etcdserver: can only promote a learner member which is in sync with leader (fake)",
+                ));
             }
-            if let Some(m) = self.membership.lock().expect("not poisoned").iter_mut().find(|m| m.id == id) {
+            if let Some(m) = self
+                .membership
+                .lock()
+                .expect("not poisoned")
+                .iter_mut()
+                .find(|m| m.id == id)
+            {
                 m.learner = false;
             }
             self.etcd_event(format!("member promote {name}"));
@@ -91,12 +164,17 @@ impl Probe for FakeCluster {
         })
     }
 
-    fn etcd_snapshot<'a>(&'a self, address: IpAddr, out: &'a mut (dyn std::io::Write + Send)) -> BoxFuture<'a, Result<(u64, i64), EtcdError>> {
+    fn etcd_snapshot<'a>(
+        &'a self,
+        address: IpAddr,
+        out: &'a mut (dyn std::io::Write + Send),
+    ) -> BoxFuture<'a, Result<(u64, i64), EtcdError>> {
         Box::pin(async move {
             self.leader_through(Operation::Snapshot, address)?;
             // The fake keyspace: the member list, which is all the fake keeps.
             let bytes = format!("fake etcd snapshot: {:?}\n", self.members()).into_bytes();
-            out.write_all(&bytes).map_err(|e| EtcdError::Write(e.to_string()))?;
+            out.write_all(&bytes)
+                .map_err(|e| EtcdError::Write(e.to_string()))?;
             self.etcd_event("snapshot");
             Ok((bytes.len() as u64, 42))
         })
@@ -104,22 +182,49 @@ impl Probe for FakeCluster {
 
     fn etcd_move_leader(&self, leader: IpAddr, to: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
-            let current = self.etcd_leader().ok_or(EtcdError::refused(Operation::MoveLeader, "etcdserver: no leader (fake)"))?;
-            let asked = self.members().into_iter().find(|m| self.by_address(leader).is_some_and(|n| n.name == m.name)).map(|m| m.id);
+            let current = self.etcd_leader().ok_or(EtcdError::refused(
+                Operation::MoveLeader,
+                "etcdserver: no leader (fake)",
+            ))?;
+            let asked = self
+                .members()
+                .into_iter()
+                .find(|m| self.by_address(leader).is_some_and(|n| n.name == m.name))
+                .map(|m| m.id);
             if asked != Some(current) {
-                return Err(EtcdError::refused(Operation::MoveLeader, "etcdserver: not leader (fake)"));
+                return Err(EtcdError::refused(
+                    Operation::MoveLeader,
+                    "etcdserver: not leader (fake)",
+                ));
             }
-            let target = self.members().into_iter().find(|m| m.id == to && !m.learner).ok_or(EtcdError::refused(Operation::MoveLeader, "etcdserver: bad leader transferee (fake)"))?;
+            let target = self
+                .members()
+                .into_iter()
+                .find(|m| m.id == to && !m.learner)
+                .ok_or(EtcdError::refused(
+                    Operation::MoveLeader,
+                    "etcdserver: bad leader transferee (fake)",
+                ))?;
             *self.moved_leader.lock().expect("not poisoned") = Some(to);
             self.etcd_event(format!("move leader to {}", target.name));
             Ok(())
         })
     }
 
-    fn etcd_member_remove(&self, _address: IpAddr, id: u64) -> BoxFuture<'_, Result<(), EtcdError>> {
+    fn etcd_member_remove(
+        &self,
+        _address: IpAddr,
+        id: u64,
+    ) -> BoxFuture<'_, Result<(), EtcdError>> {
         Box::pin(async move {
             let mut members = self.membership.lock().expect("not poisoned");
-            let at = members.iter().position(|m| m.id == id).ok_or(EtcdError::refused(Operation::MemberRemove, "etcdserver: member not found (fake)"))?;
+            let at = members
+                .iter()
+                .position(|m| m.id == id)
+                .ok_or(EtcdError::refused(
+                    Operation::MemberRemove,
+                    "etcdserver: member not found (fake)",
+                ))?;
             let m = members.remove(at);
             drop(members);
             if let Some(n) = self.nodes.get(&m.name) {
@@ -133,25 +238,42 @@ impl Probe for FakeCluster {
         })
     }
 
-    fn api_get<'a>(&'a self, address: IpAddr, _port: u16, path: &'a str) -> BoxFuture<'a, Result<(u16, String), String>> {
+    fn api_get<'a>(
+        &'a self,
+        address: IpAddr,
+        _port: u16,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<(u16, String), String>> {
         Box::pin(async move {
-            let Some(node) = self.by_address(address) else { return Err(format!("connecting to {address}: no route (fake)")) };
+            let Some(node) = self.by_address(address) else {
+                return Err(format!("connecting to {address}: no route (fake)"));
+            };
             // What a node's Kubernetes binary says of its release (`Kubernetes v1.37.2`), when
             // a test set one in its versions.
             let release = |n: &super::NodeState, bin: &str| {
-                n.versions.iter().find(|(p, _)| p.ends_with(&format!("/{bin}"))).and_then(|(_, l)| l.split_whitespace().find(|w| w.starts_with('v'))).map(str::to_string)
+                n.versions
+                    .iter()
+                    .find(|(p, _)| p.ends_with(&format!("/{bin}")))
+                    .and_then(|(_, l)| l.split_whitespace().find(|w| w.starts_with('v')))
+                    .map(str::to_string)
             };
             let api_version = release(&node, "kube-apiserver");
             let serving = if node.unit_active("kube-apiserver") {
                 true
             } else if node.unit_active("haproxy") {
                 drop(node);
-                self.nodes.values().any(|n| n.lock().expect("not poisoned").unit_active("kube-apiserver"))
+                self.nodes.values().any(|n| {
+                    n.lock()
+                        .expect("not poisoned")
+                        .unit_active("kube-apiserver")
+                })
             } else {
                 false
             };
             if !serving {
-                return Err(format!("connecting to {address}: connection refused (fake)"));
+                return Err(format!(
+                    "connecting to {address}: connection refused (fake)"
+                ));
             }
             if path == "/version" {
                 return Ok(match api_version {
@@ -177,23 +299,36 @@ impl Probe for FakeCluster {
                     .collect();
                 return Ok((200, serde_json::json!({ "items": ready }).to_string()));
             }
-            let any_active = |unit: &str| self.nodes.values().any(|n| n.lock().expect("not poisoned").unit_active(unit));
+            let any_active = |unit: &str| {
+                self.nodes
+                    .values()
+                    .any(|n| n.lock().expect("not poisoned").unit_active(unit))
+            };
             // A leader-elected component's lease: renewed now while one of its units runs.
-            if let Some(lease) = path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/") {
+            if let Some(lease) =
+                path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/")
+            {
                 if !any_active(lease) {
                     return Ok((404, "{}".into()));
                 }
-                let now = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).expect("formats");
+                let now = time::OffsetDateTime::now_utc()
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("formats");
                 return Ok((200, serde_json::json!({"spec": {"holderIdentity": "fake", "leaseDurationSeconds": 15, "renewTime": now}}).to_string()));
             }
             // kube-dns is served while a kubelet runs (CoreDNS runs on the workers).
             if path.starts_with("/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices") {
                 let endpoints: Vec<serde_json::Value> = if any_active("kubelet") {
-                    vec![serde_json::json!({"addresses": ["10.200.0.2"], "conditions": {"ready": true}})]
+                    vec![
+                        serde_json::json!({"addresses": ["10.200.0.2"], "conditions": {"ready": true}}),
+                    ]
                 } else {
                     vec![]
                 };
-                return Ok((200, serde_json::json!({"items": [{"endpoints": endpoints}]}).to_string()));
+                return Ok((
+                    200,
+                    serde_json::json!({"items": [{"endpoints": endpoints}]}).to_string(),
+                ));
             }
             Ok((200, "ok".into()))
         })

@@ -7,8 +7,8 @@ use std::sync::MutexGuard;
 
 use super::super::ssh::SshError;
 use super::super::{
-    Apply, EtcdRestore, Facts, FactsQuery, ImportImages, HostsBlock, KeyCheck, PLACED, Pairing, Remote, RemoteError, RemoteFile,
-    UnitInfo, UnitOps, Upload,
+    Apply, EtcdRestore, Facts, FactsQuery, HostsBlock, ImportImages, KeyCheck, PLACED, Pairing,
+    Remote, RemoteError, RemoteFile, UnitInfo, UnitOps, Upload,
 };
 use super::{Event, FakeCluster, FakeFile, FakeRemote, NodeState};
 use crate::addons::Step as AddonStep;
@@ -28,10 +28,18 @@ impl FakeRemote {
         }
         let peer = format!("https://{}:2380", crate::inventory::host_for_url(s.address));
         if s.files.contains_key(JOIN_ENV) {
-            let m = members.iter_mut().find(|m| m.peer_url == peer && m.name.is_empty()).ok_or("member not added to the cluster (etcdctl member add first)")?;
+            let m = members
+                .iter_mut()
+                .find(|m| m.peer_url == peer && m.name.is_empty())
+                .ok_or("member not added to the cluster (etcdctl member add first)")?;
             m.name = self.node.clone();
         } else {
-            members.push(EtcdMember { id: FakeCluster::member_id(&self.node), name: self.node.clone(), peer_url: peer, learner: false });
+            members.push(EtcdMember {
+                id: FakeCluster::member_id(&self.node),
+                name: self.node.clone(),
+                peer_url: peer,
+                learner: false,
+            });
         }
         Ok(())
     }
@@ -40,7 +48,14 @@ impl FakeRemote {
     fn etcd_data(s: &mut NodeState) {
         if !s.dirs.contains(crate::components::ETCD_DATA_DIR) {
             s.dirs.insert(crate::components::ETCD_DATA_DIR.to_string());
-            s.files.insert(format!("{}/member/snap/db", crate::components::ETCD_DATA_DIR), FakeFile { contents: b"keyspace".to_vec(), mode: 0o600, owner: "root:root".into() });
+            s.files.insert(
+                format!("{}/member/snap/db", crate::components::ETCD_DATA_DIR),
+                FakeFile {
+                    contents: b"keyspace".to_vec(),
+                    mode: 0o600,
+                    owner: "root:root".into(),
+                },
+            );
         }
     }
 }
@@ -49,13 +64,20 @@ impl FakeRemote {
     fn state(&self) -> Result<MutexGuard<'_, NodeState>, RemoteError> {
         let s = self.state.lock().expect("not poisoned");
         if !s.reachable {
-            return Err(SshError::Session { host: self.node.clone(), reason: "the connection dropped (fake)".into() }.into());
+            return Err(SshError::Session {
+                host: self.node.clone(),
+                reason: "the connection dropped (fake)".into(),
+            }
+            .into());
         }
         Ok(s)
     }
 
     fn record(&self, what: impl Into<String>) {
-        self.log.lock().expect("not poisoned").push(Event { node: self.node.clone(), what: what.into() });
+        self.log.lock().expect("not poisoned").push(Event {
+            node: self.node.clone(),
+            what: what.into(),
+        });
     }
 }
 
@@ -66,8 +88,14 @@ fn certificate_blocks(text: &str) -> String {
     let mut all = text.to_string();
     for line in text.lines() {
         let l = line.trim_start();
-        let value = l.strip_prefix("certificate-authority-data:").or_else(|| l.strip_prefix("client-certificate-data:"));
-        if let Some(pem) = value.and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.trim()).ok()) {
+        let value = l
+            .strip_prefix("certificate-authority-data:")
+            .or_else(|| l.strip_prefix("client-certificate-data:"));
+        if let Some(pem) = value.and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .ok()
+        }) {
             all.push_str(&String::from_utf8_lossy(&pem));
             all.push('\n');
         }
@@ -100,27 +128,66 @@ impl Remote for FakeRemote {
             clock_offset: s.clock_offset,
             clock_uncertainty: 0.0,
             swap_active: s.swap_active,
-            present_binaries: q.binaries.iter().filter(|b| s.binaries.contains(*b)).cloned().collect(),
+            present_binaries: q
+                .binaries
+                .iter()
+                .filter(|b| s.binaries.contains(*b))
+                .cloned()
+                .collect(),
             listeners: s.listeners.clone(),
-            hosts_block: s.files.get("/etc/hosts").is_some_and(|f| String::from_utf8_lossy(&f.contents).lines().any(|l| l == begin)),
+            hosts_block: s.files.get("/etc/hosts").is_some_and(|f| {
+                String::from_utf8_lossy(&f.contents)
+                    .lines()
+                    .any(|l| l == begin)
+            }),
             files: stats(&s, &q.paths),
-            units: q.units.iter().map(|u| (u.clone(), active_state(&s, u).to_string())).collect(),
-            enabled: q.units.iter().filter(|u| s.units.get(*u).is_some_and(|x| x.enabled)).cloned().collect(),
+            units: q
+                .units
+                .iter()
+                .map(|u| (u.clone(), active_state(&s, u).to_string()))
+                .collect(),
+            enabled: q
+                .units
+                .iter()
+                .filter(|u| s.units.get(*u).is_some_and(|x| x.enabled))
+                .cloned()
+                .collect(),
             cgroup2: s.cgroup2,
             br_netfilter: s.br_netfilter,
-            tools: q.tools.iter().filter(|t| s.tools.contains(*t)).cloned().collect(),
-            versions: q.versions.iter().filter_map(|(b, _)| Some((b.clone(), s.versions.get(b)?.clone()))).collect(),
+            tools: q
+                .tools
+                .iter()
+                .filter(|t| s.tools.contains(*t))
+                .cloned()
+                .collect(),
+            versions: q
+                .versions
+                .iter()
+                .filter_map(|(b, _)| Some((b.clone(), s.versions.get(b)?.clone())))
+                .collect(),
             fingerprints: q
                 .fingerprints
                 .iter()
-                .filter_map(|p| Some((p.clone(), crate::render::key_hashes(&String::from_utf8_lossy(&s.files.get(p)?.contents)))))
+                .filter_map(|p| {
+                    Some((
+                        p.clone(),
+                        crate::render::key_hashes(&String::from_utf8_lossy(
+                            &s.files.get(p)?.contents,
+                        )),
+                    ))
+                })
                 .collect(),
         })
     }
 
     fn move_aside(&self, path: &str, suffix: &str) -> Result<Option<String>, RemoteError> {
         let mut s = self.state()?;
-        let moved: Vec<String> = s.files.keys().filter(|p| *p == path || p.starts_with(&format!("{path}/"))).cloned().collect();
+        let moved: Vec<String> = s
+            .files
+            .keys()
+            .filter(|p| *p == path || p.starts_with(&format!("{path}/")))
+            .cloned()
+            .collect();
         if moved.is_empty() && !s.dirs.contains(path) {
             return Ok(None);
         }
@@ -144,16 +211,25 @@ impl Remote for FakeRemote {
 
     /// A fault's script cannot run here: it is recorded (`fault <scenario>`), as what the node
     /// was asked to do, and succeeds.
-    fn lab_fault(&self, scenario: &str, _script: &str) -> Result<crate::remote::Output, RemoteError> {
+    fn lab_fault(
+        &self,
+        scenario: &str,
+        _script: &str,
+    ) -> Result<crate::remote::Output, RemoteError> {
         drop(self.state()?);
         self.record(format!("fault {scenario}"));
-        Ok(crate::remote::Output { status: 0, stdout: String::new(), stderr: String::new() })
+        Ok(crate::remote::Output {
+            status: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+        })
     }
 
     fn remove_paths(&self, paths: &[String]) -> Result<(), RemoteError> {
         let mut s = self.state()?;
         for p in paths {
-            s.files.retain(|f, _| f != p && !f.starts_with(&format!("{p}/")));
+            s.files
+                .retain(|f, _| f != p && !f.starts_with(&format!("{p}/")));
             s.dirs.remove(p);
             if p == PLACED {
                 s.placed.clear();
@@ -171,7 +247,10 @@ impl Remote for FakeRemote {
     fn restore_etcd(&self, r: &EtcdRestore<'_>) -> Result<(), RemoteError> {
         let mut s = self.state()?;
         if s.dirs.contains(r.data_dir) {
-            return Err(RemoteError::failed("restoring the etcd snapshot", "the data dir is not empty: move it aside first"));
+            return Err(RemoteError::failed(
+                "restoring the etcd snapshot",
+                "the data dir is not empty: move it aside first",
+            ));
         }
         if let Some(e) = s.restore_error.clone() {
             // As etcdutl leaves it: a data dir begun and not finished.
@@ -179,21 +258,34 @@ impl Remote for FakeRemote {
             return Err(RemoteError::failed("restoring the etcd snapshot", e));
         }
         let Some(snap) = s.files.get(r.snapshot).cloned() else {
-            return Err(RemoteError::failed("restoring the etcd snapshot", format!("{}: no such file", r.snapshot)));
+            return Err(RemoteError::failed(
+                "restoring the etcd snapshot",
+                format!("{}: no such file", r.snapshot),
+            ));
         };
         s.dirs.insert(r.data_dir.to_string());
-        s.files.insert(format!("{}/member/snap/db", r.data_dir), snap);
+        s.files
+            .insert(format!("{}/member/snap/db", r.data_dir), snap);
         drop(s);
-        self.record(format!("restore etcd into {} as {} ({})", r.data_dir, r.name, r.token));
+        self.record(format!(
+            "restore etcd into {} as {} ({})",
+            r.data_dir, r.name, r.token
+        ));
         Ok(())
     }
 
-    fn snapshot_status(&self, snapshot: &str, _bin_dir: &str) -> Result<Result<String, String>, RemoteError> {
+    fn snapshot_status(
+        &self,
+        snapshot: &str,
+        _bin_dir: &str,
+    ) -> Result<Result<String, String>, RemoteError> {
         let s = self.state()?;
         let answer = match s.files.get(snapshot) {
             None => Err(format!("open {snapshot}: no such file or directory")),
             // What the fake probe streams is the only snapshot it knows.
-            Some(f) if f.contents.starts_with(b"fake etcd snapshot:") => Ok(format!("revision 42, 1 keys, {} bytes", f.contents.len())),
+            Some(f) if f.contents.starts_with(b"fake etcd snapshot:") => {
+                Ok(format!("revision 42, 1 keys, {} bytes", f.contents.len()))
+            }
             Some(_) => Err("failed to open database: invalid database (fake)".to_string()),
         };
         drop(s);
@@ -203,10 +295,22 @@ impl Remote for FakeRemote {
 
     fn move_back(&self, from: &str, to: &str) -> Result<(), RemoteError> {
         let mut s = self.state()?;
-        if s.dirs.contains(to) || s.files.keys().any(|p| p == to || p.starts_with(&format!("{to}/"))) {
-            return Err(RemoteError::failed("moving back", format!("{to} exists: not moving {from} over it")));
+        if s.dirs.contains(to)
+            || s.files
+                .keys()
+                .any(|p| p == to || p.starts_with(&format!("{to}/")))
+        {
+            return Err(RemoteError::failed(
+                "moving back",
+                format!("{to} exists: not moving {from} over it"),
+            ));
         }
-        let moved: Vec<String> = s.files.keys().filter(|p| *p == from || p.starts_with(&format!("{from}/"))).cloned().collect();
+        let moved: Vec<String> = s
+            .files
+            .keys()
+            .filter(|p| *p == from || p.starts_with(&format!("{from}/")))
+            .cloned()
+            .collect();
         for p in moved {
             let f = s.files.remove(&p).expect("listed");
             s.files.insert(format!("{to}{}", &p[from.len()..]), f);
@@ -221,8 +325,13 @@ impl Remote for FakeRemote {
 
     fn remove_hosts_block(&self, cluster: &str, target: &str) -> Result<(), RemoteError> {
         let mut s = self.state()?;
-        let Some(f) = s.files.get_mut(target) else { return Ok(()) };
-        let (begin, end) = (format!("# BEGIN hardway {cluster}"), format!("# END hardway {cluster}"));
+        let Some(f) = s.files.get_mut(target) else {
+            return Ok(());
+        };
+        let (begin, end) = (
+            format!("# BEGIN hardway {cluster}"),
+            format!("# END hardway {cluster}"),
+        );
         let mut skip = false;
         let mut text = String::new();
         for l in String::from_utf8_lossy(&f.contents).lines() {
@@ -244,11 +353,20 @@ impl Remote for FakeRemote {
         s.placed.extend(uploads.iter().map(|u| u.path.to_string()));
         for u in uploads {
             if u.metadata_only {
-                let f = s.files.get_mut(u.path).ok_or_else(|| RemoteError::failed("installing files", format!("{}: no such file", u.path)))?;
+                let f = s.files.get_mut(u.path).ok_or_else(|| {
+                    RemoteError::failed("installing files", format!("{}: no such file", u.path))
+                })?;
                 f.mode = u.mode;
                 f.owner = "root:root".into();
             } else {
-                s.files.insert(u.path.to_string(), FakeFile { contents: u.contents.to_vec(), mode: u.mode, owner: "root:root".into() });
+                s.files.insert(
+                    u.path.to_string(),
+                    FakeFile {
+                        contents: u.contents.to_vec(),
+                        mode: u.mode,
+                        owner: "root:root".into(),
+                    },
+                );
             }
         }
         drop(s);
@@ -258,11 +376,29 @@ impl Remote for FakeRemote {
 
     fn merge_hosts_block(&self, b: &HostsBlock<'_>) -> Result<(), RemoteError> {
         let mut s = self.state()?;
-        let block = s.files.get(b.source).map(|f| String::from_utf8_lossy(&f.contents).into_owned()).unwrap_or_default();
-        let old = s.files.get(b.target).map(|f| String::from_utf8_lossy(&f.contents).into_owned()).unwrap_or_default();
-        let (begin, end) = (format!("# BEGIN hardway {}", b.cluster), format!("# END hardway {}", b.cluster));
-        if old.lines().filter(|l| *l == begin).count() != old.lines().filter(|l| *l == end).count() {
-            return Err(RemoteError::failed("updating the hosts file", format!("{}: the hardway block's BEGIN and END lines do not pair up", b.target)));
+        let block = s
+            .files
+            .get(b.source)
+            .map(|f| String::from_utf8_lossy(&f.contents).into_owned())
+            .unwrap_or_default();
+        let old = s
+            .files
+            .get(b.target)
+            .map(|f| String::from_utf8_lossy(&f.contents).into_owned())
+            .unwrap_or_default();
+        let (begin, end) = (
+            format!("# BEGIN hardway {}", b.cluster),
+            format!("# END hardway {}", b.cluster),
+        );
+        if old.lines().filter(|l| *l == begin).count() != old.lines().filter(|l| *l == end).count()
+        {
+            return Err(RemoteError::failed(
+                "updating the hosts file",
+                format!(
+                    "{}: the hardway block's BEGIN and END lines do not pair up",
+                    b.target
+                ),
+            ));
         }
         let mut skip = false;
         let mut text = String::new();
@@ -275,7 +411,14 @@ impl Remote for FakeRemote {
             skip &= l != end;
         }
         text.push_str(&block);
-        s.files.insert(b.target.to_string(), FakeFile { contents: text.into_bytes(), mode: 0o644, owner: "root:root".into() });
+        s.files.insert(
+            b.target.to_string(),
+            FakeFile {
+                contents: text.into_bytes(),
+                mode: 0o644,
+                owner: "root:root".into(),
+            },
+        );
         drop(s);
         self.record("merge hosts block");
         Ok(())
@@ -341,17 +484,32 @@ impl Remote for FakeRemote {
         for e in events {
             self.record(e);
         }
-        if failed.is_empty() { Ok(()) } else { Err(RemoteError::failed("systemctl", failed.join("\n"))) }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(RemoteError::failed("systemctl", failed.join("\n")))
+        }
     }
 
     fn unit_states(&self, units: &[String]) -> Result<BTreeMap<String, String>, RemoteError> {
         let s = self.state()?;
-        Ok(units.iter().map(|u| (u.clone(), active_state(&s, u).to_string())).collect())
+        Ok(units
+            .iter()
+            .map(|u| (u.clone(), active_state(&s, u).to_string()))
+            .collect())
     }
 
     fn journal_tail(&self, units: &[String], _lines: u32) -> Result<String, RemoteError> {
         let s = self.state()?;
-        Ok(units.iter().map(|u| format!("--- journal of {u}:\n(fake) {u} is {}\n", active_state(&s, u))).collect())
+        Ok(units
+            .iter()
+            .map(|u| {
+                format!(
+                    "--- journal of {u}:\n(fake) {u} is {}\n",
+                    active_state(&s, u)
+                )
+            })
+            .collect())
     }
 
     fn units(&self, units: &[String]) -> Result<BTreeMap<String, UnitInfo>, RemoteError> {
@@ -361,11 +519,21 @@ impl Remote for FakeRemote {
             .map(|u| {
                 let path = format!("/etc/systemd/system/{u}.service");
                 let info = match s.files.get(&path) {
-                    None => UnitInfo { load: "not-found".into(), active: "inactive".into(), enabled: String::new(), text: String::new() },
+                    None => UnitInfo {
+                        load: "not-found".into(),
+                        active: "inactive".into(),
+                        enabled: String::new(),
+                        text: String::new(),
+                    },
                     Some(f) => UnitInfo {
                         load: "loaded".into(),
                         active: active_state(&s, u).into(),
-                        enabled: if s.units.get(u).is_some_and(|x| x.enabled) { "enabled" } else { "disabled" }.into(),
+                        enabled: if s.units.get(u).is_some_and(|x| x.enabled) {
+                            "enabled"
+                        } else {
+                            "disabled"
+                        }
+                        .into(),
                         text: format!("# {path}\n{}", String::from_utf8_lossy(&f.contents)),
                     },
                 };
@@ -374,22 +542,58 @@ impl Remote for FakeRemote {
             .collect())
     }
 
-    fn read_certificates(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
+    fn read_certificates(
+        &self,
+        paths: &[String],
+    ) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
         let s = self.state()?;
-        Ok(paths.iter().map(|p| (p.clone(), s.files.get(p).map(|f| certificate_blocks(&String::from_utf8_lossy(&f.contents))))).collect())
+        Ok(paths
+            .iter()
+            .map(|p| {
+                (
+                    p.clone(),
+                    s.files
+                        .get(p)
+                        .map(|f| certificate_blocks(&String::from_utf8_lossy(&f.contents))),
+                )
+            })
+            .collect())
     }
 
     fn read_config(&self, path: &str) -> Result<Option<String>, RemoteError> {
         let s = self.state()?;
-        if let Some(f) = s.files.get(path).filter(|f| f.contents.len() as u64 > crate::remote::READ_LIMIT) {
-            return Err(RemoteError::TooLarge { path: path.to_string(), size: Some(f.contents.len() as u64), limit: crate::remote::READ_LIMIT });
+        if let Some(f) = s
+            .files
+            .get(path)
+            .filter(|f| f.contents.len() as u64 > crate::remote::READ_LIMIT)
+        {
+            return Err(RemoteError::TooLarge {
+                path: path.to_string(),
+                size: Some(f.contents.len() as u64),
+                limit: crate::remote::READ_LIMIT,
+            });
         }
-        Ok(s.files.get(path).map(|f| String::from_utf8_lossy(&f.contents).into_owned()))
+        Ok(s.files
+            .get(path)
+            .map(|f| String::from_utf8_lossy(&f.contents).into_owned()))
     }
 
-    fn read_masked(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
+    fn read_masked(
+        &self,
+        paths: &[String],
+    ) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
         let s = self.state()?;
-        Ok(paths.iter().map(|p| (p.clone(), s.files.get(p).map(|f| crate::render::mask_secrets(&String::from_utf8_lossy(&f.contents))))).collect())
+        Ok(paths
+            .iter()
+            .map(|p| {
+                (
+                    p.clone(),
+                    s.files.get(p).map(|f| {
+                        crate::render::mask_secrets(&String::from_utf8_lossy(&f.contents))
+                    }),
+                )
+            })
+            .collect())
     }
 
     fn check_keys(&self, pairs: &[(String, String)]) -> Result<Vec<KeyCheck>, RemoteError> {
@@ -398,17 +602,29 @@ impl Remote for FakeRemote {
             .iter()
             .map(|(cert, key)| {
                 let key_file = s.files.get(key);
-                let mode_owner = key_file.map(|f| (f.mode, f.owner.split(':').next().unwrap_or("").to_string()));
+                let mode_owner =
+                    key_file.map(|f| (f.mode, f.owner.split(':').next().unwrap_or("").to_string()));
                 let pairing = if !s.openssl {
                     Pairing::NoOpenssl
                 } else {
-                    let cert = s.files.get(cert).and_then(|f| CertInfo::parse(&String::from_utf8_lossy(&f.contents)).ok());
+                    let cert = s
+                        .files
+                        .get(cert)
+                        .and_then(|f| CertInfo::parse(&String::from_utf8_lossy(&f.contents)).ok());
                     match (cert, key_file) {
-                        (Some(c), Some(k)) if c.matches_key(&String::from_utf8_lossy(&k.contents)).unwrap_or(false) => Pairing::Match,
+                        (Some(c), Some(k))
+                            if c.matches_key(&String::from_utf8_lossy(&k.contents))
+                                .unwrap_or(false) =>
+                        {
+                            Pairing::Match
+                        }
                         _ => Pairing::Differ,
                     }
                 };
-                KeyCheck { mode_owner, pairing }
+                KeyCheck {
+                    mode_owner,
+                    pairing,
+                }
             })
             .collect())
     }
@@ -423,43 +639,70 @@ impl Remote for FakeRemote {
         Ok(match s.files.get(config) {
             Some(f) if String::from_utf8_lossy(&f.contents).contains("frontend ") => Ok(()),
             Some(_) => Err(format!("[ALERT] {config}: no frontend (fake)")),
-            None => Err(format!("[ALERT] Cannot open configuration file {config} (fake)")),
+            None => Err(format!(
+                "[ALERT] Cannot open configuration file {config} (fake)"
+            )),
         })
     }
 
     fn socket_request(&self, socket: &str, _request: &[u8]) -> Result<String, RemoteError> {
         let s = self.state()?;
-        s.sockets.get(socket).cloned().ok_or_else(|| RemoteError::failed("socket request", format!("{socket}: no such socket")))
+        s.sockets.get(socket).cloned().ok_or_else(|| {
+            RemoteError::failed("socket request", format!("{socket}: no such socket"))
+        })
     }
 
     fn apply(&self, a: &Apply<'_>) -> Result<Vec<String>, RemoteError> {
         let s = self.state()?;
         if !s.unit_active("kube-apiserver") {
-            return Err(RemoteError::failed("applying addons", format!("the API server was not ready after {} s", a.timeout_secs)));
+            return Err(RemoteError::failed(
+                "applying addons",
+                format!("the API server was not ready after {} s", a.timeout_secs),
+            ));
         }
         let unready = s.unready.clone();
         drop(s);
         for (addon, step) in crate::addons::in_order(a.addons) {
             let object = match step {
-                AddonStep::Rollout { object, .. } | AddonStep::Available { object } => Some(*object),
+                AddonStep::Rollout { object, .. } | AddonStep::Available { object } => {
+                    Some(*object)
+                }
                 _ => None,
             };
             if object.is_some_and(|o| unready.contains(o)) {
-                return Err(RemoteError::failed("applying addons", format!("addon {}: {} failed: not ready within {} s", addon.name, step.describe(), a.timeout_secs)));
+                return Err(RemoteError::failed(
+                    "applying addons",
+                    format!(
+                        "addon {}: {} failed: not ready within {} s",
+                        addon.name,
+                        step.describe(),
+                        a.timeout_secs
+                    ),
+                ));
             }
             self.record(step.describe());
         }
         // The fake keeps no objects: every apply creates them again.
-        Ok(crate::addons::in_order(a.addons).into_iter().filter(|(_, s)| matches!(s, AddonStep::Apply(_) | AddonStep::ApplyUntilAccepted(_))).map(|(a, s)| format!("{}: {} created", a.name, s.describe())).collect())
+        Ok(crate::addons::in_order(a.addons)
+            .into_iter()
+            .filter(|(_, s)| matches!(s, AddonStep::Apply(_) | AddonStep::ApplyUntilAccepted(_)))
+            .map(|(a, s)| format!("{}: {} created", a.name, s.describe()))
+            .collect())
     }
 
     fn rewrite_secrets(&self, kubectl: &str, _kubeconfig: &str) -> Result<usize, RemoteError> {
         let s = self.state()?;
         if !s.binaries.contains(kubectl) {
-            return Err(RemoteError::failed("rewriting the Secrets", format!("exit 3: kubectl is not at {kubectl}")));
+            return Err(RemoteError::failed(
+                "rewriting the Secrets",
+                format!("exit 3: kubectl is not at {kubectl}"),
+            ));
         }
         if !s.unit_active("kube-apiserver") {
-            return Err(RemoteError::failed("rewriting the Secrets", "exit 1: The connection to the server was refused (fake)"));
+            return Err(RemoteError::failed(
+                "rewriting the Secrets",
+                "exit 1: The connection to the server was refused (fake)",
+            ));
         }
         let n = s.secrets;
         drop(s);
@@ -470,10 +713,20 @@ impl Remote for FakeRemote {
     fn import_images(&self, import: &ImportImages<'_>) -> Result<Vec<String>, RemoteError> {
         let s = self.state()?;
         if !s.unit_active("containerd") {
-            return Err(RemoteError::failed("importing images into containerd", "ctr: cannot connect to containerd (fake: containerd is not running)"));
+            return Err(RemoteError::failed(
+                "importing images into containerd",
+                "ctr: cannot connect to containerd (fake: containerd is not running)",
+            ));
         }
-        if let Some((missing, _)) = import.tarballs.iter().find(|(t, _)| !s.files.contains_key(t)) {
-            return Err(RemoteError::failed("importing images into containerd", format!("ctr: open {missing}: no such file or directory")));
+        if let Some((missing, _)) = import
+            .tarballs
+            .iter()
+            .find(|(t, _)| !s.files.contains_key(t))
+        {
+            return Err(RemoteError::failed(
+                "importing images into containerd",
+                format!("ctr: open {missing}: no such file or directory"),
+            ));
         }
         drop(s);
         for (t, _) in &import.tarballs {
@@ -496,7 +749,14 @@ fn stats(s: &NodeState, paths: &[String]) -> BTreeMap<String, RemoteFile> {
         .iter()
         .filter_map(|p| {
             let f = s.files.get(p)?;
-            Some((p.clone(), RemoteFile { sha256: sha256_hex(&f.contents), mode: f.mode, owner: f.owner.clone() }))
+            Some((
+                p.clone(),
+                RemoteFile {
+                    sha256: sha256_hex(&f.contents),
+                    mode: f.mode,
+                    owner: f.owner.clone(),
+                },
+            ))
         })
         .collect()
 }

@@ -46,14 +46,24 @@ pub(super) fn install_script(uploads: &[Upload<'_>]) -> Script {
             for u in files {
                 let tmp = format!("{}/{}", stage_of(dir), name_of(u.path));
                 // The contents are keys, kubeconfigs and configs: logs get their size and hash.
-                let shown = format!("# {} <{} bytes, sha256 {}> > {}", u.path, u.contents.len(), sha256_hex(u.contents), quote(&tmp));
+                let shown = format!(
+                    "# {} <{} bytes, sha256 {}> > {}",
+                    u.path,
+                    u.contents.len(),
+                    sha256_hex(u.contents),
+                    quote(&tmp)
+                );
                 match std::str::from_utf8(u.contents) {
                     Ok(text) if !text.contains('\0') => {
-                        s.secret(&format!("printf '%s' {} > {}", quote(text), quote(&tmp)), &shown);
+                        s.secret(
+                            &format!("printf '%s' {} > {}", quote(text), quote(&tmp)),
+                            &shown,
+                        );
                     }
                     _ => {
                         let b64 = base64::engine::general_purpose::STANDARD.encode(u.contents);
-                        let mut heredoc = format!("base64 -d > {} <<'__HARDWAY_EOF__'\n", quote(&tmp));
+                        let mut heredoc =
+                            format!("base64 -d > {} <<'__HARDWAY_EOF__'\n", quote(&tmp));
                         for chunk in b64.as_bytes().chunks(76) {
                             heredoc.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
                             heredoc.push('\n');
@@ -79,7 +89,10 @@ pub(super) fn install_script(uploads: &[Upload<'_>]) -> Script {
     }
     s.raw(&format!("chown root:root {}", owned.join(" ")));
     for (dir, files) in &by_dir {
-        let tmps: Vec<String> = files.iter().map(|u| quote(&format!("{}/{}", stage_of(dir), name_of(u.path)))).collect();
+        let tmps: Vec<String> = files
+            .iter()
+            .map(|u| quote(&format!("{}/{}", stage_of(dir), name_of(u.path))))
+            .collect();
         s.raw(&format!("mv -f {} {}", tmps.join(" "), quote(dir)));
     }
     if !stages.is_empty() {
@@ -87,8 +100,14 @@ pub(super) fn install_script(uploads: &[Upload<'_>]) -> Script {
     }
     // What reset removes: every path hardway ever placed here, once each.
     let placed = quote(PLACED);
-    s.raw(&format!("(umask 022; mkdir -p {})", quote(PLACED.rsplit_once('/').map(|(d, _)| d).unwrap_or("/"))));
-    s.raw(&format!("printf '%s\\n' {} >> {placed}", quote_all(uploads.iter().map(|u| u.path))));
+    s.raw(&format!(
+        "(umask 022; mkdir -p {})",
+        quote(PLACED.rsplit_once('/').map(|(d, _)| d).unwrap_or("/"))
+    ));
+    s.raw(&format!(
+        "printf '%s\\n' {} >> {placed}",
+        quote_all(uploads.iter().map(|u| u.path))
+    ));
     s.raw(&format!("sort -u -o {placed} {placed}"));
     s
 }

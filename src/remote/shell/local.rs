@@ -19,7 +19,12 @@ impl Transport for LocalShell {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(io)?;
-        child.stdin.take().expect("piped").write_all(script.as_bytes()).map_err(io)?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(script.as_bytes())
+            .map_err(io)?;
         let out = child.wait_with_output().map_err(io)?;
         Ok(Output {
             status: out.status.code().unwrap_or(-1),
@@ -30,7 +35,8 @@ impl Transport for LocalShell {
 
     fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError> {
         use std::io::{Read, Write};
-        let err = |e: std::io::Error| RemoteError::failed("socket request", format!("{socket}: {e}"));
+        let err =
+            |e: std::io::Error| RemoteError::failed("socket request", format!("{socket}: {e}"));
         let mut sock = std::os::unix::net::UnixStream::connect(socket).map_err(err)?;
         sock.write_all(request).map_err(err)?;
         let mut out = String::new();

@@ -20,11 +20,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::script::{Script, Sections, quote, quote_all};
-use crate::addons::Step as AddonStep;
 use super::{
-    Apply, Facts, FactsQuery, ImportImages, HostsBlock, KeyCheck, Output, Pairing, READ_LIMIT, Remote, RemoteError, RemoteFile,
-    UnitInfo, UnitOps, Upload,
+    Apply, Facts, FactsQuery, HostsBlock, ImportImages, KeyCheck, Output, Pairing, READ_LIMIT,
+    Remote, RemoteError, RemoteFile, UnitInfo, UnitOps, Upload,
 };
+use crate::addons::Step as AddonStep;
 use crate::runlog::RunLog;
 use install::install_script;
 pub use local::LocalShell;
@@ -53,7 +53,11 @@ pub struct ShellRemote<T: Transport> {
 
 impl<T: Transport> ShellRemote<T> {
     pub fn new(node: impl Into<String>, transport: T) -> ShellRemote<T> {
-        ShellRemote { node: node.into(), transport, log: None }
+        ShellRemote {
+            node: node.into(),
+            transport,
+            log: None,
+        }
     }
 
     /// Logs every script (redacted) and what it returned.
@@ -72,7 +76,11 @@ impl<T: Transport> ShellRemote<T> {
     }
 
     /// [`Self::exec`] of a script that may be silent for `quiet`.
-    fn exec_quiet(&self, script: &Script, quiet: Option<std::time::Duration>) -> Result<Output, RemoteError> {
+    fn exec_quiet(
+        &self,
+        script: &Script,
+        quiet: Option<std::time::Duration>,
+    ) -> Result<Output, RemoteError> {
         let t = std::time::Instant::now();
         let out = match quiet {
             Some(q) => self.transport.run_quiet(script.text(), q),
@@ -80,8 +88,22 @@ impl<T: Transport> ShellRemote<T> {
         };
         if let Some(log) = &self.log {
             match &out {
-                Ok(o) => log.remote(&self.node, script.redacted(), Some(o.status), &o.stdout, &o.stderr, t.elapsed()),
-                Err(e) => log.remote(&self.node, script.redacted(), None, "", &e.to_string(), t.elapsed()),
+                Ok(o) => log.remote(
+                    &self.node,
+                    script.redacted(),
+                    Some(o.status),
+                    &o.stdout,
+                    &o.stderr,
+                    t.elapsed(),
+                ),
+                Err(e) => log.remote(
+                    &self.node,
+                    script.redacted(),
+                    None,
+                    "",
+                    &e.to_string(),
+                    t.elapsed(),
+                ),
             }
         }
         out
@@ -91,12 +113,14 @@ impl<T: Transport> ShellRemote<T> {
     fn run_ok(&self, op: &'static str, script: &Script) -> Result<Output, RemoteError> {
         let out = self.exec(script)?;
         if !out.ok() {
-            return Err(RemoteError::failed(op, format!("exit {}: {}", out.status, out.stderr.trim())));
+            return Err(RemoteError::failed(
+                op,
+                format!("exit {}: {}", out.status, out.stderr.trim()),
+            ));
         }
         Ok(out)
     }
 }
-
 
 /// The size in bytes of the regular file `q` (quoted), nothing when there is none.
 fn size_of(q: &str) -> String {
@@ -106,10 +130,16 @@ fn size_of(q: &str) -> String {
 /// The first of `paths` whose `size:<i>` section says it is larger than [`READ_LIMIT`].
 fn too_large(sec: &Sections, paths: &[String]) -> Result<(), RemoteError> {
     for (i, p) in paths.iter().enumerate() {
-        if let Some(size) = sec.first(&format!("size:{i}")).and_then(|s| s.trim().parse::<u64>().ok())
+        if let Some(size) = sec
+            .first(&format!("size:{i}"))
+            .and_then(|s| s.trim().parse::<u64>().ok())
             && size > READ_LIMIT
         {
-            return Err(RemoteError::TooLarge { path: p.clone(), size: Some(size), limit: READ_LIMIT });
+            return Err(RemoteError::TooLarge {
+                path: p.clone(),
+                size: Some(size),
+                limit: READ_LIMIT,
+            });
         }
     }
     Ok(())
@@ -122,7 +152,9 @@ fn unit_file(unit: &str) -> String {
 /// Fails the script (exit 3) naming the path when kubectl is not on the node.
 fn require_kubectl(kubectl: &str) -> String {
     let k = quote(kubectl);
-    format!("[ -x {k} ] || {{ printf 'kubectl is not at %s (the addons phase places it)\\n' {k} >&2; exit 3; }}")
+    format!(
+        "[ -x {k} ] || {{ printf 'kubectl is not at %s (the addons phase places it)\\n' {k} >&2; exit 3; }}"
+    )
 }
 
 /// `apply` (a script line) run only when `kubectl diff` finds the manifest differs from what
@@ -153,7 +185,10 @@ impl<T: Transport> Remote for ShellRemote<T> {
             return Ok(());
         }
         let mut s = Script::strict();
-        s.raw(&format!("rm -rf --one-file-system -- {}", quote_all(paths.iter().map(String::as_str))));
+        s.raw(&format!(
+            "rm -rf --one-file-system -- {}",
+            quote_all(paths.iter().map(String::as_str))
+        ));
         self.run_ok("removing files", &s).map(|_| ())
     }
 
@@ -165,7 +200,15 @@ impl<T: Transport> Remote for ShellRemote<T> {
     }
 
     fn placed_files(&self) -> Result<Vec<String>, RemoteError> {
-        Ok(self.read_config(super::PLACED)?.map(|t| t.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()).unwrap_or_default())
+        Ok(self
+            .read_config(super::PLACED)?
+            .map(|t| {
+                t.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     fn restore_etcd(&self, r: &super::EtcdRestore<'_>) -> Result<(), RemoteError> {
@@ -186,7 +229,11 @@ impl<T: Transport> Remote for ShellRemote<T> {
         self.run_ok("restoring the etcd snapshot", &s).map(|_| ())
     }
 
-    fn snapshot_status(&self, snapshot: &str, bin_dir: &str) -> Result<Result<String, String>, RemoteError> {
+    fn snapshot_status(
+        &self,
+        snapshot: &str,
+        bin_dir: &str,
+    ) -> Result<Result<String, String>, RemoteError> {
         let f = quote(snapshot);
         let mut s = Script::new();
         s.raw(&format!("export PATH=\"$PATH\":{}", quote(bin_dir)));
@@ -199,15 +246,30 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let out = self.exec(&s)?;
         if !out.ok() {
             let why = out.stderr.trim();
-            return Ok(Err(if why.is_empty() { format!("exit {}", out.status) } else { why.to_string() }));
+            return Ok(Err(if why.is_empty() {
+                format!("exit {}", out.status)
+            } else {
+                why.to_string()
+            }));
         }
         // It opened the database and read it through: that is the check. The numbers are for
         // the report, when the tool gives them as JSON.
         let Ok(v) = serde_json::from_str::<serde_json::Value>(out.stdout.trim()) else {
-            return Ok(Ok(out.stdout.trim().lines().next().unwrap_or("ok").to_string()));
+            return Ok(Ok(out
+                .stdout
+                .trim()
+                .lines()
+                .next()
+                .unwrap_or("ok")
+                .to_string()));
         };
         let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-        Ok(Ok(format!("revision {}, {} keys, {} bytes", n("revision"), n("totalKey"), n("totalSize"))))
+        Ok(Ok(format!(
+            "revision {}, {} keys, {} bytes",
+            n("revision"),
+            n("totalKey"),
+            n("totalSize")
+        )))
     }
 
     fn move_back(&self, from: &str, to: &str) -> Result<(), RemoteError> {
@@ -219,7 +281,11 @@ impl<T: Transport> Remote for ShellRemote<T> {
     }
 
     fn remove_hosts_block(&self, cluster: &str, target: &str) -> Result<(), RemoteError> {
-        let (begin, end, t) = (quote(&format!("# BEGIN hardway {cluster}")), quote(&format!("# END hardway {cluster}")), quote(target));
+        let (begin, end, t) = (
+            quote(&format!("# BEGIN hardway {cluster}")),
+            quote(&format!("# END hardway {cluster}")),
+            quote(target),
+        );
         let tmp = quote(&format!("{target}.hardway-tmp"));
         let mut s = Script::strict();
         s.raw(&format!("[ -f {t} ] || exit 0"));
@@ -236,13 +302,16 @@ impl<T: Transport> Remote for ShellRemote<T> {
         // A case pattern: quoted, so every character of the cluster name is literal.
         let begin = quote(&format!("# BEGIN hardway {}", q.hosts_block));
         let mut s = Script::new();
-        s.section("systemd").raw("if [ -d /run/systemd/system ]; then echo yes; else echo no; fi");
+        s.section("systemd")
+            .raw("if [ -d /run/systemd/system ]; then echo yes; else echo no; fi");
         s.section("time").raw("date +%s.%N");
         // Shell builtins where they do: every process counts on 50 hosts sharing two cores
         // (`scripts/bench`, the no-change push).
         s.section("swap").raw("if [ -r /proc/swaps ]; then { read -r _ && while IFS= read -r l; do echo \"$l\"; done; } < /proc/swaps; fi; true");
         let bins = quote_all(q.binaries.iter().map(String::as_str));
-        s.section("bins").raw(&format!("for b in {bins}; do [ -x \"$b\" ] && echo \"$b\"; done; true"));
+        s.section("bins").raw(&format!(
+            "for b in {bins}; do [ -x \"$b\" ] && echo \"$b\"; done; true"
+        ));
         // Each listener with the unit its process runs in (from /proc/PID/cgroup, with shell
         // builtins only: a fixed number of processes per host).
         s.section("listen").raw(
@@ -258,8 +327,14 @@ impl<T: Transport> Remote for ShellRemote<T> {
         // the no-change push's cost on 50 hosts.
         if !q.units.is_empty() {
             let files: Vec<String> = q.units.iter().map(|u| unit_file(u)).collect();
-            s.section("states").raw(&format!("systemctl is-active {} 2>/dev/null; true", quote_all(files.iter().map(String::as_str))));
-            s.section("enabled").raw(&format!("systemctl is-enabled {} 2>/dev/null; true", quote_all(files.iter().map(String::as_str))));
+            s.section("states").raw(&format!(
+                "systemctl is-active {} 2>/dev/null; true",
+                quote_all(files.iter().map(String::as_str))
+            ));
+            s.section("enabled").raw(&format!(
+                "systemctl is-enabled {} 2>/dev/null; true",
+                quote_all(files.iter().map(String::as_str))
+            ));
         }
         // render::key_hashes, on the node: only the hashes of the keys leave it.
         for (i, p) in q.fingerprints.iter().enumerate() {
@@ -271,7 +346,8 @@ impl<T: Transport> Remote for ShellRemote<T> {
         }
         // cgroup v2 alone (unified): its root has cgroup.controllers; a hybrid or v1 host's
         // /sys/fs/cgroup is a tmpfs without it.
-        s.section("cgroup").raw("if [ -f /sys/fs/cgroup/cgroup.controllers ]; then echo cgroup2fs; fi; true");
+        s.section("cgroup")
+            .raw("if [ -f /sys/fs/cgroup/cgroup.controllers ]; then echo cgroup2fs; fi; true");
         // Loaded (or built in), or there to load for the running kernel (any compression).
         s.section("brnf").raw(
             "if [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; then echo yes; elif [ -r /proc/sys/kernel/osrelease ]; then read -r r < /proc/sys/kernel/osrelease; \
@@ -279,16 +355,25 @@ impl<T: Transport> Remote for ShellRemote<T> {
         );
         if !q.tools.is_empty() {
             let tools = quote_all(q.tools.iter().map(String::as_str));
-            s.section("tools").raw(&format!("for t in {tools}; do command -v \"$t\" >/dev/null 2>&1 && echo \"$t\"; done; true"));
+            s.section("tools").raw(&format!(
+                "for t in {tools}; do command -v \"$t\" >/dev/null 2>&1 && echo \"$t\"; done; true"
+            ));
         }
         for (i, (bin, arg)) in q.versions.iter().enumerate() {
-            let (b, run) = (quote(bin), format!("{} {} 2>&1 | head -n 1", quote(bin), quote(arg)));
+            let (b, run) = (
+                quote(bin),
+                format!("{} {} 2>&1 | head -n 1", quote(bin), quote(arg)),
+            );
             let line = match &q.version_cache {
                 None => format!("[ -x {b} ] && {run}; true"),
                 // The cache file holds the key (inode, size, mtime: a replaced binary, by apt or
                 // by hardway's rename, has a new inode) and the line.
                 Some(dir) => {
-                    let file = quote(&format!("{}/{}", dir.trim_end_matches('/'), bin.replace('/', "%")));
+                    let file = quote(&format!(
+                        "{}/{}",
+                        dir.trim_end_matches('/'),
+                        bin.replace('/', "%")
+                    ));
                     format!(
                         "if [ -x {b} ]; then k=$(stat -Lc '%i %s %Y' {b} 2>/dev/null) || k=; ck=; v=; \
                          if [ -n \"$k\" ] && [ -r {file} ]; then {{ read -r ck && read -r v; }} < {file} || true; [ \"$ck\" = \"$k\" ] || v=; fi; \
@@ -304,15 +389,26 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let out = self.run_ok("reading the node's state", &s)?;
         let t1 = super::unix_now();
         let sec = Sections::parse(&out.stdout);
-        let remote_time: f64 = sec.first("time").and_then(|t| t.parse().ok()).unwrap_or(f64::NAN);
+        let remote_time: f64 = sec
+            .first("time")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(f64::NAN);
         Ok(Facts {
             systemd: sec.first("systemd") == Some("yes"),
             clock_offset: remote_time - (t0 + t1) / 2.0,
             clock_uncertainty: (t1 - t0) / 2.0,
             swap_active: sec.lines("swap").iter().any(|l| !l.trim().is_empty()),
             present_binaries: sec.lines("bins").iter().cloned().collect(),
-            listeners: sec.lines("listen").iter().filter_map(|l| parse_ss(l)).collect(),
-            hosts_block: sec.first("hosts").and_then(|n| n.parse::<u32>().ok()).unwrap_or(0) > 0,
+            listeners: sec
+                .lines("listen")
+                .iter()
+                .filter_map(|l| parse_ss(l))
+                .collect(),
+            hosts_block: sec
+                .first("hosts")
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0)
+                > 0,
             files: parse_stats(&sec),
             units: unit_states_of(&q.units, &sec),
             enabled: enabled_units(&q.units, &sec),
@@ -323,7 +419,14 @@ impl<T: Transport> Remote for ShellRemote<T> {
                 .versions
                 .iter()
                 .enumerate()
-                .filter_map(|(i, (bin, _))| Some((bin.clone(), sec.first(&format!("version:{i}")).filter(|l| !l.is_empty())?.to_string())))
+                .filter_map(|(i, (bin, _))| {
+                    Some((
+                        bin.clone(),
+                        sec.first(&format!("version:{i}"))
+                            .filter(|l| !l.is_empty())?
+                            .to_string(),
+                    ))
+                })
                 .collect(),
             fingerprints: q
                 .fingerprints
@@ -331,7 +434,12 @@ impl<T: Transport> Remote for ShellRemote<T> {
                 .enumerate()
                 .filter(|(i, _)| sec.first(&format!("fp:{i}")) == Some("file"))
                 .map(|(i, p)| {
-                    let hashes = sec.lines(&format!("fp:{i}")).iter().skip(1).filter_map(|l| l.split_whitespace().next()).map(str::to_string);
+                    let hashes = sec
+                        .lines(&format!("fp:{i}"))
+                        .iter()
+                        .skip(1)
+                        .filter_map(|l| l.split_whitespace().next())
+                        .map(str::to_string);
                     (p.clone(), hashes.collect())
                 })
                 .collect(),
@@ -353,7 +461,10 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let tmp = quote(&format!("{}.hardway-tmp", b.target));
         let mut s = Script::strict();
         // A BEGIN without its END would make "skip to END" drop the rest of the file: refuse.
-        let unpaired = quote(&format!("{}: the hardway block's BEGIN and END lines do not pair up; fix the file by hand", b.target));
+        let unpaired = quote(&format!(
+            "{}: the hardway block's BEGIN and END lines do not pair up; fix the file by hand",
+            b.target
+        ));
         s.raw(&format!(
             "if [ -f {target} ] && [ \"$(grep -cxF {begin} {target})\" != \"$(grep -cxF {end} {target})\" ]; then \
              echo {unpaired} >&2; exit 1; fi"
@@ -382,23 +493,37 @@ impl<T: Transport> Remote for ShellRemote<T> {
                 let mut words = vec!["systemctl", verb, "--quiet"];
                 words.extend(files.iter().map(String::as_str));
                 // A unit that is not there is already stopped and disabled.
-                s.raw(&format!("{} 2>/dev/null || true", quote_all(words.iter().copied())));
+                s.raw(&format!(
+                    "{} 2>/dev/null || true",
+                    quote_all(words.iter().copied())
+                ));
             }
         }
         if ops.daemon_reload {
             s.cmd(&["systemctl", "daemon-reload"]);
         }
-        let all: Vec<String> = ops.restart.iter().chain(&ops.start).map(|u| unit_file(u)).collect();
+        let all: Vec<String> = ops
+            .restart
+            .iter()
+            .chain(&ops.start)
+            .map(|u| unit_file(u))
+            .collect();
         let nb: &[&str] = if ops.no_block { &["--no-block"] } else { &[] };
         if !all.is_empty() {
-            let words: Vec<&str> = ["systemctl", "enable", "--quiet"].into_iter().chain(all.iter().map(String::as_str)).collect();
+            let words: Vec<&str> = ["systemctl", "enable", "--quiet"]
+                .into_iter()
+                .chain(all.iter().map(String::as_str))
+                .collect();
             s.cmd(&words);
         }
         for (verb, units) in [("restart", &ops.restart), ("start", &ops.start)] {
             if !units.is_empty() {
                 let files: Vec<String> = units.iter().map(|u| unit_file(u)).collect();
-                let words: Vec<&str> =
-                    ["systemctl", verb].into_iter().chain(nb.iter().copied()).chain(files.iter().map(String::as_str)).collect();
+                let words: Vec<&str> = ["systemctl", verb]
+                    .into_iter()
+                    .chain(nb.iter().copied())
+                    .chain(files.iter().map(String::as_str))
+                    .collect();
                 s.cmd(&words);
             }
         }
@@ -406,7 +531,10 @@ impl<T: Transport> Remote for ShellRemote<T> {
         if !out.ok() {
             let units: Vec<String> = ops.restart.iter().chain(&ops.start).cloned().collect();
             let journal = self.journal_tail(&units, 15).unwrap_or_default();
-            return Err(RemoteError::failed("systemctl", format!("{}\n{journal}", out.stderr.trim())));
+            return Err(RemoteError::failed(
+                "systemctl",
+                format!("{}\n{journal}", out.stderr.trim()),
+            ));
         }
         Ok(())
     }
@@ -417,7 +545,10 @@ impl<T: Transport> Remote for ShellRemote<T> {
         }
         let files: Vec<String> = units.iter().map(|u| unit_file(u)).collect();
         let mut s = Script::new();
-        s.section("states").raw(&format!("systemctl is-active {} 2>/dev/null; true", quote_all(files.iter().map(String::as_str))));
+        s.section("states").raw(&format!(
+            "systemctl is-active {} 2>/dev/null; true",
+            quote_all(files.iter().map(String::as_str))
+        ));
         let out = self.exec(&s)?;
         Ok(unit_states_of(units, &Sections::parse(&out.stdout)))
     }
@@ -426,7 +557,10 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let mut s = Script::new();
         for u in units {
             s.raw(&format!("echo {}", quote(&format!("--- journal of {u}:"))));
-            s.raw(&format!("journalctl -u {} -n {lines} --no-pager -o cat 2>&1; true", quote(&unit_file(u))));
+            s.raw(&format!(
+                "journalctl -u {} -n {lines} --no-pager -o cat 2>&1; true",
+                quote(&unit_file(u))
+            ));
         }
         Ok(self.exec(&s)?.stdout)
     }
@@ -435,19 +569,34 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let mut s = Script::new();
         for u in units {
             let q = quote(&unit_file(u));
-            s.section(&format!("show:{u}")).raw(&format!("systemctl show -p LoadState -p ActiveState -p UnitFileState {q} 2>/dev/null; true"));
-            s.section(&format!("cat:{u}")).raw(&format!("systemctl cat {q} 2>/dev/null | head -c {}; true", READ_LIMIT + 1));
+            s.section(&format!("show:{u}")).raw(&format!(
+                "systemctl show -p LoadState -p ActiveState -p UnitFileState {q} 2>/dev/null; true"
+            ));
+            s.section(&format!("cat:{u}")).raw(&format!(
+                "systemctl cat {q} 2>/dev/null | head -c {}; true",
+                READ_LIMIT + 1
+            ));
         }
         let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
-        if let Some(u) = units.iter().find(|u| sec.text(&format!("cat:{u}")).len() as u64 > READ_LIMIT) {
-            return Err(RemoteError::TooLarge { path: format!("the unit {} (systemctl cat)", unit_file(u)), size: None, limit: READ_LIMIT });
+        if let Some(u) = units
+            .iter()
+            .find(|u| sec.text(&format!("cat:{u}")).len() as u64 > READ_LIMIT)
+        {
+            return Err(RemoteError::TooLarge {
+                path: format!("the unit {} (systemctl cat)", unit_file(u)),
+                size: None,
+                limit: READ_LIMIT,
+            });
         }
         Ok(units
             .iter()
             .map(|u| {
-                let props: BTreeMap<&str, &str> =
-                    sec.lines(&format!("show:{u}")).iter().filter_map(|l| l.split_once('=')).collect();
+                let props: BTreeMap<&str, &str> = sec
+                    .lines(&format!("show:{u}"))
+                    .iter()
+                    .filter_map(|l| l.split_once('='))
+                    .collect();
                 let prop = |k: &str| props.get(k).copied().unwrap_or_default().to_string();
                 let info = UnitInfo {
                     load: prop("LoadState"),
@@ -460,11 +609,15 @@ impl<T: Transport> Remote for ShellRemote<T> {
             .collect())
     }
 
-    fn read_certificates(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
+    fn read_certificates(
+        &self,
+        paths: &[String],
+    ) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
         let mut s = Script::new();
         for (i, p) in paths.iter().enumerate() {
             let q = quote(p);
-            s.section(&format!("exists:{i}")).raw(&format!("[ -f {q} ] && echo yes; true"));
+            s.section(&format!("exists:{i}"))
+                .raw(&format!("[ -f {q} ] && echo yes; true"));
             s.section(&format!("size:{i}")).raw(&size_of(&q));
             // Only the certificate blocks leave the node, whatever else the file holds; a
             // kubeconfig's are base64 in its certificate fields (its key field is never read).
@@ -498,16 +651,21 @@ impl<T: Transport> Remote for ShellRemote<T> {
     fn read_config(&self, path: &str) -> Result<Option<String>, RemoteError> {
         let q = quote(path);
         let mut s = Script::new();
-        s.section("exists:0").raw(&format!("[ -f {q} ] && echo yes; true"));
+        s.section("exists:0")
+            .raw(&format!("[ -f {q} ] && echo yes; true"));
         s.section("size:0").raw(&size_of(&q));
-        s.section("text").raw(&format!("head -c {READ_LIMIT} {q} 2>/dev/null; true"));
+        s.section("text")
+            .raw(&format!("head -c {READ_LIMIT} {q} 2>/dev/null; true"));
         let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
         too_large(&sec, &[path.to_string()])?;
         Ok((sec.first("exists:0") == Some("yes")).then(|| sec.text("text")))
     }
 
-    fn read_masked(&self, paths: &[String]) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
+    fn read_masked(
+        &self,
+        paths: &[String],
+    ) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
         let fields = crate::render::SECRET_FIELDS.join("|");
         // render::mask_secrets, in awk.
         let program = format!(
@@ -519,9 +677,13 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let mut s = Script::new();
         for (i, p) in paths.iter().enumerate() {
             let q = quote(p);
-            s.section(&format!("exists:{i}")).raw(&format!("[ -f {q} ] && echo yes; true"));
+            s.section(&format!("exists:{i}"))
+                .raw(&format!("[ -f {q} ] && echo yes; true"));
             s.section(&format!("size:{i}")).raw(&size_of(&q));
-            s.section(&format!("text:{i}")).raw(&format!("head -c {READ_LIMIT} {q} 2>/dev/null | awk {}; true", quote(&program)));
+            s.section(&format!("text:{i}")).raw(&format!(
+                "head -c {READ_LIMIT} {q} 2>/dev/null | awk {}; true",
+                quote(&program)
+            ));
         }
         let out = self.exec(&s)?;
         let sec = Sections::parse(&out.stdout);
@@ -529,7 +691,13 @@ impl<T: Transport> Remote for ShellRemote<T> {
         Ok(paths
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.clone(), (sec.first(&format!("exists:{i}")) == Some("yes")).then(|| sec.text(&format!("text:{i}")))))
+            .map(|(i, p)| {
+                (
+                    p.clone(),
+                    (sec.first(&format!("exists:{i}")) == Some("yes"))
+                        .then(|| sec.text(&format!("text:{i}"))),
+                )
+            })
             .collect())
     }
 
@@ -537,7 +705,8 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let mut s = Script::new();
         for (i, (cert, key)) in pairs.iter().enumerate() {
             let (c, k) = (quote(cert), quote(key));
-            s.section(&format!("keystat:{i}")).raw(&format!("stat -c '%a %U' {k} 2>/dev/null; true"));
+            s.section(&format!("keystat:{i}"))
+                .raw(&format!("stat -c '%a %U' {k} 2>/dev/null; true"));
             s.section(&format!("pair:{i}")).raw(&format!(
                 "if command -v openssl >/dev/null; then a=$(openssl x509 -in {c} -noout -pubkey 2>/dev/null | sha256sum); \
                  b=$(openssl pkey -in {k} -pubout 2>/dev/null | sha256sum); [ \"$a\" = \"$b\" ] && echo match || echo differ; \
@@ -557,7 +726,10 @@ impl<T: Transport> Remote for ShellRemote<T> {
                     Some("no-openssl") => Pairing::NoOpenssl,
                     _ => Pairing::Differ,
                 };
-                KeyCheck { mode_owner, pairing }
+                KeyCheck {
+                    mode_owner,
+                    pairing,
+                }
             })
             .collect())
     }
@@ -571,10 +743,17 @@ impl<T: Transport> Remote for ShellRemote<T> {
 
     fn haproxy_check(&self, config: &str) -> Result<Result<(), String>, RemoteError> {
         let mut s = Script::new();
-        s.section("check").raw(&format!("haproxy -c -q -f {} 2>&1 && echo @@valid; true", quote(config)));
+        s.section("check").raw(&format!(
+            "haproxy -c -q -f {} 2>&1 && echo @@valid; true",
+            quote(config)
+        ));
         let out = self.exec(&s)?;
         let text = Sections::parse(&out.stdout).text("check");
-        Ok(if text.lines().any(|l| l == "@@valid") { Ok(()) } else { Err(text.trim().to_string()) })
+        Ok(if text.lines().any(|l| l == "@@valid") {
+            Ok(())
+        } else {
+            Err(text.trim().to_string())
+        })
     }
 
     fn socket_request(&self, socket: &str, request: &[u8]) -> Result<String, RemoteError> {
@@ -599,7 +778,14 @@ impl<T: Transport> Remote for ShellRemote<T> {
                 // says `configured` for a patch that changes nothing too (a manifest's `100m`
                 // against the stored `0.1`, a webhook's injected caBundle), so only a manifest
                 // that differs, or that diff cannot judge (its CRDs not there yet), is applied.
-                AddonStep::Apply(m) => unless_unchanged(&kubectl, m, &format!("{kubectl} apply -f {} || {{ echo {fail} >&2; exit 1; }}", quote(m))),
+                AddonStep::Apply(m) => unless_unchanged(
+                    &kubectl,
+                    m,
+                    &format!(
+                        "{kubectl} apply -f {} || {{ echo {fail} >&2; exit 1; }}",
+                        quote(m)
+                    ),
+                ),
                 // Until the webhook answers, apply fails with "failed calling webhook";
                 // the last answer is printed when time runs out.
                 AddonStep::ApplyUntilAccepted(m) => unless_unchanged(
@@ -628,10 +814,19 @@ impl<T: Transport> Remote for ShellRemote<T> {
         // Each wait may be silent for up to `t` seconds (kubectl prints when something changes).
         let out = self.exec_quiet(&s, Some(std::time::Duration::from_secs(u64::from(t))))?;
         if !out.ok() {
-            return Err(RemoteError::failed("applying addons", format!("exit {}: {}", out.status, out.stderr.trim())));
+            return Err(RemoteError::failed(
+                "applying addons",
+                format!("exit {}: {}", out.status, out.stderr.trim()),
+            ));
         }
         // kubectl apply says `<kind>/<name> created|configured|unchanged` per object.
-        Ok(out.stdout.lines().map(str::trim).filter(|l| l.ends_with(" created") || l.ends_with(" configured")).map(String::from).collect())
+        Ok(out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.ends_with(" created") || l.ends_with(" configured"))
+            .map(String::from)
+            .collect())
     }
 
     fn import_images(&self, import: &ImportImages<'_>) -> Result<Vec<String>, RemoteError> {
@@ -644,10 +839,19 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let sec = s.section("imported");
         for (t, refs) in &import.tarballs {
             let refs = quote_all(refs.iter().map(String::as_str));
-            sec.raw(&format!("if lacks {refs}; then {ctr} -n k8s.io images import {} >&2; echo {}; fi", quote(t), quote(t)));
+            sec.raw(&format!(
+                "if lacks {refs}; then {ctr} -n k8s.io images import {} >&2; echo {}; fi",
+                quote(t),
+                quote(t)
+            ));
         }
         let out = self.run_ok("importing images into containerd", &s)?;
-        Ok(Sections::parse(&out.stdout).lines("imported").iter().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+        Ok(Sections::parse(&out.stdout)
+            .lines("imported")
+            .iter()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
     }
 
     fn rewrite_secrets(&self, kubectl: &str, kubeconfig: &str) -> Result<usize, RemoteError> {
@@ -655,13 +859,19 @@ impl<T: Transport> Remote for ShellRemote<T> {
         let mut s = Script::strict();
         s.raw(&require_kubectl(kubectl));
         // The API answers, and lists the Secrets, before anything is rewritten.
-        s.raw(&format!("n=$({k} {c} get secrets --all-namespaces -o name | wc -l)"));
+        s.raw(&format!(
+            "n=$({k} {c} get secrets --all-namespaces -o name | wc -l)"
+        ));
         s.raw("out=$(mktemp)");
         // sh reports a pipeline's last status: replace's, which fails when get did, or on a
         // conflict with a Secret written meanwhile (the step is then run again).
         s.raw(&format!("if [ \"$n\" -gt 0 ]; then {k} {c} get secrets --all-namespaces -o json | {k} {c} replace -f - > \"$out\" || {{ rm -f \"$out\"; exit 1; }}; fi"));
-        s.section("replaced").raw("grep -c ' replaced$' \"$out\" || true; rm -f \"$out\"");
+        s.section("replaced")
+            .raw("grep -c ' replaced$' \"$out\" || true; rm -f \"$out\"");
         let out = self.run_ok("rewriting the Secrets", &s)?;
-        Ok(Sections::parse(&out.stdout).first("replaced").and_then(|n| n.trim().parse().ok()).unwrap_or(0))
+        Ok(Sections::parse(&out.stdout)
+            .first("replaced")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0))
     }
 }

@@ -7,7 +7,14 @@ use crate::remote::Listener;
 #[test]
 fn parses_ss_lines() {
     let l = parse_ss("LISTEN 0      4096      10.213.0.11:2379      0.0.0.0:*    users:((\"etcd\",pid=231,fd=8)) unit=etcd.service").unwrap();
-    assert_eq!(l, Listener { port: 2379, process: "etcd".into(), unit: Some("etcd".into()) });
+    assert_eq!(
+        l,
+        Listener {
+            port: 2379,
+            process: "etcd".into(),
+            unit: Some("etcd".into())
+        }
+    );
     let l = parse_ss("LISTEN 0 128 [::]:22 [::]:* users:((\"sshd\",pid=1,fd=4)) unit=").unwrap();
     assert_eq!((l.port, l.unit), (22, None));
     assert!(parse_ss("garbage").is_none());
@@ -23,9 +30,14 @@ fn certificates_come_back_without_the_keys_beside_them() {
     let both = dir.path().join("both.pem");
     std::fs::write(&both, "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n").unwrap();
     let missing = dir.path().join("missing.crt").display().to_string();
-    let got = local().read_certificates(&[both.display().to_string(), missing.clone()]).unwrap();
+    let got = local()
+        .read_certificates(&[both.display().to_string(), missing.clone()])
+        .unwrap();
     let cert = got[&both.display().to_string()].as_deref().unwrap();
-    assert_eq!(cert, "-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n");
+    assert_eq!(
+        cert,
+        "-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n"
+    );
     assert_eq!(got[&missing], None);
 }
 
@@ -37,16 +49,37 @@ fn a_certificate_without_its_end_line_does_not_carry_the_key_after_it_off_the_no
     let cert = "-----BEGIN CERTIFICATE-----\nPUBLIC\n-----END CERTIFICATE-----\n";
     let key = "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n";
     for (name, text, want) in [
-        ("truncated.pem", format!("-----BEGIN CERTIFICATE-----\nPUBL\n{key}"), String::new()),
-        ("after-one.pem", format!("{cert}-----BEGIN CERTIFICATE-----\nPUBL\n{key}"), cert.to_string()),
-        ("nested.pem", format!("-----BEGIN CERTIFICATE-----\n{key}-----END CERTIFICATE-----\n{cert}"), cert.to_string()),
-        ("no-newline.pem", format!("{cert}-----BEGIN CERTIFICATE-----\nSECRET"), cert.to_string()),
+        (
+            "truncated.pem",
+            format!("-----BEGIN CERTIFICATE-----\nPUBL\n{key}"),
+            String::new(),
+        ),
+        (
+            "after-one.pem",
+            format!("{cert}-----BEGIN CERTIFICATE-----\nPUBL\n{key}"),
+            cert.to_string(),
+        ),
+        (
+            "nested.pem",
+            format!("-----BEGIN CERTIFICATE-----\n{key}-----END CERTIFICATE-----\n{cert}"),
+            cert.to_string(),
+        ),
+        (
+            "no-newline.pem",
+            format!("{cert}-----BEGIN CERTIFICATE-----\nSECRET"),
+            cert.to_string(),
+        ),
     ] {
         let p = dir.path().join(name);
         std::fs::write(&p, &text).unwrap();
         let p = p.display().to_string();
-        let got = local().read_certificates(std::slice::from_ref(&p)).unwrap()[&p].clone().unwrap();
-        assert!(!got.contains("SECRET") && !got.contains("PRIVATE"), "{name}: {got}");
+        let got = local().read_certificates(std::slice::from_ref(&p)).unwrap()[&p]
+            .clone()
+            .unwrap();
+        assert!(
+            !got.contains("SECRET") && !got.contains("PRIVATE"),
+            "{name}: {got}"
+        );
         assert_eq!(got, want, "{name}");
     }
 }
@@ -55,7 +88,8 @@ fn a_certificate_without_its_end_line_does_not_carry_the_key_after_it_off_the_no
 fn a_kubeconfig_gives_its_certificates_and_never_its_key() {
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let cert = |what: &str| format!("-----BEGIN CERTIFICATE-----\n{what}\n-----END CERTIFICATE-----\n");
+    let cert =
+        |what: &str| format!("-----BEGIN CERTIFICATE-----\n{what}\n-----END CERTIFICATE-----\n");
     let key = "-----BEGIN PRIVATE KEY-----\nSECRET\n-----END PRIVATE KEY-----\n";
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("admin.kubeconfig");
@@ -70,7 +104,9 @@ fn a_kubeconfig_gives_its_certificates_and_never_its_key() {
     )
     .unwrap();
     let p = kc.display().to_string();
-    let got = local().read_certificates(std::slice::from_ref(&p)).unwrap()[&p].clone().unwrap();
+    let got = local().read_certificates(std::slice::from_ref(&p)).unwrap()[&p]
+        .clone()
+        .unwrap();
     assert_eq!(got, format!("{}{}", cert("CA"), cert("CLIENT")));
 }
 
@@ -81,14 +117,25 @@ fn the_node_hashes_the_keys_as_render_does() {
     let text = "kind: EncryptionConfiguration\nresources:\n  - providers:\n      - aescbc:\n          keys:\n            - name: key2\n              secret: c2Vjb25k\n            - name: key1\n              secret:   Zmlyc3Q=\n      - identity: {}\n";
     std::fs::write(&cfg, text).unwrap();
     let path = cfg.display().to_string();
-    let q = FactsQuery { fingerprints: vec![path.clone(), "/nonexistent".into()], ..FactsQuery::default() };
+    let q = FactsQuery {
+        fingerprints: vec![path.clone(), "/nonexistent".into()],
+        ..FactsQuery::default()
+    };
     let facts = local().facts(&q).unwrap();
     assert_eq!(facts.fingerprints[&path], crate::render::key_hashes(text));
     assert_eq!(facts.fingerprints[&path].len(), 2);
-    assert_ne!(facts.fingerprints[&path], crate::render::key_hashes("secret: other\n"));
+    assert_ne!(
+        facts.fingerprints[&path],
+        crate::render::key_hashes("secret: other\n")
+    );
     // The same keys used by two providers are the same keys.
-    let twice = format!("{text}      - secretbox:\n          keys:\n            - name: key1\n              secret: Zmlyc3Q=\n");
-    assert_eq!(crate::render::key_hashes(&twice), crate::render::key_hashes(text));
+    let twice = format!(
+        "{text}      - secretbox:\n          keys:\n            - name: key1\n              secret: Zmlyc3Q=\n"
+    );
+    assert_eq!(
+        crate::render::key_hashes(&twice),
+        crate::render::key_hashes(text)
+    );
     assert!(!facts.fingerprints.contains_key("/nonexistent"));
 }
 
@@ -102,8 +149,15 @@ fn the_node_masks_secrets_as_render_does() {
     let got = local().read_masked(std::slice::from_ref(&p)).unwrap();
     let masked = got[&p].as_deref().unwrap();
     assert_eq!(masked, crate::render::mask_secrets(text));
-    assert!(!masked.contains("S0VZ") && !masked.contains("c2Vj") && !masked.contains("Q0VSVA"), "{masked}");
-    assert!(masked.contains("<PRIVATE KEY masked>\ntail: x\n") && masked.contains("server: https://10.0.0.1:6443"), "{masked}");
+    assert!(
+        !masked.contains("S0VZ") && !masked.contains("c2Vj") && !masked.contains("Q0VSVA"),
+        "{masked}"
+    );
+    assert!(
+        masked.contains("<PRIVATE KEY masked>\ntail: x\n")
+            && masked.contains("server: https://10.0.0.1:6443"),
+        "{masked}"
+    );
 }
 
 #[test]
@@ -114,7 +168,11 @@ fn a_hosts_file_with_an_unpaired_begin_is_refused_and_left_alone() {
     let before = "127.0.0.1 localhost\n# BEGIN hardway c\n10.0.0.9 old\n192.0.2.1 precious\n";
     std::fs::write(&target, before).unwrap();
     let (s, t) = (source.display().to_string(), target.display().to_string());
-    let block = HostsBlock { cluster: "c", source: &s, target: &t };
+    let block = HostsBlock {
+        cluster: "c",
+        source: &s,
+        target: &t,
+    };
     let err = local().merge_hosts_block(&block).unwrap_err();
     assert!(err.to_string().contains("do not pair up"), "{err}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), before);
@@ -144,19 +202,53 @@ fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
         log = log.display()
     );
     std::fs::write(&kubectl, stand_in).unwrap();
-    std::fs::set_permissions(&kubectl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        &kubectl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let k = kubectl.display().to_string();
     let kc_file = dir.path().join("k");
     std::fs::write(&kc_file, "").unwrap();
     let kc = kc_file.display().to_string();
     let addons = vec![
-        Addon { name: "RBAC", steps: vec![Step::Apply("/a/rbac.yaml".into())] },
-        Addon { name: "CoreDNS", steps: vec![Step::Apply("/a/coredns.yaml".into()), Step::Rollout { namespace: "kube-system", object: "deployment/coredns" }] },
-        Addon { name: "MetalLB", steps: vec![Step::ApplyUntilAccepted("/a/pool.yaml".into())] },
+        Addon {
+            name: "RBAC",
+            steps: vec![Step::Apply("/a/rbac.yaml".into())],
+        },
+        Addon {
+            name: "CoreDNS",
+            steps: vec![
+                Step::Apply("/a/coredns.yaml".into()),
+                Step::Rollout {
+                    namespace: "kube-system",
+                    object: "deployment/coredns",
+                },
+            ],
+        },
+        Addon {
+            name: "MetalLB",
+            steps: vec![Step::ApplyUntilAccepted("/a/pool.yaml".into())],
+        },
     ];
-    let changed = local().apply(&Apply { kubectl: &k, kubeconfig: &kc, addons: &addons, timeout_secs: 10 }).unwrap();
-    assert_eq!(changed, ["deployment.apps/coredns configured"], "only what kubectl created or configured is a change");
-    let calls: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(|l| l.replace(&format!("--kubeconfig {kc} "), "")).collect();
+    let changed = local()
+        .apply(&Apply {
+            kubectl: &k,
+            kubeconfig: &kc,
+            addons: &addons,
+            timeout_secs: 10,
+        })
+        .unwrap();
+    assert_eq!(
+        changed,
+        ["deployment.apps/coredns configured"],
+        "only what kubectl created or configured is a change"
+    );
+    let calls: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| l.replace(&format!("--kubeconfig {kc} "), ""))
+        .collect();
     assert_eq!(
         calls,
         [
@@ -170,14 +262,50 @@ fn the_addons_script_runs_every_step_in_order_and_retries_only_the_webhook() {
             "apply -f /a/pool.yaml",
         ]
     );
-    let broken = vec![Addon { name: "Broken", steps: vec![Step::Rollout { namespace: "x", object: "deployment/broken" }] }];
-    let err = local().apply(&Apply { kubectl: &k, kubeconfig: &kc, addons: &broken, timeout_secs: 10 }).unwrap_err().to_string();
+    let broken = vec![Addon {
+        name: "Broken",
+        steps: vec![Step::Rollout {
+            namespace: "x",
+            object: "deployment/broken",
+        }],
+    }];
+    let err = local()
+        .apply(&Apply {
+            kubectl: &k,
+            kubeconfig: &kc,
+            addons: &broken,
+            timeout_secs: 10,
+        })
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("addon Broken: wait for deployment/broken in x to roll out failed: not ready within 10 s"), "{err}");
     // A missing kubectl or kubeconfig is named, not blamed on the API server.
-    let err = local().apply(&Apply { kubectl: "/nonexistent/kubectl", kubeconfig: &kc, addons: &addons, timeout_secs: 10 }).unwrap_err().to_string();
-    assert!(err.contains("kubectl is not at /nonexistent/kubectl (the addons phase places it)"), "{err}");
-    let err = local().apply(&Apply { kubectl: &k, kubeconfig: "/nonexistent/k", addons: &addons, timeout_secs: 10 }).unwrap_err().to_string();
-    assert!(err.contains("no kubeconfig at /nonexistent/k (the files phase places it)"), "{err}");
+    let err = local()
+        .apply(&Apply {
+            kubectl: "/nonexistent/kubectl",
+            kubeconfig: &kc,
+            addons: &addons,
+            timeout_secs: 10,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("kubectl is not at /nonexistent/kubectl (the addons phase places it)"),
+        "{err}"
+    );
+    let err = local()
+        .apply(&Apply {
+            kubectl: &k,
+            kubeconfig: "/nonexistent/k",
+            addons: &addons,
+            timeout_secs: 10,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no kubeconfig at /nonexistent/k (the files phase places it)"),
+        "{err}"
+    );
 }
 
 /// Archives are imported only when containerd lacks one of their images (a no-change deploy
@@ -198,14 +326,34 @@ echo \"$*\" >> {log}\ncase \"$*\" in\n  *'images ls -q'*) printf 'registry.k8s.i
     std::fs::set_permissions(&ctr, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let c = ctr.display().to_string();
     let tarballs = vec![
-        ("/i/pause.tar".to_string(), vec!["registry.k8s.io/pause:3.10.1".to_string()]),
-        ("/i/both.tar".to_string(), vec!["hardway.test/agnhost:2.66.1".to_string(), "registry.k8s.io/coredns/coredns:v1.14.2".to_string()]),
+        (
+            "/i/pause.tar".to_string(),
+            vec!["registry.k8s.io/pause:3.10.1".to_string()],
+        ),
+        (
+            "/i/both.tar".to_string(),
+            vec![
+                "hardway.test/agnhost:2.66.1".to_string(),
+                "registry.k8s.io/coredns/coredns:v1.14.2".to_string(),
+            ],
+        ),
         ("/i/unnamed.tar".to_string(), vec![]),
     ];
-    let imported = local().import_images(&ImportImages { ctr: &c, tarballs }).unwrap();
+    let imported = local()
+        .import_images(&ImportImages { ctr: &c, tarballs })
+        .unwrap();
     assert_eq!(imported, ["/i/both.tar", "/i/unnamed.tar"]);
     let calls = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(calls.lines().filter(|l| l.contains("images import")).collect::<Vec<_>>(), ["-n k8s.io images import /i/both.tar", "-n k8s.io images import /i/unnamed.tar"]);
+    assert_eq!(
+        calls
+            .lines()
+            .filter(|l| l.contains("images import"))
+            .collect::<Vec<_>>(),
+        [
+            "-n k8s.io images import /i/both.tar",
+            "-n k8s.io images import /i/unnamed.tar"
+        ]
+    );
 }
 
 /// The facts read with shell builtins (no process per fact) agree with what this machine's own
@@ -220,24 +368,62 @@ fn facts_read_with_builtins_agree_with_the_host() {
         .find_map(|l| l.strip_prefix("# BEGIN hardway "))
         .map(str::to_string)
         .unwrap_or_else(|| "no-such-cluster-here".into());
-    let f = local().facts(&FactsQuery { hosts_block: name.clone(), ..FactsQuery::default() }).unwrap();
-    assert_eq!(f.hosts_block, host_hosts.lines().any(|l| l == format!("# BEGIN hardway {name}")), "{name}");
-    let fs_type = std::process::Command::new("stat").args(["-fc", "%T", "/sys/fs/cgroup"]).output().unwrap();
-    assert_eq!(f.cgroup2, String::from_utf8_lossy(&fs_type.stdout).trim() == "cgroup2fs");
-    let module = std::process::Command::new("modinfo").arg("br_netfilter").output().is_ok_and(|o| o.status.success());
-    assert_eq!(f.br_netfilter, std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() || module);
+    let f = local()
+        .facts(&FactsQuery {
+            hosts_block: name.clone(),
+            ..FactsQuery::default()
+        })
+        .unwrap();
+    assert_eq!(
+        f.hosts_block,
+        host_hosts
+            .lines()
+            .any(|l| l == format!("# BEGIN hardway {name}")),
+        "{name}"
+    );
+    let fs_type = std::process::Command::new("stat")
+        .args(["-fc", "%T", "/sys/fs/cgroup"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        f.cgroup2,
+        String::from_utf8_lossy(&fs_type.stdout).trim() == "cgroup2fs"
+    );
+    let module = std::process::Command::new("modinfo")
+        .arg("br_netfilter")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert_eq!(
+        f.br_netfilter,
+        std::path::Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables").exists() || module
+    );
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap();
-    assert_eq!(f.swap_active, swaps.lines().skip(1).any(|l| !l.trim().is_empty()));
+    assert_eq!(
+        f.swap_active,
+        swaps.lines().skip(1).any(|l| !l.trim().is_empty())
+    );
     assert!(f.clock_offset.abs() < 1.0, "{}", f.clock_offset);
-    assert!((0.0..1.0).contains(&f.clock_uncertainty), "half the round trip: {}", f.clock_uncertainty);
+    assert!(
+        (0.0..1.0).contains(&f.clock_uncertainty),
+        "half the round trip: {}",
+        f.clock_uncertainty
+    );
 }
 
 /// A cluster name with pattern characters counts only its own marker line.
 #[test]
 fn the_hosts_block_marker_is_matched_literally() {
     use crate::remote::FactsQuery;
-    let f = local().facts(&FactsQuery { hosts_block: "*".into(), ..FactsQuery::default() }).unwrap();
-    let literal = std::fs::read_to_string("/etc/hosts").unwrap_or_default().lines().any(|l| l == "# BEGIN hardway *");
+    let f = local()
+        .facts(&FactsQuery {
+            hosts_block: "*".into(),
+            ..FactsQuery::default()
+        })
+        .unwrap();
+    let literal = std::fs::read_to_string("/etc/hosts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l == "# BEGIN hardway *");
     assert_eq!(f.hosts_block, literal);
 }
 
@@ -249,32 +435,66 @@ fn version_lines_are_cached_until_the_binary_is_replaced() {
     use crate::remote::FactsQuery;
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let (bin, runs, cache) = (dir.path().join("tool"), dir.path().join("runs"), dir.path().join("cache"));
+    let (bin, runs, cache) = (
+        dir.path().join("tool"),
+        dir.path().join("runs"),
+        dir.path().join("cache"),
+    );
     let install = |version: &str| {
         let tmp = dir.path().join("tool.new");
-        std::fs::write(&tmp, format!("#!/bin/sh\necho run >> '{}'\necho 'tool {version}'\n", runs.display())).unwrap();
+        std::fs::write(
+            &tmp,
+            format!(
+                "#!/bin/sh\necho run >> '{}'\necho 'tool {version}'\n",
+                runs.display()
+            ),
+        )
+        .unwrap();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::rename(&tmp, &bin).unwrap();
     };
-    let runs_so_far = || std::fs::read_to_string(&runs).map(|t| t.lines().count()).unwrap_or(0);
+    let runs_so_far = || {
+        std::fs::read_to_string(&runs)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
     let query = |cache: Option<&std::path::Path>| FactsQuery {
         versions: vec![(bin.display().to_string(), "--version".into())],
         version_cache: cache.map(|c| c.display().to_string()),
         ..FactsQuery::default()
     };
-    let version = |cache| local().facts(&query(cache)).unwrap().versions.get(&bin.display().to_string()).cloned();
+    let version = |cache| {
+        local()
+            .facts(&query(cache))
+            .unwrap()
+            .versions
+            .get(&bin.display().to_string())
+            .cloned()
+    };
 
     install("1.0");
     assert_eq!(version(None).as_deref(), Some("tool 1.0"));
     assert!(!cache.exists(), "no cache asked for, none written");
     assert_eq!(version(Some(&cache)).as_deref(), Some("tool 1.0"));
     assert_eq!(version(Some(&cache)).as_deref(), Some("tool 1.0"));
-    assert_eq!(runs_so_far(), 2, "asked once without the cache, once to fill it, then read from it");
+    assert_eq!(
+        runs_so_far(),
+        2,
+        "asked once without the cache, once to fill it, then read from it"
+    );
     install("2.0");
-    assert_eq!(version(Some(&cache)).as_deref(), Some("tool 2.0"), "a replaced binary is asked again");
+    assert_eq!(
+        version(Some(&cache)).as_deref(),
+        Some("tool 2.0"),
+        "a replaced binary is asked again"
+    );
     assert_eq!(runs_so_far(), 3);
     std::fs::remove_file(&bin).unwrap();
-    assert_eq!(version(Some(&cache)), None, "a binary that is gone has no version, cached or not");
+    assert_eq!(
+        version(Some(&cache)),
+        None,
+        "a binary that is gone has no version, cached or not"
+    );
 }
 
 /// A node names a file of any size (an EnvironmentFile, a config): what is read of it is
@@ -288,7 +508,10 @@ fn a_file_larger_than_the_read_limit_is_refused_naming_its_size() {
     let p = big.display().to_string();
     // (Never printed whole: it is the size the test is about.)
     let e = match local().read_config(&p) {
-        Ok(t) => panic!("{} bytes of a file over the limit were read", t.map_or(0, |t| t.len())),
+        Ok(t) => panic!(
+            "{} bytes of a file over the limit were read",
+            t.map_or(0, |t| t.len())
+        ),
         Err(e) => e.to_string(),
     };
     assert!(e.contains(&p) && e.contains(&size.to_string()), "{e}");
@@ -299,7 +522,10 @@ fn a_file_larger_than_the_read_limit_is_refused_naming_its_size() {
     assert!(e.contains(&p) && e.contains(&size.to_string()), "{e}");
     // Within the limit, read whole.
     std::fs::write(&big, "ETCD_NAME=m1\n").unwrap();
-    assert_eq!(local().read_config(&p).unwrap().as_deref(), Some("ETCD_NAME=m1\n"));
+    assert_eq!(
+        local().read_config(&p).unwrap().as_deref(),
+        Some("ETCD_NAME=m1\n")
+    );
 }
 
 /// `snapshot status` by etcd's own tool (etcdutl, or etcdctl where there is none): a file that
@@ -310,6 +536,8 @@ fn a_file_that_is_no_etcd_snapshot_fails_the_nodes_snapshot_status() {
     let junk = dir.path().join("junk.db");
     std::fs::write(&junk, vec![0x5a; 8192]).unwrap();
     let bin = dir.path().display().to_string();
-    let got = local().snapshot_status(&junk.display().to_string(), &bin).unwrap();
+    let got = local()
+        .snapshot_status(&junk.display().to_string(), &bin)
+        .unwrap();
     assert!(got.is_err(), "{got:?}");
 }

@@ -24,8 +24,15 @@ pub type Turn = (std::sync::MutexGuard<'static, ()>, std::fs::File);
 /// hold one turn for all of them.
 pub fn turn() -> Turn {
     // A test that panicked while holding the mutex has torn its lab down in Drop.
-    let turn = ONE_LAB.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(LAB_LOCK_FILE).unwrap();
+    let turn = ONE_LAB
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LAB_LOCK_FILE)
+        .unwrap();
     file.lock().unwrap();
     (turn, file)
 }
@@ -50,7 +57,14 @@ impl LabGuard {
     pub fn for_inventory(state_dir: &str, path: &Path) -> LabGuard {
         let inv = inventory::load(path).unwrap_or_else(|e| panic!("{e}"));
         lab::preflight(inv.lab.suite).unwrap_or_else(|e| panic!("{e}"));
-        LabGuard { inv, opts: LabOptions { state_dir: PathBuf::from(state_dir), ..LabOptions::default() }, _turn: turn() }
+        LabGuard {
+            inv,
+            opts: LabOptions {
+                state_dir: PathBuf::from(state_dir),
+                ..LabOptions::default()
+            },
+            _turn: turn(),
+        }
     }
 
     pub fn up(&self) -> Lab {
@@ -105,7 +119,11 @@ pub fn boot_inventory(state_dir: &str, path: &Path) -> TestLab {
         pki: dir.path().join("pki"),
         key: PathBuf::new(),
         known_hosts: PathBuf::new(),
-        addresses: inv.nodes.iter().map(|n| (n.name.clone(), n.address.to_string())).collect(),
+        addresses: inv
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.address.to_string()))
+            .collect(),
         inv,
         dir,
         guard,
@@ -116,8 +134,20 @@ pub fn boot_inventory(state_dir: &str, path: &Path) -> TestLab {
     t.known_hosts = booted.known_hosts.clone();
     t.inv_text = std::fs::read_to_string(path)
         .unwrap()
-        .replace(&t.inv.ssh.identity_file.as_ref().unwrap().display().to_string(), &booted.ssh_key.display().to_string())
-        .replace(&t.inv.ssh.known_hosts.display().to_string(), &t.dir.path().join("known_hosts").display().to_string());
+        .replace(
+            &t.inv
+                .ssh
+                .identity_file
+                .as_ref()
+                .unwrap()
+                .display()
+                .to_string(),
+            &booted.ssh_key.display().to_string(),
+        )
+        .replace(
+            &t.inv.ssh.known_hosts.display().to_string(),
+            &t.dir.path().join("known_hosts").display().to_string(),
+        );
     std::fs::write(&t.inv_path, &t.inv_text).unwrap();
     t
 }
@@ -134,7 +164,14 @@ impl TestLab {
             .arg(&self.key)
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
-            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+            ])
             .arg(format!("root@{}", self.addresses[node]))
             .arg(cmd);
         c
@@ -144,14 +181,24 @@ impl TestLab {
     pub fn ssh_with_input(&self, node: &str, cmd: &str, input: &[u8]) -> Output {
         use std::io::Write;
         use std::process::Stdio;
-        let mut child = self.ssh_command(node, cmd).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child = self
+            .ssh_command(node, cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
         child.stdin.take().unwrap().write_all(input).unwrap();
         child.wait_with_output().unwrap()
     }
 
     pub fn ssh_ok(&self, node: &str, cmd: &str) -> String {
         let o = self.ssh(node, cmd);
-        assert!(o.status.success(), "{node}: {cmd}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{node}: {cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     }
 
@@ -162,8 +209,14 @@ impl TestLab {
     /// `hardway deploy` with this lab's PKI, to add environment or run as is.
     pub fn deploy_command(&self, inv: &Path, args: &[&str]) -> Command {
         let mut c = hardway();
-        c.arg("deploy").arg(inv).arg("--pki").arg(&self.pki).args(["--etcd-timeout", "90"]);
-        c.arg("--snapshot-dir").arg(self.dir.path().join("snapshots")).args(args);
+        c.arg("deploy")
+            .arg(inv)
+            .arg("--pki")
+            .arg(&self.pki)
+            .args(["--etcd-timeout", "90"]);
+        c.arg("--snapshot-dir")
+            .arg(self.dir.path().join("snapshots"))
+            .args(args);
         c
     }
 
@@ -179,28 +232,54 @@ impl TestLab {
     }
 
     pub fn verify(&self, args: &[&str]) -> Output {
-        run(hardway().arg("verify").arg("-i").arg(&self.inv_path).args(args))
+        run(hardway()
+            .arg("verify")
+            .arg("-i")
+            .arg(&self.inv_path)
+            .args(args))
     }
 
     /// The host PID of a node's init (its systemd, the first child of its systemd-nspawn):
     /// `/proc/<pid>/root` is the node's root directory, its sockets included.
     pub fn init_pid(&self, node: &str) -> u32 {
         let status = self.guard.status();
-        let nspawn = status.nodes.iter().find(|n| n.name == node).and_then(|n| n.pid).unwrap_or_else(|| panic!("{node} is not running"));
-        let children = std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).unwrap_or_default();
-        children.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{node}'s systemd-nspawn ({nspawn}) has no child"))
+        let nspawn = status
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .and_then(|n| n.pid)
+            .unwrap_or_else(|| panic!("{node} is not running"));
+        let children = std::fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children"))
+            .unwrap_or_default();
+        children
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{node}'s systemd-nspawn ({nspawn}) has no child"))
     }
 
     /// Debian's `etcdctl` (API v3) against the client URLs of `addresses`, with this lab PKI's
     /// health-check client certificate.
     pub fn etcdctl(&self, addresses: &[String], args: &[&str]) -> Output {
-        let endpoints: Vec<String> = addresses.iter().map(|a| format!("https://{a}:2379")).collect();
+        let endpoints: Vec<String> = addresses
+            .iter()
+            .map(|a| format!("https://{a}:2379"))
+            .collect();
         run(Command::new(require("etcdctl", "etcd-client"))
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", endpoints.join(",")))
-            .arg(format!("--cacert={}", self.pki.join("etcd/ca.crt").display()))
-            .arg(format!("--cert={}", self.pki.join("etcd/healthcheck-client.crt").display()))
-            .arg(format!("--key={}", self.pki.join("etcd/healthcheck-client.key").display()))
+            .arg(format!(
+                "--cacert={}",
+                self.pki.join("etcd/ca.crt").display()
+            ))
+            .arg(format!(
+                "--cert={}",
+                self.pki.join("etcd/healthcheck-client.crt").display()
+            ))
+            .arg(format!(
+                "--key={}",
+                self.pki.join("etcd/healthcheck-client.key").display()
+            ))
             .arg("--command-timeout=5s")
             .args(args))
     }
@@ -212,9 +291,22 @@ impl TestLab {
     /// have no container runtime), so CoreDNS, which would wait for one, is off.
     pub fn control_plane_inventory(&self) -> PathBuf {
         let bin = kubernetes_build("1.37");
-        let version = bin.file_name().unwrap().to_string_lossy().trim_start_matches('v').to_string();
-        let mut text = self.inv_text.replacen("[cluster]\n", &format!("[cluster]\nkubernetes_version = \"{version}\"\n"), 1);
-        text = text.replacen("[binaries]\n", &format!("[binaries]\nlocal_dir = \"{}\"\n", bin.display()), 1);
+        let version = bin
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches('v')
+            .to_string();
+        let mut text = self.inv_text.replacen(
+            "[cluster]\n",
+            &format!("[cluster]\nkubernetes_version = \"{version}\"\n"),
+            1,
+        );
+        text = text.replacen(
+            "[binaries]\n",
+            &format!("[binaries]\nlocal_dir = \"{}\"\n", bin.display()),
+            1,
+        );
         text.push_str("\n[addons.coredns]\nenabled = false\n");
         let cp = self.dir.path().join("control-plane.toml");
         std::fs::write(&cp, text).unwrap();
@@ -222,6 +314,9 @@ impl TestLab {
     }
 
     pub fn active_since(&self, node: &str, unit: &str) -> String {
-        self.ssh_ok(node, &format!("systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"))
+        self.ssh_ok(
+            node,
+            &format!("systemctl show -p ActiveEnterTimestampMonotonic --value {unit}"),
+        )
     }
 }

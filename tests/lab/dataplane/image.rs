@@ -11,7 +11,9 @@ use crate::common::*;
 use hardway::digest::sha256_hex;
 
 /// The applets the pods run, as links to busybox.
-const APPLETS: &[&str] = &["sh", "sleep", "httpd", "wget", "hostname", "mkdir", "echo", "cat", "printf", "chmod"];
+const APPLETS: &[&str] = &[
+    "sh", "sleep", "httpd", "wget", "hostname", "mkdir", "echo", "cat", "printf", "chmod",
+];
 
 /// What the sandbox (pause) container runs: nothing, for as long as the pod lives.
 const PAUSE: [&str; 2] = ["/bin/sleep", "2147483647"];
@@ -39,7 +41,14 @@ pub fn build(dir: &Path, names: &[&str]) -> PathBuf {
     std::fs::create_dir_all(&archive).unwrap();
     let layer = archive.join("layer.tar");
     ok(Command::new("tar")
-        .args(["--create", "--numeric-owner", "--owner=0", "--group=0", "--sort=name", "--file"])
+        .args([
+            "--create",
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+            "--sort=name",
+            "--file",
+        ])
         .arg(&layer)
         .arg("-C")
         .arg(&rootfs)
@@ -56,7 +65,13 @@ pub fn build(dir: &Path, names: &[&str]) -> PathBuf {
     std::fs::write(archive.join("manifest.json"), manifest.to_string()).unwrap();
     let image = dir.join("image.tar");
     ok(Command::new("tar")
-        .args(["--create", "--numeric-owner", "--owner=0", "--group=0", "--file"])
+        .args([
+            "--create",
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+            "--file",
+        ])
         .arg(&image)
         .arg("-C")
         .arg(&archive)

@@ -25,7 +25,12 @@ pub struct Pod {
 /// its own, its logs under /var/log/pods.
 fn sandbox_config(name: &str, uid: &str) -> v1::PodSandboxConfig {
     v1::PodSandboxConfig {
-        metadata: Some(v1::PodSandboxMetadata { name: name.into(), uid: uid.into(), namespace: "default".into(), attempt: 0 }),
+        metadata: Some(v1::PodSandboxMetadata {
+            name: name.into(),
+            uid: uid.into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
         hostname: name.into(),
         log_directory: format!("/var/log/pods/default_{name}_{uid}"),
         linux: Some(v1::LinuxPodSandboxConfig {
@@ -44,8 +49,14 @@ fn web_container(image: &str) -> v1::ContainerConfig {
          chmod +x /tmp/www/cgi-bin/peer && exec httpd -f -p {HTTP_PORT} -h /tmp/www"
     );
     v1::ContainerConfig {
-        metadata: Some(v1::ContainerMetadata { name: "web".into(), attempt: 0 }),
-        image: Some(v1::ImageSpec { image: image.into(), ..Default::default() }),
+        metadata: Some(v1::ContainerMetadata {
+            name: "web".into(),
+            attempt: 0,
+        }),
+        image: Some(v1::ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
         command: vec!["/bin/sh".into(), "-c".into(), script],
         log_path: "web/0.log".into(),
         linux: Some(v1::LinuxContainerConfig::default()),
@@ -64,14 +75,20 @@ pub async fn run(cri: &mut Cri, name: &str, uid: &str, image: &str) -> Result<Po
     let config = sandbox_config(name, uid);
     let sandbox = cri
         .runtime
-        .run_pod_sandbox(v1::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .run_pod_sandbox(v1::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: String::new(),
+        })
         .await
         .map_err(|e| failed(&format!("RunPodSandbox {name}"), e))?
         .into_inner()
         .pod_sandbox_id;
     let status = cri
         .runtime
-        .pod_sandbox_status(v1::PodSandboxStatusRequest { pod_sandbox_id: sandbox.clone(), verbose: false })
+        .pod_sandbox_status(v1::PodSandboxStatusRequest {
+            pod_sandbox_id: sandbox.clone(),
+            verbose: false,
+        })
         .await
         .map_err(|e| failed(&format!("PodSandboxStatus {name}"), e))?
         .into_inner()
@@ -81,7 +98,9 @@ pub async fn run(cri: &mut Cri, name: &str, uid: &str, image: &str) -> Result<Po
         return Err(format!("sandbox of {name} is not ready: {status:?}"));
     }
     let ip_text = status.network.map(|n| n.ip).unwrap_or_default();
-    let ip: Ipv4Addr = ip_text.parse().map_err(|_| format!("sandbox of {name} has no IPv4 address ({ip_text:?})"))?;
+    let ip: Ipv4Addr = ip_text
+        .parse()
+        .map_err(|_| format!("sandbox of {name} has no IPv4 address ({ip_text:?})"))?;
     let container = cri
         .runtime
         .create_container(v1::CreateContainerRequest {
@@ -94,31 +113,59 @@ pub async fn run(cri: &mut Cri, name: &str, uid: &str, image: &str) -> Result<Po
         .into_inner()
         .container_id;
     cri.runtime
-        .start_container(v1::StartContainerRequest { container_id: container.clone() })
+        .start_container(v1::StartContainerRequest {
+            container_id: container.clone(),
+        })
         .await
         .map_err(|e| failed(&format!("StartContainer in {name}"), e))?;
-    Ok(Pod { name: name.into(), sandbox, container, ip })
+    Ok(Pod {
+        name: name.into(),
+        sandbox,
+        container,
+        ip,
+    })
 }
 
 /// Runs `cmd` in the pod's container: exit code, stdout and stderr.
 pub async fn exec(cri: &mut Cri, pod: &Pod, cmd: &[&str]) -> Result<(i32, String, String), String> {
     let r = cri
         .runtime
-        .exec_sync(v1::ExecSyncRequest { container_id: pod.container.clone(), cmd: cmd.iter().map(|s| s.to_string()).collect(), timeout: 10 })
+        .exec_sync(v1::ExecSyncRequest {
+            container_id: pod.container.clone(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        })
         .await
         .map_err(|e| failed(&format!("ExecSync {cmd:?} in {}", pod.name), e))?
         .into_inner();
-    Ok((r.exit_code, String::from_utf8_lossy(&r.stdout).into_owned(), String::from_utf8_lossy(&r.stderr).into_owned()))
+    Ok((
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout).into_owned(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    ))
 }
 
 /// Fetches `http://<to>:8080<path>` from inside `from`'s container until it answers, or fails after
 /// `timeout` with the last error (httpd needs a moment after StartContainer).
-pub async fn fetch(cri: &mut Cri, from: &Pod, to: Ipv4Addr, path: &str, timeout: Duration) -> Result<String, String> {
+pub async fn fetch(
+    cri: &mut Cri,
+    from: &Pod,
+    to: Ipv4Addr,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, String> {
     fetch_port(cri, from, to, HTTP_PORT, path, timeout).await
 }
 
 /// Like [`fetch`], from any HTTP server at `to:port`.
-pub async fn fetch_port(cri: &mut Cri, from: &Pod, to: Ipv4Addr, port: u16, path: &str, timeout: Duration) -> Result<String, String> {
+pub async fn fetch_port(
+    cri: &mut Cri,
+    from: &Pod,
+    to: Ipv4Addr,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, String> {
     let url = format!("http://{to}:{port}{path}");
     let deadline = Instant::now() + timeout;
     loop {
@@ -128,7 +175,11 @@ pub async fn fetch_port(cri: &mut Cri, from: &Pod, to: Ipv4Addr, port: u16, path
             return Ok(out);
         }
         if Instant::now() >= deadline {
-            return Err(format!("{} could not fetch {url} within {timeout:?}: exit {code}: {}", from.name, err.trim()));
+            return Err(format!(
+                "{} could not fetch {url} within {timeout:?}: exit {code}: {}",
+                from.name,
+                err.trim()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -138,7 +189,9 @@ pub async fn fetch_port(cri: &mut Cri, from: &Pod, to: Ipv4Addr, port: u16, path
 pub async fn remove(cri: &mut Cri, pod: &Pod) -> Result<(), String> {
     let id = pod.sandbox.clone();
     cri.runtime
-        .stop_pod_sandbox(v1::StopPodSandboxRequest { pod_sandbox_id: id.clone() })
+        .stop_pod_sandbox(v1::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
         .await
         .map_err(|e| failed(&format!("StopPodSandbox {}", pod.name), e))?;
     cri.runtime
