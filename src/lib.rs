@@ -41,6 +41,7 @@ pub mod lab;
 pub mod pki;
 pub mod plan;
 pub mod probe;
+pub mod releases;
 pub mod remote;
 pub mod render;
 pub mod runlog;

@@ -151,6 +151,9 @@ pub struct Minor {
     pub etcd: &'static [ReleaseMin],
     /// The CoreDNS release kubeadm of this minor pins (its `constants.CoreDNSVersion`).
     pub coredns: &'static str,
+    /// The releases fetched for this minor when `[binaries] source` is upstream's or a mirror
+    /// (`crate::releases`); the inventory's `[binaries.versions]` overrides each.
+    pub pins: Pins,
     flags: &'static [(ComponentId, &'static str)],
     fields: &'static [(ConfigType, &'static str)],
 }
@@ -305,14 +308,40 @@ const fn rel(major: u32, minor: u32, patch: u32) -> ReleaseMin {
 /// CHANGELOG-1.37 alpha.1). 1.37's default of 3.7.0-rc.0 is a release candidate, not listed.
 const ETCD: &[ReleaseMin] = &[rel(3, 5, 11), rel(3, 6, 0)];
 
+/// The exact releases of the node software besides Kubernetes that go with a minor: what the
+/// lab builds (`scripts/build`, go/*/go.mod) and `crate::releases` fetches.
+/// Versions as `major.minor.patch`, without a `v`. `Pins<String>`: the inventory's, with its
+/// `[binaries.versions]` over the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pins<S = &'static str> {
+    pub containerd: S,
+    pub runc: S,
+    pub cni_plugins: S,
+    pub crictl: S,
+    pub etcd: S,
+}
+
+impl Pins {
+    pub fn owned(&self) -> Pins<String> {
+        Pins {
+            containerd: self.containerd.into(),
+            runc: self.runc.into(),
+            cni_plugins: self.cni_plugins.into(),
+            crictl: self.crictl.into(),
+            etcd: self.etcd.into(),
+        }
+    }
+}
+
 /// One row of [`SUPPORTED`]: the data directory is named after the minor.
 macro_rules! minor {
-    ($dir:literal, $version:expr, $containerd:expr, $coredns:literal) => {
+    ($dir:literal, $version:expr, $containerd:expr, $coredns:literal, $pins:expr) => {
         Minor {
             version: $version,
             containerd: $containerd,
             etcd: ETCD,
             coredns: $coredns,
+            pins: $pins,
             flags: minor_data!($dir).0,
             fields: minor_data!($dir).1,
         }
@@ -327,27 +356,45 @@ macro_rules! minor {
 /// containerd: its RELEASES.md at v2.4.2 — 1.35: 2.2.0+, 2.1.5+ or 1.7.28+; 1.36: 2.3.0+ or
 /// 2.2.0+; 1.37: 2.4.0+ or 2.3.0+.
 ///
+/// Pins: containerd on the line `scripts/build` builds for the minor (2.2.9; 2.3.7, the LTS
+/// line, for 1.36 and 1.37); runc 1.5.3, the CNI plugins 1.10.0 and crictl 1.37.0 for all; etcd
+/// as kubeadm's `DefaultEtcdVersion` (3.6.6 in 1.35, 3.6.8 in 1.36) but within [`ETCD`]'s lines,
+/// so 3.6.8 for 1.37 too (kubeadm 1.37.2 says 3.7.0).
+///
 /// CoreDNS: kubeadm's `CoreDNSVersion` — v1.13.1 in kubeadm 1.35 (with etcd 3.6.6 and pause
 /// 3.10.1), v1.14.2 in 1.36; 1.37 keeps 1.36's (CoreDNS v1.14.x is the current line). The
 /// inventory's `[addons.coredns] image` overrides it.
+const fn pins(containerd: &'static str, etcd: &'static str) -> Pins {
+    Pins {
+        containerd,
+        runc: "1.5.3",
+        cni_plugins: "1.10.0",
+        crictl: "1.37.0",
+        etcd,
+    }
+}
+
 pub const SUPPORTED: &[Minor] = &[
     minor!(
         "1.35",
         Version::new(1, 35, 7),
         &[rel(1, 7, 28), rel(2, 1, 5), rel(2, 2, 0)],
-        "v1.13.1"
+        "v1.13.1",
+        pins("2.2.9", "3.6.6")
     ),
     minor!(
         "1.36",
         Version::new(1, 36, 4),
         &[rel(2, 2, 0), rel(2, 3, 0)],
-        "v1.14.2"
+        "v1.14.2",
+        pins("2.3.7", "3.6.8")
     ),
     minor!(
         "1.37",
         Version::new(1, 37, 2),
         &[rel(2, 3, 0), rel(2, 4, 0)],
-        "v1.14.2"
+        "v1.14.2",
+        pins("2.3.7", "3.6.8")
     ),
 ];
 

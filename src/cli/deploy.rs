@@ -55,6 +55,8 @@ pub struct DeployArgs {
     pub log: LogArg,
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
+    #[command(flatten)]
+    pub release: super::releases::ReleaseArgs,
 }
 
 /// The snapshot deploy takes before it changes a running etcd.
@@ -122,9 +124,12 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         output,
         log,
         snapshot,
+        release,
     } = args;
     let inv_path = inv.path();
-    let inv = load_inventory(&inv_path)?;
+    let mut inv = load_inventory(&inv_path)?;
+    // Release binaries are fetched and verified before anything reaches a node.
+    super::releases::prepare(&mut inv, &release)?;
     let opts = deploy::DeployOptions {
         phases: parse_phases(&phases)?,
         dry_run,

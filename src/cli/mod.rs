@@ -14,6 +14,7 @@ mod class;
 mod day2;
 mod deploy;
 mod explain;
+mod releases;
 mod verify;
 
 use std::io::Write as _;
@@ -89,6 +90,11 @@ enum Command {
     },
     /// Push everything to the hosts over SSH, bootstrap etcd, start the control plane and workers.
     Deploy(deploy::DeployArgs),
+    /// Release binaries from upstream or a mirror (`[binaries] source`): fetch and verify them.
+    Binaries {
+        #[command(subcommand)]
+        command: releases::BinariesCommand,
+    },
     /// Write the admin kubeconfig (the API through the load balancer) for kubectl.
     Kubeconfig {
         #[command(flatten)]
@@ -447,6 +453,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Deploy(args) => deploy::run(args),
+        Command::Binaries { command } => releases::run(command),
         Command::Verify(args) => verify::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Etcd { command } => day2::etcd(command),

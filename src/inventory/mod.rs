@@ -245,7 +245,45 @@ pub struct PkiSettings {
 #[derive(Debug, Clone)]
 pub struct Binaries {
     pub remote_dir: String,
+    /// Where deploy reads the executables it pushes: `local_dir`, `source` naming a directory,
+    /// or, for a release source, the directory `crate::releases` fills before deploy.
     pub local_dir: Option<PathBuf>,
+    /// `source = "upstream"` or a mirror's URL: the executables come from release archives.
+    pub release: Option<ReleaseSource>,
+}
+
+/// Binaries from upstream's release servers, or a mirror of the same layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseSource {
+    /// `None`: upstream (dl.k8s.io, github.com); else the mirror's base URL, without a trailing
+    /// slash, under which upstream's paths are the same.
+    pub mirror: Option<String>,
+    pub arch: Arch,
+    /// The exact releases, the minor's pins with `[binaries.versions]` over them.
+    pub pins: crate::versions::Pins<String>,
+}
+
+/// A node architecture upstream publishes binaries for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
+    /// As Go and the release servers spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Arch> {
+        Arch::ALL.into_iter().find(|a| a.name() == s)
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -93,6 +93,21 @@ pub(super) struct RawPki {
 pub(super) struct RawBinaries {
     pub remote_dir: Option<String>,
     pub local_dir: Option<String>,
+    pub source: Option<String>,
+    pub arch: Option<String>,
+    #[serde(default)]
+    pub versions: RawBinaryVersions,
+}
+
+/// `[binaries.versions]`: a release other than the minor's pin (`versions::Pins`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBinaryVersions {
+    pub containerd: Option<String>,
+    pub runc: Option<String>,
+    pub cni_plugins: Option<String>,
+    pub crictl: Option<String>,
+    pub etcd: Option<String>,
 }
 
 #[derive(Deserialize)]

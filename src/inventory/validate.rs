@@ -11,15 +11,16 @@ use std::path::Path;
 
 use ipnet::{IpNet, Ipv4Net};
 
-use super::raw::{RawBinaries, RawCluster, RawInventory, RawNode, RawPki, RawSsh, RawSudo};
+use super::raw::{RawCluster, RawInventory, RawNode, RawPki, RawSsh, RawSudo};
 use super::validator::{ClusterParts, Validator};
-use super::values::{self, LABEL_RULE, NAME_RULE, PATH_RULE};
+use super::values::{self, LABEL_RULE, NAME_RULE};
 use super::{
-    Bastion, Binaries, Cluster, Inventory, KeyAlgorithm, LoadBalancer, Node, PkiSettings, Role,
-    SshSettings, Sudo, nth_addr, on_node,
+    Bastion, Cluster, Inventory, KeyAlgorithm, LoadBalancer, Node, PkiSettings, Role, SshSettings,
+    Sudo, nth_addr, on_node,
 };
 use crate::components::{COMPONENTS, Port};
 
+mod binaries;
 mod lab;
 mod runtime;
 
@@ -56,7 +57,7 @@ impl Validator<'_> {
         self.etcd_quorum(&raw.nodes);
         let ssh = self.ssh(&raw.ssh);
         let pki = self.pki(&raw.pki);
-        let binaries = self.binaries(&raw.binaries);
+        let binaries = self.binaries(&raw.binaries, cluster.version);
         let dir = path.parent().unwrap_or(Path::new("."));
         let addons = self.addons(&raw.addons, dir, &nodes, load_balancer.as_ref(), &cluster);
         let extra_args = self.extra_args(&raw.components, cluster.version);
@@ -95,6 +96,8 @@ impl Validator<'_> {
         // Rules over the whole model run even when other rules failed, so they are reported in
         // the same run; they only read what parsed (a node with a bad address is not in it).
         self.lb_port_is_free(&inv);
+        let mut inv = inv;
+        self.release_runtime(&mut inv, &raw.containerd, &raw.cni);
         self.extra_sans_name_their_node(&raw.nodes, &inv);
         Some(inv)
     }
@@ -561,26 +564,6 @@ impl Validator<'_> {
             field,
             format!("{days} days is more than 100 years (at most {MAX_VALIDITY_DAYS})"),
         );
-    }
-
-    fn binaries(&mut self, b: &RawBinaries) -> Binaries {
-        let remote_dir = b
-            .remote_dir
-            .clone()
-            .unwrap_or_else(|| "/usr/local/bin".into());
-        if let Some(fault) = values::remote_dir_fault(&remote_dir) {
-            self.error(
-                "binaries.remote_dir",
-                format!(
-                    "{remote_dir:?} cannot be the directory of the binaries on the nodes: {fault} (allowed: {PATH_RULE}; \
-                     it goes unquoted into every unit's ExecStart= line)"
-                ),
-            );
-        }
-        Binaries {
-            remote_dir,
-            local_dir: b.local_dir.as_deref().map(values::expand_home),
-        }
     }
 
     // -----------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ mod fuzz;
 mod inventory;
 mod pki;
 mod qemu;
+mod releases;
 mod render;
 mod ssh;
 mod versions;
