@@ -418,7 +418,7 @@ fn absolute_paths(code: &str, module: &[String]) -> Vec<(usize, Vec<String>)> {
             base.push(name.clone());
             at = next + name.len();
         }
-        if !base.is_empty() && !(word == "self" && base.len() == module.len()) {
+        if !(base.is_empty() || word == "self" && base.len() == module.len()) {
             out.push((offset, base));
         }
     }

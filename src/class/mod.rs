@@ -78,8 +78,15 @@ pub enum ClassError {
     #[error(transparent)]
     Remote(#[from] crate::remote::RemoteError),
     /// Asked for `--yes` (the day-2 commands' contract).
+    /// Boxed: a day-2 error is large, and every class result would carry its size.
     #[error(transparent)]
-    Confirm(#[from] crate::day2::Day2Error),
+    Confirm(Box<crate::day2::Day2Error>),
+}
+
+impl From<crate::day2::Day2Error> for ClassError {
+    fn from(e: crate::day2::Day2Error) -> ClassError {
+        ClassError::Confirm(Box::new(e))
+    }
 }
 
 fn roster_lines(path: &Path, problems: &[roster::RosterProblem]) -> String {

@@ -417,7 +417,7 @@ mod tests {
     fn every_command_and_argument_says_what_it_is_for() {
         fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
             let here = format!("{path} {}", cmd.get_name()).trim().to_string();
-            if cmd.get_about().is_none() && path != "" {
+            if cmd.get_about().is_none() && !path.is_empty() {
                 missing.push(format!("{here}: no one-line purpose"));
             }
             for a in cmd
