@@ -25,6 +25,7 @@
 //! owns the one async runtime; `main.rs` only calls it.
 
 pub mod addons;
+pub mod bundle;
 pub mod class;
 pub mod cli;
 pub mod components;

@@ -90,6 +90,17 @@ enum Command {
     },
     /// Push everything to the hosts over SSH, bootstrap etcd, start the control plane and workers.
     Deploy(deploy::DeployArgs),
+    /// An offline bundle: the executables and the addon images, with a manifest of SHA-256s,
+    /// in one archive; `[binaries] bundle = "FILE"` deploys from it with no network.
+    Bundle {
+        #[command(flatten)]
+        inv: InventoryArg,
+        /// The archive to write (a tar).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        release: releases::ReleaseArgs,
+    },
     /// Release binaries from upstream or a mirror (`[binaries] source`): fetch and verify them.
     Binaries {
         #[command(subcommand)]
@@ -454,6 +465,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Deploy(args) => deploy::run(args),
         Command::Binaries { command } => releases::run(command),
+        Command::Bundle { inv, out, release } => releases::bundle(&inv.path(), &out, &release),
         Command::Verify(args) => verify::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Etcd { command } => day2::etcd(command),

@@ -53,14 +53,67 @@ pub enum BinariesCommand {
 }
 
 /// With a release source: fetches and verifies the binaries, and points the inventory's
-/// local directory at them. Without one: nothing.
+/// local directory at them. With a bundle: unpacks and verifies it, and takes its executables
+/// and (where the inventory names none) its addon images. Otherwise: nothing.
 pub(super) fn prepare(inv: &mut Inventory, args: &ReleaseArgs) -> Result<()> {
+    if let Some(bundle) = inv.binaries.bundle.clone() {
+        let opened = crate::bundle::open(&bundle, inv, &args.cache())
+            .with_context(|| format!("{}: binaries.bundle", inv.source.display()))?;
+        eprintln!(
+            "binaries: bundle {} verified ({} executables, {} images)",
+            bundle.display(),
+            std::fs::read_dir(&opened.bin_dir)
+                .map(|d| d.count())
+                .unwrap_or(0),
+            opened.images.len()
+        );
+        inv.binaries.local_dir = Some(opened.bin_dir);
+        if inv.addons.images.is_empty() {
+            inv.addons.images = opened.images;
+        }
+        return Ok(());
+    }
     if inv.binaries.release.is_none() {
         return Ok(());
     }
     let report = fetch(inv, args)?;
     inv.binaries.local_dir = Some(report.dir);
     Ok(())
+}
+
+/// `hardway bundle`: the inventory's executables (fetched first for a release source) and
+/// addon images into one archive.
+pub(super) fn bundle(
+    inv: &std::path::Path,
+    out: &std::path::Path,
+    release: &ReleaseArgs,
+) -> Result<ExitCode> {
+    let mut inv = load_inventory(inv)?;
+    if inv.binaries.bundle.is_some() {
+        anyhow::bail!(
+            "{}: binaries.bundle: the binaries already come from a bundle",
+            inv.source.display()
+        );
+    }
+    prepare(&mut inv, release)?;
+    let bin_dir = inv
+        .binaries
+        .local_dir
+        .clone()
+        .ok_or(crate::bundle::BundleError::NothingToBundle)?;
+    let written = crate::bundle::write(&inv, &bin_dir, out)
+        .with_context(|| format!("writing the bundle {}", out.display()))?;
+    for (member, sum) in &written.files {
+        out!("{member}  sha256:{sum}");
+    }
+    out!(
+        "{}: Kubernetes {}, {} files; deploy from it with [binaries] bundle = {:?}",
+        out.display(),
+        written.meta.kubernetes_version,
+        written.files.len(),
+        out.display().to_string()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn fetch(inv: &Inventory, args: &ReleaseArgs) -> Result<releases::FetchReport> {
@@ -80,7 +133,19 @@ fn fetch(inv: &Inventory, args: &ReleaseArgs) -> Result<releases::FetchReport> {
 pub(super) fn run(command: BinariesCommand) -> Result<ExitCode> {
     match command {
         BinariesCommand::Fetch { inv, release } => {
-            let inv = load_inventory(&inv.path())?;
+            let mut inv = load_inventory(&inv.path())?;
+            if inv.binaries.bundle.is_some() {
+                prepare(&mut inv, &release)?;
+                out!(
+                    "{}",
+                    inv.binaries
+                        .local_dir
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(""))
+                        .display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             if inv.binaries.release.is_none() {
                 anyhow::bail!(
                     "{}: binaries.source is not \"upstream\" or a mirror's URL: there is nothing to fetch",

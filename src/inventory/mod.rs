@@ -250,6 +250,9 @@ pub struct Binaries {
     pub local_dir: Option<PathBuf>,
     /// `source = "upstream"` or a mirror's URL: the executables come from release archives.
     pub release: Option<ReleaseSource>,
+    /// `bundle = "FILE"` (relative to the inventory): executables and addon images from a
+    /// `hardway bundle` archive, no network.
+    pub bundle: Option<PathBuf>,
 }
 
 /// Binaries from upstream's release servers, or a mirror of the same layout.

@@ -94,6 +94,7 @@ pub(super) struct RawBinaries {
     pub remote_dir: Option<String>,
     pub local_dir: Option<String>,
     pub source: Option<String>,
+    pub bundle: Option<String>,
     pub arch: Option<String>,
     #[serde(default)]
     pub versions: RawBinaryVersions,

@@ -57,8 +57,8 @@ impl Validator<'_> {
         self.etcd_quorum(&raw.nodes);
         let ssh = self.ssh(&raw.ssh);
         let pki = self.pki(&raw.pki);
-        let binaries = self.binaries(&raw.binaries, cluster.version);
         let dir = path.parent().unwrap_or(Path::new("."));
+        let binaries = self.binaries(&raw.binaries, cluster.version, dir);
         let addons = self.addons(&raw.addons, dir, &nodes, load_balancer.as_ref(), &cluster);
         let extra_args = self.extra_args(&raw.components, cluster.version);
         let component_config = self.component_config(&raw.components, cluster.version);

@@ -63,6 +63,7 @@ fn the_inventory_is_an_argument_or_an_option_for_every_command() {
             "node remove" => &["m1"],
             "reset" => &["--node", "m1"],
             "lab render-libvirt" => &["--out", "xml"],
+            "bundle" => &["--out", "bundle.tar"],
             "lab break" | "lab fix" => &["etcd-stopped"],
             "class up" => &["--students", "students.txt"],
             _ => &[],

@@ -490,6 +490,14 @@ fn bad_release_settings_are_named() {
             "runcc",
         ),
         (
+            "source = \"upstream\"\nbundle = \"b.tar\"",
+            "binaries.bundle: binaries.bundle and binaries.source both",
+        ),
+        (
+            "bundle = \"missing.tar\"",
+            "missing.tar: no such file (`hardway bundle` makes one)",
+        ),
+        (
             "source = \"upstream\"\n[containerd]\nversion = \"2.2\"",
             "containerd.version: 2.2 is not the containerd the release source fetches (2.3.7",
         ),
@@ -532,4 +540,150 @@ fn bad_release_settings_are_named() {
         unit.contains("ExecStart=/usr/local/bin/containerd"),
         "{unit}"
     );
+}
+
+/// `hardway bundle` packs the fetched executables and the addon images with a manifest that
+/// `sha256sum -c` accepts; an inventory with `bundle = "…"` gets them with no network; a
+/// changed member, a bundle for another version and a member outside the layout are refused.
+#[test]
+fn a_bundle_serves_without_the_mirror() {
+    let s = Setup::new();
+    let images = s.dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    std::fs::write(s.dir.path().join("layer"), "an image layer").unwrap();
+    ok(Command::new("tar")
+        .arg("cf")
+        .arg(images.join("tiny.tar"))
+        .arg("-C")
+        .arg(s.dir.path())
+        .arg("layer"));
+    let text_of = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let with_images = text_of(&s.inv).replacen(
+        "[addons.metallb]",
+        &format!("[addons]\nimages_dir = {:?}\n\n[addons.metallb]", images),
+        1,
+    );
+    std::fs::write(&s.inv, with_images).unwrap();
+    let bundle = s.dir.path().join("cluster-bundle.tar");
+    let o = run(hardway()
+        .args(["bundle", "-i"])
+        .arg(&s.inv)
+        .arg("--out")
+        .arg(&bundle)
+        .arg("--cache-dir")
+        .arg(s.cache()));
+    assert!(o.status.success(), "{}", text(&o));
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        listed.contains("bin/kubelet  sha256:") && listed.contains("images/tiny.tar  sha256:"),
+        "{listed}"
+    );
+    let unpacked = s.dir.path().join("unpacked");
+    std::fs::create_dir(&unpacked).unwrap();
+    ok(Command::new("tar")
+        .arg("xf")
+        .arg(&bundle)
+        .arg("-C")
+        .arg(&unpacked));
+    let checked = ok(Command::new("sha256sum")
+        .arg("-c")
+        .arg("MANIFEST.sha256")
+        .current_dir(unpacked.join("hardway-bundle")));
+    assert_eq!(
+        checked.lines().filter(|l| l.ends_with(": OK")).count(),
+        18 + 1,
+        "{checked}"
+    );
+    let served = s.mirror.requests().len();
+
+    // The same inventory with the bundle instead of the mirror, and a cache of its own.
+    let from_bundle = |name: &str, edit: &dyn Fn(String) -> String| {
+        let source_line = format!("source = \"{}/\"", s.mirror.url);
+        let text = text_of(&s.inv).replacen(&source_line, &format!("bundle = {:?}", bundle), 1);
+        let p = s.dir.path().join(name);
+        std::fs::write(&p, edit(text)).unwrap();
+        p
+    };
+    let inv = from_bundle("bundled.toml", &|t| t);
+    let cache = s.dir.path().join("cache2");
+    let o = run(hardway()
+        .args(["binaries", "fetch", "-i"])
+        .arg(&inv)
+        .arg("--cache-dir")
+        .arg(&cache));
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    assert_eq!(
+        ok(&mut Command::new(dir.join("kubelet"))).trim(),
+        format!("kubelet {K8S}")
+    );
+    assert!(
+        text(&o).contains("18 executables, 1 images"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        s.mirror.requests().len(),
+        served,
+        "the bundle went to the mirror"
+    );
+
+    // A bundle for another Kubernetes.
+    let other = from_bundle("other.toml", &|t| {
+        t.replacen(
+            &format!("kubernetes_version = \"{K8S}\""),
+            "kubernetes_version = \"1.37.0\"",
+            1,
+        )
+    });
+    let o = run(hardway()
+        .args(["binaries", "fetch", "-i"])
+        .arg(&other)
+        .arg("--cache-dir")
+        .arg(&cache));
+    assert!(
+        text(&o).contains(&format!(
+            "is for Kubernetes {K8S}, the inventory says 1.37.0"
+        )),
+        "{}",
+        text(&o)
+    );
+
+    // One byte of the kubelet changed: refused, naming the member and both sums.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes
+        .windows(12)
+        .position(|w| w == b"echo kubelet")
+        .unwrap();
+    bytes[at + 5] = b'K';
+    std::fs::write(&bundle, &bytes).unwrap();
+    let o = run(hardway()
+        .args(["binaries", "fetch", "-i"])
+        .arg(&inv)
+        .arg("--cache-dir")
+        .arg(&cache));
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("bin/kubelet: checksum mismatch, refused: the manifest says sha256"),
+        "{}",
+        text(&o)
+    );
+
+    // A member that would land outside the bundle's directory.
+    require("python3", "python3");
+    ok(Command::new("python3").arg("-c").arg(format!(
+        "import tarfile, io\nt = tarfile.open({:?}, 'w')\ni = tarfile.TarInfo('hardway-bundle/../escaped')\ni.size = 1\nt.addfile(i, io.BytesIO(b'x'))\nt.close()",
+        bundle.display().to_string()
+    )));
+    let o = run(hardway()
+        .args(["binaries", "fetch", "-i"])
+        .arg(&inv)
+        .arg("--cache-dir")
+        .arg(&cache));
+    assert!(
+        text(&o).contains("hardway-bundle/../escaped is not a file of a bundle's layout"),
+        "{}",
+        text(&o)
+    );
+    assert!(!cache.join("releases/escaped").exists() && !cache.join("escaped").exists());
 }

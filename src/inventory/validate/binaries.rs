@@ -25,7 +25,12 @@ fn release_version(s: &str) -> Option<String> {
 }
 
 impl Validator<'_> {
-    pub(super) fn binaries(&mut self, b: &RawBinaries, version: Option<Version>) -> Binaries {
+    pub(super) fn binaries(
+        &mut self,
+        b: &RawBinaries,
+        version: Option<Version>,
+        dir: &std::path::Path,
+    ) -> Binaries {
         let remote_dir = b
             .remote_dir
             .clone()
@@ -40,6 +45,31 @@ impl Validator<'_> {
             );
         }
         let mut local_dir = b.local_dir.as_deref().map(values::expand_home);
+        let bundle = b
+            .bundle
+            .as_deref()
+            .map(|f| dir.join(values::expand_home(f)));
+        if let Some(other) = [
+            ("source", b.source.is_some()),
+            ("local_dir", b.local_dir.is_some()),
+        ]
+        .iter()
+        .find(|o| o.1)
+        .filter(|_| bundle.is_some())
+        {
+            self.error(
+                "binaries.bundle",
+                format!("binaries.bundle and binaries.{} both say where the binaries come from: keep one", other.0),
+            );
+        }
+        if let Some(f) = &bundle
+            && !f.is_file()
+        {
+            self.error(
+                "binaries.bundle",
+                format!("{}: no such file (`hardway bundle` makes one)", f.display()),
+            );
+        }
         let mut mirror = None;
         let from_release = match b.source.as_deref() {
             None => false,
@@ -91,7 +121,7 @@ impl Validator<'_> {
                 None
             }),
         };
-        if !from_release {
+        if !from_release && bundle.is_none() {
             if b.arch.is_some() {
                 self.error("binaries.arch", "it applies to release archives only: set binaries.source = \"upstream\" or a mirror's URL");
             }
@@ -110,6 +140,7 @@ impl Validator<'_> {
             remote_dir,
             local_dir,
             release,
+            bundle,
         }
     }
 
