@@ -273,7 +273,7 @@ pub const COMPONENTS: &[Component] = &[
         // HAProxy is a distribution package on the LB host, not a Kubernetes release binary.
         binary: ("haproxy", BinDir::Fixed("/usr/sbin")), ports: &[Port::LoadBalancer], restart: Restart::Parallel,
         config_flag: None, certs: &[],
-        needs: &[], version_arg: None, companions: &[],
+        needs: &[Need { tool: "haproxy", package: "haproxy" }], version_arg: None, companions: &[],
     },
     Component {
         id: ComponentId::KubeApiserver, name: "kube-apiserver", unit: Some("kube-apiserver"), runs_on: RunsOn::Masters, phase: Phase::ControlPlane,

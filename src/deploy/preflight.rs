@@ -9,7 +9,7 @@ use super::{Ctx, DeployError, Host};
 use crate::components::{COMPONENTS, Component, ComponentId, Phase};
 use crate::digest::sha256_hex;
 use crate::events::Status;
-use crate::inventory::{Inventory, Node, Role};
+use crate::inventory::{Installer, Inventory, Node, Role};
 use crate::plan::{self, files_in_phases};
 use crate::remote::{Connector, Facts, FactsQuery};
 use crate::render::{Anchor, File, Rendered};
@@ -18,6 +18,7 @@ use crate::versions::ReleaseMin;
 /// Connects to every host, reads its facts and plans it; checks the rules across hosts.
 pub(crate) async fn run(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<(), DeployError> {
     connect_and_plan(ctx, connector).await;
+    install_prerequisites(ctx).await;
     let reached: Vec<(&Node, &Facts)> = ctx
         .hosts
         .iter()
@@ -51,39 +52,20 @@ pub(crate) async fn run(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<
 /// The first step on every host: connect, read its state, plan it. A host that cannot be
 /// reached is marked failed (in preflight) and left out from then on.
 pub(crate) async fn connect_and_plan(ctx: &mut Ctx, connector: Arc<dyn Connector>) {
-    let (inv, rendered, phases, events) = (
-        ctx.inv.clone(),
-        ctx.rendered.clone(),
-        ctx.phases.clone(),
-        ctx.events.clone(),
-    );
-    let restart = ctx.opts.restart.clone();
-    // A dry run writes nothing, not even the nodes' version cache.
-    let version_cache = (!ctx.opts.dry_run).then(|| crate::remote::VERSION_CACHE.to_string());
+    let gather = Gather::of(ctx);
+    let events = ctx.events.clone();
     ctx.each_host(move |h| {
         let step = events.start(
             Some(&h.node.name),
             Some("preflight"),
             "connect and read facts",
         );
-        connect_and_gather(
-            h,
-            connector.as_ref(),
-            &inv,
-            &rendered,
-            &phases,
-            version_cache.clone(),
-        );
-        if let Some(facts) = h.facts.as_ref().filter(|_| h.outcome.ok) {
-            let mut plan = plan::plan_host(&rendered, &h.node.name, &facts.files, &phases);
-            for u in plan
-                .units
-                .iter_mut()
-                .filter(|u| restart.contains(&(h.node.name.clone(), u.unit.clone())))
-            {
-                u.restart = true;
+        match connector.connect(&h.node) {
+            Ok(r) => {
+                h.remote = Some(r);
+                gather.facts_and_plan(h);
             }
-            h.plan = Some(plan);
+            Err(e) => h.fail(Phase::Preflight, e),
         }
         match &h.outcome.error {
             None => step.done(Status::Ok, None),
@@ -93,24 +75,62 @@ pub(crate) async fn connect_and_plan(ctx: &mut Ctx, connector: Arc<dyn Connector
     .await;
 }
 
-fn connect_and_gather(
-    h: &mut Host,
-    connector: &dyn Connector,
+/// What reading a host's facts and planning it needs, owned, for the host tasks.
+#[derive(Clone)]
+struct Gather {
+    inv: Arc<Inventory>,
+    rendered: Arc<Rendered>,
+    phases: Vec<Phase>,
+    restart: BTreeSet<(String, String)>,
+    version_cache: Option<String>,
+}
+
+impl Gather {
+    fn of(ctx: &Ctx) -> Gather {
+        Gather {
+            inv: ctx.inv.clone(),
+            rendered: ctx.rendered.clone(),
+            phases: ctx.phases.clone(),
+            restart: ctx.opts.restart.iter().cloned().collect(),
+            // A dry run writes nothing, not even the nodes' version cache.
+            version_cache: (!ctx.opts.dry_run).then(|| crate::remote::VERSION_CACHE.to_string()),
+        }
+    }
+
+    /// Reads the facts of a connected host and plans it.
+    fn facts_and_plan(&self, h: &mut Host) {
+        let (inv, rendered, phases) = (&self.inv, &self.rendered, &self.phases);
+        let query = facts_query(inv, &h.node, rendered, phases, self.version_cache.clone());
+        match h.remote().facts(&query) {
+            Ok(f) => h.facts = Some(f),
+            Err(e) => return h.fail(Phase::Preflight, e),
+        }
+        if let Some(facts) = h.facts.as_ref().filter(|_| h.outcome.ok) {
+            let mut plan = plan::plan_host(rendered, &h.node.name, &facts.files, phases);
+            for u in plan.units.iter_mut().filter(|u| {
+                self.restart
+                    .contains(&(h.node.name.clone(), u.unit.clone()))
+            }) {
+                u.restart = true;
+            }
+            h.plan = Some(plan);
+        }
+    }
+}
+
+fn facts_query(
     inv: &Inventory,
+    node: &Node,
     rendered: &Rendered,
     phases: &[Phase],
     version_cache: Option<String>,
-) {
-    match connector.connect(&h.node) {
-        Ok(r) => h.remote = Some(r),
-        Err(e) => return h.fail(Phase::Preflight, e),
-    }
-    let files = files_in_phases(rendered, &h.node.name, phases);
+) -> FactsQuery {
+    let files = files_in_phases(rendered, &node.name, phases);
     let selected: Vec<&Component> = COMPONENTS
         .iter()
-        .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, &h.node))
+        .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node))
         .collect();
-    let query = FactsQuery {
+    FactsQuery {
         tools: selected
             .iter()
             .flat_map(|c| c.needs.iter().map(|n| n.tool.to_string()))
@@ -121,7 +141,7 @@ fn connect_and_gather(
             .copied()
             .chain(
                 (phases.contains(&Phase::Workers)
-                    && ComponentId::KubeApiserver.get().runs_on(inv, &h.node))
+                    && ComponentId::KubeApiserver.get().runs_on(inv, node))
                 .then(|| ComponentId::KubeApiserver.get()),
             )
             .filter_map(|c| Some((c.binary_path(inv), c.version_arg?.to_string())))
@@ -134,21 +154,117 @@ fn connect_and_gather(
             .filter(|f| f.anchor == Some(Anchor::EncryptionKey))
             .map(|f| f.path.clone())
             .collect(),
-        binaries: COMPONENTS
-            .iter()
-            .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, &h.node))
-            .map(|c| c.binary_path(inv))
-            .collect(),
+        binaries: selected.iter().map(|c| c.binary_path(inv)).collect(),
         hosts_block: inv.cluster.name.clone(),
-        units: crate::inventory::units_on(inv, &h.node)
+        units: crate::inventory::units_on(inv, node)
             .map(str::to_string)
             .collect(),
         version_cache,
-    };
-    match h.remote().facts(&query) {
-        Ok(f) => h.facts = Some(f),
-        Err(e) => h.fail(Phase::Preflight, e),
     }
+}
+
+/// On nodes whose inventory says `install = "apt"`: installs the packages the node lacks for
+/// what the selected phases run (each component's `needs`, less what deploy uploads), then
+/// reads the node's facts again. A dry run says what it would install and counts those tools
+/// as present.
+async fn install_prerequisites(ctx: &mut Ctx) {
+    let gather = Gather::of(ctx);
+    let (events, dry_run) = (ctx.events.clone(), ctx.opts.dry_run);
+    ctx.each_host(move |h| {
+        let Some(Installer::Apt) = h.node.install else {
+            return;
+        };
+        if !h.outcome.ok {
+            return;
+        }
+        let Some(facts) = h.facts.as_mut() else {
+            return;
+        };
+        let wanted = missing_packages(
+            &gather.inv,
+            &h.node,
+            facts,
+            &gather.rendered,
+            &gather.phases,
+        );
+        if wanted.is_empty() {
+            return;
+        }
+        let packages: Vec<String> = wanted.keys().map(|p| p.to_string()).collect();
+        let what = format!("install {} (apt)", packages.join(" "));
+        if dry_run {
+            events.emit(
+                Some(&h.node.name),
+                Some("preflight"),
+                &format!("would {what}"),
+                Status::Ok,
+                None,
+                None,
+            );
+            facts
+                .tools
+                .extend(wanted.values().flatten().map(|t| t.to_string()));
+            return;
+        }
+        let step = events.start(Some(&h.node.name), Some("preflight"), &what);
+        match h.remote().install_packages(&packages) {
+            Ok(new) => {
+                step.done(
+                    Status::Ok,
+                    Some(format!(
+                        "installed: {}",
+                        if new.is_empty() {
+                            "nothing new".to_string()
+                        } else {
+                            new.join(" ")
+                        }
+                    )),
+                );
+                gather.facts_and_plan(h);
+            }
+            Err(e) => {
+                step.done(Status::Failed, Some(e.to_string()));
+                h.fail(Phase::Preflight, e);
+            }
+        }
+    })
+    .await;
+}
+
+/// The packages a node lacks for what `phases` run on it, each with the tools it provides: a
+/// component's `needs` whose tool is not on the node and that deploy does not upload.
+pub fn missing_packages(
+    inv: &Inventory,
+    node: &Node,
+    facts: &Facts,
+    rendered: &Rendered,
+    phases: &[Phase],
+) -> std::collections::BTreeMap<&'static str, Vec<&'static str>> {
+    let mut wanted: std::collections::BTreeMap<&'static str, Vec<&'static str>> =
+        Default::default();
+    for c in COMPONENTS
+        .iter()
+        .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node))
+    {
+        for need in c.needs {
+            if !facts.tools.contains(need.tool) && !uploads_tool(rendered, &node.name, need.tool) {
+                let tools = wanted.entry(need.package).or_default();
+                if !tools.contains(&need.tool) {
+                    tools.push(need.tool);
+                }
+            }
+        }
+    }
+    wanted
+}
+
+/// Whether deploy uploads an executable of that name to the node (a release's runc).
+fn uploads_tool(rendered: &Rendered, node: &str, tool: &str) -> bool {
+    rendered.hosts.get(node).is_some_and(|files| {
+        files
+            .iter()
+            .any(|f| f.mode & 0o111 != 0 && f.path.rsplit('/').next() == Some(tool))
+    })
 }
 
 /// Preflight's rules over what every reached host reported; one line per problem.
@@ -234,7 +350,11 @@ pub fn problems(
             .iter()
             .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node))
         {
-            for need in c.needs.iter().filter(|n| !facts.tools.contains(n.tool)) {
+            for need in c
+                .needs
+                .iter()
+                .filter(|n| !facts.tools.contains(n.tool) && !uploads_tool(rendered, name, n.tool))
+            {
                 missing.push(format!(
                     "{name}: {} (for {}; Debian package {})",
                     need.tool, c.name, need.package

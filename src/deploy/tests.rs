@@ -707,3 +707,62 @@ fn new_members_join_a_running_cluster_one_at_a_time_and_nobody_else_restarts() {
     }
     assert!(crate::probe::healthy(&r.etcd), "{:?}", r.etcd);
 }
+
+/// `install = "apt"`: preflight installs what a node lacks (its tools appear), a node without
+/// it only gets the package named; a dry run installs nothing and says what it would.
+#[test]
+fn preflight_installs_missing_packages_where_the_inventory_says_apt() {
+    let text = crate::testing::INVENTORY.replace(
+        "name = \"w1\"\naddress = \"10.0.0.15\"\nroles = [\"worker\"]",
+        "name = \"w1\"\naddress = \"10.0.0.15\"\nroles = [\"worker\"]\ninstall = \"apt\"",
+    );
+    let f = Fixture::with(&text);
+    assert_eq!(
+        f.inv.nodes.iter().find(|n| n.name == "w1").unwrap().install,
+        Some(crate::inventory::Installer::Apt)
+    );
+    for t in ["conntrack", "iptables"] {
+        f.fake.node("w1").tools.remove(t);
+    }
+    f.fake.node("lb").tools.remove("haproxy");
+
+    // The lb node has no install setting: its missing HAProxy is named with its package.
+    let o = opts(&[Phase::Lb, Phase::Workers]);
+    let err = run(&f, &o).unwrap_err().to_string();
+    assert!(
+        err.contains("lb: haproxy (for haproxy; Debian package haproxy)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("w1:"),
+        "w1's packages were to be installed: {err}"
+    );
+    let installs: Vec<String> = f
+        .fake
+        .events()
+        .into_iter()
+        .filter(|e| e.what.starts_with("install packages"))
+        .map(|e| format!("{}: {}", e.node, e.what))
+        .collect();
+    assert_eq!(installs, ["w1: install packages conntrack iptables"]);
+
+    // A dry run on a fresh fixture: nothing installed, nothing missing reported for w1.
+    let f = Fixture::with(&text);
+    f.fake.node("w1").tools.remove("conntrack");
+    let r = run(
+        &f,
+        &DeployOptions {
+            dry_run: true,
+            ..opts(&[Phase::Workers])
+        },
+    )
+    .unwrap();
+    assert!(r.failed().is_empty(), "{}", r.table());
+    assert!(
+        !f.fake
+            .events()
+            .iter()
+            .any(|e| e.what.starts_with("install packages"))
+    );
+    assert!(f.fake.node("w1").tools.get("conntrack").is_none());
+}

@@ -300,6 +300,16 @@ pub struct Node {
     pub extra_sans: Vec<String>,
     /// The node's slice of the pod network (a /24), for nodes that run a kubelet.
     pub pod_cidr: Option<Ipv4Net>,
+    /// How preflight installs the packages the node lacks (`install`, or `[binaries] install`
+    /// for every node); `None`: it only names them.
+    pub install: Option<Installer>,
+}
+
+/// A package manager preflight may install a node's missing packages with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installer {
+    /// apt-get, from the node's own package sources (Debian, Ubuntu).
+    Apt,
 }
 
 impl Node {

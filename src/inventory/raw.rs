@@ -96,6 +96,7 @@ pub(super) struct RawBinaries {
     pub source: Option<String>,
     pub bundle: Option<String>,
     pub arch: Option<String>,
+    pub install: Option<String>,
     #[serde(default)]
     pub versions: RawBinaryVersions,
 }
@@ -122,6 +123,7 @@ pub(super) struct RawNode {
     pub user: Option<String>,
     #[serde(default)]
     pub extra_sans: Vec<String>,
+    pub install: Option<String>,
 }
 
 impl RawNode {

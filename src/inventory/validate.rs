@@ -59,6 +59,7 @@ impl Validator<'_> {
         let pki = self.pki(&raw.pki);
         let dir = path.parent().unwrap_or(Path::new("."));
         let binaries = self.binaries(&raw.binaries, cluster.version, dir);
+        self.installers(&mut nodes, raw);
         let addons = self.addons(&raw.addons, dir, &nodes, load_balancer.as_ref(), &cluster);
         let extra_args = self.extra_args(&raw.components, cluster.version);
         let component_config = self.component_config(&raw.components, cluster.version);
@@ -260,6 +261,7 @@ impl Validator<'_> {
                     user: n.user.clone(),
                     extra_sans: n.extra_sans.clone(),
                     pod_cidr: None,
+                    install: None,
                 });
             }
         }

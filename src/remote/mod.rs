@@ -425,6 +425,11 @@ pub trait Remote: Send {
 
     /// Removes the cluster's block from the hosts file, keeping every other line.
     fn remove_hosts_block(&self, cluster: &str, target: &str) -> Result<(), RemoteError>;
+
+    /// Installs distribution packages with apt (Debian, Ubuntu): `apt-get update`, then
+    /// `apt-get install --no-install-recommends`, non-interactive, from the node's own package
+    /// sources. The packages that were not installed before; an error names what apt said.
+    fn install_packages(&self, packages: &[String]) -> Result<Vec<String>, RemoteError>;
 }
 
 /// Opens a [`Remote`] for a node.

@@ -494,6 +494,10 @@ fn bad_release_settings_are_named() {
             "binaries.bundle: binaries.bundle and binaries.source both",
         ),
         (
+            "install = \"yum\"",
+            "binaries.install: \"yum\" is not a way to install packages: \"apt\" or \"none\"",
+        ),
+        (
             "bundle = \"missing.tar\"",
             "missing.tar: no such file (`hardway bundle` makes one)",
         ),

@@ -2,10 +2,12 @@
 //! directory, or release archives from upstream or a mirror of its layout, at the versions the
 //! Kubernetes minor pins (`versions::Pins`) or `[binaries.versions]` names.
 
-use crate::inventory::raw::{RawBinaries, RawBinaryVersions, RawCni, RawContainerd};
+use crate::inventory::raw::{RawBinaries, RawBinaryVersions, RawCni, RawContainerd, RawInventory};
 use crate::inventory::validator::Validator;
 use crate::inventory::values::{self, PATH_RULE, remote_dir_fault};
-use crate::inventory::{Arch, Binaries, ContainerdVersion, Inventory, ReleaseSource};
+use crate::inventory::{
+    Arch, Binaries, ContainerdVersion, Installer, Inventory, Node, ReleaseSource,
+};
 use crate::versions::{Pins, Version};
 
 const UPSTREAM: &str = "upstream";
@@ -141,6 +143,31 @@ impl Validator<'_> {
             local_dir,
             release,
             bundle,
+        }
+    }
+
+    /// Each node's `install`, else `[binaries] install`: "apt" or "none".
+    pub(super) fn installers(&mut self, nodes: &mut [Node], raw: &RawInventory) {
+        let mut parse = |field: &str, v: Option<&str>| match v {
+            None | Some("none") => None,
+            Some("apt") => Some(Installer::Apt),
+            Some(other) => {
+                self.error(
+                    field,
+                    format!("{other:?} is not a way to install packages: \"apt\" or \"none\""),
+                );
+                None
+            }
+        };
+        let default = parse("binaries.install", raw.binaries.install.as_deref());
+        for (i, r) in raw.nodes.iter().enumerate() {
+            let own = r
+                .install
+                .as_deref()
+                .map(|v| parse(&format!("nodes[{i}].install"), Some(v)));
+            if let Some(node) = nodes.iter_mut().find(|n| n.name == r.name) {
+                node.install = own.unwrap_or(default);
+            }
         }
     }
 

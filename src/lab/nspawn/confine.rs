@@ -213,6 +213,7 @@ mod tests {
             roles: roles.iter().copied().collect(),
             extra_sans: vec![],
             pod_cidr: None,
+            install: None,
         }
     }
 

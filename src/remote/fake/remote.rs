@@ -209,6 +209,19 @@ impl Remote for FakeRemote {
         Ok(Some(to))
     }
 
+    /// The packages' tools (by the components' `needs`) appear on the node.
+    fn install_packages(&self, packages: &[String]) -> Result<Vec<String>, RemoteError> {
+        let mut s = self.state()?;
+        for need in crate::components::COMPONENTS.iter().flat_map(|c| c.needs) {
+            if packages.iter().any(|p| p == need.package) {
+                s.tools.insert(need.tool.to_string());
+            }
+        }
+        drop(s);
+        self.record(format!("install packages {}", packages.join(" ")));
+        Ok(packages.to_vec())
+    }
+
     /// A fault's script cannot run here: it is recorded (`fault <scenario>`), as what the node
     /// was asked to do, and succeeds.
     fn lab_fault(

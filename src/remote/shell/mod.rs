@@ -192,6 +192,34 @@ impl<T: Transport> Remote for ShellRemote<T> {
         self.run_ok("removing files", &s).map(|_| ())
     }
 
+    fn install_packages(&self, packages: &[String]) -> Result<Vec<String>, RemoteError> {
+        if packages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pkgs = quote_all(packages.iter().map(String::as_str));
+        let mut s = Script::strict();
+        s.raw("command -v apt-get >/dev/null || { echo 'no apt-get on this node (install = \"apt\" needs Debian or Ubuntu)' >&2; exit 3; }");
+        s.raw("installed() { dpkg-query -W -f='${Status}' \"$1\" 2>/dev/null | grep -q 'ok installed'; }");
+        s.raw(&format!("before=''; for p in {pkgs}; do if installed \"$p\"; then before=\"$before $p \"; fi; done"));
+        s.raw("export DEBIAN_FRONTEND=noninteractive");
+        // Its output goes to stderr, which a failure's error carries.
+        s.raw("apt-get update -q >&2");
+        s.raw(&format!(
+            "apt-get install -y -q --no-install-recommends {pkgs} >&2"
+        ));
+        let sec = s.section("installed");
+        sec.raw(&format!(
+            "for p in {pkgs}; do case \"$before\" in *\" $p \"*) ;; *) installed \"$p\" && echo \"$p\";; esac; done"
+        ));
+        let out = self.run_ok("installing packages with apt", &s)?;
+        Ok(Sections::parse(&out.stdout)
+            .lines("installed")
+            .iter()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+
     fn lab_fault(&self, scenario: &str, script: &str) -> Result<Output, RemoteError> {
         let mut s = Script::new();
         s.raw(&format!("# hardway lab fault: {scenario}"));
