@@ -515,8 +515,12 @@ fn main() {
             hardway::inventory::LabSuite::parse(&s)
                 .unwrap_or_else(|| panic!("HW_BENCH_SUITE={s}: bookworm, trixie or sid"))
         });
-    let rootfs = hardway::lab::cache_rootfs(&hardway::lab::LabOptions::default(), suite)
-        .expect("the lab's root fs");
+    let rootfs = hardway::lab::cache_rootfs(
+        &hardway::lab::LabOptions::default(),
+        suite,
+        hardway::inventory::LabSoftware::Packages,
+    )
+    .expect("the lab's root fs");
 
     let guard = Guard;
     let sizes = sizes();

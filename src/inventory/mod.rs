@@ -388,6 +388,32 @@ pub struct Cni {
     pub conf_dir: String,
 }
 
+/// What a lab machine's root fs holds (`lab.software`): everything a node may run from
+/// Debian's packages (etcd, HAProxy, containerd, runc, the CNI plugins, iptables, conntrack), or
+/// a bare Debian with sshd, as a new machine comes, for deploys that bring their own binaries
+/// (`[binaries] source`) and install the rest (`install = "apt"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum LabSoftware {
+    #[default]
+    Packages,
+    Bare,
+}
+
+impl LabSoftware {
+    pub const ALL: [LabSoftware; 2] = [LabSoftware::Packages, LabSoftware::Bare];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabSoftware::Packages => "packages",
+            LabSoftware::Bare => "bare",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LabSoftware> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
 /// The Debian release a lab's machines run (`lab.suite`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum LabSuite {
@@ -426,6 +452,8 @@ impl fmt::Display for LabSuite {
 #[derive(Debug, Clone, Default)]
 pub struct LabSettings {
     pub suite: LabSuite,
+    /// What the machines' root fs holds besides Debian's base (`lab.software`).
+    pub software: LabSoftware,
     /// What each node is (`lab.driver`).
     pub driver: LabDriver,
     /// `lab.memory_mib` and `lab.vcpus`: every node's VM unless `[lab.nodes.<name>]` says

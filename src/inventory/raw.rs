@@ -168,6 +168,7 @@ pub(super) struct RawCni {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLab {
     pub suite: Option<String>,
+    pub software: Option<String>,
     pub driver: Option<String>,
     pub memory_mib: Option<i64>,
     pub vcpus: Option<i64>,

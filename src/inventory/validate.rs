@@ -88,9 +88,13 @@ impl Validator<'_> {
             component_config,
             containerd: containerd?,
             cni,
-            lab: super::LabSettings {
-                suite: lab?.suite,
-                ..lab_machines?
+            lab: {
+                let lab = lab?;
+                super::LabSettings {
+                    suite: lab.suite,
+                    software: lab.software,
+                    ..lab_machines?
+                }
             },
             warnings: Vec::new(),
         };

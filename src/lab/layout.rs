@@ -11,7 +11,7 @@ use super::LabOptions;
 use super::error::Result;
 use super::files::resolve;
 use super::limits::MachineLimits;
-use crate::inventory::{Inventory, LabSuite, Node, Role};
+use crate::inventory::{Inventory, LabSoftware, LabSuite, Node, Role};
 
 #[derive(Debug, Clone)]
 pub(super) struct Layout {
@@ -129,30 +129,39 @@ pub(super) struct CacheLayout {
     /// `LabOptions::cache_dir`, resolved.
     pub dir: PathBuf,
     pub suite: LabSuite,
+    pub software: LabSoftware,
 }
 
 impl CacheLayout {
-    pub fn new(opts: &LabOptions, suite: LabSuite) -> Result<CacheLayout> {
+    pub fn new(opts: &LabOptions, suite: LabSuite, software: LabSoftware) -> Result<CacheLayout> {
         Ok(CacheLayout {
             dir: resolve(&opts.cache_dir)?,
             suite,
+            software,
         })
+    }
+    /// `trixie-rootfs`, `trixie-bare-rootfs`: the name of the finished root fs.
+    fn name(&self) -> String {
+        match self.software {
+            LabSoftware::Packages => format!("{}-rootfs", self.suite),
+            LabSoftware::Bare => format!("{}-bare-rootfs", self.suite),
+        }
     }
     /// The finished root fs.
     pub fn rootfs(&self) -> PathBuf {
-        self.dir.join(format!("{}-rootfs", self.suite))
+        self.dir.join(self.name())
     }
     /// Where debootstrap builds it.
     pub fn build_dir(&self) -> PathBuf {
-        self.dir.join(format!("{}-rootfs.tmp", self.suite))
+        self.dir.join(format!("{}.tmp", self.name()))
     }
     /// Where an outdated root fs goes while it is removed.
     pub fn old_dir(&self) -> PathBuf {
-        self.dir.join(format!("{}-rootfs.old", self.suite))
+        self.dir.join(format!("{}.old", self.name()))
     }
     /// debootstrap's output.
     pub fn log(&self) -> PathBuf {
-        self.dir.join(format!("{}-rootfs.log", self.suite))
+        self.dir.join(format!("{}.log", self.name()))
     }
     pub fn lock_file(&self) -> PathBuf {
         self.dir.join(".lock")
@@ -228,7 +237,12 @@ mod tests {
         assert_eq!(l.lock_file(), Path::new("/run/hardway/lab/.lab.lock"));
         assert_eq!(l.cgroup(), Path::new("hardway-lab/lab-d660042c"));
         assert_eq!(bridge_name("a-rather-long-cluster-name"), "hw-a-rathe-8597");
-        let cache = CacheLayout::new(&LabOptions::default(), LabSuite::Bookworm).unwrap();
+        let cache = CacheLayout::new(
+            &LabOptions::default(),
+            LabSuite::Bookworm,
+            LabSoftware::Packages,
+        )
+        .unwrap();
         assert_eq!(
             cache.rootfs(),
             Path::new("/var/cache/hardway/lab/bookworm-rootfs")
@@ -237,7 +251,8 @@ mod tests {
             cache.build_dir(),
             Path::new("/var/cache/hardway/lab/bookworm-rootfs.tmp")
         );
-        let sid = CacheLayout::new(&LabOptions::default(), LabSuite::Sid).unwrap();
+        let sid =
+            CacheLayout::new(&LabOptions::default(), LabSuite::Sid, LabSoftware::Packages).unwrap();
         assert_eq!(sid.rootfs(), Path::new("/var/cache/hardway/lab/sid-rootfs"));
     }
 }

@@ -74,7 +74,7 @@ use std::thread;
 
 pub use error::{LabError, Problem, Result};
 
-use crate::inventory::{Inventory, LabDriver, LabSuite};
+use crate::inventory::{Inventory, LabDriver, LabSoftware, LabSuite};
 use driver::Driver;
 use files::{create_dir_all, lock, remove_tree};
 use layout::{CacheLayout, Layout, NodeLayout};
@@ -146,8 +146,8 @@ impl Lab {
 /// the first time (from the host's own apt mirror). Never written to afterwards, so other
 /// tools (the fan-out bench, tests) may use it read-only as the lower layer of their own
 /// machines.
-pub fn cache_rootfs(opts: &LabOptions, suite: LabSuite) -> Result<PathBuf> {
-    rootfs::ensure_cache_rootfs(&CacheLayout::new(opts, suite)?)
+pub fn cache_rootfs(opts: &LabOptions, suite: LabSuite, software: LabSoftware) -> Result<PathBuf> {
+    rootfs::ensure_cache_rootfs(&CacheLayout::new(opts, suite, software)?)
 }
 
 /// Checks that this process can run a lab of `suite`: root, and every tool present. The error

@@ -12,7 +12,7 @@ use super::files::{
 };
 use super::layout::{CacheLayout, Layout, NodeLayout};
 use super::tools::{authorize_key, command, describe, known_hosts_line, run, ssh_keygen};
-use crate::inventory::{Inventory, LabSuite};
+use crate::inventory::{Inventory, LabSoftware, LabSuite};
 use crate::safe_fs::{Dir, Missing, read_beneath, write_beneath};
 
 /// What every node gets, whatever its roles: the deploy installs its own units and configs
@@ -39,6 +39,28 @@ const PACKAGES: &[&str] = &[
     "socat",
     "kmod",
 ];
+/// `lab.software = "bare"`: Debian's base as a new machine has it, with sshd (and sudo), and
+/// what the lab itself needs to boot and reach it (systemd as PID 1, dbus, ip, kmod). Nothing a
+/// node runs: deploy brings the binaries, and installs the rest with apt where told to.
+const BARE_PACKAGES: &[&str] = &[
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "iproute2",
+    "ca-certificates",
+    "sudo",
+    "procps",
+    "kmod",
+];
+
+fn packages(software: LabSoftware) -> &'static [&'static str] {
+    match software {
+        LabSoftware::Packages => PACKAGES,
+        LabSoftware::Bare => BARE_PACKAGES,
+    }
+}
+
 /// Packaged services the deploy replaces with its own units, started only where they belong.
 const PACKAGED_SERVICES: &[&str] = &["etcd.service", "haproxy.service", "containerd.service"];
 /// Bump whenever `customize_rootfs` changes, so that existing caches are rebuilt, not reused.
@@ -47,10 +69,10 @@ const ROOTFS_REVISION: u32 = 2;
 const ROOTFS_MARKER: &str = "etc/hardway-lab-rootfs";
 
 /// Names the suite too, so that one suite's cache is never taken for another's.
-fn recipe(suite: LabSuite) -> String {
+fn recipe(suite: LabSuite, software: LabSoftware) -> String {
     format!(
         "hardway lab root fs, revision {ROOTFS_REVISION}\nsuite: {suite}\npackages: {}\n",
-        PACKAGES.join(",")
+        packages(software).join(",")
     )
 }
 
@@ -60,8 +82,8 @@ pub(super) fn ensure_cache_rootfs(cache: &CacheLayout) -> Result<PathBuf> {
     create_dir_all(&cache.dir)?;
     // Two labs coming up at once would otherwise debootstrap into the same temporary directory.
     let _lock = lock(&cache.lock_file())?;
-    let (rootfs, suite) = (cache.rootfs(), cache.suite);
-    if fs::read_to_string(rootfs.join(ROOTFS_MARKER)).is_ok_and(|r| r == recipe(suite)) {
+    let (rootfs, suite, software) = (cache.rootfs(), cache.suite, cache.software);
+    if fs::read_to_string(rootfs.join(ROOTFS_MARKER)).is_ok_and(|r| r == recipe(suite, software)) {
         return Ok(rootfs);
     }
     let tmp = cache.build_dir();
@@ -76,7 +98,7 @@ pub(super) fn ensure_cache_rootfs(cache: &CacheLayout) -> Result<PathBuf> {
     );
     let mut c = command("debootstrap");
     c.arg("--variant=minbase")
-        .arg(format!("--include={}", PACKAGES.join(",")))
+        .arg(format!("--include={}", packages(software).join(",")))
         .arg(suite.as_str())
         .arg(&tmp)
         .arg(&mirror)
@@ -98,8 +120,8 @@ pub(super) fn ensure_cache_rootfs(cache: &CacheLayout) -> Result<PathBuf> {
             ],
         });
     }
-    customize_rootfs(&tmp)?;
-    write_file(&tmp.join(ROOTFS_MARKER), recipe(suite))?;
+    customize_rootfs(&tmp, software)?;
+    write_file(&tmp.join(ROOTFS_MARKER), recipe(suite, software))?;
     if fs::symlink_metadata(&rootfs).is_ok() {
         let users = overlays_on(&rootfs);
         if !users.is_empty() {
@@ -125,16 +147,18 @@ HostKey /etc/ssh/ssh_host_ed25519_key
 
 /// What every node has in common; per-node identity (hostname, machine-id, host key) is added
 /// to each node's overlay by `ensure_node_rootfs`.
-fn customize_rootfs(root: &Path) -> Result<()> {
+fn customize_rootfs(root: &Path, software: LabSoftware) -> Result<()> {
     run(command("chroot")
         .arg(root)
         .args(["systemctl", "enable", "ssh.service"]))?;
     // Disabled, not masked: a mask is a symlink to /dev/null at the very path where the deploy
     // writes its own etcd.service and haproxy.service.
-    run(command("chroot")
-        .arg(root)
-        .args(["systemctl", "disable"])
-        .args(PACKAGED_SERVICES))?;
+    if software == LabSoftware::Packages {
+        run(command("chroot")
+            .arg(root)
+            .args(["systemctl", "disable"])
+            .args(PACKAGED_SERVICES))?;
+    }
 
     let ssh_dir = root.join("etc/ssh");
     for e in fs::read_dir(&ssh_dir)
@@ -460,12 +484,19 @@ mod tests {
     #[test]
     fn recipe_is_unchanged() {
         assert_eq!(
-            recipe(LabSuite::Trixie),
+            recipe(LabSuite::Trixie, LabSoftware::Packages),
             "hardway lab root fs, revision 2\nsuite: trixie\npackages: systemd,systemd-sysv,dbus,openssh-server,\
              iproute2,etcd-server,etcd-client,haproxy,ca-certificates,sudo,procps,containerd,runc,\
              containernetworking-plugins,iptables,conntrack,socat,kmod\n"
         );
         // One suite's cache is never taken for another's.
-        assert_ne!(recipe(LabSuite::Sid), recipe(LabSuite::Trixie));
+        assert_ne!(
+            recipe(LabSuite::Sid, LabSoftware::Packages),
+            recipe(LabSuite::Trixie, LabSoftware::Packages)
+        );
+        assert_ne!(
+            recipe(LabSuite::Trixie, LabSoftware::Bare),
+            recipe(LabSuite::Trixie, LabSoftware::Packages)
+        );
     }
 }

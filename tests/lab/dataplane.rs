@@ -489,8 +489,12 @@ fn containerd_reads_the_config_rendered_for_its_version() {
         [(LabSuite::Trixie, "1.7", 2), (LabSuite::Sid, "2.1", 3)]
     {
         hwlab::preflight(suite).unwrap_or_else(|e| panic!("{e}"));
-        let root = hwlab::cache_rootfs(&LabOptions::default(), suite)
-            .unwrap_or_else(|e| panic!("{suite} root fs: {e}"));
+        let root = hwlab::cache_rootfs(
+            &LabOptions::default(),
+            suite,
+            hardway::inventory::LabSoftware::Packages,
+        )
+        .unwrap_or_else(|e| panic!("{suite} root fs: {e}"));
         let sub = dir.path().join(suite.as_str());
         std::fs::create_dir_all(&sub).unwrap();
         let inv = sub.join("inv.toml");

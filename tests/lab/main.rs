@@ -23,4 +23,5 @@ mod escape;
 mod explain;
 mod lab;
 mod qemu;
+mod release;
 mod verify;

@@ -6,7 +6,7 @@
 use crate::inventory::raw::{RawCni, RawContainerd, RawLab};
 use crate::inventory::validator::Validator;
 use crate::inventory::values::{PATH_RULE, describe, remote_dir_fault};
-use crate::inventory::{Cni, Containerd, ContainerdVersion, LabSettings, LabSuite};
+use crate::inventory::{Cni, Containerd, ContainerdVersion, LabSettings, LabSoftware, LabSuite};
 
 /// The oldest containerd line that every supported Kubernetes minor accepts (1.37 needs 2.3 or
 /// later, containerd's RELEASES.md; 2.3 is its long-term support line); Debian's trixie (1.7)
@@ -105,8 +105,28 @@ impl Validator<'_> {
     }
 
     pub(super) fn lab(&mut self, l: &RawLab) -> Option<LabSettings> {
+        let software = match l.software.as_deref() {
+            None => LabSoftware::default(),
+            Some(s) => match LabSoftware::parse(s) {
+                Some(v) => v,
+                None => {
+                    let known: Vec<&str> = LabSoftware::ALL.iter().map(|s| s.as_str()).collect();
+                    self.error(
+                        "lab.software",
+                        format!(
+                            "unknown root fs {s:?} (the lab builds {})",
+                            known.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+            },
+        };
         let Some(name) = &l.suite else {
-            return Some(LabSettings::default());
+            return Some(LabSettings {
+                software,
+                ..LabSettings::default()
+            });
         };
         let Some(suite) = LabSuite::parse(name) else {
             let known: Vec<&str> = LabSuite::ALL.iter().map(|s| s.as_str()).collect();
@@ -128,6 +148,7 @@ impl Validator<'_> {
         }
         Some(LabSettings {
             suite,
+            software,
             ..LabSettings::default()
         })
     }

@@ -42,7 +42,7 @@ impl Driver for Nspawn {
     fn up(&self, inv: &Inventory, opts: &LabOptions, layout: &Layout, net: &Net) -> Result<Lab> {
         let lab_pub = rootfs::ensure_lab_key(layout)?;
         let cache = if layout.nodes.iter().any(|n| !is_mount_point(&n.rootfs())) {
-            Some(cache_rootfs(opts, inv.lab.suite)?)
+            Some(cache_rootfs(opts, inv.lab.suite, inv.lab.software)?)
         } else {
             None
         };

@@ -161,7 +161,7 @@ fn prepare(
     } else {
         Some(image::ensure_image(
             &img,
-            &cache_rootfs(opts, inv.lab.suite)?,
+            &cache_rootfs(opts, inv.lab.suite, inv.lab.software)?,
         )?)
     };
     let hosts = rootfs::hosts_file(inv);
