@@ -16,7 +16,6 @@ use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::inventory::Inventory;
 
@@ -78,25 +77,8 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Bun
     }
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = fs::File::open(path).map_err(io_err("open", path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err("read", path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    crate::digest::sha256_file(path).map_err(io_err("read", path))
 }
 
 /// What [`write`] put in a bundle.
@@ -182,7 +164,7 @@ pub fn write(inv: &Inventory, bin_dir: &Path, out: &Path) -> Result<Written> {
         };
         let bytes = fs::read(path).map_err(io_err("read", path))?;
         // Read again, not trusted from the first pass: what goes in is what the manifest says.
-        if sha256(&bytes) != files[member] {
+        if crate::digest::sha256_hex(&bytes) != files[member] {
             return Err(BundleError::Bad {
                 bundle: out.to_path_buf(),
                 reason: format!("{} changed while the bundle was written", path.display()),
@@ -319,13 +301,6 @@ pub fn open(bundle: &Path, inv: &Inventory, cache: &Path) -> Result<Opened> {
 }
 
 fn write_new(path: &Path, bytes: &[u8], executable: bool) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if executable { 0o755 } else { 0o644 })
-        .open(path)
-        .map_err(io_err("create", path))?;
-    f.write_all(bytes).map_err(io_err("write", path))
+    crate::digest::write_new(path, bytes, if executable { 0o755 } else { 0o644 })
+        .map_err(io_err("create", path))
 }

@@ -11,6 +11,34 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
 
+/// The SHA-256 of the file at `path`, read in pieces (release archives are large).
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex(&h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// Writes a file that must not exist yet (no link followed, nothing replaced) with `mode`:
+/// what release archives and bundles unpack into their fresh directories.
+pub fn write_new(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?
+        .write_all(bytes)
+}
+
 /// `bytes` in lowercase hex: for a digest computed piece by piece (a stream hashed as it is
 /// written), which [`sha256_hex`] cannot take whole.
 pub fn hex(bytes: &[u8]) -> String {

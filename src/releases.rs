@@ -344,7 +344,7 @@ pub fn fetch(
     for (_, _, sum) in &verified {
         id.update(sum.as_bytes());
     }
-    let id = hex(&id.finalize())[..16].to_string();
+    let id = crate::digest::hex(&id.finalize())[..16].to_string();
     let dir = cache.join("bin").join(format!(
         "v{}-{}-{id}",
         inv.cluster.kubernetes_version,
@@ -399,34 +399,13 @@ pub fn expected_sum(sums: &str, file_name: &str) -> std::result::Result<String, 
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = fs::File::open(path).map_err(io_err("open", path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf).map_err(io_err("read", path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
+    crate::digest::sha256_file(path).map_err(io_err("read", path))
 }
 
-/// Writes a file that does not exist yet (no link followed), mode 0755 for executables.
+/// An executable, 0755, into a fresh directory.
 fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o755)
-        .open(path)
-        .map_err(io_err("create", path))?;
-    f.write_all(bytes).map_err(io_err("write", path))
+    crate::digest::write_new(path, bytes, 0o755).map_err(io_err("create", path))
 }
 
 /// The executables of a verified artifact into `dir`.
