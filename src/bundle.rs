@@ -253,6 +253,17 @@ pub fn open(bundle: &Path, inv: &Inventory, cache: &Path) -> Result<Opened> {
             wanted,
         });
     }
+    if let Some(line) = meta
+        .pins
+        .get("containerd")
+        .and_then(|v| crate::inventory::ContainerdVersion::parse(v))
+        && line != inv.containerd.version
+    {
+        return Err(bad(format!(
+            "it holds containerd {}, the inventory's containerd.version is {}: set containerd.version = \"{line}\"",
+            meta.pins["containerd"], inv.containerd.version
+        )));
+    }
     let manifest =
         fs::read_to_string(dir.join(MANIFEST)).map_err(|_| bad(format!("no {TOP}/{MANIFEST}")))?;
     let mut listed = BTreeMap::new();

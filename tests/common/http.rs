@@ -52,7 +52,7 @@ fn handle(
     let mut reader = BufReader::new(s.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let path = percent_decoded(line.split_whitespace().nth(1).unwrap_or("/"));
     let mut range = None;
     loop {
         let mut h = String::new();
@@ -101,4 +101,30 @@ fn handle(
         Some(_) => s.write_all(&part[..part.len() / 2]),
         None => s.write_all(part),
     }
+}
+
+/// A request path as a file name: `%XX` decoded (apt asks for `conntrack_1%253a1.4.8-2_amd64.deb`
+/// for the file `conntrack_1%3a1.4.8-2_amd64.deb`).
+fn percent_decoded(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|c| hex(*c)),
+            b.get(i + 2).and_then(|c| hex(*c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -197,33 +197,35 @@ impl Validator<'_> {
         ok.then_some(pins)
     }
 
-    /// With a release source the runtime's defaults are the release's: containerd's config
-    /// format follows the containerd it fetches (a different `containerd.version` is refused),
-    /// and containerd and the CNI plugins go where upstream's archives suggest, not over a
-    /// distribution package's files.
+    /// With a release source (or a bundle, made from one) the runtime's defaults are the
+    /// release's: containerd's config format follows the containerd it fetches (a different
+    /// `containerd.version` is refused; a bundle's is checked when it is opened), and containerd
+    /// and the CNI plugins go where upstream's archives suggest, not over a distribution
+    /// package's files.
     pub(super) fn release_runtime(
         &mut self,
         inv: &mut Inventory,
         containerd: &RawContainerd,
         cni: &RawCni,
     ) {
-        let Some(release) = &inv.binaries.release else {
+        if inv.binaries.release.is_none() && inv.binaries.bundle.is_none() {
             return;
-        };
-        let Some(fetched) = ContainerdVersion::parse(&release.pins.containerd) else {
-            return;
-        };
-        if containerd.version.is_none() {
-            inv.containerd.version = fetched;
-        } else if inv.containerd.version != fetched {
-            self.error(
-                "containerd.version",
-                format!(
-                    "{} is not the containerd the release source fetches ({}, binaries.versions.containerd or the \
-                     Kubernetes minor's pin): drop containerd.version or make them agree",
-                    inv.containerd.version, release.pins.containerd
-                ),
-            );
+        }
+        if let Some(release) = &inv.binaries.release
+            && let Some(fetched) = ContainerdVersion::parse(&release.pins.containerd)
+        {
+            if containerd.version.is_none() {
+                inv.containerd.version = fetched;
+            } else if inv.containerd.version != fetched {
+                self.error(
+                    "containerd.version",
+                    format!(
+                        "{} is not the containerd the release source fetches ({}, binaries.versions.containerd or the \
+                         Kubernetes minor's pin): drop containerd.version or make them agree",
+                        inv.containerd.version, release.pins.containerd
+                    ),
+                );
+            }
         }
         if containerd.bin_dir.is_none() {
             inv.containerd.bin_dir = inv.binaries.remote_dir.clone();
