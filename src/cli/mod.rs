@@ -13,6 +13,7 @@ mod certs;
 mod class;
 mod day2;
 mod deploy;
+mod examples;
 mod explain;
 mod releases;
 mod verify;
@@ -303,7 +304,12 @@ fn man_pages(cmd: &clap::Command, dir: &std::path::Path) -> Result<usize> {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = examples::with_examples(Cli::command()).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -486,14 +492,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
-                &mut <Cli as clap::CommandFactory>::command(),
+                &mut examples::with_examples(<Cli as clap::CommandFactory>::command()),
                 "hardway",
                 &mut std::io::stdout(),
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Man { dir: None } => {
-            let cmd = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+            let cmd = examples::with_examples(<Cli as clap::CommandFactory>::command())
+                .disable_help_subcommand(true);
             clap_mangen::Man::new(cmd)
                 .render(&mut std::io::stdout())
                 .context("writing the manual page")?;
@@ -501,7 +508,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Man { dir: Some(dir) } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let written = man_pages(&<Cli as clap::CommandFactory>::command(), &dir)?;
+            let written = man_pages(
+                &examples::with_examples(<Cli as clap::CommandFactory>::command()),
+                &dir,
+            )?;
             out!("{written} manual pages in {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
