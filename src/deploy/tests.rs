@@ -766,3 +766,107 @@ fn preflight_installs_missing_packages_where_the_inventory_says_apt() {
     );
     assert!(!f.fake.node("w1").tools.contains("conntrack"));
 }
+
+/// Collects the summary as well as the events.
+#[derive(Default)]
+struct Everything {
+    events: crate::events::Recorder,
+    summary: std::sync::Mutex<Option<crate::events::Summary>>,
+}
+
+impl crate::events::Sink for Everything {
+    fn event(&self, e: &crate::events::Event) {
+        self.events.event(e);
+    }
+    fn summary(&self, s: &crate::events::Summary) {
+        *self.summary.lock().unwrap() = Some(s.clone());
+    }
+}
+
+/// A run that changes nothing says so everywhere (issue 24's "trustworthy counts"): the report's
+/// table and counts, the summary the jsonl stream ends with, every event's status, the dry
+/// run's plan and steps, and what the nodes were asked to do.
+#[test]
+fn a_run_that_changes_nothing_says_so_in_every_view() {
+    let f = Fixture::new();
+    let all = [
+        Phase::Files,
+        Phase::Etcd,
+        Phase::Lb,
+        Phase::ControlPlane,
+        Phase::Workers,
+    ];
+    run(&f, &opts(&all)).unwrap();
+    f.fake.clear_events();
+    for dry_run in [false, true] {
+        let sink = Arc::new(Everything::default());
+        let connector: Arc<dyn Connector> = f.fake.clone();
+        let probe: Arc<dyn Probe> = f.fake.clone();
+        let o = DeployOptions {
+            dry_run,
+            ..opts(&all)
+        };
+        let r = block_on(deploy(
+            &f.inv,
+            f.rendered(),
+            connector,
+            probe,
+            &o,
+            crate::events::Events::new("deploy", vec![sink.clone()]),
+        ))
+        .unwrap();
+        let what = if dry_run { "dry run" } else { "run" };
+        assert!(
+            r.table()
+                .ends_with("0 changes, 0 restarts, 0 of 5 hosts failed"),
+            "{what}: {}",
+            r.table()
+        );
+        let summary = sink.summary.lock().unwrap().clone().expect("a summary");
+        for count in ["changes", "restarts", "starts"] {
+            assert_eq!(
+                summary.counts.get(count),
+                Some(&0),
+                "{what}: {count} in {:?}",
+                summary.counts
+            );
+        }
+        let changed: Vec<String> = sink
+            .events
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.status == crate::events::Status::Changed)
+            .map(|e| format!("{:?} {:?} {}", e.host, e.phase, e.step))
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "{what}: events say changed: {changed:?}"
+        );
+        for (host, plan) in &r.plan.hosts {
+            assert!(
+                plan.changes.is_empty() && !plan.daemon_reload,
+                "{what}: {host}: {plan:?}"
+            );
+            assert!(
+                plan.units.iter().all(|u| !u.restart),
+                "{what}: {host}: {:?}",
+                plan.units
+            );
+        }
+        let busy: Vec<&String> = r
+            .steps
+            .iter()
+            .filter(|s| s.contains("start") || s.contains("restart"))
+            .collect();
+        assert!(busy.is_empty(), "{what}: steps {busy:?}");
+    }
+    let asked: Vec<_> = f
+        .fake
+        .events()
+        .into_iter()
+        .filter(|e| e.what != "install 0 files")
+        .collect();
+    assert!(asked.is_empty(), "{asked:?}");
+}
