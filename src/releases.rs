@@ -590,6 +590,37 @@ mod tests {
         }
     }
 
+    /// arm64 and a mirror: upstream's paths with the architecture in them, under the mirror's
+    /// base; the cache keyed by upstream's host either way.
+    #[test]
+    fn an_arm64_plan_through_a_mirror() {
+        let release = ReleaseSource {
+            mirror: Some("https://mirror.example/k8s".into()),
+            arch: Arch::Arm64,
+            pins: crate::versions::SUPPORTED.last().unwrap().pins.owned(),
+        };
+        let plan = plan(&release, Version::new(1, 37, 2));
+        let urls: Vec<&str> = plan.iter().map(|f| f.url.as_str()).collect();
+        assert!(
+            urls.contains(&"https://mirror.example/k8s/release/v1.37.2/bin/linux/arm64/kubelet"),
+            "{urls:?}"
+        );
+        assert!(urls.contains(&"https://mirror.example/k8s/opencontainers/runc/releases/download/v1.5.3/runc.arm64"), "{urls:?}");
+        assert!(urls.contains(&"https://mirror.example/k8s/containerd/containerd/releases/download/v2.3.7/containerd-2.3.7-linux-arm64.tar.gz"), "{urls:?}");
+        let keys: Vec<&str> = plan.iter().map(|f| f.key.as_str()).collect();
+        assert!(
+            keys.contains(&"dl.k8s.io/release/v1.37.2/bin/linux/arm64/kubelet"),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(
+                &"github.com/etcd-io/etcd/releases/download/v3.6.8/etcd-v3.6.8-linux-arm64.tar.gz"
+            ),
+            "{keys:?}"
+        );
+        assert!(plan.iter().all(|f| !f.url.contains("amd64")), "{urls:?}");
+    }
+
     #[test]
     fn checksum_files_in_each_published_shape() {
         let sum = "a".repeat(64);

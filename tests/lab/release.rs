@@ -381,6 +381,22 @@ roles = ["worker"]
             |s| !s.is_empty(),
         );
         assert!(root.split_whitespace().any(|e| e == "agnhost"), "{root}");
+        // DNS through CoreDNS at its ClusterIP, which kube-proxy's rules (iptables, conntrack:
+        // both installed by apt) carry to a CoreDNS pod.
+        let lookup = kubectl_until(
+            &kubeconfig,
+            &[
+                "exec",
+                "hello",
+                "--",
+                "busybox",
+                "nslookup",
+                "kubernetes.default.svc.cluster.local",
+            ],
+            Duration::from_secs(90),
+            |s| s.lines().any(|l| l.trim() == "Address: 10.32.0.1"),
+        );
+        assert!(lookup.contains("10.32.0.10"), "{lookup}");
         format!("{out}\n{err}")
     }
 
