@@ -183,6 +183,14 @@ pub fn preflight(suite: LabSuite) -> Result<()> {
 /// was created stays in place; [`down`] removes it.
 pub fn up(inv: &Inventory, opts: &LabOptions) -> Result<Lab> {
     let driver = opts.driver.unwrap_or(inv.lab.driver);
+    if driver == LabDriver::Qemu && inv.lab.software == LabSoftware::Bare {
+        // The VM image is built once per suite from the full root fs: a bare one would need
+        // an image of its own.
+        return Err(LabError::Inventory(format!(
+            "{}: lab.software = \"bare\" is for the nspawn driver only (the qemu driver's image has Debian's packages)",
+            inv.source.display()
+        )));
+    }
     preflight(inv.lab.suite)?;
     driver_of(driver).preflight(opts)?;
     let layout = Layout::new(inv, opts)?;

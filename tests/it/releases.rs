@@ -598,3 +598,27 @@ fn a_bundle_serves_without_the_mirror() {
     );
     assert!(!cache.join("releases/escaped").exists() && !cache.join("escaped").exists());
 }
+
+/// `[lab] software = "bare"` is the nspawn driver's: `lab up --driver qemu` refuses it before
+/// creating anything.
+#[test]
+fn a_bare_lab_is_refused_by_the_qemu_driver() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(repo().join("tests/fixtures/qemu-lab.toml")).unwrap();
+    let inv = dir.path().join("bare.toml");
+    std::fs::write(
+        &inv,
+        base.replacen("[lab]", "[lab]\nsoftware = \"bare\"", 1),
+    )
+    .unwrap();
+    let o = run(hardway()
+        .args(["lab", "up", "-i"])
+        .arg(&inv)
+        .args(["--driver", "qemu"]));
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("lab.software = \"bare\" is for the nspawn driver only"),
+        "{}",
+        text(&o)
+    );
+}
