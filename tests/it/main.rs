@@ -9,6 +9,7 @@ mod common;
 mod addons;
 mod class;
 mod cli;
+mod docs;
 mod explain;
 mod fuzz;
 mod inventory;
