@@ -200,6 +200,7 @@ pub fn open(bundle: &Path, inv: &Inventory, cache: &Path) -> Result<Opened> {
         bundle: bundle.to_path_buf(),
         reason,
     };
+    let _lock = crate::releases::lock_cache(cache).map_err(io_err("lock", cache))?;
     let id = sha256_file(bundle)?;
     let dir = cache.join("bundles").join(&id[..16]);
     if !dir.join(".complete").is_file() {

@@ -284,6 +284,7 @@ pub fn fetch(
         .as_ref()
         .ok_or(ReleaseError::NotARelease)?;
     let fetches = plan(release, inv.cluster.kubernetes_version);
+    let _lock = lock_cache(cache).map_err(io_err("lock", cache))?;
     let client = Client::new(progress);
     if network == Network::Offline {
         let missing: Vec<String> = fetches
@@ -397,6 +398,19 @@ pub fn expected_sum(sums: &str, file_name: &str) -> std::result::Result<String, 
         Some(s) => Err(format!("{s:?} is not a SHA-256 in hex")),
         None => Err(format!("no checksum for {file_name} in it")),
     }
+}
+
+/// One process at a time in a cache: two deploys fetching at once would write the same
+/// `.part` files. Held until dropped; the kernel releases it if the process dies.
+pub(crate) fn lock_cache(cache: &Path) -> std::io::Result<fs::File> {
+    fs::create_dir_all(cache)?;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(cache.join(".lock"))?;
+    f.lock()?;
+    Ok(f)
 }
 
 fn sha256_file(path: &Path) -> Result<String> {

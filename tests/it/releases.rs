@@ -622,3 +622,39 @@ fn a_bare_lab_is_refused_by_the_qemu_driver() {
         text(&o)
     );
 }
+
+/// Two fetches into one cache at once: one waits for the other (a lock in the cache), so each
+/// file is downloaded once and both runs end with the same verified directory.
+#[test]
+fn two_fetches_at_once_share_the_cache() {
+    let s = Setup::new();
+    let spawn = || {
+        hardway()
+            .args(["binaries", "fetch", "-i"])
+            .arg(&s.inv)
+            .arg("--cache-dir")
+            .arg(s.cache())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}\n{}",
+        text(&a),
+        text(&b)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&a.stdout).lines().last(),
+        String::from_utf8_lossy(&b.stdout).lines().last()
+    );
+    assert_eq!(
+        s.mirror.requests().len(),
+        2 * (KUBE.len() + 5),
+        "{:?}",
+        s.mirror.requests()
+    );
+}
