@@ -412,6 +412,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 inv.etcd_members().len(),
                 inv.api_server_url()
             );
+            out!("binaries: {}", releases::describe_source(&inv));
             Ok(ExitCode::SUCCESS)
         }
         Command::Pki {

@@ -81,6 +81,41 @@ pub(super) fn prepare(inv: &mut Inventory, args: &ReleaseArgs) -> Result<()> {
     Ok(())
 }
 
+/// Where the inventory's binaries come from, in a line (`hardway validate`).
+pub(super) fn describe_source(inv: &Inventory) -> String {
+    let b = &inv.binaries;
+    let install = match inv.nodes.iter().filter(|n| n.install.is_some()).count() {
+        0 => String::new(),
+        n => format!(
+            "; preflight installs missing packages with apt on {n} of {} nodes",
+            inv.nodes.len()
+        ),
+    };
+    let from = if let Some(bundle) = &b.bundle {
+        format!("from the bundle {}", bundle.display())
+    } else if let Some(r) = &b.release {
+        let p = &r.pins;
+        format!(
+            "release archives from {} for {} (Kubernetes {}, etcd {}, containerd {}, runc {}, CNI plugins {}, crictl {})",
+            r.mirror
+                .as_deref()
+                .unwrap_or("upstream (dl.k8s.io, github.com)"),
+            r.arch.name(),
+            inv.cluster.kubernetes_version,
+            p.etcd,
+            p.containerd,
+            p.runc,
+            p.cni_plugins,
+            p.crictl
+        )
+    } else if let Some(dir) = &b.local_dir {
+        format!("pushed from {}", dir.display())
+    } else {
+        "expected on the nodes (none pushed)".to_string()
+    };
+    format!("{from}, into {}{install}", b.remote_dir)
+}
+
 /// `hardway bundle`: the inventory's executables (fetched first for a release source) and
 /// addon images into one archive.
 pub(super) fn bundle(

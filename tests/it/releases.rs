@@ -426,6 +426,13 @@ fn bad_release_settings_are_named() {
         assert!(!o.status.success(), "{edit}: accepted");
         assert!(text(&o).contains(want), "{edit}: {}", text(&o));
     }
+    // validate says where the binaries come from.
+    let s = Setup::new();
+    let said = ok(hardway().args(["validate", "-i"]).arg(&s.inv));
+    assert!(
+        said.contains(&format!("binaries: release archives from {} for amd64 (Kubernetes {K8S}, etcd 3.6.8, containerd 2.3.7, runc 1.5.3, CNI plugins 1.10.0, crictl 1.37.0), into /usr/local/bin", s.mirror.url)),
+        "{said}"
+    );
     // With a release source containerd's config follows the fetched line, and containerd and
     // the CNI plugins go where upstream's archives suggest.
     let inv = inventory_variant(
