@@ -192,7 +192,7 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
     let inv = load_inventory(&path)?;
     let c = &a.cluster.access;
     // The kubeconfigs hardway renders are looked for too, when the PKI can be rendered.
-    let kubeconfigs = pki::load(&inv, &c.pki)
+    let kubeconfigs = pki::load(&inv, &c.pki(&inv))
         .ok()
         .and_then(|p| render::render(&inv, &p).ok())
         .map(|r| check::rendered_kubeconfigs(&r))
@@ -205,7 +205,7 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
     );
     let report = runtime()?.block_on(check::check(
         &inv,
-        &c.pki,
+        &c.pki(&inv),
         connector,
         kubeconfigs,
         a.warn_days,
@@ -241,7 +241,7 @@ fn renew_cmd(a: RenewArgs) -> Result<ExitCode> {
     let report = runtime()?
         .block_on(renew::renew(
             &inv,
-            &a.change.cluster.access.pki,
+            &a.change.cluster.access.pki(&inv),
             connector,
             &probe_for,
             &opts,
@@ -310,7 +310,7 @@ fn rotate_cmd(subject: Subject, a: RotationArgs) -> Result<ExitCode> {
     let report = runtime()?
         .block_on(rotate::rotate_subject(
             &inv,
-            &a.change.cluster.access.pki,
+            &a.change.cluster.access.pki(&inv),
             connector,
             &probe_for,
             &opts,

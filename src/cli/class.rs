@@ -69,9 +69,11 @@ pub struct LabUpArgs {
     /// Deploy every phase up to this one (e.g. etcd), so the lesson starts there.
     #[arg(long, value_parser = phase_values(), value_name = "PHASE")]
     pub to: Option<Phase>,
-    /// The PKI of the default lab, for --to (a named lab's is <dir>/pki).
-    #[arg(long, default_value = "pki")]
-    pub pki: PathBuf,
+    /// The PKI of the default lab, for --to (a named lab's is <dir>/pki)
+    /// (default: the cluster's own: `pki/` beside the inventory or `./pki` if made for this
+    /// cluster, else `./pki/<cluster>`)
+    #[arg(long)]
+    pub pki: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
     #[command(flatten)]
@@ -104,9 +106,11 @@ pub struct FaultArgs {
     pub lab: LabNameArgs,
     #[command(flatten)]
     pub inv: InventoryArg,
-    /// The lab's PKI (a named lab's own is used with --name).
-    #[arg(long, default_value = "pki")]
-    pub pki: PathBuf,
+    /// The lab's PKI (a named lab's own is used with --name)
+    /// (default: the cluster's own: `pki/` beside the inventory or `./pki` if made for this
+    /// cluster, else `./pki/<cluster>`)
+    #[arg(long)]
+    pub pki: Option<PathBuf>,
     #[command(flatten)]
     pub confirm: super::day2::ConfirmArgs,
     /// text; json (what was done and what verify must now say); jsonl (the same on one line).
@@ -308,7 +312,11 @@ fn lab_up(
                 ..LabOptions::default()
             };
             let booted = lab::up(&inv, &opts)?;
-            (inv, a.pki.clone(), opts, booted)
+            let pki = a
+                .pki
+                .clone()
+                .unwrap_or_else(|| crate::pki::default_dir(&inv));
+            (inv, pki, opts, booted)
         }
     };
     if !opts.limits.is_none() {
@@ -358,7 +366,14 @@ fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
             )?;
             (inv, record.pki)
         }
-        None => (load_inventory(&a.inv.path())?, a.pki.clone()),
+        None => {
+            let inv = load_inventory(&a.inv.path())?;
+            let pki = a
+                .pki
+                .clone()
+                .unwrap_or_else(|| crate::pki::default_dir(&inv));
+            (inv, pki)
+        }
     };
     // Like every command that changes nodes, a run log of what it sent (`hardway logs`).
     let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();

@@ -45,11 +45,22 @@ pub struct ClusterArgs {
 }
 
 /// Where the cluster's PKI is, whether to record new host keys, the log and the output.
+impl AccessArgs {
+    /// `--pki`, or the cluster's own ([`crate::pki::default_dir`]).
+    pub fn pki(&self, inv: &crate::inventory::Inventory) -> PathBuf {
+        self.pki_dir
+            .clone()
+            .unwrap_or_else(|| crate::pki::default_dir(inv))
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct AccessArgs {
-    /// The cluster's PKI directory (made by `pki generate`; it must be this cluster's).
-    #[arg(long, default_value = "pki")]
-    pub pki: PathBuf,
+    /// The cluster's PKI directory (made by `pki generate`; it must be this cluster's)
+    /// (default: the cluster's own: `pki/` beside the inventory or `./pki` if made for this
+    /// cluster, else `./pki/<cluster>`)
+    #[arg(long = "pki")]
+    pub pki_dir: Option<PathBuf>,
     /// Record host keys that are not in known_hosts yet (changed keys are always refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
@@ -179,12 +190,13 @@ pub(super) fn open_at(path: PathBuf, c: &AccessArgs, command: &'static str) -> R
     };
     let (events, run_log) = observe(command, output, &c.log, &path, &names)?;
     let access = access(&inv, c.accept_new_host_keys, run_log)?;
+    let pki_dir = c.pki(&inv);
     let Session {
         inv,
         connector,
         probe,
         ..
-    } = Session::open(inv, &c.pki, PkiUse::AsItIs, access)?;
+    } = Session::open(inv, &pki_dir, PkiUse::AsItIs, access)?;
     Ok(Opened {
         inv,
         events,
@@ -313,7 +325,7 @@ pub(super) fn node(command: NodeCommand) -> Result<ExitCode> {
     let report = runtime()?.block_on(day2::node::remove(
         &inv,
         &name,
-        &cluster.access.pki,
+        &cluster.access.pki(&inv),
         connector,
         probe,
         &opts,

@@ -21,9 +21,11 @@ pub struct DeployArgs {
     #[command(flatten)]
     pub inv: InventoryArg,
     /// The cluster's PKI directory: brought up to date for this inventory (certificates
-    /// re-issued where names changed; no CA or key is created), and it must be this cluster's.
-    #[arg(long, default_value = "pki")]
-    pub pki: PathBuf,
+    /// re-issued where names changed; no CA or key is created), and it must be this cluster's
+    /// (default: the cluster's own: `pki/` beside the inventory or `./pki` if made for this
+    /// cluster, else `./pki/<cluster>`)
+    #[arg(long)]
+    pub pki: Option<PathBuf>,
     /// Comma-separated phases to run: files, etcd, lb, control-plane, workers, addons
     /// (preflight always runs). Default: all.
     #[arg(long, value_delimiter = ',', value_parser = phase_names())]
@@ -130,6 +132,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
     let mut inv = load_inventory(&inv_path)?;
     // Release binaries are fetched and verified before anything reaches a node.
     super::releases::prepare(&mut inv, &release)?;
+    let dir = dir.unwrap_or_else(|| pki::default_dir(&inv));
     let opts = deploy::DeployOptions {
         phases: parse_phases(&phases)?,
         dry_run,

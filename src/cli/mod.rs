@@ -82,9 +82,11 @@ enum Command {
     Render {
         #[command(flatten)]
         inv: InventoryArg,
-        /// The PKI directory made by `pki generate`.
-        #[arg(long, default_value = "pki")]
-        pki: PathBuf,
+        /// The PKI directory made by `pki generate`
+        /// (default: the cluster's own: `pki/` beside the inventory or `./pki` if made for this
+        /// cluster, else `./pki/<cluster>`)
+        #[arg(long)]
+        pki: Option<PathBuf>,
         /// The directory the rendered tree is written to (one directory per node).
         #[arg(long, default_value = "build")]
         out: PathBuf,
@@ -111,9 +113,11 @@ enum Command {
     Kubeconfig {
         #[command(flatten)]
         inv: InventoryArg,
-        /// The PKI directory made by `pki generate`.
-        #[arg(long, default_value = "pki")]
-        pki: PathBuf,
+        /// The PKI directory made by `pki generate`
+        /// (default: the cluster's own: `pki/` beside the inventory or `./pki` if made for this
+        /// cluster, else `./pki/<cluster>`)
+        #[arg(long)]
+        pki: Option<PathBuf>,
         /// Where to write it (0600); `-` prints it.
         #[arg(long, default_value = "-")]
         out: PathBuf,
@@ -261,9 +265,11 @@ enum PkiCommand {
     Generate {
         #[command(flatten)]
         inv: InventoryArg,
-        /// The PKI directory to create or bring up to date (keys 0600, directories 0700).
-        #[arg(long, default_value = "pki")]
-        out: PathBuf,
+        /// The PKI directory to create or bring up to date (keys 0600, directories 0700)
+        /// (default: the cluster's own: `pki/` beside the inventory or `./pki` if made for this
+        /// cluster, else `./pki/<cluster>`)
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Re-issue every CA, key and certificate (the encryption key is always kept).
         #[arg(long)]
         force: bool,
@@ -272,9 +278,11 @@ enum PkiCommand {
     Check {
         #[command(flatten)]
         inv: InventoryArg,
-        /// The PKI directory to check (made by `pki generate`).
-        #[arg(long, default_value = "pki")]
-        pki: PathBuf,
+        /// The PKI directory to check (made by `pki generate`)
+        /// (default: the cluster's own: `pki/` beside the inventory or `./pki` if made for this
+        /// cluster, else `./pki/<cluster>`)
+        #[arg(long)]
+        pki: Option<PathBuf>,
     },
 }
 
@@ -419,6 +427,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command: PkiCommand::Generate { inv, out, force },
         } => {
             let inv = load_inventory(&inv.path())?;
+            let out = out.unwrap_or_else(|| pki::default_dir(&inv));
             let (_, report) = pki::generate(
                 &inv,
                 &out,
@@ -434,6 +443,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             command: PkiCommand::Check { inv, pki: dir },
         } => {
             let inv = load_inventory(&inv.path())?;
+            let dir = dir.unwrap_or_else(|| pki::default_dir(&inv));
             let rows = pki::check(&inv, &dir)?;
             out!(
                 "{:<32} {:<62} {:<30} {:<18} {:>9}  STATUS",
@@ -570,6 +580,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Kubeconfig { inv, pki: dir, out } => {
             let inv = load_inventory(&inv.path())?;
+            let dir = dir.unwrap_or_else(|| pki::default_dir(&inv));
             let pki = pki::load(&inv, &dir)?;
             let text = render::admin_kubeconfig(&inv, &pki)?;
             if out.as_os_str() == "-" {
@@ -583,6 +594,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Render { inv, pki: dir, out } => {
             let inv = load_inventory(&inv.path())?;
+            let dir = dir.unwrap_or_else(|| pki::default_dir(&inv));
             let pki = pki::load(&inv, &dir)?;
             let rendered = render::render(&inv, &pki)?;
             let n = rendered

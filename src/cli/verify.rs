@@ -15,9 +15,11 @@ use crate::verify;
 pub struct VerifyArgs {
     #[command(flatten)]
     pub inv: InventoryArg,
-    /// Where the CAs and client certificates are (hardway's layout).
-    #[arg(long, default_value = "pki")]
-    pub pki: PathBuf,
+    /// Where the CAs and client certificates are (hardway's layout)
+    /// (default: the cluster's own: `pki/` beside the inventory or `./pki` if made for this
+    /// cluster, else `./pki/<cluster>`)
+    #[arg(long)]
+    pub pki: Option<PathBuf>,
     /// The cluster CA, if not <pki>/ca.crt.
     #[arg(long)]
     pub ca: Option<PathBuf>,
@@ -66,6 +68,7 @@ pub(super) fn run(args: VerifyArgs) -> Result<ExitCode> {
     } = args;
     let inv_path = inv.path();
     let inv = load_inventory(&inv_path)?;
+    let dir = dir.unwrap_or_else(|| crate::pki::default_dir(&inv));
     // Another cluster's PKI would make every check of this one FAIL, each for the wrong reason.
     crate::pki::check_cluster(&inv, &dir)?;
     let opts = verify::VerifyOptions {

@@ -41,7 +41,7 @@ pub use matrix::{
     CAS, CaId, CaProfile, CertSpec, PROFILES, Profile, San, SanSet, Scope, Usage, matrix,
 };
 pub use renew::{Renewal, aside_dir, leaf_names, renew_leaves, write_renewed};
-pub use store::{CLUSTER_FILE, check_cluster, load, write_file};
+pub use store::{CLUSTER_FILE, check_cluster, default_dir, load, write_file};
 
 /// Leaf certificates closer than this to expiry are re-issued (kubeadm warns at the same mark).
 pub const RENEW_BEFORE_DAYS: i64 = 30;

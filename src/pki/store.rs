@@ -174,6 +174,32 @@ pub(crate) fn encryption_key_text(key: &EncryptionKey) -> String {
 /// The file that records which cluster a PKI directory belongs to (its name, one line).
 pub const CLUSTER_FILE: &str = "cluster";
 
+/// Where a cluster's PKI is when no `--pki` (or `--out`) names it, so that two clusters never
+/// share one by default:
+/// 1. `pki/` beside the inventory, if it was made for this cluster (a named lab keeps its own
+///    there: `labs/NAME/pki`);
+/// 2. `./pki`, if it was made for this cluster, or holds a CA and no `cluster` file (made before
+///    hardway recorded it: the old default);
+/// 3. otherwise `./pki/<cluster>`: the cluster's own.
+pub fn default_dir(inv: &Inventory) -> std::path::PathBuf {
+    let made_for = |dir: &Path| {
+        read_opt(&dir.join(CLUSTER_FILE))
+            .ok()
+            .flatten()
+            .map(|t| t.trim().to_string())
+    };
+    let beside = inv.source.parent().unwrap_or(Path::new("")).join("pki");
+    if made_for(&beside).as_deref() == Some(inv.cluster.name.as_str()) {
+        return beside;
+    }
+    let here = std::path::PathBuf::from("pki");
+    match made_for(&here) {
+        Some(name) if name == inv.cluster.name => here,
+        None if here.join("ca.crt").is_file() => here,
+        _ => here.join(&inv.cluster.name),
+    }
+}
+
 /// Refuses a PKI directory made for another cluster. A directory without the file (made before
 /// hardway recorded it, or not made yet) is taken as it is.
 pub fn check_cluster(inv: &Inventory, dir: &Path) -> Result<(), PkiError> {

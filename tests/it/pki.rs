@@ -1025,3 +1025,78 @@ fn a_pki_directory_is_refused_for_another_cluster() {
         "systemv\n"
     );
 }
+
+/// Without `--out`/`--pki` each cluster gets a PKI of its own (`./pki/<cluster>`), which the
+/// other commands then find; a PKI beside the inventory made for its cluster (a named lab's)
+/// is used; and `./pki` made before hardway recorded the cluster is still the default.
+#[test]
+fn each_cluster_has_its_own_pki_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let a = inventory_variant(cwd, "a.toml", &[]);
+    let b = inventory_variant(cwd, "b.toml", &[("name = \"systemv\"", "name = \"other\"")]);
+    let in_cwd = |args: &[&str]| run(hardway().current_dir(cwd).args(args));
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    for (inv, cluster) in [(&a, "systemv"), (&b, "other")] {
+        let o = in_cwd(&["pki", "generate", "-i", inv.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        let made = cwd.join("pki").join(cluster);
+        assert_eq!(
+            std::fs::read_to_string(made.join("cluster"))
+                .unwrap()
+                .trim(),
+            cluster
+        );
+        let o = in_cwd(&["pki", "check", "-i", inv.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "pki check found no PKI of {cluster}: {}",
+            text(&o)
+        );
+    }
+    assert_ne!(
+        std::fs::read(cwd.join("pki/systemv/ca.crt")).unwrap(),
+        std::fs::read(cwd.join("pki/other/ca.crt")).unwrap(),
+        "two clusters share a CA"
+    );
+    let o = in_cwd(&["kubeconfig", "-i", "a.toml"]);
+    assert!(
+        o.status.success()
+            && String::from_utf8_lossy(&o.stdout).contains("certificate-authority-data"),
+        "{}",
+        text(&o)
+    );
+
+    // A named lab's layout: the inventory with its PKI beside it.
+    let lab = cwd.join("labs/x");
+    std::fs::create_dir_all(&lab).unwrap();
+    let lab_inv = inventory_variant(
+        &lab,
+        "inventory.toml",
+        &[("name = \"systemv\"", "name = \"x\"")],
+    );
+    pki_generate(&lab_inv, &lab.join("pki"));
+    let o = in_cwd(&["pki", "check", "-i", "labs/x/inventory.toml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !cwd.join("pki/x").exists(),
+        "a PKI beside the inventory was not used"
+    );
+
+    // The old default: ./pki with a CA and no cluster file, in a directory of its own.
+    let old = tempfile::tempdir().unwrap();
+    let inv = inventory_variant(old.path(), "inventory.toml", &[]);
+    pki_generate(&inv, &old.path().join("pki"));
+    std::fs::remove_file(old.path().join("pki/cluster")).unwrap();
+    let o = run(hardway()
+        .current_dir(old.path())
+        .args(["pki", "check", "-i", "inventory.toml"]));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!old.path().join("pki/systemv").exists());
+}
