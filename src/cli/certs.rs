@@ -115,7 +115,7 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(i64).range(0..=36500))]
     pub warn_days: i64,
     /// Hosts read at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::parse_parallel)]
     pub parallel: usize,
 }
 

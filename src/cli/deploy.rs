@@ -38,7 +38,7 @@ pub struct DeployArgs {
     #[arg(long, requires = "dry_run")]
     pub diff: bool,
     /// Hosts worked on at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::parse_parallel)]
     pub parallel: usize,
     /// Record host keys that are not in known_hosts yet (changed keys are always refused).
     #[arg(long)]

@@ -43,6 +43,15 @@ struct Cli {
     command: Command,
 }
 
+/// `--parallel`: at least one host at a time (0 would do nothing and wait forever).
+pub(super) fn parse_parallel(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("0 hosts at a time would never finish: give 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a number of hosts")),
+    }
+}
+
 /// The run log of long-running commands.
 #[derive(Args, Clone)]
 pub(super) struct LogArg {

@@ -39,7 +39,7 @@ pub struct VerifyArgs {
     #[arg(long, requires = "admin_cert")]
     pub admin_key: Option<PathBuf>,
     /// Hosts checked at once.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::parse_parallel)]
     pub parallel: usize,
     /// Record host keys that are not in known_hosts yet (changed keys are always refused).
     #[arg(long)]

@@ -577,6 +577,26 @@ pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
 }
 
 /// Validates inventory text; `path` is only used in messages and to resolve relative paths.
+/// serde's messages name Rust types (`expected u16`, `expected a sequence`); a user wrote TOML.
+fn plain_serde_words(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number of 0 or more"),
+        ("expected i64", "expected a whole number"),
+        ("expected usize", "expected a whole number of 0 or more"),
+        ("expected a sequence", "expected a list ([...])"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a map", "expected a table ({ ... } or [section])"),
+    ];
+    WORDS
+        .iter()
+        .fold(message.to_string(), |m, (rust, toml)| m.replace(rust, toml))
+}
+
 pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
     let invalid = |problems| InventoryError::Invalid {
         path: path.to_path_buf(),
@@ -606,7 +626,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
             return Err(invalid(vec![Problem {
                 field,
                 position,
-                message: e.message().trim().to_string(),
+                message: plain_serde_words(e.message().trim()),
             }]));
         }
     };

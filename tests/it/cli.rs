@@ -9,6 +9,9 @@ fn absurd_numbers_are_refused_not_panicked_on() {
         &["deploy", "--etcd-timeout", "18446744073709551615"][..],
         &["deploy", "--etcd-timeout", "0"],
         &["deploy", "--api-timeout", "99999999999"],
+        &["deploy", "--parallel", "0"],
+        &["verify", "--parallel", "0"],
+        &["certs", "check", "--parallel", "0"],
     ] {
         let o = run(hardway().args(args));
         let err = String::from_utf8_lossy(&o.stderr);

@@ -483,3 +483,17 @@ fn an_ipv6_node_address_is_refused_with_the_way_to_use_ipv6_for_ssh() {
         ],
     );
 }
+
+/// A value of the wrong TOML type is named in TOML's words, not Rust's (`u16`, `sequence`).
+#[test]
+fn type_errors_speak_toml() {
+    let err = error_of(&[("port = 22", "port = \"a\"")]);
+    assert_has(
+        &err,
+        &["ssh.port", "expected a whole number from 0 to 65535"],
+    );
+    assert!(!err.contains("u16"), "{err}");
+    let err = error_of(&[("roles = [\"master\"]", "roles = \"master\"")]);
+    assert_has(&err, &["roles", "expected a list"]);
+    assert!(!err.contains("sequence"), "{err}");
+}
