@@ -320,6 +320,22 @@ fn man_pages(cmd: &clap::Command, dir: &std::path::Path) -> Result<usize> {
     Ok(written)
 }
 
+/// An error and its causes on one line, as `{:#}` prints them, but without a cause whose text
+/// the message already holds (library errors name their source in their own message, and
+/// `{:#}` would print it again: `No such file or directory (os error 2): No such file …`).
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain().map(|c| c.to_string()) {
+        if out.is_empty() {
+            out = cause;
+        } else if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
+}
+
 pub fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
     let matches = examples::with_examples(Cli::command()).get_matches();
@@ -330,7 +346,7 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_text(&e));
             ExitCode::FAILURE
         }
     }

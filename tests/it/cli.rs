@@ -295,3 +295,14 @@ fn every_manual_page_a_page_refers_to_is_written() {
         }
     }
 }
+
+/// An error's cause is said once (the library's message already names it).
+#[test]
+fn an_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(hardway().arg("deploy").arg(dir.path().join("absent.toml")));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("absent.toml: cannot read inventory"), "{err}");
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+}
