@@ -81,6 +81,16 @@ fn sha256_file(path: &Path) -> Result<String> {
     crate::digest::sha256_file(path).map_err(io_err("read", path))
 }
 
+impl From<crate::releases::IoFailure> for BundleError {
+    fn from(f: crate::releases::IoFailure) -> BundleError {
+        BundleError::Io {
+            op: f.op,
+            path: f.path,
+            source: f.source,
+        }
+    }
+}
+
 /// What [`write`] put in a bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
@@ -106,10 +116,6 @@ pub fn write(inv: &Inventory, bin_dir: &Path, out: &Path) -> Result<Written> {
         sources.push((format!("images/{name}"), image.clone()));
     }
     sources.sort();
-    let mut files = BTreeMap::new();
-    for (member, path) in &sources {
-        files.insert(member.clone(), sha256_file(path)?);
-    }
     let meta = Meta {
         format: 1,
         kubernetes_version: inv.cluster.kubernetes_version.to_string(),
@@ -137,8 +143,6 @@ pub fn write(inv: &Inventory, bin_dir: &Path, out: &Path) -> Result<Written> {
             })
             .unwrap_or_default(),
     };
-    let manifest: String = files.iter().map(|(m, s)| format!("{s}  {m}\n")).collect();
-    let meta_json = serde_json::to_vec_pretty(&meta).expect("the bundle's metadata serializes");
     let tmp = out.with_file_name(format!(
         ".{}.tmp",
         out.file_name().unwrap_or_default().to_string_lossy()
@@ -154,8 +158,9 @@ pub fn write(inv: &Inventory, bin_dir: &Path, out: &Path) -> Result<Written> {
         tar.append_data(&mut h, format!("{TOP}/{name}"), bytes)
             .map_err(io_err("write", &tmp))
     };
-    add_bytes(META, &meta_json, 0o644)?;
-    add_bytes(MANIFEST, manifest.as_bytes(), 0o644)?;
+    // Each file read once: its sum is of the very bytes that go in, so the manifest (written
+    // last; `open` reads the unpacked directory, in any order) says what the bundle holds.
+    let mut files = BTreeMap::new();
     for (member, path) in &sources {
         let mode = if member.starts_with("bin/") {
             0o755
@@ -163,15 +168,13 @@ pub fn write(inv: &Inventory, bin_dir: &Path, out: &Path) -> Result<Written> {
             0o644
         };
         let bytes = fs::read(path).map_err(io_err("read", path))?;
-        // Read again, not trusted from the first pass: what goes in is what the manifest says.
-        if crate::digest::sha256_hex(&bytes) != files[member] {
-            return Err(BundleError::Bad {
-                bundle: out.to_path_buf(),
-                reason: format!("{} changed while the bundle was written", path.display()),
-            });
-        }
+        files.insert(member.clone(), crate::digest::sha256_hex(&bytes));
         add_bytes(member, &bytes, mode)?;
     }
+    let manifest: String = files.iter().map(|(m, s)| format!("{s}  {m}\n")).collect();
+    let meta_json = serde_json::to_vec_pretty(&meta).expect("the bundle's metadata serializes");
+    add_bytes(META, &meta_json, 0o644)?;
+    add_bytes(MANIFEST, manifest.as_bytes(), 0o644)?;
     let w = tar.into_inner().map_err(io_err("write", &tmp))?;
     w.into_inner()
         .map_err(|e| BundleError::Io {
@@ -203,12 +206,7 @@ pub fn open(bundle: &Path, inv: &Inventory, cache: &Path) -> Result<Opened> {
     let _lock = crate::releases::lock_cache(cache).map_err(io_err("lock", cache))?;
     let id = sha256_file(bundle)?;
     let dir = cache.join("bundles").join(&id[..16]);
-    if !dir.join(".complete").is_file() {
-        let tmp = dir.with_extension("tmp");
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
-        }
-        fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
+    crate::releases::build_once(&dir, |tmp| {
         let file = fs::File::open(bundle).map_err(io_err("open", bundle))?;
         let mut archive = tar::Archive::new(file);
         for entry in archive.entries().map_err(io_err("read", bundle))? {
@@ -236,12 +234,8 @@ pub fn open(bundle: &Path, inv: &Inventory, cache: &Path) -> Result<Opened> {
                 .map_err(io_err("read", bundle))?;
             write_new(&target, &bytes, rel.starts_with("bin"))?;
         }
-        fs::write(tmp.join(".complete"), b"").map_err(io_err("write", &tmp))?;
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
-        }
-        fs::rename(&tmp, &dir).map_err(io_err("rename", &tmp))?;
-    }
+        Ok(())
+    })?;
     let meta_path = dir.join(META);
     let meta: Meta =
         serde_json::from_slice(&fs::read(&meta_path).map_err(|_| bad(format!("no {TOP}/{META}")))?)
@@ -313,6 +307,6 @@ pub fn open(bundle: &Path, inv: &Inventory, cache: &Path) -> Result<Opened> {
 }
 
 fn write_new(path: &Path, bytes: &[u8], executable: bool) -> Result<()> {
-    crate::digest::write_new(path, bytes, if executable { 0o755 } else { 0o644 })
+    crate::releases::write_new(path, bytes, if executable { 0o755 } else { 0o644 })
         .map_err(io_err("create", path))
 }

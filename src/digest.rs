@@ -26,19 +26,6 @@ pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
     }
 }
 
-/// Writes a file that must not exist yet (no link followed, nothing replaced) with `mode`:
-/// what release archives and bundles unpack into their fresh directories.
-pub fn write_new(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?
-        .write_all(bytes)
-}
-
 /// `bytes` in lowercase hex: for a digest computed piece by piece (a stream hashed as it is
 /// written), which [`sha256_hex`] cannot take whole.
 pub fn hex(bytes: &[u8]) -> String {

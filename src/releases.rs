@@ -174,7 +174,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Rel
 }
 
 /// One artifact at its version and architecture.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Fetch {
     pub artifact: Artifact,
     pub version: String,
@@ -186,13 +186,6 @@ pub struct Fetch {
     pub key: String,
     pub sums_key: String,
 }
-
-impl PartialEq for Artifact {
-    fn eq(&self, other: &Self) -> bool {
-        self.path == other.path
-    }
-}
-impl Eq for Artifact {}
 
 fn fill(template: &str, version: &str, arch: Arch) -> String {
     template
@@ -351,21 +344,11 @@ pub fn fetch(
         inv.cluster.kubernetes_version,
         release.arch.name()
     ));
-    if !dir.join(".complete").is_file() {
-        let tmp = dir.with_extension("tmp");
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io_err("remove", &tmp))?;
-        }
-        fs::create_dir_all(&tmp).map_err(io_err("create", &tmp))?;
-        for (f, path, _) in &verified {
-            unpack(f, path, &tmp)?;
-        }
-        write_new(&tmp.join(".complete"), b"")?;
-        if dir.exists() {
-            fs::remove_dir_all(&dir).map_err(io_err("remove", &dir))?;
-        }
-        fs::rename(&tmp, &dir).map_err(io_err("rename", &tmp))?;
-    }
+    build_once(&dir, |tmp| {
+        verified
+            .iter()
+            .try_for_each(|(f, path, _)| unpack(f, path, tmp))
+    })?;
     for (f, _, sum) in &verified {
         for (_, name) in f.artifact.members {
             report.executables.insert((*name).to_string(), sum.clone());
@@ -417,9 +400,65 @@ fn sha256_file(path: &Path) -> Result<String> {
     crate::digest::sha256_file(path).map_err(io_err("read", path))
 }
 
-/// An executable, 0755, into a fresh directory.
-fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::digest::write_new(path, bytes, 0o755).map_err(io_err("create", path))
+/// Makes `dir` once, from what `fill` writes into a temporary directory beside it, renamed into
+/// place with a `.complete` mark: a directory without the mark (a run cut off) is never used,
+/// and is made again. For the unpacked releases and bundles of the cache.
+pub(crate) fn build_once<E: From<IoFailure>>(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| E::from(IoFailure { op, path, source })
+    };
+    if dir.join(".complete").is_file() {
+        return Ok(());
+    }
+    let tmp = dir.with_extension("tmp");
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io("remove", &tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
+    fill(&tmp)?;
+    fs::write(tmp.join(".complete"), b"").map_err(io("write", &tmp))?;
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(io("remove", dir))?;
+    }
+    fs::rename(&tmp, dir).map_err(io("rename", &tmp))
+}
+
+/// A failed file operation of [`build_once`], for the caller's own error type.
+pub(crate) struct IoFailure {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+impl From<IoFailure> for ReleaseError {
+    fn from(f: IoFailure) -> ReleaseError {
+        ReleaseError::Io {
+            op: f.op,
+            path: f.path,
+            source: f.source,
+        }
+    }
+}
+
+/// Writes a file that must not exist yet (`O_EXCL`: no link followed, nothing replaced) with
+/// `mode`, into a directory [`build_once`] is filling.
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?
+        .write_all(bytes)
+}
+
+/// An executable, 0755.
+fn write_executable(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_new(path, bytes, 0o755).map_err(io_err("create", path))
 }
 
 /// The executables of a verified artifact into `dir`.
@@ -434,7 +473,7 @@ fn unpack(f: &Fetch, path: &Path, dir: &Path) -> Result<()> {
         && member.is_empty()
     {
         let bytes = fs::read(path).map_err(io_err("read", path))?;
-        return write_new(&dir.join(name), &bytes);
+        return write_executable(&dir.join(name), &bytes);
     }
     let file = fs::File::open(path).map_err(io_err("open", path))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
@@ -453,7 +492,7 @@ fn unpack(f: &Fetch, path: &Path, dir: &Path) -> Result<()> {
             entry
                 .read_to_end(&mut bytes)
                 .map_err(io_err("read", path))?;
-            write_new(&dir.join(out), &bytes)?;
+            write_executable(&dir.join(out), &bytes)?;
         }
     }
     match left.keys().next() {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{Ctx, DeployError, Host};
-use crate::components::{COMPONENTS, Component, ComponentId, Phase};
+use crate::components::{COMPONENTS, Component, ComponentId, Need, Phase};
 use crate::digest::sha256_hex;
 use crate::events::Status;
 use crate::inventory::{Installer, Inventory, Node, Role};
@@ -91,7 +91,7 @@ impl Gather {
             inv: ctx.inv.clone(),
             rendered: ctx.rendered.clone(),
             phases: ctx.phases.clone(),
-            restart: ctx.opts.restart.iter().cloned().collect(),
+            restart: ctx.opts.restart.clone(),
             // A dry run writes nothing, not even the nodes' version cache.
             version_cache: (!ctx.opts.dry_run).then(|| crate::remote::VERSION_CACHE.to_string()),
         }
@@ -242,20 +242,31 @@ pub fn missing_packages(
 ) -> std::collections::BTreeMap<&'static str, Vec<&'static str>> {
     let mut wanted: std::collections::BTreeMap<&'static str, Vec<&'static str>> =
         Default::default();
-    for c in COMPONENTS
-        .iter()
-        .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node))
-    {
-        for need in c.needs {
-            if !facts.tools.contains(need.tool) && !uploads_tool(rendered, &node.name, need.tool) {
-                let tools = wanted.entry(need.package).or_default();
-                if !tools.contains(&need.tool) {
-                    tools.push(need.tool);
-                }
-            }
+    for (_, need) in missing_needs(inv, node, facts, rendered, phases) {
+        let tools = wanted.entry(need.package).or_default();
+        if !tools.contains(&need.tool) {
+            tools.push(need.tool);
         }
     }
     wanted
+}
+
+/// Each component that `phases` run on the node, with each of its `needs` the node lacks: not
+/// on its PATH, and not an executable deploy uploads. What preflight names, or installs.
+fn missing_needs<'a>(
+    inv: &'a Inventory,
+    node: &'a Node,
+    facts: &'a Facts,
+    rendered: &'a Rendered,
+    phases: &'a [Phase],
+) -> impl Iterator<Item = (&'static Component, &'static Need)> + 'a {
+    COMPONENTS
+        .iter()
+        .filter(move |c| phases.contains(&c.phase) && c.runs_on(inv, node))
+        .flat_map(|c| c.needs.iter().map(move |n| (c, n)))
+        .filter(move |(_, n)| {
+            !facts.tools.contains(n.tool) && !uploads_tool(rendered, &node.name, n.tool)
+        })
 }
 
 /// Whether deploy uploads an executable of that name to the node (a release's runc).
@@ -346,20 +357,16 @@ pub fn problems(
                  kube-proxy's iptables rules; install the kernel's modules (linux-image-*) or a kernel with it"
             ));
         }
+        for (c, need) in missing_needs(inv, node, facts, rendered, phases) {
+            missing.push(format!(
+                "{name}: {} (for {}; Debian package {})",
+                need.tool, c.name, need.package
+            ));
+        }
         for c in COMPONENTS
             .iter()
             .filter(|c| phases.contains(&c.phase) && c.runs_on(inv, node))
         {
-            for need in c
-                .needs
-                .iter()
-                .filter(|n| !facts.tools.contains(n.tool) && !uploads_tool(rendered, name, n.tool))
-            {
-                missing.push(format!(
-                    "{name}: {} (for {}; Debian package {})",
-                    need.tool, c.name, need.package
-                ));
-            }
             // A binary deploy uploads replaces what the node has: the node's version is moot.
             let uploaded = rendered
                 .hosts
