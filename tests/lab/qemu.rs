@@ -615,6 +615,13 @@ roles = ["master"]
             configz["kubeletconfig"]["cgroupDriver"], "systemd",
             "{configz}"
         );
+        // A pod needs its namespace's default ServiceAccount, which the controller-manager
+        // makes after the API is up: on TCG VMs that can come after the deploy ends.
+        until(
+            "the default ServiceAccount",
+            &["get", "serviceaccount", "default", "-o=name"],
+            &|s| s == "serviceaccount/default",
+        );
         ok(&mut k(&[
             "run",
             "web",
@@ -629,15 +636,20 @@ roles = ["master"]
             &["get", "pod", "web", "-o=jsonpath={.status.phase}"],
             &|s| s == "Running",
         );
-        let seen = ok(&mut k(&[
-            "exec",
-            "web",
-            "--",
-            "busybox",
-            "wget",
-            "-qO-",
-            "http://127.0.0.1:8080/hostname",
-        ]));
+        // Running is the container started; netexec listens a moment later (on TCG, seconds).
+        let seen = until(
+            "the pod's server answering",
+            &[
+                "exec",
+                "web",
+                "--",
+                "busybox",
+                "wget",
+                "-qO-",
+                "http://127.0.0.1:8080/hostname",
+            ],
+            &|s| !s.is_empty(),
+        );
         assert_eq!(seen.trim(), "web");
         // The pod's cgroup is a cgroup v2 one, under the kubelet's systemd slice.
         let cgroup = ok(&mut k(&[
