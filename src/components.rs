@@ -79,6 +79,9 @@ impl fmt::Display for Phase {
 }
 
 /// etcd's data: moved aside (never deleted) by restore, reset and a member that rejoins.
+/// containerd's CRI socket, as the kubelet's config names it (`containerRuntimeEndpoint`).
+pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+
 pub const ETCD_DATA_DIR: &str = "/var/lib/etcd";
 
 /// How a member joining a running cluster first meets it: written by deploy for that first

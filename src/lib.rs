@@ -38,6 +38,7 @@ pub mod explain;
 pub mod flags;
 pub mod images;
 pub mod inventory;
+pub mod kube;
 pub mod lab;
 pub mod pki;
 pub mod plan;

@@ -121,6 +121,16 @@ pub trait Probe: Send + Sync {
         address: IpAddr,
         port: u16,
         path: &'a str,
+    ) -> BoxFuture<'a, Result<(u16, String), String>> {
+        self.api_request(address, port, ApiRequest::get(path))
+    }
+
+    /// Sends `request` to the API server at `address:port`, as the admin: status code and body.
+    fn api_request<'a>(
+        &'a self,
+        address: IpAddr,
+        port: u16,
+        request: ApiRequest<'a>,
     ) -> BoxFuture<'a, Result<(u16, String), String>>;
 
     /// The member at `address` serves clients on `port`, not etcd's default (a hand-built
@@ -432,28 +442,53 @@ impl Probe for NetProbe {
         }
     }
 
-    fn api_get<'a>(
+    fn api_request<'a>(
         &'a self,
         address: IpAddr,
         port: u16,
-        path: &'a str,
+        request: ApiRequest<'a>,
     ) -> BoxFuture<'a, Result<(u16, String), String>> {
         let config = self.api.clone();
-        let path = path.to_string();
+        let (method, path) = (request.method, request.path.to_string());
+        let body = request.body.map(|(t, b)| (t, b.to_string()));
         Box::pin(async move {
             let config = config.ok_or("no cluster CA or admin certificate")?;
-            tokio::task::spawn_blocking(move || https_get(address, port, &path, &config))
-                .await
-                .map_err(|e| format!("the request task failed: {e}"))?
+            tokio::task::spawn_blocking(move || {
+                let body = body.as_ref().map(|(t, b)| (*t, b.as_str()));
+                https_request(address, port, method, &path, body, &config)
+            })
+            .await
+            .map_err(|e| format!("the request task failed: {e}"))?
         })
     }
 }
 
-/// GET over TLS; HTTP/1.0 so the answer is never chunked.
-fn https_get(
+/// One request to an API server: a method, a path and, for writes, a body and its type.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiRequest<'a> {
+    pub method: &'static str,
+    pub path: &'a str,
+    /// The body's content type and text.
+    pub body: Option<(&'static str, &'a str)>,
+}
+
+impl<'a> ApiRequest<'a> {
+    pub fn get(path: &'a str) -> ApiRequest<'a> {
+        ApiRequest {
+            method: "GET",
+            path,
+            body: None,
+        }
+    }
+}
+
+/// A request over TLS; HTTP/1.0 so the answer is never chunked.
+fn https_request(
     addr: IpAddr,
     port: u16,
+    method: &str,
     path: &str,
+    body: Option<(&str, &str)>,
     config: &Arc<rustls::ClientConfig>,
 ) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
@@ -465,9 +500,16 @@ fn https_get(
     let server = rustls::pki_types::ServerName::IpAddress(addr.into());
     let conn = rustls::ClientConnection::new(config.clone(), server).map_err(|e| e.to_string())?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let (content, text) = match body {
+        Some((kind, text)) => (
+            format!("Content-Type: {kind}\r\nContent-Length: {}\r\n", text.len()),
+            text,
+        ),
+        None => (String::new(), ""),
+    };
     write!(
         tls,
-        "GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
+        "{method} {path} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n{content}\r\n{text}",
         host_for_url(addr)
     )
     .map_err(|e| format!("sending to {sock}: {e}"))?;

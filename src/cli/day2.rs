@@ -127,9 +127,14 @@ pub enum NodeCommand {
         cluster: ClusterArgs,
         #[command(flatten)]
         confirm: ConfirmArgs,
-        /// Remove it although the members left could not keep quorum, or it is the last one.
+        /// Remove it although the members left could not keep quorum, or it is the last one;
+        /// delete the pods a drain could not evict (no controller, or a PodDisruptionBudget
+        /// that still refuses at the deadline), or go on without a drain when the API is down.
         #[arg(long)]
         force: bool,
+        /// How long the drain may wait for PodDisruptionBudgets and evicted pods, in seconds.
+        #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        drain_timeout: u64,
         /// The phases deployed to the rest of the cluster afterwards.
         #[arg(long, value_delimiter = ',', default_value = "files,etcd,lb,control-plane,workers", value_parser = super::deploy::phase_names())]
         phases: Vec<String>,
@@ -303,6 +308,7 @@ pub(super) fn node(command: NodeCommand) -> Result<ExitCode> {
         cluster,
         confirm,
         force,
+        drain_timeout,
         phases,
         snapshot,
     } = command;
@@ -319,6 +325,10 @@ pub(super) fn node(command: NodeCommand) -> Result<ExitCode> {
     };
     let opts = day2::node::RemoveOptions {
         confirm: confirm.confirm(force),
+        drain: crate::kube::DrainOptions {
+            timeout: std::time::Duration::from_secs(drain_timeout),
+            ..Default::default()
+        },
         phases: parse_phases(&phases)?,
         deploy: deploy_opts,
     };

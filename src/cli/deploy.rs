@@ -58,7 +58,32 @@ pub struct DeployArgs {
     #[command(flatten)]
     pub snapshot: SnapshotArgs,
     #[command(flatten)]
+    pub drain: DrainArgs,
+    #[command(flatten)]
     pub release: super::releases::ReleaseArgs,
+}
+
+/// How a worker is drained before its upgrade.
+#[derive(Args, Clone)]
+pub struct DrainArgs {
+    /// Upgrade workers in place: no cordon, no drain (their pods keep running through the
+    /// restart of containerd and the kubelet).
+    #[arg(long)]
+    pub no_drain: bool,
+    /// How long a drain may wait for PodDisruptionBudgets and for evicted pods to go, in
+    /// seconds; a drain not done by then uncordons the node and stops the upgrade.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub drain_timeout: u64,
+}
+
+impl DrainArgs {
+    pub(super) fn options(&self, force: bool) -> Option<crate::kube::DrainOptions> {
+        (!self.no_drain).then(|| crate::kube::DrainOptions {
+            timeout: std::time::Duration::from_secs(self.drain_timeout),
+            force,
+            ..Default::default()
+        })
+    }
 }
 
 /// The snapshot deploy takes before it changes a running etcd.
@@ -126,6 +151,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         output,
         log,
         snapshot,
+        drain,
         release,
     } = args;
     let inv_path = inv.path();
@@ -142,6 +168,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         api_timeout: std::time::Duration::from_secs(api_timeout),
         snapshot_dir: (!snapshot.no_snapshot).then(|| snapshot.snapshot_dir.clone()),
         snapshot_keep: snapshot.keep_snapshots,
+        drain: drain.options(false),
         ..deploy::DeployOptions::default()
     };
 

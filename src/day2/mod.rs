@@ -51,6 +51,8 @@ pub enum Day2Error {
     Deploy(#[from] crate::deploy::DeployError),
     #[error(transparent)]
     Etcd(#[from] crate::etcd::EtcdError),
+    #[error(transparent)]
+    Kube(#[from] crate::kube::KubeError),
     /// A restore failed on the nodes (what was put back is in the message).
     #[error("{0}")]
     Restore(String),

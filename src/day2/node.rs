@@ -7,6 +7,12 @@
 //! servers' `--etcd-servers` and certificate SANs, the routes — API servers restart one at a
 //! time, each ready before the next. The inventory still lists the node when the command
 //! runs (that is how hardway reaches it); remove it from the file afterwards.
+//!
+//! A node whose kubelet is registered is cordoned and drained first (`kubectl drain
+//! --ignore-daemonsets --delete-emptydir-data`: evictions, so PodDisruptionBudgets are
+//! respected), and its Node object is deleted once it is reset. Pods no controller manages,
+//! and pods a budget still keeps at the drain's deadline, refuse the removal unless `--force`,
+//! which deletes them and says so; the dry run lists the pods each way.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,11 +36,15 @@ pub struct RemoveReport {
     /// The member removed from etcd, if the node was one.
     pub etcd_member_removed: Option<String>,
     pub reset: bool,
+    /// The pods evicted (or, with `--force`, deleted) from the node.
+    pub evicted: Vec<String>,
     pub deploy: Option<DeployReport>,
 }
 
 pub struct RemoveOptions {
     pub confirm: Confirm,
+    /// How the node is drained (`force` is taken from `confirm`).
+    pub drain: crate::kube::DrainOptions,
     /// The phases deployed to the rest of the cluster afterwards.
     pub phases: Vec<Phase>,
     pub deploy: DeployOptions,
@@ -85,6 +95,7 @@ pub async fn remove(
         steps,
         etcd_member_removed: None,
         reset: false,
+        evicted: vec![],
         deploy: None,
     };
     if opts.confirm.dry_run {
@@ -101,6 +112,44 @@ pub async fn remove(
     for action in &plan {
         match action {
             Action::Accept(_) | Action::NotAMember | Action::EditInventory => {}
+            Action::Drain { .. } => {
+                let step = events.start(Some(name), Some("remove"), "cordon and drain");
+                let api = crate::kube::Api::new(probe.as_ref(), inv.api_endpoint());
+                let drain = crate::kube::DrainOptions {
+                    force: opts.confirm.force,
+                    ..opts.drain
+                };
+                match api.drain(name, &drain).await {
+                    Ok(d) => {
+                        let mut said = d.evicted.clone();
+                        said.extend(d.deleted.iter().map(|p| format!("{p} (deleted)")));
+                        step.done(
+                            crate::events::Status::Changed,
+                            Some(format!("evicted {}", said.join(", "))),
+                        );
+                        report.evicted = said;
+                    }
+                    Err(e) => {
+                        // Nothing else has changed: the node goes back into service.
+                        let _ = api.cordon(name, false).await;
+                        step.done(crate::events::Status::Failed, Some(e.to_string()));
+                        return Err(e.into());
+                    }
+                }
+            }
+            Action::DeleteNode => {
+                let step = events.start(Some(name), Some("remove"), "delete the Node object");
+                let api = crate::kube::Api::new(probe.as_ref(), inv.api_endpoint());
+                let gone = api.delete_node(name).await?;
+                step.done(
+                    if gone {
+                        crate::events::Status::Changed
+                    } else {
+                        crate::events::Status::Ok
+                    },
+                    None,
+                );
+            }
             Action::Snapshot { dir } => {
                 // Like every change to etcd's membership: a snapshot first (unless --no-snapshot).
                 let step = events.start(None, Some("remove"), "etcd snapshot");
@@ -205,6 +254,15 @@ pub async fn remove(
 enum Action {
     /// `--force` goes on although this risk.
     Accept(String),
+    /// Cordon and drain the node: what its pods become.
+    Drain {
+        evict: Vec<String>,
+        delete: Vec<String>,
+        left: Vec<String>,
+    },
+    /// The Node object deleted from the API, after the reset stopped its kubelet (a running
+    /// kubelet would register it again).
+    DeleteNode,
     /// An etcd snapshot into `dir` first.
     Snapshot { dir: std::path::PathBuf },
     /// The node leads etcd: hand leadership to `to` first.
@@ -233,6 +291,29 @@ impl Action {
     fn describe(&self, inv: &Inventory, name: &str) -> String {
         match self {
             Action::Accept(risk) => format!("--force: going on although {risk}"),
+            Action::Drain {
+                evict,
+                delete,
+                left,
+            } => {
+                let list = |v: &Vec<String>| {
+                    if v.is_empty() {
+                        "none".to_string()
+                    } else {
+                        v.join(", ")
+                    }
+                };
+                let mut s = format!(
+                    "cordon and drain {name}: evict {} (PodDisruptionBudgets respected)",
+                    list(evict)
+                );
+                if !delete.is_empty() {
+                    s.push_str(&format!(", delete {} (--force)", list(delete)));
+                }
+                s.push_str(&format!("; DaemonSet and mirror pods stay: {}", list(left)));
+                s
+            }
+            Action::DeleteNode => format!("delete the Node object {name}"),
             Action::Snapshot { dir } => format!("etcd: a snapshot into {} first", dir.display()),
             Action::MoveLeader { to_name, .. } => {
                 format!("etcd: {name} leads; hand leadership to {to_name} first")
@@ -267,6 +348,40 @@ async fn plan_removal(
 ) -> Result<Vec<Action>, Day2Error> {
     let name = node.name.as_str();
     let mut plan = Vec::new();
+    // A registered kubelet's node is drained first and its Node object deleted after.
+    let registered = if crate::components::ComponentId::Kubelet
+        .get()
+        .runs_on(inv, node)
+    {
+        let api = crate::kube::Api::new(probe, inv.api_endpoint());
+        match api.node(name).await {
+            Ok(Some(_)) => {
+                let d = api.drain_plan(name, opts.confirm.force).await?;
+                plan.push(Action::Drain {
+                    evict: d.evicted,
+                    delete: d.deleted,
+                    left: d.left,
+                });
+                true
+            }
+            Ok(None) => false,
+            Err(e) if opts.confirm.force => {
+                plan.push(Action::Accept(format!(
+                    "{e}: {name} is not drained and its Node object stays"
+                )));
+                false
+            }
+            Err(e) => {
+                return Err(Day2Error::Refused {
+                    reason: format!(
+                        "{e}: {name} cannot be drained (--force removes it without a drain)"
+                    ),
+                });
+            }
+        }
+    } else {
+        false
+    };
     if inv.is_etcd_member(node) {
         let members = inv.etcd_members();
         let statuses = probe::cluster_status(probe, &members, Duration::from_secs(3)).await;
@@ -333,6 +448,9 @@ async fn plan_removal(
         }
     }
     plan.push(Action::Reset);
+    if registered {
+        plan.push(Action::DeleteNode);
+    }
     plan.push(Action::Deploy {
         phases: opts.phases.clone(),
     });

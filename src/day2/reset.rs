@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{Confirm, Day2Error, connect_all, stamp};
-use crate::components::ETCD_DATA_DIR;
+use crate::components::{CONTAINERD_SOCKET, ComponentId, ETCD_DATA_DIR};
 use crate::events::{Events, Status};
 use crate::inventory::{Inventory, Node};
 use crate::probe::{self, Probe};
@@ -96,7 +96,10 @@ pub async fn reset(
         format!("move {ETCD_DATA_DIR} aside (kept)")
     };
     let steps = vec![
-        format!("on {}: stop and disable hardway's units", names.join(", ")),
+        format!(
+            "on {}: where a kubelet runs, stop it and remove every pod (crictl rmp --all); stop and disable hardway's units",
+            names.join(", ")
+        ),
         format!(
             "remove every file hardway placed (the list in {PLACED}), and the cluster's block from /etc/hosts"
         ),
@@ -122,6 +125,24 @@ pub async fn reset(
         let step = events.start(Some(name), Some("reset"), "reset");
         let placed = r.placed_files()?;
         let units = placed_units(&placed);
+        // A worker's pods first, as `kubeadm reset` removes them: the kubelet stopped so that it
+        // starts none again, then every sandbox removed through containerd while it runs —
+        // stopping containerd leaves its shims, and the containers, running (a MetalLB speaker
+        // of a removed node would go on answering for its addresses).
+        if units.iter().any(|u| u == "kubelet") {
+            r.systemctl(&UnitOps {
+                stop: vec!["kubelet".into()],
+                ..UnitOps::default()
+            })?;
+            let crictl = ComponentId::Kubelet
+                .get()
+                .executables(inv)
+                .into_iter()
+                .find(|(name, _)| *name == "crictl")
+                .map(|(_, path)| path)
+                .expect("crictl ships with the kubelet");
+            r.remove_pods(&crictl, CONTAINERD_SOCKET)?;
+        }
         r.systemctl(&UnitOps {
             stop: units.clone(),
             disable: units.clone(),

@@ -15,7 +15,7 @@ use crate::components::{ComponentId, ETCD_DATA_DIR, ETCD_JOIN_ENV, Port};
 use crate::events::{Events, Status};
 use crate::inventory::{Inventory, Node, host_for_url};
 use crate::probe::{self, MemberStatus, Probe};
-use crate::remote::{Connector, EtcdRestore, RemoteError, UnitOps, Upload};
+use crate::remote::{BUMP_REVISION, Connector, EtcdRestore, RemoteError, UnitOps, Upload};
 
 /// Where the snapshot is copied on each member, for the restore only.
 const UPLOAD_DIR: &str = "/var/lib/hardway";
@@ -89,12 +89,12 @@ pub async fn restore(
     let steps = vec![
         format!("check {} against its record: cluster {}, revision {}, SHA-256 {}", snapshot.display(), info.cluster, info.revision, info.sha256),
         format!("copy it to {copy} on {} and check it there with etcdutl snapshot status on {checker}, before anything stops", names(&members)),
-        format!("stop kube-apiserver where it runs ({})", names(&masters)),
+        format!("stop kube-controller-manager, kube-scheduler and kube-apiserver where they run ({}): no controller acts on a half-restored keyspace", names(&masters)),
         format!("stop etcd on {}", names(&members)),
-        format!("on each member: move {ETCD_DATA_DIR} to {ETCD_DATA_DIR}.before-restore-{at} (kept), restore the snapshot as that member with cluster token {token}"),
+        format!("on each member: move {ETCD_DATA_DIR} to {ETCD_DATA_DIR}.before-restore-{at} (kept), restore the snapshot as that member with cluster token {token}, its revision bumped by {BUMP_REVISION} and marked compacted (watchers relist instead of waiting for revisions the restore took back)"),
         format!("start etcd on {} together and wait for one leader", names(&members)),
-        "start kube-apiserver again where it ran".to_string(),
-        "if a member's restore fails: put every data dir back, start etcd and the API servers that ran, and say so".to_string(),
+        "start kube-apiserver again where it ran, each answering /readyz, then kube-controller-manager and kube-scheduler where they ran".to_string(),
+        "if a member's restore fails: put every data dir back, start etcd and the control plane that ran, and say so".to_string(),
     ];
     let mut report = RestoreReport {
         steps,
@@ -132,11 +132,6 @@ pub async fn restore(
             .map(|(_, r)| r.as_ref())
             .expect("connected above")
     };
-    let api = ComponentId::KubeApiserver
-        .get()
-        .unit
-        .expect("a unit")
-        .to_string();
     let etcd = ComponentId::Etcd.get().unit.expect("a unit").to_string();
     let remove_copies = || {
         for m in &members {
@@ -192,21 +187,25 @@ pub async fn restore(
         }
     }
 
-    let step = events.start(None, Some("restore"), "stop the API servers and etcd");
+    let step = events.start(None, Some("restore"), "stop the control plane and etcd");
     let mut stopped = Stopped::default();
     let stopping = (|| -> Result<(), RemoteError> {
-        for m in &masters {
-            if remote(&m.name)
-                .unit_states(std::slice::from_ref(&api))?
-                .get(&api)
-                .is_some_and(|s| s == "active")
-            {
-                stopped.api.push(m.name.clone());
+        // The controllers before the API servers they talk to.
+        for unit in CONTROL_PLANE.iter().rev() {
+            let unit = unit.get().unit.expect("a unit").to_string();
+            for m in &masters {
+                if remote(&m.name)
+                    .unit_states(std::slice::from_ref(&unit))?
+                    .get(&unit)
+                    .is_some_and(|s| s == "active")
+                {
+                    stopped.control.push((m.name.clone(), unit.clone()));
+                }
+                remote(&m.name).systemctl(&UnitOps {
+                    stop: vec![unit.clone()],
+                    ..UnitOps::default()
+                })?;
             }
-            remote(&m.name).systemctl(&UnitOps {
-                stop: vec![api.clone()],
-                ..UnitOps::default()
-            })?;
         }
         for m in &members {
             if remote(&m.name)
@@ -316,32 +315,145 @@ pub async fn restore(
             .collect();
         return Err(Day2Error::Unhealthy {
             reason: format!(
-                "etcd did not become healthy after the restore: {}. The members run with the restored data; their data from before is kept ({}); kube-apiserver stays stopped on {}",
+                "etcd did not become healthy after the restore: {}. The members run with the restored data; their data from before is kept ({}); the control plane stays stopped ({})",
                 why.join("; "),
                 aside.join(", "),
-                if stopped.api.is_empty() {
-                    "no master (none ran)".to_string()
-                } else {
-                    stopped.api.join(", ")
-                }
+                stopped.describe()
             ),
         });
     }
     step.done(Status::Ok, None);
-    for name in &stopped.api {
-        remote(name).systemctl(&UnitOps {
-            start: vec![api.clone()],
-            ..UnitOps::default()
-        })?;
+    let step = events.start(
+        None,
+        Some("restore"),
+        "start the API servers, each ready, then the controllers",
+    );
+    let (_, problems) =
+        start_control_plane(inv, &remotes, probe, &stopped, opts.etcd_timeout).await;
+    if !problems.is_empty() {
+        step.done(Status::Failed, Some(problems.join("; ")));
+        return Err(Day2Error::Unhealthy {
+            reason: format!(
+                "etcd runs with the restored data, but the control plane did not come back: {}",
+                problems.join("; ")
+            ),
+        });
     }
+    step.done(Status::Changed, None);
     Ok(report)
 }
 
-/// What the restore stopped: the masters whose API server ran, the members whose etcd ran.
+/// The control plane's units a restore stops and starts again, in the order they start: the
+/// API server first (the others talk to it), then the controllers.
+const CONTROL_PLANE: [ComponentId; 3] = [
+    ComponentId::KubeApiserver,
+    ComponentId::KubeControllerManager,
+    ComponentId::KubeScheduler,
+];
+
+/// What the restore stopped: (master, unit) of the control plane that ran, in the order
+/// stopped; the members whose etcd ran.
 #[derive(Default)]
 struct Stopped {
-    api: Vec<String>,
+    control: Vec<(String, String)>,
     etcd: Vec<String>,
+}
+
+impl Stopped {
+    fn describe(&self) -> String {
+        if self.control.is_empty() {
+            return "none ran".into();
+        }
+        self.control
+            .iter()
+            .map(|(n, u)| format!("{u} on {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Starts what the restore stopped of the control plane: every API server that ran, each
+/// waited for until `/readyz` answers 200 (within `timeout`), then the controller-manager and
+/// scheduler where they ran — only once the API answers, so that they start from the restored
+/// state. What started, as `unit on node`, and what did not.
+async fn start_control_plane(
+    inv: &Inventory,
+    remotes: &[super::Session],
+    probe: &dyn Probe,
+    stopped: &Stopped,
+    timeout: Duration,
+) -> (Vec<String>, Vec<String>) {
+    let remote = |name: &str| {
+        remotes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.as_ref())
+            .expect("connected")
+    };
+    let (mut started, mut problems) = (Vec::new(), Vec::new());
+    for (k, id) in CONTROL_PLANE.iter().enumerate() {
+        let unit = id.get().unit.expect("a unit");
+        for (name, _) in stopped.control.iter().filter(|(_, u)| u == unit) {
+            match remote(name).systemctl(&UnitOps {
+                start: vec![unit.to_string()],
+                ..UnitOps::default()
+            }) {
+                Ok(()) => started.push(format!("{unit} on {name}")),
+                Err(e) => problems.push(format!("{name}: {unit} does not start ({e})")),
+            }
+        }
+        if k == 0 {
+            for (name, _) in stopped.control.iter().filter(|(_, u)| u == unit) {
+                let Some(node) = inv.nodes.iter().find(|n| &n.name == name) else {
+                    continue;
+                };
+                if let Err(last) =
+                    wait_ready(probe, node.address, Port::ApiServer.number(inv), timeout).await
+                {
+                    problems.push(format!(
+                        "{name}: kube-apiserver did not answer /readyz within {} s ({last})",
+                        timeout.as_secs()
+                    ));
+                }
+            }
+            if !problems.is_empty() {
+                // The controllers stay stopped rather than start against an API not there.
+                let rest: Vec<String> = stopped
+                    .control
+                    .iter()
+                    .filter(|(_, u)| u != unit)
+                    .map(|(n, u)| format!("{u} on {n}"))
+                    .collect();
+                if !rest.is_empty() {
+                    problems.push(format!("not started: {}", rest.join(", ")));
+                }
+                break;
+            }
+        }
+    }
+    (started, problems)
+}
+
+/// Polls `/readyz` of the API server at `address:port` until it answers 200; the last answer
+/// at the deadline.
+async fn wait_ready(
+    probe: &dyn Probe,
+    address: std::net::IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let last = match probe.api_get(address, port, "/readyz").await {
+            Ok((200, _)) => return Ok(()),
+            Ok((code, body)) => format!("{code}: {}", body.trim()),
+            Err(e) => e,
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Undoes a restore that failed after stopping the cluster: on each member the restore reached
@@ -367,11 +479,6 @@ async fn put_back(
             .expect("connected")
     };
     let etcd = ComponentId::Etcd.get().unit.expect("a unit").to_string();
-    let api = ComponentId::KubeApiserver
-        .get()
-        .unit
-        .expect("a unit")
-        .to_string();
     let mut problems = Vec::new();
     let mut back = Vec::new();
     for name in touched {
@@ -424,21 +531,15 @@ async fn put_back(
         }
         ok
     };
-    let mut api_started = Vec::new();
+    let mut control_started = Vec::new();
     if healthy {
-        for name in &stopped.api {
-            match remote(name).systemctl(&UnitOps {
-                start: vec![api.clone()],
-                ..UnitOps::default()
-            }) {
-                Ok(()) => api_started.push(name.clone()),
-                Err(e) => problems.push(format!("{name}: kube-apiserver does not start ({e})")),
-            }
-        }
-    } else if !stopped.api.is_empty() {
+        let (started, trouble) = start_control_plane(inv, remotes, probe, stopped, timeout).await;
+        control_started = started;
+        problems.extend(trouble);
+    } else if !stopped.control.is_empty() {
         problems.push(format!(
-            "kube-apiserver stays stopped on {}",
-            stopped.api.join(", ")
+            "the control plane stays stopped ({})",
+            stopped.describe()
         ));
     }
     let list = |v: &[String]| {
@@ -449,10 +550,10 @@ async fn put_back(
         }
     };
     let did = format!(
-        "What it stopped is put back: the data dirs of {} moved back to {ETCD_DATA_DIR}, etcd started again on {}, kube-apiserver started again on {}",
+        "What it stopped is put back: the data dirs of {} moved back to {ETCD_DATA_DIR}, etcd started again on {}, started again: {}",
         list(&back),
         list(&started),
-        list(&api_started)
+        list(&control_started)
     );
     if problems.is_empty() {
         format!(

@@ -111,6 +111,14 @@ fn restore_stops_everything_moves_the_data_aside_and_brings_every_member_back() 
         last_restore < pos("m1: start etcd")
             && pos("m3: start etcd") < pos("m1: start kube-apiserver")
     );
+    // The controllers stop before the API servers and start only after every API server
+    // answers again: none acts on a half-restored keyspace.
+    for m in ["m1", "m2", "m3"] {
+        for c in ["kube-controller-manager", "kube-scheduler"] {
+            assert!(pos(&format!("{m}: stop {c}")) < pos("m1: stop kube-apiserver"));
+            assert!(pos("m3: start kube-apiserver") < pos(&format!("{m}: start {c}")));
+        }
+    }
     for m in ["m1", "m2", "m3"] {
         let n = f.fake.node(m);
         assert!(
@@ -232,6 +240,11 @@ fn remove_opts(confirm: Confirm) -> RemoveOptions {
     };
     RemoveOptions {
         confirm,
+        drain: crate::kube::DrainOptions {
+            timeout: Duration::from_millis(300),
+            retry: Duration::from_millis(20),
+            force: false,
+        },
         phases: vec![Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane],
         deploy,
     }
@@ -644,4 +657,81 @@ fn a_removals_dry_run_lists_exactly_what_the_real_run_then_does() {
         "{:?}",
         planned.steps
     );
+}
+
+/// Removing a worker whose kubelet is registered: the dry run names what each pod becomes;
+/// a bare pod refuses it (nothing done, the node schedulable); `--force` deletes that pod, and
+/// the real run drains first, resets, then deletes the Node object — the list the dry run said.
+#[test]
+fn removing_a_worker_drains_it_first_and_deletes_its_node_after_the_reset() {
+    use crate::remote::fake::FakePod;
+    let f = deployed(&Phase::ALL);
+    let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
+    let mut web = FakePod::new("w1", "web-1", Some("ReplicaSet"));
+    web.refusals = 2;
+    f.fake.kube.lock().unwrap().pods = vec![
+        web,
+        FakePod::new("w1", "debug", None),
+        FakePod::new("w1", "speaker-1", Some("DaemonSet")),
+    ];
+    let remove_w1 = |confirm: Confirm| {
+        let mut opts = remove_opts(confirm);
+        opts.phases = Phase::ALL.to_vec();
+        block_on(remove(
+            &f.inv,
+            "w1",
+            &f.pki_dir(),
+            c.clone(),
+            p.clone(),
+            &opts,
+            &Events::none("t"),
+        ))
+    };
+    f.fake.clear_events();
+    let e = remove_w1(Confirm {
+        dry_run: true,
+        yes: false,
+        force: false,
+    })
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("default/debug") && e.to_string().contains("--force"),
+        "{e}"
+    );
+    let forced = Confirm {
+        dry_run: true,
+        yes: false,
+        force: true,
+    };
+    let planned = remove_w1(forced).unwrap();
+    assert!(
+        planned.steps[0].starts_with("cordon and drain w1: evict default/web-1 (PodDisruptionBudgets respected), delete default/debug (--force); DaemonSet and mirror pods stay: default/speaker-1"),
+        "{:#?}",
+        planned.steps
+    );
+    assert!(f.fake.events().is_empty(), "a dry run changes nothing");
+    let done = remove_w1(Confirm {
+        dry_run: false,
+        yes: true,
+        force: true,
+    })
+    .unwrap();
+    assert_eq!(done.steps, planned.steps);
+    assert_eq!(done.evicted, ["default/web-1", "default/debug (deleted)"]);
+    let events: Vec<String> = f
+        .fake
+        .events()
+        .into_iter()
+        .map(|e| format!("{}: {}", e.node, e.what))
+        .collect();
+    let at = |what: &str| {
+        events
+            .iter()
+            .position(|e| e == what)
+            .unwrap_or_else(|| panic!("no {what:?} in {events:#?}"))
+    };
+    assert!(at("api: cordon w1") < at("api: evict default/web-1"));
+    assert!(at("api: evict default/web-1") < at("w1: stop kubelet"));
+    assert!(at("w1: stop kubelet") < at("api: delete node w1"));
+    assert!(f.fake.kube.lock().unwrap().deleted_nodes.contains("w1"));
 }

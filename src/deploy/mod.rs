@@ -83,6 +83,9 @@ pub struct DeployOptions {
     /// (node, unit) pairs restarted even when none of the unit's files changed: a resumed
     /// rotation step, whose files are in place but whose daemons may not have reloaded them.
     pub restart: std::collections::BTreeSet<(String, String)>,
+    /// How a worker whose binaries change (an upgrade) is drained first; none: restarted in
+    /// place (`--no-drain`).
+    pub drain: Option<crate::kube::DrainOptions>,
 }
 
 impl Default for DeployOptions {
@@ -98,6 +101,7 @@ impl Default for DeployOptions {
             snapshot_keep: None,
             replaceable: Default::default(),
             restart: Default::default(),
+            drain: Some(crate::kube::DrainOptions::default()),
         }
     }
 }
@@ -127,6 +131,9 @@ pub struct HostOutcome {
     pub changed: usize,
     pub restarted: Vec<String>,
     pub started: Vec<String>,
+    /// Pods evicted (or, forced, deleted) to upgrade the node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evicted: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -220,6 +227,7 @@ impl Host {
                 changed: 0,
                 restarted: vec![],
                 started: vec![],
+                evicted: vec![],
             },
         }
     }
@@ -261,6 +269,9 @@ pub(crate) struct Ctx {
     pub stopped: bool,
     /// The snapshot taken before etcd changed.
     pub snapshot: Option<std::path::PathBuf>,
+    /// The registered Nodes and the release each one's kubelet reports, when the workers phase
+    /// may drain and the API answered (read once, after preflight).
+    pub kubelets: Option<BTreeMap<String, String>>,
 }
 
 impl Ctx {
@@ -331,6 +342,7 @@ pub async fn deploy(
         etcd: vec![],
         stopped: false,
         snapshot: None,
+        kubelets: None,
     };
 
     let result = run_phases(&mut ctx, connector).await;
@@ -391,6 +403,7 @@ async fn run_phases(
     connector: Arc<dyn Connector>,
 ) -> Result<Vec<String>, DeployError> {
     preflight::run(ctx, connector).await?;
+    workers::read_kubelets(ctx).await;
     let mut steps = Vec::new();
     // The files step places the files of every selected phase, also when `files` itself (the
     // files no unit reads) is not selected.
@@ -494,6 +507,7 @@ pub async fn push_files(
         etcd: vec![],
         stopped: false,
         snapshot: None,
+        kubelets: None,
     };
     preflight::connect_and_plan(&mut ctx, connector).await;
     files::Files

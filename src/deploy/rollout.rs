@@ -114,11 +114,22 @@ pub(crate) async fn roll_out(
     health: Option<Health>,
     together: bool,
 ) -> Result<(), DeployError> {
+    roll_out_on(ctx, c, health, together, &|_| true).await
+}
+
+/// [`roll_out`] on the hosts `on` picks (by index) only.
+pub(crate) async fn roll_out_on(
+    ctx: &mut Ctx,
+    c: &'static Component,
+    health: Option<Health>,
+    together: bool,
+    on: &(dyn Fn(usize) -> bool + Sync),
+) -> Result<(), DeployError> {
     let plan: Vec<(usize, Action)> = ctx
         .hosts
         .iter()
         .enumerate()
-        .filter(|(_, h)| h.alive())
+        .filter(|(i, h)| h.alive() && on(*i))
         .filter_map(|(i, h)| Some((i, action(h, c)?)))
         .collect();
     if plan.is_empty() {
@@ -319,10 +330,25 @@ async fn wait_api(ctx: &mut Ctx, i: usize) -> bool {
 
 /// The dry run's account of a component: what starts, what restarts and in which order.
 pub(crate) fn describe(ctx: &Ctx, c: &'static Component, health: Option<Health>) -> Vec<String> {
+    describe_on(ctx, c, health, &|_| true)
+}
+
+/// [`describe`] for the hosts `on` picks (by index) only.
+pub(crate) fn describe_on(
+    ctx: &Ctx,
+    c: &'static Component,
+    health: Option<Health>,
+    on: &dyn Fn(usize) -> bool,
+) -> Vec<String> {
     let mut start = Vec::new();
     let mut restart = Vec::new();
     let mut rolling = Vec::new();
-    for h in ctx.hosts.iter().filter(|h| h.alive()) {
+    for (_, h) in ctx
+        .hosts
+        .iter()
+        .enumerate()
+        .filter(|(i, h)| h.alive() && on(*i))
+    {
         match action(h, c) {
             Some(Action::Start) => start.push(h.node.name.clone()),
             Some(Action::Restart) => restart.push(h.node.name.clone()),

@@ -870,3 +870,141 @@ fn a_run_that_changes_nothing_says_so_in_every_view() {
         .collect();
     assert!(asked.is_empty(), "{asked:?}");
 }
+
+/// The fixture's files with `kubelet` as w1's kubelet binary (as `binaries.local_dir` adds it).
+fn with_kubelet(f: &Fixture, kubelet: &[u8]) -> crate::render::Rendered {
+    let mut r = f.rendered();
+    let files = r.hosts.get_mut("w1").unwrap();
+    files.push(crate::render::File {
+        path: crate::components::ComponentId::Kubelet
+            .get()
+            .binary_path(&f.inv),
+        mode: 0o755,
+        contents: kubelet.to_vec().into(),
+        units: vec!["kubelet"],
+        anchor: None,
+        restarts: true,
+        phase: Some(Phase::Workers),
+    });
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    r
+}
+
+fn run_rendered(f: &Fixture, rendered: crate::render::Rendered, o: &DeployOptions) -> DeployReport {
+    block_on(deploy(
+        &f.inv,
+        rendered,
+        f.fake.clone(),
+        f.fake.clone(),
+        o,
+        crate::events::Events::none("deploy"),
+    ))
+    .unwrap()
+}
+
+/// A new kubelet on a running worker is an upgrade: the node is cordoned and drained (a
+/// budget's refusals waited out, the DaemonSet pod left) before its kubelet restarts, Ready
+/// again, then uncordoned; the dry run says so. A bare pod stops the drain before anything
+/// restarts, and the node is uncordoned; `--no-drain` restarts in place.
+#[test]
+fn a_worker_upgrade_drains_the_node_first_and_uncordons_it_after() {
+    use crate::remote::fake::FakePod;
+    let f = Fixture::new();
+    let all = &Phase::ALL[..];
+    // What the kubelet says of its release, and so what its Node reports.
+    let kubelet = crate::components::ComponentId::Kubelet
+        .get()
+        .binary_path(&f.inv);
+    let release = format!("Kubernetes v{}", f.inv.cluster.kubernetes_version);
+    f.fake.node("w1").versions.insert(kubelet, release);
+    let r = run_rendered(&f, with_kubelet(&f, b"kubelet 1"), &opts(all));
+    assert!(r.failed().is_empty(), "{}", r.table());
+    let pods = |bare: bool| {
+        let mut web = FakePod::new("w1", "web-1", Some("ReplicaSet"));
+        web.refusals = 2;
+        let mut pods = vec![web, FakePod::new("w1", "speaker-1", Some("DaemonSet"))];
+        if bare {
+            pods.push(FakePod::new("w1", "debug", None));
+        }
+        f.fake.kube.lock().unwrap().pods = pods;
+    };
+    let quick = DeployOptions {
+        drain: Some(crate::kube::DrainOptions {
+            timeout: Duration::from_secs(2),
+            force: false,
+            retry: Duration::from_millis(20),
+        }),
+        ..opts(all)
+    };
+
+    // A bare pod: refused before anything restarts, and the node is schedulable again.
+    pods(true);
+    f.fake.clear_events();
+    let r = run_rendered(&f, with_kubelet(&f, b"kubelet 2"), &quick);
+    let e = host(&r, "w1").error.clone().unwrap_or_default();
+    assert!(
+        e.contains("default/debug") && e.contains("uncordoned"),
+        "{e}"
+    );
+    assert!(f.fake.events_like("restart kubelet").is_empty());
+    assert!(f.fake.kube.lock().unwrap().cordoned.is_empty());
+
+    // Without it: the dry run's account, then the upgrade in that order.
+    pods(false);
+    let dry = run_rendered(
+        &f,
+        with_kubelet(&f, b"kubelet 3"),
+        &DeployOptions {
+            dry_run: true,
+            ..quick.clone()
+        },
+    );
+    assert!(
+        dry.steps
+            .iter()
+            .any(|s| s.starts_with("workers: upgrade w1, one at a time: cordon and drain")),
+        "{:#?}",
+        dry.steps
+    );
+    f.fake.clear_events();
+    let r = run_rendered(&f, with_kubelet(&f, b"kubelet 3"), &quick);
+    assert!(r.failed().is_empty(), "{}", r.table());
+    assert_eq!(host(&r, "w1").evicted, ["default/web-1"]);
+    let events: Vec<String> = f
+        .fake
+        .events()
+        .into_iter()
+        .map(|e| format!("{}: {}", e.node, e.what))
+        .filter(|e| e.starts_with("api: ") || e.contains("restart kubelet"))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "api: cordon w1",
+            "api: evict default/web-1",
+            "w1: restart kubelet",
+            "api: uncordon w1"
+        ]
+    );
+    let kube = f.fake.kube.lock().unwrap();
+    assert_eq!(kube.pods.len(), 1, "the DaemonSet pod stays");
+    drop(kube);
+
+    // --no-drain: restarted in place, nothing asked of the API.
+    pods(false);
+    f.fake.clear_events();
+    let r = run_rendered(
+        &f,
+        with_kubelet(&f, b"kubelet 4"),
+        &DeployOptions {
+            drain: None,
+            ..opts(all)
+        },
+    );
+    assert!(r.failed().is_empty(), "{}", r.table());
+    assert!(f.fake.events_like("cordon").is_empty());
+    assert_eq!(
+        f.fake.events_like("restart kubelet"),
+        ["w1: restart kubelet"]
+    );
+}

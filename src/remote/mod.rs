@@ -284,6 +284,12 @@ pub struct HostsBlock<'a> {
     pub target: &'a str,
 }
 
+/// How far a restore moves etcd's revision past the snapshot's (with `--mark-compacted`), as
+/// Kubernetes' etcd docs advise: every watcher (API servers' caches, informers) then finds its
+/// revision compacted and relists, instead of waiting for revisions the restore took back. The
+/// docs' figure, far more than a cluster writes between snapshot and restore.
+pub const BUMP_REVISION: u64 = 1_000_000_000;
+
 /// `etcdutl snapshot restore` (or `etcdctl` where there is no etcdutl) of a snapshot already
 /// on the node, into an empty data dir.
 #[derive(Debug, Clone)]
@@ -402,6 +408,12 @@ pub trait Remote: Send {
 
     /// The files hardway placed on the node ([`PLACED`]).
     fn placed_files(&self) -> Result<Vec<String>, RemoteError>;
+
+    /// Stops and removes every pod sandbox (and so its containers and their CNI networking)
+    /// through the CRI with `crictl` at the runtime's socket, as `kubeadm reset` does: a stopped
+    /// containerd leaves its shims and containers running. How many pods there were; 0 when
+    /// `crictl` or the socket is not there.
+    fn remove_pods(&self, crictl: &str, socket: &str) -> Result<usize, RemoteError>;
 
     /// Runs the script of a teaching fault (`hardway lab break`/`fix`, the classroom's
     /// scenarios) as root: the one operation whose script is not hardway's own, named by its

@@ -288,6 +288,16 @@ spec:
         imagePullPolicy: Never
         args: ["netexec", "--http-port=8080"]
         readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 2}
+        # Serving on while the endpoints catch up with an eviction (the usual graceful stop:
+        # kube-proxy drops a terminating pod a moment after its kubelet is told to stop it).
+        lifecycle: {preStop: {sleep: {seconds: 5}}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: web}}
 ---
 apiVersion: v1
 kind: Service
@@ -655,7 +665,13 @@ mod lab {
                     if let Err(e) = request() {
                         failed += 1;
                         if first.len() < 5 {
-                            first.push(e);
+                            // When, to set against the run log's steps.
+                            let at = Command::new("date")
+                                .args(["-u", "+%H:%M:%S.%3N"])
+                                .output()
+                                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                                .unwrap_or_default();
+                            first.push(format!("{at} {e}"));
                         }
                     }
                     std::thread::sleep(every.saturating_sub(t.elapsed()));
@@ -773,7 +789,15 @@ mod lab {
             Client::start(Duration::from_millis(100), move || {
                 match http_get(&lb, "/hostname") {
                     Ok(b) if b.starts_with("web-") => Ok(()),
-                    other => Err(format!("{other:?}")),
+                    // Which machine answered ARP for the address, if any.
+                    other => Err(format!(
+                        "{other:?} (ip neigh: {})",
+                        Command::new("ip")
+                            .args(["neigh", "show", &lb])
+                            .output()
+                            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                            .unwrap_or_default()
+                    )),
                 }
             })
         };
@@ -798,13 +822,52 @@ mod lab {
                 }
             })
         };
-        let o = t.deploy(&upgraded, &["--api-timeout", "240"]);
+        let run_log = t.dir.path().join("upgrade.log");
+        let o = t.deploy(
+            &upgraded,
+            &[
+                "--api-timeout",
+                "240",
+                "--output",
+                "json",
+                "--log-file",
+                &run_log.display().to_string(),
+            ],
+        );
         let (web, api) = (web.finish(), api.finish());
         let out = String::from_utf8_lossy(&o.stdout).to_string();
         assert!(
             o.status.success(),
             "the upgrade deploy failed:\n{out}\n{}",
             String::from_utf8_lossy(&o.stderr)
+        );
+        // Each worker was drained for its upgrade: its web pod evicted (the budget let one go
+        // at a time), and it is schedulable again.
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        for w in &workers {
+            let h = report["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|h| h["node"] == w.as_str())
+                .unwrap();
+            let evicted: Vec<&str> = h["evicted"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|e| e.as_str()).collect())
+                .unwrap_or_default();
+            assert!(
+                evicted.iter().any(|p| p.starts_with("default/web-")),
+                "{w} was not drained of its web pod: {h}"
+            );
+        }
+        let cordoned = k.ok(&[
+            "get",
+            "nodes",
+            "-o=jsonpath={range .items[*]}{.spec.unschedulable} {end}",
+        ]);
+        assert!(
+            cordoned.trim().is_empty(),
+            "cordoned after the upgrade: {cordoned}"
         );
         eprintln!(
             "upgrade {} -> {}: web {} of {} failed, API {} of {} failed",
@@ -814,16 +877,15 @@ mod lab {
             web.0 > 100 && api.0 > 40,
             "the clients hardly ran: web {web:?}, API {api:?}"
         );
-        assert_eq!(
-            web.1, 0,
-            "requests to the Service through MetalLB failed during the upgrade: {:?}",
-            web.2
-        );
-        assert_eq!(
-            api.1, 0,
-            "API requests through the load balancer failed during the upgrade: {:?}",
-            api.2
-        );
+        // The workers' steps, with their times, for a failure's message.
+        let steps: Vec<String> = std::fs::read_to_string(&run_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["phase"] == "workers" && e["step"] != "phase")
+            .map(|e| format!("{} {} {} {}", e["ts"], e["host"], e["step"], e["status"]))
+            .collect();
+        let clients = (web.clone(), api.clone(), steps);
 
         // Every kubelet and API server at the new release, and verify agrees.
         let want = format!("v{}", to.version);
@@ -880,6 +942,241 @@ mod lab {
             !o.status.success() && text.contains("does not support downgrading a minor"),
             "{text}"
         );
+
+        removing_a_worker_drains_it_and_deletes_its_node(&t, &k, &upgraded, &workers, &lb);
+        a_restore_brings_back_a_deleted_deployment(&t, &k, &upgraded, &lb);
+
+        // The upgrade's clients, judged last so that one run shows everything after them too.
+        let (web, api, steps) = clients;
+        assert_eq!(
+            web.1,
+            0,
+            "requests to the Service through MetalLB failed during the upgrade: {:?}\nthe workers' steps:\n{}",
+            web.2,
+            steps.join("\n")
+        );
+        assert_eq!(
+            api.1, 0,
+            "API requests through the load balancer failed during the upgrade: {:?}",
+            api.2
+        );
+    }
+
+    /// `etcd restore` on the real cluster: a snapshot taken while Deployment `keep` runs, then
+    /// the Deployment deleted (its pod gone) and a ConfigMap made; the restore brings the
+    /// Deployment back and its pod runs again, the ConfigMap made after the snapshot is gone,
+    /// and the cluster serves as before (nodes Ready, the Service answering at its address).
+    fn a_restore_brings_back_a_deleted_deployment(t: &TestLab, k: &Kubectl, inv: &Path, lb: &str) {
+        k.apply(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: keep}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: keep}}
+  template:
+    metadata: {labels: {app: keep}}
+    spec:
+      containers:
+      - name: keep
+        image: hardway.test/agnhost:2.66.1
+        imagePullPolicy: Never
+        args: ["pause"]
+"#,
+        );
+        k.ok(&["rollout", "status", "deployment/keep", "--timeout=180s"]);
+        let dir = t.dir.path().join("restore-snapshots");
+        let day2 = |args: &[&str]| {
+            let mut c = hardway();
+            c.args(args).arg("-i").arg(inv).arg("--pki").arg(&t.pki);
+            c
+        };
+        let o = run(day2(&["etcd", "snapshot", "save", "--output", "json"])
+            .arg("--out")
+            .arg(&dir));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let db = dir.join(info["file"].as_str().unwrap());
+
+        k.ok(&["delete", "deployment", "keep", "--wait=true"]);
+        k.until(
+            "keep's pod gone",
+            &["get", "pods", "-l", "app=keep", "-o=name"],
+            Duration::from_secs(120),
+            |s| s.trim().is_empty(),
+        );
+        k.ok(&[
+            "create",
+            "configmap",
+            "after-the-snapshot",
+            "--from-literal=k=v",
+        ]);
+
+        let o = run(day2(&["etcd", "restore", "--yes"]).arg(&db));
+        assert!(
+            o.status.success(),
+            "etcd restore:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let ready = k.until(
+            "deployment keep back and ready",
+            &[
+                "get",
+                "deployment",
+                "keep",
+                "-o=jsonpath={.status.readyReplicas}",
+            ],
+            Duration::from_secs(240),
+            |s| s.trim() == "1",
+        );
+        assert_eq!(ready.trim(), "1");
+        let phase = k.until(
+            "keep's pod Running",
+            &[
+                "get",
+                "pods",
+                "-l",
+                "app=keep",
+                "-o=jsonpath={.items[*].status.phase}",
+            ],
+            Duration::from_secs(120),
+            |s| s.trim() == "Running",
+        );
+        assert_eq!(phase.trim(), "Running");
+        let after = k.run(&["get", "configmap", "after-the-snapshot", "-o=name"]);
+        assert!(
+            !after.status.success() && String::from_utf8_lossy(&after.stderr).contains("NotFound"),
+            "a ConfigMap made after the snapshot survived the restore: {}",
+            String::from_utf8_lossy(&after.stdout)
+        );
+        k.until(
+            "every node Ready after the restore",
+            &["get", "nodes", "-o=jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status} {end}"],
+            Duration::from_secs(120),
+            |s| !s.trim().is_empty() && s.split_whitespace().all(|r| r == "True"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http_get(lb, "/hostname").is_ok_and(|b| b.starts_with("web-")) {
+            assert!(
+                Instant::now() < deadline,
+                "the Service no longer answers after the restore"
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// `node remove` of a worker on the real cluster: a bare pod on it refuses the removal
+    /// (nothing changes: the node stays schedulable); with `--force` the node is drained (its
+    /// web pod evicted, the bare pod deleted and said so), reset (its pods removed through the
+    /// CRI) and its Node object deleted, while a client reads the API through the load balancer
+    /// every 250 ms without one failure, and the Service still answers from the other worker.
+    fn removing_a_worker_drains_it_and_deletes_its_node(
+        t: &TestLab,
+        k: &Kubectl,
+        inv: &Path,
+        workers: &[String],
+        lb: &str,
+    ) {
+        let gone = &workers[1];
+        let overrides = format!(r#"{{"spec":{{"nodeName":"{gone}"}}}}"#);
+        k.ok(&[
+            "run",
+            "bare",
+            "--image=hardway.test/agnhost:2.66.1",
+            "--image-pull-policy=Never",
+            &format!("--overrides={overrides}"),
+            "--",
+            "pause",
+        ]);
+        let remove = |extra: &[&str]| {
+            run(hardway()
+                .args(["node", "remove", gone, "-i"])
+                .arg(inv)
+                .arg("--pki")
+                .arg(&t.pki)
+                .args(["--yes", "--output", "json"])
+                .args(extra)
+                .arg("--snapshot-dir")
+                .arg(t.dir.path().join("snapshots")))
+        };
+        let o = remove(&[]);
+        let said = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(
+            !o.status.success() && said.contains("default/bare") && said.contains("--force"),
+            "a bare pod did not stop the removal: {said}"
+        );
+        let unschedulable = k.ok(&["get", "node", gone, "-o=jsonpath={.spec.unschedulable}"]);
+        assert_eq!(
+            unschedulable, "",
+            "the refused removal left {gone} cordoned"
+        );
+
+        let api = {
+            let (bin, kubeconfig) = (k.bin.clone(), k.kubeconfig.clone());
+            Client::start(Duration::from_millis(250), move || {
+                let o = Command::new(&bin)
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args([
+                        "--request-timeout=10s",
+                        "get",
+                        "--raw",
+                        "/api/v1/namespaces/default/services/web",
+                    ])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if o.status.success() {
+                    Ok(())
+                } else {
+                    Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+                }
+            })
+        };
+        let o = remove(&["--force"]);
+        let api = api.finish();
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "node remove --force:\n{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let evicted: Vec<&str> = report["evicted"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.as_str())
+            .collect();
+        assert!(
+            evicted.contains(&"default/bare (deleted)")
+                && evicted.iter().any(|p| p.starts_with("default/web-")),
+            "{report}"
+        );
+        eprintln!("node remove {gone}: API {} of {} failed", api.1, api.0);
+        assert!(api.0 > 4, "the API client hardly ran: {api:?}");
+        assert_eq!(
+            api.1, 0,
+            "API requests failed during the removal: {:?}",
+            api.2
+        );
+        let nodes = k.ok(&["get", "nodes", "-o=name"]);
+        assert!(
+            !nodes.lines().any(|n| n == format!("node/{gone}")),
+            "{gone} is still a Node: {nodes}"
+        );
+        // Its pods went with the reset: no container runs on the machine any more.
+        let left = t.ssh_ok(
+            gone,
+            "cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^containerd-shim' || true",
+        );
+        assert_eq!(left, "0", "containers still run on {gone}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http_get(lb, "/hostname").is_ok_and(|b| b.starts_with("web-")) {
+            assert!(Instant::now() < deadline, "the Service no longer answers");
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 
     /// `hardway verify`'s checks as JSON: (every check passed, the checks).

@@ -112,6 +112,40 @@ pub struct FakeCluster {
     pub unhealthy_adds: Arc<std::sync::atomic::AtomicUsize>,
     /// The member a MoveLeader handed leadership to, while it is an active voter.
     moved_leader: Arc<Mutex<Option<u64>>>,
+    /// The API's objects a drain works on: pods, cordons, deleted nodes.
+    pub kube: Arc<Mutex<FakeKube>>,
+}
+
+/// A pod on the fake cluster.
+#[derive(Debug, Clone)]
+pub struct FakePod {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    /// Its controller's kind (`ReplicaSet`, `DaemonSet`), or none for a bare pod.
+    pub controller: Option<&'static str>,
+    /// How many evictions a PodDisruptionBudget still refuses (429) before allowing one.
+    pub refusals: usize,
+}
+
+impl FakePod {
+    pub fn new(node: &str, name: &str, controller: Option<&'static str>) -> FakePod {
+        FakePod {
+            namespace: "default".into(),
+            name: name.into(),
+            node: node.into(),
+            controller,
+            refusals: 0,
+        }
+    }
+}
+
+/// What the fake API server holds besides what the nodes report.
+#[derive(Debug, Default)]
+pub struct FakeKube {
+    pub pods: Vec<FakePod>,
+    pub cordoned: BTreeSet<String>,
+    pub deleted_nodes: BTreeSet<String>,
 }
 
 impl FakeCluster {
@@ -122,6 +156,7 @@ impl FakeCluster {
             membership: Arc::new(Mutex::new(Vec::new())),
             unhealthy_adds: Arc::default(),
             moved_leader: Arc::default(),
+            kube: Arc::default(),
         };
         c.add_nodes(inv);
         c

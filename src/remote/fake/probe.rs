@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{Event, FakeCluster};
 use crate::etcd::{EtcdError, Operation};
-use crate::probe::{BoxFuture, EtcdMember, MemberStatus, Membership, Probe};
+use crate::probe::{ApiRequest, BoxFuture, EtcdMember, MemberStatus, Membership, Probe};
 
 impl FakeCluster {
     /// Records what the etcd cluster did (not one node) in the shared event log.
@@ -31,6 +31,105 @@ impl FakeCluster {
             ));
         }
         Ok(())
+    }
+}
+
+impl FakeCluster {
+    fn api_event(&self, what: String) {
+        self.log.lock().expect("not poisoned").push(Event {
+            node: "api".into(),
+            what,
+        });
+    }
+
+    /// The pods bound to `node` as the API lists them.
+    fn pods_json(&self, node: &str) -> String {
+        let kube = self.kube.lock().expect("not poisoned");
+        let items: Vec<serde_json::Value> = kube
+            .pods
+            .iter()
+            .filter(|p| p.node == node)
+            .map(|p| {
+                let owners: Vec<serde_json::Value> = p
+                    .controller
+                    .iter()
+                    .map(|k| serde_json::json!({"kind": k, "controller": true}))
+                    .collect();
+                serde_json::json!({
+                    "metadata": {"namespace": p.namespace, "name": p.name,
+                                 "uid": format!("uid-{}", p.name), "ownerReferences": owners},
+                    "status": {"phase": "Running"},
+                })
+            })
+            .collect();
+        serde_json::json!({ "items": items }).to_string()
+    }
+
+    /// PATCH (cordon), POST (eviction) and DELETE (pods, nodes), logged as `api` events.
+    fn api_write(&self, request: &ApiRequest<'_>) -> (u16, String) {
+        let mut kube = self.kube.lock().expect("not poisoned");
+        let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+        let not_found = (
+            404,
+            r#"{"kind":"Status","message":"not found"}"#.to_string(),
+        );
+        match (request.method, segments.as_slice()) {
+            ("PATCH", ["api", "v1", "nodes", name]) => {
+                let body: serde_json::Value = request
+                    .body
+                    .and_then(|(_, b)| serde_json::from_str(b).ok())
+                    .unwrap_or_default();
+                let on = body["spec"]["unschedulable"] == true;
+                if on {
+                    kube.cordoned.insert(name.to_string());
+                } else {
+                    kube.cordoned.remove(*name);
+                }
+                drop(kube);
+                self.api_event(format!("{} {name}", if on { "cordon" } else { "uncordon" }));
+                (200, "{}".into())
+            }
+            ("POST", ["api", "v1", "namespaces", ns, "pods", name, "eviction"]) => {
+                let Some(i) = kube
+                    .pods
+                    .iter()
+                    .position(|p| p.namespace == *ns && p.name == *name)
+                else {
+                    return not_found;
+                };
+                if kube.pods[i].refusals > 0 {
+                    kube.pods[i].refusals -= 1;
+                    return (429, r#"{"kind":"Status","message":"Cannot evict pod as it would violate the pod's disruption budget."}"#.into());
+                }
+                kube.pods.remove(i);
+                drop(kube);
+                self.api_event(format!("evict {ns}/{name}"));
+                (201, "{}".into())
+            }
+            ("DELETE", ["api", "v1", "namespaces", ns, "pods", name]) => {
+                let before = kube.pods.len();
+                kube.pods
+                    .retain(|p| !(p.namespace == *ns && p.name == *name));
+                if kube.pods.len() == before {
+                    return not_found;
+                }
+                drop(kube);
+                self.api_event(format!("delete pod {ns}/{name}"));
+                (200, "{}".into())
+            }
+            ("DELETE", ["api", "v1", "nodes", name]) => {
+                if !self.nodes.contains_key(*name) || !kube.deleted_nodes.insert(name.to_string()) {
+                    return not_found;
+                }
+                drop(kube);
+                self.api_event(format!("delete node {name}"));
+                (200, "{}".into())
+            }
+            _ => (
+                405,
+                r#"{"kind":"Status","message":"not modelled by the fake"}"#.into(),
+            ),
+        }
     }
 }
 
@@ -238,12 +337,13 @@ impl Probe for FakeCluster {
         })
     }
 
-    fn api_get<'a>(
+    fn api_request<'a>(
         &'a self,
         address: IpAddr,
         _port: u16,
-        path: &'a str,
+        request: ApiRequest<'a>,
     ) -> BoxFuture<'a, Result<(u16, String), String>> {
+        let path = request.path;
         Box::pin(async move {
             let Some(node) = self.by_address(address) else {
                 return Err(format!("connecting to {address}: no route (fake)"));
@@ -258,10 +358,15 @@ impl Probe for FakeCluster {
                     .map(str::to_string)
             };
             let api_version = release(&node, "kube-apiserver");
-            let serving = if node.unit_active("kube-apiserver") {
+            let (direct, proxied) = (
+                node.unit_active("kube-apiserver"),
+                node.unit_active("haproxy"),
+            );
+            // The node's lock is let go before any other node's is taken.
+            drop(node);
+            let serving = if direct {
                 true
-            } else if node.unit_active("haproxy") {
-                drop(node);
+            } else if proxied {
                 self.nodes.values().any(|n| {
                     n.lock()
                         .expect("not poisoned")
@@ -275,18 +380,29 @@ impl Probe for FakeCluster {
                     "connecting to {address}: connection refused (fake)"
                 ));
             }
+            if request.method != "GET" {
+                return Ok(self.api_write(&request));
+            }
+            if let Some(pods) = path.strip_prefix("/api/v1/pods?fieldSelector=spec.nodeName%3D") {
+                return Ok((200, self.pods_json(pods)));
+            }
             if path == "/version" {
                 return Ok(match api_version {
                     Some(v) => (200, serde_json::json!({ "gitVersion": v }).to_string()),
                     None => (404, "{}".into()),
                 });
             }
-            if path == "/api/v1/nodes" {
+            if let Some(rest) = path.strip_prefix("/api/v1/nodes")
+                && (rest.is_empty() || rest.starts_with('/') && !rest[1..].contains('/'))
+            {
+                let kube = self.kube.lock().expect("not poisoned");
                 let ready: Vec<serde_json::Value> = self
                     .nodes
                     .values()
                     .map(|n| n.lock().expect("not poisoned"))
                     .filter(|n| n.unit_active("kubelet"))
+                    .filter(|n| !kube.deleted_nodes.contains(&n.name))
+                    .filter(|n| rest.is_empty() || rest[1..] == n.name)
                     .map(|n| {
                         let mut conditions = vec![serde_json::json!({"type": "Ready", "status": "True"})];
                         conditions.extend(n.pressure.iter().map(|p| serde_json::json!({"type": p, "status": "True", "message": format!("kubelet has {p} (fake)")})));
@@ -294,9 +410,16 @@ impl Probe for FakeCluster {
                         if let Some(v) = release(&n, "kubelet") {
                             status["nodeInfo"] = serde_json::json!({ "kubeletVersion": v });
                         }
-                        serde_json::json!({"metadata": {"name": n.name}, "status": status})
+                        let spec = serde_json::json!({"unschedulable": kube.cordoned.contains(&n.name)});
+                        serde_json::json!({"metadata": {"name": n.name}, "spec": spec, "status": status})
                     })
                     .collect();
+                if !rest.is_empty() {
+                    return Ok(match ready.into_iter().next() {
+                        Some(n) => (200, n.to_string()),
+                        None => (404, r#"{"kind":"Status","message":"not found"}"#.into()),
+                    });
+                }
                 return Ok((200, serde_json::json!({ "items": ready }).to_string()));
             }
             let any_active = |unit: &str| {

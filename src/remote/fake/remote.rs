@@ -222,6 +222,12 @@ impl Remote for FakeRemote {
         Ok(packages.to_vec())
     }
 
+    fn remove_pods(&self, _crictl: &str, _socket: &str) -> Result<usize, RemoteError> {
+        drop(self.state()?);
+        self.record("remove pods".to_string());
+        Ok(0)
+    }
+
     /// A fault's script cannot run here: it is recorded (`fault <scenario>`), as what the node
     /// was asked to do, and succeeds.
     fn lab_fault(

@@ -220,6 +220,24 @@ impl<T: Transport> Remote for ShellRemote<T> {
             .collect())
     }
 
+    fn remove_pods(&self, crictl: &str, socket: &str) -> Result<usize, RemoteError> {
+        let (crictl, socket) = (quote(crictl), quote(socket));
+        let mut s = Script::strict();
+        let sec = s.section("pods");
+        sec.raw(&format!(
+            "if [ -x {crictl} ] && [ -S {socket} ]; then \
+               c() {{ {crictl} --runtime-endpoint \"unix://\"{socket} --timeout 60s \"$@\"; }}; \
+               c pods -q | wc -l; c rmp --all --force >&2; \
+             else echo 0; fi"
+        ));
+        let out = self.run_ok("removing the node's pods with crictl", &s)?;
+        Ok(Sections::parse(&out.stdout)
+            .lines("pods")
+            .first()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
     fn lab_fault(&self, scenario: &str, script: &str) -> Result<Output, RemoteError> {
         let mut s = Script::new();
         s.raw(&format!("# hardway lab fault: {scenario}"));
@@ -253,7 +271,12 @@ impl<T: Transport> Remote for ShellRemote<T> {
         s.raw(&format!("export PATH=\"$PATH\":{}", quote(r.bin_dir)));
         s.raw(&format!("if [ -e {} ]; then echo 'the data dir is not empty: move it aside first' >&2; exit 1; fi", quote(r.data_dir)));
         // etcdutl since etcd 3.5; etcdctl's restore before it.
-        s.raw(&format!("if command -v etcdutl >/dev/null; then etcdutl {args}; else ETCDCTL_API=3 etcdctl {args}; fi"));
+        // Where etcdutl knows it (3.5.16 and 3.6 here do), the revision is bumped past the snapshot's
+        // and marked compacted: see `BUMP_REVISION`.
+        let bump = format!("--bump-revision {} --mark-compacted", super::BUMP_REVISION);
+        s.raw(&format!("if command -v etcdutl >/dev/null; then \
+            if etcdutl snapshot restore --help 2>&1 | grep -q -- --bump-revision; then etcdutl {args} {bump}; else etcdutl {args}; fi; \
+            else ETCDCTL_API=3 etcdctl {args}; fi"));
         self.run_ok("restoring the etcd snapshot", &s).map(|_| ())
     }
 

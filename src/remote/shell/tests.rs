@@ -541,3 +541,38 @@ fn a_file_that_is_no_etcd_snapshot_fails_the_nodes_snapshot_status() {
         .unwrap();
     assert!(got.is_err(), "{got:?}");
 }
+
+/// `remove_pods` asks crictl, at the runtime's socket, for the pods and then removes them all;
+/// without crictl or the socket it does nothing.
+#[test]
+fn pods_are_counted_and_removed_through_crictl_at_the_runtimes_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let crictl = dir.path().join("crictl");
+    std::fs::write(
+        &crictl,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\ncase \"$*\" in *' pods -q') printf 'a1\\nb2\\n';; esac\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&crictl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("containerd.sock");
+    let (crictl, socket_s) = (crictl.display().to_string(), socket.display().to_string());
+    // No socket: nothing asked.
+    assert_eq!(local().remove_pods(&crictl, &socket_s).unwrap(), 0);
+    assert!(!calls.exists());
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    assert_eq!(local().remove_pods(&crictl, &socket_s).unwrap(), 2);
+    let said = std::fs::read_to_string(&calls).unwrap();
+    let endpoint = format!("--runtime-endpoint unix://{socket_s} --timeout 60s");
+    assert_eq!(
+        said.lines().collect::<Vec<_>>(),
+        [
+            format!("{endpoint} pods -q"),
+            format!("{endpoint} rmp --all --force")
+        ]
+    );
+}
