@@ -60,6 +60,15 @@ pub enum KubeError {
         secs: u64,
         last: String,
     },
+    #[error(
+        "{name} has had no new leader for {secs} s since it restarted (the lease is {}): its controllers (the EndpointSlices', the disruption budgets') are not running, and pods moved now would stay in Services' endpoints",
+        .holder.as_deref().map(|h| format!("still {h}'s")).unwrap_or_else(|| "not held".into())
+    )]
+    NoLeader {
+        name: String,
+        secs: u64,
+        holder: Option<String>,
+    },
 }
 
 /// A pod as a drain sees it.
@@ -364,6 +373,46 @@ impl<'a> Api<'a> {
         }
     }
 
+    /// Who holds the leader-election lease `kube-system/<name>` (`kube-controller-manager`),
+    /// if anyone does.
+    pub async fn lease_holder(&self, name: &str) -> Result<Option<String>, KubeError> {
+        let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}");
+        let what = format!("GET {path}");
+        match self.call(&what, ApiRequest::get(&path)).await? {
+            (404, _) => Ok(None),
+            (200, body) => Ok(serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["spec"]["holderIdentity"].as_str().map(str::to_string))
+                .filter(|h| !h.is_empty())),
+            (code, body) => Err(status(&what, code, &body)),
+        }
+    }
+
+    /// Polls until lease `name` is held by another identity than `before`: a restarted
+    /// component's new process leads (each process has an identity of its own).
+    pub async fn wait_new_leader(
+        &self,
+        name: &str,
+        before: Option<&str>,
+        timeout: Duration,
+    ) -> Result<(), KubeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let holder = self.lease_holder(name).await.ok().flatten();
+            if holder.is_some() && holder.as_deref() != before {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(KubeError::NoLeader {
+                    name: name.to_string(),
+                    secs: timeout.as_secs(),
+                    holder,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Deletes the Node object; whether there was one.
     pub async fn delete_node(&self, node: &str) -> Result<bool, KubeError> {
         let path = format!("/api/v1/nodes/{node}");
@@ -571,6 +620,26 @@ mod tests {
         let d = block_on(api.drain("w1", &opts(true))).unwrap();
         assert_eq!(d.deleted, ["default/web-1"]);
         assert_eq!(api_events(&f).last().unwrap(), "delete pod default/web-1");
+    }
+
+    #[test]
+    fn a_new_leader_is_one_with_another_identity() {
+        let f = cluster(vec![]);
+        let api = Api::new(f.fake.as_ref(), f.inv.api_endpoint());
+        let lease = "kube-controller-manager";
+        let before = block_on(api.lease_holder(lease)).unwrap();
+        assert!(before.is_some());
+        let quick = Duration::from_millis(100);
+        let e = block_on(api.wait_new_leader(lease, before.as_deref(), quick)).unwrap_err();
+        assert!(
+            e.to_string().contains("no new leader") && e.to_string().contains("still"),
+            "{e}"
+        );
+        // Restarted everywhere: a new process, a new identity, leads.
+        for m in ["m1", "m2", "m3"] {
+            f.fake.node(m).units.get_mut(lease).unwrap().restarts += 1;
+        }
+        block_on(api.wait_new_leader(lease, before.as_deref(), quick)).unwrap();
     }
 
     #[test]

@@ -581,6 +581,28 @@ fn readable(e: &std::io::Error) -> String {
     }
 }
 
+/// Polls `/readyz` of the API server at `address:port` until it answers 200; at the deadline,
+/// its last answer (a status and body, or why it did not answer).
+pub async fn wait_readyz(
+    probe: &dyn Probe,
+    address: IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match probe.api_get(address, port, "/readyz").await {
+            Ok((200, _)) => return Ok(()),
+            Ok((code, body)) => format!("{code}: {}", body.trim()),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Every listed member's status, asked concurrently.
 pub async fn cluster_status(
     probe: &dyn Probe,

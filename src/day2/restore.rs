@@ -408,7 +408,8 @@ async fn start_control_plane(
                     continue;
                 };
                 if let Err(last) =
-                    wait_ready(probe, node.address, Port::ApiServer.number(inv), timeout).await
+                    probe::wait_readyz(probe, node.address, Port::ApiServer.number(inv), timeout)
+                        .await
                 {
                     problems.push(format!(
                         "{name}: kube-apiserver did not answer /readyz within {} s ({last})",
@@ -432,28 +433,6 @@ async fn start_control_plane(
         }
     }
     (started, problems)
-}
-
-/// Polls `/readyz` of the API server at `address:port` until it answers 200; the last answer
-/// at the deadline.
-async fn wait_ready(
-    probe: &dyn Probe,
-    address: std::net::IpAddr,
-    port: u16,
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let last = match probe.api_get(address, port, "/readyz").await {
-            Ok((200, _)) => return Ok(()),
-            Ok((code, body)) => format!("{code}: {}", body.trim()),
-            Err(e) => e,
-        };
-        if std::time::Instant::now() >= deadline {
-            return Err(last);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// Undoes a restore that failed after stopping the cluster: on each member the restore reached

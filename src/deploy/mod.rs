@@ -272,6 +272,9 @@ pub(crate) struct Ctx {
     /// The registered Nodes and the release each one's kubelet reports, when the workers phase
     /// may drain and the API answered (read once, after preflight).
     pub kubelets: Option<BTreeMap<String, String>>,
+    /// Who held the controllers' leader leases before anything restarted (read with
+    /// `kubelets`): a drain waits for a restarted controller-manager to lead again.
+    pub leaders: BTreeMap<&'static str, Option<String>>,
 }
 
 impl Ctx {
@@ -343,6 +346,7 @@ pub async fn deploy(
         stopped: false,
         snapshot: None,
         kubelets: None,
+        leaders: BTreeMap::new(),
     };
 
     let result = run_phases(&mut ctx, connector).await;
@@ -508,6 +512,7 @@ pub async fn push_files(
         stopped: false,
         snapshot: None,
         kubelets: None,
+        leaders: BTreeMap::new(),
     };
     preflight::connect_and_plan(&mut ctx, connector).await;
     files::Files

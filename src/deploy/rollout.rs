@@ -6,8 +6,6 @@
 //! etcd keeps its quorum and the API stays served behind the load balancer. A rolling restart
 //! stops at the first host that does not come back.
 
-use std::time::{Duration, Instant};
-
 use super::{Ctx, DeployError, Host};
 use crate::components::{Component, Port, Restart};
 use crate::events::{Events, Status};
@@ -309,22 +307,16 @@ async fn wait_etcd(ctx: &mut Ctx, c: &'static Component) -> bool {
 /// Polls the API server on host `i` until `/readyz` answers 200; fails the host at the deadline.
 async fn wait_api(ctx: &mut Ctx, i: usize) -> bool {
     let (address, port) = (ctx.hosts[i].node.address, Port::ApiServer.number(&ctx.inv));
-    let deadline = Instant::now() + ctx.opts.api_timeout;
-    loop {
-        let last = match ctx.probe.api_get(address, port, "/readyz").await {
-            Ok((200, _)) => return true,
-            Ok((code, body)) => format!("{code}: {}", body.trim()),
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
+    match probe::wait_readyz(ctx.probe.as_ref(), address, port, ctx.opts.api_timeout).await {
+        Ok(()) => true,
+        Err(last) => {
             let secs = ctx.opts.api_timeout.as_secs();
             ctx.hosts[i].fail(
                 crate::components::Phase::ControlPlane,
                 format!("the API server did not answer /readyz within {secs} s: {last}"),
             );
-            return false;
+            false
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -40,6 +40,11 @@ pub(crate) async fn read_kubelets(ctx: &mut Ctx) {
     let Ok((200, body)) = ctx.probe.api_get(ip, port, "/api/v1/nodes").await else {
         return;
     };
+    let api = Api::new(ctx.probe.as_ref(), (ip, port));
+    for lease in LEADERS {
+        let holder = api.lease_holder(lease).await.ok().flatten();
+        ctx.leaders.insert(lease, holder);
+    }
     let list: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     let kubelets: std::collections::BTreeMap<String, String> = list["items"]
         .as_array()
@@ -77,6 +82,57 @@ pub(crate) async fn read_kubelets(ctx: &mut Ctx) {
     ctx.kubelets = Some(kubelets);
 }
 
+/// The leader-elected controllers a drain needs running: the controller-manager keeps
+/// Services' endpoints and the disruption budgets' status, the scheduler places what the drain
+/// evicts. Their leases are named after them.
+const LEADERS: [&str; 2] = ["kube-controller-manager", "kube-scheduler"];
+
+/// Before the first drain: each of [`LEADERS`] restarted by this deploy leads again (a new
+/// process holds its lease). Until then an evicted pod would stay in its Services' endpoints,
+/// and clients sent to it fail. Failing that, every worker to upgrade fails, nothing drained.
+async fn controllers_lead(ctx: &mut Ctx, upgraded: &[usize]) -> bool {
+    let restarted: Vec<&'static str> = LEADERS
+        .into_iter()
+        .filter(|l| {
+            ctx.hosts
+                .iter()
+                .any(|h| h.outcome.restarted.iter().any(|u| u == l))
+        })
+        .collect();
+    if restarted.is_empty() {
+        return true;
+    }
+    let probe = ctx.probe.clone();
+    let api = Api::new(probe.as_ref(), ctx.inv.api_endpoint());
+    let step = ctx.events.start(
+        None,
+        Some(Phase::Workers.name()),
+        &format!("wait until {} lead again", restarted.join(" and ")),
+    );
+    for lease in restarted {
+        // A holder is `<hostname>_<uuid>`: one on a host whose process did not restart may
+        // go on leading; any other must be replaced.
+        let before = ctx.leaders.get(lease).cloned().flatten().filter(|b| {
+            !ctx.hosts.iter().any(|h| {
+                b.starts_with(&format!("{}_", h.node.name))
+                    && !h.outcome.restarted.iter().any(|u| u == lease)
+            })
+        });
+        if let Err(e) = api
+            .wait_new_leader(lease, before.as_deref(), ctx.opts.api_timeout)
+            .await
+        {
+            step.done(Status::Failed, Some(e.to_string()));
+            for &i in upgraded {
+                ctx.hosts[i].fail(Phase::Workers, format!("not upgraded: {e}"));
+            }
+            return false;
+        }
+    }
+    step.done(Status::Ok, None);
+    true
+}
+
 /// The hosts (by index) upgraded one at a time with a drain: a running kubelet whose Node is
 /// registered (or the API did not say), and a changed binary of a worker component or a
 /// kubelet at another release than the inventory's.
@@ -110,6 +166,9 @@ fn upgrades(ctx: &Ctx) -> Vec<usize> {
 impl Step for Workers {
     async fn run(&self, ctx: &mut Ctx) -> Result<(), DeployError> {
         let mut upgraded = upgrades(ctx);
+        if !upgraded.is_empty() && !controllers_lead(ctx, &upgraded).await {
+            return Ok(());
+        }
         let mut stopped_at: Option<String> = None;
         let mut in_place = Vec::new();
         for &i in &upgraded {

@@ -108,6 +108,14 @@ impl Subject {
         }
     }
 
+    /// How long after the switch step the last step waits (unless forced): for the service
+    /// account key, the lifetime of a pod's projected token (3607 s, what the kubelet asks for
+    /// by default) — a kubelet replaces its pods' tokens before 80% of it has passed, so by then
+    /// every such token is signed by the new key, and dropping the old one breaks no pod.
+    pub fn settle_after_switch(self) -> Option<std::time::Duration> {
+        (self == Subject::ServiceAccount).then(|| std::time::Duration::from_secs(3607))
+    }
+
     /// The step that rewrites every Secret through the API (the encryption key's third).
     pub fn rewrite_step(self) -> Option<u8> {
         (self == Subject::Encryption).then_some(3)
@@ -141,6 +149,10 @@ pub struct Rotation {
     /// files may all be in place already while some daemons still run with the old ones.
     pub restart: BTreeSet<(String, String)>,
     pub started_at: String,
+    /// When the step that switches to the new material finished (RFC 3339): the service-account
+    /// key's last step waits for the tokens the old key signed to be refreshed after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_at: Option<String>,
     /// What tells the old and the new apart without showing them: a CA's serial, the SHA-256
     /// of a public key or of an encryption key.
     pub old_id: String,
@@ -349,6 +361,7 @@ pub fn begin(
         running: None,
         restart: BTreeSet::new(),
         started_at: crate::events::now_rfc3339(),
+        switched_at: None,
         old_id: id_of(s, &old),
         new_id: id_of(s, &new),
     };

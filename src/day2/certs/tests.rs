@@ -712,7 +712,25 @@ mod secrets {
             f.fake.events_like("restart kube-controller-manager").len(),
             3
         );
-        assert!(!rotate_what(&f, s, None, YES).unwrap().failed());
+        // Step 3 waits for the pods' tokens to be re-signed: refused within the hour after
+        // step 2 (nothing changes), sooner only with --force, which says what it went past.
+        let err = rotate_what(&f, s, None, YES).unwrap_err().to_string();
+        assert!(
+            err.contains("step 3 of the service-account key rotation")
+                && err.contains("may still be in use until")
+                && err.contains("--force"),
+            "{err}"
+        );
+        assert_eq!(keys("m1"), 2, "a refused step 3 changed a node");
+        let forced = Confirm { force: true, ..YES };
+        let r = rotate_what(&f, s, None, forced).unwrap();
+        assert!(!r.failed(), "{r:#?}");
+        assert!(
+            r.forced_past
+                .iter()
+                .any(|p| p.contains("tokens the old service-account key signed")),
+            "{r:#?}"
+        );
         for m in ["m1", "m2", "m3"] {
             assert_eq!(
                 text(&f, m, "/etc/kubernetes/pki/sa.pub"),

@@ -437,7 +437,19 @@ impl Probe for FakeCluster {
                 let now = time::OffsetDateTime::now_utc()
                     .format(&time::format_description::well_known::Rfc3339)
                     .expect("formats");
-                return Ok((200, serde_json::json!({"spec": {"holderIdentity": "fake", "leaseDurationSeconds": 15, "renewTime": now}}).to_string()));
+                // The first node running it leads; each (re)start is a new process, a new
+                // identity.
+                let holder = self
+                    .nodes
+                    .values()
+                    .map(|n| n.lock().expect("not poisoned"))
+                    .find(|n| n.unit_active(lease))
+                    .map(|n| {
+                        let u = &n.units[lease];
+                        format!("{}_{}", n.name, u.starts + u.restarts)
+                    })
+                    .unwrap_or_default();
+                return Ok((200, serde_json::json!({"spec": {"holderIdentity": holder, "leaseDurationSeconds": 15, "renewTime": now}}).to_string()));
             }
             // kube-dns is served while a kubelet runs (CoreDNS runs on the workers).
             if path.starts_with("/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices") {
