@@ -413,6 +413,59 @@ impl<'a> Api<'a> {
         }
     }
 
+    /// Proves that the EndpointSlice controller works (its caches synced, its leader running):
+    /// a headless Service that selects nothing, made in kube-system, gets its EndpointSlice
+    /// within `timeout`; the Service is deleted again either way. A pod moved before that
+    /// would stay in its Services' endpoints after it stopped.
+    pub async fn endpoint_slices_follow(&self, timeout: Duration) -> Result<(), KubeError> {
+        let name = format!("hardway-canary-{}", crate::events::stamp().to_lowercase());
+        let body = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "hardway"}},
+            "spec": {"clusterIP": "None", "selector": {"hardway.io/canary": name}, "ports": [{"port": 1}]},
+        })
+        .to_string();
+        self.ok(
+            &format!("create Service kube-system/{name}"),
+            ApiRequest {
+                method: "POST",
+                path: "/api/v1/namespaces/kube-system/services",
+                body: Some(("application/json", &body)),
+            },
+        )
+        .await?;
+        let slices = format!(
+            "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3D{name}"
+        );
+        let deadline = Instant::now() + timeout;
+        let found = loop {
+            let listed = self
+                .ok("list the canary's EndpointSlices", ApiRequest::get(&slices))
+                .await;
+            if listed
+                .as_ref()
+                .is_ok_and(|l| l["items"].as_array().is_some_and(|i| !i.is_empty()))
+            {
+                break Ok(());
+            }
+            if Instant::now() >= deadline {
+                break Err(KubeError::Status {
+                    what: format!("the EndpointSlice of a new Service (kube-system/{name})"),
+                    code: 0,
+                    message: format!(
+                        "none within {} s: the controller-manager's EndpointSlice controller is not working yet",
+                        timeout.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let path = format!("/api/v1/namespaces/kube-system/services/{name}");
+        let _ = self.call("delete the canary Service", delete(&path)).await;
+        found
+    }
+
     /// Deletes the Node object; whether there was one.
     pub async fn delete_node(&self, node: &str) -> Result<bool, KubeError> {
         let path = format!("/api/v1/nodes/{node}");
@@ -640,6 +693,10 @@ mod tests {
             f.fake.node(m).units.get_mut(lease).unwrap().restarts += 1;
         }
         block_on(api.wait_new_leader(lease, before.as_deref(), quick)).unwrap();
+        // Working, not only leading: a canary Service gets its EndpointSlice, and goes.
+        f.fake.clear_events();
+        block_on(api.endpoint_slices_follow(quick)).unwrap();
+        assert_eq!(api_events(&f), ["create service", "delete service"]);
     }
 
     #[test]

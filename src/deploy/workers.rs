@@ -107,7 +107,10 @@ async fn controllers_lead(ctx: &mut Ctx, upgraded: &[usize]) -> bool {
     let step = ctx.events.start(
         None,
         Some(Phase::Workers.name()),
-        &format!("wait until {} lead again", restarted.join(" and ")),
+        &format!(
+            "wait until {} lead again (and a new Service gets its EndpointSlice)",
+            restarted.join(" and ")
+        ),
     );
     for lease in restarted {
         // A holder is `<hostname>_<uuid>`: one on a host whose process did not restart may
@@ -128,6 +131,20 @@ async fn controllers_lead(ctx: &mut Ctx, upgraded: &[usize]) -> bool {
             }
             return false;
         }
+    }
+    // Leading is not yet working: its caches may still be syncing.
+    if ctx.hosts.iter().any(|h| {
+        h.outcome
+            .restarted
+            .iter()
+            .any(|u| u == "kube-controller-manager")
+    }) && let Err(e) = api.endpoint_slices_follow(ctx.opts.api_timeout).await
+    {
+        step.done(Status::Failed, Some(e.to_string()));
+        for &i in upgraded {
+            ctx.hosts[i].fail(Phase::Workers, format!("not upgraded: {e}"));
+        }
+        return false;
     }
     step.done(Status::Ok, None);
     true

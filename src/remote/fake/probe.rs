@@ -117,6 +117,17 @@ impl FakeCluster {
                 self.api_event(format!("delete pod {ns}/{name}"));
                 (200, "{}".into())
             }
+            // Services: a canary the drain makes and deletes (EndpointSlices are always there).
+            ("POST", ["api", "v1", "namespaces", _, "services"]) => {
+                drop(kube);
+                self.api_event("create service".into());
+                (201, "{}".into())
+            }
+            ("DELETE", ["api", "v1", "namespaces", _, "services", _]) => {
+                drop(kube);
+                self.api_event("delete service".into());
+                (200, "{}".into())
+            }
             ("DELETE", ["api", "v1", "nodes", name]) => {
                 if !self.nodes.contains_key(*name) || !kube.deleted_nodes.insert(name.to_string()) {
                     return not_found;
