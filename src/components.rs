@@ -204,6 +204,11 @@ pub enum Restart {
     Rolling,
     /// Everywhere at once: per-node daemons that share no state.
     Parallel,
+    /// Reloaded in place when only what it reads changed (its config, its certificates), so
+    /// that it never stops listening — HAProxy's master hands its sockets to the new workers,
+    /// and a restart would refuse every client for a moment; restarted, everywhere at once,
+    /// when its unit file changed.
+    Reload,
 }
 
 /// A certificate a component serves or presents, named by one of its unit's flags.
@@ -274,7 +279,7 @@ pub const COMPONENTS: &[Component] = &[
     Component {
         id: ComponentId::Haproxy, name: "haproxy", unit: Some("haproxy"), runs_on: RunsOn::Lb, phase: Phase::Lb,
         // HAProxy is a distribution package on the LB host, not a Kubernetes release binary.
-        binary: ("haproxy", BinDir::Fixed("/usr/sbin")), ports: &[Port::LoadBalancer], restart: Restart::Parallel,
+        binary: ("haproxy", BinDir::Fixed("/usr/sbin")), ports: &[Port::LoadBalancer], restart: Restart::Reload,
         config_flag: None, certs: &[],
         needs: &[Need { tool: "haproxy", package: "haproxy" }], version_arg: None, companions: &[],
     },

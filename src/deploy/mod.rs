@@ -131,6 +131,9 @@ pub struct HostOutcome {
     pub changed: usize,
     pub restarted: Vec<String>,
     pub started: Vec<String>,
+    /// Reloaded in place (HAProxy: its listeners stay open).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reloaded: Vec<String>,
     /// Pods evicted (or, forced, deleted) to upgrade the node.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evicted: Vec<String>,
@@ -172,10 +175,16 @@ impl DeployReport {
         );
         for h in &self.hosts {
             let status = if h.ok { "ok" } else { "FAILED" };
-            let restarted = if h.restarted.is_empty() {
+            let bounced: Vec<String> = h
+                .restarted
+                .iter()
+                .cloned()
+                .chain(h.reloaded.iter().map(|u| format!("{u} (reload)")))
+                .collect();
+            let restarted = if bounced.is_empty() {
                 "-".to_string()
             } else {
-                h.restarted.join(",")
+                bounced.join(",")
             };
             let error = match (&h.failed_phase, &h.error) {
                 (Some(p), Some(e)) => format!("[{p}] {}", e.lines().next().unwrap_or("")),
@@ -187,7 +196,11 @@ impl DeployReport {
                 h.node, status, h.changed, restarted
             ));
         }
-        let restarts: usize = self.hosts.iter().map(|h| h.restarted.len()).sum();
+        let restarts: usize = self
+            .hosts
+            .iter()
+            .map(|h| h.restarted.len() + h.reloaded.len())
+            .sum();
         s.push_str(&format!(
             "{} changes, {restarts} restarts, {} of {} hosts failed",
             self.changed(),
@@ -227,6 +240,7 @@ impl Host {
                 changed: 0,
                 restarted: vec![],
                 started: vec![],
+                reloaded: vec![],
                 evicted: vec![],
             },
         }
@@ -373,6 +387,10 @@ pub async fn deploy(
             "starts".to_string(),
             ctx.hosts.iter().map(|h| h.outcome.started.len()).sum(),
         ),
+        (
+            "reloads".to_string(),
+            ctx.hosts.iter().map(|h| h.outcome.reloaded.len()).sum(),
+        ),
     ];
     events.summary(
         result.is_ok() && failed.is_empty(),
@@ -424,14 +442,20 @@ async fn run_phases(
             .map(|h| {
                 (
                     h.outcome.ok,
-                    h.outcome.changed + h.outcome.restarted.len() + h.outcome.started.len(),
+                    h.outcome.changed
+                        + h.outcome.restarted.len()
+                        + h.outcome.started.len()
+                        + h.outcome.reloaded.len(),
                 )
             })
             .collect();
         let result = dispatch_run(phase, ctx).await;
         // One event per host and phase, so a stream accounts for every host in every phase.
         for (h, (was_ok, done)) in ctx.hosts.iter().zip(before) {
-            let now = h.outcome.changed + h.outcome.restarted.len() + h.outcome.started.len();
+            let now = h.outcome.changed
+                + h.outcome.restarted.len()
+                + h.outcome.started.len()
+                + h.outcome.reloaded.len();
             let (status, message) = match (was_ok, h.outcome.ok) {
                 (false, _) => (Status::Skipped, Some("failed earlier".to_string())),
                 (true, false) => (

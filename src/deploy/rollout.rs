@@ -29,6 +29,8 @@ enum Action {
     Restart,
     /// Restart, but only in its turn of a rolling restart.
     RollingRestart,
+    /// Reload in place (its unit file unchanged, the unit running).
+    Reload,
 }
 
 fn action(h: &Host, c: &Component) -> Option<Action> {
@@ -38,8 +40,11 @@ fn action(h: &Host, c: &Component) -> Option<Action> {
     // A unit that runs, is enabled and has no changed file is left alone: starting it would
     // change nothing, and a no-change deploy reports nothing done.
     let up = h.facts.as_ref().is_some_and(|f| f.unit_up(unit));
+    let unit_file = format!("/etc/systemd/system/{unit}.service");
+    let unit_changed = h.plan().changes.iter().any(|f| f.path == unit_file);
     Some(match (u.restart, active, c.restart) {
         (true, true, Restart::Rolling) => Action::RollingRestart,
+        (true, true, Restart::Reload) if !unit_changed => Action::Reload,
         (true, _, _) => Action::Restart,
         (false, _, _) if up => return None,
         (false, _, _) => Action::Start,
@@ -47,40 +52,68 @@ fn action(h: &Host, c: &Component) -> Option<Action> {
 }
 
 /// The systemctl work for one host: its unit, plus a daemon-reload the first time.
-fn ops(h: &mut Host, unit: &str, restart: bool, no_block: bool) -> UnitOps {
+fn ops(h: &mut Host, unit: &str, verb: Verb, no_block: bool) -> UnitOps {
     let daemon_reload = h.plan().daemon_reload && !h.reloaded;
     h.reloaded |= daemon_reload;
-    let (restart, start) = if restart {
-        (vec![unit.to_string()], vec![])
-    } else {
-        (vec![], vec![unit.to_string()])
+    let one = vec![unit.to_string()];
+    let (restart, start, reload) = match verb {
+        Verb::Restart => (one, vec![], vec![]),
+        Verb::Start => (vec![], one, vec![]),
+        Verb::Reload => (vec![], vec![], one),
     };
     UnitOps {
         daemon_reload,
         restart,
         start,
+        reload,
         no_block,
         ..UnitOps::default()
     }
 }
 
+/// What systemctl does to a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Start,
+    Restart,
+    Reload,
+}
+
+impl Verb {
+    fn of(a: Action) -> Verb {
+        match a {
+            Action::Start => Verb::Start,
+            Action::Restart | Action::RollingRestart => Verb::Restart,
+            Action::Reload => Verb::Reload,
+        }
+    }
+
+    fn word(self) -> &'static str {
+        match self {
+            Verb::Start => "start",
+            Verb::Restart => "restart",
+            Verb::Reload => "reload",
+        }
+    }
+}
+
 /// Runs `ops` on the host and, unless `no_block`, checks that the unit is active afterwards.
-fn systemctl(h: &mut Host, c: &Component, restart: bool, no_block: bool, events: &Events) {
+fn systemctl(h: &mut Host, c: &Component, verb: Verb, no_block: bool, events: &Events) {
     let unit = c.unit.expect("only units are rolled out");
     let step = events.start(
         Some(&h.node.name),
         Some(c.phase.name()),
-        &format!("{} {unit}", if restart { "restart" } else { "start" }),
+        &format!("{} {unit}", verb.word()),
     );
-    systemctl_step(h, c, unit, restart, no_block);
+    systemctl_step(h, c, unit, verb, no_block);
     match &h.outcome.error {
         Some(e) if !h.outcome.ok => step.done(Status::Failed, Some(e.clone())),
         _ => step.done(Status::Changed, None),
     }
 }
 
-fn systemctl_step(h: &mut Host, c: &Component, unit: &'static str, restart: bool, no_block: bool) {
-    let ops = ops(h, unit, restart, no_block);
+fn systemctl_step(h: &mut Host, c: &Component, unit: &'static str, verb: Verb, no_block: bool) {
+    let ops = ops(h, unit, verb, no_block);
     if let Err(e) = h.remote().systemctl(&ops) {
         return h.fail(c.phase, e);
     }
@@ -96,10 +129,10 @@ fn systemctl_step(h: &mut Host, c: &Component, unit: &'static str, restart: bool
             Err(e) => return h.fail(c.phase, e),
         }
     }
-    if restart {
-        h.outcome.restarted.push(unit.into())
-    } else {
-        h.outcome.started.push(unit.into())
+    match verb {
+        Verb::Restart => h.outcome.restarted.push(unit.into()),
+        Verb::Start => h.outcome.started.push(unit.into()),
+        Verb::Reload => h.outcome.reloaded.push(unit.into()),
     }
 }
 
@@ -134,10 +167,10 @@ pub(crate) async fn roll_out_on(
         return Ok(());
     }
     // 1. Everything but the rolling restarts, at once.
-    let now: Vec<(usize, bool)> = plan
+    let now: Vec<(usize, Verb)> = plan
         .iter()
         .filter(|(_, a)| *a != Action::RollingRestart)
-        .map(|(i, a)| (*i, *a == Action::Restart))
+        .map(|(i, a)| (*i, Verb::of(*a)))
         .collect();
     let no_block = together;
     let events = ctx.events.clone();
@@ -147,13 +180,13 @@ pub(crate) async fn roll_out_on(
             .collect::<std::collections::BTreeMap<_, _>>(),
     );
     ctx.each_host(move |h| {
-        let Some(&restart) = work.get(&h.node.name) else {
+        let Some(&verb) = work.get(&h.node.name) else {
             return;
         };
         if !h.alive() {
             return;
         }
-        systemctl(h, c, restart, no_block, &events);
+        systemctl(h, c, verb, no_block, &events);
     })
     .await;
     if let Some(health) = health
@@ -180,7 +213,7 @@ pub(crate) async fn roll_out_on(
             continue;
         }
         let events = ctx.events.clone();
-        ctx.on_host(i, move |h| systemctl(h, c, true, false, &events))
+        ctx.on_host(i, move |h| systemctl(h, c, Verb::Restart, false, &events))
             .await;
         let healthy = ctx.hosts[i].alive()
             && match health {
@@ -335,6 +368,7 @@ pub(crate) fn describe_on(
     let mut start = Vec::new();
     let mut restart = Vec::new();
     let mut rolling = Vec::new();
+    let mut reload = Vec::new();
     for (_, h) in ctx
         .hosts
         .iter()
@@ -345,6 +379,7 @@ pub(crate) fn describe_on(
             Some(Action::Start) => start.push(h.node.name.clone()),
             Some(Action::Restart) => restart.push(h.node.name.clone()),
             Some(Action::RollingRestart) => rolling.push(h.node.name.clone()),
+            Some(Action::Reload) => reload.push(h.node.name.clone()),
             None => {}
         }
     }
@@ -373,6 +408,14 @@ pub(crate) fn describe_on(
             c.phase,
             c.name,
             join(&restart.iter().collect::<Vec<_>>())
+        ));
+    }
+    if !reload.is_empty() {
+        out.push(format!(
+            "{}: reload {} on {} (in place: it keeps its listening sockets)",
+            c.phase,
+            c.name,
+            join(&reload.iter().collect::<Vec<_>>())
         ));
     }
     if !rolling.is_empty() {

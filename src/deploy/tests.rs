@@ -966,10 +966,33 @@ fn a_worker_upgrade_drains_the_node_first_and_uncordons_it_after() {
         "{:#?}",
         dry.steps
     );
+    // The controller-manager restarts in the same run: the drain waits until it leads again
+    // and its EndpointSlice controller works (a canary Service gets its slice).
+    for m in ["m1", "m2", "m3"] {
+        f.fake
+            .node(m)
+            .files
+            .get_mut("/etc/kubernetes/controller-manager.kubeconfig")
+            .unwrap()
+            .contents = b"old".to_vec();
+    }
     f.fake.clear_events();
     let r = run_rendered(&f, with_kubelet(&f, b"kubelet 3"), &quick);
     assert!(r.failed().is_empty(), "{}", r.table());
     assert_eq!(host(&r, "w1").evicted, ["default/web-1"]);
+    let seen: Vec<String> = f
+        .fake
+        .events()
+        .into_iter()
+        .map(|e| format!("{}: {}", e.node, e.what))
+        .collect();
+    let at = |what: &str| {
+        seen.iter()
+            .position(|e| e == what)
+            .unwrap_or_else(|| panic!("no {what:?} in {seen:#?}"))
+    };
+    assert!(at("m3: restart kube-controller-manager") < at("api: create service"));
+    assert!(at("api: delete service") < at("api: cordon w1"));
     let events: Vec<String> = f
         .fake
         .events()
@@ -978,7 +1001,7 @@ fn a_worker_upgrade_drains_the_node_first_and_uncordons_it_after() {
         .filter(|e| e.starts_with("api: ") || e.contains("restart kubelet"))
         .collect();
     assert_eq!(
-        events,
+        events[2..],
         [
             "api: cordon w1",
             "api: evict default/web-1",
@@ -1007,4 +1030,48 @@ fn a_worker_upgrade_drains_the_node_first_and_uncordons_it_after() {
         f.fake.events_like("restart kubelet"),
         ["w1: restart kubelet"]
     );
+}
+
+/// HAProxy is reloaded in place when only its config or certificates change (its listeners
+/// stay open: a restart refuses clients for a moment), restarted when its unit file changed.
+#[test]
+fn haproxy_is_reloaded_for_a_new_config_and_restarted_for_a_new_unit() {
+    let f = Fixture::new();
+    run(&f, &opts(&ETCD_LB)).unwrap();
+    let stale = |path: &str| {
+        f.fake.node("lb").files.get_mut(path).unwrap().contents = b"old".to_vec();
+    };
+    stale("/etc/haproxy/haproxy.cfg");
+    f.fake.clear_events();
+    let dry = run(
+        &f,
+        &DeployOptions {
+            dry_run: true,
+            ..opts(&ETCD_LB)
+        },
+    )
+    .unwrap();
+    assert!(
+        dry.steps
+            .iter()
+            .any(|s| s == "lb: reload haproxy on lb (in place: it keeps its listening sockets)"),
+        "{:#?}",
+        dry.steps
+    );
+    let r = run(&f, &opts(&ETCD_LB)).unwrap();
+    assert!(r.failed().is_empty(), "{}", r.table());
+    assert_eq!(f.fake.events_like("reload haproxy"), ["lb: reload haproxy"]);
+    assert!(f.fake.events_like("restart haproxy").is_empty());
+    assert_eq!(host(&r, "lb").reloaded, ["haproxy"]);
+    assert!(r.table().contains("haproxy (reload)"), "{}", r.table());
+
+    stale("/etc/haproxy/haproxy.cfg");
+    stale("/etc/systemd/system/haproxy.service");
+    f.fake.clear_events();
+    run(&f, &opts(&ETCD_LB)).unwrap();
+    assert_eq!(
+        f.fake.events_like("restart haproxy"),
+        ["lb: restart haproxy"]
+    );
+    assert!(f.fake.events_like("reload haproxy").is_empty());
 }

@@ -200,6 +200,8 @@ pub struct UnitOps {
     pub restart: Vec<String>,
     /// Enabled, then started (a no-op for a running unit).
     pub start: Vec<String>,
+    /// Reloaded in place (`systemctl reload`: the unit's ExecReload), after the restarts.
+    pub reload: Vec<String>,
     /// Return at once instead of waiting for each start (etcd members wait for quorum, so a
     /// blocking start on the first would wait forever for the others).
     pub no_block: bool,
@@ -210,6 +212,7 @@ impl UnitOps {
         !self.daemon_reload
             && self.restart.is_empty()
             && self.start.is_empty()
+            && self.reload.is_empty()
             && self.stop.is_empty()
             && self.disable.is_empty()
     }

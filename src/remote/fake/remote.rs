@@ -499,6 +499,12 @@ impl Remote for FakeRemote {
                 }
             }
         }
+        for u in &ops.reload {
+            match s.units.get(u).filter(|x| x.active) {
+                Some(_) => events.push(format!("reload {u}")),
+                None => failed.push(format!("{u}.service is not active, cannot reload.")),
+            }
+        }
         drop(s);
         for e in events {
             self.record(e);

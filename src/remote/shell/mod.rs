@@ -567,7 +567,11 @@ impl<T: Transport> Remote for ShellRemote<T> {
                 .collect();
             s.cmd(&words);
         }
-        for (verb, units) in [("restart", &ops.restart), ("start", &ops.start)] {
+        for (verb, units) in [
+            ("restart", &ops.restart),
+            ("start", &ops.start),
+            ("reload", &ops.reload),
+        ] {
             if !units.is_empty() {
                 let files: Vec<String> = units.iter().map(|u| unit_file(u)).collect();
                 let words: Vec<&str> = ["systemctl", verb]
@@ -580,7 +584,13 @@ impl<T: Transport> Remote for ShellRemote<T> {
         }
         let out = self.exec(&s)?;
         if !out.ok() {
-            let units: Vec<String> = ops.restart.iter().chain(&ops.start).cloned().collect();
+            let units: Vec<String> = ops
+                .restart
+                .iter()
+                .chain(&ops.start)
+                .chain(&ops.reload)
+                .cloned()
+                .collect();
             let journal = self.journal_tail(&units, 15).unwrap_or_default();
             return Err(RemoteError::failed(
                 "systemctl",
