@@ -879,7 +879,7 @@ fn control_plane(t: &TestLab) -> std::path::PathBuf {
     let cp = t.control_plane_inventory();
     let o = t.deploy(&cp, &["--phases", "files,etcd,lb,control-plane,addons"]);
     assert!(o.status.success(), "{}", text(&o));
-    // HAProxy takes each API server into rotation after two good checks, 5 s apart.
+    // HAProxy takes each API server into rotation after two good checks, 2 s apart.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !t
         .verify(&["--pki", t.pki.to_str().unwrap()])

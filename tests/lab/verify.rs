@@ -306,7 +306,7 @@ fn the_api_servers_are_checked_through_haproxy(t: &TestLab, pki: &str) {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         (o.status.code().unwrap_or(-1), v.as_array().unwrap().clone())
     };
-    // HAProxy brings a backend UP after two good checks, 5 s apart.
+    // HAProxy brings a backend UP after two good checks, 2 s apart.
     let deadline = Instant::now() + Duration::from_secs(60);
     let cs = loop {
         let (code, cs) = cp_verify(t);

@@ -486,7 +486,7 @@ async fn plan(
 
 /// verify's FAILs, from the PKI directory as it is now, once none is left or `within` has
 /// passed: a restarted API server is back in HAProxy's rotation only after its health checks
-/// (rise 2, 5 s apart), so the cluster may take seconds to settle after a step.
+/// (rise 2, 2 s apart), so the cluster may take seconds to settle after a step.
 async fn verify_after(
     inv: &Inventory,
     pki_dir: &Path,
