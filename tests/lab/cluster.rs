@@ -1101,7 +1101,7 @@ spec:
             "the refused removal left {gone} cordoned"
         );
 
-        let api = api_client(&k);
+        let api = api_client(k);
         let o = remove(&["--force"]);
         let api = api.finish();
         let out = String::from_utf8_lossy(&o.stdout).to_string();
@@ -1383,7 +1383,7 @@ mod day2 {
         Client::start(Duration::from_millis(100), move || {
             let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let body = format!(r#"{{"data":{{"n":"{i}"}}}}"#);
-            let request = if i % 2 == 0 {
+            let request = if i.is_multiple_of(2) {
                 ApiRequest::get("/api/v1/namespaces/default/configmaps")
             } else {
                 ApiRequest {
