@@ -1490,10 +1490,8 @@ mod day2 {
         v["kid"].as_str().unwrap_or("").to_string()
     }
 
-    /// About 19 minutes (every API server restarts in turn four times): too long for CI's 90
-    /// minutes beside the other lab tests, so `scripts/cluster-day2` runs it (`--ignored`).
+    /// About 19 minutes: every API server restarts in turn four times.
     #[test]
-    #[ignore = "19 minutes: scripts/cluster-day2 runs it"]
     fn certificates_and_the_service_account_key_change_under_running_clients() {
         let m = minor();
         images_built();
