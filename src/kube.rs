@@ -91,6 +91,12 @@ impl Pod {
         format!("{}/{}", self.namespace, self.name)
     }
 
+    /// Still running and nothing would recreate it: a drain refuses it, or with `--force`
+    /// deletes it instead of evicting it.
+    pub fn unmanaged(&self) -> bool {
+        !self.stays() && self.controller.is_none() && !self.finished
+    }
+
     /// A drain leaves DaemonSet pods (the DaemonSet would put them back at once, and the
     /// node's networking and logging run as them) and mirror pods alone.
     pub fn stays(&self) -> bool {
@@ -171,15 +177,26 @@ impl<'a> Api<'a> {
         Ok(serde_json::from_str(&body).unwrap_or_default())
     }
 
+    /// A request about an object that may not exist: its answer's body on 2xx, none on 404.
+    async fn found(
+        &self,
+        what: &str,
+        request: ApiRequest<'_>,
+    ) -> Result<Option<String>, KubeError> {
+        match self.call(what, request).await? {
+            (200..=299, body) => Ok(Some(body)),
+            (404, _) => Ok(None),
+            (code, body) => Err(status(what, code, &body)),
+        }
+    }
+
     /// The Node object, or None when the cluster has no such node.
     pub async fn node(&self, node: &str) -> Result<Option<serde_json::Value>, KubeError> {
         let path = format!("/api/v1/nodes/{node}");
-        let what = format!("GET {path}");
-        match self.call(&what, ApiRequest::get(&path)).await? {
-            (404, _) => Ok(None),
-            (200, body) => Ok(Some(serde_json::from_str(&body).unwrap_or_default())),
-            (code, body) => Err(status(&what, code, &body)),
-        }
+        let body = self
+            .found(&format!("GET {path}"), ApiRequest::get(&path))
+            .await?;
+        Ok(body.map(|b| serde_json::from_str(&b).unwrap_or_default()))
     }
 
     /// Marks the node (un)schedulable; whether that changed anything.
@@ -228,7 +245,7 @@ impl<'a> Api<'a> {
         for p in pods {
             if p.stays() {
                 plan.left.push(p.id());
-            } else if p.controller.is_none() && !p.finished {
+            } else if p.unmanaged() {
                 plan.deleted.push(p.id());
             } else {
                 plan.evicted.push(p.id());
@@ -250,11 +267,7 @@ impl<'a> Api<'a> {
     pub async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<Drained, KubeError> {
         let deadline = Instant::now() + opts.timeout;
         let pods = self.pods_on(node).await?;
-        let unmanaged: Vec<String> = pods
-            .iter()
-            .filter(|p| !p.stays() && p.controller.is_none() && !p.finished)
-            .map(Pod::id)
-            .collect();
+        let unmanaged: Vec<String> = pods.iter().filter(|p| p.unmanaged()).map(Pod::id).collect();
         if !unmanaged.is_empty() && !opts.force {
             return Err(KubeError::Unmanaged {
                 node: node.to_string(),
@@ -272,7 +285,7 @@ impl<'a> Api<'a> {
         while !go.is_empty() {
             let mut refused = Vec::new();
             for p in go {
-                if opts.force && p.controller.is_none() {
+                if opts.force && p.unmanaged() {
                     self.delete_pod(&p).await?;
                     out.deleted.push(p.id());
                     gone.push(p);
@@ -366,26 +379,23 @@ impl<'a> Api<'a> {
 
     async fn delete_pod(&self, p: &Pod) -> Result<(), KubeError> {
         let path = format!("/api/v1/namespaces/{}/pods/{}", p.namespace, p.name);
-        let what = format!("delete {}", p.id());
-        match self.call(&what, delete(&path)).await? {
-            (200..=299 | 404, _) => Ok(()),
-            (code, body) => Err(status(&what, code, &body)),
-        }
+        // Gone already is as good.
+        self.found(&format!("delete {}", p.id()), delete(&path))
+            .await
+            .map(|_| ())
     }
 
     /// Who holds the leader-election lease `kube-system/<name>` (`kube-controller-manager`),
     /// if anyone does.
     pub async fn lease_holder(&self, name: &str) -> Result<Option<String>, KubeError> {
         let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}");
-        let what = format!("GET {path}");
-        match self.call(&what, ApiRequest::get(&path)).await? {
-            (404, _) => Ok(None),
-            (200, body) => Ok(serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["spec"]["holderIdentity"].as_str().map(str::to_string))
-                .filter(|h| !h.is_empty())),
-            (code, body) => Err(status(&what, code, &body)),
-        }
+        let body = self
+            .found(&format!("GET {path}"), ApiRequest::get(&path))
+            .await?;
+        Ok(body
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["spec"]["holderIdentity"].as_str().map(str::to_string))
+            .filter(|h| !h.is_empty()))
     }
 
     /// Polls until lease `name` is held by another identity than `before`: a restarted
@@ -469,12 +479,10 @@ impl<'a> Api<'a> {
     /// Deletes the Node object; whether there was one.
     pub async fn delete_node(&self, node: &str) -> Result<bool, KubeError> {
         let path = format!("/api/v1/nodes/{node}");
-        let what = format!("delete node {node}");
-        match self.call(&what, delete(&path)).await? {
-            (200..=299, _) => Ok(true),
-            (404, _) => Ok(false),
-            (code, body) => Err(status(&what, code, &body)),
-        }
+        let gone = self
+            .found(&format!("delete node {node}"), delete(&path))
+            .await?;
+        Ok(gone.is_some())
     }
 
     /// Polls until the node's Ready condition is True and, when `version` is given, its

@@ -125,13 +125,7 @@ pub async fn restore(
         &nodes,
         "restore needs every etcd member and master of the inventory (to restore onto fewer members, remove the others from the inventory)",
     )?;
-    let remote = |name: &str| {
-        remotes
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, r)| r.as_ref())
-            .expect("connected above")
-    };
+    let remote = |name: &str| session(&remotes, name);
     let etcd = ComponentId::Etcd.get().unit.expect("a unit").to_string();
     let remove_copies = || {
         for m in &members {
@@ -351,6 +345,16 @@ const CONTROL_PLANE: [ComponentId; 3] = [
     ComponentId::KubeScheduler,
 ];
 
+/// The session to `name`, among those `connect_all` opened for every node the restore works
+/// on.
+fn session<'a>(remotes: &'a [super::Session], name: &str) -> &'a dyn crate::remote::Remote {
+    remotes
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, r)| r.as_ref())
+        .expect("connect_all connected every node the restore works on")
+}
+
 /// What the restore stopped: (master, unit) of the control plane that ran, in the order
 /// stopped; the members whose etcd ran.
 #[derive(Default)]
@@ -383,13 +387,7 @@ async fn start_control_plane(
     stopped: &Stopped,
     timeout: Duration,
 ) -> (Vec<String>, Vec<String>) {
-    let remote = |name: &str| {
-        remotes
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, r)| r.as_ref())
-            .expect("connected")
-    };
+    let remote = |name: &str| session(remotes, name);
     let (mut started, mut problems) = (Vec::new(), Vec::new());
     for (k, id) in CONTROL_PLANE.iter().enumerate() {
         let unit = id.get().unit.expect("a unit");
@@ -450,13 +448,7 @@ async fn put_back(
     at: &str,
     timeout: Duration,
 ) -> String {
-    let remote = |name: &str| {
-        remotes
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, r)| r.as_ref())
-            .expect("connected")
-    };
+    let remote = |name: &str| session(remotes, name);
     let etcd = ComponentId::Etcd.get().unit.expect("a unit").to_string();
     let mut problems = Vec::new();
     let mut back = Vec::new();

@@ -139,6 +139,13 @@ pub struct HostOutcome {
     pub evicted: Vec<String>,
 }
 
+impl HostOutcome {
+    /// Everything done on the host so far: files changed, units restarted, started, reloaded.
+    fn actions(&self) -> usize {
+        self.changed + self.restarted.len() + self.started.len() + self.reloaded.len()
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DeployReport {
     pub dry_run: bool,
@@ -287,7 +294,7 @@ pub(crate) struct Ctx {
     /// may drain and the API answered (read once, after preflight).
     pub kubelets: Option<BTreeMap<String, String>>,
     /// Who held the controllers' leader leases before anything restarted (read with
-    /// `kubelets`): a drain waits for a restarted controller-manager to lead again.
+    /// `kubelets`, by `workers::read_cluster`): a drain waits for a restarted controller-manager to lead again.
     pub leaders: BTreeMap<&'static str, Option<String>>,
 }
 
@@ -425,7 +432,7 @@ async fn run_phases(
     connector: Arc<dyn Connector>,
 ) -> Result<Vec<String>, DeployError> {
     preflight::run(ctx, connector).await?;
-    workers::read_kubelets(ctx).await;
+    workers::read_cluster(ctx).await;
     let mut steps = Vec::new();
     // The files step places the files of every selected phase, also when `files` itself (the
     // files no unit reads) is not selected.
@@ -439,23 +446,12 @@ async fn run_phases(
         let before: Vec<(bool, usize)> = ctx
             .hosts
             .iter()
-            .map(|h| {
-                (
-                    h.outcome.ok,
-                    h.outcome.changed
-                        + h.outcome.restarted.len()
-                        + h.outcome.started.len()
-                        + h.outcome.reloaded.len(),
-                )
-            })
+            .map(|h| (h.outcome.ok, h.outcome.actions()))
             .collect();
         let result = dispatch_run(phase, ctx).await;
         // One event per host and phase, so a stream accounts for every host in every phase.
         for (h, (was_ok, done)) in ctx.hosts.iter().zip(before) {
-            let now = h.outcome.changed
-                + h.outcome.restarted.len()
-                + h.outcome.started.len()
-                + h.outcome.reloaded.len();
+            let now = h.outcome.actions();
             let (status, message) = match (was_ok, h.outcome.ok) {
                 (false, _) => (Status::Skipped, Some("failed earlier".to_string())),
                 (true, false) => (

@@ -28,11 +28,12 @@ fn wanted(ctx: &Ctx) -> String {
     format!("v{}", ctx.inv.cluster.kubernetes_version)
 }
 
-/// Reads the registered Nodes and their kubelets' releases (best effort: without an answer,
+/// Reads the registered Nodes and their kubelets' releases, and who holds the controllers'
+/// leases (best effort: without an answer,
 /// upgrades are judged by changed binaries alone). A running kubelet whose Node reports another
 /// release is behind — an upgrade a previous run placed but did not finish — and its kubelet and
 /// kube-proxy are restarted even though no file of theirs changes now.
-pub(crate) async fn read_kubelets(ctx: &mut Ctx) {
+pub(crate) async fn read_cluster(ctx: &mut Ctx) {
     if ctx.opts.drain.is_none() || !ctx.phases.contains(&Phase::Workers) {
         return;
     }
@@ -112,7 +113,7 @@ async fn controllers_lead(ctx: &mut Ctx, upgraded: &[usize]) -> bool {
             restarted.join(" and ")
         ),
     );
-    for lease in restarted {
+    for &lease in &restarted {
         // A holder is `<hostname>_<uuid>`: one on a host whose process did not restart may
         // go on leading; any other must be replaced.
         let before = ctx.leaders.get(lease).cloned().flatten().filter(|b| {
@@ -133,12 +134,8 @@ async fn controllers_lead(ctx: &mut Ctx, upgraded: &[usize]) -> bool {
         }
     }
     // Leading is not yet working: its caches may still be syncing.
-    if ctx.hosts.iter().any(|h| {
-        h.outcome
-            .restarted
-            .iter()
-            .any(|u| u == "kube-controller-manager")
-    }) && let Err(e) = api.endpoint_slices_follow(ctx.opts.api_timeout).await
+    if restarted.contains(&"kube-controller-manager")
+        && let Err(e) = api.endpoint_slices_follow(ctx.opts.api_timeout).await
     {
         step.done(Status::Failed, Some(e.to_string()));
         for &i in upgraded {

@@ -320,7 +320,14 @@ spec:
 fn serve_web(k: &Kubectl) -> String {
     k.apply(WEB);
     k.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
-    let lb = k.until(
+    let lb = lb_address(k);
+    web_answers(&lb, "once deployed");
+    lb
+}
+
+/// The address MetalLB gave `web-lb`, once it has one (120 s at most).
+fn lb_address(k: &Kubectl) -> String {
+    k.until(
         "web-lb EXTERNAL-IP",
         &[
             "get",
@@ -330,10 +337,9 @@ fn serve_web(k: &Kubectl) -> String {
         ],
         Duration::from_secs(120),
         |s| !s.trim().is_empty(),
-    );
-    let lb = lb.trim().to_string();
-    web_answers(&lb, "once deployed");
-    lb
+    )
+    .trim()
+    .to_string()
 }
 
 /// Polls the web Service at its MetalLB address until a web pod answers (60 s at most).
@@ -541,18 +547,7 @@ mod lab {
 
         // A LoadBalancer Service gets an address of the MetalLB pool and answers HTTP from this
         // host, through MetalLB's ARP answers on the lab bridge.
-        let lb = k.until(
-            "web-lb EXTERNAL-IP",
-            &[
-                "get",
-                "svc",
-                "web-lb",
-                "-o=jsonpath={.status.loadBalancer.ingress[0].ip}",
-            ],
-            Duration::from_secs(120),
-            |s| !s.trim().is_empty(),
-        );
-        let lb = lb.trim().to_string();
+        let lb = lb_address(&k);
         let pool = &t.inv.addons.metallb.addresses;
         let ip: std::net::Ipv4Addr = lb.parse().unwrap();
         assert!(
