@@ -121,7 +121,7 @@ pub fn expectation(inv: &Inventory, scenario: &Scenario, node: &Node) -> Expecta
             .as_ref()
             .and_then(|l| l.node.clone())
             .unwrap_or_default(),
-        CheckOn::Cluster(h) => h.to_string(),
+        CheckOn::Cluster => crate::verify::CLUSTER.to_string(),
     };
     let detail = scenario
         .detail_names
@@ -396,7 +396,7 @@ mod tests {
             e.contains("needs an etcd member; --node lab-lb is not"),
             "{e}"
         );
-        assert_eq!(expectation(&inv, s, &inv.nodes[0]).host, "etcd");
+        assert_eq!(expectation(&inv, s, &inv.nodes[0]).host, "cluster");
         let lb = scenarios::find("haproxy-wrong-backend-port").unwrap();
         assert_eq!(pick_node(&inv, lb, None).unwrap().name, "lab-lb");
         let san = scenarios::find("cert-missing-san").unwrap();

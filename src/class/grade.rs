@@ -68,7 +68,7 @@ pub fn summarize(student: &str, checks: &[Check], error: Option<String>) -> Summ
         .iter()
         .find(|c| c.status == Status::Fail)
         .map(|c| Failure {
-            host: c.host.clone(),
+            host: c.place().to_string(),
             check: c.check.clone(),
             detail: c.detail.clone(),
             hint: c.hint.clone(),

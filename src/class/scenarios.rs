@@ -51,8 +51,8 @@ pub enum CheckOn {
     Node,
     /// The load balancer node (whatever node was broken).
     Lb,
-    /// Cluster-wide, under this host name (`etcd` for etcd's cluster checks).
-    Cluster(&'static str),
+    /// Cluster-wide ([`verify::CLUSTER`](crate::verify::CLUSTER) in the report).
+    Cluster,
 }
 
 /// One fault scenario.
@@ -348,7 +348,7 @@ restart etcd
 ec alarm disarm >/dev/null
 "#,
         check: "etcd alarms",
-        check_on: CheckOn::Cluster("etcd"),
+        check_on: CheckOn::Cluster,
         hint_names: "alarm disarm",
         detail_names: "NOSPACE",
         needs: Phase::Lb,

@@ -44,7 +44,8 @@ pub struct VerifyArgs {
     /// Record host keys that are not in known_hosts yet (changed keys are always refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
-    /// text; json (every check at the end); jsonl (one event per line as it happens).
+    /// text; json (at the end: the verdict, the counts and every check; a cluster-wide check's
+    /// host is null); jsonl (one event per line as it happens).
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
     #[command(flatten)]
@@ -99,7 +100,10 @@ pub(super) fn run(args: VerifyArgs) -> Result<ExitCode> {
         events,
     ));
     match output {
-        OutputFormat::Json => out!("{}", serde_json::to_string_pretty(&checks)?),
+        OutputFormat::Json => out!(
+            "{}",
+            serde_json::to_string_pretty(&verify::Report::new(&inv, checks.clone()))?
+        ),
         OutputFormat::Jsonl => {}
         OutputFormat::Text => out!("{}", verify::format_report(&checks)),
     }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::work::HostWork;
-use super::{Check, Status, check, sans};
+use super::{Check, Status, check, cluster_check, sans};
 use crate::components::Port;
 use crate::inventory::{Inventory, Role, host_for_url};
 use crate::probe::{self, Probe};
@@ -207,15 +207,13 @@ pub(crate) async fn etcd(
             ),
         });
     }
-    let cluster = "etcd";
     let leaders: BTreeSet<u64> = statuses
         .iter()
         .filter_map(|s| s.leader)
         .filter(|l| *l != 0)
         .collect();
     out.push(match leaders.len() {
-        1 => check(
-            cluster,
+        1 => cluster_check(
             "etcd leader",
             Status::Pass,
             format!(
@@ -224,15 +222,13 @@ pub(crate) async fn etcd(
             ),
             None,
         ),
-        0 => check(
-            cluster,
+        0 => cluster_check(
             "etcd leader",
             Status::Fail,
             format!("no leader; {held}"),
             Some("etcd needs a majority of members up to elect a leader"),
         ),
-        n => check(
-            cluster,
+        n => cluster_check(
             "etcd leader",
             Status::Fail,
             format!("{n} different leaders reported (split brain?)"),
@@ -242,16 +238,14 @@ pub(crate) async fn etcd(
     let indexes: Vec<u64> = statuses.iter().filter_map(|s| s.raft_index).collect();
     if let (Some(min), Some(max)) = (indexes.iter().min(), indexes.iter().max()) {
         out.push(if max - min <= 100 {
-            check(
-                cluster,
+            cluster_check(
                 "etcd raft index",
                 Status::Pass,
                 format!("within {} of each other", max - min),
                 None,
             )
         } else {
-            check(
-                cluster,
+            cluster_check(
                 "etcd raft index",
                 Status::Warn,
                 format!("spread {} (from {min} to {max})", max - min),
@@ -281,8 +275,7 @@ pub(crate) async fn etcd(
                 let have: BTreeSet<(String, String)> =
                     listed.into_iter().map(|m| (m.name, m.peer_url)).collect();
                 out.push(if want == have {
-                    check(
-                        cluster,
+                    cluster_check(
                         "etcd membership",
                         Status::Pass,
                         format!("{} members as in the inventory", want.len()),
@@ -297,8 +290,7 @@ pub(crate) async fn etcd(
                         .difference(&want)
                         .map(|(n, u)| format!("{n} {u}"))
                         .collect();
-                    check(
-                        cluster,
+                    cluster_check(
                         "etcd membership",
                         Status::Fail,
                         format!(
@@ -310,10 +302,9 @@ pub(crate) async fn etcd(
                     )
                 });
                 out.push(if alarms.is_empty() {
-                    check(cluster, "etcd alarms", Status::Pass, "none", None)
+                    cluster_check("etcd alarms", Status::Pass, "none", None)
                 } else {
-                    check(
-                        cluster,
+                    cluster_check(
                         "etcd alarms",
                         Status::Fail,
                         alarms.join(", "),
@@ -321,8 +312,7 @@ pub(crate) async fn etcd(
                     )
                 });
             }
-            Err(e) => out.push(check(
-                cluster,
+            Err(e) => out.push(cluster_check(
                 "etcd membership",
                 Status::Fail,
                 e.to_string(),

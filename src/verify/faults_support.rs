@@ -372,7 +372,7 @@ mod tests {
         ));
         let get = |host: &str, name: &str| {
             cs.iter()
-                .find(|c| c.host == host && c.check == name)
+                .find(|c| c.place() == host && c.check == name)
                 .cloned()
                 .unwrap_or_else(|| panic!("no {name} on {host}"))
         };

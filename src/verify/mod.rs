@@ -60,12 +60,25 @@ impl std::fmt::Display for Status {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
-    pub host: String,
+    /// The node checked; `None` for a check of the whole cluster (etcd's leader, quorum,
+    /// alarms), which no one node owns.
+    pub host: Option<String>,
     pub check: String,
     pub status: Status,
     pub detail: String,
     /// What to do about it; absent on PASS.
     pub hint: Option<String>,
+}
+
+/// What the text report, the class's grades and the fault scenarios call the place of a
+/// cluster-wide check (JSON says `"host": null`, which no node's check can).
+pub const CLUSTER: &str = "cluster";
+
+impl Check {
+    /// The node's name, or [`CLUSTER`].
+    pub fn place(&self) -> &str {
+        self.host.as_deref().unwrap_or(CLUSTER)
+    }
 }
 
 pub(crate) fn check(
@@ -76,12 +89,83 @@ pub(crate) fn check(
     hint: Option<&str>,
 ) -> Check {
     Check {
-        host: host.to_string(),
+        host: Some(host.to_string()),
+        ..cluster_check(name, status, detail, hint)
+    }
+}
+
+/// A check of the whole cluster rather than of one node.
+pub(crate) fn cluster_check(
+    name: impl Into<String>,
+    status: Status,
+    detail: impl Into<String>,
+    hint: Option<&str>,
+) -> Check {
+    Check {
+        host: None,
         check: name.into(),
         status,
         detail: detail.into(),
         hint: hint.map(str::to_string),
     }
+}
+
+/// How many checks had each status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub pass: usize,
+    pub warn: usize,
+    pub fail: usize,
+    pub skip: usize,
+}
+
+impl Counts {
+    pub fn of(checks: &[Check]) -> Counts {
+        let count = |st: Status| checks.iter().filter(|c| c.status == st).count();
+        Counts {
+            pass: count(Status::Pass),
+            warn: count(Status::Warn),
+            fail: count(Status::Fail),
+            skip: count(Status::Skip),
+        }
+    }
+}
+
+/// `verify --output json`: the verdict, the counts and every check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The inventory's cluster name.
+    pub cluster: String,
+    /// No check failed.
+    pub ok: bool,
+    pub counts: Counts,
+    /// Nodes with a failing check; `cluster` if a cluster-wide one failed.
+    pub failed: Vec<String>,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn new(inv: &Inventory, checks: Vec<Check>) -> Report {
+        let failed = failed_places(&checks);
+        Report {
+            cluster: inv.cluster.name.clone(),
+            ok: failed.is_empty(),
+            counts: Counts::of(&checks),
+            failed,
+            checks,
+        }
+    }
+}
+
+/// Where a check failed, each place once, in order.
+fn failed_places(checks: &[Check]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| c.place().to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
 }
 
 /// Why verify could not run at all (a check that fails is a [`Check`], not an error).
@@ -245,29 +329,27 @@ pub async fn verify(
             Status::Fail => (EventStatus::Failed, c.detail.clone()),
             Status::Skip => (EventStatus::Skipped, c.detail.clone()),
         };
-        let host = inv
-            .nodes
-            .iter()
-            .any(|n| n.name == c.host)
-            .then_some(c.host.as_str());
-        events.emit(host, None, &c.check, status, None, Some(message));
+        events.emit(
+            c.host.as_deref(),
+            None,
+            &c.check,
+            status,
+            None,
+            Some(message),
+        );
     }
-    let count = |st: Status| checks.iter().filter(|c| c.status == st).count();
-    let failed: std::collections::BTreeSet<String> = checks
-        .iter()
-        .filter(|c| c.status == Status::Fail)
-        .map(|c| c.host.clone())
-        .collect();
+    let failed = failed_places(&checks);
+    let c = Counts::of(&checks);
     let counts = [
-        ("pass", count(Status::Pass)),
-        ("warn", count(Status::Warn)),
-        ("fail", count(Status::Fail)),
-        ("skip", count(Status::Skip)),
+        ("pass", c.pass),
+        ("warn", c.warn),
+        ("fail", c.fail),
+        ("skip", c.skip),
     ];
     events.summary(
         failed.is_empty(),
         inv.nodes.len(),
-        failed.into_iter().collect(),
+        failed,
         counts
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -294,7 +376,7 @@ pub fn format_report(checks: &[Check]) -> String {
         let hosts: Vec<&str> = checks[i..]
             .iter()
             .filter(|o| std::ptr::eq(*o, c) || same(c, o))
-            .map(|o| o.host.as_str())
+            .map(Check::place)
             .collect();
         let _ = writeln!(
             s,
@@ -308,14 +390,11 @@ pub fn format_report(checks: &[Check]) -> String {
             let _ = writeln!(s, "{:<4}  {:<12} {:<34} hint: {h}", "", "", "");
         }
     }
-    let count = |st: Status| checks.iter().filter(|c| c.status == st).count();
+    let c = Counts::of(checks);
     let _ = write!(
         s,
         "{} PASS, {} WARN, {} FAIL, {} SKIP",
-        count(Status::Pass),
-        count(Status::Warn),
-        count(Status::Fail),
-        count(Status::Skip)
+        c.pass, c.warn, c.fail, c.skip
     );
     s
 }

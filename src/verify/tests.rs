@@ -54,7 +54,7 @@ fn checks(f: &Fixture) -> Vec<Check> {
 
 fn find<'a>(cs: &'a [Check], host: &str, check: &str) -> &'a Check {
     cs.iter()
-        .find(|c| c.host == host && c.check == check)
+        .find(|c| c.place() == host && c.check == check)
         .unwrap_or_else(|| panic!("no {check:?} for {host} in {cs:#?}"))
 }
 
@@ -91,7 +91,7 @@ fn a_healthy_deploy_passes_and_what_is_not_deployed_is_skipped() {
         "etcd alarms",
         "etcd raft index",
     ] {
-        assert_eq!(find(&cs, "etcd", c).status, Status::Pass, "{c}");
+        assert_eq!(find(&cs, "cluster", c).status, Status::Pass, "{c}");
     }
     assert_eq!(find(&cs, "lb", "haproxy config").status, Status::Pass);
     assert_eq!(
@@ -125,7 +125,55 @@ fn a_stopped_member_fails_alone_and_quorum_is_reported_held() {
     );
     assert_eq!(find(&cs, "m2", "unit etcd").status, Status::Fail);
     assert_eq!(find(&cs, "m1", "etcd member").status, Status::Pass);
-    assert_eq!(find(&cs, "etcd", "etcd leader").status, Status::Pass);
+    assert_eq!(find(&cs, "cluster", "etcd leader").status, Status::Pass);
+}
+
+/// `verify --output json`: an object with the verdict, counts that agree with the checks, the
+/// places that failed, and cluster-wide checks under `"host": null` (not under a made-up host).
+#[test]
+fn the_json_report_is_a_verdict_with_counts_and_cluster_checks_have_no_host() {
+    let f = deployed(&[Phase::Etcd, Phase::Lb]);
+    for m in ["m2", "m3"] {
+        f.fake.node(m).units.get_mut("etcd").unwrap().active = false;
+    }
+    let cs = checks(&f);
+    let v = serde_json::to_value(Report::new(&f.inv, cs.clone())).unwrap();
+    assert_eq!(v["cluster"], f.inv.cluster.name.as_str());
+    assert_eq!(v["ok"], false);
+    let listed = v["checks"].as_array().unwrap();
+    assert_eq!(listed.len(), cs.len());
+    for (status, key) in [
+        ("PASS", "pass"),
+        ("WARN", "warn"),
+        ("FAIL", "fail"),
+        ("SKIP", "skip"),
+    ] {
+        let n = listed.iter().filter(|c| c["status"] == status).count();
+        assert_eq!(v["counts"][key], n, "{key}: {v:#}");
+    }
+    let leader = listed
+        .iter()
+        .find(|c| c["check"] == "etcd leader")
+        .expect("an etcd leader check");
+    assert_eq!(leader["host"], serde_json::Value::Null, "{leader}");
+    assert_eq!(leader["status"], "FAIL", "{leader}");
+    assert!(
+        listed.iter().all(
+            |c| c["host"].is_null() || f.inv.nodes.iter().any(|n| c["host"] == n.name.as_str())
+        ),
+        "every host is a node or null: {v:#}"
+    );
+    assert_eq!(
+        v["failed"],
+        serde_json::json!(["cluster", "m2", "m3"]),
+        "{v:#}"
+    );
+    let text = format_report(&cs);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains(" cluster ") && l.contains("etcd leader")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -202,7 +250,10 @@ fn an_unreachable_node_fails_its_ssh_check_and_nothing_else_of_it() {
     f.fake.node("w1").reachable = false;
     let cs = checks(&f);
     assert_eq!(find(&cs, "w1", "ssh").status, Status::Fail);
-    assert!(cs.iter().filter(|c| c.host == "w1").count() == 1, "{cs:#?}");
+    assert!(
+        cs.iter().filter(|c| c.place() == "w1").count() == 1,
+        "{cs:#?}"
+    );
 }
 
 /// A server certificate for `cn` from the fixture's etcd CA with exactly `sans`, with its key.
@@ -390,13 +441,14 @@ fn an_environment_file_too_large_to_read_fails_naming_it_and_its_size() {
     let c = cs
         .iter()
         .find(|c| {
-            c.host == "m1" && c.status == Status::Fail && c.detail.contains("/etc/default/etcd")
+            c.place() == "m1" && c.status == Status::Fail && c.detail.contains("/etc/default/etcd")
         })
         .unwrap_or_else(|| panic!("{cs:#?}"));
     assert!(c.detail.contains(&size.to_string()), "{c:?}");
     assert_eq!(find(&cs, "m2", "unit etcd").status, Status::Pass);
     assert!(
-        cs.iter().any(|c| c.host == "m1" && c.check == "unit etcd"),
+        cs.iter()
+            .any(|c| c.place() == "m1" && c.check == "unit etcd"),
         "{cs:#?}"
     );
 }
@@ -475,7 +527,7 @@ fn components_on_another_release_than_the_inventorys_are_named() {
     // A node whose binaries say nothing of their release (m3 here) gets no version check.
     assert!(
         !cs.iter()
-            .any(|c| c.host == "m3" && c.check == "kube-apiserver version"),
+            .any(|c| c.place() == "m3" && c.check == "kube-apiserver version"),
         "{cs:#?}"
     );
 }

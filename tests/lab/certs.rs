@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::common::lab::TestLab;
+use crate::common::lab::{TestLab, verify_checks};
 use crate::common::*;
 use hardway::{inventory, pki, probe};
 
@@ -83,8 +83,7 @@ fn rows(report: &serde_json::Value) -> BTreeMap<(String, String, String), serde_
 
 fn verify_passes(t: &TestLab) {
     let o = t.verify(&["--pki", t.pki.to_str().unwrap(), "--output", "json"]);
-    let checks: Vec<serde_json::Value> =
-        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let (_, checks) = verify_checks(&o);
     let bad: Vec<&serde_json::Value> = checks
         .iter()
         .filter(|c| c["status"] == "FAIL" || c["status"] == "WARN")

@@ -41,7 +41,7 @@ mod lab {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::common::lab::{Turn, turn};
+    use crate::common::lab::{Turn, place, turn, verify_checks};
     use hardway::class::faults::Expectation;
     use hardway::class::scenarios::SCENARIOS;
     use hardway::lab::{LabOptions, named};
@@ -96,25 +96,18 @@ mod lab {
         }
     }
 
-    fn verify_json(inv: &Path, pki: &Path) -> (bool, serde_json::Value) {
-        let o = run(hardway()
+    fn verify_json(inv: &Path, pki: &Path) -> (bool, Vec<serde_json::Value>) {
+        verify_checks(&run(hardway()
             .arg("verify")
             .arg("-i")
             .arg(inv)
             .arg("--pki")
             .arg(pki)
-            .args(["--output", "json"]));
-        (
-            o.status.success(),
-            serde_json::from_slice(&o.stdout)
-                .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}", text(&o))),
-        )
+            .args(["--output", "json"])))
     }
 
-    fn fails(checks: &serde_json::Value) -> Vec<String> {
+    fn fails(checks: &[serde_json::Value]) -> Vec<String> {
         checks
-            .as_array()
-            .unwrap()
             .iter()
             .filter(|c| c["status"] == "FAIL")
             .map(|c| {
@@ -131,8 +124,8 @@ mod lab {
         inv: &Path,
         pki: &Path,
         what: &str,
-        done: impl Fn(bool, &serde_json::Value) -> bool,
-    ) -> serde_json::Value {
+        done: impl Fn(bool, &[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let (passed, checks) = verify_json(inv, pki);
@@ -148,10 +141,10 @@ mod lab {
         }
     }
 
-    fn names_cause(checks: &serde_json::Value, e: &Expectation) -> bool {
-        checks.as_array().unwrap().iter().any(|c| {
+    fn names_cause(checks: &[serde_json::Value], e: &Expectation) -> bool {
+        checks.iter().any(|c| {
             let lower = |k: &str| c[k].as_str().unwrap_or("").to_lowercase();
-            c["host"] == e.host.as_str()
+            place(c) == e.host
                 && c["check"] == e.check.as_str()
                 && c["status"] == "FAIL"
                 && lower("hint").contains(&e.hint_names.to_lowercase())

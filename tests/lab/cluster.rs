@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::common::lab::{TestLab, boot_inventory};
+use crate::common::lab::{TestLab, boot_inventory, place, verify_checks};
 use crate::common::*;
 
 /// What a minor is built with, as `scripts/build` says (`--print-dir`), and the inventory
@@ -1182,19 +1182,7 @@ spec:
 
     /// `hardway verify`'s checks as JSON: (every check passed, the checks).
     fn verify_json(t: &TestLab) -> (bool, Vec<serde_json::Value>) {
-        let o = t.verify(&["--pki", &t.pki.display().to_string(), "--output", "json"]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-            panic!(
-                "verify --output json: {e}: {}",
-                String::from_utf8_lossy(&o.stdout)
-            )
-        });
-        let checks = v
-            .as_array()
-            .cloned()
-            .or_else(|| v["checks"].as_array().cloned())
-            .unwrap_or_default();
-        (o.status.success(), checks)
+        verify_checks(&t.verify(&["--pki", &t.pki.display().to_string(), "--output", "json"]))
     }
 
     /// Polls verify until `done` holds; panics with its last FAILs at the deadline.
@@ -1264,7 +1252,7 @@ spec:
                 |passed, checks| {
                     !passed
                         && checks.iter().any(|c| {
-                            c["host"] == host
+                            place(c) == host
                                 && c["check"] == check
                                 && c["status"] == "FAIL"
                                 && c["hint"].as_str().unwrap_or("").contains(hint)
@@ -1409,12 +1397,26 @@ mod day2 {
             .arg(&t.pki)
             .args(["--yes", "--output", "json", "--snapshot-dir"])
             .arg(t.dir.path().join("snapshots")));
-        assert!(
-            o.status.success(),
-            "hardway {args:?}:\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        // The cause first: CI keeps only a part of a long failure, and the whole report is
+        // hundreds of lines (the hosts that failed, and stderr, say why).
+        if !o.status.success() {
+            let report: serde_json::Value =
+                serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+            let failed: Vec<&serde_json::Value> = report["deploy"]["hosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|h| h["ok"] == false)
+                .collect();
+            panic!(
+                "hardway {args:?} failed ({}):\nstderr:\n{}\nfailed hosts: {}\nsteps: {}\nthe whole report:\n{}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr),
+                serde_json::to_string_pretty(&failed).unwrap(),
+                report["steps"],
+                String::from_utf8_lossy(&o.stdout),
+            );
+        }
         serde_json::from_slice(&o.stdout).unwrap()
     }
 

@@ -17,7 +17,7 @@ mod lab {
     use std::time::{Duration, Instant};
 
     use super::QEMU_LAB;
-    use crate::common::lab::turn;
+    use crate::common::lab::{place, turn, verify_checks};
     use crate::common::*;
     use hardway::inventory::{self, Inventory};
     use hardway::lab::{self, Lab, LabOptions};
@@ -278,19 +278,12 @@ mod lab {
             let o = run(hardway()
                 .args(["verify", "-i", QEMU_LAB, "--output", "json", "--pki"])
                 .arg(&pki));
-            let checks: Vec<serde_json::Value> =
-                serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-                    panic!(
-                        "verify --output json: {e}\n{}",
-                        String::from_utf8_lossy(&o.stderr)
-                    )
-                });
-            (o.status.success(), checks)
+            verify_checks(&o)
         };
         let find = |checks: &[serde_json::Value], host: &str, check: &str| {
             let c = checks
                 .iter()
-                .find(|c| c["host"] == host && c["check"] == check);
+                .find(|c| place(c) == host && c["check"] == check);
             c.unwrap_or_else(|| panic!("no check {check:?} for {host} in {checks:#?}"))
                 .clone()
         };
@@ -311,7 +304,7 @@ mod lab {
             assert_eq!(find(&checks, "qlab-m1", c)["status"], "PASS", "qlab-m1 {c}");
         }
         for c in ["etcd leader", "etcd membership"] {
-            assert_eq!(find(&checks, "etcd", c)["status"], "PASS", "{c}");
+            assert_eq!(find(&checks, "cluster", c)["status"], "PASS", "{c}");
         }
         assert_eq!(find(&checks, "qlab-w1", "ssh")["status"], "PASS");
 
@@ -667,7 +660,7 @@ roles = ["master"]
             .arg(&inv_path)
             .args(["--output", "json", "--pki"])
             .arg(pki));
-        let checks: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+        let (_, checks) = verify_checks(&o);
         let bad: Vec<&serde_json::Value> = checks
             .iter()
             .filter(|c| c["status"] == "FAIL" || c["status"] == "WARN")

@@ -3,27 +3,17 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::lab::TestLab;
+use crate::common::lab::{TestLab, place, verify_checks};
 use crate::common::*;
 
 fn checks(t: &TestLab, args: &[&str]) -> (i32, Vec<serde_json::Value>) {
     let o = t.verify(&[args, &["--output", "json"]].concat());
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify --output json is not JSON ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    (
-        o.status.code().unwrap_or(-1),
-        v.as_array().expect("a list of checks").clone(),
-    )
+    (o.status.code().unwrap_or(-1), verify_checks(&o).1)
 }
 
 fn find<'a>(cs: &'a [serde_json::Value], host: &str, check: &str) -> &'a serde_json::Value {
     cs.iter()
-        .find(|c| c["host"] == host && c["check"] == check)
+        .find(|c| place(c) == host && c["check"] == check)
         .unwrap_or_else(|| panic!("no check {check:?} for {host} in {cs:#?}"))
 }
 
@@ -141,7 +131,7 @@ fn everything_passes_after_a_deploy(t: &TestLab, pki: &str) {
         "etcd alarms",
         "etcd raft index",
     ] {
-        assert_eq!(find(&cs, "etcd", c)["status"], "PASS", "{c}");
+        assert_eq!(find(&cs, "cluster", c)["status"], "PASS", "{c}");
     }
     assert_eq!(find(&cs, "lab-lb", "unit haproxy")["status"], "PASS");
     assert_eq!(find(&cs, "lab-lb", "haproxy config")["status"], "PASS");
@@ -173,12 +163,7 @@ fn everything_passes_after_a_deploy(t: &TestLab, pki: &str) {
     );
     let keys: Vec<(String, String)> = cs
         .iter()
-        .map(|c| {
-            (
-                c["host"].as_str().unwrap().into(),
-                c["check"].as_str().unwrap().into(),
-            )
-        })
+        .map(|c| (place(c).into(), c["check"].as_str().unwrap().into()))
         .collect();
     let mut sorted = keys.clone();
     sorted.sort();
@@ -212,7 +197,7 @@ fn a_stopped_member_fails_and_quorum_is_reported(t: &TestLab, pki: &str) {
     );
     assert_eq!(find(&cs, "lab-m2", "unit etcd")["status"], "FAIL");
     assert_eq!(find(&cs, "lab-m1", "etcd member")["status"], "PASS");
-    assert_eq!(find(&cs, "etcd", "etcd leader")["status"], "PASS");
+    assert_eq!(find(&cs, "cluster", "etcd leader")["status"], "PASS");
     t.ssh_ok("lab-m2", "systemctl start etcd");
     verify_until(t, &["--pki", pki], 60, |code, _| code == 0);
 }
@@ -303,8 +288,7 @@ fn the_api_servers_are_checked_through_haproxy(t: &TestLab, pki: &str) {
             .arg("verify")
             .args(cp_args)
             .args(["--output", "json"]));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        (o.status.code().unwrap_or(-1), v.as_array().unwrap().clone())
+        (o.status.code().unwrap_or(-1), verify_checks(&o).1)
     };
     // HAProxy brings a backend UP after two good checks, 2 s apart.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -457,11 +441,11 @@ fn an_etcd_built_by_hand_is_judged_by_its_own_units(t: &TestLab) {
         );
     }
     assert_eq!(
-        find(&cs, "etcd", "etcd membership")["status"],
+        find(&cs, "cluster", "etcd membership")["status"],
         "PASS",
         "peer URLs as the units advertise them"
     );
-    assert_eq!(find(&cs, "etcd", "etcd leader")["status"], "PASS");
+    assert_eq!(find(&cs, "cluster", "etcd leader")["status"], "PASS");
 
     // A certificate without the member's own IP, which its URLs use: FAIL, naming who uses it.
     let work = t.dir.path().join("hand-bad");

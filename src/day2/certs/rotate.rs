@@ -515,7 +515,7 @@ async fn verify_after(
         let failed: Vec<String> = checks
             .into_iter()
             .filter(|c| c.status == verify::Status::Fail)
-            .map(|c| format!("{} {}: {}", c.host, c.check, c.detail))
+            .map(|c| format!("{} {}: {}", c.place(), c.check, c.detail))
             .collect();
         if failed.is_empty() || std::time::Instant::now() >= deadline {
             return failed;

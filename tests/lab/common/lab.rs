@@ -320,3 +320,36 @@ impl TestLab {
         )
     }
 }
+
+/// The checks of `verify --output json`'s report, and whether it passed — after checking that
+/// the report holds together: its verdict is the exit status, its counts are its checks'.
+pub fn verify_checks(o: &Output) -> (bool, Vec<serde_json::Value>) {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify --output json is not JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let checks = v["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("verify's report has no checks: {v:#}"))
+        .clone();
+    assert_eq!(v["ok"], o.status.success(), "verdict vs exit status: {v:#}");
+    for (status, key) in [
+        ("PASS", "pass"),
+        ("WARN", "warn"),
+        ("FAIL", "fail"),
+        ("SKIP", "skip"),
+    ] {
+        let n = checks.iter().filter(|c| c["status"] == status).count();
+        assert_eq!(v["counts"][key], n, "{key}: {v:#}");
+    }
+    (o.status.success(), checks)
+}
+
+/// Where a check of verify's JSON report was made: its node, or `cluster` for a cluster-wide
+/// check (`"host": null`), as the text report, grades and fault scenarios say.
+pub fn place(check: &serde_json::Value) -> &str {
+    check["host"].as_str().unwrap_or("cluster")
+}
