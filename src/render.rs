@@ -115,25 +115,28 @@ impl Anchor {
 }
 
 /// Fields whose values are secrets in the files hardway writes (kubeconfig credentials, the
-/// encryption key): [`mask_secrets`] hides their values.
-pub const SECRET_FIELDS: &[&str] = &[
-    "client-key-data",
-    "client-certificate-data",
-    "certificate-authority-data",
-    "secret",
-    "token",
-    "password",
-];
+/// encryption key): [`mask_secrets`] hides their values. A kubeconfig's certificates
+/// (`client-certificate-data`, `certificate-authority-data`) are public, and stay.
+pub const SECRET_FIELDS: &[&str] = &["client-key-data", "secret", "token", "password"];
 
-/// A file's text with every PEM block and every [`SECRET_FIELDS`] value replaced, for diffs.
-/// `remote::ShellRemote::read_masked` does the same on the node with awk, so what is compared
-/// never carries a key.
+/// The one PEM block that is not masked: a certificate is public, and a diff of a renewed one
+/// must say what changed.
+pub const PUBLIC_PEM: &str = "-----BEGIN CERTIFICATE-----";
+
+/// A file's text with every PEM block but certificates and every [`SECRET_FIELDS`] value
+/// replaced, for diffs. `remote::ShellRemote::read_masked` does the same on the node with awk,
+/// so what is compared never carries a key.
 pub fn mask_secrets(text: &str) -> String {
     let mut out = String::new();
     let mut in_block = false;
     for line in text.lines() {
         if in_block {
             in_block = !line.starts_with("-----END ");
+            continue;
+        }
+        if line == PUBLIC_PEM {
+            out.push_str(line);
+            out.push('\n');
             continue;
         }
         if let Some(rest) = line.strip_prefix("-----BEGIN ") {

@@ -267,12 +267,12 @@ systemctl reload-or-restart haproxy
     Scenario {
         name: "port-taken",
         breaks: "another process holds etcd's client port",
-        how: "stop etcd, start socat listening on the etcd client port (unit hardway-fault-port-taken), start etcd (which cannot bind)",
-        fix_how: "stop hardway-fault-port-taken, start etcd",
+        how: "stop etcd, start socat listening on the etcd client port (a transient unit etcd-grpc-proxy, a name a real cluster could have), start etcd (which cannot bind)",
+        fix_how: "stop etcd-grpc-proxy, start etcd",
         target: Target::EtcdMember,
         input: Input::None,
         break_script: r#"systemctl stop etcd
-systemd-run --unit=hardway-fault-port-taken --description="holds etcd's port (hardway lab break)" socat "TCP-LISTEN:$ETCD_CLIENT_PORT,reuseaddr,fork" SYSTEM:true
+systemd-run --unit=etcd-grpc-proxy --description="etcd gRPC proxy" socat "TCP-LISTEN:$ETCD_CLIENT_PORT,reuseaddr,fork" SYSTEM:true
 i=0
 until ss -Hltn "sport = :$ETCD_CLIENT_PORT" | grep -q .; do
   i=$((i+1)); [ $i -lt 100 ] || { echo "socat did not listen on $ETCD_CLIENT_PORT"; exit 1; }; sleep 0.1
@@ -280,8 +280,8 @@ done
 systemctl reset-failed etcd 2>/dev/null || true
 systemctl start etcd >/dev/null 2>&1 || true
 "#,
-        fix_script: r#"systemctl stop hardway-fault-port-taken 2>/dev/null || true
-systemctl reset-failed hardway-fault-port-taken 2>/dev/null || true
+        fix_script: r#"systemctl stop etcd-grpc-proxy 2>/dev/null || true
+systemctl reset-failed etcd-grpc-proxy 2>/dev/null || true
 restart etcd
 "#,
         check: "ports",
@@ -322,7 +322,7 @@ put_back "${CFG:-/etc/kubernetes/encryption-config.yaml}"
         fix_how: "delete the values, compact, defragment, remove the drop-in, restart etcd, etcdctl alarm disarm",
         target: Target::EtcdMember,
         input: Input::None,
-        break_script: r#"DROPIN=/etc/systemd/system/etcd.service.d/hardway-fault-quota.conf
+        break_script: r#"DROPIN=/etc/systemd/system/etcd.service.d/10-backend-quota.conf
 mkdir -p "$(dirname "$DROPIN")"
 printf '[Service]\nEnvironment=ETCD_QUOTA_BACKEND_BYTES=2097152\n' > "$DROPIN"
 systemctl daemon-reload
@@ -330,15 +330,15 @@ restart etcd
 head -c 262144 /dev/zero | tr '\0' x > "$SAVE/value"
 i=0
 while [ $i -lt 100 ]; do
-  if ! out=$(ec put "/hardway-fault/quota/$i" < "$SAVE/value" 2>&1); then
+  if ! out=$(ec put "/cache/blobs/$i" < "$SAVE/value" 2>&1); then
     case "$out" in *"database space exceeded"*) break ;; *) echo "$out"; exit 1 ;; esac
   fi
   i=$((i+1))
 done
 ec alarm list | grep -q NOSPACE || { echo "etcd raised no NOSPACE alarm after $i writes"; exit 1; }
 "#,
-        fix_script: r#"DROPIN=/etc/systemd/system/etcd.service.d/hardway-fault-quota.conf
-ec del --prefix /hardway-fault/quota/ >/dev/null
+        fix_script: r#"DROPIN=/etc/systemd/system/etcd.service.d/10-backend-quota.conf
+ec del --prefix /cache/blobs/ >/dev/null
 REV=$(ec endpoint status -w json | tr ',' '\n' | sed -n 's/.*"revision":\([0-9]*\).*/\1/p' | head -n 1)
 ec compact "$REV" >/dev/null 2>&1 || true
 ec defrag >/dev/null
@@ -477,6 +477,29 @@ mod tests {
                 "{}",
                 s.name
             );
+        }
+    }
+
+    /// What a break leaves for the student to find (a unit, its description, a drop-in, an etcd
+    /// key) does not say it is a fault: `systemctl status` showing `hardway-fault-port-taken`
+    /// gives the lesson away.
+    #[test]
+    fn nothing_a_break_leaves_on_the_node_names_the_fault() {
+        for s in SCENARIOS {
+            for line in s.break_script.lines().filter(|l| {
+                ["systemd-run", "DROPIN=", " put ", "--unit", "--description"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            }) {
+                let lower = line.to_lowercase();
+                assert!(
+                    !["fault", "break", "hardway", s.name]
+                        .iter()
+                        .any(|w| lower.contains(w)),
+                    "{}: {line}",
+                    s.name
+                );
+            }
         }
     }
 

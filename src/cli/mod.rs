@@ -11,6 +11,7 @@ macro_rules! out {
 
 mod certs;
 mod class;
+mod completions;
 mod day2;
 mod deploy;
 mod examples;
@@ -338,6 +339,9 @@ fn chain_text(e: &anyhow::Error) -> String {
 
 pub fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
+    if let Some(code) = completions::answer() {
+        return code;
+    }
     let matches = examples::with_examples(Cli::command()).get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -526,11 +530,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut examples::with_examples(<Cli as clap::CommandFactory>::command()),
-                "hardway",
-                &mut std::io::stdout(),
+            out!(
+                "{}",
+                completions::script(
+                    shell,
+                    examples::with_examples(<Cli as clap::CommandFactory>::command())
+                )
             );
             Ok(ExitCode::SUCCESS)
         }

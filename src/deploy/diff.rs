@@ -1,11 +1,13 @@
 //! `deploy --dry-run --diff`: for every file a deploy would change, a unified diff of what the
 //! node has against what would be placed. Both sides are masked the same way
 //! (`render::mask_secrets`; the node's side on the node), so no key reaches the diff; a file
-//! that is a private key is named, never shown.
+//! that is a private key is named, never shown. Certificates are public: each is shown as a
+//! line of what it is (`pki::describe_certificates`), so a renewal's diff names the serials.
 
 use serde::Serialize;
 
 use super::Ctx;
+use crate::pki::describe_certificates;
 use crate::plan::ChangeKind;
 use crate::render::mask_secrets;
 
@@ -63,7 +65,10 @@ pub(crate) async fn collect(ctx: &mut Ctx) -> std::collections::BTreeMap<String,
                 format!("same contents; mode {:o} root:root", c.file.mode)
             } else {
                 let old = theirs.get(&c.path).cloned().flatten().unwrap_or_default();
-                let new = mask_secrets(ours);
+                let (old, new) = (
+                    describe_certificates(&old),
+                    describe_certificates(&mask_secrets(ours)),
+                );
                 similar::TextDiff::from_lines(&old, &new)
                     .unified_diff()
                     .context_radius(2)

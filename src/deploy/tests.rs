@@ -548,6 +548,14 @@ fn diffs_mask_secrets_and_never_show_a_private_key() {
     ] {
         f.fake.node("m1").files.get_mut(path).unwrap().contents = b"old: x\n".to_vec();
     }
+    // A certificate the node has from another issue (here: another certificate's PEM).
+    let other = f.pki.cert("kube-scheduler").cert_pem.clone();
+    f.fake
+        .node("m1")
+        .files
+        .get_mut("/etc/kubernetes/pki/apiserver.crt")
+        .unwrap()
+        .contents = other.into_bytes();
     let mut o = opts(&phases);
     o.dry_run = true;
     o.diff = true;
@@ -562,6 +570,28 @@ fn diffs_mask_secrets_and_never_show_a_private_key() {
     );
     assert!(
         all.contains("client-key-data: <masked>") && all.contains("secret: <masked>"),
+        "{all}"
+    );
+    // Certificates are public and said for what they are: the diff names both serials.
+    let crt = &r.diffs["m1"]
+        .iter()
+        .find(|d| d.path == "/etc/kubernetes/pki/apiserver.crt")
+        .expect("the certificate differs")
+        .diff;
+    let serial = |name: &str| {
+        crate::pki::CertInfo::parse(&f.pki.cert(name).cert_pem)
+            .unwrap()
+            .serial
+    };
+    assert!(
+        crt.contains("-<certificate CN=system:kube-scheduler O=system:kube-scheduler, issuer CN=")
+            && crt.contains(&serial("kube-scheduler"))
+            && crt.contains("+<certificate CN=kube-apiserver")
+            && crt.contains(&serial("apiserver")),
+        "{crt}"
+    );
+    assert!(
+        all.contains("+      client-certificate-data: <certificate CN=admin O=system:masters"),
         "{all}"
     );
     for secret in [

@@ -333,7 +333,97 @@ pub fn derive_inventory(
         base.source.display(),
         layout::bridge_name(name)
     );
-    Ok(header + &doc.to_string())
+    // The base's comments stay, but what they say of the base's lab (its bridge, its nodes'
+    // names and addresses) is said of this one: a comment naming the base's bridge and
+    // addresses in a student's inventory sends the student to another lab.
+    let mut words: Vec<(String, String)> = base
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), prefixed(&n.name)))
+        .collect();
+    words.push((
+        layout::bridge_name(&base.cluster.name),
+        layout::bridge_name(name),
+    ));
+    let body = doc
+        .to_string()
+        .lines()
+        .map(|line| match comment_start(line) {
+            Some(i) => format!(
+                "{}{}",
+                &line[..i],
+                rewrite_comment(&line[i..], &words, &move_ip)
+            ),
+            None => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    Ok(header + &body + "\n")
+}
+
+/// Where a TOML line's comment starts: the first `#` outside a string.
+fn comment_start(line: &str) -> Option<usize> {
+    let (mut quote, mut escaped) = (None::<char>, false);
+    for (i, c) in line.char_indices() {
+        match (quote, c) {
+            (Some('"'), '\\') if !escaped => {
+                escaped = true;
+                continue;
+            }
+            (Some(q), c) if c == q && !escaped => quote = None,
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') => return Some(i),
+            _ => {}
+        }
+        escaped = false;
+    }
+    None
+}
+
+/// A comment with the base's names (whole words) and the addresses `f` moves replaced.
+fn rewrite_comment(
+    comment: &str,
+    words: &[(String, String)],
+    f: &impl Fn(Ipv4Addr) -> Ipv4Addr,
+) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+    let mut out = String::with_capacity(comment.len());
+    let mut rest = comment;
+    while let Some(start) = rest.find(is_word) {
+        out.push_str(&rest[..start]);
+        let len = rest[start..]
+            .find(|c| !is_word(c))
+            .unwrap_or(rest.len() - start);
+        let word = &rest[start..start + len];
+        // A sentence's full stop is not part of an address or a name.
+        let (core, tail) = match word.strip_suffix('.') {
+            Some(c) => (c, "."),
+            None => (word, ""),
+        };
+        // An address, a range of them (`10.0.0.11-16`, `10.0.0.11-10.0.0.16`), or a name.
+        let (first, second) = core.split_once('-').unwrap_or((core, ""));
+        match (
+            first.parse::<Ipv4Addr>(),
+            words.iter().find(|(from, _)| from == core),
+        ) {
+            (Ok(a), _) => {
+                out.push_str(&f(a).to_string());
+                if !second.is_empty() {
+                    out.push('-');
+                    match second.parse::<Ipv4Addr>() {
+                        Ok(b) => out.push_str(&f(b).to_string()),
+                        Err(_) => out.push_str(second),
+                    }
+                }
+            }
+            (_, Some((_, to))) => out.push_str(to),
+            _ => out.push_str(core),
+        }
+        out.push_str(tail);
+        rest = &rest[start + len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn map_str(item: Option<&mut Item>, f: impl Fn(&str) -> Option<String>) {
@@ -518,12 +608,45 @@ mod tests {
         );
         assert_eq!(existing_subnet(&inv, "alice"), Some(subnet));
         assert_eq!(existing_subnet(&inv, "bob"), None);
-        // The rest of the base stays as it was, comments included.
+        // The rest of the base stays as it was, comments included; what they say of the base's
+        // lab (its bridge, its nodes, their addresses) is said of this one.
         assert!(
             derived.contains("suite = \"trixie\"                    # Debian's stable release"),
             "{derived}"
         );
+        let comments: String = derived
+            .lines()
+            .filter_map(|l| comment_start(l).map(|i| &l[i..]))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            comments.contains("(hw-alice, gateway\n# 10.222.7.1)")
+                && comments.contains("at 10.222.7.11-15"),
+            "{comments}"
+        );
+        for base_word in ["hw-lab", "10.213.0.", " lab-w1", " lab-m1"] {
+            assert!(!comments.contains(base_word), "{base_word}: {comments}");
+        }
         assert_eq!(net::lab_network(&inv).unwrap().subnet, subnet);
+    }
+
+    #[test]
+    fn a_comment_starts_at_the_first_hash_outside_a_string() {
+        assert_eq!(comment_start("# all"), Some(0));
+        assert_eq!(comment_start(r#"a = "x#y" # c"#), Some(10));
+        assert_eq!(comment_start(r#"a = 'x#y' # c"#), Some(10));
+        assert_eq!(comment_start(r##"a = "q\"#" # c"##), Some(11));
+        assert_eq!(comment_start(r#"a = "x#y""#), None);
+        let moved = |a: Ipv4Addr| Ipv4Addr::from(u32::from(a) + 256);
+        let words = [("lab-m1".to_string(), "bob-lab-m1".to_string())];
+        assert_eq!(
+            rewrite_comment(
+                "# lab-m1 at 10.0.0.11-10.0.0.12, not lab-m10.",
+                &words,
+                &moved
+            ),
+            "# bob-lab-m1 at 10.0.1.11-10.0.1.12, not lab-m10."
+        );
     }
 
     #[test]

@@ -273,3 +273,102 @@ pub(crate) fn fmt_seconds(t: OffsetDateTime) -> String {
 pub(crate) fn fmt_date(t: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", t.year(), t.month() as u8, t.day())
 }
+
+impl CertInfo {
+    /// One line of what tells this certificate apart: subject, issuer, serial, validity, SANs.
+    pub fn summary(&self) -> String {
+        let mut s = format!("CN={}", self.cn);
+        for o in &self.orgs {
+            s.push_str(&format!(" O={o}"));
+        }
+        s.push_str(&format!(
+            ", issuer CN={}, serial {}, valid {} to {}",
+            self.issuer_cn,
+            self.serial,
+            fmt_seconds(self.not_before),
+            fmt_seconds(self.not_after)
+        ));
+        if !self.sans.is_empty() {
+            let sans: Vec<String> = self.sans.iter().map(ToString::to_string).collect();
+            s.push_str(&format!(", SANs {}", sans.join(",")));
+        }
+        s
+    }
+}
+
+/// `text` with each PEM certificate, and each kubeconfig certificate field
+/// (`client-certificate-data`, `certificate-authority-data`: base64 of PEM), replaced by a
+/// line of what it is ([`CertInfo::summary`]): a diff of a renewed certificate then says what
+/// changed (the serial, the dates) instead of fifty lines of base64.
+pub fn describe_certificates(text: &str) -> String {
+    use base64::Engine;
+    const FIELDS: [&str; 2] = ["client-certificate-data", "certificate-authority-data"];
+    let describe = |pem: &str| -> Vec<String> {
+        pem_certificates(pem)
+            .iter()
+            .map(|block| match CertInfo::parse(block) {
+                Ok(c) => format!("<certificate {}>", c.summary()),
+                Err(e) => format!("<certificate that does not parse: {e}>"),
+            })
+            .collect()
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut block: Option<String> = None;
+    for line in text.lines() {
+        if let Some(b) = block.as_mut() {
+            b.push_str(line);
+            b.push('\n');
+            if line.starts_with("-----END ") {
+                out.push_str(&describe(b).join("\n"));
+                out.push('\n');
+                block = None;
+            }
+            continue;
+        }
+        if line == "-----BEGIN CERTIFICATE-----" {
+            block = Some(format!("{line}\n"));
+            continue;
+        }
+        let trimmed = line.trim_start_matches([' ', '\t']);
+        let field = FIELDS.iter().find_map(|f| {
+            let value = trimmed.strip_prefix(f)?.strip_prefix(':')?.trim();
+            (!value.is_empty()).then_some((f, value))
+        });
+        match field.map(|(f, v)| (f, base64::engine::general_purpose::STANDARD.decode(v))) {
+            Some((f, Ok(pem))) => out.push_str(&format!(
+                "{}{f}: {}\n",
+                &line[..line.len() - trimmed.len()],
+                describe(&String::from_utf8_lossy(&pem)).join("; ")
+            )),
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    // An unterminated block is shown as it is.
+    if let Some(b) = block {
+        out.push_str(&b);
+    }
+    out
+}
+
+/// The PEM certificate blocks of a text (a bundle has several).
+fn pem_certificates(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in text.lines() {
+        match cur.as_mut() {
+            None if line == "-----BEGIN CERTIFICATE-----" => cur = Some(format!("{line}\n")),
+            None => {}
+            Some(b) => {
+                b.push_str(line);
+                b.push('\n');
+                if line == "-----END CERTIFICATE-----" {
+                    blocks.extend(cur.take());
+                }
+            }
+        }
+    }
+    blocks
+}

@@ -351,7 +351,7 @@ mod tests {
             m1.listeners.push(Listener {
                 port: 2379,
                 process: "socat".into(),
-                unit: Some("hardway-fault-port-taken".into()),
+                unit: Some("etcd-grpc-proxy".into()),
             });
             m1.clock_offset = 90.0;
             let env = m1.files.get_mut("/etc/etcd/etcd.env").expect("deployed");

@@ -161,6 +161,89 @@ fn completions_and_the_manual_come_from_the_command_definitions() {
     assert!(man.contains("deploy") && man.contains("verify"), "{man}");
 }
 
+/// bash completes student names from the class the command line names (asking hardway at TAB
+/// time), offers no hidden flag, and still completes subcommands and scenarios; zsh and fish
+/// scripts (no shell here to run them) carry the same question.
+#[test]
+fn completions_offer_the_class_students_and_no_hidden_flag() {
+    let bash_bin = require("bash", "bash");
+    let dir = tempfile::tempdir().unwrap();
+    for (class, students) in [("class", ["alice", "bob"]), ("other", ["carol", "dave"])] {
+        std::fs::create_dir(dir.path().join(class)).unwrap();
+        std::fs::write(
+            dir.path().join(class).join("class.json"),
+            serde_json::json!({
+                "base": "/nonexistent/base.toml",
+                "students": students,
+                "limits": {"memory_max": null, "cpu_quota": null},
+                "to": null,
+            })
+            .to_string(),
+        )
+        .unwrap();
+    }
+    let script = dir.path().join("hardway.bash");
+    std::fs::write(&script, ok(hardway().args(["completions", "bash"]))).unwrap();
+    let bin = env!("CARGO_BIN_EXE_hardway");
+    // What bash offers after the words of `line` (the last word is the one being completed).
+    let complete = |line: &str| -> Vec<String> {
+        let words: Vec<&str> = line.split(' ').collect();
+        let program = format!(
+            "source {script}; COMP_WORDS=({words}); COMP_CWORD={cword}; \
+             _hardway {bin} {cur:?} {prev:?}; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script = script.display(),
+            words = std::iter::once(bin)
+                .chain(words[1..].iter().copied())
+                .map(|w| format!("{w:?}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            cword = words.len() - 1,
+            cur = words[words.len() - 1],
+            prev = words[words.len() - 2],
+        );
+        let out = ok(std::process::Command::new(&bash_bin)
+            .current_dir(dir.path())
+            .args(["-c", &program]));
+        out.lines().map(str::to_string).collect()
+    };
+    let offered = complete("hardway class grade ");
+    assert!(
+        offered.contains(&"alice".to_string()) && offered.contains(&"bob".to_string()),
+        "{offered:?}"
+    );
+    assert!(!offered.iter().any(|w| w == "carol"), "{offered:?}");
+    let other = complete("hardway class down --dir other ");
+    assert!(
+        other.contains(&"carol".to_string()) && !other.contains(&"alice".to_string()),
+        "{other:?}"
+    );
+    assert_eq!(complete("hardway class reset b"), ["bob"]);
+    let flags = complete("hardway class grade --");
+    assert!(flags.contains(&"--dir".to_string()), "{flags:?}");
+    assert!(
+        !flags
+            .iter()
+            .any(|f| f == "--state-dir" || f == "--subnet-pool"),
+        "hidden flags offered: {flags:?}"
+    );
+    assert!(complete("hardway lab break etcd-st").contains(&"etcd-stopped".to_string()));
+    assert!(complete("hardway cla").contains(&"class".to_string()));
+    // No class directory: nothing offered, nothing printed into the command line.
+    assert!(
+        !complete("hardway class grade --dir nowhere ")
+            .iter()
+            .any(|w| w == "alice")
+    );
+    for shell in ["zsh", "fish"] {
+        let text = ok(hardway().args(["completions", shell]));
+        assert!(
+            text.contains("HARDWAY_COMPLETE=students hardway"),
+            "{shell}"
+        );
+        assert!(!text.contains("state-dir"), "{shell} offers a hidden flag");
+    }
+}
+
 #[test]
 fn logs_names_the_newest_run_log() {
     let dir = tempfile::tempdir().unwrap();

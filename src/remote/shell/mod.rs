@@ -728,10 +728,11 @@ impl<T: Transport> Remote for ShellRemote<T> {
         paths: &[String],
     ) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
         let fields = crate::render::SECRET_FIELDS.join("|");
+        let public = crate::render::PUBLIC_PEM;
         // render::mask_secrets, in awk.
         let program = format!(
             "inb {{ if ($0 ~ /^-----END /) inb = 0; next }} \
-             /^-----BEGIN / {{ l = $0; sub(/^-----BEGIN /, \"\", l); sub(/-----$/, \"\", l); print \"<\" l \" masked>\"; inb = 1; next }} \
+             /^-----BEGIN / && $0 != \"{public}\" {{ l = $0; sub(/^-----BEGIN /, \"\", l); sub(/-----$/, \"\", l); print \"<\" l \" masked>\"; inb = 1; next }} \
              /^[ \t]*({fields}):[ \t]*[^ \t]/ {{ p = $0; sub(/:.*$/, \":\", p); print p \" <masked>\"; next }} \
              {{ print }}"
         );

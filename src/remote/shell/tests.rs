@@ -143,14 +143,22 @@ fn the_node_hashes_the_keys_as_render_does() {
 fn the_node_masks_secrets_as_render_does() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("kubeconfig");
-    let text = "apiVersion: v1\nusers:\n  - name: admin\n    user:\n      client-key-data: S0VZ\n      client-certificate-data: Q0VSVA==\nclusters:\n\t- server: https://10.0.0.1:6443\n      secret:   c2Vj\n      secret:\n-----BEGIN PRIVATE KEY-----\nS0VZIE1BVEVSSUFM\n-----END PRIVATE KEY-----\ntail: x\n";
+    let text = "apiVersion: v1\nusers:\n  - name: admin\n    user:\n      client-key-data: S0VZ\n      client-certificate-data: Q0VSVA==\nclusters:\n\t- server: https://10.0.0.1:6443\n      secret:   c2Vj\n      secret:\n-----BEGIN PRIVATE KEY-----\nS0VZIE1BVEVSSUFM\n-----END PRIVATE KEY-----\ntail: x\n-----BEGIN CERTIFICATE-----\nQ0VSVElGSUNBVEU=\n-----END CERTIFICATE-----\n";
     std::fs::write(&f, text).unwrap();
     let p = f.display().to_string();
     let got = local().read_masked(std::slice::from_ref(&p)).unwrap();
     let masked = got[&p].as_deref().unwrap();
     assert_eq!(masked, crate::render::mask_secrets(text));
     assert!(
-        !masked.contains("S0VZ") && !masked.contains("c2Vj") && !masked.contains("Q0VSVA"),
+        !masked.contains("S0VZ") && !masked.contains("c2Vj"),
+        "{masked}"
+    );
+    // Certificates are public: they stay, for the diff to say which they are.
+    assert!(
+        masked.contains("client-certificate-data: Q0VSVA==")
+            && masked.contains(
+                "-----BEGIN CERTIFICATE-----\nQ0VSVElGSUNBVEU=\n-----END CERTIFICATE-----\n"
+            ),
         "{masked}"
     );
     assert!(
