@@ -377,11 +377,17 @@ impl Validator<'_> {
         cluster: &ClusterParts,
     ) -> Option<LoadBalancer> {
         let Some(lb) = &raw.load_balancer else {
-            let masters = raw.nodes.iter().filter(|n| n.has_role("master")).count();
-            if masters > 1 {
-                self.error(
+            let masters: Vec<usize> = (0..raw.nodes.len())
+                .filter(|&i| raw.nodes[i].has_role("master"))
+                .collect();
+            if let [_, .., last] = masters[..] {
+                self.error_near(
                     "load_balancer",
-                    format!("{masters} masters but no [load_balancer]: clients need one address for the API server"),
+                    &format!("nodes[{last}].roles"),
+                    format!(
+                        "{} masters but no [load_balancer]: clients need one address for the API server",
+                        masters.len()
+                    ),
                 );
             }
             return None;

@@ -65,6 +65,16 @@ impl<'a> Validator<'a> {
         self.problems.push(p);
     }
 
+    /// An error about `field` that the file does not have (a missing table), shown at the line
+    /// of `near`, which makes it needed.
+    pub(super) fn error_near(&mut self, field: &str, near: &str, message: impl Into<String>) {
+        let mut p = self.problem(field, message.into());
+        p.position = p
+            .position
+            .or_else(|| span_of(self.doc, near).map(|s| line_col(self.text, s.start)));
+        self.problems.push(p);
+    }
+
     pub(super) fn warn(&mut self, field: &str, message: impl Into<String>) {
         let p = self.problem(field, message.into());
         self.warnings.push(p);

@@ -322,6 +322,16 @@ fn several_masters_need_a_load_balancer() {
         .unwrap_err()
         .to_string();
     assert_has(&err, &["load_balancer", "3 masters but no [load_balancer]"]);
+    // A table that is missing has no line of its own: the error stands at the third master's.
+    let third = text
+        .match_indices("roles = [\"master\"]")
+        .nth(2)
+        .map(|(i, _)| text[..i].lines().count() + 1)
+        .expect("three masters");
+    assert!(
+        err.contains(&format!("bad.toml:{third}:")),
+        "no line {third} in: {err}"
+    );
 }
 
 #[test]
