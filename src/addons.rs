@@ -168,7 +168,7 @@ mod tests {
         // The pool goes through MetalLB's webhook only after its controller has rolled out.
         let metallb = &plan[2].steps;
         assert!(
-            matches!(&metallb[0], Step::Apply(u) if u.starts_with("https://") && u.contains(crate::versions::METALLB.version))
+            matches!(&metallb[0], Step::Apply(u) if u.starts_with("https://") && u.contains(&crate::versions::METALLB.version(crate::versions::newest_minor())))
         );
         assert_eq!(
             metallb[1],

@@ -149,8 +149,6 @@ pub struct Minor {
     pub containerd: &'static [ReleaseMin],
     /// etcd: any of these lines, at least the given patch.
     pub etcd: &'static [ReleaseMin],
-    /// The CoreDNS release kubeadm of this minor pins (its `constants.CoreDNSVersion`).
-    pub coredns: &'static str,
     /// The releases fetched for this minor when `[binaries] source` is upstream's or a mirror
     /// (`crate::releases`); the inventory's `[binaries.versions]` overrides each.
     pub pins: Pins,
@@ -319,6 +317,14 @@ pub struct Pins<S = &'static str> {
     pub cni_plugins: S,
     pub crictl: S,
     pub etcd: S,
+    /// The addons' releases: the defaults of `[addons.coredns] image` (CoreDNS), of
+    /// `[addons.metallb] manifest` and `[addons.metrics_server] manifest` ([`METALLB`],
+    /// [`METRICS_SERVER`]) and of `containerd.sandbox_image` (pause), which override them.
+    /// `scripts/build-images` builds these images (a test holds the two together).
+    pub coredns: S,
+    pub metallb: S,
+    pub metrics_server: S,
+    pub pause: S,
 }
 
 impl Pins {
@@ -329,18 +335,31 @@ impl Pins {
             cni_plugins: self.cni_plugins.into(),
             crictl: self.crictl.into(),
             etcd: self.etcd.into(),
+            coredns: self.coredns.into(),
+            metallb: self.metallb.into(),
+            metrics_server: self.metrics_server.into(),
+            pause: self.pause.into(),
         }
+    }
+
+    /// The default CoreDNS image (kubeadm's registry and tag).
+    pub fn coredns_image(&self) -> String {
+        format!("{COREDNS_IMAGE_REPO}:v{}", self.coredns)
+    }
+
+    /// The default sandbox (pause) image.
+    pub fn pause_image(&self) -> String {
+        format!("{PAUSE_IMAGE_REPO}:{}", self.pause)
     }
 }
 
 /// One row of [`SUPPORTED`]: the data directory is named after the minor.
 macro_rules! minor {
-    ($dir:literal, $version:expr, $containerd:expr, $coredns:literal, $pins:expr) => {
+    ($dir:literal, $version:expr, $containerd:expr, $pins:expr) => {
         Minor {
             version: $version,
             containerd: $containerd,
             etcd: ETCD,
-            coredns: $coredns,
             pins: $pins,
             flags: minor_data!($dir).0,
             fields: minor_data!($dir).1,
@@ -364,13 +383,22 @@ macro_rules! minor {
 /// CoreDNS: kubeadm's `CoreDNSVersion` — v1.13.1 in kubeadm 1.35 (with etcd 3.6.6 and pause
 /// 3.10.1), v1.14.2 in 1.36; 1.37 keeps 1.36's (CoreDNS v1.14.x is the current line). The
 /// inventory's `[addons.coredns] image` overrides it.
-const fn pins(containerd: &'static str, etcd: &'static str) -> Pins {
+///
+/// Addons for every minor: MetalLB 0.16.1; metrics-server 0.8.0 (its compatibility matrix:
+/// Kubernetes 1.31 and later; 0.9.0 is served by the module proxy but is not an approved
+/// release here); pause 3.10.1, kubeadm's sandbox image (k8s.io/kubernetes v1.37.2's Makefile
+/// says 3.10.2, which changed only the Windows image).
+const fn pins(containerd: &'static str, etcd: &'static str, coredns: &'static str) -> Pins {
     Pins {
         containerd,
         runc: "1.5.3",
         cni_plugins: "1.10.0",
         crictl: "1.37.0",
         etcd,
+        coredns,
+        metallb: "0.16.1",
+        metrics_server: "0.8.0",
+        pause: "3.10.1",
     }
 }
 
@@ -379,22 +407,19 @@ pub const SUPPORTED: &[Minor] = &[
         "1.35",
         Version::new(1, 35, 7),
         &[rel(1, 7, 28), rel(2, 1, 5), rel(2, 2, 0)],
-        "v1.13.1",
-        pins("2.2.9", "3.6.6")
+        pins("2.2.9", "3.6.6", "1.13.1")
     ),
     minor!(
         "1.36",
         Version::new(1, 36, 4),
         &[rel(2, 2, 0), rel(2, 3, 0)],
-        "v1.14.2",
-        pins("2.3.7", "3.6.8")
+        pins("2.3.7", "3.6.8", "1.14.2")
     ),
     minor!(
         "1.37",
         Version::new(1, 37, 2),
         &[rel(2, 3, 0), rel(2, 4, 0)],
-        "v1.14.2",
-        pins("2.3.7", "3.6.8")
+        pins("2.3.7", "3.6.8", "1.14.2")
     ),
 ];
 
@@ -404,30 +429,59 @@ pub const SUPPORTED: &[Minor] = &[
 /// them; an air-gapped cluster points the inventory at a local copy instead.
 pub struct AddonRelease {
     pub name: &'static str,
-    pub version: &'static str,
-    pub manifest_url: &'static str,
+    /// Its release in a minor's [`Pins`].
+    pub pin: fn(&Pins) -> &'static str,
+    /// The manifest's URL, `{v}` standing for the release (without `v`).
+    manifest_url: &'static str,
+}
+
+impl AddonRelease {
+    /// The release pinned for `minor`, as upstream tags it (`v0.16.1`).
+    pub fn version(&self, minor: &Minor) -> String {
+        format!("v{}", (self.pin)(&minor.pins))
+    }
+
+    /// The manifest's URL for `minor`'s pin.
+    pub fn manifest_url(&self, minor: &Minor) -> String {
+        self.manifest_url.replace("{v}", (self.pin)(&minor.pins))
+    }
 }
 
 /// MetalLB's native (L2, no FRR) manifest, with its webhooks (`failurePolicy: Fail`).
 pub const METALLB: AddonRelease = AddonRelease {
     name: "MetalLB",
-    version: "v0.16.1",
-    manifest_url: "https://raw.githubusercontent.com/metallb/metallb/v0.16.1/config/manifests/metallb-native.yaml",
+    pin: |p| p.metallb,
+    manifest_url: "https://raw.githubusercontent.com/metallb/metallb/v{v}/config/manifests/metallb-native.yaml",
 };
 
-/// metrics-server's release manifest (v0.9 supports Kubernetes 1.34 and later).
+/// metrics-server's release manifest.
 pub const METRICS_SERVER: AddonRelease = AddonRelease {
     name: "metrics-server",
-    version: "v0.9.0",
-    manifest_url: "https://github.com/kubernetes-sigs/metrics-server/releases/download/v0.9.0/components.yaml",
+    pin: |p| p.metrics_server,
+    manifest_url: "https://github.com/kubernetes-sigs/metrics-server/releases/download/v{v}/components.yaml",
 };
 
 /// CoreDNS's image repository (registry.k8s.io, as kubeadm uses).
 pub const COREDNS_IMAGE_REPO: &str = "registry.k8s.io/coredns/coredns";
+/// The pause image's repository.
+pub const PAUSE_IMAGE_REPO: &str = "registry.k8s.io/pause";
 
 /// The version an inventory without `kubernetes_version` gets: the newest supported.
 pub fn newest() -> Version {
-    SUPPORTED.last().expect("SUPPORTED is not empty").version
+    newest_minor().version
+}
+
+/// The newest supported minor's row.
+pub fn newest_minor() -> &'static Minor {
+    SUPPORTED.last().expect("SUPPORTED is not empty")
+}
+
+/// The row of `version`'s minor, or the newest's for a version not supported (which the
+/// inventory's validation refuses anyway, so its defaults are only what the message shows).
+pub fn minor_or_newest(version: Option<Version>) -> &'static Minor {
+    version
+        .and_then(|v| v.supported())
+        .unwrap_or(newest_minor())
 }
 
 /// "1.35, 1.36 and 1.37", for messages.

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::validator::{ClusterParts, Validator};
 use super::{LoadBalancer, Node};
-use crate::versions::{self, AddonRelease};
+use crate::versions::{self, AddonRelease, Minor};
 
 // ---------------------------------------------------------------------------------------------
 // Raw.
@@ -76,12 +76,6 @@ pub enum Manifest {
     Url(String),
     /// A local file, rendered into the first master's addons directory.
     File(PathBuf),
-}
-
-impl Manifest {
-    fn default_for(release: &AddonRelease) -> Manifest {
-        Manifest::Url(release.manifest_url.to_string())
-    }
 }
 
 impl std::fmt::Display for Manifest {
@@ -164,6 +158,7 @@ impl Validator<'_> {
                     m.manifest.as_deref(),
                     dir,
                     &versions::METALLB,
+                    versions::minor_or_newest(cluster.version),
                 );
             }
         }
@@ -181,6 +176,7 @@ impl Validator<'_> {
                     m.manifest.as_deref(),
                     dir,
                     &versions::METRICS_SERVER,
+                    versions::minor_or_newest(cluster.version),
                 )
             }
             _ => None,
@@ -215,13 +211,9 @@ impl Validator<'_> {
                 }
                 image
             }
-            None => {
-                let tag = cluster.version.and_then(|v| v.supported()).map_or(
-                    versions::SUPPORTED[versions::SUPPORTED.len() - 1].coredns,
-                    |m| m.coredns,
-                );
-                format!("{}:{tag}", versions::COREDNS_IMAGE_REPO)
-            }
+            None => versions::minor_or_newest(cluster.version)
+                .pins
+                .coredns_image(),
         };
         Some(CoreDns { image, replicas })
     }
@@ -233,9 +225,10 @@ impl Validator<'_> {
         given: Option<&str>,
         dir: &Path,
         release: &AddonRelease,
+        minor: &Minor,
     ) -> Option<Manifest> {
         let Some(given) = given else {
-            return Some(Manifest::default_for(release));
+            return Some(Manifest::Url(release.manifest_url(minor)));
         };
         if given.starts_with("https://") {
             return Some(Manifest::Url(given.to_string()));
@@ -254,7 +247,7 @@ impl Validator<'_> {
                         "{} is not a file ({} {} manifest expected)",
                         path.display(),
                         release.name,
-                        release.version
+                        release.version(minor)
                     ),
                 );
                 None

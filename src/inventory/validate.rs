@@ -63,7 +63,10 @@ impl Validator<'_> {
         let addons = self.addons(&raw.addons, dir, &nodes, load_balancer.as_ref(), &cluster);
         let extra_args = self.extra_args(&raw.components, cluster.version);
         let component_config = self.component_config(&raw.components, cluster.version);
-        let containerd = self.containerd(&raw.containerd);
+        let containerd = self.containerd(
+            &raw.containerd,
+            crate::versions::minor_or_newest(cluster.version),
+        );
         let cni = self.cni(&raw.cni);
         let lab = self.lab(&raw.lab);
         let lab_machines = self.lab_machines(&raw.lab, &raw.nodes);

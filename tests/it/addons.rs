@@ -50,8 +50,8 @@ fn rendered_manifests_pass_the_schema_validator_for_every_supported_minor() {
         let dns = file(&r, "kmaster1", &format!("{ADDONS}/coredns.yaml"));
         assert!(
             dns.contains(&format!(
-                "image: \"registry.k8s.io/coredns/coredns:{}\"",
-                minor.coredns
+                "image: \"registry.k8s.io/coredns/coredns:v{}\"",
+                minor.pins.coredns
             )),
             "{dns}"
         );

@@ -371,3 +371,54 @@ fn the_controller_manager_allocates_no_node_cidrs() {
         "kube-controller-manager"
     );
 }
+
+/// The addons' pins and what `scripts/build-images` builds are one table: every supported
+/// minor's CoreDNS, MetalLB, metrics-server and pause releases have an image (and MetalLB's and
+/// metrics-server's manifests a file) of that exact release, so a pin changed in one place and
+/// not the other fails here, not in a lab that pulls an image nobody built.
+#[test]
+fn the_addon_pins_are_the_images_scripts_build() {
+    let o = run(
+        std::process::Command::new(repo().join("scripts/build-images"))
+            .arg("--list")
+            .env("HW_IMAGES_DIR", "/nonexistent/images"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed = String::from_utf8_lossy(&o.stdout).to_string();
+    let words: Vec<&str> = listed.split_whitespace().collect();
+    for m in SUPPORTED {
+        let p = &m.pins;
+        for wanted in [
+            format!("registry.k8s.io/coredns/coredns:v{}", p.coredns),
+            format!("quay.io/metallb/controller:v{}", p.metallb),
+            format!("quay.io/metallb/speaker:v{}", p.metallb),
+            format!(
+                "registry.k8s.io/metrics-server/metrics-server:v{}",
+                p.metrics_server
+            ),
+            format!("registry.k8s.io/pause:{}", p.pause),
+            format!(
+                "/nonexistent/images/manifests/metallb-native-v{}.yaml",
+                p.metallb
+            ),
+            format!(
+                "/nonexistent/images/manifests/metrics-server-v{}-components.yaml",
+                p.metrics_server
+            ),
+        ] {
+            assert!(
+                words.contains(&wanted.as_str()),
+                "{}: {wanted} is pinned but scripts/build-images does not build it:\n{listed}",
+                m.name()
+            );
+        }
+        assert_eq!(
+            p.coredns_image(),
+            format!("registry.k8s.io/coredns/coredns:v{}", p.coredns)
+        );
+        assert_eq!(
+            p.pause_image(),
+            format!("registry.k8s.io/pause:{}", p.pause)
+        );
+    }
+}

@@ -7,6 +7,7 @@ use crate::inventory::raw::{RawCni, RawContainerd, RawLab};
 use crate::inventory::validator::Validator;
 use crate::inventory::values::{PATH_RULE, describe, remote_dir_fault};
 use crate::inventory::{Cni, Containerd, ContainerdVersion, LabSettings, LabSoftware, LabSuite};
+use crate::versions::Minor;
 
 /// The oldest containerd line that every supported Kubernetes minor accepts (1.37 needs 2.3 or
 /// later, containerd's RELEASES.md; 2.3 is its long-term support line); Debian's trixie (1.7)
@@ -15,8 +16,6 @@ pub(crate) const DEFAULT_CONTAINERD_VERSION: ContainerdVersion =
     ContainerdVersion { major: 2, minor: 3 };
 /// Debian's and Ubuntu's `containerd` package.
 const DEFAULT_CONTAINERD_BIN_DIR: &str = "/usr/bin";
-/// The pause image kubeadm pulls for the current Kubernetes minors.
-const DEFAULT_SANDBOX_IMAGE: &str = "registry.k8s.io/pause:3.10.1";
 /// Debian's `containernetworking-plugins` (upstream's tarball suggests /opt/cni/bin).
 const DEFAULT_CNI_BIN_DIR: &str = "/usr/lib/cni";
 const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
@@ -40,7 +39,8 @@ fn image_fault(s: &str) -> Option<String> {
 }
 
 impl Validator<'_> {
-    pub(super) fn containerd(&mut self, c: &RawContainerd) -> Option<Containerd> {
+    /// The sandbox image defaults to the pause release pinned for the cluster's `minor`.
+    pub(super) fn containerd(&mut self, c: &RawContainerd, minor: &Minor) -> Option<Containerd> {
         let version = match c.version.as_deref() {
             None => Some(DEFAULT_CONTAINERD_VERSION),
             Some(s) => self.containerd_version(s),
@@ -49,14 +49,12 @@ impl Validator<'_> {
             "containerd.bin_dir",
             c.bin_dir.as_deref().unwrap_or(DEFAULT_CONTAINERD_BIN_DIR),
         );
-        let sandbox_image = c
-            .sandbox_image
-            .clone()
-            .unwrap_or_else(|| DEFAULT_SANDBOX_IMAGE.into());
+        let pause = minor.pins.pause_image();
+        let sandbox_image = c.sandbox_image.clone().unwrap_or_else(|| pause.clone());
         if let Some(fault) = image_fault(&sandbox_image) {
             self.error(
                 "containerd.sandbox_image",
-                format!("{sandbox_image:?} is not an image reference like {DEFAULT_SANDBOX_IMAGE:?}: {fault}"),
+                format!("{sandbox_image:?} is not an image reference like {pause:?}: {fault}"),
             );
         }
         let restrict_oom_score_adj = c.restrict_oom_score_adj.unwrap_or(false);

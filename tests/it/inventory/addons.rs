@@ -60,16 +60,26 @@ fn a_coredns_image_without_a_tag_is_refused() {
 #[test]
 fn upstream_manifests_default_to_the_pinned_release_urls() {
     let inv = accepted(&[]);
+    let minor = inv.cluster.kubernetes_version.supported().unwrap();
     assert_eq!(
         inv.addons.metallb.manifest,
-        Some(Manifest::Url(versions::METALLB.manifest_url.into()))
+        Some(Manifest::Url(
+            "https://raw.githubusercontent.com/metallb/metallb/v0.16.1/config/manifests/metallb-native.yaml".into()
+        ))
     );
-    assert!(versions::METALLB.manifest_url.contains("/v0.16.1/"));
+    assert_eq!(versions::METALLB.version(minor), "v0.16.1");
     assert_eq!(
         inv.addons.metrics_server,
-        Some(Manifest::Url(versions::METRICS_SERVER.manifest_url.into()))
+        Some(Manifest::Url(
+            "https://github.com/kubernetes-sigs/metrics-server/releases/download/v0.8.0/components.yaml".into()
+        ))
     );
-    assert!(versions::METRICS_SERVER.manifest_url.contains("/v0.9.0/"));
+    // The sandbox image and CoreDNS's follow the same table.
+    assert_eq!(inv.containerd.sandbox_image, "registry.k8s.io/pause:3.10.1");
+    assert_eq!(
+        inv.addons.coredns.as_ref().unwrap().image,
+        format!("registry.k8s.io/coredns/coredns:v{}", minor.pins.coredns)
+    );
 }
 
 #[test]
