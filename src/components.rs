@@ -319,8 +319,10 @@ pub const COMPONENTS: &[Component] = &[
         id: ComponentId::Containerd, name: "containerd", unit: Some("containerd"), runs_on: RunsOn::Workers, phase: Phase::Workers,
         binary: ("containerd", BinDir::Containerd), ports: &[], restart: Restart::Parallel,
         config_flag: None, certs: &[],
-        // The bridge CNI plugin masquerades pod traffic with iptables.
-        needs: &[Need { tool: "runc", package: "runc" }, Need { tool: "iptables", package: "iptables" }], version_arg: Some("--version"),
+        // The bridge CNI plugin masquerades pod traffic with iptables. containerd itself is the
+        // distribution's package where nothing uploads it, if that package fits the version
+        // table (preflight asks apt first).
+        needs: &[Need { tool: "containerd", package: "containerd" }, Need { tool: "runc", package: "runc" }, Need { tool: "iptables", package: "iptables" }], version_arg: Some("--version"),
         companions: &["containerd-shim-runc-v2", "ctr", "runc"],
     },
     Component {

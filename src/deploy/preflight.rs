@@ -177,7 +177,7 @@ async fn install_prerequisites(ctx: &mut Ctx) {
         if !h.outcome.ok {
             return;
         }
-        let Some(facts) = h.facts.as_mut() else {
+        let Some(facts) = h.facts.as_ref() else {
             return;
         };
         let wanted = missing_packages(
@@ -191,6 +191,46 @@ async fn install_prerequisites(ctx: &mut Ctx) {
             return;
         }
         let packages: Vec<String> = wanted.keys().map(|p| p.to_string()).collect();
+        // A package with a version table is asked about before anything is installed (a dry run
+        // does not refresh the node's package lists).
+        let gated: Vec<String> = packages
+            .iter()
+            .filter(|p| VERSIONED_PACKAGES.contains(&p.as_str()))
+            .cloned()
+            .collect();
+        if !gated.is_empty() {
+            let refused = h
+                .remote()
+                .package_candidates(&gated, !dry_run)
+                .map_err(|e| e.to_string())
+                .and_then(|candidates| {
+                    let problems: Vec<String> = candidates
+                        .iter()
+                        .filter_map(|(p, c)| candidate_problem(&gather.inv, p, c.as_deref()))
+                        .collect();
+                    if problems.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(problems.join("; "))
+                    }
+                });
+            if let Err(why) = refused {
+                let e = format!(
+                    "{why}: nothing was installed; give the node a containerd that fits (binaries local_dir, \
+                     a release source with [binaries] source, or a package source whose containerd does)"
+                );
+                events.emit(
+                    Some(&h.node.name),
+                    Some("preflight"),
+                    &format!("install {} (apt)", packages.join(" ")),
+                    Status::Failed,
+                    None,
+                    Some(e.clone()),
+                );
+                h.fail(Phase::Preflight, e);
+                return;
+            }
+        }
         let what = format!("install {} (apt)", packages.join(" "));
         if dry_run {
             events.emit(
@@ -201,9 +241,11 @@ async fn install_prerequisites(ctx: &mut Ctx) {
                 None,
                 None,
             );
-            facts
-                .tools
-                .extend(wanted.values().flatten().map(|t| t.to_string()));
+            if let Some(facts) = h.facts.as_mut() {
+                facts
+                    .tools
+                    .extend(wanted.values().flatten().map(|t| t.to_string()));
+            }
             return;
         }
         let step = events.start(Some(&h.node.name), Some("preflight"), &what);
@@ -229,6 +271,55 @@ async fn install_prerequisites(ctx: &mut Ctx) {
         }
     })
     .await;
+}
+
+/// Packages that must fit a version table before apt may install them: containerd (its
+/// RELEASES.md lines per Kubernetes minor, and the config hardway renders is for one line).
+pub const VERSIONED_PACKAGES: &[&str] = &["containerd"];
+
+/// Why apt's `candidate` of `package` must not be installed for this cluster; `None` when it
+/// fits (or the package has no version table).
+pub fn candidate_problem(
+    inv: &Inventory,
+    package: &str,
+    candidate: Option<&str>,
+) -> Option<String> {
+    if package != "containerd" {
+        return None;
+    }
+    let Some(candidate) = candidate else {
+        return Some("apt has no containerd package in this node's sources".into());
+    };
+    let bin_dir = &inv.containerd.bin_dir;
+    if bin_dir.trim_end_matches('/') != "/usr/bin" {
+        return Some(format!(
+            "Debian's containerd package installs /usr/bin/containerd, but containerd.bin_dir is {bin_dir}"
+        ));
+    }
+    let Some(have) = parse_version(candidate) else {
+        return Some(format!("apt's containerd {candidate:?} names no version"));
+    };
+    let minor = inv.cluster.kubernetes_version.supported()?;
+    if !meets(have, minor.containerd) {
+        return Some(format!(
+            "apt offers containerd {candidate}; Kubernetes {} needs containerd {} (containerd's RELEASES.md)",
+            minor.name(),
+            minor
+                .containerd
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ));
+    }
+    let line = inv.containerd.version;
+    ((have.0, have.1) != (line.major, line.minor)).then(|| {
+        format!(
+            "apt offers containerd {candidate}, but containerd.version is {line}, the line its config is rendered for: \
+             set containerd.version = \"{}.{}\"",
+            have.0, have.1
+        )
+    })
 }
 
 /// The packages a node lacks for what `phases` run on it, each with the tools it provides: a
@@ -264,8 +355,13 @@ fn missing_needs<'a>(
         .iter()
         .filter(move |c| phases.contains(&c.phase) && c.runs_on(inv, node))
         .flat_map(|c| c.needs.iter().map(move |n| (c, n)))
-        .filter(move |(_, n)| {
-            !facts.tools.contains(n.tool) && !uploads_tool(rendered, &node.name, n.tool)
+        .filter(move |(c, n)| {
+            // A component's own binary counts where its unit runs it from, on the PATH or not.
+            let own_binary_there =
+                n.tool == c.binary.0 && facts.present_binaries.contains(&c.binary_path(inv));
+            !facts.tools.contains(n.tool)
+                && !own_binary_there
+                && !uploads_tool(rendered, &node.name, n.tool)
         })
 }
 
@@ -308,7 +404,13 @@ pub fn problems(
                 .get(name)
                 .is_some_and(|fs| fs.iter().any(|f| f.path == bin));
             if !uploaded && !facts.present_binaries.contains(&bin) {
-                missing.push(format!("{name}: {bin} (phase {})", c.phase));
+                let package = c
+                    .needs
+                    .iter()
+                    .find(|n| n.tool == c.binary.0)
+                    .map(|n| format!("; Debian package {}", n.package))
+                    .unwrap_or_default();
+                missing.push(format!("{name}: {bin} (phase {}{package})", c.phase));
             }
             for port in c.ports {
                 let number = port.number(inv);
@@ -357,7 +459,10 @@ pub fn problems(
                  kube-proxy's iptables rules; install the kernel's modules (linux-image-*) or a kernel with it"
             ));
         }
-        for (c, need) in missing_needs(inv, node, facts, rendered, phases) {
+        // A component's own binary is named above, with its path.
+        for (c, need) in
+            missing_needs(inv, node, facts, rendered, phases).filter(|(c, n)| n.tool != c.binary.0)
+        {
             missing.push(format!(
                 "{name}: {} (for {}; Debian package {})",
                 need.tool, c.name, need.package
@@ -718,8 +823,10 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         for b in [
             "w1: /usr/bin/kubelet (phase workers)",
-            "w1: /usr/bin/containerd (phase workers)",
+            // Once, with the package that has it (not again as a missing tool).
+            "w1: /usr/bin/containerd (phase workers; Debian package containerd)",
         ] {
+            assert_eq!(p[0].matches(b).count(), 1, "{p:?}");
             assert!(p[0].contains(b), "{p:?}");
         }
     }

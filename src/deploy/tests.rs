@@ -755,12 +755,13 @@ fn preflight_installs_missing_packages_where_the_inventory_says_apt() {
         f.fake.node("w1").tools.remove(t);
     }
     f.fake.node("lb").tools.remove("haproxy");
+    f.fake.node("lb").binaries.remove("/usr/sbin/haproxy");
 
     // The lb node has no install setting: its missing HAProxy is named with its package.
     let o = opts(&[Phase::Lb, Phase::Workers]);
     let err = run(&f, &o).unwrap_err().to_string();
     assert!(
-        err.contains("lb: haproxy (for haproxy; Debian package haproxy)"),
+        err.contains("lb: /usr/sbin/haproxy (phase lb; Debian package haproxy)"),
         "{err}"
     );
     assert!(
@@ -795,6 +796,86 @@ fn preflight_installs_missing_packages_where_the_inventory_says_apt() {
             .any(|e| e.what.starts_with("install packages"))
     );
     assert!(!f.fake.node("w1").tools.contains("conntrack"));
+}
+
+/// `install = "apt"` on a worker without containerd: apt's candidate is asked first, and only a
+/// containerd that fits the version table (and the line its config is rendered for) is
+/// installed; anything else fails the node naming what apt offers and what is needed, with
+/// nothing installed.
+#[test]
+fn the_distributions_containerd_is_installed_only_when_it_fits_the_version_table() {
+    let text = crate::testing::INVENTORY.replace(
+        "name = \"w1\"\naddress = \"10.0.0.15\"\nroles = [\"worker\"]",
+        "name = \"w1\"\naddress = \"10.0.0.15\"\nroles = [\"worker\"]\ninstall = \"apt\"",
+    );
+    let minor = Fixture::with(&text)
+        .inv
+        .cluster
+        .kubernetes_version
+        .supported()
+        .unwrap();
+    let attempt = |candidate: &str| {
+        let f = Fixture::with(&text);
+        {
+            let mut w1 = f.fake.node("w1");
+            w1.binaries.remove("/usr/bin/containerd");
+            w1.tools.remove("containerd");
+            w1.apt_candidates
+                .insert("containerd".into(), candidate.into());
+        }
+        let r = run(&f, &opts(&[Phase::Workers]));
+        let installs: Vec<String> = f
+            .fake
+            .events()
+            .into_iter()
+            .filter(|e| e.what.starts_with("install packages"))
+            .map(|e| e.what)
+            .collect();
+        (r, installs)
+    };
+    // Debian trixie's containerd: too old for any supported minor's table.
+    let (r, installs) = attempt("1.7.24~ds1-6+b4");
+    let r = r.unwrap();
+    let w1 = r.hosts.iter().find(|h| h.node == "w1").unwrap();
+    let e = w1.error.clone().unwrap_or_default();
+    assert!(
+        !w1.ok
+            && e.contains("apt offers containerd 1.7.24~ds1-6+b4; Kubernetes")
+            && e.contains(&minor.containerd[0].to_string())
+            && e.contains("nothing was installed"),
+        "{e}"
+    );
+    assert!(installs.is_empty(), "{installs:?}");
+    // A newer line than the config is rendered for: the inventory must say so.
+    let newest = minor
+        .containerd
+        .iter()
+        .max_by_key(|m| (m.major, m.minor))
+        .unwrap();
+    let (r, installs) = attempt(&format!("{}.{}.9-1", newest.major, newest.minor + 1));
+    let e = r
+        .unwrap()
+        .hosts
+        .iter()
+        .find(|h| h.node == "w1")
+        .unwrap()
+        .error
+        .clone();
+    assert!(
+        e.as_deref().is_some_and(|e| e.contains(&format!(
+            "set containerd.version = \"{}.{}\"",
+            newest.major,
+            newest.minor + 1
+        ))),
+        "{e:?}"
+    );
+    assert!(installs.is_empty(), "{installs:?}");
+    // One that fits: installed with the rest, and the deploy goes on.
+    let line = Fixture::with(&text).inv.containerd.version;
+    let (r, installs) = attempt(&format!("{}.{}.7~ds1-1", line.major, line.minor));
+    let r = r.unwrap();
+    assert!(r.failed().is_empty(), "{}", r.table());
+    assert_eq!(installs, ["install packages containerd"]);
 }
 
 /// Collects the summary as well as the events.

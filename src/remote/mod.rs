@@ -445,6 +445,15 @@ pub trait Remote: Send {
     /// `apt-get install --no-install-recommends`, non-interactive, from the node's own package
     /// sources. The packages that were not installed before; an error names what apt said.
     fn install_packages(&self, packages: &[String]) -> Result<Vec<String>, RemoteError>;
+
+    /// The version apt would install of each package (`apt-cache policy`'s candidate, as
+    /// Debian writes it: `1.7.24~ds1-6+b4`), `None` where the node's sources have none; with
+    /// `refresh`, after `apt-get update`. Asked before installing what must fit a version table.
+    fn package_candidates(
+        &self,
+        packages: &[String],
+        refresh: bool,
+    ) -> Result<BTreeMap<String, Option<String>>, RemoteError>;
 }
 
 /// Opens a [`Remote`] for a node.

@@ -80,6 +80,9 @@ pub struct NodeState {
     pub restore_error: Option<String>,
     /// Node conditions its kubelet reports true besides Ready (`DiskPressure`).
     pub pressure: Vec<&'static str>,
+    /// What apt would install, by package (Debian's version strings); installing one puts its
+    /// tools in /usr/bin, reporting that version.
+    pub apt_candidates: BTreeMap<String, String>,
 }
 
 impl NodeState {
@@ -201,6 +204,7 @@ impl FakeCluster {
                 sockets: BTreeMap::new(),
                 unready: BTreeSet::new(),
                 pressure: Vec::new(),
+                apt_candidates: BTreeMap::new(),
                 secrets: 3,
                 dirs: BTreeSet::new(),
                 placed: BTreeSet::new(),

@@ -215,11 +215,28 @@ impl Remote for FakeRemote {
         for need in crate::components::COMPONENTS.iter().flat_map(|c| c.needs) {
             if packages.iter().any(|p| p == need.package) {
                 s.tools.insert(need.tool.to_string());
+                let bin = format!("/usr/bin/{}", need.tool);
+                s.binaries.insert(bin.clone());
+                if let Some(v) = s.apt_candidates.get(need.package).cloned() {
+                    s.versions.insert(bin, format!("{} {v}", need.tool));
+                }
             }
         }
         drop(s);
         self.record(format!("install packages {}", packages.join(" ")));
         Ok(packages.to_vec())
+    }
+
+    fn package_candidates(
+        &self,
+        packages: &[String],
+        _refresh: bool,
+    ) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
+        let s = self.state()?;
+        Ok(packages
+            .iter()
+            .map(|p| (p.clone(), s.apt_candidates.get(p).cloned()))
+            .collect())
     }
 
     fn remove_pods(&self, _crictl: &str, _socket: &str) -> Result<usize, RemoteError> {

@@ -220,6 +220,39 @@ impl<T: Transport> Remote for ShellRemote<T> {
             .collect())
     }
 
+    fn package_candidates(
+        &self,
+        packages: &[String],
+        refresh: bool,
+    ) -> Result<BTreeMap<String, Option<String>>, RemoteError> {
+        let mut s = Script::strict();
+        s.raw("command -v apt-cache >/dev/null || { echo 'no apt-cache on this node (install = \"apt\" needs Debian or Ubuntu)' >&2; exit 3; }");
+        if refresh {
+            s.raw("DEBIAN_FRONTEND=noninteractive apt-get update -q >&2");
+        }
+        for (i, p) in packages.iter().enumerate() {
+            // `Candidate: (none)` where no source has it.
+            s.section(&format!("candidate:{i}")).raw(&format!(
+                "LC_ALL=C apt-cache policy {} | sed -n 's/^ *Candidate: //p'",
+                quote(p)
+            ));
+        }
+        let out = self.run_ok("asking apt for package versions", &s)?;
+        let sec = Sections::parse(&out.stdout);
+        Ok(packages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let c = sec
+                    .first(&format!("candidate:{i}"))
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty() && *c != "(none)")
+                    .map(str::to_string);
+                (p.clone(), c)
+            })
+            .collect())
+    }
+
     fn remove_pods(&self, crictl: &str, socket: &str) -> Result<usize, RemoteError> {
         let (crictl, socket) = (quote(crictl), quote(socket));
         let mut s = Script::strict();

@@ -584,3 +584,27 @@ fn pods_are_counted_and_removed_through_crictl_at_the_runtimes_socket() {
         ]
     );
 }
+
+/// apt's candidate as `apt-cache policy` says it, read on this host (Debian, as CI's): a package
+/// it has answers with the version dpkg records, one no source has answers `None`.
+#[test]
+fn apt_candidates_are_read_from_apt_cache_policy() {
+    let got = local()
+        .package_candidates(&["dpkg".into(), "no-such-package-hardway".into()], false)
+        .unwrap();
+    let dpkg = std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "dpkg"])
+        .output()
+        .expect("dpkg-query: this test needs a Debian or Ubuntu host");
+    let installed = String::from_utf8_lossy(&dpkg.stdout).to_string();
+    assert!(!installed.is_empty());
+    // The candidate is the installed version or a newer one in the host's lists.
+    let candidate = got["dpkg"].clone().expect("apt knows dpkg");
+    let newer_or_same = std::process::Command::new("dpkg")
+        .args(["--compare-versions", &candidate, "ge", &installed])
+        .status()
+        .unwrap()
+        .success();
+    assert!(newer_or_same, "{candidate} < {installed}");
+    assert_eq!(got["no-such-package-hardway"], None);
+}
