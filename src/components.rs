@@ -331,7 +331,9 @@ pub const COMPONENTS: &[Component] = &[
         id: ComponentId::CniPlugins, name: "cni-plugins", unit: None, runs_on: RunsOn::Workers, phase: Phase::Workers,
         binary: ("bridge", BinDir::Cni), ports: &[], restart: Restart::Parallel,
         config_flag: None, certs: &[],
-        needs: &[], version_arg: None, companions: &["host-local", "loopback", "portmap"],
+        // Debian's package puts them in /usr/lib/cni, `cni.bin_dir`'s default.
+        needs: &[Need { tool: "bridge", package: "containernetworking-plugins" }], version_arg: None,
+        companions: &["host-local", "loopback", "portmap"],
     },
     Component {
         id: ComponentId::Kubelet, name: "kubelet", unit: Some("kubelet"), runs_on: RunsOn::Workers, phase: Phase::Workers,

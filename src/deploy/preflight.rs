@@ -216,8 +216,8 @@ async fn install_prerequisites(ctx: &mut Ctx) {
                 });
             if let Err(why) = refused {
                 let e = format!(
-                    "{why}: nothing was installed; give the node a containerd that fits (binaries local_dir, \
-                     a release source with [binaries] source, or a package source whose containerd does)"
+                    "{why}: nothing was installed; give the node what fits (binaries local_dir, a release \
+                     source with [binaries] source, or a package source that has it)"
                 );
                 events.emit(
                     Some(&h.node.name),
@@ -273,28 +273,35 @@ async fn install_prerequisites(ctx: &mut Ctx) {
     .await;
 }
 
-/// Packages that must fit a version table before apt may install them: containerd (its
-/// RELEASES.md lines per Kubernetes minor, and the config hardway renders is for one line).
-pub const VERSIONED_PACKAGES: &[&str] = &["containerd"];
+/// Packages apt is asked about before it may install them: containerd must fit a version table
+/// (its RELEASES.md lines per Kubernetes minor; the config hardway renders is for one line), and
+/// both must land where the inventory's units look for them.
+pub const VERSIONED_PACKAGES: &[&str] = &["containerd", "containernetworking-plugins"];
 
 /// Why apt's `candidate` of `package` must not be installed for this cluster; `None` when it
-/// fits (or the package has no version table).
+/// fits (or the package is not one of [`VERSIONED_PACKAGES`]).
 pub fn candidate_problem(
     inv: &Inventory,
     package: &str,
     candidate: Option<&str>,
 ) -> Option<String> {
+    let (field, dir, wanted) = match package {
+        "containerd" => ("containerd.bin_dir", "/usr/bin", &inv.containerd.bin_dir),
+        "containernetworking-plugins" => ("cni.bin_dir", "/usr/lib/cni", &inv.cni.bin_dir),
+        _ => return None,
+    };
+    let Some(candidate) = candidate else {
+        return Some(format!(
+            "apt has no {package} package in this node's sources"
+        ));
+    };
+    if wanted.trim_end_matches('/') != dir {
+        return Some(format!(
+            "Debian's {package} package installs into {dir}, but {field} is {wanted}"
+        ));
+    }
     if package != "containerd" {
         return None;
-    }
-    let Some(candidate) = candidate else {
-        return Some("apt has no containerd package in this node's sources".into());
-    };
-    let bin_dir = &inv.containerd.bin_dir;
-    if bin_dir.trim_end_matches('/') != "/usr/bin" {
-        return Some(format!(
-            "Debian's containerd package installs /usr/bin/containerd, but containerd.bin_dir is {bin_dir}"
-        ));
     }
     let Some(have) = parse_version(candidate) else {
         return Some(format!("apt's containerd {candidate:?} names no version"));

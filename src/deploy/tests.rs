@@ -876,6 +876,28 @@ fn the_distributions_containerd_is_installed_only_when_it_fits_the_version_table
     let r = r.unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
     assert_eq!(installs, ["install packages containerd"]);
+
+    // The CNI plugins (no version table): Debian's package, into cni.bin_dir's /usr/lib/cni.
+    let f = Fixture::with(&text);
+    {
+        let mut w1 = f.fake.node("w1");
+        w1.binaries.remove("/usr/lib/cni/bridge");
+        w1.tools.remove("bridge");
+        w1.apt_candidates.insert(
+            "containernetworking-plugins".into(),
+            "1.1.1+ds1-3+b17".into(),
+        );
+    }
+    let r = run(&f, &opts(&[Phase::Workers])).unwrap();
+    assert!(r.failed().is_empty(), "{}", r.table());
+    assert!(
+        f.fake
+            .events()
+            .iter()
+            .any(|e| e.node == "w1" && e.what == "install packages containernetworking-plugins"),
+        "{:?}",
+        f.fake.events()
+    );
 }
 
 /// Collects the summary as well as the events.

@@ -215,7 +215,12 @@ impl Remote for FakeRemote {
         for need in crate::components::COMPONENTS.iter().flat_map(|c| c.needs) {
             if packages.iter().any(|p| p == need.package) {
                 s.tools.insert(need.tool.to_string());
-                let bin = format!("/usr/bin/{}", need.tool);
+                // Where Debian's packages put them.
+                let dir = match need.package {
+                    "containernetworking-plugins" => "/usr/lib/cni",
+                    _ => "/usr/bin",
+                };
+                let bin = format!("{dir}/{}", need.tool);
                 s.binaries.insert(bin.clone());
                 if let Some(v) = s.apt_candidates.get(need.package).cloned() {
                     s.versions.insert(bin, format!("{} {v}", need.tool));
