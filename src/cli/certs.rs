@@ -164,7 +164,7 @@ pub struct RenewArgs {
 /// cluster.
 #[derive(Args, Clone)]
 pub struct FlagClusterArgs {
-    /// The inventory file (default: ./inventory.toml).
+    /// The inventory file.
     #[arg(
         short = 'i',
         long = "inventory",
@@ -411,6 +411,38 @@ mod tests {
     fn the_command_line_definitions_are_consistent() {
         // clap checks these only when a command is parsed; a positional after `NAME...` panics.
         <super::super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    /// clap prints `[default: …]` itself: a help text saying it too prints it twice.
+    #[test]
+    fn no_help_says_a_default_clap_prints() {
+        fn walk(cmd: &clap::Command, path: &str, twice: &mut Vec<String>) {
+            let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+            for a in cmd.get_arguments() {
+                let help = [a.get_help(), a.get_long_help()]
+                    .into_iter()
+                    .flatten()
+                    .map(|h| h.to_string())
+                    .collect::<String>();
+                if !a.get_default_values().is_empty() && help.contains("(default") {
+                    twice.push(format!("{here} {}: {help}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &here, twice);
+            }
+        }
+        let mut twice = Vec::new();
+        walk(
+            &<super::super::Cli as clap::CommandFactory>::command(),
+            "",
+            &mut twice,
+        );
+        assert!(
+            twice.is_empty(),
+            "defaults said twice:\n{}",
+            twice.join("\n")
+        );
     }
 
     #[test]

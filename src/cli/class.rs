@@ -99,7 +99,7 @@ pub struct FaultArgs {
     /// List the scenarios: what each breaks and which verify check then fails.
     #[arg(long)]
     pub list: bool,
-    /// The node to break (default: the first of the kind the scenario breaks).
+    /// The node to break, or to fix (default: the first node of the kind the scenario breaks).
     #[arg(long)]
     pub node: Option<String>,
     #[command(flatten)]

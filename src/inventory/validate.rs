@@ -256,6 +256,9 @@ impl Validator<'_> {
             if n.ssh_port == Some(0) {
                 self.error(&f("ssh_port"), PORT_ZERO);
             }
+            if let Some(s) = &n.ssh_address {
+                self.ssh_address(&f("ssh_address"), s);
+            }
             let roles = self.roles(&f("roles"), &n.roles);
             self.extra_sans(&f("extra_sans"), &n.extra_sans);
             if let Some(address) = address {
@@ -725,6 +728,25 @@ impl Validator<'_> {
                 format!("{value:?} is not a valid DNS label: {fault} (allowed: {LABEL_RULE})"),
             );
         }
+    }
+
+    /// Where SSH connects: an IP address or a host name, with the port in `ssh_port` (a
+    /// `host:port` here would be looked up as a host name, and fail only when deploy connects).
+    fn ssh_address(&mut self, field: &str, value: &str) {
+        if value.parse::<IpAddr>().is_ok() {
+            return;
+        }
+        if let Some((host, port)) = value.rsplit_once(':')
+            && port.parse::<u16>().is_ok()
+        {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            self.error(
+                field,
+                format!("{value:?} has a port: write ssh_address = {host:?} and ssh_port = {port}"),
+            );
+            return;
+        }
+        self.dns_name(field, value, "IP address or host name");
     }
 
     /// `what` names the value in the message ("DNS domain", "DNS name").

@@ -507,3 +507,32 @@ fn type_errors_speak_toml() {
     assert_has(&err, &["roles", "expected a list"]);
     assert!(!err.contains("sequence"), "{err}");
 }
+
+/// `ssh_address` is an IP address or a host name; a port in it would be looked up as part of
+/// a host name and fail only when deploy connects.
+#[test]
+fn an_ssh_address_with_a_port_is_refused_with_the_fix() {
+    for (given, want) in [
+        (
+            "10.0.0.9:2222",
+            "write ssh_address = \"10.0.0.9\" and ssh_port = 2222",
+        ),
+        (
+            "[fd00::9]:2222",
+            "write ssh_address = \"fd00::9\" and ssh_port = 2222",
+        ),
+        ("bad_host!", "is not a valid IP address or host name"),
+    ] {
+        let line = format!("address = \"192.168.96.46\"\nssh_address = \"{given}\"");
+        refused(
+            &[("address = \"192.168.96.46\"", line.as_str())],
+            "nodes[0].ssh_address",
+            "ssh_address",
+            &[want],
+        );
+    }
+    for fine in ["10.0.0.9", "fd00::9", "kmaster1.example.org"] {
+        let line = format!("address = \"192.168.96.46\"\nssh_address = \"{fine}\"");
+        accepted(&[("address = \"192.168.96.46\"", line.as_str())]);
+    }
+}

@@ -1395,6 +1395,9 @@ mod day2 {
             .arg(&t.inv_path)
             .arg("--pki")
             .arg(&t.pki)
+            // The deploy's own allowance (above): on a loaded machine an API server restarted
+            // with new certificates may take longer than the default 120 s to be ready.
+            .args(["--api-timeout", "240", "--etcd-timeout", "180"])
             .args(["--yes", "--output", "json", "--snapshot-dir"])
             .arg(t.dir.path().join("snapshots")));
         // The cause first: CI keeps only a part of a long failure, and the whole report is
