@@ -1659,5 +1659,144 @@ mod day2 {
         assert!(refused.contains("Unauthorized"), "{refused}");
         accepted(&k, &t, "new", &new).expect("a new-key token after step 3");
         ready(&k, "nodes Ready after the rotation");
+
+        // 3. The encryption key, with both clients running: Secrets written before and between
+        // the steps; the rewrite (step 3) fails the first time (kubectl moved away on the first
+        // master) and is resumed; then etcd holds every Secret sealed with the new key, none
+        // with the old, and each reads back as written.
+        use base64::Engine as _;
+        let key_name = |file: &str| {
+            std::fs::read_to_string(t.pki.join(file))
+                .unwrap()
+                .lines()
+                .nth(1)
+                .map(|l| l.trim_start_matches("name: ").to_string())
+                .unwrap_or_else(|| "key1".into())
+        };
+        let old_key = key_name("encryption.key");
+        let etcd: Vec<String> = t
+            .inv
+            .etcd_members()
+            .iter()
+            .map(|m| m.address.to_string())
+            .collect();
+        // Every Secret as etcd holds it: how many, and how many sealed with `key`.
+        let sealed_with = |key: &str| -> (usize, usize) {
+            let keys = t.etcdctl(
+                &etcd,
+                &["get", "/registry/secrets/", "--prefix", "--keys-only"],
+            );
+            assert!(
+                keys.status.success(),
+                "{}",
+                String::from_utf8_lossy(&keys.stderr)
+            );
+            let n = String::from_utf8_lossy(&keys.stdout)
+                .lines()
+                .filter(|l| l.starts_with("/registry/secrets/"))
+                .count();
+            let values = t.etcdctl(
+                &etcd,
+                &[
+                    "get",
+                    "/registry/secrets/",
+                    "--prefix",
+                    "--print-value-only",
+                ],
+            );
+            assert!(values.status.success());
+            let prefix = format!("k8s:enc:secretbox:v1:{key}:");
+            let sealed = values
+                .stdout
+                .windows(prefix.len())
+                .filter(|w| *w == prefix.as_bytes())
+                .count();
+            (n, sealed)
+        };
+        let secret = |name: &str, value: &str| {
+            k.ok(&[
+                "create",
+                "secret",
+                "generic",
+                name,
+                &format!("--from-literal=v={value}"),
+            ]);
+        };
+        for i in 0..5 {
+            secret(&format!("before-{i}"), &format!("value {i}"));
+        }
+        let (n, old_sealed) = sealed_with(&old_key);
+        assert!(
+            n >= 5 && old_sealed == n,
+            "{old_sealed} of {n} Secrets sealed with {old_key}"
+        );
+        let (api, web) = (api_client(&t), web_client(&lb));
+        for step in ["1", "2"] {
+            let r = day2_json(&t, &["secrets", "rotate-encryption-key", "--step", step]);
+            assert_eq!(r["done"].to_string(), step, "{r:#}");
+            secret(&format!("after-step-{step}"), step);
+        }
+        let kubectl_on_m1 = format!("{}/kubectl", t.inv.binaries.remote_dir);
+        let first = t.inv.masters().next().unwrap().name.clone();
+        t.ssh_ok(&first, &format!("mv {kubectl_on_m1} {kubectl_on_m1}.away"));
+        let o = run(hardway()
+            .args(["secrets", "rotate-encryption-key", "--yes", "-i"])
+            .arg(&t.inv_path)
+            .arg("--pki")
+            .arg(&t.pki)
+            .arg("--snapshot-dir")
+            .arg(t.dir.path().join("snapshots")));
+        t.ssh_ok(&first, &format!("mv {kubectl_on_m1}.away {kubectl_on_m1}"));
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            !o.status.success() && said.contains("kubectl is not at"),
+            "the rewrite without kubectl: {said}"
+        );
+        let (_, still_old) = sealed_with(&old_key);
+        assert!(
+            still_old > 0,
+            "nothing was rewritten, so the old key still seals Secrets"
+        );
+        let r = day2_json(&t, &["secrets", "rotate-encryption-key"]);
+        assert_eq!(r["done"], 4, "resumed at step 3, then step 4: {r:#}");
+        let (api, web) = (api.finish(), web.finish());
+        eprintln!(
+            "encryption key rotation: API {} of {} failed, web {} of {} failed",
+            api.1, api.0, web.1, web.0
+        );
+        assert_eq!(
+            api.1, 0,
+            "API requests failed during the rotation: {:?}",
+            api.2
+        );
+        assert_eq!(
+            web.1, 0,
+            "Service requests failed during the rotation: {:?}",
+            web.2
+        );
+        let new_key = key_name("encryption.key");
+        assert_ne!(new_key, old_key);
+        let (n, new_sealed) = sealed_with(&new_key);
+        let (_, old_sealed) = sealed_with(&old_key);
+        assert_eq!(
+            (new_sealed, old_sealed),
+            (n, 0),
+            "of {n} Secrets, sealed with {new_key} and with {old_key}"
+        );
+        for (name, value) in (0..5)
+            .map(|i| (format!("before-{i}"), format!("value {i}")))
+            .chain(["1", "2"].map(|s| (format!("after-step-{s}"), s.to_string())))
+        {
+            let got = k.ok(&["get", "secret", &name, "-o=jsonpath={.data.v}"]);
+            let got = base64::engine::general_purpose::STANDARD
+                .decode(got)
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&got), value, "{name}");
+        }
+        ready(&k, "nodes Ready after the encryption key rotation");
     }
 }

@@ -259,15 +259,7 @@ pub async fn rotate_subject(
             opts.change.confirm.force,
             &format!("start step {k} of the {} rotation", s.describe()),
         )?);
-        if k == first
-            && let Some(dir) = &opts.change.snapshot_dir
-            && !inv.etcd_members().is_empty()
-        {
-            let info =
-                crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await?;
-            report.snapshot = Some(dir.join(info.file));
-        }
-
+        // Refused before anything is written, the snapshot included.
         if k == s.last()
             && let Some(wait) = settles(&state, s)
         {
@@ -284,6 +276,15 @@ pub async fn rotate_subject(
                 });
             }
             report.forced_past.push(why);
+        }
+
+        if k == first
+            && let Some(dir) = &opts.change.snapshot_dir
+            && !inv.etcd_members().is_empty()
+        {
+            let info =
+                crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await?;
+            report.snapshot = Some(dir.join(info.file));
         }
         // The state first: from here on, a run that stops resumes this step.
         state.running = Some(k);

@@ -714,6 +714,12 @@ mod secrets {
         );
         // Step 3 waits for the pods' tokens to be re-signed: refused within the hour after
         // step 2 (nothing changes), sooner only with --force, which says what it went past.
+        let snapshots = || {
+            std::fs::read_dir(f.dir.path().join("snapshots"))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        };
+        let taken = snapshots();
         let err = rotate_what(&f, s, None, YES).unwrap_err().to_string();
         assert!(
             err.contains("step 3 of the service-account key rotation")
@@ -722,6 +728,7 @@ mod secrets {
             "{err}"
         );
         assert_eq!(keys("m1"), 2, "a refused step 3 changed a node");
+        assert_eq!(snapshots(), taken, "a refused step 3 took a snapshot");
         let forced = Confirm { force: true, ..YES };
         let r = rotate_what(&f, s, None, forced).unwrap();
         assert!(!r.failed(), "{r:#?}");
