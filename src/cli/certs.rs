@@ -413,11 +413,29 @@ mod tests {
         <super::super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 
+    /// Every command of the tree with its path (`hardway lab break`), `help` left out.
+    fn every_command() -> Vec<(String, clap::Command)> {
+        fn walk(cmd: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+            let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+            for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
+                walk(sub, &here, out);
+            }
+            out.push((here, cmd.clone()));
+        }
+        let mut out = Vec::new();
+        walk(
+            &<super::super::Cli as clap::CommandFactory>::command(),
+            "",
+            &mut out,
+        );
+        out
+    }
+
     /// clap prints `[default: …]` itself: a help text saying it too prints it twice.
     #[test]
     fn no_help_says_a_default_clap_prints() {
-        fn walk(cmd: &clap::Command, path: &str, twice: &mut Vec<String>) {
-            let here = format!("{path} {}", cmd.get_name()).trim().to_string();
+        let mut twice = Vec::new();
+        for (here, cmd) in every_command() {
             for a in cmd.get_arguments() {
                 let help = [a.get_help(), a.get_long_help()]
                     .into_iter()
@@ -428,16 +446,7 @@ mod tests {
                     twice.push(format!("{here} {}: {help}", a.get_id()));
                 }
             }
-            for sub in cmd.get_subcommands() {
-                walk(sub, &here, twice);
-            }
         }
-        let mut twice = Vec::new();
-        walk(
-            &<super::super::Cli as clap::CommandFactory>::command(),
-            "",
-            &mut twice,
-        );
         assert!(
             twice.is_empty(),
             "defaults said twice:\n{}",
@@ -447,9 +456,9 @@ mod tests {
 
     #[test]
     fn every_command_and_argument_says_what_it_is_for() {
-        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            let here = format!("{path} {}", cmd.get_name()).trim().to_string();
-            if cmd.get_about().is_none() && !path.is_empty() {
+        let mut missing = Vec::new();
+        for (here, cmd) in every_command() {
+            if cmd.get_about().is_none() && here != "hardway" {
                 missing.push(format!("{here}: no one-line purpose"));
             }
             for a in cmd
@@ -465,16 +474,7 @@ mod tests {
                     ));
                 }
             }
-            for sub in cmd.get_subcommands().filter(|c| c.get_name() != "help") {
-                walk(sub, &here, missing);
-            }
         }
-        let mut missing = Vec::new();
-        walk(
-            &<super::super::Cli as clap::CommandFactory>::command(),
-            "",
-            &mut missing,
-        );
         assert!(
             missing.is_empty(),
             "without a help text:\n{}",
