@@ -20,6 +20,8 @@ use crate::{deploy, pki, probe};
 pub struct DeployArgs {
     #[command(flatten)]
     pub inv: InventoryArg,
+    #[command(flatten)]
+    pub lab: super::LabNameArg,
     /// The cluster's PKI directory: brought up to date for this inventory (certificates
     /// re-issued where names changed; no CA or key is created), and it must be this cluster's
     /// (default: the cluster's own: `pki/` beside the inventory or `./pki` if made for this
@@ -140,6 +142,7 @@ pub(super) fn access(
 pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
     let DeployArgs {
         inv,
+        lab,
         pki: dir,
         phases,
         dry_run,
@@ -154,7 +157,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         drain,
         release,
     } = args;
-    let inv_path = inv.path();
+    let (inv_path, dir) = lab.resolve(&inv, dir)?;
     let mut inv = load_inventory(&inv_path)?;
     // Release binaries are fetched and verified before anything reaches a node.
     super::releases::prepare(&mut inv, &release)?;

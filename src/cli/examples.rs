@@ -21,6 +21,7 @@ pub(super) const EXAMPLES: &[(&str, &[&str])] = &[
         &[
             "hardway deploy inventory.toml --pki pki --dry-run --diff",
             "hardway deploy inventory.toml --pki pki --phases etcd,lb",
+            "hardway deploy --name alice --phases control-plane",
         ],
     ),
     (
@@ -37,7 +38,10 @@ pub(super) const EXAMPLES: &[(&str, &[&str])] = &[
     ),
     (
         "verify",
-        &["hardway verify -i inventory.toml --pki pki --output json"],
+        &[
+            "hardway verify -i inventory.toml --pki pki --output json",
+            "hardway verify --name alice",
+        ],
     ),
     (
         "explain",

@@ -81,6 +81,38 @@ impl InventoryArg {
     }
 }
 
+/// `deploy --name` and `verify --name`: a named lab by its name, as `lab up --name` takes it.
+#[derive(Args, Clone)]
+pub(super) struct LabNameArg {
+    /// A named lab (`lab up --name`): its inventory and PKI, as `lab up` recorded them
+    /// (instead of INVENTORY and --pki).
+    #[arg(long = "name", value_name = "LAB", conflicts_with_all = ["positional", "flag"])]
+    name: Option<String>,
+    /// Parent of the named labs' state directories.
+    #[arg(long = "state-dir", default_value = crate::lab::named::NAMED_STATE_DIR, hide = true)]
+    state_dir: PathBuf,
+}
+
+impl LabNameArg {
+    /// The inventory, and the PKI directory if one is known: the named lab's with `--name`.
+    fn resolve(
+        &self,
+        inv: &InventoryArg,
+        pki: Option<PathBuf>,
+    ) -> Result<(PathBuf, Option<PathBuf>)> {
+        let Some(name) = &self.name else {
+            return Ok((inv.path(), pki));
+        };
+        let record = crate::lab::named::read_record(&self.state_dir, name)?.with_context(|| {
+            format!(
+                "no lab named {name:?} is up on this host (no {}): hardway lab up -i BASE --name {name}",
+                crate::lab::named::record_path(&self.state_dir, name).display()
+            )
+        })?;
+        Ok((record.inventory, pki.or(Some(record.pki))))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Certificates and keys.

@@ -15,6 +15,8 @@ use crate::verify;
 pub struct VerifyArgs {
     #[command(flatten)]
     pub inv: InventoryArg,
+    #[command(flatten)]
+    pub lab: super::LabNameArg,
     /// Where the CAs and client certificates are (hardway's layout)
     /// (default: the cluster's own: `pki/` beside the inventory or `./pki` if made for this
     /// cluster, else `./pki/<cluster>`)
@@ -55,6 +57,7 @@ pub struct VerifyArgs {
 pub(super) fn run(args: VerifyArgs) -> Result<ExitCode> {
     let VerifyArgs {
         inv,
+        lab,
         pki: dir,
         ca,
         etcd_ca,
@@ -67,7 +70,7 @@ pub(super) fn run(args: VerifyArgs) -> Result<ExitCode> {
         output,
         log,
     } = args;
-    let inv_path = inv.path();
+    let (inv_path, dir) = lab.resolve(&inv, dir)?;
     let inv = load_inventory(&inv_path)?;
     let dir = dir.unwrap_or_else(|| crate::pki::default_dir(&inv));
     // Another cluster's PKI would make every check of this one FAIL, each for the wrong reason.

@@ -389,3 +389,79 @@ fn an_error_names_its_cause_once() {
     assert!(err.contains("absent.toml: cannot read inventory"), "{err}");
     assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
 }
+
+/// `deploy --name` and `verify --name` take a named lab's inventory and PKI from the record
+/// `lab up --name` wrote, refuse an inventory beside it, and name the command that makes the lab
+/// when there is none.
+#[test]
+fn deploy_and_verify_find_a_named_lab_by_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("labs");
+    let lab = dir.path().join("alice");
+    std::fs::create_dir_all(state.join("alice")).unwrap();
+    std::fs::create_dir_all(&lab).unwrap();
+    // An inventory whose only nodes are on loopback where nothing listens: no traffic leaves.
+    let inv = lab.join("inventory.toml");
+    std::fs::write(
+        &inv,
+        "[cluster]\nname = \"alice\"\nkubernetes_version = \"1.37.2\"\nservice_cidr = \"10.32.0.0/24\"\n\
+         pod_cidr = \"10.200.0.0/16\"\n\n[[nodes]]\nname = \"alice-m1\"\naddress = \"127.0.0.1\"\nssh_port = 1\n\
+         roles = [\"master\"]\n\n[ssh]\nuser = \"root\"\n",
+    )
+    .unwrap();
+    pki_generate(&inv, &lab.join("pki"));
+    std::fs::write(
+        state.join("alice/lab.json"),
+        serde_json::json!({
+            "name": "alice",
+            "subnet": "10.222.9.0/24",
+            "base": "/nonexistent/base.toml",
+            "inventory": inv,
+            "pki": lab.join("pki"),
+            "limits": {"memory_max": null, "cpu_quota": null},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let named = |args: &[&str]| {
+        run(hardway()
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .current_dir(dir.path()))
+    };
+    // The dry run plans for the lab's node, with the lab's PKI (no ./pki is made).
+    let o = named(&["deploy", "--name", "alice", "--dry-run"]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(said.contains("alice-m1"), "{said}");
+    assert!(
+        !dir.path().join("pki").exists(),
+        "a PKI was made beside: {said}"
+    );
+    let o = named(&["verify", "--name", "alice", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(v["cluster"], "alice", "{v:#}");
+    assert!(
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["host"] == "alice-m1"),
+        "{v:#}"
+    );
+    let o = named(&["verify", "--name", "bob"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("no lab named \"bob\" is up")
+            && err.contains("hardway lab up -i BASE --name bob"),
+        "{err}"
+    );
+    let o = named(&["verify", "--name", "alice", "-i", "other.toml"]);
+    assert_eq!(o.status.code(), Some(2), "--name and an inventory at once");
+}
