@@ -173,22 +173,30 @@ pub async fn checkpoint(
     pki_dir: &Path,
     to: Phase,
 ) -> Result<DeployReport, ClassError> {
-    let s = Session::open(inv.clone(), pki_dir, PkiUse::Created, Access::default())?;
+    checkpoint_logged(inv, pki_dir, to, Events::none("class"), None).await
+}
+
+/// [`checkpoint`], its events to `events` and every remote operation to `run_log` (`lab up
+/// --to`, which writes a run log as deploy does).
+pub async fn checkpoint_logged(
+    inv: &Inventory,
+    pki_dir: &Path,
+    to: Phase,
+    events: Events,
+    run_log: Option<std::sync::Arc<crate::runlog::RunLog>>,
+) -> Result<DeployReport, ClassError> {
+    let access = Access {
+        run_log,
+        ..Access::default()
+    };
+    let s = Session::open(inv.clone(), pki_dir, PkiUse::Created, access)?;
     let opts = DeployOptions {
         phases: to.up_to(),
         snapshot_dir: None,
         ..DeployOptions::default()
     };
     let rendered = s.files(&opts.selected())?;
-    let report = deploy::deploy(
-        inv,
-        rendered,
-        s.connector,
-        s.probe,
-        &opts,
-        Events::none("class"),
-    )
-    .await?;
+    let report = deploy::deploy(inv, rendered, s.connector, s.probe, &opts, events).await?;
     let failed: Vec<String> = report
         .failed()
         .iter()

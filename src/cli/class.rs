@@ -78,6 +78,8 @@ pub struct LabUpArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub state: StateArgs,
+    #[command(flatten)]
+    pub log: super::LogArg,
 }
 
 /// `--name` of `lab status` and `lab down`.
@@ -324,7 +326,14 @@ fn lab_up(
     }
     let code = print_lab(&booted);
     if let Some(to) = a.to {
-        let report = runtime()?.block_on(labs::checkpoint(&inv, &pki, to))?;
+        let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
+        let (events, run_log) =
+            super::observe("lab-up", OutputFormat::Text, &a.log, &inv.source, &names)?;
+        if let Some(l) = &run_log {
+            eprintln!("log: {}", l.path().display());
+        }
+        let report =
+            runtime()?.block_on(labs::checkpoint_logged(&inv, &pki, to, events, run_log))?;
         out!(
             "deployed up to {to} with the PKI in {}:\n{}",
             pki.display(),

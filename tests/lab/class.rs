@@ -165,7 +165,17 @@ mod lab {
                 .args(extra)
                 .args(labs.place.args()))
         };
-        eprintln!("{}", up(&["--to", "lb"]));
+        let log = labs.dir.path().join("lab-up.log");
+        eprintln!(
+            "{}",
+            up(&["--to", "lb", "--log-file", log.to_str().unwrap()])
+        );
+        // `lab up --to` deploys, and logs what it did on the nodes as deploy does.
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            logged.contains("faults-lab-m1") && logged.contains("etcd"),
+            "lab up --to wrote no run log of its deploy: {logged:.2000}"
+        );
         let (inv, pki) = (lab_dir.join("inventory.toml"), lab_dir.join("pki"));
         verify_until(&inv, &pki, "the fresh lab passes verify", |passed, _| {
             passed
