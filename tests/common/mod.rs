@@ -79,8 +79,15 @@ pub fn ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The binary, with its run logs in the tests' own state directory (under target/), not the
+/// user's: `hardway logs` must name the user's newest run, never a test's.
 pub fn hardway() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hardway"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hardway"));
+    c.env(
+        "XDG_STATE_HOME",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("state"),
+    );
+    c
 }
 
 /// `hardway pki generate` for `inv` into `out`, as an operator does before the first deploy.
