@@ -349,6 +349,9 @@ fn rotate_cmd(subject: Subject, a: RotationArgs) -> Result<ExitCode> {
         for f in &s.verify_failed {
             eprintln!("  verify: FAIL {f}");
         }
+        for f in &s.already_failing {
+            eprintln!("  verify: FAIL {f} (before this step too: not this step's doing)");
+        }
     }
     let name = &report.subject;
     let finished = report.done == report.last;

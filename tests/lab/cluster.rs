@@ -1490,7 +1490,8 @@ mod day2 {
         v["kid"].as_str().unwrap_or("").to_string()
     }
 
-    /// About 19 minutes: every API server restarts in turn four times.
+    /// Certificates, the encryption key and the service-account key change on the real cluster
+    /// with clients running through it: every API server restarts in turn eight times.
     #[test]
     fn certificates_and_the_service_account_key_change_under_running_clients() {
         let m = minor();
@@ -1596,71 +1597,7 @@ mod day2 {
             "exec works"
         );
 
-        // 2. The service-account key: a token of the old key keeps working through steps 1 and
-        // 2, the new key signs from step 2, and step 3 (forced: its hour is not waited out
-        // here) drops the old key.
-        let old = k.ok(&["create", "token", "default", "--duration=1h"]);
-        let pod_token = k.exec(
-            &pod,
-            &[
-                "busybox",
-                "cat",
-                "/var/run/secrets/kubernetes.io/serviceaccount/token",
-            ],
-        );
-        accepted(&k, &t, "old", &old).unwrap();
-        accepted(&k, &t, "pod", &pod_token).unwrap();
-        let api = api_client(&t);
-        let r = day2_json(
-            &t,
-            &["secrets", "rotate-service-account-key", "--step", "1"],
-        );
-        assert_eq!(r["done"], 1, "{r:#}");
-        accepted(&k, &t, "old", &old).expect("an old-key token after step 1");
-        let r = day2_json(
-            &t,
-            &["secrets", "rotate-service-account-key", "--step", "2"],
-        );
-        assert_eq!(r["done"], 2, "{r:#}");
-        accepted(&k, &t, "old", &old).expect("an old-key token after step 2");
-        accepted(&k, &t, "pod", &pod_token).expect("the pod's token after step 2");
-        let new = k.ok(&["create", "token", "default", "--duration=1h"]);
-        assert_ne!(
-            kid(&new),
-            kid(&old),
-            "a token made after step 2 is not signed by the new key"
-        );
-        accepted(&k, &t, "new", &new).unwrap();
-        // Step 3 within the hour: refused, naming the wait, and nothing changes.
-        let o = run(hardway()
-            .args(["secrets", "rotate-service-account-key", "--yes", "-i"])
-            .arg(&t.inv_path)
-            .arg("--pki")
-            .arg(&t.pki));
-        let said = String::from_utf8_lossy(&o.stderr).to_string();
-        assert!(
-            !o.status.success() && said.contains("may still be in use until"),
-            "{said}"
-        );
-        accepted(&k, &t, "old", &old).expect("an old-key token after a refused step 3");
-        let r = day2_json(&t, &["secrets", "rotate-service-account-key", "--force"]);
-        assert_eq!(r["done"], 3, "{r:#}");
-        let api = api.finish();
-        eprintln!(
-            "service-account key rotation: API {} of {} failed",
-            api.1, api.0
-        );
-        assert_eq!(
-            api.1, 0,
-            "API requests failed during the rotation: {:?}",
-            api.2
-        );
-        let refused = accepted(&k, &t, "old", &old).expect_err("the old key's token after step 3");
-        assert!(refused.contains("Unauthorized"), "{refused}");
-        accepted(&k, &t, "new", &new).expect("a new-key token after step 3");
-        ready(&k, "nodes Ready after the rotation");
-
-        // 3. The encryption key, with both clients running: Secrets written before and between
+        // 2. The encryption key, with both clients running: Secrets written before and between
         // the steps; the rewrite (step 3) fails the first time (kubectl moved away on the first
         // master) and is resumed; then etcd holds every Secret sealed with the new key, none
         // with the old, and each reads back as written.
@@ -1798,5 +1735,70 @@ mod day2 {
             assert_eq!(String::from_utf8_lossy(&got), value, "{name}");
         }
         ready(&k, "nodes Ready after the encryption key rotation");
+
+        // 3. The service-account key (last: its forced step 3 leaves pods with old tokens cut
+        // off the API for up to an hour): a token of the old key keeps working through steps 1 and
+        // 2, the new key signs from step 2, and step 3 (forced: its hour is not waited out
+        // here) drops the old key.
+        let old = k.ok(&["create", "token", "default", "--duration=1h"]);
+        let pod_token = k.exec(
+            &pod,
+            &[
+                "busybox",
+                "cat",
+                "/var/run/secrets/kubernetes.io/serviceaccount/token",
+            ],
+        );
+        accepted(&k, &t, "old", &old).unwrap();
+        accepted(&k, &t, "pod", &pod_token).unwrap();
+        let api = api_client(&t);
+        let r = day2_json(
+            &t,
+            &["secrets", "rotate-service-account-key", "--step", "1"],
+        );
+        assert_eq!(r["done"], 1, "{r:#}");
+        accepted(&k, &t, "old", &old).expect("an old-key token after step 1");
+        let r = day2_json(
+            &t,
+            &["secrets", "rotate-service-account-key", "--step", "2"],
+        );
+        assert_eq!(r["done"], 2, "{r:#}");
+        accepted(&k, &t, "old", &old).expect("an old-key token after step 2");
+        accepted(&k, &t, "pod", &pod_token).expect("the pod's token after step 2");
+        let new = k.ok(&["create", "token", "default", "--duration=1h"]);
+        assert_ne!(
+            kid(&new),
+            kid(&old),
+            "a token made after step 2 is not signed by the new key"
+        );
+        accepted(&k, &t, "new", &new).unwrap();
+        // Step 3 within the hour: refused, naming the wait, and nothing changes.
+        let o = run(hardway()
+            .args(["secrets", "rotate-service-account-key", "--yes", "-i"])
+            .arg(&t.inv_path)
+            .arg("--pki")
+            .arg(&t.pki));
+        let said = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(
+            !o.status.success() && said.contains("may still be in use until"),
+            "{said}"
+        );
+        accepted(&k, &t, "old", &old).expect("an old-key token after a refused step 3");
+        let r = day2_json(&t, &["secrets", "rotate-service-account-key", "--force"]);
+        assert_eq!(r["done"], 3, "{r:#}");
+        let api = api.finish();
+        eprintln!(
+            "service-account key rotation: API {} of {} failed",
+            api.1, api.0
+        );
+        assert_eq!(
+            api.1, 0,
+            "API requests failed during the rotation: {:?}",
+            api.2
+        );
+        let refused = accepted(&k, &t, "old", &old).expect_err("the old key's token after step 3");
+        assert!(refused.contains("Unauthorized"), "{refused}");
+        accepted(&k, &t, "new", &new).expect("a new-key token after step 3");
+        ready(&k, "nodes Ready after the rotation");
     }
 }

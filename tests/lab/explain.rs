@@ -86,7 +86,7 @@ mod lab {
             );
         }
         for c in ["etcd leader", "etcd membership", "etcd alarms"] {
-            assert_eq!(status("etcd", c), "PASS", "{c}");
+            assert_eq!(status("cluster", c), "PASS", "{c}");
         }
         assert_eq!(status("lab-lb", "unit haproxy"), "PASS");
         assert_eq!(status("lab-lb", "haproxy config"), "PASS");

@@ -6,7 +6,7 @@
 //! again every unit that step restarts (its files may all be in place while some daemons still
 //! run with the old ones). A step that fails stays under way; the next run takes it up.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,8 +47,13 @@ pub struct StepReport {
     pub deploy: Option<DeployReport>,
     /// Why the step stopped, when it did outside the rollout (the rewrite).
     pub error: Option<String>,
-    /// verify's FAILs after the step; the step stays under way while there are any.
+    /// verify's FAILs after the step that were not there before it; the step stays under way
+    /// while there are any.
     pub verify_failed: Vec<String>,
+    /// verify's FAILs that were there before the step too: said, but not the step's doing
+    /// (a metrics-server whose pod lost its token, say), so they do not stop the rotation.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub already_failing: Vec<String>,
 }
 
 impl StepReport {
@@ -286,6 +291,16 @@ pub async fn rotate_subject(
                 crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await?;
             report.snapshot = Some(dir.join(info.file));
         }
+        // What verify already fails before anything changes is not the step's to answer for.
+        let before = failing_checks(
+            inv,
+            pki_dir,
+            connector.clone(),
+            probe.clone(),
+            opts.change.deploy.parallel,
+        )
+        .await
+        .unwrap_or_default();
         // The state first: from here on, a run that stops resumes this step.
         state.running = Some(k);
         state.restart.extend(restarts(&selection(
@@ -313,6 +328,7 @@ pub async fn rotate_subject(
             deploy: None,
             error: None,
             verify_failed: vec![],
+            already_failing: vec![],
         };
         if s.rewrite_step() == Some(k) {
             match secrets::rewrite(inv, connector.as_ref(), events) {
@@ -340,13 +356,14 @@ pub async fn rotate_subject(
             );
         }
         if !sr.failed() {
-            sr.verify_failed = verify_after(
+            (sr.verify_failed, sr.already_failing) = verify_after(
                 inv,
                 pki_dir,
                 connector.clone(),
                 probe_for(&render_pki),
                 opts.change.deploy.parallel,
                 opts.change.deploy.api_timeout,
+                &before,
             )
             .await;
         }
@@ -488,6 +505,40 @@ async fn plan(
 /// verify's FAILs, from the PKI directory as it is now, once none is left or `within` has
 /// passed: a restarted API server is back in HAProxy's rotation only after its health checks
 /// (rise 2, 2 s apart), so the cluster may take seconds to settle after a step.
+/// verify's FAILs, by place and check, each with its line for the report.
+type Failing = BTreeMap<(String, String), String>;
+
+async fn failing_checks(
+    inv: &Inventory,
+    pki_dir: &Path,
+    connector: Arc<dyn Connector>,
+    probe: Arc<dyn crate::probe::Probe>,
+    parallel: usize,
+) -> Result<Failing, String> {
+    let creds = verify::Credentials::load(&verify::VerifyOptions::new(pki_dir.to_path_buf()))
+        .map_err(|e| e.to_string())?;
+    let checks = verify::verify(
+        inv,
+        creds,
+        connector,
+        probe,
+        None,
+        parallel,
+        Events::none("verify"),
+    )
+    .await;
+    Ok(checks
+        .into_iter()
+        .filter(|c| c.status == verify::Status::Fail)
+        .map(|c| {
+            let line = format!("{} {}: {}", c.place(), c.check, c.detail);
+            ((c.place().to_string(), c.check), line)
+        })
+        .collect())
+}
+
+/// verify after a step, until it finds no FAIL that `before` did not have (or `within` has
+/// passed): those FAILs, and the ones that were there before.
 async fn verify_after(
     inv: &Inventory,
     pki_dir: &Path,
@@ -495,31 +546,20 @@ async fn verify_after(
     probe: Arc<dyn crate::probe::Probe>,
     parallel: usize,
     within: std::time::Duration,
-) -> Vec<String> {
+    before: &Failing,
+) -> (Vec<String>, Vec<String>) {
     let deadline = std::time::Instant::now() + within;
     loop {
-        let creds =
-            match verify::Credentials::load(&verify::VerifyOptions::new(pki_dir.to_path_buf())) {
-                Ok(c) => c,
-                Err(e) => return vec![e.to_string()],
+        let now =
+            match failing_checks(inv, pki_dir, connector.clone(), probe.clone(), parallel).await {
+                Ok(f) => f,
+                Err(e) => return (vec![e], vec![]),
             };
-        let checks = verify::verify(
-            inv,
-            creds,
-            connector.clone(),
-            probe.clone(),
-            None,
-            parallel,
-            Events::none("verify"),
-        )
-        .await;
-        let failed: Vec<String> = checks
-            .into_iter()
-            .filter(|c| c.status == verify::Status::Fail)
-            .map(|c| format!("{} {}: {}", c.place(), c.check, c.detail))
-            .collect();
-        if failed.is_empty() || std::time::Instant::now() >= deadline {
-            return failed;
+        let (old, new): (Vec<_>, Vec<_>) =
+            now.into_iter().partition(|(k, _)| before.contains_key(k));
+        if new.is_empty() || std::time::Instant::now() >= deadline {
+            let lines = |v: Vec<(_, String)>| v.into_iter().map(|(_, l)| l).collect();
+            return (lines(new), lines(old));
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }

@@ -666,6 +666,24 @@ mod secrets {
         assert_eq!(key_names(&f, "m2"), ["key2", "key2"]);
     }
 
+    /// What verify already FAILs before a step (here HAProxy stopped) is reported with the step
+    /// but does not stop the rotation: only what the step breaks does.
+    #[test]
+    fn a_failure_that_was_there_before_a_step_does_not_stop_the_rotation() {
+        let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
+        f.fake.node("lb").units.get_mut("haproxy").unwrap().active = false;
+        let r = rotate_what(&f, Subject::Encryption, Some(1), YES).unwrap();
+        assert!(!r.failed() && r.done == 1, "{r:#?}");
+        let step = &r.steps[0];
+        assert!(step.verify_failed.is_empty(), "{step:#?}");
+        assert!(
+            step.already_failing
+                .iter()
+                .any(|f| f.starts_with("lb unit haproxy")),
+            "{step:#?}"
+        );
+    }
+
     #[test]
     fn the_service_account_key_verifies_with_both_then_signs_with_the_new_then_drops_the_old() {
         let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
