@@ -321,6 +321,16 @@ pub async fn verify(
         )
         .await,
     );
+    // A check made through the API's address where no inventory node is the load balancer
+    // (an external one, or a single master's address) belongs to no node: it is the cluster's.
+    for c in &mut checks {
+        if c.host
+            .as_deref()
+            .is_some_and(|h| !inv.nodes.iter().any(|n| n.name == h))
+        {
+            c.host = None;
+        }
+    }
     checks.sort_by(|a, b| (&a.host, &a.check).cmp(&(&b.host, &b.check)));
     for c in &checks {
         let (status, message) = match c.status {

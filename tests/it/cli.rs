@@ -454,6 +454,24 @@ fn deploy_and_verify_find_a_named_lab_by_its_name() {
             .any(|c| c["host"] == "alice-m1"),
         "{v:#}"
     );
+    // No load balancer node: the checks through the API's address are the cluster's, not a
+    // made-up host's.
+    assert!(
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["host"] == "alice-m1" || c["host"].is_null()),
+        "{v:#}"
+    );
+    assert!(
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["host"].is_null() && c["check"] == "api /readyz"),
+        "{v:#}"
+    );
     let o = named(&["verify", "--name", "bob"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
