@@ -489,15 +489,40 @@ mod lab {
         // A ClusterIP Service through kube-proxy, and DNS through CoreDNS.
         let cluster_ip = k.ok(&["get", "svc", "web", "-o=jsonpath={.spec.clusterIP}"]);
         let names: Vec<&str> = pods.iter().map(|p| p.0.as_str()).collect();
-        let via_service = k.exec(
-            &a.0,
-            &[
-                "busybox",
-                "wget",
-                "-qO-",
-                &format!("http://{cluster_ip}/hostname"),
-            ],
-        );
+        // A ClusterIP that does not answer says why: the Service's endpoints, and kube-proxy and
+        // its rules on the pod's node (a run here once met a 90 s timeout with nothing else).
+        let via_service = k
+            .try_until(
+                "the web Service's ClusterIP from a pod",
+                &[
+                    "exec",
+                    &a.0,
+                    "--",
+                    "busybox",
+                    "wget",
+                    "-qO-",
+                    &format!("http://{cluster_ip}/hostname"),
+                ],
+                Duration::from_secs(90),
+                |_| true,
+            )
+            .unwrap_or_else(|e| {
+                let node = k.ok(&["get", "pod", &a.0, "-o=jsonpath={.spec.nodeName}"]);
+                let slices = k.run(&["get", "endpointslices", "-o", "wide"]);
+                let proxy = t.ssh(
+                    &node,
+                    "systemctl status kube-proxy --no-pager -l | tail -n 30; \
+                     iptables -t nat -S KUBE-SERVICES | head -n 40",
+                );
+                panic!(
+                    "{e}\nendpoint slices:\n{}\n{node}: kube-proxy and its rules:\n{}{}",
+                    String::from_utf8_lossy(&slices.stdout),
+                    String::from_utf8_lossy(&proxy.stdout),
+                    String::from_utf8_lossy(&proxy.stderr)
+                )
+            })
+            .trim()
+            .to_string();
         assert!(
             names.contains(&via_service.as_str()),
             "{via_service} is not a web pod"
