@@ -102,15 +102,15 @@ pub(super) fn run(args: VerifyArgs) -> Result<ExitCode> {
         parallel,
         events,
     ));
+    let failed = checks.iter().any(|c| c.status == verify::Status::Fail);
     match output {
         OutputFormat::Json => out!(
             "{}",
-            serde_json::to_string_pretty(&verify::Report::new(&inv, checks.clone()))?
+            serde_json::to_string_pretty(&verify::Report::new(&inv, checks))?
         ),
         OutputFormat::Jsonl => {}
         OutputFormat::Text => out!("{}", verify::format_report(&checks)),
     }
-    let failed = checks.iter().any(|c| c.status == verify::Status::Fail);
     Ok(if failed {
         ExitCode::FAILURE
     } else {

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::work::HostWork;
-use super::{Check, Status, check, cluster_check, sans};
+use super::{Check, Status, check, check_at, cluster_check, sans};
 use crate::components::Port;
 use crate::inventory::{Inventory, Role, host_for_url};
 use crate::probe::{self, Probe};
@@ -336,28 +336,27 @@ pub(crate) async fn api(
         .filter(|h| h.node.has(Role::Master) && h.deployed("kube-apiserver"))
         .collect();
     let (lb_ip, lb_port) = inv.api_endpoint();
-    let lb_host = inv
-        .load_balancer
-        .as_ref()
-        .and_then(|l| l.node.clone())
-        .unwrap_or_else(|| "load-balancer".into());
+    // Checks through the API's address are the load balancer node's, or the cluster's where no
+    // node is one (an external load balancer, a single master's address).
+    let lb_host: Option<String> = inv.load_balancer.as_ref().and_then(|l| l.node.clone());
+    let lb = lb_host.as_deref();
     if deployed.is_empty() {
         let masters: Vec<&HostWork> = work.iter().filter(|h| h.node.has(Role::Master)).collect();
         out.push(if masters.iter().all(|h| !h.reached()) {
             // Not "not deployed": nothing is known of masters that did not answer.
-            check(&lb_host, "api /readyz", Status::Fail, "no master answered over SSH: whether kube-apiserver runs on any is unknown", Some("make the masters reachable over SSH (their ssh checks say why)"))
+            check_at(lb, "api /readyz", Status::Fail, "no master answered over SSH: whether kube-apiserver runs on any is unknown", Some("make the masters reachable over SSH (their ssh checks say why)"))
         } else {
-            check(&lb_host, "api /readyz", Status::Skip, "kube-apiserver is not deployed on any master", Some("hardway deploy --phases control-plane (needs the Kubernetes binaries on the masters)"))
+            check_at(lb, "api /readyz", Status::Skip, "kube-apiserver is not deployed on any master", Some("hardway deploy --phases control-plane (needs the Kubernetes binaries on the masters)"))
         });
         return out;
     }
     if let Some(e) = auth_error {
-        out.push(check(&lb_host, "api /readyz", Status::Fail, e, None));
+        out.push(check_at(lb, "api /readyz", Status::Fail, e, None));
         return out;
     }
     if !have_auth {
-        out.push(check(
-            &lb_host,
+        out.push(check_at(
+            lb,
             "api /readyz",
             Status::Skip,
             "no cluster CA or admin certificate",
@@ -366,7 +365,7 @@ pub(crate) async fn api(
         return out;
     }
     let default_port = Port::ApiServer.number(inv);
-    let mut targets: Vec<(String, IpAddr, u16)> = deployed
+    let masters: Vec<(&str, IpAddr, u16)> = deployed
         .iter()
         .map(|h| {
             // The port the API server was told to serve on, as a hand-built one may differ.
@@ -374,21 +373,24 @@ pub(crate) async fn api(
                 .flag("kube-apiserver", "secure-port")
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(default_port);
-            (h.node.name.clone(), h.node.address, port)
+            (h.node.name.as_str(), h.node.address, port)
         })
         .collect();
-    targets.push((lb_host.clone(), lb_ip, lb_port));
-    for (host, ip, port) in &targets {
+    let targets = masters
+        .iter()
+        .map(|&(name, ip, port)| (Some(name), ip, port))
+        .chain([(lb, lb_ip, lb_port)]);
+    for (host, ip, port) in targets {
         for path in ["/livez", "/readyz"] {
-            out.push(match probe.api_get(*ip, *port, path).await {
-                Ok((200, _)) => check(
+            out.push(match probe.api_get(ip, port, path).await {
+                Ok((200, _)) => check_at(
                     host,
                     format!("api {path}"),
                     Status::Pass,
-                    format!("https://{}:{port}{path}: 200", host_for_url(*ip)),
+                    format!("https://{}:{port}{path}: 200", host_for_url(ip)),
                     None,
                 ),
-                Ok((code, body)) => check(
+                Ok((code, body)) => check_at(
                     host,
                     format!("api {path}"),
                     Status::Fail,
@@ -401,7 +403,7 @@ pub(crate) async fn api(
                     ),
                     Some("kubectl get --raw '/readyz?verbose' names the failing check"),
                 ),
-                Err(e) => check(
+                Err(e) => check_at(
                     host,
                     format!("api {path}"),
                     Status::Fail,
@@ -415,8 +417,8 @@ pub(crate) async fn api(
     }
     // What each API server runs, against the inventory's release: an upgrade half done, or a
     // master left behind, is named here.
-    for (host, ip, port) in targets.iter().filter(|(h, ..)| *h != lb_host) {
-        if let Ok((200, body)) = probe.api_get(*ip, *port, "/version").await
+    for &(host, ip, port) in masters.iter().filter(|(h, ..)| Some(*h) != lb) {
+        if let Ok((200, body)) = probe.api_get(ip, port, "/version").await
             && let Some(v) = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["gitVersion"].as_str().map(str::to_string))
@@ -500,23 +502,23 @@ pub(crate) async fn api(
                 ("kube-controller-manager", "kube-controller-manager"),
             ] {
                 if deployed.iter().any(|h| h.deployed(unit)) {
-                    out.push(leader(probe, lb_ip, lb_port, &lb_host, lease).await);
+                    out.push(leader(probe, lb_ip, lb_port, lb, lease).await);
                 }
             }
             // CoreDNS runs on the workers: nothing to ask before a kubelet is deployed.
             if inv.addons.coredns.is_some() && inv.workers().any(|w| kubelet_deployed(&w.name)) {
-                out.push(cluster_dns(probe, lb_ip, lb_port, &lb_host).await);
+                out.push(cluster_dns(probe, lb_ip, lb_port, lb).await);
             }
         }
-        Ok((code, _)) => out.push(check(
-            &lb_host,
+        Ok((code, _)) => out.push(check_at(
+            lb,
             "nodes Ready",
             Status::Fail,
             format!("listing nodes answered {code}"),
             Some("the admin certificate needs O=system:masters"),
         )),
-        Err(e) => out.push(check(
-            &lb_host,
+        Err(e) => out.push(check_at(
+            lb,
             "nodes Ready",
             Status::Fail,
             format!("listing nodes: {e}"),
@@ -568,7 +570,7 @@ pub(crate) async fn api(
             })
             .collect();
         out.push(if bad.is_empty() {
-            check(&lb_host, "aggregated APIs", Status::Pass, "all APIServices Available", None)
+            check_at(lb, "aggregated APIs", Status::Pass, "all APIServices Available", None)
         } else {
             let detail: Vec<String> = bad.iter().map(|(n, svc, why)| format!("{n} (service {svc}): {why}")).collect();
             let hint = if bad.iter().any(|(_, _, why)| why.starts_with("MissingEndpoints")) {
@@ -578,7 +580,7 @@ pub(crate) async fn api(
             } else {
                 "the API server dials the service's pod IPs (--enable-aggregator-routing): every master needs a route to every pod network".into()
             };
-            check(&lb_host, "aggregated APIs", Status::Fail, format!("not Available: {}", detail.join("; ")), Some(&hint))
+            check_at(lb, "aggregated APIs", Status::Fail, format!("not Available: {}", detail.join("; ")), Some(&hint))
         });
     }
     out
@@ -628,13 +630,19 @@ async fn kubelet_api(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, node: &str)
 
 /// A leader-elected control-plane component holds its lease: without one, nothing schedules
 /// new pods (they stay Pending) or runs the controllers.
-async fn leader(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str, lease: &str) -> Check {
+async fn leader(
+    probe: &dyn Probe,
+    lb_ip: IpAddr,
+    lb_port: u16,
+    host: Option<&str>,
+    lease: &str,
+) -> Check {
     let name = format!("{} leader", lease.trim_start_matches("kube-"));
     let path = format!("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{lease}");
     let v = match probe.api_get(lb_ip, lb_port, &path).await {
         Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
         Ok((404, _)) => {
-            return check(
+            return check_at(
                 host,
                 name,
                 Status::Fail,
@@ -642,8 +650,10 @@ async fn leader(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str, leas
                 Some(&format!("systemctl status {lease} on the masters")),
             );
         }
-        Ok((code, _)) => return check(host, name, Status::Fail, format!("{path}: {code}"), None),
-        Err(e) => return check(host, name, Status::Fail, format!("{path}: {e}"), None),
+        Ok((code, _)) => {
+            return check_at(host, name, Status::Fail, format!("{path}: {code}"), None);
+        }
+        Err(e) => return check_at(host, name, Status::Fail, format!("{path}: {e}"), None),
     };
     let holder = v["spec"]["holderIdentity"]
         .as_str()
@@ -660,14 +670,14 @@ async fn leader(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str, leas
         "no controller runs (Deployments, Endpoints, node lifecycle)"
     };
     match age {
-        Some(age) if age <= duration + 5 => check(
+        Some(age) if age <= duration + 5 => check_at(
             host,
             name,
             Status::Pass,
             format!("{holder}, renewed {age} s ago"),
             None,
         ),
-        Some(age) => check(
+        Some(age) => check_at(
             host,
             name,
             Status::Fail,
@@ -678,7 +688,7 @@ async fn leader(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str, leas
                 "systemctl start {lease} on the masters (journalctl -u {lease} says why it stopped)"
             )),
         ),
-        None => check(
+        None => check_at(
             host,
             name,
             Status::Fail,
@@ -689,12 +699,12 @@ async fn leader(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str, leas
 }
 
 /// CoreDNS answers for the cluster: the kube-dns Service has ready endpoints.
-async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str) -> Check {
+async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: Option<&str>) -> Check {
     let path = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dkube-dns";
     let v = match probe.api_get(lb_ip, lb_port, path).await {
         Ok((200, body)) => serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
         Ok((code, _)) => {
-            return check(
+            return check_at(
                 host,
                 "cluster DNS",
                 Status::Fail,
@@ -703,7 +713,7 @@ async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str)
             );
         }
         Err(e) => {
-            return check(
+            return check_at(
                 host,
                 "cluster DNS",
                 Status::Fail,
@@ -721,7 +731,7 @@ async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str)
         .filter_map(|e| e["addresses"][0].as_str().map(str::to_string))
         .collect();
     if ready.is_empty() {
-        check(
+        check_at(
             host,
             "cluster DNS",
             Status::Fail,
@@ -731,7 +741,7 @@ async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: &str)
             ),
         )
     } else {
-        check(
+        check_at(
             host,
             "cluster DNS",
             Status::Pass,

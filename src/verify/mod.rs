@@ -88,8 +88,19 @@ pub(crate) fn check(
     detail: impl Into<String>,
     hint: Option<&str>,
 ) -> Check {
+    check_at(Some(host), name, status, detail, hint)
+}
+
+/// A check of `host`, or of the whole cluster where there is none.
+pub(crate) fn check_at(
+    host: Option<&str>,
+    name: impl Into<String>,
+    status: Status,
+    detail: impl Into<String>,
+    hint: Option<&str>,
+) -> Check {
     Check {
-        host: Some(host.to_string()),
+        host: host.map(str::to_string),
         ..cluster_check(name, status, detail, hint)
     }
 }
@@ -321,16 +332,6 @@ pub async fn verify(
         )
         .await,
     );
-    // A check made through the API's address where no inventory node is the load balancer
-    // (an external one, or a single master's address) belongs to no node: it is the cluster's.
-    for c in &mut checks {
-        if c.host
-            .as_deref()
-            .is_some_and(|h| !inv.nodes.iter().any(|n| n.name == h))
-        {
-            c.host = None;
-        }
-    }
     checks.sort_by(|a, b| (&a.host, &a.check).cmp(&(&b.host, &b.check)));
     for c in &checks {
         let (status, message) = match c.status {
