@@ -197,8 +197,7 @@ fn check_cmd(a: CheckArgs) -> Result<ExitCode> {
         .and_then(|p| render::render(&inv, &p).ok())
         .map(|r| check::rendered_kubeconfigs(&r))
         .unwrap_or_default();
-    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
-    let (_, run_log) = observe("certs-check", OutputFormat::Text, &c.log, &path, &names)?;
+    let (_, run_log) = observe("certs-check", OutputFormat::Text, &c.log, &inv)?;
     let connector = crate::session::connector(
         &inv,
         super::deploy::access(&inv, c.accept_new_host_keys, run_log)?,

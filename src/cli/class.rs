@@ -326,9 +326,7 @@ fn lab_up(
     }
     let code = print_lab(&booted);
     if let Some(to) = a.to {
-        let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
-        let (events, run_log) =
-            super::observe("lab-up", OutputFormat::Text, &a.log, &inv.source, &names)?;
+        let (events, run_log) = super::observe("lab-up", OutputFormat::Text, &a.log, &inv)?;
         if let Some(l) = &run_log {
             eprintln!("log: {}", l.path().display());
         }
@@ -385,13 +383,12 @@ fn fault(a: &FaultArgs, action: Action) -> Result<ExitCode> {
         }
     };
     // Like every command that changes nodes, a run log of what it sent (`hardway logs`).
-    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
     let command = if action == Action::Break {
         "lab-break"
     } else {
         "lab-fix"
     };
-    let (_, run_log) = super::observe(command, OutputFormat::Text, &a.log, &inv.source, &names)?;
+    let (_, run_log) = super::observe(command, OutputFormat::Text, &a.log, &inv)?;
     let access = crate::session::Access {
         run_log: run_log.clone(),
         ..Default::default()

@@ -187,13 +187,12 @@ pub(super) fn open(c: &ClusterArgs, command: &'static str) -> Result<Opened> {
 /// [`open`] of the inventory at `path`.
 pub(super) fn open_at(path: PathBuf, c: &AccessArgs, command: &'static str) -> Result<Opened> {
     let inv = load_inventory(&path)?;
-    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
     let output = if c.output == OutputFormat::Jsonl {
         OutputFormat::Jsonl
     } else {
         OutputFormat::Text
     };
-    let (events, run_log) = observe(command, output, &c.log, &path, &names)?;
+    let (events, run_log) = observe(command, output, &c.log, &inv)?;
     let access = access(&inv, c.accept_new_host_keys, run_log)?;
     let pki_dir = c.pki(&inv);
     let Session {

@@ -175,8 +175,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         ..deploy::DeployOptions::default()
     };
 
-    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
-    let (events, run_log) = observe("deploy", output, &log, &inv_path, &names)?;
+    let (events, run_log) = observe("deploy", output, &log, &inv)?;
     let access = access(&inv, accept_new_host_keys, run_log.clone())?;
     // The PKI is brought up to date (kept where it still fits); a dry run decides the
     // same in memory and writes nothing.

@@ -280,22 +280,23 @@ pub(super) fn observe(
     command: &'static str,
     output: OutputFormat,
     log: &LogArg,
-    inventory: &Path,
-    hosts: &[String],
+    inv: &inventory::Inventory,
 ) -> Result<(Events, Option<Arc<RunLog>>)> {
     let argv: Vec<String> = std::env::args().collect();
     let run_log = RunLog::create(log.log_file.as_deref(), command, &argv)
         .with_context(|| "creating the run log")?;
-    if let Ok(text) = std::fs::read_to_string(inventory) {
-        run_log.inventory(inventory, &text);
+    if let Ok(text) = std::fs::read_to_string(&inv.source) {
+        run_log.inventory(&inv.source, &text);
     }
     let run_log = Arc::new(run_log);
     let mut sinks: Vec<Arc<dyn Sink>> = vec![run_log.clone()];
     match output {
         OutputFormat::Jsonl => sinks.push(Arc::new(JsonLines)),
-        OutputFormat::Text if std::io::IsTerminal::is_terminal(&std::io::stderr()) => sinks.push(
-            Arc::new(ProgressLines::new(hosts.iter().map(String::as_str))),
-        ),
+        OutputFormat::Text if std::io::IsTerminal::is_terminal(&std::io::stderr()) => {
+            sinks.push(Arc::new(ProgressLines::new(
+                inv.nodes.iter().map(|n| n.name.as_str()),
+            )))
+        }
         _ => {}
     }
     Ok((Events::new(command, sinks), Some(run_log)))

@@ -87,8 +87,7 @@ pub(super) fn run(args: VerifyArgs) -> Result<ExitCode> {
     };
     let creds = verify::Credentials::load(&opts)?;
     let (probe, api_error) = creds.probe(&inv);
-    let names: Vec<String> = inv.nodes.iter().map(|n| n.name.clone()).collect();
-    let (events, run_log) = observe("verify", output, &log, &inv_path, &names)?;
+    let (events, run_log) = observe("verify", output, &log, &inv)?;
     let connector = crate::session::connector(
         &inv,
         super::deploy::access(&inv, accept_new_host_keys, run_log)?,
