@@ -353,22 +353,23 @@ pub fn describe_certificates(text: &str) -> String {
     out
 }
 
-/// The PEM certificate blocks of a text (a bundle has several).
-fn pem_certificates(text: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
+/// The PEM certificate blocks of a text (a bundle has several), each with its BEGIN and END
+/// lines.
+pub(crate) fn pem_certificates(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
     let mut cur: Option<String> = None;
     for line in text.lines() {
-        match cur.as_mut() {
-            None if line == "-----BEGIN CERTIFICATE-----" => cur = Some(format!("{line}\n")),
-            None => {}
-            Some(b) => {
-                b.push_str(line);
-                b.push('\n');
-                if line == "-----END CERTIFICATE-----" {
-                    blocks.extend(cur.take());
-                }
-            }
+        // A BEGIN starts the block anew: an unterminated one before it is dropped.
+        if line == "-----BEGIN CERTIFICATE-----" {
+            cur = Some(String::new());
+        }
+        if let Some(c) = cur.as_mut() {
+            c.push_str(line);
+            c.push('\n');
+        }
+        if line == "-----END CERTIFICATE-----" {
+            out.extend(cur.take());
         }
     }
-    blocks
+    out
 }

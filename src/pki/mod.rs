@@ -30,8 +30,8 @@ mod renew;
 pub mod rotate;
 mod store;
 
-pub(crate) use cert::fmt_seconds;
 pub use cert::{CertInfo, Malformed, describe_certificates};
+pub(crate) use cert::{fmt_seconds, pem_certificates};
 pub use check::{CheckRow, check, check_within};
 pub use error::PkiError;
 pub use generate::{Action, GenerateOptions, Report, generate};

@@ -274,7 +274,7 @@ fn on_node(
                 continue;
             }
             None => continue,
-            Some(text) => pem_blocks(&text),
+            Some(text) => pki::pem_certificates(&text),
         };
         if pems.is_empty() {
             rows.push(row("holds no certificate".into()));
@@ -305,25 +305,6 @@ fn on_node(
         }
     }
     Ok(rows)
-}
-
-/// Each `CERTIFICATE` block of `text`.
-pub(crate) fn pem_blocks(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    for line in text.lines() {
-        if line == "-----BEGIN CERTIFICATE-----" {
-            cur = Some(String::new());
-        }
-        if let Some(c) = cur.as_mut() {
-            c.push_str(line);
-            c.push('\n');
-        }
-        if line == "-----END CERTIFICATE-----" {
-            out.extend(cur.take());
-        }
-    }
-    out
 }
 
 /// The report as text: the local PKI, then every node's certificates; problems last.
