@@ -400,24 +400,16 @@ fn rewrite_comment(
             Some(c) => (c, "."),
             None => (word, ""),
         };
-        // An address, a range of them (`10.0.0.11-16`, `10.0.0.11-10.0.0.16`), or a name.
-        let (first, second) = core.split_once('-').unwrap_or((core, ""));
-        match (
-            first.parse::<Ipv4Addr>(),
-            words.iter().find(|(from, _)| from == core),
-        ) {
-            (Ok(a), _) => {
-                out.push_str(&f(a).to_string());
-                if !second.is_empty() {
-                    out.push('-');
-                    match second.parse::<Ipv4Addr>() {
-                        Ok(b) => out.push_str(&f(b).to_string()),
-                        Err(_) => out.push_str(second),
-                    }
-                }
-            }
-            (_, Some((_, to))) => out.push_str(to),
-            _ => out.push_str(core),
+        // An address or a range of them, as the inventory's values move; a range written short
+        // in prose (`10.0.0.11-16`) moves its first address; else a name.
+        let moved = move_addresses(core, f).or_else(|| {
+            let (a, b) = core.split_once('-')?;
+            Some(format!("{}-{b}", f(a.parse().ok()?)))
+        });
+        match (moved, words.iter().find(|(from, _)| from == core)) {
+            (Some(m), _) => out.push_str(&m),
+            (None, Some((_, to))) => out.push_str(to),
+            (None, None) => out.push_str(core),
         }
         out.push_str(tail);
         rest = &rest[start + len..];
