@@ -311,12 +311,7 @@ pub fn candidate_problem(
         return Some(format!(
             "apt offers containerd {candidate}; Kubernetes {} needs containerd {} (containerd's RELEASES.md)",
             minor.name(),
-            minor
-                .containerd
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join(" or ")
+            either(minor.containerd)
         ));
     }
     let line = inv.containerd.version;
@@ -619,6 +614,14 @@ pub fn parse_version(line: &str) -> Option<(u32, u32, u32)> {
         })
 }
 
+/// `2.3.0+ or 2.4.0+`, for messages.
+fn either(mins: &[ReleaseMin]) -> String {
+    mins.iter()
+        .map(|m| m.to_string())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
 /// Does `have` meet one of the minimums: at least its patch on the same line, or any later line?
 fn meets(have: (u32, u32, u32), mins: &[ReleaseMin]) -> bool {
     let newest = mins.iter().map(|m| (m.major, m.minor)).max();
@@ -637,12 +640,6 @@ fn version_problem(inv: &Inventory, c: &Component, line: &str) -> Option<String>
     };
     let want = inv.cluster.kubernetes_version;
     let minor = want.supported()?;
-    let list = |mins: &[ReleaseMin]| {
-        mins.iter()
-            .map(|m| m.to_string())
-            .collect::<Vec<_>>()
-            .join(" or ")
-    };
     match c.id {
         // The Kubernetes binaries are of the cluster's own release.
         ComponentId::KubeApiserver | ComponentId::Kubelet
@@ -659,7 +656,7 @@ fn version_problem(inv: &Inventory, c: &Component, line: &str) -> Option<String>
             have.1,
             have.2,
             minor.name(),
-            list(minor.containerd)
+            either(minor.containerd)
         )),
         ComponentId::Etcd if !meets(have, minor.etcd) => Some(format!(
             "{bin} is {}.{}.{}; Kubernetes {} supports etcd {}",
@@ -667,7 +664,7 @@ fn version_problem(inv: &Inventory, c: &Component, line: &str) -> Option<String>
             have.1,
             have.2,
             minor.name(),
-            list(minor.etcd)
+            either(minor.etcd)
         )),
         _ => None,
     }

@@ -502,12 +502,10 @@ async fn plan(
     Ok(out)
 }
 
-/// verify's FAILs, from the PKI directory as it is now, once none is left or `within` has
-/// passed: a restarted API server is back in HAProxy's rotation only after its health checks
-/// (rise 2, 2 s apart), so the cluster may take seconds to settle after a step.
 /// verify's FAILs, by place and check, each with its line for the report.
 type Failing = BTreeMap<(String, String), String>;
 
+/// verify's FAILs, from the PKI directory as it is now.
 async fn failing_checks(
     inv: &Inventory,
     pki_dir: &Path,
@@ -538,7 +536,9 @@ async fn failing_checks(
 }
 
 /// verify after a step, until it finds no FAIL that `before` did not have (or `within` has
-/// passed): those FAILs, and the ones that were there before.
+/// passed): those FAILs, and the ones that were there before. A restarted API server is back
+/// in HAProxy's rotation only after its health checks (rise 2, 2 s apart), so the cluster may
+/// take seconds to settle after a step.
 async fn verify_after(
     inv: &Inventory,
     pki_dir: &Path,
