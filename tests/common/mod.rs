@@ -67,6 +67,15 @@ pub fn kubernetes_build(minor: &str) -> PathBuf {
 }
 
 /// Runs and asserts success, returning stdout.
+/// A command's stdout and stderr, as one text for messages and searches.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 pub fn ok(cmd: &mut Command) -> String {
     let out = run(cmd);
     assert!(

@@ -3,17 +3,7 @@
 //! scenario names the known ones; `class up` warns about privileged workers before anything
 //! boots. The lab tests are the `lab` binary's `class::lab`.
 
-use std::process::Output;
-
-use crate::common::{hardway, ok, repo, run};
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::common::{hardway, ok, repo, run, text};
 
 #[test]
 fn a_bad_students_file_is_refused_line_by_line_and_nothing_is_created() {

@@ -432,11 +432,7 @@ fn deploy_and_verify_find_a_named_lab_by_its_name() {
     };
     // The dry run plans for the lab's node, with the lab's PKI (no ./pki is made).
     let o = named(&["deploy", "--name", "alice", "--dry-run"]);
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let said = text(&o);
     assert!(said.contains("alice-m1"), "{said}");
     assert!(
         !dir.path().join("pki").exists(),

@@ -187,14 +187,6 @@ impl Setup {
     }
 }
 
-fn text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// Every executable, from its archive, runnable; the second run downloads nothing at all.
 #[test]
 fn fetch_verifies_lays_out_and_caches() {

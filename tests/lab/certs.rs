@@ -43,14 +43,6 @@ fn certificates_on_the_lab() {
     the_encryption_key_rotates_and_secrets_are_rewritten(&t, &cp);
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// `hardway certs ARGS -i INV --pki PKI`.
 fn certs(t: &TestLab, args: &[&str]) -> Output {
     run(hardway()

@@ -7,17 +7,8 @@
 //! `it` binary's `class`.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use crate::common::{hardway, ok, repo, run};
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::common::{hardway, ok, repo, run, text};
 
 /// Where a class test keeps its labs: its own state directory and subnet pool.
 struct Place {

@@ -168,11 +168,7 @@ impl Kubectl {
             let text = if o.status.success() {
                 String::from_utf8_lossy(&o.stdout).to_string()
             } else {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                )
+                text(&o)
             };
             if o.status.success() && done(&text) {
                 return Ok(text);
@@ -948,14 +944,10 @@ mod lab {
         );
         // And a second minor down is refused before anything changes (the skew policy).
         let o = t.deploy(&t.inv_path, &["--dry-run"]);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let said = crate::common::text(&o);
         assert!(
-            !o.status.success() && text.contains("does not support downgrading a minor"),
-            "{text}"
+            !o.status.success() && said.contains("does not support downgrading a minor"),
+            "{said}"
         );
 
         removing_a_worker_drains_it_and_deletes_its_node(&t, &k, &upgraded, &workers, &lb);
@@ -1243,13 +1235,6 @@ spec:
                 .arg("lab")
                 .args(args)
                 .args(["-i", &inv, "--pki", &pki]))
-        };
-        let text = |o: &std::process::Output| {
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            )
         };
         let cluster_ones: Vec<_> = SCENARIOS
             .iter()
@@ -1709,11 +1694,7 @@ mod day2 {
             .arg("--snapshot-dir")
             .arg(t.dir.path().join("snapshots")));
         t.ssh_ok(&first, &format!("mv {kubectl_on_m1}.away {kubectl_on_m1}"));
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let said = text(&o);
         assert!(
             !o.status.success() && said.contains("kubectl is not at"),
             "the rewrite without kubectl: {said}"

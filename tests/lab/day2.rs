@@ -55,14 +55,6 @@ fn write_inventory(t: &TestLab, name: &str, text: &str) -> PathBuf {
     p
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn hardway_ok(args: &mut Command) -> String {
     let o = run(args);
     assert!(o.status.success(), "{args:?} failed:\n{}", text(&o));

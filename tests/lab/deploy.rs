@@ -217,11 +217,7 @@ fn the_real_deploy_brings_up_etcd_and_haproxy(t: &TestLab) {
     );
     let health = etcdctl(t, &["endpoint", "health"]);
     assert!(health.status.success());
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&health.stdout),
-        String::from_utf8_lossy(&health.stderr)
-    );
+    let said = text(&health);
     assert_eq!(said.matches("is healthy").count(), 3, "{said}");
 
     assert_eq!(t.ssh_ok("lab-lb", "systemctl is-active haproxy"), "active");
