@@ -184,11 +184,14 @@ pub enum ClassCommand {
     },
 }
 
+/// Where a class is when `--dir` does not say (the completions read it too).
+pub(super) const CLASS_DIR: &str = "class";
+
 /// The class directory.
 #[derive(Args, Clone)]
 pub struct ClassDir {
     /// The class directory: class.json, and each student's lab inventory and PKI.
-    #[arg(long = "dir", default_value = "class")]
+    #[arg(long = "dir", default_value = CLASS_DIR)]
     pub dir: PathBuf,
     #[command(flatten)]
     pub state: StateArgs,

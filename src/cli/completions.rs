@@ -51,7 +51,7 @@ pub(super) fn script(shell: Shell, mut cmd: clap::Command) -> String {
 /// The class directory named by the words of a command line being completed (`--dir D`,
 /// `--dir=D`, or bash's split `--dir = D`), else `class`, `--dir`'s default.
 pub(super) fn class_dir(words: &[String]) -> std::path::PathBuf {
-    let mut dir = "class";
+    let mut dir = super::class::CLASS_DIR;
     let mut it = words.iter().map(String::as_str).peekable();
     while let Some(w) = it.next() {
         if let Some(d) = w.strip_prefix("--dir=") {
@@ -126,7 +126,10 @@ fn bash(text: &str, hidden: &BTreeSet<String>) -> String {
 fn zsh(text: &str, hidden: &BTreeSet<String>) -> String {
     // `*::` narrows zsh's `words` to the positional arguments: the class directory comes from
     // the flags _arguments has parsed (no `:` in the action, which would end it).
-    let names = r#"{compadd -- ${(f)"$(HARDWAY_COMPLETE=students hardway --dir ${opt_args[--dir]-class} 2>/dev/null)"}}"#;
+    let names = format!(
+        r#"{{compadd -- ${{(f)"$(HARDWAY_COMPLETE=students hardway --dir ${{opt_args[--dir]-{}}} 2>/dev/null)"}}}}"#,
+        super::class::CLASS_DIR
+    );
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         let t = line.trim_start();
