@@ -263,6 +263,14 @@ pub struct Need {
     pub package: &'static str,
 }
 
+/// The distribution packages that install a component's own binary, where they put it: apt is
+/// asked about these before preflight installs them (`install = "apt"`), as the binary must be
+/// where the inventory's units look for it.
+pub const BINARY_PACKAGES: &[(&str, &str)] = &[
+    ("containerd", "/usr/bin"),
+    ("containernetworking-plugins", "/usr/lib/cni"),
+];
+
 /// Every component, in the order units start and restart across phases.
 #[rustfmt::skip]
 pub const COMPONENTS: &[Component] = &[

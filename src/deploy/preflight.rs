@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{Ctx, DeployError, Host};
-use crate::components::{COMPONENTS, Component, ComponentId, Need, Phase};
+use crate::components::{BINARY_PACKAGES, COMPONENTS, Component, ComponentId, Need, Phase};
 use crate::digest::sha256_hex;
 use crate::events::Status;
 use crate::inventory::{Installer, Inventory, Node, Role};
@@ -195,7 +195,7 @@ async fn install_prerequisites(ctx: &mut Ctx) {
         // does not refresh the node's package lists).
         let gated: Vec<String> = packages
             .iter()
-            .filter(|p| VERSIONED_PACKAGES.contains(&p.as_str()))
+            .filter(|p| BINARY_PACKAGES.iter().any(|(b, _)| b == p))
             .cloned()
             .collect();
         if !gated.is_empty() {
@@ -273,21 +273,19 @@ async fn install_prerequisites(ctx: &mut Ctx) {
     .await;
 }
 
-/// Packages apt is asked about before it may install them: containerd must fit a version table
-/// (its RELEASES.md lines per Kubernetes minor; the config hardway renders is for one line), and
-/// both must land where the inventory's units look for them.
-pub const VERSIONED_PACKAGES: &[&str] = &["containerd", "containernetworking-plugins"];
-
 /// Why apt's `candidate` of `package` must not be installed for this cluster; `None` when it
-/// fits (or the package is not one of [`VERSIONED_PACKAGES`]).
+/// fits (or the package is not one of [`BINARY_PACKAGES`]). Both must land where the
+/// inventory's units look for them, and containerd must fit a version table (its RELEASES.md
+/// lines per Kubernetes minor; the config hardway renders is for one line).
 pub fn candidate_problem(
     inv: &Inventory,
     package: &str,
     candidate: Option<&str>,
 ) -> Option<String> {
-    let (field, dir, wanted) = match package {
-        "containerd" => ("containerd.bin_dir", "/usr/bin", &inv.containerd.bin_dir),
-        "containernetworking-plugins" => ("cni.bin_dir", "/usr/lib/cni", &inv.cni.bin_dir),
+    let &(_, dir) = BINARY_PACKAGES.iter().find(|(p, _)| *p == package)?;
+    let (field, wanted) = match package {
+        "containerd" => ("containerd.bin_dir", &inv.containerd.bin_dir),
+        "containernetworking-plugins" => ("cni.bin_dir", &inv.cni.bin_dir),
         _ => return None,
     };
     let Some(candidate) = candidate else {

@@ -216,10 +216,10 @@ impl Remote for FakeRemote {
             if packages.iter().any(|p| p == need.package) {
                 s.tools.insert(need.tool.to_string());
                 // Where Debian's packages put them.
-                let dir = match need.package {
-                    "containernetworking-plugins" => "/usr/lib/cni",
-                    _ => "/usr/bin",
-                };
+                let dir = crate::components::BINARY_PACKAGES
+                    .iter()
+                    .find(|(p, _)| *p == need.package)
+                    .map_or("/usr/bin", |(_, d)| *d);
                 let bin = format!("{dir}/{}", need.tool);
                 s.binaries.insert(bin.clone());
                 if let Some(v) = s.apt_candidates.get(need.package).cloned() {
