@@ -54,6 +54,13 @@ pub enum KubeError {
         secs: u64,
         pods: Vec<String>,
     },
+    #[error(
+        "the controller-manager has not published the cluster CA's new trust bundle within {secs} s: the kube-root-ca.crt ConfigMap (the ca.crt pods trust) lacks it in {}",
+        .namespaces.join(", ")
+    )]
+    NotPublished { secs: u64, namespaces: Vec<String> },
+    #[error("not rolled out within {secs} s after the restart: {}", .workloads.join("; "))]
+    NotRolledOut { secs: u64, workloads: Vec<String> },
     #[error("{node} is not Ready after {secs} s: {last}")]
     NotReady {
         node: String,
@@ -136,6 +143,28 @@ pub struct Drained {
     /// Left on the node: DaemonSet and mirror pods.
     pub left: Vec<String>,
 }
+
+/// What a restart of the cluster's workloads did (`kubectl rollout restart`, everywhere).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Restarted {
+    /// `Kind namespace/name` of each Deployment, DaemonSet and StatefulSet restarted and rolled
+    /// out.
+    pub workloads: Vec<String>,
+    /// Running pods no controller manages: nothing restarts them, so they keep what they read
+    /// when they started until someone recreates them.
+    pub unmanaged: Vec<String>,
+}
+
+/// The workloads whose pods a restart replaces: (resource, kind).
+const WORKLOADS: &[(&str, &str)] = &[
+    ("deployments", "Deployment"),
+    ("daemonsets", "DaemonSet"),
+    ("statefulsets", "StatefulSet"),
+];
+
+/// The annotation `kubectl rollout restart` sets on a pod template: a new value is a new
+/// template, so the controller replaces every pod in its own rolling way.
+const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 /// The API as the admin, at one address.
 pub struct Api<'a> {
@@ -476,6 +505,157 @@ impl<'a> Api<'a> {
         found
     }
 
+    /// Polls until every namespace's `kube-root-ca.crt` ConfigMap — what the
+    /// controller-manager publishes from its `--root-ca-file`, and every pod reads as its
+    /// service account's `ca.crt` — holds each certificate of `certs` (PEM blocks): how many
+    /// namespaces there are.
+    pub async fn root_ca_published(
+        &self,
+        certs: &[String],
+        timeout: Duration,
+    ) -> Result<usize, KubeError> {
+        let want: Vec<String> = certs.iter().map(|c| squeeze(c)).collect();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lacking = match self.root_ca_lacking(&want).await {
+                Ok((n, lacking)) if lacking.is_empty() && n > 0 => return Ok(n),
+                Ok((_, lacking)) => lacking,
+                Err(e) => vec![e.to_string()],
+            };
+            if Instant::now() >= deadline {
+                return Err(KubeError::NotPublished {
+                    secs: timeout.as_secs(),
+                    namespaces: lacking,
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// How many namespaces there are, and those whose kube-root-ca.crt lacks one of `want`
+    /// (squeezed PEM blocks) or is not there yet.
+    async fn root_ca_lacking(&self, want: &[String]) -> Result<(usize, Vec<String>), KubeError> {
+        let namespaces = self
+            .ok("list the namespaces", ApiRequest::get("/api/v1/namespaces"))
+            .await?;
+        let maps = self
+            .ok(
+                "list the kube-root-ca.crt ConfigMaps",
+                ApiRequest::get(
+                    "/api/v1/configmaps?fieldSelector=metadata.name%3Dkube-root-ca.crt",
+                ),
+            )
+            .await?;
+        let held: std::collections::BTreeMap<&str, Vec<String>> = items(&maps)
+            .map(|m| {
+                let pem = m["data"]["ca.crt"].as_str().unwrap_or("");
+                (
+                    m["metadata"]["namespace"].as_str().unwrap_or(""),
+                    crate::pki::pem_certificates(pem)
+                        .iter()
+                        .map(|c| squeeze(c))
+                        .collect(),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = items(&namespaces)
+            .filter(|n| n["status"]["phase"] != "Terminating")
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .collect();
+        let lacking = names
+            .iter()
+            .filter(|ns| {
+                held.get(*ns)
+                    .is_none_or(|certs| want.iter().any(|w| !certs.contains(w)))
+            })
+            .map(|ns| ns.to_string())
+            .collect();
+        Ok((names.len(), lacking))
+    }
+
+    /// `kubectl rollout restart` of every Deployment, DaemonSet and StatefulSet in every
+    /// namespace, then polls until each has rolled out (its new pods available, none of the old
+    /// left) — the way kubernetes.io's manual CA rotation has pods take up a new `ca.crt`,
+    /// which most clients read only when they start. Pods no controller manages are named, not
+    /// touched.
+    pub async fn restart_workloads(&self, timeout: Duration) -> Result<Restarted, KubeError> {
+        let deadline = Instant::now() + timeout;
+        let at = crate::events::now_rfc3339();
+        let patch = serde_json::json!({
+            "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: at}}}}
+        })
+        .to_string();
+        let mut out = Restarted::default();
+        let mut pending: Vec<(&str, &str, String, String)> = Vec::new();
+        for (resource, kind) in WORKLOADS {
+            let list = self
+                .ok(
+                    &format!("list the {resource}"),
+                    ApiRequest::get(&format!("/apis/apps/v1/{resource}")),
+                )
+                .await?;
+            for w in items(&list) {
+                let ns = w["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                let name = w["metadata"]["name"].as_str().unwrap_or("").to_string();
+                let path = format!("/apis/apps/v1/namespaces/{ns}/{resource}/{name}");
+                self.ok(
+                    &format!("restart {kind} {ns}/{name}"),
+                    ApiRequest {
+                        method: "PATCH",
+                        path: &path,
+                        body: Some(("application/strategic-merge-patch+json", &patch)),
+                    },
+                )
+                .await?;
+                pending.push((resource, kind, ns, name));
+            }
+        }
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            let mut why = Vec::new();
+            for (resource, kind, ns, name) in pending {
+                let path = format!("/apis/apps/v1/namespaces/{ns}/{resource}/{name}");
+                let w = self
+                    .found(&format!("GET {path}"), ApiRequest::get(&path))
+                    .await?
+                    .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok());
+                match w.as_ref().map(|w| rolled_out(kind, w)) {
+                    // Deleted meanwhile: nothing left to roll out.
+                    None => {}
+                    Some(Ok(())) => out.workloads.push(format!("{kind} {ns}/{name}")),
+                    Some(Err(left)) => {
+                        why.push(format!("{kind} {ns}/{name}: {left}"));
+                        still.push((resource, kind, ns, name));
+                    }
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(KubeError::NotRolledOut {
+                    secs: timeout.as_secs(),
+                    workloads: why,
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        out.workloads.sort();
+        let pods = self
+            .ok("list the pods", ApiRequest::get("/api/v1/pods"))
+            .await?;
+        out.unmanaged = items(&pods)
+            .map(pod)
+            .filter(Pod::unmanaged)
+            .map(|p| p.id())
+            .collect();
+        Ok(out)
+    }
+
     /// Deletes the Node object; whether there was one.
     pub async fn delete_node(&self, node: &str) -> Result<bool, KubeError> {
         let path = format!("/api/v1/nodes/{node}");
@@ -537,6 +717,55 @@ fn delete(path: &str) -> ApiRequest<'_> {
         path,
         body: None,
     }
+}
+
+/// A list's items.
+fn items(list: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    list["items"].as_array().into_iter().flatten()
+}
+
+/// A PEM block without its whitespace: the same certificate however it was wrapped.
+fn squeeze(pem: &str) -> String {
+    pem.split_whitespace().collect()
+}
+
+/// Whether a restarted workload has rolled out, as `kubectl rollout status` judges it; if not,
+/// what it still waits for.
+fn rolled_out(kind: &str, w: &serde_json::Value) -> Result<(), String> {
+    let n = |v: &serde_json::Value| v.as_i64().unwrap_or(0);
+    let (spec, st) = (&w["spec"], &w["status"]);
+    if n(&st["observedGeneration"]) < n(&w["metadata"]["generation"]) {
+        return Err("the controller has not seen the restart yet".into());
+    }
+    let (want, updated, available, total) = match kind {
+        "DaemonSet" => (
+            n(&st["desiredNumberScheduled"]),
+            n(&st["updatedNumberScheduled"]),
+            n(&st["numberAvailable"]),
+            n(&st["currentNumberScheduled"]),
+        ),
+        "StatefulSet" => (
+            spec["replicas"].as_i64().unwrap_or(1),
+            n(&st["updatedReplicas"]),
+            n(&st["readyReplicas"]),
+            n(&st["replicas"]),
+        ),
+        _ => (
+            spec["replicas"].as_i64().unwrap_or(1),
+            n(&st["updatedReplicas"]),
+            n(&st["availableReplicas"]),
+            n(&st["replicas"]),
+        ),
+    };
+    if kind == "StatefulSet" && st["updateRevision"] != st["currentRevision"] {
+        return Err(format!("{updated} of {want} pods at the new revision"));
+    }
+    if updated < want || available < want || total > want {
+        return Err(format!(
+            "{updated} of {want} pods new, {available} available, {total} in all"
+        ));
+    }
+    Ok(())
 }
 
 /// A pod from the API's JSON.

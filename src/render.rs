@@ -537,6 +537,10 @@ impl Interner {
     }
 }
 
+/// The name of the operator's admin kubeconfig: in [`Rendered::local`], and beside the PKI,
+/// where deploy writes it and day 2 keeps it current.
+pub const ADMIN_KUBECONFIG_FILE: &str = "admin.kubeconfig";
+
 /// The operator's admin kubeconfig (`build/admin.kubeconfig` of [`render`]): the admin
 /// certificate and key, the cluster CA, the API through the load balancer.
 pub fn admin_kubeconfig(inv: &Inventory, pki: &Pki) -> Result<String, RenderError> {
@@ -734,7 +738,7 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
     }
 
     let local = vec![File {
-        path: "admin.kubeconfig".into(),
+        path: ADMIN_KUBECONFIG_FILE.into(),
         mode: 0o600,
         contents: admin_kubeconfig(inv, pki)?.into_bytes().into(),
         units: vec![],

@@ -271,6 +271,9 @@ fn renew_cmd(a: RenewArgs) -> Result<ExitCode> {
                 report.on_no_node.join(", ")
             );
         }
+        if let Some(k) = &report.kubeconfig {
+            out!("{} now holds the new admin certificate", k.display());
+        }
         print_outcome(
             report.snapshot.as_ref(),
             report.aside.as_ref(),
@@ -340,6 +343,21 @@ fn rotate_cmd(subject: Subject, a: RotationArgs) -> Result<ExitCode> {
         }
         if let Some(n) = s.rewritten {
             out!("  {n} Secrets rewritten");
+        }
+        if let Some(p) = &s.pods {
+            out!(
+                "  restarted so that their pods trust the new CA: {}",
+                p.workloads.join(", ")
+            );
+            if !p.unmanaged.is_empty() {
+                eprintln!(
+                    "  not restarted, no controller manages them: {} (they trust the new CA once they read ca.crt again: recreate them before step 2)",
+                    p.unmanaged.join(", ")
+                );
+            }
+        }
+        if let Some(k) = &s.kubeconfig {
+            out!("  {} now trusts what this step trusts", k.display());
         }
         if let Some(e) = &s.error {
             eprintln!("  step {} failed: {e}", s.step);

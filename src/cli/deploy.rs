@@ -13,7 +13,7 @@ use super::{
 };
 use crate::components::Phase;
 use crate::session::{Access, PkiUse, Session};
-use crate::{deploy, pki, probe};
+use crate::{deploy, pki, probe, render};
 
 /// `hardway deploy`.
 #[derive(Args)]
@@ -198,7 +198,7 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
     let admin_kubeconfig = rendered
         .local
         .iter()
-        .find(|f| f.path == "admin.kubeconfig")
+        .find(|f| f.path == render::ADMIN_KUBECONFIG_FILE)
         .map(|f| f.contents.clone());
     let mut report = runtime()?.block_on(deploy::deploy(
         inv,
@@ -274,7 +274,7 @@ fn next_steps(
     let Some(kubeconfig) = kubeconfig else {
         return Ok(());
     };
-    let path = pki_dir.join("admin.kubeconfig");
+    let path = pki_dir.join(render::ADMIN_KUBECONFIG_FILE);
     pki::write_file(&path, kubeconfig, 0o600)
         .with_context(|| format!("writing {}", path.display()))?;
     let abs = std::path::absolute(&path).unwrap_or(path);

@@ -97,6 +97,9 @@ impl Verb {
     }
 }
 
+/// How long a unit may stay "reloading" or "activating" after systemctl returned.
+const SETTLING: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs `ops` on the host and, unless `no_block`, checks that the unit is active afterwards.
 fn systemctl(h: &mut Host, c: &Component, verb: Verb, no_block: bool, events: &Events) {
     let unit = c.unit.expect("only units are rolled out");
@@ -119,14 +122,28 @@ fn systemctl_step(h: &mut Host, c: &Component, unit: &'static str, verb: Verb, n
     }
     if !no_block {
         let units = vec![unit.to_string()];
-        match h.remote().unit_states(&units) {
-            Ok(states) if states.get(unit).is_some_and(|s| s == "active") => {}
-            Ok(states) => {
-                let state = states.get(unit).cloned().unwrap_or_default();
-                let journal = h.remote().journal_tail(&units, 15).unwrap_or_default();
-                return h.fail(c.phase, format!("{unit} is {state}\n{journal}"));
+        // A unit that tells systemd about its reloads (HAProxy's sends RELOADING=1, then
+        // READY=1 once its new worker runs) can still be "reloading" when systemctl returns:
+        // that is on its way, not a failure, so it is asked again, for a while.
+        let deadline = std::time::Instant::now() + SETTLING;
+        loop {
+            match h.remote().unit_states(&units) {
+                Ok(states) if states.get(unit).is_some_and(|s| s == "active") => break,
+                Ok(states)
+                    if states
+                        .get(unit)
+                        .is_some_and(|s| s == "reloading" || s == "activating")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Ok(states) => {
+                    let state = states.get(unit).cloned().unwrap_or_default();
+                    let journal = h.remote().journal_tail(&units, 15).unwrap_or_default();
+                    return h.fail(c.phase, format!("{unit} is {state}\n{journal}"));
+                }
+                Err(e) => return h.fail(c.phase, e),
             }
-            Err(e) => return h.fail(c.phase, e),
         }
     }
     match verb {

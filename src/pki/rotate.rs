@@ -116,6 +116,12 @@ impl Subject {
         (self == Subject::ServiceAccount).then(|| std::time::Duration::from_secs(3607))
     }
 
+    /// The step after which pods must trust the new CA before any server presents a
+    /// certificate of it: the cluster CA's first (pods read it as their `ca.crt`).
+    pub fn pods_trust_step(self) -> Option<u8> {
+        (self == Subject::Ca(CaId::Kubernetes)).then_some(1)
+    }
+
     /// The step that rewrites every Secret through the API (the encryption key's third).
     pub fn rewrite_step(self) -> Option<u8> {
         (self == Subject::Encryption).then_some(3)

@@ -493,4 +493,123 @@ mod lab {
         assert!(named::records(&labs.place.state_dir).is_empty());
         drop(labs);
     }
+    /// A classroom of real clusters: two students, each a lab of `inventory/lab.toml`'s six
+    /// machines (three masters, the load balancer, two workers) with Kubernetes built here,
+    /// `class up --to workers`, then each student's `deploy --name` of the addons. `class
+    /// grade` judges what is there: at the workers' phase the nodes Ready and the addons'
+    /// checks skipped, after the addons the cluster's DNS and metrics-server through the
+    /// aggregation layer; a fault only a real cluster shows (the scheduler stopped) on bob's
+    /// lab is his first failure and nobody else's.
+    #[test]
+    fn a_class_of_real_clusters_is_deployed_phase_by_phase_and_graded_on_kubernetes() {
+        crate::cluster::images_built();
+        let m = crate::cluster::minor();
+        let labs = Labs::new("/run/hardway/test-class-k8s", "10.223.64.0/20");
+        let base = crate::cluster::inventory_for(&m, labs.dir.path());
+        let students = labs.dir.path().join("students.txt");
+        std::fs::write(&students, "alice\nbob\n").unwrap();
+        let class_dir = labs.dir.path().join("class");
+        let class = |args: &[&str]| {
+            let mut c = hardway();
+            c.arg("class")
+                .args(args)
+                .arg("--dir")
+                .arg(&class_dir)
+                .args(labs.place.args());
+            c
+        };
+        let t = Instant::now();
+        eprintln!(
+            "{}",
+            ok(&mut class(&[
+                "up",
+                "--to",
+                "workers",
+                "--students",
+                &students.display().to_string(),
+                "-i",
+                &base.display().to_string(),
+            ]))
+        );
+        eprintln!("class up (2 real clusters, to workers) took {:.1?}", t.elapsed());
+        let grade = || -> serde_json::Value {
+            serde_json::from_str(&ok(&mut class(&["grade", "--output", "json"]))).unwrap()
+        };
+        let checks = |s: &str| -> Vec<serde_json::Value> {
+            let g: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(class_dir.join(s).join("grade.json")).unwrap(),
+            )
+            .unwrap();
+            g["checks"].as_array().cloned().unwrap_or_default()
+        };
+        let status_of = |checks: &[serde_json::Value], name: &str| -> Vec<String> {
+            checks
+                .iter()
+                .filter(|c| c["check"] == name)
+                .map(|c| c["status"].as_str().unwrap_or("").to_string())
+                .collect()
+        };
+        // Graded until every node is Ready (a kubelet registers a moment after its deploy).
+        let graded = |what: &str, done: &dyn Fn(&[serde_json::Value]) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(180);
+            loop {
+                let g = grade();
+                let rows = g.as_array().unwrap();
+                if rows.iter().all(|r| r["failed"] == 0)
+                    && ["alice", "bob"].iter().all(|s| done(&checks(s)))
+                {
+                    return g;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: not within 180 s; the grades: {g:#}"
+                );
+                std::thread::sleep(Duration::from_secs(3));
+            }
+        };
+        graded("the workers' phase graded", &|c| {
+            status_of(c, "nodes Ready") == ["PASS"] && status_of(c, "cluster DNS") != ["PASS"]
+        });
+
+        for s in ["alice", "bob"] {
+            let t = Instant::now();
+            let o = run(hardway()
+                .args(["deploy", "--name", s, "--phases", "addons", "--api-timeout", "240"])
+                .arg("--state-dir")
+                .arg(&labs.place.state_dir));
+            assert!(o.status.success(), "deploy --name {s} --phases addons:\n{}", text(&o));
+            eprintln!("{s}: the addons took {:.1?}", t.elapsed());
+        }
+        graded("the addons graded", &|c| {
+            ["nodes Ready", "cluster DNS", "aggregated APIs"]
+                .iter()
+                .all(|n| status_of(c, n) == ["PASS"])
+        });
+
+        ok(hardway()
+            .args(["lab", "break", "scheduler-stopped", "--yes", "--name", "bob"])
+            .args(labs.place.args()));
+        let g = grade();
+        let row = |s: &str| {
+            g.as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["student"] == s)
+                .cloned()
+                .unwrap()
+        };
+        let bob = row("bob");
+        assert!(
+            bob["failed"].as_u64().unwrap() >= 1
+                && bob["first_failure"]["hint"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("scheduler"),
+            "{bob}"
+        );
+        assert_eq!(row("alice")["failed"], 0, "{g:#}");
+        ok(&mut class(&["down", "--yes"]));
+        assert!(named::records(&labs.place.state_dir).is_empty());
+        drop(labs);
+    }
 }

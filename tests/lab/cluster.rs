@@ -16,13 +16,13 @@ use crate::common::*;
 
 /// What a minor is built with, as `scripts/build` says (`--print-dir`), and the inventory
 /// edits that select it: the release, its binaries, its containerd line.
-struct Minor {
+pub(crate) struct Minor {
     version: String,
     bin_dir: PathBuf,
     containerd: &'static str,
 }
 
-fn minor() -> Minor {
+pub(crate) fn minor() -> Minor {
     minor_named(&std::env::var("HW_CLUSTER_MINOR").unwrap_or_else(|_| "1.37".into()))
 }
 
@@ -49,7 +49,7 @@ fn minor_named(minor: &str) -> Minor {
 
 /// The lab inventory for `m`, in `dir`: the only edits are the release, its binaries and its
 /// containerd line.
-fn inventory_for(m: &Minor, dir: &Path) -> PathBuf {
+pub(crate) fn inventory_for(m: &Minor, dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("inventory/lab.toml")).unwrap();
     let edits = [
         (
@@ -79,7 +79,7 @@ fn inventory_for(m: &Minor, dir: &Path) -> PathBuf {
 }
 
 /// Fails loudly, naming the command, when the images the lab deploys are missing (the binaries: `kubernetes_build`).
-fn images_built() {
+pub(crate) fn images_built() {
     let images = Path::new("/var/cache/hardway/images");
     for i in [
         "pause.tar",
@@ -270,6 +270,9 @@ metadata: {name: web}
 spec:
   replicas: 2
   selector: {matchLabels: {app: web}}
+  # One pod per worker: a surge pod would have nowhere to go, so a restart (the cluster CA's
+  # rotation restarts every workload) replaces one pod at a time in place.
+  strategy: {rollingUpdate: {maxSurge: 0, maxUnavailable: 1}}
   template:
     metadata: {labels: {app: web}}
     spec:
@@ -951,6 +954,8 @@ mod lab {
         );
 
         removing_a_worker_drains_it_and_deletes_its_node(&t, &k, &upgraded, &workers, &lb);
+        a_worker_joins_on_a_reset_machine(&t, &k, &upgraded, &workers[1]);
+        a_master_leaves_and_joins_again(&t, &k, &upgraded);
         a_restore_brings_back_a_deleted_deployment(&t, &k, &upgraded, &lb);
 
         // The upgrade's clients, judged last so that one run shows everything after them too.
@@ -967,6 +972,141 @@ mod lab {
             "API requests through the load balancer failed during the upgrade: {:?}",
             api.2
         );
+    }
+
+    /// Adding a worker: the machine `node remove` reset (no hardway file, binary or pod left
+    /// on it) is deployed again with the inventory that lists it, while a client reads the API
+    /// through the load balancer; it registers and turns Ready, the scheduler places a pod on
+    /// it, `kubectl exec` reaches that pod, and the web Deployment's second pod (Pending while
+    /// one worker was left: one pod per worker) runs there again.
+    fn a_worker_joins_on_a_reset_machine(t: &TestLab, k: &Kubectl, inv: &Path, name: &str) {
+        let api = api_client(k);
+        let o = t.deploy(inv, &["--api-timeout", "240"]);
+        let api = api.finish();
+        assert!(
+            o.status.success(),
+            "deploy with {name} back:\n{}",
+            crate::common::text(&o)
+        );
+        eprintln!("{name} added: API {} of {} failed", api.1, api.0);
+        assert_eq!(api.1, 0, "API requests failed while {name} joined: {:?}", api.2);
+        k.until(
+            &format!("{name} Ready"),
+            &[
+                "get",
+                "node",
+                name,
+                "-o=jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ],
+            Duration::from_secs(180),
+            |s| s == "True",
+        );
+        let on = format!(
+            r#"{{"spec":{{"nodeSelector":{{"kubernetes.io/hostname":"{name}"}}}}}}"#
+        );
+        k.ok(&[
+            "run",
+            "joined",
+            "--image=hardway.test/agnhost:2.66.1",
+            "--image-pull-policy=Never",
+            &format!("--overrides={on}"),
+            "--",
+            "pause",
+        ]);
+        k.ok(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod/joined",
+            "--timeout=180s",
+        ]);
+        assert_eq!(
+            k.ok(&["get", "pod", "joined", "-o=jsonpath={.spec.nodeName}"]),
+            name
+        );
+        assert_eq!(
+            k.exec("joined", &["busybox", "echo", "on the new worker"]),
+            "on the new worker"
+        );
+        k.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+        k.ok(&["delete", "pod", "joined", "--wait=false"]);
+    }
+
+    /// Removing a master, then adding it back, each while a client reads the API through the
+    /// load balancer every 250 ms: `node remove` takes its etcd member out and resets it (no
+    /// API server or etcd runs there after), the two left serve; `deploy` with the inventory
+    /// that lists it makes it a member again and its API server serves, and verify passes.
+    fn a_master_leaves_and_joins_again(t: &TestLab, k: &Kubectl, inv: &Path) {
+        let name = t.inv.masters().last().unwrap().name.clone();
+        let others: Vec<String> = t
+            .inv
+            .masters()
+            .filter(|m| m.name != name)
+            .map(|m| m.address.to_string())
+            .collect();
+        let members = || {
+            let o = t.etcdctl(&others, &["member", "list"]);
+            assert!(o.status.success(), "{}", crate::common::text(&o));
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains(", started, "))
+                .count()
+        };
+        assert_eq!(members(), 3);
+        let api = api_client(k);
+        let o = run(hardway()
+            .args(["node", "remove", &name, "-i"])
+            .arg(inv)
+            .arg("--pki")
+            .arg(&t.pki)
+            .arg("--yes")
+            .arg("--snapshot-dir")
+            .arg(t.dir.path().join("snapshots")));
+        let api = api.finish();
+        assert!(o.status.success(), "node remove {name}:\n{}", crate::common::text(&o));
+        eprintln!("node remove {name} (a master): API {} of {} failed", api.1, api.0);
+        assert!(api.0 > 4, "the API client hardly ran: {api:?}");
+        assert_eq!(api.1, 0, "API requests failed during the removal: {:?}", api.2);
+        assert_eq!(members(), 2, "{name} is still an etcd member");
+        let running = t.ssh_ok(
+            &name,
+            "systemctl is-active etcd kube-apiserver kube-controller-manager kube-scheduler || true",
+        );
+        assert!(
+            !running.lines().any(|l| l == "active"),
+            "{name} still runs a part of the control plane: {running}"
+        );
+        k.ok(&["get", "--raw", "/readyz"]);
+
+        let api = api_client(k);
+        let o = t.deploy(inv, &["--api-timeout", "240"]);
+        let api = api.finish();
+        assert!(o.status.success(), "deploy with {name} back:\n{}", crate::common::text(&o));
+        eprintln!("{name} added back: API {} of {} failed", api.1, api.0);
+        assert_eq!(api.1, 0, "API requests failed while {name} joined: {:?}", api.2);
+        assert_eq!(members(), 3, "{name} is not an etcd member again");
+        // verify of the upgraded inventory (the lab's own is the older release's).
+        let deadline = Instant::now() + Duration::from_secs(150);
+        loop {
+            let (passed, checks) = verify_checks(&run(hardway()
+                .args(["verify", "--output", "json", "-i"])
+                .arg(inv)
+                .arg("--pki")
+                .arg(&t.pki)));
+            if passed {
+                break;
+            }
+            let fails: Vec<String> = checks
+                .iter()
+                .filter(|c| c["status"] == "FAIL")
+                .map(|c| c.to_string())
+                .collect();
+            assert!(
+                Instant::now() < deadline,
+                "verify with {name} back: not within 150 s:\n{}",
+                fails.join("\n")
+            );
+            std::thread::sleep(Duration::from_secs(3));
+        }
     }
 
     /// `etcd restore` on the real cluster: a snapshot taken while Deployment `keep` runs, then
@@ -1415,18 +1555,27 @@ mod day2 {
         if !o.status.success() {
             let report: serde_json::Value =
                 serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
-            let failed: Vec<&serde_json::Value> = report["deploy"]["hosts"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            // A renewal's deploy, or each rotation step's.
+            let steps = report["steps"].as_array().cloned().unwrap_or_default();
+            let deploys = std::iter::once(&report["deploy"])
+                .chain(steps.iter().map(|s| &s["deploy"]));
+            let failed: Vec<&serde_json::Value> = deploys
+                .flat_map(|d| d["hosts"].as_array().into_iter().flatten())
                 .filter(|h| h["ok"] == false)
+                .collect();
+            let outcomes: Vec<serde_json::Value> = steps
+                .iter()
+                .map(|s| {
+                    serde_json::json!({"step": s["step"], "error": s["error"],
+                        "verify_failed": s["verify_failed"], "pods": s["pods"]})
+                })
                 .collect();
             panic!(
                 "hardway {args:?} failed ({}):\nstderr:\n{}\nfailed hosts: {}\nsteps: {}\nthe whole report:\n{}",
                 o.status,
                 String::from_utf8_lossy(&o.stderr),
                 serde_json::to_string_pretty(&failed).unwrap(),
-                report["steps"],
+                serde_json::to_string_pretty(&outcomes).unwrap(),
                 String::from_utf8_lossy(&o.stdout),
             );
         }
@@ -1489,6 +1638,139 @@ mod day2 {
         }
     }
 
+    /// A client of the API as the operator's kubeconfig (`<pki>/admin.kubeconfig`) has it at
+    /// each request — read anew every time, as every kubectl run reads it — through the load
+    /// balancer every 100 ms: it lists the ConfigMaps, writes `ticker`, and finds every worker
+    /// Ready, in turn. Each request its own TLS connection.
+    fn kubeconfig_client(t: &TestLab, workers: usize) -> Client {
+        use base64::Engine as _;
+        let path = t.pki.join("admin.kubeconfig");
+        let inv = t.inv.clone();
+        let (ip, port) = t.inv.api_endpoint();
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        Client::start(Duration::from_millis(100), move || {
+            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            let v: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
+            let field = |v: &serde_yaml::Value| -> Result<String, String> {
+                let b = base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().unwrap_or(""))
+                    .map_err(|e| e.to_string())?;
+                Ok(String::from_utf8_lossy(&b).to_string())
+            };
+            let (user, cluster) = (&v["users"][0]["user"], &v["clusters"][0]["cluster"]);
+            let tls = hardway::probe::api_tls_config(
+                &field(&cluster["certificate-authority-data"])?,
+                &field(&user["client-certificate-data"])?,
+                &field(&user["client-key-data"])?,
+            )?;
+            let probe = hardway::probe::NetProbe::new(&inv, None, Some(tls));
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = format!(r#"{{"data":{{"n":"{i}"}}}}"#);
+            let request = match i % 3 {
+                0 => ApiRequest::get("/api/v1/namespaces/default/configmaps"),
+                1 => ApiRequest {
+                    method: "PATCH",
+                    path: "/api/v1/namespaces/default/configmaps/ticker",
+                    body: Some(("application/merge-patch+json", &body)),
+                },
+                _ => ApiRequest::get("/api/v1/nodes"),
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let (code, body) = rt.block_on(probe.api_request(ip, port, request))?;
+            if !(200..=299).contains(&code) {
+                return Err(format!("{code}: {}", body.trim()));
+            }
+            if i % 3 == 2 {
+                let nodes: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                let ready = nodes["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| {
+                        n["status"]["conditions"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                    .count();
+                if ready != workers {
+                    return Err(format!("{ready} of {workers} nodes Ready"));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// `kubectl top nodes` every second: metrics-server answering through the aggregation
+    /// layer (the API server's front-proxy client certificate, metrics-server's trust of it).
+    fn top_client(k: &Kubectl) -> Client {
+        let (bin, kubeconfig) = (k.bin.clone(), k.kubeconfig.clone());
+        Client::start(Duration::from_secs(1), move || {
+            let o = Command::new(&bin)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["--request-timeout=10s", "top", "nodes", "--no-headers"])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if o.status.success() && !o.stdout.is_empty() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).trim().to_string())
+            }
+        })
+    }
+
+    /// A Deployment whose pod calls the API with its service-account token and `ca.crt` every
+    /// second (upstream's `agnhost inclusterclient`: client-go's in-cluster config), its log
+    /// kept on the node (`/var/log/hardway-incluster/<pod>.log`, a hostPath) so that every pod
+    /// it ever had is counted, also the ones a restart replaced.
+    const IN_CLUSTER: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: incluster}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: incluster}}
+  template:
+    metadata: {labels: {app: incluster}}
+    spec:
+      containers:
+      - name: client
+        image: hardway.test/agnhost:2.66.1
+        imagePullPolicy: Never
+        command: ["/bin/sh", "-c", "/agnhost inclusterclient --poll-interval=1 2>&1 | tee -a /results/$(hostname).log"]
+        volumeMounts: [{name: results, mountPath: /results}]
+      volumes:
+      - name: results
+        hostPath: {path: /var/log/hardway-incluster, type: DirectoryOrCreate}
+"#;
+
+    /// The in-cluster client's calls so far, on every worker: (calls, failures, the first
+    /// failures' lines).
+    fn in_cluster_calls(t: &TestLab, workers: &[String]) -> (usize, usize, Vec<String>) {
+        let (mut calls, mut failed, mut first) = (0, 0, Vec::new());
+        for w in workers {
+            let log = t.ssh_ok(w, "cat /var/log/hardway-incluster/*.log 2>/dev/null || true");
+            for line in log.lines() {
+                if line.contains("] calling /healthz") {
+                    calls += 1;
+                } else if line.contains("status=failed") {
+                    failed += 1;
+                } else if (line.contains("error checking") || line.contains("err:"))
+                    && first.len() < 5
+                {
+                    first.push(format!("{w}: {line}"));
+                }
+            }
+        }
+        (calls, failed, first)
+    }
+
     /// A JWT's header `kid`: which key signed it.
     fn kid(token: &str) -> String {
         use base64::Engine;
@@ -1533,8 +1815,99 @@ mod day2 {
         ready(&k, "nodes Ready");
         let lb = serve_web(&k);
         k.ok(&["create", "configmap", "ticker", "--from-literal=n=start"]);
+        k.apply(IN_CLUSTER);
+        k.ok(&[
+            "rollout",
+            "status",
+            "deployment/incluster",
+            "--timeout=180s",
+        ]);
+        k.until(
+            "kubectl top nodes (metrics-server through the aggregation layer)",
+            &["top", "nodes", "--no-headers"],
+            Duration::from_secs(180),
+            |s| s.lines().count() == workers.len(),
+        );
 
-        // 1. certs renew --all, with a client of the API and one of the Service running.
+        // 1. The front-proxy CA, all three steps in one run, with an API client and `kubectl
+        // top nodes` running: the aggregation layer keeps answering.
+        let (api, top) = (api_client(&t), top_client(&k));
+        let r = day2_json(&t, &["certs", "rotate-ca", "front-proxy"]);
+        let (api, top) = (api.finish(), top.finish());
+        eprintln!(
+            "rotate-ca front-proxy: API {} of {} failed, kubectl top {} of {} failed",
+            api.1, api.0, top.1, top.0
+        );
+        assert_eq!(r["done"], 3, "{r:#}");
+        assert!(api.0 > 50 && top.0 > 20, "the clients hardly ran: {api:?} {top:?}");
+        assert_eq!(api.1, 0, "API requests failed: {:?}", api.2);
+        assert_eq!(top.1, 0, "kubectl top failed: {:?}", top.2);
+
+        // 2. The cluster CA, step by step, with a client following the operator's kubeconfig
+        // (nodes Ready checked all along) and a pod calling the API in-cluster.
+        let old_kubeconfig = t.dir.path().join("old-admin.kubeconfig");
+        std::fs::copy(t.pki.join("admin.kubeconfig"), &old_kubeconfig).unwrap();
+        let old_admin = Kubectl {
+            bin: k.bin.clone(),
+            kubeconfig: old_kubeconfig,
+        };
+        let before = in_cluster_calls(&t, &workers);
+        assert!(
+            before.0 > 0 && before.1 == 0,
+            "the in-cluster client before the rotation: {before:?}"
+        );
+        let api = kubeconfig_client(&t, workers.len());
+        let r = day2_json(&t, &["certs", "rotate-ca", "cluster", "--step", "1"]);
+        let restarted: Vec<String> = r["steps"][0]["pods"]["workloads"]
+            .as_array()
+            .unwrap_or(&vec![])
+            .iter()
+            .map(|w| w.as_str().unwrap().to_string())
+            .collect();
+        for w in [
+            "Deployment default/incluster",
+            "Deployment kube-system/coredns",
+            "Deployment default/web",
+        ] {
+            assert!(
+                restarted.contains(&w.to_string()),
+                "{w} not restarted in step 1: {r:#}"
+            );
+        }
+        for step in ["2", "3"] {
+            let r = day2_json(&t, &["certs", "rotate-ca", "cluster", "--step", step]);
+            assert_eq!(r["done"].to_string(), step, "{r:#}");
+        }
+        let api = api.finish();
+        let pods = in_cluster_calls(&t, &workers);
+        eprintln!(
+            "rotate-ca cluster: API {} of {} failed; in-cluster {} of {} failed",
+            api.1, api.0, pods.1, pods.0
+        );
+        assert!(api.0 > 50, "the client hardly ran: {api:?}");
+        assert_eq!(api.1, 0, "API requests failed: {:?}", api.2);
+        assert!(
+            pods.0 > before.0 + 60,
+            "the in-cluster client hardly ran: {before:?} then {pods:?}"
+        );
+        assert_eq!(pods.1, 0, "in-cluster API calls failed: {:?}", pods.2);
+        // The old CA's admin kubeconfig: refused (the server's certificate is the new CA's, and
+        // the old admin certificate is no longer trusted).
+        let o = old_admin.run(&["get", "--raw", "/api"]);
+        assert!(
+            !o.status.success(),
+            "the old CA's kubeconfig still works after step 3"
+        );
+        ready(&k, "nodes Ready after the cluster CA rotation");
+        k.until(
+            "kubectl top nodes after both rotations",
+            &["top", "nodes", "--no-headers"],
+            Duration::from_secs(120),
+            |s| s.lines().count() == workers.len(),
+        );
+        web_answers(&lb, "after the CA rotations");
+
+        // 3. certs renew --all, with a client of the API and one of the Service running.
         let before = serials(&t);
         assert!(
             before.keys().any(|(n, _, _)| workers.contains(n)),
@@ -1607,7 +1980,7 @@ mod day2 {
             "exec works"
         );
 
-        // 2. The encryption key, with both clients running: Secrets written before and between
+        // 4. The encryption key, with both clients running: Secrets written before and between
         // the steps; the rewrite (step 3) fails the first time (kubectl moved away on the first
         // master) and is resumed; then etcd holds every Secret sealed with the new key, none
         // with the old, and each reads back as written.
@@ -1742,7 +2115,7 @@ mod day2 {
         }
         ready(&k, "nodes Ready after the encryption key rotation");
 
-        // 3. The service-account key (last: its forced step 3 leaves pods with old tokens cut
+        // 5. The service-account key (last: its forced step 3 leaves pods with old tokens cut
         // off the API for up to an hour): a token of the old key keeps working through steps 1 and
         // 2, the new key signs from step 2, and step 3 (forced: its hour is not waited out
         // here) drops the old key.

@@ -24,5 +24,29 @@ pub struct ChangeOptions {
     pub deploy: DeployOptions,
 }
 
+/// The operator's admin kubeconfig that deploy writes beside the PKI
+/// (`<pki>/admin.kubeconfig`), rewritten from `pki` when it is there and differs: a renewal
+/// gives it the new admin certificate, each step of the cluster CA's rotation its trust, so
+/// that the kubectl of the person running the rotation keeps working through it. Where it was
+/// written, if it was.
+pub(crate) fn refresh_admin_kubeconfig(
+    inv: &crate::inventory::Inventory,
+    pki: &crate::pki::Pki,
+    pki_dir: &std::path::Path,
+) -> Result<Option<PathBuf>, super::Day2Error> {
+    let path = pki_dir.join(crate::render::ADMIN_KUBECONFIG_FILE);
+    // Never through a link: symlink_metadata does not follow one, and write_file replaces the
+    // name with a new file.
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    let text = crate::render::admin_kubeconfig(inv, pki)?;
+    if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(None);
+    }
+    crate::pki::write_file(&path, text.as_bytes(), 0o600)?;
+    Ok(Some(path))
+}
+
 #[cfg(test)]
 mod tests;

@@ -43,6 +43,9 @@ pub struct RenewReport {
     pub aside: Option<PathBuf>,
     /// Renewed certificates that no node has (they are in the PKI directory only).
     pub on_no_node: Vec<String>,
+    /// The admin kubeconfig beside the PKI, rewritten with the new admin certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
     pub deploy: Option<DeployReport>,
 }
 
@@ -158,6 +161,7 @@ pub async fn renew(
         snapshot: None,
         aside: None,
         on_no_node,
+        kubeconfig: None,
         deploy: None,
     };
     if opts.change.confirm.dry_run {
@@ -185,6 +189,7 @@ pub async fn renew(
     }
     pki::write_renewed(&new_pki, &report.renewed, &aside)?;
     report.aside = Some(aside);
+    report.kubeconfig = super::refresh_admin_kubeconfig(inv, &new_pki, pki_dir)?;
     if !selection.is_empty() {
         let d = push::push(
             inv,

@@ -21,6 +21,7 @@ use crate::deploy::{DeployOptions, DeployReport};
 use crate::digest::sha256_hex;
 use crate::events::{Events, Status};
 use crate::inventory::Inventory;
+use crate::pki::CaId;
 use crate::pki::rotate::{self, Pair, Rotation, Subject};
 use crate::pki::{self, Pki, Renewal};
 use crate::remote::Connector;
@@ -44,6 +45,13 @@ pub struct StepReport {
     pub renewed: Vec<Renewal>,
     /// Secrets stored again with the new encryption key (its third step).
     pub rewritten: Option<usize>,
+    /// The workloads restarted so that their pods trust the new cluster CA (its first step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pods: Option<crate::kube::Restarted>,
+    /// The operator's admin kubeconfig beside the PKI, rewritten with the step's trust and
+    /// certificate (the cluster CA's steps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
     pub deploy: Option<DeployReport>,
     /// Why the step stopped, when it did outside the rollout (the rewrite).
     pub error: Option<String>,
@@ -325,6 +333,8 @@ pub async fn rotate_subject(
             resumed,
             renewed,
             rewritten: None,
+            pods: None,
+            kubeconfig: None,
             deploy: None,
             error: None,
             verify_failed: vec![],
@@ -335,6 +345,9 @@ pub async fn rotate_subject(
                 Ok(n) => sr.rewritten = Some(n),
                 Err(e) => sr.error = Some(e.to_string()),
             }
+        }
+        if s == Subject::Ca(CaId::Kubernetes) {
+            sr.kubeconfig = super::refresh_admin_kubeconfig(inv, &render_pki, pki_dir)?;
         }
         let picked = selection(inv, &render_pki, s, &after, &seen, &state.restart)?;
         if sr.error.is_none() && !picked.rendered.hosts.is_empty() {
@@ -354,6 +367,12 @@ pub async fn rotate_subject(
                 )
                 .await?,
             );
+        }
+        if !sr.failed() && s.pods_trust_step() == Some(k) && inv.masters().next().is_some() {
+            match pods_trust(inv, &render_pki, probe_for, &opts.change.deploy, events).await {
+                Ok(r) => sr.pods = Some(r),
+                Err(e) => sr.error = Some(e.to_string()),
+            }
         }
         if !sr.failed() {
             (sr.verify_failed, sr.already_failing) = verify_after(
@@ -392,6 +411,57 @@ pub async fn rotate_subject(
         }
     }
     Ok(report)
+}
+
+/// Pods take up the new cluster CA, as kubernetes.io's manual CA rotation has them do before
+/// any server presents a certificate of the new CA: once the controller-manager (restarted with
+/// the bundle as its `--root-ca-file`) has published the bundle as every namespace's
+/// `kube-root-ca.crt`, every Deployment, DaemonSet and StatefulSet is restarted, because most
+/// clients read their `ca.crt` only when they start (client-go re-reads it from 1.36 on, every
+/// five minutes, once the kubelet has updated it). Pods no controller manages are named.
+async fn pods_trust(
+    inv: &Inventory,
+    render_pki: &Pki,
+    probe_for: ProbeFor<'_>,
+    deploy: &DeployOptions,
+    events: &Events,
+) -> Result<crate::kube::Restarted, crate::kube::KubeError> {
+    let probe = probe_for(render_pki);
+    let api = crate::kube::Api::new(probe.as_ref(), inv.api_endpoint());
+    let certs = pki::pem_certificates(&render_pki.ca(CaId::Kubernetes).cert_pem);
+    let step = events.start(
+        None,
+        Some("rotate"),
+        "wait until every namespace's kube-root-ca.crt holds the new CA",
+    );
+    match api.root_ca_published(&certs, deploy.api_timeout).await {
+        Ok(n) => step.done(Status::Ok, Some(format!("{n} namespaces"))),
+        Err(e) => {
+            step.done(Status::Failed, Some(e.to_string()));
+            return Err(e);
+        }
+    }
+    let step = events.start(
+        None,
+        Some("rotate"),
+        "restart every Deployment, DaemonSet and StatefulSet, so that their pods trust the new CA",
+    );
+    let timeout = deploy
+        .drain
+        .map_or(std::time::Duration::from_secs(300), |d| d.timeout);
+    match api.restart_workloads(timeout).await {
+        Ok(r) => {
+            step.done(
+                Status::Changed,
+                Some(format!("{} rolled out", r.workloads.len())),
+            );
+            Ok(r)
+        }
+        Err(e) => {
+            step.done(Status::Failed, Some(e.to_string()));
+            Err(e)
+        }
+    }
 }
 
 /// Until when the last step should wait after the switch step, if that is still ahead.
@@ -482,9 +552,20 @@ async fn plan(
                 .map(|l| format!("step {first}: {l}")),
         );
     }
+    let pods = |k: u8| {
+        format!(
+            "step {k}: wait until every namespace's kube-root-ca.crt holds the new CA, then restart every Deployment, DaemonSet and StatefulSet (kubectl rollout restart), so that their pods trust it before any server presents a certificate of it"
+        )
+    };
+    if s.pods_trust_step() == Some(first) {
+        out.push(pods(first));
+    }
     out.push(format!("step {first}: hardway verify"));
     for k in first + 1..=last {
         out.push(format!("step {k}: {}", s.steps()[usize::from(k) - 1]));
+        if s.pods_trust_step() == Some(k) {
+            out.push(pods(k));
+        }
     }
     if let Some(wait) = s.settle_after_switch() {
         let when = match settles(state, s) {

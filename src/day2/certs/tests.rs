@@ -546,6 +546,132 @@ mod rotation {
             "{err}"
         );
     }
+
+    /// The cluster CA: pods are made to trust the new CA (kube-root-ca.crt published, every
+    /// workload restarted) in step 1, before step 2 has any server present a certificate of
+    /// it; the operator's admin kubeconfig follows every step.
+    #[test]
+    fn the_cluster_ca_has_pods_trust_it_first_and_the_admin_kubeconfig_follows() {
+        use crate::remote::fake::{FakePod, FakeWorkload};
+        let f = deployed(&[
+            Phase::Files,
+            Phase::Etcd,
+            Phase::Lb,
+            Phase::ControlPlane,
+            Phase::Workers,
+        ]);
+        let s = Subject::Ca(CaId::Kubernetes);
+        {
+            let mut kube = f.fake.kube.lock().unwrap();
+            kube.workloads = vec![
+                FakeWorkload::new("kube-system", "coredns", "Deployment"),
+                FakeWorkload::new("metallb-system", "speaker", "DaemonSet"),
+            ];
+            kube.pods = vec![
+                FakePod::new("w1", "web-1", Some("ReplicaSet")),
+                FakePod::new("w1", "debug", None),
+            ];
+        }
+        let kubeconfig = f.pki_dir().join(crate::render::ADMIN_KUBECONFIG_FILE);
+        std::fs::write(
+            &kubeconfig,
+            crate::render::admin_kubeconfig(&f.inv, &f.pki).unwrap(),
+        )
+        .unwrap();
+        // (CA certificates, client certificate) of the admin kubeconfig.
+        let admin = || {
+            use base64::Engine as _;
+            let v: serde_yaml::Value =
+                serde_yaml::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
+            let field = |v: &serde_yaml::Value| {
+                let b = base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().unwrap())
+                    .unwrap();
+                String::from_utf8(b).unwrap()
+            };
+            (
+                pki::pem_certificates(&field(
+                    &v["clusters"][0]["cluster"]["certificate-authority-data"],
+                )),
+                field(&v["users"][0]["user"]["client-certificate-data"]),
+            )
+        };
+        let old = f.pki.ca(CaId::Kubernetes).cert_pem.clone();
+        let dry = rotate_what(
+            &f,
+            s,
+            None,
+            Confirm {
+                dry_run: true,
+                ..Confirm::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            dry.plan.iter().any(|l| l.starts_with("step 1: wait until every namespace's kube-root-ca.crt holds the new CA, then restart every Deployment, DaemonSet and StatefulSet")),
+            "{:#?}",
+            dry.plan
+        );
+        assert!(f.fake.events_like("restart Deployment").is_empty());
+
+        f.fake.clear_events();
+        let r = rotate_what(&f, s, Some(1), YES).unwrap();
+        assert!(!r.failed(), "{r:#?}");
+        let new = std::fs::read_to_string(f.pki_dir().join("rotation/cluster/new.crt")).unwrap();
+        let events: Vec<String> = f
+            .fake
+            .events()
+            .into_iter()
+            .map(|e| format!("{}: {}", e.node, e.what))
+            .collect();
+        let at = |what: &str| {
+            events
+                .iter()
+                .rposition(|e| e == what)
+                .unwrap_or_else(|| panic!("no {what}: {events:#?}"))
+        };
+        assert!(
+            at("api: restart Deployment kube-system/coredns")
+                > at("m3: restart kube-controller-manager"),
+            "workloads restarted before the controller-manager published the bundle: {events:#?}"
+        );
+        at("api: restart DaemonSet metallb-system/speaker");
+        let pods = r.steps[0].pods.as_ref().unwrap();
+        assert_eq!(
+            pods.workloads,
+            [
+                "DaemonSet metallb-system/speaker",
+                "Deployment kube-system/coredns"
+            ]
+        );
+        assert_eq!(pods.unmanaged, ["default/debug"], "a bare pod is named");
+        let (trust, cert) = admin();
+        assert_eq!(
+            trust,
+            [old.clone(), new.clone()],
+            "step 1: the kubeconfig trusts both"
+        );
+        assert!(issuer_serial(&cert, &old));
+        assert_eq!(r.steps[0].kubeconfig.as_deref(), Some(kubeconfig.as_path()));
+
+        f.fake.clear_events();
+        let r = rotate_what(&f, s, Some(2), YES).unwrap();
+        assert!(!r.failed(), "{r:#?}");
+        assert!(
+            f.fake.events_like("restart Deployment").is_empty() && r.steps[0].pods.is_none(),
+            "pods are restarted once, in step 1"
+        );
+        let (trust, cert) = admin();
+        assert_eq!(trust, [new.clone(), old.clone()]);
+        assert!(
+            issuer_serial(&cert, &new),
+            "step 2: a new admin certificate"
+        );
+
+        let r = rotate_what(&f, s, None, YES).unwrap();
+        assert!(!r.failed() && r.done == 3, "{r:#?}");
+        assert_eq!(admin().0, [new], "step 3: the new CA only");
+    }
 }
 
 mod secrets {

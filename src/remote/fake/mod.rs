@@ -39,6 +39,9 @@ pub struct FakeUnit {
     /// Times it was started from inactive, and restarted.
     pub starts: u32,
     pub restarts: u32,
+    /// How many more times it is still "reloading" when asked (a unit that notifies systemd
+    /// of its reloads, as HAProxy does, a moment after systemctl returned).
+    pub settling: u32,
 }
 
 /// One node's state.
@@ -143,10 +146,52 @@ impl FakePod {
     }
 }
 
+/// A Deployment, DaemonSet or StatefulSet on the fake cluster: rolled out at once whenever
+/// it is restarted.
+#[derive(Debug, Clone)]
+pub struct FakeWorkload {
+    pub namespace: String,
+    pub name: String,
+    /// `Deployment`, `DaemonSet`, `StatefulSet`.
+    pub kind: &'static str,
+    /// How many times its pod template changed (`kubectl rollout restart`).
+    pub restarts: usize,
+}
+
+impl FakeWorkload {
+    pub fn new(namespace: &str, name: &str, kind: &'static str) -> FakeWorkload {
+        FakeWorkload {
+            namespace: namespace.into(),
+            name: name.into(),
+            kind,
+            restarts: 0,
+        }
+    }
+
+    /// The object as the API returns it.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        let generation = self.restarts + 1;
+        let status = match self.kind {
+            "DaemonSet" => serde_json::json!({"observedGeneration": generation,
+                "desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberAvailable": 2,
+                "currentNumberScheduled": 2}),
+            _ => serde_json::json!({"observedGeneration": generation, "replicas": 1,
+                "updatedReplicas": 1, "availableReplicas": 1, "readyReplicas": 1,
+                "currentRevision": "r", "updateRevision": "r"}),
+        };
+        serde_json::json!({
+            "metadata": {"namespace": self.namespace, "name": self.name, "generation": generation},
+            "spec": {"replicas": 1},
+            "status": status,
+        })
+    }
+}
+
 /// What the fake API server holds besides what the nodes report.
 #[derive(Debug, Default)]
 pub struct FakeKube {
     pub pods: Vec<FakePod>,
+    pub workloads: Vec<FakeWorkload>,
     pub cordoned: BTreeSet<String>,
     pub deleted_nodes: BTreeSet<String>,
 }

@@ -8,6 +8,12 @@ use super::{Event, FakeCluster};
 use crate::etcd::{EtcdError, Operation};
 use crate::probe::{ApiRequest, BoxFuture, EtcdMember, MemberStatus, Membership, Probe};
 
+/// The namespaces of the fake cluster.
+const FAKE_NAMESPACES: &[&str] = &["default", "kube-system"];
+
+/// The controller-manager's `--root-ca-file` (its unit's template).
+const ROOT_CA_FILE: &str = "/etc/kubernetes/pki/ca.crt";
+
 impl FakeCluster {
     /// Records what the etcd cluster did (not one node) in the shared event log.
     fn etcd_event(&self, what: impl Into<String>) {
@@ -42,13 +48,13 @@ impl FakeCluster {
         });
     }
 
-    /// The pods bound to `node` as the API lists them.
-    fn pods_json(&self, node: &str) -> String {
+    /// The pods bound to `node` (none: every pod) as the API lists them.
+    fn pods_json(&self, node: Option<&str>) -> String {
         let kube = self.kube.lock().expect("not poisoned");
         let items: Vec<serde_json::Value> = kube
             .pods
             .iter()
-            .filter(|p| p.node == node)
+            .filter(|p| node.is_none_or(|n| p.node == n))
             .map(|p| {
                 let owners: Vec<serde_json::Value> = p
                     .controller
@@ -63,6 +69,45 @@ impl FakeCluster {
             })
             .collect();
         serde_json::json!({ "items": items }).to_string()
+    }
+
+    /// `GET /apis/apps/v1/<resource>` (a list) and `…/namespaces/<ns>/<resource>/<name>`.
+    fn workloads_json(&self, path: &str) -> Option<(u16, String)> {
+        let rest = path.strip_prefix("/apis/apps/v1/")?;
+        let kind = |resource: &str| match resource {
+            "deployments" => Some("Deployment"),
+            "daemonsets" => Some("DaemonSet"),
+            "statefulsets" => Some("StatefulSet"),
+            _ => None,
+        };
+        let kube = self.kube.lock().expect("not poisoned");
+        let segments: Vec<&str> = rest.split('/').collect();
+        match segments.as_slice() {
+            [resource] => {
+                let kind = kind(resource)?;
+                let items: Vec<serde_json::Value> = kube
+                    .workloads
+                    .iter()
+                    .filter(|w| w.kind == kind)
+                    .map(super::FakeWorkload::json)
+                    .collect();
+                Some((200, serde_json::json!({ "items": items }).to_string()))
+            }
+            ["namespaces", ns, resource, name] => {
+                let kind = kind(resource)?;
+                Some(
+                    match kube
+                        .workloads
+                        .iter()
+                        .find(|w| w.kind == kind && w.namespace == *ns && w.name == *name)
+                    {
+                        Some(w) => (200, w.json().to_string()),
+                        None => (404, r#"{"kind":"Status","message":"not found"}"#.into()),
+                    },
+                )
+            }
+            _ => None,
+        }
     }
 
     /// PATCH (cordon), POST (eviction) and DELETE (pods, nodes), logged as `api` events.
@@ -126,6 +171,20 @@ impl FakeCluster {
             ("DELETE", ["api", "v1", "namespaces", _, "services", _]) => {
                 drop(kube);
                 self.api_event("delete service".into());
+                (200, "{}".into())
+            }
+            ("PATCH", ["apis", "apps", "v1", "namespaces", ns, _, name]) => {
+                let Some(w) = kube
+                    .workloads
+                    .iter_mut()
+                    .find(|w| w.namespace == *ns && w.name == *name)
+                else {
+                    return not_found;
+                };
+                w.restarts += 1;
+                let what = format!("restart {} {ns}/{name}", w.kind);
+                drop(kube);
+                self.api_event(what);
                 (200, "{}".into())
             }
             ("DELETE", ["api", "v1", "nodes", name]) => {
@@ -395,7 +454,42 @@ impl Probe for FakeCluster {
                 return Ok(self.api_write(&request));
             }
             if let Some(pods) = path.strip_prefix("/api/v1/pods?fieldSelector=spec.nodeName%3D") {
-                return Ok((200, self.pods_json(pods)));
+                return Ok((200, self.pods_json(Some(pods))));
+            }
+            if path == "/api/v1/pods" {
+                return Ok((200, self.pods_json(None)));
+            }
+            if let Some(answer) = self.workloads_json(path) {
+                return Ok(answer);
+            }
+            if path == "/api/v1/namespaces" {
+                let items: Vec<serde_json::Value> = FAKE_NAMESPACES
+                    .iter()
+                    .map(|n| serde_json::json!({"metadata": {"name": n}, "status": {"phase": "Active"}}))
+                    .collect();
+                return Ok((200, serde_json::json!({ "items": items }).to_string()));
+            }
+            // What the controller-manager publishes: its --root-ca-file, from a master where
+            // it runs.
+            if path == "/api/v1/configmaps?fieldSelector=metadata.name%3Dkube-root-ca.crt" {
+                let ca = self.nodes.values().find_map(|n| {
+                    let n = n.lock().expect("not poisoned");
+                    n.unit_active("kube-controller-manager")
+                        .then(|| n.files.get(ROOT_CA_FILE).map(|f| f.contents.clone()))
+                        .flatten()
+                });
+                let items: Vec<serde_json::Value> = ca
+                    .iter()
+                    .flat_map(|ca| {
+                        FAKE_NAMESPACES.iter().map(move |ns| {
+                            serde_json::json!({
+                                "metadata": {"namespace": ns, "name": "kube-root-ca.crt"},
+                                "data": {"ca.crt": String::from_utf8_lossy(ca)},
+                            })
+                        })
+                    })
+                    .collect();
+                return Ok((200, serde_json::json!({ "items": items }).to_string()));
             }
             if path == "/version" {
                 return Ok(match api_version {

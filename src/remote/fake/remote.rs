@@ -539,10 +539,20 @@ impl Remote for FakeRemote {
     }
 
     fn unit_states(&self, units: &[String]) -> Result<BTreeMap<String, String>, RemoteError> {
-        let s = self.state()?;
+        let mut s = self.state()?;
         Ok(units
             .iter()
-            .map(|u| (u.clone(), active_state(&s, u).to_string()))
+            .map(|u| {
+                let settling = s.units.get_mut(u).filter(|x| x.active && x.settling > 0);
+                let state = match settling {
+                    Some(x) => {
+                        x.settling -= 1;
+                        "reloading"
+                    }
+                    None => active_state(&s, u),
+                };
+                (u.clone(), state.to_string())
+            })
             .collect())
     }
 
