@@ -331,6 +331,10 @@ pub(crate) enum Server {
 pub(crate) enum Source {
     Template(&'static str),
     CaCert(CaId),
+    /// The CA certificate alone that signs with [`Source::CaKey`]: the first of the bundle,
+    /// which holds two during a rotation (a file the controller-manager's
+    /// `--cluster-signing-cert-file` reads: it refuses more than one certificate).
+    CaSigner(CaId),
     CaKey(CaId),
     /// A leaf certificate or its key, by matrix name (`{node}` is the host's name).
     Cert(&'static str),
@@ -429,6 +433,7 @@ pub(crate) const FILES: &[FileRule] = &[
     // control plane
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager] },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca.key", source: Source::CaKey(CaId::Kubernetes), mode: 0o600, units: CM },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca-signer.crt", source: Source::CaSigner(CaId::Kubernetes), mode: 0o644, units: CM },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver.crt", source: Source::Cert("apiserver"), mode: 0o644, units: APISERVER },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver.key", source: Source::Key("apiserver"), mode: 0o600, units: APISERVER },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-kubelet-client.crt", source: Source::Cert("apiserver-kubelet-client"), mode: 0o644, units: APISERVER },
@@ -680,6 +685,11 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
                 Source::Template(name) => render_one(&tera, &tctx, inv, node, name)?.into_bytes(),
                 Source::CaCert(id) => pki.ca(id).cert_pem.clone().into_bytes(),
                 Source::CaKey(id) => pki.ca(id).key_pem.clone().into_bytes(),
+                Source::CaSigner(id) => crate::pki::pem_certificates(&pki.ca(id).cert_pem)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+                    .into_bytes(),
                 Source::Cert(name) => pki.cert(&subst(name)).cert_pem.clone().into_bytes(),
                 Source::Key(name) => pki.cert(&subst(name)).key_pem.clone().into_bytes(),
                 Source::CertAndKey(name) => {
@@ -696,7 +706,9 @@ pub fn render(inv: &Inventory, pki: &Pki) -> Result<Rendered, RenderError> {
             let contents = interned.intern(contents);
             let units = units_of(rule);
             let anchor = match rule.source {
-                Source::CaCert(id) | Source::CaKey(id) => Some(Anchor::Ca(id)),
+                Source::CaCert(id) | Source::CaSigner(id) | Source::CaKey(id) => {
+                    Some(Anchor::Ca(id))
+                }
                 Source::SaKey | Source::SaPub => Some(Anchor::ServiceAccountKey),
                 Source::Template(ENCRYPTION_CONFIG) => Some(Anchor::EncryptionKey),
                 _ => None,

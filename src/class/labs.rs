@@ -172,8 +172,9 @@ pub async fn checkpoint(
     inv: &Inventory,
     pki_dir: &Path,
     to: Phase,
+    api_timeout: std::time::Duration,
 ) -> Result<DeployReport, ClassError> {
-    checkpoint_logged(inv, pki_dir, to, Events::none("class"), None).await
+    checkpoint_logged(inv, pki_dir, to, api_timeout, Events::none("class"), None).await
 }
 
 /// [`checkpoint`], its events to `events` and every remote operation to `run_log` (`lab up
@@ -182,6 +183,7 @@ pub async fn checkpoint_logged(
     inv: &Inventory,
     pki_dir: &Path,
     to: Phase,
+    api_timeout: std::time::Duration,
     events: Events,
     run_log: Option<std::sync::Arc<crate::runlog::RunLog>>,
 ) -> Result<DeployReport, ClassError> {
@@ -193,6 +195,7 @@ pub async fn checkpoint_logged(
     let opts = DeployOptions {
         phases: to.up_to(),
         snapshot_dir: None,
+        api_timeout,
         ..DeployOptions::default()
     };
     let rendered = s.files(&opts.selected())?;
@@ -256,6 +259,7 @@ pub async fn checkpoint_all(
     booted: &[(String, Result<Inventory, ClassError>)],
     to: Option<Phase>,
     parallel: usize,
+    api_timeout: std::time::Duration,
 ) -> Vec<(String, Result<(), String>)> {
     // deploy's future is not Send: the labs' deploys interleave on one thread, their SSH work
     // runs on the blocking pool.
@@ -270,7 +274,7 @@ pub async fn checkpoint_all(
                 tasks.push(tokio::task::spawn_local(async move {
                     let _turn = turns.acquire_owned().await.expect("never closed");
                     let r = match (r, to) {
-                        (Ok(inv), Some(to)) => checkpoint(&inv, &pki, to)
+                        (Ok(inv), Some(to)) => checkpoint(&inv, &pki, to, api_timeout)
                             .await
                             .map(drop)
                             .map_err(|e| e.to_string()),

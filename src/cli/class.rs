@@ -139,6 +139,10 @@ pub enum ClassCommand {
         /// With --to: labs deployed at once (the rest wait their turn).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
         parallel_labs: u16,
+        /// With --to: how long an API server may take to answer /readyz after a (re)start, in
+        /// seconds (many labs deploying on one host start slowly).
+        #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        api_timeout: u64,
         #[command(flatten)]
         limits: LimitArgs,
         /// nspawn (containers) or qemu (VMs: a boundary between students, SECURITY.md);
@@ -334,7 +338,14 @@ fn lab_up(
             eprintln!("log: {}", l.path().display());
         }
         let report =
-            runtime()?.block_on(labs::checkpoint_logged(&inv, &pki, to, events, run_log))?;
+            runtime()?.block_on(labs::checkpoint_logged(
+                &inv,
+                &pki,
+                to,
+                crate::deploy::DeployOptions::default().api_timeout,
+                events,
+                run_log,
+            ))?;
         out!(
             "deployed up to {to} with the PKI in {}:\n{}",
             pki.display(),
@@ -465,6 +476,7 @@ pub(super) fn class(command: ClassCommand) -> Result<ExitCode> {
             class,
             to,
             parallel_labs,
+            api_timeout,
             limits,
             driver,
         } => class_up(
@@ -473,6 +485,7 @@ pub(super) fn class(command: ClassCommand) -> Result<ExitCode> {
             &class,
             to,
             usize::from(parallel_labs),
+            std::time::Duration::from_secs(api_timeout),
             limits.limits(),
             driver,
         ),
@@ -501,6 +514,7 @@ fn class_up(
     dir: &ClassDir,
     to: Option<Phase>,
     parallel: usize,
+    api_timeout: std::time::Duration,
     limits: MachineLimits,
     driver: Option<inventory::LabDriver>,
 ) -> Result<ExitCode> {
@@ -546,7 +560,7 @@ fn class_up(
         booted.iter().filter(|b| b.1.is_ok()).count(),
         t.elapsed().as_secs_f64()
     );
-    let checkpoints = runtime()?.block_on(labs::checkpoint_all(&class, &booted, to, parallel));
+    let checkpoints = runtime()?.block_on(labs::checkpoint_all(&class, &booted, to, parallel, api_timeout));
     let mut failed = 0;
     let mut rows: Vec<(String, String)> = Vec::new();
     for (n, r) in checkpoints {
@@ -788,7 +802,12 @@ fn class_reset(student: &str, dir: &ClassDir, c: &super::day2::ConfirmArgs) -> R
     let (inv, booted) = labs::up(&base, &lab, &opts)?;
     if let Some(p) = to {
         runtime()?
-            .block_on(labs::checkpoint(&inv, &lab.pki(), p))
+            .block_on(labs::checkpoint(
+                &inv,
+                &lab.pki(),
+                p,
+                crate::deploy::DeployOptions::default().api_timeout,
+            ))
             .with_context(|| format!("deploying {student}'s lab up to {p}"))?;
         out!("{student}: deployed up to {p}");
     }

@@ -153,7 +153,7 @@ impl Needs {
     fn add(&mut self, inv: &Inventory, node: &Node, source: &Source) {
         let subst = |p: &str| p.replace("{node}", &node.name);
         match *source {
-            Source::CaCert(id) | Source::CaKey(id) => {
+            Source::CaCert(id) | Source::CaSigner(id) | Source::CaKey(id) => {
                 self.cas.insert(id);
             }
             Source::Cert(p) | Source::Key(p) | Source::CertAndKey(p) => {
@@ -239,7 +239,8 @@ fn stage_command(inv: &Inventory, node: &Node, origin: &Origin, dst: &str) -> Op
             .unwrap_or_default()
     };
     let from = match *source {
-        Source::CaCert(id) => format!("pki/{}.crt", ca_file(id)),
+        // Outside a rotation the bundle is the one CA that signs.
+        Source::CaCert(id) | Source::CaSigner(id) => format!("pki/{}.crt", ca_file(id)),
         Source::CaKey(id) => format!("pki/{}.key", ca_file(id)),
         Source::Cert(p) => format!("pki/{}.crt", subst(p)),
         Source::Key(p) => format!("pki/{}.key", subst(p)),

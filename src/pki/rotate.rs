@@ -467,6 +467,13 @@ pub fn marked(inv: &Inventory, pki: &Pki, s: Subject) -> Pki {
                     .map(|(_, kc)| kc),
             );
             for kc in kcs {
+                // Inside the first certificate too: a file of that one alone (the
+                // controller-manager's signing certificate) changes with it.
+                kc.cert_pem = kc.cert_pem.replacen(
+                    "-----BEGIN CERTIFICATE-----\n",
+                    "-----BEGIN CERTIFICATE-----\n#\n",
+                    1,
+                );
                 kc.cert_pem.push_str("#\n");
                 kc.key_pem.push_str("#\n");
             }

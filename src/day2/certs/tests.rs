@@ -645,6 +645,15 @@ mod rotation {
             ]
         );
         assert_eq!(pods.unmanaged, ["default/debug"], "a bare pod is named");
+        // The controller-manager's --cluster-signing-cert-file takes one certificate, the one
+        // ca.key belongs to (kube-controller-manager refuses a bundle: "expected 1 certificate,
+        // found 2").
+        let signer = |m: &str| text(&f, m, "/etc/kubernetes/pki/ca-signer.crt");
+        assert_eq!(signer("m1"), old, "step 1: the old CA still signs");
+        assert_eq!(
+            pki::pem_certificates(&text(&f, "m1", "/etc/kubernetes/pki/ca.crt")).len(),
+            2
+        );
         let (trust, cert) = admin();
         assert_eq!(
             trust,
@@ -667,6 +676,7 @@ mod rotation {
             issuer_serial(&cert, &new),
             "step 2: a new admin certificate"
         );
+        assert_eq!(signer("m2"), new, "step 2: the new CA signs");
 
         let r = rotate_what(&f, s, None, YES).unwrap();
         assert!(!r.failed() && r.done == 3, "{r:#?}");
