@@ -337,15 +337,14 @@ fn lab_up(
         if let Some(l) = &run_log {
             eprintln!("log: {}", l.path().display());
         }
-        let report =
-            runtime()?.block_on(labs::checkpoint_logged(
-                &inv,
-                &pki,
-                to,
-                crate::deploy::DeployOptions::default().api_timeout,
-                events,
-                run_log,
-            ))?;
+        let report = runtime()?.block_on(labs::checkpoint_logged(
+            &inv,
+            &pki,
+            to,
+            crate::deploy::DeployOptions::default().api_timeout,
+            events,
+            run_log,
+        ))?;
         out!(
             "deployed up to {to} with the PKI in {}:\n{}",
             pki.display(),
@@ -560,7 +559,13 @@ fn class_up(
         booted.iter().filter(|b| b.1.is_ok()).count(),
         t.elapsed().as_secs_f64()
     );
-    let checkpoints = runtime()?.block_on(labs::checkpoint_all(&class, &booted, to, parallel, api_timeout));
+    let checkpoints = runtime()?.block_on(labs::checkpoint_all(
+        &class,
+        &booted,
+        to,
+        parallel,
+        api_timeout,
+    ));
     let mut failed = 0;
     let mut rows: Vec<(String, String)> = Vec::new();
     for (n, r) in checkpoints {

@@ -81,12 +81,8 @@ fn restore_stops_everything_moves_the_data_aside_and_brings_every_member_back() 
     .unwrap();
     assert_eq!(r.moved_aside.len(), 3);
     assert!(crate::probe::healthy(&r.members));
-    let events: Vec<String> = f
-        .fake
-        .events()
-        .into_iter()
-        .map(|e| format!("{}: {}", e.node, e.what))
-        .collect();
+    // Every event, in order ("node: what").
+    let events = f.fake.events_like("");
     let pos = |what: &str| {
         events
             .iter()
@@ -718,12 +714,8 @@ fn removing_a_worker_drains_it_first_and_deletes_its_node_after_the_reset() {
     .unwrap();
     assert_eq!(done.steps, planned.steps);
     assert_eq!(done.evicted, ["default/web-1", "default/debug (deleted)"]);
-    let events: Vec<String> = f
-        .fake
-        .events()
-        .into_iter()
-        .map(|e| format!("{}: {}", e.node, e.what))
-        .collect();
+    // Every event, in order ("node: what").
+    let events = f.fake.events_like("");
     let at = |what: &str| {
         events
             .iter()

@@ -1204,7 +1204,11 @@ fn haproxy_is_reloaded_for_a_new_config_and_restarted_for_a_new_unit() {
     f.fake.node("lb").units.get_mut("haproxy").unwrap().settling = 3;
     let r = run(&f, &opts(&ETCD_LB)).unwrap();
     assert!(r.failed().is_empty(), "{}", r.table());
-    assert_eq!(f.fake.node("lb").units["haproxy"].settling, 0, "asked until active");
+    assert_eq!(
+        f.fake.node("lb").units["haproxy"].settling,
+        0,
+        "asked until active"
+    );
 
     stale("/etc/haproxy/haproxy.cfg");
     stale("/etc/systemd/system/haproxy.service");

@@ -989,7 +989,11 @@ mod lab {
             crate::common::text(&o)
         );
         eprintln!("{name} added: API {} of {} failed", api.1, api.0);
-        assert_eq!(api.1, 0, "API requests failed while {name} joined: {:?}", api.2);
+        assert_eq!(
+            api.1, 0,
+            "API requests failed while {name} joined: {:?}",
+            api.2
+        );
         k.until(
             &format!("{name} Ready"),
             &[
@@ -1001,9 +1005,7 @@ mod lab {
             Duration::from_secs(180),
             |s| s == "True",
         );
-        let on = format!(
-            r#"{{"spec":{{"nodeSelector":{{"kubernetes.io/hostname":"{name}"}}}}}}"#
-        );
+        let on = format!(r#"{{"spec":{{"nodeSelector":{{"kubernetes.io/hostname":"{name}"}}}}}}"#);
         k.ok(&[
             "run",
             "joined",
@@ -1062,10 +1064,21 @@ mod lab {
             .arg("--snapshot-dir")
             .arg(t.dir.path().join("snapshots")));
         let api = api.finish();
-        assert!(o.status.success(), "node remove {name}:\n{}", crate::common::text(&o));
-        eprintln!("node remove {name} (a master): API {} of {} failed", api.1, api.0);
+        assert!(
+            o.status.success(),
+            "node remove {name}:\n{}",
+            crate::common::text(&o)
+        );
+        eprintln!(
+            "node remove {name} (a master): API {} of {} failed",
+            api.1, api.0
+        );
         assert!(api.0 > 4, "the API client hardly ran: {api:?}");
-        assert_eq!(api.1, 0, "API requests failed during the removal: {:?}", api.2);
+        assert_eq!(
+            api.1, 0,
+            "API requests failed during the removal: {:?}",
+            api.2
+        );
         assert_eq!(members(), 2, "{name} is still an etcd member");
         let running = t.ssh_ok(
             &name,
@@ -1080,9 +1093,17 @@ mod lab {
         let api = api_client(k);
         let o = t.deploy(inv, &["--api-timeout", "240"]);
         let api = api.finish();
-        assert!(o.status.success(), "deploy with {name} back:\n{}", crate::common::text(&o));
+        assert!(
+            o.status.success(),
+            "deploy with {name} back:\n{}",
+            crate::common::text(&o)
+        );
         eprintln!("{name} added back: API {} of {} failed", api.1, api.0);
-        assert_eq!(api.1, 0, "API requests failed while {name} joined: {:?}", api.2);
+        assert_eq!(
+            api.1, 0,
+            "API requests failed while {name} joined: {:?}",
+            api.2
+        );
         assert_eq!(members(), 3, "{name} is not an etcd member again");
         // verify of the upgraded inventory (the lab's own is the older release's).
         let deadline = Instant::now() + Duration::from_secs(150);
@@ -1557,8 +1578,8 @@ mod day2 {
                 serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
             // A renewal's deploy, or each rotation step's.
             let steps = report["steps"].as_array().cloned().unwrap_or_default();
-            let deploys = std::iter::once(&report["deploy"])
-                .chain(steps.iter().map(|s| &s["deploy"]));
+            let deploys =
+                std::iter::once(&report["deploy"]).chain(steps.iter().map(|s| &s["deploy"]));
             let failed: Vec<&serde_json::Value> = deploys
                 .flat_map(|d| d["hosts"].as_array().into_iter().flatten())
                 .filter(|h| h["ok"] == false)
@@ -1755,7 +1776,10 @@ spec:
     fn in_cluster_calls(t: &TestLab, workers: &[String]) -> (usize, usize, Vec<String>) {
         let (mut calls, mut failed, mut first) = (0, 0, Vec::new());
         for w in workers {
-            let log = t.ssh_ok(w, "cat /var/log/hardway-incluster/*.log 2>/dev/null || true");
+            let log = t.ssh_ok(
+                w,
+                "cat /var/log/hardway-incluster/*.log 2>/dev/null || true",
+            );
             for line in log.lines() {
                 if line.contains("] calling /healthz") {
                     calls += 1;
@@ -1839,7 +1863,10 @@ spec:
             api.1, api.0, top.1, top.0
         );
         assert_eq!(r["done"], 3, "{r:#}");
-        assert!(api.0 > 50 && top.0 > 20, "the clients hardly ran: {api:?} {top:?}");
+        assert!(
+            api.0 > 50 && top.0 > 20,
+            "the clients hardly ran: {api:?} {top:?}"
+        );
         assert_eq!(api.1, 0, "API requests failed: {:?}", api.2);
         assert_eq!(top.1, 0, "kubectl top failed: {:?}", top.2);
 

@@ -89,12 +89,8 @@ fn renew_all_snapshots_first_then_restarts_etcd_and_api_servers_one_at_a_time() 
         r.on_no_node
     );
 
-    let events: Vec<String> = f
-        .fake
-        .events()
-        .into_iter()
-        .map(|e| format!("{}: {}", e.node, e.what))
-        .collect();
+    // Every event, in order ("node: what").
+    let events = f.fake.events_like("");
     let pos = |what: &str| {
         events
             .iter()
@@ -618,12 +614,8 @@ mod rotation {
         let r = rotate_what(&f, s, Some(1), YES).unwrap();
         assert!(!r.failed(), "{r:#?}");
         let new = std::fs::read_to_string(f.pki_dir().join("rotation/cluster/new.crt")).unwrap();
-        let events: Vec<String> = f
-            .fake
-            .events()
-            .into_iter()
-            .map(|e| format!("{}: {}", e.node, e.what))
-            .collect();
+        // Every event, in order ("node: what").
+        let events = f.fake.events_like("");
         let at = |what: &str| {
             events
                 .iter()
