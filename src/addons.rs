@@ -4,11 +4,14 @@
 //!
 //! | addon | applied | ready when |
 //! |---|---|---|
-//! | RBAC for the API server → kubelet | hardway's manifest | applied |
 //! | CoreDNS | hardway's manifest | `deployment/coredns` rolled out |
 //! | MetalLB | upstream's manifest (URL or local copy) | `deployment/controller` and `daemonset/speaker` rolled out |
 //! | MetalLB pool | hardway's `IPAddressPool` + `L2Advertisement` | MetalLB's webhook accepted it (retried until it answers) |
 //! | metrics-server | upstream's manifest | `deployment/metrics-server` rolled out, `apiservice/v1beta1.metrics.k8s.io` Available |
+//!
+//! The RBAC that lets the API server reach the kubelets (`kubectl logs`, `exec`, metrics) is not
+//! an addon: the control-plane phase applies it last, the same way ([`control_plane_plan`]), so
+//! a cluster deployed up to the workers already answers `kubectl logs`.
 //!
 //! Every manifest is applied first, in this order, so that the addons' pods start together;
 //! then each addon's waits run in this order ([`in_order`]). Every wait has the phase's timeout,
@@ -87,12 +90,19 @@ pub fn in_order(plan: &[Addon]) -> Vec<(&Addon, &Step)> {
     applies.chain(rest).collect()
 }
 
-/// The addons of this inventory, in the order they are applied.
-pub fn plan(inv: &Inventory) -> Vec<Addon> {
-    let mut out = vec![Addon {
+/// What the control-plane phase applies last, on the first master: the RBAC that lets the API
+/// server's kubelet client certificate reach the kubelets (kubernetes-the-hard-way's "RBAC for
+/// Kubelet Authorization", done once the API server answers).
+pub fn control_plane_plan() -> Vec<Addon> {
+    vec![Addon {
         name: "kubelet access RBAC",
         steps: vec![Step::Apply(on_node("apiserver-to-kubelet-rbac.yaml"))],
-    }];
+    }]
+}
+
+/// The addons of this inventory, in the order they are applied.
+pub fn plan(inv: &Inventory) -> Vec<Addon> {
+    let mut out = Vec::new();
     if inv.addons.coredns.is_some() {
         out.push(Addon {
             name: "CoreDNS",
@@ -156,17 +166,9 @@ mod tests {
         let inv = crate::inventory::load(&path).unwrap();
         let plan = plan(&inv);
         let names: Vec<&str> = plan.iter().map(|a| a.name).collect();
-        assert_eq!(
-            names,
-            [
-                "kubelet access RBAC",
-                "CoreDNS",
-                "MetalLB",
-                "metrics-server"
-            ]
-        );
+        assert_eq!(names, ["CoreDNS", "MetalLB", "metrics-server"]);
         // The pool goes through MetalLB's webhook only after its controller has rolled out.
-        let metallb = &plan[2].steps;
+        let metallb = &plan[1].steps;
         assert!(
             matches!(&metallb[0], Step::Apply(u) if u.starts_with("https://") && u.contains(&crate::versions::METALLB.version(crate::versions::newest_minor())))
         );
@@ -182,7 +184,7 @@ mod tests {
             Step::ApplyUntilAccepted("/etc/kubernetes/addons/metallb-pool.yaml".into())
         );
         assert_eq!(
-            plan[3].steps[2],
+            plan[2].steps[2],
             Step::Available {
                 object: "apiservice/v1beta1.metrics.k8s.io"
             }
@@ -196,7 +198,7 @@ mod tests {
                 .all(|d| d.starts_with("kubectl apply")),
             "{order:#?}"
         );
-        assert_eq!(first_wait, 4, "{order:#?}");
+        assert_eq!(first_wait, 3, "{order:#?}");
         let pool = order
             .iter()
             .position(|d| d.contains("metallb-pool"))

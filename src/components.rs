@@ -317,6 +317,14 @@ pub const COMPONENTS: &[Component] = &[
         needs: &[], version_arg: None, companions: &[],
     },
     Component {
+        // Placed with the control plane, whose last step applies the API server's kubelet access
+        // RBAC with it (`addons::control_plane_plan`): `kubectl logs` works from the workers on.
+        id: ComponentId::Kubectl, name: "kubectl", unit: None, runs_on: RunsOn::FirstMaster, phase: Phase::ControlPlane,
+        binary: ("kubectl", BinDir::Inventory), ports: &[], restart: Restart::Parallel,
+        config_flag: None, certs: &[],
+        needs: &[], version_arg: None, companions: &[],
+    },
+    Component {
         id: ComponentId::KernelSettings, name: "kernel-settings", unit: Some("hardway-kernel"), runs_on: RunsOn::Workers, phase: Phase::Workers,
         // systemd's own tools: nothing to install.
         binary: ("systemd-sysctl", BinDir::Fixed("/usr/lib/systemd")), ports: &[], restart: Restart::Parallel,
@@ -363,12 +371,6 @@ pub const COMPONENTS: &[Component] = &[
         // Started with the workers, whose pods it routes to, on the masters too.
         id: ComponentId::PodRoutes, name: "pod-routes", unit: Some("pod-routes"), runs_on: RunsOn::PodNetwork, phase: Phase::Workers,
         binary: ("ip", BinDir::Fixed("/sbin")), ports: &[], restart: Restart::Parallel,
-        config_flag: None, certs: &[],
-        needs: &[], version_arg: None, companions: &[],
-    },
-    Component {
-        id: ComponentId::Kubectl, name: "kubectl", unit: None, runs_on: RunsOn::FirstMaster, phase: Phase::Addons,
-        binary: ("kubectl", BinDir::Inventory), ports: &[], restart: Restart::Parallel,
         config_flag: None, certs: &[],
         needs: &[], version_arg: None, companions: &[],
     },

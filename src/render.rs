@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use serde::Deserialize as _;
 
-use crate::components::{ComponentId, Port, RunsOn};
+use crate::components::{ComponentId, Phase, Port, RunsOn};
 use crate::inventory::{Inventory, Manifest, Node};
 use crate::pki::{CaId, Pki};
 use crate::templates::ENCRYPTION_CONFIG;
@@ -360,6 +360,9 @@ pub(crate) struct FileRule {
     pub(crate) mode: u32,
     /// The components whose units must restart when this file changes.
     pub(crate) units: &'static [ComponentId],
+    /// The phase that places it, when not its units' (an addon's manifest, which kubectl
+    /// reads in the addons phase though kubectl comes with the control plane).
+    pub(crate) phase: Option<crate::components::Phase>,
 }
 
 impl When {
@@ -389,11 +392,13 @@ impl FileRule {
     /// The deploy phase that places it: the earliest of its units' phases, or `files` (as
     /// `plan::phase_of_file` decides for a rendered file).
     pub(crate) fn phase(&self) -> crate::components::Phase {
-        self.units
-            .iter()
-            .map(|c| c.get().phase)
-            .min()
-            .unwrap_or(crate::components::Phase::Files)
+        self.phase.unwrap_or_else(|| {
+            self.units
+                .iter()
+                .map(|c| c.get().phase)
+                .min()
+                .unwrap_or(crate::components::Phase::Files)
+        })
     }
 }
 
@@ -419,74 +424,74 @@ const KUBECTL: &[ComponentId] = &[ComponentId::Kubectl];
 
 #[rustfmt::skip]
 pub(crate) const FILES: &[FileRule] = &[
-    FileRule { who: RunsOn::AllNodes, when: When::Always, path: "/etc/hardway/hosts", source: Source::Template("hosts"), mode: 0o644, units: &[] },
+    FileRule { who: RunsOn::AllNodes, when: When::Always, path: "/etc/hardway/hosts", source: Source::Template("hosts"), mode: 0o644, units: &[], phase: None },
     // etcd members
-    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: ETCD },
-    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/server.crt", source: Source::Cert("etcd/server-{node}"), mode: 0o644, units: ETCD },
-    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/server.key", source: Source::Key("etcd/server-{node}"), mode: 0o600, units: ETCD },
-    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/peer.crt", source: Source::Cert("etcd/peer-{node}"), mode: 0o644, units: ETCD },
-    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/peer.key", source: Source::Key("etcd/peer-{node}"), mode: 0o600, units: ETCD },
-    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.crt", source: Source::Cert("etcd/healthcheck-client"), mode: 0o644, units: &[] },
-    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.key", source: Source::Key("etcd/healthcheck-client"), mode: 0o600, units: &[] },
-    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/systemd/system/etcd.service", source: Source::Template("etcd.service"), mode: 0o644, units: ETCD },
-    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/etcd.env", source: Source::Template("etcd.env"), mode: 0o644, units: ETCD },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: ETCD, phase: None },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/server.crt", source: Source::Cert("etcd/server-{node}"), mode: 0o644, units: ETCD, phase: None },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/server.key", source: Source::Key("etcd/server-{node}"), mode: 0o600, units: ETCD, phase: None },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/peer.crt", source: Source::Cert("etcd/peer-{node}"), mode: 0o644, units: ETCD, phase: None },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/peer.key", source: Source::Key("etcd/peer-{node}"), mode: 0o600, units: ETCD, phase: None },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.crt", source: Source::Cert("etcd/healthcheck-client"), mode: 0o644, units: &[], phase: None },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/pki/healthcheck-client.key", source: Source::Key("etcd/healthcheck-client"), mode: 0o600, units: &[], phase: None },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/systemd/system/etcd.service", source: Source::Template("etcd.service"), mode: 0o644, units: ETCD, phase: None },
+    FileRule { who: RunsOn::EtcdMembers, when: When::Always, path: "/etc/etcd/etcd.env", source: Source::Template("etcd.env"), mode: 0o644, units: ETCD, phase: None },
     // control plane
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager] },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca.key", source: Source::CaKey(CaId::Kubernetes), mode: 0o600, units: CM },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca-signer.crt", source: Source::CaSigner(CaId::Kubernetes), mode: 0o644, units: CM },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver.crt", source: Source::Cert("apiserver"), mode: 0o644, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver.key", source: Source::Key("apiserver"), mode: 0o600, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-kubelet-client.crt", source: Source::Cert("apiserver-kubelet-client"), mode: 0o644, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-kubelet-client.key", source: Source::Key("apiserver-kubelet-client"), mode: 0o600, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-etcd-client.crt", source: Source::Cert("apiserver-etcd-client"), mode: 0o644, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-etcd-client.key", source: Source::Key("apiserver-etcd-client"), mode: 0o600, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/etcd/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/sa.key", source: Source::SaKey, mode: 0o600, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager] },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/sa.pub", source: Source::SaPub, mode: 0o644, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-ca.crt", source: Source::CaCert(CaId::FrontProxy), mode: 0o644, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager] },
-    FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.crt", source: Source::Cert("front-proxy-client"), mode: 0o644, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.key", source: Source::Key("front-proxy-client"), mode: 0o600, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/encryption-config.yaml", source: Source::Template(ENCRYPTION_CONFIG), mode: 0o600, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/audit-policy.yaml", source: Source::Template("audit-policy.yaml"), mode: 0o644, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/admin.kubeconfig", source: Source::Kubeconfig { cert: "admin", user: "admin", server: Server::Cluster }, mode: 0o600, units: &[] },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/controller-manager.kubeconfig", source: Source::Kubeconfig { cert: "kube-controller-manager", user: "system:kube-controller-manager", server: Server::Local }, mode: 0o600, units: CM },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/scheduler.kubeconfig", source: Source::Kubeconfig { cert: "kube-scheduler", user: "system:kube-scheduler", server: Server::Local }, mode: 0o600, units: &[ComponentId::KubeScheduler] },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/kube-scheduler.yaml", source: Source::Template("kube-scheduler.yaml"), mode: 0o644, units: &[ComponentId::KubeScheduler] },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml", source: Source::Template("apiserver-to-kubelet-rbac.yaml"), mode: 0o644, units: KUBECTL },
-    FileRule { who: RunsOn::Masters, when: When::CoreDns, path: "/etc/kubernetes/addons/coredns.yaml", source: Source::Template("coredns.yaml"), mode: 0o644, units: KUBECTL },
-    FileRule { who: RunsOn::Masters, when: When::MetallbFile, path: "/etc/kubernetes/addons/metallb-native.yaml", source: Source::Manifest(Upstream::Metallb), mode: 0o644, units: KUBECTL },
-    FileRule { who: RunsOn::Masters, when: When::Metallb, path: "/etc/kubernetes/addons/metallb-pool.yaml", source: Source::Template("metallb-pool.yaml"), mode: 0o644, units: KUBECTL },
-    FileRule { who: RunsOn::Masters, when: When::MetricsServerFile, path: "/etc/kubernetes/addons/metrics-server.yaml", source: Source::Manifest(Upstream::MetricsServer), mode: 0o644, units: KUBECTL },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-apiserver.service", source: Source::Template("kube-apiserver.service"), mode: 0o644, units: APISERVER },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-controller-manager.service", source: Source::Template("kube-controller-manager.service"), mode: 0o644, units: CM },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-scheduler.service", source: Source::Template("kube-scheduler.service"), mode: 0o644, units: &[ComponentId::KubeScheduler] },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager], phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca.key", source: Source::CaKey(CaId::Kubernetes), mode: 0o600, units: CM, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/ca-signer.crt", source: Source::CaSigner(CaId::Kubernetes), mode: 0o644, units: CM, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver.crt", source: Source::Cert("apiserver"), mode: 0o644, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver.key", source: Source::Key("apiserver"), mode: 0o600, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-kubelet-client.crt", source: Source::Cert("apiserver-kubelet-client"), mode: 0o644, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-kubelet-client.key", source: Source::Key("apiserver-kubelet-client"), mode: 0o600, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-etcd-client.crt", source: Source::Cert("apiserver-etcd-client"), mode: 0o644, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/apiserver-etcd-client.key", source: Source::Key("apiserver-etcd-client"), mode: 0o600, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/etcd/ca.crt", source: Source::CaCert(CaId::Etcd), mode: 0o644, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/sa.key", source: Source::SaKey, mode: 0o600, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager], phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/pki/sa.pub", source: Source::SaPub, mode: 0o644, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-ca.crt", source: Source::CaCert(CaId::FrontProxy), mode: 0o644, units: &[ComponentId::KubeApiserver, ComponentId::KubeControllerManager], phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.crt", source: Source::Cert("front-proxy-client"), mode: 0o644, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.key", source: Source::Key("front-proxy-client"), mode: 0o600, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/encryption-config.yaml", source: Source::Template(ENCRYPTION_CONFIG), mode: 0o600, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/audit-policy.yaml", source: Source::Template("audit-policy.yaml"), mode: 0o644, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/admin.kubeconfig", source: Source::Kubeconfig { cert: "admin", user: "admin", server: Server::Cluster }, mode: 0o600, units: &[], phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/controller-manager.kubeconfig", source: Source::Kubeconfig { cert: "kube-controller-manager", user: "system:kube-controller-manager", server: Server::Local }, mode: 0o600, units: CM, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/scheduler.kubeconfig", source: Source::Kubeconfig { cert: "kube-scheduler", user: "system:kube-scheduler", server: Server::Local }, mode: 0o600, units: &[ComponentId::KubeScheduler], phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/kube-scheduler.yaml", source: Source::Template("kube-scheduler.yaml"), mode: 0o644, units: &[ComponentId::KubeScheduler], phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml", source: Source::Template("apiserver-to-kubelet-rbac.yaml"), mode: 0o644, units: KUBECTL, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::CoreDns, path: "/etc/kubernetes/addons/coredns.yaml", source: Source::Template("coredns.yaml"), mode: 0o644, units: KUBECTL, phase: Some(Phase::Addons) },
+    FileRule { who: RunsOn::Masters, when: When::MetallbFile, path: "/etc/kubernetes/addons/metallb-native.yaml", source: Source::Manifest(Upstream::Metallb), mode: 0o644, units: KUBECTL, phase: Some(Phase::Addons) },
+    FileRule { who: RunsOn::Masters, when: When::Metallb, path: "/etc/kubernetes/addons/metallb-pool.yaml", source: Source::Template("metallb-pool.yaml"), mode: 0o644, units: KUBECTL, phase: Some(Phase::Addons) },
+    FileRule { who: RunsOn::Masters, when: When::MetricsServerFile, path: "/etc/kubernetes/addons/metrics-server.yaml", source: Source::Manifest(Upstream::MetricsServer), mode: 0o644, units: KUBECTL, phase: Some(Phase::Addons) },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-apiserver.service", source: Source::Template("kube-apiserver.service"), mode: 0o644, units: APISERVER, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-controller-manager.service", source: Source::Template("kube-controller-manager.service"), mode: 0o644, units: CM, phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/systemd/system/kube-scheduler.service", source: Source::Template("kube-scheduler.service"), mode: 0o644, units: &[ComponentId::KubeScheduler], phase: None },
     // workers
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::Kubelet, ComponentId::KubeProxy] },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/pki/kubelet.crt", source: Source::Cert("kubelet-{node}"), mode: 0o644, units: KUBELET },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/pki/kubelet.key", source: Source::Key("kubelet-{node}"), mode: 0o600, units: KUBELET },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/kubeconfig", source: Source::Kubeconfig { cert: "kubelet-{node}", user: "system:node:{node}", server: Server::Cluster }, mode: 0o600, units: KUBELET },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/kubelet-config.yaml", source: Source::Template("kubelet-config.yaml"), mode: 0o644, units: KUBELET },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kube-proxy/kubeconfig", source: Source::Kubeconfig { cert: "kube-proxy", user: "system:kube-proxy", server: Server::Cluster }, mode: 0o600, units: PROXY },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kube-proxy/kube-proxy-config.yaml", source: Source::Template("kube-proxy-config.yaml"), mode: 0o644, units: PROXY },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/modules-load.d/hardway.conf", source: Source::Template("kernel-modules.conf"), mode: 0o644, units: KERNEL },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/sysctl.d/90-hardway.conf", source: Source::Template("kernel-sysctl.conf"), mode: 0o644, units: KERNEL },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/hardway-kernel.service", source: Source::Template("hardway-kernel.service"), mode: 0o644, units: KERNEL },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/containerd/config.toml", source: Source::Template("containerd-config.toml"), mode: 0o644, units: &[ComponentId::Containerd] },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/kubernetes/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::Kubelet, ComponentId::KubeProxy], phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/pki/kubelet.crt", source: Source::Cert("kubelet-{node}"), mode: 0o644, units: KUBELET, phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/pki/kubelet.key", source: Source::Key("kubelet-{node}"), mode: 0o600, units: KUBELET, phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/kubeconfig", source: Source::Kubeconfig { cert: "kubelet-{node}", user: "system:node:{node}", server: Server::Cluster }, mode: 0o600, units: KUBELET, phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kubelet/kubelet-config.yaml", source: Source::Template("kubelet-config.yaml"), mode: 0o644, units: KUBELET, phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kube-proxy/kubeconfig", source: Source::Kubeconfig { cert: "kube-proxy", user: "system:kube-proxy", server: Server::Cluster }, mode: 0o600, units: PROXY, phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/var/lib/kube-proxy/kube-proxy-config.yaml", source: Source::Template("kube-proxy-config.yaml"), mode: 0o644, units: PROXY, phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/modules-load.d/hardway.conf", source: Source::Template("kernel-modules.conf"), mode: 0o644, units: KERNEL, phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/sysctl.d/90-hardway.conf", source: Source::Template("kernel-sysctl.conf"), mode: 0o644, units: KERNEL, phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/hardway-kernel.service", source: Source::Template("hardway-kernel.service"), mode: 0o644, units: KERNEL, phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/containerd/config.toml", source: Source::Template("containerd-config.toml"), mode: 0o644, units: &[ComponentId::Containerd], phase: None },
     // containerd's CRI plugin loads one configuration (the first in name order) and adds the
     // loopback interface itself; the file goes with containerd's phase (workers).
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "{cni_conf_dir}/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[ComponentId::Containerd] },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/containerd.service", source: Source::Template("containerd.service"), mode: 0o644, units: &[ComponentId::Containerd] },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kubelet.service", source: Source::Template("kubelet.service"), mode: 0o644, units: KUBELET },
-    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kube-proxy.service", source: Source::Template("kube-proxy.service"), mode: 0o644, units: PROXY },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "{cni_conf_dir}/10-bridge.conf", source: Source::Template("10-bridge.conf"), mode: 0o644, units: &[ComponentId::Containerd], phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/containerd.service", source: Source::Template("containerd.service"), mode: 0o644, units: &[ComponentId::Containerd], phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kubelet.service", source: Source::Template("kubelet.service"), mode: 0o644, units: KUBELET, phase: None },
+    FileRule { who: RunsOn::Workers, when: When::Always, path: "/etc/systemd/system/kube-proxy.service", source: Source::Template("kube-proxy.service"), mode: 0o644, units: PROXY, phase: None },
     // every node that reaches pods: one table of every worker's pod /24, the same bytes on
     // every node (each node skips its own line when the unit starts)
-    FileRule { who: RunsOn::PodNetwork, when: When::Always, path: "/etc/hardway/pod-routes", source: Source::Template("pod-routes"), mode: 0o644, units: &[ComponentId::PodRoutes] },
-    FileRule { who: RunsOn::PodNetwork, when: When::Always, path: "/etc/systemd/system/pod-routes.service", source: Source::Template("pod-routes.service"), mode: 0o644, units: &[ComponentId::PodRoutes] },
+    FileRule { who: RunsOn::PodNetwork, when: When::Always, path: "/etc/hardway/pod-routes", source: Source::Template("pod-routes"), mode: 0o644, units: &[ComponentId::PodRoutes], phase: None },
+    FileRule { who: RunsOn::PodNetwork, when: When::Always, path: "/etc/systemd/system/pod-routes.service", source: Source::Template("pod-routes.service"), mode: 0o644, units: &[ComponentId::PodRoutes], phase: None },
     // load balancer
-    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::Haproxy] },
-    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/pki/healthcheck.pem", source: Source::CertAndKey("haproxy-healthcheck"), mode: 0o600, units: &[ComponentId::Haproxy] },
-    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/haproxy.cfg", source: Source::Template("haproxy.cfg"), mode: 0o644, units: &[ComponentId::Haproxy] },
-    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/systemd/system/haproxy.service", source: Source::Template("haproxy.service"), mode: 0o644, units: &[ComponentId::Haproxy] },
+    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/pki/ca.crt", source: Source::CaCert(CaId::Kubernetes), mode: 0o644, units: &[ComponentId::Haproxy], phase: None },
+    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/pki/healthcheck.pem", source: Source::CertAndKey("haproxy-healthcheck"), mode: 0o600, units: &[ComponentId::Haproxy], phase: None },
+    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/haproxy/haproxy.cfg", source: Source::Template("haproxy.cfg"), mode: 0o644, units: &[ComponentId::Haproxy], phase: None },
+    FileRule { who: RunsOn::Lb, when: When::Always, path: "/etc/systemd/system/haproxy.service", source: Source::Template("haproxy.service"), mode: 0o644, units: &[ComponentId::Haproxy], phase: None },
 ];
 
 /// Where hardway puts the certificate of a PKI profile (`etcd/server-{node}`) on the nodes.

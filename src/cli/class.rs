@@ -482,9 +482,11 @@ pub(super) fn class(command: ClassCommand) -> Result<ExitCode> {
             &students,
             &inv.path(),
             &class,
-            to,
-            usize::from(parallel_labs),
-            std::time::Duration::from_secs(api_timeout),
+            Checkpoint {
+                to,
+                parallel: usize::from(parallel_labs),
+                api_timeout: std::time::Duration::from_secs(api_timeout),
+            },
             limits.limits(),
             driver,
         ),
@@ -507,13 +509,22 @@ pub(super) fn class(command: ClassCommand) -> Result<ExitCode> {
     }
 }
 
+/// How far `class up` deploys the labs: to which phase, how many at once, with what patience.
+struct Checkpoint {
+    to: Option<Phase>,
+    parallel: usize,
+    api_timeout: std::time::Duration,
+}
+
 fn class_up(
     students: &Path,
     inv_path: &Path,
     dir: &ClassDir,
-    to: Option<Phase>,
-    parallel: usize,
-    api_timeout: std::time::Duration,
+    Checkpoint {
+        to,
+        parallel,
+        api_timeout,
+    }: Checkpoint,
     limits: MachineLimits,
     driver: Option<inventory::LabDriver>,
 ) -> Result<ExitCode> {

@@ -49,9 +49,10 @@ fn ctr(ctx: &Ctx) -> String {
 }
 
 /// Ends the step with what happened: Changed with what changed, Ok when nothing did, or the
-/// host fails the phase with the error.
+/// host fails `phase` with the error.
 fn finish(
     h: &mut super::Host,
+    phase: Phase,
     step: crate::events::StepTimer,
     r: Result<Option<String>, crate::remote::RemoteError>,
 ) {
@@ -60,20 +61,71 @@ fn finish(
         Ok(None) => step.done(Status::Ok, None),
         Err(e) => {
             step.done(Status::Failed, Some(e.to_string()));
-            h.fail(Phase::Addons, e);
+            h.fail(phase, e);
         }
     }
 }
 
-impl Addons {
-    /// The first master that is still up.
-    fn target(ctx: &Ctx) -> Option<usize> {
-        let kubectl = ComponentId::Kubectl.get();
-        ctx.hosts
-            .iter()
-            .position(|h| h.alive() && kubectl.runs_on(&ctx.inv, &h.node))
-    }
+/// The first master that is still up: where kubectl applies.
+fn target(ctx: &Ctx) -> Option<usize> {
+    let kubectl = ComponentId::Kubectl.get();
+    ctx.hosts
+        .iter()
+        .position(|h| h.alive() && kubectl.runs_on(&ctx.inv, &h.node))
+}
 
+/// Applies `plan` with kubectl on the first master still up, as one step of `phase` (the
+/// addons; the control plane's kubelet access RBAC).
+pub(super) async fn apply_on_first_master(
+    ctx: &mut Ctx,
+    phase: Phase,
+    what: &str,
+    plan: Vec<Addon>,
+) {
+    let Some(i) = target(ctx) else {
+        return;
+    };
+    let kubectl = ComponentId::Kubectl.get().binary_path(&ctx.inv);
+    let timeout = ctx.opts.api_timeout.as_secs() as u32;
+    let step = ctx
+        .events
+        .start(Some(&ctx.hosts[i].node.name), Some(phase.name()), what);
+    ctx.on_host(i, move |h| {
+        let apply = Apply {
+            kubectl: &kubectl,
+            kubeconfig: KUBECONFIG,
+            addons: &plan,
+            timeout_secs: timeout,
+        };
+        let r = h
+            .remote()
+            .apply(&apply)
+            .map(|changed| (!changed.is_empty()).then(|| changed.join(", ")));
+        finish(h, phase, step, r);
+    })
+    .await;
+}
+
+/// What [`apply_on_first_master`] would do, one line per step, for the dry run.
+pub(super) fn describe_apply(ctx: &Ctx, phase: Phase, plan: &[Addon]) -> Vec<String> {
+    let Some(i) = target(ctx) else {
+        return vec![];
+    };
+    addons::in_order(plan)
+        .into_iter()
+        .map(|(a, s)| {
+            format!(
+                "{}: {}: {} on {}",
+                phase.name(),
+                a.name,
+                s.describe(),
+                ctx.hosts[i].node.name
+            )
+        })
+        .collect()
+}
+
+impl Addons {
     fn importers(ctx: &Ctx) -> Vec<usize> {
         let containerd = ComponentId::Containerd.get();
         (0..ctx.hosts.len())
@@ -105,7 +157,7 @@ impl Addons {
             let r = r.map(|imported| {
                 (!imported.is_empty()).then(|| format!("imported {}", imported.join(", ")))
             });
-            finish(h, step, r);
+            finish(h, Phase::Addons, step, r);
         })
         .await;
     }
@@ -114,31 +166,8 @@ impl Addons {
 impl Step for Addons {
     async fn run(&self, ctx: &mut Ctx) -> Result<(), DeployError> {
         Self::import(ctx).await;
-        let Some(i) = Self::target(ctx) else {
-            return Ok(());
-        };
-        let plan: Vec<Addon> = addons::plan(&ctx.inv);
-        let kubectl = ComponentId::Kubectl.get().binary_path(&ctx.inv);
-        let timeout = ctx.opts.api_timeout.as_secs() as u32;
-        let step = ctx.events.start(
-            Some(&ctx.hosts[i].node.name),
-            Some("addons"),
-            "apply addons",
-        );
-        ctx.on_host(i, move |h| {
-            let apply = Apply {
-                kubectl: &kubectl,
-                kubeconfig: KUBECONFIG,
-                addons: &plan,
-                timeout_secs: timeout,
-            };
-            let r = h
-                .remote()
-                .apply(&apply)
-                .map(|changed| (!changed.is_empty()).then(|| changed.join(", ")));
-            finish(h, step, r);
-        })
-        .await;
+        let plan = addons::plan(&ctx.inv);
+        apply_on_first_master(ctx, Phase::Addons, "apply addons", plan).await;
         Ok(())
     }
 
@@ -156,17 +185,7 @@ impl Step for Addons {
                 ));
             }
         }
-        if let Some(i) = Self::target(ctx) {
-            let plan = addons::plan(&ctx.inv);
-            for (a, s) in addons::in_order(&plan) {
-                out.push(format!(
-                    "addons: {}: {} on {}",
-                    a.name,
-                    s.describe(),
-                    ctx.hosts[i].node.name
-                ));
-            }
-        }
+        out.extend(describe_apply(ctx, Phase::Addons, &addons::plan(&ctx.inv)));
         out
     }
 }

@@ -335,6 +335,16 @@ fn addons_are_applied_on_the_first_master_once_its_api_server_answers() {
             "m1: wait for deployment/coredns in kube-system to roll out",
         ]
     );
+    // The kubelet access RBAC is the control plane's, applied before any worker starts.
+    let events = f.fake.events_like("");
+    let at = |what: &str| events.iter().position(|e| e.starts_with(what));
+    assert!(
+        at("m1: kubectl apply -f /etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml")
+            < events
+                .iter()
+                .position(|e| e.starts_with("w1: ") && e.ends_with("start kubelet")),
+        "{events:#?}"
+    );
     for unit in ["containerd", "kubelet", "kube-proxy", "pod-routes"] {
         assert!(f.fake.node("w1").unit_active(unit), "{unit}");
     }
@@ -356,10 +366,15 @@ fn the_dry_run_lists_every_addon_step_in_order_on_the_first_master() {
         .iter()
         .filter(|s| s.starts_with("addons:"))
         .collect();
+    assert!(
+        r.steps.iter().any(|s| s
+            == "control-plane: kubelet access RBAC: kubectl apply -f /etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml on m1"),
+        "{:#?}",
+        r.steps
+    );
     assert_eq!(
         addons,
         [
-            "addons: kubelet access RBAC: kubectl apply -f /etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml on m1",
             "addons: CoreDNS: kubectl apply -f /etc/kubernetes/addons/coredns.yaml on m1",
             "addons: CoreDNS: wait for deployment/coredns in kube-system to roll out on m1",
         ]
@@ -425,7 +440,7 @@ fn image_tarballs_are_placed_and_imported_on_every_containerd_node_before_the_ad
         .unwrap_or_else(|| panic!("{events:#?}"));
     let first_apply = events
         .iter()
-        .position(|e| e.starts_with("m1: kubectl apply"))
+        .position(|e| e.starts_with("m1: kubectl apply -f /etc/kubernetes/addons/coredns"))
         .unwrap();
     assert!(
         import < first_apply,
@@ -1000,6 +1015,11 @@ fn a_run_that_changes_nothing_says_so_in_every_view() {
         .events()
         .into_iter()
         .filter(|e| e.what != "install 0 files")
+        // The control plane's kubelet access RBAC is applied on every run; kubectl finds it
+        // unchanged (nothing is reported changed above).
+        .filter(|e| {
+            e.what != "kubectl apply -f /etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml"
+        })
         .collect();
     assert!(asked.is_empty(), "{asked:?}");
 }

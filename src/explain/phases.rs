@@ -481,6 +481,7 @@ fn check(inv: &Inventory, phase: Phase, s: &mut Script) {
             s.line(format!(
                 "wait_for {WAIT_SECS} 'the API ready' {admin} get --raw /readyz"
             ));
+            apply_on_first_master(inv, s, crate::addons::control_plane_plan());
         }
         Phase::Workers => {
             s.blank();
@@ -496,13 +497,14 @@ fn check(inv: &Inventory, phase: Phase, s: &mut Script) {
                 ));
             }
         }
-        Phase::Addons => addons(inv, s),
+        Phase::Addons => apply_on_first_master(inv, s, crate::addons::plan(inv)),
         Phase::Preflight | Phase::Files => {}
     }
 }
 
-/// The addons, applied on the first master with its admin kubeconfig (`addons::plan`).
-fn addons(inv: &Inventory, s: &mut Script) {
+/// `plan` (the addons; the control plane's kubelet access RBAC), applied on the first master
+/// with its admin kubeconfig.
+fn apply_on_first_master(inv: &Inventory, s: &mut Script, plan: Vec<crate::addons::Addon>) {
     let Some(first) = inv.masters().next() else {
         return;
     };
@@ -516,7 +518,7 @@ fn addons(inv: &Inventory, s: &mut Script) {
         .unwrap_or_default();
     let root = sudo(inv, first);
     let k = format!("{root}{kubectl} --kubeconfig {kc}");
-    for addon in crate::addons::plan(inv) {
+    for addon in plan {
         s.blank();
         s.comment(addon.name);
         for step in &addon.steps {

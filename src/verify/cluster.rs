@@ -722,6 +722,17 @@ async fn cluster_dns(probe: &dyn Probe, lb_ip: IpAddr, lb_port: u16, host: Optio
             );
         }
     };
+    // No EndpointSlice at all: no kube-dns Service (one with a selector always has a slice,
+    // empty while no pod is Ready) — the addons are not deployed yet.
+    if v["items"].as_array().is_none_or(|i| i.is_empty()) {
+        return check_at(
+            host,
+            "cluster DNS",
+            Status::Skip,
+            "CoreDNS is not deployed (no kube-dns Service)",
+            Some("hardway deploy --phases addons"),
+        );
+    }
     let ready: Vec<String> = v["items"]
         .as_array()
         .into_iter()

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::ssh::SshError;
 use super::{Connector, Remote, RemoteError};
-use crate::components::COMPONENTS;
-use crate::inventory::{Inventory, Node};
+use crate::components::{COMPONENTS, ComponentId};
+use crate::inventory::{Inventory, Node, Role};
 use crate::probe::EtcdMember;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +75,8 @@ pub struct NodeState {
     pub unready: BTreeSet<String>,
     /// How many Secrets the API server on this node would rewrite.
     pub secrets: usize,
+    /// Manifests kubectl applied on this node: applied again, they are unchanged.
+    pub applied: BTreeSet<String>,
     /// Directories that exist (data dirs), besides the files' parents.
     pub dirs: BTreeSet<String>,
     /// What `install_files` placed, for reset.
@@ -218,9 +220,12 @@ impl FakeCluster {
             .filter(|n| !self.nodes.contains_key(&n.name))
             .collect();
         for n in new {
+            // kubectl on every master: any may become the first (a removal), which uses it.
             let binaries = COMPONENTS
                 .iter()
-                .filter(|c| c.runs_on(inv, n))
+                .filter(|c| {
+                    c.runs_on(inv, n) || (c.id == ComponentId::Kubectl && n.has(Role::Master))
+                })
                 .map(|c| c.binary_path(inv))
                 .collect();
             let tools = COMPONENTS
@@ -251,6 +256,7 @@ impl FakeCluster {
                 pressure: Vec::new(),
                 apt_candidates: BTreeMap::new(),
                 secrets: 3,
+                applied: BTreeSet::new(),
                 dirs: BTreeSet::new(),
                 placed: BTreeSet::new(),
                 restore_error: None,

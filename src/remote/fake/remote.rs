@@ -739,10 +739,13 @@ impl Remote for FakeRemote {
             }
             self.record(step.describe());
         }
-        // The fake keeps no objects: every apply creates them again.
+        // What this node applied before is unchanged, as kubectl says of objects it finds as
+        // they are.
+        let mut s = self.state()?;
         Ok(crate::addons::in_order(a.addons)
             .into_iter()
             .filter(|(_, s)| matches!(s, AddonStep::Apply(_) | AddonStep::ApplyUntilAccepted(_)))
+            .filter(|(_, step)| s.applied.insert(step.describe()))
             .map(|(a, s)| format!("{}: {} created", a.name, s.describe()))
             .collect())
     }
