@@ -657,18 +657,33 @@ async fn leader(
     };
     let holder = v["spec"]["holderIdentity"]
         .as_str()
-        .unwrap_or("nobody")
+        .unwrap_or("")
         .to_string();
-    let duration = v["spec"]["leaseDurationSeconds"].as_i64().unwrap_or(15);
-    let renewed = v["spec"]["renewTime"].as_str().and_then(|t| {
-        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
-    });
-    let age = renewed.map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds());
     let what = if lease == "kube-scheduler" {
         "new pods stay Pending"
     } else {
         "no controller runs (Deployments, Endpoints, node lifecycle)"
     };
+    let start = format!(
+        "systemctl start {lease} on the masters (journalctl -u {lease} says why it stopped)"
+    );
+    // A leader that stops cleanly releases the lease (no holder) rather than letting it lapse.
+    if holder.is_empty() {
+        return check_at(
+            host,
+            name,
+            Status::Fail,
+            format!(
+                "no {lease} holds the lease: the last leader released it as it stopped; {what}"
+            ),
+            Some(&start),
+        );
+    }
+    let duration = v["spec"]["leaseDurationSeconds"].as_i64().unwrap_or(15);
+    let renewed = v["spec"]["renewTime"].as_str().and_then(|t| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+    });
+    let age = renewed.map(|t| (time::OffsetDateTime::now_utc() - t).whole_seconds());
     match age {
         Some(age) if age <= duration + 5 => check_at(
             host,
@@ -684,9 +699,7 @@ async fn leader(
             format!(
                 "no {lease} holds the lease: last renewed {age} s ago by {holder} (it lapses after {duration} s); {what}"
             ),
-            Some(&format!(
-                "systemctl start {lease} on the masters (journalctl -u {lease} says why it stopped)"
-            )),
+            Some(&start),
         ),
         None => check_at(
             host,

@@ -572,3 +572,34 @@ fn skips_said_alike_on_several_hosts_are_one_line_of_the_text_report() {
             == cs.iter().filter(|c| c.status == Status::Pass).count()
     );
 }
+
+/// A scheduler that stops cleanly releases its lease (no holder) instead of letting it lapse:
+/// verify FAILs at once, naming what a user sees, rather than passing until the lease would
+/// have expired (the classroom's grade right after `lab break scheduler-stopped` did).
+#[test]
+fn a_released_leader_lease_fails_at_once() {
+    let f = deployed(&Phase::ALL);
+    let c = find(&checks(&f), "lb", "scheduler leader").clone();
+    assert_eq!(c.status, Status::Pass, "{c:?}");
+    for m in ["m1", "m2", "m3"] {
+        f.fake
+            .node(m)
+            .units
+            .get_mut("kube-scheduler")
+            .unwrap()
+            .active = false;
+    }
+    let c = find(&checks(&f), "lb", "scheduler leader").clone();
+    assert_eq!(c.status, Status::Fail, "{c:?}");
+    assert!(
+        c.detail.contains("released it") && c.detail.contains("new pods stay Pending"),
+        "{c:?}"
+    );
+    assert!(
+        c.hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains("systemctl start kube-scheduler"),
+        "{c:?}"
+    );
+}

@@ -536,12 +536,25 @@ impl Probe for FakeCluster {
             if let Some(lease) =
                 path.strip_prefix("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/")
             {
-                if !any_active(lease) {
-                    return Ok((404, "{}".into()));
-                }
                 let now = time::OffsetDateTime::now_utc()
                     .format(&time::format_description::well_known::Rfc3339)
                     .expect("formats");
+                if !any_active(lease) {
+                    // Stopped cleanly, a leader releases its lease (no holder); never started,
+                    // there is none.
+                    let ran = self.nodes.values().any(|n| {
+                        n.lock()
+                            .expect("not poisoned")
+                            .units
+                            .get(lease)
+                            .is_some_and(|u| u.starts + u.restarts > 0)
+                    });
+                    return Ok(if ran {
+                        (200, serde_json::json!({"spec": {"holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": now}}).to_string())
+                    } else {
+                        (404, "{}".into())
+                    });
+                }
                 // The first node running it leads; each (re)start is a new process, a new
                 // identity.
                 let holder = self
