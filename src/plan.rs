@@ -306,9 +306,17 @@ mod phase_tests {
         );
         let files = paths(&[Phase::Files]);
         assert!(
-            files.contains(&"/etc/hardway/hosts".to_string())
-                && files.contains(&"/etc/kubernetes/admin.kubeconfig".to_string()),
+            files.contains(&"/etc/hardway/hosts".to_string()),
             "{files:?}"
+        );
+        // kubectl's kubeconfig comes with kubectl, in the control-plane phase, whose last step
+        // uses them (the kubelet access RBAC).
+        let cp = paths(&[Phase::ControlPlane]);
+        assert!(
+            cp.contains(&"/etc/kubernetes/admin.kubeconfig".to_string())
+                && cp
+                    .contains(&"/etc/kubernetes/addons/apiserver-to-kubelet-rbac.yaml".to_string()),
+            "{cp:?}"
         );
         assert!(
             !files

@@ -418,8 +418,9 @@ const ETCD: &[ComponentId] = &[ComponentId::Etcd];
 const KUBELET: &[ComponentId] = &[ComponentId::Kubelet];
 const PROXY: &[ComponentId] = &[ComponentId::KubeProxy];
 const KERNEL: &[ComponentId] = &[ComponentId::KernelSettings];
-/// kubectl reads the addon manifests on the first master: the addons phase places them (the
-/// admin kubeconfig beside them is the files phase's, for day 2 and a person on the master).
+/// kubectl reads its kubeconfig and the manifests on the first master: the admin kubeconfig and
+/// the kubelet access RBAC come with it in the control-plane phase, which applies the RBAC last;
+/// the addons' manifests are the addons phase's (their rules say so).
 const KUBECTL: &[ComponentId] = &[ComponentId::Kubectl];
 
 #[rustfmt::skip]
@@ -453,7 +454,7 @@ pub(crate) const FILES: &[FileRule] = &[
     FileRule { who: RunsOn::Masters, when: When::Aggregation, path: "/etc/kubernetes/pki/front-proxy-client.key", source: Source::Key("front-proxy-client"), mode: 0o600, units: APISERVER, phase: None },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/encryption-config.yaml", source: Source::Template(ENCRYPTION_CONFIG), mode: 0o600, units: APISERVER, phase: None },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/audit-policy.yaml", source: Source::Template("audit-policy.yaml"), mode: 0o644, units: APISERVER, phase: None },
-    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/admin.kubeconfig", source: Source::Kubeconfig { cert: "admin", user: "admin", server: Server::Cluster }, mode: 0o600, units: &[], phase: None },
+    FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/admin.kubeconfig", source: Source::Kubeconfig { cert: "admin", user: "admin", server: Server::Cluster }, mode: 0o600, units: KUBECTL, phase: None },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/controller-manager.kubeconfig", source: Source::Kubeconfig { cert: "kube-controller-manager", user: "system:kube-controller-manager", server: Server::Local }, mode: 0o600, units: CM, phase: None },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/scheduler.kubeconfig", source: Source::Kubeconfig { cert: "kube-scheduler", user: "system:kube-scheduler", server: Server::Local }, mode: 0o600, units: &[ComponentId::KubeScheduler], phase: None },
     FileRule { who: RunsOn::Masters, when: When::Always, path: "/etc/kubernetes/kube-scheduler.yaml", source: Source::Template("kube-scheduler.yaml"), mode: 0o644, units: &[ComponentId::KubeScheduler], phase: None },

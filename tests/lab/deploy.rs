@@ -149,7 +149,7 @@ fn preflight_names_missing_binaries(t: &TestLab) {
         "lab-m1: /usr/bin/kube-apiserver (phase control-plane)",
         "lab-m3: /usr/bin/kube-scheduler (phase control-plane)",
         "lab-w1: /usr/bin/kubelet (phase workers)",
-        "lab-m1: /usr/bin/kubectl (phase addons)",
+        "lab-m1: /usr/bin/kubectl (phase control-plane)",
     ] {
         assert!(err.contains(line), "missing {line:?} in:\n{err}");
     }
