@@ -260,10 +260,7 @@ impl<'a> Api<'a> {
         let list = self
             .ok(&format!("list the pods on {node}"), ApiRequest::get(&path))
             .await?;
-        Ok(list["items"]
-            .as_array()
-            .map(|items| items.iter().map(pod).collect())
-            .unwrap_or_default())
+        Ok(items(&list).map(pod).collect())
     }
 
     /// What a drain of `node` would evict (and, with `force`, delete) and leave, without
@@ -586,7 +583,8 @@ impl<'a> Api<'a> {
         })
         .to_string();
         let mut out = Restarted::default();
-        let mut pending: Vec<(&str, &str, String, String)> = Vec::new();
+        // (kind, namespace/name, the object's path) of each workload restarted.
+        let mut pending: Vec<(&str, String, String)> = Vec::new();
         for (resource, kind) in WORKLOADS {
             let list = self
                 .ok(
@@ -610,14 +608,13 @@ impl<'a> Api<'a> {
                     },
                 )
                 .await?;
-                pending.push((resource, kind, ns, name));
+                pending.push((kind, format!("{ns}/{name}"), path));
             }
         }
         while !pending.is_empty() {
             let mut still = Vec::new();
             let mut why = Vec::new();
-            for (resource, kind, ns, name) in pending {
-                let path = format!("/apis/apps/v1/namespaces/{ns}/{resource}/{name}");
+            for (kind, id, path) in pending {
                 let w = self
                     .found(&format!("GET {path}"), ApiRequest::get(&path))
                     .await?
@@ -625,10 +622,10 @@ impl<'a> Api<'a> {
                 match w.as_ref().map(|w| rolled_out(kind, w)) {
                     // Deleted meanwhile: nothing left to roll out.
                     None => {}
-                    Some(Ok(())) => out.workloads.push(format!("{kind} {ns}/{name}")),
+                    Some(Ok(())) => out.workloads.push(format!("{kind} {id}")),
                     Some(Err(left)) => {
-                        why.push(format!("{kind} {ns}/{name}: {left}"));
-                        still.push((resource, kind, ns, name));
+                        why.push(format!("{kind} {id}: {left}"));
+                        still.push((kind, id, path));
                     }
                 }
             }

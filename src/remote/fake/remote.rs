@@ -710,15 +710,13 @@ impl Remote for FakeRemote {
     }
 
     fn apply(&self, a: &Apply<'_>) -> Result<Vec<String>, RemoteError> {
-        let s = self.state()?;
+        let mut s = self.state()?;
         if !s.unit_active("kube-apiserver") {
             return Err(RemoteError::failed(
                 "applying addons",
                 format!("the API server was not ready after {} s", a.timeout_secs),
             ));
         }
-        let unready = s.unready.clone();
-        drop(s);
         for (addon, step) in crate::addons::in_order(a.addons) {
             let object = match step {
                 AddonStep::Rollout { object, .. } | AddonStep::Available { object } => {
@@ -726,7 +724,7 @@ impl Remote for FakeRemote {
                 }
                 _ => None,
             };
-            if object.is_some_and(|o| unready.contains(o)) {
+            if object.is_some_and(|o| s.unready.contains(o)) {
                 return Err(RemoteError::failed(
                     "applying addons",
                     format!(
@@ -741,7 +739,6 @@ impl Remote for FakeRemote {
         }
         // What this node applied before is unchanged, as kubectl says of objects it finds as
         // they are.
-        let mut s = self.state()?;
         Ok(crate::addons::in_order(a.addons)
             .into_iter()
             .filter(|(_, s)| matches!(s, AddonStep::Apply(_) | AddonStep::ApplyUntilAccepted(_)))
