@@ -118,29 +118,46 @@ pub enum SnapshotCommand {
 
 #[derive(Subcommand)]
 pub enum NodeCommand {
+    /// Bring a node listed in the inventory into the running cluster: its certificates, a
+    /// deploy of the whole cluster with it (a master joins etcd as a learner; HAProxy, the
+    /// API servers and the routes follow), then wait until its Node is Ready.
+    Add {
+        /// The node, as the inventory names it.
+        #[arg(value_name = "NODE")]
+        node: String,
+        #[command(flatten)]
+        deploy: super::deploy::DeployArgs,
+        /// How long its kubelet may take to register and turn Ready, in seconds.
+        #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        ready_timeout: u64,
+    },
     /// Take a node out of the running cluster: etcd member remove, reset, and the rest of the
     /// cluster deployed without it.
-    Remove {
-        /// The node, still in the inventory.
-        name: String,
-        #[command(flatten)]
-        cluster: ClusterArgs,
-        #[command(flatten)]
-        confirm: ConfirmArgs,
-        /// Remove it although the members left could not keep quorum, or it is the last one;
-        /// delete the pods a drain could not evict (no controller, or a PodDisruptionBudget
-        /// that still refuses at the deadline), or go on without a drain when the API is down.
-        #[arg(long)]
-        force: bool,
-        /// How long the drain may wait for PodDisruptionBudgets and evicted pods, in seconds.
-        #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=86400))]
-        drain_timeout: u64,
-        /// The phases deployed to the rest of the cluster afterwards.
-        #[arg(long, value_delimiter = ',', default_value = "files,etcd,lb,control-plane,workers", value_parser = super::deploy::phase_names())]
-        phases: Vec<String>,
-        #[command(flatten)]
-        snapshot: super::deploy::SnapshotArgs,
-    },
+    Remove(NodeRemoveArgs),
+}
+
+/// `hardway node remove`.
+#[derive(Args)]
+pub struct NodeRemoveArgs {
+    /// The node, still in the inventory.
+    name: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    confirm: ConfirmArgs,
+    /// Remove it although the members left could not keep quorum, or it is the last one;
+    /// delete the pods a drain could not evict (no controller, or a PodDisruptionBudget
+    /// that still refuses at the deadline), or go on without a drain when the API is down.
+    #[arg(long)]
+    force: bool,
+    /// How long the drain may wait for PodDisruptionBudgets and evicted pods, in seconds.
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    drain_timeout: u64,
+    /// The phases deployed to the rest of the cluster afterwards.
+    #[arg(long, value_delimiter = ',', default_value = "files,etcd,lb,control-plane,workers", value_parser = super::deploy::phase_names())]
+    phases: Vec<String>,
+    #[command(flatten)]
+    snapshot: super::deploy::SnapshotArgs,
 }
 
 /// `hardway reset`.
@@ -302,7 +319,18 @@ pub(super) fn etcd(command: EtcdCommand) -> Result<ExitCode> {
 }
 
 pub(super) fn node(command: NodeCommand) -> Result<ExitCode> {
-    let NodeCommand::Remove {
+    match command {
+        NodeCommand::Add {
+            node,
+            deploy,
+            ready_timeout,
+        } => node_add(&node, deploy, ready_timeout),
+        NodeCommand::Remove(args) => node_remove(args),
+    }
+}
+
+fn node_remove(args: NodeRemoveArgs) -> Result<ExitCode> {
+    let NodeRemoveArgs {
         name,
         cluster,
         confirm,
@@ -310,7 +338,7 @@ pub(super) fn node(command: NodeCommand) -> Result<ExitCode> {
         drain_timeout,
         phases,
         snapshot,
-    } = command;
+    } = args;
     let Opened {
         inv,
         events,
@@ -361,6 +389,47 @@ pub(super) fn node(command: NodeCommand) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn node_add(name: &str, args: super::deploy::DeployArgs, ready_timeout: u64) -> Result<ExitCode> {
+    // Checked before the PKI is brought up to date: a wrong name changes nothing.
+    let listed = |inv: &crate::inventory::Inventory| {
+        anyhow::ensure!(
+            inv.nodes.iter().any(|n| n.name == name),
+            "{name} is not in {}: add it there first (a [[nodes]] entry with its name, address and roles)",
+            inv.source.display()
+        );
+        Ok(())
+    };
+    let (p, rendered) = super::deploy::prepare(args, "node-add", &listed)?;
+    let opts = day2::node::AddOptions {
+        deploy: p.opts.clone(),
+        ready_timeout: Duration::from_secs(ready_timeout),
+    };
+    let mut report = runtime()?.block_on(day2::node::add(
+        &p.session.inv,
+        name,
+        rendered,
+        p.session.connector.clone(),
+        p.session.probe.clone(),
+        &opts,
+        &p.events,
+    ))?;
+    let code = p.print(&mut report.deploy)?;
+    if p.output == OutputFormat::Json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if p.output != OutputFormat::Text {
+        return Ok(code);
+    }
+    print_steps(report.dry_run, &report.steps);
+    for said in report.member.iter().chain(&report.ready) {
+        out!("{said}");
+    }
+    if !report.dry_run && report.deploy.failed().is_empty() {
+        out!("{name} is in the cluster");
+    }
+    Ok(code)
 }
 
 pub(super) fn reset(args: ResetArgs) -> Result<ExitCode> {

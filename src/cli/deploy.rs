@@ -139,7 +139,27 @@ pub(super) fn access(
     })
 }
 
-pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
+/// A deploy ready to run: the cluster opened, its PKI brought up to date (in memory for a dry
+/// run), what the nodes get rendered. `deploy` and `node add` both start here.
+pub(super) struct Prepared {
+    pub session: Session,
+    pub opts: deploy::DeployOptions,
+    pub events: crate::events::Events,
+    inv_path: PathBuf,
+    pki_dir: PathBuf,
+    run_log: Option<Arc<crate::runlog::RunLog>>,
+    pub output: OutputFormat,
+    pki_changes: Vec<String>,
+    admin_kubeconfig: Option<Arc<[u8]>>,
+}
+
+/// Opens the cluster of `args` for `command` (the run log's name) and renders its files;
+/// `check` judges the inventory first, before anything is written.
+pub(super) fn prepare(
+    args: DeployArgs,
+    command: &'static str,
+    check: &dyn Fn(&crate::inventory::Inventory) -> Result<()>,
+) -> Result<(Prepared, render::Rendered)> {
     let DeployArgs {
         inv,
         lab,
@@ -159,9 +179,10 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
     } = args;
     let (inv_path, dir) = lab.resolve(&inv, dir)?;
     let mut inv = load_inventory(&inv_path)?;
+    check(&inv)?;
     // Release binaries are fetched and verified before anything reaches a node.
     super::releases::prepare(&mut inv, &release)?;
-    let dir = dir.unwrap_or_else(|| pki::default_dir(&inv));
+    let pki_dir = dir.unwrap_or_else(|| pki::default_dir(&inv));
     let opts = deploy::DeployOptions {
         phases: parse_phases(&phases)?,
         dry_run,
@@ -175,17 +196,17 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         ..deploy::DeployOptions::default()
     };
 
-    let (events, run_log) = observe("deploy", output, &log, &inv)?;
+    let (events, run_log) = observe(command, output, &log, &inv)?;
     let access = access(&inv, accept_new_host_keys, run_log.clone())?;
     // The PKI is brought up to date (kept where it still fits); a dry run decides the
     // same in memory and writes nothing.
-    let session = Session::open(inv, &dir, PkiUse::UpToDate { dry_run }, access)?;
-    let (inv, pki_report) = (&session.inv, &session.pki_report);
-    for w in &pki_report.warnings {
+    let session = Session::open(inv, &pki_dir, PkiUse::UpToDate { dry_run }, access)?;
+    for w in &session.pki_report.warnings {
         eprintln!("warning: {w}");
     }
     let would = if dry_run { "would be " } else { "" };
-    let pki_changes: Vec<String> = pki_report
+    let pki_changes: Vec<String> = session
+        .pki_report
         .entries
         .iter()
         .filter(|(_, a)| *a != pki::Action::Kept)
@@ -200,23 +221,60 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         .iter()
         .find(|f| f.path == render::ADMIN_KUBECONFIG_FILE)
         .map(|f| f.contents.clone());
-    let mut report = runtime()?.block_on(deploy::deploy(
-        inv,
+    Ok((
+        Prepared {
+            session,
+            opts,
+            events,
+            inv_path,
+            pki_dir,
+            run_log,
+            output,
+            pki_changes,
+            admin_kubeconfig,
+        },
         rendered,
-        session.connector.clone(),
-        session.probe.clone(),
-        &opts,
-        events,
+    ))
+}
+
+pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
+    let (p, rendered) = prepare(args, "deploy", &|_| Ok(()))?;
+    let mut report = runtime()?.block_on(deploy::deploy(
+        &p.session.inv,
+        rendered,
+        p.session.connector.clone(),
+        p.session.probe.clone(),
+        &p.opts,
+        p.events.clone(),
     ))?;
-    report.pki_changes = pki_changes;
-    if let Some(l) = &run_log {
-        eprintln!("log: {}", l.path().display());
-    }
-    if output == OutputFormat::Json {
+    if p.output == OutputFormat::Json {
+        report.pki_changes = p.pki_changes.clone();
         out!("{}", serde_json::to_string_pretty(&report)?);
-    } else if output == OutputFormat::Jsonl {
-        // The events were the output.
+        return Ok(exit_code(&report));
+    }
+    p.print(&mut report)
+}
+
+fn exit_code(report: &deploy::DeployReport) -> ExitCode {
+    if report.failed().is_empty() {
+        ExitCode::SUCCESS
     } else {
+        ExitCode::FAILURE
+    }
+}
+
+impl Prepared {
+    /// Prints `report` as text (json and jsonl are the caller's), the admin kubeconfig and the
+    /// next steps after a deploy that brought the API up; the exit code.
+    pub(super) fn print(&self, report: &mut deploy::DeployReport) -> Result<ExitCode> {
+        report.pki_changes = self.pki_changes.clone();
+        if let Some(l) = &self.run_log {
+            eprintln!("log: {}", l.path().display());
+        }
+        if self.output != OutputFormat::Text {
+            // jsonl: the events were the output.
+            return Ok(exit_code(report));
+        }
         for c in &report.pki_changes {
             out!("pki: {c}");
         }
@@ -252,16 +310,16 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
             for h in report.failed() {
                 eprintln!("{} failed: {}", h.node, h.error.as_deref().unwrap_or("?"));
             }
-            if report.failed().is_empty() && opts.selected().contains(&Phase::ControlPlane) {
-                next_steps(&inv_path, &dir, admin_kubeconfig.as_deref())?;
+            if report.failed().is_empty() && self.opts.selected().contains(&Phase::ControlPlane) {
+                next_steps(
+                    &self.inv_path,
+                    &self.pki_dir,
+                    self.admin_kubeconfig.as_deref(),
+                )?;
             }
         }
+        Ok(exit_code(report))
     }
-    Ok(if report.failed().is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// After a deploy that brought up the API: the admin kubeconfig beside the PKI it comes from

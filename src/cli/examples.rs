@@ -83,6 +83,13 @@ pub(super) const EXAMPLES: &[(&str, &[&str])] = &[
         &["hardway certs rotate-ca etcd -i inventory.toml --step 1 --yes"],
     ),
     (
+        "node add",
+        &[
+            "hardway node add kworker4 inventory.toml --dry-run",
+            "hardway node add kworker4 inventory.toml --accept-new-host-keys",
+        ],
+    ),
+    (
         "node remove",
         &["hardway node remove kworker3 inventory.toml --dry-run"],
     ),

@@ -183,7 +183,7 @@ enum Command {
         #[command(subcommand)]
         command: certs::CertsCommand,
     },
-    /// Nodes of a running cluster: remove one.
+    /// Nodes of a running cluster: add or remove one.
     Node {
         #[command(subcommand)]
         command: day2::NodeCommand,

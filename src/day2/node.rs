@@ -1,4 +1,10 @@
-//! `hardway node remove NAME`: a node out of a running cluster, the first master included.
+//! `hardway node add NAME` and `hardway node remove NAME`: a node into or out of a running
+//! cluster, the first master included.
+//!
+//! Adding is deploy with the node in the inventory (its certificates issued, the CAs and every
+//! key kept; a master joins etcd as a learner, promoted once it caught up; HAProxy's backends,
+//! `--etcd-servers` and the routes follow), and then waited for as a user judges it: a kubelet's
+//! Node Ready, an etcd member voting with every member healthy.
 //!
 //! For an etcd member, `member remove` comes first — refused when the members left could not
 //! keep quorum, or for the last member (`--force` overrides, saying what it risks). Then the
@@ -28,6 +34,7 @@ use crate::events::Events;
 use crate::inventory::{Inventory, Node};
 use crate::probe::{self, Probe};
 use crate::remote::Connector;
+use crate::render::Rendered;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RemoveReport {
@@ -246,6 +253,213 @@ pub async fn remove(
         }
     }
     Ok(report)
+}
+
+/// How `node add` runs.
+pub struct AddOptions {
+    /// The deploy that brings the node in (its phases, dry run, timeouts).
+    pub deploy: DeployOptions,
+    /// How long the node's kubelet may take to register and turn Ready.
+    pub ready_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AddReport {
+    pub dry_run: bool,
+    /// What the command does, in order (the dry run's account; each a step below).
+    pub steps: Vec<String>,
+    pub deploy: DeployReport,
+    /// The Node object once Ready: `lab-w3 Ready, kubelet v1.37.2`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    /// The node's etcd member once it votes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+}
+
+/// One step of `node add`.
+#[derive(Debug, Clone)]
+enum AddAction {
+    /// The node is in the cluster already: the deploy only brings it up to date.
+    Already(String),
+    Deploy,
+    /// Until the node's etcd member votes (no learner) and every member answers.
+    Member,
+    /// Until the node's kubelet has registered it and it is Ready.
+    Ready {
+        timeout: Duration,
+    },
+}
+
+impl AddAction {
+    fn describe(&self, inv: &Inventory, node: &Node, phases: &[Phase]) -> String {
+        let name = &node.name;
+        match self {
+            AddAction::Already(what) => format!(
+                "{name} is in the cluster already ({what}): the deploy brings it up to date"
+            ),
+            AddAction::Deploy => {
+                let phases: Vec<&str> = phases.iter().map(|p| p.name()).collect();
+                let mut s = format!(
+                    "deploy the cluster with {name} (phases {}): its certificates issued (every CA and key kept), its files and units",
+                    phases.join(",")
+                );
+                if inv.is_etcd_member(node) {
+                    s.push_str("; etcd member add as a learner, promoted once it caught up");
+                }
+                if node.has(crate::inventory::Role::Master) {
+                    s.push_str("; HAProxy's backends and the API servers' --etcd-servers and SANs, API servers one at a time");
+                }
+                s.push_str("; every node's routes");
+                s
+            }
+            AddAction::Member => {
+                format!("etcd: wait until {name} votes and every member is healthy")
+            }
+            AddAction::Ready { timeout } => format!(
+                "wait until the Node {name} is registered and Ready (up to {} s)",
+                timeout.as_secs()
+            ),
+        }
+    }
+}
+
+/// Brings `name`, listed in the inventory, into the running cluster: deploy with `rendered`
+/// (the session's files for every node, the new one's included), then waits for its etcd
+/// member and its kubelet as [`AddAction`] says.
+pub async fn add(
+    inv: &Inventory,
+    name: &str,
+    rendered: Rendered,
+    connector: Arc<dyn Connector>,
+    probe: Arc<dyn Probe>,
+    opts: &AddOptions,
+    events: &Events,
+) -> Result<AddReport, Day2Error> {
+    let node: &Node = inv.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
+        Day2Error::Refused {
+            reason: format!(
+                "{name} is not in {}: add it there first (a [[nodes]] entry with its name, address and roles), then run node add again",
+                inv.source.display()
+            ),
+        }
+    })?;
+    let kubelet = crate::components::ComponentId::Kubelet
+        .get()
+        .runs_on(inv, node);
+    let mut plan = Vec::new();
+    if kubelet {
+        // A kubelet already registered: nothing new joins (deploy is safe to run again).
+        let api = crate::kube::Api::new(probe.as_ref(), inv.api_endpoint());
+        if let Ok(Some(_)) = api.node(name).await {
+            plan.push(AddAction::Already("its Node object exists".into()));
+        }
+    }
+    plan.push(AddAction::Deploy);
+    if inv.is_etcd_member(node) {
+        plan.push(AddAction::Member);
+    }
+    if kubelet {
+        plan.push(AddAction::Ready {
+            timeout: opts.ready_timeout,
+        });
+    }
+    let phases = opts.deploy.selected();
+    let deployed = deploy(
+        inv,
+        rendered,
+        connector,
+        probe.clone(),
+        &opts.deploy,
+        events.clone(),
+    )
+    .await?;
+    let mut report = AddReport {
+        dry_run: opts.deploy.dry_run,
+        steps: plan
+            .iter()
+            .map(|a| a.describe(inv, node, &phases))
+            .collect(),
+        deploy: deployed,
+        ready: None,
+        member: None,
+    };
+    if report.dry_run || !report.deploy.failed().is_empty() {
+        return Ok(report);
+    }
+    for action in &plan {
+        match action {
+            AddAction::Already(_) | AddAction::Deploy => {}
+            AddAction::Member => {
+                let step = events.start(Some(name), Some("add"), "etcd member votes");
+                let m = step.finish(voting_member(inv, node, probe.as_ref()).await, |m| {
+                    (crate::events::Status::Ok, Some(m.clone()))
+                })?;
+                report.member = Some(m);
+            }
+            AddAction::Ready { timeout } => {
+                let step = events.start(Some(name), Some("add"), "Node Ready");
+                let api = crate::kube::Api::new(probe.as_ref(), inv.api_endpoint());
+                let said = step.finish(ready(&api, name, *timeout).await, |said| {
+                    (crate::events::Status::Ok, Some(said.clone()))
+                })?;
+                report.ready = Some(said);
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Until the Node `name` is Ready: `lab-w3 Ready, kubelet v1.37.2`.
+async fn ready(
+    api: &crate::kube::Api<'_>,
+    name: &str,
+    timeout: Duration,
+) -> Result<String, Day2Error> {
+    api.wait_ready(name, None, timeout).await?;
+    let n = api.node(name).await?.unwrap_or_default();
+    Ok(match n["status"]["nodeInfo"]["kubeletVersion"].as_str() {
+        Some(v) => format!("{name} Ready, kubelet {v}"),
+        None => format!("{name} Ready"),
+    })
+}
+
+/// `node`'s etcd member as its peers list it — started, voting — with every member of the
+/// inventory answering; deploy has waited for this already, so one look is enough.
+async fn voting_member(
+    inv: &Inventory,
+    node: &Node,
+    probe: &dyn Probe,
+) -> Result<String, Day2Error> {
+    let members = inv.etcd_members();
+    let statuses = probe::cluster_status(probe, &members, Duration::from_secs(5)).await;
+    let sick: Vec<String> = statuses
+        .iter()
+        .filter(|s| !s.answered() || !s.errors.is_empty())
+        .map(probe::describe)
+        .collect();
+    if !sick.is_empty() {
+        return Err(Day2Error::Unhealthy {
+            reason: format!("etcd after adding {}: {}", node.name, sick.join("; ")),
+        });
+    }
+    let (list, _) = probe
+        .etcd_membership(node.address, Duration::from_secs(5))
+        .await?;
+    match list.iter().find(|m| m.name == node.name) {
+        Some(m) if !m.learner => Ok(format!(
+            "{} ({:x}) votes, {} members healthy",
+            node.name,
+            m.id,
+            statuses.len()
+        )),
+        Some(m) => Err(Day2Error::Unhealthy {
+            reason: format!("etcd: {} ({:x}) is still a learner", node.name, m.id),
+        }),
+        None => Err(Day2Error::Unhealthy {
+            reason: format!("etcd: {} is not in the member list", node.name),
+        }),
+    }
 }
 
 /// One step of a removal, decided before anything changes: the dry run prints this list, the

@@ -329,6 +329,25 @@ pub(super) fn hosts_file(inv: &Inventory) -> String {
     s
 }
 
+/// The lab's `/etc/hosts` lines followed by every `# BEGIN hardway …` … `# END hardway …`
+/// block of the file the machine has now (what deploy merged in), in their order.
+fn with_cluster_blocks(lab: &str, current: Option<&str>) -> String {
+    let mut out = lab.to_string();
+    let mut inside = false;
+    for line in current.unwrap_or_default().lines() {
+        inside |= line.starts_with("# BEGIN hardway ");
+        if inside {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        inside &= !line.starts_with("# END hardway ");
+    }
+    out
+}
+
 fn new_machine_id() -> Result<String> {
     let path = Path::new("/proc/sys/kernel/random/uuid");
     let uuid = fs::read_to_string(path).map_err(io_error("read a random uuid from", path))?;
@@ -380,13 +399,15 @@ pub(super) fn ensure_node_rootfs(
         0o644,
         0o755,
     )?;
-    write_beneath(
-        &root,
-        Path::new("etc/hosts"),
-        hosts.as_bytes(),
-        0o644,
-        0o755,
-    )?;
+    // A running machine's own blocks (deploy's `# BEGIN hardway <cluster>`) stay: `up` of a
+    // grown lab rewrites the lab's lines of every machine, not what the cluster put there.
+    let hosts_path = Path::new("etc/hosts");
+    let current = read_beneath(&root, hosts_path, 1 << 20)?;
+    let hosts = with_cluster_blocks(
+        hosts,
+        current.as_deref().map(String::from_utf8_lossy).as_deref(),
+    );
+    write_beneath(&root, hosts_path, hosts.as_bytes(), 0o644, 0o755)?;
     authorize_key(&root, lab_pub)?;
     ensure_host_key(&root, node)
 }
@@ -429,6 +450,20 @@ pub(super) fn write_known_hosts(layout: &Layout) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_grown_lab_keeps_the_cluster_blocks_of_a_running_machine() {
+        let lab = "127.0.0.1\tlocalhost\n\n# The lab's nodes.\n10.0.0.1\tm1\n10.0.0.2\tw3\n";
+        let now = "127.0.0.1\tlocalhost\n\n# The lab's nodes.\n10.0.0.1\tm1\n\
+                   # BEGIN hardway lab\n10.0.0.1 m1.lab m1\n# END hardway lab\n10.9.9.9 mine\n";
+        assert_eq!(
+            with_cluster_blocks(lab, Some(now)),
+            format!("{lab}# BEGIN hardway lab\n10.0.0.1 m1.lab m1\n# END hardway lab\n")
+        );
+        // A new machine, or one deploy has not reached: the lab's lines alone.
+        assert_eq!(with_cluster_blocks(lab, None), lab);
+        assert_eq!(with_cluster_blocks(lab, Some(lab)), lab);
+    }
 
     #[test]
     fn deb822_sources() {

@@ -63,7 +63,7 @@ fn the_inventory_is_an_argument_or_an_option_for_every_command() {
             "etcd restore" => &["snapshot.db"],
             "certs renew" => &["--all"],
             "certs rotate-ca" => &["etcd"],
-            "node remove" => &["m1"],
+            "node remove" | "node add" => &["m1"],
             "reset" => &["--node", "m1"],
             "lab render-libvirt" => &["--out", "xml"],
             "bundle" => &["--out", "bundle.tar"],

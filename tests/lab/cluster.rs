@@ -18,7 +18,7 @@ use crate::common::*;
 /// edits that select it: the release, its binaries, its containerd line.
 pub(crate) struct Minor {
     version: String,
-    bin_dir: PathBuf,
+    pub(crate) bin_dir: PathBuf,
     containerd: &'static str,
 }
 
@@ -957,6 +957,7 @@ mod lab {
         a_worker_joins_on_a_reset_machine(&t, &k, &upgraded, &workers[1]);
         a_master_leaves_and_joins_again(&t, &k, &upgraded);
         a_restore_brings_back_a_deleted_deployment(&t, &k, &upgraded, &lb);
+        a_new_machine_joins_as_a_worker(&t, &k, &upgraded, &to.version);
 
         // The upgrade's clients, judged last so that one run shows everything after them too.
         let (web, api, steps) = clients;
@@ -1000,6 +1001,12 @@ mod lab {
     /// one worker was left: one pod per worker) runs there again.
     fn a_worker_joins_on_a_reset_machine(t: &TestLab, k: &Kubectl, inv: &Path, name: &str) {
         deploy_back(t, k, inv, name);
+        a_pod_runs_on(k, name);
+        k.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
+    }
+
+    /// `name` is Ready, the scheduler places a pod there when asked, and `kubectl exec` reaches it.
+    fn a_pod_runs_on(k: &Kubectl, name: &str) {
         k.until(
             &format!("{name} Ready"),
             &[
@@ -1035,8 +1042,73 @@ mod lab {
             k.exec("joined", &["busybox", "echo", "on the new worker"]),
             "on the new worker"
         );
-        k.ok(&["rollout", "status", "deployment/web", "--timeout=180s"]);
-        k.ok(&["delete", "pod", "joined", "--wait=false"]);
+        k.ok(&["delete", "pod", "joined", "--wait=true", "--timeout=60s"]);
+    }
+
+    /// `node add` of a brand-new machine: the inventory gains lab-w3, `lab up` with it boots
+    /// that machine alone (every running machine keeps its process), and `hardway node add
+    /// lab-w3` joins it while a client reads the API through the load balancer every 250 ms:
+    /// not one request fails, it says the Node is Ready at the release, and a pod runs there.
+    fn a_new_machine_joins_as_a_worker(t: &TestLab, k: &Kubectl, inv: &Path, release: &str) {
+        let name = "lab-w3";
+        let grown = t.dir.path().join("lab-grown.toml");
+        std::fs::write(
+            &grown,
+            std::fs::read_to_string(inv).unwrap()
+                + "\n[[nodes]]\nname = \"lab-w3\"\naddress = \"10.213.0.17\"\nroles = [\"worker\"]\n",
+        )
+        .unwrap();
+        let before = t.lab_status();
+        let grown_lab = t.lab_up(&grown);
+        assert_eq!(grown_lab.nodes.len(), before.nodes.len() + 1);
+        for n in &before.nodes {
+            let now = grown_lab.nodes.iter().find(|x| x.name == n.name).unwrap();
+            assert!(
+                n.pid.is_some() && now.pid == n.pid,
+                "lab up of the grown inventory restarted {}: {:?} -> {:?}",
+                n.name,
+                n.pid,
+                now.pid
+            );
+        }
+        // The cluster's names in a running machine's /etc/hosts survive the lab's rewrite.
+        let hosts = t.ssh_ok("lab-w1", "cat /etc/hosts");
+        assert!(hosts.contains("# BEGIN hardway lab"), "{hosts}");
+
+        let api = api_client(k);
+        let o = run(hardway()
+            .args(["node", "add", name, "-i"])
+            .arg(&grown)
+            .arg("--pki")
+            .arg(&t.pki)
+            .args([
+                "--accept-new-host-keys",
+                "--api-timeout",
+                "240",
+                "--etcd-timeout",
+                "90",
+            ])
+            .arg("--snapshot-dir")
+            .arg(t.dir.path().join("snapshots")));
+        let api = api.finish();
+        let said = crate::common::text(&o);
+        assert!(o.status.success(), "node add {name}:\n{said}");
+        eprintln!(
+            "node add {name} (a new machine): API {} of {} failed",
+            api.1, api.0
+        );
+        assert!(
+            said.contains(&format!("{name} Ready, kubelet v{release}"))
+                && said.contains(&format!("{name} is in the cluster")),
+            "{said}"
+        );
+        assert!(api.0 > 4, "the API client hardly ran: {api:?}");
+        assert_eq!(
+            api.1, 0,
+            "API requests failed while {name} joined: {:?}",
+            api.2
+        );
+        a_pod_runs_on(k, name);
     }
 
     /// Removing a master, then adding it back, each while a client reads the API through the

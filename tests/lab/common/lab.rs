@@ -153,6 +153,17 @@ pub fn boot_inventory(state_dir: &str, path: &Path) -> TestLab {
 }
 
 impl TestLab {
+    /// `lab up` of another inventory of this lab: one that lists more nodes grows it. Taken
+    /// down with the lab (`lab down` removes nodes the inventory no longer lists too).
+    pub fn lab_up(&self, inv: &Path) -> Lab {
+        let inv = inventory::load(inv).unwrap_or_else(|e| panic!("{e}"));
+        lab::up(&inv, &self.guard.opts).unwrap_or_else(|e| panic!("lab up: {e}"))
+    }
+
+    pub fn lab_status(&self) -> Lab {
+        self.guard.status()
+    }
+
     /// Runs a command on a lab node with the system's ssh client (not hardway's).
     pub fn ssh(&self, node: &str, cmd: &str) -> Output {
         run(&mut self.ssh_command(node, cmd))
