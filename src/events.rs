@@ -175,6 +175,23 @@ impl StepTimer {
             message,
         );
     }
+
+    /// Ends the step as `result` went: a success with the status and message `ok` gives it,
+    /// an error as failed with the error's text; `result` is handed back.
+    pub fn finish<T, E: std::fmt::Display>(
+        self,
+        result: Result<T, E>,
+        ok: impl FnOnce(&T) -> (Status, Option<String>),
+    ) -> Result<T, E> {
+        match &result {
+            Ok(v) => {
+                let (status, message) = ok(v);
+                self.done(status, message);
+            }
+            Err(e) => self.done(Status::Failed, Some(e.to_string())),
+        }
+        result
+    }
 }
 
 /// `--output jsonl`: each event and the summary as one line of JSON on stdout.

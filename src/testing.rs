@@ -108,6 +108,22 @@ impl Fixture {
     pub fn pki_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("pki")
     }
+
+    /// The cluster grown to the inventory `text`: it, its PKI brought up to date as deploy
+    /// does (every CA and key kept, the new nodes' certificates issued), and fake nodes for the
+    /// new ones.
+    pub fn grow(&mut self, text: &str) -> (Inventory, Pki) {
+        let inv = parse(text);
+        let deploy_mode = pki::GenerateOptions {
+            existing_trust_only: true,
+            ..Default::default()
+        };
+        let (pki, _) = pki::generate(&inv, &self.pki_dir(), deploy_mode).expect("the grown PKI");
+        Arc::get_mut(&mut self.fake)
+            .expect("only the fixture holds it")
+            .add_nodes(&inv);
+        (inv, pki)
+    }
 }
 
 fn parse(text: &str) -> Inventory {

@@ -18,6 +18,7 @@
 //! |---|---|
 //! | [`roster`] | the students file |
 //! | [`labs`] | one named lab: up (inventory written, record claimed), checkpoint deploy, down with the machines' files kept |
+//! | [`up`] | `class up`: the class checked and recorded, every lab booted at once and brought to the checkpoint |
 //! | [`grade`] | verify against every lab at once, and the per-student summary |
 //! | [`faults`] | `lab break` / `lab fix`: the scenarios of [`scenarios`] run on a lab's nodes |
 
@@ -26,6 +27,7 @@ pub mod grade;
 pub mod labs;
 pub mod roster;
 pub mod scenarios;
+pub mod up;
 
 use std::path::{Path, PathBuf};
 

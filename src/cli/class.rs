@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::{InventoryArg, LabCommand, OutputFormat, load_inventory, runtime};
 use crate::class::faults::{self, Action};
 use crate::class::labs::{self, Base, NamedLab, NamedOptions};
-use crate::class::{Class, ClassError, ClassFile, grade, roster, scenarios};
+use crate::class::{Class, ClassError, grade, scenarios};
 use crate::components::Phase;
 use crate::inventory::{self, Inventory};
 use crate::lab::limits::{self, MachineLimits};
@@ -528,80 +528,48 @@ fn class_up(
     limits: MachineLimits,
     driver: Option<inventory::LabDriver>,
 ) -> Result<ExitCode> {
-    // Everything is checked before anything is created.
-    let names = roster::load(students)?;
-    let base = Base::load(inv_path)?;
-    let mut class = match Class::open(&dir.dir) {
-        Ok(c) if c.file.base != base.inv.source => {
-            bail!(
-                "the class in {} was made from {}, not {}",
-                dir.dir.display(),
-                c.file.base.display(),
-                base.inv.source.display()
-            )
-        }
-        Ok(c) => c,
-        Err(ClassError::NoClass { .. }) => Class {
-            dir: dir.dir.clone(),
-            file: ClassFile {
-                base: base.inv.source.clone(),
-                students: vec![],
-                limits,
-                to: None,
-                driver: None,
-            },
+    let up = crate::class::up::Up::prepare(
+        students,
+        inv_path,
+        &dir.dir,
+        crate::class::up::UpOptions {
+            to,
+            parallel,
+            api_timeout,
+            limits,
+            driver,
+            state_dir: dir.state.state_dir.clone(),
+            pool: dir.state.subnet_pool,
         },
-        Err(e) => return Err(e.into()),
-    };
-    class.merge(&names, limits, to.map(|p| p.name().to_string()), driver);
-    class.save()?;
-    let opts = class_options(&dir.state, &class);
-    // Before anything boots: an instructor who reads it can stop and choose again.
-    for w in named::isolation_warnings(&base.inv, class.file.driver.unwrap_or(base.inv.lab.driver))
-    {
+    )?;
+    for w in &up.warnings {
         eprintln!("warning: {w}");
     }
-    // Before the labs boot at once, each counting the machines already there.
-    lab::reserve_machines(lab::nspawn::running_machines() + names.len() * base.inv.nodes.len())?;
-    let t = std::time::Instant::now();
-    let booted = labs::up_all(&class, &names, &base, &opts);
+    let properties = up.class.file.limits.properties();
+    let report = runtime()?.block_on(up.run())?;
     eprintln!(
         "class: {} labs booted in {:.1} s",
-        booted.iter().filter(|b| b.1.is_ok()).count(),
-        t.elapsed().as_secs_f64()
+        report.booted,
+        report.boot_time.as_secs_f64()
     );
-    let checkpoints = runtime()?.block_on(labs::checkpoint_all(
-        &class,
-        &booted,
-        to,
-        parallel,
-        api_timeout,
-    ));
-    let mut failed = 0;
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for (n, r) in checkpoints {
+    out!("{:<22} INVENTORY", "STUDENT");
+    for (n, r) in &report.labs {
         match r {
-            Ok(()) => rows.push((n.clone(), class.lab(&n).inventory().display().to_string())),
+            Ok(inv) => out!("{n:<22} {}", inv.display()),
             Err(e) => {
-                failed += 1;
                 eprintln!("{n}: {e}");
-                rows.push((n, format!("FAILED: {e}")));
+                out!("{n:<22} FAILED: {e}");
             }
         }
     }
-    out!("{:<22} INVENTORY", "STUDENT");
-    for (n, what) in rows {
-        out!("{n:<22} {what}");
-    }
     out!(
-        "{} labs up{} in {:.1} s; machine limits: {}",
-        names.len() - failed,
+        "{} labs up{} in {:.1} s; machine limits: {properties}",
+        report.labs.len() - report.failed(),
         to.map(|p| format!(", deployed up to {p}"))
             .unwrap_or_default(),
-        t.elapsed().as_secs_f64(),
-        class.file.limits.properties()
+        report.elapsed.as_secs_f64(),
     );
-    Ok(if failed == 0 {
+    Ok(if report.failed() == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -79,23 +79,19 @@ pub async fn restore(
         .iter()
         .map(|m| format!("{}={}", m.name, peer(m)))
         .collect();
-    let names = |ns: &[&Node]| {
-        ns.iter()
-            .map(|n| n.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let copy = format!("{UPLOAD_DIR}/restore-{at}.db");
-    let steps = vec![
-        format!("check {} against its record: cluster {}, revision {}, SHA-256 {}", snapshot.display(), info.cluster, info.revision, info.sha256),
-        format!("copy it to {copy} on {} and check it there with etcdutl snapshot status on {checker}, before anything stops", names(&members)),
-        format!("stop kube-controller-manager, kube-scheduler and kube-apiserver where they run ({}): no controller acts on a half-restored keyspace", names(&masters)),
-        format!("stop etcd on {}", names(&members)),
-        format!("on each member: move {ETCD_DATA_DIR} to {ETCD_DATA_DIR}.before-restore-{at} (kept), restore the snapshot as that member with cluster token {token}, its revision bumped by {BUMP_REVISION} and marked compacted (watchers relist instead of waiting for revisions the restore took back)"),
-        format!("start etcd on {} together and wait for one leader", names(&members)),
-        "start kube-apiserver again where it ran, each answering /readyz, then kube-controller-manager and kube-scheduler where they ran".to_string(),
-        "if a member's restore fails: put every data dir back, start etcd and the control plane that ran, and say so".to_string(),
-    ];
+    let plan = Plan {
+        snapshot,
+        info: &info,
+        members: &members,
+        masters: &masters,
+        checker: &checker,
+        at: &at,
+        token: &token,
+        copy: &copy,
+    };
+    let mut steps: Vec<String> = STEPS.iter().map(|s| plan.describe(*s)).collect();
+    steps.push(ON_FAILURE.to_string());
     let mut report = RestoreReport {
         steps,
         dry_run: opts.confirm.dry_run,
@@ -132,209 +128,301 @@ pub async fn restore(
             let _ = remote(&m.name).remove_paths(std::slice::from_ref(&copy));
         }
     };
-
-    // The snapshot on every member, and checked by etcd's own tool on one, before anything stops.
-    let step = events.start(
-        Some(&checker),
-        Some("restore"),
-        "copy the snapshot to every member and check it with etcdutl",
-    );
-    for m in &members {
-        if let Err(e) = remote(&m.name).install_files(&[Upload {
-            path: &copy,
-            mode: 0o600,
-            contents: &bytes,
-            metadata_only: false,
-        }]) {
-            remove_copies();
-            step.done(Status::Failed, Some(e.to_string()));
-            return Err(Day2Error::Refused {
-                reason: format!(
-                    "copying {} to {}: {e}; nothing was stopped",
-                    snapshot.display(),
-                    m.name
-                ),
-            });
-        }
-    }
-    match remote(&checker).snapshot_status(&copy, &inv.binaries.remote_dir) {
-        Ok(Ok(status)) => step.done(Status::Ok, Some(status)),
-        Ok(Err(why)) => {
-            remove_copies();
-            step.done(Status::Failed, Some(why.clone()));
-            return Err(Day2Error::Refused {
-                reason: format!(
-                    "{} is not an etcd snapshot etcd can restore: `etcdutl snapshot status` on {checker} says: {why}; nothing was stopped",
-                    snapshot.display()
-                ),
-            });
-        }
-        Err(e) => {
-            remove_copies();
-            step.done(Status::Failed, Some(e.to_string()));
-            return Err(Day2Error::Refused {
-                reason: format!(
-                    "checking {} on {checker}: {e}; nothing was stopped",
-                    snapshot.display()
-                ),
-            });
-        }
-    }
-
-    let step = events.start(None, Some("restore"), "stop the control plane and etcd");
     let mut stopped = Stopped::default();
-    let stopping = (|| -> Result<(), RemoteError> {
-        // The controllers before the API servers they talk to.
-        for unit in CONTROL_PLANE.iter().rev() {
-            let unit = unit.get().unit.expect("a unit").to_string();
-            for m in &masters {
-                if remote(&m.name)
-                    .unit_states(std::slice::from_ref(&unit))?
-                    .get(&unit)
-                    .is_some_and(|s| s == "active")
-                {
-                    stopped.control.push((m.name.clone(), unit.clone()));
-                }
-                remote(&m.name).systemctl(&UnitOps {
-                    stop: vec![unit.clone()],
-                    ..UnitOps::default()
-                })?;
-            }
-        }
-        for m in &members {
-            if remote(&m.name)
-                .unit_states(std::slice::from_ref(&etcd))?
-                .get(&etcd)
-                .is_some_and(|s| s == "active")
-            {
-                stopped.etcd.push(m.name.clone());
-            }
-            remote(&m.name).systemctl(&UnitOps {
-                stop: vec![etcd.clone()],
-                ..UnitOps::default()
-            })?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = stopping {
-        step.done(Status::Failed, Some(e.to_string()));
-        let back = put_back(
-            inv,
-            &remotes,
-            probe,
-            &members,
-            &stopped,
-            (&[], &[]),
-            &at,
-            opts.etcd_timeout,
-        )
-        .await;
-        remove_copies();
-        return Err(Day2Error::Restore(format!(
-            "stopping the cluster for the restore failed: {e}. {back}"
-        )));
-    }
-    step.done(Status::Changed, None);
-
-    for m in &members {
-        let step = events.start(Some(&m.name), Some("restore"), "restore the snapshot");
-        let r = remote(&m.name);
-        let restored = (|| -> Result<(), RemoteError> {
-            if let Some(aside) = r.move_aside(ETCD_DATA_DIR, &format!("before-restore-{at}"))? {
-                report.moved_aside.push((m.name.clone(), aside));
-            }
-            r.restore_etcd(&EtcdRestore {
-                snapshot: &copy,
-                name: &m.name,
-                initial_cluster: &initial.join(","),
-                token: &token,
-                peer_url: &peer(m),
-                data_dir: ETCD_DATA_DIR,
-                bin_dir: &inv.binaries.remote_dir,
-            })
-        })();
-        if let Err(e) = restored {
-            step.done(Status::Failed, Some(e.to_string()));
-            let touched: Vec<String> = members
-                .iter()
-                .take_while(|x| x.name != m.name)
-                .map(|x| x.name.clone())
-                .chain([m.name.clone()])
-                .collect();
+    // What a failure after the cluster stopped puts back, and says.
+    let put_back_after =
+        async |what: String, stopped: &Stopped, touched: &[String], aside: &[(String, String)]| {
             let back = put_back(
                 inv,
                 &remotes,
                 probe,
                 &members,
-                &stopped,
-                (&touched, &report.moved_aside),
+                stopped,
+                (touched, aside),
                 &at,
                 opts.etcd_timeout,
             )
             .await;
             remove_copies();
-            return Err(Day2Error::Restore(format!(
-                "restoring the snapshot on {} failed: {e}. {back}",
-                m.name
-            )));
-        }
-        step.done(Status::Changed, None);
-    }
-    // The copies go; a join file from an interrupted join would mislead etcd.
-    for m in &members {
-        remote(&m.name).remove_paths(&[copy.clone(), ETCD_JOIN_ENV.to_string()])?;
-    }
+            Day2Error::Restore(format!("{what}. {back}"))
+        };
 
-    let step = events.start(
-        None,
-        Some("restore"),
-        "start etcd on every member, wait for one leader",
-    );
-    for m in &members {
-        remote(&m.name).systemctl(&UnitOps {
-            start: vec![etcd.clone()],
-            no_block: true,
-            ..UnitOps::default()
-        })?;
+    // The same list the dry run printed, in its order.
+    for step in STEPS {
+        match step {
+            // Done before the list was made: `snapshot::open` and the cluster's name.
+            Step::Check => {}
+            // The snapshot on every member, and checked by etcd's own tool on one, before
+            // anything stops.
+            Step::CopyAndCheck => {
+                let ev = events.start(
+                    Some(&checker),
+                    Some("restore"),
+                    "copy the snapshot to every member and check it with etcdutl",
+                );
+                for m in &members {
+                    if let Err(e) = remote(&m.name).install_files(&[Upload {
+                        path: &copy,
+                        mode: 0o600,
+                        contents: &bytes,
+                        metadata_only: false,
+                    }]) {
+                        remove_copies();
+                        ev.done(Status::Failed, Some(e.to_string()));
+                        return Err(Day2Error::Refused {
+                            reason: format!(
+                                "copying {} to {}: {e}; nothing was stopped",
+                                snapshot.display(),
+                                m.name
+                            ),
+                        });
+                    }
+                }
+                let why = match remote(&checker).snapshot_status(&copy, &inv.binaries.remote_dir) {
+                    Ok(Ok(status)) => {
+                        ev.done(Status::Ok, Some(status));
+                        continue;
+                    }
+                    Ok(Err(why)) => format!(
+                        "{} is not an etcd snapshot etcd can restore: `etcdutl snapshot status` on {checker} says: {why}; nothing was stopped",
+                        snapshot.display()
+                    ),
+                    Err(e) => format!(
+                        "checking {} on {checker}: {e}; nothing was stopped",
+                        snapshot.display()
+                    ),
+                };
+                remove_copies();
+                ev.done(Status::Failed, Some(why.clone()));
+                return Err(Day2Error::Refused { reason: why });
+            }
+            // The controllers before the API servers they talk to.
+            Step::StopControlPlane => {
+                let ev = events.start(None, Some("restore"), "stop the control plane");
+                let stopping = (|| -> Result<(), RemoteError> {
+                    for unit in CONTROL_PLANE.iter().rev() {
+                        let unit = unit.get().unit.expect("a unit").to_string();
+                        for m in &masters {
+                            if stop_if_active(remote(&m.name), &unit)? {
+                                stopped.control.push((m.name.clone(), unit.clone()));
+                            }
+                        }
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = stopping {
+                    ev.done(Status::Failed, Some(e.to_string()));
+                    let what = format!("stopping the control plane for the restore failed: {e}");
+                    return Err(put_back_after(what, &stopped, &[], &[]).await);
+                }
+                ev.done(Status::Changed, Some(stopped.describe()));
+            }
+            Step::StopEtcd => {
+                let ev = events.start(None, Some("restore"), "stop etcd");
+                let stopping = (|| -> Result<(), RemoteError> {
+                    for m in &members {
+                        if stop_if_active(remote(&m.name), &etcd)? {
+                            stopped.etcd.push(m.name.clone());
+                        }
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = stopping {
+                    ev.done(Status::Failed, Some(e.to_string()));
+                    let what = format!("stopping etcd for the restore failed: {e}");
+                    return Err(put_back_after(what, &stopped, &[], &[]).await);
+                }
+                ev.done(Status::Changed, None);
+            }
+            Step::Restore => {
+                for m in &members {
+                    let ev = events.start(Some(&m.name), Some("restore"), "restore the snapshot");
+                    let r = remote(&m.name);
+                    let restored = (|| -> Result<(), RemoteError> {
+                        if let Some(aside) =
+                            r.move_aside(ETCD_DATA_DIR, &format!("before-restore-{at}"))?
+                        {
+                            report.moved_aside.push((m.name.clone(), aside));
+                        }
+                        r.restore_etcd(&EtcdRestore {
+                            snapshot: &copy,
+                            name: &m.name,
+                            initial_cluster: &initial.join(","),
+                            token: &token,
+                            peer_url: &peer(m),
+                            data_dir: ETCD_DATA_DIR,
+                            bin_dir: &inv.binaries.remote_dir,
+                        })
+                    })();
+                    if let Err(e) = restored {
+                        ev.done(Status::Failed, Some(e.to_string()));
+                        let touched: Vec<String> = members
+                            .iter()
+                            .take_while(|x| x.name != m.name)
+                            .map(|x| x.name.clone())
+                            .chain([m.name.clone()])
+                            .collect();
+                        let what = format!("restoring the snapshot on {} failed: {e}", m.name);
+                        return Err(
+                            put_back_after(what, &stopped, &touched, &report.moved_aside).await,
+                        );
+                    }
+                    ev.done(Status::Changed, None);
+                }
+                // The copies go; a join file from an interrupted join would mislead etcd.
+                for m in &members {
+                    remote(&m.name).remove_paths(&[copy.clone(), ETCD_JOIN_ENV.to_string()])?;
+                }
+            }
+            Step::StartEtcd => {
+                let ev = events.start(
+                    None,
+                    Some("restore"),
+                    "start etcd on every member, wait for one leader",
+                );
+                for m in &members {
+                    remote(&m.name).systemctl(&UnitOps {
+                        start: vec![etcd.clone()],
+                        no_block: true,
+                        ..UnitOps::default()
+                    })?;
+                }
+                let (ok, statuses) = probe::wait_healthy(probe, &members, opts.etcd_timeout).await;
+                report.members = statuses;
+                if !ok {
+                    ev.done(Status::Failed, None);
+                    let why: Vec<String> = report.members.iter().map(probe::describe).collect();
+                    let aside: Vec<String> = report
+                        .moved_aside
+                        .iter()
+                        .map(|(n, a)| format!("{n}: {a}"))
+                        .collect();
+                    return Err(Day2Error::Unhealthy {
+                        reason: format!(
+                            "etcd did not become healthy after the restore: {}. The members run with the restored data; their data from before is kept ({}); the control plane stays stopped ({})",
+                            why.join("; "),
+                            aside.join(", "),
+                            stopped.describe()
+                        ),
+                    });
+                }
+                ev.done(Status::Ok, None);
+            }
+            Step::StartControlPlane => {
+                let ev = events.start(
+                    None,
+                    Some("restore"),
+                    "start the API servers, each ready, then the controllers",
+                );
+                let (_, problems) =
+                    start_control_plane(inv, &remotes, probe, &stopped, opts.etcd_timeout).await;
+                if !problems.is_empty() {
+                    ev.done(Status::Failed, Some(problems.join("; ")));
+                    return Err(Day2Error::Unhealthy {
+                        reason: format!(
+                            "etcd runs with the restored data, but the control plane did not come back: {}",
+                            problems.join("; ")
+                        ),
+                    });
+                }
+                ev.done(Status::Changed, None);
+            }
+        }
     }
-    let (ok, statuses) = probe::wait_healthy(probe, &members, opts.etcd_timeout).await;
-    report.members = statuses;
-    if !ok {
-        step.done(Status::Failed, None);
-        let why: Vec<String> = report.members.iter().map(probe::describe).collect();
-        let aside: Vec<String> = report
-            .moved_aside
-            .iter()
-            .map(|(n, a)| format!("{n}: {a}"))
-            .collect();
-        return Err(Day2Error::Unhealthy {
-            reason: format!(
-                "etcd did not become healthy after the restore: {}. The members run with the restored data; their data from before is kept ({}); the control plane stays stopped ({})",
-                why.join("; "),
-                aside.join(", "),
-                stopped.describe()
-            ),
-        });
-    }
-    step.done(Status::Ok, None);
-    let step = events.start(
-        None,
-        Some("restore"),
-        "start the API servers, each ready, then the controllers",
-    );
-    let (_, problems) =
-        start_control_plane(inv, &remotes, probe, &stopped, opts.etcd_timeout).await;
-    if !problems.is_empty() {
-        step.done(Status::Failed, Some(problems.join("; ")));
-        return Err(Day2Error::Unhealthy {
-            reason: format!(
-                "etcd runs with the restored data, but the control plane did not come back: {}",
-                problems.join("; ")
-            ),
-        });
-    }
-    step.done(Status::Changed, None);
     Ok(report)
+}
+
+/// One step of a restore, in the order it runs: the dry run prints [`STEPS`], the real run
+/// carries out the same list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The snapshot against its record and this cluster.
+    Check,
+    /// Copied to every member and opened by `etcdutl snapshot status` on one, before anything stops.
+    CopyAndCheck,
+    /// The controllers, then the API servers, where they run.
+    StopControlPlane,
+    StopEtcd,
+    /// Each member's data dir moved aside and restored from the snapshot as that member.
+    Restore,
+    /// Every member at once, until they agree on a leader.
+    StartEtcd,
+    /// The API servers that ran, each ready, then the controllers that ran.
+    StartControlPlane,
+}
+
+const STEPS: [Step; 7] = [
+    Step::Check,
+    Step::CopyAndCheck,
+    Step::StopControlPlane,
+    Step::StopEtcd,
+    Step::Restore,
+    Step::StartEtcd,
+    Step::StartControlPlane,
+];
+
+/// What a failure after the cluster stopped does (the last line of the dry run).
+const ON_FAILURE: &str = "if a member's restore fails: put every data dir back, start etcd and the control plane that ran, and say so";
+
+/// What the steps are about, for their descriptions.
+struct Plan<'a> {
+    snapshot: &'a Path,
+    info: &'a crate::snapshot::SnapshotInfo,
+    members: &'a [&'a Node],
+    masters: &'a [&'a Node],
+    checker: &'a str,
+    at: &'a str,
+    token: &'a str,
+    copy: &'a str,
+}
+
+impl Plan<'_> {
+    fn describe(&self, step: Step) -> String {
+        let names = |ns: &[&Node]| {
+            ns.iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (at, members) = (self.at, names(self.members));
+        match step {
+            Step::Check => format!(
+                "check {} against its record: cluster {}, revision {}, SHA-256 {}",
+                self.snapshot.display(),
+                self.info.cluster,
+                self.info.revision,
+                self.info.sha256
+            ),
+            Step::CopyAndCheck => format!(
+                "copy it to {} on {members} and check it there with etcdutl snapshot status on {}, before anything stops",
+                self.copy, self.checker
+            ),
+            Step::StopControlPlane => format!(
+                "stop kube-controller-manager, kube-scheduler and kube-apiserver where they run ({}): no controller acts on a half-restored keyspace",
+                names(self.masters)
+            ),
+            Step::StopEtcd => format!("stop etcd on {members}"),
+            Step::Restore => format!(
+                "on each member: move {ETCD_DATA_DIR} to {ETCD_DATA_DIR}.before-restore-{at} (kept), restore the snapshot as that member with cluster token {}, its revision bumped by {BUMP_REVISION} and marked compacted (watchers relist instead of waiting for revisions the restore took back)",
+                self.token
+            ),
+            Step::StartEtcd => format!("start etcd on {members} together and wait for one leader"),
+            Step::StartControlPlane => "start kube-apiserver again where it ran, each answering /readyz, then kube-controller-manager and kube-scheduler where they ran".to_string(),
+        }
+    }
+}
+
+/// Stops `unit` on the node; whether it was running (and so is started again afterwards).
+fn stop_if_active(remote: &dyn crate::remote::Remote, unit: &str) -> Result<bool, RemoteError> {
+    let active = remote
+        .unit_states(&[unit.to_string()])?
+        .get(unit)
+        .is_some_and(|s| s == "active");
+    remote.systemctl(&UnitOps {
+        stop: vec![unit.to_string()],
+        ..UnitOps::default()
+    })?;
+    Ok(active)
 }
 
 /// The control plane's units a restore stops and starts again, in the order they start: the

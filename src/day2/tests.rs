@@ -64,7 +64,9 @@ fn restore_stops_everything_moves_the_data_aside_and_brings_every_member_back() 
         &Events::none("t"),
     ))
     .unwrap_err();
-    assert!(matches!(err, Day2Error::NeedsYes { .. }), "{err}");
+    let Day2Error::NeedsYes { steps: planned, .. } = err else {
+        panic!("{err}")
+    };
     assert!(f.fake.events().is_empty());
     let opts = RestoreOptions {
         confirm: YES,
@@ -81,6 +83,37 @@ fn restore_stops_everything_moves_the_data_aside_and_brings_every_member_back() 
     .unwrap();
     assert_eq!(r.moved_aside.len(), 3);
     assert!(crate::probe::healthy(&r.members));
+    // One list, printed and carried out (each run has its own stamp).
+    let unstamped = |steps: &[String]| -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| {
+                // `20261207T164706317Z`: 8 digits, T, 9 digits, Z.
+                let b = s.as_bytes();
+                let is_stamp = |i: usize| {
+                    b.len() >= i + 19
+                        && b[i..i + 19].iter().enumerate().all(|(k, c)| match k {
+                            8 => *c == b'T',
+                            18 => *c == b'Z',
+                            _ => c.is_ascii_digit(),
+                        })
+                };
+                let mut out = String::new();
+                let mut i = 0;
+                while i < b.len() {
+                    if is_stamp(i) {
+                        out.push_str("STAMP");
+                        i += 19;
+                    } else {
+                        out.push(b[i] as char);
+                        i += 1;
+                    }
+                }
+                out
+            })
+            .collect()
+    };
+    assert_eq!(unstamped(&r.steps), unstamped(&planned));
     // Every event, in order ("node: what").
     let events = f.fake.events_like("");
     let pos = |what: &str| {
@@ -726,4 +759,142 @@ fn removing_a_worker_drains_it_first_and_deletes_its_node_after_the_reset() {
     assert!(at("api: evict default/web-1") < at("w1: stop kubelet"));
     assert!(at("w1: stop kubelet") < at("api: delete node w1"));
     assert!(f.fake.kube.lock().unwrap().deleted_nodes.contains("w1"));
+}
+
+/// `node add` of a worker the inventory gained: the dry run says what it will do and changes
+/// nothing; the real run deploys it (no master's API server restarts for a worker) and waits
+/// for its Node to be Ready; a second run finds it in the cluster and changes nothing.
+#[test]
+fn a_new_worker_is_added_and_waited_for_until_ready() {
+    use super::node::{AddOptions, add};
+    let mut f = deployed(&Phase::ALL);
+    let text = crate::testing::INVENTORY.to_string()
+        + "\n[[nodes]]\nname = \"w2\"\naddress = \"10.0.0.16\"\nroles = [\"worker\"]\n";
+    let (inv, pki) = f.grow(&text);
+    let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
+    let mut opts = AddOptions {
+        deploy: DeployOptions {
+            dry_run: true,
+            etcd_timeout: Duration::from_secs(2),
+            api_timeout: Duration::from_secs(2),
+            ..DeployOptions::default()
+        },
+        ready_timeout: Duration::from_secs(3),
+    };
+    let add_w2 = |opts: &AddOptions| {
+        block_on(add(
+            &inv,
+            "w2",
+            crate::render::render(&inv, &pki).unwrap(),
+            c.clone(),
+            p.clone(),
+            opts,
+            &Events::none("t"),
+        ))
+    };
+    f.fake.clear_events();
+    let planned = add_w2(&opts).unwrap();
+    assert!(planned.dry_run && planned.ready.is_none());
+    assert!(
+        f.fake.events().is_empty(),
+        "the dry run changed something: {:?}",
+        f.fake.events()
+    );
+    assert!(f.fake.node("w2").files.is_empty());
+    assert!(
+        planned.steps[0].starts_with("deploy the cluster with w2"),
+        "{:?}",
+        planned.steps
+    );
+    assert!(
+        planned.steps[1].starts_with("wait until the Node w2 is registered and Ready"),
+        "{:?}",
+        planned.steps
+    );
+
+    opts.deploy.dry_run = false;
+    let done = add_w2(&opts).unwrap();
+    assert_eq!(done.steps, planned.steps);
+    assert!(done.deploy.failed().is_empty(), "{}", done.deploy.table());
+    // The fake's kubelet reports no version (a real one's is in the lab test).
+    assert_eq!(done.ready.as_deref(), Some("w2 Ready"));
+    assert!(f.fake.node("w2").unit_active("kubelet"));
+    assert!(
+        f.fake.events_like("restart kube-apiserver").is_empty(),
+        "a worker's arrival restarted an API server"
+    );
+
+    // Again: in the cluster already, nothing changes.
+    f.fake.clear_events();
+    let again = add_w2(&opts).unwrap();
+    assert!(
+        again.steps[0].starts_with("w2 is in the cluster already"),
+        "{:?}",
+        again.steps
+    );
+    assert_eq!(again.deploy.changed(), 0, "{}", again.deploy.table());
+
+    // A name the inventory lacks is refused, naming the file, before anything happens.
+    let e = block_on(add(
+        &inv,
+        "w9",
+        crate::render::render(&inv, &pki).unwrap(),
+        c.clone(),
+        p.clone(),
+        &opts,
+        &Events::none("t"),
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("w9 is not in t.toml"), "{e}");
+}
+
+/// `node add` of a master: it joins etcd (as a learner, then promoted) and the report names
+/// its member voting, with every member healthy.
+#[test]
+fn a_new_master_is_added_and_votes_in_etcd() {
+    use super::node::{AddOptions, add};
+    let mut f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
+    let text = crate::testing::INVENTORY.replace(
+        "[[nodes]]\nname = \"lb\"",
+        "[[nodes]]\nname = \"m4\"\naddress = \"10.0.0.16\"\nroles = [\"master\"]\n\n[[nodes]]\nname = \"lb\"",
+    );
+    let (inv, pki) = f.grow(&text);
+    let (c, p): (Arc<dyn Connector>, Arc<dyn Probe>) = (f.fake.clone(), f.fake.clone());
+    let opts = AddOptions {
+        deploy: DeployOptions {
+            phases: vec![Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane],
+            etcd_timeout: Duration::from_secs(2),
+            api_timeout: Duration::from_secs(2),
+            ..DeployOptions::default()
+        },
+        ready_timeout: Duration::from_secs(3),
+    };
+    let r = block_on(add(
+        &inv,
+        "m4",
+        crate::render::render(&inv, &pki).unwrap(),
+        c,
+        p,
+        &opts,
+        &Events::none("t"),
+    ))
+    .unwrap();
+    assert!(r.deploy.failed().is_empty(), "{}", r.deploy.table());
+    assert!(
+        r.steps[0].contains("etcd member add as a learner")
+            && r.steps[1].starts_with("etcd: wait until m4 votes"),
+        "{:?}",
+        r.steps
+    );
+    let member = r.member.unwrap();
+    assert!(
+        member.starts_with("m4 (") && member.ends_with("votes, 4 members healthy"),
+        "{member}"
+    );
+    assert!(
+        f.fake
+            .members()
+            .iter()
+            .any(|m| m.name == "m4" && !m.learner)
+    );
 }

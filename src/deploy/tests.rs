@@ -630,15 +630,7 @@ fn five_masters() -> String {
 fn grown_to_five_masters() -> (Fixture, crate::inventory::Inventory, crate::pki::Pki) {
     let mut f = Fixture::new();
     run(&f, &opts(&[Phase::Etcd])).unwrap();
-    let inv = crate::inventory::parse(std::path::Path::new("t.toml"), &five_masters()).unwrap();
-    let deploy_mode = crate::pki::GenerateOptions {
-        existing_trust_only: true,
-        ..Default::default()
-    };
-    let (pki, _) = crate::pki::generate(&inv, &f.pki_dir(), deploy_mode).unwrap();
-    Arc::get_mut(&mut f.fake)
-        .expect("only the fixture holds it")
-        .add_nodes(&inv);
+    let (inv, pki) = f.grow(&five_masters());
     (f, inv, pki)
 }
 

@@ -434,13 +434,10 @@ async fn pods_trust(
         Some("rotate"),
         "wait until every namespace's kube-root-ca.crt holds the new CA",
     );
-    match api.root_ca_published(&certs, deploy.api_timeout).await {
-        Ok(n) => step.done(Status::Ok, Some(format!("{n} namespaces"))),
-        Err(e) => {
-            step.done(Status::Failed, Some(e.to_string()));
-            return Err(e);
-        }
-    }
+    step.finish(
+        api.root_ca_published(&certs, deploy.api_timeout).await,
+        |n| (Status::Ok, Some(format!("{n} namespaces"))),
+    )?;
     let step = events.start(
         None,
         Some("rotate"),
@@ -449,19 +446,12 @@ async fn pods_trust(
     let timeout = deploy
         .drain
         .map_or(std::time::Duration::from_secs(300), |d| d.timeout);
-    match api.restart_workloads(timeout).await {
-        Ok(r) => {
-            step.done(
-                Status::Changed,
-                Some(format!("{} rolled out", r.workloads.len())),
-            );
-            Ok(r)
-        }
-        Err(e) => {
-            step.done(Status::Failed, Some(e.to_string()));
-            Err(e)
-        }
-    }
+    step.finish(api.restart_workloads(timeout).await, |r| {
+        (
+            Status::Changed,
+            Some(format!("{} rolled out", r.workloads.len())),
+        )
+    })
 }
 
 /// Until when the last step should wait after the switch step, if that is still ahead.
