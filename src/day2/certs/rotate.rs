@@ -252,81 +252,8 @@ pub async fn rotate_subject(
         let (mut render_pki, renewed) = target(inv, &pki_now, s, &pair, k)?;
         let probe = probe_for(&render_pki);
         let mut after = render::render(inv, &render_pki)?;
-        let step = events.start(
-            None,
-            Some("rotate"),
-            &format!("step {k}: read every node and check the cluster's health"),
-        );
-        let seen = survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
-        let problems = health(inv, probe.as_ref(), &seen).await;
-        step.done(
-            if problems.is_empty() {
-                Status::Ok
-            } else {
-                Status::Failed
-            },
-            Some(problems.join("; ")).filter(|p| !p.is_empty()),
-        );
-        report.forced_past.extend(gate(
-            problems,
-            opts.change.confirm.force,
-            &format!("start step {k} of the {} rotation", s.describe()),
-        )?);
-        // Refused before anything is written, the snapshot included.
-        if k == s.last()
-            && let Some(wait) = settles(&state, s)
-        {
-            let why = format!(
-                "tokens the old service-account key signed may still be in use until {wait} (a kubelet replaces its pods' tokens within the hour after step {}); dropping the old key now cuts those pods off the API until then",
-                s.switch_step()
-            );
-            if !opts.change.confirm.force {
-                return Err(Day2Error::Refused {
-                    reason: format!(
-                        "step {k} of the {} rotation: {why}. Run it then, or now with --force",
-                        s.describe()
-                    ),
-                });
-            }
-            report.forced_past.push(why);
-        }
-
-        if k == first
-            && let Some(dir) = &opts.change.snapshot_dir
-            && !inv.etcd_members().is_empty()
-        {
-            let info =
-                crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await?;
-            report.snapshot = Some(dir.join(info.file));
-        }
-        // What verify already fails before anything changes is not the step's to answer for.
-        let before = failing_checks(
-            inv,
-            pki_dir,
-            connector.clone(),
-            probe.clone(),
-            opts.change.deploy.parallel,
-        )
-        .await
-        .unwrap_or_default();
-        // The state first: from here on, a run that stops resumes this step.
-        state.running = Some(k);
-        state.restart.extend(restarts(&selection(
-            inv,
-            &render_pki,
-            s,
-            &after,
-            &seen,
-            &state.restart,
-        )?));
-        rotate::save(pki_dir, s, &state)?;
-        if k == s.switch_step() {
-            rotate::switch_commit(&pki_now, s, &pair, &render_pki, &renewed, &aside)?;
-            report.aside = aside.exists().then(|| aside.clone());
-            // What was written is what goes to the nodes.
-            render_pki = rotate::staged(&pki::load(inv, pki_dir)?, s, &pair, k);
-            after = render::render(inv, &render_pki)?;
-        }
+        let mut seen = push::Survey::default();
+        let mut before = Failing::new();
         let mut sr = StepReport {
             step: k,
             what: s.steps()[usize::from(k) - 1],
@@ -340,51 +267,142 @@ pub async fn rotate_subject(
             verify_failed: vec![],
             already_failing: vec![],
         };
-        if s.rewrite_step() == Some(k) {
-            match secrets::rewrite(inv, connector.as_ref(), events) {
-                Ok(n) => sr.rewritten = Some(n),
-                Err(e) => sr.error = Some(e.to_string()),
+        // The same list the dry run printed for this step, in its order.
+        for act in acts(inv, s, k, first, opts) {
+            match act {
+                Act::Health => {
+                    let step = events.start(
+                        None,
+                        Some("rotate"),
+                        &format!("step {k}: read every node and check the cluster's health"),
+                    );
+                    seen =
+                        survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
+                    let problems = health(inv, probe.as_ref(), &seen).await;
+                    step.done(
+                        if problems.is_empty() {
+                            Status::Ok
+                        } else {
+                            Status::Failed
+                        },
+                        Some(problems.join("; ")).filter(|p| !p.is_empty()),
+                    );
+                    report.forced_past.extend(gate(
+                        problems,
+                        opts.change.confirm.force,
+                        &format!("start step {k} of the {} rotation", s.describe()),
+                    )?);
+                }
+                // Refused before anything is written, the snapshot included.
+                Act::Settle => {
+                    let Some(wait) = settles(&state, s) else {
+                        continue;
+                    };
+                    let why = format!(
+                        "tokens the old service-account key signed may still be in use until {wait} (a kubelet replaces its pods' tokens within the hour after step {}); dropping the old key now cuts those pods off the API until then",
+                        s.switch_step()
+                    );
+                    if !opts.change.confirm.force {
+                        return Err(Day2Error::Refused {
+                            reason: format!(
+                                "step {k} of the {} rotation: {why}. Run it then, or now with --force",
+                                s.describe()
+                            ),
+                        });
+                    }
+                    report.forced_past.push(why);
+                }
+                Act::Snapshot => {
+                    let dir = opts
+                        .change
+                        .snapshot_dir
+                        .as_ref()
+                        .expect("acts() lists a snapshot only with a directory");
+                    let info =
+                        crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep)
+                            .await?;
+                    report.snapshot = Some(dir.join(info.file));
+                }
+                Act::Begin => {
+                    // What verify already fails before anything changes is not the step's to
+                    // answer for.
+                    before = failing_checks(
+                        inv,
+                        pki_dir,
+                        connector.clone(),
+                        probe.clone(),
+                        opts.change.deploy.parallel,
+                    )
+                    .await
+                    .unwrap_or_default();
+                    // The state first: from here on, a run that stops resumes this step.
+                    state.running = Some(k);
+                    state.restart.extend(restarts(&selection(
+                        inv,
+                        &render_pki,
+                        s,
+                        &after,
+                        &seen,
+                        &state.restart,
+                    )?));
+                    rotate::save(pki_dir, s, &state)?;
+                }
+                Act::Switch => {
+                    rotate::switch_commit(&pki_now, s, &pair, &render_pki, &sr.renewed, &aside)?;
+                    report.aside = aside.exists().then(|| aside.clone());
+                    // What was written is what goes to the nodes.
+                    render_pki = rotate::staged(&pki::load(inv, pki_dir)?, s, &pair, k);
+                    after = render::render(inv, &render_pki)?;
+                }
+                Act::Rewrite => match secrets::rewrite(inv, connector.as_ref(), events) {
+                    Ok(n) => sr.rewritten = Some(n),
+                    Err(e) => sr.error = Some(e.to_string()),
+                },
+                Act::AdminKubeconfig => {
+                    sr.kubeconfig = super::refresh_admin_kubeconfig(inv, &render_pki, pki_dir)?;
+                }
+                Act::Push => {
+                    let picked = selection(inv, &render_pki, s, &after, &seen, &state.restart)?;
+                    if sr.error.is_none() && !picked.rendered.hosts.is_empty() {
+                        let deploy_opts = DeployOptions {
+                            replaceable: replaceable(inv, &render_pki, s, &pair)?,
+                            restart: state.restart.clone(),
+                            ..opts.change.deploy.clone()
+                        };
+                        sr.deploy = Some(
+                            push::push(
+                                inv,
+                                &picked,
+                                connector.clone(),
+                                probe_for(&render_pki),
+                                &deploy_opts,
+                                events.clone(),
+                            )
+                            .await?,
+                        );
+                    }
+                }
+                Act::PodsTrust if !sr.failed() => {
+                    match pods_trust(inv, &render_pki, probe_for, &opts.change.deploy, events).await
+                    {
+                        Ok(r) => sr.pods = Some(r),
+                        Err(e) => sr.error = Some(e.to_string()),
+                    }
+                }
+                Act::Verify if !sr.failed() => {
+                    (sr.verify_failed, sr.already_failing) = verify_after(
+                        inv,
+                        pki_dir,
+                        connector.clone(),
+                        probe_for(&render_pki),
+                        opts.change.deploy.parallel,
+                        opts.change.deploy.api_timeout,
+                        &before,
+                    )
+                    .await;
+                }
+                Act::PodsTrust | Act::Verify => {}
             }
-        }
-        if s == Subject::Ca(CaId::Kubernetes) {
-            sr.kubeconfig = super::refresh_admin_kubeconfig(inv, &render_pki, pki_dir)?;
-        }
-        let picked = selection(inv, &render_pki, s, &after, &seen, &state.restart)?;
-        if sr.error.is_none() && !picked.rendered.hosts.is_empty() {
-            let deploy_opts = DeployOptions {
-                replaceable: replaceable(inv, &render_pki, s, &pair)?,
-                restart: state.restart.clone(),
-                ..opts.change.deploy.clone()
-            };
-            sr.deploy = Some(
-                push::push(
-                    inv,
-                    &picked,
-                    connector.clone(),
-                    probe_for(&render_pki),
-                    &deploy_opts,
-                    events.clone(),
-                )
-                .await?,
-            );
-        }
-        if !sr.failed() && s.pods_trust_step() == Some(k) && inv.masters().next().is_some() {
-            match pods_trust(inv, &render_pki, probe_for, &opts.change.deploy, events).await {
-                Ok(r) => sr.pods = Some(r),
-                Err(e) => sr.error = Some(e.to_string()),
-            }
-        }
-        if !sr.failed() {
-            (sr.verify_failed, sr.already_failing) = verify_after(
-                inv,
-                pki_dir,
-                connector.clone(),
-                probe_for(&render_pki),
-                opts.change.deploy.parallel,
-                opts.change.deploy.api_timeout,
-                &before,
-            )
-            .await;
         }
         let failed = sr.failed();
         report.steps.push(sr);
@@ -411,6 +429,59 @@ pub async fn rotate_subject(
         }
     }
     Ok(report)
+}
+
+/// What one step of a rotation does, in order: [`acts`] lists them, the dry run prints those
+/// that say something, the real run carries out the same list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    /// Every node read, the cluster's health checked: refused when not healthy (`--force`).
+    Health,
+    /// The service-account key's last step: refused until the old key's tokens are refreshed.
+    Settle,
+    /// An etcd snapshot, before the run's first step changes anything.
+    Snapshot,
+    /// verify's FAILs before the step, then the state saved: a run that stops resumes here.
+    Begin,
+    /// The PKI directory takes the new material (a CA's leaves re-issued from it).
+    Switch,
+    /// Every Secret stored again through the API (the encryption key).
+    Rewrite,
+    /// The operator's `pki/admin.kubeconfig` follows the step (the cluster CA).
+    AdminKubeconfig,
+    /// The files that depend on what rotates, where the nodes have them, in deploy's order.
+    Push,
+    /// Pods made to trust the new cluster CA.
+    PodsTrust,
+    /// `hardway verify`, its new FAILs keeping the step under way.
+    Verify,
+}
+
+/// The acts of step `k` of the rotation of `s`, the run starting at step `first`.
+fn acts(inv: &Inventory, s: Subject, k: u8, first: u8, opts: &RotateOptions) -> Vec<Act> {
+    let mut out = vec![Act::Health];
+    if k == s.last() && s.settle_after_switch().is_some() {
+        out.push(Act::Settle);
+    }
+    if k == first && opts.change.snapshot_dir.is_some() && !inv.etcd_members().is_empty() {
+        out.push(Act::Snapshot);
+    }
+    out.push(Act::Begin);
+    if k == s.switch_step() {
+        out.push(Act::Switch);
+    }
+    if s.rewrite_step() == Some(k) {
+        out.push(Act::Rewrite);
+    }
+    if s == Subject::Ca(CaId::Kubernetes) {
+        out.push(Act::AdminKubeconfig);
+    }
+    out.push(Act::Push);
+    if s.pods_trust_step() == Some(k) && inv.masters().next().is_some() {
+        out.push(Act::PodsTrust);
+    }
+    out.push(Act::Verify);
+    out
 }
 
 /// Pods take up the new cluster CA, as kubernetes.io's manual CA rotation has them do before
@@ -493,82 +564,82 @@ async fn plan(
             pki.dir.join("rotation").join(s.name()).display()
         ));
     }
-    if let Some(dir) = &opts.change.snapshot_dir {
-        out.push(format!("snapshot etcd into {}", dir.display()));
-    }
     let (render_pki, renewed) = target(inv, pki, s, pair, first)?;
     let after = render::render(inv, &render_pki)?;
     let seen = survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
     let picked = selection(inv, &render_pki, s, &after, &seen, &state.restart)?;
-    let resumed = if state.running == Some(first) {
-        " (resumed: every unit it restarts restarts again)"
-    } else {
-        ""
-    };
-    out.push(format!(
-        "step {first}: {}{resumed}",
-        s.steps()[usize::from(first) - 1]
-    ));
-    if !renewed.is_empty() {
-        out.push(format!(
-            "step {first}: re-issue {} certificates from the new CA: {}",
-            renewed.len(),
-            renewed
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    if !picked.rendered.hosts.is_empty() {
-        let deploy_opts = DeployOptions {
-            dry_run: true,
-            replaceable: replaceable(inv, &render_pki, s, pair)?,
-            restart: state.restart.clone(),
-            ..opts.change.deploy.clone()
-        };
-        let d = push::push(
-            inv,
-            &picked,
-            connector,
-            probe_for(&render_pki),
-            &deploy_opts,
-            Events::none("rotate"),
-        )
-        .await?;
-        out.extend(
-            plan_lines(&d)
-                .into_iter()
-                .map(|l| format!("step {first}: {l}")),
-        );
-    }
     let pods = |k: u8| {
         format!(
             "step {k}: wait until every namespace's kube-root-ca.crt holds the new CA, then restart every Deployment, DaemonSet and StatefulSet (kubectl rollout restart), so that their pods trust it before any server presents a certificate of it"
         )
     };
-    if s.pods_trust_step() == Some(first) {
-        out.push(pods(first));
-    }
-    out.push(format!("step {first}: hardway verify"));
-    for k in first + 1..=last {
-        out.push(format!("step {k}: {}", s.steps()[usize::from(k) - 1]));
-        if s.pods_trust_step() == Some(k) {
-            out.push(pods(k));
-        }
-    }
-    if let Some(wait) = s.settle_after_switch() {
-        let when = match settles(state, s) {
-            Some(until) => format!("not before {until}"),
-            None if state.done >= s.switch_step() => {
-                "now: the old key's tokens are refreshed".into()
-            }
-            None => format!("{} s after step {}", wait.as_secs(), s.switch_step()),
+    // Each step's acts, as the run carries them out: the first step in detail (what it
+    // re-issues, replaces and restarts), the later ones by what they are.
+    for k in first..=last {
+        let detail = k == first;
+        let resumed = if detail && state.running == Some(first) {
+            " (resumed: every unit it restarts restarts again)"
+        } else {
+            ""
         };
-        out.push(format!(
-            "step {}: {when}, when every pod's token is signed by the new key (--force: sooner)",
-            s.last()
-        ));
+        let mut lines = vec![format!(
+            "step {k}: {}{resumed}",
+            s.steps()[usize::from(k) - 1]
+        )];
+        for act in acts(inv, s, k, first, opts) {
+            match act {
+                // A run's first change: before the step's own lines.
+                Act::Snapshot => {
+                    if let Some(dir) = &opts.change.snapshot_dir {
+                        out.push(format!("snapshot etcd into {}", dir.display()));
+                    }
+                }
+                Act::Switch if detail && !renewed.is_empty() => lines.push(format!(
+                    "step {k}: re-issue {} certificates from the new CA: {}",
+                    renewed.len(),
+                    renewed
+                        .iter()
+                        .map(|r| r.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                Act::Push if detail && !picked.rendered.hosts.is_empty() => {
+                    let deploy_opts = DeployOptions {
+                        dry_run: true,
+                        replaceable: replaceable(inv, &render_pki, s, pair)?,
+                        restart: state.restart.clone(),
+                        ..opts.change.deploy.clone()
+                    };
+                    let d = push::push(
+                        inv,
+                        &picked,
+                        connector.clone(),
+                        probe_for(&render_pki),
+                        &deploy_opts,
+                        Events::none("rotate"),
+                    )
+                    .await?;
+                    lines.extend(plan_lines(&d).into_iter().map(|l| format!("step {k}: {l}")));
+                }
+                Act::PodsTrust => lines.push(pods(k)),
+                Act::Verify if detail => lines.push(format!("step {k}: hardway verify")),
+                Act::Settle => {
+                    let wait = s.settle_after_switch().expect("acts() lists it only then");
+                    let when = match settles(state, s) {
+                        Some(until) => format!("not before {until}"),
+                        None if state.done >= s.switch_step() => {
+                            "now: the old key's tokens are refreshed".into()
+                        }
+                        None => format!("{} s after step {}", wait.as_secs(), s.switch_step()),
+                    };
+                    lines.push(format!(
+                        "step {k}: {when}, when every pod's token is signed by the new key (--force: sooner)"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        out.extend(lines);
     }
     Ok(out)
 }
