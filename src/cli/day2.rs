@@ -393,12 +393,8 @@ fn node_remove(args: NodeRemoveArgs) -> Result<ExitCode> {
 
 fn node_add(name: &str, args: super::deploy::DeployArgs, ready_timeout: u64) -> Result<ExitCode> {
     // Checked before the PKI is brought up to date: a wrong name changes nothing.
-    let listed = |inv: &crate::inventory::Inventory| {
-        anyhow::ensure!(
-            inv.nodes.iter().any(|n| n.name == name),
-            "{name} is not in {}: add it there first (a [[nodes]] entry with its name, address and roles)",
-            inv.source.display()
-        );
+    let listed = |inv: &crate::inventory::Inventory| -> Result<()> {
+        day2::node::listed(inv, name)?;
         Ok(())
     };
     let (p, rendered) = super::deploy::prepare(args, "node-add", &listed)?;

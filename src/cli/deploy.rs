@@ -247,12 +247,11 @@ pub(super) fn run(args: DeployArgs) -> Result<ExitCode> {
         &p.opts,
         p.events.clone(),
     ))?;
+    let code = p.print(&mut report)?;
     if p.output == OutputFormat::Json {
-        report.pki_changes = p.pki_changes.clone();
         out!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(exit_code(&report));
     }
-    p.print(&mut report)
+    Ok(code)
 }
 
 fn exit_code(report: &deploy::DeployReport) -> ExitCode {

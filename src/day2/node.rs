@@ -324,6 +324,20 @@ impl AddAction {
     }
 }
 
+/// The node `node add` brings in: `name` must be in the inventory (refused otherwise, naming
+/// the file), checked before anything is written.
+pub fn listed<'a>(inv: &'a Inventory, name: &str) -> Result<&'a Node, Day2Error> {
+    inv.nodes
+        .iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| Day2Error::Refused {
+            reason: format!(
+                "{name} is not in {}: add it there first (a [[nodes]] entry with its name, address and roles), then run node add again",
+                inv.source.display()
+            ),
+        })
+}
+
 /// Brings `name`, listed in the inventory, into the running cluster: deploy with `rendered`
 /// (the session's files for every node, the new one's included), then waits for its etcd
 /// member and its kubelet as [`AddAction`] says.
@@ -336,14 +350,7 @@ pub async fn add(
     opts: &AddOptions,
     events: &Events,
 ) -> Result<AddReport, Day2Error> {
-    let node: &Node = inv.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
-        Day2Error::Refused {
-            reason: format!(
-                "{name} is not in {}: add it there first (a [[nodes]] entry with its name, address and roles), then run node add again",
-                inv.source.display()
-            ),
-        }
-    })?;
+    let node = listed(inv, name)?;
     let kubelet = crate::components::ComponentId::Kubelet
         .get()
         .runs_on(inv, node);
@@ -433,14 +440,14 @@ async fn voting_member(
 ) -> Result<String, Day2Error> {
     let members = inv.etcd_members();
     let statuses = probe::cluster_status(probe, &members, Duration::from_secs(5)).await;
-    let sick: Vec<String> = statuses
-        .iter()
-        .filter(|s| !s.answered() || !s.errors.is_empty())
-        .map(probe::describe)
-        .collect();
-    if !sick.is_empty() {
+    if !probe::healthy(&statuses) {
+        let why: Vec<String> = statuses.iter().map(probe::describe).collect();
         return Err(Day2Error::Unhealthy {
-            reason: format!("etcd after adding {}: {}", node.name, sick.join("; ")),
+            reason: format!(
+                "etcd after adding {} is not healthy (every member answering, one leader): {}",
+                node.name,
+                why.join("; ")
+            ),
         });
     }
     let (list, _) = probe

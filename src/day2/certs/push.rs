@@ -284,6 +284,25 @@ pub(crate) fn gate(
     })
 }
 
+/// Ends the health check's `step` with `problems` (failed when there are any), then [`gate`]s
+/// on them.
+pub(crate) fn gate_step(
+    step: crate::events::StepTimer,
+    problems: Vec<String>,
+    force: bool,
+    what: &str,
+) -> Result<Vec<String>, Day2Error> {
+    step.done(
+        if problems.is_empty() {
+            crate::events::Status::Ok
+        } else {
+            crate::events::Status::Failed
+        },
+        Some(problems.join("; ")).filter(|p| !p.is_empty()),
+    );
+    gate(problems, force, what)
+}
+
 /// Deploys `selection` with deploy's phases and rolling restarts (a dry run plans only).
 pub(crate) async fn push(
     inv: &Inventory,

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::super::{Day2Error, stamp};
 use super::ChangeOptions;
-use super::push::{self, gate, health, plan_lines, select, survey};
+use super::push::{self, gate_step, health, plan_lines, select, survey};
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::events::{Events, Status};
 use crate::inventory::Inventory;
@@ -102,15 +102,12 @@ pub async fn renew(
     let selection = select(&after, &seen, &differs, &Default::default());
     let mut problems = health(inv, probe.as_ref(), &seen).await;
     problems.extend(selection.drift.iter().map(|d| format!("{d} differs from what hardway renders: the renewal would replace it (hardway deploy --dry-run --diff shows how)")));
-    step.done(
-        if problems.is_empty() {
-            Status::Ok
-        } else {
-            Status::Failed
-        },
-        Some(problems.join("; ")).filter(|s| !s.is_empty()),
-    );
-    let forced_past = gate(problems, opts.change.confirm.force, "renew certificates")?;
+    let forced_past = gate_step(
+        step,
+        problems,
+        opts.change.confirm.force,
+        "renew certificates",
+    )?;
 
     let at = stamp();
     let aside = pki::aside_dir(pki_dir, "renew", &at);

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::super::{Day2Error, secrets, stamp};
 use super::ChangeOptions;
-use super::push::{self, gate, health, plan_lines, restarts, select, survey};
+use super::push::{self, gate_step, health, plan_lines, restarts, select, survey};
 use super::renew::ProbeFor;
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::digest::sha256_hex;
@@ -279,15 +279,8 @@ pub async fn rotate_subject(
                     seen =
                         survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
                     let problems = health(inv, probe.as_ref(), &seen).await;
-                    step.done(
-                        if problems.is_empty() {
-                            Status::Ok
-                        } else {
-                            Status::Failed
-                        },
-                        Some(problems.join("; ")).filter(|p| !p.is_empty()),
-                    );
-                    report.forced_past.extend(gate(
+                    report.forced_past.extend(gate_step(
+                        step,
                         problems,
                         opts.change.confirm.force,
                         &format!("start step {k} of the {} rotation", s.describe()),
