@@ -144,7 +144,14 @@ pub enum BinDir {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Port {
+    /// etcd's gRPC, for its clients (the API servers, etcdctl, hardway's probe).
     EtcdClient,
+    /// etcd's HTTP (`/health`, `/metrics`, `/version`), on loopback, apart from its gRPC:
+    /// served on one port, an API server's gRPC request to a member that is shutting down can
+    /// get an empty HTTP 200 instead of a gRPC error it would retry elsewhere, and fail
+    /// (seen in a `certs renew` here); upstream recommends the split (etcd 3.5.8+,
+    /// `--listen-client-http-urls`, etcd-io/etcd#15402).
+    EtcdClientHttp,
     EtcdPeer,
     ApiServer,
     /// The load balancer's frontend: `load_balancer.port` in the inventory.
@@ -156,8 +163,9 @@ pub enum Port {
 }
 
 impl Port {
-    pub const ALL: [Port; 8] = [
+    pub const ALL: [Port; 9] = [
         Port::EtcdClient,
+        Port::EtcdClientHttp,
         Port::EtcdPeer,
         Port::ApiServer,
         Port::LoadBalancer,
@@ -172,6 +180,7 @@ impl Port {
     pub fn default_number(self) -> u16 {
         match self {
             Port::EtcdClient => 2379,
+            Port::EtcdClientHttp => 2382,
             Port::EtcdPeer => 2380,
             Port::ApiServer | Port::LoadBalancer => 6443,
             Port::ControllerManager => 10257,
@@ -185,6 +194,7 @@ impl Port {
     pub fn key(self) -> &'static str {
         match self {
             Port::EtcdClient => "etcd_client",
+            Port::EtcdClientHttp => "etcd_client_http",
             Port::EtcdPeer => "etcd_peer",
             Port::ApiServer => "api_server",
             Port::LoadBalancer => "load_balancer",
@@ -276,10 +286,10 @@ pub const BINARY_PACKAGES: &[(&str, &str)] = &[
 pub const COMPONENTS: &[Component] = &[
     Component {
         id: ComponentId::Etcd, name: "etcd", unit: Some("etcd"), runs_on: RunsOn::EtcdMembers, phase: Phase::Etcd,
-        binary: ("etcd", BinDir::Inventory), ports: &[Port::EtcdClient, Port::EtcdPeer], restart: Restart::Rolling,
+        binary: ("etcd", BinDir::Inventory), ports: &[Port::EtcdClient, Port::EtcdClientHttp, Port::EtcdPeer], restart: Restart::Rolling,
         config_flag: None,
         certs: &[
-            CertSite { what: "etcd server", cert_flag: "cert-file", key_flag: "key-file", profile: "etcd/server-{node}", urls: &["advertise-client-urls", "listen-client-urls"] },
+            CertSite { what: "etcd server", cert_flag: "cert-file", key_flag: "key-file", profile: "etcd/server-{node}", urls: &["advertise-client-urls", "listen-client-urls", "listen-client-http-urls"] },
             CertSite { what: "etcd peer", cert_flag: "peer-cert-file", key_flag: "peer-key-file", profile: "etcd/peer-{node}", urls: &["initial-advertise-peer-urls", "listen-peer-urls"] },
         ],
         needs: &[], version_arg: Some("--version"), companions: &[],

@@ -192,6 +192,18 @@ impl StepTimer {
         }
         result
     }
+
+    /// A part of the step that may fail: its error ends the step as failed; its value comes
+    /// back with the step, which goes on.
+    pub fn or_fail<T, E: std::fmt::Display>(self, result: Result<T, E>) -> Result<(T, Self), E> {
+        match result {
+            Ok(v) => Ok((v, self)),
+            Err(e) => {
+                self.done(Status::Failed, Some(e.to_string()));
+                Err(e)
+            }
+        }
+    }
 }
 
 /// `--output jsonl`: each event and the summary as one line of JSON on stdout.

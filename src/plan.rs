@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::components::{Phase, phase_of_unit};
 use crate::digest::sha256_hex;
-use crate::remote::RemoteFile;
+use crate::remote::{Facts, RemoteFile};
 use crate::render::{File, Rendered};
 
 /// The phase that places a file: the earliest phase of the units that use it; for a file no
@@ -81,6 +81,73 @@ pub fn files_in_phases<'a>(rendered: &'a Rendered, host: &str, phases: &[Phase])
         .unwrap_or_default()
 }
 
+/// Which of the rendered files a deploy places, and so which units it restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// `deploy`: every file of the selected phases; every unit there made to run.
+    #[default]
+    Everything,
+    /// A change to a running cluster (a renewal, a rotation step): of these `(node, path)`
+    /// files, those the node has already with other bytes, so that it never installs a
+    /// component; only units deployed on the node restart. [`pick_present`] picks them.
+    Present(BTreeSet<(String, String)>),
+}
+
+/// What [`Scope::Present`] places on `node`: every file of `files` that `affected` names and
+/// the node has with other bytes, its units cut down to those deployed there; then the unit
+/// file of each unit they restart or `restart` names, so that the plan knows the unit. That
+/// unit file is what hardway renders: where the node's differs, placing it replaces the
+/// node's (drift, [`Plan::unit_files`]), which the day-2 commands refuse unless forced.
+pub fn pick_present(
+    node: &str,
+    files: &[&File],
+    facts: &Facts,
+    affected: &BTreeSet<(String, String)>,
+    restart: &BTreeSet<(String, String)>,
+) -> Vec<File> {
+    let differs = |f: &File| {
+        facts
+            .files
+            .get(&f.path)
+            .is_some_and(|r| r.sha256 != sha256_hex(&f.contents))
+    };
+    let mut picked: Vec<File> = files
+        .iter()
+        .filter(|f| affected.contains(&(node.to_string(), f.path.clone())))
+        .filter(|f| differs(f))
+        .map(|f| File {
+            units: f
+                .units
+                .iter()
+                .copied()
+                .filter(|u| facts.unit_deployed(u))
+                .collect(),
+            ..(*f).clone()
+        })
+        .collect();
+    let mut units: BTreeSet<&str> = picked
+        .iter()
+        .filter(|f| f.restarts)
+        .flat_map(|f| f.units.iter().copied())
+        .collect();
+    units.extend(
+        restart
+            .iter()
+            .filter(|(n, u)| n == node && facts.unit_deployed(u))
+            .map(|(_, u)| u.as_str()),
+    );
+    for unit in units {
+        let path = format!("/etc/systemd/system/{unit}.service");
+        if let Some(unit_file) = files.iter().find(|f| f.path == path)
+            && !picked.iter().any(|p| p.path == path)
+        {
+            picked.push((*unit_file).clone());
+        }
+    }
+    picked.sort_by(|a, b| a.path.cmp(&b.path));
+    picked
+}
+
 /// Plans one host. `remote` holds what the host reported for each path (absent = missing).
 pub fn plan_host(
     rendered: &Rendered,
@@ -88,10 +155,14 @@ pub fn plan_host(
     remote: &BTreeMap<String, RemoteFile>,
     phases: &[Phase],
 ) -> HostPlan {
-    let files = files_in_phases(rendered, host, phases);
+    plan_files(host, &files_in_phases(rendered, host, phases), remote)
+}
+
+/// Plans one host's `files`, against what the host reported for each path.
+pub fn plan_files(host: &str, files: &[&File], remote: &BTreeMap<String, RemoteFile>) -> HostPlan {
     let mut changes = Vec::new();
     let mut unchanged = 0;
-    for f in &files {
+    for f in files {
         let kind = match remote.get(&f.path) {
             None => Some(ChangeKind::Create),
             Some(r) if r.sha256 != sha256_hex(&f.contents) => Some(ChangeKind::Update),
@@ -134,6 +205,51 @@ pub fn plan_host(
         daemon_reload,
         units,
         unchanged,
+    }
+}
+
+impl Plan {
+    /// `node: path` of every file that changes, unit files aside.
+    pub fn changed(&self) -> Vec<String> {
+        self.changes(false)
+    }
+
+    /// `node: path` of every unit file that changes: in a day-2 change ([`Scope::Present`]),
+    /// a unit file the node has other than hardway renders it, which the change replaces.
+    pub fn unit_files(&self) -> Vec<String> {
+        self.changes(true)
+    }
+
+    fn changes(&self, units: bool) -> Vec<String> {
+        self.hosts
+            .iter()
+            .flat_map(|(h, p)| {
+                p.changes
+                    .iter()
+                    .filter(move |c| c.file.is_unit() == units)
+                    .map(move |c| format!("{h}: {}", c.path))
+            })
+            .collect()
+    }
+
+    /// The (node, unit) pairs that restart.
+    pub fn restarts(&self) -> BTreeSet<(String, String)> {
+        self.hosts
+            .iter()
+            .flat_map(|(h, p)| {
+                p.units
+                    .iter()
+                    .filter(|u| u.restart)
+                    .map(move |u| (h.clone(), u.unit.clone()))
+            })
+            .collect()
+    }
+
+    /// Nothing changes, nothing restarts (units may still be made sure to run).
+    pub fn is_noop(&self) -> bool {
+        self.hosts
+            .values()
+            .all(|p| p.changes.is_empty() && p.units.iter().all(|u| !u.restart))
     }
 }
 
@@ -275,6 +391,132 @@ mod tests {
         assert!(p.units.is_empty());
         let p = plan_host(&rendered(), "m1", &BTreeMap::new(), &[Phase::ControlPlane]);
         assert_eq!(p.units[0].unit, "kube-apiserver");
+    }
+
+    /// A master with etcd deployed and a kube-apiserver unit nobody set up; the new render
+    /// changes etcd's certificate, the API server's and a kubeconfig the node lacks.
+    fn case() -> (Vec<File>, Facts, BTreeSet<(String, String)>) {
+        let files = vec![
+            file("/etc/etcd/pki/server.crt", "new", &["etcd"]),
+            file("/etc/systemd/system/etcd.service", "etcd unit", &["etcd"]),
+            file(
+                "/etc/kubernetes/pki/apiserver.crt",
+                "new",
+                &["kube-apiserver"],
+            ),
+            file(
+                "/etc/systemd/system/kube-apiserver.service",
+                "api unit",
+                &["kube-apiserver"],
+            ),
+            file("/etc/kubernetes/admin.kubeconfig", "new", &[]),
+            file("/etc/etcd/pki/ca.crt", "ca", &["etcd"]),
+        ];
+        let facts = Facts {
+            files: [
+                ("/etc/etcd/pki/server.crt".to_string(), same("old")),
+                ("/etc/systemd/system/etcd.service".into(), same("etcd unit")),
+                ("/etc/kubernetes/pki/apiserver.crt".into(), same("old")),
+                ("/etc/etcd/pki/ca.crt".into(), same("old ca")),
+            ]
+            .into(),
+            units: [
+                ("etcd".to_string(), "active".to_string()),
+                ("kube-apiserver".into(), "inactive".into()),
+            ]
+            .into(),
+            enabled: ["etcd".to_string()].into(),
+            ..Facts::default()
+        };
+        let affected = [
+            "/etc/etcd/pki/server.crt",
+            "/etc/kubernetes/pki/apiserver.crt",
+            "/etc/kubernetes/admin.kubeconfig",
+        ]
+        .iter()
+        .map(|p| ("m1".to_string(), p.to_string()))
+        .collect();
+        (files, facts, affected)
+    }
+
+    fn paths(picked: &[File]) -> Vec<&str> {
+        picked.iter().map(|f| f.path.as_str()).collect()
+    }
+
+    #[test]
+    fn only_affected_files_the_node_has_with_other_bytes_and_units_deployed_there() {
+        let (files, facts, affected) = case();
+        let refs: Vec<&File> = files.iter().collect();
+        let picked = pick_present("m1", &refs, &facts, &affected, &BTreeSet::new());
+        // The kubeconfig the node lacks is not created; the CA bundle differs but the change
+        // does not affect it; the API server's certificate goes, restarting nothing.
+        assert_eq!(
+            paths(&picked),
+            [
+                "/etc/etcd/pki/server.crt",
+                "/etc/kubernetes/pki/apiserver.crt",
+                "/etc/systemd/system/etcd.service",
+            ]
+        );
+        let api = picked
+            .iter()
+            .find(|f| f.path.contains("apiserver"))
+            .unwrap();
+        assert!(api.units.is_empty(), "{:?}", api.units);
+        let plan = Plan {
+            phases: vec![],
+            hosts: [(
+                "m1".to_string(),
+                plan_files("m1", &picked.iter().collect::<Vec<_>>(), &facts.files),
+            )]
+            .into(),
+        };
+        assert_eq!(
+            plan.restarts(),
+            [("m1".to_string(), "etcd".to_string())].into()
+        );
+        assert!(plan.unit_files().is_empty(), "{:?}", plan.unit_files());
+        assert_eq!(
+            plan.changed(),
+            [
+                "m1: /etc/etcd/pki/server.crt",
+                "m1: /etc/kubernetes/pki/apiserver.crt"
+            ]
+        );
+        // Picked again against a node that has the new bytes: nothing.
+        let mut done = facts.clone();
+        for f in &picked {
+            done.files
+                .insert(f.path.clone(), same(&String::from_utf8_lossy(&f.contents)));
+        }
+        assert!(pick_present("m1", &refs, &done, &affected, &BTreeSet::new()).is_empty());
+    }
+
+    #[test]
+    fn a_unit_to_restart_again_comes_with_its_unit_file_whose_drift_is_named() {
+        let (files, mut facts, _) = case();
+        facts.files.insert(
+            "/etc/systemd/system/etcd.service".into(),
+            same("edited by hand"),
+        );
+        let refs: Vec<&File> = files.iter().collect();
+        let restart = [
+            ("m1".to_string(), "etcd".to_string()),
+            ("m1".to_string(), "kube-apiserver".to_string()),
+            ("m2".to_string(), "etcd".to_string()),
+        ]
+        .into();
+        let picked = pick_present("m1", &refs, &facts, &BTreeSet::new(), &restart);
+        assert_eq!(paths(&picked), ["/etc/systemd/system/etcd.service"]);
+        let p = plan_files("m1", &picked.iter().collect::<Vec<_>>(), &facts.files);
+        assert_eq!(p.units.len(), 1);
+        assert!(p.units[0].restart, "its unit file changes");
+        let plan = Plan {
+            phases: vec![],
+            hosts: [("m1".to_string(), p)].into(),
+        };
+        assert_eq!(plan.unit_files(), ["m1: /etc/systemd/system/etcd.service"]);
+        assert!(!plan.is_noop());
     }
 }
 

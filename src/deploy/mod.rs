@@ -14,7 +14,9 @@
 //! ```
 //!
 //! Each phase is a module with `run` and `dry_run` (`Step`), dispatched by `match` in
-//! [`deploy`]. Hosts are reached through a [`Connector`] and the cluster's endpoints through a
+//! [`Prepared::run`]; [`prepare`] is preflight and the plan, so that a day-2 change checks the
+//! cluster's health on what it read, prints its plan and runs it without reading the nodes
+//! again ([`deploy`] is the two in a row). Hosts are reached through a [`Connector`] and the cluster's endpoints through a
 //! [`Probe`], so the whole runner is tested against `remote::fake` without root. A host that
 //! fails (unreachable, refused host key, a unit that does not start) is reported and left out
 //! of the later phases while the others go on; a failed preflight stops everything before
@@ -43,7 +45,7 @@ use serde::Serialize;
 use crate::components::Phase;
 use crate::events::{Events, Status};
 use crate::inventory::{Inventory, Node};
-use crate::plan::{HostPlan, Plan};
+use crate::plan::{HostPlan, Plan, Scope};
 use crate::probe::{MemberStatus, Probe};
 use crate::remote::{Connector, Facts, Remote, fan_out};
 use crate::render::Rendered;
@@ -86,6 +88,10 @@ pub struct DeployOptions {
     /// How a worker whose binaries change (an upgrade) is drained first; none: restarted in
     /// place (`--no-drain`).
     pub drain: Option<crate::kube::DrainOptions>,
+    /// Which files go where: all of the selected phases (deploy), or a day-2 change's, only
+    /// where the node has them ([`Scope::Present`]; the phases are then those of what it
+    /// picked, and preflight installs nothing).
+    pub scope: Scope,
 }
 
 impl Default for DeployOptions {
@@ -102,6 +108,7 @@ impl Default for DeployOptions {
             replaceable: Default::default(),
             restart: Default::default(),
             drain: Some(crate::kube::DrainOptions::default()),
+            scope: Scope::Everything,
         }
     }
 }
@@ -224,6 +231,8 @@ pub(crate) struct Host {
     pub remote: Option<Box<dyn Remote>>,
     pub facts: Option<Facts>,
     pub plan: Option<HostPlan>,
+    /// What a [`Scope::Present`] picked for the host from the files it was given.
+    pub picked: Vec<crate::render::File>,
     /// systemd has re-read this host's unit files since they changed.
     pub reloaded: bool,
     pub diffs: Vec<diff::FileDiff>,
@@ -237,6 +246,7 @@ impl Host {
             remote: None,
             facts: None,
             plan: None,
+            picked: vec![],
             reloaded: false,
             diffs: vec![],
             outcome: HostOutcome {
@@ -299,6 +309,29 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    fn new(
+        inv: &Inventory,
+        rendered: Rendered,
+        probe: Arc<dyn Probe>,
+        opts: &DeployOptions,
+        events: Events,
+    ) -> Ctx {
+        Ctx {
+            inv: Arc::new(inv.clone()),
+            rendered: Arc::new(rendered),
+            probe,
+            opts: opts.clone(),
+            phases: opts.selected(),
+            hosts: inv.nodes.iter().map(Host::new).collect(),
+            events,
+            etcd: vec![],
+            stopped: false,
+            snapshot: None,
+            kubelets: None,
+            leaders: BTreeMap::new(),
+        }
+    }
+
     /// Runs `f` on every host (alive or not: `f` decides), `--parallel` at a time, on the
     /// blocking pool.
     pub async fn each_host<F>(&mut self, f: F)
@@ -354,91 +387,155 @@ pub async fn deploy(
     opts: &DeployOptions,
     events: Events,
 ) -> Result<DeployReport, DeployError> {
-    let phases = opts.selected();
-    let mut ctx = Ctx {
-        inv: Arc::new(inv.clone()),
-        rendered: Arc::new(rendered),
-        probe,
-        opts: opts.clone(),
-        phases: phases.clone(),
-        hosts: inv.nodes.iter().map(Host::new).collect(),
-        events: events.clone(),
-        etcd: vec![],
-        stopped: false,
-        snapshot: None,
-        kubelets: None,
-        leaders: BTreeMap::new(),
-    };
+    prepare(inv, rendered, connector, probe, opts, events)
+        .await?
+        .run()
+        .await
+}
 
-    let result = run_phases(&mut ctx, connector).await;
-    let mut diffs = BTreeMap::new();
-    if result.is_ok() && opts.dry_run && opts.diff {
-        diffs = diff::collect(&mut ctx).await;
+/// A deploy after its preflight: every host connected, its facts read and its plan made, the
+/// rules passed; nothing changed yet. [`Prepared::run`] carries the plan out (or, in a dry
+/// run, says what it would do); a day-2 change checks the cluster's health on these facts
+/// first.
+pub struct Prepared {
+    ctx: Ctx,
+}
+
+/// Connects to every host, reads its facts, plans it and checks preflight's rules.
+pub async fn prepare(
+    inv: &Inventory,
+    rendered: Rendered,
+    connector: Arc<dyn Connector>,
+    probe: Arc<dyn Probe>,
+    opts: &DeployOptions,
+    events: Events,
+) -> Result<Prepared, DeployError> {
+    let mut ctx = Ctx::new(inv, rendered, probe, opts, events);
+    if let Err(e) = preflight::run(&mut ctx, connector).await {
+        summary(&ctx, false);
+        return Err(e);
     }
+    workers::read_cluster(&mut ctx).await;
+    Ok(Prepared { ctx })
+}
+
+impl Prepared {
+    /// What every reached host is to get, and which of its units restart.
+    pub fn plan(&self) -> Plan {
+        plan_of(&self.ctx)
+    }
+
+    /// The hosts preflight could not reach or read, each with why.
+    pub fn unreachable(&self) -> Vec<(String, String)> {
+        self.ctx
+            .hosts
+            .iter()
+            .filter(|h| !h.outcome.ok)
+            .map(|h| {
+                let why = h.outcome.error.clone().unwrap_or_default();
+                (h.node.name.clone(), why)
+            })
+            .collect()
+    }
+
+    /// What `node` reported, if it was reached.
+    pub fn facts(&self, node: &str) -> Option<&Facts> {
+        self.ctx
+            .hosts
+            .iter()
+            .find(|h| h.node.name == node && h.outcome.ok)
+            .and_then(|h| h.facts.as_ref())
+    }
+
+    /// The files this deploy places: all it was given, or what a [`Scope::Present`] picked.
+    pub fn rendered(&self) -> &Rendered {
+        &self.ctx.rendered
+    }
+
+    /// The phases' account of what they would do, in order (the dry run's steps).
+    pub fn steps(&self) -> Vec<String> {
+        phase_order(&self.ctx)
+            .into_iter()
+            .flat_map(|p| dispatch_dry_run(p, &self.ctx))
+            .collect()
+    }
+
+    /// The probe the phases run with from here on (a renewal's: its client certificates may
+    /// be the renewed ones).
+    pub fn with_probe(mut self, probe: Arc<dyn Probe>) -> Prepared {
+        self.ctx.probe = probe;
+        self
+    }
+
+    /// Runs the phases (a dry run only says what they would do) and reports.
+    pub async fn run(self) -> Result<DeployReport, DeployError> {
+        let mut ctx = self.ctx;
+        let result = run_phases(&mut ctx).await;
+        let mut diffs = BTreeMap::new();
+        if result.is_ok() && ctx.opts.dry_run && ctx.opts.diff {
+            diffs = diff::collect(&mut ctx).await;
+        }
+        summary(&ctx, result.is_ok());
+        let steps = result?;
+        Ok(DeployReport {
+            dry_run: ctx.opts.dry_run,
+            phases: ctx.phases.clone(),
+            pki_changes: vec![],
+            plan: plan_of(&ctx),
+            steps,
+            hosts: ctx.hosts.iter().map(|h| h.outcome.clone()).collect(),
+            etcd: ctx.etcd,
+            snapshot: ctx.snapshot,
+            diffs,
+        })
+    }
+}
+
+fn plan_of(ctx: &Ctx) -> Plan {
+    Plan {
+        phases: ctx.phases.clone(),
+        hosts: ctx
+            .hosts
+            .iter()
+            .filter_map(|h| h.plan.clone().map(|p| (h.node.name.clone(), p)))
+            .collect(),
+    }
+}
+
+/// The run's summary event: hosts, the failed ones, and what was done.
+fn summary(ctx: &Ctx, ok: bool) {
     let failed: Vec<String> = ctx
         .hosts
         .iter()
         .filter(|h| !h.outcome.ok)
         .map(|h| h.node.name.clone())
         .collect();
+    let count = |f: fn(&HostOutcome) -> usize| ctx.hosts.iter().map(|h| f(&h.outcome)).sum();
     let counts = [
-        (
-            "changes".to_string(),
-            ctx.hosts.iter().map(|h| h.outcome.changed).sum(),
-        ),
-        (
-            "restarts".to_string(),
-            ctx.hosts.iter().map(|h| h.outcome.restarted.len()).sum(),
-        ),
-        (
-            "starts".to_string(),
-            ctx.hosts.iter().map(|h| h.outcome.started.len()).sum(),
-        ),
-        (
-            "reloads".to_string(),
-            ctx.hosts.iter().map(|h| h.outcome.reloaded.len()).sum(),
-        ),
+        ("changes".to_string(), count(|o| o.changed)),
+        ("restarts".to_string(), count(|o| o.restarted.len())),
+        ("starts".to_string(), count(|o| o.started.len())),
+        ("reloads".to_string(), count(|o| o.reloaded.len())),
     ];
-    events.summary(
-        result.is_ok() && failed.is_empty(),
+    ctx.events.summary(
+        ok && failed.is_empty(),
         ctx.hosts.len(),
         failed,
         counts.into_iter().collect(),
     );
-    let steps = result?;
-    let plan = Plan {
-        phases: phases.clone(),
-        hosts: ctx
-            .hosts
-            .iter()
-            .filter_map(|h| h.plan.clone().map(|p| (h.node.name.clone(), p)))
-            .collect(),
-    };
-    Ok(DeployReport {
-        dry_run: opts.dry_run,
-        phases,
-        pki_changes: vec![],
-        plan,
-        steps,
-        hosts: ctx.hosts.iter().map(|h| h.outcome.clone()).collect(),
-        etcd: ctx.etcd,
-        snapshot: ctx.snapshot,
-        diffs,
-    })
 }
 
-async fn run_phases(
-    ctx: &mut Ctx,
-    connector: Arc<dyn Connector>,
-) -> Result<Vec<String>, DeployError> {
-    preflight::run(ctx, connector).await?;
-    workers::read_cluster(ctx).await;
-    let mut steps = Vec::new();
-    // The files step places the files of every selected phase, also when `files` itself (the
-    // files no unit reads) is not selected.
+/// The phases in the order they run. The files step places the files of every selected
+/// phase, also when `files` itself (the files no unit reads) is not selected.
+fn phase_order(ctx: &Ctx) -> Vec<Phase> {
     let mut order = vec![Phase::Files];
     order.extend(ctx.phases.iter().copied().filter(|p| *p != Phase::Files));
-    for phase in order {
+    order
+}
+
+async fn run_phases(ctx: &mut Ctx) -> Result<Vec<String>, DeployError> {
+    let mut steps = Vec::new();
+    for phase in phase_order(ctx) {
         if ctx.opts.dry_run {
             steps.extend(dispatch_dry_run(phase, ctx));
             continue;
@@ -520,20 +617,13 @@ pub async fn push_files(
         parallel,
         ..DeployOptions::default()
     };
-    let mut ctx = Ctx {
-        inv: Arc::new(inv.clone()),
-        rendered: Arc::new(rendered),
-        probe: Arc::new(crate::probe::NetProbe::default()),
-        phases: opts.selected(),
-        opts,
-        hosts: inv.nodes.iter().map(Host::new).collect(),
-        events: Events::none("push"),
-        etcd: vec![],
-        stopped: false,
-        snapshot: None,
-        kubelets: None,
-        leaders: BTreeMap::new(),
-    };
+    let mut ctx = Ctx::new(
+        inv,
+        rendered,
+        Arc::new(crate::probe::NetProbe::default()),
+        &opts,
+        Events::none("push"),
+    );
     preflight::connect_and_plan(&mut ctx, connector).await;
     files::Files
         .run(&mut ctx)

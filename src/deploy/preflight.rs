@@ -10,7 +10,7 @@ use crate::components::{BINARY_PACKAGES, COMPONENTS, Component, ComponentId, Nee
 use crate::digest::sha256_hex;
 use crate::events::Status;
 use crate::inventory::{Installer, Inventory, Node, Role};
-use crate::plan::{self, files_in_phases};
+use crate::plan::{self, Scope, files_in_phases};
 use crate::remote::{Connector, Facts, FactsQuery};
 use crate::render::{Anchor, File, Rendered};
 use crate::versions::ReleaseMin;
@@ -18,7 +18,30 @@ use crate::versions::ReleaseMin;
 /// Connects to every host, reads its facts and plans it; checks the rules across hosts.
 pub(crate) async fn run(ctx: &mut Ctx, connector: Arc<dyn Connector>) -> Result<(), DeployError> {
     connect_and_plan(ctx, connector).await;
-    install_prerequisites(ctx).await;
+    match ctx.opts.scope {
+        Scope::Everything => install_prerequisites(ctx).await,
+        // From here on the deploy is of what the scope picked, in the phases that place it:
+        // the rules below judge only that, as they would a deploy of these files alone.
+        Scope::Present(_) => {
+            let picked = Rendered {
+                hosts: ctx
+                    .hosts
+                    .iter()
+                    .filter(|h| !h.picked.is_empty())
+                    .map(|h| (h.node.name.clone(), h.picked.clone()))
+                    .collect(),
+                local: vec![],
+            };
+            let phases: BTreeSet<Phase> = picked
+                .hosts
+                .values()
+                .flatten()
+                .map(plan::phase_of_file)
+                .collect();
+            ctx.phases.retain(|p| phases.contains(p));
+            ctx.rendered = Arc::new(picked);
+        }
+    }
     let reached: Vec<(&Node, &Facts)> = ctx
         .hosts
         .iter()
@@ -82,6 +105,7 @@ struct Gather {
     rendered: Arc<Rendered>,
     phases: Vec<Phase>,
     restart: BTreeSet<(String, String)>,
+    scope: Scope,
     version_cache: Option<String>,
 }
 
@@ -92,6 +116,7 @@ impl Gather {
             rendered: ctx.rendered.clone(),
             phases: ctx.phases.clone(),
             restart: ctx.opts.restart.clone(),
+            scope: ctx.opts.scope.clone(),
             // A dry run writes nothing, not even the nodes' version cache.
             version_cache: (!ctx.opts.dry_run).then(|| crate::remote::VERSION_CACHE.to_string()),
         }
@@ -106,7 +131,16 @@ impl Gather {
             Err(e) => return h.fail(Phase::Preflight, e),
         }
         if let Some(facts) = h.facts.as_ref().filter(|_| h.outcome.ok) {
-            let mut plan = plan::plan_host(rendered, &h.node.name, &facts.files, phases);
+            let mut plan = match &self.scope {
+                Scope::Everything => plan::plan_host(rendered, &h.node.name, &facts.files, phases),
+                Scope::Present(affected) => {
+                    let all = files_in_phases(rendered, &h.node.name, phases);
+                    h.picked =
+                        plan::pick_present(&h.node.name, &all, facts, affected, &self.restart);
+                    let picked: Vec<&File> = h.picked.iter().collect();
+                    plan::plan_files(&h.node.name, &picked, &facts.files)
+                }
+            };
             for u in plan.units.iter_mut().filter(|u| {
                 self.restart
                     .contains(&(h.node.name.clone(), u.unit.clone()))

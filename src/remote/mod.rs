@@ -168,6 +168,13 @@ impl Facts {
     pub fn unit_up(&self, unit: &str) -> bool {
         self.unit_active(unit) && self.enabled.contains(unit)
     }
+
+    /// Set up on the node, as [`UnitInfo::deployed`] judges it from what the facts read:
+    /// enabled, or not inactive (running, starting, failed). A unit nobody set up (no unit
+    /// file, or a package's that nobody enabled or started) is neither.
+    pub fn unit_deployed(&self, unit: &str) -> bool {
+        self.enabled.contains(unit) || self.units.get(unit).is_some_and(|s| s != "inactive")
+    }
 }
 
 /// One file to place, or to give its mode and owner (`root:root`).

@@ -326,7 +326,7 @@ fn a_san_the_units_use_is_required_and_who_uses_it_is_named() {
     assert_eq!(c.status, Status::Fail, "{c:?}");
     assert!(
         c.detail
-            .contains("/etc/etcd/pki/server.crt lacks SAN IP:127.0.0.1 (--listen-client-urls)"),
+            .contains("/etc/etcd/pki/server.crt lacks SAN IP:127.0.0.1 (--listen-client-http-urls, --listen-client-urls)"),
         "{c:?}"
     );
     // Without its own address: every reason is named.

@@ -33,6 +33,30 @@ pub fn require(tool: &str, package: &str) -> PathBuf {
     panic!("{tool} is required by this test: apt-get install {package} (.ci/run installs it)");
 }
 
+/// The directory `scripts/build-etcd` builds etcd, etcdctl and etcdutl into, at the release
+/// `go/etcd/go.mod` pins (a supported one; the host's Debian may have an older etcd); panics
+/// naming the script when it is missing.
+pub fn etcd_build() -> PathBuf {
+    let gomod = std::fs::read_to_string(repo().join("go/etcd/go.mod")).unwrap();
+    let version = gomod
+        .lines()
+        .map(str::split_whitespace)
+        .find_map(|mut w| (w.next() == Some("go.etcd.io/etcd/server/v3")).then(|| w.next()))
+        .flatten()
+        .expect("go/etcd/go.mod requires go.etcd.io/etcd/server/v3")
+        .to_string();
+    let root = std::env::var("HW_BUILD_DIR").unwrap_or_else(|_| "/var/cache/hardway/build".into());
+    let dir = Path::new(&root).join(format!("etcd-{version}"));
+    for tool in ["etcd", "etcdctl", "etcdutl"] {
+        assert!(
+            dir.join(tool).is_file(),
+            "{} has no {tool}: run scripts/build-etcd (the README's test command and .ci/run do)",
+            dir.display()
+        );
+    }
+    dir
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))

@@ -530,8 +530,10 @@ roles = ["master"]
 
 #[test]
 fn a_real_etcd_cluster_runs_from_the_rendered_units_and_refuses_foreign_certs() {
-    require("etcd", "etcd-server");
-    let etcdctl = require("etcdctl", "etcd-client");
+    // etcd of a supported release (3.5.11+), as the lab's nodes have: a host's Debian may
+    // have an older one (bookworm's 3.4, which lacks --listen-client-http-urls).
+    let etcd = etcd_build();
+    let etcdctl = etcd.join("etcdctl");
     let dir = tempfile::tempdir().unwrap();
     let inv = dir.path().join("loop.toml");
     std::fs::write(&inv, LOOPBACK_INVENTORY).unwrap();
@@ -559,6 +561,9 @@ fn a_real_etcd_cluster_runs_from_the_rendered_units_and_refuses_foreign_certs() 
             })
             .collect();
         assert_eq!(args[0], "/usr/bin/etcd");
+        let args: Vec<String> = std::iter::once(etcd.join("etcd").display().to_string())
+            .chain(args.into_iter().skip(1))
+            .collect();
         // And the rendered environment file the unit reads (the initial cluster), as systemd
         // would pass it.
         assert!(
@@ -635,6 +640,37 @@ fn a_real_etcd_cluster_runs_from_the_rendered_units_and_refuses_foreign_certs() 
         std::thread::sleep(Duration::from_millis(200));
     };
     assert_eq!(health.matches("is healthy").count(), 3, "{health}");
+
+    // etcd's HTTP is apart from its gRPC, on the member's loopback address: /health answers
+    // there (HTTPS, a client certificate of etcd's CA, as on the client port).
+    let openssl = require("openssl", "openssl");
+    let mut s_client = Command::new(&openssl)
+        .args(["s_client", "-quiet", "-connect", "127.0.0.11:2382"])
+        .arg("-CAfile")
+        .arg(pki.join("ca.crt"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    s_client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.11\r\n\r\n")
+        .unwrap();
+    let o = s_client.wait_with_output().unwrap();
+    let reply = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        reply.starts_with("HTTP/1.0 200") && reply.contains("\"health\":\"true\""),
+        "{reply}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     let list = etcdctl_with(&cert, &key, &["member", "list"]);
     let list = String::from_utf8_lossy(&list.stdout);

@@ -403,12 +403,7 @@ roles = ["worker"]
     #[test]
     fn bare_machines_get_a_cluster_from_a_release_mirror_and_apt() {
         let k8s = kubernetes_build("1.37");
-        let etcd = PathBuf::from("/var/cache/hardway/build/etcd-v3.6.8");
-        assert!(
-            etcd.join("etcd").is_file(),
-            "{} has no etcd: run scripts/build-etcd (.ci/run does)",
-            etcd.display()
-        );
+        let etcd = etcd_build();
         for i in ["pause.tar", "agnhost-2.66.1.tar", "coredns-v1.14.2.tar"] {
             let p = Path::new("/var/cache/hardway/images").join(i);
             assert!(

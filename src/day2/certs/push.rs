@@ -1,237 +1,57 @@
 //! Bringing a change of certificates, trust bundles or keys to a running cluster, on deploy's
-//! own machinery: the files that differ between two renders ([`select`]) are pushed only where
-//! the node has them already (a renewal never installs a component) and restart only units that
-//! are deployed there; deploy's phases then restart them in its safe order — etcd members one
-//! at a time, each healthy before the next; API servers one at a time, each `/readyz`; then the
-//! controller-manager, scheduler, HAProxy, kubelets and kube-proxy.
+//! own planner and phases. [`open`] prepares a deploy of the new render scoped to the files
+//! the change affects ([`Scope::Present`]): each goes only where the node has it already (a
+//! renewal never installs a component) and restarts only units deployed there; deploy's
+//! phases then restart them in its safe order — etcd members one at a time, each healthy
+//! before the next; API servers one at a time, each `/readyz`; then the controller-manager,
+//! scheduler, HAProxy, kubelets and kube-proxy.
 //!
-//! Before anything changes, [`survey`] reads every node (its files and units) and [`health`]
-//! says what is not healthy, which the commands refuse unless `--force`.
+//! Before anything changes, [`health`] says, from what that preparation read of every node and
+//! from the cluster's endpoints, what is not healthy, which the commands refuse unless
+//! `--force`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::components::{ComponentId, Phase, Port};
-use crate::deploy::{DeployOptions, DeployReport, deploy};
-use crate::digest::sha256_hex;
+use crate::components::{ComponentId, Port};
+use crate::deploy::{self, DeployOptions, Prepared};
 use crate::events::Events;
-use crate::inventory::{Inventory, Node, units_on};
-use crate::plan::phase_of_file;
+use crate::inventory::Inventory;
+use crate::plan::{Plan, Scope};
 use crate::probe::{self, Probe};
-use crate::remote::{Connector, RemoteFile, fan_out};
-use crate::render::{File, Rendered};
+use crate::remote::Connector;
+use crate::render::Rendered;
 
 use super::super::Day2Error;
 
-/// What one node has: its hardway files (hash, mode, owner) and its units.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct NodeView {
-    pub files: BTreeMap<String, RemoteFile>,
-    /// Units whose unit file systemd has loaded.
-    pub loaded: BTreeSet<String>,
-    pub active: BTreeSet<String>,
-}
-
-/// Every node as read before a change; nodes that could not be read, with why.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Survey {
-    pub nodes: BTreeMap<String, NodeView>,
-    pub unreachable: Vec<(String, String)>,
-}
-
-impl Survey {
-    pub fn active(&self, node: &str, unit: &str) -> bool {
-        self.nodes
-            .get(node)
-            .is_some_and(|v| v.active.contains(unit))
-    }
-}
-
-/// Reads, on every node at once, the files `rendered` has for it and its units' states.
-pub(crate) async fn survey(
+/// Reads every node and plans the push of `affected` (`(node, path)`) files of `after`:
+/// deploy's preflight with a [`Scope::Present`]. The snapshot is the command's own, taken
+/// before the PKI changed.
+pub(crate) async fn open(
     inv: &Inventory,
-    connector: Arc<dyn Connector>,
-    rendered: &Rendered,
-    parallel: usize,
-) -> Survey {
-    type Work = (Node, Vec<String>, Vec<String>, Result<NodeView, String>);
-    let work: Vec<Work> = inv
-        .nodes
-        .iter()
-        .map(|n| {
-            let paths = rendered
-                .hosts
-                .get(&n.name)
-                .map(|fs| fs.iter().map(|f| f.path.clone()).collect())
-                .unwrap_or_default();
-            (
-                n.clone(),
-                paths,
-                units_on(inv, n).map(str::to_string).collect(),
-                Err(String::new()),
-            )
-        })
-        .collect();
-    let done = fan_out(
-        work,
-        parallel,
-        move |(node, paths, units, out): &mut Work| {
-            *out = (|| {
-                let r = connector.connect(node).map_err(|e| e.to_string())?;
-                let files = r.stat_files(paths).map_err(|e| e.to_string())?;
-                let infos = r.units(units).map_err(|e| e.to_string())?;
-                let loaded = infos
-                    .iter()
-                    .filter(|(_, i)| i.deployed())
-                    .map(|(u, _)| u.clone())
-                    .collect();
-                let active = infos
-                    .iter()
-                    .filter(|(_, i)| i.active == "active")
-                    .map(|(u, _)| u.clone())
-                    .collect();
-                Ok(NodeView {
-                    files,
-                    loaded,
-                    active,
-                })
-            })();
-        },
-    )
-    .await;
-    let mut s = Survey::default();
-    for (node, _, _, out) in done {
-        match out {
-            Ok(v) => {
-                s.nodes.insert(node.name, v);
-            }
-            Err(e) => s.unreachable.push((node.name, e)),
-        }
-    }
-    s
-}
-
-/// The files to push: per node, every file of `after` that the operation `affects` (by host and
-/// file), that the node has already and with other bytes, reading only units deployed there;
-/// plus the unit file of each unit they restart or that `restart` names (unchanged, so that
-/// deploy's plan knows the unit).
-#[derive(Debug, Clone)]
-pub(crate) struct Selection {
-    pub rendered: Rendered,
-    /// `node: path` of every file that changes.
-    pub changed: Vec<String>,
-    /// Unit files on nodes that differ from what hardway renders: pushing would replace them.
-    pub drift: Vec<String>,
-}
-
-impl Selection {
-    /// The deploy phases that place these files and restart their units. `files` only when a
-    /// file no unit reads changes: with it, deploy also merges the hosts block, which a node
-    /// deployed without that phase does not have.
-    pub fn phases(&self) -> Vec<Phase> {
-        let p: BTreeSet<Phase> = self
-            .rendered
-            .hosts
-            .values()
-            .flatten()
-            .map(phase_of_file)
-            .collect();
-        p.into_iter().collect()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.changed.is_empty()
-    }
-}
-
-pub(crate) fn select(
     after: &Rendered,
-    survey: &Survey,
-    affects: &dyn Fn(&str, &File) -> bool,
-    restart: &BTreeSet<(String, String)>,
-) -> Selection {
-    let mut hosts = BTreeMap::new();
-    let (mut changed, mut drift) = (Vec::new(), Vec::new());
-    for (node, view) in &survey.nodes {
-        let new = after.hosts.get(node).map(Vec::as_slice).unwrap_or_default();
-        let mut files: Vec<File> = Vec::new();
-        for f in new {
-            let differs = view
-                .files
-                .get(&f.path)
-                .is_some_and(|r| r.sha256 != sha256_hex(&f.contents));
-            if !differs || !affects(node, f) {
-                continue;
-            }
-            let units = f
-                .units
-                .iter()
-                .copied()
-                .filter(|u| view.loaded.contains(*u))
-                .collect();
-            files.push(File { units, ..f.clone() });
-            changed.push(format!("{node}: {}", f.path));
-        }
-        let mut units: BTreeSet<&str> = files
-            .iter()
-            .filter(|f| f.restarts)
-            .flat_map(|f| f.units.iter().copied())
-            .collect();
-        units.extend(
-            restart
-                .iter()
-                .filter(|(n, u)| n == node && view.loaded.contains(u))
-                .map(|(_, u)| u.as_str()),
-        );
-        for unit in units {
-            let path = format!("/etc/systemd/system/{unit}.service");
-            let Some(unit_file) = new.iter().find(|f| f.path == path) else {
-                continue;
-            };
-            if view
-                .files
-                .get(&path)
-                .is_some_and(|r| r.sha256 != sha256_hex(&unit_file.contents))
-            {
-                drift.push(format!("{node}: {path}"));
-            }
-            files.push(unit_file.clone());
-        }
-        if !files.is_empty() {
-            files.sort_by(|a, b| a.path.cmp(&b.path));
-            hosts.insert(node.clone(), files);
-        }
-    }
-    Selection {
-        rendered: Rendered {
-            hosts,
-            local: vec![],
-        },
-        changed,
-        drift,
-    }
+    affected: BTreeSet<(String, String)>,
+    connector: Arc<dyn Connector>,
+    probe: Arc<dyn Probe>,
+    base: &DeployOptions,
+    events: Events,
+) -> Result<Prepared, Day2Error> {
+    let opts = DeployOptions {
+        scope: Scope::Present(affected),
+        snapshot_dir: None,
+        diff: false,
+        ..base.clone()
+    };
+    Ok(deploy::prepare(inv, after.clone(), connector, probe, &opts, events).await?)
 }
 
-/// The (node, unit) pairs that the files of `selection` restart.
-pub(crate) fn restarts(selection: &Selection) -> BTreeSet<(String, String)> {
-    selection
-        .rendered
-        .hosts
-        .iter()
-        .flat_map(|(h, fs)| {
-            fs.iter()
-                .filter(|f| f.restarts && !f.is_unit())
-                .flat_map(move |f| f.units.iter().map(move |u| (h.clone(), u.to_string())))
-        })
-        .collect()
-}
-
-/// What keeps a change from being safe now: unreachable nodes, etcd without every member
-/// answering and one leader, an API server that runs but is not ready. Empty when healthy.
-pub(crate) async fn health(inv: &Inventory, probe: &dyn Probe, survey: &Survey) -> Vec<String> {
-    let mut out: Vec<String> = survey
-        .unreachable
+/// What keeps a change from being safe now: nodes preflight could not reach, etcd without
+/// every member answering and one leader, an API server that runs but is not ready. Empty
+/// when healthy.
+pub(crate) async fn health(inv: &Inventory, probe: &dyn Probe, read: &Prepared) -> Vec<String> {
+    let mut out: Vec<String> = read
+        .unreachable()
         .iter()
         .map(|(n, e)| format!("{n} cannot be reached: {e}"))
         .collect();
@@ -247,7 +67,10 @@ pub(crate) async fn health(inv: &Inventory, probe: &dyn Probe, survey: &Survey) 
         }
     }
     let api = ComponentId::KubeApiserver.get().unit.expect("a unit");
-    for m in inv.masters().filter(|m| survey.active(&m.name, api)) {
+    for m in inv
+        .masters()
+        .filter(|m| read.facts(&m.name).is_some_and(|f| f.unit_active(api)))
+    {
         match probe
             .api_get(m.address, Port::ApiServer.number(inv), "/readyz")
             .await
@@ -303,49 +126,16 @@ pub(crate) fn gate_step(
     gate(problems, force, what)
 }
 
-/// Deploys `selection` with deploy's phases and rolling restarts (a dry run plans only).
-pub(crate) async fn push(
-    inv: &Inventory,
-    selection: &Selection,
-    connector: Arc<dyn Connector>,
-    probe: Arc<dyn Probe>,
-    base: &DeployOptions,
-    events: Events,
-) -> Result<DeployReport, Day2Error> {
-    // The snapshot is the command's own, taken before the PKI changed.
-    let opts = DeployOptions {
-        phases: selection.phases(),
-        snapshot_dir: None,
-        diff: false,
-        ..base.clone()
-    };
-    Ok(deploy(
-        inv,
-        selection.rendered.clone(),
-        connector,
-        probe,
-        &opts,
-        events,
-    )
-    .await?)
-}
-
-/// The plan of a dry run as lines: per host, the files that change and the units restarted.
-pub(crate) fn plan_lines(report: &DeployReport) -> Vec<String> {
+/// The plan as lines: per host, the files that change; then what the phases do.
+pub(crate) fn plan_lines(plan: &Plan, steps: &[String]) -> Vec<String> {
     let mut out = Vec::new();
-    for (host, p) in &report.plan.hosts {
+    for (host, p) in &plan.hosts {
         if p.changes.is_empty() {
             continue;
         }
         let files: Vec<&str> = p.changes.iter().map(|c| c.path.as_str()).collect();
         out.push(format!("{host}: replace {}", files.join(", ")));
     }
-    out.extend(
-        report
-            .steps
-            .iter()
-            .filter(|s| !s.starts_with("files: "))
-            .cloned(),
-    );
+    out.extend(steps.iter().filter(|s| !s.starts_with("files: ")).cloned());
     out
 }

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::super::{Day2Error, stamp};
 use super::ChangeOptions;
-use super::push::{self, gate_step, health, plan_lines, select, survey};
+use super::push::{self, gate_step, health, plan_lines};
 use crate::deploy::{DeployOptions, DeployReport};
 use crate::events::{Events, Status};
 use crate::inventory::Inventory;
@@ -87,21 +87,46 @@ pub async fn renew(
     let (before, after) = (render::render(inv, &pki)?, render::render(inv, &new_pki)?);
     let probe = probe_for(&pki);
 
+    let really = opts.change.confirm.yes && !opts.change.confirm.dry_run;
+    // Every file whose bytes the renewal changes, where the node has it.
+    let affected = after
+        .hosts
+        .iter()
+        .flat_map(|(host, fs)| {
+            let old = before.hosts.get(host);
+            fs.iter()
+                .filter(move |f| {
+                    old.is_none_or(|os| {
+                        os.iter()
+                            .any(|o| o.path == f.path && o.contents != f.contents)
+                    })
+                })
+                .map(move |f| (host.clone(), f.path.clone()))
+        })
+        .collect();
+
     let step = events.start(
         None,
         Some("renew"),
         "read every node and check the cluster's health",
     );
-    let seen = survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
-    let differs = |host: &str, f: &render::File| {
-        before.hosts.get(host).is_none_or(|fs| {
-            fs.iter()
-                .any(|o| o.path == f.path && o.contents != f.contents)
-        })
-    };
-    let selection = select(&after, &seen, &differs, &Default::default());
-    let mut problems = health(inv, probe.as_ref(), &seen).await;
-    problems.extend(selection.drift.iter().map(|d| format!("{d} differs from what hardway renders: the renewal would replace it (hardway deploy --dry-run --diff shows how)")));
+    let read = push::open(
+        inv,
+        &after,
+        affected,
+        connector.clone(),
+        probe.clone(),
+        &DeployOptions {
+            dry_run: !really,
+            ..opts.change.deploy.clone()
+        },
+        events.clone(),
+    )
+    .await;
+    let (read, step) = step.or_fail(read)?;
+    let plan = read.plan();
+    let mut problems = health(inv, probe.as_ref(), &read).await;
+    problems.extend(plan.unit_files().iter().map(|d| format!("{d} differs from what hardway renders: the renewal would replace it (hardway deploy --dry-run --diff shows how)")));
     let forced_past = gate_step(
         step,
         problems,
@@ -131,23 +156,11 @@ pub async fn renew(
     ));
     let on_no_node: Vec<String> = renewed
         .iter()
-        .filter(|r| !pushed(&new_pki, &r.name, &selection))
+        .filter(|r| !pushed(&new_pki, &r.name, read.rendered()))
         .map(|r| r.name.clone())
         .collect();
-    let plan = push::push(
-        inv,
-        &selection,
-        connector.clone(),
-        probe.clone(),
-        &DeployOptions {
-            dry_run: true,
-            ..opts.change.deploy.clone()
-        },
-        Events::none("certs-renew"),
-    )
-    .await?;
-    steps.extend(plan_lines(&plan));
-    if selection.is_empty() {
+    steps.extend(plan_lines(&plan, &read.steps()));
+    if plan.is_noop() {
         steps.push("no node has any of these certificates: nothing to push".into());
     }
     let mut report = RenewReport {
@@ -187,17 +200,8 @@ pub async fn renew(
     pki::write_renewed(&new_pki, &report.renewed, &aside)?;
     report.aside = Some(aside);
     report.kubeconfig = super::refresh_admin_kubeconfig(inv, &new_pki, pki_dir)?;
-    if !selection.is_empty() {
-        let d = push::push(
-            inv,
-            &selection,
-            connector,
-            probe_for(&new_pki),
-            &opts.change.deploy,
-            events.clone(),
-        )
-        .await?;
-        report.deploy = Some(d);
+    if !plan.is_noop() {
+        report.deploy = Some(read.with_probe(probe_for(&new_pki)).run().await?);
     }
     Ok(report)
 }
@@ -215,13 +219,12 @@ fn step_failed(events: &Events, e: &impl std::fmt::Display) {
 
 /// Does a file pushed to some node carry the certificate `name` of `pki` (as PEM, or base64 in
 /// a kubeconfig)?
-fn pushed(pki: &Pki, name: &str, selection: &push::Selection) -> bool {
+fn pushed(pki: &Pki, name: &str, picked: &render::Rendered) -> bool {
     use base64::Engine;
     let pem = pki.cert(name).cert_pem.as_bytes();
     let b64 = base64::engine::general_purpose::STANDARD.encode(pem);
     let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
-    selection
-        .rendered
+    picked
         .hosts
         .values()
         .flatten()

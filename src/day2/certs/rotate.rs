@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 
 use super::super::{Day2Error, secrets, stamp};
 use super::ChangeOptions;
-use super::push::{self, gate_step, health, plan_lines, restarts, select, survey};
+use super::push::{self, gate_step, health, plan_lines};
 use super::renew::ProbeFor;
-use crate::deploy::{DeployOptions, DeployReport};
+use crate::deploy::{DeployOptions, DeployReport, Prepared};
 use crate::digest::sha256_hex;
 use crate::events::{Events, Status};
 use crate::inventory::Inventory;
@@ -157,18 +157,29 @@ fn target(
     Ok((rotate::staged(pki, s, p, step), vec![]))
 }
 
-/// The affected files of `after` that a node has with other bytes.
-fn selection(
+/// Reads every node and plans step `k`'s push of `after`: the files that depend on what
+/// rotates (`depends_on`), where the nodes have them, with the units the step restarts again
+/// (`restart`: a resumed step's).
+#[allow(clippy::too_many_arguments)]
+async fn open(
     inv: &Inventory,
     render_pki: &Pki,
     s: Subject,
+    pair: &Pair,
     after: &Rendered,
-    seen: &push::Survey,
+    connector: Arc<dyn Connector>,
+    probe: Arc<dyn crate::probe::Probe>,
+    deploy: DeployOptions,
     restart: &BTreeSet<(String, String)>,
-) -> Result<push::Selection, Day2Error> {
-    let deps = depends_on(inv, render_pki, s)?;
-    let affects = |h: &str, f: &render::File| deps.contains(&(h.to_string(), f.path.clone()));
-    Ok(select(after, seen, &affects, restart))
+    events: Events,
+) -> Result<Prepared, Day2Error> {
+    let opts = DeployOptions {
+        replaceable: replaceable(inv, render_pki, s, pair)?,
+        restart: restart.clone(),
+        ..deploy
+    };
+    let affected = depends_on(inv, render_pki, s)?;
+    push::open(inv, after, affected, connector, probe, &opts, events).await
 }
 
 pub async fn rotate_subject(
@@ -252,7 +263,8 @@ pub async fn rotate_subject(
         let (mut render_pki, renewed) = target(inv, &pki_now, s, &pair, k)?;
         let probe = probe_for(&render_pki);
         let mut after = render::render(inv, &render_pki)?;
-        let mut seen = push::Survey::default();
+        // The units the step restarts, as its health check's read of the nodes planned them.
+        let mut restarts = BTreeSet::new();
         let mut before = Failing::new();
         let mut sr = StepReport {
             step: k,
@@ -276,9 +288,27 @@ pub async fn rotate_subject(
                         Some("rotate"),
                         &format!("step {k}: read every node and check the cluster's health"),
                     );
-                    seen =
-                        survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
-                    let problems = health(inv, probe.as_ref(), &seen).await;
+                    // Read as a dry run: the push reads the nodes again when it runs, after
+                    // the step's switch, rewrite and checks.
+                    let r = open(
+                        inv,
+                        &render_pki,
+                        s,
+                        &pair,
+                        &after,
+                        connector.clone(),
+                        probe.clone(),
+                        DeployOptions {
+                            dry_run: true,
+                            ..opts.change.deploy.clone()
+                        },
+                        &state.restart,
+                        events.clone(),
+                    )
+                    .await;
+                    let (r, step) = step.or_fail(r)?;
+                    let problems = health(inv, probe.as_ref(), &r).await;
+                    restarts = r.plan().restarts();
                     report.forced_past.extend(gate_step(
                         step,
                         problems,
@@ -330,14 +360,7 @@ pub async fn rotate_subject(
                     .unwrap_or_default();
                     // The state first: from here on, a run that stops resumes this step.
                     state.running = Some(k);
-                    state.restart.extend(restarts(&selection(
-                        inv,
-                        &render_pki,
-                        s,
-                        &after,
-                        &seen,
-                        &state.restart,
-                    )?));
+                    state.restart.append(&mut restarts);
                     rotate::save(pki_dir, s, &state)?;
                 }
                 Act::Switch => {
@@ -354,27 +377,25 @@ pub async fn rotate_subject(
                 Act::AdminKubeconfig => {
                     sr.kubeconfig = super::refresh_admin_kubeconfig(inv, &render_pki, pki_dir)?;
                 }
-                Act::Push => {
-                    let picked = selection(inv, &render_pki, s, &after, &seen, &state.restart)?;
-                    if sr.error.is_none() && !picked.rendered.hosts.is_empty() {
-                        let deploy_opts = DeployOptions {
-                            replaceable: replaceable(inv, &render_pki, s, &pair)?,
-                            restart: state.restart.clone(),
-                            ..opts.change.deploy.clone()
-                        };
-                        sr.deploy = Some(
-                            push::push(
-                                inv,
-                                &picked,
-                                connector.clone(),
-                                probe_for(&render_pki),
-                                &deploy_opts,
-                                events.clone(),
-                            )
-                            .await?,
-                        );
+                Act::Push if sr.error.is_none() => {
+                    let push = open(
+                        inv,
+                        &render_pki,
+                        s,
+                        &pair,
+                        &after,
+                        connector.clone(),
+                        probe_for(&render_pki),
+                        opts.change.deploy.clone(),
+                        &state.restart,
+                        events.clone(),
+                    )
+                    .await?;
+                    if !push.plan().is_noop() {
+                        sr.deploy = Some(push.run().await?);
                     }
                 }
+                Act::Push => {}
                 Act::PodsTrust if !sr.failed() => {
                     match pods_trust(inv, &render_pki, probe_for, &opts.change.deploy, events).await
                     {
@@ -559,8 +580,23 @@ async fn plan(
     }
     let (render_pki, renewed) = target(inv, pki, s, pair, first)?;
     let after = render::render(inv, &render_pki)?;
-    let seen = survey(inv, connector.clone(), &after, opts.change.deploy.parallel).await;
-    let picked = selection(inv, &render_pki, s, &after, &seen, &state.restart)?;
+    let read = open(
+        inv,
+        &render_pki,
+        s,
+        pair,
+        &after,
+        connector,
+        probe_for(&render_pki),
+        DeployOptions {
+            dry_run: true,
+            ..opts.change.deploy.clone()
+        },
+        &state.restart,
+        Events::none("rotate"),
+    )
+    .await?;
+    let push_plan = read.plan();
     let pods = |k: u8| {
         format!(
             "step {k}: wait until every namespace's kube-root-ca.crt holds the new CA, then restart every Deployment, DaemonSet and StatefulSet (kubectl rollout restart), so that their pods trust it before any server presents a certificate of it"
@@ -596,23 +632,12 @@ async fn plan(
                         .collect::<Vec<_>>()
                         .join(", ")
                 )),
-                Act::Push if detail && !picked.rendered.hosts.is_empty() => {
-                    let deploy_opts = DeployOptions {
-                        dry_run: true,
-                        replaceable: replaceable(inv, &render_pki, s, pair)?,
-                        restart: state.restart.clone(),
-                        ..opts.change.deploy.clone()
-                    };
-                    let d = push::push(
-                        inv,
-                        &picked,
-                        connector.clone(),
-                        probe_for(&render_pki),
-                        &deploy_opts,
-                        Events::none("rotate"),
-                    )
-                    .await?;
-                    lines.extend(plan_lines(&d).into_iter().map(|l| format!("step {k}: {l}")));
+                Act::Push if detail && !push_plan.is_noop() => {
+                    lines.extend(
+                        plan_lines(&push_plan, &read.steps())
+                            .into_iter()
+                            .map(|l| format!("step {k}: {l}")),
+                    );
                 }
                 Act::PodsTrust => lines.push(pods(k)),
                 Act::Verify if detail => lines.push(format!("step {k}: hardway verify")),

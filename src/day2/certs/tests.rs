@@ -163,6 +163,54 @@ fn one_certificate_changes_one_node_and_restarts_only_its_unit() {
     assert_eq!(f.fake.events_like("restart"), ["m2: restart etcd"]);
 }
 
+/// Counts the connections made to each node.
+struct Counting {
+    inner: Arc<dyn Connector>,
+    connects: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+}
+
+impl Connector for Counting {
+    fn connect(
+        &self,
+        node: &crate::inventory::Node,
+    ) -> Result<Box<dyn crate::remote::Remote>, crate::remote::RemoteError> {
+        *self
+            .connects
+            .lock()
+            .unwrap()
+            .entry(node.name.clone())
+            .or_default() += 1;
+        self.inner.connect(node)
+    }
+}
+
+/// The health check, the plan and the push are one preflight of deploy's: every node is read
+/// once, and what it read is what is pushed.
+#[test]
+fn a_renewal_reads_every_node_once() {
+    let f = deployed(&[Phase::Files, Phase::Etcd, Phase::Lb, Phase::ControlPlane]);
+    let counting = Arc::new(Counting {
+        inner: f.fake.clone(),
+        connects: Default::default(),
+    });
+    let fake = f.fake.clone();
+    let probe_for = move |_: &Pki| -> Arc<dyn Probe> { fake.clone() };
+    let r = block_on(renew(
+        &f.inv,
+        &f.pki_dir(),
+        counting.clone(),
+        &probe_for,
+        &opts(&[], YES, &f),
+        &Events::none("t"),
+    ))
+    .unwrap();
+    assert!(r.deploy.as_ref().unwrap().changed() > 0);
+    let connects = counting.connects.lock().unwrap().clone();
+    let want: std::collections::BTreeMap<String, usize> =
+        f.inv.nodes.iter().map(|n| (n.name.clone(), 1)).collect();
+    assert_eq!(connects, want);
+}
+
 #[test]
 fn what_is_not_deployed_is_not_created_and_not_started() {
     let f = deployed(&[Phase::Etcd, Phase::Lb]);
