@@ -209,24 +209,15 @@ pub fn plan_files(host: &str, files: &[&File], remote: &BTreeMap<String, RemoteF
 }
 
 impl Plan {
-    /// `node: path` of every file that changes, unit files aside.
-    pub fn changed(&self) -> Vec<String> {
-        self.changes(false)
-    }
-
     /// `node: path` of every unit file that changes: in a day-2 change ([`Scope::Present`]),
     /// a unit file the node has other than hardway renders it, which the change replaces.
     pub fn unit_files(&self) -> Vec<String> {
-        self.changes(true)
-    }
-
-    fn changes(&self, units: bool) -> Vec<String> {
         self.hosts
             .iter()
             .flat_map(|(h, p)| {
                 p.changes
                     .iter()
-                    .filter(move |c| c.file.is_unit() == units)
+                    .filter(|c| c.file.is_unit())
                     .map(move |c| format!("{h}: {}", c.path))
             })
             .collect()
@@ -476,11 +467,16 @@ mod tests {
             [("m1".to_string(), "etcd".to_string())].into()
         );
         assert!(plan.unit_files().is_empty(), "{:?}", plan.unit_files());
+        let changed: Vec<&str> = plan.hosts["m1"]
+            .changes
+            .iter()
+            .map(|c| c.path.as_str())
+            .collect();
         assert_eq!(
-            plan.changed(),
+            changed,
             [
-                "m1: /etc/etcd/pki/server.crt",
-                "m1: /etc/kubernetes/pki/apiserver.crt"
+                "/etc/etcd/pki/server.crt",
+                "/etc/kubernetes/pki/apiserver.crt"
             ]
         );
         // Picked again against a node that has the new bytes: nothing.

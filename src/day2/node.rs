@@ -77,16 +77,11 @@ pub async fn remove(
     opts: &RemoveOptions,
     events: &Events,
 ) -> Result<RemoveReport, Day2Error> {
-    let node: &Node =
-        inv.nodes
-            .iter()
-            .find(|n| n.name == name)
-            .ok_or_else(|| Day2Error::Refused {
-                reason: format!(
-                    "{name} is not in {}: it lists how to reach the node, so it must still name it",
-                    inv.source.display()
-                ),
-            })?;
+    let node = in_inventory(
+        inv,
+        name,
+        "it lists how to reach the node, so it must still name it",
+    )?;
     let rest = without(inv, name);
     if inv.masters().count() == 1 && node.has(crate::inventory::Role::Master) {
         return Err(Day2Error::Refused {
@@ -327,14 +322,21 @@ impl AddAction {
 /// The node `node add` brings in: `name` must be in the inventory (refused otherwise, naming
 /// the file), checked before anything is written.
 pub fn listed<'a>(inv: &'a Inventory, name: &str) -> Result<&'a Node, Day2Error> {
+    in_inventory(
+        inv,
+        name,
+        "add it there first (a [[nodes]] entry with its name, address and roles), then run node add again",
+    )
+}
+
+/// The node `name` of the inventory; refused, naming the file and `then` (what to do), when
+/// it lacks it.
+fn in_inventory<'a>(inv: &'a Inventory, name: &str, then: &str) -> Result<&'a Node, Day2Error> {
     inv.nodes
         .iter()
         .find(|n| n.name == name)
         .ok_or_else(|| Day2Error::Refused {
-            reason: format!(
-                "{name} is not in {}: add it there first (a [[nodes]] entry with its name, address and roles), then run node add again",
-                inv.source.display()
-            ),
+            reason: format!("{name} is not in {}: {then}", inv.source.display()),
         })
 }
 

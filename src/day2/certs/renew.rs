@@ -191,10 +191,10 @@ pub async fn renew(
         && !inv.etcd_members().is_empty()
     {
         let step = events.start(None, Some("renew"), "snapshot etcd");
-        let info = crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep)
-            .await
-            .inspect_err(|e| step_failed(events, e))?;
-        step.done(Status::Ok, Some(info.file.clone()));
+        let info = step.finish(
+            crate::snapshot::save(inv, probe.as_ref(), dir, opts.change.snapshot_keep).await,
+            |info| (Status::Ok, Some(info.file.clone())),
+        )?;
         report.snapshot = Some(dir.join(info.file));
     }
     pki::write_renewed(&new_pki, &report.renewed, &aside)?;
@@ -204,17 +204,6 @@ pub async fn renew(
         report.deploy = Some(read.with_probe(probe_for(&new_pki)).run().await?);
     }
     Ok(report)
-}
-
-fn step_failed(events: &Events, e: &impl std::fmt::Display) {
-    events.emit(
-        None,
-        Some("renew"),
-        "snapshot etcd",
-        Status::Failed,
-        None,
-        Some(e.to_string()),
-    );
 }
 
 /// Does a file pushed to some node carry the certificate `name` of `pki` (as PEM, or base64 in
